@@ -1,0 +1,144 @@
+"""Training and inference speed on this machine, and what the data path and the phase-1 feature cache buy.
+
+For each model: images/s of a phase-2 training step fed by the real data pipeline (decoded cache, augmentation,
+DataLoader workers) and fed by a batch already in memory (the framework's ceiling); their ratio is the pipeline
+efficiency. Then a phase-1 step (frozen backbone), and inference with PyTorch and onnxruntime. For ResNet50 the
+achieved fraction of the CPU's peak FP32 rate. Finally phase 1 of 30 epochs trained the naive way and on stored
+features, with both runs' validation accuracy.
+
+    python bench/train_speed.py                 # about 8 minutes on 2 cores
+    python bench/train_speed.py --img-size 224 --steps 4
+
+The last line is machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from affectkit.config import Config
+from affectkit.data.datamodule import AffectDataModule, prepare_data
+from affectkit.data.synthetic import make_demo_dataset
+from affectkit.models import build_model
+from affectkit.training.features import make_runner
+from affectkit.training.losses import multitask_loss
+from affectkit.training.trainer import train_model
+
+RESNET50_FORWARD_GFLOP = 8.2  # per 224x224 image; a training step is about three forward passes
+
+
+def peak_gflops(cores: int, ghz: float) -> float:
+    """2 FMA units x 16 fp32 lanes (AVX-512) x 2 flops per FMA, per core per cycle."""
+    return cores * 2 * 16 * 2 * ghz
+
+
+def _step(model, optimizer, batch, config: Config) -> None:
+    images, labels, va, _ = batch
+    images = images.contiguous(memory_format=torch.channels_last)
+    logits, v, a = model(images)
+    loss, _ = multitask_loss(logits, v, a, labels, va, config.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def images_per_second(fn, batches, batch_size: int) -> float:
+    fn(next(batches))  # warm-up (allocator, oneDNN primitive caches)
+    start = time.perf_counter()
+    n = 0
+    for batch in batches:
+        fn(batch)
+        n += batch_size
+    return n / (time.perf_counter() - start)
+
+
+def measure_model(name: str, datamodule: AffectDataModule, config: Config, steps: int) -> dict:
+    model = build_model(name, config).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loader = iter(datamodule.train_dataloader())
+    pipeline = images_per_second(lambda b: _step(model, optimizer, b, config),
+                                 (next(loader) for _ in range(steps + 1)), config.batch_size)
+    fixed = next(iter(datamodule.train_dataloader()))
+    in_memory = images_per_second(lambda b: _step(model, optimizer, b, config),
+                                  (fixed for _ in range(steps + 1)), config.batch_size)
+    result = {"pipeline": pipeline, "in_memory": in_memory, "efficiency": pipeline / in_memory}
+    if model.spec.two_phase:
+        model.set_backbone_trainable(False)
+        head_opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
+        result["phase1"] = images_per_second(lambda b: _step(model, head_opt, b, config),
+                                             (fixed for _ in range(steps + 1)), config.batch_size)
+    model.eval()
+    x = fixed[0].contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        result["infer_torch"] = images_per_second(lambda b: model(b), (x for _ in range(steps + 1)), len(x))
+    runner = make_runner(model, config.img_size)
+    result["infer_backbone_onnx"] = images_per_second(lambda b: runner(b), (fixed[0] for _ in range(steps + 1)), len(x))
+    return result
+
+
+def phase1_comparison(datamodule_data, run_root: Path, config: Config) -> dict:
+    """Phase 1 of ``config.epochs`` epochs, naive vs stored features; same split, seed and budget."""
+    out = {}
+    for label, cached in (("naive", False), ("features", True)):
+        cfg = config.override(phase1_feature_cache=cached, fine_tune_epochs=0, early_stopping_patience=1000)
+        start = time.perf_counter()
+        result = train_model("resnet50", datamodule_data, run_root / label, cfg, quiet=True)
+        out[label] = {"seconds": time.perf_counter() - start, "best_val_acc": float(result.history["val_acc"].max())}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="AffectNet-layout data (default: 1600 fresh demo faces)")
+    parser.add_argument("--models", default="resnet50,efficientnet_b0,custom_cnn")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--phase1-img-size", type=int, default=64)
+    parser.add_argument("--phase1-epochs", type=int, default=30)
+    parser.add_argument("--ghz", type=float, default=2.3, help="nominal clock for the peak FLOP rate")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="affectkit-bench-"))
+    os.environ.setdefault("AFFECTKIT_CACHE", str(tmp / "cache"))
+    data = args.data or make_demo_dataset(tmp / "demo", n=1600, seed=0, progress=False)
+    cores = os.cpu_count() or 1
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, "
+          f"img {args.img_size}, batch {args.batch_size}")
+
+    config = Config(img_size=args.img_size, batch_size=args.batch_size, num_workers=2, seed=0)
+    prepared = prepare_data(data, config, progress=False)
+    datamodule = AffectDataModule(prepared, config)
+    efficiencies, fraction = [], float("nan")
+    print(f"{'model':16s} {'pipeline':>9s} {'in-memory':>9s} {'effic.':>7s} {'phase1':>8s} {'infer':>8s} {'bb-onnx':>8s}  (images/s)")
+    for name in args.models.split(","):
+        r = measure_model(name, datamodule, config, args.steps)
+        efficiencies.append(r["efficiency"])
+        print(f"{name:16s} {r['pipeline']:9.1f} {r['in_memory']:9.1f} {r['efficiency']:7.3f} "
+              f"{r.get('phase1', float('nan')):8.1f} {r['infer_torch']:8.1f} {r['infer_backbone_onnx']:8.1f}")
+        if name == "resnet50":
+            gflops = 3 * RESNET50_FORWARD_GFLOP * (args.img_size / 224) ** 2 * r["in_memory"]
+            fraction = gflops / peak_gflops(cores, args.ghz)
+            print(f"  ResNet50 training: {gflops:.1f} GFLOP/s of a {peak_gflops(cores, args.ghz):.0f} GFLOP/s peak "
+                  f"({cores} cores at {args.ghz} GHz) = {fraction:.3f}")
+
+    p1_config = Config(img_size=args.phase1_img_size, batch_size=32, epochs=args.phase1_epochs, num_workers=2, seed=0)
+    p1_data = prepare_data(data, p1_config, progress=False)
+    p1 = phase1_comparison(p1_data, tmp / "phase1", p1_config)
+    speedup = p1["naive"]["seconds"] / p1["features"]["seconds"]
+    print(f"phase 1, {args.phase1_epochs} epochs of ResNet50 at {args.phase1_img_size}px: "
+          f"naive {p1['naive']['seconds']:.1f}s (best val acc {p1['naive']['best_val_acc']:.3f}), "
+          f"stored features {p1['features']['seconds']:.1f}s (best val acc {p1['features']['best_val_acc']:.3f}), "
+          f"speed-up {speedup:.1f}x")
+    print(f"pipeline_efficiency={min(efficiencies):.3f} phase1_speedup={speedup:.2f} resnet50_peak_fraction={fraction:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The ``affectkit`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from affectkit.config import Config, load_config, parse_set_options
+from affectkit.errors import AffectkitError
+from affectkit.progress import console
+
+app = typer.Typer(
+    help="affectkit: train, evaluate, compare and serve facial expression + valence/arousal models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DataArg = Annotated[Path, typer.Argument(help="AffectNet-layout folder (annotations/ + images/) or a CSV manifest.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (see configs/).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set loss.focal_gamma=2.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-epoch lines (for logs).")]
+
+
+def _quiet_libraries() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+def build_config(config_file: Path | None, sets: list[str] | None, **options) -> Config:
+    """Defaults <- YAML file <- --set pairs <- explicit options (the most specific wins)."""
+    config = load_config(config_file)
+    config = config.override(**parse_set_options(sets))
+    return config.override(**options)
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+
+
+@app.command("make-demo-data")
+def make_demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic AffectNet-layout data set into.")],
+    n: Annotated[int, typer.Option(help="Number of faces.")] = 1600,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
+    imbalance: Annotated[bool, typer.Option(help="Skew classes like AffectNet (Happy >30x Contempt).")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Render synthetic faces with landmarks, expression, valence and arousal (no download)."""
+    from affectkit.data.synthetic import make_demo_dataset
+
+    path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance, progress=not quiet)
+    console.print(f"Wrote {n} demo faces to {path}")
+
+
+@app.command()
+def analyze(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Folder for dataset_analysis.png and dataset_summary.json.")] = Path("analysis"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate a data set and plot its class, valence and arousal distributions."""
+    from affectkit.data.analysis import analyze as run_analysis
+    from affectkit.data.reader import read_dataset
+
+    index = read_dataset(data, progress=not quiet)
+    figure, summary = run_analysis(index, out)
+    console.print(f"{len(index.records)} valid samples, {len(index.rejected)} quarantined (see {out / 'quarantine.csv'})")
+    console.print(f"Wrote {figure} and {summary}")
+
+
+# -- training -----------------------------------------------------------------------------------------------------
+
+
+def _training_options(
+    epochs: int | None, fine_tune_epochs: int | None, img_size: int | None, batch_size: int | None,
+    max_samples: int | None, learning_rate: float | None, fine_tune_lr: float | None, seed: int | None,
+    workers: int | None, devices: str | None, num_nodes: int | None, light: bool | None,
+) -> dict:
+    return {
+        "epochs": epochs, "fine_tune_epochs": fine_tune_epochs, "img_size": img_size, "batch_size": batch_size,
+        "max_samples": max_samples, "learning_rate": learning_rate, "fine_tune_lr": fine_tune_lr, "seed": seed,
+        "num_workers": workers, "num_nodes": num_nodes, "use_light_models": light,
+        "devices": (int(devices) if devices and devices.isdigit() else devices),
+    }
+
+
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Phase-1 epochs (spec: 30).")]
+FineTuneOpt = Annotated[Optional[int], typer.Option(help="Phase-2 fine-tuning epochs (spec: 10).")]
+ImgSizeOpt = Annotated[Optional[int], typer.Option(help="Input size in pixels (spec: 224).")]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Batch size (spec: 32).")]
+MaxSamplesOpt = Annotated[Optional[int], typer.Option(help="Use a stratified subsample of this many images.")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Phase-1 learning rate (spec: 1e-3).")]
+FtLrOpt = Annotated[Optional[float], typer.Option("--fine-tune-lr", help="Phase-2 learning rate (spec: 1e-4).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for split, init and augmentation.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")]
+DevicesOpt = Annotated[Optional[str], typer.Option(help="Devices per node (DDP when > 1), e.g. 2 or auto.")]
+NodesOpt = Annotated[Optional[int], typer.Option(help="Number of nodes for multi-node DDP (use with torchrun).")]
+LightOpt = Annotated[Optional[bool], typer.Option("--light/--no-light", help="USE_LIGHT_MODELS: lighter backbones.")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(help="Local backbone state dict (.pth/.pt/.safetensors).")]
+PretrainedOpt = Annotated[bool, typer.Option(help="timm's ImageNet weights (needs network or a filled cache).")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted run in the same --out folder.")]
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="resnet50, efficientnet_b0, custom_cnn or timm:<name>.")],
+    data: Annotated[Path, typer.Option(help="AffectNet-layout folder or CSV manifest.")],
+    out: Annotated[Path, typer.Option(help="Run folder for models, history and plots.")] = Path("runs/train"),
+    epochs: EpochsOpt = None,
+    fine_tune_epochs: FineTuneOpt = None,
+    img_size: ImgSizeOpt = None,
+    batch_size: BatchOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    lr: LrOpt = None,
+    fine_tune_lr: FtLrOpt = None,
+    seed: SeedOpt = None,
+    workers: WorkersOpt = None,
+    devices: DevicesOpt = None,
+    num_nodes: NodesOpt = None,
+    light: LightOpt = None,
+    weights: WeightsOpt = None,
+    pretrained: PretrainedOpt = False,
+    resume: ResumeOpt = False,
+    evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate on the test split.")] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one model with two-phase transfer learning and the multi-task loss."""
+    from affectkit.pipeline import train_one
+
+    cfg = build_config(config, set_, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
+                                                         lr, fine_tune_lr, seed, workers, devices, num_nodes, light))
+    train_one(model, data, out, cfg, weights=weights, pretrained=pretrained, resume=resume, quiet=quiet,
+              evaluate=evaluate_after)
+
+
+@app.command()
+def run(
+    data: DataArg,
+    models: Annotated[str, typer.Option(help="Comma-separated model keys.")] = "resnet50,efficientnet_b0,custom_cnn",
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/run"),
+    epochs: EpochsOpt = None,
+    fine_tune_epochs: FineTuneOpt = None,
+    img_size: ImgSizeOpt = None,
+    batch_size: BatchOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    lr: LrOpt = None,
+    fine_tune_lr: FtLrOpt = None,
+    seed: SeedOpt = None,
+    workers: WorkersOpt = None,
+    devices: DevicesOpt = None,
+    num_nodes: NodesOpt = None,
+    light: LightOpt = None,
+    weights: Annotated[Optional[list[str]], typer.Option(help="MODEL=FILE backbone weights, repeatable.")] = None,
+    pretrained: PretrainedOpt = False,
+    resume: ResumeOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The spec's main pipeline: analyse, train every model on one split, evaluate, compare, report."""
+    from affectkit.pipeline import run_pipeline
+
+    cfg = build_config(config, set_, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
+                                                         lr, fine_tune_lr, seed, workers, devices, num_nodes, light))
+    weight_files = {}
+    for item in weights or []:
+        key, sep, file = item.partition("=")
+        if not sep:
+            raise AffectkitError(f"--weights expects MODEL=FILE, got {item!r}.")
+        weight_files[key.strip()] = Path(file)
+    report = run_pipeline(data, out, [m.strip() for m in models.split(",") if m.strip()], cfg,
+                          weights=weight_files, pretrained=pretrained, resume=resume, quiet=quiet)
+    console.print(f"[bold green]Report: {report}[/bold green]")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="best_<Model>.safetensors (its .json must sit beside it).")],
+    data: DataArg,
+    split: Annotated[str, typer.Option(help="test, val, train (from the run's splits.csv) or all.")] = "test",
+    splits: Annotated[Optional[Path], typer.Option(help="splits.csv to use (default: beside the model).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: beside the model).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a saved model: metrics JSON, confusion matrix, reliability diagram, a printed table."""
+    from affectkit.pipeline import evaluate_saved
+
+    evaluate_saved(model, data, split, splits, out, quiet=quiet)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("affectkit-demo"),
+    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = 800,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Render the demo data set once, then run the whole pipeline on it with a quick CPU profile."""
+    from affectkit.pipeline import run_demo
+
+    report = run_demo(out, n=n, resume=resume, quiet=quiet)
+    console.print(f"[bold green]Demo finished. Open the report: {report}[/bold green]")
+
+
+def _register_optional_commands() -> None:
+    try:
+        from affectkit.inference.commands import register
+    except ImportError:
+        return
+    register(app)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
+    _quiet_libraries()
+    try:
+        app()
+    except AffectkitError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: rerun the same command with --resume to continue[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: reading and validating AffectNet-style data, splits, the decoded-image cache, augmentation, loading."""

@@ -1,0 +1,135 @@
+"""The spec's data analyzer: ``dataset_analysis.png`` and ``dataset_summary.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from affectkit.config import CLASS_NAMES  # noqa: E402
+from affectkit.data.cache import decode_resized  # noqa: E402
+from affectkit.data.reader import DatasetIndex  # noqa: E402
+
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def records_frame(index: DatasetIndex) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": [r.id for r in index.records],
+            "expression": [r.expression for r in index.records],
+            "valence": [r.valence for r in index.records],
+            "arousal": [r.arousal for r in index.records],
+        }
+    )
+
+
+def _stats(values: pd.Series) -> dict[str, float] | None:
+    values = values.dropna()
+    if values.empty:
+        return None
+    return {k: round(float(v), 4) for k, v in
+            {"min": values.min(), "max": values.max(), "mean": values.mean(), "std": values.std(ddof=0)}.items()}
+
+
+def dataset_summary(index: DatasetIndex) -> dict:
+    df = records_frame(index)
+    counts = df["expression"].value_counts().reindex(range(len(CLASS_NAMES)), fill_value=0)
+    per_class = {
+        name: {"count": int(counts[i]), "valence": _stats(df.loc[df.expression == i, "valence"]),
+               "arousal": _stats(df.loc[df.expression == i, "arousal"])}
+        for i, name in enumerate(CLASS_NAMES)
+    }
+    return {
+        "source": str(index.root),
+        "layout": index.layout,
+        "valid_samples": len(df),
+        "rejected_samples": len(index.rejected),
+        "rejected_by_reason": index.rejection_counts(),
+        "class_counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},
+        "class_fraction": {name: round(float(counts[i]) / max(len(df), 1), 4) for i, name in enumerate(CLASS_NAMES)},
+        "valence": _stats(df["valence"]),
+        "arousal": _stats(df["arousal"]),
+        "has_landmarks": any(r.landmarks is not None for r in index.records),
+        "per_class": per_class,
+    }
+
+
+def _sample_grid(ax_grid, index: DatasetIndex, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    by_class = {c: [r for r in index.records if r.expression == c] for c in range(len(CLASS_NAMES))}
+    picks = [by_class[c][rng.integers(len(by_class[c]))] for c in by_class if by_class[c]]
+    for ax in ax_grid:
+        ax.axis("off")
+    for ax, record in zip(ax_grid, picks):
+        size = 160
+        ax.imshow(decode_resized(record.image_path, size))
+        if record.landmarks is not None and record.width:
+            pts = record.landmarks * np.array([size / record.width, size / record.height])
+            ax.scatter(pts[:, 0], pts[:, 1], s=3, c="lime", linewidths=0)
+        va = f"\nv {record.valence:+.2f} a {record.arousal:+.2f}" if record.has_valence_arousal else ""
+        ax.set_title(f"{CLASS_NAMES[record.expression]}{va}", fontsize=8)
+
+
+def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0) -> Path:
+    path = Path(path)
+    df = records_frame(index)
+    has_va = df["valence"].notna().any()
+    fig = plt.figure(figsize=(16, 10), constrained_layout=True)
+    grid = fig.add_gridspec(2, 4)
+    fig.suptitle(f"Dataset analysis: {index.root.name} ({len(df)} valid, {len(index.rejected)} rejected)", fontsize=14)
+
+    ax = fig.add_subplot(grid[0, 0])
+    counts = df["expression"].value_counts().reindex(range(len(CLASS_NAMES)), fill_value=0)
+    bars = ax.bar(CLASS_NAMES, counts.values, color=PALETTE[: len(CLASS_NAMES)])
+    ax.bar_label(bars, fontsize=8)
+    ax.set_title("Expression classes")
+    ax.tick_params(axis="x", rotation=45)
+
+    for col, name in ((1, "valence"), (2, "arousal")):
+        ax = fig.add_subplot(grid[0, col])
+        if has_va:
+            ax.hist(df[name].dropna(), bins=40, range=(-1, 1), color="tab:blue" if name == "valence" else "tab:red")
+            ax.axvline(df[name].mean(), color="k", ls="--", label=f"mean {df[name].mean():+.3f}")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {name} annotations", ha="center", va="center")
+        ax.set_title(f"{name.capitalize()} distribution")
+        ax.set_xlabel(name)
+
+    ax = fig.add_subplot(grid[0, 3])
+    if has_va:
+        for i, name in enumerate(CLASS_NAMES):
+            sel = df[df.expression == i]
+            ax.scatter(sel.valence, sel.arousal, s=6, alpha=0.6, color=PALETTE[i], label=name)
+        ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="grey", lw=0.8))
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.legend(fontsize=7, markerscale=2, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no valence/arousal annotations", ha="center", va="center")
+    ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel="valence", ylabel="arousal", title="Valence-arousal by class")
+    ax.set_aspect("equal")
+
+    faces = grid[1, :].subgridspec(1, 8)
+    _sample_grid([fig.add_subplot(faces[0, i]) for i in range(8)], index, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def analyze(index: DatasetIndex, out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure = plot_dataset_analysis(index, out_dir / "dataset_analysis.png", seed)
+    summary_path = out_dir / "dataset_summary.json"
+    summary_path.write_text(json.dumps(dataset_summary(index), indent=2))
+    index.write_quarantine(out_dir / "quarantine.csv")
+    return figure, summary_path

@@ -1,0 +1,143 @@
+"""The decoded-image cache: every image decoded and resized once into one uint8 array on disk, memory-mapped.
+
+Training epochs then read raw pixels (no JPEG decode), which keeps the data path far ahead of the model. The cache is
+keyed by the images' content hashes, their order and the image size, so it is rebuilt exactly when the data changes.
+Building is chunked and resumable (a ``done`` mask saved after each chunk), parallel over worker processes, and each
+worker maps only the chunk it writes, so memory stays flat however many images there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from affectkit.data.reader import Record
+from affectkit.errors import AffectkitError
+
+CACHE_VERSION = 1
+CHUNK = 256
+
+
+def default_cache_dir(configured: str | None = None) -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get("AFFECTKIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "affectkit"
+
+
+def cache_key(records: list[Record], size: int) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"v{CACHE_VERSION}|{size}|".encode())
+    for r in records:
+        h.update(f"{r.id}:{r.digest};".encode())
+    return h.hexdigest()
+
+
+def decode_resized(path: str | Path, size: int) -> np.ndarray:
+    """RGB uint8 ``size x size``; INTER_AREA is the right filter for the downscaling this nearly always is."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise AffectkitError(f"{path}: image could not be decoded while building the cache.")
+    return cv2.cvtColor(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+
+def _write_chunk(file: str, n: int, size: int, start: int, paths: list[str]) -> int:
+    cv2.setNumThreads(1)
+    frame = size * size * 3
+    out = np.memmap(file, dtype=np.uint8, mode="r+", offset=start * frame, shape=(len(paths), size, size, 3))
+    for i, p in enumerate(paths):
+        out[i] = decode_resized(p, size)
+    out.flush()
+    del out
+    return start
+
+
+@dataclass
+class ImageCache:
+    directory: Path
+    images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped or in RAM
+    ids: list[str]
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def position(self) -> dict[str, int]:
+        return {i: k for k, i in enumerate(self.ids)}
+
+
+def _save_atomic(path: Path, save) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        save(f)
+    os.replace(tmp, path)
+
+
+def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int = 2, progress: bool = True) -> Path:
+    """Create (or finish an interrupted build of) the cache for these records; returns its folder."""
+    directory = cache_dir / cache_key(records, size)
+    directory.mkdir(parents=True, exist_ok=True)
+    images_file = directory / "images.u8"
+    meta_file = directory / "meta.json"
+    done_file = directory / "done.npy"
+    n = len(records)
+    if meta_file.is_file() and json.loads(meta_file.read_text()).get("complete"):
+        return directory
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    if not images_file.is_file() or images_file.stat().st_size != n * size * size * 3 or not done_file.is_file():
+        with open(images_file, "wb") as f:
+            f.truncate(n * size * size * 3)  # sparse file: no memory or disk written up front
+        done = np.zeros(n_chunks, dtype=bool)
+        _save_atomic(done_file, lambda f: np.save(f, done))
+    done = np.load(done_file)
+    todo = [c for c in range(n_chunks) if not done[c]]
+    jobs = [(str(images_file), n, size, c * CHUNK, [str(r.image_path) for r in records[c * CHUNK : (c + 1) * CHUNK]]) for c in todo]
+
+    from affectkit.progress import make_progress
+
+    with make_progress(transient=True) as bar:
+        task = bar.add_task(f"Caching images at {size}px", total=n, completed=n - sum(len(j[4]) for j in jobs), info="")
+        if not progress:
+            bar.stop()
+        if workers <= 1 or len(jobs) <= 1:
+            finished = (_write_chunk(*job) for job in jobs)
+            _mark_done(finished, done, done_file, bar, task, records)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_write_chunk, *job) for job in jobs]
+                _mark_done((f.result() for f in as_completed(futures)), done, done_file, bar, task, records)
+    meta_file.write_text(json.dumps({"version": CACHE_VERSION, "size": size, "n": n, "ids": [r.id for r in records], "complete": True}))
+    done_file.unlink(missing_ok=True)
+    return directory
+
+
+def _mark_done(starts, done: np.ndarray, done_file: Path, bar, task, records: list[Record]) -> None:
+    for start in starts:
+        done[start // CHUNK] = True
+        _save_atomic(done_file, lambda f: np.save(f, done))
+        bar.advance(task, len(records[start : start + CHUNK]))
+
+
+def open_cache(directory: Path, in_memory: bool = False) -> ImageCache:
+    meta = json.loads((directory / "meta.json").read_text())
+    shape = (meta["n"], meta["size"], meta["size"], 3)
+    images = np.memmap(directory / "images.u8", dtype=np.uint8, mode="r", shape=shape)
+    if in_memory:
+        images = np.array(images)
+    return ImageCache(directory, images, meta["ids"])
+
+
+def landmarks_in_cache(record: Record, size: int) -> np.ndarray:
+    """The record's landmarks in cache pixel coordinates, or NaN when it has none."""
+    if record.landmarks is None or not record.width:
+        return np.full((68, 2), np.nan, dtype=np.float32)
+    scale = np.array([size / record.width, size / record.height], dtype=np.float32)
+    return record.landmarks * scale

@@ -1,0 +1,167 @@
+"""From a data folder to batches: read and validate, split, cache decoded images, then serve them to Lightning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
+
+from affectkit.config import NUM_CLASSES, Config
+from affectkit.data.augment import TrainAugmenter
+from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
+from affectkit.data.reader import DatasetIndex, Record, read_dataset
+from affectkit.data.splits import SPLITS, load_or_make_splits, make_splits
+from affectkit.models.io import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class PreparedData:
+    """Everything the models of one run share: the validated records, their split, and the pixel cache."""
+
+    index: DatasetIndex
+    splits: pd.DataFrame
+    records: list[Record]  # in cache order (the rows of ``splits``)
+    images: np.ndarray  # (N, S, S, 3) uint8
+    expression: np.ndarray  # (N,) int64
+    valence_arousal: np.ndarray  # (N, 2) float32, NaN where not annotated
+    landmarks: np.ndarray  # (N, 68, 2) float32 in cache pixels, NaN where absent
+
+    def positions(self, split: str) -> np.ndarray:
+        if split == "all":
+            return np.arange(len(self.records))
+        return np.flatnonzero(self.splits["split"].to_numpy() == split)
+
+    @property
+    def has_valence_arousal(self) -> bool:
+        return bool(np.isfinite(self.valence_arousal).all(axis=1).any())
+
+
+def prepare_data(data: str | Path, config: Config, splits_path: Path | None = None,
+                 quarantine_path: Path | None = None, index: DatasetIndex | None = None, use_all: bool = False,
+                 progress: bool = True) -> PreparedData:
+    """Read (unless ``index`` is given), split, and build the pixel cache.
+
+    ``splits_path``: reuse that ``splits.csv`` or create it there (every model and every resume of a run then sees the
+    same split). ``use_all``: serve every valid record as the "test" split, for an external test set.
+    """
+    index = index or read_dataset(data, progress=progress)
+    if quarantine_path is not None:
+        index.write_quarantine(quarantine_path)
+    if use_all:
+        splits = pd.DataFrame({"id": [r.id for r in index.records], "split": "test",
+                               "expression": [r.expression for r in index.records]})
+    elif splits_path is not None:
+        splits = load_or_make_splits(splits_path, index.records, config.validation_split, config.test_split,
+                                     config.seed, config.max_samples)
+    else:
+        splits = make_splits(index.records, config.validation_split, config.test_split, config.seed, config.max_samples)
+    by_id = {r.id: r for r in index.records}
+    records = [by_id[i] for i in splits["id"].astype(str)]
+    cache_dir = build_cache(records, config.img_size, default_cache_dir(config.cache_dir),
+                            workers=max(1, min(config.num_workers, 8)), progress=progress)
+    cache = open_cache(cache_dir, in_memory=not config.streaming_mode)
+    return PreparedData(
+        index=index,
+        splits=splits,
+        records=records,
+        images=cache.images,
+        expression=np.array([r.expression for r in records], dtype=np.int64),
+        valence_arousal=np.array([[r.valence, r.arousal] for r in records], dtype=np.float32).reshape(-1, 2),
+        landmarks=np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32),
+    )
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+    """uint8 (..., H, W, 3) RGB -> float32 (..., 3, H, W) with ImageNet statistics."""
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255
+    inv_std = 1.0 / (np.asarray(IMAGENET_STD, dtype=np.float32) * 255)
+    x = (images.astype(np.float32) - mean) * inv_std
+    return np.moveaxis(x, -1, -3)
+
+
+class AffectDataset(Dataset):
+    def __init__(self, data: PreparedData, positions: np.ndarray, augmenter: TrainAugmenter | None = None):
+        self.data = data
+        self.positions = positions
+        self.augmenter = augmenter
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int):
+        k = int(self.positions[i])
+        image = self.data.images[k]
+        landmarks = self.data.landmarks[k]
+        if self.augmenter is not None:
+            image, landmarks = self.augmenter(image, landmarks)
+        return (
+            torch.from_numpy(np.ascontiguousarray(normalise(image))),
+            torch.tensor(self.data.expression[k]),
+            torch.from_numpy(self.data.valence_arousal[k]),
+            torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
+        )
+
+
+def _seed_worker_augmenter(worker_id: int) -> None:
+    info = get_worker_info()
+    augmenter = getattr(info.dataset, "augmenter", None)
+    if augmenter is not None:
+        augmenter.reseed(info.seed % 2**32)
+
+
+class AffectDataModule(L.LightningDataModule):
+    def __init__(self, data: PreparedData, config: Config):
+        super().__init__()
+        self.data = data
+        self.config = config
+
+    def dataset(self, split: str, augment: bool = False) -> AffectDataset:
+        augmenter = TrainAugmenter(self.config.augmentation, seed=self.config.seed) if augment else None
+        return AffectDataset(self.data, self.data.positions(split), augmenter)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, sampler=None) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_seed_worker_augmenter,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train", augment=True)
+        sampler = self._balanced_sampler(dataset) if self.config.weighted_sampler else None
+        return self._loader(dataset, shuffle=True, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), shuffle=False)
+
+    def split_loader(self, split: str) -> DataLoader:
+        return self._loader(self.dataset(split), shuffle=False)
+
+    def class_frequencies(self) -> np.ndarray:
+        labels = self.data.expression[self.data.positions("train")]
+        return np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
+
+    def _balanced_sampler(self, dataset: AffectDataset) -> WeightedRandomSampler:
+        counts = self.class_frequencies()
+        per_class = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        weights = per_class[self.data.expression[dataset.positions]]
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(weights), replacement=True, generator=generator)
+
+
+__all__ = ["SPLITS", "AffectDataModule", "AffectDataset", "PreparedData", "prepare_data", "normalise"]

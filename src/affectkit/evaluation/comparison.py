@@ -1,0 +1,87 @@
+"""The model comparison: ``model_comparison_results.csv``, ``model_comparison.png`` and ``report.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from affectkit.config import Config
+
+COLUMNS = [
+    "model", "accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece",
+    "valence_rmse", "valence_mae", "valence_pcc", "valence_ccc", "valence_sagr",
+    "arousal_rmse", "arousal_mae", "arousal_pcc", "arousal_ccc", "arousal_sagr",
+    "params_millions", "train_time_s", "inference_ms_per_image",
+]
+
+
+def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, inference_ms: float) -> dict:
+    e = metrics["expression"]
+    row = {"model": model, **{k: e[k] for k in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1",
+                                                 "balanced_accuracy", "ece")}}
+    for dim in ("valence", "arousal"):
+        for key in ("rmse", "mae", "pcc", "ccc", "sagr"):
+            row[f"{dim}_{key}"] = metrics[dim][key] if metrics.get(dim) else float("nan")
+    row.update(params_millions=round(params / 1e6, 3), train_time_s=round(train_time_s, 1),
+               inference_ms_per_image=round(inference_ms, 3))
+    return row
+
+
+def write_comparison(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    from affectkit.evaluation.plots import plot_model_comparison
+
+    table = pd.DataFrame(rows)[COLUMNS]
+    csv = out_dir / "model_comparison_results.csv"
+    table.to_csv(csv, index=False, float_format="%.4f")
+    png = plot_model_comparison(table, out_dir / "model_comparison.png")
+    return csv, Path(png)
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    header = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def write_report(out_dir: Path, config: Config, summary: dict, rows: list[dict], models: list[str],
+                 notes: list[str]) -> Path:
+    """A report readable on its own: configuration, data, the comparison, every plot."""
+    table = pd.DataFrame(rows)[COLUMNS]
+    main = table[["model", "accuracy", "top2_accuracy", "macro_f1", "valence_ccc", "arousal_ccc",
+                  "valence_rmse", "arousal_rmse", "params_millions", "train_time_s", "inference_ms_per_image"]]
+    best = table.loc[table["accuracy"].idxmax(), "model"]
+    counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
+    rejected = ", ".join(f"{k}: {v}" for k, v in summary["rejected_by_reason"].items()) or "none"
+    lines = [
+        "# affectkit run report",
+        "",
+        f"Data: `{summary['source']}` ({summary['layout']} layout): {summary['valid_samples']} valid samples, "
+        f"{summary['rejected_samples']} quarantined ({rejected}; see `quarantine.csv`).",
+        "",
+        f"Classes: {counts}.",
+        "",
+        "![dataset analysis](dataset_analysis.png)",
+        "",
+        "## Comparison on the shared test split",
+        "",
+        _markdown_table(main),
+        "",
+        f"Best expression accuracy: **{best}**. Full numbers: `model_comparison_results.csv`.",
+        "",
+        "![model comparison](model_comparison.png)",
+        "",
+    ]
+    for name in models:
+        lines += [f"## {name}", "", f"![{name} training history]({name}_training_history.png)",
+                  f"![{name} confusion matrix]({name}_confusion_matrix.png)",
+                  f"![{name} reliability]({name}_reliability.png)", "",
+                  f"Metrics: `{name}_metrics.json`; per-epoch history: `{name}_history.csv`.", ""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    lines += ["## Configuration", "", "```yaml", Path(out_dir / "config.yaml").read_text().rstrip(), "```", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,97 @@
+"""The spec's model evaluator: predictions over a split, every metric, and the per-model files."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from affectkit.config import CLASS_NAMES
+from affectkit.data.datamodule import PreparedData, normalise
+from affectkit.evaluation.metrics import compute_metrics
+from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
+from affectkit.progress import console, track
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray  # (N, 8)
+    valence_arousal: np.ndarray  # (N, 2)
+
+    @property
+    def probs(self) -> np.ndarray:
+        z = self.logits - self.logits.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
+
+@torch.inference_mode()
+def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndarray, batch_size: int = 64,
+                  progress: bool = True, temperature: float = 1.0) -> Predictions:
+    model.eval()
+    device = next(model.parameters()).device
+    logits, va = [], []
+    batches = range(0, len(positions), batch_size)
+    for start in track(batches, total=len(batches), description="Predicting", enabled=progress):
+        idx = np.sort(positions[start : start + batch_size])  # sorted reads are kinder to a memory map
+        order = np.argsort(np.argsort(positions[start : start + batch_size]))
+        x = torch.from_numpy(normalise(np.asarray(data.images[idx]))).to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        out_logits, valence, arousal = model(x)
+        logits.append(out_logits.float().cpu().numpy()[order] / temperature)
+        va.append(torch.stack([valence, arousal], 1).float().cpu().numpy()[order])
+    return Predictions(np.concatenate(logits), np.concatenate(va))
+
+
+@torch.inference_mode()
+def inference_ms_per_image(model: torch.nn.Module, img_size: int, batch: int = 16, repeats: int = 3) -> float:
+    """Wall-clock milliseconds per image of a batched forward pass on this machine (after one warm-up)."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=torch.channels_last)
+    model(x)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / (repeats * batch) * 1000
+
+
+def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
+    return compute_metrics(pred.probs, data.expression[positions], pred.valence_arousal, data.valence_arousal[positions])
+
+
+def write_model_report(name: str, metrics: dict, pred: Predictions, data: PreparedData, positions: np.ndarray,
+                       out_dir: Path) -> dict[str, Path]:
+    """``<Model>_metrics.json``, ``<Model>_confusion_matrix.png`` and ``<Model>_reliability.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out_dir / f"{name}_metrics.json",
+        "confusion_matrix": out_dir / f"{name}_confusion_matrix.png",
+        "reliability": out_dir / f"{name}_reliability.png",
+    }
+    paths["metrics"].write_text(json.dumps(metrics, indent=2))
+    plot_confusion_matrix(np.asarray(metrics["expression"]["confusion_matrix"]), list(CLASS_NAMES),
+                          paths["confusion_matrix"], f"{name}: confusion matrix (row-normalised)")
+    plot_reliability_diagram(pred.probs, data.expression[positions], paths["reliability"], f"{name}: reliability")
+    return paths
+
+
+def print_metrics(name: str, metrics: dict) -> None:
+    e = metrics["expression"]
+    table = Table(title=f"{name} on {metrics['n']} images")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece"):
+        table.add_row(f"expression {key}", f"{e[key]:.4f}")
+    for dim in ("valence", "arousal"):
+        if metrics.get(dim):
+            for key in ("rmse", "mae", "pcc", "ccc", "sagr"):
+                table.add_row(f"{dim} {key}", f"{metrics[dim][key]:.4f}")
+    console.print(table)

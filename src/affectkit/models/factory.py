@@ -1,0 +1,131 @@
+"""Model factory keyed by name: a backbone, the spec's dense head, and three outputs.
+
+Every model maps a normalised image batch to ``(expression_logits[N, 8], valence[N], arousal[N])``. Softmax is
+applied at inference, not in the graph, so cross-entropy gets logits; valence and arousal end in tanh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import timm
+import torch
+from torch import nn
+
+from affectkit.config import NUM_CLASSES, Config
+from affectkit.errors import AffectkitError
+from affectkit.models.custom_cnn import CustomCNN
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # command-line name
+    display_name: str  # the name used in output files, as the spec writes it
+    backbone: str  # timm model name, or "custom_cnn"
+    head_layers: int  # 2: Dense 512 -> Dense 256 (ResNet50, custom CNN); 1: Dense 512 only (EfficientNet)
+    light_backbone: str | None = None  # USE_LIGHT_MODELS swaps this in for quick runs
+    two_phase: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec("resnet50", "ResNet50", "resnet50", 2, light_backbone="resnet18"),
+    "efficientnet_b0": ModelSpec(
+        "efficientnet_b0", "EfficientNetB0", "efficientnet_b0", 1, light_backbone="mobilenetv3_small_100"
+    ),
+    "custom_cnn": ModelSpec("custom_cnn", "CustomCNN", "custom_cnn", 2, two_phase=False),
+}
+
+
+def resolve_spec(name: str) -> ModelSpec:
+    """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` or ``timm:<any timm model>``."""
+    key = name.strip()
+    if key.lower() in MODEL_SPECS:
+        return MODEL_SPECS[key.lower()]
+    if key.startswith("timm:"):
+        timm_name = key[5:]
+        if not timm.list_models(timm_name):
+            raise AffectkitError(f"Unknown timm model {timm_name!r}; `timm.list_models()` lists the valid names.")
+        return ModelSpec(key, f"timm-{timm_name}", timm_name, 2)
+    known = ", ".join([*MODEL_SPECS, "timm:<name>"])
+    raise AffectkitError(f"Unknown model {name!r}; choose one of {known}.")
+
+
+def backbone_name(spec: ModelSpec, use_light_models: bool) -> str:
+    return spec.light_backbone if use_light_models and spec.light_backbone else spec.backbone
+
+
+class AffectHead(nn.Module):
+    """The spec's head: Dense(w) -> ReLU -> [BatchNorm] -> Dropout(0.5) [-> Dense(w/2) -> ReLU -> Dropout(0.3)],
+    then an 8-way expression layer and tanh valence/arousal layers."""
+
+    def __init__(self, in_features: int, layers: int, width: int = 512, batch_norm: bool = True, dropout_scale: float = 1.0):
+        super().__init__()
+        blocks: list[nn.Module] = [nn.Linear(in_features, width), nn.ReLU(inplace=True)]
+        if batch_norm:
+            blocks.append(nn.BatchNorm1d(width))
+        blocks.append(nn.Dropout(min(0.5 * dropout_scale, 0.95)))
+        out = width
+        if layers == 2:
+            out = width // 2
+            blocks += [nn.Linear(width, out), nn.ReLU(inplace=True), nn.Dropout(min(0.3 * dropout_scale, 0.95))]
+        self.trunk = nn.Sequential(*blocks)
+        self.expression = nn.Linear(out, NUM_CLASSES)
+        self.valence = nn.Linear(out, 1)
+        self.arousal = nn.Linear(out, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.trunk(features)
+        return self.expression(h), torch.tanh(self.valence(h)).squeeze(-1), torch.tanh(self.arousal(h)).squeeze(-1)
+
+
+class AffectModel(nn.Module):
+    """Backbone (pooled features) + :class:`AffectHead`."""
+
+    def __init__(self, backbone: nn.Module, head: AffectHead, spec: ModelSpec, backbone_name: str):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.spec = spec
+        self.backbone_name = backbone_name
+
+    @property
+    def num_features(self) -> int:
+        return self.head.trunk[0].in_features
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.head(self.backbone(images))
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Phase 1 freezes the backbone's weights and its BatchNorm statistics (see :meth:`train`)."""
+        self.backbone.requires_grad_(trainable)
+        self._backbone_frozen = not trainable
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> AffectModel:
+        super().train(mode)
+        if getattr(self, "_backbone_frozen", False):
+            # BatchNorm in train mode would update running stats even with frozen weights.
+            self.backbone.eval()
+        return self
+
+
+def build_model(name: str, config: Config | None = None) -> AffectModel:
+    """Create a model by key with randomly initialised weights (pretrained weights: :mod:`affectkit.models.weights`)."""
+    config = config or Config()
+    spec = resolve_spec(name)
+    bb_name = backbone_name(spec, config.use_light_models)
+    if bb_name == "custom_cnn":
+        backbone: nn.Module = CustomCNN(attention=config.attention)
+        features = backbone.num_features
+        batch_norm = False  # the spec's custom CNN head has no BatchNorm
+    else:
+        backbone = timm.create_model(bb_name, pretrained=False, num_classes=0, global_pool="avg")
+        features = backbone.num_features
+        batch_norm = True
+    head = AffectHead(features, spec.head_layers, config.head_width, batch_norm, config.dropout_scale)
+    return AffectModel(backbone, head, spec, bb_name)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,98 @@
+"""The saved-model format: ``best_<Model>.safetensors`` (weights) + ``best_<Model>.json`` (everything needed to
+rebuild the model and prepare its input). No pickle is ever loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from affectkit.config import CLASS_NAMES, Config
+from affectkit.errors import AffectkitError
+from affectkit.models.factory import AffectModel, build_model
+
+FORMAT = "affectkit-model/1"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def model_paths(path: str | Path) -> tuple[Path, Path]:
+    """``x.safetensors``, ``x.json`` or the stem ``x`` -> (weights, metadata)."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in {".safetensors", ".json", ".onnx"} else path
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict[str, Any] | None = None) -> Path:
+    """Write weights and metadata atomically; returns the weights path."""
+    weights, meta_path = model_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT,
+        "model": model.spec.key,
+        "display_name": model.spec.display_name,
+        "backbone": model.backbone_name,
+        "use_light_models": config.use_light_models,
+        "attention": config.attention,
+        "head_width": config.head_width,
+        "dropout_scale": config.dropout_scale,
+        "class_names": list(CLASS_NAMES),
+        "input_size": config.img_size,
+        "color": "RGB",
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "outputs": ["expression_logits", "valence", "arousal"],
+        "config": config.model_dump(mode="json"),
+        **(extra or {}),
+    }
+    tmp = weights.with_name(weights.name + ".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": FORMAT})
+    os.replace(tmp, weights)
+    _atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    return weights
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    _, meta_path = model_paths(path)
+    if not meta_path.is_file():
+        raise AffectkitError(f"{meta_path} is missing: a saved model is a .safetensors file plus its .json beside it.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AffectkitError(f"{meta_path} is not valid JSON ({exc}).") from None
+    if meta.get("format") != FORMAT:
+        raise AffectkitError(f"{meta_path} is not an affectkit model description (format {meta.get('format')!r}).")
+    return meta
+
+
+def config_from_metadata(meta: dict[str, Any]) -> Config:
+    return Config.model_validate(meta["config"])
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[AffectModel, dict[str, Any]]:
+    """Rebuild a saved model from its two files, in eval mode."""
+    weights, _ = model_paths(path)
+    meta = read_metadata(path)
+    if not weights.is_file():
+        raise AffectkitError(f"{weights} is missing: the model's weights must sit beside its .json.")
+    model = build_model(meta["model"], config_from_metadata(meta))
+    try:
+        state = load_file(str(weights), device=device)
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise AffectkitError(f"{weights} is not a readable safetensors file ({exc}).") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise AffectkitError(
+            f"{weights} does not match a {meta['display_name']} model: "
+            f"{len(missing)} missing and {len(unexpected)} unexpected tensors."
+        )
+    return model.to(device).eval(), meta

@@ -1,0 +1,160 @@
+"""The spec's main pipeline (cell 8), top to bottom: analyse, split, train each model, evaluate, compare, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from affectkit.config import Config
+from affectkit.data.analysis import analyze, dataset_summary
+from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.data.reader import read_dataset
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.comparison import comparison_row, write_comparison, write_report
+from affectkit.evaluation.evaluator import (
+    Predictions,
+    inference_ms_per_image,
+    predict_split,
+    print_metrics,
+    score,
+    write_model_report,
+)
+from affectkit.models.factory import count_parameters, resolve_spec
+from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
+from affectkit.progress import console
+from affectkit.training.trainer import train_model
+
+ENSEMBLE = "Ensemble"
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _prepare_run(data: Path, out: Path, config: Config, quiet: bool) -> tuple[PreparedData, dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(out / "config.yaml")
+    index = read_dataset(data, progress=not quiet)
+    analyze(index, out, seed=config.seed)
+    prepared = prepare_data(data, config, splits_path=out / "splits.csv", quarantine_path=out / "quarantine.csv",
+                            index=index, progress=not quiet)
+    if not quiet:
+        counts = prepared.splits["split"].value_counts().to_dict()
+        console.print(f"{len(index.records)} valid samples ({len(index.rejected)} quarantined); split {counts}")
+    return prepared, dataset_summary(index)
+
+
+def _evaluate_trained(best_path: Path, data: PreparedData, out: Path, quiet: bool) -> tuple[dict, Predictions, torch.nn.Module]:
+    model, meta = load_model(best_path, device=_device())
+    positions = data.positions("test")
+    pred = predict_split(model, data, positions, progress=not quiet)
+    metrics = score(pred, data, positions)
+    write_model_report(meta["display_name"], metrics, pred, data, positions, out)
+    if not quiet:
+        print_metrics(meta["display_name"], metrics)
+    return metrics, pred, model
+
+
+def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | None = None, pretrained: bool = False,
+              resume: bool = False, quiet: bool = False, evaluate: bool = True) -> Path:
+    prepared, _ = _prepare_run(data, out, config, quiet)
+    result = train_model(name, prepared, out, config, weights=weights, pretrained=pretrained, resume=resume, quiet=quiet)
+    if evaluate:
+        _evaluate_trained(result.best_path, prepared, out, quiet)
+    console.print(f"Best model: {result.best_path}")
+    return result.best_path
+
+
+def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weights: dict[str, Path] | None = None,
+                 pretrained: bool = False, resume: bool = False, quiet: bool = False) -> Path:
+    for name in models:
+        resolve_spec(name)  # fail on a typo before hours of training
+    prepared, summary = _prepare_run(data, out, config, quiet)
+    rows, preds, names, notes = [], [], [], []
+    for name in models:
+        if not quiet:
+            console.rule(f"[bold]{resolve_spec(name).display_name}")
+        result = train_model(name, prepared, out, config, weights=(weights or {}).get(name), pretrained=pretrained,
+                             resume=resume, quiet=quiet)
+        metrics, pred, model = _evaluate_trained(result.best_path, prepared, out, quiet)
+        rows.append(comparison_row(result.name, metrics, result.parameters, result.train_time_s,
+                                   inference_ms_per_image(model, config.img_size)))
+        notes.append(f"{result.name}: {read_metadata(result.best_path).get('initial_weights', '')}")
+        preds.append(pred)
+        names.append(result.name)
+    if len(preds) > 1:
+        rows.append(_ensemble_row(preds, rows, prepared, out, quiet))
+        names.append(ENSEMBLE)
+    write_comparison(rows, out)
+    return write_report(out, config, summary, rows, names, notes)
+
+
+def _ensemble_row(preds: list[Predictions], rows: list[dict], data: PreparedData, out: Path, quiet: bool) -> dict:
+    """Average the members' expression probabilities and valence/arousal; cost is the members' sum."""
+    probs = np.mean([p.probs for p in preds], axis=0)
+    ensemble = Predictions(np.log(np.clip(probs, 1e-12, None)), np.mean([p.valence_arousal for p in preds], axis=0))
+    positions = data.positions("test")
+    metrics = score(ensemble, data, positions)
+    write_model_report(ENSEMBLE, metrics, ensemble, data, positions, out)
+    if not quiet:
+        print_metrics(ENSEMBLE, metrics)
+    return comparison_row(ENSEMBLE, metrics, int(sum(r["params_millions"] for r in rows) * 1e6),
+                          sum(r["train_time_s"] for r in rows), sum(r["inference_ms_per_image"] for r in rows))
+
+
+def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,
+                   quiet: bool = False) -> dict:
+    """Evaluate a saved model on a split of ``data`` (the run's ``splits.csv``) or on all of it."""
+    if split not in ("test", "val", "train", "all"):
+        raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
+    weights, _ = model_paths(model_path)
+    meta = read_metadata(model_path)
+    config = config_from_metadata(meta)
+    splits = splits or weights.parent / "splits.csv"
+    if split != "all" and not splits.is_file():
+        raise AffectkitError(f"{splits} not found: give --splits, or --split all to evaluate on every image of {data}.")
+    prepared = prepare_data(data, config, splits_path=None if split == "all" else splits, use_all=split == "all",
+                            progress=not quiet)
+    model, _ = load_model(model_path, device=_device())
+    positions = prepared.positions("test" if split == "all" else split)
+    if len(positions) == 0:
+        raise AffectkitError(f"The {split} split of {data} is empty.")
+    pred = predict_split(model, prepared, positions, progress=not quiet)
+    metrics = score(pred, prepared, positions)
+    metrics["split"] = split
+    out = out or weights.parent
+    suffix = "" if split == "test" else f"_{split}"
+    paths = write_model_report(meta["display_name"] + suffix, metrics, pred, prepared, positions, out)
+    print_metrics(meta["display_name"], metrics)
+    console.print(f"Wrote {paths['metrics']} and {paths['confusion_matrix']}")
+    return metrics
+
+
+# A CPU-sized profile: small images and few epochs, still every model and both phases.
+DEMO_PROFILE = {
+    "img_size": 64,
+    "batch_size": 32,
+    "epochs": 6,
+    "fine_tune_epochs": 3,
+    "num_workers": 2,
+    "early_stopping_patience": 4,
+    "lr_reduce_patience": 2,
+}
+
+
+def run_demo(out: Path, n: int = 800, resume: bool = False, quiet: bool = False) -> Path:
+    from affectkit.data.cache import default_cache_dir
+    from affectkit.data.synthetic import make_demo_dataset
+
+    data = default_cache_dir() / f"demo-data-n{n}-seed0"
+    if not (data / "done").is_file():
+        make_demo_dataset(data, n=n, seed=0, progress=not quiet)
+        (data / "done").write_text(json.dumps({"n": n}))
+    config = Config(**DEMO_PROFILE)
+    return run_pipeline(data, out, ["resnet50", "efficientnet_b0", "custom_cnn"], config, resume=resume, quiet=quiet)
+
+
+__all__ = ["run_pipeline", "train_one", "evaluate_saved", "run_demo", "count_parameters"]

@@ -1,0 +1,44 @@
+"""Rich progress bars that fall silent under ``--quiet`` or when output is not a terminal-friendly stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+console = Console(stderr=True)
+
+
+def make_progress(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def track(items: Iterable[T], total: int | None = None, description: str = "", enabled: bool = True) -> Iterator[T]:
+    if not enabled:
+        yield from items
+        return
+    with make_progress(transient=True) as progress:
+        task = progress.add_task(description, total=total, info="")
+        for item in items:
+            yield item
+            progress.advance(task)

@@ -1,0 +1,95 @@
+"""Callbacks: keep the best model across both phases, record the per-epoch history, print a summary per epoch."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+
+from affectkit.config import Config
+from affectkit.models.io import model_paths, save_model
+from affectkit.progress import console
+
+HISTORY_COLUMNS = [
+    "epoch", "phase", "lr", "train_loss", "val_loss", "train_acc", "val_acc",
+    "train_valence_mae", "val_valence_mae", "train_arousal_mae", "val_arousal_mae", "time_s",
+]
+
+
+def _metric(trainer: L.Trainer, key: str) -> float:
+    value = trainer.callback_metrics.get(key)
+    return float(value) if value is not None else math.nan
+
+
+def best_val_loss(best_stem: Path) -> float:
+    """The validation loss recorded with a saved best model, or +inf when there is none yet."""
+    _, meta = model_paths(best_stem)
+    if not meta.is_file():
+        return math.inf
+    return float(json.loads(meta.read_text()).get("best", {}).get("val_loss", math.inf))
+
+
+class KeepBest(L.Callback):
+    """Write ``best_<Model>`` whenever the validation loss beats every earlier epoch of either phase."""
+
+    def __init__(self, best_stem: Path, config: Config, phase: int, epoch_offset: int):
+        self.best_stem = best_stem
+        self.config = config
+        self.phase = phase
+        self.epoch_offset = epoch_offset
+        self.best = best_val_loss(best_stem)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = _metric(trainer, "val_loss")
+        if not loss < self.best:
+            return
+        self.best = loss
+        if trainer.is_global_zero:
+            best = {
+                "epoch": self.epoch_offset + trainer.current_epoch + 1,
+                "phase": self.phase,
+                **{k: _metric(trainer, k) for k in ("val_loss", "val_acc", "val_valence_mae", "val_arousal_mae")},
+            }
+            save_model(pl_module.model, self.best_stem, self.config, extra={"best": best})
+
+
+class History(L.Callback):
+    """Append one row per finished epoch to ``<Model>_history.csv`` (rewritten whole, so a resume stays consistent)."""
+
+    def __init__(self, path: Path, name: str, phase: int, epoch_offset: int, max_epochs: int, quiet: bool):
+        self.path = path
+        self.name = name
+        self.phase = phase
+        self.epoch_offset = epoch_offset
+        self.max_epochs = max_epochs
+        self.quiet = quiet
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = self.epoch_offset + trainer.current_epoch + 1
+        row = {"epoch": epoch, "phase": self.phase, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        row.update({c: _metric(trainer, c) for c in HISTORY_COLUMNS[3:-1]})
+        row["time_s"] = round(time.perf_counter() - self._start, 2)
+        if trainer.is_global_zero:
+            old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
+            old = old[old["epoch"] < epoch]  # a resumed epoch replaces what a killed run left
+            table = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            table[HISTORY_COLUMNS].to_csv(tmp, index=False)
+            tmp.replace(self.path)
+        if not self.quiet and trainer.is_global_zero:
+            console.print(
+                f"{self.name} phase {self.phase} epoch {trainer.current_epoch + 1}/{self.max_epochs}: "
+                f"loss {row['train_loss']:.3f}/{row['val_loss']:.3f}  acc {row['train_acc']:.3f}/{row['val_acc']:.3f}  "
+                f"val MAE v {row['val_valence_mae']:.3f} a {row['val_arousal_mae']:.3f}  "
+                f"lr {row['lr']:.1e}  {row['time_s']:.1f}s"
+            )

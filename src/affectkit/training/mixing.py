@@ -1,0 +1,37 @@
+"""MixUp and CutMix for multi-task targets: the expression becomes a soft target, valence/arousal mix alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from affectkit.config import NUM_CLASSES, AugmentationConfig
+
+
+def _cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    cut = np.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = rng.integers(h), rng.integers(w)
+    return max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+
+
+def mix_batch(
+    images: torch.Tensor, labels: torch.Tensor, va: torch.Tensor, aug: AugmentationConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (images, soft expression targets [N, 8], valence/arousal) mixed with one weight per batch."""
+    soft = F.one_hot(labels, NUM_CLASSES).to(images.dtype)
+    use_mixup, use_cutmix = aug.mixup_alpha > 0, aug.cutmix_alpha > 0
+    if not (use_mixup or use_cutmix) or rng.random() > aug.mix_prob:
+        return images, soft, va
+    perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    cutmix = use_cutmix and (not use_mixup or rng.random() < 0.5)
+    lam = float(rng.beta(aug.cutmix_alpha, aug.cutmix_alpha) if cutmix else rng.beta(aug.mixup_alpha, aug.mixup_alpha))
+    if cutmix:
+        y0, y1, x0, x1 = _cutmix_box(images.shape[-2], images.shape[-1], lam, rng)
+        images = images.clone()
+        images[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (images.shape[-2] * images.shape[-1])  # the area actually kept
+    else:
+        images = lam * images + (1 - lam) * images[perm]
+    return images, lam * soft + (1 - lam) * soft[perm], lam * va + (1 - lam) * va[perm]

@@ -1,0 +1,87 @@
+"""The LightningModule: one model, its multi-task loss, its optimiser and LR schedule, and per-epoch metrics."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from affectkit.config import Config
+from affectkit.models.factory import AffectModel
+from affectkit.training.losses import multitask_loss
+from affectkit.training.mixing import mix_batch
+
+
+def _masked_mae(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+    mask = torch.isfinite(target)
+    n = int(mask.sum())
+    return ((pred[mask] - target[mask]).abs().mean() if n else pred.new_zeros(())), n
+
+
+class AffectModule(L.LightningModule):
+    def __init__(self, model: AffectModel, config: Config, learning_rate: float,
+                 class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.learning_rate = learning_rate
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(8), persistent=False)
+        self._mix_rng = np.random.default_rng(config.seed)
+
+    def forward(self, images: torch.Tensor):
+        return self.model(images)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
+
+    def _outputs(self, batch, stage: str):
+        """(logits, valence, arousal, expression target, labels, valence/arousal target) for one batch."""
+        images, labels, va, _ = batch
+        images = self._prepare(images)
+        target: torch.Tensor = labels
+        if stage == "train" and (self.config.augmentation.mixup_alpha > 0 or self.config.augmentation.cutmix_alpha > 0):
+            images, target, va = mix_batch(images, labels, va, self.config.augmentation, self._mix_rng)
+        logits, valence, arousal = self.model(images)
+        return logits, valence, arousal, target, labels, va
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        logits, valence, arousal, target, labels, va = self._outputs(batch, stage)
+        loss, parts = multitask_loss(logits.float(), valence.float(), arousal.float(), target, va, self.config.loss,
+                                     self.class_weights)
+        n = len(labels)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        for name, pred, col in (("valence", valence, 0), ("arousal", arousal, 1)):
+            mae, count = _masked_mae(pred.float(), va[:, col])
+            if count:
+                self.log(f"{stage}_{name}_mae", mae, on_step=False, on_epoch=True, batch_size=count, sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]  # phase 1: the head only
+        optimizer = torch.optim.Adam(params, lr=self.learning_rate, weight_decay=self.config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.config.lr_reduce_factor, patience=self.config.lr_reduce_patience,
+            min_lr=self.config.min_lr,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+
+class FeatureHeadModule(AffectModule):
+    """Phase 1 on stored backbone features: with the backbone frozen its output depends on the input alone, so each
+    step runs only the head. ``self.model`` is still the whole model, so checkpoints and best models are complete."""
+
+    def _outputs(self, batch, stage: str):
+        features, labels, va = batch
+        logits, valence, arousal = self.model.head(features)
+        return logits, valence, arousal, labels, labels, va

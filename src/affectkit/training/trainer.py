@@ -1,0 +1,232 @@
+"""Two-phase training of one model, resumable at any epoch.
+
+Phase 1 trains the head with the backbone frozen (weights and BatchNorm statistics) at ``learning_rate``; phase 2
+unfreezes everything and fine-tunes at ``fine_tune_lr``, starting from phase 1's best weights. The custom CNN has no
+pretrained part and trains in one phase. Each phase has its own early stopping and LR reduction on validation loss;
+the best model over both phases is kept as ``best_<Model>.safetensors`` + ``.json``.
+
+State on disk (``RUN/checkpoints/<Model>/``): ``phase<N>/last.ckpt`` (Lightning's full state: weights, optimiser,
+scheduler, early-stopping counters, loop position; written atomically after every epoch), ``phase<N>.done`` and
+``done`` markers. ``--resume`` continues from there; without it a model's old state is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+
+from affectkit.config import Config
+from affectkit.data.datamodule import AffectDataModule, PreparedData
+from affectkit.errors import AffectkitError
+from affectkit.models.factory import AffectModel, build_model, count_parameters, resolve_spec
+from affectkit.models.io import load_model, model_paths
+from affectkit.models.weights import load_backbone_weights, load_pretrained_from_timm
+from affectkit.progress import console
+from affectkit.training.callbacks import History, KeepBest
+from affectkit.training.module import AffectModule, FeatureHeadModule
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: int
+    epochs: int
+    learning_rate: float
+    freeze_backbone: bool
+
+
+@dataclass
+class TrainResult:
+    name: str  # display name
+    best_path: Path
+    history: pd.DataFrame
+    train_time_s: float
+    parameters: int
+
+
+def plan_phases(model: AffectModel, config: Config) -> list[Phase]:
+    if not model.spec.two_phase:
+        return [Phase(1, config.epochs, config.learning_rate, freeze_backbone=False)]
+    return [
+        Phase(1, config.epochs, config.learning_rate, freeze_backbone=True),
+        Phase(2, config.fine_tune_epochs, config.fine_tune_lr, freeze_backbone=False),
+    ]
+
+
+def initialise_weights(model: AffectModel, weights: Path | None, pretrained: bool, quiet: bool) -> str:
+    """Load the backbone's starting weights; returns a sentence saying where they came from."""
+    if model.spec.backbone == "custom_cnn":
+        return "custom CNN: trained from scratch"
+    if weights is not None:
+        missing, unexpected = load_backbone_weights(model, weights)
+        note = f"backbone weights from {weights} ({len(missing)} missing, {len(unexpected)} unused tensors)"
+    elif pretrained:
+        load_pretrained_from_timm(model)
+        note = "backbone weights: timm's ImageNet weights"
+    else:
+        note = "backbone starts from RANDOM initialisation (no --weights/--pretrained): transfer learning is off"
+    if not quiet:
+        console.print(f"[yellow]{model.spec.display_name}: {note}[/yellow]")
+    return note
+
+
+def resolve_accelerator(config: Config) -> tuple[str, str]:
+    """(accelerator, precision): bf16 autocast where the GPU supports it, fp32 on CPU (no speed-up there)."""
+    accelerator = config.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if accelerator in ("gpu", "cuda") and torch.cuda.is_bf16_supported() else "32-true"
+    return accelerator, precision
+
+
+def class_weights(datamodule: AffectDataModule) -> torch.Tensor:
+    """Inverse training-split frequency, normalised to mean 1 over the classes present."""
+    counts = datamodule.class_frequencies()
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _make_trainer(config: Config, phase: Phase, callbacks: list, quiet: bool) -> L.Trainer:
+    accelerator, precision = resolve_accelerator(config)
+    if not quiet:
+        callbacks = [*callbacks, RichProgressBar(leave=False)]
+    return L.Trainer(
+        max_epochs=phase.epochs,
+        accelerator=accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        precision=precision,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=not quiet,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        use_distributed_sampler=True,
+    )
+
+
+def is_global_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def uses_feature_cache(phase: Phase, config: Config) -> bool:
+    """Stored features stand in for the backbone only where they are exact: a frozen backbone, one process, and no
+    batch-mixing augmentation (MixUp/CutMix mix pixels, not features)."""
+    single_process = config.devices in (1, "1") and config.num_nodes == 1
+    mixing = config.augmentation.mixup_alpha > 0 or config.augmentation.cutmix_alpha > 0
+    return phase.freeze_backbone and config.phase1_feature_cache and single_process and not mixing
+
+
+def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, config: Config, run_dir: Path,
+               state_dir: Path, epoch_offset: int, resume: bool, quiet: bool) -> None:
+    name = model.spec.display_name
+    model.set_backbone_trainable(not phase.freeze_backbone)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    weights = class_weights(datamodule)
+    if uses_feature_cache(phase, config):
+        from affectkit.training.features import compute_phase1_features, feature_loaders
+
+        module: AffectModule = FeatureHeadModule(model, config, phase.learning_rate, weights)
+        train_loader, val_loader = feature_loaders(datamodule, *compute_phase1_features(model, datamodule, state_dir,
+                                                                                         progress=not quiet))
+        loaders = {"train_dataloaders": train_loader, "val_dataloaders": val_loader}
+    else:
+        module = AffectModule(model, config, phase.learning_rate, weights)
+        loaders = {"datamodule": datamodule}
+    phase_dir = state_dir / f"phase{phase.number}"
+    last = phase_dir / "last.ckpt"
+    callbacks = [
+        EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, mode="min"),
+        KeepBest(run_dir / f"best_{name}", config, phase.number, epoch_offset),
+        History(run_dir / f"{name}_history.csv", name, phase.number, epoch_offset, phase.epochs, quiet),
+        # Saved at train-epoch end, after History has written its row (Lightning runs checkpointing last), so a kill
+        # between the two only makes the resumed run redo one epoch and rewrite that row.
+        ModelCheckpoint(dirpath=phase_dir, filename="last", save_last=False, save_top_k=1, monitor=None,
+                        every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True),
+    ]
+    trainer = _make_trainer(config, phase, callbacks, quiet)
+    trainer.fit(module, **loaders, ckpt_path=last if resume and last.is_file() else None)
+    (state_dir / f"phase{phase.number}.done").write_text(json.dumps({"epochs_run": trainer.current_epoch}))
+
+
+def _epochs_done(history_path: Path, phase: int) -> int:
+    if not history_path.is_file():
+        return 0
+    table = pd.read_csv(history_path)
+    return int(table["epoch"][table["phase"] < phase].max()) if (table["phase"] < phase).any() else 0
+
+
+def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, weights: Path | None = None,
+                pretrained: bool = False, resume: bool = False, quiet: bool = False) -> TrainResult:
+    spec = resolve_spec(name)
+    display = spec.display_name
+    state_dir = run_dir / "checkpoints" / display
+    best_stem = run_dir / f"best_{display}"
+    history_path = run_dir / f"{display}_history.csv"
+    timing_path = state_dir / "train_time.json"
+    if resume and (state_dir / "done").is_file():
+        if not quiet:
+            console.print(f"{display}: already trained in {run_dir}, skipping (resume).")
+        model, meta = load_model(best_stem)
+        return TrainResult(display, model_paths(best_stem)[0], pd.read_csv(history_path),
+                           json.loads(timing_path.read_text())["seconds"], count_parameters(model))
+    if not resume:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        for stale in (*model_paths(best_stem), history_path):
+            stale.unlink(missing_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(name, config)
+    weights_note = initialise_weights(model, weights, pretrained, quiet)
+    datamodule = AffectDataModule(data, config)
+    spent = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
+    for phase in plan_phases(model, config):
+        if (state_dir / f"phase{phase.number}.done").is_file() or phase.epochs == 0:
+            continue
+        resuming_phase = resume and (state_dir / f"phase{phase.number}" / "last.ckpt").is_file()
+        if phase.number > 1 and not resuming_phase and model_paths(best_stem)[0].is_file():
+            # Fine-tuning starts from phase 1's best weights, not its last ones.
+            best, _ = load_model(best_stem)
+            model.load_state_dict(best.state_dict())
+        start = time.perf_counter()
+        _run_phase(model, phase, datamodule, config, run_dir, state_dir, _epochs_done(history_path, phase.number),
+                   resuming_phase, quiet)
+        spent += time.perf_counter() - start
+        timing_path.write_text(json.dumps({"seconds": spent}))
+    if not is_global_zero():
+        # Under DDP every process runs this script; only rank 0 goes on to evaluate and report.
+        sys.exit(0)
+    if not model_paths(best_stem)[0].is_file():
+        raise AffectkitError(f"{display}: no epoch finished, so there is no model to keep (epochs = 0?).")
+    _record_weights_note(best_stem, weights_note)
+    (state_dir / "done").write_text("ok")
+    history = pd.read_csv(history_path)
+    try:
+        from affectkit.evaluation.plots import plot_training_history
+        plot_training_history(history, run_dir / f"{display}_training_history.png", f"{display} training history")
+    except ImportError:
+        pass
+    return TrainResult(display, model_paths(best_stem)[0], history, spent, count_parameters(model))
+
+
+def _record_weights_note(best_stem: Path, note: str) -> None:
+    _, meta_path = model_paths(best_stem)
+    meta = json.loads(meta_path.read_text())
+    meta["initial_weights"] = note
+    meta_path.write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,35 @@
+"""Shared fixtures: small generated data only, and a private image cache per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Never touch the user's ~/.cache from tests.
+os.environ.setdefault("AFFECTKIT_CACHE", tempfile.mkdtemp(prefix="affectkit-test-cache-"))
+
+from affectkit.config import Config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """96 synthetic faces (12 per class) in the AffectNet layout."""
+    from affectkit.data.synthetic import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n=96, seed=0, progress=False)
+
+
+@pytest.fixture
+def demo_copy(demo_dir, tmp_path) -> Path:
+    """A private, writable copy of the demo data for tests that damage it."""
+    return Path(shutil.copytree(demo_dir, tmp_path / "data"))
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    return Config(img_size=32, batch_size=16, epochs=2, fine_tune_epochs=1, num_workers=0, seed=0,
+                  early_stopping_patience=5)

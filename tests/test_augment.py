@@ -1,0 +1,49 @@
+import numpy as np
+
+from affectkit.config import AugmentationConfig
+from affectkit.data.augment import TrainAugmenter
+from affectkit.data.landmarks import IBUG_FLIP_PERMUTATION, hflip_landmarks
+
+
+def test_flip_permutation_is_an_involution_that_swaps_sides():
+    perm = np.array(IBUG_FLIP_PERMUTATION)
+    assert sorted(perm) == list(range(68)) and (perm[perm] == np.arange(68)).all()
+    assert perm[36] == 45 and perm[48] == 54 and perm[0] == 16 and perm[30] == 30 and perm[57] == 57
+
+
+def test_hflip_mirrors_coordinates_and_identities():
+    pts = np.random.default_rng(0).uniform(0, 100, (68, 2)).astype(np.float32)
+    flipped = hflip_landmarks(pts, 100)
+    assert np.allclose(flipped[45], [100 - pts[36, 0], pts[36, 1]])
+    assert np.allclose(hflip_landmarks(flipped, 100), pts)
+
+
+def _dot_image(points, size=96):
+    img = np.zeros((size, size, 3), np.uint8)
+    for x, y in points.round().astype(int):
+        img[y - 1 : y + 2, x - 1 : x + 2] = 255
+    return img
+
+
+def test_image_and_landmarks_move_together():
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(30, 66, (68, 2)).astype(np.float32)
+    pts[0] = [30, 48]  # one distinctive point, alone in the image
+    aug = TrainAugmenter(AugmentationConfig(), seed=3)
+    for _ in range(10):
+        img = _dot_image(pts[:1])
+        out, moved = aug(img, pts)
+        assert out.shape == img.shape and moved.shape == (68, 2)
+        bright = np.argwhere(out[..., 0] > 100)
+        if len(bright) == 0:
+            continue  # the dot left the image
+        centre = bright.mean(0)[::-1]
+        # After a flip, landmark 0 (jaw start) becomes index 16 of the mirrored face.
+        candidates = [moved[0], moved[16]]
+        assert min(np.linalg.norm(centre - c) for c in candidates) < 3.0
+
+
+def test_missing_landmarks_stay_missing():
+    aug = TrainAugmenter(AugmentationConfig(), seed=0)
+    out, pts = aug(np.zeros((32, 32, 3), np.uint8), np.full((68, 2), np.nan, np.float32))
+    assert out.shape == (32, 32, 3) and np.isnan(pts).all()

@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+
+from affectkit.data.cache import build_cache, cache_key, decode_resized, open_cache
+from affectkit.data.reader import read_dataset
+
+
+def test_cache_holds_decoded_resized_pixels(demo_dir, tmp_path):
+    records = read_dataset(demo_dir, progress=False).records
+    directory = build_cache(records, 40, tmp_path, workers=2, progress=False)
+    cache = open_cache(directory)
+    assert isinstance(cache.images, np.memmap) and cache.images.shape == (96, 40, 40, 3)
+    assert cache.ids == [r.id for r in records]
+    for k in (0, 50, 95):
+        assert np.array_equal(cache.images[k], decode_resized(records[k].image_path, 40))
+    assert isinstance(open_cache(directory, in_memory=True).images, np.ndarray)
+
+
+def test_cache_key_follows_content_and_size(demo_copy, tmp_path):
+    records = read_dataset(demo_copy, progress=False).records
+    key = cache_key(records, 32)
+    assert key == cache_key(read_dataset(demo_copy, progress=False).records, 32)
+    assert key != cache_key(records, 48)
+    img = demo_copy / "images" / f"{records[3].id}.jpg"
+    img.write_bytes((demo_copy / "images" / f"{records[4].id}.jpg").read_bytes())  # same name, other content
+    assert cache_key(read_dataset(demo_copy, progress=False).records, 32) != key
+
+
+def test_interrupted_build_resumes(demo_dir, tmp_path, monkeypatch):
+    from affectkit.data import cache as cache_module
+
+    records = read_dataset(demo_dir, progress=False).records
+    monkeypatch.setattr(cache_module, "CHUNK", 32)
+    calls = []
+    real = cache_module._write_chunk
+
+    def crash_on_second(*args):
+        calls.append(args[3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(cache_module, "_write_chunk", crash_on_second)
+    try:
+        build_cache(records, 24, tmp_path, workers=1, progress=False)
+    except KeyboardInterrupt:
+        pass
+    directory = tmp_path / cache_key(records, 24)
+    assert not (directory / "meta.json").exists()
+    assert np.load(directory / "done.npy").tolist() == [True, False, False]
+    monkeypatch.setattr(cache_module, "_write_chunk", lambda *a: (calls.append(a[3]), real(*a))[1])
+    build_cache(records, 24, tmp_path, workers=1, progress=False)
+    assert calls[2:] == [32, 64]  # only the unfinished chunks were decoded again
+    assert json.loads((directory / "meta.json").read_text())["complete"]
+    assert np.array_equal(open_cache(directory).images[90], decode_resized(records[90].image_path, 24))

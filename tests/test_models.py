@@ -1,0 +1,100 @@
+import time
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from affectkit.config import Config
+from affectkit.errors import AffectkitError
+from affectkit.models import build_model, count_parameters, load_model, save_model
+from affectkit.models.weights import load_backbone_weights, load_pretrained_from_timm
+
+
+def _layers(head):
+    return [type(m).__name__ + (f"({m.out_features})" if isinstance(m, nn.Linear) else "")
+            + (f"({m.p})" if isinstance(m, nn.Dropout) else "") for m in head.trunk]
+
+
+@pytest.mark.parametrize(
+    "name, backbone_features, trunk",
+    [
+        ("resnet50", 2048, ["Linear(512)", "ReLU", "BatchNorm1d", "Dropout(0.5)", "Linear(256)", "ReLU", "Dropout(0.3)"]),
+        ("efficientnet_b0", 1280, ["Linear(512)", "ReLU", "BatchNorm1d", "Dropout(0.5)"]),
+        ("custom_cnn", 256, ["Linear(512)", "ReLU", "Dropout(0.5)", "Linear(256)", "ReLU", "Dropout(0.3)"]),
+    ],
+)
+def test_heads_follow_the_spec(name, backbone_features, trunk):
+    model = build_model(name)
+    print(f"{name}: {count_parameters(model):,} parameters")
+    assert model.head.trunk[0].in_features == backbone_features
+    assert _layers(model.head) == trunk
+    assert model.head.expression.out_features == 8
+    assert model.head.valence.out_features == 1 and model.head.arousal.out_features == 1
+    logits, valence, arousal = model.eval()(torch.randn(2, 3, 64, 64) * 10)
+    assert logits.shape == (2, 8) and valence.shape == (2,) and arousal.shape == (2,)
+    assert valence.abs().max() <= 1 and arousal.abs().max() <= 1  # tanh outputs
+
+
+def test_parameter_counts_are_those_of_the_architectures():
+    assert 24e6 < count_parameters(build_model("resnet50")) < 25e6  # 23.5M backbone + head
+    assert 4.5e6 < count_parameters(build_model("efficientnet_b0")) < 4.8e6
+    assert count_parameters(build_model("custom_cnn")) < 1e6
+
+
+def test_custom_cnn_layout():
+    stages = build_model("custom_cnn").backbone.features
+    convs = [m.out_channels for m in stages.modules() if isinstance(m, nn.Conv2d)]
+    pools = [m for m in stages.modules() if isinstance(m, nn.MaxPool2d)]
+    assert convs == [32, 64, 128, 256] and len(pools) == 3
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in stages.modules()) == 4
+
+
+def test_light_models_and_attention_and_timm_names():
+    light = build_model("resnet50", Config(use_light_models=True))
+    assert light.backbone_name == "resnet18" and light.spec.display_name == "ResNet50"
+    se = build_model("custom_cnn", Config(attention="se"))
+    assert any(type(m).__name__ == "SqueezeExcite" for m in se.modules())
+    cbam = build_model("custom_cnn", Config(attention="cbam"))
+    assert cbam.eval()(torch.randn(1, 3, 32, 32))[0].shape == (1, 8)
+    assert build_model("timm:mobilenetv3_small_100").spec.display_name == "timm-mobilenetv3_small_100"
+    with pytest.raises(AffectkitError, match="Unknown model"):
+        build_model("vgg_nonsense")
+
+
+def test_saved_model_reloads_identically(tmp_path):
+    config = Config(img_size=48)
+    model = build_model("efficientnet_b0", config).eval()
+    path = save_model(model, tmp_path / "best_EfficientNetB0", config, extra={"best": {"val_loss": 1.0}})
+    assert path.suffix == ".safetensors" and (tmp_path / "best_EfficientNetB0.json").is_file()
+    again, meta = load_model(path)
+    x = torch.randn(3, 3, 48, 48)
+    for a, b in zip(model(x), again(x)):
+        assert torch.equal(a, b)
+    assert meta["input_size"] == 48 and meta["class_names"][7] == "Contempt"
+
+
+def test_weights_file_with_timm_naming_loads_every_backbone_tensor(tmp_path):
+    reference = timm.create_model("resnet50", num_classes=1000)
+    torch.save(reference.state_dict(), tmp_path / "r50.pth")
+    model = build_model("resnet50")
+    missing, unexpected = load_backbone_weights(model, tmp_path / "r50.pth")
+    assert missing == [] and unexpected == []
+    assert torch.equal(model.backbone.conv1.weight, reference.conv1.weight)
+
+
+def test_weights_file_that_does_not_fit_is_refused(tmp_path):
+    torch.save({"x": torch.zeros(3)}, tmp_path / "w.pt")
+    with pytest.raises(AffectkitError, match="does not fit"):
+        load_backbone_weights(build_model("resnet50"), tmp_path / "w.pt")
+    (tmp_path / "evil.pt").write_bytes(b"garbage")
+    with pytest.raises(AffectkitError, match="could not be read"):
+        load_backbone_weights(build_model("resnet50"), tmp_path / "evil.pt")
+
+
+def test_pretrained_without_network_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    start = time.perf_counter()
+    with pytest.raises(AffectkitError, match="--weights FILE"):
+        load_pretrained_from_timm(build_model("resnet50"))
+    assert time.perf_counter() - start < 20

@@ -1,0 +1,91 @@
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from affectkit.data.reader import read_dataset
+from affectkit.errors import AffectkitError
+
+
+def test_reads_demo_layout(demo_dir):
+    index = read_dataset(demo_dir, progress=False)
+    assert index.layout == "affectnet"
+    assert len(index.records) == 96 and not index.rejected
+    r = index.records[0]
+    assert 0 <= r.expression < 8 and -1 <= r.valence <= 1 and -1 <= r.arousal <= 1
+    assert r.landmarks.shape == (68, 2) and r.width == 224 and r.height == 224
+    assert index.has_valence_arousal
+
+
+def test_bad_records_are_quarantined_with_reasons(demo_copy):
+    ann, img = demo_copy / "annotations", demo_copy / "images"
+    data = (img / "0.jpg").read_bytes()
+    (img / "0.jpg").write_bytes(data[: len(data) // 2])  # truncated JPEG
+    (img / "1.jpg").write_text("this is not an image")  # text file named .jpg
+    os.remove(ann / "2_val.npy")  # missing valence
+    np.save(ann / "3_exp.npy", np.array("9"))  # AffectNet 'uncertain'
+    np.save(ann / "4_val.npy", np.array("nan"))  # NaN valence
+    np.save(ann / "5_val.npy", np.array("-2"))  # AffectNet 'not annotated'
+    Image.new("RGB", (224, 224)).save(img / "orphan.jpg")  # image without annotations
+    np.save(ann / "6_lnd.npy", np.zeros(10))  # landmarks of the wrong shape
+    index = read_dataset(demo_copy, progress=False)
+    kinds = {r.id: r.kind for r in index.rejected}
+    assert kinds == {
+        "0": "image_truncated",
+        "1": "not_an_image",
+        "2": "annotation_missing",
+        "3": "expression_uncertain",
+        "4": "valence_nan",
+        "5": "valence_not_annotated",
+        "orphan": "orphan_image",
+        "6": "annotation_shape",
+    }
+    assert len(index.records) == 96 - 7
+    reasons = {r.id: r.reason for r in index.rejected}
+    assert "2_val.npy" in reasons["2"] and "truncated" in reasons["0"] and "-2" in reasons["5"]
+    out = index.write_quarantine(demo_copy / "q.csv")
+    table = pd.read_csv(out, dtype=str)
+    assert set(table["id"]) == set(kinds) and table["reason"].str.len().min() > 10
+
+
+def test_empty_image_and_out_of_range_values(demo_copy):
+    (demo_copy / "images" / "7.jpg").write_bytes(b"")
+    np.save(demo_copy / "annotations" / "8_aro.npy", np.array(1.5))
+    np.save(demo_copy / "annotations" / "9_exp.npy", np.array([1, 2]))
+    kinds = {r.id: r.kind for r in read_dataset(demo_copy, progress=False).rejected}
+    assert kinds == {"7": "image_empty", "8": "arousal_out_of_range", "9": "annotation_shape"}
+
+
+def test_not_a_dataset_is_one_clear_error(tmp_path):
+    with pytest.raises(AffectkitError, match="expected a folder with annotations"):
+        read_dataset("/etc", progress=False)
+    with pytest.raises(AffectkitError, match="does not exist"):
+        read_dataset(tmp_path / "nope", progress=False)
+
+
+def test_manifest_with_relative_paths_categorical_rows_and_split(tmp_path):
+    (tmp_path / "faces").mkdir()
+    rows = []
+    for i in range(12):
+        Image.fromarray(np.full((40, 40, 3), i * 20, np.uint8)).save(tmp_path / "faces" / f"{i}.png")
+        va = ("0.5", "-0.5") if i < 6 else ("", "")
+        rows.append({"path": f"faces/{i}.png", "expression": "happy" if i % 2 else "3", "valence": va[0],
+                     "arousal": va[1], "split": ["train", "validation", "test"][i % 3]})
+    rows.append({"path": "faces/missing.png", "expression": "1", "valence": "", "arousal": "", "split": "train"})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    index = read_dataset(tmp_path / "m.csv", progress=False)
+    assert len(index.records) == 12
+    assert [r.kind for r in index.rejected] == ["image_missing"]
+    by_id = {r.id: r for r in index.records}
+    assert by_id["faces/1.png"].expression == 1 and by_id["faces/0.png"].expression == 3
+    assert by_id["faces/1.png"].split == "val"
+    assert by_id["faces/0.png"].has_valence_arousal and math.isnan(by_id["faces/7.png"].valence)
+
+
+def test_manifest_without_required_columns(tmp_path):
+    pd.DataFrame({"file": ["a.jpg"]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(AffectkitError, match="lacks the column"):
+        read_dataset(tmp_path / "m.csv", progress=False)

@@ -1,0 +1,104 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from affectkit.data.datamodule import normalise, prepare_data
+from affectkit.models import build_model, load_model
+from affectkit.training import module as module_mod
+from affectkit.training.losses import multitask_loss
+from affectkit.training.trainer import train_model
+
+
+def _data(demo_dir, run, config):
+    return prepare_data(demo_dir, config, splits_path=run / "splits.csv", progress=False)
+
+
+@pytest.mark.parametrize("name", ["custom_cnn", "efficientnet_b0", "resnet50"])
+def test_training_lowers_the_loss_and_keeps_the_best_model(name, demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=5, fine_tune_epochs=2)
+    data = _data(demo_dir, tmp_path, config)
+    result = train_model(name, data, tmp_path, config, quiet=True)
+    h = result.history
+    assert list(h["epoch"]) == list(range(1, len(h) + 1))
+    assert set(h["phase"]) == ({1} if name == "custom_cnn" else {1, 2})
+    phase1 = h[h.phase == 1]["train_loss"]  # a randomly initialised backbone jolts the loss when it is unfrozen
+    assert phase1.iloc[-2:].min() < phase1.iloc[0]
+    assert (tmp_path / f"{result.name}_training_history.png").stat().st_size > 10_000
+
+    # The saved best model is exactly the best epoch's model: its validation loss recomputes to the recorded one.
+    model, meta = load_model(result.best_path)
+    assert meta["best"]["val_loss"] == pytest.approx(h["val_loss"].min(), abs=1e-6)
+    val = data.positions("val")
+    with torch.no_grad():
+        logits, v, a = model(torch.from_numpy(normalise(np.asarray(data.images[val]))))
+    loss, _ = multitask_loss(logits, v, a, torch.from_numpy(data.expression[val]),
+                             torch.from_numpy(data.valence_arousal[val]), config.loss)
+    assert float(loss) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
+
+
+def test_phase_one_freezes_backbone_weights_and_batchnorm(demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=2, fine_tune_epochs=0)
+    data = _data(demo_dir, tmp_path, config)
+    torch.manual_seed(0)
+    reference = build_model("resnet50", config).state_dict()
+    train_model("resnet50", data, tmp_path, config, quiet=True)
+    trained, _ = load_model(tmp_path / "best_ResNet50")
+    after = trained.state_dict()
+    backbone = [k for k in reference if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone)
+    assert all(torch.equal(reference[k], after[k]) for k in backbone)
+    assert not torch.equal(reference["head.trunk.0.weight"], after["head.trunk.0.weight"])
+
+
+def test_early_stopping_ends_a_run_that_cannot_improve(demo_dir, tmp_path, tiny_config, monkeypatch):
+    def flat_validation(self, batch, batch_idx):
+        self.log("val_loss", torch.tensor(1.0), on_epoch=True, batch_size=len(batch[0]))
+
+    monkeypatch.setattr(module_mod.AffectModule, "validation_step", flat_validation)
+    config = tiny_config.override(epochs=30, early_stopping_patience=3)
+    result = train_model("custom_cnn", _data(demo_dir, tmp_path, config), tmp_path, config, quiet=True)
+    assert len(result.history) == 4  # the first epoch sets the best, three more without improvement
+
+
+def test_same_seed_same_first_epoch_loss(demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=1, num_workers=2)
+    losses = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        losses.append(train_model("custom_cnn", _data(demo_dir, out, config), out, config, quiet=True).history)
+    assert losses[0]["train_loss"].iloc[0] == losses[1]["train_loss"].iloc[0]
+    assert pd.read_csv(tmp_path / "a" / "splits.csv").equals(pd.read_csv(tmp_path / "b" / "splits.csv"))
+
+
+def test_run_killed_in_phase_two_resumes_there(demo_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "affectkit.cli", "train", "--model", "efficientnet_b0", "--data", str(demo_dir),
+           "--out", str(out), "--epochs", "2", "--fine-tune-epochs", "4", "--img-size", "32", "--batch-size", "16",
+           "--workers", "0", "--quiet", "--no-evaluate"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = out / "checkpoints" / "EfficientNetB0" / "phase2" / "last.ckpt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = pd.read_csv(out / "EfficientNetB0_history.csv")
+    assert set(before["phase"]) == {1, 2} and len(before) < 6
+    assert not list(out.rglob("*.tmp"))
+
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = pd.read_csv(out / "EfficientNetB0_history.csv")
+    assert list(after["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert list(after["phase"]) == [1, 1, 2, 2, 2, 2]
+    phase1 = after[after.phase == 1].reset_index(drop=True)
+    assert phase1.equals(before[before.phase == 1].reset_index(drop=True))  # phase 1 was not redone
+    assert (out / "checkpoints" / "EfficientNetB0" / "done").is_file()
