@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,20 @@ from affectkit.evaluation.evaluator import (
     write_model_report,
 )
 from affectkit.models.factory import count_parameters, resolve_spec
-from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
+from affectkit.evaluation.metrics import fit_temperature
+from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, update_metadata
 from affectkit.progress import console
 from affectkit.training.trainer import train_model
 
 ENSEMBLE = "Ensemble"
+
+
+@dataclass
+class Evaluated:
+    metrics: dict
+    test: Predictions
+    val: Predictions
+    model: torch.nn.Module
 
 
 def _device() -> str:
@@ -47,15 +57,25 @@ def _prepare_run(data: Path, out: Path, config: Config, quiet: bool) -> tuple[Pr
     return prepared, dataset_summary(index)
 
 
-def _evaluate_trained(best_path: Path, data: PreparedData, out: Path, quiet: bool) -> tuple[dict, Predictions, torch.nn.Module]:
+def _calibrate(model: torch.nn.Module, best_path: Path, data: PreparedData, quiet: bool) -> tuple[float, Predictions]:
+    """Temperature scaling fit on the validation split, stored with the model so every later use applies it."""
+    val = predict_split(model, data, data.positions("val"), progress=not quiet)
+    temperature = fit_temperature(torch.from_numpy(val.logits), torch.from_numpy(data.expression[data.positions("val")]))
+    update_metadata(best_path, temperature=temperature)
+    return temperature, Predictions(val.logits / temperature, val.valence_arousal)
+
+
+def _evaluate_trained(best_path: Path, data: PreparedData, out: Path, quiet: bool) -> Evaluated:
     model, meta = load_model(best_path, device=_device())
+    temperature, val_pred = _calibrate(model, best_path, data, quiet)
     positions = data.positions("test")
-    pred = predict_split(model, data, positions, progress=not quiet)
+    pred = predict_split(model, data, positions, progress=not quiet, temperature=temperature)
     metrics = score(pred, data, positions)
+    metrics["expression"]["temperature"] = temperature
     write_model_report(meta["display_name"], metrics, pred, data, positions, out)
     if not quiet:
         print_metrics(meta["display_name"], metrics)
-    return metrics, pred, model
+    return Evaluated(metrics, pred, val_pred, model)
 
 
 def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | None = None, pretrained: bool = False,
@@ -79,11 +99,11 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             console.rule(f"[bold]{resolve_spec(name).display_name}")
         result = train_model(name, prepared, out, config, weights=(weights or {}).get(name), pretrained=pretrained,
                              resume=resume, quiet=quiet)
-        metrics, pred, model = _evaluate_trained(result.best_path, prepared, out, quiet)
-        rows.append(comparison_row(result.name, metrics, result.parameters, result.train_time_s,
-                                   inference_ms_per_image(model, config.img_size)))
+        evaluated = _evaluate_trained(result.best_path, prepared, out, quiet)
+        rows.append(comparison_row(result.name, evaluated.metrics, result.parameters, result.train_time_s,
+                                   inference_ms_per_image(evaluated.model, config.img_size)))
         notes.append(f"{result.name}: {read_metadata(result.best_path).get('initial_weights', '')}")
-        preds.append(pred)
+        preds.append(evaluated)
         names.append(result.name)
     if len(preds) > 1:
         rows.append(_ensemble_row(preds, rows, prepared, out, quiet))
@@ -92,10 +112,10 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
     return write_report(out, config, summary, rows, names, notes)
 
 
-def _ensemble_row(preds: list[Predictions], rows: list[dict], data: PreparedData, out: Path, quiet: bool) -> dict:
-    """Average the members' expression probabilities and valence/arousal; cost is the members' sum."""
-    probs = np.mean([p.probs for p in preds], axis=0)
-    ensemble = Predictions(np.log(np.clip(probs, 1e-12, None)), np.mean([p.valence_arousal for p in preds], axis=0))
+def _ensemble_row(members: list[Evaluated], rows: list[dict], data: PreparedData, out: Path, quiet: bool) -> dict:
+    """Average the members' (calibrated) expression probabilities and valence/arousal; cost is the members' sum."""
+    probs = np.mean([m.test.probs for m in members], axis=0)
+    ensemble = Predictions(np.log(np.clip(probs, 1e-12, None)), np.mean([m.test.valence_arousal for m in members], axis=0))
     positions = data.positions("test")
     metrics = score(ensemble, data, positions)
     write_model_report(ENSEMBLE, metrics, ensemble, data, positions, out)
@@ -122,8 +142,10 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     positions = prepared.positions("test" if split == "all" else split)
     if len(positions) == 0:
         raise AffectkitError(f"The {split} split of {data} is empty.")
-    pred = predict_split(model, prepared, positions, progress=not quiet)
+    temperature = float(meta.get("temperature", 1.0))
+    pred = predict_split(model, prepared, positions, progress=not quiet, temperature=temperature)
     metrics = score(pred, prepared, positions)
+    metrics["expression"]["temperature"] = temperature
     metrics["split"] = split
     out = out or weights.parent
     suffix = "" if split == "test" else f"_{split}"

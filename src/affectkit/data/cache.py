@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from affectkit.errors import AffectkitError
 
 CACHE_VERSION = 1
 CHUNK = 256
+SERIAL_CHUNKS = 8  # below this many chunks, starting worker processes costs more than it saves
 
 
 def default_cache_dir(configured: str | None = None) -> Path:
@@ -107,11 +109,12 @@ def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int 
         task = bar.add_task(f"Caching images at {size}px", total=n, completed=n - sum(len(j[4]) for j in jobs), info="")
         if not progress:
             bar.stop()
-        if workers <= 1 or len(jobs) <= 1:
+        if workers <= 1 or len(jobs) <= SERIAL_CHUNKS:
             finished = (_write_chunk(*job) for job in jobs)
             _mark_done(finished, done, done_file, bar, task, records)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # "spawn": forking a process that already runs torch/OpenMP and reader threads can deadlock the children.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [pool.submit(_write_chunk, *job) for job in jobs]
                 _mark_done((f.result() for f in as_completed(futures)), done, done_file, bar, task, records)
     meta_file.write_text(json.dumps({"version": CACHE_VERSION, "size": size, "n": n, "ids": [r.id for r in records], "complete": True}))

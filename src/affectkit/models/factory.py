@@ -110,6 +110,14 @@ class AffectModel(nn.Module):
         return self
 
 
+def _create_timm_backbone(name: str, img_size: int) -> nn.Module:
+    """Transformers fix their input size at creation (position embeddings); convnets take no such argument."""
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=0, global_pool="avg", img_size=img_size)
+    except TypeError:
+        return timm.create_model(name, pretrained=False, num_classes=0, global_pool="avg")
+
+
 def build_model(name: str, config: Config | None = None) -> AffectModel:
     """Create a model by key with randomly initialised weights (pretrained weights: :mod:`affectkit.models.weights`)."""
     config = config or Config()
@@ -120,8 +128,9 @@ def build_model(name: str, config: Config | None = None) -> AffectModel:
         features = backbone.num_features
         batch_norm = False  # the spec's custom CNN head has no BatchNorm
     else:
-        backbone = timm.create_model(bb_name, pretrained=False, num_classes=0, global_pool="avg")
-        features = backbone.num_features
+        backbone = _create_timm_backbone(bb_name, config.img_size)
+        # MobileNetV3-style models keep a conv head after pooling: their output is head_hidden_size wide.
+        features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         batch_norm = True
     head = AffectHead(features, spec.head_layers, config.head_width, batch_norm, config.dropout_scale)
     return AffectModel(backbone, head, spec, bb_name)

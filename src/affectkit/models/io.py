@@ -61,6 +61,15 @@ def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict
     return weights
 
 
+def update_metadata(path: str | Path, **fields: Any) -> dict[str, Any]:
+    """Add or replace fields of a saved model's description (atomically)."""
+    _, meta_path = model_paths(path)
+    meta = read_metadata(path)
+    meta.update(fields)
+    _atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    return meta
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     _, meta_path = model_paths(path)
     if not meta_path.is_file():

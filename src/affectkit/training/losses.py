@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from affectkit.config import LossConfig
+from affectkit.evaluation.metrics import ccc_loss, focal_loss
 
 
 def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -15,8 +16,6 @@ def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor
         return pred.sum() * 0.0
     pred, target = pred[mask], target[mask]
     if kind == "ccc" and len(target) > 1:
-        from affectkit.evaluation.metrics import ccc_loss
-
         return ccc_loss(pred, target)
     return F.mse_loss(pred, target)
 
@@ -32,8 +31,6 @@ def multitask_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     weight = class_weights if cfg.class_weighting else None
     if cfg.focal_gamma is not None:
-        from affectkit.evaluation.metrics import focal_loss
-
         expression = focal_loss(logits, expression_target, cfg.focal_gamma, weight=weight, label_smoothing=cfg.label_smoothing)
     else:
         expression = F.cross_entropy(logits, expression_target, weight=weight, label_smoothing=cfg.label_smoothing)

@@ -28,8 +28,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from affectkit.config import Config
 from affectkit.data.datamodule import AffectDataModule, PreparedData
 from affectkit.errors import AffectkitError
+from affectkit.evaluation.plots import plot_training_history
 from affectkit.models.factory import AffectModel, build_model, count_parameters, resolve_spec
-from affectkit.models.io import load_model, model_paths
+from affectkit.models.io import load_model, model_paths, update_metadata
 from affectkit.models.weights import load_backbone_weights, load_pretrained_from_timm
 from affectkit.progress import console
 from affectkit.training.callbacks import History, KeepBest
@@ -132,7 +133,7 @@ def uses_feature_cache(phase: Phase, config: Config) -> bool:
 
 
 def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, config: Config, run_dir: Path,
-               state_dir: Path, epoch_offset: int, resume: bool, quiet: bool) -> None:
+               state_dir: Path, epoch_offset: int, resume: bool, quiet: bool, extra_callbacks: list) -> None:
     name = model.spec.display_name
     model.set_backbone_trainable(not phase.freeze_backbone)
     if config.channels_last:
@@ -158,6 +159,7 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
         # between the two only makes the resumed run redo one epoch and rewrite that row.
         ModelCheckpoint(dirpath=phase_dir, filename="last", save_last=False, save_top_k=1, monitor=None,
                         every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True),
+        *extra_callbacks,
     ]
     trainer = _make_trainer(config, phase, callbacks, quiet)
     trainer.fit(module, **loaders, ckpt_path=last if resume and last.is_file() else None)
@@ -172,7 +174,9 @@ def _epochs_done(history_path: Path, phase: int) -> int:
 
 
 def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, weights: Path | None = None,
-                pretrained: bool = False, resume: bool = False, quiet: bool = False) -> TrainResult:
+                pretrained: bool = False, resume: bool = False, quiet: bool = False,
+                extra_callbacks: list | None = None) -> TrainResult:
+    """Train ``name`` on ``data`` into ``run_dir``; ``extra_callbacks`` (Lightning callbacks) join every phase."""
     spec = resolve_spec(name)
     display = spec.display_name
     state_dir = run_dir / "checkpoints" / display
@@ -206,7 +210,7 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
             model.load_state_dict(best.state_dict())
         start = time.perf_counter()
         _run_phase(model, phase, datamodule, config, run_dir, state_dir, _epochs_done(history_path, phase.number),
-                   resuming_phase, quiet)
+                   resuming_phase, quiet, extra_callbacks or [])
         spent += time.perf_counter() - start
         timing_path.write_text(json.dumps({"seconds": spent}))
     if not is_global_zero():
@@ -214,19 +218,8 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
         sys.exit(0)
     if not model_paths(best_stem)[0].is_file():
         raise AffectkitError(f"{display}: no epoch finished, so there is no model to keep (epochs = 0?).")
-    _record_weights_note(best_stem, weights_note)
+    update_metadata(best_stem, initial_weights=weights_note)
     (state_dir / "done").write_text("ok")
     history = pd.read_csv(history_path)
-    try:
-        from affectkit.evaluation.plots import plot_training_history
-        plot_training_history(history, run_dir / f"{display}_training_history.png", f"{display} training history")
-    except ImportError:
-        pass
+    plot_training_history(history, run_dir / f"{display}_training_history.png", f"{display} training history")
     return TrainResult(display, model_paths(best_stem)[0], history, spent, count_parameters(model))
-
-
-def _record_weights_note(best_stem: Path, note: str) -> None:
-    _, meta_path = model_paths(best_stem)
-    meta = json.loads(meta_path.read_text())
-    meta["initial_weights"] = note
-    meta_path.write_text(json.dumps(meta, indent=2))

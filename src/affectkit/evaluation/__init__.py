@@ -1,0 +1,1 @@
+"""Metrics, calibration and plots for expression and valence/arousal predictions."""

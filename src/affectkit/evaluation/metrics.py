@@ -1,0 +1,305 @@
+"""Expression and valence/arousal metrics, calibration, and the losses that share their definitions.
+
+Every score is accumulated by torchmetrics objects, whose states are synchronised across processes on
+``compute()``, so the numbers are right under distributed evaluation as well as on one process.
+
+Correlation conventions: PCC and CCC use sample (N - 1) moments, as torchmetrics' ``PearsonCorrCoef`` and
+``ConcordanceCorrCoef`` do, and :func:`ccc_loss` uses the same moments so the training loss is exactly
+``1 - CCC`` as reported. A correlation is undefined when the predictions (or targets) are constant; it is
+then reported as 0 ("no linear agreement") instead of NaN, so a collapsed model scores 0, not a crash. (A
+constant that float32 cannot represent exactly, such as 0.1, leaves rounding noise in the variance; its
+correlation then comes out within about 1e-8 of 0 rather than exactly 0.)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import ArrayLike
+from torch import Tensor
+from torch.nn import ModuleDict
+from torchmetrics import (
+    ConcordanceCorrCoef,
+    MeanAbsoluteError,
+    MeanMetric,
+    MeanSquaredError,
+    MetricCollection,
+    PearsonCorrCoef,
+    SumMetric,
+)
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+from torchmetrics.functional.classification import multiclass_calibration_error
+from torchmetrics.wrappers.abstract import WrapperMetric
+
+from affectkit.config import CLASS_NAMES
+
+VA_DIMENSIONS = ("valence", "arousal")
+ECE_BINS = 15
+# How far a row of "probabilities" may be from summing to 1 before we conclude they are logits.
+_PROBS_SUM_TOLERANCE = 1e-3
+_ZERO_VARIANCE_WARNING = "The variance of predictions or target is close to zero"
+_NO_UPDATE_WARNING = ".*was called before the ``update`` method"
+
+
+def _correlation_or_zero(value: Tensor) -> float:
+    """An undefined correlation (constant input, fewer than two samples) is reported as 0."""
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
+
+
+def _row_normalised(counts: Tensor) -> Tensor:
+    """Each row divided by its total; a row without samples is all zeros, and 0 / 1 keeps it so instead of 0 / 0."""
+    return counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+
+
+def _check_probs(probs: Tensor) -> None:
+    rows_sum_to_one = torch.allclose(probs.sum(dim=1), torch.ones((), dtype=probs.dtype, device=probs.device),
+                                     atol=_PROBS_SUM_TOLERANCE)
+    if not (rows_sum_to_one and bool((probs >= 0).all())):
+        raise ValueError("AffectMetrics(inputs='probs') got rows that are not probability distributions; "
+                         "pass inputs='logits' for raw model outputs.")
+
+
+class _RegressionMetrics(WrapperMetric):
+    """Scores of one valence/arousal dimension over the records that carry a label (finite target)."""
+
+    def __init__(self, sync_on_compute: bool) -> None:
+        super().__init__()
+        sync = {"sync_on_compute": sync_on_compute}
+        self.scores = MetricCollection({
+            "mse": MeanSquaredError(**sync),
+            "mae": MeanAbsoluteError(**sync),
+            "pcc": PearsonCorrCoef(**sync),
+            "ccc": ConcordanceCorrCoef(**sync),
+        })
+        self.sign_agreement = MeanMetric(**sync)
+        self.count = SumMetric(**sync)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        labelled = torch.isfinite(target)
+        # Counted even when zero, so that compute() can answer None for 'nothing labelled' without warnings.
+        self.count.update(labelled.sum())
+        if not bool(labelled.any()):
+            return
+        pred, target = pred[labelled].float(), target[labelled].float()
+        self.scores.update(pred, target)
+        self.sign_agreement.update((torch.sign(pred) == torch.sign(target)).float())
+
+    def compute(self) -> dict | None:
+        n = int(self.count.compute())
+        if n == 0:
+            return None
+        with warnings.catch_warnings():
+            # Both are expected: constant predictions (handled by _correlation_or_zero), and a process that
+            # saw no labelled record while others did (its states are the neutral starting ones).
+            warnings.filterwarnings("ignore", message=_ZERO_VARIANCE_WARNING)
+            warnings.filterwarnings("ignore", message=_NO_UPDATE_WARNING)
+            scores = self.scores.compute()
+            sign_agreement = float(self.sign_agreement.compute())
+        mse = float(scores["mse"])
+        return {
+            "mse": mse,
+            "mae": float(scores["mae"]),
+            "rmse": math.sqrt(mse),
+            "pcc": _correlation_or_zero(scores["pcc"]),
+            "ccc": _correlation_or_zero(scores["ccc"]),
+            "sagr": sign_agreement,
+            "n": n,
+        }
+
+    def reset(self) -> None:
+        for metric in (self.scores, self.sign_agreement, self.count):
+            metric.reset()
+        super().reset()
+
+
+class AffectMetrics(WrapperMetric):
+    """Every expression and valence/arousal score of the evaluation report, accumulated over batches.
+
+    ``inputs`` says whether ``update`` receives class probabilities or logits; probabilities are checked
+    (non-negative, rows summing to 1) so that logits passed by mistake fail loudly instead of skewing the NLL.
+    ``compute`` merges the states of all processes of an initialised process group; pass
+    ``sync_on_compute=False`` when this process already holds every record (otherwise it would wait for the
+    other processes). Call ``update`` per batch and ``compute`` once; ``forward`` is not supported.
+    """
+
+    def __init__(self, inputs: Literal["probs", "logits"], class_names: Sequence[str] = CLASS_NAMES,
+                 n_bins: int = ECE_BINS, sync_on_compute: bool = True) -> None:
+        super().__init__()
+        if inputs not in ("probs", "logits"):
+            raise ValueError(f"inputs must be 'probs' or 'logits', not {inputs!r}")
+        self.inputs = inputs
+        self.class_names = tuple(class_names)
+        k = len(self.class_names)
+        sync = {"sync_on_compute": sync_on_compute}
+        self.expression = MetricCollection({
+            "accuracy": MulticlassAccuracy(k, top_k=1, average="micro", **sync),
+            "top2_accuracy": MulticlassAccuracy(k, top_k=2, average="micro", **sync),
+            "top3_accuracy": MulticlassAccuracy(k, top_k=3, average="micro", **sync),
+            "macro_f1": MulticlassF1Score(k, average="macro", **sync),
+            "precision": MulticlassPrecision(k, average="none", **sync),
+            "recall": MulticlassRecall(k, average="none", **sync),
+            "f1": MulticlassF1Score(k, average="none", **sync),
+            "confusion_matrix": MulticlassConfusionMatrix(k, **sync),
+            "ece": MulticlassCalibrationError(k, n_bins=n_bins, norm="l1", **sync),
+        })
+        self.nll = MeanMetric(**sync)
+        self.valence_arousal = ModuleDict({dim: _RegressionMetrics(sync_on_compute) for dim in VA_DIMENSIONS})
+
+    def update(self, expression: Tensor, expression_target: Tensor, va_pred: Tensor, va_target: Tensor) -> None:
+        """``expression`` [N, C] probabilities or logits, ``expression_target`` [N] class ids,
+        ``va_pred`` / ``va_target`` [N, 2] (valence, arousal), the target NaN where not annotated."""
+        expression = expression.float()
+        if self.inputs == "probs":
+            _check_probs(expression)
+            # Clamped so a zero probability on the true class gives a large finite NLL, not inf.
+            log_probs = expression.clamp_min(torch.finfo(expression.dtype).tiny).log()
+            probs = expression
+        else:
+            log_probs = F.log_softmax(expression, dim=1)
+            probs = log_probs.exp()
+        expression_target = expression_target.long()
+        # Probabilities for all of them: MulticlassCalibrationError would otherwise guess whether to softmax.
+        self.expression.update(probs, expression_target)
+        self.nll.update(F.nll_loss(log_probs, expression_target, reduction="none"))
+        for column, dim in enumerate(VA_DIMENSIONS):
+            self.valence_arousal[dim].update(va_pred[:, column], va_target[:, column])
+
+    def compute(self) -> dict:
+        scores = self.expression.compute()
+        counts = scores["confusion_matrix"]
+        support = counts.sum(dim=1)
+        recall = scores["recall"]
+        per_class = {
+            name: {"precision": float(scores["precision"][i]), "recall": float(recall[i]),
+                   "f1": float(scores["f1"][i]), "support": int(support[i])}
+            for i, name in enumerate(self.class_names)
+        }
+        expression = {
+            "accuracy": float(scores["accuracy"]),
+            "top2_accuracy": float(scores["top2_accuracy"]),
+            "top3_accuracy": float(scores["top3_accuracy"]),
+            "macro_f1": float(scores["macro_f1"]),
+            # Mean recall over the classes present in the targets, as sklearn's balanced_accuracy_score.
+            "balanced_accuracy": float(recall[support > 0].mean()),
+            "confusion_matrix": counts.tolist(),
+            "confusion_matrix_normalized": _row_normalised(counts).tolist(),
+            "per_class": per_class,
+            "nll": float(self.nll.compute()),
+            "ece": float(scores["ece"]),
+        }
+        return {"n": int(support.sum()), "expression": expression,
+                **{dim: self.valence_arousal[dim].compute() for dim in VA_DIMENSIONS}}
+
+    def reset(self) -> None:
+        self.expression.reset()
+        self.nll.reset()
+        for metrics in self.valence_arousal.values():
+            metrics.reset()
+        super().reset()
+
+
+def compute_metrics(probs: ArrayLike, exp_true: ArrayLike, va_pred: ArrayLike, va_true: ArrayLike) -> dict:
+    """:class:`AffectMetrics` on in-memory numpy predictions: ``probs`` [N, C], ``exp_true`` [N],
+    ``va_pred`` / ``va_true`` [N, 2] with NaN targets where valence/arousal is not annotated.
+
+    The arrays hold every record, so nothing is synced, even inside a process group (e.g. on rank 0 after DDP).
+    """
+    metrics = AffectMetrics(inputs="probs", sync_on_compute=False)
+    metrics.update(
+        torch.as_tensor(np.asarray(probs, dtype=np.float32)),
+        torch.as_tensor(np.asarray(exp_true, dtype=np.int64)),
+        torch.as_tensor(np.asarray(va_pred, dtype=np.float32)),
+        torch.as_tensor(np.asarray(va_true, dtype=np.float32)),
+    )
+    return metrics.compute()
+
+
+def expected_calibration_error(probs: ArrayLike | Tensor, targets: ArrayLike | Tensor, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE over ``n_bins`` equal-width confidence bins (torchmetrics' definition, L1 norm)."""
+    probs = torch.as_tensor(np.asarray(probs, dtype=np.float32))
+    targets = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    return float(multiclass_calibration_error(probs, targets, num_classes=probs.shape[1], n_bins=n_bins, norm="l1"))
+
+
+def reliability_curve(probs: ArrayLike, targets: ArrayLike,
+                      n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean confidence, accuracy and sample count of the top-1 prediction per equal-width confidence bin.
+
+    Bins are [k/n, (k+1)/n) as in torchmetrics; empty bins have confidence and accuracy 0 (see the counts).
+    Unlike torchmetrics, which keeps a confidence of exactly 1.0 in a bin of its own, it goes to the last bin.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == np.asarray(targets)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    occupied = count > 0
+    mean_confidence = np.divide(np.bincount(bins, weights=confidence, minlength=n_bins), count,
+                                out=np.zeros(n_bins), where=occupied)
+    accuracy = np.divide(np.bincount(bins, weights=correct, minlength=n_bins), count,
+                         out=np.zeros(n_bins), where=occupied)
+    return mean_confidence, accuracy, count
+
+
+def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> float:
+    """Temperature T > 0 minimising the NLL of ``softmax(logits / T)``; fit on held-out logits, not training ones."""
+    logits = logits.detach().double()
+    targets = targets.detach().long()
+    # Optimising log T keeps T positive without a constrained optimiser.
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimiser.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return float(log_t.detach().exp())
+
+
+def ccc_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """``1 - CCC`` of two 1-D batches, differentiable; needs at least two samples (sample moments)."""
+    pred_mean, target_mean = pred.mean(), target.mean()
+    covariance = ((pred - pred_mean) * (target - target_mean)).sum() / (pred.numel() - 1)
+    denominator = pred.var() + target.var() + (pred_mean - target_mean) ** 2
+    # Only zero when both are the same constant; the CCC is then taken as 0, as in the reported metric.
+    return 1 - 2 * covariance / denominator.clamp_min(torch.finfo(denominator.dtype).eps)
+
+
+def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | None = None,
+               label_smoothing: float = 0.0) -> Tensor:
+    """Focal loss (Lin et al. 2017), mean reduction, built to be ``F.cross_entropy`` at ``gamma = 0``.
+
+    ``target`` is class ids [N] or class probabilities [N, C] (MixUp/CutMix). Each log-probability is scaled by
+    ``(1 - p) ** gamma`` and then reduced exactly as cross_entropy reduces log-probabilities, including its
+    handling of ``weight`` (ids: divided by the summed weights of the targets; probabilities: by N) and of
+    ``label_smoothing``.
+    """
+    log_probs = F.log_softmax(logits, dim=1)
+    focal_log_probs = (1 - log_probs.exp()).pow(gamma) * log_probs
+    n_classes = logits.shape[1]
+    class_weight = weight if weight is not None else torch.ones(n_classes, dtype=logits.dtype, device=logits.device)
+    if target.is_floating_point():
+        smoothed = target * (1 - label_smoothing) + label_smoothing / n_classes
+        return -(focal_log_probs * smoothed * class_weight).sum(dim=1).mean()
+    target_weight = class_weight[target]
+    nll = -(target_weight * focal_log_probs.gather(1, target[:, None]).squeeze(1)).sum() / target_weight.sum()
+    uniform = -(focal_log_probs * class_weight).sum() / target_weight.sum()
+    return (1 - label_smoothing) * nll + label_smoothing / n_classes * uniform

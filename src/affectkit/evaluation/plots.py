@@ -1,0 +1,232 @@
+"""The report's figures; every function writes one PNG and returns its path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+# Figures are written to files, often on machines without a display.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
+
+from affectkit.evaluation.metrics import ECE_BINS, expected_calibration_error, reliability_curve  # noqa: E402
+
+DPI = 120
+TRAIN_COLOUR, VAL_COLOUR = "tab:blue", "tab:orange"
+
+SCORE_COLUMNS = {
+    "accuracy": "Accuracy", "top2_accuracy": "Top-2 acc.", "macro_f1": "Macro-F1",
+    "valence_ccc": "Valence CCC", "arousal_ccc": "Arousal CCC", "valence_pcc": "Valence PCC",
+    "arousal_pcc": "Arousal PCC", "valence_sagr": "Valence SAGR", "arousal_sagr": "Arousal SAGR",
+}
+ERROR_COLUMNS = {"valence_rmse": "Valence RMSE", "arousal_rmse": "Arousal RMSE",
+                 "valence_mae": "Valence MAE", "arousal_mae": "Arousal MAE"}
+COST_COLUMNS = {"params_millions": "Parameters (M)", "train_time_s": "Training time (s)",
+                "inference_ms_per_image": "Inference (ms / image)"}
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _no_data(ax: Axes) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_yticks([])
+
+
+def _cell_labels(counts: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    return np.array([[f"{f:.0%}\n{c}" for f, c in zip(fr, co)] for fr, co in zip(fractions, counts)])
+
+
+def plot_confusion_matrix(cm_counts: ArrayLike, class_names: Sequence[str], path: str | Path,
+                          title: str = "Confusion matrix") -> Path:
+    """Row-normalised heatmap (each row sums to 100 %), each cell annotated with its percentage and count."""
+    counts = np.asarray(cm_counts, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    size = 1.0 + 0.9 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    sns.heatmap(fractions, annot=_cell_labels(counts, fractions), fmt="", cmap="Blues", vmin=0.0, vmax=1.0,
+                xticklabels=class_names, yticklabels=class_names, square=True, linewidths=0.5,
+                cbar_kws={"label": "fraction of the true class"}, annot_kws={"fontsize": 8}, ax=ax)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    ax.tick_params(axis="y", rotation=0)
+    return _save(fig, path)
+
+
+def _plot_series(ax: Axes, history: pd.DataFrame, column: str, label: str, colour: str,
+                 linestyle: str = "-", marker: str = "o") -> bool:
+    """One curve against the epoch, skipping NaNs; False when the column is absent or empty."""
+    if column not in history:
+        return False
+    points = history[["epoch", column]].dropna()
+    if points.empty:
+        return False
+    ax.plot(points["epoch"], points[column], label=label, color=colour, linestyle=linestyle, marker=marker,
+            markersize=3)
+    return True
+
+
+def _phase_two_start(history: pd.DataFrame) -> float | None:
+    """Midway between the last phase-1 epoch and the first phase-2 one (or at the latter if there is no phase 1)."""
+    if "phase" not in history or not (history["phase"] == 2).any():
+        return None
+    first_two = history.loc[history["phase"] == 2, "epoch"].min()
+    before = history.loc[history["epoch"] < first_two, "epoch"]
+    return (before.max() + first_two) / 2 if not before.empty else float(first_two)
+
+
+def _finish_panel(ax: Axes, drew: bool, phase_two: float | None, ylabel: str) -> None:
+    if not drew:
+        _no_data(ax)
+    if phase_two is not None:
+        ax.axvline(phase_two, color="grey", linestyle="--", linewidth=1, label="fine-tuning starts")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if drew:
+        ax.legend(fontsize=8)
+
+
+def plot_training_history(history: pd.DataFrame, path: str | Path, title: str = "Training history") -> Path:
+    """Loss, expression accuracy and valence/arousal MAE per epoch (train and val), and the learning rate."""
+    fig = plt.figure(figsize=(16, 6.5))
+    grid = fig.add_gridspec(2, 3, height_ratios=(3, 1), hspace=0.35, wspace=0.25)
+    lr_ax = fig.add_subplot(grid[1, :])
+    # A shared epoch axis keeps the panels aligned, including any left empty.
+    loss_ax, acc_ax, mae_ax = (fig.add_subplot(grid[0, i], sharex=lr_ax) for i in range(3))
+    phase_two = _phase_two_start(history)
+
+    for ax, stem, ylabel, panel in ((loss_ax, "loss", "total loss", "Loss"),
+                                    (acc_ax, "acc", "accuracy", "Expression accuracy")):
+        drew = _plot_series(ax, history, f"train_{stem}", "train", TRAIN_COLOUR)
+        drew |= _plot_series(ax, history, f"val_{stem}", "val", VAL_COLOUR)
+        _finish_panel(ax, drew, phase_two, ylabel)
+        ax.set_title(panel)
+
+    drew = False
+    # Colour tells the split, as in the other panels; line style tells the dimension.
+    for dim, linestyle, marker in (("valence", "-", "o"), ("arousal", ":", "^")):
+        drew |= _plot_series(mae_ax, history, f"train_{dim}_mae", f"train {dim}", TRAIN_COLOUR, linestyle, marker)
+        drew |= _plot_series(mae_ax, history, f"val_{dim}_mae", f"val {dim}", VAL_COLOUR, linestyle, marker)
+    _finish_panel(mae_ax, drew, phase_two, "MAE")
+    mae_ax.set_title("Valence / arousal MAE")
+
+    lr = history[["epoch", "lr"]].dropna() if "lr" in history else pd.DataFrame()
+    lr = lr[lr["lr"] > 0] if not lr.empty else lr
+    if lr.empty:
+        _no_data(lr_ax)
+    else:
+        lr_ax.plot(lr["epoch"], lr["lr"], color="tab:green", marker="o", markersize=3)
+        lr_ax.set_yscale("log")
+    if phase_two is not None:
+        lr_ax.axvline(phase_two, color="grey", linestyle="--", linewidth=1)
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("epoch")
+    lr_ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _present(df: pd.DataFrame, columns: dict[str, str]) -> dict[str, str]:
+    """The columns that exist and hold at least one number."""
+    return {c: label for c, label in columns.items() if c in df and df[c].notna().any()}
+
+
+def _grouped_bars(ax: Axes, df: pd.DataFrame, columns: dict[str, str]) -> None:
+    """One group per metric, one bar per model."""
+    if not columns:
+        _no_data(ax)
+        ax.set_xticks([])
+        return
+    x = np.arange(len(columns))
+    width = 0.8 / len(df)
+    for i, (model, row) in enumerate(zip(df["model"], df[list(columns)].to_numpy(dtype=float))):
+        ax.bar(x + (i - (len(df) - 1) / 2) * width, row, width, label=str(model))
+    ax.set_xticks(x, list(columns.values()))
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside, clear of the bars
+
+
+def _format_value(value: float) -> str:
+    if not np.isfinite(value):
+        return ""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _cost_bars(ax: Axes, df: pd.DataFrame, column: str, label: str) -> None:
+    values = df[column].to_numpy(dtype=float)
+    colours = [f"C{i % 10}" for i in range(len(df))]
+    bars = ax.bar(np.arange(len(df)), values, color=colours)
+    ax.bar_label(bars, labels=[_format_value(v) for v in values], fontsize=8)
+    ax.set_xticks(np.arange(len(df)), [str(m) for m in df["model"]], rotation=30, ha="right")
+    ax.set_title(label)
+    ax.margins(y=0.15)  # room for the value labels
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_model_comparison(df: pd.DataFrame, path: str | Path) -> Path:
+    """Grouped bars per model: scores (higher is better), errors (lower is better), and costs."""
+    scores, errors, costs = _present(df, SCORE_COLUMNS), _present(df, ERROR_COLUMNS), _present(df, COST_COLUMNS)
+    n_cost = max(len(costs), 1)
+    fig = plt.figure(figsize=(max(12.0, 0.3 * len(scores) * len(df)), 13), layout="constrained")
+    grid = fig.add_gridspec(3, n_cost)
+    score_ax = fig.add_subplot(grid[0, :])
+    _grouped_bars(score_ax, df, scores)
+    score_ax.set_title("Scores (higher is better)")
+    error_ax = fig.add_subplot(grid[1, :])
+    _grouped_bars(error_ax, df, errors)
+    error_ax.set_title("Valence / arousal errors (lower is better)")
+    if costs:
+        # Parameters, seconds and milliseconds share no scale, so each cost gets its own axis.
+        for i, (column, label) in enumerate(costs.items()):
+            _cost_bars(fig.add_subplot(grid[2, i]), df, column, label)
+    else:
+        cost_ax = fig.add_subplot(grid[2, :])
+        _no_data(cost_ax)
+        cost_ax.set_title("Cost")
+    fig.suptitle("Model comparison")
+    return _save(fig, path)
+
+
+def plot_reliability_diagram(probs: ArrayLike, targets: ArrayLike, path: str | Path,
+                             title: str = "Reliability diagram", n_bins: int = ECE_BINS) -> Path:
+    """Accuracy against confidence per confidence bin, with the share of samples per bin underneath."""
+    confidence, accuracy, count = reliability_curve(probs, targets, n_bins)
+    ece = expected_calibration_error(probs, targets, n_bins)
+    centres = (np.arange(n_bins) + 0.5) / n_bins
+    occupied = count > 0
+    fig, (ax, hist_ax) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, height_ratios=(3, 1))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    ax.bar(centres[occupied], accuracy[occupied], width=1 / n_bins, edgecolor="black", color="tab:blue",
+           alpha=0.8, label="accuracy")
+    # Hatched, not filled, so the gap stays readable when it overlaps the accuracy bar (under-confidence).
+    ax.bar(centres[occupied], confidence[occupied] - accuracy[occupied], bottom=accuracy[occupied],
+           width=1 / n_bins, fill=False, hatch="//", edgecolor="tab:red", label="gap to mean confidence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} (ECE = {ece:.3f})")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    hist_ax.bar(centres, count / max(count.sum(), 1), width=1 / n_bins, color="tab:grey", edgecolor="black")
+    hist_ax.set_xlabel("confidence (top-1 probability)")
+    hist_ax.set_ylabel("share of samples")
+    hist_ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,165 @@
+"""The ``predict``, ``export`` and ``serve`` commands; ``register(app)`` adds them to the ``affectkit`` CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from affectkit.errors import AffectkitError
+from affectkit.progress import console
+
+ModelArg = Annotated[Path, typer.Argument(help="Saved model: best_<Model>.safetensors (or its .json / stem).")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="auto: on CPU the model's .onnx beside it when present and current, else PyTorch; or "
+    "onnx / torch.")]
+NoDetectOpt = Annotated[bool, typer.Option(
+    "--no-detect", help="Skip face detection: each whole image is already a face crop.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for the model (default: PyTorch's choice).")]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise AffectkitError("--threads must be at least 1.")
+        torch.set_num_threads(threads)
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("file", "frame")
+    table.add_column("box", overflow="fold")
+    for name in ("expression", "conf", "valence", "arousal", "status"):
+        table.add_column(name)
+    for r in rows:
+        box = "" if r.get("x1") is None else f"{r['x1']},{r['y1']},{r['x2']},{r['y2']}"
+        numbers = [f"{r[k]:.2f}" if r.get(k) is not None else "" for k in ("confidence", "valence", "arousal")]
+        frame = "" if r.get("frame") is None else str(r["frame"])
+        table.add_row(r["file"], frame, box, r.get("expression") or "", *numbers, r["status"])
+    return table
+
+
+def predict(
+    model: Annotated[Path, typer.Argument(help="Saved model (.safetensors/.json/stem) or an exported .onnx file.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) and videos.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write one row per face to this .csv or .json file.")] = None,
+    annotate: Annotated[Optional[Path], typer.Option(
+        help="Folder for annotated copies (images; an .mp4 per video) and each video's timeline.png.")] = None,
+    no_detect: NoDetectOpt = False,
+    smooth: Annotated[Optional[float], typer.Option(
+        help="Video: exponential smoothing per face, weight of the newest frame in (0, 1]; lower is smoother.")] = None,
+    every: Annotated[int, typer.Option(help="Video: use every N-th frame.")] = 1,
+    backend: BackendOpt = "auto",
+    mc_samples: Annotated[int, typer.Option(
+        help="Monte-Carlo dropout passes (torch backend); adds entropy, valence_std and arousal_std.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Faces per model call.")] = 32,
+    device: Annotated[str, typer.Option(help="Torch device for the model and face detector: cpu, cuda, ...")] = "cpu",
+    threads: ThreadsOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Predict expression, valence and arousal for every face in images, folders and videos."""
+    from affectkit.inference.media import check_output_path, predict_media, write_results
+    from affectkit.inference.predictor import Predictor
+
+    if out is not None:
+        check_output_path(out)
+    _set_threads(threads)
+    predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
+                          batch_size=batch_size)
+    timeline_dir = annotate or (out.parent if out is not None else None)
+    rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
+                         timeline_dir=timeline_dir, progress=not quiet)
+    if out is not None:
+        write_results(rows, out, predictor.class_names)
+        console.print(f"Wrote {len(rows)} rows to {out}")
+    else:
+        Console().print(_summary_table(rows))
+    faces = sum(r["status"] == "ok" for r in rows)
+    errors = sum(r["status"].startswith("error") for r in rows)
+    console.print(f"{faces} face(s), {sum(r['status'] == 'no face found' for r in rows)} without a face, "
+                  f"{errors} error(s) ({predictor.backend_name} backend)")
+
+
+def _quantization_table(report: dict[str, Any]) -> Table:
+    title = f"{report['evaluated']} of {report['images']} images readable, {report['labelled']} labelled"
+    if report["agreement"] is not None:
+        title += f"; fp32/int8 agreement {report['agreement']:.1%}"
+    table = Table("model", "size (MB)", "accuracy", "latency (ms/image)", title=title)
+    for name in ("fp32", "int8"):
+        r = report[name]
+        accuracy = "n/a (no labels)" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+        latency = "" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
+        table.add_row(name, f"{r['size_mb']:.2f}", accuracy, latency)
+    if "accuracy_delta" in report:
+        table.add_row("delta", "", f"{report['accuracy_delta'] * 100:+.2f} pts", "")
+    return table
+
+
+def export(
+    model: ModelArg,
+    format: Annotated[str, typer.Option("--format", help="Export format; onnx is the one supported.")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option(help="Target .onnx file (default: <model stem>.onnx).")] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Also write <stem>.int8.onnx with dynamically quantised dense layers.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Folder of face crops (AffectNet layout for labels): compare fp32 and int8 accuracy and latency.",
+    )] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many images from --data.")] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Export a saved model to ONNX with a dynamic batch axis and check it against PyTorch."""
+    from affectkit.inference.export import export_onnx, int8_path, onnx_parity
+
+    if format.lower() != "onnx":
+        raise AffectkitError(f"--format {format}: only onnx is supported.")
+    if data is not None and not int8:
+        raise AffectkitError("--data compares the float and int8 exports; add --int8.")
+    if data is not None and not data.is_dir():
+        raise AffectkitError(f"--data {data} is not a folder.")
+    _set_threads(threads)
+    fp32 = export_onnx(model, out=out, int8=int8, opset=opset)
+    console.print(f"Wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
+                  f"{onnx_parity(model, fp32):.2e}")
+    if int8:
+        quantized = int8_path(fp32)
+        console.print(f"Wrote {quantized} ({quantized.stat().st_size / 1e6:.2f} MB); max |int8 - PyTorch| = "
+                      f"{onnx_parity(model, quantized):.2e}")
+    if data is not None:
+        from affectkit.inference.quant_report import compare_exports
+
+        Console().print(_quantization_table(compare_exports(fp32, int8_path(fp32), data, limit=limit)))
+
+
+def serve(
+    model: ModelArg,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(
+        envvar="AFFECTKIT_API_KEY", show_envvar=True,
+        help="Require this key in the X-API-Key header of /v1/* requests.")] = None,
+    no_detect: NoDetectOpt = False,
+    backend: BackendOpt = "auto",
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body, all files together, in MB.")] = 10.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) accepted.")] = 40_000_000,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Serve the model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /metrics and a demo page at /."""
+    from affectkit.serving.app import serve as run_server
+
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it "
+                      "can use it.")
+    _set_threads(threads)
+    run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
+               max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+    app.command("export")(export)
+    app.command("serve")(serve)

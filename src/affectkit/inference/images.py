@@ -1,0 +1,80 @@
+"""Decode untrusted image bytes into RGB uint8 arrays, refusing empty, oversized, truncated and non-image input.
+
+The same decoder serves the command line and the HTTP server, so a photo gets the same prediction through both.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from affectkit.errors import AffectkitError
+
+# Formats whose decoders are pure Pillow code; EPS/PDF-like formats would hand the bytes to external programs.
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF")
+DEFAULT_MAX_PIXELS = 40_000_000
+
+ImageProblem = Literal["empty", "not_image", "too_large", "corrupt"]
+
+
+class ImageError(AffectkitError):
+    """A file that cannot be used as an image; ``kind`` lets the server choose the HTTP status."""
+
+    def __init__(self, kind: ImageProblem, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Bytes -> RGB uint8 ``H x W x 3`` with EXIF orientation applied.
+
+    The pixel count comes from the header before any pixel data is decoded, which stops decompression bombs.
+    """
+    if not data:
+        raise ImageError("empty", name, "the file is empty.")
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageError("too_large", name, "image dimensions exceed the decompression-bomb limit.") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageError("not_image", name, f"not an image (supported: {', '.join(ALLOWED_FORMATS)}).") from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            pixels = f"{width}x{height} = {width * height:,} pixels"
+            raise ImageError("too_large", name, f"{pixels} exceeds the limit of {max_pixels:,}.")
+        if width == 0 or height == 0:
+            raise ImageError("corrupt", name, f"the image header declares a {width}x{height} image.")
+        try:
+            image.load()  # Pillow raises here on truncated data; cv2.imdecode would silently grey-fill it
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+        except Image.DecompressionBombError:
+            raise ImageError("too_large", name, "image exceeds the decompression-bomb limit.") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError("corrupt", name, f"truncated or corrupt image data ({exc}).") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError("corrupt", str(path), f"cannot be read ({exc.strerror or exc}).") from None
+    return decode_image(data, name=str(path), max_pixels=max_pixels)
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Accept grey (H x W), RGB and RGBA arrays from callers; the models want RGB."""
+    if image.dtype != np.uint8:
+        raise AffectkitError(f"Expected a uint8 image array, got dtype {image.dtype}.")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return np.ascontiguousarray(image[:, :, :3])
+    raise AffectkitError(f"Expected an H x W x 3 RGB image array, got shape {image.shape}.")

@@ -1,0 +1,236 @@
+"""``affectkit predict`` over image files, folders and videos: one row per face, results as CSV or JSON.
+
+A file that cannot be read becomes a row with ``status = "error: ..."`` and a warning; the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from rich.markup import escape
+
+from affectkit.errors import AffectkitError
+from affectkit.inference.annotate import draw_predictions
+from affectkit.inference.images import ImageError, read_image
+from affectkit.inference.predictor import Predictor
+from affectkit.inference.timeline import TrackSmoother, plot_timeline
+from affectkit.progress import console, make_progress
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+UNCERTAINTY_COLUMNS = ("entropy", "valence_std", "arousal_std")
+NO_FACE = "no face found"
+
+Advance = Callable[[], None]
+
+
+def result_columns(class_names: Sequence[str], uncertainty: bool) -> list[str]:
+    columns = ["file", "frame", "track", "status", "x1", "y1", "x2", "y2", *(f"p_{c}" for c in class_names),
+               "expression", "confidence", "valence", "arousal"]
+    return columns + list(UNCERTAINTY_COLUMNS) if uncertainty else columns
+
+
+def face_row(file: Path, frame: int | None, face: dict[str, Any]) -> dict[str, Any]:
+    box = face["box"] or [None] * 4
+    row = {"file": str(file), "frame": frame, "track": face.get("track"), "status": "ok",
+           **dict(zip(("x1", "y1", "x2", "y2"), box)),
+           **{f"p_{name}": p for name, p in face["probabilities"].items()},
+           **{k: face[k] for k in ("expression", "confidence", "valence", "arousal")}}
+    return row | {k: face[k] for k in UNCERTAINTY_COLUMNS if k in face}
+
+
+def status_row(file: Path, frame: int | None, status: str) -> dict[str, Any]:
+    return {"file": str(file), "frame": frame, "status": status}
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given (videos by suffix, anything else is tried as an image) and folders' images, recursively."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise AffectkitError(f"{item} does not exist.")
+    return files
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _warn_error(file: Path, frame: int | None, reason: str) -> dict[str, Any]:
+    console.print(f"[yellow]warning:[/yellow] {escape(f'{file}: {reason}')}; skipped.")
+    return status_row(file, frame, f"error: {reason}")
+
+
+class _AnnotatedNames:
+    """Output names that never collide within a run, so same-named inputs from different folders all survive."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.used: set[str] = set()
+
+    def next(self, stem: str, suffix: str) -> Path:
+        name, n = f"{stem}_annotated{suffix}", 2
+        while name in self.used:
+            name, n = f"{stem}_annotated_{n}{suffix}", n + 1
+        self.used.add(name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return self.directory / name
+
+
+def _write_rgb(path: Path, image_rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise AffectkitError(f"Could not write {path}.")
+
+
+def _predict_images(
+    predictor: Predictor, files: list[Path], names: _AnnotatedNames | None, advance: Advance
+) -> list[dict[str, Any]]:
+    decoded: list[tuple[Path, np.ndarray]] = []
+    rows_by_file: dict[Path, list[dict[str, Any]]] = {}
+    for file in files:
+        try:
+            decoded.append((file, read_image(file)))
+        except ImageError as exc:
+            rows_by_file[file] = [_warn_error(file, None, exc.reason)]
+            advance()
+    results = predictor.predict_images([image for _, image in decoded])
+    for (file, image), faces in zip(decoded, results):
+        rows_by_file[file] = [face_row(file, None, f) for f in faces] or [status_row(file, None, NO_FACE)]
+        if names is not None:
+            _write_rgb(names.next(file.stem, ".jpg"), draw_predictions(image, faces))
+        advance()
+    return [row for file in files for row in rows_by_file[file]]
+
+
+def _video_frames(capture: cv2.VideoCapture, every: int) -> Iterator[tuple[int, np.ndarray]]:
+    index = 0
+    while True:
+        if index % every == 0:
+            ok, bgr = capture.read()
+            if not ok:
+                return
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        elif not capture.grab():  # grab skips decoding the frames we do not use
+            return
+        index += 1
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _predict_video(
+    predictor: Predictor, file: Path, every: int, smooth: float | None, names: _AnnotatedNames | None,
+    timeline_dir: Path | None, advance: Advance,
+) -> list[dict[str, Any]]:
+    capture = cv2.VideoCapture(str(file))
+    if not capture.isOpened():
+        return [_warn_error(file, None, "not a readable video")]
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    smoother = TrackSmoother(predictor.class_names, smooth)
+    rows: list[dict[str, Any]] = []
+    writer: cv2.VideoWriter | None = None
+    try:
+        for chunk in _chunks(_video_frames(capture, every), predictor.batch_size):
+            for (index, frame), faces in zip(chunk, predictor.predict_images([f for _, f in chunk])):
+                faces = smoother.update(faces)
+                rows += [face_row(file, index, f) for f in faces] or [status_row(file, index, NO_FACE)]
+                if names is not None:
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(names.next(file.stem, ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 fps / every, (frame.shape[1], frame.shape[0]))
+                    writer.write(cv2.cvtColor(draw_predictions(frame, faces), cv2.COLOR_RGB2BGR))
+                advance()
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if not rows:
+        return [_warn_error(file, None, "no frames could be decoded")]
+    if timeline_dir is not None:
+        plot_timeline(rows, predictor.class_names, timeline_dir / f"{file.stem}_timeline.png", file.name)
+    return rows
+
+
+def _frame_count(file: Path, every: int) -> int:
+    capture = cv2.VideoCapture(str(file))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    return max(1, -(-count // every))
+
+
+def predict_media(
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    every: int = 1,
+    smooth: float | None = None,
+    annotate_dir: Path | None = None,
+    timeline_dir: Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows in input order; videos also get ``<stem>_timeline.png`` in ``timeline_dir`` when one is given."""
+    if every < 1:
+        raise AffectkitError("--every must be at least 1.")
+    if smooth is not None and not 0 < smooth <= 1:
+        raise AffectkitError("--smooth must be in (0, 1]: the weight of the newest frame.")
+    files = expand_inputs(inputs)
+    names = _AnnotatedNames(annotate_dir) if annotate_dir is not None else None
+    total = sum(_frame_count(f, every) if is_video(f) else 1 for f in files)
+    rows: list[dict[str, Any]] = []
+    with make_progress(transient=True) if progress else nullcontext() as bar:
+        task = bar.add_task("predicting", total=total, info="") if bar is not None else None
+
+        def advance() -> None:
+            if bar is not None:
+                bar.advance(task)
+
+        pending: list[Path] = []
+        for file in [*files, None]:  # None flushes the last batch of images
+            if file is not None and not is_video(file):
+                pending.append(file)
+                if len(pending) < predictor.batch_size:
+                    continue
+            if pending:
+                rows += _predict_images(predictor, pending, names, advance)
+                pending = []
+            if file is not None and is_video(file):
+                rows += _predict_video(predictor, file, every, smooth, names, timeline_dir, advance)
+    return rows
+
+
+def check_output_path(out: Path) -> None:
+    """Called before a long run, so a typo in --out does not waste it."""
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise AffectkitError(f"--out {out}: use a .csv or .json file name.")
+
+
+def write_results(rows: list[dict[str, Any]], out: Path, class_names: Sequence[str]) -> Path:
+    """CSV or JSON by the suffix of ``out``; missing values are empty cells / null."""
+    check_output_path(out)
+    uncertainty = any(UNCERTAINTY_COLUMNS[0] in r for r in rows)
+    columns = result_columns(class_names, uncertainty)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=1))
+    else:
+        whole_numbers = dict.fromkeys(("frame", "track", "x1", "y1", "x2", "y2"), "Int64")  # not 181.0
+        pd.DataFrame(rows, columns=columns).astype(whole_numbers).to_csv(out, index=False)
+    return out

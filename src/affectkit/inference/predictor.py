@@ -1,0 +1,175 @@
+"""Face images -> expression probabilities, valence and arousal, with optional Monte-Carlo dropout uncertainty."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from affectkit.errors import AffectkitError
+from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGEST_KEY, weights_digest
+from affectkit.inference.faces import DetectorMethod, Face, FaceDetector, crop_face
+from affectkit.inference.images import as_rgb_uint8
+from affectkit.models.io import load_model, model_paths, read_metadata
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["auto", "onnx", "torch"]
+
+
+def model_files(model_path: str | Path) -> tuple[Path, Path, Path]:
+    """(weights, metadata, onnx) for ``x``, ``x.safetensors``, ``x.json``, ``x.onnx`` or ``x.int8.onnx``."""
+    path = Path(model_path)
+    if path.suffix == ".onnx":
+        stem = path.with_suffix("")
+        stem = stem.with_suffix("") if stem.suffix == ".int8" else stem
+        weights, meta = model_paths(stem)
+        return weights, meta, path
+    weights, meta = model_paths(path)
+    return weights, meta, weights.with_suffix(".onnx")
+
+
+def preprocess(images: Sequence[np.ndarray], size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The training transform: INTER_AREA resize to ``size``, [0, 1], mean/std normalisation, NCHW float32."""
+    batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
+    batch = (batch.astype(np.float32) / 255.0 - mean) / std
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def entropy(probabilities: np.ndarray) -> np.ndarray:
+    return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=-1)
+
+
+def _onnx_backend_if_current(onnx_path: Path, weights: Path) -> OnnxBackend | None:
+    backend = OnnxBackend(onnx_path)
+    exported_from = backend.metadata.get(WEIGHTS_DIGEST_KEY)
+    if exported_from and weights.is_file() and exported_from != weights_digest(weights):
+        log.warning("%s was exported from other weights than %s; using PyTorch. Re-run `affectkit export`.",
+                    onnx_path, weights)
+        return None
+    return backend
+
+
+def load_backend(
+    model_path: str | Path, backend: BackendName, device: str, mc_samples: int
+) -> tuple[dict[str, Any], TorchBackend | OnnxBackend]:
+    weights, meta_path, onnx_path = model_files(model_path)
+    if backend not in ("auto", "onnx", "torch"):
+        raise AffectkitError(f"Unknown backend {backend!r}; choose auto, onnx or torch.")
+    explicit_onnx = Path(model_path).suffix == ".onnx"
+    if mc_samples > 0:
+        if backend == "onnx" or explicit_onnx:
+            raise AffectkitError("Monte-Carlo dropout (--mc-samples) needs the torch backend and the .safetensors "
+                                 "model; the ONNX graph has dropout removed.")
+        backend = "torch"
+    if explicit_onnx and backend == "torch":
+        raise AffectkitError(f"{model_path} is an ONNX file; pass the .safetensors model for --backend torch.")
+    if backend == "onnx" or explicit_onnx:
+        if not onnx_path.is_file():
+            raise AffectkitError(f"{onnx_path} does not exist; create it with `affectkit export {weights}`.")
+        return read_metadata(meta_path), OnnxBackend(onnx_path)
+    if backend == "auto" and device == "cpu" and onnx_path.is_file():  # onnxruntime runs here on the CPU only
+        onnx = _onnx_backend_if_current(onnx_path, weights)
+        if onnx is not None:
+            return read_metadata(meta_path), onnx
+    model, meta = load_model(weights, device=device)
+    return meta, TorchBackend(model, device)
+
+
+class Predictor:
+    """Loads a saved model once; ``predict_image`` finds faces and classifies each, ``predict_batch`` takes crops."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        backend: BackendName = "auto",
+        device: str = "cpu",
+        detect: bool = True,
+        mc_samples: int = 0,
+        batch_size: int = 32,
+        detector: FaceDetector | None = None,
+        detector_method: DetectorMethod = "auto",
+    ):
+        if mc_samples < 0 or batch_size < 1:
+            raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
+        self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.input_size = int(self.meta["input_size"])
+        norm = self.meta["normalization"]
+        self.mean = np.asarray(norm["mean"], dtype=np.float32)
+        self.std = np.asarray(norm["std"], dtype=np.float32)
+        self.temperature = float(self.meta.get("temperature") or 1.0)
+        self.mc_samples = mc_samples
+        self.batch_size = batch_size
+        self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def find_faces(self, image_rgb: np.ndarray) -> tuple[list[Face], list[np.ndarray]]:
+        """Faces and their model-sized crops; without detection the whole image is the one face."""
+        image_rgb = as_rgb_uint8(image_rgb)
+        if self.detector is None:
+            return [], [image_rgb]
+        faces = self.detector.detect(image_rgb)
+        return faces, [crop_face(image_rgb, f, size=self.input_size) for f in faces]
+
+    def predict_image(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
+        return self.predict_images([image_rgb])[0]
+
+    def predict_images(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+        """One list of face results per image; crops of all images share batches."""
+        found = [self.find_faces(im) for im in images]
+        results = self.predict_batch([crop for _, crops in found for crop in crops])
+        out, start = [], 0
+        for faces, crops in found:
+            per_image = results[start : start + len(crops)]
+            start += len(crops)
+            for result, face in zip(per_image, faces):
+                result["box"] = [int(v) for v in face.box]
+            out.append(per_image)
+        return out
+
+    def predict_batch(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """Classify face crops (any size; resized like training); each result's ``box`` is None."""
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(crops), self.batch_size):
+            chunk = [as_rgb_uint8(c) for c in crops[start : start + self.batch_size]]
+            results += self._run(preprocess(chunk, self.input_size, self.mean, self.std))
+        return results
+
+    def _run(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        if self.mc_samples == 0:
+            logits, valence, arousal = self.backend(batch)
+            probs = softmax(logits, self.temperature)
+            return [self._face(p, v, a) for p, v, a in zip(probs, valence, arousal)]
+        logits, valence, arousal = self.backend.sample(batch, self.mc_samples)
+        probs = softmax(logits, self.temperature).mean(axis=0)
+        spread = zip(entropy(probs), valence.std(axis=0), arousal.std(axis=0))
+        return [
+            {**self._face(p, v, a), "entropy": float(h), "valence_std": float(vs), "arousal_std": float(as_)}
+            for p, v, a, (h, vs, as_) in zip(probs, valence.mean(axis=0), arousal.mean(axis=0), spread)
+        ]
+
+    def _face(self, probs: np.ndarray, valence: float, arousal: float) -> dict[str, Any]:
+        best = int(np.argmax(probs))
+        return {
+            "box": None,
+            "probabilities": {name: float(p) for name, p in zip(self.class_names, probs)},
+            "expression": self.class_names[best],
+            "expression_id": best,
+            "confidence": float(probs[best]),
+            "valence": float(valence),
+            "arousal": float(arousal),
+        }

@@ -1,0 +1,129 @@
+"""Video timelines: follow faces across frames, smooth each face's predictions over time, plot the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from affectkit.inference.annotate import PALETTE
+
+
+def iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _Track:
+    id: int
+    box: list[int] | None
+    last_seen: int
+    state: dict[str, Any] = field(default_factory=dict)  # smoothed probabilities, valence, arousal
+
+
+class TrackSmoother:
+    """Online (causal) tracking by box overlap and exponential smoothing per track.
+
+    ``alpha`` is the weight of the newest frame: 1 keeps the raw predictions, smaller values smooth more. Being
+    causal, it gives the same numbers a live camera feed would get.
+    """
+
+    def __init__(self, class_names: list[str], alpha: float | None = None, min_iou: float = 0.3, max_gap: int = 5):
+        if alpha is not None and not 0 < alpha <= 1:
+            raise ValueError(f"smoothing alpha must be in (0, 1], got {alpha}")
+        self.class_names = class_names
+        self.alpha = alpha
+        self.min_iou = min_iou
+        self.max_gap = max_gap  # processed frames a face may vanish for and keep its track
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._step = 0
+
+    def update(self, faces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Faces of the next processed frame -> the same faces with ``track`` set (and smoothed when alpha is set)."""
+        self._tracks = [t for t in self._tracks if self._step - t.last_seen <= self.max_gap]
+        free = list(self._tracks)
+        out = []
+        for face in faces:
+            track = self._match(face, free)
+            if track is None:
+                track = _Track(self._next_id, face["box"], self._step)
+                self._next_id += 1
+                self._tracks.append(track)
+            else:
+                free.remove(track)
+            track.box, track.last_seen = face["box"], self._step
+            out.append({**self._smooth(track, face), "track": track.id})
+        self._step += 1
+        return out
+
+    def _match(self, face: dict[str, Any], candidates: list[_Track]) -> _Track | None:
+        if face["box"] is None:  # undetected input: the whole frame is a single face
+            return candidates[0] if candidates else None
+        scored = [(iou(face["box"], t.box), t) for t in candidates if t.box is not None]
+        best = max(scored, key=lambda s: s[0], default=(0.0, None))
+        return best[1] if best[0] >= self.min_iou else None
+
+    def _smooth(self, track: _Track, face: dict[str, Any]) -> dict[str, Any]:
+        if self.alpha is None:
+            return face
+        probs = np.array([face["probabilities"][c] for c in self.class_names])
+        current = {"probs": probs, "valence": face["valence"], "arousal": face["arousal"]}
+        if track.state:
+            a = self.alpha
+            current = {k: a * v + (1 - a) * track.state[k] for k, v in current.items()}
+        track.state = current
+        best = int(np.argmax(current["probs"]))
+        return {
+            **face,
+            "probabilities": dict(zip(self.class_names, map(float, current["probs"]))),
+            "expression": self.class_names[best],
+            "expression_id": best,
+            "confidence": float(current["probs"][best]),
+            "valence": float(current["valence"]),
+            "arousal": float(current["arousal"]),
+        }
+
+
+def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path, title: str) -> Path | None:
+    """Stacked class probabilities over frames and valence/arousal lines, for the longest-lived face track."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(rows)
+    faces = frame[frame["status"] == "ok"]
+    if faces.empty:
+        return None
+    track = faces["track"].value_counts().idxmax()
+    # Every processed frame stays on the x axis; frames where the face was missing show as gaps.
+    series = faces[faces["track"] == track].set_index("frame").reindex(sorted(frame["frame"].unique()))
+    x = series.index.to_numpy()
+    probs = series[[f"p_{c}" for c in class_names]].to_numpy(dtype=float)
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[2, 1])
+    colours = [tuple(c / 255 for c in PALETTE[i % len(PALETTE)]) for i in range(len(class_names))]
+    top.stackplot(x, np.nan_to_num(probs).T, labels=class_names, colors=colours, alpha=0.9)
+    top.set_ylim(0, 1)
+    top.set_ylabel("probability")
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    top.set_title(f"{title} (face track {track})")
+    bottom.plot(x, series["valence"].to_numpy(dtype=float), label="valence", color="tab:green")
+    bottom.plot(x, series["arousal"].to_numpy(dtype=float), label="arousal", color="tab:red")
+    bottom.axhline(0, color="grey", lw=0.5)
+    bottom.set_ylim(-1.05, 1.05)
+    bottom.set_xlabel("frame")
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,179 @@
+"use strict";
+// Demo page: send a photo to /v1/predict and draw what comes back. Everything stays on this server.
+
+// Same colours as the CLI's annotated images (affectkit/inference/annotate.py), one per class.
+const CLASS_COLOURS = ["#9e9e9e", "#ffc107", "#2196f3", "#9c27b0", "#607d8b", "#4caf50", "#f44336", "#ff7043"];
+const MAX_CANVAS_WIDTH = 640;
+const SVG = "http://www.w3.org/2000/svg";
+
+const $ = (id) => document.getElementById(id);
+const setStatus = (text) => { $("status").textContent = text; };
+
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { "X-API-Key": key } : {};
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch {
+    return response.statusText;
+  }
+}
+
+function loadImage(file) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    const url = URL.createObjectURL(file);
+    img.onload = () => { URL.revokeObjectURL(url); resolve(img); };
+    img.onerror = () => { URL.revokeObjectURL(url); reject(new Error("the browser cannot display this image")); };
+    img.src = url;
+  });
+}
+
+function drawPhoto(img, faces) {
+  const canvas = $("canvas");
+  const scale = Math.min(1, MAX_CANVAS_WIDTH / img.naturalWidth);
+  canvas.width = Math.round(img.naturalWidth * scale);
+  canvas.height = Math.round(img.naturalHeight * scale);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+  const font = Math.max(12, Math.round(canvas.width / 40));
+  ctx.font = `${font}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
+  faces.forEach((face, i) => {
+    if (!face.box) return;  // --no-detect: the whole photo is the face
+    const [x1, y1, x2, y2] = face.box.map((v) => v * scale);
+    const colour = CLASS_COLOURS[face.expression_id % CLASS_COLOURS.length];
+    ctx.lineWidth = Math.max(2, font / 6);
+    ctx.strokeStyle = colour;
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const label = `${i + 1}: ${face.expression} ${face.confidence.toFixed(2)}`;
+    const width = ctx.measureText(label).width + 8;
+    const top = y1 - font - 6 >= 0 ? y1 - font - 6 : y1;
+    ctx.fillStyle = colour;
+    ctx.fillRect(x1, top, width, font + 6);
+    ctx.fillStyle = "#000";
+    ctx.fillText(label, x1 + 4, top + 3);
+  });
+}
+
+function svgElement(name, attributes, text) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attributes)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+// Russell's circumplex: valence left to right, arousal bottom to top, both in [-1, 1].
+function drawCircumplex(faces) {
+  const svg = $("circumplex");
+  svg.replaceChildren();
+  const c = 120, r = 95;
+  svg.append(
+    svgElement("circle", { cx: c, cy: c, r, fill: "#fafafa", stroke: "#999" }),
+    svgElement("line", { x1: c - r, y1: c, x2: c + r, y2: c, stroke: "#bbb" }),
+    svgElement("line", { x1: c, y1: c - r, x2: c, y2: c + r, stroke: "#bbb" }),
+    svgElement("text", { x: c, y: 12, "text-anchor": "middle", "font-size": 11 }, "aroused"),
+    svgElement("text", { x: c, y: 236, "text-anchor": "middle", "font-size": 11 }, "calm"),
+    svgElement("text", { x: 236, y: c - 4, "text-anchor": "end", "font-size": 11 }, "pleasant"),
+    svgElement("text", { x: 4, y: c - 4, "font-size": 11 }, "unpleasant"),
+  );
+  faces.forEach((face, i) => {
+    const x = c + face.valence * r, y = c - face.arousal * r;
+    const colour = CLASS_COLOURS[face.expression_id % CLASS_COLOURS.length];
+    svg.append(
+      svgElement("circle", { class: "dot", cx: x, cy: y, r: 6, fill: colour, stroke: "#000" }),
+      svgElement("text", { x: x + 8, y: y + 4, "font-size": 11 }, String(i + 1)),
+    );
+  });
+}
+
+function barRow(name, p, colour) {
+  const row = document.createElement("div");
+  row.className = "bar-row";
+  const label = document.createElement("span");
+  label.textContent = name;
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  const fill = document.createElement("div");
+  fill.className = "fill";
+  fill.style.width = `${(p * 100).toFixed(1)}%`;
+  fill.style.background = colour;
+  bar.append(fill);
+  const value = document.createElement("span");
+  value.className = "value";
+  value.textContent = p.toFixed(2);
+  row.append(label, bar, value);
+  return row;
+}
+
+function listFaces(faces) {
+  const list = $("faces");
+  list.replaceChildren();
+  if (faces.length === 0) {
+    list.textContent = "No face found in this photo.";
+    return;
+  }
+  faces.forEach((face, i) => {
+    const block = document.createElement("div");
+    block.className = "face";
+    const title = document.createElement("h3");
+    title.textContent = `Face ${i + 1}: ${face.expression} (${(face.confidence * 100).toFixed(0)}%)`;
+    const va = document.createElement("div");
+    va.className = "va";
+    va.textContent = `valence ${face.valence.toFixed(2)}, arousal ${face.arousal.toFixed(2)}`;
+    block.append(title);
+    Object.entries(face.probabilities).forEach(([name, p], k) => {
+      block.append(barRow(name, p, CLASS_COLOURS[k % CLASS_COLOURS.length]));
+    });
+    block.append(va);
+    list.append(block);
+  });
+}
+
+async function predict(file) {
+  setStatus(`predicting ${file.name}…`);
+  const body = new FormData();
+  body.append("files", file, file.name);
+  try {
+    const response = await fetch("/v1/predict", { method: "POST", headers: authHeaders(), body });
+    if (!response.ok) {
+      setStatus(`error: ${await errorText(response)}`);
+      return;
+    }
+    const faces = (await response.json()).results[0].faces;
+    drawPhoto(await loadImage(file), faces);
+    drawCircumplex(faces);
+    listFaces(faces);
+    setStatus(`done: ${faces.length} face(s)`);
+  } catch (err) {
+    setStatus(`error: ${err.message}`);
+  }
+}
+
+async function showModel() {
+  const response = await fetch("/v1/model", { headers: authHeaders() });
+  if (response.ok) {
+    const info = await response.json();
+    $("model").textContent = `${info.name} · ${info.input_size}px · ${info.backend}`;
+  }
+}
+
+function setUp() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => { if (e.target.files[0]) predict(e.target.files[0]); });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) predict(e.dataTransfer.files[0]);
+  });
+  drawCircumplex([]);
+  showModel();
+}
+
+document.addEventListener("DOMContentLoaded", setUp);

@@ -1,0 +1,101 @@
+"""The demo page in headless Chromium against the real server: upload a face, wait for the drawing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+import torch
+from skimage import data as skdata
+
+from affectkit.config import Config
+from affectkit.models import build_model, save_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOT = Path(os.environ.get("AFFECTKIT_SCREENSHOT", "/tmp/serve_page.png"))
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory) -> Iterator[str]:
+    import uvicorn
+
+    from affectkit.serving import create_app
+
+    torch.set_num_threads(1)
+    cfg = Config(img_size=64)
+    model = save_model(build_model("custom_cnn", cfg), tmp_path_factory.mktemp("model") / "best_CustomCNN", cfg)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        pytest.fail("server did not start")
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def face_photo(tmp_path) -> Path:
+    path = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_page_predicts_and_draws(server_url, face_photo):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            outside = []
+            page.on("request", lambda r: outside.append(r.url) if r.url.startswith("http") and not
+                    r.url.startswith(server_url) else None)
+            page.goto(server_url)
+            page.set_input_files("#file", str(face_photo))
+            # A locator assertion polls without eval(), which the page's Content-Security-Policy forbids.
+            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+            assert page.text_content("#status") == "done: 1 face(s)"
+            drawn = page.evaluate("""() => {
+                const c = document.querySelector('#canvas');
+                const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let lit = 0;
+                for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 0) lit++;
+                return {width: c.width, lit};
+            }""")
+            assert drawn["width"] == 512 and drawn["lit"] > 0.5 * 512 * 512
+            assert page.locator("#faces .bar-row").count() == 8
+            assert page.locator("#circumplex .dot").count() == 1
+            assert outside == [], f"the page fetched from elsewhere: {outside}"
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()

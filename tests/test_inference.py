@@ -1,0 +1,245 @@
+"""Face detection, prediction over images/folders/videos, ONNX export and Monte-Carlo dropout."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+import typer
+from skimage import data as skdata
+from typer.testing import CliRunner
+
+from affectkit.config import CLASS_NAMES, Config
+from affectkit.inference.commands import register
+from affectkit.inference.export import export_onnx, int8_path, onnx_parity
+from affectkit.inference import faces as faces_module
+from affectkit.inference.faces import Face, FaceDetector, crop_face
+from affectkit.inference.media import predict_media
+from affectkit.inference.predictor import Predictor
+from affectkit.models import build_model, save_model
+
+FACE_REGION = (slice(20, 240), slice(130, 320))  # the astronaut's head, with some background around it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def few_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = Config(img_size=64)
+    return save_model(build_model("custom_cnn", cfg), tmp_path_factory.mktemp("model") / "best_CustomCNN", cfg)
+
+
+@pytest.fixture(scope="module")
+def predictor(model_path) -> Predictor:
+    return Predictor(model_path, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    return np.ascontiguousarray(skdata.astronaut()[FACE_REGION])
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    register(app)
+    return app
+
+
+def write_rgb(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def two_faces(face: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    h, w = face.shape[:2]
+    canvas = np.full((h + 80, 2 * w + 160, 3), (70, 90, 110), np.uint8)
+    regions = [(40, 40, 40 + w, 40 + h), (w + 120, 40, 2 * w + 120, 40 + h)]
+    for x1, y1, x2, y2 in regions:
+        canvas[y1:y2, x1:x2] = face
+    return canvas, regions
+
+
+def invoke(cli: typer.Typer, args: list[str]):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_two_faces_give_two_rows_with_boxes_on_the_faces(cli, model_path, face, tmp_path):
+    canvas, regions = two_faces(face)
+    image = write_rgb(tmp_path / "pair.png", canvas)
+    invoke(cli, ["predict", model_path, image, "--out", tmp_path / "rows.csv", "--backend", "torch", "-q"])
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    assert len(rows) == 2 and (rows["status"] == "ok").all()
+    boxes = rows[["x1", "y1", "x2", "y2"]].to_numpy()
+    assert boxes[0][2] <= boxes[1][0] or boxes[1][2] <= boxes[0][0], "boxes overlap"
+    for (x1, y1, x2, y2), region in zip(sorted(boxes.tolist()), regions):
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        assert region[0] <= cx < region[2] and region[1] <= cy < region[3]
+    probs = rows[[f"p_{c}" for c in CLASS_NAMES]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert rows["expression"].isin(CLASS_NAMES).all()
+
+
+def test_blank_and_tiny_images_report_no_face(predictor, tmp_path):
+    blank = write_rgb(tmp_path / "blank.png", np.full((240, 320, 3), 200, np.uint8))
+    tiny = write_rgb(tmp_path / "tiny.png", np.full((9, 9, 3), 200, np.uint8))
+    rows = predict_media(predictor, [blank, tiny], progress=False)
+    assert [(r["status"], r.get("expression")) for r in rows] == [("no face found", None)] * 2
+
+
+def test_no_detect_treats_the_image_as_one_face(cli, model_path, face, tmp_path):
+    crop = write_rgb(tmp_path / "crop.jpg", face)
+    invoke(cli, ["predict", model_path, crop, "--no-detect", "--out", tmp_path / "rows.json", "-q"])
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert row["status"] == "ok" and row["x1"] is None and row["frame"] is None
+    assert math.isclose(sum(row[f"p_{c}"] for c in CLASS_NAMES), 1.0, abs_tol=1e-5)
+    assert -1 <= row["valence"] <= 1 and -1 <= row["arousal"] <= 1
+
+
+def test_folder_with_corrupt_files_reports_them_and_continues(predictor, face, tmp_path):
+    folder = tmp_path / "photos"
+    write_rgb(folder / "a_face.png", face)
+    (folder / "b_garbage.jpg").write_bytes(b"this is not a jpeg")
+    ok, jpeg = cv2.imencode(".jpg", face)
+    (folder / "c_truncated.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    write_rgb(folder / "sub" / "d_face.png", face)
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    rows = predict_media(predictor, [folder], annotate_dir=tmp_path / "annotated", progress=False)
+    statuses = {Path(r["file"]).name: r["status"] for r in rows}
+    assert statuses["a_face.png"] == "ok" and statuses["d_face.png"] == "ok"
+    assert statuses["b_garbage.jpg"].startswith("error: not an image")
+    assert statuses["c_truncated.jpg"].startswith("error: truncated")
+    assert "notes.txt" not in statuses
+    annotated = sorted(p.name for p in (tmp_path / "annotated").iterdir())
+    assert annotated == ["a_face_annotated.jpg", "d_face_annotated.jpg"]
+
+
+def test_video_gives_per_frame_rows_and_timeline(cli, model_path, face, tmp_path):
+    small = cv2.resize(face, (95, 110), interpolation=cv2.INTER_AREA)
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (200, 150))
+    for i in range(8):
+        frame = np.full((150, 200, 3), 90, np.uint8)
+        frame[20:130, 10 + 8 * i : 105 + 8 * i] = small
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    invoke(cli, ["predict", model_path, video, "--every", 2, "--smooth", 0.5, "--annotate", out,
+                 "--out", out / "video.csv", "-q"])
+    rows = pd.read_csv(out / "video.csv")
+    assert sorted(rows["frame"].unique()) == [0, 2, 4, 6]
+    assert (rows["status"] == "ok").all() and rows["track"].nunique() == 1
+    assert (out / "clip_timeline.png").stat().st_size > 0
+    capture = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    capture.release()
+
+
+def test_onnx_export_matches_torch_and_auto_backend_uses_it(model_path, tmp_path):
+    onnx_path = export_onnx(model_path, out=tmp_path / "m.onnx")
+    assert onnx_parity(model_path, onnx_path) < 1e-4
+    batch_axis = onnx.load(str(onnx_path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_axis.dim_param == "batch"
+    default = export_onnx(model_path)
+    assert default == model_path.with_suffix(".onnx")
+    try:
+        assert Predictor(model_path, detect=False).backend_name == "onnx"
+    finally:
+        default.unlink()
+
+
+def test_auto_backend_ignores_a_stale_onnx_export(model_path, tmp_path):
+    cfg = Config(img_size=64)
+    stem = tmp_path / "best_CustomCNN"
+    save_model(build_model("custom_cnn", cfg), stem, cfg)
+    export_onnx(stem)
+    assert Predictor(stem, detect=False).backend_name == "onnx"
+    save_model(build_model("custom_cnn", cfg), stem, cfg)  # retrained: the export no longer matches
+    assert Predictor(stem, detect=False).backend_name == "torch"
+
+
+def test_int8_export_runs_and_stays_close(model_path, tmp_path):
+    fp32 = export_onnx(model_path, out=tmp_path / "m.onnx", int8=True)
+    quantized = int8_path(fp32)
+    ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    assert "MatMulInteger" in ops  # the dense layers; convolutions stay float (see export.INT8_OP_TYPES)
+    assert onnx_parity(model_path, quantized) < 0.05
+    assert quantized.stat().st_size < fp32.stat().st_size
+
+
+def test_export_command_compares_int8_on_labelled_data(cli, model_path, face, tmp_path):
+    data = tmp_path / "affectnet"
+    (data / "annotations").mkdir(parents=True)
+    for i in range(4):
+        write_rgb(data / "images" / f"{i}.jpg", np.roll(face, 7 * i, axis=1))
+        np.save(data / "annotations" / f"{i}_exp.npy", np.array(str(i)))  # AffectNet stores a 0-d string
+    model_copy = tmp_path / "model" / model_path.name
+    model_copy.parent.mkdir()
+    for src in (model_path, model_path.with_suffix(".json")):
+        (model_copy.parent / src.name).write_bytes(src.read_bytes())
+    result = invoke(cli, ["export", model_copy, "--format", "onnx", "--int8", "--data", data])
+    assert model_copy.with_suffix(".int8.onnx").is_file()
+    assert "4 of 4 images readable, 4 labelled" in result.output and "delta" in result.output
+
+
+def test_mc_dropout_gives_spread_and_entropy(model_path, face):
+    results = Predictor(model_path, detect=False, mc_samples=8).predict_batch([face, face[:, ::-1].copy()])
+    for r in results:
+        assert r["valence_std"] > 0 and r["arousal_std"] > 0
+        assert 0 < r["entropy"] <= math.log(len(CLASS_NAMES)) + 1e-6
+        assert math.isclose(sum(r["probabilities"].values()), 1.0, abs_tol=1e-5)
+
+
+def test_temperature_from_metadata_scales_the_logits(face, tmp_path):
+    cfg = Config(img_size=64)
+    model = build_model("custom_cnn", cfg)
+    confidence = {}
+    for t in (1.0, 0.05):
+        path = save_model(model, tmp_path / f"t{t}" / "best_CustomCNN", cfg, extra={"temperature": t})
+        confidence[t] = Predictor(path, detect=False).predict_batch([face])[0]["confidence"]
+    assert confidence[0.05] > confidence[1.0]
+
+
+def test_crop_levels_the_eyes():
+    image = np.zeros((200, 200, 3), np.uint8)
+    eyes = np.array([[70.0, 90.0], [130.0, 110.0]])  # right eye 20 px lower: a tilted head
+    for x, y in eyes:
+        cv2.circle(image, (int(x), int(y)), 4, (255, 255, 255), -1)
+    landmarks = np.vstack([eyes, [[100, 130], [80, 150], [120, 150]]]).astype(np.float32)
+    crop = crop_face(image, Face((50, 60, 150, 180), 1.0, landmarks), margin=0.1, size=120)
+    ys, xs = np.nonzero(crop[:, :, 0] > 128)
+    left, right = ys[xs < 60].mean(), ys[xs >= 60].mean()
+    assert abs(left - right) < 1.5
+    unaligned = crop_face(image, Face((50, 60, 150, 180), 1.0, landmarks), margin=0.1, size=120, align=False)
+    ys, xs = np.nonzero(unaligned[:, :, 0] > 128)
+    assert ys[xs >= 60].mean() - ys[xs < 60].mean() > 10
+
+
+def test_haar_fallback_finds_the_face(monkeypatch):
+    def unavailable():
+        raise ImportError("No module named 'facenet_pytorch'")
+
+    monkeypatch.setattr(faces_module, "_import_mtcnn_class", unavailable)
+    detector = FaceDetector("auto")
+    assert detector.method == "haar"
+    faces = detector.detect(skdata.astronaut())
+    assert len(faces) >= 1 and faces[0].landmarks5 is None
+    x1, y1, x2, y2 = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).box
+    assert 150 < (x1 + x2) / 2 < 300 and 60 < (y1 + y2) / 2 < 180

@@ -1,0 +1,290 @@
+"""Metrics against independent numpy / scikit-learn / scipy computations, known cases, losses, calibration, plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy.stats import pearsonr
+from sklearn import metrics as skm
+
+from affectkit.config import CLASS_NAMES, NUM_CLASSES
+from affectkit.evaluation.metrics import (
+    AffectMetrics,
+    ccc_loss,
+    compute_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    focal_loss,
+    reliability_curve,
+)
+from affectkit.evaluation.plots import (
+    plot_confusion_matrix,
+    plot_model_comparison,
+    plot_reliability_diagram,
+    plot_training_history,
+)
+
+N = 600
+LABELS = list(range(NUM_CLASSES))
+
+
+def ccc_numpy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Lin's CCC with sample (N - 1) moments, the convention the module documents."""
+    covariance = np.cov(pred, true, ddof=1)[0, 1]
+    return 2 * covariance / (pred.var(ddof=1) + true.var(ddof=1) + (pred.mean() - true.mean()) ** 2)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, NUM_CLASSES, N)
+    logits = rng.normal(size=(N, NUM_CLASSES))
+    logits[np.arange(N), y] += 1.5  # better than chance, so the scores are not all near 1/8
+    va_true = rng.uniform(-1, 1, (N, 2)).astype(np.float32)
+    va_pred = (0.6 * va_true + rng.normal(0.05, 0.3, (N, 2))).clip(-1, 1).astype(np.float32)
+    va_true[rng.random(N) < 0.2, 0] = np.nan
+    va_true[rng.random(N) < 0.3, 1] = np.nan
+    return {"y": y, "logits": logits.astype(np.float32), "probs": softmax(logits).astype(np.float32),
+            "va_pred": va_pred, "va_true": va_true}
+
+
+@pytest.fixture(scope="module")
+def result(data) -> dict:
+    return compute_metrics(data["probs"], data["y"], data["va_pred"], data["va_true"])
+
+
+def test_expression_metrics_match_sklearn(data, result):
+    y, probs = data["y"], data["probs"]
+    pred = probs.argmax(1)
+    e = result["expression"]
+    assert result["n"] == N
+    assert e["accuracy"] == pytest.approx(skm.accuracy_score(y, pred), abs=1e-6)
+    for k in (2, 3):
+        assert e[f"top{k}_accuracy"] == pytest.approx(skm.top_k_accuracy_score(y, probs, k=k, labels=LABELS), abs=1e-6)
+    assert e["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"), abs=1e-6)
+    assert e["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred), abs=1e-6)
+    cm = skm.confusion_matrix(y, pred, labels=LABELS)
+    assert e["confusion_matrix"] == cm.tolist()
+    np.testing.assert_allclose(e["confusion_matrix_normalized"], cm / cm.sum(1, keepdims=True), atol=1e-6)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y, pred, labels=LABELS, zero_division=0)
+    assert list(e["per_class"]) == list(CLASS_NAMES)
+    for i, name in enumerate(CLASS_NAMES):
+        row = e["per_class"][name]
+        assert row["precision"] == pytest.approx(precision[i], abs=1e-6)
+        assert row["recall"] == pytest.approx(recall[i], abs=1e-6)
+        assert row["f1"] == pytest.approx(f1[i], abs=1e-6)
+        assert row["support"] == support[i]
+    exact = probs / probs.sum(1, keepdims=True, dtype=np.float64)  # sklearn wants rows summing to 1 in float64
+    assert e["nll"] == pytest.approx(skm.log_loss(y, exact, labels=LABELS), rel=1e-5)
+    assert e["ece"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-6)
+
+
+@pytest.mark.parametrize("column, dim", [(0, "valence"), (1, "arousal")])
+def test_regression_metrics_match_numpy_and_scipy(data, result, column, dim):
+    true = data["va_true"][:, column].astype(np.float64)
+    labelled = np.isfinite(true)
+    pred, true = data["va_pred"][labelled, column].astype(np.float64), true[labelled]
+    r = result[dim]
+    assert r["n"] == labelled.sum() < N  # the NaN rows are skipped
+    assert r["mse"] == pytest.approx(np.mean((pred - true) ** 2), rel=1e-5)
+    assert r["mae"] == pytest.approx(np.mean(np.abs(pred - true)), rel=1e-5)
+    assert r["rmse"] == pytest.approx(np.sqrt(np.mean((pred - true) ** 2)), rel=1e-5)
+    assert r["pcc"] == pytest.approx(pearsonr(pred, true).statistic, abs=1e-5)
+    assert r["ccc"] == pytest.approx(ccc_numpy(pred, true), abs=1e-5)
+    assert r["sagr"] == pytest.approx(np.mean(np.sign(pred) == np.sign(true)), abs=1e-6)
+
+
+def test_result_is_plain_json(result):
+    assert json.loads(json.dumps(result)) == result
+
+
+def _va_result(pred: np.ndarray, true: np.ndarray) -> dict:
+    n = len(true)
+    probs = np.full((n, NUM_CLASSES), 1 / NUM_CLASSES, dtype=np.float32)
+    return compute_metrics(probs, np.zeros(n, int), np.stack([pred, pred], 1), np.stack([true, true], 1))["valence"]
+
+
+def test_known_regression_cases():
+    true = np.linspace(-0.9, 0.8, 50)
+    perfect = _va_result(true, true)
+    assert perfect["pcc"] == pytest.approx(1, abs=1e-5) and perfect["ccc"] == pytest.approx(1, abs=1e-5)
+    assert perfect["mse"] == 0 and perfect["sagr"] == 1
+    for value in (0.0, 0.1):  # 0.1 is inexact in float32, so its "variance" is rounding noise, not 0
+        constant = _va_result(np.full(50, value), true)
+        assert constant["pcc"] == pytest.approx(0, abs=1e-6) and constant["ccc"] == pytest.approx(0, abs=1e-6)
+    anti = _va_result(-true, true)
+    assert anti["pcc"] == pytest.approx(-1, abs=1e-5) and anti["ccc"] < 0
+
+
+def test_perfect_expression_predictions():
+    y = np.arange(40) % NUM_CLASSES
+    m = compute_metrics(np.eye(NUM_CLASSES)[y], y, np.zeros((40, 2)), np.zeros((40, 2)))["expression"]
+    assert m["accuracy"] == m["macro_f1"] == m["balanced_accuracy"] == 1
+    assert m["ece"] == pytest.approx(0, abs=1e-6) and m["nll"] == pytest.approx(0, abs=1e-6)
+
+
+def test_no_valence_arousal_gives_none_and_empty_rows_give_zeros():
+    y = np.zeros(10, int)  # only class 0 present: the other rows of the normalised matrix are zeros
+    probs = np.tile(np.eye(NUM_CLASSES)[1], (10, 1))
+    m = compute_metrics(probs, y, np.zeros((10, 2)), np.full((10, 2), np.nan))
+    assert m["valence"] is None and m["arousal"] is None
+    assert m["expression"]["confusion_matrix_normalized"][0][1] == 1
+    assert m["expression"]["confusion_matrix_normalized"][3] == [0.0] * NUM_CLASSES
+
+
+def test_batched_updates_equal_one_update(data, result):
+    metrics = AffectMetrics(inputs="logits")
+    for chunk in np.array_split(np.arange(N), 7):
+        metrics.update(torch.from_numpy(data["logits"][chunk]), torch.from_numpy(data["y"][chunk]),
+                       torch.from_numpy(data["va_pred"][chunk]), torch.from_numpy(data["va_true"][chunk]))
+    batched = metrics.compute()
+    assert batched["expression"].pop("confusion_matrix") == result["expression"]["confusion_matrix"]
+    for key, value in batched["expression"].items():
+        if isinstance(value, float):
+            assert value == pytest.approx(result["expression"][key], abs=1e-5), key
+    for dim in ("valence", "arousal"):
+        assert batched[dim] == pytest.approx(result[dim], abs=1e-5)
+    metrics.reset()
+    empty_va = np.full((4, 2), np.nan, dtype=np.float32)
+    metrics.update(torch.from_numpy(data["logits"][:4]), torch.from_numpy(data["y"][:4]),
+                   torch.from_numpy(data["va_pred"][:4]), torch.from_numpy(empty_va))
+    assert metrics.compute()["n"] == 4
+
+
+def _distributed_worker(rank: int, data: dict, shared: str) -> None:
+    """One of two processes, each updating with its half of the data; the second half has no arousal labels."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{shared}/rendezvous", rank=rank, world_size=2)
+    metrics = AffectMetrics(inputs="logits")
+    half = slice(rank * N // 2, (rank + 1) * N // 2)
+    va_true = data["va_true"].copy()
+    va_true[N // 2 :, 1] = np.nan
+    metrics.update(torch.from_numpy(data["logits"][half]), torch.from_numpy(data["y"][half]),
+                   torch.from_numpy(data["va_pred"][half]), torch.from_numpy(va_true[half]))
+    result = metrics.compute()
+    dist.destroy_process_group()
+    with open(f"{shared}/rank{rank}.json", "w") as f:
+        json.dump(result, f)
+
+
+@pytest.mark.slow
+def test_distributed_compute_merges_all_processes(data, tmp_path):
+    torch.multiprocessing.spawn(_distributed_worker, args=(data, str(tmp_path)), nprocs=2)
+    va_true = data["va_true"].copy()
+    va_true[N // 2 :, 1] = np.nan
+    expected = compute_metrics(data["probs"], data["y"], data["va_pred"], va_true)
+    for rank in range(2):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["n"] == N
+        assert result["expression"]["confusion_matrix"] == expected["expression"]["confusion_matrix"]
+        for key in ("accuracy", "top2_accuracy", "macro_f1", "nll", "ece"):
+            assert result["expression"][key] == pytest.approx(expected["expression"][key], abs=1e-5), key
+        for dim in ("valence", "arousal"):
+            assert result[dim] == pytest.approx(expected[dim], abs=1e-5)
+
+
+def test_probability_inputs_are_checked(data):
+    with pytest.raises(ValueError, match="logits"):
+        AffectMetrics(inputs="probs").update(torch.from_numpy(data["logits"][:5]), torch.from_numpy(data["y"][:5]),
+                                             torch.zeros(5, 2), torch.zeros(5, 2))
+    with pytest.raises(ValueError):
+        AffectMetrics(inputs="softmax")  # type: ignore[arg-type]
+
+
+def test_focal_loss_is_cross_entropy_at_gamma_zero():
+    torch.manual_seed(0)
+    logits = torch.randn(32, NUM_CLASSES) * 2
+    y = torch.randint(0, NUM_CLASSES, (32,))
+    soft = torch.softmax(torch.randn(32, NUM_CLASSES), 1)
+    weight = torch.rand(NUM_CLASSES) + 0.5
+    for target in (y, soft):
+        for w in (None, weight):
+            for smoothing in (0.0, 0.1):
+                expected = F.cross_entropy(logits, target, weight=w, label_smoothing=smoothing)
+                actual = focal_loss(logits, target, gamma=0.0, weight=w, label_smoothing=smoothing)
+                torch.testing.assert_close(actual, expected)
+        assert focal_loss(logits, target, gamma=2.0) < F.cross_entropy(logits, target)
+
+
+def test_ccc_loss():
+    torch.manual_seed(0)
+    target = torch.rand(64) * 2 - 1
+    assert float(ccc_loss(target.clone(), target)) == pytest.approx(0, abs=1e-6)
+    pred = (0.5 * target + 0.3 * torch.randn(64)).requires_grad_()
+    loss = ccc_loss(pred, target)
+    assert loss.item() == pytest.approx(1 - ccc_numpy(pred.detach().numpy(), target.numpy()), abs=1e-5)
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    assert float(ccc_loss(torch.full((8,), 0.2), torch.full((8,), 0.2))) == 1  # both constant: CCC taken as 0
+
+
+def _calibrated_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose softmax is the true label distribution: labels are drawn from the predicted probabilities."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=1.5, size=(n, NUM_CLASSES))
+    probs = softmax(logits)
+    labels = (probs.cumsum(1) > rng.random((n, 1))).argmax(1)
+    return logits, labels
+
+
+def test_temperature_scaling_lowers_held_out_nll():
+    fit_logits, fit_y = _calibrated_sample(3000, seed=1)
+    test_logits, test_y = _calibrated_sample(3000, seed=2)
+    over = torch.from_numpy(5 * fit_logits)
+    t = fit_temperature(over, torch.from_numpy(fit_y))
+    assert 3.5 < t < 6.5
+    held_out = torch.from_numpy(5 * test_logits)
+    target = torch.from_numpy(test_y)
+    assert F.cross_entropy(held_out / t, target) < F.cross_entropy(held_out, target) - 0.5
+
+
+def test_ece_of_calibrated_and_over_confident_predictors():
+    logits, labels = _calibrated_sample(20000, seed=3)
+    assert expected_calibration_error(softmax(logits), labels) < 0.02
+    assert expected_calibration_error(softmax(5 * logits), labels) > 0.2
+
+
+def test_reliability_curve_agrees_with_ece(data):
+    confidence, accuracy, count = reliability_curve(data["probs"], data["y"])
+    assert len(count) == 15 and count.sum() == N
+    ece = np.sum(count / N * np.abs(accuracy - confidence))
+    assert ece == pytest.approx(expected_calibration_error(data["probs"], data["y"]), abs=1e-5)
+
+
+def _assert_png(path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 300 and image.height > 300
+
+
+def test_plots_write_pngs(data, result, tmp_path):
+    cm = result["expression"]["confusion_matrix"]
+    _assert_png(plot_confusion_matrix(cm, list(CLASS_NAMES), tmp_path / "cm.png", "Confusion"))
+    _assert_png(plot_reliability_diagram(data["probs"], data["y"], tmp_path / "rel.png", "Reliability"))
+    epochs = np.arange(1, 9)
+    history = pd.DataFrame({
+        "epoch": epochs, "phase": [1] * 5 + [2] * 3, "lr": 1e-3 * 0.7 ** epochs,
+        "train_loss": 2 / epochs, "val_loss": 2.2 / epochs ** 0.8, "train_acc": 1 - 0.8 / epochs,
+        "val_acc": 1 - 0.9 / epochs, "train_valence_mae": 0.5 / epochs, "val_valence_mae": 0.55 / epochs,
+        "train_arousal_mae": np.nan,  # a column without values must not break the panel
+    })
+    _assert_png(plot_training_history(history, tmp_path / "history.png", "History"))
+    comparison = pd.DataFrame({
+        "model": ["CNN", "ResNet50", "Ensemble"], "accuracy": [0.5, 0.6, 0.65], "top2_accuracy": [0.7, 0.8, 0.82],
+        "macro_f1": [0.45, 0.55, 0.6], "valence_ccc": [0.3, 0.5, -0.1], "arousal_ccc": [np.nan] * 3,
+        "valence_rmse": [0.4, 0.35, 0.34], "valence_mae": [0.3, 0.28, 0.27],
+        "params_millions": [1.2, 25.6, 26.8], "train_time_s": [120.0, 900.0, 1020.0],
+        "inference_ms_per_image": [0.8, 4.2, 5.0],
+    })
+    _assert_png(plot_model_comparison(comparison, tmp_path / "comparison.png"))

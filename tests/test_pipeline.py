@@ -1,0 +1,82 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from affectkit.config import Config
+from affectkit.evaluation.comparison import COLUMNS
+from affectkit.pipeline import evaluate_saved, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def run_dir(demo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = Config(img_size=32, batch_size=16, epochs=2, fine_tune_epochs=1, num_workers=0, seed=0)
+    run_pipeline(demo_dir, out, ["custom_cnn", "efficientnet_b0"], config, quiet=True)
+    return out
+
+
+def test_run_writes_every_output_the_spec_lists(run_dir):
+    for name in ("CustomCNN", "EfficientNetB0"):
+        for suffix in (".safetensors", ".json"):
+            assert (run_dir / f"best_{name}{suffix}").is_file()
+        for file in (f"{name}_training_history.png", f"{name}_confusion_matrix.png", f"{name}_metrics.json",
+                     f"{name}_history.csv", f"{name}_reliability.png"):
+            assert (run_dir / file).stat().st_size > 0, file
+    for file in ("dataset_analysis.png", "dataset_summary.json", "model_comparison.png",
+                 "model_comparison_results.csv", "report.md", "config.yaml", "splits.csv", "quarantine.csv"):
+        assert (run_dir / file).stat().st_size > 0, file
+
+
+def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
+    table = pd.read_csv(run_dir / "model_comparison_results.csv")
+    assert list(table["model"]) == ["CustomCNN", "EfficientNetB0", "Ensemble"]
+    assert list(table.columns) == COLUMNS
+    assert not table.isna().any().any()
+    assert (table["params_millions"] > 0).all() and (table["inference_ms_per_image"] > 0).all()
+    report = (run_dir / "report.md").read_text()
+    assert "model_comparison.png" in report and "CustomCNN_confusion_matrix.png" in report
+
+
+def test_evaluate_reproduces_the_run(run_dir, demo_dir):
+    recorded = json.loads((run_dir / "CustomCNN_metrics.json").read_text())
+    again = evaluate_saved(run_dir / "best_CustomCNN.safetensors", demo_dir, "test", None, run_dir / "eval", quiet=True)
+    assert again["expression"]["accuracy"] == recorded["expression"]["accuracy"]
+    assert again["expression"]["confusion_matrix"] == recorded["expression"]["confusion_matrix"]
+    for dim in ("valence", "arousal"):
+        for key in ("rmse", "ccc", "pcc", "sagr"):
+            assert again[dim][key] == pytest.approx(recorded[dim][key], abs=1e-6)
+    assert (run_dir / "eval" / "CustomCNN_confusion_matrix.png").is_file()
+
+
+def test_evaluate_on_all_records_of_an_external_set(run_dir, demo_dir):
+    metrics = evaluate_saved(run_dir / "best_CustomCNN.safetensors", demo_dir, "all", None, run_dir / "ext", quiet=True)
+    assert metrics["n"] == 96
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "affectkit.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_analyze_command_and_bad_folder(demo_dir, tmp_path):
+    done = _cli("analyze", str(demo_dir), "--out", str(tmp_path / "a"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "a" / "dataset_summary.json").read_text())
+    assert summary["valid_samples"] == 96 and summary["class_counts"]["Happy"] == 12
+    assert set(summary["per_class"]["Sad"]["valence"]) == {"min", "max", "mean", "std"}
+    from PIL import Image
+
+    with Image.open(tmp_path / "a" / "dataset_analysis.png") as img:
+        assert img.width >= 1200 and img.height >= 700
+    bad = _cli("analyze", "/etc", "--out", str(tmp_path / "b"))
+    assert bad.returncode != 0
+    assert "Traceback" not in bad.stdout + bad.stderr
+    assert "/etc is not an affectkit data set" in " ".join((bad.stdout + bad.stderr).split())
+
+
+def test_every_command_has_help():
+    for command in ("make-demo-data", "analyze", "train", "run", "evaluate", "demo"):
+        done = _cli(command, "--help")
+        assert done.returncode == 0 and "Usage" in done.stdout, command

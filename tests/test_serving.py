@@ -1,0 +1,169 @@
+"""The HTTP API: predictions, refusal of bad uploads with JSON errors, API keys and Prometheus metrics."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from skimage import data as skdata
+
+from affectkit.config import CLASS_NAMES, Config
+from affectkit.models import build_model, save_model
+from affectkit.serving import create_app
+
+
+@pytest.fixture(scope="module", autouse=True)
+def few_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = Config(img_size=64)
+    return save_model(build_model("custom_cnn", cfg), tmp_path_factory.mktemp("model") / "best_CustomCNN", cfg)
+
+
+@pytest.fixture(scope="module")
+def client(model_path) -> TestClient:
+    return TestClient(create_app(model_path))
+
+
+def encode(image: np.ndarray, suffix: str = ".png") -> bytes:
+    ok, buffer = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buffer.tobytes()
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return encode(skdata.astronaut(), ".jpg")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A well-formed PNG signature and IHDR declaring a huge image, with a tiny IDAT: a decompression-bomb shape."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def post(client: TestClient, *files: tuple[str, bytes, str], headers: dict | None = None):
+    return client.post("/v1/predict", files=[("files", f) for f in files], headers=headers)
+
+
+def assert_valid_prediction(response) -> list[dict]:
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["status"] == "ok"
+    for face in result["faces"]:
+        assert list(face["probabilities"]) == list(CLASS_NAMES)
+        assert abs(sum(face["probabilities"].values()) - 1) < 1e-5
+        assert len(face["box"]) == 4 and face["expression"] in CLASS_NAMES
+    return result["faces"]
+
+
+def test_valid_image_gets_a_prediction(client, photo):
+    faces = assert_valid_prediction(post(client, ("astronaut.jpg", photo, "image/jpeg")))
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces[0]["box"]
+    assert 150 < (x1 + x2) / 2 < 300 and 60 < (y1 + y2) / 2 < 180
+
+
+def test_several_files_and_a_faceless_one(client, photo):
+    blank = encode(np.full((120, 160, 3), 210, np.uint8))
+    response = post(client, ("a.jpg", photo, "image/jpeg"), ("blank.png", blank, "image/png"))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == ["a.jpg", "blank.png"]
+    assert results[1] == {"filename": "blank.png", "faces": [], "status": "no face found"}
+
+
+@pytest.mark.parametrize(
+    ("upload", "status", "message"),
+    [
+        (("notes.jpg", b"just some text, not pixels", "image/jpeg"), 422, "not an image"),
+        (("empty.png", b"", "image/png"), 400, "empty"),
+        (("bomb.png", png_header_only(20000, 20000), "image/png"), 413, "exceed"),
+        ("truncated", 422, "truncated"),
+    ],
+)
+def test_bad_uploads_are_refused_and_the_server_keeps_serving(client, photo, upload, status, message):
+    if upload == "truncated":
+        upload = ("cut.jpg", photo[: len(photo) // 2], "image/jpeg")
+    response = post(client, upload)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert_valid_prediction(post(client, ("again.jpg", photo, "image/jpeg")))
+
+
+def test_missing_body_and_unframed_bodies_get_json_errors(client):
+    response = client.post("/v1/predict")
+    assert response.status_code == 422 and "files" in response.json()["detail"]
+    multipart = {"Content-Type": "multipart/form-data; boundary=x"}
+    chunked = client.post("/v1/predict", content=iter([b"--x\r\n"]), headers=multipart)
+    assert chunked.status_code == 411 and "Content-Length" in chunked.json()["detail"]
+    text_field = client.post("/v1/predict", data={"files": "hello"})
+    assert text_field.status_code == 422 and "file uploads" in text_field.json()["detail"]
+
+
+def test_request_size_limit(model_path, photo):
+    small = TestClient(create_app(model_path, detect=False, max_upload_bytes=20_000))
+    response = post(small, ("big.jpg", photo, "image/jpeg"))
+    assert response.status_code == 413 and "exceeds the limit" in response.json()["detail"]
+    tiny = encode(np.full((32, 32, 3), 100, np.uint8))
+    assert post(small, ("tiny.png", tiny, "image/png")).status_code == 200
+
+
+def test_api_key(model_path, photo):
+    keyed = TestClient(create_app(model_path, api_key="s3cret", detect=False))
+    upload = ("a.jpg", photo, "image/jpeg")
+    for headers in (None, {"X-API-Key": "wrong"}):
+        response = post(keyed, upload, headers=headers)
+        assert response.status_code == 401 and "X-API-Key" in response.json()["detail"]
+    assert keyed.get("/v1/model").status_code == 401
+    assert keyed.get("/healthz").json() == {"status": "ok"}
+    response = post(keyed, upload, headers={"X-API-Key": "s3cret"})
+    assert response.status_code == 200 and response.json()["results"][0]["faces"][0]["box"] is None
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_count_predictions_per_class(client, photo):
+    before = client.get("/metrics").text
+    faces = assert_valid_prediction(post(client, ("a.jpg", photo, "image/jpeg")))
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    after = response.text
+    predicted = faces[0]["expression"]
+    for name in CLASS_NAMES:
+        labels = f'{{class="{name}"}}'
+        counted = [metric(text, "affectkit_predicted_class_total", labels) for text in (before, after)]
+        assert counted[1] - counted[0] == (1 if name == predicted else 0)
+    assert metric(after, "affectkit_faces_total") - metric(before, "affectkit_faces_total") == 1
+    ok_requests = '{route="/v1/predict",status="200"}'
+    assert metric(after, "affectkit_requests_total", ok_requests) >= 1
+    assert 'affectkit_request_duration_seconds_bucket{route="/v1/predict",le="+Inf"}' in after
+
+
+def test_model_info_and_page(client):
+    info = client.get("/v1/model").json()
+    assert info["classes"] == list(CLASS_NAMES) and info["input_size"] == 64 and info["backend"] == "torch"
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="status"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
