@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-# Never touch the user's ~/.cache from tests.
-os.environ.setdefault("AFFECTKIT_CACHE", tempfile.mkdtemp(prefix="affectkit-test-cache-"))
+# Never touch the user's ~/.cache from tests; the session's own cache goes when the session ends.
+if "AFFECTKIT_CACHE" not in os.environ:
+    os.environ["AFFECTKIT_CACHE"] = tempfile.mkdtemp(prefix="affectkit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AFFECTKIT_CACHE"], ignore_errors=True)
 
 from affectkit.config import Config  # noqa: E402
 

@@ -32,7 +32,7 @@ def test_run_writes_every_output_the_spec_lists(run_dir):
 
 def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     table = pd.read_csv(run_dir / "model_comparison_results.csv")
-    assert list(table["model"]) == ["CustomCNN", "EfficientNetB0", "Ensemble"]
+    assert list(table["model"]) == ["CustomCNN", "EfficientNetB0", "Ensemble", "Stacking"]
     assert list(table.columns) == COLUMNS
     assert not table.isna().any().any()
     assert (table["params_millions"] > 0).all() and (table["inference_ms_per_image"] > 0).all()

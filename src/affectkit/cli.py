@@ -13,7 +13,9 @@ import typer
 
 from affectkit.config import Config, load_config, parse_set_options
 from affectkit.errors import AffectkitError
+from affectkit.inference.commands import register as register_inference
 from affectkit.progress import console
+from affectkit.tuning import register as register_tuning
 
 app = typer.Typer(
     help="affectkit: train, evaluate, compare and serve facial expression + valence/arousal models.",
@@ -207,7 +209,7 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("affectkit-demo"),
-    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = 800,
+    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = 1200,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -218,15 +220,9 @@ def demo(
     console.print(f"[bold green]Demo finished. Open the report: {report}[/bold green]")
 
 
-def _register_optional_commands() -> None:
-    try:
-        from affectkit.inference.commands import register
-    except ImportError:
-        return
-    register(app)
-
-
-_register_optional_commands()
+# Inference/serving and tuning live with their own code; their heavy imports happen only when they run.
+register_inference(app)
+register_tuning(app)
 
 
 def main() -> None:

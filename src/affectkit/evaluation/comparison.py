@@ -75,10 +75,12 @@ def write_report(out_dir: Path, config: Config, summary: dict, rows: list[dict],
         "",
     ]
     for name in models:
-        lines += [f"## {name}", "", f"![{name} training history]({name}_training_history.png)",
-                  f"![{name} confusion matrix]({name}_confusion_matrix.png)",
-                  f"![{name} reliability]({name}_reliability.png)", "",
-                  f"Metrics: `{name}_metrics.json`; per-epoch history: `{name}_history.csv`.", ""]
+        lines += [f"## {name}", ""]
+        for kind in ("training_history", "confusion_matrix", "reliability"):
+            if (out_dir / f"{name}_{kind}.png").is_file():  # ensembles have no training history
+                lines.append(f"![{name} {kind.replace('_', ' ')}]({name}_{kind}.png)")
+        files = [f"`{name}_metrics.json`"] + ([f"`{name}_history.csv`"] if (out_dir / f"{name}_history.csv").is_file() else [])
+        lines += ["", f"Files: {', '.join(files)}.", ""]
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     lines += ["## Configuration", "", "```yaml", Path(out_dir / "config.yaml").read_text().rstrip(), "```", ""]

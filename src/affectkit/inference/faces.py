@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import math
-import sys
-import types
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,25 +26,11 @@ class Face:
 
 
 def _import_mtcnn_class() -> type:
-    """facenet-pytorch's package ``__init__`` also imports its recognition model, which needs ``requests`` (only
-    for downloading weights we never use). When that import fails, load the MTCNN module on its own."""
-    try:
-        from facenet_pytorch import MTCNN
+    # facenet-pytorch is installed with --no-deps (its metadata pins torch<2.3); requests, which its package
+    # __init__ imports, is one of ours.
+    from facenet_pytorch import MTCNN
 
-        return MTCNN
-    except ImportError:
-        spec = importlib.util.find_spec("facenet_pytorch")
-        if spec is None or not spec.submodule_search_locations:
-            raise
-    package = types.ModuleType("facenet_pytorch")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    sys.modules["facenet_pytorch"] = package
-    try:
-        return importlib.import_module("facenet_pytorch.models.mtcnn").MTCNN
-    except ImportError:
-        del sys.modules["facenet_pytorch"]
-        raise
+    return MTCNN
 
 
 def _resolve_method(method: DetectorMethod) -> tuple[str, Any]:

@@ -43,17 +43,18 @@ def onnx_runner(backbone: torch.nn.Module, img_size: int) -> Runner | None:
         import onnxruntime as ort
     except ImportError:
         return None
-    path = Path(tempfile.mkdtemp(prefix="affectkit-phase1-")) / "backbone.onnx"
-    try:
-        torch.onnx.export(backbone.cpu().eval(), torch.zeros(1, 3, img_size, img_size), str(path),
-                          input_names=["image"], output_names=["features"],
-                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception:  # an architecture the exporter cannot handle: PyTorch does the work instead
-        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="affectkit-phase1-") as tmp:  # the session keeps the graph in memory
+        path = Path(tmp) / "backbone.onnx"
+        try:
+            torch.onnx.export(backbone.cpu().eval(), torch.zeros(1, 3, img_size, img_size), str(path),
+                              input_names=["image"], output_names=["features"],
+                              dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
+                              dynamo=False)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception:  # an architecture the exporter cannot handle: PyTorch does the work instead
+            return None
     return lambda x: session.run(None, {"image": x.numpy()})[0]
 
 
