@@ -1,0 +1,261 @@
+"""Hyperparameter search with Optuna: TPE sampling, median pruning on the per-epoch validation loss, resumable.
+
+Layout of ``OUT``: ``study.db`` (the Optuna study; a rerun continues it up to the requested trial count),
+``splits.csv`` (one split for every trial), ``trials/<n>/`` (each trial's run folder), and the results
+``best_config.yaml``, ``best_trial.json`` and ``tuning_history.png``.
+
+Trials are scored on a fixed yardstick: the validation loss of the trial's best model under the *base* config's loss
+weights. Each trial's own ``val_loss`` uses its sampled valence/arousal weights, so ranking trials by it would
+reward small weights rather than better models. Pruning still uses the trial's own per-epoch ``val_loss`` (it is
+what Lightning reports each epoch); the sampled weights bias that comparison only mildly, and only prunes early.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+import yaml
+
+from affectkit.config import Config, load_config, parse_set_options
+from affectkit.errors import AffectkitError
+from affectkit.progress import console
+
+# cli.py imports this module to register ``tune``: Lightning, torch and Optuna are imported where they are used, so
+# they do not slow every other command down by seconds.
+if TYPE_CHECKING:
+    import lightning as L
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from affectkit.data.datamodule import PreparedData
+
+STUDY_NAME = "affectkit"
+HEAD_WIDTHS = (128, 256, 512, 1024)
+
+
+@functools.cache
+def _pruning_callback_class() -> type[L.Callback]:
+    import lightning as L
+    import optuna
+
+    class PruningCallback(L.Callback):
+        """Report ``monitor`` to the trial after every validation and stop the trial when the pruner says so.
+
+        One instance serves every phase of a trial, so its step counter runs on across phases: step k is the k-th
+        validation of the trial, comparable between trials of the same phase plan.
+        """
+
+        def __init__(self, trial: optuna.Trial, monitor: str):
+            self.trial = trial
+            self.monitor = monitor
+            self.step = 0
+
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.sanity_checking:
+                return
+            value = trainer.callback_metrics.get(self.monitor)
+            if value is None:
+                return
+            self.step += 1
+            self.trial.report(float(value), self.step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"{self.monitor} {float(value):.4f} at step {self.step}")
+
+    return PruningCallback
+
+
+def pruning_callback(trial: optuna.Trial, monitor: str = "val_loss") -> L.Callback:
+    """A Lightning callback that reports ``monitor`` to ``trial`` each validation and raises ``TrialPruned``."""
+    return _pruning_callback_class()(trial, monitor)
+
+
+def sample_params(trial: optuna.Trial, models: list[str]) -> dict[str, Any]:
+    return {
+        "model": trial.suggest_categorical("model", models),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
+        "fine_tune_lr": trial.suggest_float("fine_tune_lr", 1e-5, 1e-3, log=True),
+        "dropout_scale": trial.suggest_float("dropout_scale", 0.5, 1.5),
+        "head_width": trial.suggest_categorical("head_width", list(HEAD_WIDTHS)),
+        "loss.valence_weight": trial.suggest_float("loss.valence_weight", 0.1, 1.0),
+        "loss.arousal_weight": trial.suggest_float("loss.arousal_weight", 0.1, 1.0),
+    }
+
+
+def trial_config(config: Config, params: dict[str, Any]) -> Config:
+    """``config`` with a trial's parameters applied (the model is not a config key)."""
+    return config.override(**{k: v for k, v in params.items() if k != "model"})
+
+
+def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> float:
+    """Validation loss of a saved model under ``config``'s loss settings, over the whole split at once."""
+    import torch
+
+    from affectkit.data.datamodule import AffectDataModule
+    from affectkit.evaluation.evaluator import predict_split
+    from affectkit.models.io import load_model
+    from affectkit.training.losses import multitask_loss
+    from affectkit.training.trainer import class_weights
+
+    model, _ = load_model(best_path)
+    val = data.positions("val")
+    pred = predict_split(model, data, val, progress=False)
+    va = torch.from_numpy(pred.valence_arousal)
+    loss, _ = multitask_loss(torch.from_numpy(pred.logits), va[:, 0], va[:, 1], torch.from_numpy(data.expression[val]),
+                             torch.from_numpy(data.valence_arousal[val]), config.loss,
+                             class_weights(AffectDataModule(data, config)))
+    return float(loss)
+
+
+def make_objective(data: PreparedData, out: Path, config: Config, models: list[str], quiet: bool):
+    from affectkit.training.trainer import train_model
+
+    def objective(trial: optuna.Trial) -> float:
+        params = sample_params(trial, models)
+        result = train_model(params["model"], data, out / "trials" / str(trial.number), trial_config(config, params),
+                             quiet=quiet, extra_callbacks=[pruning_callback(trial)])
+        trial.set_user_attr("trial_val_loss", float(result.history["val_loss"].min()))
+        trial.set_user_attr("best_path", str(result.best_path))
+        return reference_val_loss(result.best_path, data, config)
+
+    return objective
+
+
+def open_study(out: Path, config: Config, models: list[str]) -> optuna.Study:
+    """Create or reopen ``out/study.db``; a reopened study must have been run with the same config and models."""
+    import optuna
+
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY_NAME, direction="minimize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+                                load_if_exists=True)
+    signature = {"config": config.model_dump(mode="json"), "models": models}
+    if not study.trials:
+        for key, value in signature.items():
+            study.set_user_attr(key, value)
+    elif {key: study.user_attrs.get(key) for key in signature} != signature:
+        raise AffectkitError(f"{out / 'study.db'} was started with other settings or models; rerun it with the "
+                             f"same ones to continue it, or tune into a new --out folder.")
+    # Seeded by how far the study got, so a resumed run does not redraw the first run's random start-up points.
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    return study
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Trials left running by a killed process would never finish; one process drives a study folder at a time."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+
+
+def plot_tuning_history(trials: list[FrozenTrial], path: Path) -> Path:
+    """Objective per finished trial (pruned ones at their last reported value) and the best value so far."""
+    import matplotlib
+    import numpy as np
+    from optuna.trial import TrialState
+
+    matplotlib.use("Agg")  # written to a file, often on a machine without a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    ax.scatter([t.number for t in complete], [t.value for t in complete], color="tab:blue", label="complete")
+    ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+               color="tab:grey", marker="x", label="pruned (last per-epoch val_loss)")
+    if complete:
+        best = np.minimum.accumulate([t.value for t in complete])
+        ax.step([t.number for t in complete], best, where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"Tuning history ({len(complete)} complete, {len(pruned)} pruned)")
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_results(study: optuna.Study, out: Path, config: Config) -> Path:
+    from optuna.trial import TrialState
+
+    plot_tuning_history(study.trials, out / "tuning_history.png")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)]
+    if not complete:
+        raise AffectkitError(f"No trial of {out / 'study.db'} completed (all pruned or failed): no best config.")
+    best = min(complete, key=lambda t: t.value)
+    model = best.params["model"]
+    header = (f"# Best of {len(complete)} completed tuning trials (trial {best.number}, validation loss "
+              f"{best.value:.4f}).\n# affectkit train --model {model} --config best_config.yaml\n")
+    body = yaml.safe_dump(trial_config(config, best.params).model_dump(mode="json"), sort_keys=False)
+    (out / "best_config.yaml").write_text(header + body)
+    summary = {"trial": best.number, "model": model, "params": best.params, "value": best.value,
+               "trial_val_loss": best.user_attrs.get("trial_val_loss"), "best_path": best.user_attrs.get("best_path"),
+               "trials": {s.name.lower(): n for s in TrialState if (n := sum(t.state == s for t in study.trials))}}
+    (out / "best_trial.json").write_text(json.dumps(summary, indent=2))
+    return out / "best_config.yaml"
+
+
+def run_study(data: Path, out: Path, config: Config, n_trials: int, models: list[str], timeout_s: float | None = None,
+              quiet: bool = True) -> Path:
+    """Run (or continue) the study in ``out`` until it holds ``n_trials`` finished trials or ``timeout_s`` passes;
+    returns the path of ``best_config.yaml``."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.models.factory import resolve_spec
+
+    if not models:
+        raise AffectkitError("Give at least one model to tune.")
+    models = [resolve_spec(m).key for m in models]  # fail on a typo before any training
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+    study = open_study(out, config, models)
+    fail_stale_trials(study)
+    # Complete and pruned trials count towards the total; failed ones are retried.
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    if remaining > 0:
+        prepared = prepare_data(data, config, splits_path=out / "splits.csv", progress=not quiet)
+        study.optimize(make_objective(prepared, out, config, models, quiet), n_trials=remaining, timeout=timeout_s,
+                       gc_after_trial=True)
+    return write_results(study, out, config)
+
+
+# -- command line ---------------------------------------------------------------------------------------------------
+
+
+def tune(
+    data: Annotated[Path, typer.Argument(help="AffectNet-layout folder (annotations/ + images/) or a CSV manifest.")],
+    out: Annotated[Path, typer.Option(help="Study folder; rerunning into it continues the study.")] = Path("runs/tune"),
+    trials: Annotated[int, typer.Option(min=1, help="Total finished (complete or pruned) trials to reach.")] = 20,
+    models: Annotated[str, typer.Option(help="Comma-separated models the search may pick from.")] = (
+        "resnet50,efficientnet_b0,custom_cnn"),
+    timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Base YAML config (see configs/).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any base config key, e.g. --set seed=1.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Phase-1 epochs per trial.")] = None,
+    fine_tune_epochs: Annotated[Optional[int], typer.Option(help="Phase-2 epochs per trial.")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels.")] = None,
+    max_samples: Annotated[Optional[int], typer.Option(help="Tune on a stratified subsample of N images.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-trial lines.")] = False,
+) -> None:
+    """Search learning rates, dropout, head width, valence/arousal loss weights and the model with Optuna.
+
+    Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png.
+    """
+    base = load_config(config).override(**parse_set_options(set_)).override(
+        epochs=epochs, fine_tune_epochs=fine_tune_epochs, img_size=img_size, max_samples=max_samples)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    best_config = run_study(data, out, base, trials, names, timeout_s=timeout, quiet=quiet)
+    best = json.loads((out / "best_trial.json").read_text())
+    console.print(f"Best trial {best['trial']}: {best['model']}, validation loss {best['value']:.4f}")
+    console.print(f"Wrote {best_config}, {out / 'best_trial.json'} and {out / 'tuning_history.png'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``tune`` command to ``app``."""
+    app.command("tune")(tune)

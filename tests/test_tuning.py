@@ -1,0 +1,103 @@
+import json
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+import typer
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from affectkit.config import load_config
+from affectkit.data.datamodule import prepare_data
+from affectkit.errors import AffectkitError
+from affectkit.training.trainer import train_model
+from affectkit.tuning import pruning_callback, register
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:  # a group, as in the real CLI: a lone command would otherwise become the app itself
+        pass
+
+    register(app)
+    return app
+
+
+def _finished(out) -> int:
+    study = optuna.load_study(study_name="affectkit", storage=f"sqlite:///{out / 'study.db'}")
+    return len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def test_tune_writes_a_usable_best_config_and_resumes(demo_dir, tmp_path, tiny_config):
+    base = tiny_config.to_yaml(tmp_path / "base.yaml")
+    out = tmp_path / "tune"
+    args = ["tune", str(demo_dir), "--out", str(out), "--models", "custom_cnn", "--config", str(base),
+            "--epochs", "1", "--fine-tune-epochs", "0", "--img-size", "32", "--quiet"]
+    runner = CliRunner()
+    result = runner.invoke(_cli(), [*args, "--trials", "3"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert _finished(out) == 3
+    best = json.loads((out / "best_trial.json").read_text())
+    assert best["model"] == "custom_cnn" and best["value"] > 0
+    assert set(best["params"]) >= {"learning_rate", "fine_tune_lr", "dropout_scale", "head_width",
+                                   "loss.valence_weight", "loss.arousal_weight"}
+    assert (out / "tuning_history.png").stat().st_size > 5_000
+
+    config = load_config(out / "best_config.yaml")
+    assert config.learning_rate == pytest.approx(best["params"]["learning_rate"])
+    assert config.loss.valence_weight == pytest.approx(best["params"]["loss.valence_weight"])
+    run = tmp_path / "retrain"
+    data = prepare_data(demo_dir, config, splits_path=run / "splits.csv", progress=False)
+    assert len(train_model("custom_cnn", data, run, config, quiet=True).history) == 1
+
+    result = runner.invoke(_cli(), [*args, "--trials", "4"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert _finished(out) == 4
+
+    # Other models change the search space: the old study cannot be continued with them.
+    result = runner.invoke(_cli(), [*args, "--trials", "5", "--models", "resnet50"])
+    assert isinstance(result.exception, AffectkitError)
+    assert _finished(out) == 4
+
+
+class _FakeTrial:
+    def __init__(self, prune_at: int):
+        self.prune_at = prune_at
+        self.reports: list[tuple[float, int]] = []
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((value, step))
+
+    def should_prune(self) -> bool:
+        return len(self.reports) >= self.prune_at
+
+
+def test_pruning_callback_reports_each_validation_and_raises_when_told():
+    trial = _FakeTrial(prune_at=3)
+    callback = pruning_callback(trial)
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val_loss": torch.tensor(2.0)})
+    callback.on_validation_end(trainer, None)
+    trainer.callback_metrics["val_loss"] = torch.tensor(1.5)
+    callback.on_validation_end(trainer, None)  # a new phase's trainer: the step keeps counting
+    with pytest.raises(optuna.TrialPruned):
+        callback.on_validation_end(trainer, None)
+    assert trial.reports == [(2.0, 1), (1.5, 2), (1.5, 3)]
+
+
+def test_pruning_callback_ignores_sanity_checks():
+    trial = _FakeTrial(prune_at=1)
+    trainer = SimpleNamespace(sanity_checking=True, callback_metrics={"val_loss": torch.tensor(1.0)})
+    pruning_callback(trial).on_validation_end(trainer, None)
+    assert trial.reports == []
+
+
+def test_trials_a_killed_run_left_running_are_failed_on_reopening(tmp_path, tiny_config):
+    from affectkit.tuning import fail_stale_trials, open_study
+
+    study = open_study(tmp_path, tiny_config, ["custom_cnn"])
+    study.ask()
+    fail_stale_trials(open_study(tmp_path, tiny_config, ["custom_cnn"]))
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
