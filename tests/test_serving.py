@@ -167,3 +167,9 @@ def test_model_info_and_page(client):
     assert page.status_code == 200 and 'id="status"' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_monte_carlo_dropout_uncertainty_is_returned(model_path, photo):
+    uncertain = TestClient(create_app(model_path, detect=False, mc_samples=4))
+    (face,) = assert_valid_prediction(post(uncertain, ("face.jpg", photo, "image/jpeg")))
+    assert face["entropy"] > 0 and face["valence_std"] > 0 and face["arousal_std"] > 0

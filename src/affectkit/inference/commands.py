@@ -146,6 +146,8 @@ def serve(
     backend: BackendOpt = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body, all files together, in MB.")] = 10.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) accepted.")] = 40_000_000,
+    mc_samples: Annotated[int, typer.Option(
+        help="Monte-Carlo dropout passes (torch backend); adds entropy, valence_std and arousal_std.")] = 0,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /metrics and a demo page at /."""
@@ -156,7 +158,7 @@ def serve(
                       "can use it.")
     _set_threads(threads)
     run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
-               max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+               max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples)
 
 
 def register(app: typer.Typer) -> None:

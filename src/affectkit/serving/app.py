@@ -87,9 +87,10 @@ def create_app(
     detect: bool = True,
     max_files: int = 16,
     backend: BackendName = "auto",
+    mc_samples: int = 0,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds a whole request, all files together."""
-    predictor = Predictor(model_path, backend=backend, detect=detect)
+    predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples)
     # One prediction at a time: the model already uses every core it is given, and memory stays predictable.
     model_lock = threading.Lock()
     metrics = ServiceMetrics(predictor.class_names)
