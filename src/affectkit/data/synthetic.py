@@ -28,7 +28,7 @@ from affectkit.progress import track
 __all__ = ["IBUG_FLIP_PERMUTATION", "demo_labels", "make_demo_dataset", "render_face", "sample_rng"]
 
 JPEG_QUALITY = 90
-INTENSITY_RANGE = (0.3, 1.0)
+INTENSITY_RANGE = (0.4, 1.0)
 VA_NOISE_STD = 0.05
 OCCLUSION_PROBABILITY = 0.2
 
@@ -80,12 +80,12 @@ EXPRESSION_DELTAS: dict[int, Expression] = {
                   brow_inner=-0.05, brow_inward=0.04, eye_open=-0.45, lower_lid=0.5),
     6: Expression(lip_thin=0.7, width=-0.2, brow_raise=-0.14, brow_inner=-0.2, brow_inward=0.1, eye_open=-0.2,
                   wrinkle=0.4),
-    7: Expression(asym=0.28, lip_thin=0.15, eye_open=-0.1),
+    7: Expression(asym=0.35, lip_thin=0.15, eye_open=-0.1),
 }
 
 # Person-to-person spread of every parameter: the same "neutral" varies, so weak expressions are ambiguous.
 EXPRESSION_JITTER = Expression(smile=0.03, asym=0.025, open=0.02, width=0.05, round=0.15, upper_raise=0.02,
-                               lip_thin=0.12, brow_raise=0.03, brow_inner=0.03, brow_inward=0.015, eye_open=0.1,
+                               lip_thin=0.08, brow_raise=0.03, brow_inner=0.03, brow_inward=0.015, eye_open=0.08,
                                lower_lid=0.12, wrinkle=0.1)
 
 
@@ -320,7 +320,7 @@ def sample_pose(rng: np.random.Generator, img_size: int) -> Pose:
     return Pose(
         roll=angle(8.0, 20.0), yaw=angle(10.0, 25.0), pitch=angle(4.0, 10.0),
         scale=img_size * rng.uniform(0.29, 0.36),
-        tx=img_size * (0.5 + rng.uniform(-0.04, 0.04)), ty=img_size * (0.5 + rng.uniform(-0.04, 0.04)),
+        tx=img_size * (0.5 + rng.uniform(-0.05, 0.05)), ty=img_size * (0.5 + rng.uniform(-0.05, 0.05)),
     )
 
 
@@ -557,13 +557,13 @@ def _draw_occluder(img: np.ndarray, lm: np.ndarray, unit: float, rng: np.random.
     rgb = pal.skin * rng.uniform(0.85, 1.05) if rng.uniform() < 0.3 else rng.uniform(0, 255, 3)
     if rng.uniform() < 0.5:
         angle = rng.uniform(0, np.pi)
-        length, half = rng.uniform(1.0, 2.5) * unit, rng.uniform(0.12, 0.28) * unit
+        length, half = rng.uniform(0.8, 2.0) * unit, rng.uniform(0.08, 0.18) * unit
         d, n = np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)])
         bar = np.array([centre - d * length / 2 - n * half, centre + d * length / 2 - n * half,
                         centre + d * length / 2 + n * half, centre - d * length / 2 + n * half])
         _fill(img, bar, rgb)
     else:
-        blob = _ellipse(0, 0, rng.uniform(0.2, 0.4) * unit, rng.uniform(0.15, 0.35) * unit, 20)
+        blob = _ellipse(0, 0, rng.uniform(0.15, 0.3) * unit, rng.uniform(0.12, 0.25) * unit, 20)
         blob = blob * rng.uniform(0.8, 1.2, (20, 1)) + centre
         _fill(img, _spline(blob, closed=True, steps=3), rgb)
 
@@ -605,7 +605,7 @@ def render_face(label: int, rng: np.random.Generator, img_size: int = 224
         _draw_eye(img, eye_pts, eye_pts.mean(0), pose.scale, pal, gaze)
     _draw_nose(img, lm, pose.scale, pal)
     _draw_wrinkles(img, lm, expr, pose.scale, pal)
-    _draw_mouth(img, lm, pose.scale, pal, teeth_visible=expr.smile > 0.08 or expr.upper_raise > 0.05 or rng.uniform() < 0.3)
+    _draw_mouth(img, lm, pose.scale, pal, teeth_visible=expr.smile > 0.1 or expr.upper_raise > 0.08 or rng.uniform() < 0.15)
     if rng.uniform() < OCCLUSION_PROBABILITY:
         _draw_occluder(img, lm, pose.scale, rng, pal)
     return _photometric(img, rng), lm, valence, arousal
