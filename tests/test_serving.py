@@ -170,6 +170,6 @@ def test_model_info_and_page(client):
 
 
 def test_monte_carlo_dropout_uncertainty_is_returned(model_path, photo):
-    uncertain = TestClient(create_app(model_path, detect=False, mc_samples=4))
+    uncertain = TestClient(create_app(model_path, mc_samples=4))
     (face,) = assert_valid_prediction(post(uncertain, ("face.jpg", photo, "image/jpeg")))
     assert face["entropy"] > 0 and face["valence_std"] > 0 and face["arousal_std"] > 0
