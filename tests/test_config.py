@@ -34,3 +34,16 @@ def test_bad_config_is_a_clear_error(tmp_path):
     assert "no_such_knob" in str(err.value) and str(path) in str(err.value)
     with pytest.raises(AffectkitError, match="KEY=VALUE"):
         parse_set_options(["oops"])
+
+
+def test_shipped_config_files_load_and_demo_yaml_is_the_demo_profile():
+    from pathlib import Path
+
+    from affectkit.pipeline import DEMO_PROFILE
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    loaded = {path.stem: load_config(path) for path in configs.glob("*.yaml")}
+    assert {"spec", "demo"} <= set(loaded)
+    assert loaded["spec"] == Config()
+    assert loaded["demo"] == Config(**DEMO_PROFILE)  # `affectkit demo` and `--config configs/demo.yaml` agree
+    assert loaded["demo"].lr_schedule == "cosine"

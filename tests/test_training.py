@@ -67,6 +67,13 @@ def test_early_stopping_ends_a_run_that_cannot_improve(demo_dir, tmp_path, tiny_
     assert len(result.history) == 4  # the first epoch sets the best, three more without improvement
 
 
+def test_cosine_schedule_anneals_each_phase_over_its_budget(demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=4, lr_schedule="cosine", learning_rate=1e-3, min_lr=1e-6)
+    lr = train_model("custom_cnn", _data(demo_dir, tmp_path, config), tmp_path, config, quiet=True).history["lr"]
+    assert len(lr) == 4 and (lr.diff().iloc[1:] < 0).all()  # falls every epoch, not on plateaus
+    assert lr.iloc[0] <= 1e-3 and lr.iloc[-1] < 0.2e-3
+
+
 def test_same_seed_same_first_epoch_loss(demo_dir, tmp_path, tiny_config):
     config = tiny_config.override(epochs=1, num_workers=2)
     losses = []

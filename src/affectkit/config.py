@@ -69,6 +69,9 @@ class Config(_Strict):
     lr_reduce_factor: float = Field(0.5, gt=0, lt=1)
     lr_reduce_patience: int = Field(5, ge=0)
     min_lr: float = 1e-7
+    # "plateau" is the spec's ReduceLROnPlateau; "cosine" anneals each phase to min_lr over its epoch budget, which
+    # converges in a fixed short budget (the demo) where plateau halvings come too late.
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
     weight_decay: float = 0.0
     num_workers: int = Field(2, ge=0)
     weighted_sampler: bool = False

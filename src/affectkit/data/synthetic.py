@@ -13,6 +13,7 @@ geometry, plus noise, so they are learnable from the image.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -25,10 +26,10 @@ from affectkit.config import NUM_CLASSES
 from affectkit.data.landmarks import IBUG_FLIP_PERMUTATION
 from affectkit.progress import track
 
-__all__ = ["IBUG_FLIP_PERMUTATION", "demo_labels", "make_demo_dataset", "render_face", "sample_rng"]
+__all__ = ["IBUG_FLIP_PERMUTATION", "demo_labels", "make_demo_dataset", "render_face", "sample_rng", "synthetic_version"]
 
 JPEG_QUALITY = 90
-INTENSITY_RANGE = (0.4, 1.0)
+INTENSITY_RANGE = (0.45, 1.0)
 VA_NOISE_STD = 0.05
 OCCLUSION_PROBABILITY = 0.2
 
@@ -71,7 +72,7 @@ class Expression:
 # Each class at full intensity; a sample gets intensity * this + jitter.
 EXPRESSION_DELTAS: dict[int, Expression] = {
     0: Expression(),
-    1: Expression(smile=0.3, open=0.1, width=0.22, lip_thin=0.25, eye_open=-0.3, lower_lid=0.6, brow_raise=0.02),
+    1: Expression(smile=0.3, open=0.14, width=0.22, lip_thin=0.25, eye_open=-0.3, lower_lid=0.6, brow_raise=0.02),
     2: Expression(smile=-0.22, width=-0.1, brow_inner=0.22, brow_inward=0.04, eye_open=-0.3),
     3: Expression(open=0.45, round=1.0, width=-0.32, brow_raise=0.3, eye_open=0.9),
     4: Expression(open=0.16, width=0.3, smile=-0.06, brow_raise=0.18, brow_inner=0.14, brow_inward=0.06,
@@ -80,11 +81,11 @@ EXPRESSION_DELTAS: dict[int, Expression] = {
                   brow_inner=-0.05, brow_inward=0.04, eye_open=-0.45, lower_lid=0.5),
     6: Expression(lip_thin=0.7, width=-0.2, brow_raise=-0.14, brow_inner=-0.2, brow_inward=0.1, eye_open=-0.2,
                   wrinkle=0.4),
-    7: Expression(asym=0.35, lip_thin=0.15, eye_open=-0.1),
+    7: Expression(asym=0.4, lip_thin=0.3, eye_open=-0.1),
 }
 
 # Person-to-person spread of every parameter: the same "neutral" varies, so weak expressions are ambiguous.
-EXPRESSION_JITTER = Expression(smile=0.03, asym=0.025, open=0.02, width=0.05, round=0.15, upper_raise=0.02,
+EXPRESSION_JITTER = Expression(smile=0.025, asym=0.02, open=0.02, width=0.05, round=0.15, upper_raise=0.02,
                                lip_thin=0.08, brow_raise=0.03, brow_inner=0.03, brow_inward=0.015, eye_open=0.08,
                                lower_lid=0.12, wrinkle=0.1)
 
@@ -259,7 +260,8 @@ def _mouth(ident: Identity, expr: Expression) -> np.ndarray:
 
     def midline(u: np.ndarray) -> np.ndarray:
         side = np.clip(np.sign(expr.asym) * u, 0.0, None)
-        return ident.mouth_y - expr.smile * u**2 - abs(expr.asym) * side**2
+        # A cubic confines the one-sided pull to the corner: a kink, not a tilted mouth.
+        return ident.mouth_y - expr.smile * u**2 - abs(expr.asym) * side**3
 
     def gap(u: np.ndarray) -> np.ndarray:
         shape = np.clip(1.0 - (u / 0.85) ** 2, 0.0, None) ** (0.9 - 0.45 * expr.round)
@@ -318,7 +320,7 @@ def sample_pose(rng: np.random.Generator, img_size: int) -> Pose:
         return math.radians(float(np.clip(rng.normal(0.0, std), -limit, limit)))
 
     return Pose(
-        roll=angle(8.0, 20.0), yaw=angle(10.0, 25.0), pitch=angle(4.0, 10.0),
+        roll=angle(7.0, 20.0), yaw=angle(10.0, 25.0), pitch=angle(4.0, 10.0),
         scale=img_size * rng.uniform(0.29, 0.36),
         tx=img_size * (0.5 + rng.uniform(-0.05, 0.05)), ty=img_size * (0.5 + rng.uniform(-0.05, 0.05)),
     )
@@ -387,7 +389,7 @@ def _mix(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 
 def sample_palette(rng: np.random.Generator) -> Palette:
-    skin = _mix(np.array([250.0, 222.0, 196.0]), np.array([92.0, 58.0, 40.0]), rng.uniform() ** 1.3)
+    skin = _mix(np.array([240.0, 210.0, 184.0]), np.array([92.0, 58.0, 40.0]), rng.uniform() ** 1.3)
     skin = skin * rng.uniform(0.92, 1.08, 3)
     hair_choices = np.array([[25, 20, 18], [70, 45, 30], [120, 80, 45], [200, 160, 100], [150, 150, 150], [110, 35, 20]])
     hair = hair_choices[rng.integers(len(hair_choices))] * rng.uniform(0.8, 1.2)
@@ -528,10 +530,15 @@ def _draw_wrinkles(img: np.ndarray, lm: np.ndarray, expr: Expression, unit: floa
     for k in (0.35, 0.6):  # forehead lines of raised brows
         arc = np.array([lm[19], brow_mid, lm[24]]) + up * k
         crease(arc, 5 * expr.brow_raise, 0.012)
-    for wing, corner in ((31, 48), (35, 54)):  # nasolabial folds deepen as the cheeks rise
-        fold = np.array([lm[wing] + (lm[wing] - lm[33]) * 0.6, (lm[wing] + lm[corner]) / 2 + (lm[corner] - lm[51]) * 0.25,
-                         lm[corner] + (lm[corner] - lm[51]) * 0.15])
-        crease(fold, 3 * max(expr.smile, 0.0) + 3 * expr.upper_raise + 1.5 * abs(expr.asym) + expr.wrinkle * 0.4)
+    for wing, corner, side in ((31, 48, -1.0), (35, 54, 1.0)):  # nasolabial folds deepen as the cheeks rise
+        outward = lm[corner] - lm[51]
+        fold = np.array([lm[wing] + (lm[wing] - lm[33]) * 0.6, (lm[wing] + lm[corner]) / 2 + outward * 0.25,
+                         lm[corner] + outward * 0.15])
+        one_sided = max(side * expr.asym, 0.0)  # contempt tightens and dimples only the raised corner
+        crease(fold, 3 * max(expr.smile, 0.0) + 3 * expr.upper_raise + 3 * one_sided + expr.wrinkle * 0.4)
+        dimple = lm[corner] + outward * 0.18
+        crease(np.array([dimple + [0.0, -0.06 * unit], dimple + outward * 0.06, dimple + [0.0, 0.06 * unit]]),
+               5 * one_sided, 0.02)
 
 
 def _draw_mouth(img: np.ndarray, lm: np.ndarray, unit: float, pal: Palette, teeth_visible: bool) -> None:
@@ -542,7 +549,7 @@ def _draw_mouth(img: np.ndarray, lm: np.ndarray, unit: float, pal: Palette, teet
         _fill(img, inner, np.array([55.0, 18.0, 22.0]))
         if teeth_visible:
             upper = lm[[60, 61, 62, 63, 64]]
-            band = np.vstack([upper, upper[::-1] + (lm[66] - lm[62]) * 0.35])
+            band = np.vstack([upper, upper[::-1] + (lm[66] - lm[62]) * 0.45])
 
             def teeth(layer: np.ndarray) -> None:
                 _fill(layer, band, np.array([235.0, 230.0, 215.0]))
@@ -625,6 +632,11 @@ def _write_sample(root: Path, sample_id: str, image: np.ndarray, landmarks: np.n
     np.save(ann / f"{sample_id}_val.npy", np.array(f"{valence:.6f}"))
     np.save(ann / f"{sample_id}_aro.npy", np.array(f"{arousal:.6f}"))
     np.save(ann / f"{sample_id}_lnd.npy", landmarks.astype(np.float64).reshape(-1))
+
+
+def synthetic_version() -> str:
+    """A short hash of this generator's source: cached demo data is rebuilt whenever the drawing changes."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
 
 
 def make_demo_dataset(out_dir: str | Path, n: int = 1600, seed: int = 0, img_size: int = 224,

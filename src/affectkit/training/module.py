@@ -70,6 +70,10 @@ class AffectModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]  # phase 1: the head only
         optimizer = torch.optim.Adam(params, lr=self.learning_rate, weight_decay=self.config.weight_decay)
+        if self.config.lr_schedule == "cosine":
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(int(self.trainer.estimated_stepping_batches), 1), eta_min=self.config.min_lr)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=self.config.lr_reduce_factor, patience=self.config.lr_reduce_patience,
             min_lr=self.config.min_lr,
