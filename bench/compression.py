@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from affectkit.config import Config
-from affectkit.data.datamodule import AffectDataModule, PreparedData, normalise, prepare_data
+from affectkit.data.datamodule import AffectDataModule, PreparedData, normalise, normalise_batch, prepare_data
 from affectkit.data.synthetic import make_demo_dataset
 from affectkit.evaluation.evaluator import Predictions, predict_split, score
 from affectkit.inference.backends import OnnxBackend
@@ -132,7 +132,7 @@ def fine_tune(model: AffectModel, data: PreparedData, config: Config, epochs: in
     model.train().to(memory_format=torch.channels_last)
     for _ in range(epochs):
         for images, labels, va, _ in loader:
-            logits, valence, arousal = model(images.contiguous(memory_format=torch.channels_last))
+            logits, valence, arousal = model(normalise_batch(images))
             loss, _ = multitask_loss(logits, valence, arousal, labels, va, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

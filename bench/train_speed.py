@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from affectkit.config import Config
-from affectkit.data.datamodule import AffectDataModule, prepare_data
+from affectkit.data.datamodule import AffectDataModule, normalise_batch, prepare_data
 from affectkit.data.synthetic import make_demo_dataset
 from affectkit.models import build_model
 from affectkit.training.features import make_runner
@@ -41,8 +42,7 @@ def peak_gflops(cores: int, ghz: float) -> float:
 
 def _step(model, optimizer, batch, config: Config) -> None:
     images, labels, va, _ = batch
-    images = images.contiguous(memory_format=torch.channels_last)
-    logits, v, a = model(images)
+    logits, v, a = model(normalise_batch(images))
     loss, _ = multitask_loss(logits, v, a, labels, va, config.loss)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -75,21 +75,21 @@ def measure_model(name: str, datamodule: AffectDataModule, config: Config, steps
         result["phase1"] = images_per_second(lambda b: _step(model, head_opt, b, config),
                                              (fixed for _ in range(steps + 1)), config.batch_size)
     model.eval()
-    x = fixed[0].contiguous(memory_format=torch.channels_last)
+    x = normalise_batch(fixed[0])
     with torch.inference_mode():
         result["infer_torch"] = images_per_second(lambda b: model(b), (x for _ in range(steps + 1)), len(x))
     runner = make_runner(model, config.img_size)
-    result["infer_backbone_onnx"] = images_per_second(lambda b: runner(b), (fixed[0] for _ in range(steps + 1)), len(x))
+    result["infer_backbone_onnx"] = images_per_second(lambda b: runner(b), (x.contiguous() for _ in range(steps + 1)), len(x))
     return result
 
 
-def phase1_comparison(datamodule_data, run_root: Path, config: Config) -> dict:
+def phase1_comparison(datamodule_data, run_root: Path, config: Config, weights: Path | None) -> dict:
     """Phase 1 of ``config.epochs`` epochs, naive vs stored features; same split, seed and budget."""
     out = {}
     for label, cached in (("naive", False), ("features", True)):
         cfg = config.override(phase1_feature_cache=cached, fine_tune_epochs=0, early_stopping_patience=1000)
         start = time.perf_counter()
-        result = train_model("resnet50", datamodule_data, run_root / label, cfg, quiet=True)
+        result = train_model("resnet50", datamodule_data, run_root / label, cfg, weights=weights, quiet=True)
         out[label] = {"seconds": time.perf_counter() - start, "best_val_acc": float(result.history["val_acc"].max())}
     return out
 
@@ -100,9 +100,11 @@ def main() -> None:
     parser.add_argument("--models", default="resnet50,efficientnet_b0,custom_cnn")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
     parser.add_argument("--phase1-img-size", type=int, default=64)
     parser.add_argument("--phase1-epochs", type=int, default=30)
+    parser.add_argument("--weights", type=Path, help="ResNet50 backbone weights for the phase-1 comparison "
+                        "(without them both runs train a head on random features, so both stay near chance)")
     parser.add_argument("--ghz", type=float, default=2.3, help="nominal clock for the peak FLOP rate")
     args = parser.parse_args()
 
@@ -113,7 +115,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, "
           f"img {args.img_size}, batch {args.batch_size}")
 
-    config = Config(img_size=args.img_size, batch_size=args.batch_size, num_workers=2, seed=0)
+    config = Config(img_size=args.img_size, batch_size=args.batch_size, seed=0)
     prepared = prepare_data(data, config, progress=False)
     datamodule = AffectDataModule(prepared, config)
     efficiencies, fraction = [], float("nan")
@@ -129,15 +131,16 @@ def main() -> None:
             print(f"  ResNet50 training: {gflops:.1f} GFLOP/s of a {peak_gflops(cores, args.ghz):.0f} GFLOP/s peak "
                   f"({cores} cores at {args.ghz} GHz) = {fraction:.3f}")
 
-    p1_config = Config(img_size=args.phase1_img_size, batch_size=32, epochs=args.phase1_epochs, num_workers=2, seed=0)
+    p1_config = Config(img_size=args.phase1_img_size, batch_size=32, epochs=args.phase1_epochs, seed=0)
     p1_data = prepare_data(data, p1_config, progress=False)
-    p1 = phase1_comparison(p1_data, tmp / "phase1", p1_config)
+    p1 = phase1_comparison(p1_data, tmp / "phase1", p1_config, args.weights)
     speedup = p1["naive"]["seconds"] / p1["features"]["seconds"]
     print(f"phase 1, {args.phase1_epochs} epochs of ResNet50 at {args.phase1_img_size}px: "
           f"naive {p1['naive']['seconds']:.1f}s (best val acc {p1['naive']['best_val_acc']:.3f}), "
           f"stored features {p1['features']['seconds']:.1f}s (best val acc {p1['features']['best_val_acc']:.3f}), "
           f"speed-up {speedup:.1f}x")
     print(f"pipeline_efficiency={min(efficiencies):.3f} phase1_speedup={speedup:.2f} resnet50_peak_fraction={fraction:.3f}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ upper-case spellings are accepted in YAML files too, so a config copied from the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -73,7 +73,8 @@ class Config(_Strict):
     # converges in a fixed short budget (the demo) where plateau halvings come too late.
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
     weight_decay: float = 0.0
-    num_workers: int = Field(2, ge=0)
+    # DataLoader worker processes; "auto" picks by hardware (see ``loader_workers``).
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     weighted_sampler: bool = False
 
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from affectkit.data.augment import TrainAugmenter
-from affectkit.data.datamodule import AffectDataModule, AffectDataset, _seed_worker_augmenter
+from affectkit.data.datamodule import AffectDataModule, AffectDataset, _seed_worker_augmenter, loader_workers, normalise_batch
 from affectkit.models.factory import AffectModel
 from affectkit.progress import track
 
@@ -71,7 +71,7 @@ def extract(runner: Runner, dataset: Dataset, batch_size: int, workers: int, des
             progress: bool) -> np.ndarray:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_seed_worker_augmenter)
-    chunks = [runner(images) for images, *_ in track(loader, total=len(loader), description=description,
+    chunks = [runner(normalise_batch(images, channels_last=False)) for images, *_ in track(loader, total=len(loader), description=description,
                                                       enabled=progress)]
     return np.concatenate(chunks).astype(np.float32)
 
@@ -86,13 +86,13 @@ def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule, st
     runner = make_runner(model, config.img_size)
     data = datamodule.data
     batch = max(config.batch_size, 64)
-    views = [extract(runner, AffectDataset(data, data.positions("train")), batch, config.num_workers,
+    views = [extract(runner, AffectDataset(data, data.positions("train")), batch, loader_workers(config),
                      "Phase-1 features (clean)", progress)]
     for v in range(config.phase1_views):
         augmenter = TrainAugmenter(config.augmentation, seed=config.seed * 1000 + v)
         views.append(extract(runner, AffectDataset(data, data.positions("train"), augmenter), batch,
-                             config.num_workers, f"Phase-1 features (view {v + 1}/{config.phase1_views})", progress))
-    val = extract(runner, AffectDataset(data, data.positions("val")), batch, config.num_workers,
+                             loader_workers(config), f"Phase-1 features (view {v + 1}/{config.phase1_views})", progress))
+    val = extract(runner, AffectDataset(data, data.positions("val")), batch, loader_workers(config),
                   "Phase-1 features (val)", progress)
     train = np.stack(views)
     for path, array in ((train_file, train), (val_file, val)):

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from affectkit.config import Config
+from affectkit.data.datamodule import normalise_batch
 from affectkit.models.factory import AffectModel
 from affectkit.training.losses import multitask_loss
 from affectkit.training.mixing import mix_batch
@@ -32,7 +33,7 @@ class AffectModule(L.LightningModule):
         return self.model(images)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
+        return normalise_batch(images, self.config.channels_last)
 
     def _outputs(self, batch, stage: str):
         """(logits, valence, arousal, expression target, labels, valence/arousal target) for one batch."""
