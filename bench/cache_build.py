@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,23 +37,61 @@ def layout(pool: Path, out: Path, n: int) -> Path:
     return out
 
 
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+class RssSampler(threading.Thread):
+    """Polls the resident memory of this process and, separately, the sum over its worker processes.
+
+    ru_maxrss cannot tell the workers apart: a child inherits the parent's high-water mark at fork, before its exec."""
+
+    def __init__(self, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.interval, self.parent_mb, self.workers_mb, self.stop = interval, 0.0, 0.0, threading.Event()
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self.stop.is_set():
+            self.parent_mb = max(self.parent_mb, _rss_mb(me))
+            self.workers_mb = max(self.workers_mb, sum(_rss_mb(c) for c in _children(me)))
+            time.sleep(self.interval)
+
+
 def measure(data: str, img_size: int, workers: int, cache: str) -> None:
     """Runs in a fresh process: read, then build the cache; prints one JSON line."""
     from affectkit.data.cache import build_cache
     from affectkit.data.reader import read_dataset
 
     records = read_dataset(data, progress=False).records
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _rss_mb(os.getpid())
+    sampler = RssSampler()
+    sampler.start()
     start = time.perf_counter()
     build_cache(records, img_size, Path(cache), workers=workers, progress=False)
     seconds = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
     print(json.dumps({
         "n": len(records),
         "seconds": seconds,
         "images_per_s": len(records) / seconds,
-        "parent_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "parent_peak_before_build_mb": rss_before / 1024,
-        "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "parent_before_build_mb": rss_before,
+        "parent_peak_during_build_mb": sampler.parent_mb,
+        "workers_peak_mb": sampler.workers_mb,
     }))
 
 
@@ -81,12 +119,13 @@ def main() -> None:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         shutil.rmtree(tmp / f"cache{n}")
         r = rows[-1]
-        print(f"{r['n']:6d} images at {args.img_size}px: {r['images_per_s']:7.0f} images/s, "
-              f"parent peak {r['parent_peak_mb']:6.0f} MB (before build {r['parent_peak_before_build_mb']:.0f} MB), "
-              f"worker peak {r['worker_peak_mb']:5.0f} MB")
-    workers = np.array([r["worker_peak_mb"] for r in rows])
-    growth = (workers.max() - workers.min()) / workers.min()
-    print(f"worker_peak_growth={growth:.3f} ({rows[0]['n']} -> {rows[-1]['n']} images)")
+        print(f"{r['n']:6d} images at {args.img_size}px: {r['images_per_s']:6.0f} images/s; resident memory: "
+              f"parent {r['parent_before_build_mb']:4.0f} MB before the build, {r['parent_peak_during_build_mb']:4.0f} MB "
+              f"peak during it; {args.workers} workers {r['workers_peak_mb']:4.0f} MB peak together")
+    build = np.array([r["parent_peak_during_build_mb"] - r["parent_before_build_mb"] + r["workers_peak_mb"] for r in rows])
+    growth = (build.max() - build.min()) / build.min()
+    print(f"build_memory_growth={growth:.3f} ({rows[0]['n']} -> {rows[-1]['n']} images; what the build adds to the "
+          "parent plus the workers' peak)")
     shutil.rmtree(tmp)
 
 

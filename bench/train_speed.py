@@ -59,15 +59,27 @@ def images_per_second(fn, batches, batch_size: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def paired_rates(step, loader, fixed, batch_size: int, steps: int) -> tuple[float, float]:
+    """images/s fed by the data pipeline and fed a batch already in memory, timed in alternation so that clock and
+    allocator drift hit both alike."""
+    step(fixed)
+    step(next(loader))  # warm-up (allocator, oneDNN primitive caches)
+    fed = in_memory = 0.0
+    for _ in range(steps):
+        start = time.perf_counter()
+        step(next(loader))
+        middle = time.perf_counter()
+        step(fixed)
+        fed, in_memory = fed + middle - start, in_memory + time.perf_counter() - middle
+    return steps * batch_size / fed, steps * batch_size / in_memory
+
+
 def measure_model(name: str, datamodule: AffectDataModule, config: Config, steps: int) -> dict:
     model = build_model(name, config).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loader = iter(datamodule.train_dataloader())
-    pipeline = images_per_second(lambda b: _step(model, optimizer, b, config),
-                                 (next(loader) for _ in range(steps + 1)), config.batch_size)
     fixed = next(iter(datamodule.train_dataloader()))
-    in_memory = images_per_second(lambda b: _step(model, optimizer, b, config),
-                                  (fixed for _ in range(steps + 1)), config.batch_size)
+    pipeline, in_memory = paired_rates(lambda b: _step(model, optimizer, b, config),
+                                       iter(datamodule.train_dataloader()), fixed, config.batch_size, steps)
     result = {"pipeline": pipeline, "in_memory": in_memory, "efficiency": pipeline / in_memory}
     if model.spec.two_phase:
         model.set_backbone_trainable(False)

@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +163,10 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
         *extra_callbacks,
     ]
     trainer = _make_trainer(config, phase, callbacks, quiet)
-    trainer.fit(module, **loaders, ckpt_path=last if resume and last.is_file() else None)
+    with warnings.catch_warnings():
+        # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(module, **loaders, ckpt_path=last if resume and last.is_file() else None)
     (state_dir / f"phase{phase.number}.done").write_text(json.dumps({"epochs_run": trainer.current_epoch}))
 
 
