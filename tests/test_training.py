@@ -109,3 +109,30 @@ def test_run_killed_in_phase_two_resumes_there(demo_dir, tmp_path):
     phase1 = after[after.phase == 1].reset_index(drop=True)
     assert phase1.equals(before[before.phase == 1].reset_index(drop=True))  # phase 1 was not redone
     assert (out / "checkpoints" / "EfficientNetB0" / "done").is_file()
+
+
+def test_phase_one_checkpoints_leave_out_the_frozen_backbone_and_resume_checks_it(demo_dir, tmp_path, tiny_config):
+    import lightning as L
+
+    from affectkit.errors import AffectkitError
+    from affectkit.training.module import AffectModule
+
+    config = tiny_config.override(epochs=2, fine_tune_epochs=0)
+    train_model("resnet50", _data(demo_dir, tmp_path, config), tmp_path, config, quiet=True)
+    ckpt_path = tmp_path / "checkpoints" / "ResNet50" / "phase1" / "last.ckpt"
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    assert not any(k.startswith("model.backbone.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("model.head.") for k in checkpoint["state_dict"])
+
+    def fresh_module(seed: int) -> AffectModule:
+        L.seed_everything(seed, verbose=False)
+        model = build_model("resnet50", config)
+        model.set_backbone_trainable(False)
+        return AffectModule(model, config, 1e-3)
+
+    same = fresh_module(config.seed)  # a resumed run rebuilds the same starting backbone
+    restored = dict(checkpoint, state_dict=dict(checkpoint["state_dict"]))
+    same.on_load_checkpoint(restored)
+    same.load_state_dict(restored["state_dict"])  # strict: the backbone was filled back in
+    with pytest.raises(AffectkitError, match="same --weights"):
+        fresh_module(config.seed + 1).on_load_checkpoint(dict(checkpoint, state_dict=dict(checkpoint["state_dict"])))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import lightning as L
 import numpy as np
 import torch
 
 from affectkit.config import Config
 from affectkit.data.datamodule import normalise_batch
+from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
 from affectkit.training.losses import multitask_loss
 from affectkit.training.mixing import mix_batch
@@ -28,6 +31,7 @@ class AffectModule(L.LightningModule):
         self.learning_rate = learning_rate
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(8), persistent=False)
         self._mix_rng = np.random.default_rng(config.seed)
+        self._backbone_digest: str | None = None
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -67,6 +71,42 @@ class AffectModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    # A frozen backbone is the same in every checkpoint of its phase: it is left out (a ResNet50 phase-1 checkpoint
+    # shrinks from ~100 MB to ~5 MB, which matters when epochs take a second) and restored from the resumed run's own
+    # starting weights, after checking by digest that they are the ones the interrupted run started from.
+    _FROZEN_KEY = "affectkit_frozen_backbone_sha256"
+
+    def _backbone_is_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.model.backbone.parameters())
+
+    def _backbone_sha256(self) -> str:
+        if self._backbone_digest is None:  # frozen for the module's whole phase, so hashed once
+            digest = hashlib.sha256()
+            for key, tensor in sorted(self.model.backbone.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._backbone_digest = digest.hexdigest()
+        return self._backbone_digest
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if not self._backbone_is_frozen():
+            return
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("model.backbone.")]:
+            del state[key]
+        checkpoint[self._FROZEN_KEY] = self._backbone_sha256()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        expected = checkpoint.get(self._FROZEN_KEY)
+        if expected is None:
+            return
+        if self._backbone_sha256() != expected:
+            raise AffectkitError(
+                "This checkpoint's phase trained on other backbone weights than this run starts from: resume with "
+                "the same --weights/--pretrained (and seed) as the interrupted run.")
+        checkpoint["state_dict"].update(
+            {k: v for k, v in self.state_dict().items() if k.startswith("model.backbone.")})
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]  # phase 1: the head only
