@@ -2,11 +2,12 @@
 
 For each model: images/s of a phase-2 training step fed by the real data pipeline (decoded cache, augmentation,
 DataLoader workers) and fed by a batch already in memory (the framework's ceiling); their ratio is the pipeline
-efficiency. Then a phase-1 step (frozen backbone), and inference with PyTorch and onnxruntime. For ResNet50 the
-achieved fraction of the CPU's peak FP32 rate. Finally phase 1 of 30 epochs trained the naive way and on stored
-features, with both runs' validation accuracy.
+efficiency. Then a phase-1 step (frozen backbone), and inference with PyTorch and onnxruntime; all in the precision
+the product trains in (bf16 autocast on CPUs with native bf16). For ResNet50 also an fp32 step and its fraction of
+the CPU's peak FP32 rate. Finally phase 1 of 30 epochs trained the naive way and on stored features, with both
+runs' validation accuracy.
 
-    python bench/train_speed.py                 # about 8 minutes on 2 cores
+    python bench/train_speed.py                 # about 6 minutes on 2 cores
     python bench/train_speed.py --img-size 224 --steps 4
 
 The last line is machine-readable.
@@ -29,6 +30,7 @@ from affectkit.data.datamodule import AffectDataModule, normalise_batch, prepare
 from affectkit.data.synthetic import make_demo_dataset
 from affectkit.models import build_model
 from affectkit.training.features import make_runner
+from affectkit.training.hardware import resolve_accelerator, uses_bf16
 from affectkit.training.losses import multitask_loss
 from affectkit.training.trainer import train_model
 
@@ -40,10 +42,11 @@ def peak_gflops(cores: int, ghz: float) -> float:
     return cores * 2 * 16 * 2 * ghz
 
 
-def _step(model, optimizer, batch, config: Config) -> None:
+def _step(model, optimizer, batch, config: Config, bf16: bool) -> None:
     images, labels, va, _ = batch
-    logits, v, a = model(normalise_batch(images))
-    loss, _ = multitask_loss(logits, v, a, labels, va, config.loss)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits, v, a = model(normalise_batch(images))
+    loss, _ = multitask_loss(logits.float(), v.float(), a.float(), labels, va, config.loss)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -75,22 +78,27 @@ def paired_rates(step, loader, fixed, batch_size: int, steps: int) -> tuple[floa
 
 
 def measure_model(name: str, datamodule: AffectDataModule, config: Config, steps: int) -> dict:
+    """Every rate in the precision the product trains in (``precision: auto``); ResNet50 also in fp32."""
+    bf16 = uses_bf16(config)
     model = build_model(name, config).to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     fixed = next(iter(datamodule.train_dataloader()))
-    pipeline, in_memory = paired_rates(lambda b: _step(model, optimizer, b, config),
+    pipeline, in_memory = paired_rates(lambda b: _step(model, optimizer, b, config, bf16),
                                        iter(datamodule.train_dataloader()), fixed, config.batch_size, steps)
     result = {"pipeline": pipeline, "in_memory": in_memory, "efficiency": pipeline / in_memory}
+    if name == "resnet50":
+        result["in_memory_fp32"] = images_per_second(lambda b: _step(model, optimizer, b, config, False),
+                                                     (fixed for _ in range(steps + 1)), config.batch_size)
     if model.spec.two_phase:
         model.set_backbone_trainable(False)
-        head_opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
-        result["phase1"] = images_per_second(lambda b: _step(model, head_opt, b, config),
+        head_opt = torch.optim.Adam(model.head.parameters(), lr=1e-3, fused=True)
+        result["phase1"] = images_per_second(lambda b: _step(model, head_opt, b, config, bf16),
                                              (fixed for _ in range(steps + 1)), config.batch_size)
     model.eval()
     x = normalise_batch(fixed[0])
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         result["infer_torch"] = images_per_second(lambda b: model(b), (x for _ in range(steps + 1)), len(x))
-    runner = make_runner(model, config.img_size)
+    runner = make_runner(model, config.img_size)  # onnxruntime, fp32
     result["infer_backbone_onnx"] = images_per_second(lambda b: runner(b), (x.contiguous() for _ in range(steps + 1)), len(x))
     return result
 
@@ -124,10 +132,10 @@ def main() -> None:
     os.environ.setdefault("AFFECTKIT_CACHE", str(tmp / "cache"))
     data = args.data or make_demo_dataset(tmp / "demo", n=1600, seed=0, progress=False)
     cores = os.cpu_count() or 1
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, "
-          f"img {args.img_size}, batch {args.batch_size}")
-
     config = Config(img_size=args.img_size, batch_size=args.batch_size, seed=0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, img {args.img_size}, "
+          f"batch {args.batch_size}, precision {resolve_accelerator(config)[1]} (precision: auto)")
+
     prepared = prepare_data(data, config, progress=False)
     datamodule = AffectDataModule(prepared, config)
     efficiencies, fraction = [], float("nan")
@@ -138,10 +146,12 @@ def main() -> None:
         print(f"{name:16s} {r['pipeline']:9.1f} {r['in_memory']:9.1f} {r['efficiency']:7.3f} "
               f"{r.get('phase1', float('nan')):8.1f} {r['infer_torch']:8.1f} {r['infer_backbone_onnx']:8.1f}")
         if name == "resnet50":
-            gflops = 3 * RESNET50_FORWARD_GFLOP * (args.img_size / 224) ** 2 * r["in_memory"]
-            fraction = gflops / peak_gflops(cores, args.ghz)
-            print(f"  ResNet50 training: {gflops:.1f} GFLOP/s of a {peak_gflops(cores, args.ghz):.0f} GFLOP/s peak "
-                  f"({cores} cores at {args.ghz} GHz) = {fraction:.3f}")
+            per_image = 3 * RESNET50_FORWARD_GFLOP * (args.img_size / 224) ** 2
+            peak = peak_gflops(cores, args.ghz)
+            fraction = per_image * r["in_memory_fp32"] / peak
+            print(f"  ResNet50 training in fp32: {r['in_memory_fp32']:.1f} images/s = {per_image * r['in_memory_fp32']:.1f}"
+                  f" GFLOP/s of a {peak:.0f} GFLOP/s FP32 peak ({cores} cores at {args.ghz} GHz) = {fraction:.3f}; "
+                  f"in the product's precision {r['in_memory']:.1f} images/s ({r['in_memory'] / r['in_memory_fp32']:.2f}x)")
 
     p1_config = Config(img_size=args.phase1_img_size, batch_size=32, epochs=args.phase1_epochs, seed=0)
     p1_data = prepare_data(data, p1_config, progress=False)

@@ -34,5 +34,6 @@ def demo_copy(demo_dir, tmp_path) -> Path:
 
 @pytest.fixture
 def tiny_config() -> Config:
+    # fp32: tests recompute recorded losses exactly; bf16 autocast (auto on CPUs with native bf16) is tested apart.
     return Config(img_size=32, batch_size=16, epochs=2, fine_tune_epochs=1, num_workers=0, seed=0,
-                  early_stopping_patience=5)
+                  early_stopping_patience=5, precision="32")

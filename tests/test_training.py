@@ -136,3 +136,24 @@ def test_phase_one_checkpoints_leave_out_the_frozen_backbone_and_resume_checks_i
     same.load_state_dict(restored["state_dict"])  # strict: the backbone was filled back in
     with pytest.raises(AffectkitError, match="same --weights"):
         fresh_module(config.seed + 1).on_load_checkpoint(dict(checkpoint, state_dict=dict(checkpoint["state_dict"])))
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from affectkit.config import Config
+    from affectkit.training import hardware
+
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert hardware.resolve_accelerator(Config()) == ("cpu", "bf16-mixed")
+    assert hardware.resolve_accelerator(Config(precision="32")) == ("cpu", "32")
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    assert hardware.resolve_accelerator(Config()) == ("cpu", "32-true")
+
+
+def test_bf16_autocast_training_learns_and_keeps_fp32_weights(demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=4, precision="bf16-mixed")
+    result = train_model("custom_cnn", _data(demo_dir, tmp_path, config), tmp_path, config, quiet=True)
+    losses = result.history["train_loss"]
+    assert losses.iloc[-2:].min() < losses.iloc[0]
+    model, _ = load_model(result.best_path)
+    assert all(p.dtype == torch.float32 for p in model.parameters())

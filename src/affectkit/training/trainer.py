@@ -35,6 +35,7 @@ from affectkit.models.io import load_model, model_paths, update_metadata
 from affectkit.models.weights import load_backbone_weights, load_pretrained_from_timm
 from affectkit.progress import console
 from affectkit.training.callbacks import History, KeepBest
+from affectkit.training.hardware import resolve_accelerator
 from affectkit.training.module import AffectModule, FeatureHeadModule
 
 
@@ -79,17 +80,6 @@ def initialise_weights(model: AffectModel, weights: Path | None, pretrained: boo
     if not quiet:
         console.print(f"[yellow]{model.spec.display_name}: {note}[/yellow]")
     return note
-
-
-def resolve_accelerator(config: Config) -> tuple[str, str]:
-    """(accelerator, precision): bf16 autocast where the GPU supports it, fp32 on CPU (no speed-up there)."""
-    accelerator = config.accelerator
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    precision = config.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if accelerator in ("gpu", "cuda") and torch.cuda.is_bf16_supported() else "32-true"
-    return accelerator, precision
 
 
 def class_weights(datamodule: AffectDataModule) -> torch.Tensor:

@@ -1,0 +1,37 @@
+"""Which accelerator and numeric precision a run uses, from the config and what the machine can do natively."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from affectkit.config import Config
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: oneDNN then runs bf16 matrix work natively. Measured on an AVX512-BF16 EPYC, 2 cores,
+    224 px: ResNet50 training 5.7 -> 11.6 images/s, custom CNN 34 -> 59. Elsewhere bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_accelerator(config: Config) -> tuple[str, str]:
+    """(accelerator, precision): ``auto`` precision is bf16 autocast where the hardware runs it natively (CUDA with
+    bf16, CPUs with AVX512-BF16/AMX), fp32 elsewhere."""
+    accelerator = config.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    precision = config.precision
+    if precision == "auto":
+        on_gpu = accelerator in ("gpu", "cuda")
+        native = torch.cuda.is_bf16_supported() if on_gpu else accelerator == "cpu" and cpu_has_native_bf16()
+        precision = "bf16-mixed" if native else "32-true"
+    return accelerator, precision
+
+
+def uses_bf16(config: Config) -> bool:
+    return resolve_accelerator(config)[1] == "bf16-mixed"
