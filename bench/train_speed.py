@@ -79,8 +79,8 @@ def paired_rates(step, loader, fixed, batch_size: int, steps: int) -> tuple[floa
 
 def measure_model(name: str, datamodule: AffectDataModule, config: Config, steps: int) -> dict:
     """Every rate in the precision the product trains in (``precision: auto``); ResNet50 also in fp32."""
-    bf16 = uses_bf16(config)
     model = build_model(name, config).to(memory_format=torch.channels_last).train()
+    bf16 = uses_bf16(config, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     fixed = next(iter(datamodule.train_dataloader()))
     pipeline, in_memory = paired_rates(lambda b: _step(model, optimizer, b, config, bf16),
@@ -134,7 +134,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     config = Config(img_size=args.img_size, batch_size=args.batch_size, seed=0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, img {args.img_size}, "
-          f"batch {args.batch_size}, precision {resolve_accelerator(config)[1]} (precision: auto)")
+          f"batch {args.batch_size}, precision: auto = {resolve_accelerator(config)[1]} (fp32 for grouped convolutions)")
 
     prepared = prepare_data(data, config, progress=False)
     datamodule = AffectDataModule(prepared, config)

@@ -145,6 +145,10 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert hardware.resolve_accelerator(Config()) == ("cpu", "bf16-mixed")
+    config = Config(img_size=32)
+    assert hardware.resolve_accelerator(config, build_model("resnet50", config)) == ("cpu", "bf16-mixed")
+    # depthwise convolutions train slower in bf16 on a CPU
+    assert hardware.resolve_accelerator(config, build_model("efficientnet_b0", config)) == ("cpu", "32-true")
     assert hardware.resolve_accelerator(Config(precision="32")) == ("cpu", "32")
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     assert hardware.resolve_accelerator(Config()) == ("cpu", "32-true")

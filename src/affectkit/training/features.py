@@ -90,7 +90,7 @@ def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule, st
     if train_file.is_file() and val_file.is_file():
         return np.load(train_file, mmap_mode="r"), np.load(val_file, mmap_mode="r")
     config = datamodule.config
-    runner = make_runner(model, config.img_size, bf16=uses_bf16(config))
+    runner = make_runner(model, config.img_size, bf16=uses_bf16(config, model))
     data = datamodule.data
     batch = max(config.batch_size, 64)
     views = [extract(runner, AffectDataset(data, data.positions("train")), batch, loader_workers(config),

@@ -89,8 +89,8 @@ def class_weights(datamodule: AffectDataModule) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _make_trainer(config: Config, phase: Phase, callbacks: list, quiet: bool) -> L.Trainer:
-    accelerator, precision = resolve_accelerator(config)
+def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, quiet: bool) -> L.Trainer:
+    accelerator, precision = resolve_accelerator(config, model)
     if not quiet:
         callbacks = [*callbacks, RichProgressBar(leave=False)]
     return L.Trainer(
@@ -152,7 +152,7 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
                         every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True),
         *extra_callbacks,
     ]
-    trainer = _make_trainer(config, phase, callbacks, quiet)
+    trainer = _make_trainer(config, model, phase, callbacks, quiet)
     with warnings.catch_warnings():
         # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
