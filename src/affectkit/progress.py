@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -16,7 +17,8 @@ from rich.progress import (
 )
 
 T = TypeVar("T")
-console = Console(stderr=True)
+# Logs (stderr not a terminal) get long lines rather than epoch summaries wrapped at Rich's default 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def make_progress(transient: bool = False) -> Progress:
