@@ -19,7 +19,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from affectkit.data.augment import TrainAugmenter
-from affectkit.data.datamodule import AffectDataModule, AffectDataset, _seed_worker_augmenter, loader_workers, normalise_batch
+from affectkit.data.datamodule import (
+    AffectDataModule,
+    AffectDataset,
+    _seed_worker_augmenter,
+    loader_workers,
+    normalise_batch,
+)
 from affectkit.models.factory import AffectModel
 from affectkit.progress import track
 from affectkit.training.hardware import uses_bf16
@@ -78,8 +84,8 @@ def extract(runner: Runner, dataset: Dataset, batch_size: int, workers: int, des
             progress: bool) -> np.ndarray:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_seed_worker_augmenter)
-    chunks = [runner(normalise_batch(images, channels_last=False)) for images, *_ in track(loader, total=len(loader), description=description,
-                                                      enabled=progress)]
+    batches = track(loader, total=len(loader), description=description, enabled=progress)
+    chunks = [runner(normalise_batch(images, channels_last=False)) for images, *_ in batches]
     return np.concatenate(chunks).astype(np.float32)
 
 
@@ -92,15 +98,15 @@ def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule, st
     config = datamodule.config
     runner = make_runner(model, config.img_size, bf16=uses_bf16(config, model))
     data = datamodule.data
-    batch = max(config.batch_size, 64)
-    views = [extract(runner, AffectDataset(data, data.positions("train")), batch, loader_workers(config),
+    batch, workers = max(config.batch_size, 64), loader_workers(config)
+    views = [extract(runner, AffectDataset(data, data.positions("train")), batch, workers,
                      "Phase-1 features (clean)", progress)]
     for v in range(config.phase1_views):
         augmenter = TrainAugmenter(config.augmentation, seed=config.seed * 1000 + v)
-        views.append(extract(runner, AffectDataset(data, data.positions("train"), augmenter), batch,
-                             loader_workers(config), f"Phase-1 features (view {v + 1}/{config.phase1_views})", progress))
-    val = extract(runner, AffectDataset(data, data.positions("val")), batch, loader_workers(config),
-                  "Phase-1 features (val)", progress)
+        views.append(extract(runner, AffectDataset(data, data.positions("train"), augmenter), batch, workers,
+                             f"Phase-1 features (view {v + 1}/{config.phase1_views})", progress))
+    val = extract(runner, AffectDataset(data, data.positions("val")), batch, workers, "Phase-1 features (val)",
+                  progress)
     train = np.stack(views)
     for path, array in ((train_file, train), (val_file, val)):
         tmp = path.with_name(path.name + ".tmp.npy")

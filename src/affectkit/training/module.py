@@ -73,7 +73,7 @@ class AffectModule(L.LightningModule):
         self._step(batch, "test")
 
     # A frozen backbone is the same in every checkpoint of its phase: it is left out (a ResNet50 phase-1 checkpoint
-    # shrinks from ~100 MB to ~5 MB, which matters when epochs take a second) and restored from the resumed run's own
+    # shrinks from ~100 MB to 14 MB, which matters when epochs take a second) and restored from the resumed run's own
     # starting weights, after checking by digest that they are the ones the interrupted run started from.
     _FROZEN_KEY = "affectkit_frozen_backbone_sha256"
 
