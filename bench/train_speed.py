@@ -160,7 +160,9 @@ def main() -> None:
     print(f"phase 1, {args.phase1_epochs} epochs of ResNet50 at {args.phase1_img_size}px: "
           f"naive {p1['naive']['seconds']:.1f}s (best val acc {p1['naive']['best_val_acc']:.3f}), "
           f"stored features {p1['features']['seconds']:.1f}s (best val acc {p1['features']['best_val_acc']:.3f}), "
-          f"speed-up {speedup:.1f}x")
+          f"speed-up {speedup:.1f}x, accuracy difference "
+          f"{100 * (p1['features']['best_val_acc'] - p1['naive']['best_val_acc']):+.1f} points"
+          + ("" if args.weights else " (random backbone: both near chance; pass --weights for a meaningful comparison)"))
     print(f"pipeline_efficiency={min(efficiencies):.3f} phase1_speedup={speedup:.2f} resnet50_peak_fraction={fraction:.3f}")
     shutil.rmtree(tmp, ignore_errors=True)
 

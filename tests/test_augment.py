@@ -47,3 +47,18 @@ def test_missing_landmarks_stay_missing():
     aug = TrainAugmenter(AugmentationConfig(), seed=0)
     out, pts = aug(np.zeros((32, 32, 3), np.uint8), np.full((68, 2), np.nan, np.float32))
     assert out.shape == (32, 32, 3) and np.isnan(pts).all()
+
+
+def test_same_seed_gives_the_same_warps_in_process():
+    """With num_workers 0 no worker_init_fn reseeds the augmenter, so its constructor seed must reach albumentations."""
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    pts = rng.uniform(10, 38, (68, 2)).astype(np.float32)
+    runs = []
+    for _ in range(2):
+        aug = TrainAugmenter(AugmentationConfig(), seed=7)
+        runs.append([aug(img, pts) for _ in range(3)])
+    for (a_img, a_pts), (b_img, b_pts) in zip(*runs):
+        assert np.array_equal(a_img, b_img) and np.array_equal(a_pts, b_pts)
+    other = TrainAugmenter(AugmentationConfig(), seed=8)
+    assert not all(np.array_equal(other(img, pts)[0], a_img) for a_img, _ in runs[0])

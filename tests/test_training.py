@@ -161,3 +161,56 @@ def test_bf16_autocast_training_learns_and_keeps_fp32_weights(demo_dir, tmp_path
     assert losses.iloc[-2:].min() < losses.iloc[0]
     model, _ = load_model(result.best_path)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_phase_one_on_stored_features_trains_exactly_as_the_naive_way(demo_dir, tmp_path, tiny_config, monkeypatch):
+    """Without augmentation (one stored view, the clean one) the stored-features path feeds the head the same inputs
+    in the same order, with the same random stream, as the naive way: with the same runtime the epochs are identical.
+    (onnxruntime, the fp32 CPU runtime, differs in the last float bits; see the next test.)"""
+    from affectkit.training import features
+
+    monkeypatch.setattr(features, "make_runner", lambda model, size, bf16=False: features.torch_runner(model.backbone))
+    still = tiny_config.augmentation.model_copy(update=dict(
+        rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0, shear_range=0,
+        horizontal_flip=False))
+    config = tiny_config.override(epochs=3, fine_tune_epochs=0, phase1_views=0, augmentation=still)
+    histories = {}
+    for cached in (False, True):
+        run = tmp_path / str(cached)
+        data = _data(demo_dir, run, config)
+        histories[cached] = train_model("resnet50", data, run, config.override(phase1_feature_cache=cached),
+                                        quiet=True).history
+    assert (tmp_path / "True" / "checkpoints" / "ResNet50" / "phase1_train_features.npy").is_file()
+    assert not (tmp_path / "False" / "checkpoints" / "ResNet50" / "phase1_train_features.npy").exists()
+    columns = ["train_loss", "val_loss", "train_acc", "val_acc", "val_valence_mae", "val_arousal_mae"]
+    pd.testing.assert_frame_equal(histories[True][columns], histories[False][columns])
+
+
+def test_stored_features_are_the_backbone_outputs(demo_dir, tmp_path, tiny_config):
+    from affectkit.data.datamodule import AffectDataModule
+    from affectkit.training.features import compute_phase1_features
+
+    config = tiny_config.override(phase1_views=2)
+    data = _data(demo_dir, tmp_path, config)
+    model = build_model("resnet50", config)
+    model.set_backbone_trainable(False)
+    train, val = compute_phase1_features(model, AffectDataModule(data, config), tmp_path, progress=False)
+    tr = data.positions("train")
+    assert train.shape == (3, len(tr), model.num_features) and val.shape == (len(data.positions("val")), model.num_features)
+    with torch.no_grad():
+        expected = model.backbone(torch.from_numpy(normalise(np.asarray(data.images[tr])))).numpy()
+    np.testing.assert_allclose(train[0], expected, rtol=1e-3, atol=1e-4)  # onnxruntime vs PyTorch
+    assert not np.allclose(train[1], train[0], atol=1e-3) and not np.allclose(train[2], train[1], atol=1e-3)
+    assert not list(tmp_path.glob("*.tmp.npy"))
+
+
+def test_folding_batchnorm_keeps_the_backbone_function(tiny_config):
+    from affectkit.training.features import fold_batchnorm
+
+    backbone = build_model("resnet50", tiny_config).backbone.eval()
+    folded = fold_batchnorm(backbone)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())  # the original is left as it was
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), backbone(x), rtol=1e-4, atol=1e-5)

@@ -39,6 +39,8 @@ class TrainAugmenter:
         self.affine = build_affine(aug)
         self.policy = _pixel_policy(aug)
         self.rng = np.random.default_rng(seed)
+        if seed is not None:  # albumentations draws from its own generator, seeded apart from ours
+            self.affine.set_random_seed(seed)
 
     def __call__(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         has_points = bool(np.isfinite(landmarks).all())

@@ -101,11 +101,8 @@ def cache_workers(config: Config) -> int:
 
 
 def normalise(images: np.ndarray) -> np.ndarray:
-    """uint8 (..., H, W, 3) RGB -> float32 (..., 3, H, W) with ImageNet statistics."""
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255
-    inv_std = 1.0 / (np.asarray(IMAGENET_STD, dtype=np.float32) * 255)
-    x = (images.astype(np.float32) - mean) * inv_std
-    return np.moveaxis(x, -1, -3)
+    """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) with ImageNet statistics, for numpy callers."""
+    return normalise_batch(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), channels_last=False).numpy()
 
 
 def normalise_batch(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:

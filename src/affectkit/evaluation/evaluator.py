@@ -12,7 +12,7 @@ import torch
 from rich.table import Table
 
 from affectkit.config import CLASS_NAMES
-from affectkit.data.datamodule import PreparedData, normalise
+from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
 from affectkit.progress import console, track
@@ -40,8 +40,8 @@ def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndar
     for start in track(batches, total=len(batches), description="Predicting", enabled=progress):
         idx = np.sort(positions[start : start + batch_size])  # sorted reads are kinder to a memory map
         order = np.argsort(np.argsort(positions[start : start + batch_size]))
-        x = torch.from_numpy(normalise(np.asarray(data.images[idx]))).to(device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        # uint8 NHWC travels to the device; permuted to NCHW it already has the channels-last layout.
+        x = normalise_batch(torch.from_numpy(np.asarray(data.images[idx])).to(device).permute(0, 3, 1, 2))
         out_logits, valence, arousal = model(x)
         logits.append(out_logits.float().cpu().numpy()[order] / temperature)
         va.append(torch.stack([valence, arousal], 1).float().cpu().numpy()[order])

@@ -9,6 +9,7 @@ fraction of a backbone pass. The forward passes run in the fastest runtime for t
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.datamodule import (
@@ -31,6 +32,17 @@ from affectkit.progress import track
 from affectkit.training.hardware import uses_bf16
 
 Runner = Callable[[torch.Tensor], np.ndarray]
+
+
+def fold_batchnorm(backbone: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a frozen (eval-mode) backbone with each BatchNorm folded into the convolution before it: the same
+    function up to float rounding, ~14% faster for a ResNet50 on 2 CPU cores. The original when FX cannot trace it."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(copy.deepcopy(backbone).eval()).to(memory_format=torch.channels_last)
+    except Exception:  # torch.fx cannot trace every architecture
+        return backbone
 
 
 def torch_runner(backbone: torch.nn.Module, bf16: bool = False) -> Runner:
@@ -67,88 +79,109 @@ def onnx_runner(backbone: torch.nn.Module, img_size: int) -> Runner | None:
 
 
 def make_runner(model: AffectModel, img_size: int, bf16: bool = False) -> Runner:
-    """The fastest way here: PyTorch under bf16 autocast where the run trains in bf16 (the features then match what
-    the naive way would compute; on a CPU with native bf16 it beats fp32 onnxruntime 1.6x), else onnxruntime on a CPU
-    (1.2-1.8x PyTorch eager in fp32), else PyTorch."""
+    """The fastest way here: PyTorch under bf16 autocast, BatchNorm folded, where the run trains in bf16 (the features
+    then match what the naive way computes up to bf16 rounding; on a CPU with native bf16 it beats fp32 onnxruntime
+    1.4-1.6x), else onnxruntime on a CPU (1.2-1.8x PyTorch eager in fp32), else PyTorch."""
     backbone = model.backbone.eval()
     if bf16:
-        return torch_runner(backbone, bf16=True)
+        return torch_runner(fold_batchnorm(backbone), bf16=True)
     if next(backbone.parameters()).device.type == "cpu":
         runner = onnx_runner(backbone, img_size)
         if runner is not None:
             return runner
-    return torch_runner(backbone)
+    return torch_runner(fold_batchnorm(backbone))
 
 
-def extract(runner: Runner, dataset: Dataset, batch_size: int, workers: int, description: str,
-            progress: bool) -> np.ndarray:
+def extract(runner: Runner, dataset: Dataset, batch_size: int, workers: int, seed: int, description: str,
+            progress: bool, out: np.ndarray) -> None:
+    """Fill ``out`` ([len(dataset), D], typically a slice of a memory-mapped file) batch by batch: memory stays
+    bounded by one batch however large the data set."""
+    # A private generator: the global random stream that phase 1 then draws from (shuffling, dropout) stays the
+    # one the naive way would see. Workers get their seeds from it, and from those the augmenters theirs.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        worker_init_fn=_seed_worker_augmenter)
-    batches = track(loader, total=len(loader), description=description, enabled=progress)
-    chunks = [runner(normalise_batch(images, channels_last=False)) for images, *_ in batches]
-    return np.concatenate(chunks).astype(np.float32)
+                        worker_init_fn=_seed_worker_augmenter, generator=torch.Generator().manual_seed(seed))
+    start = 0
+    for images, *_ in track(loader, total=len(loader), description=description, enabled=progress):
+        features = runner(normalise_batch(images, channels_last=False))
+        out[start:start + len(features)] = features
+        start += len(features)
+
+
+def _open_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
 
 
 def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule, state_dir: Path,
                             progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(train [views, N, D], val [N, D])``, computed once and stored in ``state_dir`` for resumed runs."""
+    """``(train [1 + views, N, D], val [N, D])``, written straight to ``state_dir`` (memory-mapped: AffectNet's
+    290k images x 5 views x 2048 floats are 12 GB) and reused by resumed runs. Each file is written under a
+    temporary name and renamed when complete, so a killed run never leaves a partial array in place."""
     train_file, val_file = state_dir / "phase1_train_features.npy", state_dir / "phase1_val_features.npy"
-    if train_file.is_file() and val_file.is_file():
-        return np.load(train_file, mmap_mode="r"), np.load(val_file, mmap_mode="r")
-    config = datamodule.config
-    runner = make_runner(model, config.img_size, bf16=uses_bf16(config, model))
-    data = datamodule.data
-    batch, workers = max(config.batch_size, 64), loader_workers(config)
-    views = [extract(runner, AffectDataset(data, data.positions("train")), batch, workers,
-                     "Phase-1 features (clean)", progress)]
-    for v in range(config.phase1_views):
-        augmenter = TrainAugmenter(config.augmentation, seed=config.seed * 1000 + v)
-        views.append(extract(runner, AffectDataset(data, data.positions("train"), augmenter), batch, workers,
-                             f"Phase-1 features (view {v + 1}/{config.phase1_views})", progress))
-    val = extract(runner, AffectDataset(data, data.positions("val")), batch, workers, "Phase-1 features (val)",
-                  progress)
-    train = np.stack(views)
-    for path, array in ((train_file, train), (val_file, val)):
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    return train, val
+    if not (train_file.is_file() and val_file.is_file()):
+        config, data = datamodule.config, datamodule.data
+        runner = make_runner(model, config.img_size, bf16=uses_bf16(config, model))
+        batch, workers = max(config.batch_size, 64), loader_workers(config)
+        train_positions, val_positions = data.positions("train"), data.positions("val")
+        dim = model.num_features
+        tmp_train, tmp_val = (path.with_name(path.name + ".tmp.npy") for path in (train_file, val_file))
+        train = _open_array(tmp_train, (1 + config.phase1_views, len(train_positions), dim))
+        extract(runner, AffectDataset(data, train_positions), batch, workers, config.seed, "Phase-1 features (clean)",
+                progress, train[0])
+        for v in range(config.phase1_views):
+            view_seed = config.seed * 1000 + v
+            extract(runner, AffectDataset(data, train_positions, TrainAugmenter(config.augmentation, seed=view_seed)),
+                    batch, workers, view_seed, f"Phase-1 features (view {v + 1}/{config.phase1_views})", progress,
+                    train[1 + v])
+        val = _open_array(tmp_val, (len(val_positions), dim))
+        extract(runner, AffectDataset(data, val_positions), batch, workers, config.seed, "Phase-1 features (val)",
+                progress, val)
+        for array, tmp, path in ((train, tmp_train, train_file), (val, tmp_val, val_file)):
+            array.flush()
+            os.replace(tmp, path)
+    # Plain arrays over the mapped files: numpy's memmap subclass makes every batch gather several times slower.
+    return np.asarray(np.load(train_file, mmap_mode="r")), np.asarray(np.load(val_file, mmap_mode="r"))
 
 
-class FeatureViews(Dataset):
-    """Training features: each item is one randomly chosen stored view of an image (clean or augmented)."""
+class StoredFeatures(Dataset):
+    """Stored features, read a batch at a time: the loader's BatchSampler hands over a list of positions, so each
+    step costs one gather instead of a Python call and a collate per image. Given ``[views, N, D]`` features, each
+    image of the batch gets one of its stored views (clean or augmented) at random. Memory-mapped arrays stay on
+    disk except for the rows a batch reads."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, va: np.ndarray):
         self.features, self.labels, self.va = features, labels, va
 
     def __len__(self) -> int:
-        return self.features.shape[1]
+        return len(self.labels)
 
-    def __getitem__(self, i: int):
-        view = int(torch.randint(self.features.shape[0], ()))
-        return torch.from_numpy(np.array(self.features[view, i])), torch.tensor(self.labels[i]), torch.from_numpy(self.va[i])
+    def __getitem__(self, positions: list[int]):
+        positions = np.asarray(positions)
+        if self.features.ndim == 2:
+            rows = self.features[positions]
+        elif len(self.features) == 1:  # no draw: the random stream stays the one the naive way sees
+            rows = self.features[0, positions]
+        else:
+            views = torch.randint(len(self.features), (len(positions),)).numpy()
+            rows = self.features[views, positions]
+        return (torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)),
+                torch.from_numpy(self.labels[positions]), torch.from_numpy(self.va[positions]))
 
 
-class FixedFeatures(Dataset):
-    def __init__(self, features: np.ndarray, labels: np.ndarray, va: np.ndarray):
-        self.features, self.labels, self.va = features, labels, va
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int):
-        return torch.from_numpy(np.array(self.features[i])), torch.tensor(self.labels[i]), torch.from_numpy(self.va[i])
+def _batched(dataset: StoredFeatures, sampler: Sampler, batch_size: int) -> DataLoader:
+    # The head is tiny: worker processes would cost more than they save.
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
 
 
 def feature_loaders(datamodule: AffectDataModule, train: np.ndarray, val: np.ndarray) -> tuple[DataLoader, DataLoader]:
     data, config = datamodule.data, datamodule.config
     tr, va = data.positions("train"), data.positions("val")
-    train_set = FeatureViews(train, data.expression[tr], data.valence_arousal[tr])
-    val_set = FixedFeatures(val, data.expression[va], data.valence_arousal[va])
-    sampler = datamodule._balanced_sampler(AffectDataset(data, tr)) if config.weighted_sampler else None
-    # The head is tiny: worker processes would cost more than they save.
-    return (DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler),
-            DataLoader(val_set, batch_size=config.batch_size))
+    train_set = StoredFeatures(train, data.expression[tr], data.valence_arousal[tr])
+    val_set = StoredFeatures(val, data.expression[va], data.valence_arousal[va])
+    sampler = datamodule._balanced_sampler(AffectDataset(data, tr)) if config.weighted_sampler else RandomSampler(train_set)
+    # Validation batches can be as large as memory allows: BatchNorm is in eval mode and the epoch metrics are
+    # weighted by batch size, so only the number of steps changes.
+    return (_batched(train_set, sampler, config.batch_size),
+            _batched(val_set, SequentialSampler(val_set), max(config.batch_size, 1024)))
 
 
-__all__ = ["compute_phase1_features", "feature_loaders", "TrainAugmenter"]
+__all__ = ["StoredFeatures", "compute_phase1_features", "feature_loaders", "make_runner"]
