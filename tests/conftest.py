@@ -20,10 +20,14 @@ from affectkit.config import Config  # noqa: E402
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    """96 synthetic faces (12 per class) in the AffectNet layout."""
+    """96 synthetic faces (12 per class) in the AffectNet layout, without the demo's settings file: tests state
+    the settings they depend on."""
+    from affectkit.config import DATA_CONFIG_NAME
     from affectkit.data.synthetic import make_demo_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n=96, seed=0, progress=False)
+    root = make_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n=96, seed=0, progress=False)
+    (root / DATA_CONFIG_NAME).unlink()
+    return root
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def test_bad_config_is_a_clear_error(tmp_path):
 def test_shipped_config_files_load_and_demo_yaml_is_the_demo_profile():
     from pathlib import Path
 
-    from affectkit.pipeline import DEMO_PROFILE
+    from affectkit.data.synthetic import DEMO_PROFILE
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     loaded = {path.stem: load_config(path) for path in configs.glob("*.yaml")}
@@ -47,3 +47,31 @@ def test_shipped_config_files_load_and_demo_yaml_is_the_demo_profile():
     assert loaded["spec"] == Config()
     assert loaded["demo"] == Config(**DEMO_PROFILE)  # `affectkit demo` and `--config configs/demo.yaml` agree
     assert loaded["demo"].lr_schedule == "cosine"
+
+
+def test_a_data_folder_settings_file_sits_between_defaults_and_the_config_file(tmp_path):
+    from affectkit.config import DATA_CONFIG_NAME
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert load_config(data=data) == Config()  # no file, the defaults
+    (data / DATA_CONFIG_NAME).write_text("img_size: 64\nepochs: 60\naugmentation: {rotation_range: 5, zoom_range: 0.1}\n")
+    from_data = load_config(data=data)
+    assert (from_data.img_size, from_data.epochs, from_data.augmentation.rotation_range) == (64, 60, 5)
+    assert from_data.augmentation.width_shift_range == 0.2  # keys the file leaves out keep their defaults
+    user = tmp_path / "user.yaml"
+    user.write_text("epochs: 3\naugmentation: {rotation_range: 0}\n")
+    both = load_config(user, data=data)
+    assert (both.img_size, both.epochs) == (64, 3)
+    assert (both.augmentation.rotation_range, both.augmentation.zoom_range) == (0, 0.1)  # merged key by key
+    (data / DATA_CONFIG_NAME).write_text("img_size: big\n")
+    with pytest.raises(AffectkitError, match="img_size") as err:
+        load_config(data=data)
+    assert str(data / DATA_CONFIG_NAME) in str(err.value)
+
+
+def test_demo_data_carries_the_demo_profile(tmp_path):
+    from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset
+
+    root = make_demo_dataset(tmp_path / "demo", n=8, seed=0, progress=False)
+    assert load_config(data=root) == Config(**DEMO_PROFILE)

@@ -4,6 +4,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from affectkit.config import Config
 from affectkit.evaluation.comparison import COLUMNS
@@ -80,3 +81,14 @@ def test_every_command_has_help():
     for command in ("make-demo-data", "analyze", "train", "run", "evaluate", "demo"):
         done = _cli(command, "--help")
         assert done.returncode == 0 and "Usage" in done.stdout, command
+
+
+def test_train_command_starts_from_the_data_folders_settings(tmp_path):
+    data = tmp_path / "demo"
+    assert _cli("make-demo-data", str(data), "--n", "48").returncode == 0
+    done = _cli("train", "--model", "custom_cnn", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                "--no-evaluate", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "affectkit.yaml" in " ".join((done.stdout + done.stderr).split())
+    used = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (used["img_size"], used["lr_schedule"], used["epochs"]) == (64, "cosine", 1)  # file, file, option

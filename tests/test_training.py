@@ -156,9 +156,13 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
 
 def test_bf16_autocast_training_learns_and_keeps_fp32_weights(demo_dir, tmp_path, tiny_config):
     config = tiny_config.override(epochs=4, precision="bf16-mixed")
-    result = train_model("custom_cnn", _data(demo_dir, tmp_path, config), tmp_path, config, quiet=True)
+    data = _data(demo_dir, tmp_path, config)
+    result = train_model("custom_cnn", data, tmp_path, config, quiet=True)
     losses = result.history["train_loss"]
     assert losses.iloc[-2:].min() < losses.iloc[0]
+    for split, column in (("train", "train_acc"), ("val", "val_acc")):  # a whole number of images
+        correct = result.history[column] * len(data.positions(split))
+        np.testing.assert_allclose(correct, correct.round(), atol=1e-3)
     model, _ = load_model(result.best_path)
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
@@ -214,3 +218,21 @@ def test_folding_batchnorm_keeps_the_backbone_function(tiny_config):
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), backbone(x), rtol=1e-4, atol=1e-5)
+
+
+def test_epoch_metrics_are_exact_under_bf16_autocast(tiny_config):
+    module = module_mod.AffectModule(build_model("custom_cnn", tiny_config), tiny_config, 1e-3)
+    batches = [(32, k) for k in (17, 20, 9, 31, 25, 14, 22)] + [(16, 10)]  # (size, correct); 240 images in all
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for n, k in batches:
+            labels = torch.zeros(n, dtype=torch.long)
+            labels[k:] = 1
+            logits = torch.zeros(n, 8)
+            logits[:, 0] = 1.0  # predicts class 0 everywhere: right on the first k
+            va = torch.full((n, 2), 0.25)
+            module._accumulate("val", torch.tensor(1.0), logits, torch.zeros(n), torch.zeros(n), labels, va)
+    means = module._means("val")
+    assert float(means["acc"].compute()) == pytest.approx(sum(k for _, k in batches) / 240, abs=1e-6)
+    assert float(means["valence_mae"].compute()) == pytest.approx(0.25, abs=1e-6)
+    module._accumulate("train", torch.tensor(float("nan")), logits, torch.zeros(n), torch.zeros(n), labels, va)
+    assert np.isnan(float(module._means("train")["loss"].compute()))  # a diverged loss is not averaged away

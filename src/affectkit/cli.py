@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from affectkit.config import Config, load_config, parse_set_options
+from affectkit.config import Config, data_config_file, load_config, parse_set_options
 from affectkit.errors import AffectkitError
 from affectkit.inference.commands import register as register_inference
 from affectkit.progress import console
@@ -43,9 +43,13 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*litlogger.*")
 
 
-def build_config(config_file: Path | None, sets: list[str] | None, **options) -> Config:
-    """Defaults <- YAML file <- --set pairs <- explicit options (the most specific wins)."""
-    config = load_config(config_file)
+def build_config(config_file: Path | None, sets: list[str] | None, data: Path | None = None, **options) -> Config:
+    """Defaults <- DATA/affectkit.yaml <- YAML file <- --set pairs <- explicit options (the most specific wins)."""
+    card = data_config_file(data)
+    if card is not None:
+        console.print(f"[cyan]Settings from {card} (this data set's recommended profile); --config and options "
+                      f"override them, deleting the file restores the defaults.[/cyan]")
+    config = load_config(config_file, data=data)
     config = config.override(**parse_set_options(sets))
     return config.override(**options)
 
@@ -145,7 +149,7 @@ def train(
     """Train one model with two-phase transfer learning and the multi-task loss."""
     from affectkit.pipeline import train_one
 
-    cfg = build_config(config, set_, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
+    cfg = build_config(config, set_, data, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
                                                          lr, fine_tune_lr, seed, workers, devices, num_nodes, light))
     train_one(model, data, out, cfg, weights=weights, pretrained=pretrained, resume=resume, quiet=quiet,
               evaluate=evaluate_after)
@@ -178,7 +182,7 @@ def run(
     """The spec's main pipeline: analyse, train every model on one split, evaluate, compare, report."""
     from affectkit.pipeline import run_pipeline
 
-    cfg = build_config(config, set_, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
+    cfg = build_config(config, set_, data, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
                                                          lr, fine_tune_lr, seed, workers, devices, num_nodes, light))
     weight_files = {}
     for item in weights or []:

@@ -148,11 +148,18 @@ def _validate(data: dict, source: str) -> Config:
         raise AffectkitError(f"Invalid configuration in {source}: {problems}") from None
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """The defaults, updated from a YAML file when one is given."""
-    if path is None:
-        return Config()
-    path = Path(path)
+DATA_CONFIG_NAME = "affectkit.yaml"
+
+
+def data_config_file(data: str | Path | None) -> Path | None:
+    """The settings file a data folder may carry (``DATA/affectkit.yaml``, written by ``make-demo-data``), if any."""
+    if data is None:
+        return None
+    path = Path(data) / DATA_CONFIG_NAME
+    return path if path.is_file() else None
+
+
+def _read_mapping(path: Path) -> dict:
     if not path.is_file():
         raise AffectkitError(f"Config file {path} does not exist.")
     try:
@@ -161,7 +168,24 @@ def load_config(path: str | Path | None = None) -> Config:
         raise AffectkitError(f"Config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise AffectkitError(f"Config file {path} must hold a mapping of option names to values.")
-    return _validate(_lower_keys(data), source=str(path))
+    return _lower_keys(data)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path | None = None, data: str | Path | None = None) -> Config:
+    """The defaults, updated from the data folder's own settings file (see :func:`data_config_file`) and then from
+    the YAML file ``path``: the more specific source wins, key by key."""
+    config = Config()
+    for source in (data_config_file(data), path):
+        if source is not None:
+            config = _validate(_merge(config.model_dump(), _read_mapping(Path(source))), source=str(source))
+    return config
 
 
 def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -178,21 +178,9 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
 # on stored features (cheap), so the epoch budget mostly buys the custom CNN, the one model that can learn these
 # faces from scratch in minutes; phase 2 gets one epoch to show fine-tuning end to end. The spec's augmentation
 # (20 degree rotations, 20% shifts) is too strong for 64-pixel faces and 30 epochs; a milder one is used here.
-DEMO_PROFILE = {  # configs/demo.yaml holds the same profile for `affectkit train --config`
-    "img_size": 64,
-    "batch_size": 32,
-    "epochs": 60,
-    "fine_tune_epochs": 1,
-    "lr_schedule": "cosine",
-    "phase1_views": 1,
-    "augmentation": {"rotation_range": 10, "width_shift_range": 0.05, "height_shift_range": 0.05,
-                     "zoom_range": 0.1, "shear_range": 0.1},
-}
-
-
 def run_demo(out: Path, n: int = 1200, resume: bool = False, quiet: bool = False) -> Path:
     from affectkit.data.cache import default_cache_dir
-    from affectkit.data.synthetic import make_demo_dataset, synthetic_version
+    from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset, synthetic_version
 
     data = default_cache_dir() / f"demo-data-n{n}-seed0-{synthetic_version()}"
     if not (data / "done").is_file():

@@ -247,7 +247,7 @@ def tune(
 
     Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png.
     """
-    base = load_config(config).override(**parse_set_options(set_)).override(
+    base = load_config(config, data=data).override(**parse_set_options(set_)).override(
         epochs=epochs, fine_tune_epochs=fine_tune_epochs, img_size=img_size, max_samples=max_samples)
     names = [m.strip() for m in models.split(",") if m.strip()]
     best_config = run_study(data, out, base, trials, names, timeout_s=timeout, quiet=quiet)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import lightning as L
 import numpy as np
@@ -60,17 +61,19 @@ class AffectModule(L.LightningModule):
 
     # Epoch means are accumulated here and logged once per epoch: a `self.log` call costs about a millisecond of
     # Lightning bookkeeping, as much as a whole head step on stored features. MeanMetric syncs across DDP processes.
+    # A NaN (a diverged loss) stays NaN in the epoch's mean; nan_strategy="disable" would also drop the batch
+    # weights (torchmetrics 1.x treats every batch as weight 1 then).
     _METRICS = ("loss", "acc", "valence_mae", "arousal_mae")
 
     def _means(self, stage: str) -> dict[str, MeanMetric]:
         if stage not in self._epoch_means:
-            self._epoch_means[stage] = {name: MeanMetric(nan_strategy="disable").to(self.device) for name in self._METRICS}
+            self._epoch_means[stage] = {name: MeanMetric(nan_strategy=math.nan).to(self.device) for name in self._METRICS}
         return self._epoch_means[stage]
 
     def _accumulate(self, stage, loss, logits, valence, arousal, labels, va) -> None:
         means = self._means(stage)
         n = len(labels)
-        means["loss"].update(loss.detach(), n)
+        means["loss"].update(loss.detach().float(), n)
         means["acc"].update((logits.argmax(1) == labels).float().mean(), n)
         for name, pred, col in (("valence", valence, 0), ("arousal", arousal, 1)):
             mae, count = _masked_mae(pred.detach().float(), va[:, col])

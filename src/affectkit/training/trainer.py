@@ -129,6 +129,8 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
     model.set_backbone_trainable(not phase.freeze_backbone)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    if config.compile:
+        model.compile()  # in place, so state-dict keys, checkpoints and saved models stay as they are
     weights = class_weights(datamodule)
     if uses_feature_cache(phase, config):
         from affectkit.training.features import compute_phase1_features, feature_loaders
