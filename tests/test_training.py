@@ -236,3 +236,20 @@ def test_epoch_metrics_are_exact_under_bf16_autocast(tiny_config):
     assert float(means["valence_mae"].compute()) == pytest.approx(0.25, abs=1e-6)
     module._accumulate("train", torch.tensor(float("nan")), logits, torch.zeros(n), torch.zeros(n), labels, va)
     assert np.isnan(float(module._means("train")["loss"].compute()))  # a diverged loss is not averaged away
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(demo_dir, tmp_path, tiny_config):
+    """`compile: true` (torch.compile, inductor) compiles the model in place: it trains like eager (dropout masks
+    come from another generator, hence the tolerance) and the saved model has the usual parameter names."""
+    from torch._dynamo.utils import counters
+
+    config = tiny_config.override(epochs=1)
+    data = _data(demo_dir, tmp_path, config)
+    eager = train_model("custom_cnn", data, tmp_path / "eager", config, quiet=True)
+    counters.clear()
+    compiled = train_model("custom_cnn", data, tmp_path / "compiled", config.override(compile=True), quiet=True)
+    assert counters["stats"]["unique_graphs"] > 0
+    for column in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(compiled.history[column], eager.history[column], rtol=2e-2)
+    model, _ = load_model(compiled.best_path)
+    assert not any("_orig_mod" in key for key in model.state_dict())
