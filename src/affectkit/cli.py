@@ -11,10 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from affectkit.config import Config, data_config_file, load_config, parse_set_options
+from affectkit.config import Config, load_config, parse_set_options
 from affectkit.errors import AffectkitError
 from affectkit.inference.commands import register as register_inference
-from affectkit.progress import console
+from affectkit.progress import announce_data_config, console
 from affectkit.tuning import register as register_tuning
 
 app = typer.Typer(
@@ -45,10 +45,7 @@ def _quiet_libraries() -> None:
 
 def build_config(config_file: Path | None, sets: list[str] | None, data: Path | None = None, **options) -> Config:
     """Defaults <- DATA/affectkit.yaml <- YAML file <- --set pairs <- explicit options (the most specific wins)."""
-    card = data_config_file(data)
-    if card is not None:
-        console.print(f"[cyan]Settings from {card} (this data set's recommended profile); --config and options "
-                      f"override them, deleting the file restores the defaults.[/cyan]")
+    announce_data_config(data)
     config = load_config(config_file, data=data)
     config = config.override(**parse_set_options(sets))
     return config.override(**options)

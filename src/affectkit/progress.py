@@ -16,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from affectkit.config import data_config_file
+
 T = TypeVar("T")
 # Logs (stderr not a terminal) get long lines rather than epoch summaries wrapped at Rich's default 80 columns.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -44,3 +46,11 @@ def track(items: Iterable[T], total: int | None = None, description: str = "", e
         for item in items:
             yield item
             progress.advance(task)
+
+
+def announce_data_config(data) -> None:
+    """One line when a command takes its starting settings from the data folder's ``affectkit.yaml``."""
+    card = data_config_file(data)
+    if card is not None:
+        console.print(f"[cyan]Settings from {card} (this data set's recommended profile); --config and options "
+                      f"override them, deleting the file restores the defaults.[/cyan]")

@@ -23,7 +23,7 @@ import yaml
 
 from affectkit.config import Config, load_config, parse_set_options
 from affectkit.errors import AffectkitError
-from affectkit.progress import console
+from affectkit.progress import announce_data_config, console
 
 # cli.py imports this module to register ``tune``: Lightning, torch and Optuna are imported where they are used, so
 # they do not slow every other command down by seconds.
@@ -247,6 +247,7 @@ def tune(
 
     Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png.
     """
+    announce_data_config(data)
     base = load_config(config, data=data).override(**parse_set_options(set_)).override(
         epochs=epochs, fine_tune_epochs=fine_tune_epochs, img_size=img_size, max_samples=max_samples)
     names = [m.strip() for m in models.split(",") if m.strip()]
