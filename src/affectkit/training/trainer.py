@@ -89,8 +89,11 @@ def class_weights(datamodule: AffectDataModule) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, quiet: bool) -> L.Trainer:
+def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, quiet: bool,
+                  stored_features: bool) -> L.Trainer:
     accelerator, precision = resolve_accelerator(config, model)
+    if stored_features:  # the head trains in fp32 on them (FeatureHeadModule); a mixed-precision plugin only adds work
+        precision = "32-true"
     if not quiet:
         callbacks = [*callbacks, RichProgressBar(leave=False)]
     return L.Trainer(
@@ -154,7 +157,8 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
                         every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True),
         *extra_callbacks,
     ]
-    trainer = _make_trainer(config, model, phase, callbacks, quiet)
+    trainer = _make_trainer(config, model, phase, callbacks, quiet,
+                            stored_features=isinstance(module, FeatureHeadModule))
     with warnings.catch_warnings():
         # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
