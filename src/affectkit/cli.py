@@ -146,8 +146,9 @@ def train(
     """Train one model with two-phase transfer learning and the multi-task loss."""
     from affectkit.pipeline import train_one
 
-    cfg = build_config(config, set_, data, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
-                                                         lr, fine_tune_lr, seed, workers, devices, num_nodes, light))
+    cfg = build_config(config, set_, data, **_training_options(epochs, fine_tune_epochs, img_size, batch_size,
+                                                               max_samples, lr, fine_tune_lr, seed, workers, devices,
+                                                               num_nodes, light))
     train_one(model, data, out, cfg, weights=weights, pretrained=pretrained, resume=resume, quiet=quiet,
               evaluate=evaluate_after)
 
@@ -179,8 +180,9 @@ def run(
     """The spec's main pipeline: analyse, train every model on one split, evaluate, compare, report."""
     from affectkit.pipeline import run_pipeline
 
-    cfg = build_config(config, set_, data, **_training_options(epochs, fine_tune_epochs, img_size, batch_size, max_samples,
-                                                         lr, fine_tune_lr, seed, workers, devices, num_nodes, light))
+    cfg = build_config(config, set_, data, **_training_options(epochs, fine_tune_epochs, img_size, batch_size,
+                                                               max_samples, lr, fine_tune_lr, seed, workers, devices,
+                                                               num_nodes, light))
     weight_files = {}
     for item in weights or []:
         key, sep, file = item.partition("=")

@@ -174,11 +174,8 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     return metrics
 
 
-# A CPU-sized profile: small images, still every model and both phases. Phase 1 of the pretrained-style models runs
-# on stored features (cheap), so the epoch budget mostly buys the custom CNN, the one model that can learn these
-# faces from scratch in minutes; phase 2 gets one epoch to show fine-tuning end to end. The spec's augmentation
-# (20 degree rotations, 20% shifts) is too strong for 64-pixel faces and 30 epochs; a milder one is used here.
 def run_demo(out: Path, n: int = 1200, resume: bool = False, quiet: bool = False) -> Path:
+    """The whole pipeline on ``n`` rendered demo faces (cached), with their CPU profile (``DEMO_PROFILE``)."""
     from affectkit.data.cache import default_cache_dir
     from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset, synthetic_version
 

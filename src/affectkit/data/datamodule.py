@@ -102,7 +102,8 @@ def cache_workers(config: Config) -> int:
 
 def normalise(images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) with ImageNet statistics, for numpy callers."""
-    return normalise_batch(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), channels_last=False).numpy()
+    images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return normalise_batch(images, channels_last=False).numpy()
 
 
 def normalise_batch(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:

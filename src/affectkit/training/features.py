@@ -178,7 +178,8 @@ def feature_loaders(datamodule: AffectDataModule, train: np.ndarray, val: np.nda
     tr, va = data.positions("train"), data.positions("val")
     train_set = StoredFeatures(train, data.expression[tr], data.valence_arousal[tr])
     val_set = StoredFeatures(val, data.expression[va], data.valence_arousal[va])
-    sampler = datamodule._balanced_sampler(AffectDataset(data, tr)) if config.weighted_sampler else RandomSampler(train_set)
+    sampler = (datamodule._balanced_sampler(AffectDataset(data, tr)) if config.weighted_sampler
+               else RandomSampler(train_set))
     # Validation batches can be as large as memory allows: BatchNorm is in eval mode and the epoch metrics are
     # weighted by batch size, so only the number of steps changes.
     return (_batched(train_set, sampler, config.batch_size),

@@ -55,7 +55,7 @@ class AffectModule(L.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         logits, valence, arousal, target, labels, va = self._outputs(batch, stage)
         loss, _ = multitask_loss(logits.float(), valence.float(), arousal.float(), target, va, self.config.loss,
-                                     self.class_weights)
+                                 self.class_weights)
         self._accumulate(stage, loss, logits, valence, arousal, labels, va)
         return loss
 
@@ -67,7 +67,8 @@ class AffectModule(L.LightningModule):
 
     def _means(self, stage: str) -> dict[str, MeanMetric]:
         if stage not in self._epoch_means:
-            self._epoch_means[stage] = {name: MeanMetric(nan_strategy=math.nan).to(self.device) for name in self._METRICS}
+            self._epoch_means[stage] = {name: MeanMetric(nan_strategy=math.nan).to(self.device)
+                                        for name in self._METRICS}
         return self._epoch_means[stage]
 
     def _accumulate(self, stage, loss, logits, valence, arousal, labels, va) -> None:
