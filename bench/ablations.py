@@ -1,4 +1,5 @@
-"""What each opt-in "future improvement" does for the custom CNN, one option at a time against a baseline.
+"""What each opt-in "future improvement" does for the custom CNN, one option at a time against a baseline; with
+``--recipe``, what each choice of the recommended recipe (configs/recommended.yaml) is worth, one at a time undone.
 
 Every run trains the custom CNN from the same seed on the same split for the same number of epochs (early stopping
 is off so no option gets a shorter budget), then scores its best-validation-loss model on the test split. The
@@ -10,6 +11,10 @@ One seed and a small test split: differences of a few points are noise, not evid
     python bench/ablations.py                       # 15 runs; 27 min measured on a shared, loaded 2-core box
     python bench/ablations.py --quick               # smoke run, under a minute
     python bench/ablations.py --n 1600 --img-size 64 --epochs 30 --out results/
+    python bench/ablations.py --recipe --n 1600    # the recipe's levers; writes recipe_ablations.md
+
+The recipe setting stands in for a small real set: a few hundred faces per class with the renderer's nuisances
+(pose, lighting, occluders, background clutter), MobileNetV2 from its shipped ImageNet weights.
 
 Writes ablations.md (rewritten after every run, so a killed bench keeps its finished rows).
 """
@@ -48,6 +53,27 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "SE attention": {"attention": "se"},
     "CBAM attention": {"attention": "cbam"},
 }
+# Each lever of the recommended recipe, undone one at a time (the first row is the recipe itself).
+RECIPE_LEVERS: dict[str, dict[str, Any]] = {
+    "recommended recipe": {},
+    "random start instead of ImageNet": {"pretrained": False},
+    "spec fine-tuning (Adam 1e-4 flat, no warm-up, BatchNorm trained)": {
+        "optimizer": "adam", "weight_decay": 0.0, "fine_tune_lr": 1e-4, "backbone_lr_scale": 1.0,
+        "fine_tune_warmup_epochs": 0, "fine_tune_batchnorm": "train", "lr_schedule": "plateau"},
+    "no warm-up, BatchNorm trained in phase 2": {"fine_tune_warmup_epochs": 0, "fine_tune_batchnorm": "train"},
+    "backbone at the head's learning rate": {"backbone_lr_scale": 1.0},
+    "64 px instead of the recipe's size": {"img_size": 64},
+    "no label smoothing": {"loss.label_smoothing": 0.0},
+    "Adam without weight decay": {"optimizer": "adam", "weight_decay": 0.0},
+    "no flip test-time augmentation": {"tta_flip": False},
+    "select on validation loss": {"selection_metric": "val_loss"},
+    "spec augmentation (rotation 20, shifts and zoom 0.2)": {
+        "augmentation.rotation_range": 20, "augmentation.width_shift_range": 0.2,
+        "augmentation.height_shift_range": 0.2, "augmentation.zoom_range": 0.2},
+    "half the fine-tuning epochs": {},  # filled in from the recipe's own budget
+}
+RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
+
 COLUMNS = ("option", "data", "accuracy", "macro-F1", "valence CCC", "arousal CCC", "training time (s)")
 # The renderer's fine strokes (wrinkles, lids) need some pixels; the image cache then resizes to --img-size.
 MIN_RENDER_SIZE = 64
@@ -85,25 +111,38 @@ def demo_data(root: Path, settings: Settings, imbalance: bool, config: Config) -
     return prepare_data(folder / "data", config, splits_path=folder / "splits.csv", progress=False)
 
 
-def run_option(option: str, data: PreparedData, run_dir: Path, config: Config) -> dict[str, Any]:
-    result = train_model("custom_cnn", data, run_dir, config.override(**OPTIONS[option]), quiet=True)
+def run_option(option: str, data: PreparedData, run_dir: Path, config: Config, model_name: str = "custom_cnn",
+               changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    run_config = config.override(**(OPTIONS[option] if changes is None else changes))
+    result = train_model(model_name, data, run_dir, run_config, quiet=True)
     model, _ = load_model(result.best_path)
     test = data.positions("test")
-    metrics = score(predict_split(model, data, test, progress=False), data, test)
+    pred = predict_split(model, data, test, progress=False, tta_flip=run_config.tta_flip)
+    metrics = score(pred, data, test)
     return {"accuracy": metrics["expression"]["accuracy"], "macro-F1": metrics["expression"]["macro_f1"],
             "valence CCC": metrics["valence"]["ccc"], "arousal CCC": metrics["arousal"]["ccc"],
             "training time (s)": result.train_time_s}
 
 
-def markdown(rows: list[dict[str, Any]], settings: Settings, sizes: dict[str, dict[str, int]], elapsed: float) -> str:
+def markdown(rows: list[dict[str, Any]], settings: Settings, sizes: dict[str, dict[str, int]], elapsed: float,
+             recipe: Config | None = None) -> str:
     split = "; ".join(f"{kind}: {', '.join(f'{k} {v}' for k, v in counts.items())}" for kind, counts in sizes.items())
+    if recipe is None:
+        title = "# Ablations: custom CNN, one option at a time"
+        setting = (f"{settings.n} demo faces per data set at {settings.img_size}x{settings.img_size}, {settings.epochs} "
+                   f"epochs, seed {settings.seed}, batch 32, early stopping off")
+    else:
+        title = "# Ablations: the recommended recipe, one choice undone at a time"
+        setting = (f"{settings.n} demo faces per data set, MobileNetV2 (the light ResNet50) trained with "
+                   f"configs/recommended.yaml ({recipe.img_size} px, phase 1 {recipe.epochs} + phase 2 "
+                   f"{recipe.fine_tune_epochs} epochs), each row changing only what its name says, seed "
+                   f"{settings.seed}, early stopping off")
     lines = [
-        "# Ablations: custom CNN, one option at a time",
+        title,
         "",
-        f"{settings.n} demo faces per data set at {settings.img_size}x{settings.img_size}, {settings.epochs} epochs, "
-        f"seed {settings.seed}, batch 32, early stopping off, {torch.get_num_threads()} PyTorch thread(s); split "
-        f"sizes {split}. Scores on the test split with the best-validation-loss epoch. One seed and a small test "
-        f"split: a few points either way is noise. Bench wall time {elapsed / 60:.1f} min.",
+        f"{setting}, {torch.get_num_threads()} PyTorch thread(s); split sizes {split}. Test-split scores of the model "
+        f"each run selected on validation. One seed and a small test split: a few points either way is noise. Bench "
+        f"wall time {elapsed / 60:.1f} min.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|",
@@ -121,6 +160,30 @@ def plan(quick: bool) -> list[tuple[str, bool]]:
     return [(option, False) for option in OPTIONS] + [(option, True) for option in ("baseline", *BALANCING)]
 
 
+def recipe_plan(quick: bool) -> list[tuple[str, bool]]:
+    levers = list(RECIPE_LEVERS)[:2] if quick else list(RECIPE_LEVERS)
+    return [(lever, False) for lever in levers] + [(lever, True) for lever in RECIPE_BALANCING[: 1 if quick else 2]]
+
+
+def recipe_changes(lever: str, recipe: Config) -> dict[str, Any]:
+    if lever == "half the fine-tuning epochs":
+        return {"fine_tune_epochs": max(recipe.fine_tune_epochs // 2, 1)}
+    if lever == "class-weighted CE":
+        return {"loss.class_weighting": True}
+    return RECIPE_LEVERS[lever]
+
+
+def recipe_config(settings: Settings, cache_dir: Path, quick: bool) -> Config:
+    from affectkit.config import load_config
+
+    recipe = load_config(Path(__file__).parents[1] / "configs" / "recommended.yaml")
+    changes: dict[str, Any] = {"seed": settings.seed, "cache_dir": str(cache_dir), "num_workers": 0,
+                               "early_stopping_patience": 1000}
+    if quick:
+        changes.update(img_size=32, epochs=1, fine_tune_epochs=1)
+    return recipe.override(**changes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="demo faces per data set")
@@ -130,30 +193,44 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: 160 faces, 32 px, 2 epochs, 4 runs")
     parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for ablations.md")
+    parser.add_argument("--recipe", action="store_true", help="ablate the recommended recipe's choices instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes_and_epochs = (160, 32, 2) if args.quick else (args.n, args.img_size, args.epochs)
+    if args.recipe and not args.quick:  # faces are rendered at the recipe's input size
+        sizes_and_epochs = (args.n, 112, args.epochs)
     settings = Settings(*sizes_and_epochs, args.seed)
     quiet_lightning()
     args.out.mkdir(parents=True, exist_ok=True)
-    report = args.out / "ablations.md"
+    report = args.out / ("recipe_ablations.md" if args.recipe else "ablations.md")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="affectkit-ablations-") as tmp:
         root = Path(tmp)
-        config = base_config(settings, root / "cache")
+        recipe = recipe_config(settings, root / "cache", args.quick) if args.recipe else None
+        config = recipe or base_config(settings, root / "cache")
         datasets = {kind: demo_data(root, settings, kind == "imbalanced", config)
                     for kind in ("balanced", "imbalanced")}
         sizes = {kind: d.splits["split"].value_counts().to_dict() for kind, d in datasets.items()}
         rows: list[dict[str, Any]] = []
-        for i, (option, imbalanced) in enumerate(plan(args.quick)):
+        for i, (option, imbalanced) in enumerate(recipe_plan(args.quick) if recipe else plan(args.quick)):
             kind = "imbalanced" if imbalanced else "balanced"
-            row = {"option": option, "data": kind,
-                   **run_option(option, datasets[kind], root / "runs" / f"{i:02d}", config)}
+            run_dir = root / "runs" / f"{i:02d}"
+            if recipe is None:
+                result = run_option(option, datasets[kind], run_dir, config)
+            else:
+                changes = recipe_changes(option, recipe)
+                data = datasets[kind]
+                if changes.get("img_size", recipe.img_size) != recipe.img_size:  # same faces and split, resized
+                    folder = root / kind
+                    data = prepare_data(folder / "data", config.override(img_size=changes["img_size"]),
+                                        splits_path=folder / "splits.csv", progress=False)
+                result = run_option(option, data, run_dir, config, model_name="resnet50", changes=changes)
+            row = {"option": option, "data": kind, **result}
             rows.append(row)
             print(f"{option:32s} {kind:10s} acc {row['accuracy']:.3f}  macro-F1 {row['macro-F1']:.3f}  "
                   f"CCC v {row['valence CCC']:.3f} a {row['arousal CCC']:.3f}  {row['training time (s)']:.0f}s",
                   flush=True)
-            report.write_text(markdown(rows, settings, sizes, time.perf_counter() - start))
+            report.write_text(markdown(rows, settings, sizes, time.perf_counter() - start, recipe))
     print(f"Wrote {report} ({(time.perf_counter() - start) / 60:.1f} min)")
 
 

@@ -75,3 +75,69 @@ def test_demo_data_carries_the_demo_profile(tmp_path):
 
     root = make_demo_dataset(tmp_path / "demo", n=8, seed=0, progress=False)
     assert load_config(data=root) == Config(**DEMO_PROFILE)
+
+
+def test_set_values_take_the_declared_type_of_their_key():
+    from affectkit.config import coerce_value
+
+    sets = parse_set_options(["precision=32", "loss.focal_gamma=2", "augmentation.mixup_alpha=0.2", "IMG_SIZE=64",
+                              "class_map.scream=fear", "class_map.yes=no", "max_samples=null", "num_workers=2",
+                              "devices=auto", r"group_pattern=^[A-Z", "augmentation.rand_augment=rand-m9-mstd0.5"])
+    c = Config(max_samples=100).with_values(sets)
+    assert c.precision == "32" and c.loss.focal_gamma == 2 and c.augmentation.mixup_alpha == 0.2 and c.img_size == 64
+    assert c.class_map == {"scream": "fear", "yes": "no"}  # YAML would read "no" as false
+    assert c.max_samples is None and c.num_workers == 2 and c.devices == "auto" and c.group_pattern == "^[A-Z"
+    assert coerce_value("use_light_models", "yes") is True and coerce_value("no_such_key", "32") == 32
+    with pytest.raises(AffectkitError, match="precision"):
+        Config().with_values(parse_set_options(["precision=64"]))
+    with pytest.raises(AffectkitError, match="no_such_key"):
+        Config().with_values(parse_set_options(["no_such_key=1"]))
+
+
+def test_every_key_is_listed_with_a_default_and_a_one_line_description():
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app
+    from affectkit.config import config_reference
+
+    def leaves(data: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in data.items():
+            nested = isinstance(value, dict) and key != "class_map"
+            out.update(leaves(value, f"{prefix}{key}.") if nested else {prefix + key: value})
+        return out
+
+    reference = {row["key"]: row for row in config_reference()}
+    assert reference.keys() == leaves(Config().model_dump()).keys()
+    for key, value in leaves(Config().model_dump()).items():
+        assert reference[key]["default"] == value
+        description = reference[key]["description"]
+        assert description and "\n" not in description and len(description) < 120, key
+    assert reference["precision"]["type"] == "auto|32|bf16-mixed|16-mixed"
+    listing = CliRunner().invoke(app, ["config"])
+    assert listing.exit_code == 0
+    for key in ("loss.focal_gamma", "augmentation.mixup_alpha", "class_map", "tensorboard"):
+        assert key in listing.stdout
+
+
+@pytest.mark.parametrize("command", [["train", "--model", "custom_cnn", "--data"], ["run"], ["tune"]])
+def test_print_config_prints_yaml_that_config_reads_back_unchanged(command, tmp_path):
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app, build_config
+    from affectkit.config import DATA_CONFIG_NAME
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DATA_CONFIG_NAME).write_text("img_size: 64\naugmentation: {rotation_range: 5}\n")
+    sets = ["--set", "precision=32", "--set", "class_map.scream=fear", "--set", "loss.focal_gamma=2"]
+    out = tmp_path / "out"
+    printed = CliRunner().invoke(app, [*command, str(data), "--out", str(out), "--epochs", "3", *sets,
+                                       "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed.stdout)
+    expected = build_config(None, sets[1::2], data, epochs=3)
+    assert load_config(saved) == expected and load_config(saved, data=data) == expected
+    assert expected.precision == "32" and expected.img_size == 64 and expected.augmentation.rotation_range == 5
+    assert not out.exists()  # nothing trained

@@ -23,6 +23,7 @@ def test_two_process_ddp_matches_one_process(demo_dir, tmp_path):
     double, metrics = _train(demo_dir, tmp_path / "two", 2)
     assert len(double) == len(single) == 2
     assert metrics.is_file()  # rank 0 went on to evaluate
+    assert len(list((tmp_path / "two" / "logs" / "CustomCNN" / "phase1").glob("events.out.tfevents.*"))) == 1  # rank 0's
     # With the weights held still (lr 1e-9) the synchronised validation loss of the two halves is the whole's;
     # only the BatchNorm statistics (other batches) and DistributedSampler's padding differ.
     assert abs(double["val_loss"].iloc[-1] - single["val_loss"].iloc[-1]) < 0.05

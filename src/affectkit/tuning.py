@@ -241,6 +241,8 @@ def tune(
     fine_tune_epochs: Annotated[Optional[int], typer.Option(help="Phase-2 epochs per trial.")] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels.")] = None,
     max_samples: Annotated[Optional[int], typer.Option(help="Tune on a stratified subsample of N images.")] = None,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="Print the resolved base config as YAML (fit for --config) and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-trial lines.")] = False,
 ) -> None:
     """Search learning rates, dropout, head width, valence/arousal loss weights and the model with Optuna.
@@ -248,8 +250,11 @@ def tune(
     Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png.
     """
     announce_data_config(data)
-    base = load_config(config, data=data).override(**parse_set_options(set_)).override(
+    base = load_config(config, data=data).with_values(parse_set_options(set_)).override(
         epochs=epochs, fine_tune_epochs=fine_tune_epochs, img_size=img_size, max_samples=max_samples)
+    if print_config:  # stdout holds the YAML alone; notes go to stderr
+        typer.echo(base.dump_yaml(), nl=False)
+        raise typer.Exit()
     names = [m.strip() for m in models.split(",") if m.strip()]
     best_config = run_study(data, out, base, trials, names, timeout_s=timeout, quiet=quiet)
     best = json.loads((out / "best_trial.json").read_text())

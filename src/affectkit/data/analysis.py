@@ -13,8 +13,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from affectkit.config import CLASS_NAMES  # noqa: E402
-from affectkit.data.cache import decode_resized  # noqa: E402
+from affectkit.data.cache import decode_record  # noqa: E402
 from affectkit.data.reader import DatasetIndex  # noqa: E402
+from affectkit.data.splits import SPLITS, split_description  # noqa: E402
+from affectkit.data.synthetic import is_synthetic_data  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 
@@ -38,7 +40,8 @@ def _stats(values: pd.Series) -> dict[str, float] | None:
             {"min": values.min(), "max": values.max(), "mean": values.mean(), "std": values.std(ddof=0)}.items()}
 
 
-def dataset_summary(index: DatasetIndex) -> dict:
+def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> dict:
+    """The data set's numbers; with the run's ``splits`` also how they were made (given, carved, grouped)."""
     df = records_frame(index)
     counts = df["expression"].value_counts().reindex(range(len(CLASS_NAMES)), fill_value=0)
     per_class = {
@@ -46,9 +49,14 @@ def dataset_summary(index: DatasetIndex) -> dict:
                "arousal": _stats(df.loc[df.expression == i, "arousal"])}
         for i, name in enumerate(CLASS_NAMES)
     }
-    return {
+    summary = {
         "source": str(index.root),
         "layout": index.layout,
+        "layout_description": index.describe(),
+        "synthetic": is_synthetic_data(index.root),  # affectkit's rendered demo faces, not photographs of people
+        "classes": list(CLASS_NAMES),
+        "absent_classes": index.absent_classes(),
+        "grouped_by": index.group_source,
         "valid_samples": len(df),
         "rejected_samples": len(index.rejected),
         "rejected_by_reason": index.rejection_counts(),
@@ -59,6 +67,11 @@ def dataset_summary(index: DatasetIndex) -> dict:
         "has_landmarks": any(r.landmarks is not None for r in index.records),
         "per_class": per_class,
     }
+    if splits is not None:
+        summary["split"] = split_description(splits, index)
+        counts = splits["split"].value_counts()
+        summary["split_sizes"] = {s: int(counts.get(s, 0)) for s in SPLITS}
+    return summary
 
 
 def _sample_grid(ax_grid, index: DatasetIndex, seed: int) -> None:
@@ -69,7 +82,7 @@ def _sample_grid(ax_grid, index: DatasetIndex, seed: int) -> None:
         ax.axis("off")
     for ax, record in zip(ax_grid, picks):
         size = 160
-        ax.imshow(decode_resized(record.image_path, size))
+        ax.imshow(decode_record(record, size))
         if record.landmarks is not None and record.width:
             pts = record.landmarks * np.array([size / record.width, size / record.height])
             ax.scatter(pts[:, 0], pts[:, 1], s=3, c="lime", linewidths=0)
@@ -125,11 +138,12 @@ def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0) 
     return path
 
 
-def analyze(index: DatasetIndex, out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+def analyze(index: DatasetIndex, out_dir: str | Path, seed: int = 0,
+            splits: pd.DataFrame | None = None) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = plot_dataset_analysis(index, out_dir / "dataset_analysis.png", seed)
     summary_path = out_dir / "dataset_summary.json"
-    summary_path.write_text(json.dumps(dataset_summary(index), indent=2))
+    summary_path.write_text(json.dumps(dataset_summary(index, splits), indent=2))
     index.write_quarantine(out_dir / "quarantine.csv")
     return figure, summary_path

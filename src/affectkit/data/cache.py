@@ -19,10 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from affectkit.data.layouts.fer2013 import row_pixels
 from affectkit.data.reader import Record
 from affectkit.errors import AffectkitError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: enlarging resizes are bilinear
 CHUNK = 256
 SERIAL_CHUNKS = 8  # below this many chunks, starting worker processes costs more than it saves
 
@@ -42,21 +43,55 @@ def cache_key(records: list[Record], size: int) -> str:
     return h.hexdigest()
 
 
+# A record's pixels, in a form cheap to send to a worker process: (path, crop box or None, CSV row offset or None).
+PixelSource = tuple[str, tuple[int, int, int, int] | None, int | None]
+
+
+def pixel_source(record: Record) -> PixelSource:
+    return str(record.image_path), record.crop, record.row_offset
+
+
+def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    # INTER_AREA for the downscaling this nearly always is; it degrades to blocky nearest-neighbour when enlarging
+    # (48-px FER2013 faces, small crops), where bilinear is the right filter.
+    shrinking = rgb.shape[0] >= size and rgb.shape[1] >= size
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
 def decode_resized(path: str | Path, size: int) -> np.ndarray:
-    """RGB uint8 ``size x size``; INTER_AREA is the right filter for the downscaling this nearly always is."""
+    """RGB uint8 ``size x size`` from an image file; grayscale files become three equal channels."""
     data = np.fromfile(str(path), dtype=np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise AffectkitError(f"{path}: image could not be decoded while building the cache.")
-    return cv2.cvtColor(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return _resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
 
 
-def _write_chunk(file: str, n: int, size: int, start: int, paths: list[str]) -> int:
+def decode_source(source: PixelSource, size: int) -> np.ndarray:
+    """RGB uint8 ``size x size`` of one record: an image file, a face crop of one, or a FER2013 row."""
+    path, crop, row_offset = source
+    if row_offset is not None:
+        return _resize(cv2.cvtColor(row_pixels(path, row_offset), cv2.COLOR_GRAY2RGB), size)
+    if crop is None:
+        return decode_resized(path, size)
+    # Crop boxes are in the stored pixel grid (PIL's size, which ignores EXIF rotation), so cv2 must ignore it too.
+    bgr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        raise AffectkitError(f"{path}: image could not be decoded while building the cache.")
+    x0, y0, x1, y1 = crop
+    return _resize(cv2.cvtColor(bgr[y0:y1, x0:x1], cv2.COLOR_BGR2RGB), size)
+
+
+def decode_record(record: Record, size: int) -> np.ndarray:
+    return decode_source(pixel_source(record), size)
+
+
+def _write_chunk(file: str, n: int, size: int, start: int, sources: list[PixelSource]) -> int:
     cv2.setNumThreads(1)
     frame = size * size * 3
-    out = np.memmap(file, dtype=np.uint8, mode="r+", offset=start * frame, shape=(len(paths), size, size, 3))
-    for i, p in enumerate(paths):
-        out[i] = decode_resized(p, size)
+    out = np.memmap(file, dtype=np.uint8, mode="r+", offset=start * frame, shape=(len(sources), size, size, 3))
+    for i, source in enumerate(sources):
+        out[i] = decode_source(source, size)
     out.flush()
     del out
     return start
@@ -101,7 +136,8 @@ def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int 
         _save_atomic(done_file, lambda f: np.save(f, done))
     done = np.load(done_file)
     todo = [c for c in range(n_chunks) if not done[c]]
-    jobs = [(str(images_file), n, size, c * CHUNK, [str(r.image_path) for r in records[c * CHUNK : (c + 1) * CHUNK]]) for c in todo]
+    jobs = [(str(images_file), n, size, c * CHUNK, [pixel_source(r) for r in records[c * CHUNK : (c + 1) * CHUNK]])
+            for c in todo]
 
     from affectkit.progress import make_progress
 
@@ -139,7 +175,8 @@ def open_cache(directory: Path, in_memory: bool = False) -> ImageCache:
 
 
 def landmarks_in_cache(record: Record, size: int) -> np.ndarray:
-    """The record's landmarks in cache pixel coordinates, or NaN when it has none."""
+    """The record's landmarks in cache pixel coordinates, or NaN when it has none (a crop's landmarks and size are
+    the crop's, so one scaling serves whole images and crops alike)."""
     if record.landmarks is None or not record.width:
         return np.full((68, 2), np.nan, dtype=np.float32)
     scale = np.array([size / record.width, size / record.height], dtype=np.float32)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_wor
 from affectkit.config import NUM_CLASSES, Config
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
-from affectkit.data.reader import DatasetIndex, Record, read_dataset
+from affectkit.data.reader import DatasetIndex, Record, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, load_or_make_splits, make_splits
 from affectkit.models.io import IMAGENET_MEAN, IMAGENET_STD
 
@@ -50,7 +50,7 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
     ``splits_path``: reuse that ``splits.csv`` or create it there (every model and every resume of a run then sees the
     same split). ``use_all``: serve every valid record as the "test" split, for an external test set.
     """
-    index = index or read_dataset(data, progress=progress)
+    index = index or read_dataset(data, progress=progress, **reader_options(config))
     if quarantine_path is not None:
         index.write_quarantine(quarantine_path)
     if use_all:

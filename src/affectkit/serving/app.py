@@ -166,6 +166,8 @@ def create_app(
             "metrics": meta.get("metrics"),
             "backend": predictor.backend_name,
             "face_detection": predictor.detector.method if predictor.detector else None,
+            "trained_on_synthetic_data": bool(meta.get("trained_on_synthetic_data")),
+            "warning": predictor.warning,
         }
 
     @app.get("/healthz")

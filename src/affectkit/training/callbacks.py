@@ -15,7 +15,7 @@ from affectkit.models.io import model_paths, save_model
 from affectkit.progress import console
 
 HISTORY_COLUMNS = [
-    "epoch", "phase", "lr", "train_loss", "val_loss", "train_acc", "val_acc",
+    "epoch", "phase", "lr", "train_loss", "val_loss", "train_acc", "val_acc", "val_macro_f1",
     "train_valence_mae", "val_valence_mae", "train_arousal_mae", "val_arousal_mae", "time_s",
 ]
 
@@ -25,36 +25,42 @@ def _metric(trainer: L.Trainer, key: str) -> float:
     return float(value) if value is not None else math.nan
 
 
-def best_val_loss(best_stem: Path) -> float:
-    """The validation loss recorded with a saved best model, or +inf when there is none yet."""
+def best_so_far(best_stem: Path, monitor: str, mode: str) -> float:
+    """The selection metric recorded with a saved best model, or the worst value when there is none yet."""
+    worst = math.inf if mode == "min" else -math.inf
     _, meta = model_paths(best_stem)
     if not meta.is_file():
-        return math.inf
-    return float(json.loads(meta.read_text()).get("best", {}).get("val_loss", math.inf))
+        return worst
+    return float(json.loads(meta.read_text()).get("best", {}).get(monitor, worst))
 
 
 class KeepBest(L.Callback):
-    """Write ``best_<Model>`` whenever the validation loss beats every earlier epoch of either phase."""
+    """Write ``best_<Model>`` whenever the selection metric (``config.selection_metric``, validation data only)
+    beats every earlier epoch of either phase."""
 
     def __init__(self, best_stem: Path, config: Config, phase: int, epoch_offset: int):
         self.best_stem = best_stem
         self.config = config
         self.phase = phase
         self.epoch_offset = epoch_offset
-        self.best = best_val_loss(best_stem)
+        self.monitor = config.selection_metric
+        self.mode = "min" if self.monitor == "val_loss" else "max"
+        self.best = best_so_far(best_stem, self.monitor, self.mode)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        loss = _metric(trainer, "val_loss")
-        if not loss < self.best:
+        value = _metric(trainer, self.monitor)
+        if not (value < self.best if self.mode == "min" else value > self.best):
             return
-        self.best = loss
+        self.best = value
         if trainer.is_global_zero:
             best = {
                 "epoch": self.epoch_offset + trainer.current_epoch + 1,
                 "phase": self.phase,
-                **{k: _metric(trainer, k) for k in ("val_loss", "val_acc", "val_valence_mae", "val_arousal_mae")},
+                "selected_by": self.monitor,
+                **{k: _metric(trainer, k) for k in ("val_loss", "val_acc", "val_macro_f1", "val_valence_mae",
+                                                    "val_arousal_mae")},
             }
             save_model(pl_module.model, self.best_stem, self.config, extra={"best": best})
 

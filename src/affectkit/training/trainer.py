@@ -32,11 +32,12 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
 from affectkit.models.factory import AffectModel, build_model, count_parameters, resolve_spec
 from affectkit.models.io import load_model, model_paths, update_metadata
-from affectkit.models.weights import load_backbone_weights, load_pretrained_from_timm
+from affectkit.models.registry import sha256_of
+from affectkit.models.weights import load_backbone_weights, load_imagenet_weights
 from affectkit.progress import console
 from affectkit.training.callbacks import History, KeepBest
 from affectkit.training.hardware import resolve_accelerator
-from affectkit.training.module import AffectModule, FeatureHeadModule
+from affectkit.training.module import AffectModule, FeatureHeadModule, selection_mode
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class Phase:
     epochs: int
     learning_rate: float
     freeze_backbone: bool
+    freeze_batchnorm: bool = False  # fine-tuning a pretrained backbone keeps its BatchNorm statistics
+    warmup_epochs: float = 0.0
+    backbone_lr_scale: float = 1.0
 
 
 @dataclass
@@ -56,30 +60,45 @@ class TrainResult:
     parameters: int
 
 
-def plan_phases(model: AffectModel, config: Config) -> list[Phase]:
+def plan_phases(model: AffectModel, config: Config, pretrained_backbone: bool) -> list[Phase]:
     if not model.spec.two_phase:
         return [Phase(1, config.epochs, config.learning_rate, freeze_backbone=False)]
+    batchnorm = config.fine_tune_batchnorm
     return [
         Phase(1, config.epochs, config.learning_rate, freeze_backbone=True),
-        Phase(2, config.fine_tune_epochs, config.fine_tune_lr, freeze_backbone=False),
+        Phase(2, config.fine_tune_epochs, config.fine_tune_lr, freeze_backbone=False,
+              freeze_batchnorm=batchnorm == "frozen" or (batchnorm == "auto" and pretrained_backbone),
+              warmup_epochs=config.fine_tune_warmup_epochs, backbone_lr_scale=config.backbone_lr_scale),
     ]
 
 
-def initialise_weights(model: AffectModel, weights: Path | None, pretrained: bool, quiet: bool) -> str:
-    """Load the backbone's starting weights; returns a sentence saying where they came from."""
+@dataclass(frozen=True)
+class StartingWeights:
+    kind: str  # "imagenet:<source>", "file", "random" or "scratch": what the comparison table shows
+    detail: str  # one sentence for the report and the model's description
+
+    @property
+    def pretrained(self) -> bool:
+        return self.kind.startswith("imagenet") or self.kind == "file"
+
+
+def initialise_weights(model: AffectModel, weights: Path | None, pretrained: bool) -> StartingWeights:
+    """Load the backbone's starting weights and say where they came from."""
     if model.spec.backbone == "custom_cnn":
-        return "custom CNN: trained from scratch"
+        return StartingWeights("scratch", "custom CNN: trained from scratch")
     if weights is not None:
         missing, unexpected = load_backbone_weights(model, weights)
-        note = f"backbone weights from {weights} ({len(missing)} missing, {len(unexpected)} unused tensors)"
+        start = StartingWeights("file", f"backbone weights from {weights} (SHA-256 {sha256_of(Path(weights))[:16]}...; "
+                                        f"{len(missing)} missing, {len(unexpected)} unused tensors)")
     elif pretrained:
-        load_pretrained_from_timm(model)
-        note = "backbone weights: timm's ImageNet weights"
+        source, detail = load_imagenet_weights(model)
+        start = StartingWeights(f"imagenet:{source}", detail)
     else:
-        note = "backbone starts from RANDOM initialisation (no --weights/--pretrained): transfer learning is off"
-    if not quiet:
-        console.print(f"[yellow]{model.spec.display_name}: {note}[/yellow]")
-    return note
+        start = StartingWeights("random", "backbone starts from RANDOM initialisation (no --weights/--pretrained): "
+                                          "transfer learning is off")
+    # Said even when quiet: which weights a model started from is a result, not progress.
+    console.print(f"[yellow]{model.spec.display_name} ({model.backbone_name}): {start.detail}[/yellow]")
+    return start
 
 
 def class_weights(datamodule: AffectDataModule) -> torch.Tensor:
@@ -90,12 +109,21 @@ def class_weights(datamodule: AffectDataModule) -> torch.Tensor:
 
 
 def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, quiet: bool,
-                  stored_features: bool) -> L.Trainer:
+                  stored_features: bool, run_dir: Path, resume: bool) -> L.Trainer:
     accelerator, precision = resolve_accelerator(config, model)
     if stored_features:  # the head trains in fp32 on them (FeatureHeadModule); a mixed-precision plugin only adds work
         precision = "32-true"
     if not quiet:
         callbacks = [*callbacks, RichProgressBar(leave=False)]
+    logger = False
+    if config.tensorboard:
+        from affectkit.training.logs import flat_hparams, tensorboard_logging
+
+        params = flat_hparams(config, model=model.spec.key, backbone=model.backbone_name, phase=phase.number,
+                              phase_learning_rate=phase.learning_rate, freeze_backbone=phase.freeze_backbone,
+                              stored_features=stored_features)
+        logger, log_callbacks = tensorboard_logging(run_dir, model.spec.display_name, phase.number, params, resume)
+        callbacks = [*callbacks, *log_callbacks]
     return L.Trainer(
         max_epochs=phase.epochs,
         accelerator=accelerator,
@@ -103,7 +131,10 @@ def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: l
         num_nodes=config.num_nodes,
         precision=precision,
         callbacks=callbacks,
-        logger=False,
+        logger=logger,
+        # The module logs its epoch means once, at the last training batch: any longer interval would drop them in
+        # epochs whose batch count it does not divide.
+        log_every_n_steps=1,
         enable_progress_bar=not quiet,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -129,7 +160,7 @@ def uses_feature_cache(phase: Phase, config: Config) -> bool:
 def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, config: Config, run_dir: Path,
                state_dir: Path, epoch_offset: int, resume: bool, quiet: bool, extra_callbacks: list) -> None:
     name = model.spec.display_name
-    model.set_backbone_trainable(not phase.freeze_backbone)
+    model.set_backbone_trainable(not phase.freeze_backbone, freeze_batchnorm=phase.freeze_batchnorm)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     if config.compile:
@@ -143,12 +174,14 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
                                                                                          progress=not quiet))
         loaders = {"train_dataloaders": train_loader, "val_dataloaders": val_loader}
     else:
-        module = AffectModule(model, config, phase.learning_rate, weights)
+        module = AffectModule(model, config, phase.learning_rate, weights, warmup_epochs=phase.warmup_epochs,
+                              backbone_lr_scale=phase.backbone_lr_scale)
         loaders = {"datamodule": datamodule}
     phase_dir = state_dir / f"phase{phase.number}"
     last = phase_dir / "last.ckpt"
     callbacks = [
-        EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, mode="min"),
+        EarlyStopping(monitor=config.selection_metric, patience=config.early_stopping_patience,
+                      mode=selection_mode(config)),
         KeepBest(run_dir / f"best_{name}", config, phase.number, epoch_offset),
         History(run_dir / f"{name}_history.csv", name, phase.number, epoch_offset, phase.epochs, quiet),
         # Saved at train-epoch end, after History has written its row (Lightning runs checkpointing last), so a kill
@@ -158,7 +191,8 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
         *extra_callbacks,
     ]
     trainer = _make_trainer(config, model, phase, callbacks, quiet,
-                            stored_features=isinstance(module, FeatureHeadModule))
+                            stored_features=isinstance(module, FeatureHeadModule), run_dir=run_dir,
+                            resume=resume and last.is_file())
     with warnings.catch_warnings():
         # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -177,7 +211,7 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
                 pretrained: bool = False, resume: bool = False, quiet: bool = False,
                 extra_callbacks: list | None = None) -> TrainResult:
     """Train ``name`` on ``data`` into ``run_dir``; ``extra_callbacks`` (Lightning callbacks) join every phase."""
-    spec = resolve_spec(name)
+    spec = resolve_spec(name, config.use_light_models)
     display = spec.display_name
     state_dir = run_dir / "checkpoints" / display
     best_stem = run_dir / f"best_{display}"
@@ -197,10 +231,10 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(name, config)
-    weights_note = initialise_weights(model, weights, pretrained, quiet)
+    starting = initialise_weights(model, weights, pretrained or config.pretrained)
     datamodule = AffectDataModule(data, config)
     spent = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
-    for phase in plan_phases(model, config):
+    for phase in plan_phases(model, config, starting.pretrained):
         if (state_dir / f"phase{phase.number}.done").is_file() or phase.epochs == 0:
             continue
         resuming_phase = resume and (state_dir / f"phase{phase.number}" / "last.ckpt").is_file()
@@ -218,7 +252,8 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
         sys.exit(0)
     if not model_paths(best_stem)[0].is_file():
         raise AffectkitError(f"{display}: no epoch finished, so there is no model to keep (epochs = 0?).")
-    update_metadata(best_stem, initial_weights=weights_note)
+    update_metadata(best_stem, initial_weights=starting.kind, initial_weights_detail=starting.detail,
+                    stands_in_for=model.spec.stands_in_for)
     (state_dir / "done").write_text("ok")
     history = pd.read_csv(history_path)
     plot_training_history(history, run_dir / f"{display}_training_history.png", f"{display} training history")

@@ -159,6 +159,10 @@ async function showModel() {
   if (response.ok) {
     const info = await response.json();
     $("model").textContent = `${info.name} · ${info.input_size}px · ${info.backend}`;
+    if (info.warning) {  // e.g. a model trained on synthetic demo faces
+      $("warning").textContent = info.warning;
+      $("warning").hidden = false;
+    }
   }
 }
 

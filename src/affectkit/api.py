@@ -1,0 +1,136 @@
+"""The public Python API: ``affectkit.load``, ``train``, ``run``, ``evaluate`` and ``benchmark``.
+
+Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
+input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
+imported when a function runs, so ``import affectkit`` stays quick.
+
+Settings: ``config`` is a :class:`affectkit.config.Config`, a YAML file, or None for the defaults updated from the
+data folder's ``affectkit.yaml`` (as the command line does); keyword ``overrides`` then set config keys, dotted
+where nested: ``affectkit.train("custom_cnn", "faces", epochs=5, **{"loss.focal_gamma": 2})``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from affectkit.benchmark import BenchmarkResult
+    from affectkit.config import Config
+    from affectkit.inference.predictor import BackendName, Predictor
+
+__all__ = ["benchmark", "evaluate", "load", "run", "train"]
+
+ConfigSource = Union["Config", str, Path, None]
+DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
+
+
+def _config(config: ConfigSource, data: str | Path, overrides: dict[str, Any]) -> Config:
+    from affectkit.config import Config, load_config
+
+    base = config if isinstance(config, Config) else load_config(config, data=data)
+    return base.with_values(overrides)
+
+
+def load(path: str | Path, *, backend: BackendName = "auto", device: str = "cpu", detect: bool = True,
+         mc_samples: int = 0, batch_size: int = 32) -> Predictor:
+    """A saved model (``best_<Model>.safetensors``, its ``.json`` or stem, or an exported ``.onnx``) ready to
+    predict: ``load(path).predict(images)`` gives one result per face, ``.to_frame()`` a DataFrame.
+
+    ``detect=False`` treats every image as an already-cropped face; ``mc_samples`` > 0 adds Monte-Carlo-dropout
+    uncertainty (torch backend). A model trained on synthetic demo faces warns (``UserWarning``) when loaded.
+    """
+    from affectkit.inference.predictor import Predictor
+
+    predictor = Predictor(path, backend=backend, device=device, detect=detect, mc_samples=mc_samples,
+                          batch_size=batch_size)
+    if predictor.warning:
+        warnings.warn(predictor.warning, UserWarning, stacklevel=2)
+    return predictor
+
+
+def train(model: str, data: str | Path, out: str | Path = "runs/train", config: ConfigSource = None, *,
+          weights: str | Path | None = None, resume: bool = False, evaluate: bool = True, quiet: bool = True,
+          **overrides: Any) -> Path:
+    """Train one model (``resnet50``, ``efficientnet_b0``, ``custom_cnn`` or ``timm:<name>``) on ``data`` into the
+    run folder ``out`` and, unless ``evaluate=False``, score it on the test split; returns the best model's path.
+
+    ``weights``: a local backbone state dict to start from; ``pretrained=True`` (a config key) starts from
+    ImageNet weights. ``resume`` continues an interrupted run in the same ``out``.
+    """
+    from affectkit.pipeline import train_one
+
+    return train_one(model, Path(data), Path(out), _config(config, data, overrides),
+                     weights=Path(weights) if weights is not None else None, resume=resume, quiet=quiet,
+                     evaluate=evaluate)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` made: the report, the comparison table and each trained model's weights."""
+
+    report: Path
+    comparison: pd.DataFrame  # model_comparison_results.csv: one row per model, then the ensembles
+    models: dict[str, Path]  # display name -> best_<Model>.safetensors
+
+
+def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = DEFAULT_MODELS,
+        config: ConfigSource = None, *, weights: dict[str, str | Path] | None = None, resume: bool = False,
+        quiet: bool = True, **overrides: Any) -> RunResult:
+    """The whole pipeline on ``data``: analyse, split, train every model in ``models`` on one split, evaluate,
+    compare (with an averaging and a stacking ensemble when there are several) and write ``report.md``.
+
+    ``weights``: model key -> local backbone state dict.
+    """
+    import pandas as pd
+
+    from affectkit.models.factory import resolve_spec
+    from affectkit.pipeline import run_pipeline
+
+    cfg, out = _config(config, data, overrides), Path(out)
+    report = run_pipeline(Path(data), out, list(models), cfg,
+                          weights={k: Path(v) for k, v in (weights or {}).items()}, resume=resume, quiet=quiet)
+    names = [resolve_spec(m, cfg.use_light_models).display_name for m in models]
+    return RunResult(report, pd.read_csv(out / "model_comparison_results.csv"),
+                     {name: out / f"best_{name}.safetensors" for name in names})
+
+
+def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,
+             out: str | Path | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Score a saved model on ``split`` (test, val or train, from the run's ``splits.csv`` beside the model or
+    ``splits``) of ``data``, or on every image of it (``split="all"``, for an external test set).
+
+    Returns the metrics (``metrics["expression"]["accuracy"]``, ``metrics["valence"]["mae"]``, ...); also writes
+    them, the confusion matrix and the reliability diagram into ``out`` (default: beside the model) and adds them
+    to the model's card.
+    """
+    from affectkit.pipeline import evaluate_saved
+
+    return evaluate_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
+                          Path(out) if out is not None else None, quiet=quiet)
+
+
+def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,
+              models: Sequence[str] = (), baselines: Sequence[str] | None = None, quick: bool = False,
+              quiet: bool = True, **overrides: Any) -> BenchmarkResult:
+    """Classic baselines and affectkit's recommended recipe (or ``config``, a Config or YAML profile), plus
+    ``models``, trained and scored on one split of ``data``; ``quick`` is a short budget for a first look.
+
+    Returns the result: ``.table`` (a DataFrame, one row per method), ``.paths`` (benchmark.csv / .md / .png, ...)
+    and ``.notes`` (rows that could not run here, and why).
+    """
+    from affectkit.benchmark import QUICK, benchmark_config, run_benchmark
+    from affectkit.config import Config
+
+    if isinstance(config, Config):
+        cfg = config.override(**QUICK) if quick else config
+        cfg = cfg.with_values(overrides)
+    else:
+        cfg = benchmark_config(Path(config) if config is not None else None, overrides, Path(data), quick=quick)
+    options = {} if baselines is None else {"baselines": tuple(baselines)}
+    return run_benchmark(Path(data), Path(out), cfg, models=list(models), quiet=quiet, **options)

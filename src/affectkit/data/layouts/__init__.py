@@ -1,0 +1,48 @@
+"""The data layouts affectkit reads, one module each, tried in this fixed order (the first that matches wins):
+
+1. ``affectnet``          DATA/annotations/<id>_exp.npy ... + DATA/images/<id>.jpg
+2. ``affectnet_official`` training.csv / validation.csv with subDirectory_filePath and face boxes
+3. ``fer2013``            a CSV with emotion, pixels[, Usage]
+4. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
+5. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
+6. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
+
+The specific layouts come first; class folders last, since any folder of folders might look like them. Each module
+has ``NAME``, ``NEEDS`` (what a folder must hold, for error messages), ``find(path, options)`` (what to read, or
+None) and ``read(found, options, progress) -> DatasetIndex``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from affectkit.data.layouts import affectnet_npy, affectnet_official, class_folders, fer2013, manifest, rafdb
+from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
+from affectkit.errors import AffectkitError
+
+LAYOUTS: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, manifest, class_folders)
+LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
+
+
+def no_layout_error(path: Path) -> AffectkitError:
+    needs = "; ".join(f"{m.NEEDS} ({LAYOUT_TITLES[m.NAME]}, --layout {m.NAME})" for m in LAYOUTS)
+    return AffectkitError(f"{path} is not an affectkit data set: expected a folder with {needs}.")
+
+
+def choose(path: Path, options: ReadOptions, layout: str | None = None) -> tuple[ModuleType, Path]:
+    """The layout module for ``path`` and what it reads there: the forced ``layout`` or the first that matches."""
+    if layout is not None:
+        by_name = {m.NAME: m for m in LAYOUTS}
+        if layout not in by_name:
+            raise AffectkitError(f"Unknown layout {layout!r}; the layouts are {', '.join(LAYOUT_NAMES)}.")
+        module = by_name[layout]
+        found = module.find(path, options)
+        if found is None:
+            raise not_in_layout(path, module.NAME, module.NEEDS)
+        return module, found
+    for module in LAYOUTS:
+        found = module.find(path, options)
+        if found is not None:
+            return module, found
+    raise no_layout_error(path)

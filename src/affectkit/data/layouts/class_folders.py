@@ -1,0 +1,140 @@
+"""Class folders, torchvision's ImageFolder convention::
+
+    DATA/<class>/**/*.jpg|png|...            (no split: affectkit splits it)
+    DATA/<split>/<class>/**/*.jpg|png|...    (split folders train/, val|valid|validation/, test/, used as given)
+
+Folder names are matched case-insensitively against the class names and their usual synonyms (``CLASS_SYNONYMS``);
+``class_map`` names the rest (``{scream: fear}``) or leaves them out (``{scream: ignore}``). Files without an image
+suffix are not samples (as in ImageFolder); files with one are checked and quarantined when they do not decode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from affectkit.data.records import (
+    IGNORE,
+    IMAGE_SUFFIXES,
+    SPLIT_ALIASES,
+    DatasetIndex,
+    ReadOptions,
+    Record,
+    Reject,
+    Rejection,
+    accepted_class_names,
+    class_from_name,
+    collect,
+    inspect_image,
+    natural_key,
+)
+from affectkit.errors import AffectkitError
+
+NAME = "class_folders"
+NEEDS = "one folder per class (neutral/, happy/, ...) holding images, optionally inside train/, val/, test/ folders"
+
+
+def _image_files(folder: Path) -> Iterator[Path]:
+    # os.walk skips unreadable folders instead of raising, which matters when the path is something like /etc.
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files, key=natural_key):
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                yield Path(parent) / name
+
+
+def _holds_images(folder: Path) -> bool:
+    return next(_image_files(folder), None) is not None
+
+
+def _subfolders(path: Path) -> list[Path]:
+    try:
+        return sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                      key=lambda d: d.name.lower())
+    except OSError:
+        return []
+
+
+def _class_map(class_map: dict[str, str]) -> dict[str, int | str]:
+    """Folder name (lower case) -> class id or IGNORE, checked once so a typo stops before anything is read."""
+    out: dict[str, int | str] = {}
+    for folder, target in class_map.items():
+        target = str(target).strip().lower()
+        label = IGNORE if target == IGNORE else class_from_name(target)
+        if label is None:
+            raise AffectkitError(
+                f"class_map maps {folder!r} to {target!r}, which is neither a class name ({accepted_class_names()}) "
+                "nor 'ignore'."
+            )
+        out[str(folder).strip().lower()] = label
+    return out
+
+
+def _label(folder: str, mapping: dict[str, int | str]) -> int | str | None:
+    key = folder.strip().lower()
+    return mapping[key] if key in mapping else class_from_name(key)
+
+
+def _structure(path: Path) -> tuple[dict[str | None, list[Path]], list[Path]]:
+    """Class folders by split (``None`` without split folders), and image folders sitting beside split folders."""
+    top = _subfolders(path)
+    split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
+    if not split_dirs:
+        return {None: [d for d in top if _holds_images(d)]}, []
+    by_split: dict[str | None, list[Path]] = {}
+    for d in split_dirs:
+        by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(c for c in _subfolders(d) if _holds_images(c))
+    return by_split, [d for d in top if d not in split_dirs and _holds_images(d)]
+
+
+def find(path: Path, options: ReadOptions) -> Path | None:
+    """The folder, when at least one of its (split folders') subfolders is named after a class and holds images."""
+    if not path.is_dir():
+        return None
+    mapping = _class_map(options.class_map)
+    top = _subfolders(path)
+    split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
+    candidates = [c for d in split_dirs for c in _subfolders(d)] if split_dirs else top
+    # Names first: walking every folder for images would crawl a whole home folder given by mistake.
+    named = any(isinstance(_label(d.name, mapping), int) and _holds_images(d) for d in candidates)
+    return path if named else None
+
+
+def read(path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+    mapping = _class_map(options.class_map)
+    by_split, outside = _structure(path)
+    if outside:
+        raise AffectkitError(
+            f"{path} holds split folders and also image folders outside them ({', '.join(d.name + '/' for d in outside)}); "
+            "move those into train/, val/ or test/, or remove them."
+        )
+    found = sorted({d.name for dirs in by_split.values() for d in dirs}, key=str.lower)
+    unknown = [name for name in found if _label(name, mapping) is None]
+    if unknown:
+        raise AffectkitError(
+            f"{path}: {'the class folder' if len(unknown) == 1 else 'the class folders'} {', '.join(unknown)} "
+            f"{'is not an expression name' if len(unknown) == 1 else 'are not expression names'} (folders found: "
+            f"{', '.join(found)}; accepted, in any case: {accepted_class_names()}); map each with class_map, e.g. "
+            f"--set class_map.{unknown[0]}=fear or `class_map: {{{unknown[0]}: fear}}` in the config, or to ignore "
+            "to leave it out."
+        )
+    keys = [(split, label, f) for split, dirs in by_split.items() for d in dirs
+            if (label := _label(d.name, mapping)) != IGNORE for f in _image_files(d)]
+
+    def build(key: tuple[str | None, int, Path]) -> Record | Rejection:
+        split, label, file = key
+        sample_id = file.relative_to(path).as_posix()
+        try:
+            info = inspect_image(file)
+        except Reject as r:
+            return Rejection(sample_id, str(file), r.kind, r.reason)
+        return Record(sample_id, file, label, width=info.width, height=info.height, digest=info.digest, split=split)
+
+    split_names = sorted({d.parent.name for dirs in by_split.values() for d in dirs if d.parent != path},
+                         key=lambda n: ("train", "val", "test").index(SPLIT_ALIASES[n.lower()]))
+    detail = " ".join(f"{n}/" for n in split_names) + " folders" if split_names else "no split folders"
+    ignored = [name for name in found if _label(name, mapping) == IGNORE]
+    if ignored:
+        detail += f", ignored {', '.join(n + '/' for n in ignored)}"
+    return collect(path, NAME, keys, build, progress, detail=detail)

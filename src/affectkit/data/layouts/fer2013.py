@@ -1,0 +1,134 @@
+"""FER2013's CSV: ``emotion,pixels,Usage``, each image 48x48 grayscale as a space-separated pixel string.
+
+FER2013's labels (0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral) are converted here; Usage
+Training / PublicTest / PrivateTest become train / val / test. No image files are written: a record points at its
+row's byte offset and the cache builder decodes the pixel string straight into the cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from affectkit.data.records import DatasetIndex, ReadOptions, Record, Reject, Rejection, collect, csv_header
+from affectkit.errors import AffectkitError
+
+NAME = "fer2013"
+NEEDS = "a CSV with columns emotion, pixels[, Usage] holding 48x48 grayscale pixel strings"
+SIZE = 48
+# FER2013 label -> affectkit class id.
+FER2013_TO_AFFECTKIT = {0: 6, 1: 5, 2: 4, 3: 1, 4: 2, 5: 3, 6: 0}
+USAGE_SPLITS = {"training": "train", "publictest": "val", "privatetest": "test"}
+
+
+def _is_fer(path: Path) -> bool:
+    return {"emotion", "pixels"} <= set(csv_header(path))
+
+
+def find(path: Path, options: ReadOptions) -> Path | None:
+    """The CSV itself, or the folder's CSV with FER2013's columns (one with a Usage column first: the full release
+    rather than a challenge's train.csv)."""
+    if path.is_file():
+        return path if path.suffix.lower() == ".csv" and _is_fer(path) else None
+    candidates = [p for p in sorted(path.glob("*.csv")) if _is_fer(p)]
+    return max(candidates, key=lambda p: "usage" in csv_header(p), default=None)
+
+
+def pixels_from_string(text: str, source: str) -> np.ndarray:
+    """(48, 48) uint8 from a pixel string; a string of the wrong length or with non-numbers is rejected."""
+    values = text.split()
+    if len(values) != SIZE * SIZE:
+        raise Reject("pixels_length", f"{source}: the pixel string holds {len(values)} values; a 48x48 image needs 2304")
+    try:
+        arr = np.array(values, dtype=np.int32)
+    except ValueError:
+        bad = next(v for v in values if not v.lstrip("-").isdigit())
+        raise Reject("pixels_invalid", f"{source}: the pixel string holds {bad!r}, not a whole number") from None
+    if arr.min() < 0 or arr.max() > 255:
+        raise Reject("pixels_out_of_range", f"{source}: the pixel string holds values outside 0..255")
+    return arr.astype(np.uint8).reshape(SIZE, SIZE)
+
+
+def _fields(line: bytes) -> list[str]:
+    return next(csv.reader([line.decode("utf-8", errors="replace")]), [])
+
+
+@functools.lru_cache(maxsize=8)
+def _pixels_column(csv_path: str) -> int:
+    return csv_header(Path(csv_path)).index("pixels")
+
+
+def row_pixels(csv_path: str | Path, offset: int) -> np.ndarray:
+    """The (48, 48) image of the row at byte ``offset``: what the cache builder reads instead of an image file."""
+    with open(csv_path, "rb") as f:
+        f.seek(offset)
+        line = f.readline()
+    try:
+        return pixels_from_string(_fields(line)[_pixels_column(str(csv_path))], f"{Path(csv_path).name} at byte {offset}")
+    except (Reject, IndexError, ValueError) as exc:
+        raise AffectkitError(f"{csv_path} changed since it was read ({exc}); run the command again.") from None
+
+
+@dataclass(frozen=True)
+class _Columns:
+    n: int
+    emotion: int
+    pixels: int
+    usage: int | None
+
+
+def _rows(csv_path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(row number counting from 1 after the header, byte offset, raw line), streamed."""
+    with open(csv_path, "rb") as f:
+        offset = len(f.readline())
+        for row, line in enumerate(f, start=1):
+            if line.strip():
+                yield row, offset, line
+            offset += len(line)
+
+
+def _record(csv_path: Path, cols: _Columns, row: int, offset: int, line: bytes) -> Record:
+    source = f"{csv_path.name} row {row}"
+    fields = _fields(line)
+    if len(fields) < cols.n:
+        raise Reject("row_invalid", f"{source} has {len(fields)} field(s); the header names {cols.n}")
+    raw = fields[cols.emotion].strip()
+    if not raw.lstrip("-").isdigit():
+        raise Reject("expression_invalid", f"{source}: emotion {raw!r} is not one of FER2013's labels 0..6")
+    if int(raw) not in FER2013_TO_AFFECTKIT:
+        raise Reject("expression_out_of_range", f"{source}: emotion {raw} is outside FER2013's 0..6")
+    pixels = pixels_from_string(fields[cols.pixels], source)
+    split = None
+    if cols.usage is not None:
+        usage = fields[cols.usage].strip()
+        split = USAGE_SPLITS.get(usage.lower())
+        if split is None:
+            raise Reject("split_invalid", f"{source}: Usage {usage!r} is not Training, PublicTest or PrivateTest")
+    digest = hashlib.blake2b(pixels.tobytes(), digest_size=10).hexdigest()
+    return Record(f"{csv_path.stem}:{row}", csv_path, FER2013_TO_AFFECTKIT[int(raw)], width=SIZE, height=SIZE,
+                  digest=digest, split=split, row_offset=offset)
+
+
+def read(csv_path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+    header = csv_header(csv_path)
+    if not {"emotion", "pixels"} <= set(header):
+        raise AffectkitError(f"{csv_path} lacks FER2013's columns emotion and pixels (it has {', '.join(header) or 'none'}).")
+    cols = _Columns(len(header), header.index("emotion"), header.index("pixels"),
+                    header.index("usage") if "usage" in header else None)
+    with open(csv_path, "rb") as f:
+        total = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1  # less the header
+
+    def build(key: tuple[int, int, bytes]) -> Record | Rejection:
+        row, offset, line = key
+        try:
+            return _record(csv_path, cols, row, offset, line)
+        except Reject as r:
+            return Rejection(f"{csv_path.stem}:{row}", f"{csv_path}:{row + 1}", r.kind, r.reason)
+
+    return collect(csv_path, NAME, _rows(csv_path), build, progress, total=total, detail=csv_path.name)

@@ -1,0 +1,75 @@
+"""RAF-DB basic as released::
+
+    DATA/EmoLabel/list_patition_label.txt     "train_00001.jpg 5" per line (the release's spelling of "partition")
+    DATA/Image/aligned/train_00001_aligned.jpg    or    DATA/Image/original/train_00001.jpg
+
+Labels 1..7 are RAF-DB's order (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral), converted here; the
+train/test split comes from the file names and validation is carved from train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from affectkit.data.records import DatasetIndex, ReadOptions, Record, Reject, Rejection, collect, inspect_image
+from affectkit.errors import AffectkitError
+
+NAME = "rafdb"
+LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
+NEEDS = f"{LABEL_FILE.as_posix()} with images in Image/aligned/ or Image/original/"
+# RAF-DB label -> affectkit class id.
+RAFDB_TO_AFFECTKIT = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
+
+
+def find(path: Path, options: ReadOptions) -> Path | None:
+    """DATA itself, or DATA/basic/ (the release's own folder name) holding the label file."""
+    for root in (path, path / "basic"):
+        if (root / LABEL_FILE).is_file():
+            return root
+    return None
+
+
+def _image_folder(root: Path) -> tuple[Path, bool]:
+    """The image folder and whether it holds the aligned faces (preferred: they are what RAF-DB's results use)."""
+    for name, aligned in (("aligned", True), ("original", False)):
+        if (root / "Image" / name).is_dir():
+            return root / "Image" / name, aligned
+    raise AffectkitError(f"{root} has {LABEL_FILE.as_posix()} but neither Image/aligned/ nor Image/original/.")
+
+
+def _record(line_no: int, line: str, images: Path, aligned: bool) -> Record:
+    source = f"{LABEL_FILE.name} line {line_no}"
+    parts = line.split()
+    if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        raise Reject("line_invalid", f"{source}: {line.strip()!r} is not '<image name> <label 1..7>'")
+    name, raw = parts[0], int(parts[1])
+    if raw not in RAFDB_TO_AFFECTKIT:
+        raise Reject("expression_out_of_range", f"{source}: label {raw} is outside RAF-DB's 1..7")
+    split = next((s for s in ("train", "test") if name.startswith(s)), None)
+    if split is None:
+        raise Reject("split_invalid", f"{source}: {name} starts with neither train nor test, RAF-DB's split prefixes")
+    file = images / (f"{Path(name).stem}_aligned{Path(name).suffix}" if aligned else name)
+    try:
+        info = inspect_image(file)
+    except Reject as r:
+        raise Reject(r.kind, f"{source}: {r.reason}") from None
+    return Record(name, file, RAFDB_TO_AFFECTKIT[raw], width=info.width, height=info.height, digest=info.digest,
+                  split=split)
+
+
+def read(root: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+    images, aligned = _image_folder(root)
+    try:
+        lines = (root / LABEL_FILE).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise AffectkitError(f"{root / LABEL_FILE} is not a text file.") from None
+    keys = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+
+    def build(key: tuple[int, str]) -> Record | Rejection:
+        line_no, line = key
+        try:
+            return _record(line_no, line, images, aligned)
+        except Reject as r:
+            return Rejection(line.split()[0], f"{root / LABEL_FILE}:{line_no}", r.kind, r.reason)
+
+    return collect(root, NAME, keys, build, progress, detail=f"Image/{images.name}/")

@@ -1,0 +1,303 @@
+"""What every layout reader produces: validated records, rejections with a reason, and the checks they share."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from affectkit.config import CLASS_NAMES
+from affectkit.errors import AffectkitError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# AffectNet codes beyond the 8 expressions; they are dropped, counted by kind.
+AFFECTNET_NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no_face"}
+VA_NOT_ANNOTATED = -2.0
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+# Names data sets give the classes (folder names, label columns), matched case-insensitively.
+CLASS_SYNONYMS: dict[int, tuple[str, ...]] = {
+    0: ("neutral",),
+    1: ("happy", "happiness", "joy"),
+    2: ("sad", "sadness"),
+    3: ("surprise", "surprised"),
+    4: ("fear", "fearful", "afraid"),
+    5: ("disgust", "disgusted"),
+    6: ("anger", "angry"),
+    7: ("contempt",),
+}
+_CLASS_BY_NAME = {name: label for label, names in CLASS_SYNONYMS.items() for name in names}
+IGNORE = "ignore"  # a class_map value: leave that folder out
+
+LAYOUT_TITLES = {
+    "affectnet": "AffectNet .npy annotations",
+    "affectnet_official": "AffectNet official CSV",
+    "fer2013": "FER2013 CSV",
+    "rafdb": "RAF-DB basic",
+    "manifest": "CSV manifest",
+    "class_folders": "class folders",
+}
+
+
+def class_from_name(name: str) -> int | None:
+    return _CLASS_BY_NAME.get(name.strip().lower())
+
+
+def accepted_class_names() -> str:
+    return "; ".join("/".join(names) for names in CLASS_SYNONYMS.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: str
+    image_path: Path
+    expression: int
+    valence: float = math.nan  # NaN: not annotated (expression-only record)
+    arousal: float = math.nan
+    # (68, 2) in the pixels the record denotes: the crop where there is one, else the whole image.
+    landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
+    width: int = 0  # of the record's pixels (the crop where there is one)
+    height: int = 0
+    digest: str = ""  # content hash of the record's pixels; keys the decoded-image cache
+    split: str | None = None  # a split the data set carries itself
+    group: str | None = None  # the subject, where the data says who is who; splits keep a group on one side
+    crop: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of image_path holding the face
+    # image_path is a FER2013-style CSV and the record's pixel string is on the line at this byte offset.
+    row_offset: int | None = None
+
+    @property
+    def has_valence_arousal(self) -> bool:
+        return math.isfinite(self.valence) and math.isfinite(self.arousal)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    id: str
+    path: str
+    kind: str  # machine-readable category, counted in the summary
+    reason: str  # one sentence for a person
+
+
+@dataclass
+class DatasetIndex:
+    root: Path
+    layout: str  # a key of LAYOUT_TITLES
+    records: list[Record]
+    rejected: list[Rejection]
+    detail: str = ""  # what the reader found, for describe(): "train/ test/ folders", "fer2013.csv"
+    group_source: str | None = None  # what the groups come from: "group_pattern ^(S\d+)_", "manifest column subject"
+
+    @property
+    def has_valence_arousal(self) -> bool:
+        return any(r.has_valence_arousal for r in self.records)
+
+    def classes_present(self) -> list[int]:
+        return sorted({r.expression for r in self.records})
+
+    def absent_classes(self) -> list[str]:
+        present = set(self.classes_present())
+        return [name for i, name in enumerate(CLASS_NAMES) if i not in present]
+
+    def given_splits(self) -> list[str]:
+        given = {r.split for r in self.records}
+        return [s for s in ("train", "val", "test") if s in given]
+
+    def describe(self) -> str:
+        """One line naming the layout and what was found: ``class folders (train/ test/ folders; 7 classes, no
+        Contempt; train/test as given, val carved from train; 80 valid, 2 quarantined)``."""
+        parts = [self.detail] if self.detail else []
+        absent = self.absent_classes()
+        parts.append(f"{len(self.classes_present())} classes" + (f", no {', '.join(absent)}" if absent else ""))
+        given = self.given_splits()
+        if given:
+            carved = [s for s in ("val", "test") if s not in given]
+            plan = f"{'/'.join(given)} as given"
+            if carved and "train" in given:
+                plan += f", {' and '.join(carved)} carved from train"
+            parts.append(plan)
+        if self.group_source:
+            parts.append(f"grouped by {self.group_source}")
+        parts.append(f"{len(self.records)} valid, {len(self.rejected)} quarantined")
+        return f"{LAYOUT_TITLES[self.layout]} ({'; '.join(parts)})"
+
+    def rejection_counts(self) -> dict[str, int]:
+        return dict(Counter(r.kind for r in self.rejected))
+
+    def quarantine_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([vars(r) for r in self.rejected], columns=["id", "path", "kind", "reason"])
+
+    def write_quarantine(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.quarantine_frame().to_csv(path, index=False)
+        return path
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    class_map: dict[str, str] = field(default_factory=dict)  # folder name -> class name or "ignore"
+
+
+class Reject(Exception):
+    """Raised by a record's checks; the reader turns it into a Rejection."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+# -- image checks ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    digest: str
+
+
+def inspect_image(path: Path) -> ImageInfo:
+    """Hash and fully decode an image (at reduced scale where the codec allows) to catch truncation and garbage."""
+    if not path.is_file():
+        raise Reject("image_missing", f"image file {path.name} is missing")
+    data = path.read_bytes()
+    if not data:
+        raise Reject("image_empty", f"image file {path.name} is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width == 0 or height == 0:
+                raise Reject("image_zero_size", f"image {path.name} has zero size ({width}x{height})")
+            # JPEG draft mode decodes at 1/8 scale but still reads every entropy-coded byte: cheap and complete.
+            img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            img.load()
+    except Reject:
+        raise
+    except UnidentifiedImageError:
+        raise Reject("not_an_image", f"{path.name} is not an image (no known image format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        kind = "image_truncated" if "truncat" in str(exc).lower() else "image_unreadable"
+        raise Reject(kind, f"image {path.name} cannot be decoded ({exc})") from None
+    return ImageInfo(width, height, hashlib.blake2b(data, digest_size=10).hexdigest())
+
+
+# -- label parsing ----------------------------------------------------------------------------------------------
+
+
+def parse_expression(value: float | str, source: str) -> int:
+    """An affectkit class id from an id (AffectNet's 8/9/10 rejected by kind) or a class name or synonym."""
+    if isinstance(value, str):
+        label = class_from_name(value)
+        if label is not None:
+            return label
+        try:
+            value = float(value)
+        except ValueError:
+            raise Reject("expression_invalid", f"{source}: expression {value!r} is neither 0..7 nor a class name") from None
+    if not math.isfinite(value) or value != int(value):
+        raise Reject("expression_invalid", f"{source}: expression {value!r} is not an integer class id")
+    label = int(value)
+    if label in AFFECTNET_NON_EXPRESSIONS:
+        kind = AFFECTNET_NON_EXPRESSIONS[label]
+        raise Reject(f"expression_{kind}", f"{source}: expression {label} ('{kind}' in AffectNet) is not one of the 8 classes")
+    if not 0 <= label < len(CLASS_NAMES):
+        raise Reject("expression_out_of_range", f"{source}: expression {label} is outside 0..7")
+    return label
+
+
+def parse_dimension(value: float, name: str, source: str) -> float:
+    if value == VA_NOT_ANNOTATED:
+        raise Reject(f"{name}_not_annotated", f"{source}: {name} is -2, AffectNet's 'not annotated' marker")
+    if math.isnan(value):
+        raise Reject(f"{name}_nan", f"{source}: {name} is NaN")
+    if math.isinf(value):
+        raise Reject(f"{name}_infinite", f"{source}: {name} is infinite")
+    if not -1.0 <= value <= 1.0:
+        raise Reject(f"{name}_out_of_range", f"{source}: {name} {value:g} is outside [-1, 1]")
+    return float(value)
+
+
+def optional_float(raw: str, name: str, source: str) -> float:
+    raw = (raw or "").strip()
+    if raw == "":
+        return math.nan
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Reject(f"{name}_invalid", f"{source}: {name} {raw!r} is not a number") from None
+    if math.isnan(value):
+        raise Reject(f"{name}_nan", f"{source}: {name} is NaN")
+    return value
+
+
+def parse_valence_arousal(raw_valence: str, raw_arousal: str, source: str) -> tuple[float, float]:
+    """Both values, or NaN for both when neither is given (the record then trains the expression head only)."""
+    va = [optional_float(raw, name, source) for raw, name in ((raw_valence, "valence"), (raw_arousal, "arousal"))]
+    if all(math.isfinite(v) for v in va):
+        return parse_dimension(va[0], "valence", source), parse_dimension(va[1], "arousal", source)
+    if any(math.isfinite(v) for v in va):
+        raise Reject("annotation_missing", f"{source}: valence and arousal must be given together")
+    return math.nan, math.nan
+
+
+def parse_split(raw: str, source: str) -> str | None:
+    raw = (raw or "").strip().lower()
+    if not raw:
+        return None
+    if raw not in SPLIT_ALIASES:
+        raise Reject("split_invalid", f"{source}: split {raw!r} is not train, val or test")
+    return SPLIT_ALIASES[raw]
+
+
+# -- shared ---------------------------------------------------------------------------------------------------
+
+
+def natural_key(s: str) -> tuple:
+    return (0, int(s), "") if s.isdigit() else (1, 0, s)
+
+
+def csv_header(path: Path) -> list[str]:
+    """The lower-cased, stripped column names of a CSV's first line ([] when it has none or is not text)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [c.strip().lower() for c in next(csv.reader([first]), [])]
+
+
+def _in_batches(pool: ThreadPoolExecutor, build: Callable, keys: Iterable, batch: int = 1024) -> Iterator:
+    # Executor.map submits everything at once; batches keep a 290k-row CSV from sitting in memory as futures.
+    keys = iter(keys)
+    while chunk := list(itertools.islice(keys, batch)):
+        yield from pool.map(build, chunk)
+
+
+def collect(root: Path, layout: str, keys: Iterable, build: Callable[..., Record | Rejection], progress: bool,
+            total: int | None = None, **fields) -> DatasetIndex:
+    """Run ``build`` on every key (lazily, in bounded batches) and sort the results into records and rejections."""
+    from affectkit.progress import track
+
+    total = len(keys) if total is None and hasattr(keys, "__len__") else total
+    records, rejected = [], []
+    # Decoding releases the GIL, so threads overlap file reads and decodes.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for result in track(_in_batches(pool, build, keys), total=total, description="Checking data", enabled=progress):
+            (records if isinstance(result, Record) else rejected).append(result)
+    return DatasetIndex(root, layout, records, rejected, **fields)
+
+
+def not_in_layout(path: Path, layout: str, needs: str) -> AffectkitError:
+    return AffectkitError(f"{path} is not in the {LAYOUT_TITLES[layout]} layout: it needs {needs}.")

@@ -1,0 +1,190 @@
+"""The model card beside each saved model, ``<Model>_card.md``: what the model is, where its weights started, what
+data it learned from and how, how it scored, and what it is (not) for.
+
+The card is rebuilt from the model's own description (``best_<Model>.json``), which keeps the facts it needs:
+``training_data`` (recorded when the run evaluates the model), ``trained_on_synthetic_data``, and ``evaluations``
+(one entry per data set and split, so a later ``affectkit evaluate`` adds its numbers beside the run's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from affectkit.config import CLASS_NAMES
+from affectkit.data.synthetic import is_synthetic_data
+from affectkit.models.io import config_from_metadata, model_paths, read_metadata, update_metadata
+
+SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
+                     "of people: it must not be used on real people.")
+TRAINING_DATA_KEYS = ("source", "layout", "layout_description", "synthetic", "valid_samples", "rejected_samples",
+                      "rejected_by_reason", "absent_classes", "class_counts", "grouped_by", "split", "split_sizes",
+                      "has_landmarks")
+# The recipe's keys a reader needs to reproduce or judge the training; the full config is in the model's JSON.
+RECIPE_KEYS = ("img_size", "batch_size", "epochs", "fine_tune_epochs", "learning_rate", "fine_tune_lr", "lr_schedule",
+               "optimizer", "weight_decay", "selection_metric", "early_stopping_patience", "fine_tune_warmup_epochs",
+               "fine_tune_batchnorm", "backbone_lr_scale", "use_light_models", "pretrained", "weighted_sampler",
+               "tta_flip", "precision", "seed", "max_samples")
+
+
+def synthetic_data_warning(meta: dict[str, Any]) -> str | None:
+    """The warning to show wherever a model trained on synthetic faces is used, or None."""
+    return SYNTHETIC_WARNING if meta.get("trained_on_synthetic_data") else None
+
+
+def card_path(model_path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """``<Model>_card.md`` in the saved model's folder."""
+    weights, _ = model_paths(model_path)
+    meta = meta or read_metadata(model_path)
+    return weights.parent / f"{meta['display_name']}_card.md"
+
+
+def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[str, Any]:
+    expression = metrics["expression"]
+    entry = {"data": str(Path(data).resolve()), "split": split, "synthetic": is_synthetic_data(data), "n": metrics["n"],
+             **{k: expression[k] for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
+             "temperature": expression.get("temperature", 1.0)}
+    for dim in ("valence", "arousal"):
+        scores = metrics.get(dim)
+        entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
+    return entry
+
+
+def write_model_card(model_path: str | Path, training_data: dict[str, Any] | None = None,
+                     metrics: dict[str, Any] | None = None, data: str | Path | None = None,
+                     split: str = "test") -> Path:
+    """Record ``training_data`` (a :func:`~affectkit.data.analysis.dataset_summary` of the run's data) and the
+    ``metrics`` of an evaluation on ``split`` of ``data`` (which ``metrics`` needs) in the model's description, then
+    rewrite its card."""
+    meta = read_metadata(model_path)
+    updates: dict[str, Any] = {}
+    if training_data is not None:
+        updates["training_data"] = {**{k: training_data.get(k) for k in TRAINING_DATA_KEYS},
+                                    "source": str(Path(training_data["source"]).resolve())}
+        updates["trained_on_synthetic_data"] = bool(training_data.get("synthetic"))
+    if metrics is not None:
+        entry = _evaluation(metrics, data, split)
+        kept = [e for e in meta.get("evaluations", []) if (e["data"], e["split"]) != (entry["data"], entry["split"])]
+        updates["evaluations"] = [*kept, entry]
+    if updates:
+        meta = update_metadata(model_path, **updates)
+    path = card_path(model_path, meta)
+    path.write_text(render_card(meta, model_paths(model_path)[0].name))
+    return path
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
+    stand_in = f", the light stand-in for {meta['stands_in_for']}" if meta.get("stands_in_for") else ""
+    size = meta["input_size"]
+    return [
+        "## Model", "",
+        f"- Architecture: {meta['display_name']} (model key `{meta['model']}`, backbone `{meta['backbone']}`"
+        f"{stand_in}).",
+        f"- Input: one {size}x{size} {meta.get('color', 'RGB')} face crop, ImageNet mean/std normalisation.",
+        f"- Outputs: probabilities of {len(meta['class_names'])} expressions ({', '.join(meta['class_names'])}); "
+        "valence and arousal, each in [-1, 1].",
+        f"- Files: `{weights}` (weights) and `{Path(weights).with_suffix('.json')}` (description, format "
+        f"{meta['format']}).",
+        f"- Starting weights: {meta.get('initial_weights', 'unknown')}"
+        + (f"; {meta['initial_weights_detail']}" if meta.get("initial_weights_detail") else "") + ".",
+        "",
+    ]
+
+
+def _data_section(meta: dict[str, Any]) -> list[str]:
+    data = meta.get("training_data")
+    if not data:
+        return ["## Training data", "", "Not recorded: this model was saved without a run's evaluation.", ""]
+    present = [c for c in CLASS_NAMES if c not in (data.get("absent_classes") or [])]
+    sizes = data.get("split_sizes") or {}
+    rejected = data.get("rejected_by_reason") or {}
+    lines = [
+        "## Training data", "",
+        f"- Source: `{data['source']}`, read as {data['layout_description']}.",
+        f"- Synthetic: {'yes, affectkit demo faces' if data.get('synthetic') else 'no'}.",
+        f"- Samples: {data['valid_samples']} valid, {data['rejected_samples']} quarantined"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in rejected.items())})" if rejected else "") + ".",
+        f"- Split: {' / '.join(f'{s} {n}' for s, n in sizes.items())} ({data.get('split') or 'not recorded'}).",
+        f"- Classes present: {', '.join(present)}.",
+        f"- Classes absent: {', '.join(data['absent_classes']) or 'none'}"
+        + (" (the model never saw them: its outputs for them mean nothing)." if data["absent_classes"] else "."),
+        "- Class counts: " + ", ".join(f"{k} {v}" for k, v in (data.get("class_counts") or {}).items()) + ".",
+    ]
+    if data.get("grouped_by"):
+        lines.append(f"- Grouped by {data['grouped_by']} (no subject on two sides of the split).")
+    return [*lines, ""]
+
+
+def _recipe_section(meta: dict[str, Any]) -> list[str]:
+    config = config_from_metadata(meta)
+    rows = [(key, getattr(config, key)) for key in RECIPE_KEYS]
+    loss, aug = config.loss, config.augmentation
+    rows += [("loss", f"{loss.expression_weight} x CE + {loss.valence_weight} x {loss.regression}(valence) + "
+                      f"{loss.arousal_weight} x {loss.regression}(arousal); focal gamma {loss.focal_gamma}, label "
+                      f"smoothing {loss.label_smoothing}, class weighting {loss.class_weighting}"),
+             ("augmentation", f"rotation {aug.rotation_range}, shifts {aug.width_shift_range}/"
+                              f"{aug.height_shift_range}, zoom {aug.zoom_range}, shear {aug.shear_range}, flip "
+                              f"{aug.horizontal_flip}, mixup {aug.mixup_alpha}, cutmix {aug.cutmix_alpha}, "
+                              f"RandAugment {aug.rand_augment}")]
+    lines = ["## Training recipe", "", "| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    best = meta.get("best")
+    if best:
+        lines += ["", f"Kept: epoch {best['epoch']} (phase {best['phase']}), validation loss "
+                      f"{_number(best.get('val_loss'))}, validation accuracy {_number(best.get('val_acc'))}."]
+    return [*lines, ""]
+
+
+def _evaluation_section(meta: dict[str, Any]) -> list[str]:
+    # Imported here: metrics loads torchmetrics, and the predictor (serving) imports this module for the warning.
+    from affectkit.evaluation.metrics import ECE_BINS
+
+    evaluations = meta.get("evaluations") or []
+    if not evaluations:
+        return ["## Evaluation", "", "Not evaluated yet (`affectkit evaluate MODEL DATA`).", ""]
+    lines = ["## Evaluation", "",
+             "| data | split | n | accuracy | macro-F1 | balanced accuracy | NLL | ECE | temperature "
+             "| valence MAE / CCC | arousal MAE / CCC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in evaluations:
+        va = ["n/a" if e[d] is None else f"{_number(e[d]['mae'])} / {_number(e[d]['ccc'])}"
+              for d in ("valence", "arousal")]
+        source = f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
+        lines.append(f"| {source} | {e['split']} | {e['n']} | {_number(e['accuracy'])} | {_number(e['macro_f1'])} | "
+                     f"{_number(e['balanced_accuracy'])} | {_number(e['nll'])} | {_number(e['ece'])} | "
+                     f"{_number(e['temperature'])} | {va[0]} | {va[1]} |")
+    lines += ["", "Calibration: the probabilities are the logits divided by the temperature, fit on the validation "
+                  "split after training (temperature scaling); NLL and ECE (expected calibration error, "
+                  f"{ECE_BINS} bins) are measured on them."]
+    return [*lines, ""]
+
+
+def _use_section(meta: dict[str, Any]) -> list[str]:
+    lines = ["## Intended use and limits", ""]
+    if meta.get("trained_on_synthetic_data"):
+        lines += [f"**{SYNTHETIC_WARNING}** It is meant for trying affectkit end to end (training, evaluation, "
+                  "export, serving), and its numbers describe rendered faces only.", ""]
+    lines += [
+        "- Intended use: research, teaching and prototyping of facial-expression and valence/arousal recognition on "
+        "face crops like those it was trained on.",
+        "- A facial expression is not a felt emotion: the model reads faces, not minds. Do not use it to make or "
+        "support decisions about people (hiring, education, policing, credit, health, surveillance).",
+        "- Its numbers hold for data like its test split only; other cameras, poses, ages, skin tones and cultures "
+        "can score very differently, and this card does not measure performance per group.",
+        "- Expression classes absent from the training data, and valence/arousal where the data had no such "
+        "annotations, are not learned.",
+    ]
+    return [*lines, ""]
+
+
+def render_card(meta: dict[str, Any], weights: str) -> str:
+    """The card's Markdown, from a saved model's description and the name of its weights file."""
+    lines = [f"# Model card: {meta['display_name']}", ""]
+    if meta.get("trained_on_synthetic_data"):
+        lines += [f"> **Warning:** {SYNTHETIC_WARNING}", ""]
+    lines += _model_section(meta, weights)
+    for section in (_data_section, _recipe_section, _evaluation_section, _use_section):
+        lines += section(meta)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,99 @@
+"""What :meth:`Predictor.predict` takes and gives back: images in any common form in, one result per face out, with
+a pandas form whose columns match ``affectkit predict --out results.csv``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from affectkit.errors import AffectkitError
+from affectkit.inference.images import as_rgb_uint8, read_image
+from affectkit.inference.media import UNCERTAINTY_COLUMNS, expand_inputs, is_video
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from PIL import Image
+
+ImageInput = Union[str, Path, np.ndarray, "Image.Image"]
+
+
+def gather_images(inputs: ImageInput | Sequence[ImageInput]) -> list[tuple[str, np.ndarray]]:
+    """``(source, RGB uint8 array)`` per image: files, folders (their images, recursively), arrays (H x W x 3, H x W
+    grey, or N x H x W x 3 for several) and PIL images, alone or in a list or tuple."""
+    from PIL import Image
+
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    images: list[tuple[str, np.ndarray]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            for file in expand_inputs([item]):
+                if is_video(file):
+                    raise AffectkitError(f"{file} is a video: `affectkit predict` reads videos frame by frame.")
+                images.append((str(file), read_image(file)))
+        elif isinstance(item, np.ndarray):
+            arrays = list(item) if item.ndim == 4 else [item]
+            images += [(f"array {i}" + (f"[{j}]" if item.ndim == 4 else ""), as_rgb_uint8(a))
+                       for j, a in enumerate(arrays)]
+        elif isinstance(item, Image.Image):
+            images.append((f"image {i}", np.asarray(item.convert("RGB"))))
+        else:
+            raise AffectkitError(f"A {type(item).__name__} is not an image: give a file or folder path, an RGB "
+                                 "uint8 array or a PIL image.")
+    if not images:
+        raise AffectkitError("No images to predict: the inputs are empty (or folders without images).")
+    return images
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face: its image, its place there, the expression with the class probabilities, valence and arousal."""
+
+    source: str  # the image's file, or "array 0" / "image 1" for an input held in memory
+    face: int  # position among the faces found in its image
+    expression: str
+    confidence: float
+    probabilities: dict[str, float]
+    valence: float
+    arousal: float
+    box: tuple[int, int, int, int] | None  # x1, y1, x2, y2 in the image's pixels; None without face detection
+    uncertainty: dict[str, float] | None = None  # entropy, valence_std, arousal_std under Monte-Carlo dropout
+
+
+class FaceResults(list[FaceResult]):
+    """Every face found, image by image; ``no_face`` names the images where none was found."""
+
+    def __init__(self, faces: Sequence[FaceResult], class_names: Sequence[str], no_face: Sequence[str] = ()):
+        super().__init__(faces)
+        self.class_names = list(class_names)
+        self.no_face = list(no_face)
+
+    @classmethod
+    def from_predictions(cls, sources: Sequence[str], per_image: Sequence[Sequence[dict[str, Any]]],
+                         class_names: Sequence[str]) -> FaceResults:
+        """From :meth:`Predictor.predict_images`' per-image face dicts."""
+        faces = [
+            FaceResult(source, i, f["expression"], f["confidence"], dict(f["probabilities"]), f["valence"],
+                       f["arousal"], None if f["box"] is None else tuple(f["box"]),
+                       {k: f[k] for k in UNCERTAINTY_COLUMNS} if UNCERTAINTY_COLUMNS[0] in f else None)
+            for source, found in zip(sources, per_image) for i, f in enumerate(found)
+        ]
+        return cls(faces, class_names, [s for s, found in zip(sources, per_image) if not found])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per face: source, face, x1..y2, p_<class> for each class, expression, confidence, valence,
+        arousal (and the uncertainty columns under Monte-Carlo dropout)."""
+        import pandas as pd
+
+        columns = ["source", "face", "x1", "y1", "x2", "y2", *(f"p_{c}" for c in self.class_names), "expression",
+                   "confidence", "valence", "arousal"]
+        if any(f.uncertainty for f in self):
+            columns += list(UNCERTAINTY_COLUMNS)
+        rows = [{"source": f.source, "face": f.face, **dict(zip(("x1", "y1", "x2", "y2"), f.box or (None,) * 4)),
+                 **{f"p_{c}": p for c, p in f.probabilities.items()}, "expression": f.expression,
+                 "confidence": f.confidence, "valence": f.valence, "arousal": f.arousal, **(f.uncertainty or {})}
+                for f in self]
+        return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,131 @@
+"""The public Python API, through the README's own examples, run against a tiny model trained here."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from skimage import data as skdata
+
+import affectkit
+from affectkit.config import CLASS_NAMES, DATA_CONFIG_NAME
+from affectkit.errors import AffectkitError
+from affectkit.inference.results import FaceResults
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TINY_PROFILE = {"img_size": 32, "batch_size": 16, "epochs": 1, "fine_tune_epochs": 0, "num_workers": 0,
+                "precision": "32", "seed": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two OpenMP threads on two shared cores spin against any other busy process (a step can take 50x longer)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def readme_python_examples() -> list[str]:
+    section = README.read_text().split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def assert_valid_faces(faces: FaceResults) -> None:
+    assert len(faces) > 0
+    for face in faces:
+        assert list(face.probabilities) == list(CLASS_NAMES)
+        assert sum(face.probabilities.values()) == pytest.approx(1, abs=1e-5)
+        assert face.expression in CLASS_NAMES and -1 <= face.valence <= 1 and -1 <= face.arousal <= 1
+    table = faces.to_frame()
+    assert len(table) == len(faces)
+    assert np.allclose(table[[f"p_{c}" for c in CLASS_NAMES]].sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def examples_run(demo_dir, tmp_path_factory) -> dict:
+    """The README's Python examples, executed in order in a folder holding ``faces/`` (the demo faces with a tiny
+    training profile as their settings file) and ``photo.jpg`` (a real face photo)."""
+    root = tmp_path_factory.mktemp("api")
+    shutil.copytree(demo_dir, root / "faces")
+    (root / "faces" / DATA_CONFIG_NAME).write_text(yaml.safe_dump(TINY_PROFILE))
+    Image.fromarray(skdata.astronaut()).save(root / "photo.jpg")
+    namespace: dict = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for i, block in enumerate(readme_python_examples()):
+            with pytest.warns(UserWarning, match="synthetic") if "affectkit.load(" in block else nullcontext():
+                exec(compile(block, f"README.md python example {i + 1}", "exec"), namespace)
+    namespace["root"] = root
+    return namespace
+
+
+def test_readme_examples_train_predict_evaluate_and_run(examples_run):
+    assert len(readme_python_examples()) >= 3
+    model_path = examples_run["root"] / examples_run["model_path"]
+    assert model_path.name == "best_CustomCNN.safetensors" and model_path.is_file()
+    faces = [v for v in examples_run.values() if isinstance(v, FaceResults)]
+    assert len(faces) >= 2  # the photo's faces and the crops
+    for found in faces:
+        assert_valid_faces(found)
+    (photo_face,) = examples_run["faces"]  # the astronaut: one face, detected, boxed
+    assert photo_face.box is not None and photo_face.source == "photo.jpg"
+    assert [f.box for f in examples_run["crops"]] == [None, None]
+    assert isinstance(examples_run["table"], pd.DataFrame)
+    assert 0 <= examples_run["metrics"]["expression"]["accuracy"] <= 1
+    result = examples_run["result"]
+    assert (examples_run["root"] / result.report).is_file()
+    assert list(result.comparison["model"]) == ["CustomCNN"]
+
+
+def test_predict_takes_every_input_form_and_refuses_others_in_one_sentence(examples_run):
+    root = examples_run["root"]
+    with pytest.warns(UserWarning, match="synthetic"):
+        predictor = affectkit.load(root / examples_run["model_path"], detect=False)
+    assert predictor.warning and "must not be used on real people" in predictor.warning
+    batch = np.stack([np.asarray(Image.open(root / "faces" / "images" / f"{i}.jpg")) for i in range(3)])
+    results = predictor.predict([batch, str(root / "faces" / "images"), np.zeros((20, 20), np.uint8)])
+    assert [r.source for r in results[:3]] == ["array 0[0]", "array 0[1]", "array 0[2]"]
+    assert len(results) == 3 + 96 + 1 and results[-1].source == "array 2"
+    with pytest.raises(AffectkitError, match="does not exist"):
+        predictor.predict(root / "missing.jpg")
+    with pytest.raises(AffectkitError, match="int is not an image"):
+        predictor.predict(3)
+    with pytest.raises(AffectkitError, match="uint8"):
+        predictor.predict(np.zeros((20, 20, 3), np.float32))
+
+
+def test_config_keywords_reach_the_run(examples_run, tmp_path):
+    root = examples_run["root"]
+    path = affectkit.train("custom_cnn", root / "faces", tmp_path / "run", evaluate=False,
+                           **{"img_size": 32, "loss.label_smoothing": 0.1})
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert written["loss"]["label_smoothing"] == 0.1 and written["epochs"] == TINY_PROFILE["epochs"]
+    assert path.is_file() and (tmp_path / "run" / "CustomCNN_card.md").is_file()
+    with pytest.raises(AffectkitError, match="no_such_key"):
+        affectkit.train("custom_cnn", root / "faces", tmp_path / "bad", no_such_key=1)
+
+
+def test_import_is_light_and_the_public_names_are_documented():
+    code = ("import sys, affectkit; heavy = [m for m in ('torch', 'lightning', 'pandas', 'pydantic') "
+            "if m in sys.modules]; print(heavy)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    assert sorted(affectkit.__all__) == ["benchmark", "evaluate", "load", "run", "train"]
+    for name in affectkit.__all__:
+        function = getattr(affectkit, name)
+        assert callable(function) and function.__doc__ and function.__annotations__.get("return")
+    importlib.import_module("affectkit.benchmark")  # the command's module of that name must not shadow the function
+    assert callable(affectkit.benchmark) and affectkit.benchmark.__module__ == "affectkit.api"

@@ -1,0 +1,133 @@
+"""`affectkit benchmark` on tiny data: every row, every file, and selection that never looks at the test split."""
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import make_pipeline
+from typer.testing import CliRunner
+
+from affectkit.cli import app
+from affectkit.config import Config
+from affectkit.data.datamodule import prepare_data
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.baselines import BaselineTask, hog_svm
+
+bench = importlib.import_module("affectkit.benchmark")  # the package's `affectkit.benchmark` is the API function
+TINY = ["--set", "img_size=32", "--set", "epochs=1", "--set", "fine_tune_epochs=1", "--set", "num_workers=0",
+        "--set", "precision=32", "--set", "batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def benchmarked(demo_dir, tmp_path_factory):
+    """One CLI run; every call of predict_split is recorded (model, split positions) on the way (holding the models
+    keeps their ids distinct)."""
+    out = tmp_path_factory.mktemp("benchmark")
+    calls = []
+    real = bench.predict_split
+
+    def spy(model, data, positions, **kwargs):
+        calls.append((model, tuple(positions)))
+        return real(model, data, positions, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "predict_split", spy)
+        result = CliRunner().invoke(app, ["benchmark", str(demo_dir), "--out", str(out), "--models", "custom_cnn",
+                                          "--quiet", *TINY])
+    assert result.exit_code == 0, result.output
+    return out, calls
+
+
+def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
+    out, _ = benchmarked
+    table = pd.read_csv(out / "benchmark.csv")
+    assert list(table["key"]) == ["hog_svm", "linear_probe:mobilenetv2_100", "linear_probe:tf_efficientnet_lite0",
+                                  "recipe:resnet50", "model:custom_cnn"]
+    assert list(table["kind"]) == ["baseline"] * 3 + ["recipe", "model"]
+    assert table.loc[3, "model"] == "affectkit recipe (MobileNetV2)"
+    metrics = ["accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc", "train_time_s",
+               "inference_ms_per_image"]
+    assert table[metrics].notna().all().all()  # the demo faces carry valence/arousal: CCC on every row
+    assert table[["accuracy", "macro_f1", "balanced_accuracy"]].stack().between(0, 1).all()
+    assert (table["inference_ms_per_image"] > 0).all() and (table["train_time_s"] > 0).all()
+    for file in ("benchmark.md", "benchmark.png", "splits.csv", "config.yaml", "quarantine.csv"):
+        assert (out / file).stat().st_size > 0, file
+
+
+def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
+    out, _ = benchmarked
+    report = (out / "benchmark.md").read_text()
+    assert bench.HONEST_SELECTION in report
+    assert "affectkit recipe (MobileNetV2)" in report and "benchmark.png" in report
+    assert "selection_metric: val_macro_f1" in report  # the recipe's settings, as run
+    assert "img_size: 32" in report  # ... with the --set overrides
+
+
+def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
+    out, calls = benchmarked
+    splits = pd.read_csv(out / "splits.csv")
+    test = tuple(np.flatnonzero(splits["split"].to_numpy() == "test"))
+    val = tuple(np.flatnonzero(splits["split"].to_numpy() == "val"))
+    models = list({id(m): m for m, _ in calls}.values())
+    assert len(models) == 2  # the recipe, then the custom CNN
+    for model in models:
+        assert [positions for m, positions in calls if m is model] == [val, test]  # val (calibration), test once
+
+
+def test_baselines_never_see_test_labels(demo_dir, monkeypatch):
+    """The task carries no test label; scrambling the test labels changes nothing a baseline fits or predicts."""
+    prepared = prepare_data(demo_dir, Config(img_size=32, num_workers=0), progress=False)
+    task = BaselineTask.from_prepared(prepared)
+    assert len(task.y_train) + len(task.y_val) + len(task.test) == len(prepared.records)
+    fitted_sizes = []
+
+    def recording_pipeline(*steps):
+        pipeline = make_pipeline(*steps)
+        fit = pipeline.fit
+
+        def fit_and_record(x, y):
+            fitted_sizes.append(len(y))
+            return fit(x, y)
+
+        pipeline.fit = fit_and_record
+        return pipeline
+
+    monkeypatch.setattr("affectkit.evaluation.baselines.make_pipeline", recording_pipeline)
+    first = hog_svm(task, progress=False)
+    test = prepared.positions("test")
+    prepared.expression[test] = np.random.default_rng(0).permutation(prepared.expression[test])
+    prepared.valence_arousal[test] = -prepared.valence_arousal[test]
+    second = hog_svm(BaselineTask.from_prepared(prepared), progress=False)
+    np.testing.assert_array_equal(first.probs, second.probs)
+    np.testing.assert_array_equal(first.valence_arousal, second.valence_arousal)
+    n_train, n_val = len(task.y_train), len(task.y_val)
+    assert set(fitted_sizes) == {n_train, n_train + n_val}  # the search on train, the refit on train + val
+    assert "C=" in first.selected and "ridge alpha=" in first.selected
+
+
+def test_bad_options_fail_with_one_sentence_before_any_work(demo_dir, tmp_path):
+    config = Config(img_size=32)
+    with pytest.raises(AffectkitError, match="Unknown baseline 'sift'"):
+        bench.run_benchmark(demo_dir, tmp_path / "a", config, baselines=("sift",))
+    with pytest.raises(AffectkitError, match="Unknown model 'resnet5'"):
+        bench.run_benchmark(demo_dir, tmp_path / "b", config, models=["resnet5"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_packaged_recipe_is_the_one_in_configs():
+    root = Path(bench.__file__).resolve().parent
+    assert (root / "configs" / "recommended.yaml").read_text() == (root.parents[1] / "configs" /
+                                                                  "recommended.yaml").read_text(), (
+        "configs/recommended.yaml changed: copy it to src/affectkit/configs/recommended.yaml (installed copy)")
+
+
+def test_benchmark_config_takes_only_reading_settings_from_the_data_folder(tmp_path):
+    (tmp_path / "affectkit.yaml").write_text("img_size: 64\nepochs: 60\ngroup_pattern: '^(S\\d+)_'\n")
+    config = bench.benchmark_config(data=tmp_path, sets={"fine_tune_epochs": 3})
+    recipe = bench.benchmark_config()
+    assert (config.img_size, config.epochs) == (recipe.img_size, recipe.epochs)
+    assert config.group_pattern == r"^(S\d+)_" and config.fine_tune_epochs == 3
+    quick = bench.benchmark_config(quick=True)
+    assert quick.epochs < recipe.epochs and quick.fine_tune_epochs < recipe.fine_tune_epochs

@@ -1,0 +1,90 @@
+"""Model cards beside saved models, and the synthetic-data warning wherever such a model is used."""
+
+import json
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from affectkit.cli import app
+from affectkit.data.analysis import dataset_summary
+from affectkit.data.reader import read_dataset
+from affectkit.data.synthetic import SYNTHETIC_MARKER
+from affectkit.evaluation.card import SYNTHETIC_WARNING, write_model_card
+from affectkit.inference.predictor import Predictor
+from affectkit.models.io import read_metadata
+from affectkit.pipeline import evaluate_saved, train_one
+from affectkit.serving import create_app
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two OpenMP threads on two shared cores spin against any other busy process (a step can take 50x longer)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_dir, tmp_path_factory):
+    from affectkit.config import Config
+
+    out = tmp_path_factory.mktemp("card")
+    config = Config(img_size=32, batch_size=16, epochs=1, num_workers=0, seed=0, precision="32")
+    return train_one("custom_cnn", demo_dir, out, config, quiet=True)
+
+
+def test_demo_data_is_marked_synthetic_and_other_data_is_not(demo_dir, tmp_path):
+    assert json.loads((demo_dir / SYNTHETIC_MARKER).read_text())["synthetic"] is True
+    assert dataset_summary(read_dataset(demo_dir, progress=False))["synthetic"] is True
+    real = shutil.copytree(demo_dir, tmp_path / "real")
+    (real / SYNTHETIC_MARKER).unlink()
+    assert dataset_summary(read_dataset(real, progress=False))["synthetic"] is False
+
+
+def test_the_card_describes_data_weights_recipe_metrics_and_limits(trained, demo_dir):
+    card = (trained.parent / "CustomCNN_card.md").read_text()
+    meta = read_metadata(trained)
+    assert meta["trained_on_synthetic_data"] is True and meta["training_data"]["synthetic"] is True
+    assert card.startswith("# Model card: CustomCNN") and f"**Warning:** {SYNTHETIC_WARNING}" in card
+    for text in ("AffectNet .npy annotations", "train 64 / val 16 / test 16", "Classes absent: none",
+                 "Starting weights: scratch", "| img_size | 32 |", "## Intended use and limits",
+                 "must not be used on real people", "temperature"):
+        assert text in card, text
+    (evaluation,) = meta["evaluations"]
+    assert evaluation["split"] == "test" and evaluation["n"] == 16 and evaluation["synthetic"] is True
+    assert evaluation["temperature"] == pytest.approx(meta["temperature"])
+    assert f"{evaluation['ece']:.3f}" in card and f"{evaluation['accuracy']:.3f}" in card
+
+    # A later evaluation adds its row; the same data and split again replaces it.
+    evaluate_saved(trained, demo_dir, "all", None, trained.parent / "eval", quiet=True)
+    evaluate_saved(trained, demo_dir, "all", None, trained.parent / "eval", quiet=True)
+    evaluations = read_metadata(trained)["evaluations"]
+    assert [e["split"] for e in evaluations] == ["test", "all"] and evaluations[1]["n"] == 96
+    assert "| all | 96 |" in (trained.parent / "CustomCNN_card.md").read_text()
+
+
+def test_serving_and_predict_show_the_warning_for_a_synthetic_model(trained, demo_dir):
+    info = TestClient(create_app(trained, detect=False)).get("/v1/model").json()
+    assert info["trained_on_synthetic_data"] is True and info["warning"] == SYNTHETIC_WARNING
+    page = TestClient(create_app(trained, detect=False))
+    assert 'id="warning"' in page.get("/").text and "info.warning" in page.get("/static/app.js").text
+    predicted = CliRunner().invoke(app, ["predict", str(trained), str(demo_dir / "images" / "0.jpg"), "--no-detect",
+                                         "-q"])
+    assert predicted.exit_code == 0, predicted.output
+    assert "must not be used on real people" in " ".join(predicted.output.split())
+
+
+def test_a_model_of_real_data_has_no_warning(trained, tmp_path):
+    model = shutil.copy(trained, tmp_path / trained.name)
+    shutil.copy(trained.with_suffix(".json"), tmp_path / trained.with_suffix(".json").name)
+    summary = read_metadata(model)["training_data"]
+    card = write_model_card(model, training_data={**summary, "synthetic": False}).read_text()
+    assert "Warning" not in card and "Synthetic: no" in card
+    info = TestClient(create_app(model, detect=False)).get("/v1/model").json()
+    assert info["trained_on_synthetic_data"] is False and info["warning"] is None
+    assert Predictor(model, detect=False).warning is None

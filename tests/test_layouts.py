@@ -1,0 +1,370 @@
+"""Every data layout affectkit reads, built small from rendered demo faces, each with bad records of its own."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectkit.data.cache import build_cache, decode_record, landmarks_in_cache, open_cache
+from affectkit.data.layouts import LAYOUTS
+from affectkit.data.reader import read_dataset
+from affectkit.data.splits import make_splits, split_description
+from affectkit.data.synthetic import render_face, sample_rng
+from affectkit.errors import AffectkitError
+
+SEVEN = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")  # affectkit ids 0..6, no contempt
+FER_ORDER = ("Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")  # FER2013's 0..6
+RAF_ORDER = ("Surprise", "Fear", "Disgust", "Happy", "Sad", "Anger", "Neutral")  # RAF-DB's 1..7
+AFFECTKIT = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
+
+
+def face(label: int, i: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB demo face of an affectkit class and its landmarks."""
+    image, landmarks, _, _ = render_face(label, sample_rng(7, label * 1000 + i), size)
+    return image, landmarks
+
+
+def save(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def kinds(index) -> dict[str, str]:
+    return {r.id: r.kind for r in index.rejected}
+
+
+# -- class folders ----------------------------------------------------------------------------------------------
+
+# Folder spellings as data sets write them: case and synonyms vary.
+FOLDERS = {"Neutral": 0, "happiness": 1, "SAD": 2, "surprised": 3, "fearful": 4, "Disgust": 5, "angry": 6}
+
+
+def class_folder_set(root: Path, per_split: dict[str, int]) -> Path:
+    for split, n in per_split.items():
+        for folder, label in FOLDERS.items():
+            for i in range(n):
+                save(root / split / folder / f"{split}_{i}.jpg", face(label, i + (100 if split == "test" else 0))[0])
+    return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Path:
+    root = class_folder_set(tmp_path_factory.mktemp("folders") / "data", {"train": 5, "test": 2})
+    (root / "train" / "happiness" / "broken.jpg").write_text("not an image")
+    (root / "train" / "SAD" / "notes.txt").write_text("not a sample: no image suffix")
+    return root
+
+
+def test_class_folders_with_splits_and_synonyms(folders):
+    index = read_dataset(folders, progress=False)
+    assert index.layout == "class_folders"
+    assert len(index.records) == 7 * 7 and kinds(index) == {"train/happiness/broken.jpg": "not_an_image"}
+    labels = {r.id.split("/")[1]: r.expression for r in index.records}
+    assert labels == FOLDERS
+    assert {r.split for r in index.records if r.id.startswith("test/")} == {"test"}
+    assert index.absent_classes() == ["Contempt"]
+    line = index.describe()
+    assert line.startswith("class folders (train/ test/ folders; 7 classes, no Contempt; train/test as given, val "
+                           "carved from train;")
+    table = make_splits(index.records, 0.15, 0.15, seed=0)
+    given = {r.id: r.split for r in index.records}
+    assert set(table["split"]) == {"train", "val", "test"}
+    assert all(given[i] == "test" for i in table.loc[table.split == "test", "id"])  # test used as given
+    assert all(given[i] == "train" for i in table.loc[table.split == "val", "id"])  # val carved from train only
+    assert table.loc[table.split == "val", "expression"].nunique() == 7  # stratified
+    assert "val carved from train" in split_description(table, index)
+
+
+def test_unknown_class_folder_stops_unless_mapped(folders, tmp_path):
+    import shutil
+
+    root = Path(shutil.copytree(folders, tmp_path / "data"))
+    for i in range(2):
+        save(root / "train" / "scream" / f"s{i}.jpg", face(4, 50 + i)[0])
+    with pytest.raises(AffectkitError) as err:
+        read_dataset(root, progress=False)
+    message = str(err.value)
+    assert "scream" in message and "happiness" in message and "class_map" in message and "afraid" in message
+    mapped = read_dataset(root, progress=False, class_map={"scream": "fear"})
+    assert {r.expression for r in mapped.records if "/scream/" in r.id} == {4}
+    ignored = read_dataset(root, progress=False, class_map={"scream": "ignore"})
+    assert not any("/scream/" in r.id for r in ignored.records) and "ignored scream/" in ignored.describe()
+    with pytest.raises(AffectkitError, match="neither a class name"):
+        read_dataset(root, progress=False, class_map={"scream": "screaming"})
+
+
+def test_class_folders_without_split_folders(tmp_path):
+    for label, folder in enumerate(("neutral", "joy")):
+        for i in range(3):
+            save(tmp_path / folder / f"{i}.png", face(label, i)[0])
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "class_folders" and {r.split for r in index.records} == {None}
+    assert sorted({r.expression for r in index.records}) == [0, 1] and "no split folders" in index.describe()
+
+
+# -- FER2013 ----------------------------------------------------------------------------------------------------
+
+
+def gray48(label: int, i: int) -> np.ndarray:
+    return cv2.cvtColor(cv2.resize(face(label, i)[0], (48, 48), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> tuple[Path, dict[int, np.ndarray]]:
+    rows, images = [], {}
+    for i in range(35):
+        fer_label = i % 7
+        usage = ("Training", "Training", "Training", "PublicTest", "PrivateTest")[i % 5]
+        images[i + 1] = gray48(AFFECTKIT.index(FER_ORDER[fer_label]), i)
+        rows.append(f"{fer_label},{' '.join(map(str, images[i + 1].reshape(-1)))},{usage}")
+    good = " ".join(["7"] * 2304)
+    rows += ["3," + " ".join(["7"] * 2000) + ",Training",  # row 36: wrong length
+             "3," + good.replace("7", "x7", 1) + ",Training",  # row 37: not a number
+             "9," + good + ",Training",  # row 38: label outside FER2013's 0..6
+             "2," + good + ",Validation"]  # row 39: unknown Usage
+    path = tmp_path_factory.mktemp("fer") / "fer2013.csv"
+    path.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    return path.parent, images
+
+
+def test_fer2013_csv(fer, tmp_path):
+    folder, images = fer
+    index = read_dataset(folder, progress=False)
+    assert index.layout == "fer2013" and len(index.records) == 35
+    assert kinds(index) == {"fer2013:36": "pixels_length", "fer2013:37": "pixels_invalid",
+                            "fer2013:38": "expression_out_of_range", "fer2013:39": "split_invalid"}
+    reasons = {r.id: r.reason for r in index.rejected}
+    assert "row 36" in reasons["fer2013:36"] and "2000" in reasons["fer2013:36"] and "row 37" in reasons["fer2013:37"]
+    by_row = {int(r.id.split(":")[1]): r for r in index.records}
+    for row, name in ((1, "Anger"), (4, "Happy"), (7, "Neutral"), (6, "Surprise")):
+        assert AFFECTKIT[by_row[row].expression] == name
+    assert [by_row[k].split for k in (1, 4, 5)] == ["train", "val", "test"]
+    assert index.describe().startswith("FER2013 CSV (fer2013.csv; 7 classes, no Contempt; train/val/test as given")
+    # Decoded straight from the CSV into the cache, as three equal channels.
+    cache = open_cache(build_cache(index.records, 48, tmp_path, workers=1, progress=False))
+    k = [r.id for r in index.records].index("fer2013:12")
+    assert np.array_equal(cache.images[k], np.repeat(images[12][:, :, None], 3, axis=2))
+    assert read_dataset(folder / "fer2013.csv", progress=False).layout == "fer2013"  # the CSV given directly
+    # The cache is keyed by content: another pixel string in the same row is another digest.
+    lines = (folder / "fer2013.csv").read_text().splitlines()
+    emotion, pixels, usage = lines[1].split(",")
+    first, rest = pixels.split(" ", 1)
+    lines[1] = f"{emotion},{(int(first) + 1) % 256} {rest},{usage}"
+    (tmp_path / "fer2013.csv").write_text("\n".join(lines) + "\n")
+    again = read_dataset(tmp_path / "fer2013.csv", progress=False).records
+    assert again[0].digest != index.records[0].digest and again[1].digest == index.records[1].digest
+
+
+# -- AffectNet's official CSVs ------------------------------------------------------------------------------------
+
+HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+
+
+def official_row(rel: str, box: tuple[int, int, int, int], landmarks: np.ndarray, expression: int, va=(0.5, -0.25)):
+    lm = ";".join(f"{v:.2f}" for v in landmarks.reshape(-1))
+    return f"{rel},{box[0]},{box[1]},{box[2]},{box[3]},{lm},{expression},{va[0]},{va[1]}"
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory) -> tuple[Path, dict[str, tuple[np.ndarray, tuple, np.ndarray]]]:
+    root = tmp_path_factory.mktemp("affectnet") / "data"
+    truth, tables = {}, {"training.csv": [], "validation.csv": []}
+    for i in range(40):
+        label = i % 8
+        canvas = np.full((120, 160, 3), 90, np.uint8)
+        image, landmarks = face(label, i)
+        x, y = 10 + (i % 5) * 15, 5 + (i % 3) * 20
+        canvas[y:y + 64, x:x + 64] = image
+        rel = f"{i % 3}/img{i}.png"
+        save(root / "Manually_Annotated_Images" / rel, canvas)
+        truth[rel] = (canvas, (x, y, 64, 64), landmarks + [x, y])
+        tables["training.csv" if i < 30 else "validation.csv"].append(
+            official_row(rel, (x, y, 64, 64), landmarks + [x, y], label))
+    lm = np.zeros((68, 2))
+    tables["training.csv"] += [
+        official_row("0/outside.png", (400, 300, 50, 50), lm, 1),  # box beyond the 160x120 image
+        official_row("1/missing.png", (0, 0, 50, 50), lm, 1),  # no such file
+        official_row("2/uncertain.png", (0, 0, 50, 50), lm, 9),  # AffectNet's 'uncertain'
+        official_row("0/nova.png", (0, 0, 50, 50), lm, 2, va=(-2, -2)),  # valence/arousal 'not annotated'
+    ]
+    save(root / "Manually_Annotated_Images" / "0" / "outside.png", np.zeros((120, 160, 3), np.uint8))
+    for name, rows in tables.items():
+        (root / name).write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    return root, truth
+
+
+def test_affectnet_official_csvs(official):
+    root, truth = official
+    index = read_dataset(root, progress=False)
+    assert index.layout == "affectnet_official" and len(index.records) == 40
+    assert kinds(index) == {"0/outside.png": "box_outside_image", "1/missing.png": "image_missing",
+                            "2/uncertain.png": "expression_uncertain", "0/nova.png": "valence_not_annotated"}
+    assert {r.split for r in index.records if r.id in {f"{i % 3}/img{i}.png" for i in range(30, 40)}} == {"test"}
+    assert {r.split for r in index.records if r.id == "0/img0.png"} == {"train"}
+    assert "val carved from train" in index.describe()
+    for r in index.records[:5]:
+        canvas, (x, y, w, h), landmarks = truth[r.id]
+        x0, y0, x1, y1 = r.crop
+        assert (x0, y0) == (max(0, x - 6), max(0, y - 6)) and (x1, y1) == (min(160, x + w + 6), min(120, y + h + 6))
+        assert (r.width, r.height) == (x1 - x0, y1 - y0)
+        assert np.allclose(r.landmarks + [x0, y0], landmarks, atol=0.01)  # moved into the crop
+        expected = cv2.resize(canvas[y0:y1, x0:x1], (32, 32), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(decode_record(r, 32), expected)
+        assert np.allclose(landmarks_in_cache(r, 32), r.landmarks * [32 / r.width, 32 / r.height])
+        assert r.valence == 0.5 and r.arousal == -0.25
+
+
+# -- RAF-DB ----------------------------------------------------------------------------------------------------------
+
+
+def test_rafdb_basic(tmp_path):
+    lines = []
+    for i in range(21):
+        raf = i % 7 + 1
+        name = f"{'train' if i < 14 else 'test'}_{i:05d}.jpg"
+        save(tmp_path / "Image" / "aligned" / name.replace(".jpg", "_aligned.jpg"),
+             face(AFFECTKIT.index(RAF_ORDER[raf - 1]), i)[0])
+        lines.append(f"{name} {raf}")
+    lines += ["train_00090.jpg 9", "test_00091.jpg 4", "train_00092.jpg"]  # bad label, no image, no label
+    save(tmp_path / "Image" / "aligned" / "train_00090_aligned.jpg", face(0, 90)[0])
+    (tmp_path / "EmoLabel").mkdir()
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "rafdb" and len(index.records) == 21
+    assert kinds(index) == {"train_00090.jpg": "expression_out_of_range", "test_00091.jpg": "image_missing",
+                            "train_00092.jpg": "line_invalid"}
+    by_id = {r.id: r for r in index.records}
+    assert AFFECTKIT[by_id["train_00000.jpg"].expression] == "Surprise"  # RAF-DB 1
+    assert AFFECTKIT[by_id["train_00003.jpg"].expression] == "Happy"  # RAF-DB 4
+    assert AFFECTKIT[by_id["train_00006.jpg"].expression] == "Neutral"  # RAF-DB 7
+    assert by_id["test_00020.jpg"].split == "test" and by_id["train_00013.jpg"].split == "train"
+    assert by_id["train_00000.jpg"].image_path.name == "train_00000_aligned.jpg"
+
+
+# -- subject-disjoint splits ------------------------------------------------------------------------------------
+
+
+def test_ck_style_names_split_subject_disjoint(tmp_path):
+    # 14 subjects, each with sequences of two expressions, three near-identical frames per sequence.
+    for s in range(14):
+        for q, label in enumerate((s % 7, (s + 3) % 7)):
+            image = face(label, s * 10 + q)[0]
+            for frame in range(3):
+                save(tmp_path / SEVEN[label] / f"S{s + 10:03d}_{q + 1:03d}_{frame + 1:08d}.png", image)
+    save(tmp_path / "happy" / "extra.png", face(1, 999)[0])
+    index = read_dataset(tmp_path, progress=False, group_pattern=r"^(S\d+)_")
+    assert kinds(index) == {"happy/extra.png": "group_unmatched"}
+    assert {r.group for r in index.records} == {f"S{s + 10:03d}" for s in range(14)}
+    assert "grouped by group_pattern ^(S\\d+)_" in index.describe()
+    table = make_splits(index.records, 0.15, 0.15, seed=0)
+    assert list(table.columns) == ["id", "split", "expression", "group"]
+    assert (table.groupby("group")["split"].nunique() == 1).all()  # no subject on two sides
+    assert set(table["split"]) == {"train", "val", "test"}
+    line = split_description(table, index)
+    assert "grouped by group_pattern ^(S\\d+)_: 14 subjects, none on two sides" in line
+    assert make_splits(index.records, 0.15, 0.15, seed=0).equals(table)  # seeded
+
+
+def test_val_carved_from_a_given_train_split_keeps_subjects_together():
+    from affectkit.data.reader import Record
+
+    records = [Record(f"{split}-{s}-{k}", None, (s + k) % 4, split=split, group=f"{split}{s}")
+               for split, subjects in (("train", 20), ("test", 5)) for s in range(subjects) for k in range(4)]
+    table = make_splits(records, 0.15, 0.15, seed=0)
+    assert (table.groupby("group")["split"].nunique() == 1).all()
+    assert set(table.loc[table.split == "val", "group"]) and all(g.startswith("train")
+                                                                 for g in table.loc[table.split == "val", "group"])
+    assert (table.loc[table.id.str.startswith("test"), "split"] == "test").all()
+
+
+def test_a_sample_listed_twice_is_quarantined_once(tmp_path):
+    save(tmp_path / "a.png", face(1, 0)[0])
+    save(tmp_path / "b.png", face(2, 0)[0])
+    pd.DataFrame({"path": ["a.png", "b.png", "a.png"], "expression": ["happy", "sad", "happy"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    index = read_dataset(tmp_path / "m.csv", progress=False)
+    assert [r.id for r in index.records] == ["a.png", "b.png"] and kinds(index) == {"a.png": "duplicate"}
+
+
+def test_manifest_subject_column_groups_the_split(tmp_path):
+    rows = []
+    for i in range(48):
+        save(tmp_path / f"{i}.png", face(i % 4, i)[0])
+        rows.append({"path": f"{i}.png", "expression": SEVEN[i % 4], "subject": f"p{i // 4}"})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "manifest" and index.group_source == "manifest column subject"
+    table = make_splits(index.records, 0.15, 0.15, seed=3)
+    assert (table.groupby("group")["split"].nunique() == 1).all() and set(table["split"]) == {"train", "val", "test"}
+
+
+# -- detection ------------------------------------------------------------------------------------------------------
+
+
+def test_forcing_a_layout(folders, fer, tmp_path):
+    with pytest.raises(AffectkitError, match="is not in the FER2013 CSV layout: it needs a CSV with columns emotion"):
+        read_dataset(folders, progress=False, layout="fer2013")
+    with pytest.raises(AffectkitError, match="Unknown layout 'imagenet'; the layouts are affectnet, "):
+        read_dataset(folders, progress=False, layout="imagenet")
+    # A folder that holds both: detection takes the earlier layout in the order, --layout the other.
+    import shutil
+
+    both = Path(shutil.copytree(folders, tmp_path / "both"))
+    shutil.copy(fer[0] / "fer2013.csv", both / "fer2013.csv")
+    assert read_dataset(both, progress=False).layout == "fer2013"
+    assert read_dataset(both, progress=False, layout="class_folders").layout == "class_folders"
+
+
+def test_a_folder_of_no_layout_says_what_each_needs(tmp_path):
+    (tmp_path / "photos").mkdir()
+    save(tmp_path / "photos" / "a.jpg", face(0, 0)[0])
+    with pytest.raises(AffectkitError) as err:
+        read_dataset(tmp_path, progress=False)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path} is not an affectkit data set: expected a folder with annotations/")
+    for module in LAYOUTS:
+        assert module.NEEDS in message and f"--layout {module.NAME}" in message
+    assert "Traceback" not in message and message.count(". ") == 0  # one sentence
+    with pytest.raises(AffectkitError, match="/etc is not an affectkit data set"):
+        read_dataset("/etc", progress=False)
+
+
+def test_bad_group_pattern_and_fer_without_names(fer, folders):
+    with pytest.raises(AffectkitError, match="not a valid regular expression"):
+        read_dataset(folders, progress=False, group_pattern="(S")
+    with pytest.raises(AffectkitError, match="FER2013's rows have none"):
+        read_dataset(fer[0], progress=False, group_pattern=r"^(S\d+)")
+
+
+# -- the command line -----------------------------------------------------------------------------------------------
+
+
+def test_run_on_class_folders_with_train_and_test(tmp_path):
+    data = class_folder_set(tmp_path / "data", {"train": 6, "test": 2})
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "affectkit.cli", "run", str(data), "--models", "custom_cnn", "--out", str(out),
+         "--img-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "16", "--workers", "0",
+         "--quiet"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "class folders (train/ test/ folders; 7 classes, no Contempt" in " ".join(done.stderr.split())
+    splits = pd.read_csv(out / "splits.csv")
+    test_ids = set(splits.loc[splits.split == "test", "id"])
+    assert test_ids == {f"test/{f}/test_{i}.jpg" for f in FOLDERS for i in range(2)}
+    assert splits.loc[splits.split == "val", "id"].str.startswith("train/").all()
+    summary = json.loads((out / "dataset_summary.json").read_text())
+    assert summary["layout"] == "class_folders" and summary["absent_classes"] == ["Contempt"]
+    assert summary["classes"] == list(AFFECTKIT) and "val carved from train" in summary["split"]
+    metrics = json.loads((out / "CustomCNN_metrics.json").read_text())
+    assert metrics["n"] == 14 and math.isfinite(metrics["expression"]["accuracy"])

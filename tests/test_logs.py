@@ -1,0 +1,61 @@
+"""TensorBoard experiment logs: one run per model and phase under RUN/logs, readable back by TensorBoard itself."""
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from affectkit.data.datamodule import prepare_data
+from affectkit.training.trainer import train_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two OpenMP threads on two shared cores spin against any other busy process (a step can take 50x longer)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _events(folder):
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return accumulator
+
+
+def test_each_phase_logs_epoch_metrics_learning_rate_and_hyperparameters(demo_dir, tmp_path, tiny_config):
+    # The light ResNet50 stand-in: phase 1 on stored backbone features, phase 2 the whole model.
+    config = tiny_config.override(epochs=2, fine_tune_epochs=1, use_light_models=True, phase1_views=0)
+    data = prepare_data(demo_dir, config, progress=False)
+    result = train_model("resnet50", data, tmp_path, config, quiet=True)
+    assert result.name == "MobileNetV2"
+    history = result.history
+    for phase, epochs in ((1, 2), (2, 1)):
+        folder = tmp_path / "logs" / "MobileNetV2" / f"phase{phase}"
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1
+        events = _events(folder)
+        scalars = events.Tags()["scalars"]
+        val_loss = [e.value for e in events.Scalars("val_loss")]
+        assert val_loss == pytest.approx(list(history[history.phase == phase]["val_loss"]), rel=1e-6)
+        assert len(val_loss) == epochs
+        for tag in ("train_loss", "train_acc", "val_acc", "val_valence_mae", "val_arousal_mae"):
+            assert len(events.Scalars(tag)) == epochs, tag
+        assert any(tag.startswith("lr-") for tag in scalars)
+        assert events.Scalars("hp/best_val_loss")[0].value == pytest.approx(min(val_loss), rel=1e-6)
+        assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
+        hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
+        assert hparams["phase"] == phase and hparams["stored_features"] == (phase == 1)
+        assert hparams["loss.valence_weight"] == 0.5 and hparams["max_samples"] == "null"
+
+
+def test_a_fresh_run_replaces_its_logs_and_the_logs_can_be_turned_off(demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=1)
+    data = prepare_data(demo_dir, config, progress=False)
+    for _ in range(2):
+        train_model("custom_cnn", data, tmp_path / "on", config, quiet=True)
+    folder = tmp_path / "on" / "logs" / "CustomCNN" / "phase1"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1 and len(_events(folder).Scalars("val_loss")) == 1
+    train_model("custom_cnn", data, tmp_path / "off", config.override(tensorboard=False), quiet=True)
+    assert (tmp_path / "off" / "CustomCNN_history.csv").is_file() and not (tmp_path / "off" / "logs").exists()
