@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from affectkit.config import Config
+from affectkit.config import Config, parse_set_options
 from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.synthetic import make_demo_dataset
 from affectkit.evaluation.evaluator import predict_split, score
@@ -61,16 +61,11 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
         "optimizer": "adam", "weight_decay": 0.0, "fine_tune_lr": 1e-4, "backbone_lr_scale": 1.0,
         "fine_tune_warmup_epochs": 0, "fine_tune_batchnorm": "train", "lr_schedule": "plateau"},
     "no warm-up, BatchNorm trained in phase 2": {"fine_tune_warmup_epochs": 0, "fine_tune_batchnorm": "train"},
-    "backbone at the head's learning rate": {"backbone_lr_scale": 1.0},
     "64 px instead of the recipe's size": {"img_size": 64},
     "no label smoothing": {"loss.label_smoothing": 0.0},
     "Adam without weight decay": {"optimizer": "adam", "weight_decay": 0.0},
     "no flip test-time augmentation": {"tta_flip": False},
     "select on validation loss": {"selection_metric": "val_loss"},
-    "spec augmentation (rotation 20, shifts and zoom 0.2)": {
-        "augmentation.rotation_range": 20, "augmentation.width_shift_range": 0.2,
-        "augmentation.height_shift_range": 0.2, "augmentation.zoom_range": 0.2},
-    "half the fine-tuning epochs": {},  # filled in from the recipe's own budget
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 
@@ -166,8 +161,6 @@ def recipe_plan(quick: bool) -> list[tuple[str, bool]]:
 
 
 def recipe_changes(lever: str, recipe: Config) -> dict[str, Any]:
-    if lever == "half the fine-tuning epochs":
-        return {"fine_tune_epochs": max(recipe.fine_tune_epochs // 2, 1)}
     if lever == "class-weighted CE":
         return {"loss.class_weighting": True}
     return RECIPE_LEVERS[lever]
@@ -194,6 +187,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for ablations.md")
     parser.add_argument("--recipe", action="store_true", help="ablate the recommended recipe's choices instead")
+    parser.add_argument("--set", action="append", default=[], help="with --recipe: KEY=VALUE changes to the recipe")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes_and_epochs = (160, 32, 2) if args.quick else (args.n, args.img_size, args.epochs)
@@ -206,7 +200,8 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="affectkit-ablations-") as tmp:
         root = Path(tmp)
-        recipe = recipe_config(settings, root / "cache", args.quick) if args.recipe else None
+        recipe = recipe_config(settings, root / "cache", args.quick).override(**parse_set_options(args.set)) \
+            if args.recipe else None
         config = recipe or base_config(settings, root / "cache")
         datasets = {kind: demo_data(root, settings, kind == "imbalanced", config)
                     for kind in ("balanced", "imbalanced")}

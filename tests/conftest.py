@@ -36,6 +36,31 @@ def demo_copy(demo_dir, tmp_path) -> Path:
     return Path(shutil.copytree(demo_dir, tmp_path / "data"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two OpenMP threads on two shared cores spin against any other busy process (a step can take 50x longer).
+    Modules that train or predict a lot ask for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """An untrained custom CNN at 64 px, saved (``best_CustomCNN``), for inference and serving tests; one per
+    module, so files a module writes beside it (an ONNX export) stay in that module."""
+    import torch
+
+    from affectkit.models import build_model, save_model
+
+    torch.manual_seed(0)
+    config = Config(img_size=64)
+    return save_model(build_model("custom_cnn", config), tmp_path_factory.mktemp("model") / "best_CustomCNN", config)
+
+
 @pytest.fixture
 def tiny_config() -> Config:
     # fp32: tests recompute recorded losses exactly; bf16 autocast (auto on CPUs with native bf16) is tested apart.

@@ -27,15 +27,7 @@ TINY_PROFILE = {"img_size": 32, "batch_size": 16, "epochs": 1, "fine_tune_epochs
                 "precision": "32", "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on two shared cores spin against any other busy process (a step can take 50x longer)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def readme_python_examples() -> list[str]:
@@ -127,5 +119,5 @@ def test_import_is_light_and_the_public_names_are_documented():
     for name in affectkit.__all__:
         function = getattr(affectkit, name)
         assert callable(function) and function.__doc__ and function.__annotations__.get("return")
-    importlib.import_module("affectkit.benchmark")  # the command's module of that name must not shadow the function
+    importlib.import_module("affectkit.pipeline.benchmark")  # the command's module must not shadow the function
     assert callable(affectkit.benchmark) and affectkit.benchmark.__module__ == "affectkit.api"

@@ -15,8 +15,6 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from affectkit.config import Config
-from affectkit.models import build_model, save_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -36,16 +34,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory) -> Iterator[str]:
+def server_url(model_path) -> Iterator[str]:
     import uvicorn
 
     from affectkit.serving import create_app
 
     torch.set_num_threads(1)
-    cfg = Config(img_size=64)
-    model = save_model(build_model("custom_cnn", cfg), tmp_path_factory.mktemp("model") / "best_CustomCNN", cfg)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(model_path), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -18,15 +18,7 @@ from affectkit.pipeline import evaluate_saved, train_one
 from affectkit.serving import create_app
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on two shared cores spin against any other busy process (a step can take 50x longer)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

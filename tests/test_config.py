@@ -141,3 +141,57 @@ def test_print_config_prints_yaml_that_config_reads_back_unchanged(command, tmp_
     assert load_config(saved) == expected and load_config(saved, data=data) == expected
     assert expected.precision == "32" and expected.img_size == 64 and expected.augmentation.rotation_range == 5
     assert not out.exists()  # nothing trained
+
+
+def test_each_packaged_profile_is_the_one_in_configs():
+    from pathlib import Path
+
+    from affectkit.config import PROFILES_DIR, profile_names
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert profile_names() == sorted(path.stem for path in configs.glob("*.yaml"))
+    assert {"recommended", "demo", "spec"} <= set(profile_names())
+    for name in profile_names():
+        assert (PROFILES_DIR / f"{name}.yaml").read_text() == (configs / f"{name}.yaml").read_text(), (
+            f"configs/{name}.yaml changed: copy it to src/affectkit/configs/ (the installed copy)")
+
+
+def test_a_profile_sits_between_the_data_folders_settings_and_the_config_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app, build_config
+    from affectkit.config import DATA_CONFIG_NAME, profile_path
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DATA_CONFIG_NAME).write_text("img_size: 64\nepochs: 60\n")
+    user = tmp_path / "user.yaml"
+    user.write_text("epochs: 3\n")
+    recommended = load_config(profile_path("recommended"))
+    config = build_config(user, None, data, "recommended")
+    assert config.epochs == 3 and config.img_size == recommended.img_size != 64  # the file, then the profile
+    assert config == load_config(user, data=data, profile="recommended")
+    printed = CliRunner().invoke(app, ["run", str(data), "--profile", "demo", "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    assert yaml.safe_load(printed.stdout)["lr_schedule"] == load_config(profile="demo").lr_schedule
+    with pytest.raises(AffectkitError, match="Unknown profile 'fast'; the profiles are .*recommended"):
+        load_config(profile="fast")
+
+
+def test_training_options_are_the_config_keys_with_their_declared_types_and_help():
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app, build_config
+    from affectkit.cli.common import TRAINING_OPTIONS
+    from affectkit.config import config_reference
+
+    reference = {row["key"]: row for row in config_reference()}
+    assert all(option.key in reference for option in TRAINING_OPTIONS)
+    args = ["--workers", "auto", "--devices", "2", "--lr", "0.01", "--no-light", "--max-samples", "100"]
+    printed = CliRunner().invoke(app, ["train", "--model", "custom_cnn", "--data", "nowhere", *args, "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    expected = build_config(None, None, num_workers="auto", devices=2, learning_rate=0.01, use_light_models=False,
+                            max_samples=100)
+    assert Config.model_validate(yaml.safe_load(printed.stdout)) == expected
+    help_text = " ".join(CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    assert reference["fine_tune_lr"]["description"] in help_text

@@ -11,13 +11,11 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-import torch
 import typer
 from skimage import data as skdata
 from typer.testing import CliRunner
 
 from affectkit.config import CLASS_NAMES, Config
-from affectkit.inference.commands import register
 from affectkit.inference.export import export_onnx, int8_path, onnx_parity
 from affectkit.inference import faces as faces_module
 from affectkit.inference.faces import Face, FaceDetector, crop_face
@@ -28,19 +26,7 @@ from affectkit.models import build_model, save_model
 FACE_REGION = (slice(20, 240), slice(130, 320))  # the astronaut's head, with some background around it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = Config(img_size=64)
-    return save_model(build_model("custom_cnn", cfg), tmp_path_factory.mktemp("model") / "best_CustomCNN", cfg)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +41,8 @@ def face() -> np.ndarray:
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    app = typer.Typer(pretty_exceptions_enable=False)
-    register(app)
+    from affectkit.cli import app
+
     return app
 
 

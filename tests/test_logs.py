@@ -8,15 +8,7 @@ from affectkit.data.datamodule import prepare_data
 from affectkit.training.trainer import train_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on two shared cores spin against any other busy process (a step can take 50x longer)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _events(folder):

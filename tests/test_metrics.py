@@ -14,13 +14,11 @@ from scipy.stats import pearsonr
 from sklearn import metrics as skm
 
 from affectkit.config import CLASS_NAMES, NUM_CLASSES
+from affectkit.evaluation.calibration import fit_temperature
 from affectkit.evaluation.metrics import (
     AffectMetrics,
-    ccc_loss,
     compute_metrics,
     expected_calibration_error,
-    fit_temperature,
-    focal_loss,
     reliability_curve,
 )
 from affectkit.evaluation.plots import (
@@ -29,6 +27,7 @@ from affectkit.evaluation.plots import (
     plot_reliability_diagram,
     plot_training_history,
 )
+from affectkit.training.losses import ccc_loss, focal_loss
 
 N = 600
 LABELS = list(range(NUM_CLASSES))

@@ -5,33 +5,18 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from skimage import data as skdata
 
-from affectkit.config import CLASS_NAMES, Config
-from affectkit.models import build_model, save_model
+from affectkit.config import CLASS_NAMES
 from affectkit.serving import create_app
 
 
-@pytest.fixture(scope="module", autouse=True)
-def few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = Config(img_size=64)
-    return save_model(build_model("custom_cnn", cfg), tmp_path_factory.mktemp("model") / "best_CustomCNN", cfg)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

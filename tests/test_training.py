@@ -171,9 +171,10 @@ def test_phase_one_on_stored_features_trains_exactly_as_the_naive_way(demo_dir, 
     """Without augmentation (one stored view, the clean one) the stored-features path feeds the head the same inputs
     in the same order, with the same random stream, as the naive way: with the same runtime the epochs are identical.
     (onnxruntime, the fp32 CPU runtime, differs in the last float bits; see the next test.)"""
+    from affectkit.models.runner import torch_runner
     from affectkit.training import features
 
-    monkeypatch.setattr(features, "make_runner", lambda model, size, bf16=False: features.torch_runner(model.backbone))
+    monkeypatch.setattr(features, "make_runner", lambda model, size, bf16=False: torch_runner(model.backbone))
     still = tiny_config.augmentation.model_copy(update=dict(
         rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0, shear_range=0,
         horizontal_flip=False))
@@ -198,18 +199,18 @@ def test_stored_features_are_the_backbone_outputs(demo_dir, tmp_path, tiny_confi
     data = _data(demo_dir, tmp_path, config)
     model = build_model("resnet50", config)
     model.set_backbone_trainable(False)
-    train, val = compute_phase1_features(model, AffectDataModule(data, config), tmp_path, progress=False)
+    train, val = compute_phase1_features(model, AffectDataModule(data, config), tmp_path)
     tr = data.positions("train")
     assert train.shape == (3, len(tr), model.num_features) and val.shape == (len(data.positions("val")), model.num_features)
     with torch.no_grad():
         expected = model.backbone(torch.from_numpy(normalise(np.asarray(data.images[tr])))).numpy()
     np.testing.assert_allclose(train[0], expected, rtol=1e-3, atol=1e-4)  # onnxruntime vs PyTorch
     assert not np.allclose(train[1], train[0], atol=1e-3) and not np.allclose(train[2], train[1], atol=1e-3)
-    assert not list(tmp_path.glob("*.tmp.npy"))
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_folding_batchnorm_keeps_the_backbone_function(tiny_config):
-    from affectkit.training.features import fold_batchnorm
+    from affectkit.models.runner import fold_batchnorm
 
     backbone = build_model("resnet50", tiny_config).backbone.eval()
     folded = fold_batchnorm(backbone)

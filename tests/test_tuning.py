@@ -12,17 +12,11 @@ from affectkit.config import load_config
 from affectkit.data.datamodule import prepare_data
 from affectkit.errors import AffectkitError
 from affectkit.training.trainer import train_model
-from affectkit.tuning import pruning_callback, register
+from affectkit.cli import app
+from affectkit.pipeline.tuning import pruning_callback
 
 
 def _cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:  # a group, as in the real CLI: a lone command would otherwise become the app itself
-        pass
-
-    register(app)
     return app
 
 
@@ -95,7 +89,7 @@ def test_pruning_callback_ignores_sanity_checks():
 
 
 def test_trials_a_killed_run_left_running_are_failed_on_reopening(tmp_path, tiny_config):
-    from affectkit.tuning import fail_stale_trials, open_study
+    from affectkit.pipeline.tuning import fail_stale_trials, open_study
 
     study = open_study(tmp_path, tiny_config, ["custom_cnn"])
     study.ask()

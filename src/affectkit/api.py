@@ -15,19 +15,26 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, ContextManager, Union
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from affectkit.benchmark import BenchmarkResult
     from affectkit.config import Config
     from affectkit.inference.predictor import BackendName, Predictor
+    from affectkit.pipeline.benchmark import BenchmarkResult
 
 __all__ = ["benchmark", "evaluate", "load", "run", "train"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
+
+
+def _reporting(quiet: bool) -> ContextManager[Any]:
+    """``quiet``: nothing is reported; otherwise progress and notes go to the console (stderr)."""
+    from affectkit.progress import SILENT, reporting, to_console
+
+    return reporting(SILENT if quiet else to_console())
 
 
 def _config(config: ConfigSource, data: str | Path, overrides: dict[str, Any]) -> Config:
@@ -65,9 +72,9 @@ def train(model: str, data: str | Path, out: str | Path = "runs/train", config: 
     """
     from affectkit.pipeline import train_one
 
-    return train_one(model, Path(data), Path(out), _config(config, data, overrides),
-                     weights=Path(weights) if weights is not None else None, resume=resume, quiet=quiet,
-                     evaluate=evaluate)
+    with _reporting(quiet):
+        return train_one(model, Path(data), Path(out), _config(config, data, overrides),
+                         weights=Path(weights) if weights is not None else None, resume=resume, evaluate=evaluate)
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,14 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
 
     from affectkit.models.factory import resolve_spec
     from affectkit.pipeline import run_pipeline
+    from affectkit.runs import RunFolder
 
-    cfg, out = _config(config, data, overrides), Path(out)
-    report = run_pipeline(Path(data), out, list(models), cfg,
-                          weights={k: Path(v) for k, v in (weights or {}).items()}, resume=resume, quiet=quiet)
+    cfg, folder = _config(config, data, overrides), RunFolder(Path(out))
+    with _reporting(quiet):
+        report = run_pipeline(Path(data), folder.root, list(models), cfg,
+                              weights={k: Path(v) for k, v in (weights or {}).items()}, resume=resume)
     names = [resolve_spec(m, cfg.use_light_models).display_name for m in models]
-    return RunResult(report, pd.read_csv(out / "model_comparison_results.csv"),
-                     {name: out / f"best_{name}.safetensors" for name in names})
+    return RunResult(report, pd.read_csv(folder.comparison_table), {name: folder.weights(name) for name in names})
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,
@@ -111,8 +119,9 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
     """
     from affectkit.pipeline import evaluate_saved
 
-    return evaluate_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
-                          Path(out) if out is not None else None, quiet=quiet)
+    with _reporting(quiet):
+        return evaluate_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
+                              Path(out) if out is not None else None)
 
 
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,
@@ -124,8 +133,8 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
     Returns the result: ``.table`` (a DataFrame, one row per method), ``.paths`` (benchmark.csv / .md / .png, ...)
     and ``.notes`` (rows that could not run here, and why).
     """
-    from affectkit.benchmark import QUICK, benchmark_config, run_benchmark
     from affectkit.config import Config
+    from affectkit.pipeline.benchmark import QUICK, benchmark_config, run_benchmark
 
     if isinstance(config, Config):
         cfg = config.override(**QUICK) if quick else config
@@ -133,4 +142,5 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
     else:
         cfg = benchmark_config(Path(config) if config is not None else None, overrides, Path(data), quick=quick)
     options = {} if baselines is None else {"baselines": tuple(baselines)}
-    return run_benchmark(Path(data), Path(out), cfg, models=list(models), quiet=quiet, **options)
+    with _reporting(quiet):
+        return run_benchmark(Path(data), Path(out), cfg, models=list(models), **options)

@@ -234,11 +234,28 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, data: str | Path | None = None) -> Config:
-    """The defaults, updated from the data folder's own settings file (see :func:`data_config_file`) and then from
-    the YAML file ``path``: the more specific source wins, key by key."""
+# Named profiles installed with the package, copies of the repository's configs/ files (a test keeps them equal).
+PROFILES_DIR = Path(__file__).parent / "configs"
+
+
+def profile_names() -> list[str]:
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
+
+
+def profile_path(name: str) -> Path:
+    """The packaged profile ``name`` (``recommended``, ``demo``, ``spec``, ...: see :func:`profile_names`)."""
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise AffectkitError(f"Unknown profile {name!r}; the profiles are {', '.join(profile_names())}.")
+    return path
+
+
+def load_config(path: str | Path | None = None, data: str | Path | None = None, profile: str | None = None) -> Config:
+    """The defaults, updated from the data folder's own settings file (see :func:`data_config_file`), then from the
+    packaged ``profile`` (see :func:`profile_path`), then from the YAML file ``path``: the more specific source wins,
+    key by key."""
     config = Config()
-    for source in (data_config_file(data), path):
+    for source in (data_config_file(data), profile_path(profile) if profile else None, path):
         if source is not None:
             config = _validate(_merge(config.model_dump(), _read_mapping(Path(source))), source=str(source))
     return config

@@ -1,10 +1,18 @@
-"""Rich progress bars that fall silent under ``--quiet`` or when output is not a terminal-friendly stream."""
+"""Progress and notes of long library calls, behind one reporter set for a run.
+
+Library code never prints: it reports to the current :class:`Reporter`, which is silent unless the caller sets
+another for the duration of a call with :func:`reporting` (the command line sets a console reporter; ``--quiet``
+keeps its notes and drops the progress). Reporting travels with the call, not through every function's
+parameters.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any, ContextManager, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -16,14 +24,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from affectkit.config import data_config_file
-
 T = TypeVar("T")
 # Logs (stderr not a terminal) get long lines rather than epoch summaries wrapped at Rich's default 80 columns.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def make_progress(transient: bool = False) -> Progress:
+def _make_progress(out: Console) -> Progress:
+    """Bars that vanish when done: a log keeps the notes and per-epoch lines, not a trail of finished bars."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -32,25 +39,73 @@ def make_progress(transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        console=console,
-        transient=transient,
+        console=out,
+        transient=True,
     )
 
 
-def track(items: Iterable[T], total: int | None = None, description: str = "", enabled: bool = True) -> Iterator[T]:
-    if not enabled:
-        yield from items
-        return
-    with make_progress(transient=True) as progress:
-        task = progress.add_task(description, total=total, info="")
-        for item in items:
-            yield item
-            progress.advance(task)
+class Reporter:
+    """Where a run's output goes: ``notes`` (a line worth keeping in a log: the data's layout, a model's starting
+    weights) to ``out`` when there is one, and progress (bars, per-epoch lines, tables as a run goes) too when
+    ``progress`` is on."""
+
+    def __init__(self, out: Console | None = None, progress: bool = True):
+        self.out = out
+        self.progress = out is not None and progress
+
+    def note(self, message: str) -> None:
+        if self.out is not None:
+            self.out.print(message)
+
+    def show(self, renderable: Any) -> None:
+        if self.progress:
+            self.out.print(renderable)
+
+    def rule(self, title: str) -> None:
+        if self.progress:
+            self.out.rule(title)
+
+    def track(self, items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        if not self.progress:
+            yield from items
+            return
+        with _make_progress(self.out) as bar:
+            task = bar.add_task(description, total=total, info="")
+            for item in items:
+                yield item
+                bar.advance(task)
+
+    def bar(self) -> ContextManager[Progress]:
+        """A progress display to add tasks to and advance; nothing is drawn without progress."""
+        if self.progress:
+            return _make_progress(self.out)
+        return nullcontext(_make_progress(Console(quiet=True)))
 
 
-def announce_data_config(data) -> None:
-    """One line when a command takes its starting settings from the data folder's ``affectkit.yaml``."""
-    card = data_config_file(data)
-    if card is not None:
-        console.print(f"[cyan]Settings from {card} (this data set's recommended profile); --config and options "
-                      f"override them, deleting the file restores the defaults.[/cyan]")
+SILENT = Reporter()
+_current: ContextVar[Reporter] = ContextVar("affectkit_reporter", default=SILENT)
+
+
+def reporter() -> Reporter:
+    """The reporter of the call in progress (silent unless one was set with :func:`reporting`)."""
+    return _current.get()
+
+
+@contextmanager
+def reporting(to: Reporter) -> Iterator[Reporter]:
+    """Report to ``to`` until the block ends."""
+    token = _current.set(to)
+    try:
+        yield to
+    finally:
+        _current.reset(token)
+
+
+def to_console(progress: bool = True) -> Reporter:
+    return Reporter(console, progress=progress)
+
+
+def silenced(silent: bool) -> ContextManager[Any]:
+    """For the library's entry points, which keep a ``quiet`` (or ``progress=False``) keyword for callers outside
+    the command line: it silences the call, notes included; otherwise the caller's reporter stays."""
+    return reporting(SILENT) if silent else nullcontext()

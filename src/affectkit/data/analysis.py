@@ -12,11 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from affectkit.config import CLASS_NAMES  # noqa: E402
+from affectkit.config import CLASS_NAMES, Config  # noqa: E402
 from affectkit.data.cache import decode_record  # noqa: E402
-from affectkit.data.reader import DatasetIndex  # noqa: E402
+from affectkit.data.reader import DatasetIndex, read_dataset, reader_options  # noqa: E402
 from affectkit.data.splits import SPLITS, split_description  # noqa: E402
 from affectkit.data.synthetic import is_synthetic_data  # noqa: E402
+from affectkit.runs import RunFolder  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 
@@ -140,10 +141,16 @@ def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0) 
 
 def analyze(index: DatasetIndex, out_dir: str | Path, seed: int = 0,
             splits: pd.DataFrame | None = None) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figure = plot_dataset_analysis(index, out_dir / "dataset_analysis.png", seed)
-    summary_path = out_dir / "dataset_summary.json"
-    summary_path.write_text(json.dumps(dataset_summary(index, splits), indent=2))
-    index.write_quarantine(out_dir / "quarantine.csv")
-    return figure, summary_path
+    run = RunFolder(Path(out_dir))
+    run.root.mkdir(parents=True, exist_ok=True)
+    figure = plot_dataset_analysis(index, run.dataset_analysis, seed)
+    run.dataset_summary.write_text(json.dumps(dataset_summary(index, splits), indent=2))
+    index.write_quarantine(run.quarantine)
+    return figure, run.dataset_summary
+
+
+def analyze_data(data: str | Path, out_dir: str | Path, config: Config) -> tuple[DatasetIndex, Path, Path]:
+    """Read the data set at ``data`` as ``config`` says (layout, class_map, group_pattern) and analyse it into
+    ``out_dir``: its index, ``dataset_analysis.png`` and ``dataset_summary.json`` (and ``quarantine.csv``)."""
+    index = read_dataset(data, **reader_options(config))
+    return (index, *analyze(index, out_dir))

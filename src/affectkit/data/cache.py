@@ -19,9 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from affectkit.atomic import atomic_path
 from affectkit.data.layouts.fer2013 import row_pixels
 from affectkit.data.reader import Record
 from affectkit.errors import AffectkitError
+from affectkit.progress import reporter, silenced
 
 CACHE_VERSION = 2  # 2: enlarging resizes are bilinear
 CHUNK = 256
@@ -103,19 +105,10 @@ class ImageCache:
     images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped or in RAM
     ids: list[str]
 
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[1])
 
-    def position(self) -> dict[str, int]:
-        return {i: k for k, i in enumerate(self.ids)}
-
-
-def _save_atomic(path: Path, save) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        save(f)
-    os.replace(tmp, path)
+def _save_done(path: Path, done: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, done)
 
 
 def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int = 2, progress: bool = True) -> Path:
@@ -133,18 +126,13 @@ def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int 
         with open(images_file, "wb") as f:
             f.truncate(n * size * size * 3)  # sparse file: no memory or disk written up front
         done = np.zeros(n_chunks, dtype=bool)
-        _save_atomic(done_file, lambda f: np.save(f, done))
+        _save_done(done_file, done)
     done = np.load(done_file)
     todo = [c for c in range(n_chunks) if not done[c]]
     jobs = [(str(images_file), n, size, c * CHUNK, [pixel_source(r) for r in records[c * CHUNK : (c + 1) * CHUNK]])
             for c in todo]
-
-    from affectkit.progress import make_progress
-
-    with make_progress(transient=True) as bar:
+    with silenced(not progress), reporter().bar() as bar:
         task = bar.add_task(f"Caching images at {size}px", total=n, completed=n - sum(len(j[4]) for j in jobs), info="")
-        if not progress:
-            bar.stop()
         if workers <= 1 or len(jobs) <= SERIAL_CHUNKS:
             finished = (_write_chunk(*job) for job in jobs)
             _mark_done(finished, done, done_file, bar, task, records)
@@ -161,7 +149,7 @@ def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int 
 def _mark_done(starts, done: np.ndarray, done_file: Path, bar, task, records: list[Record]) -> None:
     for start in starts:
         done[start // CHUNK] = True
-        _save_atomic(done_file, lambda f: np.save(f, done))
+        _save_done(done_file, done)
         bar.advance(task, len(records[start : start + CHUNK]))
 
 

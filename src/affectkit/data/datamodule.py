@@ -18,6 +18,7 @@ from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_ca
 from affectkit.data.reader import DatasetIndex, Record, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, load_or_make_splits, make_splits
 from affectkit.models.io import IMAGENET_MEAN, IMAGENET_STD
+from affectkit.progress import silenced
 
 
 @dataclass
@@ -50,31 +51,33 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
     ``splits_path``: reuse that ``splits.csv`` or create it there (every model and every resume of a run then sees the
     same split). ``use_all``: serve every valid record as the "test" split, for an external test set.
     """
-    index = index or read_dataset(data, progress=progress, **reader_options(config))
-    if quarantine_path is not None:
-        index.write_quarantine(quarantine_path)
-    if use_all:
-        splits = pd.DataFrame({"id": [r.id for r in index.records], "split": "test",
-                               "expression": [r.expression for r in index.records]})
-    elif splits_path is not None:
-        splits = load_or_make_splits(splits_path, index.records, config.validation_split, config.test_split,
-                                     config.seed, config.max_samples)
-    else:
-        splits = make_splits(index.records, config.validation_split, config.test_split, config.seed, config.max_samples)
-    by_id = {r.id: r for r in index.records}
-    records = [by_id[i] for i in splits["id"].astype(str)]
-    cache_dir = build_cache(records, config.img_size, default_cache_dir(config.cache_dir),
-                            workers=cache_workers(config), progress=progress)
-    cache = open_cache(cache_dir, in_memory=not config.streaming_mode)
-    return PreparedData(
-        index=index,
-        splits=splits,
-        records=records,
-        images=cache.images,
-        expression=np.array([r.expression for r in records], dtype=np.int64),
-        valence_arousal=np.array([[r.valence, r.arousal] for r in records], dtype=np.float32).reshape(-1, 2),
-        landmarks=np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32),
-    )
+    with silenced(not progress):
+        index = index or read_dataset(data, **reader_options(config))
+        if quarantine_path is not None:
+            index.write_quarantine(quarantine_path)
+        if use_all:
+            splits = pd.DataFrame({"id": [r.id for r in index.records], "split": "test",
+                                   "expression": [r.expression for r in index.records]})
+        elif splits_path is not None:
+            splits = load_or_make_splits(splits_path, index.records, config.validation_split, config.test_split,
+                                         config.seed, config.max_samples)
+        else:
+            splits = make_splits(index.records, config.validation_split, config.test_split, config.seed,
+                                 config.max_samples)
+        by_id = {r.id: r for r in index.records}
+        records = [by_id[i] for i in splits["id"].astype(str)]
+        cache_dir = build_cache(records, config.img_size, default_cache_dir(config.cache_dir),
+                                workers=cache_workers(config))
+        cache = open_cache(cache_dir, in_memory=not config.streaming_mode)
+        return PreparedData(
+            index=index,
+            splits=splits,
+            records=records,
+            images=cache.images,
+            expression=np.array([r.expression for r in records], dtype=np.int64),
+            valence_arousal=np.array([[r.valence, r.arousal] for r in records], dtype=np.float32).reshape(-1, 2),
+            landmarks=np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32),
+        )
 
 
 def available_cores() -> int:
@@ -179,12 +182,6 @@ class AffectDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), shuffle=False)
-
-    def split_loader(self, split: str) -> DataLoader:
-        return self._loader(self.dataset(split), shuffle=False)
 
     def class_frequencies(self) -> np.ndarray:
         labels = self.data.expression[self.data.positions("train")]

@@ -30,6 +30,7 @@ from affectkit.data.records import (
     parse_expression,
 )
 from affectkit.errors import AffectkitError
+from affectkit.progress import silenced
 
 __all__ = [
     "AFFECTNET_NON_EXPRESSIONS", "CLASS_SYNONYMS", "IMAGE_SUFFIXES", "LAYOUT_NAMES", "LAYOUT_TITLES", "SPLIT_ALIASES",
@@ -85,20 +86,21 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
     ``layout``: one of ``LAYOUT_NAMES`` to skip detection. ``class_map``: class-folder name -> class name or
     ``"ignore"``. ``group_pattern``: see the module docstring.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise AffectkitError(f"{path} does not exist.")
-    if group_pattern:
-        _compile_group_pattern(group_pattern)  # a typo stops before a long read
-    options = ReadOptions(class_map=dict(class_map or {}))
-    module, found = choose(path, options, layout)
-    if group_pattern and module.NAME == "fer2013":
-        raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")
-    index = module.read(found, options, progress)
-    if group_pattern:
-        index = _apply_groups(index, group_pattern)
-    index = _drop_duplicates(index)
-    if not index.records:
-        counts = ", ".join(f"{k}: {v}" for k, v in index.rejection_counts().items()) or "none found"
-        raise AffectkitError(f"{path} has no valid samples (rejected by reason: {counts}).")
-    return index
+    with silenced(not progress):
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise AffectkitError(f"{path} does not exist.")
+        if group_pattern:
+            _compile_group_pattern(group_pattern)  # a typo stops before a long read
+        options = ReadOptions(class_map=dict(class_map or {}))
+        module, found = choose(path, options, layout)
+        if group_pattern and module.NAME == "fer2013":
+            raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")
+        index = module.read(found, options)
+        if group_pattern:
+            index = _apply_groups(index, group_pattern)
+        index = _drop_duplicates(index)
+        if not index.records:
+            counts = ", ".join(f"{k}: {v}" for k, v in index.rejection_counts().items()) or "none found"
+            raise AffectkitError(f"{path} has no valid samples (rejected by reason: {counts}).")
+        return index

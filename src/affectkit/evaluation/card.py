@@ -14,6 +14,7 @@ from typing import Any
 from affectkit.config import CLASS_NAMES
 from affectkit.data.synthetic import is_synthetic_data
 from affectkit.models.io import config_from_metadata, model_paths, read_metadata, update_metadata
+from affectkit.runs import RunFolder
 
 SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
                      "of people: it must not be used on real people.")
@@ -36,7 +37,7 @@ def card_path(model_path: str | Path, meta: dict[str, Any] | None = None) -> Pat
     """``<Model>_card.md`` in the saved model's folder."""
     weights, _ = model_paths(model_path)
     meta = meta or read_metadata(model_path)
-    return weights.parent / f"{meta['display_name']}_card.md"
+    return RunFolder(weights.parent).card(meta["display_name"])
 
 
 def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[str, Any]:

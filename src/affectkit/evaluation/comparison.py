@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from affectkit.config import Config
+from affectkit.runs import RunFolder
 
 COLUMNS = [
     "model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece",
@@ -31,14 +31,12 @@ def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, 
     return row
 
 
-def write_comparison(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+def write_comparison(rows: list[dict], run: RunFolder) -> tuple[Path, Path]:
     from affectkit.evaluation.plots import plot_model_comparison
 
     table = pd.DataFrame(rows)[COLUMNS]
-    csv = out_dir / "model_comparison_results.csv"
-    table.to_csv(csv, index=False, float_format="%.4f")
-    png = plot_model_comparison(table, out_dir / "model_comparison.png")
-    return csv, Path(png)
+    table.to_csv(run.comparison_table, index=False, float_format="%.4f")
+    return run.comparison_table, Path(plot_model_comparison(table, run.comparison_plot))
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -49,10 +47,10 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def write_report(out_dir: Path, config: Config, summary: dict, rows: list[dict], models: list[str],
-                 notes: list[str], transfer: list[dict] | None = None) -> Path:
+def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
+                 transfer: list[dict] | None = None) -> Path:
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
-    against random-start controls (see ``pipeline.run_pipeline``)."""
+    against random-start controls (see :func:`affectkit.pipeline.run_pipeline`)."""
     table = pd.DataFrame(rows)[COLUMNS]
     main = table[["model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "macro_f1", "valence_ccc", "arousal_ccc",
                   "valence_rmse", "arousal_rmse", "params_millions", "train_time_s", "inference_ms_per_image"]]
@@ -64,38 +62,37 @@ def write_report(out_dir: Path, config: Config, summary: dict, rows: list[dict],
         "",
         f"Data: `{summary['source']}` ({summary.get('layout_description', summary['layout'] + ' layout')}): "
         f"{summary['valid_samples']} valid samples, "
-        f"{summary['rejected_samples']} quarantined ({rejected}; see `quarantine.csv`).",
+        f"{summary['rejected_samples']} quarantined ({rejected}; see `{run.quarantine.name}`).",
         "",
         f"Classes: {counts}." + (f" Absent from the data: {', '.join(summary['absent_classes'])}."
                                   if summary.get("absent_classes") else ""),
         "",
         *([f"Split: {summary['split']}.", ""] if summary.get("split") else []),
-        "![dataset analysis](dataset_analysis.png)",
+        f"![dataset analysis]({run.dataset_analysis.name})",
         "",
         "## Comparison on the shared test split",
         "",
         markdown_table(main),
         "",
-        f"Best expression accuracy: **{best}**. Full numbers: `model_comparison_results.csv`.",
+        f"Best expression accuracy: **{best}**. Full numbers: `{run.comparison_table.name}`.",
         "",
-        "![model comparison](model_comparison.png)",
+        f"![model comparison]({run.comparison_plot.name})",
         "",
     ]
     for name in models:
         lines += [f"## {name}", ""]
-        for kind in ("training_history", "confusion_matrix", "reliability"):
-            if (out_dir / f"{name}_{kind}.png").is_file():  # ensembles have no training history
-                lines.append(f"![{name} {kind.replace('_', ' ')}]({name}_{kind}.png)")
-        files = [f"`{name}_metrics.json`"] + ([f"`{name}_history.csv`"] if (out_dir / f"{name}_history.csv").is_file() else [])
-        lines += ["", f"Files: {', '.join(files)}.", ""]
+        plots = (("training history", run.training_plot(name)), ("confusion matrix", run.confusion_matrix(name)),
+                 ("reliability", run.reliability(name)))
+        lines += [f"![{name} {kind}]({plot.name})" for kind, plot in plots if plot.is_file()]  # ensembles: no history
+        files = [run.metrics(name), *(path for path in [run.history(name)] if path.is_file())]
+        lines += ["", f"Files: {', '.join(f'`{file.name}`' for file in files)}.", ""]
     if transfer:
         lines += ["## Transfer learning: pretrained start against a random start", "",
                   "Each pretrained model was trained a second time from randomly initialised weights, with the same "
-                  "data, split, recipe and epoch budget (files under `random_start/`); test accuracy:", "",
-                  markdown_table(pd.DataFrame(transfer)), ""]
+                  f"data, split, recipe and epoch budget (files under `{run.random_start.root.name}/`); test "
+                  "accuracy:", "", markdown_table(pd.DataFrame(transfer)), ""]
     if notes:
         lines += ["## Models and their starting weights", "", *[f"- {n}" for n in notes], ""]
-    lines += ["## Configuration", "", "```yaml", Path(out_dir / "config.yaml").read_text().rstrip(), "```", ""]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    lines += ["## Configuration", "", "```yaml", run.config.read_text().rstrip(), "```", ""]
+    run.report.write_text("\n".join(lines))
+    return run.report

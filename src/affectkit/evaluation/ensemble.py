@@ -1,5 +1,6 @@
-"""Stacking: a second-level model learns how much to trust each member, from the members' validation predictions.
+"""Ensembles of a run's models: their predictions averaged, or stacked.
 
+Stacking: a second-level model learns how much to trust each member, from the members' validation predictions.
 Expression: multinomial logistic regression on the members' concatenated log-probabilities. Valence and arousal:
 one ridge regression each on every member's valence and arousal predictions. Fit it on a split the members did not
 train on (the validation split); score it on another (the test split).
@@ -14,6 +15,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from affectkit.config import NUM_CLASSES
 from affectkit.errors import AffectkitError
+from affectkit.evaluation.evaluator import Predictions
 
 # Log-probabilities of confident members reach -inf; the floor keeps the features finite and their scale sane.
 PROB_FLOOR = 1e-6
@@ -80,3 +82,20 @@ def fit_stacking(val_probs: list[np.ndarray], val_va: list[np.ndarray], y_val: n
         regressors.append(Ridge(alpha=1.0).fit(features[annotated], va_val[annotated, dim])
                           if annotated.sum() >= 2 else None)
     return StackingEnsemble(classifier, regressors, len(val_probs))
+
+
+def _from_probs(probs: np.ndarray, valence_arousal: np.ndarray) -> Predictions:
+    return Predictions(np.log(np.clip(probs, 1e-12, None)), valence_arousal)
+
+
+def average(members: list[Predictions]) -> Predictions:
+    """The members' (calibrated) expression probabilities and valence/arousal, averaged."""
+    return _from_probs(np.mean([m.probs for m in members], axis=0),
+                       np.mean([m.valence_arousal for m in members], axis=0))
+
+
+def stack(val: list[Predictions], test: list[Predictions], y_val: np.ndarray, va_val: np.ndarray) -> Predictions:
+    """A stacking ensemble fit on the members' validation predictions ``val`` (labels ``y_val``, ``va_val``),
+    applied to their test predictions ``test``."""
+    stacker = fit_stacking([m.probs for m in val], [m.valence_arousal for m in val], y_val, va_val, seed=0)
+    return _from_probs(*stacker.predict([m.probs for m in test], [m.valence_arousal for m in test]))

@@ -15,7 +15,8 @@ from affectkit.config import CLASS_NAMES
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
-from affectkit.progress import console, track
+from affectkit.progress import reporter, silenced
+from affectkit.runs import RunFolder
 
 
 @dataclass
@@ -30,27 +31,33 @@ class Predictions:
         return e / e.sum(1, keepdims=True)
 
 
+def evaluation_device() -> str:
+    """Where saved models are loaded to be scored: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @torch.inference_mode()
 def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndarray, batch_size: int = 64,
                   progress: bool = True, temperature: float = 1.0, tta_flip: bool = False) -> Predictions:
     """Logits (divided by ``temperature``) and valence/arousal for ``positions``; ``tta_flip`` averages each image's
     outputs with its mirror image's (faces are near-symmetric; the training augmentation flips them too)."""
-    model.eval().to(memory_format=torch.channels_last)
-    device = next(model.parameters()).device
-    logits, va = [], []
-    batches = range(0, len(positions), batch_size)
-    for start in track(batches, total=len(batches), description="Predicting", enabled=progress):
-        idx = np.sort(positions[start : start + batch_size])  # sorted reads are kinder to a memory map
-        order = np.argsort(np.argsort(positions[start : start + batch_size]))
-        # uint8 NHWC travels to the device; permuted to NCHW it already has the channels-last layout.
-        x = normalise_batch(torch.from_numpy(np.asarray(data.images[idx])).to(device).permute(0, 3, 1, 2))
-        out_logits, valence, arousal = model(x)
-        if tta_flip:
-            flipped = model(x.flip(3))
-            out_logits, valence, arousal = ((a + b) / 2 for a, b in zip((out_logits, valence, arousal), flipped))
-        logits.append(out_logits.float().cpu().numpy()[order] / temperature)
-        va.append(torch.stack([valence, arousal], 1).float().cpu().numpy()[order])
-    return Predictions(np.concatenate(logits), np.concatenate(va))
+    with silenced(not progress):
+        model.eval().to(memory_format=torch.channels_last)
+        device = next(model.parameters()).device
+        logits, va = [], []
+        batches = range(0, len(positions), batch_size)
+        for start in reporter().track(batches, total=len(batches), description="Predicting"):
+            idx = np.sort(positions[start : start + batch_size])  # sorted reads are kinder to a memory map
+            order = np.argsort(np.argsort(positions[start : start + batch_size]))
+            # uint8 NHWC travels to the device; permuted to NCHW it already has the channels-last layout.
+            x = normalise_batch(torch.from_numpy(np.asarray(data.images[idx])).to(device).permute(0, 3, 1, 2))
+            out_logits, valence, arousal = model(x)
+            if tta_flip:
+                flipped = model(x.flip(3))
+                out_logits, valence, arousal = ((a + b) / 2 for a, b in zip((out_logits, valence, arousal), flipped))
+            logits.append(out_logits.float().cpu().numpy()[order] / temperature)
+            va.append(torch.stack([valence, arousal], 1).float().cpu().numpy()[order])
+        return Predictions(np.concatenate(logits), np.concatenate(va))
 
 
 @torch.inference_mode()
@@ -77,11 +84,9 @@ def write_model_report(name: str, metrics: dict, pred: Predictions, data: Prepar
                        out_dir: Path) -> dict[str, Path]:
     """``<Model>_metrics.json``, ``<Model>_confusion_matrix.png`` and ``<Model>_reliability.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "metrics": out_dir / f"{name}_metrics.json",
-        "confusion_matrix": out_dir / f"{name}_confusion_matrix.png",
-        "reliability": out_dir / f"{name}_reliability.png",
-    }
+    run = RunFolder(out_dir)
+    paths = {"metrics": run.metrics(name), "confusion_matrix": run.confusion_matrix(name),
+             "reliability": run.reliability(name)}
     paths["metrics"].write_text(json.dumps(metrics, indent=2))
     plot_confusion_matrix(np.asarray(metrics["expression"]["confusion_matrix"]), list(CLASS_NAMES),
                           paths["confusion_matrix"], f"{name}: confusion matrix (row-normalised)")
@@ -89,7 +94,8 @@ def write_model_report(name: str, metrics: dict, pred: Predictions, data: Prepar
     return paths
 
 
-def print_metrics(name: str, metrics: dict) -> None:
+def metrics_table(name: str, metrics: dict) -> Table:
+    """The headline numbers of one evaluation, for the console."""
     e = metrics["expression"]
     table = Table(title=f"{name} on {metrics['n']} images")
     table.add_column("metric")
@@ -100,4 +106,4 @@ def print_metrics(name: str, metrics: dict) -> None:
         if metrics.get(dim):
             for key in ("rmse", "mae", "pcc", "ccc", "sagr"):
                 table.add_row(f"{dim} {key}", f"{metrics[dim][key]:.4f}")
-    console.print(table)
+    return table

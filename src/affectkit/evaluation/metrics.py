@@ -1,12 +1,12 @@
-"""Expression and valence/arousal metrics, calibration, and the losses that share their definitions.
+"""Expression and valence/arousal metrics and calibration measures.
 
 Every score is accumulated by torchmetrics objects, whose states are synchronised across processes on
 ``compute()``, so the numbers are right under distributed evaluation as well as on one process.
 
 Correlation conventions: PCC and CCC use sample (N - 1) moments, as torchmetrics' ``PearsonCorrCoef`` and
-``ConcordanceCorrCoef`` do, and :func:`ccc_loss` uses the same moments so the training loss is exactly
-``1 - CCC`` as reported. A correlation is undefined when the predictions (or targets) are constant; it is
-then reported as 0 ("no linear agreement") instead of NaN, so a collapsed model scores 0, not a crash. (A
+``ConcordanceCorrCoef`` do; the training loss :func:`affectkit.training.losses.ccc_loss` uses the same moments, so
+it is exactly ``1 - CCC`` as reported. A correlation is undefined when the predictions (or targets) are constant;
+it is then reported as 0 ("no linear agreement") instead of NaN, so a collapsed model scores 0, not a crash. (A
 constant that float32 cannot represent exactly, such as 0.1, leaves rounding noise in the variance; its
 correlation then comes out within about 1e-8 of 0 rather than exactly 0.)
 """
@@ -256,50 +256,9 @@ def reliability_curve(probs: ArrayLike, targets: ArrayLike,
     return mean_confidence, accuracy, count
 
 
-def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> float:
-    """Temperature T > 0 minimising the NLL of ``softmax(logits / T)``; fit on held-out logits, not training ones."""
-    logits = logits.detach().double()
-    targets = targets.detach().long()
-    # Optimising log T keeps T positive without a constrained optimiser.
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+def __getattr__(name: str):  # TEMPORARY: the benchmark module's old import, until it is updated
+    if name == "fit_temperature":
+        from affectkit.evaluation.calibration import fit_temperature
 
-    def closure() -> Tensor:
-        optimiser.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), targets)
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    return float(log_t.detach().exp())
-
-
-def ccc_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """``1 - CCC`` of two 1-D batches, differentiable; needs at least two samples (sample moments)."""
-    pred_mean, target_mean = pred.mean(), target.mean()
-    covariance = ((pred - pred_mean) * (target - target_mean)).sum() / (pred.numel() - 1)
-    denominator = pred.var() + target.var() + (pred_mean - target_mean) ** 2
-    # Only zero when both are the same constant; the CCC is then taken as 0, as in the reported metric.
-    return 1 - 2 * covariance / denominator.clamp_min(torch.finfo(denominator.dtype).eps)
-
-
-def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | None = None,
-               label_smoothing: float = 0.0) -> Tensor:
-    """Focal loss (Lin et al. 2017), mean reduction, built to be ``F.cross_entropy`` at ``gamma = 0``.
-
-    ``target`` is class ids [N] or class probabilities [N, C] (MixUp/CutMix). Each log-probability is scaled by
-    ``(1 - p) ** gamma`` and then reduced exactly as cross_entropy reduces log-probabilities, including its
-    handling of ``weight`` (ids: divided by the summed weights of the targets; probabilities: by N) and of
-    ``label_smoothing``.
-    """
-    log_probs = F.log_softmax(logits, dim=1)
-    focal_log_probs = (1 - log_probs.exp()).pow(gamma) * log_probs
-    n_classes = logits.shape[1]
-    class_weight = weight if weight is not None else torch.ones(n_classes, dtype=logits.dtype, device=logits.device)
-    if target.is_floating_point():
-        smoothed = target * (1 - label_smoothing) + label_smoothing / n_classes
-        return -(focal_log_probs * smoothed * class_weight).sum(dim=1).mean()
-    target_weight = class_weight[target]
-    nll = -(target_weight * focal_log_probs.gather(1, target[:, None]).squeeze(1)).sum() / target_weight.sum()
-    uniform = -(focal_log_probs * class_weight).sum() / target_weight.sum()
-    return (1 - label_smoothing) * nll + label_smoothing / n_classes * uniform
+        return fit_temperature
+    raise AttributeError(name)

@@ -1,12 +1,9 @@
-"""Inference: face detection, prediction, ONNX export and the ``predict`` / ``export`` / ``serve`` commands.
+"""Inference: face detection, prediction over images, folders and videos, and ONNX export.
 
-Names are imported on first use so that ``affectkit --help`` does not pay for torch and OpenCV.
+Names are imported on first use so that importing one of them does not pay for torch and OpenCV.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from affectkit.lazy import lazy_exports
 
 _EXPORTS = {
     "Face": "affectkit.inference.faces",
@@ -21,8 +18,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from affectkit.atomic import atomic_path
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import INPUT_NAME, OUTPUT_NAMES, WEIGHTS_DIGEST_KEY, OnnxBackend, weights_digest
 from affectkit.models.io import load_model, model_paths
@@ -39,34 +39,32 @@ def _onnx_metadata(meta: dict, weights: Path) -> dict[str, str]:
 def _export_fp32(model: torch.nn.Module, size: int, out: Path, opset: int, metadata: dict[str, str]) -> None:
     import onnx
 
-    tmp = out.with_name(out.name + ".tmp")
     dummy = torch.zeros(2, 3, size, size)  # batch 2: keeps the exporter from specialising on a batch of one
     batch_axis = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
-    with warnings.catch_warnings():
-        # The legacy exporter is deprecated but is the one that works with the pinned versions (module docstring).
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes=batch_axis, opset_version=opset, do_constant_folding=True, dynamo=False)
-    proto = onnx.load(str(tmp))
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        with warnings.catch_warnings():
+            # The legacy exporter is deprecated but is the one that works with the pinned versions (module docstring).
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                              dynamic_axes=batch_axis, opset_version=opset, do_constant_folding=True, dynamo=False)
+        proto = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
 
 
 def _quantize(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = out.with_name(out.name + ".tmp")
     quant_logger = logging.getLogger()  # onnxruntime advises "pre-processing" on the root logger for every call
     level = quant_logger.level
     quant_logger.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES)
+        with atomic_path(out) as tmp:
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES)
     finally:
         quant_logger.setLevel(level)
-    os.replace(tmp, out)
 
 
 def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: bool = False, opset: int = 17) -> Path:

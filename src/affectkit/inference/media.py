@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.images import ImageError, read_image
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother, plot_timeline
-from affectkit.progress import console, make_progress
+from affectkit.progress import reporter, silenced
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -68,7 +67,7 @@ def is_video(path: Path) -> bool:
 
 
 def _warn_error(file: Path, frame: int | None, reason: str) -> dict[str, Any]:
-    console.print(f"[yellow]warning:[/yellow] {escape(f'{file}: {reason}')}; skipped.")
+    reporter().note(f"[yellow]warning:[/yellow] {escape(f'{file}: {reason}')}; skipped.")
     return status_row(file, frame, f"error: {reason}")
 
 
@@ -195,12 +194,11 @@ def predict_media(
     names = _AnnotatedNames(annotate_dir) if annotate_dir is not None else None
     total = sum(_frame_count(f, every) if is_video(f) else 1 for f in files)
     rows: list[dict[str, Any]] = []
-    with make_progress(transient=True) if progress else nullcontext() as bar:
-        task = bar.add_task("predicting", total=total, info="") if bar is not None else None
+    with silenced(not progress), reporter().bar() as bar:
+        task = bar.add_task("predicting", total=total, info="")
 
         def advance() -> None:
-            if bar is not None:
-                bar.advance(task)
+            bar.advance(task)
 
         pending: list[Path] = []
         for file in [*files, None]:  # None flushes the last batch of images

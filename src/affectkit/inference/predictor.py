@@ -91,7 +91,8 @@ def load_backend(
 
 
 class Predictor:
-    """Loads a saved model once; ``predict_image`` finds faces and classifies each, ``predict_batch`` takes crops."""
+    """Loads a saved model once; ``predict`` / ``predict_images`` find faces and classify each, ``predict_batch``
+    takes crops."""
 
     def __init__(
         self,
@@ -146,9 +147,6 @@ class Predictor:
             return [], [image_rgb]
         faces = self.detector.detect(image_rgb)
         return faces, [crop_face(image_rgb, f, size=self.input_size) for f in faces]
-
-    def predict_image(self, image_rgb: np.ndarray) -> list[dict[str, Any]]:
-        return self.predict_images([image_rgb])[0]
 
     def predict_images(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
         """One list of face results per image; crops of all images share batches."""

@@ -4,12 +4,12 @@ rebuild the model and prepare its input). No pickle is ever loaded."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.config import CLASS_NAMES, Config
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel, build_model
@@ -23,13 +23,8 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     """``x.safetensors``, ``x.json`` or the stem ``x`` -> (weights, metadata)."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in {".safetensors", ".json", ".onnx"} else path
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # Appended, not swapped in: a timm model's display name may hold a dot (``timm-vit_base.augreg``).
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
 def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict[str, Any] | None = None) -> Path:
@@ -53,11 +48,10 @@ def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict
         "config": config.model_dump(mode="json"),
         **(extra or {}),
     }
-    tmp = weights.with_name(weights.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, weights)
-    _atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return weights
 
 
@@ -66,7 +60,7 @@ def update_metadata(path: str | Path, **fields: Any) -> dict[str, Any]:
     _, meta_path = model_paths(path)
     meta = read_metadata(path)
     meta.update(fields)
-    _atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return meta
 
 

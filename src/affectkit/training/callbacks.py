@@ -1,4 +1,4 @@
-"""Callbacks: keep the best model across both phases, record the per-epoch history, print a summary per epoch."""
+"""Callbacks: keep the best model across both phases, record the per-epoch history, report a summary per epoch."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 
+from affectkit.atomic import atomic_path
 from affectkit.config import Config
 from affectkit.models.io import model_paths, save_model
-from affectkit.progress import console
+from affectkit.progress import reporter
 
 HISTORY_COLUMNS = [
     "epoch", "phase", "lr", "train_loss", "val_loss", "train_acc", "val_acc", "val_macro_f1",
@@ -68,13 +69,12 @@ class KeepBest(L.Callback):
 class History(L.Callback):
     """Append one row per finished epoch to ``<Model>_history.csv`` (rewritten whole, so a resume stays consistent)."""
 
-    def __init__(self, path: Path, name: str, phase: int, epoch_offset: int, max_epochs: int, quiet: bool):
+    def __init__(self, path: Path, name: str, phase: int, epoch_offset: int, max_epochs: int):
         self.path = path
         self.name = name
         self.phase = phase
         self.epoch_offset = epoch_offset
         self.max_epochs = max_epochs
-        self.quiet = quiet
         self._start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -89,11 +89,10 @@ class History(L.Callback):
             old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
             old = old[old["epoch"] < epoch]  # a resumed epoch replaces what a killed run left
             table = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            table[HISTORY_COLUMNS].to_csv(tmp, index=False)
-            tmp.replace(self.path)
-        if not self.quiet and trainer.is_global_zero:
-            console.print(
+            with atomic_path(self.path) as tmp:
+                table[HISTORY_COLUMNS].to_csv(tmp, index=False)
+        if trainer.is_global_zero:
+            reporter().show(
                 f"{self.name} phase {self.phase} epoch {trainer.current_epoch + 1}/{self.max_epochs}: "
                 f"loss {row['train_loss']:.3f}/{row['val_loss']:.3f}  acc {row['train_acc']:.3f}/{row['val_acc']:.3f}  "
                 f"val MAE v {row['val_valence_mae']:.3f} a {row['val_arousal_mae']:.3f}  "

@@ -4,21 +4,18 @@ A frozen backbone with BatchNorm in eval mode is a fixed function of its input. 
 once: for the clean training images, for ``phase1_views`` augmented views of each, and for the validation images.
 Every phase-1 epoch then draws one stored view per training image and trains the head alone, which costs a tiny
 fraction of a backbone pass. The forward passes run in the fastest runtime for the run's precision (see
-``make_runner``).
+:func:`affectkit.models.runner.make_runner`).
 """
 
 from __future__ import annotations
 
-import copy
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from affectkit.atomic import atomic_path
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.datamodule import (
     AffectDataModule,
@@ -28,72 +25,12 @@ from affectkit.data.datamodule import (
     normalise_batch,
 )
 from affectkit.models.factory import AffectModel
-from affectkit.progress import track
+from affectkit.models.runner import Runner, make_runner
+from affectkit.progress import reporter
 from affectkit.training.hardware import uses_bf16
 
-Runner = Callable[[torch.Tensor], np.ndarray]
-
-
-def fold_batchnorm(backbone: torch.nn.Module) -> torch.nn.Module:
-    """A copy of a frozen (eval-mode) backbone with each BatchNorm folded into the convolution before it: the same
-    function up to float rounding, ~14% faster for a ResNet50 on 2 CPU cores. The original when FX cannot trace it."""
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(copy.deepcopy(backbone).eval()).to(memory_format=torch.channels_last)
-    except Exception:  # torch.fx cannot trace every architecture
-        return backbone
-
-
-def torch_runner(backbone: torch.nn.Module, bf16: bool = False) -> Runner:
-    device = next(backbone.parameters()).device
-
-    @torch.inference_mode()
-    def run(x: torch.Tensor) -> np.ndarray:
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return backbone(x).float().cpu().numpy()
-
-    return run
-
-
-def onnx_runner(backbone: torch.nn.Module, img_size: int) -> Runner | None:
-    """The backbone exported to a temporary ONNX file and run by onnxruntime; None where that is unavailable."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="affectkit-phase1-") as tmp:  # the session keeps the graph in memory
-        path = Path(tmp) / "backbone.onnx"
-        try:
-            torch.onnx.export(backbone.cpu().eval(), torch.zeros(1, 3, img_size, img_size), str(path),
-                              input_names=["image"], output_names=["features"],
-                              dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception:  # an architecture the exporter cannot handle: PyTorch does the work instead
-            return None
-    return lambda x: session.run(None, {"image": x.numpy()})[0]
-
-
-def make_runner(model: AffectModel, img_size: int, bf16: bool = False) -> Runner:
-    """The fastest way here: PyTorch under bf16 autocast, BatchNorm folded, where the run trains in bf16 (the features
-    then match what the naive way computes up to bf16 rounding; on a CPU with native bf16 it beats fp32 onnxruntime
-    1.4-1.6x), else onnxruntime on a CPU (1.2-1.8x PyTorch eager in fp32), else PyTorch."""
-    backbone = model.backbone.eval()
-    if bf16:
-        return torch_runner(fold_batchnorm(backbone), bf16=True)
-    if next(backbone.parameters()).device.type == "cpu":
-        runner = onnx_runner(backbone, img_size)
-        if runner is not None:
-            return runner
-    return torch_runner(fold_batchnorm(backbone))
-
-
 def extract(runner: Runner, dataset: Dataset, batch_size: int, workers: int, seed: int, description: str,
-            progress: bool, out: np.ndarray) -> None:
+            out: np.ndarray) -> None:
     """Fill ``out`` ([len(dataset), D], typically a slice of a memory-mapped file) batch by batch: memory stays
     bounded by one batch however large the data set."""
     # A private generator: the global random stream that phase 1 then draws from (shuffling, dropout) stays the
@@ -101,7 +38,7 @@ def extract(runner: Runner, dataset: Dataset, batch_size: int, workers: int, see
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_seed_worker_augmenter, generator=torch.Generator().manual_seed(seed))
     start = 0
-    for images, *_ in track(loader, total=len(loader), description=description, enabled=progress):
+    for images, *_ in reporter().track(loader, total=len(loader), description=description):
         features = runner(normalise_batch(images, channels_last=False))
         out[start:start + len(features)] = features
         start += len(features)
@@ -111,8 +48,8 @@ def _open_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
 
 
-def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule, state_dir: Path,
-                            progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule,
+                            state_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(train [1 + views, N, D], val [N, D])``, written straight to ``state_dir`` (memory-mapped: AffectNet's
     290k images x 5 views x 2048 floats are 12 GB) and reused by resumed runs. Each file is written under a
     temporary name and renamed when complete, so a killed run never leaves a partial array in place."""
@@ -123,21 +60,20 @@ def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule, st
         batch, workers = max(config.batch_size, 64), loader_workers(config)
         train_positions, val_positions = data.positions("train"), data.positions("val")
         dim = model.num_features
-        tmp_train, tmp_val = (path.with_name(path.name + ".tmp.npy") for path in (train_file, val_file))
-        train = _open_array(tmp_train, (1 + config.phase1_views, len(train_positions), dim))
-        extract(runner, AffectDataset(data, train_positions), batch, workers, config.seed, "Phase-1 features (clean)",
-                progress, train[0])
-        for v in range(config.phase1_views):
-            view_seed = config.seed * 1000 + v
-            extract(runner, AffectDataset(data, train_positions, TrainAugmenter(config.augmentation, seed=view_seed)),
-                    batch, workers, view_seed, f"Phase-1 features (view {v + 1}/{config.phase1_views})", progress,
-                    train[1 + v])
-        val = _open_array(tmp_val, (len(val_positions), dim))
-        extract(runner, AffectDataset(data, val_positions), batch, workers, config.seed, "Phase-1 features (val)",
-                progress, val)
-        for array, tmp, path in ((train, tmp_train, train_file), (val, tmp_val, val_file)):
-            array.flush()
-            os.replace(tmp, path)
+        with atomic_path(train_file) as tmp_train, atomic_path(val_file) as tmp_val:
+            train = _open_array(tmp_train, (1 + config.phase1_views, len(train_positions), dim))
+            extract(runner, AffectDataset(data, train_positions), batch, workers, config.seed,
+                    "Phase-1 features (clean)", train[0])
+            for v in range(config.phase1_views):
+                view_seed = config.seed * 1000 + v
+                augmenter = TrainAugmenter(config.augmentation, seed=view_seed)
+                extract(runner, AffectDataset(data, train_positions, augmenter), batch, workers, view_seed,
+                        f"Phase-1 features (view {v + 1}/{config.phase1_views})", train[1 + v])
+            val = _open_array(tmp_val, (len(val_positions), dim))
+            extract(runner, AffectDataset(data, val_positions), batch, workers, config.seed, "Phase-1 features (val)",
+                    val)
+            train.flush()
+            val.flush()
     # Plain arrays over the mapped files: gathers through numpy's memmap subclass made 30 ResNet50 head epochs
     # 9.9 s instead of 7.5 s.
     return np.asarray(np.load(train_file, mmap_mode="r")), np.asarray(np.load(val_file, mmap_mode="r"))
@@ -186,4 +122,4 @@ def feature_loaders(datamodule: AffectDataModule, train: np.ndarray, val: np.nda
             _batched(val_set, SequentialSampler(val_set), max(config.batch_size, 1024)))
 
 
-__all__ = ["StoredFeatures", "compute_phase1_features", "feature_loaders", "make_runner"]
+__all__ = ["StoredFeatures", "compute_phase1_features", "feature_loaders"]

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from affectkit.config import Config
+from affectkit.runs import RunFolder
 
 Scalar = bool | int | float | str
 
@@ -66,7 +67,8 @@ def tensorboard_logging(run_dir: Path, name: str, phase: int, params: dict[str, 
                         resume: bool) -> tuple[TensorBoardLogger, list[L.Callback]]:
     """The logger for one phase and the callbacks that feed it. A phase started afresh replaces its old logs, as
     the trainer replaces the old history and checkpoints; a resumed one appends to them. Only rank 0 writes."""
-    logger = TensorBoardLogger(save_dir=run_dir / "logs", name=name, version=f"phase{phase}", default_hp_metric=False)
+    logger = TensorBoardLogger(save_dir=RunFolder(run_dir).logs, name=name, version=f"phase{phase}",
+                               default_hp_metric=False)
     if not resume:
         _clear(Path(logger.log_dir))
     return logger, [LearningRateMonitor(logging_interval="epoch"), _Hyperparameters(params)]

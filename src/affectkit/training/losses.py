@@ -4,9 +4,40 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from affectkit.config import LossConfig
-from affectkit.evaluation.metrics import ccc_loss, focal_loss
+
+
+def ccc_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """``1 - CCC`` of two 1-D batches, differentiable; needs at least two samples (sample moments)."""
+    pred_mean, target_mean = pred.mean(), target.mean()
+    covariance = ((pred - pred_mean) * (target - target_mean)).sum() / (pred.numel() - 1)
+    denominator = pred.var() + target.var() + (pred_mean - target_mean) ** 2
+    # Only zero when both are the same constant; the CCC is then taken as 0, as in the reported metric.
+    return 1 - 2 * covariance / denominator.clamp_min(torch.finfo(denominator.dtype).eps)
+
+
+def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | None = None,
+               label_smoothing: float = 0.0) -> Tensor:
+    """Focal loss (Lin et al. 2017), mean reduction, built to be ``F.cross_entropy`` at ``gamma = 0``.
+
+    ``target`` is class ids [N] or class probabilities [N, C] (MixUp/CutMix). Each log-probability is scaled by
+    ``(1 - p) ** gamma`` and then reduced exactly as cross_entropy reduces log-probabilities, including its
+    handling of ``weight`` (ids: divided by the summed weights of the targets; probabilities: by N) and of
+    ``label_smoothing``.
+    """
+    log_probs = F.log_softmax(logits, dim=1)
+    focal_log_probs = (1 - log_probs.exp()).pow(gamma) * log_probs
+    n_classes = logits.shape[1]
+    class_weight = weight if weight is not None else torch.ones(n_classes, dtype=logits.dtype, device=logits.device)
+    if target.is_floating_point():
+        smoothed = target * (1 - label_smoothing) + label_smoothing / n_classes
+        return -(focal_log_probs * smoothed * class_weight).sum(dim=1).mean()
+    target_weight = class_weight[target]
+    nll = -(target_weight * focal_log_probs.gather(1, target[:, None]).squeeze(1)).sum() / target_weight.sum()
+    uniform = -(focal_log_probs * class_weight).sum() / target_weight.sum()
+    return (1 - label_smoothing) * nll + label_smoothing / n_classes * uniform
 
 
 def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

@@ -34,7 +34,8 @@ from affectkit.models.factory import AffectModel, build_model, count_parameters,
 from affectkit.models.io import load_model, model_paths, update_metadata
 from affectkit.models.registry import sha256_of
 from affectkit.models.weights import load_backbone_weights, load_imagenet_weights
-from affectkit.progress import console
+from affectkit.progress import reporter, silenced
+from affectkit.runs import RunFolder
 from affectkit.training.callbacks import History, KeepBest
 from affectkit.training.hardware import resolve_accelerator
 from affectkit.training.module import AffectModule, FeatureHeadModule, selection_mode
@@ -96,8 +97,8 @@ def initialise_weights(model: AffectModel, weights: Path | None, pretrained: boo
     else:
         start = StartingWeights("random", "backbone starts from RANDOM initialisation (no --weights/--pretrained): "
                                           "transfer learning is off")
-    # Said even when quiet: which weights a model started from is a result, not progress.
-    console.print(f"[yellow]{model.spec.display_name} ({model.backbone_name}): {start.detail}[/yellow]")
+    # A note, not progress: which weights a model started from is a result.
+    reporter().note(f"[yellow]{model.spec.display_name} ({model.backbone_name}): {start.detail}[/yellow]")
     return start
 
 
@@ -108,12 +109,13 @@ def class_weights(datamodule: AffectDataModule) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, quiet: bool,
-                  stored_features: bool, run_dir: Path, resume: bool) -> L.Trainer:
+def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, stored_features: bool,
+                  run_dir: Path, resume: bool) -> L.Trainer:
     accelerator, precision = resolve_accelerator(config, model)
     if stored_features:  # the head trains in fp32 on them (FeatureHeadModule); a mixed-precision plugin only adds work
         precision = "32-true"
-    if not quiet:
+    progress = reporter().progress
+    if progress:
         callbacks = [*callbacks, RichProgressBar(leave=False)]
     logger = False
     if config.tensorboard:
@@ -135,7 +137,7 @@ def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: l
         # The module logs its epoch means once, at the last training batch: any longer interval would drop them in
         # epochs whose batch count it does not divide.
         log_every_n_steps=1,
-        enable_progress_bar=not quiet,
+        enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=False,
@@ -158,8 +160,8 @@ def uses_feature_cache(phase: Phase, config: Config) -> bool:
 
 
 def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, config: Config, run_dir: Path,
-               state_dir: Path, epoch_offset: int, resume: bool, quiet: bool, extra_callbacks: list) -> None:
-    name = model.spec.display_name
+               state_dir: Path, epoch_offset: int, resume: bool, extra_callbacks: list) -> None:
+    name, run = model.spec.display_name, RunFolder(run_dir)
     model.set_backbone_trainable(not phase.freeze_backbone, freeze_batchnorm=phase.freeze_batchnorm)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -170,8 +172,7 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
         from affectkit.training.features import compute_phase1_features, feature_loaders
 
         module: AffectModule = FeatureHeadModule(model, config, phase.learning_rate, weights)
-        train_loader, val_loader = feature_loaders(datamodule, *compute_phase1_features(model, datamodule, state_dir,
-                                                                                         progress=not quiet))
+        train_loader, val_loader = feature_loaders(datamodule, *compute_phase1_features(model, datamodule, state_dir))
         loaders = {"train_dataloaders": train_loader, "val_dataloaders": val_loader}
     else:
         module = AffectModule(model, config, phase.learning_rate, weights, warmup_epochs=phase.warmup_epochs,
@@ -182,17 +183,16 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
     callbacks = [
         EarlyStopping(monitor=config.selection_metric, patience=config.early_stopping_patience,
                       mode=selection_mode(config)),
-        KeepBest(run_dir / f"best_{name}", config, phase.number, epoch_offset),
-        History(run_dir / f"{name}_history.csv", name, phase.number, epoch_offset, phase.epochs, quiet),
+        KeepBest(run.best(name), config, phase.number, epoch_offset),
+        History(run.history(name), name, phase.number, epoch_offset, phase.epochs),
         # Saved at train-epoch end, after History has written its row (Lightning runs checkpointing last), so a kill
         # between the two only makes the resumed run redo one epoch and rewrite that row.
         ModelCheckpoint(dirpath=phase_dir, filename="last", save_last=False, save_top_k=1, monitor=None,
                         every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True),
         *extra_callbacks,
     ]
-    trainer = _make_trainer(config, model, phase, callbacks, quiet,
-                            stored_features=isinstance(module, FeatureHeadModule), run_dir=run_dir,
-                            resume=resume and last.is_file())
+    trainer = _make_trainer(config, model, phase, callbacks, stored_features=isinstance(module, FeatureHeadModule),
+                            run_dir=run_dir, resume=resume and last.is_file())
     with warnings.catch_warnings():
         # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -211,15 +211,21 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
                 pretrained: bool = False, resume: bool = False, quiet: bool = False,
                 extra_callbacks: list | None = None) -> TrainResult:
     """Train ``name`` on ``data`` into ``run_dir``; ``extra_callbacks`` (Lightning callbacks) join every phase."""
+    with silenced(quiet):
+        return _train_model(name, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
+
+
+def _train_model(name: str, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
+                 pretrained: bool, resume: bool, extra_callbacks: list) -> TrainResult:
     spec = resolve_spec(name, config.use_light_models)
     display = spec.display_name
-    state_dir = run_dir / "checkpoints" / display
-    best_stem = run_dir / f"best_{display}"
-    history_path = run_dir / f"{display}_history.csv"
+    run = RunFolder(run_dir)
+    state_dir = run.checkpoints(display)
+    best_stem = run.best(display)
+    history_path = run.history(display)
     timing_path = state_dir / "train_time.json"
     if resume and (state_dir / "done").is_file():
-        if not quiet:
-            console.print(f"{display}: already trained in {run_dir}, skipping (resume).")
+        reporter().show(f"{display}: already trained in {run_dir}, skipping (resume).")
         model, meta = load_model(best_stem)
         return TrainResult(display, model_paths(best_stem)[0], pd.read_csv(history_path),
                            json.loads(timing_path.read_text())["seconds"], count_parameters(model))
@@ -244,7 +250,7 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
             model.load_state_dict(best.state_dict())
         start = time.perf_counter()
         _run_phase(model, phase, datamodule, config, run_dir, state_dir, _epochs_done(history_path, phase.number),
-                   resuming_phase, quiet, extra_callbacks or [])
+                   resuming_phase, extra_callbacks)
         spent += time.perf_counter() - start
         timing_path.write_text(json.dumps({"seconds": spent}))
     if not is_global_zero():
@@ -256,5 +262,5 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
                     stands_in_for=model.spec.stands_in_for)
     (state_dir / "done").write_text("ok")
     history = pd.read_csv(history_path)
-    plot_training_history(history, run_dir / f"{display}_training_history.png", f"{display} training history")
+    plot_training_history(history, run.training_plot(display), f"{display} training history")
     return TrainResult(display, model_paths(best_stem)[0], history, spent, count_parameters(model))

@@ -9,7 +9,7 @@
 
 The specific layouts come first; class folders last, since any folder of folders might look like them. Each module
 has ``NAME``, ``NEEDS`` (what a folder must hold, for error messages), ``find(path, options)`` (what to read, or
-None) and ``read(found, options, progress) -> DatasetIndex``.
+None) and ``read(found, options) -> DatasetIndex``.
 """
 
 from __future__ import annotations

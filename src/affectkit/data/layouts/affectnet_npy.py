@@ -105,7 +105,7 @@ def _record(sample_id: str, files: dict[str, Path], image: Path | None, wants_va
     return Record(sample_id, image, label, valence, arousal, landmarks, info.width, info.height, info.digest)
 
 
-def read(root: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+def read(root: Path, options: ReadOptions) -> DatasetIndex:
     annotations, images = _index(root)
     if not annotations and not images:
         raise AffectkitError(f"{root} has annotations/ and images/ folders but no samples in them.")
@@ -123,4 +123,4 @@ def read(root: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
         except Reject as r:
             return Rejection(sample_id, str(image or files.get("exp") or root), r.kind, r.reason)
 
-    return collect(root, NAME, ids, build, progress)
+    return collect(root, NAME, ids, build)

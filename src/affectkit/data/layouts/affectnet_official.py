@@ -149,7 +149,7 @@ def _record(images: Path, csv_name: str, cols: dict[str, int], split: str | None
                   split, crop=crop)
 
 
-def read(source: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+def read(source: Path, options: ReadOptions) -> DatasetIndex:
     folder = source if source.is_dir() else source.parent
     tables = _tables(source)
     columns = {}
@@ -183,4 +183,4 @@ def read(source: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
 
     where = f"in {images.relative_to(folder).as_posix()}/" if images != folder else "beside the CSVs"
     detail = f"{', '.join(p.name for p, _ in tables)}; images {where}"
-    return collect(folder, NAME, keys(), build, progress, total=total, detail=detail)
+    return collect(folder, NAME, keys(), build, total=total, detail=detail)

@@ -101,7 +101,7 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     return path if named else None
 
 
-def read(path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+def read(path: Path, options: ReadOptions) -> DatasetIndex:
     mapping = _class_map(options.class_map)
     by_split, outside = _structure(path)
     if outside:
@@ -137,4 +137,4 @@ def read(path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
     ignored = [name for name in found if _label(name, mapping) == IGNORE]
     if ignored:
         detail += f", ignored {', '.join(n + '/' for n in ignored)}"
-    return collect(path, NAME, keys, build, progress, detail=detail)
+    return collect(path, NAME, keys, build, detail=detail)

@@ -115,7 +115,7 @@ def _record(csv_path: Path, cols: _Columns, row: int, offset: int, line: bytes) 
                   digest=digest, split=split, row_offset=offset)
 
 
-def read(csv_path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
     header = csv_header(csv_path)
     if not {"emotion", "pixels"} <= set(header):
         raise AffectkitError(f"{csv_path} lacks FER2013's columns emotion and pixels (it has {', '.join(header) or 'none'}).")
@@ -131,4 +131,4 @@ def read(csv_path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
         except Reject as r:
             return Rejection(f"{csv_path.stem}:{row}", f"{csv_path}:{row + 1}", r.kind, r.reason)
 
-    return collect(csv_path, NAME, _rows(csv_path), build, progress, total=total, detail=csv_path.name)
+    return collect(csv_path, NAME, _rows(csv_path), build, total=total, detail=csv_path.name)

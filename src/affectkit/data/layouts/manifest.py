@@ -37,7 +37,7 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     return path / "manifest.csv" if (path / "manifest.csv").is_file() else None
 
 
-def read(csv_path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -69,7 +69,7 @@ def read(csv_path: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
         return Record(row["path"], image, label, valence, arousal, None, info.width, info.height, info.digest, split,
                       group)
 
-    index = collect(csv_path, NAME, range(len(rows)), build, progress, detail=csv_path.name,
+    index = collect(csv_path, NAME, range(len(rows)), build, detail=csv_path.name,
                     group_source=f"manifest column {group_column}" if group_column else None)
     split_given = [r.split is not None for r in index.records]
     if any(split_given) and not all(split_given):

@@ -57,7 +57,7 @@ def _record(line_no: int, line: str, images: Path, aligned: bool) -> Record:
                   split=split)
 
 
-def read(root: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
+def read(root: Path, options: ReadOptions) -> DatasetIndex:
     images, aligned = _image_folder(root)
     try:
         lines = (root / LABEL_FILE).read_text(encoding="utf-8-sig").splitlines()
@@ -72,4 +72,4 @@ def read(root: Path, options: ReadOptions, progress: bool) -> DatasetIndex:
         except Reject as r:
             return Rejection(line.split()[0], f"{root / LABEL_FILE}:{line_no}", r.kind, r.reason)
 
-    return collect(root, NAME, keys, build, progress, detail=f"Image/{images.name}/")
+    return collect(root, NAME, keys, build, detail=f"Image/{images.name}/")

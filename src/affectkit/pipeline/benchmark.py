@@ -1,7 +1,8 @@
 """``affectkit benchmark``: classic baselines and affectkit's recommended recipe, trained and scored on one split.
 
 Rows: HOG + linear SVM, a linear probe on each light ImageNet backbone (see :mod:`affectkit.evaluation.baselines`),
-the recipe (``configs/recommended.yaml``: MobileNetV2 from its shipped ImageNet weights) and any further models
+the recipe (the ``recommended`` profile, ``configs/recommended.yaml``: MobileNetV2 from its shipped ImageNet weights)
+and any further models
 asked for, all on the same split (the data's own where it has one, else the usual stratified one; ``splits.csv``).
 Every model is selected on the validation split and scores the test split once, at the end.
 
@@ -11,7 +12,6 @@ Writes ``benchmark.csv``, ``benchmark.md`` and ``benchmark.png`` into the output
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +21,24 @@ import pandas as pd
 import torch
 
 from affectkit.config import CLASS_NAMES, Config, data_config_file, load_config
-from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.data.datamodule import PreparedData, available_cores, prepare_data
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResult, BaselineTask, hog_svm, linear_probe
+from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.comparison import markdown_table
-from affectkit.evaluation.evaluator import predict_split, score
-from affectkit.evaluation.metrics import compute_metrics, fit_temperature
+from affectkit.evaluation.evaluator import evaluation_device, predict_split, score
+from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.models.factory import resolve_spec
-from affectkit.models.io import load_model, update_metadata
+from affectkit.models.io import load_model
+from affectkit.progress import silenced
+from affectkit.runs import RunFolder
 from affectkit.training.trainer import train_model
 
 RECIPE_MODEL = "resnet50"  # with the recipe's light models on: MobileNetV2
-RECIPE_FILE = "recommended.yaml"
+RECIPE_PROFILE = "recommended"
 # --quick: a budget for a first look at a data set, not for numbers to report.
 QUICK = {"epochs": 2, "fine_tune_epochs": 4, "early_stopping_patience": 4}
 HONEST_SELECTION = "Every model is selected on the validation split; the test split is scored once, at the end."
@@ -52,34 +55,20 @@ class BenchmarkResult:
     notes: list[str]  # rows that could not run here, and why
 
 
-def recipe_path() -> Path:
-    """The recommended recipe: ``configs/recommended.yaml`` of a source checkout, else the copy installed with the
-    package (``affectkit/configs/``; a test keeps the two identical)."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package.parents[1] / "configs" / RECIPE_FILE, package / "configs" / RECIPE_FILE):
-        if candidate.is_file():
-            return candidate
-    raise AffectkitError(f"The recommended recipe ({RECIPE_FILE}) is missing from this installation; reinstall "
-                         "affectkit or pass --config FILE.")
-
-
 def benchmark_config(config_file: Path | None = None, sets: dict | None = None, data: Path | None = None,
-                     quick: bool = False, **options) -> Config:
-    """The recipe (or the profile ``config_file`` instead), then ``--quick``, ``--set`` pairs and explicit options.
+                     quick: bool = False, profile: str | None = None, **options) -> Config:
+    """The recipe (the ``recommended`` profile), or instead the packaged ``profile`` and / or the YAML file
+    ``config_file`` on top of the defaults; then ``--quick``, ``--set`` pairs and explicit options.
 
     From the data folder's ``affectkit.yaml`` only how to read the data is taken (layout, class_map,
     group_pattern): its training settings are the data set's own profile, and a benchmark compares fixed recipes."""
-    config = load_config(config_file or recipe_path())
+    config = load_config(config_file, profile=profile or (None if config_file else RECIPE_PROFILE))
     if data_config_file(data) is not None:
         card = load_config(data=data)
         config = config.override(layout=card.layout, group_pattern=card.group_pattern, class_map=card.class_map or None)
     if quick:
         config = config.override(**QUICK)
     return config.override(**(sets or {})).override(**options)
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _scores(metrics: dict) -> dict:
@@ -97,18 +86,17 @@ def _baseline_row(result: BaselineResult, data: PreparedData) -> dict:
             "inference_ms_per_image": result.inference_ms_per_image, "selected_on_val": result.selected}
 
 
-def _trained_row(key: str, kind: str, data: PreparedData, out: Path, config: Config, quiet: bool) -> dict:
+def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, config: Config) -> dict:
     """Train ``key`` with ``config`` (the kept checkpoint chosen on val by ``config.selection_metric``), fit the
     temperature on val, then predict the test split once."""
-    result = train_model(key, data, out / "models", config, pretrained=config.pretrained, quiet=quiet)
-    model, meta = load_model(result.best_path, device=_device())
+    result = train_model(key, data, folder.models.root, config, pretrained=config.pretrained)
+    model, meta = load_model(result.best_path, device=evaluation_device())
     val = data.positions("val")
-    val_logits = predict_split(model, data, val, progress=not quiet, tta_flip=config.tta_flip).logits
-    temperature = fit_temperature(torch.from_numpy(val_logits), torch.from_numpy(data.expression[val]))
-    update_metadata(result.best_path, temperature=temperature)  # every later use of the model applies it
+    temperature = calibrate(result.best_path, predict_split(model, data, val, tta_flip=config.tta_flip),
+                            data.expression[val])
     test = data.positions("test")
     start = time.perf_counter()
-    pred = predict_split(model, data, test, progress=not quiet, temperature=temperature, tta_flip=config.tta_flip)
+    pred = predict_split(model, data, test, temperature=temperature, tta_flip=config.tta_flip)
     inference_ms = (time.perf_counter() - start) / len(test) * 1000
     best = meta.get("best", {})
     selected = (f"epoch {best.get('epoch', '?')} of {len(result.history)} (phase {best.get('phase', '?')}) by "
@@ -133,14 +121,13 @@ def _check(baselines: tuple[str, ...], models: list[str], config: Config) -> lis
     return extra
 
 
-def _prepare(data: Path, out: Path, config: Config, quiet: bool) -> tuple[DatasetIndex, PreparedData]:
-    index = read_dataset(data, progress=not quiet, **reader_options(config))
-    prepared = prepare_data(data, config, splits_path=out / "splits.csv", quarantine_path=out / "quarantine.csv",
-                            index=index, progress=not quiet)
+def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetIndex, PreparedData]:
+    index = read_dataset(data, **reader_options(config))
+    prepared = prepare_data(data, config, splits_path=folder.splits, quarantine_path=folder.quarantine, index=index)
     for split in SPLITS:
         if len(prepared.positions(split)) == 0:
-            raise AffectkitError(f"The {split} split of {data} is empty (see {out / 'splits.csv'}): a benchmark "
-                                 "needs train, val and test images.")
+            raise AffectkitError(f"The {split} split of {data} is empty (see {folder.splits}): a benchmark needs "
+                                 "train, val and test images.")
     return index, prepared
 
 
@@ -148,57 +135,58 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
                   baselines: tuple[str, ...] = BASELINES, quiet: bool = False) -> BenchmarkResult:
     """Baselines, the recipe (``RECIPE_MODEL`` trained with ``config``, by default :func:`benchmark_config`) and
     ``models`` (more model keys, trained with the same config) on one split of ``data``; files into ``out``."""
-    data, out = Path(data), Path(out)
-    config = config or benchmark_config(data=data)
-    extra = _check(tuple(baselines), list(models or []), config)
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = config.to_yaml(out / "config.yaml")
-    index, prepared = _prepare(data, out, config, quiet)
+    with silenced(quiet):
+        data, folder = Path(data), RunFolder(Path(out))
+        config = config or benchmark_config(data=data)
+        extra = _check(tuple(baselines), list(models or []), config)
+        folder.root.mkdir(parents=True, exist_ok=True)
+        config_path = config.to_yaml(folder.config)
+        index, prepared = _prepare(data, folder, config)
 
-    rows, notes = [], []
-    if baselines:
-        task = BaselineTask.from_prepared(prepared, seed=config.seed)
-        if "hog_svm" in baselines:
-            rows.append(_baseline_row(hog_svm(task, progress=not quiet), prepared))
-        if "linear_probe" in baselines:
-            for key in PROBE_MODELS:
-                try:
-                    rows.append(_baseline_row(linear_probe(task, key, config, progress=not quiet), prepared))
-                except AffectkitError as exc:  # the backbone's ImageNet weights are not on this machine
-                    notes.append(f"Linear probe on the light {resolve_spec(key, True).display_name} skipped: {exc}")
-    rows.append(_trained_row(RECIPE_MODEL, "recipe", prepared, out, config, quiet))
-    rows.extend(_trained_row(key, "model", prepared, out, config, quiet) for key in extra)
+        rows, notes = [], []
+        if baselines:
+            task = BaselineTask.from_prepared(prepared, seed=config.seed)
+            if "hog_svm" in baselines:
+                rows.append(_baseline_row(hog_svm(task), prepared))
+            if "linear_probe" in baselines:
+                for key in PROBE_MODELS:
+                    try:
+                        rows.append(_baseline_row(linear_probe(task, key, config), prepared))
+                    except AffectkitError as exc:  # the backbone's ImageNet weights are not on this machine
+                        notes.append(f"Linear probe on the light {resolve_spec(key, True).display_name} skipped: "
+                                     f"{exc}")
+        rows.append(_trained_row(RECIPE_MODEL, "recipe", prepared, folder, config))
+        rows.extend(_trained_row(key, "model", prepared, folder, config) for key in extra)
 
-    table = pd.DataFrame(rows)[COLUMNS]
-    paths = {"csv": out / "benchmark.csv", "markdown": out / "benchmark.md", "chart": out / "benchmark.png",
-             "splits": out / "splits.csv", "config": config_path}
-    table.to_csv(paths["csv"], index=False, float_format="%.4f")
-    n_test = len(prepared.positions("test"))
-    plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name})")
-    paths["markdown"].write_text(_markdown(table, index, prepared, data, config_path, notes))
-    return BenchmarkResult(table, paths, notes)
+        table = pd.DataFrame(rows)[COLUMNS]
+        paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
+                 "splits": folder.splits, "config": config_path}
+        table.to_csv(paths["csv"], index=False, float_format="%.4f")
+        n_test = len(prepared.positions("test"))
+        plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name})")
+        paths["markdown"].write_text(_markdown(table, index, prepared, data, folder, notes))
+        return BenchmarkResult(table, paths, notes)
 
 
-def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, source: Path, config_path: Path,
+def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, source: Path, folder: RunFolder,
               notes: list[str]) -> str:
     shown = table[SHOWN].astype(object).where(table[SHOWN].notna(), "n/a")
     test = data.positions("test")
     counts = np.bincount(data.expression[test], minlength=len(CLASS_NAMES))
     classes = ", ".join(f"{name} {n}" for name, n in zip(CLASS_NAMES, counts) if n)
-    hardware = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                else f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPU cores")
+    hardware = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{available_cores()} CPU cores"
     lines = [
         "# affectkit benchmark",
         "",
         f"Data: `{source}`, {index.describe()}.",
         "",
-        f"Split: {split_description(data.splits, index)} (`splits.csv`). Test classes: {classes}.",
+        f"Split: {split_description(data.splits, index)} (`{folder.splits.name}`). Test classes: {classes}.",
         "",
         "## Results on the test split",
         "",
         markdown_table(shown),
         "",
-        "![benchmark](benchmark.png)",
+        f"![benchmark]({folder.benchmark_chart.name})",
         "",
         "## Honest selection",
         "",
@@ -223,12 +211,13 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         f"Times, on {hardware}: `train_time_s` is the wall-clock of fitting (a baseline's features of train + val, "
         "its search on val and refit; a trained model's two training phases), after the decoded-image cache is "
         "built; `inference_ms_per_image` is the wall-clock of predicting the test split from that cache (features "
-        "and classifier; both mirror images where the recipe flips), per image. Full numbers: `benchmark.csv`.",
+        "and classifier; both mirror images where the recipe flips), per image. Full numbers: "
+        f"`{folder.benchmark_table.name}`.",
         "",
         "## Recipe settings",
         "",
         "```yaml",
-        config_path.read_text().rstrip(),
+        folder.config.read_text().rstrip(),
         "```",
         "",
     ]
@@ -248,5 +237,5 @@ def console_table(table: pd.DataFrame):
     return out
 
 
-__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "benchmark_config", "console_table", "recipe_path",
+__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config", "console_table",
            "run_benchmark"]

@@ -15,18 +15,18 @@ from __future__ import annotations
 import functools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-import typer
 import yaml
 
-from affectkit.config import Config, load_config, parse_set_options
+from affectkit.config import Config
 from affectkit.errors import AffectkitError
-from affectkit.progress import announce_data_config, console
+from affectkit.progress import reporter, silenced
+from affectkit.runs import RunFolder
 
-# cli.py imports this module to register ``tune``: Lightning, torch and Optuna are imported where they are used, so
-# they do not slow every other command down by seconds.
+# Lightning, torch and Optuna are imported where they are used, so that importing this module stays quick.
 if TYPE_CHECKING:
     import lightning as L
     import optuna
@@ -103,7 +103,7 @@ def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> f
 
     model, _ = load_model(best_path)
     val = data.positions("val")
-    pred = predict_split(model, data, val, progress=False)
+    pred = predict_split(model, data, val)
     va = torch.from_numpy(pred.valence_arousal)
     loss, _ = multitask_loss(torch.from_numpy(pred.logits), va[:, 0], va[:, 1], torch.from_numpy(data.expression[val]),
                              torch.from_numpy(data.valence_arousal[val]), config.loss,
@@ -111,13 +111,13 @@ def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> f
     return float(loss)
 
 
-def make_objective(data: PreparedData, out: Path, config: Config, models: list[str], quiet: bool):
+def make_objective(data: PreparedData, folder: RunFolder, config: Config, models: list[str]):
     from affectkit.training.trainer import train_model
 
     def objective(trial: optuna.Trial) -> float:
         params = sample_params(trial, models)
-        result = train_model(params["model"], data, out / "trials" / str(trial.number), trial_config(config, params),
-                             quiet=quiet, extra_callbacks=[pruning_callback(trial)])
+        result = train_model(params["model"], data, folder.trial(trial.number).root, trial_config(config, params),
+                             extra_callbacks=[pruning_callback(trial)])
         trial.set_user_attr("trial_val_loss", float(result.history["val_loss"].min()))
         trial.set_user_attr("best_path", str(result.best_path))
         return reference_val_loss(result.best_path, data, config)
@@ -129,7 +129,8 @@ def open_study(out: Path, config: Config, models: list[str]) -> optuna.Study:
     """Create or reopen ``out/study.db``; a reopened study must have been run with the same config and models."""
     import optuna
 
-    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY_NAME, direction="minimize",
+    db = RunFolder(out).study
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY_NAME, direction="minimize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
                                 load_if_exists=True)
     signature = {"config": config.model_dump(mode="json"), "models": models}
@@ -137,8 +138,8 @@ def open_study(out: Path, config: Config, models: list[str]) -> optuna.Study:
         for key, value in signature.items():
             study.set_user_attr(key, value)
     elif {key: study.user_attrs.get(key) for key in signature} != signature:
-        raise AffectkitError(f"{out / 'study.db'} was started with other settings or models; rerun it with the "
-                             f"same ones to continue it, or tune into a new --out folder.")
+        raise AffectkitError(f"{db} was started with other settings or models; rerun it with the same ones to "
+                             "continue it, or tune into a new --out folder.")
     # Seeded by how far the study got, so a resumed run does not redraw the first run's random start-up points.
     study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
     return study
@@ -179,89 +180,57 @@ def plot_tuning_history(trials: list[FrozenTrial], path: Path) -> Path:
     return path
 
 
-def write_results(study: optuna.Study, out: Path, config: Config) -> Path:
+@dataclass(frozen=True)
+class TuningResult:
+    best_config: Path  # best_config.yaml, for ``affectkit train --config``
+    best_trial: Path  # best_trial.json: the summary below
+    history: Path  # tuning_history.png
+    summary: dict  # trial, model, params, value, trial_val_loss, best_path, trials (counts by state)
+
+
+def write_results(study: optuna.Study, folder: RunFolder, config: Config) -> TuningResult:
     from optuna.trial import TrialState
 
-    plot_tuning_history(study.trials, out / "tuning_history.png")
+    plot_tuning_history(study.trials, folder.tuning_history)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)]
     if not complete:
-        raise AffectkitError(f"No trial of {out / 'study.db'} completed (all pruned or failed): no best config.")
+        raise AffectkitError(f"No trial of {folder.study} completed (all pruned or failed): no best config.")
     best = min(complete, key=lambda t: t.value)
     model = best.params["model"]
     header = (f"# Best of {len(complete)} completed tuning trials (trial {best.number}, validation loss "
-              f"{best.value:.4f}).\n# affectkit train --model {model} --config best_config.yaml\n")
+              f"{best.value:.4f}).\n# affectkit train --model {model} --config {folder.best_config.name}\n")
     body = yaml.safe_dump(trial_config(config, best.params).model_dump(mode="json"), sort_keys=False)
-    (out / "best_config.yaml").write_text(header + body)
+    folder.best_config.write_text(header + body)
     summary = {"trial": best.number, "model": model, "params": best.params, "value": best.value,
                "trial_val_loss": best.user_attrs.get("trial_val_loss"), "best_path": best.user_attrs.get("best_path"),
                "trials": {s.name.lower(): n for s in TrialState if (n := sum(t.state == s for t in study.trials))}}
-    (out / "best_trial.json").write_text(json.dumps(summary, indent=2))
-    return out / "best_config.yaml"
+    folder.best_trial.write_text(json.dumps(summary, indent=2))
+    return TuningResult(folder.best_config, folder.best_trial, folder.tuning_history, summary)
 
 
 def run_study(data: Path, out: Path, config: Config, n_trials: int, models: list[str], timeout_s: float | None = None,
-              quiet: bool = True) -> Path:
+              quiet: bool = False) -> TuningResult:
     """Run (or continue) the study in ``out`` until it holds ``n_trials`` finished trials or ``timeout_s`` passes;
-    returns the path of ``best_config.yaml``."""
+    returns where its results are, with the best trial's summary."""
     import optuna
     from optuna.trial import TrialState
 
     from affectkit.data.datamodule import prepare_data
     from affectkit.models.factory import resolve_spec
 
-    if not models:
-        raise AffectkitError("Give at least one model to tune.")
-    models = [resolve_spec(m).key for m in models]  # fail on a typo before any training
-    out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
-    study = open_study(out, config, models)
-    fail_stale_trials(study)
-    # Complete and pruned trials count towards the total; failed ones are retried.
-    remaining = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    if remaining > 0:
-        prepared = prepare_data(data, config, splits_path=out / "splits.csv", progress=not quiet)
-        study.optimize(make_objective(prepared, out, config, models, quiet), n_trials=remaining, timeout=timeout_s,
-                       gc_after_trial=True)
-    return write_results(study, out, config)
-
-
-# -- command line ---------------------------------------------------------------------------------------------------
-
-
-def tune(
-    data: Annotated[Path, typer.Argument(help="AffectNet-layout folder (annotations/ + images/) or a CSV manifest.")],
-    out: Annotated[Path, typer.Option(help="Study folder; rerunning into it continues the study.")] = Path("runs/tune"),
-    trials: Annotated[int, typer.Option(min=1, help="Total finished (complete or pruned) trials to reach.")] = 20,
-    models: Annotated[str, typer.Option(help="Comma-separated models the search may pick from.")] = (
-        "resnet50,efficientnet_b0,custom_cnn"),
-    timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Base YAML config (see configs/).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any base config key, e.g. --set seed=1.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Phase-1 epochs per trial.")] = None,
-    fine_tune_epochs: Annotated[Optional[int], typer.Option(help="Phase-2 epochs per trial.")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels.")] = None,
-    max_samples: Annotated[Optional[int], typer.Option(help="Tune on a stratified subsample of N images.")] = None,
-    print_config: Annotated[bool, typer.Option(
-        "--print-config", help="Print the resolved base config as YAML (fit for --config) and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-trial lines.")] = False,
-) -> None:
-    """Search learning rates, dropout, head width, valence/arousal loss weights and the model with Optuna.
-
-    Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png.
-    """
-    announce_data_config(data)
-    base = load_config(config, data=data).with_values(parse_set_options(set_)).override(
-        epochs=epochs, fine_tune_epochs=fine_tune_epochs, img_size=img_size, max_samples=max_samples)
-    if print_config:  # stdout holds the YAML alone; notes go to stderr
-        typer.echo(base.dump_yaml(), nl=False)
-        raise typer.Exit()
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    best_config = run_study(data, out, base, trials, names, timeout_s=timeout, quiet=quiet)
-    best = json.loads((out / "best_trial.json").read_text())
-    console.print(f"Best trial {best['trial']}: {best['model']}, validation loss {best['value']:.4f}")
-    console.print(f"Wrote {best_config}, {out / 'best_trial.json'} and {out / 'tuning_history.png'}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``tune`` command to ``app``."""
-    app.command("tune")(tune)
+    with silenced(quiet):
+        if not models:
+            raise AffectkitError("Give at least one model to tune.")
+        models = [resolve_spec(m).key for m in models]  # fail on a typo before any training
+        folder = RunFolder(out)
+        folder.root.mkdir(parents=True, exist_ok=True)
+        optuna.logging.set_verbosity(optuna.logging.INFO if reporter().progress else optuna.logging.WARNING)
+        study = open_study(out, config, models)
+        fail_stale_trials(study)
+        # Complete and pruned trials count towards the total; failed ones are retried.
+        remaining = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        if remaining > 0:
+            prepared = prepare_data(data, config, splits_path=folder.splits)
+            study.optimize(make_objective(prepared, folder, config, models), n_trials=remaining, timeout=timeout_s,
+                           gc_after_trial=True)
+        return write_results(study, folder, config)

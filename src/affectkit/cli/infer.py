@@ -1,4 +1,4 @@
-"""The ``predict``, ``export`` and ``serve`` commands; ``register(app)`` adds them to the ``affectkit`` CLI."""
+"""Inference commands: ``predict``, ``export`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from affectkit.cli.common import QuietOpt, app, report_to_console
 from affectkit.errors import AffectkitError
 from affectkit.progress import console
 
@@ -43,6 +44,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+@app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Saved model (.safetensors/.json/stem) or an exported .onnx file.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) and videos.")],
@@ -59,7 +61,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Faces per model call.")] = 32,
     device: Annotated[str, typer.Option(help="Torch device for the model and face detector: cpu, cuda, ...")] = "cpu",
     threads: ThreadsOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Predict expression, valence and arousal for every face in images, folders and videos."""
     from affectkit.inference.media import check_output_path, predict_media, write_results
@@ -73,8 +75,9 @@ def predict(
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {predictor.warning}")
     timeline_dir = annotate or (out.parent if out is not None else None)
-    rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
-                         timeline_dir=timeline_dir, progress=not quiet)
+    with report_to_console(quiet):
+        rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
+                             timeline_dir=timeline_dir)
     if out is not None:
         write_results(rows, out, predictor.class_names)
         console.print(f"Wrote {len(rows)} rows to {out}")
@@ -101,6 +104,7 @@ def _quantization_table(report: dict[str, Any]) -> Table:
     return table
 
 
+@app.command()
 def export(
     model: ModelArg,
     format: Annotated[str, typer.Option("--format", help="Export format; onnx is the one supported.")] = "onnx",
@@ -137,6 +141,7 @@ def export(
         Console().print(_quantization_table(compare_exports(fp32, int8_path(fp32), data, limit=limit)))
 
 
+@app.command()
 def serve(
     model: ModelArg,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
@@ -161,9 +166,3 @@ def serve(
     _set_threads(threads)
     run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("predict")(predict)
-    app.command("export")(export)
-    app.command("serve")(serve)

@@ -1,0 +1,220 @@
+"""What every command shares: the app, the options several commands take, the config chain, console reporting and
+the one place errors become a sentence instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Annotated, Any, ContextManager, Optional, Union, get_args, get_origin
+
+import typer
+
+from affectkit.config import Config, coerce_value, data_config_file, load_config, parse_set_options, profile_names
+from affectkit.errors import AffectkitError
+from affectkit.progress import Reporter, console, reporting, to_console
+
+app = typer.Typer(
+    help="affectkit: train, evaluate, compare and serve facial expression + valence/arousal models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV: class folders, FER2013, AffectNet (official CSVs or "
+                                              ".npy), RAF-DB or a manifest; the layout is detected (README, Data).")]
+LayoutOpt = Annotated[Optional[str], typer.Option(help="Force a layout: affectnet, affectnet_official, fer2013, rafdb, "
+                                                       "manifest or class_folders.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (see configs/).")]
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", help=f"A packaged profile ({', '.join(profile_names())}) under --config and the options; "
+    "recommended suits a small real data set.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. --set loss.focal_gamma=2.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-epoch lines (for logs).")]
+PrintConfigOpt = Annotated[bool, typer.Option(
+    "--print-config", help="Print the fully resolved config as YAML (fit for --config) and exit without training.")]
+PretrainedOpt = Annotated[bool, typer.Option(
+    help="Start from ImageNet weights: affectkit's registry of shipped weights, timm's cache, then the hub "
+    "(`affectkit weights` lists what this machine has).")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted run in the same --out folder.")]
+
+
+def comma_list(text: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+# -- options derived from the config ------------------------------------------------------------------------------
+
+TRAINING_PANEL = "Training options (config keys; --set sets any other)"
+
+
+def _option_type(annotation: Any) -> type:
+    """What the command line parses a config key's value as: its own type where that is a plain int, float or bool
+    (``None`` left out: an option not given changes nothing), else text, read as the key wants (``coerce_value``)."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not NoneType]
+        annotation = members[0] if len(members) == 1 else str
+    return annotation if annotation in (int, float, bool) else str
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """A command-line option that sets the config key ``key``: its type and help come from the key's declaration in
+    :class:`~affectkit.config.Config`; ``flag`` overrides the spelling ``--<key with dashes>``."""
+
+    key: str
+    flag: str | None = None
+
+    def parameter(self) -> inspect.Parameter:
+        field = Config.model_fields[self.key]
+        option = typer.Option(self.flag or "--" + self.key.replace("_", "-"), help=field.description,
+                              rich_help_panel=TRAINING_PANEL)
+        return inspect.Parameter(self.key, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[Optional[_option_type(field.annotation)], option])
+
+    def value(self, given: Any) -> Any:
+        return coerce_value(self.key, given) if isinstance(given, str) else given
+
+
+TRAINING_OPTIONS = (
+    ConfigOption("epochs"),
+    ConfigOption("fine_tune_epochs"),
+    ConfigOption("img_size"),
+    ConfigOption("batch_size"),
+    ConfigOption("max_samples"),
+    ConfigOption("learning_rate", "--lr"),
+    ConfigOption("fine_tune_lr"),
+    ConfigOption("seed"),
+    ConfigOption("num_workers", "--workers"),
+    ConfigOption("devices"),
+    ConfigOption("num_nodes"),
+    ConfigOption("use_light_models", "--light/--no-light"),
+)
+
+
+def _given(options: list[ConfigOption], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the options' values out of a command's arguments: config key -> value, for the options given."""
+    values = {o.key: o.value(kwargs.pop(o.key)) for o in options}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _extend(command: Callable, added: list[inspect.Parameter], hidden: str,
+            prepare: Callable[[dict[str, Any]], Any]) -> Callable:
+    """``command`` with the options ``added`` (Typer reads a command's options from its signature); ``prepare``
+    takes their values out of the arguments and makes what the command receives as ``hidden`` instead."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != hidden]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        prepared = prepare(kwargs)
+        return command(**kwargs, **{hidden: prepared})
+
+    run.__signature__ = signature.replace(parameters=[*own, *added])
+    return run
+
+
+def _training_options(exclude: tuple[str, ...]) -> list[ConfigOption]:
+    return [o for o in TRAINING_OPTIONS if o.key not in exclude]
+
+
+def training_options(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Give a command the training options (``TRAINING_OPTIONS`` without the keys in ``exclude``); it receives the
+    ones given as ``overrides``, a mapping of config key to value."""
+    options = _training_options(exclude)
+    return lambda command: _extend(command, [o.parameter() for o in options], "overrides",
+                                   lambda kwargs: _given(options, kwargs))
+
+
+def _keyword(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+CONFIG_SOURCES = [_keyword("layout", LayoutOpt), _keyword("profile", ProfileOpt), _keyword("config_file", ConfigOpt),
+                  _keyword("sets", SetOpt), _keyword("print_config", PrintConfigOpt, False)]
+
+
+def configured(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Give a command that trains on its ``data`` the sources of its config (--layout, --profile, --config, --set and
+    the training options of :func:`training_options`) and --print-config; it receives the resolved Config as
+    ``config`` (see :func:`build_config`), and does not run under --print-config, which prints it instead."""
+    options = _training_options(exclude)
+
+    def resolve(kwargs: dict[str, Any]) -> Config:
+        sources = {p.name: kwargs.pop(p.name) for p in CONFIG_SOURCES}
+        config = build_config(sources["config_file"], sources["sets"], kwargs["data"], sources["profile"],
+                              layout=sources["layout"], **_given(options, kwargs))
+        if sources["print_config"]:
+            print_config_and_exit(config)
+        return config
+
+    return lambda command: _extend(command, [*CONFIG_SOURCES, *(o.parameter() for o in options)], "config", resolve)
+
+
+# -- the config chain ---------------------------------------------------------------------------------------------
+
+
+def announce_data_config(data: Path | None) -> None:
+    """One line when a command takes its starting settings from the data folder's ``affectkit.yaml``."""
+    card = data_config_file(data)
+    if card is not None:
+        console.print(f"[cyan]Settings from {card} (this data set's recommended profile); --config and options "
+                      f"override them, deleting the file restores the defaults.[/cyan]")
+
+
+def build_config(config_file: Path | None, sets: list[str] | None, data: Path | None = None,
+                 profile: str | None = None, **options: Any) -> Config:
+    """Defaults <- DATA/affectkit.yaml <- --profile <- --config <- --set pairs <- explicit options (the most specific
+    wins)."""
+    announce_data_config(data)
+    config = load_config(config_file, data=data, profile=profile)
+    return config.with_values(parse_set_options(sets)).override(**options)
+
+
+def print_config_and_exit(config: Config) -> None:
+    """``--print-config``: plain YAML on stdout (progress and notes go to stderr), so it can be saved as it is."""
+    typer.echo(config.dump_yaml(), nl=False)
+    raise typer.Exit()
+
+
+def report_to_console(quiet: bool) -> ContextManager[Reporter]:
+    """What a command's library call reports goes to the console (stderr): its notes always, its progress unless
+    ``--quiet``."""
+    return reporting(to_console(progress=not quiet))
+
+
+# -- running ------------------------------------------------------------------------------------------------------
+
+
+def _quiet_libraries() -> None:
+    """Lightning's start-up banners and tips would drown the per-epoch lines; its warnings stay."""
+    import lightning.pytorch  # noqa: F401  (creates its loggers, which set their own levels)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
+    _quiet_libraries()
+    try:
+        app()
+    except AffectkitError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: rerun the same command with --resume to continue[/yellow]")
+        sys.exit(130)

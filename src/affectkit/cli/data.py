@@ -1,0 +1,50 @@
+"""Data commands: ``make-demo-data`` and ``analyze``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from affectkit.cli.common import ConfigOpt, DataArg, LayoutOpt, QuietOpt, SetOpt, app, build_config, report_to_console
+from affectkit.progress import console
+
+
+@app.command("make-demo-data")
+def make_demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic AffectNet-layout data set into.")],
+    n: Annotated[int, typer.Option(help="Number of faces.")] = 1600,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
+    imbalance: Annotated[bool, typer.Option(help="Skew classes like AffectNet (Happy >30x Contempt).")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Render synthetic faces with landmarks, expression, valence and arousal (no download)."""
+    from affectkit.data.synthetic import make_demo_dataset
+
+    with report_to_console(quiet):
+        path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance)
+    console.print(f"Wrote {n} demo faces to {path}")
+
+
+@app.command()
+def analyze(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Folder for dataset_analysis.png and dataset_summary.json.")] = Path(
+        "analysis"),
+    layout: LayoutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate a data set and plot its class, valence and arousal distributions."""
+    from affectkit.data.analysis import analyze_data
+    from affectkit.runs import RunFolder
+
+    cfg = build_config(config, set_, data, layout=layout)
+    with report_to_console(quiet):
+        index, figure, summary = analyze_data(data, out, cfg)
+    console.print(index.describe())
+    console.print(f"{len(index.records)} valid samples, {len(index.rejected)} quarantined (see "
+                  f"{RunFolder(out).quarantine})")
+    console.print(f"Wrote {figure} and {summary}")

@@ -1,0 +1,224 @@
+"""Training commands (``train``, ``run``, ``tune``, ``benchmark``, ``demo``), ``evaluate``, and the listings of the
+config keys (``config``) and of the ImageNet weights this machine has (``weights``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from affectkit.cli.common import (
+    DataArg,
+    LayoutOpt,
+    PretrainedOpt,
+    PrintConfigOpt,
+    QuietOpt,
+    ResumeOpt,
+    SetOpt,
+    app,
+    comma_list,
+    configured,
+    print_config_and_exit,
+    report_to_console,
+    training_options,
+)
+from affectkit.config import Config
+from affectkit.errors import AffectkitError
+from affectkit.progress import console
+
+DEFAULT_MODELS = "resnet50,efficientnet_b0,custom_cnn"
+# Several processes per search (DDP) would each run the whole study or benchmark.
+SINGLE_PROCESS = ("devices", "num_nodes")
+
+
+@app.command()
+@configured()
+def train(
+    model: Annotated[str, typer.Option(help="resnet50, efficientnet_b0, custom_cnn or timm:<name>.")],
+    data: Annotated[Path, typer.Option(help="Data folder or CSV in any layout affectkit reads (README, Data).")],
+    out: Annotated[Path, typer.Option(help="Run folder for models, history and plots.")] = Path("runs/train"),
+    weights: Annotated[Optional[Path], typer.Option(help="Local backbone state dict (.pth/.pt/.safetensors).")] = None,
+    pretrained: PretrainedOpt = False,
+    resume: ResumeOpt = False,
+    evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate",
+                                                 help="Evaluate on the test split.")] = True,
+    quiet: QuietOpt = False,
+    *,
+    config: Config,
+) -> None:
+    """Train one model with two-phase transfer learning and the multi-task loss."""
+    from affectkit.pipeline import train_one
+
+    with report_to_console(quiet):
+        best = train_one(model, data, out, config, weights=weights, pretrained=pretrained, resume=resume,
+                         evaluate=evaluate_after)
+    console.print(f"Best model: {best}")
+
+
+def _weight_files(items: list[str] | None) -> dict[str, Path]:
+    files = {}
+    for item in items or []:
+        key, sep, file = item.partition("=")
+        if not sep:
+            raise AffectkitError(f"--weights expects MODEL=FILE, got {item!r}.")
+        files[key.strip()] = Path(file)
+    return files
+
+
+@app.command()
+@configured()
+def run(
+    data: DataArg,
+    models: Annotated[str, typer.Option(help="Comma-separated model keys.")] = DEFAULT_MODELS,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/run"),
+    weights: Annotated[Optional[list[str]], typer.Option(help="MODEL=FILE backbone weights, repeatable.")] = None,
+    pretrained: PretrainedOpt = False,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    config: Config,
+) -> None:
+    """The spec's main pipeline: analyse, train every model on one split, evaluate, compare, report."""
+    from affectkit.pipeline import run_pipeline
+
+    weight_files = _weight_files(weights)
+    with report_to_console(quiet):
+        report = run_pipeline(data, out, comma_list(models), config, weights=weight_files, pretrained=pretrained,
+                              resume=resume)
+    console.print(f"[bold green]Report: {report}[/bold green]")
+
+
+@app.command()
+@configured(exclude=("learning_rate", "fine_tune_lr", *SINGLE_PROCESS))  # the search samples both rates
+def tune(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Study folder; rerunning into it continues the study.")] = Path("runs/tune"),
+    trials: Annotated[int, typer.Option(min=1, help="Total finished (complete or pruned) trials to reach.")] = 20,
+    models: Annotated[str, typer.Option(help="Comma-separated models the search may pick from.")] = DEFAULT_MODELS,
+    timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
+    quiet: QuietOpt = False,
+    *,
+    config: Config,
+) -> None:
+    """Search learning rates, dropout, head width, valence/arousal loss weights and the model with Optuna.
+
+    Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png.
+    """
+    from affectkit.pipeline.tuning import run_study
+
+    with report_to_console(quiet):
+        result = run_study(data, out, config, trials, comma_list(models), timeout_s=timeout)
+    best = result.summary
+    console.print(f"Best trial {best['trial']}: {best['model']}, validation loss {best['value']:.4f}")
+    console.print(f"Wrote {result.best_config}, {result.best_trial} and {result.history}")
+
+
+@app.command()
+@training_options(exclude=SINGLE_PROCESS)
+def benchmark(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Folder for benchmark.csv / .md / .png, splits.csv and the models.")] = Path(
+        "runs/benchmark"),
+    models: Annotated[Optional[str], typer.Option(
+        help="More model keys to train with the recipe beside its MobileNetV2, comma-separated, e.g. "
+        "efficientnet_b0,custom_cnn.")] = None,
+    baselines: Annotated[str, typer.Option(help="Baselines, comma-separated: hog_svm, linear_probe; '' for none.")] = (
+        "hog_svm,linear_probe"),
+    layout: LayoutOpt = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", help="A packaged profile to benchmark instead of the recommended recipe.")] = None,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML profile to benchmark instead of the recommended recipe (on top of --profile).")
+    ] = None,
+    sets: SetOpt = None,
+    quick: Annotated[bool, typer.Option(help="A short training budget for a first look (not for numbers to "
+                                             "report).")] = False,
+    print_config: PrintConfigOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    overrides: dict[str, Any],
+) -> None:
+    """Classic baselines (HOG + linear SVM, linear probes on ImageNet features) and affectkit's recommended recipe,
+    trained and scored on one split: benchmark.csv, benchmark.md and a bar chart."""
+    from affectkit.config import parse_set_options
+    from affectkit.pipeline.benchmark import benchmark_config, console_table, run_benchmark
+
+    cfg = benchmark_config(config_file, parse_set_options(sets), data, quick=quick, profile=profile, layout=layout,
+                           **overrides)
+    if print_config:
+        print_config_and_exit(cfg)
+    with report_to_console(quiet):
+        result = run_benchmark(data, out, cfg, models=comma_list(models), baselines=tuple(comma_list(baselines)))
+    console.print(console_table(result.table))
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    console.print(f"[bold green]Wrote {result.paths['markdown']}, {result.paths['csv'].name} and "
+                  f"{result.paths['chart'].name}[/bold green]")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="best_<Model>.safetensors (its .json must sit beside it).")],
+    data: DataArg,
+    split: Annotated[str, typer.Option(help="test, val, train (from the run's splits.csv) or all.")] = "test",
+    splits: Annotated[Optional[Path], typer.Option(help="splits.csv to use (default: beside the model).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: beside the model).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a saved model: metrics JSON, confusion matrix, reliability diagram, a printed table."""
+    from affectkit.pipeline import evaluate_saved
+
+    with report_to_console(quiet):
+        evaluate_saved(model, data, split, splits, out)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("affectkit-demo"),
+    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = 1200,
+    full: Annotated[bool, typer.Option(help="The full-size spec models (ResNet50, EfficientNet-B0) instead of the "
+                                            "light ones; they start from random weights without --weights files.")
+                    ] = False,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Render the demo data set once, then run the whole pipeline on it with a quick CPU profile: the light
+    backbones from their shipped ImageNet weights beside the custom CNN."""
+    from affectkit.pipeline import run_demo
+
+    with report_to_console(quiet):
+        report = run_demo(out, n=n, full=full, resume=resume)
+    console.print(f"[bold green]Demo finished. Open the report: {report}[/bold green]")
+
+
+@app.command("config")
+def config_listing() -> None:
+    """Every config key (dotted where nested) with its type, default and description; set any of them in a
+    --config YAML file or with --set KEY=VALUE."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from affectkit.config import config_reference
+
+    table = Table("key", "type", "default", "description")
+    for row in config_reference():
+        table.add_row(row["key"], row["type"], json.dumps(row["default"]), row["description"])
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped to grep or a file: one line per key
+
+
+@app.command("weights")
+def weights_listing() -> None:
+    """For each backbone affectkit knows, whether ImageNet weights are usable on this machine, and from where."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from affectkit.models.factory import known_backbones
+    from affectkit.models.registry import availability
+
+    table = Table("backbone", "ImageNet weights", "source / what to do", "licence")
+    for row in availability(known_backbones()):
+        table.add_row(row["backbone"], row["available"], row["source"], row["licence"])
+    Console().print(table)  # the listing is the command's output: stdout, unlike progress and notes

@@ -1,0 +1,203 @@
+"""The spec's main pipeline (cell 8), top to bottom: analyse, split, train each model, evaluate, compare, report;
+and the evaluation of a saved model on a data set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from affectkit.config import Config
+from affectkit.data.analysis import analyze, dataset_summary
+from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.data.reader import read_dataset, reader_options
+from affectkit.errors import AffectkitError
+from affectkit.evaluation import ensemble
+from affectkit.evaluation.calibration import calibrate
+from affectkit.evaluation.card import write_model_card
+from affectkit.evaluation.comparison import comparison_row, write_comparison, write_report
+from affectkit.evaluation.evaluator import (
+    Predictions,
+    evaluation_device,
+    inference_ms_per_image,
+    metrics_table,
+    predict_split,
+    score,
+    write_model_report,
+)
+from affectkit.models.factory import resolve_spec
+from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
+from affectkit.progress import reporter, silenced
+from affectkit.runs import RunFolder
+from affectkit.training.trainer import train_model
+
+ENSEMBLE = "Ensemble"
+STACKING = "Stacking"
+EVALUATION_SPLITS = ("test", "val", "train", "all")
+
+
+@dataclass
+class Evaluated:
+    metrics: dict
+    test: Predictions
+    val: Predictions  # calibrated, for the stacking ensemble
+    model: torch.nn.Module
+
+
+def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedData, dict]:
+    run.root.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(run.config)
+    index = read_dataset(data, **reader_options(config))
+    reporter().note(index.describe())
+    prepared = prepare_data(data, config, splits_path=run.splits, quarantine_path=run.quarantine, index=index)
+    analyze(index, run.root, seed=config.seed, splits=prepared.splits)
+    counts = prepared.splits["split"].value_counts().to_dict()
+    reporter().show(f"{len(index.records)} valid samples ({len(index.rejected)} quarantined); split {counts}")
+    return prepared, dataset_summary(index, prepared.splits)
+
+
+def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
+           training_data: dict | None = None) -> tuple[dict, Predictions, dict[str, Path]]:
+    """Score a saved model on ``split`` of ``data`` (``source``) as every later use of it predicts: with its
+    stored temperature and flip setting. Writes its metrics, confusion matrix and reliability diagram into ``out``
+    (suffixed ``_<split>`` for other splits than test) and the evaluation into its card."""
+    meta = read_metadata(model_path)
+    positions = data.positions("test" if split == "all" else split)
+    if len(positions) == 0:
+        raise AffectkitError(f"The {split} split of {source} is empty.")
+    temperature = float(meta.get("temperature", 1.0))
+    pred = predict_split(model, data, positions, temperature=temperature,
+                         tta_flip=config_from_metadata(meta).tta_flip)
+    metrics = score(pred, data, positions)
+    metrics["expression"]["temperature"] = temperature
+    metrics["split"] = split
+    name = meta["display_name"] + ("" if split == "test" else f"_{split}")
+    paths = write_model_report(name, metrics, pred, data, positions, out.root)
+    paths["card"] = write_model_card(model_path, training_data=training_data, metrics=metrics, data=source,
+                                     split=split)
+    reporter().show(metrics_table(meta["display_name"], metrics))
+    return metrics, pred, paths
+
+
+def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Evaluated:
+    """Calibrate a freshly trained model on the validation split, then score it on the test split."""
+    model, meta = load_model(best_path, device=evaluation_device())
+    val = data.positions("val")
+    val_pred = predict_split(model, data, val, tta_flip=config_from_metadata(meta).tta_flip)
+    temperature = calibrate(best_path, val_pred, data.expression[val])
+    metrics, test, _ = _score(best_path, model, data, "test", run, data.index.root,
+                              training_data=dataset_summary(data.index, data.splits))
+    return Evaluated(metrics, test, Predictions(val_pred.logits / temperature, val_pred.valence_arousal), model)
+
+
+def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | None = None, pretrained: bool = False,
+              resume: bool = False, quiet: bool = False, evaluate: bool = True) -> Path:
+    """Train one model on ``data`` into the run folder ``out`` and, with ``evaluate``, score it on the test split;
+    returns the best model's weights."""
+    with silenced(quiet):
+        run = RunFolder(out)
+        prepared, summary = _prepare_run(data, run, config)
+        result = train_model(name, prepared, out, config, weights=weights, pretrained=pretrained, resume=resume)
+        if evaluate:
+            _evaluate_trained(result.best_path, prepared, run)
+        else:
+            write_model_card(result.best_path, training_data=summary)
+        return result.best_path
+
+
+def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weights: dict[str, Path] | None = None,
+                 pretrained: bool = False, resume: bool = False, quiet: bool = False,
+                 random_start_control: bool = False) -> Path:
+    """Every model of ``models`` trained on one split of ``data`` and evaluated, an averaging and a stacking
+    ensemble where there are several, the comparison and ``report.md`` (its path is returned).
+
+    ``random_start_control``: every model that starts from pretrained weights is trained a second time from a
+    random start, same data, split and budget, and the report sets the two test accuracies side by side."""
+    with silenced(quiet):
+        for name in models:
+            resolve_spec(name)  # fail on a typo before hours of training
+        run = RunFolder(out)
+        prepared, summary = _prepare_run(data, run, config)
+        rows, members, names, notes, controls = [], [], [], [], []
+        for name in models:
+            reporter().rule(f"[bold]{resolve_spec(name, config.use_light_models).display_name}")
+            result = train_model(name, prepared, out, config, weights=(weights or {}).get(name),
+                                 pretrained=pretrained, resume=resume)
+            evaluated = _evaluate_trained(result.best_path, prepared, run)
+            meta = read_metadata(result.best_path)
+            rows.append(comparison_row(result.name, evaluated.metrics, result.parameters, result.train_time_s,
+                                       inference_ms_per_image(evaluated.model, config.img_size), meta["backbone"],
+                                       meta.get("initial_weights", "")))
+            notes.append(_model_note(result.name, meta))
+            members.append(evaluated)
+            names.append(result.name)
+            if random_start_control and meta.get("initial_weights", "").startswith(("imagenet", "file")):
+                controls.append(_random_start_control(name, prepared, run, config, evaluated.metrics, meta, resume))
+        if len(members) > 1:
+            val = prepared.positions("val")
+            combined = {
+                ENSEMBLE: ensemble.average([m.test for m in members]),
+                STACKING: ensemble.stack([m.val for m in members], [m.test for m in members], prepared.expression[val],
+                                         prepared.valence_arousal[val]),
+            }
+            member_rows = list(rows)
+            for label, pred in combined.items():
+                rows.append(_ensemble_row(label, pred, member_rows, prepared, run))
+                names.append(label)
+        write_comparison(rows, run)
+        return write_report(run, summary, rows, names, notes, transfer=controls)
+
+
+def _random_start_control(name: str, data: PreparedData, run: RunFolder, config: Config, metrics: dict, meta: dict,
+                          resume: bool) -> dict:
+    """The same model, data, split and budget from a random start: what the pretrained start is worth."""
+    reporter().rule(f"[bold]{meta['display_name']} from a random start (control)")
+    result = train_model(name, data, run.random_start.root, config, resume=resume)
+    model, _ = load_model(result.best_path, device=evaluation_device())
+    positions = data.positions("test")
+    control = score(predict_split(model, data, positions, tta_flip=config.tta_flip),
+                    data, positions)
+    return {"model": meta["display_name"], "backbone": meta["backbone"],
+            "pretrained_accuracy": metrics["expression"]["accuracy"],
+            "random_start_accuracy": control["expression"]["accuracy"],
+            "pretrained_start": meta.get("initial_weights", ""), "train_time_s": round(result.train_time_s, 1)}
+
+
+def _model_note(name: str, meta: dict) -> str:
+    """What ran under a name and where its weights started: a light model says whose place it took."""
+    stand_in = f", the light stand-in for {meta['stands_in_for']}" if meta.get("stands_in_for") else ""
+    return f"{name} (backbone `{meta['backbone']}`{stand_in}): {meta.get('initial_weights_detail', '')}"
+
+
+def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: PreparedData, run: RunFolder) -> dict:
+    """Score a combination of the members on the test split; its cost is the members' sum."""
+    positions = data.positions("test")
+    metrics = score(pred, data, positions)
+    write_model_report(label, metrics, pred, data, positions, run.root)
+    reporter().show(metrics_table(label, metrics))
+    return comparison_row(label, metrics, int(sum(r["params_millions"] for r in member_rows) * 1e6),
+                          sum(r["train_time_s"] for r in member_rows),
+                          sum(r["inference_ms_per_image"] for r in member_rows),
+                          "+".join(r["backbone"] for r in member_rows), "members'")
+
+
+def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,
+                   quiet: bool = False) -> dict:
+    """Evaluate a saved model on a split of ``data`` (the run's ``splits.csv``) or on all of it; returns the
+    metrics and writes them, the plots and the card's evaluation into ``out`` (default: beside the model)."""
+    with silenced(quiet):
+        if split not in EVALUATION_SPLITS:
+            raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
+        weights, _ = model_paths(model_path)
+        config = config_from_metadata(read_metadata(model_path))
+        splits = splits or RunFolder(weights.parent).splits
+        if split != "all" and not splits.is_file():
+            raise AffectkitError(f"{splits} not found: give --splits, or --split all to evaluate on every image of "
+                                 f"{data}.")
+        prepared = prepare_data(data, config, splits_path=None if split == "all" else splits, use_all=split == "all",
+                                )
+        model, _ = load_model(model_path, device=evaluation_device())
+        metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data)
+        reporter().show(f"Wrote {paths['metrics']}, {paths['confusion_matrix']} and {paths['card']}")
+        return metrics

@@ -1,0 +1,131 @@
+"""The names of the files affectkit writes into an output folder, in one place (DESIGN.md, "A run folder").
+
+``model`` is a display name (``ResNet50``, ``MobileNetV2``, ``Ensemble``): what the spec's file names carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    # -- what a run shares: its settings, data and split --------------------------------------------------------
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.csv"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.csv"
+
+    @property
+    def dataset_analysis(self) -> Path:
+        return self.root / "dataset_analysis.png"
+
+    @property
+    def dataset_summary(self) -> Path:
+        return self.root / "dataset_summary.json"
+
+    # -- per model ------------------------------------------------------------------------------------------------
+
+    def best(self, model: str) -> Path:
+        """The saved model's stem: ``best_<Model>`` + ``.safetensors`` (weights) and ``.json`` (description)."""
+        return self.root / f"best_{model}"
+
+    def weights(self, model: str) -> Path:
+        return self.root / f"best_{model}.safetensors"
+
+    def history(self, model: str) -> Path:
+        return self.root / f"{model}_history.csv"
+
+    def training_plot(self, model: str) -> Path:
+        return self.root / f"{model}_training_history.png"
+
+    def metrics(self, model: str) -> Path:
+        return self.root / f"{model}_metrics.json"
+
+    def confusion_matrix(self, model: str) -> Path:
+        return self.root / f"{model}_confusion_matrix.png"
+
+    def reliability(self, model: str) -> Path:
+        return self.root / f"{model}_reliability.png"
+
+    def card(self, model: str) -> Path:
+        return self.root / f"{model}_card.md"
+
+    def checkpoints(self, model: str) -> Path:
+        """Resumable training state of one model (the trainer's own files)."""
+        return self.root / "checkpoints" / model
+
+    @property
+    def logs(self) -> Path:
+        """TensorBoard logs, ``logs/<Model>/phase<N>/``."""
+        return self.root / "logs"
+
+    # -- the comparison of a run's models ---------------------------------------------------------------------
+
+    @property
+    def comparison_table(self) -> Path:
+        return self.root / "model_comparison_results.csv"
+
+    @property
+    def comparison_plot(self) -> Path:
+        return self.root / "model_comparison.png"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def random_start(self) -> RunFolder:
+        """The random-start controls of the pretrained models, a run folder of their own."""
+        return RunFolder(self.root / "random_start")
+
+    # -- a benchmark folder ---------------------------------------------------------------------------------------
+
+    @property
+    def benchmark_table(self) -> Path:
+        return self.root / "benchmark.csv"
+
+    @property
+    def benchmark_report(self) -> Path:
+        return self.root / "benchmark.md"
+
+    @property
+    def benchmark_chart(self) -> Path:
+        return self.root / "benchmark.png"
+
+    @property
+    def models(self) -> RunFolder:
+        """The benchmark's trained models, a run folder of their own."""
+        return RunFolder(self.root / "models")
+
+    # -- a tuning study folder ------------------------------------------------------------------------------------
+
+    @property
+    def study(self) -> Path:
+        return self.root / "study.db"
+
+    def trial(self, number: int) -> RunFolder:
+        return RunFolder(self.root / "trials" / str(number))
+
+    @property
+    def best_config(self) -> Path:
+        return self.root / "best_config.yaml"
+
+    @property
+    def best_trial(self) -> Path:
+        return self.root / "best_trial.json"
+
+    @property
+    def tuning_history(self) -> Path:
+        return self.root / "tuning_history.png"
