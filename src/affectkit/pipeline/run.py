@@ -161,7 +161,8 @@ def _random_start_control(name: str, data: PreparedData, run: RunFolder, config:
     return {"model": meta["display_name"], "backbone": meta["backbone"],
             "pretrained_accuracy": metrics["expression"]["accuracy"],
             "random_start_accuracy": control["expression"]["accuracy"],
-            "pretrained_start": meta.get("initial_weights", ""), "train_time_s": round(result.train_time_s, 1)}
+            "pretrained_start": meta.get("initial_weights", ""),
+            "random_start_train_time_s": round(result.train_time_s, 1)}
 
 
 def _model_note(name: str, meta: dict) -> str:
