@@ -66,6 +66,8 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "Adam without weight decay": {"optimizer": "adam", "weight_decay": 0.0},
     "no flip test-time augmentation": {"tta_flip": False},
     "select on validation loss": {"selection_metric": "val_loss"},
+    "random erasing added (p 0.25)": {"augmentation.random_erasing": 0.25},
+    "no phase-2 step minimum": {"fine_tune_min_steps": 0},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 
@@ -130,7 +132,7 @@ def markdown(rows: list[dict[str, Any]], settings: Settings, sizes: dict[str, di
         title = "# Ablations: the recommended recipe, one choice undone at a time"
         setting = (f"{settings.n} demo faces per data set, MobileNetV2 (the light ResNet50) trained with "
                    f"configs/recommended.yaml ({recipe.img_size} px, phase 1 {recipe.epochs} + phase 2 "
-                   f"{recipe.fine_tune_epochs} epochs), each row changing only what its name says, seed "
+                   f"{recipe.fine_tune_epochs} epochs, stretched to at least {recipe.fine_tune_min_steps} steps), each row changing only what its name says, seed "
                    f"{settings.seed}, early stopping off")
     lines = [
         title,
@@ -155,7 +157,14 @@ def plan(quick: bool) -> list[tuple[str, bool]]:
     return [(option, False) for option in OPTIONS] + [(option, True) for option in ("baseline", *BALANCING)]
 
 
-def recipe_plan(quick: bool) -> list[tuple[str, bool]]:
+def recipe_plan(quick: bool, only: list[str] | None = None) -> list[tuple[str, bool]]:
+    """Every lever on balanced data and the balancing pair on the skewed set; with ``only``, the recipe and those
+    levers on balanced data."""
+    if only:
+        unknown = [lever for lever in only if lever not in RECIPE_LEVERS]
+        if unknown:
+            raise SystemExit(f"Unknown lever {unknown[0]!r}; the levers are: {'; '.join(RECIPE_LEVERS)}")
+        return [(lever, False) for lever in dict.fromkeys(["recommended recipe", *only])]
     levers = list(RECIPE_LEVERS)[:2] if quick else list(RECIPE_LEVERS)
     return [(lever, False) for lever in levers] + [(lever, True) for lever in RECIPE_BALANCING[: 1 if quick else 2]]
 
@@ -188,6 +197,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for ablations.md")
     parser.add_argument("--recipe", action="store_true", help="ablate the recommended recipe's choices instead")
     parser.add_argument("--set", action="append", default=[], help="with --recipe: KEY=VALUE changes to the recipe")
+    parser.add_argument("--lever", action="append", default=[],
+                        help="with --recipe: run only the recipe and this lever (repeatable), balanced data only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes_and_epochs = (160, 32, 2) if args.quick else (args.n, args.img_size, args.epochs)
@@ -203,11 +214,12 @@ def main() -> None:
         recipe = recipe_config(settings, root / "cache", args.quick).override(**parse_set_options(args.set)) \
             if args.recipe else None
         config = recipe or base_config(settings, root / "cache")
+        runs = recipe_plan(args.quick, args.lever) if recipe else plan(args.quick)
         datasets = {kind: demo_data(root, settings, kind == "imbalanced", config)
-                    for kind in ("balanced", "imbalanced")}
+                    for kind in ("balanced", "imbalanced") if any((kind == "imbalanced") == skew for _, skew in runs)}
         sizes = {kind: d.splits["split"].value_counts().to_dict() for kind, d in datasets.items()}
         rows: list[dict[str, Any]] = []
-        for i, (option, imbalanced) in enumerate(recipe_plan(args.quick) if recipe else plan(args.quick)):
+        for i, (option, imbalanced) in enumerate(runs):
             kind = "imbalanced" if imbalanced else "balanced"
             run_dir = root / "runs" / f"{i:02d}"
             if recipe is None:

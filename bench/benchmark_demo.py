@@ -50,12 +50,12 @@ def main() -> None:
         result = run_benchmark(data, Path(tmp) / "run", benchmark_config(data=data), quiet=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(result.paths["markdown"], args.out)
-    table = result.table.set_index("model")
-    print(table[["accuracy", "macro_f1"]].to_string())
-    recipe = next(name for name in table.index if name.startswith("affectkit recipe"))
-    best_baseline = table.drop(index=recipe)["accuracy"].max()
+    table = result.table
+    print(table.set_index("model")[["accuracy", "macro_f1"]].to_string())
+    accuracy = {kind: table.loc[table["kind"] == kind, "accuracy"].max() for kind in ("recipe", "fusion", "baseline")}
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f}s")
-    print(f"recipe_accuracy={table.loc[recipe, 'accuracy']:.4f} best_baseline_accuracy={best_baseline:.4f}")
+    print(f"recipe_accuracy={accuracy['recipe']:.4f} fusion_accuracy={accuracy['fusion']:.4f} "
+          f"best_baseline_accuracy={accuracy['baseline']:.4f}")
 
 
 if __name__ == "__main__":

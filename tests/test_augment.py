@@ -1,7 +1,7 @@
 import numpy as np
 
 from affectkit.config import AugmentationConfig
-from affectkit.data.augment import TrainAugmenter
+from affectkit.data.augment import ERASE_FILL, TrainAugmenter
 from affectkit.data.landmarks import IBUG_FLIP_PERMUTATION, hflip_landmarks
 
 
@@ -62,3 +62,20 @@ def test_same_seed_gives_the_same_warps_in_process():
         assert np.array_equal(a_img, b_img) and np.array_equal(a_pts, b_pts)
     other = TrainAugmenter(AugmentationConfig(), seed=8)
     assert not all(np.array_equal(other(img, pts)[0], a_img) for a_img, _ in runs[0])
+
+
+def test_random_erasing_blanks_one_rectangle_in_the_mean_colour_and_keeps_landmarks():
+    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
+                               shear_range=0, horizontal_flip=False, random_erasing=1.0)
+    img = np.full((64, 64, 3), 255, np.uint8)
+    pts = np.random.default_rng(0).uniform(10, 54, (68, 2)).astype(np.float32)
+    aug = TrainAugmenter(still, seed=0)
+    for _ in range(5):
+        out, moved = aug(img, pts)
+        erased = (out == np.array(ERASE_FILL, np.uint8)).all(-1)
+        rows, cols = np.flatnonzero(erased.any(1)), np.flatnonzero(erased.any(0))
+        assert 0.02 * 64 * 64 * 0.5 <= erased.sum() <= 0.25 * 64 * 64 * 1.05
+        assert erased[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()  # one solid rectangle
+        assert (out[~erased] == 255).all() and np.allclose(moved, pts)
+    off = TrainAugmenter(still.model_copy(update={"random_erasing": 0.0}), seed=0)
+    assert np.array_equal(off(img, pts)[0], img)

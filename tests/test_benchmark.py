@@ -13,7 +13,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import SVM_C_GRID, BaselineTask, hog_svm
 from affectkit.pipeline import benchmark as bench
 TINY = ["--set", "img_size=32", "--set", "epochs=1", "--set", "fine_tune_epochs=1", "--set", "num_workers=0",
-        "--set", "precision=32", "--set", "batch_size=16", "--set", "phase1_views=1"]
+        "--set", "precision=32", "--set", "batch_size=16", "--set", "phase1_views=1", "--set", "fine_tune_min_steps=0"]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,11 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
     out, _ = benchmarked
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table["key"]) == ["hog_svm", "linear_probe:mobilenetv2_100", "linear_probe:tf_efficientnet_lite0",
-                                  "recipe:resnet50", "model:custom_cnn"]
-    assert list(table["kind"]) == ["baseline"] * 3 + ["recipe", "model"]
+                                  "recipe:resnet50", "fusion:recipe+hog_svm", "model:custom_cnn"]
+    assert list(table["kind"]) == ["baseline"] * 3 + ["recipe", "fusion", "model"]
     assert table.loc[3, "model"] == "affectkit recipe (MobileNetV2)"
+    assert table.loc[4, "model"] == "affectkit recipe + HOG (MobileNetV2)"
+    assert "chosen on val by log-loss" in table.loc[4, "selected_on_val"]
     metrics = ["accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc", "train_time_s",
                "inference_ms_per_image"]
     assert table[metrics].notna().all().all()  # the demo faces carry valence/arousal: CCC on every row
@@ -98,6 +100,8 @@ def test_baselines_never_see_test_labels(demo_dir, monkeypatch):
     second = hog_svm(BaselineTask.from_prepared(prepared), progress=False)
     np.testing.assert_array_equal(first.probs, second.probs)
     np.testing.assert_array_equal(first.valence_arousal, second.valence_arousal)
+    np.testing.assert_array_equal(first.train_only_test_probs, second.train_only_test_probs)
+    assert first.train_only_val_probs.shape == (len(task.y_val), 8)
     n_train, n_val = len(task.y_train), len(task.y_val)
     assert set(fitted_sizes) == {n_train, n_train + n_val}  # the search on train, the refit on train + val
     assert "C=" in first.selected and "ridge alpha=" in first.selected

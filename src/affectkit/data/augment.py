@@ -31,16 +31,30 @@ def build_affine(aug: AugmentationConfig) -> A.Compose:
     return A.Compose([affine], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
 
 
+# The erased rectangle takes ImageNet's mean colour: what torchvision's RandomErasing(value=0) gives after
+# normalisation, the usual setting in expression-recognition training code.
+ERASE_FILL = (124, 116, 104)
+
+
+def build_erasing(aug: AugmentationConfig) -> A.Compose | None:
+    """Random erasing (Zhong et al. 2020) of one rectangle; the landmarks stay where they are."""
+    if aug.random_erasing <= 0:
+        return None
+    return A.Compose([A.Erasing(scale=(0.02, 0.25), ratio=(0.3, 3.3), fill=ERASE_FILL, p=aug.random_erasing)])
+
+
 class TrainAugmenter:
-    """Random horizontal flip (landmark identities mirrored too) then a random affine warp; optional RandAugment."""
+    """Random horizontal flip (landmark identities mirrored too), a random affine warp, then optionally RandAugment
+    or TrivialAugment and random erasing."""
 
     def __init__(self, aug: AugmentationConfig, seed: int | None = None):
         self.aug = aug
         self.affine = build_affine(aug)
         self.policy = _pixel_policy(aug)
+        self.erasing = build_erasing(aug)
         self.rng = np.random.default_rng(seed)
         if seed is not None:  # albumentations draws from its own generator, seeded apart from ours
-            self.affine.set_random_seed(seed)
+            self._seed_albumentations(seed)
 
     def __call__(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         has_points = bool(np.isfinite(landmarks).all())
@@ -55,12 +69,19 @@ class TrainAugmenter:
             landmarks = np.asarray(out["keypoints"], dtype=np.float32).reshape(68, 2)
         if self.policy is not None:
             image = self.policy(image)
+        if self.erasing is not None:
+            image = self.erasing(image=np.ascontiguousarray(image))["image"]
         return image, landmarks
 
     def reseed(self, seed: int) -> None:
         """Each DataLoader worker gets its own stream (see ``worker_init_fn``)."""
         self.rng = np.random.default_rng(seed)
+        self._seed_albumentations(seed)
+
+    def _seed_albumentations(self, seed: int) -> None:
         self.affine.set_random_seed(seed)
+        if self.erasing is not None:
+            self.erasing.set_random_seed(seed + 1)
 
 
 def _pixel_policy(aug: AugmentationConfig):

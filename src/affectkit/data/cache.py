@@ -88,7 +88,7 @@ def decode_record(record: Record, size: int) -> np.ndarray:
     return decode_source(pixel_source(record), size)
 
 
-def _write_chunk(file: str, n: int, size: int, start: int, sources: list[PixelSource]) -> int:
+def _write_chunk(file: str, size: int, start: int, sources: list[PixelSource]) -> int:
     cv2.setNumThreads(1)
     frame = size * size * 3
     out = np.memmap(file, dtype=np.uint8, mode="r+", offset=start * frame, shape=(len(sources), size, size, 3))
@@ -129,10 +129,10 @@ def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int 
         _save_done(done_file, done)
     done = np.load(done_file)
     todo = [c for c in range(n_chunks) if not done[c]]
-    jobs = [(str(images_file), n, size, c * CHUNK, [pixel_source(r) for r in records[c * CHUNK : (c + 1) * CHUNK]])
+    jobs = [(str(images_file), size, c * CHUNK, [pixel_source(r) for r in records[c * CHUNK : (c + 1) * CHUNK]])
             for c in todo]
     with silenced(not progress), reporter().bar() as bar:
-        task = bar.add_task(f"Caching images at {size}px", total=n, completed=n - sum(len(j[4]) for j in jobs), info="")
+        task = bar.add_task(f"Caching images at {size}px", total=n, completed=n - sum(len(j[3]) for j in jobs), info="")
         if workers <= 1 or len(jobs) <= SERIAL_CHUNKS:
             finished = (_write_chunk(*job) for job in jobs)
             _mark_done(finished, done, done_file, bar, task, records)

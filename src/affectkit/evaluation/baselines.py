@@ -93,6 +93,10 @@ class BaselineResult:
     selected: str  # the hyper-parameters chosen on val, and how the fits were made
     train_time_s: float  # features of train + val, the search on val, the refit
     inference_ms_per_image: float  # features and prediction of the test split, per image
+    # The chosen strength fit on train alone, on val and test: what a model fused with this one on val may use
+    # (the train + val refit has seen the val labels).
+    train_only_val_probs: np.ndarray | None = None
+    train_only_test_probs: np.ndarray | None = None
 
 
 Featurise = Callable[[np.ndarray, str], np.ndarray]  # (cache rows, progress label) -> (n, D) features
@@ -123,20 +127,20 @@ def _predict_probs(classifier, x: np.ndarray) -> np.ndarray:
 
 def _search(make: Callable[[float], object], grid: tuple[float, ...], fit_x: np.ndarray, fit_y: np.ndarray,
             val_x: np.ndarray, val_y: np.ndarray, score: Callable, deadline: float,
-            label: str) -> tuple[float, list[str]]:
-    """The grid value with the best validation score (ties: the first, i.e. the most regularised), within the time
-    box; and one ``value: score`` line per value tried."""
-    best, best_score, tried = grid[0], -np.inf, []
+            label: str) -> tuple[float, object, list[str]]:
+    """The grid value with the best validation score (ties: the first, i.e. the most regularised) and its model fit
+    on ``fit_x``, within the time box; and one ``value: score`` line per value tried."""
+    best, best_model, best_score, tried = grid[0], None, -np.inf, []
     for value in reporter().track(grid, total=len(grid), description=label):
         model = make(value).fit(fit_x, fit_y)
         result = float(score(model, val_x, val_y))
         tried.append(f"{value:g}: {result:.3f}")
         if result > best_score:
-            best, best_score = value, result
+            best, best_model, best_score = value, model, result
         if time.perf_counter() > deadline:
             tried.append("(time box reached)")
             break
-    return best, tried
+    return best, best_model, tried
 
 
 def _macro_f1(model, x: np.ndarray, y: np.ndarray) -> float:
@@ -153,9 +157,10 @@ def _ridge(alpha: float):
 
 def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classifier: Callable[[float], object],
          grid: tuple[float, ...], param: str, name: str, deadline: float):
-    """The classifier's (and the valence/arousal ridge's) strength chosen on val, then both refit on train + val."""
+    """The classifier's (and the valence/arousal ridge's) strength chosen on val, then both refit on train + val;
+    and the chosen classifier as fit on train alone."""
     x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([task.y_train, task.y_val])
-    value, tried = _search(make_classifier, grid, x_train, task.y_train, x_val, task.y_val, _macro_f1, deadline,
+    value, train_only, tried = _search(make_classifier, grid, x_train, task.y_train, x_val, task.y_val, _macro_f1, deadline,
                            f"{name}: {param} on val")
     classifier = make_classifier(value).fit(x_all, y_all)
     selected = [f"{param}={value:g} (val macro-F1 by {param}: {', '.join(tried)})"]
@@ -164,7 +169,7 @@ def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classi
     if train_va.sum() >= 2:
         alpha = RIDGE_ALPHA_GRID[len(RIDGE_ALPHA_GRID) // 2]  # a middle value where val has no labels to choose by
         if val_va.sum() >= 2:
-            alpha, tried = _search(_ridge, RIDGE_ALPHA_GRID, x_train[train_va], task.va_train[train_va],
+            alpha, _, tried = _search(_ridge, RIDGE_ALPHA_GRID, x_train[train_va], task.va_train[train_va],
                                    x_val[val_va], task.va_val[val_va], _r2, np.inf,
                                    f"{name}: ridge alpha on val")
             selected.append(f"ridge alpha={alpha:g} (val R^2 by alpha: {', '.join(tried)})")
@@ -172,7 +177,7 @@ def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classi
         ridge = _ridge(alpha).fit(x_all[labelled], np.concatenate([task.va_train, task.va_val])[labelled])
     if task.fit_note:
         selected.append(task.fit_note)
-    return classifier, ridge, "; ".join(selected)
+    return classifier, ridge, "; ".join(selected), train_only
 
 
 def _fit_predict(key: str, name: str, backbone: str, task: BaselineTask, featurise: Featurise,
@@ -188,8 +193,9 @@ def _fit_predict(key: str, name: str, backbone: str, task: BaselineTask, featuri
     with threadpool_limits(1), warnings.catch_warnings():
         # The bounded iteration counts are part of the time box; a solver stopping at them is expected.
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        classifier, ridge, selected = _fit(task, x_train, x_val, make_classifier, grid, param, name,
-                                           start + time_budget_s)
+        classifier, ridge, selected, train_only = _fit(task, x_train, x_val, make_classifier, grid, param, name,
+                                                       start + time_budget_s)
+        train_only_val = _predict_probs(train_only, x_val)
     train_time = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -198,7 +204,10 @@ def _fit_predict(key: str, name: str, backbone: str, task: BaselineTask, featuri
         probs = _predict_probs(classifier, x_test)
         va = np.clip(ridge.predict(x_test), -1.0, 1.0) if ridge is not None else np.full((len(x_test), 2), np.nan)
     inference_ms = (time.perf_counter() - start) / len(x_test) * 1000
-    return BaselineResult(key, name, backbone, probs, va.astype(np.float32), selected, train_time, inference_ms)
+    with threadpool_limits(1):
+        train_only_test = _predict_probs(train_only, x_test)
+    return BaselineResult(key, name, backbone, probs, va.astype(np.float32), selected, train_time, inference_ms,
+                          train_only_val, train_only_test)
 
 
 def hog_features(images: np.ndarray, size: int = HOG_SIZE) -> np.ndarray:

@@ -179,7 +179,8 @@ def resolve_imagenet_weights(backbone: str, own: dict[str, torch.Tensor], keep_c
             except AffectkitError as exc:
                 raise AffectkitError(f"{path} does not fit {backbone}: {exc}.") from None
             return ResolvedWeights(state, "registry", f"ImageNet weights from {entry.distribution} {entry.version} "
-                                   f"({path.name}, SHA-256 verified, {entry.licence})")
+                                   f"({path.name}, SHA-256 verified, {entry.licence}; {entry.naming} tensor names "
+                                   "mapped onto timm's)")
     num_classes = None if keep_classifier else 0
     for offline in (True, False):
         if not offline and not (allow_network and hub_reachable()):

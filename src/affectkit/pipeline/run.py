@@ -151,13 +151,12 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
 
 def _random_start_control(name: str, data: PreparedData, run: RunFolder, config: Config, metrics: dict, meta: dict,
                           resume: bool) -> dict:
-    """The same model, data, split and budget from a random start: what the pretrained start is worth."""
+    """The same model, data, split and budget from a random start: what the pretrained start is worth. Evaluated
+    like every trained model (calibrated on val, scored on test once), with its reports and card in
+    ``RUN/random_start/``."""
     reporter().rule(f"[bold]{meta['display_name']} from a random start (control)")
     result = train_model(name, data, run.random_start.root, config, resume=resume)
-    model, _ = load_model(result.best_path, device=evaluation_device())
-    positions = data.positions("test")
-    control = score(predict_split(model, data, positions, tta_flip=config.tta_flip),
-                    data, positions)
+    control = _evaluate_trained(result.best_path, data, run.random_start).metrics
     return {"model": meta["display_name"], "backbone": meta["backbone"],
             "pretrained_accuracy": metrics["expression"]["accuracy"],
             "random_start_accuracy": control["expression"]["accuracy"],

@@ -13,6 +13,7 @@ scheduler, early-stopping counters, loop position; written atomically after ever
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -61,13 +62,24 @@ class TrainResult:
     parameters: int
 
 
-def plan_phases(model: AffectModel, config: Config, pretrained_backbone: bool) -> list[Phase]:
+# A step minimum lengthens phase 2 on a small set, but no further than this many times its epoch budget.
+MAX_EPOCH_STRETCH = 3
+
+
+def phase2_epochs(config: Config, train_images: int) -> int:
+    """Phase 2's epoch budget: ``fine_tune_epochs``, stretched to reach ``fine_tune_min_steps`` optimiser steps."""
+    steps_per_epoch = max(1, math.ceil(train_images / config.batch_size))
+    needed = math.ceil(config.fine_tune_min_steps / steps_per_epoch)
+    return max(config.fine_tune_epochs, min(needed, MAX_EPOCH_STRETCH * config.fine_tune_epochs))
+
+
+def plan_phases(model: AffectModel, config: Config, pretrained_backbone: bool, train_images: int) -> list[Phase]:
     if not model.spec.two_phase:
         return [Phase(1, config.epochs, config.learning_rate, freeze_backbone=False)]
     batchnorm = config.fine_tune_batchnorm
     return [
         Phase(1, config.epochs, config.learning_rate, freeze_backbone=True),
-        Phase(2, config.fine_tune_epochs, config.fine_tune_lr, freeze_backbone=False,
+        Phase(2, phase2_epochs(config, train_images), config.fine_tune_lr, freeze_backbone=False,
               freeze_batchnorm=batchnorm == "frozen" or (batchnorm == "auto" and pretrained_backbone),
               warmup_epochs=config.fine_tune_warmup_epochs, backbone_lr_scale=config.backbone_lr_scale),
     ]
@@ -240,7 +252,7 @@ def _train_model(name: str, data: PreparedData, run_dir: Path, config: Config, w
     starting = initialise_weights(model, weights, pretrained or config.pretrained)
     datamodule = AffectDataModule(data, config)
     spent = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
-    for phase in plan_phases(model, config, starting.pretrained):
+    for phase in plan_phases(model, config, starting.pretrained, len(data.positions("train"))):
         if (state_dir / f"phase{phase.number}.done").is_file() or phase.epochs == 0:
             continue
         resuming_phase = resume and (state_dir / f"phase{phase.number}" / "last.ckpt").is_file()
