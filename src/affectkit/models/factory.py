@@ -15,6 +15,7 @@ from torch import nn
 from affectkit.config import NUM_CLASSES, Config
 from affectkit.errors import AffectkitError
 from affectkit.models.custom_cnn import CustomCNN
+from affectkit.models.registry import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,11 @@ def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
 
 
 def known_backbones() -> list[str]:
-    """Every backbone the project names (spec models and their light stand-ins), for the weights listing."""
+    """Every backbone the project names (spec models, their light stand-ins, and the further backbones whose weights
+    the registry ships, usable as ``timm:<name>``), for the weights listing."""
     specs = [*MODEL_SPECS.values(), *LIGHT_SPECS.values()]
-    return [s.backbone for s in specs if s.backbone != "custom_cnn"]
+    named = [s.backbone for s in specs if s.backbone != "custom_cnn"]
+    return list(dict.fromkeys([*named, *REGISTRY]))
 
 
 class AffectHead(nn.Module):

