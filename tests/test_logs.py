@@ -34,7 +34,8 @@ def test_each_phase_logs_epoch_metrics_learning_rate_and_hyperparameters(demo_di
         assert len(val_loss) == epochs
         for tag in ("train_loss", "train_acc", "val_acc", "val_valence_mae", "val_arousal_mae"):
             assert len(events.Scalars(tag)) == epochs, tag
-        assert any(tag.startswith("lr-") for tag in scalars)
+        rates = {tag.rsplit("/", 1)[-1] for tag in scalars if tag.startswith("lr-")}
+        assert rates == ({"head"} if phase == 1 else {"head", "backbone"}), scalars
         assert events.Scalars("hp/best_val_loss")[0].value == pytest.approx(min(val_loss), rel=1e-6)
         assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
         hparams = yaml.safe_load((folder / "hparams.yaml").read_text())

@@ -163,9 +163,10 @@ class AffectModule(L.LightningModule):
         """Trainable parameters (phase 1: the head only), the backbone's at ``backbone_lr_scale`` of the rate."""
         head = [p for p in self.model.head.parameters() if p.requires_grad]
         backbone = [p for p in self.model.backbone.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": self.learning_rate}]
+        # Named groups: the learning-rate curves in TensorBoard are then "lr-AdamW/head" and "lr-AdamW/backbone".
+        groups = [{"params": head, "lr": self.learning_rate, "name": "head"}]
         if backbone:
-            groups.append({"params": backbone, "lr": self.learning_rate * self.backbone_lr_scale})
+            groups.append({"params": backbone, "lr": self.learning_rate * self.backbone_lr_scale, "name": "backbone"})
         return groups
 
     def configure_optimizers(self):
