@@ -39,6 +39,8 @@ from affectkit.evaluation.evaluator import predict_split, score
 from affectkit.models import load_model
 from affectkit.training.trainer import train_model
 
+from threads import add_threads_option, use_threads
+
 BALANCING = ("focal loss (gamma 2)", "class-weighted CE", "weighted sampler")
 OPTIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
@@ -75,9 +77,6 @@ COLUMNS = ("option", "data", "accuracy", "macro-F1", "valence CCC", "arousal CCC
 # The renderer's fine strokes (wrinkles, lids) need some pixels; the image cache then resizes to --img-size.
 MIN_RENDER_SIZE = 64
 
-# Two OpenMP threads on a 2-core machine that others share measured up to 15x slower than one (1.8-26 s per training
-# epoch against a steady 2.7 s; 150 ms against 1 ms per batch-1 forward): every op waits for a descheduled peer.
-THREADS_HELP = "PyTorch threads (1 is steady on a shared machine; raise it on an idle one)"
 
 
 @dataclass(frozen=True)
@@ -193,14 +192,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: 160 faces, 32 px, 2 epochs, 4 runs")
-    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    add_threads_option(parser)
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for ablations.md")
     parser.add_argument("--recipe", action="store_true", help="ablate the recommended recipe's choices instead")
     parser.add_argument("--set", action="append", default=[], help="with --recipe: KEY=VALUE changes to the recipe")
     parser.add_argument("--lever", action="append", default=[],
                         help="with --recipe: run only the recipe and this lever (repeatable), balanced data only")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_threads(args)
     sizes_and_epochs = (160, 32, 2) if args.quick else (args.n, args.img_size, args.epochs)
     if args.recipe and not args.quick:  # faces are rendered at the recipe's input size
         sizes_and_epochs = (args.n, 112, args.epochs)

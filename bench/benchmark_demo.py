@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from affectkit.config import CLASS_NAMES
 from affectkit.data.synthetic import make_demo_dataset
 from affectkit.pipeline.benchmark import benchmark_config, run_benchmark
+
+from threads import add_threads_option, use_threads
 
 
 def demo_class_folders(root: Path, n: int, seed: int) -> Path:
@@ -39,11 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1600)
     parser.add_argument("--seed", type=int, default=1, help="render seed (the demo itself uses 0)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="PyTorch threads (1 is steady on a shared machine; raise it on an idle one)")
+    add_threads_option(parser)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "benchmark_demo.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_threads(args)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="affectkit-benchmark-") as tmp:
         data = demo_class_folders(Path(tmp), args.n, args.seed)

@@ -26,6 +26,8 @@ from affectkit.data.datamodule import prepare_data
 from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset
 from affectkit.training.trainer import train_model
 
+from threads import add_threads_option, use_threads
+
 VARIANTS = {
     "as before (no warm-up, BatchNorm trained)": {"fine_tune_warmup_epochs": 0.0, "fine_tune_batchnorm": "train"},
     "BatchNorm statistics frozen only": {"fine_tune_warmup_epochs": 0.0},
@@ -38,11 +40,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1200)
     parser.add_argument("--epochs", type=int, default=20, help="phase-1 epochs (stored features)")
     parser.add_argument("--fine-tune-epochs", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="PyTorch threads (1 is steady on a shared machine; raise it on an idle one)")
+    add_threads_option(parser)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fine_tuning.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_threads(args)
     start = time.perf_counter()
     base = Config(**{**DEMO_PROFILE, "use_light_models": True, "epochs": args.epochs,
                      "fine_tune_epochs": args.fine_tune_epochs})

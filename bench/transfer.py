@@ -27,6 +27,8 @@ from affectkit.evaluation.evaluator import predict_split, score
 from affectkit.models import load_model
 from affectkit.training.trainer import train_model
 
+from threads import add_threads_option, use_threads
+
 MODELS = ("resnet50", "efficientnet_b0")  # their light stand-ins: MobileNetV2, EfficientNet-Lite0
 
 
@@ -53,10 +55,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1200, help="demo faces to render when --data is not given")
     parser.add_argument("--set", action="append", default=[], help="config overrides on the demo profile, KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "transfer.md")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="PyTorch threads (1 is steady on a shared machine; raise it on an idle one)")
+    add_threads_option(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_threads(args)
     config = Config(**{**DEMO_PROFILE, "use_light_models": True}).override(**parse_set_options(args.set))
     start = time.perf_counter()
     rows = []

@@ -95,8 +95,8 @@ class BaselineResult:
     inference_ms_per_image: float  # features and prediction of the test split, per image
     # The chosen strength fit on train alone, on val and test: what a model fused with this one on val may use
     # (the train + val refit has seen the val labels).
-    train_only_val_probs: np.ndarray | None = None
-    train_only_test_probs: np.ndarray | None = None
+    train_only_val_probs: np.ndarray
+    train_only_test_probs: np.ndarray
 
 
 Featurise = Callable[[np.ndarray, str], np.ndarray]  # (cache rows, progress label) -> (n, D) features

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import log_softmax, softmax
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from affectkit.config import NUM_CLASSES
@@ -52,7 +53,7 @@ class StackingEnsemble:
 
 
 def expression_features(probs_list: list[np.ndarray]) -> np.ndarray:
-    return np.log(np.clip(np.concatenate(probs_list, axis=1), PROB_FLOOR, None))
+    return _log(np.concatenate(probs_list, axis=1))
 
 
 def va_features(va_list: list[np.ndarray]) -> np.ndarray:
@@ -126,15 +127,11 @@ def _log(probs: np.ndarray) -> np.ndarray:
 
 
 def _calibrated_log(probs: np.ndarray, temperature: float) -> np.ndarray:
-    z = _log(probs) / temperature
-    return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+    return log_softmax(_log(probs) / temperature, axis=1)
 
 
 def _fuse(log_first: np.ndarray, log_second: np.ndarray, weight: float) -> np.ndarray:
-    z = (1.0 - weight) * log_first + weight * log_second
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax((1.0 - weight) * log_first + weight * log_second, axis=1)
 
 
 def _nll(probs: np.ndarray, labels: np.ndarray) -> float:

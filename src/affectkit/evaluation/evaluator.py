@@ -30,6 +30,10 @@ class Predictions:
         e = np.exp(z)
         return e / e.sum(1, keepdims=True)
 
+    def tempered(self, temperature: float) -> Predictions:
+        """The same predictions with the logits divided by ``temperature`` (as ``predict_split`` would give them)."""
+        return Predictions(self.logits / temperature, self.valence_arousal)
+
 
 def evaluation_device() -> str:
     """Where saved models are loaded to be scored: the GPU when there is one."""

@@ -91,6 +91,7 @@ def _baseline_row(result: BaselineResult, data: PreparedData) -> dict:
 @dataclass
 class TrainedRow:
     row: dict
+    name: str  # the trained model's display name
     val: Predictions  # calibrated, as the test predictions are
     test: Predictions
 
@@ -117,7 +118,7 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
            "backbone": meta["backbone"] + (f" ({weights})" if weights else ""),
            **_scores(score(pred, data, test)), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms, "selected_on_val": selected}
-    return TrainedRow(row, Predictions(val_pred.logits / temperature, val_pred.valence_arousal), pred)
+    return TrainedRow(row, result.name, val_pred.tempered(temperature), pred)
 
 
 def _fusion_row(recipe: TrainedRow, hog: BaselineResult, data: PreparedData) -> dict:
@@ -131,9 +132,7 @@ def _fusion_row(recipe: TrainedRow, hog: BaselineResult, data: PreparedData) -> 
     selected = (f"weight {fusion.weight:g} on HOG + SVM's log-probabilities (SVM fit on train only, temperature "
                 f"{fusion.temperature:.3f}), chosen on val by log-loss ({fusion.val_nll:.3f}; the network alone "
                 f"{fusion.val_nll_first:.3f}); the network as in the recipe's row")
-    return {"key": "fusion:recipe+hog_svm", "model": base["model"].replace("affectkit recipe", "affectkit recipe + HOG",
-                                                                        1),
-            "kind": "fusion", "backbone": f"{base['backbone']} + {hog.backbone}", **_scores(metrics),
+    return {"key": "fusion:recipe+hog_svm", "model": f"affectkit recipe + HOG ({recipe.name})", "kind": "fusion", "backbone": f"{base['backbone']} + {hog.backbone}", **_scores(metrics),
             "train_time_s": base["train_time_s"] + hog.train_time_s,
             "inference_ms_per_image": base["inference_ms_per_image"] + hog.inference_ms_per_image,
             "selected_on_val": selected}

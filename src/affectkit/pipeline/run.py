@@ -88,7 +88,7 @@ def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Ev
     temperature = calibrate(best_path, val_pred, data.expression[val])
     metrics, test, _ = _score(best_path, model, data, "test", run, data.index.root,
                               training_data=dataset_summary(data.index, data.splits))
-    return Evaluated(metrics, test, Predictions(val_pred.logits / temperature, val_pred.valence_arousal), model)
+    return Evaluated(metrics, test, val_pred.tempered(temperature), model)
 
 
 def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | None = None, pretrained: bool = False,
