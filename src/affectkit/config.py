@@ -18,6 +18,9 @@ from affectkit.errors import AffectkitError
 
 CLASS_NAMES: tuple[str, ...] = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
 NUM_CLASSES = len(CLASS_NAMES)
+# Every model's input normalisation (the backbones' ImageNet convention; the FER2013 network undoes it in its graph).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _Strict(BaseModel):
@@ -71,7 +74,7 @@ class Config(_Strict):
     use_light_models: bool = Field(
         False, description="MobileNetV2 stands in for ResNet50 and EfficientNet-Lite0 for EfficientNet-B0.")
     pretrained: bool = Field(
-        False, description="Start the backbones from ImageNet weights, as --pretrained does (affectkit weights).")
+        False, description="Start from pretrained weights (ImageNet; FER2013 for mini_xception), as --pretrained does.")
     streaming_mode: bool = Field(
         True, description="Read batches from the memory-mapped image cache instead of loading it into RAM.")
     seed: int = Field(42, description="Random seed for the split, initialisation and augmentation.")

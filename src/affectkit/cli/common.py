@@ -41,7 +41,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 PrintConfigOpt = Annotated[bool, typer.Option(
     "--print-config", help="Print the fully resolved config as YAML (fit for --config) and exit without training.")]
 PretrainedOpt = Annotated[bool, typer.Option(
-    help="Start from ImageNet weights: affectkit's registry of shipped weights, timm's cache, then the hub "
+    help="Start from pretrained weights (ImageNet; FER2013 expressions for mini_xception): affectkit's registry of "
+    "shipped weights, timm's cache, then the hub "
     "(`affectkit weights` lists what this machine has).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted run in the same --out folder.")]
 

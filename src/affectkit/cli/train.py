@@ -1,5 +1,5 @@
 """Training commands (``train``, ``run``, ``tune``, ``benchmark``, ``demo``), ``evaluate``, and the listings of the
-config keys (``config``) and of the ImageNet weights this machine has (``weights``)."""
+config keys (``config``) and of the pretrained weights this machine has (``weights``)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ SINGLE_PROCESS = ("devices", "num_nodes")
 @app.command()
 @configured()
 def train(
-    model: Annotated[str, typer.Option(help="resnet50, efficientnet_b0, custom_cnn or timm:<name>.")],
+    model: Annotated[str, typer.Option(help="resnet50, efficientnet_b0, custom_cnn, mini_xception or timm:<name>.")],
     data: Annotated[Path, typer.Option(help="Data folder or CSV in any layout affectkit reads (README, Data).")],
     out: Annotated[Path, typer.Option(help="Run folder for models, history and plots.")] = Path("runs/train"),
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone state dict (.pth/.pt/.safetensors).")] = None,
@@ -211,14 +211,15 @@ def config_listing() -> None:
 
 @app.command("weights")
 def weights_listing() -> None:
-    """For each backbone affectkit knows, whether ImageNet weights are usable on this machine, and from where."""
+    """For each backbone affectkit knows, whether its pretrained weights (ImageNet, or FER2013 for mini_xception) are
+    usable on this machine, and from where."""
     from rich.console import Console
     from rich.table import Table
 
     from affectkit.models.factory import known_backbones
     from affectkit.models.registry import availability
 
-    table = Table("backbone", "ImageNet weights", "source / what to do", "licence")
+    table = Table("backbone", "pretrained on", "available", "source / what to do", "licence")
     for row in availability(known_backbones()):
-        table.add_row(row["backbone"], row["available"], row["source"], row["licence"])
+        table.add_row(row["backbone"], row["pretrained_on"], row["available"], row["source"], row["licence"])
     Console().print(table)  # the listing is the command's output: stdout, unlike progress and notes

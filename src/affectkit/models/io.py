@@ -10,13 +10,11 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from affectkit.atomic import atomic_path, atomic_write_text
-from affectkit.config import CLASS_NAMES, Config
+from affectkit.config import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD, Config
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel, build_model
 
 FORMAT = "affectkit-model/1"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:

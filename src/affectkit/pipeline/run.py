@@ -28,6 +28,7 @@ from affectkit.evaluation.evaluator import (
 )
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
+from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import train_model
@@ -132,7 +133,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             notes.append(_model_note(result.name, meta))
             members.append(evaluated)
             names.append(result.name)
-            if random_start_control and meta.get("initial_weights", "").startswith(("imagenet", "file")):
+            if random_start_control and is_pretrained(meta.get("initial_weights", "")):
                 controls.append(_random_start_control(name, prepared, run, config, evaluated.metrics, meta, resume))
         if len(members) > 1:
             val = prepared.positions("val")

@@ -33,8 +33,8 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
 from affectkit.models.factory import AffectModel, build_model, count_parameters, resolve_spec
 from affectkit.models.io import load_model, model_paths, update_metadata
-from affectkit.models.registry import sha256_of
-from affectkit.models.weights import load_backbone_weights, load_imagenet_weights
+from affectkit.models.registry import is_pretrained, sha256_of
+from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 from affectkit.training.callbacks import History, KeepBest
@@ -87,12 +87,12 @@ def plan_phases(model: AffectModel, config: Config, pretrained_backbone: bool, t
 
 @dataclass(frozen=True)
 class StartingWeights:
-    kind: str  # "imagenet:<source>", "file", "random" or "scratch": what the comparison table shows
+    kind: str  # "imagenet:<source>", "fer2013:registry", "file", "random" or "scratch": what the comparison shows
     detail: str  # one sentence for the report and the model's description
 
     @property
     def pretrained(self) -> bool:
-        return self.kind.startswith("imagenet") or self.kind == "file"
+        return is_pretrained(self.kind)
 
 
 def initialise_weights(model: AffectModel, weights: Path | None, pretrained: bool) -> StartingWeights:
@@ -104,8 +104,7 @@ def initialise_weights(model: AffectModel, weights: Path | None, pretrained: boo
         start = StartingWeights("file", f"backbone weights from {weights} (SHA-256 {sha256_of(Path(weights))[:16]}...; "
                                         f"{len(missing)} missing, {len(unexpected)} unused tensors)")
     elif pretrained:
-        source, detail = load_imagenet_weights(model)
-        start = StartingWeights(f"imagenet:{source}", detail)
+        start = StartingWeights(*load_pretrained_weights(model))
     else:
         start = StartingWeights("random", "backbone starts from RANDOM initialisation (no --weights/--pretrained): "
                                           "transfer learning is off")
