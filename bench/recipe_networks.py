@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from affectkit.data.datamodule import PreparedData
+from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import predict_split, score
@@ -43,10 +43,9 @@ def zero_shot_accuracy(data: PreparedData) -> float:
                             strict=False)
     test = data.positions("test")
     test = test[data.expression[test] != CONTEMPT]
-    images = torch.from_numpy(np.asarray(data.images[test])).permute(0, 3, 1, 2).float() / 255
-    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    images = normalise_batch(torch.from_numpy(np.asarray(data.images[test])).permute(0, 3, 1, 2), channels_last=False)
     with torch.no_grad():
-        logits = network.eval()((images - mean[:, None, None]) / std[:, None, None])
+        logits = network.eval()(images)
     predicted = np.asarray(FER2013_TO_AFFECTKIT)[logits.argmax(1).numpy()]
     return float((predicted == data.expression[test]).mean())
 

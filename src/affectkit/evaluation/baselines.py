@@ -39,7 +39,7 @@ from affectkit.config import NUM_CLASSES, Config
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.data.splits import stratified_subsample
 from affectkit.errors import AffectkitError
-from affectkit.models.registry import PRETRAINING_NAMES
+from affectkit.models.registry import PRETRAINING_NAMES, pretraining_of
 from affectkit.progress import reporter, silenced
 
 BASELINES = ("hog_svm", "linear_probe")
@@ -163,8 +163,8 @@ def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classi
     """The classifier's (and the valence/arousal ridge's) strength chosen on val, then both refit on train + val;
     and the chosen classifier as fit on train alone."""
     x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([task.y_train, task.y_val])
-    value, train_only, tried = _search(make_classifier, grid, x_train, task.y_train, x_val, task.y_val, _macro_f1, deadline,
-                           f"{name}: {param} on val")
+    value, train_only, tried = _search(make_classifier, grid, x_train, task.y_train, x_val, task.y_val, _macro_f1,
+                                       deadline, f"{name}: {param} on val")
     classifier = make_classifier(value).fit(x_all, y_all)
     selected = [f"{param}={value:g} (val macro-F1 by {param}: {', '.join(tried)})"]
     ridge = None
@@ -173,8 +173,8 @@ def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classi
         alpha = RIDGE_ALPHA_GRID[len(RIDGE_ALPHA_GRID) // 2]  # a middle value where val has no labels to choose by
         if val_va.sum() >= 2:
             alpha, _, tried = _search(_ridge, RIDGE_ALPHA_GRID, x_train[train_va], task.va_train[train_va],
-                                   x_val[val_va], task.va_val[val_va], _r2, np.inf,
-                                   f"{name}: ridge alpha on val")
+                                      x_val[val_va], task.va_val[val_va], _r2, np.inf,
+                                      f"{name}: ridge alpha on val")
             selected.append(f"ridge alpha={alpha:g} (val R^2 by alpha: {', '.join(tried)})")
         labelled = np.concatenate([train_va, val_va])
         ridge = _ridge(alpha).fit(x_all[labelled], np.concatenate([task.va_train, task.va_val])[labelled])
@@ -250,7 +250,7 @@ def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: b
 
     start = time.perf_counter()
     model = build_model(model_key, config.override(use_light_models=True))
-    pretraining = load_pretrained_weights(model)[0].split(":")[0]
+    pretraining = pretraining_of(load_pretrained_weights(model)[0])
     if torch.cuda.is_available():
         model = model.cuda()
     runner = make_runner(model, config.img_size)

@@ -93,7 +93,7 @@ def fit_stacking(val_probs: list[np.ndarray], val_va: list[np.ndarray], y_val: n
 def average(members: list[Predictions]) -> Predictions:
     """The members' (calibrated) expression probabilities and valence/arousal, averaged."""
     return Predictions.from_probs(np.mean([m.probs for m in members], axis=0),
-                       np.mean([m.valence_arousal for m in members], axis=0))
+                                  np.mean([m.valence_arousal for m in members], axis=0))
 
 
 def stack(val: list[Predictions], test: list[Predictions], y_val: np.ndarray, va_val: np.ndarray) -> Predictions:

@@ -37,7 +37,7 @@ class Predictions:
 
     def tempered(self, temperature: float) -> Predictions:
         """The same predictions with the logits divided by ``temperature`` (as ``predict_split`` would give them)."""
-        return Predictions(self.logits / temperature, self.valence_arousal)
+        return type(self)(self.logits / temperature, self.valence_arousal)
 
 
 def evaluation_device() -> str:

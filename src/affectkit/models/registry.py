@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 
 from affectkit.errors import AffectkitError
+from affectkit.models.mini_xception import read_keras_weights
 
 Naming = Literal["torchvision", "lukemelas", "timm", "keras_h5"]
 Pretraining = Literal["imagenet", "fer2013"]
@@ -111,10 +112,16 @@ REGISTRY: dict[str, ShippedWeights] = {
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.", "_fc.")
 
 
+def pretraining_of(initial_weights: str) -> Pretraining | None:
+    """What a model's ``initial_weights`` (``imagenet:registry``, ``fer2013:registry``, ``file``, ``random``,
+    ``scratch``) says its backbone learnt before, where it came from the registry, a cache or the hub."""
+    prefix = initial_weights.split(":")[0]
+    return prefix if prefix in PRETRAINING_NAMES else None
+
+
 def is_pretrained(initial_weights: str) -> bool:
-    """Whether a model's ``initial_weights`` (``imagenet:registry``, ``fer2013:registry``, ``file``, ``random``,
-    ``scratch``) says it started from learnt weights."""
-    return initial_weights == "file" or initial_weights.split(":")[0] in PRETRAINING_NAMES
+    """Whether a model's ``initial_weights`` says it started from learnt weights (resolved ones or a file)."""
+    return initial_weights == "file" or pretraining_of(initial_weights) is not None
 
 
 def is_counter(key: str) -> bool:
@@ -218,8 +225,6 @@ def _advice(backbone: str) -> str:
 def _read_shipped(entry: ShippedWeights, path: Path, own: dict[str, torch.Tensor],
                   keep_classifier: bool) -> dict[str, torch.Tensor]:
     if entry.naming == "keras_h5":
-        from affectkit.models.mini_xception import read_keras_weights
-
         return read_keras_weights(path, own)
     return to_timm_names(torch.load(path, map_location="cpu", weights_only=True), own, keep_classifier)
 
