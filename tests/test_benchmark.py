@@ -1,5 +1,6 @@
 """`affectkit benchmark` on tiny data: every row, every file, and selection that never looks at the test split."""
 
+import json
 import re
 
 import numpy as np
@@ -14,6 +15,7 @@ from affectkit.data.datamodule import prepare_data
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import SVM_C_GRID, BaselineTask, hog_svm
 from affectkit.pipeline import benchmark as bench
+from affectkit.training import fusion
 TINY = ["--set", "img_size=32", "--set", "epochs=1", "--set", "fine_tune_epochs=1", "--set", "num_workers=0",
         "--set", "precision=32", "--set", "batch_size=16", "--set", "phase1_views=1", "--set", "fine_tune_min_steps=0"]
 
@@ -32,6 +34,7 @@ def benchmarked(demo_dir, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bench, "predict_split", spy)
+        patch.setattr(fusion, "predict_split", spy)
         result = CliRunner().invoke(app, ["benchmark", str(demo_dir), "--out", str(out), "--models", "custom_cnn",
                                           "--quiet", *TINY])
     assert result.exit_code == 0, result.output
@@ -48,16 +51,19 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
     assert list(table["kind"]) == ["baseline"] * 4 + ["recipe network"] * 2 + ["recipe", "fusion", "model"]
     assert "FER2013" in table.loc[3, "backbone"] and "fer2013:registry" in table.loc[5, "backbone"]
     assert list(table.loc[4:6, "model"]) == ["MobileNetV2 (recipe network)", "MiniXception (recipe network)",
-                                             "affectkit recipe (MobileNetV2 + MiniXception)"]
+                                             "affectkit recipe (MobileNetV2+MiniXception)"]
     assert table.loc[7, "model"] == "affectkit recipe + HOG"
     assert all("chosen on val by log-loss" in table.loc[i, "selected_on_val"] for i in (6, 7))
-    # The recipe enters the HOG fusion with the probabilities its own fusion chose: the same validation log-loss.
-    recipe_nll = re.search(r"log-loss \(([\d.]+);", table.loc[6, "selected_on_val"]).group(1)
-    assert re.search(r"affectkit recipe \(MobileNetV2 \+ MiniXception\) alone ([\d.]+)\)",
-                     table.loc[7, "selected_on_val"]).group(1) == recipe_nll
-    # The fused rows' costs are their parts' together.
+    # The recipe's weight is the one stored in its saved model, which export and serve use.
+    saved = json.loads((out / "models" / "best_MobileNetV2+MiniXception.json").read_text())
+    weight = re.search(r"fusion weight ([\d.]+) on MiniXception", table.loc[6, "selected_on_val"]).group(1)
+    assert float(weight) == pytest.approx(saved["fusion"]["weight"])
+    assert f"temperature {saved['temperature']:.3f}" in table.loc[6, "selected_on_val"]
+    # The recipe trains as its networks do; the HOG fusion costs its parts together.
     assert table.loc[6, "train_time_s"] == pytest.approx(table.loc[4, "train_time_s"] + table.loc[5, "train_time_s"],
                                                   abs=2e-4)  # benchmark.csv keeps 4 decimals
+    assert table.loc[7, "train_time_s"] == pytest.approx(table.loc[6, "train_time_s"] + table.loc[0, "train_time_s"],
+                                                  abs=2e-4)
     metrics = ["accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc", "train_time_s",
                "inference_ms_per_image"]
     assert table[metrics].notna().all().all()  # the demo faces carry valence/arousal: CCC on every row
@@ -71,7 +77,7 @@ def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
     out, _ = benchmarked
     report = (out / "benchmark.md").read_text()
     assert bench.HONEST_SELECTION in report
-    assert "affectkit recipe (MobileNetV2 + MiniXception)" in report and "benchmark.png" in report
+    assert "affectkit recipe (MobileNetV2+MiniXception)" in report and "benchmark.png" in report
     assert "selection_metric: val_macro_f1" in report  # the recipe's settings, as run
     assert "img_size: 32" in report  # ... with the --set overrides
 
@@ -82,9 +88,10 @@ def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
     test = tuple(np.flatnonzero(splits["split"].to_numpy() == "test"))
     val = tuple(np.flatnonzero(splits["split"].to_numpy() == "val"))
     models = list({id(m): m for m, _ in calls}.values())
-    assert len(models) == 3  # the recipe's two networks, then the custom CNN
-    for model in models:
-        assert [positions for m, positions in calls if m is model] == [val, test]  # val (calibration), test once
+    # The recipe's two networks, the fusion being put together (each network alone on val), the recipe, the
+    # custom CNN: each calibrates on val, then predicts the test split once.
+    assert [[positions for m, positions in calls if m is model] for model in models] == [
+        [val, test], [val, test], [val, val], [val, test], [val, test]]
 
 
 def test_baselines_never_see_test_labels(demo_dir, monkeypatch):

@@ -64,13 +64,14 @@ def load(path: str | Path, *, backend: BackendName = "auto", device: str = "cpu"
 def train(model: str, data: str | Path, out: str | Path = "runs/train", config: ConfigSource = None, *,
           weights: str | Path | None = None, resume: bool = False, evaluate: bool = True, quiet: bool = True,
           **overrides: Any) -> Path:
-    """Train one model (``resnet50``, ``efficientnet_b0``, ``custom_cnn``, ``mini_xception`` or ``timm:<name>``) on
-    ``data`` into the run folder ``out`` and, unless ``evaluate=False``, score it on the test split; returns the best
-    model's path.
+    """Train one model (``resnet50``, ``efficientnet_b0``, ``custom_cnn``, ``mini_xception``, ``fusion`` or
+    ``timm:<name>``) on ``data`` into the run folder ``out`` and, unless ``evaluate=False``, score it on the test
+    split; returns the best model's path. The recommended recipe:
+    ``train("fusion", data, config=affectkit.config.profile_path("recommended"))``.
 
     ``weights``: a local backbone state dict to start from; ``pretrained=True`` (a config key) starts from
-    pretrained weights (ImageNet; FER2013 for ``mini_xception``). ``resume`` continues an interrupted run in the same
-    ``out``.
+    pretrained weights (ImageNet; FER2013 for ``mini_xception``; each branch's for ``fusion``). ``resume`` continues
+    an interrupted run in the same ``out``.
     """
     from affectkit.pipeline import train_one
 

@@ -37,7 +37,8 @@ SINGLE_PROCESS = ("devices", "num_nodes")
 @app.command()
 @configured()
 def train(
-    model: Annotated[str, typer.Option(help="resnet50, efficientnet_b0, custom_cnn, mini_xception or timm:<name>.")],
+    model: Annotated[str, typer.Option(help="resnet50, efficientnet_b0, custom_cnn, mini_xception, fusion (the "
+                                            "recommended recipe's network) or timm:<name>.")],
     data: Annotated[Path, typer.Option(help="Data folder or CSV in any layout affectkit reads (README, Data).")],
     out: Annotated[Path, typer.Option(help="Run folder for models, history and plots.")] = Path("runs/train"),
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone state dict (.pth/.pt/.safetensors).")] = None,
@@ -123,7 +124,7 @@ def benchmark(
     out: Annotated[Path, typer.Option(help="Folder for benchmark.csv / .md / .png, splits.csv and the models.")] = Path(
         "runs/benchmark"),
     models: Annotated[Optional[str], typer.Option(
-        help="More model keys to train with the recipe beside its MobileNetV2, comma-separated, e.g. "
+        help="More model keys to train with the recipe's settings beside its fusion model, comma-separated, e.g. "
         "efficientnet_b0,custom_cnn.")] = None,
     baselines: Annotated[str, typer.Option(help="Baselines, comma-separated: hog_svm, linear_probe; '' for none.")] = (
         "hog_svm,linear_probe"),

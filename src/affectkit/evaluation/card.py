@@ -78,6 +78,18 @@ def _number(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _fusion_line(meta: dict[str, Any]) -> list[str]:
+    fusion = meta.get("fusion")
+    if not fusion:
+        return []
+    first, second = fusion["branches"]
+    return [f"- Fusion: the {first} and {second} branches' log-probabilities (each divided by its temperature, "
+            f"{fusion['temperatures'][0]:.3f} and {fusion['temperatures'][1]:.3f}) weighted {1 - fusion['weight']:g} "
+            f"and {fusion['weight']:g}, chosen on the validation split by log-loss ({fusion['val_nll']:.3f}; the "
+            f"branches alone {fusion['val_nll_branches'][0]:.3f} and {fusion['val_nll_branches'][1]:.3f}); "
+            "valence and arousal weighted the same."]
+
+
 def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
     stand_in = f", the light stand-in for {meta['stands_in_for']}" if meta.get("stands_in_for") else ""
     size = meta["input_size"]
@@ -92,6 +104,7 @@ def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
         f"{meta['format']}).",
         f"- Starting weights: {meta.get('initial_weights', 'unknown')}"
         + (f"; {meta['initial_weights_detail']}" if meta.get("initial_weights_detail") else "") + ".",
+        *_fusion_line(meta),
         "",
     ]
 
@@ -132,11 +145,16 @@ def _recipe_section(meta: dict[str, Any]) -> list[str]:
                               f"{aug.horizontal_flip}, mixup {aug.mixup_alpha}, cutmix {aug.cutmix_alpha}, "
                               f"RandAugment {aug.rand_augment}")]
     lines = ["## Training recipe", "", "| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
-    best = meta.get("best")
-    if best:
-        lines += ["", f"Kept: epoch {best['epoch']} (phase {best['phase']}), validation loss "
-                      f"{_number(best.get('val_loss'))}, validation accuracy {_number(best.get('val_acc'))}."]
+    if meta.get("best"):
+        lines += ["", f"Kept: {_kept(meta['best'])}."]
+    elif meta.get("branch_best"):  # a fusion model: each network was kept on its own
+        lines += ["", "Kept: " + "; ".join(f"{name} {_kept(best)}" for name, best in meta["branch_best"].items()) + "."]
     return [*lines, ""]
+
+
+def _kept(best: dict[str, Any]) -> str:
+    return (f"epoch {best['epoch']} (phase {best['phase']}), validation loss {_number(best.get('val_loss'))}, "
+            f"validation accuracy {_number(best.get('val_acc'))}")
 
 
 def _evaluation_section(meta: dict[str, Any]) -> list[str]:

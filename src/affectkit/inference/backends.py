@@ -45,7 +45,7 @@ class TorchBackend:
         Dropout exists only in the head (the factory's contract), so the backbone runs once and only the head
         is repeated; BatchNorm and everything else stay in eval mode.
         """
-        dropouts = [m for m in self.model.head.trunk.modules() if isinstance(m, nn.Dropout)]
+        dropouts = [m for m in self.model.head.modules() if isinstance(m, nn.Dropout)]
         try:
             for m in dropouts:
                 m.train()

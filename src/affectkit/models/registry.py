@@ -120,8 +120,9 @@ def pretraining_of(initial_weights: str) -> Pretraining | None:
 
 
 def is_pretrained(initial_weights: str) -> bool:
-    """Whether a model's ``initial_weights`` says it started from learnt weights (resolved ones or a file)."""
-    return initial_weights == "file" or pretraining_of(initial_weights) is not None
+    """Whether a model's ``initial_weights`` says it started from learnt weights (resolved ones or a file); a fusion
+    model's (``imagenet:registry+fer2013:registry``) says it for every branch."""
+    return initial_weights == "file" or all(pretraining_of(part) is not None for part in initial_weights.split("+"))
 
 
 def is_counter(key: str) -> bool:

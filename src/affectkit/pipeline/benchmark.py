@@ -3,10 +3,10 @@
 Rows: HOG + linear SVM, a linear probe on each pretrained backbone the registry ships (two ImageNet backbones and the
 FER2013 mini-Xception; see :mod:`affectkit.evaluation.baselines`), the recipe's two networks (the ``recommended``
 profile, ``configs/recommended.yaml``: MobileNetV2 from its ImageNet weights and MiniXception from its FER2013
-weights, each fine-tuned), the recipe itself (the two networks fused by one weight chosen on val: object features and
-expression features err on different faces), the recipe fused with HOG + SVM the same way, and any further models
-asked for, all on the same split (the data's own where it has one, else the usual stratified one; ``splits.csv``).
-Every model is selected on the validation split and scores the test split once, at the end.
+weights, each fine-tuned), the recipe itself (the ``fusion`` model made of those two, fused by one weight chosen on
+val: object features and expression features err on different faces), the recipe fused with HOG + SVM, and
+any further models asked for, all on the same split (the data's own where it has one, else the usual stratified one;
+``splits.csv``). Every model is selected on the validation split and scores the test split once, at the end.
 
 Writes ``benchmark.csv``, ``benchmark.md`` and ``benchmark.png`` into the output folder, beside ``splits.csv``,
 ``quarantine.csv``, ``config.yaml`` and the trained models (``models/``).
@@ -34,14 +34,14 @@ from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split, score
 from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.plots import plot_benchmark
-from affectkit.models.factory import resolve_spec
+from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import load_model
 from affectkit.progress import silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import train_model
 
-# With the recipe's light models on: MobileNetV2 (ImageNet) and MiniXception (FER2013).
-RECIPE_MODELS = ("resnet50", "mini_xception")
+# One model, two branches: MobileNetV2 (ImageNet) and MiniXception (FER2013), fused by a weight chosen on val.
+RECIPE_MODEL = "fusion"
 RECIPE_PROFILE = "recommended"
 # --quick: a budget for a first look at a data set, not for numbers to report.
 QUICK = {"epochs": 2, "fine_tune_epochs": 4, "fine_tune_min_steps": 0, "early_stopping_patience": 4}
@@ -98,42 +98,76 @@ class TrainedRow:
     test: Predictions
 
 
+def _calibrated_predictions(model: AffectModel, data: PreparedData, config: Config,
+                            saved: Path) -> tuple[Predictions, Predictions, float, float]:
+    """Validation predictions, calibrated by a temperature fit on them (stored with the ``saved`` model), then the
+    test split's, once; returns both, the temperature and the inference milliseconds per test image."""
+    val, test = data.positions("val"), data.positions("test")
+    val_pred = predict_split(model, data, val, tta_flip=config.tta_flip)
+    temperature = calibrate(saved, val_pred, data.expression[val])
+    start = time.perf_counter()
+    pred = predict_split(model, data, test, temperature=temperature, tta_flip=config.tta_flip)
+    return val_pred.tempered(temperature), pred, temperature, (time.perf_counter() - start) / len(test) * 1000
+
+
+def _epoch_selected(meta: dict, epochs: int, config: Config) -> str:
+    best = meta.get("best", {})
+    return f"epoch {best.get('epoch', '?')} of {epochs} (phase {best.get('phase', '?')}) by {config.selection_metric}"
+
+
+def _flip(config: Config) -> str:
+    return "; flip test-time augmentation" if config.tta_flip else ""
+
+
 def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, config: Config) -> TrainedRow:
     """Train ``key`` with ``config`` (the kept checkpoint chosen on val by ``config.selection_metric``), fit the
     temperature on val, then predict the test split once."""
     result = train_model(key, data, folder.models.root, config, pretrained=config.pretrained)
     model, meta = load_model(result.best_path, device=evaluation_device())
-    val = data.positions("val")
-    val_pred = predict_split(model, data, val, tta_flip=config.tta_flip)
-    temperature = calibrate(result.best_path, val_pred, data.expression[val])
-    test = data.positions("test")
-    start = time.perf_counter()
-    pred = predict_split(model, data, test, temperature=temperature, tta_flip=config.tta_flip)
-    inference_ms = (time.perf_counter() - start) / len(test) * 1000
-    best = meta.get("best", {})
-    selected = (f"epoch {best.get('epoch', '?')} of {len(result.history)} (phase {best.get('phase', '?')}) by "
-                f"{config.selection_metric}; temperature {temperature:.3f}"
-                + ("; flip test-time augmentation" if config.tta_flip else ""))
-    name = f"{result.name} (recipe network)" if kind == "recipe network" else result.name
+    val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
     weights = meta.get("initial_weights", "")
+    name = f"{result.name} ({kind})" if kind == "recipe network" else result.name
     row = {"key": f"{kind.replace(' ', '_')}:{key}", "model": name, "kind": kind,
            "backbone": meta["backbone"] + (f" ({weights})" if weights else ""),
-           **_scores(score(pred, data, test)), "train_time_s": result.train_time_s,
-           "inference_ms_per_image": inference_ms, "selected_on_val": selected}
-    return TrainedRow(row, result.name, val_pred.tempered(temperature), pred)
+           **_scores(score(pred, data, data.positions("test"))), "train_time_s": result.train_time_s,
+           "inference_ms_per_image": inference_ms,
+           "selected_on_val": f"{_epoch_selected(meta, len(result.history), config)}; temperature {temperature:.3f}"
+                              + _flip(config)}
+    return TrainedRow(row, result.name, val_pred, pred)
 
 
-def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, name: str, kind: str,
-           average_valence_arousal: bool) -> TrainedRow:
+def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config) -> list[TrainedRow]:
+    """The recipe's two networks, each trained and scored as the model it is, then the fusion model made of them
+    (its fusion chosen on val), scored the same way."""
+    branches = resolve_spec(RECIPE_MODEL).branches
+    networks = [_trained_row(branch.key, "recipe network", data, folder, config.override(use_light_models=True))
+                for branch in branches]
+    # The networks just trained are the fusion's branches: resuming finds them done and only puts them together.
+    result = train_model(RECIPE_MODEL, data, folder.models.root, config, pretrained=config.pretrained, resume=True)
+    model, meta = load_model(result.best_path, device=evaluation_device())
+    val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
+    fusion = meta["fusion"]
+    selected = (f"its networks as in their rows; fusion weight {fusion['weight']:g} on {branches[1].display_name} "
+                f"(network temperatures {fusion['temperatures'][0]:.3f} / {fusion['temperatures'][1]:.3f}), chosen "
+                f"on val by log-loss ({fusion['val_nll']:.3f}; the networks alone {fusion['val_nll_branches'][0]:.3f} "
+                f"/ {fusion['val_nll_branches'][1]:.3f}); temperature {temperature:.3f}" + _flip(config))
+    name = f"affectkit recipe ({result.name})"
+    row = {"key": "recipe", "model": name, "kind": "recipe",
+           "backbone": " + ".join(n.row["backbone"] for n in networks),
+           **_scores(score(pred, data, data.positions("test"))), "train_time_s": result.train_time_s, "inference_ms_per_image": inference_ms, "selected_on_val": selected}
+    return [*networks, TrainedRow(row, name, val_pred, pred)]
+
+
+def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, name: str,
+           kind: str) -> TrainedRow:
     """``first``'s and ``second``'s calibrated probabilities fused by one weight chosen on val by log-loss;
-    valence/arousal averaged with the same weight, or ``first``'s."""
+    valence/arousal ``first``'s."""
     val, test = data.positions("val"), data.positions("test")
     fusion = fit_late_fusion(first.val.probs, second.val.probs, data.expression[val])
     w = fusion.weight
     fused = {}
     for split, a, b in (("val", first.val, second.val), ("test", first.test, second.test)):
-        va = (1 - w) * a.valence_arousal + w * b.valence_arousal if average_valence_arousal else a.valence_arousal
-        fused[split] = Predictions.from_probs(fusion.apply(a.probs, b.probs), np.asarray(va, dtype=np.float32))
+        fused[split] = Predictions.from_probs(fusion.apply(a.probs, b.probs), a.valence_arousal)
     metrics = compute_metrics(fused["test"].probs, data.expression[test], fused["test"].valence_arousal,
                               data.valence_arousal[test])
     selected = (f"weight {w:g} on {second.name}'s log-probabilities (temperature {fusion.temperature:.3f}), chosen on "
@@ -160,8 +194,8 @@ def _check(baselines: tuple[str, ...], models: list[str], config: Config) -> lis
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise AffectkitError(f"Unknown baseline {unknown[0]!r}; the baselines are {', '.join(BASELINES)}.")
-    extra = [m for m in dict.fromkeys(k.strip() for k in models if k.strip()) if m.lower() not in RECIPE_MODELS]
-    for key in (*RECIPE_MODELS, *extra):
+    extra = [m for m in dict.fromkeys(k.strip() for k in models if k.strip()) if m.lower() != RECIPE_MODEL]
+    for key in (RECIPE_MODEL, *extra):
         resolve_spec(key, config.use_light_models)
     return extra
 
@@ -178,9 +212,8 @@ def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetInde
 
 def run_benchmark(data: Path, out: Path, config: Config | None = None, models: list[str] | None = None,
                   baselines: tuple[str, ...] = BASELINES, quiet: bool = False) -> BenchmarkResult:
-    """Baselines, the recipe (``RECIPE_MODELS`` trained with ``config``, by default :func:`benchmark_config`, and
-    fused) and ``models`` (more model keys, trained with the same config) on one split of ``data``; files into
-    ``out``."""
+    """Baselines, the recipe (``RECIPE_MODEL`` trained with ``config``, by default :func:`benchmark_config`) and
+    ``models`` (more model keys, trained with the same config) on one split of ``data``; files into ``out``."""
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
@@ -201,13 +234,11 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
                         rows.append(_baseline_row(linear_probe(task, key, config), prepared))
                     except AffectkitError as exc:  # the backbone's pretrained weights are not on this machine
                         notes.append(f"Linear probe on {resolve_spec(key, True).display_name} skipped: {exc}")
-        first, second = (_trained_row(key, "recipe network", prepared, folder, config) for key in RECIPE_MODELS)
-        recipe = _fused(first, second, prepared, "recipe", f"affectkit recipe ({first.name} + {second.name})", "recipe",
-                        average_valence_arousal=True)
-        rows.extend([first.row, second.row, recipe.row])
+        recipe_rows = _recipe_rows(prepared, folder, config)
+        rows.extend(r.row for r in recipe_rows)
         if hog is not None:
-            rows.append(_fused(recipe, _hog_member(hog), prepared, "fusion:recipe+hog_svm", "affectkit recipe + HOG",
-                               "fusion", average_valence_arousal=False).row)
+            rows.append(_fused(recipe_rows[-1], _hog_member(hog), prepared, "fusion:recipe+hog_svm",
+                               "affectkit recipe + HOG", "fusion").row)
         rows.extend(_trained_row(key, "model", prepared, folder, config).row for key in extra)
 
         table = pd.DataFrame(rows)[COLUMNS]
@@ -249,10 +280,11 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "test images once.",
         "- Trained models learn on the train split; the checkpoint kept, early stopping and the temperature of "
         "their probabilities are chosen on the validation split; the kept model predicts the test images once.",
-        "- The recipe fuses its two networks by one weight chosen on the validation split (with the second network's "
-        "temperature); the fusion of the recipe with HOG + SVM uses an SVM fit on the train split alone (the "
-        "strength its baseline row chose), its weight and temperature chosen on the validation split the same way; "
-        "each fused model predicts the test images once.",
+        "- The recipe is one model made of its two trained networks: the weight that fuses them and each network's "
+        "temperature are chosen on the validation split and stored in the model (what `export` and `serve` then "
+        "use). The fusion of the recipe with HOG + SVM uses an SVM fit on the train split alone (the strength its "
+        "baseline row chose), its weight and temperature chosen on the validation split the same way. Each row "
+        "predicts the test images once.",
         "",
         "## How each row was made",
         "",
@@ -262,7 +294,7 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "HOG + linear SVM: HOG (9 orientations, 8x8-pixel cells, 2x2-cell blocks) of grayscale 64-px crops, "
         "standardised, a one-vs-rest linear SVM. Linear probes: pooled features of the frozen pretrained backbone "
         f"(ImageNet, or FER2013 for MiniXception), one pass at {data.images.shape[1]} px, standardised, multinomial "
-        "logistic regression. Both add a ridge regression to valence/arousal where the data has them. A fused row "
+        "logistic regression. Both add a ridge regression to valence/arousal where the data has them. A fusion "
         "multiplies the first model's calibrated probabilities, raised to the power 1 - w, with the second's, raised "
         "to w (w = 0 is the first alone); the recipe averages its networks' valence/arousal with the same weight.",
         "",
@@ -295,5 +327,5 @@ def console_table(table: pd.DataFrame):
     return out
 
 
-__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODELS", "RECIPE_PROFILE", "benchmark_config", "console_table",
+__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config", "console_table",
            "run_benchmark"]

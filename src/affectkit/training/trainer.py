@@ -31,13 +31,14 @@ from affectkit.config import Config
 from affectkit.data.datamodule import AffectDataModule, PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
-from affectkit.models.factory import AffectModel, build_model, count_parameters, resolve_spec
+from affectkit.models.factory import AffectModel, ModelSpec, build_model, count_parameters, resolve_spec
 from affectkit.models.io import load_model, model_paths, update_metadata
 from affectkit.models.registry import is_pretrained, sha256_of
 from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 from affectkit.training.callbacks import History, KeepBest
+from affectkit.training.fusion import assemble_fusion
 from affectkit.training.hardware import resolve_accelerator
 from affectkit.training.module import AffectModule, FeatureHeadModule, selection_mode
 
@@ -221,15 +222,45 @@ def _epochs_done(history_path: Path, phase: int) -> int:
 def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, weights: Path | None = None,
                 pretrained: bool = False, resume: bool = False, quiet: bool = False,
                 extra_callbacks: list | None = None) -> TrainResult:
-    """Train ``name`` on ``data`` into ``run_dir``; ``extra_callbacks`` (Lightning callbacks) join every phase."""
+    """Train ``name`` on ``data`` into ``run_dir``; ``extra_callbacks`` (Lightning callbacks) join every phase. A
+    fusion model's branches are trained one after the other, each as its own model in ``run_dir``, then put together
+    (:func:`affectkit.training.fusion.assemble_fusion`)."""
     with silenced(quiet):
-        return _train_model(name, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
+        spec = resolve_spec(name, config.use_light_models)
+        if spec.branches:
+            result = _train_fusion(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
+        else:
+            result = _train_model(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
+    if result is None:
+        # Under DDP every process trains; only rank 0 goes on to evaluate and report.
+        sys.exit(0)
+    return result
 
 
-def _train_model(name: str, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
-                 pretrained: bool, resume: bool, extra_callbacks: list) -> TrainResult:
-    spec = resolve_spec(name, config.use_light_models)
-    display = spec.display_name
+def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
+                  pretrained: bool, resume: bool, extra_callbacks: list) -> TrainResult | None:
+    if weights is not None:
+        raise AffectkitError(f"{spec.display_name} has one backbone per branch, so one weights file ({weights}) "
+                             "cannot start it: use --pretrained (each branch's shipped weights).")
+    # Each branch is the light model it is, with its own early stopping and checkpoint selection on val.
+    results = [_train_model(branch, data, run_dir, config.override(use_light_models=True), None, pretrained, resume,
+                            extra_callbacks) for branch in spec.branches]
+    if None in results:
+        return None
+    stem = RunFolder(run_dir).best(spec.display_name)
+    model, fit = assemble_fusion(spec.key, [r.best_path for r in results], data, config, stem)
+    reporter().note(f"{spec.display_name}: fusion weight {fit.weight:g} on {spec.branches[1].display_name}, chosen "
+                    f"on val by log-loss ({fit.val_nll:.3f}; the branches alone {fit.val_nll_branches[0]:.3f} and "
+                    f"{fit.val_nll_branches[1]:.3f})")
+    history = pd.concat([r.history.assign(model=r.name) for r in results], ignore_index=True)
+    return TrainResult(spec.display_name, model_paths(stem)[0], history, sum(r.train_time_s for r in results),
+                       count_parameters(model))
+
+
+def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
+                 pretrained: bool, resume: bool, extra_callbacks: list) -> TrainResult | None:
+    """One model; None in a DDP process other than rank 0, once training is over."""
+    name, display = spec.key, spec.display_name
     run = RunFolder(run_dir)
     state_dir = run.checkpoints(display)
     best_stem = run.best(display)
@@ -265,8 +296,7 @@ def _train_model(name: str, data: PreparedData, run_dir: Path, config: Config, w
         spent += time.perf_counter() - start
         timing_path.write_text(json.dumps({"seconds": spent}))
     if not is_global_zero():
-        # Under DDP every process runs this script; only rank 0 goes on to evaluate and report.
-        sys.exit(0)
+        return None
     if not model_paths(best_stem)[0].is_file():
         raise AffectkitError(f"{display}: no epoch finished, so there is no model to keep (epochs = 0?).")
     update_metadata(best_stem, initial_weights=starting.kind, initial_weights_detail=starting.detail,

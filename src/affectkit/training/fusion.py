@@ -1,0 +1,89 @@
+"""A fusion model from its trained branches: each branch is trained alone, as the model it is (its own early stopping
+and checkpoint selection on val); then the two are put into one :class:`~affectkit.models.factory.FusionHead` model
+and the fusion is chosen on the validation split.
+
+Each branch of the assembled model predicts the validation images alone; the first branch's temperature is fit on
+them, then the weight of the second branch's calibrated log-probabilities with the lowest validation log-loss
+(:func:`affectkit.evaluation.ensemble.fit_late_fusion`). The chosen values live in the model's buffers, so the saved
+file, its ONNX export and the server all predict the fused output. The test split plays no part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from affectkit.config import Config
+from affectkit.data.datamodule import PreparedData
+from affectkit.evaluation.calibration import fit_temperature
+from affectkit.evaluation.ensemble import fit_late_fusion
+from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split
+from affectkit.models.factory import AffectModel, build_model
+from affectkit.models.io import load_model, save_model
+
+
+@dataclass(frozen=True)
+class FusionFit:
+    weight: float  # of the second branch; 0: the first branch alone
+    temperatures: tuple[float, float]
+    val_nll: float  # log-loss of the fused probabilities on the validation split
+    val_nll_branches: tuple[float, float]  # of each branch alone, calibrated
+
+
+def branch_predictions(model: AffectModel, data: PreparedData, positions: np.ndarray,
+                       tta_flip: bool) -> list[Predictions]:
+    """Each branch's predictions alone (its log-probabilities as logits, uncalibrated); the model's fusion is left
+    as it was."""
+    head = model.head
+    kept = (float(head.weight), (float(head.temperatures[0]), float(head.temperatures[1])))
+    try:
+        predictions = []
+        for weight in (0.0, 1.0):
+            head.set_fusion(weight)
+            predictions.append(predict_split(model, data, positions, tta_flip=tta_flip))
+        return predictions
+    finally:
+        head.set_fusion(*kept)
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+
+
+def choose_fusion(first: Predictions, second: Predictions, labels: np.ndarray) -> FusionFit:
+    """The first branch's temperature, then the weight and the second branch's temperature (by log-loss)."""
+    t1 = fit_temperature(torch.from_numpy(first.logits), torch.from_numpy(labels))
+    fusion = fit_late_fusion(first.tempered(t1).probs, second.probs, labels)
+    second_alone = _nll(second.tempered(fusion.temperature).probs, labels)
+    return FusionFit(fusion.weight, (t1, fusion.temperature), fusion.val_nll, (fusion.val_nll_first, second_alone))
+
+
+def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, config: Config,
+                    out_stem: Path) -> tuple[AffectModel, FusionFit]:
+    """The fusion model ``key`` with the saved branch models' weights, its fusion chosen on ``data``'s validation
+    split, saved as ``out_stem``; its description names where each branch started and what it kept."""
+    model = build_model(key, config).to(evaluation_device())
+    metas = []
+    for backbone, head, path in zip(model.backbone.branches, model.head.heads, branch_paths):
+        branch, meta = load_model(path, device=evaluation_device())
+        backbone.load_state_dict(branch.backbone.state_dict())
+        head.load_state_dict(branch.head.state_dict())
+        metas.append(meta)
+    val = data.positions("val")
+    fit = choose_fusion(*branch_predictions(model.eval(), data, val, config.tta_flip), data.expression[val])
+    model.head.set_fusion(fit.weight, fit.temperatures)
+    names = [meta["display_name"] for meta in metas]
+    save_model(model, out_stem, config, extra={
+        "fusion": {"branches": names, **asdict(fit)},
+        "branch_best": {name: meta["best"] for name, meta in zip(names, metas) if meta.get("best")},
+        "initial_weights": "+".join(meta.get("initial_weights", "unknown") for meta in metas),
+        "initial_weights_detail": "; ".join(f"{name}: {meta.get('initial_weights_detail', '')}"
+                                            for name, meta in zip(names, metas)),
+    })
+    return model, fit
+
+
+__all__ = ["FusionFit", "assemble_fusion", "branch_predictions", "choose_fusion"]
