@@ -88,10 +88,10 @@ def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
     test = tuple(np.flatnonzero(splits["split"].to_numpy() == "test"))
     val = tuple(np.flatnonzero(splits["split"].to_numpy() == "val"))
     models = list({id(m): m for m, _ in calls}.values())
-    # The recipe's two networks, the fusion being put together (each network alone on val), the recipe, the
-    # custom CNN: each calibrates on val, then predicts the test split once.
+    # The recipe's two networks, the fusion being put together (each saved network again, on val alone), the
+    # recipe, the custom CNN: each row calibrates on val, then predicts the test split once.
     assert [[positions for m, positions in calls if m is model] for model in models] == [
-        [val, test], [val, test], [val, val], [val, test], [val, test]]
+        [val, test], [val, test], [val], [val], [val, test], [val, test]]
 
 
 def test_baselines_never_see_test_labels(demo_dir, monkeypatch):

@@ -77,7 +77,6 @@ def test_trains_its_networks_apart_then_fuses_them_as_chosen_on_val(demo_dir, tm
     from affectkit.evaluation.evaluator import predict_split
     from affectkit.inference.export import export_onnx, onnx_parity
     from affectkit.models.io import load_model
-    from affectkit.training.fusion import branch_predictions
     from affectkit.training.trainer import train_model
 
     config = tiny_config.override(tta_flip=True)
@@ -91,14 +90,19 @@ def test_trains_its_networks_apart_then_fuses_them_as_chosen_on_val(demo_dir, tm
     assert fit["branches"] == ["MobileNetV2", "MiniXception"]
     assert float(model.head.weight) == pytest.approx(fit["weight"])
     assert model.head.temperatures.tolist() == pytest.approx(fit["temperatures"])
-    # The stored choice is the one the validation split gives again.
+    # The stored choice is the one the validation split gives again, from the fused graph's branches alone.
     val, test = data.positions("val"), data.positions("test")
-    again = choose_fusion(*branch_predictions(model, data, val, config.tta_flip), data.expression[val])
+    alone = []
+    for weight in (0.0, 1.0):
+        model.head.set_fusion(weight)
+        alone.append(predict_split(model, data, val, tta_flip=True))
+    model.head.set_fusion(fit["weight"], tuple(fit["temperatures"]))
+    again = choose_fusion(*alone, data.expression[val])
     assert again.weight == fit["weight"]
     # The one model predicts what its two trained networks, saved beside it, predict fused by that choice.
     first, second = (predict_split(load_model(tmp_path / f"best_{name}")[0], data, test, tta_flip=True)
                      for name in fit["branches"])
-    fusion = LateFusion(fit["weight"], fit["temperatures"][1], fit["val_nll"], fit["val_nll_branches"][0])
+    fusion = LateFusion(fit["weight"], fit["temperatures"][1], fit["val_nll"], *fit["val_nll_branches"])
     expected = fusion.apply(first.tempered(fit["temperatures"][0]).probs, second.probs)
     np.testing.assert_allclose(predict_split(model, data, test, tta_flip=True).probs, expected, atol=1e-4)
     assert onnx_parity(result.best_path, export_onnx(result.best_path, tmp_path / "model.onnx")) < 1e-3

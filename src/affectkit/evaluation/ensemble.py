@@ -112,6 +112,7 @@ class LateFusion:
     temperature: float  # the second classifier's, fit on the validation split
     val_nll: float  # of the fused probabilities at ``weight``
     val_nll_first: float  # of the first classifier alone (weight 0)
+    val_nll_second: float  # of the second classifier alone, calibrated (weight 1)
 
     def apply(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Fused probabilities [N, 8] from the two classifiers' probabilities for the same images."""
@@ -147,4 +148,5 @@ def fit_late_fusion(val_first: np.ndarray, val_second: np.ndarray, y_val: np.nda
     log_first, log_second = _log(val_first), _calibrated_log(val_second, temperature)
     scores = [_nll(_fuse(log_first, log_second, w), y_val) for w in weights]
     best = int(np.argmin(scores))  # argmin takes the first of equal values: the smaller weight
-    return LateFusion(float(weights[best]), temperature, scores[best], _nll(_fuse(log_first, log_second, 0.0), y_val))
+    return LateFusion(float(weights[best]), temperature, scores[best], _nll(_fuse(log_first, log_second, 0.0), y_val),
+                      _nll(_fuse(log_first, log_second, 1.0), y_val))

@@ -154,7 +154,8 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config) -> list[
     name = f"affectkit recipe ({result.name})"
     row = {"key": "recipe", "model": name, "kind": "recipe",
            "backbone": " + ".join(n.row["backbone"] for n in networks),
-           **_scores(score(pred, data, data.positions("test"))), "train_time_s": result.train_time_s, "inference_ms_per_image": inference_ms, "selected_on_val": selected}
+           **_scores(score(pred, data, data.positions("test"))), "train_time_s": result.train_time_s,
+           "inference_ms_per_image": inference_ms, "selected_on_val": selected}
     return [*networks, TrainedRow(row, name, val_pred, pred)]
 
 

@@ -2,8 +2,8 @@
 and checkpoint selection on val); then the two are put into one :class:`~affectkit.models.factory.FusionHead` model
 and the fusion is chosen on the validation split.
 
-Each branch of the assembled model predicts the validation images alone; the first branch's temperature is fit on
-them, then the weight of the second branch's calibrated log-probabilities with the lowest validation log-loss
+Each trained branch predicts the validation images alone; the first branch's temperature is fit on them, then the
+weight of the second branch's calibrated log-probabilities with the lowest validation log-loss
 (:func:`affectkit.evaluation.ensemble.fit_late_fusion`). The chosen values live in the model's buffers, so the saved
 file, its ONNX export and the server all predict the fused output. The test split plays no part.
 """
@@ -33,47 +33,30 @@ class FusionFit:
     val_nll_branches: tuple[float, float]  # of each branch alone, calibrated
 
 
-def branch_predictions(model: AffectModel, data: PreparedData, positions: np.ndarray,
-                       tta_flip: bool) -> list[Predictions]:
-    """Each branch's predictions alone (its log-probabilities as logits, uncalibrated); the model's fusion is left
-    as it was."""
-    head = model.head
-    kept = (float(head.weight), (float(head.temperatures[0]), float(head.temperatures[1])))
-    try:
-        predictions = []
-        for weight in (0.0, 1.0):
-            head.set_fusion(weight)
-            predictions.append(predict_split(model, data, positions, tta_flip=tta_flip))
-        return predictions
-    finally:
-        head.set_fusion(*kept)
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
-
-
 def choose_fusion(first: Predictions, second: Predictions, labels: np.ndarray) -> FusionFit:
-    """The first branch's temperature, then the weight and the second branch's temperature (by log-loss)."""
+    """The first branch's temperature, then the weight and the second branch's temperature (by log-loss), from
+    each branch's validation predictions alone."""
     t1 = fit_temperature(torch.from_numpy(first.logits), torch.from_numpy(labels))
     fusion = fit_late_fusion(first.tempered(t1).probs, second.probs, labels)
-    second_alone = _nll(second.tempered(fusion.temperature).probs, labels)
-    return FusionFit(fusion.weight, (t1, fusion.temperature), fusion.val_nll, (fusion.val_nll_first, second_alone))
+    return FusionFit(fusion.weight, (t1, fusion.temperature), fusion.val_nll,
+                     (fusion.val_nll_first, fusion.val_nll_second))
 
 
 def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, config: Config,
                     out_stem: Path) -> tuple[AffectModel, FusionFit]:
     """The fusion model ``key`` with the saved branch models' weights, its fusion chosen on ``data``'s validation
     split, saved as ``out_stem``; its description names where each branch started and what it kept."""
-    model = build_model(key, config).to(evaluation_device())
-    metas = []
+    model = build_model(key, config)
+    val = data.positions("val")
+    metas, predictions = [], []
     for backbone, head, path in zip(model.backbone.branches, model.head.heads, branch_paths):
         branch, meta = load_model(path, device=evaluation_device())
         backbone.load_state_dict(branch.backbone.state_dict())
         head.load_state_dict(branch.head.state_dict())
         metas.append(meta)
-    val = data.positions("val")
-    fit = choose_fusion(*branch_predictions(model.eval(), data, val, config.tta_flip), data.expression[val])
+        # The saved network alone: the same outputs as its branch in the fused graph, one backbone per pass.
+        predictions.append(predict_split(branch, data, val, tta_flip=config.tta_flip))
+    fit = choose_fusion(*predictions, data.expression[val])
     model.head.set_fusion(fit.weight, fit.temperatures)
     names = [meta["display_name"] for meta in metas]
     save_model(model, out_stem, config, extra={
@@ -86,4 +69,4 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
     return model, fit
 
 
-__all__ = ["FusionFit", "assemble_fusion", "branch_predictions", "choose_fusion"]
+__all__ = ["FusionFit", "assemble_fusion", "choose_fusion"]
