@@ -308,3 +308,31 @@ def test_phase2_step_minimum_stretches_small_sets_only():
     assert phase2_epochs(config, 960) == 40  # 30 steps an epoch
     assert phase2_epochs(config, 100) == MAX_EPOCH_STRETCH * 20  # 4 steps an epoch would need 300 epochs
     assert phase2_epochs(config.override(fine_tune_min_steps=0), 100) == 20
+
+
+def test_weight_averaging_is_what_validation_scores_and_the_best_model_keeps(demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=4)
+    plain = train_model("custom_cnn", _data(demo_dir, tmp_path / "plain", config), tmp_path / "plain", config,
+                        quiet=True).history
+    averaged_config = config.override(ema_decay=0.99)
+    data = _data(demo_dir, tmp_path / "ema", averaged_config)
+    result = train_model("custom_cnn", data, tmp_path / "ema", averaged_config, quiet=True)
+    averaged = result.history
+    # The average only watches training: the same steps give the same training losses, other validation losses.
+    assert np.allclose(averaged["train_loss"], plain["train_loss"], rtol=1e-5)
+    assert not np.allclose(averaged["val_loss"], plain["val_loss"], rtol=1e-3)
+
+    model, meta = load_model(result.best_path)
+    val = data.positions("val")
+    with torch.no_grad():
+        logits, v, a = model(torch.from_numpy(normalise(np.asarray(data.images[val]))))
+    loss, _ = multitask_loss(logits, v, a, torch.from_numpy(data.expression[val]),
+                             torch.from_numpy(data.valence_arousal[val]), averaged_config.loss)
+    assert float(loss) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)  # the averaged weights were kept
+
+    state = torch.load(tmp_path / "ema" / "checkpoints" / "CustomCNN" / "phase1" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    trained = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    kept = {k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")}
+    assert kept.keys() == trained.keys()  # a resume restores the average with the weights
+    assert not torch.equal(kept["head.expression.weight"], trained["head.expression.weight"])

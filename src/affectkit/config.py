@@ -111,6 +111,11 @@ class Config(_Strict):
         1.0, gt=0, le=1, description="Phase 2: the backbone's learning rate as a fraction of the head's.")
     fine_tune_min_steps: int = Field(
         0, ge=0, description="Phase 2: at least this many optimiser steps (at most 3x fine_tune_epochs); 0: off.")
+    # Averaged weights smooth the last epochs' step noise, which on a few hundred faces (and noisy labels) moves the
+    # validation score from epoch to epoch as much as the learning does.
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="Validate, select and keep an exponential moving average of the weights in the "
+        "phases that train the backbone: its decay ramps up with the step to at most this; 0: off.")
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes; auto picks by hardware.")
     weighted_sampler: bool = Field(

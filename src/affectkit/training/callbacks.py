@@ -63,7 +63,7 @@ class KeepBest(L.Callback):
                 **{k: _metric(trainer, k) for k in ("val_loss", "val_acc", "val_macro_f1", "val_valence_mae",
                                                     "val_arousal_mae")},
             }
-            save_model(pl_module.model, self.best_stem, self.config, extra={"best": best})
+            save_model(pl_module.evaluated_model, self.best_stem, self.config, extra={"best": best})
 
 
 class History(L.Callback):

@@ -8,6 +8,7 @@ import math
 import lightning as L
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -43,9 +44,14 @@ def macro_f1(confusion: torch.Tensor) -> torch.Tensor:
 class AffectModule(L.LightningModule):
     def __init__(self, model: AffectModel, config: Config, learning_rate: float,
                  class_weights: torch.Tensor | None = None, warmup_epochs: float = 0.0,
-                 backbone_lr_scale: float = 1.0):
+                 backbone_lr_scale: float = 1.0, ema_decay: float = 0.0):
         super().__init__()
         self.model = model
+        # timm's decay warm-up (1 - (1 + step) ** -2/3, capped at ema_decay) keeps a run of a thousand steps from
+        # averaging in its first, worst weights; a submodule, so checkpoints carry it and a resume goes on with it.
+        self.ema = ModelEmaV3(model, decay=ema_decay, use_warmup=True) if ema_decay > 0 else None
+        if self.ema is not None:  # no gradient reaches it (DDP would wait for one)
+            self.ema.requires_grad_(False)
         self.config = config
         self.learning_rate = learning_rate
         self.warmup_epochs = warmup_epochs
@@ -59,6 +65,15 @@ class AffectModule(L.LightningModule):
     def forward(self, images: torch.Tensor):
         return self.model(images)
 
+    @property
+    def evaluated_model(self) -> AffectModel:
+        """The weights validation scores and the best model keeps: the moving average where there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         return normalise_batch(images, self.config.channels_last)
 
@@ -69,7 +84,7 @@ class AffectModule(L.LightningModule):
         target: torch.Tensor = labels
         if stage == "train" and (self.config.augmentation.mixup_alpha > 0 or self.config.augmentation.cutmix_alpha > 0):
             images, target, va = mix_batch(images, labels, va, self.config.augmentation, self._mix_rng)
-        logits, valence, arousal = self.model(images)
+        logits, valence, arousal = (self.model if stage == "train" else self.evaluated_model)(images)
         return logits, valence, arousal, target, labels, va
 
     def _step(self, batch, stage: str) -> torch.Tensor:
@@ -203,5 +218,6 @@ class FeatureHeadModule(AffectModule):
 
     def _outputs(self, batch, stage: str):
         features, labels, va = batch
-        logits, valence, arousal = self.model.head(features.float())  # its Trainer runs fp32: see _make_trainer
+        network = self.model if stage == "train" else self.evaluated_model
+        logits, valence, arousal = network.head(features.float())  # its Trainer runs fp32: see _make_trainer
         return logits, valence, arousal, labels, labels, va

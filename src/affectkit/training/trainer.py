@@ -188,7 +188,8 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
         loaders = {"train_dataloaders": train_loader, "val_dataloaders": val_loader}
     else:
         module = AffectModule(model, config, phase.learning_rate, weights, warmup_epochs=phase.warmup_epochs,
-                              backbone_lr_scale=phase.backbone_lr_scale)
+                              backbone_lr_scale=phase.backbone_lr_scale,
+                              ema_decay=0.0 if phase.freeze_backbone else config.ema_decay)
         loaders = {"datamodule": datamodule}
     phase_dir = state_dir / f"phase{phase.number}"
     last = phase_dir / "last.ckpt"
