@@ -114,8 +114,8 @@ class Config(_Strict):
     # Averaged weights smooth the last epochs' step noise, which on a few hundred faces (and noisy labels) moves the
     # validation score from epoch to epoch as much as the learning does.
     ema_decay: float = Field(
-        0.0, ge=0, lt=1, description="Validate, select and keep an exponential moving average of the weights in the "
-        "phases that train the backbone: its decay ramps up with the step to at most this; 0: off.")
+        0.0, ge=0, lt=1, description="Keep a moving average of the weights where the backbone trains (decay at "
+        "most this); 0: off.")
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes; auto picks by hardware.")
     weighted_sampler: bool = Field(
