@@ -74,7 +74,6 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "mixup added (alpha 0.2)": {"augmentation.mixup_alpha": 0.2},
     "label smoothing 0.2 instead of 0.1": {"loss.label_smoothing": 0.2},
     "weight averaging (EMA) added": {"ema_decay": 0.999},
-    "no weight averaging (EMA)": {"ema_decay": 0.0},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 

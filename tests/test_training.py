@@ -21,6 +21,16 @@ def _data(demo_dir, run, config):
     return prepare_data(demo_dir, config, splits_path=run / "splits.csv", progress=False)
 
 
+def _val_loss(model, data, config) -> float:
+    """The validation loss of ``model`` over the whole split at once."""
+    val = data.positions("val")
+    with torch.no_grad():
+        logits, v, a = model(torch.from_numpy(normalise(np.asarray(data.images[val]))))
+    loss, _ = multitask_loss(logits, v, a, torch.from_numpy(data.expression[val]),
+                             torch.from_numpy(data.valence_arousal[val]), config.loss)
+    return float(loss)
+
+
 @pytest.mark.parametrize("name", ["custom_cnn", "efficientnet_b0", "resnet50"])
 def test_training_lowers_the_loss_and_keeps_the_best_model(name, demo_dir, tmp_path, tiny_config):
     config = tiny_config.override(epochs=5, fine_tune_epochs=2)
@@ -36,12 +46,7 @@ def test_training_lowers_the_loss_and_keeps_the_best_model(name, demo_dir, tmp_p
     # The saved best model is exactly the best epoch's model: its validation loss recomputes to the recorded one.
     model, meta = load_model(result.best_path)
     assert meta["best"]["val_loss"] == pytest.approx(h["val_loss"].min(), abs=1e-6)
-    val = data.positions("val")
-    with torch.no_grad():
-        logits, v, a = model(torch.from_numpy(normalise(np.asarray(data.images[val]))))
-    loss, _ = multitask_loss(logits, v, a, torch.from_numpy(data.expression[val]),
-                             torch.from_numpy(data.valence_arousal[val]), config.loss)
-    assert float(loss) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
+    assert _val_loss(model, data, config) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
 
 
 def test_phase_one_freezes_backbone_weights_and_batchnorm(demo_dir, tmp_path, tiny_config):
@@ -323,12 +328,8 @@ def test_weight_averaging_is_what_validation_scores_and_the_best_model_keeps(dem
     assert not np.allclose(averaged["val_loss"], plain["val_loss"], rtol=1e-3)
 
     model, meta = load_model(result.best_path)
-    val = data.positions("val")
-    with torch.no_grad():
-        logits, v, a = model(torch.from_numpy(normalise(np.asarray(data.images[val]))))
-    loss, _ = multitask_loss(logits, v, a, torch.from_numpy(data.expression[val]),
-                             torch.from_numpy(data.valence_arousal[val]), averaged_config.loss)
-    assert float(loss) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)  # the averaged weights were kept
+    # the averaged weights were kept
+    assert _val_loss(model, data, averaged_config) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
 
     state = torch.load(tmp_path / "ema" / "checkpoints" / "CustomCNN" / "phase1" / "last.ckpt", map_location="cpu",
                        weights_only=True)["state_dict"]

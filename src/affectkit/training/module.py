@@ -70,6 +70,9 @@ class AffectModule(L.LightningModule):
         """The weights validation scores and the best model keeps: the moving average where there is one."""
         return self.ema.module if self.ema is not None else self.model
 
+    def _network(self, stage: str) -> AffectModel:
+        return self.model if stage == "train" else self.evaluated_model
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
@@ -84,7 +87,7 @@ class AffectModule(L.LightningModule):
         target: torch.Tensor = labels
         if stage == "train" and (self.config.augmentation.mixup_alpha > 0 or self.config.augmentation.cutmix_alpha > 0):
             images, target, va = mix_batch(images, labels, va, self.config.augmentation, self._mix_rng)
-        logits, valence, arousal = (self.model if stage == "train" else self.evaluated_model)(images)
+        logits, valence, arousal = self._network(stage)(images)
         return logits, valence, arousal, target, labels, va
 
     def _step(self, batch, stage: str) -> torch.Tensor:
@@ -218,6 +221,5 @@ class FeatureHeadModule(AffectModule):
 
     def _outputs(self, batch, stage: str):
         features, labels, va = batch
-        network = self.model if stage == "train" else self.evaluated_model
-        logits, valence, arousal = network.head(features.float())  # its Trainer runs fp32: see _make_trainer
+        logits, valence, arousal = self._network(stage).head(features.float())  # its Trainer runs fp32: see _make_trainer
         return logits, valence, arousal, labels, labels, va
