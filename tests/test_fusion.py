@@ -118,3 +118,20 @@ def test_a_fusion_model_refuses_a_single_weights_file(demo_dir, tmp_path, tiny_c
     data = prepare_data(demo_dir, tiny_config, splits_path=tmp_path / "splits.csv", progress=False)
     with pytest.raises(AffectkitError, match="one backbone per branch"):
         train_model("fusion", data, tmp_path, tiny_config, weights=tmp_path / "any.pth", quiet=True)
+
+
+def test_a_fusion_takes_the_branch_its_run_already_trained_as_it_is(demo_dir, tmp_path, tiny_config):
+    """`run --models resnet50,fusion` on light models: the fusion's MobileNetV2 is the one just trained."""
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.training.trainer import train_model
+
+    config = tiny_config.override(use_light_models=True)
+    data = prepare_data(demo_dir, config, splits_path=tmp_path / "splits.csv", progress=False)
+    first = train_model("resnet50", data, tmp_path, config, pretrained=True, quiet=True)
+    assert first.name == "MobileNetV2"
+    written = first.best_path.stat().st_mtime_ns
+    fused = train_model("fusion", data, tmp_path, config, pretrained=True, quiet=True, trained={first.name: first})
+    assert first.best_path.stat().st_mtime_ns == written
+    reused = fused.history[fused.history["model"] == "MobileNetV2"]
+    np.testing.assert_array_equal(reused["train_loss"], first.history["train_loss"])
+    assert (tmp_path / "best_MiniXception.safetensors").is_file()

@@ -197,6 +197,18 @@ def test_phase_one_on_stored_features_trains_exactly_as_the_naive_way(demo_dir, 
     pd.testing.assert_frame_equal(histories[True][columns], histories[False][columns])
 
 
+def test_mixup_keeps_phase_one_on_stored_features_and_mixes_them(demo_dir, tmp_path, tiny_config):
+    config = tiny_config.override(epochs=2, fine_tune_epochs=0)
+    losses = {}
+    for alpha in (0.0, 0.4):
+        run = tmp_path / str(alpha)
+        mixing = config.override(augmentation=config.augmentation.model_copy(update=dict(mixup_alpha=alpha)))
+        losses[alpha] = train_model("resnet50", _data(demo_dir, run, config), run, mixing, quiet=True).history
+        assert (run / "checkpoints" / "ResNet50" / "phase1_train_features.npy").is_file()
+    assert np.isfinite(losses[0.4]["train_loss"]).all()
+    assert not np.allclose(losses[0.4]["train_loss"], losses[0.0]["train_loss"])
+
+
 def test_stored_features_are_the_backbone_outputs(demo_dir, tmp_path, tiny_config):
     from affectkit.data.datamodule import AffectDataModule
     from affectkit.training.features import compute_phase1_features

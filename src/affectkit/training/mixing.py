@@ -1,4 +1,9 @@
-"""MixUp and CutMix for multi-task targets: the expression becomes a soft target, valence/arousal mix alike."""
+"""MixUp and CutMix for multi-task targets: the expression becomes a soft target, valence/arousal mix alike.
+
+Phase 1 trains the head on stored pooled features of the frozen backbone (:mod:`affectkit.training.features`). There
+a batch is mixed by interpolating the features (MixUp at the pooled layer, Verma et al. 2019), so mixing keeps the
+stored features instead of costing a backbone pass per step; CutMix's patches have no place in a pooled vector, so
+stored features always interpolate, with CutMix's alpha where MixUp is off."""
 
 from __future__ import annotations
 
@@ -16,15 +21,23 @@ def _cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[i
     return max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
 
 
+def mixes(aug: AugmentationConfig) -> bool:
+    return aug.mixup_alpha > 0 or aug.cutmix_alpha > 0
+
+
 def mix_batch(
     images: torch.Tensor, labels: torch.Tensor, va: torch.Tensor, aug: AugmentationConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (images, soft expression targets [N, 8], valence/arousal) mixed with one weight per batch."""
+    """Returns (images, soft expression targets [N, 8], valence/arousal) mixed with one weight per batch.
+    ``images`` may also be pooled features [N, D]: those are interpolated (see the module's note)."""
     soft = F.one_hot(labels, NUM_CLASSES).to(images.dtype)
     use_mixup, use_cutmix = aug.mixup_alpha > 0, aug.cutmix_alpha > 0
     if not (use_mixup or use_cutmix) or rng.random() > aug.mix_prob:
         return images, soft, va
     perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    if images.dim() == 2:
+        lam = float(rng.beta(*(2 * [aug.mixup_alpha if use_mixup else aug.cutmix_alpha])))
+        return lam * images + (1 - lam) * images[perm], lam * soft + (1 - lam) * soft[perm], lam * va + (1 - lam) * va[perm]
     cutmix = use_cutmix and (not use_mixup or rng.random() < 0.5)
     lam = float(rng.beta(aug.cutmix_alpha, aug.cutmix_alpha) if cutmix else rng.beta(aug.mixup_alpha, aug.mixup_alpha))
     if cutmix:

@@ -17,7 +17,7 @@ from affectkit.data.datamodule import normalise_batch
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
 from affectkit.training.losses import multitask_loss
-from affectkit.training.mixing import mix_batch
+from affectkit.training.mixing import mix_batch, mixes
 
 
 def _masked_mae(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -85,7 +85,7 @@ class AffectModule(L.LightningModule):
         images, labels, va, _ = batch
         images = self._prepare(images)
         target: torch.Tensor = labels
-        if stage == "train" and (self.config.augmentation.mixup_alpha > 0 or self.config.augmentation.cutmix_alpha > 0):
+        if stage == "train" and mixes(self.config.augmentation):
             images, target, va = mix_batch(images, labels, va, self.config.augmentation, self._mix_rng)
         logits, valence, arousal = self._network(stage)(images)
         return logits, valence, arousal, target, labels, va
@@ -221,5 +221,8 @@ class FeatureHeadModule(AffectModule):
 
     def _outputs(self, batch, stage: str):
         features, labels, va = batch
-        logits, valence, arousal = self._network(stage).head(features.float())  # its Trainer runs fp32: see _make_trainer
-        return logits, valence, arousal, labels, labels, va
+        features, target = features.float(), labels  # its Trainer runs fp32: see _make_trainer
+        if stage == "train" and mixes(self.config.augmentation):
+            features, target, va = mix_batch(features, labels, va, self.config.augmentation, self._mix_rng)
+        logits, valence, arousal = self._network(stage).head(features)
+        return logits, valence, arousal, target, labels, va

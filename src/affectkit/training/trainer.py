@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,11 +165,10 @@ def is_global_zero() -> bool:
 
 
 def uses_feature_cache(phase: Phase, config: Config) -> bool:
-    """Stored features stand in for the backbone only where they are exact: a frozen backbone, one process, and no
-    batch-mixing augmentation (MixUp/CutMix mix pixels, not features)."""
+    """Stored features stand in for the backbone where they are exact: a frozen backbone and one process. (MixUp and
+    CutMix then mix the features: see :mod:`affectkit.training.mixing`.)"""
     single_process = config.devices in (1, "1") and config.num_nodes == 1
-    mixing = config.augmentation.mixup_alpha > 0 or config.augmentation.cutmix_alpha > 0
-    return phase.freeze_backbone and config.phase1_feature_cache and single_process and not mixing
+    return phase.freeze_backbone and config.phase1_feature_cache and single_process
 
 
 def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, config: Config, run_dir: Path,
@@ -222,14 +222,17 @@ def _epochs_done(history_path: Path, phase: int) -> int:
 
 def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, weights: Path | None = None,
                 pretrained: bool = False, resume: bool = False, quiet: bool = False,
-                extra_callbacks: list | None = None) -> TrainResult:
+                extra_callbacks: list | None = None, trained: Mapping[str, TrainResult] | None = None) -> TrainResult:
     """Train ``name`` on ``data`` into ``run_dir``; ``extra_callbacks`` (Lightning callbacks) join every phase. A
     fusion model's branches are trained one after the other, each as its own model in ``run_dir``, then put together
-    (:func:`affectkit.training.fusion.assemble_fusion`)."""
+    (:func:`affectkit.training.fusion.assemble_fusion`). ``trained``: results (by display name) of models this run
+    already trained into ``run_dir`` from the same start (``pretrained``, no weights file); a fusion takes those of
+    its branches as they are instead of training them again."""
     with silenced(quiet):
         spec = resolve_spec(name, config.use_light_models)
         if spec.branches:
-            result = _train_fusion(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
+            result = _train_fusion(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [],
+                                   trained or {})
         else:
             result = _train_model(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
     if result is None:
@@ -239,12 +242,14 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
 
 
 def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
-                  pretrained: bool, resume: bool, extra_callbacks: list) -> TrainResult | None:
+                  pretrained: bool, resume: bool, extra_callbacks: list,
+                  trained: Mapping[str, TrainResult]) -> TrainResult | None:
     if weights is not None:
         raise AffectkitError(f"{spec.display_name} has one backbone per branch, so one weights file ({weights}) "
                              "cannot start it: use --pretrained (each branch's shipped weights).")
     # Each branch is the light model it is, with its own early stopping and checkpoint selection on val.
-    results = [_train_model(branch, data, run_dir, config.override(use_light_models=True), None, pretrained, resume,
+    results = [trained.get(branch.display_name) or
+               _train_model(branch, data, run_dir, config.override(use_light_models=True), None, pretrained, resume,
                             extra_callbacks) for branch in spec.branches]
     if None in results:
         return None
