@@ -71,9 +71,9 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "select on validation loss": {"selection_metric": "val_loss"},
     "random erasing added (p 0.25)": {"augmentation.random_erasing": 0.25},
     "no phase-2 step minimum": {"fine_tune_min_steps": 0},
-    "mixup added (alpha 0.2)": {"augmentation.mixup_alpha": 0.2},
+    "no mixup": {"augmentation.mixup_alpha": 0.0},
     "label smoothing 0.2 instead of 0.1": {"loss.label_smoothing": 0.2},
-    "weight averaging (EMA) added": {"ema_decay": 0.999},
+    "no weight averaging (EMA)": {"ema_decay": 0.0},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 

@@ -24,8 +24,8 @@ TRAINING_DATA_KEYS = ("source", "layout", "layout_description", "synthetic", "va
 # The recipe's keys a reader needs to reproduce or judge the training; the full config is in the model's JSON.
 RECIPE_KEYS = ("img_size", "batch_size", "epochs", "fine_tune_epochs", "learning_rate", "fine_tune_lr", "lr_schedule",
                "optimizer", "weight_decay", "selection_metric", "early_stopping_patience", "fine_tune_warmup_epochs",
-               "fine_tune_batchnorm", "backbone_lr_scale", "use_light_models", "pretrained", "weighted_sampler",
-               "tta_flip", "precision", "seed", "max_samples")
+               "fine_tune_batchnorm", "backbone_lr_scale", "fine_tune_min_steps", "ema_decay", "use_light_models",
+               "pretrained", "weighted_sampler", "tta_flip", "precision", "seed", "max_samples")
 
 
 def synthetic_data_warning(meta: dict[str, Any]) -> str | None:

@@ -35,11 +35,10 @@ def mix_batch(
     if not (use_mixup or use_cutmix) or rng.random() > aug.mix_prob:
         return images, soft, va
     perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
-    if images.dim() == 2:
-        lam = float(rng.beta(*(2 * [aug.mixup_alpha if use_mixup else aug.cutmix_alpha])))
-        return lam * images + (1 - lam) * images[perm], lam * soft + (1 - lam) * soft[perm], lam * va + (1 - lam) * va[perm]
-    cutmix = use_cutmix and (not use_mixup or rng.random() < 0.5)
-    lam = float(rng.beta(aug.cutmix_alpha, aug.cutmix_alpha) if cutmix else rng.beta(aug.mixup_alpha, aug.mixup_alpha))
+    pooled = images.dim() == 2
+    cutmix = use_cutmix and not pooled and (not use_mixup or rng.random() < 0.5)
+    alpha = aug.cutmix_alpha if cutmix or not use_mixup else aug.mixup_alpha
+    lam = float(rng.beta(alpha, alpha))
     if cutmix:
         y0, y1, x0, x1 = _cutmix_box(images.shape[-2], images.shape[-1], lam, rng)
         images = images.clone()
