@@ -73,7 +73,7 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "no phase-2 step minimum": {"fine_tune_min_steps": 0},
     "no mixup": {"augmentation.mixup_alpha": 0.0},
     "label smoothing 0.2 instead of 0.1": {"loss.label_smoothing": 0.2},
-    "no weight averaging (EMA)": {"ema_decay": 0.0},
+    "weight averaging (EMA) added": {"ema_decay": 0.999},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 
