@@ -31,9 +31,9 @@ def mix_batch(
     """Returns (images, soft expression targets [N, 8], valence/arousal) mixed with one weight per batch.
     ``images`` may also be pooled features [N, D]: those are interpolated (see the module's note)."""
     soft = F.one_hot(labels, NUM_CLASSES).to(images.dtype)
-    use_mixup, use_cutmix = aug.mixup_alpha > 0, aug.cutmix_alpha > 0
-    if not (use_mixup or use_cutmix) or rng.random() > aug.mix_prob:
+    if not mixes(aug) or rng.random() > aug.mix_prob:
         return images, soft, va
+    use_mixup, use_cutmix = aug.mixup_alpha > 0, aug.cutmix_alpha > 0
     perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
     pooled = images.dim() == 2
     cutmix = use_cutmix and not pooled and (not use_mixup or rng.random() < 0.5)

@@ -83,12 +83,15 @@ class AffectModule(L.LightningModule):
     def _outputs(self, batch, stage: str):
         """(logits, valence, arousal, expression target, labels, valence/arousal target) for one batch."""
         images, labels, va, _ = batch
-        images = self._prepare(images)
-        target: torch.Tensor = labels
-        if stage == "train" and mixes(self.config.augmentation):
-            images, target, va = mix_batch(images, labels, va, self.config.augmentation, self._mix_rng)
+        images, target, va = self._mixed(self._prepare(images), labels, va, stage)
         logits, valence, arousal = self._network(stage)(images)
         return logits, valence, arousal, target, labels, va
+
+    def _mixed(self, inputs: torch.Tensor, labels: torch.Tensor, va: torch.Tensor, stage: str):
+        """(inputs, expression target, valence/arousal): mixed in training where MixUp/CutMix is on, else as given."""
+        if stage == "train" and mixes(self.config.augmentation):
+            return mix_batch(inputs, labels, va, self.config.augmentation, self._mix_rng)
+        return inputs, labels, va
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         logits, valence, arousal, target, labels, va = self._outputs(batch, stage)
@@ -221,8 +224,7 @@ class FeatureHeadModule(AffectModule):
 
     def _outputs(self, batch, stage: str):
         features, labels, va = batch
-        features, target = features.float(), labels  # its Trainer runs fp32: see _make_trainer
-        if stage == "train" and mixes(self.config.augmentation):
-            features, target, va = mix_batch(features, labels, va, self.config.augmentation, self._mix_rng)
+        # .float(): its Trainer runs fp32 (see _make_trainer)
+        features, target, va = self._mixed(features.float(), labels, va, stage)
         logits, valence, arousal = self._network(stage).head(features)
         return logits, valence, arousal, target, labels, va
