@@ -74,6 +74,7 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "no mixup": {"augmentation.mixup_alpha": 0.0},
     "label smoothing 0.2 instead of 0.1": {"loss.label_smoothing": 0.2},
     "weight averaging (EMA) added": {"ema_decay": 0.999},
+    "TrivialAugment added": {"augmentation.trivial_augment": True},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 
@@ -181,14 +182,14 @@ def plan(quick: bool) -> list[tuple[str, bool]]:
     return [(option, False) for option in OPTIONS] + [(option, True) for option in ("baseline", *BALANCING)]
 
 
-def recipe_plan(quick: bool, only: list[str] | None = None) -> list[tuple[str, bool]]:
+def recipe_plan(quick: bool, only: list[str] | None = None, reference: bool = True) -> list[tuple[str, bool]]:
     """Every lever on balanced data and the balancing pair on the skewed set; with ``only``, the recipe and those
-    levers on balanced data."""
+    levers on balanced data (without the recipe's own row when not ``reference``)."""
     if only:
         unknown = [lever for lever in only if lever not in RECIPE_LEVERS]
         if unknown:
             raise SystemExit(f"Unknown lever {unknown[0]!r}; the levers are: {'; '.join(RECIPE_LEVERS)}")
-        return [(lever, False) for lever in dict.fromkeys(["recommended recipe", *only])]
+        return [(lever, False) for lever in dict.fromkeys(["recommended recipe", *only] if reference else only)]
     levers = list(RECIPE_LEVERS)[:2] if quick else list(RECIPE_LEVERS)
     return [(lever, False) for lever in levers] + [(lever, True) for lever in RECIPE_BALANCING[: 1 if quick else 2]]
 
@@ -225,6 +226,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="with --recipe: KEY=VALUE changes to the recipe")
     parser.add_argument("--lever", action="append", default=[],
                         help="with --recipe: run only the recipe and this lever (repeatable), balanced data only")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="with --lever: skip the recipe's own row (runs are deterministic: one already measured "
+                             "at this seed and setting stands)")
     args = parser.parse_args()
     use_threads(args)
     sizes_and_epochs = (160, 32, 2) if args.quick else (args.n, args.img_size, args.epochs)
@@ -240,7 +244,7 @@ def main() -> None:
         recipe = recipe_config(settings, root / "cache", args.quick).override(**parse_set_options(args.set)) \
             if args.recipe else None
         config = recipe or base_config(settings, root / "cache")
-        runs = recipe_plan(args.quick, args.lever) if recipe else plan(args.quick)
+        runs = recipe_plan(args.quick, args.lever, not args.no_reference) if recipe else plan(args.quick)
         datasets = {kind: demo_data(root, settings, kind == "imbalanced", config)
                     for kind in ("balanced", "imbalanced") if any((kind == "imbalanced") == skew for _, skew in runs)}
         sizes = {kind: d.splits["split"].value_counts().to_dict() for kind, d in datasets.items()}

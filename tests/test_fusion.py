@@ -3,6 +3,8 @@ chosen on the validation split."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,26 @@ def test_a_fusion_takes_the_branch_its_run_already_trained_as_it_is(demo_dir, tm
     reused = fused.history[fused.history["model"] == "MobileNetV2"]
     np.testing.assert_array_equal(reused["train_loss"], first.history["train_loss"])
     assert (tmp_path / "best_MiniXception.safetensors").is_file()
+
+
+def test_a_branch_its_run_already_trained_in_a_fusion_is_not_trained_again(demo_dir, tmp_path, tiny_config):
+    """`run --models fusion,resnet50` on light models: the MobileNetV2 row is the fusion's branch, not a second run."""
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.training.trainer import train_model
+
+    config = tiny_config.override(use_light_models=True)
+    data = prepare_data(demo_dir, config, splits_path=tmp_path / "splits.csv", progress=False)
+    fused = train_model("fusion", data, tmp_path, config, pretrained=True, quiet=True)
+    assert [b.name for b in fused.branches] == ["MobileNetV2", "MiniXception"]
+    branch = fused.branches[0]
+    written = branch.best_path.stat().st_mtime_ns
+    again = train_model("resnet50", data, tmp_path, config, pretrained=True, quiet=True,
+                        trained={b.name: b for b in fused.branches})
+    assert again is branch
+    assert branch.best_path.stat().st_mtime_ns == written
+    start = tmp_path / "start.safetensors"
+    shutil.copyfile(branch.best_path, start)
+    other_start = train_model("resnet50", data, tmp_path, config, weights=start, quiet=True,
+                              trained={b.name: b for b in fused.branches})
+    assert other_start is not branch
+    assert branch.best_path.stat().st_mtime_ns != written

@@ -121,13 +121,13 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls = [], [], [], [], []
-        trained = {}  # from the run's shared start (no weights file): a fusion reuses its branches among them
+        trained = {}  # from the run's shared start (no weights file): a model or fusion branch trains once
         for name in models:
             reporter().rule(f"[bold]{resolve_spec(name, config.use_light_models).display_name}")
             result = train_model(name, prepared, out, config, weights=(weights or {}).get(name),
                                  pretrained=pretrained, resume=resume, trained=trained)
             if name not in (weights or {}):
-                trained[result.name] = result
+                trained.update({r.name: r for r in (result, *result.branches)})
             evaluated = _evaluate_trained(result.best_path, prepared, run)
             meta = read_metadata(result.best_path)
             rows.append(comparison_row(result.name, evaluated.metrics, result.parameters, result.train_time_s,

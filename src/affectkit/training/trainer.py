@@ -62,6 +62,7 @@ class TrainResult:
     history: pd.DataFrame
     train_time_s: float
     parameters: int
+    branches: tuple[TrainResult, ...] = ()  # a fusion's: its branches, each a model of the run folder
 
 
 # A step minimum lengthens phase 2 on a small set, but no further than this many times its epoch budget.
@@ -226,13 +227,16 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
     """Train ``name`` on ``data`` into ``run_dir``; ``extra_callbacks`` (Lightning callbacks) join every phase. A
     fusion model's branches are trained one after the other, each as its own model in ``run_dir``, then put together
     (:func:`affectkit.training.fusion.assemble_fusion`). ``trained``: results (by display name) of models this run
-    already trained into ``run_dir`` from the same start (``pretrained``, no weights file); a fusion takes those of
-    its branches as they are instead of training them again."""
+    already trained into ``run_dir`` from the same start (``pretrained``, no weights file), fusions' branches
+    included; a model among them (or a fusion's branch) is taken as it is instead of being trained again."""
+    trained = trained or {}
     with silenced(quiet):
         spec = resolve_spec(name, config.use_light_models)
-        if spec.branches:
+        if weights is None and spec.display_name in trained:
+            result = trained[spec.display_name]
+        elif spec.branches:
             result = _train_fusion(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [],
-                                   trained or {})
+                                   trained)
         else:
             result = _train_model(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
     if result is None:
@@ -260,7 +264,7 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
                     f"{fit.val_nll_branches[1]:.3f})")
     history = pd.concat([r.history.assign(model=r.name) for r in results], ignore_index=True)
     return TrainResult(spec.display_name, model_paths(stem)[0], history, sum(r.train_time_s for r in results),
-                       count_parameters(model))
+                       count_parameters(model), branches=tuple(results))
 
 
 def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
