@@ -56,8 +56,9 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
     assert all("chosen on val by log-loss" in table.loc[i, "selected_on_val"] for i in (6, 7))
     # The recipe's weight is the one stored in its saved model, which export and serve use.
     saved = json.loads((out / "models" / "best_MobileNetV2+MiniXception.json").read_text())
-    weight = re.search(r"fusion weight ([\d.]+) on MiniXception", table.loc[6, "selected_on_val"]).group(1)
-    assert float(weight) == pytest.approx(saved["fusion"]["weight"])
+    weights = re.search(r"fusion weights MobileNetV2 ([\d.]+) / MiniXception ([\d.]+)",
+                        table.loc[6, "selected_on_val"]).groups()
+    assert [float(w) for w in weights] == pytest.approx(saved["fusion"]["weights"], abs=1e-6)
     assert f"temperature {saved['temperature']:.3f}" in table.loc[6, "selected_on_val"]
     # The recipe trains as its networks do; the HOG fusion costs its parts together.
     assert table.loc[6, "train_time_s"] == pytest.approx(table.loc[4, "train_time_s"] + table.loc[5, "train_time_s"],

@@ -12,7 +12,7 @@ import torch
 from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.evaluator import Predictions
-from affectkit.models.factory import FusionHead, build_model
+from affectkit.models.factory import FusionHead, build_model, resolve_spec
 from affectkit.models.registry import is_pretrained
 from affectkit.training.fusion import choose_fusion
 
@@ -30,13 +30,13 @@ def test_the_weight_moves_the_output_from_one_branch_to_the_other(fusion_model):
     head: FusionHead = fusion_model.head
     with torch.no_grad():
         (z1, v1, a1), (z2, v2, a2) = head.branch_outputs(fusion_model.backbone(x))
-        head.set_fusion(0.0)
+        head.set_fusion((1.0, 0.0))
         first = fusion_model(x)
-        head.set_fusion(1.0, (1.0, 2.0))
+        head.set_fusion((0.0, 1.0), (1.0, 2.0))
         second = fusion_model(x)
-        head.set_fusion(0.25, (0.5, 2.0))
+        head.set_fusion((0.75, 0.25), (0.5, 2.0))
         mixed = fusion_model(x)
-        head.set_fusion(0.5)
+        head.set_fusion((0.5, 0.5))
     torch.testing.assert_close(first[0], torch.log_softmax(z1, 1))
     torch.testing.assert_close(first[1], v1)
     torch.testing.assert_close(second[0], torch.log_softmax(z2 / 2, 1))
@@ -47,9 +47,19 @@ def test_the_weight_moves_the_output_from_one_branch_to_the_other(fusion_model):
     assert fusion_model.num_features == sum(head.widths) == 1280 + 128
 
 
-def test_a_weight_outside_zero_to_one_is_refused(fusion_model):
-    with pytest.raises(AffectkitError, match=r"\[0, 1\]"):
-        fusion_model.head.set_fusion(1.5)
+@pytest.mark.parametrize("weights, temperatures", [((1.5, -0.5), None), ((0.5, 0.6), None), ((1.0,), None),
+                                                   ((0.5, 0.5), (1.0, 0.0))])
+def test_weights_off_the_simplex_or_a_temperature_at_zero_are_refused(fusion_model, weights, temperatures):
+    with pytest.raises(AffectkitError, match=r"2 weights in \[0, 1\] summing to 1"):
+        fusion_model.head.set_fusion(weights, temperatures)
+
+
+def test_a_two_branch_file_that_stored_one_weight_loads_as_its_two_weights(fusion_model):
+    state = fusion_model.state_dict()
+    old = {k: v for k, v in state.items() if k != "head.weights"} | {"head.weight": torch.tensor(0.3)}
+    again = build_model("fusion", Config(img_size=64))
+    again.load_state_dict(old)
+    assert again.head.weights.tolist() == pytest.approx([0.7, 0.3])
 
 
 def _predictions(logits: np.ndarray) -> Predictions:
@@ -61,10 +71,43 @@ def test_the_weight_goes_to_the_branch_that_knows_the_classes():
     labels = rng.integers(0, 8, 400)
     informed = rng.normal(size=(400, 8)) + 4 * np.eye(8)[labels]
     noise = rng.normal(size=(400, 8))
-    assert choose_fusion(_predictions(noise), _predictions(informed), labels).weight >= 0.9
-    fit = choose_fusion(_predictions(informed), _predictions(noise), labels)
-    assert fit.weight <= 0.1 and fit.val_nll <= fit.val_nll_branches[0] + 1e-9
+    assert choose_fusion([_predictions(noise), _predictions(informed)], labels).weights[1] >= 0.9
+    fit = choose_fusion([_predictions(informed), _predictions(noise)], labels)
+    assert fit.weights[1] <= 0.1 and fit.val_nll <= fit.val_nll_branches[0] + 1e-9
     assert fit.val_nll_branches[1] > np.log(8) - 0.1  # noise alone is no better than chance
+
+
+def test_three_branches_fuse_one_weight_at_a_time_into_weights_that_sum_to_one():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 8, 600)
+    onehot = np.eye(8)[labels]
+    # Two half-informed branches erring independently, and noise: the two share the weight, the noise gets none.
+    first, second = (rng.normal(size=(600, 8)) * 1.5 + 1.5 * onehot for _ in range(2))
+    noise = rng.normal(size=(600, 8))
+    fit = choose_fusion([_predictions(first), _predictions(noise), _predictions(second)], labels)
+    assert sum(fit.weights) == pytest.approx(1.0) and len(fit.temperatures) == len(fit.val_nll_branches) == 3
+    assert fit.weights[1] <= 0.05 and min(fit.weights[0], fit.weights[2]) >= 0.3
+    assert fit.val_nll < min(fit.val_nll_branches)
+    # The fused graph computes what the one-at-a-time choice scored.
+    head = build_model("fusion:custom_cnn+mini_xception+resnet50", Config(img_size=64, use_light_models=True)).head
+    head.set_fusion(fit.weights, fit.temperatures)
+    logits = [torch.from_numpy(z.astype(np.float32)) for z in (first, noise, second)]
+    fused = sum(w * torch.log_softmax(z / t, 1) for w, t, z in zip(head.weights, head.temperatures, logits))
+    nll = torch.nn.functional.cross_entropy(fused, torch.from_numpy(labels)).item()
+    assert nll == pytest.approx(fit.val_nll, abs=1e-4)
+
+
+def test_a_fusion_of_named_models_resolves_each_branch_and_refuses_what_is_no_fusion():
+    spec = resolve_spec("fusion:efficientnet_b0+mini_xception+timm:tf_efficientnet_lite1", use_light_models=True)
+    assert spec.display_name == "EfficientNetLite0+MiniXception+timm-tf_efficientnet_lite1"
+    assert [b.backbone for b in spec.branches] == ["tf_efficientnet_lite0", "mini_xception", "tf_efficientnet_lite1"]
+    assert resolve_spec("fusion:resnet50+mini_xception").branches[0].display_name == "ResNet50"
+    for key, problem in (("fusion:resnet50", "two or more models"), ("fusion:resnet50+", "two or more models"),
+                         ("fusion:fusion+mini_xception", "itself a fusion"),
+                         ("fusion:mini_xception+mini_xception", "names one model twice"),
+                         ("fusion:resnet50+vgg", "Unknown model 'vgg'")):
+        with pytest.raises(AffectkitError, match=problem):
+            resolve_spec(key)
 
 
 def test_fused_kinds_are_pretrained_only_when_every_branch_is():
@@ -90,26 +133,28 @@ def test_trains_its_networks_apart_then_fuses_them_as_chosen_on_val(demo_dir, tm
     assert set(result.history["model"]) == {"MobileNetV2", "MiniXception"}
     fit = meta["fusion"]
     assert fit["branches"] == ["MobileNetV2", "MiniXception"]
-    assert float(model.head.weight) == pytest.approx(fit["weight"])
+    assert model.head.weights.tolist() == pytest.approx(fit["weights"])
     assert model.head.temperatures.tolist() == pytest.approx(fit["temperatures"])
     # The stored choice is the one the validation split gives again, from the fused graph's branches alone.
     val, test = data.positions("val"), data.positions("test")
     alone = []
-    for weight in (0.0, 1.0):
-        model.head.set_fusion(weight)
+    for weights in ((1.0, 0.0), (0.0, 1.0)):
+        model.head.set_fusion(weights)
         alone.append(predict_split(model, data, val, tta_flip=True))
-    model.head.set_fusion(fit["weight"], tuple(fit["temperatures"]))
-    again = choose_fusion(*alone, data.expression[val])
-    assert again.weight == fit["weight"]
+    model.head.set_fusion(fit["weights"], fit["temperatures"])
+    again = choose_fusion(alone, data.expression[val])
+    assert list(again.weights) == pytest.approx(fit["weights"])
     # The one model predicts what its two trained networks, saved beside it, predict fused by that choice.
     first, second = (predict_split(load_model(tmp_path / f"best_{name}")[0], data, test, tta_flip=True)
                      for name in fit["branches"])
-    fusion = LateFusion(fit["weight"], fit["temperatures"][1], fit["val_nll"], *fit["val_nll_branches"])
+    fusion = LateFusion(fit["weights"][1], fit["temperatures"][1], fit["val_nll"], *fit["val_nll_branches"])
     expected = fusion.apply(first.tempered(fit["temperatures"][0]).probs, second.probs)
     np.testing.assert_allclose(predict_split(model, data, test, tta_flip=True).probs, expected, atol=1e-4)
     assert onnx_parity(result.best_path, export_onnx(result.best_path, tmp_path / "model.onnx")) < 1e-3
     card = write_model_card(result.best_path).read_text()
-    assert f"weighted {1 - again.weight:g} and {again.weight:g}, chosen on the validation split" in card
+    assert (f"weighted MobileNetV2 {again.weights[0]:g} (temperature {again.temperatures[0]:.3f}; alone "
+            f"{again.val_nll_branches[0]:.3f}), MiniXception {again.weights[1]:g}") in card
+    assert "chosen on the validation split by log-loss" in card
     assert "Kept: MobileNetV2 epoch" in card and "; MiniXception epoch" in card
 
 
@@ -160,3 +205,28 @@ def test_a_branch_its_run_already_trained_in_a_fusion_is_not_trained_again(demo_
                               trained={b.name: b for b in fused.branches})
     assert other_start is not branch
     assert branch.best_path.stat().st_mtime_ns != written
+
+
+def test_a_fusion_of_three_named_models_trains_exports_and_reloads_as_one(demo_dir, tmp_path, tiny_config):
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.evaluation.evaluator import predict_split
+    from affectkit.inference.export import export_onnx, onnx_parity
+    from affectkit.models.io import load_model
+    from affectkit.training.trainer import train_model
+
+    config = tiny_config.override(use_light_models=True)
+    data = prepare_data(demo_dir, config, splits_path=tmp_path / "splits.csv", progress=False)
+    result = train_model("fusion:resnet50+mini_xception+custom_cnn", data, tmp_path, config, pretrained=True,
+                         quiet=True)
+    assert result.best_path.name == "best_MobileNetV2+MiniXception+CustomCNN.safetensors"
+    assert [b.name for b in result.branches] == ["MobileNetV2", "MiniXception", "CustomCNN"]
+    model, meta = load_model(result.best_path)
+    assert meta["initial_weights"] == "imagenet:registry+fer2013:registry+scratch"
+    assert meta["fusion"]["branches"] == ["MobileNetV2", "MiniXception", "CustomCNN"]
+    assert model.head.weights.tolist() == pytest.approx(meta["fusion"]["weights"])
+    assert sum(meta["fusion"]["weights"]) == pytest.approx(1.0)
+    # Each branch file reloads as the model it was trained as.
+    assert [load_model(b.best_path)[1]["display_name"] for b in result.branches] == meta["fusion"]["branches"]
+    test = data.positions("test")
+    np.testing.assert_allclose(predict_split(model, data, test).probs.sum(1), 1.0, atol=1e-5)
+    assert onnx_parity(result.best_path, export_onnx(result.best_path, tmp_path / "model.onnx")) < 1e-3

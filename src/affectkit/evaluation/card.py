@@ -13,7 +13,7 @@ from typing import Any
 
 from affectkit.config import CLASS_NAMES
 from affectkit.data.synthetic import is_synthetic_data
-from affectkit.models.io import config_from_metadata, model_paths, read_metadata, update_metadata
+from affectkit.models.io import config_from_metadata, fusion_branches, model_paths, read_metadata, update_metadata
 from affectkit.runs import RunFolder
 
 SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
@@ -82,12 +82,11 @@ def _fusion_line(meta: dict[str, Any]) -> list[str]:
     fusion = meta.get("fusion")
     if not fusion:
         return []
-    first, second = fusion["branches"]
-    return [f"- Fusion: the {first} and {second} branches' log-probabilities (each divided by its temperature, "
-            f"{fusion['temperatures'][0]:.3f} and {fusion['temperatures'][1]:.3f}) weighted {1 - fusion['weight']:g} "
-            f"and {fusion['weight']:g}, chosen on the validation split by log-loss ({fusion['val_nll']:.3f}; the "
-            f"branches alone {fusion['val_nll_branches'][0]:.3f} and {fusion['val_nll_branches'][1]:.3f}); "
-            "valence and arousal weighted the same."]
+    branches = fusion_branches(fusion)
+    each = ", ".join(f"{name} {weight:g} (temperature {t:.3f}; alone {nll:.3f})" for name, weight, t, nll in branches)
+    return [f"- Fusion: the branches' log-probabilities, each divided by its temperature, weighted {each}, chosen on "
+            f"the validation split by log-loss ({fusion['val_nll']:.3f} fused); valence and arousal weighted the "
+            "same."]
 
 
 def _model_section(meta: dict[str, Any], weights: str) -> list[str]:

@@ -3,13 +3,15 @@
 Every model maps a normalised image batch to ``(expression_logits[N, 8], valence[N], arousal[N])``. Softmax is
 applied at inference, not in the graph, so cross-entropy gets logits; valence and arousal end in tanh.
 
-A fusion model (``fusion``) runs two branches, each a backbone with its own head, on the same image and fuses their
-outputs inside the graph, so an ensemble of differently pretrained networks is one file to export and serve. Its
-branches are trained apart, as the models they are (:func:`affectkit.training.fusion.assemble_fusion`).
+A fusion model (``fusion``, or ``fusion:<model>+<model>[+...]`` of any other models) runs its branches, each a
+backbone with its own head, on the same image and fuses their outputs inside the graph, so an ensemble of differently
+pretrained networks is one file to export and serve. Its branches are trained apart, as the models they are
+(:func:`affectkit.training.fusion.assemble_fusion`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import timm
@@ -60,11 +62,16 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 
 
+FUSION_PREFIX = "fusion:"
+
+
 def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
     """``resnet50`` / ``efficientnet_b0`` / ``custom_cnn`` / ``mini_xception`` / ``fusion`` or
-    ``timm:<any timm model>``; with
-    ``use_light_models`` the light stand-in of a spec model."""
+    ``timm:<any timm model>``, or ``fusion:<model>+<model>[+...]`` of those; with ``use_light_models`` the light
+    stand-in of a spec model (in a fusion too)."""
     key = name.strip()
+    if key.lower().startswith(FUSION_PREFIX):
+        return _fusion_spec(key, use_light_models)
     if key.lower() in MODEL_SPECS:
         if use_light_models and key.lower() in LIGHT_SPECS:
             return LIGHT_SPECS[key.lower()]
@@ -74,8 +81,23 @@ def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
         if not timm.list_models(timm_name):
             raise AffectkitError(f"Unknown timm model {timm_name!r}; `timm.list_models()` lists the valid names.")
         return ModelSpec(key, f"timm-{timm_name}", timm_name, 2)
-    known = ", ".join([*MODEL_SPECS, "timm:<name>"])
+    known = ", ".join([*MODEL_SPECS, "timm:<name>", "fusion:<model>+<model>"])
     raise AffectkitError(f"Unknown model {name!r}; choose one of {known}.")
+
+
+def _fusion_spec(key: str, use_light_models: bool) -> ModelSpec:
+    names = [part.strip() for part in key[len(FUSION_PREFIX):].split("+")]
+    if len(names) < 2 or not all(names):
+        raise AffectkitError(f"A fusion names two or more models joined by '+', e.g. fusion:resnet50+mini_xception; "
+                             f"got {key!r}.")
+    branches = tuple(resolve_spec(part, use_light_models) for part in names)
+    nested = [b.key for b in branches if b.branches]
+    if nested:
+        raise AffectkitError(f"A fusion's branches are single models; {nested[0]!r} in {key!r} is itself a fusion.")
+    displays = [b.display_name for b in branches]
+    if len(set(displays)) < len(displays):
+        raise AffectkitError(f"{key!r} names one model twice ({', '.join(displays)}): each branch is another model.")
+    return ModelSpec(key, "+".join(displays), "+".join(b.backbone for b in branches), 0, branches=branches)
 
 
 def known_backbones() -> list[str]:
@@ -127,40 +149,53 @@ class FusionBackbone(nn.Module):
 
 class FusionHead(nn.Module):
     """One :class:`AffectHead` per branch, each on its slice of the features, fused in the graph: expression
-    log-probabilities ``(1 - w) * log softmax(z1 / T1) + w * log softmax(z2 / T2)`` (a weighted product of the
-    branches' calibrated probabilities; the softmax of the fused logits renormalises it) and valence/arousal
-    ``(1 - w) * b1 + w * b2``. The weight ``w`` and the temperatures are buffers, chosen on the validation split
-    when the trained branches are put together (:func:`affectkit.training.fusion.assemble_fusion`)."""
+    log-probabilities ``sum_i w_i * log softmax(z_i / T_i)`` (a weighted product of the branches' calibrated
+    probabilities; the softmax of the fused logits renormalises it) and valence/arousal ``sum_i w_i * b_i``. The
+    weights (non-negative, summing to 1) and the temperatures are buffers, chosen on the validation split when the
+    trained branches are put together (:func:`affectkit.training.fusion.assemble_fusion`)."""
 
     def __init__(self, heads: list[AffectHead]):
         super().__init__()
-        if len(heads) != 2:
-            raise AffectkitError(f"A fusion head fuses two branches, not {len(heads)}.")
+        if len(heads) < 2:
+            raise AffectkitError(f"A fusion head fuses two or more branches, not {len(heads)}.")
         self.heads = nn.ModuleList(heads)
         self.widths = [head.in_features for head in heads]
-        self.register_buffer("weight", torch.tensor(0.5))
-        self.register_buffer("temperatures", torch.ones(2))
+        self.register_buffer("weights", torch.full((len(heads),), 1.0 / len(heads)))
+        self.register_buffer("temperatures", torch.ones(len(heads)))
 
     @property
     def in_features(self) -> int:
         return sum(self.widths)
 
-    def set_fusion(self, weight: float, temperatures: tuple[float, float] = (1.0, 1.0)) -> None:
-        if not 0.0 <= weight <= 1.0 or min(temperatures) <= 0:
-            raise AffectkitError(f"A fusion weight lies in [0, 1] and temperatures are positive, got {weight} and "
+    def set_fusion(self, weights: Sequence[float], temperatures: Sequence[float] | None = None) -> None:
+        temperatures = [1.0] * len(self.heads) if temperatures is None else list(temperatures)
+        if (len(weights) != len(self.heads) or len(temperatures) != len(self.heads) or min(weights) < 0
+                or abs(sum(weights) - 1.0) > 1e-6 or min(temperatures) <= 0):
+            raise AffectkitError(f"A fusion of {len(self.heads)} branches takes {len(self.heads)} weights in [0, 1] "
+                                 f"summing to 1 and as many positive temperatures, got {list(weights)} and "
                                  f"{temperatures}.")
-        self.weight.fill_(weight)
+        self.weights.copy_(torch.tensor(list(weights), dtype=self.weights.dtype))
         self.temperatures.copy_(torch.tensor(temperatures, dtype=self.temperatures.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A two-branch file saved before fusions took more branches holds the second branch's weight alone.
+        if prefix + "weight" in state_dict and prefix + "weights" not in state_dict:
+            weight = state_dict.pop(prefix + "weight")
+            state_dict[prefix + "weights"] = torch.stack([1 - weight, weight])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def branch_outputs(self, features: torch.Tensor) -> list[Outputs]:
         return [head(part) for head, part in zip(self.heads, features.split(self.widths, dim=1))]
 
     def forward(self, features: torch.Tensor) -> Outputs:
-        (z1, v1, a1), (z2, v2, a2) = self.branch_outputs(features)
-        w = self.weight.to(z1.dtype)
-        t1, t2 = self.temperatures[0].to(z1.dtype), self.temperatures[1].to(z1.dtype)
-        logits = (1 - w) * torch.log_softmax(z1 / t1, dim=1) + w * torch.log_softmax(z2 / t2, dim=1)
-        return logits, (1 - w) * v1 + w * v2, (1 - w) * a1 + w * a2
+        outputs = self.branch_outputs(features)
+        dtype = outputs[0][0].dtype
+        weights, temperatures = self.weights.to(dtype), self.temperatures.to(dtype)
+        # Indexed by branch, not iterated: the buffers' length is the graph's, fixed at export.
+        logits = sum(weights[i] * torch.log_softmax(z / temperatures[i], dim=1) for i, (z, _, _) in enumerate(outputs))
+        valence = sum(weights[i] * v for i, (_, v, _) in enumerate(outputs))
+        arousal = sum(weights[i] * a for i, (_, _, a) in enumerate(outputs))
+        return logits, valence, arousal
 
 
 class AffectModel(nn.Module):

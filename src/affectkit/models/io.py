@@ -75,6 +75,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def fusion_branches(fusion: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    """A fusion model's metadata (its ``fusion`` entry) as (branch, weight, temperature, val log-loss alone) per
+    branch; a two-branch file written before fusions took more branches stores the second one's weight alone."""
+    weights = fusion["weights"] if "weights" in fusion else [1 - fusion["weight"], fusion["weight"]]
+    return list(zip(fusion["branches"], weights, fusion["temperatures"], fusion["val_nll_branches"]))
+
+
 def config_from_metadata(meta: dict[str, Any]) -> Config:
     return Config.model_validate(meta["config"])
 

@@ -35,7 +35,7 @@ from affectkit.evaluation.evaluator import Predictions, evaluation_device, predi
 from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.models.factory import AffectModel, resolve_spec
-from affectkit.models.io import load_model
+from affectkit.models.io import fusion_branches, load_model
 from affectkit.progress import silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import train_model
@@ -147,10 +147,11 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config) -> list[
     model, meta = load_model(result.best_path, device=evaluation_device())
     val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
     fusion = meta["fusion"]
-    selected = (f"its networks as in their rows; fusion weight {fusion['weight']:g} on {branches[1].display_name} "
-                f"(network temperatures {fusion['temperatures'][0]:.3f} / {fusion['temperatures'][1]:.3f}), chosen "
-                f"on val by log-loss ({fusion['val_nll']:.3f}; the networks alone {fusion['val_nll_branches'][0]:.3f} "
-                f"/ {fusion['val_nll_branches'][1]:.3f}); temperature {temperature:.3f}" + _flip(config))
+    parts = fusion_branches(fusion)
+    selected = (f"its networks as in their rows; fusion weights {' / '.join(f'{n} {w:g}' for n, w, _, _ in parts)} "
+                f"(network temperatures {' / '.join(f'{t:.3f}' for _, _, t, _ in parts)}), chosen on val by "
+                f"log-loss ({fusion['val_nll']:.3f}; the networks alone "
+                f"{' / '.join(f'{nll:.3f}' for _, _, _, nll in parts)}); temperature {temperature:.3f}" + _flip(config))
     name = f"affectkit recipe ({result.name})"
     row = {"key": "recipe", "model": name, "kind": "recipe",
            "backbone": " + ".join(n.row["backbone"] for n in networks),

@@ -1,15 +1,18 @@
 """A fusion model from its trained branches: each branch is trained alone, as the model it is (its own early stopping
-and checkpoint selection on val); then the two are put into one :class:`~affectkit.models.factory.FusionHead` model
+and checkpoint selection on val); then they are put into one :class:`~affectkit.models.factory.FusionHead` model
 and the fusion is chosen on the validation split.
 
-Each trained branch predicts the validation images alone; the first branch's temperature is fit on them, then the
-weight of the second branch's calibrated log-probabilities with the lowest validation log-loss
-(:func:`affectkit.evaluation.ensemble.fit_late_fusion`). The chosen values live in the model's buffers, so the saved
-file, its ONNX export and the server all predict the fused output. The test split plays no part.
+Each trained branch predicts the validation images alone; the first branch's temperature is fit on them, then each
+further branch in turn joins what the branches before it fused, with its own temperature and the weight of its
+calibrated log-probabilities that give the lowest validation log-loss
+(:func:`affectkit.evaluation.ensemble.fit_late_fusion`): one weight searched at a time, however many branches. The
+chosen values live in the model's buffers, so the saved file, its ONNX export and the server all predict the fused
+output. The test split plays no part.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import torch
 
 from affectkit.config import Config
 from affectkit.data.datamodule import PreparedData
+from affectkit.errors import AffectkitError
 from affectkit.evaluation.calibration import fit_temperature
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split
@@ -27,19 +31,30 @@ from affectkit.models.io import load_model, save_model
 
 @dataclass(frozen=True)
 class FusionFit:
-    weight: float  # of the second branch; 0: the first branch alone
-    temperatures: tuple[float, float]
+    weights: tuple[float, ...]  # of each branch's calibrated log-probabilities, summing to 1
+    temperatures: tuple[float, ...]
     val_nll: float  # log-loss of the fused probabilities on the validation split
-    val_nll_branches: tuple[float, float]  # of each branch alone, calibrated
+    val_nll_branches: tuple[float, ...]  # of each branch alone, calibrated
 
 
-def choose_fusion(first: Predictions, second: Predictions, labels: np.ndarray) -> FusionFit:
-    """The first branch's temperature, then the weight and the second branch's temperature (by log-loss), from
-    each branch's validation predictions alone."""
-    t1 = fit_temperature(torch.from_numpy(first.logits), torch.from_numpy(labels))
-    fusion = fit_late_fusion(first.tempered(t1).probs, second.probs, labels)
-    return FusionFit(fusion.weight, (t1, fusion.temperature), fusion.val_nll,
-                     (fusion.val_nll_first, fusion.val_nll_second))
+def choose_fusion(branches: Sequence[Predictions], labels: np.ndarray) -> FusionFit:
+    """The first branch's temperature, then, branch by branch, the weight and temperature with which it joins the
+    fusion of those before it (by log-loss), from each branch's validation predictions alone."""
+    if len(branches) < 2:
+        raise AffectkitError(f"A fusion needs the predictions of two or more branches, got {len(branches)}.")
+    first, *others = branches
+    temperature = fit_temperature(torch.from_numpy(first.logits), torch.from_numpy(labels))
+    fused = first.tempered(temperature).probs
+    weights, temperatures, nll_alone = [1.0], [temperature], []
+    val_nll = float("nan")
+    for branch in others:
+        step = fit_late_fusion(fused, branch.probs, labels)
+        nll_alone = nll_alone or [step.val_nll_first]
+        weights = [w * (1 - step.weight) for w in weights] + [step.weight]
+        temperatures.append(step.temperature)
+        nll_alone.append(step.val_nll_second)
+        fused, val_nll = step.apply(fused, branch.probs), step.val_nll
+    return FusionFit(tuple(weights), tuple(temperatures), val_nll, tuple(nll_alone))
 
 
 def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, config: Config,
@@ -56,8 +71,8 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
         metas.append(meta)
         # The saved network alone: the same outputs as its branch in the fused graph, one backbone per pass.
         predictions.append(predict_split(branch, data, val, tta_flip=config.tta_flip))
-    fit = choose_fusion(*predictions, data.expression[val])
-    model.head.set_fusion(fit.weight, fit.temperatures)
+    fit = choose_fusion(predictions, data.expression[val])
+    model.head.set_fusion(fit.weights, fit.temperatures)
     names = [meta["display_name"] for meta in metas]
     save_model(model, out_stem, config, extra={
         "fusion": {"branches": names, **asdict(fit)},

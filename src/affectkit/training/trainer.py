@@ -251,17 +251,19 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
     if weights is not None:
         raise AffectkitError(f"{spec.display_name} has one backbone per branch, so one weights file ({weights}) "
                              "cannot start it: use --pretrained (each branch's shipped weights).")
-    # Each branch is the light model it is, with its own early stopping and checkpoint selection on val.
+    # Each branch is the model it is, with its own early stopping and checkpoint selection on val; saved with the
+    # light setting that names it again (a light stand-in's key means the stand-in only when light).
     results = [trained.get(branch.display_name) or
-               _train_model(branch, data, run_dir, config.override(use_light_models=True), None, pretrained, resume,
-                            extra_callbacks) for branch in spec.branches]
+               _train_model(branch, data, run_dir, config.override(use_light_models=branch.stands_in_for is not None),
+                            None, pretrained, resume, extra_callbacks) for branch in spec.branches]
     if None in results:
         return None
     stem = RunFolder(run_dir).best(spec.display_name)
     model, fit = assemble_fusion(spec.key, [r.best_path for r in results], data, config, stem)
-    reporter().note(f"{spec.display_name}: fusion weight {fit.weight:g} on {spec.branches[1].display_name}, chosen "
-                    f"on val by log-loss ({fit.val_nll:.3f}; the branches alone {fit.val_nll_branches[0]:.3f} and "
-                    f"{fit.val_nll_branches[1]:.3f})")
+    weights = ", ".join(f"{r.name} {w:g}" for r, w in zip(results, fit.weights))
+    alone = " / ".join(f"{nll:.3f}" for nll in fit.val_nll_branches)
+    reporter().note(f"{spec.display_name}: fusion weights {weights}, chosen on val by log-loss ({fit.val_nll:.3f}; "
+                    f"the branches alone {alone})")
     history = pd.concat([r.history.assign(model=r.name) for r in results], ignore_index=True)
     return TrainResult(spec.display_name, model_paths(stem)[0], history, sum(r.train_time_s for r in results),
                        count_parameters(model), branches=tuple(results))
