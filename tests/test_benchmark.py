@@ -134,7 +134,25 @@ def test_bad_options_fail_with_one_sentence_before_any_work(demo_dir, tmp_path):
         bench.run_benchmark(demo_dir, tmp_path / "a", config, baselines=("sift",))
     with pytest.raises(AffectkitError, match="Unknown model 'resnet5'"):
         bench.run_benchmark(demo_dir, tmp_path / "b", config, models=["resnet5"])
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(AffectkitError, match="recipe is a fusion model .* not 'custom_cnn'"):
+        bench.run_benchmark(demo_dir, tmp_path / "c", config, recipe="custom_cnn")
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_another_fusion_takes_the_recipes_place_with_a_row_per_network(demo_dir, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", str(demo_dir), "--out", str(out), "--baselines", "", "--quiet",
+                                      "--recipe", "fusion:resnet50+mini_xception+custom_cnn", *TINY])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "benchmark.csv")
+    assert list(table["key"]) == ["recipe_network:resnet50", "recipe_network:mini_xception",
+                                  "recipe_network:custom_cnn", "recipe"]
+    assert table.loc[3, "model"] == "affectkit recipe (MobileNetV2+MiniXception+CustomCNN)"
+    saved = json.loads((out / "models" / "best_MobileNetV2+MiniXception+CustomCNN.json").read_text())
+    shown = re.search(r"fusion weights MobileNetV2 ([\d.]+) / MiniXception ([\d.]+) / CustomCNN ([\d.]+)",
+                      table.loc[3, "selected_on_val"]).groups()
+    assert [float(w) for w in shown] == pytest.approx(saved["fusion"]["weights"], abs=1e-6)
+    assert table.loc[3, "train_time_s"] == pytest.approx(table.loc[:2, "train_time_s"].sum(), abs=3e-4)
 
 
 def test_benchmark_config_takes_only_reading_settings_from_the_data_folder(tmp_path):

@@ -129,9 +129,10 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
 
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,
               models: Sequence[str] = (), baselines: Sequence[str] | None = None, quick: bool = False,
-              quiet: bool = True, **overrides: Any) -> BenchmarkResult:
+              quiet: bool = True, recipe: str = "fusion", **overrides: Any) -> BenchmarkResult:
     """Classic baselines and affectkit's recommended recipe (or ``config``, a Config or YAML profile), plus
-    ``models``, trained and scored on one split of ``data``; ``quick`` is a short budget for a first look.
+    ``models``, trained and scored on one split of ``data``; ``quick`` is a short budget for a first look;
+    ``recipe`` another fusion model (``fusion:<model>+<model>[+...]``) in the place of the recipe's network.
 
     Returns the result: ``.table`` (a DataFrame, one row per method), ``.paths`` (benchmark.csv / .md / .png, ...)
     and ``.notes`` (rows that could not run here, and why).
@@ -146,4 +147,4 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
         cfg = benchmark_config(Path(config) if config is not None else None, overrides, Path(data), quick=quick)
     options = {} if baselines is None else {"baselines": tuple(baselines)}
     with _reporting(quiet):
-        return run_benchmark(Path(data), Path(out), cfg, models=list(models), **options)
+        return run_benchmark(Path(data), Path(out), cfg, models=list(models), recipe=recipe, **options)

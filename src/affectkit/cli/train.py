@@ -129,6 +129,9 @@ def benchmark(
         "efficientnet_b0,custom_cnn.")] = None,
     baselines: Annotated[str, typer.Option(help="Baselines, comma-separated: hog_svm, linear_probe; '' for none.")] = (
         "hog_svm,linear_probe"),
+    recipe: Annotated[str, typer.Option(help="The recipe's network: fusion (MobileNetV2 + MiniXception) or another "
+                                             "fusion, e.g. fusion:timm:tf_efficientnet_lite1+mini_xception.")] = (
+        "fusion"),
     layout: LayoutOpt = None,
     profile: Annotated[Optional[str], typer.Option(
         "--profile", help="A packaged profile to benchmark instead of the recommended recipe.")] = None,
@@ -153,7 +156,8 @@ def benchmark(
     if print_config:
         print_config_and_exit(cfg)
     with report_to_console(quiet):
-        result = run_benchmark(data, out, cfg, models=comma_list(models), baselines=tuple(comma_list(baselines)))
+        result = run_benchmark(data, out, cfg, models=comma_list(models), baselines=tuple(comma_list(baselines)),
+                               recipe=recipe)
     console.print(console_table(result.table))
     for note in result.notes:
         console.print(f"[yellow]{note}[/yellow]")

@@ -40,7 +40,8 @@ from affectkit.progress import silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import train_model
 
-# One model, two branches: MobileNetV2 (ImageNet) and MiniXception (FER2013), fused by a weight chosen on val.
+# One model, two branches: MobileNetV2 (ImageNet) and MiniXception (FER2013), fused by a weight chosen on val;
+# `--recipe fusion:<model>+<model>[+...]` benchmarks another fusion in its place.
 RECIPE_MODEL = "fusion"
 RECIPE_PROFILE = "recommended"
 # --quick: a budget for a first look at a data set, not for numbers to report.
@@ -136,14 +137,16 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
     return TrainedRow(row, result.name, val_pred, pred)
 
 
-def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config) -> list[TrainedRow]:
-    """The recipe's two networks, each trained and scored as the model it is, then the fusion model made of them
+def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: str) -> list[TrainedRow]:
+    """The recipe's networks, each trained and scored as the model it is, then the fusion model made of them
     (its fusion chosen on val), scored the same way."""
-    branches = resolve_spec(RECIPE_MODEL).branches
-    networks = [_trained_row(branch.key, "recipe network", data, folder, config.override(use_light_models=True))
+    branches = resolve_spec(recipe, config.use_light_models).branches
+    # Each network with the light setting that names it as the fusion's branch (the trainer's rule).
+    networks = [_trained_row(branch.key, "recipe network", data, folder,
+                             config.override(use_light_models=branch.stands_in_for is not None))
                 for branch in branches]
     # The networks just trained are the fusion's branches: resuming finds them done and only puts them together.
-    result = train_model(RECIPE_MODEL, data, folder.models.root, config, pretrained=config.pretrained, resume=True)
+    result = train_model(recipe, data, folder.models.root, config, pretrained=config.pretrained, resume=True)
     model, meta = load_model(result.best_path, device=evaluation_device())
     val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
     fusion = meta["fusion"]
@@ -191,13 +194,16 @@ def _hog_member(hog: BaselineResult) -> TrainedRow:
                       predictions(hog.train_only_test_probs))
 
 
-def _check(baselines: tuple[str, ...], models: list[str], config: Config) -> list[str]:
+def _check(baselines: tuple[str, ...], models: list[str], config: Config, recipe: str) -> list[str]:
     """Fail on a typo before any work; the further models, without the recipe's own."""
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise AffectkitError(f"Unknown baseline {unknown[0]!r}; the baselines are {', '.join(BASELINES)}.")
-    extra = [m for m in dict.fromkeys(k.strip() for k in models if k.strip()) if m.lower() != RECIPE_MODEL]
-    for key in (RECIPE_MODEL, *extra):
+    if not resolve_spec(recipe, config.use_light_models).branches:
+        raise AffectkitError(f"The benchmark's recipe is a fusion model ({RECIPE_MODEL}, or "
+                             f"fusion:<model>+<model>[+...]), not {recipe!r}: name single models with --models.")
+    extra = [m for m in dict.fromkeys(k.strip() for k in models if k.strip()) if m.lower() != recipe.lower()]
+    for key in extra:
         resolve_spec(key, config.use_light_models)
     return extra
 
@@ -213,13 +219,15 @@ def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetInde
 
 
 def run_benchmark(data: Path, out: Path, config: Config | None = None, models: list[str] | None = None,
-                  baselines: tuple[str, ...] = BASELINES, quiet: bool = False) -> BenchmarkResult:
-    """Baselines, the recipe (``RECIPE_MODEL`` trained with ``config``, by default :func:`benchmark_config`) and
-    ``models`` (more model keys, trained with the same config) on one split of ``data``; files into ``out``."""
+                  baselines: tuple[str, ...] = BASELINES, quiet: bool = False,
+                  recipe: str = RECIPE_MODEL) -> BenchmarkResult:
+    """Baselines, the recipe (the fusion model ``recipe`` trained with ``config``, by default
+    :func:`benchmark_config`) and ``models`` (more model keys, trained with the same config) on one split of
+    ``data``; files into ``out``."""
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
-        extra = _check(tuple(baselines), list(models or []), config)
+        extra = _check(tuple(baselines), list(models or []), config, recipe)
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
         index, prepared = _prepare(data, folder, config)
@@ -236,7 +244,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
                         rows.append(_baseline_row(linear_probe(task, key, config), prepared))
                     except AffectkitError as exc:  # the backbone's pretrained weights are not on this machine
                         notes.append(f"Linear probe on {resolve_spec(key, True).display_name} skipped: {exc}")
-        recipe_rows = _recipe_rows(prepared, folder, config)
+        recipe_rows = _recipe_rows(prepared, folder, config, recipe)
         rows.extend(r.row for r in recipe_rows)
         if hog is not None:
             rows.append(_fused(recipe_rows[-1], _hog_member(hog), prepared, "fusion:recipe+hog_svm",
@@ -282,7 +290,7 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "test images once.",
         "- Trained models learn on the train split; the checkpoint kept, early stopping and the temperature of "
         "their probabilities are chosen on the validation split; the kept model predicts the test images once.",
-        "- The recipe is one model made of its two trained networks: the weight that fuses them and each network's "
+        "- The recipe is one model made of its trained networks: the weights that fuse them and each network's "
         "temperature are chosen on the validation split and stored in the model (what `export` and `serve` then "
         "use). The fusion of the recipe with HOG + SVM uses an SVM fit on the train split alone (the strength its "
         "baseline row chose), its weight and temperature chosen on the validation split the same way. Each row "
@@ -298,7 +306,8 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         f"(ImageNet, or FER2013 for MiniXception), one pass at {data.images.shape[1]} px, standardised, multinomial "
         "logistic regression. Both add a ridge regression to valence/arousal where the data has them. A fusion "
         "multiplies the first model's calibrated probabilities, raised to the power 1 - w, with the second's, raised "
-        "to w (w = 0 is the first alone); the recipe averages its networks' valence/arousal with the same weight.",
+        "to w (w = 0 is the first alone); each further network of the recipe joins the fusion of those before it "
+        "the same way, and the recipe averages its networks' valence/arousal with the same weights.",
         "",
         f"Times, on {hardware}: `train_time_s` is the wall-clock of fitting (a baseline's features of train + val, "
         "its search on val and refit; a trained model's two training phases), after the decoded-image cache is "
