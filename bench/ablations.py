@@ -74,7 +74,7 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "no mixup": {"augmentation.mixup_alpha": 0.0},
     "label smoothing 0.2 instead of 0.1": {"loss.label_smoothing": 0.2},
     "weight averaging (EMA) added": {"ema_decay": 0.999},
-    "TrivialAugment added": {"augmentation.trivial_augment": True},
+    "no TrivialAugment": {"augmentation.trivial_augment": False},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 

@@ -44,7 +44,8 @@ def test_the_card_describes_data_weights_recipe_metrics_and_limits(trained, demo
     assert meta["trained_on_synthetic_data"] is True and meta["training_data"]["synthetic"] is True
     assert card.startswith("# Model card: CustomCNN") and f"**Warning:** {SYNTHETIC_WARNING}" in card
     for text in ("AffectNet .npy annotations", "train 64 / val 16 / test 16", "Classes absent: none",
-                 "Starting weights: scratch", "| img_size | 32 |", "| ema_decay | 0.0 |", "## Intended use and limits",
+                 "Starting weights: scratch", "| img_size | 32 |", "| ema_decay | 0.0 |",
+                 "TrivialAugment False, random erasing 0.0 |", "## Intended use and limits",
                  "must not be used on real people", "temperature"):
         assert text in card, text
     (evaluation,) = meta["evaluations"]

@@ -142,7 +142,8 @@ def _recipe_section(meta: dict[str, Any]) -> list[str]:
              ("augmentation", f"rotation {aug.rotation_range}, shifts {aug.width_shift_range}/"
                               f"{aug.height_shift_range}, zoom {aug.zoom_range}, shear {aug.shear_range}, flip "
                               f"{aug.horizontal_flip}, mixup {aug.mixup_alpha}, cutmix {aug.cutmix_alpha}, "
-                              f"RandAugment {aug.rand_augment}")]
+                              f"RandAugment {aug.rand_augment}, TrivialAugment {aug.trivial_augment}, random erasing "
+                              f"{aug.random_erasing}")]
     lines = ["## Training recipe", "", "| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     if meta.get("best"):
         lines += ["", f"Kept: {_kept(meta['best'])}."]
