@@ -38,7 +38,7 @@ from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, load_model
 from affectkit.progress import silenced
 from affectkit.runs import RunFolder
-from affectkit.training.trainer import train_model
+from affectkit.training.trainer import branch_config, train_model
 
 # One model, two branches: MobileNetV2 (ImageNet) and MiniXception (FER2013), fused by a weight chosen on val;
 # `--recipe fusion:<model>+<model>[+...]` benchmarks another fusion in its place.
@@ -141,9 +141,7 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
     """The recipe's networks, each trained and scored as the model it is, then the fusion model made of them
     (its fusion chosen on val), scored the same way."""
     branches = resolve_spec(recipe, config.use_light_models).branches
-    # Each network with the light setting that names it as the fusion's branch (the trainer's rule).
-    networks = [_trained_row(branch.key, "recipe network", data, folder,
-                             config.override(use_light_models=branch.stands_in_for is not None))
+    networks = [_trained_row(branch.key, "recipe network", data, folder, branch_config(branch, config))
                 for branch in branches]
     # The networks just trained are the fusion's branches: resuming finds them done and only puts them together.
     result = train_model(recipe, data, folder.models.root, config, pretrained=config.pretrained, resume=True)

@@ -45,16 +45,14 @@ def choose_fusion(branches: Sequence[Predictions], labels: np.ndarray) -> Fusion
     first, *others = branches
     temperature = fit_temperature(torch.from_numpy(first.logits), torch.from_numpy(labels))
     fused = first.tempered(temperature).probs
-    weights, temperatures, nll_alone = [1.0], [temperature], []
-    val_nll = float("nan")
+    weights, steps = [1.0], []
     for branch in others:
         step = fit_late_fusion(fused, branch.probs, labels)
-        nll_alone = nll_alone or [step.val_nll_first]
         weights = [w * (1 - step.weight) for w in weights] + [step.weight]
-        temperatures.append(step.temperature)
-        nll_alone.append(step.val_nll_second)
-        fused, val_nll = step.apply(fused, branch.probs), step.val_nll
-    return FusionFit(tuple(weights), tuple(temperatures), val_nll, tuple(nll_alone))
+        fused = step.apply(fused, branch.probs)
+        steps.append(step)
+    return FusionFit(tuple(weights), (temperature, *(s.temperature for s in steps)), steps[-1].val_nll,
+                     (steps[0].val_nll_first, *(s.val_nll_second for s in steps)))
 
 
 def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, config: Config,

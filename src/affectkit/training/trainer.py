@@ -229,20 +229,29 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
     (:func:`affectkit.training.fusion.assemble_fusion`). ``trained``: results (by display name) of models this run
     already trained into ``run_dir`` from the same start (``pretrained``, no weights file), fusions' branches
     included; a model among them (or a fusion's branch) is taken as it is instead of being trained again."""
-    trained = trained or {}
     with silenced(quiet):
-        spec = resolve_spec(name, config.use_light_models)
-        if weights is None and spec.display_name in trained:
-            result = trained[spec.display_name]
-        elif spec.branches:
-            result = _train_fusion(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [],
-                                   trained)
-        else:
-            result = _train_model(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [])
+        result = _train_spec(resolve_spec(name, config.use_light_models), data, run_dir, config, weights, pretrained,
+                             resume, extra_callbacks or [], trained or {})
     if result is None:
         # Under DDP every process trains; only rank 0 goes on to evaluate and report.
         sys.exit(0)
     return result
+
+
+def branch_config(branch: ModelSpec, config: Config) -> Config:
+    """``config`` for a fusion's branch trained as its own model: with the light setting under which its key names it
+    again (a light stand-in's key means the stand-in only when light), so its saved file reloads as what it is."""
+    return config.override(use_light_models=branch.stands_in_for is not None)
+
+
+def _train_spec(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
+                pretrained: bool, resume: bool, extra_callbacks: list,
+                trained: Mapping[str, TrainResult]) -> TrainResult | None:
+    if weights is None and spec.display_name in trained:
+        return trained[spec.display_name]
+    if spec.branches:
+        return _train_fusion(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks, trained)
+    return _train_model(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks)
 
 
 def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
@@ -251,11 +260,9 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
     if weights is not None:
         raise AffectkitError(f"{spec.display_name} has one backbone per branch, so one weights file ({weights}) "
                              "cannot start it: use --pretrained (each branch's shipped weights).")
-    # Each branch is the model it is, with its own early stopping and checkpoint selection on val; saved with the
-    # light setting that names it again (a light stand-in's key means the stand-in only when light).
-    results = [trained.get(branch.display_name) or
-               _train_model(branch, data, run_dir, config.override(use_light_models=branch.stands_in_for is not None),
-                            None, pretrained, resume, extra_callbacks) for branch in spec.branches]
+    # Each branch is the model it is, with its own early stopping and checkpoint selection on val.
+    results = [_train_spec(branch, data, run_dir, branch_config(branch, config), None, pretrained, resume,
+                           extra_callbacks, trained) for branch in spec.branches]
     if None in results:
         return None
     stem = RunFolder(run_dir).best(spec.display_name)
