@@ -75,6 +75,7 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "label smoothing 0.2 instead of 0.1": {"loss.label_smoothing": 0.2},
     "weight averaging (EMA) added": {"ema_decay": 0.999},
     "no TrivialAugment": {"augmentation.trivial_augment": False},
+    "CutMix added (alpha 1, half the mixed batches)": {"augmentation.cutmix_alpha": 1.0},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
 

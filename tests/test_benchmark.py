@@ -139,6 +139,18 @@ def test_bad_options_fail_with_one_sentence_before_any_work(demo_dir, tmp_path):
     assert not any((tmp_path / name).exists() for name in "abc")
 
 
+def test_a_recipe_network_named_again_is_not_trained_twice():
+    light = Config(use_light_models=True)
+    extra, notes = bench._check(("hog_svm",), ["resnet50", "custom_cnn", "mini_xception", "fusion", "custom_cnn"],
+                                light, "fusion")
+    assert extra == ["custom_cnn"]
+    assert notes == ["--models resnet50 is the recipe's MobileNetV2 (the light stand-in for ResNet50): its row is "
+                     "\"MobileNetV2 (recipe network)\".",
+                     "--models mini_xception is the recipe's MiniXception: its row is \"MiniXception (recipe network)\"."]
+    # Without light models resnet50 is the full ResNet50, not a network of the recipe.
+    assert bench._check((), ["resnet50"], Config(use_light_models=False), "fusion") == (["resnet50"], [])
+
+
 def test_another_fusion_takes_the_recipes_place_with_a_row_per_network(demo_dir, tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, ["benchmark", str(demo_dir), "--out", str(out), "--baselines", "", "--quiet",

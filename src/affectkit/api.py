@@ -135,7 +135,7 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
     ``recipe`` another fusion model (``fusion:<model>+<model>[+...]``) in the place of the recipe's network.
 
     Returns the result: ``.table`` (a DataFrame, one row per method), ``.paths`` (benchmark.csv / .md / .png, ...)
-    and ``.notes`` (rows that could not run here, and why).
+    and ``.notes`` (rows that could not run here or were left out, and why).
     """
     from affectkit.config import Config
     from affectkit.pipeline.benchmark import QUICK, benchmark_config, run_benchmark

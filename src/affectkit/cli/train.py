@@ -126,7 +126,7 @@ def benchmark(
         "runs/benchmark"),
     models: Annotated[Optional[str], typer.Option(
         help="More model keys to train with the recipe's settings beside its fusion model, comma-separated, e.g. "
-        "efficientnet_b0,custom_cnn.")] = None,
+        "efficientnet_b0,custom_cnn (one of the recipe's own networks already has its row).")] = None,
     baselines: Annotated[str, typer.Option(help="Baselines, comma-separated: hog_svm, linear_probe; '' for none.")] = (
         "hog_svm,linear_probe"),
     recipe: Annotated[str, typer.Option(help="The recipe's network: fusion (MobileNetV2 + MiniXception) or another "

@@ -57,7 +57,7 @@ SHOWN = ["model", "accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "a
 class BenchmarkResult:
     table: pd.DataFrame  # one row per method, COLUMNS
     paths: dict[str, Path]  # csv, markdown, chart, splits, config
-    notes: list[str]  # rows that could not run here, and why
+    notes: list[str]  # rows that could not run here or were left out, and why
 
 
 def benchmark_config(config_file: Path | None = None, sets: dict | None = None, data: Path | None = None,
@@ -192,18 +192,31 @@ def _hog_member(hog: BaselineResult) -> TrainedRow:
                       predictions(hog.train_only_test_probs))
 
 
-def _check(baselines: tuple[str, ...], models: list[str], config: Config, recipe: str) -> list[str]:
-    """Fail on a typo before any work; the further models, without the recipe's own."""
+def _check(baselines: tuple[str, ...], models: list[str], config: Config,
+           recipe: str) -> tuple[list[str], list[str]]:
+    """Fail on a typo before any work; the further models to train (neither the recipe nor one of its networks,
+    which have their rows already) and a note for each left out that way."""
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise AffectkitError(f"Unknown baseline {unknown[0]!r}; the baselines are {', '.join(BASELINES)}.")
-    if not resolve_spec(recipe, config.use_light_models).branches:
+    recipe_spec = resolve_spec(recipe, config.use_light_models)
+    if not recipe_spec.branches:
         raise AffectkitError(f"The benchmark's recipe is a fusion model ({RECIPE_MODEL}, or "
                              f"fusion:<model>+<model>[+...]), not {recipe!r}: name single models with --models.")
-    extra = [m for m in dict.fromkeys(k.strip() for k in models if k.strip()) if m.lower() != recipe.lower()]
-    for key in extra:
-        resolve_spec(key, config.use_light_models)
-    return extra
+    networks = {branch.display_name for branch in recipe_spec.branches}
+    extra, notes = [], []
+    for key in dict.fromkeys(k.strip() for k in models if k.strip()):
+        spec = resolve_spec(key, config.use_light_models)
+        if spec.display_name == recipe_spec.display_name:
+            continue
+        if spec.display_name in networks:
+            # Same network, same settings, same start: training it again would only repeat its row.
+            stand_in = f" (the light stand-in for {spec.stands_in_for})" if spec.stands_in_for else ""
+            notes.append(f"--models {key} is the recipe's {spec.display_name}{stand_in}: its row is "
+                         f"\"{spec.display_name} (recipe network)\".")
+            continue
+        extra.append(key)
+    return extra, notes
 
 
 def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetIndex, PreparedData]:
@@ -225,12 +238,12 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
-        extra = _check(tuple(baselines), list(models or []), config, recipe)
+        extra, notes = _check(tuple(baselines), list(models or []), config, recipe)
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
         index, prepared = _prepare(data, folder, config)
 
-        rows, notes, hog = [], [], None
+        rows, hog = [], None
         if baselines:
             task = BaselineTask.from_prepared(prepared, seed=config.seed)
             if "hog_svm" in baselines:
