@@ -76,8 +76,13 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "weight averaging (EMA) added": {"ema_decay": 0.999},
     "no TrivialAugment": {"augmentation.trivial_augment": False},
     "CutMix added (alpha 1, half the mixed batches)": {"augmentation.cutmix_alpha": 1.0},
+    "early stopping (patience 8)": {"early_stopping_patience": 8},
+    "backbone learning rate x1 instead of x0.3": {"backbone_lr_scale": 1.0},
+    "FER2013's 7 scores added to MiniXception's features": {"mini_xception_scores": True},
 }
 RECIPE_BALANCING = ("recommended recipe", "class-weighted CE")
+# The recipe's two networks (``--model``), by key and as the report names them.
+RECIPE_MODELS = {"resnet50": "MobileNetV2 (the light ResNet50)", "mini_xception": "MiniXception (FER2013 weights)"}
 
 COLUMNS = ("option", "data", "accuracy", "macro-F1", "valence CCC", "arousal CCC", "training time (s)")
 # The renderer's fine strokes (wrinkles, lids) need some pixels; the image cache then resizes to --img-size.
@@ -145,7 +150,7 @@ def run_option(option: str, data: PreparedData, run_dir: Path, config: Config, m
 
 
 def markdown(rows: list[dict[str, Any]], settings: Settings, sizes: dict[str, dict[str, int]], elapsed: float,
-             recipe: Config | None = None) -> str:
+             recipe: Config | None = None, model: str = "MobileNetV2 (the light ResNet50)") -> str:
     split = "; ".join(f"{kind}: {', '.join(f'{k} {v}' for k, v in counts.items())}" for kind, counts in sizes.items())
     if recipe is None:
         title = "# Ablations: custom CNN, one option at a time"
@@ -153,7 +158,7 @@ def markdown(rows: list[dict[str, Any]], settings: Settings, sizes: dict[str, di
                    f"epochs, seed {settings.seed}, batch 32, early stopping off")
     else:
         title = "# Ablations: the recommended recipe, one choice undone at a time"
-        setting = (f"{settings.n} demo faces per data set, MobileNetV2 (the light ResNet50) trained with "
+        setting = (f"{settings.n} demo faces per data set, {model} trained with "
                    f"configs/recommended.yaml ({recipe.img_size} px, phase 1 {recipe.epochs} + phase 2 "
                    f"{recipe.fine_tune_epochs} epochs, stretched to at least {recipe.fine_tune_min_steps} steps), each row changing only what its name says, seed "
                    f"{settings.seed}, early stopping off")
@@ -225,6 +230,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for ablations.md")
     parser.add_argument("--recipe", action="store_true", help="ablate the recommended recipe's choices instead")
     parser.add_argument("--set", action="append", default=[], help="with --recipe: KEY=VALUE changes to the recipe")
+    parser.add_argument("--model", default="resnet50", choices=RECIPE_MODELS,
+                        help="with --recipe: the recipe network to train (resnet50 is the light MobileNetV2)")
     parser.add_argument("--lever", action="append", default=[],
                         help="with --recipe: run only the recipe and this lever (repeatable), balanced data only")
     parser.add_argument("--no-reference", action="store_true",
@@ -262,13 +269,14 @@ def main() -> None:
                     folder = root / kind
                     data = prepare_data(folder / "data", config.override(img_size=changes["img_size"]),
                                         splits_path=folder / "splits.csv", progress=False)
-                result = run_option(option, data, run_dir, config, model_name="resnet50", changes=changes)
+                result = run_option(option, data, run_dir, config, model_name=args.model, changes=changes)
             row = {"option": option, "data": kind, **result}
             rows.append(row)
             print(f"{option:32s} {kind:10s} acc {row['accuracy']:.3f}  macro-F1 {row['macro-F1']:.3f}  "
                   f"CCC v {row['valence CCC']:.3f} a {row['arousal CCC']:.3f}  {row['training time (s)']:.0f}s",
                   flush=True)
-            report.write_text(markdown(rows, settings, sizes, time.perf_counter() - start, recipe))
+            report.write_text(markdown(rows, settings, sizes, time.perf_counter() - start, recipe,
+                                       RECIPE_MODELS[args.model]))
     print(f"Wrote {report} ({(time.perf_counter() - start) / 60:.1f} min)")
 
 

@@ -36,6 +36,23 @@ def test_bad_config_is_a_clear_error(tmp_path):
         parse_set_options(["oops"])
 
 
+def test_model_settings_change_one_model_and_are_checked_like_the_config(tmp_path):
+    config = Config(fine_tune_lr=1e-4).with_values(parse_set_options(
+        ["model_settings.mini_xception.backbone_lr_scale=1", "model_settings.resnet50.augmentation.mixup_alpha=0.3"]))
+    mini, mobile, other = (config.for_model(key) for key in ("mini_xception", "resnet50", "custom_cnn"))
+    assert (mini.backbone_lr_scale, mini.augmentation.mixup_alpha, mini.fine_tune_lr) == (1.0, 0.0, 1e-4)
+    assert (mobile.backbone_lr_scale, mobile.augmentation.mixup_alpha) == (config.backbone_lr_scale, 0.3)
+    assert other == config and mini.model_settings == config.model_settings  # a saved model says where it came from
+    assert mini.for_model("mini_xception") == mini
+    assert load_config(config.to_yaml(tmp_path / "config.yaml")) == config
+    for change, problem in (("img_size=64", "img_size is shared by every model"),
+                            ("backbone_lr_scale=3", "backbone_lr_scale: Input should be less than or equal to 1"),
+                            ("no_such_knob=1", "no_such_knob: Extra inputs")):
+        with pytest.raises(AffectkitError, match=problem) as err:
+            Config().with_values(parse_set_options([f"model_settings.mini_xception.{change}"]))
+        assert "model_settings.mini_xception" in str(err.value)
+
+
 def test_shipped_config_files_load_and_demo_yaml_is_the_demo_profile():
     from pathlib import Path
 
@@ -103,7 +120,7 @@ def test_every_key_is_listed_with_a_default_and_a_one_line_description():
     def leaves(data: dict, prefix: str = "") -> dict:
         out = {}
         for key, value in data.items():
-            nested = isinstance(value, dict) and key != "class_map"
+            nested = isinstance(value, dict) and key not in ("class_map", "model_settings")
             out.update(leaves(value, f"{prefix}{key}.") if nested else {prefix + key: value})
         return out
 

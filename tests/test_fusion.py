@@ -121,13 +121,19 @@ def test_trains_its_networks_apart_then_fuses_them_as_chosen_on_val(demo_dir, tm
     from affectkit.evaluation.ensemble import LateFusion
     from affectkit.evaluation.evaluator import predict_split
     from affectkit.inference.export import export_onnx, onnx_parity
-    from affectkit.models.io import load_model
+    from affectkit.models.io import load_model, read_metadata
     from affectkit.training.trainer import train_model
 
-    config = tiny_config.override(tta_flip=True)
+    # The FER2013 network trains with settings of its own (model_settings), the ImageNet one with the run's.
+    config = tiny_config.override(tta_flip=True).with_values(
+        {"model_settings.mini_xception.fine_tune_lr": 3e-4, "model_settings.mini_xception.head_width": 64})
     data = prepare_data(demo_dir, config, splits_path=tmp_path / "splits.csv", progress=False)
     result = train_model("fusion", data, tmp_path, config, pretrained=True, quiet=True)
     model, meta = load_model(result.best_path)
+    branch_lrs = [read_metadata(tmp_path / f"best_{name}")["config"]["fine_tune_lr"]
+                  for name in meta["fusion"]["branches"]]
+    assert branch_lrs == [config.fine_tune_lr, 3e-4]
+    assert [head.trunk[0].out_features for head in model.head.heads] == [config.head_width, 64]
     assert result.best_path.name == "best_MobileNetV2+MiniXception.safetensors"
     assert meta["initial_weights"] == "imagenet:registry+fer2013:registry"
     assert set(result.history["model"]) == {"MobileNetV2", "MiniXception"}
@@ -156,6 +162,7 @@ def test_trains_its_networks_apart_then_fuses_them_as_chosen_on_val(demo_dir, tm
             f"{again.val_nll_branches[0]:.3f}), MiniXception {again.weights[1]:g}") in card
     assert "chosen on the validation split by log-loss" in card
     assert "Kept: MobileNetV2 epoch" in card and "; MiniXception epoch" in card
+    assert "| model_settings | mini_xception: fine_tune_lr=0.0003, head_width=64 |" in card
 
 
 def test_a_fusion_model_refuses_a_single_weights_file(demo_dir, tmp_path, tiny_config):
@@ -165,6 +172,17 @@ def test_a_fusion_model_refuses_a_single_weights_file(demo_dir, tmp_path, tiny_c
     data = prepare_data(demo_dir, tiny_config, splits_path=tmp_path / "splits.csv", progress=False)
     with pytest.raises(AffectkitError, match="one backbone per branch"):
         train_model("fusion", data, tmp_path, tiny_config, weights=tmp_path / "any.pth", quiet=True)
+
+
+def test_settings_for_a_model_no_run_can_train_are_refused_before_any_work(demo_dir, tmp_path, tiny_config):
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.training.trainer import train_model
+
+    data = prepare_data(demo_dir, tiny_config, splits_path=tmp_path / "splits.csv", progress=False)
+    misspelt = tiny_config.with_values({"model_settings.mini_xcepton.fine_tune_lr": 1e-3})
+    with pytest.raises(AffectkitError, match="model_settings.mini_xcepton: Unknown model"):
+        train_model("fusion", data, tmp_path, misspelt, pretrained=True, quiet=True)
+    assert not list(tmp_path.glob("best_*"))
 
 
 def test_a_fusion_takes_the_branch_its_run_already_trained_as_it_is(demo_dir, tmp_path, tiny_config):

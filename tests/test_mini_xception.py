@@ -74,6 +74,23 @@ def test_the_backbone_loads_through_the_registry_and_fine_tunes_in_channels_last
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def test_the_backbone_hands_its_head_fer2013s_own_scores_beside_the_pooled_features():
+    from skimage import data
+
+    face = _normalised(data.astronaut()[ASTRONAUT_FACE], 112)
+    model = build_model("mini_xception", Config(img_size=112, mini_xception_scores=True))
+    load_pretrained_weights(model)
+    with torch.no_grad():
+        features = model.backbone.eval()(face)
+        reference = _fer_network(112)(face)
+    assert features.shape == (1, 128 + len(FER2013_CLASSES)) == (1, model.head.in_features)
+    torch.testing.assert_close(features[:, 128:], reference)
+    assert FER2013_CLASSES[int(features[0, 128:].argmax())] == "happy"
+    assert build_model("mini_xception", Config(img_size=112)).head.in_features == 128
+    only_here = Config(img_size=112).with_values({"model_settings.mini_xception.mini_xception_scores": True})
+    assert build_model("mini_xception", only_here).head.in_features == 135
+
+
 def test_the_sliced_shortcut_equals_a_strided_convolution():
     block = MiniXception(NATIVE_SIZE).blocks[2]
     x = torch.randn(2, 32, 15, 15)  # odd sizes too: TF's "same" padding of a 1x1 stride-2 convolution is none

@@ -12,7 +12,7 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from affectkit.errors import AffectkitError
 
@@ -130,6 +130,10 @@ class Config(_Strict):
     head_width: int = Field(
         512, ge=8, description="Width of the head's first dense layer (the spec's 512; the second is half).")
     attention: Literal["none", "se", "cbam"] = Field("none", description="Attention blocks in the custom CNN only.")
+    # FER2013's own classifier read 28,709 faces: its verdict as 7 more features for a head that learns from a few
+    # hundred (measured: bench/results/recipe_ablations_networks.md).
+    mini_xception_scores: bool = Field(
+        False, description="MiniXception's head sees FER2013's 7 expression scores beside the pooled features.")
 
     # Speed.
     channels_last: bool = Field(True, description="Train in the channels-last memory layout (faster on CPU and GPU).")
@@ -158,6 +162,12 @@ class Config(_Strict):
     group_pattern: str | None = Field(
         None, description="Regex searched in each image's file name; its first group is the subject for splits.")
 
+    # Networks of one recipe may want different settings: a 57k-parameter network that already knows expressions
+    # (MiniXception) moves its backbone further than an ImageNet backbone twenty times its size should.
+    model_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Settings of one model, alone or as a fusion's branch, by its key: "
+        "model_settings.KEY.NAME=VALUE.")
+
     @field_validator("test_split")
     @classmethod
     def _splits_leave_training_data(cls, v: float, info: Any) -> float:
@@ -165,6 +175,29 @@ class Config(_Strict):
         if v + val >= 0.9:
             raise ValueError(f"validation_split + test_split = {v + val:.2f} leaves too little training data")
         return v
+
+    @model_validator(mode="after")
+    def _model_settings_are_config_changes(self) -> Config:
+        for model, changes in self.model_settings.items():
+            shared = sorted(set(changes) & RUN_WIDE_KEYS)
+            if shared:
+                raise ValueError(f"model_settings.{model}: {', '.join(shared)} is shared by every model of a run "
+                                 "and cannot be set for one model")
+            try:
+                self._with_changes(changes)
+            except ValidationError as exc:
+                raise ValueError(f"model_settings.{model}: {_problems(exc)}") from None
+        return self
+
+    def for_model(self, key: str) -> Config:
+        """This config with the changes ``model_settings`` holds for the model ``key`` (as ``--model`` names it)."""
+        changes = self.model_settings.get(_normalise_key(key))
+        return self._with_changes(changes) if changes else self
+
+    def _with_changes(self, changes: dict[str, Any]) -> Config:
+        data = self.model_dump()
+        data["model_settings"] = {}  # checked without them: the changes are not applied again inside their result
+        return Config.model_validate(_merge(data, changes)).model_copy(update={"model_settings": self.model_settings})
 
     # -- I/O -------------------------------------------------------------------------------------------------
 
@@ -191,6 +224,15 @@ class Config(_Strict):
         return _validate(data, source="command-line options")
 
 
+# What every model of a run shares (its data, split, input size and starting weights, and the prediction rule a
+# fusion of them applies), so ``model_settings`` cannot change it for one model.
+RUN_WIDE_KEYS = frozenset({
+    "img_size", "validation_split", "test_split", "max_samples", "seed", "use_light_models", "pretrained",
+    "streaming_mode", "tta_flip", "devices", "num_nodes", "accelerator", "cache_dir", "layout", "class_map",
+    "group_pattern", "model_settings",
+})
+
+
 def _normalise_key(key: str) -> str:
     return key.strip().lower().replace("-", "_")
 
@@ -212,8 +254,12 @@ def _validate(data: dict, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise AffectkitError(f"Invalid configuration in {source}: {problems}") from None
+        raise AffectkitError(f"Invalid configuration in {source}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in exc.errors())
 
 
 DATA_CONFIG_NAME = "affectkit.yaml"

@@ -144,12 +144,21 @@ def _recipe_section(meta: dict[str, Any]) -> list[str]:
                               f"{aug.horizontal_flip}, mixup {aug.mixup_alpha}, cutmix {aug.cutmix_alpha}, "
                               f"RandAugment {aug.rand_augment}, TrivialAugment {aug.trivial_augment}, random erasing "
                               f"{aug.random_erasing}")]
+    if config.model_settings:  # a fusion's row above is the run's setting; a branch named here trained otherwise
+        rows.append(("model_settings", "; ".join(f"{model}: {', '.join(_dotted(changes))}"
+                                                 for model, changes in config.model_settings.items())))
     lines = ["## Training recipe", "", "| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     if meta.get("best"):
         lines += ["", f"Kept: {_kept(meta['best'])}."]
     elif meta.get("branch_best"):  # a fusion model: each network was kept on its own
         lines += ["", "Kept: " + "; ".join(f"{name} {_kept(best)}" for name, best in meta["branch_best"].items()) + "."]
     return [*lines, ""]
+
+
+def _dotted(changes: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"augmentation": {"mixup_alpha": 0.3}}`` -> ``["augmentation.mixup_alpha=0.3"]``."""
+    return [item for key, value in changes.items()
+            for item in (_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={value}"])]
 
 
 def _kept(best: dict[str, Any]) -> str:

@@ -246,14 +246,15 @@ def _create_timm_backbone(name: str, img_size: int) -> nn.Module:
 
 
 def build_model(name: str, config: Config | None = None) -> AffectModel:
-    """Create a model by key with randomly initialised weights (pretrained weights: :mod:`affectkit.models.weights`)."""
+    """Create a model by key with randomly initialised weights (pretrained weights: :mod:`affectkit.models.weights`),
+    each network as ``config.model_settings`` shapes it."""
     config = config or Config()
     spec = resolve_spec(name, config.use_light_models)
     if spec.branches:
-        parts = [_backbone_and_head(branch, config) for branch in spec.branches]
+        parts = [_backbone_and_head(branch, config.for_model(branch.key)) for branch in spec.branches]
         backbone = FusionBackbone([bb for bb, _ in parts])
         return AffectModel(backbone, FusionHead([head for _, head in parts]), spec, spec.backbone)
-    backbone, head = _backbone_and_head(spec, config)
+    backbone, head = _backbone_and_head(spec, config.for_model(spec.key))
     return AffectModel(backbone, head, spec, spec.backbone)
 
 
@@ -264,7 +265,7 @@ def _backbone_and_head(spec: ModelSpec, config: Config) -> tuple[nn.Module, Affe
         features = backbone.num_features
         batch_norm = False  # the spec's custom CNN head has no BatchNorm
     elif bb_name == "mini_xception":
-        backbone = MiniXception(config.img_size)
+        backbone = MiniXception(config.img_size, expression_scores=config.mini_xception_scores)
         features, batch_norm = backbone.num_features, True
     else:
         backbone = _create_timm_backbone(bb_name, config.img_size)

@@ -81,23 +81,27 @@ class XceptionBlock(nn.Module):
 
 
 class MiniXception(nn.Module):
-    """Pooled 128-wide features (``num_classes=0``, the backbone affectkit trains) or FER2013's 7 logits."""
+    """FER2013's 7 logits (``num_classes=7``), or, as the backbone affectkit trains (``num_classes=0``), the pooled
+    128-wide features followed, with ``expression_scores``, by those 7 logits (135 features)."""
 
-    def __init__(self, input_size: int = NATIVE_SIZE, num_classes: int = 0):
+    def __init__(self, input_size: int = NATIVE_SIZE, num_classes: int = 0, expression_scores: bool = False):
         super().__init__()
         self.input = FaceInput(input_size)
         self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, bias=False), _batchnorm(8), nn.ReLU(inplace=True),
                                   nn.Conv2d(8, 8, 3, bias=False), _batchnorm(8), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(XceptionBlock(8, 16), XceptionBlock(16, 32), XceptionBlock(32, 64),
                                     XceptionBlock(64, FEATURES))
-        self.classifier = nn.Conv2d(FEATURES, num_classes, 3, padding=1) if num_classes else None
-        self.num_features = FEATURES
+        self.expression_scores = expression_scores and not num_classes
+        classes = num_classes or (len(FER2013_CLASSES) if self.expression_scores else 0)
+        self.classifier = nn.Conv2d(FEATURES, classes, 3, padding=1) if classes else None
+        self.num_features = FEATURES + (classes if self.expression_scores else 0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(self.input(images)))
-        if self.classifier is not None:
-            x = self.classifier(x)
-        return x.mean((2, 3))
+        if self.classifier is None:
+            return x.mean((2, 3))
+        logits = self.classifier(x).mean((2, 3))
+        return torch.cat([x.mean((2, 3)), logits], 1) if self.expression_scores else logits
 
 
 def _keras_conv(kernel: np.ndarray) -> torch.Tensor:  # (kh, kw, in, out) -> (out, in, kh, kw)

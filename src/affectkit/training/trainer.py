@@ -229,6 +229,11 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
     (:func:`affectkit.training.fusion.assemble_fusion`). ``trained``: results (by display name) of models this run
     already trained into ``run_dir`` from the same start (``pretrained``, no weights file), fusions' branches
     included; a model among them (or a fusion's branch) is taken as it is instead of being trained again."""
+    for key in config.model_settings:  # a misspelt model would otherwise keep its settings unused, silently
+        try:
+            resolve_spec(key, config.use_light_models)
+        except AffectkitError as exc:
+            raise AffectkitError(f"model_settings.{key}: {exc}") from None
     with silenced(quiet):
         result = _train_spec(resolve_spec(name, config.use_light_models), data, run_dir, config, weights, pretrained,
                              resume, extra_callbacks or [], trained or {})
@@ -239,9 +244,10 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
 
 
 def branch_config(branch: ModelSpec, config: Config) -> Config:
-    """``config`` for a fusion's branch trained as its own model: with the light setting under which its key names it
-    again (a light stand-in's key means the stand-in only when light), so its saved file reloads as what it is."""
-    return config.override(use_light_models=branch.stands_in_for is not None)
+    """``config`` for a fusion's branch trained as its own model: with its own ``model_settings``, and the light
+    setting under which its key names it again (a light stand-in's key means the stand-in only when light), so its
+    saved file reloads as what it is."""
+    return config.for_model(branch.key).override(use_light_models=branch.stands_in_for is not None)
 
 
 def _train_spec(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
@@ -280,6 +286,7 @@ def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Con
                  pretrained: bool, resume: bool, extra_callbacks: list) -> TrainResult | None:
     """One model; None in a DDP process other than rank 0, once training is over."""
     name, display = spec.key, spec.display_name
+    config = config.for_model(name)
     run = RunFolder(run_dir)
     state_dir = run.checkpoints(display)
     best_stem = run.best(display)
