@@ -237,6 +237,15 @@ def _normalise_key(key: str) -> str:
     return key.strip().lower().replace("-", "_")
 
 
+def dotted_items(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys (``{"loss": {"focal_gamma": 2}}`` -> ``{"loss.focal_gamma": 2}``),
+    the inverse of what ``--set`` keys do."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat |= dotted_items(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {prefix + key: value}
+    return flat
+
+
 def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     for part in parts[:-1]:

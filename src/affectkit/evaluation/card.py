@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from affectkit.config import CLASS_NAMES
+from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
 from affectkit.models.io import config_from_metadata, fusion_branches, model_paths, read_metadata, update_metadata
 from affectkit.runs import RunFolder
@@ -145,20 +145,15 @@ def _recipe_section(meta: dict[str, Any]) -> list[str]:
                               f"RandAugment {aug.rand_augment}, TrivialAugment {aug.trivial_augment}, random erasing "
                               f"{aug.random_erasing}")]
     if config.model_settings:  # a fusion's row above is the run's setting; a branch named here trained otherwise
-        rows.append(("model_settings", "; ".join(f"{model}: {', '.join(_dotted(changes))}"
-                                                 for model, changes in config.model_settings.items())))
+        rows.append(("model_settings", "; ".join(
+            f"{model}: {', '.join(f'{k}={v}' for k, v in dotted_items(changes).items())}"
+            for model, changes in config.model_settings.items())))
     lines = ["## Training recipe", "", "| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     if meta.get("best"):
         lines += ["", f"Kept: {_kept(meta['best'])}."]
     elif meta.get("branch_best"):  # a fusion model: each network was kept on its own
         lines += ["", "Kept: " + "; ".join(f"{name} {_kept(best)}" for name, best in meta["branch_best"].items()) + "."]
     return [*lines, ""]
-
-
-def _dotted(changes: dict[str, Any], prefix: str = "") -> list[str]:
-    """``{"augmentation": {"mixup_alpha": 0.3}}`` -> ``["augmentation.mixup_alpha=0.3"]``."""
-    return [item for key, value in changes.items()
-            for item in (_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={value}"])]
 
 
 def _kept(best: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from affectkit.config import Config
+from affectkit.config import Config, dotted_items
 from affectkit.runs import RunFolder
 
 Scalar = bool | int | float | str
@@ -27,17 +27,8 @@ Scalar = bool | int | float | str
 def flat_hparams(config: Config, **extra: Any) -> dict[str, Scalar]:
     """The config as one level of dotted keys (``loss.focal_gamma``) plus ``extra``: TensorBoard's hparams take
     neither nesting nor None, so None becomes the string "null"."""
-    flat: dict[str, Scalar] = {}
-
-    def add(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                add(f"{prefix}{key}.", item)
-        else:
-            flat[prefix.rstrip(".")] = "null" if value is None else value
-
-    add("", {**config.model_dump(mode="json"), **extra})
-    return flat
+    flat = dotted_items({**config.model_dump(mode="json"), **extra})
+    return {key: "null" if value is None else value for key, value in flat.items()}
 
 
 class _Hyperparameters(L.Callback):
