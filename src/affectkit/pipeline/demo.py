@@ -14,7 +14,7 @@ from affectkit.progress import silenced
 DEMO_MODELS = ["resnet50", "efficientnet_b0", "custom_cnn"]
 
 
-def run_demo(out: Path, n: int = 1200, full: bool = False, resume: bool = False, quiet: bool = False) -> Path:
+def run_demo(out: Path, n: int = 1000, full: bool = False, resume: bool = False, quiet: bool = False) -> Path:
     """The whole pipeline on ``n`` rendered demo faces (cached), with their CPU profile (``DEMO_PROFILE``).
 
     By default the two pretrained models are the light backbones, fine-tuned from the ImageNet weights that ship
