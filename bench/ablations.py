@@ -65,6 +65,7 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
         "fine_tune_warmup_epochs": 0, "fine_tune_batchnorm": "train", "lr_schedule": "plateau"},
     "no warm-up, BatchNorm trained in phase 2": {"fine_tune_warmup_epochs": 0, "fine_tune_batchnorm": "train"},
     "64 px instead of the recipe's size": {"img_size": 64},
+    "96 px instead of the recipe's size": {"img_size": 96},
     "no label smoothing": {"loss.label_smoothing": 0.0},
     "Adam without weight decay": {"optimizer": "adam", "weight_decay": 0.0},
     "no flip test-time augmentation": {"tta_flip": False},
