@@ -1,7 +1,7 @@
 """`affectkit benchmark` on rendered demo faces saved as class folders, the way a user's own set arrives: the classic
 baselines (HOG + linear SVM, linear probes on frozen ImageNet and FER2013 features) against the recommended recipe.
 
-    python bench/benchmark_demo.py                 # 1,600 faces at 112 px; about 10 minutes on 2 idle cores
+    python bench/benchmark_demo.py                 # 1,600 faces rendered at 112 px; about 10 minutes on 2 idle cores
     python bench/benchmark_demo.py --n 4000
     python bench/benchmark_demo.py --n 7000 --set validation_split=0.075 --set test_split=0.425   # 3,500 to train on
 

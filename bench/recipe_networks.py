@@ -6,7 +6,8 @@ training on these faces at all): how much expression knowledge it brings before 
 
     python bench/recipe_networks.py --n 1000 --seed 0 --seed 1 --threads 2 --out results/
 
-Settings: configs/recommended.yaml at 112 px with early stopping off, as in bench/ablations.py --recipe.
+Settings: configs/recommended.yaml (faces rendered at 112 px) with early stopping off, as in
+bench/ablations.py --recipe.
 Writes recipe_networks.md (rewritten after every seed).
 """
 
@@ -78,7 +79,8 @@ def markdown(rows: list[dict], n: int, elapsed: float) -> str:
     lines = [
         "# The recipe's two networks and their fusion",
         "",
-        f"`bench/recipe_networks.py`: {n} demo faces per seed (split {sizes}), configs/recommended.yaml at 112 px, "
+        f"`bench/recipe_networks.py`: {n} demo faces per seed (split {sizes}), configs/recommended.yaml "
+        "(faces rendered at 112 px), "
         f"early stopping off, {torch.get_num_threads()} PyTorch thread(s), bench wall time {elapsed / 60:.1f} min. "
         "Test accuracy of the model each run selected on validation; the fusion weight (on MiniXception's "
         "log-probabilities) is chosen on val by log-loss. Zero-shot: the shipped FER2013 network's own head on the "
