@@ -268,8 +268,11 @@ def main() -> None:
                 data = datasets[kind]
                 if changes.get("img_size", recipe.img_size) != recipe.img_size:  # same faces and split, resized
                     folder = root / kind
-                    data = prepare_data(folder / "data", config.override(img_size=changes["img_size"]),
-                                        splits_path=folder / "splits.csv", progress=False)
+                    resized = prepare_data(folder / "data", config.override(img_size=changes["img_size"]),
+                                           splits_path=folder / "splits.csv", progress=False)
+                    data = with_label_noise(resized, settings.label_noise, settings.seed)
+                    if not np.array_equal(data.expression, datasets[kind].expression):
+                        raise RuntimeError(f"{option!r}: the resized faces' labels differ from the recipe's")
                 result = run_option(option, data, run_dir, config, model_name=args.model, changes=changes)
             row = {"option": option, "data": kind, **result}
             rows.append(row)

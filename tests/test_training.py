@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.special import softmax
 
-from affectkit.config import Config
+from affectkit.config import Config, LossConfig
 from affectkit.data.datamodule import normalise, prepare_data
+from affectkit.inference.backends import OnnxBackend
+from affectkit.inference.export import export_onnx
 from affectkit.models import build_model, load_model
+from affectkit.models.factory import ABSENT_CLASS_LOGIT
 from affectkit.training import module as module_mod
 from affectkit.training.losses import multitask_loss
 from affectkit.training.trainer import MAX_EPOCH_STRETCH, phase2_epochs, train_model
@@ -349,3 +353,52 @@ def test_weight_averaging_is_what_validation_scores_and_the_best_model_keeps(dem
     kept = {k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")}
     assert kept.keys() == trained.keys()  # a resume restores the average with the weights
     assert not torch.equal(kept["head.expression.weight"], trained["head.expression.weight"])
+
+
+def test_the_loss_spreads_nothing_onto_classes_the_model_is_not_trained_on():
+    torch.manual_seed(0)
+    logits, ids = torch.randn(6, 8), torch.tensor([1, 2, 3, 4, 5, 7])
+    classes = torch.tensor([False] + [True] * 7)  # no Neutral, as in CK+
+    va = torch.full((6, 2), float("nan"))
+    expected = torch.nn.functional.cross_entropy(logits[:, 1:], ids - 1, label_smoothing=0.1)
+    for cfg in (LossConfig(label_smoothing=0.1), LossConfig(label_smoothing=0.1, focal_gamma=0.0)):
+        for target in (ids, torch.nn.functional.one_hot(ids, 8).float()):  # class ids, and MixUp's soft targets
+            _, parts = multitask_loss(logits, logits[:, 0], logits[:, 0], target, va, cfg, classes=classes)
+            assert float(parts["expression_loss"]) == pytest.approx(float(expected), rel=1e-5)
+    # The model's masked logit for the absent class changes nothing; over all eight classes it would.
+    masked = logits.masked_fill(~classes, ABSENT_CLASS_LOGIT)
+    _, parts = multitask_loss(masked, logits[:, 0], logits[:, 0], ids, va, LossConfig(label_smoothing=0.1),
+                              classes=classes)
+    assert float(parts["expression_loss"]) == pytest.approx(float(expected), rel=1e-5)
+    _, unrestricted = multitask_loss(logits, logits[:, 0], logits[:, 0], ids, va, LossConfig(label_smoothing=0.1))
+    assert float(unrestricted["expression_loss"]) != pytest.approx(float(expected), rel=1e-3)
+
+
+def test_a_class_the_training_data_lacks_is_never_predicted(demo_copy, tmp_path, tiny_config):
+    annotations = demo_copy / "annotations"
+    for path in annotations.glob("*_exp.npy"):
+        if int(np.load(path)) == 0:  # every Neutral face goes
+            stem = path.name.removesuffix("_exp.npy")
+            for part in annotations.glob(f"{stem}_*.npy"):
+                part.unlink()
+            (demo_copy / "images" / f"{stem}.jpg").unlink()
+    config = tiny_config.override(epochs=2, fine_tune_epochs=1)
+    data = _data(demo_copy, tmp_path, config)
+    assert 0 not in set(data.expression[data.positions("train")])
+    # Both phases: the head alone on stored features, then the whole network.
+    result = train_model("resnet50", data, tmp_path, config, quiet=True)
+    model, _ = load_model(result.best_path)
+    assert model.output_classes.tolist() == [False] + [True] * 7
+    images = torch.from_numpy(normalise(np.asarray(data.images[data.positions("test")])))
+    with torch.no_grad():
+        probs = torch.softmax(model(images)[0], dim=1)
+    assert (probs[:, 0] == 0).all() and torch.allclose(probs.sum(1), torch.ones(len(probs)))
+    onnx_logits = OnnxBackend(export_onnx(result.best_path, out=tmp_path / "m.onnx"))(images.numpy())[0]
+    assert (softmax(onnx_logits, axis=1)[:, 0] == 0).all()
+
+    # A file saved before models recorded their classes loads as predicting all eight.
+    state = {k: v for k, v in model.state_dict().items() if k != "output_classes"}
+    fresh = build_model("resnet50", config)
+    fresh.set_output_classes([True] * 7 + [False])
+    fresh.load_state_dict(state)
+    assert fresh.output_classes.all()

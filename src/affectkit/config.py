@@ -301,6 +301,10 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+# How many faces `affectkit demo` renders by default; here, not in the demo module, so the CLI reads it without
+# importing torch or OpenCV at start-up.
+DEMO_FACES = 1000
+
 # Named profiles installed with the package, copies of the repository's configs/ files (a test keeps them equal).
 PROFILES_DIR = Path(__file__).parent / "configs"
 

@@ -25,7 +25,7 @@ from affectkit.cli.common import (
     report_to_console,
     training_options,
 )
-from affectkit.config import Config
+from affectkit.config import DEMO_FACES, Config
 from affectkit.errors import AffectkitError
 from affectkit.progress import console
 
@@ -184,7 +184,7 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("affectkit-demo"),
-    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = 1000,
+    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = DEMO_FACES,
     full: Annotated[bool, typer.Option(help="The full-size spec models (ResNet50, EfficientNet-B0) instead of the "
                                             "light ones; they start from random weights without --weights files.")
                     ] = False,

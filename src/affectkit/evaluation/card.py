@@ -124,7 +124,8 @@ def _data_section(meta: dict[str, Any]) -> list[str]:
         f"- Split: {' / '.join(f'{s} {n}' for s, n in sizes.items())} ({data.get('split') or 'not recorded'}).",
         f"- Classes present: {', '.join(present)}.",
         f"- Classes absent: {', '.join(data['absent_classes']) or 'none'}"
-        + (" (the model never saw them: its outputs for them mean nothing)." if data["absent_classes"] else "."),
+        + (" (the model never saw them, so it never predicts them: their probability is 0)."
+           if data["absent_classes"] else "."),
         "- Class counts: " + ", ".join(f"{k} {v}" for k, v in (data.get("class_counts") or {}).items()) + ".",
     ]
     if data.get("grouped_by"):
@@ -196,8 +197,8 @@ def _use_section(meta: dict[str, Any]) -> list[str]:
         "support decisions about people (hiring, education, policing, credit, health, surveillance).",
         "- Its numbers hold for data like its test split only; other cameras, poses, ages, skin tones and cultures "
         "can score very differently, and this card does not measure performance per group.",
-        "- Expression classes absent from the training data, and valence/arousal where the data had no such "
-        "annotations, are not learned.",
+        "- Expression classes absent from the training data are not learned and never predicted (probability 0); "
+        "valence/arousal are not learned where the data had no such annotations.",
     ]
     return [*lines, ""]
 

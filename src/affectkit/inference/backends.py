@@ -51,7 +51,7 @@ class TorchBackend:
                 m.train()
             with torch.inference_mode():
                 features = self.model.backbone(torch.from_numpy(batch).to(self.device))
-                samples = [self.model.head(features) for _ in range(n)]
+                samples = [self.model.outputs_from_features(features) for _ in range(n)]
         finally:
             for m in dropouts:
                 m.eval()

@@ -198,9 +198,19 @@ class FusionHead(nn.Module):
         return logits, valence, arousal
 
 
+# The logit of an expression the model was not trained on: far enough below any trained logit that its softmax
+# probability is exactly 0, finite so that log-probabilities and fp16 stay finite.
+ABSENT_CLASS_LOGIT = -1.0e4
+
+
 class AffectModel(nn.Module):
     """Backbone (pooled features) + :class:`AffectHead`, or a fusion model's :class:`FusionBackbone` +
-    :class:`FusionHead`."""
+    :class:`FusionHead`.
+
+    ``output_classes`` (a buffer, saved with the weights) marks the expressions the model was trained on; the others
+    get :data:`ABSENT_CLASS_LOGIT`, so a model trained on a 7-class set (CK+ has no neutral face) never predicts the
+    eighth class, whose outputs it never learnt.
+    """
 
     def __init__(self, backbone: nn.Module, head: AffectHead | FusionHead, spec: ModelSpec, backbone_name: str):
         super().__init__()
@@ -208,13 +218,31 @@ class AffectModel(nn.Module):
         self.head = head
         self.spec = spec
         self.backbone_name = backbone_name
+        self.register_buffer("output_classes", torch.ones(NUM_CLASSES, dtype=torch.bool))
 
     @property
     def num_features(self) -> int:
         return self.head.in_features
 
+    def set_output_classes(self, present: Sequence[bool] | torch.Tensor) -> None:
+        present = torch.as_tensor(present, dtype=torch.bool).flatten()
+        if present.numel() != NUM_CLASSES or not present.any():
+            raise AffectkitError(f"A model's output classes are {NUM_CLASSES} flags with at least one set, got "
+                                 f"{present.tolist()}.")
+        self.output_classes.copy_(present)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Files saved before models recorded their classes predicted all eight.
+        state_dict.setdefault(prefix + "output_classes", torch.ones(NUM_CLASSES, dtype=torch.bool))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def outputs_from_features(self, features: torch.Tensor) -> Outputs:
+        """The head's outputs for pooled backbone features, with the untrained expressions masked out."""
+        logits, valence, arousal = self.head(features)
+        return logits.masked_fill(~self.output_classes, ABSENT_CLASS_LOGIT), valence, arousal
+
     def forward(self, images: torch.Tensor) -> Outputs:
-        return self.head(self.backbone(images))
+        return self.outputs_from_features(self.backbone(images))
 
     def set_backbone_trainable(self, trainable: bool, freeze_batchnorm: bool = False) -> None:
         """Phase 1 freezes the backbone's weights and its BatchNorm statistics; fine-tuning may keep the statistics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from affectkit.config import Config
+from affectkit.config import DEMO_FACES, Config
 from affectkit.data.cache import default_cache_dir
 from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset, synthetic_version
 from affectkit.pipeline.run import run_pipeline
@@ -14,7 +14,7 @@ from affectkit.progress import silenced
 DEMO_MODELS = ["resnet50", "efficientnet_b0", "custom_cnn"]
 
 
-def run_demo(out: Path, n: int = 1000, full: bool = False, resume: bool = False, quiet: bool = False) -> Path:
+def run_demo(out: Path, n: int = DEMO_FACES, full: bool = False, resume: bool = False, quiet: bool = False) -> Path:
     """The whole pipeline on ``n`` rendered demo faces (cached), with their CPU profile (``DEMO_PROFILE``).
 
     By default the two pretrained models are the light backbones, fine-tuned from the ImageNet weights that ship

@@ -66,6 +66,7 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
         branch, meta = load_model(path, device=evaluation_device())
         backbone.load_state_dict(branch.backbone.state_dict())
         head.load_state_dict(branch.head.state_dict())
+        model.output_classes &= branch.output_classes.cpu()
         metas.append(meta)
         # The saved network alone: the same outputs as its branch in the fused graph, one backbone per pass.
         predictions.append(predict_split(branch, data, val, tta_flip=config.tta_flip))

@@ -51,6 +51,17 @@ def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor
     return F.mse_loss(pred, target)
 
 
+def _among(classes: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None):
+    """Logits, targets and class weights restricted to ``classes``: the cross-entropy (and its label smoothing)
+    spreads no probability onto expressions the training data lacks."""
+    if not target.is_floating_point():
+        position = torch.cumsum(classes.long(), 0) - 1  # class id -> its column among the kept classes
+        target = position[target]
+    else:
+        target = target[:, classes]
+    return logits[:, classes], target, (weight[classes] if weight is not None else None)
+
+
 def multitask_loss(
     logits: torch.Tensor,
     valence: torch.Tensor,
@@ -59,8 +70,11 @@ def multitask_loss(
     va_target: torch.Tensor,  # [N, 2], NaN where not annotated
     cfg: LossConfig,
     class_weights: torch.Tensor | None = None,
+    classes: torch.Tensor | None = None,  # bool [8]: the expressions the model is trained on (default: all)
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     weight = class_weights if cfg.class_weighting else None
+    if classes is not None and not bool(classes.all()):
+        logits, expression_target, weight = _among(classes, logits, expression_target, weight)
     if cfg.focal_gamma is not None:
         expression = focal_loss(logits, expression_target, cfg.focal_gamma, weight=weight, label_smoothing=cfg.label_smoothing)
     else:

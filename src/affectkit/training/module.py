@@ -96,7 +96,7 @@ class AffectModule(L.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         logits, valence, arousal, target, labels, va = self._outputs(batch, stage)
         loss, _ = multitask_loss(logits.float(), valence.float(), arousal.float(), target, va, self.config.loss,
-                                 self.class_weights)
+                                 self.class_weights, classes=self.model.output_classes)
         self._accumulate(stage, loss, logits, valence, arousal, labels, va)
         if stage == "val":
             self.val_confusion.update(logits.detach().argmax(1), labels)
@@ -226,5 +226,5 @@ class FeatureHeadModule(AffectModule):
         features, labels, va = batch
         # .float(): its Trainer runs fp32 (see _make_trainer)
         features, target, va = self._mixed(features.float(), labels, va, stage)
-        logits, valence, arousal = self._network(stage).head(features)
+        logits, valence, arousal = self._network(stage).outputs_from_features(features)
         return logits, valence, arousal, target, labels, va
