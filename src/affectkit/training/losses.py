@@ -52,14 +52,17 @@ def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor
 
 
 def _among(classes: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None):
-    """Logits, targets and class weights restricted to ``classes``: the cross-entropy (and its label smoothing)
-    spreads no probability onto expressions the training data lacks."""
-    if not target.is_floating_point():
-        position = torch.cumsum(classes.long(), 0) - 1  # class id -> its column among the kept classes
-        target = position[target]
+    """Logits, targets and class weights restricted to the columns ``classes``: the cross-entropy (and its label
+    smoothing) spreads no probability onto expressions the training data lacks. Index operations only, so nothing
+    waits for the device."""
+    if target.is_floating_point():
+        target = target.index_select(1, classes)
     else:
-        target = target[:, classes]
-    return logits[:, classes], target, (weight[classes] if weight is not None else None)
+        position = torch.full((logits.shape[1],), -1, dtype=torch.long, device=target.device)
+        position[classes] = torch.arange(len(classes), device=target.device)  # class id -> its kept column
+        target = position[target]
+    return (logits.index_select(1, classes), target,
+            weight.index_select(0, classes) if weight is not None else None)
 
 
 def multitask_loss(
@@ -70,10 +73,10 @@ def multitask_loss(
     va_target: torch.Tensor,  # [N, 2], NaN where not annotated
     cfg: LossConfig,
     class_weights: torch.Tensor | None = None,
-    classes: torch.Tensor | None = None,  # bool [8]: the expressions the model is trained on (default: all)
+    classes: torch.Tensor | None = None,  # long [K]: the columns of the expressions trained on (None: all eight)
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     weight = class_weights if cfg.class_weighting else None
-    if classes is not None and not bool(classes.all()):
+    if classes is not None:
         logits, expression_target, weight = _among(classes, logits, expression_target, weight)
     if cfg.focal_gamma is not None:
         expression = focal_loss(logits, expression_target, cfg.focal_gamma, weight=weight, label_smoothing=cfg.label_smoothing)

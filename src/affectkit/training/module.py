@@ -57,6 +57,11 @@ class AffectModule(L.LightningModule):
         self.warmup_epochs = warmup_epochs
         self.backbone_lr_scale = backbone_lr_scale
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(8), persistent=False)
+        # The columns of the classes the model trains on (None: all eight), read once here: a check of the mask in
+        # every step would make each step wait for the GPU.
+        trained = model.output_classes.cpu()
+        self.register_buffer("trained_classes", None if trained.all() else trained.nonzero().flatten(),
+                             persistent=False)
         self._mix_rng = np.random.default_rng(config.seed)
         self._backbone_digest: str | None = None
         self._epoch_means: dict[str, dict[str, MeanMetric]] = {}
@@ -96,7 +101,7 @@ class AffectModule(L.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         logits, valence, arousal, target, labels, va = self._outputs(batch, stage)
         loss, _ = multitask_loss(logits.float(), valence.float(), arousal.float(), target, va, self.config.loss,
-                                 self.class_weights, classes=self.model.output_classes)
+                                 self.class_weights, classes=self.trained_classes)
         self._accumulate(stage, loss, logits, valence, arousal, labels, va)
         if stage == "val":
             self.val_confusion.update(logits.detach().argmax(1), labels)
