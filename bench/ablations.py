@@ -69,7 +69,7 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "no label smoothing": {"loss.label_smoothing": 0.0},
     "Adam without weight decay": {"optimizer": "adam", "weight_decay": 0.0},
     "no flip test-time augmentation": {"tta_flip": False},
-    "select on validation loss": {"selection_metric": "val_loss"},
+    "select on validation macro-F1 instead of loss": {"selection_metric": "val_macro_f1"},
     "random erasing added (p 0.25)": {"augmentation.random_erasing": 0.25},
     "no phase-2 step minimum": {"fine_tune_min_steps": 0},
     "no mixup": {"augmentation.mixup_alpha": 0.0},

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from affectkit.data.synthetic import IBUG_FLIP_PERMUTATION, demo_labels, make_demo_dataset
+from affectkit.data.synthetic import IBUG_FLIP_PERMUTATION, demo_labels, make_demo_dataset, render_face
 
 N = 48  # 6 faces per class
 
@@ -143,3 +143,19 @@ def test_mirrored_landmarks_fit_the_mirrored_face(samples):
     flipped = lm[list(IBUG_FLIP_PERMUTATION)] * [-1.0, 1.0] + [223.0, 0.0]  # pixel centres sit on integers
     assert flipped[36, 0] < flipped[39, 0] < flipped[42, 0] < flipped[45, 0]
     assert np.allclose(_polygon_mean(image[:, ::-1], flipped[48:60]), _polygon_mean(image, lm[48:60]), atol=3)
+
+
+def test_one_person_and_one_sequence_can_be_held_fixed():
+    """``person`` fixes who is drawn and ``intensity`` how strongly (CK+-shaped data: people filmed several times,
+    frames of one sequence): two frames differ less than the same frame of another person, and only in how happy."""
+    def frame(person_seed: int, intensity: float):
+        return render_face(1, np.random.default_rng(5), 112, intensity=intensity,
+                           person=np.random.default_rng(person_seed))
+
+    def pixels_apart(a, b) -> float:
+        return float(np.abs(a[0].astype(int) - b[0].astype(int)).mean())
+
+    weak, strong, other_person = frame(1, 0.6), frame(1, 1.0), frame(2, 1.0)
+    assert 0 < pixels_apart(weak, strong) < pixels_apart(strong, other_person)
+    assert np.isclose(strong[2] - weak[2], 0.8 * 0.4)  # valence: Happy's circumplex centre times the extra strength
+    assert np.array_equal(frame(1, 1.0)[0], strong[0])

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from affectkit.models import build_model, load_model
 from affectkit.models.factory import ABSENT_CLASS_LOGIT
 from affectkit.training import module as module_mod
 from affectkit.training.losses import multitask_loss
-from affectkit.training.trainer import MAX_EPOCH_STRETCH, phase2_epochs, train_model
+from affectkit.training.trainer import MAX_EPOCH_STRETCH, phase2_epochs, plan_phases, train_model
 
 
 def _data(demo_dir, run, config):
@@ -329,6 +330,21 @@ def test_phase2_step_minimum_stretches_small_sets_only():
     assert phase2_epochs(config, 960) == 40  # 30 steps an epoch
     assert phase2_epochs(config, 100) == MAX_EPOCH_STRETCH * 20  # 4 steps an epoch would need 300 epochs
     assert phase2_epochs(config.override(fine_tune_min_steps=0), 100) == 20
+
+
+def test_phase2_patience_stretches_as_far_as_its_epochs():
+    """A small set's short epochs must not stop phase 2 early in its schedule: the patience covers the same share."""
+    config = Config(batch_size=32, epochs=5, fine_tune_epochs=20, fine_tune_min_steps=1200, early_stopping_patience=8)
+    two_phase = SimpleNamespace(spec=SimpleNamespace(two_phase=True))
+
+    def patience(train_images: int) -> list[tuple[int, int]]:
+        return [(p.epochs, p.patience) for p in plan_phases(two_phase, config, True, train_images)]
+
+    assert patience(3000) == [(5, 8), (20, 8)]
+    assert patience(960) == [(5, 8), (40, 16)]
+    assert patience(100) == [(5, 8), (60, 24)]
+    one_phase = SimpleNamespace(spec=SimpleNamespace(two_phase=False))
+    assert [(p.epochs, p.patience) for p in plan_phases(one_phase, config, False, 100)] == [(5, 8)]
 
 
 def test_weight_averaging_is_what_validation_scores_and_the_best_model_keeps(demo_dir, tmp_path, tiny_config):

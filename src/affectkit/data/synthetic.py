@@ -589,14 +589,18 @@ def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
 
 
-def render_face(label: int, rng: np.random.Generator, img_size: int = 224
-                ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """One face: (RGB uint8 image, (68, 2) landmarks in its pixels, valence, arousal)."""
-    intensity = rng.uniform(*INTENSITY_RANGE)
+def render_face(label: int, rng: np.random.Generator, img_size: int = 224, *, intensity: float | None = None,
+                person: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """One face: (RGB uint8 image, (68, 2) landmarks in its pixels, valence, arousal).
+
+    ``person`` draws the face's identity and colours instead of ``rng``, so one person can be photographed many
+    times; ``intensity`` fixes the expression's strength, so frames of one sequence differ in it alone."""
+    if intensity is None:
+        intensity = rng.uniform(*INTENSITY_RANGE)
     expr = sample_expression(label, intensity, rng)
     valence, arousal = sample_valence_arousal(label, intensity, rng)
-    ident = sample_identity(rng)
-    pal = sample_palette(rng)
+    ident = sample_identity(rng if person is None else person)
+    pal = sample_palette(rng if person is None else person)
     canon = canonical_landmarks(ident, expr)
     pose = _fit_inside(sample_pose(rng, img_size), canon, img_size)
     lm = project(canon, pose)

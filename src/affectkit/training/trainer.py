@@ -50,6 +50,7 @@ class Phase:
     epochs: int
     learning_rate: float
     freeze_backbone: bool
+    patience: int  # early stopping: epochs without a better validation score
     freeze_batchnorm: bool = False  # fine-tuning a pretrained backbone keeps its BatchNorm statistics
     warmup_epochs: float = 0.0
     backbone_lr_scale: float = 1.0
@@ -76,15 +77,27 @@ def phase2_epochs(config: Config, train_images: int) -> int:
     return max(config.fine_tune_epochs, min(needed, MAX_EPOCH_STRETCH * config.fine_tune_epochs))
 
 
+def phase2_patience(config: Config, epochs: int) -> int:
+    """Early stopping's patience in a phase 2 of ``epochs``, stretched as far as the step minimum stretched its epochs.
+
+    Its epochs are then shorter, and the validation score of a small set swings from one to the next as much as it
+    climbs; an unstretched patience would stop the phase early in its schedule, before the learning rate has come
+    down, and keep an epoch picked by that noise."""
+    return math.ceil(config.early_stopping_patience * max(1.0, epochs / max(1, config.fine_tune_epochs)))
+
+
 def plan_phases(model: AffectModel, config: Config, pretrained_backbone: bool, train_images: int) -> list[Phase]:
+    patience = config.early_stopping_patience
     if not model.spec.two_phase:
-        return [Phase(1, config.epochs, config.learning_rate, freeze_backbone=False)]
+        return [Phase(1, config.epochs, config.learning_rate, freeze_backbone=False, patience=patience)]
     batchnorm = config.fine_tune_batchnorm
+    fine_tune_epochs = phase2_epochs(config, train_images)
     return [
-        Phase(1, config.epochs, config.learning_rate, freeze_backbone=True),
-        Phase(2, phase2_epochs(config, train_images), config.fine_tune_lr, freeze_backbone=False,
+        Phase(1, config.epochs, config.learning_rate, freeze_backbone=True, patience=patience),
+        Phase(2, fine_tune_epochs, config.fine_tune_lr, freeze_backbone=False,
               freeze_batchnorm=batchnorm == "frozen" or (batchnorm == "auto" and pretrained_backbone),
-              warmup_epochs=config.fine_tune_warmup_epochs, backbone_lr_scale=config.backbone_lr_scale),
+              warmup_epochs=config.fine_tune_warmup_epochs, backbone_lr_scale=config.backbone_lr_scale,
+              patience=phase2_patience(config, fine_tune_epochs)),
     ]
 
 
@@ -195,7 +208,7 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
     phase_dir = state_dir / f"phase{phase.number}"
     last = phase_dir / "last.ckpt"
     callbacks = [
-        EarlyStopping(monitor=config.selection_metric, patience=config.early_stopping_patience,
+        EarlyStopping(monitor=config.selection_metric, patience=phase.patience,
                       mode=selection_mode(config)),
         KeepBest(run.best(name), config, phase.number, epoch_offset),
         History(run.history(name), name, phase.number, epoch_offset, phase.epochs),

@@ -1,0 +1,121 @@
+"""Which epoch to keep: the recipe's selection rules compared on a CK+-shaped set and on the noisy in-the-wild proxy.
+
+Trains one recipe network once, with early stopping off, and scores the test split after every epoch: a study of
+the selection rule itself, never a way to pick a model. Each rule is then replayed over the run's validation history
+(the epoch it keeps, the epoch where its early stopping would end the run) and reported with that epoch's test score.
+
+    python bench/selection.py --data ckplus --seed 1 --threads 2                   # MobileNetV2, CK+-shaped faces
+    python bench/selection.py --data ckplus --seed 1 --model mini_xception --threads 2
+    python bench/selection.py --data noisy --seed 0 --threads 2                    # 1,200 faces, 30% wrong labels
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from affectkit.config import Config, load_config
+from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.evaluation.evaluator import predict_split, score
+from affectkit.training.trainer import phase2_patience, train_model
+
+from ablations import RECIPE_MODELS, Settings, demo_data, quiet_lightning, recipe_config
+from ckplus_proxy import render_ckplus_like
+from threads import add_threads_option, use_threads
+
+NOISY_FACES, NOISE = 1200, 0.3
+RECIPE_FILE = Path(__file__).parents[1] / "configs" / "recommended.yaml"
+
+
+class TestScoreEveryEpoch(L.Callback):
+    """The kept-so-far model is not what this records: every epoch's own weights, scored on the test split."""
+
+    def __init__(self, data: PreparedData, tta_flip: bool):
+        self.data, self.tta_flip, self.scores = data, tta_flip, []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        test = self.data.positions("test")
+        with torch.no_grad():
+            pred = predict_split(pl_module.evaluated_model, self.data, test, progress=False, tta_flip=self.tta_flip)
+        expression = score(pred, self.data, test)["expression"]
+        self.scores.append((expression["accuracy"], expression["macro_f1"]))
+
+
+def replay(history: pd.DataFrame, metric: str | None, patience: int | None) -> tuple[int, int]:
+    """(kept epoch, last epoch run) under early stopping on ``metric`` with ``patience`` in phase 2 and the best
+    epoch of either phase kept, as the trainer's callbacks do; ``metric`` None keeps the schedule's last epoch."""
+    last = int(history["epoch"].iloc[-1])
+    if metric is None:
+        return last, last
+    sign = -1.0 if metric == "val_loss" else 1.0
+    phase2 = history[history["phase"] == history["phase"].max()]
+    best, wait, stop = -np.inf, 0, last
+    for epoch, value in zip(phase2["epoch"], sign * phase2[metric]):
+        best, wait = (value, 0) if value > best else (best, wait + 1)
+        if wait >= patience:
+            stop = int(epoch)
+            break
+    seen = history[history["epoch"] <= stop]
+    return int(seen["epoch"].iloc[int(np.argmax(sign * seen[metric].to_numpy()))]), stop
+
+
+def rules(config: Config, phase2_epochs: int) -> dict[str, tuple[str | None, int | None]]:
+    fixed, stretched = config.early_stopping_patience, phase2_patience(config, phase2_epochs)
+    return {
+        f"macro-F1, patience {fixed} (the recipe before)": ("val_macro_f1", fixed),
+        f"macro-F1, patience {stretched} (stretched)": ("val_macro_f1", stretched),
+        f"val loss, patience {fixed}": ("val_loss", fixed),
+        f"val loss, patience {stretched} (stretched: the recipe now)": ("val_loss", stretched),
+        "last epoch of the schedule": (None, None),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=("ckplus", "noisy"), default="ckplus")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="resnet50", choices=RECIPE_MODELS,
+                        help="recipe network (resnet50: its light stand-in MobileNetV2)")
+    add_threads_option(parser)
+    args = parser.parse_args()
+    use_threads(args)
+    quiet_lightning()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="affectkit-selection-") as tmp:
+        root = Path(tmp)
+        settings = Settings(NOISY_FACES, 112, 0, args.seed, NOISE)
+        recipe = recipe_config(settings, root / "cache", quick=False)  # early stopping off: the whole schedule
+        if args.data == "ckplus":
+            data = prepare_data(render_ckplus_like(root / "ckplus", args.seed), recipe, splits_path=root / "splits.csv",
+                                progress=False)
+        else:
+            data = demo_data(root, settings, imbalance=False, config=recipe)
+        recorder = TestScoreEveryEpoch(data, recipe.tta_flip)
+        result = train_model(args.model, data, root / "run", recipe, quiet=True, extra_callbacks=[recorder])
+    history = result.history.reset_index(drop=True)
+    phase2_epochs = int((history["phase"] == history["phase"].max()).sum())
+    rows = []
+    shipped = load_config(RECIPE_FILE)  # the patience the recipe ships with (the run itself had early stopping off)
+    for rule, (metric, patience) in rules(shipped, phase2_epochs).items():
+        kept, stopped = replay(history, metric, patience)
+        accuracy, macro_f1 = recorder.scores[kept - 1]
+        rows.append({"data": args.data, "seed": args.seed, "network": result.name, "rule": rule, "kept epoch": kept,
+                     "stopped after": stopped, "test accuracy": round(accuracy, 4), "test macro-F1": round(macro_f1, 4)})
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    print(f"{len(history)} epochs, {time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
