@@ -80,8 +80,8 @@ class Config(_Strict):
     seed: int = Field(42, description="Random seed for the split, initialisation and augmentation.")
 
     early_stopping_patience: int = Field(
-        10, ge=1, description="Epochs without a better validation score before a phase stops; a phase 2 that "
-        "fine_tune_min_steps lengthens gets a patience lengthened as much.")
+        10, ge=1, description="Epochs without a better validation score before a phase stops (more where "
+        "fine_tune_min_steps stretches phase 2).")
     lr_reduce_factor: float = Field(
         0.5, gt=0, lt=1, description="Plateau schedule: factor the learning rate is cut by.")
     lr_reduce_patience: int = Field(
