@@ -68,6 +68,11 @@ def replay(history: pd.DataFrame, metric: str | None, patience: int | None) -> t
     return int(seen["epoch"].iloc[int(np.argmax(sign * seen[metric].to_numpy()))]), stop
 
 
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows])
+
+
 def rules(config: Config, phase2_epochs: int) -> dict[str, tuple[str | None, int | None]]:
     fixed, stretched = config.early_stopping_patience, phase2_patience(config, phase2_epochs)
     return {
@@ -109,11 +114,9 @@ def main() -> None:
         kept, stopped = replay(history, metric, patience)
         accuracy, macro_f1 = recorder.scores[kept - 1]
         rows.append({"data": args.data, "seed": args.seed, "network": result.name, "rule": rule, "kept epoch": kept,
-                     "stopped after": stopped, "test accuracy": round(accuracy, 4), "test macro-F1": round(macro_f1, 4)})
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "---|" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+                     "stopped after": stopped, "test accuracy": round(accuracy, 4),
+                     "test macro-F1": round(macro_f1, 4)})
+    print(markdown_table(rows))
     print(f"{len(history)} epochs, {time.perf_counter() - start:.0f}s")
 
 

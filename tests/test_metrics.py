@@ -249,6 +249,23 @@ def test_temperature_scaling_lowers_held_out_nll():
     assert F.cross_entropy(held_out / t, target) < F.cross_entropy(held_out, target) - 0.5
 
 
+def test_temperature_stays_finite_on_a_split_classified_without_error():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, NUM_CLASSES, 200)
+    logits = 4.0 * np.eye(NUM_CLASSES)[labels] + rng.normal(scale=0.5, size=(200, NUM_CLASSES))
+    assert (logits.argmax(1) == labels).all()
+    # Without a mistake the NLL falls all the way as T -> 0; the fit stops where the mean confidence is 200.5 / 201.
+    t = fit_temperature(torch.from_numpy(logits), torch.from_numpy(labels))
+    confidence = softmax(logits / t)[np.arange(200), labels].mean()
+    assert 0.2 < t < 1.0 and confidence == pytest.approx(200.5 / 201, abs=1e-6)
+    # The same for flat scores on another scale (an SVM's): the temperature scales with them.
+    assert fit_temperature(torch.from_numpy(logits / 20), torch.from_numpy(labels)) == pytest.approx(t / 20, rel=1e-4)
+    # One face wrong: the ordinary fit, which gives it probability enough not to be infinitely surprised.
+    labels[0] = (logits[0].argmax() + 1) % NUM_CLASSES
+    wrong = fit_temperature(torch.from_numpy(logits), torch.from_numpy(labels))
+    assert t < wrong < 2.0
+
+
 def test_ece_of_calibrated_and_over_confident_predictors():
     logits, labels = _calibrated_sample(20000, seed=3)
     assert expected_calibration_error(softmax(logits), labels) < 0.02

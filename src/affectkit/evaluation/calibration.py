@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import brentq
 from torch import Tensor
 
 from affectkit.evaluation.evaluator import Predictions
@@ -15,9 +16,14 @@ from affectkit.models.io import update_metadata
 
 
 def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> float:
-    """Temperature T > 0 minimising the NLL of ``softmax(logits / T)``; fit on held-out logits, not training ones."""
+    """Temperature T > 0 minimising the NLL of ``softmax(logits / T)``; fit on held-out logits, not training ones.
+    Where no face is misclassified that NLL falls all the way as T -> 0 (one-hot probabilities, whatever the next
+    split holds); T is then the one at which the true classes' mean probability is (n + 1/2) / (n + 1) for n faces:
+    the accuracy n right of n supports, counting half a mistake."""
     logits = logits.detach().double()
     targets = targets.detach().long()
+    if len(targets) and bool((logits.gather(1, targets[:, None])[:, 0] > _runner_up(logits, targets)).all()):
+        return _temperature_for_confidence(logits, targets, (len(targets) + 0.5) / (len(targets) + 1))
     # Optimising log T keeps T positive without a constrained optimiser.
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -30,6 +36,21 @@ def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> flo
 
     optimiser.step(closure)
     return float(log_t.detach().exp())
+
+
+def _runner_up(logits: Tensor, targets: Tensor) -> Tensor:
+    return logits.scatter(1, targets[:, None], float("-inf")).max(1).values
+
+
+def _temperature_for_confidence(logits: Tensor, targets: Tensor, confidence: float) -> float:
+    """T at which the true classes' mean softmax probability is ``confidence``. Each true class is its row's top
+    logit, so that mean falls steadily as T grows, from 1 (T -> 0) to 1 / classes: one root, bracketed by a range
+    of log T far wider than any logits' scale."""
+    def excess(log_t: float) -> float:
+        probs = torch.softmax(logits / np.exp(log_t), dim=1)
+        return float(probs.gather(1, targets[:, None]).mean()) - confidence
+
+    return float(np.exp(brentq(excess, -40.0, 40.0, xtol=1e-8)))
 
 
 def calibrate(model_path: Path, val: Predictions, labels: np.ndarray) -> float:

@@ -255,10 +255,3 @@ def reliability_curve(probs: ArrayLike, targets: ArrayLike,
                          out=np.zeros(n_bins), where=occupied)
     return mean_confidence, accuracy, count
 
-
-def __getattr__(name: str):  # TEMPORARY: the benchmark module's old import, until it is updated
-    if name == "fit_temperature":
-        from affectkit.evaluation.calibration import fit_temperature
-
-        return fit_temperature
-    raise AttributeError(name)

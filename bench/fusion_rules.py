@@ -1,0 +1,185 @@
+"""How the recipe fuses its networks: fusion rules compared on a CK+-shaped set and on the noisy in-the-wild proxy.
+
+Trains the recipe's networks once as the recipe ships them (early stopping and the epoch kept chosen on val), stores
+their validation and test logits in ``--out`` (``predictions-<data>-<seed>.npz``), then fits each rule's fusion on
+the validation logits alone and scores it on the test split: a study of the rule, never a way to pick a model.
+``--replay FILE`` scores the rules on stored logits without training.
+
+    python bench/fusion_rules.py --data ckplus --seed 0 --threads 2 --out /tmp/fusion
+    python bench/fusion_rules.py --replay /tmp/fusion/predictions-ckplus-0.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import log_softmax
+from sklearn.metrics import accuracy_score, f1_score
+
+from affectkit.config import load_config
+from affectkit.data.datamodule import prepare_data
+from affectkit.evaluation.calibration import fit_temperature
+from affectkit.evaluation.evaluator import Predictions, predict_split
+from affectkit.models.io import load_model
+from affectkit.training.fusion import choose_fusion
+from affectkit.training.trainer import train_model
+
+from ablations import Settings, demo_data, quiet_lightning, recipe_config
+from ckplus_proxy import render_ckplus_like
+from selection import NOISE, NOISY_FACES, RECIPE_FILE, markdown_table
+from threads import add_threads_option, use_threads
+
+# The recipe's two networks, then a second MiniXception (another seed) to see what a third branch adds.
+NETWORKS = (("resnet50", 0), ("mini_xception", 0), ("mini_xception", 1))
+
+
+def train_networks(data_name: str, seed: int) -> dict[str, np.ndarray]:
+    """Validation and test logits (flip-averaged, as the recipe predicts) of each network, and the labels."""
+    with tempfile.TemporaryDirectory(prefix="affectkit-fusion-") as tmp:
+        root = Path(tmp)
+        settings = Settings(NOISY_FACES, 112, 0, seed, NOISE)
+        shipped = load_config(RECIPE_FILE)
+        recipe = recipe_config(settings, root / "cache", quick=False).override(
+            early_stopping_patience=shipped.early_stopping_patience)
+        if data_name == "ckplus":
+            data = prepare_data(render_ckplus_like(root / "ckplus", seed), recipe, splits_path=root / "splits.csv",
+                                progress=False)
+        else:
+            data = demo_data(root, settings, imbalance=False, config=recipe)
+        val, test = data.positions("val"), data.positions("test")
+        arrays = {"val_labels": data.expression[val], "test_labels": data.expression[test]}
+        for number, (key, offset) in enumerate(NETWORKS):
+            result = train_model(key, data, root / f"run{number}", recipe.override(seed=seed + 1000 * offset),
+                                 quiet=True)
+            model, _ = load_model(result.best_path)
+            for split, positions in (("val", val), ("test", test)):
+                arrays[f"{split}_{number}"] = predict_split(model, data, positions, progress=False,
+                                                            tta_flip=recipe.tta_flip).logits
+    return arrays
+
+
+def _logp(logits: np.ndarray, temperature: float) -> np.ndarray:
+    return log_softmax(logits / temperature, axis=1)
+
+
+def _temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    return fit_temperature(torch.from_numpy(logits), torch.from_numpy(labels))
+
+
+def _losses(logp: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return -logp[np.arange(len(labels)), labels]
+
+
+def _nll(logp: np.ndarray, labels: np.ndarray) -> float:
+    return float(_losses(logp, labels).mean())
+
+
+def nearest_equal(val: list[np.ndarray], labels: np.ndarray, tolerance: float | None) -> tuple[list[float],
+                                                                                                list[float]]:
+    """Weights and temperatures chained as ``choose_fusion`` chains them (each branch joins the fusion before it by
+    one weight on a 0.05 grid), but the weight kept is the one nearest an equal share among those whose val log-loss
+    is within ``tolerance`` nats of the best; None: within one standard error of the per-face differences from the
+    best (and at least 0.001 nats)."""
+    temperatures = [_temperature(val[0], labels)]
+    fused, weights = _logp(val[0], temperatures[0]), [1.0]
+    grid = np.round(np.arange(0.0, 1.0001, 0.05), 2)
+    for share, branch in zip(1 / np.arange(2, len(val) + 1), val[1:]):
+        temperature = _temperature(_logp(branch, 1.0), labels)
+        second = _logp(branch, temperature)
+        losses = np.stack([_losses(log_softmax((1 - w) * fused + w * second, axis=1), labels) for w in grid])
+        scores = losses.mean(1)
+        if tolerance is None:
+            spread = (losses - losses[np.argmin(scores)]).std(1, ddof=1) / np.sqrt(len(labels))
+            near = np.flatnonzero(scores <= scores.min() + np.maximum(spread, 1e-3))
+        else:
+            near = np.flatnonzero(scores <= scores.min() + tolerance)
+        w = float(grid[near[np.argmin(np.abs(grid[near] - share))]])
+        fused = log_softmax((1 - w) * fused + w * second, axis=1)
+        weights = [x * (1 - w) for x in weights] + [w]
+        temperatures.append(temperature)
+    return weights, temperatures
+
+
+def equal(val: list[np.ndarray], labels: np.ndarray) -> tuple[list[float], list[float]]:
+    return [1 / len(val)] * len(val), [_temperature(z, labels) for z in val]
+
+
+def the_recipe(val: list[np.ndarray], labels: np.ndarray) -> tuple[list[float], list[float]]:
+    fit = choose_fusion([Predictions(z, np.zeros((len(z), 2), dtype=np.float32)) for z in val], labels)
+    return list(fit.weights), list(fit.temperatures)
+
+
+def fused_logp(logits: list[np.ndarray], weights: list[float], temperatures: list[float]) -> np.ndarray:
+    return log_softmax(sum(w * _logp(z, t) for w, z, t in zip(weights, logits, temperatures)), axis=1)
+
+
+Rule = Callable[[list[np.ndarray], np.ndarray], tuple[list[float], list[float]]]
+
+
+def rules() -> dict[str, Rule]:
+    return {
+        "by val log-loss (the recipe: choose_fusion)": the_recipe,
+        "nearest equal within 0.01 nats": lambda v, y: nearest_equal(v, y, 0.01),
+        "nearest equal within one SE": lambda v, y: nearest_equal(v, y, None),
+        "equal weights": equal,
+    }
+
+
+def replay(arrays: dict[str, np.ndarray]) -> list[dict]:
+    """Each rule's test scores, on the recipe's two networks and with the third branch."""
+    y_val, y_test = arrays["val_labels"], arrays["test_labels"]
+    rows = []
+    for number, (key, offset) in enumerate(NETWORKS):
+        temperature = _temperature(arrays[f"val_{number}"], y_val)
+        name = f"{key}{', another seed' if offset else ''} alone"
+        rows.append(_row(name, _logp(arrays[f"test_{number}"], temperature), y_test, [1.0], [temperature],
+                         _nll(_logp(arrays[f"val_{number}"], temperature), y_val)))
+    for branches in (2, 3):
+        val = [arrays[f"val_{i}"] for i in range(branches)]
+        test = [arrays[f"test_{i}"] for i in range(branches)]
+        for name, rule in rules().items():
+            weights, temperatures = rule(val, y_val)
+            rows.append(_row(f"{branches} networks: {name}", fused_logp(test, weights, temperatures), y_test, weights,
+                             temperatures, _nll(fused_logp(val, weights, temperatures), y_val)))
+    return rows
+
+
+def _row(name: str, logp: np.ndarray, labels: np.ndarray, weights: list[float], temperatures: list[float],
+         val_nll: float) -> dict:
+    predicted = logp.argmax(1)
+    return {"fusion": name, "weights": "/".join(f"{w:.2f}" for w in weights),
+            "temperatures": "/".join(f"{t:.3f}" for t in temperatures), "val NLL": round(val_nll, 4),
+            "test accuracy": round(accuracy_score(labels, predicted), 4),
+            "test macro-F1": round(f1_score(labels, predicted, average="macro"), 4),
+            "test NLL": round(_nll(logp, labels), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=("ckplus", "noisy"), default="ckplus")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the stored logits")
+    parser.add_argument("--replay", type=Path, help="score the rules on stored logits instead of training")
+    add_threads_option(parser)
+    args = parser.parse_args()
+    use_threads(args)
+    quiet_lightning()
+    start = time.perf_counter()
+    if args.replay:
+        arrays = dict(np.load(args.replay))
+    else:
+        arrays = train_networks(args.data, args.seed)
+        args.out.mkdir(parents=True, exist_ok=True)
+        np.savez(args.out / f"predictions-{args.data}-{args.seed}.npz", **arrays)
+    print(markdown_table(replay(arrays)))
+    print(f"{time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
