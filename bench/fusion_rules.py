@@ -23,16 +23,14 @@ from scipy.special import log_softmax
 from sklearn.metrics import accuracy_score, f1_score
 
 from affectkit.config import load_config
-from affectkit.data.datamodule import prepare_data
 from affectkit.evaluation.calibration import fit_temperature
 from affectkit.evaluation.evaluator import Predictions, predict_split
 from affectkit.models.io import load_model
 from affectkit.training.fusion import choose_fusion
 from affectkit.training.trainer import train_model
 
-from ablations import Settings, demo_data, quiet_lightning, recipe_config
-from ckplus_proxy import render_ckplus_like
-from selection import NOISE, NOISY_FACES, RECIPE_FILE, markdown_table
+from ablations import quiet_lightning, recipe_config
+from selection import RECIPE_FILE, markdown_table, proxy_data, proxy_settings
 from threads import add_threads_option, use_threads
 
 # The recipe's two networks, then a second MiniXception (another seed) to see what a third branch adds.
@@ -43,15 +41,11 @@ def train_networks(data_name: str, seed: int) -> dict[str, np.ndarray]:
     """Validation and test logits (flip-averaged, as the recipe predicts) of each network, and the labels."""
     with tempfile.TemporaryDirectory(prefix="affectkit-fusion-") as tmp:
         root = Path(tmp)
-        settings = Settings(NOISY_FACES, 112, 0, seed, NOISE)
+        settings = proxy_settings(seed)
         shipped = load_config(RECIPE_FILE)
         recipe = recipe_config(settings, root / "cache", quick=False).override(
             early_stopping_patience=shipped.early_stopping_patience)
-        if data_name == "ckplus":
-            data = prepare_data(render_ckplus_like(root / "ckplus", seed), recipe, splits_path=root / "splits.csv",
-                                progress=False)
-        else:
-            data = demo_data(root, settings, imbalance=False, config=recipe)
+        data = proxy_data(data_name, root, settings, recipe)
         val, test = data.positions("val"), data.positions("test")
         arrays = {"val_labels": data.expression[val], "test_labels": data.expression[test]}
         for number, (key, offset) in enumerate(NETWORKS):

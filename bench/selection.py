@@ -68,6 +68,19 @@ def replay(history: pd.DataFrame, metric: str | None, patience: int | None) -> t
     return int(seen["epoch"].iloc[int(np.argmax(sign * seen[metric].to_numpy()))]), stop
 
 
+def proxy_settings(seed: int) -> Settings:
+    return Settings(NOISY_FACES, 112, 0, seed, NOISE)
+
+
+def proxy_data(name: str, root: Path, settings: Settings, recipe: Config) -> PreparedData:
+    """The CK+-shaped set (``ckplus``) or the noisy in-the-wild proxy (``noisy``), rendered under ``root``, split
+    once."""
+    if name == "ckplus":
+        return prepare_data(render_ckplus_like(root / "ckplus", settings.seed), recipe,
+                            splits_path=root / "splits.csv", progress=False)
+    return demo_data(root, settings, imbalance=False, config=recipe)
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows])
@@ -97,13 +110,9 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="affectkit-selection-") as tmp:
         root = Path(tmp)
-        settings = Settings(NOISY_FACES, 112, 0, args.seed, NOISE)
+        settings = proxy_settings(args.seed)
         recipe = recipe_config(settings, root / "cache", quick=False)  # early stopping off: the whole schedule
-        if args.data == "ckplus":
-            data = prepare_data(render_ckplus_like(root / "ckplus", args.seed), recipe, splits_path=root / "splits.csv",
-                                progress=False)
-        else:
-            data = demo_data(root, settings, imbalance=False, config=recipe)
+        data = proxy_data(args.data, root, settings, recipe)
         recorder = TestScoreEveryEpoch(data, recipe.tta_flip)
         result = train_model(args.model, data, root / "run", recipe, quiet=True, extra_callbacks=[recorder])
     history = result.history.reset_index(drop=True)
