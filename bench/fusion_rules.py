@@ -74,12 +74,21 @@ def _nll(logp: np.ndarray, labels: np.ndarray) -> float:
     return float(_losses(logp, labels).mean())
 
 
-def nearest_equal(val: list[np.ndarray], labels: np.ndarray, tolerance: float | None) -> tuple[list[float],
-                                                                                                list[float]]:
+def beats_chance(logp: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether calibrated log-probabilities have a val log-loss below that of the val class frequencies by more than
+    one standard error of the per-face differences."""
+    prior = np.bincount(labels, minlength=logp.shape[1]) / len(labels)
+    gain = -np.log(np.clip(prior[labels], 1e-12, None)) - _losses(logp, labels)
+    return bool(gain.mean() > gain.std(ddof=1) / np.sqrt(len(labels)))
+
+
+def nearest_equal(val: list[np.ndarray], labels: np.ndarray, tolerance: float | None,
+                  guard: bool = False) -> tuple[list[float], list[float]]:
     """Weights and temperatures chained as ``choose_fusion`` chains them (each branch joins the fusion before it by
     one weight on a 0.05 grid), but the weight kept is the one nearest an equal share among those whose val log-loss
     is within ``tolerance`` nats of the best; None: within one standard error of the per-face differences from the
-    best (and at least 0.001 nats)."""
+    best (and at least 0.001 nats). ``guard``: lean to the equal share only where the fusion so far and the joining
+    branch each beat chance (``beats_chance``); otherwise keep the val log-loss minimum."""
     temperatures = [_temperature(val[0], labels)]
     fused, weights = _logp(val[0], temperatures[0]), [1.0]
     grid = np.round(np.arange(0.0, 1.0001, 0.05), 2)
@@ -88,7 +97,9 @@ def nearest_equal(val: list[np.ndarray], labels: np.ndarray, tolerance: float | 
         second = _logp(branch, temperature)
         losses = np.stack([_losses(log_softmax((1 - w) * fused + w * second, axis=1), labels) for w in grid])
         scores = losses.mean(1)
-        if tolerance is None:
+        if guard and not (beats_chance(fused, labels) and beats_chance(second, labels)):
+            near = np.array([np.argmin(scores)])
+        elif tolerance is None:
             spread = (losses - losses[np.argmin(scores)]).std(1, ddof=1) / np.sqrt(len(labels))
             near = np.flatnonzero(scores <= scores.min() + np.maximum(spread, 1e-3))
         else:
@@ -121,6 +132,7 @@ def rules() -> dict[str, Rule]:
         "by val log-loss (the recipe: choose_fusion)": the_recipe,
         "nearest equal within 0.01 nats": lambda v, y: nearest_equal(v, y, 0.01),
         "nearest equal within one SE": lambda v, y: nearest_equal(v, y, None),
+        "nearest equal within one SE, both beating chance": lambda v, y: nearest_equal(v, y, None, guard=True),
         "equal weights": equal,
     }
 
