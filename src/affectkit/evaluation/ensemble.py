@@ -25,8 +25,8 @@ from affectkit.evaluation.evaluator import Predictions
 
 # Log-probabilities of confident members reach -inf; the floor keeps the features finite and their scale sane.
 PROB_FLOOR = 1e-6
-# Strong L2: validation splits are small and the 8 x 8M weight matrix overfits them at C = 1 (on synthetic members
-# it then lost 2-3 points of accuracy to the best member alone; at 0.03 it stays within half a point).
+# Strong L2: validation splits are small and the 8 x 8M weight matrix overfits them at C = 1, falling behind the best
+# member alone (bench/results/implementation_choices.md).
 STACKING_C = 0.03
 
 

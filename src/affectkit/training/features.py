@@ -74,8 +74,8 @@ def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule,
                     val)
             train.flush()
             val.flush()
-    # Plain arrays over the mapped files: gathers through numpy's memmap subclass made 30 ResNet50 head epochs
-    # 9.9 s instead of 7.5 s.
+    # Plain arrays over the mapped files: gathers through numpy's memmap subclass are slower
+    # (bench/results/implementation_choices.md).
     return np.asarray(np.load(train_file, mmap_mode="r")), np.asarray(np.load(val_file, mmap_mode="r"))
 
 

@@ -12,8 +12,8 @@ from affectkit.config import Config
 
 @cache  # the CPU's flags do not change while we run
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: oneDNN then runs bf16 matrix work natively. Measured on an AVX512-BF16 EPYC, 2 cores,
-    224 px: ResNet50 training 5.7 -> 11.6 images/s, custom CNN 34 -> 59. Elsewhere bf16 is emulated and slower."""
+    """AVX512-BF16 or AMX: oneDNN then runs bf16 matrix work natively, and training there is markedly faster in bf16
+    (bench/results/implementation_choices.md). Elsewhere bf16 is emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -28,7 +28,7 @@ def _has_grouped_convolutions(model: torch.nn.Module) -> bool:
 def resolve_accelerator(config: Config, model: torch.nn.Module | None = None) -> tuple[str, str]:
     """(accelerator, precision): ``auto`` precision is bf16 autocast where the hardware runs it natively and it wins:
     CUDA with bf16; CPUs with AVX512-BF16/AMX, except for depthwise/grouped-convolution models, whose training is
-    slower there in bf16 (EfficientNet-B0, 2 cores, 224 px: 15.3-15.9 vs 17.1-23.3 images/s in fp32). fp32 elsewhere."""
+    slower there in bf16 (bench/results/implementation_choices.md). fp32 elsewhere."""
     accelerator = config.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
