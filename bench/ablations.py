@@ -12,6 +12,8 @@ One seed and a small test split: differences of a few points are noise, not evid
     python bench/ablations.py --quick               # smoke run, under a minute
     python bench/ablations.py --n 1600 --img-size 64 --epochs 30 --out results/
     python bench/ablations.py --recipe --n 1600    # the recipe's levers; writes recipe_ablations.md
+    python bench/ablations.py --recipe --n 1200 --label-noise 0.3 --intensity 0.15 0.45 --lever "no mixup"
+                                                   # on the hard in-the-wild proxy (bench/results/hard_proxy.md)
 
 The recipe setting stands in for a small real set: a few hundred faces per class with the renderer's nuisances
 (pose, lighting, occluders, background clutter), MobileNetV2 from its shipped ImageNet weights.
@@ -35,7 +37,7 @@ import torch
 
 from affectkit.config import Config, parse_set_options
 from affectkit.data.datamodule import PreparedData, prepare_data
-from affectkit.data.synthetic import make_demo_dataset
+from affectkit.data.synthetic import INTENSITY_RANGE, make_demo_dataset
 from affectkit.evaluation.evaluator import predict_split, score
 from affectkit.models import load_model
 from affectkit.training.trainer import train_model
@@ -98,6 +100,7 @@ class Settings:
     epochs: int
     seed: int
     label_noise: float = 0.0
+    intensity: tuple[float, float] = INTENSITY_RANGE  # the rendered expressions' strength: lower is subtler
 
 
 def quiet_lightning() -> None:
@@ -116,7 +119,8 @@ def demo_data(root: Path, settings: Settings, imbalance: bool, config: Config) -
     """Render the demo set and split it once; every run on it shares ``splits.csv``."""
     folder = root / ("imbalanced" if imbalance else "balanced")
     make_demo_dataset(folder / "data", n=settings.n, seed=settings.seed,
-                      img_size=max(settings.img_size, MIN_RENDER_SIZE), imbalance=imbalance, progress=False)
+                      img_size=max(settings.img_size, MIN_RENDER_SIZE), imbalance=imbalance, progress=False,
+                      intensity_range=settings.intensity)
     return with_label_noise(prepare_data(folder / "data", config, splits_path=folder / "splits.csv", progress=False),
                             settings.label_noise, settings.seed)
 
@@ -163,6 +167,8 @@ def markdown(rows: list[dict[str, Any]], settings: Settings, sizes: dict[str, di
                    f"configs/recommended.yaml ({recipe.img_size} px, phase 1 {recipe.epochs} + phase 2 "
                    f"{recipe.fine_tune_epochs} epochs, stretched to at least {recipe.fine_tune_min_steps} steps), each row changing only what its name says, seed "
                    f"{settings.seed}, early stopping off")
+    if settings.intensity != INTENSITY_RANGE:
+        setting += f", expressions at {settings.intensity[0]}-{settings.intensity[1]} of their full strength"
     if settings.label_noise:
         setting += (f", {settings.label_noise:.0%} of the train and val faces given another class at random (test "
                     f"labels exact)")
@@ -226,6 +232,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label-noise", type=float, default=0.0,
                         help="share of train and val faces given a wrong expression (test labels stay exact)")
+    parser.add_argument("--intensity", type=float, nargs=2, default=INTENSITY_RANGE, metavar=("LOW", "HIGH"),
+                        help="strength of the rendered expressions, 0-1 (default: the demo's); lower is subtler")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: 160 faces, 32 px, 2 epochs, 4 runs")
     add_threads_option(parser)
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for ablations.md")
@@ -243,7 +251,7 @@ def main() -> None:
     sizes_and_epochs = (160, 32, 2) if args.quick else (args.n, args.img_size, args.epochs)
     if args.recipe and not args.quick:  # faces rendered at 112 px, the largest size the recipe's levers try
         sizes_and_epochs = (args.n, 112, args.epochs)
-    settings = Settings(*sizes_and_epochs, args.seed, args.label_noise)
+    settings = Settings(*sizes_and_epochs, args.seed, args.label_noise, tuple(args.intensity))
     quiet_lightning()
     args.out.mkdir(parents=True, exist_ok=True)
     report = args.out / ("recipe_ablations.md" if args.recipe else "ablations.md")

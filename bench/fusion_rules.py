@@ -1,4 +1,4 @@
-"""How the recipe fuses its networks: fusion rules compared on a CK+-shaped set and on the noisy in-the-wild proxy.
+"""How the recipe fuses its networks: fusion rules compared on a CK+-shaped set and on the in-the-wild proxies.
 
 Trains the recipe's networks once as the recipe ships them (early stopping and the epoch kept chosen on val), stores
 their validation and test logits in ``--out`` (``predictions-<data>-<seed>.npz``), then fits each rule's fusion on
@@ -6,6 +6,7 @@ the validation logits alone and scores it on the test split: a study of the rule
 ``--replay FILE`` scores the rules on stored logits without training.
 
     python bench/fusion_rules.py --data ckplus --seed 0 --threads 2 --out /tmp/fusion
+    python bench/fusion_rules.py --data hard --seed 0 --threads 2 --out /tmp/fusion      # the hard in-the-wild proxy
     python bench/fusion_rules.py --replay /tmp/fusion/predictions-ckplus-0.npz
 """
 
@@ -30,7 +31,7 @@ from affectkit.training.fusion import choose_fusion
 from affectkit.training.trainer import train_model
 
 from ablations import quiet_lightning, recipe_config
-from selection import RECIPE_FILE, markdown_table, proxy_data, proxy_settings
+from selection import PROXIES, RECIPE_FILE, markdown_table, proxy_data, proxy_settings
 from threads import add_threads_option, use_threads
 
 # The recipe's two networks, then a second MiniXception (another seed) to see what a third branch adds.
@@ -151,8 +152,11 @@ def replay(arrays: dict[str, np.ndarray]) -> list[dict]:
         test = [arrays[f"test_{i}"] for i in range(branches)]
         for name, rule in rules().items():
             weights, temperatures = rule(val, y_val)
-            rows.append(_row(f"{branches} networks: {name}", fused_logp(test, weights, temperatures), y_test, weights,
-                             temperatures, _nll(fused_logp(val, weights, temperatures), y_val)))
+            # The fused model's own temperature on val, as the benchmark fits one for every model it stores.
+            fused_val = fused_logp(val, weights, temperatures)
+            final = _temperature(fused_val, y_val)
+            rows.append(_row(f"{branches} networks: {name}", _logp(fused_logp(test, weights, temperatures), final),
+                             y_test, weights, [*temperatures, final], _nll(_logp(fused_val, final), y_val)))
     return rows
 
 
@@ -160,7 +164,7 @@ def _row(name: str, logp: np.ndarray, labels: np.ndarray, weights: list[float], 
          val_nll: float) -> dict:
     predicted = logp.argmax(1)
     return {"fusion": name, "weights": "/".join(f"{w:.2f}" for w in weights),
-            "temperatures": "/".join(f"{t:.3f}" for t in temperatures), "val NLL": round(val_nll, 4),
+            "temperatures (branches/fused)": "/".join(f"{t:.3f}" for t in temperatures), "val NLL": round(val_nll, 4),
             "test accuracy": round(accuracy_score(labels, predicted), 4),
             "test macro-F1": round(f1_score(labels, predicted, average="macro"), 4),
             "test NLL": round(_nll(logp, labels), 4)}
@@ -168,7 +172,7 @@ def _row(name: str, logp: np.ndarray, labels: np.ndarray, weights: list[float], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=("ckplus", "noisy"), default="ckplus")
+    parser.add_argument("--data", choices=PROXIES, default="ckplus")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for the stored logits")
     parser.add_argument("--replay", type=Path, help="score the rules on stored logits instead of training")

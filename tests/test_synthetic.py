@@ -159,3 +159,18 @@ def test_one_person_and_one_sequence_can_be_held_fixed():
     assert 0 < pixels_apart(weak, strong) < pixels_apart(strong, other_person)
     assert np.isclose(strong[2] - weak[2], 0.8 * 0.4)  # valence: Happy's circumplex centre times the extra strength
     assert np.array_equal(frame(1, 1.0)[0], strong[0])
+
+
+def test_intensity_range_sets_how_far_expressions_move_from_neutral(tmp_path):
+    """At strength 0 every class draws neutral's geometry; at 1 only neutral keeps it. The draws are otherwise the
+    same, so a neutral face's landmarks do not move between the two sets."""
+    common = {"n": 16, "seed": 2, "img_size": 64, "progress": False}
+    flat = make_demo_dataset(tmp_path / "flat", intensity_range=(0.0, 0.0), **common)
+    full = make_demo_dataset(tmp_path / "full", intensity_range=(1.0, 1.0), **common)
+    for i in range(16):
+        _, label, valence, arousal, flat_landmarks = _read(flat, str(i))
+        full_landmarks = _read(full, str(i))[4]
+        assert abs(valence) < 0.25 and abs(arousal) < 0.25  # no class's valence/arousal centre at strength 0
+        assert np.allclose(flat_landmarks, full_landmarks) == (label == 0), (i, label)
+    with pytest.raises(ValueError, match="intensity_range"):
+        make_demo_dataset(tmp_path / "bad", intensity_range=(0.6, 0.2), **common)

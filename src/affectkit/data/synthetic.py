@@ -28,8 +28,8 @@ from affectkit.config import DATA_CONFIG_NAME, NUM_CLASSES
 from affectkit.data.landmarks import IBUG_FLIP_PERMUTATION
 from affectkit.progress import reporter, silenced
 
-__all__ = ["IBUG_FLIP_PERMUTATION", "SYNTHETIC_MARKER", "demo_labels", "is_synthetic_data", "make_demo_dataset",
-           "render_face", "sample_rng", "synthetic_version"]
+__all__ = ["IBUG_FLIP_PERMUTATION", "INTENSITY_RANGE", "SYNTHETIC_MARKER", "demo_labels", "is_synthetic_data",
+           "make_demo_dataset", "render_face", "sample_rng", "synthetic_version"]
 
 JPEG_QUALITY = 90
 # Left in every demo data folder, so a model trained on these faces can say so (its card, /v1/model, predict).
@@ -643,19 +643,28 @@ def synthetic_version() -> str:
 
 
 def make_demo_dataset(out_dir: str | Path, n: int = 1600, seed: int = 0, img_size: int = 224,
-                      imbalance: bool = False, progress: bool = True) -> Path:
-    """Render ``n`` labelled faces into ``out_dir`` in the AffectNet layout; the same seed gives the same bytes."""
+                      imbalance: bool = False, progress: bool = True,
+                      intensity_range: tuple[float, float] = INTENSITY_RANGE) -> Path:
+    """Render ``n`` labelled faces into ``out_dir`` in the AffectNet layout; the same seed gives the same bytes.
+    ``intensity_range`` bounds the expressions' strength (0: neutral's face for every class); a lower range gives
+    subtler, harder faces."""
+    low, high = intensity_range
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"intensity_range must satisfy 0 <= low <= high <= 1, got {intensity_range}")
     with silenced(not progress):
         root = Path(out_dir)
         (root / "images").mkdir(parents=True, exist_ok=True)
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         labels = demo_labels(n, seed, imbalance)
         for index in reporter().track(range(n), total=n, description="Rendering demo faces"):
-            image, landmarks, valence, arousal = render_face(int(labels[index]), sample_rng(seed, index), img_size)
+            rng = sample_rng(seed, index)
+            image, landmarks, valence, arousal = render_face(int(labels[index]), rng, img_size,
+                                                             intensity=rng.uniform(low, high))
             _write_sample(root, str(index), image, landmarks, int(labels[index]), valence, arousal)
         write_demo_profile(root)
         marker = {"synthetic": True, "generator": "affectkit make-demo-data", "version": synthetic_version(), "n": n,
-                  "seed": seed, "note": "Rendered cartoon faces, not photographs of people."}
+                  "seed": seed, "intensity_range": [low, high],
+                  "note": "Rendered cartoon faces, not photographs of people."}
         (root / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2))
         return root
 

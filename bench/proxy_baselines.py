@@ -1,0 +1,51 @@
+"""The classic baselines `affectkit benchmark` reports (HOG + linear SVM, linear probes on frozen ImageNet and FER2013
+features), on one of the proxy sets the recipe studies use, label noise included: where the recipe's networks stand
+against them on the same faces and split (`selection.py`, `fusion_rules.py` and `ablations.py --recipe` render the
+same sets for the same seed).
+
+    python bench/proxy_baselines.py --data hard --seed 0 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from sklearn.metrics import accuracy_score, f1_score
+
+from affectkit.evaluation.baselines import PROBE_MODELS, BaselineTask, hog_svm, linear_probe
+
+from ablations import quiet_lightning, recipe_config
+from selection import PROXIES, markdown_table, proxy_data, proxy_settings
+from threads import add_threads_option, use_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=PROXIES, default="hard")
+    parser.add_argument("--seed", type=int, default=0)
+    add_threads_option(parser)
+    args = parser.parse_args()
+    use_threads(args)
+    quiet_lightning()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="affectkit-proxy-baselines-") as tmp:
+        root = Path(tmp)
+        settings = proxy_settings(args.seed)
+        recipe = recipe_config(settings, root / "cache", quick=False)
+        data = proxy_data(args.data, root, settings, recipe)
+        task = BaselineTask.from_prepared(data, seed=args.seed)
+        results = [hog_svm(task, progress=False)]
+        results += [linear_probe(task, key, recipe, progress=False) for key in PROBE_MODELS]
+        y_test = data.expression[data.positions("test")]
+    rows = [{"data": args.data, "seed": args.seed, "baseline": r.name, "input": r.backbone,
+             "test accuracy": round(accuracy_score(y_test, r.probs.argmax(1)), 4),
+             "test macro-F1": round(f1_score(y_test, r.probs.argmax(1), average="macro"), 4)} for r in results]
+    print(markdown_table(rows))
+    print(f"{time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
