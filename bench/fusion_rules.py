@@ -30,8 +30,8 @@ from affectkit.models.io import load_model
 from affectkit.training.fusion import choose_fusion
 from affectkit.training.trainer import train_model
 
-from ablations import quiet_lightning, recipe_config
-from selection import PROXIES, RECIPE_FILE, markdown_table, proxy_data, proxy_settings
+from ablations import quiet_lightning
+from selection import PROXIES, RECIPE_FILE, markdown_table, proxy_set
 from threads import add_threads_option, use_threads
 
 # The recipe's two networks, then a second MiniXception (another seed) to see what a third branch adds.
@@ -42,11 +42,8 @@ def train_networks(data_name: str, seed: int) -> dict[str, np.ndarray]:
     """Validation and test logits (flip-averaged, as the recipe predicts) of each network, and the labels."""
     with tempfile.TemporaryDirectory(prefix="affectkit-fusion-") as tmp:
         root = Path(tmp)
-        settings = proxy_settings(seed)
-        shipped = load_config(RECIPE_FILE)
-        recipe = recipe_config(settings, root / "cache", quick=False).override(
-            early_stopping_patience=shipped.early_stopping_patience)
-        data = proxy_data(data_name, root, settings, recipe)
+        studied, data = proxy_set(data_name, seed, root)
+        recipe = studied.override(early_stopping_patience=load_config(RECIPE_FILE).early_stopping_patience)
         val, test = data.positions("val"), data.positions("test")
         arrays = {"val_labels": data.expression[val], "test_labels": data.expression[test]}
         for number, (key, offset) in enumerate(NETWORKS):

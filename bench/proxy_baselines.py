@@ -17,8 +17,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from affectkit.evaluation.baselines import PROBE_MODELS, BaselineTask, hog_svm, linear_probe
 
-from ablations import quiet_lightning, recipe_config
-from selection import PROXIES, markdown_table, proxy_data, proxy_settings
+from ablations import quiet_lightning
+from selection import PROXIES, markdown_table, proxy_set
 from threads import add_threads_option, use_threads
 
 
@@ -32,10 +32,7 @@ def main() -> None:
     quiet_lightning()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="affectkit-proxy-baselines-") as tmp:
-        root = Path(tmp)
-        settings = proxy_settings(args.seed)
-        recipe = recipe_config(settings, root / "cache", quick=False)
-        data = proxy_data(args.data, root, settings, recipe)
+        recipe, data = proxy_set(args.data, args.seed, Path(tmp))
         task = BaselineTask.from_prepared(data, seed=args.seed)
         results = [hog_svm(task, progress=False)]
         results += [linear_probe(task, key, recipe, progress=False) for key in PROBE_MODELS]

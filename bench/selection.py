@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +24,7 @@ import torch
 
 from affectkit.config import Config, load_config
 from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.data.synthetic import INTENSITY_RANGE
 from affectkit.evaluation.evaluator import predict_split, score
 from affectkit.training.trainer import phase2_patience, train_model
 
@@ -74,19 +74,16 @@ def replay(history: pd.DataFrame, metric: str | None, patience: int | None) -> t
     return int(seen["epoch"].iloc[int(np.argmax(sign * seen[metric].to_numpy()))]), stop
 
 
-def proxy_settings(seed: int) -> Settings:
-    return Settings(NOISY_FACES, 112, 0, seed, NOISE)
-
-
-def proxy_data(name: str, root: Path, settings: Settings, recipe: Config) -> PreparedData:
-    """The CK+-shaped set (``ckplus``), the noisy in-the-wild proxy (``noisy``) or its subtle-expression version
-    (``hard``), rendered under ``root``, split once."""
+def proxy_set(name: str, seed: int, root: Path) -> tuple[Config, PreparedData]:
+    """The recipe as the studies train it (early stopping off: the whole schedule; cache under ``root``), and the
+    CK+-shaped set (``ckplus``), the noisy in-the-wild proxy (``noisy``) or its subtle-expression version (``hard``)
+    for ``seed``, rendered under ``root`` and split once."""
+    settings = Settings(NOISY_FACES, 112, 0, seed, NOISE, HARD_INTENSITY if name == "hard" else INTENSITY_RANGE)
+    recipe = recipe_config(settings, root / "cache", quick=False)
     if name == "ckplus":
-        return prepare_data(render_ckplus_like(root / "ckplus", settings.seed), recipe,
-                            splits_path=root / "splits.csv", progress=False)
-    if name == "hard":
-        settings = replace(settings, intensity=HARD_INTENSITY)
-    return demo_data(root, settings, imbalance=False, config=recipe)
+        return recipe, prepare_data(render_ckplus_like(root / "ckplus", seed), recipe, splits_path=root / "splits.csv",
+                                    progress=False)
+    return recipe, demo_data(root, settings, imbalance=False, config=recipe)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -118,9 +115,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="affectkit-selection-") as tmp:
         root = Path(tmp)
-        settings = proxy_settings(args.seed)
-        recipe = recipe_config(settings, root / "cache", quick=False)  # early stopping off: the whole schedule
-        data = proxy_data(args.data, root, settings, recipe)
+        recipe, data = proxy_set(args.data, args.seed, root)  # early stopping off: the whole schedule
         recorder = TestScoreEveryEpoch(data, recipe.tta_flip)
         result = train_model(args.model, data, root / "run", recipe, quiet=True, extra_callbacks=[recorder])
     history = result.history.reset_index(drop=True)
