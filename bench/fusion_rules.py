@@ -12,7 +12,6 @@ the validation logits alone and scores it on the test split: a study of the rule
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,8 +30,8 @@ from affectkit.training.fusion import choose_fusion
 from affectkit.training.trainer import train_model
 
 from ablations import quiet_lightning
-from selection import PROXIES, RECIPE_FILE, markdown_table, proxy_set
-from threads import add_threads_option, use_threads
+from selection import RECIPE_FILE, markdown_table, proxy_parser, proxy_set
+from threads import use_threads
 
 # The recipe's two networks, then a second MiniXception (another seed) to see what a third branch adds.
 NETWORKS = (("resnet50", 0), ("mini_xception", 0), ("mini_xception", 1))
@@ -167,13 +166,16 @@ def _row(name: str, logp: np.ndarray, labels: np.ndarray, weights: list[float], 
             "test NLL": round(_nll(logp, labels), 4)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=PROXIES, default="ckplus")
-    parser.add_argument("--seed", type=int, default=0)
+Arrays = dict[str, np.ndarray]
+
+
+def stored_logit_study(description: str, default_data: str, stem: str, train: Callable[[str, int], Arrays],
+                       score: Callable[[Arrays], list[dict]]) -> None:
+    """The command of a study on stored logits: ``train`` on ``--data`` / ``--seed`` and store what it returns in
+    ``--out`` as ``<stem>-<data>-<seed>.npz``, or ``--replay`` a stored file; then print ``score``'s table."""
+    parser = proxy_parser(description, default_data)
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for the stored logits")
-    parser.add_argument("--replay", type=Path, help="score the rules on stored logits instead of training")
-    add_threads_option(parser)
+    parser.add_argument("--replay", type=Path, help="score stored logits instead of training")
     args = parser.parse_args()
     use_threads(args)
     quiet_lightning()
@@ -181,11 +183,15 @@ def main() -> None:
     if args.replay:
         arrays = dict(np.load(args.replay))
     else:
-        arrays = train_networks(args.data, args.seed)
+        arrays = train(args.data, args.seed)
         args.out.mkdir(parents=True, exist_ok=True)
-        np.savez(args.out / f"predictions-{args.data}-{args.seed}.npz", **arrays)
-    print(markdown_table(replay(arrays)))
+        np.savez(args.out / f"{stem}-{args.data}-{args.seed}.npz", **arrays)
+    print(markdown_table(score(arrays)))
     print(f"{time.perf_counter() - start:.0f}s")
+
+
+def main() -> None:
+    stored_logit_study(__doc__.split("\n\n")[0], "ckplus", "predictions", train_networks, replay)
 
 
 if __name__ == "__main__":

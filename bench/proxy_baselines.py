@@ -9,7 +9,6 @@ same sets for the same seed).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -19,16 +18,13 @@ from sklearn.metrics import accuracy_score, f1_score
 from affectkit.evaluation.baselines import PROBE_MODELS, BaselineTask, hog_svm, linear_probe
 
 from ablations import quiet_lightning
-from selection import PROXIES, markdown_table, proxy_set
-from threads import add_threads_option, use_threads
+from selection import markdown_table, proxy_parser, proxy_set
+from threads import use_threads
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=PROXIES, default="hard")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = proxy_parser(__doc__.split("\n\n")[0], "hard")
     parser.add_argument("--probe-size", type=int, help="linear probes at this size instead of their weights' own")
-    add_threads_option(parser)
     args = parser.parse_args()
     use_threads(args)
     quiet_lightning()

@@ -86,6 +86,15 @@ def proxy_set(name: str, seed: int, root: Path) -> tuple[Config, PreparedData]:
     return recipe, demo_data(root, settings, imbalance=False, config=recipe)
 
 
+def proxy_parser(description: str, default: str) -> argparse.ArgumentParser:
+    """The command line of a study on a proxy set: which set (``--data``), its render seed (``--seed``), threads."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", choices=PROXIES, default=default)
+    parser.add_argument("--seed", type=int, default=0)
+    add_threads_option(parser)
+    return parser
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows])
@@ -103,12 +112,9 @@ def rules(config: Config, phase2_epochs: int) -> dict[str, tuple[str | None, int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=PROXIES, default="ckplus")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = proxy_parser(__doc__.split("\n\n")[0], "ckplus")
     parser.add_argument("--model", default="resnet50", choices=RECIPE_MODELS,
                         help="recipe network (resnet50: its light stand-in MobileNetV2)")
-    add_threads_option(parser)
     args = parser.parse_args()
     use_threads(args)
     quiet_lightning()

@@ -11,9 +11,7 @@ the views, never a way to pick a model: every view set is reported.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,10 +25,8 @@ from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.models.io import load_model
 from affectkit.training.trainer import train_model
 
-from ablations import quiet_lightning
-from fusion_rules import _logp, _nll, _temperature, fused_logp, the_recipe
-from selection import PROXIES, RECIPE_FILE, markdown_table, proxy_set
-from threads import add_threads_option, use_threads
+from fusion_rules import _logp, _nll, _temperature, fused_logp, stored_logit_study, the_recipe
+from selection import RECIPE_FILE, proxy_set
 
 NETWORKS = ("resnet50", "mini_xception")  # the recipe's MobileNetV2 (light) and MiniXception
 SHIFT = 0.05  # of the side: half the largest training shift
@@ -139,24 +135,7 @@ def score(arrays: dict[str, np.ndarray]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=PROXIES, default="hard")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the stored logits")
-    parser.add_argument("--replay", type=Path, help="score stored logits instead of training")
-    add_threads_option(parser)
-    args = parser.parse_args()
-    use_threads(args)
-    quiet_lightning()
-    start = time.perf_counter()
-    if args.replay:
-        arrays = dict(np.load(args.replay))
-    else:
-        arrays = train_and_predict(args.data, args.seed)
-        args.out.mkdir(parents=True, exist_ok=True)
-        np.savez(args.out / f"views-{args.data}-{args.seed}.npz", **arrays)
-    print(markdown_table(score(arrays)))
-    print(f"{time.perf_counter() - start:.0f}s")
+    stored_logit_study(__doc__.split("\n\n")[0], "hard", "views", train_and_predict, score)
 
 
 if __name__ == "__main__":
