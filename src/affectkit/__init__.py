@@ -10,7 +10,7 @@
 See :mod:`affectkit.api` and the README's "Python API" section.
 """
 
-from affectkit.api import benchmark, evaluate, load, run, train
+from affectkit.api import benchmark, evaluate, fuse, fuse_predict, load, run, train
 
 __version__ = "0.1.0"
-__all__ = ["benchmark", "evaluate", "load", "run", "train"]
+__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "run", "train"]

@@ -1,4 +1,5 @@
-"""The public Python API: ``affectkit.load``, ``train``, ``run``, ``evaluate`` and ``benchmark``.
+"""The public Python API: ``affectkit.load``, ``train``, ``run``, ``evaluate``, ``benchmark``, ``fuse`` and
+``fuse_predict``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
 
     from affectkit.config import Config
     from affectkit.inference.predictor import BackendName, Predictor
+    from affectkit.multimodal import FusionRun
     from affectkit.pipeline.benchmark import BenchmarkResult
 
-__all__ = ["benchmark", "evaluate", "load", "run", "train"]
+__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "run", "train"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -148,3 +150,28 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
     options = {} if baselines is None else {"baselines": tuple(baselines)}
     with _reporting(quiet):
         return run_benchmark(Path(data), Path(out), cfg, models=list(models), recipe=recipe, **options)
+
+
+def fuse(manifest: str | Path, out: str | Path = "fusion", face_model: str | Path | None = None, *, seed: int = 0,
+         detect: bool = True, quiet: bool = True, **options: Any) -> FusionRun:
+    """Face (read by ``face_model``), speech and physiological signals of a multimodal manifest, each alone and
+    fused (early and late), fit on train, chosen on val, scored on test; the kept model saved in ``out``.
+
+    Returns the run: ``.result.table`` (a DataFrame, one row per method), ``.result.kept`` (the model kept for each
+    target), ``.files`` and ``.notes``. ``options``: ``val_fraction``, ``test_fraction``, ``fps``, ``backend``,
+    ``person_relative`` (see :func:`affectkit.multimodal.run_fusion`).
+    """
+    from affectkit.multimodal import run_fusion
+
+    with _reporting(quiet):
+        return run_fusion(manifest, out, face_model=face_model, seed=seed, detect=detect, **options)
+
+
+def fuse_predict(fusion: str | Path, manifest: str | Path, face_model: str | Path | None = None, *,
+                 quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The kept fusion of ``fusion`` (a folder :func:`fuse` wrote) on new samples: a DataFrame with one row per
+    sample (expression, p_<class>, valence, arousal), and the reasons of the samples that could not be read."""
+    from affectkit.multimodal import predict_fusion
+
+    with _reporting(quiet):
+        return predict_fusion(fusion, manifest, face_model=face_model)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from affectkit.cli.common import ConfigOpt, DataArg, LayoutOpt, QuietOpt, SetOpt, app, build_config, report_to_console
+from affectkit.errors import AffectkitError
 from affectkit.progress import console
 
 
@@ -17,14 +18,25 @@ def make_demo_data(
     n: Annotated[int, typer.Option(help="Number of faces.")] = 1600,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
     imbalance: Annotated[bool, typer.Option(help="Skew classes like AffectNet (Happy >30x Contempt).")] = False,
+    multimodal: Annotated[bool, typer.Option(
+        help="Also record synthetic speech and physiological signals per face, in sessions of --people persons, and "
+        "write OUT/manifest.csv for `affectkit fuse`.")] = False,
+    people: Annotated[int, typer.Option(help="With --multimodal: simulated persons.")] = 24,
     quiet: QuietOpt = False,
 ) -> None:
     """Render synthetic faces with landmarks, expression, valence and arousal (no download)."""
     from affectkit.data.synthetic import make_demo_dataset
 
     with report_to_console(quiet):
-        path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance)
-    console.print(f"Wrote {n} demo faces to {path}")
+        if multimodal:
+            from affectkit.multimodal.demo import make_multimodal_demo
+
+            if imbalance:
+                raise AffectkitError("--imbalance applies to the face set alone, not with --multimodal.")
+            path = make_multimodal_demo(out, n=n, people=people, seed=seed)
+        else:
+            path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance)
+    console.print(f"Wrote {n} demo {'samples' if multimodal else 'faces'} to {path}")
 
 
 @app.command()

@@ -1,0 +1,85 @@
+"""Multimodal commands: ``fuse`` (fit and compare fusions of face, audio and physiological signals) and
+``fuse-predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from affectkit.cli.common import QuietOpt, app, report_to_console
+from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
+from affectkit.progress import console
+
+ManifestArg = Annotated[Path, typer.Argument(help="Multimodal manifest CSV: face, audio, physio files per sample, "
+                                                  "start/end windows, labels, subject (README, Multimodal fusion).")]
+FaceModelOpt = Annotated[Optional[Path], typer.Option(
+    "--face-model", help="The saved affectkit model that reads the face column (best_<Model>.safetensors).")]
+
+
+def _fusion_table(table) -> Table:
+    shown = [c for c in ("accuracy", "macro_f1", "valence_ccc", "arousal_ccc") if c in table]
+    out = Table("method", "modalities", *shown, "kept for", title="Test split")
+    for row in table.to_dict("records"):
+        out.add_row(row["method"], row["modalities"], *(f"{row[c]:.3f}" for c in shown), row["kept_for"])
+    return out
+
+
+@app.command()
+def fuse(
+    manifest: ManifestArg,
+    out: Annotated[Path, typer.Option(help="Folder for fusion.md/.csv/.png, features.csv and the kept model.")] = Path(
+        "fusion"),
+    face_model: FaceModelOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of the stacking's folds.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Share of the samples for validation (when not given).")] = 0.15,
+    test_fraction: Annotated[float, typer.Option(help="Share of the samples for test (when not given).")] = 0.15,
+    fps: Annotated[float, typer.Option(help="Video windows: face frames read a second.")] = 2.0,
+    no_detect: NoDetectOpt = False,
+    person_relative: Annotated[bool, typer.Option(
+        help="Where subjects are known, add each audio and physio feature relative to the same person's samples "
+        "(speaker and baseline normalisation).")] = True,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fuse face, speech and physiological signals: each alone, early and late fusion, compared on one split."""
+    from affectkit.multimodal import run_fusion
+
+    _set_threads(threads)
+    with report_to_console(quiet):
+        run = run_fusion(manifest, out, face_model=face_model, seed=seed, val_fraction=val_fraction,
+                         test_fraction=test_fraction, fps=fps, detect=not no_detect, backend=backend,
+                         person_relative=person_relative)
+    for note in run.notes:
+        console.print(note)
+    Console().print(_fusion_table(run.result.table))
+    kept = "; ".join(f"{target}: {fitted.method}" for target, fitted in run.result.kept.items())
+    console.print(f"Kept (chosen on validation): {kept}")
+    console.print(f"Wrote {', '.join(str(p) for p in run.files.values())}")
+
+
+@app.command("fuse-predict")
+def fuse_predict(
+    fusion: Annotated[Path, typer.Argument(help="The folder `affectkit fuse` wrote (its kept model).")],
+    manifest: Annotated[Path, typer.Argument(help="Manifest of the samples to predict (labels not needed).")],
+    out: Annotated[Path, typer.Option(help="CSV to write, one row per sample.")] = Path("fusion_predictions.csv"),
+    face_model: FaceModelOpt = None,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict expression, valence and arousal of new samples with a fusion `affectkit fuse` kept."""
+    from affectkit.multimodal import predict_fusion
+
+    _set_threads(threads)
+    with report_to_console(quiet):
+        predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend)
+    predictions.to_csv(out, index=False, float_format="%.4f")
+    for problem in problems:
+        console.print(f"[yellow]skipped:[/yellow] {problem}")
+    console.print(f"Wrote {len(predictions)} rows to {out}" + (f"; {len(problems)} sample(s) skipped" if problems
+                                                                 else ""))

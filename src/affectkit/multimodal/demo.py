@@ -1,0 +1,125 @@
+"""A synthetic multimodal set to try the fusion on without data: the demo's rendered faces, and for each a stretch of
+synthetic speech and of physiological signals recorded in one session per simulated person.
+
+What the signals carry follows the affective-computing literature, each modality partly and with its own noise:
+arousal raises the voice's pitch, loudness, brightness and speaking rate, the heart rate and the skin-conductance
+responses; valence bends the pitch contour and moves the two facial-muscle EMG envelopes (zygomaticus for
+pleasure, corrugator for displeasure). Each person has a voice, a heart rate and a skin-conductance level of their
+own, so the split must keep people apart. Some samples lack their audio or physio recording, as real sets do.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from affectkit.data.synthetic import make_demo_dataset
+from affectkit.progress import reporter, silenced
+
+AUDIO_RATE = 8_000  # telephone band: enough for pitch, loudness and MFCCs, and small files
+PHYSIO_RATE = 32.0
+SLOT_SECONDS = 4.0  # each sample's place in its person's session
+WINDOW_SECONDS = 3.0  # the part of the slot the manifest points at
+MISSING_FRACTION = 0.1  # of the samples without audio, and apart from those, without physio
+NOISE = 0.2  # how far each modality's view of arousal and valence strays from the labels (labels span [-1, 1])
+
+
+def _utterance(rng: np.random.Generator, person: dict, arousal: float, valence: float) -> np.ndarray:
+    """One slot of sound: syllables for the window, then a quiet pause."""
+    n = int(SLOT_SECONDS * AUDIO_RATE)
+    out = np.zeros(n)
+    t_end, t = WINDOW_SECONDS, rng.uniform(0.0, 0.15)
+    rate = 3.0 + 1.5 * arousal  # syllables a second
+    tilt = 1.6 - 0.5 * arousal  # harmonic roll-off: a steeper one sounds duller
+    while t < t_end - 0.1:
+        length = rng.uniform(0.12, 0.25)
+        samples = np.arange(int(length * AUDIO_RATE))
+        rel = samples / len(samples)
+        semitones = 3.0 * arousal + 1.5 * valence * (rel - 0.5) + rng.normal(0, 0.3)
+        f0 = person["f0"] * 2 ** (semitones / 12) * (1 + 0.01 * rng.standard_normal(len(samples)))
+        phase = 2 * np.pi * np.cumsum(f0) / AUDIO_RATE
+        voice = sum(k ** -tilt * np.sin(k * phase) for k in range(1, 16) if k * f0.mean() < AUDIO_RATE / 2)
+        amplitude = person["gain"] * 0.08 * 10 ** (0.4 * arousal)
+        start = int(t * AUDIO_RATE)
+        stop = min(n, start + len(samples))
+        out[start:stop] += (amplitude * np.hanning(len(samples)) * voice)[: stop - start]
+        t += length + rng.exponential(1.0 / rate)
+    return out + rng.normal(0, 0.003 * 10 ** rng.uniform(0, 1), n)
+
+
+def _bateman(seconds: np.ndarray) -> np.ndarray:
+    """A skin-conductance response's shape (rise, slow recovery), peak 1."""
+    shape = np.where(seconds > 0, np.exp(-seconds / 2.0) - np.exp(-seconds / 0.75), 0.0)
+    return shape / 0.4
+
+
+def _physio_slot(rng: np.random.Generator, person: dict, arousal: float, valence: float) -> dict[str, np.ndarray]:
+    n = int(SLOT_SECONDS * PHYSIO_RATE)
+    seconds = np.arange(n) / PHYSIO_RATE
+    eda = np.full(n, person["eda"] + 0.6 * arousal * person["reactivity"])
+    for onset in rng.uniform(-1.0, SLOT_SECONDS, rng.poisson(1.0 + 1.5 * (arousal + 1))):
+        eda += rng.uniform(0.2, 0.6) * person["reactivity"] * _bateman(seconds - onset)
+    heart = person["heart_rate"] + 10 * arousal + rng.normal(0, 2) + np.cumsum(rng.normal(0, 0.2, n))
+    zygomaticus = 2 + 6 * max(valence, 0) * person["emg"] + rng.lognormal(0, 0.5, n)
+    corrugator = 2 + 6 * max(-valence, 0) * person["emg"] + rng.lognormal(0, 0.5, n)
+    return {"eda": eda + rng.normal(0, 0.02, n), "heart_rate": heart, "emg_zygomaticus": zygomaticus,
+            "emg_corrugator": corrugator}
+
+
+def _person(rng: np.random.Generator) -> dict:
+    return {"f0": rng.uniform(95, 230), "gain": rng.uniform(0.5, 1.5), "eda": rng.uniform(2, 10),
+            "reactivity": rng.uniform(0.5, 1.5), "heart_rate": rng.uniform(58, 82), "emg": rng.uniform(0.6, 1.4)}
+
+
+def _labels(faces: Path, n: int) -> pd.DataFrame:
+    """The rendered faces' labels, read back from their AffectNet-layout annotations."""
+    def read(kind: str) -> list[float]:
+        return [float(np.load(faces / "annotations" / f"{i}_{kind}.npy")) for i in range(n)]
+
+    return pd.DataFrame({"expression": np.array(read("exp"), dtype=int), "valence": read("val"),
+                         "arousal": read("aro")})
+
+
+def make_multimodal_demo(out: str | Path, n: int = 480, people: int = 24, seed: int = 0, img_size: int = 112,
+                         progress: bool = True) -> Path:
+    """Write ``out/manifest.csv`` with ``n`` samples of ``people`` simulated persons: a face image each
+    (``faces/``), one WAV (``audio/``) and one physio CSV (``physio/``) per person's session; same seed, same files."""
+    import soundfile
+
+    out = Path(out)
+    with silenced(not progress):
+        labels = _labels(make_demo_dataset(out / "faces", n=n, seed=seed, img_size=img_size, progress=progress), n)
+        (out / "audio").mkdir(exist_ok=True)
+        (out / "physio").mkdir(exist_ok=True)
+        rng = np.random.default_rng([seed, 7])
+        person_of = rng.permutation(np.arange(n) % people)
+        missing = rng.permutation(n)[: int(2 * MISSING_FRACTION * n)]
+        no_audio, no_physio = set(missing[::2]), set(missing[1::2])
+        rows = []
+        for person in reporter().track(range(people), total=people, description="Recording sessions"):
+            traits = _person(rng)
+            members = np.flatnonzero(person_of == person)
+            sound, physio = [], []
+            for slot, i in enumerate(members):
+                heard = np.clip(labels.loc[i, ["arousal", "valence"]].to_numpy() + rng.normal(0, NOISE, 2), -1, 1)
+                felt = np.clip(labels.loc[i, ["arousal", "valence"]].to_numpy() + rng.normal(0, NOISE, 2), -1, 1)
+                sound.append(_utterance(rng, traits, *heard))
+                physio.append(_physio_slot(rng, traits, *felt))
+                start = slot * SLOT_SECONDS
+                rows.append({"face": f"faces/images/{i}.jpg",
+                             "audio": "" if i in no_audio else f"audio/person{person:02d}.wav",
+                             "physio": "" if i in no_physio else f"physio/person{person:02d}.csv",
+                             "start": f"{start:g}", "end": f"{start + WINDOW_SECONDS:g}",
+                             **labels.loc[i].to_dict(), "subject": f"person{person:02d}", "index": i})
+            soundfile.write(out / "audio" / f"person{person:02d}.wav",
+                            np.clip(np.concatenate(sound), -1, 1).astype(np.float32), AUDIO_RATE, subtype="PCM_16")
+            channels = {k: np.concatenate([slot[k] for slot in physio]) for k in physio[0]}
+            table = pd.DataFrame({"time": np.arange(len(channels["eda"])) / PHYSIO_RATE, **channels})
+            table.to_csv(out / "physio" / f"person{person:02d}.csv", index=False, float_format="%.4f")
+        manifest = pd.DataFrame(rows).sort_values("index").drop(columns="index")
+        manifest["expression"] = manifest["expression"].astype(int)
+        manifest.to_csv(out / "manifest.csv", index=False, float_format="%.6f", quoting=csv.QUOTE_MINIMAL)
+    return out / "manifest.csv"

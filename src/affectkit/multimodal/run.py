@@ -1,0 +1,263 @@
+"""``affectkit fuse``: read a multimodal manifest, turn each modality into features, fit and compare the fusions, write
+the report, keep the model chosen on validation; and predict with a kept model on a new manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from affectkit.atomic import atomic_path, atomic_write_text
+from affectkit.config import CLASS_NAMES
+from affectkit.data.records import Rejection
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.plots import plot_benchmark
+from affectkit.inference.backends import weights_digest
+from affectkit.inference.predictor import Predictor, model_files
+from affectkit.multimodal.face import DEFAULT_FRAMES_PER_SECOND
+from affectkit.multimodal.features import FeatureTable, extract_features, read_samples
+from affectkit.multimodal.fusion import (
+    DIMENSIONS,
+    FACE_AS_IS,
+    FusionResult,
+    full_probabilities,
+    fuse,
+    methods_of,
+    targets_of,
+)
+from affectkit.multimodal.manifest import MultimodalManifest, read_manifest
+from affectkit.progress import reporter
+
+MODEL_FILE = "fusion_model.skops"
+META_FILE = "fusion_model.json"
+# skops refuses to load any type it does not know to be safe unless told; these two are what the fitted pipelines
+# hold beyond scikit-learn's own estimators. Anything else in a file stops the load.
+TRUSTED_TYPES = ("numpy.dtype", "sklearn.utils._bunch.Bunch")
+SCORES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "balanced_accuracy": "Balanced accuracy",
+          "valence_ccc": "Valence CCC", "arousal_ccc": "Arousal CCC"}
+HONEST_SELECTION = ("Each method is fit on the train split and its regularisation chosen on the validation split; "
+                    "the method kept for each target is the one best on validation (log-loss for the expression, CCC "
+                    "for valence and arousal). The test split scores every method once, here.")
+
+
+@dataclass(frozen=True)
+class FusionRun:
+    out: Path
+    result: FusionResult
+    features: FeatureTable
+    manifest: MultimodalManifest
+    notes: list[str]
+
+    @property
+    def files(self) -> dict[str, Path]:
+        names = ("fusion.csv", "fusion.md", "fusion.png", "features.csv", "quarantine.csv", MODEL_FILE, META_FILE)
+        return {name: self.out / name for name in names}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _predictor(manifest: MultimodalManifest, face_model: Path | None, detect: bool, backend: str) -> Predictor | None:
+    if "face" not in manifest.modalities:
+        return None
+    if face_model is None:
+        raise AffectkitError(f"{manifest.path} has a face column: give the face model that reads it (--face-model, "
+                             "a saved affectkit model such as RUN/best_MobileNetV2.safetensors).")
+    return Predictor(face_model, backend=backend, detect=detect)
+
+
+def _face_model_digest(face_model: Path | None) -> str | None:
+    """The SHA-256 of the face model's weights (of its ONNX file when it was given alone)."""
+    if face_model is None:
+        return None
+    weights, _, onnx = model_files(face_model)
+    return weights_digest(weights if weights.is_file() else onnx)
+
+
+def _feature_key(manifest: Path, face_model: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the stored features depend on: reused only when all of it is the same."""
+    return {"manifest_sha256": _sha256(manifest), "face_model_sha256": _face_model_digest(face_model), **settings}
+
+
+def _stored_features(out: Path, key: dict[str, Any], modalities: list[str]) -> FeatureTable | None:
+    frame_path, key_path = out / "features.csv", out / "features.json"
+    if not (frame_path.is_file() and key_path.is_file()):
+        return None
+    stored = json.loads(key_path.read_text())
+    if stored.get("key") != key:
+        return None
+    frame = pd.read_csv(frame_path, dtype={"id": str, "split": str, "group": object})
+    frame["group"] = frame["group"].where(frame["group"].notna(), None)
+    columns = {m: [c for c in frame.columns if c.startswith(f"{m}_")] for m in modalities}
+    return FeatureTable(frame, {m: c for m, c in columns.items() if c},
+                        [Rejection(**r) for r in stored["rejected"]], stored["missing"])
+
+
+def _store_features(out: Path, key: dict[str, Any], features: FeatureTable) -> None:
+    with atomic_path(out / "features.csv") as tmp:
+        features.frame.to_csv(tmp, index=False)
+    stored = {"key": key, "missing": features.missing, "rejected": [vars(r) for r in features.rejected]}
+    atomic_write_text(out / "features.json", json.dumps(stored, indent=2))
+
+
+def _notes(manifest: MultimodalManifest, features: FeatureTable) -> list[str]:
+    n = len(features.frame)
+    notes = [f"{n} samples read; " + ", ".join(f"{m}: {n - features.missing.get(m, 0)} with features"
+                                               for m in manifest.modalities)]
+    rejected = len(manifest.rejected) + len(features.rejected)
+    if rejected:
+        notes.append(f"{rejected} sample(s) quarantined (see quarantine.csv)")
+    splits = features.frame["split"].value_counts()
+    grouped = features.frame["group"].notna().any()
+    notes.append("split " + " / ".join(f"{s} {int(splits.get(s, 0))}" for s in ("train", "val", "test"))
+                 + (", no subject on two sides" if grouped else ""))
+    return notes
+
+
+def _report(run_out: Path, result: FusionResult, manifest: MultimodalManifest, notes: list[str]) -> None:
+    table = result.table
+    with atomic_path(run_out / "fusion.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    shown = [c for c in ("method", "modalities", *SCORES, "kept_for") if c in table]
+    kept = "; ".join(f"{target}: {fitted.method}" for target, fitted in result.kept.items())
+    lines = [f"# Multimodal fusion: {manifest.path.name}", "", *[f"- {note}" for note in notes],
+             f"- kept: {kept}", "", "## Test split", "", markdown_table(table[shown]), "",
+             "## Validation scores (what chose)", "",
+             markdown_table(table[["method", *(c for c in table if c.startswith("val_"))]]), "",
+             "## How the rows were made", "",
+             f"- {FACE_AS_IS}: the face model's own probabilities, valence and arousal, averaged over the frames "
+             "of the window; each modality alone: logistic (expression) and ridge (valence, arousal) regression on "
+             "its features; early fusion: the same on every modality's features; late fusion: each modality's "
+             "model, combined by a meta-model fit on their out-of-fold predictions (stacking, folds by subject "
+             "where subjects are known).",
+             f"- {HONEST_SELECTION}", "", "![scores](fusion.png)", ""]
+    atomic_write_text(run_out / "fusion.md", "\n".join(lines))
+    plot_benchmark(table.rename(columns={"method": "model"}), run_out / "fusion.png",
+                   title="Multimodal fusion on the test split", columns=SCORES)
+
+
+def _save_model(out: Path, result: FusionResult, features: FeatureTable, face_model: Path | None,
+                settings: dict[str, Any]) -> None:
+    import skops.io
+
+    models = {target: fitted.model for target, fitted in result.kept.items()}
+    with atomic_path(out / MODEL_FILE) as tmp:
+        skops.io.dump(models, tmp)
+    meta = {
+        "format": "affectkit multimodal fusion 1",
+        "model_sha256": _sha256(out / MODEL_FILE),
+        "kept": {target: {"method": f.method, "val_score": f.val_score, "strength": f.strength}
+                 for target, f in result.kept.items()},
+        "feature_columns": features.feature_columns,
+        "modalities": list(features.columns),
+        "class_names": list(CLASS_NAMES),
+        "face_model": None if face_model is None else str(Path(face_model).resolve()),
+        "face_model_sha256": _face_model_digest(face_model),
+        **settings,
+    }
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
+
+
+def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Path | None = None, seed: int = 0,
+               val_fraction: float = 0.15, test_fraction: float = 0.15, fps: float = DEFAULT_FRAMES_PER_SECOND,
+               detect: bool = True, backend: str = "auto", person_relative: bool = True) -> FusionRun:
+    """Features of every sample (stored in ``out`` and reused by a rerun with the same inputs), each fusion fit and
+    scored, the report written, the model kept on validation saved. ``person_relative``: see
+    :func:`~affectkit.multimodal.features.read_samples`."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0:
+        raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
+                             "positive.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    face_model = None if face_model is None else Path(face_model)
+    manifest = read_manifest(manifest_path)
+    predictor = _predictor(manifest, face_model, detect, backend)
+    settings = {"fps": fps, "detect": detect, "person_relative": person_relative, "seed": seed,
+                "val_fraction": val_fraction, "test_fraction": test_fraction}
+    key = _feature_key(manifest.path, face_model if predictor else None, settings)
+    features = _stored_features(out, key, manifest.modalities)
+    if features is None:
+        features = extract_features(manifest, predictor, val_fraction, test_fraction, seed, fps, person_relative)
+        _store_features(out, key, features)
+    else:
+        reporter().note(f"Features of the same manifest and face model read back from {out / 'features.csv'}")
+    quarantine = pd.DataFrame([vars(r) for r in manifest.rejected + features.rejected],
+                              columns=["id", "path", "kind", "reason"])
+    with atomic_path(out / "quarantine.csv") as tmp:
+        quarantine.to_csv(tmp, index=False)
+    if features.part("train").empty or features.part("val").empty:
+        raise AffectkitError(f"{manifest.path}: the split left no sample in train or val; give more samples or a "
+                             "split column.")
+    with reporter().bar() as bar:
+        task = bar.add_task("Fitting fusions", total=len(methods_of(features)) * len(targets_of(features)), info="")
+        try:
+            result = fuse(features, seed, progress=lambda: bar.advance(task))
+        except ValueError as exc:
+            raise AffectkitError(f"{manifest.path}: {exc}.") from None
+    notes = _notes(manifest, features)
+    if predictor is not None:
+        notes.append(f"face model: {face_model}" + (f" ({predictor.warning})" if predictor.warning else ""))
+    _report(out, result, manifest, notes)
+    _save_model(out, result, features, face_model if predictor else None,
+                {"fps": fps, "detect": detect, "person_relative": person_relative})
+    return FusionRun(out, result, features, manifest, notes)
+
+
+# -- predicting with a kept model -----------------------------------------------------------------------------------
+
+
+def load_fusion(model_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(models by target, metadata) of a kept fusion, its file checked against the digest recorded beside it."""
+    import skops.io
+
+    model_dir = Path(model_dir)
+    model_path, meta_path = model_dir / MODEL_FILE, model_dir / META_FILE
+    for path in (model_path, meta_path):
+        if not path.is_file():
+            raise AffectkitError(f"{path} is missing: give the folder `affectkit fuse` wrote.")
+    meta = json.loads(meta_path.read_text())
+    if _sha256(model_path) != meta.get("model_sha256"):
+        raise AffectkitError(f"{model_path} does not match the digest in {meta_path.name}: the file was changed or "
+                             "damaged, and is not loaded.")
+    untrusted = [t for t in skops.io.get_untrusted_types(file=model_path) if t not in TRUSTED_TYPES]
+    if untrusted:
+        raise AffectkitError(f"{model_path} holds types affectkit does not load ({', '.join(untrusted)}).")
+    return skops.io.load(model_path, trusted=list(TRUSTED_TYPES)), meta
+
+
+def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model: str | Path | None = None,
+                   backend: str = "auto") -> tuple[pd.DataFrame, list[str]]:
+    """One row per readable sample of the manifest (labels not needed): the kept models' expression, its
+    probabilities, valence and arousal; and the reasons of the samples that could not be read."""
+    models, meta = load_fusion(model_dir)
+    manifest = read_manifest(manifest_path, require_labels=False)
+    face_model = Path(face_model or meta["face_model"]) if meta["face_model"] else None
+    predictor = None
+    if "face" in manifest.modalities and "face" in meta["modalities"]:
+        if face_model is None or _face_model_digest(face_model) != meta["face_model_sha256"]:
+            raise AffectkitError(f"The fusion was fit on the features of the face model with SHA-256 "
+                                 f"{meta['face_model_sha256']}; give that model with --face-model.")
+        predictor = Predictor(face_model, backend=backend, detect=meta["detect"])
+    if any(c.endswith("_person_z") for c in meta["feature_columns"]) and not all(s.group for s in manifest.samples):
+        raise AffectkitError(f"{manifest.path}: this fusion reads audio and physio features relative to each person; "
+                             "give every sample its subject (a subject column).")
+    read = read_samples(manifest, predictor, meta["fps"], meta["person_relative"], description="Predicting")
+    features = read.features.reindex(columns=meta["feature_columns"])
+    problems = [r.reason for r in manifest.rejected + read.rejected]
+    out = pd.DataFrame({"id": [s.id for s in read.samples]})
+    if "expression" in models:
+        probabilities = full_probabilities(models["expression"], features)
+        out["expression"] = [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
+        for name, column in zip(CLASS_NAMES, probabilities.T):
+            out[f"p_{name.lower()}"] = column
+    for dimension in DIMENSIONS:
+        if dimension in models:
+            out[dimension] = np.clip(models[dimension].predict(features), -1.0, 1.0)
+    return out, problems

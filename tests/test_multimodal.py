@@ -1,0 +1,194 @@
+"""Multimodal fusion: manifests checked row by row, each modality read into features, fusions fit on train, chosen
+on val, scored once on test, kept and reloaded safely."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+from typer.testing import CliRunner
+
+import affectkit
+from affectkit.cli import app
+from affectkit.errors import AffectkitError
+from affectkit.multimodal import predict_fusion, read_manifest, run_fusion
+from affectkit.multimodal.demo import make_multimodal_demo
+from affectkit.inference.predictor import Predictor
+from affectkit.multimodal.face import _video_window, face_features
+from affectkit.multimodal.features import extract_features, per_person
+from affectkit.multimodal.fusion import EARLY, FACE_AS_IS, LATE
+from affectkit.multimodal.run import MODEL_FILE
+from affectkit.multimodal.signals import physio_features, read_physio
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def multimodal_demo(tmp_path_factory) -> Path:
+    return make_multimodal_demo(tmp_path_factory.mktemp("multimodal") / "data", n=128, people=8, seed=0, img_size=64,
+                                progress=False)
+
+
+@pytest.fixture(scope="module")
+def fused(multimodal_demo, model_path, tmp_path_factory):
+    """``affectkit fuse`` on the demo, read through the command line, with an untrained face model: the face tells
+    nothing, the speech and physiological signals tell valence and arousal."""
+    out = tmp_path_factory.mktemp("fused")
+    result = CliRunner().invoke(app, ["fuse", str(multimodal_demo), "--face-model", str(model_path), "--no-detect",
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Kept (chosen on validation)" in result.output
+    return out
+
+
+def test_fusion_reads_every_modality_and_learns_what_the_face_model_misses(fused, multimodal_demo):
+    table = pd.read_csv(fused / "fusion.csv").set_index("method")
+    assert list(table.index) == [FACE_AS_IS, "face", "audio", "physio", EARLY, LATE]
+    # The EMG envelopes carry valence, and an untrained face model none of it.
+    assert table.loc[EARLY, "valence_ccc"] > table.loc[FACE_AS_IS, "valence_ccc"] + 0.3
+    assert table.loc["physio", "valence_ccc"] > 0.3
+    # The kept model of each target is the best on val, not on test.
+    for target, column, best in (("valence", "val_valence_ccc", "idxmax"), ("arousal", "val_arousal_ccc", "idxmax"),
+                                 ("expression", "val_log_loss", "idxmin")):
+        kept = [m for m, targets in table["kept_for"].fillna("").items() if target in targets.split(", ")]
+        assert kept == [getattr(table[column], best)()]
+    assert "the test split scores every method once" in (fused / "fusion.md").read_text().lower()
+    assert (fused / "fusion.png").stat().st_size > 0
+    # People are kept apart: each subject's samples sit in one split only.
+    features = pd.read_csv(fused / "features.csv")
+    assert features.groupby("group")["split"].nunique().max() == 1
+    assert {"audio_pitch_semitones_mean", "audio_pitch_semitones_mean_person_z", "physio_eda_scr_per_min",
+            "physio_heart_rate_mean", "face_p_happy", "face_valence"} <= set(features.columns)
+    # The demo leaves some samples without audio or physio: their features are empty, not invented.
+    manifest = pd.read_csv(multimodal_demo, keep_default_na=False)
+    no_audio = manifest.index[manifest["audio"] == ""].map(lambda i: f"line {i + 2}")
+    assert len(no_audio) and features.set_index("id").loc[no_audio, "audio_loudness_db_mean"].isna().all()
+
+
+def test_a_rerun_reads_the_stored_features_back(fused, multimodal_demo, model_path, monkeypatch):
+    import affectkit.multimodal.run as run_module
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the features should have been read back")
+
+    before = pd.read_csv(fused / "fusion.csv").fillna({"kept_for": ""})
+    monkeypatch.setattr(run_module, "extract_features", no_extraction)
+    again = run_fusion(multimodal_demo, fused, face_model=model_path, detect=False)
+    pd.testing.assert_frame_equal(again.result.table.reset_index(drop=True), before, check_exact=False, atol=1e-4)
+
+
+def test_fuse_predict_reloads_the_kept_model_and_refuses_a_changed_file(fused, multimodal_demo, tmp_path):
+    predictions, problems = affectkit.fuse_predict(fused, multimodal_demo)
+    assert problems == [] and len(predictions) == 128
+    meta = json.loads((fused / "fusion_model.json").read_text())
+    kept_valence = meta["kept"]["valence"]["method"]
+    test_rows = pd.read_csv(fused / "features.csv").query("split == 'test'")["id"]
+    truth = pd.read_csv(multimodal_demo)["valence"]
+    predicted = predictions.set_index("id").loc[test_rows, "valence"].to_numpy()
+    reported = pd.read_csv(fused / "fusion.csv").set_index("method").loc[kept_valence, "valence_ccc"]
+    true = truth.to_numpy()[[int(i.split()[1]) - 2 for i in test_rows]]
+    ccc = 2 * np.cov(predicted, true, bias=True)[0, 1] / (predicted.var() + true.var() + (predicted.mean()
+                                                                                           - true.mean()) ** 2)
+    assert ccc == pytest.approx(reported, abs=0.02)  # the same model, clipped to [-1, 1]
+    np.testing.assert_allclose(predictions.filter(like="p_").sum(axis=1), 1.0, atol=1e-6)
+
+    # The fusion reads audio and physio relative to each person: a manifest that does not say who is who is refused.
+    pd.read_csv(multimodal_demo).drop(columns="subject").to_csv(multimodal_demo.parent / "anonymous.csv", index=False)
+    with pytest.raises(AffectkitError, match="subject"):
+        predict_fusion(fused, multimodal_demo.parent / "anonymous.csv")
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in (MODEL_FILE, "fusion_model.json"):
+        (damaged / name).write_bytes((fused / name).read_bytes())
+    with open(damaged / MODEL_FILE, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(AffectkitError, match="digest"):
+        predict_fusion(damaged, multimodal_demo)
+
+
+def test_bad_rows_are_quarantined_with_their_line_and_reason(tmp_path):
+    soundfile.write(tmp_path / "ok.wav", np.zeros(8000, dtype=np.float32), 8000)
+    (tmp_path / "broken.wav").write_text("not sound")
+    rows = [
+        {"audio": "ok.wav", "start": "", "end": "", "expression": "happy"},
+        {"audio": "gone.wav", "start": "", "end": "", "expression": "happy"},
+        {"audio": "ok.wav", "start": "2", "end": "1", "expression": "sad"},
+        {"audio": "ok.wav", "start": "", "end": "", "expression": "happyish"},
+        {"audio": "ok.wav", "start": "5", "end": "6", "expression": "sad"},
+        {"audio": "broken.wav", "start": "", "end": "", "expression": "sad"},
+        {"audio": "", "start": "", "end": "", "expression": "sad"},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    manifest = read_manifest(tmp_path / "m.csv")
+    assert {r.id: r.kind for r in manifest.rejected} == {
+        "line 3": "audio_missing", "line 4": "window_invalid", "line 5": "expression_invalid", "line 8": "no_modality"}
+    assert "gone.wav" in manifest.rejected[0].reason and "m.csv line 3" in manifest.rejected[0].reason
+    features = extract_features(manifest, None)
+    assert {r.id: r.kind for r in features.rejected} == {"line 6": "window_outside", "line 7": "audio_unreadable"}
+    assert "broken.wav" in features.rejected[1].reason
+    assert list(features.frame["id"]) == ["line 2"]
+
+
+def test_manifests_without_a_modality_or_a_label_are_refused_clearly(tmp_path, model_path):
+    pd.DataFrame({"path": ["a.jpg"], "expression": [1]}).to_csv(tmp_path / "faces.csv", index=False)
+    with pytest.raises(AffectkitError, match="none of the modality columns face, audio, physio"):
+        read_manifest(tmp_path / "faces.csv")
+    soundfile.write(tmp_path / "ok.wav", np.zeros(8000, dtype=np.float32), 8000)
+    pd.DataFrame({"audio": ["ok.wav"], "subject": ["a"]}).to_csv(tmp_path / "unlabelled.csv", index=False)
+    with pytest.raises(AffectkitError, match="no label column"):
+        read_manifest(tmp_path / "unlabelled.csv")
+    assert len(read_manifest(tmp_path / "unlabelled.csv", require_labels=False).samples) == 1
+    pd.DataFrame({"face": ["x.jpg"], "expression": [1]}).to_csv(tmp_path / "needs_face.csv", index=False)
+    (tmp_path / "x.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    with pytest.raises(AffectkitError, match="--face-model"):
+        run_fusion(tmp_path / "needs_face.csv", tmp_path / "out")
+
+
+def test_person_relative_features_remove_each_persons_own_level():
+    features = pd.DataFrame({"audio_pitch": [100.0, 110.0, 120.0, 200.0, 210.0, 220.0, np.nan]})
+    groups = pd.Series(["a", "a", "a", "b", "b", "b", "b"])
+    relative = per_person(features, groups)["audio_pitch_person_z"]
+    np.testing.assert_allclose(relative[:3], relative[3:6])  # the same rise, whatever the person's level
+    assert relative[:3].mean() == pytest.approx(0.0) and math.isnan(relative[6])
+
+
+def test_physio_windows_give_skin_conductance_responses_and_generic_statistics(tmp_path):
+    import neurokit2 as nk
+
+    rate = 32
+    eda = nk.eda_simulate(duration=20, sampling_rate=rate, scr_number=4, random_state=0)
+    table = pd.DataFrame({"time": np.arange(len(eda)) / rate, "eda": eda, "temperature": np.linspace(33, 34, len(eda))})
+    table.to_csv(tmp_path / "p.csv", index=False)
+    window, found_rate = read_physio(tmp_path / "p.csv", 0.0, 20.0)
+    assert found_rate == pytest.approx(rate)
+    features = physio_features(window, found_rate)
+    assert features["physio_eda_scr_per_min"] > 0
+    assert features["physio_temperature_slope_per_s"] == pytest.approx(1 / 20, rel=0.05)
+    with pytest.raises(Exception, match="window"):
+        read_physio(tmp_path / "p.csv", 30.0, 40.0)
+
+
+def test_video_windows_are_read_at_the_asked_frame_rate(tmp_path, model_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
+    for i in range(50):  # 5 s at 10 frames a second; each frame's brightness is its index
+        writer.write(np.full((32, 32, 3), i * 5, np.uint8))
+    writer.release()
+    frames = _video_window(path, 1.0, 3.0, fps=2.0)
+    assert len(frames) == 4
+    assert [round(float(f.mean()) / 5) for f in frames] == [10, 15, 20, 25]
+
+    # The face model reads those frames; its verdicts are averaged, and how much they moved is kept.
+    predictor = Predictor(model_path, backend="torch", detect=False)
+    features = face_features(predictor, path, 1.0, 3.0, fps=2.0)
+    single = [predictor.predict_batch([frame])[0] for frame in frames]
+    assert features["face_valence"] == pytest.approx(np.mean([f["valence"] for f in single]), abs=1e-5)
+    assert features["face_arousal_std"] == pytest.approx(np.std([f["arousal"] for f in single]), abs=1e-5)
+    assert sum(v for k, v in features.items() if k.startswith("face_p_")) == pytest.approx(1.0, abs=1e-5)
