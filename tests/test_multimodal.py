@@ -21,7 +21,7 @@ from affectkit.multimodal import predict_fusion, read_manifest, run_fusion
 from affectkit.multimodal.demo import make_multimodal_demo
 from affectkit.inference.predictor import Predictor
 from affectkit.multimodal.face import _video_window, face_features
-from affectkit.multimodal.features import extract_features, per_person
+from affectkit.multimodal.features import extract_features, per_person, read_samples
 from affectkit.multimodal.fusion import EARLY, FACE_AS_IS, LATE
 from affectkit.multimodal.run import MODEL_FILE
 from affectkit.multimodal.signals import physio_features, read_physio
@@ -192,3 +192,36 @@ def test_video_windows_are_read_at_the_asked_frame_rate(tmp_path, model_path):
     assert features["face_valence"] == pytest.approx(np.mean([f["valence"] for f in single]), abs=1e-5)
     assert features["face_arousal_std"] == pytest.approx(np.std([f["arousal"] for f in single]), abs=1e-5)
     assert sum(v for k, v in features.items() if k.startswith("face_p_")) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_continuously_rated_sessions_become_labelled_windows(tmp_path):
+    sessions = tmp_path / "corpus"
+    sessions.mkdir()
+    rate = 25  # ratings every 40 ms, as RECOLA's
+    time = np.arange(10 * rate) / rate
+    pd.DataFrame({"time": time, "valence": time / 10, "arousal": -time / 10}).to_csv(sessions / "p1_labels.csv",
+                                                                                    index=False)
+    soundfile.write(sessions / "p1.wav", np.random.default_rng(0).normal(0, 0.1, 10 * 8000).astype(np.float32), 8000)
+    pd.DataFrame({"labels": ["p1_labels.csv"], "audio": ["p1.wav"], "subject": ["p1"]}).to_csv(
+        sessions / "sessions.csv", index=False)
+    result = CliRunner().invoke(app, ["make-windows", str(sessions / "sessions.csv"), "--out",
+                                      str(tmp_path / "out" / "windows.csv"), "--window", "4", "--hop", "2"])
+    assert result.exit_code == 0, result.output
+    windows = pd.read_csv(tmp_path / "out" / "windows.csv")
+    assert list(windows["start"]) == [0, 2, 4, 6] and list(windows["end"]) == [4, 6, 8, 10]
+    # Each window's label is the mean rating inside it: valence rises 0.1 a second.
+    np.testing.assert_allclose(windows["valence"], [0.198, 0.398, 0.598, 0.798], atol=1e-6)
+    np.testing.assert_allclose(windows["arousal"], -windows["valence"])
+    # The new manifest, in another folder, still finds the session's files, and each window reads its own sound.
+    manifest = read_manifest(tmp_path / "out" / "windows.csv")
+    assert [s.files["audio"].resolve() for s in manifest.samples] == [(sessions / "p1.wav").resolve()] * 4
+    read = read_samples(manifest, None)
+    assert len(read.features) == 4 and not read.rejected
+    assert read.features["audio_loudness_db_mean"].notna().all()
+
+    pd.DataFrame({"time": [0.0, 0.04], "valence": [0.1, 1.7], "arousal": [0.0, 0.0]}).to_csv(
+        sessions / "p1_labels.csv", index=False)
+    refused = CliRunner().invoke(app, ["make-windows", str(sessions / "sessions.csv"), "--out",
+                                       str(tmp_path / "bad.csv")])
+    assert refused.exit_code != 0
+    assert "p1_labels.csv line 3: valence" in str(refused.exception) + refused.output

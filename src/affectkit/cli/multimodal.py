@@ -1,8 +1,9 @@
-"""Multimodal commands: ``fuse`` (fit and compare fusions of face, audio and physiological signals) and
-``fuse-predict``."""
+"""Multimodal commands: ``fuse`` (fit and compare fusions of face, audio and physiological signals),
+``fuse-predict`` and ``make-windows`` (continuously rated sessions -> a manifest of windows)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -56,7 +57,8 @@ def fuse(
                          person_relative=person_relative)
     for note in run.notes:
         console.print(note)
-    Console().print(_fusion_table(run.result.table))
+    # Piped output keeps one line per method rather than cells wrapped at 80 columns.
+    Console(width=None if sys.stdout.isatty() else 160).print(_fusion_table(run.result.table))
     kept = "; ".join(f"{target}: {fitted.method}" for target, fitted in run.result.kept.items())
     console.print(f"Kept (chosen on validation): {kept}")
     console.print(f"Wrote {', '.join(str(p) for p in run.files.values())}")
@@ -83,3 +85,18 @@ def fuse_predict(
         console.print(f"[yellow]skipped:[/yellow] {problem}")
     console.print(f"Wrote {len(predictions)} rows to {out}" + (f"; {len(problems)} sample(s) skipped" if problems
                                                                  else ""))
+
+
+@app.command("make-windows")
+def make_windows(
+    sessions: Annotated[Path, typer.Argument(help="Sessions CSV: labels (time, valence, arousal[, expression]) and the "
+                                                  "session's face video, audio and physio files, subject, split.")],
+    out: Annotated[Path, typer.Option(help="Manifest to write, for `affectkit fuse`.")] = Path("windows.csv"),
+    window: Annotated[float, typer.Option(help="Window length in seconds.")] = 4.0,
+    hop: Annotated[float, typer.Option(help="Seconds from one window's start to the next.")] = 2.0,
+) -> None:
+    """Cut continuously rated sessions into labelled time windows: a manifest for `affectkit fuse`."""
+    from affectkit.multimodal.windows import window_manifest
+
+    path, count = window_manifest(sessions, out, window=window, hop=hop)
+    console.print(f"Wrote {count} windows to {path}")
