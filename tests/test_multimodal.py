@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import affectkit
 from affectkit.cli import app
 from affectkit.errors import AffectkitError
-from affectkit.multimodal import predict_fusion, read_manifest, run_fusion
+from affectkit.multimodal import predict_fusion, read_manifest, run_fusion, window_manifest
 from affectkit.multimodal.demo import make_multimodal_demo
 from affectkit.inference.predictor import Predictor
 from affectkit.multimodal.face import _video_window, face_features
@@ -218,6 +218,10 @@ def test_continuously_rated_sessions_become_labelled_windows(tmp_path):
     read = read_samples(manifest, None)
     assert len(read.features) == 4 and not read.rejected
     assert read.features["audio_loudness_db_mean"].notna().all()
+    # With the raters' lag, a window takes the ratings 2 s after it: one window fewer fits the session.
+    delayed, count = window_manifest(sessions / "sessions.csv", tmp_path / "delayed.csv", window=4, hop=2, delay=2)
+    np.testing.assert_allclose(pd.read_csv(delayed)["valence"], [0.398, 0.598, 0.798], atol=1e-6)
+    assert count == 3 and list(pd.read_csv(delayed)["start"]) == [0, 2, 4]
 
     pd.DataFrame({"time": [0.0, 0.04], "valence": [0.1, 1.7], "arousal": [0.0, 0.0]}).to_csv(
         sessions / "p1_labels.csv", index=False)

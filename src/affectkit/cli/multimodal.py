@@ -94,9 +94,12 @@ def make_windows(
     out: Annotated[Path, typer.Option(help="Manifest to write, for `affectkit fuse`.")] = Path("windows.csv"),
     window: Annotated[float, typer.Option(help="Window length in seconds.")] = 4.0,
     hop: Annotated[float, typer.Option(help="Seconds from one window's start to the next.")] = 2.0,
+    delay: Annotated[float, typer.Option(
+        help="The raters' reaction lag in seconds: each window is labelled with the ratings this much later "
+        "(continuous valence/arousal ratings trail what they rate by a few seconds).")] = 0.0,
 ) -> None:
     """Cut continuously rated sessions into labelled time windows: a manifest for `affectkit fuse`."""
     from affectkit.multimodal.windows import window_manifest
 
-    path, count = window_manifest(sessions, out, window=window, hop=hop)
+    path, count = window_manifest(sessions, out, window=window, hop=hop, delay=delay)
     console.print(f"Wrote {count} windows to {path}")

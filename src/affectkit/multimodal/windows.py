@@ -62,14 +62,16 @@ def _ratings(path: Path, source: str) -> pd.DataFrame:
     return ratings
 
 
-def _session_windows(ratings: pd.DataFrame, window: float, hop: float) -> list[dict[str, float | int | str]]:
-    """Each window's start, end and labels; windows without any rating inside are left out."""
+def _session_windows(ratings: pd.DataFrame, window: float, hop: float,
+                     delay: float = 0.0) -> list[dict[str, float | int | str]]:
+    """Each window's start, end and labels, read from the ratings ``delay`` seconds later (a rater reacts to what
+    they see with a lag); windows without any rating there are left out."""
     time = ratings["time"].to_numpy()
     step = float(np.median(np.diff(time))) if len(time) > 1 else 0.0
     span_end = time[-1] + step  # the last rating holds until the next would have come
     rows = []
-    for start in np.arange(time[0], span_end - window + 1e-9, hop):
-        inside = ratings[(time >= start) & (time < start + window)]
+    for start in np.arange(max(0.0, time[0] - delay), span_end - delay - window + 1e-9, hop):
+        inside = ratings[(time >= start + delay) & (time < start + delay + window)]
         if inside.empty:
             continue
         row: dict[str, float | int | str] = {"start": round(float(start), 6), "end": round(float(start + window), 6)}
@@ -82,11 +84,13 @@ def _session_windows(ratings: pd.DataFrame, window: float, hop: float) -> list[d
     return rows
 
 
-def window_manifest(sessions: str | Path, out: str | Path, window: float = 4.0, hop: float = 2.0) -> tuple[Path, int]:
-    """Write ``out``, a manifest with one row per window of every session; returns its path and the window count."""
+def window_manifest(sessions: str | Path, out: str | Path, window: float = 4.0, hop: float = 2.0,
+                    delay: float = 0.0) -> tuple[Path, int]:
+    """Write ``out``, a manifest with one row per window of every session; returns its path and the window count.
+    ``delay``: the raters' reaction lag in seconds; each window is labelled with the ratings that far after it."""
     sessions, out = Path(sessions), Path(out)
-    if window <= 0 or hop <= 0:
-        raise AffectkitError("--window and --hop must be positive (seconds).")
+    if window <= 0 or hop <= 0 or delay < 0:
+        raise AffectkitError("--window and --hop must be positive, and --delay not negative (seconds).")
     if not sessions.is_file():
         raise AffectkitError(f"{sessions} does not exist: give a sessions CSV (columns labels, face, audio, physio, "
                              "subject, split).")
@@ -115,7 +119,7 @@ def window_manifest(sessions: str | Path, out: str | Path, window: float = 4.0, 
         extra = {"subject": session[group_column]} if group_column else {}
         if "split" in table.columns:
             extra["split"] = session["split"]
-        rows += [{**files, **w, **extra} for w in _session_windows(_ratings(labels, source), window, hop)]
+        rows += [{**files, **w, **extra} for w in _session_windows(_ratings(labels, source), window, hop, delay)]
     if not rows:
         raise AffectkitError(f"{sessions}: no session is as long as one window of {window:g} s.")
     labelled = [c for c in ("expression", "valence", "arousal") if any(c in r for r in rows)]
