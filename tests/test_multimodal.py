@@ -174,6 +174,15 @@ def test_physio_windows_give_skin_conductance_responses_and_generic_statistics(t
     with pytest.raises(Exception, match="window"):
         read_physio(tmp_path / "p.csv", 30.0, 40.0)
 
+    ecg = nk.ecg_simulate(duration=12, sampling_rate=250, heart_rate=72, random_state=0)
+    pd.DataFrame({"time": np.arange(len(ecg)) / 250, "ecg": ecg}).to_csv(tmp_path / "ecg.csv", index=False)
+    heart = physio_features(*read_physio(tmp_path / "ecg.csv", 1.0, 11.0))
+    assert heart["physio_ecg_heart_rate_mean"] == pytest.approx(72, abs=4)
+    assert heart["physio_ecg_rmssd_ms"] >= 0
+    # Two seconds hold two beats: no heart-rate variability, which is left empty rather than invented.
+    short = physio_features(*read_physio(tmp_path / "ecg.csv", 1.0, 2.0))
+    assert math.isnan(short["physio_ecg_rmssd_ms"]) and math.isfinite(short["physio_ecg_mean"])
+
 
 def test_video_windows_are_read_at_the_asked_frame_rate(tmp_path, model_path):
     path = tmp_path / "clip.avi"
