@@ -4,8 +4,9 @@ without the person-relative audio and physio features.
 
     python bench/multimodal_demo.py              # 480 samples of 24 people; about 6 minutes on 2 idle cores
     python bench/multimodal_demo.py --n 960 --people 48 --seeds 0 2 3
+    python bench/multimodal_demo.py --n 960 --people 48 --seeds 0 2 3 --video   # faces as session videos
 
-Writes bench/results/multimodal.md.
+Writes bench/results/multimodal.md (multimodal_video.md with --video).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pandas as pd
 
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.multimodal import run_fusion
+from affectkit.multimodal.features import FeatureTable
+from affectkit.multimodal.fusion import fuse
 
 from threads import add_threads_option, use_threads
 
@@ -42,6 +45,17 @@ def summary(tables: list[pd.DataFrame]) -> pd.DataFrame:
     return means
 
 
+MOVEMENT = ("_std", "_slope")  # with face_peak_p_*: what the face features say about change over the window
+
+
+def without_movement(features: FeatureTable) -> FeatureTable:
+    """The face's features as a still image would give them: the means alone."""
+    kept = [c for c in features.columns["face"] if not (c.endswith(MOVEMENT) or c.startswith("face_peak_"))]
+    dropped = set(features.columns["face"]) - set(kept)
+    return FeatureTable(features.frame.drop(columns=sorted(dropped)), {**features.columns, "face": kept},
+                        features.rejected, features.missing)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=480, help="multimodal samples")
@@ -49,12 +63,21 @@ def main() -> None:
     parser.add_argument("--face-n", type=int, default=1600, help="faces the face model learns from (seed 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="multimodal sets to render and fuse, by seed (also the split's seed); not 1")
+    parser.add_argument("--video", action="store_true",
+                        help="faces as session videos (make-demo-data --video), read at 4 frames a second; the "
+                        "ablation is then the face's movement features instead of the person-relative ones")
     add_threads_option(parser)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "multimodal.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: bench/results/multimodal.md (multimodal_video.md with --video)")
     args = parser.parse_args()
     use_threads(args)
+    out = args.out or Path(__file__).parent / "results" / ("multimodal_video.md" if args.video else "multimodal.md")
     start = time.perf_counter()
-    runs: dict[bool, list] = {True: [], False: []}
+    default = "the default (person-relative audio and physio features" + (", the face's movement)" if args.video
+                                                                           else ")")
+    ablation = "without the face's movement (means of the frames only)" if args.video else \
+        "without person-relative features (`--no-person-relative`)"
+    runs: dict[str, list] = {default: [], ablation: []}
     with tempfile.TemporaryDirectory(prefix="affectkit-multimodal-") as tmp:
         tmp = Path(tmp)
         affectkit("make-demo-data", str(tmp / "faces"), "--n", str(args.face_n), "--seed", "1")
@@ -62,44 +85,51 @@ def main() -> None:
                   "--profile", "demo", "--no-evaluate")
         face_model = tmp / "face_run" / "best_CustomCNN.safetensors"
         trained = time.perf_counter() - start
+        fps = 4.0 if args.video else 2.0
         for seed in args.seeds:
             data = tmp / f"mm-{seed}"
             affectkit("make-demo-data", str(data), "--multimodal", "--n", str(args.n), "--people", str(args.people),
-                      "--seed", str(seed))
-            for relative in (True, False):
-                began = time.perf_counter()
-                run = run_fusion(data / "manifest.csv", tmp / f"fused-{seed}-{relative}", face_model=face_model,
-                                 seed=seed, detect=False, person_relative=relative)
-                runs[relative].append((seed, run, time.perf_counter() - began))
+                      "--seed", str(seed), *(["--video"] if args.video else []))
+            began = time.perf_counter()
+            run = run_fusion(data / "manifest.csv", tmp / f"fused-{seed}", face_model=face_model, seed=seed,
+                             detect=False, fps=fps)
+            runs[default].append((seed, run.result, run.notes, time.perf_counter() - began))
+            began = time.perf_counter()
+            if args.video:
+                result = fuse(without_movement(run.features), seed)
+            else:
+                result = run_fusion(data / "manifest.csv", tmp / f"fused-{seed}-absolute", face_model=face_model,
+                                    seed=seed, detect=False, person_relative=False).result
+            runs[ablation].append((seed, result, run.notes, time.perf_counter() - began))
     seeds = " ".join(map(str, args.seeds))
     lines = [
-        "# Multimodal fusion on the synthetic multimodal demo",
+        "# Multimodal fusion on the synthetic multimodal demo" + (", faces as video" if args.video else ""),
         "",
         f"`python bench/multimodal_demo.py --n {args.n} --people {args.people} --face-n {args.face_n} --seeds "
-        f"{seeds} --threads {args.threads}`; {time.perf_counter() - start:.0f} s in all, of which {trained:.0f} s "
-        f"rendering {args.face_n} other faces (seed 1) and training the face model on them (custom CNN, "
-        "`--profile demo`).",
+        f"{seeds}{' --video' if args.video else ''} --threads {args.threads}`; {time.perf_counter() - start:.0f} s "
+        f"in all, of which {trained:.0f} s rendering {args.face_n} other faces (seed 1) and training the face model "
+        "on them (custom CNN, `--profile demo`).",
         "",
         "What each modality carries (`affectkit/multimodal/demo.py`): the face, the expression and, through it, "
         "valence and arousal; the speech, arousal (pitch, loudness, brightness, rate) and a little valence (pitch "
         "contour); the physiological signals, arousal (heart rate, skin conductance) and valence (the two facial EMG "
         "envelopes). Each person has a voice and physiological levels of their own, and the split keeps people "
-        "apart.",
+        "apart." + (" Each sample's face is a stretch of its session's video in which the expression rises from "
+                    "neutral to its apex at a moment of its own." if args.video else ""),
         "",
     ]
-    for relative, done in runs.items():
-        title = "with person-relative audio and physio features (the default)" if relative else \
-            "without person-relative features (`--no-person-relative`)"
+    for title, done in runs.items():
+        tables = [result.table for _, result, _, _ in done]
         lines += [f"## {title}", "", f"Mean test scores over {len(done)} set(s):", "",
-                  markdown_table(summary([run.result.table for _, run, _ in done])), ""]
+                  markdown_table(summary(tables)), ""]
         print(title)
-        print(summary([run.result.table for _, run, _ in done]).to_string(index=False))
-        for seed, run, seconds in done:
-            lines += [f"### seed {seed}", "", *[f"- {note}" for note in run.notes], f"- fusion: {seconds:.0f} s", "",
-                      markdown_table(run.result.table[["method", *SCORES, "kept_for"]]), ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print(f"wrote {args.out} in {time.perf_counter() - start:.0f}s")
+        print(summary(tables).to_string(index=False))
+        for seed, result, notes, seconds in done:
+            lines += [f"### seed {seed}", "", *[f"- {note}" for note in notes], f"- fusion: {seconds:.0f} s", "",
+                      markdown_table(result.table[["method", *SCORES, "kept_for"]]), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print(f"wrote {out} in {time.perf_counter() - start:.0f}s")
 
 
 if __name__ == "__main__":

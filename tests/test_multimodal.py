@@ -190,8 +190,8 @@ def test_video_windows_are_read_at_the_asked_frame_rate(tmp_path, model_path):
     for i in range(50):  # 5 s at 10 frames a second; each frame's brightness is its index
         writer.write(np.full((32, 32, 3), i * 5, np.uint8))
     writer.release()
-    frames = _video_window(path, 1.0, 3.0, fps=2.0)
-    assert len(frames) == 4
+    frames, times = _video_window(path, 1.0, 3.0, fps=2.0)
+    assert len(frames) == 4 and list(times) == [1.0, 1.5, 2.0, 2.5]
     assert [round(float(f.mean()) / 5) for f in frames] == [10, 15, 20, 25]
 
     # The face model reads those frames; its verdicts are averaged, and how much they moved is kept.
@@ -200,6 +200,9 @@ def test_video_windows_are_read_at_the_asked_frame_rate(tmp_path, model_path):
     single = [predictor.predict_batch([frame])[0] for frame in frames]
     assert features["face_valence"] == pytest.approx(np.mean([f["valence"] for f in single]), abs=1e-5)
     assert features["face_arousal_std"] == pytest.approx(np.std([f["arousal"] for f in single]), abs=1e-5)
+    assert features["face_valence_slope"] == pytest.approx(np.polyfit(times, [f["valence"] for f in single], 1)[0],
+                                                           abs=1e-4)
+    assert features["face_peak_p_happy"] == pytest.approx(max(f["probabilities"]["Happy"] for f in single), abs=1e-5)
     assert sum(v for k, v in features.items() if k.startswith("face_p_")) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -238,3 +241,18 @@ def test_continuously_rated_sessions_become_labelled_windows(tmp_path):
                                        str(tmp_path / "bad.csv")])
     assert refused.exit_code != 0
     assert "p1_labels.csv line 3: valence" in str(refused.exception) + refused.output
+
+
+def test_the_video_demo_gives_each_sample_its_window_of_a_session_video(tmp_path, model_path):
+    manifest_path = make_multimodal_demo(tmp_path / "data", n=24, people=3, seed=0, img_size=64, video=True,
+                                         progress=False)
+    manifest = read_manifest(manifest_path)
+    assert not manifest.rejected and {s.files["face"].name for s in manifest.samples} == {
+        "person00.avi", "person01.avi", "person02.avi"}
+    labels = pd.read_csv(manifest_path)
+    assert labels[["valence", "arousal"]].abs().max().max() <= 1 and labels["valence"].std() > 0.1
+    read = read_samples(manifest, Predictor(model_path, backend="torch", detect=False), fps=4.0)
+    assert not read.rejected and read.features["face_valence"].notna().all()
+    # A window's frames move the model's verdict as the expression rises (a neutral face has nothing to move).
+    moving = labels["expression"].to_numpy() != 0
+    assert (read.features["face_valence_std"].to_numpy()[moving] > 0).all()

@@ -22,6 +22,9 @@ def make_demo_data(
         help="Also record synthetic speech and physiological signals per face, in sessions of --people persons, and "
         "write OUT/manifest.csv for `affectkit fuse`.")] = False,
     people: Annotated[int, typer.Option(help="With --multimodal: simulated persons.")] = 24,
+    video: Annotated[bool, typer.Option(
+        help="With --multimodal: faces as one video per session, each sample's expression rising to its "
+        "apex.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Render synthetic faces with landmarks, expression, valence and arousal (no download)."""
@@ -33,8 +36,10 @@ def make_demo_data(
 
             if imbalance:
                 raise AffectkitError("--imbalance applies to the face set alone, not with --multimodal.")
-            path = make_multimodal_demo(out, n=n, people=people, seed=seed)
+            path = make_multimodal_demo(out, n=n, people=people, seed=seed, video=video)
         else:
+            if video:
+                raise AffectkitError("--video renders session videos for --multimodal; add --multimodal.")
             path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance)
     console.print(f"Wrote {n} demo {'samples' if multimodal else 'faces'} to {path}")
 

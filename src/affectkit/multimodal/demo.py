@@ -6,19 +6,30 @@ arousal raises the voice's pitch, loudness, brightness and speaking rate, the he
 responses; valence bends the pitch contour and moves the two facial-muscle EMG envelopes (zygomaticus for
 pleasure, corrugator for displeasure). Each person has a voice, a heart rate and a skin-conductance level of their
 own, so the split must keep people apart. Some samples lack their audio or physio recording, as real sets do.
+With ``video``, the faces come as one video per session, in which each sample's expression rises from neutral to its
+apex at a moment of its own inside its window, as posed-expression sequences (CK+) and spontaneous clips do.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
-from affectkit.data.synthetic import make_demo_dataset
+from affectkit.data.synthetic import (
+    INTENSITY_RANGE,
+    SYNTHETIC_MARKER,
+    demo_labels,
+    make_demo_dataset,
+    render_face,
+)
 from affectkit.progress import reporter, silenced
 
+VIDEO_FPS = 4.0
 AUDIO_RATE = 8_000  # telephone band: enough for pitch, loudness and MFCCs, and small files
 PHYSIO_RATE = 32.0
 SLOT_SECONDS = 4.0  # each sample's place in its person's session
@@ -74,6 +85,14 @@ def _person(rng: np.random.Generator) -> dict:
             "reactivity": rng.uniform(0.5, 1.5), "heart_rate": rng.uniform(58, 82), "emg": rng.uniform(0.6, 1.4)}
 
 
+def _write_video(path: Path, frames: list[np.ndarray]) -> None:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, (width, height))
+    for rgb in frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
 def _labels(faces: Path, n: int) -> pd.DataFrame:
     """The rendered faces' labels, read back from their AffectNet-layout annotations."""
     def read(kind: str) -> list[float]:
@@ -83,15 +102,40 @@ def _labels(faces: Path, n: int) -> pd.DataFrame:
                          "arousal": read("aro")})
 
 
+def _clip(label: int, seed: int, index: int, person: int, img_size: int,
+          rng: np.random.Generator) -> tuple[list[np.ndarray], float, float]:
+    """One slot of a session video: neutral, then from a random onset the expression rises to its apex within
+    half a second and holds to the window's end; neutral again in the pause. Returns the frames and the apex's
+    valence and arousal (the sample's labels)."""
+    apex, onset = rng.uniform(*INTENSITY_RANGE), rng.uniform(0.0, 1.5)
+
+    def frame(intensity: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+        # The same streams for every frame: pose, light and identity stay, only the expression moves.
+        return render_face(label, np.random.default_rng([seed, 13, index]), img_size, intensity=intensity,
+                           person=np.random.default_rng([seed, 11, person]))
+
+    times = np.arange(int(SLOT_SECONDS * VIDEO_FPS)) / VIDEO_FPS
+    strength = np.where(times < WINDOW_SECONDS, apex * np.clip((times - onset) / 0.5, 0.0, 1.0), 0.0)
+    _, _, valence, arousal = frame(apex)
+    return [frame(float(v))[0] for v in strength], valence, arousal
+
+
 def make_multimodal_demo(out: str | Path, n: int = 480, people: int = 24, seed: int = 0, img_size: int = 112,
-                         progress: bool = True) -> Path:
+                         video: bool = False, progress: bool = True) -> Path:
     """Write ``out/manifest.csv`` with ``n`` samples of ``people`` simulated persons: a face image each
-    (``faces/``), one WAV (``audio/``) and one physio CSV (``physio/``) per person's session; same seed, same files."""
+    (``faces/``), or with ``video`` one face video per person's session in which each sample's expression rises to
+    its apex at its own moment; one WAV (``audio/``) and one physio CSV (``physio/``) per session; same seed, same
+    files."""
     import soundfile
 
     out = Path(out)
     with silenced(not progress):
-        labels = _labels(make_demo_dataset(out / "faces", n=n, seed=seed, img_size=img_size, progress=progress), n)
+        if video:
+            labels = pd.DataFrame({"expression": demo_labels(n, seed), "valence": 0.0, "arousal": 0.0})
+            (out / "faces").mkdir(parents=True, exist_ok=True)
+        else:
+            faces = make_demo_dataset(out / "faces", n=n, seed=seed, img_size=img_size, progress=progress)
+            labels = _labels(faces, n)
         (out / "audio").mkdir(exist_ok=True)
         (out / "physio").mkdir(exist_ok=True)
         rng = np.random.default_rng([seed, 7])
@@ -102,18 +146,24 @@ def make_multimodal_demo(out: str | Path, n: int = 480, people: int = 24, seed: 
         for person in reporter().track(range(people), total=people, description="Recording sessions"):
             traits = _person(rng)
             members = np.flatnonzero(person_of == person)
-            sound, physio = [], []
+            sound, physio, frames = [], [], []
             for slot, i in enumerate(members):
+                if video:
+                    clip, valence, arousal = _clip(int(labels.loc[i, "expression"]), seed, i, person, img_size, rng)
+                    frames += clip
+                    labels.loc[i, ["valence", "arousal"]] = valence, arousal
                 heard = np.clip(labels.loc[i, ["arousal", "valence"]].to_numpy() + rng.normal(0, NOISE, 2), -1, 1)
                 felt = np.clip(labels.loc[i, ["arousal", "valence"]].to_numpy() + rng.normal(0, NOISE, 2), -1, 1)
                 sound.append(_utterance(rng, traits, *heard))
                 physio.append(_physio_slot(rng, traits, *felt))
                 start = slot * SLOT_SECONDS
-                rows.append({"face": f"faces/images/{i}.jpg",
+                rows.append({"face": f"faces/person{person:02d}.avi" if video else f"faces/images/{i}.jpg",
                              "audio": "" if i in no_audio else f"audio/person{person:02d}.wav",
                              "physio": "" if i in no_physio else f"physio/person{person:02d}.csv",
                              "start": f"{start:g}", "end": f"{start + WINDOW_SECONDS:g}",
                              **labels.loc[i].to_dict(), "subject": f"person{person:02d}", "index": i})
+            if video:
+                _write_video(out / "faces" / f"person{person:02d}.avi", frames)
             soundfile.write(out / "audio" / f"person{person:02d}.wav",
                             np.clip(np.concatenate(sound), -1, 1).astype(np.float32), AUDIO_RATE, subtype="PCM_16")
             channels = {k: np.concatenate([slot[k] for slot in physio]) for k in physio[0]}
@@ -122,4 +172,7 @@ def make_multimodal_demo(out: str | Path, n: int = 480, people: int = 24, seed: 
         manifest = pd.DataFrame(rows).sort_values("index").drop(columns="index")
         manifest["expression"] = manifest["expression"].astype(int)
         manifest.to_csv(out / "manifest.csv", index=False, float_format="%.6f", quoting=csv.QUOTE_MINIMAL)
+        marker = {"synthetic": True, "generator": "affectkit make-demo-data --multimodal", "n": n, "seed": seed,
+                  "video": video, "note": "Rendered cartoon faces and simulated signals, not recordings of people."}
+        (out / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2))
     return out / "manifest.csv"

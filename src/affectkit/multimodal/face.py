@@ -1,8 +1,11 @@
 """The face modality: an affectkit face model's verdict on a sample's image, or on the frames of its video window.
 
 The features are what the model says: its expression probabilities, valence and arousal, averaged over the frames
-where a face was found, and how much valence and arousal moved between those frames. The largest face of a frame is
-the sample's (a recording of one person). A window without any face leaves the sample's face features empty.
+where a face was found; and how the face moved over the window: the spread of valence and arousal, their trend (a
+slope per second) and each expression's peak probability (an expression that rises to its apex late in a window
+weighs little in the mean). A still image has no movement: spread and trend 0, peaks equal to its probabilities.
+The largest face of a frame is the sample's (a recording of one person). A window without any face leaves the
+sample's face features empty.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ DEFAULT_FRAMES_PER_SECOND = 2.0
 
 def feature_names(class_names: list[str]) -> list[str]:
     return [*(f"face_p_{name.lower()}" for name in class_names), "face_valence", "face_arousal",
-            "face_valence_std", "face_arousal_std"]
+            "face_valence_std", "face_arousal_std", "face_valence_slope", "face_arousal_slope",
+            *(f"face_peak_p_{name.lower()}" for name in class_names)]
+
+
+def _slope(times: np.ndarray, values: np.ndarray) -> float:
+    return float(np.polyfit(times, values, 1)[0]) if len(np.unique(times)) > 1 else 0.0
 
 
 def _largest(faces: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -35,8 +43,9 @@ def _largest(faces: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(faces, key=area) if faces else None
 
 
-def _video_window(path: Path, start: float | None, end: float | None, fps: float) -> list[np.ndarray]:
-    """RGB frames of the window, about ``fps`` a second."""
+def _video_window(path: Path, start: float | None, end: float | None,
+                  fps: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """RGB frames of the window, about ``fps`` a second, and their times in seconds."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise Reject("face_unreadable", f"video {path.name} cannot be opened")
@@ -46,7 +55,7 @@ def _video_window(path: Path, start: float | None, end: float | None, fps: float
         last = None if end is None else int(round(end * native))
         step = max(1, int(round(native / fps)))
         capture.set(cv2.CAP_PROP_POS_FRAMES, first)
-        frames, index = [], first
+        frames, times, index = [], [], first
         while last is None or index < max(last, first + 1):
             if (index - first) % step:
                 ok = capture.grab()  # skips decoding the frames not read
@@ -54,6 +63,7 @@ def _video_window(path: Path, start: float | None, end: float | None, fps: float
                 ok, bgr = capture.read()
                 if ok:
                     frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                    times.append(index / native)
             if not ok:
                 break
             index += 1
@@ -62,25 +72,28 @@ def _video_window(path: Path, start: float | None, end: float | None, fps: float
     if not frames:
         raise Reject("window_outside", f"video {path.name} has no frame in the window {start or 0:g}-"
                                        f"{'end' if end is None else f'{end:g}'} s")
-    return frames
+    return frames, np.asarray(times)
 
 
 def face_features(predictor: Predictor, path: Path, start: float | None, end: float | None,
                   fps: float = DEFAULT_FRAMES_PER_SECOND) -> dict[str, float] | None:
     """The sample's face features, or None when no frame shows a face."""
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames = _video_window(path, start, end, fps)
+        frames, times = _video_window(path, start, end, fps)
     else:
         try:
-            frames = [read_image(path)]
+            frames, times = [read_image(path)], np.zeros(1)
         except ImageError as exc:
             raise Reject("face_unreadable", f"face image {path.name}: {exc}") from None
-    found = [face for faces in predictor.predict_images(frames) if (face := _largest(faces)) is not None]
+    found = [(t, face) for t, faces in zip(times, predictor.predict_images(frames))
+             if (face := _largest(faces)) is not None]
     if not found:
         return None
     names = predictor.class_names
-    probabilities = np.array([[face["probabilities"][name] for name in names] for face in found])
-    valence = np.array([face["valence"] for face in found])
-    arousal = np.array([face["arousal"] for face in found])
-    values = [*probabilities.mean(axis=0), valence.mean(), arousal.mean(), valence.std(), arousal.std()]
+    times = np.array([t for t, _ in found])
+    probabilities = np.array([[face["probabilities"][name] for name in names] for _, face in found])
+    valence = np.array([face["valence"] for _, face in found])
+    arousal = np.array([face["arousal"] for _, face in found])
+    values = [*probabilities.mean(axis=0), valence.mean(), arousal.mean(), valence.std(), arousal.std(),
+              _slope(times, valence), _slope(times, arousal), *probabilities.max(axis=0)]
     return dict(zip(feature_names(names), map(float, values)))
