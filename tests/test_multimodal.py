@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -256,3 +257,15 @@ def test_the_video_demo_gives_each_sample_its_window_of_a_session_video(tmp_path
     # A window's frames move the model's verdict as the expression rises (a neutral face has nothing to move).
     moving = labels["expression"].to_numpy() != 0
     assert (read.features["face_valence_std"].to_numpy()[moving] > 0).all()
+
+
+def test_a_fusion_without_the_face_predicts_on_manifests_that_have_one(multimodal_demo, tmp_path):
+    audio_only = tmp_path / "audio_only.csv"
+    pd.read_csv(multimodal_demo, keep_default_na=False).drop(columns=["face", "physio"]).to_csv(audio_only,
+                                                                                                 index=False)
+    shutil.copytree(multimodal_demo.parent / "audio", tmp_path / "audio")
+    run = run_fusion(audio_only, tmp_path / "fused", seed=0)
+    assert list(run.result.table["method"]) == ["audio"]
+    predictions, problems = predict_fusion(tmp_path / "fused", multimodal_demo)  # its face column goes unread
+    assert len(predictions) == 128 and not problems
+    assert predictions[["valence", "arousal"]].notna().all().all()

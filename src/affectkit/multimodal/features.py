@@ -40,12 +40,11 @@ class FeatureTable:
 
 def sample_features(sample: Sample, predictor: Predictor | None,
                     fps: float = DEFAULT_FRAMES_PER_SECOND) -> dict[str, dict[str, float] | None]:
-    """Each recorded modality's features (None: the face model found no face); raises Reject for a file that cannot
-    be read or a window outside its file."""
+    """Each recorded modality's features (None: the face model found no face); the face is read only with a
+    ``predictor`` (a fusion that does not use it needs none). Raises Reject for a file that cannot be read or a
+    window outside its file."""
     out: dict[str, dict[str, float] | None] = {}
-    if "face" in sample.files:
-        if predictor is None:
-            raise ValueError("a face model is needed for the face modality")
+    if "face" in sample.files and predictor is not None:
         out["face"] = face_features(predictor, sample.files["face"], sample.start, sample.end, fps)
     if "audio" in sample.files:
         out["audio"] = audio_features(read_audio(sample.files["audio"], sample.start, sample.end))
