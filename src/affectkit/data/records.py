@@ -90,6 +90,11 @@ class Rejection:
     reason: str  # one sentence for a person
 
 
+def quarantine_frame(rejected: Iterable[Rejection]) -> pd.DataFrame:
+    """What ``quarantine.csv`` holds: one row per rejected sample, its id, file, kind and reason."""
+    return pd.DataFrame([vars(r) for r in rejected], columns=["id", "path", "kind", "reason"])
+
+
 @dataclass
 class DatasetIndex:
     root: Path
@@ -136,7 +141,7 @@ class DatasetIndex:
         return dict(Counter(r.kind for r in self.rejected))
 
     def quarantine_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([vars(r) for r in self.rejected], columns=["id", "path", "kind", "reason"])
+        return quarantine_frame(self.rejected)
 
     def write_quarantine(self, path: str | Path) -> Path:
         path = Path(path)
@@ -263,6 +268,14 @@ def parse_split(raw: str, source: str) -> str | None:
 
 
 # -- shared ---------------------------------------------------------------------------------------------------
+
+
+def check_split_given_everywhere(path: Path, splits: Iterable[str | None]) -> None:
+    """A split column filled for some rows only is a mistake to name, not a split to guess."""
+    given = [s is not None for s in splits]
+    if any(given) and not all(given):
+        raise AffectkitError(f"{path}: the split column is filled for some rows and empty for others; fill all or "
+                             "none.")
 
 
 def natural_key(s: str) -> tuple:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from torch import nn
 
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
+from affectkit.models.registry import sha256_of
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # expression logits [.., N, 8], valence [.., N], arousal [.., N]
 OUTPUT_NAMES = ("expression_logits", "valence", "arousal")
@@ -20,11 +20,7 @@ WEIGHTS_DIGEST_KEY = "affectkit_weights_sha256"
 
 def weights_digest(path: Path) -> str:
     """Identifies the weights an ONNX file was exported from, so a stale export is never used silently."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_of(Path(path))
 
 
 class TorchBackend:

@@ -112,7 +112,8 @@ def _predict_images(
     return [row for file in files for row in rows_by_file[file]]
 
 
-def _video_frames(capture: cv2.VideoCapture, every: int) -> Iterator[tuple[int, np.ndarray]]:
+def video_frames(capture: cv2.VideoCapture, every: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(index from the capture's position, RGB frame) of every ``every``-th frame, to the end of the video."""
     index = 0
     while True:
         if index % every == 0:
@@ -148,7 +149,7 @@ def _predict_video(
     rows: list[dict[str, Any]] = []
     writer: cv2.VideoWriter | None = None
     try:
-        for chunk in _chunks(_video_frames(capture, every), predictor.batch_size):
+        for chunk in _chunks(video_frames(capture, every), predictor.batch_size):
             for (index, frame), faces in zip(chunk, predictor.predict_images([f for _, f in chunk])):
                 faces = smoother.update(faces)
                 rows += [face_row(file, index, f) for f in faces] or [status_row(file, index, NO_FACE)]

@@ -19,7 +19,7 @@ import numpy as np
 
 from affectkit.data.records import Reject
 from affectkit.inference.images import ImageError, read_image
-from affectkit.inference.media import VIDEO_SUFFIXES
+from affectkit.inference.media import VIDEO_SUFFIXES, video_frames
 from affectkit.inference.predictor import Predictor
 
 DEFAULT_FRAMES_PER_SECOND = 2.0
@@ -53,20 +53,14 @@ def _video_window(path: Path, start: float | None, end: float | None,
         native = capture.get(cv2.CAP_PROP_FPS) or 25.0
         first = int(round((start or 0.0) * native))
         last = None if end is None else int(round(end * native))
-        step = max(1, int(round(native / fps)))
+        stop = None if last is None else max(last, first + 1)
         capture.set(cv2.CAP_PROP_POS_FRAMES, first)
-        frames, times, index = [], [], first
-        while last is None or index < max(last, first + 1):
-            if (index - first) % step:
-                ok = capture.grab()  # skips decoding the frames not read
-            else:
-                ok, bgr = capture.read()
-                if ok:
-                    frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                    times.append(index / native)
-            if not ok:
+        frames, times = [], []
+        for offset, rgb in video_frames(capture, every=max(1, int(round(native / fps)))):
+            if stop is not None and first + offset >= stop:
                 break
-            index += 1
+            frames.append(rgb)
+            times.append((first + offset) / native)
     finally:
         capture.release()
     if not frames:

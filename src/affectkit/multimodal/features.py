@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,14 @@ class FeatureTable:
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split]
+
+
+def modality_columns(names: Iterable[str], modalities: Iterable[str]) -> dict[str, list[str]]:
+    """modality -> its feature columns among ``names`` (each starts with ``<modality>_``); modalities without any are
+    left out."""
+    names = list(names)
+    columns = {m: [c for c in names if c.startswith(f"{m}_")] for m in modalities}
+    return {m: c for m, c in columns.items() if c}
 
 
 def sample_features(sample: Sample, predictor: Predictor | None,
@@ -131,7 +140,6 @@ def extract_features(manifest: MultimodalManifest, predictor: Predictor | None, 
         "valence": [s.valence for s in kept],
         "arousal": [s.arousal for s in kept],
     })
-    columns = {m: [c for c in read.features.columns if c.startswith(f"{m}_")] for m in manifest.modalities}
-    columns = {m: c for m, c in columns.items() if c}
+    columns = modality_columns(read.features.columns, manifest.modalities)
     frame = pd.concat([labels, read.features[[c for cs in columns.values() for c in cs]]], axis=1)
     return FeatureTable(frame, columns, read.rejected, read.missing)

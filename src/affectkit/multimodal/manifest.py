@@ -28,6 +28,7 @@ import pandas as pd
 from affectkit.data.records import (
     Reject,
     Rejection,
+    check_split_given_everywhere,
     optional_float,
     parse_expression,
     parse_split,
@@ -138,8 +139,5 @@ def read_manifest(path: str | Path, require_labels: bool = True) -> MultimodalMa
     if not samples:
         reasons = "; ".join(r.reason for r in rejected[:3])
         raise AffectkitError(f"{path}: no valid row ({len(rejected)} rejected; first: {reasons}).")
-    given = [s.split is not None for s in samples]
-    if any(given) and not all(given):
-        raise AffectkitError(f"{path}: the split column is filled for some rows and empty for others; fill all or "
-                             "none.")
+    check_split_given_everywhere(path, (s.split for s in samples))
     return MultimodalManifest(path, modalities, samples, rejected)

@@ -3,7 +3,6 @@ the report, keep the model chosen on validation; and predict with a kept model o
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +13,14 @@ import pandas as pd
 
 from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.config import CLASS_NAMES
-from affectkit.data.records import Rejection
+from affectkit.data.records import Rejection, quarantine_frame
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
-from affectkit.inference.backends import weights_digest
 from affectkit.inference.predictor import Predictor, model_files
+from affectkit.models.registry import sha256_of
 from affectkit.multimodal.face import DEFAULT_FRAMES_PER_SECOND
-from affectkit.multimodal.features import FeatureTable, extract_features, read_samples
+from affectkit.multimodal.features import FeatureTable, extract_features, modality_columns, read_samples
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
@@ -60,10 +59,6 @@ class FusionRun:
         return {name: self.out / name for name in names}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _predictor(manifest: MultimodalManifest, face_model: Path | None, detect: bool, backend: str) -> Predictor | None:
     if "face" not in manifest.modalities:
         return None
@@ -78,12 +73,12 @@ def _face_model_digest(face_model: Path | None) -> str | None:
     if face_model is None:
         return None
     weights, _, onnx = model_files(face_model)
-    return weights_digest(weights if weights.is_file() else onnx)
+    return sha256_of(weights if weights.is_file() else onnx)
 
 
 def _feature_key(manifest: Path, face_model: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
     """What the stored features depend on: reused only when all of it is the same."""
-    return {"manifest_sha256": _sha256(manifest), "face_model_sha256": _face_model_digest(face_model), **settings}
+    return {"manifest_sha256": sha256_of(manifest), "face_model_sha256": _face_model_digest(face_model), **settings}
 
 
 def _stored_features(out: Path, key: dict[str, Any], modalities: list[str]) -> FeatureTable | None:
@@ -95,8 +90,7 @@ def _stored_features(out: Path, key: dict[str, Any], modalities: list[str]) -> F
         return None
     frame = pd.read_csv(frame_path, dtype={"id": str, "split": str, "group": object})
     frame["group"] = frame["group"].where(frame["group"].notna(), None)
-    columns = {m: [c for c in frame.columns if c.startswith(f"{m}_")] for m in modalities}
-    return FeatureTable(frame, {m: c for m, c in columns.items() if c},
+    return FeatureTable(frame, modality_columns(frame.columns, modalities),
                         [Rejection(**r) for r in stored["rejected"]], stored["missing"])
 
 
@@ -152,7 +146,7 @@ def _save_model(out: Path, result: FusionResult, features: FeatureTable, face_mo
         skops.io.dump(models, tmp)
     meta = {
         "format": "affectkit multimodal fusion 1",
-        "model_sha256": _sha256(out / MODEL_FILE),
+        "model_sha256": sha256_of(out / MODEL_FILE),
         "kept": {target: {"method": f.method, "val_score": f.val_score, "strength": f.strength}
                  for target, f in result.kept.items()},
         "feature_columns": features.feature_columns,
@@ -188,10 +182,8 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
         _store_features(out, key, features)
     else:
         reporter().note(f"Features of the same manifest and face model read back from {out / 'features.csv'}")
-    quarantine = pd.DataFrame([vars(r) for r in manifest.rejected + features.rejected],
-                              columns=["id", "path", "kind", "reason"])
     with atomic_path(out / "quarantine.csv") as tmp:
-        quarantine.to_csv(tmp, index=False)
+        quarantine_frame(manifest.rejected + features.rejected).to_csv(tmp, index=False)
     if features.part("train").empty or features.part("val").empty:
         raise AffectkitError(f"{manifest.path}: the split left no sample in train or val; give more samples or a "
                              "split column.")
@@ -223,7 +215,7 @@ def load_fusion(model_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         if not path.is_file():
             raise AffectkitError(f"{path} is missing: give the folder `affectkit fuse` wrote.")
     meta = json.loads(meta_path.read_text())
-    if _sha256(model_path) != meta.get("model_sha256"):
+    if sha256_of(model_path) != meta.get("model_sha256"):
         raise AffectkitError(f"{model_path} does not match the digest in {meta_path.name}: the file was changed or "
                              "damaged, and is not loaded.")
     untrusted = [t for t in skops.io.get_untrusted_types(file=model_path) if t not in TRUSTED_TYPES]

@@ -17,6 +17,7 @@ from affectkit.data.records import (
     Record,
     Reject,
     Rejection,
+    check_split_given_everywhere,
     collect,
     inspect_image,
     parse_expression,
@@ -71,7 +72,5 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
 
     index = collect(csv_path, NAME, range(len(rows)), build, detail=csv_path.name,
                     group_source=f"manifest column {group_column}" if group_column else None)
-    split_given = [r.split is not None for r in index.records]
-    if any(split_given) and not all(split_given):
-        raise AffectkitError(f"{csv_path}: the split column is filled for some rows and empty for others; fill all or none.")
+    check_split_given_everywhere(csv_path, (r.split for r in index.records))
     return index
