@@ -115,7 +115,8 @@ def test_import_is_light_and_the_public_names_are_documented():
             "if m in sys.modules]; print(heavy)")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
-    assert sorted(affectkit.__all__) == ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "run", "train"]
+    assert sorted(affectkit.__all__) == ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
+                                         "run", "train", "train_temporal"]
     for name in affectkit.__all__:
         function = getattr(affectkit, name)
         assert callable(function) and function.__doc__ and function.__annotations__.get("return")

@@ -14,7 +14,7 @@ LAYERS = {
     "data": 2,
     "evaluation": 3,
     "training": 4, "inference": 4,
-    "pipeline": 5, "multimodal": 5,
+    "pipeline": 5, "multimodal": 5, "temporal": 5,
     "api": 6, "__init__": 6, "serving": 6,
     "cli": 7,
 }

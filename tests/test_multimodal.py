@@ -21,7 +21,7 @@ from affectkit.errors import AffectkitError
 from affectkit.multimodal import predict_fusion, read_manifest, run_fusion, window_manifest
 from affectkit.multimodal.demo import make_multimodal_demo
 from affectkit.inference.predictor import Predictor
-from affectkit.multimodal.face import _video_window, face_features
+from affectkit.multimodal.face import face_features, video_window
 from affectkit.multimodal.features import extract_features, per_person, read_samples
 from affectkit.multimodal.fusion import EARLY, FACE_AS_IS, LATE
 from affectkit.multimodal.run import MODEL_FILE
@@ -191,7 +191,7 @@ def test_video_windows_are_read_at_the_asked_frame_rate(tmp_path, model_path):
     for i in range(50):  # 5 s at 10 frames a second; each frame's brightness is its index
         writer.write(np.full((32, 32, 3), i * 5, np.uint8))
     writer.release()
-    frames, times = _video_window(path, 1.0, 3.0, fps=2.0)
+    frames, times = video_window(path, 1.0, 3.0, fps=2.0)
     assert len(frames) == 4 and list(times) == [1.0, 1.5, 2.0, 2.5]
     assert [round(float(f.mean()) / 5) for f in frames] == [10, 15, 20, 25]
 

@@ -10,7 +10,8 @@
 See :mod:`affectkit.api` and the README's "Python API" section.
 """
 
-from affectkit.api import benchmark, evaluate, fuse, fuse_predict, load, run, train
+from affectkit.api import benchmark, evaluate, fuse, fuse_predict, load, predict_temporal, run, train, train_temporal
 
 __version__ = "0.1.0"
-__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "run", "train"]
+__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "run", "train",
+           "train_temporal"]

@@ -1,5 +1,5 @@
-"""The public Python API: ``affectkit.load``, ``train``, ``run``, ``evaluate``, ``benchmark``, ``fuse`` and
-``fuse_predict``.
+"""The public Python API: ``affectkit.load``, ``train``, ``run``, ``evaluate``, ``benchmark``, ``fuse``,
+``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from affectkit.inference.predictor import BackendName, Predictor
     from affectkit.multimodal import FusionRun
     from affectkit.pipeline.benchmark import BenchmarkResult
+    from affectkit.temporal import TemporalRun
 
-__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "run", "train"]
+__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "run", "train",
+           "train_temporal"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -175,3 +177,29 @@ def fuse_predict(fusion: str | Path, manifest: str | Path, face_model: str | Pat
 
     with _reporting(quiet):
         return predict_fusion(fusion, manifest, face_model=face_model)
+
+
+def train_temporal(clips: str | Path, face_model: str | Path, out: str | Path = "temporal", *, seed: int = 0,
+                   detect: bool = True, quiet: bool = True, **options: Any) -> TemporalRun:
+    """Labelled face clips (class folders of videos or a clip manifest) read by ``face_model`` frame by frame; the
+    face model's mean over the frames, a model of the frame statistics and a temporal model (GRU) fit on train,
+    chosen on val, scored on test; the kept model saved in ``out``.
+
+    Returns the run: ``.table`` (a DataFrame, one row per model), ``.kept`` (the model kept for each target),
+    ``.files`` and ``.notes``. ``options``: ``val_fraction``, ``test_fraction``, ``fps``, ``backend`` (see
+    :func:`affectkit.temporal.run_temporal`).
+    """
+    from affectkit.temporal import run_temporal
+
+    with _reporting(quiet):
+        return run_temporal(clips, out, face_model, seed=seed, detect=detect, **options)
+
+
+def predict_temporal(model: str | Path, clips: str | Path, face_model: str | Path | None = None, *,
+                     quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The kept model of ``model`` (a folder :func:`train_temporal` wrote) on new clips: a DataFrame with one row per
+    clip (expression, p_<class>, valence, arousal), and the reasons of the clips that could not be read."""
+    from affectkit.temporal import predict_temporal as predict
+
+    with _reporting(quiet):
+        return predict(model, clips, face_model=face_model)

@@ -21,7 +21,10 @@ def make_demo_data(
     multimodal: Annotated[bool, typer.Option(
         help="Also record synthetic speech and physiological signals per face, in sessions of --people persons, and "
         "write OUT/manifest.csv for `affectkit fuse`.")] = False,
-    people: Annotated[int, typer.Option(help="With --multimodal: simulated persons.")] = 24,
+    clips: Annotated[bool, typer.Option(
+        help="Render labelled face clips instead, in class folders inside train/, val/, test/ (people kept apart), "
+        "for `affectkit temporal`.")] = False,
+    people: Annotated[int, typer.Option(help="With --multimodal or --clips: simulated persons.")] = 24,
     video: Annotated[bool, typer.Option(
         help="With --multimodal: faces as one video per session, each sample's expression rising to its "
         "apex.")] = False,
@@ -30,8 +33,16 @@ def make_demo_data(
     """Render synthetic faces with landmarks, expression, valence and arousal (no download)."""
     from affectkit.data.synthetic import make_demo_dataset
 
+    if clips and (multimodal or imbalance or video):
+        raise AffectkitError("--clips renders face clips alone: leave out --multimodal, --imbalance and --video.")
     with report_to_console(quiet):
-        if multimodal:
+        if clips:
+            from affectkit.temporal.demo import make_clip_demo
+
+            if people < 3:
+                raise AffectkitError("--clips needs --people 3 or more: one person at least for each split.")
+            path = make_clip_demo(out, n=n, people=people, seed=seed)
+        elif multimodal:
             from affectkit.multimodal.demo import make_multimodal_demo
 
             if imbalance:
@@ -41,7 +52,7 @@ def make_demo_data(
             if video:
                 raise AffectkitError("--video renders session videos for --multimodal; add --multimodal.")
             path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance)
-    console.print(f"Wrote {n} demo {'samples' if multimodal else 'faces'} to {path}")
+    console.print(f"Wrote {n} demo {'clips' if clips else 'samples' if multimodal else 'faces'} to {path}")
 
 
 @app.command()

@@ -85,9 +85,10 @@ def _person(rng: np.random.Generator) -> dict:
             "reactivity": rng.uniform(0.5, 1.5), "heart_rate": rng.uniform(58, 82), "emg": rng.uniform(0.6, 1.4)}
 
 
-def _write_video(path: Path, frames: list[np.ndarray]) -> None:
+def write_video(path: Path, frames: list[np.ndarray], fps: float = VIDEO_FPS) -> None:
+    """RGB frames as an MJPG AVI (a codec every OpenCV build writes and reads)."""
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     for rgb in frames:
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()
@@ -163,7 +164,7 @@ def make_multimodal_demo(out: str | Path, n: int = 480, people: int = 24, seed: 
                              "start": f"{start:g}", "end": f"{start + WINDOW_SECONDS:g}",
                              **labels.loc[i].to_dict(), "subject": f"person{person:02d}", "index": i})
             if video:
-                _write_video(out / "faces" / f"person{person:02d}.avi", frames)
+                write_video(out / "faces" / f"person{person:02d}.avi", frames)
             soundfile.write(out / "audio" / f"person{person:02d}.wav",
                             np.clip(np.concatenate(sound), -1, 1).astype(np.float32), AUDIO_RATE, subtype="PCM_16")
             channels = {k: np.concatenate([slot[k] for slot in physio]) for k in physio[0]}

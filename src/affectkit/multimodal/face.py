@@ -11,6 +11,7 @@ sample's face features empty.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def _largest(faces: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(faces, key=area) if faces else None
 
 
-def _video_window(path: Path, start: float | None, end: float | None,
+def video_window(path: Path, start: float | None, end: float | None,
                   fps: float) -> tuple[list[np.ndarray], np.ndarray]:
     """RGB frames of the window, about ``fps`` a second, and their times in seconds."""
     capture = cv2.VideoCapture(str(path))
@@ -69,11 +70,22 @@ def _video_window(path: Path, start: float | None, end: float | None,
     return frames, np.asarray(times)
 
 
-def face_features(predictor: Predictor, path: Path, start: float | None, end: float | None,
-                  fps: float = DEFAULT_FRAMES_PER_SECOND) -> dict[str, float] | None:
-    """The sample's face features, or None when no frame shows a face."""
+@dataclass(frozen=True)
+class FrameOutputs:
+    """What the face model said of each frame of a window in which it found a face (the largest one)."""
+
+    times: np.ndarray  # seconds, [T]
+    probabilities: np.ndarray  # [T, classes]
+    valence: np.ndarray  # [T]
+    arousal: np.ndarray  # [T]
+
+
+def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: float | None,
+                  fps: float = DEFAULT_FRAMES_PER_SECOND) -> FrameOutputs | None:
+    """The face model's outputs on the frames of the window (an image is one frame at time 0), or None when no frame
+    shows a face. Raises Reject for a file that cannot be read or a window outside the video."""
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames, times = _video_window(path, start, end, fps)
+        frames, times = video_window(path, start, end, fps)
     else:
         try:
             frames, times = [read_image(path)], np.zeros(1)
@@ -84,10 +96,22 @@ def face_features(predictor: Predictor, path: Path, start: float | None, end: fl
     if not found:
         return None
     names = predictor.class_names
-    times = np.array([t for t, _ in found])
-    probabilities = np.array([[face["probabilities"][name] for name in names] for _, face in found])
-    valence = np.array([face["valence"] for _, face in found])
-    arousal = np.array([face["arousal"] for _, face in found])
-    values = [*probabilities.mean(axis=0), valence.mean(), arousal.mean(), valence.std(), arousal.std(),
-              _slope(times, valence), _slope(times, arousal), *probabilities.max(axis=0)]
-    return dict(zip(feature_names(names), map(float, values)))
+    return FrameOutputs(np.array([t for t, _ in found]),
+                        np.array([[face["probabilities"][name] for name in names] for _, face in found]),
+                        np.array([face["valence"] for _, face in found]),
+                        np.array([face["arousal"] for _, face in found]))
+
+
+def summarise(outputs: FrameOutputs, class_names: list[str]) -> dict[str, float]:
+    """The window's face features (:func:`feature_names`): means, movement of valence and arousal, peaks."""
+    valence, arousal = outputs.valence, outputs.arousal
+    values = [*outputs.probabilities.mean(axis=0), valence.mean(), arousal.mean(), valence.std(), arousal.std(),
+              _slope(outputs.times, valence), _slope(outputs.times, arousal), *outputs.probabilities.max(axis=0)]
+    return dict(zip(feature_names(class_names), map(float, values)))
+
+
+def face_features(predictor: Predictor, path: Path, start: float | None, end: float | None,
+                  fps: float = DEFAULT_FRAMES_PER_SECOND) -> dict[str, float] | None:
+    """The sample's face features, or None when no frame shows a face."""
+    outputs = frame_outputs(predictor, path, start, end, fps)
+    return None if outputs is None else summarise(outputs, predictor.class_names)

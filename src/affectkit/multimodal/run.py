@@ -68,7 +68,7 @@ def _predictor(manifest: MultimodalManifest, face_model: Path | None, detect: bo
     return Predictor(face_model, backend=backend, detect=detect)
 
 
-def _face_model_digest(face_model: Path | None) -> str | None:
+def face_model_digest(face_model: Path | None) -> str | None:
     """The SHA-256 of the face model's weights (of its ONNX file when it was given alone)."""
     if face_model is None:
         return None
@@ -78,7 +78,7 @@ def _face_model_digest(face_model: Path | None) -> str | None:
 
 def _feature_key(manifest: Path, face_model: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
     """What the stored features depend on: reused only when all of it is the same."""
-    return {"manifest_sha256": sha256_of(manifest), "face_model_sha256": _face_model_digest(face_model), **settings}
+    return {"manifest_sha256": sha256_of(manifest), "face_model_sha256": face_model_digest(face_model), **settings}
 
 
 def _stored_features(out: Path, key: dict[str, Any], modalities: list[str]) -> FeatureTable | None:
@@ -153,7 +153,7 @@ def _save_model(out: Path, result: FusionResult, features: FeatureTable, face_mo
         "modalities": list(features.columns),
         "class_names": list(CLASS_NAMES),
         "face_model": None if face_model is None else str(Path(face_model).resolve()),
-        "face_model_sha256": _face_model_digest(face_model),
+        "face_model_sha256": face_model_digest(face_model),
         **settings,
     }
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
@@ -233,7 +233,7 @@ def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model:
     face_model = Path(face_model or meta["face_model"]) if meta["face_model"] else None
     predictor = None
     if "face" in manifest.modalities and "face" in meta["modalities"]:
-        if face_model is None or _face_model_digest(face_model) != meta["face_model_sha256"]:
+        if face_model is None or face_model_digest(face_model) != meta["face_model_sha256"]:
             raise AffectkitError(f"The fusion was fit on the features of the face model with SHA-256 "
                                  f"{meta['face_model_sha256']}; give that model with --face-model.")
         predictor = Predictor(face_model, backend=backend, detect=meta["detect"])

@@ -1,0 +1,87 @@
+"""Temporal commands: ``temporal`` (fit and compare models of labelled face clips: the face model's mean over the
+frames, the clip's frame statistics, a learned GRU) and ``temporal-predict``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from affectkit.cli.common import QuietOpt, app, report_to_console
+from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
+from affectkit.cli.multimodal import FaceModelOpt
+from affectkit.progress import console
+
+ClipsArg = Annotated[Path, typer.Argument(help="Labelled clips: class folders of videos (DATA/<class>/*.mp4, "
+                                               "optionally inside train/, val/, test/) or a clip manifest CSV (face, "
+                                               "start, end, expression, valence, arousal, subject, split).")]
+FpsOpt = Annotated[float, typer.Option(help="Frames of each clip read a second.")]
+
+
+def _table(table) -> Table:
+    shown = [c for c in ("accuracy", "macro_f1", "valence_ccc", "arousal_ccc") if c in table]
+    out = Table("method", *shown, "kept for", title="Test clips")
+    for row in table.to_dict("records"):
+        out.add_row(row["method"], *(f"{row[c]:.3f}" for c in shown), row["kept_for"])
+    return out
+
+
+@app.command()
+def temporal(
+    clips: ClipsArg,
+    face_model: Annotated[Path, typer.Option(
+        "--face-model", help="The saved affectkit model that reads the frames (best_<Model>.safetensors).")],
+    out: Annotated[Path, typer.Option(help="Folder for temporal.md/.csv/.png, the frames read and the kept model.")
+                   ] = Path("temporal"),
+    seed: Annotated[int, typer.Option(help="Seed of the split and of the temporal model.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Share of the clips for validation (when not given).")] = 0.15,
+    test_fraction: Annotated[float, typer.Option(help="Share of the clips for test (when not given).")] = 0.15,
+    fps: FpsOpt = 4.0,
+    no_detect: NoDetectOpt = False,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Learn expression, valence and arousal from face clips: the face model's mean over the frames, a model of the
+    clip's frame statistics and a temporal model (GRU) over the frames, compared on one split."""
+    from affectkit.temporal import run_temporal
+
+    _set_threads(threads)
+    with report_to_console(quiet):
+        run = run_temporal(clips, out, face_model, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                           fps=fps, detect=not no_detect, backend=backend)
+    for note in run.notes:
+        console.print(note)
+    # Piped output keeps one line per method rather than cells wrapped at 80 columns.
+    Console(width=None if sys.stdout.isatty() else 160).print(_table(run.table))
+    kept = "; ".join(f"{target}: {k.method}" for target, k in run.kept.items())
+    console.print(f"Kept (chosen on validation): {kept}")
+    console.print(f"Wrote {', '.join(str(p) for p in run.files.values())}")
+
+
+@app.command("temporal-predict")
+def temporal_predict(
+    model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal` wrote (its kept model).")],
+    clips: Annotated[Path, typer.Argument(help="Clips to predict: a folder of videos in class folders or a manifest "
+                                               "CSV with a face column (labels not needed).")],
+    out: Annotated[Path, typer.Option(help="CSV to write, one row per clip.")] = Path("temporal_predictions.csv"),
+    face_model: FaceModelOpt = None,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict expression, valence and arousal of new clips with a model `affectkit temporal` kept."""
+    from affectkit.temporal import predict_temporal
+
+    _set_threads(threads)
+    with report_to_console(quiet):
+        predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend)
+    predictions.to_csv(out, index=False, float_format="%.4f")
+    for problem in problems:
+        console.print(f"[yellow]skipped:[/yellow] {problem}")
+    console.print(f"Wrote {len(predictions)} rows to {out}" + (f"; {len(problems)} clip(s) skipped" if problems
+                                                                 else ""))

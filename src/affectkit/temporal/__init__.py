@@ -1,0 +1,7 @@
+"""Temporal modelling of face clips: a face model's frame-by-frame verdicts, read by a learned sequence model (the
+seed's "process video sequences for dynamic emotion changes")."""
+
+from affectkit.temporal.clips import read_clips
+from affectkit.temporal.run import TemporalRun, load_temporal, predict_temporal, run_temporal
+
+__all__ = ["TemporalRun", "load_temporal", "predict_temporal", "read_clips", "run_temporal"]

@@ -1,0 +1,351 @@
+"""``affectkit temporal``: read labelled clips, run the face model on their frames, compare the face model as it is
+(its mean over the frames), a model of the clip's frame statistics and the learned temporal model, keep for each
+target the one best on validation; and predict with a kept model on new clips."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from affectkit.atomic import atomic_path, atomic_write_text
+from affectkit.config import CLASS_NAMES
+from affectkit.data.records import quarantine_frame
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.plots import plot_benchmark
+from affectkit.inference.predictor import Predictor
+from affectkit.models.registry import sha256_of
+from affectkit.multimodal.face import summarise
+from affectkit.multimodal.features import FeatureTable, assign_splits, modality_columns
+from affectkit.multimodal.fusion import (
+    DIMENSIONS,
+    FACE_AS_IS,
+    better,
+    fuse,
+    held_out_scores,
+    labelled,
+    predict,
+    targets_of,
+    validation_score,
+)
+from affectkit.multimodal.manifest import MultimodalManifest
+from affectkit.multimodal.run import SCORES, TRUSTED_TYPES, face_model_digest
+from affectkit.progress import reporter
+from affectkit.temporal.clips import read_clips
+from affectkit.temporal.model import HIDDEN_SIZES, SequenceNet, fit_sequence_model, predict_sequences
+from affectkit.temporal.sequences import ClipFrames, padded, read_frames, store_frames, stored_frames
+
+DEFAULT_FPS = 4.0
+STATISTICS = "frame statistics"
+SEQUENCE = "temporal model (GRU)"
+ENSEMBLE = "frame statistics + temporal model"
+META_FILE = "temporal_model.json"
+GRU_FILE = "temporal_gru.safetensors"
+STATISTICS_FILE = "temporal_statistics.skops"
+HONEST_SELECTION = ("Each model is fit on the train clips; the frame-statistics model's regularisation and the "
+                    "temporal model's size and epoch are chosen on the validation clips, and so is the model kept for "
+                    "each target (log-loss for the expression, CCC for valence and arousal). The test clips score "
+                    "every model once, here.")
+
+
+@dataclass(frozen=True)
+class Kept:
+    method: str
+    val_score: float
+
+
+@dataclass(frozen=True)
+class TemporalRun:
+    out: Path
+    table: pd.DataFrame  # one row per model: test scores, validation scores, the targets it is kept for
+    kept: dict[str, Kept]  # target -> the model kept for it
+    notes: list[str]
+
+    @property
+    def files(self) -> dict[str, Path]:
+        names = ("temporal.csv", "temporal.md", "temporal.png", "frames.npz", "quarantine.csv", META_FILE, GRU_FILE,
+                 STATISTICS_FILE)
+        return {name: self.out / name for name in names if (self.out / name).is_file()}
+
+
+def _labels(frames: ClipFrames, splits: pd.Series | None) -> pd.DataFrame:
+    samples = frames.samples
+    return pd.DataFrame({
+        "id": [s.id for s in samples],
+        "split": None if splits is None else splits.to_numpy(),
+        "group": [s.group for s in samples],
+        "expression": [np.nan if s.expression is None else s.expression for s in samples],
+        "valence": [s.valence for s in samples],
+        "arousal": [s.arousal for s in samples],
+    })
+
+
+def statistics_table(frames: ClipFrames, class_names: list[str], splits: pd.Series | None = None) -> FeatureTable:
+    """One row per clip: its labels, split and the face's summary over its frames (means, movement, peaks)."""
+    summary = pd.DataFrame([summarise(o, class_names) for o in frames.outputs], index=range(len(frames.outputs)))
+    frame = pd.concat([_labels(frames, splits), summary], axis=1)
+    return FeatureTable(frame, modality_columns(frame.columns, ["face"]))
+
+
+def _sequence_targets(frame: pd.DataFrame, targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(expression ids with -1 where unlabelled, [N, 2] valence/arousal with NaN where unlabelled), for ``targets``."""
+    expression = frame["expression"].fillna(-1).to_numpy(dtype=np.int64)
+    if "expression" not in targets:
+        expression[:] = -1
+    dimensions = frame[list(DIMENSIONS)].to_numpy(dtype=np.float32).copy()
+    for i, name in enumerate(DIMENSIONS):
+        if name not in targets:
+            dimensions[:, i] = np.nan
+    return expression, dimensions
+
+
+def _sequence_prediction(target: str, probabilities: np.ndarray, dimensions: np.ndarray) -> np.ndarray:
+    return probabilities if target == "expression" else dimensions[:, DIMENSIONS.index(target)]
+
+
+def _fit_temporal(table: FeatureTable, frames: ClipFrames, targets: list[str], seed: int, progress) -> tuple[
+        SequenceNet, dict[str, Any], np.ndarray, np.ndarray]:
+    """The GRU fit on train, chosen on val; its kept hidden size and epoch, and its outputs for every clip."""
+    inputs, lengths = padded(frames.outputs)
+    expression, dimensions = _sequence_targets(table.frame, targets)
+    part = {s: (table.frame["split"] == s).to_numpy() for s in ("train", "val")}
+    train, val = ((inputs[m], lengths[m], expression[m], dimensions[m]) for m in (part["train"], part["val"]))
+    fitted = fit_sequence_model(train, val, seed, progress)
+    probabilities, predicted = predict_sequences(fitted.net, inputs, lengths)
+    return fitted.net, {"hidden": fitted.hidden, "epoch": fitted.epoch, "n_features": int(inputs.shape[2])}, \
+        probabilities, predicted
+
+
+@dataclass
+class Compared:
+    table: pd.DataFrame  # one row per model: test scores, validation scores, the targets it is kept for
+    kept: dict[str, Kept]
+    statistics_models: dict[str, Any]  # target -> the frame-statistics model, where the kept model uses it
+    net: SequenceNet
+    gru: dict[str, Any]  # the GRU's kept size and epoch, its input width
+
+
+def _compare(table: FeatureTable, frames: ClipFrames, seed: int) -> Compared:
+    """Every model fit for every target the clips label; the one kept for each target is the best on val."""
+    targets = targets_of(table)
+    if not targets:
+        raise AffectkitError("the train and val clips share no labelled target")
+    with reporter().bar() as bar:
+        task = bar.add_task("Fitting models", total=len(targets) + len(HIDDEN_SIZES), info="")
+        fused = fuse(table, seed, progress=lambda: bar.advance(task))
+        net, gru, probabilities, dimensions = _fit_temporal(table, frames, targets, seed, lambda: bar.advance(task))
+    rows = fused.table.drop(columns=["kept_for", *(c for c in fused.table if c.startswith("val_"))])
+    rows = {r["method"]: r for r in rows.replace({"method": {"face": STATISTICS}}).to_dict("records")}
+    frame = table.frame
+    kept: dict[str, Kept] = {}
+    for target in targets:
+        predicted = {STATISTICS: predict(fused.kept[target].model, target, frame),
+                     SEQUENCE: _sequence_prediction(target, probabilities, dimensions)}
+        predicted[ENSEMBLE] = (predicted[STATISTICS] + predicted[SEQUENCE]) / 2
+        index = {s: labelled(frame[frame["split"] == s], target).index.to_numpy() for s in ("val", "test")}
+        truth = {s: frame.loc[i, target].to_numpy() for s, i in index.items()}
+        for method, values in predicted.items():
+            row = rows.setdefault(method, {"method": method, "modalities": "face"})
+            score = validation_score(target, values[index["val"]], truth["val"])
+            row.update(held_out_scores(target, values[index["test"]], truth["test"]))
+            row["val_log_loss" if target == "expression" else f"val_{target}_ccc"] = score
+            if better(target, score, kept[target].val_score if target in kept else None):
+                kept[target] = Kept(method, score)
+    table_out = pd.DataFrame(list(rows.values()))
+    table_out["kept_for"] = [", ".join(t for t in targets if kept[t].method == m) for m in table_out["method"]]
+    statistics_models = {t: f.model for t, f in fused.kept.items() if kept[t].method in (STATISTICS, ENSEMBLE)}
+    return Compared(table_out, kept, statistics_models, net, gru)
+
+
+def _notes(frames: ClipFrames, manifest_rejected: int, table: FeatureTable, gru: dict[str, Any]) -> list[str]:
+    lengths = [len(o.times) for o in frames.outputs]
+    notes = [f"{len(frames.samples)} clips read, {int(np.median(lengths))} frames with a face in the median clip "
+             f"({min(lengths)}-{max(lengths)})"]
+    rejected = manifest_rejected + len(frames.rejected)
+    if rejected:
+        notes.append(f"{rejected} clip(s) quarantined (see quarantine.csv)")
+    splits = table.frame["split"].value_counts()
+    how = "as given" if all(s.split for s in frames.samples) else "stratified"
+    if table.frame["group"].notna().any():
+        how += ", no subject on two sides"
+    notes.append("split " + " / ".join(f"{s} {int(splits.get(s, 0))}" for s in ("train", "val", "test"))
+                 + f" ({how})")
+    notes.append(f"temporal model: GRU of {gru['hidden']} units each way, epoch {gru['epoch']} kept")
+    return notes
+
+
+def _report(out: Path, table: pd.DataFrame, kept: dict[str, Kept], source: Path, notes: list[str]) -> None:
+    with atomic_path(out / "temporal.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    shown = [c for c in ("method", *SCORES, "kept_for") if c in table]
+    lines = [f"# Temporal models: {source.name}", "", *[f"- {note}" for note in notes],
+             "- kept: " + "; ".join(f"{target}: {k.method}" for target, k in kept.items()), "", "## Test clips", "",
+             markdown_table(table[shown]), "", "## Validation scores (what chose)", "",
+             markdown_table(table[["method", *(c for c in table if c.startswith("val_"))]]), "",
+             "## How the rows were made", "",
+             f"- {FACE_AS_IS}: the face model's probabilities, valence and arousal averaged over the clip's frames. "
+             f"{STATISTICS}: logistic (expression) and ridge (valence, arousal) regression on the clip's summary: "
+             "those means, the spread and trend of valence and arousal, each class's peak probability. "
+             f"{SEQUENCE}: a bidirectional GRU over the frames (the face model's log-probabilities, valence, arousal "
+             "and time of each), an attention pooling that weighs the frames, and heads for the expression and for "
+             f"valence and arousal. {ENSEMBLE}: the mean of the two models' probabilities (and values).",
+             f"- {HONEST_SELECTION}", "", "![scores](temporal.png)", ""]
+    atomic_write_text(out / "temporal.md", "\n".join(lines))
+    plot_benchmark(table.rename(columns={"method": "model"}), out / "temporal.png",
+                   title="Temporal models on the test clips", columns=SCORES)
+
+
+def _save(out: Path, compared: Compared, face_model: Path, settings: dict[str, Any]) -> None:
+    import safetensors.torch
+    import skops.io
+
+    kept = compared.kept
+    meta: dict[str, Any] = {"format": "affectkit temporal model 1", "kept": {t: vars(k) for t, k in kept.items()},
+                            "class_names": list(CLASS_NAMES), "face_model": str(face_model.resolve()),
+                            "face_model_sha256": face_model_digest(face_model), **settings}
+    for stale in (GRU_FILE, STATISTICS_FILE):
+        (out / stale).unlink(missing_ok=True)
+    if any(k.method in (SEQUENCE, ENSEMBLE) for k in kept.values()):
+        with atomic_path(out / GRU_FILE) as tmp:
+            safetensors.torch.save_file({k: v.contiguous() for k, v in compared.net.state_dict().items()}, str(tmp))
+        meta["gru"] = {**compared.gru, "sha256": sha256_of(out / GRU_FILE)}
+    if compared.statistics_models:
+        with atomic_path(out / STATISTICS_FILE) as tmp:
+            skops.io.dump(compared.statistics_models, tmp)
+        meta["statistics"] = {"sha256": sha256_of(out / STATISTICS_FILE)}
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
+
+
+def _clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
+    """What the stored frames depend on besides the face model: the manifest's content, and each clip's file by its
+    path, size and modification time (hashing every video of a large set would take longer than reading it)."""
+    clips = [s.files["face"] for s in manifest.samples]
+    files = [(str(path), stat.st_size, stat.st_mtime_ns) for path, stat in zip(clips, map(Path.stat, clips))]
+    return {"manifest_sha256": sha256_of(manifest.path) if manifest.path.is_file() else None,
+            "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
+
+
+def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: dict[str, Any],
+            fps: float) -> ClipFrames:
+    path = out / "frames.npz"
+    frames = stored_frames(path, key, manifest)
+    if frames is not None:
+        reporter().note(f"Frames of the same clips and face model read back from {path}")
+        return frames
+    frames = read_frames(manifest, predictor, fps)
+    if not frames.samples:
+        raise AffectkitError(f"{manifest.path}: no clip could be read (first: {frames.rejected[0].reason}).")
+    store_frames(path, key, frames)
+    return frames
+
+
+def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, seed: int = 0, val_fraction: float = 0.15,
+                 test_fraction: float = 0.15, fps: float = DEFAULT_FPS, detect: bool = True,
+                 backend: str = "auto") -> TemporalRun:
+    """The face model on every clip's frames (stored in ``out`` and reused by a rerun with the same inputs), the
+    three models compared on one split, the report written, the model kept on validation saved."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0:
+        raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
+                             "positive.")
+    out, face_model = Path(out), Path(face_model)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = read_clips(clips)
+    predictor = Predictor(face_model, backend=backend, detect=detect)
+    key = {"clips": _clips_signature(manifest), "face_model_sha256": face_model_digest(face_model), "fps": fps,
+           "detect": detect}
+    frames = _frames(manifest, predictor, out, key, fps)
+    with atomic_path(out / "quarantine.csv") as tmp:
+        quarantine_frame(manifest.rejected + frames.rejected).to_csv(tmp, index=False)
+    splits = assign_splits(frames.samples, val_fraction, test_fraction, seed)["split"]
+    table = statistics_table(frames, predictor.class_names, splits)
+    if table.part("train").empty or table.part("val").empty:
+        raise AffectkitError(f"{manifest.path}: the split left no clip in train or val; give more clips or a split.")
+    try:
+        compared = _compare(table, frames, seed)
+    except (AffectkitError, ValueError) as exc:
+        raise AffectkitError(f"{manifest.path}: {exc}.") from None
+    notes = _notes(frames, len(manifest.rejected), table, compared.gru)
+    if predictor.warning:
+        notes.append(f"face model: {face_model} ({predictor.warning})")
+    _report(out, compared.table, compared.kept, manifest.path, notes)
+    _save(out, compared, face_model, {"fps": fps, "detect": detect})
+    return TemporalRun(out, compared.table, compared.kept, notes)
+
+
+# -- predicting with a kept model -----------------------------------------------------------------------------------
+
+
+def _verified(path: Path, digest: str | None) -> Path:
+    if not path.is_file():
+        raise AffectkitError(f"{path} is missing: give the folder `affectkit temporal` wrote.")
+    if sha256_of(path) != digest:
+        raise AffectkitError(f"{path} does not match the digest in {META_FILE}: the file was changed or damaged, and "
+                             "is not loaded.")
+    return path
+
+
+def load_temporal(model_dir: str | Path) -> tuple[dict[str, Any], SequenceNet | None, dict[str, Any]]:
+    """(metadata, the GRU or None, the frame-statistics models by target) of a kept temporal model, each file
+    checked against the digest recorded beside it."""
+    import safetensors.torch
+    import skops.io
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / META_FILE
+    if not meta_path.is_file():
+        raise AffectkitError(f"{meta_path} is missing: give the folder `affectkit temporal` wrote.")
+    meta = json.loads(meta_path.read_text())
+    net, statistics = None, {}
+    if "gru" in meta:
+        path = _verified(model_dir / GRU_FILE, meta["gru"]["sha256"])
+        net = SequenceNet(meta["gru"]["n_features"], meta["gru"]["hidden"])
+        net.load_state_dict(safetensors.torch.load_file(str(path)))
+    if "statistics" in meta:
+        path = _verified(model_dir / STATISTICS_FILE, meta["statistics"]["sha256"])
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+        if untrusted:
+            raise AffectkitError(f"{path} holds types affectkit does not load ({', '.join(untrusted)}).")
+        statistics = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    return meta, net, statistics
+
+
+def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
+                     backend: str = "auto") -> tuple[pd.DataFrame, list[str]]:
+    """One row per readable clip (labels not needed): the kept models' expression, its probabilities, valence and
+    arousal; and the reasons of the clips that could not be read."""
+    meta, net, statistics = load_temporal(model_dir)
+    face_model = Path(face_model or meta["face_model"])
+    if face_model_digest(face_model) != meta["face_model_sha256"]:
+        raise AffectkitError(f"The temporal model was fit on the outputs of the face model with SHA-256 "
+                             f"{meta['face_model_sha256']}; give that model with --face-model.")
+    manifest = read_clips(clips, require_labels=False)
+    predictor = Predictor(face_model, backend=backend, detect=meta["detect"])
+    frames = read_frames(manifest, predictor, meta["fps"], description="Predicting")
+    problems = [r.reason for r in manifest.rejected + frames.rejected]
+    out = pd.DataFrame({"id": [s.id for s in frames.samples]})
+    if not frames.samples:
+        return out, problems
+    summary = statistics_table(frames, predictor.class_names).frame
+    if net is not None:
+        probabilities, dimensions = predict_sequences(net, *padded(frames.outputs))
+    for target, kept in meta["kept"].items():
+        parts = []
+        if kept["method"] in (SEQUENCE, ENSEMBLE):
+            parts.append(_sequence_prediction(target, probabilities, dimensions))
+        if kept["method"] in (STATISTICS, ENSEMBLE):
+            parts.append(predict(statistics[target], target, summary))
+        predicted = np.mean(parts, axis=0)
+        if target == "expression":
+            out["expression"] = [CLASS_NAMES[i] for i in predicted.argmax(axis=1)]
+            for name, column in zip(CLASS_NAMES, predicted.T):
+                out[f"p_{name.lower()}"] = column
+        else:
+            out[target] = np.clip(predicted, -1.0, 1.0)
+    return out, problems
+

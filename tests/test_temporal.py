@@ -1,0 +1,204 @@
+"""Temporal models of face clips: clips read from class folders of videos or a manifest, the face model run on their
+frames, the learned sequence model compared with the mean over frames and with frame statistics, the model kept on
+validation saved, verified and reloaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import affectkit
+from affectkit.cli import app
+from affectkit.config import CLASS_NAMES
+from affectkit.errors import AffectkitError
+from affectkit.multimodal.face import FrameOutputs, summarise
+from affectkit.multimodal.fusion import FACE_AS_IS
+from affectkit.temporal import predict_temporal, read_clips, run_temporal
+from affectkit.temporal.demo import strength_over_time
+from affectkit.temporal.model import fit_sequence_model, predict_sequences
+from affectkit.temporal.run import ENSEMBLE, SEQUENCE, STATISTICS
+from affectkit.temporal.sequences import padded
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """40 clips of 8 people through the command line: class folders inside split folders."""
+    out = tmp_path_factory.mktemp("clips") / "clips"
+    result = CliRunner().invoke(app, ["make-demo-data", str(out), "--clips", "--n", "40", "--people", "8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(clips, model_path, tmp_path_factory) -> Path:
+    """``affectkit temporal`` on the clips with an untrained face model, through the command line."""
+    out = tmp_path_factory.mktemp("temporal")
+    result = CliRunner().invoke(app, ["temporal", str(clips), "--face-model", str(model_path), "--no-detect",
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Kept (chosen on validation)" in result.output
+    return out
+
+
+def test_clip_folders_keep_their_split_and_class_and_people_apart(clips):
+    manifest = read_clips(clips)
+    assert len(manifest.samples) == 40 and not manifest.rejected
+    by_split = {split: {s.id.split("/")[2].split("_")[0] for s in manifest.samples if s.split == split}
+                for split in ("train", "val", "test")}
+    assert all(by_split.values())
+    assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"]
+                or by_split["val"] & by_split["test"])
+    assert {s.expression for s in manifest.samples} == set(range(8))
+    assert all(s.id.split("/")[1] == CLASS_NAMES[s.expression] for s in manifest.samples)
+
+
+def test_a_clip_shows_its_expression_for_a_stretch_of_its_own():
+    times = np.arange(16) / 8.0
+    curves = [strength_over_time(np.random.default_rng(i), times) for i in range(40)]
+    assert all(c[0] == 0 and c.max() >= 0.45 for c in curves)
+    onsets = {int(np.argmax(c > 0)) for c in curves}
+    assert len(onsets) >= 4  # the expression starts at different moments
+    assert 0.2 < np.mean([c[-1] == 0 for c in curves]) < 0.8  # about half fade before the end
+
+
+def _spike_clips(n: int, rng: np.random.Generator) -> tuple[list[FrameOutputs], np.ndarray]:
+    """Clips whose class is *when* a face looked happy: in the first half (class 1) or the second (class 2). The
+    mean and the peak of every output are the same for both classes; only the order of the frames tells them apart."""
+    outputs, labels = [], []
+    for i in range(n):
+        length = int(rng.integers(8, 13))
+        probabilities = np.full((length, 8), 0.1 / 7)
+        probabilities[:, 0] = 0.9
+        label = 1 + i % 2
+        half = length // 2
+        spike = int(rng.integers(0, half)) + (half if label == 2 else 0)
+        probabilities[spike] = 0.1 / 7
+        probabilities[spike, 1] = 0.9
+        noise = rng.normal(0, 0.05, length)
+        outputs.append(FrameOutputs(np.arange(length) / 4.0, probabilities, noise, -noise))
+        labels.append(label)
+    return outputs, np.array(labels)
+
+
+def _arrays(outputs: list[FrameOutputs], labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    inputs, lengths = padded(outputs)
+    return inputs, lengths, labels, np.full((len(labels), 2), np.nan, dtype=np.float32)
+
+
+def test_the_temporal_model_learns_what_only_the_order_of_the_frames_tells():
+    rng = np.random.default_rng(0)
+    train, val, test = (_spike_clips(n, rng) for n in (160, 40, 60))
+    fitted = fit_sequence_model(_arrays(*train), _arrays(*val), seed=0)
+    probabilities, _ = predict_sequences(fitted.net, *padded(test[0]))
+    assert (probabilities.argmax(axis=1) == test[1]).mean() >= 0.9
+    # The frame statistics are blind to it: the summaries of both classes are identical but for the noise.
+    table = pd.DataFrame([summarise(o, list(CLASS_NAMES)) for o in test[0]])
+    means = table.groupby(test[1])[["face_p_happy", "face_peak_p_happy"]].mean()
+    assert np.allclose(means.loc[1], means.loc[2], atol=0.01)
+    assert 1 <= fitted.epoch and np.isfinite(fitted.val_loss)
+
+
+def test_temporal_compares_the_models_and_keeps_the_best_on_validation(trained):
+    table = pd.read_csv(trained / "temporal.csv").set_index("method")
+    assert list(table.index) == [FACE_AS_IS, STATISTICS, SEQUENCE, ENSEMBLE]
+    assert table[["accuracy", "macro_f1"]].notna().all().all()
+    # The kept model is the one with the lowest validation log-loss (the face model as it is never is).
+    best = table["val_log_loss"].idxmin()
+    assert table.loc[best, "kept_for"] == "expression"
+    meta = json.loads((trained / "temporal_model.json").read_text())
+    assert meta["kept"]["expression"]["method"] == best
+    assert ("gru" in meta) == (best in (SEQUENCE, ENSEMBLE))
+    assert ("statistics" in meta) == (best in (STATISTICS, ENSEMBLE))
+    report = (trained / "temporal.md").read_text()
+    assert "split train" in report and "(as given)" in report and "The test clips score every model once" in report
+    assert (trained / "temporal.png").stat().st_size > 10_000
+    frames = np.load(trained / "frames.npz")
+    assert frames["lengths"].tolist() == [8] * 40  # 2-second clips read at 4 frames a second
+
+
+def test_temporal_predict_reloads_the_kept_model_and_refuses_a_changed_one(trained, clips, model_path, tmp_path):
+    out = tmp_path / "predictions.csv"
+    result = CliRunner().invoke(app, ["temporal-predict", str(trained), str(clips), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_csv(out)
+    assert len(predictions) == 40 and predictions["expression"].isin(CLASS_NAMES).all()
+    assert np.allclose(predictions.filter(like="p_").sum(axis=1), 1.0, atol=1e-3)
+    # The test clips' predictions are the ones the report scored.
+    test = predictions[predictions["id"].str.startswith("test/")]
+    truth = test["id"].str.split("/").str[1]
+    reported = pd.read_csv(trained / "temporal.csv").set_index("method")
+    kept = reported["kept_for"].fillna("").eq("expression").idxmax()
+    assert (test["expression"] == truth).mean() == pytest.approx(reported.loc[kept, "accuracy"])
+    from_python, problems = affectkit.predict_temporal(trained, clips)
+    assert not problems and np.allclose(from_python["p_happy"], predictions["p_happy"], atol=1e-4)
+
+    meta = json.loads((trained / "temporal_model.json").read_text())
+    saved = trained / ("temporal_gru.safetensors" if "gru" in meta else "temporal_statistics.skops")
+    original = saved.read_bytes()
+    try:
+        saved.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(AffectkitError, match="does not match the digest"):
+            predict_temporal(trained, clips)
+    finally:
+        saved.write_bytes(original)
+    other = tmp_path / "other_model"
+    shutil.copytree(model_path.parent, other)
+    with open(other / "best_CustomCNN.safetensors", "ab") as f:
+        f.write(b"\0")  # other bytes: another model as far as the digest can tell
+    with pytest.raises(AffectkitError, match="give that model with --face-model"):
+        predict_temporal(trained, clips, face_model=other / "best_CustomCNN.safetensors")
+
+
+def test_a_rerun_reads_the_frames_back_and_unreadable_clips_are_quarantined(trained, clips, model_path, tmp_path,
+                                                                            monkeypatch):
+    def unread(*args, **kwargs):
+        raise AssertionError("the frames were read again")
+
+    monkeypatch.setattr("affectkit.temporal.run.read_frames", unread)
+    again = run_temporal(clips, trained, model_path, detect=False)
+    assert again.table["accuracy"].tolist() == pd.read_csv(trained / "temporal.csv")["accuracy"].tolist()
+    monkeypatch.undo()
+
+    broken = tmp_path / "clips"
+    shutil.copytree(clips, broken)
+    victim = next((broken / "train" / "Happy").glob("*.avi"))
+    victim.write_bytes(b"not a video")
+    run = run_temporal(broken, tmp_path / "out", model_path, detect=False)
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    assert len(quarantine) == 1 and victim.name in quarantine.loc[0, "reason"]
+    assert "1 clip(s) quarantined" in " ".join(run.notes)
+
+
+def test_clip_manifests_and_bad_clip_folders_are_read_or_refused_clearly(clips, tmp_path, model_path):
+    videos = sorted(clips.rglob("*.avi"))[:3]
+    manifest = tmp_path / "clips.csv"
+    pd.DataFrame({"face": [str(v) for v in videos] + ["missing.avi"], "start": ["0.5", "", "", ""],
+                  "expression": ["happy", "sad", "2", "fear"], "subject": ["a", "b", "c", "d"]}).to_csv(
+        manifest, index=False)
+    read = read_clips(manifest)
+    assert len(read.samples) == 3 and read.samples[0].start == 0.5
+    assert [r.kind for r in read.rejected] == ["face_missing"]
+
+    with pytest.raises(AffectkitError, match="no face column"):
+        pd.DataFrame({"audio": ["a.wav"], "expression": [1]}).to_csv(tmp_path / "audio.csv", index=False)
+        (tmp_path / "a.wav").write_bytes(b"")
+        read_clips(tmp_path / "audio.csv")
+    odd = tmp_path / "odd"
+    (odd / "Screaming").mkdir(parents=True)
+    (odd / "Screaming" / "x.avi").write_bytes(videos[0].read_bytes())
+    with pytest.raises(AffectkitError, match="Screaming are not expression names"):
+        read_clips(odd)
+    empty = tmp_path / "empty"
+    (empty / "Happy").mkdir(parents=True)
+    with pytest.raises(AffectkitError, match="has no folder of videos"):
+        read_clips(empty)
+    refused = CliRunner().invoke(app, ["temporal", str(clips), "--out", str(tmp_path / "x")])
+    assert refused.exit_code != 0 and "--face-model" in refused.output
