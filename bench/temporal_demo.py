@@ -10,6 +10,7 @@ Two kinds of clips:
 
     python bench/temporal_demo.py                          # one set of each; about 6 minutes on 2 idle cores
     python bench/temporal_demo.py --seeds 0 2 3            # three sets of each
+    python bench/temporal_demo.py --seeds 0 2 3 --embeddings   # and the temporal model reading embeddings too
 
 Writes bench/results/temporal.md.
 """
@@ -26,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from affectkit.evaluation.comparison import markdown_table
-from affectkit.temporal import run_temporal
+from affectkit.temporal import TemporalRun, run_temporal
+from affectkit.temporal.run import ENSEMBLE, SEQUENCE
 
 from threads import add_threads_option, use_threads
 
@@ -65,6 +67,17 @@ def summary(tables: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([means, kept.assign(**{"kept_for (runs)": ""})], ignore_index=True)
 
 
+def with_embedding_rows(run: TemporalRun, embedded: TemporalRun) -> TemporalRun:
+    """``run``'s table with the rows of ``embedded`` that read the embeddings (the GRU and the mean with it), renamed;
+    the models kept stay ``run``'s (the two runs are compared, not merged)."""
+    rows = embedded.table[embedded.table["method"].isin([SEQUENCE, ENSEMBLE])].copy()
+    rows["method"] = rows["method"] + " + embedding"
+    rows["kept_for"] = ""
+    table = pd.concat([run.table, rows], ignore_index=True)
+    about = next(note for note in embedded.notes if note.startswith("temporal model"))
+    return TemporalRun(run.out, table, run.kept, [*run.notes, f"with --embeddings: {about}"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=480, help="clips a set")
@@ -72,6 +85,8 @@ def main() -> None:
     parser.add_argument("--face-n", type=int, default=1600, help="faces the face model learns from (seed 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sets to render, by seed; not 1")
     parser.add_argument("--fps", type=float, default=4.0, help="frames read a second (`affectkit temporal --fps`)")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="also run each set with `--embeddings` and add its temporal rows (`... + embedding`)")
     add_threads_option(parser)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "temporal.md")
     args = parser.parse_args()
@@ -95,6 +110,10 @@ def main() -> None:
                 began = time.perf_counter()
                 run = run_temporal(data, tmp / f"run-{kind}-{seed}", face_model, seed=seed, fps=args.fps,
                                    detect=False)
+                if args.embeddings:
+                    run = with_embedding_rows(run, run_temporal(data, tmp / f"run-{kind}-{seed}-embeddings",
+                                                                face_model, seed=seed, fps=args.fps, detect=False,
+                                                                embeddings=True))
                 runs[kind].append((seed, run, time.perf_counter() - began))
     seeds = " ".join(map(str, args.seeds))
     lines = [
@@ -121,7 +140,7 @@ def main() -> None:
         print(summary(tables).to_string(index=False))
         for seed, run, seconds in done:
             shown = ["method", *(c for c in SCORES if c in run.table), "kept_for"]
-            lines += [f"### seed {seed}", "", *[f"- {note}" for note in run.notes[:3]],
+            lines += [f"### seed {seed}", "", *[f"- {note}" for note in run.notes if not note.startswith("face model")],
                       f"- reading the frames and fitting: {seconds:.0f} s", "", markdown_table(run.table[shown]), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))

@@ -20,7 +20,7 @@ from affectkit.errors import AffectkitError
 from affectkit.multimodal.face import FrameOutputs, summarise
 from affectkit.multimodal.fusion import FACE_AS_IS
 from affectkit.temporal import predict_temporal, read_clips, run_temporal
-from affectkit.temporal.demo import strength_over_time
+from affectkit.temporal.demo import _splits, strength_over_time
 from affectkit.temporal.model import fit_sequence_model, predict_sequences
 from affectkit.temporal.run import ENSEMBLE, SEQUENCE, STATISTICS
 from affectkit.temporal.sequences import padded
@@ -67,6 +67,8 @@ def test_a_clip_shows_its_expression_for_a_stretch_of_its_own():
     onsets = {int(np.argmax(c > 0)) for c in curves}
     assert len(onsets) >= 4  # the expression starts at different moments
     assert 0.2 < np.mean([c[-1] == 0 for c in curves]) < 0.8  # about half fade before the end
+    for people in (3, 5, 24):  # every split gets a person, however few there are
+        assert sorted(set(_splits(people, np.random.default_rng(0)).values())) == ["test", "train", "val"]
 
 
 def _spike_clips(n: int, rng: np.random.Generator) -> tuple[list[FrameOutputs], np.ndarray]:
@@ -200,5 +202,39 @@ def test_clip_manifests_and_bad_clip_folders_are_read_or_refused_clearly(clips, 
     (empty / "Happy").mkdir(parents=True)
     with pytest.raises(AffectkitError, match="has no folder of videos"):
         read_clips(empty)
+    with pytest.raises(AffectkitError, match="nowhere does not exist: give class folders of videos"):
+        read_clips(tmp_path / "nowhere")
     refused = CliRunner().invoke(app, ["temporal", str(clips), "--out", str(tmp_path / "x")])
     assert refused.exit_code != 0 and "--face-model" in refused.output
+
+
+def test_a_clip_without_a_face_in_any_frame_is_quarantined_with_the_reason(tmp_path, model_path):
+    from affectkit.inference.predictor import Predictor
+    from affectkit.multimodal.demo import write_video
+    from affectkit.temporal.sequences import read_frames
+
+    write_video(tmp_path / "wall.avi", [np.full((96, 96, 3), 128, np.uint8)] * 8)
+    pd.DataFrame({"face": ["wall.avi"], "expression": ["happy"]}).to_csv(tmp_path / "clips.csv", index=False)
+    frames = read_frames(read_clips(tmp_path / "clips.csv"), Predictor(model_path, backend="torch"), fps=4.0)
+    assert not frames.samples
+    assert [(r.kind, r.reason) for r in frames.rejected] == [
+        ("no_face", "wall.avi: the face detector found no face in any frame read")]
+
+
+def test_the_temporal_model_can_read_the_face_models_embedding_of_each_face(clips, model_path, tmp_path):
+    from affectkit.models.io import load_model
+
+    run = run_temporal(clips, tmp_path / "out", model_path, detect=False, embeddings=True)
+    width = load_model(model_path)[0].num_features
+    with np.load(tmp_path / "out" / "frames.npz") as frames:
+        assert frames["embeddings"].shape == (40 * 8, width) and np.isfinite(frames["embeddings"]).all()
+    assert f"({8 + 3 + width} numbers a frame)" in " ".join(run.notes)
+    meta = json.loads((tmp_path / "out" / "temporal_model.json").read_text())
+    assert meta["embeddings"] is True
+    predictions, problems = predict_temporal(tmp_path / "out", clips)
+    test = predictions[predictions["id"].str.startswith("test/")]
+    kept = run.kept["expression"].method
+    accuracy = (test["expression"] == test["id"].str.split("/").str[1]).mean()
+    assert not problems and accuracy == pytest.approx(run.table.set_index("method").loc[kept, "accuracy"])
+    with pytest.raises(AffectkitError, match="--backend torch"):
+        run_temporal(clips, tmp_path / "onnx", model_path, detect=False, embeddings=True, backend="onnx")

@@ -35,12 +35,13 @@ def make_demo_data(
 
     if clips and (multimodal or imbalance or video):
         raise AffectkitError("--clips renders face clips alone: leave out --multimodal, --imbalance and --video.")
+    if clips and not 3 <= people <= n:
+        raise AffectkitError("--clips needs --people 3 or more (one person at least for each split) and --n at "
+                             "least --people (a clip for each person).")
     with report_to_console(quiet):
         if clips:
             from affectkit.temporal.demo import make_clip_demo
 
-            if people < 3:
-                raise AffectkitError("--clips needs --people 3 or more: one person at least for each split.")
             path = make_clip_demo(out, n=n, people=people, seed=seed)
         elif multimodal:
             from affectkit.multimodal.demo import make_multimodal_demo

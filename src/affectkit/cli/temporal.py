@@ -42,6 +42,9 @@ def temporal(
     test_fraction: Annotated[float, typer.Option(help="Share of the clips for test (when not given).")] = 0.15,
     fps: FpsOpt = 4.0,
     no_detect: NoDetectOpt = False,
+    embeddings: Annotated[bool, typer.Option(
+        help="The temporal model also reads the face model's embedding of each face (its pooled backbone "
+        "features; PyTorch backend): for large clip sets.")] = False,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -53,7 +56,7 @@ def temporal(
     _set_threads(threads)
     with report_to_console(quiet):
         run = run_temporal(clips, out, face_model, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                           fps=fps, detect=not no_detect, backend=backend)
+                           fps=fps, detect=not no_detect, backend=backend, embeddings=embeddings)
     for note in run.notes:
         console.print(note)
     # Piped output keeps one line per method rather than cells wrapped at 80 columns.

@@ -35,6 +35,11 @@ class TorchBackend:
             outputs = self.model(torch.from_numpy(batch).to(self.device))
         return tuple(o.float().cpu().numpy() for o in outputs)
 
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """The backbone's pooled features [N, D]: the face model's embedding of each face."""
+        with torch.inference_mode():
+            return self.model.backbone(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
     def sample(self, batch: np.ndarray, n: int) -> Outputs:
         """Monte-Carlo dropout: ``n`` passes with the head's dropout active, stacked on a leading axis.
 

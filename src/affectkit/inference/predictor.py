@@ -169,6 +169,22 @@ class Predictor:
             results += self._run(preprocess(chunk, self.input_size, self.mean, self.std))
         return results
 
+    def embed_batch(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The face model's embedding [N, D] of face crops (its pooled backbone features; with the mirror image's
+        averaged in where the model is served with flip test-time augmentation). Needs the torch backend."""
+        if not isinstance(self.backend, TorchBackend):
+            raise AffectkitError("Face embeddings need the PyTorch model: load it with backend='torch' (--backend "
+                                 "torch) and the .safetensors file.")
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = preprocess([as_rgb_uint8(c) for c in crops[start : start + self.batch_size]], self.input_size,
+                               self.mean, self.std)
+            features = self.backend.features(batch)
+            if self.tta_flip:
+                features = (features + self.backend.features(np.ascontiguousarray(batch[..., ::-1]))) / 2
+            out.append(features)
+        return np.concatenate(out)
+
     def _run(self, batch: np.ndarray) -> list[dict[str, Any]]:
         if self.mc_samples == 0:
             logits, valence, arousal = self.backend(batch)

@@ -10,15 +10,14 @@ sample's face features empty.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from affectkit.data.records import Reject
+from affectkit.inference.faces import Face
 from affectkit.inference.images import ImageError, read_image
 from affectkit.inference.media import VIDEO_SUFFIXES, video_frames
 from affectkit.inference.predictor import Predictor
@@ -36,16 +35,16 @@ def _slope(times: np.ndarray, values: np.ndarray) -> float:
     return float(np.polyfit(times, values, 1)[0]) if len(np.unique(times)) > 1 else 0.0
 
 
-def _largest(faces: list[dict[str, Any]]) -> dict[str, Any] | None:
-    def area(face: dict[str, Any]) -> float:
-        box = face.get("box")
-        return math.inf if box is None else (box[2] - box[0]) * (box[3] - box[1])
-
-    return max(faces, key=area) if faces else None
+def _largest(faces: list[Face]) -> int:
+    """The index of the largest face (0 without detection, where the whole image is the one face)."""
+    if not faces:
+        return 0
+    areas = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in (face.box for face in faces)]
+    return int(np.argmax(areas))
 
 
 def video_window(path: Path, start: float | None, end: float | None,
-                  fps: float) -> tuple[list[np.ndarray], np.ndarray]:
+                 fps: float) -> tuple[list[np.ndarray], np.ndarray]:
     """RGB frames of the window, about ``fps`` a second, and their times in seconds."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -78,12 +77,14 @@ class FrameOutputs:
     probabilities: np.ndarray  # [T, classes]
     valence: np.ndarray  # [T]
     arousal: np.ndarray  # [T]
+    embeddings: np.ndarray | None = None  # [T, D] the face model's embedding of each face, where asked for
 
 
 def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: float | None,
-                  fps: float = DEFAULT_FRAMES_PER_SECOND) -> FrameOutputs | None:
-    """The face model's outputs on the frames of the window (an image is one frame at time 0), or None when no frame
-    shows a face. Raises Reject for a file that cannot be read or a window outside the video."""
+                  fps: float = DEFAULT_FRAMES_PER_SECOND, embeddings: bool = False) -> FrameOutputs | None:
+    """The face model's outputs on the frames of the window (an image is one frame at time 0), and with
+    ``embeddings`` its embedding of each face; None when no frame shows a face. Raises Reject for a file that cannot
+    be read or a window outside the video."""
     if path.suffix.lower() in VIDEO_SUFFIXES:
         frames, times = video_window(path, start, end, fps)
     else:
@@ -91,15 +92,18 @@ def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: fl
             frames, times = [read_image(path)], np.zeros(1)
         except ImageError as exc:
             raise Reject("face_unreadable", f"face image {path.name}: {exc}") from None
-    found = [(t, face) for t, faces in zip(times, predictor.predict_images(frames))
-             if (face := _largest(faces)) is not None]
+    found = [(t, crops[_largest(faces)]) for t, (faces, crops) in zip(times, map(predictor.find_faces, frames))
+             if crops]
     if not found:
         return None
+    crops = [crop for _, crop in found]
+    results = predictor.predict_batch(crops)
     names = predictor.class_names
     return FrameOutputs(np.array([t for t, _ in found]),
-                        np.array([[face["probabilities"][name] for name in names] for _, face in found]),
-                        np.array([face["valence"] for _, face in found]),
-                        np.array([face["arousal"] for _, face in found]))
+                        np.array([[face["probabilities"][name] for name in names] for face in results]),
+                        np.array([face["valence"] for face in results]),
+                        np.array([face["arousal"] for face in results]),
+                        predictor.embed_batch(crops) if embeddings else None)
 
 
 def summarise(outputs: FrameOutputs, class_names: list[str]) -> dict[str, float]:

@@ -68,6 +68,10 @@ def clip_folders(root: Path) -> MultimodalManifest:
 def read_clips(path: str | Path, require_labels: bool = True) -> MultimodalManifest:
     """The clips at ``path`` (a manifest CSV or class folders of videos); a manifest's bad rows are quarantined."""
     path = Path(path)
+    if not path.exists():
+        raise AffectkitError(f"{path} does not exist: give class folders of videos (DATA/<class>/*.mp4, optionally "
+                             "inside train/, val/, test/) or a clip manifest CSV (columns face, start, end, "
+                             "expression, valence, arousal, subject, split).")
     if path.is_dir():
         return clip_folders(path)
     manifest = read_manifest(path, require_labels=require_labels)

@@ -22,7 +22,6 @@ from affectkit.progress import reporter, silenced
 CLIP_FPS = 8.0
 CLIP_SECONDS = 2.0
 RISE_SECONDS = 0.25
-SPLIT_SHARES = (("train", 0.7), ("val", 0.15), ("test", 0.15))
 
 
 def strength_over_time(rng: np.random.Generator, times: np.ndarray) -> np.ndarray:
@@ -39,17 +38,20 @@ def strength_over_time(rng: np.random.Generator, times: np.ndarray) -> np.ndarra
 
 
 def _splits(people: int, rng: np.random.Generator) -> dict[int, str]:
+    """Each person's split: about 70/15/15 of the people, at least one in each."""
     order = rng.permutation(people)
-    bounds = np.cumsum([0] + [round(share * people) for _, share in SPLIT_SHARES[:-1]] + [people])
-    return {int(p): name for (name, _), a, b in zip(SPLIT_SHARES, bounds[:-1], bounds[1:]) for p in order[a:b]}
+    val = max(1, round(0.15 * people))
+    train = min(round(0.7 * people), people - val - 1)
+    bounds = {"train": (0, train), "val": (train, train + val), "test": (train + val, people)}
+    return {int(p): name for name, (a, b) in bounds.items() for p in order[a:b]}
 
 
 def make_clip_demo(out: str | Path, n: int = 480, people: int = 24, seed: int = 0, img_size: int = 96,
                    progress: bool = True) -> Path:
     """Write ``n`` clips of ``people`` simulated persons into ``out/<split>/<Class>/person<P>_<i>.avi``; same seed,
     same files."""
-    if people < 3:
-        raise ValueError("make_clip_demo needs at least 3 people, one for each split")
+    if not 3 <= people <= n:
+        raise ValueError("make_clip_demo needs at least 3 people (one for each split) and a clip for each")
     out = Path(out)
     labels = demo_labels(n, seed)
     rng = np.random.default_rng([seed, 17])

@@ -176,7 +176,9 @@ def _notes(frames: ClipFrames, manifest_rejected: int, table: FeatureTable, gru:
         how += ", no subject on two sides"
     notes.append("split " + " / ".join(f"{s} {int(splits.get(s, 0))}" for s in ("train", "val", "test"))
                  + f" ({how})")
-    notes.append(f"temporal model: GRU of {gru['hidden']} units each way, epoch {gru['epoch']} kept")
+    inputs = "outputs and embedding" if frames.outputs[0].embeddings is not None else "outputs"
+    notes.append(f"temporal model: GRU of {gru['hidden']} units each way over the face model's {inputs} "
+                 f"({gru['n_features']} numbers a frame), epoch {gru['epoch']} kept")
     return notes
 
 
@@ -222,6 +224,13 @@ def _save(out: Path, compared: Compared, face_model: Path, settings: dict[str, A
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
 
 
+def _predictor(face_model: Path, backend: str, detect: bool, embeddings: bool) -> Predictor:
+    """The face model; the PyTorch one where embeddings are read (an ONNX graph has no embedding output)."""
+    if embeddings and backend == "onnx":
+        raise AffectkitError("--embeddings reads the face model's backbone features: use --backend torch or auto.")
+    return Predictor(face_model, backend="torch" if embeddings else backend, detect=detect)
+
+
 def _clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
     """What the stored frames depend on besides the face model: the manifest's content, and each clip's file by its
     path, size and modification time (hashing every video of a large set would take longer than reading it)."""
@@ -231,14 +240,14 @@ def _clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
             "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
 
 
-def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: dict[str, Any],
-            fps: float) -> ClipFrames:
+def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: dict[str, Any], fps: float,
+            embeddings: bool) -> ClipFrames:
     path = out / "frames.npz"
     frames = stored_frames(path, key, manifest)
     if frames is not None:
         reporter().note(f"Frames of the same clips and face model read back from {path}")
         return frames
-    frames = read_frames(manifest, predictor, fps)
+    frames = read_frames(manifest, predictor, fps, embeddings)
     if not frames.samples:
         raise AffectkitError(f"{manifest.path}: no clip could be read (first: {frames.rejected[0].reason}).")
     store_frames(path, key, frames)
@@ -247,19 +256,21 @@ def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: 
 
 def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, seed: int = 0, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, fps: float = DEFAULT_FPS, detect: bool = True,
-                 backend: str = "auto") -> TemporalRun:
+                 backend: str = "auto", embeddings: bool = False) -> TemporalRun:
     """The face model on every clip's frames (stored in ``out`` and reused by a rerun with the same inputs), the
-    three models compared on one split, the report written, the model kept on validation saved."""
+    models compared on one split, the report written, the model kept on validation saved. ``embeddings``: the
+    temporal model also reads the face model's embedding of each face (its pooled backbone features; PyTorch
+    backend), which a large clip set can learn more from than from the face model's outputs alone."""
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0:
         raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
                              "positive.")
     out, face_model = Path(out), Path(face_model)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_clips(clips)
-    predictor = Predictor(face_model, backend=backend, detect=detect)
+    predictor = _predictor(face_model, backend, detect, embeddings)
     key = {"clips": _clips_signature(manifest), "face_model_sha256": face_model_digest(face_model), "fps": fps,
-           "detect": detect}
-    frames = _frames(manifest, predictor, out, key, fps)
+           "detect": detect, "embeddings": embeddings}
+    frames = _frames(manifest, predictor, out, key, fps, embeddings)
     with atomic_path(out / "quarantine.csv") as tmp:
         quarantine_frame(manifest.rejected + frames.rejected).to_csv(tmp, index=False)
     splits = assign_splits(frames.samples, val_fraction, test_fraction, seed)["split"]
@@ -274,7 +285,7 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     if predictor.warning:
         notes.append(f"face model: {face_model} ({predictor.warning})")
     _report(out, compared.table, compared.kept, manifest.path, notes)
-    _save(out, compared, face_model, {"fps": fps, "detect": detect})
+    _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings})
     return TemporalRun(out, compared.table, compared.kept, notes)
 
 
@@ -325,8 +336,9 @@ def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
         raise AffectkitError(f"The temporal model was fit on the outputs of the face model with SHA-256 "
                              f"{meta['face_model_sha256']}; give that model with --face-model.")
     manifest = read_clips(clips, require_labels=False)
-    predictor = Predictor(face_model, backend=backend, detect=meta["detect"])
-    frames = read_frames(manifest, predictor, meta["fps"], description="Predicting")
+    embeddings = bool(meta.get("embeddings", False))
+    predictor = _predictor(face_model, backend, meta["detect"], embeddings)
+    frames = read_frames(manifest, predictor, meta["fps"], embeddings, description="Predicting")
     problems = [r.reason for r in manifest.rejected + frames.rejected]
     out = pd.DataFrame({"id": [s.id for s in frames.samples]})
     if not frames.samples:

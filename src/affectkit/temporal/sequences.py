@@ -18,6 +18,7 @@ from affectkit.multimodal.manifest import MultimodalManifest, Sample
 from affectkit.progress import reporter
 
 NO_FACE = "no_face"
+FIELDS = ("times", "probabilities", "valence", "arousal", "embeddings")  # FrameOutputs', in its order
 
 
 @dataclass
@@ -29,15 +30,16 @@ class ClipFrames:
     rejected: list[Rejection]
 
 
-def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float,
+def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, embeddings: bool = False,
                 description: str = "Reading clips") -> ClipFrames:
-    """The face model on every clip's frames (``fps`` a second), with a progress bar. A clip that cannot be read, or
-    in which no frame shows a face, is quarantined with the reason."""
+    """The face model on every clip's frames (``fps`` a second; with ``embeddings`` its embedding of each face too),
+    with a progress bar. A clip that cannot be read, or in which no frame shows a face, is quarantined with the
+    reason."""
     samples, outputs, rejected = [], [], []
     for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):
         path = sample.files["face"]
         try:
-            found = frame_outputs(predictor, path, sample.start, sample.end, fps)
+            found = frame_outputs(predictor, path, sample.start, sample.end, fps, embeddings)
             if found is None:
                 raise Reject(NO_FACE, f"{path.name}: the face detector found no face in any frame read")
         except Reject as r:
@@ -49,10 +51,12 @@ def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float,
 
 
 def frame_inputs(outputs: FrameOutputs) -> np.ndarray:
-    """[T, classes + 3] per frame: log-probabilities, valence, arousal, seconds since the clip's first face."""
+    """[T, classes + 3 (+ D)] per frame: log-probabilities, valence, arousal, seconds since the clip's first face
+    (and the face's embedding, where read)."""
     log_p = np.log(np.clip(outputs.probabilities, 1e-6, None))
     since = outputs.times - outputs.times[0]
-    return np.column_stack([log_p, outputs.valence, outputs.arousal, since]).astype(np.float32)
+    extra = [] if outputs.embeddings is None else [outputs.embeddings]
+    return np.column_stack([log_p, outputs.valence, outputs.arousal, since, *extra]).astype(np.float32)
 
 
 def padded(outputs: list[FrameOutputs]) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +76,8 @@ def store_frames(path: Path, key: dict[str, Any], frames: ClipFrames) -> None:
     """``path`` (.npz: every clip's frames end to end, and where each clip starts) and ``path.json`` (the key, the
     clips' ids and the quarantined ones)."""
     lengths = np.array([len(o.times) for o in frames.outputs])
-    arrays = {name: np.concatenate([getattr(o, name) for o in frames.outputs])
-              for name in ("times", "probabilities", "valence", "arousal")}
+    arrays = {name: np.concatenate([getattr(o, name) for o in frames.outputs]) for name in FIELDS
+              if getattr(frames.outputs[0], name) is not None}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, lengths=lengths, **arrays)
@@ -92,6 +96,6 @@ def stored_frames(path: Path, key: dict[str, Any], manifest: MultimodalManifest)
     by_id = {s.id: s for s in manifest.samples}
     with np.load(path, allow_pickle=False) as arrays:
         bounds = np.concatenate([[0], np.cumsum(arrays["lengths"])])
-        outputs = [FrameOutputs(*(arrays[name][a:b] for name in ("times", "probabilities", "valence", "arousal")))
+        outputs = [FrameOutputs(*(arrays[name][a:b] if name in arrays else None for name in FIELDS))
                    for a, b in zip(bounds[:-1], bounds[1:])]
     return ClipFrames([by_id[i] for i in stored["ids"]], outputs, [Rejection(**r) for r in stored["rejected"]])
