@@ -1,6 +1,6 @@
-"""Temporal models of face clips: clips read from class folders of videos or a manifest, the face model run on their
-frames, the learned sequence model compared with the mean over frames and with frame statistics, the model kept on
-validation saved, verified and reloaded."""
+"""Temporal models of face clips: clips (videos or frame folders) read from class folders, DFEW's layout or a
+manifest, the face model run on their frames, the learned sequence model compared with the mean over frames and with
+frame statistics, the model kept on validation saved, verified and reloaded."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import affectkit
 from affectkit.cli import app
 from affectkit.config import CLASS_NAMES
+from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
 from affectkit.multimodal.face import FrameOutputs, summarise
 from affectkit.multimodal.fusion import FACE_AS_IS
@@ -200,9 +201,9 @@ def test_clip_manifests_and_bad_clip_folders_are_read_or_refused_clearly(clips, 
         read_clips(odd)
     empty = tmp_path / "empty"
     (empty / "Happy").mkdir(parents=True)
-    with pytest.raises(AffectkitError, match="has no folder of videos"):
+    with pytest.raises(AffectkitError, match="has no folder of clips"):
         read_clips(empty)
-    with pytest.raises(AffectkitError, match="nowhere does not exist: give class folders of videos"):
+    with pytest.raises(AffectkitError, match="nowhere does not exist: give class folders of clips"):
         read_clips(tmp_path / "nowhere")
     refused = CliRunner().invoke(app, ["temporal", str(clips), "--out", str(tmp_path / "x")])
     assert refused.exit_code != 0 and "--face-model" in refused.output
@@ -238,3 +239,86 @@ def test_the_temporal_model_can_read_the_face_models_embedding_of_each_face(clip
     assert not problems and accuracy == pytest.approx(run.table.set_index("method").loc[kept, "accuracy"])
     with pytest.raises(AffectkitError, match="--backend torch"):
         run_temporal(clips, tmp_path / "onnx", model_path, detect=False, embeddings=True, backend="onnx")
+
+
+def _as_frame_folders(videos: list[Path], folder_of) -> list[Path]:
+    """Each video's frames written as PNG files (lossless: the same pixels the video gives) in ``folder_of(video)``."""
+    import cv2
+
+    folders = []
+    for video in videos:
+        folder = folder_of(video)
+        folder.mkdir(parents=True)
+        capture = cv2.VideoCapture(str(video))
+        index = 0
+        while (ok_frame := capture.read())[0]:
+            index += 1
+            cv2.imwrite(str(folder / f"frame_{index}.png"), ok_frame[1])  # frame_10 after frame_9: natural order
+        capture.release()
+        folders.append(folder)
+    return folders
+
+
+def test_folders_of_frames_are_clips_read_at_their_frame_rate(clips, model_path, tmp_path):
+    from affectkit.inference.predictor import Predictor
+    from affectkit.multimodal.face import frame_outputs
+
+    # AFEW's split folder names; each clip a folder of its frames.
+    renamed = {"train": "Train_AFEW", "val": "Val_AFEW", "test": "Test_AFEW"}
+    videos = sorted(clips.rglob("*.avi"))
+    _as_frame_folders(videos, lambda v: tmp_path.joinpath("afew", renamed[v.parts[-3]], v.parts[-2], v.stem))
+    manifest = read_clips(tmp_path / "afew")
+    assert [(s.split, s.expression) for s in manifest.samples] == [(s.split, s.expression)
+                                                                  for s in read_clips(clips).samples]
+    assert all(s.files["face"].is_dir() for s in manifest.samples)
+
+    predictor = Predictor(model_path, backend="torch", detect=False)
+    video, folder = videos[0], manifest.samples[0].files["face"]
+    from_video = frame_outputs(predictor, video, None, None, fps=4.0)
+    from_folder = frame_outputs(predictor, folder, None, None, fps=4.0, frame_rate=8.0)  # the demo's 8 fps
+    assert np.allclose(from_folder.times, from_video.times) and len(from_folder.times) == 8
+    assert np.allclose(from_folder.probabilities, from_video.probabilities, atol=1e-5)
+    window = frame_outputs(predictor, folder, 0.5, 1.0, fps=8.0, frame_rate=8.0)
+    assert np.allclose(window.times, [0.5, 0.625, 0.75, 0.875])
+    (folder / "frame_3.png").write_bytes(b"not an image")
+    with pytest.raises(Reject, match="frame_3.png"):
+        frame_outputs(predictor, folder, None, None, fps=8.0, frame_rate=8.0)
+
+
+def _dfew(clips: Path, root: Path) -> dict[str, int]:
+    """DFEW's layout made of the demo clips: frame folders named by number in Clip/clip_224x224, fold 1's CSVs
+    with DFEW's label numbers; plus a clip labelled 0 (not single-labelled) and one whose folder is missing. Returns
+    each clip's affectkit class by its folder name."""
+    dfew_label = {0: 3, 1: 1, 2: 2, 3: 5, 4: 7, 5: 6, 6: 4}  # affectkit id -> DFEW's number; DFEW has no contempt
+    videos = [v for v in sorted(clips.rglob("*.avi")) if v.parts[-2] != "Contempt"]
+    folders = _as_frame_folders(videos, lambda v: root / "Clip" / "clip_224x224" / f"{videos.index(v) + 1:05d}")
+    classes = {f.name: CLASS_NAMES.index(v.parts[-2]) for v, f in zip(videos, folders)}
+    for split in ("train", "test"):
+        rows = [(int(f.name), dfew_label[classes[f.name]]) for v, f in zip(videos, folders)
+                if (v.parts[-3] == "test") == (split == "test")]
+        if split == "train":
+            rows += [(rows[0][0], 0), (99999, 1)]
+        sets = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)"
+        sets.mkdir(parents=True)
+        pd.DataFrame(rows, columns=["video_name", "label"]).to_csv(sets / "set_1.csv", index=False)
+    return classes
+
+
+def test_dfew_is_read_as_distributed_and_its_fold_trained_on(clips, model_path, tmp_path):
+    classes = _dfew(clips, tmp_path / "DFEW")
+    manifest = read_clips(tmp_path / "DFEW")
+    assert {s.id.split("/")[1]: s.expression for s in manifest.samples} == classes
+    assert {s.split for s in manifest.samples} == {"train", "test"}
+    assert sorted(r.kind for r in manifest.rejected) == ["face_missing", "label_invalid"]
+    with pytest.raises(AffectkitError, match=r"no train set_2.csv \(found: set_1.csv\)"):
+        read_clips(tmp_path / "DFEW", fold=2)
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["temporal", str(tmp_path / "DFEW"), "--face-model", str(model_path),
+                                      "--no-detect", "--frame-rate", "8", "--fold", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "train/test as given, val carved from train" in result.output
+    assert "2 clip(s) quarantined" in result.output
+    assert json.loads((out / "temporal_model.json").read_text())["frame_rate"] == 8.0
+    predictions, problems = predict_temporal(out, tmp_path / "DFEW")
+    assert len(predictions) == len(classes) and len(problems) == 2

@@ -16,10 +16,16 @@ from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_thread
 from affectkit.cli.multimodal import FaceModelOpt
 from affectkit.progress import console
 
-ClipsArg = Annotated[Path, typer.Argument(help="Labelled clips: class folders of videos (DATA/<class>/*.mp4, "
-                                               "optionally inside train/, val/, test/) or a clip manifest CSV (face, "
-                                               "start, end, expression, valence, arousal, subject, split).")]
+ClipsArg = Annotated[Path, typer.Argument(help="Labelled clips: class folders of videos or of frame folders "
+                                               "(DATA/<class>/*.mp4 or DATA/<class>/<clip>/*.jpg, optionally inside "
+                                               "train/, val/, test/), DFEW's folder (Clip/, EmoLabel_DataSplit/), or "
+                                               "a clip manifest CSV (face, start, end, expression, valence, arousal, "
+                                               "subject, split).")]
 FpsOpt = Annotated[float, typer.Option(help="Frames of each clip read a second.")]
+FrameRateOpt = Annotated[float, typer.Option(
+    help="Frames a second of clips given as folders of frames (a video says its own). For folders holding a fixed "
+    "number of frames spread over the clip (DFEW's clip_224x224_16f), give --fps's value to read every frame.")]
+FoldOpt = Annotated[int, typer.Option(help="DFEW: which of its five folds (set_<k>.csv) to read.")]
 
 
 def _table(table) -> Table:
@@ -41,6 +47,8 @@ def temporal(
     val_fraction: Annotated[float, typer.Option(help="Share of the clips for validation (when not given).")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of the clips for test (when not given).")] = 0.15,
     fps: FpsOpt = 4.0,
+    frame_rate: FrameRateOpt = 25.0,
+    fold: FoldOpt = 1,
     no_detect: NoDetectOpt = False,
     embeddings: Annotated[bool, typer.Option(
         help="The temporal model also reads the face model's embedding of each face (its pooled backbone "
@@ -56,7 +64,8 @@ def temporal(
     _set_threads(threads)
     with report_to_console(quiet):
         run = run_temporal(clips, out, face_model, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                           fps=fps, detect=not no_detect, backend=backend, embeddings=embeddings)
+                           fps=fps, detect=not no_detect, backend=backend, embeddings=embeddings,
+                           frame_rate=frame_rate, fold=fold)
     for note in run.notes:
         console.print(note)
     # Piped output keeps one line per method rather than cells wrapped at 80 columns.
@@ -69,10 +78,11 @@ def temporal(
 @app.command("temporal-predict")
 def temporal_predict(
     model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal` wrote (its kept model).")],
-    clips: Annotated[Path, typer.Argument(help="Clips to predict: a folder of videos in class folders or a manifest "
-                                               "CSV with a face column (labels not needed).")],
+    clips: Annotated[Path, typer.Argument(help="Clips to predict: class folders of videos or frame folders, DFEW's "
+                                               "folder, or a manifest CSV with a face column (labels not needed).")],
     out: Annotated[Path, typer.Option(help="CSV to write, one row per clip.")] = Path("temporal_predictions.csv"),
     face_model: FaceModelOpt = None,
+    fold: FoldOpt = 1,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -82,7 +92,7 @@ def temporal_predict(
 
     _set_threads(threads)
     with report_to_console(quiet):
-        predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend)
+        predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend, fold=fold)
     predictions.to_csv(out, index=False, float_format="%.4f")
     for problem in problems:
         console.print(f"[yellow]skipped:[/yellow] {problem}")

@@ -5,7 +5,8 @@ where a face was found; and how the face moved over the window: the spread of va
 slope per second) and each expression's peak probability (an expression that rises to its apex late in a window
 weighs little in the mean). A still image has no movement: spread and trend 0, peaks equal to its probabilities.
 The largest face of a frame is the sample's (a recording of one person). A window without any face leaves the
-sample's face features empty.
+sample's face features empty. A clip may be a video or a folder of its frames (DFEW's and FERV39k's clips): frame
+``i`` of a folder, in natural order of the file names, is at ``i / frame_rate`` seconds.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from affectkit.data.records import Reject
+from affectkit.data.records import Reject, natural_key
 from affectkit.inference.faces import Face
 from affectkit.inference.images import ImageError, read_image
-from affectkit.inference.media import VIDEO_SUFFIXES, video_frames
+from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_frames
 from affectkit.inference.predictor import Predictor
 
 DEFAULT_FRAMES_PER_SECOND = 2.0
+DEFAULT_FRAME_RATE = 25.0  # of a folder of frames, which does not say; DFEW's and AFEW's films run at about this
 
 
 def feature_names(class_names: list[str]) -> list[str]:
@@ -69,6 +71,32 @@ def video_window(path: Path, start: float | None, end: float | None,
     return frames, np.asarray(times)
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The images directly inside ``folder``, in the natural order of their names (frame 2 before frame 10)."""
+    files = (f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+             and not f.name.startswith("."))
+    return sorted(files, key=lambda f: natural_key(f.name))
+
+
+def folder_window(folder: Path, start: float | None, end: float | None, fps: float,
+                  frame_rate: float = DEFAULT_FRAME_RATE) -> tuple[list[np.ndarray], np.ndarray]:
+    """RGB frames of the window of a folder of frames (frame ``i`` at ``i / frame_rate`` s), about ``fps`` a second,
+    and their times in seconds."""
+    files = frame_files(folder)
+    if not files:
+        raise Reject("face_unreadable", f"frame folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    times = np.arange(len(files)) / frame_rate
+    inside = (times >= (start or 0.0)) & (times < (np.inf if end is None else end))
+    chosen = np.flatnonzero(inside)[::max(1, int(round(frame_rate / fps)))]
+    if not chosen.size:
+        raise Reject("window_outside", f"frame folder {folder.name} has no frame in the window {start or 0:g}-"
+                                       f"{'end' if end is None else f'{end:g}'} s")
+    try:
+        return [read_image(files[i]) for i in chosen], times[chosen]
+    except ImageError as exc:
+        raise Reject("face_unreadable", f"frame folder {folder.name}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class FrameOutputs:
     """What the face model said of each frame of a window in which it found a face (the largest one)."""
@@ -81,11 +109,14 @@ class FrameOutputs:
 
 
 def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: float | None,
-                  fps: float = DEFAULT_FRAMES_PER_SECOND, embeddings: bool = False) -> FrameOutputs | None:
-    """The face model's outputs on the frames of the window (an image is one frame at time 0), and with
-    ``embeddings`` its embedding of each face; None when no frame shows a face. Raises Reject for a file that cannot
-    be read or a window outside the video."""
-    if path.suffix.lower() in VIDEO_SUFFIXES:
+                  fps: float = DEFAULT_FRAMES_PER_SECOND, embeddings: bool = False,
+                  frame_rate: float = DEFAULT_FRAME_RATE) -> FrameOutputs | None:
+    """The face model's outputs on the frames of the window of a video or a folder of frames (an image is one frame
+    at time 0), and with ``embeddings`` its embedding of each face; None when no frame shows a face. Raises Reject
+    for a file that cannot be read or a window outside the clip."""
+    if path.is_dir():
+        frames, times = folder_window(path, start, end, fps, frame_rate)
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
         frames, times = video_window(path, start, end, fps)
     else:
         try:
@@ -115,7 +146,8 @@ def summarise(outputs: FrameOutputs, class_names: list[str]) -> dict[str, float]
 
 
 def face_features(predictor: Predictor, path: Path, start: float | None, end: float | None,
-                  fps: float = DEFAULT_FRAMES_PER_SECOND) -> dict[str, float] | None:
+                  fps: float = DEFAULT_FRAMES_PER_SECOND, frame_rate: float = DEFAULT_FRAME_RATE
+                  ) -> dict[str, float] | None:
     """The sample's face features, or None when no frame shows a face."""
-    outputs = frame_outputs(predictor, path, start, end, fps)
+    outputs = frame_outputs(predictor, path, start, end, fps, frame_rate=frame_rate)
     return None if outputs is None else summarise(outputs, predictor.class_names)

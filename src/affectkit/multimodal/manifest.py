@@ -3,7 +3,7 @@ recorded of it, and its labels.
 
 Columns, case-insensitive; at least one modality column and at least one target:
 
-- ``face``: an image of the face, or a video whose frames inside the window are read;
+- ``face``: an image of the face, or a video (or a folder of its frames) whose frames inside the window are read;
 - ``audio``: a sound file (WAV, FLAC, OGG: what libsndfile reads);
 - ``physio``: a CSV of physiological signals: a ``time`` column in seconds and one column per channel, its kind read
   from its name (``eda``/``gsr``, ``ecg``, ``ppg``/``bvp``, ``rsp``/``resp``; any other is summarised as it is);
@@ -94,7 +94,7 @@ def _sample(row: dict[str, str], line: int, modalities: list[str], base: Path, g
         if not raw:
             continue
         path = Path(raw) if Path(raw).is_absolute() else base / raw
-        if not path.is_file():
+        if not (path.is_file() or (modality == "face" and path.is_dir())):  # a face clip may be a frame folder
             raise Reject(f"{modality}_missing", f"{source}: {modality} file {raw} is missing")
         files[modality] = path
     if not files:

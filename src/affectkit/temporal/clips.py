@@ -1,16 +1,25 @@
-"""Labelled face clips, from the two layouts video sets come in:
+"""Labelled face clips, from the layouts video sets come in. A clip is a video or a folder of its frames.
 
 - a CSV manifest (the multimodal manifest's format, :mod:`affectkit.multimodal.manifest`): a ``face`` column naming
-  each clip's video (or image), optional ``start``/``end`` windows in seconds, ``expression`` and/or ``valence`` and
-  ``arousal``, ``subject``, ``split``; audio and physio columns, if any, are not read here;
-- class folders of videos (AFEW's and many DFEW exports' layout): ``DATA/<class>/*.mp4|avi|mov|mkv``, optionally
-  inside ``train/``, ``val/``, ``test/`` folders used as the split. Folder names are matched like image class
-  folders' (``Angry``, ``Happiness``, ...).
+  each clip's video or frame folder (or an image), optional ``start``/``end`` windows in seconds, ``expression``
+  and/or ``valence`` and ``arousal``, ``subject``, ``split``; audio and physio columns, if any, are not read here;
+- class folders of clips (AFEW's and CAER's layout): ``DATA/<class>/*.mp4|avi|mov|mkv`` or
+  ``DATA/<class>/<clip>/*.jpg``, optionally inside split folders (``train/``, ``val/``, ``test/``; AFEW's
+  ``Train_AFEW/`` and ``Val_AFEW/`` too) used as the split. Folder names are matched like image class folders'
+  (``Angry``, ``Happiness``, ...);
+- DFEW as it is distributed: ``DFEW/Clip/clip_224x224/<00001>/*.jpg`` (or ``clip_224x224_16f``, or the videos of
+  ``Clip/original``) with the five folds' ``EmoLabel_DataSplit/train(single-labeled)/set_<k>.csv`` and
+  ``test(single-labeled)/set_<k>.csv`` (columns ``video_name``, ``label``: 1 happy, 2 sad, 3 neutral, 4 angry,
+  5 surprise, 6 disgust, 7 fear).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+
+import pandas as pd
 
 from affectkit.data.records import (
     SPLIT_ALIASES,
@@ -21,59 +30,148 @@ from affectkit.data.records import (
     natural_key,
 )
 from affectkit.errors import AffectkitError
-from affectkit.inference.media import VIDEO_SUFFIXES
+from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manifest
+
+DFEW_SPLITS = "EmoLabel_DataSplit"
+DFEW_CLIP_FOLDERS = ("clip_224x224", "clip_224x224_16f", "original")  # preferred first: every frame, face-cropped
+DFEW_CLASSES = {1: 1, 2: 2, 3: 0, 4: 6, 5: 3, 6: 5, 7: 4}  # DFEW's label -> affectkit's class id
+CLIPS_HELP = ("give class folders of clips (DATA/<class>/*.mp4 or DATA/<class>/<clip>/*.jpg, optionally inside "
+              "train/, val/, test/), DFEW's folder (Clip/ and EmoLabel_DataSplit/) or a clip manifest CSV (columns "
+              "face, start, end, expression, valence, arousal, subject, split)")
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
 
 
 def _subfolders(path: Path) -> list[Path]:
-    folders = (d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return sorted(folders, key=lambda d: d.name.lower())
+    return sorted((d for d in path.iterdir() if d.is_dir() and _visible(d)), key=lambda d: d.name.lower())
 
 
-def _videos(folder: Path) -> list[Path]:
-    files = (f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
-             and not f.name.startswith("."))
-    return sorted(files, key=lambda f: [natural_key(part) for part in f.relative_to(folder).parts])
+def _clips(folder: Path) -> list[Path]:
+    """The clips under a class folder, at any depth: its videos, and its folders of frames (a folder holding images
+    is one clip; what lies below it is not looked at)."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        here = Path(parent)
+        visible = [f for f in files if not f.startswith(".")]
+        if here != folder and any(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in visible):
+            found.append(here)
+            dirs.clear()
+            continue
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [here / f for f in visible if Path(f).suffix.lower() in VIDEO_SUFFIXES]
+    return sorted(found, key=lambda p: [natural_key(part) for part in p.relative_to(folder).parts])
 
 
-def _class_folders(root: Path) -> list[tuple[str | None, Path]]:
-    """(split or None, class folder) of every folder holding videos, split folders used as given."""
-    top = _subfolders(root)
-    split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
+def _split_of(name: str) -> str | None:
+    """The split a folder's name stands for: ``train``, ``Val``, ``Train_AFEW``, ``test-set``; else None."""
+    name = name.lower()
+    return SPLIT_ALIASES.get(name) or SPLIT_ALIASES.get(re.split(r"[_\-\s.]", name)[0])
+
+
+def _class_folders(root: Path) -> list[tuple[str | None, Path, list[Path]]]:
+    """(split or None, class folder, its clips) of every folder holding clips, split folders used as given."""
+    top = [(d, _clips(d)) for d in _subfolders(root)]
+    split_dirs = [d for d, _ in top if _split_of(d.name) and class_from_name(d.name) is None]
     if not split_dirs:
-        return [(None, d) for d in top if _videos(d)]
-    outside = [d.name + "/" for d in top if d not in split_dirs and _videos(d)]
+        return [(None, d, clips) for d, clips in top if clips]
+    outside = [d.name + "/" for d, clips in top if d not in split_dirs and clips]
     if outside:
-        raise AffectkitError(f"{root} holds split folders and also video folders outside them ({', '.join(outside)});"
+        raise AffectkitError(f"{root} holds split folders and also clip folders outside them ({', '.join(outside)});"
                              " move those into train/, val/ or test/, or remove them.")
-    return [(SPLIT_ALIASES[d.name.lower()], c) for d in split_dirs for c in _subfolders(d) if _videos(c)]
+    return [(_split_of(d.name), c, clips) for d in split_dirs for c in _subfolders(d) if (clips := _clips(c))]
 
 
 def clip_folders(root: Path) -> MultimodalManifest:
-    """The clips of class folders of videos: one sample per video, its class from its folder's name."""
+    """The clips of class folders: one sample per video or frame folder, its class from its class folder's name."""
     folders = _class_folders(root)
     if not folders:
-        raise AffectkitError(f"{root} has no folder of videos ({', '.join(VIDEO_SUFFIXES)}): give class folders of "
-                             "clips (DATA/<class>/*.mp4, optionally inside train/, val/, test/) or a clip manifest "
-                             "CSV.")
-    unknown = sorted({d.name for _, d in folders if class_from_name(d.name) is None}, key=str.lower)
+        raise AffectkitError(f"{root} has no folder of clips (videos: {', '.join(VIDEO_SUFFIXES)}; or folders of "
+                             f"frames): {CLIPS_HELP}.")
+    unknown = sorted({d.name for _, d, _ in folders if class_from_name(d.name) is None}, key=str.lower)
     if unknown:
         raise AffectkitError(f"{root}: the folder(s) {', '.join(unknown)} are not expression names (accepted, in any "
                              f"case: {accepted_class_names()}); rename them, or list the clips in a manifest CSV.")
-    samples = [Sample(video.relative_to(root).as_posix(), {"face": video}, expression=class_from_name(folder.name),
-                      split=split) for split, folder in folders for video in _videos(folder)]
+    samples = [Sample(clip.relative_to(root).as_posix(), {"face": clip}, expression=class_from_name(folder.name),
+                      split=split) for split, folder, clips in folders for clip in clips]
     return MultimodalManifest(root, ["face"], samples, [])
 
 
-def read_clips(path: str | Path, require_labels: bool = True) -> MultimodalManifest:
-    """The clips at ``path`` (a manifest CSV or class folders of videos); a manifest's bad rows are quarantined."""
+# -- DFEW -----------------------------------------------------------------------------------------------------------
+
+
+def is_dfew(root: Path) -> bool:
+    return (root / DFEW_SPLITS).is_dir() and (root / "Clip").is_dir()
+
+
+def _dfew_set(root: Path, split: str, fold: int) -> Path:
+    """``EmoLabel_DataSplit/<split>(single-labeled)/set_<fold>.csv`` (the single-labelled folder where there are
+    several for the split)."""
+    folders = [d for d in _subfolders(root / DFEW_SPLITS) if d.name.lower().startswith(split)]
+    folders.sort(key=lambda d: "single" not in d.name.lower())
+    for folder in folders:
+        if (folder / f"set_{fold}.csv").is_file():
+            return folder / f"set_{fold}.csv"
+    found = sorted({f.name for d in folders for f in d.glob("set_*.csv")}, key=natural_key)
+    raise AffectkitError(f"{root / DFEW_SPLITS}: no {split} set_{fold}.csv (found: {', '.join(found) or 'none'}); "
+                         "choose a fold with --fold.")
+
+
+def _dfew_clip_folder(root: Path) -> Path:
+    for name in DFEW_CLIP_FOLDERS:
+        if (root / "Clip" / name).is_dir():
+            return root / "Clip" / name
+    raise AffectkitError(f"{root / 'Clip'} holds none of DFEW's clip folders ({', '.join(DFEW_CLIP_FOLDERS)}).")
+
+
+def _dfew_clip(folder: Path, name: str) -> Path | None:
+    """Clip ``name`` of a DFEW clip folder: its folder of frames, or its video."""
+    if (folder / name).is_dir():
+        return folder / name
+    return next((folder / f"{name}{s}" for s in VIDEO_SUFFIXES if (folder / f"{name}{s}").is_file()), None)
+
+
+def dfew_clips(root: Path, fold: int = 1) -> MultimodalManifest:
+    """One fold of DFEW: its train and test clips, each labelled as the fold's CSVs say (val is carved from train
+    later, as for any data set that gives no val)."""
+    clip_folder = _dfew_clip_folder(root)
+    samples: list[Sample] = []
+    rejected: list[Rejection] = []
+    for split in ("train", "test"):
+        csv = _dfew_set(root, split, fold)
+        table = pd.read_csv(csv, dtype=str)
+        table.columns = [c.strip().lower() for c in table.columns]
+        if not {"video_name", "label"} <= set(table.columns):
+            raise AffectkitError(f"{csv} has no video_name and label columns (found: {', '.join(table.columns)}).")
+        for line, (video, label) in enumerate(zip(table["video_name"], table["label"]), start=2):
+            source = f"{csv.parent.name}/{csv.name} line {line}"
+            name = str(video).strip().zfill(5)
+            clip = _dfew_clip(clip_folder, name)
+            expression = DFEW_CLASSES.get(int(label)) if str(label).strip().isdigit() else None
+            if expression is None:
+                rejected.append(Rejection(source, str(csv), "label_invalid",
+                                          f"{source}: label {label!r} is not one of DFEW's 1-7"))
+            elif clip is None:
+                rejected.append(Rejection(source, str(clip_folder / name), "face_missing",
+                                          f"{source}: clip {name} is not in {clip_folder}"))
+            else:
+                samples.append(Sample(f"{clip_folder.name}/{name}", {"face": clip}, expression=expression,
+                                      split=split))
+    if not samples:
+        raise AffectkitError(f"{root}: no clip of fold {fold} was found in {clip_folder}.")
+    return MultimodalManifest(root, ["face"], samples, rejected)
+
+
+def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1) -> MultimodalManifest:
+    """The clips at ``path`` (a manifest CSV, DFEW's folder, or class folders of clips); bad rows are quarantined.
+    ``fold`` chooses DFEW's split."""
     path = Path(path)
     if not path.exists():
-        raise AffectkitError(f"{path} does not exist: give class folders of videos (DATA/<class>/*.mp4, optionally "
-                             "inside train/, val/, test/) or a clip manifest CSV (columns face, start, end, "
-                             "expression, valence, arousal, subject, split).")
+        raise AffectkitError(f"{path} does not exist: {CLIPS_HELP}.")
     if path.is_dir():
-        return clip_folders(path)
+        return dfew_clips(path, fold) if is_dfew(path) else clip_folders(path)
     manifest = read_manifest(path, require_labels=require_labels)
     if "face" not in manifest.modalities:
         raise AffectkitError(f"{path} has no face column: a clip manifest names each clip's video in a face column.")

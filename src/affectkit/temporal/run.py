@@ -21,7 +21,7 @@ from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
 from affectkit.models.registry import sha256_of
-from affectkit.multimodal.face import summarise
+from affectkit.multimodal.face import DEFAULT_FRAME_RATE, summarise
 from affectkit.multimodal.features import FeatureTable, assign_splits, modality_columns
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
@@ -171,7 +171,10 @@ def _notes(frames: ClipFrames, manifest_rejected: int, table: FeatureTable, gru:
     if rejected:
         notes.append(f"{rejected} clip(s) quarantined (see quarantine.csv)")
     splits = table.frame["split"].value_counts()
-    how = "as given" if all(s.split for s in frames.samples) else "stratified"
+    given = {s.split for s in frames.samples}
+    how = "stratified" if None in given else "as given"
+    if None not in given and "val" not in given:
+        how = f"{'/'.join(sorted(given, reverse=True))} as given, val carved from train"
     if table.frame["group"].notna().any():
         how += ", no subject on two sides"
     notes.append("split " + " / ".join(f"{s} {int(splits.get(s, 0))}" for s in ("train", "val", "test"))
@@ -241,13 +244,13 @@ def _clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
 
 
 def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: dict[str, Any], fps: float,
-            embeddings: bool) -> ClipFrames:
+            embeddings: bool, frame_rate: float) -> ClipFrames:
     path = out / "frames.npz"
     frames = stored_frames(path, key, manifest)
     if frames is not None:
         reporter().note(f"Frames of the same clips and face model read back from {path}")
         return frames
-    frames = read_frames(manifest, predictor, fps, embeddings)
+    frames = read_frames(manifest, predictor, fps, embeddings, frame_rate=frame_rate)
     if not frames.samples:
         raise AffectkitError(f"{manifest.path}: no clip could be read (first: {frames.rejected[0].reason}).")
     store_frames(path, key, frames)
@@ -256,21 +259,24 @@ def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: 
 
 def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, seed: int = 0, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, fps: float = DEFAULT_FPS, detect: bool = True,
-                 backend: str = "auto", embeddings: bool = False) -> TemporalRun:
+                 backend: str = "auto", embeddings: bool = False, frame_rate: float = DEFAULT_FRAME_RATE,
+                 fold: int = 1) -> TemporalRun:
     """The face model on every clip's frames (stored in ``out`` and reused by a rerun with the same inputs), the
     models compared on one split, the report written, the model kept on validation saved. ``embeddings``: the
     temporal model also reads the face model's embedding of each face (its pooled backbone features; PyTorch
-    backend), which a large clip set can learn more from than from the face model's outputs alone."""
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0:
+    backend), which a large clip set can learn more from than from the face model's outputs alone. ``frame_rate``:
+    frames a second of clips given as folders of frames; ``fold``: which of DFEW's five splits."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0 \
+            or frame_rate <= 0:
         raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
-                             "positive.")
+                             "and --frame-rate positive.")
     out, face_model = Path(out), Path(face_model)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = read_clips(clips)
+    manifest = read_clips(clips, fold=fold)
     predictor = _predictor(face_model, backend, detect, embeddings)
     key = {"clips": _clips_signature(manifest), "face_model_sha256": face_model_digest(face_model), "fps": fps,
-           "detect": detect, "embeddings": embeddings}
-    frames = _frames(manifest, predictor, out, key, fps, embeddings)
+           "detect": detect, "embeddings": embeddings, "frame_rate": frame_rate}
+    frames = _frames(manifest, predictor, out, key, fps, embeddings, frame_rate)
     with atomic_path(out / "quarantine.csv") as tmp:
         quarantine_frame(manifest.rejected + frames.rejected).to_csv(tmp, index=False)
     splits = assign_splits(frames.samples, val_fraction, test_fraction, seed)["split"]
@@ -285,7 +291,8 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     if predictor.warning:
         notes.append(f"face model: {face_model} ({predictor.warning})")
     _report(out, compared.table, compared.kept, manifest.path, notes)
-    _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings})
+    _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings,
+                                      "frame_rate": frame_rate})
     return TemporalRun(out, compared.table, compared.kept, notes)
 
 
@@ -327,18 +334,20 @@ def load_temporal(model_dir: str | Path) -> tuple[dict[str, Any], SequenceNet | 
 
 
 def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
-                     backend: str = "auto") -> tuple[pd.DataFrame, list[str]]:
+                     backend: str = "auto", fold: int = 1) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable clip (labels not needed): the kept models' expression, its probabilities, valence and
-    arousal; and the reasons of the clips that could not be read."""
+    arousal; and the reasons of the clips that could not be read. Clips are read as the model's were (frames a
+    second, face detection, frame rate of frame folders)."""
     meta, net, statistics = load_temporal(model_dir)
     face_model = Path(face_model or meta["face_model"])
     if face_model_digest(face_model) != meta["face_model_sha256"]:
         raise AffectkitError(f"The temporal model was fit on the outputs of the face model with SHA-256 "
                              f"{meta['face_model_sha256']}; give that model with --face-model.")
-    manifest = read_clips(clips, require_labels=False)
+    manifest = read_clips(clips, require_labels=False, fold=fold)
     embeddings = bool(meta.get("embeddings", False))
     predictor = _predictor(face_model, backend, meta["detect"], embeddings)
-    frames = read_frames(manifest, predictor, meta["fps"], embeddings, description="Predicting")
+    frames = read_frames(manifest, predictor, meta["fps"], embeddings, description="Predicting",
+                         frame_rate=meta.get("frame_rate", DEFAULT_FRAME_RATE))
     problems = [r.reason for r in manifest.rejected + frames.rejected]
     out = pd.DataFrame({"id": [s.id for s in frames.samples]})
     if not frames.samples:

@@ -13,7 +13,7 @@ import numpy as np
 from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.data.records import Reject, Rejection
 from affectkit.inference.predictor import Predictor
-from affectkit.multimodal.face import FrameOutputs, frame_outputs
+from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
 from affectkit.progress import reporter
 
@@ -31,15 +31,15 @@ class ClipFrames:
 
 
 def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, embeddings: bool = False,
-                description: str = "Reading clips") -> ClipFrames:
-    """The face model on every clip's frames (``fps`` a second; with ``embeddings`` its embedding of each face too),
-    with a progress bar. A clip that cannot be read, or in which no frame shows a face, is quarantined with the
-    reason."""
+                description: str = "Reading clips", frame_rate: float = DEFAULT_FRAME_RATE) -> ClipFrames:
+    """The face model on every clip's frames (``fps`` a second; with ``embeddings`` its embedding of each face too;
+    a folder of frames taken ``frame_rate`` a second), with a progress bar. A clip that cannot be read, or in which
+    no frame shows a face, is quarantined with the reason."""
     samples, outputs, rejected = [], [], []
     for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):
         path = sample.files["face"]
         try:
-            found = frame_outputs(predictor, path, sample.start, sample.end, fps, embeddings)
+            found = frame_outputs(predictor, path, sample.start, sample.end, fps, embeddings, frame_rate)
             if found is None:
                 raise Reject(NO_FACE, f"{path.name}: the face detector found no face in any frame read")
         except Reject as r:
