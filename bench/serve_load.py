@@ -1,6 +1,10 @@
 """Load-test ``affectkit serve`` on 127.0.0.1: N requests from C concurrent clients; prints req/s, p50, p99, errors.
 
     python bench/serve_load.py [--model best_X.safetensors] [--requests 200] [--concurrency 8] [--no-detect]
+                               [--video-seconds 10 --video-requests 5]
+
+With --video-seconds, also the latency of ``POST /v1/predict-video`` on a 25 fps video of that length, read at 4
+frames a second, one request at a time.
 
 Without --model a fresh, untrained 64 px custom CNN is used (speed does not depend on the weights' values). The
 server runs in its own process so that client threads do not compete with it for the interpreter lock.
@@ -21,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 HOST = "127.0.0.1"
 SERVER = """
@@ -51,6 +56,35 @@ def test_image() -> bytes:
 
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     return jpeg.tobytes()
+
+
+def test_video(seconds: float, directory: Path) -> bytes:
+    """The astronaut's photo drifting across the frame for ``seconds`` at 25 frames a second (MPEG-4 in MP4)."""
+    import cv2
+    from skimage import data
+
+    path = directory / "drift.mp4"
+    image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, image.shape[1::-1])
+    for i in range(int(seconds * 25)):
+        writer.write(np.roll(image, 2 * i, axis=1))
+    writer.release()
+    return path.read_bytes()
+
+
+def video_latencies(url: str, video: bytes, requests: int) -> tuple[list[float], int]:
+    """Latencies (s) of the requests, and the frames the server read of the video."""
+    latencies, frames_read = [], 0
+    with httpx.Client(timeout=600) as client:
+        for _ in range(requests):
+            start = time.perf_counter()
+            response = client.post(f"{url}/v1/predict-video", params={"fps": 4},
+                                   files={"file": ("drift.mp4", video, "video/mp4")})
+            if response.status_code != 200:
+                raise SystemExit(f"video request failed: {response.status_code} {response.text}")
+            latencies.append(time.perf_counter() - start)
+            frames_read = response.json()["frames_read"]
+    return latencies, frames_read
 
 
 def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
@@ -99,7 +133,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--server-threads", type=int, default=2, help="torch threads in the server")
     parser.add_argument("--no-detect", action="store_true", help="skip face detection in the server")
+    parser.add_argument("--video-seconds", type=float, default=0, help="also time /v1/predict-video on such a video")
+    parser.add_argument("--video-requests", type=int, default=5)
     args = parser.parse_args()
+    video_ms: list[float] = []
+    frames = 0
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or fresh_model(Path(tmp))
@@ -115,6 +153,11 @@ def main() -> None:
             image = test_image()
             run_load(url, image, requests=min(8, args.requests), concurrency=1)  # warm-up, not counted
             latencies, errors, wall = run_load(url, image, args.requests, args.concurrency)
+            if args.video_seconds:
+                video = test_video(args.video_seconds, Path(tmp))
+                video_latencies(url, video, 1)  # warm-up
+                seconds, frames = video_latencies(url, video, args.video_requests)
+                video_ms = [v * 1000 for v in seconds]
         finally:
             server.terminate()
             try:
@@ -127,6 +170,10 @@ def main() -> None:
     if ms:
         print(f"latency: p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms")
     print(f"errors: {errors}")
+    if video_ms:
+        print(f"video: {args.video_seconds:g} s at 25 fps, {frames} frames read (about 4 a second): p50 "
+              f"{percentile(video_ms, 50):.0f} ms ({frames / percentile(video_ms, 50) * 1000:.0f} frames/s), max "
+              f"{max(video_ms):.0f} ms over {len(video_ms)} requests")
 
 
 if __name__ == "__main__":

@@ -158,3 +158,70 @@ def test_monte_carlo_dropout_uncertainty_is_returned(model_path, photo):
     uncertain = TestClient(create_app(model_path, mc_samples=4))
     (face,) = assert_valid_prediction(post(uncertain, ("face.jpg", photo, "image/jpeg")))
     assert face["entropy"] > 0 and face["valence_std"] > 0 and face["arousal_std"] > 0
+
+
+def video_bytes(tmp_path, frames: list[np.ndarray], fps: float, suffix: str = ".avi") -> bytes:
+    """RGB frames as a video file's bytes: MJPG AVI, or MPEG-4 in an MP4 container."""
+    path = tmp_path / f"clip{suffix}"
+    codec = "mp4v" if suffix == ".mp4" else "MJPG"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, frames[0].shape[1::-1])
+    for rgb in frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path.read_bytes()
+
+
+def post_video(client: TestClient, name: str, data: bytes, **params):
+    return client.post("/v1/predict-video", files={"file": (name, data, "video/mp4")}, params=params)
+
+
+@pytest.fixture(scope="module")
+def walking_astronaut(tmp_path_factory) -> list[np.ndarray]:
+    """Twelve frames of the astronaut's photo moving a few pixels each frame: one face to follow."""
+    image = skdata.astronaut()
+    return [np.roll(image, 3 * i, axis=1) for i in range(12)]
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4"])
+def test_a_video_gets_its_faces_followed_across_frames(client, walking_astronaut, tmp_path, suffix):
+    response = post_video(client, f"walk{suffix}", video_bytes(tmp_path, walking_astronaut, 8.0, suffix), fps=4)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["filename"], result["every"], result["frames_read"]) == (f"walk{suffix}", 2, 6)
+    assert [f["frame"] for f in result["frames"]] == [0, 2, 4, 6, 8, 10]
+    assert [f["time"] for f in result["frames"]] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0, 1.25])
+    assert all(len(f["faces"]) == 1 and f["faces"][0]["track"] == 0 for f in result["frames"])
+    (track,) = result["tracks"]
+    assert (track["track"], track["frames"], track["first_frame"], track["last_frame"]) == (0, 6, 0, 10)
+    mean_happy = np.mean([f["faces"][0]["probabilities"]["Happy"] for f in result["frames"]])
+    assert track["probabilities"]["Happy"] == pytest.approx(mean_happy)
+    assert track["expression"] == max(track["probabilities"], key=track["probabilities"].get)
+    assert "clip" not in result  # no temporal model on this server
+
+    smoothed = post_video(client, "walk.avi", video_bytes(tmp_path, walking_astronaut, 8.0), fps=4, smooth=0.2)
+    raw_valence = [f["faces"][0]["valence"] for f in result["frames"]]
+    smooth_valence = [f["faces"][0]["valence"] for f in smoothed.json()["frames"]]
+    assert smooth_valence[0] == pytest.approx(raw_valence[0], abs=0.02)
+    assert np.std(np.diff(smooth_valence)) <= np.std(np.diff(raw_valence)) + 1e-6
+
+
+def test_bad_videos_are_refused_with_the_reason(model_path, walking_astronaut, photo, tmp_path):
+    client = TestClient(create_app(model_path, detect=False, max_video_frames=4, max_video_bytes=2_000_000))
+    video = video_bytes(tmp_path, walking_astronaut[:6], 8.0)
+    cases = [
+        (post_video(client, "photo.jpg", photo), 422, "photo.jpg: not a video affectkit reads"),
+        (post_video(client, "list.mp4", b"#EXTM3U\n#EXT-X-VERSION:3\nhttp://example.com/a.ts\n"), 422,
+         "not a video affectkit reads"),
+        (post_video(client, "empty.mp4", b""), 400, "empty.mp4: the file is empty"),
+        (post_video(client, "cut.avi", video[:300]), 422, "cut.avi: "),
+        (post_video(client, "long.avi", video, fps=8), 413, "long.avi: more than 4 frames to read at 8 a second"),
+        (post_video(client, "a.avi", video, fps=0), 422, "fps must be in (0, 30]"),
+        (post_video(client, "a.avi", video, smooth=2), 422, "smooth must be in (0, 1]"),
+        (client.post("/v1/predict-video", data={"file": "hello"}), 422, "a file upload, not text"),
+        (client.post("/v1/predict-video"), 422, "send one file in the multipart field 'file'"),
+        (post_video(client, "big.avi", b"RIFF" + bytes(2_100_000)), 413, "exceeds the limit"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status and message in response.json()["detail"], response.text
+    assert post_video(client, "short.avi", video, fps=2).json()["frames_read"] == 2
+    assert client.get("/v1/model").json()["temporal"] is None

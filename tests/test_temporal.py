@@ -322,3 +322,30 @@ def test_dfew_is_read_as_distributed_and_its_fold_trained_on(clips, model_path, 
     assert json.loads((out / "temporal_model.json").read_text())["frame_rate"] == 8.0
     predictions, problems = predict_temporal(out, tmp_path / "DFEW")
     assert len(predictions) == len(classes) and len(problems) == 2
+
+
+def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(trained, clips, model_path, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from affectkit.serving import create_app
+
+    client = TestClient(create_app(model_path, detect=False, temporal=trained))
+    video = sorted((clips / "test").rglob("*.avi"))[0]
+    response = client.post("/v1/predict-video", files={"file": (video.name, video.read_bytes(), "video/avi")})
+    assert response.status_code == 200, response.text
+    clip = response.json()["clip"]
+    expected = predict_temporal(trained, clips)[0].set_index("id").loc[video.relative_to(clips).as_posix()]
+    assert clip["status"] == "ok" and clip["frames"] == 8
+    assert clip["expression"] == expected["expression"]
+    assert clip["probabilities"]["Happy"] == pytest.approx(expected["p_happy"], abs=1e-6)
+    assert set(clip["methods"]) == {"expression", "valence", "arousal"} & set(clip)  # what the clips were labelled with
+    assert client.get("/v1/model").json()["temporal"]["fps"] == 4.0
+
+    with pytest.raises(AffectkitError, match="face detection off"):
+        create_app(model_path, detect=True, temporal=trained)
+    other = tmp_path / "other_model"
+    shutil.copytree(model_path.parent, other)
+    with open(other / "best_CustomCNN.safetensors", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(AffectkitError, match="serve that model with it"):
+        create_app(other / "best_CustomCNN.safetensors", detect=False, temporal=trained)

@@ -155,9 +155,16 @@ def serve(
     max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) accepted.")] = 40_000_000,
     mc_samples: Annotated[int, typer.Option(
         help="Monte-Carlo dropout passes (torch backend); adds entropy, valence_std and arousal_std.")] = 0,
+    max_video_mb: Annotated[float, typer.Option(help="Largest video upload (POST /v1/predict-video), in MB.")] = 50.0,
+    max_video_frames: Annotated[int, typer.Option(
+        help="Most frames read from one uploaded video (at the request's fps).")] = 600,
+    temporal: Annotated[Optional[Path], typer.Option(
+        help="A folder `affectkit temporal` wrote for this model: /v1/predict-video then also gives each video's "
+        "clip-level expression, valence and arousal.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Serve the model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /metrics and a demo page at /."""
+    """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, GET /v1/model, /healthz,
+    /metrics and a demo page at /."""
     from affectkit.serving.app import serve as run_server
 
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -165,4 +172,5 @@ def serve(
                       "can use it.")
     _set_threads(threads)
     run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
-               max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples)
+               max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
+               max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal)

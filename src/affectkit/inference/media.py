@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,16 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def tracked_faces(predictor: Predictor, capture: cv2.VideoCapture, every: int, smooth: float | None
+                  ) -> Iterator[tuple[int, np.ndarray, list[dict[str, Any]]]]:
+    """(frame index, RGB frame, its faces with ``track`` set and smoothed where ``smooth`` is given) of every
+    ``every``-th frame, the frames run through the model in batches."""
+    smoother = TrackSmoother(predictor.class_names, smooth)
+    for chunk in _chunks(video_frames(capture, every), predictor.batch_size):
+        for (index, frame), faces in zip(chunk, predictor.predict_images([f for _, f in chunk])):
+            yield index, frame, smoother.update(faces)
+
+
 def _predict_video(
     predictor: Predictor, file: Path, every: int, smooth: float | None, names: _AnnotatedNames | None,
     timeline_dir: Path | None, advance: Advance,
@@ -145,20 +156,17 @@ def _predict_video(
     if not capture.isOpened():
         return [_warn_error(file, None, "not a readable video")]
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    smoother = TrackSmoother(predictor.class_names, smooth)
     rows: list[dict[str, Any]] = []
     writer: cv2.VideoWriter | None = None
     try:
-        for chunk in _chunks(video_frames(capture, every), predictor.batch_size):
-            for (index, frame), faces in zip(chunk, predictor.predict_images([f for _, f in chunk])):
-                faces = smoother.update(faces)
-                rows += [face_row(file, index, f) for f in faces] or [status_row(file, index, NO_FACE)]
-                if names is not None:
-                    if writer is None:
-                        writer = cv2.VideoWriter(str(names.next(file.stem, ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 fps / every, (frame.shape[1], frame.shape[0]))
-                    writer.write(cv2.cvtColor(draw_predictions(frame, faces), cv2.COLOR_RGB2BGR))
-                advance()
+        for index, frame, faces in tracked_faces(predictor, capture, every, smooth):
+            rows += [face_row(file, index, f) for f in faces] or [status_row(file, index, NO_FACE)]
+            if names is not None:
+                if writer is None:
+                    writer = cv2.VideoWriter(str(names.next(file.stem, ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             fps / every, (frame.shape[1], frame.shape[0]))
+                writer.write(cv2.cvtColor(draw_predictions(frame, faces), cv2.COLOR_RGB2BGR))
+            advance()
     finally:
         capture.release()
         if writer is not None:
@@ -168,6 +176,50 @@ def _predict_video(
     if timeline_dir is not None:
         plot_timeline(rows, predictor.class_names, timeline_dir / f"{file.stem}_timeline.png", file.name)
     return rows
+
+
+class VideoError(AffectkitError):
+    """A video that cannot be read (``kind`` "unreadable") or has more frames to read than allowed ("too_long")."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class VideoFaces:
+    """The faces of the frames read from a video, followed across frames."""
+
+    frame_rate: float  # of the video
+    every: int  # every ``every``-th frame was read
+    frames: list[tuple[int, list[dict[str, Any]]]]  # (frame index, its faces with ``track``)
+
+
+def video_faces(predictor: Predictor, path: Path, fps: float, smooth: float | None = None,
+                max_frames: int | None = None, name: str | None = None) -> VideoFaces:
+    """The tracked (and, with ``smooth``, smoothed) faces of about ``fps`` frames a second of the video at
+    ``path``; a video with more than ``max_frames`` such frames is refused before most of it is read."""
+    name = name or path.name
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoError("unreadable", f"{name}: not a readable video")
+    try:
+        frame_rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        every = max(1, int(round(frame_rate / fps)))
+        declared = -(-int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0)) // every)
+        too_long = f"{name}: more than {max_frames} frames to read at {fps:g} a second; send a shorter video"
+        if max_frames is not None and declared > max_frames:
+            raise VideoError("too_long", too_long)
+        frames = []
+        for index, _, faces in tracked_faces(predictor, capture, every, smooth):
+            if max_frames is not None and len(frames) == max_frames:  # a header can understate the length
+                raise VideoError("too_long", too_long)
+            frames.append((index, faces))
+    finally:
+        capture.release()
+    if not frames:
+        raise VideoError("unreadable", f"{name}: no frame could be decoded")
+    return VideoFaces(frame_rate, every, frames)
 
 
 def _frame_count(file: Path, every: int) -> int:

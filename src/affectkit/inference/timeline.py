@@ -127,3 +127,24 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str]) -> list[dict[str, Any]]:
+    """Per face track, longest first: the frames it was seen in, its mean probabilities and the expression they
+    give, its mean valence and arousal."""
+    by_track: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for index, faces in frames:
+        for face in faces:
+            by_track.setdefault(face["track"], []).append((index, face))
+    summaries = []
+    for track, seen in by_track.items():
+        probabilities = np.mean([[face["probabilities"][c] for c in class_names] for _, face in seen], axis=0)
+        best = int(np.argmax(probabilities))
+        summaries.append({
+            "track": track, "frames": len(seen), "first_frame": seen[0][0], "last_frame": seen[-1][0],
+            "expression": class_names[best], "confidence": float(probabilities[best]),
+            "probabilities": dict(zip(class_names, map(float, probabilities))),
+            "valence": float(np.mean([face["valence"] for _, face in seen])),
+            "arousal": float(np.mean([face["arousal"] for _, face in seen])),
+        })
+    return sorted(summaries, key=lambda s: (-s["frames"], s["track"]))

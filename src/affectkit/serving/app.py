@@ -1,14 +1,19 @@
-"""HTTP API and demo page: ``POST /v1/predict`` with images, model info, health, Prometheus metrics.
+"""HTTP API and demo page: ``POST /v1/predict`` with images, ``POST /v1/predict-video`` with a video (faces followed
+across frames; with a temporal model, the clip's expression, valence and arousal), model info, health, Prometheus
+metrics.
 
 Every upload is untrusted: the request size is bounded before the body is read, the pixel count is read from the
-image header before decoding, the content is sniffed rather than trusting names or content types, and every
-refusal is a JSON ``{"detail": "..."}`` with a 4xx status.
+image header before decoding, a video's container is recognised from its first bytes (only MP4/MOV, AVI and
+Matroska/WebM reach the decoder, never a playlist or a stream description) and its length bounded, the content is
+sniffed rather than trusting names or content types, and every refusal is a JSON ``{"detail": "..."}`` with a 4xx
+status.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,14 +28,24 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.datastructures import UploadFile
 
+from affectkit.data.records import Reject
+from affectkit.errors import AffectkitError
 from affectkit.inference.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from affectkit.inference.media import VideoError, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
+from affectkit.inference.timeline import track_summaries
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
+from affectkit.temporal import TemporalModel, load_temporal
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_VIDEO_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_VIDEO_FRAMES = 600
+MAX_VIDEO_FPS = 30.0
+VIDEO_ROUTE = "/v1/predict-video"
+STATUS_FOR_VIDEO_PROBLEM = {"unreadable": 422, "too_long": 413}
 STATUS_FOR_IMAGE_PROBLEM = {"empty": 400, "not_image": 422, "corrupt": 422, "too_large": 413}
 PAGE_HEADERS = {  # the page loads nothing from elsewhere; say so to the browser
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'",
@@ -45,6 +60,30 @@ PREDICT_BODY = {  # documents the multipart body in /docs, since the route reads
         }}},
     }
 }
+
+
+VIDEO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}},
+        }}},
+    }
+}
+
+
+def video_container(data: bytes) -> str | None:
+    """The file suffix of the container the bytes begin with (MP4/MOV, AVI, Matroska/WebM), or None."""
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    if data[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # QuickTime files from before ftyp
+        return ".mov"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return ".mkv"
+    return None
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -88,9 +127,19 @@ def create_app(
     max_files: int = 16,
     backend: BackendName = "auto",
     mc_samples: int = 0,
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
+    max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES,
+    temporal: str | Path | None = None,
 ) -> FastAPI:
-    """Load the model once and build the app. ``max_upload_bytes`` bounds a whole request, all files together."""
+    """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
+    ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
+    folder ``affectkit temporal`` wrote for this face model, which then gives each video's clip-level verdict."""
+    temporal_model = None if temporal is None else load_temporal(temporal)
+    if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
+        temporal_model.check_face_model(Path(model_path), "serve that model with it")
     predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples)
+    if temporal_model is not None:
+        _check_reads_alike(temporal_model, temporal, predictor)
     # One prediction at a time: the model already uses every core it is given, and memory stays predictable.
     model_lock = threading.Lock()
     metrics = ServiceMetrics(predictor.class_names)
@@ -114,7 +163,8 @@ def create_app(
         start = time.perf_counter()
         route = _route_label(request.url.path, known_routes)
         try:
-            response = _body_size_problem(request, max_upload_bytes) or await call_next(request)
+            limit = max_video_bytes if request.url.path == VIDEO_ROUTE else max_upload_bytes
+            response = _body_size_problem(request, limit) or await call_next(request)
         except Exception:
             metrics.observe_request(route, 500, time.perf_counter() - start)
             raise
@@ -154,6 +204,48 @@ def create_app(
             for (name, _), faces in zip(uploads, faces_per_image)
         ]}
 
+    def video_job(name: str, data: bytes, suffix: str, fps: float, smooth: float | None) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="affectkit-video-") as folder:
+            path = Path(folder) / f"upload{suffix}"  # the name OpenCV sees: never the client's
+            path.write_bytes(data)
+            with model_lock:
+                try:
+                    read = video_faces(predictor, path, fps, smooth, max_video_frames, name=name)
+                    clip = _clip_verdict(temporal_model, predictor, path) if temporal_model is not None else None
+                except VideoError as exc:
+                    raise HTTPException(STATUS_FOR_VIDEO_PROBLEM[exc.kind], str(exc)) from None
+        metrics.observe_predictions([faces for _, faces in read.frames])
+        result = {
+            "filename": name, "frame_rate": read.frame_rate, "every": read.every, "frames_read": len(read.frames),
+            "frames": [{"frame": index, "time": index / read.frame_rate, "faces": faces}
+                       for index, faces in read.frames],
+            "tracks": track_summaries(read.frames, predictor.class_names),
+        }
+        return result | ({"clip": clip} if temporal_model is not None else {})
+
+    @app.post(VIDEO_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=VIDEO_BODY)
+    async def predict_video(request: Request, fps: float = 4.0, smooth: float | None = None) -> dict[str, Any]:
+        """The faces of about ``fps`` frames a second of the video in the multipart field ``file``, followed across
+        frames (``track``; ``smooth`` in (0, 1] smooths each track's predictions over time), each track's mean
+        verdict and, where the server has a temporal model, the clip's expression, valence and arousal."""
+        if not 0 < fps <= MAX_VIDEO_FPS:
+            raise HTTPException(422, f"fps must be in (0, {MAX_VIDEO_FPS:g}], got {fps:g}")
+        if smooth is not None and not 0 < smooth <= 1:
+            raise HTTPException(422, f"smooth must be in (0, 1] (the weight of the newest frame), got {smooth:g}")
+        async with request.form(max_files=1, max_fields=1) as form:
+            upload = form.get("file")
+            if upload is None:
+                raise HTTPException(422, "no video: send one file in the multipart field 'file'")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(422, "the field 'file' must hold a file upload, not text")
+            name, data = upload.filename or "video", await upload.read()
+        if not data:
+            raise HTTPException(400, f"{name}: the file is empty")
+        suffix = video_container(data)
+        if suffix is None:
+            raise HTTPException(422, f"{name}: not a video affectkit reads (MP4/MOV, AVI or Matroska/WebM)")
+        return await run_in_threadpool(video_job, name, data, suffix, fps, smooth)
+
     @app.get("/v1/model", dependencies=[Depends(require_api_key)])
     def model_info() -> dict[str, Any]:
         meta = predictor.meta
@@ -168,6 +260,10 @@ def create_app(
             "face_detection": predictor.detector.method if predictor.detector else None,
             "trained_on_synthetic_data": bool(meta.get("trained_on_synthetic_data")),
             "warning": predictor.warning,
+            "temporal": None if temporal_model is None else {
+                "kept": {t: k["method"] for t, k in temporal_model.meta["kept"].items()},
+                "fps": temporal_model.meta["fps"],
+            },
         }
 
     @app.get("/healthz")
@@ -185,6 +281,35 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     known_routes.update(getattr(r, "path", "") for r in app.routes)
     return app
+
+
+def _check_reads_alike(model: TemporalModel, folder: str | Path, predictor: Predictor) -> None:
+    """Refuse a temporal model that read its clips' faces otherwise than this server finds them."""
+    if model.meta["detect"] != (predictor.detector is not None):
+        setting = "on" if model.meta["detect"] else "off (--no-detect)"
+        raise AffectkitError(f"The temporal model in {folder} read its clips with face detection {setting}: serve it "
+                             "with the same setting.")
+    if model.embeddings and predictor.backend_name != "torch":
+        raise AffectkitError(f"The temporal model in {folder} reads the face model's embeddings: serve it with "
+                             "--backend torch or auto.")
+
+
+def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path) -> dict[str, Any]:
+    """The temporal model's expression, probabilities, valence and arousal for the whole video."""
+    try:
+        outputs = model.read(predictor, path)
+    except Reject as exc:
+        raise VideoError("unreadable", exc.reason) from None
+    if outputs is None:
+        return {"status": "no face found"}
+    row = model.predict([outputs], predictor.class_names).iloc[0]
+    verdict: dict[str, Any] = {"status": "ok", "frames": len(outputs.times),
+                               "methods": {t: k["method"] for t, k in model.meta["kept"].items()}}
+    if "expression" in row:
+        verdict |= {"expression": row["expression"],
+                    "probabilities": {c: float(row[f"p_{c.lower()}"]) for c in predictor.class_names}}
+    verdict |= {t: float(row[t]) for t in ("valence", "arousal") if t in row}
+    return verdict
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:

@@ -2,6 +2,6 @@
 seed's "process video sequences for dynamic emotion changes")."""
 
 from affectkit.temporal.clips import read_clips
-from affectkit.temporal.run import TemporalRun, load_temporal, predict_temporal, run_temporal
+from affectkit.temporal.run import TemporalModel, TemporalRun, load_temporal, predict_temporal, run_temporal
 
-__all__ = ["TemporalRun", "load_temporal", "predict_temporal", "read_clips", "run_temporal"]
+__all__ = ["TemporalModel", "TemporalRun", "load_temporal", "predict_temporal", "read_clips", "run_temporal"]

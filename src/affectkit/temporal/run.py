@@ -21,7 +21,7 @@ from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
 from affectkit.models.registry import sha256_of
-from affectkit.multimodal.face import DEFAULT_FRAME_RATE, summarise
+from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs, summarise
 from affectkit.multimodal.features import FeatureTable, assign_splits, modality_columns
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
@@ -34,7 +34,7 @@ from affectkit.multimodal.fusion import (
     targets_of,
     validation_score,
 )
-from affectkit.multimodal.manifest import MultimodalManifest
+from affectkit.multimodal.manifest import MultimodalManifest, Sample
 from affectkit.multimodal.run import SCORES, TRUSTED_TYPES, face_model_digest
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
@@ -308,9 +308,55 @@ def _verified(path: Path, digest: str | None) -> Path:
     return path
 
 
-def load_temporal(model_dir: str | Path) -> tuple[dict[str, Any], SequenceNet | None, dict[str, Any]]:
-    """(metadata, the GRU or None, the frame-statistics models by target) of a kept temporal model, each file
-    checked against the digest recorded beside it."""
+@dataclass(frozen=True)
+class TemporalModel:
+    """A kept temporal model, loaded: what it read (``meta``: fps, detection, frame rate, the face model's digest),
+    its GRU where kept, its frame-statistics models by target."""
+
+    meta: dict[str, Any]
+    net: SequenceNet | None
+    statistics: dict[str, Any]
+
+    @property
+    def embeddings(self) -> bool:
+        return bool(self.meta.get("embeddings", False))
+
+    def check_face_model(self, face_model: Path, remedy: str = "give that model with --face-model") -> None:
+        if face_model_digest(face_model) != self.meta["face_model_sha256"]:
+            raise AffectkitError(f"The temporal model was fit on the outputs of the face model with SHA-256 "
+                                 f"{self.meta['face_model_sha256']}, not on {face_model}; {remedy}.")
+
+    def read(self, predictor: Predictor, path: Path) -> FrameOutputs | None:
+        """The face model's outputs on one clip's frames, read as the model's training clips were; None when no frame
+        shows a face."""
+        return frame_outputs(predictor, path, None, None, self.meta["fps"], self.embeddings,
+                             self.meta.get("frame_rate", DEFAULT_FRAME_RATE))
+
+    def predict(self, outputs: list[FrameOutputs], class_names: list[str]) -> pd.DataFrame:
+        """One row per clip: the kept models' expression and its probabilities, valence and arousal."""
+        frames = ClipFrames([Sample(str(i), {}) for i in range(len(outputs))], outputs, [])
+        summary = statistics_table(frames, class_names).frame
+        if self.net is not None:
+            probabilities, dimensions = predict_sequences(self.net, *padded(outputs))
+        out = pd.DataFrame(index=range(len(outputs)))
+        for target, kept in self.meta["kept"].items():
+            parts = []
+            if kept["method"] in (SEQUENCE, ENSEMBLE):
+                parts.append(_sequence_prediction(target, probabilities, dimensions))
+            if kept["method"] in (STATISTICS, ENSEMBLE):
+                parts.append(predict(self.statistics[target], target, summary))
+            predicted = np.mean(parts, axis=0)
+            if target == "expression":
+                out["expression"] = [CLASS_NAMES[i] for i in predicted.argmax(axis=1)]
+                for name, column in zip(CLASS_NAMES, predicted.T):
+                    out[f"p_{name.lower()}"] = column
+            else:
+                out[target] = np.clip(predicted, -1.0, 1.0)
+        return out
+
+
+def load_temporal(model_dir: str | Path) -> TemporalModel:
+    """The kept temporal model of ``model_dir``, each file checked against the digest recorded beside it."""
     import safetensors.torch
     import skops.io
 
@@ -330,7 +376,7 @@ def load_temporal(model_dir: str | Path) -> tuple[dict[str, Any], SequenceNet | 
         if untrusted:
             raise AffectkitError(f"{path} holds types affectkit does not load ({', '.join(untrusted)}).")
         statistics = skops.io.load(path, trusted=list(TRUSTED_TYPES))
-    return meta, net, statistics
+    return TemporalModel(meta, net, statistics)
 
 
 def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
@@ -338,35 +384,15 @@ def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
     """One row per readable clip (labels not needed): the kept models' expression, its probabilities, valence and
     arousal; and the reasons of the clips that could not be read. Clips are read as the model's were (frames a
     second, face detection, frame rate of frame folders)."""
-    meta, net, statistics = load_temporal(model_dir)
-    face_model = Path(face_model or meta["face_model"])
-    if face_model_digest(face_model) != meta["face_model_sha256"]:
-        raise AffectkitError(f"The temporal model was fit on the outputs of the face model with SHA-256 "
-                             f"{meta['face_model_sha256']}; give that model with --face-model.")
+    model = load_temporal(model_dir)
+    face_model = Path(face_model or model.meta["face_model"])
+    model.check_face_model(face_model)
     manifest = read_clips(clips, require_labels=False, fold=fold)
-    embeddings = bool(meta.get("embeddings", False))
-    predictor = _predictor(face_model, backend, meta["detect"], embeddings)
-    frames = read_frames(manifest, predictor, meta["fps"], embeddings, description="Predicting",
-                         frame_rate=meta.get("frame_rate", DEFAULT_FRAME_RATE))
+    predictor = _predictor(face_model, backend, model.meta["detect"], model.embeddings)
+    frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description="Predicting",
+                         frame_rate=model.meta.get("frame_rate", DEFAULT_FRAME_RATE))
     problems = [r.reason for r in manifest.rejected + frames.rejected]
-    out = pd.DataFrame({"id": [s.id for s in frames.samples]})
+    ids = pd.DataFrame({"id": [s.id for s in frames.samples]})
     if not frames.samples:
-        return out, problems
-    summary = statistics_table(frames, predictor.class_names).frame
-    if net is not None:
-        probabilities, dimensions = predict_sequences(net, *padded(frames.outputs))
-    for target, kept in meta["kept"].items():
-        parts = []
-        if kept["method"] in (SEQUENCE, ENSEMBLE):
-            parts.append(_sequence_prediction(target, probabilities, dimensions))
-        if kept["method"] in (STATISTICS, ENSEMBLE):
-            parts.append(predict(statistics[target], target, summary))
-        predicted = np.mean(parts, axis=0)
-        if target == "expression":
-            out["expression"] = [CLASS_NAMES[i] for i in predicted.argmax(axis=1)]
-            for name, column in zip(CLASS_NAMES, predicted.T):
-                out[f"p_{name.lower()}"] = column
-        else:
-            out[target] = np.clip(predicted, -1.0, 1.0)
-    return out, problems
-
+        return ids, problems
+    return pd.concat([ids, model.predict(frames.outputs, predictor.class_names)], axis=1), problems
