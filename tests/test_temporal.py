@@ -349,3 +349,30 @@ def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(tr
         f.write(b"\0")
     with pytest.raises(AffectkitError, match="serve that model with it"):
         create_app(other / "best_CustomCNN.safetensors", detect=False, temporal=trained)
+
+
+def test_odd_class_folders_are_mapped_and_unlabelled_clips_predicted_wherever_they_sit(trained, clips, tmp_path):
+    videos = sorted(clips.rglob("*.avi"))[:3]
+    odd = tmp_path / "odd"
+    for folder, video in zip(("Screaming", "Happy", "Other"), videos):
+        (odd / folder).mkdir(parents=True)
+        shutil.copy(video, odd / folder / video.name)
+    manifest = read_clips(odd, class_map={"screaming": "fear", "Other": "ignore"})
+    assert sorted((s.id.split("/")[0], s.expression) for s in manifest.samples) == [("Happy", 1), ("Screaming", 4)]
+    with pytest.raises(AffectkitError, match="--class-map Other=fear"):
+        read_clips(odd, class_map={"Screaming": "fear"})
+    with pytest.raises(AffectkitError, match="neither a class name"):
+        read_clips(odd, class_map={"Screaming": "shouting"})
+    refused = CliRunner().invoke(app, ["temporal", str(odd), "--face-model", "m.safetensors", "--class-map", "Other"])
+    assert refused.exit_code == 2 and "give FOLDER=CLASS" in refused.output
+
+    # Prediction reads every clip, whatever (if anything) its folders are called.
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(videos[0], loose / "a.avi")
+    _as_frame_folders([videos[1]], lambda v: loose / "nested" / "b")
+    predictions, problems = predict_temporal(trained, loose)
+    assert predictions["id"].tolist() == ["a.avi", "nested/b"] and not problems
+    single, _ = predict_temporal(trained, loose / "nested" / "b")
+    assert single["id"].tolist() == ["b"]
+    assert single["p_happy"].iloc[0] == pytest.approx(predictions["p_happy"].iloc[1])

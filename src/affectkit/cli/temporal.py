@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -26,6 +26,15 @@ FrameRateOpt = Annotated[float, typer.Option(
     help="Frames a second of clips given as folders of frames (a video says its own). For folders holding a fixed "
     "number of frames spread over the clip (DFEW's clip_224x224_16f), give --fps's value to read every frame.")]
 FoldOpt = Annotated[int, typer.Option(help="DFEW: which of its five folds (set_<k>.csv) to read.")]
+
+
+def _class_map(pairs: list[str]) -> dict[str, str]:
+    """``["Scream=fear", "Other=ignore"]`` -> ``{"Scream": "fear", "Other": "ignore"}``."""
+    bad = [pair for pair in pairs if pair.count("=") != 1 or not all(part.strip() for part in pair.split("="))]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]!r}: give FOLDER=CLASS, e.g. --class-map Scream=fear.",
+                                 param_hint="--class-map")
+    return dict(pair.split("=") for pair in pairs)
 
 
 def _table(table) -> Table:
@@ -49,6 +58,9 @@ def temporal(
     fps: FpsOpt = 4.0,
     frame_rate: FrameRateOpt = 25.0,
     fold: FoldOpt = 1,
+    class_map: Annotated[Optional[list[str]], typer.Option(
+        help="A class folder not named after an expression: FOLDER=CLASS, or FOLDER=ignore to leave it out "
+        "(repeatable).")] = None,
     no_detect: NoDetectOpt = False,
     embeddings: Annotated[bool, typer.Option(
         help="The temporal model also reads the face model's embedding of each face (its pooled backbone "
@@ -65,7 +77,7 @@ def temporal(
     with report_to_console(quiet):
         run = run_temporal(clips, out, face_model, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                            fps=fps, detect=not no_detect, backend=backend, embeddings=embeddings,
-                           frame_rate=frame_rate, fold=fold)
+                           frame_rate=frame_rate, fold=fold, class_map=_class_map(class_map or []))
     for note in run.notes:
         console.print(note)
     # Piped output keeps one line per method rather than cells wrapped at 80 columns.

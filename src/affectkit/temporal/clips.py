@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from affectkit.data.layouts.class_folders import folder_label, parse_class_map
 from affectkit.data.records import (
+    IGNORE,
     SPLIT_ALIASES,
     Rejection,
     accepted_class_names,
     check_split_given_everywhere,
-    class_from_name,
     natural_key,
 )
 from affectkit.errors import AffectkitError
@@ -71,10 +72,10 @@ def _split_of(name: str) -> str | None:
     return SPLIT_ALIASES.get(name) or SPLIT_ALIASES.get(re.split(r"[_\-\s.]", name)[0])
 
 
-def _class_folders(root: Path) -> list[tuple[str | None, Path, list[Path]]]:
+def _class_folders(root: Path, mapping: dict[str, int | str]) -> list[tuple[str | None, Path, list[Path]]]:
     """(split or None, class folder, its clips) of every folder holding clips, split folders used as given."""
     top = [(d, _clips(d)) for d in _subfolders(root)]
-    split_dirs = [d for d, _ in top if _split_of(d.name) and class_from_name(d.name) is None]
+    split_dirs = [d for d, _ in top if _split_of(d.name) and folder_label(d.name, mapping) is None]
     if not split_dirs:
         return [(None, d, clips) for d, clips in top if clips]
     outside = [d.name + "/" for d, clips in top if d not in split_dirs and clips]
@@ -84,18 +85,35 @@ def _class_folders(root: Path) -> list[tuple[str | None, Path, list[Path]]]:
     return [(_split_of(d.name), c, clips) for d in split_dirs for c in _subfolders(d) if (clips := _clips(c))]
 
 
-def clip_folders(root: Path) -> MultimodalManifest:
-    """The clips of class folders: one sample per video or frame folder, its class from its class folder's name."""
-    folders = _class_folders(root)
+def clip_folders(root: Path, class_map: dict[str, str] | None = None) -> MultimodalManifest:
+    """The clips of class folders: one sample per video or frame folder, its class from its class folder's name or
+    from ``class_map`` (folder name -> class name, or "ignore" to leave the folder out)."""
+    mapping = parse_class_map(class_map or {})
+    folders = _class_folders(root, mapping)
     if not folders:
         raise AffectkitError(f"{root} has no folder of clips (videos: {', '.join(VIDEO_SUFFIXES)}; or folders of "
                              f"frames): {CLIPS_HELP}.")
-    unknown = sorted({d.name for _, d, _ in folders if class_from_name(d.name) is None}, key=str.lower)
+    unknown = sorted({d.name for _, d, _ in folders if folder_label(d.name, mapping) is None}, key=str.lower)
     if unknown:
         raise AffectkitError(f"{root}: the folder(s) {', '.join(unknown)} are not expression names (accepted, in any "
-                             f"case: {accepted_class_names()}); rename them, or list the clips in a manifest CSV.")
-    samples = [Sample(clip.relative_to(root).as_posix(), {"face": clip}, expression=class_from_name(folder.name),
-                      split=split) for split, folder, clips in folders for clip in clips]
+                             f"case: {accepted_class_names()}); map each with --class-map, e.g. --class-map "
+                             f"{unknown[0]}=fear (or ={IGNORE} to leave it out), or list the clips in a manifest CSV.")
+    samples = [Sample(clip.relative_to(root).as_posix(), {"face": clip}, expression=label, split=split)
+               for split, folder, clips in folders if (label := folder_label(folder.name, mapping)) != IGNORE
+               for clip in clips]
+    if not samples:
+        raise AffectkitError(f"{root}: every clip folder is mapped to {IGNORE}.")
+    return MultimodalManifest(root, ["face"], samples, [])
+
+
+def unlabelled_clips(root: Path) -> MultimodalManifest:
+    """Every clip under ``root``, at any depth, for prediction: its folders' names are not read (``root`` itself is
+    the one clip where it holds frames)."""
+    clips = [root] if any(f.suffix.lower() in IMAGE_SUFFIXES for f in root.iterdir() if f.is_file()) else _clips(root)
+    if not clips:
+        raise AffectkitError(f"{root} holds no clip (videos: {', '.join(VIDEO_SUFFIXES)}; or folders of frames).")
+    samples = [Sample(clip.relative_to(root).as_posix() if clip != root else root.name, {"face": clip})
+               for clip in clips]
     return MultimodalManifest(root, ["face"], samples, [])
 
 
@@ -164,14 +182,18 @@ def dfew_clips(root: Path, fold: int = 1) -> MultimodalManifest:
     return MultimodalManifest(root, ["face"], samples, rejected)
 
 
-def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1) -> MultimodalManifest:
+def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
+               class_map: dict[str, str] | None = None) -> MultimodalManifest:
     """The clips at ``path`` (a manifest CSV, DFEW's folder, or class folders of clips); bad rows are quarantined.
-    ``fold`` chooses DFEW's split."""
+    ``fold`` chooses DFEW's split; ``class_map`` names class folders that are not expression names. Without
+    ``require_labels`` (prediction) a folder's clips are read whatever its folders are called."""
     path = Path(path)
     if not path.exists():
         raise AffectkitError(f"{path} does not exist: {CLIPS_HELP}.")
     if path.is_dir():
-        return dfew_clips(path, fold) if is_dfew(path) else clip_folders(path)
+        if is_dfew(path):
+            return dfew_clips(path, fold)
+        return clip_folders(path, class_map) if require_labels else unlabelled_clips(path)
     manifest = read_manifest(path, require_labels=require_labels)
     if "face" not in manifest.modalities:
         raise AffectkitError(f"{path} has no face column: a clip manifest names each clip's video in a face column.")

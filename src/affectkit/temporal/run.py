@@ -260,19 +260,20 @@ def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: 
 def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, seed: int = 0, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, fps: float = DEFAULT_FPS, detect: bool = True,
                  backend: str = "auto", embeddings: bool = False, frame_rate: float = DEFAULT_FRAME_RATE,
-                 fold: int = 1) -> TemporalRun:
+                 fold: int = 1, class_map: dict[str, str] | None = None) -> TemporalRun:
     """The face model on every clip's frames (stored in ``out`` and reused by a rerun with the same inputs), the
     models compared on one split, the report written, the model kept on validation saved. ``embeddings``: the
     temporal model also reads the face model's embedding of each face (its pooled backbone features; PyTorch
     backend), which a large clip set can learn more from than from the face model's outputs alone. ``frame_rate``:
-    frames a second of clips given as folders of frames; ``fold``: which of DFEW's five splits."""
+    frames a second of clips given as folders of frames; ``fold``: which of DFEW's five splits; ``class_map``: class
+    folder name -> class name (or "ignore") for folders not named after an expression."""
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0 \
             or frame_rate <= 0:
         raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
                              "and --frame-rate positive.")
     out, face_model = Path(out), Path(face_model)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = read_clips(clips, fold=fold)
+    manifest = read_clips(clips, fold=fold, class_map=class_map)
     predictor = _predictor(face_model, backend, detect, embeddings)
     key = {"clips": _clips_signature(manifest), "face_model_sha256": face_model_digest(face_model), "fps": fps,
            "detect": detect, "embeddings": embeddings, "frame_rate": frame_rate}

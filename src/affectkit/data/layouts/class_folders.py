@@ -56,7 +56,7 @@ def _subfolders(path: Path) -> list[Path]:
         return []
 
 
-def _class_map(class_map: dict[str, str]) -> dict[str, int | str]:
+def parse_class_map(class_map: dict[str, str]) -> dict[str, int | str]:
     """Folder name (lower case) -> class id or IGNORE, checked once so a typo stops before anything is read."""
     out: dict[str, int | str] = {}
     for folder, target in class_map.items():
@@ -71,7 +71,7 @@ def _class_map(class_map: dict[str, str]) -> dict[str, int | str]:
     return out
 
 
-def _label(folder: str, mapping: dict[str, int | str]) -> int | str | None:
+def folder_label(folder: str, mapping: dict[str, int | str]) -> int | str | None:
     key = folder.strip().lower()
     return mapping[key] if key in mapping else class_from_name(key)
 
@@ -92,17 +92,17 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     """The folder, when at least one of its (split folders') subfolders is named after a class and holds images."""
     if not path.is_dir():
         return None
-    mapping = _class_map(options.class_map)
+    mapping = parse_class_map(options.class_map)
     top = _subfolders(path)
     split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
     candidates = [c for d in split_dirs for c in _subfolders(d)] if split_dirs else top
     # Names first: walking every folder for images would crawl a whole home folder given by mistake.
-    named = any(isinstance(_label(d.name, mapping), int) and _holds_images(d) for d in candidates)
+    named = any(isinstance(folder_label(d.name, mapping), int) and _holds_images(d) for d in candidates)
     return path if named else None
 
 
 def read(path: Path, options: ReadOptions) -> DatasetIndex:
-    mapping = _class_map(options.class_map)
+    mapping = parse_class_map(options.class_map)
     by_split, outside = _structure(path)
     if outside:
         raise AffectkitError(
@@ -110,7 +110,7 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
             "move those into train/, val/ or test/, or remove them."
         )
     found = sorted({d.name for dirs in by_split.values() for d in dirs}, key=str.lower)
-    unknown = [name for name in found if _label(name, mapping) is None]
+    unknown = [name for name in found if folder_label(name, mapping) is None]
     if unknown:
         raise AffectkitError(
             f"{path}: {'the class folder' if len(unknown) == 1 else 'the class folders'} {', '.join(unknown)} "
@@ -120,7 +120,7 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
             "to leave it out."
         )
     keys = [(split, label, f) for split, dirs in by_split.items() for d in dirs
-            if (label := _label(d.name, mapping)) != IGNORE for f in _image_files(d)]
+            if (label := folder_label(d.name, mapping)) != IGNORE for f in _image_files(d)]
 
     def build(key: tuple[str | None, int, Path]) -> Record | Rejection:
         split, label, file = key
@@ -134,7 +134,7 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
     split_names = sorted({d.parent.name for dirs in by_split.values() for d in dirs if d.parent != path},
                          key=lambda n: ("train", "val", "test").index(SPLIT_ALIASES[n.lower()]))
     detail = " ".join(f"{n}/" for n in split_names) + " folders" if split_names else "no split folders"
-    ignored = [name for name in found if _label(name, mapping) == IGNORE]
+    ignored = [name for name in found if folder_label(name, mapping) == IGNORE]
     if ignored:
         detail += f", ignored {', '.join(n + '/' for n in ignored)}"
     return collect(path, NAME, keys, build, detail=detail)
