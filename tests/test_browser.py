@@ -1,8 +1,9 @@
-"""The demo page in headless Chromium against the real server: upload a face, wait for the drawing."""
+"""The demo page in headless Chromium against the real server: upload a face and see it drawn; stream the camera."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -93,5 +94,35 @@ def test_page_predicts_and_draws(server_url, face_photo):
             assert page.locator("#circumplex .dot").count() == 1
             assert outside == [], f"the page fetched from elsewhere: {outside}"
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_page_streams_the_camera_and_stops(server_url):
+    """Chromium's stand-in camera (a moving test pattern, no face) streamed over the WebSocket: frames are answered
+    and drawn one after the other until the camera is stopped."""
+    from playwright.sync_api import expect, sync_playwright
+
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(server_url)
+            page.click("#camera")
+            expect(page.locator("#status")).to_have_text(re.compile(r"camera: frame ([3-9]|\d\d+), "), timeout=60_000)
+            assert page.text_content("#camera") == "Stop the camera"
+            # The canvas starts blank (all zeros): lit pixels are the camera's frame, drawn.
+            lit, area = page.evaluate("""() => {
+                const c = document.querySelector('#canvas');
+                const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let lit = 0;
+                for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 0) lit++;
+                return [lit, c.width * c.height];
+            }""")
+            assert lit > 0.5 * area
+            page.click("#camera")
+            expect(page.locator("#status")).to_contain_text("camera stopped after", timeout=10_000)
+            assert page.text_content("#camera") == "Use the camera"
         finally:
             browser.close()

@@ -225,3 +225,40 @@ def test_bad_videos_are_refused_with_the_reason(model_path, walking_astronaut, p
         assert response.status_code == status and message in response.json()["detail"], response.text
     assert post_video(client, "short.avi", video, fps=2).json()["frames_read"] == 2
     assert client.get("/v1/model").json()["temporal"] is None
+
+
+def test_the_stream_follows_and_smooths_faces_across_live_frames(model_path, walking_astronaut, photo):
+    from starlette.websockets import WebSocketDisconnect
+
+    client = TestClient(create_app(model_path, api_key="s3cret", max_upload_bytes=2_000_000))
+    frames = [encode(f, ".jpg") for f in walking_astronaut[:4]]
+    with client.websocket_connect("/v1/stream?smooth=0.3", headers={"X-API-Key": "s3cret"}) as ws:
+        answers = []
+        for i, frame in enumerate(frames):
+            ws.send_bytes(frame)
+            answers.append(ws.receive_json())
+            if i == 1:  # a bad frame and a text message in between: answered, and the stream goes on
+                ws.send_bytes(b"not a picture")
+                bad = ws.receive_json()
+                assert bad["frame"] == 2 and bad["error"].startswith("frame 2: ") and "faces" not in bad
+                ws.send_text("hello")
+                assert "binary message" in ws.receive_json()["error"]
+    assert [a["frame"] for a in answers] == [0, 1, 4, 5]
+    assert all(len(a["faces"]) == 1 and a["faces"][0]["track"] == 0 for a in answers)
+    # Smoothing with weight 0.3 for the newest frame: the second frame's valence is 0.3 of its own and 0.7 of the
+    # first's, so it lies between the first frame's raw value and the second's.
+    raw = TestClient(create_app(model_path))
+    alone = [post(raw, ("f.jpg", f, "image/jpeg")).json()["results"][0]["faces"][0]["valence"] for f in frames[:2]]
+    assert answers[0]["faces"][0]["valence"] == pytest.approx(alone[0], abs=1e-4)
+    assert answers[1]["faces"][0]["valence"] == pytest.approx(0.3 * alone[1] + 0.7 * alone[0], abs=1e-4)
+
+    for url, headers, message in [("/v1/stream", {}, "missing or wrong API key"),
+                                  ("/v1/stream?api_key=s3cret&smooth=3", {}, "smooth must be in (0, 1]")]:
+        with client.websocket_connect(url, headers=headers) as ws:
+            assert message in ws.receive_json()["error"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
+    with client.websocket_connect("/v1/stream?api_key=s3cret") as ws:  # a browser's way to give the key
+        ws.send_bytes(photo)
+        assert len(ws.receive_json()["faces"]) == 1

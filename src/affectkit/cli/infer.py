@@ -163,8 +163,8 @@ def serve(
         "clip-level expression, valence and arousal.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, GET /v1/model, /healthz,
-    /metrics and a demo page at /."""
+    """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
+    frames), GET /v1/model, /healthz, /metrics and a demo page at /."""
     from affectkit.serving.app import serve as run_server
 
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):

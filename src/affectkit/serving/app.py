@@ -1,6 +1,6 @@
 """HTTP API and demo page: ``POST /v1/predict`` with images, ``POST /v1/predict-video`` with a video (faces followed
-across frames; with a temporal model, the clip's expression, valence and arousal), model info, health, Prometheus
-metrics.
+across frames; with a temporal model, the clip's expression, valence and arousal), ``/v1/stream`` (a WebSocket: live
+frames in, tracked and smoothed faces out), model info, health, Prometheus metrics.
 
 Every upload is untrusted: the request size is bounded before the body is read, the pixel count is read from the
 image header before decoding, a video's container is recognised from its first bytes (only MP4/MOV, AVI and
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -33,7 +33,7 @@ from affectkit.errors import AffectkitError
 from affectkit.inference.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from affectkit.inference.media import VideoError, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
-from affectkit.inference.timeline import track_summaries
+from affectkit.inference.timeline import TrackSmoother, track_summaries
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from affectkit.temporal import TemporalModel, load_temporal
 
@@ -45,6 +45,8 @@ DEFAULT_MAX_VIDEO_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_VIDEO_FRAMES = 600
 MAX_VIDEO_FPS = 30.0
 VIDEO_ROUTE = "/v1/predict-video"
+STREAM_ROUTE = "/v1/stream"
+POLICY_VIOLATION = 1008  # WebSocket close code
 STATUS_FOR_VIDEO_PROBLEM = {"unreadable": 422, "too_long": 413}
 STATUS_FOR_IMAGE_PROBLEM = {"empty": 400, "not_image": 422, "corrupt": 422, "too_large": 413}
 PAGE_HEADERS = {  # the page loads nothing from elsewhere; say so to the browser
@@ -150,10 +152,11 @@ def create_app(
     app.state.predictor = predictor
     app.state.metrics = metrics
 
+    def key_accepted(given: str | None) -> bool:
+        return api_key is None or (given is not None and secrets.compare_digest(given.encode(), api_key.encode()))
+
     def require_api_key(x_api_key: str | None = Header(default=None)) -> None:
-        if api_key is None:
-            return
-        if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), api_key.encode()):
+        if not key_accepted(x_api_key):
             raise HTTPException(401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"})
 
     known_routes: set[str] = set()  # filled once every route exists
@@ -245,6 +248,54 @@ def create_app(
         if suffix is None:
             raise HTTPException(422, f"{name}: not a video affectkit reads (MP4/MOV, AVI or Matroska/WebM)")
         return await run_in_threadpool(video_job, name, data, suffix, fps, smooth)
+
+    def predict_frame(name: str, data: bytes, smoother: TrackSmoother) -> list[dict[str, Any]]:
+        (image,) = _decode_uploads([(name, data)], max_pixels)
+        with model_lock:
+            (faces,) = predictor.predict_images([image])
+        return smoother.update(faces)
+
+    @app.websocket(STREAM_ROUTE)
+    async def stream(websocket: WebSocket, smooth: float | None = None, x_api_key: str | None = Header(default=None),
+                     key: str | None = Query(default=None, alias="api_key")) -> None:
+        """Live frames: each binary message is one frame (JPEG or PNG bytes); each answer, in order, is
+        ``{"frame": n, "faces": [...]}`` with the faces followed across the connection's frames (``track``) and,
+        with ``smooth`` in (0, 1], smoothed over them; or ``{"frame": n, "error": "..."}`` for a frame that cannot
+        be used. The key goes in the X-API-Key header, or in ``api_key`` where the client cannot set headers (a
+        browser)."""
+        await websocket.accept()
+        refusal = None
+        if not key_accepted(x_api_key or key):
+            refusal = "missing or wrong API key (X-API-Key header or api_key parameter)"
+        elif smooth is not None and not 0 < smooth <= 1:
+            refusal = f"smooth must be in (0, 1] (the weight of the newest frame), got {smooth:g}"
+        if refusal:
+            await websocket.send_json({"error": refusal})
+            await websocket.close(POLICY_VIOLATION, refusal)
+            return
+        smoother = TrackSmoother(predictor.class_names, smooth)
+        frame = 0
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("bytes")
+                if data is None:
+                    answer = {"error": "send each frame as a binary message holding a JPEG or PNG image"}
+                elif len(data) > max_upload_bytes:
+                    answer = {"error": f"frame of {len(data):,} bytes exceeds the limit of {max_upload_bytes:,} bytes"}
+                else:
+                    try:
+                        faces = await run_in_threadpool(predict_frame, f"frame {frame}", data, smoother)
+                        metrics.observe_predictions([faces])
+                        answer = {"faces": faces}
+                    except HTTPException as exc:
+                        answer = {"error": exc.detail}
+                await websocket.send_json({"frame": frame, **answer})
+                frame += 1
+        except WebSocketDisconnect:
+            return
 
     @app.get("/v1/model", dependencies=[Depends(require_api_key)])
     def model_info() -> dict[str, Any]:

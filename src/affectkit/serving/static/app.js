@@ -1,9 +1,12 @@
 "use strict";
-// Demo page: send a photo to /v1/predict and draw what comes back. Everything stays on this server.
+// Demo page: send a photo to /v1/predict, or the camera's frames to the /v1/stream WebSocket, and draw what comes
+// back. Everything stays on this server.
 
 // Same colours as the CLI's annotated images (affectkit/inference/annotate.py), one per class.
 const CLASS_COLOURS = ["#9e9e9e", "#ffc107", "#2196f3", "#9c27b0", "#607d8b", "#4caf50", "#f44336", "#ff7043"];
 const MAX_CANVAS_WIDTH = 640;
+const CAMERA_FRAME_GAP_MS = 100;  // pause after each answer: the camera stream never queues frames on the server
+const CAMERA_SMOOTHING = 0.5;  // weight of the newest frame in each face's running average
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
@@ -33,11 +36,13 @@ function loadImage(file) {
   });
 }
 
+// img: an <img> or a <canvas> holding a camera frame.
 function drawPhoto(img, faces) {
   const canvas = $("canvas");
-  const scale = Math.min(1, MAX_CANVAS_WIDTH / img.naturalWidth);
-  canvas.width = Math.round(img.naturalWidth * scale);
-  canvas.height = Math.round(img.naturalHeight * scale);
+  const [width, height] = [img.naturalWidth || img.width, img.naturalHeight || img.height];
+  const scale = Math.min(1, MAX_CANVAS_WIDTH / width);
+  canvas.width = Math.round(width * scale);
+  canvas.height = Math.round(height * scale);
   const ctx = canvas.getContext("2d");
   ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
   const font = Math.max(12, Math.round(canvas.width / 40));
@@ -154,6 +159,71 @@ async function predict(file) {
   }
 }
 
+// The camera: one frame in flight at a time; the next is grabbed when the answer to the last has been drawn.
+let camera = null;
+
+function streamUrl() {
+  const key = $("api-key").value.trim();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const params = new URLSearchParams({ smooth: String(CAMERA_SMOOTHING) });
+  if (key) params.set("api_key", key);  // a browser cannot set headers on a WebSocket
+  return `${scheme}://${location.host}/v1/stream?${params}`;
+}
+
+function stopCamera(reason) {
+  if (!camera) return;
+  const { socket, stream, frames } = camera;
+  camera = null;
+  socket.close();
+  stream.getTracks().forEach((track) => track.stop());
+  $("camera").textContent = "Use the camera";
+  setStatus(reason || `camera stopped after ${frames} frame(s)`);
+}
+
+async function startCamera() {
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640 }, audio: false });
+  } catch (err) {
+    setStatus(`camera: ${err.message}`);
+    return;
+  }
+  const video = $("video");
+  video.srcObject = stream;
+  await video.play();
+  const grab = document.createElement("canvas");
+  const socket = new WebSocket(streamUrl());
+  camera = { socket, stream, frames: 0 };
+  $("camera").textContent = "Stop the camera";
+  setStatus("camera: connecting…");
+
+  const sendFrame = () => {
+    if (!camera || socket.readyState !== WebSocket.OPEN) return;
+    grab.width = video.videoWidth;
+    grab.height = video.videoHeight;
+    grab.getContext("2d").drawImage(video, 0, 0);
+    grab.toBlob((blob) => { if (blob && camera && socket.readyState === WebSocket.OPEN) socket.send(blob); },
+                "image/jpeg", 0.85);
+  };
+  socket.onopen = sendFrame;
+  socket.onmessage = (event) => {
+    if (!camera) return;
+    const answer = JSON.parse(event.data);
+    if (answer.error) {
+      setStatus(`error: ${answer.error}`);
+    } else {
+      camera.frames += 1;
+      drawPhoto(grab, answer.faces);  // grab still holds the frame this answer is about
+      drawCircumplex(answer.faces);
+      listFaces(answer.faces);
+      setStatus(`camera: frame ${camera.frames}, ${answer.faces.length} face(s)`);
+    }
+    setTimeout(sendFrame, CAMERA_FRAME_GAP_MS);
+  };
+  socket.onclose = (event) => stopCamera(event.reason ? `camera stopped: ${event.reason}` : undefined);
+  socket.onerror = () => stopCamera("camera stopped: the connection to the server failed");
+}
+
 async function showModel() {
   const response = await fetch("/v1/model", { headers: authHeaders() });
   if (response.ok) {
@@ -176,6 +246,7 @@ function setUp() {
     drop.classList.remove("over");
     if (e.dataTransfer.files[0]) predict(e.dataTransfer.files[0]);
   });
+  $("camera").addEventListener("click", () => (camera ? stopCamera() : startCamera()));
   drawCircumplex([]);
   showModel();
 }
