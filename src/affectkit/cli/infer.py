@@ -161,10 +161,14 @@ def serve(
     temporal: Annotated[Optional[Path], typer.Option(
         help="A folder `affectkit temporal` wrote for this model: /v1/predict-video then also gives each video's "
         "clip-level expression, valence and arousal.")] = None,
+    drift_window: Annotated[int, typer.Option(
+        help="The last faces served that GET /v1/drift compares with the model's outputs on its validation faces.")
+    ] = 1000,
+    drift_min_faces: Annotated[int, typer.Option(help="Faces served before drift is measured.")] = 200,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
-    frames), GET /v1/model, /healthz, /metrics and a demo page at /."""
+    frames), GET /v1/model, GET /v1/drift, /healthz, /metrics and a demo page at /."""
     from affectkit.serving.app import serve as run_server
 
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -173,4 +177,5 @@ def serve(
     _set_threads(threads)
     run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
-               max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal)
+               max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
+               drift_window=drift_window, drift_min_faces=drift_min_faces)

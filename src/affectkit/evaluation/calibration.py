@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from scipy.optimize import brentq
 from torch import Tensor
 
+from affectkit.evaluation.drift import output_profile
 from affectkit.evaluation.evaluator import Predictions
 from affectkit.models.io import update_metadata
 
@@ -55,7 +56,10 @@ def _temperature_for_confidence(logits: Tensor, targets: Tensor, confidence: flo
 
 def calibrate(model_path: Path, val: Predictions, labels: np.ndarray) -> float:
     """Fit the saved model's temperature on its validation predictions ``val`` (true classes ``labels``) and store it
-    with the model (its ``.json``), so every later use applies it; returns the temperature."""
+    with the model (its ``.json``), so every later use applies it, together with the profile of its calibrated
+    outputs on those faces (the reference a server's drift monitor compares with); returns the temperature."""
     temperature = fit_temperature(torch.from_numpy(val.logits), torch.from_numpy(labels))
-    update_metadata(model_path, temperature=temperature)
+    tempered = val.tempered(temperature)
+    update_metadata(model_path, temperature=temperature,
+                    output_profile=output_profile(tempered.probs, tempered.valence_arousal))
     return temperature

@@ -34,6 +34,7 @@ from affectkit.inference.images import DEFAULT_MAX_PIXELS, ImageError, decode_im
 from affectkit.inference.media import VideoError, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, track_summaries
+from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from affectkit.temporal import TemporalModel, load_temporal
 
@@ -132,10 +133,14 @@ def create_app(
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
     max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES,
     temporal: str | Path | None = None,
+    drift_window: int = DEFAULT_WINDOW,
+    drift_min_faces: int = DEFAULT_MIN_FACES,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
-    folder ``affectkit temporal`` wrote for this face model, which then gives each video's clip-level verdict."""
+    folder ``affectkit temporal`` wrote for this face model, which then gives each video's clip-level verdict.
+    ``drift_window``: the last faces served that the drift monitor compares with the model's validation outputs,
+    once there are ``drift_min_faces`` of them."""
     temporal_model = None if temporal is None else load_temporal(temporal)
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
@@ -144,7 +149,8 @@ def create_app(
         _check_reads_alike(temporal_model, temporal, predictor)
     # One prediction at a time: the model already uses every core it is given, and memory stays predictable.
     model_lock = threading.Lock()
-    metrics = ServiceMetrics(predictor.class_names)
+    drift = DriftMonitor(predictor.meta.get("output_profile"), predictor.class_names, drift_window, drift_min_faces)
+    metrics = ServiceMetrics(predictor.class_names, drift)
     # Pillow's own bomb guard as a second line behind the explicit header check.
     Image.MAX_IMAGE_PIXELS = max_pixels
 
@@ -316,6 +322,12 @@ def create_app(
                 "fps": temporal_model.meta["fps"],
             },
         }
+
+    @app.get("/v1/drift", dependencies=[Depends(require_api_key)])
+    def drift_status() -> dict[str, Any]:
+        """How far the last faces served have moved from the model's outputs on its validation faces (PSI per
+        signal: predicted expression, valence, arousal, confidence)."""
+        return drift.status()
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Prometheus text-format metrics without the client library: counters and histograms with labels.
 
-The per-class prediction counter and the valence/arousal histograms are what a drift alert compares against the
-training distribution.
+The per-class prediction counter and the valence/arousal histograms show what the model says over time; the drift
+monitor's gauges say how far its recent outputs have moved from its outputs on the validation faces.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
+
+from affectkit.serving.drift import DriftMonitor
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -88,7 +90,8 @@ class Histogram:
 class ServiceMetrics:
     """Everything ``/metrics`` exposes; methods are thread-safe."""
 
-    def __init__(self, class_names: Sequence[str]):
+    def __init__(self, class_names: Sequence[str], drift: DriftMonitor | None = None):
+        self.drift = drift
         self.requests = Counter("affectkit_requests_total", "HTTP requests by route and status code.",
                                 ("route", "status"))
         self.latency = Histogram("affectkit_request_duration_seconds", "HTTP request latency by route.",
@@ -110,6 +113,8 @@ class ServiceMetrics:
             self.images.inc()
             if not faces:
                 self.no_face.inc()
+            if self.drift is not None:
+                self.drift.observe(faces)
             for face in faces:
                 self.faces.inc()
                 self.classes.inc(face["expression"])
@@ -118,4 +123,5 @@ class ServiceMetrics:
 
     def render(self) -> str:
         metrics = (self.requests, self.latency, self.images, self.faces, self.no_face, self.classes, self.affect)
-        return "\n".join(line for m in metrics for line in m.render()) + "\n"
+        lines = [line for m in metrics for line in m.render()]
+        return "\n".join(lines + (self.drift.render() if self.drift is not None else [])) + "\n"

@@ -1,0 +1,57 @@
+"""Output drift: how far what a served model says has moved from what it said of its validation faces.
+
+No label reaches a served model, so drift is measured on its outputs: the share of each predicted expression and the
+distributions of valence, arousal and confidence. Each is compared with the model's reference profile (its outputs
+on the validation split, stored with the model when it is calibrated) by the population stability index,
+PSI = sum((p - q) * ln(p / q)) over the bins; by the usual rule of thumb below 0.1 is stable, 0.1-0.25 a moderate
+shift and above 0.25 a shift worth a look (a new camera, a new population, a broken face detector).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+AFFECT_BINS = np.linspace(-1.0, 1.0, 11)
+CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
+SIGNALS = ("expression", "valence", "arousal", "confidence")
+PSI_SHIFT = 0.25
+_FLOOR = 1e-4  # an empty bin's share: keeps ln(p / q) finite
+
+
+def _shares(values: np.ndarray, bins: np.ndarray) -> list[float]:
+    counts, _ = np.histogram(np.clip(values, bins[0], bins[-1]), bins=bins)
+    return (counts / max(len(values), 1)).tolist()
+
+
+def profile_of(predicted: np.ndarray, classes: int, valence: np.ndarray, arousal: np.ndarray,
+               confidence: np.ndarray) -> dict[str, Any]:
+    """The distribution of a model's outputs on some faces: predicted-class shares and histograms of valence,
+    arousal and confidence (the top probability)."""
+    return {
+        "faces": int(len(predicted)),
+        "expression": (np.bincount(predicted, minlength=classes) / max(len(predicted), 1)).tolist(),
+        "valence": _shares(valence, AFFECT_BINS),
+        "arousal": _shares(arousal, AFFECT_BINS),
+        "confidence": _shares(confidence, CONFIDENCE_BINS),
+    }
+
+
+def output_profile(probabilities: np.ndarray, valence_arousal: np.ndarray) -> dict[str, Any]:
+    """:func:`profile_of` a model's probabilities ``[N, classes]`` and valence/arousal ``[N, 2]``."""
+    return profile_of(probabilities.argmax(axis=1), probabilities.shape[1], valence_arousal[:, 0],
+                      valence_arousal[:, 1], probabilities.max(axis=1))
+
+
+def psi(expected: list[float] | np.ndarray, actual: list[float] | np.ndarray) -> float:
+    """Population stability index of the shares ``actual`` against ``expected`` (same bins)."""
+    p = np.clip(np.asarray(actual, dtype=float), _FLOOR, None)
+    q = np.clip(np.asarray(expected, dtype=float), _FLOOR, None)
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def profile_shift(reference: dict[str, Any], current: dict[str, Any]) -> dict[str, float]:
+    """PSI of every signal of ``current`` against ``reference``."""
+    return {signal: psi(reference[signal], current[signal]) for signal in SIGNALS}

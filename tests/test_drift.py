@@ -1,0 +1,99 @@
+"""Drift monitoring: the model's outputs on its validation faces stored when it is calibrated, and a server that
+compares the faces it serves with them (PSI per signal, GET /v1/drift, Prometheus gauges)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from affectkit.config import CLASS_NAMES
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.calibration import calibrate
+from affectkit.evaluation.drift import PSI_SHIFT, output_profile, profile_shift, psi
+from affectkit.evaluation.evaluator import Predictions
+from affectkit.models.io import read_metadata, update_metadata
+from affectkit.serving import create_app
+from affectkit.serving.drift import DriftMonitor
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _outputs(n: int, rng: np.random.Generator, skew: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [n, 8] and valence/arousal [n, 2]; ``skew`` pushes the faces toward Happy and positive
+    valence."""
+    logits = rng.normal(size=(n, 8))
+    logits[:, 1] += skew * 4
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    va = np.clip(rng.normal(skew, 0.4, size=(n, 2)), -1, 1)
+    return probabilities, va
+
+
+def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shifted_one():
+    rng = np.random.default_rng(0)
+    reference = output_profile(*_outputs(5000, rng))
+    same = output_profile(*_outputs(5000, rng))
+    shifted = output_profile(*_outputs(5000, rng, skew=1.0))
+    assert sum(reference["expression"]) == pytest.approx(1) and reference["faces"] == 5000
+    assert all(v < 0.02 for v in profile_shift(reference, same).values())
+    shift = profile_shift(reference, shifted)
+    assert shift["expression"] > PSI_SHIFT and shift["valence"] > PSI_SHIFT
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0 and np.isfinite(psi([1.0, 0.0], [0.0, 1.0]))
+
+
+def test_calibration_stores_the_calibrated_outputs_profile(model_path, tmp_path):
+    saved = tmp_path / "best_CustomCNN.safetensors"
+    shutil.copy(model_path, saved)
+    shutil.copy(model_path.with_suffix(".json"), saved.with_suffix(".json"))
+    rng = np.random.default_rng(1)
+    probabilities, va = _outputs(200, rng)
+    labels = probabilities.argmax(axis=1)
+    val = Predictions(np.log(probabilities) * 3, va)  # over-confident: calibration changes the confidences
+    temperature = calibrate(saved, val, labels)
+    stored = read_metadata(saved)["output_profile"]
+    tempered = val.tempered(temperature)
+    assert stored == output_profile(tempered.probs, tempered.valence_arousal)
+    assert stored != output_profile(val.probs, val.valence_arousal)
+
+
+def test_the_server_reports_drift_of_the_faces_it_serves(demo_dir, tiny_config, tmp_path):
+    from affectkit.inference.images import read_image
+    from affectkit.inference.predictor import Predictor
+    from affectkit.pipeline import train_one
+
+    saved = train_one("custom_cnn", demo_dir, tmp_path / "run", tiny_config, quiet=True)
+    assert read_metadata(saved)["output_profile"]["faces"] == 16  # its validation faces, stored by calibration
+    # The reference here is the model's outputs on the faces served first, so that serving them again must read as
+    # stable whatever those outputs are.
+    faces = [read_image(demo_dir / "images" / f"{i}.jpg") for i in range(60)]
+    served = Predictor(saved, backend="torch", detect=False).predict_images(faces)
+    probabilities = np.array([[f[0]["probabilities"][c] for c in CLASS_NAMES] for f in served])
+    va = np.array([[f[0]["valence"], f[0]["arousal"]] for f in served])
+    assert len(set(probabilities.argmax(axis=1))) >= 3  # a model whose verdicts vary from face to face
+    update_metadata(saved, output_profile=output_profile(probabilities, va))
+
+    client = TestClient(create_app(saved, detect=False, drift_window=60, drift_min_faces=30, max_files=64))
+    files = [("files", (f"{i}.jpg", (demo_dir / "images" / f"{i}.jpg").read_bytes(), "image/jpeg"))
+             for i in range(60)]
+    assert client.get("/v1/drift").json()["status"] == "collecting"
+    assert client.post("/v1/predict", files=files).status_code == 200  # the reference faces themselves
+    stable = client.get("/v1/drift").json()
+    assert stable["status"] == "stable" and stable["window_faces"] == 60 and stable["shifted"] == []
+    assert all(v == pytest.approx(0, abs=1e-6) for v in stable["psi"].values())
+    one_face = [("files", ("same.jpg", (demo_dir / "images" / "3.jpg").read_bytes(), "image/jpeg"))] * 50
+    assert client.post("/v1/predict", files=one_face).status_code == 200  # now the window is mostly one face
+    drifted = client.get("/v1/drift").json()
+    assert drifted["status"] == "drift" and "expression" in drifted["shifted"]
+    metrics = client.get("/metrics").text
+    assert f'affectkit_drift_psi{{signal="expression"}} {drifted["psi"]["expression"]!r}' in metrics
+
+    meta = read_metadata(saved)
+    del meta["output_profile"]  # as a model saved by an earlier version
+    saved.with_suffix(".json").write_text(json.dumps(meta))
+    bare = TestClient(create_app(saved, detect=False))
+    assert bare.get("/v1/drift").json()["status"] == "no reference"
+    with pytest.raises(AffectkitError, match="--drift-window"):
+        DriftMonitor(None, CLASS_NAMES, window=10, min_faces=20)
