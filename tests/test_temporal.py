@@ -376,3 +376,45 @@ def test_odd_class_folders_are_mapped_and_unlabelled_clips_predicted_wherever_th
     single, _ = predict_temporal(trained, loose / "nested" / "b")
     assert single["id"].tolist() == ["b"]
     assert single["p_happy"].iloc[0] == pytest.approx(predictions["p_happy"].iloc[1])
+
+
+def test_clip_frames_writes_an_image_set_that_keeps_each_clips_frames_together(clips, tmp_path, monkeypatch):
+    from affectkit.data.reader import read_dataset
+    from affectkit.data.splits import make_splits
+    from affectkit.multimodal.face import read_window
+    from affectkit.temporal.frames import DONE_FILE
+
+    out = tmp_path / "frames"
+    result = CliRunner().invoke(app, ["clip-frames", str(clips), "--out", str(out), "--fps", "2", "--size", "48",
+                                      "--no-detect", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Wrote 160 face images of 40 clips" in result.output  # 2 s clips at 2 frames a second
+    index = read_dataset(out, group_pattern=r"^(.+?)__", progress=False)
+    assert len(index.records) == 160 and not index.rejected
+    by_clip = {}
+    for record in index.records:
+        by_clip.setdefault(record.group, set()).add((record.split, record.expression))
+        assert record.width == record.height == 48
+    assert len(by_clip) == 40 and all(len(v) == 1 for v in by_clip.values())  # one split and class per clip
+    assert {CLASS_NAMES[e] for _, e in set().union(*by_clip.values())} == set(CLASS_NAMES)
+    assert "group_pattern" in (out / "affectkit.yaml").read_text()
+    # A split carved from the train clips keeps every clip's frames on one side.
+    splits = make_splits([r for r in index.records if r.split != "val"], 0.2, 0.2, seed=0)
+    assert splits.groupby("group")["split"].nunique().max() == 1
+
+    # An interrupted run resumes: clips already written are not read again; another folder's files are refused.
+    (out / DONE_FILE).write_text("\n".join((out / DONE_FILE).read_text().splitlines()[:-1]) + "\n")
+    read = []
+
+    def counted(path, *args, **kwargs):
+        read.append(path)
+        return read_window(path, *args, **kwargs)
+
+    monkeypatch.setattr("affectkit.temporal.frames.read_window", counted)
+    again = CliRunner().invoke(app, ["clip-frames", str(clips), "--out", str(out), "--fps", "2", "--size", "48",
+                                     "--no-detect", "--quiet"])
+    assert again.exit_code == 0 and len(read) == 1 and "Wrote 160 face images of 40 clips" in again.output
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["clip-frames", str(clips), "--out", str(tmp_path / "busy")])
+    assert refused.exit_code != 0 and "not empty and was not written by clip-frames" in str(refused.exception)

@@ -1,5 +1,6 @@
 """Temporal commands: ``temporal`` (fit and compare models of labelled face clips: the face model's mean over the
-frames, the clip's frame statistics, a learned GRU) and ``temporal-predict``."""
+frames, the clip's frame statistics, a learned GRU), ``temporal-predict`` and ``clip-frames`` (clips' faces as an
+image data set, to train a face model for their domain)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ FrameRateOpt = Annotated[float, typer.Option(
     help="Frames a second of clips given as folders of frames (a video says its own). For folders holding a fixed "
     "number of frames spread over the clip (DFEW's clip_224x224_16f), give --fps's value to read every frame.")]
 FoldOpt = Annotated[int, typer.Option(help="DFEW: which of its five folds (set_<k>.csv) to read.")]
+ClassMapOpt = Annotated[Optional[list[str]], typer.Option(
+    help="A class folder not named after an expression: FOLDER=CLASS, or FOLDER=ignore to leave it out (repeatable).")]
 
 
 def _class_map(pairs: list[str]) -> dict[str, str]:
@@ -58,9 +61,7 @@ def temporal(
     fps: FpsOpt = 4.0,
     frame_rate: FrameRateOpt = 25.0,
     fold: FoldOpt = 1,
-    class_map: Annotated[Optional[list[str]], typer.Option(
-        help="A class folder not named after an expression: FOLDER=CLASS, or FOLDER=ignore to leave it out "
-        "(repeatable).")] = None,
+    class_map: ClassMapOpt = None,
     no_detect: NoDetectOpt = False,
     embeddings: Annotated[bool, typer.Option(
         help="The temporal model also reads the face model's embedding of each face (its pooled backbone "
@@ -110,3 +111,29 @@ def temporal_predict(
         console.print(f"[yellow]skipped:[/yellow] {problem}")
     console.print(f"Wrote {len(predictions)} rows to {out}" + (f"; {len(problems)} clip(s) skipped" if problems
                                                                  else ""))
+
+
+@app.command("clip-frames")
+def clip_frames(
+    clips: ClipsArg,
+    out: Annotated[Path, typer.Option(help="New folder for the face images (class folders, split folders as the "
+                                           "clips have them).")] = Path("clip_frames"),
+    fps: Annotated[float, typer.Option(help="Frames of each clip read a second.")] = 2.0,
+    size: Annotated[int, typer.Option(help="Side of the square face images, in pixels.")] = 112,
+    frame_rate: FrameRateOpt = 25.0,
+    fold: FoldOpt = 1,
+    class_map: ClassMapOpt = None,
+    no_detect: Annotated[bool, typer.Option(
+        "--no-detect", help="The clips are face crops already: keep each frame's centre square.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the faces of labelled clips' frames as an image data set (class folders, each person's or clip's frames
+    kept on one side of every split), to train a face model for the clips' domain with `affectkit run`."""
+    from affectkit.temporal.frames import extract_clip_frames
+
+    with report_to_console(quiet):
+        done = extract_clip_frames(clips, out, fps=fps, size=size, detect=not no_detect, fold=fold,
+                                   class_map=_class_map(class_map or []), frame_rate=frame_rate)
+    skipped = f"; {len(done.rejected)} clip(s) quarantined (see {out / 'quarantine.csv'})" if done.rejected else ""
+    console.print(f"Wrote {done.images} face images of {done.clips} clips to {out}{skipped}")
+    console.print(f"Next: affectkit run {out} --profile recommended, then affectkit temporal with its model")

@@ -97,6 +97,21 @@ def folder_window(folder: Path, start: float | None, end: float | None, fps: flo
         raise Reject("face_unreadable", f"frame folder {folder.name}: {exc}") from None
 
 
+def read_window(path: Path, start: float | None, end: float | None, fps: float,
+                frame_rate: float = DEFAULT_FRAME_RATE) -> tuple[list[np.ndarray], np.ndarray]:
+    """RGB frames (about ``fps`` a second) of the window of a video or a folder of frames, and their times in
+    seconds; an image is one frame at time 0. Raises Reject for a file that cannot be read or a window outside the
+    clip."""
+    if path.is_dir():
+        return folder_window(path, start, end, fps, frame_rate)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return video_window(path, start, end, fps)
+    try:
+        return [read_image(path)], np.zeros(1)
+    except ImageError as exc:
+        raise Reject("face_unreadable", f"face image {path.name}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class FrameOutputs:
     """What the face model said of each frame of a window in which it found a face (the largest one)."""
@@ -114,15 +129,7 @@ def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: fl
     """The face model's outputs on the frames of the window of a video or a folder of frames (an image is one frame
     at time 0), and with ``embeddings`` its embedding of each face; None when no frame shows a face. Raises Reject
     for a file that cannot be read or a window outside the clip."""
-    if path.is_dir():
-        frames, times = folder_window(path, start, end, fps, frame_rate)
-    elif path.suffix.lower() in VIDEO_SUFFIXES:
-        frames, times = video_window(path, start, end, fps)
-    else:
-        try:
-            frames, times = [read_image(path)], np.zeros(1)
-        except ImageError as exc:
-            raise Reject("face_unreadable", f"face image {path.name}: {exc}") from None
+    frames, times = read_window(path, start, end, fps, frame_rate)
     found = [(t, crops[_largest(faces)]) for t, (faces, crops) in zip(times, map(predictor.find_faces, frames))
              if crops]
     if not found:
