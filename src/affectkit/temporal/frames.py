@@ -1,8 +1,8 @@
 """Labelled clips -> an image data set of their faces, one image per frame read, in class folders: what a face model
 for the clips' domain trains on (``affectkit run``) before ``affectkit temporal`` reads the clips with it.
 
-The images are ``OUT/[<split>/]<Class>/<group>__<clip>_f<k>.jpg``: the clip's split folder where the clips have a
-split, and its person (or, without one, the clip itself) first in the name. ``OUT/affectkit.yaml`` sets
+The images are ``OUT/[<split>/]<Class>/<person>__<clip>_f<k>.jpg`` (``<clip>__f<k>.jpg`` where the clips do not say
+who is who): the clip's split folder where the clips have a split, and its person or clip first in the name. ``OUT/affectkit.yaml`` sets
 ``group_pattern`` to that prefix, so every split affectkit makes keeps each person's (or clip's) frames on one side:
 frames of one clip are near copies of each other, and letting them fall on both sides of a split overstates
 accuracy.
@@ -98,9 +98,10 @@ def extract_clip_frames(clips: str | Path, out: str | Path, fps: float = 2.0, si
             continue
         folder = out / (sample.split or "") / CLASS_NAMES[sample.expression]
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{_key(sample.group or sample.id)}__{_key(sample.id)}"
+        clip = _key(sample.id.removesuffix(path.suffix) if path.is_file() else sample.id)
+        stem = f"{_key(sample.group)}__{clip}_" if sample.group else f"{clip}__"
         for k, crop in enumerate(crops):
-            with atomic_path(folder / f"{stem}_f{k:03d}.jpg") as tmp:
+            with atomic_path(folder / f"{stem}f{k:03d}.jpg") as tmp:
                 tmp.write_bytes(cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].tobytes())
         with open(done_path, "a") as f:
             f.write(sample.id + "\n")
