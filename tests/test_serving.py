@@ -188,6 +188,7 @@ def test_a_video_gets_its_faces_followed_across_frames(client, walking_astronaut
     assert response.status_code == 200, response.text
     result = response.json()
     assert (result["filename"], result["every"], result["frames_read"]) == (f"walk{suffix}", 2, 6)
+    assert result["seconds"] == pytest.approx(1.5)  # 12 frames at 8 a second
     assert [f["frame"] for f in result["frames"]] == [0, 2, 4, 6, 8, 10]
     assert [f["time"] for f in result["frames"]] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0, 1.25])
     assert all(len(f["faces"]) == 1 and f["faces"][0]["track"] == 0 for f in result["frames"])

@@ -340,6 +340,11 @@ def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(tr
     assert clip["probabilities"]["Happy"] == pytest.approx(expected["p_happy"], abs=1e-6)
     assert set(clip["methods"]) == {"expression", "valence", "arousal"} & set(clip)  # what the clips were labelled with
     assert client.get("/v1/model").json()["temporal"]["fps"] == 4.0
+    # A 2 s clip read at 1 frame a second is 2 frames for the request, but 8 for the temporal model (4 a second).
+    bounded = TestClient(create_app(model_path, detect=False, temporal=trained, max_video_frames=5))
+    refused = bounded.post("/v1/predict-video", params={"fps": 1},
+                           files={"file": (video.name, video.read_bytes(), "video/avi")})
+    assert refused.status_code == 413 and "the temporal model, which reads 4 a second" in refused.json()["detail"]
 
     with pytest.raises(AffectkitError, match="face detection off"):
         create_app(model_path, detect=True, temporal=trained)

@@ -193,6 +193,7 @@ class VideoFaces:
     frame_rate: float  # of the video
     every: int  # every ``every``-th frame was read
     frames: list[tuple[int, list[dict[str, Any]]]]  # (frame index, its faces with ``track``)
+    seconds: float  # the video's length, from its header or, where longer, the frames read
 
 
 def video_faces(predictor: Predictor, path: Path, fps: float, smooth: float | None = None,
@@ -206,7 +207,8 @@ def video_faces(predictor: Predictor, path: Path, fps: float, smooth: float | No
     try:
         frame_rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
         every = max(1, int(round(frame_rate / fps)))
-        declared = -(-int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0)) // every)
+        length = int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0))
+        declared = -(-length // every)
         too_long = f"{name}: more than {max_frames} frames to read at {fps:g} a second; send a shorter video"
         if max_frames is not None and declared > max_frames:
             raise VideoError("too_long", too_long)
@@ -219,7 +221,7 @@ def video_faces(predictor: Predictor, path: Path, fps: float, smooth: float | No
         capture.release()
     if not frames:
         raise VideoError("unreadable", f"{name}: no frame could be decoded")
-    return VideoFaces(frame_rate, every, frames)
+    return VideoFaces(frame_rate, every, frames, max(length, frames[-1][0] + 1) / frame_rate)
 
 
 def _frame_count(file: Path, every: int) -> int:

@@ -220,12 +220,18 @@ def create_app(
             with model_lock:
                 try:
                     read = video_faces(predictor, path, fps, smooth, max_video_frames, name=name)
-                    clip = _clip_verdict(temporal_model, predictor, path) if temporal_model is not None else None
+                    clip = None
+                    if temporal_model is not None:
+                        if read.seconds * temporal_model.meta["fps"] > max_video_frames:  # it reads at its own rate
+                            raise VideoError("too_long", f"{name}: more than {max_video_frames} frames for the "
+                                             f"temporal model, which reads {temporal_model.meta['fps']:g} a second")
+                        clip = _clip_verdict(temporal_model, predictor, path)
                 except VideoError as exc:
                     raise HTTPException(STATUS_FOR_VIDEO_PROBLEM[exc.kind], str(exc)) from None
         metrics.observe_predictions([faces for _, faces in read.frames])
         result = {
-            "filename": name, "frame_rate": read.frame_rate, "every": read.every, "frames_read": len(read.frames),
+            "filename": name, "seconds": read.seconds, "frame_rate": read.frame_rate, "every": read.every,
+            "frames_read": len(read.frames),
             "frames": [{"frame": index, "time": index / read.frame_rate, "faces": faces}
                        for index, faces in read.frames],
             "tracks": track_summaries(read.frames, predictor.class_names),
