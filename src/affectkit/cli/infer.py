@@ -165,10 +165,15 @@ def serve(
         help="The last faces served that GET /v1/drift compares with the model's outputs on its validation faces.")
     ] = 1000,
     drift_min_faces: Annotated[int, typer.Option(help="Faces served before drift is measured.")] = 200,
+    feedback_window: Annotated[int, typer.Option(
+        help="The latest reports of the truth (POST /v1/feedback) that GET /v1/performance scores.")] = 1000,
+    remembered_predictions: Annotated[int, typer.Option(
+        help="How many of the latest faces served a report of the truth may refer to.")] = 10_000,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
-    frames), GET /v1/model, GET /v1/drift, /healthz, /metrics and a demo page at /."""
+    frames), POST /v1/feedback, GET /v1/performance, GET /v1/drift, GET /v1/model, /healthz, /metrics and a demo
+    page at /."""
     from affectkit.serving.app import serve as run_server
 
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -178,4 +183,5 @@ def serve(
     run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
-               drift_window=drift_window, drift_min_faces=drift_min_faces)
+               drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
+               remembered_predictions=remembered_predictions)

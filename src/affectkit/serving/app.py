@@ -1,6 +1,7 @@
 """HTTP API and demo page: ``POST /v1/predict`` with images, ``POST /v1/predict-video`` with a video (faces followed
 across frames; with a temporal model, the clip's expression, valence and arousal), ``/v1/stream`` (a WebSocket: live
-frames in, tracked and smoothed faces out), model info, health, Prometheus metrics.
+frames in, tracked and smoothed faces out), ``POST /v1/feedback`` (the truth about a served face) with
+``GET /v1/performance``, ``GET /v1/drift``, model info, health, Prometheus metrics.
 
 Every upload is untrusted: the request size is bounded before the body is read, the pixel count is read from the
 image header before decoding, a video's container is recognised from its first bytes (only MP4/MOV, AVI and
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -35,6 +37,7 @@ from affectkit.inference.media import VideoError, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, track_summaries
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
+from affectkit.serving.feedback import DEFAULT_REMEMBERED, FeedbackError, FeedbackTracker
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from affectkit.temporal import TemporalModel, load_temporal
 
@@ -49,6 +52,7 @@ VIDEO_ROUTE = "/v1/predict-video"
 STREAM_ROUTE = "/v1/stream"
 POLICY_VIOLATION = 1008  # WebSocket close code
 STATUS_FOR_VIDEO_PROBLEM = {"unreadable": 422, "too_long": 413}
+STATUS_FOR_FEEDBACK_PROBLEM = {"unknown": 404, "duplicate": 409, "invalid": 422}
 STATUS_FOR_IMAGE_PROBLEM = {"empty": 400, "not_image": 422, "corrupt": 422, "too_large": 413}
 PAGE_HEADERS = {  # the page loads nothing from elsewhere; say so to the browser
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'",
@@ -74,6 +78,20 @@ VIDEO_BODY = {
         }}},
     }
 }
+
+
+class Feedback(BaseModel):
+    """The truth about one served face: its expression (a class name or id), valence and/or arousal."""
+
+    prediction_id: str = Field(max_length=64)
+    expression: str | int | None = None
+    valence: float | None = None
+    arousal: float | None = None
+
+
+def _latest_test_evaluation(meta: dict[str, Any]) -> dict[str, Any] | None:
+    tests = [e for e in meta.get("evaluations", []) if e.get("split") == "test"]
+    return tests[-1] if tests else None
 
 
 def video_container(data: bytes) -> str | None:
@@ -135,12 +153,16 @@ def create_app(
     temporal: str | Path | None = None,
     drift_window: int = DEFAULT_WINDOW,
     drift_min_faces: int = DEFAULT_MIN_FACES,
+    feedback_window: int = 1000,
+    remembered_predictions: int = DEFAULT_REMEMBERED,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
     folder ``affectkit temporal`` wrote for this face model, which then gives each video's clip-level verdict.
     ``drift_window``: the last faces served that the drift monitor compares with the model's validation outputs,
-    once there are ``drift_min_faces`` of them."""
+    once there are ``drift_min_faces`` of them. ``remembered_predictions``: how many of the latest faces served by
+    ``/v1/predict`` and ``/v1/stream`` a report of the truth may refer to; ``feedback_window``: the latest reports
+    ``/v1/performance`` scores."""
     temporal_model = None if temporal is None else load_temporal(temporal)
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
@@ -151,6 +173,8 @@ def create_app(
     model_lock = threading.Lock()
     drift = DriftMonitor(predictor.meta.get("output_profile"), predictor.class_names, drift_window, drift_min_faces)
     metrics = ServiceMetrics(predictor.class_names, drift)
+    feedback = FeedbackTracker(predictor.class_names, remembered_predictions, feedback_window,
+                               _latest_test_evaluation(predictor.meta))
     # Pillow's own bomb guard as a second line behind the explicit header check.
     Image.MAX_IMAGE_PIXELS = max_pixels
 
@@ -208,6 +232,8 @@ def create_app(
             uploads = [(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(fields)]
         faces_per_image = await run_in_threadpool(decode_and_predict, uploads)
         metrics.observe_predictions(faces_per_image)
+        for faces in faces_per_image:
+            feedback.remember(faces)
         return {"results": [
             {"filename": name, "faces": faces, "status": "ok" if faces else "no face found"}
             for (name, _), faces in zip(uploads, faces_per_image)
@@ -301,6 +327,7 @@ def create_app(
                     try:
                         faces = await run_in_threadpool(predict_frame, f"frame {frame}", data, smoother)
                         metrics.observe_predictions([faces])
+                        feedback.remember(faces)
                         answer = {"faces": faces}
                     except HTTPException as exc:
                         answer = {"error": exc.detail}
@@ -318,7 +345,7 @@ def create_app(
             "classes": predictor.class_names,
             "input_size": predictor.input_size,
             "temperature": meta.get("temperature"),
-            "metrics": meta.get("metrics"),
+            "evaluations": meta.get("evaluations", []),
             "backend": predictor.backend_name,
             "face_detection": predictor.detector.method if predictor.detector else None,
             "trained_on_synthetic_data": bool(meta.get("trained_on_synthetic_data")),
@@ -328,6 +355,21 @@ def create_app(
                 "fps": temporal_model.meta["fps"],
             },
         }
+
+    @app.post("/v1/feedback", dependencies=[Depends(require_api_key)])
+    def report_truth(report: Feedback) -> dict[str, str]:
+        """The truth about a face served by ``/v1/predict`` or ``/v1/stream``, named by its ``prediction_id``: its
+        expression (class name or id), valence and/or arousal. Each prediction can be reported once."""
+        try:
+            feedback.record(report.prediction_id, report.expression, report.valence, report.arousal)
+        except FeedbackError as exc:
+            raise HTTPException(STATUS_FOR_FEEDBACK_PROBLEM[exc.kind], str(exc)) from None
+        return {"status": "recorded"}
+
+    @app.get("/v1/performance", dependencies=[Depends(require_api_key)])
+    def performance() -> dict[str, Any]:
+        """Accuracy and valence/arousal MAE of the latest reports of the truth, beside the model's own test scores."""
+        return feedback.summary()
 
     @app.get("/v1/drift", dependencies=[Depends(require_api_key)])
     def drift_status() -> dict[str, Any]:
@@ -341,7 +383,8 @@ def create_app(
 
     @app.get("/metrics")
     def prometheus_metrics() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+        text = metrics.render() + "\n".join(feedback.render()) + "\n"
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

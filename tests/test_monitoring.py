@@ -1,11 +1,13 @@
-"""Drift monitoring: the model's outputs on its validation faces stored when it is calibrated, and a server that
-compares the faces it serves with them (PSI per signal, GET /v1/drift, Prometheus gauges)."""
+"""Monitoring a served model: drift of its outputs from those on its validation faces (stored when it is
+calibrated; PSI per signal, GET /v1/drift, Prometheus gauges), and its accuracy on the faces whose truth clients
+report (POST /v1/feedback, GET /v1/performance)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -97,3 +99,52 @@ def test_the_server_reports_drift_of_the_faces_it_serves(demo_dir, tiny_config, 
     assert bare.get("/v1/drift").json()["status"] == "no reference"
     with pytest.raises(AffectkitError, match="--drift-window"):
         DriftMonitor(None, CLASS_NAMES, window=10, min_faces=20)
+
+
+def test_reports_of_the_truth_score_the_served_predictions(model_path, tmp_path):
+    from affectkit.serving.feedback import FeedbackTracker
+
+    saved = tmp_path / "best_CustomCNN.safetensors"
+    shutil.copy(model_path, saved)
+    shutil.copy(model_path.with_suffix(".json"), saved.with_suffix(".json"))
+    update_metadata(saved, evaluations=[{"split": "test", "data": "faces", "n": 40, "accuracy": 0.8,
+                                         "valence": {"mae": 0.2}, "arousal": {"mae": 0.25}}])
+    client = TestClient(create_app(saved, detect=False, remembered_predictions=5, max_files=16))
+    images = [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(6)]
+    files = [("files", (f"{i}.png", cv2.imencode(".png", im)[1].tobytes(), "image/png")) for i, im in enumerate(images)]
+    faces = [r["faces"][0] for r in client.post("/v1/predict", files=files).json()["results"]]
+    assert len({f["prediction_id"] for f in faces}) == 6
+
+    said = [f["expression"] for f in faces]
+    other = next(c for c in CLASS_NAMES if c != said[2])
+    reports = [
+        {"prediction_id": faces[1]["prediction_id"], "expression": said[1].lower(), "valence": 0.5},
+        {"prediction_id": faces[2]["prediction_id"], "expression": CLASS_NAMES.index(other)},
+        {"prediction_id": faces[3]["prediction_id"], "arousal": -0.5},
+    ]
+    for report in reports:
+        response = client.post("/v1/feedback", json=report)
+        assert response.status_code == 200 and response.json() == {"status": "recorded"}, response.text
+    performance = client.get("/v1/performance").json()
+    assert performance["reports"] == 3 and performance["expression"]["accuracy"] == pytest.approx(0.5)
+    assert performance["expression"]["recall"][said[1]] == 1.0 and performance["expression"]["recall"][other] == 0.0
+    assert performance["valence"]["mae"] == pytest.approx(abs(0.5 - faces[1]["valence"]), abs=1e-6)
+    assert performance["arousal"] == {"reports": 1, "mae": pytest.approx(abs(-0.5 - faces[3]["arousal"]), abs=1e-6)}
+    assert performance["model_test"] == {"data": "faces", "n": 40, "accuracy": 0.8, "valence": 0.2, "arousal": 0.25}
+    assert "affectkit_feedback_accuracy 0.5" in client.get("/metrics").text
+
+    refusals = [
+        ({"prediction_id": faces[1]["prediction_id"], "expression": "happy"}, 409, "reported already"),
+        ({"prediction_id": faces[0]["prediction_id"], "expression": "happy"}, 404, "last 5 predictions"),  # forgotten
+        ({"prediction_id": "nope", "expression": "happy"}, 404, "unknown, or too old"),
+        ({"prediction_id": faces[4]["prediction_id"], "expression": "bored"}, 422, "not one of Neutral"),
+        ({"prediction_id": faces[4]["prediction_id"], "valence": 1.5}, 422, "outside [-1, 1]"),
+        ({"prediction_id": faces[4]["prediction_id"]}, 422, "gives an expression, a valence or an arousal"),
+        ({"expression": "happy"}, 422, "prediction_id"),
+    ]
+    for body, status, message in refusals:
+        response = client.post("/v1/feedback", json=body)
+        assert response.status_code == status and message in response.json()["detail"], response.text
+    assert client.get("/v1/performance").json()["reports"] == 3
+    with pytest.raises(AffectkitError, match="--feedback-window"):
+        FeedbackTracker(CLASS_NAMES, window=0)

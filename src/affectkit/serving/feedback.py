@@ -1,0 +1,150 @@
+"""Performance tracking on live traffic: clients who learn the truth about a face they sent (a user's correction, a
+later annotation) report it against the prediction's id, and the server keeps the accuracy and valence/arousal
+error of the latest reports beside the model's own test scores.
+
+Only the most recent predictions are remembered (their class, valence and arousal: never the image), so a report
+must come while its prediction is among them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from affectkit.data.records import class_from_name
+from affectkit.errors import AffectkitError
+
+DEFAULT_REMEMBERED = 10_000
+DEFAULT_WINDOW = 1000
+
+
+class FeedbackError(AffectkitError):
+    """A report that cannot be used: ``kind`` "unknown" (no such prediction remembered), "duplicate" or "invalid"."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class _Said:
+    expression: int
+    valence: float
+    arousal: float
+
+
+@dataclass(frozen=True)
+class _Report:
+    said: _Said
+    expression: int | None
+    valence: float
+    arousal: float
+
+
+class FeedbackTracker:
+    """Gives every face served a ``prediction_id``, remembers the last ``remembered`` of them and scores the last
+    ``window`` reports of the truth."""
+
+    def __init__(self, class_names: Sequence[str], remembered: int = DEFAULT_REMEMBERED, window: int = DEFAULT_WINDOW,
+                 reference: dict[str, Any] | None = None):
+        if remembered < 1 or window < 1:
+            raise AffectkitError("--remembered-predictions and --feedback-window must be at least 1.")
+        self.class_names = list(class_names)
+        self.reference = reference  # the model's latest test evaluation, where it has one
+        self._said: OrderedDict[str, _Said | None] = OrderedDict()  # None once reported
+        self._remembered = remembered
+        self._reports: deque[_Report] = deque(maxlen=window)
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def remember(self, faces: Sequence[dict[str, Any]]) -> None:
+        """Give each face (a served result, changed in place) a ``prediction_id`` and remember what was said of it."""
+        with self._lock:
+            for face in faces:
+                face["prediction_id"] = uuid.uuid4().hex
+                self._said[face["prediction_id"]] = _Said(self.class_names.index(face["expression"]),
+                                                          float(face["valence"]), float(face["arousal"]))
+                if len(self._said) > self._remembered:
+                    self._said.popitem(last=False)
+
+    def _class(self, expression: str | int | None) -> int | None:
+        if expression is None:
+            return None
+        if isinstance(expression, int) or str(expression).strip().isdigit():
+            label = int(expression)
+            return label if 0 <= label < len(self.class_names) else None
+        lowered = {name.lower(): i for i, name in enumerate(self.class_names)}
+        name = str(expression).strip().lower()
+        return lowered[name] if name in lowered else class_from_name(name)
+
+    def record(self, prediction_id: str, expression: str | int | None = None, valence: float | None = None,
+               arousal: float | None = None) -> None:
+        """The truth about one served face. Raises FeedbackError for an unknown or already reported prediction or a
+        report that says nothing usable."""
+        label = self._class(expression)
+        if expression is not None and label is None:
+            raise FeedbackError("invalid", f"expression {expression!r} is not one of {', '.join(self.class_names)}")
+        if label is None and valence is None and arousal is None:
+            raise FeedbackError("invalid", "a report gives an expression, a valence or an arousal")
+        for name, value in (("valence", valence), ("arousal", arousal)):
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise FeedbackError("invalid", f"{name} {value:g} is outside [-1, 1]")
+        with self._lock:
+            if prediction_id not in self._said:
+                raise FeedbackError("unknown", f"prediction {prediction_id!r} is not among the last "
+                                               f"{self._remembered:,} predictions (unknown, or too old)")
+            said = self._said[prediction_id]
+            if said is None:
+                raise FeedbackError("duplicate", f"prediction {prediction_id!r} was reported already")
+            self._said[prediction_id] = None
+            self._reports.append(_Report(said, label, math.nan if valence is None else valence,
+                                         math.nan if arousal is None else arousal))
+            self._total += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Scores of the latest reports: expression accuracy and recall per class, valence and arousal MAE; and the
+        model's own test scores for comparison."""
+        with self._lock:
+            reports = list(self._reports)
+            total = self._total
+        out: dict[str, Any] = {"reports": total, "window": len(reports), "window_size": self._reports.maxlen}
+        labelled = [r for r in reports if r.expression is not None]
+        if labelled:
+            truth = np.array([r.expression for r in labelled])
+            said = np.array([r.said.expression for r in labelled])
+            out["expression"] = {
+                "reports": len(labelled), "accuracy": float((truth == said).mean()),
+                "recall": {self.class_names[c]: float((said[truth == c] == c).mean()) for c in np.unique(truth)},
+            }
+        for name in ("valence", "arousal"):
+            pairs = [(getattr(r, name), getattr(r.said, name)) for r in reports if not math.isnan(getattr(r, name))]
+            if pairs:
+                out[name] = {"reports": len(pairs), "mae": float(np.mean([abs(t - s) for t, s in pairs]))}
+        if self.reference is not None:
+            out["model_test"] = {k: self.reference[k] for k in ("data", "n", "accuracy") if k in self.reference} | {
+                name: self.reference[name]["mae"] for name in ("valence", "arousal") if name in self.reference}
+        return out
+
+    def render(self) -> list[str]:
+        """Prometheus: reports received; accuracy and MAE of the window, once it has reports."""
+        summary = self.summary()
+        lines = ["# HELP affectkit_feedback_reports_total Reports of the truth about served faces.",
+                 "# TYPE affectkit_feedback_reports_total counter", f"affectkit_feedback_reports_total {summary['reports']}"]
+        gauges = []
+        if "expression" in summary:
+            gauges.append(("affectkit_feedback_accuracy", "Expression accuracy over the latest reports.",
+                           summary["expression"]["accuracy"]))
+        for name in ("valence", "arousal"):
+            if name in summary:
+                gauges.append((f"affectkit_feedback_{name}_mae", f"{name.capitalize()} MAE over the latest reports.",
+                               summary[name]["mae"]))
+        for metric, help_text, value in gauges:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", f"{metric} {value!r}"]
+        return lines
