@@ -206,6 +206,14 @@ def test_video_windows_are_read_at_the_asked_frame_rate(tmp_path, model_path):
     assert features["face_peak_p_happy"] == pytest.approx(max(f["probabilities"]["Happy"] for f in single), abs=1e-5)
     assert sum(v for k, v in features.items() if k.startswith("face_p_")) == pytest.approx(1.0, abs=1e-5)
 
+    # The same clip as a folder of its frames, taken --frame-rate 10 a second, gives the same features.
+    every_frame, _ = video_window(path, None, None, fps=10.0)
+    (tmp_path / "frames").mkdir()
+    for i, frame in enumerate(every_frame):
+        cv2.imwrite(str(tmp_path / "frames" / f"{i}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    from_folder = face_features(predictor, tmp_path / "frames", 1.0, 3.0, fps=2.0, frame_rate=10.0)
+    assert from_folder == pytest.approx(features, abs=1e-5)
+
 
 def test_continuously_rated_sessions_become_labelled_windows(tmp_path):
     sessions = tmp_path / "corpus"

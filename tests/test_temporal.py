@@ -261,7 +261,7 @@ def _as_frame_folders(videos: list[Path], folder_of) -> list[Path]:
 
 def test_folders_of_frames_are_clips_read_at_their_frame_rate(clips, model_path, tmp_path):
     from affectkit.inference.predictor import Predictor
-    from affectkit.multimodal.face import frame_outputs
+    from affectkit.multimodal.face import folder_window, frame_outputs, video_window
 
     # AFEW's split folder names; each clip a folder of its frames.
     renamed = {"train": "Train_AFEW", "val": "Val_AFEW", "test": "Test_AFEW"}
@@ -274,6 +274,10 @@ def test_folders_of_frames_are_clips_read_at_their_frame_rate(clips, model_path,
 
     predictor = Predictor(model_path, backend="torch", detect=False)
     video, folder = videos[0], manifest.samples[0].files["face"]
+    # frame_1 ... frame_16: frame_10 comes after frame_9, so the folder's frames are the video's, in order.
+    video_frames, _ = video_window(video, None, None, fps=4.0)
+    folder_frames, _ = folder_window(folder, None, None, fps=4.0, frame_rate=8.0)
+    assert len(folder_frames) == 8 and all(np.array_equal(a, b) for a, b in zip(video_frames, folder_frames))
     from_video = frame_outputs(predictor, video, None, None, fps=4.0)
     from_folder = frame_outputs(predictor, folder, None, None, fps=4.0, frame_rate=8.0)  # the demo's 8 fps
     assert np.allclose(from_folder.times, from_video.times) and len(from_folder.times) == 8

@@ -39,6 +39,8 @@ def fuse(
     val_fraction: Annotated[float, typer.Option(help="Share of the samples for validation (when not given).")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of the samples for test (when not given).")] = 0.15,
     fps: Annotated[float, typer.Option(help="Video windows: face frames read a second.")] = 2.0,
+    frame_rate: Annotated[float, typer.Option(
+        help="Frames a second of faces given as folders of frames (a video says its own).")] = 25.0,
     no_detect: NoDetectOpt = False,
     person_relative: Annotated[bool, typer.Option(
         help="Where subjects are known, add each audio and physio feature relative to the same person's samples "
@@ -54,7 +56,7 @@ def fuse(
     with report_to_console(quiet):
         run = run_fusion(manifest, out, face_model=face_model, seed=seed, val_fraction=val_fraction,
                          test_fraction=test_fraction, fps=fps, detect=not no_detect, backend=backend,
-                         person_relative=person_relative)
+                         person_relative=person_relative, frame_rate=frame_rate)
     for note in run.notes:
         console.print(note)
     # Piped output keeps one line per method rather than cells wrapped at 80 columns.

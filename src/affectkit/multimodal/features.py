@@ -14,7 +14,7 @@ from affectkit.data.records import Record, Reject, Rejection
 from affectkit.data.splits import make_splits
 from affectkit.errors import AffectkitError
 from affectkit.inference.predictor import Predictor
-from affectkit.multimodal.face import DEFAULT_FRAMES_PER_SECOND, face_features
+from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SECOND, face_features
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
 from affectkit.multimodal.signals import audio_features, physio_features, read_audio, read_physio
 from affectkit.progress import reporter
@@ -47,14 +47,14 @@ def modality_columns(names: Iterable[str], modalities: Iterable[str]) -> dict[st
     return {m: c for m, c in columns.items() if c}
 
 
-def sample_features(sample: Sample, predictor: Predictor | None,
-                    fps: float = DEFAULT_FRAMES_PER_SECOND) -> dict[str, dict[str, float] | None]:
+def sample_features(sample: Sample, predictor: Predictor | None, fps: float = DEFAULT_FRAMES_PER_SECOND,
+                    frame_rate: float = DEFAULT_FRAME_RATE) -> dict[str, dict[str, float] | None]:
     """Each recorded modality's features (None: the face model found no face); the face is read only with a
     ``predictor`` (a fusion that does not use it needs none). Raises Reject for a file that cannot be read or a
     window outside its file."""
     out: dict[str, dict[str, float] | None] = {}
     if "face" in sample.files and predictor is not None:
-        out["face"] = face_features(predictor, sample.files["face"], sample.start, sample.end, fps)
+        out["face"] = face_features(predictor, sample.files["face"], sample.start, sample.end, fps, frame_rate)
     if "audio" in sample.files:
         out["audio"] = audio_features(read_audio(sample.files["audio"], sample.start, sample.end))
     if "physio" in sample.files:
@@ -96,7 +96,8 @@ class ReadSamples:
 
 
 def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps: float = DEFAULT_FRAMES_PER_SECOND,
-                 person_relative: bool = True, description: str = "Reading modalities") -> ReadSamples:
+                 person_relative: bool = True, description: str = "Reading modalities",
+                 frame_rate: float = DEFAULT_FRAME_RATE) -> ReadSamples:
     """Every sample's features, with a progress bar; a sample whose file cannot be read is quarantined. With
     ``person_relative``, where the manifest says who is who, audio and physio features are also given relative to the
     person (:func:`per_person`)."""
@@ -104,7 +105,7 @@ def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps:
     kept: list[Sample] = []
     for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):
         try:
-            found = sample_features(sample, predictor, fps)
+            found = sample_features(sample, predictor, fps, frame_rate)
         except Reject as r:
             rejected.append(Rejection(sample.id, str(manifest.path), r.kind, r.reason))
             continue
@@ -125,9 +126,9 @@ def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps:
 
 def extract_features(manifest: MultimodalManifest, predictor: Predictor | None, val_fraction: float = 0.15,
                      test_fraction: float = 0.15, seed: int = 0, fps: float = DEFAULT_FRAMES_PER_SECOND,
-                     person_relative: bool = True) -> FeatureTable:
+                     person_relative: bool = True, frame_rate: float = DEFAULT_FRAME_RATE) -> FeatureTable:
     """:func:`read_samples`, with labels and affectkit's split (:func:`assign_splits`)."""
-    read = read_samples(manifest, predictor, fps, person_relative)
+    read = read_samples(manifest, predictor, fps, person_relative, frame_rate=frame_rate)
     kept = read.samples
     if not kept:
         raise AffectkitError(f"{manifest.path}: no sample's files could be read (first: {read.rejected[0].reason}).")

@@ -19,7 +19,7 @@ from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor, model_files
 from affectkit.models.registry import sha256_of
-from affectkit.multimodal.face import DEFAULT_FRAMES_PER_SECOND
+from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SECOND
 from affectkit.multimodal.features import FeatureTable, extract_features, modality_columns, read_samples
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
@@ -161,24 +161,28 @@ def _save_model(out: Path, result: FusionResult, features: FeatureTable, face_mo
 
 def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Path | None = None, seed: int = 0,
                val_fraction: float = 0.15, test_fraction: float = 0.15, fps: float = DEFAULT_FRAMES_PER_SECOND,
-               detect: bool = True, backend: str = "auto", person_relative: bool = True) -> FusionRun:
+               detect: bool = True, backend: str = "auto", person_relative: bool = True,
+               frame_rate: float = DEFAULT_FRAME_RATE) -> FusionRun:
     """Features of every sample (stored in ``out`` and reused by a rerun with the same inputs), each fusion fit and
     scored, the report written, the model kept on validation saved. ``person_relative``: see
-    :func:`~affectkit.multimodal.features.read_samples`."""
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0:
+    :func:`~affectkit.multimodal.features.read_samples`; ``frame_rate``: frames a second of faces given as folders
+    of frames."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0 \
+            or frame_rate <= 0:
         raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
-                             "positive.")
+                             "and --frame-rate positive.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     face_model = None if face_model is None else Path(face_model)
     manifest = read_manifest(manifest_path)
     predictor = _predictor(manifest, face_model, detect, backend)
-    settings = {"fps": fps, "detect": detect, "person_relative": person_relative, "seed": seed,
-                "val_fraction": val_fraction, "test_fraction": test_fraction}
+    settings = {"fps": fps, "frame_rate": frame_rate, "detect": detect, "person_relative": person_relative,
+                "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
     key = _feature_key(manifest.path, face_model if predictor else None, settings)
     features = _stored_features(out, key, manifest.modalities)
     if features is None:
-        features = extract_features(manifest, predictor, val_fraction, test_fraction, seed, fps, person_relative)
+        features = extract_features(manifest, predictor, val_fraction, test_fraction, seed, fps, person_relative,
+                                    frame_rate)
         _store_features(out, key, features)
     else:
         reporter().note(f"Features of the same manifest and face model read back from {out / 'features.csv'}")
@@ -198,7 +202,7 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
         notes.append(f"face model: {face_model}" + (f" ({predictor.warning})" if predictor.warning else ""))
     _report(out, result, manifest, notes)
     _save_model(out, result, features, face_model if predictor else None,
-                {"fps": fps, "detect": detect, "person_relative": person_relative})
+                {"fps": fps, "frame_rate": frame_rate, "detect": detect, "person_relative": person_relative})
     return FusionRun(out, result, features, manifest, notes)
 
 
@@ -240,7 +244,8 @@ def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model:
     if any(c.endswith("_person_z") for c in meta["feature_columns"]) and not all(s.group for s in manifest.samples):
         raise AffectkitError(f"{manifest.path}: this fusion reads audio and physio features relative to each person; "
                              "give every sample its subject (a subject column).")
-    read = read_samples(manifest, predictor, meta["fps"], meta["person_relative"], description="Predicting")
+    read = read_samples(manifest, predictor, meta["fps"], meta["person_relative"], description="Predicting",
+                        frame_rate=meta.get("frame_rate", DEFAULT_FRAME_RATE))
     features = read.features.reindex(columns=meta["feature_columns"])
     problems = [r.reason for r in manifest.rejected + read.rejected]
     out = pd.DataFrame({"id": [s.id for s in read.samples]})
