@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.markup import escape
 
-from affectkit.errors import AffectkitError
+from affectkit.errors import AffectkitError, KindedError
 from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.images import ImageError, read_image
 from affectkit.inference.predictor import Predictor
@@ -178,12 +178,8 @@ def _predict_video(
     return rows
 
 
-class VideoError(AffectkitError):
+class VideoError(KindedError):
     """A video that cannot be read (``kind`` "unreadable") or has more frames to read than allowed ("too_long")."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,14 @@ from typing import Any
 import numpy as np
 
 from affectkit.data.records import class_from_name
-from affectkit.errors import AffectkitError
+from affectkit.errors import AffectkitError, KindedError
 
 DEFAULT_REMEMBERED = 10_000
 DEFAULT_WINDOW = 1000
 
 
-class FeedbackError(AffectkitError):
+class FeedbackError(KindedError):
     """A report that cannot be used: ``kind`` "unknown" (no such prediction remembered), "duplicate" or "invalid"."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
