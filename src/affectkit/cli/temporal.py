@@ -118,7 +118,7 @@ def clip_frames(
     clips: ClipsArg,
     out: Annotated[Path, typer.Option(help="New folder for the face images (class folders, split folders as the "
                                            "clips have them).")] = Path("clip_frames"),
-    fps: Annotated[float, typer.Option(help="Frames of each clip read a second.")] = 2.0,
+    fps: FpsOpt = 2.0,
     size: Annotated[int, typer.Option(help="Side of the square face images, in pixels.")] = 112,
     frame_rate: FrameRateOpt = 25.0,
     fold: FoldOpt = 1,

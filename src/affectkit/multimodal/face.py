@@ -38,7 +38,7 @@ def _slope(times: np.ndarray, values: np.ndarray) -> float:
     return float(np.polyfit(times, values, 1)[0]) if len(np.unique(times)) > 1 else 0.0
 
 
-def _largest(faces: list[Face]) -> int:
+def largest_face(faces: list[Face]) -> int:
     """The index of the largest face (0 without detection, where the whole image is the one face)."""
     if not faces:
         return 0
@@ -136,7 +136,7 @@ def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: fl
     at time 0), and with ``embeddings`` its embedding of each face; None when no frame shows a face. Raises Reject
     for a file that cannot be read or a window outside the clip."""
     frames, times = read_window(path, start, end, fps, frame_rate)
-    found = [(t, crops[_largest(faces)]) for t, (faces, crops) in zip(times, map(predictor.find_faces, frames))
+    found = [(t, crops[largest_face(faces)]) for t, (faces, crops) in zip(times, map(predictor.find_faces, frames))
              if crops]
     if not found:
         return None

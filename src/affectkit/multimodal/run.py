@@ -159,6 +159,14 @@ def _save_model(out: Path, result: FusionResult, features: FeatureTable, face_mo
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
 
 
+def check_run_options(val_fraction: float, test_fraction: float, fps: float, frame_rate: float) -> None:
+    """The split fractions and frame rates a run over face windows or clips takes (``fuse``, ``temporal``)."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0 \
+            or frame_rate <= 0:
+        raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
+                             "and --frame-rate positive.")
+
+
 def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Path | None = None, seed: int = 0,
                val_fraction: float = 0.15, test_fraction: float = 0.15, fps: float = DEFAULT_FRAMES_PER_SECOND,
                detect: bool = True, backend: str = "auto", person_relative: bool = True,
@@ -167,10 +175,7 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
     scored, the report written, the model kept on validation saved. ``person_relative``: see
     :func:`~affectkit.multimodal.features.read_samples`; ``frame_rate``: frames a second of faces given as folders
     of frames."""
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0 \
-            or frame_rate <= 0:
-        raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
-                             "and --frame-rate positive.")
+    check_run_options(val_fraction, test_fraction, fps, frame_rate)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     face_model = None if face_model is None else Path(face_model)

@@ -32,6 +32,7 @@ from affectkit.data.records import (
 )
 from affectkit.errors import AffectkitError
 from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from affectkit.multimodal.face import frame_files
 from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manifest
 
 DFEW_SPLITS = "EmoLabel_DataSplit"
@@ -74,11 +75,11 @@ def _split_of(name: str) -> str | None:
 
 def _class_folders(root: Path, mapping: dict[str, int | str]) -> list[tuple[str | None, Path, list[Path]]]:
     """(split or None, class folder, its clips) of every folder holding clips, split folders used as given."""
-    top = [(d, _clips(d)) for d in _subfolders(root)]
-    split_dirs = [d for d, _ in top if _split_of(d.name) and folder_label(d.name, mapping) is None]
+    top = _subfolders(root)
+    split_dirs = [d for d in top if _split_of(d.name) and folder_label(d.name, mapping) is None]
     if not split_dirs:
-        return [(None, d, clips) for d, clips in top if clips]
-    outside = [d.name + "/" for d, clips in top if d not in split_dirs and clips]
+        return [(None, d, clips) for d in top if (clips := _clips(d))]
+    outside = [d.name + "/" for d in top if d not in split_dirs and _clips(d)]
     if outside:
         raise AffectkitError(f"{root} holds split folders and also clip folders outside them ({', '.join(outside)});"
                              " move those into train/, val/ or test/, or remove them.")
@@ -109,7 +110,7 @@ def clip_folders(root: Path, class_map: dict[str, str] | None = None) -> Multimo
 def unlabelled_clips(root: Path) -> MultimodalManifest:
     """Every clip under ``root``, at any depth, for prediction: its folders' names are not read (``root`` itself is
     the one clip where it holds frames)."""
-    clips = [root] if any(f.suffix.lower() in IMAGE_SUFFIXES for f in root.iterdir() if f.is_file()) else _clips(root)
+    clips = [root] if frame_files(root) else _clips(root)
     if not clips:
         raise AffectkitError(f"{root} holds no clip (videos: {', '.join(VIDEO_SUFFIXES)}; or folders of frames).")
     samples = [Sample(clip.relative_to(root).as_posix() if clip != root else root.name, {"face": clip})

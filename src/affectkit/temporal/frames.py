@@ -2,10 +2,10 @@
 for the clips' domain trains on (``affectkit run``) before ``affectkit temporal`` reads the clips with it.
 
 The images are ``OUT/[<split>/]<Class>/<person>__<clip>_f<k>.jpg`` (``<clip>__f<k>.jpg`` where the clips do not say
-who is who): the clip's split folder where the clips have a split, and its person or clip first in the name. ``OUT/affectkit.yaml`` sets
-``group_pattern`` to that prefix, so every split affectkit makes keeps each person's (or clip's) frames on one side:
-frames of one clip are near copies of each other, and letting them fall on both sides of a split overstates
-accuracy.
+who is who): the clip's split folder where the clips have a split, and its person or clip first in the name.
+``OUT/affectkit.yaml`` sets ``group_pattern`` to that prefix, so every split affectkit makes keeps each person's (or
+clip's) frames on one side: frames of one clip are near copies of each other, and letting them fall on both sides of
+a split overstates accuracy.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from affectkit.config import CLASS_NAMES, DATA_CONFIG_NAME
 from affectkit.data.records import Reject, Rejection, quarantine_frame
 from affectkit.errors import AffectkitError
 from affectkit.inference.faces import FaceDetector, crop_face
-from affectkit.multimodal.face import DEFAULT_FRAME_RATE, read_window
+from affectkit.multimodal.face import DEFAULT_FRAME_RATE, largest_face, read_window
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.sequences import NO_FACE
@@ -55,10 +55,7 @@ def _square(frame: np.ndarray, size: int) -> np.ndarray:
 
 def _largest_face(detector: FaceDetector, frame: np.ndarray, size: int) -> np.ndarray | None:
     faces = detector.detect(frame)
-    if not faces:
-        return None
-    face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-    return crop_face(frame, face, size=size)
+    return crop_face(frame, faces[largest_face(faces)], size=size) if faces else None
 
 
 def extract_clip_frames(clips: str | Path, out: str | Path, fps: float = 2.0, size: int = 112, detect: bool = True,

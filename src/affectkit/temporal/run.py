@@ -35,7 +35,7 @@ from affectkit.multimodal.fusion import (
     validation_score,
 )
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
-from affectkit.multimodal.run import SCORES, TRUSTED_TYPES, face_model_digest
+from affectkit.multimodal.run import SCORES, TRUSTED_TYPES, check_run_options, face_model_digest
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, SequenceNet, fit_sequence_model, predict_sequences
@@ -267,10 +267,7 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     backend), which a large clip set can learn more from than from the face model's outputs alone. ``frame_rate``:
     frames a second of clips given as folders of frames; ``fold``: which of DFEW's five splits; ``class_map``: class
     folder name -> class name (or "ignore") for folders not named after an expression."""
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1) or fps <= 0 \
-            or frame_rate <= 0:
-        raise AffectkitError("--val-fraction and --test-fraction must be in (0, 1) with a sum below 1, and --fps "
-                             "and --frame-rate positive.")
+    check_run_options(val_fraction, test_fraction, fps, frame_rate)
     out, face_model = Path(out), Path(face_model)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_clips(clips, fold=fold, class_map=class_map)
@@ -322,6 +319,10 @@ class TemporalModel:
     def embeddings(self) -> bool:
         return bool(self.meta.get("embeddings", False))
 
+    @property
+    def frame_rate(self) -> float:
+        return self.meta.get("frame_rate", DEFAULT_FRAME_RATE)  # models saved before frame folders were read
+
     def check_face_model(self, face_model: Path, remedy: str = "give that model with --face-model") -> None:
         if face_model_digest(face_model) != self.meta["face_model_sha256"]:
             raise AffectkitError(f"The temporal model was fit on the outputs of the face model with SHA-256 "
@@ -330,8 +331,7 @@ class TemporalModel:
     def read(self, predictor: Predictor, path: Path) -> FrameOutputs | None:
         """The face model's outputs on one clip's frames, read as the model's training clips were; None when no frame
         shows a face."""
-        return frame_outputs(predictor, path, None, None, self.meta["fps"], self.embeddings,
-                             self.meta.get("frame_rate", DEFAULT_FRAME_RATE))
+        return frame_outputs(predictor, path, None, None, self.meta["fps"], self.embeddings, self.frame_rate)
 
     def predict(self, outputs: list[FrameOutputs], class_names: list[str]) -> pd.DataFrame:
         """One row per clip: the kept models' expression and its probabilities, valence and arousal."""
@@ -391,7 +391,7 @@ def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
     manifest = read_clips(clips, require_labels=False, fold=fold)
     predictor = _predictor(face_model, backend, model.meta["detect"], model.embeddings)
     frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description="Predicting",
-                         frame_rate=model.meta.get("frame_rate", DEFAULT_FRAME_RATE))
+                         frame_rate=model.frame_rate)
     problems = [r.reason for r in manifest.rejected + frames.rejected]
     ids = pd.DataFrame({"id": [s.id for s in frames.samples]})
     if not frames.samples:
