@@ -107,6 +107,12 @@ def video_container(data: bytes) -> str | None:
     return None
 
 
+def _smooth_problem(smooth: float | None) -> str | None:
+    if smooth is not None and not 0 < smooth <= 1:
+        return f"smooth must be in (0, 1] (the weight of the newest frame), got {smooth:g}"
+    return None
+
+
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
@@ -271,8 +277,8 @@ def create_app(
         verdict and, where the server has a temporal model, the clip's expression, valence and arousal."""
         if not 0 < fps <= MAX_VIDEO_FPS:
             raise HTTPException(422, f"fps must be in (0, {MAX_VIDEO_FPS:g}], got {fps:g}")
-        if smooth is not None and not 0 < smooth <= 1:
-            raise HTTPException(422, f"smooth must be in (0, 1] (the weight of the newest frame), got {smooth:g}")
+        if problem := _smooth_problem(smooth):
+            raise HTTPException(422, problem)
         async with request.form(max_files=1, max_fields=1) as form:
             upload = form.get("file")
             if upload is None:
@@ -288,9 +294,7 @@ def create_app(
         return await run_in_threadpool(video_job, name, data, suffix, fps, smooth)
 
     def predict_frame(name: str, data: bytes, smoother: TrackSmoother) -> list[dict[str, Any]]:
-        (image,) = _decode_uploads([(name, data)], max_pixels)
-        with model_lock:
-            (faces,) = predictor.predict_images([image])
+        (faces,) = decode_and_predict([(name, data)])
         return smoother.update(faces)
 
     @app.websocket(STREAM_ROUTE)
@@ -302,11 +306,8 @@ def create_app(
         be used. The key goes in the X-API-Key header, or in ``api_key`` where the client cannot set headers (a
         browser)."""
         await websocket.accept()
-        refusal = None
-        if not key_accepted(x_api_key or key):
-            refusal = "missing or wrong API key (X-API-Key header or api_key parameter)"
-        elif smooth is not None and not 0 < smooth <= 1:
-            refusal = f"smooth must be in (0, 1] (the weight of the newest frame), got {smooth:g}"
+        refusal = ("missing or wrong API key (X-API-Key header or api_key parameter)"
+                   if not key_accepted(x_api_key or key) else _smooth_problem(smooth))
         if refusal:
             await websocket.send_json({"error": refusal})
             await websocket.close(POLICY_VIOLATION, refusal)
