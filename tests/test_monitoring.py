@@ -148,3 +148,83 @@ def test_reports_of_the_truth_score_the_served_predictions(model_path, tmp_path)
     assert client.get("/v1/performance").json()["reports"] == 3
     with pytest.raises(AffectkitError, match="--feedback-window"):
         FeedbackTracker(CLASS_NAMES, window=0)
+
+
+def _png_uploads(n: int, start: int = 0) -> list[tuple[str, tuple[str, bytes, str]]]:
+    images = [np.full((64, 64, 3), (37 * i) % 256, np.uint8) for i in range(start, start + n)]
+    return [("files", (f"{i}.png", cv2.imencode(".png", im)[1].tobytes(), "image/png")) for i, im in enumerate(images)]
+
+
+def test_the_monitoring_state_outlives_the_server(model_path, tmp_path):
+    import torch
+
+    from affectkit.config import Config
+    from affectkit.models import build_model, save_model
+    from affectkit.serving.state import state_file
+
+    state_dir = tmp_path / "state"
+    options = dict(detect=False, remembered_predictions=5, drift_window=8, drift_min_faces=4, state_dir=state_dir)
+    first = TestClient(create_app(model_path, **options))
+    faces = [r["faces"][0] for r in first.post("/v1/predict", files=_png_uploads(6)).json()["results"]]
+    reported = {"prediction_id": faces[1]["prediction_id"], "expression": faces[1]["expression"], "valence": 0.5}
+    assert first.post("/v1/feedback", json=reported).status_code == 200
+    path = state_file(state_dir, model_path)
+    assert path.is_file() and path.name.startswith("best_CustomCNN-")
+
+    # A restart: the report, the window and the still-remembered predictions are all there.
+    second = TestClient(create_app(model_path, **options))
+    performance = second.get("/v1/performance").json()
+    assert performance["reports"] == 1 and performance["expression"]["accuracy"] == 1.0
+    assert performance["valence"]["mae"] == pytest.approx(abs(0.5 - faces[1]["valence"]), abs=1e-6)
+    assert second.get("/v1/drift").json()["window_faces"] == 6
+    assert second.post("/v1/feedback", json=reported).status_code == 409
+    assert second.post("/v1/feedback", json={"prediction_id": faces[0]["prediction_id"], "arousal": 0.1}
+                       ).status_code == 404  # the sixth-latest of a server remembering five
+    assert second.post("/v1/feedback", json={"prediction_id": faces[2]["prediction_id"], "arousal": 0.1}
+                       ).status_code == 200
+    newer = second.post("/v1/predict", files=_png_uploads(4, start=6)).json()["results"]
+    assert second.get("/v1/drift").json()["window_faces"] == 8
+    assert "affectkit_feedback_reports_total 2" in second.get("/metrics").text
+
+    # A report the file cannot take is refused (503) and not counted; predictions are still served.
+    second.app.state.serving_state.close()
+    late = {"prediction_id": newer[0]["faces"][0]["prediction_id"], "expression": "happy"}
+    refused = second.post("/v1/feedback", json=late)
+    assert refused.status_code == 503 and "could not be stored" in refused.json()["detail"]
+    assert second.get("/v1/performance").json()["reports"] == 2
+    assert second.post("/v1/predict", files=_png_uploads(1)).status_code == 200
+
+    # Another model in the same folder starts afresh; a file that is not a state is named in the error.
+    torch.manual_seed(1)
+    config = Config(img_size=64)
+    other = save_model(build_model("custom_cnn", config), tmp_path / "other" / "best_CustomCNN", config)
+    fresh = TestClient(create_app(other, **options))
+    assert fresh.get("/v1/performance").json()["reports"] == 0 and fresh.get("/v1/drift").json()["window_faces"] == 0
+    assert state_file(state_dir, other) != path
+    broken = state_file(tmp_path / "broken", model_path)
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a database" * 100)
+    with pytest.raises(AffectkitError, match=f"{broken.name}: not a usable affectkit serving state"):
+        create_app(model_path, **options | {"state_dir": broken.parent})
+
+
+def test_the_state_file_keeps_the_windows_and_every_report(model_path, tmp_path):
+    import sqlite3
+
+    from affectkit.serving.state import PRUNE_EVERY, ServingState
+
+    state = ServingState(tmp_path, model_path, CLASS_NAMES, served_window=10, remembered=20)
+    state.add_predictions([(f"id{i}", ("Happy", 0.1 * (i % 10), 0.0)) for i in range(PRUNE_EVERY)])
+    state.add_served([("Sad", -0.5, 0.2, 0.9)] * PRUNE_EVERY)
+    for i in range(PRUNE_EVERY - 30, PRUNE_EVERY):
+        state.add_report(f"id{i}", (("Happy", 0.0, 0.0), "Sad" if i % 2 else None, None, 0.5))
+    reports, total = state.reports(latest=5)
+    assert total == 30 and len(reports) == 5 and reports[-1] == (("Happy", 0.0, 0.0), "Sad", None, 0.5)
+    remembered = state.remembered()
+    assert [pid for pid, _, _ in remembered] == [f"id{i}" for i in range(PRUNE_EVERY - 20, PRUNE_EVERY)]
+    assert all(reported for _, _, reported in remembered)
+    assert state.recent_served() == [("Sad", -0.5, 0.2, 0.9)] * 10
+    state.close()
+    with sqlite3.connect(state.path) as db:  # pruned on disk, reports all kept
+        counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("served", "predictions", "reports")}
+    assert counts == {"served": 10, "predictions": 20, "reports": 30}

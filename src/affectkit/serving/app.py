@@ -39,6 +39,7 @@ from affectkit.inference.timeline import TrackSmoother, track_summaries
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
 from affectkit.serving.feedback import DEFAULT_REMEMBERED, FeedbackError, FeedbackTracker
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
+from affectkit.serving.state import ServingState, StateError
 from affectkit.temporal import TemporalModel, load_temporal
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def create_app(
     drift_min_faces: int = DEFAULT_MIN_FACES,
     feedback_window: int = 1000,
     remembered_predictions: int = DEFAULT_REMEMBERED,
+    state_dir: str | Path | None = None,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -168,7 +170,8 @@ def create_app(
     ``drift_window``: the last faces served that the drift monitor compares with the model's validation outputs,
     once there are ``drift_min_faces`` of them. ``remembered_predictions``: how many of the latest faces served by
     ``/v1/predict`` and ``/v1/stream`` a report of the truth may refer to; ``feedback_window``: the latest reports
-    ``/v1/performance`` scores."""
+    ``/v1/performance`` scores. ``state_dir``: a folder where the drift window, the remembered predictions and
+    every report are kept (one SQLite file per model), so they outlive the process."""
     temporal_model = None if temporal is None else load_temporal(temporal)
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
@@ -177,16 +180,20 @@ def create_app(
         _check_reads_alike(temporal_model, temporal, predictor)
     # One prediction at a time: the model already uses every core it is given, and memory stays predictable.
     model_lock = threading.Lock()
-    drift = DriftMonitor(predictor.meta.get("output_profile"), predictor.class_names, drift_window, drift_min_faces)
-    metrics = ServiceMetrics(predictor.class_names, drift)
+    state = None if state_dir is None else ServingState(state_dir, model_path, predictor.class_names, drift_window,
+                                                          remembered_predictions)
+    drift = DriftMonitor(predictor.meta.get("output_profile"), predictor.class_names, drift_window, drift_min_faces,
+                         state)
     feedback = FeedbackTracker(predictor.class_names, remembered_predictions, feedback_window,
-                               _latest_test_evaluation(predictor.meta))
+                               _latest_test_evaluation(predictor.meta), state)
+    metrics = ServiceMetrics(predictor.class_names, drift, feedback)
     # Pillow's own bomb guard as a second line behind the explicit header check.
     Image.MAX_IMAGE_PIXELS = max_pixels
 
     app = FastAPI(title="affectkit", summary="Facial expression, valence and arousal from face photos.")
     app.state.predictor = predictor
     app.state.metrics = metrics
+    app.state.serving_state = state
 
     def key_accepted(given: str | None) -> bool:
         return api_key is None or (given is not None and secrets.compare_digest(given.encode(), api_key.encode()))
@@ -365,6 +372,9 @@ def create_app(
             feedback.record(report.prediction_id, report.expression, report.valence, report.arousal)
         except FeedbackError as exc:
             raise HTTPException(STATUS_FOR_FEEDBACK_PROBLEM[exc.kind], str(exc)) from None
+        except StateError as exc:
+            log.error("%s", exc)  # the server's own file: its path is for the log, not the client
+            raise HTTPException(503, "the report could not be stored; try again later") from None
         return {"status": "recorded"}
 
     @app.get("/v1/performance", dependencies=[Depends(require_api_key)])
@@ -384,8 +394,7 @@ def create_app(
 
     @app.get("/metrics")
     def prometheus_metrics() -> PlainTextResponse:
-        text = metrics.render() + "\n".join(feedback.render()) + "\n"
-        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

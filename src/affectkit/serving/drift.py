@@ -11,16 +11,18 @@ import numpy as np
 
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.drift import PSI_SHIFT, SIGNALS, profile_of, profile_shift
+from affectkit.serving.state import ServingState
 
 DEFAULT_WINDOW = 1000
 DEFAULT_MIN_FACES = 200
 
 
 class DriftMonitor:
-    """The last ``window`` faces served, compared with ``reference`` once there are ``min_faces`` of them."""
+    """The last ``window`` faces served, compared with ``reference`` once there are ``min_faces`` of them; with
+    ``state``, the window starts from the faces it holds and every face is written through to it."""
 
     def __init__(self, reference: dict[str, Any] | None, class_names: Sequence[str], window: int = DEFAULT_WINDOW,
-                 min_faces: int = DEFAULT_MIN_FACES):
+                 min_faces: int = DEFAULT_MIN_FACES, state: ServingState | None = None):
         if not 1 <= min_faces <= window:
             raise AffectkitError(f"--drift-window ({window}) must be at least --drift-min-faces ({min_faces}), and that "
                                  "at least 1.")
@@ -29,11 +31,16 @@ class DriftMonitor:
         self.min_faces = min_faces
         self._recent: deque[tuple[int, float, float, float]] = deque(maxlen=window)
         self._lock = threading.Lock()
+        self._state = state
+        if state is not None:
+            self._recent.extend((self.class_names.index(e), *signals) for e, *signals in state.recent_served())
 
     def observe(self, faces: Sequence[dict[str, Any]]) -> None:
-        rows = [(self.class_names.index(f["expression"]), f["valence"], f["arousal"], f["confidence"]) for f in faces]
+        rows = [(f["expression"], float(f["valence"]), float(f["arousal"]), float(f["confidence"])) for f in faces]
         with self._lock:
-            self._recent.extend(rows)
+            self._recent.extend((self.class_names.index(e), *signals) for e, *signals in rows)
+            if self._state is not None:
+                self._state.add_served(rows)
 
     def status(self) -> dict[str, Any]:
         """``status``: "no reference" (the model was saved without a profile), "collecting" (too few faces yet),

@@ -3,7 +3,8 @@ later annotation) report it against the prediction's id, and the server keeps th
 error of the latest reports beside the model's own test scores.
 
 Only the most recent predictions are remembered (their class, valence and arousal: never the image), so a report
-must come while its prediction is among them.
+must come while its prediction is among them. With a :class:`~affectkit.serving.state.ServingState` they and the
+reports outlive the server process.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from affectkit.data.records import class_from_name
 from affectkit.errors import AffectkitError, KindedError
+from affectkit.serving.state import ServingState
 
 DEFAULT_REMEMBERED = 10_000
 DEFAULT_WINDOW = 1000
@@ -46,10 +48,10 @@ class _Report:
 
 class FeedbackTracker:
     """Gives every face served a ``prediction_id``, remembers the last ``remembered`` of them and scores the last
-    ``window`` reports of the truth."""
+    ``window`` reports of the truth; with ``state``, starts from what it holds and writes everything through to it."""
 
     def __init__(self, class_names: Sequence[str], remembered: int = DEFAULT_REMEMBERED, window: int = DEFAULT_WINDOW,
-                 reference: dict[str, Any] | None = None):
+                 reference: dict[str, Any] | None = None, state: ServingState | None = None):
         if remembered < 1 or window < 1:
             raise AffectkitError("--remembered-predictions and --feedback-window must be at least 1.")
         self.class_names = list(class_names)
@@ -59,16 +61,33 @@ class FeedbackTracker:
         self._reports: deque[_Report] = deque(maxlen=window)
         self._total = 0
         self._lock = threading.Lock()
+        self._state = state
+        if state is not None:
+            self._restore(state)
+
+    def _said_as(self, expression: str, valence: float, arousal: float) -> _Said:
+        return _Said(self.class_names.index(expression), float(valence), float(arousal))
+
+    def _restore(self, state: ServingState) -> None:
+        for prediction_id, said, reported in state.remembered()[-self._remembered:]:
+            self._said[prediction_id] = None if reported else self._said_as(*said)
+        reports, self._total = state.reports(self._reports.maxlen)
+        for said, expression, valence, arousal in reports:
+            self._reports.append(_Report(self._said_as(*said), self._class(expression),
+                                         math.nan if valence is None else valence,
+                                         math.nan if arousal is None else arousal))
 
     def remember(self, faces: Sequence[dict[str, Any]]) -> None:
         """Give each face (a served result, changed in place) a ``prediction_id`` and remember what was said of it."""
         with self._lock:
             for face in faces:
                 face["prediction_id"] = uuid.uuid4().hex
-                self._said[face["prediction_id"]] = _Said(self.class_names.index(face["expression"]),
-                                                          float(face["valence"]), float(face["arousal"]))
+                self._said[face["prediction_id"]] = self._said_as(face["expression"], face["valence"], face["arousal"])
                 if len(self._said) > self._remembered:
                     self._said.popitem(last=False)
+            if self._state is not None:
+                self._state.add_predictions([(f["prediction_id"], (f["expression"], float(f["valence"]),
+                                                                   float(f["arousal"]))) for f in faces])
 
     def _class(self, expression: str | int | None) -> int | None:
         if expression is None:
@@ -83,7 +102,7 @@ class FeedbackTracker:
     def record(self, prediction_id: str, expression: str | int | None = None, valence: float | None = None,
                arousal: float | None = None) -> None:
         """The truth about one served face. Raises FeedbackError for an unknown or already reported prediction or a
-        report that says nothing usable."""
+        report that says nothing usable; StateError where the state file cannot store it."""
         label = self._class(expression)
         if expression is not None and label is None:
             raise FeedbackError("invalid", f"expression {expression!r} is not one of {', '.join(self.class_names)}")
@@ -99,6 +118,10 @@ class FeedbackTracker:
             said = self._said[prediction_id]
             if said is None:
                 raise FeedbackError("duplicate", f"prediction {prediction_id!r} was reported already")
+            if self._state is not None:  # first: a report it cannot store is not taken
+                said_as_stored = (self.class_names[said.expression], said.valence, said.arousal)
+                self._state.add_report(prediction_id, (said_as_stored, None if label is None else self.class_names[label],
+                                                       valence, arousal))
             self._said[prediction_id] = None
             self._reports.append(_Report(said, label, math.nan if valence is None else valence,
                                          math.nan if arousal is None else arousal))

@@ -1,7 +1,8 @@
 """Prometheus text-format metrics without the client library: counters and histograms with labels.
 
 The per-class prediction counter and the valence/arousal histograms show what the model says over time; the drift
-monitor's gauges say how far its recent outputs have moved from its outputs on the validation faces.
+monitor's gauges say how far its recent outputs have moved from its outputs on the validation faces, and the
+feedback gauges how it scores on the faces whose truth clients reported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from affectkit.serving.drift import DriftMonitor
+from affectkit.serving.feedback import FeedbackTracker
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -90,8 +92,10 @@ class Histogram:
 class ServiceMetrics:
     """Everything ``/metrics`` exposes; methods are thread-safe."""
 
-    def __init__(self, class_names: Sequence[str], drift: DriftMonitor | None = None):
+    def __init__(self, class_names: Sequence[str], drift: DriftMonitor | None = None,
+                 feedback: FeedbackTracker | None = None):
         self.drift = drift
+        self.feedback = feedback
         self.requests = Counter("affectkit_requests_total", "HTTP requests by route and status code.",
                                 ("route", "status"))
         self.latency = Histogram("affectkit_request_duration_seconds", "HTTP request latency by route.",
@@ -123,5 +127,5 @@ class ServiceMetrics:
 
     def render(self) -> str:
         metrics = (self.requests, self.latency, self.images, self.faces, self.no_face, self.classes, self.affect)
-        lines = [line for m in metrics for line in m.render()]
-        return "\n".join(lines + (self.drift.render() if self.drift is not None else [])) + "\n"
+        lines = [line for m in (*metrics, self.drift, self.feedback) if m is not None for line in m.render()]
+        return "\n".join(lines) + "\n"
