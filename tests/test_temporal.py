@@ -328,20 +328,34 @@ def test_dfew_is_read_as_distributed_and_its_fold_trained_on(clips, model_path, 
     assert len(predictions) == len(classes) and len(problems) == 2
 
 
-def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(trained, clips, model_path, tmp_path):
+def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(trained, clips, model_path, tmp_path,
+                                                                             monkeypatch):
     from fastapi.testclient import TestClient
 
     from affectkit.serving import create_app
+    from affectkit.temporal.run import TemporalModel
 
     client = TestClient(create_app(model_path, detect=False, temporal=trained))
     video = sorted((clips / "test").rglob("*.avi"))[0]
-    response = client.post("/v1/predict-video", files={"file": (video.name, video.read_bytes(), "video/avi")})
-    assert response.status_code == 200, response.text
-    clip = response.json()["clip"]
+    upload = {"file": (video.name, video.read_bytes(), "video/avi")}
     expected = predict_temporal(trained, clips)[0].set_index("id").loc[video.relative_to(clips).as_posix()]
-    assert clip["status"] == "ok" and clip["frames"] == 8
-    assert clip["expression"] == expected["expression"]
-    assert clip["probabilities"]["Happy"] == pytest.approx(expected["p_happy"], abs=1e-6)
+    second_passes = []
+    read_again = TemporalModel.read
+    monkeypatch.setattr(TemporalModel, "read", lambda *args: second_passes.append(1) or read_again(*args))
+    # At the temporal model's own 4 frames a second the video is read once, smoothed or not; at 2 it reads it again.
+    for params, passes in (({}, 0), ({"smooth": 0.3}, 0), ({"fps": 2}, 1)):
+        response = client.post("/v1/predict-video", files=upload, params=params)
+        assert response.status_code == 200, response.text
+        assert len(second_passes) == passes, params
+        clip = response.json()["clip"]
+        assert clip["status"] == "ok" and clip["frames"] == 8
+        assert clip["expression"] == expected["expression"]
+        assert clip["probabilities"]["Happy"] == pytest.approx(expected["p_happy"], abs=1e-5)
+        assert all(clip[t] == pytest.approx(expected[t], abs=1e-5) for t in ("valence", "arousal") if t in clip)
+        second_passes.clear()
+    smoothed = client.post("/v1/predict-video", files=upload, params={"smooth": 0.3}).json()["frames"]
+    raw = client.post("/v1/predict-video", files=upload).json()["frames"]
+    assert smoothed[0]["faces"] == raw[0]["faces"] and smoothed[-1]["faces"] != raw[-1]["faces"]
     assert set(clip["methods"]) == {"expression", "valence", "arousal"} & set(clip)  # what the clips were labelled with
     assert client.get("/v1/model").json()["temporal"]["fps"] == 4.0
     # A 2 s clip read at 1 frame a second is 2 frames for the request, but 8 for the temporal model (4 a second).

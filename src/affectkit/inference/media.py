@@ -113,6 +113,11 @@ def _predict_images(
     return [row for file in files for row in rows_by_file[file]]
 
 
+def frame_step(frame_rate: float, fps: float) -> int:
+    """Every how many frames of a video running at ``frame_rate`` one is read, to read about ``fps`` a second."""
+    return max(1, int(round(frame_rate / fps)))
+
+
 def video_frames(capture: cv2.VideoCapture, every: int) -> Iterator[tuple[int, np.ndarray]]:
     """(index from the capture's position, RGB frame) of every ``every``-th frame, to the end of the video."""
     index = 0
@@ -202,7 +207,7 @@ def video_faces(predictor: Predictor, path: Path, fps: float, smooth: float | No
         raise VideoError("unreadable", f"{name}: not a readable video")
     try:
         frame_rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        every = max(1, int(round(frame_rate / fps)))
+        every = frame_step(frame_rate, fps)
         length = int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0))
         declared = -(-length // every)
         too_long = f"{name}: more than {max_frames} frames to read at {fps:g} a second; send a shorter video"

@@ -92,6 +92,14 @@ class TrackSmoother:
         }
 
 
+def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str],
+                  alpha: float | None) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Frames' faces (frame index, faces) followed across the frames and, with ``alpha``, smoothed, as
+    :class:`TrackSmoother` does them one by one."""
+    smoother = TrackSmoother(class_names, alpha)
+    return [(index, smoother.update(faces)) for index, faces in frames]
+
+
 def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path, title: str) -> Path | None:
     """Stacked class probabilities over frames and valence/arousal lines, for the longest-lived face track."""
     import matplotlib

@@ -12,8 +12,10 @@ sample's face features empty. A clip may be a video or a folder of its frames (D
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +23,7 @@ import numpy as np
 from affectkit.data.records import Reject
 from affectkit.inference.faces import Face
 from affectkit.inference.images import ImageError, read_image
-from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_frames
+from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_step, video_frames
 from affectkit.inference.predictor import Predictor
 
 DEFAULT_FRAMES_PER_SECOND = 2.0
@@ -38,12 +40,16 @@ def _slope(times: np.ndarray, values: np.ndarray) -> float:
     return float(np.polyfit(times, values, 1)[0]) if len(np.unique(times)) > 1 else 0.0
 
 
-def largest_face(faces: list[Face]) -> int:
-    """The index of the largest face (0 without detection, where the whole image is the one face)."""
-    if not faces:
+def largest_box(boxes: Sequence[Sequence[float] | None]) -> int:
+    """The index of the largest box (0 without detection, where the whole image is the one face and has no box)."""
+    if not boxes or boxes[0] is None:
         return 0
-    areas = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in (face.box for face in faces)]
-    return int(np.argmax(areas))
+    return int(np.argmax([(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in boxes]))
+
+
+def largest_face(faces: list[Face]) -> int:
+    """The index of the largest face (0 without detection)."""
+    return largest_box([face.box for face in faces])
 
 
 def video_window(path: Path, start: float | None, end: float | None,
@@ -59,7 +65,7 @@ def video_window(path: Path, start: float | None, end: float | None,
         stop = None if last is None else max(last, first + 1)
         capture.set(cv2.CAP_PROP_POS_FRAMES, first)
         frames, times = [], []
-        for offset, rgb in video_frames(capture, every=max(1, int(round(native / fps)))):
+        for offset, rgb in video_frames(capture, every=frame_step(native, fps)):
             if stop is not None and first + offset >= stop:
                 break
             frames.append(rgb)
@@ -93,7 +99,7 @@ def folder_window(folder: Path, start: float | None, end: float | None, fps: flo
         raise Reject("face_unreadable", f"frame folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
     times = np.arange(len(files)) / frame_rate
     inside = (times >= (start or 0.0)) & (times < (np.inf if end is None else end))
-    chosen = np.flatnonzero(inside)[::max(1, int(round(frame_rate / fps)))]
+    chosen = np.flatnonzero(inside)[::frame_step(frame_rate, fps)]
     if not chosen.size:
         raise Reject("window_outside", f"frame folder {folder.name} has no frame in the window {start or 0:g}-"
                                        f"{'end' if end is None else f'{end:g}'} s")
@@ -148,6 +154,19 @@ def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: fl
                         np.array([face["valence"] for face in results]),
                         np.array([face["arousal"] for face in results]),
                         predictor.embed_batch(crops) if embeddings else None)
+
+
+def served_frame_outputs(frames: Sequence[tuple[float, list[dict[str, Any]]]],
+                         class_names: list[str]) -> FrameOutputs | None:
+    """What :func:`frame_outputs` gives, from frames already served (time in seconds, the frame's unsmoothed face
+    results as :meth:`Predictor.predict_images` returns them): the largest face of each frame that has one."""
+    found = [(t, faces[largest_box([face["box"] for face in faces])]) for t, faces in frames if faces]
+    if not found:
+        return None
+    return FrameOutputs(np.array([t for t, _ in found]),
+                        np.array([[face["probabilities"][name] for name in class_names] for _, face in found]),
+                        np.array([face["valence"] for _, face in found]),
+                        np.array([face["arousal"] for _, face in found]))
 
 
 def summarise(outputs: FrameOutputs, class_names: list[str]) -> dict[str, float]:

@@ -33,9 +33,10 @@ from starlette.datastructures import UploadFile
 from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
 from affectkit.inference.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
-from affectkit.inference.media import VideoError, video_faces
+from affectkit.inference.media import VideoError, VideoFaces, frame_step, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
-from affectkit.inference.timeline import TrackSmoother, track_summaries
+from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_summaries
+from affectkit.multimodal.face import served_frame_outputs
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
 from affectkit.serving.feedback import DEFAULT_REMEMBERED, FeedbackError, FeedbackTracker
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
@@ -258,22 +259,21 @@ def create_app(
             path.write_bytes(data)
             with model_lock:
                 try:
-                    read = video_faces(predictor, path, fps, smooth, max_video_frames, name=name)
-                    clip = None
-                    if temporal_model is not None:
-                        if read.seconds * temporal_model.meta["fps"] > max_video_frames:  # it reads at its own rate
-                            raise VideoError("too_long", f"{name}: more than {max_video_frames} frames for the "
-                                             f"temporal model, which reads {temporal_model.meta['fps']:g} a second")
-                        clip = _clip_verdict(temporal_model, predictor, path)
+                    if temporal_model is None:
+                        read = video_faces(predictor, path, fps, smooth, max_video_frames, name=name)
+                        frames = read.frames
+                    else:  # unsmoothed first: the temporal model may read the same frames' outputs
+                        read = video_faces(predictor, path, fps, None, max_video_frames, name=name)
+                        clip = _clip_verdict(temporal_model, predictor, path, read, max_video_frames, name)
+                        frames = smooth_frames(read.frames, predictor.class_names, smooth)
                 except VideoError as exc:
                     raise HTTPException(STATUS_FOR_VIDEO_PROBLEM[exc.kind], str(exc)) from None
-        metrics.observe_predictions([faces for _, faces in read.frames])
+        metrics.observe_predictions([faces for _, faces in frames])
         result = {
             "filename": name, "seconds": read.seconds, "frame_rate": read.frame_rate, "every": read.every,
-            "frames_read": len(read.frames),
-            "frames": [{"frame": index, "time": index / read.frame_rate, "faces": faces}
-                       for index, faces in read.frames],
-            "tracks": track_summaries(read.frames, predictor.class_names),
+            "frames_read": len(frames),
+            "frames": [{"frame": index, "time": index / read.frame_rate, "faces": faces} for index, faces in frames],
+            "tracks": track_summaries(frames, predictor.class_names),
         }
         return result | ({"clip": clip} if temporal_model is not None else {})
 
@@ -416,12 +416,21 @@ def _check_reads_alike(model: TemporalModel, folder: str | Path, predictor: Pred
                              "--backend torch or auto.")
 
 
-def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path) -> dict[str, Any]:
-    """The temporal model's expression, probabilities, valence and arousal for the whole video."""
-    try:
-        outputs = model.read(predictor, path)
-    except Reject as exc:
-        raise VideoError("unreadable", exc.reason) from None
+def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
+                  name: str) -> dict[str, Any]:
+    """The temporal model's expression, probabilities, valence and arousal for the whole video: from the faces
+    ``read`` already holds (unsmoothed) where they are the frames it reads, else from its own pass over the video."""
+    if read.every == frame_step(read.frame_rate, model.meta["fps"]) and not model.embeddings:
+        outputs = served_frame_outputs([(index / read.frame_rate, faces) for index, faces in read.frames],
+                                       predictor.class_names)
+    elif read.seconds * model.meta["fps"] > max_frames:  # it reads at its own rate
+        raise VideoError("too_long", f"{name}: more than {max_frames} frames for the temporal model, which reads "
+                                     f"{model.meta['fps']:g} a second")
+    else:
+        try:
+            outputs = model.read(predictor, path)
+        except Reject as exc:
+            raise VideoError("unreadable", exc.reason) from None
     if outputs is None:
         return {"status": "no face found"}
     row = model.predict([outputs], predictor.class_names).iloc[0]
