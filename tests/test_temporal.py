@@ -328,6 +328,31 @@ def test_dfew_is_read_as_distributed_and_its_fold_trained_on(clips, model_path, 
     assert len(predictions) == len(classes) and len(problems) == 2
 
 
+def test_ferv39k_is_read_as_distributed(clips, trained, tmp_path):
+    videos = [v for v in sorted(clips.rglob("*.avi")) if v.parts[-2] != "Contempt"][:8]
+    root = tmp_path / "FERV39k"
+    crops = root / "2_ClipsforFaceCrop" / "2_ClipsforFaceCrop"  # unpacked into a folder of the archive's name
+    names = {v: f"{('Action', 'Talkshow')[i % 2]}/{v.parts[-2]}/{i + 1:04d}" for i, v in enumerate(videos)}
+    _as_frame_folders(videos, lambda v: crops / names[v])
+    setups = root / "4_setups" / "All_scenes"
+    setups.mkdir(parents=True)
+    train = [f"{names[v]} {v.parts[-2]}" for v in videos[:6]] + ["Action/Happy/9999 Happy", "Action/Bored/0001 Bored"]
+    (setups / "train_All.csv").write_text("name label\n" + "\n".join(train) + "\n")
+    (setups / "test_All.csv").write_text("\n".join(f"{names[v]},{v.parts[-2]}" for v in videos[6:]))
+
+    manifest = read_clips(root)
+    assert {s.id: (s.expression, s.split) for s in manifest.samples} == {
+        f"2_ClipsforFaceCrop/{names[v]}": (CLASS_NAMES.index(v.parts[-2]), "test" if i >= 6 else "train")
+        for i, v in enumerate(videos)}
+    assert sorted((r.kind, r.id) for r in manifest.rejected) == [
+        ("face_missing", "train_All.csv line 8"), ("label_invalid", "train_All.csv line 9")]
+    predictions, problems = predict_temporal(trained, root)
+    assert len(predictions) == 8 and len(problems) == 2
+    (setups / "test_All.csv").unlink()
+    with pytest.raises(AffectkitError, match="test_All.csv is missing"):
+        read_clips(root)
+
+
 def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(trained, clips, model_path, tmp_path,
                                                                              monkeypatch):
     from fastapi.testclient import TestClient

@@ -10,7 +10,9 @@
 - DFEW as it is distributed: ``DFEW/Clip/clip_224x224/<00001>/*.jpg`` (or ``clip_224x224_16f``, or the videos of
   ``Clip/original``) with the five folds' ``EmoLabel_DataSplit/train(single-labeled)/set_<k>.csv`` and
   ``test(single-labeled)/set_<k>.csv`` (columns ``video_name``, ``label``: 1 happy, 2 sad, 3 neutral, 4 angry,
-  5 surprise, 6 disgust, 7 fear).
+  5 surprise, 6 disgust, 7 fear);
+- FERV39k as it is distributed: the face clips ``2_ClipsforFaceCrop/<Scene>/<Emotion>/<0001>/*.jpg`` with the
+  lists ``4_setups/All_scenes/train_All.csv`` and ``test_All.csv`` (a line per clip: ``Action/Sad/0010 Sad``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from affectkit.data.records import (
     Rejection,
     accepted_class_names,
     check_split_given_everywhere,
+    class_from_name,
     natural_key,
 )
 from affectkit.errors import AffectkitError
@@ -38,9 +41,12 @@ from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manif
 DFEW_SPLITS = "EmoLabel_DataSplit"
 DFEW_CLIP_FOLDERS = ("clip_224x224", "clip_224x224_16f", "original")  # preferred first: every frame, face-cropped
 DFEW_CLASSES = {1: 1, 2: 2, 3: 0, 4: 6, 5: 3, 6: 5, 7: 4}  # DFEW's label -> affectkit's class id
+FERV39K_CLIP_FOLDERS = ("2_ClipsforFaceCrop", "3_ClipsforScenImages")  # preferred first: the face crops
+FERV39K_SETUPS = ("4_setups/All_scenes", "All_scenes")
 CLIPS_HELP = ("give class folders of clips (DATA/<class>/*.mp4 or DATA/<class>/<clip>/*.jpg, optionally inside "
-              "train/, val/, test/), DFEW's folder (Clip/ and EmoLabel_DataSplit/) or a clip manifest CSV (columns "
-              "face, start, end, expression, valence, arousal, subject, split)")
+              "train/, val/, test/), DFEW's folder (Clip/ and EmoLabel_DataSplit/), FERV39k's folder "
+              "(2_ClipsforFaceCrop/ and 4_setups/) or a clip manifest CSV (columns face, start, end, expression, "
+              "valence, arousal, subject, split)")
 
 
 def _visible(path: Path) -> bool:
@@ -183,9 +189,73 @@ def dfew_clips(root: Path, fold: int = 1) -> MultimodalManifest:
     return MultimodalManifest(root, ["face"], samples, rejected)
 
 
+# -- FERV39k --------------------------------------------------------------------------------------------------------
+
+
+def _ferv39k_setups(root: Path) -> Path | None:
+    return next((root / p for p in FERV39K_SETUPS if (root / p / "train_All.csv").is_file()), None)
+
+
+def _ferv39k_clip_folder(root: Path) -> Path | None:
+    """The folder of FERV39k's clips (scene folders inside); an archive unpacked into a folder of its own name
+    (``2_ClipsforFaceCrop/2_ClipsforFaceCrop/``) is looked into."""
+    for name in FERV39K_CLIP_FOLDERS:
+        folder = root / name
+        if (folder / name).is_dir():
+            folder = folder / name
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def is_ferv39k(root: Path) -> bool:
+    return _ferv39k_setups(root) is not None and _ferv39k_clip_folder(root) is not None
+
+
+def _setup_lines(listing: Path) -> list[tuple[int, str, str]]:
+    """(line number, clip path, label) of a FERV39k list: ``Action/Sad/0010 Sad`` per line (a comma also
+    separates; a header line is skipped)."""
+    rows = []
+    for number, line in enumerate(listing.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        fields = re.split(r"[\s,]+", line.strip())
+        if len(fields) >= 2 and not (number == 1 and "/" not in fields[0]):
+            rows.append((number, fields[0], fields[-1]))
+    return rows
+
+
+def ferv39k_clips(root: Path) -> MultimodalManifest:
+    """FERV39k's train and test clips as its ``All_scenes`` lists give them (val is carved from train later)."""
+    setups, clip_folder = _ferv39k_setups(root), _ferv39k_clip_folder(root)
+    assert setups is not None and clip_folder is not None  # is_ferv39k said so
+    samples: list[Sample] = []
+    rejected: list[Rejection] = []
+    for split in ("train", "test"):
+        listing = setups / f"{split}_All.csv"
+        if not listing.is_file():
+            raise AffectkitError(f"{setups}: {listing.name} is missing; FERV39k's All_scenes lists are "
+                                 "train_All.csv and test_All.csv.")
+        for number, name, label in _setup_lines(listing):
+            source = f"{listing.name} line {number}"
+            clip = clip_folder / name
+            expression = class_from_name(label)
+            if expression is None:
+                rejected.append(Rejection(source, str(listing), "label_invalid",
+                                          f"{source}: {label!r} is not an expression name"))
+            elif not clip.is_dir():
+                rejected.append(Rejection(source, str(clip), "face_missing",
+                                          f"{source}: clip {name} is not in {clip_folder}"))
+            else:
+                samples.append(Sample(f"{clip_folder.name}/{name}", {"face": clip}, expression=expression,
+                                      split=split))
+    if not samples:
+        raise AffectkitError(f"{root}: no clip listed in {setups} was found in {clip_folder}.")
+    return MultimodalManifest(root, ["face"], samples, rejected)
+
+
 def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
                class_map: dict[str, str] | None = None) -> MultimodalManifest:
-    """The clips at ``path`` (a manifest CSV, DFEW's folder, or class folders of clips); bad rows are quarantined.
+    """The clips at ``path`` (a manifest CSV, DFEW's or FERV39k's folder, or class folders of clips); bad rows are
+    quarantined.
     ``fold`` chooses DFEW's split; ``class_map`` names class folders that are not expression names. Without
     ``require_labels`` (prediction) a folder's clips are read whatever its folders are called."""
     path = Path(path)
@@ -194,6 +264,8 @@ def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
     if path.is_dir():
         if is_dfew(path):
             return dfew_clips(path, fold)
+        if is_ferv39k(path):
+            return ferv39k_clips(path)
         return clip_folders(path, class_map) if require_labels else unlabelled_clips(path)
     manifest = read_manifest(path, require_labels=require_labels)
     if "face" not in manifest.modalities:
