@@ -249,6 +249,61 @@ def test_rafdb_basic(tmp_path):
     assert by_id["train_00000.jpg"].image_path.name == "train_00000_aligned.jpg"
 
 
+def test_ckplus_as_released(tmp_path):
+    ckplus_label = {6: 1, 7: 2, 5: 3, 4: 4, 1: 5, 2: 6, 3: 7}  # affectkit id -> CK+'s number (no neutral sequence)
+    root = tmp_path / "CK+"
+    images, emotions = root / "extended-cohn-kanade-images" / "cohn-kanade-images", root / "Emotion"
+    expected, offsets = {}, {}
+    for s in range(8):
+        subject = f"S{s + 10:03d}"
+        for q, label in enumerate(((s % 7) + 1, ((s + 3) % 7) + 1)):  # affectkit ids 1..7
+            sequence = f"{q + 1:03d}"
+            offsets[subject, sequence] = offset = np.array([20 + 5 * s, 10 + 3 * q], dtype=np.float32)
+            for frame in range(1, 6):
+                rgb, points = face(label, s * 100 + q * 10 + frame)
+                canvas = np.full((120, 160, 3), 90, np.uint8)
+                canvas[int(offset[1]):int(offset[1]) + 64, int(offset[0]):int(offset[0]) + 64] = rgb
+                name = f"{subject}_{sequence}_{frame:08d}"
+                save(images / subject / sequence / f"{name}.png", canvas)
+                if (subject, sequence) != ("S017", "002"):  # one sequence without landmarks
+                    marks = root / "Landmarks" / subject / sequence / f"{name}_landmarks.txt"
+                    marks.parent.mkdir(parents=True, exist_ok=True)
+                    np.savetxt(marks, points + offset, fmt="%15.7e")
+            if (subject, sequence) == ("S016", "002"):
+                continue  # an unlabelled sequence, as 266 of CK+'s are: not read
+            label_file = emotions / subject / sequence / f"{subject}_{sequence}_00000005_emotion.txt"
+            label_file.parent.mkdir(parents=True)
+            label_file.write_text(f"   {ckplus_label[label]:.7e}\n")
+            expected[subject, sequence] = label
+    (emotions / "S099" / "001").mkdir(parents=True)  # a label without its frames
+    (emotions / "S099" / "001" / "S099_001_00000001_emotion.txt").write_text("   3.0000000e+00\n")
+    (emotions / "S015" / "002" / "S015_002_00000005_emotion.txt").write_text("   9.0000000e+00\n")
+    del expected["S015", "002"]
+
+    index = read_dataset(root, progress=False)
+    assert index.layout == "ckplus" and len(index.records) == 3 * len(expected) == 42
+    assert kinds(index) == {"S099/001": "image_missing", "S015/002": "expression_out_of_range"}
+    assert {(r.group, r.id.split("/")[1]): r.expression for r in index.records} == expected
+    assert sorted({r.image_path.stem[-1] for r in index.records}) == ["3", "4", "5"]  # the apex frames
+    assert "CK+ sequences (last 3 frames; faces cropped by their landmarks" in index.describe()
+    assert "grouped by CK+'s subject folders" in index.describe()
+    by_id = {r.id: r for r in index.records}
+    cropped = by_id["S010/001/S010_001_00000005.png"]
+    _, points = face(expected["S010", "001"], 5)
+    assert np.allclose(cropped.landmarks + np.array(cropped.crop[:2]), points + offsets["S010", "001"], atol=1e-3)
+    assert cropped.width == cropped.crop[2] - cropped.crop[0] and cropped.width < 100  # the face, not the frame
+    assert decode_record(cropped, 32).shape == (32, 32, 3)
+    whole = by_id["S017/002/S017_002_00000005.png"]
+    assert whole.crop is None and whole.landmarks is None and (whole.width, whole.height) == (160, 120)
+    table = make_splits(index.records, 0.2, 0.2, seed=0)
+    assert (table.groupby("group")["split"].nunique() == 1).all()
+
+    with_onset = read_dataset(root, progress=False, ckplus_neutral_onset=True)
+    onsets = [r for r in with_onset.records if r.expression == 0]
+    assert len(onsets) == len(expected) and {r.image_path.stem[-1] for r in onsets} == {"1"}
+    assert "last 3 frames + onset as Neutral" in with_onset.describe()
+
+
 # -- subject-disjoint splits ------------------------------------------------------------------------------------
 
 

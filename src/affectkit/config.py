@@ -156,12 +156,14 @@ class Config(_Strict):
     # Reading the data (see affectkit.data.layouts). A group_pattern such as ^(S\d+)_ suits CK+; splits then keep
     # every subject on one side.
     layout: str | None = Field(
-        None, description="Force a data layout (affectnet, affectnet_official, fer2013, rafdb, manifest, "
-                          "class_folders) instead of detecting it.")
+        None, description="Force a layout (affectnet, affectnet_official, fer2013, rafdb, ckplus, manifest, "
+                          "class_folders), not detect it.")
     class_map: dict[str, str] = Field(
         default_factory=dict, description='Class-folder name -> class name or "ignore" (class_map.NAME=CLASS).')
     group_pattern: str | None = Field(
         None, description="Regex searched in each image's file name; its first group is the subject for splits.")
+    ckplus_neutral_onset: bool = Field(
+        False, description="CK+ sequences: each labelled sequence's first frame is also a Neutral face (eight classes).")
 
     # Networks of one recipe may want different settings: a 57k-parameter network that already knows expressions
     # (MiniXception) moves its backbone further than an ImageNet backbone twenty times its size should.
@@ -230,7 +232,7 @@ class Config(_Strict):
 RUN_WIDE_KEYS = frozenset({
     "img_size", "validation_split", "test_split", "max_samples", "seed", "use_light_models", "pretrained",
     "streaming_mode", "tta_flip", "devices", "num_nodes", "accelerator", "cache_dir", "layout", "class_map",
-    "group_pattern", "model_settings",
+    "group_pattern", "ckplus_neutral_onset", "model_settings",
 })
 
 

@@ -40,8 +40,10 @@ __all__ = [
 
 
 def reader_options(config) -> dict:
-    """The :func:`read_dataset` keywords a run's Config sets (``layout``, ``class_map``, ``group_pattern``)."""
-    return {"layout": config.layout, "class_map": config.class_map, "group_pattern": config.group_pattern}
+    """The :func:`read_dataset` keywords a run's Config sets (``layout``, ``class_map``, ``group_pattern``,
+    ``ckplus_neutral_onset``)."""
+    return {"layout": config.layout, "class_map": config.class_map, "group_pattern": config.group_pattern,
+            "ckplus_neutral_onset": config.ckplus_neutral_onset}
 
 
 def _compile_group_pattern(pattern: str) -> re.Pattern:
@@ -80,11 +82,13 @@ def _drop_duplicates(index: DatasetIndex) -> DatasetIndex:
 
 
 def read_dataset(path: str | Path, progress: bool = True, layout: str | None = None,
-                 class_map: dict[str, str] | None = None, group_pattern: str | None = None) -> DatasetIndex:
+                 class_map: dict[str, str] | None = None, group_pattern: str | None = None,
+                 ckplus_neutral_onset: bool = False) -> DatasetIndex:
     """Validate every sample of the data set at ``path``; bad samples go to ``rejected`` with a reason.
 
     ``layout``: one of ``LAYOUT_NAMES`` to skip detection. ``class_map``: class-folder name -> class name or
-    ``"ignore"``. ``group_pattern``: see the module docstring.
+    ``"ignore"``. ``group_pattern``: see the module docstring. ``ckplus_neutral_onset``: CK+'s sequences also give
+    their first frame as a Neutral face.
     """
     with silenced(not progress):
         path = Path(path).expanduser()
@@ -92,7 +96,7 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
             raise AffectkitError(f"{path} does not exist.")
         if group_pattern:
             _compile_group_pattern(group_pattern)  # a typo stops before a long read
-        options = ReadOptions(class_map=dict(class_map or {}))
+        options = ReadOptions(class_map=dict(class_map or {}), ckplus_neutral_onset=ckplus_neutral_onset)
         module, found = choose(path, options, layout)
         if group_pattern and module.NAME == "fer2013":
             raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")

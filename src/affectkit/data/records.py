@@ -46,6 +46,7 @@ LAYOUT_TITLES = {
     "affectnet_official": "AffectNet official CSV",
     "fer2013": "FER2013 CSV",
     "rafdb": "RAF-DB basic",
+    "ckplus": "CK+ sequences",
     "manifest": "CSV manifest",
     "class_folders": "class folders",
 }
@@ -153,6 +154,7 @@ class DatasetIndex:
 @dataclass(frozen=True)
 class ReadOptions:
     class_map: dict[str, str] = field(default_factory=dict)  # folder name -> class name or "ignore"
+    ckplus_neutral_onset: bool = False  # CK+: each labelled sequence's first frame is also a Neutral face
 
 
 class Reject(Exception):
@@ -299,15 +301,19 @@ def _in_batches(pool: ThreadPoolExecutor, build: Callable, keys: Iterable, batch
         yield from pool.map(build, chunk)
 
 
-def collect(root: Path, layout: str, keys: Iterable, build: Callable[..., Record | Rejection],
+def collect(root: Path, layout: str, keys: Iterable, build: Callable[..., Record | list[Record] | Rejection],
             total: int | None = None, **fields) -> DatasetIndex:
-    """Run ``build`` on every key (lazily, in bounded batches) and sort the results into records and rejections."""
+    """Run ``build`` on every key (lazily, in bounded batches) and sort the results into records and rejections; a
+    key may give several records (the frames of one labelled sequence)."""
     total = len(keys) if total is None and hasattr(keys, "__len__") else total
     records, rejected = [], []
     # Decoding releases the GIL, so threads overlap file reads and decodes.
     with ThreadPoolExecutor(max_workers=4) as pool:
         for result in reporter().track(_in_batches(pool, build, keys), total=total, description="Checking data"):
-            (records if isinstance(result, Record) else rejected).append(result)
+            if isinstance(result, Rejection):
+                rejected.append(result)
+            else:
+                records += result if isinstance(result, list) else [result]
     return DatasetIndex(root, layout, records, rejected, **fields)
 
 

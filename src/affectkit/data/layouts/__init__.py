@@ -4,8 +4,9 @@
 2. ``affectnet_official`` training.csv / validation.csv with subDirectory_filePath and face boxes
 3. ``fer2013``            a CSV with emotion, pixels[, Usage]
 4. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
-5. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
-6. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
+5. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
+6. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
+7. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
 
 The specific layouts come first; class folders last, since any folder of folders might look like them. Each module
 has ``NAME``, ``NEEDS`` (what a folder must hold, for error messages), ``find(path, options)`` (what to read, or
@@ -17,11 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from affectkit.data.layouts import affectnet_npy, affectnet_official, class_folders, fer2013, manifest, rafdb
+from affectkit.data.layouts import affectnet_npy, affectnet_official, ckplus, class_folders, fer2013, manifest, rafdb
 from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
-LAYOUTS: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, manifest, class_folders)
+LAYOUTS: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, ckplus, manifest,
+                                   class_folders)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
 

@@ -1,0 +1,132 @@
+"""CK+ (the Extended Cohn-Kanade set) as released: each posed sequence runs from a neutral face to the apex of
+its expression::
+
+    DATA/cohn-kanade-images/S005/001/S005_001_00000011.png      the frames of subject S005's sequence 001
+    DATA/Emotion/S005/001/S005_001_00000011_emotion.txt          "3.0000000e+00": the sequence's label (327 of 593)
+    DATA/Landmarks/S005/001/S005_001_00000011_landmarks.txt      68 "x y" lines per frame (optional)
+
+(the folders may sit one level down, as the archives unpack: ``extended-cohn-kanade-images/cohn-kanade-images/``).
+Read as the literature reads it: the last three frames of every labelled sequence carry its label (327 sequences,
+981 faces, seven classes: CK+ labels no sequence neutral), and with ``ckplus_neutral_onset`` each labelled
+sequence's first frame is also a Neutral face (eight classes). Labels are CK+'s 1 anger, 2 contempt, 3 disgust,
+4 fear, 5 happy, 6 sadness, 7 surprise (0 neutral). Every face is grouped by its subject, so splits keep each
+person on one side; where a frame has its landmarks, the face is cropped by them (plus a margin) and they are kept,
+else the whole frame is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from affectkit.data.records import DatasetIndex, ReadOptions, Record, Reject, Rejection, collect, inspect_image
+
+NAME = "ckplus"
+IMAGES, EMOTIONS, LANDMARKS = "cohn-kanade-images", "Emotion", "Landmarks"
+NEEDS = f"{IMAGES}/ and {EMOTIONS}/ (CK+'s sequences and their labels)"
+CKPLUS_TO_AFFECTKIT = {0: 0, 1: 6, 2: 7, 3: 5, 4: 4, 5: 1, 6: 2, 7: 3}
+APEX_FRAMES = 3
+CROP_MARGIN = 0.25  # of the landmarks' box on each side: the 68 points stop at the brows, so the forehead is added
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _folder(path: Path, name: str) -> Path | None:
+    """``path/name``, or ``path/<any>/name`` (an archive unpacked into a folder of its own)."""
+    if (path / name).is_dir():
+        return path / name
+    return next((d / name for d in sorted(path.iterdir()) if d.is_dir() and (d / name).is_dir()), None)
+
+
+def find(path: Path, options: ReadOptions) -> Path | None:
+    if path.is_dir() and _folder(path, IMAGES) is not None and _folder(path, EMOTIONS) is not None:
+        return path
+    return None
+
+
+def _label(file: Path) -> int:
+    text = file.read_text(errors="replace").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise Reject("label_invalid", f"{file.name} holds {text[:40]!r}, not CK+'s label 0..7") from None
+    if not value.is_integer() or int(value) not in CKPLUS_TO_AFFECTKIT:
+        raise Reject("expression_out_of_range", f"{file.name}: label {text} is outside CK+'s 0..7")
+    return CKPLUS_TO_AFFECTKIT[int(value)]
+
+
+def _landmarks(file: Path) -> np.ndarray:
+    try:
+        points = np.loadtxt(file, dtype=np.float32, ndmin=2)
+    except ValueError:
+        raise Reject("landmarks_invalid", f"{file.name} holds a value that is not a number") from None
+    if points.shape != (68, 2) or not np.isfinite(points).all():
+        raise Reject("landmarks_invalid", f"{file.name} holds {points.size} values; 68 points need 136")
+    return points
+
+
+def _crop(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * CROP_MARGIN)  # square, centred on the points' box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+    return max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])
+
+
+def _record(frame: Path, images: Path, landmarks: Path | None, expression: int, subject: str) -> Record:
+    info = inspect_image(frame)
+    rel = frame.relative_to(images).as_posix()
+    marks = None if landmarks is None else landmarks / Path(rel).parent / f"{frame.stem}_landmarks.txt"
+    if marks is None or not marks.is_file():
+        return Record(rel, frame, expression, width=info.width, height=info.height, digest=info.digest, group=subject)
+    points = _landmarks(marks)
+    crop = _crop(points, info.width, info.height)
+    digest = hashlib.blake2b(f"{info.digest}|{crop}".encode(), digest_size=10).hexdigest()
+    return Record(rel, frame, expression, landmarks=points - np.array(crop[:2], dtype=np.float32),
+                  width=crop[2] - crop[0], height=crop[3] - crop[1], digest=digest, group=subject, crop=crop)
+
+
+def _frames(folder: Path) -> list[Path]:
+    files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+    return sorted(files, key=lambda f: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", f.name)])
+
+
+def read(root: Path, options: ReadOptions) -> DatasetIndex:
+    images, emotions = _folder(root, IMAGES), _folder(root, EMOTIONS)
+    assert images is not None and emotions is not None  # find() said so
+    landmarks = _folder(root, LANDMARKS)
+    labels = sorted(emotions.glob("*/*/*_emotion.txt"))
+
+    def keys() -> Iterator[tuple[Path, int]]:
+        """(label file, -1 for the apex frames or the index of the onset frame) of every labelled sequence."""
+        for label in labels:
+            yield label, -1
+            if options.ckplus_neutral_onset:
+                yield label, 0
+
+    def build(key: tuple[Path, int]) -> list[Record] | Rejection:
+        label_file, onset = key
+        subject, sequence = label_file.parent.parent.name, label_file.parent.name
+        source = f"{EMOTIONS}/{subject}/{sequence}"
+        try:
+            expression = _label(label_file)
+            frames = _frames(images / subject / sequence) if (images / subject / sequence).is_dir() else []
+            if not frames:
+                raise Reject("image_missing", f"{source}: no frames in {IMAGES}/{subject}/{sequence}")
+            if onset == 0:
+                return [_record(frames[0], images, landmarks, 0, subject)]
+            return [_record(f, images, landmarks, expression, subject) for f in frames[-APEX_FRAMES:]]
+        except Reject as r:
+            return Rejection(f"{subject}/{sequence}" + (" onset" if onset == 0 else ""), str(label_file), r.kind,
+                             f"{source}: {r.reason}")
+
+    return collect(root, NAME, list(keys()), build, detail=_detail(landmarks, options),
+                   group_source="CK+'s subject folders")
+
+
+def _detail(landmarks: Path | None, options: ReadOptions) -> str:
+    frames = f"last {APEX_FRAMES} frames" + (" + onset as Neutral" if options.ckplus_neutral_onset else "")
+    return f"{frames}; " + ("faces cropped by their landmarks" if landmarks else f"whole frames: no {LANDMARKS}/")
