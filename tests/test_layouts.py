@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,37 @@ def test_fer2013_csv(fer, tmp_path):
     (tmp_path / "fer2013.csv").write_text("\n".join(lines) + "\n")
     again = read_dataset(tmp_path / "fer2013.csv", progress=False).records
     assert again[0].digest != index.records[0].digest and again[1].digest == index.records[1].digest
+
+
+def test_ferplus_votes_replace_fer2013s_labels_by_majority(fer, tmp_path):
+    from affectkit.data.layouts.fer2013 import FERPLUS_COLUMNS, NO_MAJORITY, ferplus_label
+
+    # FER+'s columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF.
+    assert ferplus_label([0, 0, 0, 0, 0, 0, 0, 6, 4, 0]) == 7  # Contempt, a class FER2013 lacks
+    assert ferplus_label([5, 1, 1, 1, 1, 1, 0, 0, 0, 0]) == 0  # single votes are outliers: 5 of 5 left
+    assert ferplus_label([4, 4, 2, 0, 0, 0, 0, 0, 0, 0]) == NO_MAJORITY  # no class above half
+    assert ferplus_label([0, 0, 0, 0, 0, 0, 0, 0, 0, 10]) == NO_MAJORITY  # not a face
+    assert ferplus_label([3, 0, 0, 0, 0, 0, 0, 0, 7, 0]) == NO_MAJORITY  # unknown
+
+    folder, _ = fer
+    shutil.copy(folder / "fer2013.csv", tmp_path / "fer2013.csv")
+    votes = {1: [0, 0, 0, 0, 0, 0, 0, 9, 1, 0], 2: [0, 0, 0, 0, 0, 0, 0, 0, 0, 10], 3: [0, 10, 0, 0, 0, 0, 0, 0, 0, 0]}
+    rows = [",".join(["Training", f"fer{r - 1:07d}.png", *map(str, votes.get(r, [10] + [0] * 9))])
+            for r in range(1, 39)]  # one row short of fer2013.csv's 39
+    rows[4] = "Training,fer0000004.png,x,0,0,0,0,0,0,0,0,0"
+    (tmp_path / "fer2013new.csv").write_text("Usage,Image name," + ",".join(FERPLUS_COLUMNS).replace("nf", "NF")
+                                             + "\n" + "\n".join(rows) + "\n")
+    index = read_dataset(tmp_path, progress=False)
+    by_row = {int(r.id.split(":")[1]): r for r in index.records}
+    assert [AFFECTKIT[by_row[k].expression] for k in (1, 3, 4, 6)] == ["Contempt", "Happy", "Neutral", "Neutral"]
+    rejected = kinds(index)
+    assert rejected["fer2013:2"] == "ferplus_no_majority" and rejected["fer2013:5"] == "ferplus_invalid"
+    assert rejected["fer2013:39"] == "ferplus_missing" and len(index.records) == 35 - 2 + 1
+    assert AFFECTKIT[by_row[38].expression] == "Neutral"  # FER2013's out-of-range label no longer read
+    assert "fer2013.csv with FER+'s labels from fer2013new.csv, by majority" in index.describe()
+    (tmp_path / "fer2013new.csv").write_text("Usage,Image name,neutral\n")
+    with pytest.raises(AffectkitError, match="lacks FER\\+'s vote column"):
+        read_dataset(tmp_path, progress=False)
 
 
 # -- AffectNet's official CSVs ------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 FER2013's labels (0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral) are converted here; Usage
 Training / PublicTest / PrivateTest become train / val / test. No image files are written: a record points at its
 row's byte offset and the cache builder decodes the pixel string straight into the cache.
+
+FER+ (Microsoft's relabelling of the same faces by ten annotators each, eight classes with contempt): where
+``fer2013new.csv`` sits beside the CSV, its votes replace FER2013's labels, row by row, by FER+'s majority rule.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ SIZE = 48
 # FER2013 label -> affectkit class id.
 FER2013_TO_AFFECTKIT = {0: 6, 1: 5, 2: 4, 3: 1, 4: 2, 5: 3, 6: 0}
 USAGE_SPLITS = {"training": "train", "publictest": "val", "privatetest": "test"}
+FERPLUS_FILE = "fer2013new.csv"
+FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown",
+                   "nf")
+FERPLUS_TO_AFFECTKIT = (0, 1, 3, 2, 6, 5, 4, 7)  # of FER+'s eight expression columns, in order
+NO_MAJORITY = -1  # a FER+ row whose voters gave no expression a majority (or said unknown / not a face)
 
 
 def _is_fer(path: Path) -> bool:
@@ -83,6 +91,39 @@ class _Columns:
     usage: int | None
 
 
+def ferplus_label(votes: list[float]) -> int:
+    """FER+'s majority rule (the FERPlus repository's "majority" mode): a single vote for a class is dropped as an
+    outlier, and the class with more than half of the remaining votes wins; ``NO_MAJORITY`` where none has, or where
+    the winner is "unknown" or "not a face"."""
+    kept = [v if v > 1 else 0.0 for v in votes]
+    best = max(range(len(kept)), key=kept.__getitem__)
+    if kept[best] == 0 or kept[best] <= sum(kept) / 2 or best >= len(FERPLUS_TO_AFFECTKIT):
+        return NO_MAJORITY
+    return FERPLUS_TO_AFFECTKIT[best]
+
+
+def _ferplus_labels(path: Path) -> dict[int, int | str]:
+    """Row number (from 1 after the header, as :func:`_rows` counts) -> affectkit class id, ``NO_MAJORITY``, or the
+    problem with the row."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        missing = [c for c in FERPLUS_COLUMNS if c not in header]
+        if missing:
+            raise AffectkitError(f"{path} lacks FER+'s vote column(s) {', '.join(missing)}: it is read as FER+'s "
+                                 "labels because of its name; rename it to read FER2013's own labels.")
+        columns = [header.index(c) for c in FERPLUS_COLUMNS]
+        labels: dict[int, int | str] = {}
+        for row, fields in enumerate(reader, start=1):
+            if not fields:
+                continue
+            try:
+                labels[row] = ferplus_label([float(fields[c]) for c in columns])
+            except (ValueError, IndexError):
+                labels[row] = f"{path.name} row {row} does not hold ten vote counts"
+    return labels
+
+
 def _rows(csv_path: Path) -> Iterator[tuple[int, int, bytes]]:
     """(row number counting from 1 after the header, byte offset, raw line), streamed."""
     with open(csv_path, "rb") as f:
@@ -93,16 +134,34 @@ def _rows(csv_path: Path) -> Iterator[tuple[int, int, bytes]]:
             offset += len(line)
 
 
-def _record(csv_path: Path, cols: _Columns, row: int, offset: int, line: bytes) -> Record:
-    source = f"{csv_path.name} row {row}"
-    fields = _fields(line)
-    if len(fields) < cols.n:
-        raise Reject("row_invalid", f"{source} has {len(fields)} field(s); the header names {cols.n}")
-    raw = fields[cols.emotion].strip()
+def _fer2013_label(raw: str, source: str) -> int:
+    raw = raw.strip()
     if not raw.lstrip("-").isdigit():
         raise Reject("expression_invalid", f"{source}: emotion {raw!r} is not one of FER2013's labels 0..6")
     if int(raw) not in FER2013_TO_AFFECTKIT:
         raise Reject("expression_out_of_range", f"{source}: emotion {raw} is outside FER2013's 0..6")
+    return FER2013_TO_AFFECTKIT[int(raw)]
+
+
+def _ferplus(label: int | str | None, source: str) -> int:
+    if label is None:
+        raise Reject("ferplus_missing", f"{source} has no row in {FERPLUS_FILE}")
+    if isinstance(label, str):
+        raise Reject("ferplus_invalid", label)
+    if label == NO_MAJORITY:
+        raise Reject("ferplus_no_majority", f"{source}: FER+'s voters gave no expression a majority (or called the "
+                                            "face unknown, or not a face)")
+    return label
+
+
+def _record(csv_path: Path, cols: _Columns, row: int, offset: int, line: bytes,
+            ferplus: dict[int, int | str] | None) -> Record:
+    source = f"{csv_path.name} row {row}"
+    fields = _fields(line)
+    if len(fields) < cols.n:
+        raise Reject("row_invalid", f"{source} has {len(fields)} field(s); the header names {cols.n}")
+    label = (_fer2013_label(fields[cols.emotion], source) if ferplus is None
+             else _ferplus(ferplus.get(row), source))
     pixels = pixels_from_string(fields[cols.pixels], source)
     split = None
     if cols.usage is not None:
@@ -111,7 +170,7 @@ def _record(csv_path: Path, cols: _Columns, row: int, offset: int, line: bytes) 
         if split is None:
             raise Reject("split_invalid", f"{source}: Usage {usage!r} is not Training, PublicTest or PrivateTest")
     digest = hashlib.blake2b(pixels.tobytes(), digest_size=10).hexdigest()
-    return Record(f"{csv_path.stem}:{row}", csv_path, FER2013_TO_AFFECTKIT[int(raw)], width=SIZE, height=SIZE,
+    return Record(f"{csv_path.stem}:{row}", csv_path, label, width=SIZE, height=SIZE,
                   digest=digest, split=split, row_offset=offset)
 
 
@@ -123,12 +182,15 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
                     header.index("usage") if "usage" in header else None)
     with open(csv_path, "rb") as f:
         total = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1  # less the header
+    ferplus_path = csv_path.parent / FERPLUS_FILE
+    ferplus = _ferplus_labels(ferplus_path) if ferplus_path.is_file() else None
 
     def build(key: tuple[int, int, bytes]) -> Record | Rejection:
         row, offset, line = key
         try:
-            return _record(csv_path, cols, row, offset, line)
+            return _record(csv_path, cols, row, offset, line, ferplus)
         except Reject as r:
             return Rejection(f"{csv_path.stem}:{row}", f"{csv_path}:{row + 1}", r.kind, r.reason)
 
-    return collect(csv_path, NAME, _rows(csv_path), build, total=total, detail=csv_path.name)
+    detail = csv_path.name if ferplus is None else f"{csv_path.name} with FER+'s labels from {FERPLUS_FILE}, by majority"
+    return collect(csv_path, NAME, _rows(csv_path), build, total=total, detail=detail)
