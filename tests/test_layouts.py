@@ -336,6 +336,42 @@ def test_ckplus_as_released(tmp_path):
     assert "last 3 frames + onset as Neutral" in with_onset.describe()
 
 
+def test_labels_read_from_file_names(tmp_path):
+    jaffe = r"^(?P<subject>[A-Z]{2})\.(?P<expression>[A-Z]{2})\d"
+    codes = {"NE": "Neutral", "HA": "Happy", "SA": "Sad", "SU": "Surprise", "FE": "Fear", "DI": "Disgust",
+             "AN": "Anger"}
+    for s_i, subject in enumerate(("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM")):
+        for c_i, code in enumerate(codes):
+            rgb = face(AFFECTKIT.index(codes[code]), s_i * 10 + c_i)[0]
+            folder = tmp_path / "jaffe" / ("part1" if s_i < 4 else "part2")  # any depth
+            folder.mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(folder / f"{subject}.{code}{c_i + 1}.{30 + c_i}.tiff"), rgb[:, :, 0])  # gray TIFF
+    (tmp_path / "jaffe" / "README.txt").write_text("not an image")
+    save(tmp_path / "jaffe" / "part1" / "cover.png", face(0, 999)[0])
+    index = read_dataset(tmp_path / "jaffe", progress=False, label_pattern=jaffe)
+    assert index.layout == "file_names" and len(index.records) == 56
+    assert kinds(index) == {"part1/cover.png": "label_unmatched"}
+    assert {AFFECTKIT[r.expression] for r in index.records} == set(codes.values())
+    happy = next(r for r in index.records if r.id == "part2/MK.HA2.31.tiff")
+    assert AFFECTKIT[happy.expression] == "Happy" and happy.group == "MK"
+    assert "labels in file names (label_pattern" in index.describe()
+    assert "grouped by label_pattern's subject group" in index.describe()
+    assert decode_record(happy, 32).shape == (32, 32, 3)
+
+    # KDEF's codes (AF for afraid), an expression word the pattern reads unmapped, then mapped or ignored.
+    kdef = r"^[AB](?P<subject>[FM]\d\d)(?P<expression>[A-Z]{2})S"
+    for i, code in enumerate(("AF", "AN", "HA", "XX")):
+        save(tmp_path / "kdef" / f"AF{i + 1:02d}{code}S.JPG", face(4, i)[0])
+    with pytest.raises(AffectkitError, match="expression\\(s\\) XX from file names.*class_map.XX=fear"):
+        read_dataset(tmp_path / "kdef", progress=False, label_pattern=kdef)
+    mapped = read_dataset(tmp_path / "kdef", progress=False, label_pattern=kdef, class_map={"XX": "contempt"})
+    assert sorted(AFFECTKIT[r.expression] for r in mapped.records) == ["Anger", "Contempt", "Fear", "Happy"]
+    ignored = read_dataset(tmp_path / "kdef", progress=False, label_pattern=kdef, class_map={"xx": "ignore"})
+    assert len(ignored.records) == 3 and not ignored.rejected
+    with pytest.raises(AffectkitError, match="no group to read the expression"):
+        read_dataset(tmp_path / "kdef", progress=False, label_pattern=r"^AF\d+")
+
+
 # -- subject-disjoint splits ------------------------------------------------------------------------------------
 
 
@@ -399,7 +435,7 @@ def test_manifest_subject_column_groups_the_split(tmp_path):
 def test_forcing_a_layout(folders, fer, tmp_path):
     with pytest.raises(AffectkitError, match="is not in the FER2013 CSV layout: it needs a CSV with columns emotion"):
         read_dataset(folders, progress=False, layout="fer2013")
-    with pytest.raises(AffectkitError, match="Unknown layout 'imagenet'; the layouts are affectnet, "):
+    with pytest.raises(AffectkitError, match="Unknown layout 'imagenet'; the layouts are file_names, affectnet, "):
         read_dataset(folders, progress=False, layout="imagenet")
     # A folder that holds both: detection takes the earlier layout in the order, --layout the other.
     import shutil

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from affectkit.data.layouts import LAYOUT_NAMES, choose
+from affectkit.data.layouts.file_names import compile_label_pattern
 from affectkit.data.records import (
     AFFECTNET_NON_EXPRESSIONS,
     CLASS_SYNONYMS,
@@ -41,9 +42,9 @@ __all__ = [
 
 def reader_options(config) -> dict:
     """The :func:`read_dataset` keywords a run's Config sets (``layout``, ``class_map``, ``group_pattern``,
-    ``ckplus_neutral_onset``)."""
+    ``label_pattern``, ``ckplus_neutral_onset``)."""
     return {"layout": config.layout, "class_map": config.class_map, "group_pattern": config.group_pattern,
-            "ckplus_neutral_onset": config.ckplus_neutral_onset}
+            "label_pattern": config.label_pattern, "ckplus_neutral_onset": config.ckplus_neutral_onset}
 
 
 def _compile_group_pattern(pattern: str) -> re.Pattern:
@@ -83,12 +84,13 @@ def _drop_duplicates(index: DatasetIndex) -> DatasetIndex:
 
 def read_dataset(path: str | Path, progress: bool = True, layout: str | None = None,
                  class_map: dict[str, str] | None = None, group_pattern: str | None = None,
-                 ckplus_neutral_onset: bool = False) -> DatasetIndex:
+                 label_pattern: str | None = None, ckplus_neutral_onset: bool = False) -> DatasetIndex:
     """Validate every sample of the data set at ``path``; bad samples go to ``rejected`` with a reason.
 
     ``layout``: one of ``LAYOUT_NAMES`` to skip detection. ``class_map``: class-folder name -> class name or
-    ``"ignore"``. ``group_pattern``: see the module docstring. ``ckplus_neutral_onset``: CK+'s sequences also give
-    their first frame as a Neutral face.
+    ``"ignore"``. ``group_pattern``: see the module docstring. ``label_pattern``: a regex reading each image's
+    expression (and subject) from its file name (:mod:`affectkit.data.layouts.file_names`). ``ckplus_neutral_onset``:
+    CK+'s sequences also give their first frame as a Neutral face.
     """
     with silenced(not progress):
         path = Path(path).expanduser()
@@ -96,7 +98,10 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
             raise AffectkitError(f"{path} does not exist.")
         if group_pattern:
             _compile_group_pattern(group_pattern)  # a typo stops before a long read
-        options = ReadOptions(class_map=dict(class_map or {}), ckplus_neutral_onset=ckplus_neutral_onset)
+        if label_pattern:
+            compile_label_pattern(label_pattern)
+        options = ReadOptions(class_map=dict(class_map or {}), ckplus_neutral_onset=ckplus_neutral_onset,
+                              label_pattern=label_pattern)
         module, found = choose(path, options, layout)
         if group_pattern and module.NAME == "fer2013":
             raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")

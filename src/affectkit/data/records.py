@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # AffectNet codes beyond the 8 expressions; they are dropped, counted by kind.
 AFFECTNET_NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no_face"}
 VA_NOT_ANNOTATED = -2.0
@@ -47,6 +48,7 @@ LAYOUT_TITLES = {
     "fer2013": "FER2013 CSV",
     "rafdb": "RAF-DB basic",
     "ckplus": "CK+ sequences",
+    "file_names": "labels in file names",
     "manifest": "CSV manifest",
     "class_folders": "class folders",
 }
@@ -155,6 +157,7 @@ class DatasetIndex:
 class ReadOptions:
     class_map: dict[str, str] = field(default_factory=dict)  # folder name -> class name or "ignore"
     ckplus_neutral_onset: bool = False  # CK+: each labelled sequence's first frame is also a Neutral face
+    label_pattern: str | None = None  # a regex reading each image's expression (and subject) from its file name
 
 
 class Reject(Exception):
@@ -282,6 +285,11 @@ def check_split_given_everywhere(path: Path, splits: Iterable[str | None]) -> No
 
 def natural_key(s: str) -> tuple:
     return (0, int(s), "") if s.isdigit() else (1, 0, s)
+
+
+def natural_name_key(name: str) -> list[int | str]:
+    """Sort key of a file name: its runs of digits compared as numbers (``frame_2`` before ``frame_10``)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def csv_header(path: Path) -> list[str]:

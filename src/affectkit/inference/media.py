@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.markup import escape
 
+from affectkit.data.records import IMAGE_SUFFIXES
 from affectkit.errors import AffectkitError, KindedError
 from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.images import ImageError, read_image
@@ -23,7 +24,6 @@ from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother, plot_timeline
 from affectkit.progress import reporter, silenced
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 UNCERTAINTY_COLUMNS = ("entropy", "valence_std", "arousal_std")
 NO_FACE = "no face found"

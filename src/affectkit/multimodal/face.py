@@ -11,7 +11,6 @@ sample's face features empty. A clip may be a video or a folder of its frames (D
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from affectkit.data.records import Reject
+from affectkit.data.records import Reject, natural_name_key
 from affectkit.inference.faces import Face
 from affectkit.inference.images import ImageError, read_image
 from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_step, video_frames
@@ -78,16 +77,11 @@ def video_window(path: Path, start: float | None, end: float | None,
     return frames, np.asarray(times)
 
 
-def frame_order(name: str) -> list[int | str]:
-    """Sort key of a frame's file name: its runs of digits compared as numbers (``frame_2`` before ``frame_10``)."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
 def frame_files(folder: Path) -> list[Path]:
     """The images directly inside ``folder``, in the natural order of their names (frame 2 before frame 10)."""
     files = (f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
              and not f.name.startswith("."))
-    return sorted(files, key=lambda f: frame_order(f.name))
+    return sorted(files, key=lambda f: natural_name_key(f.name))
 
 
 def folder_window(folder: Path, start: float | None, end: float | None, fps: float,

@@ -1,14 +1,16 @@
 """The data layouts affectkit reads, one module each, tried in this fixed order (the first that matches wins):
 
-1. ``affectnet``          DATA/annotations/<id>_exp.npy ... + DATA/images/<id>.jpg
-2. ``affectnet_official`` training.csv / validation.csv with subDirectory_filePath and face boxes
-3. ``fer2013``            a CSV with emotion, pixels[, Usage]
-4. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
-5. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
-6. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
-7. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
+1. ``file_names``         any folder of images, where a label_pattern is given to read their names
+2. ``affectnet``          DATA/annotations/<id>_exp.npy ... + DATA/images/<id>.jpg
+3. ``affectnet_official`` training.csv / validation.csv with subDirectory_filePath and face boxes
+4. ``fer2013``            a CSV with emotion, pixels[, Usage] (+ FER+'s fer2013new.csv beside it)
+5. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
+6. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
+7. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
+8. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
 
-The specific layouts come first; class folders last, since any folder of folders might look like them. Each module
+A label_pattern is asked for, so it comes first; then the specific layouts; class folders last, since any folder
+of folders might look like them. Each module
 has ``NAME``, ``NEEDS`` (what a folder must hold, for error messages), ``find(path, options)`` (what to read, or
 None) and ``read(found, options) -> DatasetIndex``.
 """
@@ -18,17 +20,26 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from affectkit.data.layouts import affectnet_npy, affectnet_official, ckplus, class_folders, fer2013, manifest, rafdb
+from affectkit.data.layouts import (
+    affectnet_npy,
+    affectnet_official,
+    ckplus,
+    class_folders,
+    fer2013,
+    file_names,
+    manifest,
+    rafdb,
+)
 from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
-LAYOUTS: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, ckplus, manifest,
-                                   class_folders)
+DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, ckplus, manifest, class_folders)
+LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
 
 def no_layout_error(path: Path) -> AffectkitError:
-    needs = "; ".join(f"{m.NEEDS} ({LAYOUT_TITLES[m.NAME]}, --layout {m.NAME})" for m in LAYOUTS)
+    needs = "; ".join(f"{m.NEEDS} ({LAYOUT_TITLES[m.NAME]}, --layout {m.NAME})" for m in (*DETECTED, file_names))
     return AffectkitError(f"{path} is not an affectkit data set: expected a folder with {needs}.")
 
 

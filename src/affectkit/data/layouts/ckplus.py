@@ -17,13 +17,22 @@ else the whole frame is read.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from affectkit.data.records import DatasetIndex, ReadOptions, Record, Reject, Rejection, collect, inspect_image
+from affectkit.data.records import (
+    IMAGE_SUFFIXES,
+    DatasetIndex,
+    ReadOptions,
+    Record,
+    Reject,
+    Rejection,
+    collect,
+    inspect_image,
+    natural_name_key,
+)
 
 NAME = "ckplus"
 IMAGES, EMOTIONS, LANDMARKS = "cohn-kanade-images", "Emotion", "Landmarks"
@@ -31,7 +40,6 @@ NEEDS = f"{IMAGES}/ and {EMOTIONS}/ (CK+'s sequences and their labels)"
 CKPLUS_TO_AFFECTKIT = {0: 0, 1: 6, 2: 7, 3: 5, 4: 4, 5: 1, 6: 2, 7: 3}
 APEX_FRAMES = 3
 CROP_MARGIN = 0.25  # of the landmarks' box on each side: the 68 points stop at the brows, so the forehead is added
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _folder(path: Path, name: str) -> Path | None:
@@ -91,7 +99,7 @@ def _record(frame: Path, images: Path, landmarks: Path | None, expression: int, 
 
 def _frames(folder: Path) -> list[Path]:
     files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-    return sorted(files, key=lambda f: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", f.name)])
+    return sorted(files, key=lambda f: natural_name_key(f.name))
 
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
