@@ -281,6 +281,35 @@ def test_rafdb_basic(tmp_path):
     assert by_id["train_00000.jpg"].image_path.name == "train_00000_aligned.jpg"
 
 
+def test_expw_faces_cropped_from_their_photos(tmp_path):
+    expw_order = ("Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")  # ExpW's 0..6
+    lines = []
+    for i in range(14):
+        photo = np.full((120, 200, 3), 30 * (i % 5), np.uint8)
+        label = AFFECTKIT.index(expw_order[i % 7])
+        photo[10:74, 20:84] = face(label, i)[0]
+        if i % 2:  # a second person in the photo
+            photo[40:104, 120:184] = face(AFFECTKIT.index(expw_order[(i + 3) % 7]), 100 + i)[0]
+            lines.append(f"photo_{i}.jpg 1 40 120 184 104 75.5 {(i + 3) % 7}")
+        save(tmp_path / "image" / "origin" / f"photo_{i}.jpg", photo)
+        lines.append(f"photo_{i}.jpg 0 10 20 84 74 99.1 {i % 7}")
+    lines += ["photo_0.jpg 2 50 50 50 60 80.0 3",  # a box without area
+              "photo_1.jpg 3 10 20 84 74 80.0 9",  # a label outside 0..6
+              "missing.jpg 0 10 20 84 74 80.0 1", "photo_2.jpg 0 10"]
+    (tmp_path / "label").mkdir()
+    (tmp_path / "label" / "label.lst").write_text("\n".join(lines) + "\n")
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "expw" and len(index.records) == 14 + 7
+    assert kinds(index) == {"photo_0.jpg#2": "box_invalid", "photo_1.jpg#3": "expression_out_of_range",
+                            "missing.jpg#0": "image_missing", "photo_2.jpg#0": "line_invalid"}
+    by_id = {r.id: r for r in index.records}
+    first, second = by_id["photo_3.jpg#0"], by_id["photo_3.jpg#1"]
+    assert AFFECTKIT[first.expression] == expw_order[3] and AFFECTKIT[second.expression] == expw_order[6]
+    assert first.crop == (14, 4, 90, 80) and first.digest != second.digest  # the box plus 10% a side
+    assert second.crop == (114, 34, 190, 110) and decode_record(second, 32).shape == (32, 32, 3)
+    assert index.describe().startswith("ExpW (faces cropped from image/origin/; 7 classes, no Contempt")
+
+
 def test_ckplus_as_released(tmp_path):
     ckplus_label = {6: 1, 7: 2, 5: 3, 4: 4, 1: 5, 2: 6, 3: 7}  # affectkit id -> CK+'s number (no neutral sequence)
     root = tmp_path / "CK+"

@@ -156,7 +156,7 @@ class Config(_Strict):
     # Reading the data (see affectkit.data.layouts). A group_pattern such as ^(S\d+)_ suits CK+; splits then keep
     # every subject on one side.
     layout: str | None = Field(
-        None, description="Force a layout: affectnet, affectnet_official, fer2013, rafdb, ckplus, "
+        None, description="Force a layout: affectnet, affectnet_official, fer2013, rafdb, expw, ckplus, "
                           "file_names, manifest, class_folders.")
     class_map: dict[str, str] = Field(
         default_factory=dict, description='Class-folder name -> class name or "ignore" (class_map.NAME=CLASS).')

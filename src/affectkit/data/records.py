@@ -47,6 +47,7 @@ LAYOUT_TITLES = {
     "affectnet_official": "AffectNet official CSV",
     "fer2013": "FER2013 CSV",
     "rafdb": "RAF-DB basic",
+    "expw": "ExpW",
     "ckplus": "CK+ sequences",
     "file_names": "labels in file names",
     "manifest": "CSV manifest",

@@ -5,9 +5,10 @@
 3. ``affectnet_official`` training.csv / validation.csv with subDirectory_filePath and face boxes
 4. ``fer2013``            a CSV with emotion, pixels[, Usage] (+ FER+'s fer2013new.csv beside it)
 5. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
-6. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
-7. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
-8. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
+6. ``expw``               label/label.lst + image/origin/
+7. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
+8. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
+9. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
 
 A label_pattern is asked for, so it comes first; then the specific layouts; class folders last, since any folder
 of folders might look like them. Each module
@@ -25,6 +26,7 @@ from affectkit.data.layouts import (
     affectnet_official,
     ckplus,
     class_folders,
+    expw,
     fer2013,
     file_names,
     manifest,
@@ -33,7 +35,8 @@ from affectkit.data.layouts import (
 from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
-DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, ckplus, manifest, class_folders)
+DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, expw, ckplus, manifest,
+                                    class_folders)
 LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 

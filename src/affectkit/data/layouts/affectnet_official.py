@@ -102,7 +102,9 @@ def _box(row: list[str], cols: dict[str, int], source: str) -> tuple[int, int, i
     return x, y, w, h
 
 
-def _crop(box: tuple[int, int, int, int], width: int, height: int, source: str) -> tuple[int, int, int, int]:
+def face_crop(box: tuple[int, int, int, int], width: int, height: int, source: str) -> tuple[int, int, int, int]:
+    """The (x0, y0, x1, y1) crop of a face box (x, y, w, h) plus its margin, clipped to the image; a box mostly
+    outside the image is rejected."""
     x, y, w, h = box
     inside = max(0, min(x + w, width) - max(x, 0)) * max(0, min(y + h, height) - max(y, 0))
     if inside < MIN_INSIDE * w * h:
@@ -141,7 +143,7 @@ def _record(images: Path, csv_name: str, cols: dict[str, int], split: str | None
         info = inspect_image(images / rel)
     except Reject as r:
         raise Reject(r.kind, f"{source}: {r.reason}") from None
-    crop = _crop(box, info.width, info.height, source)
+    crop = face_crop(box, info.width, info.height, source)
     if landmarks is not None:
         landmarks = landmarks - np.array(crop[:2], dtype=np.float32)
     digest = hashlib.blake2b(f"{info.digest}|{crop}".encode(), digest_size=10).hexdigest()
