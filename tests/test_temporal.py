@@ -427,6 +427,8 @@ def test_odd_class_folders_are_mapped_and_unlabelled_clips_predicted_wherever_th
 
 
 def test_clip_frames_writes_an_image_set_that_keeps_each_clips_frames_together(clips, tmp_path, monkeypatch):
+    import cv2
+
     from affectkit.data.reader import read_dataset
     from affectkit.data.splits import make_splits
     from affectkit.multimodal.face import read_window
@@ -466,3 +468,12 @@ def test_clip_frames_writes_an_image_set_that_keeps_each_clips_frames_together(c
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     refused = CliRunner().invoke(app, ["clip-frames", str(clips), "--out", str(tmp_path / "busy")])
     assert refused.exit_code != 0 and "not empty and was not written by clip-frames" in str(refused.exception)
+
+    # Onset-to-apex clips: only each clip's last faces, the latest of the frames read.
+    apex = CliRunner().invoke(app, ["clip-frames", str(clips), "--out", str(tmp_path / "apex"), "--fps", "2",
+                                    "--size", "48", "--no-detect", "--last", "1", "--quiet"])
+    assert apex.exit_code == 0 and "Wrote 40 face images of 40 clips" in apex.output
+    assert {p.stem.rsplit("_f", 1)[1] for p in (tmp_path / "apex").rglob("*.jpg")} == {"000"}
+    one = next((tmp_path / "apex").rglob("*.jpg"))
+    whole = next(out.rglob(one.name.replace("_f000", "_f003")))  # the same clip's fourth and last frame read
+    assert np.array_equal(cv2.imread(str(one)), cv2.imread(str(whole)))

@@ -126,6 +126,9 @@ def clip_frames(
     class_map: ClassMapOpt = None,
     no_detect: Annotated[bool, typer.Option(
         "--no-detect", help="The clips are face crops already: keep each frame's centre square.")] = False,
+    last: Annotated[Optional[int], typer.Option(
+        help="Keep only each clip's last N faces read: for clips that run from a neutral onset to the expression's "
+        "apex (posed sequences), whose early frames do not show the label.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the faces of labelled clips' frames as an image data set (class folders, each person's or clip's frames
@@ -134,7 +137,7 @@ def clip_frames(
 
     with report_to_console(quiet):
         done = extract_clip_frames(clips, out, fps=fps, size=size, detect=not no_detect, fold=fold,
-                                   class_map=_class_map(class_map or []), frame_rate=frame_rate)
+                                   class_map=_class_map(class_map or []), frame_rate=frame_rate, last=last)
     skipped = f"; {len(done.rejected)} clip(s) quarantined (see {out / 'quarantine.csv'})" if done.rejected else ""
     console.print(f"Wrote {done.images} face images of {done.clips} clips to {out}{skipped}")
     console.print(f"Next: affectkit run {out} --profile recommended, then affectkit temporal with its model")

@@ -60,13 +60,15 @@ def _largest_face(detector: FaceDetector, frame: np.ndarray, size: int) -> np.nd
 
 def extract_clip_frames(clips: str | Path, out: str | Path, fps: float = 2.0, size: int = 112, detect: bool = True,
                         fold: int = 1, class_map: dict[str, str] | None = None,
-                        frame_rate: float = DEFAULT_FRAME_RATE) -> ExtractedFrames:
+                        frame_rate: float = DEFAULT_FRAME_RATE, last: int | None = None) -> ExtractedFrames:
     """The largest face of about ``fps`` frames a second of every labelled clip (the whole frame's centre square
     without ``detect``), ``size`` pixels square, written as class folders of JPEG images into ``out`` with a
-    ``group_pattern`` that keeps each person's or clip's frames together. An interrupted run resumes: clips whose
-    frames were all written are skipped."""
-    if fps <= 0 or size < 16 or frame_rate <= 0:
-        raise AffectkitError("--fps and --frame-rate must be positive and --size at least 16.")
+    ``group_pattern`` that keeps each person's or clip's frames together; with ``last``, only the last ``last``
+    faces of each clip (where clips run from a neutral onset to their expression's apex, as posed sequences do, the
+    early frames do not show the label). An interrupted run resumes: clips whose frames were all written are
+    skipped."""
+    if fps <= 0 or size < 16 or frame_rate <= 0 or (last is not None and last < 1):
+        raise AffectkitError("--fps and --frame-rate must be positive, --size at least 16 and --last at least 1.")
     out = Path(out)
     done_path = out / DONE_FILE
     if out.exists() and any(out.iterdir()) and not done_path.is_file():
@@ -88,7 +90,7 @@ def extract_clip_frames(clips: str | Path, out: str | Path, fps: float = 2.0, si
             rejected.append(Rejection(sample.id, str(path), r.kind, r.reason))
             continue
         crops = [_square(f, size) if detector is None else _largest_face(detector, f, size) for f in frames]
-        crops = [c for c in crops if c is not None]
+        crops = [c for c in crops if c is not None][-last if last else None:]
         if not crops:
             rejected.append(Rejection(sample.id, str(path), NO_FACE,
                                       f"{path.name}: the face detector found no face in any frame read"))
