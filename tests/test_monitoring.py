@@ -228,3 +228,46 @@ def test_the_state_file_keeps_the_windows_and_every_report(model_path, tmp_path)
     with sqlite3.connect(state.path) as db:  # pruned on disk, reports all kept
         counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("served", "predictions", "reports")}
     assert counts == {"served": 10, "predictions": 20, "reports": 30}
+
+
+def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_path):
+    import sqlite3
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app
+    from affectkit.serving.state import ServingState
+
+    state = ServingState(tmp_path / "state", model_path, CLASS_NAMES, served_window=10, remembered=100)
+    said = ["Happy", "Sad", "Happy", "Anger", "Neutral", "Happy"]
+    state.add_predictions([(f"id{i}", (e, 0.5, 0.0)) for i, e in enumerate(said)])
+    truths = [("Happy", 0.4, None), ("Happy", None, None), ("Happy", None, -0.2), ("Anger", 0.1, None),
+              (None, None, 0.3), ("Fear", -0.5, None)]
+    for i, (expression, valence, arousal) in enumerate(truths):
+        state.add_report(f"id{i}", ((said[i], 0.5, 0.0), expression, valence, arousal))
+    state.close()
+    day = 24 * 3600
+    with sqlite3.connect(state.path) as db:  # the first three reports a day earlier
+        db.execute("UPDATE reports SET time = time - ? WHERE seq <= 3", (day,))
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["feedback-report", str(state.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "6 reports" in result.output and "expression accuracy 0.600 over 5" in result.output
+    table = pd.read_csv(out / "reports.csv")
+    assert len(table) == 6 and table["said_expression"].tolist() == said
+    text = (out / "feedback.md").read_text()
+    assert "accuracy 0.600" in text and "Valence: 3 reports, MAE 0.500" in text  # |0.4-0.5|, |0.1-0.5|, |-0.5-0.5|
+    assert "Happy 0.67" in text and "Anger 1.00" in text and "Fear 0.00" in text  # recall
+    rows = [line for line in text.splitlines() if line.startswith("| 20")]
+    assert len(rows) == 2 and rows[0].split("|")[2].strip() == "3"  # two days: 3 reports, then 3
+    assert (out / "feedback.png").stat().st_size > 10_000 and (out / "feedback_confusion.png").is_file()
+
+    bad = tmp_path / "notes.sqlite"
+    bad.write_text("not a database")
+    refused = CliRunner().invoke(app, ["feedback-report", str(bad), "--out", str(out)])
+    assert refused.exit_code != 0 and "is not a state file" in str(refused.exception)
+    empty = ServingState(tmp_path / "empty", model_path, CLASS_NAMES, served_window=10, remembered=10)
+    refused = CliRunner().invoke(app, ["feedback-report", str(empty.path), "--out", str(out)])
+    assert "holds no report of the truth yet" in str(refused.exception)

@@ -188,3 +188,24 @@ def serve(
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
                remembered_predictions=remembered_predictions, state_dir=state_dir)
+
+
+@app.command("feedback-report")
+def feedback_report(
+    state: Annotated[Path, typer.Argument(help="A state file `affectkit serve --state-dir DIR` wrote "
+                                               "(DIR/<model>-<digest>.sqlite).")],
+    out: Annotated[Path, typer.Option(help="Folder for reports.csv, feedback.md and the plots.")] = Path("feedback"),
+    every: Annotated[str, typer.Option(help="Period of the table and the plot over time: hour, day or week.")] = "day",
+) -> None:
+    """Score every report of the truth a served model received (POST /v1/feedback, kept by serve --state-dir):
+    accuracy, macro-F1, recall per class, valence/arousal MAE, overall and per period, with plots."""
+    from affectkit.serving.report import feedback_report as build_report
+
+    report = build_report(state, out, every=every)
+    summary = report.summary
+    line = f"{summary['reports']} reports from {summary['from']} to {summary['to']} (UTC)"
+    if "expression" in summary:
+        line += f"; expression accuracy {summary['expression']['accuracy']:.3f} over {summary['expression']['reports']}"
+    line += "".join(f"; {name} MAE {summary[name]['mae']:.3f}" for name in ("valence", "arousal") if name in summary)
+    console.print(line)
+    console.print(f"Wrote {', '.join(str(f) for f in report.files)}")

@@ -246,3 +246,35 @@ def plot_reliability_diagram(probs: ArrayLike, targets: ArrayLike, path: str | P
     hist_ax.set_ylabel("share of samples")
     hist_ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_feedback_over_time(periods: pd.DataFrame, path: str | Path,
+                            title: str = "Served model against the reported truth") -> Path:
+    """Per period (its start in ``period``): expression accuracy over the reports that gave one (each point
+    labelled with their count), and valence/arousal MAE, where reported."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    rated = periods.dropna(subset=["accuracy"])
+    if len(rated):
+        top.plot(rated["period"], rated["accuracy"], marker="o", color="tab:blue")
+        for when, accuracy, n in zip(rated["period"], rated["accuracy"], rated["expression_reports"]):
+            top.annotate(f"{int(n)}", (when, accuracy), textcoords="offset points", xytext=(0, 6), ha="center",
+                         fontsize=8, color="grey")
+        top.set_ylim(0, 1.08)
+        top.set_ylabel("expression accuracy\n(over the reports counted)")
+    else:
+        _no_data(top)
+    drew = False
+    for column, colour in (("valence_mae", "tab:orange"), ("arousal_mae", "tab:green")):
+        values = periods.dropna(subset=[column]) if column in periods else periods.iloc[:0]
+        if len(values):
+            bottom.plot(values["period"], values[column], marker="o", color=colour, label=column.split("_")[0])
+            drew = True
+    if drew:
+        bottom.set_ylim(bottom=0)
+        bottom.set_ylabel("MAE")
+        bottom.legend(frameon=False)
+    else:
+        _no_data(bottom)
+    top.set_title(title)
+    fig.autofmt_xdate()
+    return _save(fig, path)

@@ -15,8 +15,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
+
+import pandas as pd
 
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import WEIGHTS_DIGEST_KEY, OnnxBackend
@@ -177,3 +179,20 @@ class ServingState:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def read_reports(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """Every report a state file holds, oldest first (``time`` as a UTC timestamp, the truth and what the model
+    said), and the model's class names. Opened read-only: a running server may keep writing."""
+    path = Path(path)
+    if not path.is_file():
+        raise AffectkitError(f"{path} does not exist: give a state file `affectkit serve --state-dir` wrote.")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            classes = dict(db.execute("SELECT key, value FROM model"))["class_names"].split(",")
+            reports = pd.read_sql("SELECT time, prediction_id, expression, said_expression, valence, said_valence, "
+                                  "arousal, said_arousal FROM reports ORDER BY seq", db)
+    except (sqlite3.Error, pd.errors.DatabaseError, KeyError) as exc:
+        raise AffectkitError(f"{path} is not a state file `affectkit serve --state-dir` wrote ({exc}).") from None
+    reports["time"] = pd.to_datetime(reports["time"], unit="s", utc=True)
+    return reports, classes

@@ -1,0 +1,99 @@
+"""What clients reported about a served model, read back from the file ``serve --state-dir`` keeps: expression
+accuracy, macro-F1 and recall per class, valence and arousal MAE, over all reports and per period, with a confusion
+matrix and a plot over time. The live server only scores its latest window of reports; this reads them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score
+
+from affectkit.atomic import atomic_path
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.plots import plot_confusion_matrix, plot_feedback_over_time
+from affectkit.serving.state import read_reports
+
+PERIODS = {"hour": "h", "day": "D", "week": "W-MON"}
+
+
+@dataclass(frozen=True)
+class FeedbackReport:
+    summary: dict[str, Any]
+    periods: pd.DataFrame  # one row per period with reports
+    files: list[Path]
+
+
+def _expression_scores(labelled: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    truth, said = labelled["expression"], labelled["said_expression"]
+    present = sorted(set(truth) | set(said), key=classes.index)
+    return {"reports": len(labelled), "accuracy": float((truth == said).mean()),
+            "macro_f1": float(f1_score(truth, said, labels=present, average="macro", zero_division=0)),
+            "recall": {c: float((said[truth == c] == c).mean()) for c in classes if (truth == c).any()}}
+
+
+def _period_row(group: pd.DataFrame) -> dict[str, float]:
+    labelled = group.dropna(subset=["expression"])
+    row = {"reports": len(group), "expression_reports": len(labelled),
+           "accuracy": float((labelled["expression"] == labelled["said_expression"]).mean()) if len(labelled)
+           else np.nan}
+    for name in ("valence", "arousal"):
+        given = group.dropna(subset=[name])
+        row[f"{name}_mae"] = float((given[name] - given[f"said_{name}"]).abs().mean()) if len(given) else np.nan
+    return row
+
+
+def _markdown(summary: dict[str, Any], periods: pd.DataFrame, state: Path, every: str) -> str:
+    lines = [f"# Reported truth about the served model ({summary['model']})", "",
+             f"{summary['reports']} reports from {summary['from']} to {summary['to']} (UTC), read from {state.name}.",
+             ""]
+    if "expression" in summary:
+        scores = summary["expression"]
+        lines += [f"- Expression: {scores['reports']} reports, accuracy {scores['accuracy']:.3f}, macro-F1 "
+                  f"{scores['macro_f1']:.3f}; recall " + ", ".join(f"{c} {r:.2f}" for c, r in scores["recall"].items())]
+    lines += [f"- {name.capitalize()}: {summary[name]['reports']} reports, MAE {summary[name]['mae']:.3f}"
+              for name in ("valence", "arousal") if name in summary]
+    table = periods.assign(period=periods["period"].dt.strftime("%Y-%m-%d %H:%M")).fillna("")
+    lines += ["", f"## Per {every}", "", markdown_table(table), "", "![over time](feedback.png)", ""]
+    if "expression" in summary:
+        lines += ["![confusion](feedback_confusion.png)", ""]
+    return "\n".join(lines)
+
+
+def feedback_report(state: str | Path, out: str | Path, every: str = "day") -> FeedbackReport:
+    """Score every report in ``state`` (a file ``serve --state-dir`` wrote) and write ``reports.csv``,
+    ``feedback.md``, ``feedback.png`` (per ``every``: hour, day or week) and ``feedback_confusion.png`` to ``out``."""
+    if every not in PERIODS:
+        raise AffectkitError(f"--every must be one of {', '.join(PERIODS)}, not {every!r}.")
+    state, out = Path(state), Path(out)
+    reports, classes = read_reports(state)
+    if reports.empty:
+        raise AffectkitError(f"{state} holds no report of the truth yet (POST /v1/feedback).")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "reports.csv") as tmp:
+        reports.to_csv(tmp, index=False)
+    summary: dict[str, Any] = {"model": state.stem.rsplit("-", 1)[0], "reports": len(reports),
+                               "from": f"{reports['time'].min():%Y-%m-%d %H:%M}",
+                               "to": f"{reports['time'].max():%Y-%m-%d %H:%M}"}
+    files = [out / "reports.csv"]
+    labelled = reports.dropna(subset=["expression"])
+    if len(labelled):
+        summary["expression"] = _expression_scores(labelled, classes)
+        counts = confusion_matrix(labelled["expression"], labelled["said_expression"], labels=classes)
+        files.append(plot_confusion_matrix(counts, classes, out / "feedback_confusion.png",
+                                           title="Reported truth (rows) against what the model said"))
+    for name in ("valence", "arousal"):
+        given = reports.dropna(subset=[name])
+        if len(given):
+            summary[name] = {"reports": len(given), "mae": float((given[name] - given[f"said_{name}"]).abs().mean())}
+    grouped = reports.groupby(pd.Grouper(key="time", freq=PERIODS[every]))
+    periods = pd.DataFrame([{"period": start, **_period_row(group)} for start, group in grouped if len(group)])
+    files.append(plot_feedback_over_time(periods, out / "feedback.png"))
+    with atomic_path(out / "feedback.md") as tmp:
+        tmp.write_text(_markdown(summary, periods, state, every))
+    files.append(out / "feedback.md")
+    return FeedbackReport(summary, periods, files)
