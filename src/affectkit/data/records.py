@@ -293,6 +293,15 @@ def natural_name_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number from 1, line) of every non-blank line of a text file (a label list)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise AffectkitError(f"{path} is not a text file.") from None
+    return [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+
+
 def csv_header(path: Path) -> list[str]:
     """The lower-cased, stripped column names of a CSV's first line ([] when it has none or is not text)."""
     try:

@@ -151,6 +151,17 @@ def _dfew_clip_folder(root: Path) -> Path:
     raise AffectkitError(f"{root / 'Clip'} holds none of DFEW's clip folders ({', '.join(DFEW_CLIP_FOLDERS)}).")
 
 
+def _listed_clip(source: str, listing: Path, clip_folder: Path, name: str, clip: Path | None, expression: int | None,
+                 split: str, label_problem: str) -> Sample | Rejection:
+    """A clip a data set's list names: its sample, or why it cannot be one."""
+    if expression is None:
+        return Rejection(source, str(listing), "label_invalid", f"{source}: {label_problem}")
+    if clip is None:
+        return Rejection(source, str(clip_folder / name), "face_missing",
+                         f"{source}: clip {name} is not in {clip_folder}")
+    return Sample(f"{clip_folder.name}/{name}", {"face": clip}, expression=expression, split=split)
+
+
 def _dfew_clip(folder: Path, name: str) -> Path | None:
     """Clip ``name`` of a DFEW clip folder: its folder of frames, or its video."""
     if (folder / name).is_dir():
@@ -173,17 +184,10 @@ def dfew_clips(root: Path, fold: int = 1) -> MultimodalManifest:
         for line, (video, label) in enumerate(zip(table["video_name"], table["label"]), start=2):
             source = f"{csv.parent.name}/{csv.name} line {line}"
             name = str(video).strip().zfill(5)
-            clip = _dfew_clip(clip_folder, name)
             expression = DFEW_CLASSES.get(int(label)) if str(label).strip().isdigit() else None
-            if expression is None:
-                rejected.append(Rejection(source, str(csv), "label_invalid",
-                                          f"{source}: label {label!r} is not one of DFEW's 1-7"))
-            elif clip is None:
-                rejected.append(Rejection(source, str(clip_folder / name), "face_missing",
-                                          f"{source}: clip {name} is not in {clip_folder}"))
-            else:
-                samples.append(Sample(f"{clip_folder.name}/{name}", {"face": clip}, expression=expression,
-                                      split=split))
+            item = _listed_clip(source, csv, clip_folder, name, _dfew_clip(clip_folder, name), expression, split,
+                                f"label {label!r} is not one of DFEW's 1-7")
+            (samples if isinstance(item, Sample) else rejected).append(item)
     if not samples:
         raise AffectkitError(f"{root}: no clip of fold {fold} was found in {clip_folder}.")
     return MultimodalManifest(root, ["face"], samples, rejected)
@@ -235,18 +239,11 @@ def ferv39k_clips(root: Path) -> MultimodalManifest:
             raise AffectkitError(f"{setups}: {listing.name} is missing; FERV39k's All_scenes lists are "
                                  "train_All.csv and test_All.csv.")
         for number, name, label in _setup_lines(listing):
-            source = f"{listing.name} line {number}"
             clip = clip_folder / name
-            expression = class_from_name(label)
-            if expression is None:
-                rejected.append(Rejection(source, str(listing), "label_invalid",
-                                          f"{source}: {label!r} is not an expression name"))
-            elif not clip.is_dir():
-                rejected.append(Rejection(source, str(clip), "face_missing",
-                                          f"{source}: clip {name} is not in {clip_folder}"))
-            else:
-                samples.append(Sample(f"{clip_folder.name}/{name}", {"face": clip}, expression=expression,
-                                      split=split))
+            item = _listed_clip(f"{listing.name} line {number}", listing, clip_folder, name,
+                                clip if clip.is_dir() else None, class_from_name(label), split,
+                                f"{label!r} is not an expression name")
+            (samples if isinstance(item, Sample) else rejected).append(item)
     if not samples:
         raise AffectkitError(f"{root}: no clip listed in {setups} was found in {clip_folder}.")
     return MultimodalManifest(root, ["face"], samples, rejected)

@@ -15,7 +15,16 @@ from pathlib import Path
 
 from affectkit.data.layouts.affectnet_official import face_crop
 from affectkit.data.layouts.fer2013 import FER2013_TO_AFFECTKIT
-from affectkit.data.records import DatasetIndex, ReadOptions, Record, Reject, Rejection, collect, inspect_image
+from affectkit.data.records import (
+    DatasetIndex,
+    ReadOptions,
+    Record,
+    Reject,
+    Rejection,
+    collect,
+    inspect_image,
+    numbered_lines,
+)
 from affectkit.errors import AffectkitError
 
 NAME = "expw"
@@ -68,11 +77,7 @@ def _record(line_no: int, line: str, images: Path) -> Record:
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
     images = _image_folder(root)
-    try:
-        lines = (root / LABEL_FILE).read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise AffectkitError(f"{root / LABEL_FILE} is not a text file.") from None
-    keys = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    keys = numbered_lines(root / LABEL_FILE)
 
     def build(key: tuple[int, str]) -> Record | Rejection:
         line_no, line = key

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from affectkit.data.records import DatasetIndex, ReadOptions, Record, Reject, Rejection, collect, inspect_image
+from affectkit.data.records import (
+    DatasetIndex,
+    ReadOptions,
+    Record,
+    Reject,
+    Rejection,
+    collect,
+    inspect_image,
+    numbered_lines,
+)
 from affectkit.errors import AffectkitError
 
 NAME = "rafdb"
@@ -59,11 +68,7 @@ def _record(line_no: int, line: str, images: Path, aligned: bool) -> Record:
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
     images, aligned = _image_folder(root)
-    try:
-        lines = (root / LABEL_FILE).read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise AffectkitError(f"{root / LABEL_FILE} is not a text file.") from None
-    keys = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    keys = numbered_lines(root / LABEL_FILE)
 
     def build(key: tuple[int, str]) -> Record | Rejection:
         line_no, line = key
