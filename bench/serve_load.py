@@ -1,10 +1,11 @@
 """Load-test ``affectkit serve`` on 127.0.0.1: N requests from C concurrent clients; prints req/s, p50, p99, errors.
 
     python bench/serve_load.py [--model best_X.safetensors] [--requests 200] [--concurrency 8] [--no-detect]
-                               [--video-seconds 10 --video-requests 5]
+                               [--video-seconds 10 --video-requests 5] [--state-dir]
 
 With --video-seconds, also the latency of ``POST /v1/predict-video`` on a 25 fps video of that length, read at 4
-frames a second, one request at a time.
+frames a second, one request at a time. With --state-dir, the server keeps its monitoring state in a SQLite file
+(``serve --state-dir``), so the cost of writing every face served shows.
 
 Without --model a fresh, untrained 64 px custom CNN is used (speed does not depend on the weights' values). The
 server runs in its own process so that client threads do not compete with it for the interpreter lock.
@@ -32,7 +33,7 @@ SERVER = """
 import sys, torch
 from affectkit.serving import serve
 torch.set_num_threads(int(sys.argv[4]))
-serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), detect=sys.argv[3] == "1")
+serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), detect=sys.argv[3] == "1", state_dir=sys.argv[5] or None)
 """
 
 
@@ -135,6 +136,7 @@ def main() -> None:
     parser.add_argument("--no-detect", action="store_true", help="skip face detection in the server")
     parser.add_argument("--video-seconds", type=float, default=0, help="also time /v1/predict-video on such a video")
     parser.add_argument("--video-requests", type=int, default=5)
+    parser.add_argument("--state-dir", action="store_true", help="keep the monitoring state in a SQLite file")
     args = parser.parse_args()
     video_ms: list[float] = []
     frames = 0
@@ -145,7 +147,7 @@ def main() -> None:
         url = f"http://{HOST}:{port}"
         server = subprocess.Popen(
             [sys.executable, "-c", SERVER, str(model), str(port), "0" if args.no_detect else "1",
-             str(args.server_threads)],
+             str(args.server_threads), str(Path(tmp) / "state") if args.state_dir else ""],
             env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
@@ -165,7 +167,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
     ms = [v * 1000 for v in latencies]
-    print(f"{args.requests} requests, {args.concurrency} clients, detection {'off' if args.no_detect else 'on'}")
+    print(f"{args.requests} requests, {args.concurrency} clients, detection {'off' if args.no_detect else 'on'}"
+          + (", state kept in SQLite" if args.state_dir else ""))
     print(f"throughput: {args.requests / wall:.1f} req/s")
     if ms:
         print(f"latency: p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms")

@@ -277,3 +277,52 @@ def test_a_fusion_without_the_face_predicts_on_manifests_that_have_one(multimoda
     predictions, problems = predict_fusion(tmp_path / "fused", multimodal_demo)  # its face column goes unread
     assert len(predictions) == 128 and not problems
     assert predictions[["valence", "arousal"]].notna().all().all()
+
+
+def test_the_server_fuses_one_samples_recordings(fused, multimodal_demo, model_path, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from affectkit.serving import create_app
+
+    with pytest.raises(AffectkitError, match="relative to each person's samples"):
+        create_app(model_path, detect=False, fusion=fused)
+    out = tmp_path / "fused"
+    result = CliRunner().invoke(app, ["fuse", str(multimodal_demo), "--face-model", str(model_path), "--no-detect",
+                                      "--no-person-relative", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    client = TestClient(create_app(model_path, detect=False, fusion=out))
+    assert client.get("/v1/model").json()["fusion"]["modalities"] == ["face", "audio", "physio"]
+
+    manifest = pd.read_csv(multimodal_demo)
+    row = manifest.dropna(subset=["audio", "physio"]).iloc[0]
+    line = f"line {row.name + 2}"  # the manifest's own id for the sample
+    expected = predict_fusion(out, multimodal_demo)[0].set_index("id").loc[line]
+    files = {field: (Path(row[field]).name, (multimodal_demo.parent / row[field]).read_bytes())
+             for field in ("face", "audio", "physio")}
+    window = {"start": row["start"], "end": row["end"]}
+    response = client.post("/v1/predict-multimodal", files=files, params=window)
+    assert response.status_code == 200, response.text
+    verdict = response.json()
+    assert verdict["modalities"] == ["face", "audio", "physio"] and verdict["missing"] == []
+    assert verdict["expression"] == expected["expression"]
+    assert verdict["probabilities"]["Sad"] == pytest.approx(expected["p_sad"], abs=1e-6)
+    assert verdict["valence"] == pytest.approx(expected["valence"], abs=1e-6)
+    without_audio = client.post("/v1/predict-multimodal", files={k: files[k] for k in ("face", "physio")},
+                                params=window).json()
+    assert without_audio["missing"] == ["audio"] and "valence" in without_audio
+
+    refusals = [
+        (client.post("/v1/predict-multimodal", params=window), 422, "send the fusion's modalities"),
+        (client.post("/v1/predict-multimodal", files={"audio": ("a.wav", b"hello")}), 422, "not audio affectkit reads"),
+        (client.post("/v1/predict-multimodal", files={"face": ("f.jpg", b"\x00\x01 nope")}), 422, "not an image"),
+        (client.post("/v1/predict-multimodal", files={"physio": ("p.csv", b"\xff\xfe\x00")}), 422, "not a CSV"),
+        (client.post("/v1/predict-multimodal", files={"physio": files["physio"]}, params={"start": 900, "end": 903}),
+         422, "holds 0 samples"),
+        (client.post("/v1/predict-multimodal", files=files, params={"start": 3, "end": 1}), 422, "0 <= start < end"),
+        (TestClient(create_app(model_path, detect=False)).post("/v1/predict-multimodal", files=files), 404,
+         "no fusion model"),
+    ]
+    for response, status, message in refusals:
+        assert response.status_code == status and message in response.json()["detail"], response.text
+    with pytest.raises(AffectkitError, match="face detection off"):
+        create_app(model_path, detect=True, fusion=out)

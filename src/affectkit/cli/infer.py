@@ -169,14 +169,17 @@ def serve(
         help="The latest reports of the truth (POST /v1/feedback) that GET /v1/performance scores.")] = 1000,
     remembered_predictions: Annotated[int, typer.Option(
         help="How many of the latest faces served a report of the truth may refer to.")] = 10_000,
+    fusion: Annotated[Optional[Path], typer.Option(
+        help="A folder `affectkit fuse` wrote (on this model's face features, without person-relative features): "
+        "POST /v1/predict-multimodal then fuses a sample's face, audio and physio files.")] = None,
     state_dir: Annotated[Optional[Path], typer.Option(
         help="Keep the drift window, the remembered predictions and every report of the truth here (one SQLite "
         "file per model), so a restart loses none of them; without it they live in memory only.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
-    frames), POST /v1/feedback, GET /v1/performance, GET /v1/drift, GET /v1/model, /healthz, /metrics and a demo
-    page at /."""
+    frames), POST /v1/predict-multimodal (with --fusion), POST /v1/feedback, GET /v1/performance, GET /v1/drift,
+    GET /v1/model, /healthz, /metrics and a demo page at /."""
     from affectkit.serving.app import serve as run_server
 
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -187,7 +190,7 @@ def serve(
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
-               remembered_predictions=remembered_predictions, state_dir=state_dir)
+               remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion)
 
 
 @app.command("feedback-report")

@@ -13,14 +13,20 @@ import pandas as pd
 
 from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.config import CLASS_NAMES
-from affectkit.data.records import Rejection, quarantine_frame
+from affectkit.data.records import Reject, Rejection, quarantine_frame
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor, model_files
 from affectkit.models.registry import sha256_of
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SECOND
-from affectkit.multimodal.features import FeatureTable, extract_features, modality_columns, read_samples
+from affectkit.multimodal.features import (
+    FeatureTable,
+    extract_features,
+    modality_columns,
+    read_samples,
+    sample_features,
+)
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
@@ -30,7 +36,7 @@ from affectkit.multimodal.fusion import (
     methods_of,
     targets_of,
 )
-from affectkit.multimodal.manifest import MultimodalManifest, read_manifest
+from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manifest
 from affectkit.progress import reporter
 
 MODEL_FILE = "fusion_model.skops"
@@ -246,14 +252,20 @@ def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model:
             raise AffectkitError(f"The fusion was fit on the features of the face model with SHA-256 "
                                  f"{meta['face_model_sha256']}; give that model with --face-model.")
         predictor = Predictor(face_model, backend=backend, detect=meta["detect"])
-    if any(c.endswith("_person_z") for c in meta["feature_columns"]) and not all(s.group for s in manifest.samples):
+    if reads_per_person(meta) and not all(s.group for s in manifest.samples):
         raise AffectkitError(f"{manifest.path}: this fusion reads audio and physio features relative to each person; "
                              "give every sample its subject (a subject column).")
     read = read_samples(manifest, predictor, meta["fps"], meta["person_relative"], description="Predicting",
                         frame_rate=meta.get("frame_rate", DEFAULT_FRAME_RATE))
-    features = read.features.reindex(columns=meta["feature_columns"])
     problems = [r.reason for r in manifest.rejected + read.rejected]
-    out = pd.DataFrame({"id": [s.id for s in read.samples]})
+    outputs = fusion_outputs(models, read.features.reindex(columns=meta["feature_columns"]))
+    return pd.concat([pd.DataFrame({"id": [s.id for s in read.samples]}), outputs], axis=1), problems
+
+
+def fusion_outputs(models: dict[str, Any], features: pd.DataFrame) -> pd.DataFrame:
+    """The kept models' expression and its probabilities, valence and arousal, one row per row of ``features``
+    (in the fusion's feature columns)."""
+    out = pd.DataFrame(index=range(len(features)))
     if "expression" in models:
         probabilities = full_probabilities(models["expression"], features)
         out["expression"] = [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
@@ -262,4 +274,28 @@ def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model:
     for dimension in DIMENSIONS:
         if dimension in models:
             out[dimension] = np.clip(models[dimension].predict(features), -1.0, 1.0)
-    return out, problems
+    return out
+
+
+def reads_per_person(meta: dict[str, Any]) -> bool:
+    """Whether a kept fusion reads features relative to each person's samples (it then needs a person's many)."""
+    return any(c.endswith("_person_z") for c in meta["feature_columns"])
+
+
+def fusion_verdict(models: dict[str, Any], meta: dict[str, Any], sample: Sample,
+                   predictor: Predictor | None) -> dict[str, Any]:
+    """The kept fusion's verdict on one sample: the modalities it read and the ones missing (not given, or no face
+    found), the expression and its probabilities, valence and arousal. Raises Reject for a file that cannot be read
+    or a window outside it, or where no modality the fusion reads could be read."""
+    found = sample_features(sample, predictor, meta["fps"], meta.get("frame_rate", DEFAULT_FRAME_RATE))
+    read = [m for m in meta["modalities"] if found.get(m)]
+    if not read:
+        raise Reject("no_modality", f"none of the fusion's modalities ({', '.join(meta['modalities'])}) could be read"
+                     + (" (no face was found)" if "face" in found else ""))
+    row = {name: value for m in read for name, value in found[m].items()}
+    outputs = fusion_outputs(models, pd.DataFrame([row]).reindex(columns=meta["feature_columns"])).iloc[0]
+    verdict: dict[str, Any] = {"modalities": read, "missing": [m for m in meta["modalities"] if m not in read]}
+    if "expression" in outputs:
+        verdict |= {"expression": outputs["expression"],
+                    "probabilities": {c: float(outputs[f"p_{c.lower()}"]) for c in CLASS_NAMES}}
+    return verdict | {d: float(outputs[d]) for d in DIMENSIONS if d in outputs}

@@ -1,6 +1,7 @@
 """HTTP API and demo page: ``POST /v1/predict`` with images, ``POST /v1/predict-video`` with a video (faces followed
 across frames; with a temporal model, the clip's expression, valence and arousal), ``/v1/stream`` (a WebSocket: live
-frames in, tracked and smoothed faces out), ``POST /v1/feedback`` (the truth about a served face) with
+frames in, tracked and smoothed faces out), ``POST /v1/predict-multimodal`` (with a fusion model: a sample's face,
+speech and physiological recordings fused), ``POST /v1/feedback`` (the truth about a served face) with
 ``GET /v1/performance``, ``GET /v1/drift``, model info, health, Prometheus metrics.
 
 Every upload is untrusted: the request size is bounded before the body is read, the pixel count is read from the
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
@@ -33,10 +35,12 @@ from starlette.datastructures import UploadFile
 from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
 from affectkit.inference.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
-from affectkit.inference.media import VideoError, VideoFaces, frame_step, video_faces
+from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, frame_step, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_summaries
 from affectkit.multimodal.face import served_frame_outputs
+from affectkit.multimodal.manifest import Sample
+from affectkit.multimodal.run import face_model_digest, fusion_verdict, load_fusion, reads_per_person
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
 from affectkit.serving.feedback import DEFAULT_REMEMBERED, FeedbackError, FeedbackTracker
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
@@ -51,6 +55,8 @@ DEFAULT_MAX_VIDEO_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_VIDEO_FRAMES = 600
 MAX_VIDEO_FPS = 30.0
 VIDEO_ROUTE = "/v1/predict-video"
+MULTIMODAL_ROUTE = "/v1/predict-multimodal"
+MODALITY_FIELDS = ("face", "audio", "physio")
 STREAM_ROUTE = "/v1/stream"
 POLICY_VIOLATION = 1008  # WebSocket close code
 STATUS_FOR_VIDEO_PROBLEM = {"unreadable": 422, "too_long": 413}
@@ -82,6 +88,17 @@ VIDEO_BODY = {
 }
 
 
+MULTIMODAL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "properties": {field: {"type": "string", "format": "binary"} for field in MODALITY_FIELDS},
+        }}},
+    }
+}
+
+
 class Feedback(BaseModel):
     """The truth about one served face: its expression (a class name or id), valence and/or arousal."""
 
@@ -106,6 +123,17 @@ def video_container(data: bytes) -> str | None:
         return ".avi"
     if data[:4] == b"\x1a\x45\xdf\xa3":
         return ".mkv"
+    return None
+
+
+def audio_container(data: bytes) -> str | None:
+    """The file suffix of the audio the bytes begin with (WAV, FLAC, Ogg), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return ".wav"
+    if data[:4] == b"fLaC":
+        return ".flac"
+    if data[:4] == b"OggS":
+        return ".ogg"
     return None
 
 
@@ -164,6 +192,7 @@ def create_app(
     feedback_window: int = 1000,
     remembered_predictions: int = DEFAULT_REMEMBERED,
     state_dir: str | Path | None = None,
+    fusion: str | Path | None = None,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -172,13 +201,18 @@ def create_app(
     once there are ``drift_min_faces`` of them. ``remembered_predictions``: how many of the latest faces served by
     ``/v1/predict`` and ``/v1/stream`` a report of the truth may refer to; ``feedback_window``: the latest reports
     ``/v1/performance`` scores. ``state_dir``: a folder where the drift window, the remembered predictions and
-    every report are kept (one SQLite file per model), so they outlive the process."""
+    every report are kept (one SQLite file per model), so they outlive the process. ``fusion``: a folder
+    ``affectkit fuse`` wrote (on this face model's outputs, where it reads the face), which then serves
+    ``/v1/predict-multimodal``."""
     temporal_model = None if temporal is None else load_temporal(temporal)
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
     predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples)
     if temporal_model is not None:
         _check_reads_alike(temporal_model, temporal, predictor)
+    fusion_models, fusion_meta = load_fusion(fusion) if fusion is not None else (None, None)
+    if fusion_meta is not None:
+        _check_servable_fusion(fusion_meta, fusion, model_path, predictor)
     # One prediction at a time: the model already uses every core it is given, and memory stays predictable.
     model_lock = threading.Lock()
     state = None if state_dir is None else ServingState(state_dir, model_path, predictor.class_names, drift_window,
@@ -210,7 +244,7 @@ def create_app(
         start = time.perf_counter()
         route = _route_label(request.url.path, known_routes)
         try:
-            limit = max_video_bytes if request.url.path == VIDEO_ROUTE else max_upload_bytes
+            limit = max_video_bytes if request.url.path in (VIDEO_ROUTE, MULTIMODAL_ROUTE) else max_upload_bytes
             response = _body_size_problem(request, limit) or await call_next(request)
         except Exception:
             metrics.observe_request(route, 500, time.perf_counter() - start)
@@ -300,6 +334,48 @@ def create_app(
             raise HTTPException(422, f"{name}: not a video affectkit reads (MP4/MOV, AVI or Matroska/WebM)")
         return await run_in_threadpool(video_job, name, data, suffix, fps, smooth)
 
+    def multimodal_job(uploads: dict[str, tuple[str, bytes]], start: float | None,
+                       end: float | None) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="affectkit-multimodal-") as folder:
+            files = {}
+            for field, (name, data) in uploads.items():
+                files[field] = Path(folder) / f"{field}{_modality_suffix(field, name, data)}"  # never the client's
+                files[field].write_bytes(data)
+            if "face" in files and files["face"].suffix in VIDEO_SUFFIXES:
+                _check_video_window(files["face"], uploads["face"][0], start, end, fusion_meta["fps"],
+                                    max_video_frames)
+            with model_lock:
+                try:
+                    return fusion_verdict(fusion_models, fusion_meta, Sample("upload", files, start, end),
+                                          predictor if "face" in fusion_meta["modalities"] else None)
+                except Reject as exc:
+                    raise HTTPException(422, exc.reason) from None
+
+    @app.post(MULTIMODAL_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=MULTIMODAL_BODY)
+    async def predict_multimodal(request: Request, start: float | None = None,
+                                 end: float | None = None) -> dict[str, Any]:
+        """The fusion's expression, valence and arousal for one sample: any of the multipart files ``face`` (a photo
+        or a video), ``audio`` (WAV, FLAC or Ogg) and ``physio`` (a CSV with a time column in seconds) that the
+        fusion reads, over the window ``start``-``end`` seconds (the whole recording without them)."""
+        if fusion_meta is None:
+            raise HTTPException(404, "this server has no fusion model: start it with --fusion DIR")
+        if (start is not None and start < 0) or (end is not None and end <= (start or 0)):
+            raise HTTPException(422, "the window needs 0 <= start < end (seconds)")
+        async with request.form(max_files=len(MODALITY_FIELDS), max_fields=len(MODALITY_FIELDS)) as form:
+            uploads = {}
+            for field in MODALITY_FIELDS:
+                item = form.get(field)
+                if item is None:
+                    continue
+                if not isinstance(item, UploadFile):
+                    raise HTTPException(422, f"the field {field!r} must hold a file upload, not text")
+                uploads[field] = (item.filename or field, await item.read())
+        unread = [field for field in uploads if field not in fusion_meta["modalities"]]
+        if unread or not uploads:
+            raise HTTPException(422, f"send the fusion's modalities ({', '.join(fusion_meta['modalities'])}) as "
+                                     "multipart files" + (f"; it does not read {', '.join(unread)}" if unread else ""))
+        return await run_in_threadpool(multimodal_job, uploads, start, end)
+
     def predict_frame(name: str, data: bytes, smoother: TrackSmoother) -> list[dict[str, Any]]:
         (faces,) = decode_and_predict([(name, data)])
         return smoother.update(faces)
@@ -358,6 +434,10 @@ def create_app(
             "face_detection": predictor.detector.method if predictor.detector else None,
             "trained_on_synthetic_data": bool(meta.get("trained_on_synthetic_data")),
             "warning": predictor.warning,
+            "fusion": None if fusion_meta is None else {
+                "modalities": fusion_meta["modalities"],
+                "kept": {t: k["method"] for t, k in fusion_meta["kept"].items()},
+            },
             "temporal": None if temporal_model is None else {
                 "kept": {t: k["method"] for t, k in temporal_model.meta["kept"].items()},
                 "fps": temporal_model.meta["fps"],
@@ -414,6 +494,63 @@ def _check_reads_alike(model: TemporalModel, folder: str | Path, predictor: Pred
     if model.embeddings and predictor.backend_name != "torch":
         raise AffectkitError(f"The temporal model in {folder} reads the face model's embeddings: serve it with "
                              "--backend torch or auto.")
+
+
+def _check_servable_fusion(meta: dict[str, Any], folder: str | Path, model_path: str | Path,
+                           predictor: Predictor) -> None:
+    """Refuse a fusion this server cannot feed one sample at a time, or whose face features another model gave."""
+    if reads_per_person(meta):
+        raise AffectkitError(f"The fusion in {folder} reads features relative to each person's samples, which one "
+                             "request cannot give: refit it with `affectkit fuse --no-person-relative` to serve it.")
+    if "face" not in meta["modalities"]:
+        return
+    if face_model_digest(Path(model_path)) != meta["face_model_sha256"]:
+        raise AffectkitError(f"The fusion in {folder} was fit on the features of the face model with SHA-256 "
+                             f"{meta['face_model_sha256']}, not on {model_path}; serve that model with it.")
+    if meta["detect"] != (predictor.detector is not None):
+        setting = "on" if meta["detect"] else "off (--no-detect)"
+        raise AffectkitError(f"The fusion in {folder} read its faces with face detection {setting}: serve it with the "
+                             "same setting.")
+
+
+def _modality_suffix(field: str, name: str, data: bytes) -> str:
+    """The suffix an upload is stored under, from its content: a face's video container or image, an audio format,
+    a physio CSV's text. Raises HTTPException (422) for content that is none of them."""
+    if not data:
+        raise HTTPException(400, f"{name}: the file is empty")
+    if field == "face":
+        if suffix := video_container(data):
+            return suffix
+        try:
+            decode_image(data, name=name)
+        except ImageError as exc:
+            raise HTTPException(STATUS_FOR_IMAGE_PROBLEM[exc.kind], f"{exc} (a face is a photo or a video)") from None
+        return ".png"  # read by content, whatever the format
+    if field == "audio":
+        if suffix := audio_container(data):
+            return suffix
+        raise HTTPException(422, f"{name}: not audio affectkit reads (WAV, FLAC or Ogg)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(422, f"{name}: not a CSV text file (physio: a time column in seconds, then signals)") from None
+    return ".csv"
+
+
+def _check_video_window(path: Path, name: str, start: float | None, end: float | None, fps: float,
+                        max_frames: int) -> None:
+    """Refuse a video window with more than ``max_frames`` frames to read at ``fps``, from its header."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise HTTPException(422, f"{name}: not a readable video")
+        seconds = capture.get(cv2.CAP_PROP_FRAME_COUNT) / (capture.get(cv2.CAP_PROP_FPS) or 25.0)
+    finally:
+        capture.release()
+    window = min(seconds, end if end is not None else seconds) - (start or 0.0)
+    if window * fps > max_frames:
+        raise HTTPException(413, f"{name}: more than {max_frames} frames to read at {fps:g} a second; send a shorter "
+                                 "window")
 
 
 def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
