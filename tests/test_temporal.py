@@ -353,6 +353,30 @@ def test_ferv39k_is_read_as_distributed(clips, trained, tmp_path):
         read_clips(root)
 
 
+def test_ckplus_sequences_are_read_as_clips_of_their_subjects(clips, trained, tmp_path):
+    ckplus_code = {0: 0, 1: 5, 2: 6, 3: 7, 4: 4, 5: 3, 6: 1, 7: 2}  # affectkit id -> CK+'s label
+    videos = sorted(clips.rglob("*.avi"))[:6]
+    root = tmp_path / "CK+"
+    names = {v: (f"S{10 + i // 2:03d}", f"{i % 2 + 1:03d}") for i, v in enumerate(videos)}
+    _as_frame_folders(videos, lambda v: root / "cohn-kanade-images" / names[v][0] / names[v][1])
+    for v, (subject, sequence) in names.items():
+        if (subject, sequence) == ("S012", "002"):
+            continue  # an unlabelled sequence: not read
+        label = root / "Emotion" / subject / sequence / f"{subject}_{sequence}_00000016_emotion.txt"
+        label.parent.mkdir(parents=True)
+        label.write_text(f"   {ckplus_code[CLASS_NAMES.index(v.parts[-2])]:.7e}\n")
+    (root / "Emotion" / "S099" / "001").mkdir(parents=True)  # labelled, without its frames
+    (root / "Emotion" / "S099" / "001" / "S099_001_00000001_emotion.txt").write_text("   1.0000000e+00\n")
+
+    manifest = read_clips(root)
+    assert {s.id: (s.group, s.expression) for s in manifest.samples} == {
+        f"{subject}/{sequence}": (subject, CLASS_NAMES.index(v.parts[-2]))
+        for v, (subject, sequence) in names.items() if (subject, sequence) != ("S012", "002")}
+    assert [(r.id, r.kind) for r in manifest.rejected] == [("S099/001", "face_missing")]
+    predictions, problems = predict_temporal(trained, root)
+    assert len(predictions) == 5 and len(problems) == 1
+
+
 def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(trained, clips, model_path, tmp_path,
                                                                              monkeypatch):
     from fastapi.testclient import TestClient

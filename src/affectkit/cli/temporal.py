@@ -20,7 +20,8 @@ from affectkit.progress import console
 ClipsArg = Annotated[Path, typer.Argument(help="Labelled clips: class folders of videos or of frame folders "
                                                "(DATA/<class>/*.mp4 or DATA/<class>/<clip>/*.jpg, optionally inside "
                                                "train/, val/, test/), DFEW's folder (Clip/, EmoLabel_DataSplit/), "
-                                               "FERV39k's (2_ClipsforFaceCrop/, 4_setups/), or "
+                                               "FERV39k's (2_ClipsforFaceCrop/, 4_setups/), CK+'s "
+                                               "(cohn-kanade-images/, Emotion/), or "
                                                "a clip manifest CSV (face, start, end, expression, valence, arousal, "
                                                "subject, split).")]
 FpsOpt = Annotated[float, typer.Option(help="Frames of each clip read a second.")]
@@ -92,8 +93,8 @@ def temporal(
 @app.command("temporal-predict")
 def temporal_predict(
     model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal` wrote (its kept model).")],
-    clips: Annotated[Path, typer.Argument(help="Clips to predict: class folders of videos or frame folders, DFEW's "
-                                               "or FERV39k's folder, or a manifest CSV with a face column (labels not needed).")],
+    clips: Annotated[Path, typer.Argument(help="Clips to predict: class folders of videos or frame folders, DFEW's, "
+                                               "FERV39k's or CK+'s folder, or a manifest CSV with a face column (labels not needed).")],
     out: Annotated[Path, typer.Option(help="CSV to write, one row per clip.")] = Path("temporal_predictions.csv"),
     face_model: FaceModelOpt = None,
     fold: FoldOpt = 1,

@@ -12,7 +12,9 @@
   ``test(single-labeled)/set_<k>.csv`` (columns ``video_name``, ``label``: 1 happy, 2 sad, 3 neutral, 4 angry,
   5 surprise, 6 disgust, 7 fear);
 - FERV39k as it is distributed: the face clips ``2_ClipsforFaceCrop/<Scene>/<Emotion>/<0001>/*.jpg`` with the
-  lists ``4_setups/All_scenes/train_All.csv`` and ``test_All.csv`` (a line per clip: ``Action/Sad/0010 Sad``).
+  lists ``4_setups/All_scenes/train_All.csv`` and ``test_All.csv`` (a line per clip: ``Action/Sad/0010 Sad``);
+- CK+ as it is distributed: each labelled sequence (``cohn-kanade-images/S005/001/``, labelled in ``Emotion/``) is
+  a clip from a neutral onset to the expression's apex, its subject the sample's person.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from affectkit.data.layouts import ckplus
 from affectkit.data.layouts.class_folders import folder_label, parse_class_map
 from affectkit.data.records import (
     IGNORE,
+    Reject,
     SPLIT_ALIASES,
     Rejection,
     accepted_class_names,
@@ -45,7 +49,7 @@ FERV39K_CLIP_FOLDERS = ("2_ClipsforFaceCrop", "3_ClipsforScenImages")  # preferr
 FERV39K_SETUPS = ("4_setups/All_scenes", "All_scenes")
 CLIPS_HELP = ("give class folders of clips (DATA/<class>/*.mp4 or DATA/<class>/<clip>/*.jpg, optionally inside "
               "train/, val/, test/), DFEW's folder (Clip/ and EmoLabel_DataSplit/), FERV39k's folder "
-              "(2_ClipsforFaceCrop/ and 4_setups/) or a clip manifest CSV (columns face, start, end, expression, "
+              "(2_ClipsforFaceCrop/ and 4_setups/), CK+'s (cohn-kanade-images/ and Emotion/) or a clip manifest CSV (columns face, start, end, expression, "
               "valence, arousal, subject, split)")
 
 
@@ -249,10 +253,39 @@ def ferv39k_clips(root: Path) -> MultimodalManifest:
     return MultimodalManifest(root, ["face"], samples, rejected)
 
 
+# -- CK+ -------------------------------------------------------------------------------------------------------------
+
+
+def ckplus_clips(root: Path) -> MultimodalManifest:
+    """CK+'s labelled sequences as clips (frame folders, onset to apex), each with its subject; no split is given."""
+    folders = ckplus.sequence_folders(root)
+    assert folders is not None  # the caller checked
+    images, emotions = folders
+    samples: list[Sample] = []
+    rejected: list[Rejection] = []
+    for label_file in ckplus.labelled_sequences(emotions):
+        subject, sequence = label_file.parent.parent.name, label_file.parent.name
+        clip = images / subject / sequence
+        source = f"{ckplus.EMOTIONS}/{subject}/{sequence}"
+        try:
+            expression = ckplus.sequence_label(label_file)
+        except Reject as r:
+            rejected.append(Rejection(f"{subject}/{sequence}", str(label_file), r.kind, f"{source}: {r.reason}"))
+            continue
+        if not clip.is_dir() or not ckplus.sequence_frames(clip):
+            rejected.append(Rejection(f"{subject}/{sequence}", str(clip), "face_missing",
+                                      f"{source}: no frames in {ckplus.IMAGES}/{subject}/{sequence}"))
+            continue
+        samples.append(Sample(f"{subject}/{sequence}", {"face": clip}, expression=expression, group=subject))
+    if not samples:
+        raise AffectkitError(f"{root}: no labelled CK+ sequence has its frames in {images}.")
+    return MultimodalManifest(root, ["face"], samples, rejected)
+
+
 def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
                class_map: dict[str, str] | None = None) -> MultimodalManifest:
-    """The clips at ``path`` (a manifest CSV, DFEW's or FERV39k's folder, or class folders of clips); bad rows are
-    quarantined.
+    """The clips at ``path`` (a manifest CSV, DFEW's, FERV39k's or CK+'s folder, or class folders of clips); bad rows
+    are quarantined.
     ``fold`` chooses DFEW's split; ``class_map`` names class folders that are not expression names. Without
     ``require_labels`` (prediction) a folder's clips are read whatever its folders are called."""
     path = Path(path)
@@ -263,6 +296,8 @@ def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
             return dfew_clips(path, fold)
         if is_ferv39k(path):
             return ferv39k_clips(path)
+        if ckplus.sequence_folders(path) is not None:
+            return ckplus_clips(path)
         return clip_folders(path, class_map) if require_labels else unlabelled_clips(path)
     manifest = read_manifest(path, require_labels=require_labels)
     if "face" not in manifest.modalities:

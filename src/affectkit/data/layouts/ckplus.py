@@ -49,13 +49,25 @@ def _folder(path: Path, name: str) -> Path | None:
     return next((d / name for d in sorted(path.iterdir()) if d.is_dir() and (d / name).is_dir()), None)
 
 
+def sequence_folders(path: Path) -> tuple[Path, Path] | None:
+    """CK+'s folders of sequences and of their labels under ``path``, or None where it holds no CK+."""
+    if not path.is_dir():
+        return None
+    images, emotions = _folder(path, IMAGES), _folder(path, EMOTIONS)
+    return None if images is None or emotions is None else (images, emotions)
+
+
+def labelled_sequences(emotions: Path) -> list[Path]:
+    """The label file of every labelled sequence (``Emotion/S005/001/S005_001_00000011_emotion.txt``), in order."""
+    return sorted(emotions.glob("*/*/*_emotion.txt"))
+
+
 def find(path: Path, options: ReadOptions) -> Path | None:
-    if path.is_dir() and _folder(path, IMAGES) is not None and _folder(path, EMOTIONS) is not None:
-        return path
-    return None
+    return path if sequence_folders(path) is not None else None
 
 
-def _label(file: Path) -> int:
+def sequence_label(file: Path) -> int:
+    """The affectkit class of a CK+ label file; raises Reject for one that holds no label 0..7."""
     text = file.read_text(errors="replace").strip()
     try:
         value = float(text)
@@ -97,16 +109,18 @@ def _record(frame: Path, images: Path, landmarks: Path | None, expression: int, 
                   width=crop[2] - crop[0], height=crop[3] - crop[1], digest=digest, group=subject, crop=crop)
 
 
-def _frames(folder: Path) -> list[Path]:
+def sequence_frames(folder: Path) -> list[Path]:
+    """A sequence's frames, onset first."""
     files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
     return sorted(files, key=lambda f: natural_name_key(f.name))
 
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
-    images, emotions = _folder(root, IMAGES), _folder(root, EMOTIONS)
-    assert images is not None and emotions is not None  # find() said so
+    folders = sequence_folders(root)
+    assert folders is not None  # find() said so
+    images, emotions = folders
     landmarks = _folder(root, LANDMARKS)
-    labels = sorted(emotions.glob("*/*/*_emotion.txt"))
+    labels = labelled_sequences(emotions)
 
     def keys() -> Iterator[tuple[Path, int]]:
         """(label file, -1 for the apex frames or the index of the onset frame) of every labelled sequence."""
@@ -120,8 +134,8 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
         subject, sequence = label_file.parent.parent.name, label_file.parent.name
         source = f"{EMOTIONS}/{subject}/{sequence}"
         try:
-            expression = _label(label_file)
-            frames = _frames(images / subject / sequence) if (images / subject / sequence).is_dir() else []
+            expression = sequence_label(label_file)
+            frames = sequence_frames(images / subject / sequence) if (images / subject / sequence).is_dir() else []
             if not frames:
                 raise Reject("image_missing", f"{source}: no frames in {IMAGES}/{subject}/{sequence}")
             if onset == 0:
