@@ -94,7 +94,8 @@ def temporal(
 def temporal_predict(
     model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal` wrote (its kept model).")],
     clips: Annotated[Path, typer.Argument(help="Clips to predict: class folders of videos or frame folders, DFEW's, "
-                                               "FERV39k's or CK+'s folder, or a manifest CSV with a face column (labels not needed).")],
+                                               "FERV39k's or CK+'s folder, or a manifest CSV with a face column "
+                                               "(labels not needed).")],
     out: Annotated[Path, typer.Option(help="CSV to write, one row per clip.")] = Path("temporal_predictions.csv"),
     face_model: FaceModelOpt = None,
     fold: FoldOpt = 1,
