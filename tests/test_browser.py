@@ -92,6 +92,9 @@ def test_page_predicts_and_draws(server_url, face_photo):
             assert drawn["width"] == 512 and drawn["lit"] > 0.5 * 512 * 512
             assert page.locator("#faces .bar-row").count() == 8
             assert page.locator("#circumplex .dot").count() == 1
+            # The server's health under the page: the faces it has served so far, no report of the truth yet.
+            expect(page.locator("#monitor")).to_contain_text("reported truth: no reports yet")
+            assert "output drift: this model carries no reference profile" in page.text_content("#monitor")
             assert outside == [], f"the page fetched from elsewhere: {outside}"
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:

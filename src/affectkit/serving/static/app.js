@@ -7,6 +7,7 @@ const CLASS_COLOURS = ["#9e9e9e", "#ffc107", "#2196f3", "#9c27b0", "#607d8b", "#
 const MAX_CANVAS_WIDTH = 640;
 const CAMERA_FRAME_GAP_MS = 100;  // pause after each answer: the camera stream never queues frames on the server
 const CAMERA_SMOOTHING = 0.5;  // weight of the newest frame in each face's running average
+const MONITOR_REFRESH_MS = 15000;
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
@@ -154,6 +155,7 @@ async function predict(file) {
     drawCircumplex(faces);
     listFaces(faces);
     setStatus(`done: ${faces.length} face(s)`);
+    refreshMonitor();
   } catch (err) {
     setStatus(`error: ${err.message}`);
   }
@@ -236,6 +238,42 @@ async function showModel() {
   }
 }
 
+// The server's own view of its health: drift of its outputs (GET /v1/drift) and its accuracy on the faces whose
+// truth clients reported (GET /v1/performance).
+function monitorText(drift, performance) {
+  const parts = [];
+  if (!drift) {
+    parts.push("output drift: unavailable (API key?)");
+  } else if (drift.status === "no reference") {
+    parts.push("output drift: this model carries no reference profile");
+  } else if (drift.status === "collecting") {
+    parts.push(`output drift: collecting (${drift.window_faces} of ${drift.min_faces} faces)`);
+  } else {
+    const shifted = drift.shifted.length ? ` in ${drift.shifted.join(", ")}` : "";
+    parts.push(`output drift: ${drift.status}${shifted} over the last ${drift.window_faces} faces`);
+  }
+  if (performance && performance.reports) {
+    const accuracy = performance.expression ? `, accuracy ${performance.expression.accuracy.toFixed(2)}` : "";
+    parts.push(`reported truth: ${performance.reports} report(s)${accuracy}`);
+  } else if (performance) {
+    parts.push("reported truth: no reports yet");
+  }
+  return `monitoring · ${parts.join(" · ")}`;
+}
+
+async function refreshMonitor() {
+  const read = async (url) => {
+    const response = await fetch(url, { headers: authHeaders() });
+    return response.ok ? response.json() : null;
+  };
+  try {
+    const [drift, performance] = await Promise.all([read("/v1/drift"), read("/v1/performance")]);
+    $("monitor").textContent = monitorText(drift, performance);
+  } catch {
+    $("monitor").textContent = "monitoring · the server did not answer";
+  }
+}
+
 function setUp() {
   const drop = $("drop");
   $("file").addEventListener("change", (e) => { if (e.target.files[0]) predict(e.target.files[0]); });
@@ -249,6 +287,8 @@ function setUp() {
   $("camera").addEventListener("click", () => (camera ? stopCamera() : startCamera()));
   drawCircumplex([]);
   showModel();
+  refreshMonitor();
+  setInterval(refreshMonitor, MONITOR_REFRESH_MS);
 }
 
 document.addEventListener("DOMContentLoaded", setUp);
