@@ -310,6 +310,45 @@ def test_expw_faces_cropped_from_their_photos(tmp_path):
     assert index.describe().startswith("ExpW (faces cropped from image/origin/; 7 classes, no Contempt")
 
 
+def test_affwild2_as_abaw_distributes_it(tmp_path):
+    affwild2_order = ("Neutral", "Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise")  # Aff-Wild2's 0..6
+    annotations = tmp_path / "6th_ABAW_Annotations"
+    videos = {"10-60-1280x720_left": "Train_Set", "10-60-1280x720_right": "Train_Set", "118-30-640x480": "Train_Set",
+              "video42": "Validation_Set"}
+    for v, (video, split) in enumerate(videos.items()):
+        labels, va = ["Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"], ["valence,arousal"]
+        for frame in range(1, 11):
+            label = (v + frame) % 7
+            labels.append("-1" if frame == 1 else "7" if frame == 2 else str(label))
+            va.append("-5,-5" if frame == 3 else f"{0.1 * (frame - 5):.1f},0.2")
+            if (video, frame) != ("video42", 10):  # no face found in that frame
+                save(tmp_path / "cropped_aligned" / video / f"{frame:05d}.jpg",
+                     face(AFFECTKIT.index(affwild2_order[label]), v * 100 + frame)[0])
+        for task, lines in (("EXPR_Classification_Challenge", labels), ("VA_Estimation_Challenge", va)):
+            (annotations / task / split).mkdir(parents=True, exist_ok=True)
+            (annotations / task / split / f"{video}.txt").write_text("\n".join(lines) + "\n")
+
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "affwild2" and len(index.records) == 4 * 8 - 1
+    rejected = kinds(index)
+    assert rejected["video42/00010.jpg"] == "image_missing"
+    assert sum(kind == "expression_other" for kind in rejected.values()) == 4 and len(rejected) == 5
+    by_id = {r.id: r for r in index.records}
+    frame = by_id["118-30-640x480/00006.jpg"]
+    assert AFFECTKIT[frame.expression] == affwild2_order[(2 + 6) % 7] and frame.group == "118-30-640x480"
+    assert frame.valence == pytest.approx(0.1) and frame.arousal == pytest.approx(0.2) and frame.split == "train"
+    assert math.isnan(by_id["video42/00003.jpg"].valence) and by_id["video42/00003.jpg"].split == "test"
+    assert "Aff-Wild2 (Validation_Set as test" in index.describe() and "grouped by Aff-Wild2's videos" in index.describe()
+    table = make_splits(index.records, 0.25, 0.15, seed=0)
+    assert (table.groupby("group")["split"].nunique() == 1).all() and set(table["split"]) == {"train", "val", "test"}
+    sparse = read_dataset(tmp_path, progress=False, affwild2_frame_step=4)
+    # Frames 2 to 10 are annotated: every 4th is 2 (Other), 6, and 10 (no face found).
+    assert [r.id for r in sparse.records if r.group == "video42"] == ["video42/00006.jpg"]
+    assert sorted(r.id for r in sparse.rejected if r.id.startswith("video42")) == ["video42/00002.jpg",
+                                                                                 "video42/00010.jpg"]
+    assert "every 4th annotated frame" in sparse.describe()
+
+
 def test_ckplus_as_released(tmp_path):
     ckplus_label = {6: 1, 7: 2, 5: 3, 4: 4, 1: 5, 2: 6, 3: 7}  # affectkit id -> CK+'s number (no neutral sequence)
     root = tmp_path / "CK+"

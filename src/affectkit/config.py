@@ -156,8 +156,7 @@ class Config(_Strict):
     # Reading the data (see affectkit.data.layouts). A group_pattern such as ^(S\d+)_ suits CK+; splits then keep
     # every subject on one side.
     layout: str | None = Field(
-        None, description="Force a layout: affectnet, affectnet_official, fer2013, rafdb, expw, ckplus, "
-                          "file_names, manifest, class_folders.")
+        None, description="Force a data layout by its name (--layout's help, the README's Data), not detect it.")
     class_map: dict[str, str] = Field(
         default_factory=dict, description='Class-folder name -> class name or "ignore" (class_map.NAME=CLASS).')
     group_pattern: str | None = Field(
@@ -165,6 +164,8 @@ class Config(_Strict):
     label_pattern: str | None = Field(
         None, description="Regex read in each image's file name: group expression is its class, group subject its "
                           "subject.")
+    affwild2_frame_step: int = Field(
+        1, ge=1, description="Aff-Wild2: read every n-th annotated frame of each video (neighbours are near copies).")
     ckplus_neutral_onset: bool = Field(
         False, description="CK+ sequences: each labelled sequence's first frame is also a Neutral face (eight classes).")
 
@@ -235,7 +236,7 @@ class Config(_Strict):
 RUN_WIDE_KEYS = frozenset({
     "img_size", "validation_split", "test_split", "max_samples", "seed", "use_light_models", "pretrained",
     "streaming_mode", "tta_flip", "devices", "num_nodes", "accelerator", "cache_dir", "layout", "class_map",
-    "group_pattern", "label_pattern", "ckplus_neutral_onset", "model_settings",
+    "group_pattern", "label_pattern", "ckplus_neutral_onset", "affwild2_frame_step", "model_settings",
 })
 
 

@@ -48,6 +48,7 @@ LAYOUT_TITLES = {
     "fer2013": "FER2013 CSV",
     "rafdb": "RAF-DB basic",
     "expw": "ExpW",
+    "affwild2": "Aff-Wild2",
     "ckplus": "CK+ sequences",
     "file_names": "labels in file names",
     "manifest": "CSV manifest",
@@ -159,6 +160,7 @@ class ReadOptions:
     class_map: dict[str, str] = field(default_factory=dict)  # folder name -> class name or "ignore"
     ckplus_neutral_onset: bool = False  # CK+: each labelled sequence's first frame is also a Neutral face
     label_pattern: str | None = None  # a regex reading each image's expression (and subject) from its file name
+    affwild2_frame_step: int = 1  # Aff-Wild2: every n-th annotated frame of a video
 
 
 class Reject(Exception):

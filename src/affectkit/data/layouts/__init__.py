@@ -6,9 +6,10 @@
 4. ``fer2013``            a CSV with emotion, pixels[, Usage] (+ FER+'s fer2013new.csv beside it)
 5. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
 6. ``expw``               label/label.lst + image/origin/
-7. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
-8. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
-9. ``class_folders``      DATA/<class>/... or DATA/<split>/<class>/...
+7. ``affwild2``           cropped_aligned/<video>/00001.jpg + .../EXPR_Classification_Challenge/ [+ VA_Estimation_...]
+8. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
+9. ``manifest``           DATA/manifest.csv, or any other CSV file given directly
+10. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
 
 A label_pattern is asked for, so it comes first; then the specific layouts; class folders last, since any folder
 of folders might look like them. Each module
@@ -24,6 +25,7 @@ from types import ModuleType
 from affectkit.data.layouts import (
     affectnet_npy,
     affectnet_official,
+    affwild2,
     ckplus,
     class_folders,
     expw,
@@ -35,8 +37,8 @@ from affectkit.data.layouts import (
 from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
-DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, expw, ckplus, manifest,
-                                    class_folders)
+DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, expw, affwild2, ckplus,
+                                    manifest, class_folders)
 LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
