@@ -263,6 +263,11 @@ def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_p
     rows = [line for line in text.splitlines() if line.startswith("| 20")]
     assert len(rows) == 2 and rows[0].split("|")[2].strip() == "3"  # two days: 3 reports, then 3
     assert (out / "feedback.png").stat().st_size > 10_000 and (out / "feedback_confusion.png").is_file()
+    from affectkit.serving.report import feedback_report
+
+    weekly = feedback_report(state.path, tmp_path / "weekly", every="week").periods
+    assert all(start.weekday() == 0 and start.hour == 0 for start in weekly["period"])  # each week by its Monday
+    assert weekly["reports"].sum() == 6 and weekly["period"].max() <= pd.Timestamp.now(tz="UTC")
 
     bad = tmp_path / "notes.sqlite"
     bad.write_text("not a database")

@@ -90,7 +90,7 @@ def feedback_report(state: str | Path, out: str | Path, every: str = "day") -> F
         given = reports.dropna(subset=[name])
         if len(given):
             summary[name] = {"reports": len(given), "mae": float((given[name] - given[f"said_{name}"]).abs().mean())}
-    grouped = reports.groupby(pd.Grouper(key="time", freq=PERIODS[every]))
+    grouped = reports.groupby(pd.Grouper(key="time", freq=PERIODS[every], label="left", closed="left"))  # by start
     periods = pd.DataFrame([{"period": start, **_period_row(group)} for start, group in grouped if len(group)])
     files.append(plot_feedback_over_time(periods, out / "feedback.png"))
     with atomic_path(out / "feedback.md") as tmp:
