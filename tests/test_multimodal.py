@@ -326,3 +326,25 @@ def test_the_server_fuses_one_samples_recordings(fused, multimodal_demo, model_p
         assert response.status_code == status and message in response.json()["detail"], response.text
     with pytest.raises(AffectkitError, match="face detection off"):
         create_app(model_path, detect=True, fusion=out)
+
+    # The model lock is held while the face model reads the face, not while speech and physio are read.
+    from contextlib import contextmanager
+
+    from affectkit.multimodal.manifest import Sample
+    from affectkit.multimodal.run import fusion_verdict, load_fusion
+
+    held = []
+
+    @contextmanager
+    def lock():
+        held.append("face")
+        yield
+
+    models, meta = load_fusion(out)
+    predictor = Predictor(model_path, detect=False)
+    sample = Sample("s", {f: multimodal_demo.parent / row[f] for f in ("face", "audio", "physio")}, row["start"],
+                    row["end"])
+    assert fusion_verdict(models, meta, sample, predictor, lock())["expression"] == expected["expression"]
+    no_face = Sample("s", {f: multimodal_demo.parent / row[f] for f in ("audio", "physio")}, row["start"], row["end"])
+    assert fusion_verdict(models, meta, no_face, predictor, lock())["missing"] == ["face"]
+    assert held == ["face"]

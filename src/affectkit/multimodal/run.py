@@ -4,7 +4,8 @@ the report, keep the model chosen on validation; and predict with a kept model o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,12 +283,20 @@ def reads_per_person(meta: dict[str, Any]) -> bool:
     return any(c.endswith("_person_z") for c in meta["feature_columns"])
 
 
-def fusion_verdict(models: dict[str, Any], meta: dict[str, Any], sample: Sample,
-                   predictor: Predictor | None) -> dict[str, Any]:
+def fusion_verdict(models: dict[str, Any], meta: dict[str, Any], sample: Sample, predictor: Predictor | None,
+                   face_lock: AbstractContextManager[Any] = nullcontext()) -> dict[str, Any]:
     """The kept fusion's verdict on one sample: the modalities it read and the ones missing (not given, or no face
-    found), the expression and its probabilities, valence and arousal. Raises Reject for a file that cannot be read
-    or a window outside it, or where no modality the fusion reads could be read."""
-    found = sample_features(sample, predictor, meta["fps"], meta.get("frame_rate", DEFAULT_FRAME_RATE))
+    found), the expression and its probabilities, valence and arousal. ``face_lock`` is held while the face model
+    reads the face, and only then (a server's model lock: speech and physio features need no model). Raises Reject
+    for a file that cannot be read or a window outside it, or where no modality the fusion reads could be read."""
+    settings = (meta["fps"], meta.get("frame_rate", DEFAULT_FRAME_RATE))
+    face = {m: f for m, f in sample.files.items() if m == "face"}
+    found: dict[str, dict[str, float] | None] = {}
+    if face and predictor is not None:
+        with face_lock:
+            found = sample_features(replace(sample, files=face), predictor, *settings)
+    found |= sample_features(replace(sample, files={m: f for m, f in sample.files.items() if m != "face"}), None,
+                             *settings)
     read = [m for m in meta["modalities"] if found.get(m)]
     if not read:
         raise Reject("no_modality", f"none of the fusion's modalities ({', '.join(meta['modalities'])}) could be read"

@@ -344,12 +344,11 @@ def create_app(
             if "face" in files and files["face"].suffix in VIDEO_SUFFIXES:
                 _check_video_window(files["face"], uploads["face"][0], start, end, fusion_meta["fps"],
                                     max_video_frames)
-            with model_lock:
-                try:
-                    return fusion_verdict(fusion_models, fusion_meta, Sample("upload", files, start, end),
-                                          predictor if "face" in fusion_meta["modalities"] else None)
-                except Reject as exc:
-                    raise HTTPException(422, exc.reason) from None
+            try:
+                return fusion_verdict(fusion_models, fusion_meta, Sample("upload", files, start, end),
+                                      predictor if "face" in fusion_meta["modalities"] else None, model_lock)
+            except Reject as exc:
+                raise HTTPException(422, exc.reason) from None
 
     @app.post(MULTIMODAL_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=MULTIMODAL_BODY)
     async def predict_multimodal(request: Request, start: float | None = None,
