@@ -186,6 +186,11 @@ def serve(
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it "
                       "can use it.")
     _set_threads(threads)
+    if state_dir is not None:
+        from affectkit.serving.state import state_file
+
+        console.print(f"Monitoring state kept in {state_file(state_dir, model)} (read it with `affectkit "
+                      "feedback-report`)")
     run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,

@@ -52,6 +52,8 @@ def model_digest(model_path: str | Path) -> str:
     weights, _, onnx_path = model_files(model_path)
     if weights.is_file():
         return sha256_of(weights)
+    if not onnx_path.is_file():
+        raise AffectkitError(f"{model_path}: no such model (neither {weights.name} nor {onnx_path.name} exists).")
     return OnnxBackend(onnx_path).metadata.get(WEIGHTS_DIGEST_KEY) or sha256_of(onnx_path)
 
 
