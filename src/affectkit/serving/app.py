@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 from fastapi.concurrency import run_in_threadpool
@@ -34,7 +32,7 @@ from starlette.datastructures import UploadFile
 
 from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
-from affectkit.inference.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from affectkit.inference.images import DEFAULT_MAX_PIXELS
 from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, frame_step, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_summaries
@@ -45,6 +43,12 @@ from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMoni
 from affectkit.serving.feedback import DEFAULT_REMEMBERED, FeedbackError, FeedbackTracker
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from affectkit.serving.state import ServingState, StateError
+from affectkit.serving.uploads import (
+    check_video_window,
+    decode_uploads,
+    modality_suffix,
+    video_container,
+)
 from affectkit.temporal import TemporalModel, load_temporal
 
 log = logging.getLogger(__name__)
@@ -61,7 +65,6 @@ STREAM_ROUTE = "/v1/stream"
 POLICY_VIOLATION = 1008  # WebSocket close code
 STATUS_FOR_VIDEO_PROBLEM = {"unreadable": 422, "too_long": 413}
 STATUS_FOR_FEEDBACK_PROBLEM = {"unknown": 404, "duplicate": 409, "invalid": 422}
-STATUS_FOR_IMAGE_PROBLEM = {"empty": 400, "not_image": 422, "corrupt": 422, "too_large": 413}
 PAGE_HEADERS = {  # the page loads nothing from elsewhere; say so to the browser
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -113,30 +116,6 @@ def _latest_test_evaluation(meta: dict[str, Any]) -> dict[str, Any] | None:
     return tests[-1] if tests else None
 
 
-def video_container(data: bytes) -> str | None:
-    """The file suffix of the container the bytes begin with (MP4/MOV, AVI, Matroska/WebM), or None."""
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    if data[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # QuickTime files from before ftyp
-        return ".mov"
-    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return ".avi"
-    if data[:4] == b"\x1a\x45\xdf\xa3":
-        return ".mkv"
-    return None
-
-
-def audio_container(data: bytes) -> str | None:
-    """The file suffix of the audio the bytes begin with (WAV, FLAC, Ogg), or None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return ".wav"
-    if data[:4] == b"fLaC":
-        return ".flac"
-    if data[:4] == b"OggS":
-        return ".ogg"
-    return None
-
-
 def _smooth_problem(smooth: float | None) -> str | None:
     if smooth is not None and not 0 < smooth <= 1:
         return f"smooth must be in (0, 1] (the weight of the newest frame), got {smooth:g}"
@@ -166,13 +145,6 @@ def _route_label(path: str, known: set[str]) -> str:
     if path in known:
         return path
     return "/static" if path.startswith("/static/") else "other"
-
-
-def _decode_uploads(uploads: list[tuple[str, bytes]], max_pixels: int) -> list[np.ndarray]:
-    try:
-        return [decode_image(data, name=name, max_pixels=max_pixels) for name, data in uploads]
-    except ImageError as exc:
-        raise HTTPException(STATUS_FOR_IMAGE_PROBLEM[exc.kind], str(exc)) from None
 
 
 def create_app(
@@ -264,7 +236,7 @@ def create_app(
         return _error(500, f"internal error ({type(exc).__name__}); the server logged the details")
 
     def decode_and_predict(uploads: list[tuple[str, bytes]]) -> list[list[dict[str, Any]]]:
-        images = _decode_uploads(uploads, max_pixels)  # outside the lock: requests decode in parallel
+        images = decode_uploads(uploads, max_pixels)  # outside the lock: requests decode in parallel
         with model_lock:
             return predictor.predict_images(images)
 
@@ -339,10 +311,11 @@ def create_app(
         with tempfile.TemporaryDirectory(prefix="affectkit-multimodal-") as folder:
             files = {}
             for field, (name, data) in uploads.items():
-                files[field] = Path(folder) / f"{field}{_modality_suffix(field, name, data)}"  # never the client's
+                suffix = modality_suffix(field, name, data, max_pixels)
+                files[field] = Path(folder) / f"{field}{suffix}"  # never the client's name
                 files[field].write_bytes(data)
             if "face" in files and files["face"].suffix in VIDEO_SUFFIXES:
-                _check_video_window(files["face"], uploads["face"][0], start, end, fusion_meta["fps"],
+                check_video_window(files["face"], uploads["face"][0], start, end, fusion_meta["fps"],
                                     max_video_frames)
             try:
                 return fusion_verdict(fusion_models, fusion_meta, Sample("upload", files, start, end),
@@ -510,46 +483,6 @@ def _check_servable_fusion(meta: dict[str, Any], folder: str | Path, model_path:
         setting = "on" if meta["detect"] else "off (--no-detect)"
         raise AffectkitError(f"The fusion in {folder} read its faces with face detection {setting}: serve it with the "
                              "same setting.")
-
-
-def _modality_suffix(field: str, name: str, data: bytes) -> str:
-    """The suffix an upload is stored under, from its content: a face's video container or image, an audio format,
-    a physio CSV's text. Raises HTTPException (422) for content that is none of them."""
-    if not data:
-        raise HTTPException(400, f"{name}: the file is empty")
-    if field == "face":
-        if suffix := video_container(data):
-            return suffix
-        try:
-            decode_image(data, name=name)
-        except ImageError as exc:
-            raise HTTPException(STATUS_FOR_IMAGE_PROBLEM[exc.kind], f"{exc} (a face is a photo or a video)") from None
-        return ".png"  # read by content, whatever the format
-    if field == "audio":
-        if suffix := audio_container(data):
-            return suffix
-        raise HTTPException(422, f"{name}: not audio affectkit reads (WAV, FLAC or Ogg)")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPException(422, f"{name}: not a CSV text file (physio: a time column in seconds, then signals)") from None
-    return ".csv"
-
-
-def _check_video_window(path: Path, name: str, start: float | None, end: float | None, fps: float,
-                        max_frames: int) -> None:
-    """Refuse a video window with more than ``max_frames`` frames to read at ``fps``, from its header."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise HTTPException(422, f"{name}: not a readable video")
-        seconds = capture.get(cv2.CAP_PROP_FRAME_COUNT) / (capture.get(cv2.CAP_PROP_FPS) or 25.0)
-    finally:
-        capture.release()
-    window = min(seconds, end if end is not None else seconds) - (start or 0.0)
-    if window * fps > max_frames:
-        raise HTTPException(413, f"{name}: more than {max_frames} frames to read at {fps:g} a second; send a shorter "
-                                 "window")
 
 
 def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,

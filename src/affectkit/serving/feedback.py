@@ -119,9 +119,9 @@ class FeedbackTracker:
             if said is None:
                 raise FeedbackError("duplicate", f"prediction {prediction_id!r} was reported already")
             if self._state is not None:  # first: a report it cannot store is not taken
-                said_as_stored = (self.class_names[said.expression], said.valence, said.arousal)
-                self._state.add_report(prediction_id, (said_as_stored, None if label is None else self.class_names[label],
-                                                       valence, arousal))
+                stored_said = (self.class_names[said.expression], said.valence, said.arousal)
+                truth = None if label is None else self.class_names[label]
+                self._state.add_report(prediction_id, (stored_said, truth, valence, arousal))
             self._said[prediction_id] = None
             self._reports.append(_Report(said, label, math.nan if valence is None else valence,
                                          math.nan if arousal is None else arousal))
