@@ -254,7 +254,8 @@ def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_p
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["feedback-report", str(state.path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "6 reports" in result.output and "expression accuracy 0.600 over 5" in result.output
+    said_line = " ".join(result.output.split())  # the console wraps long lines
+    assert "6 reports" in said_line and "expression accuracy 0.600 over 5" in said_line
     table = pd.read_csv(out / "reports.csv")
     assert len(table) == 6 and table["said_expression"].tolist() == said
     text = (out / "feedback.md").read_text()
@@ -268,6 +269,21 @@ def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_p
     weekly = feedback_report(state.path, tmp_path / "weekly", every="week").periods
     assert all(start.weekday() == 0 and start.hour == 0 for start in weekly["period"])  # each week by its Monday
     assert weekly["reports"].sum() == 6 and weekly["period"].max() <= pd.Timestamp.now(tz="UTC")
+
+    # With the served model, its own test scores go beside the reports; another model's state is refused.
+    update_metadata(model_path, evaluations=[{"split": "test", "data": "faces", "n": 40, "accuracy": 0.8,
+                                              "valence": {"mae": 0.2}}])
+    result = CliRunner().invoke(app, ["feedback-report", str(state.path), "--out", str(out), "--model",
+                                      str(model_path)])
+    assert result.exit_code == 0 and "(its own test split: accuracy 0.800)" in " ".join(result.output.split())
+    assert "- The model's own test split (faces, 40 faces): accuracy 0.800, valence MAE 0.200" in (
+        out / "feedback.md").read_text()
+    other = tmp_path / "other" / model_path.name
+    other.parent.mkdir()
+    other.write_bytes(model_path.read_bytes() + b"\0")
+    shutil.copy(model_path.with_suffix(".json"), other.with_suffix(".json"))
+    refused = CliRunner().invoke(app, ["feedback-report", str(state.path), "--out", str(out), "--model", str(other)])
+    assert refused.exit_code != 0 and "while serving another model" in str(refused.exception)
 
     bad = tmp_path / "notes.sqlite"
     bad.write_text("not a database")

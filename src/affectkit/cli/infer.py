@@ -204,16 +204,21 @@ def feedback_report(
                                                "(DIR/<model>-<digest>.sqlite).")],
     out: Annotated[Path, typer.Option(help="Folder for reports.csv, feedback.md and the plots.")] = Path("feedback"),
     every: Annotated[str, typer.Option(help="Period of the table and the plot over time: hour, day or week.")] = "day",
+    model: Annotated[Optional[Path], typer.Option(
+        help="The served model: its own test scores go beside the reports (checked to be the model of STATE).")]
+    = None,
 ) -> None:
     """Score every report of the truth a served model received (POST /v1/feedback, kept by serve --state-dir):
     accuracy, macro-F1, recall per class, valence/arousal MAE, overall and per period, with plots."""
     from affectkit.serving.report import feedback_report as build_report
 
-    report = build_report(state, out, every=every)
+    report = build_report(state, out, every=every, model=model)
     summary = report.summary
     line = f"{summary['reports']} reports from {summary['from']} to {summary['to']} (UTC)"
     if "expression" in summary:
         line += f"; expression accuracy {summary['expression']['accuracy']:.3f} over {summary['expression']['reports']}"
     line += "".join(f"; {name} MAE {summary[name]['mae']:.3f}" for name in ("valence", "arousal") if name in summary)
+    if "model_test" in summary:
+        line += f" (its own test split: accuracy {summary['model_test']['accuracy']:.3f})"
     console.print(line)
     console.print(f"Wrote {', '.join(str(f) for f in report.files)}")

@@ -40,7 +40,12 @@ from affectkit.multimodal.face import served_frame_outputs
 from affectkit.multimodal.manifest import Sample
 from affectkit.multimodal.run import face_model_digest, fusion_verdict, load_fusion, reads_per_person
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
-from affectkit.serving.feedback import DEFAULT_REMEMBERED, FeedbackError, FeedbackTracker
+from affectkit.serving.feedback import (
+    DEFAULT_REMEMBERED,
+    FeedbackError,
+    FeedbackTracker,
+    latest_test_evaluation,
+)
 from affectkit.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from affectkit.serving.state import ServingState, StateError
 from affectkit.serving.uploads import (
@@ -109,11 +114,6 @@ class Feedback(BaseModel):
     expression: str | int | None = None
     valence: float | None = None
     arousal: float | None = None
-
-
-def _latest_test_evaluation(meta: dict[str, Any]) -> dict[str, Any] | None:
-    tests = [e for e in meta.get("evaluations", []) if e.get("split") == "test"]
-    return tests[-1] if tests else None
 
 
 def _smooth_problem(smooth: float | None) -> str | None:
@@ -192,7 +192,7 @@ def create_app(
     drift = DriftMonitor(predictor.meta.get("output_profile"), predictor.class_names, drift_window, drift_min_faces,
                          state)
     feedback = FeedbackTracker(predictor.class_names, remembered_predictions, feedback_window,
-                               _latest_test_evaluation(predictor.meta), state)
+                               latest_test_evaluation(predictor.meta), state)
     metrics = ServiceMetrics(predictor.class_names, drift, feedback)
     # Pillow's own bomb guard as a second line behind the explicit header check.
     Image.MAX_IMAGE_PIXELS = max_pixels

@@ -27,6 +27,18 @@ DEFAULT_REMEMBERED = 10_000
 DEFAULT_WINDOW = 1000
 
 
+def latest_test_evaluation(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest evaluation on a test split a model's metadata records, or None."""
+    tests = [e for e in meta.get("evaluations", []) if e.get("split") == "test"]
+    return tests[-1] if tests else None
+
+
+def reference_scores(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """What reports are compared with: the data, faces and accuracy of a test evaluation, its valence/arousal MAE."""
+    return {k: evaluation[k] for k in ("data", "n", "accuracy") if k in evaluation} | {
+        name: evaluation[name]["mae"] for name in ("valence", "arousal") if name in evaluation}
+
+
 class FeedbackError(KindedError):
     """A report that cannot be used: ``kind`` "unknown" (no such prediction remembered), "duplicate" or "invalid"."""
 
@@ -147,8 +159,7 @@ class FeedbackTracker:
             if pairs:
                 out[name] = {"reports": len(pairs), "mae": float(np.mean([abs(t - s) for t, s in pairs]))}
         if self.reference is not None:
-            out["model_test"] = {k: self.reference[k] for k in ("data", "n", "accuracy") if k in self.reference} | {
-                name: self.reference[name]["mae"] for name in ("valence", "arousal") if name in self.reference}
+            out["model_test"] = reference_scores(self.reference)
         return out
 
     def render(self) -> list[str]:

@@ -16,7 +16,10 @@ from affectkit.atomic import atomic_path
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_feedback_over_time
-from affectkit.serving.state import read_reports
+from affectkit.inference.predictor import model_files
+from affectkit.models.io import read_metadata
+from affectkit.serving.feedback import latest_test_evaluation, reference_scores
+from affectkit.serving.state import read_reports, state_file
 
 PERIODS = {"hour": "h", "day": "D", "week": "W-MON"}
 
@@ -57,6 +60,11 @@ def _markdown(summary: dict[str, Any], periods: pd.DataFrame, state: Path, every
                   f"{scores['macro_f1']:.3f}; recall " + ", ".join(f"{c} {r:.2f}" for c, r in scores["recall"].items())]
     lines += [f"- {name.capitalize()}: {summary[name]['reports']} reports, MAE {summary[name]['mae']:.3f}"
               for name in ("valence", "arousal") if name in summary]
+    if "model_test" in summary:
+        test = summary["model_test"]
+        lines += [f"- The model's own test split ({test.get('data', '?')}, {test.get('n', '?')} faces): accuracy "
+                  f"{test['accuracy']:.3f}" + "".join(f", {name} MAE {test[name]:.3f}" for name in ("valence", "arousal")
+                                                       if name in test)]
     table = periods.assign(period=periods["period"].dt.strftime("%Y-%m-%d %H:%M")).fillna("")
     lines += ["", f"## Per {every}", "", markdown_table(table), "", "![over time](feedback.png)", ""]
     if "expression" in summary:
@@ -64,13 +72,25 @@ def _markdown(summary: dict[str, Any], periods: pd.DataFrame, state: Path, every
     return "\n".join(lines)
 
 
-def feedback_report(state: str | Path, out: str | Path, every: str = "day") -> FeedbackReport:
+def _model_test(state: Path, model: Path) -> dict[str, Any] | None:
+    """The model's own test scores, once ``model`` is checked to be the one whose state ``state`` is."""
+    if state_file(state.parent, model).name != state.name:
+        raise AffectkitError(f"{state} was written while serving another model than {model} (its name carries the "
+                             "served weights' digest).")
+    evaluation = latest_test_evaluation(read_metadata(model_files(model)[1]))
+    return None if evaluation is None else reference_scores(evaluation)
+
+
+def feedback_report(state: str | Path, out: str | Path, every: str = "day",
+                    model: str | Path | None = None) -> FeedbackReport:
     """Score every report in ``state`` (a file ``serve --state-dir`` wrote) and write ``reports.csv``,
-    ``feedback.md``, ``feedback.png`` (per ``every``: hour, day or week) and ``feedback_confusion.png`` to ``out``."""
+    ``feedback.md``, ``feedback.png`` (per ``every``: hour, day or week) and ``feedback_confusion.png`` to ``out``;
+    with ``model`` (the served model), its own test scores beside them."""
     if every not in PERIODS:
         raise AffectkitError(f"--every must be one of {', '.join(PERIODS)}, not {every!r}.")
     state, out = Path(state), Path(out)
     reports, classes = read_reports(state)
+    reference = None if model is None else _model_test(state, Path(model))
     if reports.empty:
         raise AffectkitError(f"{state} holds no report of the truth yet (POST /v1/feedback).")
     out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +99,8 @@ def feedback_report(state: str | Path, out: str | Path, every: str = "day") -> F
     summary: dict[str, Any] = {"model": state.stem.rsplit("-", 1)[0], "reports": len(reports),
                                "from": f"{reports['time'].min():%Y-%m-%d %H:%M}",
                                "to": f"{reports['time'].max():%Y-%m-%d %H:%M}"}
+    if reference is not None:
+        summary["model_test"] = reference
     files = [out / "reports.csv"]
     labelled = reports.dropna(subset=["expression"])
     if len(labelled):
