@@ -100,6 +100,15 @@ def test_unknown_class_folder_stops_unless_mapped(folders, tmp_path):
     assert not any("/scream/" in r.id for r in ignored.records) and "ignored scream/" in ignored.describe()
     with pytest.raises(AffectkitError, match="neither a class name"):
         read_dataset(root, progress=False, class_map={"scream": "screaming"})
+    # Numbered folders (RAF-DB's Kaggle copy): the error says what each set's numbers mean.
+    numbered = tmp_path / "numbered"
+    for number in ("1", "4"):
+        save(numbered / number / "a.jpg", face(1, int(number))[0])
+    with pytest.raises(AffectkitError, match="RAF-DB's 1-7 are Surprise, Fear") as err:
+        read_dataset(numbered, progress=False)
+    assert "numbered folders mean what their set says" in str(err.value) and "numbered folders" not in message
+    by_number = read_dataset(numbered, progress=False, class_map={"1": "surprise", "4": "happy"})
+    assert sorted(AFFECTKIT[r.expression] for r in by_number.records) == ["Happy", "Surprise"]
 
 
 def test_class_folders_without_split_folders(tmp_path):

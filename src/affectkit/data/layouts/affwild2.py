@@ -37,7 +37,7 @@ from affectkit.errors import AffectkitError
 NAME = "affwild2"
 IMAGES = "cropped_aligned"
 EXPRESSIONS, VALENCE_AROUSAL = "EXPR_Classification_Challenge", "VA_Estimation_Challenge"
-NEEDS = f"{IMAGES}/ and an annotation folder holding {EXPRESSIONS}/ (Aff-Wild2, as ABAW distributes it)"
+NEEDS = f"{IMAGES}/ and an annotation folder holding {EXPRESSIONS}/"
 SPLITS = {"Train_Set": "train", "Validation_Set": "test"}
 AFFWILD2_TO_AFFECTKIT = {0: 0, 1: 6, 2: 5, 3: 4, 4: 1, 5: 2, 6: 3}
 OTHER, NOT_ANNOTATED, VA_NOT_ANNOTATED = 7, -1, -5.0

@@ -71,6 +71,13 @@ def parse_class_map(class_map: dict[str, str]) -> dict[str, int | str]:
     return out
 
 
+# Numbered class folders, as copies of the public sets come: the number means what its set says it means.
+NUMBERED_HINT = ("; numbered folders mean what their set says: AffectNet's 0-7 are affectkit's own order (0 Neutral, "
+                 "1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger, 7 Contempt), FER2013's 0-6 are Angry, "
+                 "Disgust, Fear, Happy, Sad, Surprise, Neutral, RAF-DB's 1-7 are Surprise, Fear, Disgust, Happiness, "
+                 "Sadness, Anger, Neutral.")
+
+
 def folder_label(folder: str, mapping: dict[str, int | str]) -> int | str | None:
     key = folder.strip().lower()
     return mapping[key] if key in mapping else class_from_name(key)
@@ -89,7 +96,8 @@ def _structure(path: Path) -> tuple[dict[str | None, list[Path]], list[Path]]:
 
 
 def find(path: Path, options: ReadOptions) -> Path | None:
-    """The folder, when at least one of its (split folders') subfolders is named after a class and holds images."""
+    """The folder, when at least one of its (split folders') subfolders is named after a class and holds images, or
+    all of them are numbered."""
     if not path.is_dir():
         return None
     mapping = parse_class_map(options.class_map)
@@ -98,7 +106,9 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     candidates = [c for d in split_dirs for c in _subfolders(d)] if split_dirs else top
     # Names first: walking every folder for images would crawl a whole home folder given by mistake.
     named = any(isinstance(folder_label(d.name, mapping), int) and _holds_images(d) for d in candidates)
-    return path if named else None
+    # Numbered class folders are class folders too, whose numbers read() asks to have mapped.
+    numbered = bool(candidates) and all(d.name.isdigit() for d in candidates) and any(map(_holds_images, candidates))
+    return path if named or numbered else None
 
 
 def read(path: Path, options: ReadOptions) -> DatasetIndex:
@@ -117,7 +127,7 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
             f"{'is not an expression name' if len(unknown) == 1 else 'are not expression names'} (folders found: "
             f"{', '.join(found)}; accepted, in any case: {accepted_class_names()}); map each with class_map, e.g. "
             f"--set class_map.{unknown[0]}=fear or `class_map: {{{unknown[0]}: fear}}` in the config, or to ignore "
-            "to leave it out."
+            "to leave it out" + (NUMBERED_HINT if all(name.isdigit() for name in unknown) else ".")
         )
     keys = [(split, label, f) for split, dirs in by_split.items() for d in dirs
             if (label := folder_label(d.name, mapping)) != IGNORE for f in _image_files(d)]
