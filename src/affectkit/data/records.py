@@ -295,6 +295,14 @@ def natural_name_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The images directly inside ``folder``, in the natural order of their names (frame 2 before frame 10): a clip
+    or a sequence given as a folder of its frames."""
+    files = (f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+             and not f.name.startswith("."))
+    return sorted(files, key=lambda f: natural_name_key(f.name))
+
+
 def numbered_lines(path: Path) -> list[tuple[int, str]]:
     """(line number from 1, line) of every non-blank line of a text file (a label list)."""
     try:

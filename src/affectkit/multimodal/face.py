@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from affectkit.data.records import Reject, natural_name_key
+from affectkit.data.records import Reject, frame_files
 from affectkit.inference.faces import Face
 from affectkit.inference.images import ImageError, read_image
 from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_step, video_frames
@@ -77,13 +77,6 @@ def video_window(path: Path, start: float | None, end: float | None,
     return frames, np.asarray(times)
 
 
-def frame_files(folder: Path) -> list[Path]:
-    """The images directly inside ``folder``, in the natural order of their names (frame 2 before frame 10)."""
-    files = (f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-             and not f.name.startswith("."))
-    return sorted(files, key=lambda f: natural_name_key(f.name))
-
-
 def folder_window(folder: Path, start: float | None, end: float | None, fps: float,
                   frame_rate: float = DEFAULT_FRAME_RATE) -> tuple[list[np.ndarray], np.ndarray]:
     """RGB frames of the window of a folder of frames (frame ``i`` at ``i / frame_rate`` s), about ``fps`` a second,
@@ -129,6 +122,14 @@ class FrameOutputs:
     embeddings: np.ndarray | None = None  # [T, D] the face model's embedding of each face, where asked for
 
 
+def _outputs(times: list[float], faces: list[dict[str, Any]], class_names: list[str],
+             embeddings: np.ndarray | None = None) -> FrameOutputs:
+    """FrameOutputs of one face result (as the predictor gives them) a frame."""
+    return FrameOutputs(np.array(times), np.array([[face["probabilities"][c] for c in class_names] for face in faces]),
+                        np.array([face["valence"] for face in faces]), np.array([face["arousal"] for face in faces]),
+                        embeddings)
+
+
 def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: float | None,
                   fps: float = DEFAULT_FRAMES_PER_SECOND, embeddings: bool = False,
                   frame_rate: float = DEFAULT_FRAME_RATE) -> FrameOutputs | None:
@@ -141,13 +142,8 @@ def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: fl
     if not found:
         return None
     crops = [crop for _, crop in found]
-    results = predictor.predict_batch(crops)
-    names = predictor.class_names
-    return FrameOutputs(np.array([t for t, _ in found]),
-                        np.array([[face["probabilities"][name] for name in names] for face in results]),
-                        np.array([face["valence"] for face in results]),
-                        np.array([face["arousal"] for face in results]),
-                        predictor.embed_batch(crops) if embeddings else None)
+    return _outputs([t for t, _ in found], predictor.predict_batch(crops), predictor.class_names,
+                    predictor.embed_batch(crops) if embeddings else None)
 
 
 def served_frame_outputs(frames: Sequence[tuple[float, list[dict[str, Any]]]],
@@ -157,10 +153,7 @@ def served_frame_outputs(frames: Sequence[tuple[float, list[dict[str, Any]]]],
     found = [(t, faces[largest_box([face["box"] for face in faces])]) for t, faces in frames if faces]
     if not found:
         return None
-    return FrameOutputs(np.array([t for t, _ in found]),
-                        np.array([[face["probabilities"][name] for name in class_names] for _, face in found]),
-                        np.array([face["valence"] for _, face in found]),
-                        np.array([face["arousal"] for _, face in found]))
+    return _outputs([t for t, _ in found], [face for _, face in found], class_names)
 
 
 def summarise(outputs: FrameOutputs, class_names: list[str]) -> dict[str, float]:

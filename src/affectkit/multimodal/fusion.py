@@ -86,6 +86,22 @@ def full_probabilities(model: Any, features: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def expression_columns(probabilities: np.ndarray) -> dict[str, Any]:
+    """The ``expression`` and ``p_<class>`` columns of a prediction table, from class probabilities [N, 8]."""
+    return {"expression": [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)],
+            **{f"p_{name.lower()}": column for name, column in zip(CLASS_NAMES, probabilities.T)}}
+
+
+def verdict_of(row: pd.Series) -> dict[str, Any]:
+    """One row of a prediction table as plain values: its expression and probabilities, valence and arousal, each
+    where the table has it."""
+    verdict: dict[str, Any] = {}
+    if "expression" in row:
+        verdict |= {"expression": row["expression"],
+                    "probabilities": {c: float(row[f"p_{c.lower()}"]) for c in CLASS_NAMES}}
+    return verdict | {d: float(row[d]) for d in DIMENSIONS if d in row}
+
+
 def log_loss(probabilities: np.ndarray, target: np.ndarray) -> float:
     picked = probabilities[np.arange(len(target)), target.astype(int)]
     return float(-np.log(np.clip(picked, 1e-7, None)).mean())

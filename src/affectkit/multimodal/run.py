@@ -32,10 +32,12 @@ from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
     FusionResult,
+    expression_columns,
     full_probabilities,
     fuse,
     methods_of,
     targets_of,
+    verdict_of,
 )
 from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manifest
 from affectkit.progress import reporter
@@ -268,10 +270,7 @@ def fusion_outputs(models: dict[str, Any], features: pd.DataFrame) -> pd.DataFra
     (in the fusion's feature columns)."""
     out = pd.DataFrame(index=range(len(features)))
     if "expression" in models:
-        probabilities = full_probabilities(models["expression"], features)
-        out["expression"] = [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
-        for name, column in zip(CLASS_NAMES, probabilities.T):
-            out[f"p_{name.lower()}"] = column
+        out = out.assign(**expression_columns(full_probabilities(models["expression"], features)))
     for dimension in DIMENSIONS:
         if dimension in models:
             out[dimension] = np.clip(models[dimension].predict(features), -1.0, 1.0)
@@ -303,8 +302,4 @@ def fusion_verdict(models: dict[str, Any], meta: dict[str, Any], sample: Sample,
                      + (" (no face was found)" if "face" in found else ""))
     row = {name: value for m in read for name, value in found[m].items()}
     outputs = fusion_outputs(models, pd.DataFrame([row]).reindex(columns=meta["feature_columns"])).iloc[0]
-    verdict: dict[str, Any] = {"modalities": read, "missing": [m for m in meta["modalities"] if m not in read]}
-    if "expression" in outputs:
-        verdict |= {"expression": outputs["expression"],
-                    "probabilities": {c: float(outputs[f"p_{c.lower()}"]) for c in CLASS_NAMES}}
-    return verdict | {d: float(outputs[d]) for d in DIMENSIONS if d in outputs}
+    return {"modalities": read, "missing": [m for m in meta["modalities"] if m not in read]} | verdict_of(outputs)

@@ -37,6 +37,7 @@ from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, fr
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_summaries
 from affectkit.multimodal.face import served_frame_outputs
+from affectkit.multimodal.fusion import verdict_of
 from affectkit.multimodal.manifest import Sample
 from affectkit.multimodal.run import face_model_digest, fusion_verdict, load_fusion, reads_per_person
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
@@ -457,12 +458,16 @@ def create_app(
     return app
 
 
+def _check_detection(detect: bool, predictor: Predictor, what: str) -> None:
+    """Refuse a model fit on faces found otherwise (``detect``) than this server finds them; ``what`` read them."""
+    if detect != (predictor.detector is not None):
+        raise AffectkitError(f"{what} with face detection {'on' if detect else 'off (--no-detect)'}: serve it with "
+                             "the same setting.")
+
+
 def _check_reads_alike(model: TemporalModel, folder: str | Path, predictor: Predictor) -> None:
     """Refuse a temporal model that read its clips' faces otherwise than this server finds them."""
-    if model.meta["detect"] != (predictor.detector is not None):
-        setting = "on" if model.meta["detect"] else "off (--no-detect)"
-        raise AffectkitError(f"The temporal model in {folder} read its clips with face detection {setting}: serve it "
-                             "with the same setting.")
+    _check_detection(model.meta["detect"], predictor, f"The temporal model in {folder} read its clips")
     if model.embeddings and predictor.backend_name != "torch":
         raise AffectkitError(f"The temporal model in {folder} reads the face model's embeddings: serve it with "
                              "--backend torch or auto.")
@@ -479,10 +484,7 @@ def _check_servable_fusion(meta: dict[str, Any], folder: str | Path, model_path:
     if face_model_digest(Path(model_path)) != meta["face_model_sha256"]:
         raise AffectkitError(f"The fusion in {folder} was fit on the features of the face model with SHA-256 "
                              f"{meta['face_model_sha256']}, not on {model_path}; serve that model with it.")
-    if meta["detect"] != (predictor.detector is not None):
-        setting = "on" if meta["detect"] else "off (--no-detect)"
-        raise AffectkitError(f"The fusion in {folder} read its faces with face detection {setting}: serve it with the "
-                             "same setting.")
+    _check_detection(meta["detect"], predictor, f"The fusion in {folder} read its faces")
 
 
 def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
@@ -503,13 +505,8 @@ def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: 
     if outputs is None:
         return {"status": "no face found"}
     row = model.predict([outputs], predictor.class_names).iloc[0]
-    verdict: dict[str, Any] = {"status": "ok", "frames": len(outputs.times),
-                               "methods": {t: k["method"] for t, k in model.meta["kept"].items()}}
-    if "expression" in row:
-        verdict |= {"expression": row["expression"],
-                    "probabilities": {c: float(row[f"p_{c.lower()}"]) for c in predictor.class_names}}
-    verdict |= {t: float(row[t]) for t in ("valence", "arousal") if t in row}
-    return verdict
+    return {"status": "ok", "frames": len(outputs.times),
+            "methods": {t: k["method"] for t, k in model.meta["kept"].items()}} | verdict_of(row)
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:

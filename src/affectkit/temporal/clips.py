@@ -35,11 +35,12 @@ from affectkit.data.records import (
     accepted_class_names,
     check_split_given_everywhere,
     class_from_name,
+    frame_files,
     natural_key,
+    numbered_lines,
 )
 from affectkit.errors import AffectkitError
 from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from affectkit.multimodal.face import frame_files
 from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manifest
 
 DFEW_SPLITS = "EmoLabel_DataSplit"
@@ -224,7 +225,7 @@ def _setup_lines(listing: Path) -> list[tuple[int, str, str]]:
     """(line number, clip path, label) of a FERV39k list: ``Action/Sad/0010 Sad`` per line (a comma also
     separates; a header line is skipped)."""
     rows = []
-    for number, line in enumerate(listing.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in numbered_lines(listing):
         fields = re.split(r"[\s,]+", line.strip())
         if len(fields) >= 2 and not (number == 1 and "/" not in fields[0]):
             rows.append((number, fields[0], fields[-1]))
@@ -272,7 +273,7 @@ def ckplus_clips(root: Path) -> MultimodalManifest:
         except Reject as r:
             rejected.append(Rejection(f"{subject}/{sequence}", str(label_file), r.kind, f"{source}: {r.reason}"))
             continue
-        if not clip.is_dir() or not ckplus.sequence_frames(clip):
+        if not clip.is_dir() or not frame_files(clip):
             rejected.append(Rejection(f"{subject}/{sequence}", str(clip), "face_missing",
                                       f"{source}: no frames in {ckplus.IMAGES}/{subject}/{sequence}"))
             continue

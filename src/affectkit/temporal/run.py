@@ -27,6 +27,7 @@ from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
     better,
+    expression_columns,
     fuse,
     held_out_scores,
     labelled,
@@ -348,9 +349,7 @@ class TemporalModel:
                 parts.append(predict(self.statistics[target], target, summary))
             predicted = np.mean(parts, axis=0)
             if target == "expression":
-                out["expression"] = [CLASS_NAMES[i] for i in predicted.argmax(axis=1)]
-                for name, column in zip(CLASS_NAMES, predicted.T):
-                    out[f"p_{name.lower()}"] = column
+                out = out.assign(**expression_columns(predicted))
             else:
                 out[target] = np.clip(predicted, -1.0, 1.0)
         return out

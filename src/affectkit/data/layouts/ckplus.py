@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from affectkit.data.records import (
-    IMAGE_SUFFIXES,
     DatasetIndex,
     ReadOptions,
     Record,
     Reject,
     Rejection,
     collect,
+    frame_files,
     inspect_image,
-    natural_name_key,
 )
 
 NAME = "ckplus"
@@ -109,12 +108,6 @@ def _record(frame: Path, images: Path, landmarks: Path | None, expression: int, 
                   width=crop[2] - crop[0], height=crop[3] - crop[1], digest=digest, group=subject, crop=crop)
 
 
-def sequence_frames(folder: Path) -> list[Path]:
-    """A sequence's frames, onset first."""
-    files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-    return sorted(files, key=lambda f: natural_name_key(f.name))
-
-
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
     folders = sequence_folders(root)
     assert folders is not None  # find() said so
@@ -135,7 +128,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
         source = f"{EMOTIONS}/{subject}/{sequence}"
         try:
             expression = sequence_label(label_file)
-            frames = sequence_frames(images / subject / sequence) if (images / subject / sequence).is_dir() else []
+            frames = frame_files(images / subject / sequence) if (images / subject / sequence).is_dir() else []
             if not frames:
                 raise Reject("image_missing", f"{source}: no frames in {IMAGES}/{subject}/{sequence}")
             if onset == 0:
