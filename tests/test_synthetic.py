@@ -48,7 +48,7 @@ def test_affectnet_layout_shapes_and_dtypes(demo):
 
 def test_same_seed_same_bytes_other_seed_other_faces(tmp_path):
     a = make_demo_dataset(tmp_path / "a", n=8, seed=5, progress=False)
-    b = make_demo_dataset(tmp_path / "b", n=8, seed=5, progress=False)
+    b = make_demo_dataset(tmp_path / "b", n=8, seed=5, progress=False, workers=2)  # in parallel: the same bytes
     c = make_demo_dataset(tmp_path / "c", n=8, seed=6, progress=False)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)

@@ -185,7 +185,7 @@ def test_phase_one_on_stored_features_trains_exactly_as_the_naive_way(demo_dir, 
     from affectkit.models.runner import torch_runner
     from affectkit.training import features
 
-    monkeypatch.setattr(features, "make_runner", lambda model, size, bf16=False: torch_runner(model.backbone))
+    monkeypatch.setattr(features, "make_runner", lambda model, size, **_: torch_runner(model.backbone))
     still = tiny_config.augmentation.model_copy(update=dict(
         rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0, shear_range=0,
         horizontal_flip=False))

@@ -141,6 +141,8 @@ class Config(_Strict):
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
         "auto", description="Training precision; auto: bf16 autocast where the hardware has it, else 32.")
     compile: bool = Field(False, description="torch.compile the model before training.")
+    augment_on_device: bool = Field(
+        False, description="Flip and affine warp of training images run batched on the GPU (the loader only draws them).")
     phase1_feature_cache: bool = Field(
         True, description="Phase 1 trains the head on stored features of the frozen backbone.")
     phase1_views: int = Field(
@@ -182,6 +184,15 @@ class Config(_Strict):
         if v + val >= 0.9:
             raise ValueError(f"validation_split + test_split = {v + val:.2f} leaves too little training data")
         return v
+
+    @model_validator(mode="after")
+    def _device_augmentation_is_flip_and_warp(self) -> Config:
+        aug = self.augmentation
+        if self.augment_on_device and (aug.rand_augment or aug.trivial_augment or aug.random_erasing > 0
+                                       or aug.fill_mode == "wrap"):
+            raise ValueError("augment_on_device does the flip and the affine warp only (fill_mode nearest, constant "
+                             "or reflect): RandAugment, TrivialAugment and random erasing need it off")
+        return self
 
     @model_validator(mode="after")
     def _model_settings_are_config_changes(self) -> Config:

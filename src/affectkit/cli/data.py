@@ -31,6 +31,7 @@ def make_demo_data(
     quiet: QuietOpt = False,
 ) -> None:
     """Render synthetic faces with landmarks, expression, valence and arousal (no download)."""
+    from affectkit.data.datamodule import available_cores
     from affectkit.data.synthetic import make_demo_dataset
 
     if clips and (multimodal or imbalance or video):
@@ -52,7 +53,7 @@ def make_demo_data(
         else:
             if video:
                 raise AffectkitError("--video renders session videos for --multimodal; add --multimodal.")
-            path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance)
+            path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance, workers=available_cores())
     console.print(f"Wrote {n} demo {'clips' if clips else 'samples' if multimodal else 'faces'} to {path}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 
 from affectkit.config import AugmentationConfig
 from affectkit.data.landmarks import hflip_landmarks
@@ -17,9 +18,9 @@ BORDER_MODES = {
 }
 
 
-def build_affine(aug: AugmentationConfig) -> A.Compose:
+def build_affine(aug: AugmentationConfig) -> A.Affine:
     """Rotation, shift, zoom and shear as Keras' ImageDataGenerator reads them (shear_range in degrees)."""
-    affine = A.Affine(
+    return A.Affine(
         rotate=(-aug.rotation_range, aug.rotation_range),
         translate_percent={"x": (-aug.width_shift_range, aug.width_shift_range),
                            "y": (-aug.height_shift_range, aug.height_shift_range)},
@@ -28,7 +29,6 @@ def build_affine(aug: AugmentationConfig) -> A.Compose:
         border_mode=BORDER_MODES[aug.fill_mode],
         p=1.0,
     )
-    return A.Compose([affine], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
 
 
 # The erased rectangle takes ImageNet's mean colour: what torchvision's RandomErasing(value=0) gives after
@@ -49,7 +49,7 @@ class TrainAugmenter:
 
     def __init__(self, aug: AugmentationConfig, seed: int | None = None):
         self.aug = aug
-        self.affine = build_affine(aug)
+        self.affine = build_affine(aug)  # its parameters drawn and applied by hand: see _draw
         self.policy = _pixel_policy(aug)
         self.erasing = build_erasing(aug)
         self.rng = np.random.default_rng(seed)
@@ -57,21 +57,39 @@ class TrainAugmenter:
             self._seed_albumentations(seed)
 
     def __call__(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        has_points = bool(np.isfinite(landmarks).all())
-        if self.aug.horizontal_flip and self.rng.random() < 0.5:
+        flipped, warp, landmarks = self._draw(image, landmarks)
+        if flipped:
             image = image[:, ::-1]
-            if has_points:
-                landmarks = hflip_landmarks(landmarks, image.shape[1])
-        points = landmarks if has_points else np.zeros((0, 2), dtype=np.float32)
-        out = self.affine(image=np.ascontiguousarray(image), keypoints=points)
-        image = out["image"]
-        if has_points:
-            landmarks = np.asarray(out["keypoints"], dtype=np.float32).reshape(68, 2)
+        image = self.affine.apply(np.ascontiguousarray(image), matrix=warp, output_shape=image.shape[:2])
         if self.policy is not None:
             image = self.policy(image)
         if self.erasing is not None:
             image = self.erasing(image=np.ascontiguousarray(image))["image"]
         return image, landmarks
+
+    def draw(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What ``__call__`` would do, drawn but not applied to the pixels: ``(matrix, landmarks)``, the 3x3 map from
+        input to output pixel coordinates (flip, then the affine warp) for :func:`warp_images` to apply on the GPU,
+        and the landmarks moved as ``__call__`` moves them. The same seed draws the same flips and warps."""
+        if self.policy is not None or self.erasing is not None:
+            raise ValueError("only the flip and the affine warp can be drawn for the GPU")
+        flipped, warp, landmarks = self._draw(image, landmarks)
+        if flipped:
+            warp = warp @ np.array([[-1.0, 0.0, image.shape[1] - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        return warp.astype(np.float32), landmarks
+
+    def _draw(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray]:
+        """(flip?, the warp's 3x3 matrix, the landmarks flipped and warped). The landmarks are moved by the matrix
+        here rather than by albumentations, whose keypoints under a reflecting border come back with their
+        reflections (nine points for one)."""
+        has_points = bool(np.isfinite(landmarks).all())
+        flipped = bool(self.aug.horizontal_flip and self.rng.random() < 0.5)
+        if flipped and has_points:
+            landmarks = hflip_landmarks(landmarks, image.shape[1])
+        warp = self.affine.get_params_dependent_on_data({"shape": image.shape}, {})["matrix"]
+        if has_points:
+            landmarks = (landmarks @ warp[:2, :2].T + warp[:2, 2]).astype(np.float32)
+        return flipped, warp, landmarks
 
     def reseed(self, seed: int) -> None:
         """Each DataLoader worker gets its own stream (see ``worker_init_fn``)."""
@@ -99,3 +117,25 @@ def _pixel_policy(aug: AugmentationConfig):
         transform = v2.TrivialAugmentWide()
         return lambda img: transform(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)).permute(1, 2, 0).numpy()
     return None
+
+
+# grid_sample's padding for each fill_mode: border repeats the edge pixel (cv2's BORDER_REPLICATE), zeros is a
+# constant 0 (A.Affine's default fill), reflection about the edge pixels' centres (align_corners=True) is
+# BORDER_REFLECT_101.
+GRID_PADDING = {"nearest": "border", "constant": "zeros", "reflect": "reflection"}
+
+
+def warp_images(images: torch.Tensor, matrices: torch.Tensor, fill_mode: str = "nearest") -> torch.Tensor:
+    """uint8 (N, 3, H, W) images warped by (N, 3, 3) input-to-output pixel maps (:meth:`TrainAugmenter.draw`), as
+    ``cv2.warpAffine`` with bilinear interpolation does, in one batched ``grid_sample`` on the images' device.
+    Returns float32 in 0..255 (not rounded back to uint8)."""
+    n, _, height, width = images.shape
+    inverse = torch.linalg.inv(matrices.to(images.device, torch.float64))[:, :2].float()  # output -> input pixel
+    ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=torch.float32),
+                            torch.arange(width, device=images.device, dtype=torch.float32), indexing="ij")
+    points = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)  # pixel centres
+    source = points @ inverse.transpose(1, 2)  # (N, H*W, 2) input pixel coordinates
+    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=images.device)
+    grid = (source * scale - 1).reshape(n, height, width, 2)
+    return torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear",
+                                           padding_mode=GRID_PADDING[fill_mode], align_corners=True)

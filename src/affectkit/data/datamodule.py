@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -88,12 +89,14 @@ def loader_workers(config: Config) -> int:
 
     Training on the CPU, the model's intra-op threads already use every core; worker processes steal cycles from them
     and stall the threads at each barrier (2 cores, 224 px: 0.83-0.88 of the in-memory speed with 2 workers, 0.93
-    with none). So CPU runs augment in-process on small machines; a GPU run leaves the cores to the workers."""
+    with none). So CPU runs augment in-process on small machines. A GPU run gives the workers every core but the
+    training process's own: on an H200 with 16 cores, 8 workers fed ResNet50 at batch 128 too slowly for it and 15
+    did not (bench/results/gpu.md)."""
     if config.num_workers != "auto":
         return int(config.num_workers)
     cores = available_cores()
     if config.accelerator != "cpu" and torch.cuda.is_available():
-        return max(1, min(8, cores - 1))
+        return max(1, cores - 1)
     return 0 if cores <= 4 else min(4, cores // 4)
 
 
@@ -121,10 +124,16 @@ def normalise_batch(images: torch.Tensor, channels_last: bool = True) -> torch.T
 
 
 class AffectDataset(Dataset):
-    def __init__(self, data: PreparedData, positions: np.ndarray, augmenter: TrainAugmenter | None = None):
+    """Items ``(uint8 CHW image, class, valence/arousal, landmarks)``. With ``warp_on_device`` the augmenter only
+    draws each image's flip and warp: the image leaves unwarped with its 3x3 matrix as a fifth element, and the
+    LightningModule warps the whole batch on the GPU (:func:`affectkit.data.augment.warp_images`)."""
+
+    def __init__(self, data: PreparedData, positions: np.ndarray, augmenter: TrainAugmenter | None = None,
+                 warp_on_device: bool = False):
         self.data = data
         self.positions = positions
         self.augmenter = augmenter
+        self.warp_on_device = warp_on_device and augmenter is not None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -133,17 +142,24 @@ class AffectDataset(Dataset):
         k = int(self.positions[i])
         image = self.data.images[k]
         landmarks = self.data.landmarks[k]
-        if self.augmenter is not None:
+        matrix = None
+        if self.warp_on_device:
+            matrix, landmarks = self.augmenter.draw(image, landmarks)
+        elif self.augmenter is not None:
             image, landmarks = self.augmenter(image, landmarks)
-        return (
+        item = (
             torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),  # uint8 CHW: see normalise_batch
             torch.tensor(self.data.expression[k]),
             torch.from_numpy(self.data.valence_arousal[k]),
             torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
         )
+        return item if matrix is None else (*item, torch.from_numpy(matrix))
 
 
 def _seed_worker_augmenter(worker_id: int) -> None:
+    """A DataLoader worker's set-up: its own augmentation stream, and one OpenCV thread, as PyTorch gives each worker
+    one intra-op thread: with a worker per core, threads within a worker would only contend with the other workers."""
+    cv2.setNumThreads(1)
     info = get_worker_info()
     augmenter = getattr(info.dataset, "augmenter", None)
     if augmenter is not None:
@@ -158,7 +174,8 @@ class AffectDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, augment: bool = False) -> AffectDataset:
         augmenter = TrainAugmenter(self.config.augmentation, seed=self.config.seed) if augment else None
-        return AffectDataset(self.data, self.data.positions(split), augmenter)
+        return AffectDataset(self.data, self.data.positions(split), augmenter,
+                             warp_on_device=augment and self.config.augment_on_device)
 
     def _loader(self, dataset: Dataset, shuffle: bool, sampler=None) -> DataLoader:
         workers = loader_workers(self.config)

@@ -17,7 +17,10 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -642,12 +645,26 @@ def synthetic_version() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
 
 
+def _render_samples(root: Path, seed: int, img_size: int, low: float, high: float,
+                    items: list[tuple[int, int]]) -> None:
+    """Render and write the faces ``items`` ((index, label) pairs): each face draws from its own generator
+    (:func:`sample_rng`), so any split of the indices over processes writes the same bytes."""
+    for index, label in items:
+        rng = sample_rng(seed, index)
+        image, landmarks, valence, arousal = render_face(label, rng, img_size, intensity=rng.uniform(low, high))
+        _write_sample(root, str(index), image, landmarks, label, valence, arousal)
+
+
+# Most faces per task handed to a worker process: enough to amortise the hand-over, few enough for progress.
+RENDER_CHUNK = 100
+
+
 def make_demo_dataset(out_dir: str | Path, n: int = 1600, seed: int = 0, img_size: int = 224,
                       imbalance: bool = False, progress: bool = True,
-                      intensity_range: tuple[float, float] = INTENSITY_RANGE) -> Path:
-    """Render ``n`` labelled faces into ``out_dir`` in the AffectNet layout; the same seed gives the same bytes.
-    ``intensity_range`` bounds the expressions' strength (0: neutral's face for every class); a lower range gives
-    subtler, harder faces."""
+                      intensity_range: tuple[float, float] = INTENSITY_RANGE, workers: int = 1) -> Path:
+    """Render ``n`` labelled faces into ``out_dir`` in the AffectNet layout; the same seed gives the same bytes,
+    whatever ``workers`` (processes that render in parallel). ``intensity_range`` bounds the expressions' strength
+    (0: neutral's face for every class); a lower range gives subtler, harder faces."""
     low, high = intensity_range
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"intensity_range must satisfy 0 <= low <= high <= 1, got {intensity_range}")
@@ -656,11 +673,14 @@ def make_demo_dataset(out_dir: str | Path, n: int = 1600, seed: int = 0, img_siz
         (root / "images").mkdir(parents=True, exist_ok=True)
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         labels = demo_labels(n, seed, imbalance)
-        for index in reporter().track(range(n), total=n, description="Rendering demo faces"):
-            rng = sample_rng(seed, index)
-            image, landmarks, valence, arousal = render_face(int(labels[index]), rng, img_size,
-                                                             intensity=rng.uniform(low, high))
-            _write_sample(root, str(index), image, landmarks, int(labels[index]), valence, arousal)
+        items = [(index, int(labels[index])) for index in range(n)]
+        size = max(1, min(RENDER_CHUNK, -(-n // (4 * workers))))  # a few tasks per worker even for small sets
+        chunks = [items[start:start + size] for start in range(0, n, size)]
+        render = partial(_render_samples, root, seed, img_size, low, high)
+        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            done = pool.map(render, chunks) if pool is not None else map(render, chunks)
+            for _ in reporter().track(done, total=len(chunks), description="Rendering demo faces"):
+                pass
         write_demo_profile(root)
         marker = {"synthetic": True, "generator": "affectkit make-demo-data", "version": synthetic_version(), "n": n,
                   "seed": seed, "intensity_range": [low, high],

@@ -61,15 +61,21 @@ def onnx_runner(backbone: torch.nn.Module, img_size: int) -> Runner | None:
     return lambda x: session.run(None, {"image": x.numpy()})[0]
 
 
-def make_runner(model: AffectModel, img_size: int, bf16: bool = False) -> Runner:
-    """The fastest way here (bench/train_speed.py): PyTorch under bf16 autocast, BatchNorm folded, where the run
+def make_runner(model: AffectModel, img_size: int, bf16: bool = False,
+                device: torch.device | str | None = None) -> Runner:
+    """The fastest way (bench/train_speed.py, bench/gpu_check.py): on a GPU (``device``), PyTorch there, under bf16
+    autocast where the run trains in bf16; on a CPU, PyTorch under bf16 autocast, BatchNorm folded, where the run
     trains in bf16 (the features then match what the naive way computes up to bf16 rounding; on a CPU with native
-    bf16 it beats fp32 onnxruntime), else onnxruntime on a CPU (faster than PyTorch eager in fp32), else PyTorch."""
+    bf16 it beats fp32 onnxruntime), else onnxruntime (faster than PyTorch eager in fp32), else PyTorch. The model
+    itself stays where it is (``device`` None: runs there) and is not modified."""
     backbone = model.backbone.eval()
-    if bf16:
-        return torch_runner(fold_batchnorm(backbone), bf16=True)
-    if next(backbone.parameters()).device.type == "cpu":
+    where = next(backbone.parameters()).device
+    device = torch.device(device) if device is not None else where
+    if device.type == "cpu" and where.type == "cpu" and not bf16:
         runner = onnx_runner(backbone, img_size)
         if runner is not None:
             return runner
-    return torch_runner(fold_batchnorm(backbone))
+    folded = fold_batchnorm(backbone)
+    if folded is backbone and device != where:
+        folded = copy.deepcopy(backbone)
+    return torch_runner(folded.to(device), bf16=bf16)

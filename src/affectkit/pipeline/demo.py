@@ -7,6 +7,7 @@ from pathlib import Path
 
 from affectkit.config import DEMO_FACES, Config
 from affectkit.data.cache import default_cache_dir
+from affectkit.data.datamodule import available_cores
 from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset, synthetic_version
 from affectkit.pipeline.run import run_pipeline
 from affectkit.progress import silenced
@@ -24,7 +25,7 @@ def run_demo(out: Path, n: int = DEMO_FACES, full: bool = False, resume: bool = 
     with silenced(quiet):
         data = default_cache_dir() / f"demo-data-n{n}-seed0-{synthetic_version()}"
         if not (data / "done").is_file():
-            make_demo_dataset(data, n=n, seed=0)
+            make_demo_dataset(data, n=n, seed=0, workers=available_cores())
             (data / "done").write_text(json.dumps({"n": n}))
         config = Config(**{**DEMO_PROFILE, "use_light_models": not full})
         return run_pipeline(data, out, DEMO_MODELS, config, pretrained=not full, resume=resume,

@@ -27,7 +27,7 @@ from affectkit.data.datamodule import (
 from affectkit.models.factory import AffectModel
 from affectkit.models.runner import Runner, make_runner
 from affectkit.progress import reporter
-from affectkit.training.hardware import uses_bf16
+from affectkit.training.hardware import training_device, uses_bf16
 
 def extract(runner: Runner, dataset: Dataset, batch_size: int, workers: int, seed: int, description: str,
             out: np.ndarray) -> None:
@@ -56,7 +56,8 @@ def compute_phase1_features(model: AffectModel, datamodule: AffectDataModule,
     train_file, val_file = state_dir / "phase1_train_features.npy", state_dir / "phase1_val_features.npy"
     if not (train_file.is_file() and val_file.is_file()):
         config, data = datamodule.config, datamodule.data
-        runner = make_runner(model, config.img_size, bf16=uses_bf16(config, model))
+        runner = make_runner(model, config.img_size, bf16=uses_bf16(config, model),
+                             device=training_device(config, model))
         batch, workers = max(config.batch_size, 64), loader_workers(config)
         train_positions, val_positions = data.positions("train"), data.positions("val")
         dim = model.num_features

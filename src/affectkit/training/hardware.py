@@ -45,3 +45,10 @@ def resolve_accelerator(config: Config, model: torch.nn.Module | None = None) ->
 
 def uses_bf16(config: Config, model: torch.nn.Module | None = None) -> bool:
     return resolve_accelerator(config, model)[1] == "bf16-mixed"
+
+
+def training_device(config: Config, model: torch.nn.Module | None = None) -> torch.device:
+    """The device a run's own forward passes outside the Trainer (phase 1's stored features) should use: the GPU
+    where the run trains on one."""
+    accelerator = resolve_accelerator(config, model)[0]
+    return torch.device("cuda" if accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu")

@@ -41,14 +41,26 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | No
 
 
 def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """Regression loss over the annotated samples only; zero (with a graph) when a batch has none."""
+    """Regression loss over the annotated samples only; zero (with a graph) when a batch has none.
+
+    Masking by weights, not by boolean indexing or a test of the mask: either would make every training step wait
+    for the GPU (a host sync), and the CPU could then no longer queue the next step's work ahead of it."""
     mask = torch.isfinite(target)
-    if not mask.any():
-        return pred.sum() * 0.0
-    pred, target = pred[mask], target[mask]
-    if kind == "ccc" and len(target) > 1:
-        return ccc_loss(pred, target)
-    return F.mse_loss(pred, target)
+    weight = mask.to(pred.dtype)
+    count = weight.sum()
+    target = torch.where(mask, target, pred.detach())  # no NaN enters the arithmetic (nor its gradient)
+    mse = ((pred - target) ** 2 * weight).sum() / count.clamp(min=1)
+    if kind != "ccc":
+        return mse
+    # CCC needs two samples (sample moments); with fewer the batch's loss is its MSE. The moments divide by at
+    # least 1, so the branch not taken stays finite and gives a zero gradient, not a NaN one.
+    n = count.clamp(min=2)
+    pred_mean, target_mean = (pred * weight).sum() / n, (target * weight).sum() / n
+    pred_dev, target_dev = (pred - pred_mean) * weight, (target - target_mean) * weight
+    covariance = (pred_dev * target_dev).sum() / (n - 1)
+    denominator = ((pred_dev ** 2).sum() + (target_dev ** 2).sum()) / (n - 1) + (pred_mean - target_mean) ** 2
+    ccc = 1 - 2 * covariance / denominator.clamp_min(torch.finfo(denominator.dtype).eps)
+    return torch.where(count > 1, ccc, mse)
 
 
 def _among(classes: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import math
 
 import lightning as L
 import numpy as np
 import torch
 from timm.utils import ModelEmaV3
-from torchmetrics.aggregation import MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from affectkit.config import NUM_CLASSES, Config
+from affectkit.data.augment import warp_images
 from affectkit.data.datamodule import normalise_batch
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
@@ -20,10 +20,32 @@ from affectkit.training.losses import multitask_loss
 from affectkit.training.mixing import mix_batch, mixes
 
 
-def _masked_mae(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _masked_absolute_error(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed absolute error over the annotated samples, their count), both tensors on the batch's device."""
     mask = torch.isfinite(target)
-    n = int(mask.sum())
-    return ((pred[mask] - target[mask]).abs().mean() if n else pred.new_zeros(())), n
+    error = (pred - torch.where(mask, target, pred)).abs()
+    return error.sum(), mask.sum()
+
+
+class EpochMean(Metric):
+    """A weighted mean over an epoch's batches that never waits for the device. torchmetrics' MeanMetric checks each
+    update for NaN, a host sync per call (four per training step), which on a GPU stops the CPU from queueing the
+    next step's work ahead. A NaN here (a diverged loss) simply stays NaN in the epoch's mean. The sums are
+    float64: an epoch of AffectNet is hundreds of thousands of images. Synced across DDP processes."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, total: torch.Tensor, weight: torch.Tensor | int) -> None:
+        self.total += total.double()
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.weight).float()
 
 
 def selection_mode(config: Config) -> str:
@@ -64,8 +86,9 @@ class AffectModule(L.LightningModule):
                              persistent=False)
         self._mix_rng = np.random.default_rng(config.seed)
         self._backbone_digest: str | None = None
-        self._epoch_means: dict[str, dict[str, MeanMetric]] = {}
-        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
+        self._epoch_means: dict[str, dict[str, EpochMean]] = {}
+        # validate_args off: its checks of each batch's values are host syncs
+        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -81,6 +104,14 @@ class AffectModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches whose flip and warp were only drawn (``augment_on_device``) are warped here, on the GPU,
+        in one batched operation."""
+        if isinstance(batch, (list, tuple)) and len(batch) == 5:
+            images, labels, va, landmarks, matrices = batch
+            batch = (warp_images(images, matrices, self.config.augmentation.fill_mode), labels, va, landmarks)
+        return batch
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         return normalise_batch(images, self.config.channels_last)
@@ -108,31 +139,29 @@ class AffectModule(L.LightningModule):
         return loss
 
     # Epoch means are accumulated here and logged once per epoch: a `self.log` call costs about a millisecond of
-    # Lightning bookkeeping, as much as a whole head step on stored features. MeanMetric syncs across DDP processes.
-    # A NaN (a diverged loss) stays NaN in the epoch's mean; nan_strategy="disable" would also drop the batch
-    # weights (torchmetrics 1.x treats every batch as weight 1 then).
+    # Lightning bookkeeping, as much as a whole head step on stored features.
     _METRICS = ("loss", "acc", "valence_mae", "arousal_mae")
 
-    def _means(self, stage: str) -> dict[str, MeanMetric]:
+    def _means(self, stage: str) -> dict[str, EpochMean]:
         if stage not in self._epoch_means:
-            self._epoch_means[stage] = {name: MeanMetric(nan_strategy=math.nan).to(self.device)
-                                        for name in self._METRICS}
+            self._epoch_means[stage] = {name: EpochMean().to(self.device) for name in self._METRICS}
         return self._epoch_means[stage]
 
     def _accumulate(self, stage, loss, logits, valence, arousal, labels, va) -> None:
         means = self._means(stage)
         n = len(labels)
-        means["loss"].update(loss.detach().float(), n)
-        means["acc"].update((logits.argmax(1) == labels).float().mean(), n)
+        means["loss"].update(loss.detach() * n, n)
+        means["acc"].update((logits.detach().argmax(1) == labels).sum(), n)
         for name, pred, col in (("valence", valence, 0), ("arousal", arousal, 1)):
-            mae, count = _masked_mae(pred.detach().float(), va[:, col])
-            if count:
-                means[f"{name}_mae"].update(mae, count)
+            means[f"{name}_mae"].update(*_masked_absolute_error(pred.detach().float(), va[:, col]))
 
     def _log_epoch(self, stage: str) -> None:
         for name, metric in self._means(stage).items():
             if metric.update_called:
-                self.log(f"{stage}_{name}", metric.compute(), prog_bar=name in ("loss", "acc"))
+                value = metric.compute()  # every process computes (a collective under DDP)
+                # An error no annotated image had (a set without valence/arousal) is not logged; the loss is, NaN too.
+                if name in ("loss", "acc") or bool(metric.weight > 0):
+                    self.log(f"{stage}_{name}", value, prog_bar=name in ("loss", "acc"))
             metric.reset()
 
     def training_step(self, batch, batch_idx):

@@ -136,11 +136,19 @@ def class_weights(datamodule: AffectDataModule) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, stored_features: bool,
-                  run_dir: Path, resume: bool) -> L.Trainer:
+def hardware_options(config: Config, model: AffectModel, stored_features: bool = False) -> dict:
+    """The Trainer's hardware settings for ``model``: accelerator, devices, precision and cuDNN's autotuner."""
     accelerator, precision = resolve_accelerator(config, model)
     if stored_features:  # the head trains in fp32 on them (FeatureHeadModule); a mixed-precision plugin only adds work
         precision = "32-true"
+    # Every batch of a run has one image size, so cuDNN's per-shape search for the fastest convolution pays back
+    # after the first steps; Lightning leaves it off unless asked.
+    return {"accelerator": accelerator, "devices": config.devices, "num_nodes": config.num_nodes,
+            "precision": precision, "benchmark": accelerator in ("gpu", "cuda")}
+
+
+def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, stored_features: bool,
+                  run_dir: Path, resume: bool) -> L.Trainer:
     progress = reporter().progress
     if progress:
         callbacks = [*callbacks, RichProgressBar(leave=False)]
@@ -155,10 +163,7 @@ def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: l
         callbacks = [*callbacks, *log_callbacks]
     return L.Trainer(
         max_epochs=phase.epochs,
-        accelerator=accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        precision=precision,
+        **hardware_options(config, model, stored_features),
         callbacks=callbacks,
         logger=logger,
         # The module logs its epoch means once, at the last training batch: any longer interval would drop them in
