@@ -16,7 +16,9 @@ at batch 128 and the spec's 32, in the product's precision (``precision: auto``:
   where its CUDA provider loads;
 - a real ``affectkit train --model resnet50`` (spec defaults, 2 + 2 epochs), killed once in phase 2 and resumed.
 
-    bash bench/gpu_check.sh [--out DIR]        # about 7 minutes on an H200 with 16 cores
+    bash bench/gpu_check.sh [--out DIR]                      # every section: about 9 minutes on an H200, 16 cores
+    bash bench/gpu_check.sh --skip cli,compile --out DIR    # the speeds alone: about 5 minutes
+    bash bench/gpu_check.sh --budget-s 300 --out DIR        # no section starts after 300 s
 
 Without a GPU it says so and exits 0. Results go to DIR/gpu_check.json; the last line is machine-readable.
 """
@@ -60,19 +62,23 @@ def reset_peak() -> None:
 class Results(dict):
     """Everything measured, written to disk after each section so that a run cut short keeps what it had."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, budget_s: float | None = None):
         super().__init__()
         self.path = path
+        self.deadline = time.perf_counter() + budget_s if budget_s else None
 
     def section(self, name: str, fn, *args, **kwargs):
         start = time.perf_counter()
         print(f"== {name}", flush=True)
-        try:
-            self[name] = fn(*args, **kwargs)
-        except Exception as exc:  # one broken section must not cost the others' numbers
-            traceback.print_exc()
-            self[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        self[name + "_seconds"] = round(time.perf_counter() - start, 1)
+        if self.deadline is not None and start > self.deadline:  # a lease's limit would cut it halfway
+            self[name] = {"skipped": "--budget-s spent before this section started"}
+        else:
+            try:
+                self[name] = fn(*args, **kwargs)
+            except Exception as exc:  # one broken section must not cost the others' numbers
+                traceback.print_exc()
+                self[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            self[name + "_seconds"] = round(time.perf_counter() - start, 1)
         print(json.dumps({name: self[name]}, default=float), flush=True)
         if self.path is not None:
             self.path.write_text(json.dumps(self, indent=2, default=float))
@@ -111,14 +117,19 @@ def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
     n = n if DEVICE == "cuda" else 256
     a = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
+    return 2 * n**3 * timed(lambda: a @ b, 1, repeats) / 1e12
+
+
+def timed(fn, images: int, repeats: int = 10) -> float:
+    """images/s of ``fn`` (which handles ``images`` each call) over ``repeats`` calls after two warm-up calls."""
+    fn()
+    fn()
     sync()
     start = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        fn()
     sync()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+    return images * repeats / (time.perf_counter() - start)
 
 
 def make_data(root: Path, n: int, img_size: int, config):
@@ -268,14 +279,9 @@ def bare_rate(name: str, config, prepared, steps: int) -> float:
         loss.backward()
         optimizer.step()
 
-    for _ in range(5):
+    for _ in range(3):  # with timed()'s two: five warm-up steps (cuDNN's autotuner, the allocator)
         step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return round(len(images) * steps / (time.perf_counter() - start), 1)
+    return round(timed(step, len(images), repeats=steps), 1)
 
 
 def training_speeds(config, prepared, models: list[str], batches: list[int], workers_alt: int,
@@ -335,17 +341,6 @@ def phase1_comparison(config, prepared, root: Path, epochs: int) -> dict:
     return out
 
 
-def timed(fn, images: int, repeats: int = 10) -> float:
-    fn()
-    fn()
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync()
-    return round(images * repeats / (time.perf_counter() - start), 1)
-
-
 def inference_speeds(config, prepared, models: list[str]) -> dict:
     from affectkit.data.datamodule import normalise_batch
     from affectkit.evaluation.evaluator import predict_split
@@ -365,9 +360,9 @@ def inference_speeds(config, prepared, models: list[str]) -> dict:
         x = normalise_batch(torch.from_numpy(prepared.images[:128]).to(DEVICE).permute(0, 3, 1, 2))
         row = {}
         with torch.inference_mode():
-            row["torch_fp32_b128"] = timed(lambda: model(x), 128)
+            row["torch_fp32_b128"] = round(timed(lambda: model(x), 128), 1)
             with torch.autocast(DEVICE, dtype=torch.bfloat16):
-                row["torch_bf16_b128"] = timed(lambda: model(x), 128)
+                row["torch_bf16_b128"] = round(timed(lambda: model(x), 128), 1)
         start = time.perf_counter()
         predict_split(model, prepared, everything, batch_size=64, progress=False)
         row["predict_split_b64"] = round(len(everything) / (time.perf_counter() - start), 1)
@@ -447,6 +442,8 @@ def main() -> int:
                         "phase1, inference, cli")
     parser.add_argument("--work", type=Path, help="working folder (faces, cache, runs); faces found there are "
                         "reused (default: a new temporary folder)")
+    parser.add_argument("--budget-s", type=float, help="start no section after this many seconds (on a leased "
+                        "machine: finish, print the last line and return the files before the lease's limit)")
     parser.add_argument("--no-extras", action="store_true", help="training: no bare-PyTorch, worker-count or augment_on_device rows")
     parser.add_argument("--dry-run-on-cpu", action="store_true",
                         help="run every section on the CPU (use tiny sizes): checks this script, measures nothing")
@@ -465,7 +462,7 @@ def main() -> int:
 
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    results = Results(args.out / "gpu_check.json" if args.out else None)
+    results = Results(args.out / "gpu_check.json" if args.out else None, args.budget_s)
     skip = set(filter(None, args.skip.split(",")))
     models = args.models.split(",")
     root = args.work or Path(tempfile.mkdtemp(prefix="affectkit-gpu-"))

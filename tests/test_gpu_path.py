@@ -177,3 +177,15 @@ def test_device_augmentation_trains_and_refuses_what_it_cannot_do(demo_dir, tmp_
     assert result.best_path.is_file() and len(result.history) == 1
     with pytest.raises(ValueError, match="augment_on_device"):
         Config(augment_on_device=True, augmentation={"random_erasing": 0.25})
+
+
+def test_gpu_check_starts_no_section_after_its_budget(tmp_path):
+    import json
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run-on-cpu", "--faces", "40", "--img-size", "64",
+         "--budget-s", "0.001", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert all("skipped" in results[name] for name in ("training", "cli_run", "phase1", "inference", "compile"))
+    assert result.stdout.strip().splitlines()[-1].startswith("GPU_CHECK {")

@@ -228,6 +228,9 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
     with warnings.catch_warnings():
         # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        # The module warps augment_on_device batches (AffectModule.on_after_batch_transfer); the DataModule has no
+        # such hook, so there is nothing for Lightning's warning about the two to choose between.
+        warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
         trainer.fit(module, **loaders, ckpt_path=last if resume and last.is_file() else None)
     (state_dir / f"phase{phase.number}.done").write_text(json.dumps({"epochs_run": trainer.current_epoch}))
 
