@@ -129,13 +129,12 @@ def warp_images(images: torch.Tensor, matrices: torch.Tensor, fill_mode: str = "
     """uint8 (N, 3, H, W) images warped by (N, 3, 3) input-to-output pixel maps (:meth:`TrainAugmenter.draw`), as
     ``cv2.warpAffine`` with bilinear interpolation does, in one batched ``grid_sample`` on the images' device.
     Returns float32 in 0..255 (not rounded back to uint8)."""
-    n, _, height, width = images.shape
-    inverse = torch.linalg.inv(matrices.to(images.device, torch.float64))[:, :2].float()  # output -> input pixel
-    ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=torch.float32),
-                            torch.arange(width, device=images.device, dtype=torch.float32), indexing="ij")
-    points = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)  # pixel centres
-    source = points @ inverse.transpose(1, 2)  # (N, H*W, 2) input pixel coordinates
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=images.device)
-    grid = (source * scale - 1).reshape(n, height, width, 2)
+    height, width = images.shape[-2:]
+    # affine_grid works in [-1, 1] coordinates whose ends are the edge pixels' centres (align_corners=True).
+    to_unit = torch.tensor([[2.0 / max(width - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(height - 1, 1), -1.0],
+                            [0.0, 0.0, 1.0]], dtype=torch.float64, device=images.device)
+    output_to_input = torch.linalg.inv(matrices.to(images.device, torch.float64))
+    theta = (to_unit @ output_to_input @ torch.linalg.inv(to_unit))[:, :2].float()
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=True)
     return torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear",
                                            padding_mode=GRID_PADDING[fill_mode], align_corners=True)

@@ -40,15 +40,21 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | No
     return (1 - label_smoothing) * nll + label_smoothing / n_classes * uniform
 
 
-def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """Regression loss over the annotated samples only; zero (with a graph) when a batch has none.
-
-    Masking by weights, not by boolean indexing or a test of the mask: either would make every training step wait
-    for the GPU (a host sync), and the CPU could then no longer queue the next step's work ahead of it."""
+def annotated(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``(target, mask)`` with each unannotated (non-finite) target replaced by the detached prediction, so that it
+    adds no error and no gradient, and ``mask`` true where the target was annotated. Masking this way, not by boolean
+    indexing or a test of the mask, never makes a training step wait for the GPU (a host sync): the CPU keeps
+    queueing the step's work ahead of it."""
     mask = torch.isfinite(target)
+    return torch.where(mask, target, pred.detach()), mask
+
+
+def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Regression loss over the annotated samples only (see :func:`annotated`); zero (with a graph) when a batch has
+    none."""
+    target, mask = annotated(pred, target)
     weight = mask.to(pred.dtype)
     count = weight.sum()
-    target = torch.where(mask, target, pred.detach())  # no NaN enters the arithmetic (nor its gradient)
     mse = ((pred - target) ** 2 * weight).sum() / count.clamp(min=1)
     if kind != "ccc":
         return mse

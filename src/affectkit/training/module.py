@@ -16,15 +16,14 @@ from affectkit.data.augment import warp_images
 from affectkit.data.datamodule import normalise_batch
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
-from affectkit.training.losses import multitask_loss
+from affectkit.training.losses import annotated, multitask_loss
 from affectkit.training.mixing import mix_batch, mixes
 
 
 def _masked_absolute_error(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed absolute error over the annotated samples, their count), both tensors on the batch's device."""
-    mask = torch.isfinite(target)
-    error = (pred - torch.where(mask, target, pred)).abs()
-    return error.sum(), mask.sum()
+    target, mask = annotated(pred, target)
+    return (pred - target).abs().sum(), mask.sum()
 
 
 class EpochMean(Metric):
