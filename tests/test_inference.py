@@ -16,6 +16,7 @@ from skimage import data as skdata
 from typer.testing import CliRunner
 
 from affectkit.config import CLASS_NAMES, Config
+from affectkit.errors import AffectkitError
 from affectkit.inference.export import export_onnx, int8_path, onnx_parity
 from affectkit.inference import faces as faces_module
 from affectkit.inference.faces import Face, FaceDetector, crop_face
@@ -149,6 +150,30 @@ def test_onnx_export_matches_torch_and_auto_backend_uses_it(model_path, tmp_path
         assert Predictor(model_path, detect=False).backend_name == "onnx"
     finally:
         default.unlink()
+
+
+def test_a_model_and_its_onnx_export_alone_have_one_digest(model_path, tmp_path):
+    """Serving state files and the face model a fusion or temporal model was trained with are keyed by this digest,
+    so serving the export alone must not look like another model."""
+    import shutil
+
+    from affectkit.inference.predictor import model_digest
+    from affectkit.models.registry import sha256_of
+    from affectkit.multimodal.run import face_model_digest
+
+    weights = sha256_of(model_path.with_suffix(".safetensors"))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    onnx_path = export_onnx(model_path, out=alone / "best_CustomCNN.onnx")
+    assert model_digest(model_path) == weights == model_digest(onnx_path) == face_model_digest(onnx_path)
+    # An ONNX file that records no weights is its own model.
+    bare = onnx.load(str(onnx_path))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    assert model_digest(tmp_path / "bare.onnx") == sha256_of(tmp_path / "bare.onnx") != weights
+    shutil.rmtree(alone)
+    with pytest.raises(AffectkitError, match="no such model"):
+        face_model_digest(onnx_path)
 
 
 def test_auto_backend_ignores_a_stale_onnx_export(model_path, tmp_path):

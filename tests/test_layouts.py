@@ -494,6 +494,63 @@ def test_a_sample_listed_twice_is_quarantined_once(tmp_path):
     assert [r.id for r in index.records] == ["a.png", "b.png"] and kinds(index) == {"a.png": "duplicate"}
 
 
+def test_ferplus_vote_distributions_follow_ferplus_crossentropy_rule(fer, tmp_path):
+    from affectkit.data.layouts.fer2013 import FERPLUS_COLUMNS, ferplus_distribution
+
+    # FER+'s columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF.
+    assert ferplus_distribution([7, 3, 0, 0, 0, 0, 0, 0, 0, 0]) == (0.7, 0.3, 0, 0, 0, 0, 0, 0)
+    # surprise is affectkit's 3: the most voted until three quarters of the votes are covered; the single vote goes
+    assert ferplus_distribution([4, 3, 3, 0, 0, 0, 0, 1, 0, 0]) == (0.4, 0.3, 0, 0.3, 0, 0, 0, 0)
+    assert ferplus_distribution([6, 0, 0, 0, 0, 0, 0, 0, 4, 0]) == (1, 0, 0, 0, 0, 0, 0, 0)  # unknown after neutral
+    assert ferplus_distribution([3, 0, 0, 0, 0, 0, 0, 0, 7, 0]) is None  # unknown first
+    assert ferplus_distribution([6, 2, 2, 2, 0, 0, 0, 0, 0, 0]) is None  # four classes in all
+    assert ferplus_distribution([0] * 10) is None
+
+    folder, _ = fer
+    shutil.copy(folder / "fer2013.csv", tmp_path / "fer2013.csv")
+    votes = {1: [7, 3, 0, 0, 0, 0, 0, 0, 0, 0], 2: [0, 0, 0, 3, 7, 0, 0, 0, 0, 0],
+             3: [7, 2, 2, 2, 0, 0, 0, 0, 0, 0]}  # 3: a majority, but FER+'s distribution rule discards it
+    rows = [",".join(["Training", f"fer{r - 1:07d}.png", *map(str, votes.get(r, [10] + [0] * 9))])
+            for r in range(1, 40)]
+    (tmp_path / "fer2013new.csv").write_text("Usage,Image name," + ",".join(FERPLUS_COLUMNS) + "\n"
+                                             + "\n".join(rows) + "\n")
+    by_row = {int(r.id.split(":")[1]): r for r in read_dataset(tmp_path, progress=False).records}
+    assert by_row[1].expression == 0 and by_row[1].expression_distribution == (0.7, 0.3, 0, 0, 0, 0, 0, 0)
+    assert by_row[2].expression == 6 and by_row[2].expression_distribution == (0, 0, 0.3, 0, 0, 0, 0.7, 0)
+    assert by_row[3].expression == 0 and by_row[3].expression_distribution == (1, 0, 0, 0, 0, 0, 0, 0)
+    for record in by_row.values():
+        assert math.isclose(sum(record.expression_distribution), 1)
+        assert int(np.argmax(record.expression_distribution)) == record.expression
+
+
+def test_manifest_votes_give_each_face_its_distribution(tmp_path):
+    rows = [("a.png", "", "6", "4", ""), ("b.png", "sad", "1", "3", ""), ("c.png", "happy", "", "", ""),
+            ("d.png", "happy", "1", "3", ""), ("e.png", "", "2", "2", ""), ("f.png", "", "", "", ""),
+            ("g.png", "", "x", "1", ""), ("h.png", "", "-1", "3", ""), ("i.png", "", "", "", "5")]
+    for i, (name, *_) in enumerate(rows):
+        save(tmp_path / name, face(i % 4, i)[0])
+    pd.DataFrame(rows, columns=["path", "expression", "Happy", "sad", "contempt"]).to_csv(tmp_path / "m.csv",
+                                                                                      index=False)
+    index = read_dataset(tmp_path / "m.csv", progress=False)
+    records = {r.id: r for r in index.records}
+    assert records["a.png"].expression == 1 and records["a.png"].expression_distribution == (0, 0.6, 0.4, 0, 0, 0, 0, 0)
+    assert records["b.png"].expression == 2 and records["b.png"].expression_distribution == (0, 0.25, 0.75, 0, 0, 0, 0, 0)
+    assert records["c.png"].expression == 1 and records["c.png"].expression_distribution is None  # no votes
+    assert records["i.png"].expression == 7 and records["i.png"].expression_distribution == (0,) * 7 + (1,)
+    assert kinds(index) == {"d.png": "votes_disagree", "e.png": "votes_tied", "f.png": "expression_missing",
+                            "g.png": "votes_invalid", "h.png": "votes_invalid"}
+    reasons = {r.id: r.reason for r in index.rejected}
+    assert "m.csv line 5" in reasons["d.png"] and "not the most voted class (sad)" in reasons["d.png"]
+    assert "happy and sad have the most votes" in reasons["e.png"]
+    assert "votes in happy, sad, contempt" in index.describe()
+    # Votes alone are enough; without them, the expression column is needed.
+    pd.DataFrame({"path": ["a.png"], "happy": [3]}).to_csv(tmp_path / "votes.csv", index=False)
+    assert read_dataset(tmp_path / "votes.csv", progress=False).records[0].expression == 1
+    pd.DataFrame({"path": ["a.png"], "valence": [0.1]}).to_csv(tmp_path / "none.csv", index=False)
+    with pytest.raises(AffectkitError, match="lacks the column\\(s\\) expression; a manifest needs path, expression \\(or votes"):
+        read_dataset(tmp_path / "none.csv", progress=False)
+
+
 def test_manifest_subject_column_groups_the_split(tmp_path):
     rows = []
     for i in range(48):

@@ -26,12 +26,13 @@ def _data(demo_dir, run, config):
     return prepare_data(demo_dir, config, splits_path=run / "splits.csv", progress=False)
 
 
-def _val_loss(model, data, config) -> float:
-    """The validation loss of ``model`` over the whole split at once."""
+def _val_loss(model, data, config, targets: np.ndarray | None = None) -> float:
+    """The validation loss of ``model`` over the whole split at once (towards ``targets``, by default the classes)."""
     val = data.positions("val")
     with torch.no_grad():
         logits, v, a = model(torch.from_numpy(normalise(np.asarray(data.images[val]))))
-    loss, _ = multitask_loss(logits, v, a, torch.from_numpy(data.expression[val]),
+    targets = data.expression if targets is None else targets
+    loss, _ = multitask_loss(logits, v, a, torch.from_numpy(targets[val]),
                              torch.from_numpy(data.valence_arousal[val]), config.loss)
     return float(loss)
 
@@ -200,6 +201,63 @@ def test_phase_one_on_stored_features_trains_exactly_as_the_naive_way(demo_dir, 
     assert not (tmp_path / "False" / "checkpoints" / "ResNet50" / "phase1_train_features.npy").exists()
     columns = ["train_loss", "val_loss", "train_acc", "val_acc", "val_valence_mae", "val_arousal_mae"]
     pd.testing.assert_frame_equal(histories[True][columns], histories[False][columns])
+
+
+def _voted_manifest(demo_dir, path):
+    """The demo faces as a manifest of annotators' votes: 7 for each face's class, 3 for the next class."""
+    from affectkit.config import CLASS_NAMES
+    from affectkit.data.reader import read_dataset
+
+    rows = []
+    for r in read_dataset(demo_dir, progress=False).records:
+        votes = {name.lower(): 0 for name in CLASS_NAMES}
+        votes[CLASS_NAMES[r.expression].lower()] = 7
+        votes[CLASS_NAMES[(r.expression + 1) % 8].lower()] = 3
+        rows.append({"path": str(r.image_path), "valence": r.valence, "arousal": r.arousal, **votes})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_label_distribution_trains_and_validates_towards_the_votes(demo_dir, tmp_path, tiny_config):
+    from affectkit.data.datamodule import AffectDataModule
+    from affectkit.training.features import feature_loaders
+
+    manifest = _voted_manifest(demo_dir, tmp_path / "votes.csv")
+    config = tiny_config.override(epochs=1, fine_tune_epochs=1, label_distribution=True)
+    data = prepare_data(manifest, config, splits_path=tmp_path / "splits.csv", progress=False)
+    votes = data.expression_distribution
+    assert votes.shape == (len(data.records), 8) and (votes.argmax(1) == data.expression).all()
+    assert np.allclose(np.sort(votes, axis=1)[:, -2:], [0.3, 0.7])
+
+    # What the loaders hand the loss: the distributions with the option, the classes without it.
+    on, off = AffectDataModule(data, config), AffectDataModule(data, config.override(label_distribution=False))
+    val = data.positions("val")
+    assert torch.equal(next(iter(on.val_dataloader()))[1], torch.from_numpy(votes[val[:16]]))
+    assert torch.equal(next(iter(off.val_dataloader()))[1], torch.from_numpy(data.expression[val[:16]]))
+    assert next(iter(on.train_dataloader()))[1].shape == (16, 8)
+    stored_train, stored_val = feature_loaders(on, np.zeros((1, len(data.positions("train")), 4), np.float32),
+                                               np.zeros((len(val), 4), np.float32))
+    assert torch.equal(next(iter(stored_val))[1], torch.from_numpy(votes[val]))
+    assert next(iter(stored_train))[1].dtype == torch.float32
+    # Class frequencies count vote shares: each class is some faces' second choice.
+    assert np.allclose(on.class_frequencies(), votes[data.positions("train")].sum(0))
+    # Data without votes: the option changes nothing.
+    plain = _data(demo_dir, tmp_path / "plain", config)
+    assert plain.expression_distribution is None
+    assert AffectDataModule(plain, config).dataset("val").targets is plain.expression
+
+    histories = {}
+    for distribution in (True, False):
+        run = tmp_path / str(distribution)
+        result = train_model("resnet50", data, run, config.override(label_distribution=distribution), quiet=True)
+        histories[distribution] = result.history
+    model, meta = load_model(result.best_path.parent.parent / "True" / result.best_path.name)
+    # The recorded validation loss is the one towards the votes (not the classes, which a barely trained head scores
+    # nearly alike).
+    assert _val_loss(model, data, config, votes) == pytest.approx(meta["best"]["val_loss"], abs=1e-6)
+    assert abs(_val_loss(model, data, config) - meta["best"]["val_loss"]) > 1e-4
+    assert not np.allclose(histories[True]["train_loss"], histories[False]["train_loss"])
+    assert histories[True]["train_acc"].between(0, 1).all()  # scored by each face's most voted class
 
 
 def test_mixup_keeps_phase_one_on_stored_features_and_mixes_them(demo_dir, tmp_path, tiny_config):

@@ -121,6 +121,10 @@ class Config(_Strict):
         "auto", description="DataLoader worker processes; auto picks by hardware.")
     weighted_sampler: bool = Field(
         False, description="Draw training images with probability inverse to their class frequency.")
+    # Ten annotators who split 6 / 4 between two expressions say something a single class throws away (Barsoum et
+    # al. 2016 trained FER+ on the distribution and beat its majority labels).
+    label_distribution: bool = Field(
+        False, description="Where the data gives annotators' votes (FER+), train on their distribution, not one class.")
 
     augmentation: AugmentationConfig = Field(
         default_factory=AugmentationConfig, description="Training-image augmentation (augmentation.* keys).")

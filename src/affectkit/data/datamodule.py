@@ -32,6 +32,8 @@ class PreparedData:
     expression: np.ndarray  # (N,) int64
     valence_arousal: np.ndarray  # (N, 2) float32, NaN where not annotated
     landmarks: np.ndarray  # (N, 68, 2) float32 in cache pixels, NaN where absent
+    # (N, 8) float32, where any record carries annotators' votes (FER+): their distributions, one-hot for the rest
+    expression_distribution: np.ndarray | None = None
 
     def positions(self, split: str) -> np.ndarray:
         if split == "all":
@@ -77,7 +79,21 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
             expression=np.array([r.expression for r in records], dtype=np.int64),
             valence_arousal=np.array([[r.valence, r.arousal] for r in records], dtype=np.float32).reshape(-1, 2),
             landmarks=np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32),
+            expression_distribution=label_distributions(records),
         )
+
+
+def label_distributions(records: list[Record]) -> np.ndarray | None:
+    """(N, 8) float32: each record's vote distribution, or its class as one-hot; None when no record has votes."""
+    if all(r.expression_distribution is None for r in records):
+        return None
+    out = np.zeros((len(records), NUM_CLASSES), dtype=np.float32)
+    for i, r in enumerate(records):
+        if r.expression_distribution is None:
+            out[i, r.expression] = 1.0
+        else:
+            out[i] = r.expression_distribution
+    return out
 
 
 def available_cores() -> int:
@@ -124,16 +140,18 @@ def normalise_batch(images: torch.Tensor, channels_last: bool = True) -> torch.T
 
 
 class AffectDataset(Dataset):
-    """Items ``(uint8 CHW image, class, valence/arousal, landmarks)``. With ``warp_on_device`` the augmenter only
-    draws each image's flip and warp: the image leaves unwarped with its 3x3 matrix as a fifth element, and the
+    """Items ``(uint8 CHW image, expression target, valence/arousal, landmarks)``; the target is the class, or with
+    ``distributions`` the (8,) vote distribution (:func:`expression_targets`). With ``warp_on_device`` the augmenter
+    only draws each image's flip and warp: the image leaves unwarped with its 3x3 matrix as a fifth element, and the
     LightningModule warps the whole batch on the GPU (:func:`affectkit.data.augment.warp_images`)."""
 
     def __init__(self, data: PreparedData, positions: np.ndarray, augmenter: TrainAugmenter | None = None,
-                 warp_on_device: bool = False):
+                 warp_on_device: bool = False, distributions: bool = False):
         self.data = data
         self.positions = positions
         self.augmenter = augmenter
         self.warp_on_device = warp_on_device and augmenter is not None
+        self.targets = expression_targets(data, distributions)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -149,11 +167,20 @@ class AffectDataset(Dataset):
             image, landmarks = self.augmenter(image, landmarks)
         item = (
             torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),  # uint8 CHW: see normalise_batch
-            torch.tensor(self.data.expression[k]),
+            torch.from_numpy(self.targets[k]) if self.targets.ndim == 2 else torch.tensor(self.targets[k]),
             torch.from_numpy(self.data.valence_arousal[k]),
             torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
         )
         return item if matrix is None else (*item, torch.from_numpy(matrix))
+
+
+def expression_targets(data: PreparedData, distributions: bool) -> np.ndarray:
+    """What the expression loss is trained towards: the classes (N,) int64, or with ``distributions``, where the data
+    has them, the annotators' vote distributions (N, 8) float32; the class of a distribution is its most voted one,
+    which the training step's accuracy and confusion matrix read back with ``argmax``."""
+    if distributions and data.expression_distribution is not None:
+        return data.expression_distribution
+    return data.expression
 
 
 def _seed_worker_augmenter(worker_id: int) -> None:
@@ -175,7 +202,8 @@ class AffectDataModule(L.LightningDataModule):
     def dataset(self, split: str, augment: bool = False) -> AffectDataset:
         augmenter = TrainAugmenter(self.config.augmentation, seed=self.config.seed) if augment else None
         return AffectDataset(self.data, self.data.positions(split), augmenter,
-                             warp_on_device=augment and self.config.augment_on_device)
+                             warp_on_device=augment and self.config.augment_on_device,
+                             distributions=self.config.label_distribution)
 
     def _loader(self, dataset: Dataset, shuffle: bool, sampler=None) -> DataLoader:
         workers = loader_workers(self.config)
@@ -200,8 +228,12 @@ class AffectDataModule(L.LightningDataModule):
         return self._loader(self.dataset("val"), shuffle=False)
 
     def class_frequencies(self) -> np.ndarray:
-        labels = self.data.expression[self.data.positions("train")]
-        return np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
+        """Training images per class; trained on vote distributions, the votes' share summed (a class some faces
+        got votes for is trained on, even where it is no face's most voted one)."""
+        targets = expression_targets(self.data, self.config.label_distribution)[self.data.positions("train")]
+        if targets.ndim == 2:
+            return targets.sum(axis=0, dtype=np.float64)
+        return np.bincount(targets, minlength=NUM_CLASSES).astype(np.float64)
 
     def _balanced_sampler(self, dataset: AffectDataset) -> WeightedRandomSampler:
         counts = self.class_frequencies()
@@ -211,4 +243,5 @@ class AffectDataModule(L.LightningDataModule):
         return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(weights), replacement=True, generator=generator)
 
 
-__all__ = ["SPLITS", "AffectDataModule", "AffectDataset", "PreparedData", "prepare_data", "normalise", "normalise_batch", "loader_workers"]
+__all__ = ["SPLITS", "AffectDataModule", "AffectDataset", "PreparedData", "expression_targets", "label_distributions",
+           "loader_workers", "normalise", "normalise_batch", "prepare_data"]

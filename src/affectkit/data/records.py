@@ -81,6 +81,9 @@ class Record:
     crop: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of image_path holding the face
     # image_path is a FER2013-style CSV and the record's pixel string is on the line at this byte offset.
     row_offset: int | None = None
+    # Where annotators' votes are given (FER+): their distribution over the eight classes, summing to 1, whose most
+    # voted class is ``expression``; training uses it in place of the class where ``label_distribution`` is on.
+    expression_distribution: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_valence_arousal(self) -> bool:

@@ -25,7 +25,7 @@ TRAINING_DATA_KEYS = ("source", "layout", "layout_description", "synthetic", "va
 RECIPE_KEYS = ("img_size", "batch_size", "epochs", "fine_tune_epochs", "learning_rate", "fine_tune_lr", "lr_schedule",
                "optimizer", "weight_decay", "selection_metric", "early_stopping_patience", "fine_tune_warmup_epochs",
                "fine_tune_batchnorm", "backbone_lr_scale", "fine_tune_min_steps", "ema_decay", "use_light_models",
-               "pretrained", "weighted_sampler", "tta_flip", "precision", "seed", "max_samples")
+               "pretrained", "weighted_sampler", "label_distribution", "tta_flip", "precision", "seed", "max_samples")
 
 
 def synthetic_data_warning(meta: dict[str, Any]) -> str | None:

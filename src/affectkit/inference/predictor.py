@@ -16,6 +16,7 @@ from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGE
 from affectkit.inference.faces import DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
 from affectkit.models.io import load_model, model_paths, read_metadata
+from affectkit.models.registry import sha256_of
 
 if TYPE_CHECKING:
     from affectkit.inference.results import FaceResults, ImageInput
@@ -35,6 +36,18 @@ def model_files(model_path: str | Path) -> tuple[Path, Path, Path]:
         return weights, meta, path
     weights, meta = model_paths(path)
     return weights, meta, weights.with_suffix(".onnx")
+
+
+def model_digest(model_path: str | Path) -> str:
+    """The SHA-256 of the weights behind a model: of its ``.safetensors`` file, or, given its ONNX export alone, the
+    digest the export records of the weights it came from (the file's own where it records none), so that the
+    weights and their export are one model wherever a model is keyed or checked by digest."""
+    weights, _, onnx_path = model_files(model_path)
+    if weights.is_file():
+        return weights_digest(weights)
+    if not onnx_path.is_file():
+        raise AffectkitError(f"{model_path}: no such model (neither {weights.name} nor {onnx_path.name} exists).")
+    return OnnxBackend(onnx_path).metadata.get(WEIGHTS_DIGEST_KEY) or sha256_of(onnx_path)
 
 
 def preprocess(images: Sequence[np.ndarray], size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

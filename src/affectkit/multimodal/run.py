@@ -18,7 +18,7 @@ from affectkit.data.records import Reject, Rejection, quarantine_frame
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
-from affectkit.inference.predictor import Predictor, model_files
+from affectkit.inference.predictor import Predictor, model_digest
 from affectkit.models.registry import sha256_of
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SECOND
 from affectkit.multimodal.features import (
@@ -78,11 +78,9 @@ def _predictor(manifest: MultimodalManifest, face_model: Path | None, detect: bo
 
 
 def face_model_digest(face_model: Path | None) -> str | None:
-    """The SHA-256 of the face model's weights (of its ONNX file when it was given alone)."""
-    if face_model is None:
-        return None
-    weights, _, onnx = model_files(face_model)
-    return sha256_of(weights if weights.is_file() else onnx)
+    """The SHA-256 of the face model's weights (:func:`affectkit.inference.predictor.model_digest`: its ONNX export
+    given alone is the same face model)."""
+    return None if face_model is None else model_digest(face_model)
 
 
 def _feature_key(manifest: Path, face_model: Path | None, settings: dict[str, Any]) -> dict[str, Any]:

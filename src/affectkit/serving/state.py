@@ -21,9 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from affectkit.errors import AffectkitError
-from affectkit.inference.backends import WEIGHTS_DIGEST_KEY, OnnxBackend
-from affectkit.inference.predictor import model_files
-from affectkit.models.registry import sha256_of
+from affectkit.inference.predictor import model_digest, model_files
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,17 +42,6 @@ PRUNE_EVERY = 256  # rows beyond a window are deleted in batches, not one per in
 Served = tuple[str, float, float, float]  # expression, valence, arousal, confidence
 Said = tuple[str, float, float]  # expression, valence, arousal
 Report = tuple[Said, str | None, float | None, float | None]  # what was said; the truth (None where not reported)
-
-
-def model_digest(model_path: str | Path) -> str:
-    """The SHA-256 of the weights behind a served model: of the ``.safetensors`` file, or the digest an ONNX export
-    records of the weights it came from (so serving the export or the weights keeps one state)."""
-    weights, _, onnx_path = model_files(model_path)
-    if weights.is_file():
-        return sha256_of(weights)
-    if not onnx_path.is_file():
-        raise AffectkitError(f"{model_path}: no such model (neither {weights.name} nor {onnx_path.name} exists).")
-    return OnnxBackend(onnx_path).metadata.get(WEIGHTS_DIGEST_KEY) or sha256_of(onnx_path)
 
 
 def state_file(folder: str | Path, model_path: str | Path) -> Path:

@@ -21,6 +21,7 @@ from affectkit.data.datamodule import (
     AffectDataModule,
     AffectDataset,
     _seed_worker_augmenter,
+    expression_targets,
     loader_workers,
     normalise_batch,
 )
@@ -113,8 +114,9 @@ def _batched(dataset: StoredFeatures, sampler: Sampler, batch_size: int) -> Data
 def feature_loaders(datamodule: AffectDataModule, train: np.ndarray, val: np.ndarray) -> tuple[DataLoader, DataLoader]:
     data, config = datamodule.data, datamodule.config
     tr, va = data.positions("train"), data.positions("val")
-    train_set = StoredFeatures(train, data.expression[tr], data.valence_arousal[tr])
-    val_set = StoredFeatures(val, data.expression[va], data.valence_arousal[va])
+    targets = expression_targets(data, config.label_distribution)
+    train_set = StoredFeatures(train, targets[tr], data.valence_arousal[tr])
+    val_set = StoredFeatures(val, targets[va], data.valence_arousal[va])
     sampler = (datamodule._balanced_sampler(AffectDataset(data, tr)) if config.weighted_sampler
                else RandomSampler(train_set))
     # Validation batches can be as large as memory allows: BatchNorm is in eval mode and the epoch metrics are

@@ -132,6 +132,8 @@ class AffectModule(L.LightningModule):
         logits, valence, arousal, target, labels, va = self._outputs(batch, stage)
         loss, _ = multitask_loss(logits.float(), valence.float(), arousal.float(), target, va, self.config.loss,
                                  self.class_weights, classes=self.trained_classes)
+        if labels.is_floating_point():  # vote distributions (label_distribution): scored by their most voted class
+            labels = labels.argmax(1)
         self._accumulate(stage, loss, logits, valence, arousal, labels, va)
         if stage == "val":
             self.val_confusion.update(logits.detach().argmax(1), labels)

@@ -5,7 +5,9 @@ Training / PublicTest / PrivateTest become train / val / test. No image files ar
 row's byte offset and the cache builder decodes the pixel string straight into the cache.
 
 FER+ (Microsoft's relabelling of the same faces by ten annotators each, eight classes with contempt): where
-``fer2013new.csv`` sits beside the CSV, its votes replace FER2013's labels, row by row, by FER+'s majority rule.
+``fer2013new.csv`` sits beside the CSV, its votes replace FER2013's labels, row by row, by FER+'s majority rule,
+and each record also carries the distribution of its votes (FER+'s "crossentropy" rule), which training uses in
+place of the class where ``label_distribution`` is on.
 """
 
 from __future__ import annotations
@@ -102,9 +104,52 @@ def ferplus_label(votes: list[float]) -> int:
     return FERPLUS_TO_AFFECTKIT[best]
 
 
-def _ferplus_labels(path: Path) -> dict[int, int | str]:
-    """Row number (from 1 after the header, as :func:`_rows` counts) -> affectkit class id, ``NO_MAJORITY``, or the
-    problem with the row."""
+def ferplus_distribution(votes: list[float]) -> tuple[float, ...] | None:
+    """FER+'s label distribution (the FERPlus repository's "crossentropy" and "probability" modes), over affectkit's
+    eight classes: single votes dropped as outliers, then the most-voted classes taken, ties together, until they
+    hold three quarters of the votes or number three; None where they hold no more than half, number more than
+    three, or the first of them is "unknown" or "not a face". Taking "unknown" ends the search; it is itself left
+    out when an expression came before it."""
+    remaining = [v if v > 1 else 0.0 for v in votes]
+    total = sum(remaining)
+    taken = [0.0] * len(votes)
+    covered, count, valid = 0.0, 0, True
+    while covered < 0.75 * total and count < 3 and valid:
+        top = max(remaining)
+        for i, v in enumerate(remaining):
+            if v != top:
+                continue
+            taken[i], remaining[i] = top, 0.0
+            covered += top
+            count += 1
+            if i >= len(FERPLUS_TO_AFFECTKIT):  # unknown or not a face
+                valid = False
+                if sum(taken) > top:
+                    taken[i] = 0.0
+                    count -= 1
+                break
+    expressions = taken[: len(FERPLUS_TO_AFFECTKIT)]
+    if sum(taken) <= 0.5 * total or count > 3 or max(taken) > max(expressions):
+        return None
+    distribution = [0.0] * len(FERPLUS_TO_AFFECTKIT)
+    for column, share in enumerate(expressions):
+        distribution[FERPLUS_TO_AFFECTKIT[column]] = share / sum(expressions)
+    return tuple(distribution)
+
+
+def _ferplus_votes(votes: list[float]) -> tuple[int, tuple[float, ...] | None]:
+    """(majority class or ``NO_MAJORITY``, the distribution training may use): a row FER+'s distribution rule
+    discards (more than three classes tied for the last place) keeps its majority class alone."""
+    label = ferplus_label(votes)
+    if label == NO_MAJORITY:
+        return label, None
+    distribution = ferplus_distribution(votes)
+    return label, distribution or tuple(float(c == label) for c in range(len(FERPLUS_TO_AFFECTKIT)))
+
+
+def _ferplus_labels(path: Path) -> dict[int, tuple[int, tuple[float, ...] | None] | str]:
+    """Row number (from 1 after the header, as :func:`_rows` counts) -> (affectkit class id or ``NO_MAJORITY``, vote
+    distribution), or the problem with the row."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
@@ -113,12 +158,12 @@ def _ferplus_labels(path: Path) -> dict[int, int | str]:
             raise AffectkitError(f"{path} lacks FER+'s vote column(s) {', '.join(missing)}: it is read as FER+'s "
                                  "labels because of its name; rename it to read FER2013's own labels.")
         columns = [header.index(c) for c in FERPLUS_COLUMNS]
-        labels: dict[int, int | str] = {}
+        labels: dict[int, tuple[int, tuple[float, ...] | None] | str] = {}
         for row, fields in enumerate(reader, start=1):
             if not fields:
                 continue
             try:
-                labels[row] = ferplus_label([float(fields[c]) for c in columns])
+                labels[row] = _ferplus_votes([float(fields[c]) for c in columns])
             except (ValueError, IndexError):
                 labels[row] = f"{path.name} row {row} does not hold ten vote counts"
     return labels
@@ -143,25 +188,26 @@ def _fer2013_label(raw: str, source: str) -> int:
     return FER2013_TO_AFFECTKIT[int(raw)]
 
 
-def _ferplus(label: int | str | None, source: str) -> int:
-    if label is None:
+def _ferplus(row: tuple[int, tuple[float, ...] | None] | str | None, source: str) -> tuple[int, tuple[float, ...]]:
+    if row is None:
         raise Reject("ferplus_missing", f"{source} has no row in {FERPLUS_FILE}")
-    if isinstance(label, str):
-        raise Reject("ferplus_invalid", label)
+    if isinstance(row, str):
+        raise Reject("ferplus_invalid", row)
+    label, distribution = row
     if label == NO_MAJORITY:
         raise Reject("ferplus_no_majority", f"{source}: FER+'s voters gave no expression a majority (or called the "
                                             "face unknown, or not a face)")
-    return label
+    return label, distribution
 
 
 def _record(csv_path: Path, cols: _Columns, row: int, offset: int, line: bytes,
-            ferplus: dict[int, int | str] | None) -> Record:
+            ferplus: dict[int, tuple[int, tuple[float, ...] | None] | str] | None) -> Record:
     source = f"{csv_path.name} row {row}"
     fields = _fields(line)
     if len(fields) < cols.n:
         raise Reject("row_invalid", f"{source} has {len(fields)} field(s); the header names {cols.n}")
-    label = (_fer2013_label(fields[cols.emotion], source) if ferplus is None
-             else _ferplus(ferplus.get(row), source))
+    label, distribution = ((_fer2013_label(fields[cols.emotion], source), None) if ferplus is None
+                           else _ferplus(ferplus.get(row), source))
     pixels = pixels_from_string(fields[cols.pixels], source)
     split = None
     if cols.usage is not None:
@@ -171,7 +217,7 @@ def _record(csv_path: Path, cols: _Columns, row: int, offset: int, line: bytes,
             raise Reject("split_invalid", f"{source}: Usage {usage!r} is not Training, PublicTest or PrivateTest")
     digest = hashlib.blake2b(pixels.tobytes(), digest_size=10).hexdigest()
     return Record(f"{csv_path.stem}:{row}", csv_path, label, width=SIZE, height=SIZE,
-                  digest=digest, split=split, row_offset=offset)
+                  digest=digest, split=split, row_offset=offset, expression_distribution=distribution)
 
 
 def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
@@ -192,5 +238,7 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
         except Reject as r:
             return Rejection(f"{csv_path.stem}:{row}", f"{csv_path}:{row + 1}", r.kind, r.reason)
 
-    detail = csv_path.name if ferplus is None else f"{csv_path.name} with FER+'s labels from {FERPLUS_FILE}, by majority"
+    detail = csv_path.name if ferplus is None else (
+        f"{csv_path.name} with FER+'s labels from {FERPLUS_FILE}, by majority; vote distributions for "
+        "label_distribution")
     return collect(csv_path, NAME, _rows(csv_path), build, total=total, detail=detail)

@@ -3,14 +3,21 @@
 Relative paths are resolved against the CSV's folder; ``expression`` is an id or a class name (synonyms accepted).
 Records without valence/arousal keep NaN there and train the expression head only. A ``subject`` column keeps each
 subject on one side of the split.
+
+Annotators' votes (or probabilities) may be given in columns named after the classes (``neutral``, ``happy``, ...,
+``contempt``; any of them, an empty cell is 0): each row's are scaled to sum to 1, its distribution, which training
+uses where ``label_distribution`` is on. The ``expression`` column may then be left out or empty, and is the most
+voted class; where it is given it must be one of the most voted.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from affectkit.config import CLASS_NAMES
 from affectkit.data.records import (
     DatasetIndex,
     ReadOptions,
@@ -27,8 +34,46 @@ from affectkit.data.records import (
 from affectkit.errors import AffectkitError
 
 NAME = "manifest"
-NEEDS = "manifest.csv, or a CSV file given directly, with columns path, expression[, valence, arousal, split, subject]"
+NEEDS = ("manifest.csv, or a CSV file given directly, with columns path, expression (or votes per class)[, valence, "
+         "arousal, split, subject]")
 GROUP_COLUMNS = ("subject", "group")
+VOTE_COLUMNS = tuple(name.lower() for name in CLASS_NAMES)
+
+
+def parse_votes(row: dict[str, str], columns: list[str], source: str) -> tuple[float, ...] | None:
+    """The row's votes over the eight classes scaled to sum to 1; None where its vote cells are all empty or 0."""
+    votes = [0.0] * len(CLASS_NAMES)
+    for column in columns:
+        cell = row[column].strip()
+        try:
+            value = float(cell) if cell else 0.0
+        except ValueError:
+            raise Reject("votes_invalid", f"{source}: {column} {cell!r} is not a number of votes") from None
+        if not math.isfinite(value) or value < 0:
+            raise Reject("votes_invalid", f"{source}: {column} {cell!r} is not a non-negative number of votes")
+        votes[VOTE_COLUMNS.index(column)] = value
+    total = sum(votes)
+    return tuple(v / total for v in votes) if total > 0 else None
+
+
+def _label(row: dict[str, str], distribution: tuple[float, ...] | None, source: str) -> int:
+    """The row's class: its expression cell, which must be one of the most voted, or else the single most voted."""
+    given = row.get("expression", "").strip()
+    if distribution is None:
+        if not given:
+            raise Reject("expression_missing", f"{source} has neither an expression nor any votes")
+        return parse_expression(given, source)
+    top = [c for c, share in enumerate(distribution) if share == max(distribution)]
+    if not given:
+        if len(top) > 1:
+            raise Reject("votes_tied", f"{source}: {' and '.join(VOTE_COLUMNS[c] for c in top)} have the most votes; "
+                                       "give its expression")
+        return top[0]
+    label = parse_expression(given, source)
+    if label not in top:
+        raise Reject("votes_disagree", f"{source}: expression {given!r} is not the most voted class "
+                                       f"({' / '.join(VOTE_COLUMNS[c] for c in top)})")
+    return label
 
 
 def find(path: Path, options: ReadOptions) -> Path | None:
@@ -44,11 +89,13 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise AffectkitError(f"{csv_path} is not a readable CSV manifest ({exc}).") from None
     table.columns = [c.strip().lower() for c in table.columns]
-    missing = {"path", "expression"} - set(table.columns)
+    vote_columns = [c for c in VOTE_COLUMNS if c in table.columns]
+    missing = {"path"} | ({"expression"} if not vote_columns else set())
+    missing -= set(table.columns)
     if missing:
         raise AffectkitError(
-            f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}; a manifest needs path, expression "
-            "and optionally valence, arousal, split, subject."
+            f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}; a manifest needs path, expression (or "
+            "votes in columns named after the classes) and optionally valence, arousal, split, subject."
         )
     group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
     base = csv_path.parent
@@ -60,7 +107,8 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
         image = Path(row["path"])
         image = image if image.is_absolute() else base / image
         try:
-            label = parse_expression(row["expression"], source)
+            distribution = parse_votes(row, vote_columns, source)
+            label = _label(row, distribution, source)
             valence, arousal = parse_valence_arousal(row.get("valence", ""), row.get("arousal", ""), source)
             split = parse_split(row.get("split", ""), source)
             info = inspect_image(image)
@@ -68,9 +116,10 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
             return Rejection(row["path"], str(image), r.kind, r.reason)
         group = (row[group_column].strip() or None) if group_column else None
         return Record(row["path"], image, label, valence, arousal, None, info.width, info.height, info.digest, split,
-                      group)
+                      group, expression_distribution=distribution)
 
-    index = collect(csv_path, NAME, range(len(rows)), build, detail=csv_path.name,
+    detail = csv_path.name + (f"; votes in {', '.join(vote_columns)}" if vote_columns else "")
+    index = collect(csv_path, NAME, range(len(rows)), build, detail=detail,
                     group_source=f"manifest column {group_column}" if group_column else None)
     check_split_given_everywhere(csv_path, (r.split for r in index.records))
     return index
