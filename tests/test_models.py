@@ -50,6 +50,26 @@ def test_custom_cnn_layout():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in stages.modules()) == 4
 
 
+def test_custom_cnn_family_of_other_widths_and_depths_trains_saves_and_reloads(tmp_path):
+    config = Config(img_size=32, cnn_widths=[16, 32, 64], cnn_convs_per_stage=2, attention="se")
+    model = build_model("custom_cnn", config)
+    stages = model.backbone.features
+    assert [m.out_channels for m in stages.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)] == [
+        16, 16, 32, 32, 64, 64]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in stages.modules()) == 2
+    assert model.backbone.num_features == 64 and model.head.trunk[0].in_features == 64
+    assert count_parameters(model) < count_parameters(build_model("custom_cnn", Config(img_size=32)))
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    logits, valence, arousal = model.eval()(images)
+    assert logits.shape == (2, 8) and valence.shape == (2,)
+    stem = save_model(model, tmp_path / "best_CustomCNN", config)
+    again, _ = load_model(stem)
+    assert torch.equal(again.eval()(images)[0], logits)
+    with pytest.raises(ValueError, match="cnn_widths"):
+        Config(cnn_widths=[32])
+
+
 def test_light_models_and_attention_and_timm_names():
     light = build_model("resnet50", Config(use_light_models=True))
     assert light.backbone_name == "mobilenetv2_100" and light.spec.display_name == "MobileNetV2"

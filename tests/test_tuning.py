@@ -57,6 +57,38 @@ def test_tune_writes_a_usable_best_config_and_resumes(demo_dir, tmp_path, tiny_c
     assert _finished(out) == 4
 
 
+def test_architecture_search_draws_custom_cnns_and_the_best_one_retrains(demo_dir, tmp_path, tiny_config):
+    base = tiny_config.to_yaml(tmp_path / "base.yaml")
+    out = tmp_path / "nas"
+    args = ["tune", str(demo_dir), "--out", str(out), "--models", "custom_cnn", "--config", str(base),
+            "--epochs", "1", "--fine-tune-epochs", "0", "--img-size", "32", "--quiet", "--architecture"]
+    runner = CliRunner()
+    result = runner.invoke(_cli(), [*args, "--trials", "3"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    study = optuna.load_study(study_name="affectkit", storage=f"sqlite:///{out / 'study.db'}")
+    drawn = {(t.params["cnn_stages"], t.params["cnn_base_width"], t.params["cnn_convs_per_stage"],
+              t.params["attention"]) for t in study.trials}
+    assert len(drawn) > 1  # three trials, not one architecture
+    assert all(t.user_attrs["parameters"] > 0 for t in study.trials)
+    assert (out / "architecture_search.png").stat().st_size > 5_000
+
+    best = json.loads((out / "best_trial.json").read_text())
+    config = load_config(out / "best_config.yaml")
+    params = best["params"]
+    assert config.cnn_widths == [params["cnn_base_width"] * 2 ** i for i in range(params["cnn_stages"])]
+    assert (config.cnn_convs_per_stage, config.attention) == (params["cnn_convs_per_stage"], params["attention"])
+    run = tmp_path / "retrain"
+    data = prepare_data(demo_dir, config, splits_path=run / "splits.csv", progress=False)
+    retrained = train_model("custom_cnn", data, run, config, quiet=True)
+    assert retrained.parameters == best["parameters"]
+
+    # The search space is part of the study: continuing it without --architecture is refused.
+    result = runner.invoke(_cli(), [*args[:-1], "--trials", "4"])
+    assert isinstance(result.exception, AffectkitError) and "other settings" in str(result.exception)
+    result = runner.invoke(_cli(), [*args, "--trials", "4", "--models", "resnet50", "--out", str(tmp_path / "x")])
+    assert isinstance(result.exception, AffectkitError) and "add custom_cnn to --models" in str(result.exception)
+
+
 class _FakeTrial:
     def __init__(self, prune_at: int):
         self.prune_at = prune_at

@@ -135,6 +135,10 @@ class Config(_Strict):
     head_width: int = Field(
         512, ge=8, description="Width of the head's first dense layer (the spec's 512; the second is half).")
     attention: Literal["none", "se", "cbam"] = Field("none", description="Attention blocks in the custom CNN only.")
+    cnn_widths: list[Annotated[int, Field(ge=4, le=1024)]] = Field(
+        [32, 64, 128, 256], min_length=2, max_length=6,
+        description="Custom CNN: channels of each stage; every stage but the last halves the resolution.")
+    cnn_convs_per_stage: int = Field(1, ge=1, le=4, description="Custom CNN: conv-BatchNorm-ReLU layers in each stage.")
     # FER2013's own classifier read 28,709 faces: its verdict as 7 more features for a head that learns from a few
     # hundred (measured: bench/results/recipe_ablations_networks.md).
     mini_xception_scores: bool = Field(

@@ -101,21 +101,28 @@ def tune(
     trials: Annotated[int, typer.Option(min=1, help="Total finished (complete or pruned) trials to reach.")] = 20,
     models: Annotated[str, typer.Option(help="Comma-separated models the search may pick from.")] = DEFAULT_MODELS,
     timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
+    architecture: Annotated[bool, typer.Option(
+        "--architecture", help="Also search the custom CNN's architecture: stages, first width, convolutions per "
+        "stage, attention (needs custom_cnn among --models).")] = False,
     quiet: QuietOpt = False,
     *,
     config: Config,
 ) -> None:
-    """Search learning rates, dropout, head width, valence/arousal loss weights and the model with Optuna.
+    """Search learning rates, dropout, head width, valence/arousal loss weights and the model with Optuna; with
+    --architecture also the custom CNN's architecture (a small neural architecture search).
 
-    Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png.
+    Writes best_config.yaml (use it with `affectkit train --config`), best_trial.json and tuning_history.png
+    (and architecture_search.png: validation loss against parameters of each architecture tried).
     """
     from affectkit.pipeline.tuning import run_study
 
     with report_to_console(quiet):
-        result = run_study(data, out, config, trials, comma_list(models), timeout_s=timeout)
+        result = run_study(data, out, config, trials, comma_list(models), timeout_s=timeout, architecture=architecture)
     best = result.summary
-    console.print(f"Best trial {best['trial']}: {best['model']}, validation loss {best['value']:.4f}")
-    console.print(f"Wrote {result.best_config}, {result.best_trial} and {result.history}")
+    size = f" ({best['parameters']:,} parameters)" if best.get("parameters") else ""  # a study of an older version
+    console.print(f"Best trial {best['trial']}: {best['model']}{size}, validation loss {best['value']:.4f}")
+    plots = f"{result.history} and {result.architectures}" if result.architectures else str(result.history)
+    console.print(f"Wrote {result.best_config}, {result.best_trial}, {plots}")
 
 
 @app.command()

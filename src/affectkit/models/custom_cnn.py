@@ -44,31 +44,34 @@ def _attention(kind: str, channels: int) -> nn.Module:
     return {"se": SqueezeExcite, "cbam": CBAM}[kind](channels) if kind != "none" else nn.Identity()
 
 
-def _stage(c_in: int, c_out: int, pool: bool, attention: str) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        _attention(attention, c_out),
-    ]
+def _stage(c_in: int, c_out: int, pool: bool, attention: str, convs: int = 1) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=True)]
+    layers.append(_attention(attention, c_out))
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
 
 
-class CustomCNN(nn.Module):
-    """Conv32-BN-ReLU-MaxPool, Conv64-..., Conv128-..., Conv256-BN-ReLU, global average pool -> 256 features."""
+SPEC_WIDTHS = (32, 64, 128, 256)
 
-    def __init__(self, attention: str = "none"):
+
+class CustomCNN(nn.Module):
+    """The spec's Conv32-BN-ReLU-MaxPool, Conv64-..., Conv128-..., Conv256-BN-ReLU, global average pool -> 256
+    features; ``widths`` (one stage each, every stage but the last halving the resolution) and ``convs_per_stage``
+    make other members of the family, which ``affectkit tune --architecture`` searches."""
+
+    def __init__(self, attention: str = "none", widths: tuple[int, ...] | list[int] = SPEC_WIDTHS,
+                 convs_per_stage: int = 1):
         super().__init__()
-        self.features = nn.Sequential(
-            _stage(3, 32, True, attention),
-            _stage(32, 64, True, attention),
-            _stage(64, 128, True, attention),
-            _stage(128, 256, False, attention),
-        )
+        channels = [3, *widths]
+        self.features = nn.Sequential(*(
+            _stage(channels[i], channels[i + 1], i < len(widths) - 1, attention, convs_per_stage)
+            for i in range(len(widths))))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = 256
+        self.num_features = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x)).flatten(1)

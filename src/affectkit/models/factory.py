@@ -289,7 +289,7 @@ def build_model(name: str, config: Config | None = None) -> AffectModel:
 def _backbone_and_head(spec: ModelSpec, config: Config) -> tuple[nn.Module, AffectHead]:
     bb_name = spec.backbone
     if bb_name == "custom_cnn":
-        backbone: nn.Module = CustomCNN(attention=config.attention)
+        backbone: nn.Module = CustomCNN(config.attention, config.cnn_widths, config.cnn_convs_per_stage)
         features = backbone.num_features
         batch_norm = False  # the spec's custom CNN head has no BatchNorm
     elif bb_name == "mini_xception":

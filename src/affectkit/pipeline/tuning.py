@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 
 STUDY_NAME = "affectkit"
 HEAD_WIDTHS = (128, 256, 512, 1024)
+# The custom CNN's family that ``--architecture`` searches: the spec's network (4 stages from 32 channels, one
+# convolution each, no attention) is one member. Widths double from stage to stage, as in the spec.
+STAGES = (3, 4, 5)
+BASE_WIDTHS = (16, 24, 32, 48)
+CONVS_PER_STAGE = (1, 2)
+ATTENTION = ("none", "se", "cbam")
 
 
 @functools.cache
@@ -74,8 +80,10 @@ def pruning_callback(trial: optuna.Trial, monitor: str = "val_loss") -> L.Callba
     return _pruning_callback_class()(trial, monitor)
 
 
-def sample_params(trial: optuna.Trial, models: list[str]) -> dict[str, Any]:
-    return {
+def sample_params(trial: optuna.Trial, models: list[str], architecture: bool = False) -> dict[str, Any]:
+    """A trial's draw; with ``architecture``, trials of the custom CNN also draw its architecture (a search space
+    that depends on the model: Optuna's define-by-run)."""
+    params = {
         "model": trial.suggest_categorical("model", models),
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
         "fine_tune_lr": trial.suggest_float("fine_tune_lr", 1e-5, 1e-3, log=True),
@@ -84,11 +92,28 @@ def sample_params(trial: optuna.Trial, models: list[str]) -> dict[str, Any]:
         "loss.valence_weight": trial.suggest_float("loss.valence_weight", 0.1, 1.0),
         "loss.arousal_weight": trial.suggest_float("loss.arousal_weight", 0.1, 1.0),
     }
+    if architecture and params["model"] == "custom_cnn":
+        params |= {
+            "cnn_stages": trial.suggest_categorical("cnn_stages", list(STAGES)),
+            "cnn_base_width": trial.suggest_categorical("cnn_base_width", list(BASE_WIDTHS)),
+            "cnn_convs_per_stage": trial.suggest_categorical("cnn_convs_per_stage", list(CONVS_PER_STAGE)),
+            "attention": trial.suggest_categorical("attention", list(ATTENTION)),
+        }
+    return params
+
+
+def config_changes(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's parameters as config keys: the model is not one, and the stage count and first width become the
+    custom CNN's ``cnn_widths``."""
+    changes = {k: v for k, v in params.items() if k not in ("model", "cnn_stages", "cnn_base_width")}
+    if "cnn_stages" in params:
+        changes["cnn_widths"] = [params["cnn_base_width"] * 2 ** i for i in range(params["cnn_stages"])]
+    return changes
 
 
 def trial_config(config: Config, params: dict[str, Any]) -> Config:
-    """``config`` with a trial's parameters applied (the model is not a config key)."""
-    return config.override(**{k: v for k, v in params.items() if k != "model"})
+    """``config`` with a trial's parameters applied."""
+    return config.override(**config_changes(params))
 
 
 def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> float:
@@ -111,12 +136,17 @@ def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> f
     return float(loss)
 
 
-def make_objective(data: PreparedData, folder: RunFolder, config: Config, models: list[str]):
+def make_objective(data: PreparedData, folder: RunFolder, config: Config, models: list[str],
+                   architecture: bool = False):
+    from affectkit.models.factory import build_model, count_parameters
     from affectkit.training.trainer import train_model
 
     def objective(trial: optuna.Trial) -> float:
-        params = sample_params(trial, models)
-        result = train_model(params["model"], data, folder.trial(trial.number).root, trial_config(config, params),
+        params = sample_params(trial, models, architecture)
+        settings = trial_config(config, params)
+        # Known before training, so a pruned trial has it too (the architecture plot shows every trial).
+        trial.set_user_attr("parameters", count_parameters(build_model(params["model"], settings)))
+        result = train_model(params["model"], data, folder.trial(trial.number).root, settings,
                              extra_callbacks=[pruning_callback(trial)])
         trial.set_user_attr("trial_val_loss", float(result.history["val_loss"].min()))
         trial.set_user_attr("best_path", str(result.best_path))
@@ -125,19 +155,21 @@ def make_objective(data: PreparedData, folder: RunFolder, config: Config, models
     return objective
 
 
-def open_study(out: Path, config: Config, models: list[str]) -> optuna.Study:
-    """Create or reopen ``out/study.db``; a reopened study must have been run with the same config and models."""
+def open_study(out: Path, config: Config, models: list[str], architecture: bool = False) -> optuna.Study:
+    """Create or reopen ``out/study.db``; a reopened study must have been run with the same config, models and
+    search space."""
     import optuna
 
     db = RunFolder(out).study
     study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY_NAME, direction="minimize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
                                 load_if_exists=True)
-    signature = {"config": config.model_dump(mode="json"), "models": models}
+    signature = {"config": config.model_dump(mode="json"), "models": models, "architecture": architecture}
+    defaults = {"architecture": False}  # what a study of an earlier version, which lacks the key, searched
     if not study.trials:
         for key, value in signature.items():
             study.set_user_attr(key, value)
-    elif {key: study.user_attrs.get(key) for key in signature} != signature:
+    elif {key: study.user_attrs.get(key, defaults.get(key)) for key in signature} != signature:
         raise AffectkitError(f"{db} was started with other settings or models; rerun it with the same ones to "
                              "continue it, or tune into a new --out folder.")
     # Seeded by how far the study got, so a resumed run does not redraw the first run's random start-up points.
@@ -180,18 +212,64 @@ def plot_tuning_history(trials: list[FrozenTrial], path: Path) -> Path:
     return path
 
 
+def plot_architectures(trials: list[FrozenTrial], path: Path) -> Path | None:
+    """The architecture search's result: each finished custom-CNN trial's objective against its parameter count,
+    marked by attention and sized by convolutions per stage, the best one ringed; None without such trials."""
+    import matplotlib
+    from optuna.trial import TrialState
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    searched = [t for t in trials if "cnn_stages" in t.params and "parameters" in t.user_attrs
+                and (t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and t.intermediate_values))]
+    if not searched:
+        return None
+
+    def objective(t: FrozenTrial) -> float:
+        return t.value if t.state == TrialState.COMPLETE else t.intermediate_values[max(t.intermediate_values)]
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for attention, marker in zip(ATTENTION, "osD"):
+        for state, filled in ((TrialState.COMPLETE, True), (TrialState.PRUNED, False)):
+            group = [t for t in searched if t.params["attention"] == attention and t.state == state]
+            if group:
+                ax.scatter([t.user_attrs["parameters"] for t in group], [objective(t) for t in group],
+                           s=[40 * t.params["cnn_convs_per_stage"] for t in group], marker=marker,
+                           facecolors=None if filled else "none", edgecolors=f"C{ATTENTION.index(attention)}",
+                           color=f"C{ATTENTION.index(attention)}",
+                           label=f"attention {attention}" + ("" if filled else " (pruned)"))
+    complete = [t for t in searched if t.state == TrialState.COMPLETE]
+    if complete:
+        best = min(complete, key=objective)
+        ax.scatter([best.user_attrs["parameters"]], [best.value], s=300, facecolors="none", edgecolors="red",
+                   label=f"best: {best.params['cnn_stages']} stages from {best.params['cnn_base_width']} channels")
+    for t in searched:
+        ax.annotate(str(t.number), (t.user_attrs["parameters"], objective(t)), fontsize=7, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("validation loss")
+    ax.set_title("Custom CNN architectures searched (marker size: convolutions per stage)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 @dataclass(frozen=True)
 class TuningResult:
     best_config: Path  # best_config.yaml, for ``affectkit train --config``
     best_trial: Path  # best_trial.json: the summary below
     history: Path  # tuning_history.png
-    summary: dict  # trial, model, params, value, trial_val_loss, best_path, trials (counts by state)
+    summary: dict  # trial, model, params, value, trial_val_loss, best_path, parameters, trials (counts by state)
+    architectures: Path | None = None  # architecture_search.png, where the custom CNN's architecture was searched
 
 
 def write_results(study: optuna.Study, folder: RunFolder, config: Config) -> TuningResult:
     from optuna.trial import TrialState
 
     plot_tuning_history(study.trials, folder.tuning_history)
+    architectures = plot_architectures(study.trials, folder.root / "architecture_search.png")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)]
     if not complete:
         raise AffectkitError(f"No trial of {folder.study} completed (all pruned or failed): no best config.")
@@ -203,15 +281,17 @@ def write_results(study: optuna.Study, folder: RunFolder, config: Config) -> Tun
     folder.best_config.write_text(header + body)
     summary = {"trial": best.number, "model": model, "params": best.params, "value": best.value,
                "trial_val_loss": best.user_attrs.get("trial_val_loss"), "best_path": best.user_attrs.get("best_path"),
+               "parameters": best.user_attrs.get("parameters"),
                "trials": {s.name.lower(): n for s in TrialState if (n := sum(t.state == s for t in study.trials))}}
     folder.best_trial.write_text(json.dumps(summary, indent=2))
-    return TuningResult(folder.best_config, folder.best_trial, folder.tuning_history, summary)
+    return TuningResult(folder.best_config, folder.best_trial, folder.tuning_history, summary, architectures)
 
 
 def run_study(data: Path, out: Path, config: Config, n_trials: int, models: list[str], timeout_s: float | None = None,
-              quiet: bool = False) -> TuningResult:
+              quiet: bool = False, architecture: bool = False) -> TuningResult:
     """Run (or continue) the study in ``out`` until it holds ``n_trials`` finished trials or ``timeout_s`` passes;
-    returns where its results are, with the best trial's summary."""
+    returns where its results are, with the best trial's summary. ``architecture``: also search the custom CNN's
+    architecture (stages, first width, convolutions per stage, attention), a small neural architecture search."""
     import optuna
     from optuna.trial import TrialState
 
@@ -222,15 +302,17 @@ def run_study(data: Path, out: Path, config: Config, n_trials: int, models: list
         if not models:
             raise AffectkitError("Give at least one model to tune.")
         models = [resolve_spec(m).key for m in models]  # fail on a typo before any training
+        if architecture and "custom_cnn" not in models:
+            raise AffectkitError("--architecture searches the custom CNN's architecture: add custom_cnn to --models.")
         folder = RunFolder(out)
         folder.root.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.INFO if reporter().progress else optuna.logging.WARNING)
-        study = open_study(out, config, models)
+        study = open_study(out, config, models, architecture)
         fail_stale_trials(study)
         # Complete and pruned trials count towards the total; failed ones are retried.
         remaining = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         if remaining > 0:
             prepared = prepare_data(data, config, splits_path=folder.splits)
-            study.optimize(make_objective(prepared, folder, config, models), n_trials=remaining, timeout=timeout_s,
-                           gc_after_trial=True)
+            study.optimize(make_objective(prepared, folder, config, models, architecture), n_trials=remaining,
+                           timeout=timeout_s, gc_after_trial=True)
         return write_results(study, folder, config)
