@@ -89,6 +89,14 @@ def _fusion_line(meta: dict[str, Any]) -> list[str]:
             "same."]
 
 
+def _custom_cnn_line(meta: dict[str, Any]) -> list[str]:
+    if meta.get("backbone") != "custom_cnn":
+        return []
+    config = config_from_metadata(meta)
+    return [f"- Stages: {', '.join(map(str, config.cnn_widths))} channels, {config.cnn_convs_per_stage} "
+            f"convolution(s) each, attention {config.attention}."]
+
+
 def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
     stand_in = f", the light stand-in for {meta['stands_in_for']}" if meta.get("stands_in_for") else ""
     size = meta["input_size"]
@@ -96,6 +104,7 @@ def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
         "## Model", "",
         f"- Architecture: {meta['display_name']} (model key `{meta['model']}`, backbone `{meta['backbone']}`"
         f"{stand_in}).",
+        *_custom_cnn_line(meta),
         f"- Input: one {size}x{size} {meta.get('color', 'RGB')} face crop, ImageNet mean/std normalisation.",
         f"- Outputs: probabilities of {len(meta['class_names'])} expressions ({', '.join(meta['class_names'])}); "
         "valence and arousal, each in [-1, 1].",
