@@ -220,6 +220,7 @@ def plot_architectures(trials: list[FrozenTrial], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     searched = [t for t in trials if "cnn_stages" in t.params and "parameters" in t.user_attrs
                 and (t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and t.intermediate_values))]
@@ -247,6 +248,7 @@ def plot_architectures(trials: list[FrozenTrial], path: Path) -> Path | None:
     for t in searched:
         ax.annotate(str(t.number), (t.user_attrs["parameters"], objective(t)), fontsize=7, alpha=0.6)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # the minor labels of a log axis overlap
     ax.set_xlabel("parameters")
     ax.set_ylabel("validation loss")
     ax.set_title("Custom CNN architectures searched (marker size: convolutions per stage)")
