@@ -31,6 +31,25 @@ def demo_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def voted_manifest(demo_dir, tmp_path) -> Path:
+    """The demo faces as a CSV manifest of annotators' votes: 7 for each face's class, 3 for the next class."""
+    import pandas as pd
+
+    from affectkit.config import CLASS_NAMES
+    from affectkit.data.reader import read_dataset
+
+    rows = []
+    for r in read_dataset(demo_dir, progress=False).records:
+        votes = {name.lower(): 0 for name in CLASS_NAMES}
+        votes[CLASS_NAMES[r.expression].lower()] = 7
+        votes[CLASS_NAMES[(r.expression + 1) % 8].lower()] = 3
+        rows.append({"path": str(r.image_path), "valence": r.valence, "arousal": r.arousal, **votes})
+    path = tmp_path / "votes.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
 def demo_copy(demo_dir, tmp_path) -> Path:
     """A private, writable copy of the demo data for tests that damage it."""
     return Path(shutil.copytree(demo_dir, tmp_path / "data"))

@@ -203,28 +203,12 @@ def test_phase_one_on_stored_features_trains_exactly_as_the_naive_way(demo_dir, 
     pd.testing.assert_frame_equal(histories[True][columns], histories[False][columns])
 
 
-def _voted_manifest(demo_dir, path):
-    """The demo faces as a manifest of annotators' votes: 7 for each face's class, 3 for the next class."""
-    from affectkit.config import CLASS_NAMES
-    from affectkit.data.reader import read_dataset
-
-    rows = []
-    for r in read_dataset(demo_dir, progress=False).records:
-        votes = {name.lower(): 0 for name in CLASS_NAMES}
-        votes[CLASS_NAMES[r.expression].lower()] = 7
-        votes[CLASS_NAMES[(r.expression + 1) % 8].lower()] = 3
-        rows.append({"path": str(r.image_path), "valence": r.valence, "arousal": r.arousal, **votes})
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def test_label_distribution_trains_and_validates_towards_the_votes(demo_dir, tmp_path, tiny_config):
+def test_label_distribution_trains_and_validates_towards_the_votes(demo_dir, voted_manifest, tmp_path, tiny_config):
     from affectkit.data.datamodule import AffectDataModule
     from affectkit.training.features import feature_loaders
 
-    manifest = _voted_manifest(demo_dir, tmp_path / "votes.csv")
     config = tiny_config.override(epochs=1, fine_tune_epochs=1, label_distribution=True)
-    data = prepare_data(manifest, config, splits_path=tmp_path / "splits.csv", progress=False)
+    data = prepare_data(voted_manifest, config, splits_path=tmp_path / "splits.csv", progress=False)
     votes = data.expression_distribution
     assert votes.shape == (len(data.records), 8) and (votes.argmax(1) == data.expression).all()
     assert np.allclose(np.sort(votes, axis=1)[:, -2:], [0.3, 0.7])

@@ -89,6 +89,30 @@ def test_architecture_search_draws_custom_cnns_and_the_best_one_retrains(demo_di
     assert isinstance(result.exception, AffectkitError) and "add custom_cnn to --models" in str(result.exception)
 
 
+def test_the_tuning_yardstick_scores_the_votes_where_trials_learn_them(demo_dir, voted_manifest, tmp_path,
+                                                                        tiny_config):
+    from affectkit.evaluation.evaluator import predict_split
+    from affectkit.models import build_model, load_model, save_model
+    from affectkit.pipeline.tuning import reference_val_loss
+    from affectkit.training.losses import multitask_loss
+
+    torch.manual_seed(0)
+    model = save_model(build_model("custom_cnn", tiny_config), tmp_path / "best_CustomCNN", tiny_config)
+    voted = prepare_data(voted_manifest, tiny_config, splits_path=tmp_path / "voted.csv", progress=False)
+    val = voted.positions("val")
+    pred = predict_split(load_model(model)[0], voted, val)
+    va = torch.from_numpy(pred.valence_arousal)
+
+    def towards(targets) -> float:
+        return float(multitask_loss(torch.from_numpy(pred.logits), va[:, 0], va[:, 1], torch.from_numpy(targets[val]),
+                                    torch.from_numpy(voted.valence_arousal[val]), tiny_config.loss)[0])
+
+    votes, classes = towards(voted.expression_distribution), towards(voted.expression)
+    assert votes != classes
+    assert reference_val_loss(model, voted, tiny_config.override(label_distribution=True)) == votes
+    assert reference_val_loss(model, voted, tiny_config) == classes
+
+
 class _FakeTrial:
     def __init__(self, prune_at: int):
         self.prune_at = prune_at

@@ -117,10 +117,11 @@ def trial_config(config: Config, params: dict[str, Any]) -> Config:
 
 
 def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> float:
-    """Validation loss of a saved model under ``config``'s loss settings, over the whole split at once."""
+    """Validation loss of a saved model under ``config``'s loss settings and expression targets, over the whole
+    split at once."""
     import torch
 
-    from affectkit.data.datamodule import AffectDataModule
+    from affectkit.data.datamodule import AffectDataModule, expression_targets
     from affectkit.evaluation.evaluator import predict_split
     from affectkit.models.io import load_model
     from affectkit.training.losses import multitask_loss
@@ -130,7 +131,8 @@ def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> f
     val = data.positions("val")
     pred = predict_split(model, data, val)
     va = torch.from_numpy(pred.valence_arousal)
-    loss, _ = multitask_loss(torch.from_numpy(pred.logits), va[:, 0], va[:, 1], torch.from_numpy(data.expression[val]),
+    targets = expression_targets(data, config.label_distribution)[val]  # the votes, where trials learn them
+    loss, _ = multitask_loss(torch.from_numpy(pred.logits), va[:, 0], va[:, 1], torch.from_numpy(targets),
                              torch.from_numpy(data.valence_arousal[val]), config.loss,
                              class_weights(AffectDataModule(data, config)))
     return float(loss)
