@@ -543,6 +543,14 @@ def test_manifest_votes_give_each_face_its_distribution(tmp_path):
     assert "m.csv line 5" in reasons["d.png"] and "not the most voted class (sad)" in reasons["d.png"]
     assert "happy and sad have the most votes" in reasons["e.png"]
     assert "votes in happy, sad, contempt" in index.describe()
+    from affectkit.data.analysis import dataset_summary
+
+    votes = dataset_summary(index)["annotator_votes"]  # a.png 0.6, b.png 0.75, i.png 1 (c.png has no votes)
+    assert votes["faces"] == 3 and votes["mean_top_share"] == pytest.approx((0.6 + 0.75 + 1) / 3, abs=1e-4)
+    assert votes["unanimous_fraction"] == pytest.approx(1 / 3, abs=1e-4)
+    assert votes["mean_top_share_by_class"] == {"Happy": 0.6, "Sad": 0.75, "Contempt": 1.0}
+    pd.DataFrame({"path": ["a.png"], "expression": ["happy"]}).to_csv(tmp_path / "plain.csv", index=False)
+    assert dataset_summary(read_dataset(tmp_path / "plain.csv", progress=False))["annotator_votes"] is None
     # Votes alone are enough; without them, the expression column is needed.
     pd.DataFrame({"path": ["a.png"], "happy": [3]}).to_csv(tmp_path / "votes.csv", index=False)
     assert read_dataset(tmp_path / "votes.csv", progress=False).records[0].expression == 1

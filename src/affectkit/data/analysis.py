@@ -41,6 +41,23 @@ def _stats(values: pd.Series) -> dict[str, float] | None:
             {"min": values.min(), "max": values.max(), "mean": values.mean(), "std": values.std(ddof=0)}.items()}
 
 
+def vote_agreement(index: DatasetIndex) -> dict | None:
+    """How far annotators agree where the data gives their votes (FER+, a manifest's vote columns): the most voted
+    class's mean share, overall and by that class, and the fraction of unanimous faces; None without votes."""
+    voted = [r for r in index.records if r.expression_distribution is not None]
+    if not voted:
+        return None
+    top = pd.DataFrame({"expression": [r.expression for r in voted],
+                        "share": [max(r.expression_distribution) for r in voted]})
+    by_class = top.groupby("expression")["share"].mean()
+    return {
+        "faces": len(voted),
+        "mean_top_share": round(float(top["share"].mean()), 4),
+        "unanimous_fraction": round(float((top["share"] >= 1 - 1e-6).mean()), 4),
+        "mean_top_share_by_class": {CLASS_NAMES[c]: round(float(v), 4) for c, v in by_class.items()},
+    }
+
+
 def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> dict:
     """The data set's numbers; with the run's ``splits`` also how they were made (given, carved, grouped)."""
     df = records_frame(index)
@@ -66,6 +83,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         "valence": _stats(df["valence"]),
         "arousal": _stats(df["arousal"]),
         "has_landmarks": any(r.landmarks is not None for r in index.records),
+        "annotator_votes": vote_agreement(index),
         "per_class": per_class,
     }
     if splits is not None:
