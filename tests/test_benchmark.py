@@ -85,6 +85,17 @@ def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
     assert "affectkit recipe (MobileNetV2+MiniXception)" in report and "benchmark.png" in report
     assert "selection_metric: val_loss" in report and "trivial_augment: true" in report  # the recipe's settings, as run
     assert "img_size: 32" in report  # ... with the --set overrides
+    assert "vote distribution" not in report  # the demo faces carry no votes
+
+
+def test_a_voted_data_set_trains_the_recipe_on_its_votes_and_says_so(voted_manifest, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", str(voted_manifest), "--out", str(out), "--baselines", "",
+                                      "--quiet", *TINY])
+    assert result.exit_code == 0, result.output
+    report = (out / "benchmark.md").read_text()
+    assert "learnt each face's annotators' vote distribution (label_distribution)" in report
+    assert "label_distribution: true" in report
 
 
 def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
