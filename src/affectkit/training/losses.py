@@ -9,11 +9,16 @@ from torch import Tensor
 from affectkit.config import LossConfig
 
 
-def ccc_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """``1 - CCC`` of two 1-D batches, differentiable; needs at least two samples (sample moments)."""
-    pred_mean, target_mean = pred.mean(), target.mean()
-    covariance = ((pred - pred_mean) * (target - target_mean)).sum() / (pred.numel() - 1)
-    denominator = pred.var() + target.var() + (pred_mean - target_mean) ** 2
+def ccc_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """``1 - CCC`` of two 1-D batches, differentiable, with sample moments: over the samples ``weight`` (0 or 1 each)
+    keeps, all where it is None. Needs two kept samples; with fewer the moments divide by at least 1, so the result
+    stays finite (and its gradient zero where weights are 0) for a caller that then uses another loss."""
+    weight = torch.ones_like(pred) if weight is None else weight
+    n = weight.sum().clamp(min=2)
+    pred_mean, target_mean = (pred * weight).sum() / n, (target * weight).sum() / n
+    pred_dev, target_dev = (pred - pred_mean) * weight, (target - target_mean) * weight
+    covariance = (pred_dev * target_dev).sum() / (n - 1)
+    denominator = ((pred_dev ** 2).sum() + (target_dev ** 2).sum()) / (n - 1) + (pred_mean - target_mean) ** 2
     # Only zero when both are the same constant; the CCC is then taken as 0, as in the reported metric.
     return 1 - 2 * covariance / denominator.clamp_min(torch.finfo(denominator.dtype).eps)
 
@@ -58,15 +63,8 @@ def _masked(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor
     mse = ((pred - target) ** 2 * weight).sum() / count.clamp(min=1)
     if kind != "ccc":
         return mse
-    # CCC needs two samples (sample moments); with fewer the batch's loss is its MSE. The moments divide by at
-    # least 1, so the branch not taken stays finite and gives a zero gradient, not a NaN one.
-    n = count.clamp(min=2)
-    pred_mean, target_mean = (pred * weight).sum() / n, (target * weight).sum() / n
-    pred_dev, target_dev = (pred - pred_mean) * weight, (target - target_mean) * weight
-    covariance = (pred_dev * target_dev).sum() / (n - 1)
-    denominator = ((pred_dev ** 2).sum() + (target_dev ** 2).sum()) / (n - 1) + (pred_mean - target_mean) ** 2
-    ccc = 1 - 2 * covariance / denominator.clamp_min(torch.finfo(denominator.dtype).eps)
-    return torch.where(count > 1, ccc, mse)
+    # CCC needs two samples (sample moments); with fewer the batch's loss is its MSE.
+    return torch.where(count > 1, ccc_loss(pred, target, weight), mse)
 
 
 def _among(classes: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None):
