@@ -31,7 +31,7 @@ import numpy as np
 from ablations import RECIPE_MODELS, Settings, demo_data, quiet_lightning, recipe_config, run_option
 from affectkit.config import CLASS_NAMES
 from affectkit.data.datamodule import PreparedData
-from affectkit.data.layouts.fer2013 import FERPLUS_TO_AFFECTKIT, NO_MAJORITY, ferplus_distribution, ferplus_label
+from affectkit.data.layouts.fer2013 import FERPLUS_TO_AFFECTKIT, NO_MAJORITY, ferplus_votes
 from threads import add_threads_option, use_threads
 
 ANNOTATORS = 10
@@ -66,14 +66,14 @@ def with_votes(data: PreparedData, agreement: tuple[float, float], seed: int) ->
     for position in learnt:
         truth = int(data.expression[position])
         votes = simulated_votes(truth, rng.uniform(*agreement), rng)
-        majority = ferplus_label(votes)
+        majority, distribution = ferplus_votes(votes)  # FER+'s reading of a row, as the fer2013 layout does it
         if majority == NO_MAJORITY:
             data.splits.iloc[position, data.splits.columns.get_loc("split")] = "no majority"
             dropped += 1
             continue
         wrong += majority != truth
         data.expression[position] = majority
-        distributions[position] = ferplus_distribution(votes) or np.eye(len(CLASS_NAMES))[majority]
+        distributions[position] = distribution
     data.expression_distribution = distributions
     kept = len(learnt) - dropped
     return data, {"no majority (left out)": dropped / len(learnt), "majority wrong": wrong / max(kept, 1)}

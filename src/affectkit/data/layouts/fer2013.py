@@ -137,7 +137,7 @@ def ferplus_distribution(votes: list[float]) -> tuple[float, ...] | None:
     return tuple(distribution)
 
 
-def _ferplus_votes(votes: list[float]) -> tuple[int, tuple[float, ...] | None]:
+def ferplus_votes(votes: list[float]) -> tuple[int, tuple[float, ...] | None]:
     """(majority class or ``NO_MAJORITY``, the distribution training may use): a row FER+'s distribution rule
     discards (more than three classes tied for the last place) keeps its majority class alone."""
     label = ferplus_label(votes)
@@ -163,7 +163,7 @@ def _ferplus_labels(path: Path) -> dict[int, tuple[int, tuple[float, ...] | None
             if not fields:
                 continue
             try:
-                labels[row] = _ferplus_votes([float(fields[c]) for c in columns])
+                labels[row] = ferplus_votes([float(fields[c]) for c in columns])
             except (ValueError, IndexError):
                 labels[row] = f"{path.name} row {row} does not hold ten vote counts"
     return labels
