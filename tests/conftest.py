@@ -50,6 +50,22 @@ def voted_manifest(demo_dir, tmp_path) -> Path:
 
 
 @pytest.fixture
+def partial_manifest(demo_dir, tmp_path) -> Path:
+    """The demo faces as a CSV manifest where every third face has valence/arousal but no expression class."""
+    import pandas as pd
+
+    from affectkit.config import CLASS_NAMES
+    from affectkit.data.reader import read_dataset
+
+    rows = [{"path": str(r.image_path), "expression": "" if i % 3 == 0 else CLASS_NAMES[r.expression],
+             "valence": r.valence, "arousal": r.arousal}
+            for i, r in enumerate(read_dataset(demo_dir, progress=False).records)]
+    path = tmp_path / "partial.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
 def demo_copy(demo_dir, tmp_path) -> Path:
     """A private, writable copy of the demo data for tests that damage it."""
     return Path(shutil.copytree(demo_dir, tmp_path / "data"))

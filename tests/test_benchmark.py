@@ -98,6 +98,19 @@ def test_a_voted_data_set_trains_the_recipe_on_its_votes_and_says_so(voted_manif
     assert "label_distribution: true" in report
 
 
+def test_a_data_set_with_faces_without_a_class_benchmarks_them_for_valence_arousal(partial_manifest, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", str(partial_manifest), "--out", str(out), "--baselines", "hog_svm",
+                                      "--quiet", *TINY])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "benchmark.csv")
+    assert table[["accuracy", "valence_ccc"]].notna().all().all()
+    splits = pd.read_csv(out / "splits.csv")
+    test = splits[splits["split"] == "test"]
+    unclassed = int((test["expression"] == -1).sum())
+    assert unclassed > 0 and f"{unclassed} with valence/arousal only" in (out / "benchmark.md").read_text()
+
+
 def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
     out, calls = benchmarked
     splits = pd.read_csv(out / "splits.csv")

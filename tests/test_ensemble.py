@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from affectkit.config import NO_EXPRESSION
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.ensemble import fit_late_fusion, fit_stacking
 from affectkit.evaluation.metrics import compute_metrics
@@ -101,3 +102,21 @@ def test_late_fusion_needs_the_same_rows():
     y, _, (informative, noise), _ = _members(100, rng)
     with pytest.raises(AffectkitError, match="same validation rows"):
         fit_late_fusion(informative, noise[:50], y)
+
+
+def test_faces_without_a_class_fit_the_regressors_but_not_the_classifiers():
+    rng = np.random.default_rng(6)
+    y, va, probs, vas = _members(600, rng)
+    partial = y.copy()
+    partial[::3] = NO_EXPRESSION
+    kept = partial != NO_EXPRESSION
+    stacked = fit_stacking(probs, vas, partial, va)
+    subset = fit_stacking([p[kept] for p in probs], [v[kept] for v in vas], y[kept], va[kept])
+    everything = fit_stacking(probs, vas, y, va)
+    np.testing.assert_allclose(stacked.predict(probs, vas)[0], subset.predict(probs, vas)[0])  # classifier
+    np.testing.assert_allclose(stacked.predict(probs, vas)[1], everything.predict(probs, vas)[1])  # regressors
+    fusion = fit_late_fusion(probs[0], probs[1], partial)
+    alone = fit_late_fusion(probs[0][kept], probs[1][kept], y[kept])
+    assert (fusion.weight, fusion.val_nll) == (alone.weight, alone.val_nll)
+    with pytest.raises(AffectkitError, match="none has one"):
+        fit_late_fusion(probs[0], probs[1], np.full(600, NO_EXPRESSION))

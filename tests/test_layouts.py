@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from affectkit.config import NO_EXPRESSION
 from affectkit.data.cache import build_cache, decode_record, landmarks_in_cache, open_cache
 from affectkit.data.layouts import LAYOUTS
 from affectkit.data.reader import read_dataset
@@ -319,24 +320,36 @@ def test_expw_faces_cropped_from_their_photos(tmp_path):
     assert index.describe().startswith("ExpW (faces cropped from image/origin/; 7 classes, no Contempt")
 
 
-def test_affwild2_as_abaw_distributes_it(tmp_path):
-    affwild2_order = ("Neutral", "Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise")  # Aff-Wild2's 0..6
-    annotations = tmp_path / "6th_ABAW_Annotations"
+AFFWILD2_ORDER = ("Neutral", "Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise")  # Aff-Wild2's 0..6
+
+
+def _affwild2(root):
+    """Four videos annotated in both challenges (frame 1 without a class, frame 2 Other, frame 3 without VA; one
+    frame without its image), and one in the VA challenge alone, in its Validation_Set (frame 4's line damaged)."""
+    annotations = root / "6th_ABAW_Annotations"
     videos = {"10-60-1280x720_left": "Train_Set", "10-60-1280x720_right": "Train_Set", "118-30-640x480": "Train_Set",
-              "video42": "Validation_Set"}
+              "video42": "Validation_Set", "va_only": None}
     for v, (video, split) in enumerate(videos.items()):
         labels, va = ["Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"], ["valence,arousal"]
         for frame in range(1, 11):
             label = (v + frame) % 7
             labels.append("-1" if frame == 1 else "7" if frame == 2 else str(label))
-            va.append("-5,-5" if frame == 3 else f"{0.1 * (frame - 5):.1f},0.2")
+            va.append("-5,-5" if frame == 3 else "oops" if (video, frame) == ("va_only", 4)
+                      else f"{0.1 * (frame - 5):.1f},0.2")
             if (video, frame) != ("video42", 10):  # no face found in that frame
-                save(tmp_path / "cropped_aligned" / video / f"{frame:05d}.jpg",
-                     face(AFFECTKIT.index(affwild2_order[label]), v * 100 + frame)[0])
-        for task, lines in (("EXPR_Classification_Challenge", labels), ("VA_Estimation_Challenge", va)):
-            (annotations / task / split).mkdir(parents=True, exist_ok=True)
-            (annotations / task / split / f"{video}.txt").write_text("\n".join(lines) + "\n")
+                save(root / "cropped_aligned" / video / f"{frame:05d}.jpg",
+                     face(AFFECTKIT.index(AFFWILD2_ORDER[label]), v * 100 + frame)[0])
+        for task, lines, task_split in (("EXPR_Classification_Challenge", labels, split),
+                                        ("VA_Estimation_Challenge", va, split or "Validation_Set")):
+            if task_split is None:
+                continue
+            (annotations / task / task_split).mkdir(parents=True, exist_ok=True)
+            (annotations / task / task_split / f"{video}.txt").write_text("\n".join(lines) + "\n")
 
+
+def test_affwild2_as_abaw_distributes_it(tmp_path):
+    affwild2_order = AFFWILD2_ORDER
+    _affwild2(tmp_path)
     index = read_dataset(tmp_path, progress=False)
     assert index.layout == "affwild2" and len(index.records) == 4 * 8 - 1
     rejected = kinds(index)
@@ -356,6 +369,28 @@ def test_affwild2_as_abaw_distributes_it(tmp_path):
     assert sorted(r.id for r in sparse.rejected if r.id.startswith("video42")) == ["video42/00002.jpg",
                                                                                  "video42/00010.jpg"]
     assert "every 4th annotated frame" in sparse.describe()
+
+
+def test_affwild2_valence_arousal_task_reads_the_va_challenges_frames_with_or_without_a_class(tmp_path):
+    _affwild2(tmp_path)
+    index = read_dataset(tmp_path, progress=False, affwild2_task="valence_arousal")
+    by_id = {r.id: r for r in index.records}
+    # Every frame with valence/arousal (not frame 3's -5) of all five videos, the video in the VA challenge alone too.
+    assert len(index.records) == 5 * 9 - 2 and "va_only/00001.jpg" in by_id
+    assert kinds(index) == {"video42/00010.jpg": "image_missing", "va_only/00004.jpg": "annotation_invalid"}
+    assert all(r.has_valence_arousal for r in index.records)
+    # The EXPR files' class where they give one; none where they say -1 or Other, or do not annotate the video.
+    assert by_id["118-30-640x480/00006.jpg"].expression == AFFECTKIT.index(AFFWILD2_ORDER[(2 + 6) % 7])
+    unclassed = sorted(r.id for r in index.records if not r.has_expression)
+    assert unclassed == sorted([f"{v}/{f:05d}.jpg" for v in ("10-60-1280x720_left", "10-60-1280x720_right",
+                                                            "118-30-640x480", "video42") for f in (1, 2)]
+                               + [f"va_only/{f:05d}.jpg" for f in (1, 2, 5, 6, 7, 8, 9, 10)])
+    assert by_id["va_only/00005.jpg"].split == "test" and by_id["va_only/00005.jpg"].valence == pytest.approx(0.0)
+    assert NO_EXPRESSION not in index.classes_present() and len(index.classes_present()) == 7
+    assert "VA_Estimation_Challenge, Validation_Set as test" in index.describe()
+    assert f"{len(unclassed)} with valence/arousal only" in index.describe()
+    with pytest.raises(AffectkitError, match="affwild2_task"):
+        read_dataset(tmp_path, progress=False, affwild2_task="arousal")
 
 
 def test_ckplus_as_released(tmp_path):
@@ -557,6 +592,28 @@ def test_manifest_votes_give_each_face_its_distribution(tmp_path):
     pd.DataFrame({"path": ["a.png"], "valence": [0.1]}).to_csv(tmp_path / "none.csv", index=False)
     with pytest.raises(AffectkitError, match="lacks the column\\(s\\) expression; a manifest needs path, expression \\(or votes"):
         read_dataset(tmp_path / "none.csv", progress=False)
+
+
+def test_manifest_rows_with_valence_arousal_alone_are_faces_without_a_class(tmp_path):
+    rows = [("a.png", "happy", "0.5", "0.1"), ("b.png", "", "-0.3", "0.4"), ("c.png", "", "", ""),
+            ("d.png", "sad", "", "")]
+    for i, (name, *_) in enumerate(rows):
+        save(tmp_path / name, face(i % 4, i)[0])
+    pd.DataFrame(rows, columns=["path", "expression", "valence", "arousal"]).to_csv(tmp_path / "m.csv", index=False)
+    index = read_dataset(tmp_path / "m.csv", progress=False)
+    records = {r.id: r for r in index.records}
+    assert records["b.png"].expression == NO_EXPRESSION and not records["b.png"].has_expression
+    assert records["b.png"].valence == pytest.approx(-0.3) and records["a.png"].has_expression
+    assert kinds(index) == {"c.png": "expression_missing"}
+    assert "no expression, no votes and no valence/arousal" in index.rejected[0].reason
+    assert index.classes_present() == [1, 2] and "1 with valence/arousal only" in index.describe()
+    from affectkit.data.analysis import dataset_summary
+
+    summary = dataset_summary(index)
+    assert summary["valence_arousal_only"] == 1 and sum(summary["class_counts"].values()) == 2
+    # Valence and arousal columns stand in for the expression column.
+    pd.DataFrame({"path": ["b.png"], "valence": [0.2], "arousal": [0.0]}).to_csv(tmp_path / "va.csv", index=False)
+    assert read_dataset(tmp_path / "va.csv", progress=False).records[0].expression == NO_EXPRESSION
 
 
 def test_manifest_subject_column_groups_the_split(tmp_path):

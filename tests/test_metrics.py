@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.stats import pearsonr
 from sklearn import metrics as skm
 
-from affectkit.config import CLASS_NAMES, NUM_CLASSES
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, NUM_CLASSES, LossConfig
 from affectkit.evaluation.calibration import fit_temperature
 from affectkit.evaluation.metrics import (
     AffectMetrics,
@@ -215,6 +215,56 @@ def test_focal_loss_is_cross_entropy_at_gamma_zero():
                 actual = focal_loss(logits, target, gamma=0.0, weight=w, label_smoothing=smoothing)
                 torch.testing.assert_close(actual, expected)
         assert focal_loss(logits, target, gamma=2.0) < F.cross_entropy(logits, target)
+
+
+def test_faces_without_a_class_add_nothing_to_the_expression_loss():
+    from affectkit.training.losses import expression_loss, multitask_loss
+    from affectkit.training.mixing import one_hot
+
+    torch.manual_seed(0)
+    logits = (torch.randn(24, NUM_CLASSES) * 2).requires_grad_()
+    y = torch.randint(0, NUM_CLASSES, (24,))
+    y[::3] = NO_EXPRESSION
+    kept = y != NO_EXPRESSION
+    soft = one_hot(y).float()
+    assert (soft[~kept] == 0).all() and torch.equal(soft[kept].argmax(1), y[kept])
+    weight = torch.rand(NUM_CLASSES) + 0.5
+    for w in (None, weight):
+        for smoothing in (0.0, 0.1):
+            for target in (y, soft):  # class ids and probability rows alike, each reduced as cross_entropy does
+                expected = F.cross_entropy(logits[kept], target[kept], weight=w, label_smoothing=smoothing)
+                torch.testing.assert_close(expression_loss(logits, target, w, smoothing), expected)
+                torch.testing.assert_close(focal_loss(logits, target, 0.0, w, smoothing), expected)
+            torch.testing.assert_close(focal_loss(logits, y, 2.0, w, smoothing),
+                                       focal_loss(logits[kept], y[kept], 2.0, w, smoothing))
+    # Restricted to the classes trained on: the faces without one stay out, not mapped onto a column.
+    classes = torch.tensor([0, 1, 2, 3, 4, 5, 6])
+    present = y.clamp(max=6)
+    va = torch.full((24, 2), float("nan"))
+    restricted, _ = multitask_loss(logits, logits[:, 0], logits[:, 0], present, va, LossConfig(), classes=classes)
+    keep_present = present != NO_EXPRESSION
+    torch.testing.assert_close(restricted, F.cross_entropy(logits[keep_present][:, :7], present[keep_present]))
+    # A batch where no face has a class: zero, and no gradient, for every kind of target and loss.
+    for target in (torch.full((24,), NO_EXPRESSION), torch.zeros(24, NUM_CLASSES)):
+        for loss in (expression_loss(logits, target, weight, 0.1), focal_loss(logits, target, 2.0, weight, 0.1)):
+            (gradient,) = torch.autograd.grad(loss, logits)
+            assert float(loss.detach()) == 0 and torch.equal(gradient, torch.zeros_like(gradient))
+
+
+def test_scores_leave_faces_without_a_class_out_of_the_expression_only(data):
+    y = data["y"].copy()
+    y[::4] = NO_EXPRESSION
+    kept = y != NO_EXPRESSION
+    partial = compute_metrics(data["probs"], y, data["va_pred"], data["va_true"])
+    subset = compute_metrics(data["probs"][kept], y[kept], data["va_pred"][kept], data["va_true"][kept])
+    whole = compute_metrics(data["probs"], data["y"], data["va_pred"], data["va_true"])
+    assert partial["n"] == N and partial["expression"]["n"] == kept.sum() == subset["n"]
+    for key in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece", "confusion_matrix"):
+        assert partial["expression"][key] == subset["expression"][key]
+    assert partial["valence"] == whole["valence"] and partial["arousal"] == whole["arousal"]
+    logits = torch.from_numpy(data["logits"])
+    assert fit_temperature(logits, torch.from_numpy(y)) == pytest.approx(
+        fit_temperature(logits[kept], torch.from_numpy(y[kept])), rel=1e-6)
 
 
 def test_ccc_loss():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from affectkit.config import Config, LossConfig
+from affectkit.config import NO_EXPRESSION, Config, LossConfig
 from affectkit.data.datamodule import normalise, prepare_data
 from affectkit.inference.backends import OnnxBackend
 from affectkit.inference.export import export_onnx
@@ -242,6 +242,43 @@ def test_label_distribution_trains_and_validates_towards_the_votes(demo_dir, vot
     assert abs(_val_loss(model, data, config) - meta["best"]["val_loss"]) > 1e-4
     assert not np.allclose(histories[True]["train_loss"], histories[False]["train_loss"])
     assert histories[True]["train_acc"].between(0, 1).all()  # scored by each face's most voted class
+
+
+def test_faces_without_a_class_train_the_valence_arousal_heads_only(partial_manifest, tmp_path, tiny_config):
+    from affectkit.data.datamodule import AffectDataModule
+    from affectkit.errors import AffectkitError
+
+    # One validation batch, so the recorded epoch means are the whole split's.
+    config = tiny_config.override(epochs=1, fine_tune_epochs=1, batch_size=64)
+    data = prepare_data(partial_manifest, config, splits_path=tmp_path / "splits.csv", progress=False)
+    unclassed = data.expression == NO_EXPRESSION
+    assert unclassed.sum() == 32 and np.isfinite(data.valence_arousal[unclassed]).all()
+    for split in ("train", "val", "test"):  # stratified as a group of their own
+        assert unclassed[data.positions(split)].any()
+    module = AffectDataModule(data, config)
+    train = data.positions("train")
+    assert np.array_equal(module.class_frequencies(),
+                          np.bincount(data.expression[train][~unclassed[train]], minlength=8))
+    sampler = AffectDataModule(data, config.override(weighted_sampler=True))._balanced_sampler(module.dataset("train"))
+    draws = np.asarray(sampler.weights)
+    assert draws[unclassed[train]].sum() / draws.sum() == pytest.approx(unclassed[train].mean())
+
+    result = train_model("resnet50", data, tmp_path, config, quiet=True)
+    assert set(result.history["phase"]) == {1, 2} and np.isfinite(result.history["train_loss"]).all()
+    model, meta = load_model(result.best_path)
+    assert _val_loss(model, data, config) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
+    val = data.positions("val")
+    classed = val[~unclassed[val]]
+    with torch.no_grad():
+        logits, _, _ = model(torch.from_numpy(normalise(np.asarray(data.images[classed]))))
+    accuracy = float((logits.argmax(1).numpy() == data.expression[classed]).mean())
+    assert meta["best"]["val_acc"] == pytest.approx(accuracy, abs=1e-6)  # over the faces with a class only
+
+    without_classes = pd.read_csv(partial_manifest).assign(expression="")
+    without_classes.to_csv(tmp_path / "va_only.csv", index=False)
+    va_only = prepare_data(tmp_path / "va_only.csv", config, progress=False)
+    with pytest.raises(AffectkitError, match="No training face of .* has an expression class"):
+        train_model("custom_cnn", va_only, tmp_path / "va_only", config, quiet=True)
 
 
 def test_mixup_keeps_phase_one_on_stored_features_and_mixes_them(demo_dir, tmp_path, tiny_config):

@@ -18,6 +18,9 @@ from affectkit.errors import AffectkitError
 
 CLASS_NAMES: tuple[str, ...] = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
 NUM_CLASSES = len(CLASS_NAMES)
+# The expression of a face annotated for valence/arousal only (an Aff-Wild2 VA frame, a manifest row without a
+# class): the expression loss and scores leave it out, as the valence/arousal ones leave out NaN.
+NO_EXPRESSION = -1
 # Every model's input normalisation (the backbones' ImageNet convention; the FER2013 network undoes it in its graph).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -176,6 +179,9 @@ class Config(_Strict):
                           "subject.")
     affwild2_frame_step: int = Field(
         1, ge=1, description="Aff-Wild2: read every n-th annotated frame of each video (neighbours are near copies).")
+    affwild2_task: Literal["expression", "valence_arousal"] = Field(
+        "expression",
+        description="Aff-Wild2: the challenge whose frames and split are read (valence_arousal: frames may lack a class).")
     ckplus_neutral_onset: bool = Field(
         False, description="CK+ sequences: each labelled sequence's first frame is also a Neutral face (eight classes).")
 
@@ -255,7 +261,8 @@ class Config(_Strict):
 RUN_WIDE_KEYS = frozenset({
     "img_size", "validation_split", "test_split", "max_samples", "seed", "use_light_models", "pretrained",
     "streaming_mode", "tta_flip", "devices", "num_nodes", "accelerator", "cache_dir", "layout", "class_map",
-    "group_pattern", "label_pattern", "ckplus_neutral_onset", "affwild2_frame_step", "model_settings",
+    "group_pattern", "label_pattern", "ckplus_neutral_onset", "affwild2_frame_step", "affwild2_task",
+    "model_settings",
 })
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from affectkit.config import CLASS_NAMES, Config  # noqa: E402
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config  # noqa: E402
 from affectkit.data.cache import decode_record  # noqa: E402
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options  # noqa: E402
 from affectkit.data.splits import SPLITS, split_description  # noqa: E402
@@ -79,6 +79,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         "rejected_samples": len(index.rejected),
         "rejected_by_reason": index.rejection_counts(),
         "class_counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},
+        "valence_arousal_only": index.without_expression(),  # faces without a class, counted in no class
         "class_fraction": {name: round(float(counts[i]) / max(len(df), 1), 4) for i, name in enumerate(CLASS_NAMES)},
         "valence": _stats(df["valence"]),
         "arousal": _stats(df["arousal"]),
@@ -137,6 +138,9 @@ def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0) 
 
     ax = fig.add_subplot(grid[0, 3])
     if has_va:
+        unclassed = df[df.expression == NO_EXPRESSION]
+        if len(unclassed):
+            ax.scatter(unclassed.valence, unclassed.arousal, s=6, alpha=0.3, color="lightgrey", label="no class")
         for i, name in enumerate(CLASS_NAMES):
             sel = df[df.expression == i]
             ax.scatter(sel.valence, sel.arousal, s=6, alpha=0.6, color=PALETTE[i], label=name)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
-from affectkit.config import IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, Config
+from affectkit.config import IMAGENET_MEAN, IMAGENET_STD, NO_EXPRESSION, NUM_CLASSES, Config
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
 from affectkit.data.reader import DatasetIndex, Record, read_dataset, reader_options
@@ -29,10 +29,11 @@ class PreparedData:
     splits: pd.DataFrame
     records: list[Record]  # in cache order (the rows of ``splits``)
     images: np.ndarray  # (N, S, S, 3) uint8
-    expression: np.ndarray  # (N,) int64
+    expression: np.ndarray  # (N,) int64, NO_EXPRESSION for a face annotated for valence/arousal only
     valence_arousal: np.ndarray  # (N, 2) float32, NaN where not annotated
     landmarks: np.ndarray  # (N, 68, 2) float32 in cache pixels, NaN where absent
     # (N, 8) float32, where any record carries annotators' votes (FER+): their distributions, one-hot for the rest
+    # (zero for a face without a class)
     expression_distribution: np.ndarray | None = None
 
     def positions(self, split: str) -> np.ndarray:
@@ -84,15 +85,16 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
 
 
 def label_distributions(records: list[Record]) -> np.ndarray | None:
-    """(N, 8) float32: each record's vote distribution, or its class as one-hot; None when no record has votes."""
+    """(N, 8) float32: each record's vote distribution, or its class as one-hot (zeros without a class, which the
+    loss leaves out); None when no record has votes."""
     if all(r.expression_distribution is None for r in records):
         return None
     out = np.zeros((len(records), NUM_CLASSES), dtype=np.float32)
     for i, r in enumerate(records):
-        if r.expression_distribution is None:
-            out[i, r.expression] = 1.0
-        else:
+        if r.expression_distribution is not None:
             out[i] = r.expression_distribution
+        elif r.has_expression:
+            out[i, r.expression] = 1.0
     return out
 
 
@@ -233,12 +235,17 @@ class AffectDataModule(L.LightningDataModule):
         targets = expression_targets(self.data, self.config.label_distribution)[self.data.positions("train")]
         if targets.ndim == 2:
             return targets.sum(axis=0, dtype=np.float64)
-        return np.bincount(targets, minlength=NUM_CLASSES).astype(np.float64)
+        return np.bincount(targets[targets != NO_EXPRESSION], minlength=NUM_CLASSES).astype(np.float64)
 
     def _balanced_sampler(self, dataset: AffectDataset) -> WeightedRandomSampler:
         counts = self.class_frequencies()
         per_class = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-        weights = per_class[self.data.expression[dataset.positions]]
+        labels = self.data.expression[dataset.positions]
+        with_class = labels != NO_EXPRESSION
+        weights = np.zeros(len(labels))
+        weights[with_class] = per_class[labels[with_class]]
+        # Faces without a class keep their share of the draws: each weighs what a face with one does on average.
+        weights[~with_class] = weights[with_class].mean() if with_class.any() else 1.0
         generator = torch.Generator().manual_seed(self.config.seed)
         return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(weights), replacement=True, generator=generator)
 

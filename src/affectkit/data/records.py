@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from affectkit.config import CLASS_NAMES
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
@@ -68,7 +68,7 @@ def accepted_class_names() -> str:
 class Record:
     id: str
     image_path: Path
-    expression: int
+    expression: int  # NO_EXPRESSION where the face is annotated for valence/arousal only
     valence: float = math.nan  # NaN: not annotated (expression-only record)
     arousal: float = math.nan
     # (68, 2) in the pixels the record denotes: the crop where there is one, else the whole image.
@@ -88,6 +88,10 @@ class Record:
     @property
     def has_valence_arousal(self) -> bool:
         return math.isfinite(self.valence) and math.isfinite(self.arousal)
+
+    @property
+    def has_expression(self) -> bool:
+        return self.expression != NO_EXPRESSION
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,11 @@ class DatasetIndex:
         return any(r.has_valence_arousal for r in self.records)
 
     def classes_present(self) -> list[int]:
-        return sorted({r.expression for r in self.records})
+        return sorted({r.expression for r in self.records} - {NO_EXPRESSION})
+
+    def without_expression(self) -> int:
+        """How many records are annotated for valence/arousal only."""
+        return sum(not r.has_expression for r in self.records)
 
     def absent_classes(self) -> list[str]:
         present = set(self.classes_present())
@@ -133,6 +141,8 @@ class DatasetIndex:
         parts = [self.detail] if self.detail else []
         absent = self.absent_classes()
         parts.append(f"{len(self.classes_present())} classes" + (f", no {', '.join(absent)}" if absent else ""))
+        if self.without_expression():
+            parts.append(f"{self.without_expression()} with valence/arousal only")
         given = self.given_splits()
         if given:
             carved = [s for s in ("val", "test") if s not in given]
@@ -164,6 +174,7 @@ class ReadOptions:
     ckplus_neutral_onset: bool = False  # CK+: each labelled sequence's first frame is also a Neutral face
     label_pattern: str | None = None  # a regex reading each image's expression (and subject) from its file name
     affwild2_frame_step: int = 1  # Aff-Wild2: every n-th annotated frame of a video
+    affwild2_task: str = "expression"  # Aff-Wild2: whose frames and split: "expression" or "valence_arousal"
 
 
 class Reject(Exception):

@@ -39,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from affectkit.config import NUM_CLASSES, Config
+from affectkit.config import NO_EXPRESSION, NUM_CLASSES, Config
 from affectkit.data.cache import build_cache, default_cache_dir, open_cache
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.data.splits import stratified_subsample
@@ -109,7 +109,7 @@ class BaselineTask:
                 positions = positions[stratified_subsample(data.expression[positions], max_fit_images, seed)]
             rows[split] = positions
         train, val = rows["train"], rows["val"]
-        if len(np.unique(data.expression[train])) < 2:
+        if len(set(np.unique(data.expression[train])) - {NO_EXPRESSION}) < 2:
             raise AffectkitError("The baselines need at least two expression classes in the train split.")
 
         # Only the rows a baseline reads: a large set's subsampled fits must not cost a cache of every image.
@@ -200,11 +200,15 @@ def _ridge(alpha: float):
 def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classifier: Callable[[float], object],
          grid: tuple[float, ...], param: str, name: str, deadline: float):
     """The classifier's (and the valence/arousal ridge's) strength chosen on val, then both refit on train + val;
-    and the chosen classifier as fit on train alone."""
+    and the chosen classifier as fit on train alone. The classifier fits the faces with a class, the ridge those
+    with valence/arousal."""
     x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([task.y_train, task.y_val])
-    value, train_only, tried = _search(make_classifier, grid, x_train, task.y_train, x_val, task.y_val, _macro_f1,
-                                       deadline, f"{name}: {param} on val")
-    classifier = make_classifier(value).fit(x_all, y_all)
+    train_class, val_class = task.y_train != NO_EXPRESSION, task.y_val != NO_EXPRESSION
+    value, train_only, tried = _search(make_classifier, grid, x_train[train_class], task.y_train[train_class],
+                                       x_val[val_class], task.y_val[val_class], _macro_f1, deadline,
+                                       f"{name}: {param} on val")
+    with_class = y_all != NO_EXPRESSION
+    classifier = make_classifier(value).fit(x_all[with_class], y_all[with_class])
     selected = [f"{param}={value:g} (val macro-F1 by {param}: {', '.join(tried)})"]
     ridge = None
     train_va, val_va = np.isfinite(task.va_train).all(1), np.isfinite(task.va_val).all(1)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from scipy.optimize import brentq
 from torch import Tensor
 
+from affectkit.config import NO_EXPRESSION
 from affectkit.evaluation.drift import output_profile
 from affectkit.evaluation.evaluator import Predictions
 from affectkit.models.io import update_metadata
@@ -20,9 +21,11 @@ def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> flo
     """Temperature T > 0 minimising the NLL of ``softmax(logits / T)``; fit on held-out logits, not training ones.
     Where no face is misclassified that NLL falls all the way as T -> 0 (one-hot probabilities, whatever the next
     split holds); T is then the one at which the true classes' mean probability is (n + 1/2) / (n + 1) for n faces:
-    the accuracy n right of n supports, counting half a mistake."""
-    logits = logits.detach().double()
+    the accuracy n right of n supports, counting half a mistake. Faces without a class (NO_EXPRESSION) are left
+    out."""
     targets = targets.detach().long()
+    with_class = targets != NO_EXPRESSION
+    logits, targets = logits.detach().double()[with_class], targets[with_class]
     if len(targets) and bool((logits.gather(1, targets[:, None])[:, 0] > _runner_up(logits, targets)).all()):
         return _temperature_for_confidence(logits, targets, (len(targets) + 0.5) / (len(targets) + 1))
     # Optimising log T keeps T positive without a constrained optimiser.

@@ -18,7 +18,7 @@ import torch
 from scipy.special import log_softmax, softmax
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from affectkit.config import NUM_CLASSES
+from affectkit.config import NO_EXPRESSION, NUM_CLASSES
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.calibration import fit_temperature
 from affectkit.evaluation.evaluator import Predictions
@@ -76,10 +76,11 @@ def fit_stacking(val_probs: list[np.ndarray], val_va: list[np.ndarray], y_val: n
     """Fit the second-level models on the members' predictions for the same validation rows."""
     _check_members(val_probs, val_va)
     y_val = np.asarray(y_val)
-    if len(np.unique(y_val)) < 2:
+    with_class = y_val != NO_EXPRESSION  # faces annotated for valence/arousal only fit the regressors alone
+    if len(np.unique(y_val[with_class])) < 2:
         raise AffectkitError("Stacking needs at least two expression classes in the validation labels.")
     classifier = LogisticRegression(C=STACKING_C, max_iter=2000, random_state=seed)
-    classifier.fit(expression_features(val_probs), y_val)
+    classifier.fit(expression_features(val_probs)[with_class], y_val[with_class])
     features = va_features(val_va)
     va_val = np.asarray(va_val, dtype=np.float64)
     regressors: list[Ridge | None] = []
@@ -144,6 +145,10 @@ def fit_late_fusion(val_first: np.ndarray, val_second: np.ndarray, y_val: np.nda
     if len(val_first) != len(val_second) or len(val_first) != len(y_val) or len(y_val) == 0:
         raise AffectkitError(f"Late fusion needs both classifiers' probabilities for the same validation rows, got "
                              f"{len(val_first)}, {len(val_second)} and {len(y_val)} labels.")
+    with_class = y_val != NO_EXPRESSION
+    if not with_class.any():
+        raise AffectkitError("Late fusion needs validation faces with an expression class; none has one.")
+    val_first, val_second, y_val = val_first[with_class], val_second[with_class], y_val[with_class]
     temperature = fit_temperature(torch.from_numpy(_log(val_second)), torch.from_numpy(y_val))
     log_first, log_second = _log(val_first), _calibrated_log(val_second, temperature)
     scores = [_nll(_fuse(log_first, log_second, w), y_val) for w in weights]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from affectkit.config import CLASS_NAMES
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
@@ -99,14 +99,17 @@ def write_model_report(name: str, metrics: dict, pred: Predictions, data: Prepar
     paths["metrics"].write_text(json.dumps(metrics, indent=2))
     plot_confusion_matrix(np.asarray(metrics["expression"]["confusion_matrix"]), list(CLASS_NAMES),
                           paths["confusion_matrix"], f"{name}: confusion matrix (row-normalised)")
-    plot_reliability_diagram(pred.probs, data.expression[positions], paths["reliability"], f"{name}: reliability")
+    labels = data.expression[positions]
+    with_class = labels != NO_EXPRESSION
+    plot_reliability_diagram(pred.probs[with_class], labels[with_class], paths["reliability"], f"{name}: reliability")
     return paths
 
 
 def metrics_table(name: str, metrics: dict) -> Table:
     """The headline numbers of one evaluation, for the console."""
     e = metrics["expression"]
-    table = Table(title=f"{name} on {metrics['n']} images")
+    classed = "" if e["n"] == metrics["n"] else f" ({e['n']} with an expression class)"
+    table = Table(title=f"{name} on {metrics['n']} images{classed}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece"):

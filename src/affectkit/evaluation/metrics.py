@@ -44,7 +44,7 @@ from torchmetrics.classification import (
 from torchmetrics.functional.classification import multiclass_calibration_error
 from torchmetrics.wrappers.abstract import WrapperMetric
 
-from affectkit.config import CLASS_NAMES
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 
 VA_DIMENSIONS = ("valence", "arousal")
 ECE_BINS = 15
@@ -157,11 +157,13 @@ class AffectMetrics(WrapperMetric):
             "ece": MulticlassCalibrationError(k, n_bins=n_bins, norm="l1", **sync),
         })
         self.nll = MeanMetric(**sync)
+        self.faces = SumMetric(**sync)
         self.valence_arousal = ModuleDict({dim: _RegressionMetrics(sync_on_compute) for dim in VA_DIMENSIONS})
 
     def update(self, expression: Tensor, expression_target: Tensor, va_pred: Tensor, va_target: Tensor) -> None:
-        """``expression`` [N, C] probabilities or logits, ``expression_target`` [N] class ids,
-        ``va_pred`` / ``va_target`` [N, 2] (valence, arousal), the target NaN where not annotated."""
+        """``expression`` [N, C] probabilities or logits, ``expression_target`` [N] class ids (NO_EXPRESSION where
+        a face has none: the expression scores leave it out), ``va_pred`` / ``va_target`` [N, 2] (valence, arousal),
+        the target NaN where not annotated."""
         expression = expression.float()
         if self.inputs == "probs":
             _check_probs(expression)
@@ -172,6 +174,9 @@ class AffectMetrics(WrapperMetric):
             log_probs = F.log_softmax(expression, dim=1)
             probs = log_probs.exp()
         expression_target = expression_target.long()
+        self.faces.update(len(expression_target))
+        with_class = expression_target != NO_EXPRESSION
+        probs, log_probs, expression_target = probs[with_class], log_probs[with_class], expression_target[with_class]
         # Probabilities for all of them: MulticlassCalibrationError would otherwise guess whether to softmax.
         self.expression.update(probs, expression_target)
         self.nll.update(F.nll_loss(log_probs, expression_target, reduction="none"))
@@ -189,6 +194,7 @@ class AffectMetrics(WrapperMetric):
             for i, name in enumerate(self.class_names)
         }
         expression = {
+            "n": int(support.sum()),  # the faces with a class; the others count for valence/arousal only
             "accuracy": float(scores["accuracy"]),
             "top2_accuracy": float(scores["top2_accuracy"]),
             "top3_accuracy": float(scores["top3_accuracy"]),
@@ -201,12 +207,13 @@ class AffectMetrics(WrapperMetric):
             "nll": float(self.nll.compute()),
             "ece": float(scores["ece"]),
         }
-        return {"n": int(support.sum()), "expression": expression,
+        return {"n": int(self.faces.compute()), "expression": expression,
                 **{dim: self.valence_arousal[dim].compute() for dim in VA_DIMENSIONS}}
 
     def reset(self) -> None:
         self.expression.reset()
         self.nll.reset()
+        self.faces.reset()
         for metrics in self.valence_arousal.values():
             metrics.reset()
         super().reset()

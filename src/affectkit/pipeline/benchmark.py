@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.config import CLASS_NAMES, Config, data_config_file, load_config
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config, data_config_file, load_config
 from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
@@ -280,8 +280,11 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
               notes: list[str]) -> str:
     shown = table[SHOWN].astype(object).where(table[SHOWN].notna(), "n/a")
     test = data.positions("test")
-    counts = np.bincount(data.expression[test], minlength=len(CLASS_NAMES))
+    labels = data.expression[test]
+    counts = np.bincount(labels[labels != NO_EXPRESSION], minlength=len(CLASS_NAMES))
     classes = ", ".join(f"{name} {n}" for name, n in zip(CLASS_NAMES, counts) if n)
+    if (labels == NO_EXPRESSION).any():
+        classes += f"; {int((labels == NO_EXPRESSION).sum())} with valence/arousal only"
     hardware = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{available_cores()} CPU cores"
     lines = [
         "# affectkit benchmark",

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from affectkit.config import LossConfig
+from affectkit.config import NO_EXPRESSION, LossConfig
 
 
 def ccc_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -25,24 +25,52 @@ def ccc_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tens
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | None = None,
                label_smoothing: float = 0.0) -> Tensor:
-    """Focal loss (Lin et al. 2017), mean reduction, built to be ``F.cross_entropy`` at ``gamma = 0``.
-
-    ``target`` is class ids [N] or class probabilities [N, C] (MixUp/CutMix). Each log-probability is scaled by
-    ``(1 - p) ** gamma`` and then reduced exactly as cross_entropy reduces log-probabilities, including its
-    handling of ``weight`` (ids: divided by the summed weights of the targets; probabilities: by N) and of
-    ``label_smoothing``.
-    """
+    """Focal loss (Lin et al. 2017), mean reduction, built to be :func:`expression_loss` (cross-entropy) at
+    ``gamma = 0``: each log-probability is scaled by ``(1 - p) ** gamma`` and then reduced as that reduces them."""
     log_probs = F.log_softmax(logits, dim=1)
-    focal_log_probs = (1 - log_probs.exp()).pow(gamma) * log_probs
-    n_classes = logits.shape[1]
-    class_weight = weight if weight is not None else torch.ones(n_classes, dtype=logits.dtype, device=logits.device)
+    return _reduce(logits, (1 - log_probs.exp()).pow(gamma) * log_probs, target, weight, label_smoothing)
+
+
+def expression_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None,
+                    label_smoothing: float = 0.0) -> Tensor:
+    """``F.cross_entropy`` (class weights, label smoothing, mean reduction) over the faces that have a class: a
+    target of ``NO_EXPRESSION`` (ids) or an all-zero row (probabilities) adds nothing, and a batch without any class
+    gives zero (with a graph)."""
     if target.is_floating_point():
-        smoothed = target * (1 - label_smoothing) + label_smoothing / n_classes
-        return -(focal_log_probs * smoothed * class_weight).sum(dim=1).mean()
-    target_weight = class_weight[target]
-    nll = -(target_weight * focal_log_probs.gather(1, target[:, None]).squeeze(1)).sum() / target_weight.sum()
-    uniform = -(focal_log_probs * class_weight).sum() / target_weight.sum()
-    return (1 - label_smoothing) * nll + label_smoothing / n_classes * uniform
+        return _reduce(logits, F.log_softmax(logits, dim=1), target, weight, label_smoothing)
+    # Summed and divided here, not averaged by cross_entropy: its mean of no face is 0/0.
+    total = F.cross_entropy(logits, target, weight=weight, ignore_index=NO_EXPRESSION,
+                            label_smoothing=label_smoothing, reduction="sum")
+    return total / _target_weights(logits, target, weight).sum().clamp_min(_TINY)
+
+
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def _target_weights(logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+    """Each face's weight in the mean: its class's weight (1 without class weights), 0 without a class."""
+    with_class = target != NO_EXPRESSION
+    class_weight = weight if weight is not None else logits.new_ones(logits.shape[1])
+    return class_weight[target.clamp(min=0)] * with_class
+
+
+def _reduce(logits: Tensor, log_probs: Tensor, target: Tensor, weight: Tensor | None,
+            label_smoothing: float) -> Tensor:
+    """Reduce (possibly focal-scaled) log-probabilities as ``F.cross_entropy`` reduces log-probabilities, over the
+    faces with a class. Class ids: divided by the summed weights of the targets. Probabilities [N, C] (votes,
+    MixUp/CutMix): divided by their summed mass, N where every face has a class."""
+    n_classes = logits.shape[1]
+    class_weight = weight if weight is not None else logits.new_ones(n_classes)
+    if target.is_floating_point():
+        mass = target.sum(dim=1, keepdim=True)  # 1 for a face with a class, 0 without
+        smoothed = target * (1 - label_smoothing) + label_smoothing / n_classes * mass
+        return -(log_probs * smoothed * class_weight).sum() / mass.sum().clamp_min(_TINY)
+    target_weight = _target_weights(logits, target, weight)
+    safe_target = target.clamp(min=0)
+    nll = -(target_weight * log_probs.gather(1, safe_target[:, None]).squeeze(1)).sum()
+    uniform = -(log_probs * class_weight * (target != NO_EXPRESSION)[:, None]).sum()
+    denominator = target_weight.sum().clamp_min(_TINY)
+    return ((1 - label_smoothing) * nll + label_smoothing / n_classes * uniform) / denominator
 
 
 def annotated(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -74,9 +102,10 @@ def _among(classes: Tensor, logits: Tensor, target: Tensor, weight: Tensor | Non
     if target.is_floating_point():
         target = target.index_select(1, classes)
     else:
-        position = torch.full((logits.shape[1],), -1, dtype=torch.long, device=target.device)
-        position[classes] = torch.arange(len(classes), device=target.device)  # class id -> its kept column
-        target = position[target]
+        # class id -> its kept column; a class not trained on, like a face without one, adds nothing to the loss
+        position = torch.full((logits.shape[1],), NO_EXPRESSION, dtype=torch.long, device=target.device)
+        position[classes] = torch.arange(len(classes), device=target.device)
+        target = torch.where(target == NO_EXPRESSION, target, position[target.clamp(min=0)])
     return (logits.index_select(1, classes), target,
             weight.index_select(0, classes) if weight is not None else None)
 
@@ -85,7 +114,7 @@ def multitask_loss(
     logits: torch.Tensor,
     valence: torch.Tensor,
     arousal: torch.Tensor,
-    expression_target: torch.Tensor,  # class ids [N] or soft targets [N, 8] (MixUp/CutMix)
+    expression_target: torch.Tensor,  # class ids [N] (NO_EXPRESSION: none) or soft targets [N, 8] (zero: none)
     va_target: torch.Tensor,  # [N, 2], NaN where not annotated
     cfg: LossConfig,
     class_weights: torch.Tensor | None = None,
@@ -97,7 +126,7 @@ def multitask_loss(
     if cfg.focal_gamma is not None:
         expression = focal_loss(logits, expression_target, cfg.focal_gamma, weight=weight, label_smoothing=cfg.label_smoothing)
     else:
-        expression = F.cross_entropy(logits, expression_target, weight=weight, label_smoothing=cfg.label_smoothing)
+        expression = expression_loss(logits, expression_target, weight=weight, label_smoothing=cfg.label_smoothing)
     val = _masked(valence, va_target[:, 0], cfg.regression)
     aro = _masked(arousal, va_target[:, 1], cfg.regression)
     total = cfg.expression_weight * expression + cfg.valence_weight * val + cfg.arousal_weight * aro

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from affectkit.config import NUM_CLASSES, AugmentationConfig
+from affectkit.config import NO_EXPRESSION, NUM_CLASSES, AugmentationConfig
 
 
 def _cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -19,6 +19,13 @@ def _cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[i
     ch, cw = int(h * cut), int(w * cut)
     cy, cx = rng.integers(h), rng.integers(w)
     return max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+
+
+def one_hot(labels: torch.Tensor) -> torch.Tensor:
+    """Classes [N] as rows of 8; a face without a class (NO_EXPRESSION) is a row of zeros, which the loss leaves
+    out, and mixed with a face that has one weighs by that face's share."""
+    with_class = labels != NO_EXPRESSION
+    return F.one_hot(labels.clamp(min=0), NUM_CLASSES) * with_class[:, None]
 
 
 def mixes(aug: AugmentationConfig) -> bool:
@@ -29,9 +36,9 @@ def mix_batch(
     images: torch.Tensor, labels: torch.Tensor, va: torch.Tensor, aug: AugmentationConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (images, soft expression targets [N, 8], valence/arousal) mixed with one weight per batch.
-    ``labels`` are classes [N] or vote distributions [N, 8]. ``images`` may also be pooled features [N, D]: those
+    ``labels`` are classes [N] (NO_EXPRESSION: none) or vote distributions [N, 8]. ``images`` may also be pooled features [N, D]: those
     are interpolated (see the module's note)."""
-    soft = labels.to(images.dtype) if labels.is_floating_point() else F.one_hot(labels, NUM_CLASSES).to(images.dtype)
+    soft = labels.to(images.dtype) if labels.is_floating_point() else one_hot(labels).to(images.dtype)
     if not mixes(aug) or rng.random() > aug.mix_prob:
         return images, soft, va
     use_mixup, use_cutmix = aug.mixup_alpha > 0, aug.cutmix_alpha > 0

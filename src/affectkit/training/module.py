@@ -11,7 +11,7 @@ from timm.utils import ModelEmaV3
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from affectkit.config import NUM_CLASSES, Config
+from affectkit.config import NO_EXPRESSION, NUM_CLASSES, Config
 from affectkit.data.augment import warp_images
 from affectkit.data.datamodule import normalise_batch
 from affectkit.errors import AffectkitError
@@ -87,7 +87,9 @@ class AffectModule(L.LightningModule):
         self._backbone_digest: str | None = None
         self._epoch_means: dict[str, dict[str, EpochMean]] = {}
         # validate_args off: its checks of each batch's values are host syncs
-        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
+        # One more row for the faces without a class, cut off when read: its ignore_index would select the others
+        # by boolean indexing, a host sync per batch.
+        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES + 1, validate_args=False)
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -133,10 +135,11 @@ class AffectModule(L.LightningModule):
         loss, _ = multitask_loss(logits.float(), valence.float(), arousal.float(), target, va, self.config.loss,
                                  self.class_weights, classes=self.trained_classes)
         if labels.is_floating_point():  # vote distributions (label_distribution): scored by their most voted class
-            labels = labels.argmax(1)
+            labels = torch.where(labels.sum(1) > 0, labels.argmax(1), NO_EXPRESSION)
         self._accumulate(stage, loss, logits, valence, arousal, labels, va)
         if stage == "val":
-            self.val_confusion.update(logits.detach().argmax(1), labels)
+            without_class_row = torch.where(labels == NO_EXPRESSION, NUM_CLASSES, labels)
+            self.val_confusion.update(logits.detach().argmax(1), without_class_row)
         return loss
 
     # Epoch means are accumulated here and logged once per epoch: a `self.log` call costs about a millisecond of
@@ -152,7 +155,7 @@ class AffectModule(L.LightningModule):
         means = self._means(stage)
         n = len(labels)
         means["loss"].update(loss.detach() * n, n)
-        means["acc"].update((logits.detach().argmax(1) == labels).sum(), n)
+        means["acc"].update((logits.detach().argmax(1) == labels).sum(), (labels != NO_EXPRESSION).sum())
         for name, pred, col in (("valence", valence, 0), ("arousal", arousal, 1)):
             means[f"{name}_mae"].update(*_masked_absolute_error(pred.detach().float(), va[:, col]))
 
@@ -176,7 +179,7 @@ class AffectModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
-        self.log("val_macro_f1", macro_f1(self.val_confusion.compute()))
+        self.log("val_macro_f1", macro_f1(self.val_confusion.compute()[:NUM_CLASSES, :NUM_CLASSES]))
         self.val_confusion.reset()
 
     # A frozen backbone is the same in every checkpoint of its phase: it is left out (a ResNet50 phase-1 checkpoint

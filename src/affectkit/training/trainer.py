@@ -328,7 +328,13 @@ def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Con
     model = build_model(name, config)
     starting = initialise_weights(model, weights, pretrained or config.pretrained)
     datamodule = AffectDataModule(data, config)
-    model.set_output_classes(datamodule.class_frequencies() > 0)
+    frequencies = datamodule.class_frequencies()
+    if not frequencies.any():
+        raise AffectkitError(
+            f"No training face of {data.index.root} has an expression class (all are annotated for valence/arousal "
+            "only): affectkit trains the expression and valence/arousal heads together and needs classes for some "
+            "faces.")
+    model.set_output_classes(frequencies > 0)
     spent = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
     for phase in plan_phases(model, config, starting.pretrained, len(data.positions("train"))):
         if (state_dir / f"phase{phase.number}.done").is_file() or phase.epochs == 0:

@@ -1,8 +1,9 @@
 """A CSV manifest: columns ``path, expression`` and optional ``valence, arousal, split, subject`` (or ``group``).
 
 Relative paths are resolved against the CSV's folder; ``expression`` is an id or a class name (synonyms accepted).
-Records without valence/arousal keep NaN there and train the expression head only. A ``subject`` column keeps each
-subject on one side of the split.
+Records without valence/arousal keep NaN there and train the expression head only; records with valence/arousal and
+an empty expression (or no ``expression`` column at all) train the valence/arousal heads only. A ``subject`` column
+keeps each subject on one side of the split.
 
 Annotators' votes (or probabilities) may be given in columns named after the classes (``neutral``, ``happy``, ...,
 ``contempt``; any of them, an empty cell is 0): each row's are scaled to sum to 1, its distribution, which training
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from affectkit.config import CLASS_NAMES
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.records import (
     DatasetIndex,
     ReadOptions,
@@ -34,8 +35,8 @@ from affectkit.data.records import (
 from affectkit.errors import AffectkitError
 
 NAME = "manifest"
-NEEDS = ("manifest.csv, or a CSV file given directly, with columns path, expression (or votes per class)[, valence, "
-         "arousal, split, subject]")
+NEEDS = ("manifest.csv, or a CSV file given directly, with columns path, expression (or votes per class, or valence "
+         "and arousal)[, valence, arousal, split, subject]")
 GROUP_COLUMNS = ("subject", "group")
 VOTE_COLUMNS = tuple(name.lower() for name in CLASS_NAMES)
 
@@ -56,13 +57,17 @@ def parse_votes(row: dict[str, str], columns: list[str], source: str) -> tuple[f
     return tuple(v / total for v in votes) if total > 0 else None
 
 
-def _label(row: dict[str, str], distribution: tuple[float, ...] | None, source: str) -> int:
-    """The row's class: its expression cell, which must be one of the most voted, or else the single most voted."""
+def _label(row: dict[str, str], distribution: tuple[float, ...] | None, has_valence_arousal: bool,
+           source: str) -> int:
+    """The row's class: its expression cell, which must be one of the most voted, or else the single most voted;
+    NO_EXPRESSION for a row giving valence/arousal alone."""
     given = row.get("expression", "").strip()
     if distribution is None:
-        if not given:
-            raise Reject("expression_missing", f"{source} has neither an expression nor any votes")
-        return parse_expression(given, source)
+        if given:
+            return parse_expression(given, source)
+        if has_valence_arousal:
+            return NO_EXPRESSION
+        raise Reject("expression_missing", f"{source} has no expression, no votes and no valence/arousal")
     top = [c for c, share in enumerate(distribution) if share == max(distribution)]
     if not given:
         if len(top) > 1:
@@ -90,12 +95,14 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
         raise AffectkitError(f"{csv_path} is not a readable CSV manifest ({exc}).") from None
     table.columns = [c.strip().lower() for c in table.columns]
     vote_columns = [c for c in VOTE_COLUMNS if c in table.columns]
-    missing = {"path"} | ({"expression"} if not vote_columns else set())
+    labelled_without_expression = bool(vote_columns) or {"valence", "arousal"} <= set(table.columns)
+    missing = {"path"} | ({"expression"} if not labelled_without_expression else set())
     missing -= set(table.columns)
     if missing:
         raise AffectkitError(
             f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}; a manifest needs path, expression (or "
-            "votes in columns named after the classes) and optionally valence, arousal, split, subject."
+            "votes in columns named after the classes, or valence and arousal) and optionally valence, arousal, "
+            "split, subject."
         )
     group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
     base = csv_path.parent
@@ -108,8 +115,8 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
         image = image if image.is_absolute() else base / image
         try:
             distribution = parse_votes(row, vote_columns, source)
-            label = _label(row, distribution, source)
             valence, arousal = parse_valence_arousal(row.get("valence", ""), row.get("arousal", ""), source)
+            label = _label(row, distribution, math.isfinite(valence) and math.isfinite(arousal), source)
             split = parse_split(row.get("split", ""), source)
             info = inspect_image(image)
         except Reject as r:
