@@ -393,6 +393,45 @@ def test_affwild2_valence_arousal_task_reads_the_va_challenges_frames_with_or_wi
         read_dataset(tmp_path, progress=False, affwild2_task="arousal")
 
 
+def test_affwild2_multi_task_files_give_each_frame_what_it_is_annotated_for(tmp_path):
+    aus = ",0" * 12
+    train = {1: "0.3,0.2,4", 2: "-5,-5,2", 3: "0.1,0.4,-1", 4: "0.1,0.4,7", 5: "-5,-5,7", 6: "-5,-5,-1",
+             7: "abc,0.1,3", 8: "0.5,0.5,3"}
+    header = "image,valence,arousal,expression," + ",".join(f"AU{n}" for n in (1, 2, 4, 6, 7, 10, 12, 15, 23, 24, 25, 26))
+    folder = tmp_path / "annotations" / "MTL"
+    folder.mkdir(parents=True)
+    (folder / "training_set_annotations_22.txt").write_text(
+        "\n".join([header, *(f"vid1/{f:05d}.jpg,{cells}{aus}" for f, cells in train.items())]) + "\n")
+    (folder / "validation_set_annotations_22.txt").write_text(f"{header}\nvid2/00001.jpg,0.2,-0.2,0{aus}\n")
+    for video, frames in (("vid1", range(1, 8)), ("vid2", [1])):  # vid1's frame 8 has no image
+        for frame in frames:
+            save(tmp_path / "cropped_aligned" / video / f"{frame:05d}.jpg", face(frame % 8, frame)[0])
+
+    index = read_dataset(tmp_path, progress=False)  # auto: no EXPR challenge folder, so the multi-task files
+    by_id = {r.id: r for r in index.records}
+    assert sorted(by_id) == ["vid1/00001.jpg", "vid1/00002.jpg", "vid1/00003.jpg", "vid1/00004.jpg",
+                             "vid2/00001.jpg"]  # frame 6 is annotated for action units only: no sample
+    assert by_id["vid1/00001.jpg"].expression == AFFECTKIT.index("Happy") and by_id["vid1/00001.jpg"].valence == 0.3
+    assert by_id["vid1/00002.jpg"].expression == AFFECTKIT.index("Disgust")
+    assert not by_id["vid1/00002.jpg"].has_valence_arousal
+    for unclassed in ("vid1/00003.jpg", "vid1/00004.jpg"):  # -1 and Other, with valence/arousal
+        assert by_id[unclassed].expression == NO_EXPRESSION and by_id[unclassed].has_valence_arousal
+    assert by_id["vid2/00001.jpg"].split == "test" and by_id["vid1/00001.jpg"].split == "train"
+    assert by_id["vid1/00001.jpg"].group == "vid1"
+    assert kinds(index) == {"vid1/00005.jpg": "expression_other", "vid1/00007.jpg": "annotation_invalid",
+                            "vid1/00008.jpg": "image_missing"}
+    assert "training_set_annotations_22.txt line 8" in {r.id: r.reason for r in index.rejected}["vid1/00007.jpg"]
+    assert index.describe().startswith("Aff-Wild2 (multi-task files training_set_annotations_22.txt, "
+                                       "validation_set_annotations_22.txt; validation set as test")
+    sparse = read_dataset(tmp_path, progress=False, affwild2_frame_step=2)  # vid1's samples: 1 2 3 4 5 7 8
+    assert sorted(r.id for r in sparse.records if r.group == "vid1") == ["vid1/00001.jpg", "vid1/00003.jpg"]
+    with pytest.raises(AffectkitError, match="affwild2_task expression"):
+        read_dataset(tmp_path, progress=False, affwild2_task="expression")
+    (folder / "training_set_annotations_23.txt").write_text(header + "\n")
+    with pytest.raises(AffectkitError, match="2 training_set_annotations\\*.txt files"):
+        read_dataset(tmp_path, progress=False)
+
+
 def test_ckplus_as_released(tmp_path):
     ckplus_label = {6: 1, 7: 2, 5: 3, 4: 4, 1: 5, 2: 6, 3: 7}  # affectkit id -> CK+'s number (no neutral sequence)
     root = tmp_path / "CK+"

@@ -179,9 +179,9 @@ class Config(_Strict):
                           "subject.")
     affwild2_frame_step: int = Field(
         1, ge=1, description="Aff-Wild2: read every n-th annotated frame of each video (neighbours are near copies).")
-    affwild2_task: Literal["expression", "valence_arousal"] = Field(
-        "expression",
-        description="Aff-Wild2: the challenge whose frames and split are read (valence_arousal: frames may lack a class).")
+    affwild2_task: Literal["auto", "expression", "valence_arousal", "multi_task"] = Field(
+        "auto",
+        description="Aff-Wild2: the challenge whose frames and split are read (auto: EXPR, else multi-task, else VA).")
     ckplus_neutral_onset: bool = Field(
         False, description="CK+ sequences: each labelled sequence's first frame is also a Neutral face (eight classes).")
 

@@ -86,7 +86,7 @@ def _drop_duplicates(index: DatasetIndex) -> DatasetIndex:
 def read_dataset(path: str | Path, progress: bool = True, layout: str | None = None,
                  class_map: dict[str, str] | None = None, group_pattern: str | None = None,
                  label_pattern: str | None = None, ckplus_neutral_onset: bool = False,
-                 affwild2_frame_step: int = 1, affwild2_task: str = "expression") -> DatasetIndex:
+                 affwild2_frame_step: int = 1, affwild2_task: str = "auto") -> DatasetIndex:
     """Validate every sample of the data set at ``path``; bad samples go to ``rejected`` with a reason.
 
     ``layout``: one of ``LAYOUT_NAMES`` to skip detection. ``class_map``: class-folder name -> class name or

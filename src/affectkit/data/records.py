@@ -174,7 +174,7 @@ class ReadOptions:
     ckplus_neutral_onset: bool = False  # CK+: each labelled sequence's first frame is also a Neutral face
     label_pattern: str | None = None  # a regex reading each image's expression (and subject) from its file name
     affwild2_frame_step: int = 1  # Aff-Wild2: every n-th annotated frame of a video
-    affwild2_task: str = "expression"  # Aff-Wild2: whose frames and split: "expression" or "valence_arousal"
+    affwild2_task: str = "auto"  # Aff-Wild2: whose frames and split (layouts.affwild2)
 
 
 class Reject(Exception):

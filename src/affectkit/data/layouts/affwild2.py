@@ -6,24 +6,30 @@ annotation files, one line per frame after a header::
     DATA/<annotations>/EXPR_Classification_Challenge/Validation_Set/<video>.txt
     DATA/<annotations>/VA_Estimation_Challenge/Train_Set/<video>.txt            "valence,arousal", "v,a" a line
 
-(``<annotations>`` is whatever the release calls it: ``Third ABAW Annotations``, ``6th_ABAW_Annotations``, ...).
-The two challenges annotate different (overlapping) videos and split them differently, so ``affwild2_task`` says
-whose frames and split a run reads. ``expression`` (the default): every frame with an expression label is a record,
-with the frame's valence and arousal where the VA files give them. ``valence_arousal``: every frame with valence
-and arousal is a record, with the frame's expression where the EXPR files give one, else none (``NO_EXPRESSION``:
-the frame trains the valence/arousal heads only). Labels 0..6 are Aff-Wild2's (Neutral, Anger, Disgust, Fear,
-Happiness, Sadness, Surprise), converted here; 7 (Other) has no affectkit class: quarantined as
-``expression_other`` in the expression task, a frame without a class in the other; -1 (not annotated) and VA's -5
-are no label. ABAW's test labels are not public, so the task's Validation_Set is the test split, as papers report,
-and validation is carved from Train_Set; every frame is grouped by its video (one person, or ``_left`` / ``_right``
-for each of two), so no person's frames fall on two sides. ``affwild2_frame_step`` keeps every n-th annotated frame
-of a video: consecutive frames are near copies.
-"""
+or, for the multi-task challenge's s-Aff-Wild2, one file per set, a frame a line::
 
+    DATA/<annotations>/training_set_annotations.txt     "image,valence,arousal,expression,AU1,...", then
+    DATA/<annotations>/validation_set_annotations.txt   "<video>/00001.jpg,v,a,label,au,..." (any suffix: _22, _23)
+
+(``<annotations>`` is whatever the release calls it: ``Third ABAW Annotations``, ``6th_ABAW_Annotations``, ...).
+The challenges annotate different (overlapping) videos and split them differently, so ``affwild2_task`` says whose
+frames and split a run reads. ``expression``: every frame with an expression label is a record, with the frame's
+valence and arousal where the VA files give them. ``valence_arousal``: every frame with valence and arousal is a
+record, with the frame's expression where the EXPR files give one, else none (``NO_EXPRESSION``: the frame trains
+the valence/arousal heads only). ``multi_task``: every frame of the multi-task files with valence/arousal or an
+expression (or both). ``auto`` (the default): the expression challenge where its folder is there, else the
+multi-task files, else the VA challenge. Labels 0..6 are Aff-Wild2's (Neutral, Anger, Disgust, Fear, Happiness,
+Sadness, Surprise), converted here; 7 (Other) has no affectkit class: a frame with valence/arousal is then a frame
+without a class, one without is quarantined as ``expression_other``; -1 (not annotated) and VA's -5 are no label
+(action units are not read). ABAW's test labels are not public, so the task's Validation_Set is the test split, as
+papers report, and validation is carved from Train_Set; every frame is grouped by its video (one person, or
+``_left`` / ``_right`` for each of two), so no person's frames fall on two sides. ``affwild2_frame_step`` keeps
+every n-th annotated frame of a video: consecutive frames are near copies.
+"""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from affectkit.config import NO_EXPRESSION
@@ -42,11 +48,13 @@ from affectkit.errors import AffectkitError
 NAME = "affwild2"
 IMAGES = "cropped_aligned"
 EXPRESSIONS, VALENCE_AROUSAL = "EXPR_Classification_Challenge", "VA_Estimation_Challenge"
-NEEDS = f"{IMAGES}/ and an annotation folder holding {EXPRESSIONS}/ or {VALENCE_AROUSAL}/"
+MULTI_TASK_FILES = {"training_set_annotations": "train", "validation_set_annotations": "test"}
+NEEDS = (f"{IMAGES}/ and an annotation folder holding {EXPRESSIONS}/ or {VALENCE_AROUSAL}/, or the multi-task "
+         "challenge's training_set_annotations.txt")
 SPLITS = {"Train_Set": "train", "Validation_Set": "test"}
 AFFWILD2_TO_AFFECTKIT = {0: 0, 1: 6, 2: 5, 3: 4, 4: 1, 5: 2, 6: 3}
 OTHER, NOT_ANNOTATED, VA_NOT_ANNOTATED = 7, -1, -5.0
-TASKS = ("expression", "valence_arousal")
+TASKS = ("auto", "expression", "valence_arousal", "multi_task")
 
 
 def _images(path: Path) -> Path | None:
@@ -60,19 +68,29 @@ def _holds_annotations(folder: Path) -> bool:
     return (folder / EXPRESSIONS).is_dir() or (folder / VALENCE_AROUSAL).is_dir()
 
 
-def _annotations(path: Path) -> Path | None:
-    """The folder holding either challenge's folder: DATA itself or a folder up to two levels down."""
-    if _holds_annotations(path):
+def _holds_multi_task(folder: Path) -> bool:
+    return any(folder.glob(f"{next(iter(MULTI_TASK_FILES))}*.txt"))
+
+
+def _search(path: Path, holds: Callable[[Path], bool]) -> Path | None:
+    """The folder ``holds`` accepts: DATA itself or a folder up to two levels down (not the images)."""
+    if holds(path):
         return path
     for child in sorted(d for d in path.iterdir() if d.is_dir() and d.name != IMAGES):
         for folder in (child, *sorted(d for d in child.iterdir() if d.is_dir())):
-            if _holds_annotations(folder):
+            if holds(folder):
                 return folder
     return None
 
 
+def _annotations(path: Path) -> Path | None:
+    return _search(path, _holds_annotations)
+
+
 def find(path: Path, options: ReadOptions) -> Path | None:
-    return path if path.is_dir() and _images(path) is not None and _annotations(path) is not None else None
+    if not path.is_dir() or _images(path) is None:
+        return None
+    return path if _annotations(path) is not None or _search(path, _holds_multi_task) is not None else None
 
 
 def _values(file: Path) -> list[tuple[int, str]]:
@@ -115,16 +133,17 @@ def _expression(raw: str, source: str, without_class_allowed: bool) -> int:
     return AFFWILD2_TO_AFFECTKIT[label]
 
 
-def _record(images: Path, video: str, frame: int, expression: int, split: str,
-            va: tuple[float, float] | None, source: str) -> Record:
-    file = images / video / f"{frame:05d}.jpg"
+def _record(images: Path, image: str, expression: int, split: str, va: tuple[float, float] | None,
+            source: str) -> Record:
+    """The record of ``images/<video>/<frame>.jpg`` (``image``: ``<video>/<frame>.jpg``, also its id)."""
+    file = images / image
     try:
         info = inspect_image(file)
     except Reject as r:
         raise Reject(r.kind, f"{source}: {r.reason}") from None
     valence, arousal = va if va is not None else (math.nan, math.nan)
-    return Record(f"{video}/{file.name}", file, expression, valence, arousal, width=info.width,
-                  height=info.height, digest=info.digest, split=split, group=video)
+    return Record(image, file, expression, valence, arousal, width=info.width, height=info.height,
+                  digest=info.digest, split=split, group=image.rsplit("/", 1)[0])
 
 
 def _is_sample(line: str, task: str) -> bool:
@@ -162,14 +181,31 @@ def _folder(annotations: Path, challenge: str) -> Path | None:
     return annotations / challenge if (annotations / challenge).is_dir() else None
 
 
-def read(root: Path, options: ReadOptions) -> DatasetIndex:
-    images, annotations = _images(root), _annotations(root)
-    assert images is not None and annotations is not None  # find() said so
-    step, task = options.affwild2_frame_step, options.affwild2_task
-    if step < 1:
-        raise AffectkitError(f"affwild2_frame_step must be at least 1, not {step}.")
+def _task(annotations: Path | None, multi_task: Path | None, task: str) -> str:
+    """The task ``auto`` stands for: the expression challenge, else the multi-task files, else the VA challenge."""
     if task not in TASKS:
         raise AffectkitError(f"affwild2_task must be one of {', '.join(TASKS)}, not {task!r}.")
+    if task != "auto":
+        return task
+    if annotations is not None and (annotations / EXPRESSIONS).is_dir():
+        return "expression"
+    return "multi_task" if multi_task is not None else "valence_arousal"
+
+
+def read(root: Path, options: ReadOptions) -> DatasetIndex:
+    images, annotations, multi_task = _images(root), _annotations(root), _search(root, _holds_multi_task)
+    assert images is not None  # find() said so
+    step = options.affwild2_frame_step
+    if step < 1:
+        raise AffectkitError(f"affwild2_frame_step must be at least 1, not {step}.")
+    task = _task(annotations, multi_task, options.affwild2_task)
+    if task == "multi_task":
+        if multi_task is None:
+            raise AffectkitError(f"{root} holds no training_set_annotations*.txt (affwild2_task multi_task reads the "
+                                 "multi-task challenge's files).")
+        return _read_multi_task(root, images, multi_task, step)
+    if annotations is None:
+        raise AffectkitError(f"{root} holds no {EXPRESSIONS}/ or {VALENCE_AROUSAL}/ (affwild2_task {task}).")
     # The task's own challenge gives the frames and the split; the other adds what it says of the same frames.
     own, other = ((EXPRESSIONS, VALENCE_AROUSAL) if task == "expression" else (VALENCE_AROUSAL, EXPRESSIONS))
     files = [(split, file) for folder, split in SPLITS.items()
@@ -196,10 +232,63 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
                 expression, va = _expression(line, source, without_class_allowed=False), _optional_va(other_line)
             else:
                 expression, va = _optional_expression(other_line), _parse_valence_arousal(line, source)
-            return _record(images, file.stem, frame, expression, split, va, source)
+            return _record(images, f"{file.stem}/{frame:05d}.jpg", expression, split, va, source)
         except Reject as r:
             return Rejection(f"{file.stem}/{frame:05d}.jpg", str(file), r.kind, r.reason)
 
     detail = (f"{'VA_Estimation_Challenge, ' if task != 'expression' else ''}Validation_Set as test"
+              + (f"; every {step}th annotated frame" if step > 1 else ""))
+    return collect(root, NAME, keys(), build, detail=detail, group_source="Aff-Wild2's videos")
+
+
+def _multi_task_files(folder: Path) -> list[tuple[str, Path]]:
+    """(split, file) of the multi-task challenge's training and validation files in ``folder``."""
+    files = []
+    for stem, split in MULTI_TASK_FILES.items():
+        matches = sorted(folder.glob(f"{stem}*.txt"))
+        if len(matches) > 1:
+            names = ", ".join(m.name for m in matches)
+            raise AffectkitError(f"{folder} holds {len(matches)} {stem}*.txt files ({names}): keep the one to read.")
+        files += [(split, match) for match in matches]
+    return files
+
+
+def _is_multi_task_sample(cells: list[str]) -> bool:
+    """A frame annotated for valence/arousal or an expression (not for action units alone); a damaged line is a
+    sample to quarantine, with its reason."""
+    try:
+        return not (VA_NOT_ANNOTATED in (float(cells[1]), float(cells[2])) and int(cells[3]) == NOT_ANNOTATED)
+    except (ValueError, IndexError):
+        return True
+
+
+def _read_multi_task(root: Path, images: Path, folder: Path, step: int) -> DatasetIndex:
+    files = _multi_task_files(folder)
+
+    def keys() -> Iterator[tuple[str, Path, int, list[str]]]:
+        for split, file in files:
+            by_video: dict[str, list[tuple[int, list[str]]]] = {}
+            for number, line in numbered_lines(file)[1:]:
+                cells = [cell.strip() for cell in line.split(",")]
+                if _is_multi_task_sample(cells):
+                    by_video.setdefault(cells[0].rsplit("/", 1)[0], []).append((number, cells))
+            for frames in by_video.values():
+                for number, cells in frames[::step]:
+                    yield split, file, number, cells
+
+    def build(key: tuple[str, Path, int, list[str]]) -> Record | Rejection:
+        split, file, number, cells = key
+        source = f"{file.name} line {number}"
+        try:
+            if len(cells) < 4:
+                raise Reject("annotation_invalid", f"{source}: {','.join(cells)!r} is not image,valence,arousal,"
+                                                   "expression,...")
+            va = _parse_valence_arousal(f"{cells[1]},{cells[2]}", source)
+            expression = _expression(cells[3], source, without_class_allowed=va is not None)
+            return _record(images, cells[0], expression, split, va, source)
+        except Reject as r:
+            return Rejection(cells[0], str(images / cells[0]), r.kind, r.reason)
+
+    detail = (f"multi-task files {', '.join(f.name for _, f in files)}; validation set as test"
               + (f"; every {step}th annotated frame" if step > 1 else ""))
     return collect(root, NAME, keys(), build, detail=detail, group_source="Aff-Wild2's videos")
