@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -60,6 +61,19 @@ def test_the_card_describes_data_weights_recipe_metrics_and_limits(trained, demo
     evaluations = read_metadata(trained)["evaluations"]
     assert [e["split"] for e in evaluations] == ["test", "all"] and evaluations[1]["n"] == 96
     assert "| all | 96 |" in (trained.parent / "CustomCNN_card.md").read_text()
+
+
+def test_a_set_annotated_for_valence_arousal_only_evaluates_them_alone(trained, partial_manifest, tmp_path):
+    va_only = tmp_path / "va_only.csv"
+    pd.read_csv(partial_manifest).assign(expression="").to_csv(va_only, index=False)
+    out = tmp_path / "eval"
+    metrics = evaluate_saved(trained, va_only, "all", None, out, quiet=True)
+    assert metrics["n"] == 96 and metrics["expression"] is None and metrics["valence"]["n"] == 96
+    assert json.loads((out / "CustomCNN_all_metrics.json").read_text())["expression"] is None
+    assert not (out / "CustomCNN_all_confusion_matrix.png").exists()  # nothing to draw without classes
+    evaluation = read_metadata(trained)["evaluations"][-1]
+    assert evaluation["accuracy"] is None and evaluation["valence"]["ccc"] == metrics["valence"]["ccc"]
+    assert f"| `{va_only}` | all | 96 | n/a |" in (trained.parent / "CustomCNN_card.md").read_text()
 
 
 def test_serving_and_predict_show_the_warning_for_a_synthetic_model(trained, demo_dir):

@@ -262,6 +262,8 @@ def test_scores_leave_faces_without_a_class_out_of_the_expression_only(data):
     for key in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece", "confusion_matrix"):
         assert partial["expression"][key] == subset["expression"][key]
     assert partial["valence"] == whole["valence"] and partial["arousal"] == whole["arousal"]
+    unclassed = compute_metrics(data["probs"], np.full(N, NO_EXPRESSION), data["va_pred"], data["va_true"])
+    assert unclassed["n"] == N and unclassed["expression"] is None and unclassed["valence"] == whole["valence"]
     logits = torch.from_numpy(data["logits"])
     assert fit_temperature(logits, torch.from_numpy(y)) == pytest.approx(
         fit_temperature(logits[kept], torch.from_numpy(y[kept])), rel=1e-6)

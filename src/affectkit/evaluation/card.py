@@ -41,9 +41,9 @@ def card_path(model_path: str | Path, meta: dict[str, Any] | None = None) -> Pat
 
 
 def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[str, Any]:
-    expression = metrics["expression"]
+    expression = metrics["expression"] or {}  # empty where no face had a class
     entry = {"data": str(Path(data).resolve()), "split": split, "synthetic": is_synthetic_data(data), "n": metrics["n"],
-             **{k: expression[k] for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
+             **{k: expression.get(k) for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
              "temperature": expression.get("temperature", 1.0)}
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)

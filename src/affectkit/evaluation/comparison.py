@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from affectkit.evaluation.metrics import expression_score
 from affectkit.runs import RunFolder
 
 COLUMNS = [
@@ -20,9 +21,9 @@ def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, 
                    backbone: str, initial_weights: str) -> dict:
     """One row of the comparison; ``backbone`` is the architecture that actually ran and ``initial_weights`` where
     its training started from (``imagenet``, ``random``, ``scratch``, ``file``, ...)."""
-    e = metrics["expression"]
-    row = {"model": model, "backbone": backbone, "initial_weights": initial_weights, **{k: e[k] for k in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1",
-                                                 "balanced_accuracy", "ece")}}
+    row = {"model": model, "backbone": backbone, "initial_weights": initial_weights,
+           **{k: expression_score(metrics, k) for k in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1",
+                                                        "balanced_accuracy", "ece")}}
     for dim in ("valence", "arousal"):
         for key in ("rmse", "mae", "pcc", "ccc", "sagr"):
             row[f"{dim}_{key}"] = metrics[dim][key] if metrics.get(dim) else float("nan")
@@ -54,7 +55,8 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
     table = pd.DataFrame(rows)[COLUMNS]
     main = table[["model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "macro_f1", "valence_ccc", "arousal_ccc",
                   "valence_rmse", "arousal_rmse", "params_millions", "train_time_s", "inference_ms_per_image"]]
-    best = table.loc[table["accuracy"].idxmax(), "model"]
+    scored = table["accuracy"].notna().any()  # not where no test face has a class
+    best = table.loc[table["accuracy"].idxmax(), "model"] if scored else None
     counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
     rejected = ", ".join(f"{k}: {v}" for k, v in summary["rejected_by_reason"].items()) or "none"
     lines = [
@@ -74,7 +76,8 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         "",
         markdown_table(main),
         "",
-        f"Best expression accuracy: **{best}**. Full numbers: `{run.comparison_table.name}`.",
+        (f"Best expression accuracy: **{best}**. " if scored else "No test face has an expression class. ")
+        + f"Full numbers: `{run.comparison_table.name}`.",
         "",
         f"![model comparison]({run.comparison_plot.name})",
         "",

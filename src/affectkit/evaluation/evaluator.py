@@ -91,12 +91,15 @@ def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
 
 def write_model_report(name: str, metrics: dict, pred: Predictions, data: PreparedData, positions: np.ndarray,
                        out_dir: Path) -> dict[str, Path]:
-    """``<Model>_metrics.json``, ``<Model>_confusion_matrix.png`` and ``<Model>_reliability.png``."""
+    """``<Model>_metrics.json``, and where faces have a class ``<Model>_confusion_matrix.png`` and
+    ``<Model>_reliability.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run = RunFolder(out_dir)
-    paths = {"metrics": run.metrics(name), "confusion_matrix": run.confusion_matrix(name),
-             "reliability": run.reliability(name)}
+    paths = {"metrics": run.metrics(name)}
     paths["metrics"].write_text(json.dumps(metrics, indent=2))
+    if metrics["expression"] is None:
+        return paths
+    paths.update(confusion_matrix=run.confusion_matrix(name), reliability=run.reliability(name))
     plot_confusion_matrix(np.asarray(metrics["expression"]["confusion_matrix"]), list(CLASS_NAMES),
                           paths["confusion_matrix"], f"{name}: confusion matrix (row-normalised)")
     labels = data.expression[positions]
@@ -108,12 +111,14 @@ def write_model_report(name: str, metrics: dict, pred: Predictions, data: Prepar
 def metrics_table(name: str, metrics: dict) -> Table:
     """The headline numbers of one evaluation, for the console."""
     e = metrics["expression"]
-    classed = "" if e["n"] == metrics["n"] else f" ({e['n']} with an expression class)"
+    classed = 0 if e is None else e["n"]
+    classed = "" if classed == metrics["n"] else f" ({classed} with an expression class)"
     table = Table(title=f"{name} on {metrics['n']} images{classed}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece"):
-        table.add_row(f"expression {key}", f"{e[key]:.4f}")
+        if e is not None:
+            table.add_row(f"expression {key}", f"{e[key]:.4f}")
     for dim in ("valence", "arousal"):
         if metrics.get(dim):
             for key in ("rmse", "mae", "pcc", "ccc", "sagr"):

@@ -158,6 +158,7 @@ class AffectMetrics(WrapperMetric):
         })
         self.nll = MeanMetric(**sync)
         self.faces = SumMetric(**sync)
+        self.classed = SumMetric(**sync)
         self.valence_arousal = ModuleDict({dim: _RegressionMetrics(sync_on_compute) for dim in VA_DIMENSIONS})
 
     def update(self, expression: Tensor, expression_target: Tensor, va_pred: Tensor, va_target: Tensor) -> None:
@@ -176,14 +177,22 @@ class AffectMetrics(WrapperMetric):
         expression_target = expression_target.long()
         self.faces.update(len(expression_target))
         with_class = expression_target != NO_EXPRESSION
-        probs, log_probs, expression_target = probs[with_class], log_probs[with_class], expression_target[with_class]
-        # Probabilities for all of them: MulticlassCalibrationError would otherwise guess whether to softmax.
-        self.expression.update(probs, expression_target)
-        self.nll.update(F.nll_loss(log_probs, expression_target, reduction="none"))
+        self.classed.update(with_class.sum())
+        if with_class.any():
+            probs, log_probs, expression_target = (probs[with_class], log_probs[with_class],
+                                                   expression_target[with_class])
+            # Probabilities for all of them: MulticlassCalibrationError would otherwise guess whether to softmax.
+            self.expression.update(probs, expression_target)
+            self.nll.update(F.nll_loss(log_probs, expression_target, reduction="none"))
         for column, dim in enumerate(VA_DIMENSIONS):
             self.valence_arousal[dim].update(va_pred[:, column], va_target[:, column])
 
     def compute(self) -> dict:
+        """The scores; ``expression`` is None where no face had a class (a set annotated for valence/arousal only)."""
+        faces = int(self.faces.compute())
+        va = {dim: self.valence_arousal[dim].compute() for dim in VA_DIMENSIONS}
+        if int(self.classed.compute()) == 0:
+            return {"n": faces, "expression": None, **va}
         scores = self.expression.compute()
         counts = scores["confusion_matrix"]
         support = counts.sum(dim=1)
@@ -207,16 +216,22 @@ class AffectMetrics(WrapperMetric):
             "nll": float(self.nll.compute()),
             "ece": float(scores["ece"]),
         }
-        return {"n": int(self.faces.compute()), "expression": expression,
-                **{dim: self.valence_arousal[dim].compute() for dim in VA_DIMENSIONS}}
+        return {"n": faces, "expression": expression, **va}
 
     def reset(self) -> None:
         self.expression.reset()
         self.nll.reset()
         self.faces.reset()
+        self.classed.reset()
         for metrics in self.valence_arousal.values():
             metrics.reset()
         super().reset()
+
+
+def expression_score(metrics: dict, key: str) -> float:
+    """One of the expression scores of ``metrics``; NaN where no face had a class."""
+    expression = metrics["expression"]
+    return float("nan") if expression is None else expression[key]
 
 
 def compute_metrics(probs: ArrayLike, exp_true: ArrayLike, va_pred: ArrayLike, va_true: ArrayLike) -> dict:

@@ -32,7 +32,7 @@ from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split, score
-from affectkit.evaluation.metrics import compute_metrics
+from affectkit.evaluation.metrics import compute_metrics, expression_score
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, load_model
@@ -77,8 +77,7 @@ def benchmark_config(config_file: Path | None = None, sets: dict | None = None, 
 
 
 def _scores(metrics: dict) -> dict:
-    e = metrics["expression"]
-    return {"accuracy": e["accuracy"], "macro_f1": e["macro_f1"], "balanced_accuracy": e["balanced_accuracy"],
+    return {**{key: expression_score(metrics, key) for key in ("accuracy", "macro_f1", "balanced_accuracy")},
             **{f"{dim}_ccc": metrics[dim]["ccc"] if metrics.get(dim) else float("nan")
                for dim in ("valence", "arousal")}}
 

@@ -26,6 +26,7 @@ from affectkit.evaluation.evaluator import (
     score,
     write_model_report,
 )
+from affectkit.evaluation.metrics import expression_score
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
 from affectkit.models.registry import is_pretrained
@@ -71,7 +72,8 @@ def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: 
     pred = predict_split(model, data, positions, temperature=temperature,
                          tta_flip=config_from_metadata(meta).tta_flip)
     metrics = score(pred, data, positions)
-    metrics["expression"]["temperature"] = temperature
+    if metrics["expression"] is not None:
+        metrics["expression"]["temperature"] = temperature
     metrics["split"] = split
     name = meta["display_name"] + ("" if split == "test" else f"_{split}")
     paths = write_model_report(name, metrics, pred, data, positions, out.root)
@@ -162,8 +164,8 @@ def _random_start_control(name: str, data: PreparedData, run: RunFolder, config:
     result = train_model(name, data, run.random_start.root, config, resume=resume)
     control = _evaluate_trained(result.best_path, data, run.random_start).metrics
     return {"model": meta["display_name"], "backbone": meta["backbone"],
-            "pretrained_accuracy": metrics["expression"]["accuracy"],
-            "random_start_accuracy": control["expression"]["accuracy"],
+            "pretrained_accuracy": expression_score(metrics, "accuracy"),
+            "random_start_accuracy": expression_score(control, "accuracy"),
             "pretrained_start": meta.get("initial_weights", ""),
             "random_start_train_time_s": round(result.train_time_s, 1)}
 
@@ -203,5 +205,5 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
                                 )
         model, _ = load_model(model_path, device=evaluation_device())
         metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data)
-        reporter().show(f"Wrote {paths['metrics']}, {paths['confusion_matrix']} and {paths['card']}")
+        reporter().show(f"Wrote {', '.join(str(path) for path in paths.values())}")
         return metrics
