@@ -265,6 +265,7 @@ def test_scores_leave_faces_without_a_class_out_of_the_expression_only(data):
     unclassed = compute_metrics(data["probs"], np.full(N, NO_EXPRESSION), data["va_pred"], data["va_true"])
     assert unclassed["n"] == N and unclassed["expression"] is None and unclassed["valence"] == whole["valence"]
     logits = torch.from_numpy(data["logits"])
+    assert fit_temperature(logits, torch.full((N,), NO_EXPRESSION)) == 1.0
     assert fit_temperature(logits, torch.from_numpy(y)) == pytest.approx(
         fit_temperature(logits[kept], torch.from_numpy(y[kept])), rel=1e-6)
 

@@ -22,11 +22,13 @@ def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> flo
     Where no face is misclassified that NLL falls all the way as T -> 0 (one-hot probabilities, whatever the next
     split holds); T is then the one at which the true classes' mean probability is (n + 1/2) / (n + 1) for n faces:
     the accuracy n right of n supports, counting half a mistake. Faces without a class (NO_EXPRESSION) are left
-    out."""
+    out; without any, T is 1."""
     targets = targets.detach().long()
     with_class = targets != NO_EXPRESSION
     logits, targets = logits.detach().double()[with_class], targets[with_class]
-    if len(targets) and bool((logits.gather(1, targets[:, None])[:, 0] > _runner_up(logits, targets)).all()):
+    if not len(targets):
+        return 1.0  # no face to fit on: the logits stay as they are
+    if bool((logits.gather(1, targets[:, None])[:, 0] > _runner_up(logits, targets)).all()):
         return _temperature_for_confidence(logits, targets, (len(targets) + 0.5) / (len(targets) + 1))
     # Optimising log T keeps T positive without a constrained optimiser.
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
