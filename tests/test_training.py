@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -273,6 +274,14 @@ def test_faces_without_a_class_train_the_valence_arousal_heads_only(partial_mani
         logits, _, _ = model(torch.from_numpy(normalise(np.asarray(data.images[classed]))))
     accuracy = float((logits.argmax(1).numpy() == data.expression[classed]).mean())
     assert meta["best"]["val_acc"] == pytest.approx(accuracy, abs=1e-6)  # over the faces with a class only
+
+    val_unclassed = data.splits.copy()
+    val_unclassed.loc[val_unclassed["split"] == "val", "split"] = "train"
+    val_unclassed.loc[np.flatnonzero(unclassed)[:8], "split"] = "val"
+    unclassed_val = dataclasses.replace(data, splits=val_unclassed)
+    with pytest.raises(AffectkitError, match="No validation face has an expression class"):
+        train_model("custom_cnn", unclassed_val, tmp_path / "f1", config.override(selection_metric="val_macro_f1"),
+                    quiet=True)
 
     without_classes = pd.read_csv(partial_manifest).assign(expression="")
     without_classes.to_csv(tmp_path / "va_only.csv", index=False)

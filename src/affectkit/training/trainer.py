@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
-from affectkit.config import Config
+from affectkit.config import NO_EXPRESSION, Config
 from affectkit.data.datamodule import AffectDataModule, PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
@@ -334,6 +334,10 @@ def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Con
             f"No training face of {data.index.root} has an expression class (all are annotated for valence/arousal "
             "only): affectkit trains the expression and valence/arousal heads together and needs classes for some "
             "faces.")
+    val_classes = data.expression[data.positions("val")]
+    if config.selection_metric == "val_macro_f1" and len(val_classes) and (val_classes == NO_EXPRESSION).all():
+        raise AffectkitError("No validation face has an expression class, so val_macro_f1 cannot select the model: "
+                             "set selection_metric: val_loss.")
     model.set_output_classes(frequencies > 0)
     spent = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
     for phase in plan_phases(model, config, starting.pretrained, len(data.positions("train"))):
