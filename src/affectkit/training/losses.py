@@ -23,6 +23,9 @@ def ccc_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tens
     return 1 - 2 * covariance / denominator.clamp_min(torch.finfo(denominator.dtype).eps)
 
 
+_TINY = torch.finfo(torch.float32).tiny  # the smallest divisor: a batch without any class divides 0 by it
+
+
 def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | None = None,
                label_smoothing: float = 0.0) -> Tensor:
     """Focal loss (Lin et al. 2017), mean reduction, built to be :func:`expression_loss` (cross-entropy) at
@@ -42,9 +45,6 @@ def expression_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None
     total = F.cross_entropy(logits, target, weight=weight, ignore_index=NO_EXPRESSION,
                             label_smoothing=label_smoothing, reduction="sum")
     return total / _target_weights(logits, target, weight).sum().clamp_min(_TINY)
-
-
-_TINY = torch.finfo(torch.float32).tiny
 
 
 def _target_weights(logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
