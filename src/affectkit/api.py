@@ -120,9 +120,9 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
     """Score a saved model on ``split`` (test, val or train, from the run's ``splits.csv`` beside the model or
     ``splits``) of ``data``, or on every image of it (``split="all"``, for an external test set).
 
-    Returns the metrics (``metrics["expression"]["accuracy"]``, ``metrics["valence"]["mae"]``, ...); also writes
-    them, the confusion matrix and the reliability diagram into ``out`` (default: beside the model) and adds them
-    to the model's card.
+    Returns the metrics (``metrics["expression"]["accuracy"]``, ``metrics["valence"]["mae"]``, ...;
+    ``metrics["expression"]`` is None where no face of ``data`` has a class); also writes them, the confusion matrix
+    and the reliability diagram into ``out`` (default: beside the model) and adds them to the model's card.
     """
     from affectkit.pipeline import evaluate_saved
 
