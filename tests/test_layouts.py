@@ -633,6 +633,21 @@ def test_manifest_votes_give_each_face_its_distribution(tmp_path):
         read_dataset(tmp_path / "none.csv", progress=False)
 
 
+def test_a_tie_the_given_class_shares_is_broken_towards_it_in_training_targets(tmp_path):
+    from affectkit.data.datamodule import TIE_BREAK, label_distributions
+
+    rows = [("a.png", "sad", "3", "3"), ("b.png", "", "1", "3"), ("c.png", "happy", "", "")]
+    for i, (name, *_) in enumerate(rows):
+        save(tmp_path / name, face(i % 4, i)[0])
+    pd.DataFrame(rows, columns=["path", "expression", "happy", "sad"]).to_csv(tmp_path / "m.csv", index=False)
+    records = read_dataset(tmp_path / "m.csv", progress=False).records
+    assert [r.expression for r in records] == [2, 2, 1]
+    targets = label_distributions(records)
+    assert targets.argmax(1).tolist() == [2, 2, 1]  # the given class, not the first of the tied
+    assert 0 < targets[0, 2] - targets[0, 1] < 2 * TIE_BREAK and np.allclose(targets.sum(1), 1)
+    assert targets[1].tolist() == [0, 0.25, 0.75, 0, 0, 0, 0, 0]  # no tie: the votes as they are
+
+
 def test_manifest_rows_with_valence_arousal_alone_are_faces_without_a_class(tmp_path):
     rows = [("a.png", "happy", "0.5", "0.1"), ("b.png", "", "-0.3", "0.4"), ("c.png", "", "", ""),
             ("d.png", "sad", "", "")]
