@@ -79,7 +79,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         "rejected_samples": len(index.rejected),
         "rejected_by_reason": index.rejection_counts(),
         "class_counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},
-        "valence_arousal_only": index.without_expression(),  # faces without a class, counted in no class
+        "valence_arousal_only": index.without_expression(),  # faces without a class: in no class's count
         "class_fraction": {name: round(float(counts[i]) / max(len(df), 1), 4) for i, name in enumerate(CLASS_NAMES)},
         "valence": _stats(df["valence"]),
         "arousal": _stats(df["arousal"]),

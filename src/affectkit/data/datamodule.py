@@ -84,7 +84,7 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
         )
 
 
-TIE_BREAK = 1e-6
+TIE_BREAK = 1e-6  # added to a given class that ties for the most votes (label_distributions)
 
 
 def label_distributions(records: list[Record]) -> np.ndarray | None:

@@ -111,14 +111,13 @@ def write_model_report(name: str, metrics: dict, pred: Predictions, data: Prepar
 def metrics_table(name: str, metrics: dict) -> Table:
     """The headline numbers of one evaluation, for the console."""
     e = metrics["expression"]
-    classed = 0 if e is None else e["n"]
-    classed = "" if classed == metrics["n"] else f" ({classed} with an expression class)"
-    table = Table(title=f"{name} on {metrics['n']} images{classed}")
+    with_class = 0 if e is None else e["n"]
+    note = "" if with_class == metrics["n"] else f" ({with_class} with an expression class)"
+    table = Table(title=f"{name} on {metrics['n']} images{note}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece"):
-        if e is not None:
-            table.add_row(f"expression {key}", f"{e[key]:.4f}")
+    for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece") if e else ():
+        table.add_row(f"expression {key}", f"{e[key]:.4f}")
     for dim in ("valence", "arousal"):
         if metrics.get(dim):
             for key in ("rmse", "mae", "pcc", "ccc", "sagr"):

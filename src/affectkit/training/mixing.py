@@ -36,8 +36,8 @@ def mix_batch(
     images: torch.Tensor, labels: torch.Tensor, va: torch.Tensor, aug: AugmentationConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (images, soft expression targets [N, 8], valence/arousal) mixed with one weight per batch.
-    ``labels`` are classes [N] (NO_EXPRESSION: none) or vote distributions [N, 8]. ``images`` may also be pooled features [N, D]: those
-    are interpolated (see the module's note)."""
+    ``labels`` are classes [N] (NO_EXPRESSION: none) or vote distributions [N, 8]. ``images`` may also be pooled
+    features [N, D]: those are interpolated (see the module's note)."""
     soft = labels.to(images.dtype) if labels.is_floating_point() else one_hot(labels).to(images.dtype)
     if not mixes(aug) or rng.random() > aug.mix_prob:
         return images, soft, va

@@ -138,8 +138,8 @@ class AffectModule(L.LightningModule):
             labels = torch.where(labels.sum(1) > 0, labels.argmax(1), NO_EXPRESSION)
         self._accumulate(stage, loss, logits, valence, arousal, labels, va)
         if stage == "val":
-            without_class_row = torch.where(labels == NO_EXPRESSION, NUM_CLASSES, labels)
-            self.val_confusion.update(logits.detach().argmax(1), without_class_row)
+            rows = torch.where(labels == NO_EXPRESSION, NUM_CLASSES, labels)  # no class: the extra row
+            self.val_confusion.update(logits.detach().argmax(1), rows)
         return loss
 
     # Epoch means are accumulated here and logged once per epoch: a `self.log` call costs about a millisecond of
