@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from affectkit.config import Config
+from affectkit.config import NO_EXPRESSION, Config
 from affectkit.data import datamodule
 from affectkit.models import build_model
 from affectkit.models.runner import make_runner
@@ -52,15 +52,19 @@ def test_masked_regression_loss_equals_indexing_and_keeps_gradients_finite(kind,
         assert valence.grad[:annotated].abs().sum() > 0
 
 
-def test_a_training_step_never_reads_a_value_back_from_the_device(monkeypatch):
+@pytest.mark.parametrize("targets", ["classes", "votes"])
+@pytest.mark.parametrize("stage", ["train", "val"])
+def test_a_training_step_never_reads_a_value_back_from_the_device(monkeypatch, stage, targets):
     """A host sync (``.item()``, ``bool(tensor)``, boolean indexing) in the loss or the epoch metrics would make the
-    CPU wait for the GPU every step. On the CPU none is visible, so each conversion to a Python value is made to fail."""
+    CPU wait for the GPU every step. On the CPU none is visible, so each conversion to a Python value is made to fail.
+    The batch mixes faces with and without a class, and with and without valence/arousal."""
     from affectkit.training import module as module_mod
 
     config = Config(img_size=32)
     module = module_mod.AffectModule(build_model("custom_cnn", config), config, 1e-3)
     images = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
-    labels = torch.randint(0, 8, (6,))
+    classes = torch.tensor([0, 3, NO_EXPRESSION, 7, NO_EXPRESSION, 2])
+    labels = classes if targets == "classes" else F.one_hot(classes.clamp(min=0), 8).float() * (classes >= 0)[:, None]
     va = torch.rand(6, 2)
     va[3:] = float("nan")
 
@@ -69,12 +73,15 @@ def test_a_training_step_never_reads_a_value_back_from_the_device(monkeypatch):
 
     for name in ("item", "__bool__", "__int__", "__float__", "tolist", "nonzero"):
         monkeypatch.setattr(torch.Tensor, name, refuse)
-    loss = module._step((images, labels, va, None), "train")
+    loss = module._step((images, labels, va, None), stage)
     monkeypatch.undo()
     assert torch.isfinite(loss)
-    means = module._means("train")
+    means = module._means(stage)
     assert float(means["loss"].weight) == 6 and float(means["valence_mae"].weight) == 3  # annotated images only
-    assert float(means["loss"].compute()) == pytest.approx(float(loss))
+    assert float(means["acc"].weight) == 4  # faces with a class only
+    assert float(means["loss"].compute()) == pytest.approx(float(loss.detach()))
+    if stage == "val":  # the faces without a class stay out of the confusion matrix that macro-F1 reads
+        assert int(module.val_confusion.compute()[:8, :8].sum()) == 4
 
 
 def test_epoch_mean_weights_batches_and_keeps_a_nan():
