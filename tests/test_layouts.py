@@ -427,6 +427,8 @@ def test_affwild2_multi_task_files_give_each_frame_what_it_is_annotated_for(tmp_
     assert sorted(r.id for r in sparse.records if r.group == "vid1") == ["vid1/00001.jpg", "vid1/00003.jpg"]
     with pytest.raises(AffectkitError, match="affwild2_task expression"):
         read_dataset(tmp_path, progress=False, affwild2_task="expression")
+    (folder / "validation_set_annotations_22.txt").write_text(f"vid2/00001.jpg,0.2,-0.2,0{aus}\n")  # no header
+    assert "vid2/00001.jpg" in {r.id for r in read_dataset(tmp_path, progress=False).records}
     (folder / "training_set_annotations_23.txt").write_text(header + "\n")
     with pytest.raises(AffectkitError, match="2 training_set_annotations\\*.txt files"):
         read_dataset(tmp_path, progress=False)

@@ -262,13 +262,24 @@ def _is_multi_task_sample(cells: list[str]) -> bool:
         return True
 
 
+def _without_header(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The lines after the header "image,valence,arousal,expression,..." (a file without one loses no frame)."""
+    if not lines:
+        return lines
+    try:
+        float(lines[0][1].split(",")[1])
+        return lines  # the first line is a frame's
+    except (ValueError, IndexError):
+        return lines[1:]
+
+
 def _read_multi_task(root: Path, images: Path, folder: Path, step: int) -> DatasetIndex:
     files = _multi_task_files(folder)
 
     def keys() -> Iterator[tuple[str, Path, int, list[str]]]:
         for split, file in files:
             by_video: dict[str, list[tuple[int, list[str]]]] = {}
-            for number, line in numbered_lines(file)[1:]:
+            for number, line in _without_header(numbered_lines(file)):
                 cells = [cell.strip() for cell in line.split(",")]
                 if _is_multi_task_sample(cells):
                     by_video.setdefault(cells[0].rsplit("/", 1)[0], []).append((number, cells))
