@@ -57,6 +57,16 @@ def test_evaluate_on_all_records_of_an_external_set(run_dir, demo_dir):
     assert metrics["n"] == 96
 
 
+def test_a_run_on_faces_partly_without_a_class_reports_them(partial_manifest, tmp_path):
+    config = Config(img_size=32, batch_size=16, epochs=1, fine_tune_epochs=0, num_workers=0, seed=0)
+    run_pipeline(partial_manifest, tmp_path, ["custom_cnn"], config, quiet=True)
+    metrics = json.loads((tmp_path / "CustomCNN_metrics.json").read_text())
+    test = pd.read_csv(tmp_path / "splits.csv").query("split == 'test'")
+    assert metrics["n"] == len(test) and metrics["expression"]["n"] == (test["expression"] != -1).sum() < len(test)
+    assert metrics["valence"]["n"] == len(test)
+    assert "Faces with valence/arousal only (no class): 32." in (tmp_path / "report.md").read_text()
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "affectkit.cli", *args], capture_output=True, text=True, timeout=300)
 

@@ -67,7 +67,9 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         f"{summary['rejected_samples']} quarantined ({rejected}; see `{run.quarantine.name}`).",
         "",
         f"Classes: {counts}." + (f" Absent from the data: {', '.join(summary['absent_classes'])}."
-                                  if summary.get("absent_classes") else ""),
+                                  if summary.get("absent_classes") else "")
+        + (f" Faces with valence/arousal only (no class): {summary['valence_arousal_only']}."
+           if summary.get("valence_arousal_only") else ""),
         "",
         *([f"Split: {summary['split']}.", ""] if summary.get("split") else []),
         f"![dataset analysis]({run.dataset_analysis.name})",
