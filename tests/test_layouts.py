@@ -324,8 +324,9 @@ AFFWILD2_ORDER = ("Neutral", "Anger", "Disgust", "Fear", "Happy", "Sad", "Surpri
 
 
 def _affwild2(root):
-    """Four videos annotated in both challenges (frame 1 without a class, frame 2 Other, frame 3 without VA; one
-    frame without its image), and one in the VA challenge alone, in its Validation_Set (frame 4's line damaged)."""
+    """Four videos annotated in both challenges (frame 1 without a class, frame 2 Other, frame 3 without VA, and
+    Other in video42's; one frame without its image), and one in the VA challenge alone, in its Validation_Set
+    (frame 4's line damaged)."""
     annotations = root / "6th_ABAW_Annotations"
     videos = {"10-60-1280x720_left": "Train_Set", "10-60-1280x720_right": "Train_Set", "118-30-640x480": "Train_Set",
               "video42": "Validation_Set", "va_only": None}
@@ -333,7 +334,8 @@ def _affwild2(root):
         labels, va = ["Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"], ["valence,arousal"]
         for frame in range(1, 11):
             label = (v + frame) % 7
-            labels.append("-1" if frame == 1 else "7" if frame == 2 else str(label))
+            other = frame == 2 or (video, frame) == ("video42", 3)
+            labels.append("-1" if frame == 1 else "7" if other else str(label))
             va.append("-5,-5" if frame == 3 else "oops" if (video, frame) == ("va_only", 4)
                       else f"{0.1 * (frame - 5):.1f},0.2")
             if (video, frame) != ("video42", 10):  # no face found in that frame
@@ -351,23 +353,23 @@ def test_affwild2_as_abaw_distributes_it(tmp_path):
     affwild2_order = AFFWILD2_ORDER
     _affwild2(tmp_path)
     index = read_dataset(tmp_path, progress=False)
-    assert index.layout == "affwild2" and len(index.records) == 4 * 8 - 1
-    rejected = kinds(index)
-    assert rejected["video42/00010.jpg"] == "image_missing"
-    assert sum(kind == "expression_other" for kind in rejected.values()) == 4 and len(rejected) == 5
+    # Frames 2 to 10 of four videos, but for video42's frame 3 (Other, no valence/arousal) and frame 10 (no image).
+    assert index.layout == "affwild2" and len(index.records) == 4 * 9 - 2
+    assert kinds(index) == {"video42/00003.jpg": "expression_other", "video42/00010.jpg": "image_missing"}
     by_id = {r.id: r for r in index.records}
+    other = by_id["video42/00002.jpg"]  # Other, with valence/arousal: a face without a class
+    assert other.expression == NO_EXPRESSION and other.valence == pytest.approx(-0.3)
     frame = by_id["118-30-640x480/00006.jpg"]
     assert AFFECTKIT[frame.expression] == affwild2_order[(2 + 6) % 7] and frame.group == "118-30-640x480"
     assert frame.valence == pytest.approx(0.1) and frame.arousal == pytest.approx(0.2) and frame.split == "train"
-    assert math.isnan(by_id["video42/00003.jpg"].valence) and by_id["video42/00003.jpg"].split == "test"
+    assert math.isnan(by_id["118-30-640x480/00003.jpg"].valence) and by_id["video42/00004.jpg"].split == "test"
     assert "Aff-Wild2 (Validation_Set as test" in index.describe() and "grouped by Aff-Wild2's videos" in index.describe()
     table = make_splits(index.records, 0.25, 0.15, seed=0)
     assert (table.groupby("group")["split"].nunique() == 1).all() and set(table["split"]) == {"train", "val", "test"}
     sparse = read_dataset(tmp_path, progress=False, affwild2_frame_step=4)
-    # Frames 2 to 10 are annotated: every 4th is 2 (Other), 6, and 10 (no face found).
-    assert [r.id for r in sparse.records if r.group == "video42"] == ["video42/00006.jpg"]
-    assert sorted(r.id for r in sparse.rejected if r.id.startswith("video42")) == ["video42/00002.jpg",
-                                                                                 "video42/00010.jpg"]
+    # Frames 2 to 10 are annotated: every 4th is 2 (Other, with valence/arousal), 6, and 10 (no face found).
+    assert [r.id for r in sparse.records if r.group == "video42"] == ["video42/00002.jpg", "video42/00006.jpg"]
+    assert [r.id for r in sparse.rejected if r.id.startswith("video42")] == ["video42/00010.jpg"]
     assert "every 4th annotated frame" in sparse.describe()
 
 

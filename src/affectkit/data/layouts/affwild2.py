@@ -229,7 +229,8 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
         source = f"{file.parent.name}/{file.name} frame {frame}"
         try:
             if task == "expression":
-                expression, va = _expression(line, source, without_class_allowed=False), _optional_va(other_line)
+                va = _optional_va(other_line)  # Other with valence/arousal: a face without a class
+                expression = _expression(line, source, without_class_allowed=va is not None)
             else:
                 expression, va = _optional_expression(other_line), _parse_valence_arousal(line, source)
             return _record(images, f"{file.stem}/{frame:05d}.jpg", expression, split, va, source)
