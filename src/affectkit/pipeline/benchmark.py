@@ -244,6 +244,10 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         if config.label_distribution and prepared.expression_distribution is not None:
             notes.append("The trained models learnt each face's annotators' vote distribution (label_distribution); "
                          "the baselines, its most voted class. Every row is scored by the most voted class.")
+        if (prepared.expression == NO_EXPRESSION).any():
+            notes.append("Faces with valence/arousal only (no class) trained the valence/arousal heads of the trained "
+                         "models and the baselines' ridge regressions, no classifier; the expression scores leave "
+                         "them out, the valence/arousal scores count them.")
 
         rows, hog = [], None
         if baselines:
