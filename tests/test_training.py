@@ -280,8 +280,9 @@ def test_faces_without_a_class_train_the_valence_arousal_heads_only(partial_mani
     val_unclassed.loc[np.flatnonzero(unclassed)[:8], "split"] = "val"
     unclassed_val = dataclasses.replace(data, splits=val_unclassed)
     with pytest.raises(AffectkitError, match="No validation face has an expression class"):
-        train_model("custom_cnn", unclassed_val, tmp_path / "f1", config.override(selection_metric="val_macro_f1"),
+        train_model("resnet50", unclassed_val, tmp_path, config.override(selection_metric="val_macro_f1"),
                     quiet=True)
+    assert result.best_path.is_file()  # refused before the earlier run's model was cleared
 
     without_classes = pd.read_csv(partial_manifest).assign(expression="")
     without_classes.to_csv(tmp_path / "va_only.csv", index=False)

@@ -303,6 +303,23 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
                        count_parameters(model), branches=tuple(results))
 
 
+def _trained_class_frequencies(datamodule: AffectDataModule) -> np.ndarray:
+    """The training split's class frequencies, once the data is checked to be trainable: some training face has a
+    class, and validation can select the model by the configured metric."""
+    data, config = datamodule.data, datamodule.config
+    frequencies = datamodule.class_frequencies()
+    if not frequencies.any():
+        raise AffectkitError(
+            f"No training face of {data.index.root} has an expression class (all are annotated for valence/arousal "
+            "only): affectkit trains the expression and valence/arousal heads together and needs classes for some "
+            "faces.")
+    val_classes = data.expression[data.positions("val")]
+    if config.selection_metric == "val_macro_f1" and len(val_classes) and (val_classes == NO_EXPRESSION).all():
+        raise AffectkitError("No validation face has an expression class, so val_macro_f1 cannot select the model: "
+                             "set selection_metric: val_loss.")
+    return frequencies
+
+
 def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Config, weights: Path | None,
                  pretrained: bool, resume: bool, extra_callbacks: list) -> TrainResult | None:
     """One model; None in a DDP process other than rank 0, once training is over."""
@@ -318,6 +335,9 @@ def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Con
         model, meta = load_model(best_stem)
         return TrainResult(display, model_paths(best_stem)[0], pd.read_csv(history_path),
                            json.loads(timing_path.read_text())["seconds"], count_parameters(model))
+    # Data the run cannot train on is refused before an earlier run's state is cleared.
+    datamodule = AffectDataModule(data, config)
+    frequencies = _trained_class_frequencies(datamodule)
     if not resume:
         shutil.rmtree(state_dir, ignore_errors=True)
         for stale in (*model_paths(best_stem), history_path):
@@ -327,17 +347,6 @@ def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Con
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(name, config)
     starting = initialise_weights(model, weights, pretrained or config.pretrained)
-    datamodule = AffectDataModule(data, config)
-    frequencies = datamodule.class_frequencies()
-    if not frequencies.any():
-        raise AffectkitError(
-            f"No training face of {data.index.root} has an expression class (all are annotated for valence/arousal "
-            "only): affectkit trains the expression and valence/arousal heads together and needs classes for some "
-            "faces.")
-    val_classes = data.expression[data.positions("val")]
-    if config.selection_metric == "val_macro_f1" and len(val_classes) and (val_classes == NO_EXPRESSION).all():
-        raise AffectkitError("No validation face has an expression class, so val_macro_f1 cannot select the model: "
-                             "set selection_metric: val_loss.")
     model.set_output_classes(frequencies > 0)
     spent = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
     for phase in plan_phases(model, config, starting.pretrained, len(data.positions("train"))):
