@@ -122,8 +122,8 @@ def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0) 
     counts = df["expression"].value_counts().reindex(range(len(CLASS_NAMES)), fill_value=0)
     bars = ax.bar(CLASS_NAMES, counts.values, color=PALETTE[: len(CLASS_NAMES)])
     ax.bar_label(bars, fontsize=8)
-    unclassed = index.without_expression()
-    ax.set_title("Expression classes" + (f" ({unclassed} faces with none)" if unclassed else ""))
+    unclassed = df[df.expression == NO_EXPRESSION]
+    ax.set_title("Expression classes" + (f" ({len(unclassed)} faces with none)" if len(unclassed) else ""))
     ax.tick_params(axis="x", rotation=45)
 
     for col, name in ((1, "valence"), (2, "arousal")):
@@ -139,7 +139,6 @@ def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0) 
 
     ax = fig.add_subplot(grid[0, 3])
     if has_va:
-        unclassed = df[df.expression == NO_EXPRESSION]
         if len(unclassed):
             ax.scatter(unclassed.valence, unclassed.arousal, s=8, alpha=0.4, color="black", marker="x",
                        linewidths=0.6, label="no class")

@@ -141,8 +141,9 @@ class DatasetIndex:
         parts = [self.detail] if self.detail else []
         absent = self.absent_classes()
         parts.append(f"{len(self.classes_present())} classes" + (f", no {', '.join(absent)}" if absent else ""))
-        if self.without_expression():
-            parts.append(f"{self.without_expression()} with valence/arousal only")
+        unclassed = self.without_expression()
+        if unclassed:
+            parts.append(f"{unclassed} with valence/arousal only")
         given = self.given_splits()
         if given:
             carved = [s for s in ("val", "test") if s not in given]

@@ -105,10 +105,12 @@ def _annotation_file(folder: Path | None, video: str) -> Path | None:
     return files[0] if files else None
 
 
-def _parse_valence_arousal(line: str, source: str) -> tuple[float, float] | None:
-    """A VA line's (valence, arousal); None where it says -5 (not annotated)."""
+def _parse_valence_arousal(cells: list[str], source: str) -> tuple[float, float] | None:
+    """(valence, arousal) from the two cells of a VA line (or of a multi-task line); None where they say -5 (not
+    annotated)."""
+    line = ",".join(cells)
     try:
-        valence, arousal = (float(v) for v in line.split(","))
+        valence, arousal = (float(v) for v in cells)
     except ValueError:
         raise Reject("annotation_invalid", f"{source}: {line.strip()!r} is not two numbers valence,arousal") from None
     if VA_NOT_ANNOTATED in (valence, arousal):
@@ -151,7 +153,7 @@ def _is_sample(line: str, task: str) -> bool:
     if task == "expression":
         return line.strip() != str(NOT_ANNOTATED)
     try:
-        return _parse_valence_arousal(line, "") is not None
+        return _parse_valence_arousal(line.split(","), "") is not None
     except Reject:
         return True  # a damaged line is a sample to quarantine, with its reason
 
@@ -161,7 +163,7 @@ def _optional_va(line: str | None) -> tuple[float, float] | None:
     if line is None:
         return None
     try:
-        return _parse_valence_arousal(line, "")
+        return _parse_valence_arousal(line.split(","), "")
     except Reject:
         return None
 
@@ -232,7 +234,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
                 va = _optional_va(other_line)  # Other with valence/arousal: a face without a class
                 expression = _expression(line, source, without_class_allowed=va is not None)
             else:
-                expression, va = _optional_expression(other_line), _parse_valence_arousal(line, source)
+                expression, va = _optional_expression(other_line), _parse_valence_arousal(line.split(","), source)
             return _record(images, f"{file.stem}/{frame:05d}.jpg", expression, split, va, source)
         except Reject as r:
             return Rejection(f"{file.stem}/{frame:05d}.jpg", str(file), r.kind, r.reason)
@@ -295,7 +297,7 @@ def _read_multi_task(root: Path, images: Path, folder: Path, step: int) -> Datas
             if len(cells) < 4:
                 raise Reject("annotation_invalid", f"{source}: {','.join(cells)!r} is not image,valence,arousal,"
                                                    "expression,...")
-            va = _parse_valence_arousal(f"{cells[1]},{cells[2]}", source)
+            va = _parse_valence_arousal(cells[1:3], source)
             expression = _expression(cells[3], source, without_class_allowed=va is not None)
             return _record(images, cells[0], expression, split, va, source)
         except Reject as r:
