@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -34,15 +35,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(model_path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(model: Path) -> Iterator[str]:
     import uvicorn
 
     from affectkit.serving import create_app
 
     torch.set_num_threads(1)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model_path), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -55,9 +56,17 @@ def server_url(model_path) -> Iterator[str]:
             time.sleep(0.1)
     else:
         pytest.fail("server did not start")
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(model_path) -> Iterator[str]:
+    with serving(model_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -127,5 +136,30 @@ def test_page_streams_the_camera_and_stops(server_url):
             page.click("#camera")
             expect(page.locator("#status")).to_contain_text("camera stopped after", timeout=10_000)
             assert page.text_content("#camera") == "Use the camera"
+        finally:
+            browser.close()
+
+
+def test_page_shows_a_valence_arousal_models_faces_without_an_expression(tmp_path, face_photo):
+    """A model trained on faces without a class: the page labels its faces with valence and arousal, no bars."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from affectkit.config import Config
+    from affectkit.models import build_model, save_model
+
+    config = Config(img_size=64)
+    model = build_model("custom_cnn", config)
+    model.set_output_classes([False] * 8)
+    with serving(save_model(model, tmp_path / "best_CustomCNN", config)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(url)
+            page.set_input_files("#file", str(face_photo))
+            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+            assert page.text_content("#faces h3") == "Face 1: valence/arousal model"
+            assert page.locator("#faces .bar-row").count() == 0
+            assert page.locator("#circumplex .dot").count() == 1
+            assert "valence" in page.text_content("#faces .va")
         finally:
             browser.close()

@@ -491,6 +491,54 @@ def test_ckplus_as_released(tmp_path):
     assert "last 3 frames + onset as Neutral" in with_onset.describe()
 
 
+def test_afew_va_as_released(tmp_path):
+    root = tmp_path / "AFEW-VA"
+    actors = ("Ann Actor", "Ben Actor", "Cat Actor", "Dan Actor")
+    expected = {}
+    for c in range(8):
+        clip = root / f"{c // 4 + 1:02d}" / f"{c + 1:03d}"  # the archives' parts, one level down
+        frames = {}
+        for f in range(4):
+            valence, arousal = (c * 3 + f) % 21 - 10, (c * 5 + 2 * f) % 21 - 10
+            rgb, points = face(c % 8, c * 10 + f)
+            canvas = np.full((90, 120, 3), 60, np.uint8)
+            canvas[10:74, 30:94] = rgb
+            name = f"{f:05d}"
+            save(clip / f"{name}.png", canvas)
+            frames[name] = {"valence": valence, "arousal": arousal, "landmarks": (points + [30, 10]).tolist()}
+            expected[f"{clip.parent.name}/{clip.name}/{name}.png"] = (valence / 10, arousal / 10)
+        content = {"video_id": clip.name, "frames": frames}
+        if c != 7:
+            content["actor"] = actors[c % 4]
+        (clip / f"{clip.name}.json").write_text(json.dumps(content))
+    broken = root / "02" / "006" / "006.json"
+    content = json.loads(broken.read_text())
+    content["frames"]["00001"]["valence"] = 12  # out of range
+    content["frames"]["00002"]["landmarks"] = [[1, 2]] * 5
+    content["frames"]["00009"] = {"valence": 0, "arousal": 0, "landmarks": content["frames"]["00000"]["landmarks"]}
+    broken.write_text(json.dumps(content))
+    (root / "02" / "009").mkdir()
+    (root / "02" / "009" / "009.json").write_text("{not json")
+    for key in ("02/006/00001.png", "02/006/00002.png"):
+        del expected[key]
+
+    index = read_dataset(root, progress=False)
+    assert index.layout == "afew_va" and len(index.records) == len(expected) == 30
+    assert kinds(index) == {"006/00001": "valence_out_of_range", "006/00002": "landmarks_invalid",
+                            "006/00009": "image_missing", "009": "annotation_invalid"}
+    assert all(r.expression == NO_EXPRESSION for r in index.records)
+    assert {r.id: (r.valence, r.arousal) for r in index.records} == pytest.approx(expected)
+    assert {r.group for r in index.records} == {*(f"actor:{a}" for a in actors), "clip:008"}
+    assert "AFEW-VA (faces cropped by their landmarks" in index.describe()
+    assert "no expression classes; 30 with valence/arousal only" in index.describe()
+    record = next(r for r in index.records if r.id == "01/001/00000.png")
+    _, points = face(0, 0)
+    assert np.allclose(record.landmarks + np.array(record.crop[:2]), points + [30, 10], atol=1e-3)
+    assert record.width < 100 and decode_record(record, 32).shape == (32, 32, 3)
+    table = make_splits(index.records, 0.2, 0.2, seed=0)
+    assert (table.groupby("group")["split"].nunique() == 1).all()  # no actor on two sides
+
+
 def test_labels_read_from_file_names(tmp_path):
     jaffe = r"^(?P<subject>[A-Z]{2})\.(?P<expression>[A-Z]{2})\d"
     codes = {"NE": "Neutral", "HA": "Happy", "SA": "Sad", "SU": "Surprise", "FE": "Fear", "DI": "Disgust",

@@ -33,7 +33,7 @@ DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV: class folders
                                               "names say their expression (label_pattern); the layout is detected "
                                               "(README, Data).")]
 LayoutOpt = Annotated[Optional[str], typer.Option(help="Force a layout: file_names, affectnet, affectnet_official, "
-                                                       "fer2013, rafdb, expw, affwild2, ckplus, manifest or "
+                                                       "fer2013, rafdb, expw, affwild2, ckplus, afew_va, manifest or "
                                                        "class_folders.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (see configs/).")]
 ProfileOpt = Annotated[Optional[str], typer.Option(

@@ -218,7 +218,7 @@ def feedback_report(
     if "expression" in summary:
         line += f"; expression accuracy {summary['expression']['accuracy']:.3f} over {summary['expression']['reports']}"
     line += "".join(f"; {name} MAE {summary[name]['mae']:.3f}" for name in ("valence", "arousal") if name in summary)
-    if "model_test" in summary:
+    if "accuracy" in summary.get("model_test", {}):
         line += f" (its own test split: accuracy {summary['model_test']['accuracy']:.3f})"
     console.print(line)
     console.print(f"Wrote {', '.join(str(f) for f in report.files)}")

@@ -45,6 +45,12 @@ class PreparedData:
     def has_valence_arousal(self) -> bool:
         return bool(np.isfinite(self.valence_arousal).all(axis=1).any())
 
+    @property
+    def trains_expression(self) -> bool:
+        """False where no training face has an expression class: the models trained on it are valence/arousal
+        models."""
+        return bool((self.expression[self.positions("train")] != NO_EXPRESSION).any())
+
 
 def prepare_data(data: str | Path, config: Config, splits_path: Path | None = None,
                  quarantine_path: Path | None = None, index: DatasetIndex | None = None, use_all: bool = False,

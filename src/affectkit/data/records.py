@@ -50,6 +50,7 @@ LAYOUT_TITLES = {
     "expw": "ExpW",
     "affwild2": "Aff-Wild2",
     "ckplus": "CK+ sequences",
+    "afew_va": "AFEW-VA",
     "file_names": "labels in file names",
     "manifest": "CSV manifest",
     "class_folders": "class folders",
@@ -139,8 +140,11 @@ class DatasetIndex:
         """One line naming the layout and what was found: ``class folders (train/ test/ folders; 7 classes, no
         Contempt; train/test as given, val carved from train; 80 valid, 2 quarantined)``."""
         parts = [self.detail] if self.detail else []
-        absent = self.absent_classes()
-        parts.append(f"{len(self.classes_present())} classes" + (f", no {', '.join(absent)}" if absent else ""))
+        absent, present = self.absent_classes(), self.classes_present()
+        if present:
+            parts.append(f"{len(present)} classes" + (f", no {', '.join(absent)}" if absent else ""))
+        else:
+            parts.append("no expression classes")
         unclassed = self.without_expression()
         if unclassed:
             parts.append(f"{unclassed} with valence/arousal only")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from affectkit.config import NO_EXPRESSION
 from affectkit.data.reader import DatasetIndex, Record
 from affectkit.errors import AffectkitError
 
@@ -90,14 +91,23 @@ def _split_pool(labels: np.ndarray, groups: np.ndarray | None, carve: list[str],
     return out
 
 
+def affect_quadrants(records: list[Record]) -> np.ndarray:
+    """Each face's quadrant of the valence/arousal plane (0-3; 4 without both): the strata of a split where no face
+    has an expression class, so that every split spans the plane."""
+    va = np.array([(r.valence, r.arousal) for r in records], dtype=float).reshape(-1, 2)
+    quadrant = (va[:, 0] >= 0).astype(int) * 2 + (va[:, 1] >= 0).astype(int)
+    return np.where(np.isfinite(va).all(axis=1), quadrant, 4)
+
+
 def make_splits(records: list[Record], val_fraction: float, test_fraction: float, seed: int,
                 max_samples: int | None = None) -> pd.DataFrame:
     """train/val/test per record. A split the data carries is used as given, and a missing val or test is carved
     from its train records; otherwise the data is split in the configured proportions. Records with a ``group``
     (subject) are split subject-disjoint, with a ``group`` column in the table."""
-    labels = np.array([r.expression for r in records])
+    expression = np.array([r.expression for r in records])
+    labels = expression if (expression != NO_EXPRESSION).any() else affect_quadrants(records)
     keep = stratified_subsample(labels, max_samples, seed) if max_samples else np.arange(len(records))
-    labels = labels[keep]
+    expression, labels = expression[keep], labels[keep]
     grouped = any(records[i].group is not None for i in keep)
     # An ungrouped record among grouped ones is its own subject.
     groups = np.array([records[i].group or f"id:{records[i].id}" for i in keep], dtype=object) if grouped else None
@@ -113,7 +123,7 @@ def make_splits(records: list[Record], val_fraction: float, test_fraction: float
         split = _split_pool(labels, groups, ["val", "test"], val_fraction, test_fraction, seed)
     else:
         split = stratified_split(labels, val_fraction, test_fraction, seed)
-    table = pd.DataFrame({"id": [records[i].id for i in keep], "split": split, "expression": labels})
+    table = pd.DataFrame({"id": [records[i].id for i in keep], "split": split, "expression": expression})
     if grouped:
         table["group"] = groups
     return table
@@ -128,8 +138,10 @@ def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
     if given:
         carved = [s for s in ("val", "test") if s not in given]
         parts.append(f"{'/'.join(given)} as given" + (f", {' and '.join(carved)} carved from train" if carved else ""))
-    else:
+    elif (splits["expression"] != NO_EXPRESSION).any():
         parts.append("stratified by expression")
+    else:
+        parts.append("stratified by valence/arousal quadrant")
     if "group" in splits.columns:
         sides = splits.groupby(splits["group"].astype(str))["split"].nunique()
         shared = int((sides > 1).sum())

@@ -13,7 +13,8 @@ from typing import Any
 
 from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
-from affectkit.models.io import config_from_metadata, fusion_branches, model_paths, read_metadata, update_metadata
+from affectkit.models.io import (config_from_metadata, fusion_branches, model_paths, predicts_expression, read_metadata,
+                                update_metadata)
 from affectkit.runs import RunFolder
 
 SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
@@ -75,7 +76,7 @@ def write_model_card(model_path: str | Path, training_data: dict[str, Any] | Non
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"  # NaN != NaN
 
 
 def _fusion_line(meta: dict[str, Any]) -> list[str]:
@@ -97,6 +98,14 @@ def _custom_cnn_line(meta: dict[str, Any]) -> list[str]:
             f"convolution(s) each, attention {config.attention}."]
 
 
+def _outputs_line(meta: dict[str, Any]) -> str:
+    if not predicts_expression(meta):
+        return ("- Outputs: valence and arousal, each in [-1, 1]; no expression (no face it was trained on had an "
+                "expression class).")
+    return (f"- Outputs: probabilities of {len(meta['class_names'])} expressions ({', '.join(meta['class_names'])}); "
+            "valence and arousal, each in [-1, 1].")
+
+
 def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
     stand_in = f", the light stand-in for {meta['stands_in_for']}" if meta.get("stands_in_for") else ""
     size = meta["input_size"]
@@ -106,8 +115,7 @@ def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
         f"{stand_in}).",
         *_custom_cnn_line(meta),
         f"- Input: one {size}x{size} {meta.get('color', 'RGB')} face crop, ImageNet mean/std normalisation.",
-        f"- Outputs: probabilities of {len(meta['class_names'])} expressions ({', '.join(meta['class_names'])}); "
-        "valence and arousal, each in [-1, 1].",
+        _outputs_line(meta),
         f"- Files: `{weights}` (weights) and `{Path(weights).with_suffix('.json')}` (description, format "
         f"{meta['format']}).",
         f"- Starting weights: {meta.get('initial_weights', 'unknown')}"
@@ -131,12 +139,17 @@ def _data_section(meta: dict[str, Any]) -> list[str]:
         f"- Samples: {data['valid_samples']} valid, {data['rejected_samples']} quarantined"
         + (f" ({', '.join(f'{k}: {v}' for k, v in rejected.items())})" if rejected else "") + ".",
         f"- Split: {' / '.join(f'{s} {n}' for s, n in sizes.items())} ({data.get('split') or 'not recorded'}).",
-        f"- Classes present: {', '.join(present)}.",
-        f"- Classes absent: {', '.join(data['absent_classes']) or 'none'}"
-        + (" (the model never saw them, so it never predicts them: their probability is 0)."
-           if data["absent_classes"] else "."),
-        "- Class counts: " + ", ".join(f"{k} {v}" for k, v in (data.get("class_counts") or {}).items()) + ".",
     ]
+    if present:
+        lines += [
+            f"- Classes present: {', '.join(present)}.",
+            f"- Classes absent: {', '.join(data['absent_classes']) or 'none'}"
+            + (" (the model never saw them, so it never predicts them: their probability is 0)."
+               if data["absent_classes"] else "."),
+            "- Class counts: " + ", ".join(f"{k} {v}" for k, v in (data.get("class_counts") or {}).items()) + ".",
+        ]
+    else:
+        lines.append("- Classes: none; every face is annotated for valence/arousal only.")
     if data.get("grouped_by"):
         lines.append(f"- Grouped by {data['grouped_by']} (no subject on two sides of the split).")
     return [*lines, ""]

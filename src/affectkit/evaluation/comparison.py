@@ -48,6 +48,16 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _classes_line(summary: dict) -> str:
+    unclassed = summary.get("valence_arousal_only")
+    if not any(summary["class_counts"].values()):
+        return f"Classes: none; all {unclassed} faces are annotated for valence/arousal only."
+    counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
+    return (f"Classes: {counts}." + (f" Absent from the data: {', '.join(summary['absent_classes'])}."
+                                     if summary.get("absent_classes") else "")
+            + (f" Faces with valence/arousal only (no class): {unclassed}." if unclassed else ""))
+
+
 def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
                  transfer: list[dict] | None = None) -> Path:
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
@@ -57,7 +67,7 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
                   "valence_rmse", "arousal_rmse", "params_millions", "train_time_s", "inference_ms_per_image"]]
     scored = table["accuracy"].notna().any()  # not where no test face has a class
     best = table.loc[table["accuracy"].idxmax(), "model"] if scored else None
-    counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
+    classed = any(summary["class_counts"].values())
     rejected = ", ".join(f"{k}: {v}" for k, v in summary["rejected_by_reason"].items()) or "none"
     lines = [
         "# affectkit run report",
@@ -66,10 +76,7 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         f"{summary['valid_samples']} valid samples, "
         f"{summary['rejected_samples']} quarantined ({rejected}; see `{run.quarantine.name}`).",
         "",
-        f"Classes: {counts}." + (f" Absent from the data: {', '.join(summary['absent_classes'])}."
-                                  if summary.get("absent_classes") else "")
-        + (f" Faces with valence/arousal only (no class): {summary['valence_arousal_only']}."
-           if summary.get("valence_arousal_only") else ""),
+        _classes_line(summary),
         "",
         *([f"Split: {summary['split']}.", ""] if summary.get("split") else []),
         f"![dataset analysis]({run.dataset_analysis.name})",
@@ -78,7 +85,8 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         "",
         markdown_table(main),
         "",
-        (f"Best expression accuracy: **{best}**. " if scored else "No test face has an expression class. ")
+        (f"Best expression accuracy: **{best}**. " if scored else "No test face has an expression class. "
+         if classed else "The models predict valence and arousal only: no face has an expression class. ")
         + f"Full numbers: `{run.comparison_table.name}`.",
         "",
         f"![model comparison]({run.comparison_plot.name})",

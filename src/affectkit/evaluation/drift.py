@@ -28,18 +28,24 @@ def _shares(values: np.ndarray, bins: np.ndarray) -> list[float]:
 def profile_of(predicted: np.ndarray, classes: int, valence: np.ndarray, arousal: np.ndarray,
                confidence: np.ndarray) -> dict[str, Any]:
     """The distribution of a model's outputs on some faces: predicted-class shares and histograms of valence,
-    arousal and confidence (the top probability)."""
+    arousal and confidence (the top probability); a valence/arousal model (no classes) has no expression and no
+    confidence (None)."""
     return {
         "faces": int(len(predicted)),
-        "expression": (np.bincount(predicted, minlength=classes) / max(len(predicted), 1)).tolist(),
+        "expression": (np.bincount(predicted, minlength=classes) / max(len(predicted), 1)).tolist() if classes
+        else None,
         "valence": _shares(valence, AFFECT_BINS),
         "arousal": _shares(arousal, AFFECT_BINS),
-        "confidence": _shares(confidence, CONFIDENCE_BINS),
+        "confidence": _shares(confidence, CONFIDENCE_BINS) if classes else None,
     }
 
 
-def output_profile(probabilities: np.ndarray, valence_arousal: np.ndarray) -> dict[str, Any]:
-    """:func:`profile_of` a model's probabilities ``[N, classes]`` and valence/arousal ``[N, 2]``."""
+def output_profile(probabilities: np.ndarray | None, valence_arousal: np.ndarray) -> dict[str, Any]:
+    """:func:`profile_of` a model's probabilities ``[N, classes]`` (None: a valence/arousal model) and
+    valence/arousal ``[N, 2]``."""
+    if probabilities is None:
+        nothing = np.zeros(len(valence_arousal))
+        return profile_of(nothing.astype(int), 0, valence_arousal[:, 0], valence_arousal[:, 1], nothing)
     return profile_of(probabilities.argmax(axis=1), probabilities.shape[1], valence_arousal[:, 0],
                       valence_arousal[:, 1], probabilities.max(axis=1))
 
@@ -53,5 +59,6 @@ def psi(expected: list[float] | np.ndarray, actual: list[float] | np.ndarray) ->
 
 
 def profile_shift(reference: dict[str, Any], current: dict[str, Any]) -> dict[str, float]:
-    """PSI of every signal of ``current`` against ``reference``."""
-    return {signal: psi(reference[signal], current[signal]) for signal in SIGNALS}
+    """PSI of every signal of ``current`` against ``reference`` (those a valence/arousal model has)."""
+    return {signal: psi(reference[signal], current[signal]) for signal in SIGNALS
+            if reference[signal] is not None and current[signal] is not None}

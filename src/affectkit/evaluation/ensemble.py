@@ -32,7 +32,7 @@ STACKING_C = 0.03
 
 @dataclass
 class StackingEnsemble:
-    classifier: LogisticRegression
+    classifier: LogisticRegression | None  # None for valence/arousal models (no expression to stack)
     # One per dimension (valence, arousal); None where the validation split had under two annotated targets.
     regressors: list[Ridge | None]
     n_members: int
@@ -40,10 +40,10 @@ class StackingEnsemble:
     def predict(self, probs_list: list[np.ndarray], va_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities [N, 8] over every class, valence/arousal [N, 2] in [-1, 1])."""
         _check_members(probs_list, va_list, self.n_members)
-        present = self.classifier.predict_proba(expression_features(probs_list))
-        probs = np.zeros((len(present), NUM_CLASSES))
-        # Classes absent from the validation labels cannot be learnt; they get no probability mass.
-        probs[:, self.classifier.classes_] = present
+        probs = np.full((len(probs_list[0]), NUM_CLASSES), 1 / NUM_CLASSES)
+        if self.classifier is not None:
+            probs[:] = 0  # classes absent from the validation labels cannot be learnt: they get no probability mass
+            probs[:, self.classifier.classes_] = self.classifier.predict_proba(expression_features(probs_list))
         features = va_features(va_list)
         member_mean = np.mean(va_list, axis=0)
         va = np.column_stack([
@@ -72,15 +72,18 @@ def _check_members(probs_list: list[np.ndarray], va_list: list[np.ndarray], n_me
 
 
 def fit_stacking(val_probs: list[np.ndarray], val_va: list[np.ndarray], y_val: np.ndarray, va_val: np.ndarray,
-                 seed: int = 0) -> StackingEnsemble:
-    """Fit the second-level models on the members' predictions for the same validation rows."""
+                 seed: int = 0, expression: bool = True) -> StackingEnsemble:
+    """Fit the second-level models on the members' predictions for the same validation rows; without
+    ``expression`` (valence/arousal models) the regressors alone."""
     _check_members(val_probs, val_va)
-    y_val = np.asarray(y_val)
-    with_class = y_val != NO_EXPRESSION  # faces annotated for valence/arousal only fit the regressors alone
-    if len(np.unique(y_val[with_class])) < 2:
-        raise AffectkitError("Stacking needs at least two expression classes in the validation labels.")
-    classifier = LogisticRegression(C=STACKING_C, max_iter=2000, random_state=seed)
-    classifier.fit(expression_features(val_probs)[with_class], y_val[with_class])
+    classifier = None
+    if expression:
+        y_val = np.asarray(y_val)
+        with_class = y_val != NO_EXPRESSION  # faces annotated for valence/arousal only fit the regressors alone
+        if len(np.unique(y_val[with_class])) < 2:
+            raise AffectkitError("Stacking needs at least two expression classes in the validation labels.")
+        classifier = LogisticRegression(C=STACKING_C, max_iter=2000, random_state=seed)
+        classifier.fit(expression_features(val_probs)[with_class], y_val[with_class])
     features = va_features(val_va)
     va_val = np.asarray(va_val, dtype=np.float64)
     regressors: list[Ridge | None] = []
@@ -94,14 +97,18 @@ def fit_stacking(val_probs: list[np.ndarray], val_va: list[np.ndarray], y_val: n
 def average(members: list[Predictions]) -> Predictions:
     """The members' (calibrated) expression probabilities and valence/arousal, averaged."""
     return Predictions.from_probs(np.mean([m.probs for m in members], axis=0),
-                                  np.mean([m.valence_arousal for m in members], axis=0))
+                                  np.mean([m.valence_arousal for m in members], axis=0),
+                                  all(m.predicts_expression for m in members))
 
 
 def stack(val: list[Predictions], test: list[Predictions], y_val: np.ndarray, va_val: np.ndarray) -> Predictions:
     """A stacking ensemble fit on the members' validation predictions ``val`` (labels ``y_val``, ``va_val``),
     applied to their test predictions ``test``."""
-    stacker = fit_stacking([m.probs for m in val], [m.valence_arousal for m in val], y_val, va_val, seed=0)
-    return Predictions.from_probs(*stacker.predict([m.probs for m in test], [m.valence_arousal for m in test]))
+    expression = all(m.predicts_expression for m in val)
+    stacker = fit_stacking([m.probs for m in val], [m.valence_arousal for m in val], y_val, va_val, seed=0,
+                           expression=expression)
+    return Predictions.from_probs(*stacker.predict([m.probs for m in test], [m.valence_arousal for m in test]),
+                                  predicts_expression=expression)
 
 
 FUSION_WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.0001, 0.05))

@@ -23,6 +23,8 @@ from affectkit.runs import RunFolder
 class Predictions:
     logits: np.ndarray  # (N, 8)
     valence_arousal: np.ndarray  # (N, 2)
+    # False for a valence/arousal model's (trained on faces without a class): its logits say nothing, are not scored.
+    predicts_expression: bool = True
 
     @property
     def probs(self) -> np.ndarray:
@@ -31,13 +33,14 @@ class Predictions:
         return e / e.sum(1, keepdims=True)
 
     @classmethod
-    def from_probs(cls, probs: np.ndarray, valence_arousal: np.ndarray) -> Predictions:
+    def from_probs(cls, probs: np.ndarray, valence_arousal: np.ndarray, predicts_expression: bool = True
+                   ) -> Predictions:
         """Predictions of a combination that gives probabilities (an ensemble, a fusion): their logs as logits."""
-        return cls(np.log(np.clip(probs, 1e-12, None)), valence_arousal)
+        return cls(np.log(np.clip(probs, 1e-12, None)), valence_arousal, predicts_expression)
 
     def tempered(self, temperature: float) -> Predictions:
         """The same predictions with the logits divided by ``temperature`` (as ``predict_split`` would give them)."""
-        return type(self)(self.logits / temperature, self.valence_arousal)
+        return type(self)(self.logits / temperature, self.valence_arousal, self.predicts_expression)
 
 
 def evaluation_device() -> str:
@@ -66,7 +69,7 @@ def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndar
                 out_logits, valence, arousal = ((a + b) / 2 for a, b in zip((out_logits, valence, arousal), flipped))
             logits.append(out_logits.float().cpu().numpy()[order] / temperature)
             va.append(torch.stack([valence, arousal], 1).float().cpu().numpy()[order])
-        return Predictions(np.concatenate(logits), np.concatenate(va))
+        return Predictions(np.concatenate(logits), np.concatenate(va), getattr(model, "predicts_expression", True))
 
 
 @torch.inference_mode()
@@ -86,7 +89,9 @@ def inference_ms_per_image(model: torch.nn.Module, img_size: int, batch: int = 1
 
 
 def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
-    return compute_metrics(pred.probs, data.expression[positions], pred.valence_arousal, data.valence_arousal[positions])
+    """Every metric of ``pred`` on ``positions``; a valence/arousal model's expression is not scored (None)."""
+    labels = data.expression[positions] if pred.predicts_expression else np.full(len(positions), NO_EXPRESSION)
+    return compute_metrics(pred.probs, labels, pred.valence_arousal, data.valence_arousal[positions])
 
 
 def write_model_report(name: str, metrics: dict, pred: Predictions, data: PreparedData, positions: np.ndarray,

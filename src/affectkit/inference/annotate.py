@@ -1,4 +1,5 @@
-"""Draw predictions onto an image: box, label with confidence, probability bars and a valence-arousal dot."""
+"""Draw predictions onto an image: box, label with confidence (or valence and arousal), probability bars and a
+valence-arousal dot."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 # One colour per class (RGB), shared by box, label and bar so a glance links them.
 PALETTE = [(158, 158, 158), (255, 193, 7), (33, 150, 243), (156, 39, 176),
            (96, 125, 139), (76, 175, 80), (244, 67, 54), (255, 112, 67)]
+WITHOUT_EXPRESSION = (255, 255, 255)  # the box of a valence/arousal model's face
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -74,9 +76,13 @@ def draw_predictions(image_rgb: np.ndarray, faces: list[dict[str, Any]]) -> np.n
     height, width = canvas.shape[:2]
     for face in faces:
         box = face["box"] or [0, 0, width - 1, height - 1]
-        colour = PALETTE[face["expression_id"] % len(PALETTE)]
+        if face["expression"] is None:  # a valence/arousal model
+            colour, label = WITHOUT_EXPRESSION, f"V {face['valence']:+.2f} A {face['arousal']:+.2f}"
+        else:
+            colour = PALETTE[face["expression_id"] % len(PALETTE)]
+            label = f"{face['expression']} {face['confidence']:.2f}"
         cv2.rectangle(canvas, tuple(box[:2]), tuple(box[2:]), colour, max(2, unit // 5))
-        _draw_label(canvas, f"{face['expression']} {face['confidence']:.2f}", box[0], box[1], colour, unit)
+        _draw_label(canvas, label, box[0], box[1], colour, unit)
         radius = unit * 2
         panel_w, panel_h = int(unit * 7.8), len(face["probabilities"]) * unit + 2 * radius + unit
         px, py = _panel_origin(canvas, box, panel_w, panel_h, unit // 2)

@@ -15,7 +15,7 @@ from affectkit.evaluation.card import synthetic_data_warning
 from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGEST_KEY, weights_digest
 from affectkit.inference.faces import DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
-from affectkit.models.io import load_model, model_paths, read_metadata
+from affectkit.models.io import load_model, model_paths, predicts_expression, read_metadata
 from affectkit.models.registry import sha256_of
 
 if TYPE_CHECKING:
@@ -65,6 +65,17 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def entropy(probabilities: np.ndarray) -> np.ndarray:
     return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=-1)
+
+
+def expression_fields(class_names: Sequence[str], probabilities: np.ndarray) -> dict[str, Any]:
+    """A face result's expression fields from its class probabilities: ``probabilities`` by class name, the most
+    probable ``expression`` with its ``expression_id`` and ``confidence``. A valence/arousal model (no class names)
+    gives an empty ``probabilities`` and None for the others."""
+    if not class_names:
+        return {"probabilities": {}, "expression": None, "expression_id": None, "confidence": None}
+    best = int(np.argmax(probabilities))
+    return {"probabilities": {name: float(p) for name, p in zip(class_names, probabilities)},
+            "expression": class_names[best], "expression_id": best, "confidence": float(probabilities[best])}
 
 
 def _onnx_backend_if_current(onnx_path: Path, weights: Path) -> OnnxBackend | None:
@@ -120,8 +131,10 @@ class Predictor:
     ):
         if mc_samples < 0 or batch_size < 1:
             raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
+        self.model_path = Path(model_path)
         self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
-        self.class_names: list[str] = list(self.meta["class_names"])
+        # A valence/arousal model (trained on faces without a class) has no expression to give: no class names.
+        self.class_names: list[str] = list(self.meta["class_names"]) if predicts_expression(self.meta) else []
         self.input_size = int(self.meta["input_size"])
         norm = self.meta["normalization"]
         self.mean = np.asarray(norm["mean"], dtype=np.float32)
@@ -137,6 +150,13 @@ class Predictor:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    def require_expression(self, purpose: str) -> None:
+        """Refuse a valence/arousal model where ``purpose`` (a phrase: "a fusion reads") needs expressions."""
+        if not self.class_names:
+            raise AffectkitError(f"{self.model_path} predicts valence and arousal only (no face it was trained on had "
+                                 f"an expression class), and {purpose} its expression probabilities: give a model "
+                                 "trained with expression classes.")
 
     @property
     def warning(self) -> str | None:
@@ -208,20 +228,14 @@ class Predictor:
             return [self._face(p, v, a) for p, v, a in zip(probs, valence, arousal)]
         logits, valence, arousal = self.backend.sample(batch, self.mc_samples)
         probs = softmax(logits, self.temperature).mean(axis=0)
-        spread = zip(entropy(probs), valence.std(axis=0), arousal.std(axis=0))
+        entropies = entropy(probs) if self.class_names else [None] * len(probs)
+        spread = zip(entropies, valence.std(axis=0), arousal.std(axis=0))
         return [
-            {**self._face(p, v, a), "entropy": float(h), "valence_std": float(vs), "arousal_std": float(as_)}
+            {**self._face(p, v, a), "entropy": None if h is None else float(h), "valence_std": float(vs),
+             "arousal_std": float(as_)}
             for p, v, a, (h, vs, as_) in zip(probs, valence.mean(axis=0), arousal.mean(axis=0), spread)
         ]
 
     def _face(self, probs: np.ndarray, valence: float, arousal: float) -> dict[str, Any]:
-        best = int(np.argmax(probs))
-        return {
-            "box": None,
-            "probabilities": {name: float(p) for name, p in zip(self.class_names, probs)},
-            "expression": self.class_names[best],
-            "expression_id": best,
-            "confidence": float(probs[best]),
-            "valence": float(valence),
-            "arousal": float(arousal),
-        }
+        return {"box": None, **expression_fields(self.class_names, probs), "valence": float(valence),
+                "arousal": float(arousal)}

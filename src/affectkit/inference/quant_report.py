@@ -64,6 +64,7 @@ def compare_exports(fp32: Path, int8: Path, data_dir: Path, limit: int | None = 
     """Whole images as face crops (AffectNet images are crops already), both models on the same pixels."""
     items = labelled_images(data_dir)[:limit]
     models = {name: Predictor(path, backend="onnx", detect=False) for name, path in (("fp32", fp32), ("int8", int8))}
+    models["fp32"].require_expression("comparing the exports' accuracy reads")
     predictions: dict[str, list[int]] = {name: [] for name in models}
     labels: list[int | None] = []
     sample: list[np.ndarray] = []

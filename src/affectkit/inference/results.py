@@ -54,8 +54,8 @@ class FaceResult:
 
     source: str  # the image's file, or "array 0" / "image 1" for an input held in memory
     face: int  # position among the faces found in its image
-    expression: str
-    confidence: float
+    expression: str | None  # None (and no probabilities) from a valence/arousal model
+    confidence: float | None
     probabilities: dict[str, float]
     valence: float
     arousal: float

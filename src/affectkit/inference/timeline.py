@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from affectkit.inference.annotate import PALETTE
+from affectkit.inference.predictor import expression_fields
 
 
 def iou(a: list[int], b: list[int]) -> float:
@@ -80,16 +81,8 @@ class TrackSmoother:
             a = self.alpha
             current = {k: a * v + (1 - a) * track.state[k] for k, v in current.items()}
         track.state = current
-        best = int(np.argmax(current["probs"]))
-        return {
-            **face,
-            "probabilities": dict(zip(self.class_names, map(float, current["probs"]))),
-            "expression": self.class_names[best],
-            "expression_id": best,
-            "confidence": float(current["probs"][best]),
-            "valence": float(current["valence"]),
-            "arousal": float(current["arousal"]),
-        }
+        return {**face, **expression_fields(self.class_names, current["probs"]),
+                "valence": float(current["valence"]), "arousal": float(current["arousal"])}
 
 
 def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str],
@@ -101,7 +94,8 @@ def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: l
 
 
 def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path, title: str) -> Path | None:
-    """Stacked class probabilities over frames and valence/arousal lines, for the longest-lived face track."""
+    """Stacked class probabilities over frames (where the model predicts expressions) and valence/arousal lines, for
+    the longest-lived face track."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,15 +109,18 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
     # Every processed frame stays on the x axis; frames where the face was missing show as gaps.
     series = faces[faces["track"] == track].set_index("frame").reindex(sorted(frame["frame"].unique()))
     x = series.index.to_numpy()
-    probs = series[[f"p_{c}" for c in class_names]].to_numpy(dtype=float)
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[2, 1])
-    colours = [tuple(c / 255 for c in PALETTE[i % len(PALETTE)]) for i in range(len(class_names))]
-    top.stackplot(x, np.nan_to_num(probs).T, labels=class_names, colors=colours, alpha=0.9)
-    top.set_ylim(0, 1)
-    top.set_ylabel("probability")
-    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    top.set_title(f"{title} (face track {track})")
+    if class_names:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[2, 1])
+        probs = series[[f"p_{c}" for c in class_names]].to_numpy(dtype=float)
+        colours = [tuple(c / 255 for c in PALETTE[i % len(PALETTE)]) for i in range(len(class_names))]
+        top.stackplot(x, np.nan_to_num(probs).T, labels=class_names, colors=colours, alpha=0.9)
+        top.set_ylim(0, 1)
+        top.set_ylabel("probability")
+        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+        top.set_title(f"{title} (face track {track})")
+    else:  # a valence/arousal model
+        fig, bottom = plt.subplots(figsize=(10, 3))
+        bottom.set_title(f"{title} (face track {track})")
     bottom.plot(x, series["valence"].to_numpy(dtype=float), label="valence", color="tab:green")
     bottom.plot(x, series["arousal"].to_numpy(dtype=float), label="arousal", color="tab:red")
     bottom.axhline(0, color="grey", lw=0.5)
@@ -147,11 +144,10 @@ def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names:
     summaries = []
     for track, seen in by_track.items():
         probabilities = np.mean([[face["probabilities"][c] for c in class_names] for _, face in seen], axis=0)
-        best = int(np.argmax(probabilities))
+        expression = expression_fields(class_names, probabilities)
         summaries.append({
             "track": track, "frames": len(seen), "first_frame": seen[0][0], "last_frame": seen[-1][0],
-            "expression": class_names[best], "confidence": float(probabilities[best]),
-            "probabilities": dict(zip(class_names, map(float, probabilities))),
+            **{k: expression[k] for k in ("expression", "confidence", "probabilities")},
             "valence": float(np.mean([face["valence"] for _, face in seen])),
             "arousal": float(np.mean([face["arousal"] for _, face in seen])),
         })

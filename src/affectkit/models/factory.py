@@ -209,7 +209,7 @@ class AffectModel(nn.Module):
 
     ``output_classes`` (a buffer, saved with the weights) marks the expressions the model was trained on; the others
     get :data:`ABSENT_CLASS_LOGIT`, so a model trained on a 7-class set (CK+ has no neutral face) never predicts the
-    eighth class, whose outputs it never learnt.
+    eighth class, whose outputs it never learnt. None set: a valence/arousal model, trained on faces without a class.
     """
 
     def __init__(self, backbone: nn.Module, head: AffectHead | FusionHead, spec: ModelSpec, backbone_name: str):
@@ -226,10 +226,14 @@ class AffectModel(nn.Module):
 
     def set_output_classes(self, present: Sequence[bool] | torch.Tensor) -> None:
         present = torch.as_tensor(present, dtype=torch.bool).flatten()
-        if present.numel() != NUM_CLASSES or not present.any():
-            raise AffectkitError(f"A model's output classes are {NUM_CLASSES} flags with at least one set, got "
-                                 f"{present.tolist()}.")
+        if present.numel() != NUM_CLASSES:
+            raise AffectkitError(f"A model's output classes are {NUM_CLASSES} flags, got {present.tolist()}.")
         self.output_classes.copy_(present)
+
+    @property
+    def predicts_expression(self) -> bool:
+        """False for a valence/arousal model: no face it was trained on had an expression class."""
+        return bool(self.output_classes.any())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Files saved before models recorded their classes predicted all eight.

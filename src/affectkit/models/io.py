@@ -43,6 +43,7 @@ def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict
         "color": "RGB",
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "outputs": ["expression_logits", "valence", "arousal"],
+        "predicts_expression": model.predicts_expression,
         "config": config.model_dump(mode="json"),
         **(extra or {}),
     }
@@ -60,6 +61,12 @@ def update_metadata(path: str | Path, **fields: Any) -> dict[str, Any]:
     meta.update(fields)
     atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return meta
+
+
+def predicts_expression(meta: dict[str, Any]) -> bool:
+    """False for a valence/arousal model (its training faces had no expression class); models saved before this
+    was recorded all predict expressions."""
+    return bool(meta.get("predicts_expression", True))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

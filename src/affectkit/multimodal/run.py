@@ -74,7 +74,9 @@ def _predictor(manifest: MultimodalManifest, face_model: Path | None, detect: bo
     if face_model is None:
         raise AffectkitError(f"{manifest.path} has a face column: give the face model that reads it (--face-model, "
                              "a saved affectkit model such as RUN/best_MobileNetV2.safetensors).")
-    return Predictor(face_model, backend=backend, detect=detect)
+    predictor = Predictor(face_model, backend=backend, detect=detect)
+    predictor.require_expression("a fusion reads")
+    return predictor
 
 
 def face_model_digest(face_model: Path | None) -> str | None:

@@ -241,6 +241,10 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
         index, prepared = _prepare(data, folder, config)
+        if not prepared.trains_expression:
+            raise AffectkitError(f"No training face of {data} has an expression class: `affectkit benchmark` compares "
+                                 "expression classifiers. Train valence/arousal models with `affectkit train` or "
+                                 "`affectkit run`.")
         if config.label_distribution and prepared.expression_distribution is not None:
             notes.append("The trained models learnt each face's annotators' vote distribution (label_distribution); "
                          "the baselines, its most voted class. Every row is scored by the most voted class.")

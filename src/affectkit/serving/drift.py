@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.drift import PSI_SHIFT, SIGNALS, profile_of, profile_shift
+from affectkit.evaluation.drift import PSI_SHIFT, profile_of, profile_shift
 from affectkit.serving.state import ServingState
 
 DEFAULT_WINDOW = 1000
@@ -33,12 +33,17 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._state = state
         if state is not None:
-            self._recent.extend((self.class_names.index(e), *signals) for e, *signals in state.recent_served())
+            self._recent.extend((self._class(e), *signals) for e, *signals in state.recent_served())
+
+    def _class(self, expression: str) -> int:
+        return self.class_names.index(expression) if self.class_names else 0  # 0: a valence/arousal model's
 
     def observe(self, faces: Sequence[dict[str, Any]]) -> None:
-        rows = [(f["expression"], float(f["valence"]), float(f["arousal"]), float(f["confidence"])) for f in faces]
+        # A valence/arousal model's faces have no expression and no confidence: stored as "" and 0.
+        rows = [(f["expression"] or "", float(f["valence"]), float(f["arousal"]), float(f["confidence"] or 0.0))
+                for f in faces]
         with self._lock:
-            self._recent.extend((self.class_names.index(e), *signals) for e, *signals in rows)
+            self._recent.extend((self._class(e), *signals) for e, *signals in rows)
             if self._state is not None:
                 self._state.add_served(rows)
 
@@ -58,7 +63,7 @@ class DriftMonitor:
         current = profile_of(recent[:, 0].astype(int), len(self.class_names), recent[:, 1], recent[:, 2],
                              recent[:, 3])
         shift = profile_shift(self.reference, current)
-        shifted = [signal for signal in SIGNALS if shift[signal] > PSI_SHIFT]
+        shifted = [signal for signal, value in shift.items() if value > PSI_SHIFT]
         return {"status": "drift" if shifted else "stable", **out, "psi": shift, "shifted": shifted}
 
     def render(self) -> list[str]:
@@ -69,5 +74,5 @@ class DriftMonitor:
         if "psi" in status:
             lines += ["# HELP affectkit_drift_psi Population stability index of the window's outputs against the "
                       "model's validation outputs.", "# TYPE affectkit_drift_psi gauge"]
-            lines += [f'affectkit_drift_psi{{signal="{s}"}} {status["psi"][s]!r}' for s in SIGNALS]
+            lines += [f'affectkit_drift_psi{{signal="{s}"}} {value!r}' for s, value in status["psi"].items()]
         return lines

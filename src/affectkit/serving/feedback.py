@@ -35,8 +35,9 @@ def latest_test_evaluation(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 def reference_scores(evaluation: dict[str, Any]) -> dict[str, Any]:
     """What reports are compared with: the data, faces and accuracy of a test evaluation, its valence/arousal MAE."""
-    return {k: evaluation[k] for k in ("data", "n", "accuracy") if k in evaluation} | {
-        name: evaluation[name]["mae"] for name in ("valence", "arousal") if name in evaluation}
+    # None where the test faces had no class (or the model predicts none), or no valence/arousal: left out.
+    return {k: evaluation[k] for k in ("data", "n", "accuracy") if evaluation.get(k) is not None} | {
+        name: evaluation[name]["mae"] for name in ("valence", "arousal") if evaluation.get(name)}
 
 
 class FeedbackError(KindedError):
@@ -77,8 +78,9 @@ class FeedbackTracker:
         if state is not None:
             self._restore(state)
 
-    def _said_as(self, expression: str, valence: float, arousal: float) -> _Said:
-        return _Said(self.class_names.index(expression), float(valence), float(arousal))
+    def _said_as(self, expression: str | None, valence: float, arousal: float) -> _Said:
+        # A valence/arousal model said no expression (None when served, "" once stored): -1.
+        return _Said(self.class_names.index(expression) if expression else -1, float(valence), float(arousal))
 
     def _restore(self, state: ServingState) -> None:
         for prediction_id, said, reported in state.remembered()[-self._remembered:]:
@@ -98,7 +100,7 @@ class FeedbackTracker:
                 if len(self._said) > self._remembered:
                     self._said.popitem(last=False)
             if self._state is not None:
-                self._state.add_predictions([(f["prediction_id"], (f["expression"], float(f["valence"]),
+                self._state.add_predictions([(f["prediction_id"], (f["expression"] or "", float(f["valence"]),
                                                                    float(f["arousal"]))) for f in faces])
 
     def _class(self, expression: str | int | None) -> int | None:
@@ -115,6 +117,8 @@ class FeedbackTracker:
                arousal: float | None = None) -> None:
         """The truth about one served face. Raises FeedbackError for an unknown or already reported prediction or a
         report that says nothing usable; StateError where the state file cannot store it."""
+        if expression is not None and not self.class_names:
+            raise FeedbackError("invalid", "the served model predicts valence and arousal only: report those")
         label = self._class(expression)
         if expression is not None and label is None:
             raise FeedbackError("invalid", f"expression {expression!r} is not one of {', '.join(self.class_names)}")
@@ -131,7 +135,8 @@ class FeedbackTracker:
             if said is None:
                 raise FeedbackError("duplicate", f"prediction {prediction_id!r} was reported already")
             if self._state is not None:  # first: a report it cannot store is not taken
-                stored_said = (self.class_names[said.expression], said.valence, said.arousal)
+                stored_said = (self.class_names[said.expression] if self.class_names else "", said.valence,
+                               said.arousal)
                 truth = None if label is None else self.class_names[label]
                 self._state.add_report(prediction_id, (stored_said, truth, valence, arousal))
             self._said[prediction_id] = None

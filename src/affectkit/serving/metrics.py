@@ -121,7 +121,8 @@ class ServiceMetrics:
                 self.drift.observe(faces)
             for face in faces:
                 self.faces.inc()
-                self.classes.inc(face["expression"])
+                if face["expression"] is not None:  # None: a valence/arousal model
+                    self.classes.inc(face["expression"])
                 self.affect.observe(face["valence"], "valence")
                 self.affect.observe(face["arousal"], "arousal")
 

@@ -62,9 +62,10 @@ def _markdown(summary: dict[str, Any], periods: pd.DataFrame, state: Path, every
               for name in ("valence", "arousal") if name in summary]
     if "model_test" in summary:
         test = summary["model_test"]
-        lines += [f"- The model's own test split ({test.get('data', '?')}, {test.get('n', '?')} faces): accuracy "
-                  f"{test['accuracy']:.3f}" + "".join(f", {name} MAE {test[name]:.3f}" for name in ("valence", "arousal")
-                                                       if name in test)]
+        scores = ([f"accuracy {test['accuracy']:.3f}"] if "accuracy" in test else []) + [
+            f"{name} MAE {test[name]:.3f}" for name in ("valence", "arousal") if name in test]
+        lines += [f"- The model's own test split ({test.get('data', '?')}, {test.get('n', '?')} faces): "
+                  + ", ".join(scores)]
     table = periods.assign(period=periods["period"].dt.strftime("%Y-%m-%d %H:%M")).fillna("")
     lines += ["", f"## Per {every}", "", markdown_table(table), "", "![over time](feedback.png)", ""]
     if "expression" in summary:

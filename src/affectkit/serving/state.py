@@ -178,7 +178,8 @@ def read_reports(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
         raise AffectkitError(f"{path} does not exist: give a state file `affectkit serve --state-dir` wrote.")
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            classes = dict(db.execute("SELECT key, value FROM model"))["class_names"].split(",")
+            names = dict(db.execute("SELECT key, value FROM model"))["class_names"]
+            classes = names.split(",") if names else []  # none: a valence/arousal model
             reports = pd.read_sql("SELECT time, prediction_id, expression, said_expression, valence, said_valence, "
                                   "arousal, said_arousal FROM reports ORDER BY seq", db)
     except (sqlite3.Error, pd.errors.DatabaseError, KeyError) as exc:

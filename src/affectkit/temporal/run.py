@@ -232,7 +232,9 @@ def _predictor(face_model: Path, backend: str, detect: bool, embeddings: bool) -
     """The face model; the PyTorch one where embeddings are read (an ONNX graph has no embedding output)."""
     if embeddings and backend == "onnx":
         raise AffectkitError("--embeddings reads the face model's backbone features: use --backend torch or auto.")
-    return Predictor(face_model, backend="torch" if embeddings else backend, detect=detect)
+    predictor = Predictor(face_model, backend="torch" if embeddings else backend, detect=detect)
+    predictor.require_expression("a temporal model reads")
+    return predictor
 
 
 def _clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:

@@ -118,12 +118,14 @@ def multitask_loss(
     va_target: torch.Tensor,  # [N, 2], NaN where not annotated
     cfg: LossConfig,
     class_weights: torch.Tensor | None = None,
-    classes: torch.Tensor | None = None,  # long [K]: the columns of the expressions trained on (None: all eight)
+    classes: torch.Tensor | None = None,  # long [K]: the columns of the classes trained on (None: all; K may be 0)
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     weight = class_weights if cfg.class_weighting else None
     if classes is not None:
         logits, expression_target, weight = _among(classes, logits, expression_target, weight)
-    if cfg.focal_gamma is not None:
+    if logits.shape[1] == 0:  # a valence/arousal model (no class trained on): nothing to learn, a graph kept
+        expression = valence.sum() * 0
+    elif cfg.focal_gamma is not None:
         expression = focal_loss(logits, expression_target, cfg.focal_gamma, weight=weight, label_smoothing=cfg.label_smoothing)
     else:
         expression = expression_loss(logits, expression_target, weight=weight, label_smoothing=cfg.label_smoothing)

@@ -287,6 +287,11 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
     if weights is not None:
         raise AffectkitError(f"{spec.display_name} has one backbone per branch, so one weights file ({weights}) "
                              "cannot start it: use --pretrained (each branch's shipped weights).")
+    if not data.trains_expression:
+        raise AffectkitError(f"No training face of {data.index.root} has an expression class, and a fusion's weights "
+                             "are chosen by its expression log-loss on val: train one of its networks alone for a "
+                             "valence/arousal model (with the recommended profile: --model resnet50, i.e. MobileNetV2, "
+                             "or mini_xception).")
     # Each branch is the model it is, with its own early stopping and checkpoint selection on val.
     results = [_train_spec(branch, data, run_dir, branch_config(branch, config), None, pretrained, resume,
                            extra_callbacks, trained) for branch in spec.branches]
@@ -304,19 +309,15 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
 
 
 def _trained_class_frequencies(datamodule: AffectDataModule) -> np.ndarray:
-    """The training split's class frequencies, once the data is checked to be trainable: some training face has a
-    class, and validation can select the model by the configured metric."""
+    """The training split's class frequencies (all zero: a valence/arousal model), once validation is checked to be
+    able to select the model by the configured metric."""
     data, config = datamodule.data, datamodule.config
     frequencies = datamodule.class_frequencies()
-    if not frequencies.any():
-        raise AffectkitError(
-            f"No training face of {data.index.root} has an expression class (all are annotated for valence/arousal "
-            "only): affectkit trains the expression and valence/arousal heads together and needs classes for some "
-            "faces.")
     val_classes = data.expression[data.positions("val")]
-    if config.selection_metric == "val_macro_f1" and len(val_classes) and (val_classes == NO_EXPRESSION).all():
-        raise AffectkitError("No validation face has an expression class, so val_macro_f1 cannot select the model: "
-                             "set selection_metric: val_loss.")
+    if config.selection_metric == "val_macro_f1" and (not frequencies.any() or (
+            len(val_classes) and (val_classes == NO_EXPRESSION).all())):
+        raise AffectkitError("No training or no validation face has an expression class, so val_macro_f1 cannot "
+                             "select the model: set selection_metric: val_loss.")
     return frequencies
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from affectkit.data.records import (
     DatasetIndex,
+    ImageInfo,
     ReadOptions,
     Record,
     Reject,
@@ -87,12 +88,25 @@ def _landmarks(file: Path) -> np.ndarray:
     return points
 
 
-def _crop(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+def landmark_crop(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """A square around 68 landmarks, widened by CROP_MARGIN on each side, clipped to the image."""
     (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
     side = max(x1 - x0, y1 - y0) * (1 + 2 * CROP_MARGIN)  # square, centred on the points' box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
     return max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])
+
+
+def landmark_record(record_id: str, image: Path, info: ImageInfo, points: np.ndarray, expression: int,
+                    **fields) -> Record:
+    """The record of a face cropped from ``image`` by its 68 ``points`` (kept, in the crop's pixels)."""
+    crop = landmark_crop(points, info.width, info.height)
+    if crop[2] <= crop[0] or crop[3] <= crop[1]:
+        raise Reject("landmarks_invalid", f"{image.name}: its landmarks lie outside the {info.width}x{info.height} "
+                                          "image")
+    digest = hashlib.blake2b(f"{info.digest}|{crop}".encode(), digest_size=10).hexdigest()
+    return Record(record_id, image, expression, landmarks=points - np.array(crop[:2], dtype=np.float32),
+                  width=crop[2] - crop[0], height=crop[3] - crop[1], digest=digest, crop=crop, **fields)
 
 
 def _record(frame: Path, images: Path, landmarks: Path | None, expression: int, subject: str) -> Record:
@@ -101,11 +115,7 @@ def _record(frame: Path, images: Path, landmarks: Path | None, expression: int, 
     marks = None if landmarks is None else landmarks / Path(rel).parent / f"{frame.stem}_landmarks.txt"
     if marks is None or not marks.is_file():
         return Record(rel, frame, expression, width=info.width, height=info.height, digest=info.digest, group=subject)
-    points = _landmarks(marks)
-    crop = _crop(points, info.width, info.height)
-    digest = hashlib.blake2b(f"{info.digest}|{crop}".encode(), digest_size=10).hexdigest()
-    return Record(rel, frame, expression, landmarks=points - np.array(crop[:2], dtype=np.float32),
-                  width=crop[2] - crop[0], height=crop[3] - crop[1], digest=digest, group=subject, crop=crop)
+    return landmark_record(rel, frame, info, _landmarks(marks), expression, group=subject)
 
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:

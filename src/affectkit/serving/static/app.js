@@ -52,11 +52,11 @@ function drawPhoto(img, faces) {
   faces.forEach((face, i) => {
     if (!face.box) return;  // --no-detect: the whole photo is the face
     const [x1, y1, x2, y2] = face.box.map((v) => v * scale);
-    const colour = CLASS_COLOURS[face.expression_id % CLASS_COLOURS.length];
+    const colour = faceColour(face);
     ctx.lineWidth = Math.max(2, font / 6);
     ctx.strokeStyle = colour;
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const label = `${i + 1}: ${face.expression} ${face.confidence.toFixed(2)}`;
+    const label = `${i + 1}: ${faceLabel(face)}`;
     const width = ctx.measureText(label).width + 8;
     const top = y1 - font - 6 >= 0 ? y1 - font - 6 : y1;
     ctx.fillStyle = colour;
@@ -64,6 +64,16 @@ function drawPhoto(img, faces) {
     ctx.fillStyle = "#000";
     ctx.fillText(label, x1 + 4, top + 3);
   });
+}
+
+// A valence/arousal model (trained on faces without a class) gives no expression: its faces are white.
+function faceColour(face) {
+  return face.expression === null ? "#fff" : CLASS_COLOURS[face.expression_id % CLASS_COLOURS.length];
+}
+
+function faceLabel(face) {
+  return face.expression === null ? `V ${face.valence.toFixed(2)} A ${face.arousal.toFixed(2)}`
+    : `${face.expression} ${face.confidence.toFixed(2)}`;
 }
 
 function svgElement(name, attributes, text) {
@@ -89,7 +99,7 @@ function drawCircumplex(faces) {
   );
   faces.forEach((face, i) => {
     const x = c + face.valence * r, y = c - face.arousal * r;
-    const colour = CLASS_COLOURS[face.expression_id % CLASS_COLOURS.length];
+    const colour = faceColour(face);
     svg.append(
       svgElement("circle", { class: "dot", cx: x, cy: y, r: 6, fill: colour, stroke: "#000" }),
       svgElement("text", { x: x + 8, y: y + 4, "font-size": 11 }, String(i + 1)),
@@ -127,7 +137,8 @@ function listFaces(faces) {
     const block = document.createElement("div");
     block.className = "face";
     const title = document.createElement("h3");
-    title.textContent = `Face ${i + 1}: ${face.expression} (${(face.confidence * 100).toFixed(0)}%)`;
+    title.textContent = `Face ${i + 1}: ${face.expression === null ? "valence/arousal model"
+      : `${face.expression} (${(face.confidence * 100).toFixed(0)}%)`}`;
     const va = document.createElement("div");
     va.className = "va";
     va.textContent = `valence ${face.valence.toFixed(2)}, arousal ${face.arousal.toFixed(2)}`;
