@@ -17,7 +17,7 @@ from affectkit.data.datamodule import normalise, prepare_data
 from affectkit.data.reader import read_dataset
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.drift import output_profile, profile_shift
-from affectkit.evaluation.ensemble import average, stack
+from affectkit.evaluation.ensemble import FUSION_WEIGHTS, average, stack
 from affectkit.evaluation.evaluator import Predictions, score
 from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.export import export_onnx
@@ -29,7 +29,7 @@ from affectkit.pipeline.run import evaluate_saved, train_one
 from affectkit.serving import create_app
 from affectkit.serving.report import feedback_report
 from affectkit.training.losses import multitask_loss
-from affectkit.training.trainer import train_model
+from affectkit.training.fusion import VA_CRITERION, choose_fusion
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -192,10 +192,34 @@ def test_serving_a_valence_arousal_model(va_model, crops, tmp_path):
     assert "valence MAE" in (tmp_path / "report" / "feedback.md").read_text()
 
 
-def test_what_needs_expressions_refuses_a_set_without_classes(va_manifest, tmp_path):
-    data = prepare_data(va_manifest, _config(), progress=False)
-    assert not data.trains_expression
-    with pytest.raises(AffectkitError, match="fusion's weights are chosen by its expression log-loss"):
-        train_model("fusion", data, tmp_path / "fusion", _config(), quiet=True)
-    with pytest.raises(AffectkitError, match="`affectkit benchmark` compares expression classifiers"):
-        run_benchmark(va_manifest, tmp_path / "benchmark", config=_config(), quiet=True)
+def test_valence_arousal_models_are_fused_by_their_valence_arousal_error():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(-1, 1, (200, 2))
+    target[:20] = np.nan  # faces without valence/arousal do not count
+    good = np.clip(target + rng.normal(0, 0.1, target.shape), -1, 1)
+    poor = np.clip(target + rng.normal(0, 0.5, target.shape), -1, 1)
+    logits = rng.normal(size=(200, 8))
+    fit = choose_fusion([Predictions(logits, poor, False), Predictions(logits, good, False)],
+                        np.full(200, NO_EXPRESSION), target)
+    annotated = np.isfinite(target).all(1)
+    mse = {w: float(((((1 - w) * poor + w * good)[annotated] - target[annotated]) ** 2).mean())
+           for w in FUSION_WEIGHTS}
+    assert fit.weights[1] == min(mse, key=mse.get) > 0.5  # the grid's best weight, towards the better branch
+    assert fit.criterion == VA_CRITERION and fit.val_score == pytest.approx(min(mse.values()))
+    assert fit.temperatures == (1.0, 1.0) and fit.val_score < min(fit.val_score_branches)
+    with pytest.raises(AffectkitError, match="no validation face has valence and arousal"):
+        choose_fusion([Predictions(logits, poor, False)] * 2, np.full(200, NO_EXPRESSION), np.full((200, 2), np.nan))
+
+
+def test_a_set_without_classes_is_benchmarked_by_valence_arousal(va_manifest, tmp_path):
+    config = _config().override(fine_tune_epochs=1, pretrained=True, use_light_models=True)
+    result = run_benchmark(va_manifest, tmp_path, config=config, baselines=("hog_svm",), quiet=True)
+    table = result.table.set_index("key")
+    assert list(table.index) == ["hog_svm", "recipe_network:resnet50", "recipe_network:mini_xception", "recipe"]
+    assert table["accuracy"].isna().all() and table[["valence_ccc", "arousal_ccc"]].notna().all().all()
+    assert table.loc["hog_svm", "model"] == "HOG + ridge" and "ridge alpha=" in table.loc["hog_svm", "selected_on_val"]
+    assert "chosen on val by valence/arousal MSE" in table.loc["recipe", "selected_on_val"]
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "every row is a valence/arousal model" in markdown and "Test classes: none" in markdown
+    fused = read_metadata(tmp_path / "models" / "best_MobileNetV2+MiniXception.json")
+    assert fused["predicts_expression"] is False and fused["fusion"]["criterion"] == VA_CRITERION

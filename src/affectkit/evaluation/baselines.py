@@ -88,6 +88,11 @@ class BaselineTask:
     # The images at another size, decoded from the original files, indexed as ``pixels`` is; None: only ``pixels``.
     resized: Callable[[int], np.ndarray | RowsOf] | None = None
 
+    @property
+    def classifies(self) -> bool:
+        """False where no training face has a class: the baselines then fit their valence/arousal ridges alone."""
+        return bool((self.y_train != NO_EXPRESSION).any())
+
     def pixels_at(self, size: int) -> np.ndarray | RowsOf:
         """The images at ``size`` pixels, indexed by the rows of ``pixels``: ``pixels`` itself at its own size."""
         if size == self.pixels.shape[1]:
@@ -109,8 +114,10 @@ class BaselineTask:
                 positions = positions[stratified_subsample(data.expression[positions], max_fit_images, seed)]
             rows[split] = positions
         train, val = rows["train"], rows["val"]
-        if len(set(np.unique(data.expression[train])) - {NO_EXPRESSION}) < 2:
-            raise AffectkitError("The baselines need at least two expression classes in the train split.")
+        classes = len(set(np.unique(data.expression[train])) - {NO_EXPRESSION})
+        if classes == 1 or (classes == 0 and not np.isfinite(data.valence_arousal[train]).all(1).any()):
+            raise AffectkitError("The baselines need at least two expression classes in the train split, or "
+                                 "valence/arousal (a set without classes fits their ridge regressions alone).")
 
         # Only the rows a baseline reads: a large set's subsampled fits must not cost a cache of every image.
         used = np.unique(np.concatenate([train, val, data.positions("test")]))
@@ -153,7 +160,9 @@ def _chunks(pixels: np.ndarray, positions: np.ndarray, label: str) -> Iterator[n
 
 def _predict_probs(classifier, x: np.ndarray) -> np.ndarray:
     """Probabilities over all 8 classes (0 for a class absent from training): the model's own where it has them,
-    else a softmax of its decision scores."""
+    else a softmax of its decision scores; uniform without a classifier (no class to learn)."""
+    if classifier is None:
+        return np.full((len(x), NUM_CLASSES), 1 / NUM_CLASSES)
     if hasattr(classifier, "predict_proba"):
         seen = classifier.predict_proba(x)
     else:
@@ -200,16 +209,19 @@ def _ridge(alpha: float):
 def _fit(task: BaselineTask, x_train: np.ndarray, x_val: np.ndarray, make_classifier: Callable[[float], object],
          grid: tuple[float, ...], param: str, name: str, deadline: float):
     """The classifier's (and the valence/arousal ridge's) strength chosen on val, then both refit on train + val;
-    and the chosen classifier as fit on train alone. The classifier fits the faces with a class, the ridge those
-    with valence/arousal."""
+    and the chosen classifier as fit on train alone. The classifier fits the faces with a class (None where none
+    has one), the ridge those with valence/arousal."""
     x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([task.y_train, task.y_val])
-    train_class, val_class = task.y_train != NO_EXPRESSION, task.y_val != NO_EXPRESSION
-    value, train_only, tried = _search(make_classifier, grid, x_train[train_class], task.y_train[train_class],
-                                       x_val[val_class], task.y_val[val_class], _macro_f1, deadline,
-                                       f"{name}: {param} on val")
-    with_class = y_all != NO_EXPRESSION
-    classifier = make_classifier(value).fit(x_all[with_class], y_all[with_class])
-    selected = [f"{param}={value:g} (val macro-F1 by {param}: {', '.join(tried)})"]
+    classifier = train_only = None
+    selected = []
+    if task.classifies:
+        train_class, val_class = task.y_train != NO_EXPRESSION, task.y_val != NO_EXPRESSION
+        value, train_only, tried = _search(make_classifier, grid, x_train[train_class], task.y_train[train_class],
+                                           x_val[val_class], task.y_val[val_class], _macro_f1, deadline,
+                                           f"{name}: {param} on val")
+        with_class = y_all != NO_EXPRESSION
+        classifier = make_classifier(value).fit(x_all[with_class], y_all[with_class])
+        selected.append(f"{param}={value:g} (val macro-F1 by {param}: {', '.join(tried)})")
     ridge = None
     train_va, val_va = np.isfinite(task.va_train).all(1), np.isfinite(task.va_val).all(1)
     if train_va.sum() >= 2:
@@ -276,9 +288,10 @@ def hog_svm(task: BaselineTask, progress: bool = True, time_budget_s: float = 30
         # The dual solver: several times faster than the primal one on HOG of a few thousand faces.
         return make_pipeline(StandardScaler(), LinearSVC(C=c, dual=True, max_iter=1000, random_state=0))
 
+    name = "HOG + linear SVM" if task.classifies else "HOG + ridge"  # without classes its ridge alone is fit
     with silenced(not progress):
-        return _fit_predict("hog_svm", "HOG + linear SVM", f"HOG {HOG_SIZE}px gray", task, featurise, make,
-                            SVM_C_GRID, "C", time_budget_s)
+        return _fit_predict("hog_svm", name, f"HOG {HOG_SIZE}px gray", task, featurise, make, SVM_C_GRID, "C",
+                            time_budget_s)
 
 
 def probe_size(model_key: str, default: int) -> int:

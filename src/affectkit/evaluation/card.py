@@ -13,8 +13,8 @@ from typing import Any
 
 from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
-from affectkit.models.io import (config_from_metadata, fusion_branches, model_paths, predicts_expression, read_metadata,
-                                update_metadata)
+from affectkit.models.io import (config_from_metadata, fusion_branches, fusion_criterion, model_paths,
+                                predicts_expression, read_metadata, update_metadata)
 from affectkit.runs import RunFolder
 
 SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
@@ -84,10 +84,11 @@ def _fusion_line(meta: dict[str, Any]) -> list[str]:
     if not fusion:
         return []
     branches = fusion_branches(fusion)
-    each = ", ".join(f"{name} {weight:g} (temperature {t:.3f}; alone {nll:.3f})" for name, weight, t, nll in branches)
+    criterion, fused = fusion_criterion(fusion)
+    each = ", ".join(f"{name} {weight:g} (temperature {t:.3f}; alone {alone:.3f})"
+                     for name, weight, t, alone in branches)
     return [f"- Fusion: the branches' log-probabilities, each divided by its temperature, weighted {each}, chosen on "
-            f"the validation split by log-loss ({fusion['val_nll']:.3f} fused); valence and arousal weighted the "
-            "same."]
+            f"the validation split by {criterion} ({fused:.3f} fused); valence and arousal weighted the same."]
 
 
 def _custom_cnn_line(meta: dict[str, Any]) -> list[str]:

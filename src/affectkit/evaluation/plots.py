@@ -206,14 +206,16 @@ def plot_model_comparison(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 BENCHMARK_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "balanced_accuracy": "Balanced accuracy"}
+CCC_COLUMNS = {"valence_ccc": "Valence CCC", "arousal_ccc": "Arousal CCC"}
 
 
 def plot_benchmark(df: pd.DataFrame, path: str | Path, title: str = "Benchmark on the test split",
                    columns: dict[str, str] | None = None) -> Path:
     """Scores of each row of a benchmark table (one bar per ``model``): ``columns`` (name -> label), by default
-    accuracy, macro-F1 and balanced accuracy."""
+    accuracy, macro-F1 and balanced accuracy, or the valence/arousal CCCs where no row has those (valence/arousal
+    models)."""
     fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(df) + 4), 4.5), layout="constrained")
-    shown = _present(df, columns or BENCHMARK_COLUMNS)
+    shown = _present(df, columns or BENCHMARK_COLUMNS) or (_present(df, CCC_COLUMNS) if columns is None else {})
     _grouped_bars(ax, df, shown)
     lowest = np.nanmin(df[list(shown)].to_numpy(dtype=float)) if shown else 0.0
     ax.set_ylim(min(0.0, lowest - 0.05), 1)  # a CCC can be negative

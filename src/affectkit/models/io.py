@@ -83,10 +83,20 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def fusion_branches(fusion: dict[str, Any]) -> list[tuple[str, float, float, float]]:
-    """A fusion model's metadata (its ``fusion`` entry) as (branch, weight, temperature, val log-loss alone) per
-    branch; a two-branch file written before fusions took more branches stores the second one's weight alone."""
+    """A fusion model's metadata (its ``fusion`` entry) as (branch, weight, temperature, val score alone) per
+    branch, the score by the fusion's criterion (:func:`fusion_criterion`); a two-branch file written before fusions
+    took more branches stores the second one's weight alone."""
     weights = fusion["weights"] if "weights" in fusion else [1 - fusion["weight"], fusion["weight"]]
-    return list(zip(fusion["branches"], weights, fusion["temperatures"], fusion["val_nll_branches"]))
+    alone = fusion.get("val_va_mse_branches") or fusion["val_nll_branches"]
+    return list(zip(fusion["branches"], weights, fusion["temperatures"], alone))
+
+
+def fusion_criterion(fusion: dict[str, Any]) -> tuple[str, float]:
+    """How a fusion model's weights were chosen on val and the fused outputs' score by it: log-loss, or for
+    valence/arousal models their valence/arousal MSE."""
+    if fusion.get("val_va_mse") is not None:
+        return fusion["criterion"], fusion["val_va_mse"]
+    return "log-loss", fusion["val_nll"]
 
 
 def config_from_metadata(meta: dict[str, Any]) -> Config:

@@ -35,7 +35,7 @@ from affectkit.evaluation.evaluator import Predictions, evaluation_device, predi
 from affectkit.evaluation.metrics import compute_metrics, expression_score
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.models.factory import AffectModel, resolve_spec
-from affectkit.models.io import fusion_branches, load_model
+from affectkit.models.io import fusion_branches, fusion_criterion, load_model
 from affectkit.progress import silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import branch_config, train_model
@@ -84,7 +84,9 @@ def _scores(metrics: dict) -> dict:
 
 def _baseline_row(result: BaselineResult, data: PreparedData) -> dict:
     test = data.positions("test")
-    metrics = compute_metrics(result.probs, data.expression[test], result.valence_arousal, data.valence_arousal[test])
+    # Without a class to learn, a baseline's probabilities are uniform placeholders: not scored.
+    labels = data.expression[test] if data.trains_expression else np.full(len(test), NO_EXPRESSION)
+    metrics = compute_metrics(result.probs, labels, result.valence_arousal, data.valence_arousal[test])
     return {"key": result.key, "model": result.name, "kind": "baseline", "backbone": result.backbone,
             **_scores(metrics), "train_time_s": result.train_time_s,
             "inference_ms_per_image": result.inference_ms_per_image, "selected_on_val": result.selected}
@@ -136,6 +138,23 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
     return TrainedRow(row, result.name, val_pred, pred)
 
 
+def _data_notes(data: PreparedData, config: Config) -> list[str]:
+    """What ``benchmark.md`` says of how the data's labels were used."""
+    if not data.trains_expression:
+        return ["No training face has an expression class: every row is a valence/arousal model (the baselines' "
+                "ridge regressions alone; the recipe's networks and their fusion, its weights chosen on val by "
+                "valence/arousal MSE), scored by valence/arousal."]
+    notes = []
+    if config.label_distribution and data.expression_distribution is not None:
+        notes.append("The trained models learnt each face's annotators' vote distribution (label_distribution); the "
+                     "baselines, its most voted class. Every row is scored by the most voted class.")
+    if (data.expression == NO_EXPRESSION).any():
+        notes.append("Faces with valence/arousal only (no class) trained the valence/arousal heads of the trained "
+                     "models and the baselines' ridge regressions, no classifier; the expression scores leave them "
+                     "out, the valence/arousal scores count them.")
+    return notes
+
+
 def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: str) -> list[TrainedRow]:
     """The recipe's networks, each trained and scored as the model it is, then the fusion model made of them
     (its fusion chosen on val), scored the same way."""
@@ -146,12 +165,13 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
     result = train_model(recipe, data, folder.models.root, config, pretrained=config.pretrained, resume=True)
     model, meta = load_model(result.best_path, device=evaluation_device())
     val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
-    fusion = meta["fusion"]
-    parts = fusion_branches(fusion)
+    parts = fusion_branches(meta["fusion"])
+    criterion, fused = fusion_criterion(meta["fusion"])
     selected = (f"its networks as in their rows; fusion weights {' / '.join(f'{n} {w:g}' for n, w, _, _ in parts)} "
                 f"(network temperatures {' / '.join(f'{t:.3f}' for _, _, t, _ in parts)}), chosen on val by "
-                f"log-loss ({fusion['val_nll']:.3f}; the networks alone "
-                f"{' / '.join(f'{nll:.3f}' for _, _, _, nll in parts)}); temperature {temperature:.3f}" + _flip(config))
+                f"{criterion} ({fused:.3f}; the networks alone "
+                f"{' / '.join(f'{alone:.3f}' for _, _, _, alone in parts)}); temperature {temperature:.3f}"
+                + _flip(config))
     name = f"affectkit recipe ({result.name})"
     row = {"key": "recipe", "model": name, "kind": "recipe",
            "backbone": " + ".join(n.row["backbone"] for n in networks),
@@ -241,17 +261,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
         index, prepared = _prepare(data, folder, config)
-        if not prepared.trains_expression:
-            raise AffectkitError(f"No training face of {data} has an expression class: `affectkit benchmark` compares "
-                                 "expression classifiers. Train valence/arousal models with `affectkit train` or "
-                                 "`affectkit run`.")
-        if config.label_distribution and prepared.expression_distribution is not None:
-            notes.append("The trained models learnt each face's annotators' vote distribution (label_distribution); "
-                         "the baselines, its most voted class. Every row is scored by the most voted class.")
-        if (prepared.expression == NO_EXPRESSION).any():
-            notes.append("Faces with valence/arousal only (no class) trained the valence/arousal heads of the trained "
-                         "models and the baselines' ridge regressions, no classifier; the expression scores leave "
-                         "them out, the valence/arousal scores count them.")
+        notes += _data_notes(prepared, config)
 
         rows, hog = [], None
         if baselines:
@@ -268,7 +278,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
                         notes.append(f"Linear probe on {resolve_spec(key, True).display_name} skipped: {exc}")
         recipe_rows = _recipe_rows(prepared, folder, config, recipe)
         rows.extend(r.row for r in recipe_rows)
-        if hog is not None:
+        if hog is not None and prepared.trains_expression:  # fused by expression log-loss
             rows.append(_fused(recipe_rows[-1], _hog_member(hog), prepared, "fusion:recipe+hog_svm",
                                "affectkit recipe + HOG", "fusion").row)
         rows.extend(_trained_row(key, "model", prepared, folder, config).row for key in extra)
@@ -291,7 +301,9 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
     counts = np.bincount(labels[labels != NO_EXPRESSION], minlength=len(CLASS_NAMES))
     classes = ", ".join(f"{name} {n}" for name, n in zip(CLASS_NAMES, counts) if n)
     if (labels == NO_EXPRESSION).any():
-        classes += f"; {int((labels == NO_EXPRESSION).sum())} with valence/arousal only"
+        unclassed = int((labels == NO_EXPRESSION).sum())
+        classes = (f"{classes}; {unclassed} with valence/arousal only" if classes
+                   else f"none ({unclassed} faces with valence/arousal only)")
     hardware = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{available_cores()} CPU cores"
     lines = [
         "# affectkit benchmark",

@@ -23,7 +23,7 @@ from affectkit.config import Config
 from affectkit.data.datamodule import PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.calibration import fit_temperature
-from affectkit.evaluation.ensemble import fit_late_fusion
+from affectkit.evaluation.ensemble import FUSION_WEIGHTS, fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split
 from affectkit.models.factory import AffectModel, build_model
 from affectkit.models.io import load_model, save_model
@@ -31,17 +31,37 @@ from affectkit.models.io import load_model, save_model
 
 @dataclass(frozen=True)
 class FusionFit:
-    weights: tuple[float, ...]  # of each branch's calibrated log-probabilities, summing to 1
+    weights: tuple[float, ...]  # of each branch's calibrated log-probabilities (and valence/arousal), summing to 1
     temperatures: tuple[float, ...]
-    val_nll: float  # log-loss of the fused probabilities on the validation split
+    val_nll: float  # log-loss of the fused probabilities on the validation split (NaN: valence/arousal models)
     val_nll_branches: tuple[float, ...]  # of each branch alone, calibrated
+    # Valence/arousal models (no class trained on) are fused by their validation valence/arousal MSE instead.
+    criterion: str = "log-loss"
+    val_va_mse: float | None = None
+    val_va_mse_branches: tuple[float, ...] | None = None
+
+    @property
+    def val_score(self) -> float:
+        """The fused outputs' validation score by ``criterion``."""
+        return self.val_nll if self.val_va_mse is None else self.val_va_mse
+
+    @property
+    def val_score_branches(self) -> tuple[float, ...]:
+        return self.val_nll_branches if self.val_va_mse_branches is None else self.val_va_mse_branches
 
 
-def choose_fusion(branches: Sequence[Predictions], labels: np.ndarray) -> FusionFit:
+VA_CRITERION = "valence/arousal MSE"
+
+
+def choose_fusion(branches: Sequence[Predictions], labels: np.ndarray,
+                  valence_arousal: np.ndarray | None = None) -> FusionFit:
     """The first branch's temperature, then, branch by branch, the weight and temperature with which it joins the
-    fusion of those before it (by log-loss), from each branch's validation predictions alone."""
+    fusion of those before it (by log-loss), from each branch's validation predictions alone. Valence/arousal
+    models' branches join by the weight with the lowest valence/arousal MSE against ``valence_arousal``."""
     if len(branches) < 2:
         raise AffectkitError(f"A fusion needs the predictions of two or more branches, got {len(branches)}.")
+    if not all(b.predicts_expression for b in branches):
+        return _choose_by_valence_arousal(branches, valence_arousal)
     first, *others = branches
     temperature = fit_temperature(torch.from_numpy(first.logits), torch.from_numpy(labels))
     fused = first.tempered(temperature).probs
@@ -53,6 +73,26 @@ def choose_fusion(branches: Sequence[Predictions], labels: np.ndarray) -> Fusion
         steps.append(step)
     return FusionFit(tuple(weights), (temperature, *(s.temperature for s in steps)), steps[-1].val_nll,
                      (steps[0].val_nll_first, *(s.val_nll_second for s in steps)))
+
+
+def _choose_by_valence_arousal(branches: Sequence[Predictions], target: np.ndarray | None) -> FusionFit:
+    annotated = np.zeros(0, dtype=bool) if target is None else np.isfinite(target).all(axis=1)
+    if not annotated.any():
+        raise AffectkitError("A fusion of valence/arousal models is chosen by its validation valence/arousal error, "
+                             "and no validation face has valence and arousal.")
+
+    def mse(va: np.ndarray) -> float:
+        return float(((va[annotated] - target[annotated]) ** 2).mean())
+
+    fused, weights = branches[0].valence_arousal, [1.0]
+    for branch in branches[1:]:
+        scores = [mse((1 - w) * fused + w * branch.valence_arousal) for w in FUSION_WEIGHTS]
+        weight = FUSION_WEIGHTS[int(np.argmin(scores))]  # the first of equal scores: the smaller weight
+        weights = [w * (1 - weight) for w in weights] + [weight]
+        fused = (1 - weight) * fused + weight * branch.valence_arousal
+    nan = float("nan")
+    return FusionFit(tuple(weights), (1.0,) * len(branches), nan, (nan,) * len(branches), VA_CRITERION, mse(fused),
+                     tuple(mse(b.valence_arousal) for b in branches))
 
 
 def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, config: Config,
@@ -70,7 +110,7 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
         metas.append(meta)
         # The saved network alone: the same outputs as its branch in the fused graph, one backbone per pass.
         predictions.append(predict_split(branch, data, val, tta_flip=config.tta_flip))
-    fit = choose_fusion(predictions, data.expression[val])
+    fit = choose_fusion(predictions, data.expression[val], data.valence_arousal[val])
     model.head.set_fusion(fit.weights, fit.temperatures)
     names = [meta["display_name"] for meta in metas]
     save_model(model, out_stem, config, extra={
@@ -83,4 +123,4 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
     return model, fit
 
 
-__all__ = ["FusionFit", "assemble_fusion", "choose_fusion"]
+__all__ = ["VA_CRITERION", "FusionFit", "assemble_fusion", "choose_fusion"]

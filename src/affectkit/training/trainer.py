@@ -287,11 +287,6 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
     if weights is not None:
         raise AffectkitError(f"{spec.display_name} has one backbone per branch, so one weights file ({weights}) "
                              "cannot start it: use --pretrained (each branch's shipped weights).")
-    if not data.trains_expression:
-        raise AffectkitError(f"No training face of {data.index.root} has an expression class, and a fusion's weights "
-                             "are chosen by its expression log-loss on val: train one of its networks alone for a "
-                             "valence/arousal model (with the recommended profile: --model resnet50, i.e. MobileNetV2, "
-                             "or mini_xception).")
     # Each branch is the model it is, with its own early stopping and checkpoint selection on val.
     results = [_train_spec(branch, data, run_dir, branch_config(branch, config), None, pretrained, resume,
                            extra_callbacks, trained) for branch in spec.branches]
@@ -300,9 +295,9 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
     stem = RunFolder(run_dir).best(spec.display_name)
     model, fit = assemble_fusion(spec.key, [r.best_path for r in results], data, config, stem)
     weights = ", ".join(f"{r.name} {w:g}" for r, w in zip(results, fit.weights))
-    alone = " / ".join(f"{nll:.3f}" for nll in fit.val_nll_branches)
-    reporter().note(f"{spec.display_name}: fusion weights {weights}, chosen on val by log-loss ({fit.val_nll:.3f}; "
-                    f"the branches alone {alone})")
+    alone = " / ".join(f"{score:.3f}" for score in fit.val_score_branches)
+    reporter().note(f"{spec.display_name}: fusion weights {weights}, chosen on val by {fit.criterion} "
+                    f"({fit.val_score:.3f}; the branches alone {alone})")
     history = pd.concat([r.history.assign(model=r.name) for r in results], ignore_index=True)
     return TrainResult(spec.display_name, model_paths(stem)[0], history, sum(r.train_time_s for r in results),
                        count_parameters(model), branches=tuple(results))
