@@ -292,3 +292,22 @@ def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_p
     empty = ServingState(tmp_path / "empty", model_path, CLASS_NAMES, served_window=10, remembered=10)
     refused = CliRunner().invoke(app, ["feedback-report", str(empty.path), "--out", str(out)])
     assert "holds no report of the truth yet" in str(refused.exception)
+
+
+def test_the_reference_scores_leave_out_what_the_test_split_had_none_of(model_path, tmp_path):
+    """A model tested on faces without valence/arousal (FER2013, RAF-DB, CK+) or without a class records None there:
+    served, its performance and metrics still answer."""
+    from affectkit.serving.feedback import reference_scores
+
+    assert reference_scores({"split": "test", "data": "fer", "n": 9, "accuracy": 0.7, "valence": None,
+                             "arousal": None}) == {"data": "fer", "n": 9, "accuracy": 0.7}
+    assert reference_scores({"split": "test", "data": "va", "n": 9, "accuracy": None, "valence": {"mae": 0.3},
+                             "arousal": {"mae": 0.2}}) == {"data": "va", "n": 9, "valence": 0.3, "arousal": 0.2}
+    saved = tmp_path / "best_CustomCNN.safetensors"
+    shutil.copy(model_path, saved)
+    shutil.copy(model_path.with_suffix(".json"), saved.with_suffix(".json"))
+    update_metadata(saved, evaluations=[{"split": "test", "data": "fer", "n": 9, "accuracy": 0.7, "valence": None,
+                                         "arousal": None}])
+    client = TestClient(create_app(saved, detect=False))
+    assert client.get("/v1/performance").json()["model_test"] == {"data": "fer", "n": 9, "accuracy": 0.7}
+    assert client.get("/metrics").status_code == 200
