@@ -205,8 +205,8 @@ def test_valence_arousal_models_are_fused_by_their_valence_arousal_error():
     mse = {w: float(((((1 - w) * poor + w * good)[annotated] - target[annotated]) ** 2).mean())
            for w in FUSION_WEIGHTS}
     assert fit.weights[1] == min(mse, key=mse.get) > 0.5  # the grid's best weight, towards the better branch
-    assert fit.criterion == VA_CRITERION and fit.val_score == pytest.approx(min(mse.values()))
-    assert fit.temperatures == (1.0, 1.0) and fit.val_score < min(fit.val_score_branches)
+    assert fit.criterion == VA_CRITERION and fit.val_va_mse == pytest.approx(min(mse.values()))
+    assert fit.temperatures == (1.0, 1.0) and fit.val_va_mse < min(fit.val_va_mse_branches)
     with pytest.raises(AffectkitError, match="no validation face has valence and arousal"):
         choose_fusion([Predictions(logits, poor, False)] * 2, np.full(200, NO_EXPRESSION), np.full((200, 2), np.nan))
 

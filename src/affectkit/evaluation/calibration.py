@@ -14,7 +14,7 @@ from torch import Tensor
 from affectkit.config import NO_EXPRESSION
 from affectkit.evaluation.drift import output_profile
 from affectkit.evaluation.evaluator import Predictions
-from affectkit.models.io import predicts_expression, read_metadata, update_metadata
+from affectkit.models.io import update_metadata
 
 
 def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> float:
@@ -65,7 +65,7 @@ def calibrate(model_path: Path, val: Predictions, labels: np.ndarray) -> float:
     outputs on those faces (the reference a server's drift monitor compares with); returns the temperature."""
     temperature = fit_temperature(torch.from_numpy(val.logits), torch.from_numpy(labels))
     tempered = val.tempered(temperature)
-    probabilities = tempered.probs if predicts_expression(read_metadata(model_path)) else None
+    probabilities = tempered.probs if val.predicts_expression else None
     update_metadata(model_path, temperature=temperature,
                     output_profile=output_profile(probabilities, tempered.valence_arousal))
     return temperature

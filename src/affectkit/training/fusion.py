@@ -40,15 +40,6 @@ class FusionFit:
     val_va_mse: float | None = None
     val_va_mse_branches: tuple[float, ...] | None = None
 
-    @property
-    def val_score(self) -> float:
-        """The fused outputs' validation score by ``criterion``."""
-        return self.val_nll if self.val_va_mse is None else self.val_va_mse
-
-    @property
-    def val_score_branches(self) -> tuple[float, ...]:
-        return self.val_nll_branches if self.val_va_mse_branches is None else self.val_va_mse_branches
-
 
 VA_CRITERION = "valence/arousal MSE"
 

@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +33,7 @@ from affectkit.data.datamodule import AffectDataModule, PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
 from affectkit.models.factory import AffectModel, ModelSpec, build_model, count_parameters, resolve_spec
-from affectkit.models.io import load_model, model_paths, update_metadata
+from affectkit.models.io import fusion_branches, fusion_criterion, load_model, model_paths, update_metadata
 from affectkit.models.registry import is_pretrained, sha256_of
 from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
 from affectkit.progress import reporter, silenced
@@ -294,10 +294,14 @@ def _train_fusion(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Co
         return None
     stem = RunFolder(run_dir).best(spec.display_name)
     model, fit = assemble_fusion(spec.key, [r.best_path for r in results], data, config, stem)
-    weights = ", ".join(f"{r.name} {w:g}" for r, w in zip(results, fit.weights))
-    alone = " / ".join(f"{score:.3f}" for score in fit.val_score_branches)
-    reporter().note(f"{spec.display_name}: fusion weights {weights}, chosen on val by {fit.criterion} "
-                    f"({fit.val_score:.3f}; the branches alone {alone})")
+    # Read as the saved description is read (card, benchmark): by log-loss, or valence/arousal MSE.
+    fusion = {"branches": [r.name for r in results], **asdict(fit)}
+    parts = fusion_branches(fusion)
+    criterion, fused = fusion_criterion(fusion)
+    weights = ", ".join(f"{name} {w:g}" for name, w, _, _ in parts)
+    alone = " / ".join(f"{score:.3f}" for _, _, _, score in parts)
+    reporter().note(f"{spec.display_name}: fusion weights {weights}, chosen on val by {criterion} ({fused:.3f}; "
+                    f"the branches alone {alone})")
     history = pd.concat([r.history.assign(model=r.name) for r in results], ignore_index=True)
     return TrainResult(spec.display_name, model_paths(stem)[0], history, sum(r.train_time_s for r in results),
                        count_parameters(model), branches=tuple(results))

@@ -28,8 +28,12 @@ NEEDS = "clip folders such as 001/ holding their frames and 001.json"
 SCALE = 10.0  # AFEW-VA's valence and arousal run from -10 to 10
 
 
+def _annotation_file(clip: Path) -> Path:
+    return clip / f"{clip.name}.json"
+
+
 def _annotation(clip: Path) -> Path | None:
-    file = clip / f"{clip.name}.json"
+    file = _annotation_file(clip)
     return file if file.is_file() else None
 
 
@@ -99,7 +103,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
     rejected: list[Rejection] = []
     frames_by_clip: dict[Path, dict] = {}
     for clip in clip_folders(root):
-        annotation = clip / f"{clip.name}.json"
+        annotation = _annotation_file(clip)
         try:
             content = _read_annotation(annotation)
         except Reject as r:
@@ -125,7 +129,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
             return landmark_record(record_id, image, info, _landmarks(entry.get("landmarks"), where), NO_EXPRESSION,
                                    valence=valence, arousal=arousal, group=group)
         except Reject as r:
-            return Rejection(where, str(clip / f"{clip.name}.json"), r.kind, f"{where}: {r.reason}")
+            return Rejection(where, str(_annotation_file(clip)), r.kind, f"{where}: {r.reason}")
 
     index = collect(root, NAME, keys, build, group_source="AFEW-VA's actors",
                     detail="faces cropped by their landmarks; valence and arousal scaled from -10..10")
