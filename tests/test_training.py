@@ -249,8 +249,7 @@ def test_faces_without_a_class_train_the_valence_arousal_heads_only(partial_mani
     from affectkit.data.datamodule import AffectDataModule
     from affectkit.errors import AffectkitError
 
-    # One validation batch, so the recorded epoch means are the whole split's.
-    config = tiny_config.override(epochs=1, fine_tune_epochs=1, batch_size=64)
+    config = tiny_config.override(epochs=1, fine_tune_epochs=1)
     data = prepare_data(partial_manifest, config, splits_path=tmp_path / "splits.csv", progress=False)
     unclassed = data.expression == NO_EXPRESSION
     assert unclassed.sum() == 32 and np.isfinite(data.valence_arousal[unclassed]).all()
@@ -283,6 +282,28 @@ def test_faces_without_a_class_train_the_valence_arousal_heads_only(partial_mani
         train_model("resnet50", unclassed_val, tmp_path, config.override(selection_metric="val_macro_f1"),
                     quiet=True)
     assert result.best_path.is_file()  # refused before the earlier run's model was cleared
+
+
+def test_the_recorded_validation_loss_is_the_whole_splits(partial_manifest, tmp_path, tiny_config):
+    """The epoch's validation loss, which chooses the kept model, is the loss of the whole split at once, where a
+    mean of per-batch losses is not: faces partly annotated, classes weighted, valence/arousal scored by CCC, label
+    smoothing and a class the data lacks, over several validation batches. The tuning's yardstick
+    (``reference_val_loss``) computes the same number for the kept model."""
+    from affectkit.pipeline.tuning import reference_val_loss
+
+    table = pd.read_csv(partial_manifest)
+    table = table[table["expression"] != "Contempt"].reset_index(drop=True)
+    classed = table.index[table["expression"].notna()]
+    table.loc[classed[::3], ["valence", "arousal"]] = np.nan  # some faces have a class only
+    table.to_csv(tmp_path / "faces.csv", index=False)
+    config = tiny_config.override(epochs=3, fine_tune_epochs=0, batch_size=4,
+                                  loss=LossConfig(regression="ccc", class_weighting=True, label_smoothing=0.1))
+    data = prepare_data(tmp_path / "faces.csv", config, splits_path=tmp_path / "splits.csv", progress=False)
+    assert len(data.positions("val")) > 2 * config.batch_size
+    result = train_model("custom_cnn", data, tmp_path, config, quiet=True)
+    model, meta = load_model(result.best_path)
+    assert not bool(model.output_classes[7])  # no Contempt face: not trained on
+    assert reference_val_loss(result.best_path, data, config) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
 
 
 def test_mixup_keeps_phase_one_on_stored_features_and_mixes_them(demo_dir, tmp_path, tiny_config):

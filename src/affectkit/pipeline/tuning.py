@@ -118,13 +118,14 @@ def trial_config(config: Config, params: dict[str, Any]) -> Config:
 
 def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> float:
     """Validation loss of a saved model under ``config``'s loss settings and expression targets, over the whole
-    split at once."""
+    split at once, as training computes it (over the classes the model was trained on: label smoothing spreads
+    nothing onto a class the data lacks, whose logit is a large negative constant)."""
     import torch
 
     from affectkit.data.datamodule import AffectDataModule, expression_targets
     from affectkit.evaluation.evaluator import predict_split
     from affectkit.models.io import load_model
-    from affectkit.training.losses import multitask_loss
+    from affectkit.training.losses import multitask_loss, trained_columns
     from affectkit.training.trainer import class_weights
 
     model, _ = load_model(best_path)
@@ -134,7 +135,8 @@ def reference_val_loss(best_path: Path, data: PreparedData, config: Config) -> f
     targets = expression_targets(data, config.label_distribution)[val]  # the votes, where trials learn them
     loss, _ = multitask_loss(torch.from_numpy(pred.logits), va[:, 0], va[:, 1], torch.from_numpy(targets),
                              torch.from_numpy(data.valence_arousal[val]), config.loss,
-                             class_weights(AffectDataModule(data, config)))
+                             class_weights(AffectDataModule(data, config)),
+                             classes=trained_columns(model.output_classes))
     return float(loss)
 
 

@@ -110,6 +110,13 @@ def _among(classes: Tensor, logits: Tensor, target: Tensor, weight: Tensor | Non
             weight.index_select(0, classes) if weight is not None else None)
 
 
+def trained_columns(output_classes: Tensor) -> Tensor | None:
+    """The columns :func:`multitask_loss` restricts the expression loss to, from a model's ``output_classes`` mask:
+    None where it was trained on all eight (read once, outside the steps: a test of the mask waits for the device)."""
+    trained = output_classes.cpu()
+    return None if trained.all() else trained.nonzero().flatten()
+
+
 def multitask_loss(
     logits: torch.Tensor,
     valence: torch.Tensor,

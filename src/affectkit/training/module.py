@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from affectkit.config import NO_EXPRESSION, NUM_CLASSES, Config
@@ -16,7 +17,7 @@ from affectkit.data.augment import warp_images
 from affectkit.data.datamodule import normalise_batch
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
-from affectkit.training.losses import annotated, multitask_loss
+from affectkit.training.losses import annotated, multitask_loss, trained_columns
 from affectkit.training.mixing import mix_batch, mixes
 
 
@@ -45,6 +46,28 @@ class EpochMean(Metric):
 
     def compute(self) -> torch.Tensor:
         return (self.total / self.weight).float()
+
+
+class EpochOutputs(Metric):
+    """An epoch's outputs and targets, kept on the device and concatenated (gathered across DDP processes) when
+    read: the validation loss is the loss of the whole split at once. The batch-size-weighted mean of per-batch losses
+    is not, where faces are partly annotated (each batch's mean has its own denominator), classes are weighted, or
+    valence/arousal are scored by CCC (a batch's CCC is no share of the split's)."""
+
+    full_state_update = False
+    FIELDS = ("logits", "valence", "arousal", "target", "va")
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in self.FIELDS:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, *values: torch.Tensor) -> None:
+        for name, value in zip(self.FIELDS, values, strict=True):
+            getattr(self, name).append(value.detach())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {name: dim_zero_cat(getattr(self, name)) for name in self.FIELDS}
 
 
 def selection_mode(config: Config) -> str:
@@ -78,11 +101,7 @@ class AffectModule(L.LightningModule):
         self.warmup_epochs = warmup_epochs
         self.backbone_lr_scale = backbone_lr_scale
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(8), persistent=False)
-        # The columns of the classes the model trains on (None: all eight), read once here: a check of the mask in
-        # every step would make each step wait for the GPU.
-        trained = model.output_classes.cpu()
-        self.register_buffer("trained_classes", None if trained.all() else trained.nonzero().flatten(),
-                             persistent=False)
+        self.register_buffer("trained_classes", trained_columns(model.output_classes), persistent=False)
         self._mix_rng = np.random.default_rng(config.seed)
         self._backbone_digest: str | None = None
         self._epoch_means: dict[str, dict[str, EpochMean]] = {}
@@ -90,6 +109,7 @@ class AffectModule(L.LightningModule):
         # One more row for the faces without a class, cut off when read: its ignore_index would select the others
         # by boolean indexing, a host sync per batch.
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES + 1, validate_args=False)
+        self.val_outputs = EpochOutputs()
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -130,10 +150,17 @@ class AffectModule(L.LightningModule):
             return mix_batch(inputs, labels, va, self.config.augmentation, self._mix_rng)
         return inputs, labels, va
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def _loss(self, logits, valence, arousal, target, va) -> torch.Tensor:
+        return multitask_loss(logits, valence, arousal, target, va, self.config.loss, self.class_weights,
+                              classes=self.trained_classes)[0]
+
+    def _step(self, batch, stage: str) -> torch.Tensor | None:
+        """A training step's loss; a validation step keeps its outputs for the epoch's loss and returns None."""
         logits, valence, arousal, target, labels, va = self._outputs(batch, stage)
-        loss, _ = multitask_loss(logits.float(), valence.float(), arousal.float(), target, va, self.config.loss,
-                                 self.class_weights, classes=self.trained_classes)
+        logits, valence, arousal = logits.float(), valence.float(), arousal.float()
+        loss = self._loss(logits, valence, arousal, target, va) if stage == "train" else None
+        if stage == "val":
+            self.val_outputs.update(logits, valence, arousal, target, va)
         if labels.is_floating_point():  # vote distributions (label_distribution): scored by their most voted class
             labels = torch.where(labels.sum(1) > 0, labels.argmax(1), NO_EXPRESSION)
         self._accumulate(stage, loss, logits, valence, arousal, labels, va)
@@ -152,9 +179,12 @@ class AffectModule(L.LightningModule):
         return self._epoch_means[stage]
 
     def _accumulate(self, stage, loss, logits, valence, arousal, labels, va) -> None:
+        """``loss``: the step's, averaged over the epoch's steps (training); None where the epoch's loss is computed
+        from its outputs (validation)."""
         means = self._means(stage)
-        n = len(labels)
-        means["loss"].update(loss.detach() * n, n)
+        if loss is not None:
+            n = len(labels)
+            means["loss"].update(loss.detach() * n, n)
         means["acc"].update((logits.detach().argmax(1) == labels).sum(), (labels != NO_EXPRESSION).sum())
         for name, pred, col in (("valence", valence, 0), ("arousal", arousal, 1)):
             means[f"{name}_mae"].update(*_masked_absolute_error(pred.detach().float(), va[:, col]))
@@ -178,6 +208,9 @@ class AffectModule(L.LightningModule):
         self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
+        if self.val_outputs.update_called:
+            self.log("val_loss", self._loss(**self.val_outputs.compute()), prog_bar=True)
+            self.val_outputs.reset()
         self._log_epoch("val")
         self.log("val_macro_f1", macro_f1(self.val_confusion.compute()[:NUM_CLASSES, :NUM_CLASSES]))
         self.val_confusion.reset()
