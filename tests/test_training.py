@@ -358,7 +358,7 @@ def test_epoch_metrics_are_exact_under_bf16_autocast(tiny_config):
             logits = torch.zeros(n, 8)
             logits[:, 0] = 1.0  # predicts class 0 everywhere: right on the first k
             va = torch.full((n, 2), 0.25)
-            module._accumulate("val", torch.tensor(1.0), logits, torch.zeros(n), torch.zeros(n), labels, va)
+            module._accumulate("val", None, logits, torch.zeros(n), torch.zeros(n), labels, va)
     means = module._means("val")
     assert float(means["acc"].compute()) == pytest.approx(sum(k for _, k in batches) / 240, abs=1e-6)
     assert float(means["valence_mae"].compute()) == pytest.approx(0.25, abs=1e-6)
