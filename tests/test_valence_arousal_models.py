@@ -12,9 +12,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from affectkit.config import NO_EXPRESSION, Config
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.datamodule import normalise, prepare_data
 from affectkit.data.reader import read_dataset
+from affectkit.data.synthetic import sample_valence_arousal
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.drift import output_profile, profile_shift
 from affectkit.evaluation.ensemble import FUSION_WEIGHTS, average, stack
@@ -121,8 +122,8 @@ def test_a_valence_arousal_model_gives_no_expression_and_its_valence_arousal(va_
     assert sampled["entropy"] is None and sampled["valence_std"] >= 0
     drawn = draw_predictions(crops[0], faces[:1])
     assert drawn.shape == crops[0].shape and not np.array_equal(drawn, crops[0])
-    with pytest.raises(AffectkitError, match="predicts valence and arousal only.*a temporal model reads"):
-        predictor.require_expression("a temporal model reads")
+    with pytest.raises(AffectkitError, match="predicts valence and arousal only.*comparing the exports"):
+        predictor.require_expression("comparing the exports' accuracy reads")
 
 
 def test_timelines_of_a_valence_arousal_model(tmp_path):
@@ -190,6 +191,47 @@ def test_serving_a_valence_arousal_model(va_model, crops, tmp_path):
     report = feedback_report(state, tmp_path / "report", model=va_model)
     assert "expression" not in report.summary and report.summary["valence"]["reports"] == 1
     assert "valence MAE" in (tmp_path / "report" / "feedback.md").read_text()
+
+
+def test_clips_and_windows_are_read_by_a_valence_arousal_face_model(va_model, tmp_path):
+    """`temporal`, `fuse` and a served video's clip verdict read a valence/arousal face model: as is, it gives the
+    clips' valence and arousal but no expression; the models fit on its outputs learn all three."""
+    from affectkit.multimodal.fusion import FACE_AS_IS, VALENCE_AROUSAL_FACE_MODEL
+    from affectkit.multimodal.run import run_fusion
+    from affectkit.temporal import predict_temporal, run_temporal
+    from affectkit.temporal.demo import make_clip_demo
+
+    clips = make_clip_demo(tmp_path / "clips", n=24, people=6, progress=False)
+    rows = []
+    for i, video in enumerate(sorted(clips.rglob("*.avi"))):
+        label = CLASS_NAMES.index(video.parent.name)
+        valence, arousal = sample_valence_arousal(label, 0.8, np.random.default_rng(i))
+        rows.append({"face": str(video), "expression": video.parent.name, "valence": valence, "arousal": arousal,
+                     "subject": video.stem.split("_")[0], "split": video.parts[-3]})
+    manifest = tmp_path / "clips.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+
+    temporal = run_temporal(manifest, tmp_path / "temporal", va_model, detect=False, backend="torch")
+    fused = run_fusion(manifest, tmp_path / "fuse", va_model, detect=False, backend="torch")
+    for table, kept, notes in ((temporal.table, temporal.kept, temporal.notes),
+                               (fused.result.table, fused.result.kept, fused.notes)):
+        as_is = table.set_index("method").loc[FACE_AS_IS]
+        assert np.isfinite(as_is["valence_ccc"]) and np.isfinite(as_is["arousal_ccc"])
+        assert "accuracy" not in as_is or np.isnan(as_is["accuracy"])  # no expression from the face model itself
+        assert set(kept) == {"expression", "valence", "arousal"} and VALENCE_AROUSAL_FACE_MODEL in notes
+        assert np.isfinite(table.loc[table["method"] != FACE_AS_IS, "accuracy"]).all()
+    predicted, problems = predict_temporal(tmp_path / "temporal", manifest, backend="torch")
+    assert not problems and len(predicted) == len(rows)
+    assert predicted["valence"].between(-1, 1).all() and predicted["expression"].isin(CLASS_NAMES).all()
+
+    served = TestClient(create_app(va_model, detect=False, temporal=tmp_path / "temporal"))
+    video = Path(rows[0]["face"])
+    response = served.post("/v1/predict-video", files={"file": (video.name, video.read_bytes(), "video/avi")})
+    assert response.status_code == 200, response.text
+    clip = response.json()["clip"]
+    assert clip["status"] == "ok" and clip["expression"] in CLASS_NAMES and -1 <= clip["valence"] <= 1
+    expected = predicted.set_index("id").loc["line 2"]  # the manifest's first row
+    assert clip["valence"] == pytest.approx(expected["valence"], abs=1e-5)
 
 
 def test_valence_arousal_models_are_fused_by_their_valence_arousal_error():

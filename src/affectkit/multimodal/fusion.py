@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -161,6 +162,17 @@ def fit_method(table: FeatureTable, method: str, target: str, seed: int = 0,
     return best
 
 
+VALENCE_AROUSAL_FACE_MODEL = ("the face model predicts valence and arousal only: as is, it gives no expression; "
+                              "the models fit here learn the expression, where samples have one, from its valence "
+                              "and arousal")
+
+
+def face_predicts(table: FeatureTable, target: str) -> bool:
+    """Whether the face model itself predicts ``target``: a valence/arousal model gives no expression probabilities
+    (the fusions still learn the expression from its valence and arousal)."""
+    return target != "expression" or any(c.startswith("face_p_") for c in table.columns.get("face", []))
+
+
 def face_as_is(table: FeatureTable, target: str, frame: pd.DataFrame) -> np.ndarray:
     """The face model's own predictions from its features; a sample without a face gets the train split's class
     frequencies (expression) or mean (valence, arousal)."""
@@ -227,7 +239,7 @@ def fuse(table: FeatureTable, seed: int = 0, progress: Any = None) -> FusionResu
     test = table.part("test")
     if "face" in table.columns:
         rows[FACE_AS_IS] = {"method": FACE_AS_IS, "modalities": "face"}
-        for target in targets:
+        for target in filter(partial(face_predicts, table), targets):
             truth = labelled(test, target)
             rows[FACE_AS_IS].update(held_out_scores(target, face_as_is(table, target, truth), truth[target].to_numpy()))
     strengths: dict[str, dict[str, float]] = {target: {} for target in targets}  # each modality's, per target

@@ -31,6 +31,7 @@ from affectkit.multimodal.features import (
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
+    VALENCE_AROUSAL_FACE_MODEL,
     FusionResult,
     expression_columns,
     full_probabilities,
@@ -74,9 +75,7 @@ def _predictor(manifest: MultimodalManifest, face_model: Path | None, detect: bo
     if face_model is None:
         raise AffectkitError(f"{manifest.path} has a face column: give the face model that reads it (--face-model, "
                              "a saved affectkit model such as RUN/best_MobileNetV2.safetensors).")
-    predictor = Predictor(face_model, backend=backend, detect=detect)
-    predictor.require_expression("a fusion reads")
-    return predictor
+    return Predictor(face_model, backend=backend, detect=detect)
 
 
 def face_model_digest(face_model: Path | None) -> str | None:
@@ -214,6 +213,8 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
     notes = _notes(manifest, features)
     if predictor is not None:
         notes.append(f"face model: {face_model}" + (f" ({predictor.warning})" if predictor.warning else ""))
+        if not predictor.class_names:
+            notes.append(VALENCE_AROUSAL_FACE_MODEL)
     _report(out, result, manifest, notes)
     _save_model(out, result, features, face_model if predictor else None,
                 {"fps": fps, "frame_rate": frame_rate, "detect": detect, "person_relative": person_relative})

@@ -26,6 +26,7 @@ from affectkit.multimodal.features import FeatureTable, assign_splits, modality_
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
+    VALENCE_AROUSAL_FACE_MODEL,
     better,
     expression_columns,
     fuse,
@@ -232,9 +233,7 @@ def _predictor(face_model: Path, backend: str, detect: bool, embeddings: bool) -
     """The face model; the PyTorch one where embeddings are read (an ONNX graph has no embedding output)."""
     if embeddings and backend == "onnx":
         raise AffectkitError("--embeddings reads the face model's backbone features: use --backend torch or auto.")
-    predictor = Predictor(face_model, backend="torch" if embeddings else backend, detect=detect)
-    predictor.require_expression("a temporal model reads")
-    return predictor
+    return Predictor(face_model, backend="torch" if embeddings else backend, detect=detect)
 
 
 def _clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
@@ -291,6 +290,8 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     notes = _notes(frames, len(manifest.rejected), table, compared.gru)
     if predictor.warning:
         notes.append(f"face model: {face_model} ({predictor.warning})")
+    if not predictor.class_names:
+        notes.append(VALENCE_AROUSAL_FACE_MODEL)
     _report(out, compared.table, compared.kept, manifest.path, notes)
     _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings,
                                       "frame_rate": frame_rate})
