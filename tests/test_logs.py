@@ -52,3 +52,15 @@ def test_a_fresh_run_replaces_its_logs_and_the_logs_can_be_turned_off(demo_dir, 
     assert len(list(folder.glob("events.out.tfevents.*"))) == 1 and len(_events(folder).Scalars("val_loss")) == 1
     train_model("custom_cnn", data, tmp_path / "off", config.override(tensorboard=False), quiet=True)
     assert (tmp_path / "off" / "CustomCNN_history.csv").is_file() and not (tmp_path / "off" / "logs").exists()
+
+
+def test_the_epoch_line_shows_only_what_the_data_has():
+    from affectkit.training.callbacks import epoch_summary
+
+    row = {"train_loss": 1.2, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.6, "val_valence_mae": 0.2,
+           "val_arousal_mae": 0.3, "lr": 1e-3, "time_s": 2.0}
+    assert epoch_summary(row) == "loss 1.200/1.100  acc 0.500/0.600  val MAE v 0.200 a 0.300  lr 1.0e-03  2.0s"
+    no_va = row | {"val_valence_mae": float("nan"), "val_arousal_mae": float("nan")}  # FER2013, RAF-DB, CK+
+    assert epoch_summary(no_va) == "loss 1.200/1.100  acc 0.500/0.600  lr 1.0e-03  2.0s"
+    no_class = row | {"train_acc": float("nan"), "val_acc": float("nan")}  # a valence/arousal model
+    assert epoch_summary(no_class) == "loss 1.200/1.100  val MAE v 0.200 a 0.300  lr 1.0e-03  2.0s"

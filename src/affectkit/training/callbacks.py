@@ -35,6 +35,16 @@ def best_so_far(best_stem: Path, monitor: str, mode: str) -> float:
     return float(json.loads(meta.read_text()).get("best", {}).get(monitor, worst))
 
 
+def epoch_summary(row: dict[str, float]) -> str:
+    """One epoch's history row as the progress line shows it: accuracy and valence/arousal errors only where the
+    data has them (a set without valence/arousal, such as FER2013, would show NaN every epoch)."""
+    parts = [f"loss {row['train_loss']:.3f}/{row['val_loss']:.3f}"]
+    if math.isfinite(row["val_acc"]):
+        parts.append(f"acc {row['train_acc']:.3f}/{row['val_acc']:.3f}")
+    if math.isfinite(row["val_valence_mae"]) or math.isfinite(row["val_arousal_mae"]):
+        parts.append(f"val MAE v {row['val_valence_mae']:.3f} a {row['val_arousal_mae']:.3f}")
+    return "  ".join([*parts, f"lr {row['lr']:.1e}", f"{row['time_s']:.1f}s"])
+
 class KeepBest(L.Callback):
     """Write ``best_<Model>`` whenever the selection metric (``config.selection_metric``, validation data only)
     beats every earlier epoch of either phase."""
@@ -92,9 +102,5 @@ class History(L.Callback):
             with atomic_path(self.path) as tmp:
                 table[HISTORY_COLUMNS].to_csv(tmp, index=False)
         if trainer.is_global_zero:
-            reporter().show(
-                f"{self.name} phase {self.phase} epoch {trainer.current_epoch + 1}/{self.max_epochs}: "
-                f"loss {row['train_loss']:.3f}/{row['val_loss']:.3f}  acc {row['train_acc']:.3f}/{row['val_acc']:.3f}  "
-                f"val MAE v {row['val_valence_mae']:.3f} a {row['val_arousal_mae']:.3f}  "
-                f"lr {row['lr']:.1e}  {row['time_s']:.1f}s"
-            )
+            reporter().show(f"{self.name} phase {self.phase} epoch {trainer.current_epoch + 1}/{self.max_epochs}: "
+                            + epoch_summary(row))
