@@ -38,7 +38,7 @@ from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
 from affectkit.progress import silenced
 from affectkit.runs import RunFolder
-from affectkit.training.trainer import branch_config, train_model
+from affectkit.training.trainer import TrainResult, branch_config, train_model
 
 # One model, two branches: MobileNetV2 (ImageNet) and MiniXception (FER2013), fused by a weight chosen on val;
 # `--recipe fusion:<model>+<model>[+...]` benchmarks another fusion in its place.
@@ -98,6 +98,7 @@ class TrainedRow:
     name: str  # the trained model's display name
     val: Predictions  # calibrated, as the test predictions are
     test: Predictions
+    trained: TrainResult | None = None  # the training that made it, where this run trained it
 
 
 def _calibrated_predictions(model: AffectModel, data: PreparedData, config: Config,
@@ -135,7 +136,7 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
            "inference_ms_per_image": inference_ms,
            "selected_on_val": f"{_epoch_selected(meta, len(result.history), config)}; temperature {temperature:.3f}"
                               + _flip(config)}
-    return TrainedRow(row, result.name, val_pred, pred)
+    return TrainedRow(row, result.name, val_pred, pred, result)
 
 
 def _data_notes(data: PreparedData, config: Config) -> list[str]:
@@ -161,8 +162,9 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
     branches = resolve_spec(recipe, config.use_light_models).branches
     networks = [_trained_row(branch.key, "recipe network", data, folder, branch_config(branch, config))
                 for branch in branches]
-    # The networks just trained are the fusion's branches: resuming finds them done and only puts them together.
-    result = train_model(recipe, data, folder.models.root, config, pretrained=config.pretrained, resume=True)
+    # The networks just trained are the fusion's branches: it only puts them together.
+    result = train_model(recipe, data, folder.models.root, config, pretrained=config.pretrained,
+                         trained={n.name: n.trained for n in networks})
     model, meta = load_model(result.best_path, device=evaluation_device())
     val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
     parts = fusion_branches(meta["fusion"])
