@@ -65,6 +65,29 @@ def partial_manifest(demo_dir, tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def rated_clips(tmp_path_factory) -> Path:
+    """A clip manifest of 24 rendered clips of 6 people in their own split folders, each clip with its class, a
+    valence and an arousal near its class's, its person and split."""
+    import numpy as np
+    import pandas as pd
+
+    from affectkit.config import CLASS_NAMES
+    from affectkit.data.synthetic import sample_valence_arousal
+    from affectkit.temporal.demo import make_clip_demo
+
+    folder = tmp_path_factory.mktemp("rated_clips")
+    clips = make_clip_demo(folder / "clips", n=24, people=6, progress=False)
+    rows = []
+    for i, video in enumerate(sorted(clips.rglob("*.avi"))):
+        valence, arousal = sample_valence_arousal(CLASS_NAMES.index(video.parent.name), 0.8,
+                                                  np.random.default_rng(i))
+        rows.append({"face": str(video), "expression": video.parent.name, "valence": valence, "arousal": arousal,
+                     "subject": video.stem.split("_")[0], "split": video.parts[-3]})
+    pd.DataFrame(rows).to_csv(folder / "clips.csv", index=False)
+    return folder / "clips.csv"
+
+
 @pytest.fixture
 def demo_copy(demo_dir, tmp_path) -> Path:
     """A private, writable copy of the demo data for tests that damage it."""

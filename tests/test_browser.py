@@ -140,8 +140,10 @@ def test_page_streams_the_camera_and_stops(server_url):
             browser.close()
 
 
-def test_page_shows_a_valence_arousal_models_faces_without_an_expression(tmp_path, face_photo):
-    """A model trained on faces without a class: the page labels its faces with valence and arousal, no bars."""
+@pytest.mark.parametrize("kind", ["valence/arousal", "expression"])
+def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
+    """A model trained on faces without a class: the page labels its faces with valence and arousal, no bars. One
+    trained on faces without valence/arousal: bars, and no point on the circumplex."""
     from playwright.sync_api import expect, sync_playwright
 
     from affectkit.config import Config
@@ -149,7 +151,10 @@ def test_page_shows_a_valence_arousal_models_faces_without_an_expression(tmp_pat
 
     config = Config(img_size=64)
     model = build_model("custom_cnn", config)
-    model.set_output_classes([False] * 8)
+    if kind == "valence/arousal":
+        model.set_output_classes([False] * 8)
+    else:
+        model.valence_arousal_trained.fill_(False)
     with serving(save_model(model, tmp_path / "best_CustomCNN", config)) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -157,9 +162,15 @@ def test_page_shows_a_valence_arousal_models_faces_without_an_expression(tmp_pat
             page.goto(url)
             page.set_input_files("#file", str(face_photo))
             expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-            assert page.text_content("#faces h3") == "Face 1: valence/arousal model"
-            assert page.locator("#faces .bar-row").count() == 0
-            assert page.locator("#circumplex .dot").count() == 1
-            assert "valence" in page.text_content("#faces .va")
+            if kind == "valence/arousal":
+                assert page.text_content("#faces h3") == "Face 1: valence/arousal model"
+                assert page.locator("#faces .bar-row").count() == 0
+                assert page.locator("#circumplex .dot").count() == 1
+                assert "valence" in page.text_content("#faces .va")
+            else:
+                assert page.locator("#faces .bar-row").count() == 8
+                assert page.locator("#circumplex .dot").count() == 0
+                assert "expressions only" in page.text_content("#circumplex")
+                assert page.text_content("#faces .va") == "no valence/arousal (an expression model)"
         finally:
             browser.close()

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.datamodule import normalise, prepare_data
 from affectkit.data.reader import read_dataset
-from affectkit.data.synthetic import sample_valence_arousal
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.drift import output_profile, profile_shift
 from affectkit.evaluation.ensemble import FUSION_WEIGHTS, average, stack
@@ -193,24 +192,15 @@ def test_serving_a_valence_arousal_model(va_model, crops, tmp_path):
     assert "valence MAE" in (tmp_path / "report" / "feedback.md").read_text()
 
 
-def test_clips_and_windows_are_read_by_a_valence_arousal_face_model(va_model, tmp_path):
+def test_clips_and_windows_are_read_by_a_valence_arousal_face_model(va_model, rated_clips, tmp_path):
     """`temporal`, `fuse` and a served video's clip verdict read a valence/arousal face model: as is, it gives the
     clips' valence and arousal but no expression; the models fit on its outputs learn all three."""
     from affectkit.multimodal.fusion import FACE_AS_IS, VALENCE_AROUSAL_FACE_MODEL
     from affectkit.multimodal.run import run_fusion
     from affectkit.temporal import predict_temporal, run_temporal
-    from affectkit.temporal.demo import make_clip_demo
 
-    clips = make_clip_demo(tmp_path / "clips", n=24, people=6, progress=False)
-    rows = []
-    for i, video in enumerate(sorted(clips.rglob("*.avi"))):
-        label = CLASS_NAMES.index(video.parent.name)
-        valence, arousal = sample_valence_arousal(label, 0.8, np.random.default_rng(i))
-        rows.append({"face": str(video), "expression": video.parent.name, "valence": valence, "arousal": arousal,
-                     "subject": video.stem.split("_")[0], "split": video.parts[-3]})
-    manifest = tmp_path / "clips.csv"
-    pd.DataFrame(rows).to_csv(manifest, index=False)
-
+    manifest = rated_clips
+    rows = pd.read_csv(manifest).to_dict("records")
     temporal = run_temporal(manifest, tmp_path / "temporal", va_model, detect=False, backend="torch")
     fused = run_fusion(manifest, tmp_path / "fuse", va_model, detect=False, backend="torch")
     for table, kept, notes in ((temporal.table, temporal.kept, temporal.notes),

@@ -51,6 +51,12 @@ class PreparedData:
         models."""
         return bool((self.expression[self.positions("train")] != NO_EXPRESSION).any())
 
+    @property
+    def trains_valence_arousal(self) -> bool:
+        """False where no training face has valence or arousal (FER2013, RAF-DB, CK+): the models trained on it
+        predict expressions only."""
+        return bool(np.isfinite(self.valence_arousal[self.positions("train")]).any())
+
 
 def prepare_data(data: str | Path, config: Config, splits_path: Path | None = None,
                  quarantine_path: Path | None = None, index: DatasetIndex | None = None, use_all: bool = False,

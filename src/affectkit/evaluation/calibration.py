@@ -66,6 +66,6 @@ def calibrate(model_path: Path, val: Predictions, labels: np.ndarray) -> float:
     temperature = fit_temperature(torch.from_numpy(val.logits), torch.from_numpy(labels))
     tempered = val.tempered(temperature)
     probabilities = tempered.probs if val.predicts_expression else None
-    update_metadata(model_path, temperature=temperature,
-                    output_profile=output_profile(probabilities, tempered.valence_arousal))
+    valence_arousal = tempered.valence_arousal if val.predicts_valence_arousal else None
+    update_metadata(model_path, temperature=temperature, output_profile=output_profile(probabilities, valence_arousal))
     return temperature

@@ -14,7 +14,8 @@ from typing import Any
 from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
 from affectkit.models.io import (config_from_metadata, fusion_branches, fusion_criterion, model_paths,
-                                predicts_expression, read_metadata, update_metadata)
+                                predicts_expression, predicts_valence_arousal, read_metadata,
+                                update_metadata)
 from affectkit.runs import RunFolder
 
 SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
@@ -87,8 +88,9 @@ def _fusion_line(meta: dict[str, Any]) -> list[str]:
     criterion, fused = fusion_criterion(fusion)
     each = ", ".join(f"{name} {weight:g} (temperature {t:.3f}; alone {alone:.3f})"
                      for name, weight, t, alone in branches)
+    affect = "; valence and arousal weighted the same" if predicts_valence_arousal(meta) else ""
     return [f"- Fusion: the branches' log-probabilities, each divided by its temperature, weighted {each}, chosen on "
-            f"the validation split by {criterion} ({fused:.3f} fused); valence and arousal weighted the same."]
+            f"the validation split by {criterion} ({fused:.3f} fused){affect}."]
 
 
 def _custom_cnn_line(meta: dict[str, Any]) -> list[str]:
@@ -103,8 +105,11 @@ def _outputs_line(meta: dict[str, Any]) -> str:
     if not predicts_expression(meta):
         return ("- Outputs: valence and arousal, each in [-1, 1]; no expression (no face it was trained on had an "
                 "expression class).")
-    return (f"- Outputs: probabilities of {len(meta['class_names'])} expressions ({', '.join(meta['class_names'])}); "
-            "valence and arousal, each in [-1, 1].")
+    names = meta["class_names"]
+    expressions = f"- Outputs: probabilities of {len(names)} expressions ({', '.join(names)})"
+    if not predicts_valence_arousal(meta):
+        return expressions + "; no valence or arousal (no face it was trained on had them)."
+    return expressions + "; valence and arousal, each in [-1, 1]."
 
 
 def _model_section(meta: dict[str, Any], weights: str) -> list[str]:

@@ -25,29 +25,31 @@ def _shares(values: np.ndarray, bins: np.ndarray) -> list[float]:
     return (counts / max(len(values), 1)).tolist()
 
 
-def profile_of(predicted: np.ndarray, classes: int, valence: np.ndarray, arousal: np.ndarray,
+def profile_of(predicted: np.ndarray, classes: int, valence: np.ndarray | None, arousal: np.ndarray | None,
                confidence: np.ndarray) -> dict[str, Any]:
     """The distribution of a model's outputs on some faces: predicted-class shares and histograms of valence,
     arousal and confidence (the top probability); a valence/arousal model (no classes) has no expression and no
-    confidence (None)."""
+    confidence, an expression model (``valence`` None) no valence and arousal (None)."""
     return {
         "faces": int(len(predicted)),
         "expression": (np.bincount(predicted, minlength=classes) / max(len(predicted), 1)).tolist() if classes
         else None,
-        "valence": _shares(valence, AFFECT_BINS),
-        "arousal": _shares(arousal, AFFECT_BINS),
+        "valence": _shares(valence, AFFECT_BINS) if valence is not None else None,
+        "arousal": _shares(arousal, AFFECT_BINS) if arousal is not None else None,
         "confidence": _shares(confidence, CONFIDENCE_BINS) if classes else None,
     }
 
 
-def output_profile(probabilities: np.ndarray | None, valence_arousal: np.ndarray) -> dict[str, Any]:
+def output_profile(probabilities: np.ndarray | None, valence_arousal: np.ndarray | None) -> dict[str, Any]:
     """:func:`profile_of` a model's probabilities ``[N, classes]`` (None: a valence/arousal model) and
-    valence/arousal ``[N, 2]``."""
+    valence/arousal ``[N, 2]`` (None: an expression model)."""
+    n = len(probabilities) if probabilities is not None else len(valence_arousal)
+    valence, arousal = (None, None) if valence_arousal is None else (valence_arousal[:, 0], valence_arousal[:, 1])
     if probabilities is None:
-        nothing = np.zeros(len(valence_arousal))
-        return profile_of(nothing.astype(int), 0, valence_arousal[:, 0], valence_arousal[:, 1], nothing)
-    return profile_of(probabilities.argmax(axis=1), probabilities.shape[1], valence_arousal[:, 0],
-                      valence_arousal[:, 1], probabilities.max(axis=1))
+        nothing = np.zeros(n)
+        return profile_of(nothing.astype(int), 0, valence, arousal, nothing)
+    return profile_of(probabilities.argmax(axis=1), probabilities.shape[1], valence, arousal,
+                      probabilities.max(axis=1))
 
 
 def psi(expected: list[float] | np.ndarray, actual: list[float] | np.ndarray) -> float:
@@ -59,6 +61,6 @@ def psi(expected: list[float] | np.ndarray, actual: list[float] | np.ndarray) ->
 
 
 def profile_shift(reference: dict[str, Any], current: dict[str, Any]) -> dict[str, float]:
-    """PSI of every signal of ``current`` against ``reference`` (those a valence/arousal model has)."""
+    """PSI of every signal of ``current`` against ``reference`` (those the model has)."""
     return {signal: psi(reference[signal], current[signal]) for signal in SIGNALS
             if reference[signal] is not None and current[signal] is not None}

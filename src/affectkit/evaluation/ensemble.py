@@ -98,7 +98,8 @@ def average(members: list[Predictions]) -> Predictions:
     """The members' (calibrated) expression probabilities and valence/arousal, averaged."""
     return Predictions.from_probs(np.mean([m.probs for m in members], axis=0),
                                   np.mean([m.valence_arousal for m in members], axis=0),
-                                  all(m.predicts_expression for m in members))
+                                  all(m.predicts_expression for m in members),
+                                  all(m.predicts_valence_arousal for m in members))
 
 
 def stack(val: list[Predictions], test: list[Predictions], y_val: np.ndarray, va_val: np.ndarray) -> Predictions:
@@ -108,7 +109,8 @@ def stack(val: list[Predictions], test: list[Predictions], y_val: np.ndarray, va
     stacker = fit_stacking([m.probs for m in val], [m.valence_arousal for m in val], y_val, va_val, seed=0,
                            expression=expression)
     return Predictions.from_probs(*stacker.predict([m.probs for m in test], [m.valence_arousal for m in test]),
-                                  predicts_expression=expression)
+                                  predicts_expression=expression,
+                                  predicts_valence_arousal=all(m.predicts_valence_arousal for m in val))
 
 
 FUSION_WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.0001, 0.05))

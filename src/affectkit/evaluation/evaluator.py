@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,8 @@ class Predictions:
     valence_arousal: np.ndarray  # (N, 2)
     # False for a valence/arousal model's (trained on faces without a class): its logits say nothing, are not scored.
     predicts_expression: bool = True
+    # False for an expression model's (trained on faces without valence/arousal): its valence/arousal are not scored.
+    predicts_valence_arousal: bool = True
 
     @property
     def probs(self) -> np.ndarray:
@@ -33,14 +35,15 @@ class Predictions:
         return e / e.sum(1, keepdims=True)
 
     @classmethod
-    def from_probs(cls, probs: np.ndarray, valence_arousal: np.ndarray, predicts_expression: bool = True
-                   ) -> Predictions:
+    def from_probs(cls, probs: np.ndarray, valence_arousal: np.ndarray, predicts_expression: bool = True,
+                   predicts_valence_arousal: bool = True) -> Predictions:
         """Predictions of a combination that gives probabilities (an ensemble, a fusion): their logs as logits."""
-        return cls(np.log(np.clip(probs, 1e-12, None)), valence_arousal, predicts_expression)
+        return cls(np.log(np.clip(probs, 1e-12, None)), valence_arousal, predicts_expression,
+                   predicts_valence_arousal)
 
     def tempered(self, temperature: float) -> Predictions:
         """The same predictions with the logits divided by ``temperature`` (as ``predict_split`` would give them)."""
-        return type(self)(self.logits / temperature, self.valence_arousal, self.predicts_expression)
+        return replace(self, logits=self.logits / temperature)
 
 
 def evaluation_device() -> str:
@@ -69,7 +72,8 @@ def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndar
                 out_logits, valence, arousal = ((a + b) / 2 for a, b in zip((out_logits, valence, arousal), flipped))
             logits.append(out_logits.float().cpu().numpy()[order] / temperature)
             va.append(torch.stack([valence, arousal], 1).float().cpu().numpy()[order])
-        return Predictions(np.concatenate(logits), np.concatenate(va), getattr(model, "predicts_expression", True))
+        return Predictions(np.concatenate(logits), np.concatenate(va), getattr(model, "predicts_expression", True),
+                           getattr(model, "predicts_valence_arousal", True))
 
 
 @torch.inference_mode()
@@ -89,9 +93,11 @@ def inference_ms_per_image(model: torch.nn.Module, img_size: int, batch: int = 1
 
 
 def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
-    """Every metric of ``pred`` on ``positions``; a valence/arousal model's expression is not scored (None)."""
+    """Every metric of ``pred`` on ``positions``; a valence/arousal model's expression and an expression model's
+    valence/arousal are not scored (None)."""
     labels = data.expression[positions] if pred.predicts_expression else np.full(len(positions), NO_EXPRESSION)
-    return compute_metrics(pred.probs, labels, pred.valence_arousal, data.valence_arousal[positions])
+    truth = data.valence_arousal[positions] if pred.predicts_valence_arousal else np.full((len(positions), 2), np.nan)
+    return compute_metrics(pred.probs, labels, pred.valence_arousal, truth)
 
 
 def write_model_report(name: str, metrics: dict, pred: Predictions, data: PreparedData, positions: np.ndarray,

@@ -83,11 +83,13 @@ def draw_predictions(image_rgb: np.ndarray, faces: list[dict[str, Any]]) -> np.n
             label = f"{face['expression']} {face['confidence']:.2f}"
         cv2.rectangle(canvas, tuple(box[:2]), tuple(box[2:]), colour, max(2, unit // 5))
         _draw_label(canvas, label, box[0], box[1], colour, unit)
-        radius = unit * 2
+        # An expression model (trained without valence/arousal) has no point on the circumplex.
+        radius = unit * 2 if face["valence"] is not None else 0
         panel_w, panel_h = int(unit * 7.8), len(face["probabilities"]) * unit + 2 * radius + unit
         px, py = _panel_origin(canvas, box, panel_w, panel_h, unit // 2)
         _blend_rect(canvas, px, py, px + panel_w, py + panel_h)
         below = _draw_bars(canvas, face["probabilities"], px, py, unit)
-        centre = (px + panel_w // 2, below + radius + unit // 2)
-        _draw_circumplex(canvas, face["valence"], face["arousal"], *centre, radius)
+        if radius:
+            _draw_circumplex(canvas, face["valence"], face["arousal"], px + panel_w // 2, below + radius + unit // 2,
+                             radius)
     return canvas

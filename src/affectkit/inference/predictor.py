@@ -15,7 +15,7 @@ from affectkit.evaluation.card import synthetic_data_warning
 from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGEST_KEY, weights_digest
 from affectkit.inference.faces import DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
-from affectkit.models.io import load_model, model_paths, predicts_expression, read_metadata
+from affectkit.models.io import load_model, model_paths, predicts_expression, predicts_valence_arousal, read_metadata
 from affectkit.models.registry import sha256_of
 
 if TYPE_CHECKING:
@@ -135,6 +135,8 @@ class Predictor:
         self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
         # A valence/arousal model (trained on faces without a class) has no expression to give: no class names.
         self.class_names: list[str] = list(self.meta["class_names"]) if predicts_expression(self.meta) else []
+        # An expression model (trained on faces without valence/arousal) gives none: its outputs were never trained.
+        self.predicts_valence_arousal = predicts_valence_arousal(self.meta)
         self.input_size = int(self.meta["input_size"])
         norm = self.meta["normalization"]
         self.mean = np.asarray(norm["mean"], dtype=np.float32)
@@ -231,11 +233,15 @@ class Predictor:
         entropies = entropy(probs) if self.class_names else [None] * len(probs)
         spread = zip(entropies, valence.std(axis=0), arousal.std(axis=0))
         return [
-            {**self._face(p, v, a), "entropy": None if h is None else float(h), "valence_std": float(vs),
-             "arousal_std": float(as_)}
+            {**self._face(p, v, a), "entropy": None if h is None else float(h), **self._affect(vs, as_, "_std")}
             for p, v, a, (h, vs, as_) in zip(probs, valence.mean(axis=0), arousal.mean(axis=0), spread)
         ]
 
+    def _affect(self, valence: float, arousal: float, suffix: str = "") -> dict[str, float | None]:
+        """``valence`` and ``arousal`` (or their ``_std``), None where the model does not predict them."""
+        if not self.predicts_valence_arousal:
+            return {f"valence{suffix}": None, f"arousal{suffix}": None}
+        return {f"valence{suffix}": float(valence), f"arousal{suffix}": float(arousal)}
+
     def _face(self, probs: np.ndarray, valence: float, arousal: float) -> dict[str, Any]:
-        return {"box": None, **expression_fields(self.class_names, probs), "valence": float(valence),
-                "arousal": float(arousal)}
+        return {"box": None, **expression_fields(self.class_names, probs), **self._affect(valence, arousal)}

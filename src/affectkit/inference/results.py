@@ -57,10 +57,10 @@ class FaceResult:
     expression: str | None  # None (and no probabilities) from a valence/arousal model
     confidence: float | None
     probabilities: dict[str, float]
-    valence: float
-    arousal: float
+    valence: float | None  # None from an expression model (trained on faces without valence/arousal)
+    arousal: float | None
     box: tuple[int, int, int, int] | None  # x1, y1, x2, y2 in the image's pixels; None without face detection
-    uncertainty: dict[str, float] | None = None  # entropy, valence_std, arousal_std under Monte-Carlo dropout
+    uncertainty: dict[str, float | None] | None = None  # entropy, valence_std, arousal_std under MC dropout
 
 
 class FaceResults(list[FaceResult]):

@@ -76,13 +76,14 @@ class TrackSmoother:
         if self.alpha is None:
             return face
         probs = np.array([face["probabilities"][c] for c in self.class_names])
-        current = {"probs": probs, "valence": face["valence"], "arousal": face["arousal"]}
+        # An expression model's valence and arousal are None, and stay so.
+        current = {"probs": probs, **{k: face[k] for k in ("valence", "arousal") if face[k] is not None}}
         if track.state:
             a = self.alpha
             current = {k: a * v + (1 - a) * track.state[k] for k, v in current.items()}
         track.state = current
         return {**face, **expression_fields(self.class_names, current["probs"]),
-                "valence": float(current["valence"]), "arousal": float(current["arousal"])}
+                **{k: float(current[k]) for k in ("valence", "arousal") if k in current}}
 
 
 def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str],
@@ -94,8 +95,8 @@ def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: l
 
 
 def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path, title: str) -> Path | None:
-    """Stacked class probabilities over frames (where the model predicts expressions) and valence/arousal lines, for
-    the longest-lived face track."""
+    """Stacked class probabilities over frames (where the model predicts expressions) and valence/arousal lines
+    (where it predicts them), for the longest-lived face track."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,8 +110,16 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
     # Every processed frame stays on the x axis; frames where the face was missing show as gaps.
     series = faces[faces["track"] == track].set_index("frame").reindex(sorted(frame["frame"].unique()))
     x = series.index.to_numpy()
-    if class_names:
+    affect = faces["valence"].notna().any()
+    if class_names and affect:
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[2, 1])
+    elif class_names:  # an expression model
+        fig, top = plt.subplots(figsize=(10, 4))
+        bottom = None
+    else:  # a valence/arousal model
+        fig, bottom = plt.subplots(figsize=(10, 3))
+        bottom.set_title(f"{title} (face track {track})")
+    if class_names:
         probs = series[[f"p_{c}" for c in class_names]].to_numpy(dtype=float)
         colours = [tuple(c / 255 for c in PALETTE[i % len(PALETTE)]) for i in range(len(class_names))]
         top.stackplot(x, np.nan_to_num(probs).T, labels=class_names, colors=colours, alpha=0.9)
@@ -118,15 +127,15 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
         top.set_ylabel("probability")
         top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
         top.set_title(f"{title} (face track {track})")
-    else:  # a valence/arousal model
-        fig, bottom = plt.subplots(figsize=(10, 3))
-        bottom.set_title(f"{title} (face track {track})")
-    bottom.plot(x, series["valence"].to_numpy(dtype=float), label="valence", color="tab:green")
-    bottom.plot(x, series["arousal"].to_numpy(dtype=float), label="arousal", color="tab:red")
-    bottom.axhline(0, color="grey", lw=0.5)
-    bottom.set_ylim(-1.05, 1.05)
-    bottom.set_xlabel("frame")
-    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+        if bottom is None:
+            top.set_xlabel("frame")
+    if bottom is not None:
+        bottom.plot(x, series["valence"].to_numpy(dtype=float), label="valence", color="tab:green")
+        bottom.plot(x, series["arousal"].to_numpy(dtype=float), label="arousal", color="tab:red")
+        bottom.axhline(0, color="grey", lw=0.5)
+        bottom.set_ylim(-1.05, 1.05)
+        bottom.set_xlabel("frame")
+        bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -148,7 +157,7 @@ def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names:
         summaries.append({
             "track": track, "frames": len(seen), "first_frame": seen[0][0], "last_frame": seen[-1][0],
             **{k: expression[k] for k in ("expression", "confidence", "probabilities")},
-            "valence": float(np.mean([face["valence"] for _, face in seen])),
-            "arousal": float(np.mean([face["arousal"] for _, face in seen])),
+            **{k: None if seen[0][1][k] is None else float(np.mean([face[k] for _, face in seen]))
+               for k in ("valence", "arousal")},
         })
     return sorted(summaries, key=lambda s: (-s["frames"], s["track"]))

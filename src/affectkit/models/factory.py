@@ -219,6 +219,9 @@ class AffectModel(nn.Module):
         self.spec = spec
         self.backbone_name = backbone_name
         self.register_buffer("output_classes", torch.ones(NUM_CLASSES, dtype=torch.bool))
+        # False for an expression model trained where no face had valence/arousal (FER2013, RAF-DB, CK+): its
+        # valence/arousal outputs were never trained and are not reported.
+        self.register_buffer("valence_arousal_trained", torch.tensor(True))
 
     @property
     def num_features(self) -> int:
@@ -235,9 +238,15 @@ class AffectModel(nn.Module):
         """False for a valence/arousal model: no face it was trained on had an expression class."""
         return bool(self.output_classes.any())
 
+    @property
+    def predicts_valence_arousal(self) -> bool:
+        """False for an expression model: no face it was trained on had valence and arousal."""
+        return bool(self.valence_arousal_trained)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Files saved before models recorded their classes predicted all eight.
+        # Files saved before models recorded their classes predicted all eight, and valence/arousal.
         state_dict.setdefault(prefix + "output_classes", torch.ones(NUM_CLASSES, dtype=torch.bool))
+        state_dict.setdefault(prefix + "valence_arousal_trained", torch.tensor(True))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def outputs_from_features(self, features: torch.Tensor) -> Outputs:

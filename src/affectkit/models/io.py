@@ -44,6 +44,7 @@ def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "outputs": ["expression_logits", "valence", "arousal"],
         "predicts_expression": model.predicts_expression,
+        "predicts_valence_arousal": model.predicts_valence_arousal,
         "config": config.model_dump(mode="json"),
         **(extra or {}),
     }
@@ -67,6 +68,12 @@ def predicts_expression(meta: dict[str, Any]) -> bool:
     """False for a valence/arousal model (its training faces had no expression class); models saved before this
     was recorded all predict expressions."""
     return bool(meta.get("predicts_expression", True))
+
+
+def predicts_valence_arousal(meta: dict[str, Any]) -> bool:
+    """False for an expression model (no face it was trained on had valence and arousal); models saved before this
+    was recorded all report them."""
+    return bool(meta.get("predicts_valence_arousal", True))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -29,11 +29,6 @@ DEFAULT_FRAMES_PER_SECOND = 2.0
 DEFAULT_FRAME_RATE = 25.0  # of a folder of frames, which does not say; DFEW's and AFEW's films run at about this
 
 
-def feature_names(class_names: list[str]) -> list[str]:
-    return [*(f"face_p_{name.lower()}" for name in class_names), "face_valence", "face_arousal",
-            "face_valence_std", "face_arousal_std", "face_valence_slope", "face_arousal_slope",
-            *(f"face_peak_p_{name.lower()}" for name in class_names)]
-
 
 def _slope(times: np.ndarray, values: np.ndarray) -> float:
     return float(np.polyfit(times, values, 1)[0]) if len(np.unique(times)) > 1 else 0.0
@@ -117,17 +112,17 @@ class FrameOutputs:
 
     times: np.ndarray  # seconds, [T]
     probabilities: np.ndarray  # [T, classes]
-    valence: np.ndarray  # [T]
-    arousal: np.ndarray  # [T]
+    valence: np.ndarray | None  # [T]; None from an expression model (trained without valence/arousal)
+    arousal: np.ndarray | None  # [T]
     embeddings: np.ndarray | None = None  # [T, D] the face model's embedding of each face, where asked for
 
 
 def _outputs(times: list[float], faces: list[dict[str, Any]], class_names: list[str],
              embeddings: np.ndarray | None = None) -> FrameOutputs:
     """FrameOutputs of one face result (as the predictor gives them) a frame."""
+    affect = [None if faces[0][k] is None else np.array([face[k] for face in faces]) for k in ("valence", "arousal")]
     return FrameOutputs(np.array(times), np.array([[face["probabilities"][c] for c in class_names] for face in faces]),
-                        np.array([face["valence"] for face in faces]), np.array([face["arousal"] for face in faces]),
-                        embeddings)
+                        *affect, embeddings)
 
 
 def frame_outputs(predictor: Predictor, path: Path, start: float | None, end: float | None,
@@ -157,11 +152,18 @@ def served_frame_outputs(frames: Sequence[tuple[float, list[dict[str, Any]]]],
 
 
 def summarise(outputs: FrameOutputs, class_names: list[str]) -> dict[str, float]:
-    """The window's face features (:func:`feature_names`): means, movement of valence and arousal, peaks."""
-    valence, arousal = outputs.valence, outputs.arousal
-    values = [*outputs.probabilities.mean(axis=0), valence.mean(), arousal.mean(), valence.std(), arousal.std(),
-              _slope(outputs.times, valence), _slope(outputs.times, arousal), *outputs.probabilities.max(axis=0)]
-    return dict(zip(feature_names(class_names), map(float, values)))
+    """The window's face features: each class's mean probability (``face_p_<class>``), the means, spread and trend
+    of valence and arousal (``face_valence``, ``face_valence_std``, ``face_valence_slope``, ...), each class's peak
+    probability (``face_peak_p_<class>``); only what the face model predicts."""
+    names = [name.lower() for name in class_names]
+    features = dict(zip((f"face_p_{n}" for n in names), outputs.probabilities.mean(axis=0)))
+    affect = {"valence": outputs.valence, "arousal": outputs.arousal}
+    if outputs.valence is not None:
+        features |= {f"face_{k}": v.mean() for k, v in affect.items()}
+        features |= {f"face_{k}_std": v.std() for k, v in affect.items()}
+        features |= {f"face_{k}_slope": _slope(outputs.times, v) for k, v in affect.items()}
+    features |= dict(zip((f"face_peak_p_{n}" for n in names), outputs.probabilities.max(axis=0)))
+    return {k: float(v) for k, v in features.items()}
 
 
 def face_features(predictor: Predictor, path: Path, start: float | None, end: float | None,

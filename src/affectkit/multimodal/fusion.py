@@ -165,12 +165,22 @@ def fit_method(table: FeatureTable, method: str, target: str, seed: int = 0,
 VALENCE_AROUSAL_FACE_MODEL = ("the face model predicts valence and arousal only: as is, it gives no expression; "
                               "the models fit here learn the expression, where samples have one, from its valence "
                               "and arousal")
+EXPRESSION_FACE_MODEL = ("the face model predicts expressions only (it was trained without valence/arousal): as is, "
+                         "it gives no valence or arousal; the models fit here learn them, where samples have them, "
+                         "from its expression probabilities")
+
+
+def face_model_limits(class_names: list[str], valence_arousal: bool) -> list[str]:
+    """The run notes for a face model that predicts expressions only or valence/arousal only."""
+    return [*([VALENCE_AROUSAL_FACE_MODEL] if not class_names else []),
+            *([EXPRESSION_FACE_MODEL] if not valence_arousal else [])]
 
 
 def face_predicts(table: FeatureTable, target: str) -> bool:
-    """Whether the face model itself predicts ``target``: a valence/arousal model gives no expression probabilities
-    (the fusions still learn the expression from its valence and arousal)."""
-    return target != "expression" or any(c.startswith("face_p_") for c in table.columns.get("face", []))
+    """Whether the face model itself predicts ``target``: a valence/arousal model gives no expression
+    probabilities, an expression model no valence and arousal (the fusions still learn each from the other)."""
+    prefix = "face_p_" if target == "expression" else f"face_{target}"
+    return any(c.startswith(prefix) for c in table.columns.get("face", []))
 
 
 def face_as_is(table: FeatureTable, target: str, frame: pd.DataFrame) -> np.ndarray:

@@ -31,9 +31,9 @@ from affectkit.multimodal.features import (
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
-    VALENCE_AROUSAL_FACE_MODEL,
     FusionResult,
     expression_columns,
+    face_model_limits,
     full_probabilities,
     fuse,
     methods_of,
@@ -213,8 +213,7 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
     notes = _notes(manifest, features)
     if predictor is not None:
         notes.append(f"face model: {face_model}" + (f" ({predictor.warning})" if predictor.warning else ""))
-        if not predictor.class_names:
-            notes.append(VALENCE_AROUSAL_FACE_MODEL)
+        notes += face_model_limits(predictor.class_names, predictor.predicts_valence_arousal)
     _report(out, result, manifest, notes)
     _save_model(out, result, features, face_model if predictor else None,
                 {"fps": fps, "frame_rate": frame_rate, "detect": detect, "person_relative": person_relative})

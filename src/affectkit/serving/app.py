@@ -193,7 +193,7 @@ def create_app(
     drift = DriftMonitor(predictor.meta.get("output_profile"), predictor.class_names, drift_window, drift_min_faces,
                          state)
     feedback = FeedbackTracker(predictor.class_names, remembered_predictions, feedback_window,
-                               latest_test_evaluation(predictor.meta), state)
+                               latest_test_evaluation(predictor.meta), state, predictor.predicts_valence_arousal)
     metrics = ServiceMetrics(predictor.class_names, drift, feedback)
     # Pillow's own bomb guard as a second line behind the explicit header check.
     Image.MAX_IMAGE_PIXELS = max_pixels

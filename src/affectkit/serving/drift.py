@@ -39,9 +39,10 @@ class DriftMonitor:
         return self.class_names.index(expression) if self.class_names else 0  # 0: a valence/arousal model's
 
     def observe(self, faces: Sequence[dict[str, Any]]) -> None:
-        # A valence/arousal model's faces have no expression and no confidence: stored as "" and 0.
-        rows = [(f["expression"] or "", float(f["valence"]), float(f["arousal"]), float(f["confidence"] or 0.0))
-                for f in faces]
+        # A valence/arousal model's faces have no expression and no confidence, an expression model's no valence and
+        # arousal: stored as "" and 0 (its reference profile has none of them, so they are never compared).
+        rows = [(f["expression"] or "", float(f["valence"] or 0.0), float(f["arousal"] or 0.0),
+                 float(f["confidence"] or 0.0)) for f in faces]
         with self._lock:
             self._recent.extend((self._class(e), *signals) for e, *signals in rows)
             if self._state is not None:

@@ -64,10 +64,12 @@ class FeedbackTracker:
     ``window`` reports of the truth; with ``state``, starts from what it holds and writes everything through to it."""
 
     def __init__(self, class_names: Sequence[str], remembered: int = DEFAULT_REMEMBERED, window: int = DEFAULT_WINDOW,
-                 reference: dict[str, Any] | None = None, state: ServingState | None = None):
+                 reference: dict[str, Any] | None = None, state: ServingState | None = None,
+                 valence_arousal: bool = True):
         if remembered < 1 or window < 1:
             raise AffectkitError("--remembered-predictions and --feedback-window must be at least 1.")
         self.class_names = list(class_names)
+        self.valence_arousal = valence_arousal  # False: an expression model, which says no valence or arousal
         self.reference = reference  # the model's latest test evaluation, where it has one
         self._said: OrderedDict[str, _Said | None] = OrderedDict()  # None once reported
         self._remembered = remembered
@@ -78,9 +80,11 @@ class FeedbackTracker:
         if state is not None:
             self._restore(state)
 
-    def _said_as(self, expression: str | None, valence: float, arousal: float) -> _Said:
-        # A valence/arousal model said no expression (None when served, "" once stored): -1.
-        return _Said(self.class_names.index(expression) if expression else -1, float(valence), float(arousal))
+    def _said_as(self, expression: str | None, valence: float | None, arousal: float | None) -> _Said:
+        # A valence/arousal model said no expression (None when served, "" once stored): -1; an expression model no
+        # valence or arousal (None when served): 0, never scored (reports of them are refused).
+        return _Said(self.class_names.index(expression) if expression else -1, float(valence or 0.0),
+                     float(arousal or 0.0))
 
     def _restore(self, state: ServingState) -> None:
         for prediction_id, said, reported in state.remembered()[-self._remembered:]:
@@ -100,8 +104,9 @@ class FeedbackTracker:
                 if len(self._said) > self._remembered:
                     self._said.popitem(last=False)
             if self._state is not None:
-                self._state.add_predictions([(f["prediction_id"], (f["expression"] or "", float(f["valence"]),
-                                                                   float(f["arousal"]))) for f in faces])
+                said = [self._said_as(f["expression"], f["valence"], f["arousal"]) for f in faces]
+                self._state.add_predictions([(f["prediction_id"], (f["expression"] or "", s.valence, s.arousal))
+                                             for f, s in zip(faces, said)])
 
     def _class(self, expression: str | int | None) -> int | None:
         if expression is None:
@@ -119,6 +124,9 @@ class FeedbackTracker:
         report that says nothing usable; StateError where the state file cannot store it."""
         if expression is not None and not self.class_names:
             raise FeedbackError("invalid", "the served model predicts valence and arousal only: report those")
+        if (valence is not None or arousal is not None) and not self.valence_arousal:
+            raise FeedbackError("invalid", "the served model predicts expressions only (no face it was trained on "
+                                           "had valence or arousal): report the expression")
         label = self._class(expression)
         if expression is not None and label is None:
             raise FeedbackError("invalid", f"expression {expression!r} is not one of {', '.join(self.class_names)}")

@@ -123,8 +123,9 @@ class ServiceMetrics:
                 self.faces.inc()
                 if face["expression"] is not None:  # None: a valence/arousal model
                     self.classes.inc(face["expression"])
-                self.affect.observe(face["valence"], "valence")
-                self.affect.observe(face["arousal"], "arousal")
+                if face["valence"] is not None:  # None: an expression model
+                    self.affect.observe(face["valence"], "valence")
+                    self.affect.observe(face["arousal"], "arousal")
 
     def render(self) -> str:
         metrics = (self.requests, self.latency, self.images, self.faces, self.no_face, self.classes, self.affect)

@@ -26,9 +26,9 @@ from affectkit.multimodal.features import FeatureTable, assign_splits, modality_
 from affectkit.multimodal.fusion import (
     DIMENSIONS,
     FACE_AS_IS,
-    VALENCE_AROUSAL_FACE_MODEL,
     better,
     expression_columns,
+    face_model_limits,
     fuse,
     held_out_scores,
     labelled,
@@ -290,8 +290,7 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     notes = _notes(frames, len(manifest.rejected), table, compared.gru)
     if predictor.warning:
         notes.append(f"face model: {face_model} ({predictor.warning})")
-    if not predictor.class_names:
-        notes.append(VALENCE_AROUSAL_FACE_MODEL)
+    notes += face_model_limits(predictor.class_names, predictor.predicts_valence_arousal)
     _report(out, compared.table, compared.kept, manifest.path, notes)
     _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings,
                                       "frame_rate": frame_rate})

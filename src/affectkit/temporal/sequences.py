@@ -51,12 +51,13 @@ def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, 
 
 
 def frame_inputs(outputs: FrameOutputs) -> np.ndarray:
-    """[T, classes + 3 (+ D)] per frame: log-probabilities, valence, arousal, seconds since the clip's first face
-    (and the face's embedding, where read)."""
+    """[T, classes + 3 (+ D)] per frame: log-probabilities, valence, arousal (what the face model predicts of them),
+    seconds since the clip's first face (and the face's embedding, where read)."""
     log_p = np.log(np.clip(outputs.probabilities, 1e-6, None))
     since = outputs.times - outputs.times[0]
+    affect = [] if outputs.valence is None else [outputs.valence, outputs.arousal]
     extra = [] if outputs.embeddings is None else [outputs.embeddings]
-    return np.column_stack([log_p, outputs.valence, outputs.arousal, since, *extra]).astype(np.float32)
+    return np.column_stack([log_p, *affect, since, *extra]).astype(np.float32)
 
 
 def padded(outputs: list[FrameOutputs]) -> tuple[np.ndarray, np.ndarray]:

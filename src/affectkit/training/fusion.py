@@ -98,6 +98,7 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
         backbone.load_state_dict(branch.backbone.state_dict())
         head.load_state_dict(branch.head.state_dict())
         model.output_classes &= branch.output_classes.cpu()
+        model.valence_arousal_trained &= branch.valence_arousal_trained.cpu()
         metas.append(meta)
         # The saved network alone: the same outputs as its branch in the fused graph, one backbone per pass.
         predictions.append(predict_split(branch, data, val, tta_flip=config.tta_flip))

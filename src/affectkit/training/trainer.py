@@ -348,6 +348,7 @@ def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Con
     model = build_model(name, config)
     starting = initialise_weights(model, weights, pretrained or config.pretrained)
     model.set_output_classes(frequencies > 0)
+    model.valence_arousal_trained.fill_(data.trains_valence_arousal)
     spent = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
     for phase in plan_phases(model, config, starting.pretrained, len(data.positions("train"))):
         if (state_dir / f"phase{phase.number}.done").is_file() or phase.epochs == 0:

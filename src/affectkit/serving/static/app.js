@@ -97,7 +97,13 @@ function drawCircumplex(faces) {
     svgElement("text", { x: 236, y: c - 4, "text-anchor": "end", "font-size": 11 }, "pleasant"),
     svgElement("text", { x: 4, y: c - 4, "font-size": 11 }, "unpleasant"),
   );
+  // An expression model (trained on faces without valence/arousal) places no face here.
+  if (faces.length && faces.every((face) => face.valence === null)) {
+    svg.append(svgElement("text", { x: c, y: c + 20, "text-anchor": "middle", "font-size": 11 },
+      "this model predicts expressions only"));
+  }
   faces.forEach((face, i) => {
+    if (face.valence === null) return;
     const x = c + face.valence * r, y = c - face.arousal * r;
     const colour = faceColour(face);
     svg.append(
@@ -141,7 +147,8 @@ function listFaces(faces) {
       : `${face.expression} (${(face.confidence * 100).toFixed(0)}%)`}`;
     const va = document.createElement("div");
     va.className = "va";
-    va.textContent = `valence ${face.valence.toFixed(2)}, arousal ${face.arousal.toFixed(2)}`;
+    va.textContent = face.valence === null ? "no valence/arousal (an expression model)"
+      : `valence ${face.valence.toFixed(2)}, arousal ${face.arousal.toFixed(2)}`;
     block.append(title);
     Object.entries(face.probabilities).forEach(([name, p], k) => {
       block.append(barRow(name, p, CLASS_COLOURS[k % CLASS_COLOURS.length]));
