@@ -165,6 +165,9 @@ def test_clips_and_windows_are_read_by_an_expression_face_model(expression_model
         assert np.isfinite(as_is["accuracy"]) and np.isnan(as_is["valence_ccc"])  # no valence from the model itself
         assert set(kept) == {"expression", "valence", "arousal"} and EXPRESSION_FACE_MODEL in notes
         assert np.isfinite(table.loc[table["method"] != FACE_AS_IS, "valence_ccc"]).all()
+    for report in (tmp_path / "temporal" / "temporal.md", tmp_path / "fuse" / "fusion.md"):
+        as_is = next(line for line in report.read_text().splitlines() if line.startswith(f"| {FACE_AS_IS} |"))
+        assert as_is.count("| n/a ") >= 2 and "nan" not in as_is  # its valence and arousal CCC
     predicted, problems = predict_temporal(tmp_path / "temporal", rated_clips, backend="torch")
     assert not problems and predicted["valence"].between(-1, 1).all()
     assert torch.isfinite(torch.as_tensor(predicted["arousal"].to_numpy())).all()

@@ -22,10 +22,12 @@ FaceModelOpt = Annotated[Optional[Path], typer.Option(
 
 
 def _fusion_table(table) -> Table:
+    from affectkit.evaluation.comparison import table_number
+
     shown = [c for c in ("accuracy", "macro_f1", "valence_ccc", "arousal_ccc") if c in table]
     out = Table("method", "modalities", *shown, "kept for", title="Test split")
     for row in table.to_dict("records"):
-        out.add_row(row["method"], row["modalities"], *(f"{row[c]:.3f}" for c in shown), row["kept_for"])
+        out.add_row(row["method"], row["modalities"], *(table_number(row[c], 3) for c in shown), row["kept_for"])
     return out
 
 

@@ -43,10 +43,12 @@ def _class_map(pairs: list[str]) -> dict[str, str]:
 
 
 def _table(table) -> Table:
+    from affectkit.evaluation.comparison import table_number
+
     shown = [c for c in ("accuracy", "macro_f1", "valence_ccc", "arousal_ccc") if c in table]
     out = Table("method", *shown, "kept for", title="Test clips")
     for row in table.to_dict("records"):
-        out.add_row(row["method"], *(f"{row[c]:.3f}" for c in shown), row["kept_for"])
+        out.add_row(row["method"], *(table_number(row[c], 3) for c in shown), row["kept_for"])
     return out
 
 

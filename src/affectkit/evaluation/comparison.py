@@ -40,11 +40,17 @@ def write_comparison(rows: list[dict], run: RunFolder) -> tuple[Path, Path]:
     return run.comparison_table, Path(plot_model_comparison(table, run.comparison_plot))
 
 
+def table_number(value: object, digits: int = 4) -> str:
+    """A table cell: a number to ``digits`` decimals, "n/a" for a score the row does not have (NaN, None)."""
+    if value is None or (isinstance(value, float) and value != value):  # NaN != NaN
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     header = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
-            for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(map(table_number, row)) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
