@@ -29,7 +29,7 @@ from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResult, BaselineTask, hog_svm, linear_probe
 from affectkit.evaluation.calibration import calibrate
-from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.comparison import markdown_table, table_number
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split, score
 from affectkit.evaluation.metrics import compute_metrics, expression_score
@@ -297,7 +297,6 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
 
 def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, source: Path, folder: RunFolder,
               notes: list[str]) -> str:
-    shown = table[SHOWN].astype(object).where(table[SHOWN].notna(), "n/a")
     test = data.positions("test")
     labels = data.expression[test]
     counts = np.bincount(labels[labels != NO_EXPRESSION], minlength=len(CLASS_NAMES))
@@ -316,7 +315,7 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "",
         "## Results on the test split",
         "",
-        markdown_table(shown),
+        markdown_table(table[SHOWN]),
         "",
         f"![benchmark]({folder.benchmark_chart.name})",
         "",
@@ -374,8 +373,7 @@ def console_table(table: pd.DataFrame):
     for column in SHOWN:
         out.add_column(column, justify="left" if column == "model" else "right")
     for row in table[SHOWN].itertuples(index=False):
-        out.add_row(*(f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else
-                      ("n/a" if isinstance(v, float) else str(v)) for v in row))
+        out.add_row(*map(table_number, row))
     return out
 
 
