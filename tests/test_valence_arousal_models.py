@@ -253,5 +253,6 @@ def test_a_set_without_classes_is_benchmarked_by_valence_arousal(va_manifest, tm
     assert "chosen on val by valence/arousal MSE" in table.loc["recipe", "selected_on_val"]
     markdown = (tmp_path / "benchmark.md").read_text()
     assert "every row is a valence/arousal model" in markdown and "Test classes: none" in markdown
+    assert "| HOG + ridge | n/a | n/a | n/a | " in markdown  # no accuracy, macro-F1 or balanced accuracy
     fused = read_metadata(tmp_path / "models" / "best_MobileNetV2+MiniXception.json")
     assert fused["predicts_expression"] is False and fused["fusion"]["criterion"] == VA_CRITERION
