@@ -243,3 +243,25 @@ def test_a_spent_time_box_keeps_the_best_value_tried_so_far(demo_dir):
     first = f"{SVM_C_GRID[0]:g}"  # only the first, most regularised value was tried before the box closed
     assert result.selected.startswith(f"C={first} (val macro-F1 by C: {first}: ") and "(time box reached)" in result.selected
     assert result.probs.shape == (len(prepared.positions("test")), 8)
+
+
+def test_an_interrupted_benchmark_resumes_without_training_again_what_it_finished(demo_dir, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    args = ["benchmark", str(demo_dir), "--out", str(out), "--baselines", "", "--quiet", *TINY]
+    real = bench.train_model
+
+    def interrupted(key, *args, **kwargs):
+        if key == "mini_xception":  # the recipe's second network: the first one is done by then
+            raise KeyboardInterrupt
+        return real(key, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "train_model", interrupted)
+    assert CliRunner().invoke(app, args).exit_code == 130  # as Ctrl-C ends it
+    monkeypatch.setattr(bench, "train_model", real)
+    first = out / "models" / "best_MobileNetV2.safetensors"
+    finished = first.stat().st_mtime_ns
+    result = CliRunner().invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert first.stat().st_mtime_ns == finished  # taken as it was, not trained again
+    table = pd.read_csv(out / "benchmark.csv")
+    assert list(table["key"]) == ["recipe_network:resnet50", "recipe_network:mini_xception", "recipe"]

@@ -133,10 +133,11 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
 
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,
               models: Sequence[str] = (), baselines: Sequence[str] | None = None, quick: bool = False,
-              quiet: bool = True, recipe: str = "fusion", **overrides: Any) -> BenchmarkResult:
+              quiet: bool = True, recipe: str = "fusion", resume: bool = False, **overrides: Any) -> BenchmarkResult:
     """Classic baselines and affectkit's recommended recipe (or ``config``, a Config or YAML profile), plus
     ``models``, trained and scored on one split of ``data``; ``quick`` is a short budget for a first look;
-    ``recipe`` another fusion model (``fusion:<model>+<model>[+...]``) in the place of the recipe's network.
+    ``recipe`` another fusion model (``fusion:<model>+<model>[+...]``) in the place of the recipe's network;
+    ``resume`` continues an interrupted benchmark in ``out``.
 
     Returns the result: ``.table`` (a DataFrame, one row per method), ``.paths`` (benchmark.csv / .md / .png, ...)
     and ``.notes`` (rows that could not run here or were left out, and why).
@@ -151,7 +152,8 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
         cfg = benchmark_config(Path(config) if config is not None else None, overrides, Path(data), quick=quick)
     options = {} if baselines is None else {"baselines": tuple(baselines)}
     with _reporting(quiet):
-        return run_benchmark(Path(data), Path(out), cfg, models=list(models), recipe=recipe, **options)
+        return run_benchmark(Path(data), Path(out), cfg, models=list(models), recipe=recipe, resume=resume,
+                             **options)
 
 
 def fuse(manifest: str | Path, out: str | Path = "fusion", face_model: str | Path | None = None, *, seed: int = 0,

@@ -148,6 +148,7 @@ def benchmark(
     sets: SetOpt = None,
     quick: Annotated[bool, typer.Option(help="A short training budget for a first look (not for numbers to "
                                              "report).")] = False,
+    resume: ResumeOpt = False,
     print_config: PrintConfigOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -164,7 +165,7 @@ def benchmark(
         print_config_and_exit(cfg)
     with report_to_console(quiet):
         result = run_benchmark(data, out, cfg, models=comma_list(models), baselines=tuple(comma_list(baselines)),
-                               recipe=recipe)
+                               recipe=recipe, resume=resume)
     console.print(console_table(result.table))
     for note in result.notes:
         console.print(f"[yellow]{note}[/yellow]")

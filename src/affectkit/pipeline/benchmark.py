@@ -122,10 +122,12 @@ def _flip(config: Config) -> str:
     return "; flip test-time augmentation" if config.tta_flip else ""
 
 
-def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, config: Config) -> TrainedRow:
-    """Train ``key`` with ``config`` (the kept checkpoint chosen on val by ``config.selection_metric``), fit the
-    temperature on val, then predict the test split once."""
-    result = train_model(key, data, folder.models.root, config, pretrained=config.pretrained)
+def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, config: Config,
+                 resume: bool = False) -> TrainedRow:
+    """Train ``key`` with ``config`` (the kept checkpoint chosen on val by ``config.selection_metric``; ``resume``:
+    go on from an interrupted run's checkpoint, or take the model it finished), fit the temperature on val, then
+    predict the test split once."""
+    result = train_model(key, data, folder.models.root, config, pretrained=config.pretrained, resume=resume)
     model, meta = load_model(result.best_path, device=evaluation_device())
     val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
     weights = meta.get("initial_weights", "")
@@ -156,11 +158,12 @@ def _data_notes(data: PreparedData, config: Config) -> list[str]:
     return notes
 
 
-def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: str) -> list[TrainedRow]:
+def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: str,
+                 resume: bool = False) -> list[TrainedRow]:
     """The recipe's networks, each trained and scored as the model it is, then the fusion model made of them
     (its fusion chosen on val), scored the same way."""
     branches = resolve_spec(recipe, config.use_light_models).branches
-    networks = [_trained_row(branch.key, "recipe network", data, folder, branch_config(branch, config))
+    networks = [_trained_row(branch.key, "recipe network", data, folder, branch_config(branch, config), resume)
                 for branch in branches]
     # The networks just trained are the fusion's branches: it only puts them together.
     result = train_model(recipe, data, folder.models.root, config, pretrained=config.pretrained,
@@ -252,10 +255,11 @@ def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetInde
 
 def run_benchmark(data: Path, out: Path, config: Config | None = None, models: list[str] | None = None,
                   baselines: tuple[str, ...] = BASELINES, quiet: bool = False,
-                  recipe: str = RECIPE_MODEL) -> BenchmarkResult:
+                  recipe: str = RECIPE_MODEL, resume: bool = False) -> BenchmarkResult:
     """Baselines, the recipe (the fusion model ``recipe`` trained with ``config``, by default
     :func:`benchmark_config`) and ``models`` (more model keys, trained with the same config) on one split of
-    ``data``; files into ``out``."""
+    ``data``; files into ``out``. ``resume``: an interrupted benchmark in ``out`` goes on where its training
+    stopped, on the same split (the baselines, minutes at most, are fit again)."""
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
@@ -278,12 +282,12 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
                         rows.append(_baseline_row(linear_probe(task, key, config), prepared))
                     except AffectkitError as exc:  # the backbone's pretrained weights are not on this machine
                         notes.append(f"Linear probe on {resolve_spec(key, True).display_name} skipped: {exc}")
-        recipe_rows = _recipe_rows(prepared, folder, config, recipe)
+        recipe_rows = _recipe_rows(prepared, folder, config, recipe, resume)
         rows.extend(r.row for r in recipe_rows)
         if hog is not None and prepared.trains_expression:  # fused by expression log-loss
             rows.append(_fused(recipe_rows[-1], _hog_member(hog), prepared, "fusion:recipe+hog_svm",
                                "affectkit recipe + HOG", "fusion").row)
-        rows.extend(_trained_row(key, "model", prepared, folder, config).row for key in extra)
+        rows.extend(_trained_row(key, "model", prepared, folder, config, resume).row for key in extra)
 
         table = pd.DataFrame(rows)[COLUMNS]
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
