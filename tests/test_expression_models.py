@@ -144,6 +144,7 @@ def test_serving_an_expression_model(expression_model, crops, tmp_path):
     assert drift["status"] in ("stable", "drift") and set(drift["psi"]) == {"expression", "confidence"}
     metrics = served.get("/metrics").text
     assert 'dimension="valence"' not in metrics and "affectkit_faces_total 3" in metrics
+    assert served.get("/v1/model").json()["outputs"] == {"expression": True, "valence_arousal": False}
 
     restarted = client()  # from the state file: the faces served and the prediction reported
     assert restarted.get("/v1/drift").json()["window_faces"] == 3

@@ -400,6 +400,9 @@ def create_app(
             "name": meta.get("display_name"),
             "model": meta.get("model"),
             "classes": predictor.class_names,
+            # What its faces carry: an expression model (trained without valence/arousal) gives them as null.
+            "outputs": {"expression": bool(predictor.class_names),
+                        "valence_arousal": predictor.predicts_valence_arousal},
             "input_size": predictor.input_size,
             "temperature": meta.get("temperature"),
             "evaluations": meta.get("evaluations", []),
