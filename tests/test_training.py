@@ -12,8 +12,9 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from affectkit.config import NO_EXPRESSION, Config, LossConfig
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config, LossConfig
 from affectkit.data.datamodule import normalise, prepare_data
+from affectkit.evaluation.card import render_card
 from affectkit.inference.backends import OnnxBackend
 from affectkit.inference.export import export_onnx
 from affectkit.models import build_model, load_model
@@ -508,8 +509,12 @@ def test_a_class_the_training_data_lacks_is_never_predicted(demo_copy, tmp_path,
     assert 0 not in set(data.expression[data.positions("train")])
     # Both phases: the head alone on stored features, then the whole network.
     result = train_model("resnet50", data, tmp_path, config, quiet=True)
-    model, _ = load_model(result.best_path)
+    model, meta = load_model(result.best_path)
     assert model.output_classes.tolist() == [False] + [True] * 7
+    assert meta["trained_classes"] == list(CLASS_NAMES[1:])
+    card = render_card(meta, result.best_path.name)
+    assert "probabilities of 8 expressions (Neutral, Happy, Sad, Surprise, Fear, Disgust, Anger, Contempt), of which " \
+           "Neutral always 0 (not in the training data)" in card
     images = torch.from_numpy(normalise(np.asarray(data.images[data.positions("test")])))
     with torch.no_grad():
         probs = torch.softmax(model(images)[0], dim=1)

@@ -106,7 +106,11 @@ def _outputs_line(meta: dict[str, Any]) -> str:
         return ("- Outputs: valence and arousal, each in [-1, 1]; no expression (no face it was trained on had an "
                 "expression class).")
     names = meta["class_names"]
+    trained = meta.get("trained_classes", names)  # models saved before this was recorded: all of them
     expressions = f"- Outputs: probabilities of {len(names)} expressions ({', '.join(names)})"
+    if len(trained) < len(names):
+        untrained = [name for name in names if name not in trained]
+        expressions += f", of which {', '.join(untrained)} always 0 (not in the training data)"
     if not predicts_valence_arousal(meta):
         return expressions + "; no valence or arousal (no face it was trained on had them)."
     return expressions + "; valence and arousal, each in [-1, 1]."

@@ -44,6 +44,8 @@ def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "outputs": ["expression_logits", "valence", "arousal"],
         "predicts_expression": model.predicts_expression,
+        # The classes it was trained on; the others always get probability 0.
+        "trained_classes": [name for name, trained in zip(CLASS_NAMES, model.output_classes.tolist()) if trained],
         "predicts_valence_arousal": model.predicts_valence_arousal,
         "config": config.model_dump(mode="json"),
         **(extra or {}),
