@@ -10,8 +10,20 @@
 See :mod:`affectkit.api` and the README's "Python API" section.
 """
 
-from affectkit.api import benchmark, evaluate, fuse, fuse_predict, load, predict_temporal, run, train, train_temporal
+from affectkit.api import (
+    benchmark,
+    evaluate,
+    fuse,
+    fuse_predict,
+    load,
+    predict_temporal,
+    predict_temporal_frames,
+    run,
+    train,
+    train_temporal,
+    train_temporal_frames,
+)
 
 __version__ = "0.1.0"
-__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "run", "train",
-           "train_temporal"]
+__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "predict_temporal_frames",
+           "run", "train", "train_temporal", "train_temporal_frames"]

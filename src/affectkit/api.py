@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from affectkit.multimodal import FusionRun
     from affectkit.pipeline.benchmark import BenchmarkResult
     from affectkit.temporal import TemporalRun
+    from affectkit.temporal.continuous import ContinuousRun
 
-__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "run", "train",
-           "train_temporal"]
+__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "predict_temporal_frames",
+           "run", "train", "train_temporal", "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -205,3 +206,29 @@ def predict_temporal(model: str | Path, clips: str | Path, face_model: str | Pat
 
     with _reporting(quiet):
         return predict(model, clips, face_model=face_model)
+
+
+def train_temporal_frames(data: str | Path, face_model: str | Path, out: str | Path = "temporal_frames", *,
+                          seed: int = 0, quiet: bool = True) -> ContinuousRun:
+    """A data set annotated frame by frame (AFEW-VA, Aff-Wild2's VA challenge) read by ``face_model`` (one that
+    predicts valence and arousal): its per-frame valence and arousal as they are, smoothed over each clip and read by
+    a per-frame GRU, compared by CCC; the method best on validation kept for each dimension and saved in ``out``.
+
+    Returns the run: ``.table`` (a DataFrame, one row per method), ``.kept``, ``.files`` and ``.notes``.
+    """
+    from affectkit.temporal.continuous import run_continuous
+
+    with _reporting(quiet):
+        return run_continuous(data, out, face_model, seed=seed)
+
+
+def predict_temporal_frames(model: str | Path, clips: str | Path, face_model: str | Path | None = None, *,
+                            detect: bool = True, frame_rate: float = 25.0,
+                            quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The methods :func:`train_temporal_frames` kept, on every frame of new clips (videos or folders of frames,
+    those taken ``frame_rate`` a second): a DataFrame with one row per frame with a face (clip, time, valence,
+    arousal), and the reasons of the clips that could not be read."""
+    from affectkit.temporal.continuous import predict_continuous
+
+    with _reporting(quiet):
+        return predict_continuous(model, clips, face_model=face_model, detect=detect, frame_rate=frame_rate)

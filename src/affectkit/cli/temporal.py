@@ -145,3 +145,60 @@ def clip_frames(
     skipped = f"; {len(done.rejected)} clip(s) quarantined (see {out / 'quarantine.csv'})" if done.rejected else ""
     console.print(f"Wrote {done.images} face images of {done.clips} clips to {out}{skipped}")
     console.print(f"Next: affectkit run {out} --profile recommended, then affectkit temporal with its model")
+
+
+@app.command("temporal-frames")
+def temporal_frames(
+    data: Annotated[Path, typer.Argument(help="A data set annotated frame by frame: AFEW-VA's folder, or "
+                                              "Aff-Wild2's (its VA challenge).")],
+    face_model: Annotated[Path, typer.Option(
+        "--face-model", help="The saved affectkit model that reads the frames (best_<Model>.safetensors); it must "
+        "predict valence and arousal.")],
+    out: Annotated[Path, typer.Option(help="Folder for continuous.md/.csv/.png and the kept model.")] = Path(
+        "temporal_frames"),
+    seed: Annotated[int, typer.Option(help="Seed of the split (where one is made) and of the temporal model.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Valence and arousal frame by frame: the face model as is, smoothed over each clip, and a learned temporal
+    model (GRU) over the clip's frames, compared by CCC; the one best on validation kept for each dimension."""
+    from affectkit.evaluation.comparison import table_number
+    from affectkit.temporal.continuous import SCORES, run_continuous
+
+    with report_to_console(quiet):
+        run = run_continuous(data, out, face_model, seed=seed)
+    for note in run.notes:
+        console.print(note)
+    table = Table("method", *SCORES, "kept for", title="Test frames")
+    for row in run.table.to_dict("records"):
+        table.add_row(row["method"], *(table_number(row[c], 3) for c in SCORES), row["kept_for"])
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console.print("Kept (chosen on validation): " + "; ".join(f"{d}: {m}" for d, m in run.kept.items()))
+    console.print(f"Wrote {', '.join(str(p) for p in run.files.values())}")
+
+
+@app.command("temporal-frames-predict")
+def temporal_frames_predict(
+    model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal-frames` wrote (its kept model).")],
+    clips: Annotated[Path, typer.Argument(help="Clips: videos or folders of frames, anywhere under a folder, or a "
+                                               "manifest CSV with a face column.")],
+    out: Annotated[Path, typer.Option(help="CSV to write, one row per frame with a face.")] = Path(
+        "frame_predictions.csv"),
+    face_model: FaceModelOpt = None,
+    frame_rate: FrameRateOpt = 25.0,
+    no_detect: NoDetectOpt = False,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Valence and arousal of every frame of new clips, by the methods `affectkit temporal-frames` kept."""
+    from affectkit.temporal.continuous import predict_continuous
+
+    _set_threads(threads)
+    with report_to_console(quiet):
+        predictions, problems = predict_continuous(model, clips, face_model=face_model, backend=backend,
+                                                   detect=not no_detect, frame_rate=frame_rate)
+    predictions.to_csv(out, index=False, float_format="%.4f")
+    for problem in problems:
+        console.print(f"[yellow]skipped:[/yellow] {problem}")
+    console.print(f"Wrote {len(predictions)} frames of {predictions['clip'].nunique()} clip(s) to {out}"
+                  + (f"; {len(problems)} clip(s) skipped" if problems else ""))

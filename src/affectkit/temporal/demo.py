@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from affectkit.config import CLASS_NAMES
-from affectkit.data.synthetic import INTENSITY_RANGE, SYNTHETIC_MARKER, demo_labels, render_face
+from affectkit.data.synthetic import INTENSITY_RANGE, SYNTHETIC_MARKER, VA_CENTRES, demo_labels, render_face
 from affectkit.multimodal.demo import write_video
 from affectkit.progress import reporter, silenced
 
@@ -70,5 +71,40 @@ def make_clip_demo(out: str | Path, n: int = 480, people: int = 24, seed: int = 
             write_video(folder / f"person{person:02d}_{i}.avi", frames, CLIP_FPS)
     marker = {"synthetic": True, "generator": "affectkit make-demo-data --clips", "n": n, "people": people,
               "seed": seed, "note": "Rendered cartoon faces, not recordings of people."}
+    (out / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2))
+    return out
+
+
+def make_rated_clip_demo(out: str | Path, clips: int = 12, frames: int = 24, actors: int = 6, img_size: int = 64,
+                         seed: int = 0, progress: bool = True) -> Path:
+    """``clips`` clips of ``frames`` frames in AFEW-VA's layout (``out/<clip>/<frame>.png`` and
+    ``out/<clip>/<clip>.json`` with each frame's valence, arousal (-10..10) and 68 landmarks), ``actors`` people:
+    in each clip one person's expression swells and ebbs, its valence and arousal following the expression's
+    strength frame by frame, while the pose jitters from frame to frame (as a face model's per-frame outputs do on
+    films). Same seed, same files."""
+    out = Path(out)
+    rng = np.random.default_rng([seed, 23])
+    labels = rng.choice([label for label in range(len(CLASS_NAMES)) if label], size=clips)
+    with silenced(not progress):
+        for c in reporter().track(range(clips), total=clips, description="Rendering rated clips"):
+            clip, label, annotations = out / f"{c + 1:03d}", int(labels[c]), {}
+            clip.mkdir(parents=True, exist_ok=True)
+            cycles, phase = 1 + c % 2, rng.uniform(0, 2 * np.pi)
+            for f in range(frames):
+                strength = 0.2 + 0.7 * (0.5 - 0.5 * np.cos(2 * np.pi * f / frames * cycles + phase))
+                rgb, points, _, _ = render_face(label, np.random.default_rng([seed, c, f]), img_size,
+                                                intensity=float(strength),
+                                                person=np.random.default_rng([seed, 29, c % actors]))
+                margin = img_size // 8
+                canvas = np.full((img_size + 2 * margin, img_size + 4 * margin, 3), 40, np.uint8)
+                canvas[margin:margin + img_size, 2 * margin:2 * margin + img_size] = rgb
+                cv2.imwrite(str(clip / f"{f:05d}.png"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+                valence, arousal = (10 * strength * np.array(VA_CENTRES[label])).tolist()
+                annotations[f"{f:05d}"] = {"valence": valence, "arousal": arousal,
+                                           "landmarks": (points + [2 * margin, margin]).tolist()}
+            content = {"actor": f"Actor {c % actors}", "video_id": clip.name, "frames": annotations}
+            (clip / f"{clip.name}.json").write_text(json.dumps(content))
+    marker = {"synthetic": True, "generator": "affectkit.temporal.demo.make_rated_clip_demo", "clips": clips,
+              "frames": frames, "seed": seed, "note": "Rendered cartoon faces, not recordings of people."}
     (out / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2))
     return out

@@ -99,7 +99,7 @@ class SequenceModule(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
 
 
-class _KeepBestWeights(L.Callback):
+class KeepBestWeights(L.Callback):
     """The weights of the epoch with the lowest validation loss, kept in memory (a fit takes seconds)."""
 
     def __init__(self):
@@ -128,7 +128,7 @@ def _fit_one(train: TensorDataset, val: TensorDataset, n_features: int, hidden: 
     L.seed_everything(seed, verbose=False)
     net = SequenceNet(n_features, hidden)
     set_standardisation(net, *standardise)
-    keep = _KeepBestWeights()
+    keep = KeepBestWeights()
     # The network is tiny and its inputs are a few numbers a frame: the CPU fits it faster than a GPU would start.
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=MAX_EPOCHS, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -1,0 +1,414 @@
+"""Valence and arousal frame by frame, over clips annotated frame by frame (AFEW-VA, Aff-Wild2's VA challenge).
+
+Three ways to give every frame its valence and arousal are compared: the face model's own per-frame outputs; the
+same, smoothed over each clip by a centred moving average whose width is chosen on the validation clips (continuous
+ratings change slowly, per-frame predictions jitter); and a learned sequence model, a bidirectional GRU over the
+clip's per-frame outputs that gives each frame its valence and arousal. For each dimension the one with the best CCC
+over the validation frames is kept; the test frames score every method once. The face model reads the data set's
+own face crops (AFEW-VA's landmark crops, Aff-Wild2's aligned faces) at its input size, with its temperature and
+test-time flip, on the face model's own split where its run folder holds one for this data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping
+from scipy.ndimage import uniform_filter1d
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.utils.data import DataLoader, Dataset
+
+from affectkit.atomic import atomic_path, atomic_write_text
+from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.data.records import Reject, natural_name_key
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.evaluator import predict_split
+from affectkit.evaluation.plots import plot_benchmark
+from affectkit.inference.predictor import Predictor
+from affectkit.models.io import config_from_metadata, load_model, predicts_valence_arousal, read_metadata
+from affectkit.models.registry import sha256_of
+from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
+from affectkit.multimodal.fusion import ccc
+from affectkit.multimodal.run import face_model_digest
+from affectkit.progress import reporter
+from affectkit.temporal.clips import read_clips
+from affectkit.temporal.model import HIDDEN_SIZES, KeepBestWeights
+
+FRAME_LAYOUTS = ("afew_va", "affwild2")
+DIMENSIONS = ("valence", "arousal")
+AS_IS = "face model as is"
+SMOOTHED = "smoothed over the clip"
+SEQUENCE = "temporal model (GRU)"
+WINDOWS = (1, 3, 5, 9, 15, 25, 41)  # frames of the centred moving average; 1 is the face model as is
+CHUNK = 64  # frames of the train clips' pieces the GRU learns on
+MAX_EPOCHS, PATIENCE, BATCH_SIZE = 200, 20, 16
+META_FILE, GRU_FILE = "continuous_model.json", "continuous_gru.safetensors"
+SCORES = {"valence_ccc": "Valence CCC", "arousal_ccc": "Arousal CCC"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    positions: np.ndarray  # rows of the prepared data, in frame order
+    split: str
+
+
+def frame_clips(data: PreparedData) -> list[Clip]:
+    """The clips of a data set whose faces are frames (record ids ``<clip>/<frame file>``), frames in natural
+    order of their file names; a clip's frames share one split (the splits keep each actor or video together)."""
+    by_clip: dict[str, list[int]] = {}
+    for i, record in enumerate(data.records):
+        by_clip.setdefault(record.id.rpartition("/")[0], []).append(i)
+    splits = data.splits["split"].to_numpy()
+    clips = []
+    for clip, rows in sorted(by_clip.items(), key=lambda item: natural_name_key(item[0])):
+        rows.sort(key=lambda i: natural_name_key(data.records[i].id.rpartition("/")[2]))
+        parts = set(splits[rows])
+        if len(parts) != 1:
+            raise AffectkitError(f"clip {clip} has frames in {' and '.join(sorted(parts))}: its frames must share a "
+                                 "split (give a splits.csv that groups each clip).")
+        clips.append(Clip(clip, np.asarray(rows), parts.pop()))
+    return clips
+
+
+def frame_features(valence_arousal: np.ndarray, probabilities: np.ndarray | None) -> np.ndarray:
+    """[T, 2 (+ classes)] per frame: the face model's valence and arousal, and its log-probabilities where it
+    predicts expressions."""
+    parts = [valence_arousal] + ([] if probabilities is None else [np.log(np.clip(probabilities, 1e-6, None))])
+    return np.column_stack(parts).astype(np.float32)
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """A centred moving average of ``window`` frames over one clip's [T, ...] values (edges repeat)."""
+    return values if window <= 1 else uniform_filter1d(values, size=window, axis=0, mode="nearest")
+
+
+# -- the sequence model -----------------------------------------------------------------------------------------------
+
+
+class FrameSequenceNet(nn.Module):
+    """A bidirectional GRU over a clip's frame features, giving every frame its valence and arousal."""
+
+    def __init__(self, n_features: int, hidden: int = 32):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))  # standardisation, set from the train frames
+        self.register_buffer("std", torch.ones(n_features))
+        self.gru = nn.GRU(n_features, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, 2)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[N, T, 2] valence and arousal of [N, T, F] padded clips."""
+        x = (x - self.mean) / self.std
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        states, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
+        return torch.tanh(self.out(states))
+
+
+class _Sequences(Dataset):
+    def __init__(self, inputs: list[np.ndarray], targets: list[np.ndarray]):
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.inputs[i], self.targets[i]
+
+
+def _pad(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs [N, T, F] zero-padded, lengths [N], targets [N, T, 2] NaN-padded)."""
+    lengths = torch.tensor([len(x) for x, _ in batch])
+    inputs = torch.zeros(len(batch), int(lengths.max()), batch[0][0].shape[1])
+    targets = torch.full((len(batch), int(lengths.max()), 2), math.nan)
+    for i, (x, y) in enumerate(batch):
+        inputs[i, : len(x)], targets[i, : len(y)] = torch.from_numpy(x), torch.from_numpy(y)
+    return inputs, lengths, targets
+
+
+class _FrameModule(L.LightningModule):
+    """The GRU and its loss: squared error over the frames with valence/arousal (padding and gaps left out)."""
+
+    def __init__(self, net: FrameSequenceNet, learning_rate: float = 3e-3, weight_decay: float = 1e-2):
+        super().__init__()
+        self.net, self.learning_rate, self.weight_decay = net, learning_rate, weight_decay
+
+    def _loss(self, batch) -> torch.Tensor:
+        inputs, lengths, targets = batch
+        rated = torch.isfinite(targets)
+        return F.mse_loss(self.net(inputs, lengths)[rated], targets[rated])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._loss(batch)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch), batch_size=len(batch[1]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+
+def _chunks(inputs: list[np.ndarray], targets: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The clips cut into pieces of at most ``CHUNK`` frames: more, shorter sequences to learn on."""
+    pieces = [(x[s:s + CHUNK], y[s:s + CHUNK]) for x, y in zip(inputs, targets) for s in range(0, len(x), CHUNK)]
+    return [x for x, _ in pieces], [y for _, y in pieces]
+
+
+def fit_frame_model(train: tuple[list[np.ndarray], list[np.ndarray]], val: tuple[list[np.ndarray], list[np.ndarray]],
+                    seed: int = 0, progress: Callable[[], None] | None = None
+                    ) -> tuple[FrameSequenceNet, dict[str, Any]]:
+    """The GRU fit on the train clips (features, [T, 2] targets with NaN where not rated) for each of
+    ``HIDDEN_SIZES``; the size and the epoch kept are the ones with the lowest squared error on the val clips."""
+    frames = np.concatenate(train[0])
+    best: tuple[float, FrameSequenceNet, dict[str, Any]] | None = None
+    for hidden in HIDDEN_SIZES:
+        L.seed_everything(seed, verbose=False)
+        net = FrameSequenceNet(frames.shape[1], hidden)
+        net.mean.copy_(torch.from_numpy(frames.mean(axis=0)))
+        net.std.copy_(torch.from_numpy(np.maximum(frames.std(axis=0), 1e-3)))
+        keep = KeepBestWeights()
+        # A tiny network on a few numbers a frame: the CPU fits it faster than a GPU would start.
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=MAX_EPOCHS, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0, callbacks=[EarlyStopping("val_loss", patience=PATIENCE), keep])
+        generator = torch.Generator().manual_seed(seed)
+        trainer.fit(_FrameModule(net),
+                    DataLoader(_Sequences(*_chunks(*train)), batch_size=BATCH_SIZE, shuffle=True, collate_fn=_pad,
+                               generator=generator),
+                    # One batch: the squared error over every validation frame.
+                    DataLoader(_Sequences(*val), batch_size=len(val[0]), collate_fn=_pad))
+        if keep.state is None:
+            raise AffectkitError("the temporal model's validation loss was never finite")
+        net.load_state_dict(keep.state)
+        if best is None or keep.best < best[0]:
+            best = (keep.best, copy.deepcopy(net.eval()), {"hidden": hidden, "epoch": keep.epoch,
+                                                           "n_features": int(frames.shape[1])})
+        if progress is not None:
+            progress()
+    return best[1], best[2]
+
+
+def predict_frames(net: FrameSequenceNet, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """[T, 2] valence and arousal of every frame of each clip."""
+    net.eval()
+    with torch.inference_mode():
+        return [net(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy() for x in inputs]
+
+
+# -- the run -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContinuousRun:
+    out: Path
+    table: pd.DataFrame  # one row per method: test CCCs, validation CCCs, the dimensions it is kept for
+    kept: dict[str, str]  # dimension -> method
+    notes: list[str]
+
+    @property
+    def files(self) -> dict[str, Path]:
+        names = ("continuous.csv", "continuous.md", "continuous.png", "splits.csv", "quarantine.csv", META_FILE,
+                 GRU_FILE)
+        return {name: self.out / name for name in names if (self.out / name).is_file()}
+
+
+def _prepared(data: Path, out: Path, face_model: Path, meta: dict[str, Any]) -> tuple[PreparedData, str]:
+    """The data at the face model's input size, on the face model's own split where its run folder holds one for
+    this data (else a split of its own, written to ``out``), and how the split was made."""
+    config = config_from_metadata(meta)
+    own = face_model.parent / "splits.csv"
+    if own.is_file():
+        try:
+            return prepare_data(data, config, splits_path=own, quarantine_path=out / "quarantine.csv"), \
+                f"the face model's own ({own})"
+        except AffectkitError:  # its split is of other data
+            pass
+    prepared = prepare_data(data, config, splits_path=out / "splits.csv", quarantine_path=out / "quarantine.csv")
+    return prepared, "made here: the face model's run folder holds no split of this data"
+
+
+def _scores(predicted: list[np.ndarray], truth: list[np.ndarray]) -> dict[str, float]:
+    """CCC of each dimension over every rated frame of the clips."""
+    p, t = np.concatenate(predicted), np.concatenate(truth)
+    out = {}
+    for d, name in enumerate(DIMENSIONS):
+        rated = np.isfinite(t[:, d])
+        out[f"{name}_ccc"] = ccc(p[rated, d], t[rated, d]) if rated.sum() > 1 else math.nan
+    return out
+
+
+def _report(out: Path, table: pd.DataFrame, kept: dict[str, str], source: Path, notes: list[str]) -> None:
+    with atomic_path(out / "continuous.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    lines = [f"# Valence and arousal frame by frame: {source.name}", "", *[f"- {note}" for note in notes],
+             "- kept: " + "; ".join(f"{d}: {m}" for d, m in kept.items()), "", "## Test frames (CCC)", "",
+             markdown_table(table[["method", *SCORES, "kept_for"]]), "", "## Validation frames (what chose)", "",
+             markdown_table(table[["method", *(f"val_{c}" for c in SCORES)]]), "", "## How the rows were made", "",
+             f"- {AS_IS}: the face model's valence and arousal of each frame. {SMOOTHED}: the same, averaged over a "
+             "centred window of frames within the clip, its width chosen for each dimension on the validation "
+             f"frames. {SEQUENCE}: a bidirectional GRU over the clip's frames (the face model's valence, arousal and "
+             "log-probabilities of each) that gives each frame its valence and arousal, fit on the train clips in "
+             "pieces of up to 64 frames, its size and epoch chosen by squared error on the validation clips.",
+             "- Each method is chosen for each dimension by its CCC over the validation frames; the test frames score "
+             "every method once, here.", "", "![scores](continuous.png)", ""]
+    atomic_write_text(out / "continuous.md", "\n".join(lines))
+    plot_benchmark(table.rename(columns={"method": "model"}), out / "continuous.png",
+                   title="Valence and arousal of the test frames", columns=SCORES)
+
+
+def run_continuous(data: str | Path, out: str | Path, face_model: str | Path, seed: int = 0) -> ContinuousRun:
+    """Compare the face model as is, smoothed over each clip and read by a learned sequence model, frame by frame,
+    on a data set annotated frame by frame; save what was kept for each dimension in ``out``."""
+    data, out, face_model = Path(data), Path(out), Path(face_model)
+    meta = read_metadata(face_model)
+    if not predicts_valence_arousal(meta):
+        raise AffectkitError(f"{face_model} predicts expressions only (no face it was trained on had valence or "
+                             "arousal): give a model that predicts valence and arousal.")
+    out.mkdir(parents=True, exist_ok=True)
+    prepared, split_from = _prepared(data, out, face_model, meta)
+    if prepared.index.layout not in FRAME_LAYOUTS:
+        raise AffectkitError(f"{data} is read as {prepared.index.layout}, whose faces are not frames of clips "
+                             "annotated frame by frame: give AFEW-VA's or Aff-Wild2's folder.")
+    clips = frame_clips(prepared)
+    by_split = {s: [c for c in clips if c.split == s] for s in ("train", "val", "test")}
+    if not by_split["train"] or not by_split["val"]:
+        raise AffectkitError(f"{data}: the split left no clip in train or val; give more clips.")
+    model, _ = load_model(face_model)
+    config = config_from_metadata(meta)
+    pred = predict_split(model, prepared, prepared.positions("all"), temperature=float(meta.get("temperature") or 1.0),
+                         tta_flip=config.tta_flip)
+    probabilities = pred.probs if pred.predicts_expression else None
+    features = {c.id: frame_features(pred.valence_arousal[c.positions],
+                                     None if probabilities is None else probabilities[c.positions]) for c in clips}
+    own = {c.id: pred.valence_arousal[c.positions] for c in clips}
+    truth = {c.id: prepared.valence_arousal[c.positions] for c in clips}
+
+    def of(split: str, values: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [values[c.id] for c in by_split[split]]
+
+    windows = {}
+    for d, name in enumerate(DIMENSIONS):
+        val_ccc = {w: _scores([smooth(v, w) for v in of("val", own)], of("val", truth))[f"{name}_ccc"]
+                   for w in WINDOWS}
+        windows[name] = max(WINDOWS, key=lambda w: (np.nan_to_num(val_ccc[w], nan=-2.0), -w))
+    smoothed = {c.id: np.column_stack([smooth(own[c.id][:, d], windows[n]) for d, n in enumerate(DIMENSIONS)])
+                for c in clips}
+    with reporter().bar() as bar:
+        task = bar.add_task("Fitting the temporal model", total=len(HIDDEN_SIZES), info="")
+        net, gru = fit_frame_model((of("train", features), of("train", truth)), (of("val", features), of("val", truth)),
+                                   seed, lambda: bar.advance(task))
+    sequence = dict(zip(features, predict_frames(net, list(features.values()))))
+    rows, kept, best = [], {}, {}
+    for method, values in ((AS_IS, own), (SMOOTHED, smoothed), (SEQUENCE, sequence)):
+        val = _scores(of("val", values), of("val", truth))
+        test = _scores(of("test", values), of("test", truth)) if by_split["test"] else {}
+        rows.append({"method": method, **test, **{f"val_{k}": v for k, v in val.items()}})
+        for name in DIMENSIONS:
+            score = np.nan_to_num(val[f"{name}_ccc"], nan=-2.0)
+            if name not in best or score > best[name]:
+                best[name], kept[name] = score, method
+    table = pd.DataFrame(rows).reindex(columns=["method", *SCORES, *(f"val_{c}" for c in SCORES)])
+    table["kept_for"] = [", ".join(d for d in DIMENSIONS if kept[d] == m) for m in table["method"]]
+    lengths = [len(c.positions) for c in clips]
+    notes = [f"{len(clips)} clips, {sum(lengths):,} annotated frames ({int(np.median(lengths))} in the median clip)",
+             "clips train / val / test " + " / ".join(str(len(by_split[s])) for s in ("train", "val", "test"))
+             + f"; split {split_from}",
+             "smoothing windows chosen on val: " + ", ".join(f"{n} {windows[n]} frames" for n in DIMENSIONS),
+             f"temporal model: GRU of {gru['hidden']} units each way over {gru['n_features']} numbers a frame, epoch "
+             f"{gru['epoch']} kept"]
+    _report(out, table, kept, data, notes)
+    # Aff-Wild2 read every n-th frame: the model learnt on that spacing, and new clips are read at it.
+    step = config.affwild2_frame_step if prepared.index.layout == "affwild2" else 1
+    _save(out, net, gru, kept, best, windows, face_model, pred.predicts_expression, step)
+    return ContinuousRun(out, table, kept, notes)
+
+
+def _save(out: Path, net: FrameSequenceNet, gru: dict[str, Any], kept: dict[str, str], best: dict[str, float],
+          windows: dict[str, int], face_model: Path, expression_inputs: bool, frame_step: int) -> None:
+    import safetensors.torch
+
+    with atomic_path(out / GRU_FILE) as tmp:
+        safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    meta = {"format": "affectkit continuous model 1",
+            "kept": {d: {"method": kept[d], "val_ccc": float(best[d])} for d in DIMENSIONS}, "windows": windows,
+            "gru": {**gru, "sha256": sha256_of(out / GRU_FILE)}, "expression_inputs": expression_inputs,
+            "frame_step": frame_step,
+            "face_model": str(face_model.resolve()), "face_model_sha256": face_model_digest(face_model)}
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
+
+
+# -- predicting with a kept model -------------------------------------------------------------------------------------
+
+
+def _loaded(model_dir: Path) -> tuple[dict[str, Any], FrameSequenceNet]:
+    import safetensors.torch
+
+    meta_path, weights = model_dir / META_FILE, model_dir / GRU_FILE
+    for path in (meta_path, weights):
+        if not path.is_file():
+            raise AffectkitError(f"{path} is missing: give the folder `affectkit temporal-frames` wrote.")
+    meta = json.loads(meta_path.read_text())
+    if sha256_of(weights) != meta["gru"]["sha256"]:
+        raise AffectkitError(f"{weights} does not match the digest in {META_FILE}: the file was changed or damaged, "
+                             "and is not loaded.")
+    net = FrameSequenceNet(meta["gru"]["n_features"], meta["gru"]["hidden"])
+    net.load_state_dict(safetensors.torch.load_file(str(weights)))
+    return meta, net.eval()
+
+
+def kept_values(meta: dict[str, Any], net: FrameSequenceNet, outputs: FrameOutputs) -> np.ndarray:
+    """[T, 2] valence and arousal of one clip's frames by the methods kept."""
+    own = np.column_stack([outputs.valence, outputs.arousal])
+    probabilities = outputs.probabilities if meta["expression_inputs"] else None
+    sequence = predict_frames(net, [frame_features(own, probabilities)])[0]
+    columns = []
+    for d, name in enumerate(DIMENSIONS):
+        method = meta["kept"][name]["method"]
+        columns.append(sequence[:, d] if method == SEQUENCE else smooth(own[:, d], meta["windows"][name])
+                       if method == SMOOTHED else own[:, d])
+    return np.column_stack(columns)
+
+
+def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
+                       backend: str = "auto", detect: bool = True,
+                       frame_rate: float = DEFAULT_FRAME_RATE) -> tuple[pd.DataFrame, list[str]]:
+    """One row per frame with a face of every clip (a video, or a folder of frames taken ``frame_rate`` a second):
+    clip, frame time, valence and arousal by the methods kept; and the reasons of the clips that could not be
+    read. Frames are read at the spacing the model learnt on: every frame, or every n-th where its data was read
+    so (``affwild2_frame_step``)."""
+    model_dir = Path(model_dir)
+    meta, net = _loaded(model_dir)
+    face_model = Path(face_model or meta["face_model"])
+    if face_model_digest(face_model) != meta["face_model_sha256"]:
+        raise AffectkitError(f"The model in {model_dir} was fit on the outputs of the face model with SHA-256 "
+                             f"{meta['face_model_sha256']}, not on {face_model}; give that model with --face-model.")
+    predictor = Predictor(face_model, backend=backend, detect=detect)
+    manifest = read_clips(clips, require_labels=False)
+    rows, problems = [], [r.reason for r in manifest.rejected]
+    for sample in reporter().track(manifest.samples, total=len(manifest.samples), description="Predicting"):
+        path = sample.files["face"]
+        try:
+            outputs = frame_outputs(predictor, path, None, None, fps=frame_rate / meta["frame_step"],
+                                    frame_rate=frame_rate)
+        except Reject as r:
+            problems.append(r.reason)
+            continue
+        if outputs is None:
+            problems.append(f"{path.name}: the face detector found no face in any frame")
+            continue
+        values = kept_values(meta, net, outputs)
+        rows += [{"clip": sample.id, "time": float(t), "valence": float(v), "arousal": float(a)}
+                 for t, (v, a) in zip(outputs.times, values)]
+    return pd.DataFrame(rows, columns=["clip", "time", "valence", "arousal"]), problems

@@ -1,0 +1,90 @@
+"""Valence and arousal frame by frame over clips annotated frame by frame (AFEW-VA's layout): the face model as is,
+smoothed over each clip and read by a per-frame GRU, compared on validation, saved, reloaded and predicted with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import affectkit
+from affectkit.cli import app
+from affectkit.config import Config
+from affectkit.data.datamodule import prepare_data
+from affectkit.errors import AffectkitError
+from affectkit.pipeline.run import train_one
+from affectkit.temporal.continuous import AS_IS, GRU_FILE, SEQUENCE, SMOOTHED, frame_clips, run_continuous, smooth
+from affectkit.temporal.demo import make_rated_clip_demo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CLIPS, FRAMES, ACTORS = 12, 24, 6
+
+
+@pytest.fixture(scope="module")
+def afew_va(tmp_path_factory) -> Path:
+    return make_rated_clip_demo(tmp_path_factory.mktemp("afew") / "AFEW-VA", CLIPS, FRAMES, ACTORS, progress=False)
+
+
+@pytest.fixture(scope="module")
+def face_model(afew_va, tmp_path_factory) -> Path:
+    config = Config(img_size=32, batch_size=16, epochs=4, fine_tune_epochs=0, num_workers=0, seed=0, precision="32")
+    return train_one("custom_cnn", afew_va, tmp_path_factory.mktemp("face_run"), config, quiet=True)
+
+
+def test_frames_are_grouped_into_clips_in_order_and_smoothed_within_them(afew_va, tmp_path):
+    data = prepare_data(afew_va, Config(img_size=32, num_workers=0), progress=False)
+    clips = frame_clips(data)
+    assert len(clips) == CLIPS and all(len(c.positions) == FRAMES for c in clips)
+    names = [data.records[i].id for i in clips[0].positions]
+    assert names == [f"001/{f:05d}.png" for f in range(FRAMES)]
+    assert smooth(np.array([0.0, 3.0, 0.0, 3.0]), 3).tolist() == [1.0, 1.0, 2.0, 2.0]  # edges repeat
+    assert smooth(np.arange(4.0), 1).tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face_model, tmp_path):
+    out = tmp_path / "frames"
+    result = CliRunner().invoke(app, ["temporal-frames", str(afew_va), "--face-model", str(face_model), "--out",
+                                      str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "continuous.csv").set_index("method")
+    assert list(table.index) == [AS_IS, SMOOTHED, SEQUENCE]
+    meta = json.loads((out / "continuous_model.json").read_text())
+    for name in ("valence", "arousal"):
+        val = table[f"val_{name}_ccc"]
+        assert val.notna().all() and np.isfinite(table[f"{name}_ccc"]).all()
+        assert meta["kept"][name]["method"] == val.idxmax()  # chosen on validation
+        assert val[SMOOTHED] >= val[AS_IS] - 1e-9  # a window of one frame is the face model as is
+    assert "split the face model's own" in (out / "continuous.md").read_text()
+    assert "| n/a" not in (out / "continuous.md").read_text()
+
+    predicted = CliRunner().invoke(app, ["temporal-frames-predict", str(out), str(afew_va), "--out",
+                                         str(tmp_path / "frames.csv"), "--no-detect", "--quiet"])
+    assert predicted.exit_code == 0, predicted.output
+    frames = pd.read_csv(tmp_path / "frames.csv", dtype={"clip": str})
+    assert len(frames) == CLIPS * FRAMES and frames["clip"].nunique() == CLIPS
+    assert frames[["valence", "arousal"]].stack().between(-1, 1).all()
+    first = frames[frames["clip"] == "001"]
+    assert first["time"].tolist() == pytest.approx([f / 25 for f in range(FRAMES)])  # every frame, in order
+
+    with open(out / GRU_FILE, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(AffectkitError, match="does not match the digest"):
+        affectkit.predict_temporal_frames(out, afew_va, detect=False)
+
+
+def test_temporal_frames_refuses_what_it_cannot_read(afew_va, face_model, demo_dir, model_path, tmp_path):
+    with pytest.raises(AffectkitError, match="faces are not frames of clips"):
+        affectkit.train_temporal_frames(demo_dir, model_path, tmp_path / "a")
+    expression_model = tmp_path / "expression" / "best_CustomCNN"
+    (tmp_path / "expression").mkdir()
+    for suffix in (".safetensors", ".json"):
+        text = Path(str(face_model.with_suffix("")) + suffix).read_bytes()
+        if suffix == ".json":
+            text = text.replace(b'"predicts_valence_arousal": true', b'"predicts_valence_arousal": false')
+        Path(str(expression_model) + suffix).write_bytes(text)
+    with pytest.raises(AffectkitError, match="predicts expressions only"):
+        run_continuous(afew_va, tmp_path / "b", Path(str(expression_model) + ".safetensors"))
