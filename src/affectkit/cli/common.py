@@ -195,6 +195,15 @@ def report_to_console(quiet: bool) -> ContextManager[Reporter]:
     return reporting(to_console(progress=not quiet))
 
 
+def write_predictions(predictions: Any, problems: list[str], out: Path, written: str, unit: str) -> None:
+    """A predict command's table (a DataFrame) to ``out`` as CSV, each input it skipped and why, and what it wrote
+    (``written``: "12 rows"); ``unit`` names the inputs ("clip")."""
+    predictions.to_csv(out, index=False, float_format="%.4f")
+    for problem in problems:
+        console.print(f"[yellow]skipped:[/yellow] {problem}")
+    console.print(f"Wrote {written} to {out}" + (f"; {len(problems)} {unit}(s) skipped" if problems else ""))
+
+
 # -- running ------------------------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, report_to_console
+from affectkit.cli.common import QuietOpt, app, report_to_console, write_predictions
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 from affectkit.progress import console
 
@@ -84,11 +84,7 @@ def fuse_predict(
     _set_threads(threads)
     with report_to_console(quiet):
         predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend)
-    predictions.to_csv(out, index=False, float_format="%.4f")
-    for problem in problems:
-        console.print(f"[yellow]skipped:[/yellow] {problem}")
-    console.print(f"Wrote {len(predictions)} rows to {out}" + (f"; {len(problems)} sample(s) skipped" if problems
-                                                                 else ""))
+    write_predictions(predictions, problems, out, f"{len(predictions)} rows", "sample")
 
 
 @app.command("make-windows")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, report_to_console
+from affectkit.cli.common import QuietOpt, app, report_to_console, write_predictions
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 from affectkit.cli.multimodal import FaceModelOpt
 from affectkit.progress import console
@@ -111,11 +111,7 @@ def temporal_predict(
     _set_threads(threads)
     with report_to_console(quiet):
         predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend, fold=fold)
-    predictions.to_csv(out, index=False, float_format="%.4f")
-    for problem in problems:
-        console.print(f"[yellow]skipped:[/yellow] {problem}")
-    console.print(f"Wrote {len(predictions)} rows to {out}" + (f"; {len(problems)} clip(s) skipped" if problems
-                                                                 else ""))
+    write_predictions(predictions, problems, out, f"{len(predictions)} rows", "clip")
 
 
 @app.command("clip-frames")
@@ -197,8 +193,5 @@ def temporal_frames_predict(
     with report_to_console(quiet):
         predictions, problems = predict_continuous(model, clips, face_model=face_model, backend=backend,
                                                    detect=not no_detect, frame_rate=frame_rate)
-    predictions.to_csv(out, index=False, float_format="%.4f")
-    for problem in problems:
-        console.print(f"[yellow]skipped:[/yellow] {problem}")
-    console.print(f"Wrote {len(predictions)} frames of {predictions['clip'].nunique()} clip(s) to {out}"
-                  + (f"; {len(problems)} clip(s) skipped" if problems else ""))
+    write_predictions(predictions, problems, out,
+                      f"{len(predictions)} frames of {predictions['clip'].nunique()} clip(s)", "clip")
