@@ -258,9 +258,10 @@ def _report(out: Path, table: pd.DataFrame, kept: dict[str, str], source: Path, 
              markdown_table(table[["method", *(f"val_{c}" for c in SCORES)]]), "", "## How the rows were made", "",
              f"- {AS_IS}: the face model's valence and arousal of each frame. {SMOOTHED}: the same, averaged over a "
              "centred window of frames within the clip, its width chosen for each dimension on the validation "
-             f"frames. {SEQUENCE}: a bidirectional GRU over the clip's frames (the face model's valence, arousal and "
-             "log-probabilities of each) that gives each frame its valence and arousal, fit on the train clips in "
-             "pieces of up to 64 frames, its size and epoch chosen by squared error on the validation clips.",
+             f"frames. {SEQUENCE}: a bidirectional GRU over the clip's frames (the face model's valence, arousal and, "
+             "where it predicts expressions, log-probabilities of each) that gives each frame its valence and "
+             f"arousal, fit on the train clips in pieces of up to {CHUNK} frames, its size and epoch chosen by "
+             "squared error on the validation clips.",
              "- Each method is chosen for each dimension by its CCC over the validation frames; the test frames score "
              "every method once, here.", "", "![scores](continuous.png)", ""]
     atomic_write_text(out / "continuous.md", "\n".join(lines))
