@@ -29,7 +29,6 @@ DEFAULT_FRAMES_PER_SECOND = 2.0
 DEFAULT_FRAME_RATE = 25.0  # of a folder of frames, which does not say; DFEW's and AFEW's films run at about this
 
 
-
 def _slope(times: np.ndarray, values: np.ndarray) -> float:
     return float(np.polyfit(times, values, 1)[0]) if len(np.unique(times)) > 1 else 0.0
 

@@ -45,6 +45,7 @@ def epoch_summary(row: dict[str, float]) -> str:
         parts.append(f"val MAE v {row['val_valence_mae']:.3f} a {row['val_arousal_mae']:.3f}")
     return "  ".join([*parts, f"lr {row['lr']:.1e}", f"{row['time_s']:.1f}s"])
 
+
 class KeepBest(L.Callback):
     """Write ``best_<Model>`` whenever the selection metric (``config.selection_metric``, validation data only)
     beats every earlier epoch of either phase."""
