@@ -84,6 +84,15 @@ def face_model_digest(face_model: Path | None) -> str | None:
     return None if face_model is None else model_digest(face_model)
 
 
+def require_face_model(expected: str | None, face_model: Path | None, fitted: str, remedy: str) -> None:
+    """Refuse ``face_model`` (or its absence) where what was fitted (``fitted``: "The fusion in DIR") learnt from the
+    outputs of the face model whose weights have the SHA-256 ``expected``: another model's would mean other inputs."""
+    if face_model is None or face_model_digest(face_model) != expected:
+        given = "" if face_model is None else f", not on {face_model}"
+        raise AffectkitError(f"{fitted} was fit on the outputs of the face model with SHA-256 {expected}{given}; "
+                             f"{remedy}.")
+
+
 def _feature_key(manifest: Path, face_model: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
     """What the stored features depend on: reused only when all of it is the same."""
     return {"manifest_sha256": sha256_of(manifest), "face_model_sha256": face_model_digest(face_model), **settings}
@@ -251,9 +260,7 @@ def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model:
     face_model = Path(face_model or meta["face_model"]) if meta["face_model"] else None
     predictor = None
     if "face" in manifest.modalities and "face" in meta["modalities"]:
-        if face_model is None or face_model_digest(face_model) != meta["face_model_sha256"]:
-            raise AffectkitError(f"The fusion was fit on the features of the face model with SHA-256 "
-                                 f"{meta['face_model_sha256']}; give that model with --face-model.")
+        require_face_model(meta["face_model_sha256"], face_model, "The fusion", "give that model with --face-model")
         predictor = Predictor(face_model, backend=backend, detect=meta["detect"])
     if reads_per_person(meta) and not all(s.group for s in manifest.samples):
         raise AffectkitError(f"{manifest.path}: this fusion reads audio and physio features relative to each person; "

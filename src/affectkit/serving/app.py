@@ -39,7 +39,7 @@ from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_sum
 from affectkit.multimodal.face import served_frame_outputs
 from affectkit.multimodal.fusion import verdict_of
 from affectkit.multimodal.manifest import Sample
-from affectkit.multimodal.run import face_model_digest, fusion_verdict, load_fusion, reads_per_person
+from affectkit.multimodal.run import fusion_verdict, load_fusion, reads_per_person, require_face_model
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
 from affectkit.serving.feedback import (
     DEFAULT_REMEMBERED,
@@ -484,9 +484,8 @@ def _check_servable_fusion(meta: dict[str, Any], folder: str | Path, model_path:
                              "request cannot give: refit it with `affectkit fuse --no-person-relative` to serve it.")
     if "face" not in meta["modalities"]:
         return
-    if face_model_digest(Path(model_path)) != meta["face_model_sha256"]:
-        raise AffectkitError(f"The fusion in {folder} was fit on the features of the face model with SHA-256 "
-                             f"{meta['face_model_sha256']}, not on {model_path}; serve that model with it.")
+    require_face_model(meta["face_model_sha256"], Path(model_path), f"The fusion in {folder}",
+                       "serve that model with it")
     _check_detection(meta["detect"], predictor, f"The fusion in {folder} read its faces")
 
 

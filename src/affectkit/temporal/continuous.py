@@ -42,7 +42,7 @@ from affectkit.models.io import config_from_metadata, load_model, predicts_valen
 from affectkit.models.registry import sha256_of
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
 from affectkit.multimodal.fusion import ccc
-from affectkit.multimodal.run import face_model_digest
+from affectkit.multimodal.run import face_model_digest, require_face_model
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, KeepBestWeights
@@ -392,9 +392,8 @@ def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str
     model_dir = Path(model_dir)
     meta, net = _loaded(model_dir)
     face_model = Path(face_model or meta["face_model"])
-    if face_model_digest(face_model) != meta["face_model_sha256"]:
-        raise AffectkitError(f"The model in {model_dir} was fit on the outputs of the face model with SHA-256 "
-                             f"{meta['face_model_sha256']}, not on {face_model}; give that model with --face-model.")
+    require_face_model(meta["face_model_sha256"], face_model, f"The model in {model_dir}",
+                       "give that model with --face-model")
     predictor = Predictor(face_model, backend=backend, detect=detect)
     manifest = read_clips(clips, require_labels=False)
     rows, problems = [], [r.reason for r in manifest.rejected]

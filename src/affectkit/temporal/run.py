@@ -37,7 +37,7 @@ from affectkit.multimodal.fusion import (
     validation_score,
 )
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
-from affectkit.multimodal.run import SCORES, TRUSTED_TYPES, check_run_options, face_model_digest
+from affectkit.multimodal.run import SCORES, TRUSTED_TYPES, check_run_options, face_model_digest, require_face_model
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, SequenceNet, fit_sequence_model, predict_sequences
@@ -327,9 +327,7 @@ class TemporalModel:
         return self.meta.get("frame_rate", DEFAULT_FRAME_RATE)  # models saved before frame folders were read
 
     def check_face_model(self, face_model: Path, remedy: str = "give that model with --face-model") -> None:
-        if face_model_digest(face_model) != self.meta["face_model_sha256"]:
-            raise AffectkitError(f"The temporal model was fit on the outputs of the face model with SHA-256 "
-                                 f"{self.meta['face_model_sha256']}, not on {face_model}; {remedy}.")
+        require_face_model(self.meta["face_model_sha256"], face_model, "The temporal model", remedy)
 
     def read(self, predictor: Predictor, path: Path) -> FrameOutputs | None:
         """The face model's outputs on one clip's frames, read as the model's training clips were; None when no frame
