@@ -150,6 +150,17 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verified_file(path: Path, digest: str | None, recorded_in: str, written_by: str) -> Path:
+    """``path``, once it is there and its SHA-256 is ``digest`` (as ``recorded_in`` records it); else a clear error
+    (``written_by``: the command whose output folder holds it)."""
+    if not path.is_file():
+        raise AffectkitError(f"{path} is missing: give the folder `{written_by}` wrote.")
+    if sha256_of(path) != digest:
+        raise AffectkitError(f"{path} does not match the digest in {recorded_in}: the file was changed or damaged, "
+                             "and is not loaded.")
+    return path
+
+
 def verify_digest(path: Path, expected: str, reinstall: str | None = None) -> None:
     """Refuse a file whose content is not the one the registry names."""
     actual = sha256_of(path)

@@ -19,7 +19,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor, model_digest
-from affectkit.models.registry import sha256_of
+from affectkit.models.registry import sha256_of, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SECOND
 from affectkit.multimodal.features import (
     FeatureTable,
@@ -238,13 +238,10 @@ def load_fusion(model_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
     model_dir = Path(model_dir)
     model_path, meta_path = model_dir / MODEL_FILE, model_dir / META_FILE
-    for path in (model_path, meta_path):
-        if not path.is_file():
-            raise AffectkitError(f"{path} is missing: give the folder `affectkit fuse` wrote.")
+    if not meta_path.is_file():
+        raise AffectkitError(f"{meta_path} is missing: give the folder `affectkit fuse` wrote.")
     meta = json.loads(meta_path.read_text())
-    if sha256_of(model_path) != meta.get("model_sha256"):
-        raise AffectkitError(f"{model_path} does not match the digest in {meta_path.name}: the file was changed or "
-                             "damaged, and is not loaded.")
+    verified_file(model_path, meta.get("model_sha256"), meta_path.name, "affectkit fuse")
     untrusted = [t for t in skops.io.get_untrusted_types(file=model_path) if t not in TRUSTED_TYPES]
     if untrusted:
         raise AffectkitError(f"{model_path} holds types affectkit does not load ({', '.join(untrusted)}).")

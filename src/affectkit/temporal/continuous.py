@@ -11,7 +11,6 @@ test-time flip, on the face model's own split where its run folder holds one for
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable
@@ -24,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import EarlyStopping
 from scipy.ndimage import uniform_filter1d
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -39,13 +37,13 @@ from affectkit.evaluation.evaluator import predict_split
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
 from affectkit.models.io import config_from_metadata, load_model, predicts_valence_arousal, read_metadata
-from affectkit.models.registry import sha256_of
+from affectkit.models.registry import sha256_of, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
 from affectkit.multimodal.fusion import ccc
 from affectkit.multimodal.run import face_model_digest, require_face_model
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
-from affectkit.temporal.model import HIDDEN_SIZES, KeepBestWeights
+from affectkit.temporal.model import HIDDEN_SIZES, fit_keeping_best, set_standardisation
 
 FRAME_LAYOUTS = ("afew_va", "affwild2")
 DIMENSIONS = ("valence", "arousal")
@@ -176,25 +174,16 @@ def fit_frame_model(train: tuple[list[np.ndarray], list[np.ndarray]], val: tuple
     for hidden in HIDDEN_SIZES:
         L.seed_everything(seed, verbose=False)
         net = FrameSequenceNet(frames.shape[1], hidden)
-        net.mean.copy_(torch.from_numpy(frames.mean(axis=0)))
-        net.std.copy_(torch.from_numpy(np.maximum(frames.std(axis=0), 1e-3)))
-        keep = KeepBestWeights()
-        # A tiny network on a few numbers a frame: the CPU fits it faster than a GPU would start.
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=MAX_EPOCHS, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            num_sanity_val_steps=0, callbacks=[EarlyStopping("val_loss", patience=PATIENCE), keep])
+        set_standardisation(net, frames)
         generator = torch.Generator().manual_seed(seed)
-        trainer.fit(_FrameModule(net),
-                    DataLoader(_Sequences(*_chunks(*train)), batch_size=BATCH_SIZE, shuffle=True, collate_fn=_pad,
-                               generator=generator),
-                    # One batch: the squared error over every validation frame.
-                    DataLoader(_Sequences(*val), batch_size=len(val[0]), collate_fn=_pad))
-        if keep.state is None:
-            raise AffectkitError("the temporal model's validation loss was never finite")
-        net.load_state_dict(keep.state)
+        keep = fit_keeping_best(_FrameModule(net),
+                                DataLoader(_Sequences(*_chunks(*train)), batch_size=BATCH_SIZE, shuffle=True,
+                                           collate_fn=_pad, generator=generator),
+                                # One batch: the squared error over every validation frame.
+                                DataLoader(_Sequences(*val), batch_size=len(val[0]), collate_fn=_pad),
+                                MAX_EPOCHS, PATIENCE)
         if best is None or keep.best < best[0]:
-            best = (keep.best, copy.deepcopy(net.eval()), {"hidden": hidden, "epoch": keep.epoch,
-                                                           "n_features": int(frames.shape[1])})
+            best = (keep.best, net.eval(), {"hidden": hidden, "epoch": keep.epoch, "n_features": int(frames.shape[1])})
         if progress is not None:
             progress()
     return best[1], best[2]
@@ -308,8 +297,11 @@ def run_continuous(data: str | Path, out: str | Path, face_model: str | Path, se
                 for c in clips}
     with reporter().bar() as bar:
         task = bar.add_task("Fitting the temporal model", total=len(HIDDEN_SIZES), info="")
-        net, gru = fit_frame_model((of("train", features), of("train", truth)), (of("val", features), of("val", truth)),
-                                   seed, lambda: bar.advance(task))
+        try:
+            net, gru = fit_frame_model((of("train", features), of("train", truth)),
+                                       (of("val", features), of("val", truth)), seed, lambda: bar.advance(task))
+        except ValueError as exc:  # a loss that was never finite
+            raise AffectkitError(f"{data}: {exc}.") from None
     sequence = dict(zip(features, predict_frames(net, list(features.values()))))
     rows, kept, best = [], {}, {}
     for method, values in ((AS_IS, own), (SMOOTHED, smoothed), (SEQUENCE, sequence)):
@@ -356,14 +348,11 @@ def _save(out: Path, net: FrameSequenceNet, gru: dict[str, Any], kept: dict[str,
 def _loaded(model_dir: Path) -> tuple[dict[str, Any], FrameSequenceNet]:
     import safetensors.torch
 
-    meta_path, weights = model_dir / META_FILE, model_dir / GRU_FILE
-    for path in (meta_path, weights):
-        if not path.is_file():
-            raise AffectkitError(f"{path} is missing: give the folder `affectkit temporal-frames` wrote.")
+    meta_path = model_dir / META_FILE
+    if not meta_path.is_file():
+        raise AffectkitError(f"{meta_path} is missing: give the folder `affectkit temporal-frames` wrote.")
     meta = json.loads(meta_path.read_text())
-    if sha256_of(weights) != meta["gru"]["sha256"]:
-        raise AffectkitError(f"{weights} does not match the digest in {META_FILE}: the file was changed or damaged, "
-                             "and is not loaded.")
+    weights = verified_file(model_dir / GRU_FILE, meta["gru"]["sha256"], META_FILE, "affectkit temporal-frames")
     net = FrameSequenceNet(meta["gru"]["n_features"], meta["gru"]["hidden"])
     net.load_state_dict(safetensors.torch.load_file(str(weights)))
     return meta, net.eval()

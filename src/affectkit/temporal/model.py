@@ -49,8 +49,8 @@ class SequenceNet(nn.Module):
         return self.expression(pooled), torch.tanh(self.dimensions(pooled))
 
 
-def set_standardisation(net: SequenceNet, inputs: np.ndarray, lengths: np.ndarray) -> None:
-    frames = np.concatenate([x[:n] for x, n in zip(inputs, lengths)])
+def set_standardisation(net: nn.Module, frames: np.ndarray) -> None:
+    """A sequence network's input standardisation (its ``mean`` and ``std`` buffers) from the train frames [N, F]."""
     net.mean.copy_(torch.from_numpy(frames.mean(axis=0)))
     net.std.copy_(torch.from_numpy(np.maximum(frames.std(axis=0), 1e-3)))
 
@@ -123,22 +123,31 @@ class FittedSequenceNet:
     epoch: int  # the epoch kept
 
 
-def _fit_one(train: TensorDataset, val: TensorDataset, n_features: int, hidden: int, seed: int,
-             standardise: tuple[np.ndarray, np.ndarray]) -> FittedSequenceNet:
-    L.seed_everything(seed, verbose=False)
-    net = SequenceNet(n_features, hidden)
-    set_standardisation(net, *standardise)
+def fit_keeping_best(module: L.LightningModule, train: DataLoader, val: DataLoader, max_epochs: int = MAX_EPOCHS,
+                     patience: int = PATIENCE) -> KeepBestWeights:
+    """Fit ``module`` (a sequence network ``module.net`` and its loss, logged as ``val_loss``) with early stopping;
+    ``module.net`` is left with the weights of its epoch with the lowest validation loss."""
     keep = KeepBestWeights()
     # The network is tiny and its inputs are a few numbers a frame: the CPU fits it faster than a GPU would start.
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=MAX_EPOCHS, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[EarlyStopping("val_loss", patience=PATIENCE), keep])
-    generator = torch.Generator().manual_seed(seed)
-    trainer.fit(SequenceModule(net), DataLoader(train, batch_size=BATCH_SIZE, shuffle=True, generator=generator),
-                DataLoader(val, batch_size=len(val)))
+                        callbacks=[EarlyStopping("val_loss", patience=patience), keep])
+    trainer.fit(module, train, val)
     if keep.state is None:
         raise ValueError("the temporal model's validation loss was never finite")
-    net.load_state_dict(keep.state)
+    module.net.load_state_dict(keep.state)
+    return keep
+
+
+def _fit_one(train: TensorDataset, val: TensorDataset, n_features: int, hidden: int, seed: int,
+             frames: np.ndarray) -> FittedSequenceNet:
+    L.seed_everything(seed, verbose=False)
+    net = SequenceNet(n_features, hidden)
+    set_standardisation(net, frames)
+    generator = torch.Generator().manual_seed(seed)
+    keep = fit_keeping_best(SequenceModule(net),
+                            DataLoader(train, batch_size=BATCH_SIZE, shuffle=True, generator=generator),
+                            DataLoader(val, batch_size=len(val)))
     return FittedSequenceNet(net.eval(), hidden, keep.best, keep.epoch)
 
 
@@ -147,9 +156,10 @@ def fit_sequence_model(train: tuple[np.ndarray, ...], val: tuple[np.ndarray, ...
     """The GRU fit on ``train`` (inputs, lengths, expression ids with -1 for none, [N, 2] valence/arousal with NaN
     for none) for each of ``HIDDEN_SIZES``; the size and the epoch kept are the ones with the lowest loss on ``val``."""
     train_set, val_set = _tensors(*train), _tensors(*val)
+    frames = np.concatenate([x[:n] for x, n in zip(train[0], train[1])])
     best = None
     for hidden in HIDDEN_SIZES:
-        fitted = _fit_one(train_set, val_set, train[0].shape[2], hidden, seed, (train[0], train[1]))
+        fitted = _fit_one(train_set, val_set, train[0].shape[2], hidden, seed, frames)
         if best is None or fitted.val_loss < best.val_loss:
             best = fitted
         if progress is not None:

@@ -20,7 +20,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
-from affectkit.models.registry import sha256_of
+from affectkit.models.registry import sha256_of, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs, summarise
 from affectkit.multimodal.features import FeatureTable, assign_splits, modality_columns
 from affectkit.multimodal.fusion import (
@@ -300,15 +300,6 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
 # -- predicting with a kept model -----------------------------------------------------------------------------------
 
 
-def _verified(path: Path, digest: str | None) -> Path:
-    if not path.is_file():
-        raise AffectkitError(f"{path} is missing: give the folder `affectkit temporal` wrote.")
-    if sha256_of(path) != digest:
-        raise AffectkitError(f"{path} does not match the digest in {META_FILE}: the file was changed or damaged, and "
-                             "is not loaded.")
-    return path
-
-
 @dataclass(frozen=True)
 class TemporalModel:
     """A kept temporal model, loaded: what it read (``meta``: fps, detection, frame rate, the face model's digest),
@@ -367,11 +358,12 @@ def load_temporal(model_dir: str | Path) -> TemporalModel:
     meta = json.loads(meta_path.read_text())
     net, statistics = None, {}
     if "gru" in meta:
-        path = _verified(model_dir / GRU_FILE, meta["gru"]["sha256"])
+        path = verified_file(model_dir / GRU_FILE, meta["gru"]["sha256"], META_FILE, "affectkit temporal")
         net = SequenceNet(meta["gru"]["n_features"], meta["gru"]["hidden"])
         net.load_state_dict(safetensors.torch.load_file(str(path)))
     if "statistics" in meta:
-        path = _verified(model_dir / STATISTICS_FILE, meta["statistics"]["sha256"])
+        path = verified_file(model_dir / STATISTICS_FILE, meta["statistics"]["sha256"], META_FILE,
+                             "affectkit temporal")
         untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
         if untrusted:
             raise AffectkitError(f"{path} holds types affectkit does not load ({', '.join(untrusted)}).")
