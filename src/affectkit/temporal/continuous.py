@@ -44,6 +44,7 @@ from affectkit.multimodal.run import face_model_digest, require_face_model
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, fit_keeping_best, set_standardisation
+from affectkit.temporal.sequences import output_columns
 
 FRAME_LAYOUTS = ("afew_va", "affwild2")
 DIMENSIONS = ("valence", "arousal")
@@ -82,11 +83,11 @@ def frame_clips(data: PreparedData) -> list[Clip]:
     return clips
 
 
-def frame_features(valence_arousal: np.ndarray, probabilities: np.ndarray | None) -> np.ndarray:
-    """[T, 2 (+ classes)] per frame: the face model's valence and arousal, and its log-probabilities where it
-    predicts expressions."""
-    parts = [valence_arousal] + ([] if probabilities is None else [np.log(np.clip(probabilities, 1e-6, None))])
-    return np.column_stack(parts).astype(np.float32)
+def frame_features(probabilities: np.ndarray, valence_arousal: np.ndarray) -> np.ndarray:
+    """[T, classes + 2] per frame: the face model's log-probabilities ([T, 0] from a valence/arousal model), valence
+    and arousal."""
+    return np.column_stack(output_columns(probabilities, valence_arousal[:, 0], valence_arousal[:, 1])
+                           ).astype(np.float32)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -279,9 +280,9 @@ def run_continuous(data: str | Path, out: str | Path, face_model: str | Path, se
     config = config_from_metadata(meta)
     pred = predict_split(model, prepared, prepared.positions("all"), temperature=float(meta.get("temperature") or 1.0),
                          tta_flip=config.tta_flip)
-    probabilities = pred.probs if pred.predicts_expression else None
-    features = {c.id: frame_features(pred.valence_arousal[c.positions],
-                                     None if probabilities is None else probabilities[c.positions]) for c in clips}
+    # A valence/arousal model's logits say nothing: no columns, as its served faces have no probabilities.
+    probabilities = pred.probs if pred.predicts_expression else pred.probs[:, :0]
+    features = {c.id: frame_features(probabilities[c.positions], pred.valence_arousal[c.positions]) for c in clips}
     own = {c.id: pred.valence_arousal[c.positions] for c in clips}
     truth = {c.id: prepared.valence_arousal[c.positions] for c in clips}
 
@@ -324,19 +325,19 @@ def run_continuous(data: str | Path, out: str | Path, face_model: str | Path, se
     _report(out, table, kept, data, notes)
     # Aff-Wild2 read every n-th frame: the model learnt on that spacing, and new clips are read at it.
     step = config.affwild2_frame_step if prepared.index.layout == "affwild2" else 1
-    _save(out, net, gru, kept, best, windows, face_model, pred.predicts_expression, step)
+    _save(out, net, gru, kept, best, windows, face_model, step)
     return ContinuousRun(out, table, kept, notes)
 
 
 def _save(out: Path, net: FrameSequenceNet, gru: dict[str, Any], kept: dict[str, str], best: dict[str, float],
-          windows: dict[str, int], face_model: Path, expression_inputs: bool, frame_step: int) -> None:
+          windows: dict[str, int], face_model: Path, frame_step: int) -> None:
     import safetensors.torch
 
     with atomic_path(out / GRU_FILE) as tmp:
         safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
     meta = {"format": "affectkit continuous model 1",
             "kept": {d: {"method": kept[d], "val_ccc": float(best[d])} for d in DIMENSIONS}, "windows": windows,
-            "gru": {**gru, "sha256": sha256_of(out / GRU_FILE)}, "expression_inputs": expression_inputs,
+            "gru": {**gru, "sha256": sha256_of(out / GRU_FILE)},
             "frame_step": frame_step,
             "face_model": str(face_model.resolve()), "face_model_sha256": face_model_digest(face_model)}
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2))
@@ -361,8 +362,7 @@ def _loaded(model_dir: Path) -> tuple[dict[str, Any], FrameSequenceNet]:
 def kept_values(meta: dict[str, Any], net: FrameSequenceNet, outputs: FrameOutputs) -> np.ndarray:
     """[T, 2] valence and arousal of one clip's frames by the methods kept."""
     own = np.column_stack([outputs.valence, outputs.arousal])
-    probabilities = outputs.probabilities if meta["expression_inputs"] else None
-    sequence = predict_frames(net, [frame_features(own, probabilities)])[0]
+    sequence = predict_frames(net, [frame_features(outputs.probabilities, own)])[0]
     columns = []
     for d, name in enumerate(DIMENSIONS):
         method = meta["kept"][name]["method"]

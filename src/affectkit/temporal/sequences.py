@@ -50,14 +50,21 @@ def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, 
     return ClipFrames(samples, outputs, rejected)
 
 
+def output_columns(probabilities: np.ndarray, valence: np.ndarray | None, arousal: np.ndarray | None
+                   ) -> list[np.ndarray]:
+    """A face model's per-frame outputs as a sequence model reads them: log-probabilities ([T, 0] from a
+    valence/arousal model), valence and arousal (none from an expression model)."""
+    log_p = np.log(np.clip(probabilities, 1e-6, None))
+    return [log_p, *([] if valence is None else [valence, arousal])]
+
+
 def frame_inputs(outputs: FrameOutputs) -> np.ndarray:
     """[T, classes + 3 (+ D)] per frame: log-probabilities, valence, arousal (what the face model predicts of them),
     seconds since the clip's first face (and the face's embedding, where read)."""
-    log_p = np.log(np.clip(outputs.probabilities, 1e-6, None))
     since = outputs.times - outputs.times[0]
-    affect = [] if outputs.valence is None else [outputs.valence, outputs.arousal]
     extra = [] if outputs.embeddings is None else [outputs.embeddings]
-    return np.column_stack([log_p, *affect, since, *extra]).astype(np.float32)
+    return np.column_stack([*output_columns(outputs.probabilities, outputs.valence, outputs.arousal), since,
+                            *extra]).astype(np.float32)
 
 
 def padded(outputs: list[FrameOutputs]) -> tuple[np.ndarray, np.ndarray]:
