@@ -13,6 +13,7 @@ from typing import Any
 
 from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
+from affectkit.evaluation.comparison import table_number
 from affectkit.models.io import (config_from_metadata, fusion_branches, fusion_criterion, model_paths,
                                 predicts_expression, predicts_valence_arousal, read_metadata,
                                 update_metadata)
@@ -77,7 +78,7 @@ def write_model_card(model_path: str | Path, training_data: dict[str, Any] | Non
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"  # NaN != NaN
+    return table_number(None if value is None else float(value), digits)
 
 
 def _fusion_line(meta: dict[str, Any]) -> list[str]:
