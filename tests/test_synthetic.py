@@ -174,3 +174,12 @@ def test_intensity_range_sets_how_far_expressions_move_from_neutral(tmp_path):
         assert np.allclose(flat_landmarks, full_landmarks) == (label == 0), (i, label)
     with pytest.raises(ValueError, match="intensity_range"):
         make_demo_dataset(tmp_path / "bad", intensity_range=(0.6, 0.2), **common)
+
+
+def test_faces_render_at_the_small_sizes_of_real_sets():
+    from affectkit.data.synthetic import sample_rng
+
+    for size in (24, 48):  # FER2013's 48 px and below: a stroke's width range once fell below its 1-px floor
+        for i in range(64):
+            image, landmarks, _, _ = render_face(i % 8, sample_rng(3, i), size)
+            assert image.shape == (size, size, 3) and (landmarks >= 0).all() and (landmarks < size).all()

@@ -67,7 +67,7 @@ def analyze(
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Validate a data set and plot its class, valence and arousal distributions."""
+    """Validate a data set and plot what it holds: classes by split, valence and arousal, face sizes, subjects."""
     from affectkit.data.analysis import analyze_data
     from affectkit.runs import RunFolder
 

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -20,6 +21,7 @@ from affectkit.data.synthetic import is_synthetic_data  # noqa: E402
 from affectkit.runs import RunFolder  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
+SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
 
 def records_frame(index: DatasetIndex) -> pd.DataFrame:
@@ -110,51 +112,171 @@ def _sample_grid(ax_grid, index: DatasetIndex, seed: int) -> None:
         ax.set_title(f"{CLASS_NAMES[record.expression]}{va}", fontsize=8)
 
 
-def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0) -> Path:
-    path = Path(path)
-    df = records_frame(index)
-    has_va = df["valence"].notna().any()
-    fig = plt.figure(figsize=(16, 8.5), constrained_layout=True)
-    grid = fig.add_gridspec(2, 4, height_ratios=[1.3, 1])
-    fig.suptitle(f"Dataset analysis: {index.root.name} ({len(df)} valid, {len(index.rejected)} rejected)", fontsize=14)
+def record_splits(index: DatasetIndex, splits: pd.DataFrame | None = None) -> list[str] | None:
+    """Each record's split: the run's ``splits`` where given ("not used" for a record a sample cap left out), else the
+    split the data carries itself where every record has one (a partial one is not used as such: ``make_splits``);
+    None where neither says."""
+    if splits is not None:
+        by_id = dict(zip(splits["id"].astype(str), splits["split"]))
+        return [by_id.get(r.id, "not used") for r in index.records]
+    given = [r.split for r in index.records]
+    return given if given and all(s is not None for s in given) else None
 
-    ax = fig.add_subplot(grid[0, 0])
-    counts = df["expression"].value_counts().reindex(range(len(CLASS_NAMES)), fill_value=0)
-    bars = ax.bar(CLASS_NAMES, counts.values, color=PALETTE[: len(CLASS_NAMES)])
-    ax.bar_label(bars, fontsize=8)
-    unclassed = df[df.expression == NO_EXPRESSION]
-    ax.set_title("Expression classes" + (f" ({len(unclassed)} faces with none)" if len(unclassed) else ""))
+
+def _face_sizes(index: DatasetIndex) -> pd.DataFrame:
+    return pd.DataFrame({"width": [r.width for r in index.records], "height": [r.height for r in index.records]})
+
+
+def analysis_panels(index: DatasetIndex, splits: list[str] | None = None) -> list[str]:
+    """The panels above the sample faces, in order: what this data set has to show (``splits``: ``record_splits``)."""
+    panels = ["classes"]
+    classed = any(r.has_expression for r in index.records)
+    if classed and splits is not None and len(set(splits) & set(SPLIT_COLOURS)) > 1:
+        panels.append("class_shares")
+    if any(r.has_valence_arousal for r in index.records):
+        panels += ["valence", "arousal", "circumplex"]
+    if len(_face_sizes(index).drop_duplicates()) > 1:
+        panels.append("sizes")
+    if any(r.group is not None for r in index.records):
+        panels.append("groups")
+    if index.rejected:
+        panels.append("rejected")
+    return panels
+
+
+def _class_panel(ax, df: pd.DataFrame, splits: list[str] | None) -> None:
+    classed = df[df.expression != NO_EXPRESSION]
+    counts = classed["expression"].value_counts().reindex(range(len(CLASS_NAMES)), fill_value=0)
+    if splits is None:
+        ax.bar(CLASS_NAMES, counts.values, color=PALETTE[: len(CLASS_NAMES)])
+    else:
+        by_split = pd.crosstab(pd.Series(splits, index=df.index)[classed.index], classed["expression"]).reindex(
+            columns=range(len(CLASS_NAMES)), fill_value=0)
+        bottom = np.zeros(len(CLASS_NAMES))
+        for split in sorted(by_split.index, key=lambda s: (list(SPLIT_COLOURS).index(s) if s in SPLIT_COLOURS else 3)):
+            values = by_split.loc[split].to_numpy()
+            ax.bar(CLASS_NAMES, values, bottom=bottom, color=SPLIT_COLOURS.get(split, "grey"),
+                   label=f"{split} ({int(values.sum())})")
+            bottom += values
+        ax.legend(fontsize=8)
+    for x, count in enumerate(counts.values):
+        ax.annotate(str(int(count)), (x, count), ha="center", va="bottom", fontsize=8)
+    present = counts[counts > 0]
+    title = "Expression classes"
+    if len(present) > 1:
+        title += f" (largest / smallest {present.max() / present.min():.1f}x)"
+    unclassed = len(df) - len(classed)
+    if unclassed:
+        title += f"\n{unclassed} faces with none"
+    ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)
 
-    for col, name in ((1, "valence"), (2, "arousal")):
-        ax = fig.add_subplot(grid[0, col])
-        if has_va:
-            ax.hist(df[name].dropna(), bins=40, range=(-1, 1), color="tab:blue" if name == "valence" else "tab:red")
-            ax.axvline(df[name].mean(), color="k", ls="--", label=f"mean {df[name].mean():+.3f}")
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, f"no {name} annotations", ha="center", va="center")
-        ax.set_title(f"{name.capitalize()} distribution")
-        ax.set_xlabel(name)
 
-    ax = fig.add_subplot(grid[0, 3])
-    if has_va:
-        if len(unclassed):
-            ax.scatter(unclassed.valence, unclassed.arousal, s=8, alpha=0.4, color="black", marker="x",
-                       linewidths=0.6, label="no class")
-        for i, name in enumerate(CLASS_NAMES):
-            sel = df[df.expression == i]
+def _va_histogram(ax, df: pd.DataFrame, name: str) -> None:
+    values = df[name].dropna()
+    ax.hist(values, bins=40, range=(-1, 1), color="tab:blue" if name == "valence" else "tab:red")
+    ax.axvline(values.mean(), color="k", ls="--", label=f"mean {values.mean():+.3f}")
+    ax.legend(fontsize=8)
+    ax.set(title=f"{name.capitalize()} distribution", xlabel=name, ylabel="faces")
+
+
+def _circumplex_panel(ax, df: pd.DataFrame) -> None:
+    unclassed = df[df.expression == NO_EXPRESSION]
+    if len(unclassed):
+        ax.scatter(unclassed.valence, unclassed.arousal, s=8, alpha=0.4, color="black", marker="x",
+                   linewidths=0.6, label="no class")
+    for i, name in enumerate(CLASS_NAMES):
+        sel = df[df.expression == i]
+        if len(sel):
             ax.scatter(sel.valence, sel.arousal, s=6, alpha=0.6, color=PALETTE[i], label=name)
-        ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="grey", lw=0.8))
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.axvline(0, color="grey", lw=0.5)
-        ax.legend(fontsize=7, markerscale=2, ncol=2)
-    else:
-        ax.text(0.5, 0.5, "no valence/arousal annotations", ha="center", va="center")
+    ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="grey", lw=0.8))
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=7, markerscale=2, ncol=2)
     ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel="valence", ylabel="arousal", title="Valence-arousal by class")
     ax.set_aspect("equal")
 
-    faces = grid[1, :].subgridspec(1, 8)
+
+def _class_share_panel(ax, df: pd.DataFrame, splits: list[str]) -> None:
+    """Each split's share of every class: where the test split's mix differs from train's, accuracy and macro-F1
+    weigh classes differently than training did."""
+    classed = df[df.expression != NO_EXPRESSION]
+    split_of = pd.Series(splits, index=df.index)[classed.index]
+    shares = pd.crosstab(split_of, classed["expression"], normalize="index").reindex(
+        columns=range(len(CLASS_NAMES)), fill_value=0)
+    present = [s for s in SPLIT_COLOURS if s in shares.index]
+    width = 0.8 / len(present)
+    x = np.arange(len(CLASS_NAMES))
+    for i, split in enumerate(present):
+        ax.bar(x + (i - (len(present) - 1) / 2) * width, shares.loc[split].to_numpy(), width,
+               color=SPLIT_COLOURS[split], label=split)
+    ax.set_xticks(x, CLASS_NAMES, rotation=45)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.legend(fontsize=8)
+    ax.set(title="Class shares by split", ylabel="share of the split's faces")
+
+
+def _count_histogram(ax, values: pd.Series, colour: str) -> None:
+    """A bar per value where there are few (every size a set was resized to), else a histogram of whole numbers."""
+    counts = values.value_counts().sort_index()
+    if len(counts) <= 12:
+        ax.bar([str(v) for v in counts.index], counts.to_numpy(), color=colour)
+    else:
+        ax.hist(values, bins=min(40, int(values.max() - values.min()) + 1), color=colour)
+
+
+def _size_panel(ax, index: DatasetIndex) -> None:
+    shorter = _face_sizes(index).min(axis=1)
+    _count_histogram(ax, shorter, "tab:gray")
+    ax.set(title=f"Face sizes (shorter side; median {shorter.median():.0f} px)", xlabel="pixels", ylabel="faces")
+
+
+def _group_panel(ax, index: DatasetIndex) -> None:
+    per_group = pd.Series([r.group for r in index.records if r.group is not None]).value_counts()
+    _count_histogram(ax, per_group, "tab:purple")
+    ax.set(title=f"Faces per group ({len(per_group)} groups)\n{index.group_source or 'subject'}", xlabel="faces",
+           ylabel="groups")
+
+
+def _rejected_panel(ax, index: DatasetIndex) -> None:
+    counts = pd.Series(index.rejection_counts()).sort_values()
+    ax.barh(counts.index, counts.to_numpy(), height=0.5, color="tab:red")
+    for y, count in enumerate(counts.to_numpy()):
+        ax.annotate(f" {int(count)}", (count, y), va="center", fontsize=8)
+    ax.margins(x=0.15)
+    ax.set_ylim(-1, len(counts))
+    ax.set(title=f"Quarantined by reason ({len(index.rejected)})", xlabel="samples")
+
+
+def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0,
+                          splits: pd.DataFrame | None = None) -> Path:
+    """The classes (by split where one is known), valence and arousal where the data has them, face sizes where they
+    vary, faces per group where the data is grouped, quarantine reasons where any, and a face of each class."""
+    path = Path(path)
+    df = records_frame(index)
+    split_of = record_splits(index, splits)
+    panels = analysis_panels(index, split_of)
+    columns = {5: 3, 6: 3}.get(len(panels), min(4, len(panels)))
+    rows = -(-len(panels) // columns)
+    width = max(4.0 * columns, 10.0)
+    faces_height = width / 8 + 0.5
+    fig = plt.figure(figsize=(width, 4.4 * rows + faces_height + 0.6), constrained_layout=True)
+    grid = fig.add_gridspec(rows + 1, columns, height_ratios=[4.4] * rows + [faces_height])
+    sizes = _face_sizes(index).drop_duplicates()
+    same_size = f"; every face {sizes.iloc[0, 0]} x {sizes.iloc[0, 1]} px" if len(sizes) == 1 else ""
+    fig.suptitle(f"Dataset analysis: {index.root.name} ({len(df)} valid, {len(index.rejected)} rejected{same_size})",
+                 fontsize=14)
+    draw = {"classes": lambda ax: _class_panel(ax, df, split_of),
+            "class_shares": lambda ax: _class_share_panel(ax, df, split_of),
+            "valence": lambda ax: _va_histogram(ax, df, "valence"),
+            "arousal": lambda ax: _va_histogram(ax, df, "arousal"),
+            "circumplex": lambda ax: _circumplex_panel(ax, df),
+            "sizes": lambda ax: _size_panel(ax, index),
+            "groups": lambda ax: _group_panel(ax, index),
+            "rejected": lambda ax: _rejected_panel(ax, index)}
+    for i, panel in enumerate(panels):
+        draw[panel](fig.add_subplot(grid[i // columns, i % columns]))
+    faces = grid[rows, :].subgridspec(1, 8)
     _sample_grid([fig.add_subplot(faces[0, i]) for i in range(8)], index, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -166,7 +288,7 @@ def analyze(index: DatasetIndex, out_dir: str | Path, seed: int = 0,
             splits: pd.DataFrame | None = None) -> tuple[Path, Path]:
     run = RunFolder(Path(out_dir))
     run.root.mkdir(parents=True, exist_ok=True)
-    figure = plot_dataset_analysis(index, run.dataset_analysis, seed)
+    figure = plot_dataset_analysis(index, run.dataset_analysis, seed, splits)
     run.dataset_summary.write_text(json.dumps(dataset_summary(index, splits), indent=2))
     index.write_quarantine(run.quarantine)
     return figure, run.dataset_summary

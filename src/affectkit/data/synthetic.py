@@ -427,9 +427,9 @@ def _draw_background(img: np.ndarray, rng: np.random.Generator) -> None:
         elif kind == 1:
             _fill(img, np.array([a, [b[0], a[1]], b, [a[0], b[1]]]), rgb)
         elif kind == 2:
-            _line(img, np.array([a, b]), rgb, rng.uniform(1, 0.04 * size))
+            _line(img, np.array([a, b]), rgb, rng.uniform(1, max(1.0, 0.04 * size)))
         else:
-            _line(img, rng.uniform(0, 1, (rng.integers(3, 7), 2)) * size, rgb, rng.uniform(1, 0.02 * size))
+            _line(img, rng.uniform(0, 1, (rng.integers(3, 7), 2)) * size, rgb, rng.uniform(1, max(1.0, 0.02 * size)))
     # Portraits focus on the face: a defocused background keeps clutter from mimicking facial strokes.
     img[:] = cv2.GaussianBlur(img, (0, 0), rng.uniform(1.5, 6.0) * size / 224)
 
