@@ -17,6 +17,7 @@ from affectkit.data.datamodule import prepare_data
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import SVM_C_GRID, BaselineTask, hog_svm, linear_probe, probe_size
 from affectkit.pipeline import benchmark as bench
+from affectkit.runs import model_splits
 from affectkit.training import fusion
 TINY = ["--set", "img_size=32", "--set", "epochs=1", "--set", "fine_tune_epochs=1", "--set", "num_workers=0",
         "--set", "precision=32", "--set", "batch_size=16", "--set", "phase1_views=1", "--set", "fine_tune_min_steps=0"]
@@ -76,6 +77,28 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
     assert (table["inference_ms_per_image"] > 0).all() and (table["train_time_s"] > 0).all()
     for file in ("benchmark.md", "benchmark.png", "splits.csv", "config.yaml", "quarantine.csv"):
         assert (out / file).stat().st_size > 0, file
+
+
+def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked, demo_dir, tmp_path):
+    out, _ = benchmarked
+    recipe = out / "models" / "best_MobileNetV2+MiniXception.safetensors"
+    result = CliRunner().invoke(app, ["evaluate", str(recipe), str(demo_dir), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "MobileNetV2+MiniXception_metrics.json").read_text())
+    table = pd.read_csv(out / "benchmark.csv")
+    assert metrics["n"] == (pd.read_csv(out / "splits.csv")["split"] == "test").sum()
+    assert metrics["expression"]["accuracy"] == pytest.approx(table.loc[6, "accuracy"], abs=1e-4)
+
+
+def test_a_models_split_is_found_where_the_command_that_trained_it_wrote_it(tmp_path):
+    for top, model_folder in (("run", "run"), ("bench", "bench/models"), ("run2", "run2/random_start"),
+                              ("study", "study/trials/3")):
+        (tmp_path / model_folder).mkdir(parents=True)
+        (tmp_path / top / "splits.csv").write_text("id,split\n")
+        assert model_splits(tmp_path / model_folder / "best_X.safetensors") == tmp_path / top / "splits.csv"
+    (tmp_path / "elsewhere" / "models").mkdir(parents=True)
+    assert model_splits(tmp_path / "elsewhere" / "models" / "best_X.safetensors") == (
+        tmp_path / "elsewhere" / "models" / "splits.csv")  # none: the path the message names
 
 
 def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):

@@ -118,8 +118,9 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,
              out: str | Path | None = None, quiet: bool = True) -> dict[str, Any]:
-    """Score a saved model on ``split`` (test, val or train, from the run's ``splits.csv`` beside the model or
-    ``splits``) of ``data``, or on every image of it (``split="all"``, for an external test set).
+    """Score a saved model on ``split`` (test, val or train, from ``splits``, else the ``splits.csv`` it was trained
+    on: beside it, or atop the benchmark, run or study folder holding it) of ``data``, or on every image of it
+    (``split="all"``, for an external test set).
 
     Returns the metrics (``metrics["expression"]["accuracy"]``, ``metrics["valence"]["mae"]``, ...;
     ``metrics["expression"]`` is None where no face of ``data`` has a class); also writes them, the confusion matrix

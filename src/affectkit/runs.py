@@ -129,3 +129,16 @@ class RunFolder:
     @property
     def tuning_history(self) -> Path:
         return self.root / "tuning_history.png"
+
+
+def model_splits(weights: Path) -> Path:
+    """The ``splits.csv`` a saved model was trained on: beside it (``train``, ``run``), else at the top of the
+    folder whose part it is (a benchmark's ``models/``, a run's ``random_start/``, a study's ``trials/<n>/``).
+    Where there is none, the path beside the model, for the message that names it."""
+    folder = weights.parent
+    tops = [folder]
+    if folder.name in ("models", "random_start"):  # RunFolder.models, RunFolder.random_start
+        tops.append(folder.parent)
+    if folder.parent.name == "trials":  # RunFolder.trial
+        tops.append(folder.parent.parent)
+    return next((RunFolder(top).splits for top in tops if RunFolder(top).splits.is_file()), RunFolder(folder).splits)

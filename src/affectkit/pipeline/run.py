@@ -31,7 +31,7 @@ from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
 from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
-from affectkit.runs import RunFolder
+from affectkit.runs import RunFolder, model_splits
 from affectkit.training.trainer import train_model
 
 ENSEMBLE = "Ensemble"
@@ -197,7 +197,7 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
             raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
         weights, _ = model_paths(model_path)
         config = config_from_metadata(read_metadata(model_path))
-        splits = splits or RunFolder(weights.parent).splits
+        splits = splits or model_splits(weights)
         if split != "all" and not splits.is_file():
             raise AffectkitError(f"{splits} not found: give --splits, or --split all to evaluate on every image of "
                                  f"{data}.")

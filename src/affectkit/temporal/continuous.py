@@ -42,6 +42,7 @@ from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_ou
 from affectkit.multimodal.fusion import ccc
 from affectkit.multimodal.run import face_model_digest, require_face_model
 from affectkit.progress import reporter
+from affectkit.runs import model_splits
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, fit_keeping_best, set_standardisation
 from affectkit.temporal.sequences import output_columns
@@ -218,7 +219,7 @@ def _prepared(data: Path, out: Path, face_model: Path, meta: dict[str, Any]) -> 
     """The data at the face model's input size, on the face model's own split where its run folder holds one for
     this data (else a split of its own, written to ``out``), and how the split was made."""
     config = config_from_metadata(meta)
-    own = face_model.parent / "splits.csv"
+    own = model_splits(face_model)
     if own.is_file():
         try:
             return prepare_data(data, config, splits_path=own, quarantine_path=out / "quarantine.csv"), \
