@@ -44,7 +44,7 @@ def benchmarked(demo_dir, tmp_path_factory):
     return out, calls
 
 
-def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
+def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked, demo_dir):
     out, _ = benchmarked
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table["key"]) == ["hog_svm", "linear_probe:mobilenetv2_100", "linear_probe:tf_efficientnet_lite0",
@@ -77,6 +77,16 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked):
     assert (table["inference_ms_per_image"] > 0).all() and (table["train_time_s"] > 0).all()
     for file in ("benchmark.md", "benchmark.png", "splits.csv", "config.yaml", "quarantine.csv"):
         assert (out / file).stat().st_size > 0, file
+    # Each trained model is left as `run` leaves its models: its test scores, plots and a card naming its data.
+    for row, name in ((4, "MobileNetV2"), (6, "MobileNetV2+MiniXception"), (8, "CustomCNN")):
+        metrics = json.loads((out / "models" / f"{name}_metrics.json").read_text())
+        assert metrics["expression"]["accuracy"] == pytest.approx(table.loc[row, "accuracy"], abs=1e-4)
+        assert (out / "models" / f"{name}_confusion_matrix.png").is_file()
+        card = (out / "models" / f"{name}_card.md").read_text()
+        sizes = pd.read_csv(out / "splits.csv")["split"].value_counts()
+        assert "Not recorded" not in card and f"- Split: train {sizes['train']} / val {sizes['val']} / test " \
+            f"{sizes['test']}" in card
+        assert f"`{demo_dir.resolve()}`" in card and f"| {table.loc[row, 'accuracy']:.3f} |" in card
 
 
 def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked, demo_dir, tmp_path):

@@ -57,6 +57,7 @@ def test_a_set_without_valence_arousal_trains_an_expression_model(expression_mod
     assert meta["output_profile"]["valence"] is None and meta["output_profile"]["expression"] is not None
     card = expression_model.parent / "CustomCNN_card.md"
     assert "no valence or arousal (no face it was trained on had them)" in card.read_text()
+    assert "| loss | 1.0 x CE + mse(valence/arousal) idle (no face had them);" in card.read_text()
     # A model saved before this was recorded (no flag among its tensors) reports valence and arousal, as it did.
     weights, description = model_paths(model_path)
     old = tmp_path / "best_CustomCNN"

@@ -89,6 +89,7 @@ def test_a_set_without_classes_trains_a_valence_arousal_model(va_model, va_manif
     card = (run / "CustomCNN_card.md").read_text()
     assert "Outputs: valence and arousal, each in [-1, 1]; no expression" in card
     assert "Classes: none" in card and "stratified by valence/arousal quadrant" in card
+    assert "| loss | CE idle (no face had a class) + 0.5 x mse(valence) + 0.5 x mse(arousal);" in card
 
     # The split is stratified by the faces' quadrant of the valence/arousal plane: each split spans it.
     splits = pd.read_csv(run / "splits.csv")

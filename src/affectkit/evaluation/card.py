@@ -170,9 +170,13 @@ def _recipe_section(meta: dict[str, Any]) -> list[str]:
     config = config_from_metadata(meta)
     rows = [(key, getattr(config, key)) for key in RECIPE_KEYS]
     loss, aug = config.loss, config.augmentation
-    rows += [("loss", f"{loss.expression_weight} x CE + {loss.valence_weight} x {loss.regression}(valence) + "
-                      f"{loss.arousal_weight} x {loss.regression}(arousal); focal gamma {loss.focal_gamma}, label "
-                      f"smoothing {loss.label_smoothing}, class weighting {loss.class_weighting}"),
+    # A term whose labels no training face had never acted: the card says so rather than list its weight.
+    expression = f"{loss.expression_weight} x CE" if predicts_expression(meta) else "CE idle (no face had a class)"
+    regression = (f"{loss.valence_weight} x {loss.regression}(valence) + {loss.arousal_weight} x "
+                  f"{loss.regression}(arousal)" if predicts_valence_arousal(meta)
+                  else f"{loss.regression}(valence/arousal) idle (no face had them)")
+    rows += [("loss", f"{expression} + {regression}; focal gamma {loss.focal_gamma}, label smoothing "
+                      f"{loss.label_smoothing}, class weighting {loss.class_weighting}"),
              ("augmentation", f"rotation {aug.rotation_range}, shifts {aug.width_shift_range}/"
                               f"{aug.height_shift_range}, zoom {aug.zoom_range}, shear {aug.shear_range}, flip "
                               f"{aug.horizontal_flip}, mixup {aug.mixup_alpha}, cutmix {aug.cutmix_alpha}, "

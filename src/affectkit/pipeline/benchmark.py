@@ -9,7 +9,8 @@ any further models asked for, all on the same split (the data's own where it has
 ``splits.csv``). Every model is selected on the validation split and scores the test split once, at the end.
 
 Writes ``benchmark.csv``, ``benchmark.md`` and ``benchmark.png`` into the output folder, beside ``splits.csv``,
-``quarantine.csv``, ``config.yaml`` and the trained models (``models/``).
+``quarantine.csv``, ``config.yaml`` and the trained models (``models/``, each with its test metrics, confusion
+matrix, reliability diagram and model card, as ``affectkit run`` leaves its models).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config, data_config_file, load_config
+from affectkit.data.analysis import dataset_summary
 from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
@@ -31,11 +33,12 @@ from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResu
 from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.comparison import markdown_table, table_number
 from affectkit.evaluation.ensemble import fit_late_fusion
-from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split, score
+from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split
 from affectkit.evaluation.metrics import compute_metrics, expression_score
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
+from affectkit.pipeline.run import record_evaluation
 from affectkit.progress import silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import TrainResult, branch_config, train_model
@@ -113,6 +116,14 @@ def _calibrated_predictions(model: AffectModel, data: PreparedData, config: Conf
     return val_pred.tempered(temperature), pred, temperature, (time.perf_counter() - start) / len(test) * 1000
 
 
+def _recorded(saved: Path, pred: Predictions, data: PreparedData, folder: RunFolder) -> dict:
+    """The test scores of a trained model's one prediction of the test split, written beside it as `run` writes its
+    models' (metrics, confusion matrix, reliability diagram) and into its card with the data it learnt from."""
+    metrics, _ = record_evaluation(saved, pred, data, data.positions("test"), "test", folder.models, data.index.root,
+                                   training_data=dataset_summary(data.index, data.splits))
+    return metrics
+
+
 def _epoch_selected(meta: dict, epochs: int, config: Config) -> str:
     best = meta.get("best", {})
     return f"epoch {best.get('epoch', '?')} of {epochs} (phase {best.get('phase', '?')}) by {config.selection_metric}"
@@ -134,7 +145,7 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
     name = f"{result.name} ({kind})" if kind == "recipe network" else result.name
     row = {"key": f"{kind.replace(' ', '_')}:{key}", "model": name, "kind": kind,
            "backbone": meta["backbone"] + (f" ({weights})" if weights else ""),
-           **_scores(score(pred, data, data.positions("test"))), "train_time_s": result.train_time_s,
+           **_scores(_recorded(result.best_path, pred, data, folder)), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms,
            "selected_on_val": f"{_epoch_selected(meta, len(result.history), config)}; temperature {temperature:.3f}"
                               + _flip(config)}
@@ -180,7 +191,7 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
     name = f"affectkit recipe ({result.name})"
     row = {"key": "recipe", "model": name, "kind": "recipe",
            "backbone": " + ".join(n.row["backbone"] for n in networks),
-           **_scores(score(pred, data, data.positions("test"))), "train_time_s": result.train_time_s,
+           **_scores(_recorded(result.best_path, pred, data, folder)), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms, "selected_on_val": selected}
     return [*networks, TrainedRow(row, name, val_pred, pred)]
 

@@ -59,26 +59,34 @@ def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedDa
     return prepared, dataset_summary(index, prepared.splits)
 
 
-def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
-           training_data: dict | None = None) -> tuple[dict, Predictions, dict[str, Path]]:
-    """Score a saved model on ``split`` of ``data`` (``source``) as every later use of it predicts: with its
-    stored temperature and flip setting. Writes its metrics, confusion matrix and reliability diagram into ``out``
-    (suffixed ``_<split>`` for other splits than test) and the evaluation into its card."""
+def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, positions, split: str,
+                      out: RunFolder, source: Path, training_data: dict | None = None) -> tuple[dict, dict[str, Path]]:
+    """Score ``pred``, the saved model's predictions of ``positions`` (the ``split`` of ``data``, read from
+    ``source``), and write its metrics, confusion matrix and reliability diagram into ``out`` (suffixed ``_<split>``
+    for other splits than test) and the evaluation (and ``training_data``) into its card."""
     meta = read_metadata(model_path)
-    positions = data.positions("test" if split == "all" else split)
-    if len(positions) == 0:
-        raise AffectkitError(f"The {split} split of {source} is empty.")
-    temperature = float(meta.get("temperature", 1.0))
-    pred = predict_split(model, data, positions, temperature=temperature,
-                         tta_flip=config_from_metadata(meta).tta_flip)
     metrics = score(pred, data, positions)
     if metrics["expression"] is not None:
-        metrics["expression"]["temperature"] = temperature
+        metrics["expression"]["temperature"] = float(meta.get("temperature", 1.0))
     metrics["split"] = split
     name = meta["display_name"] + ("" if split == "test" else f"_{split}")
     paths = write_model_report(name, metrics, pred, data, positions, out.root)
     paths["card"] = write_model_card(model_path, training_data=training_data, metrics=metrics, data=source,
                                      split=split)
+    return metrics, paths
+
+
+def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
+           training_data: dict | None = None) -> tuple[dict, Predictions, dict[str, Path]]:
+    """Score a saved model on ``split`` of ``data`` (``source``) as every later use of it predicts: with its
+    stored temperature and flip setting (``record_evaluation`` writes what it found)."""
+    meta = read_metadata(model_path)
+    positions = data.positions("test" if split == "all" else split)
+    if len(positions) == 0:
+        raise AffectkitError(f"The {split} split of {source} is empty.")
+    pred = predict_split(model, data, positions, temperature=float(meta.get("temperature", 1.0)),
+                         tta_flip=config_from_metadata(meta).tta_flip)
+    metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data)
     reporter().show(metrics_table(meta["display_name"], metrics))
     return metrics, pred, paths
 
