@@ -91,6 +91,15 @@ def test_blank_and_tiny_images_report_no_face(predictor, tmp_path):
     assert [(r["status"], r.get("expression")) for r in rows] == [("no face found", None)] * 2
 
 
+def test_images_without_a_face_point_to_no_detect_for_crops(cli, model_path, face, tmp_path):
+    blank = write_rgb(tmp_path / "blank.png", np.full((240, 320, 3), 200, np.uint8))
+    hint = "--no-detect reads each whole image as the face"
+    found = invoke(cli, ["predict", model_path, blank, "--out", tmp_path / "rows.csv", "-q"])
+    assert "0 face(s), 1 without a face" in found.output and hint in " ".join(found.output.split())
+    whole = invoke(cli, ["predict", model_path, blank, "--no-detect", "--out", tmp_path / "rows2.csv", "-q"])
+    assert "1 face(s), 0 without a face" in whole.output and hint not in " ".join(whole.output.split())
+
+
 def test_no_detect_treats_the_image_as_one_face(cli, model_path, face, tmp_path):
     crop = write_rgb(tmp_path / "crop.jpg", face)
     invoke(cli, ["predict", model_path, crop, "--no-detect", "--out", tmp_path / "rows.json", "-q"])

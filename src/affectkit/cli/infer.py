@@ -85,8 +85,11 @@ def predict(
         Console().print(_summary_table(rows))
     faces = sum(r["status"] == "ok" for r in rows)
     errors = sum(r["status"].startswith("error") for r in rows)
-    console.print(f"{faces} face(s), {sum(r['status'] == 'no face found' for r in rows)} without a face, "
-                  f"{errors} error(s) ({predictor.backend_name} backend)")
+    faceless = sum(r["status"] == "no face found" for r in rows)
+    console.print(f"{faces} face(s), {faceless} without a face, {errors} error(s) ({predictor.backend_name} backend)")
+    if faceless and not no_detect:
+        console.print("Where the inputs are face crops already (a data set's aligned faces), --no-detect reads each "
+                      "whole image as the face.")
 
 
 def _quantization_table(report: dict[str, Any]) -> Table:
