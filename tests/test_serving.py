@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from skimage import data as skdata
 
 from affectkit.config import CLASS_NAMES
+from affectkit.inference.predictor import Predictor
 from affectkit.serving import create_app
 
 
@@ -73,6 +74,21 @@ def test_several_files_and_a_faceless_one(client, photo):
     results = response.json()["results"]
     assert [r["filename"] for r in results] == ["a.jpg", "blank.png"]
     assert results[1] == {"filename": "blank.png", "faces": [], "status": "no face found"}
+
+
+def test_a_request_may_send_face_crops_to_read_whole(client, model_path, photo):
+    blank = encode(np.full((120, 160, 3), 210, np.uint8))
+    files = [("files", ("blank.png", blank, "image/png")), ("files", ("a.jpg", photo, "image/jpeg"))]
+    results = client.post("/v1/predict?detect=false", files=files).json()["results"]
+    assert [(r["status"], len(r["faces"]), r["faces"][0]["box"]) for r in results] == [("ok", 1, None)] * 2
+    # The same crop the CLI reads with --no-detect gives the same probabilities.
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    whole = Predictor(model_path, detect=False).predict_images([decoded])[0][0]
+    assert results[1]["faces"][0]["probabilities"] == pytest.approx(whole["probabilities"], abs=1e-5)
+    undetecting = TestClient(create_app(model_path, detect=False))
+    refused = undetecting.post("/v1/predict?detect=true", files=files)
+    assert refused.status_code == 422 and "--no-detect" in refused.json()["detail"]
+    assert undetecting.post("/v1/predict", files=files).status_code == 200
 
 
 @pytest.mark.parametrize(

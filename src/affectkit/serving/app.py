@@ -236,14 +236,19 @@ def create_app(
         log.exception("unhandled error")
         return _error(500, f"internal error ({type(exc).__name__}); the server logged the details")
 
-    def decode_and_predict(uploads: list[tuple[str, bytes]]) -> list[list[dict[str, Any]]]:
+    def decode_and_predict(uploads: list[tuple[str, bytes]], detect: bool = True) -> list[list[dict[str, Any]]]:
         images = decode_uploads(uploads, max_pixels)  # outside the lock: requests decode in parallel
         with model_lock:
+            if not detect:  # each image is one face crop already
+                return [[face] for face in predictor.predict_batch(images)]
             return predictor.predict_images(images)
 
     @app.post("/v1/predict", dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
-    async def predict(request: Request) -> dict[str, Any]:
-        """Faces, expression probabilities, valence and arousal for each image in the multipart field ``files``."""
+    async def predict(request: Request, detect: bool | None = None) -> dict[str, Any]:
+        """Faces, expression probabilities, valence and arousal for each image in the multipart field ``files``;
+        ``detect=false``: each image is a face crop already (a data set's aligned faces), read whole."""
+        if detect and predictor.detector is None:
+            raise HTTPException(422, "this server was started with --no-detect: it reads each image as one face")
         async with request.form(max_files=max_files, max_fields=max_files) as form:  # closes the spooled files
             fields = form.getlist("files")
             if not fields:
@@ -251,7 +256,7 @@ def create_app(
             if not all(isinstance(f, UploadFile) for f in fields):
                 raise HTTPException(422, "the field 'files' must hold file uploads, not text")
             uploads = [(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(fields)]
-        faces_per_image = await run_in_threadpool(decode_and_predict, uploads)
+        faces_per_image = await run_in_threadpool(decode_and_predict, uploads, detect is not False)
         metrics.observe_predictions(faces_per_image)
         for faces in faces_per_image:
             feedback.remember(faces)
