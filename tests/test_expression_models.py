@@ -36,9 +36,10 @@ def _config() -> Config:
 
 @pytest.fixture(scope="module")
 def expression_model(demo_dir, tmp_path_factory) -> Path:
-    """A custom CNN trained on the demo faces listed with their class alone."""
+    """A custom CNN trained on the demo faces listed with their class alone, without Contempt (as FER2013, RAF-DB
+    and most expression sets)."""
     rows = [{"path": str(r.image_path), "expression": CLASS_NAMES[r.expression]}
-            for r in read_dataset(demo_dir, progress=False).records]
+            for r in read_dataset(demo_dir, progress=False).records if CLASS_NAMES[r.expression] != "Contempt"]
     folder = tmp_path_factory.mktemp("expression")
     pd.DataFrame(rows).to_csv(folder / "faces.csv", index=False)
     return train_one("custom_cnn", folder / "faces.csv", folder / "run", _config(), quiet=True)
@@ -58,6 +59,7 @@ def test_a_set_without_valence_arousal_trains_an_expression_model(expression_mod
     card = expression_model.parent / "CustomCNN_card.md"
     assert "no valence or arousal (no face it was trained on had them)" in card.read_text()
     assert "| loss | 1.0 x CE + mse(valence/arousal) idle (no face had them);" in card.read_text()
+    assert "of which Contempt always 0 (not in the training data)" in card.read_text()
     # A model saved before this was recorded (no flag among its tensors) reports valence and arousal, as it did.
     weights, description = model_paths(model_path)
     old = tmp_path / "best_CustomCNN"
@@ -145,7 +147,9 @@ def test_serving_an_expression_model(expression_model, crops, tmp_path):
     assert drift["status"] in ("stable", "drift") and set(drift["psi"]) == {"expression", "confidence"}
     metrics = served.get("/metrics").text
     assert 'dimension="valence"' not in metrics and "affectkit_faces_total 3" in metrics
-    assert served.get("/v1/model").json()["outputs"] == {"expression": True, "valence_arousal": False}
+    info = served.get("/v1/model").json()
+    assert info["outputs"] == {"expression": True, "valence_arousal": False}
+    assert info["classes"] == list(CLASS_NAMES) and info["trained_classes"] == list(CLASS_NAMES[:7])
 
     restarted = client()  # from the state file: the faces served and the prediction reported
     assert restarted.get("/v1/drift").json()["window_faces"] == 3

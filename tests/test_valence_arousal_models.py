@@ -183,7 +183,8 @@ def test_serving_a_valence_arousal_model(va_model, crops, tmp_path):
     assert drift["status"] in ("stable", "drift") and set(drift["psi"]) == {"valence", "arousal"}
     metrics = served.get("/metrics").text
     assert 'signal="expression"' not in metrics and 'affectkit_faces_total 3' in metrics
-    assert served.get("/v1/model").json()["outputs"] == {"expression": False, "valence_arousal": True}
+    info = served.get("/v1/model").json()
+    assert info["outputs"] == {"expression": False, "valence_arousal": True} and info["trained_classes"] == []
 
     restarted = client()  # from the state file: the faces served and the prediction reported
     assert restarted.get("/v1/drift").json()["window_faces"] == 3
