@@ -64,3 +64,26 @@ def test_the_epoch_line_shows_only_what_the_data_has():
     assert epoch_summary(no_va) == "loss 1.200/1.100  acc 0.500/0.600  lr 1.0e-03  2.0s"
     no_class = row | {"train_acc": float("nan"), "val_acc": float("nan")}  # a valence/arousal model
     assert epoch_summary(no_class) == "loss 1.200/1.100  val MAE v 0.200 a 0.300  lr 1.0e-03  2.0s"
+
+
+def test_a_log_gets_the_epoch_lines_and_notes_without_bar_frames(demo_dir, tmp_path, tiny_config):
+    import io
+
+    from rich.console import Console
+
+    from affectkit.progress import Reporter, reporting
+
+    terminal = Reporter(Console(file=io.StringIO(), force_terminal=True))
+    assert terminal.bars
+    log_file = io.StringIO()
+    log = Reporter(Console(file=log_file, force_terminal=False, width=160))
+    assert log.progress and not log.bars
+    config = tiny_config.override(epochs=1, fine_tune_epochs=1, tensorboard=False)
+    with reporting(log):
+        data = prepare_data(demo_dir, config)
+        assert list(log.track(range(3), 3, "counting")) == [0, 1, 2]
+        train_model("custom_cnn", data, tmp_path, config)
+    lines = log_file.getvalue().splitlines()
+    assert lines and all(line.strip() for line in lines), lines  # no blank line a redrawn bar left behind
+    assert any(line.startswith("CustomCNN phase 1 epoch 1/1: loss") for line in lines)
+    assert not any("━" in line or "train_loss:" in line for line in lines)  # no bar, no Lightning bar's last frame

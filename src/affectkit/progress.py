@@ -52,6 +52,9 @@ class Reporter:
     def __init__(self, out: Console | None = None, progress: bool = True):
         self.out = out
         self.progress = out is not None and progress
+        # Bars redraw in place: where the output is not a terminal (a log, CI) they would leave blank lines and
+        # final frames among the notes and per-epoch lines, which say the same.
+        self.bars = self.progress and out.is_terminal
 
     def note(self, message: str) -> None:
         if self.out is not None:
@@ -66,7 +69,7 @@ class Reporter:
             self.out.rule(title)
 
     def track(self, items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-        if not self.progress:
+        if not self.bars:
             yield from items
             return
         with _make_progress(self.out) as bar:
@@ -76,8 +79,8 @@ class Reporter:
                 bar.advance(task)
 
     def bar(self) -> ContextManager[Progress]:
-        """A progress display to add tasks to and advance; nothing is drawn without progress."""
-        if self.progress:
+        """A progress display to add tasks to and advance; nothing is drawn without bars."""
+        if self.bars:
             return _make_progress(self.out)
         return nullcontext(_make_progress(Console(quiet=True)))
 

@@ -149,7 +149,7 @@ def hardware_options(config: Config, model: AffectModel, stored_features: bool =
 
 def _make_trainer(config: Config, model: AffectModel, phase: Phase, callbacks: list, stored_features: bool,
                   run_dir: Path, resume: bool) -> L.Trainer:
-    progress = reporter().progress
+    progress = reporter().bars
     if progress:
         callbacks = [*callbacks, RichProgressBar(leave=False)]
     logger = False
