@@ -45,7 +45,7 @@ def test_frames_are_grouped_into_clips_in_order_and_smoothed_within_them(afew_va
     assert smooth(np.arange(4.0), 1).tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
-def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face_model, tmp_path):
+def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face_model, model_path, tmp_path):
     out = tmp_path / "frames"
     result = CliRunner().invoke(app, ["temporal-frames", str(afew_va), "--face-model", str(face_model), "--out",
                                       str(out), "--quiet"])
@@ -70,6 +70,8 @@ def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face
     first = frames[frames["clip"] == "001"]
     assert first["time"].tolist() == pytest.approx([f / 25 for f in range(FRAMES)])  # every frame, in order
 
+    _served_video_gets_every_frames_valence_arousal(out, afew_va, face_model, model_path, tmp_path)
+
     with open(out / GRU_FILE, "ab") as f:
         f.write(b"\0")
     with pytest.raises(AffectkitError, match="does not match the digest"):
@@ -88,3 +90,37 @@ def test_temporal_frames_refuses_what_it_cannot_read(afew_va, face_model, demo_d
         Path(str(expression_model) + suffix).write_bytes(text)
     with pytest.raises(AffectkitError, match="predicts expressions only"):
         run_continuous(afew_va, tmp_path / "b", Path(str(expression_model) + ".safetensors"))
+
+
+def _served_video_gets_every_frames_valence_arousal(out: Path, afew_va: Path, face_model: Path, other_model: Path,
+                                                    tmp_path: Path):
+    """``serve --temporal-frames``: a video posted to /v1/predict-video gets the kept methods' valence and arousal
+    for each frame, as ``temporal-frames-predict`` gives them for the same video."""
+    import cv2
+    from fastapi.testclient import TestClient
+
+    from affectkit.serving import create_app
+
+    frames = sorted((afew_va / "001").glob("*.png"))
+    video = tmp_path / "videos" / "clip.avi"
+    video.parent.mkdir()
+    first = cv2.imread(str(frames[0]))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, first.shape[1::-1])
+    for frame in frames:
+        writer.write(cv2.imread(str(frame)))
+    writer.release()
+    client = TestClient(create_app(face_model, detect=False, temporal_frames=out))
+    assert client.get("/v1/model").json()["temporal_frames"]["fps"] == 25.0
+    response = client.post("/v1/predict-video?fps=4", files={"file": ("clip.avi", video.read_bytes(), "video/avi")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["frames_read"] < len(frames)  # the request's 4 a second; the model reads its own 25
+    continuous = answer["continuous"]
+    expected, problems = affectkit.predict_temporal_frames(out, video.parent, detect=False)
+    assert continuous["status"] == "ok" and not problems and len(continuous["frames"]) == len(frames)
+    assert continuous["methods"] == {d: json.loads((out / "continuous_model.json").read_text())["kept"][d]["method"]
+                                     for d in ("valence", "arousal")}
+    assert [f["valence"] for f in continuous["frames"]] == pytest.approx(expected["valence"].tolist(), abs=1e-5)
+    assert [f["arousal"] for f in continuous["frames"]] == pytest.approx(expected["arousal"].tolist(), abs=1e-5)
+    with pytest.raises(AffectkitError, match="serve that model with it"):
+        create_app(other_model, detect=False, temporal_frames=out)  # not the face model it learnt on

@@ -164,6 +164,9 @@ def serve(
     temporal: Annotated[Optional[Path], typer.Option(
         help="A folder `affectkit temporal` wrote for this model: /v1/predict-video then also gives each video's "
         "clip-level expression, valence and arousal.")] = None,
+    temporal_frames: Annotated[Optional[Path], typer.Option(
+        help="A folder `affectkit temporal-frames` wrote for this model: /v1/predict-video then also gives each "
+        "video's valence and arousal frame by frame.")] = None,
     drift_window: Annotated[int, typer.Option(
         help="The last faces served that GET /v1/drift compares with the model's outputs on its validation faces.")
     ] = 1000,
@@ -198,7 +201,8 @@ def serve(
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
-               remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion)
+               remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion,
+               temporal_frames=temporal_frames)
 
 
 @app.command("feedback-report")

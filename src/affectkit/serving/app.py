@@ -1,5 +1,6 @@
 """HTTP API and demo page: ``POST /v1/predict`` with images, ``POST /v1/predict-video`` with a video (faces followed
-across frames; with a temporal model, the clip's expression, valence and arousal), ``/v1/stream`` (a WebSocket: live
+across frames; with a temporal model, the clip's expression, valence and arousal; with a temporal-frames model,
+valence and arousal frame by frame), ``/v1/stream`` (a WebSocket: live
 frames in, tracked and smoothed faces out), ``POST /v1/predict-multimodal`` (with a fusion model: a sample's face,
 speech and physiological recordings fused), ``POST /v1/feedback`` (the truth about a served face) with
 ``GET /v1/performance``, ``GET /v1/drift``, model info, health, Prometheus metrics.
@@ -56,6 +57,7 @@ from affectkit.serving.uploads import (
     video_container,
 )
 from affectkit.temporal import TemporalModel, load_temporal
+from affectkit.temporal.continuous import ContinuousModel, load_continuous
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,7 @@ def create_app(
     remembered_predictions: int = DEFAULT_REMEMBERED,
     state_dir: str | Path | None = None,
     fusion: str | Path | None = None,
+    temporal_frames: str | Path | None = None,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -176,8 +179,12 @@ def create_app(
     ``/v1/performance`` scores. ``state_dir``: a folder where the drift window, the remembered predictions and
     every report are kept (one SQLite file per model), so they outlive the process. ``fusion``: a folder
     ``affectkit fuse`` wrote (on this face model's outputs, where it reads the face), which then serves
-    ``/v1/predict-multimodal``."""
+    ``/v1/predict-multimodal``. ``temporal_frames``: a folder ``affectkit temporal-frames`` wrote on this face
+    model's outputs, which then gives each video's valence and arousal frame by frame."""
     temporal_model = None if temporal is None else load_temporal(temporal)
+    frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
+    if frames_model is not None:
+        frames_model.check_face_model(Path(model_path), "serve that model with it")
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
     predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples)
@@ -266,17 +273,23 @@ def create_app(
         ]}
 
     def video_job(name: str, data: bytes, suffix: str, fps: float, smooth: float | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}  # the temporal models' answers, where the server has them
         with tempfile.TemporaryDirectory(prefix="affectkit-video-") as folder:
             path = Path(folder) / f"upload{suffix}"  # the name OpenCV sees: never the client's
             path.write_bytes(data)
             with model_lock:
                 try:
-                    if temporal_model is None:
+                    if temporal_model is None and frames_model is None:
                         read = video_faces(predictor, path, fps, smooth, max_video_frames, name=name)
                         frames = read.frames
-                    else:  # unsmoothed first: the temporal model may read the same frames' outputs
+                    else:  # unsmoothed first: the temporal models may read the same frames' outputs
                         read = video_faces(predictor, path, fps, None, max_video_frames, name=name)
-                        clip = _clip_verdict(temporal_model, predictor, path, read, max_video_frames, name)
+                        if temporal_model is not None:
+                            extra["clip"] = _clip_verdict(temporal_model, predictor, path, read, max_video_frames,
+                                                          name)
+                        if frames_model is not None:
+                            extra["continuous"] = _frame_affect(frames_model, predictor, path, read,
+                                                                max_video_frames, name)
                         frames = smooth_frames(read.frames, predictor.class_names, smooth)
                 except VideoError as exc:
                     raise HTTPException(STATUS_FOR_VIDEO_PROBLEM[exc.kind], str(exc)) from None
@@ -287,13 +300,14 @@ def create_app(
             "frames": [{"frame": index, "time": index / read.frame_rate, "faces": faces} for index, faces in frames],
             "tracks": track_summaries(frames, predictor.class_names),
         }
-        return result | ({"clip": clip} if temporal_model is not None else {})
+        return result | extra
 
     @app.post(VIDEO_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=VIDEO_BODY)
     async def predict_video(request: Request, fps: float = 4.0, smooth: float | None = None) -> dict[str, Any]:
         """The faces of about ``fps`` frames a second of the video in the multipart field ``file``, followed across
         frames (``track``; ``smooth`` in (0, 1] smooths each track's predictions over time), each track's mean
-        verdict and, where the server has a temporal model, the clip's expression, valence and arousal."""
+        verdict and, where the server has a temporal model, the clip's expression, valence and arousal; where it
+        has a temporal-frames model, each frame's valence and arousal (``continuous``)."""
         if not 0 < fps <= MAX_VIDEO_FPS:
             raise HTTPException(422, f"fps must be in (0, {MAX_VIDEO_FPS:g}], got {fps:g}")
         if problem := _smooth_problem(smooth):
@@ -421,6 +435,8 @@ def create_app(
                 "modalities": fusion_meta["modalities"],
                 "kept": {t: k["method"] for t, k in fusion_meta["kept"].items()},
             },
+            "temporal_frames": None if frames_model is None else {"kept": frames_model.methods,
+                                                                   "fps": frames_model.fps},
             "temporal": None if temporal_model is None else {
                 "kept": {t: k["method"] for t, k in temporal_model.meta["kept"].items()},
                 "fps": temporal_model.meta["fps"],
@@ -516,6 +532,28 @@ def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: 
     row = model.predict([outputs], predictor.class_names).iloc[0]
     return {"status": "ok", "frames": len(outputs.times),
             "methods": {t: k["method"] for t, k in model.meta["kept"].items()}} | verdict_of(row)
+
+
+def _frame_affect(model: ContinuousModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
+                  name: str) -> dict[str, Any]:
+    """The temporal-frames model's valence and arousal of each frame it reads (the largest face): from the faces
+    ``read`` already holds (unsmoothed) where they are its frames, else from its own pass over the video."""
+    if read.every == frame_step(read.frame_rate, model.fps):
+        outputs = served_frame_outputs([(index / read.frame_rate, faces) for index, faces in read.frames],
+                                       predictor.class_names)
+    elif read.seconds * model.fps > max_frames:
+        raise VideoError("too_long", f"{name}: more than {max_frames} frames for the temporal-frames model, which "
+                                     f"reads {model.fps:g} a second")
+    else:
+        try:
+            outputs = model.read(predictor, path)
+        except Reject as exc:
+            raise VideoError("unreadable", exc.reason) from None
+    if outputs is None:
+        return {"status": "no face found"}
+    return {"status": "ok", "methods": model.methods,
+            "frames": [{"time": float(t), "valence": float(v), "arousal": float(a)}
+                       for t, (v, a) in zip(outputs.times, model.values(outputs))]}
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:

@@ -347,9 +347,49 @@ def _save(out: Path, net: FrameSequenceNet, gru: dict[str, Any], kept: dict[str,
 # -- predicting with a kept model -------------------------------------------------------------------------------------
 
 
-def _loaded(model_dir: Path) -> tuple[dict[str, Any], FrameSequenceNet]:
+@dataclass(frozen=True)
+class ContinuousModel:
+    """A kept temporal-frames model: the method kept for each dimension, its smoothing windows and GRU, and how far
+    apart the frames it learnt on were."""
+
+    folder: Path
+    meta: dict[str, Any]
+    net: FrameSequenceNet
+
+    @property
+    def methods(self) -> dict[str, str]:
+        return {d: self.meta["kept"][d]["method"] for d in DIMENSIONS}
+
+    @property
+    def fps(self) -> float:
+        """Frames a second it reads from a video: every frame, or every n-th where its data was read so."""
+        return DEFAULT_FRAME_RATE / self.meta["frame_step"]
+
+    def check_face_model(self, face_model: Path, action: str) -> None:
+        require_face_model(self.meta["face_model_sha256"], face_model, f"The model in {self.folder}", action)
+
+    def read(self, predictor: Predictor, path: Path, frame_rate: float = DEFAULT_FRAME_RATE) -> FrameOutputs | None:
+        """The face model's outputs on the largest face of each frame of a video or frame folder, at its spacing."""
+        return frame_outputs(predictor, path, None, None, fps=frame_rate / self.meta["frame_step"],
+                             frame_rate=frame_rate)
+
+    def values(self, outputs: FrameOutputs) -> np.ndarray:
+        """[T, 2] valence and arousal of one clip's frames by the methods kept."""
+        own = np.column_stack([outputs.valence, outputs.arousal])
+        sequence = predict_frames(self.net, [frame_features(outputs.probabilities, own)])[0]
+        columns = []
+        for d, name in enumerate(DIMENSIONS):
+            method = self.methods[name]
+            columns.append(sequence[:, d] if method == SEQUENCE else smooth(own[:, d], self.meta["windows"][name])
+                           if method == SMOOTHED else own[:, d])
+        return np.column_stack(columns)
+
+
+def load_continuous(model_dir: str | Path) -> ContinuousModel:
+    """The model ``affectkit temporal-frames`` kept in ``model_dir``, its GRU's digest checked."""
     import safetensors.torch
 
+    model_dir = Path(model_dir)
     meta_path = model_dir / META_FILE
     if not meta_path.is_file():
         raise AffectkitError(f"{meta_path} is missing: give the folder `affectkit temporal-frames` wrote.")
@@ -357,19 +397,7 @@ def _loaded(model_dir: Path) -> tuple[dict[str, Any], FrameSequenceNet]:
     weights = verified_file(model_dir / GRU_FILE, meta["gru"]["sha256"], META_FILE, "affectkit temporal-frames")
     net = FrameSequenceNet(meta["gru"]["n_features"], meta["gru"]["hidden"])
     net.load_state_dict(safetensors.torch.load_file(str(weights)))
-    return meta, net.eval()
-
-
-def kept_values(meta: dict[str, Any], net: FrameSequenceNet, outputs: FrameOutputs) -> np.ndarray:
-    """[T, 2] valence and arousal of one clip's frames by the methods kept."""
-    own = np.column_stack([outputs.valence, outputs.arousal])
-    sequence = predict_frames(net, [frame_features(outputs.probabilities, own)])[0]
-    columns = []
-    for d, name in enumerate(DIMENSIONS):
-        method = meta["kept"][name]["method"]
-        columns.append(sequence[:, d] if method == SEQUENCE else smooth(own[:, d], meta["windows"][name])
-                       if method == SMOOTHED else own[:, d])
-    return np.column_stack(columns)
+    return ContinuousModel(model_dir, meta, net.eval())
 
 
 def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
@@ -379,26 +407,22 @@ def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str
     clip, frame time, valence and arousal by the methods kept; and the reasons of the clips that could not be
     read. Frames are read at the spacing the model learnt on: every frame, or every n-th where its data was read
     so (``affwild2_frame_step``)."""
-    model_dir = Path(model_dir)
-    meta, net = _loaded(model_dir)
-    face_model = Path(face_model or meta["face_model"])
-    require_face_model(meta["face_model_sha256"], face_model, f"The model in {model_dir}",
-                       "give that model with --face-model")
+    model = load_continuous(model_dir)
+    face_model = Path(face_model or model.meta["face_model"])
+    model.check_face_model(face_model, "give that model with --face-model")
     predictor = Predictor(face_model, backend=backend, detect=detect)
     manifest = read_clips(clips, require_labels=False)
     rows, problems = [], [r.reason for r in manifest.rejected]
     for sample in reporter().track(manifest.samples, total=len(manifest.samples), description="Predicting"):
         path = sample.files["face"]
         try:
-            outputs = frame_outputs(predictor, path, None, None, fps=frame_rate / meta["frame_step"],
-                                    frame_rate=frame_rate)
+            outputs = model.read(predictor, path, frame_rate)
         except Reject as r:
             problems.append(r.reason)
             continue
         if outputs is None:
             problems.append(f"{path.name}: the face detector found no face in any frame")
             continue
-        values = kept_values(meta, net, outputs)
         rows += [{"clip": sample.id, "time": float(t), "valence": float(v), "arousal": float(a)}
-                 for t, (v, a) in zip(outputs.times, values)]
+                 for t, (v, a) in zip(outputs.times, model.values(outputs))]
     return pd.DataFrame(rows, columns=["clip", "time", "valence", "arousal"]), problems
