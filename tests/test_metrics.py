@@ -19,6 +19,7 @@ from affectkit.evaluation.metrics import (
     AffectMetrics,
     compute_metrics,
     expected_calibration_error,
+    prior_collapse,
     reliability_curve,
 )
 from affectkit.evaluation.plots import (
@@ -357,3 +358,20 @@ def test_plots_write_pngs(data, result, tmp_path):
         "inference_ms_per_image": [0.8, 4.2, 5.0],
     })
     _assert_png(plot_model_comparison(comparison, tmp_path / "comparison.png"))
+
+
+def test_a_model_that_gives_one_class_to_mixed_faces_is_named():
+    labels = np.repeat(np.arange(7), [40, 90, 30, 20, 10, 5, 5])  # a skewed set: Happy 45%
+    one_class = np.zeros((len(labels), NUM_CLASSES))
+    one_class[:, 1] = 1.0  # Happy for every face
+    expression = compute_metrics(one_class, labels, np.zeros((len(labels), 2)), np.full((len(labels), 2), np.nan))
+    warning = prior_collapse(expression["expression"], CLASS_NAMES)
+    assert warning.startswith("gives Happy to 100% of the faces though 45% of them are Happy")
+    learnt = F.one_hot(torch.as_tensor(labels), NUM_CLASSES).numpy().astype(float)
+    learnt[::10] = one_class[::10]  # right on 9 faces in 10 or so
+    assert prior_collapse(compute_metrics(learnt, labels, np.zeros((len(labels), 2)),
+                                          np.full((len(labels), 2), np.nan))["expression"], CLASS_NAMES) is None
+    mostly_happy = np.where(np.arange(len(labels)) < 180, 1, labels)  # a test set of Happy faces, rightly Happy
+    assert prior_collapse(compute_metrics(one_class, mostly_happy, np.zeros((len(labels), 2)),
+                                          np.full((len(labels), 2), np.nan))["expression"], CLASS_NAMES) is None
+    assert prior_collapse(None, CLASS_NAMES) is None  # a valence/arousal model

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -7,8 +8,9 @@ import pytest
 import yaml
 
 from affectkit.config import Config
-from affectkit.evaluation.comparison import COLUMNS
+from affectkit.evaluation.comparison import COLUMNS, write_report
 from affectkit.pipeline import evaluate_saved, run_pipeline
+from affectkit.runs import RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,20 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     assert (table["params_millions"] > 0).all() and (table["inference_ms_per_image"] > 0).all()
     report = (run_dir / "report.md").read_text()
     assert "model_comparison.png" in report and "CustomCNN_confusion_matrix.png" in report
+
+
+def test_the_report_warns_of_a_model_that_learnt_the_class_frequencies(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    metrics = json.loads((run / "CustomCNN_metrics.json").read_text())
+    support = [sum(row) for row in metrics["expression"]["confusion_matrix"]]
+    metrics["expression"]["confusion_matrix"] = [[0, n, 0, 0, 0, 0, 0, 0] for n in support]  # Happy, every face
+    (run / "CustomCNN_metrics.json").write_text(json.dumps(metrics))
+    rows = pd.read_csv(run / "model_comparison_results.csv").to_dict("records")
+    summary = json.loads((run / "dataset_summary.json").read_text())
+    report = write_report(RunFolder(run), summary, rows, ["CustomCNN"], []).read_text()
+    share = support[1] / sum(support)
+    assert f"**Warning:** CustomCNN gives Happy to 100% of the faces though {share:.0%} of them are Happy" in report
 
 
 def test_evaluate_reproduces_the_run(run_dir, demo_dir):

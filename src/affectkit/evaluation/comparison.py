@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from affectkit.evaluation.metrics import expression_score
+from affectkit.config import CLASS_NAMES
+from affectkit.evaluation.metrics import expression_score, prior_collapse
 from affectkit.runs import RunFolder
 
 COLUMNS = [
@@ -103,6 +105,8 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         plots = (("training history", run.training_plot(name)), ("confusion matrix", run.confusion_matrix(name)),
                  ("reliability", run.reliability(name)))
         lines += [f"![{name} {kind}]({plot.name})" for kind, plot in plots if plot.is_file()]  # ensembles: no history
+        if warning := prior_collapse(json.loads(run.metrics(name).read_text())["expression"], CLASS_NAMES):
+            lines += ["", f"**Warning:** {name} {warning}"]
         files = [run.metrics(name), *(path for path in [run.history(name)] if path.is_file())]
         lines += ["", f"Files: {', '.join(f'`{file.name}`' for file in files)}.", ""]
     if transfer:

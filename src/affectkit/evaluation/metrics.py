@@ -250,6 +250,27 @@ def compute_metrics(probs: ArrayLike, exp_true: ArrayLike, va_pred: ArrayLike, v
     return metrics.compute()
 
 
+COLLAPSE_SHARE = 0.9  # of the faces given one class, where fewer than COLLAPSE_TRUE_SHARE of them have it
+COLLAPSE_TRUE_SHARE = 0.7
+
+
+def prior_collapse(expression: dict | None, class_names: Sequence[str]) -> str | None:
+    """A sentence where a model gives one class to nearly every face although the faces' classes are mixed (it
+    learnt the class frequencies, not the faces: the usual failure of a short training from scratch on a small,
+    skewed set); None otherwise or where ``expression`` (the scores' ``expression`` part) is None."""
+    if not expression:
+        return None
+    counts = np.asarray(expression["confusion_matrix"])
+    faces = counts.sum()
+    given, truth = counts.sum(axis=0), counts.sum(axis=1)
+    top = int(given.argmax())
+    if faces == 0 or given[top] < COLLAPSE_SHARE * faces or truth[top] >= COLLAPSE_TRUE_SHARE * faces:
+        return None
+    return (f"gives {class_names[top]} to {given[top] / faces:.0%} of the faces though {truth[top] / faces:.0%} of them "
+            f"are {class_names[top]}: it learnt the class frequencies, not the faces. A pretrained start and a longer fine-tuning "
+            "(--profile recommended), or class-balanced training (--profile imbalanced), usually cure it.")
+
+
 def expected_calibration_error(probs: ArrayLike | Tensor, targets: ArrayLike | Tensor, n_bins: int = ECE_BINS) -> float:
     """Top-label ECE over ``n_bins`` equal-width confidence bins (torchmetrics' definition, L1 norm)."""
     probs = torch.as_tensor(np.asarray(probs, dtype=np.float32))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from affectkit.config import Config
+from affectkit.config import CLASS_NAMES, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.reader import read_dataset, reader_options
@@ -26,7 +26,7 @@ from affectkit.evaluation.evaluator import (
     score,
     write_model_report,
 )
-from affectkit.evaluation.metrics import expression_score
+from affectkit.evaluation.metrics import expression_score, prior_collapse
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
 from affectkit.models.registry import is_pretrained
@@ -88,6 +88,8 @@ def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: 
                          tta_flip=config_from_metadata(meta).tta_flip)
     metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data)
     reporter().show(metrics_table(meta["display_name"], metrics))
+    if warning := prior_collapse(metrics["expression"], CLASS_NAMES):
+        reporter().note(f"Warning: {meta['display_name']} {warning}")
     return metrics, pred, paths
 
 
