@@ -266,9 +266,10 @@ def prior_collapse(expression: dict | None, class_names: Sequence[str]) -> str |
     top = int(given.argmax())
     if faces == 0 or given[top] < COLLAPSE_SHARE * faces or truth[top] >= COLLAPSE_TRUE_SHARE * faces:
         return None
-    return (f"gives {class_names[top]} to {given[top] / faces:.0%} of the faces though {truth[top] / faces:.0%} of them "
-            f"are {class_names[top]}: it learnt the class frequencies, not the faces. A pretrained start and a longer fine-tuning "
-            "(--profile recommended), or class-balanced training (--profile imbalanced), usually cure it.")
+    return (f"gives {class_names[top]} to {given[top] / faces:.0%} of the faces though {truth[top] / faces:.0%} of "
+            f"them are {class_names[top]}: it learnt the class frequencies, not the faces. A pretrained start and a "
+            "longer fine-tuning (--profile recommended), or class-balanced training (--profile imbalanced), usually "
+            "cure it.")
 
 
 def expected_calibration_error(probs: ArrayLike | Tensor, targets: ArrayLike | Tensor, n_bins: int = ECE_BINS) -> float:
