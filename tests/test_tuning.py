@@ -151,3 +151,13 @@ def test_trials_a_killed_run_left_running_are_failed_on_reopening(tmp_path, tiny
     study.ask()
     fail_stale_trials(open_study(tmp_path, tiny_config, ["custom_cnn"]))
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+
+
+def test_valence_arousal_loss_weights_are_searched_only_where_the_data_has_them():
+    from affectkit.pipeline.tuning import sample_params
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    weights = {"loss.valence_weight", "loss.arousal_weight"}
+    assert weights <= set(sample_params(study.ask(), ["custom_cnn"]))  # the demo faces: classes and valence/arousal
+    expression_only = sample_params(study.ask(), ["custom_cnn"], valence_arousal=False)  # FER2013, RAF-DB, CK+
+    assert not weights & set(expression_only) and "learning_rate" in expression_only

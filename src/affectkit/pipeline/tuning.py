@@ -80,18 +80,22 @@ def pruning_callback(trial: optuna.Trial, monitor: str = "val_loss") -> L.Callba
     return _pruning_callback_class()(trial, monitor)
 
 
-def sample_params(trial: optuna.Trial, models: list[str], architecture: bool = False) -> dict[str, Any]:
+def sample_params(trial: optuna.Trial, models: list[str], architecture: bool = False,
+                  valence_arousal: bool = True) -> dict[str, Any]:
     """A trial's draw; with ``architecture``, trials of the custom CNN also draw its architecture (a search space
-    that depends on the model: Optuna's define-by-run)."""
+    that depends on the model: Optuna's define-by-run). The valence/arousal loss weights are drawn only where the
+    data has ``valence_arousal`` annotations: elsewhere they weigh nothing, and each idle dimension would only
+    slow the sampler's search."""
     params = {
         "model": trial.suggest_categorical("model", models),
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
         "fine_tune_lr": trial.suggest_float("fine_tune_lr", 1e-5, 1e-3, log=True),
         "dropout_scale": trial.suggest_float("dropout_scale", 0.5, 1.5),
         "head_width": trial.suggest_categorical("head_width", list(HEAD_WIDTHS)),
-        "loss.valence_weight": trial.suggest_float("loss.valence_weight", 0.1, 1.0),
-        "loss.arousal_weight": trial.suggest_float("loss.arousal_weight", 0.1, 1.0),
     }
+    if valence_arousal:
+        params |= {"loss.valence_weight": trial.suggest_float("loss.valence_weight", 0.1, 1.0),
+                   "loss.arousal_weight": trial.suggest_float("loss.arousal_weight", 0.1, 1.0)}
     if architecture and params["model"] == "custom_cnn":
         params |= {
             "cnn_stages": trial.suggest_categorical("cnn_stages", list(STAGES)),
@@ -146,7 +150,7 @@ def make_objective(data: PreparedData, folder: RunFolder, config: Config, models
     from affectkit.training.trainer import train_model
 
     def objective(trial: optuna.Trial) -> float:
-        params = sample_params(trial, models, architecture)
+        params = sample_params(trial, models, architecture, data.trains_valence_arousal)
         settings = trial_config(config, params)
         # Known before training, so a pruned trial has it too (the architecture plot shows every trial).
         trial.set_user_attr("parameters", count_parameters(build_model(params["model"], settings)))
