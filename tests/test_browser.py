@@ -143,7 +143,7 @@ def test_page_streams_the_camera_and_stops(server_url):
 @pytest.mark.parametrize("kind", ["valence/arousal", "expression"])
 def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
     """A model trained on faces without a class: the page labels its faces with valence and arousal, no bars. One
-    trained on faces without valence/arousal: bars, and no point on the circumplex."""
+    trained on faces without valence/arousal: bars (of the classes it learnt), and no point on the circumplex."""
     from playwright.sync_api import expect, sync_playwright
 
     from affectkit.config import Config
@@ -153,8 +153,9 @@ def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
     model = build_model("custom_cnn", config)
     if kind == "valence/arousal":
         model.set_output_classes([False] * 8)
-    else:
+    else:  # and without Contempt, as FER2013 and RAF-DB
         model.valence_arousal_trained.fill_(False)
+        model.set_output_classes([True] * 7 + [False])
     with serving(save_model(model, tmp_path / "best_CustomCNN", config)) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -168,7 +169,8 @@ def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
                 assert page.locator("#circumplex .dot").count() == 1
                 assert "valence" in page.text_content("#faces .va")
             else:
-                assert page.locator("#faces .bar-row").count() == 8
+                assert page.locator("#faces .bar-row").count() == 7  # no bar for the class it never learnt
+                assert page.text_content("#faces .unlearnt") == "not learnt (absent from its training data): Contempt"
                 assert page.locator("#circumplex .dot").count() == 0
                 assert "expressions only" in page.text_content("#circumplex")
                 assert page.text_content("#faces .va") == "no valence/arousal (an expression model)"

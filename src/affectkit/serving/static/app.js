@@ -150,9 +150,17 @@ function listFaces(faces) {
     va.textContent = face.valence === null ? "no valence/arousal (an expression model)"
       : `valence ${face.valence.toFixed(2)}, arousal ${face.arousal.toFixed(2)}`;
     block.append(title);
+    const unlearnt = [];
     Object.entries(face.probabilities).forEach(([name, p], k) => {
-      block.append(barRow(name, p, CLASS_COLOURS[k % CLASS_COLOURS.length]));
+      if (trainedClasses && !trainedClasses.includes(name)) unlearnt.push(name);
+      else block.append(barRow(name, p, CLASS_COLOURS[k % CLASS_COLOURS.length]));
     });
+    if (unlearnt.length) {
+      const note = document.createElement("div");
+      note.className = "unlearnt";
+      note.textContent = `not learnt (absent from its training data): ${unlearnt.join(", ")}`;
+      block.append(note);
+    }
     block.append(va);
     list.append(block);
   });
@@ -244,10 +252,14 @@ async function startCamera() {
   socket.onerror = () => stopCamera("camera stopped: the connection to the server failed");
 }
 
+// The classes the served model learnt (GET /v1/model); the others' probability is always 0, so they get no bar.
+let trainedClasses = null;
+
 async function showModel() {
   const response = await fetch("/v1/model", { headers: authHeaders() });
   if (response.ok) {
     const info = await response.json();
+    trainedClasses = info.trained_classes;
     $("model").textContent = `${info.name} · ${info.input_size}px · ${info.backend}`;
     if (info.warning) {  // e.g. a model trained on synthetic demo faces
       $("warning").textContent = info.warning;
