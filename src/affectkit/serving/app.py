@@ -19,6 +19,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from affectkit.inference.images import DEFAULT_MAX_PIXELS
 from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, frame_step, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_summaries
-from affectkit.multimodal.face import served_frame_outputs
+from affectkit.multimodal.face import FrameOutputs, served_frame_outputs
 from affectkit.multimodal.fusion import verdict_of
 from affectkit.multimodal.manifest import Sample
 from affectkit.multimodal.run import fusion_verdict, load_fusion, reads_per_person, require_face_model
@@ -512,21 +513,28 @@ def _check_servable_fusion(meta: dict[str, Any], folder: str | Path, model_path:
     _check_detection(meta["detect"], predictor, f"The fusion in {folder} read its faces")
 
 
+def _model_frames(read: VideoFaces, fps: float, reusable: bool, own_pass: Callable[[], FrameOutputs | None],
+                  predictor: Predictor, max_frames: int, name: str, what: str) -> FrameOutputs | None:
+    """The face model's outputs on the frames a temporal model reads at ``fps`` (the largest face of each): the
+    faces ``read`` already holds (unsmoothed) where they are those frames and ``reusable``, else ``own_pass``
+    over the video, bounded by ``max_frames`` (``what``: the model, for the message)."""
+    if reusable and read.every == frame_step(read.frame_rate, fps):
+        return served_frame_outputs([(index / read.frame_rate, faces) for index, faces in read.frames],
+                                    predictor.class_names)
+    if read.seconds * fps > max_frames:
+        raise VideoError("too_long", f"{name}: more than {max_frames} frames for the {what}, which reads {fps:g} a "
+                                     "second")
+    try:
+        return own_pass()
+    except Reject as exc:
+        raise VideoError("unreadable", exc.reason) from None
+
+
 def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
                   name: str) -> dict[str, Any]:
-    """The temporal model's expression, probabilities, valence and arousal for the whole video: from the faces
-    ``read`` already holds (unsmoothed) where they are the frames it reads, else from its own pass over the video."""
-    if read.every == frame_step(read.frame_rate, model.meta["fps"]) and not model.embeddings:
-        outputs = served_frame_outputs([(index / read.frame_rate, faces) for index, faces in read.frames],
-                                       predictor.class_names)
-    elif read.seconds * model.meta["fps"] > max_frames:  # it reads at its own rate
-        raise VideoError("too_long", f"{name}: more than {max_frames} frames for the temporal model, which reads "
-                                     f"{model.meta['fps']:g} a second")
-    else:
-        try:
-            outputs = model.read(predictor, path)
-        except Reject as exc:
-            raise VideoError("unreadable", exc.reason) from None
+    """The temporal model's expression, probabilities, valence and arousal for the whole video."""
+    outputs = _model_frames(read, model.meta["fps"], not model.embeddings, lambda: model.read(predictor, path),
+                            predictor, max_frames, name, "temporal model")
     if outputs is None:
         return {"status": "no face found"}
     row = model.predict([outputs], predictor.class_names).iloc[0]
@@ -536,19 +544,9 @@ def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: 
 
 def _frame_affect(model: ContinuousModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
                   name: str) -> dict[str, Any]:
-    """The temporal-frames model's valence and arousal of each frame it reads (the largest face): from the faces
-    ``read`` already holds (unsmoothed) where they are its frames, else from its own pass over the video."""
-    if read.every == frame_step(read.frame_rate, model.fps):
-        outputs = served_frame_outputs([(index / read.frame_rate, faces) for index, faces in read.frames],
-                                       predictor.class_names)
-    elif read.seconds * model.fps > max_frames:
-        raise VideoError("too_long", f"{name}: more than {max_frames} frames for the temporal-frames model, which "
-                                     f"reads {model.fps:g} a second")
-    else:
-        try:
-            outputs = model.read(predictor, path)
-        except Reject as exc:
-            raise VideoError("unreadable", exc.reason) from None
+    """The temporal-frames model's valence and arousal of each frame it reads (the largest face)."""
+    outputs = _model_frames(read, model.fps, True, lambda: model.read(predictor, path), predictor, max_frames, name,
+                            "temporal-frames model")
     if outputs is None:
         return {"status": "no face found"}
     return {"status": "ok", "methods": model.methods,
