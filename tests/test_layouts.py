@@ -121,6 +121,25 @@ def test_class_folders_without_split_folders(tmp_path):
     assert sorted({r.expression for r in index.records}) == [0, 1] and "no split folders" in index.describe()
 
 
+def test_gif_and_netpbm_faces_are_read_as_training_and_prediction_read_them(tmp_path):
+    """Older face sets come as GIF (Yale) or PGM (ORL): samples like any other, decoded alike for training
+    (OpenCV, into the cache) and for prediction (Pillow)."""
+    from PIL import Image
+
+    from affectkit.inference.images import read_image
+
+    for i, suffix in enumerate((".gif", ".pgm", ".ppm")):
+        image = Image.fromarray(face(1, i)[0])
+        (tmp_path / "happy").mkdir(exist_ok=True)
+        (image.convert("L") if suffix == ".pgm" else image).save(tmp_path / "happy" / f"{i}{suffix}")
+        save(tmp_path / "sad" / f"{i}.png", face(2, i)[0])
+    index = read_dataset(tmp_path, progress=False)
+    assert sorted(r.id for r in index.records if r.expression == 1) == ["happy/0.gif", "happy/1.pgm", "happy/2.ppm"]
+    for record in index.records:
+        assert np.array_equal(decode_record(record, 64), cv2.resize(read_image(record.image_path), (64, 64),
+                                                                    interpolation=cv2.INTER_AREA)), record.id
+
+
 # -- FER2013 ----------------------------------------------------------------------------------------------------
 
 

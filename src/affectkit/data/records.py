@@ -22,7 +22,7 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
 # AffectNet codes beyond the 8 expressions; they are dropped, counted by kind.
 AFFECTNET_NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no_face"}
 VA_NOT_ANNOTATED = -2.0

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from affectkit.errors import AffectkitError
 
 # Formats whose decoders are pure Pillow code; EPS/PDF-like formats would hand the bytes to external programs.
-ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF")
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
 DEFAULT_MAX_PIXELS = 40_000_000
 
 ImageProblem = Literal["empty", "not_image", "too_large", "corrupt"]
