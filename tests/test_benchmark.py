@@ -261,11 +261,16 @@ def test_another_fusion_takes_the_recipes_place_with_a_row_per_network(demo_dir,
 
 
 def test_benchmark_config_takes_only_reading_settings_from_the_data_folder(tmp_path):
-    (tmp_path / "affectkit.yaml").write_text("img_size: 64\nepochs: 60\ngroup_pattern: '^(S\\d+)_'\n")
+    (tmp_path / "affectkit.yaml").write_text("img_size: 64\nepochs: 60\ngroup_pattern: '^(S\\d+)_'\n"
+                                             "label_pattern: '^(?P<expression>[A-Z]{2})'\nckplus_neutral_onset: true\n")
     config = bench.benchmark_config(data=tmp_path, sets={"fine_tune_epochs": 3})
     recipe = bench.benchmark_config()
     assert (config.img_size, config.epochs) == (recipe.img_size, recipe.epochs)
     assert config.group_pattern == r"^(S\d+)_" and config.fine_tune_epochs == 3
+    # Every reading setting (a JAFFE folder's label_pattern, CK+'s neutral onset), unless a config file sets it.
+    assert config.label_pattern == "^(?P<expression>[A-Z]{2})" and config.ckplus_neutral_onset
+    (tmp_path / "mine.yaml").write_text("group_pattern: '^(P\\d+)-'\n")
+    assert bench.benchmark_config(tmp_path / "mine.yaml", data=tmp_path).group_pattern == r"^(P\d+)-"
     quick = bench.benchmark_config(quick=True)
     assert quick.epochs < recipe.epochs and quick.fine_tune_epochs < recipe.fine_tune_epochs
 

@@ -256,12 +256,15 @@ class Config(_Strict):
         return _validate(data, source="command-line options")
 
 
+# How a data set is read: the settings of a data folder's own affectkit.yaml that every command takes from it.
+READING_KEYS = ("layout", "class_map", "group_pattern", "label_pattern", "ckplus_neutral_onset",
+                "affwild2_frame_step", "affwild2_task")
+
 # What every model of a run shares (its data, split, input size and starting weights, and the prediction rule a
 # fusion of them applies), so ``model_settings`` cannot change it for one model.
 RUN_WIDE_KEYS = frozenset({
     "img_size", "validation_split", "test_split", "max_samples", "seed", "use_light_models", "pretrained",
-    "streaming_mode", "tta_flip", "devices", "num_nodes", "accelerator", "cache_dir", "layout", "class_map",
-    "group_pattern", "label_pattern", "ckplus_neutral_onset", "affwild2_frame_step", "affwild2_task",
+    "streaming_mode", "tta_flip", "devices", "num_nodes", "accelerator", "cache_dir", *READING_KEYS,
     "model_settings",
 })
 

@@ -13,6 +13,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from affectkit.config import READING_KEYS
 from affectkit.data.layouts import LAYOUT_NAMES, choose
 from affectkit.data.layouts.file_names import compile_label_pattern
 from affectkit.data.records import (
@@ -41,11 +42,8 @@ __all__ = [
 
 
 def reader_options(config) -> dict:
-    """The :func:`read_dataset` keywords a run's Config sets (``layout``, ``class_map``, ``group_pattern``,
-    ``label_pattern``, ``ckplus_neutral_onset``, ``affwild2_frame_step``, ``affwild2_task``)."""
-    return {"layout": config.layout, "class_map": config.class_map, "group_pattern": config.group_pattern,
-            "label_pattern": config.label_pattern, "ckplus_neutral_onset": config.ckplus_neutral_onset,
-            "affwild2_frame_step": config.affwild2_frame_step, "affwild2_task": config.affwild2_task}
+    """The :func:`read_dataset` keywords a run's Config sets (its ``READING_KEYS``)."""
+    return {key: getattr(config, key) for key in READING_KEYS}
 
 
 def _compile_group_pattern(pattern: str) -> re.Pattern:
