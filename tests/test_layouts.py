@@ -268,6 +268,9 @@ def test_affectnet_official_csvs(official):
     assert index.layout == "affectnet_official" and len(index.records) == 40
     assert kinds(index) == {"0/outside.png": "box_outside_image", "1/missing.png": "image_missing",
                             "2/uncertain.png": "expression_uncertain", "0/nova.png": "valence_not_annotated"}
+    # Kept without a class where asked: its valence/arousal are read, then its image is looked for.
+    unclassed = read_dataset(root, progress=False, affectnet_unclassed_faces=True)
+    assert kinds(unclassed)["2/uncertain.png"] == "image_missing" and len(unclassed.records) == 40
     assert {r.split for r in index.records if r.id in {f"{i % 3}/img{i}.png" for i in range(30, 40)}} == {"test"}
     assert {r.split for r in index.records if r.id == "0/img0.png"} == {"train"}
     assert "val carved from train" in index.describe()

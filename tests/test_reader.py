@@ -51,6 +51,25 @@ def test_bad_records_are_quarantined_with_reasons(demo_copy):
     assert set(table["id"]) == set(kinds) and table["reason"].str.len().min() > 10
 
 
+def test_affectnet_none_and_uncertain_faces_with_valence_arousal_are_kept_without_a_class_when_asked(demo_copy):
+    from affectkit.config import NO_EXPRESSION
+
+    ann = demo_copy / "annotations"
+    np.save(ann / "3_exp.npy", np.array(8))  # 'none', with the demo face's valence/arousal
+    np.save(ann / "4_exp.npy", np.array("9"))  # 'uncertain'
+    np.save(ann / "5_exp.npy", np.array(8))
+    np.save(ann / "5_val.npy", np.array(-2.0))  # 'none' and 'not annotated': nothing to learn from
+    np.save(ann / "6_exp.npy", np.array(10))  # 'non-face': never a face
+    as_released = {r.id: r.kind for r in read_dataset(demo_copy, progress=False).rejected}
+    assert as_released == {"3": "expression_none", "4": "expression_uncertain", "5": "expression_none",
+                           "6": "expression_no_face"}
+    index = read_dataset(demo_copy, progress=False, affectnet_unclassed_faces=True)
+    assert {r.id: r.kind for r in index.rejected} == {"5": "valence_not_annotated", "6": "expression_no_face"}
+    kept = {r.id: r for r in index.records if r.id in ("3", "4")}
+    assert all(r.expression == NO_EXPRESSION and r.has_valence_arousal for r in kept.values())
+    assert "2 with valence/arousal only" in index.describe()
+
+
 def test_empty_image_and_out_of_range_values(demo_copy):
     (demo_copy / "images" / "7.jpg").write_bytes(b"")
     np.save(demo_copy / "annotations" / "8_aro.npy", np.array(1.5))

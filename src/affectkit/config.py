@@ -184,6 +184,9 @@ class Config(_Strict):
         description="Aff-Wild2: the challenge whose frames and split are read (auto: EXPR, else multi-task, else VA).")
     ckplus_neutral_onset: bool = Field(
         False, description="CK+ sequences: each labelled sequence's first frame is also a Neutral face (eight classes).")
+    affectnet_unclassed_faces: bool = Field(
+        False, description="AffectNet: None (8) and Uncertain (9) faces with valence/arousal train those heads alone "
+                           "(else quarantined).")
 
     # Networks of one recipe may want different settings: a 57k-parameter network that already knows expressions
     # (MiniXception) moves its backbone further than an ImageNet backbone twenty times its size should.
@@ -258,7 +261,7 @@ class Config(_Strict):
 
 # How a data set is read: the settings of a data folder's own affectkit.yaml that every command takes from it.
 READING_KEYS = ("layout", "class_map", "group_pattern", "label_pattern", "ckplus_neutral_onset",
-                "affwild2_frame_step", "affwild2_task")
+                "affwild2_frame_step", "affwild2_task", "affectnet_unclassed_faces")
 
 # What every model of a run shares (its data, split, input size and starting weights, and the prediction rule a
 # fusion of them applies), so ``model_settings`` cannot change it for one model.

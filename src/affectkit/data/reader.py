@@ -84,14 +84,16 @@ def _drop_duplicates(index: DatasetIndex) -> DatasetIndex:
 def read_dataset(path: str | Path, progress: bool = True, layout: str | None = None,
                  class_map: dict[str, str] | None = None, group_pattern: str | None = None,
                  label_pattern: str | None = None, ckplus_neutral_onset: bool = False,
-                 affwild2_frame_step: int = 1, affwild2_task: str = "auto") -> DatasetIndex:
+                 affwild2_frame_step: int = 1, affwild2_task: str = "auto",
+                 affectnet_unclassed_faces: bool = False) -> DatasetIndex:
     """Validate every sample of the data set at ``path``; bad samples go to ``rejected`` with a reason.
 
     ``layout``: one of ``LAYOUT_NAMES`` to skip detection. ``class_map``: class-folder name -> class name or
     ``"ignore"``. ``group_pattern``: see the module docstring. ``label_pattern``: a regex reading each image's
     expression (and subject) from its file name (:mod:`affectkit.data.layouts.file_names`). ``ckplus_neutral_onset``:
     CK+'s sequences also give their first frame as a Neutral face. ``affwild2_frame_step``: Aff-Wild2's every n-th
-    annotated frame; ``affwild2_task``: Aff-Wild2's challenge whose frames and split are read.
+    annotated frame; ``affwild2_task``: Aff-Wild2's challenge whose frames and split are read;
+    ``affectnet_unclassed_faces``: AffectNet's None and Uncertain faces with valence/arousal are read without a class.
     """
     with silenced(not progress):
         path = Path(path).expanduser()
@@ -103,7 +105,7 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
             compile_label_pattern(label_pattern)
         options = ReadOptions(class_map=dict(class_map or {}), ckplus_neutral_onset=ckplus_neutral_onset,
                               label_pattern=label_pattern, affwild2_frame_step=affwild2_frame_step,
-                              affwild2_task=affwild2_task)
+                              affwild2_task=affwild2_task, affectnet_unclassed_faces=affectnet_unclassed_faces)
         module, found = choose(path, options, layout)
         if group_pattern and module.NAME == "fer2013":
             raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")

@@ -180,6 +180,7 @@ class ReadOptions:
     label_pattern: str | None = None  # a regex reading each image's expression (and subject) from its file name
     affwild2_frame_step: int = 1  # Aff-Wild2: every n-th annotated frame of a video
     affwild2_task: str = "auto"  # Aff-Wild2: whose frames and split (layouts.affwild2)
+    affectnet_unclassed_faces: bool = False  # AffectNet: None/Uncertain faces with valence/arousal kept, without class
 
 
 class Reject(Exception):
@@ -248,6 +249,25 @@ def parse_expression(value: float | str, source: str) -> int:
     if not 0 <= label < len(CLASS_NAMES):
         raise Reject("expression_out_of_range", f"{source}: expression {label} is outside 0..7")
     return label
+
+
+def affectnet_expression(value: float | str, source: str, options: ReadOptions) -> int:
+    """``parse_expression`` of an AffectNet code; where ``options.affectnet_unclassed_faces``, None (8) and Uncertain
+    (9) give NO_EXPRESSION, a face for the valence/arousal heads alone (``require_some_label`` then checks it has
+    them)."""
+    try:
+        return parse_expression(value, source)
+    except Reject as r:
+        if options.affectnet_unclassed_faces and r.kind in ("expression_none", "expression_uncertain"):
+            return NO_EXPRESSION
+        raise
+
+
+def require_some_label(label: int, valence: float, source: str) -> None:
+    """A face with neither a class nor valence/arousal teaches nothing."""
+    if label == NO_EXPRESSION and not math.isfinite(valence):
+        raise Reject("unlabelled", f"{source}: no expression class (AffectNet's None or Uncertain) and no "
+                                   "valence/arousal")
 
 
 def parse_dimension(value: float, name: str, source: str) -> float:

@@ -18,11 +18,12 @@ from affectkit.data.records import (
     Record,
     Reject,
     Rejection,
+    affectnet_expression,
     collect,
     inspect_image,
     natural_key,
     parse_dimension,
-    parse_expression,
+    require_some_label,
 )
 from affectkit.errors import AffectkitError
 
@@ -87,12 +88,13 @@ def _index(root: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]]:
     return annotations, images
 
 
-def _record(sample_id: str, files: dict[str, Path], image: Path | None, wants_va: bool) -> Record:
+def _record(sample_id: str, files: dict[str, Path], image: Path | None, wants_va: bool,
+            options: ReadOptions) -> Record:
     if image is None:
         raise Reject("image_missing", f"no image images/{sample_id}.jpg for annotations/{sample_id}_*.npy")
     if "exp" not in files:
         raise Reject("annotation_missing", f"annotation file annotations/{sample_id}_exp.npy is missing")
-    label = parse_expression(_scalar(files["exp"], "expression"), files["exp"].name)
+    label = affectnet_expression(_scalar(files["exp"], "expression"), files["exp"].name, options)
     valence = arousal = math.nan
     if wants_va:
         for kind in ("val", "aro"):
@@ -100,6 +102,7 @@ def _record(sample_id: str, files: dict[str, Path], image: Path | None, wants_va
                 raise Reject("annotation_missing", f"annotation file annotations/{sample_id}_{kind}.npy is missing")
         valence = parse_dimension(_scalar(files["val"], "valence"), "valence", files["val"].name)
         arousal = parse_dimension(_scalar(files["aro"], "arousal"), "arousal", files["aro"].name)
+    require_some_label(label, valence, files["exp"].name)
     landmarks = _landmarks(files["lnd"]) if "lnd" in files else None
     info = inspect_image(image)
     return Record(sample_id, image, label, valence, arousal, landmarks, info.width, info.height, info.digest)
@@ -119,7 +122,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
         if files is None:
             return Rejection(sample_id, str(image), "orphan_image", f"image {image.name} has no annotations/{sample_id}_*.npy")
         try:
-            return _record(sample_id, files, image, wants_va)
+            return _record(sample_id, files, image, wants_va, options)
         except Reject as r:
             return Rejection(sample_id, str(image or files.get("exp") or root), r.kind, r.reason)
 

@@ -25,11 +25,12 @@ from affectkit.data.records import (
     Record,
     Reject,
     Rejection,
+    affectnet_expression,
     collect,
     csv_header,
     inspect_image,
-    parse_expression,
     parse_valence_arousal,
+    require_some_label,
 )
 from affectkit.errors import AffectkitError
 
@@ -128,15 +129,16 @@ def _landmarks(text: str, source: str) -> np.ndarray | None:
 
 
 def _record(images: Path, csv_name: str, cols: dict[str, int], split: str | None, line_no: int,
-            row: list[str]) -> Record:
+            row: list[str], options: ReadOptions) -> Record:
     source = f"{csv_name} line {line_no}"
     if len(row) < len(cols):
         raise Reject("row_invalid", f"{source} has {len(row)} field(s); the header names {len(cols)}")
     rel = row[cols["subdirectory_filepath"]].strip()
     # Label and box first: the many 'none'/'uncertain'/'no face' rows are rejected without opening their image.
-    label = parse_expression(row[cols["expression"]], source)
+    label = affectnet_expression(row[cols["expression"]], source, options)
     valence, arousal = parse_valence_arousal(row[cols["valence"]] if "valence" in cols else "",
                                              row[cols["arousal"]] if "arousal" in cols else "", source)
+    require_some_label(label, valence, source)
     box = _box(row, cols, source)
     landmarks = _landmarks(row[cols["facial_landmarks"]], source) if "facial_landmarks" in cols else None
     try:
@@ -178,7 +180,7 @@ def read(source: Path, options: ReadOptions) -> DatasetIndex:
         cols = columns[csv_path]
         rel = row[cols["subdirectory_filepath"]].strip() if len(row) > cols["subdirectory_filepath"] else ""
         try:
-            return _record(images, csv_path.name, cols, split, line_no, row)
+            return _record(images, csv_path.name, cols, split, line_no, row, options)
         except Reject as r:
             return Rejection(rel or f"{csv_path.name}:{line_no}", str(images / rel) if rel else f"{csv_path}:{line_no}",
                              r.kind, r.reason)
