@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from affectkit.config import CLASS_NAMES, Config
@@ -59,7 +60,7 @@ def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedDa
     return prepared, dataset_summary(index, prepared.splits)
 
 
-def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, positions, split: str,
+def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, positions: np.ndarray, split: str,
                       out: RunFolder, source: Path, training_data: dict | None = None) -> tuple[dict, dict[str, Path]]:
     """Score ``pred``, the saved model's predictions of ``positions`` (the ``split`` of ``data``, read from
     ``source``), and write its metrics, confusion matrix and reliability diagram into ``out`` (suffixed ``_<split>``

@@ -1,9 +1,9 @@
 """HTTP API and demo page: ``POST /v1/predict`` with images, ``POST /v1/predict-video`` with a video (faces followed
 across frames; with a temporal model, the clip's expression, valence and arousal; with a temporal-frames model,
-valence and arousal frame by frame), ``/v1/stream`` (a WebSocket: live
-frames in, tracked and smoothed faces out), ``POST /v1/predict-multimodal`` (with a fusion model: a sample's face,
-speech and physiological recordings fused), ``POST /v1/feedback`` (the truth about a served face) with
-``GET /v1/performance``, ``GET /v1/drift``, model info, health, Prometheus metrics.
+valence and arousal frame by frame), ``/v1/stream`` (a WebSocket: live frames in, tracked and smoothed faces out),
+``POST /v1/predict-multimodal`` (with a fusion model: a sample's face, speech and physiological recordings fused),
+``POST /v1/feedback`` (the truth about a served face) with ``GET /v1/performance``, ``GET /v1/drift``, model info,
+health, Prometheus metrics.
 
 Every upload is untrusted: the request size is bounded before the body is read, the pixel count is read from the
 image header before decoding, a video's container is recognised from its first bytes (only MP4/MOV, AVI and
