@@ -131,6 +131,26 @@ def test_a_voted_data_set_trains_the_recipe_on_its_votes_and_says_so(voted_manif
     assert "label_distribution: true" in report
 
 
+def test_benchmark_md_names_a_trained_model_that_gave_one_class_to_every_face(demo_dir, tmp_path, monkeypatch):
+    collapsed = []
+
+    def collapse(expression, class_names):  # as if each trained model had learnt the class frequencies alone
+        collapsed.append(expression["n"])
+        return "gives Happy to 100% of the faces though 12% of them are Happy: ..."
+
+    monkeypatch.setattr(bench, "prior_collapse", collapse)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", str(demo_dir), "--out", str(out), "--baselines", "", "--quiet",
+                                      *TINY])
+    assert result.exit_code == 0, result.output
+    report = (out / "benchmark.md").read_text()
+    test_faces = (pd.read_csv(out / "splits.csv")["split"] == "test").sum()
+    assert collapsed == [test_faces] * 3  # each network, then the recipe, on its one test prediction
+    for row in ("MobileNetV2 (recipe network)", "MiniXception (recipe network)",
+                "affectkit recipe (MobileNetV2+MiniXception)"):
+        assert f"- {row} gives Happy to 100% of the faces" in report
+
+
 def test_a_data_set_with_faces_without_a_class_benchmarks_them_for_valence_arousal(partial_manifest, tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, ["benchmark", str(partial_manifest), "--out", str(out), "--baselines", "hog_svm",

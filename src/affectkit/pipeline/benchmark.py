@@ -34,7 +34,7 @@ from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.comparison import markdown_table, table_number
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split
-from affectkit.evaluation.metrics import compute_metrics, expression_score
+from affectkit.evaluation.metrics import compute_metrics, expression_score, prior_collapse
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
@@ -104,6 +104,7 @@ class TrainedRow:
     val: Predictions  # calibrated, as the test predictions are
     test: Predictions
     trained: TrainResult | None = None  # the training that made it, where this run trained it
+    warning: str | None = None  # where it gave one class to nearly every test face (metrics.prior_collapse)
 
 
 def _calibrated_predictions(model: AffectModel, data: PreparedData, config: Config,
@@ -118,12 +119,13 @@ def _calibrated_predictions(model: AffectModel, data: PreparedData, config: Conf
     return val_pred.tempered(temperature), pred, temperature, (time.perf_counter() - start) / len(test) * 1000
 
 
-def _recorded(saved: Path, pred: Predictions, data: PreparedData, folder: RunFolder) -> dict:
+def _recorded(saved: Path, pred: Predictions, data: PreparedData, folder: RunFolder) -> tuple[dict, str | None]:
     """The test scores of a trained model's one prediction of the test split, written beside it as `run` writes its
-    models' (metrics, confusion matrix, reliability diagram) and into its card with the data it learnt from."""
+    models' (metrics, confusion matrix, reliability diagram) and into its card with the data it learnt from; and a
+    warning where it gave one class to nearly every face."""
     metrics, _ = record_evaluation(saved, pred, data, data.positions("test"), "test", folder.models, data.index.root,
                                    training_data=dataset_summary(data.index, data.splits))
-    return metrics
+    return metrics, prior_collapse(metrics["expression"], CLASS_NAMES)
 
 
 def _epoch_selected(meta: dict, epochs: int, config: Config) -> str:
@@ -145,13 +147,14 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
     val_pred, pred, temperature, inference_ms = _calibrated_predictions(model, data, config, result.best_path)
     weights = meta.get("initial_weights", "")
     name = f"{result.name} ({kind})" if kind == "recipe network" else result.name
+    metrics, warning = _recorded(result.best_path, pred, data, folder)
     row = {"key": f"{kind.replace(' ', '_')}:{key}", "model": name, "kind": kind,
            "backbone": meta["backbone"] + (f" ({weights})" if weights else ""),
-           **_scores(_recorded(result.best_path, pred, data, folder)), "train_time_s": result.train_time_s,
+           **_scores(metrics), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms,
            "selected_on_val": f"{_epoch_selected(meta, len(result.history), config)}; temperature {temperature:.3f}"
                               + _flip(config)}
-    return TrainedRow(row, result.name, val_pred, pred, result)
+    return TrainedRow(row, result.name, val_pred, pred, result, warning)
 
 
 def _data_notes(data: PreparedData, config: Config) -> list[str]:
@@ -191,11 +194,12 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
                 f"{' / '.join(f'{alone:.3f}' for _, _, _, alone in parts)}); temperature {temperature:.3f}"
                 + _flip(config))
     name = f"affectkit recipe ({result.name})"
+    metrics, warning = _recorded(result.best_path, pred, data, folder)
     row = {"key": "recipe", "model": name, "kind": "recipe",
            "backbone": " + ".join(n.row["backbone"] for n in networks),
-           **_scores(_recorded(result.best_path, pred, data, folder)), "train_time_s": result.train_time_s,
+           **_scores(metrics), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms, "selected_on_val": selected}
-    return [*networks, TrainedRow(row, name, val_pred, pred)]
+    return [*networks, TrainedRow(row, name, val_pred, pred, warning=warning)]
 
 
 def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, name: str,
@@ -300,7 +304,9 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         if hog is not None and prepared.trains_expression:  # fused by expression log-loss
             rows.append(_fused(recipe_rows[-1], _hog_member(hog), prepared, "fusion:recipe+hog_svm",
                                "affectkit recipe + HOG", "fusion").row)
-        rows.extend(_trained_row(key, "model", prepared, folder, config, resume).row for key in extra)
+        trained = [*recipe_rows, *(_trained_row(key, "model", prepared, folder, config, resume) for key in extra)]
+        rows.extend(r.row for r in trained[len(recipe_rows):])
+        notes += [f"{r.row['model']} {r.warning}" for r in trained if r.warning]
 
         table = pd.DataFrame(rows)[COLUMNS]
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
