@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from affectkit.config import Config
+from affectkit.evaluation.card import write_model_card
 from affectkit.evaluation.comparison import COLUMNS, write_report
 from affectkit.pipeline import evaluate_saved, run_pipeline
 from affectkit.runs import RunFolder
@@ -55,6 +56,10 @@ def test_the_report_warns_of_a_model_that_learnt_the_class_frequencies(run_dir, 
     report = write_report(RunFolder(run), summary, rows, ["CustomCNN"], []).read_text()
     share = support[1] / sum(support)
     assert f"**Warning:** CustomCNN gives Happy to 100% of the faces though {share:.0%} of them are Happy" in report
+    # The card records it with the evaluation.
+    write_model_card(run / "best_CustomCNN.safetensors", metrics=metrics, data=run, split="test")
+    card = (run / "CustomCNN_card.md").read_text()
+    assert f"**Warning** (`{run.resolve()}`, test): the model gives Happy to 100% of the faces" in card
 
 
 def test_evaluate_reproduces_the_run(run_dir, demo_dir):

@@ -44,10 +44,13 @@ def card_path(model_path: str | Path, meta: dict[str, Any] | None = None) -> Pat
 
 
 def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[str, Any]:
+    from affectkit.evaluation.metrics import prior_collapse  # see _evaluation_section
+
     expression = metrics["expression"] or {}  # empty where no face had a class
     entry = {"data": str(Path(data).resolve()), "split": split, "synthetic": is_synthetic_data(data), "n": metrics["n"],
              **{k: expression.get(k) for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
-             "temperature": expression.get("temperature", 1.0)}
+             "temperature": expression.get("temperature", 1.0),
+             "warning": prior_collapse(metrics["expression"], CLASS_NAMES)}
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)
         entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
@@ -216,6 +219,9 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
         lines.append(f"| {source} | {e['split']} | {e['n']} | {_number(e['accuracy'])} | {_number(e['macro_f1'])} | "
                      f"{_number(e['balanced_accuracy'])} | {_number(e['nll'])} | {_number(e['ece'])} | "
                      f"{_number(e['temperature'])} | {va[0]} | {va[1]} |")
+    for e in evaluations:
+        if e.get("warning"):  # evaluations recorded before the check carry none
+            lines += ["", f"**Warning** (`{e['data']}`, {e['split']}): the model {e['warning']}"]
     lines += ["", "Calibration: the probabilities are the logits divided by the temperature, fit on the validation "
                   "split after training (temperature scaling); NLL and ECE (expected calibration error, "
                   f"{ECE_BINS} bins) are measured on them."]
