@@ -88,12 +88,12 @@ def test_serving_and_predict_show_the_warning_for_a_synthetic_model(trained, dem
     assert "must not be used on real people" in " ".join(predicted.output.split())
 
 
-def test_a_model_of_real_data_has_no_warning(trained, tmp_path):
+def test_a_model_of_real_data_has_no_synthetic_data_warning(trained, tmp_path):
     model = shutil.copy(trained, tmp_path / trained.name)
     shutil.copy(trained.with_suffix(".json"), tmp_path / trained.with_suffix(".json").name)
     summary = read_metadata(model)["training_data"]
     card = write_model_card(model, training_data={**summary, "synthetic": False}).read_text()
-    assert "Warning" not in card and "Synthetic: no" in card
+    assert "**Warning:**" not in card and SYNTHETIC_WARNING not in card and "Synthetic: no" in card
     info = TestClient(create_app(model, detect=False)).get("/v1/model").json()
     assert info["trained_on_synthetic_data"] is False and info["warning"] is None
     assert Predictor(model, detect=False).warning is None
