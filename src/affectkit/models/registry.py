@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -159,6 +160,14 @@ def verified_file(path: Path, digest: str | None, recorded_in: str, written_by: 
         raise AffectkitError(f"{path} does not match the digest in {recorded_in}: the file was changed or damaged, "
                              "and is not loaded.")
     return path
+
+
+def kept_description(path: Path, written_by: str) -> dict:
+    """The JSON description a command wrote beside the model it kept (``written_by``: that command), or a clear error
+    naming it where the file is not there."""
+    if not path.is_file():
+        raise AffectkitError(f"{path} is missing: give the folder `{written_by}` wrote.")
+    return json.loads(path.read_text())
 
 
 def verify_digest(path: Path, expected: str, reinstall: str | None = None) -> None:

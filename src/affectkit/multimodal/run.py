@@ -19,7 +19,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor, model_digest
-from affectkit.models.registry import sha256_of, verified_file
+from affectkit.models.registry import kept_description, sha256_of, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SECOND
 from affectkit.multimodal.features import (
     FeatureTable,
@@ -234,18 +234,22 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
 
 def load_fusion(model_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(models by target, metadata) of a kept fusion, its file checked against the digest recorded beside it."""
+    model_dir = Path(model_dir)
+    model_path = model_dir / MODEL_FILE
+    meta = kept_description(model_dir / META_FILE, "affectkit fuse")
+    verified_file(model_path, meta.get("model_sha256"), META_FILE, "affectkit fuse")
+    return load_trusted(model_path), meta
+
+
+def load_trusted(path: Path) -> Any:
+    """The scikit-learn objects of a skops file whose digest was checked, refusing any type beyond sklearn's own and
+    ``TRUSTED_TYPES``."""
     import skops.io
 
-    model_dir = Path(model_dir)
-    model_path, meta_path = model_dir / MODEL_FILE, model_dir / META_FILE
-    if not meta_path.is_file():
-        raise AffectkitError(f"{meta_path} is missing: give the folder `affectkit fuse` wrote.")
-    meta = json.loads(meta_path.read_text())
-    verified_file(model_path, meta.get("model_sha256"), meta_path.name, "affectkit fuse")
-    untrusted = [t for t in skops.io.get_untrusted_types(file=model_path) if t not in TRUSTED_TYPES]
+    untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
     if untrusted:
-        raise AffectkitError(f"{model_path} holds types affectkit does not load ({', '.join(untrusted)}).")
-    return skops.io.load(model_path, trusted=list(TRUSTED_TYPES)), meta
+        raise AffectkitError(f"{path} holds types affectkit does not load ({', '.join(untrusted)}).")
+    return skops.io.load(path, trusted=list(TRUSTED_TYPES))
 
 
 def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model: str | Path | None = None,

@@ -37,7 +37,7 @@ from affectkit.evaluation.evaluator import predict_split
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
 from affectkit.models.io import config_from_metadata, load_model, predicts_valence_arousal, read_metadata
-from affectkit.models.registry import sha256_of, verified_file
+from affectkit.models.registry import kept_description, sha256_of, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
 from affectkit.multimodal.fusion import ccc
 from affectkit.multimodal.run import face_model_digest, require_face_model
@@ -390,10 +390,7 @@ def load_continuous(model_dir: str | Path) -> ContinuousModel:
     import safetensors.torch
 
     model_dir = Path(model_dir)
-    meta_path = model_dir / META_FILE
-    if not meta_path.is_file():
-        raise AffectkitError(f"{meta_path} is missing: give the folder `affectkit temporal-frames` wrote.")
-    meta = json.loads(meta_path.read_text())
+    meta = kept_description(model_dir / META_FILE, "affectkit temporal-frames")
     weights = verified_file(model_dir / GRU_FILE, meta["gru"]["sha256"], META_FILE, "affectkit temporal-frames")
     net = FrameSequenceNet(meta["gru"]["n_features"], meta["gru"]["hidden"])
     net.load_state_dict(safetensors.torch.load_file(str(weights)))

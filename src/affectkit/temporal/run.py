@@ -20,7 +20,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
-from affectkit.models.registry import sha256_of, verified_file
+from affectkit.models.registry import kept_description, sha256_of, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs, summarise
 from affectkit.multimodal.features import FeatureTable, assign_splits, modality_columns
 from affectkit.multimodal.fusion import (
@@ -37,7 +37,7 @@ from affectkit.multimodal.fusion import (
     validation_score,
 )
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
-from affectkit.multimodal.run import SCORES, TRUSTED_TYPES, check_run_options, face_model_digest, require_face_model
+from affectkit.multimodal.run import SCORES, check_run_options, face_model_digest, load_trusted, require_face_model
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, SequenceNet, fit_sequence_model, predict_sequences
@@ -349,13 +349,9 @@ class TemporalModel:
 def load_temporal(model_dir: str | Path) -> TemporalModel:
     """The kept temporal model of ``model_dir``, each file checked against the digest recorded beside it."""
     import safetensors.torch
-    import skops.io
 
     model_dir = Path(model_dir)
-    meta_path = model_dir / META_FILE
-    if not meta_path.is_file():
-        raise AffectkitError(f"{meta_path} is missing: give the folder `affectkit temporal` wrote.")
-    meta = json.loads(meta_path.read_text())
+    meta = kept_description(model_dir / META_FILE, "affectkit temporal")
     net, statistics = None, {}
     if "gru" in meta:
         path = verified_file(model_dir / GRU_FILE, meta["gru"]["sha256"], META_FILE, "affectkit temporal")
@@ -364,10 +360,7 @@ def load_temporal(model_dir: str | Path) -> TemporalModel:
     if "statistics" in meta:
         path = verified_file(model_dir / STATISTICS_FILE, meta["statistics"]["sha256"], META_FILE,
                              "affectkit temporal")
-        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
-        if untrusted:
-            raise AffectkitError(f"{path} holds types affectkit does not load ({', '.join(untrusted)}).")
-        statistics = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+        statistics = load_trusted(path)
     return TemporalModel(meta, net, statistics)
 
 
