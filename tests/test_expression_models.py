@@ -22,7 +22,7 @@ from affectkit.evaluation.evaluator import Predictions, score
 from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.export import export_onnx
 from affectkit.inference.predictor import Predictor
-from affectkit.inference.timeline import TrackSmoother, plot_timeline, track_summaries
+from affectkit.inference.timeline import TrackSmoother, plot_timeline, timeline_figure, track_summaries
 from affectkit.models.io import load_model, model_paths, read_metadata
 from affectkit.pipeline.run import evaluate_saved, train_one
 from affectkit.serving import create_app
@@ -97,7 +97,9 @@ def test_an_expression_model_gives_no_valence_arousal(expression_model, crops, t
         for face in predictor.predict_batch(crops):
             assert face["valence"] is None and face["arousal"] is None
             assert face["expression"] in CLASS_NAMES and sum(face["probabilities"].values()) == pytest.approx(1)
-    frame = Predictor(expression_model, backend="torch", detect=False).predict(list(crops)).to_frame()
+    predictor = Predictor(expression_model, backend="torch", detect=False)
+    assert predictor.trained_classes == list(CLASS_NAMES[:7])
+    frame = predictor.predict(list(crops)).to_frame()
     assert frame["valence"].isna().all() and frame["expression"].notna().all()
     sampled = Predictor(expression_model, backend="torch", detect=False, mc_samples=2).predict_batch(crops[:1])[0]
     assert sampled["valence_std"] is None and sampled["entropy"] >= 0
@@ -121,6 +123,12 @@ def test_timelines_of_an_expression_model(tmp_path):
     rows = [{"frame": i, "status": "ok", "track": f["track"], "valence": None, "arousal": None,
              **{f"p_{c}": p for c, p in f["probabilities"].items()}} for i, faces in frames for f in faces]
     assert plot_timeline(rows, list(CLASS_NAMES), tmp_path / "timeline.png", "clip").is_file()
+    # A model that never saw Contempt: no Contempt band in the legend, which names it as not learnt instead.
+    legend = timeline_figure(rows, list(CLASS_NAMES), "clip", list(CLASS_NAMES[:7])).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == list(CLASS_NAMES[:7])
+    assert legend.get_title().get_text() == "not learnt: Contempt"
+    everything = timeline_figure(rows, list(CLASS_NAMES), "clip").axes[0].get_legend()
+    assert len(everything.get_texts()) == len(CLASS_NAMES) and everything.get_title().get_text() == ""
 
 
 def test_drift_profiles_of_an_expression_model():

@@ -179,7 +179,8 @@ def _predict_video(
     if not rows:
         return [_warn_error(file, None, "no frames could be decoded")]
     if timeline_dir is not None:
-        plot_timeline(rows, predictor.class_names, timeline_dir / f"{file.stem}_timeline.png", file.name)
+        plot_timeline(rows, predictor.class_names, timeline_dir / f"{file.stem}_timeline.png", file.name,
+                      predictor.trained_classes)
     return rows
 
 

@@ -94,9 +94,9 @@ def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: l
     return [(index, smoother.update(faces)) for index, faces in frames]
 
 
-def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path, title: str) -> Path | None:
-    """Stacked class probabilities over frames (where the model predicts expressions) and valence/arousal lines
-    (where it predicts them), for the longest-lived face track."""
+def timeline_figure(rows: list[dict[str, Any]], class_names: list[str], title: str,
+                    trained_classes: list[str] | None = None) -> Any:
+    """The figure of :func:`plot_timeline`, or None where no frame had a face."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,12 +120,17 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
         fig, bottom = plt.subplots(figsize=(10, 3))
         bottom.set_title(f"{title} (face track {track})")
     if class_names:
-        probs = series[[f"p_{c}" for c in class_names]].to_numpy(dtype=float)
-        colours = [tuple(c / 255 for c in PALETTE[i % len(PALETTE)]) for i in range(len(class_names))]
-        top.stackplot(x, np.nan_to_num(probs).T, labels=class_names, colors=colours, alpha=0.9)
+        # Classes absent from the model's training data have probability 0: no band, and named once below.
+        trained = [c for c in class_names if trained_classes is None or c in trained_classes]
+        probs = series[[f"p_{c}" for c in trained]].to_numpy(dtype=float)
+        # Each class keeps the colour it has on annotated images and the web page.
+        colours = [tuple(v / 255 for v in PALETTE[class_names.index(c) % len(PALETTE)]) for c in trained]
+        top.stackplot(x, np.nan_to_num(probs).T, labels=trained, colors=colours, alpha=0.9)
         top.set_ylim(0, 1)
         top.set_ylabel("probability")
-        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+        untrained = [c for c in class_names if c not in trained]
+        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
+                   title=f"not learnt: {', '.join(untrained)}" if untrained else None, title_fontsize=7)
         top.set_title(f"{title} (face track {track})")
         if bottom is None:
             top.set_xlabel("frame")
@@ -137,6 +142,19 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
         bottom.set_xlabel("frame")
         bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path, title: str,
+                  trained_classes: list[str] | None = None) -> Path | None:
+    """Stacked class probabilities over frames (where the model predicts expressions; the classes it learnt, all
+    where ``trained_classes`` is None) and valence/arousal lines (where it predicts them), for the longest-lived face
+    track. None where no frame had a face."""
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(rows, class_names, title, trained_classes)
+    if fig is None:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -420,8 +420,7 @@ def create_app(
             "name": meta.get("display_name"),
             "model": meta.get("model"),
             "classes": predictor.class_names,
-            # The classes it learnt; the others' probability is always 0 (absent from its training data).
-            "trained_classes": meta.get("trained_classes", predictor.class_names) if predictor.class_names else [],
+            "trained_classes": predictor.trained_classes,
             # What its faces carry: an expression model (trained without valence/arousal) gives them as null.
             "outputs": {"expression": bool(predictor.class_names),
                         "valence_arousal": predictor.predicts_valence_arousal},
