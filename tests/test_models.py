@@ -81,8 +81,14 @@ def test_light_models_and_attention_and_timm_names():
     cbam = build_model("custom_cnn", Config(attention="cbam"))
     assert cbam.eval()(torch.randn(1, 3, 32, 32))[0].shape == (1, 8)
     assert build_model("timm:mobilenetv3_small_100").spec.display_name == "timm-mobilenetv3_small_100"
-    with pytest.raises(AffectkitError, match="Unknown model"):
+    with pytest.raises(AffectkitError, match="Unknown model") as unknown:
         build_model("vgg_nonsense")
+    assert "timm model" not in str(unknown.value)
+    # A timm name given bare, as other toolkits take it: the message gives the spellings that work.
+    with pytest.raises(AffectkitError, match=r"--model timm:mobilenetv2_100, or --model resnet50 --light"):
+        build_model("mobilenetv2_100")
+    with pytest.raises(AffectkitError, match=r"'convnext_tiny' is a timm model: --model timm:convnext_tiny\.$"):
+        build_model("convnext_tiny")
 
 
 def test_saved_model_reloads_identically(tmp_path):

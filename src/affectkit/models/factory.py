@@ -82,7 +82,14 @@ def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
             raise AffectkitError(f"Unknown timm model {timm_name!r}; `timm.list_models()` lists the valid names.")
         return ModelSpec(key, f"timm-{timm_name}", timm_name, 2)
     known = ", ".join([*MODEL_SPECS, "timm:<name>", "fusion:<model>+<model>"])
-    raise AffectkitError(f"Unknown model {name!r}; choose one of {known}.")
+    hint = ""
+    if timm.list_models(key):  # a timm name given bare, as other toolkits take them
+        hint = f" {key!r} is a timm model: --model timm:{key}"
+        light = [spec for spec in LIGHT_SPECS.values() if spec.backbone == key]
+        if light:
+            hint += f", or --model {light[0].key} --light (it, with the head of {light[0].stands_in_for})"
+        hint += "."
+    raise AffectkitError(f"Unknown model {name!r}; choose one of {known}.{hint}")
 
 
 def _fusion_spec(key: str, use_light_models: bool) -> ModelSpec:
