@@ -340,6 +340,11 @@ def test_expw_faces_cropped_from_their_photos(tmp_path):
     assert first.crop == (14, 4, 90, 80) and first.digest != second.digest  # the box plus 10% a side
     assert second.crop == (114, 34, 190, 110) and decode_record(second, 32).shape == (32, 32, 3)
     assert index.describe().startswith("ExpW (faces cropped from image/origin/; 7 classes, no Contempt")
+    # A label list saved in another encoding: the line that is not UTF-8 is named.
+    with (tmp_path / "label" / "label.lst").open("ab") as f:
+        f.write("photo_3.jpg 0 10 20 84 74 99.1 3 caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(AffectkitError, match=r"label\.lst line 26: byte 0xe9 is not UTF-8 text"):
+        read_dataset(tmp_path, progress=False)
 
 
 AFFWILD2_ORDER = ("Neutral", "Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise")  # Aff-Wild2's 0..6

@@ -344,10 +344,13 @@ def frame_files(folder: Path) -> list[Path]:
 
 def numbered_lines(path: Path) -> list[tuple[int, str]]:
     """(line number from 1, line) of every non-blank line of a text file (a label list)."""
+    data = path.read_bytes()
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise AffectkitError(f"{path} is not a text file.") from None
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise AffectkitError(f"{path} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; a label list is "
+                             "read as UTF-8 (save it so, or remove that line).") from None
     return [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
 
 
