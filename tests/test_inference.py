@@ -204,19 +204,36 @@ def test_int8_export_runs_and_stays_close(model_path, tmp_path):
     assert quantized.stat().st_size < fp32.stat().st_size
 
 
-def test_export_command_compares_int8_on_labelled_data(cli, model_path, face, tmp_path):
-    data = tmp_path / "affectnet"
-    (data / "annotations").mkdir(parents=True)
-    for i in range(4):
-        write_rgb(data / "images" / f"{i}.jpg", np.roll(face, 7 * i, axis=1))
-        np.save(data / "annotations" / f"{i}_exp.npy", np.array(str(i)))  # AffectNet stores a 0-d string
+def test_export_command_compares_int8_on_a_data_set_or_a_folder(cli, model_path, demo_dir, face, tmp_path):
+    from affectkit.pipeline.run import compare_exports_on, evaluate_saved
+
     model_copy = tmp_path / "model" / model_path.name
     model_copy.parent.mkdir()
     for src in (model_path, model_path.with_suffix(".json")):
         (model_copy.parent / src.name).write_bytes(src.read_bytes())
-    result = invoke(cli, ["export", model_copy, "--format", "onnx", "--int8", "--data", data])
-    assert model_copy.with_suffix(".int8.onnx").is_file()
-    assert "4 of 4 images readable, 4 labelled" in result.output and "delta" in result.output
+    result = invoke(cli, ["export", model_copy, "--format", "onnx", "--int8", "--data", demo_dir, "--split", "all",
+                          "--limit", "40"])
+    fp32, int8 = model_copy.with_suffix(".onnx"), model_copy.with_suffix(".int8.onnx")
+    assert int8.is_file()
+    assert f"40 faces of {demo_dir} (all split), 40 of them labelled" in " ".join(result.output.split())
+    assert "delta" in result.output
+    # The data set's faces as the model reads them: the fp32 export scores what evaluate scores (an untrained
+    # model's near-ties may flip a face between PyTorch and ONNX).
+    report = compare_exports_on(model_copy, fp32, int8, demo_dir, "all")
+    evaluated = evaluate_saved(model_copy, demo_dir, "all", None, tmp_path / "evaluation", quiet=True)
+    assert report["labelled"] == evaluated["n"] == 96
+    assert abs(report["fp32"]["accuracy"] - evaluated["expression"]["accuracy"]) <= 1 / 96
+    with pytest.raises(AffectkitError, match="splits.csv not found: give --splits, or --split all"):
+        compare_exports_on(model_copy, fp32, int8, demo_dir)
+    # A folder of face crops without labels: agreement only; an unreadable file is named, not passed over.
+    crops = tmp_path / "crops"
+    for i in range(3):
+        write_rgb(crops / f"{i}.jpg", np.roll(face, 7 * i, axis=1))
+    (crops / "broken.jpg").write_bytes(b"not an image")
+    report = compare_exports_on(model_copy, fp32, int8, crops)
+    assert report["faces"] == 3 and report["labelled"] == 0 and report["fp32"]["accuracy"] is None
+    assert 0 <= report["agreement"] <= 1 and "1 unreadable, left out (the first: " in report["source"]
+    assert "broken.jpg: not an image" in report["source"]
 
 
 def test_mc_dropout_gives_spread_and_entropy(model_path, face):

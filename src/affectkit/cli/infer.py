@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, report_to_console
+from affectkit.cli.common import QuietOpt, SplitOpt, SplitsOpt, app, report_to_console
 from affectkit.errors import AffectkitError
 from affectkit.progress import console
 
@@ -93,7 +93,7 @@ def predict(
 
 
 def _quantization_table(report: dict[str, Any]) -> Table:
-    title = f"{report['evaluated']} of {report['images']} images readable, {report['labelled']} labelled"
+    title = f"{report['source']}, {report['labelled']} of them labelled"
     if report["agreement"] is not None:
         title += f"; fp32/int8 agreement {report['agreement']:.1%}"
     table = Table("model", "size (MB)", "accuracy", "latency (ms/image)", title=title)
@@ -116,9 +116,13 @@ def export(
         "--int8", help="Also write <stem>.int8.onnx with dynamically quantised dense layers.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
     data: Annotated[Optional[Path], typer.Option(
-        help="Folder of face crops (AffectNet layout for labels): compare fp32 and int8 accuracy and latency.",
+        help="With --int8: compare fp32 and int8 accuracy and latency on a data set in any layout (its faces and "
+             "classes, the split --split names), or on a folder of face crops (agreement only).",
     )] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use at most this many images from --data.")] = None,
+    split: SplitOpt = "test",
+    splits: SplitsOpt = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many faces of --data, drawn at random.")
+                     ] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Export a saved model to ONNX with a dynamic batch axis and check it against PyTorch."""
@@ -128,8 +132,8 @@ def export(
         raise AffectkitError(f"--format {format}: only onnx is supported.")
     if data is not None and not int8:
         raise AffectkitError("--data compares the float and int8 exports; add --int8.")
-    if data is not None and not data.is_dir():
-        raise AffectkitError(f"--data {data} is not a folder.")
+    if data is not None and not data.exists():
+        raise AffectkitError(f"--data {data} does not exist.")
     _set_threads(threads)
     fp32 = export_onnx(model, out=out, int8=int8, opset=opset)
     console.print(f"Wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
@@ -139,9 +143,11 @@ def export(
         console.print(f"Wrote {quantized} ({quantized.stat().st_size / 1e6:.2f} MB); max |int8 - PyTorch| = "
                       f"{onnx_parity(model, quantized):.2e}")
     if data is not None:
-        from affectkit.inference.quant_report import compare_exports
+        from affectkit.pipeline.run import compare_exports_on
 
-        Console().print(_quantization_table(compare_exports(fp32, int8_path(fp32), data, limit=limit)))
+        with report_to_console(False):
+            report = compare_exports_on(model, fp32, int8_path(fp32), data, split, splits, limit)
+        Console().print(_quantization_table(report))
 
 
 @app.command()

@@ -18,6 +18,8 @@ from affectkit.cli.common import (
     QuietOpt,
     ResumeOpt,
     SetOpt,
+    SplitOpt,
+    SplitsOpt,
     app,
     comma_list,
     configured,
@@ -177,10 +179,8 @@ def benchmark(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="best_<Model>.safetensors (its .json must sit beside it).")],
     data: DataArg,
-    split: Annotated[str, typer.Option(help="test, val, train (from the run's splits.csv) or all.")] = "test",
-    splits: Annotated[Optional[Path], typer.Option(
-        help="splits.csv to use (default: the model's own, beside it or atop the benchmark, run or study folder "
-             "holding it).")] = None,
+    split: SplitOpt = "test",
+    splits: SplitsOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: beside the model).")] = None,
     quiet: QuietOpt = False,
 ) -> None:

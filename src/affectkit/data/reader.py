@@ -37,8 +37,18 @@ from affectkit.progress import silenced
 __all__ = [
     "AFFECTNET_NON_EXPRESSIONS", "CLASS_SYNONYMS", "IMAGE_SUFFIXES", "LAYOUT_NAMES", "LAYOUT_TITLES", "SPLIT_ALIASES",
     "VA_NOT_ANNOTATED", "DatasetIndex", "Record", "Rejection", "inspect_image", "parse_dimension", "parse_expression",
-    "read_dataset", "reader_options",
+    "layout_found", "read_dataset", "reader_options",
 ]
+
+
+def layout_found(path: str | Path, label_pattern: str | None = None) -> bool:
+    """Whether a layout reads ``path`` (file names only where ``label_pattern`` is given); a plain folder of
+    images is none."""
+    try:
+        choose(Path(path).expanduser(), ReadOptions(label_pattern=label_pattern))
+    except AffectkitError:
+        return False
+    return True
 
 
 def reader_options(config) -> dict:

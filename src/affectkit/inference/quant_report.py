@@ -4,53 +4,38 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from affectkit.config import NUM_CLASSES
+from affectkit.config import NO_EXPRESSION
 from affectkit.inference.images import ImageError, read_image
 from affectkit.inference.media import IMAGE_SUFFIXES
 from affectkit.inference.predictor import Predictor
 
 
-def read_label(path: Path) -> int | None:
-    """AffectNet's ``<id>_exp.npy`` holds the class as a 0-d string or number; codes 8-10 are not expressions."""
-    if not path.is_file():
-        return None
-    try:
-        value = int(float(str(np.load(path, allow_pickle=False).item())))
-    except (ValueError, OSError):
-        return None
-    return value if 0 <= value < NUM_CLASSES else None
-
-
-def labelled_images(data_dir: Path) -> list[tuple[Path, int | None]]:
-    """Images of a folder (or of its ``images/`` in the AffectNet layout) with their label where one exists."""
-    images_dir = data_dir / "images" if (data_dir / "images").is_dir() else data_dir
-    annotations = data_dir / "annotations"
-    paths = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return [(p, read_label(annotations / f"{p.stem}_exp.npy")) for p in paths]
-
-
-def _decoded(items: list[tuple[Path, int | None]], chunk: int) -> Iterator[list[tuple[np.ndarray, int | None]]]:
-    batch = []
-    for path, label in items:
+def folder_images(folder: Path, limit: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """The images of a folder (searched recursively, in name order, at most ``limit``), each read whole as a face
+    crop, and the reasons of those that could not be read."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    images, unreadable = [], []
+    for path in paths:
         try:
-            batch.append((read_image(path), label))
-        except ImageError:
-            continue  # counted by the caller as images minus evaluated
-        if len(batch) == chunk:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+            images.append(read_image(path))
+        except ImageError as exc:
+            unreadable.append(str(exc))
+    return images, unreadable
 
 
-def _median_latency_ms(predictor: Predictor, images: list[np.ndarray]) -> float:
-    predictor.predict_batch(images[:1])  # first run allocates; not a representative sample
+def _chunks(items: Sequence[np.ndarray], size: int) -> Iterator[Sequence[np.ndarray]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _median_latency_ms(predictor: Predictor, images: Sequence[np.ndarray]) -> float:
+    predictor.predict_batch(list(images[:1]))  # first run allocates; not a representative sample
     times = []
     for image in images:
         start = time.perf_counter()
@@ -59,32 +44,27 @@ def _median_latency_ms(predictor: Predictor, images: list[np.ndarray]) -> float:
     return statistics.median(times)
 
 
-def compare_exports(fp32: Path, int8: Path, data_dir: Path, limit: int | None = None,
+def compare_exports(fp32: Path, int8: Path, faces: Sequence[np.ndarray], labels: Sequence[int] | None = None,
                     latency_images: int = 20) -> dict[str, Any]:
-    """Whole images as face crops (AffectNet images are crops already), both models on the same pixels."""
-    items = labelled_images(data_dir)[:limit]
+    """Both exports on the same face crops (RGB uint8, read whole): each one's size, accuracy where ``labels``
+    (affectkit classes, NO_EXPRESSION for a face without one) are given, median latency of one face, and how often
+    the two give the same class."""
     models = {name: Predictor(path, backend="onnx", detect=False) for name, path in (("fp32", fp32), ("int8", int8))}
     models["fp32"].require_expression("comparing the exports' accuracy reads")
-    predictions: dict[str, list[int]] = {name: [] for name in models}
-    labels: list[int | None] = []
-    sample: list[np.ndarray] = []
-    for batch in _decoded(items, chunk=64):
-        images = [image for image, _ in batch]
-        labels += [label for _, label in batch]
-        sample += images[: max(0, latency_images - len(sample))]
-        for name, predictor in models.items():
-            predictions[name] += [r["expression_id"] for r in predictor.predict_batch(images)]
-    known = [i for i, label in enumerate(labels) if label is not None]
-    report: dict[str, Any] = {"images": len(items), "evaluated": len(labels), "labelled": len(known)}
+    predictions = {name: np.array([r["expression_id"] for chunk in _chunks(faces, 64)
+                                   for r in predictor.predict_batch(list(chunk))], dtype=np.int64)
+                   for name, predictor in models.items()}
+    known = np.array([], dtype=np.int64) if labels is None else np.flatnonzero(np.asarray(labels) != NO_EXPRESSION)
+    truth = None if labels is None else np.asarray(labels)[known]
+    report: dict[str, Any] = {"faces": len(faces), "labelled": len(known)}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        correct = [predictions[name][i] == labels[i] for i in known]
         report[name] = {
             "path": str(path),
             "size_mb": path.stat().st_size / 1e6,
-            "accuracy": float(np.mean(correct)) if known else None,
-            "latency_ms": _median_latency_ms(models[name], sample) if sample else None,
+            "accuracy": float(np.mean(predictions[name][known] == truth)) if len(known) else None,
+            "latency_ms": _median_latency_ms(models[name], faces[:latency_images]) if len(faces) else None,
         }
-    report["agreement"] = float(np.mean(np.equal(predictions["fp32"], predictions["int8"]))) if labels else None
-    if known:
+    report["agreement"] = float(np.mean(predictions["fp32"] == predictions["int8"])) if len(faces) else None
+    if len(known):
         report["accuracy_delta"] = report["int8"]["accuracy"] - report["fp32"]["accuracy"]
     return report

@@ -12,7 +12,7 @@ import torch
 from affectkit.config import CLASS_NAMES, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
-from affectkit.data.reader import read_dataset, reader_options
+from affectkit.data.reader import layout_found, read_dataset, reader_options
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
 from affectkit.evaluation.calibration import calibrate
@@ -28,6 +28,7 @@ from affectkit.evaluation.evaluator import (
     write_model_report,
 )
 from affectkit.evaluation.metrics import expression_score, prior_collapse
+from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
 from affectkit.models.registry import is_pretrained
@@ -199,22 +200,51 @@ def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: 
                           "+".join(r["backbone"] for r in member_rows), "members'")
 
 
+def evaluation_data(model_path: Path, data: Path, split: str, splits: Path | None) -> PreparedData:
+    """``data`` read and cached as the saved model reads faces, split by ``splits`` (default: the ``splits.csv``
+    the model was trained on), or whole where ``split`` is "all"."""
+    if split not in EVALUATION_SPLITS:
+        raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
+    weights, _ = model_paths(model_path)
+    config = config_from_metadata(read_metadata(model_path))
+    splits = splits or model_splits(weights)
+    if split != "all" and not splits.is_file():
+        raise AffectkitError(f"{splits} not found: give --splits, or --split all for every image of {data}.")
+    return prepare_data(data, config, splits_path=None if split == "all" else splits, use_all=split == "all")
+
+
+def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, split: str = "test",
+                       splits: Path | None = None, limit: int | None = None, seed: int = 0) -> dict:
+    """The float and int8 exports of a saved model compared (:func:`compare_exports`) on the faces of ``data``: a
+    data set in any layout, ``split`` of it as :func:`evaluation_data` picks it, its faces as the model reads them
+    and their classes (at most ``limit``, drawn at random); or a folder of face crops without labels, each image read
+    whole. The report's ``source`` says which."""
+    config = config_from_metadata(read_metadata(model_path))
+    if not layout_found(data, config.label_pattern):
+        faces, unreadable = folder_images(data, limit)
+        if not faces:
+            raise AffectkitError(f"--data {data}: no readable image, and not a data set affectkit reads."
+                                 + (f" {unreadable[0]}" if unreadable else ""))
+        source = f"{len(faces)} images of {data} read whole as faces (not a labelled data set)"
+        if unreadable:
+            source += f"; {len(unreadable)} unreadable, left out (the first: {unreadable[0]})"
+        return compare_exports(fp32, int8, faces) | {"source": source}
+    prepared = evaluation_data(model_path, data, split, splits)
+    positions = prepared.positions(split)
+    if limit is not None and limit < len(positions):
+        positions = np.sort(np.random.default_rng(seed).choice(positions, limit, replace=False))
+    source = f"{len(positions)} faces of {data} ({split} split)"
+    return compare_exports(fp32, int8, prepared.images[positions], prepared.expression[positions]) | {"source": source}
+
+
 def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,
                    quiet: bool = False) -> dict:
     """Evaluate a saved model on a split of ``data`` (the run's ``splits.csv``) or on all of it; returns the
     metrics and writes them, the plots and the card's evaluation into ``out`` (default: beside the model)."""
     with silenced(quiet):
-        if split not in EVALUATION_SPLITS:
-            raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
-        weights, _ = model_paths(model_path)
-        config = config_from_metadata(read_metadata(model_path))
-        splits = splits or model_splits(weights)
-        if split != "all" and not splits.is_file():
-            raise AffectkitError(f"{splits} not found: give --splits, or --split all to evaluate on every image of "
-                                 f"{data}.")
-        prepared = prepare_data(data, config, splits_path=None if split == "all" else splits, use_all=split == "all",
-                                )
+        prepared = evaluation_data(model_path, data, split, splits)
         model, _ = load_model(model_path, device=evaluation_device())
+        weights, _ = model_paths(model_path)
         metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data)
         reporter().show(f"Wrote {', '.join(str(path) for path in paths.values())}")
         return metrics
