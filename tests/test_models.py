@@ -8,7 +8,7 @@ from torch import nn
 from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.models import build_model, count_parameters, load_model, save_model
-from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
+from affectkit.models.weights import load_backbone_weights, load_pretrained_weights, load_weights_file
 
 
 def _layers(head):
@@ -119,6 +119,27 @@ def test_weights_file_that_does_not_fit_is_refused(tmp_path):
     (tmp_path / "evil.pt").write_bytes(b"garbage")
     with pytest.raises(AffectkitError, match="could not be read"):
         load_backbone_weights(build_model("resnet50"), tmp_path / "evil.pt")
+
+
+def test_weights_file_saved_by_affectkit_starts_the_whole_network(tmp_path):
+    """A model of yours (best_X.safetensors) fine-tuned on new data: its heads come with its backbone, the custom
+    CNN's included; another network's file, or a custom CNN given a backbone of another toolkit, is refused."""
+    config = Config(img_size=48)
+    torch.manual_seed(1)
+    saved = build_model("custom_cnn", config)
+    path = save_model(saved, tmp_path / "best_CustomCNN", config)
+    torch.manual_seed(2)
+    fresh = build_model("custom_cnn", config)
+    detail = load_weights_file(fresh, path)
+    assert detail.startswith(f"the whole network (backbone and heads) from {path}, a model affectkit saved")
+    for key, tensor in saved.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], tensor), key
+    with pytest.raises(AffectkitError, match=r"not of this CustomCNN \(custom_cnn\).* It is a CustomCNN at 48 px"):
+        load_weights_file(build_model("custom_cnn", Config(img_size=48, attention="se")), path)
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(AffectkitError, match="not a model affectkit saved, and the custom CNN has no other"):
+        load_weights_file(build_model("custom_cnn", config), tmp_path / "r18.pth")
+    assert load_weights_file(build_model("timm:resnet18"), tmp_path / "r18.pth").startswith("backbone weights from")
 
 
 def test_pretrained_without_network_fails_fast(monkeypatch, tmp_path):

@@ -57,6 +57,24 @@ def test_training_lowers_the_loss_and_keeps_the_best_model(name, demo_dir, tmp_p
     assert _val_loss(model, data, config) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
 
 
+def test_a_saved_model_given_as_weights_is_fine_tuned_whole(demo_dir, tmp_path, tiny_config):
+    """--weights best_CustomCNN.safetensors: the run goes on from that network, heads included (it used to start
+    the custom CNN from scratch without a word)."""
+    config = tiny_config.override(epochs=4)
+    data = _data(demo_dir, tmp_path, config)
+    first = train_model("custom_cnn", data, tmp_path / "first", config, quiet=True)
+    # A learning rate too small to move a weight: the second run keeps the first run's best network, heads included
+    # (only BatchNorm's running statistics move with the batches it sees).
+    again = train_model("custom_cnn", data, tmp_path / "again", config.override(epochs=1, learning_rate=1e-12),
+                        weights=first.best_path, quiet=True)
+    before, _ = load_model(first.best_path)
+    after, meta = load_model(again.best_path)
+    assert meta["initial_weights"] == "file"
+    assert meta["initial_weights_detail"].startswith(f"the whole network (backbone and heads) from {first.best_path}")
+    for (name, kept), (_, started) in zip(after.named_parameters(), before.named_parameters()):
+        assert torch.allclose(kept, started, atol=1e-7), name
+
+
 def test_phase_one_freezes_backbone_weights_and_batchnorm(demo_dir, tmp_path, tiny_config):
     config = tiny_config.override(epochs=2, fine_tune_epochs=0)
     data = _data(demo_dir, tmp_path, config)

@@ -1,5 +1,6 @@
-"""Starting weights for a backbone: a local state-dict file (``--weights``) or pretrained weights resolved through
-:mod:`affectkit.models.registry` (``--pretrained``). Never an unpickled arbitrary object."""
+"""Starting weights: a local file (``--weights``: a model affectkit saved, whole, or a backbone state dict) or
+pretrained weights resolved through :mod:`affectkit.models.registry` (``--pretrained``). Never an unpickled
+arbitrary object."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ import torch
 
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel
-from affectkit.models.registry import CLASSIFIER_PREFIXES, is_counter, resolve_pretrained_weights, to_timm_names
+from affectkit.models.registry import (
+    CLASSIFIER_PREFIXES,
+    is_counter,
+    resolve_pretrained_weights,
+    sha256_of,
+    to_timm_names,
+)
 
 _PREFIXES = ("module.", "model.", "backbone.", "encoder.")
+NETWORK_PARTS = ("backbone.", "head.")  # an AffectModel's learnt tensors; its other buffers describe its training
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -54,9 +62,54 @@ def _match_by_order(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
         return None
 
 
+def load_weights_file(model: AffectModel, path: str | Path) -> str:
+    """Start ``model`` from a local file and say what it took from it: a model affectkit saved of the same network
+    gives all of it, backbone and heads (a model of yours fine-tuned on new data); any other state dict gives the
+    backbone (:func:`load_backbone_weights`), which the custom CNN cannot take from another toolkit's file."""
+    path = Path(path)
+    state = read_state_dict(path)
+    digest = sha256_of(path)[:16]
+    if all(any(key.startswith(part) for key in state) for part in NETWORK_PARTS):
+        _load_network(model, state, path)
+        return f"the whole network (backbone and heads) from {path}, a model affectkit saved (SHA-256 {digest}...)"
+    if model.spec.backbone == "custom_cnn":
+        raise AffectkitError(f"Weights file {path} is not a model affectkit saved, and the custom CNN has no other "
+                             "starting weights: give a best_CustomCNN.safetensors (of the same cnn_widths and "
+                             "attention), or leave --weights out to train it from scratch.")
+    missing, unexpected = _load_backbone_state(model, state, path)
+    return (f"backbone weights from {path} (SHA-256 {digest}...; {len(missing)} missing, {len(unexpected)} unused "
+            "tensors)")
+
+
+def _load_network(model: AffectModel, state: dict[str, torch.Tensor], path: Path) -> None:
+    network = {k: v for k, v in state.items() if k.startswith(NETWORK_PARTS)}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(NETWORK_PARTS)}
+    differ = sorted(k for k in own.keys() & network.keys() if own[k].shape != network[k].shape)
+    missing, unexpected = own.keys() - network.keys(), network.keys() - own.keys()
+    if missing or unexpected or differ:
+        description = path.with_suffix(".json")
+        saved = ""
+        if description.is_file():
+            import json
+
+            meta = json.loads(description.read_text())
+            saved = f" It is a {meta.get('display_name', meta.get('model'))} at {meta.get('input_size')} px."
+        raise AffectkitError(
+            f"Weights file {path} is a model affectkit saved, but not of this {model.spec.display_name} "
+            f"({model.backbone_name}): {len(missing)} tensors missing, {len(unexpected)} unexpected, {len(differ)} of "
+            f"another shape.{saved} Start from it the --model it is, with the settings that shape its network "
+            "(cnn_widths, attention) as it was trained.")
+    model.load_state_dict(network, strict=False)
+
+
 def load_backbone_weights(model: AffectModel, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a timm- or torchvision-named backbone state dict; returns (missing, unexpected) backbone keys."""
-    state = {_strip(k): v for k, v in read_state_dict(path).items()}
+    return _load_backbone_state(model, read_state_dict(path), path)
+
+
+def _load_backbone_state(model: AffectModel, state: dict[str, torch.Tensor],
+                         path: str | Path) -> tuple[list[str], list[str]]:
+    state = {_strip(k): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     filter_fn = getattr(__import__(type(model.backbone).__module__, fromlist=["x"]), "checkpoint_filter_fn", None)
     if filter_fn is not None:  # timm's converters map e.g. original/torchvision names onto timm's

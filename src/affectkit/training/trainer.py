@@ -34,8 +34,8 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
 from affectkit.models.factory import AffectModel, ModelSpec, build_model, count_parameters, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model, model_paths, update_metadata
-from affectkit.models.registry import is_pretrained, sha256_of
-from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
+from affectkit.models.registry import is_pretrained
+from affectkit.models.weights import load_pretrained_weights, load_weights_file
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 from affectkit.training.callbacks import History, KeepBest
@@ -112,13 +112,11 @@ class StartingWeights:
 
 
 def initialise_weights(model: AffectModel, weights: Path | None, pretrained: bool) -> StartingWeights:
-    """Load the backbone's starting weights and say where they came from."""
-    if model.spec.backbone == "custom_cnn":
-        return StartingWeights("scratch", "custom CNN: trained from scratch")
+    """Load the starting weights and say where they came from."""
     if weights is not None:
-        missing, unexpected = load_backbone_weights(model, weights)
-        start = StartingWeights("file", f"backbone weights from {weights} (SHA-256 {sha256_of(Path(weights))[:16]}...; "
-                                        f"{len(missing)} missing, {len(unexpected)} unused tensors)")
+        start = StartingWeights("file", load_weights_file(model, weights))
+    elif model.spec.backbone == "custom_cnn":
+        return StartingWeights("scratch", "custom CNN: trained from scratch")
     elif pretrained:
         start = StartingWeights(*load_pretrained_weights(model))
     else:
