@@ -61,7 +61,10 @@ def test_the_card_describes_data_weights_recipe_metrics_and_limits(trained, demo
     evaluate_saved(trained, demo_dir, "all", None, trained.parent / "eval", quiet=True)
     evaluations = read_metadata(trained)["evaluations"]
     assert [e["split"] for e in evaluations] == ["test", "all"] and evaluations[1]["n"] == 96
-    assert "| all | 96 |" in (trained.parent / "CustomCNN_card.md").read_text()
+    # All of its training data: the 80 faces of its train and val splits are marked, and the row is no test score.
+    card = (trained.parent / "CustomCNN_card.md").read_text()
+    assert evaluations[1]["seen_in_training"] == 80 and "| all (80 seen in training) | 96 |" in card
+    assert "80 of these 96 faces trained the model or chose its checkpoint (its train and val splits)" in card
 
 
 def test_a_set_annotated_for_valence_arousal_only_evaluates_them_alone(trained, partial_manifest, tmp_path):

@@ -73,9 +73,16 @@ def test_evaluate_reproduces_the_run(run_dir, demo_dir):
     assert (run_dir / "eval" / "CustomCNN_confusion_matrix.png").is_file()
 
 
-def test_evaluate_on_all_records_of_an_external_set(run_dir, demo_dir):
+def test_evaluate_on_all_records_counts_those_the_model_was_trained_on(run_dir, demo_dir, tmp_path):
     metrics = evaluate_saved(run_dir / "best_CustomCNN.safetensors", demo_dir, "all", None, run_dir / "ext", quiet=True)
-    assert metrics["n"] == 96
+    splits = pd.read_csv(run_dir / "splits.csv")
+    assert metrics["n"] == 96 and metrics["seen_in_training"] == splits["split"].isin(["train", "val"]).sum() > 0
+    assert json.loads((run_dir / "ext" / "CustomCNN_all_metrics.json").read_text())["seen_in_training"] == \
+        metrics["seen_in_training"]
+    # Another set (here its faces at another place) is external: nothing to count.
+    external = shutil.copytree(demo_dir, tmp_path / "external")
+    metrics = evaluate_saved(run_dir / "best_CustomCNN.safetensors", external, "all", None, tmp_path / "out", quiet=True)
+    assert metrics["n"] == 96 and "seen_in_training" not in metrics
 
 
 def test_a_run_on_faces_partly_without_a_class_reports_them(partial_manifest, tmp_path):

@@ -43,6 +43,12 @@ def card_path(model_path: str | Path, meta: dict[str, Any] | None = None) -> Pat
     return RunFolder(weights.parent).card(meta["display_name"])
 
 
+def seen_warning(seen: int, n: int) -> str:
+    """The sentence for an evaluation of ``n`` faces, ``seen`` of which trained the model or chose its checkpoint."""
+    return (f"{seen} of these {n} faces trained the model or chose its checkpoint (its train and val splits): this "
+            "is no test score; `--split test` scores the faces it never saw.")
+
+
 def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[str, Any]:
     from affectkit.evaluation.metrics import prior_collapse  # see _evaluation_section
 
@@ -50,7 +56,8 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
     entry = {"data": str(Path(data).resolve()), "split": split, "synthetic": is_synthetic_data(data), "n": metrics["n"],
              **{k: expression.get(k) for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
              "temperature": expression.get("temperature", 1.0),
-             "warning": prior_collapse(metrics["expression"], CLASS_NAMES)}
+             "warning": prior_collapse(metrics["expression"], CLASS_NAMES),
+             "seen_in_training": metrics.get("seen_in_training", 0)}
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)
         entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
@@ -216,12 +223,15 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
         va = ["n/a" if e[d] is None else f"{_number(e[d]['mae'])} / {_number(e[d]['ccc'])}"
               for d in ("valence", "arousal")]
         source = f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
-        lines.append(f"| {source} | {e['split']} | {e['n']} | {_number(e['accuracy'])} | {_number(e['macro_f1'])} | "
+        split = e["split"] + (f" ({e['seen_in_training']} seen in training)" if e.get("seen_in_training") else "")
+        lines.append(f"| {source} | {split} | {e['n']} | {_number(e['accuracy'])} | {_number(e['macro_f1'])} | "
                      f"{_number(e['balanced_accuracy'])} | {_number(e['nll'])} | {_number(e['ece'])} | "
                      f"{_number(e['temperature'])} | {va[0]} | {va[1]} |")
     for e in evaluations:
         if e.get("warning"):  # evaluations recorded before the check carry none
             lines += ["", f"**Warning** (`{e['data']}`, {e['split']}): the model {e['warning']}"]
+        if e.get("seen_in_training"):
+            lines += ["", f"**Warning** (`{e['data']}`, {e['split']}): {seen_warning(e['seen_in_training'], e['n'])}"]
     lines += ["", "Calibration: the probabilities are the logits divided by the temperature, fit on the validation "
                   "split after training (temperature scaling); NLL and ECE (expected calibration error, "
                   f"{ECE_BINS} bins) are measured on them."]

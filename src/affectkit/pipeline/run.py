@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from affectkit.config import CLASS_NAMES, Config
@@ -16,7 +17,7 @@ from affectkit.data.reader import layout_found, read_dataset, reader_options
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
 from affectkit.evaluation.calibration import calibrate
-from affectkit.evaluation.card import write_model_card
+from affectkit.evaluation.card import seen_warning, write_model_card
 from affectkit.evaluation.comparison import comparison_row, write_comparison, write_report
 from affectkit.evaluation.evaluator import (
     Predictions,
@@ -62,15 +63,19 @@ def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedDa
 
 
 def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, positions: np.ndarray, split: str,
-                      out: RunFolder, source: Path, training_data: dict | None = None) -> tuple[dict, dict[str, Path]]:
+                      out: RunFolder, source: Path, training_data: dict | None = None,
+                      seen_in_training: int = 0) -> tuple[dict, dict[str, Path]]:
     """Score ``pred``, the saved model's predictions of ``positions`` (the ``split`` of ``data``, read from
-    ``source``), and write its metrics, confusion matrix and reliability diagram into ``out`` (suffixed ``_<split>``
-    for other splits than test) and the evaluation (and ``training_data``) into its card."""
+    ``source``; ``seen_in_training`` of them trained or selected it), and write its metrics, confusion matrix and
+    reliability diagram into ``out`` (suffixed ``_<split>`` for other splits than test) and the evaluation (and
+    ``training_data``) into its card."""
     meta = read_metadata(model_path)
     metrics = score(pred, data, positions)
     if metrics["expression"] is not None:
         metrics["expression"]["temperature"] = float(meta.get("temperature", 1.0))
     metrics["split"] = split
+    if seen_in_training:
+        metrics["seen_in_training"] = seen_in_training
     name = meta["display_name"] + ("" if split == "test" else f"_{split}")
     paths = write_model_report(name, metrics, pred, data, positions, out.root)
     paths["card"] = write_model_card(model_path, training_data=training_data, metrics=metrics, data=source,
@@ -79,16 +84,18 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
 
 
 def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
-           training_data: dict | None = None) -> tuple[dict, Predictions, dict[str, Path]]:
+           training_data: dict | None = None, seen_in_training: int = 0) -> tuple[dict, Predictions, dict[str, Path]]:
     """Score a saved model on ``split`` of ``data`` (``source``) as every later use of it predicts: with its
-    stored temperature and flip setting (``record_evaluation`` writes what it found)."""
+    stored temperature and flip setting (``record_evaluation`` writes what it found, with the count of those faces
+    it was trained or selected on, where there are any)."""
     meta = read_metadata(model_path)
     positions = data.positions("test" if split == "all" else split)
     if len(positions) == 0:
         raise AffectkitError(f"The {split} split of {source} is empty.")
     pred = predict_split(model, data, positions, temperature=float(meta.get("temperature", 1.0)),
                          tta_flip=config_from_metadata(meta).tta_flip)
-    metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data)
+    metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data,
+                                       seen_in_training)
     reporter().show(metrics_table(meta["display_name"], metrics))
     if warning := prior_collapse(metrics["expression"], CLASS_NAMES):
         reporter().note(f"Warning: {meta['display_name']} {warning}")
@@ -237,14 +244,35 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
     return compare_exports(fp32, int8, prepared.images[positions], prepared.expression[positions]) | {"source": source}
 
 
+def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits: Path | None = None) -> int:
+    """How many faces of ``data`` (read whole from ``source``) trained the saved model or chose its checkpoint: the
+    faces of its train and val splits (``splits``, default the ``splits.csv`` it was trained on), where ``source`` is
+    the data set it was trained on; every face of it where that split is gone."""
+    trained_on = (read_metadata(model_path).get("training_data") or {}).get("source")
+    if trained_on is None or Path(trained_on).resolve() != Path(source).resolve():
+        return 0
+    splits = splits or model_splits(model_paths(model_path)[0])
+    if not splits.is_file():
+        return len(data.records)
+    table = pd.read_csv(splits, dtype={"id": str}, keep_default_na=False)
+    seen = set(table.loc[table["split"].isin(("train", "val")), "id"])
+    return sum(record.id in seen for record in data.records)
+
+
 def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,
                    quiet: bool = False) -> dict:
     """Evaluate a saved model on a split of ``data`` (the run's ``splits.csv``) or on all of it; returns the
-    metrics and writes them, the plots and the card's evaluation into ``out`` (default: beside the model)."""
+    metrics and writes them, the plots and the card's evaluation into ``out`` (default: beside the model). Where
+    "all" of ``data`` holds faces the model was trained or selected on, ``metrics["seen_in_training"]`` counts
+    them, the card marks the row, and a warning says so."""
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
-        model, _ = load_model(model_path, device=evaluation_device())
+        model, meta = load_model(model_path, device=evaluation_device())
         weights, _ = model_paths(model_path)
-        metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data)
+        seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
+        metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data,
+                                   seen_in_training=seen)
+        if seen:
+            reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
         reporter().show(f"Wrote {', '.join(str(path) for path in paths.values())}")
         return metrics
