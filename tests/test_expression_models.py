@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from affectkit.config import CLASS_NAMES, Config
 from affectkit.data.datamodule import prepare_data
 from affectkit.data.reader import read_dataset
+from affectkit.evaluation.card import card_path
 from affectkit.evaluation.drift import output_profile, profile_shift
 from affectkit.evaluation.ensemble import average, stack
 from affectkit.evaluation.evaluator import Predictions, score
@@ -75,6 +76,12 @@ def test_an_expression_model_is_not_scored_for_valence_arousal_even_on_rated_fac
                                                                                    tmp_path):
     metrics = evaluate_saved(expression_model, demo_dir, "all", None, tmp_path, quiet=True)
     assert metrics["valence"] is None and metrics["arousal"] is None and metrics["expression"]["n"] == 96
+    # It never learnt Contempt, whose 12 faces here count as errors: counted apart, and noted on its card.
+    unlearnt = metrics["expression"]["unlearnt_classes"]
+    assert unlearnt["faces"] == {"Contempt": 12} and unlearnt["other_faces"] == 84
+    assert unlearnt["accuracy_on_learnt_classes"] == pytest.approx(metrics["expression"]["accuracy"] * 96 / 84)
+    card = card_path(expression_model).read_text()
+    assert f"Note (`{demo_dir.resolve()}`, all): 12 faces are of classes the model never learnt (Contempt 12" in card
 
     rng = np.random.default_rng(0)
     members = [Predictions(rng.normal(size=(20, 8)), rng.uniform(-1, 1, (20, 2)), predicts_valence_arousal=False)

@@ -20,6 +20,8 @@ from affectkit.evaluation.metrics import (
     compute_metrics,
     expected_calibration_error,
     prior_collapse,
+    unlearnt_classes,
+    unlearnt_note,
     reliability_curve,
 )
 from affectkit.evaluation.plots import (
@@ -375,3 +377,18 @@ def test_a_model_that_gives_one_class_to_mixed_faces_is_named():
     assert prior_collapse(compute_metrics(one_class, mostly_happy, np.zeros((len(labels), 2)),
                                           np.full((len(labels), 2), np.nan))["expression"], CLASS_NAMES) is None
     assert prior_collapse(None, CLASS_NAMES) is None  # a valence/arousal model
+
+
+def test_faces_of_classes_a_model_never_learnt_are_counted_apart():
+    labels = np.array([0, 0, 1, 1, 1, 7, 7])  # two Contempt faces, for a model trained without Contempt
+    predicted = np.array([0, 1, 1, 1, 0, 1, 0])  # right on 3 of the 5 faces of the classes it learnt
+    probs = np.eye(NUM_CLASSES)[predicted]
+    expression = compute_metrics(probs, labels, np.zeros((7, 2)), np.full((7, 2), np.nan))["expression"]
+    unlearnt = unlearnt_classes(expression, CLASS_NAMES[:7], CLASS_NAMES)
+    assert unlearnt == {"faces": {"Contempt": 2}, "other_faces": 5, "accuracy_on_learnt_classes": pytest.approx(0.6)}
+    assert unlearnt_note(unlearnt) == ("2 faces are of classes the model never learnt (Contempt 2: absent from its "
+                                       "training data); they count as errors; on the other 5 faces its accuracy is "
+                                       "0.600.")
+    assert unlearnt_classes(expression, CLASS_NAMES, CLASS_NAMES) is None  # it learnt them all
+    assert unlearnt_classes(expression, [c for c in CLASS_NAMES if c != "Fear"], CLASS_NAMES) is None  # no Fear face
+    assert unlearnt_classes(None, CLASS_NAMES[:7], CLASS_NAMES) is None  # a valence/arousal model

@@ -57,7 +57,8 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
              **{k: expression.get(k) for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
              "temperature": expression.get("temperature", 1.0),
              "warning": prior_collapse(metrics["expression"], CLASS_NAMES),
-             "seen_in_training": metrics.get("seen_in_training", 0)}
+             "seen_in_training": metrics.get("seen_in_training", 0),
+             "unlearnt_classes": expression.get("unlearnt_classes")}
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)
         entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
@@ -211,7 +212,7 @@ def _kept(best: dict[str, Any]) -> str:
 
 def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     # Imported here: metrics loads torchmetrics, and the predictor (serving) imports this module for the warning.
-    from affectkit.evaluation.metrics import ECE_BINS
+    from affectkit.evaluation.metrics import ECE_BINS, unlearnt_note
 
     evaluations = meta.get("evaluations") or []
     if not evaluations:
@@ -232,6 +233,8 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
             lines += ["", f"**Warning** (`{e['data']}`, {e['split']}): the model {e['warning']}"]
         if e.get("seen_in_training"):
             lines += ["", f"**Warning** (`{e['data']}`, {e['split']}): {seen_warning(e['seen_in_training'], e['n'])}"]
+        if e.get("unlearnt_classes"):
+            lines += ["", f"Note (`{e['data']}`, {e['split']}): {unlearnt_note(e['unlearnt_classes'])}"]
     lines += ["", "Calibration: the probabilities are the logits divided by the temperature, fit on the validation "
                   "split after training (temperature scaling); NLL and ECE (expected calibration error, "
                   f"{ECE_BINS} bins) are measured on them."]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -270,6 +270,33 @@ def prior_collapse(expression: dict | None, class_names: Sequence[str]) -> str |
             f"them are {class_names[top]}: it learnt the class frequencies, not the faces. A pretrained start and a "
             "longer fine-tuning (--profile recommended), or class-balanced training (--profile imbalanced), usually "
             "cure it.")
+
+
+def unlearnt_classes(expression: dict | None, trained: Sequence[str],
+                     class_names: Sequence[str]) -> dict[str, Any] | None:
+    """Where scored faces are of classes a model never learnt (absent from its training data; it gives them
+    probability 0, so they always count as errors): how many of each, and the accuracy on the other faces. None where
+    there are none, or where ``expression`` (the scores' ``expression`` part) is None."""
+    if not expression:
+        return None
+    counts = np.asarray(expression["confusion_matrix"])
+    truth = counts.sum(axis=1)
+    absent = [i for i, name in enumerate(class_names) if name not in trained and truth[i] > 0]
+    if not absent:
+        return None
+    learnt = [i for i in range(len(class_names)) if i not in absent]
+    faces = int(truth[learnt].sum())
+    return {"faces": {class_names[i]: int(truth[i]) for i in absent}, "other_faces": faces,
+            "accuracy_on_learnt_classes": float(counts[learnt, learnt].sum() / faces) if faces else None}
+
+
+def unlearnt_note(unlearnt: dict[str, Any]) -> str:
+    """The sentence for :func:`unlearnt_classes`'s finding."""
+    absent = ", ".join(f"{name} {count}" for name, count in unlearnt["faces"].items())
+    accuracy = unlearnt["accuracy_on_learnt_classes"]
+    rest = "" if accuracy is None else f"; on the other {unlearnt['other_faces']} faces its accuracy is {accuracy:.3f}"
+    return (f"{sum(unlearnt['faces'].values())} faces are of classes the model never learnt ({absent}: absent from its "
+            f"training data); they count as errors{rest}.")
 
 
 def expected_calibration_error(probs: ArrayLike | Tensor, targets: ArrayLike | Tensor, n_bins: int = ECE_BINS) -> float:

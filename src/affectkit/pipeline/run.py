@@ -28,7 +28,7 @@ from affectkit.evaluation.evaluator import (
     score,
     write_model_report,
 )
-from affectkit.evaluation.metrics import expression_score, prior_collapse
+from affectkit.evaluation.metrics import expression_score, prior_collapse, unlearnt_classes, unlearnt_note
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
@@ -76,6 +76,8 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
     metrics["split"] = split
     if seen_in_training:
         metrics["seen_in_training"] = seen_in_training
+    if unlearnt := unlearnt_classes(metrics["expression"], meta.get("trained_classes", CLASS_NAMES), CLASS_NAMES):
+        metrics["expression"]["unlearnt_classes"] = unlearnt
     name = meta["display_name"] + ("" if split == "test" else f"_{split}")
     paths = write_model_report(name, metrics, pred, data, positions, out.root)
     paths["card"] = write_model_card(model_path, training_data=training_data, metrics=metrics, data=source,
@@ -99,6 +101,8 @@ def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: 
     reporter().show(metrics_table(meta["display_name"], metrics))
     if warning := prior_collapse(metrics["expression"], CLASS_NAMES):
         reporter().note(f"Warning: {meta['display_name']} {warning}")
+    if unlearnt := (metrics["expression"] or {}).get("unlearnt_classes"):
+        reporter().note(f"Note: {unlearnt_note(unlearnt)}")
     return metrics, pred, paths
 
 
