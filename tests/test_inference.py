@@ -127,15 +127,38 @@ def test_folder_with_corrupt_files_reports_them_and_continues(predictor, face, t
     assert annotated == ["a_face_annotated.jpg", "d_face_annotated.jpg"]
 
 
-def test_video_gives_per_frame_rows_and_timeline(cli, model_path, face, tmp_path):
+def write_clip(video: Path, face: np.ndarray) -> Path:
+    """Eight frames of the face moving right, as an MP4."""
     small = cv2.resize(face, (95, 110), interpolation=cv2.INTER_AREA)
-    video = tmp_path / "clip.mp4"
+    video.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (200, 150))
     for i in range(8):
         frame = np.full((150, 200, 3), 90, np.uint8)
         frame[20:130, 10 + 8 * i : 105 + 8 * i] = small
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
+    return video
+
+
+def test_a_folder_gives_its_videos_and_names_the_files_it_passes_over(cli, model_path, face, tmp_path):
+    folder = tmp_path / "media"
+    write_rgb(folder / "photo.png", face)
+    write_clip(folder / "clips" / "clip.mp4", face)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "IMG_0001.HEIC").write_bytes(b"an iPhone photo")
+    (folder / ".DS_Store").write_bytes(b"")
+    result = invoke(cli, ["predict", model_path, folder, "--every", 4, "--out", tmp_path / "rows.csv"])
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    assert set(rows["file"].map(lambda f: Path(f).name)) == {"photo.png", "clip.mp4"}
+    assert sorted(rows.loc[rows["file"].str.endswith("clip.mp4"), "frame"]) == [0, 4]
+    said = " ".join(result.output.split())
+    assert "passed over 2 file(s) of other kinds (.heic 1, .txt 1); HEIC photos (iPhones') are not read" in said
+    # The Python API reads a folder's images (a video would need its frames): it passes the clip over.
+    assert [face.source for face in Predictor(model_path, detect=False).predict(folder)] == [str(folder / "photo.png")]
+
+
+def test_video_gives_per_frame_rows_and_timeline(cli, model_path, face, tmp_path):
+    video = write_clip(tmp_path / "clip.mp4", face)
     out = tmp_path / "out"
     invoke(cli, ["predict", model_path, video, "--every", 2, "--smooth", 0.5, "--annotate", out,
                  "--out", out / "video.csv", "-q"])

@@ -47,7 +47,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Saved model (.safetensors/.json/stem) or an exported .onnx file.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files, folders (searched recursively) and videos.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files, videos and folders (searched recursively for both).")],
     out: Annotated[Optional[Path], typer.Option(help="Write one row per face to this .csv or .json file.")] = None,
     annotate: Annotated[Optional[Path], typer.Option(
         help="Folder for annotated copies (images; an .mp4 per video) and each video's timeline.png.")] = None,

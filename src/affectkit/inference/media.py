@@ -6,6 +6,7 @@ A file that cannot be read becomes a row with ``status = "error: ..."`` and a wa
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,19 @@ def status_row(file: Path, frame: int | None, status: str) -> dict[str, Any]:
     return {"file": str(file), "frame": frame, "status": status}
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given (videos by suffix, anything else is tried as an image) and folders' images, recursively."""
+def expand_inputs(inputs: Sequence[str | Path], videos: bool = True) -> list[Path]:
+    """Files as given (videos by suffix, anything else is tried as an image) and folders' images and, with
+    ``videos``, videos, recursively. A folder's other files (hidden ones aside) are passed over with a note that
+    counts them by suffix."""
+    wanted = IMAGE_SUFFIXES + (VIDEO_SUFFIXES if videos else ())
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files += [p for p in found if p.suffix.lower() in wanted]
+            if other := Counter(p.suffix.lower() or "no suffix" for p in found if p.suffix.lower() not in wanted):
+                reporter().note(f"{item}: passed over {other.total()} file(s) of other kinds "
+                                f"({', '.join(f'{suffix} {n}' for suffix, n in other.most_common())}){_hint(other)}.")
         elif item.is_file():
             files.append(item)
         else:
@@ -63,12 +71,21 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _hint(passed_over: Counter) -> str:
+    if passed_over.keys() & {".heic", ".heif"}:
+        return "; HEIC photos (iPhones') are not read: convert them to JPEG"
+    if passed_over.keys() & set(VIDEO_SUFFIXES):
+        return "; videos are read by `affectkit predict`, frame by frame"
+    return ""
+
+
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def _warn_error(file: Path, frame: int | None, reason: str) -> dict[str, Any]:
-    reporter().note(f"[yellow]warning:[/yellow] {escape(f'{file}: {reason}')}; skipped.")
+    said = f"{file}: {reason.rstrip('.')}"
+    reporter().note(f"[yellow]warning:[/yellow] {escape(said)}; skipped.")
     return status_row(file, frame, f"error: {reason}")
 
 

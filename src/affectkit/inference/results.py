@@ -30,7 +30,7 @@ def gather_images(inputs: ImageInput | Sequence[ImageInput]) -> list[tuple[str, 
     images: list[tuple[str, np.ndarray]] = []
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
-            for file in expand_inputs([item]):
+            for file in expand_inputs([item], videos=False):
                 if is_video(file):
                     raise AffectkitError(f"{file} is a video: `affectkit predict` reads videos frame by frame.")
                 images.append((str(file), read_image(file)))
