@@ -62,13 +62,17 @@ def folders(tmp_path_factory) -> Path:
     root = class_folder_set(tmp_path_factory.mktemp("folders") / "data", {"train": 5, "test": 2})
     (root / "train" / "happiness" / "broken.jpg").write_text("not an image")
     (root / "train" / "SAD" / "notes.txt").write_text("not a sample: no image suffix")
+    (root / "train" / "SAD" / "IMG_0001.HEIC").write_bytes(b"an iPhone photo: a format affectkit does not read")
     return root
 
 
 def test_class_folders_with_splits_and_synonyms(folders):
     index = read_dataset(folders, progress=False)
     assert index.layout == "class_folders"
-    assert len(index.records) == 7 * 7 and kinds(index) == {"train/happiness/broken.jpg": "not_an_image"}
+    assert len(index.records) == 7 * 7 and kinds(index) == {"train/happiness/broken.jpg": "not_an_image",
+                                                            "train/SAD/IMG_0001.HEIC": "format_unsupported"}
+    (heic,) = [r for r in index.rejected if r.kind == "format_unsupported"]
+    assert heic.reason == "IMG_0001.HEIC: HEIC photos are not read; convert it to JPEG or PNG"
     labels = {r.id.split("/")[1]: r.expression for r in index.records}
     assert labels == FOLDERS
     assert {r.split for r in index.records if r.id.startswith("test/")} == {"test"}

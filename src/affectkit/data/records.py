@@ -23,6 +23,9 @@ from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
+# Photo formats found in people's folders that affectkit does not decode (OpenCV, which builds the training cache,
+# reads none of them): a data set's files of these kinds are quarantined by name, not passed over.
+UNREAD_PHOTO_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".nef", ".arw")
 # AffectNet codes beyond the 8 expressions; they are dropped, counted by kind.
 AFFECTNET_NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no_face"}
 VA_NOT_ANNOTATED = -2.0
@@ -206,6 +209,9 @@ def inspect_image(path: Path) -> ImageInfo:
     """Hash and fully decode an image (at reduced scale where the codec allows) to catch truncation and garbage."""
     if not path.is_file():
         raise Reject("image_missing", f"image file {path.name} is missing")
+    if path.suffix.lower() in UNREAD_PHOTO_SUFFIXES:
+        raise Reject("format_unsupported", f"{path.name}: {path.suffix[1:].upper()} photos are not read; convert it "
+                                           "to JPEG or PNG")
     data = path.read_bytes()
     if not data:
         raise Reject("image_empty", f"image file {path.name} is empty (0 bytes)")

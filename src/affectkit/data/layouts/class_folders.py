@@ -18,6 +18,7 @@ from affectkit.data.records import (
     IGNORE,
     IMAGE_SUFFIXES,
     SPLIT_ALIASES,
+    UNREAD_PHOTO_SUFFIXES,
     DatasetIndex,
     ReadOptions,
     Record,
@@ -40,7 +41,7 @@ def _image_files(folder: Path) -> Iterator[Path]:
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files, key=natural_key):
-            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+            if name.lower().endswith(IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES) and not name.startswith("."):
                 yield Path(parent) / name
 
 

@@ -21,6 +21,7 @@ from affectkit.data.layouts.class_folders import folder_label, parse_class_map
 from affectkit.data.records import (
     IGNORE,
     IMAGE_SUFFIXES,
+    UNREAD_PHOTO_SUFFIXES,
     DatasetIndex,
     ReadOptions,
     Record,
@@ -54,7 +55,7 @@ def find(path: Path, options: ReadOptions) -> Path | None:
 
 
 def _images(root: Path) -> list[Path]:
-    files = (f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+    files = (f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES and f.is_file()
              and not any(part.startswith(".") for part in f.relative_to(root).parts))
     return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
 
