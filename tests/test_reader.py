@@ -91,7 +91,8 @@ def test_manifest_with_relative_paths_categorical_rows_and_split(tmp_path):
     for i in range(12):
         Image.fromarray(np.full((40, 40, 3), i * 20, np.uint8)).save(tmp_path / "faces" / f"{i}.png")
         va = ("0.5", "-0.5") if i < 6 else ("", "")
-        rows.append({"path": f"faces/{i}.png", "expression": "happy" if i % 2 else "3", "valence": va[0],
+        path = f"faces\\{i}.png" if i == 11 else f"faces/{i}.png"  # a row written on Windows
+        rows.append({"path": path, "expression": "happy" if i % 2 else "3", "valence": va[0],
                      "arousal": va[1], "split": ["train", "validation", "test"][i % 3]})
     rows.append({"path": "faces/missing.png", "expression": "1", "valence": "", "arousal": "", "split": "train"})
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
@@ -102,6 +103,7 @@ def test_manifest_with_relative_paths_categorical_rows_and_split(tmp_path):
     assert by_id["faces/1.png"].expression == 1 and by_id["faces/0.png"].expression == 3
     assert by_id["faces/1.png"].split == "val"
     assert by_id["faces/0.png"].has_valence_arousal and math.isnan(by_id["faces/7.png"].valence)
+    assert by_id["faces\\11.png"].image_path == tmp_path / "faces" / "11.png"
 
 
 def test_manifest_without_required_columns(tmp_path):

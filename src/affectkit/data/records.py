@@ -348,6 +348,18 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda f: natural_name_key(f.name))
 
 
+def listed_path(raw: str, base: Path) -> Path:
+    """A file a CSV lists: absolute, or relative to ``base`` (the CSV's folder). A path written on Windows
+    (``images\\0001.jpg``) has its backslashes read as separators where the file is not found as written."""
+    path = Path(raw) if Path(raw).is_absolute() else base / raw
+    if "\\" in raw and not path.exists():
+        posix = raw.replace("\\", "/")
+        alternative = Path(posix) if Path(posix).is_absolute() else base / posix
+        if alternative.exists():
+            return alternative
+    return path
+
+
 def numbered_lines(path: Path) -> list[tuple[int, str]]:
     """(line number from 1, line) of every non-blank line of a text file (a label list)."""
     data = path.read_bytes()

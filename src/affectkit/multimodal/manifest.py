@@ -29,6 +29,7 @@ from affectkit.data.records import (
     Reject,
     Rejection,
     check_split_given_everywhere,
+    listed_path,
     optional_float,
     parse_expression,
     parse_split,
@@ -93,7 +94,7 @@ def _sample(row: dict[str, str], line: int, modalities: list[str], base: Path, g
         raw = row[modality].strip()
         if not raw:
             continue
-        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        path = listed_path(raw, base)
         if not (path.is_file() or (modality == "face" and path.is_dir())):  # a face clip may be a frame folder
             raise Reject(f"{modality}_missing", f"{source}: {modality} file {raw} is missing")
         files[modality] = path

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from affectkit.atomic import atomic_path
-from affectkit.data.records import Reject, parse_expression
+from affectkit.data.records import Reject, listed_path, parse_expression
 from affectkit.errors import AffectkitError
 from affectkit.multimodal.manifest import GROUP_COLUMNS, MODALITIES
 from affectkit.multimodal.signals import TIME_COLUMNS
@@ -107,14 +107,13 @@ def window_manifest(sessions: str | Path, out: str | Path, window: float = 4.0, 
         """A sessions-CSV path, as the new manifest (in another folder, maybe) must write it."""
         if not raw.strip():
             return ""
-        path = Path(raw) if Path(raw).is_absolute() else sessions.parent / raw
+        path = listed_path(raw, sessions.parent)
         return os.path.relpath(path.resolve(), out.parent.resolve())
 
     rows = []
     for i, session in enumerate(table.to_dict("records")):
         source = f"{sessions.name} line {i + 2}"
-        labels = Path(session["labels"])
-        labels = labels if labels.is_absolute() else sessions.parent / labels
+        labels = listed_path(session["labels"], sessions.parent)
         files = {m: relocated(session[m]) for m in modalities}
         extra = {"subject": session[group_column]} if group_column else {}
         if "split" in table.columns:

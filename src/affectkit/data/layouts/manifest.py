@@ -28,6 +28,7 @@ from affectkit.data.records import (
     check_split_given_everywhere,
     collect,
     inspect_image,
+    listed_path,
     parse_expression,
     parse_split,
     parse_valence_arousal,
@@ -111,8 +112,7 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
     def build(i: int) -> Record | Rejection:
         row = rows[i]
         source = f"{csv_path.name} line {i + 2}"
-        image = Path(row["path"])
-        image = image if image.is_absolute() else base / image
+        image = listed_path(row["path"], base)
         try:
             distribution = parse_votes(row, vote_columns, source)
             valence, arousal = parse_valence_arousal(row.get("valence", ""), row.get("arousal", ""), source)
