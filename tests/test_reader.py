@@ -110,3 +110,18 @@ def test_manifest_without_required_columns(tmp_path):
     pd.DataFrame({"file": ["a.jpg"]}).to_csv(tmp_path / "m.csv", index=False)
     with pytest.raises(AffectkitError, match="lacks the column"):
         read_dataset(tmp_path / "m.csv", progress=False)
+
+
+def test_manifest_saved_by_a_spreadsheet_with_semicolons_or_tabs(tmp_path):
+    """Spreadsheets in locales whose decimal mark is a comma save CSVs with semicolons (valence 0,5); tabs are
+    common too."""
+    for i in range(4):
+        Image.fromarray(np.full((40, 40, 3), i * 50, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "semicolons.csv").write_text("path;expression;valence;arousal\n0.png;sad;0,5;0,25\n"
+                                             "1.png;happy;0,25;0,25\n2.png;sad;0;0,25\n3.png;happy;-0,25;0,25\n")
+    index = read_dataset(tmp_path / "semicolons.csv", progress=False)
+    assert len(index.records) == 4 and not index.rejected
+    assert [r.valence for r in index.records] == pytest.approx([0.5, 0.25, 0.0, -0.25])
+    assert {r.arousal for r in index.records} == {0.25}
+    (tmp_path / "tabs.csv").write_text("path\texpression\n" + "".join(f"{i}.png\tsad\n" for i in range(4)))
+    assert len(read_dataset(tmp_path / "tabs.csv", progress=False).records) == 4

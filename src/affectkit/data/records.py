@@ -372,14 +372,24 @@ def numbered_lines(path: Path) -> list[tuple[int, str]]:
     return [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
 
 
-def csv_header(path: Path) -> list[str]:
-    """The lower-cased, stripped column names of a CSV's first line ([] when it has none or is not text)."""
+def _first_line(path: Path) -> str:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            first = f.readline()
+            return f.readline()
     except (OSError, UnicodeDecodeError):
-        return []
-    return [c.strip().lower() for c in next(csv.reader([first]), [])]
+        return ""
+
+
+def csv_delimiter(path: Path) -> str:
+    """The field separator of a CSV, read from its header: a comma, or the semicolon of spreadsheets saved in
+    locales whose decimal mark is a comma, or a tab; whichever the header holds most of."""
+    first = _first_line(path)
+    return max((",", ";", "\t"), key=first.count) if any(d in first for d in ";\t") else ","
+
+
+def csv_header(path: Path) -> list[str]:
+    """The lower-cased, stripped column names of a CSV's first line ([] when it has none or is not text)."""
+    return [c.strip().lower() for c in next(csv.reader([_first_line(path)], delimiter=csv_delimiter(path)), [])]
 
 
 def _in_batches(pool: ThreadPoolExecutor, build: Callable, keys: Iterable, batch: int = 1024) -> Iterator:

@@ -27,6 +27,7 @@ from affectkit.data.records import (
     Rejection,
     check_split_given_everywhere,
     collect,
+    csv_delimiter,
     inspect_image,
     listed_path,
     parse_expression,
@@ -90,12 +91,16 @@ def find(path: Path, options: ReadOptions) -> Path | None:
 
 
 def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
+    delimiter = csv_delimiter(csv_path)
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(csv_path, sep=delimiter, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise AffectkitError(f"{csv_path} is not a readable CSV manifest ({exc}).") from None
     table.columns = [c.strip().lower() for c in table.columns]
     vote_columns = [c for c in VOTE_COLUMNS if c in table.columns]
+    if delimiter == ";":  # a spreadsheet saved where the decimal mark is a comma: valence 0,5
+        for column in {"valence", "arousal", *vote_columns} & set(table.columns):
+            table[column] = table[column].str.replace(",", ".", regex=False)
     labelled_without_expression = bool(vote_columns) or {"valence", "arousal"} <= set(table.columns)
     missing = {"path"} | ({"expression"} if not labelled_without_expression else set())
     missing -= set(table.columns)
