@@ -380,16 +380,20 @@ def _first_line(path: Path) -> str:
         return ""
 
 
+def _delimiter(header: str) -> str:
+    return max((",", ";", "\t"), key=header.count) if any(d in header for d in ";\t") else ","
+
+
 def csv_delimiter(path: Path) -> str:
     """The field separator of a CSV, read from its header: a comma, or the semicolon of spreadsheets saved in
     locales whose decimal mark is a comma, or a tab; whichever the header holds most of."""
-    first = _first_line(path)
-    return max((",", ";", "\t"), key=first.count) if any(d in first for d in ";\t") else ","
+    return _delimiter(_first_line(path))
 
 
 def csv_header(path: Path) -> list[str]:
     """The lower-cased, stripped column names of a CSV's first line ([] when it has none or is not text)."""
-    return [c.strip().lower() for c in next(csv.reader([_first_line(path)], delimiter=csv_delimiter(path)), [])]
+    first = _first_line(path)
+    return [c.strip().lower() for c in next(csv.reader([first], delimiter=_delimiter(first)), [])]
 
 
 def _in_batches(pool: ThreadPoolExecutor, build: Callable, keys: Iterable, batch: int = 1024) -> Iterator:
