@@ -54,3 +54,33 @@ def test_interrupted_build_resumes(demo_dir, tmp_path, monkeypatch):
     assert calls[2:] == [32, 64]  # only the unfinished chunks were decoded again
     assert json.loads((directory / "meta.json").read_text())["complete"]
     assert np.array_equal(open_cache(directory).images[90], decode_resized(records[90].image_path, 24))
+
+
+def test_a_build_waits_for_the_one_running_beside_it_and_reuses_it(demo_dir, tmp_path, monkeypatch):
+    """Two trainings started at once on the same data: the second waits for the first's cache, then decodes
+    nothing (they used to write the same files at the same time, one truncating what the other had written)."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from affectkit.data import cache as cache_module
+
+    records = read_dataset(demo_dir, progress=False).records
+    directory = tmp_path / cache_key(records, 24)
+    directory.mkdir()
+    other = FileLock(directory / "build.lock")  # the other command, building
+    other.acquire()
+    built = {}
+    waiting = threading.Thread(target=lambda: built.update(path=build_cache(records, 24, tmp_path, workers=1,
+                                                                            progress=False)))
+    waiting.start()
+    time.sleep(0.5)
+    assert waiting.is_alive() and not (directory / "meta.json").exists()
+    cache_module._build(records, 24, directory, workers=1, progress=False)  # the other command's build ends
+    decoded = []
+    monkeypatch.setattr(cache_module, "_write_chunk", lambda *a: decoded.append(a[2]))
+    other.release()
+    waiting.join(timeout=30)
+    assert built["path"] == directory and decoded == []
+    assert np.array_equal(open_cache(directory).images[5], decode_resized(records[5].image_path, 24))

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from affectkit.atomic import atomic_path
+from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.data.layouts.fer2013 import row_pixels
 from affectkit.data.reader import Record
 from affectkit.errors import AffectkitError
@@ -111,16 +111,39 @@ def _save_done(path: Path, done: np.ndarray) -> None:
         np.save(f, done)
 
 
+def _complete(meta_file: Path) -> bool:
+    return meta_file.is_file() and json.loads(meta_file.read_text()).get("complete", False)
+
+
 def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int = 2, progress: bool = True) -> Path:
-    """Create (or finish an interrupted build of) the cache for these records; returns its folder."""
+    """Create (or finish an interrupted build of) the cache for these records; returns its folder. Commands run
+    side by side on the same data (two trainings started at once) build it once: the second waits for the first."""
+    from filelock import FileLock, Timeout
+
     directory = cache_dir / cache_key(records, size)
     directory.mkdir(parents=True, exist_ok=True)
+    meta_file = directory / "meta.json"
+    if _complete(meta_file):
+        return directory
+    lock = FileLock(directory / "build.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        reporter().note(f"Another affectkit command is building the image cache {directory}: waiting for it.")
+        lock.acquire()
+    try:
+        if not _complete(meta_file):  # built by another process while this one waited
+            _build(records, size, directory, workers, progress)
+    finally:
+        lock.release()
+    return directory
+
+
+def _build(records: list[Record], size: int, directory: Path, workers: int, progress: bool) -> None:
     images_file = directory / "images.u8"
     meta_file = directory / "meta.json"
     done_file = directory / "done.npy"
     n = len(records)
-    if meta_file.is_file() and json.loads(meta_file.read_text()).get("complete"):
-        return directory
     n_chunks = (n + CHUNK - 1) // CHUNK
     if not images_file.is_file() or images_file.stat().st_size != n * size * size * 3 or not done_file.is_file():
         with open(images_file, "wb") as f:
@@ -141,9 +164,9 @@ def build_cache(records: list[Record], size: int, cache_dir: Path, workers: int 
             with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [pool.submit(_write_chunk, *job) for job in jobs]
                 _mark_done((f.result() for f in as_completed(futures)), done, done_file, bar, task, records)
-    meta_file.write_text(json.dumps({"version": CACHE_VERSION, "size": size, "n": n, "ids": [r.id for r in records], "complete": True}))
+    meta = {"version": CACHE_VERSION, "size": size, "n": n, "ids": [r.id for r in records], "complete": True}
+    atomic_write_text(meta_file, json.dumps(meta))
     done_file.unlink(missing_ok=True)
-    return directory
 
 
 def _mark_done(starts, done: np.ndarray, done_file: Path, bar, task, records: list[Record]) -> None:
