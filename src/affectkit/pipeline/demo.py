@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from filelock import FileLock
+
 from affectkit.config import DEMO_FACES, Config
 from affectkit.data.cache import default_cache_dir
 from affectkit.data.datamodule import available_cores
@@ -24,9 +26,11 @@ def run_demo(out: Path, n: int = DEMO_FACES, full: bool = False, resume: bool = 
     """
     with silenced(quiet):
         data = default_cache_dir() / f"demo-data-n{n}-seed0-{synthetic_version()}"
-        if not (data / "done").is_file():
-            make_demo_dataset(data, n=n, seed=0, workers=available_cores())
-            (data / "done").write_text(json.dumps({"n": n}))
+        data.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(data.parent / f"{data.name}.lock"):  # two demos started at once render the faces once
+            if not (data / "done").is_file():
+                make_demo_dataset(data, n=n, seed=0, workers=available_cores())
+                (data / "done").write_text(json.dumps({"n": n}))
         config = Config(**{**DEMO_PROFILE, "use_light_models": not full})
         return run_pipeline(data, out, DEMO_MODELS, config, pretrained=not full, resume=resume,
                             random_start_control=not full)
