@@ -17,7 +17,7 @@ import pytest
 from affectkit.config import NO_EXPRESSION
 from affectkit.data.cache import build_cache, decode_record, landmarks_in_cache, open_cache
 from affectkit.data.layouts import LAYOUTS
-from affectkit.data.reader import read_dataset
+from affectkit.data.reader import SUBJECT_NAMINGS, read_dataset
 from affectkit.data.splits import make_splits, split_description
 from affectkit.data.synthetic import render_face, sample_rng
 from affectkit.errors import AffectkitError
@@ -763,6 +763,30 @@ def test_manifest_subject_column_groups_the_split(tmp_path):
     assert index.layout == "manifest" and index.group_source == "manifest column subject"
     table = make_splits(index.records, 0.15, 0.15, seed=3)
     assert (table.groupby("group")["split"].nunique() == 1).all() and set(table["split"]) == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize("names", [
+    ("S010_004_00000017.png", "S010_005_00000018.png", "S011_002_00000020.png", "S011_003_00000011.png",
+     "S014_001_00000009.png", "S014_002_00000013.png"),  # CK+
+    ("AF01AFS.JPG", "AF01HAS.JPG", "BM02SAS.JPG", "BM02HAHL.JPG", "AF03ANS.JPG", "AF03HAS.JPG"),  # KDEF
+    ("KA.AN1.39.tiff", "KA.HA2.30.tiff", "KL.SA1.45.tiff", "KL.HA1.46.tiff", "NA.SU1.79.tiff",
+     "NA.HA1.80.tiff"),  # JAFFE
+    ("Rafd090_01_Caucasian_female_angry_frontal.jpg", "Rafd090_01_Caucasian_female_happy_frontal.jpg",
+     "Rafd090_02_Caucasian_male_sad_frontal.jpg", "Rafd090_02_Caucasian_male_happy_frontal.jpg",
+     "Rafd090_07_Moroccan_male_angry_frontal.jpg", "Rafd090_07_Moroccan_male_happy_frontal.jpg"),  # RaFD
+])
+def test_public_sets_named_by_subject_are_split_by_subject_without_a_pattern(names, tmp_path):
+    """Such a set as class folders (Kaggle's CK+48, say): the file names say who is who, so the split keeps each
+    person on one side, as the layouts that know their subjects do; a group_pattern given wins."""
+    for i, name in enumerate(names):
+        save(tmp_path / ("happy", "sad")[i % 2] / name, face(1 + i % 2, i)[0])
+    index = read_dataset(tmp_path, progress=False)
+    naming = index.group_source.split("'s file names")[0]
+    assert index.group_source == f"{naming}'s file names (group_pattern {SUBJECT_NAMINGS[naming]})"
+    assert len({r.group for r in index.records}) == 3 and not index.rejected
+    assert read_dataset(tmp_path, progress=False, group_pattern=r"^(.)").group_source == "group_pattern ^(.)"
+    save(tmp_path / "happy" / "other.png", face(1, 99)[0])  # one file named otherwise: no guess
+    assert read_dataset(tmp_path, progress=False).group_source is None
 
 
 # -- detection ------------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from affectkit.progress import silenced
 __all__ = [
     "AFFECTNET_NON_EXPRESSIONS", "CLASS_SYNONYMS", "IMAGE_SUFFIXES", "LAYOUT_NAMES", "LAYOUT_TITLES", "SPLIT_ALIASES",
     "VA_NOT_ANNOTATED", "DatasetIndex", "Record", "Rejection", "inspect_image", "parse_dimension", "parse_expression",
-    "layout_found", "read_dataset", "reader_options",
+    "SUBJECT_NAMINGS", "layout_found", "read_dataset", "reader_options",
 ]
 
 
@@ -76,6 +76,28 @@ def _apply_groups(index: DatasetIndex, pattern: str) -> DatasetIndex:
         else:
             records.append(dataclasses.replace(r, group=match.group(1) if regex.groups else match.group(0)))
     return dataclasses.replace(index, records=records, rejected=rejected, group_source=f"group_pattern {pattern}")
+
+
+# File names of public sets that say who is who. A set read without subjects whose every file is named so is grouped
+# by them, so that no person falls on two sides of a split (the CK+ layout groups by its subject folders already;
+# this is CK+, KDEF, JAFFE or RaFD as class folders or a manifest). A group_pattern given wins.
+SUBJECT_NAMINGS = {
+    "CK+": r"^(S\d{3})_\d{3}_\d{8}",
+    "KDEF": r"^[AB]([FM]\d{2})[A-Z]{2}(?:S|HL|HR|FL|FR)\.",
+    "JAFFE": r"^([A-Z]{2})\.[A-Z]{2}\d+\.\d+\.",
+    "RaFD": r"^Rafd\d+_(\d+)_",
+}
+
+
+def _named_subjects(index: DatasetIndex) -> DatasetIndex:
+    if any(r.group is not None for r in index.records):
+        return index
+    for name, pattern in SUBJECT_NAMINGS.items():
+        regex = re.compile(pattern)
+        if all(regex.search(r.image_path.name) for r in index.records):
+            grouped = _apply_groups(index, pattern)
+            return dataclasses.replace(grouped, group_source=f"{name}'s file names (group_pattern {pattern})")
+    return index
 
 
 def _drop_duplicates(index: DatasetIndex) -> DatasetIndex:
@@ -120,8 +142,7 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
         if group_pattern and module.NAME == "fer2013":
             raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")
         index = module.read(found, options)
-        if group_pattern:
-            index = _apply_groups(index, group_pattern)
+        index = _apply_groups(index, group_pattern) if group_pattern else _named_subjects(index)
         index = _drop_duplicates(index)
         if not index.records:
             counts = ", ".join(f"{k}: {v}" for k, v in index.rejection_counts().items()) or "none found"
