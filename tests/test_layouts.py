@@ -66,6 +66,15 @@ def folders(tmp_path_factory) -> Path:
     return root
 
 
+def test_class_folders_split_as_fer2013_image_copies_name_them(tmp_path):
+    root = class_folder_set(tmp_path / "fer_images", {"Training": 3, "PublicTest": 1, "PrivateTest": 1})
+    index = read_dataset(root, progress=False)
+    assert {r.split for r in index.records} == {"train", "val", "test"}
+    assert {r.id.split("/")[0]: r.split for r in index.records} == {"Training": "train", "PublicTest": "val",
+                                                                     "PrivateTest": "test"}
+    assert index.describe().startswith("class folders (Training/ PublicTest/ PrivateTest/ folders;")
+
+
 def test_class_folders_with_splits_and_synonyms(folders):
     index = read_dataset(folders, progress=False)
     assert index.layout == "class_folders"

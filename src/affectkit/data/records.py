@@ -29,7 +29,10 @@ UNREAD_PHOTO_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".ne
 # AffectNet codes beyond the 8 expressions; they are dropped, counted by kind.
 AFFECTNET_NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no_face"}
 VA_NOT_ANNOTATED = -2.0
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
+                 "test": "test", "testing": "test",
+                 # FER2013's Usage names, which its image-folder copies keep
+                 "publictest": "val", "privatetest": "test"}
 
 # Names data sets give the classes (folder names, label columns), matched case-insensitively.
 CLASS_SYNONYMS: dict[int, tuple[str, ...]] = {
