@@ -79,6 +79,14 @@ def test_evaluate_on_all_records_counts_those_the_model_was_trained_on(run_dir, 
     assert metrics["n"] == 96 and metrics["seen_in_training"] == splits["split"].isin(["train", "val"]).sum() > 0
     assert json.loads((run_dir / "ext" / "CustomCNN_all_metrics.json").read_text())["seen_in_training"] == \
         metrics["seen_in_training"]
+    # The model moved away from its splits.csv: the sizes of its train and val splits, as its description records.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for part in ("best_CustomCNN.safetensors", "best_CustomCNN.json"):
+        shutil.copy(run_dir / part, moved / part)
+    again = evaluate_saved(moved / "best_CustomCNN.safetensors", demo_dir, "all", None, tmp_path / "moved_out",
+                           quiet=True)
+    assert again["seen_in_training"] == metrics["seen_in_training"]
     # Another set (here its faces at another place) is external: nothing to count.
     external = shutil.copytree(demo_dir, tmp_path / "external")
     metrics = evaluate_saved(run_dir / "best_CustomCNN.safetensors", external, "all", None, tmp_path / "out", quiet=True)

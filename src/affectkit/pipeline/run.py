@@ -251,13 +251,15 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
 def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits: Path | None = None) -> int:
     """How many faces of ``data`` (read whole from ``source``) trained the saved model or chose its checkpoint: the
     faces of its train and val splits (``splits``, default the ``splits.csv`` it was trained on), where ``source`` is
-    the data set it was trained on; every face of it where that split is gone."""
-    trained_on = (read_metadata(model_path).get("training_data") or {}).get("source")
+    the data set it was trained on; where that file is gone, the sizes of those splits its description records."""
+    training_data = read_metadata(model_path).get("training_data") or {}
+    trained_on = training_data.get("source")
     if trained_on is None or Path(trained_on).resolve() != Path(source).resolve():
         return 0
     splits = splits or model_splits(model_paths(model_path)[0])
     if not splits.is_file():
-        return len(data.records)
+        sizes = training_data.get("split_sizes") or {}
+        return min(len(data.records), sizes.get("train", 0) + sizes.get("val", 0)) if sizes else len(data.records)
     table = pd.read_csv(splits, dtype={"id": str}, keep_default_na=False)
     seen = set(table.loc[table["split"].isin(("train", "val")), "id"])
     return sum(record.id in seen for record in data.records)
@@ -271,7 +273,7 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     them, the card marks the row, and a warning says so."""
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
-        model, meta = load_model(model_path, device=evaluation_device())
+        model, _ = load_model(model_path, device=evaluation_device())
         weights, _ = model_paths(model_path)
         seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
         metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data,
