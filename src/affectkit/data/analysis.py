@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -223,6 +224,7 @@ def _count_histogram(ax, values: pd.Series, colour: str) -> None:
         ax.bar([str(v) for v in counts.index], counts.to_numpy(), color=colour)
     else:
         ax.hist(values, bins=min(40, int(values.max() - values.min()) + 1), color=colour)
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts of faces or groups
 
 
 def _size_panel(ax, index: DatasetIndex) -> None:
@@ -234,7 +236,8 @@ def _size_panel(ax, index: DatasetIndex) -> None:
 def _group_panel(ax, index: DatasetIndex) -> None:
     per_group = pd.Series([r.group for r in index.records if r.group is not None]).value_counts()
     _count_histogram(ax, per_group, "tab:purple")
-    ax.set(title=f"Faces per group ({len(per_group)} groups)\n{index.group_source or 'subject'}", xlabel="faces",
+    source = textwrap.fill(index.group_source or "subject", 48)  # a group_pattern can be long: wrap, not clip
+    ax.set(title=f"Faces per group ({len(per_group)} groups)\n{source}", xlabel="faces",
            ylabel="groups")
 
 
