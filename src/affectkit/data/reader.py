@@ -41,11 +41,12 @@ __all__ = [
 ]
 
 
-def layout_found(path: str | Path, label_pattern: str | None = None) -> bool:
-    """Whether a layout reads ``path`` (file names only where ``label_pattern`` is given); a plain folder of
-    images is none."""
+def layout_found(path: str | Path, label_pattern: str | None = None,
+                 class_map: dict[str, str] | None = None) -> bool:
+    """Whether a layout reads ``path`` (file names only where ``label_pattern`` is given; class folders named as
+    ``class_map`` maps them too); a plain folder of images is none."""
     try:
-        choose(Path(path).expanduser(), ReadOptions(label_pattern=label_pattern))
+        choose(Path(path).expanduser(), ReadOptions(class_map=dict(class_map or {}), label_pattern=label_pattern))
     except AffectkitError:
         return False
     return True
