@@ -125,3 +125,16 @@ def test_manifest_saved_by_a_spreadsheet_with_semicolons_or_tabs(tmp_path):
     assert {r.arousal for r in index.records} == {0.25}
     (tmp_path / "tabs.csv").write_text("path\texpression\n" + "".join(f"{i}.png\tsad\n" for i in range(4)))
     assert len(read_dataset(tmp_path / "tabs.csv", progress=False).records) == 4
+
+
+def test_layout_found_tells_a_data_set_from_a_folder_of_crops(tmp_path):
+    """What `export --int8 --data` reads as a labelled set, and what as crops without labels."""
+    from affectkit.data.reader import layout_found
+
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    assert not layout_found(tmp_path)  # images alone
+    assert layout_found(tmp_path, label_pattern=r"^(?P<expression>a)")  # their names read by a pattern
+    (tmp_path / "scream").mkdir()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "scream" / "b.png")
+    assert not layout_found(tmp_path)  # a folder that names no class
+    assert layout_found(tmp_path, class_map={"scream": "fear"})  # ... unless the model's class_map maps it
