@@ -15,7 +15,7 @@ from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
 from affectkit.evaluation.comparison import table_number
 from affectkit.models.io import (config_from_metadata, fusion_branches, fusion_criterion, model_paths,
-                                predicts_expression, predicts_valence_arousal, read_metadata,
+                                predicts_expression, predicts_valence_arousal, read_metadata, trained_classes,
                                 update_metadata)
 from affectkit.runs import RunFolder
 
@@ -118,7 +118,7 @@ def _outputs_line(meta: dict[str, Any]) -> str:
         return ("- Outputs: valence and arousal, each in [-1, 1]; no expression (no face it was trained on had an "
                 "expression class).")
     names = meta["class_names"]
-    trained = meta.get("trained_classes", names)  # models saved before this was recorded: all of them
+    trained = trained_classes(meta)
     expressions = f"- Outputs: probabilities of {len(names)} expressions ({', '.join(names)})"
     if len(trained) < len(names):
         untrained = [name for name in names if name not in trained]

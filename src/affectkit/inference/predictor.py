@@ -15,7 +15,14 @@ from affectkit.evaluation.card import synthetic_data_warning
 from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGEST_KEY, weights_digest
 from affectkit.inference.faces import DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
-from affectkit.models.io import load_model, model_paths, predicts_expression, predicts_valence_arousal, read_metadata
+from affectkit.models.io import (
+    load_model,
+    model_paths,
+    predicts_expression,
+    predicts_valence_arousal,
+    read_metadata,
+    trained_classes,
+)
 from affectkit.models.registry import sha256_of
 
 if TYPE_CHECKING:
@@ -135,10 +142,7 @@ class Predictor:
         self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
         # A valence/arousal model (trained on faces without a class) has no expression to give: no class names.
         self.class_names: list[str] = list(self.meta["class_names"]) if predicts_expression(self.meta) else []
-        # The classes it learnt; the others (absent from its training data) always get probability 0. Models saved
-        # before this was recorded: all of them.
-        self.trained_classes: list[str] = list(self.meta.get("trained_classes", self.class_names)) \
-            if self.class_names else []
+        self.trained_classes: list[str] = trained_classes(self.meta) if self.class_names else []
         # An expression model (trained on faces without valence/arousal) gives none: its outputs were never trained.
         self.predicts_valence_arousal = predicts_valence_arousal(self.meta)
         self.input_size = int(self.meta["input_size"])

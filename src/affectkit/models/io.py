@@ -78,6 +78,12 @@ def predicts_valence_arousal(meta: dict[str, Any]) -> bool:
     return bool(meta.get("predicts_valence_arousal", True))
 
 
+def trained_classes(meta: dict[str, Any]) -> list[str]:
+    """The expression classes a model learnt (the others always get probability 0: absent from its training data);
+    models saved before this was recorded learnt all of them."""
+    return list(meta.get("trained_classes", meta["class_names"]))
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     _, meta_path = model_paths(path)
     if not meta_path.is_file():

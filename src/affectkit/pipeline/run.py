@@ -31,7 +31,7 @@ from affectkit.evaluation.evaluator import (
 from affectkit.evaluation.metrics import expression_score, prior_collapse, unlearnt_classes, unlearnt_note
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import resolve_spec
-from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
+from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
 from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
@@ -76,7 +76,7 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
     metrics["split"] = split
     if seen_in_training:
         metrics["seen_in_training"] = seen_in_training
-    if unlearnt := unlearnt_classes(metrics["expression"], meta.get("trained_classes", CLASS_NAMES), CLASS_NAMES):
+    if unlearnt := unlearnt_classes(metrics["expression"], trained_classes(meta), CLASS_NAMES):
         metrics["expression"]["unlearnt_classes"] = unlearnt
     name = meta["display_name"] + ("" if split == "test" else f"_{split}")
     paths = write_model_report(name, metrics, pred, data, positions, out.root)
