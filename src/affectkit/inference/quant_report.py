@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,6 @@ def folder_images(folder: Path, limit: int | None = None) -> tuple[list[np.ndarr
     return images, unreadable
 
 
-def _chunks(items: Sequence[np.ndarray], size: int) -> Iterator[Sequence[np.ndarray]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def _median_latency_ms(predictor: Predictor, images: Sequence[np.ndarray]) -> float:
     predictor.predict_batch(list(images[:1]))  # first run allocates; not a representative sample
     times = []
@@ -51,8 +46,7 @@ def compare_exports(fp32: Path, int8: Path, faces: Sequence[np.ndarray], labels:
     the two give the same class."""
     models = {name: Predictor(path, backend="onnx", detect=False) for name, path in (("fp32", fp32), ("int8", int8))}
     models["fp32"].require_expression("comparing the exports' accuracy reads")
-    predictions = {name: np.array([r["expression_id"] for chunk in _chunks(faces, 64)
-                                   for r in predictor.predict_batch(list(chunk))], dtype=np.int64)
+    predictions = {name: np.array([r["expression_id"] for r in predictor.predict_batch(faces)], dtype=np.int64)
                    for name, predictor in models.items()}
     known = np.array([], dtype=np.int64) if labels is None else np.flatnonzero(np.asarray(labels) != NO_EXPRESSION)
     truth = None if labels is None else np.asarray(labels)[known]
