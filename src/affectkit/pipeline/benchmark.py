@@ -304,9 +304,9 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         if hog is not None and prepared.trains_expression:  # fused by expression log-loss
             rows.append(_fused(recipe_rows[-1], _hog_member(hog), prepared, "fusion:recipe+hog_svm",
                                "affectkit recipe + HOG", "fusion").row)
-        trained = [*recipe_rows, *(_trained_row(key, "model", prepared, folder, config, resume) for key in extra)]
-        rows.extend(r.row for r in trained[len(recipe_rows):])
-        notes += [f"{r.row['model']} {r.warning}" for r in trained if r.warning]
+        extra_rows = [_trained_row(key, "model", prepared, folder, config, resume) for key in extra]
+        rows.extend(r.row for r in extra_rows)
+        notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
         table = pd.DataFrame(rows)[COLUMNS]
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
