@@ -615,6 +615,50 @@ def test_labels_read_from_file_names(tmp_path):
         read_dataset(tmp_path / "kdef", progress=False, label_pattern=r"^AF\d+")
 
 
+
+def _known_set(root: Path, naming: str) -> Path:
+    """A few faces of each of two subjects, named as JAFFE, KDEF or RaFD name theirs (KDEF in its person folders)."""
+    classes = {"JAFFE": {"NE": 0, "HA": 1, "FE": 4}, "KDEF": {"NE": 0, "AF": 4, "AN": 6},
+               "RaFD": {"neutral": 0, "fearful": 4, "contemptuous": 7}}[naming]
+    for s_i, subject in enumerate(("01", "02")):
+        for c_i, (code, label) in enumerate(classes.items()):
+            for v_i, view in enumerate(("S", "HL") if naming != "JAFFE" else ("1", "2")):
+                name = {"JAFFE": f"K{'AB'[s_i]}.{code}{view}.{s_i * 10 + c_i}.tiff",
+                        "KDEF": f"AF{subject}/{'AB'[v_i]}F{subject}{code}{view}.JPG",
+                        "RaFD": f"Rafd090_{subject}_Caucasian_female_{code}_{('frontal', 'left')[v_i]}.jpg"}[naming]
+                save(root / name, face(label, s_i * 100 + c_i * 10 + v_i)[0])
+    return root
+
+
+@pytest.mark.parametrize("naming", ["JAFFE", "KDEF", "RaFD"])
+def test_a_public_set_named_as_released_is_read_without_a_pattern(naming, tmp_path):
+    """The folder as the set ships: its names give the class (RaFD's 'contemptuous' is Contempt) and the subject,
+    every view and gaze is read, a stray file is quarantined, not a reason to refuse the set."""
+    root = _known_set(tmp_path / naming, naming)
+    save(root / "cover.png", face(0, 999)[0])  # 1 of 13 named otherwise
+    index = read_dataset(root, progress=False)
+    assert index.layout == "file_names" and f"{naming}'s file names (label_pattern" in index.describe()
+    assert len(index.records) == 12 and kinds(index) == {"cover.png": "label_unmatched"}
+    assert sorted({r.group for r in index.records}) == {"JAFFE": ["KA", "KB"], "KDEF": ["F01", "F02"],
+                                                         "RaFD": ["01", "02"]}[naming]
+    classes = {"JAFFE": {0, 1, 4}, "KDEF": {0, 4, 6}, "RaFD": {0, 4, 7}}[naming]
+    assert {r.expression for r in index.records} == classes
+    # A pattern given wins: here it reads one view (KDEF's straight faces, RaFD's frontal gaze) or one repetition.
+    own = {"JAFFE": r"^K(?P<subject>.)\.(?P<expression>[A-Z]{2})1\.", "KDEF": r"^[AB]F(\d\d)(?P<expression>[A-Z]{2})S\.",
+           "RaFD": r"_(?P<expression>[a-z]+)_frontal"}[naming]
+    assert len(read_dataset(root, progress=False, label_pattern=own).records) == 6
+
+
+def test_a_folder_mostly_named_otherwise_is_no_known_set(tmp_path):
+    root = _known_set(tmp_path / "kdef", "KDEF")
+    for i in range(3):
+        save(root / f"other_{i}.png", face(0, 900 + i)[0])  # 12 of 15 named as KDEF names its faces
+    with pytest.raises(AffectkitError, match="is not an affectkit data set.*or named as JAFFE, KDEF or RaFD name theirs"):
+        read_dataset(root, progress=False)
+    with pytest.raises(AffectkitError, match="is not in the labels in file names layout"):
+        read_dataset(root, progress=False, layout="file_names")
+
+
 # -- subject-disjoint splits ------------------------------------------------------------------------------------
 
 

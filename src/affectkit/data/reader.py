@@ -15,7 +15,7 @@ from pathlib import Path
 
 from affectkit.config import READING_KEYS
 from affectkit.data.layouts import LAYOUT_NAMES, choose
-from affectkit.data.layouts.file_names import compile_label_pattern
+from affectkit.data.layouts.file_names import KNOWN_NAMINGS, compile_label_pattern
 from affectkit.data.records import (
     AFFECTNET_NON_EXPRESSIONS,
     CLASS_SYNONYMS,
@@ -43,8 +43,8 @@ __all__ = [
 
 def layout_found(path: str | Path, label_pattern: str | None = None,
                  class_map: dict[str, str] | None = None) -> bool:
-    """Whether a layout reads ``path`` (file names only where ``label_pattern`` is given; class folders named as
-    ``class_map`` maps them too); a plain folder of images is none."""
+    """Whether a layout reads ``path`` (file names where ``label_pattern`` is given or they are a known set's; class
+    folders named as ``class_map`` maps them too); a plain folder of images is none."""
     try:
         choose(Path(path).expanduser(), ReadOptions(class_map=dict(class_map or {}), label_pattern=label_pattern))
     except AffectkitError:
@@ -82,12 +82,7 @@ def _apply_groups(index: DatasetIndex, pattern: str) -> DatasetIndex:
 # File names of public sets that say who is who. A set read without subjects whose every file is named so is grouped
 # by them, so that no person falls on two sides of a split (the CK+ layout groups by its subject folders already;
 # this is CK+, KDEF, JAFFE or RaFD as class folders or a manifest). A group_pattern given wins.
-SUBJECT_NAMINGS = {
-    "CK+": r"^(S\d{3})_\d{3}_\d{8}",
-    "KDEF": r"^[AB]([FM]\d{2})[A-Z]{2}(?:S|HL|HR|FL|FR)\.",
-    "JAFFE": r"^([A-Z]{2})\.[A-Z]{2}\d+\.\d+\.",
-    "RaFD": r"^Rafd\d+_(\d+)_",
-}
+SUBJECT_NAMINGS = {"CK+": r"^(S\d{3})_\d{3}_\d{8}", **KNOWN_NAMINGS}
 
 
 def _named_subjects(index: DatasetIndex) -> DatasetIndex:

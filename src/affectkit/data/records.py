@@ -43,7 +43,7 @@ CLASS_SYNONYMS: dict[int, tuple[str, ...]] = {
     4: ("fear", "fearful", "afraid"),
     5: ("disgust", "disgusted"),
     6: ("anger", "angry"),
-    7: ("contempt",),
+    7: ("contempt", "contemptuous"),
 }
 _CLASS_BY_NAME = {name: label for label, names in CLASS_SYNONYMS.items() for name in names}
 IGNORE = "ignore"  # a class_map value: leave that folder out

@@ -1,6 +1,6 @@
 """The data layouts affectkit reads, one module each, tried in this fixed order (the first that matches wins):
 
-1. ``file_names``         any folder of images, where a label_pattern is given to read their names
+1. ``file_names``         any folder of images, where a label_pattern is given to read their names (else last)
 2. ``affectnet``          DATA/annotations/<id>_exp.npy ... + DATA/images/<id>.jpg
 3. ``affectnet_official`` training.csv / validation.csv with subDirectory_filePath and face boxes
 4. ``fer2013``            a CSV with emotion, pixels[, Usage] (+ FER+'s fer2013new.csv beside it)
@@ -12,8 +12,9 @@
 10. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
 11. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
 
-A label_pattern is asked for, so it comes first; then the specific layouts; class folders last, since any folder
-of folders might look like them. Each module
+A label_pattern is asked for, so it comes first; then the specific layouts; class folders next, since any folder
+of folders might look like them; without a label_pattern, file names last, for a folder named as JAFFE, KDEF or RaFD
+name theirs, since that takes a walk through the folder. Each module
 has ``NAME``, ``NEEDS`` (what a folder must hold, for error messages), ``find(path, options)`` (what to read, or
 None) and ``read(found, options) -> DatasetIndex``.
 """
@@ -61,7 +62,7 @@ def choose(path: Path, options: ReadOptions, layout: str | None = None) -> tuple
         if found is None:
             raise not_in_layout(path, module.NAME, module.NEEDS)
         return module, found
-    for module in LAYOUTS:
+    for module in LAYOUTS if options.label_pattern else (*DETECTED, file_names):
         found = module.find(path, options)
         if found is not None:
             return module, found
