@@ -659,6 +659,26 @@ def test_a_folder_mostly_named_otherwise_is_no_known_set(tmp_path):
         read_dataset(root, progress=False, layout="file_names")
 
 
+def test_the_command_line_prints_names_and_patterns_as_written(tmp_path, monkeypatch, capsys):
+    """Square brackets in a path or a regex are text, not Rich markup: '[a-z]' is not swallowed, and '[/x]' (a closing
+    tag matching nothing) does not turn a one-line error into a traceback."""
+    from affectkit.cli.common import main
+
+    root = _known_set(tmp_path / "RaFD [/x] copy", "RaFD")
+    monkeypatch.setattr(sys, "argv", ["affectkit", "analyze", str(root), "--out", str(tmp_path / "out [/y]")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "(?P<expression>[a-z]+)" in said and f"Wrote {tmp_path}/out [/y]/dataset_analysis.png" in said
+    empty = tmp_path / "empty [/z]"  # a folder "z]" in a folder "empty ["
+    empty.mkdir(parents=True)
+    monkeypatch.setattr(sys, "argv", ["affectkit", "analyze", str(empty), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    said = " ".join(capsys.readouterr().err.split())
+    assert exited.value.code == 2 and said.startswith(f"error: {empty} is not an affectkit data set")
+
 # -- subject-disjoint splits ------------------------------------------------------------------------------------
 
 

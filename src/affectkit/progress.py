@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import Any, ContextManager, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -56,9 +57,10 @@ class Reporter:
         # final frames among the notes and per-epoch lines, which say the same.
         self.bars = self.progress and out.is_terminal
 
-    def note(self, message: str) -> None:
+    def note(self, message: str, style: str | None = None) -> None:
+        """``message`` as written: data in it (a file name with brackets, a regex) is never read as Rich markup."""
         if self.out is not None:
-            self.out.print(message)
+            self.out.print(escape(message), style=style)
 
     def show(self, renderable: Any) -> None:
         if self.progress:

@@ -16,6 +16,7 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, ContextManager, Optional, Union, get_args, get_origin
 
 import typer
+from rich.markup import escape
 
 from affectkit.config import Config, coerce_value, data_config_file, load_config, parse_set_options, profile_names
 from affectkit.errors import AffectkitError
@@ -167,6 +168,11 @@ def configured(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable], Callabl
     return lambda command: _extend(command, [*CONFIG_SOURCES, *(o.parameter() for o in options)], "config", resolve)
 
 
+def say(message: str, style: str | None = None) -> None:
+    """A line for the user (stderr), as written: a path or a regex in it is never read as Rich markup."""
+    console.print(escape(message), style=style)
+
+
 # -- the config chain ---------------------------------------------------------------------------------------------
 
 
@@ -174,8 +180,8 @@ def announce_data_config(data: Path | None) -> None:
     """One line when a command takes its starting settings from the data folder's ``affectkit.yaml``."""
     card = data_config_file(data)
     if card is not None:
-        console.print(f"[cyan]Settings from {card} (this data set's recommended profile); --config and options "
-                      f"override them, deleting the file restores the defaults.[/cyan]")
+        say(f"Settings from {card} (this data set's recommended profile); --config and options override them, "
+            "deleting the file restores the defaults.", style="cyan")
 
 
 def build_config(config_file: Path | None, sets: list[str] | None, data: Path | None = None,
@@ -204,8 +210,8 @@ def write_predictions(predictions: Any, problems: list[str], out: Path, written:
     (``written``: "12 rows"); ``unit`` names the inputs ("clip")."""
     predictions.to_csv(out, index=False, float_format="%.4f")
     for problem in problems:
-        console.print(f"[yellow]skipped:[/yellow] {problem}")
-    console.print(f"Wrote {written} to {out}" + (f"; {len(problems)} {unit}(s) skipped" if problems else ""))
+        console.print(f"[yellow]skipped:[/yellow] {escape(problem)}")
+    say(f"Wrote {written} to {out}" + (f"; {len(problems)} {unit}(s) skipped" if problems else ""))
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -230,7 +236,7 @@ def main() -> None:
     try:
         app()
     except AffectkitError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: rerun the same command with --resume to continue[/yellow]")

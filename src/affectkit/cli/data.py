@@ -7,9 +7,18 @@ from typing import Annotated
 
 import typer
 
-from affectkit.cli.common import ConfigOpt, DataArg, LayoutOpt, QuietOpt, SetOpt, app, build_config, report_to_console
+from affectkit.cli.common import (
+    ConfigOpt,
+    DataArg,
+    LayoutOpt,
+    QuietOpt,
+    SetOpt,
+    app,
+    build_config,
+    report_to_console,
+    say,
+)
 from affectkit.errors import AffectkitError
-from affectkit.progress import console
 
 
 @app.command("make-demo-data")
@@ -54,7 +63,7 @@ def make_demo_data(
             if video:
                 raise AffectkitError("--video renders session videos for --multimodal; add --multimodal.")
             path = make_demo_dataset(out, n=n, seed=seed, imbalance=imbalance, workers=available_cores())
-    console.print(f"Wrote {n} demo {'clips' if clips else 'samples' if multimodal else 'faces'} to {path}")
+    say(f"Wrote {n} demo {'clips' if clips else 'samples' if multimodal else 'faces'} to {path}")
 
 
 @app.command()
@@ -74,7 +83,7 @@ def analyze(
     cfg = build_config(config, set_, data, layout=layout)
     with report_to_console(quiet):
         index, figure, summary = analyze_data(data, out, cfg)
-    console.print(index.describe())
-    console.print(f"{len(index.records)} valid samples, {len(index.rejected)} quarantined (see "
-                  f"{RunFolder(out).quarantine})")
-    console.print(f"Wrote {figure} and {summary}")
+    say(index.describe())
+    say(f"{len(index.records)} valid samples, {len(index.rejected)} quarantined (see "
+        f"{RunFolder(out).quarantine})")
+    say(f"Wrote {figure} and {summary}")

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, SplitOpt, SplitsOpt, app, report_to_console
+from affectkit.cli.common import QuietOpt, SplitOpt, SplitsOpt, app, report_to_console, say
 from affectkit.errors import AffectkitError
 from affectkit.progress import console
 
@@ -40,7 +41,7 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
         box = "" if r.get("x1") is None else f"{r['x1']},{r['y1']},{r['x2']},{r['y2']}"
         numbers = [f"{r[k]:.2f}" if r.get(k) is not None else "" for k in ("confidence", "valence", "arousal")]
         frame = "" if r.get("frame") is None else str(r["frame"])
-        table.add_row(r["file"], frame, box, r.get("expression") or "", *numbers, r["status"])
+        table.add_row(escape(r["file"]), frame, box, r.get("expression") or "", *numbers, escape(r["status"]))
     return table
 
 
@@ -73,27 +74,27 @@ def predict(
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
                           batch_size=batch_size)
     if predictor.warning:
-        console.print(f"[bold red]warning:[/bold red] {predictor.warning}")
+        console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
     timeline_dir = annotate or (out.parent if out is not None else None)
     with report_to_console(quiet):
         rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
                              timeline_dir=timeline_dir)
     if out is not None:
         write_results(rows, out, predictor.class_names)
-        console.print(f"Wrote {len(rows)} rows to {out}")
+        say(f"Wrote {len(rows)} rows to {out}")
     else:
         Console().print(_summary_table(rows))
     faces = sum(r["status"] == "ok" for r in rows)
     errors = sum(r["status"].startswith("error") for r in rows)
     faceless = sum(r["status"] == "no face found" for r in rows)
-    console.print(f"{faces} face(s), {faceless} without a face, {errors} error(s) ({predictor.backend_name} backend)")
+    say(f"{faces} face(s), {faceless} without a face, {errors} error(s) ({predictor.backend_name} backend)")
     if faceless and not no_detect:
-        console.print("Where the inputs are face crops already (a data set's aligned faces), --no-detect reads each "
-                      "whole image as the face.")
+        say("Where the inputs are face crops already (a data set's aligned faces), --no-detect reads each "
+            "whole image as the face.")
 
 
 def _quantization_table(report: dict[str, Any]) -> Table:
-    title = f"{report['source']}, {report['labelled']} of them labelled"
+    title = f"{escape(str(report['source']))}, {report['labelled']} of them labelled"
     if report["agreement"] is not None:
         title += f"; fp32/int8 agreement {report['agreement']:.1%}"
     table = Table("model", "size (MB)", "accuracy", "latency (ms/image)", title=title)
@@ -136,12 +137,12 @@ def export(
         raise AffectkitError(f"--data {data} does not exist.")
     _set_threads(threads)
     fp32 = export_onnx(model, out=out, int8=int8, opset=opset)
-    console.print(f"Wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
-                  f"{onnx_parity(model, fp32):.2e}")
+    say(f"Wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
+        f"{onnx_parity(model, fp32):.2e}")
     if int8:
         quantized = int8_path(fp32)
-        console.print(f"Wrote {quantized} ({quantized.stat().st_size / 1e6:.2f} MB); max |int8 - PyTorch| = "
-                      f"{onnx_parity(model, quantized):.2e}")
+        say(f"Wrote {quantized} ({quantized.stat().st_size / 1e6:.2f} MB); max |int8 - PyTorch| = "
+            f"{onnx_parity(model, quantized):.2e}")
     if data is not None:
         from affectkit.pipeline.run import compare_exports_on
 
@@ -201,8 +202,8 @@ def serve(
     if state_dir is not None:
         from affectkit.serving.state import state_file
 
-        console.print(f"Monitoring state kept in {state_file(state_dir, model)} (read it with `affectkit "
-                      "feedback-report`)")
+        say(f"Monitoring state kept in {state_file(state_dir, model)} (read it with `affectkit "
+            "feedback-report`)")
     run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
@@ -233,5 +234,5 @@ def feedback_report(
     line += "".join(f"; {name} MAE {summary[name]['mae']:.3f}" for name in ("valence", "arousal") if name in summary)
     if "accuracy" in summary.get("model_test", {}):
         line += f" (its own test split: accuracy {summary['model_test']['accuracy']:.3f})"
-    console.print(line)
-    console.print(f"Wrote {', '.join(str(f) for f in report.files)}")
+    say(line)
+    say(f"Wrote {', '.join(str(f) for f in report.files)}")

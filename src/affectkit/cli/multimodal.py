@@ -11,9 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, report_to_console, write_predictions
+from affectkit.cli.common import QuietOpt, app, report_to_console, say, write_predictions
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
-from affectkit.progress import console
 
 ManifestArg = Annotated[Path, typer.Argument(help="Multimodal manifest CSV: face, audio, physio files per sample, "
                                                   "start/end windows, labels, subject (README, Multimodal fusion).")]
@@ -60,12 +59,12 @@ def fuse(
                          test_fraction=test_fraction, fps=fps, detect=not no_detect, backend=backend,
                          person_relative=person_relative, frame_rate=frame_rate)
     for note in run.notes:
-        console.print(note)
+        say(note)
     # Piped output keeps one line per method rather than cells wrapped at 80 columns.
     Console(width=None if sys.stdout.isatty() else 160).print(_fusion_table(run.result.table))
     kept = "; ".join(f"{target}: {fitted.method}" for target, fitted in run.result.kept.items())
-    console.print(f"Kept (chosen on validation): {kept}")
-    console.print(f"Wrote {', '.join(str(p) for p in run.files.values())}")
+    say(f"Kept (chosen on validation): {kept}")
+    say(f"Wrote {', '.join(str(p) for p in run.files.values())}")
 
 
 @app.command("fuse-predict")
@@ -102,4 +101,4 @@ def make_windows(
     from affectkit.multimodal.windows import window_manifest
 
     path, count = window_manifest(sessions, out, window=window, hop=hop, delay=delay)
-    console.print(f"Wrote {count} windows to {path}")
+    say(f"Wrote {count} windows to {path}")

@@ -12,10 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, report_to_console, write_predictions
+from affectkit.cli.common import QuietOpt, app, report_to_console, say, write_predictions
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 from affectkit.cli.multimodal import FaceModelOpt
-from affectkit.progress import console
 
 ClipsArg = Annotated[Path, typer.Argument(help="Labelled clips: class folders of videos or of frame folders "
                                                "(DATA/<class>/*.mp4 or DATA/<class>/<clip>/*.jpg, optionally inside "
@@ -84,12 +83,12 @@ def temporal(
                            fps=fps, detect=not no_detect, backend=backend, embeddings=embeddings,
                            frame_rate=frame_rate, fold=fold, class_map=_class_map(class_map or []))
     for note in run.notes:
-        console.print(note)
+        say(note)
     # Piped output keeps one line per method rather than cells wrapped at 80 columns.
     Console(width=None if sys.stdout.isatty() else 160).print(_table(run.table))
     kept = "; ".join(f"{target}: {k.method}" for target, k in run.kept.items())
-    console.print(f"Kept (chosen on validation): {kept}")
-    console.print(f"Wrote {', '.join(str(p) for p in run.files.values())}")
+    say(f"Kept (chosen on validation): {kept}")
+    say(f"Wrote {', '.join(str(p) for p in run.files.values())}")
 
 
 @app.command("temporal-predict")
@@ -139,8 +138,8 @@ def clip_frames(
         done = extract_clip_frames(clips, out, fps=fps, size=size, detect=not no_detect, fold=fold,
                                    class_map=_class_map(class_map or []), frame_rate=frame_rate, last=last)
     skipped = f"; {len(done.rejected)} clip(s) quarantined (see {out / 'quarantine.csv'})" if done.rejected else ""
-    console.print(f"Wrote {done.images} face images of {done.clips} clips to {out}{skipped}")
-    console.print(f"Next: affectkit run {out} --profile recommended, then affectkit temporal with its model")
+    say(f"Wrote {done.images} face images of {done.clips} clips to {out}{skipped}")
+    say(f"Next: affectkit run {out} --profile recommended, then affectkit temporal with its model")
 
 
 @app.command("temporal-frames")
@@ -163,13 +162,13 @@ def temporal_frames(
     with report_to_console(quiet):
         run = run_continuous(data, out, face_model, seed=seed)
     for note in run.notes:
-        console.print(note)
+        say(note)
     table = Table("method", *SCORES, "kept for", title="Test frames")
     for row in run.table.to_dict("records"):
         table.add_row(row["method"], *(table_number(row[c], 3) for c in SCORES), row["kept_for"])
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    console.print("Kept (chosen on validation): " + "; ".join(f"{d}: {m}" for d, m in run.kept.items()))
-    console.print(f"Wrote {', '.join(str(p) for p in run.files.values())}")
+    say("Kept (chosen on validation): " + "; ".join(f"{d}: {m}" for d, m in run.kept.items()))
+    say(f"Wrote {', '.join(str(p) for p in run.files.values())}")
 
 
 @app.command("temporal-frames-predict")

@@ -25,6 +25,7 @@ from affectkit.cli.common import (
     configured,
     print_config_and_exit,
     report_to_console,
+    say,
     training_options,
 )
 from affectkit.config import DEMO_FACES, Config
@@ -59,7 +60,7 @@ def train(
     with report_to_console(quiet):
         best = train_one(model, data, out, config, weights=weights, pretrained=pretrained, resume=resume,
                          evaluate=evaluate_after)
-    console.print(f"Best model: {best}")
+    say(f"Best model: {best}")
 
 
 def _weight_files(items: list[str] | None) -> dict[str, Path]:
@@ -92,7 +93,7 @@ def run(
     with report_to_console(quiet):
         report = run_pipeline(data, out, comma_list(models), config, weights=weight_files, pretrained=pretrained,
                               resume=resume)
-    console.print(f"[bold green]Report: {report}[/bold green]")
+    say(f"Report: {report}", style="bold green")
 
 
 @app.command()
@@ -122,9 +123,9 @@ def tune(
         result = run_study(data, out, config, trials, comma_list(models), timeout_s=timeout, architecture=architecture)
     best = result.summary
     size = f" ({best['parameters']:,} parameters)" if best.get("parameters") else ""  # a study of an older version
-    console.print(f"Best trial {best['trial']}: {best['model']}{size}, validation loss {best['value']:.4f}")
+    say(f"Best trial {best['trial']}: {best['model']}{size}, validation loss {best['value']:.4f}")
     plots = f"{result.history} and {result.architectures}" if result.architectures else str(result.history)
-    console.print(f"Wrote {result.best_config}, {result.best_trial}, {plots}")
+    say(f"Wrote {result.best_config}, {result.best_trial}, {plots}")
 
 
 @app.command()
@@ -170,9 +171,9 @@ def benchmark(
                                recipe=recipe, resume=resume)
     console.print(console_table(result.table))
     for note in result.notes:
-        console.print(f"[yellow]{note}[/yellow]")
-    console.print(f"[bold green]Wrote {result.paths['markdown']}, {result.paths['csv'].name} and "
-                  f"{result.paths['chart'].name}[/bold green]")
+        say(note, style="yellow")
+    say(f"Wrote {result.paths['markdown']}, {result.paths['csv'].name} and {result.paths['chart'].name}",
+        style="bold green")
 
 
 @app.command()
@@ -207,7 +208,7 @@ def demo(
 
     with report_to_console(quiet):
         report = run_demo(out, n=n, full=full, resume=resume)
-    console.print(f"[bold green]Demo finished. Open the report: {report}[/bold green]")
+    say(f"Demo finished. Open the report: {report}", style="bold green")
 
 
 @app.command("config")
@@ -230,6 +231,7 @@ def weights_listing() -> None:
     """For each backbone affectkit knows, whether its pretrained weights (ImageNet, or FER2013 for mini_xception) are
     usable on this machine, and from where."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from affectkit.models.factory import known_backbones
@@ -237,7 +239,7 @@ def weights_listing() -> None:
 
     table = Table("backbone", "pretrained on", "learnt at", "available", "source / what to do", "licence")
     for row in availability(known_backbones()):
-        table.add_row(row["backbone"], row["pretrained_on"], row["learnt_at"], row["available"], row["source"],
+        table.add_row(row["backbone"], row["pretrained_on"], row["learnt_at"], row["available"], escape(row["source"]),
                       row["licence"])
     # The listing is the command's output: stdout, unlike progress and notes; piped, one line per backbone.
     Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -15,7 +15,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from rich.markup import escape
 
 from affectkit.data.records import IMAGE_SUFFIXES
 from affectkit.errors import AffectkitError, KindedError
@@ -85,7 +84,7 @@ def is_video(path: Path) -> bool:
 
 def _warn_error(file: Path, frame: int | None, reason: str) -> dict[str, Any]:
     said = f"{file}: {reason.rstrip('.')}"
-    reporter().note(f"[yellow]warning:[/yellow] {escape(said)}; skipped.")
+    reporter().note(f"warning: {said}; skipped.", style="yellow")
     return status_row(file, frame, f"error: {reason}")
 
 

@@ -123,7 +123,7 @@ def initialise_weights(model: AffectModel, weights: Path | None, pretrained: boo
         start = StartingWeights("random", "backbone starts from RANDOM initialisation (no --weights/--pretrained): "
                                           "transfer learning is off")
     # A note, not progress: which weights a model started from is a result.
-    reporter().note(f"[yellow]{model.spec.display_name} ({model.backbone_name}): {start.detail}[/yellow]")
+    reporter().note(f"{model.spec.display_name} ({model.backbone_name}): {start.detail}", style="yellow")
     return start
 
 
