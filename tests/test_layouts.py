@@ -785,7 +785,8 @@ def test_manifest_votes_give_each_face_its_distribution(tmp_path):
     pd.DataFrame({"path": ["a.png"], "happy": [3]}).to_csv(tmp_path / "votes.csv", index=False)
     assert read_dataset(tmp_path / "votes.csv", progress=False).records[0].expression == 1
     pd.DataFrame({"path": ["a.png"], "valence": [0.1]}).to_csv(tmp_path / "none.csv", index=False)
-    with pytest.raises(AffectkitError, match="lacks the column\\(s\\) expression; a manifest needs path, expression \\(or votes"):
+    with pytest.raises(AffectkitError, match="lacks the column\\(s\\) expression \\(found: path, valence\\); a manifest "
+                                             "needs path, expression \\(or votes.*other names read: path: image, "):
         read_dataset(tmp_path / "none.csv", progress=False)
 
 
@@ -825,6 +826,49 @@ def test_manifest_rows_with_valence_arousal_alone_are_faces_without_a_class(tmp_
     pd.DataFrame({"path": ["b.png"], "valence": [0.2], "arousal": [0.0]}).to_csv(tmp_path / "va.csv", index=False)
     assert read_dataset(tmp_path / "va.csv", progress=False).records[0].expression == NO_EXPRESSION
 
+
+
+def test_manifest_columns_named_as_other_tools_name_them(tmp_path):
+    """A CSV as a Kaggle copy or a lab's script writes it: image / emotion / Usage / person columns; the layout line
+    says which column was read as which."""
+    rows = []
+    for i in range(24):
+        save(tmp_path / "img" / f"{i}.png", face(i % 3, i)[0])
+        rows.append({"Image": f"img/{i}.png", "Emotion": SEVEN[i % 3], "Usage": ("Training", "PublicTest",
+                     "PrivateTest")[i % 3 // 2 + (i >= 12)], "person": f"p{i // 6}"})
+    pd.DataFrame(rows).to_csv(tmp_path / "faces.csv", index=False)
+    index = read_dataset(tmp_path / "faces.csv", progress=False)
+    assert index.layout == "manifest" and index.group_source == "manifest column person"
+    assert ("; column image read as path; column emotion read as expression; column usage read as split; column "
+            "person read as subject") in index.describe()
+    assert [r.expression for r in index.records[:3]] == [0, 1, 2] and {r.split for r in index.records} == {
+        "train", "val", "test"}
+    # Two candidates for one column, neither named as the manifest names it: refused, not guessed.
+    pd.DataFrame({"image": ["img/0.png"], "file": ["img/1.png"], "expression": ["sad"]}).to_csv(tmp_path / "two.csv",
+                                                                                            index=False)
+    with pytest.raises(AffectkitError, match="the columns image and file could each be its path column"):
+        read_dataset(tmp_path / "two.csv", progress=False)
+
+
+def test_class_numbers_in_a_column_named_otherwise_are_read_through_class_map(tmp_path):
+    """A label column of numbers in FER2013's order (0 Angry, 3 Happy, 6 Neutral) is not read as affectkit's ids."""
+    for i in range(6):
+        save(tmp_path / f"{i}.png", face(i % 3, i)[0])
+    table = pd.DataFrame({"file": [f"{i}.png" for i in range(6)], "label": [6, 3, 0, 6, 3, 5]})
+    table.to_csv(tmp_path / "fer.csv", index=False)
+    with pytest.raises(AffectkitError, match="column label holds class numbers \\(0, 3, 5, 6\\), whose order depends "
+                                             "on the set.*class_map.0=anger.*FER2013's 0-6 are Angry"):
+        read_dataset(tmp_path / "fer.csv", progress=False)
+    fer = {"0": "anger", "3": "happy", "6": "neutral", "5": "ignore"}
+    index = read_dataset(tmp_path / "fer.csv", progress=False, class_map=fer)
+    assert [AFFECTKIT[r.expression] for r in index.records] == ["Neutral", "Happy", "Anger", "Neutral", "Happy"]
+    assert not index.rejected  # the ignored row is left out, not quarantined
+    # The manifest's own expression column holds affectkit's ids; class_map maps its names too.
+    table.rename(columns={"file": "path", "label": "expression"}).to_csv(tmp_path / "own.csv", index=False)
+    assert [r.expression for r in read_dataset(tmp_path / "own.csv", progress=False).records] == [6, 3, 0, 6, 3, 5]
+    pd.DataFrame({"path": ["0.png", "1.png"], "expression": ["scared", "happy"]}).to_csv(tmp_path / "n.csv", index=False)
+    named = read_dataset(tmp_path / "n.csv", progress=False, class_map={"scared": "fear"})
+    assert [AFFECTKIT[r.expression] for r in named.records] == ["Fear", "Happy"]
 
 def test_manifest_subject_column_groups_the_split(tmp_path):
     rows = []

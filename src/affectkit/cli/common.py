@@ -30,9 +30,9 @@ app = typer.Typer(
 )
 
 DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV: class folders, FER2013, AffectNet (official CSVs or "
-                                              ".npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, a manifest, or images whose "
-                                              "names say their expression (label_pattern); the layout is detected "
-                                              "(README, Data).")]
+                                              ".npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, JAFFE, KDEF, RaFD, a "
+                                              "manifest, or images whose names say their expression (label_pattern); "
+                                              "the layout is detected (README, Data).")]
 LayoutOpt = Annotated[Optional[str], typer.Option(help="Force a layout: file_names, affectnet, affectnet_official, "
                                                        "fer2013, rafdb, expw, affwild2, ckplus, afew_va, manifest or "
                                                        "class_folders.")]

@@ -1,6 +1,11 @@
 """A CSV manifest: columns ``path, expression`` and optional ``valence, arousal, split, subject`` (or ``group``).
 
 Relative paths are resolved against the CSV's folder; ``expression`` is an id or a class name (synonyms accepted).
+Columns may go by the names other tools and data set copies give them (``COLUMN_NAMES``: ``image`` or ``file`` for
+``path``, ``label`` or ``emotion`` for ``expression``, ``usage`` for ``split``, ``person`` for ``subject``); the layout
+line names each one so read. Class numbers in a column so named say nothing of their order (FER2013's 0 is Angry,
+affectkit's Neutral), so they are read only through ``class_map``, which maps any expression value of the CSV, name or
+number, to a class or to ``ignore``.
 Records without valence/arousal keep NaN there and train the expression head only; records with valence/arousal and
 an empty expression (or no ``expression`` column at all) train the valence/arousal heads only. A ``subject`` column
 keeps each subject on one side of the split.
@@ -19,7 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
+from affectkit.data.layouts.class_folders import NUMBERED_HINT, folder_label, parse_class_map
 from affectkit.data.records import (
+    IGNORE,
     DatasetIndex,
     ReadOptions,
     Record,
@@ -39,7 +46,14 @@ from affectkit.errors import AffectkitError
 NAME = "manifest"
 NEEDS = ("manifest.csv, or a CSV file given directly, with columns path, expression (or votes per class, or valence "
          "and arousal)[, valence, arousal, split, subject]")
-GROUP_COLUMNS = ("subject", "group")
+# Each column the manifest reads, by its own name first and then by the names others give it.
+COLUMN_NAMES = {
+    "path": ("path", "image", "image_path", "img", "img_path", "file", "filename", "file_name", "filepath",
+             "file_path", "pth"),
+    "expression": ("expression", "label", "emotion", "class", "category"),
+    "split": ("split", "usage", "partition", "subset"),
+    "subject": ("subject", "group", "person", "participant", "identity", "subject_id", "person_id", "participant_id"),
+}
 VOTE_COLUMNS = tuple(name.lower() for name in CLASS_NAMES)
 
 
@@ -59,14 +73,45 @@ def parse_votes(row: dict[str, str], columns: list[str], source: str) -> tuple[f
     return tuple(v / total for v in votes) if total > 0 else None
 
 
+def _named_columns(columns: list[str], csv_path: Path) -> dict[str, str]:
+    """Column name -> the manifest's own name, for each column read by another name; two candidates for one
+    column, neither of them its own name, are refused rather than guessed between."""
+    renamed = {}
+    for own, names in COLUMN_NAMES.items():
+        present = [c for c in names if c in columns]
+        if own in present or not present:
+            continue
+        if len(present) > 1:
+            raise AffectkitError(f"{csv_path}: the columns {' and '.join(present)} could each be its {own} column; "
+                                 f"name the one to read {own}.")
+        renamed[present[0]] = own
+    return renamed
+
+
+def _check_numbered_classes(values: pd.Series, column: str, mapping: dict[str, int | str], csv_path: Path) -> None:
+    """Numbers in an expression column named otherwise (label, emotion) are a set's own class order, unknown here."""
+    numbers = sorted({v.strip() for v in values if v.strip().lstrip("-").replace(".", "", 1).isdigit()} - set(mapping),
+                     key=float)
+    if numbers:
+        raise AffectkitError(
+            f"{csv_path}: column {column} holds class numbers ({', '.join(numbers[:10])}), whose order depends on the "
+            f"set they come from; map each with class_map, e.g. --set class_map.{numbers[0]}=anger, or name the column "
+            "expression where they are affectkit's own ids" + NUMBERED_HINT)
+
+
+def _expression(given: str, mapping: dict[str, int | str], source: str) -> int:
+    label = folder_label(given, mapping)
+    return label if isinstance(label, int) else parse_expression(given, source)
+
+
 def _label(row: dict[str, str], distribution: tuple[float, ...] | None, has_valence_arousal: bool,
-           source: str) -> int:
+           mapping: dict[str, int | str], source: str) -> int:
     """The row's class: its expression cell, which must be one of the most voted, or else the single most voted;
     NO_EXPRESSION for a row giving valence/arousal alone."""
     given = row.get("expression", "").strip()
     if distribution is None:
         if given:
-            return parse_expression(given, source)
+            return _expression(given, mapping, source)
         if has_valence_arousal:
             return NO_EXPRESSION
         raise Reject("expression_missing", f"{source} has no expression, no votes and no valence/arousal")
@@ -76,7 +121,7 @@ def _label(row: dict[str, str], distribution: tuple[float, ...] | None, has_vale
             raise Reject("votes_tied", f"{source}: {' and '.join(VOTE_COLUMNS[c] for c in top)} have the most votes; "
                                        "give its expression")
         return top[0]
-    label = parse_expression(given, source)
+    label = _expression(given, mapping, source)
     if label not in top:
         raise Reject("votes_disagree", f"{source}: expression {given!r} is not the most voted class "
                                        f"({' / '.join(VOTE_COLUMNS[c] for c in top)})")
@@ -97,6 +142,12 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise AffectkitError(f"{csv_path} is not a readable CSV manifest ({exc}).") from None
     table.columns = [c.strip().lower() for c in table.columns]
+    renamed = _named_columns(list(table.columns), csv_path)
+    table = table.rename(columns=renamed)
+    mapping = parse_class_map(options.class_map)
+    aliases = {own: name for name, own in renamed.items()}
+    if "expression" in aliases:
+        _check_numbered_classes(table["expression"], aliases["expression"], mapping, csv_path)
     vote_columns = [c for c in VOTE_COLUMNS if c in table.columns]
     if delimiter == ";":  # a spreadsheet saved where the decimal mark is a comma: valence 0,5
         for column in {"valence", "arousal", *vote_columns} & set(table.columns):
@@ -106,11 +157,12 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
     missing -= set(table.columns)
     if missing:
         raise AffectkitError(
-            f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}; a manifest needs path, expression (or "
-            "votes in columns named after the classes, or valence and arousal) and optionally valence, arousal, "
-            "split, subject."
+            f"{csv_path} lacks the column(s) {', '.join(sorted(missing))} (found: {', '.join(table.columns)}); a "
+            "manifest needs path, expression (or votes in columns named after the classes, or valence and arousal) "
+            "and optionally valence, arousal, split, subject; other names read: "
+            + "; ".join(f"{own}: {', '.join(names[1:])}" for own, names in COLUMN_NAMES.items()) + "."
         )
-    group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
+    group_column = next((c for c in COLUMN_NAMES["subject"] if c in table.columns), None)
     base = csv_path.parent
     rows = table.to_dict("records")
 
@@ -118,10 +170,12 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
         row = rows[i]
         source = f"{csv_path.name} line {i + 2}"
         image = listed_path(row["path"], base)
+        if folder_label(row.get("expression", ""), mapping) == IGNORE:
+            return []
         try:
             distribution = parse_votes(row, vote_columns, source)
             valence, arousal = parse_valence_arousal(row.get("valence", ""), row.get("arousal", ""), source)
-            label = _label(row, distribution, math.isfinite(valence) and math.isfinite(arousal), source)
+            label = _label(row, distribution, math.isfinite(valence) and math.isfinite(arousal), mapping, source)
             split = parse_split(row.get("split", ""), source)
             info = inspect_image(image)
         except Reject as r:
@@ -131,7 +185,8 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
                       group, expression_distribution=distribution)
 
     detail = csv_path.name + (f"; votes in {', '.join(vote_columns)}" if vote_columns else "")
+    detail += "".join(f"; column {name} read as {own}" for name, own in renamed.items())
     index = collect(csv_path, NAME, range(len(rows)), build, detail=detail,
-                    group_source=f"manifest column {group_column}" if group_column else None)
+                    group_source=f"manifest column {aliases.get(group_column, group_column)}" if group_column else None)
     check_split_given_everywhere(csv_path, (r.split for r in index.records))
     return index
