@@ -120,7 +120,7 @@ def test_unknown_class_folder_stops_unless_mapped(folders, tmp_path):
         save(numbered / number / "a.jpg", face(1, int(number))[0])
     with pytest.raises(AffectkitError, match="RAF-DB's 1-7 are Surprise, Fear") as err:
         read_dataset(numbered, progress=False)
-    assert "numbered folders mean what their set says" in str(err.value) and "numbered folders" not in message
+    assert "class numbers mean what their set says" in str(err.value) and "class numbers" not in message
     by_number = read_dataset(numbered, progress=False, class_map={"1": "surprise", "4": "happy"})
     assert sorted(AFFECTKIT[r.expression] for r in by_number.records) == ["Happy", "Surprise"]
 

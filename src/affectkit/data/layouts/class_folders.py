@@ -73,7 +73,7 @@ def parse_class_map(class_map: dict[str, str]) -> dict[str, int | str]:
 
 
 # Numbered class folders, as copies of the public sets come: the number means what its set says it means.
-NUMBERED_HINT = ("; numbered folders mean what their set says: AffectNet's 0-7 are affectkit's own order (0 Neutral, "
+NUMBERED_HINT = ("; class numbers mean what their set says: AffectNet's 0-7 are affectkit's own order (0 Neutral, "
                  "1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger, 7 Contempt), FER2013's 0-6 are Angry, "
                  "Disgust, Fear, Happy, Sad, Surprise, Neutral, RAF-DB's 1-7 are Surprise, Fear, Disgust, Happiness, "
                  "Sadness, Anger, Neutral.")
