@@ -16,6 +16,7 @@ import pytest
 
 from affectkit.config import NO_EXPRESSION
 from affectkit.data.cache import build_cache, decode_record, landmarks_in_cache, open_cache
+from affectkit.data.layouts import LAYOUT_NAMES as LAYOUTS_NAMES
 from affectkit.data.layouts import LAYOUTS
 from affectkit.data.reader import SUBJECT_NAMINGS, read_dataset
 from affectkit.data.splits import make_splits, split_description
@@ -325,6 +326,78 @@ def test_rafdb_basic(tmp_path):
     assert by_id["test_00020.jpg"].split == "test" and by_id["train_00013.jpg"].split == "train"
     assert by_id["train_00000.jpg"].image_path.name == "train_00000_aligned.jpg"
 
+
+ROBOFLOW_NAMES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]  # their numbers
+
+
+def _yolo_photo(path: Path, faces: list[tuple[int, int, int]], size=(120, 200)) -> list[str]:
+    """A photo with a face of each (label, x, y), 64 px; the YOLO lines (Roboflow's numbers) boxing them."""
+    photo = np.full((*size, 3), 40, np.uint8)
+    lines = []
+    for k, (label, x, y) in enumerate(faces):
+        photo[y:y + 64, x:x + 64] = face(label, hash(path.name) % 1000 + k)[0]
+        number = ROBOFLOW_NAMES.index(AFFECTKIT[label].lower())
+        height, width = size
+        lines.append(f"{number} {(x + 32) / width:.6f} {(y + 32) / height:.6f} {64 / width:.6f} {64 / height:.6f}")
+    save(path, photo)
+    return lines
+
+
+def test_yolo_face_boxes_as_roboflow_exports_them(tmp_path):
+    """train/valid/test, each with images/ and labels/; class numbers named by data.yaml; a photo's faces each a
+    record, its bad line alone quarantined; a background image (no label) quarantined, not passed over."""
+    from affectkit.data.cache import decode_record
+
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\ntest: ../test/images\n"
+                                        f"nc: 8\nnames: {ROBOFLOW_NAMES}\n")
+    for split, n in (("train", 6), ("valid", 2), ("test", 2)):
+        for i in range(n):
+            faces = [(1 + i % 3, 10, 20)] + ([(6, 120, 40)] if i % 2 else [])
+            lines = _yolo_photo(tmp_path / split / "images" / f"p{i}.jpg", faces)
+            (tmp_path / split / "labels").mkdir(parents=True, exist_ok=True)
+            (tmp_path / split / "labels" / f"p{i}.txt").write_text("\n".join(lines) + "\n")
+    with (tmp_path / "train" / "labels" / "p0.txt").open("a") as f:  # a class data.yaml does not name, a polygon
+        f.write("9 0.5 0.5 0.2 0.2\n0 0.6 0.333333 0.92 0.333333 0.92 0.866667 0.6 0.866667\n")
+    save(tmp_path / "train" / "images" / "background.jpg", np.full((120, 200, 3), 40, np.uint8))
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "yolo" and index.describe().startswith(
+        "YOLO face boxes (faces boxed in labels/, named by data.yaml; ")
+    assert kinds(index) == {"train/images/p0.jpg#2": "expression_out_of_range", "train/images/background.jpg":
+                            "label_missing"}
+    assert len(index.records) == 10 + 5 + 1  # a face per photo, a second in every other one, the polygon's
+    by_id = {r.id: r for r in index.records}
+    first = by_id["train/images/p1.jpg#1"]
+    assert AFFECTKIT[first.expression] == "Sad" and first.split == "train"
+    assert by_id["valid/images/p1.jpg#2"].split == "val"
+    assert first.crop == (4, 14, 80, 90)  # the box plus 10% a side
+    assert AFFECTKIT[by_id["train/images/p1.jpg#2"].expression] == "Anger"
+    polygon = by_id["train/images/p0.jpg#3"]
+    assert AFFECTKIT[polygon.expression] == "Anger" and polygon.crop == (114, 34, 190, 110)
+    assert decode_record(first, 32).shape == (32, 32, 3)
+    # class_map maps or leaves out a name.
+    ignored = read_dataset(tmp_path, progress=False, class_map={"anger": "ignore"})
+    assert {AFFECTKIT[r.expression] for r in ignored.records} == {"Happy", "Sad", "Surprise"}
+
+
+def test_yolo_as_ultralytics_lays_it_out_and_its_names_checked(tmp_path):
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\n"
+                                        "names:\n  0: Happy\n  1: Sad\n")
+    for split in ("train", "val"):
+        for i in range(3):
+            lines = _yolo_photo(tmp_path / "images" / split / f"{i}.png", [(1 + i % 2, 30, 30)])
+            lines = [f"{i % 2}{line[1:]}" for line in lines]  # this set's own numbers
+            (tmp_path / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "labels" / split / f"{i}.txt").write_text("\n".join(lines))
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "yolo" and {r.split for r in index.records} == {"train", "val"}
+    assert [AFFECTKIT[r.expression] for r in index.records[:3]] == ["Happy", "Sad", "Happy"]
+    (tmp_path / "data.yaml").write_text("names: [happy, smirk]\n")
+    with pytest.raises(AffectkitError, match="data.yaml: the class name\\(s\\) smirk are not expression names.*"
+                                             "class_map.smirk=fear"):
+        read_dataset(tmp_path, progress=False)
+    (tmp_path / "data.yaml").write_text("nc: 2\n")
+    with pytest.raises(AffectkitError, match="data.yaml has no 'names'"):
+        read_dataset(tmp_path, progress=False)
 
 def test_expw_faces_cropped_from_their_photos(tmp_path):
     expw_order = ("Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")  # ExpW's 0..6
@@ -908,6 +981,12 @@ def test_public_sets_named_by_subject_are_split_by_subject_without_a_pattern(nam
 
 # -- detection ------------------------------------------------------------------------------------------------------
 
+
+def test_the_layout_option_names_every_layout():
+    from affectkit.cli.common import LayoutOpt
+
+    help_text = " ".join(LayoutOpt.__metadata__[0].help.split())
+    assert help_text == f"Force a layout: {', '.join(LAYOUTS_NAMES[:-1])} or {LAYOUTS_NAMES[-1]}."
 
 def test_forcing_a_layout(folders, fer, tmp_path):
     with pytest.raises(AffectkitError, match="is not in the FER2013 CSV layout: it needs a CSV with columns emotion"):

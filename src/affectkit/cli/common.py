@@ -30,12 +30,12 @@ app = typer.Typer(
 )
 
 DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV: class folders, FER2013, AffectNet (official CSVs or "
-                                              ".npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, JAFFE, KDEF, RaFD, a "
-                                              "manifest, or images whose names say their expression (label_pattern); "
-                                              "the layout is detected (README, Data).")]
+                                              ".npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, JAFFE, KDEF, RaFD, YOLO "
+                                              "face boxes (Roboflow), a manifest, or images whose names say their "
+                                              "expression (label_pattern); the layout is detected (README, Data).")]
 LayoutOpt = Annotated[Optional[str], typer.Option(help="Force a layout: file_names, affectnet, affectnet_official, "
-                                                       "fer2013, rafdb, expw, affwild2, ckplus, afew_va, manifest or "
-                                                       "class_folders.")]
+                                                       "fer2013, rafdb, expw, affwild2, ckplus, afew_va, yolo, "
+                                                       "manifest or class_folders.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (see configs/).")]
 ProfileOpt = Annotated[Optional[str], typer.Option(
     "--profile", help=f"A packaged profile ({', '.join(profile_names())}) under --config and the options; "

@@ -54,6 +54,7 @@ LAYOUT_TITLES = {
     "fer2013": "FER2013 CSV",
     "rafdb": "RAF-DB basic",
     "expw": "ExpW",
+    "yolo": "YOLO face boxes",
     "affwild2": "Aff-Wild2",
     "ckplus": "CK+ sequences",
     "afew_va": "AFEW-VA",
@@ -406,19 +407,18 @@ def _in_batches(pool: ThreadPoolExecutor, build: Callable, keys: Iterable, batch
         yield from pool.map(build, chunk)
 
 
-def collect(root: Path, layout: str, keys: Iterable, build: Callable[..., Record | list[Record] | Rejection],
-            total: int | None = None, **fields) -> DatasetIndex:
+def collect(root: Path, layout: str, keys: Iterable,
+            build: Callable[..., Record | Rejection | list[Record | Rejection]], total: int | None = None,
+            **fields) -> DatasetIndex:
     """Run ``build`` on every key (lazily, in bounded batches) and sort the results into records and rejections; a
-    key may give several records (the frames of one labelled sequence)."""
+    key may give several (the frames of one labelled sequence, the faces of one photo)."""
     total = len(keys) if total is None and hasattr(keys, "__len__") else total
     records, rejected = [], []
     # Decoding releases the GIL, so threads overlap file reads and decodes.
     with ThreadPoolExecutor(max_workers=4) as pool:
         for result in reporter().track(_in_batches(pool, build, keys), total=total, description="Checking data"):
-            if isinstance(result, Rejection):
-                rejected.append(result)
-            else:
-                records += result if isinstance(result, list) else [result]
+            for item in result if isinstance(result, list) else [result]:
+                (rejected if isinstance(item, Rejection) else records).append(item)
     return DatasetIndex(root, layout, records, rejected, **fields)
 
 

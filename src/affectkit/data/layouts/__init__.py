@@ -9,8 +9,9 @@
 7. ``affwild2``           cropped_aligned/<video>/00001.jpg + .../EXPR_Classification_Challenge/ [+ VA_Estimation_...]
 8. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
 9. ``afew_va``            DATA/001/00000.png ... + DATA/001/001.json (valence, arousal, landmarks per frame)
-10. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
-11. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
+10. ``yolo``              DATA/data.yaml (class names) + [split/]images/*.jpg and [split/]labels/*.txt (face boxes)
+11. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
+12. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
 
 A label_pattern is asked for, so it comes first; then the specific layouts; class folders next, since any folder
 of folders might look like them; without a label_pattern, file names last, for a folder named as JAFFE, KDEF or RaFD
@@ -36,12 +37,13 @@ from affectkit.data.layouts import (
     file_names,
     manifest,
     rafdb,
+    yolo,
 )
 from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
 DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, expw, affwild2, ckplus,
-                                    afew_va, manifest, class_folders)
+                                    afew_va, yolo, manifest, class_folders)
 LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
