@@ -399,6 +399,34 @@ def test_yolo_as_ultralytics_lays_it_out_and_its_names_checked(tmp_path):
     with pytest.raises(AffectkitError, match="data.yaml has no 'names'"):
         read_dataset(tmp_path, progress=False)
 
+def test_ferplus_folders_as_its_repository_generates_them(tmp_path):
+    """FER2013Train/ and FER2013Test/ of PNG faces with their header-less label.csv of ten votes (FER+'s column
+    order: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, not a face)."""
+    lines = {"FER2013Train": ['fer0000000.png,"(0, 0, 48, 48)",4,0,0,1,3,2,0,0,0,0',  # neutral 4 of 9 kept: none
+                              'fer0000001.png,"(0, 0, 48, 48)",0,10,0,0,0,0,0,0,0,0',  # happiness
+                              'fer0000002.png,"(0, 0, 48, 48)",0,0,3,0,0,0,0,6,1,0',  # contempt
+                              'fer0000003.png,"(0, 0, 48, 48)",1,0,0,0,0,0,9,0,0,0',  # fear
+                              'fer0000004.png,"(0, 0, 48, 48)",0,10'],
+             "FER2013Test": ['fer0000010.png,"(0, 0, 48, 48)",0,0,0,8,2,0,0,0,0,0',  # sadness
+                             'fer0000011.png,"(0, 0, 48, 48)",0,0,9,0,0,0,0,0,1,0']}  # surprise, image missing
+    for folder, rows in lines.items():
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i, row in enumerate(rows[:4] if folder == "FER2013Train" else rows[:1]):
+            assert cv2.imwrite(str(tmp_path / "data" / folder / row.split(",")[0]), face(1, i)[0][:48, :48, 0])
+        (tmp_path / "data" / folder / "label.csv").write_text("\n".join(rows) + "\n")
+    index = read_dataset(tmp_path, progress=False)  # the repository's root: the folders are in data/
+    assert index.layout == "ferplus" and index.describe().startswith(
+        "FER+ folders (FER2013Train/, FER2013Test/ with FER+'s votes, by majority")
+    assert kinds(index) == {"FER2013Train/fer0000000.png": "ferplus_no_majority",
+                            "FER2013Train/fer0000004.png": "line_invalid", "FER2013Test/fer0000011.png": "image_missing"}
+    by_id = {r.id: r for r in index.records}
+    assert {i: AFFECTKIT[r.expression] for i, r in by_id.items()} == {
+        "FER2013Train/fer0000001.png": "Happy", "FER2013Train/fer0000002.png": "Contempt",
+        "FER2013Train/fer0000003.png": "Fear", "FER2013Test/fer0000010.png": "Sad"}
+    assert [r.split for r in index.records] == ["train", "train", "train", "test"]
+    contempt = by_id["FER2013Train/fer0000002.png"].expression_distribution
+    assert contempt[7] == pytest.approx(2 / 3) and contempt[3] == pytest.approx(1 / 3)  # a single vote left out
+
 def test_expw_faces_cropped_from_their_photos(tmp_path):
     expw_order = ("Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")  # ExpW's 0..6
     lines = []

@@ -52,6 +52,7 @@ LAYOUT_TITLES = {
     "affectnet": "AffectNet .npy annotations",
     "affectnet_official": "AffectNet official CSV",
     "fer2013": "FER2013 CSV",
+    "ferplus": "FER+ folders",
     "rafdb": "RAF-DB basic",
     "expw": "ExpW",
     "yolo": "YOLO face boxes",

@@ -4,14 +4,15 @@
 2. ``affectnet``          DATA/annotations/<id>_exp.npy ... + DATA/images/<id>.jpg
 3. ``affectnet_official`` training.csv / validation.csv with subDirectory_filePath and face boxes
 4. ``fer2013``            a CSV with emotion, pixels[, Usage] (+ FER+'s fer2013new.csv beside it)
-5. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
-6. ``expw``               label/label.lst + image/origin/
-7. ``affwild2``           cropped_aligned/<video>/00001.jpg + .../EXPR_Classification_Challenge/ [+ VA_Estimation_...]
-8. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
-9. ``afew_va``            DATA/001/00000.png ... + DATA/001/001.json (valence, arousal, landmarks per frame)
-10. ``yolo``              DATA/data.yaml (class names) + [split/]images/*.jpg and [split/]labels/*.txt (face boxes)
-11. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
-12. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
+5. ``ferplus``            FER2013Train/ FER2013Valid/ FER2013Test/, each with FER+'s label.csv of votes
+6. ``rafdb``              EmoLabel/list_patition_label.txt + Image/aligned/ or Image/original/
+7. ``expw``               label/label.lst + image/origin/
+8. ``affwild2``           cropped_aligned/<video>/00001.jpg + .../EXPR_Classification_Challenge/ [+ VA_Estimation_...]
+9. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
+10. ``afew_va``           DATA/001/00000.png ... + DATA/001/001.json (valence, arousal, landmarks per frame)
+11. ``yolo``              DATA/data.yaml (class names) + [split/]images/*.jpg and [split/]labels/*.txt (face boxes)
+12. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
+13. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
 
 A label_pattern is asked for, so it comes first; then the specific layouts; class folders next, since any folder
 of folders might look like them; without a label_pattern, file names last, for a folder named as JAFFE, KDEF or RaFD
@@ -34,6 +35,7 @@ from affectkit.data.layouts import (
     class_folders,
     expw,
     fer2013,
+    ferplus,
     file_names,
     manifest,
     rafdb,
@@ -42,8 +44,8 @@ from affectkit.data.layouts import (
 from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
-DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, rafdb, expw, affwild2, ckplus,
-                                    afew_va, yolo, manifest, class_folders)
+DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, ferplus, rafdb, expw, affwild2,
+                                    ckplus, afew_va, yolo, manifest, class_folders)
 LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
