@@ -16,8 +16,7 @@ import pytest
 
 from affectkit.config import NO_EXPRESSION
 from affectkit.data.cache import build_cache, decode_record, landmarks_in_cache, open_cache
-from affectkit.data.layouts import LAYOUT_NAMES as LAYOUTS_NAMES
-from affectkit.data.layouts import LAYOUTS
+from affectkit.data.layouts import LAYOUT_NAMES, LAYOUTS
 from affectkit.data.reader import SUBJECT_NAMINGS, read_dataset
 from affectkit.data.splits import make_splits, split_description
 from affectkit.data.synthetic import render_face, sample_rng
@@ -1014,7 +1013,7 @@ def test_the_layout_option_names_every_layout():
     from affectkit.cli.common import LayoutOpt
 
     help_text = " ".join(LayoutOpt.__metadata__[0].help.split())
-    assert help_text == f"Force a layout: {', '.join(LAYOUTS_NAMES[:-1])} or {LAYOUTS_NAMES[-1]}."
+    assert help_text == f"Force a layout: {', '.join(LAYOUT_NAMES[:-1])} or {LAYOUT_NAMES[-1]}."
 
 def test_forcing_a_layout(folders, fer, tmp_path):
     with pytest.raises(AffectkitError, match="is not in the FER2013 CSV layout: it needs a CSV with columns emotion"):
