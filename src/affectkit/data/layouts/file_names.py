@@ -66,6 +66,11 @@ def compile_label_pattern(pattern: str) -> re.Pattern:
     return regex
 
 
+def _is_image_name(name: str) -> bool:
+    """An image's name, one affectkit reads or one it quarantines as unsupported, that is not hidden."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES and not name.startswith(".")
+
+
 def _naming_of(names: list[str]) -> str | None:
     """The set of ``KNOWN_NAMINGS`` that at least ``KNOWN_NAMING_SHARE`` of these image names bear, if any."""
     counts = {naming: sum(re.match(pattern, name) is not None for name in names)
@@ -80,8 +85,7 @@ def known_naming(path: Path) -> str | None:
     for folder, dirs, files in os.walk(path):
         depth = len(Path(folder).relative_to(path).parts)
         dirs[:] = [] if depth >= KNOWN_NAMING_DEPTH else [d for d in dirs if not d.startswith(".")]
-        names += [f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES
-                  and not f.startswith(".")]
+        names += [f for f in files if _is_image_name(f)]
     return _naming_of(names)
 
 
@@ -93,7 +97,7 @@ def find(path: Path, options: ReadOptions) -> Path | None:
 
 
 def _images(root: Path) -> list[Path]:
-    files = (f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES and f.is_file()
+    files = (f for f in root.rglob("*") if _is_image_name(f.name) and f.is_file()
              and not any(part.startswith(".") for part in f.relative_to(root).parts))
     return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
 

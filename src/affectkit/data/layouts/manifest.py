@@ -162,7 +162,7 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
             "and optionally valence, arousal, split, subject; other names read: "
             + "; ".join(f"{own}: {', '.join(names[1:])}" for own, names in COLUMN_NAMES.items()) + "."
         )
-    group_column = next((c for c in COLUMN_NAMES["subject"] if c in table.columns), None)
+    grouped = "subject" in table.columns
     base = csv_path.parent
     rows = table.to_dict("records")
 
@@ -180,13 +180,13 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
             info = inspect_image(image)
         except Reject as r:
             return Rejection(row["path"], str(image), r.kind, r.reason)
-        group = (row[group_column].strip() or None) if group_column else None
+        group = (row["subject"].strip() or None) if grouped else None
         return Record(row["path"], image, label, valence, arousal, None, info.width, info.height, info.digest, split,
                       group, expression_distribution=distribution)
 
     detail = csv_path.name + (f"; votes in {', '.join(vote_columns)}" if vote_columns else "")
     detail += "".join(f"; column {name} read as {own}" for name, own in renamed.items())
     index = collect(csv_path, NAME, range(len(rows)), build, detail=detail,
-                    group_source=f"manifest column {aliases.get(group_column, group_column)}" if group_column else None)
+                    group_source=f"manifest column {aliases.get('subject', 'subject')}" if grouped else None)
     check_split_given_everywhere(csv_path, (r.split for r in index.records))
     return index
