@@ -970,6 +970,31 @@ def test_class_numbers_in_a_column_named_otherwise_are_read_through_class_map(tm
     named = read_dataset(tmp_path / "n.csv", progress=False, class_map={"scared": "fear"})
     assert [AFFECTKIT[r.expression] for r in named.records] == ["Fear", "Happy"]
 
+def test_peoples_folders_holding_class_folders_group_the_split(tmp_path):
+    """A lab set as a folder per person (P01/happy/...): each person is a subject, kept on one side of the split; a
+    split given by folders above them is used as given."""
+    for person in range(6):
+        for i, name in enumerate(("happy", "Sad", "surprise")):
+            for k in range(2):
+                save(tmp_path / "lab" / f"P{person:02d}" / name / f"{k}.png", face(1 + i, person * 10 + i * 2 + k)[0])
+    index = read_dataset(tmp_path / "lab", progress=False)
+    assert index.layout == "class_folders" and index.group_source == "people's folders"
+    assert "no split folders, 6 people's folders" in index.describe() and len(index.records) == 36
+    assert {r.group for r in index.records} == {f"P{p:02d}" for p in range(6)}
+    table = make_splits(index.records, 0.2, 0.2, seed=0)
+    assert (table.groupby("group")["split"].nunique() == 1).all() and set(table["split"]) == {"train", "val", "test"}
+    # Split folders above the people's folders.
+    for person, split in ((0, "train"), (1, "train"), (2, "test")):
+        for i, name in enumerate(("happy", "sad")):
+            save(tmp_path / "split" / split / f"S{person}" / name / "a.png", face(1 + i, 90 + person * 2 + i)[0])
+    given = read_dataset(tmp_path / "split", progress=False)
+    assert {(r.group, r.split) for r in given.records} == {("S0", "train"), ("S1", "train"), ("S2", "test")}
+    assert "train/ test/ folders, 3 people's folders" in given.describe()
+    # A class folder beside the people's folders: not a set of people, and the people's folders are no classes.
+    save(tmp_path / "lab" / "happy" / "x.png", face(1, 99)[0])
+    with pytest.raises(AffectkitError, match="the class folders P00, P01, .* are not expression names"):
+        read_dataset(tmp_path / "lab", progress=False)
+
 def test_manifest_subject_column_groups_the_split(tmp_path):
     rows = []
     for i in range(48):

@@ -2,10 +2,13 @@
 
     DATA/<class>/**/*.jpg|png|...            (no split: affectkit splits it)
     DATA/<split>/<class>/**/*.jpg|png|...    (split folders train/, val|valid|validation/, test/, used as given)
+    DATA/[<split>/]<subject>/<class>/...     (a folder per person, as lab sets come: each person is a subject)
 
 Folder names are matched case-insensitively against the class names and their usual synonyms (``CLASS_SYNONYMS``);
 ``class_map`` names the rest (``{scream: fear}``) or leaves them out (``{scream: ignore}``). Files without an image
 suffix are not samples (as in ImageFolder); files with one are checked and quarantined when they do not decode.
+Folders none of which is a class, holding class folders, are people's: each face's subject is its person's folder,
+so the split keeps each person on one side.
 """
 
 from __future__ import annotations
@@ -84,21 +87,44 @@ def folder_label(folder: str, mapping: dict[str, int | str]) -> int | str | None
     return mapping[key] if key in mapping else class_from_name(key)
 
 
-def _structure(path: Path) -> tuple[dict[str | None, list[Path]], list[Path]]:
+def _is_class(folder: Path, mapping: dict[str, int | str]) -> bool:
+    return isinstance(folder_label(folder.name, mapping), int)
+
+
+def _people(folders: list[Path], mapping: dict[str, int | str]) -> bool:
+    """Whether these are people's folders: none of them a class, class folders holding images inside them."""
+    return not any(_is_class(d, mapping) for d in folders) and any(
+        _is_class(c, mapping) and _holds_images(c) for d in folders for c in _subfolders(d))
+
+
+def _class_dirs(folders: list[Path], mapping: dict[str, int | str]) -> list[Path]:
+    """The class folders among ``folders`` or, where they are people's folders, inside them."""
+    if _people(folders, mapping):
+        return [c for d in folders for c in _subfolders(d) if _holds_images(c)]
+    return [d for d in folders if _holds_images(d)]
+
+
+def _structure(path: Path, mapping: dict[str, int | str]) -> tuple[dict[str | None, list[Path]], list[Path]]:
     """Class folders by split (``None`` without split folders), and image folders sitting beside split folders."""
     top = _subfolders(path)
     split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
     if not split_dirs:
-        return {None: [d for d in top if _holds_images(d)]}, []
+        return {None: _class_dirs(top, mapping)}, []
     by_split: dict[str | None, list[Path]] = {}
     for d in split_dirs:
-        by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(c for c in _subfolders(d) if _holds_images(c))
+        by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(_class_dirs(_subfolders(d), mapping))
     return by_split, [d for d in top if d not in split_dirs and _holds_images(d)]
 
 
+def _person(class_dir: Path, root: Path) -> str | None:
+    """The person whose folder holds ``class_dir``, if a person's folder does."""
+    parent = class_dir.parent
+    return None if parent == root or parent.parent == root and parent.name.lower() in SPLIT_ALIASES else parent.name
+
+
 def find(path: Path, options: ReadOptions) -> Path | None:
-    """The folder, when at least one of its (split folders') subfolders is named after a class and holds images, or
-    all of them are numbered."""
+    """The folder, when at least one of its (split folders', people's folders') subfolders is named after a class and
+    holds images, or all of them are numbered."""
     if not path.is_dir():
         return None
     mapping = parse_class_map(options.class_map)
@@ -106,15 +132,15 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
     candidates = [c for d in split_dirs for c in _subfolders(d)] if split_dirs else top
     # Names first: walking every folder for images would crawl a whole home folder given by mistake.
-    named = any(isinstance(folder_label(d.name, mapping), int) and _holds_images(d) for d in candidates)
+    named = any(_is_class(d, mapping) and _holds_images(d) for d in candidates)
     # Numbered class folders are class folders too, whose numbers read() asks to have mapped.
     numbered = bool(candidates) and all(d.name.isdigit() for d in candidates) and any(map(_holds_images, candidates))
-    return path if named or numbered else None
+    return path if named or numbered or _people(candidates, mapping) else None
 
 
 def read(path: Path, options: ReadOptions) -> DatasetIndex:
     mapping = parse_class_map(options.class_map)
-    by_split, outside = _structure(path)
+    by_split, outside = _structure(path, mapping)
     if outside:
         raise AffectkitError(
             f"{path} holds split folders and also image folders outside them ({', '.join(d.name + '/' for d in outside)}); "
@@ -130,22 +156,27 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
             f"--set class_map.{unknown[0]}=fear or `class_map: {{{unknown[0]}: fear}}` in the config, or to ignore "
             "to leave it out" + (NUMBERED_HINT if all(name.isdigit() for name in unknown) else ".")
         )
-    keys = [(split, label, f) for split, dirs in by_split.items() for d in dirs
+    keys = [(split, label, _person(d, path), f) for split, dirs in by_split.items() for d in dirs
             if (label := folder_label(d.name, mapping)) != IGNORE for f in _image_files(d)]
 
-    def build(key: tuple[str | None, int, Path]) -> Record | Rejection:
-        split, label, file = key
+    def build(key: tuple[str | None, int, str | None, Path]) -> Record | Rejection:
+        split, label, person, file = key
         sample_id = file.relative_to(path).as_posix()
         try:
             info = inspect_image(file)
         except Reject as r:
             return Rejection(sample_id, str(file), r.kind, r.reason)
-        return Record(sample_id, file, label, width=info.width, height=info.height, digest=info.digest, split=split)
+        return Record(sample_id, file, label, width=info.width, height=info.height, digest=info.digest, split=split,
+                      group=person)
 
-    split_names = sorted({d.parent.name for dirs in by_split.values() for d in dirs if d.parent != path},
+    split_names = sorted({d.name for d in _subfolders(path)
+                          if d.name.lower() in SPLIT_ALIASES and by_split.get(SPLIT_ALIASES[d.name.lower()])},
                          key=lambda n: ("train", "val", "test").index(SPLIT_ALIASES[n.lower()]))
     detail = " ".join(f"{n}/" for n in split_names) + " folders" if split_names else "no split folders"
     ignored = [name for name in found if folder_label(name, mapping) == IGNORE]
     if ignored:
         detail += f", ignored {', '.join(n + '/' for n in ignored)}"
-    return collect(path, NAME, keys, build, detail=detail)
+    people = {person for _, _, person, _ in keys} - {None}
+    if people:
+        detail += f", {len(people)} people's folders"
+    return collect(path, NAME, keys, build, detail=detail, group_source="people's folders" if people else None)
