@@ -50,3 +50,40 @@ def test_saved_split_is_reused_and_checked(tmp_path):
     assert first["split"].tolist() == again["split"].tolist()
     with pytest.raises(AffectkitError, match="not valid in this data set"):
         load_or_make_splits(path, records[:-1], 0.15, 0.15, seed=0)
+
+
+def test_copies_of_one_image_fall_on_one_side_of_a_split_made_here():
+    """Scraped sets hold the same file more than once: every copy goes where the first goes, in a plain split and
+    in the val carved from a given train split; the proportions move by the copies alone."""
+    import dataclasses
+
+    records = [dataclasses.replace(r, digest=f"img{i // 4}") for i, r in enumerate(_records([40, 40]))]  # 4 copies each
+    table = make_splits(records, 0.15, 0.15, seed=0)
+    table["digest"] = [r.digest for r in records]
+    assert (table.groupby("digest")["split"].nunique() == 1).all()
+    assert set(table["split"]) == {"train", "val", "test"}
+    given = [dataclasses.replace(r, split="test" if i % 10 == 0 else "train") for i, r in enumerate(records)]
+    carved = make_splits(given, 0.2, 0.15, seed=0)
+    carved["digest"] = [r.digest for r in given]
+    pool = carved[[r.split == "train" for r in given]]
+    assert (pool.groupby("digest")["split"].nunique() == 1).all() and set(pool["split"]) == {"train", "val"}
+    assert (carved[[r.split == "test" for r in given]]["split"] == "test").all()  # the data's own test stays
+
+
+def test_copies_across_the_datas_own_split_are_counted_and_said():
+    import dataclasses
+
+    from affectkit.data.reader import DatasetIndex
+    from affectkit.data.splits import split_description, training_copies
+
+    records = [dataclasses.replace(r, digest=f"img{i}", split="train") for i, r in enumerate(_records([6, 6]))]
+    records += [dataclasses.replace(records[0], id="t0", split="test"), dataclasses.replace(records[7], id="t1",
+                split="test"), Record("t2", None, 1, digest="other", split="test"),
+                dataclasses.replace(records[3], id="v0", split="val")]
+    table = make_splits(records, 0.15, 0.15, seed=0)
+    assert list(table["split"][-4:]) == ["test", "test", "test", "val"]  # as given: counted, not moved
+    assert training_copies(table, records) == {"val": 1, "test": 2}
+    index = DatasetIndex(None, "class_folders", records, [])
+    assert split_description(table, index).endswith(
+        "; 1 val and 2 test face(s) identical to a training face (the data's own split)")
+    assert training_copies(make_splits(records[:12], 0.15, 0.15, seed=0), records[:12]) == {}

@@ -17,8 +17,8 @@ from affectkit.config import IMAGENET_MEAN, IMAGENET_STD, NO_EXPRESSION, NUM_CLA
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
 from affectkit.data.reader import DatasetIndex, Record, read_dataset, reader_options
-from affectkit.data.splits import SPLITS, load_or_make_splits, make_splits
-from affectkit.progress import silenced
+from affectkit.data.splits import SPLITS, copies_phrase, load_or_make_splits, make_splits, training_copies
+from affectkit.progress import reporter, silenced
 
 
 @dataclass
@@ -79,6 +79,9 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
         else:
             splits = make_splits(index.records, config.validation_split, config.test_split, config.seed,
                                  config.max_samples)
+        if not use_all and (copies := training_copies(splits, index.records)):
+            reporter().note(f"Warning: {copies_phrase(copies)} in the data's own split: their scores measure memory, "
+                            "not generalisation.")
         by_id = {r.id: r for r in index.records}
         records = [by_id[i] for i in splits["id"].astype(str)]
         cache_dir = build_cache(records, config.img_size, default_cache_dir(config.cache_dir),

@@ -1,5 +1,7 @@
 """Stratified, seeded train/val/test splits (subject-disjoint where records name a subject), saved as
-``splits.csv`` and reused by every model of a run."""
+``splits.csv`` and reused by every model of a run. Copies of one image (identical files, as scraped sets and their
+re-uploads hold) are kept on one side of a split affectkit makes, and counted where the data's own split has them on
+two: a test face whose copy trained the model scores memory, not generalisation."""
 
 from __future__ import annotations
 
@@ -99,11 +101,36 @@ def affect_quadrants(records: list[Record]) -> np.ndarray:
     return np.where(np.isfinite(va).all(axis=1), quadrant, 4)
 
 
+def _copies_together(split: np.ndarray, digests: list[str], assigned: np.ndarray) -> np.ndarray:
+    """``split`` with each image's copies among the ``assigned`` positions (those this split chose, not the data)
+    moved to the side of its first copy."""
+    out = split.copy()
+    first: dict[str, str] = {}
+    for i in np.flatnonzero(assigned):
+        out[i] = first.setdefault(digests[i], out[i])
+    return out
+
+
+def training_copies(splits: pd.DataFrame, records: list[Record]) -> dict[str, int]:
+    """For val and test: how many of their faces are copies (identical pixels) of a training face."""
+    digest = {r.id: r.digest or r.id for r in records}
+    sides = splits["id"].map(digest)
+    trained = set(sides[splits["split"] == "train"])
+    counts = {name: int(sides[splits["split"] == name].isin(trained).sum()) for name in ("val", "test")}
+    return {name: n for name, n in counts.items() if n}
+
+
+def copies_phrase(copies: dict[str, int]) -> str:
+    """``training_copies`` in words: "3 val and 12 test face(s) identical to a training face"."""
+    return " and ".join(f"{n} {name}" for name, n in copies.items()) + " face(s) identical to a training face"
+
+
 def make_splits(records: list[Record], val_fraction: float, test_fraction: float, seed: int,
                 max_samples: int | None = None) -> pd.DataFrame:
     """train/val/test per record. A split the data carries is used as given, and a missing val or test is carved
     from its train records; otherwise the data is split in the configured proportions. Records with a ``group``
-    (subject) are split subject-disjoint, with a ``group`` column in the table."""
+    (subject) are split subject-disjoint, with a ``group`` column in the table. Copies of one image go where the
+    first of them goes, wherever this function chooses the side."""
     expression = np.array([r.expression for r in records])
     labels = expression if (expression != NO_EXPRESSION).any() else affect_quadrants(records)
     keep = stratified_subsample(labels, max_samples, seed) if max_samples else np.arange(len(records))
@@ -112,17 +139,21 @@ def make_splits(records: list[Record], val_fraction: float, test_fraction: float
     # An ungrouped record among grouped ones is its own subject.
     groups = np.array([records[i].group or f"id:{records[i].id}" for i in keep], dtype=object) if grouped else None
     given = [records[i].split for i in keep]
+    assigned = np.ones(len(keep), dtype=bool)
     if all(s is not None for s in given):
         split = np.array(given, dtype=object)  # the data's own split, as given
         pool = np.flatnonzero(split == "train")
         carve = [s for s in ("val", "test") if s not in set(given)]
+        assigned[:] = False
         if carve and len(pool):
             split[pool] = _split_pool(labels[pool], None if groups is None else groups[pool], carve, val_fraction,
                                       test_fraction, seed)
+            assigned[pool] = True
     elif grouped:
         split = _split_pool(labels, groups, ["val", "test"], val_fraction, test_fraction, seed)
     else:
         split = stratified_split(labels, val_fraction, test_fraction, seed)
+    split = _copies_together(split, [records[i].digest or records[i].id for i in keep], assigned)
     table = pd.DataFrame({"id": [records[i].id for i in keep], "split": split, "expression": expression})
     if grouped:
         table["group"] = groups
@@ -147,6 +178,8 @@ def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
         shared = int((sides > 1).sum())
         overlap = "none on two sides" if not shared else f"{shared} on two sides of the data's own split"
         parts.append(f"grouped by {index.group_source or 'subject'}: {len(sides)} subjects, {overlap}")
+    if copies := training_copies(splits, index.records):
+        parts.append(f"{copies_phrase(copies)} (the data's own split)")
     return "; ".join(parts)
 
 
