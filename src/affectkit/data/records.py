@@ -345,6 +345,19 @@ def natural_name_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a file of this name is a data set's image: one affectkit reads, or one it quarantines as a photo format
+    it does not (HEIC...); hidden files are not."""
+    return name.lower().endswith(IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES) and not name.startswith(".")
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every image below ``root``, hidden folders left out, in natural order of their paths."""
+    files = (f for f in root.rglob("*") if is_image_name(f.name) and f.is_file()
+             and not any(part.startswith(".") for part in f.relative_to(root).parts))
+    return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The images directly inside ``folder``, in the natural order of their names (frame 2 before frame 10): a clip
     or a sequence given as a folder of its frames."""

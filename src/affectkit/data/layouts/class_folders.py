@@ -19,9 +19,7 @@ from pathlib import Path
 
 from affectkit.data.records import (
     IGNORE,
-    IMAGE_SUFFIXES,
     SPLIT_ALIASES,
-    UNREAD_PHOTO_SUFFIXES,
     DatasetIndex,
     ReadOptions,
     Record,
@@ -31,6 +29,7 @@ from affectkit.data.records import (
     class_from_name,
     collect,
     inspect_image,
+    is_image_name,
     natural_key,
 )
 from affectkit.errors import AffectkitError
@@ -44,7 +43,7 @@ def _image_files(folder: Path) -> Iterator[Path]:
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files, key=natural_key):
-            if name.lower().endswith(IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES) and not name.startswith("."):
+            if is_image_name(name):
                 yield Path(parent) / name
 
 

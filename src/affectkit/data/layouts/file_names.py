@@ -24,7 +24,6 @@ from affectkit.data.layouts.class_folders import folder_label, parse_class_map
 from affectkit.data.records import (
     IGNORE,
     IMAGE_SUFFIXES,
-    UNREAD_PHOTO_SUFFIXES,
     DatasetIndex,
     ReadOptions,
     Record,
@@ -32,8 +31,9 @@ from affectkit.data.records import (
     Rejection,
     accepted_class_names,
     collect,
+    image_files,
     inspect_image,
-    natural_name_key,
+    is_image_name,
     not_in_layout,
 )
 from affectkit.errors import AffectkitError
@@ -66,11 +66,6 @@ def compile_label_pattern(pattern: str) -> re.Pattern:
     return regex
 
 
-def _is_image_name(name: str) -> bool:
-    """An image's name, one affectkit reads or one it quarantines as unsupported, that is not hidden."""
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES and not name.startswith(".")
-
-
 def _naming_of(names: list[str]) -> str | None:
     """The set of ``KNOWN_NAMINGS`` that at least ``KNOWN_NAMING_SHARE`` of these image names bear, if any."""
     counts = {naming: sum(re.match(pattern, name) is not None for name in names)
@@ -85,7 +80,7 @@ def known_naming(path: Path) -> str | None:
     for folder, dirs, files in os.walk(path):
         depth = len(Path(folder).relative_to(path).parts)
         dirs[:] = [] if depth >= KNOWN_NAMING_DEPTH else [d for d in dirs if not d.startswith(".")]
-        names += [f for f in files if _is_image_name(f)]
+        names += [f for f in files if is_image_name(f)]
     return _naming_of(names)
 
 
@@ -94,12 +89,6 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     if not path.is_dir():
         return None
     return path if options.label_pattern or known_naming(path) else None
-
-
-def _images(root: Path) -> list[Path]:
-    files = (f for f in root.rglob("*") if _is_image_name(f.name) and f.is_file()
-             and not any(part.startswith(".") for part in f.relative_to(root).parts))
-    return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
 
 
 def _value(match: re.Match, name: str) -> str | None:
@@ -114,7 +103,7 @@ def _label(value: str, mapping: dict[str, int | str]) -> int | str | None:
 
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
-    files = _images(root)
+    files = image_files(root)
     if not files:
         raise AffectkitError(f"{root} holds no image ({', '.join(IMAGE_SUFFIXES)}) for label_pattern to read.")
     naming = None if options.label_pattern else _naming_of([f.name for f in files])

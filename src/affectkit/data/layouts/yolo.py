@@ -21,7 +21,6 @@ from affectkit.data.layouts.affectnet_official import face_crop
 from affectkit.data.layouts.class_folders import folder_label, parse_class_map
 from affectkit.data.records import (
     IGNORE,
-    IMAGE_SUFFIXES,
     SPLIT_ALIASES,
     DatasetIndex,
     ReadOptions,
@@ -31,8 +30,8 @@ from affectkit.data.records import (
     accepted_class_names,
     check_split_given_everywhere,
     collect,
+    image_files,
     inspect_image,
-    natural_name_key,
     numbered_lines,
 )
 from affectkit.errors import AffectkitError
@@ -93,12 +92,6 @@ def _label_file(image: Path, root: Path) -> Path:
     return root.joinpath(*parts).with_suffix(".txt")
 
 
-def _images(root: Path) -> list[Path]:
-    files = [f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-             and "images" in f.relative_to(root).parts[:-1]]
-    return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
-
-
 def _split(image: Path, root: Path) -> str | None:
     return next((SPLIT_ALIASES[p.lower()] for p in image.relative_to(root).parts[:-1] if p.lower() in SPLIT_ALIASES),
                 None)
@@ -123,7 +116,7 @@ def _box(fields: list[str], source: str) -> tuple[float, float, float, float]:
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
     config_file = _config_file(root)
     labels = _labels_by_number(config_file, options)
-    images = _images(root)
+    images = [f for f in image_files(root) if "images" in f.relative_to(root).parts[:-1]]
     if not images:
         raise AffectkitError(f"{root} has {config_file.name} but no image in an images/ folder.")
 
