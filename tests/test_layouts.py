@@ -950,6 +950,32 @@ def test_manifest_columns_named_as_other_tools_name_them(tmp_path):
         read_dataset(tmp_path / "two.csv", progress=False)
 
 
+def test_a_manifest_in_each_split_folder_as_roboflow_exports_classes(tmp_path):
+    """train/_classes.csv, valid/..., test/...: one-hot votes in class columns, the images beside each CSV; the same
+    file name in two folders is two faces. A split folder's other CSV that is no manifest does not count."""
+    header = "filename, Anger, Contempt, Disgust, Fear, Happy, Neutral, Sad, Surprise\n"
+    one_hot = {"Happy": "0,0,0,0,1,0,0,0", "Sad": "0,0,0,0,0,0,1,0", "Contempt": "0,1,0,0,0,0,0,0"}
+    for split, names in (("train", ["Happy", "Sad", "Contempt", "Happy"]), ("valid", ["Sad"]), ("test", ["Happy"])):
+        rows = []
+        for i, name in enumerate(names):
+            save(tmp_path / split / f"{i}.jpg", face(AFFECTKIT.index(name), len(split) * 10 + i)[0])
+            rows.append(f"{i}.jpg,{one_hot[name]}\n")
+        (tmp_path / split / "_classes.csv").write_text(header + "".join(rows))
+    (tmp_path / "train" / "stats.csv").write_text("mean,std\n0.5,0.2\n")
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "manifest" and index.describe().startswith(
+        "CSV manifest (train/_classes.csv; votes in neutral, happy, sad, surprise, fear, disgust, anger, contempt; "
+        "column filename read as path, valid/_classes.csv")
+    by_id = {r.id: r for r in index.records}
+    assert sorted(by_id) == ["test/0.jpg", "train/0.jpg", "train/1.jpg", "train/2.jpg", "train/3.jpg", "valid/0.jpg"]
+    assert [AFFECTKIT[by_id[f"train/{i}.jpg"].expression] for i in range(4)] == ["Happy", "Sad", "Contempt", "Happy"]
+    assert (by_id["valid/0.jpg"].split, by_id["test/0.jpg"].split) == ("val", "test")
+    # Class folders whose split folders hold a CSV of something else stay class folders.
+    for split in ("train", "test"):
+        save(tmp_path / "folders" / split / "happy" / "a.png", face(1, 50 if split == "train" else 51)[0])
+        (tmp_path / "folders" / split / "sizes.csv").write_text("width,height\n64,64\n")
+    assert read_dataset(tmp_path / "folders", progress=False).layout == "class_folders"
+
 def test_class_numbers_in_a_column_named_otherwise_are_read_through_class_map(tmp_path):
     """A label column of numbers in FER2013's order (0 Angry, 3 Happy, 6 Neutral) is not read as affectkit's ids."""
     for i in range(6):

@@ -10,6 +10,9 @@ Records without valence/arousal keep NaN there and train the expression head onl
 an empty expression (or no ``expression`` column at all) train the valence/arousal heads only. A ``subject`` column
 keeps each subject on one side of the split.
 
+Split folders each holding one such CSV (``train/_classes.csv``, ``valid/_classes.csv``, ``test/_classes.csv``, as
+Roboflow's classification export writes them, votes one-hot) are read together, each folder its split.
+
 Annotators' votes (or probabilities) may be given in columns named after the classes (``neutral``, ``happy``, ...,
 ``contempt``; any of them, an empty cell is 0): each row's are scaled to sum to 1, its distribution, which training
 uses where ``label_distribution`` is on. The ``expression`` column may then be left out or empty, and is the most
@@ -27,6 +30,7 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.layouts.class_folders import NUMBERED_HINT, folder_label, parse_class_map
 from affectkit.data.records import (
     IGNORE,
+    SPLIT_ALIASES,
     DatasetIndex,
     ReadOptions,
     Record,
@@ -35,6 +39,7 @@ from affectkit.data.records import (
     check_split_given_everywhere,
     collect,
     csv_delimiter,
+    csv_header,
     inspect_image,
     listed_path,
     parse_expression,
@@ -44,8 +49,8 @@ from affectkit.data.records import (
 from affectkit.errors import AffectkitError
 
 NAME = "manifest"
-NEEDS = ("manifest.csv, or a CSV file given directly, with columns path, expression (or votes per class, or valence "
-         "and arousal)[, valence, arousal, split, subject]")
+NEEDS = ("manifest.csv, a CSV file given directly, or one in each split folder, with columns path, expression (or "
+         "votes per class, or valence and arousal)[, valence, arousal, split, subject]")
 # Each column the manifest reads, by its own name first and then by the names others give it.
 COLUMN_NAMES = {
     "path": ("path", "image", "image_path", "img", "img_path", "file", "filename", "file_name", "filepath",
@@ -128,14 +133,44 @@ def _label(row: dict[str, str], distribution: tuple[float, ...] | None, has_vale
     return label
 
 
+def _is_manifest(csv_path: Path) -> bool:
+    """Whether a CSV's header names a path column and something that labels it."""
+    header = set(csv_header(csv_path))
+    labels = {*COLUMN_NAMES["expression"], *VOTE_COLUMNS, "valence"}
+    return bool(header & set(COLUMN_NAMES["path"])) and bool(header & labels)
+
+
+def _split_manifests(path: Path) -> list[Path]:
+    """The one manifest CSV of each split folder of ``path``, where each of them holds one."""
+    folders = sorted((d for d in path.iterdir() if d.is_dir() and d.name.lower() in SPLIT_ALIASES),
+                     key=lambda d: (("train", "val", "test").index(SPLIT_ALIASES[d.name.lower()]), d.name))
+    manifests = [[c for c in d.glob("*.csv") if _is_manifest(c)] for d in folders]
+    return [m[0] for m in manifests] if folders and all(len(m) == 1 for m in manifests) else []
+
+
 def find(path: Path, options: ReadOptions) -> Path | None:
-    """Any CSV file given directly (it is checked for its columns when read), or DATA/manifest.csv."""
+    """Any CSV file given directly (it is checked for its columns when read), DATA/manifest.csv, or DATA itself
+    where each of its split folders holds one manifest."""
     if path.is_file():
         return path if path.suffix.lower() == ".csv" else None
-    return path / "manifest.csv" if (path / "manifest.csv").is_file() else None
+    if (path / "manifest.csv").is_file():
+        return path / "manifest.csv"
+    return path if _split_manifests(path) else None
 
 
-def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
+def read(found: Path, options: ReadOptions) -> DatasetIndex:
+    if found.is_file():
+        return _read_csv(found, options)
+    parts = [_read_csv(csv_path, options, split=SPLIT_ALIASES[csv_path.parent.name.lower()])
+             for csv_path in _split_manifests(found)]
+    return DatasetIndex(found, NAME, [r for part in parts for r in part.records],
+                        [r for part in parts for r in part.rejected],
+                        detail=", ".join(f"{part.root.parent.name}/{part.detail}" for part in parts),
+                        group_source=parts[0].group_source)
+
+
+def _read_csv(csv_path: Path, options: ReadOptions, split: str | None = None) -> DatasetIndex:
+    """One manifest; ``split``: the split of its split folder, for every row (its ids then name the folder)."""
     delimiter = csv_delimiter(csv_path)
     try:
         table = pd.read_csv(csv_path, sep=delimiter, dtype=str, keep_default_na=False)
@@ -166,9 +201,11 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
     base = csv_path.parent
     rows = table.to_dict("records")
 
+    prefix = f"{csv_path.parent.name}/" if split else ""
+
     def build(i: int) -> Record | Rejection:
         row = rows[i]
-        source = f"{csv_path.name} line {i + 2}"
+        source = f"{prefix}{csv_path.name} line {i + 2}"
         image = listed_path(row["path"], base)
         if folder_label(row.get("expression", ""), mapping) == IGNORE:
             return []
@@ -176,13 +213,13 @@ def read(csv_path: Path, options: ReadOptions) -> DatasetIndex:
             distribution = parse_votes(row, vote_columns, source)
             valence, arousal = parse_valence_arousal(row.get("valence", ""), row.get("arousal", ""), source)
             label = _label(row, distribution, math.isfinite(valence) and math.isfinite(arousal), mapping, source)
-            split = parse_split(row.get("split", ""), source)
+            row_split = split or parse_split(row.get("split", ""), source)
             info = inspect_image(image)
         except Reject as r:
-            return Rejection(row["path"], str(image), r.kind, r.reason)
+            return Rejection(prefix + row["path"], str(image), r.kind, r.reason)
         group = (row["subject"].strip() or None) if grouped else None
-        return Record(row["path"], image, label, valence, arousal, None, info.width, info.height, info.digest, split,
-                      group, expression_distribution=distribution)
+        return Record(prefix + row["path"], image, label, valence, arousal, None, info.width, info.height, info.digest,
+                      row_split, group, expression_distribution=distribution)
 
     detail = csv_path.name + (f"; votes in {', '.join(vote_columns)}" if vote_columns else "")
     detail += "".join(f"; column {name} read as {own}" for name, own in renamed.items())
