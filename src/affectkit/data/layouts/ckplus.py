@@ -17,7 +17,6 @@ else the whole frame is read.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -125,15 +124,8 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
     landmarks = _folder(root, LANDMARKS)
     labels = labelled_sequences(emotions)
 
-    def keys() -> Iterator[tuple[Path, int]]:
-        """(label file, -1 for the apex frames or the index of the onset frame) of every labelled sequence."""
-        for label in labels:
-            yield label, -1
-            if options.ckplus_neutral_onset:
-                yield label, 0
-
-    def build(key: tuple[Path, int]) -> list[Record] | Rejection:
-        label_file, onset = key
+    def build(label_file: Path) -> list[Record | Rejection] | Rejection:
+        """A labelled sequence's apex frames, and its onset frame as Neutral where asked (rejected on its own)."""
         subject, sequence = label_file.parent.parent.name, label_file.parent.name
         source = f"{EMOTIONS}/{subject}/{sequence}"
         try:
@@ -141,14 +133,18 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
             frames = frame_files(images / subject / sequence) if (images / subject / sequence).is_dir() else []
             if not frames:
                 raise Reject("image_missing", f"{source}: no frames in {IMAGES}/{subject}/{sequence}")
-            if onset == 0:
-                return [_record(frames[0], images, landmarks, 0, subject)]
-            return [_record(f, images, landmarks, expression, subject) for f in frames[-APEX_FRAMES:]]
+            found: list[Record | Rejection] = [_record(f, images, landmarks, expression, subject)
+                                               for f in frames[-APEX_FRAMES:]]
         except Reject as r:
-            return Rejection(f"{subject}/{sequence}" + (" onset" if onset == 0 else ""), str(label_file), r.kind,
-                             f"{source}: {r.reason}")
+            return Rejection(f"{subject}/{sequence}", str(label_file), r.kind, f"{source}: {r.reason}")
+        if options.ckplus_neutral_onset:
+            try:
+                found.append(_record(frames[0], images, landmarks, 0, subject))
+            except Reject as r:
+                found.append(Rejection(f"{subject}/{sequence} onset", str(label_file), r.kind, f"{source}: {r.reason}"))
+        return found
 
-    return collect(root, NAME, list(keys()), build, detail=_detail(landmarks, options),
+    return collect(root, NAME, labels, build, detail=_detail(landmarks, options),
                    group_source="CK+'s subject folders")
 
 
