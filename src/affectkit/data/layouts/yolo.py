@@ -131,7 +131,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
             info = inspect_image(image)
         except Reject as r:
             return Rejection(rel, str(image), r.kind, r.reason)
-        records = []
+        faces: list[Record | Rejection] = []
         for line_no, line in lines:
             source = f"{label_file.relative_to(root).as_posix()} line {line_no}"
             fields = line.split()
@@ -149,12 +149,12 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
                     raise Reject("box_invalid", f"{source}: the face box has no area")
                 crop = face_crop(box, info.width, info.height, source)
             except Reject as r:  # this face alone: the image's other faces stand
-                records.append(Rejection(f"{rel}#{line_no}", f"{label_file}:{line_no}", r.kind, r.reason))
+                faces.append(Rejection(f"{rel}#{line_no}", f"{label_file}:{line_no}", r.kind, r.reason))
                 continue
             digest = hashlib.blake2b(f"{info.digest}|{crop}".encode(), digest_size=10).hexdigest()
-            records.append(Record(f"{rel}#{line_no}", image, labels[number], width=crop[2] - crop[0],
+            faces.append(Record(f"{rel}#{line_no}", image, labels[number], width=crop[2] - crop[0],
                                   height=crop[3] - crop[1], digest=digest, split=_split(image, root), crop=crop))
-        return records
+        return faces
 
     index = collect(root, NAME, images, build, detail=f"faces boxed in labels/, named by {config_file.name}")
     check_split_given_everywhere(root, (r.split for r in index.records))
