@@ -417,7 +417,8 @@ def test_ferplus_folders_as_its_repository_generates_them(tmp_path):
     assert index.layout == "ferplus" and index.describe().startswith(
         "FER+ folders (FER2013Train/, FER2013Test/ with FER+'s votes, by majority")
     assert kinds(index) == {"FER2013Train/fer0000000.png": "ferplus_no_majority",
-                            "FER2013Train/fer0000004.png": "line_invalid", "FER2013Test/fer0000011.png": "image_missing"}
+                            "FER2013Train/fer0000004.png": "line_invalid",
+                            "FER2013Test/fer0000011.png": "image_missing"}
     by_id = {r.id: r for r in index.records}
     assert {i: AFFECTKIT[r.expression] for i, r in by_id.items()} == {
         "FER2013Train/fer0000001.png": "Happy", "FER2013Train/fer0000002.png": "Contempt",
@@ -744,8 +745,8 @@ def test_a_public_set_named_as_released_is_read_without_a_pattern(naming, tmp_pa
     classes = {"JAFFE": {0, 1, 4}, "KDEF": {0, 4, 6}, "RaFD": {0, 4, 7}}[naming]
     assert {r.expression for r in index.records} == classes
     # A pattern given wins: here it reads one view (KDEF's straight faces, RaFD's frontal gaze) or one repetition.
-    own = {"JAFFE": r"^K(?P<subject>.)\.(?P<expression>[A-Z]{2})1\.", "KDEF": r"^[AB]F(\d\d)(?P<expression>[A-Z]{2})S\.",
-           "RaFD": r"_(?P<expression>[a-z]+)_frontal"}[naming]
+    own = {"JAFFE": r"^K(?P<subject>.)\.(?P<expression>[A-Z]{2})1\.",
+           "KDEF": r"^[AB]F(\d\d)(?P<expression>[A-Z]{2})S\.", "RaFD": r"_(?P<expression>[a-z]+)_frontal"}[naming]
     assert len(read_dataset(root, progress=False, label_pattern=own).records) == 6
 
 
@@ -753,7 +754,8 @@ def test_a_folder_mostly_named_otherwise_is_no_known_set(tmp_path):
     root = _known_set(tmp_path / "kdef", "KDEF")
     for i in range(3):
         save(root / f"other_{i}.png", face(0, 900 + i)[0])  # 12 of 15 named as KDEF names its faces
-    with pytest.raises(AffectkitError, match="is not an affectkit data set.*or named as JAFFE, KDEF or RaFD name theirs"):
+    with pytest.raises(AffectkitError,
+                       match="is not an affectkit data set.*or named as JAFFE, KDEF or RaFD name theirs"):
         read_dataset(root, progress=False)
     with pytest.raises(AffectkitError, match="is not in the labels in file names layout"):
         read_dataset(root, progress=False, layout="file_names")
@@ -885,8 +887,9 @@ def test_manifest_votes_give_each_face_its_distribution(tmp_path):
     pd.DataFrame({"path": ["a.png"], "happy": [3]}).to_csv(tmp_path / "votes.csv", index=False)
     assert read_dataset(tmp_path / "votes.csv", progress=False).records[0].expression == 1
     pd.DataFrame({"path": ["a.png"], "valence": [0.1]}).to_csv(tmp_path / "none.csv", index=False)
-    with pytest.raises(AffectkitError, match="lacks the column\\(s\\) expression \\(found: path, valence\\); a manifest "
-                                             "needs path, expression \\(or votes.*other names read: path: image, "):
+    with pytest.raises(AffectkitError, match="lacks the column\\(s\\) expression \\(found: path, valence\\); a "
+                                             "manifest needs path, expression \\(or votes.*other names read: path: "
+                                             "image, "):
         read_dataset(tmp_path / "none.csv", progress=False)
 
 
@@ -992,7 +995,8 @@ def test_class_numbers_in_a_column_named_otherwise_are_read_through_class_map(tm
     # The manifest's own expression column holds affectkit's ids; class_map maps its names too.
     table.rename(columns={"file": "path", "label": "expression"}).to_csv(tmp_path / "own.csv", index=False)
     assert [r.expression for r in read_dataset(tmp_path / "own.csv", progress=False).records] == [6, 3, 0, 6, 3, 5]
-    pd.DataFrame({"path": ["0.png", "1.png"], "expression": ["scared", "happy"]}).to_csv(tmp_path / "n.csv", index=False)
+    pd.DataFrame({"path": ["0.png", "1.png"], "expression": ["scared", "happy"]}).to_csv(tmp_path / "n.csv",
+                                                                                         index=False)
     named = read_dataset(tmp_path / "n.csv", progress=False, class_map={"scared": "fear"})
     assert [AFFECTKIT[r.expression] for r in named.records] == ["Fear", "Happy"]
 
