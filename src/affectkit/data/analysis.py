@@ -79,6 +79,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         "absent_classes": index.absent_classes(),
         "grouped_by": index.group_source,
         "valid_samples": len(df),
+        "identical_copies": index.copies(),  # faces whose pixels an earlier face has
         "rejected_samples": len(index.rejected),
         "rejected_by_reason": index.rejection_counts(),
         "class_counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},

@@ -166,7 +166,14 @@ class DatasetIndex:
         if self.group_source:
             parts.append(f"grouped by {self.group_source}")
         parts.append(f"{len(self.records)} valid, {len(self.rejected)} quarantined")
+        if copies := self.copies():
+            parts.append(f"{copies} of them copies of another (identical pixels)")
         return f"{LAYOUT_TITLES[self.layout]} ({'; '.join(parts)})"
+
+    def copies(self) -> int:
+        """How many records have the same pixels as an earlier one (a scraped set's re-uploads, the same file in two
+        folders): the split keeps copies on one side where it chooses (``splits.make_splits``)."""
+        return len(self.records) - len({r.digest or r.id for r in self.records})
 
     def rejection_counts(self) -> dict[str, int]:
         return dict(Counter(r.kind for r in self.rejected))
