@@ -80,6 +80,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         "grouped_by": index.group_source,
         "valid_samples": len(df),
         "identical_copies": index.copies(),  # faces whose pixels an earlier face has
+        "identical_copies_labelled_otherwise": index.copies(other_label=True),
         "rejected_samples": len(index.rejected),
         "rejected_by_reason": index.rejection_counts(),
         "class_counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},
