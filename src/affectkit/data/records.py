@@ -102,6 +102,11 @@ class Record:
     def has_expression(self) -> bool:
         return self.expression != NO_EXPRESSION
 
+    @property
+    def pixels_key(self) -> str:
+        """What the record's pixels are known by: their digest, or the record's id where none was taken."""
+        return self.digest or self.id
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -179,7 +184,7 @@ class DatasetIndex:
         first: dict[str, int] = {}
         copies = relabelled = 0
         for r in self.records:
-            key = r.digest or r.id
+            key = r.pixels_key
             if key in first:
                 copies += 1
                 relabelled += first[key] != r.expression

@@ -113,8 +113,8 @@ def _copies_together(split: np.ndarray, digests: list[str], assigned: np.ndarray
 
 def training_copies(splits: pd.DataFrame, records: list[Record]) -> dict[str, int]:
     """For val and test: how many of their faces are copies (identical pixels) of a training face."""
-    digest = {r.id: r.digest or r.id for r in records}
-    sides = splits["id"].map(digest)
+    pixels = {r.id: r.pixels_key for r in records}
+    sides = splits["id"].map(pixels)
     trained = set(sides[splits["split"] == "train"])
     counts = {name: int(sides[splits["split"] == name].isin(trained).sum()) for name in ("val", "test")}
     return {name: n for name, n in counts.items() if n}
@@ -153,7 +153,7 @@ def make_splits(records: list[Record], val_fraction: float, test_fraction: float
         split = _split_pool(labels, groups, ["val", "test"], val_fraction, test_fraction, seed)
     else:
         split = stratified_split(labels, val_fraction, test_fraction, seed)
-    split = _copies_together(split, [records[i].digest or records[i].id for i in keep], assigned)
+    split = _copies_together(split, [records[i].pixels_key for i in keep], assigned)
     table = pd.DataFrame({"id": [records[i].id for i in keep], "split": split, "expression": expression})
     if grouped:
         table["group"] = groups
