@@ -175,8 +175,8 @@ class Config(_Strict):
     group_pattern: str | None = Field(
         None, description="Regex searched in each image's file name; its first group is the subject for splits.")
     label_pattern: str | None = Field(
-        None, description="Regex read in each image's file name: group expression is its class, group subject its "
-                          "subject (JAFFE, KDEF and RaFD as released need none).")
+        None, description="Regex read in each image's file name: groups expression and subject (JAFFE, KDEF, RaFD "
+                          "need none).")
     affwild2_frame_step: int = Field(
         1, ge=1, description="Aff-Wild2: read every n-th annotated frame of each video (neighbours are near copies).")
     affwild2_task: Literal["auto", "expression", "valence_arousal", "multi_task"] = Field(
