@@ -781,6 +781,7 @@ def test_the_command_line_prints_names_and_patterns_as_written(tmp_path, monkeyp
     said = " ".join(capsys.readouterr().err.split())
     assert exited.value.code == 2 and said.startswith(f"error: {empty} is not an affectkit data set")
 
+
 # -- subject-disjoint splits ------------------------------------------------------------------------------------
 
 

@@ -87,3 +87,18 @@ def test_a_log_gets_the_epoch_lines_and_notes_without_bar_frames(demo_dir, tmp_p
     assert lines and all(line.strip() for line in lines), lines  # no blank line a redrawn bar left behind
     assert any(line.startswith("CustomCNN phase 1 epoch 1/1: loss") for line in lines)
     assert not any("━" in line or "train_loss:" in line for line in lines)  # no bar, no Lightning bar's last frame
+
+
+def test_progress_and_notes_print_their_lines_as_written():
+    """A path with brackets in a progress line or a note is text, not Rich markup (a '[/x]' would raise)."""
+    import io
+
+    from rich.console import Console
+
+    from affectkit.progress import Reporter
+
+    out = io.StringIO()
+    reporter = Reporter(Console(file=out, width=200), progress=True)
+    reporter.show("Wrote runs [/x]/metrics.json")
+    reporter.note("label_pattern ^(?P<expression>[a-z]+)", style="yellow")
+    assert out.getvalue().splitlines() == ["Wrote runs [/x]/metrics.json", "label_pattern ^(?P<expression>[a-z]+)"]

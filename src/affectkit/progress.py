@@ -63,8 +63,9 @@ class Reporter:
             self.out.print(escape(message), style=style)
 
     def show(self, renderable: Any) -> None:
+        """Progress: a table, or a line printed as written (as ``note`` prints it)."""
         if self.progress:
-            self.out.print(renderable)
+            self.out.print(escape(renderable) if isinstance(renderable, str) else renderable)
 
     def rule(self, title: str) -> None:
         if self.progress:
