@@ -87,7 +87,7 @@ def test_copies_across_the_datas_own_split_are_counted_and_said():
     assert split_description(table, index).endswith(
         "; 1 val and 2 test face(s) identical to a training face (the data's own split)")
     index.records[-1] = dataclasses.replace(records[-1], expression=1)  # the val copy of a Neutral face, as Happy
-    assert index.copies() == 3 and index.copies(other_label=True) == 1
+    assert index.copies() == (3, 1)
     assert index.describe().endswith("; 16 valid, 0 quarantined; 3 of them copies of another (identical pixels), 1 of "
                                      "those labelled otherwise)")
     assert training_copies(make_splits(records[:12], 0.15, 0.15, seed=0), records[:12]) == {}

@@ -64,6 +64,7 @@ def vote_agreement(index: DatasetIndex) -> dict | None:
 def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> dict:
     """The data set's numbers; with the run's ``splits`` also how they were made (given, carved, grouped)."""
     df = records_frame(index)
+    copies, relabelled = index.copies()
     counts = df["expression"].value_counts().reindex(range(len(CLASS_NAMES)), fill_value=0)
     per_class = {
         name: {"count": int(counts[i]), "valence": _stats(df.loc[df.expression == i, "valence"]),
@@ -79,8 +80,8 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         "absent_classes": index.absent_classes(),
         "grouped_by": index.group_source,
         "valid_samples": len(df),
-        "identical_copies": index.copies(),  # faces whose pixels an earlier face has
-        "identical_copies_labelled_otherwise": index.copies(other_label=True),
+        "identical_copies": copies,  # faces whose pixels an earlier face has
+        "identical_copies_labelled_otherwise": relabelled,
         "rejected_samples": len(index.rejected),
         "rejected_by_reason": index.rejection_counts(),
         "class_counts": {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)},

@@ -171,16 +171,16 @@ class DatasetIndex:
         if self.group_source:
             parts.append(f"grouped by {self.group_source}")
         parts.append(f"{len(self.records)} valid, {len(self.rejected)} quarantined")
-        if copies := self.copies():
-            relabelled = self.copies(other_label=True)
+        copies, relabelled = self.copies()
+        if copies:
             parts.append(f"{copies} of them copies of another (identical pixels)"
                          + (f", {relabelled} of those labelled otherwise" if relabelled else ""))
         return f"{LAYOUT_TITLES[self.layout]} ({'; '.join(parts)})"
 
-    def copies(self, other_label: bool = False) -> int:
+    def copies(self) -> tuple[int, int]:
         """How many records have the same pixels as an earlier one (a scraped set's re-uploads, the same file in two
-        folders; the split keeps copies on one side where it chooses, ``splits.make_splits``); ``other_label``: of
-        those, how many carry another expression than the first (the annotators disagreed with themselves)."""
+        folders; the split keeps copies on one side where it chooses, ``splits.make_splits``), and how many of those
+        carry another expression than the first (the annotators disagreed with themselves)."""
         first: dict[str, int] = {}
         copies = relabelled = 0
         for r in self.records:
@@ -190,7 +190,7 @@ class DatasetIndex:
                 relabelled += first[key] != r.expression
             else:
                 first[key] = r.expression
-        return relabelled if other_label else copies
+        return copies, relabelled
 
     def rejection_counts(self) -> dict[str, int]:
         return dict(Counter(r.kind for r in self.rejected))
