@@ -118,7 +118,8 @@ def _structure(path: Path, mapping: dict[str, int | str]) -> tuple[dict[str | No
 def _person(class_dir: Path, root: Path) -> str | None:
     """The person whose folder holds ``class_dir``, if a person's folder does."""
     parent = class_dir.parent
-    return None if parent == root or parent.parent == root and parent.name.lower() in SPLIT_ALIASES else parent.name
+    in_data_or_split = parent == root or (parent.parent == root and parent.name.lower() in SPLIT_ALIASES)
+    return None if in_data_or_split else parent.name
 
 
 def find(path: Path, options: ReadOptions) -> Path | None:
