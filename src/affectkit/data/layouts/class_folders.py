@@ -96,30 +96,27 @@ def _people(folders: list[Path], mapping: dict[str, int | str]) -> bool:
         _is_class(c, mapping) and _holds_images(c) for d in folders for c in _subfolders(d))
 
 
-def _class_dirs(folders: list[Path], mapping: dict[str, int | str]) -> list[Path]:
-    """The class folders among ``folders`` or, where they are people's folders, inside them."""
+# A class folder and the person whose folder holds it (None where no person's folder does).
+ClassDir = tuple[Path, str | None]
+
+
+def _class_dirs(folders: list[Path], mapping: dict[str, int | str]) -> list[ClassDir]:
+    """The class folders among ``folders`` or, where they are people's folders, inside them, each with its person."""
     if _people(folders, mapping):
-        return [c for d in folders for c in _subfolders(d) if _holds_images(c)]
-    return [d for d in folders if _holds_images(d)]
+        return [(c, d.name) for d in folders for c in _subfolders(d) if _holds_images(c)]
+    return [(d, None) for d in folders if _holds_images(d)]
 
 
-def _structure(path: Path, mapping: dict[str, int | str]) -> tuple[dict[str | None, list[Path]], list[Path]]:
+def _structure(path: Path, mapping: dict[str, int | str]) -> tuple[dict[str | None, list[ClassDir]], list[Path]]:
     """Class folders by split (``None`` without split folders), and image folders sitting beside split folders."""
     top = _subfolders(path)
     split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
     if not split_dirs:
         return {None: _class_dirs(top, mapping)}, []
-    by_split: dict[str | None, list[Path]] = {}
+    by_split: dict[str | None, list[ClassDir]] = {}
     for d in split_dirs:
         by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(_class_dirs(_subfolders(d), mapping))
     return by_split, [d for d in top if d not in split_dirs and _holds_images(d)]
-
-
-def _person(class_dir: Path, root: Path) -> str | None:
-    """The person whose folder holds ``class_dir``, if a person's folder does."""
-    parent = class_dir.parent
-    in_data_or_split = parent == root or (parent.parent == root and parent.name.lower() in SPLIT_ALIASES)
-    return None if in_data_or_split else parent.name
 
 
 def find(path: Path, options: ReadOptions) -> Path | None:
@@ -146,7 +143,7 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
             f"{path} holds split folders and also image folders outside them ({', '.join(d.name + '/' for d in outside)}); "
             "move those into train/, val/ or test/, or remove them."
         )
-    found = sorted({d.name for dirs in by_split.values() for d in dirs}, key=str.lower)
+    found = sorted({d.name for dirs in by_split.values() for d, _ in dirs}, key=str.lower)
     unknown = [name for name in found if folder_label(name, mapping) is None]
     if unknown:
         raise AffectkitError(
@@ -156,7 +153,7 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
             f"--set class_map.{unknown[0]}=fear or `class_map: {{{unknown[0]}: fear}}` in the config, or to ignore "
             "to leave it out" + (NUMBERED_HINT if all(name.isdigit() for name in unknown) else ".")
         )
-    keys = [(split, label, _person(d, path), f) for split, dirs in by_split.items() for d in dirs
+    keys = [(split, label, person, f) for split, dirs in by_split.items() for d, person in dirs
             if (label := folder_label(d.name, mapping)) != IGNORE for f in _image_files(d)]
 
     def build(key: tuple[str | None, int, str | None, Path]) -> Record | Rejection:
