@@ -382,6 +382,11 @@ def image_files(root: Path) -> list[Path]:
     return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
 
 
+def split_folder_rank(name: str) -> int:
+    """Where a split folder's split comes among train, val, test: the order such folders are listed in."""
+    return ("train", "val", "test").index(SPLIT_ALIASES[name.lower()])
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The images directly inside ``folder``, in the natural order of their names (frame 2 before frame 10): a clip
     or a sequence given as a folder of its frames."""

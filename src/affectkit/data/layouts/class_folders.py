@@ -31,6 +31,7 @@ from affectkit.data.records import (
     inspect_image,
     is_image_name,
     natural_key,
+    split_folder_rank,
 )
 from affectkit.errors import AffectkitError
 
@@ -168,7 +169,7 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
 
     split_names = sorted({d.name for d in _subfolders(path)
                           if d.name.lower() in SPLIT_ALIASES and by_split.get(SPLIT_ALIASES[d.name.lower()])},
-                         key=lambda n: ("train", "val", "test").index(SPLIT_ALIASES[n.lower()]))
+                         key=split_folder_rank)
     detail = " ".join(f"{n}/" for n in split_names) + " folders" if split_names else "no split folders"
     ignored = [name for name in found if folder_label(name, mapping) == IGNORE]
     if ignored:

@@ -45,6 +45,7 @@ from affectkit.data.records import (
     parse_expression,
     parse_split,
     parse_valence_arousal,
+    split_folder_rank,
 )
 from affectkit.errors import AffectkitError
 
@@ -143,7 +144,7 @@ def _is_manifest(csv_path: Path) -> bool:
 def _split_manifests(path: Path) -> list[Path]:
     """The one manifest CSV of each split folder of ``path``, where each of them holds one."""
     folders = sorted((d for d in path.iterdir() if d.is_dir() and d.name.lower() in SPLIT_ALIASES),
-                     key=lambda d: (("train", "val", "test").index(SPLIT_ALIASES[d.name.lower()]), d.name))
+                     key=lambda d: (split_folder_rank(d.name), d.name))
     manifests = [[c for c in d.glob("*.csv") if _is_manifest(c)] for d in folders]
     return [m[0] for m in manifests] if folders and all(len(m) == 1 for m in manifests) else []
 
