@@ -153,6 +153,24 @@ def test_gif_and_netpbm_faces_are_read_as_training_and_prediction_read_them(tmp_
                                                                     interpolation=cv2.INTER_AREA)), record.id
 
 
+def test_16_bit_grey_faces_are_read_alike_for_training_and_prediction(tmp_path):
+    """Lab cameras save 16-bit grey PNG, TIFF or PGM; Pillow alone would clip them to white at prediction."""
+    from affectkit.inference.images import read_image
+
+    for i, suffix in enumerate((".png", ".tif", ".pgm")):
+        grey = cv2.cvtColor(face(1, i)[0], cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+        (tmp_path / "happy").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "happy" / f"{i}{suffix}"), grey)
+        save(tmp_path / "sad" / f"{i}.png", face(2, i)[0])
+    index = read_dataset(tmp_path, progress=False)
+    assert sorted(r.id for r in index.records if r.expression == 1) == ["happy/0.png", "happy/1.tif", "happy/2.pgm"]
+    for record in index.records:
+        predicted = read_image(record.image_path)
+        assert predicted.mean() < 250, record.id
+        assert np.array_equal(decode_record(record, 64), cv2.resize(predicted, (64, 64),
+                                                                    interpolation=cv2.INTER_AREA)), record.id
+
+
 # -- FER2013 ----------------------------------------------------------------------------------------------------
 
 

@@ -52,12 +52,21 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX
             raise ImageError("corrupt", name, f"the image header declares a {width}x{height} image.")
         try:
             image.load()  # Pillow raises here on truncated data; cv2.imdecode would silently grey-fill it
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
+            rgb = _as_rgb(ImageOps.exif_transpose(image))
         except Image.DecompressionBombError:
             raise ImageError("too_large", name, "image exceeds the decompression-bomb limit.") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError("corrupt", name, f"truncated or corrupt image data ({exc}).") from None
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    # Pillow clips 16-bit grey (PNG, TIFF, PGM) at 255 when converting, which whitens the face; keep the top 8 bits,
+    # as OpenCV does when it reads the same file into the training cache.
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        grey = np.clip(np.asarray(image).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return image.convert("RGB")
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
