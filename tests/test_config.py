@@ -212,3 +212,13 @@ def test_training_options_are_the_config_keys_with_their_declared_types_and_help
     assert Config.model_validate(yaml.safe_load(printed.stdout)) == expected
     help_text = " ".join(CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).stdout.split())
     assert reference["fine_tune_lr"]["description"] in help_text
+
+
+def test_the_command_list_gives_each_summary_on_one_line_where_the_terminal_is_wide_enough():
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app
+
+    lines = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "400"}).stdout.splitlines()
+    assert any("compared by CCC; the one best on validation kept for each dimension." in line
+               and "temporal-frames " in line for line in lines)
