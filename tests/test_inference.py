@@ -303,3 +303,12 @@ def test_haar_fallback_finds_the_face(monkeypatch):
     assert len(faces) >= 1 and faces[0].landmarks5 is None
     x1, y1, x2, y2 = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).box
     assert 150 < (x1 + x2) / 2 < 300 and 60 < (y1 + y2) / 2 < 180
+
+
+def test_a_48_megapixel_phone_photo_is_read_from_its_file_but_refused_as_an_upload(tmp_path):
+    from affectkit.inference.images import ImageError, decode_image, read_image
+
+    photo = write_rgb(tmp_path / "phone.jpg", np.full((6000, 8000, 3), 90, np.uint8))
+    assert read_image(photo).shape == (6000, 8000, 3)
+    with pytest.raises(ImageError, match="48,000,000 pixels exceeds the limit"):
+        decode_image(photo.read_bytes(), name="phone.jpg")

@@ -51,6 +51,19 @@ def test_bad_records_are_quarantined_with_reasons(demo_copy):
     assert set(table["id"]) == set(kinds) and table["reason"].str.len().min() > 10
 
 
+def test_an_image_beyond_pillows_bomb_limit_is_quarantined_and_big_ones_below_it_read_quietly(demo_copy, monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30_000)  # the demo's 224-px faces lie between half and all of it
+    Image.new("RGB", (300, 300)).save(demo_copy / "images" / "7.jpg")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = read_dataset(demo_copy, progress=False)
+    assert [(r.id, r.kind) for r in index.rejected] == [("7", "image_too_large")]
+    assert "7.jpg" in index.rejected[0].reason and len(index.records) == 95
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_affectnet_none_and_uncertain_faces_with_valence_arousal_are_kept_without_a_class_when_asked(demo_copy):
     from affectkit.config import NO_EXPRESSION
 

@@ -8,6 +8,7 @@ import io
 import itertools
 import math
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -245,7 +246,10 @@ def inspect_image(path: Path) -> ImageInfo:
     if not data:
         raise Reject("image_empty", f"image file {path.name} is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # Pillow warns from half its bomb limit on; a big photo of faces is no bomb
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
             width, height = img.size
             if width == 0 or height == 0:
                 raise Reject("image_zero_size", f"image {path.name} has zero size ({width}x{height})")
@@ -254,6 +258,8 @@ def inspect_image(path: Path) -> ImageInfo:
             img.load()
     except Reject:
         raise
+    except Image.DecompressionBombError as exc:
+        raise Reject("image_too_large", f"image {path.name} is too large to decode safely ({exc})") from None
     except UnidentifiedImageError:
         raise Reject("not_an_image", f"{path.name} is not an image (no known image format)") from None
     except (OSError, SyntaxError, ValueError) as exc:

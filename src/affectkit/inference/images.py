@@ -6,6 +6,7 @@ The same decoder serves the command line and the HTTP server, so a photo gets th
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,9 @@ from affectkit.errors import AffectkitError
 
 # Formats whose decoders are pure Pillow code; EPS/PDF-like formats would hand the bytes to external programs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = 40_000_000  # an upload's limit: the server decodes what strangers send
+# A file's limit: one's own photos, up to a 108-MP phone's, within Pillow's own bomb limit (2 x its MAX_IMAGE_PIXELS).
+FILE_MAX_PIXELS = 150_000_000
 
 ImageProblem = Literal["empty", "not_image", "too_large", "corrupt"]
 
@@ -38,9 +41,11 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX
     if not data:
         raise ImageError("empty", name, "the file is empty.")
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError:
-        raise ImageError("too_large", name, "image dimensions exceed the decompression-bomb limit.") from None
+        with warnings.catch_warnings():  # Pillow warns from half its limit on; the explicit check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_large", name, f"too large to decode safely ({exc}).") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ImageError("not_image", name, f"not an image (supported: {', '.join(ALLOWED_FORMATS)}).") from None
     with image:
@@ -52,7 +57,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX
             raise ImageError("corrupt", name, f"the image header declares a {width}x{height} image.")
         try:
             image.load()  # Pillow raises here on truncated data; cv2.imdecode would silently grey-fill it
-            rgb = _as_rgb(ImageOps.exif_transpose(image))
+            rgb = rgb_image(ImageOps.exif_transpose(image))
         except Image.DecompressionBombError:
             raise ImageError("too_large", name, "image exceeds the decompression-bomb limit.") from None
         except (OSError, ValueError, SyntaxError) as exc:
@@ -60,16 +65,16 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def _as_rgb(image: Image.Image) -> Image.Image:
-    # Pillow clips 16-bit grey (PNG, TIFF, PGM) at 255 when converting, which whitens the face; keep the top 8 bits,
-    # as OpenCV does when it reads the same file into the training cache.
+def rgb_image(image: Image.Image) -> Image.Image:
+    """A Pillow image in RGB. Pillow's own conversion clips 16-bit grey (PNG, TIFF, PGM) at 255, which whitens the
+    face; this keeps the top 8 bits, as OpenCV does when it reads the same file into the training cache."""
     if image.mode == "I" or image.mode.startswith("I;16"):
         grey = np.clip(np.asarray(image).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     return image.convert("RGB")
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = FILE_MAX_PIXELS) -> np.ndarray:
     path = Path(path)
     try:
         data = path.read_bytes()

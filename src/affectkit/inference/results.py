@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from affectkit.errors import AffectkitError
-from affectkit.inference.images import as_rgb_uint8, read_image
+from affectkit.inference.images import as_rgb_uint8, read_image, rgb_image
 from affectkit.inference.media import UNCERTAINTY_COLUMNS, expand_inputs, is_video
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def gather_images(inputs: ImageInput | Sequence[ImageInput]) -> list[tuple[str, 
             images += [(f"array {i}" + (f"[{j}]" if item.ndim == 4 else ""), as_rgb_uint8(a))
                        for j, a in enumerate(arrays)]
         elif isinstance(item, Image.Image):
-            images.append((f"image {i}", np.asarray(item.convert("RGB"))))
+            images.append((f"image {i}", np.asarray(rgb_image(item))))
         else:
             raise AffectkitError(f"A {type(item).__name__} is not an image: give a file or folder path, an RGB "
                                  "uint8 array or a PIL image.")

@@ -29,7 +29,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.datastructures import UploadFile
 
 from affectkit.data.records import Reject
@@ -203,8 +202,6 @@ def create_app(
     feedback = FeedbackTracker(predictor.class_names, remembered_predictions, feedback_window,
                                latest_test_evaluation(predictor.meta), state, predictor.predicts_valence_arousal)
     metrics = ServiceMetrics(predictor.class_names, drift, feedback)
-    # Pillow's own bomb guard as a second line behind the explicit header check.
-    Image.MAX_IMAGE_PIXELS = max_pixels
 
     app = FastAPI(title="affectkit", summary="Facial expression, valence and arousal from face photos.")
     app.state.predictor = predictor
