@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from affectkit.config import Config
+from affectkit.errors import AffectkitError
 from affectkit.evaluation.card import write_model_card
 from affectkit.evaluation.comparison import COLUMNS, write_report
 from affectkit.pipeline import evaluate_saved, run_pipeline
@@ -91,6 +92,22 @@ def test_evaluate_on_all_records_counts_those_the_model_was_trained_on(run_dir, 
     external = shutil.copytree(demo_dir, tmp_path / "external")
     metrics = evaluate_saved(run_dir / "best_CustomCNN.safetensors", external, "all", None, tmp_path / "out", quiet=True)
     assert metrics["n"] == 96 and "seen_in_training" not in metrics
+
+
+def test_evaluate_on_another_data_set_takes_its_own_test_split_or_asks_for_all(run_dir, demo_dir, tmp_path):
+    from affectkit.data.reader import read_dataset
+
+    records = read_dataset(demo_dir, progress=False).records
+    manifest = tmp_path / "other.csv"
+    pd.DataFrame({"path": [str(r.image_path) for r in records], "expression": [r.expression for r in records],
+                  "split": ["test" if i % 4 == 0 else "train" for i in range(len(records))]}).to_csv(manifest,
+                                                                                                   index=False)
+    model = run_dir / "best_CustomCNN.safetensors"
+    metrics = evaluate_saved(model, manifest, "test", None, tmp_path / "out", quiet=True)
+    assert metrics["n"] == len(records[::4])
+    without_split = shutil.copytree(demo_dir, tmp_path / "external")
+    with pytest.raises(AffectkitError, match="gives no test split of its own: --split all"):
+        evaluate_saved(model, without_split, "test", None, tmp_path / "out", quiet=True)
 
 
 def test_a_run_on_faces_partly_without_a_class_reports_them(partial_manifest, tmp_path):

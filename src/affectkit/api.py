@@ -120,7 +120,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
              out: str | Path | None = None, quiet: bool = True) -> dict[str, Any]:
     """Score a saved model on ``split`` (test, val or train, from ``splits``, else the ``splits.csv`` it was trained
     on: beside it, or atop the benchmark, run or study folder holding it) of ``data``, or on every image of it
-    (``split="all"``, for an external test set).
+    (``split="all"``, for an external test set). Another data set than the model's is split as it splits itself.
 
     Returns the metrics (``metrics["expression"]["accuracy"]``, ``metrics["valence"]["mae"]``, ...;
     ``metrics["expression"]`` is None where no face of ``data`` has a class); also writes them, the confusion matrix

@@ -49,7 +49,8 @@ PretrainedOpt = Annotated[bool, typer.Option(
     "shipped weights, timm's cache, then the hub "
     "(`affectkit weights` lists what this machine has).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted run in the same --out folder.")]
-SplitOpt = Annotated[str, typer.Option(help="test, val, train (from the run's splits.csv) or all.")]
+SplitOpt = Annotated[str, typer.Option(help="test, val, train (from the run's splits.csv; another data set's own) "
+                                             "or all.")]
 SplitsOpt = Annotated[Optional[Path], typer.Option(
     help="splits.csv to use (default: the model's own, beside it or atop the benchmark, run or study folder "
          "holding it).")]

@@ -218,10 +218,30 @@ def evaluation_data(model_path: Path, data: Path, split: str, splits: Path | Non
         raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
     weights, _ = model_paths(model_path)
     config = config_from_metadata(read_metadata(model_path))
+    source = training_source(model_path)
+    if splits is None and split != "all" and source not in (None, Path(data).resolve()):
+        return _own_split_of_other_data(data, config, split, source)
     splits = splits or model_splits(weights)
     if split != "all" and not splits.is_file():
         raise AffectkitError(f"{splits} not found: give --splits, or --split all for every image of {data}.")
     return prepare_data(data, config, splits_path=None if split == "all" else splits, use_all=split == "all")
+
+
+def _own_split_of_other_data(data: Path, config: Config, split: str, trained_on: Path) -> PreparedData:
+    """A data set other than the one the model was trained on, split as it splits itself: the model's splits.csv
+    names faces of its own data, and a split drawn here would be a random part of faces it never saw."""
+    index = read_dataset(data, **reader_options(config))
+    if split not in {record.split for record in index.records}:
+        raise AffectkitError(f"{data} is not the data set the model was trained on ({trained_on}) and gives no {split} "
+                             "split of its own: --split all evaluates the model on every face of it, --splits FILE "
+                             "on a split a splits.csv names.")
+    return prepare_data(data, config.model_copy(update={"max_samples": None}), index=index)
+
+
+def training_source(model_path: Path) -> Path | None:
+    """The data set the saved model was trained on, where its description records it."""
+    source = (read_metadata(model_path).get("training_data") or {}).get("source")
+    return None if source is None else Path(source).resolve()
 
 
 def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, split: str = "test",
@@ -252,10 +272,9 @@ def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits:
     """How many faces of ``data`` (read whole from ``source``) trained the saved model or chose its checkpoint: the
     faces of its train and val splits (``splits``, default the ``splits.csv`` it was trained on), where ``source`` is
     the data set it was trained on; where that file is gone, the sizes of those splits its description records."""
-    training_data = read_metadata(model_path).get("training_data") or {}
-    trained_on = training_data.get("source")
-    if trained_on is None or Path(trained_on).resolve() != Path(source).resolve():
+    if training_source(model_path) != Path(source).resolve():
         return 0
+    training_data = read_metadata(model_path)["training_data"]
     splits = splits or model_splits(model_paths(model_path)[0])
     if not splits.is_file():
         sizes = training_data.get("split_sizes") or {}
