@@ -312,3 +312,16 @@ def test_a_48_megapixel_phone_photo_is_read_from_its_file_but_refused_as_an_uplo
     assert read_image(photo).shape == (6000, 8000, 3)
     with pytest.raises(ImageError, match="48,000,000 pixels exceeds the limit"):
         decode_image(photo.read_bytes(), name="phone.jpg")
+
+
+def test_the_printed_table_names_every_file_whole_and_leaves_out_columns_no_row_fills(cli, model_path, face,
+                                                                                       tmp_path):
+    folder = tmp_path / "a folder whose name is long enough to be cut short in a narrow terminal"
+    for name in ("first_photo_of_the_session.png", "second_photo_of_the_session.png"):
+        write_rgb(folder / name, face)
+    printed = CliRunner().invoke(cli, ["predict", str(model_path), str(folder), "-q"], env={"COLUMNS": "80"})
+    assert printed.exit_code == 0, printed.output
+    assert "…" not in printed.output and "2 face(s)" in printed.output
+    header = next(line for line in printed.output.splitlines() if "file" in line and "status" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == [
+        "file", "box", "expression", "conf", "valence", "arousal", "status"]

@@ -33,15 +33,20 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("file", "frame")
-    table.add_column("box", overflow="fold")
-    for name in ("expression", "conf", "valence", "arousal", "status"):
-        table.add_column(name)
-    for r in rows:
-        box = "" if r.get("x1") is None else f"{r['x1']},{r['y1']},{r['x2']},{r['y2']}"
-        numbers = [f"{r[k]:.2f}" if r.get(k) is not None else "" for k in ("confidence", "valence", "arousal")]
-        frame = "" if r.get("frame") is None else str(r["frame"])
-        table.add_row(escape(r["file"]), frame, box, r.get("expression") or "", *numbers, escape(r["status"]))
+    cells = [{"file": escape(r["file"]), "frame": "" if r.get("frame") is None else str(r["frame"]),
+              "box": "" if r.get("x1") is None else f"{r['x1']},{r['y1']},{r['x2']},{r['y2']}",
+              "expression": r.get("expression") or "",
+              **{name: f"{r[key]:.2f}" if r.get(key) is not None else ""
+                 for name, key in (("conf", "confidence"), ("valence", "valence"), ("arousal", "arousal"))},
+              "status": escape(r["status"])} for r in rows]
+    # Columns no row fills (frames of images only, valence of an expression-only model) would narrow the others.
+    names = [name for name in ("file", "frame", "box", "expression", "conf", "valence", "arousal", "status")
+             if name in ("file", "status") or any(cell[name] for cell in cells)]
+    table = Table()
+    for name in names:  # folded, not cut: "photos/2024/0…" would not say which file it is
+        table.add_column(name, overflow="fold")
+    for cell in cells:
+        table.add_row(*(cell[name] for name in names))
     return table
 
 
