@@ -85,9 +85,20 @@ def test_copies_across_the_datas_own_split_are_counted_and_said():
     assert training_copies(table, records) == {"val": 1, "test": 2}
     index = DatasetIndex(None, "class_folders", records, [])
     assert split_description(table, index).endswith(
-        "; 1 val and 2 test face(s) identical to a training face (the data's own split)")
+        "; 1 val and 2 test face(s) identical to a training face (the data's own split); no Happy face in val (8 in "
+        "all)")
     index.records[-1] = dataclasses.replace(records[-1], expression=1)  # the val copy of a Neutral face, as Happy
     assert index.copies() == (3, 1)
     assert index.describe().endswith("; 16 valid, 0 quarantined; 3 of them copies of another (identical pixels), 1 of "
                                      "those labelled otherwise)")
     assert training_copies(make_splits(records[:12], 0.15, 0.15, seed=0), records[:12]) == {}
+
+
+def test_a_class_too_small_for_val_and_test_is_named_in_the_split_line():
+    from affectkit.data.splits import classes_unscored
+
+    table = make_splits(_records([50, 2, 4]), 0.15, 0.15, seed=0)
+    assert set(table[table.expression == 1].split) == {"train"}
+    assert classes_unscored(table) == ["no Happy face in val or test (2 in all)"]
+    given = _records([6, 6], split="train") + _records([3], split="test")
+    assert classes_unscored(make_splits(given, 0.15, 0.15, seed=0)) == ["no Happy face in test (6 in all)"]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from affectkit.config import NO_EXPRESSION
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.reader import DatasetIndex, Record
 from affectkit.errors import AffectkitError
 
@@ -125,6 +125,17 @@ def copies_phrase(copies: dict[str, int]) -> str:
     return " and ".join(f"{n} {name}" for name, n in copies.items()) + " face(s) identical to a training face"
 
 
+def classes_unscored(splits: pd.DataFrame) -> list[str]:
+    """"no Fear face in val or test (2 in all)" for each class val or test lacks: its recall goes unmeasured there,
+    and one val lacks does not weigh in the choice of the checkpoint."""
+    labelled = splits[splits["expression"] != NO_EXPRESSION]
+    phrases = []
+    for label, sides in labelled.groupby("expression")["split"]:
+        if missing := [name for name in ("val", "test") if name not in set(sides)]:
+            phrases.append(f"no {CLASS_NAMES[int(label)]} face in {' or '.join(missing)} ({len(sides)} in all)")
+    return phrases
+
+
 def make_splits(records: list[Record], val_fraction: float, test_fraction: float, seed: int,
                 max_samples: int | None = None) -> pd.DataFrame:
     """train/val/test per record. A split the data carries is used as given, and a missing val or test is carved
@@ -180,7 +191,7 @@ def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
         parts.append(f"grouped by {index.group_source or 'subject'}: {len(sides)} subjects, {overlap}")
     if copies := training_copies(splits, index.records):
         parts.append(f"{copies_phrase(copies)} (the data's own split)")
-    return "; ".join(parts)
+    return "; ".join(parts + classes_unscored(splits))
 
 
 def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, test_fraction: float, seed: int,

@@ -57,9 +57,9 @@ def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedDa
     reporter().note(index.describe())
     prepared = prepare_data(data, config, splits_path=run.splits, quarantine_path=run.quarantine, index=index)
     analyze(index, run.root, seed=config.seed, splits=prepared.splits)
-    counts = prepared.splits["split"].value_counts().to_dict()
-    reporter().show(f"{len(index.records)} valid samples ({len(index.rejected)} quarantined); split {counts}")
-    return prepared, dataset_summary(index, prepared.splits)
+    summary = dataset_summary(index, prepared.splits)
+    reporter().show(f"{len(index.records)} valid samples ({len(index.rejected)} quarantined); {summary['split']}")
+    return prepared, summary
 
 
 def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, positions: np.ndarray, split: str,
