@@ -323,3 +323,28 @@ def test_an_interrupted_benchmark_resumes_without_training_again_what_it_finishe
     assert first.stat().st_mtime_ns == finished  # taken as it was, not trained again
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table["key"]) == ["recipe_network:resnet50", "recipe_network:mini_xception", "recipe"]
+
+
+def test_cross_validation_benchmarks_each_fold_and_gives_mean_and_spread(demo_dir, tmp_path, monkeypatch):
+    out = tmp_path / "cv"
+    args = ["benchmark", str(demo_dir), "--out", str(out), "--folds", "2", "--baselines", "hog_svm", "--quiet", *TINY]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    tested = [set(pd.read_csv(out / f"fold_{k}" / "splits.csv", dtype={"id": str}).query("split == 'test'")["id"])
+              for k in (1, 2)]
+    assert not tested[0] & tested[1] and len(tested[0] | tested[1]) == 96  # every demo face tested once
+    rows = pd.read_csv(out / "benchmark_folds.csv")
+    summary = pd.read_csv(out / "benchmark.csv")
+    assert list(summary["model"]) == list(rows.query("fold == 1")["model"]) and (summary["folds"] == 2).all()
+    for model, scores in rows.groupby("model"):
+        row = summary.set_index("model").loc[model]
+        assert row["accuracy"] == pytest.approx(scores["accuracy"].mean(), abs=1e-4)
+        assert row["accuracy_std"] == pytest.approx(scores["accuracy"].std(), abs=1e-4)
+    report = (out / "benchmark.md").read_text()
+    assert "2-fold cross-validation" in report and "(fold_2/benchmark.md)" in report and " ± " in report
+    assert (out / "benchmark.png").is_file() and "mean ± std over 2 folds" in " ".join(result.output.split())
+    # Resumed, the folds already benchmarked are read back, not trained again.
+    monkeypatch.setattr(bench, "train_model", lambda *a, **k: pytest.fail("a finished fold was trained again"))
+    again = CliRunner().invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert pd.read_csv(out / "benchmark.csv").equals(summary)

@@ -102,3 +102,24 @@ def test_a_class_too_small_for_val_and_test_is_named_in_the_split_line():
     assert classes_unscored(table) == ["no Happy face in val or test (2 in all)"]
     given = _records([6, 6], split="train") + _records([3], split="test")
     assert classes_unscored(make_splits(given, 0.15, 0.15, seed=0)) == ["no Happy face in test (6 in all)"]
+
+
+def test_cross_validation_folds_test_every_face_once_subject_disjoint_with_val_carved_from_the_rest():
+    import dataclasses
+
+    from affectkit.data.splits import cross_validation_splits
+
+    records = [dataclasses.replace(r, group=f"S{i % 9}") for i, r in enumerate(_records([20, 20, 20]))]
+    tables = cross_validation_splits(records, 4, 0.15, seed=0)
+    tested = [set(t.loc[t.split == "test", "id"]) for t in tables]
+    assert sum(map(len, tested)) == len(records) and set().union(*tested) == {r.id for r in records}
+    for table in tables:
+        assert (table.groupby("group")["split"].nunique() == 1).all()  # a subject on one side of every fold
+        assert set(table["split"]) == {"train", "val", "test"}
+    # Ungrouped, copies of one image share a fold; more folds than subjects is refused.
+    copies = [dataclasses.replace(r, digest=f"img{i // 3}") for i, r in enumerate(_records([30, 30]))]
+    for table in cross_validation_splits(copies, 5, 0.15, seed=0):
+        table["digest"] = [r.digest for r in copies]
+        assert (table.groupby("digest")["split"].nunique() == 1).all()
+    with pytest.raises(AffectkitError, match="--folds 10: the data has 9 subjects"):
+        cross_validation_splits(records, 10, 0.15, seed=0)

@@ -135,17 +135,20 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
 
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,
               models: Sequence[str] = (), baselines: Sequence[str] | None = None, quick: bool = False,
-              quiet: bool = True, recipe: str = "fusion", resume: bool = False, **overrides: Any) -> BenchmarkResult:
+              quiet: bool = True, recipe: str = "fusion", resume: bool = False, folds: int | None = None,
+              **overrides: Any) -> BenchmarkResult:
     """Classic baselines and affectkit's recommended recipe (or ``config``, a Config or YAML profile), plus
-    ``models``, trained and scored on one split of ``data``; ``quick`` is a short budget for a first look;
-    ``recipe`` another fusion model (``fusion:<model>+<model>[+...]``) in the place of the recipe's network;
-    ``resume`` continues an interrupted benchmark in ``out``.
+    ``models``, trained and scored on one split of ``data`` (or on each of ``folds`` folds of a cross-validation);
+    ``quick`` is a short budget for a first look; ``recipe`` another fusion model (``fusion:<model>+<model>[+...]``)
+    in the place of the recipe's network; ``resume`` continues an interrupted benchmark in ``out``.
 
-    Returns the result: ``.table`` (a DataFrame, one row per method), ``.paths`` (benchmark.csv / .md / .png, ...)
-    and ``.notes`` (rows that could not run here or were left out, and why).
+    Returns the result: ``.table`` (a DataFrame, one row per method; over folds, each score's mean and its
+    ``<score>_std``), ``.paths`` (benchmark.csv / .md / .png, ...) and ``.notes`` (rows that could not run here or
+    were left out, and why).
     """
     from affectkit.config import Config
     from affectkit.pipeline.benchmark import QUICK, benchmark_config, run_benchmark
+    from affectkit.pipeline.cross_validation import run_cross_validation
 
     if isinstance(config, Config):
         cfg = config.override(**QUICK) if quick else config
@@ -153,9 +156,11 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
     else:
         cfg = benchmark_config(Path(config) if config is not None else None, overrides, Path(data), quick=quick)
     options = {} if baselines is None else {"baselines": tuple(baselines)}
+    options |= {"models": list(models), "recipe": recipe, "resume": resume}
     with _reporting(quiet):
-        return run_benchmark(Path(data), Path(out), cfg, models=list(models), recipe=recipe, resume=resume,
-                             **options)
+        if folds is not None:
+            return run_cross_validation(Path(data), Path(out), folds, cfg, **options)
+        return run_benchmark(Path(data), Path(out), cfg, **options)
 
 
 def fuse(manifest: str | Path, out: str | Path = "fusion", face_model: str | Path | None = None, *, seed: int = 0,

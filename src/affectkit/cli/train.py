@@ -151,6 +151,9 @@ def benchmark(
     sets: SetOpt = None,
     quick: Annotated[bool, typer.Option(help="A short training budget for a first look (not for numbers to "
                                              "report).")] = False,
+    folds: Annotated[Optional[int], typer.Option(
+        help="Cross-validate instead: the benchmark on each of K folds (subject-disjoint where the data names "
+             "subjects), each fold's faces tested once; mean and standard deviation over the folds.")] = None,
     resume: ResumeOpt = False,
     print_config: PrintConfigOpt = False,
     quiet: QuietOpt = False,
@@ -158,17 +161,20 @@ def benchmark(
     overrides: dict[str, Any],
 ) -> None:
     """Classic baselines (HOG + linear SVM, linear probes on ImageNet features) and affectkit's recommended recipe,
-    trained and scored on one split: benchmark.csv, benchmark.md and a bar chart."""
+    trained and scored on one split (or on each fold of a cross-validation): benchmark.csv, benchmark.md and a bar
+    chart."""
     from affectkit.config import parse_set_options
     from affectkit.pipeline.benchmark import benchmark_config, console_table, run_benchmark
+    from affectkit.pipeline.cross_validation import run_cross_validation
 
     cfg = benchmark_config(config_file, parse_set_options(sets), data, quick=quick, profile=profile, layout=layout,
                            **overrides)
     if print_config:
         print_config_and_exit(cfg)
+    options = dict(models=comma_list(models), baselines=tuple(comma_list(baselines)), recipe=recipe, resume=resume)
     with report_to_console(quiet):
-        result = run_benchmark(data, out, cfg, models=comma_list(models), baselines=tuple(comma_list(baselines)),
-                               recipe=recipe, resume=resume)
+        result = (run_benchmark(data, out, cfg, **options) if folds is None
+                  else run_cross_validation(data, out, folds, cfg, **options))
     console.print(console_table(result.table))
     for note in result.notes:
         say(note, style="yellow")

@@ -5,6 +5,7 @@ two: a test face whose copy trained the model scores memory, not generalisation.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -169,6 +170,33 @@ def make_splits(records: list[Record], val_fraction: float, test_fraction: float
     if grouped:
         table["group"] = groups
     return table
+
+
+def cross_validation_splits(records: list[Record], folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
+    """A split table per fold of a ``folds``-fold cross-validation: every face is in the test split of one fold, val
+    is carved from the other folds' faces as :func:`make_splits` carves a missing val. Folds are stratified by
+    expression, subject-disjoint where records have subjects, and keep copies of one image together; the data's own
+    split is set aside."""
+    if folds < 2:
+        raise AffectkitError(f"--folds {folds}: a cross-validation needs at least 2 folds.")
+    expression = np.array([r.expression for r in records])
+    labels = expression if (expression != NO_EXPRESSION).any() else affect_quadrants(records)
+    grouped = any(r.group is not None for r in records)
+    units = np.array([(r.group or f"id:{r.id}") if grouped else r.pixels_key for r in records], dtype=object)
+    if folds > len(set(units)):
+        unit = "subjects" if grouped else "distinct images"
+        raise AffectkitError(f"--folds {folds}: the data has {len(set(units))} {unit}, and every fold needs its own.")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*least populated class.*")  # as in _carve
+        held_out = [test for _, test in StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+            np.zeros(len(records)), labels, units)]
+    tables = []
+    for test in held_out:
+        sides = np.full(len(records), "train", dtype=object)
+        sides[test] = "test"
+        fold = [dataclasses.replace(r, split=side) for r, side in zip(records, sides)]
+        tables.append(make_splits(fold, val_fraction, 0.0, seed))
+    return tables
 
 
 def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:

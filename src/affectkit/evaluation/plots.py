@@ -149,15 +149,19 @@ def _present(df: pd.DataFrame, columns: dict[str, str]) -> dict[str, str]:
 
 
 def _grouped_bars(ax: Axes, df: pd.DataFrame, columns: dict[str, str]) -> None:
-    """One group per metric, one bar per model."""
+    """One group per metric, one bar per model; a ``<metric>_std`` column (a cross-validation's) is drawn as an
+    error bar."""
     if not columns:
         _no_data(ax)
         ax.set_xticks([])
         return
     x = np.arange(len(columns))
     width = 0.8 / len(df)
+    spread = [f"{column}_std" for column in columns]
+    errors = df[spread].to_numpy(dtype=float) if set(spread) <= set(df.columns) else np.full((len(df), len(x)), np.nan)
     for i, (model, row) in enumerate(zip(df["model"], df[list(columns)].to_numpy(dtype=float))):
-        ax.bar(x + (i - (len(df) - 1) / 2) * width, row, width, label=str(model))
+        ax.bar(x + (i - (len(df) - 1) / 2) * width, row, width, label=str(model),
+               yerr=None if np.isnan(errors[i]).all() else errors[i], capsize=2)
     ax.set_xticks(x, list(columns.values()))
     ax.axhline(0, color="black", linewidth=0.8)
     ax.grid(axis="y", alpha=0.3)

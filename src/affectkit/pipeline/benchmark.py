@@ -260,8 +260,9 @@ def _check(baselines: tuple[str, ...], models: list[str], config: Config,
     return extra, notes
 
 
-def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetIndex, PreparedData]:
-    index = read_dataset(data, **reader_options(config))
+def _prepare(data: Path, folder: RunFolder, config: Config, index: DatasetIndex | None
+             ) -> tuple[DatasetIndex, PreparedData]:
+    index = index or read_dataset(data, **reader_options(config))
     prepared = prepare_data(data, config, splits_path=folder.splits, quarantine_path=folder.quarantine, index=index)
     for split in SPLITS:
         if len(prepared.positions(split)) == 0:
@@ -272,18 +273,19 @@ def _prepare(data: Path, folder: RunFolder, config: Config) -> tuple[DatasetInde
 
 def run_benchmark(data: Path, out: Path, config: Config | None = None, models: list[str] | None = None,
                   baselines: tuple[str, ...] = BASELINES, quiet: bool = False,
-                  recipe: str = RECIPE_MODEL, resume: bool = False) -> BenchmarkResult:
+                  recipe: str = RECIPE_MODEL, resume: bool = False, index: DatasetIndex | None = None
+                  ) -> BenchmarkResult:
     """Baselines, the recipe (the fusion model ``recipe`` trained with ``config``, by default
     :func:`benchmark_config`) and ``models`` (more model keys, trained with the same config) on one split of
-    ``data``; files into ``out``. ``resume``: an interrupted benchmark in ``out`` goes on where its training
-    stopped, on the same split (the baselines, minutes at most, are fit again)."""
+    ``data`` (its ``index``, where it was read already); files into ``out``. ``resume``: an interrupted benchmark in
+    ``out`` goes on where its training stopped, on the same split (the baselines, minutes at most, are fit again)."""
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
         extra, notes = _check(tuple(baselines), list(models or []), config, recipe)
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
-        index, prepared = _prepare(data, folder, config)
+        index, prepared = _prepare(data, folder, config, index)
         notes += _data_notes(prepared, config)
 
         rows, hog = [], None
@@ -338,7 +340,7 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "",
         "## Results on the test split",
         "",
-        markdown_table(table[SHOWN]),
+        markdown_table(score_cells(table)),
         "",
         f"![benchmark]({folder.benchmark_chart.name})",
         "",
@@ -388,17 +390,29 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
     return "\n".join(lines)
 
 
+def score_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The shown columns as text: a score to 4 decimals ("n/a" where the row has none), "0.9120 ± 0.0310" where the
+    table has its standard deviation (``<score>_std``, a cross-validation's)."""
+    shown = table[SHOWN].copy()
+    for column in SHOWN[1:]:
+        spread = table[f"{column}_std"] if f"{column}_std" in table else pd.Series(float("nan"), index=table.index)
+        shown[column] = [table_number(value) + ("" if pd.isna(value) or pd.isna(std) else f" ± {std:.4f}")
+                         for value, std in zip(table[column], spread)]
+    return shown
+
+
 def console_table(table: pd.DataFrame):
     """The benchmark as a rich Table, for the command line."""
     from rich.table import Table
 
-    out = Table(title="affectkit benchmark (test split)")
+    folds = f"mean ± std over {int(table['folds'].max())} folds" if "folds" in table else "test split"
+    out = Table(title=f"affectkit benchmark ({folds})")
     for column in SHOWN:
         out.add_column(column, justify="left" if column == "model" else "right")
-    for row in table[SHOWN].itertuples(index=False):
-        out.add_row(*map(table_number, row))
+    for row in score_cells(table).itertuples(index=False):
+        out.add_row(*row)
     return out
 
 
 __all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config", "console_table",
-           "run_benchmark"]
+           "run_benchmark", "score_cells"]
