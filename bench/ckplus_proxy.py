@@ -7,6 +7,7 @@ person, three frames per sequence that differ only in the expression's strength,
 split sizes, then runs the benchmark on the manifest.
 
     python bench/ckplus_proxy.py --seed 0 --threads 2
+    python bench/ckplus_proxy.py --folds 10 --out bench/results/ckplus_proxy_cv.md   # subject-independent 10-fold CV
 
 Rendered faces are easier than real ones, so the scores say little about real CK+; what the run checks is the flow
 (a manifest with its own split, gray 48-px images, a missing class, near-duplicate frames) and where the time goes.
@@ -27,6 +28,7 @@ import pandas as pd
 from affectkit.config import CLASS_NAMES, parse_set_options
 from affectkit.data.synthetic import render_face
 from affectkit.pipeline.benchmark import benchmark_config, run_benchmark
+from affectkit.pipeline.cross_validation import run_cross_validation
 
 from threads import add_threads_option, use_threads
 
@@ -91,6 +93,8 @@ def main() -> None:
                         help="a config key on top of the recipe, as `affectkit benchmark --set` takes it (repeatable)")
     add_threads_option(parser)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ckplus_proxy.md")
+    parser.add_argument("--folds", type=int, help="cross-validate on this many subject-disjoint folds instead of "
+                                                  "benchmarking the manifest's own split")
     parser.add_argument("--run-dir", type=Path, help="keep the benchmark's run folder here (histories, models)")
     parser.add_argument("--data-dir", type=Path, help="keep the rendered images and manifest here")
     args = parser.parse_args()
@@ -100,8 +104,10 @@ def main() -> None:
         manifest = render_ckplus_like(args.data_dir or Path(tmp) / "ckplus", args.seed)
         splits = pd.read_csv(manifest)["split"].value_counts().to_dict()
         rendered = time.perf_counter() - start
-        result = run_benchmark(manifest, args.run_dir or Path(tmp) / "run",
-                               benchmark_config(data=manifest, sets=parse_set_options(args.set)), quiet=True)
+        config = benchmark_config(data=manifest, sets=parse_set_options(args.set))
+        run_dir = args.run_dir or Path(tmp) / "run"
+        result = (run_benchmark(manifest, run_dir, config, quiet=True) if args.folds is None
+                  else run_cross_validation(manifest, run_dir, args.folds, config, quiet=True))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(result.paths["markdown"], args.out)
     print(result.table.set_index("model")[["accuracy", "macro_f1", "train_time_s"]].to_string())

@@ -162,7 +162,8 @@ def _class_panel(ax, df: pd.DataFrame, splits: list[str] | None) -> None:
             ax.bar(CLASS_NAMES, values, bottom=bottom, color=SPLIT_COLOURS.get(split, "grey"),
                    label=f"{split} ({int(values.sum())})")
             bottom += values
-        ax.legend(fontsize=8)
+        if len(by_split):  # faces with valence/arousal alone have no class to stack
+            ax.legend(fontsize=8)
     for x, count in enumerate(counts.values):
         ax.annotate(str(int(count)), (x, count), ha="center", va="bottom", fontsize=8)
     present = counts[counts > 0]

@@ -66,7 +66,7 @@ def _markdown(summary: dict[str, Any], periods: pd.DataFrame, state: Path, every
             f"{name} MAE {test[name]:.3f}" for name in ("valence", "arousal") if name in test]
         lines += [f"- The model's own test split ({test.get('data', '?')}, {test.get('n', '?')} faces): "
                   + ", ".join(scores)]
-    table = periods.assign(period=periods["period"].dt.strftime("%Y-%m-%d %H:%M")).fillna("")
+    table = periods.assign(period=periods["period"].dt.strftime("%Y-%m-%d %H:%M")).astype(object).fillna("")
     lines += ["", f"## Per {every}", "", markdown_table(table), "", "![over time](feedback.png)", ""]
     if "expression" in summary:
         lines += ["![confusion](feedback_confusion.png)", ""]
