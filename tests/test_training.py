@@ -57,6 +57,15 @@ def test_training_lowers_the_loss_and_keeps_the_best_model(name, demo_dir, tmp_p
     assert _val_loss(model, data, config) == pytest.approx(meta["best"]["val_loss"], rel=1e-4)
 
 
+def test_a_training_split_one_face_past_whole_batches_trains(demo_dir, tmp_path, tiny_config):
+    """An epoch ending on a batch of one face stopped training (the head's BatchNorm cannot normalise one sample in
+    training mode); that face sits the epoch out instead, in phase 1 on stored features as in phase 2's loader."""
+    train = len(_data(demo_dir, tmp_path, tiny_config).positions("train"))
+    config = tiny_config.override(batch_size=train - 1, epochs=1, fine_tune_epochs=1)
+    result = train_model("resnet50", _data(demo_dir, tmp_path, config), tmp_path, config, quiet=True)
+    assert list(result.history["phase"]) == [1, 2]
+
+
 def test_a_saved_model_given_as_weights_is_fine_tuned_whole(demo_dir, tmp_path, tiny_config):
     """--weights best_CustomCNN.safetensors: the run goes on from that network, heads included (it used to start
     the custom CNN from scratch without a word)."""

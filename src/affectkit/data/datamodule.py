@@ -209,6 +209,12 @@ def expression_targets(data: PreparedData, distributions: bool) -> np.ndarray:
     return data.expression
 
 
+def lone_last_batch(samples: int, batch_size: int) -> bool:
+    """Whether a training epoch would end on a batch of one face, which BatchNorm cannot normalise in training mode
+    (it raises): that face then sits the epoch out instead, another one each epoch as the batches are shuffled."""
+    return samples % batch_size == 1
+
+
 def _seed_worker_augmenter(worker_id: int) -> None:
     """A DataLoader worker's set-up: its own augmentation stream, and one OpenCV thread, as PyTorch gives each worker
     one intra-op thread: with a worker per core, threads within a worker would only contend with the other workers."""
@@ -231,7 +237,7 @@ class AffectDataModule(L.LightningDataModule):
                              warp_on_device=augment and self.config.augment_on_device,
                              distributions=self.config.label_distribution)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, sampler=None) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, sampler=None, drop_last: bool = False) -> DataLoader:
         workers = loader_workers(self.config)
         return DataLoader(
             dataset,
@@ -242,13 +248,15 @@ class AffectDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_seed_worker_augmenter,
-            drop_last=False,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train", augment=True)
         sampler = self._balanced_sampler(dataset) if self.config.weighted_sampler else None
-        return self._loader(dataset, shuffle=True, sampler=sampler)
+        samples = len(dataset) if sampler is None else len(sampler)
+        return self._loader(dataset, shuffle=True, sampler=sampler,
+                            drop_last=lone_last_batch(samples, self.config.batch_size))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), shuffle=False)

@@ -23,6 +23,7 @@ from affectkit.data.datamodule import (
     _seed_worker_augmenter,
     expression_targets,
     loader_workers,
+    lone_last_batch,
     normalise_batch,
 )
 from affectkit.models.factory import AffectModel
@@ -106,9 +107,10 @@ class StoredFeatures(Dataset):
                 torch.from_numpy(self.labels[positions]), torch.from_numpy(self.va[positions]))
 
 
-def _batched(dataset: StoredFeatures, sampler: Sampler, batch_size: int) -> DataLoader:
+def _batched(dataset: StoredFeatures, sampler: Sampler, batch_size: int, training: bool) -> DataLoader:
     # The head is tiny: worker processes would cost more than they save.
-    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
+    drop_last = training and lone_last_batch(len(sampler), batch_size)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=drop_last), batch_size=None)
 
 
 def feature_loaders(datamodule: AffectDataModule, train: np.ndarray, val: np.ndarray) -> tuple[DataLoader, DataLoader]:
@@ -121,8 +123,8 @@ def feature_loaders(datamodule: AffectDataModule, train: np.ndarray, val: np.nda
                else RandomSampler(train_set))
     # Validation batches can be as large as memory allows: BatchNorm is in eval mode and the epoch metrics are
     # weighted by batch size, so only the number of steps changes.
-    return (_batched(train_set, sampler, config.batch_size),
-            _batched(val_set, SequentialSampler(val_set), max(config.batch_size, 1024)))
+    return (_batched(train_set, sampler, config.batch_size, training=True),
+            _batched(val_set, SequentialSampler(val_set), max(config.batch_size, 1024), training=False))
 
 
 __all__ = ["StoredFeatures", "compute_phase1_features", "feature_loaders"]
