@@ -10,6 +10,11 @@ from affectkit.data.reader import read_dataset
 from affectkit.errors import AffectkitError
 
 
+def _png(folder, name):
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
 def test_reads_demo_layout(demo_dir):
     index = read_dataset(demo_dir, progress=False)
     assert index.layout == "affectnet"
@@ -117,6 +122,22 @@ def test_manifest_with_relative_paths_categorical_rows_and_split(tmp_path):
     assert by_id["faces/1.png"].split == "val"
     assert by_id["faces/0.png"].has_valence_arousal and math.isnan(by_id["faces/7.png"].valence)
     assert by_id["faces\\11.png"].image_path == tmp_path / "faces" / "11.png"
+
+
+@pytest.mark.parametrize("machine", ["C:\\Users\\ana\\faces", "/home/ana/faces"])
+def test_a_manifest_of_absolute_paths_written_on_another_machine_reads_its_files_beside_it(tmp_path, machine):
+    separator = "\\" if "\\" in machine else "/"
+    rows = []
+    for i in range(6):
+        Image.fromarray(np.full((40, 40, 3), i * 30, np.uint8)).save(_png(tmp_path / "happy", f"{i}.png"))
+        rows.append({"path": separator.join([machine, "happy", f"{i}.png"]), "expression": "happy"})
+    rows.append({"path": separator.join([machine, "happy", "gone.png"]), "expression": "happy"})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    index = read_dataset(tmp_path / "m.csv", progress=False)
+    assert sorted(r.image_path for r in index.records) == [tmp_path / "happy" / f"{i}.png" for i in range(6)]
+    assert [(r.kind, r.path) for r in index.rejected] == [("image_missing", str(tmp_path / "happy" / "gone.png"))]
+    assert f"paths under {machine.replace(chr(92), '/')} (not on this machine) read from under {tmp_path}" in \
+        index.describe()
 
 
 def test_manifest_without_required_columns(tmp_path):

@@ -401,16 +401,39 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda f: natural_name_key(f.name))
 
 
-def listed_path(raw: str, base: Path) -> Path:
+def listed_path(raw: str, base: Path, moved: str | None = None) -> Path:
     """A file a CSV lists: absolute, or relative to ``base`` (the CSV's folder). A path written on Windows
-    (``images\\0001.jpg``) has its backslashes read as separators where the file is not found as written."""
+    (``images\\0001.jpg``) has its backslashes read as separators where the file is not found as written; one under
+    ``moved`` (:func:`moved_prefix`) is read from under ``base`` where it is not found as written."""
     path = Path(raw) if Path(raw).is_absolute() else base / raw
-    if "\\" in raw and not path.exists():
-        posix = raw.replace("\\", "/")
+    if path.exists():
+        return path
+    posix = raw.replace("\\", "/")
+    if moved is not None and posix.startswith(moved + "/"):
+        return base / posix[len(moved) + 1:]
+    if "\\" in raw:
         alternative = Path(posix) if Path(posix).is_absolute() else base / posix
         if alternative.exists():
             return alternative
     return path
+
+
+def moved_prefix(raws: Iterable[str], base: Path) -> str | None:
+    """The folder of another machine that ``base`` (the CSV's folder) stands for, where a CSV lists absolute paths
+    written there (``C:\\Users\\me\\faces\\happy\\1.jpg``, ``/home/alice/faces/happy/1.jpg``) and its files came along
+    with it: the longest part of the first such path missing here after which the rest is found under ``base``
+    (``C:/Users/me/faces`` where ``base/happy/1.jpg`` exists). None where no listed absolute path is missing, or the
+    first missing one is not under ``base`` either."""
+    for raw in raws:
+        posix = raw.replace("\\", "/")
+        if not re.match(r"^(/|[A-Za-z]:/)", posix) or Path(raw).exists() or Path(posix).exists():
+            continue
+        parts = posix.split("/")
+        for start in range(1, len(parts)):
+            if parts[start] and (base / "/".join(parts[start:])).is_file():
+                return "/".join(parts[:start])
+        return None
+    return None
 
 
 def numbered_lines(path: Path) -> list[tuple[int, str]]:

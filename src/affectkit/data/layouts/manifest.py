@@ -42,6 +42,7 @@ from affectkit.data.records import (
     csv_header,
     inspect_image,
     listed_path,
+    moved_prefix,
     parse_expression,
     parse_split,
     parse_valence_arousal,
@@ -203,11 +204,12 @@ def _read_csv(csv_path: Path, options: ReadOptions, split: str | None = None) ->
     rows = table.to_dict("records")
 
     prefix = f"{csv_path.parent.name}/" if split else ""
+    moved = moved_prefix((row["path"] for row in rows), base)
 
     def build(i: int) -> Record | Rejection:
         row = rows[i]
         source = f"{prefix}{csv_path.name} line {i + 2}"
-        image = listed_path(row["path"], base)
+        image = listed_path(row["path"], base, moved)
         if folder_label(row.get("expression", ""), mapping) == IGNORE:
             return []
         try:
@@ -224,6 +226,8 @@ def _read_csv(csv_path: Path, options: ReadOptions, split: str | None = None) ->
 
     detail = csv_path.name + (f"; votes in {', '.join(vote_columns)}" if vote_columns else "")
     detail += "".join(f"; column {name} read as {own}" for name, own in renamed.items())
+    if moved is not None:
+        detail += f"; paths under {moved} (not on this machine) read from under {base}"
     index = collect(csv_path, NAME, range(len(rows)), build, detail=detail,
                     group_source=f"manifest column {aliases.get('subject', 'subject')}" if grouped else None)
     check_split_given_everywhere(csv_path, (r.split for r in index.records))
