@@ -111,7 +111,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(result.paths["markdown"], args.out)
     print(result.table.set_index("model")[["accuracy", "macro_f1", "train_time_s"]].to_string())
-    print(f"split {splits}; rendered in {rendered:.0f}s; wrote {args.out} in {time.perf_counter() - start:.0f}s")
+    protocol = f"{args.folds} subject-disjoint folds" if args.folds else f"split {splits}"
+    print(f"{protocol}; rendered in {rendered:.0f}s; wrote {args.out} in {time.perf_counter() - start:.0f}s")
 
 
 if __name__ == "__main__":
