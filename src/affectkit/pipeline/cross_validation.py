@@ -27,10 +27,6 @@ SCORES = ["accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_c
           "inference_ms_per_image"]
 
 
-def fold_folder(out: Path, fold: int) -> RunFolder:
-    return RunFolder(Path(out) / f"fold_{fold}")
-
-
 def _write_fold_splits(folder: RunFolder, table: pd.DataFrame) -> None:
     """The fold's split, where the fold's benchmark reads it; one already there must be this fold's (a resumed run),
     not a fold of another cross-validation (other --folds, seed or data)."""
@@ -70,7 +66,7 @@ def run_cross_validation(data: Path, out: Path, folds: int, config: Config | Non
         options = {} if baselines is None else {"baselines": baselines}
         per_fold, notes = [], []
         for fold, table in enumerate(tables, start=1):
-            folder = fold_folder(out, fold)
+            folder = RunFolder(out / f"fold_{fold}")
             _write_fold_splits(folder, table)
             reporter().show(f"Fold {fold}/{folds}: {int((table['split'] == 'test').sum())} test faces")
             if not (resume and folder.benchmark_table.is_file()):
@@ -96,6 +92,7 @@ def run_cross_validation(data: Path, out: Path, folds: int, config: Config | Non
 def _markdown(summary: pd.DataFrame, index: DatasetIndex, source: Path, tested: list[int], notes: list[str]) -> str:
     folds = len(tested)
     grouped = any(r.group is not None for r in index.records)
+    strata = "expression" if any(r.has_expression for r in index.records) else "valence/arousal quadrant"
     together = f"subject-disjoint ({index.group_source or 'subject'})" if grouped else "copies of one image in one fold"
     given = index.given_splits()
     fold_lines = [f"- [fold {fold}](fold_{fold}/benchmark.md): {n} test faces" for fold, n in enumerate(tested, 1)]
@@ -104,7 +101,7 @@ def _markdown(summary: pd.DataFrame, index: DatasetIndex, source: Path, tested: 
         "",
         f"Data: `{source}`, {index.describe()}.",
         "",
-        f"Folds: {folds}, stratified by expression, {together}; every face is in the test split of one fold; in each "
+        f"Folds: {folds}, stratified by {strata}, {together}; every face is in the test split of one fold; in each "
         "fold, val is carved from the other folds' faces." + (f" The data's own split ({'/'.join(given)}) is set "
                                                               "aside." if given else ""),
         "",
