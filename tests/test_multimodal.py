@@ -152,6 +152,19 @@ def test_manifests_without_a_modality_or_a_label_are_refused_clearly(tmp_path, m
         run_fusion(tmp_path / "needs_face.csv", tmp_path / "out")
 
 
+def test_a_manifest_of_another_machines_absolute_paths_reads_the_files_beside_it(multimodal_demo):
+    table = pd.read_csv(multimodal_demo, dtype=str, keep_default_na=False)
+    for column in ("face", "audio", "physio"):
+        table[column] = ["D:\\study\\" + value.replace("/", "\\") if value else "" for value in table[column]]
+    moved = multimodal_demo.with_name("moved.csv")
+    table.to_csv(moved, index=False)
+    try:
+        assert [s.files for s in read_manifest(moved).samples] == [
+            s.files for s in read_manifest(multimodal_demo).samples]
+    finally:
+        moved.unlink()  # the demo folder is the module's
+
+
 def test_person_relative_features_remove_each_persons_own_level():
     features = pd.DataFrame({"audio_pitch": [100.0, 110.0, 120.0, 200.0, 210.0, 220.0, np.nan]})
     groups = pd.Series(["a", "a", "a", "b", "b", "b", "b"])

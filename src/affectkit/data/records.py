@@ -430,7 +430,7 @@ def moved_prefix(raws: Iterable[str], base: Path) -> str | None:
             continue
         parts = posix.split("/")
         for start in range(1, len(parts)):
-            if parts[start] and (base / "/".join(parts[start:])).is_file():
+            if parts[start] and (base / "/".join(parts[start:])).exists():  # a clip may be a folder of frames
                 return "/".join(parts[:start])
         return None
     return None

@@ -30,12 +30,14 @@ from affectkit.data.records import (
     Rejection,
     check_split_given_everywhere,
     listed_path,
+    moved_prefix,
     optional_float,
     parse_expression,
     parse_split,
     parse_valence_arousal,
 )
 from affectkit.errors import AffectkitError
+from affectkit.progress import reporter
 
 MODALITIES = ("face", "audio", "physio")
 TARGET_COLUMNS = ("expression", "valence", "arousal")
@@ -87,14 +89,14 @@ def _window(row: dict[str, str], source: str) -> tuple[float | None, float | Non
 
 
 def _sample(row: dict[str, str], line: int, modalities: list[str], base: Path, group_column: str | None,
-            csv_name: str, require_labels: bool) -> Sample:
+            csv_name: str, require_labels: bool, moved: str | None) -> Sample:
     source = f"{csv_name} line {line}"
     files = {}
     for modality in modalities:
         raw = row[modality].strip()
         if not raw:
             continue
-        path = listed_path(raw, base)
+        path = listed_path(raw, base, moved)
         if not (path.is_file() or (modality == "face" and path.is_dir())):  # a face clip may be a frame folder
             raise Reject(f"{modality}_missing", f"{source}: {modality} file {raw} is missing")
         files[modality] = path
@@ -130,11 +132,16 @@ def read_manifest(path: str | Path, require_labels: bool = True) -> MultimodalMa
     if require_labels and not set(TARGET_COLUMNS) & set(table.columns):
         raise AffectkitError(f"{path} has no label column: give expression, or valence and arousal, or all three.")
     group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
+    rows = table.to_dict("records")
+    moved = moved_prefix((row[m] for row in rows for m in modalities if row[m].strip()), path.parent)
+    if moved is not None:
+        reporter().note(f"{path.name}: paths under {moved} (not on this machine) read from under {path.parent}")
     samples, rejected = [], []
-    for i, row in enumerate(table.to_dict("records")):
+    for i, row in enumerate(rows):
         line = i + 2  # the header is line 1
         try:
-            samples.append(_sample(row, line, modalities, path.parent, group_column, path.name, require_labels))
+            samples.append(_sample(row, line, modalities, path.parent, group_column, path.name, require_labels,
+                                   moved))
         except Reject as r:
             rejected.append(Rejection(f"line {line}", str(path), r.kind, r.reason))
     if not samples:
