@@ -123,3 +123,6 @@ def test_cross_validation_folds_test_every_face_once_subject_disjoint_with_val_c
         assert (table.groupby("digest")["split"].nunique() == 1).all()
     with pytest.raises(AffectkitError, match="--folds 10: the data has 9 subjects"):
         cross_validation_splits(records, 10, 0.15, seed=0)
+    # max_samples: the folds of a stratified subsample.
+    subsample = cross_validation_splits(records, 3, 0.15, seed=0, max_samples=30)
+    assert all(len(t) == 30 for t in subsample) and (subsample[0].expression.value_counts() == 10).all()

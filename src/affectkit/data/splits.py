@@ -172,15 +172,19 @@ def make_splits(records: list[Record], val_fraction: float, test_fraction: float
     return table
 
 
-def cross_validation_splits(records: list[Record], folds: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
-    """A split table per fold of a ``folds``-fold cross-validation: every face is in the test split of one fold, val
-    is carved from the other folds' faces as :func:`make_splits` carves a missing val. Folds are stratified by
-    expression, subject-disjoint where records have subjects, and keep copies of one image together; the data's own
-    split is set aside."""
+def cross_validation_splits(records: list[Record], folds: int, val_fraction: float, seed: int,
+                            max_samples: int | None = None) -> list[pd.DataFrame]:
+    """A split table per fold of a ``folds``-fold cross-validation: every face (of a stratified subsample of
+    ``max_samples``) is in the test split of one fold, val is carved from the other folds' faces as
+    :func:`make_splits` carves a missing val. Folds are stratified by expression, subject-disjoint where records have
+    subjects, and keep copies of one image together; the data's own split is set aside."""
     if folds < 2:
         raise AffectkitError(f"--folds {folds}: a cross-validation needs at least 2 folds.")
     expression = np.array([r.expression for r in records])
     labels = expression if (expression != NO_EXPRESSION).any() else affect_quadrants(records)
+    if max_samples:
+        keep = stratified_subsample(labels, max_samples, seed)
+        records, labels = [records[i] for i in keep], labels[keep]
     grouped = any(r.group is not None for r in records)
     units = np.array([(r.group or f"id:{r.id}") if grouped else r.pixels_key for r in records], dtype=object)
     if folds > len(set(units)):

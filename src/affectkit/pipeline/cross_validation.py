@@ -62,7 +62,8 @@ def run_cross_validation(data: Path, out: Path, folds: int, config: Config | Non
         data, out = Path(data), Path(out)
         config = config or benchmark_config(data=data)
         index = read_dataset(data, **reader_options(config))
-        tables = cross_validation_splits(index.records, folds, config.validation_split, config.seed)
+        tables = cross_validation_splits(index.records, folds, config.validation_split, config.seed,
+                                         config.max_samples)
         options = {} if baselines is None else {"baselines": baselines}
         per_fold, notes = [], []
         for fold, table in enumerate(tables, start=1):
