@@ -137,19 +137,28 @@ def classes_unscored(splits: pd.DataFrame) -> list[str]:
     return phrases
 
 
+def _strata(records: list[Record]) -> np.ndarray:
+    """What a split is stratified by: each record's class, or where no record has one, its valence/arousal quadrant."""
+    expression = np.array([r.expression for r in records])
+    return expression if (expression != NO_EXPRESSION).any() else affect_quadrants(records)
+
+
+def _subject(record: Record) -> str:
+    """The subject a record is kept with; an ungrouped record among grouped ones is its own subject."""
+    return record.group or f"id:{record.id}"
+
+
 def make_splits(records: list[Record], val_fraction: float, test_fraction: float, seed: int,
                 max_samples: int | None = None) -> pd.DataFrame:
     """train/val/test per record. A split the data carries is used as given, and a missing val or test is carved
     from its train records; otherwise the data is split in the configured proportions. Records with a ``group``
     (subject) are split subject-disjoint, with a ``group`` column in the table. Copies of one image go where the
     first of them goes, wherever this function chooses the side."""
-    expression = np.array([r.expression for r in records])
-    labels = expression if (expression != NO_EXPRESSION).any() else affect_quadrants(records)
+    expression, labels = np.array([r.expression for r in records]), _strata(records)
     keep = stratified_subsample(labels, max_samples, seed) if max_samples else np.arange(len(records))
     expression, labels = expression[keep], labels[keep]
     grouped = any(records[i].group is not None for i in keep)
-    # An ungrouped record among grouped ones is its own subject.
-    groups = np.array([records[i].group or f"id:{records[i].id}" for i in keep], dtype=object) if grouped else None
+    groups = np.array([_subject(records[i]) for i in keep], dtype=object) if grouped else None
     given = [records[i].split for i in keep]
     assigned = np.ones(len(keep), dtype=bool)
     if all(s is not None for s in given):
@@ -180,13 +189,12 @@ def cross_validation_splits(records: list[Record], folds: int, val_fraction: flo
     subjects, and keep copies of one image together; the data's own split is set aside."""
     if folds < 2:
         raise AffectkitError(f"--folds {folds}: a cross-validation needs at least 2 folds.")
-    expression = np.array([r.expression for r in records])
-    labels = expression if (expression != NO_EXPRESSION).any() else affect_quadrants(records)
+    labels = _strata(records)
     if max_samples:
         keep = stratified_subsample(labels, max_samples, seed)
         records, labels = [records[i] for i in keep], labels[keep]
     grouped = any(r.group is not None for r in records)
-    units = np.array([(r.group or f"id:{r.id}") if grouped else r.pixels_key for r in records], dtype=object)
+    units = np.array([_subject(r) if grouped else r.pixels_key for r in records], dtype=object)
     if folds > len(set(units)):
         unit = "subjects" if grouped else "distinct images"
         raise AffectkitError(f"--folds {folds}: the data has {len(set(units))} {unit}, and every fold needs its own.")
