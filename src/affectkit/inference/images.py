@@ -17,7 +17,7 @@ from affectkit.errors import AffectkitError
 
 # Formats whose decoders are pure Pillow code; EPS/PDF-like formats would hand the bytes to external programs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
-DEFAULT_MAX_PIXELS = 40_000_000  # an upload's limit: the server decodes what strangers send
+UPLOAD_MAX_PIXELS = 40_000_000  # the server decodes what strangers send
 # A file's limit: one's own photos, up to a 108-MP phone's, within Pillow's own bomb limit (2 x its MAX_IMAGE_PIXELS).
 FILE_MAX_PIXELS = 150_000_000
 
@@ -33,7 +33,7 @@ class ImageError(AffectkitError):
         self.reason = reason
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, name: str = "image", max_pixels: int = UPLOAD_MAX_PIXELS) -> np.ndarray:
     """Bytes -> RGB uint8 ``H x W x 3`` with EXIF orientation applied.
 
     The pixel count comes from the header before any pixel data is decoded, which stops decompression bombs.

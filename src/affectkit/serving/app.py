@@ -33,7 +33,7 @@ from starlette.datastructures import UploadFile
 
 from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
-from affectkit.inference.images import DEFAULT_MAX_PIXELS
+from affectkit.inference.images import UPLOAD_MAX_PIXELS
 from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, frame_step, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_summaries
@@ -154,7 +154,7 @@ def create_app(
     model_path: str | Path,
     api_key: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = UPLOAD_MAX_PIXELS,
     detect: bool = True,
     max_files: int = 16,
     backend: BackendName = "auto",
