@@ -121,7 +121,8 @@ def test_a_run_on_faces_partly_without_a_class_reports_them(partial_manifest, tm
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "affectkit.cli", *args], capture_output=True, text=True, timeout=300)
+    """The command line as ``python -m affectkit`` runs it (the ``affectkit`` script calls the same ``main``)."""
+    return subprocess.run([sys.executable, "-m", "affectkit", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_analyze_command_and_bad_folder(demo_dir, tmp_path):
