@@ -125,6 +125,29 @@ def test_unknown_class_folder_stops_unless_mapped(folders, tmp_path):
     assert sorted(AFFECTKIT[r.expression] for r in by_number.records) == ["Happy", "Surprise"]
 
 
+def test_numbered_class_folders_of_rafdbs_file_names_are_rafdbs_classes(tmp_path):
+    """RAF-DB's Kaggle copy: DATASET/train/<1-7>/train_00001_aligned.jpg. The file names are RAF-DB's own, so the
+    numbers are RAF-DB's (1 Surprise ... 7 Neutral); the same numbers on other files still ask for a class_map."""
+    for number in range(1, 8):
+        for k in range(2):
+            i = number * 2 + k
+            save(tmp_path / "DATASET" / "train" / str(number) / f"train_{i:05d}_aligned.jpg", face(number, i)[0])
+        test_face = face(number, 50 + number)[0]
+        save(tmp_path / "DATASET" / "test" / str(number) / f"test_{number:04d}_aligned.jpg", test_face)
+    index = read_dataset(tmp_path / "DATASET", progress=False)
+    by_folder = {r.id.split("/")[1]: AFFECTKIT[r.expression] for r in index.records}
+    assert by_folder == {"1": "Surprise", "2": "Fear", "3": "Disgust", "4": "Happy", "5": "Sad", "6": "Anger",
+                         "7": "Neutral"}
+    assert "numbered as RAF-DB numbers its classes" in index.describe() and len(index.records) == 21
+    # A class_map given still decides; other files in numbered folders are not taken for RAF-DB's.
+    mapped = read_dataset(tmp_path / "DATASET", progress=False, class_map={str(n): "happy" for n in range(1, 8)})
+    assert {r.expression for r in mapped.records} == {1} and "RAF-DB" not in mapped.describe()
+    for number in range(1, 8):
+        save(tmp_path / "other" / str(number) / "a.jpg", face(number, 70 + number)[0])
+    with pytest.raises(AffectkitError, match="class numbers mean what their set says"):
+        read_dataset(tmp_path / "other", progress=False)
+
+
 def test_class_folders_without_split_folders(tmp_path):
     for label, folder in enumerate(("neutral", "joy")):
         for i in range(3):
@@ -132,6 +155,15 @@ def test_class_folders_without_split_folders(tmp_path):
     index = read_dataset(tmp_path, progress=False)
     assert index.layout == "class_folders" and {r.split for r in index.records} == {None}
     assert sorted({r.expression for r in index.records}) == [0, 1] and "no split folders" in index.describe()
+
+
+def test_class_folder_names_shared_copies_use(tmp_path):
+    # "Natural Human Face Images" names Neutral "neutrality"; some copies spell Surprise "suprise".
+    for i, folder in enumerate(("Neutrality", "Suprise", "scared")):
+        save(tmp_path / folder / "a.png", face(i, 30 + i)[0])
+    index = read_dataset(tmp_path, progress=False)
+    assert {r.id.split("/")[0]: AFFECTKIT[r.expression] for r in index.records} == {
+        "Neutrality": "Neutral", "Suprise": "Surprise", "scared": "Fear"}
 
 
 def test_gif_and_netpbm_faces_are_read_as_training_and_prediction_read_them(tmp_path):
@@ -1032,6 +1064,14 @@ def test_peoples_folders_holding_class_folders_group_the_split(tmp_path):
     assert {r.group for r in index.records} == {f"P{p:02d}" for p in range(6)}
     table = make_splits(index.records, 0.2, 0.2, seed=0)
     assert (table.groupby("group")["split"].nunique() == 1).all() and set(table["split"]) == {"train", "val", "test"}
+    # One such folder alone wraps the data (a download unpacked: CK+48/happy/...): nobody's, so the set can split.
+    for i, name in enumerate(("happy", "sad", "surprise")):
+        for k in range(4):
+            save(tmp_path / "download" / "CK+48" / name / f"{k}.png", face(1 + i, 200 + i * 4 + k)[0])
+    wrapped = read_dataset(tmp_path / "download", progress=False)
+    assert wrapped.group_source is None and not any(r.group for r in wrapped.records) and len(wrapped.records) == 12
+    assert "people's folders" not in wrapped.describe() and wrapped.records[0].id == "CK+48/happy/0.png"
+    assert set(make_splits(wrapped.records, 0.25, 0.25, seed=0)["split"]) == {"train", "val", "test"}
     # Split folders above the people's folders.
     for person, split in ((0, "train"), (1, "train"), (2, "test")):
         for i, name in enumerate(("happy", "sad")):

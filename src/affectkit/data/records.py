@@ -36,12 +36,13 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
                  "publictest": "val", "privatetest": "test"}
 
 # Names data sets give the classes (folder names, label columns), matched case-insensitively.
+# The names public sets and their shared copies give their classes ("suprise" is how some copies spell it).
 CLASS_SYNONYMS: dict[int, tuple[str, ...]] = {
-    0: ("neutral",),
+    0: ("neutral", "neutrality"),
     1: ("happy", "happiness", "joy"),
     2: ("sad", "sadness"),
-    3: ("surprise", "surprised"),
-    4: ("fear", "fearful", "afraid"),
+    3: ("surprise", "surprised", "suprise"),
+    4: ("fear", "fearful", "afraid", "scared"),
     5: ("disgust", "disgusted"),
     6: ("anger", "angry"),
     7: ("contempt", "contemptuous"),

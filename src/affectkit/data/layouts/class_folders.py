@@ -7,16 +7,19 @@
 Folder names are matched case-insensitively against the class names and their usual synonyms (``CLASS_SYNONYMS``);
 ``class_map`` names the rest (``{scream: fear}``) or leaves them out (``{scream: ignore}``). Files without an image
 suffix are not samples (as in ImageFolder); files with one are checked and quarantined when they do not decode.
-Folders none of which is a class, holding class folders, are people's: each face's subject is its person's folder,
-so the split keeps each person on one side.
+Two or more folders none of which is a class, holding class folders, are people's: each face's subject is its
+person's folder, so the split keeps each person on one side. One such folder alone only wraps the data.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from affectkit.config import CLASS_NAMES
+from affectkit.data.layouts.rafdb import RAFDB_TO_AFFECTKIT
 from affectkit.data.records import (
     IGNORE,
     SPLIT_ALIASES,
@@ -82,6 +85,23 @@ NUMBERED_HINT = ("; class numbers mean what their set says: AffectNet's 0-7 are 
                  "Sadness, Anger, Neutral.")
 
 
+# RAF-DB's own file names (train_00001_aligned.jpg, test_0001.jpg): class folders 1-7 of such files (the copy of
+# RAF-DB most often shared) are numbered as RAF-DB numbers its classes, whatever other sets' numbers mean.
+RAFDB_FILE_NAME = re.compile(r"(train|test)_\d{4,5}(_aligned)?\.(jpe?g|png)", re.IGNORECASE)
+KNOWN_NUMBERING_SHARE = 0.9
+
+
+def _rafdb_numbering(by_split: dict[str | None, list[ClassDir]], numbered: list[str]) -> dict[str, int] | None:
+    """RAF-DB's classes for the folders ``numbered`` (1-7), where nearly all their images bear RAF-DB's names."""
+    if not set(numbered) <= {str(n) for n in RAFDB_TO_AFFECTKIT}:
+        return None
+    names = [f.name for dirs in by_split.values() for d, _ in dirs if d.name in numbered for f in _image_files(d)]
+    matching = sum(bool(RAFDB_FILE_NAME.fullmatch(name)) for name in names)
+    if not names or matching < KNOWN_NUMBERING_SHARE * len(names):
+        return None
+    return {name: RAFDB_TO_AFFECTKIT[int(name)] for name in numbered}
+
+
 def folder_label(folder: str, mapping: dict[str, int | str]) -> int | str | None:
     key = folder.strip().lower()
     return mapping[key] if key in mapping else class_from_name(key)
@@ -91,32 +111,41 @@ def _is_class(folder: Path, mapping: dict[str, int | str]) -> bool:
     return isinstance(folder_label(folder.name, mapping), int)
 
 
-def _people(folders: list[Path], mapping: dict[str, int | str]) -> bool:
-    """Whether these are people's folders: none of them a class, class folders holding images inside them."""
-    return not any(_is_class(d, mapping) for d in folders) and any(
-        _is_class(c, mapping) and _holds_images(c) for d in folders for c in _subfolders(d))
+def _holding_classes(folders: list[Path], mapping: dict[str, int | str]) -> list[Path]:
+    """Where none of ``folders`` is a class: those holding class folders of images."""
+    if any(_is_class(d, mapping) for d in folders):
+        return []
+    return [d for d in folders if any(_is_class(c, mapping) and _holds_images(c) for c in _subfolders(d))]
 
 
 # A class folder and the person whose folder holds it (None where no person's folder does).
 ClassDir = tuple[Path, str | None]
 
 
-def _class_dirs(folders: list[Path], mapping: dict[str, int | str]) -> list[ClassDir]:
-    """The class folders among ``folders`` or, where they are people's folders, inside them, each with its person."""
-    if _people(folders, mapping):
+def _class_dirs(folders: list[Path], mapping: dict[str, int | str], people: bool) -> list[ClassDir]:
+    """The class folders among ``folders`` or inside them, each with its person where ``people`` (else the folder
+    holding class folders only wraps them)."""
+    holders = _holding_classes(folders, mapping)
+    if not holders:
+        return [(d, None) for d in folders if _holds_images(d)]
+    if people:
         return [(c, d.name) for d in folders for c in _subfolders(d) if _holds_images(c)]
-    return [(d, None) for d in folders if _holds_images(d)]
+    return [(c, None) for d in holders for c in _subfolders(d) if _holds_images(c)]
 
 
 def _structure(path: Path, mapping: dict[str, int | str]) -> tuple[dict[str | None, list[ClassDir]], list[Path]]:
     """Class folders by split (``None`` without split folders), and image folders sitting beside split folders."""
     top = _subfolders(path)
     split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
+    levels = [_subfolders(d) for d in split_dirs] if split_dirs else [top]
+    # Two or more folders holding class folders are people's; one alone only wraps the data (CK+48/anger/..., as a
+    # download unpacks), and grouping every face as one person's would leave nothing to split.
+    people = len({d.name for folders in levels for d in _holding_classes(folders, mapping)}) > 1
     if not split_dirs:
-        return {None: _class_dirs(top, mapping)}, []
+        return {None: _class_dirs(top, mapping, people)}, []
     by_split: dict[str | None, list[ClassDir]] = {}
-    for d in split_dirs:
-        by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(_class_dirs(_subfolders(d), mapping))
+    for d, folders in zip(split_dirs, levels):
+        by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(_class_dirs(folders, mapping, people))
     return by_split, [d for d in top if d not in split_dirs and _holds_images(d)]
 
 
@@ -133,7 +162,7 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     named = any(_is_class(d, mapping) and _holds_images(d) for d in candidates)
     # Numbered class folders are class folders too, whose numbers read() asks to have mapped.
     numbered = bool(candidates) and all(d.name.isdigit() for d in candidates) and any(map(_holds_images, candidates))
-    return path if named or numbered or _people(candidates, mapping) else None
+    return path if named or numbered or _holding_classes(candidates, mapping) else None
 
 
 def read(path: Path, options: ReadOptions) -> DatasetIndex:
@@ -146,6 +175,10 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
         )
     found = sorted({d.name for dirs in by_split.values() for d, _ in dirs}, key=str.lower)
     unknown = [name for name in found if folder_label(name, mapping) is None]
+    numbering = _rafdb_numbering(by_split, unknown) if unknown and all(n.isdigit() for n in unknown) else None
+    if numbering:
+        mapping = mapping | numbering
+        unknown = []
     if unknown:
         raise AffectkitError(
             f"{path}: {'the class folder' if len(unknown) == 1 else 'the class folders'} {', '.join(unknown)} "
@@ -174,6 +207,9 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
     ignored = [name for name in found if folder_label(name, mapping) == IGNORE]
     if ignored:
         detail += f", ignored {', '.join(n + '/' for n in ignored)}"
+    if numbering:
+        meaning = ", ".join(f"{n} {CLASS_NAMES[label]}" for n, label in sorted(numbering.items()))
+        detail += f", folders numbered as RAF-DB numbers its classes, as its file names are RAF-DB's: {meaning}"
     people = {person for _, _, person, _ in keys} - {None}
     if people:
         detail += f", {len(people)} people's folders"
