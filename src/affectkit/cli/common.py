@@ -29,7 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV: class folders, FER2013, AffectNet (official CSVs or "
+DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV, or a .zip/.tar(.gz) of one: class folders, FER2013, AffectNet (official CSVs or "
                                               ".npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, JAFFE, KDEF, RaFD, YOLO "
                                               "face boxes (Roboflow), a manifest, or images whose names say their "
                                               "expression (label_pattern); the layout is detected (README, Data).")]

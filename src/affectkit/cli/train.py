@@ -43,7 +43,8 @@ def train(
     model: Annotated[str, typer.Option(help="resnet50, efficientnet_b0, custom_cnn, mini_xception, fusion (the "
                                             "recommended recipe's network), timm:<name>, or fusion:<model>+<model>"
                                             "[+...] (those models trained apart, fused as chosen on val).")],
-    data: Annotated[Path, typer.Option(help="Data folder or CSV in any layout affectkit reads (README, Data).")],
+    data: Annotated[Path, typer.Option(help="Data folder or CSV in any layout affectkit reads, or a .zip/.tar(.gz) "
+                                             "of one (README, Data).")],
     out: Annotated[Path, typer.Option(help="Run folder for models, history and plots.")] = Path("runs/train"),
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone state dict (.pth/.pt/.safetensors).")] = None,
     pretrained: PretrainedOpt = False,

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from affectkit.config import READING_KEYS
+from affectkit.data.archives import unpacked, wrapped_folder
 from affectkit.data.layouts import LAYOUT_NAMES, choose
 from affectkit.data.layouts.file_names import KNOWN_NAMINGS, compile_label_pattern
 from affectkit.data.records import (
@@ -41,20 +42,39 @@ __all__ = [
 ]
 
 
-def layout_found(path: str | Path, label_pattern: str | None = None,
-                 class_map: dict[str, str] | None = None) -> bool:
+def layout_found(path: str | Path, label_pattern: str | None = None, class_map: dict[str, str] | None = None,
+                 cache_dir: str | None = None) -> bool:
     """Whether a layout reads ``path`` (file names where ``label_pattern`` is given or they are a known set's; class
     folders named as ``class_map`` maps them too); a plain folder of images is none."""
     try:
-        choose(Path(path).expanduser(), ReadOptions(class_map=dict(class_map or {}), label_pattern=label_pattern))
+        _choose(Path(path).expanduser(), ReadOptions(class_map=dict(class_map or {}), label_pattern=label_pattern),
+                None, cache_dir)
     except AffectkitError:
         return False
     return True
 
 
 def reader_options(config) -> dict:
-    """The :func:`read_dataset` keywords a run's Config sets (its ``READING_KEYS``)."""
-    return {key: getattr(config, key) for key in READING_KEYS}
+    """The :func:`read_dataset` keywords a run's Config sets: its ``READING_KEYS``, and where archives unpack."""
+    return {key: getattr(config, key) for key in READING_KEYS} | {"cache_dir": config.cache_dir}
+
+
+def _choose(path: Path, options: ReadOptions, layout: str | None, cache_dir: str | None):
+    """The layout module for ``path`` and what it reads there; an archive is read as the folder it unpacks to under
+    the cache (:func:`affectkit.data.cache.default_cache_dir`), or as the one folder that folder wraps."""
+    from affectkit.data.cache import default_cache_dir  # imported here: the cache module imports this one
+
+    folder = unpacked(path, default_cache_dir(cache_dir))
+    if folder == path:
+        return choose(path, options, layout)
+    while True:
+        try:
+            return choose(folder, options, layout)
+        except AffectkitError as exc:
+            inner = wrapped_folder(folder)
+            if inner is None:
+                raise AffectkitError(f"The archive {path}, unpacked: {exc}") from None
+            folder = inner
 
 
 def _compile_group_pattern(pattern: str) -> re.Pattern:
@@ -113,8 +133,9 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
                  class_map: dict[str, str] | None = None, group_pattern: str | None = None,
                  label_pattern: str | None = None, ckplus_neutral_onset: bool = False,
                  affwild2_frame_step: int = 1, affwild2_task: str = "auto",
-                 affectnet_unclassed_faces: bool = False) -> DatasetIndex:
-    """Validate every sample of the data set at ``path``; bad samples go to ``rejected`` with a reason.
+                 affectnet_unclassed_faces: bool = False, cache_dir: str | None = None) -> DatasetIndex:
+    """Validate every sample of the data set at ``path`` (a folder, a file, or an archive of either, read as
+    :mod:`affectkit.data.archives` unpacks it under ``cache_dir``); bad samples go to ``rejected`` with a reason.
 
     ``layout``: one of ``LAYOUT_NAMES`` to skip detection. ``class_map``: class-folder name -> class name or
     ``"ignore"``. ``group_pattern``: see the module docstring. ``label_pattern``: a regex reading each image's
@@ -134,7 +155,7 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
         options = ReadOptions(class_map=dict(class_map or {}), ckplus_neutral_onset=ckplus_neutral_onset,
                               label_pattern=label_pattern, affwild2_frame_step=affwild2_frame_step,
                               affwild2_task=affwild2_task, affectnet_unclassed_faces=affectnet_unclassed_faces)
-        module, found = choose(path, options, layout)
+        module, found = _choose(path, options, layout, cache_dir)
         if group_pattern and module.NAME == "fer2013":
             raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")
         index = module.read(found, options)

@@ -251,7 +251,7 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
     and their classes (at most ``limit``, drawn at random); or a folder of face crops without labels, each image read
     whole. The report's ``source`` says which."""
     config = config_from_metadata(read_metadata(model_path))
-    if not layout_found(data, config.label_pattern, config.class_map):
+    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
         faces, unreadable = folder_images(data, limit)
         if not faces:
             raise AffectkitError(f"--data {data}: no readable image, and not a data set affectkit reads."

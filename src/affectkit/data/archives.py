@@ -1,0 +1,135 @@
+"""Data sets as they are downloaded: a ``.zip`` or ``.tar`` (``.gz``, ``.bz2``, ``.xz``) is read as the folder it
+unpacks to.
+
+Kaggle and most dataset pages hand out one archive. It is unpacked once under the cache folder (keyed by the
+archive's path, size and modification time, so a changed archive is unpacked again), atomically (a ``.partial``
+folder renamed when whole) and under a lock (two commands on one archive unpack it once). What an archive may
+write is checked first: no member outside its folder, no link or device (the tar ``data`` filter), and room on
+the disk for what it says it holds. macOS's ``__MACOSX/`` resource forks are left out; :func:`wrapped_folder`
+lets a reader step into the one folder that holds the data (``fer2013/fer2013.csv``, ``DATASET/train/1/...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from affectkit.errors import AffectkitError
+from affectkit.progress import reporter
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+DONE_FILE = ".affectkit-unpacked.json"
+SKIPPED_FOLDERS = ("__MACOSX",)
+# Python's own check of what a tar member may write, where this Python has it (3.11.4 and later), beside ours.
+TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+def archive_suffix(path: Path) -> str | None:
+    """The archive suffix ``path``'s name ends with (``.tar.gz``), or None."""
+    name = path.name.lower()
+    return next((s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and archive_suffix(path) is not None
+
+
+def unpacked(path: Path, cache_dir: Path) -> Path:
+    """``path`` itself, or, for an archive, the folder it unpacked to under ``cache_dir/archives``."""
+    if not is_archive(path):
+        return path
+    from filelock import FileLock
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    stem = path.name[: -len(archive_suffix(path))] or "data"
+    target = cache_dir / "archives" / f"{stem}-{key}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if not (target / DONE_FILE).is_file():
+            _unpack(path, target)
+            reporter().note(f"{path}: unpacked into {target} (deleting that folder frees the space; it is unpacked "
+                            "again when needed)")
+    return target
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            files = _unpack_zip(archive, partial)
+        elif tarfile.is_tarfile(archive):
+            files = _unpack_tar(archive, partial)
+        else:
+            raise AffectkitError(f"{archive} is not a readable {archive_suffix(archive)} archive (damaged, or another "
+                                 "format under that name).")
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise AffectkitError(f"{archive} could not be unpacked ({exc}): the archive is damaged or incomplete; "
+                             "download it again.") from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    (partial / DONE_FILE).write_text(json.dumps({"archive": str(archive.resolve()), "files": files}))
+    os.replace(partial, target)
+
+
+def _skipped(name: str) -> bool:
+    return PurePosixPath(name).parts[:1] in {(folder,) for folder in SKIPPED_FOLDERS}
+
+
+def _check_member(archive: Path, name: str) -> None:
+    member = PurePosixPath(name.replace("\\", "/"))
+    if member.is_absolute() or ".." in member.parts or (member.parts and member.parts[0].endswith(":")):
+        raise AffectkitError(f"{archive}: member {name!r} would be written outside the folder it unpacks to; "
+                             "refused (the archive is not a plain data set).")
+
+
+def _check_room(archive: Path, folder: Path, size: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if size > free:
+        raise AffectkitError(f"{archive} unpacks to {size / 1e9:.1f} GB and {folder} has {free / 1e9:.1f} GB free: "
+                             "free some space, set AFFECTKIT_CACHE (or cache_dir) to a larger disk, or unpack it "
+                             "yourself and give the folder.")
+
+
+def _unpack_zip(archive: Path, folder: Path) -> int:
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.infolist():
+            # Some Windows tools write train\happy\1.jpg: elsewhere that would be one file of that name.
+            member.filename = member.filename.replace("\\", "/")
+        members = [m for m in zf.infolist() if not _skipped(m.filename)]
+        for member in members:
+            _check_member(archive, member.filename)
+        _check_room(archive, folder, sum(m.file_size for m in members))
+        for member in reporter().track(members, total=len(members), description=f"Unpacking {archive.name}"):
+            zf.extract(member, folder)
+    return sum(not m.is_dir() for m in members)
+
+
+def _unpack_tar(archive: Path, folder: Path) -> int:
+    with tarfile.open(archive) as tf:
+        members = [m for m in tf.getmembers() if not _skipped(m.name)]
+        for member in members:
+            _check_member(archive, member.name)
+            if not (member.isfile() or member.isdir()):
+                raise AffectkitError(f"{archive}: member {member.name!r} is a link or a device, not a file; refused "
+                                     "(a data set's archive holds files and folders).")
+        _check_room(archive, folder, sum(m.size for m in members))
+        for member in reporter().track(members, total=len(members), description=f"Unpacking {archive.name}"):
+            tf.extract(member, folder, set_attrs=False, **TAR_FILTER)
+    return sum(m.isfile() for m in members)
+
+
+def wrapped_folder(folder: Path) -> Path | None:
+    """The one folder that ``folder`` holds (files beside it, a README or the labels' CSVs, aside), or None."""
+    folders = [e for e in folder.iterdir() if e.is_dir() and not e.name.startswith(".")]
+    return folders[0] if len(folders) == 1 else None

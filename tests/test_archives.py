@@ -1,0 +1,138 @@
+import io
+import shutil
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from affectkit.data import archives
+from affectkit.data.reader import read_dataset
+from affectkit.errors import AffectkitError
+
+
+def _class_folders(root, per_class=4):
+    rng = np.random.default_rng(0)
+    for name in ("happy", "sad", "anger"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _pack(source, archive):
+    """``source``'s folder (its name kept: the archive wraps the data in one folder, as downloads often do), plus
+    the ``__MACOSX`` resource forks a Mac's zip adds."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for file in sorted(source.rglob("*")):
+                zf.write(file, file.relative_to(source.parent).as_posix())
+            zf.writestr(f"__MACOSX/{source.name}/happy/._0.png", b"\x00\x05\x16\x07 not an image")
+    else:
+        with tarfile.open(archive, "w:gz") as tf:
+            tf.add(source, arcname=source.name)
+    return archive
+
+
+@pytest.mark.parametrize("name", ["CK+48.zip", "CK+48.tar.gz"])
+def test_an_archive_is_read_as_the_folder_it_holds_and_unpacked_once(tmp_path, monkeypatch, name):
+    folder = _class_folders(tmp_path / "CK+48")
+    archive = _pack(folder, tmp_path / name)
+    cache = tmp_path / "cache"
+    index = read_dataset(archive, progress=False, cache_dir=str(cache))
+    direct = read_dataset(folder, progress=False)
+    assert index.layout == "class_folders" and not index.rejected
+    # Read as the folder it unpacks to would be: the wrapping folder's name is part of each face's id.
+    assert sorted(r.id for r in index.records) == sorted(f"CK+48/{r.id}" for r in direct.records)
+    assert len(index.records) == 12 and not any(r.group for r in index.records)  # CK+48/ is nobody's folder
+    assert all(cache in r.image_path.parents for r in index.records)
+
+    def unpack_again(*_):
+        raise AssertionError("unpacked again")
+
+    monkeypatch.setattr(archives, "_unpack", unpack_again)
+    assert len(read_dataset(archive, progress=False, cache_dir=str(cache)).records) == 12
+
+
+def test_the_folder_an_archive_wraps_its_data_in_is_stepped_into(tmp_path):
+    # Kaggle's FER2013 download: fer2013.tar.gz holding fer2013/fer2013.csv beside its README.
+    folder = tmp_path / "fer2013"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    rows = [f"{i % 7},{' '.join(map(str, rng.integers(0, 255, 48 * 48)))},Training" for i in range(14)]
+    (folder / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    (folder / "README").write_text("FER2013, as released")
+    archive = _pack(folder, tmp_path / "fer2013.tar.gz")
+    index = read_dataset(archive, progress=False, cache_dir=str(tmp_path / "cache"))
+    assert index.layout == "fer2013" and len(index.records) == 14
+
+
+def test_rafdbs_kaggle_archive_is_read_from_its_dataset_folder(tmp_path):
+    # The archive holds DATASET/{train,test}/<1-7>/ beside train_labels.csv and test_labels.csv.
+    rng = np.random.default_rng(2)
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for split, digits in (("train", 5), ("test", 4)):
+            names = [f"{split}_{n:0{digits}d}_aligned.jpg" for n in range(1, 8)]
+            for number, name in enumerate(names, start=1):
+                image = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image, format="JPEG")
+                zf.writestr(f"DATASET/{split}/{number}/{name}", image.getvalue())
+            zf.writestr(f"{split}_labels.csv", "image,label\n" + "".join(f"{n},{i}\n" for i, n in enumerate(names, 1)))
+    index = read_dataset(archive, progress=False, cache_dir=str(tmp_path / "cache"))
+    assert index.layout == "class_folders" and "RAF-DB" in index.describe() and len(index.records) == 14
+    assert {r.split for r in index.records} == {"train", "test"}
+
+
+def test_a_zip_written_with_windows_separators_keeps_its_folders(tmp_path):
+    folder = _class_folders(tmp_path / "faces")
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for file in sorted(folder.rglob("*.png")):
+            zf.write(file, str(file.relative_to(folder)).replace("/", "\\"))  # happy\0.png
+    index = read_dataset(archive, progress=False, cache_dir=str(tmp_path / "cache"))
+    assert index.layout == "class_folders" and len(index.records) == 12 and index.records[0].id == "anger/0.png"
+
+
+def test_a_member_written_outside_the_archives_folder_is_refused(tmp_path):
+    archive = tmp_path / "faces.tar"
+    with tarfile.open(archive, "w") as tf:
+        data = b"not really an image"
+        member = tarfile.TarInfo("../escaped.png")
+        member.size = len(data)
+        tf.addfile(member, io.BytesIO(data))
+    with pytest.raises(AffectkitError, match=r"faces\.tar: member '\.\./escaped\.png' would be written outside"):
+        read_dataset(archive, progress=False, cache_dir=str(tmp_path / "cache" / "inner"))
+    assert not (tmp_path / "cache" / "escaped.png").exists()
+    assert not list((tmp_path / "cache" / "inner" / "archives").glob("faces-*/"))
+
+
+def test_a_damaged_archive_is_one_clear_error_and_leaves_nothing_half_unpacked(tmp_path):
+    archive = _pack(_class_folders(tmp_path / "faces"), tmp_path / "faces.zip")
+    archive.write_bytes(archive.read_bytes()[:-200])  # a download cut short: the zip's directory is gone
+    cache = tmp_path / "cache"
+    with pytest.raises(AffectkitError, match=r"faces\.zip is not a readable \.zip archive"):
+        read_dataset(archive, progress=False, cache_dir=str(cache))
+    assert not [p for p in (cache / "archives").iterdir() if p.is_dir()]
+
+
+def test_an_archive_of_no_data_set_says_what_it_held(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no faces here")
+    archive = tmp_path / "notes.zip"
+    shutil.make_archive(str(tmp_path / "notes"), "zip", tmp_path / "notes")
+    with pytest.raises(AffectkitError, match=r"The archive .*notes\.zip, unpacked: .* is not an affectkit data set"):
+        read_dataset(archive, progress=False, cache_dir=str(tmp_path / "cache"))
+
+
+def test_analyze_reads_a_zip_and_says_where_it_unpacked(tmp_path, monkeypatch):
+    from affectkit.cli import app
+
+    archive = _pack(_class_folders(tmp_path / "faces"), tmp_path / "faces.zip")
+    monkeypatch.setenv("AFFECTKIT_CACHE", str(tmp_path / "cache"))
+    done = CliRunner().invoke(app, ["analyze", str(archive), "--out", str(tmp_path / "a")])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "faces.zip: unpacked into" in said and "12 valid samples, 0 quarantined" in said
