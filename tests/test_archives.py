@@ -136,3 +136,12 @@ def test_analyze_reads_a_zip_and_says_where_it_unpacked(tmp_path, monkeypatch):
     assert done.exit_code == 0, done.output
     said = " ".join(done.output.split())
     assert "faces.zip: unpacked into" in said and "12 valid samples, 0 quarantined" in said
+
+
+def test_a_folder_holding_only_the_downloaded_archive_points_to_it(tmp_path):
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    _pack(_class_folders(tmp_path / "faces"), downloads / "faces.zip")
+    with pytest.raises(AffectkitError, match="Downloads is not a data set affectkit reads, but holds faces.zip: give "
+                                             "the archive itself"):
+        read_dataset(downloads, progress=False, cache_dir=str(tmp_path / "cache"))

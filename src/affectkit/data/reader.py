@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from affectkit.config import READING_KEYS
-from affectkit.data.archives import unpacked, wrapped_folder
+from affectkit.data.archives import is_archive, unpacked, wrapped_folder
 from affectkit.data.layouts import LAYOUT_NAMES, choose
 from affectkit.data.layouts.file_names import KNOWN_NAMINGS, compile_label_pattern
 from affectkit.data.records import (
@@ -66,7 +66,14 @@ def _choose(path: Path, options: ReadOptions, layout: str | None, cache_dir: str
 
     folder = unpacked(path, default_cache_dir(cache_dir))
     if folder == path:
-        return choose(path, options, layout)
+        try:
+            return choose(path, options, layout)
+        except AffectkitError:
+            held = sorted(p.name for p in path.iterdir() if is_archive(p)) if path.is_dir() else []
+            if not held:
+                raise
+            raise AffectkitError(f"{path} is not a data set affectkit reads, but holds {', '.join(held)}: give the "
+                                 "archive itself (it is unpacked and read as the data set it holds).") from None
     while True:
         try:
             return choose(folder, options, layout)
