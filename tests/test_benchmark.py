@@ -126,6 +126,8 @@ def test_a_voted_data_set_trains_the_recipe_on_its_votes_and_says_so(voted_manif
     result = CliRunner().invoke(app, ["benchmark", str(voted_manifest), "--out", str(out), "--baselines", "",
                                       "--quiet", *TINY])
     assert result.exit_code == 0, result.output
+    # How the data was read is said first, even --quiet, as train and run say it.
+    assert " ".join(result.output.split()).startswith("CSV manifest (votes.csv; votes in neutral")
     report = (out / "benchmark.md").read_text()
     assert "learnt each face's annotators' vote distribution (label_distribution)" in report
     assert "label_distribution: true" in report

@@ -39,7 +39,7 @@ from affectkit.evaluation.plots import plot_benchmark
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
 from affectkit.pipeline.run import record_evaluation
-from affectkit.progress import silenced
+from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 from affectkit.training.trainer import TrainResult, branch_config, train_model
 
@@ -262,8 +262,12 @@ def _check(baselines: tuple[str, ...], models: list[str], config: Config,
 
 def _prepare(data: Path, folder: RunFolder, config: Config, index: DatasetIndex | None
              ) -> tuple[DatasetIndex, PreparedData]:
-    index = index or read_dataset(data, **reader_options(config))
+    if index is None:
+        index = read_dataset(data, **reader_options(config))
+        reporter().note(index.describe())
     prepared = prepare_data(data, config, splits_path=folder.splits, quarantine_path=folder.quarantine, index=index)
+    reporter().show(f"{len(index.records)} valid samples ({len(index.rejected)} quarantined); "
+                    f"{split_description(prepared.splits, index)}")
     for split in SPLITS:
         if len(prepared.positions(split)) == 0:
             raise AffectkitError(f"The {split} split of {data} is empty (see {folder.splits}): a benchmark needs "

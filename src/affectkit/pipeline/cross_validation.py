@@ -62,6 +62,7 @@ def run_cross_validation(data: Path, out: Path, folds: int, config: Config | Non
         data, out = Path(data), Path(out)
         config = config or benchmark_config(data=data)
         index = read_dataset(data, **reader_options(config))
+        reporter().note(index.describe())
         tables = cross_validation_splits(index.records, folds, config.validation_split, config.seed,
                                          config.max_samples)
         options = {} if baselines is None else {"baselines": baselines}
