@@ -256,6 +256,11 @@ def test_continuously_rated_sessions_become_labelled_windows(tmp_path):
     delayed, count = window_manifest(sessions / "sessions.csv", tmp_path / "delayed.csv", window=4, hop=2, delay=2)
     np.testing.assert_allclose(pd.read_csv(delayed)["valence"], [0.398, 0.598, 0.798], atol=1e-6)
     assert count == 3 and list(pd.read_csv(delayed)["start"]) == [0, 2, 4]
+    # A sessions CSV written on another machine (its absolute paths there) reads the files that came beside it.
+    pd.DataFrame({"labels": ["C:\\lab\\corpus\\p1_labels.csv"], "audio": ["C:\\lab\\corpus\\p1.wav"],
+                  "subject": ["p1"]}).to_csv(sessions / "moved.csv", index=False)
+    moved, _ = window_manifest(sessions / "moved.csv", tmp_path / "elsewhere" / "windows.csv", window=4, hop=2)
+    assert pd.read_csv(moved).equals(pd.read_csv(tmp_path / "out" / "windows.csv"))
 
     pd.DataFrame({"time": [0.0, 0.04], "valence": [0.1, 1.7], "arousal": [0.0, 0.0]}).to_csv(
         sessions / "p1_labels.csv", index=False)

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from affectkit.atomic import atomic_path
-from affectkit.data.records import Reject, listed_path, parse_expression
+from affectkit.data.records import Reject, listed_path, moved_prefix, parse_expression
 from affectkit.errors import AffectkitError
 from affectkit.multimodal.manifest import GROUP_COLUMNS, MODALITIES
 from affectkit.multimodal.signals import TIME_COLUMNS
+from affectkit.progress import reporter
 
 LABELS = ("valence", "arousal", "expression")
 
@@ -102,18 +103,23 @@ def window_manifest(sessions: str | Path, out: str | Path, window: float = 4.0, 
                              f"{', '.join(table.columns)}.")
     group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # A sessions CSV written on another machine lists its paths there; its files came along beside it.
+    moved = moved_prefix((raw for c in ("labels", *modalities) for raw in table[c] if raw.strip()), sessions.parent)
+    if moved is not None:
+        reporter().note(f"{sessions.name}: paths under {moved} (not on this machine) read from under "
+                        f"{sessions.parent}")
 
     def relocated(raw: str) -> str:
         """A sessions-CSV path, as the new manifest (in another folder, maybe) must write it."""
         if not raw.strip():
             return ""
-        path = listed_path(raw, sessions.parent)
+        path = listed_path(raw, sessions.parent, moved)
         return os.path.relpath(path.resolve(), out.parent.resolve())
 
     rows = []
     for i, session in enumerate(table.to_dict("records")):
         source = f"{sessions.name} line {i + 2}"
-        labels = listed_path(session["labels"], sessions.parent)
+        labels = listed_path(session["labels"], sessions.parent, moved)
         files = {m: relocated(session[m]) for m in modalities}
         extra = {"subject": session[group_column]} if group_column else {}
         if "split" in table.columns:
