@@ -157,6 +157,20 @@ def test_class_folders_without_split_folders(tmp_path):
     assert sorted({r.expression for r in index.records}) == [0, 1] and "no split folders" in index.describe()
 
 
+def test_images_outside_every_class_folder_are_quarantined_not_passed_over(tmp_path):
+    for i, person in enumerate(("P1", "P2")):
+        for label, folder in enumerate(("neutral", "happy")):
+            save(tmp_path / "train" / person / folder / "a.png", face(label, i * 2 + label)[0])
+    save(tmp_path / "cover.png", face(0, 20)[0])  # the data's own folder
+    save(tmp_path / "train" / "b.png", face(0, 21)[0])  # a split's
+    save(tmp_path / "train" / "P2" / "c.png", face(0, 22)[0])  # a person's
+    index = read_dataset(tmp_path, progress=False)
+    assert len(index.records) == 4 and {r.group for r in index.records} == {"P1", "P2"}
+    assert {(r.id, r.kind) for r in index.rejected} == {
+        ("cover.png", "label_missing"), ("train/b.png", "label_missing"), ("train/P2/c.png", "label_missing")}
+    assert "train/P2/c.png is not inside a class folder" in index.rejected[-1].reason
+
+
 def test_class_folder_names_shared_copies_use(tmp_path):
     # "Natural Human Face Images" names Neutral "neutrality"; some copies spell Surprise "suprise".
     for i, folder in enumerate(("Neutrality", "Suprise", "scared")):

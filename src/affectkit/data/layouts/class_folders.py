@@ -149,6 +149,15 @@ def _structure(path: Path, mapping: dict[str, int | str]) -> tuple[dict[str | No
     return by_split, [d for d in top if d not in split_dirs and _holds_images(d)]
 
 
+def _stray_images(path: Path, by_split: dict[str | None, list[ClassDir]]) -> list[Path]:
+    """Images lying directly in the folders that hold the class folders (the data's, a split's, a person's): no
+    class says what they show, and they are quarantined rather than passed over in silence."""
+    holders = {path, *(d.parent for dirs in by_split.values() for d, _ in dirs)}
+    holders |= {d for d in _subfolders(path) if d.name.lower() in SPLIT_ALIASES}
+    return [f for holder in sorted(holders) for f in sorted(holder.iterdir(), key=lambda f: natural_key(f.name))
+            if f.is_file() and is_image_name(f.name)]
+
+
 def find(path: Path, options: ReadOptions) -> Path | None:
     """The folder, when at least one of its (split folders', people's folders') subfolders is named after a class and
     holds images, or all of them are numbered."""
@@ -189,10 +198,14 @@ def read(path: Path, options: ReadOptions) -> DatasetIndex:
         )
     keys = [(split, label, person, f) for split, dirs in by_split.items() for d, person in dirs
             if (label := folder_label(d.name, mapping)) != IGNORE for f in _image_files(d)]
+    keys += [(None, None, None, f) for f in _stray_images(path, by_split)]
 
-    def build(key: tuple[str | None, int, str | None, Path]) -> Record | Rejection:
+    def build(key: tuple[str | None, int | None, str | None, Path]) -> Record | Rejection:
         split, label, person, file = key
         sample_id = file.relative_to(path).as_posix()
+        if label is None:
+            return Rejection(sample_id, str(file), "label_missing",
+                             f"{sample_id} is not inside a class folder, so its expression is unknown")
         try:
             info = inspect_image(file)
         except Reject as r:
