@@ -118,6 +118,12 @@ def test_a_damaged_archive_is_one_clear_error_and_leaves_nothing_half_unpacked(t
     assert not [p for p in (cache / "archives").iterdir() if p.is_dir()]
 
 
+def test_a_rar_or_7z_archive_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "Manually_Annotated.part01.rar").write_bytes(b"Rar!\x1a\x07\x00")
+    with pytest.raises(AffectkitError, match=r"part01\.rar: \.rar archives are not read .* unpack it"):
+        read_dataset(tmp_path / "Manually_Annotated.part01.rar", progress=False, cache_dir=str(tmp_path / "cache"))
+
+
 def test_an_archive_of_no_data_set_says_what_it_held(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no faces here")

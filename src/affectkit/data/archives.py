@@ -23,6 +23,7 @@ from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+UNREAD_ARCHIVE_SUFFIXES = (".rar", ".7z")  # AffectNet's parts come as RAR
 DONE_FILE = ".affectkit-unpacked.json"
 SKIPPED_FOLDERS = ("__MACOSX",)
 # Python's own check of what a tar member may write, where this Python has it (3.11.4 and later), beside ours.
@@ -41,6 +42,9 @@ def is_archive(path: Path) -> bool:
 
 def unpacked(path: Path, cache_dir: Path) -> Path:
     """``path`` itself, or, for an archive, the folder it unpacked to under ``cache_dir/archives``."""
+    if path.is_file() and path.suffix.lower() in UNREAD_ARCHIVE_SUFFIXES:
+        raise AffectkitError(f"{path}: {path.suffix} archives are not read (Python reads .zip and .tar alone); unpack "
+                             "it (7z x, unrar x) and give the folder it unpacks to.")
     if not is_archive(path):
         return path
     from filelock import FileLock
