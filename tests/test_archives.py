@@ -1,4 +1,5 @@
 import io
+import os
 import shutil
 import tarfile
 import zipfile
@@ -54,6 +55,13 @@ def test_an_archive_is_read_as_the_folder_it_holds_and_unpacked_once(tmp_path, m
 
     monkeypatch.setattr(archives, "_unpack", unpack_again)
     assert len(read_dataset(archive, progress=False, cache_dir=str(cache)).records) == 12
+    monkeypatch.undo()
+    # Downloaded again (a new modification time): unpacked again, and the copy of the old one deleted.
+    first = {p for p in (cache / "archives").iterdir() if p.is_dir()}
+    os.utime(archive, (1e9, 1e9))
+    assert len(read_dataset(archive, progress=False, cache_dir=str(cache)).records) == 12
+    second = {p for p in (cache / "archives").iterdir() if p.is_dir()}
+    assert len(first) == len(second) == 1 and first != second
 
 
 def test_the_folder_an_archive_wraps_its_data_in_is_stepped_into(tmp_path):

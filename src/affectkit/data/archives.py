@@ -11,6 +11,7 @@ lets a reader step into the one folder that holds the data (``fer2013/fer2013.cs
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -59,7 +60,17 @@ def unpacked(path: Path, cache_dir: Path) -> Path:
             _unpack(path, target)
             reporter().note(f"{path}: unpacked into {target} (deleting that folder frees the space; it is unpacked "
                             "again when needed)")
+            for earlier in _earlier_versions(path, target):
+                shutil.rmtree(earlier, ignore_errors=True)
+                reporter().note(f"{path} changed since it was unpacked into {earlier}: that copy was deleted")
     return target
+
+
+def _earlier_versions(archive: Path, target: Path) -> list[Path]:
+    """Other unpacked copies of the archive at this path (before it was downloaded again, or edited)."""
+    copies = target.parent.glob(f"{glob.escape(target.name.rsplit('-', 1)[0])}-*/{DONE_FILE}")
+    return [done.parent for done in copies
+            if done.parent != target and json.loads(done.read_text()).get("archive") == str(archive.resolve())]
 
 
 def _unpack(archive: Path, target: Path) -> None:
