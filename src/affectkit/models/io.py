@@ -18,8 +18,13 @@ FORMAT = "affectkit-model/1"
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:
-    """``x.safetensors``, ``x.json`` or the stem ``x`` -> (weights, metadata)."""
+    """``x.safetensors``, ``x.json`` or the stem ``x`` -> (weights, metadata). A folder or another kind of file is
+    refused: arguments given the wrong way round (``affectkit evaluate DATA MODEL``) end up here."""
     path = Path(path)
+    if path.is_dir() or (path.is_file() and path.suffix.lower() not in {".safetensors", ".json", ".onnx"}):
+        raise AffectkitError(f"{path} is a {'folder' if path.is_dir() else 'file'}, not a saved model (a "
+                             ".safetensors file with its .json beside it, or its .onnx export); the model comes "
+                             "first: affectkit predict MODEL INPUTS..., affectkit evaluate MODEL DATA.")
     stem = path.with_suffix("") if path.suffix in {".safetensors", ".json", ".onnx"} else path
     # Appended, not swapped in: a timm model's display name may hold a dot (``timm-vit_base.augreg``).
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")

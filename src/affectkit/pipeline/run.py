@@ -122,6 +122,7 @@ def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | 
     """Train one model on ``data`` into the run folder ``out`` and, with ``evaluate``, score it on the test split;
     returns the best model's weights."""
     with silenced(quiet):
+        resolve_spec(name, config.use_light_models)  # a typo fails before the data set is read
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         result = train_model(name, prepared, out, config, weights=weights, pretrained=pretrained, resume=resume)
