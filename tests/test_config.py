@@ -36,6 +36,15 @@ def test_bad_config_is_a_clear_error(tmp_path):
         parse_set_options(["oops"])
 
 
+def test_a_misspelt_key_is_answered_with_the_setting_meant():
+    with pytest.raises(AffectkitError, match=r"epoch: not a setting \(did you mean epochs\? `affectkit config`"):
+        Config().with_values({"epoch": 3})
+    with pytest.raises(AffectkitError, match=r"loss.label_smothing: not a setting \(did you mean loss.label_smoothing"):
+        Config().with_values({"loss.label_smothing": 0.1})
+    with pytest.raises(AffectkitError, match=r"zzz: not a setting \(`affectkit config` lists every key\)"):
+        Config().with_values({"zzz": 1})
+
+
 def test_model_settings_change_one_model_and_are_checked_like_the_config(tmp_path):
     config = Config(fine_tune_lr=1e-4).with_values(parse_set_options(
         ["model_settings.mini_xception.backbone_lr_scale=1", "model_settings.resnet50.augmentation.mixup_alpha=0.3"]))
@@ -47,7 +56,7 @@ def test_model_settings_change_one_model_and_are_checked_like_the_config(tmp_pat
     assert load_config(config.to_yaml(tmp_path / "config.yaml")) == config
     for change, problem in (("img_size=64", "img_size is shared by every model"),
                             ("backbone_lr_scale=3", "backbone_lr_scale: Input should be less than or equal to 1"),
-                            ("no_such_knob=1", "no_such_knob: Extra inputs")):
+                            ("no_such_knob=1", "no_such_knob: not a setting")):
         with pytest.raises(AffectkitError, match=problem) as err:
             Config().with_values(parse_set_options([f"model_settings.mini_xception.{change}"]))
         assert "model_settings.mini_xception" in str(err.value)

@@ -306,8 +306,24 @@ def _validate(data: dict, source: str) -> Config:
 
 
 def _problems(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
-                     for e in exc.errors())
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: "
+                     + (_unknown_key(e["loc"]) if e["type"] == "extra_forbidden"
+                        else e["msg"].removeprefix("Value error, ")) for e in exc.errors())
+
+
+def _unknown_key(loc: tuple) -> str:
+    """What to say of a key no config has (``epoch``): the setting meant, where one is spelt alike (``epochs``)."""
+    import difflib
+
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return "not a setting (`affectkit config` lists every key)"
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    meant = f"did you mean {''.join(f'{part}.' for part in loc[:-1])}{close[0]}? " if close else ""
+    return f"not a setting ({meant}`affectkit config` lists every key)"
 
 
 DATA_CONFIG_NAME = "affectkit.yaml"
