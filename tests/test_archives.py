@@ -1,5 +1,6 @@
 import io
 import os
+import re
 import shutil
 import tarfile
 import zipfile
@@ -159,3 +160,20 @@ def test_a_folder_holding_only_the_downloaded_archive_points_to_it(tmp_path):
     with pytest.raises(AffectkitError, match="Downloads is not a data set affectkit reads, but holds faces.zip: give "
                                              "the archive itself"):
         read_dataset(downloads, progress=False, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("raised, said", [
+    (RuntimeError("File 'happy/0.png' is encrypted, password required for extraction"), "it is password-protected"),
+    (NotImplementedError("That compression method is not supported"), "Deflate64, which Python does not read"),
+    (OSError(28, "No space left on device"), "the disk ran out of space (No space left on device)"),
+])
+def test_an_archive_that_cannot_be_unpacked_says_why_and_leaves_nothing(tmp_path, monkeypatch, raised, said):
+    archive = _pack(_class_folders(tmp_path / "faces"), tmp_path / "faces.zip")
+
+    def fail(*_, **__):
+        raise raised
+
+    monkeypatch.setattr(zipfile.ZipFile, "extract", fail)
+    with pytest.raises(AffectkitError, match=rf"faces\.zip could not be unpacked: .*{re.escape(said)}"):
+        read_dataset(archive, progress=False, cache_dir=str(tmp_path / "cache"))
+    assert not [p for p in (tmp_path / "cache" / "archives").iterdir() if p.is_dir()]

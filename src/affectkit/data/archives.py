@@ -11,6 +11,7 @@ lets a reader step into the one folder that holds the data (``fer2013/fer2013.cs
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -18,6 +19,7 @@ import os
 import shutil
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from affectkit.errors import AffectkitError
@@ -86,15 +88,31 @@ def _unpack(archive: Path, target: Path) -> None:
         else:
             raise AffectkitError(f"{archive} is not a readable {archive_suffix(archive)} archive (damaged, or another "
                                  "format under that name).")
-    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+    except (OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile, tarfile.TarError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        raise AffectkitError(f"{archive} could not be unpacked ({exc}): the archive is damaged or incomplete; "
-                             "download it again.") from None
+        if not isinstance(exc, NotImplementedError) and isinstance(exc, RuntimeError) and "encrypted" not in str(exc):
+            raise  # not the archive's doing
+        raise AffectkitError(f"{archive} could not be unpacked: {_unpack_problem(exc)}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     (partial / DONE_FILE).write_text(json.dumps({"archive": str(archive.resolve()), "files": files}))
     os.replace(partial, target)
+
+
+def _unpack_problem(exc: BaseException) -> str:
+    """Why unpacking failed and what to do, for the errors an archive's reading raises."""
+    if isinstance(exc, NotImplementedError):  # zipfile: "That compression method is not supported"
+        return (f"{exc} (Windows writes zips past 2 GB with Deflate64, which Python does not read); unpack it with "
+                "another tool (7z x) and give the folder.")
+    if isinstance(exc, RuntimeError):  # zipfile: "File ... is encrypted, password required for extraction"
+        return "it is password-protected; unpack it with its password and give the folder."
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (f"the disk ran out of space ({exc.strerror}); free some, or set AFFECTKIT_CACHE (or cache_dir) to a "
+                "larger disk.")
+    if isinstance(exc, OSError) and exc.errno is not None:  # the file system's (permissions...), not the archive's
+        return f"{exc}."
+    return f"{exc}; the archive is damaged or incomplete: download it again."
 
 
 def _skipped(name: str) -> bool:
