@@ -66,6 +66,22 @@ def test_a_training_split_one_face_past_whole_batches_trains(demo_dir, tmp_path,
     assert list(result.history["phase"]) == [1, 2]
 
 
+def test_under_ddp_the_lone_last_batch_is_each_processs_own(demo_dir, tmp_path, tiny_config):
+    """Each of the processes sharing an epoch gets ceil(n / ranks) faces: it is their count that may leave one face
+    alone in the last batch, not the whole split's."""
+    from types import SimpleNamespace
+
+    from affectkit.data.datamodule import AffectDataModule
+
+    train = len(_data(demo_dir, tmp_path, tiny_config).positions("train"))
+    assert train % 2 == 0  # the premise: with an odd split both counts leave one face alone alike
+    per_rank = train // 2
+    module = AffectDataModule(_data(demo_dir, tmp_path, tiny_config), tiny_config.override(batch_size=per_rank - 1))
+    assert not module.train_dataloader().drop_last  # one process: the whole split, no lone face
+    module.trainer = SimpleNamespace(world_size=2)
+    assert module.train_dataloader().drop_last
+
+
 def test_a_saved_model_given_as_weights_is_fine_tuned_whole(demo_dir, tmp_path, tiny_config):
     """--weights best_CustomCNN.safetensors: the run goes on from that network, heads included (it used to start
     the custom CNN from scratch without a word)."""

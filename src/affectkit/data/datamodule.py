@@ -209,10 +209,11 @@ def expression_targets(data: PreparedData, distributions: bool) -> np.ndarray:
     return data.expression
 
 
-def lone_last_batch(samples: int, batch_size: int) -> bool:
+def lone_last_batch(samples: int, batch_size: int, ranks: int = 1) -> bool:
     """Whether a training epoch would end on a batch of one face, which BatchNorm cannot normalise in training mode
-    (it raises): that face then sits the epoch out instead, another one each epoch as the batches are shuffled."""
-    return samples % batch_size == 1
+    (it raises): that face then sits the epoch out instead, another one each epoch as the batches are shuffled.
+    ``ranks``: the processes sharing each epoch (DDP), each given ceil(samples / ranks) faces."""
+    return -(-samples // ranks) % batch_size == 1
 
 
 def _seed_worker_augmenter(worker_id: int) -> None:
@@ -255,8 +256,10 @@ class AffectDataModule(L.LightningDataModule):
         dataset = self.dataset("train", augment=True)
         sampler = self._balanced_sampler(dataset) if self.config.weighted_sampler else None
         samples = len(dataset) if sampler is None else len(sampler)
+        # Under DDP, Lightning hands each process its share of the epoch (the loader's drop_last carried over).
+        ranks = self.trainer.world_size if self.trainer is not None else 1
         return self._loader(dataset, shuffle=True, sampler=sampler,
-                            drop_last=lone_last_batch(samples, self.config.batch_size))
+                            drop_last=lone_last_batch(samples, self.config.batch_size, ranks))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), shuffle=False)
