@@ -6,6 +6,7 @@ upper-case spellings are accepted in YAML files too, so a config copied from the
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import NoneType, UnionType
@@ -313,8 +314,6 @@ def _problems(exc: ValidationError) -> str:
 
 def _unknown_key(loc: tuple) -> str:
     """What to say of a key no config has (``epoch``): the setting meant, where one is spelt alike (``epochs``)."""
-    import difflib
-
     model: Any = Config
     for part in loc[:-1]:
         field = model.model_fields.get(part)

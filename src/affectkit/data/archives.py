@@ -62,15 +62,15 @@ def unpacked(path: Path, cache_dir: Path) -> Path:
             _unpack(path, target)
             reporter().note(f"{path}: unpacked into {target} (deleting that folder frees the space; it is unpacked "
                             "again when needed)")
-            for earlier in _earlier_versions(path, target):
+            for earlier in _earlier_versions(path, target, stem):
                 shutil.rmtree(earlier, ignore_errors=True)
                 reporter().note(f"{path} changed since it was unpacked into {earlier}: that copy was deleted")
     return target
 
 
-def _earlier_versions(archive: Path, target: Path) -> list[Path]:
+def _earlier_versions(archive: Path, target: Path, stem: str) -> list[Path]:
     """Other unpacked copies of the archive at this path (before it was downloaded again, or edited)."""
-    copies = target.parent.glob(f"{glob.escape(target.name.rsplit('-', 1)[0])}-*/{DONE_FILE}")
+    copies = target.parent.glob(f"{glob.escape(stem)}-*/{DONE_FILE}")
     return [done.parent for done in copies
             if done.parent != target and json.loads(done.read_text()).get("archive") == str(archive.resolve())]
 
@@ -90,9 +90,10 @@ def _unpack(archive: Path, target: Path) -> None:
                                  "format under that name).")
     except (OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile, tarfile.TarError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        if not isinstance(exc, NotImplementedError) and isinstance(exc, RuntimeError) and "encrypted" not in str(exc):
-            raise  # not the archive's doing
-        raise AffectkitError(f"{archive} could not be unpacked: {_unpack_problem(exc)}") from None
+        problem = _unpack_problem(exc)
+        if problem is None:
+            raise
+        raise AffectkitError(f"{archive} could not be unpacked: {problem}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -100,13 +101,14 @@ def _unpack(archive: Path, target: Path) -> None:
     os.replace(partial, target)
 
 
-def _unpack_problem(exc: BaseException) -> str:
-    """Why unpacking failed and what to do, for the errors an archive's reading raises."""
+def _unpack_problem(exc: BaseException) -> str | None:
+    """Why unpacking failed and what to do, for the errors an archive's reading raises (None: not the archive's)."""
     if isinstance(exc, NotImplementedError):  # zipfile: "That compression method is not supported"
         return (f"{exc} (Windows writes zips past 2 GB with Deflate64, which Python does not read); unpack it with "
                 "another tool (7z x) and give the folder.")
     if isinstance(exc, RuntimeError):  # zipfile: "File ... is encrypted, password required for extraction"
-        return "it is password-protected; unpack it with its password and give the folder."
+        return "it is password-protected; unpack it with its password and give the folder." \
+            if "encrypted" in str(exc) else None
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return (f"the disk ran out of space ({exc.strerror}); free some, or set AFFECTKIT_CACHE (or cache_dir) to a "
                 "larger disk.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +214,7 @@ def lone_last_batch(samples: int, batch_size: int, ranks: int = 1) -> bool:
     """Whether a training epoch would end on a batch of one face, which BatchNorm cannot normalise in training mode
     (it raises): that face then sits the epoch out instead, another one each epoch as the batches are shuffled.
     ``ranks``: the processes sharing each epoch (DDP), each given ceil(samples / ranks) faces."""
-    return -(-samples // ranks) % batch_size == 1
+    return math.ceil(samples / ranks) % batch_size == 1
 
 
 def _seed_worker_augmenter(worker_id: int) -> None:
