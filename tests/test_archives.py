@@ -1,4 +1,5 @@
 import io
+import json
 import os
 import re
 import shutil
@@ -177,3 +178,26 @@ def test_an_archive_that_cannot_be_unpacked_says_why_and_leaves_nothing(tmp_path
     with pytest.raises(AffectkitError, match=rf"faces\.zip could not be unpacked: .*{re.escape(said)}"):
         read_dataset(archive, progress=False, cache_dir=str(tmp_path / "cache"))
     assert not [p for p in (tmp_path / "cache" / "archives").iterdir() if p.is_dir()]
+
+
+def test_a_model_trained_on_an_archive_is_evaluated_on_its_own_split_of_it(tmp_path, monkeypatch):
+    """The archive is the data set's name (the model's recorded source), not the folder it unpacked to: evaluating
+    the model on the same archive scores the test split it was trained beside."""
+    import pandas as pd
+
+    from affectkit.cli import app
+    from affectkit.models.io import read_metadata
+
+    archive = _pack(_class_folders(tmp_path / "faces", per_class=8), tmp_path / "faces.zip")  # no split folders
+    monkeypatch.setenv("AFFECTKIT_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    tiny = ["--set", "img_size=32", "--epochs", "1", "--fine-tune-epochs", "0", "--set", "num_workers=0", "--quiet"]
+    trained = CliRunner().invoke(app, ["train", "--model", "custom_cnn", "--data", str(archive), "--out", str(run),
+                                       *tiny])
+    assert trained.exit_code == 0, trained.output
+    model = run / "best_CustomCNN.safetensors"
+    assert read_metadata(model)["training_data"]["source"] == str(archive.resolve())
+    done = CliRunner().invoke(app, ["evaluate", str(model), str(archive), "--out", str(tmp_path / "ev"), "--quiet"])
+    assert done.exit_code == 0, done.output
+    metrics = json.loads((tmp_path / "ev" / "CustomCNN_metrics.json").read_text())
+    assert metrics["n"] == (pd.read_csv(run / "splits.csv")["split"] == "test").sum()

@@ -72,7 +72,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         for i, name in enumerate(CLASS_NAMES)
     }
     summary = {
-        "source": str(index.root),
+        "source": str(index.given_as),
         "layout": index.layout,
         "layout_description": index.describe(),
         "synthetic": is_synthetic_data(index.root),  # affectkit's rendered demo faces, not photographs of people

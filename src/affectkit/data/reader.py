@@ -165,7 +165,7 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
         module, found = _choose(path, options, layout, cache_dir)
         if group_pattern and module.NAME == "fer2013":
             raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")
-        index = module.read(found, options)
+        index = dataclasses.replace(module.read(found, options), source=path.resolve())
         index = _apply_groups(index, group_pattern) if group_pattern else _named_subjects(index)
         index = _drop_duplicates(index)
         if not index.records:

@@ -131,6 +131,13 @@ class DatasetIndex:
     rejected: list[Rejection]
     detail: str = ""  # what the reader found, for describe(): "train/ test/ folders", "fer2013.csv"
     group_source: str | None = None  # what the groups come from: "group_pattern ^(S\d+)_", "manifest column subject"
+    # The path the data set was given as (a folder, a file, an archive), which names it; ``root`` is where it was
+    # read (a folder inside it, the folder an archive unpacked to).
+    source: Path | None = None
+
+    @property
+    def given_as(self) -> Path:
+        return self.source or self.root
 
     @property
     def has_valence_arousal(self) -> bool:

@@ -112,7 +112,7 @@ def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Ev
     val = data.positions("val")
     val_pred = predict_split(model, data, val, tta_flip=config_from_metadata(meta).tta_flip)
     temperature = calibrate(best_path, val_pred, data.expression[val])
-    metrics, test, _ = _score(best_path, model, data, "test", run, data.index.root,
+    metrics, test, _ = _score(best_path, model, data, "test", run, data.index.given_as,
                               training_data=dataset_summary(data.index, data.splits))
     return Evaluated(metrics, test, val_pred.tempered(temperature), model)
 
