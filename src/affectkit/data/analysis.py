@@ -271,8 +271,8 @@ def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0,
     grid = fig.add_gridspec(rows + 1, columns, height_ratios=[4.4] * rows + [faces_height])
     sizes = _face_sizes(index).drop_duplicates()
     same_size = f"; every face {sizes.iloc[0, 0]} x {sizes.iloc[0, 1]} px" if len(sizes) == 1 else ""
-    fig.suptitle(f"Dataset analysis: {index.root.name} ({len(df)} valid, {len(index.rejected)} rejected{same_size})",
-                 fontsize=14)
+    fig.suptitle(f"Dataset analysis: {index.given_as.name} ({len(df)} valid, {len(index.rejected)} rejected"
+                 f"{same_size})", fontsize=14)
     draw = {"classes": lambda ax: _class_panel(ax, df, split_of),
             "class_shares": lambda ax: _class_share_panel(ax, df, split_of),
             "valence": lambda ax: _va_histogram(ax, df, "valence"),
