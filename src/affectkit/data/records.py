@@ -35,8 +35,8 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
                  # FER2013's Usage names, which its image-folder copies keep
                  "publictest": "val", "privatetest": "test"}
 
-# Names data sets give the classes (folder names, label columns), matched case-insensitively.
-# The names public sets and their shared copies give their classes ("suprise" is how some copies spell it).
+# Names data sets and their shared copies give the classes (folder names, label columns), matched
+# case-insensitively ("suprise" is how some copies spell it).
 CLASS_SYNONYMS: dict[int, tuple[str, ...]] = {
     0: ("neutral", "neutrality"),
     1: ("happy", "happiness", "joy"),

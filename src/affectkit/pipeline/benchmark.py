@@ -123,8 +123,8 @@ def _recorded(saved: Path, pred: Predictions, data: PreparedData, folder: RunFol
     """The test scores of a trained model's one prediction of the test split, written beside it as `run` writes its
     models' (metrics, confusion matrix, reliability diagram) and into its card with the data it learnt from; and a
     warning where it gave one class to nearly every face."""
-    metrics, _ = record_evaluation(saved, pred, data, data.positions("test"), "test", folder.models, data.index.given_as,
-                                   training_data=dataset_summary(data.index, data.splits))
+    metrics, _ = record_evaluation(saved, pred, data, data.positions("test"), "test", folder.models,
+                                   data.index.given_as, training_data=dataset_summary(data.index, data.splits))
     return metrics, prior_collapse(metrics["expression"], CLASS_NAMES)
 
 
