@@ -122,10 +122,9 @@ def _holding_classes(folders: list[Path], mapping: dict[str, int | str]) -> list
 ClassDir = tuple[Path, str | None]
 
 
-def _class_dirs(folders: list[Path], mapping: dict[str, int | str], people: bool) -> list[ClassDir]:
-    """The class folders among ``folders`` or inside them, each with its person where ``people`` (else the folder
-    holding class folders only wraps them)."""
-    holders = _holding_classes(folders, mapping)
+def _class_dirs(folders: list[Path], holders: list[Path], people: bool) -> list[ClassDir]:
+    """The class folders among ``folders`` or inside those of them that hold class folders (``holders``), each with
+    its person where ``people`` (else the folder holding class folders only wraps them)."""
     if not holders:
         return [(d, None) for d in folders if _holds_images(d)]
     if people:
@@ -138,14 +137,15 @@ def _structure(path: Path, mapping: dict[str, int | str]) -> tuple[dict[str | No
     top = _subfolders(path)
     split_dirs = [d for d in top if d.name.lower() in SPLIT_ALIASES]
     levels = [_subfolders(d) for d in split_dirs] if split_dirs else [top]
+    holders = [_holding_classes(folders, mapping) for folders in levels]
     # Two or more folders holding class folders are people's; one alone only wraps the data (CK+48/anger/..., as a
     # download unpacks), and grouping every face as one person's would leave nothing to split.
-    people = len({d.name for folders in levels for d in _holding_classes(folders, mapping)}) > 1
+    people = len({d.name for held in holders for d in held}) > 1
     if not split_dirs:
-        return {None: _class_dirs(top, mapping, people)}, []
+        return {None: _class_dirs(top, holders[0], people)}, []
     by_split: dict[str | None, list[ClassDir]] = {}
-    for d, folders in zip(split_dirs, levels):
-        by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(_class_dirs(folders, mapping, people))
+    for d, folders, held in zip(split_dirs, levels, holders):
+        by_split.setdefault(SPLIT_ALIASES[d.name.lower()], []).extend(_class_dirs(folders, held, people))
     return by_split, [d for d in top if d not in split_dirs and _holds_images(d)]
 
 
