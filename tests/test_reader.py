@@ -172,3 +172,20 @@ def test_layout_found_tells_a_data_set_from_a_folder_of_crops(tmp_path):
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "scream" / "b.png")
     assert not layout_found(tmp_path)  # a folder that names no class
     assert layout_found(tmp_path, class_map={"scream": "fear"})  # ... unless the model's class_map maps it
+
+
+def test_an_unreadable_folder_is_one_clear_error_not_a_traceback(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    listing = Path.iterdir
+
+    def refused(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)  # as a folder without read permission answers (root reads all)
+    with pytest.raises(AffectkitError, match=r"locked cannot be read \(Permission denied\): affectkit lists"):
+        read_dataset(locked, progress=False, cache_dir=str(tmp_path / "cache"))

@@ -69,7 +69,7 @@ def _choose(path: Path, options: ReadOptions, layout: str | None, cache_dir: str
         try:
             return choose(path, options, layout)
         except AffectkitError:
-            held = sorted(p.name for p in path.iterdir() if is_archive(p)) if path.is_dir() else []
+            held = _archives_in(path)
             if not held:
                 raise
             raise AffectkitError(f"{path} is not a data set affectkit reads, but holds {', '.join(held)}: give the "
@@ -82,6 +82,14 @@ def _choose(path: Path, options: ReadOptions, layout: str | None, cache_dir: str
             if inner is None:
                 raise AffectkitError(f"The archive {path}, unpacked: {exc}") from None
             folder = inner
+
+
+def _archives_in(folder: Path) -> list[str]:
+    """The names of the archives directly inside ``folder`` (none where it is no folder, or cannot be listed)."""
+    try:
+        return sorted(p.name for p in folder.iterdir() if is_archive(p)) if folder.is_dir() else []
+    except OSError:
+        return []
 
 
 def _compile_group_pattern(pattern: str) -> re.Pattern:

@@ -62,12 +62,21 @@ def choose(path: Path, options: ReadOptions, layout: str | None = None) -> tuple
         if layout not in by_name:
             raise AffectkitError(f"Unknown layout {layout!r}; the layouts are {', '.join(LAYOUT_NAMES)}.")
         module = by_name[layout]
-        found = module.find(path, options)
+        found = _find(module, path, options)
         if found is None:
             raise not_in_layout(path, module.NAME, module.NEEDS)
         return module, found
     for module in LAYOUTS if options.label_pattern else (*DETECTED, file_names):
-        found = module.find(path, options)
+        found = _find(module, path, options)
         if found is not None:
             return module, found
     raise no_layout_error(path)
+
+
+def _find(module: ModuleType, path: Path, options: ReadOptions) -> Path | None:
+    """``module.find``, where a folder it must list but cannot (no read permission) is one clear error."""
+    try:
+        return module.find(path, options)
+    except OSError as exc:
+        raise AffectkitError(f"{exc.filename or path} cannot be read ({exc.strerror or exc}): affectkit lists the data "
+                             "set's folders to tell its layout.") from None
