@@ -29,11 +29,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV, or a .zip/.tar(.gz) of one: class folders, "
-                                              "FER2013, AffectNet (official CSVs or .npy), FER+, RAF-DB, ExpW, "
-                                              "Aff-Wild2, CK+, JAFFE, KDEF, RaFD, YOLO face boxes (Roboflow), a "
-                                              "manifest, or images whose names say their expression "
-                                              "(label_pattern); the layout is detected (README, Data).")]
+DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV, or a .zip/.tar(.gz) of one, or Hugging Face "
+                                              "Parquet/Arrow tables: class folders, FER2013, AffectNet (official "
+                                              "CSVs or .npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, JAFFE, KDEF, RaFD, "
+                                              "YOLO face boxes (Roboflow), a manifest, or images whose names say "
+                                              "their expression (label_pattern); the layout is detected (README, "
+                                              "Data).")]
 LayoutOpt = Annotated[Optional[str], typer.Option(help="Force a layout: file_names, affectnet, affectnet_official, "
                                                        "fer2013, ferplus, rafdb, expw, affwild2, ckplus, afew_va, "
                                                        "yolo, manifest or class_folders.")]

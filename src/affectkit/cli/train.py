@@ -44,7 +44,7 @@ def train(
                                             "recommended recipe's network), timm:<name>, or fusion:<model>+<model>"
                                             "[+...] (those models trained apart, fused as chosen on val).")],
     data: Annotated[Path, typer.Option(help="Data folder or CSV in any layout affectkit reads, or a .zip/.tar(.gz) "
-                                             "of one (README, Data).")],
+                                             "of one, or Hugging Face Parquet/Arrow tables (README, Data).")],
     out: Annotated[Path, typer.Option(help="Run folder for models, history and plots.")] = Path("runs/train"),
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone state dict (.pth/.pt/.safetensors).")] = None,
     pretrained: PretrainedOpt = False,

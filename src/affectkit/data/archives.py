@@ -20,6 +20,7 @@ import shutil
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from affectkit.errors import AffectkitError
@@ -50,55 +51,67 @@ def unpacked(path: Path, cache_dir: Path) -> Path:
                              "it (7z x, unrar x) and give the folder it unpacks to.")
     if not is_archive(path):
         return path
+    stem = path.name[: -len(archive_suffix(path))] or "data"
+    return built_once(path, cache_dir / "archives", stem, [path], _unpack, "unpacked")
+
+
+def built_once(source: Path, parent: Path, stem: str, inputs: list[Path], build: Callable[[Path, Path], int],
+               verb: str) -> Path:
+    """The folder under ``parent`` that ``build(source, folder)`` filled from ``source``, built on first use: keyed
+    by the path, sizes and modification times of ``inputs`` (a changed source is built again, and the copy of its
+    earlier version deleted), under a lock, and atomically (a ``.partial`` folder renamed when whole)."""
     from filelock import FileLock
 
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    stem = path.name[: -len(archive_suffix(path))] or "data"
-    target = cache_dir / "archives" / f"{stem}-{key}"
+    stamps = "|".join(f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in inputs)
+    key = hashlib.sha256(f"{source.resolve()}|{stamps}".encode()).hexdigest()[:12]
+    target = parent / f"{stem}-{key}"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock"):
         if not (target / DONE_FILE).is_file():
-            _unpack(path, target)
-            reporter().note(f"{path}: unpacked into {target} (deleting that folder frees the space; it is unpacked "
+            _build(source, target, build)
+            reporter().note(f"{source}: {verb} into {target} (deleting that folder frees the space; it is {verb} "
                             "again when needed)")
-            for earlier in _earlier_versions(path, target, stem):
+            for earlier in _earlier_versions(source, target, stem):
                 shutil.rmtree(earlier, ignore_errors=True)
-                reporter().note(f"{path} changed since it was unpacked into {earlier}: that copy was deleted")
+                reporter().note(f"{source} changed since it was {verb} into {earlier}: that copy was deleted")
     return target
 
 
-def _earlier_versions(archive: Path, target: Path, stem: str) -> list[Path]:
-    """Other unpacked copies of the archive at this path (before it was downloaded again, or edited)."""
+def _earlier_versions(source: Path, target: Path, stem: str) -> list[Path]:
+    """Other built copies of the source at this path (before it was downloaded again, or edited)."""
     copies = target.parent.glob(f"{glob.escape(stem)}-*/{DONE_FILE}")
     return [done.parent for done in copies
-            if done.parent != target and json.loads(done.read_text()).get("archive") == str(archive.resolve())]
+            if done.parent != target and json.loads(done.read_text()).get("source") == str(source.resolve())]
 
 
-def _unpack(archive: Path, target: Path) -> None:
+def _build(source: Path, target: Path, build: Callable[[Path, Path], int]) -> None:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        if zipfile.is_zipfile(archive):
-            files = _unpack_zip(archive, partial)
-        elif tarfile.is_tarfile(archive):
-            files = _unpack_tar(archive, partial)
-        else:
-            raise AffectkitError(f"{archive} is not a readable {archive_suffix(archive)} archive (damaged, or another "
-                                 "format under that name).")
-    except (OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile, tarfile.TarError) as exc:
+        files = build(source, partial)
+    except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        raise
+    (partial / DONE_FILE).write_text(json.dumps({"source": str(source.resolve()), "files": files}))
+    os.replace(partial, target)
+
+
+def _unpack(archive: Path, folder: Path) -> int:
+    """Unpack ``archive`` into ``folder``; the number of files written."""
+    try:
+        if zipfile.is_zipfile(archive):
+            return _unpack_zip(archive, folder)
+        if tarfile.is_tarfile(archive):
+            return _unpack_tar(archive, folder)
+    except (OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile, tarfile.TarError) as exc:
         problem = _unpack_problem(exc)
         if problem is None:
             raise
         raise AffectkitError(f"{archive} could not be unpacked: {problem}") from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    (partial / DONE_FILE).write_text(json.dumps({"archive": str(archive.resolve()), "files": files}))
-    os.replace(partial, target)
+    raise AffectkitError(f"{archive} is not a readable {archive_suffix(archive)} archive (damaged, or another format "
+                         "under that name).")
 
 
 def _unpack_problem(exc: BaseException) -> str | None:

@@ -32,6 +32,7 @@ from affectkit.data.records import (
     parse_dimension,
     parse_expression,
 )
+from affectkit.data.tables import written_out
 from affectkit.errors import AffectkitError
 from affectkit.progress import silenced
 
@@ -60,24 +61,28 @@ def reader_options(config) -> dict:
 
 
 def _choose(path: Path, options: ReadOptions, layout: str | None, cache_dir: str | None):
-    """The layout module for ``path`` and what it reads there; an archive is read as the folder it unpacks to under
-    the cache (:func:`affectkit.data.cache.default_cache_dir`), or as the one folder that folder wraps."""
+    """The layout module for ``path``, what it reads there, and what that was written out from (or None).
+
+    An archive is read as the folder it unpacks to under the cache (:func:`affectkit.data.cache.default_cache_dir`),
+    or as the one folder that folder wraps; Hugging Face tables of images as the folder they are written out to
+    there (:mod:`affectkit.data.tables`)."""
     from affectkit.data.cache import default_cache_dir  # imported here: the cache module imports this one
 
-    folder = unpacked(path, default_cache_dir(cache_dir))
-    if folder == path:
-        try:
-            return choose(path, options, layout)
-        except AffectkitError:
-            held = _archives_in(path)
-            if not held:
-                raise
-            raise AffectkitError(f"{path} is not a data set affectkit reads, but holds {', '.join(held)}: give the "
-                                 "archive itself (it is unpacked and read as the data set it holds).") from None
+    cache = default_cache_dir(cache_dir)
+    folder = unpacked(path, cache)
     while True:
         try:
-            return choose(folder, options, layout)
+            return (*choose(folder, options, layout), None)
         except AffectkitError as exc:
+            tables = written_out(folder, cache)
+            if tables is not None:
+                return (*choose(tables.folder, options, layout), tables.detail)
+            if folder == path:
+                held = _archives_in(path)
+                if not held:
+                    raise
+                raise AffectkitError(f"{path} is not a data set affectkit reads, but holds {', '.join(held)}: give "
+                                     "the archive itself (it is unpacked and read as the data set it holds).") from None
             inner = wrapped_folder(folder)
             if inner is None:
                 raise AffectkitError(f"The archive {path}, unpacked: {exc}") from None
@@ -170,10 +175,17 @@ def read_dataset(path: str | Path, progress: bool = True, layout: str | None = N
         options = ReadOptions(class_map=dict(class_map or {}), ckplus_neutral_onset=ckplus_neutral_onset,
                               label_pattern=label_pattern, affwild2_frame_step=affwild2_frame_step,
                               affwild2_task=affwild2_task, affectnet_unclassed_faces=affectnet_unclassed_faces)
-        module, found = _choose(path, options, layout, cache_dir)
+        module, found, written_from = _choose(path, options, layout, cache_dir)
         if group_pattern and module.NAME == "fer2013":
             raise AffectkitError(f"{found}: group_pattern needs file names, and FER2013's rows have none.")
-        index = dataclasses.replace(module.read(found, options), source=path.resolve())
+        try:
+            index = module.read(found, options)
+        except AffectkitError as exc:
+            if written_from is None:
+                raise
+            raise AffectkitError(f"{path} ({written_from}, written out as {found}): {exc}") from None
+        detail = index.detail if written_from is None else f"{written_from}, written out as {index.detail}"
+        index = dataclasses.replace(index, source=path.resolve(), detail=detail)
         index = _apply_groups(index, group_pattern) if group_pattern else _named_subjects(index)
         index = _drop_duplicates(index)
         if not index.records:

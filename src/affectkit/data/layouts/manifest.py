@@ -57,7 +57,7 @@ NEEDS = ("manifest.csv, a CSV file given directly, or one in each split folder, 
 COLUMN_NAMES = {
     "path": ("path", "image", "image_path", "img", "img_path", "file", "filename", "file_name", "filepath",
              "file_path", "pth"),
-    "expression": ("expression", "label", "emotion", "class", "category"),
+    "expression": ("expression", "label", "labels", "emotion", "class", "category"),
     "split": ("split", "usage", "partition", "subset"),
     "subject": ("subject", "group", "person", "participant", "identity", "subject_id", "person_id", "participant_id"),
 }
