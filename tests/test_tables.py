@@ -120,12 +120,15 @@ def test_class_numbers_without_names_need_a_class_map(tmp_path):
     assert {r.split for r in index.records} == {"train"}
 
 
-@pytest.mark.parametrize("split", [("Usage", ["Training"] * 4 + ["PublicTest", "PrivateTest"]),
-                                   ("split", ["train"] * 4 + ["validation", "test"])])
-def test_a_table_of_fer2013_pixel_strings_is_read_as_fer2013(tmp_path, split):
+@pytest.mark.parametrize("split, as_numbers", [(("Usage", ["Training"] * 4 + ["PublicTest", "PrivateTest"]), False),
+                                               (("split", ["train"] * 4 + ["validation", "test"]), True)])
+def test_a_table_of_fer2013_pixel_strings_is_read_as_fer2013(tmp_path, split, as_numbers):
+    """Pixel strings as FER2013's CSV has them, or as lists of numbers; its Usage column, or a split column."""
     rng = np.random.default_rng(0)
-    pixels = [" ".join(map(str, rng.integers(0, 256, 48 * 48))) for _ in range(6)]
-    pixels[2] = "1 2 3"
+    pixels = [rng.integers(0, 256, 48 * 48).tolist() for _ in range(6)]
+    pixels[2] = [1, 2, 3]
+    if not as_numbers:
+        pixels = [" ".join(map(str, p)) for p in pixels]
     pq.write_table(pa.table({"emotion": [0, 3, 6, 3, 0, 6], "pixels": pixels, split[0]: split[1]}),
                    tmp_path / "fer.parquet")
     index = read_dataset(tmp_path / "fer.parquet", progress=False, cache_dir=str(tmp_path / "cache"))

@@ -95,7 +95,7 @@ def table_files(path: Path) -> list[Path]:
 
 def image_tables(path: Path) -> list[Table]:
     """The tables of images in ``path``: those with an image column (a Hugging Face Image feature, image bytes, or
-    FER2013's pixel strings); the others (a table of statistics beside them) are left out."""
+    FER2013's pixels, as strings or lists of numbers); the others (a table of statistics beside them) are left out."""
     tables = [_table(file, path) for file in table_files(path)]
     return [t for t in tables if t is not None]
 
@@ -203,7 +203,9 @@ def _image_column(schema, features: dict) -> str | None:
         if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
             return f.name
     names = {f.name: f.type for f in schema}
-    if PIXELS in names and (pa.types.is_string(names[PIXELS]) or pa.types.is_large_string(names[PIXELS])):
+    kind = names.get(PIXELS)
+    if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                             or (pa.types.is_list(kind) and pa.types.is_integer(kind.value_type))):
         return PIXELS
     return None
 
@@ -310,7 +312,9 @@ def _fer2013_rows(tables: list[Table]) -> Iterator[dict[str, str]]:
     for table in tables:
         for batch in _batches(table.path):
             for row in batch.to_pylist():
-                cells = {PIXELS: row[PIXELS] or "", **_cells(table, row)}
+                pixels = row[PIXELS] or ""
+                pixels = pixels if isinstance(pixels, str) else " ".join(map(str, pixels))
+                cells = {PIXELS: pixels, **_cells(table, row)}
                 label = next(c for c in table.columns if c.lower() in FER2013_LABELS)
                 cells["emotion"] = cells.pop(label)
                 split = next((c for c in cells if c.lower() in COLUMN_NAMES["split"]), None)
