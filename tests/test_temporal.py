@@ -448,6 +448,11 @@ def test_odd_class_folders_are_mapped_and_unlabelled_clips_predicted_wherever_th
     single, _ = predict_temporal(trained, loose / "nested" / "b")
     assert single["id"].tolist() == ["b"]
     assert single["p_happy"].iloc[0] == pytest.approx(predictions["p_happy"].iloc[1])
+    video, _ = predict_temporal(trained, loose / "a.avi")  # one video, given as it is
+    assert video["id"].tolist() == ["a.avi"]
+    assert video["p_happy"].iloc[0] == pytest.approx(predictions["p_happy"].iloc[0])
+    with pytest.raises(AffectkitError, match="a.avi is one video, with no label to learn from"):
+        read_clips(loose / "a.avi")
 
 
 def test_clip_frames_writes_an_image_set_that_keeps_each_clips_frames_together(clips, tmp_path, monkeypatch):

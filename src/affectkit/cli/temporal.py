@@ -94,9 +94,9 @@ def temporal(
 @app.command("temporal-predict")
 def temporal_predict(
     model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal` wrote (its kept model).")],
-    clips: Annotated[Path, typer.Argument(help="Clips to predict: class folders of videos or frame folders, DFEW's, "
-                                               "FERV39k's or CK+'s folder, or a manifest CSV with a face column "
-                                               "(labels not needed).")],
+    clips: Annotated[Path, typer.Argument(help="Clips to predict: one video, class folders of videos or frame "
+                                               "folders, DFEW's, FERV39k's or CK+'s folder, or a manifest CSV with a "
+                                               "face column (labels not needed).")],
     out: Annotated[Path, typer.Option(help="CSV to write, one row per clip.")] = Path("temporal_predictions.csv"),
     face_model: FaceModelOpt = None,
     fold: FoldOpt = 1,
@@ -174,8 +174,8 @@ def temporal_frames(
 @app.command("temporal-frames-predict")
 def temporal_frames_predict(
     model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal-frames` wrote (its kept model).")],
-    clips: Annotated[Path, typer.Argument(help="Clips: videos or folders of frames, anywhere under a folder, or a "
-                                               "manifest CSV with a face column.")],
+    clips: Annotated[Path, typer.Argument(help="Clips: one video, or videos or folders of frames anywhere under a "
+                                               "folder, or a manifest CSV with a face column.")],
     out: Annotated[Path, typer.Option(help="CSV to write, one row per frame with a face.")] = Path(
         "frame_predictions.csv"),
     face_model: FaceModelOpt = None,

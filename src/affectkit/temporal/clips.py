@@ -285,13 +285,17 @@ def ckplus_clips(root: Path) -> MultimodalManifest:
 
 def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
                class_map: dict[str, str] | None = None) -> MultimodalManifest:
-    """The clips at ``path`` (a manifest CSV, DFEW's, FERV39k's or CK+'s folder, or class folders of clips); bad rows
-    are quarantined.
+    """The clips at ``path`` (a manifest CSV, DFEW's, FERV39k's or CK+'s folder, or class folders of clips; for
+    prediction also one video); bad rows are quarantined.
     ``fold`` chooses DFEW's split; ``class_map`` names class folders that are not expression names. Without
     ``require_labels`` (prediction) a folder's clips are read whatever its folders are called."""
     path = Path(path)
     if not path.exists():
         raise AffectkitError(f"{path} does not exist: {CLIPS_HELP}.")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if require_labels:
+            raise AffectkitError(f"{path} is one video, with no label to learn from: {CLIPS_HELP}.")
+        return MultimodalManifest(path.parent, ["face"], [Sample(path.name, {"face": path})], [])
     if path.is_dir():
         if is_dfew(path):
             return dfew_clips(path, fold)
