@@ -462,6 +462,66 @@ def test_yolo_as_ultralytics_lays_it_out_and_its_names_checked(tmp_path):
     with pytest.raises(AffectkitError, match="data.yaml has no 'names'"):
         read_dataset(tmp_path, progress=False)
 
+def _coco_export(folder: Path, photos: dict[str, list[tuple[int, int, int]]], first_id: int = 0) -> dict:
+    """Roboflow's COCO JSON of photos of faces (label, x, y): its project-wide category 0 no face is given, then
+    the classes; each face's box [x, y, w, h] in pixels."""
+    categories = [{"id": 0, "name": "emotions", "supercategory": "none"}] + [
+        {"id": n + 1, "name": name, "supercategory": "emotions"} for n, name in enumerate(ROBOFLOW_NAMES)]
+    images, annotations = [], []
+    for number, (name, faces) in enumerate(photos.items()):
+        _yolo_photo(folder / name, faces)
+        images.append({"id": number, "file_name": name, "width": 200, "height": 120})
+        annotations += [{"id": first_id + len(annotations) + k, "image_id": number, "bbox": [x, y, 64, 64],
+                         "category_id": ROBOFLOW_NAMES.index(AFFECTKIT[label].lower()) + 1, "iscrowd": 0}
+                        for k, (label, x, y) in enumerate(faces)]
+    return {"info": {}, "images": images, "annotations": annotations, "categories": categories}
+
+
+def test_coco_face_boxes_as_roboflow_exports_them(tmp_path):
+    """train/ and valid/, each with _annotations.coco.json beside its photos; a face's class its category's name,
+    a photo's faces each a record, a bad box alone quarantined, a photo without a face quarantined."""
+    for split, n in (("train", 4), ("valid", 2)):
+        photos = {f"p{i}.jpg": [(1 + i % 3, 10, 20)] + ([(6, 120, 40)] if i % 2 else []) for i in range(n)}
+        export = _coco_export(tmp_path / split, photos, first_id=100 * (split == "valid"))
+        if split == "train":
+            export["annotations"].append({"id": 50, "image_id": 0, "bbox": [10, 20, 0, 64], "category_id": 2})
+            save(tmp_path / split / "background.jpg", np.full((120, 200, 3), 40, np.uint8))
+            export["images"].append({"id": 9, "file_name": "background.jpg", "width": 200, "height": 120})
+        (tmp_path / split / "_annotations.coco.json").write_text(json.dumps(export))
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "coco" and index.describe().startswith(
+        "COCO face boxes (faces boxed in train/_annotations.coco.json, valid/_annotations.coco.json; ")
+    assert kinds(index) == {"train/p0.jpg#50": "box_invalid", "train/background.jpg": "label_missing"}
+    by_id = {r.id: r for r in index.records}
+    assert len(index.records) == 4 + 2 + 3  # a face per photo, a second in every other one
+    first = by_id["train/p1.jpg#1"]
+    assert AFFECTKIT[first.expression] == "Sad" and first.split == "train" and first.crop == (4, 14, 80, 90)
+    assert AFFECTKIT[by_id["train/p1.jpg#2"].expression] == "Anger"
+    assert {r.split for r in index.records if r.id.startswith("valid/")} == {"val"}
+    ignored = read_dataset(tmp_path, progress=False, class_map={"anger": "ignore"})
+    assert {AFFECTKIT[r.expression] for r in ignored.records} == {"Happy", "Sad", "Surprise"}
+
+
+def test_coco_as_cvat_exports_it_and_its_categories_checked(tmp_path):
+    """annotations/instances_<split>.json with the photos in images/; one JSON may be given directly."""
+    for split in ("train", "val"):
+        export = _coco_export(tmp_path / "images", {f"{split}{i}.png": [(1 + i % 2, 30, 30)] for i in range(3)})
+        (tmp_path / "annotations").mkdir(exist_ok=True)
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(export))
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "coco" and sorted((r.split, AFFECTKIT[r.expression]) for r in index.records) == sorted(
+        [(s, c) for s in ("train", "val") for c in ("Happy", "Sad", "Happy")])
+    alone = read_dataset(tmp_path / "annotations" / "instances_val.json", progress=False)
+    assert len(alone.records) == 3 and {r.split for r in alone.records} == {"val"}
+    export = json.loads((tmp_path / "annotations" / "instances_val.json").read_text())
+    export["categories"][2]["name"] = "smirk"  # Roboflow's "contempt" (category 2) becomes smirk, and is used
+    export["annotations"][0]["category_id"] = 2
+    (tmp_path / "annotations" / "instances_val.json").write_text(json.dumps(export))
+    with pytest.raises(AffectkitError, match="instances_val.json: the categories smirk are not expression names.*"
+                                             "class_map.smirk=fear"):
+        read_dataset(tmp_path, progress=False)
+
+
 def test_ferplus_folders_as_its_repository_generates_them(tmp_path):
     """FER2013Train/ and FER2013Test/ of PNG faces with their header-less label.csv of ten votes (FER+'s column
     order: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, not a face)."""

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from affectkit.config import CLASS_NAMES
 from affectkit.data import tables
 from affectkit.data.reader import read_dataset
+from affectkit.data.records import split_named
 from affectkit.errors import AffectkitError
 
 FER_ORDER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -77,16 +78,32 @@ def test_a_saved_dataset_of_arrow_tables_reads_its_features_from_dataset_info(tm
     """``DatasetDict.save_to_disk``: a folder per split of Arrow stream files, the features in dataset_info.json."""
     data = tmp_path / "saved"
     for split in ("train", "test"):
-        (data / split).mkdir(parents=True)
-        table = _table([0, 3, 6, 3], seed=len(split))
-        with pa.ipc.new_stream(data / split / "data-00000-of-00001.arrow", table.schema) as writer:
-            writer.write_table(table)
+        _arrow_stream(_table([0, 3, 6, 3], seed=len(split)), data / split / "data-00000-of-00001.arrow")
         (data / split / "dataset_info.json").write_text(json.dumps({"features": _features()}))
     (data / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
     index = read_dataset(data, progress=False, cache_dir=str(tmp_path / "cache"))
     assert "2 Hugging Face Arrow tables" in index.describe()
     assert sorted((r.split, CLASS_NAMES[r.expression]) for r in index.records) == sorted(
         [(s, c) for s in ("train", "test") for c in ("Anger", "Happy", "Neutral", "Happy")])
+
+
+def _arrow_stream(table, file):
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with pa.ipc.new_stream(file, table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_the_datasets_cache_of_a_data_set_is_read_without_its_derived_tables(tmp_path):
+    """load_dataset's cache: <user>___<name>/default/0.0.0/<hash>/<name>-<split>.arrow, and Dataset.map's
+    cache-<fingerprint>.arrow beside them, which holds rows already read."""
+    data = tmp_path / "someone___fer"
+    tables_folder = data / "default" / "0.0.0" / "9f2c1d"
+    for split in ("train", "test"):
+        _arrow_stream(_table([0, 3, 6], seed=len(split), features=_features()), tables_folder / f"fer-{split}.arrow")
+    _arrow_stream(_table([3, 3, 3], seed=7, features=_features()), tables_folder / "cache-5e1a2b3c4d.arrow")
+    index = read_dataset(data, progress=False, cache_dir=str(tmp_path / "cache"))
+    assert sorted((r.split, CLASS_NAMES[r.expression]) for r in index.records) == sorted(
+        [(s, c) for s in ("train", "test") for c in ("Anger", "Happy", "Neutral")])
 
 
 def test_file_names_valence_and_arousal_of_a_table_are_read(tmp_path):
@@ -153,8 +170,8 @@ def test_tables_without_images_and_damaged_tables_are_named(tmp_path):
 def test_the_split_a_table_file_names(tmp_path):
     cases = {"data/train-00000-of-00002.parquet": "train", "data/validation-00001-of-00002.parquet": "val",
              "default/test/0000.parquet": "test", "valid/data-00000-of-00001.arrow": "val",
-             "fer2013-test.arrow": "test", "faces.parquet": None}
-    assert {name: tables.split_of(tmp_path / name, tmp_path) for name in cases} == cases
+             "default/partial-train/0000.parquet": "train", "fer2013-test.arrow": "test", "faces.parquet": None}
+    assert {name: split_named(tmp_path / name, tmp_path) for name in cases} == cases
 
 
 def test_analyze_reads_a_parquet_file(tmp_path):

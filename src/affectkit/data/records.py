@@ -58,6 +58,7 @@ LAYOUT_TITLES = {
     "rafdb": "RAF-DB basic",
     "expw": "ExpW",
     "yolo": "YOLO face boxes",
+    "coco": "COCO face boxes",
     "affwild2": "Aff-Wild2",
     "ckplus": "CK+ sequences",
     "afew_va": "AFEW-VA",
@@ -394,6 +395,17 @@ def image_files(root: Path) -> list[Path]:
     files = (f for f in root.rglob("*") if is_image_name(f.name) and f.is_file()
              and not any(part.startswith(".") for part in f.relative_to(root).parts))
     return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
+
+
+def split_named(file: Path, root: Path) -> str | None:
+    """The split a file's name gives (a word of it: ``train-00000-of-00001.parquet``, ``instances_val2017.json``),
+    else the nearest folder between it and ``root`` named as one (``valid/_annotations.coco.json``)."""
+    folders = file.parent.relative_to(root).parts if file != root else ()
+    for name in (file.stem, *reversed(folders)):
+        split = next((SPLIT_ALIASES[w] for w in re.split(r"[^a-z]+", name.lower()) if w in SPLIT_ALIASES), None)
+        if split is not None:
+            return split
+    return None
 
 
 def split_folder_rank(name: str) -> int:

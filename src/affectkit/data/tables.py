@@ -27,13 +27,15 @@ from pathlib import Path, PurePath
 
 from affectkit.data.archives import built_once
 from affectkit.data.layouts.manifest import COLUMN_NAMES
-from affectkit.data.records import SPLIT_ALIASES
+from affectkit.data.records import SPLIT_ALIASES, split_named
 from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
-# data/train-00000-of-00001.parquet, default/train/0000.parquet (the hub's Parquet conversion), train/*.arrow
+# Folders looked into below the one given: data/ (a hub download), default/train/ (the hub's Parquet conversion),
+# default/0.0.0/<hash>/ (the datasets cache of one data set).
 MAX_DEPTH = 3
+DERIVED_TABLE = re.compile(r"^cache-[0-9a-f]+\.arrow$")  # what Dataset.map and .filter cache beside the tables
 MANIFEST = "manifest.csv"
 FER2013_CSV = "fer2013.csv"
 PIXELS = "pixels"
@@ -82,14 +84,15 @@ def written_out(path: Path, cache_dir: Path) -> WrittenOut | None:
 
 def table_files(path: Path) -> list[Path]:
     """``path`` where it is a table file, or the table files in it up to ``MAX_DEPTH`` folders down, leaving out
-    hidden folders (``.cache/huggingface`` of a download)."""
+    hidden folders (``.cache/huggingface`` of a download) and the datasets library's caches of derived tables."""
     if path.is_file():
         return [path] if path.suffix.lower() in TABLE_SUFFIXES else []
     found = []
     for folder, subfolders, files in os.walk(path):
         depth = len(Path(folder).relative_to(path).parts)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and depth < MAX_DEPTH - 1)
-        found += [Path(folder) / f for f in sorted(files) if Path(f).suffix.lower() in TABLE_SUFFIXES]
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and depth < MAX_DEPTH)
+        found += [Path(folder) / f for f in sorted(files)
+                  if Path(f).suffix.lower() in TABLE_SUFFIXES and not DERIVED_TABLE.match(f)]
     return found
 
 
@@ -117,7 +120,7 @@ def _table(file: Path, root: Path) -> Table | None:
     has_split = any(c.strip().lower() in COLUMN_NAMES["split"] for c in columns)
     if pixels:
         _check_fer2013_classes(file, columns, names)
-    return Table(file, None if has_split else split_of(file, root), image, pixels, {} if pixels else names, columns)
+    return Table(file, None if has_split else split_named(file, root), image, pixels, {} if pixels else names, columns)
 
 
 def _check_fer2013_classes(file: Path, columns: tuple[str, ...], names: dict[str, list[str]]) -> None:
@@ -134,17 +137,6 @@ def _check_fer2013_classes(file: Path, columns: tuple[str, ...], names: dict[str
         raise AffectkitError(f"{file}: column {label} names its classes {', '.join(given)}; a table of pixel strings "
                              "is read as FER2013's, whose classes are angry, disgust, fear, happy, sad, surprise, "
                              "neutral in that order.")
-
-
-def split_of(file: Path, root: Path) -> str | None:
-    """The split a table's name gives: a word of its file name (``train-00000-of-00001``, ``fer2013-test``), else
-    the nearest folder named as one (``validation/data-00000-of-00001.arrow``)."""
-    folders = file.parent.relative_to(root).parts if file != root else ()
-    for name in (file.stem, *reversed(folders)):
-        split = next((SPLIT_ALIASES[w] for w in re.split(r"[-_.\s]+", name.lower()) if w in SPLIT_ALIASES), None)
-        if split is not None:
-            return split
-    return None
 
 
 def _schema(file: Path):

@@ -11,8 +11,9 @@
 9. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
 10. ``afew_va``           DATA/001/00000.png ... + DATA/001/001.json (valence, arousal, landmarks per frame)
 11. ``yolo``              DATA/data.yaml (class names) + [split/]images/*.jpg and [split/]labels/*.txt (face boxes)
-12. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
-13. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
+12. ``coco``              [split/]_annotations.coco.json or annotations/*.json (COCO: images, face boxes, categories)
+13. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
+14. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
 
 A label_pattern is asked for, so it comes first; then the specific layouts; class folders next, since any folder
 of folders might look like them; without a label_pattern, file names last, for a folder named as JAFFE, KDEF or RaFD
@@ -33,6 +34,7 @@ from affectkit.data.layouts import (
     affwild2,
     ckplus,
     class_folders,
+    coco,
     expw,
     fer2013,
     ferplus,
@@ -45,14 +47,15 @@ from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
 DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, ferplus, rafdb, expw, affwild2,
-                                    ckplus, afew_va, yolo, manifest, class_folders)
+                                    ckplus, afew_va, yolo, coco, manifest, class_folders)
 LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
 
 def no_layout_error(path: Path) -> AffectkitError:
     needs = "; ".join(f"{m.NEEDS} ({LAYOUT_TITLES[m.NAME]}, --layout {m.NAME})" for m in (*DETECTED, file_names))
-    return AffectkitError(f"{path} is not an affectkit data set: expected a folder with {needs}.")
+    return AffectkitError(f"{path} is not an affectkit data set: expected a folder with {needs}; or Hugging Face "
+                          "tables of images (.parquet, .arrow), or a .zip or .tar of any of these.")
 
 
 def choose(path: Path, options: ReadOptions, layout: str | None = None) -> tuple[ModuleType, Path]:

@@ -33,7 +33,10 @@ ANNOTATION_KINDS = ("exp", "val", "aro", "lnd")
 
 
 def find(path: Path, options: ReadOptions) -> Path | None:
-    return path if (path / "annotations").is_dir() and (path / "images").is_dir() else None
+    """DATA, where annotations/ holds AffectNet's .npy files beside images/ (COCO's annotations/ holds JSON)."""
+    if not ((path / "annotations").is_dir() and (path / "images").is_dir()):
+        return None
+    return path if any((path / "annotations").glob("*_exp.npy")) else None
 
 
 def _load_npy(path: Path) -> np.ndarray:
