@@ -522,6 +522,63 @@ def test_coco_as_cvat_exports_it_and_its_categories_checked(tmp_path):
         read_dataset(tmp_path, progress=False)
 
 
+def _voc_xml(image: Path, faces: list[tuple[str, int, int]], at: Path) -> None:
+    """labelImg's XML of faces (name, x, y), 64 px, with the annotator's own absolute path, saved as ``at``."""
+    objects = "".join(f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0"
+                      f"</difficult><bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{x + 64}</xmax><ymax>{y + 64}</ymax>"
+                      "</bndbox></object>" for name, x, y in faces)
+    at.parent.mkdir(parents=True, exist_ok=True)
+    at.write_text(f"<annotation><folder>faces</folder><filename>{image.name}</filename><path>C:\\Users\\me\\faces\\"
+                  f"{image.name}</path><size><width>200</width><height>120</height><depth>3</depth></size>{objects}"
+                  "</annotation>")
+
+
+def test_voc_face_boxes_as_labelimg_saves_them_beside_the_images(tmp_path):
+    """Roboflow's Pascal VOC export: train/ and valid/, an XML beside each photo; each object a face; a bad box
+    alone quarantined, an XML boxing no face quarantined; object names checked."""
+    for split, n in (("train", 4), ("valid", 2)):
+        for i in range(n):
+            faces = [(1 + i % 3, 10, 20)] + ([(6, 120, 40)] if i % 2 else [])
+            _yolo_photo(tmp_path / split / f"p{i}.jpg", faces)
+            named = [(AFFECTKIT[label].lower(), x, y) for label, x, y in faces]
+            if split == "train" and i == 0:
+                named.append(("happy", 150, 100))  # lies mostly outside the photo
+            _voc_xml(tmp_path / split / f"p{i}.jpg", named, tmp_path / split / f"p{i}.xml")
+    save(tmp_path / "train" / "empty.jpg", np.full((120, 200, 3), 40, np.uint8))
+    _voc_xml(tmp_path / "train" / "empty.jpg", [], tmp_path / "train" / "empty.xml")
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "voc" and index.describe().startswith("Pascal VOC face boxes (faces boxed in 7 XML files; ")
+    assert kinds(index) == {"train/p0.jpg#2": "box_outside_image", "train/empty.jpg": "label_missing"}
+    by_id = {r.id: r for r in index.records}
+    assert len(index.records) == 4 + 2 + 3
+    first = by_id["train/p1.jpg#1"]
+    assert AFFECTKIT[first.expression] == "Sad" and first.split == "train" and first.crop == (4, 14, 80, 90)
+    assert AFFECTKIT[by_id["valid/p1.jpg#2"].expression] == "Anger" and by_id["valid/p1.jpg#2"].split == "val"
+    _voc_xml(tmp_path / "train" / "p0.jpg", [("smirk", 10, 20)], tmp_path / "train" / "p0.xml")
+    with pytest.raises(AffectkitError, match="the object names smirk are not expression names.*class_map.smirk="):
+        read_dataset(tmp_path, progress=False)
+    assert {AFFECTKIT[r.expression] for r in read_dataset(tmp_path, progress=False,
+                                                          class_map={"smirk": "ignore"}).records} == {
+        "Happy", "Sad", "Surprise", "Anger"}
+
+
+def test_voc_as_pascal_lays_it_out_with_its_split_lists(tmp_path):
+    """Annotations/ and JPEGImages/, the splits listed in ImageSets/Main; an image in no list is quarantined."""
+    for i in range(5):
+        _yolo_photo(tmp_path / "JPEGImages" / f"{i:04d}.jpg", [(1 + i % 2, 30, 30)])
+        _voc_xml(tmp_path / "JPEGImages" / f"{i:04d}.jpg", [(("happy", "sad")[i % 2], 30, 30)],
+                 tmp_path / "Annotations" / f"{i:04d}.xml")
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_text("0000\n0001\n0002\n")
+    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("0003\n")
+    index = read_dataset(tmp_path, progress=False)
+    assert index.layout == "voc"
+    assert sorted((r.id, r.split, AFFECTKIT[r.expression]) for r in index.records) == [
+        ("JPEGImages/0000.jpg#1", "train", "Happy"), ("JPEGImages/0001.jpg#1", "train", "Sad"),
+        ("JPEGImages/0002.jpg#1", "train", "Happy"), ("JPEGImages/0003.jpg#1", "test", "Sad")]
+    assert kinds(index) == {"JPEGImages/0004.jpg": "split_missing"}
+
+
 def test_ferplus_folders_as_its_repository_generates_them(tmp_path):
     """FER2013Train/ and FER2013Test/ of PNG faces with their header-less label.csv of ten votes (FER+'s column
     order: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, not a face)."""

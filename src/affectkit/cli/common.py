@@ -37,7 +37,7 @@ DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV, or a .zip/.ta
                                               "Data).")]
 LayoutOpt = Annotated[Optional[str], typer.Option(help="Force a layout: file_names, affectnet, affectnet_official, "
                                                        "fer2013, ferplus, rafdb, expw, affwild2, ckplus, afew_va, "
-                                                       "yolo, coco, manifest or class_folders.")]
+                                                       "yolo, coco, voc, manifest or class_folders.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (see configs/).")]
 ProfileOpt = Annotated[Optional[str], typer.Option(
     "--profile", help=f"A packaged profile ({', '.join(profile_names())}) under --config and the options; "

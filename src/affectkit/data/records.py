@@ -59,6 +59,7 @@ LAYOUT_TITLES = {
     "expw": "ExpW",
     "yolo": "YOLO face boxes",
     "coco": "COCO face boxes",
+    "voc": "Pascal VOC face boxes",
     "affwild2": "Aff-Wild2",
     "ckplus": "CK+ sequences",
     "afew_va": "AFEW-VA",

@@ -12,8 +12,9 @@
 10. ``afew_va``           DATA/001/00000.png ... + DATA/001/001.json (valence, arousal, landmarks per frame)
 11. ``yolo``              DATA/data.yaml (class names) + [split/]images/*.jpg and [split/]labels/*.txt (face boxes)
 12. ``coco``              [split/]_annotations.coco.json or annotations/*.json (COCO: images, face boxes, categories)
-13. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
-14. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
+13. ``voc``               Annotations/*.xml + JPEGImages/, or an .xml beside each image (Pascal VOC, labelImg)
+14. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
+15. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
 
 A label_pattern is asked for, so it comes first; then the specific layouts; class folders next, since any folder
 of folders might look like them; without a label_pattern, file names last, for a folder named as JAFFE, KDEF or RaFD
@@ -41,13 +42,14 @@ from affectkit.data.layouts import (
     file_names,
     manifest,
     rafdb,
+    voc,
     yolo,
 )
 from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
 DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, ferplus, rafdb, expw, affwild2,
-                                    ckplus, afew_va, yolo, coco, manifest, class_folders)
+                                    ckplus, afew_va, yolo, coco, voc, manifest, class_folders)
 LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
