@@ -462,6 +462,32 @@ def test_yolo_as_ultralytics_lays_it_out_and_its_names_checked(tmp_path):
     with pytest.raises(AffectkitError, match="data.yaml has no 'names'"):
         read_dataset(tmp_path, progress=False)
 
+def test_yolo_as_label_studio_and_cvat_export_it(tmp_path):
+    """Label Studio: classes.txt beside images/ and labels/. CVAT (YOLO 1.1): obj.names, each image's label file
+    beside it in obj_train_data/."""
+    studio, cvat = tmp_path / "studio", tmp_path / "cvat"
+    for i in range(3):
+        lines = _yolo_photo(studio / "images" / f"{i}.jpg", [(1 + i % 2, 30, 30)])
+        (studio / "labels").mkdir(parents=True, exist_ok=True)
+        (studio / "labels" / f"{i}.txt").write_text("\n".join(lines))
+        lines = _yolo_photo(cvat / "obj_train_data" / f"{i}.jpg", [(1 + i % 2, 30, 30)])
+        (cvat / "obj_train_data" / f"{i}.txt").write_text("\n".join(lines))
+    (studio / "classes.txt").write_text("\n".join(ROBOFLOW_NAMES) + "\n")
+    (studio / "notes.json").write_text("{}")
+    (cvat / "obj.names").write_text("\n".join(ROBOFLOW_NAMES))
+    (cvat / "obj.data").write_text("classes = 8\ntrain = data/train.txt\nnames = data/obj.names\n")
+    for folder, where in ((studio, "labels/"), (cvat, "label files beside the images")):
+        index = read_dataset(folder, progress=False)
+        assert index.layout == "yolo" and f"faces boxed in {where}, named by" in index.describe()
+        assert [AFFECTKIT[r.expression] for r in index.records] == ["Happy", "Sad", "Happy"]
+    assert {r.split for r in read_dataset(cvat, progress=False).records} == {"train"}
+    # A list of class names beside images/ is not YOLO's without labels/ (a manifest's set may keep one).
+    shutil.rmtree(studio / "labels")
+    pd.DataFrame({"path": [f"images/{i}.jpg" for i in range(3)], "expression": ["happy", "sad", "happy"]}).to_csv(
+        studio / "manifest.csv", index=False)
+    assert read_dataset(studio, progress=False).layout == "manifest"
+
+
 def _coco_export(folder: Path, photos: dict[str, list[tuple[int, int, int]]], first_id: int = 0) -> dict:
     """Roboflow's COCO JSON of photos of faces (label, x, y): its project-wide category 0 no face is given, then
     the classes; each face's box [x, y, w, h] in pixels."""

@@ -4,15 +4,18 @@
     DATA/train/images/0001.jpg      (or DATA/images/train/0001.jpg; valid/ or val/, test/ alike)
     DATA/train/labels/0001.txt      "class cx cy w h" per face, the box relative to the image's size
 
-The class of a line is ``names[class]``: a class name or synonym, or mapped with ``class_map``. Each face is cropped
-by its box plus AffectNet's margin, clipped to the image; a line of a polygon (segmentation export) is cropped by the
-polygon's bounds. An image whose label file is missing or empty (a detection set's background image) has no face to
-learn from and is quarantined as ``label_missing``. The split is the set's own where its folders name one.
+Label Studio's export names the classes in ``classes.txt`` (one a line) beside images/ and labels/; CVAT's (YOLO 1.1,
+Darknet's) in ``obj.names``, each image's labels beside it in ``obj_train_data/``. The class of a line is
+``names[class]``: a class name or synonym, or mapped with ``class_map``. Each face is cropped by its box plus
+AffectNet's margin, clipped to the image; a line of a polygon (segmentation export) is cropped by the polygon's
+bounds. An image whose label file is missing or empty (a detection set's background image) has no face to learn
+from and is quarantined as ``label_missing``. The split is the set's own where its folders name one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import yaml
@@ -32,29 +35,50 @@ from affectkit.data.records import (
     collect,
     image_files,
     inspect_image,
+    is_image_name,
     numbered_lines,
 )
 from affectkit.errors import AffectkitError
 
 NAME = "yolo"
-CONFIG_FILES = ("data.yaml", "data.yml")
-NEEDS = "data.yaml with the class names and images/ folders beside labels/ folders of 'class cx cy w h' lines"
+CONFIG_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")  # Ultralytics', Label Studio's, CVAT's
+NEEDS = ("data.yaml (or classes.txt, obj.names) with the class names and images/ folders beside labels/ folders of "
+         "'class cx cy w h' lines (or the lines beside each image)")
 
 
 def _config_file(path: Path) -> Path | None:
     return next((path / name for name in CONFIG_FILES if (path / name).is_file()), None)
 
 
+def _holds_folder(path: Path, name: str) -> bool:
+    """Whether ``path`` or one of its folders (a split's) holds a folder ``name``."""
+    return (path / name).is_dir() or any((d / name).is_dir() for d in path.iterdir() if d.is_dir())
+
+
+def _has_images_folder(path: Path) -> bool:
+    return _holds_folder(path, "images")
+
+
 def find(path: Path, options: ReadOptions) -> Path | None:
-    """DATA, where it holds data.yaml and a folder named images (at the top or in a split folder)."""
-    if not path.is_dir() or _config_file(path) is None:
+    """DATA, where it names the classes and holds a folder named images (at the top or in a split folder; beside
+    labels/ where a plain list names the classes, which other sets keep too), or, where obj.names names them
+    (CVAT's), folders of images with their label files beside them."""
+    config_file = _config_file(path) if path.is_dir() else None
+    if config_file is None:
         return None
-    held = (path / "images").is_dir() or any((d / "images").is_dir() for d in path.iterdir() if d.is_dir())
-    return path if held else None
+    if _has_images_folder(path) and (config_file.suffix in (".yaml", ".yml") or _holds_folder(path, "labels")):
+        return path
+    if config_file.name != "obj.names":
+        return None
+    beside = any(f.with_suffix(".txt").is_file() for d in path.iterdir() if d.is_dir() for f in d.iterdir()
+                 if is_image_name(f.name))
+    return path if beside else None
 
 
 def class_names(config_file: Path) -> dict[int, str]:
-    """data.yaml's ``names``: class number -> name."""
+    """data.yaml's ``names`` (or classes.txt's, obj.names' lines): class number -> name."""
+    if config_file.suffix.lower() in (".txt", ".names"):
+        return {number: line for number, (_, line) in enumerate(numbered_lines(config_file))}
     try:
         config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -85,16 +109,20 @@ def _labels_by_number(config_file: Path, options: ReadOptions) -> dict[int, int 
 
 
 def _label_file(image: Path, root: Path) -> Path:
-    """YOLO's rule: the label file is the image's path with its last images/ folder read as labels/."""
+    """YOLO's rule: the label file is the image's path with its last images/ folder read as labels/; beside the
+    image where no images/ folder holds it (CVAT's obj_train_data/)."""
     parts = list(image.relative_to(root).parts)
+    if "images" not in parts[:-1]:
+        return image.with_suffix(".txt")
     at = len(parts) - 1 - parts[::-1].index("images")
     parts[at] = "labels"
     return root.joinpath(*parts).with_suffix(".txt")
 
 
 def _split(image: Path, root: Path) -> str | None:
-    return next((SPLIT_ALIASES[p.lower()] for p in image.relative_to(root).parts[:-1] if p.lower() in SPLIT_ALIASES),
-                None)
+    """The split a folder of the image names (train/, valid/, CVAT's obj_train_data/)."""
+    words = (w for p in image.relative_to(root).parts[:-1] for w in re.split(r"[^a-z]+", p.lower()))
+    return next((SPLIT_ALIASES[w] for w in words if w in SPLIT_ALIASES), None)
 
 
 def _box(fields: list[str], source: str) -> tuple[float, float, float, float]:
@@ -116,7 +144,9 @@ def _box(fields: list[str], source: str) -> tuple[float, float, float, float]:
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
     config_file = _config_file(root)
     labels = _labels_by_number(config_file, options)
-    images = [f for f in image_files(root) if "images" in f.relative_to(root).parts[:-1]]
+    images = image_files(root)
+    if _has_images_folder(root):
+        images = [f for f in images if "images" in f.relative_to(root).parts[:-1]]
     if not images:
         raise AffectkitError(f"{root} has {config_file.name} but no image in an images/ folder.")
 
@@ -156,6 +186,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
                                   height=crop[3] - crop[1], digest=digest, split=_split(image, root), crop=crop))
         return faces
 
-    index = collect(root, NAME, images, build, detail=f"faces boxed in labels/, named by {config_file.name}")
+    where = "labels/" if _has_images_folder(root) else "label files beside the images"
+    index = collect(root, NAME, images, build, detail=f"faces boxed in {where}, named by {config_file.name}")
     check_split_given_everywhere(root, (r.split for r in index.records))
     return index
