@@ -73,6 +73,8 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     for found in faces:
         assert_valid_faces(found)
     (photo_face,) = examples_run["faces"]  # the astronaut: one face, detected, boxed
+    (from_opencv,) = examples_run["from_opencv"]  # the same photo, read by OpenCV
+    assert from_opencv.probabilities == pytest.approx(photo_face.probabilities, abs=1e-6)
     assert photo_face.box is not None and photo_face.source == "photo.jpg"
     assert [f.box for f in examples_run["crops"]] == [None, None]
     assert isinstance(examples_run["table"], pd.DataFrame)
@@ -91,6 +93,10 @@ def test_predict_takes_every_input_form_and_refuses_others_in_one_sentence(examp
     results = predictor.predict([batch, str(root / "faces" / "images"), np.zeros((20, 20), np.uint8)])
     assert [r.source for r in results[:3]] == ["array 0[0]", "array 0[1]", "array 0[2]"]
     assert len(results) == 3 + 96 + 1 and results[-1].source == "array 2"
+    # OpenCV's BGR frames (as deepface and fer take them), said so, give what the RGB images give.
+    from_bgr = predictor.predict(np.ascontiguousarray(batch[..., ::-1]), bgr=True)
+    assert [r.probabilities for r in from_bgr] == [r.probabilities for r in results[:3]]
+    assert predictor.predict(np.ascontiguousarray(batch[..., ::-1]))[0].probabilities != results[0].probabilities
     with pytest.raises(AffectkitError, match="does not exist"):
         predictor.predict(root / "missing.jpg")
     with pytest.raises(AffectkitError, match="int is not an image"):

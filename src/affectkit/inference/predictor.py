@@ -173,13 +173,14 @@ class Predictor:
         """A sentence to show wherever this model's predictions are (its training data were synthetic), or None."""
         return synthetic_data_warning(self.meta)
 
-    def predict(self, inputs: ImageInput | Sequence[ImageInput]) -> FaceResults:
+    def predict(self, inputs: ImageInput | Sequence[ImageInput], bgr: bool = False) -> FaceResults:
         """Every face in one image or many: file paths, folders (their images), RGB uint8 arrays or PIL images,
-        alone or in a list; ``.to_frame()`` of the result is a DataFrame with one row per face."""
+        alone or in a list; ``.to_frame()`` of the result is a DataFrame with one row per face. ``bgr``: the arrays
+        are in OpenCV's BGR order (``cv2.imread``, a ``VideoCapture`` frame), as deepface and fer take them."""
         # Imported here: results.py reads files through media.py, which imports this module.
         from affectkit.inference.results import FaceResults, gather_images
 
-        found = gather_images(inputs)
+        found = gather_images(inputs, bgr=bgr)
         return FaceResults.from_predictions([source for source, _ in found],
                                             self.predict_images([image for _, image in found]), self.class_names)
 

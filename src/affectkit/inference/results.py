@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 ImageInput = Union[str, Path, np.ndarray, "Image.Image"]
 
 
-def gather_images(inputs: ImageInput | Sequence[ImageInput]) -> list[tuple[str, np.ndarray]]:
+def gather_images(inputs: ImageInput | Sequence[ImageInput], bgr: bool = False) -> list[tuple[str, np.ndarray]]:
     """``(source, RGB uint8 array)`` per image: files, folders (their images, recursively), arrays (H x W x 3, H x W
-    grey, or N x H x W x 3 for several) and PIL images, alone or in a list or tuple."""
+    grey, or N x H x W x 3 for several; in OpenCV's BGR order where ``bgr``) and PIL images, alone or in a list or
+    tuple."""
     from PIL import Image
 
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
@@ -36,7 +37,7 @@ def gather_images(inputs: ImageInput | Sequence[ImageInput]) -> list[tuple[str, 
                 images.append((str(file), read_image(file)))
         elif isinstance(item, np.ndarray):
             arrays = list(item) if item.ndim == 4 else [item]
-            images += [(f"array {i}" + (f"[{j}]" if item.ndim == 4 else ""), as_rgb_uint8(a))
+            images += [(f"array {i}" + (f"[{j}]" if item.ndim == 4 else ""), _from_bgr(as_rgb_uint8(a), bgr))
                        for j, a in enumerate(arrays)]
         elif isinstance(item, Image.Image):
             images.append((f"image {i}", np.asarray(rgb_image(item))))
@@ -46,6 +47,11 @@ def gather_images(inputs: ImageInput | Sequence[ImageInput]) -> list[tuple[str, 
     if not images:
         raise AffectkitError("No images to predict: the inputs are empty (or folders without images).")
     return images
+
+
+def _from_bgr(image: np.ndarray, bgr: bool) -> np.ndarray:
+    """An RGB image from OpenCV's BGR order (``cv2.imread``, ``VideoCapture.read``) where ``bgr``."""
+    return np.ascontiguousarray(image[..., ::-1]) if bgr and image.ndim == 3 else image
 
 
 @dataclass(frozen=True)
