@@ -1187,6 +1187,31 @@ def test_a_manifest_in_each_split_folder_as_roboflow_exports_classes(tmp_path):
         (tmp_path / "folders" / split / "sizes.csv").write_text("width,height\n64,64\n")
     assert read_dataset(tmp_path / "folders", progress=False).layout == "class_folders"
 
+def test_hugging_face_imagefolder_metadata_as_json_lines_or_csv(tmp_path):
+    """ImageFolder's metadata.jsonl in each split folder (file_name, label, valence and arousal a class folder
+    cannot hold), or metadata.csv at the top; a bad row is quarantined by its line."""
+    rows = {"train": [("0.jpg", "happy", 0.5, 0.25), ("1.jpg", "sad", -0.5, None), ("2.jpg", "happy", 1.0, -1.0)],
+            "test": [("0.jpg", "sad", -0.75, 0.0)]}
+    for split, entries in rows.items():
+        lines = []
+        for i, (name, label, valence, arousal) in enumerate(entries):
+            save(tmp_path / "hf" / split / name, face(AFFECTKIT.index(label.capitalize()), 10 * len(split) + i)[0])
+            lines.append(json.dumps({"file_name": name, "label": label, "valence": valence, "arousal": arousal}))
+        (tmp_path / "hf" / split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    index = read_dataset(tmp_path / "hf", progress=False)
+    assert index.layout == "manifest" and index.describe().startswith("CSV manifest (train/metadata.jsonl; column "
+                                                                      "file_name read as path")
+    assert sorted((r.id, r.split, AFFECTKIT[r.expression], r.valence, r.arousal) for r in index.records) == [
+        ("test/0.jpg", "test", "Sad", -0.75, 0.0), ("train/0.jpg", "train", "Happy", 0.5, 0.25),
+        ("train/2.jpg", "train", "Happy", 1.0, -1.0)]
+    assert [(r.kind, r.reason.startswith("train/metadata.jsonl line 2:")) for r in index.rejected] == [
+        ("annotation_missing", True)]
+    # One metadata.csv at the top, its paths into the split folders.
+    pd.DataFrame({"file_name": ["train/0.jpg", "test/0.jpg"], "label": ["happy", "sad"]}).to_csv(
+        tmp_path / "hf" / "metadata.csv", index=False)
+    assert sorted(r.id for r in read_dataset(tmp_path / "hf", progress=False).records) == ["test/0.jpg", "train/0.jpg"]
+
+
 def test_class_numbers_in_a_column_named_otherwise_are_read_through_class_map(tmp_path):
     """A label column of numbers in FER2013's order (0 Angry, 3 Happy, 6 Neutral) is not read as affectkit's ids."""
     for i in range(6):

@@ -11,7 +11,10 @@ an empty expression (or no ``expression`` column at all) train the valence/arous
 keeps each subject on one side of the split.
 
 Split folders each holding one such CSV (``train/_classes.csv``, ``valid/_classes.csv``, ``test/_classes.csv``, as
-Roboflow's classification export writes them, votes one-hot) are read together, each folder its split.
+Roboflow's classification export writes them, votes one-hot) are read together, each folder its split. A JSON Lines
+file (one object a line) is read as a CSV of the same columns: Hugging Face's ImageFolder keeps its labels (and the
+valence and arousal a folder of classes cannot hold) in ``metadata.jsonl`` or ``metadata.csv`` beside the images,
+``file_name`` their path, at the top or in each split folder.
 
 Annotators' votes (or probabilities) may be given in columns named after the classes (``neutral``, ``happy``, ...,
 ``contempt``; any of them, an empty cell is 0): each row's are scaled to sum to 1, its distribution, which training
@@ -21,6 +24,7 @@ voted class; where it is given it must be one of the most voted.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -51,7 +55,8 @@ from affectkit.data.records import (
 from affectkit.errors import AffectkitError
 
 NAME = "manifest"
-NEEDS = ("manifest.csv, a CSV file given directly, or one in each split folder, with columns path, expression (or "
+NEEDS = ("manifest.csv (or ImageFolder's metadata.csv / .jsonl), a CSV or JSON Lines file given directly, or one in "
+         "each split folder, with columns path, expression (or "
          "votes per class, or valence and arousal)[, valence, arousal, split, subject]")
 # Each column the manifest reads, by its own name first and then by the names others give it.
 COLUMN_NAMES = {
@@ -135,9 +140,25 @@ def _label(row: dict[str, str], distribution: tuple[float, ...] | None, has_vale
     return label
 
 
+MANIFEST_NAMES = ("manifest.csv", "metadata.csv", "metadata.jsonl")  # affectkit's own, Hugging Face ImageFolder's
+SUFFIXES = (".csv", ".jsonl")
+
+
+def _header(path: Path) -> list[str]:
+    """The lower-cased column names of a CSV, or of a JSON Lines file's first object."""
+    if path.suffix.lower() != ".jsonl":
+        return csv_header(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(next((line for line in f if line.strip()), "{}"))
+    except (ValueError, UnicodeDecodeError, OSError):
+        return []
+    return [str(k).strip().lower() for k in first] if isinstance(first, dict) else []
+
+
 def _is_manifest(csv_path: Path) -> bool:
     """Whether a CSV's header names a path column and something that labels it."""
-    header = set(csv_header(csv_path))
+    header = set(_header(csv_path))
     labels = {*COLUMN_NAMES["expression"], *VOTE_COLUMNS, "valence"}
     return bool(header & set(COLUMN_NAMES["path"])) and bool(header & labels)
 
@@ -146,7 +167,8 @@ def _split_manifests(path: Path) -> list[Path]:
     """The one manifest CSV of each split folder of ``path``, where each of them holds one."""
     folders = sorted((d for d in path.iterdir() if d.is_dir() and d.name.lower() in SPLIT_ALIASES),
                      key=lambda d: (split_folder_rank(d.name), d.name))
-    manifests = [[c for c in d.glob("*.csv") if _is_manifest(c)] for d in folders]
+    manifests = [[c for c in sorted(d.iterdir()) if c.suffix.lower() in SUFFIXES and c.is_file() and _is_manifest(c)]
+                 for d in folders]
     return [m[0] for m in manifests] if folders and all(len(m) == 1 for m in manifests) else []
 
 
@@ -154,9 +176,10 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     """Any CSV file given directly (it is checked for its columns when read), DATA/manifest.csv, or DATA itself
     where each of its split folders holds one manifest."""
     if path.is_file():
-        return path if path.suffix.lower() == ".csv" else None
-    if (path / "manifest.csv").is_file():
-        return path / "manifest.csv"
+        return path if path.suffix.lower() in SUFFIXES else None
+    found = next((path / name for name in MANIFEST_NAMES if (path / name).is_file()), None)
+    if found is not None and (found.name == "manifest.csv" or _is_manifest(found)):
+        return found
     return path if _split_manifests(path) else None
 
 
@@ -171,13 +194,25 @@ def read(found: Path, options: ReadOptions) -> DatasetIndex:
                         group_source=parts[0].group_source)
 
 
+def _table(path: Path) -> tuple[pd.DataFrame, str]:
+    """A manifest's rows as text cells ("" where empty), and its CSV field separator ("," for JSON Lines)."""
+    if path.suffix.lower() == ".jsonl":
+        try:
+            table = pd.read_json(path, lines=True, dtype=False)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AffectkitError(f"{path} is not a readable JSON Lines manifest ({exc}).") from None
+        cells = table.astype(object).where(table.notna(), "")
+        return cells.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)), ","
+    delimiter = csv_delimiter(path)
+    try:
+        return pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False), delimiter
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise AffectkitError(f"{path} is not a readable CSV manifest ({exc}).") from None
+
+
 def _read_csv(csv_path: Path, options: ReadOptions, split: str | None = None) -> DatasetIndex:
     """One manifest; ``split``: the split of its split folder, for every row (its ids then name the folder)."""
-    delimiter = csv_delimiter(csv_path)
-    try:
-        table = pd.read_csv(csv_path, sep=delimiter, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise AffectkitError(f"{csv_path} is not a readable CSV manifest ({exc}).") from None
+    table, delimiter = _table(csv_path)
     table.columns = [c.strip().lower() for c in table.columns]
     renamed = _named_columns(list(table.columns), csv_path)
     table = table.rename(columns=renamed)
@@ -204,11 +239,12 @@ def _read_csv(csv_path: Path, options: ReadOptions, split: str | None = None) ->
     rows = table.to_dict("records")
 
     prefix = f"{csv_path.parent.name}/" if split else ""
+    first_line = 1 if csv_path.suffix.lower() == ".jsonl" else 2  # of the rows, after a CSV's header
     moved = moved_prefix((row["path"] for row in rows), base)
 
     def build(i: int) -> Record | Rejection:
         row = rows[i]
-        source = f"{prefix}{csv_path.name} line {i + 2}"
+        source = f"{prefix}{csv_path.name} line {i + first_line}"
         image = listed_path(row["path"], base, moved)
         if folder_label(row.get("expression", ""), mapping) == IGNORE:
             return []
