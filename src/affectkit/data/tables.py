@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from affectkit.data.archives import built_once
+from affectkit.data.layouts.fer2013 import FER2013_TO_AFFECTKIT
 from affectkit.data.layouts.manifest import COLUMN_NAMES
-from affectkit.data.records import SPLIT_ALIASES, split_named
+from affectkit.data.records import SPLIT_ALIASES, class_from_name, split_named
 from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
@@ -125,9 +126,6 @@ def _table(file: Path, root: Path) -> Table | None:
 
 def _check_fer2013_classes(file: Path, columns: tuple[str, ...], names: dict[str, list[str]]) -> None:
     """A table of pixel strings is read as FER2013's CSV: its classes must be FER2013's, in FER2013's order."""
-    from affectkit.data.layouts.fer2013 import FER2013_TO_AFFECTKIT
-    from affectkit.data.records import class_from_name
-
     label = next((c for c in columns if c.lower() in FER2013_LABELS), None)
     if label is None:
         raise AffectkitError(f"{file} holds FER2013's pixel strings but no emotion column (it has "
