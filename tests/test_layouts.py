@@ -596,7 +596,7 @@ def test_voc_as_pascal_lays_it_out_with_its_split_lists(tmp_path):
                  tmp_path / "Annotations" / f"{i:04d}.xml")
     (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
     (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_text("0000\n0001\n0002\n")
-    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("0003\n")
+    (tmp_path / "ImageSets" / "Main" / "Test.txt").write_text("0003\n")  # CVAT names a list by its subset
     index = read_dataset(tmp_path, progress=False)
     assert index.layout == "voc"
     assert sorted((r.id, r.split, AFFECTKIT[r.expression]) for r in index.records) == [

@@ -38,7 +38,6 @@ from affectkit.errors import AffectkitError
 NAME = "voc"
 NEEDS = ("Annotations/*.xml beside JPEGImages/, or an .xml beside each image (in the folder or its split folders): "
          "Pascal VOC's objects with a name and a bndbox")
-SPLIT_LISTS = ("train", "val", "trainval", "test")
 
 
 def _is_voc(xml: Path) -> bool:
@@ -75,14 +74,17 @@ def _image_path(xml: Path, root: Path, filename: str) -> Path:
 
 
 def _splits(root: Path) -> dict[str, str]:
-    """Image id -> split, from ImageSets/Main/<split>.txt (trainval read as train where train.txt is absent)."""
-    splits: dict[str, str] = {}
+    """Image id -> split, from ImageSets/Main/<split>.txt (train, val, validation, test, ...; trainval read as train
+    where no train list is given)."""
     lists = root / "ImageSets" / "Main"
-    for name in SPLIT_LISTS:
-        if (lists / f"{name}.txt").is_file() and not (name == "trainval" and (lists / "train.txt").is_file()):
-            split = "train" if name == "trainval" else SPLIT_ALIASES[name]
-            for line in (lists / f"{name}.txt").read_text(encoding="utf-8", errors="replace").split():
-                splits.setdefault(line, split)
+    files = {f.stem.lower(): f for f in sorted(lists.glob("*.txt"))} if lists.is_dir() else {}
+    named = {stem: SPLIT_ALIASES[stem] for stem in files if stem in SPLIT_ALIASES}
+    if "trainval" in files and "train" not in named.values():
+        named["trainval"] = "train"
+    splits: dict[str, str] = {}
+    for stem, split in named.items():
+        for line in files[stem].read_text(encoding="utf-8", errors="replace").split():
+            splits.setdefault(line, split)
     return splits
 
 
