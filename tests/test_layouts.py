@@ -784,6 +784,43 @@ def test_affwild2_multi_task_files_give_each_frame_what_it_is_annotated_for(tmp_
         read_dataset(tmp_path, progress=False)
 
 
+OULU = {"Anger": 6, "Disgust": 5, "Fear": 4, "Happiness": 1, "Sadness": 2, "Surprise": 3}
+
+
+def _oulu_sequences(root: Path, subjects: int, frames: int = 6) -> None:
+    """Oulu-CASIA's P001/Anger/000.jpeg ...: a neutral face first, then the expression."""
+    for s in range(subjects):
+        for name, label in OULU.items():
+            for k in range(frames):
+                save(root / f"P{s + 1:03d}" / name / f"{k:03d}.jpeg", face(0 if k == 0 else label, 100 * s + k)[0])
+
+
+def test_oulu_casia_as_released(tmp_path):
+    """VL/Strong and NI/Strong read under OriginalImg/: the last three frames of each sequence, its first as Neutral
+    where asked, every face on its subject's side; a sequence too short to have an apex quarantined."""
+    for condition in ("VL/Strong", "NI/Strong"):
+        _oulu_sequences(tmp_path / "OriginalImg" / condition, subjects=3)
+    shutil.rmtree(tmp_path / "OriginalImg/NI/Strong/P003/Fear")
+    for k in range(2):
+        save(tmp_path / "OriginalImg/NI/Strong/P003/Fear" / f"{k:03d}.jpeg", face(4, k)[0])
+    index = read_dataset(tmp_path / "OriginalImg", progress=False)
+    assert index.layout == "oulu_casia" and index.describe().startswith(
+        "Oulu-CASIA sequences (last 3 frames of 36 sequences; conditions NI/Strong, VL/Strong; 6 classes")
+    assert len(index.records) == 35 * 3 and kinds(index) == {"NI/Strong/P003/Fear": "sequence_short"}
+    assert {r.image_path.name for r in index.records} == {"003.jpeg", "004.jpeg", "005.jpeg"}
+    assert {r.group for r in index.records} == {"P001", "P002", "P003"}
+    one = read_dataset(tmp_path / "OriginalImg" / "VL" / "Strong", progress=False, ckplus_neutral_onset=True)
+    assert len(one.records) == 18 * 4 and sum(r.expression == 0 for r in one.records) == 18
+    assert {AFFECTKIT[r.expression] for r in one.records if r.image_path.name == "005.jpeg"} == {
+        "Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise"}
+    # Class folders of a person's photos (not numbered frames) stay class folders.
+    for s in range(2):
+        for k in range(5):
+            save(tmp_path / "own" / f"P{s + 1:03d}" / "Happiness" / f"photo_{k}.jpg", face(1, 10 * s + k)[0])
+            save(tmp_path / "own" / f"P{s + 1:03d}" / "Sadness" / f"photo_{k}.jpg", face(2, 10 * s + k)[0])
+    assert read_dataset(tmp_path / "own", progress=False).layout == "class_folders"
+
+
 def test_ckplus_as_released(tmp_path):
     ckplus_label = {6: 1, 7: 2, 5: 3, 4: 4, 1: 5, 2: 6, 3: 7}  # affectkit id -> CK+'s number (no neutral sequence)
     root = tmp_path / "CK+"

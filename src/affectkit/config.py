@@ -184,7 +184,8 @@ class Config(_Strict):
         "auto",
         description="Aff-Wild2: the challenge whose frames and split are read (auto: EXPR, else multi-task, else VA).")
     ckplus_neutral_onset: bool = Field(
-        False, description="CK+ sequences: each labelled sequence's first frame is also a Neutral face (eight classes).")
+        False, description="CK+ and Oulu-CASIA sequences: each labelled sequence's first frame is also a Neutral face "
+                           "(seven or eight classes).")
     affectnet_unclassed_faces: bool = Field(
         False, description="AffectNet: None (8) and Uncertain (9) faces with valence/arousal train those heads alone "
                            "(else quarantined).")

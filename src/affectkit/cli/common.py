@@ -31,13 +31,13 @@ app = typer.Typer(
 
 DataArg = Annotated[Path, typer.Argument(help="Data folder or CSV, or a .zip/.tar(.gz) of one, or Hugging Face "
                                               "Parquet/Arrow tables: class folders, FER2013, AffectNet (official "
-                                              "CSVs or .npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, JAFFE, KDEF, RaFD, "
-                                              "YOLO face boxes (Roboflow), a manifest, or images whose names say "
-                                              "their expression (label_pattern); the layout is detected (README, "
-                                              "Data).")]
+                                              "CSVs or .npy), FER+, RAF-DB, ExpW, Aff-Wild2, CK+, Oulu-CASIA, JAFFE, "
+                                              "KDEF, RaFD, face boxes (YOLO, COCO, Pascal VOC), a manifest, or "
+                                              "images whose names say their expression (label_pattern); the layout "
+                                              "is detected (README, Data).")]
 LayoutOpt = Annotated[Optional[str], typer.Option(help="Force a layout: file_names, affectnet, affectnet_official, "
-                                                       "fer2013, ferplus, rafdb, expw, affwild2, ckplus, afew_va, "
-                                                       "yolo, coco, voc, manifest or class_folders.")]
+                                                       "fer2013, ferplus, rafdb, expw, affwild2, ckplus, oulu_casia, "
+                                                       "afew_va, yolo, coco, voc, manifest or class_folders.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (see configs/).")]
 ProfileOpt = Annotated[Optional[str], typer.Option(
     "--profile", help=f"A packaged profile ({', '.join(profile_names())}) under --config and the options; "

@@ -62,6 +62,7 @@ LAYOUT_TITLES = {
     "voc": "Pascal VOC face boxes",
     "affwild2": "Aff-Wild2",
     "ckplus": "CK+ sequences",
+    "oulu_casia": "Oulu-CASIA sequences",
     "afew_va": "AFEW-VA",
     "file_names": "labels in file names",
     "manifest": "CSV manifest",

@@ -9,12 +9,13 @@
 7. ``expw``               label/label.lst + image/origin/
 8. ``affwild2``           cropped_aligned/<video>/00001.jpg + .../EXPR_Classification_Challenge/ [+ VA_Estimation_...]
 9. ``ckplus``             cohn-kanade-images/S005/001/*.png + Emotion/S005/001/*_emotion.txt [+ Landmarks/]
-10. ``afew_va``           DATA/001/00000.png ... + DATA/001/001.json (valence, arousal, landmarks per frame)
-11. ``yolo``              DATA/data.yaml (class names) + [split/]images/*.jpg and [split/]labels/*.txt (face boxes)
-12. ``coco``              [split/]_annotations.coco.json or annotations/*.json (COCO: images, face boxes, categories)
-13. ``voc``               Annotations/*.xml + JPEGImages/, or an .xml beside each image (Pascal VOC, labelImg)
-14. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
-15. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
+10. ``oulu_casia``        [VL/Strong/]P001/Anger/000.jpeg ... (Oulu-CASIA's sequences of numbered frames)
+11. ``afew_va``           DATA/001/00000.png ... + DATA/001/001.json (valence, arousal, landmarks per frame)
+12. ``yolo``              DATA/data.yaml (class names) + [split/]images/*.jpg and [split/]labels/*.txt (face boxes)
+13. ``coco``              [split/]_annotations.coco.json or annotations/*.json (COCO: images, face boxes, categories)
+14. ``voc``               Annotations/*.xml + JPEGImages/, or an .xml beside each image (Pascal VOC, labelImg)
+15. ``manifest``          DATA/manifest.csv, or any other CSV file given directly
+16. ``class_folders``     DATA/<class>/... or DATA/<split>/<class>/...
 
 A label_pattern is asked for, so it comes first; then the specific layouts; class folders next, since any folder
 of folders might look like them; without a label_pattern, file names last, for a folder named as JAFFE, KDEF or RaFD
@@ -41,6 +42,7 @@ from affectkit.data.layouts import (
     ferplus,
     file_names,
     manifest,
+    oulu_casia,
     rafdb,
     voc,
     yolo,
@@ -49,7 +51,7 @@ from affectkit.data.records import LAYOUT_TITLES, ReadOptions, not_in_layout
 from affectkit.errors import AffectkitError
 
 DETECTED: tuple[ModuleType, ...] = (affectnet_npy, affectnet_official, fer2013, ferplus, rafdb, expw, affwild2,
-                                    ckplus, afew_va, yolo, coco, voc, manifest, class_folders)
+                                    ckplus, oulu_casia, afew_va, yolo, coco, voc, manifest, class_folders)
 LAYOUTS: tuple[ModuleType, ...] = (file_names, *DETECTED)
 LAYOUT_NAMES = tuple(m.NAME for m in LAYOUTS)
 
