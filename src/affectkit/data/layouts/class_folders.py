@@ -107,6 +107,21 @@ def folder_label(folder: str, mapping: dict[str, int | str]) -> int | str | None
     return mapping[key] if key in mapping else class_from_name(key)
 
 
+def named_labels(names: dict, options: ReadOptions, where: str, what: str) -> dict:
+    """Each key's class (or ``IGNORE``) from the class name ``names`` gives it (a face-box set's class numbers, its
+    object names), read as a class folder's name is; names no class answers to stop the read, naming them (``what``:
+    "the categories") and ``where`` they are."""
+    mapping = parse_class_map(options.class_map)
+    labels = {key: folder_label(name, mapping) for key, name in names.items()}
+    unknown = sorted({names[key] for key, label in labels.items() if label is None})
+    if unknown:
+        raise AffectkitError(
+            f"{where}: {what} {', '.join(unknown)} are not expression names (accepted, in any case: "
+            f"{accepted_class_names()}); map each with class_map, e.g. --set class_map.{unknown[0].lower()}=fear, or "
+            f"to {IGNORE} to leave it out.")
+    return labels
+
+
 def _is_class(folder: Path, mapping: dict[str, int | str]) -> bool:
     return isinstance(folder_label(folder.name, mapping), int)
 

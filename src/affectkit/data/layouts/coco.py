@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from affectkit.data.layouts.affectnet_official import face_crop
-from affectkit.data.layouts.class_folders import folder_label, parse_class_map
+from affectkit.data.layouts.class_folders import named_labels
 from affectkit.data.records import (
     IGNORE,
     SPLIT_ALIASES,
@@ -30,13 +30,11 @@ from affectkit.data.records import (
     Record,
     Reject,
     Rejection,
-    accepted_class_names,
     check_split_given_everywhere,
     collect,
     inspect_image,
     split_named,
 )
-from affectkit.errors import AffectkitError
 
 NAME = "coco"
 NEEDS = ("_annotations.coco.json in the folder or in each split folder, or annotations/*.json: COCO's images, "
@@ -75,17 +73,10 @@ def find(path: Path, options: ReadOptions) -> Path | None:
 
 def _labels(file: Path, data: dict, options: ReadOptions) -> dict[int, int | str]:
     """Category id -> affectkit class (or ``IGNORE``), for the categories some face is given."""
-    mapping = parse_class_map(options.class_map)
     used = {a.get("category_id") for a in data["annotations"] if isinstance(a, dict)}
     names = {c.get("id"): str(c.get("name", "")) for c in data["categories"] if isinstance(c, dict)}
-    labels = {number: folder_label(names[number], mapping) for number in used if number in names}
-    unknown = sorted(names[n] for n, label in labels.items() if label is None)
-    if unknown:
-        raise AffectkitError(
-            f"{file}: the categories {', '.join(unknown)} are not expression names (accepted, in any case: "
-            f"{accepted_class_names()}); map each with class_map, e.g. --set class_map.{unknown[0].lower()}=fear, or "
-            f"to {IGNORE} to leave it out.")
-    return labels
+    return named_labels({number: names[number] for number in used if number in names}, options, str(file),
+                        "the categories")
 
 
 def _image_path(file: Path, root: Path, name: str) -> Path:

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from affectkit.data.layouts.affectnet_official import face_crop
-from affectkit.data.layouts.class_folders import folder_label, parse_class_map
+from affectkit.data.layouts.class_folders import named_labels
 from affectkit.data.records import (
     IGNORE,
     SPLIT_ALIASES,
@@ -26,14 +26,12 @@ from affectkit.data.records import (
     Record,
     Reject,
     Rejection,
-    accepted_class_names,
     check_split_given_everywhere,
     collect,
     inspect_image,
     is_image_name,
     split_named,
 )
-from affectkit.errors import AffectkitError
 
 NAME = "voc"
 NEEDS = ("Annotations/*.xml beside JPEGImages/, or an .xml beside each image (in the folder or its split folders): "
@@ -109,16 +107,8 @@ def _parsed(xml: Path) -> ET.Element | str:
 
 def _labels(root: Path, annotations: list[ET.Element | str], options: ReadOptions) -> dict[str, int | str]:
     """Object name -> affectkit class (or ``IGNORE``), for every name an XML gives."""
-    mapping = parse_class_map(options.class_map)
     names = {_text(obj, "name") for a in annotations if not isinstance(a, str) for obj in a.findall("object")}
-    labels = {name: folder_label(name, mapping) for name in names}
-    unknown = sorted(name for name, label in labels.items() if label is None)
-    if unknown:
-        raise AffectkitError(
-            f"{root}: the object names {', '.join(unknown)} are not expression names (accepted, in any case: "
-            f"{accepted_class_names()}); map each with class_map, e.g. --set class_map.{unknown[0].lower()}=fear, or "
-            f"to {IGNORE} to leave it out.")
-    return labels
+    return named_labels({name: name for name in names}, options, str(root), "the object names")
 
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from affectkit.data.layouts.affectnet_official import face_crop
-from affectkit.data.layouts.class_folders import folder_label, parse_class_map
+from affectkit.data.layouts.class_folders import named_labels
 from affectkit.data.records import (
     IGNORE,
     SPLIT_ALIASES,
@@ -30,7 +30,6 @@ from affectkit.data.records import (
     Record,
     Reject,
     Rejection,
-    accepted_class_names,
     check_split_given_everywhere,
     collect,
     image_files,
@@ -95,19 +94,6 @@ def class_names(config_file: Path) -> dict[int, str]:
         raise AffectkitError(f"{config_file}: the keys of 'names' are not class numbers.") from None
 
 
-def _labels_by_number(config_file: Path, options: ReadOptions) -> dict[int, int | str]:
-    mapping = parse_class_map(options.class_map)
-    names = class_names(config_file)
-    labels = {number: folder_label(name, mapping) for number, name in names.items()}
-    unknown = [names[n] for n, label in labels.items() if label is None]
-    if unknown:
-        raise AffectkitError(
-            f"{config_file}: the class name(s) {', '.join(unknown)} are not expression names (accepted, in any case: "
-            f"{accepted_class_names()}); map each with class_map, e.g. --set class_map.{unknown[0].lower()}=fear, or "
-            f"to {IGNORE} to leave it out.")
-    return labels
-
-
 def _label_file(image: Path, root: Path) -> Path:
     """YOLO's rule: the label file is the image's path with its last images/ folder read as labels/; beside the
     image where no images/ folder holds it (CVAT's obj_train_data/)."""
@@ -143,7 +129,7 @@ def _box(fields: list[str], source: str) -> tuple[float, float, float, float]:
 
 def read(root: Path, options: ReadOptions) -> DatasetIndex:
     config_file = _config_file(root)
-    labels = _labels_by_number(config_file, options)
+    labels = named_labels(class_names(config_file), options, str(config_file), "the class name(s)")
     images = image_files(root)
     if _has_images_folder(root):
         images = [f for f in images if "images" in f.relative_to(root).parts[:-1]]
