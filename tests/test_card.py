@@ -49,7 +49,8 @@ def test_the_card_describes_data_weights_recipe_metrics_and_limits(trained, demo
                  "TrivialAugment False, random erasing 0.0 |",
                  "| loss | 1.0 x CE + 0.5 x mse(valence) + 0.5 x mse(arousal);", "## Intended use and limits",
                  "must not be used on real people", "temperature",
-                 "Stages: 32, 64, 128, 256 channels, 1 convolution(s) each, attention none."):
+                 "Stages: 32, 64, 128, 256 channels, 1 convolution(s) each, attention none.",
+                 f"(the median of {meta['face_margin_faces']} training faces)"):
         assert text in card, text
     (evaluation,) = meta["evaluations"]
     assert evaluation["split"] == "test" and evaluation["n"] == 16 and evaluation["synthetic"] is True

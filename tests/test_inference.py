@@ -277,6 +277,32 @@ def test_temperature_from_metadata_scales_the_logits(face, tmp_path):
     assert confidence[0.05] > confidence[1.0]
 
 
+def test_the_framing_of_training_faces_is_measured_and_served(face, tmp_path):
+    """Faces filling their frame measure a small margin, the same faces with a border around them a larger one; a
+    model's stored margin is the one its detected faces are cropped at; faces the detector cannot find give none."""
+    from affectkit.data.synthetic import render_face, sample_rng
+    from affectkit.inference.faces import DEFAULT_MARGIN, training_margin
+
+    detector = FaceDetector()
+    tight = [render_face(i % 7, sample_rng(5, i), 120)[0] for i in range(12)]
+    bordered = [cv2.copyMakeBorder(f, 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=(128, 128, 128)) for f in tight]
+    (small, found), (large, found_bordered) = training_margin(tight, detector), training_margin(bordered, detector)
+    assert found >= 8 and found_bordered >= 8 and small < DEFAULT_MARGIN < large and large > small + 0.2
+    assert training_margin([np.full((64, 64, 3), 128, np.uint8)] * 10, detector) == (None, 0)
+
+    cfg = Config(img_size=64)
+    crops = {}
+    for margin in (None, small, large):
+        extra = {} if margin is None else {"face_margin": margin}
+        path = save_model(build_model("custom_cnn", cfg), tmp_path / str(margin) / "best_CustomCNN", cfg, extra=extra)
+        predictor = Predictor(path)
+        assert predictor.face_margin == (DEFAULT_MARGIN if margin is None else margin)
+        (found_face,), (crop,) = predictor.find_faces(bordered[0])
+        crops[margin] = crop
+        assert np.array_equal(crop, crop_face(bordered[0], found_face, margin=predictor.face_margin, size=64))
+    assert not np.array_equal(crops[None], crops[small])
+
+
 def test_crop_levels_the_eyes():
     image = np.zeros((200, 200, 3), np.uint8)
     eyes = np.array([[70.0, 90.0], [130.0, 110.0]])  # right eye 20 px lower: a tilted head

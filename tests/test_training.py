@@ -96,6 +96,8 @@ def test_a_saved_model_given_as_weights_is_fine_tuned_whole(demo_dir, tmp_path, 
     after, meta = load_model(again.best_path)
     assert meta["initial_weights"] == "file"
     assert meta["initial_weights_detail"].startswith(f"the whole network (backbone and heads) from {first.best_path}")
+    # How the training faces frame their face, measured on a sample of them: the margin predict crops faces at.
+    assert meta["face_margin_faces"] >= 8 and 0 <= meta["face_margin"] < 0.2
     for (name, kept), (_, started) in zip(after.named_parameters(), before.named_parameters()):
         assert torch.allclose(kept, started, atol=1e-7), name
 

@@ -128,6 +128,17 @@ def _outputs_line(meta: dict[str, Any]) -> str:
     return expressions + "; valence and arousal, each in [-1, 1]."
 
 
+def _framing_line(meta: dict[str, Any]) -> list[str]:
+    if "face_margin" not in meta:
+        return []
+    if meta["face_margin"] is None:
+        return [f"- Faces found in photos are cropped with a fifth of the detector's box added on each side: the "
+                f"detector found too few of the training faces ({meta['face_margin_faces']}) to measure their "
+                "framing."]
+    return [f"- Faces found in photos are cropped as the training faces frame theirs: {meta['face_margin']:.2f} of "
+            f"the detector's box added on each side (the median of {meta['face_margin_faces']} training faces)."]
+
+
 def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
     stand_in = f", the light stand-in for {meta['stands_in_for']}" if meta.get("stands_in_for") else ""
     size = meta["input_size"]
@@ -137,6 +148,7 @@ def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
         f"{stand_in}).",
         *_custom_cnn_line(meta),
         f"- Input: one {size}x{size} {meta.get('color', 'RGB')} face crop, ImageNet mean/std normalisation.",
+        *_framing_line(meta),
         _outputs_line(meta),
         f"- Files: `{weights}` (weights) and `{Path(weights).with_suffix('.json')}` (description, format "
         f"{meta['format']}).",

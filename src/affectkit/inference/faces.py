@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 
 DetectorMethod = Literal["auto", "mtcnn", "haar"]
 LEFT_EYE, RIGHT_EYE = 0, 1  # MTCNN landmark order: eyes, nose, mouth corners, as seen in the image
+# Of the face box, on each side, around a detected face: what a model is served where its training faces' framing
+# was not measured (a model saved before it was, or faces the detector finds too few of).
+DEFAULT_MARGIN = 0.2
+FRAMING_SIDE = 160  # training faces are enlarged to this side to be found: a 48 px face is below MTCNN's reach
+MIN_FRAMED = 8  # training faces a framing is measured on, at least
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,25 @@ def eye_angle(landmarks5: np.ndarray) -> float:
     return math.degrees(math.atan2(dy, dx))
 
 
+def training_margin(faces: list[np.ndarray], detector: FaceDetector) -> tuple[float | None, int]:
+    """The margin around the detector's box (of its side, on each side, as :func:`crop_face` takes it) at which
+    square training ``faces`` frame their face: the median over the faces where the detector finds one face, None
+    where it finds fewer than ``MIN_FRAMED``; and how many it was measured on. A model served at the framing it was
+    trained at sees faces at the scale it learnt them (a FER2013 face fills its frame; an AffectNet crop adds a tenth
+    of its box on each side; a CK+ frame shows the whole head)."""
+    ratios = []
+    for face in faces:
+        found = detector.detect(cv2.resize(face, (FRAMING_SIDE, FRAMING_SIDE), interpolation=cv2.INTER_LINEAR))
+        if len(found) == 1:
+            x1, y1, x2, y2 = found[0].box
+            ratios.append(FRAMING_SIDE / max(x2 - x1, y2 - y1))
+    if len(ratios) < MIN_FRAMED:
+        return None, len(ratios)
+    return float(np.clip((np.median(ratios) - 1) / 2, 0.0, 1.0)), len(ratios)
+
+
 def crop_face(
-    image_rgb: np.ndarray, face: Face, margin: float = 0.2, align: bool = True, size: int = 224
+    image_rgb: np.ndarray, face: Face, margin: float = DEFAULT_MARGIN, align: bool = True, size: int = 224
 ) -> np.ndarray:
     """A ``size x size`` square around the face box, widened by ``margin`` of the box on every side.
 

@@ -13,7 +13,7 @@ import numpy as np
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.card import synthetic_data_warning
 from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGEST_KEY, weights_digest
-from affectkit.inference.faces import DetectorMethod, Face, FaceDetector, crop_face
+from affectkit.inference.faces import DEFAULT_MARGIN, DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
 from affectkit.models.io import (
     load_model,
@@ -153,6 +153,9 @@ class Predictor:
         # A model evaluated with flip test-time augmentation is served the same way, so served outputs are the
         # ones its reported metrics describe.
         self.tta_flip = bool(self.meta.get("config", {}).get("tta_flip", False))
+        # Detected faces are cropped as the training faces frame theirs, where that was measured.
+        face_margin = self.meta.get("face_margin")
+        self.face_margin = DEFAULT_MARGIN if face_margin is None else float(face_margin)
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None
@@ -190,7 +193,7 @@ class Predictor:
         if self.detector is None:
             return [], [image_rgb]
         faces = self.detector.detect(image_rgb)
-        return faces, [crop_face(image_rgb, f, size=self.input_size) for f in faces]
+        return faces, [crop_face(image_rgb, f, margin=self.face_margin, size=self.input_size) for f in faces]
 
     def predict_images(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
         """One list of face results per image; crops of all images share batches."""

@@ -111,6 +111,7 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
         "initial_weights": "+".join(meta.get("initial_weights", "unknown") for meta in metas),
         "initial_weights_detail": "; ".join(f"{name}: {meta.get('initial_weights_detail', '')}"
                                             for name, meta in zip(names, metas)),
+        **{key: metas[0][key] for key in ("face_margin", "face_margin_faces") if key in metas[0]},
     })
     return model, fit
 

@@ -33,7 +33,15 @@ from affectkit.data.datamodule import AffectDataModule, PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
 from affectkit.models.factory import AffectModel, ModelSpec, build_model, count_parameters, resolve_spec
-from affectkit.models.io import fusion_branches, fusion_criterion, load_model, model_paths, update_metadata
+from affectkit.inference.faces import FaceDetector, training_margin
+from affectkit.models.io import (
+    fusion_branches,
+    fusion_criterion,
+    load_model,
+    model_paths,
+    read_metadata,
+    update_metadata,
+)
 from affectkit.models.registry import is_pretrained
 from affectkit.models.weights import load_pretrained_weights, load_weights_file
 from affectkit.progress import reporter, silenced
@@ -68,6 +76,7 @@ class TrainResult:
 
 # A step minimum lengthens phase 2 on a small set, but no further than this many times its epoch budget.
 MAX_EPOCH_STRETCH = 3
+FRAMING_SAMPLE = 48  # training faces a model's framing (the margin it is served at) is measured on
 
 
 def phase2_epochs(config: Config, train_images: int) -> int:
@@ -259,7 +268,19 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
     if result is None:
         # Under DDP every process trains; only rank 0 goes on to evaluate and report.
         sys.exit(0)
+    _record_framing(result.best_path, data, config.seed)
     return result
+
+
+def _record_framing(model_path: Path, data: PreparedData, seed: int) -> None:
+    """Store with the model how its training faces frame their face (:func:`training_margin`, on a sample of
+    them), the margin ``predict`` and ``serve`` crop detected faces at; once per saved model."""
+    if "face_margin" in read_metadata(model_path):
+        return
+    train = data.positions("train")
+    sample = np.sort(np.random.default_rng(seed).choice(train, size=min(FRAMING_SAMPLE, len(train)), replace=False))
+    margin, measured = training_margin([data.images[i] for i in sample], FaceDetector())
+    update_metadata(model_path, face_margin=margin, face_margin_faces=measured)
 
 
 def branch_config(branch: ModelSpec, config: Config) -> Config:
