@@ -301,6 +301,9 @@ def test_the_framing_of_training_faces_is_measured_and_served(face, tmp_path):
         crops[margin] = crop
         assert np.array_equal(crop, crop_face(bordered[0], found_face, margin=predictor.face_margin, size=64))
     assert not np.array_equal(crops[None], crops[small])
+    assert Predictor(path, face_margin=0.3).face_margin == 0.3  # asked for, it wins over the stored one
+    with pytest.raises(AffectkitError, match="--face-margin must be in \\[0, 1\\]"):
+        Predictor(path, face_margin=-0.1)
 
 
 def test_crop_levels_the_eyes():

@@ -161,9 +161,11 @@ def test_metrics_count_predictions_per_class(client, photo):
     assert 'affectkit_request_duration_seconds_bucket{route="/v1/predict",le="+Inf"}' in after
 
 
-def test_model_info_and_page(client):
+def test_model_info_and_page(client, model_path):
     info = client.get("/v1/model").json()
     assert info["classes"] == list(CLASS_NAMES) and info["input_size"] == 64 and info["backend"] == "torch"
+    assert info["face_margin"] == 0.2  # a model saved without its training faces' framing: the fixed fifth
+    assert TestClient(create_app(model_path, face_margin=0.05)).get("/v1/model").json()["face_margin"] == 0.05
     page = client.get("/")
     assert page.status_code == 200 and 'id="status"' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]

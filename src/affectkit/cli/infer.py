@@ -20,6 +20,9 @@ BackendOpt = Annotated[str, typer.Option(
     "onnx / torch.")]
 NoDetectOpt = Annotated[bool, typer.Option(
     "--no-detect", help="Skip face detection: each whole image is already a face crop.")]
+FaceMarginOpt = Annotated[Optional[float], typer.Option(
+    help="Crop each detected face with this share of its box added on each side (default: the framing measured on "
+         "the model's training faces, stored with it).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for the model (default: PyTorch's choice).")]
 
 
@@ -58,6 +61,7 @@ def predict(
     annotate: Annotated[Optional[Path], typer.Option(
         help="Folder for annotated copies (images; an .mp4 per video) and each video's timeline.png.")] = None,
     no_detect: NoDetectOpt = False,
+    face_margin: FaceMarginOpt = None,
     smooth: Annotated[Optional[float], typer.Option(
         help="Video: exponential smoothing per face, weight of the newest frame in (0, 1]; lower is smoother.")] = None,
     every: Annotated[int, typer.Option(help="Video: use every N-th frame.")] = 1,
@@ -77,7 +81,7 @@ def predict(
         check_output_path(out)
     _set_threads(threads)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
-                          batch_size=batch_size)
+                          batch_size=batch_size, face_margin=face_margin)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
     timeline_dir = annotate or (out.parent if out is not None else None)
@@ -165,6 +169,7 @@ def serve(
         envvar="AFFECTKIT_API_KEY", show_envvar=True,
         help="Require this key in the X-API-Key header of /v1/* requests.")] = None,
     no_detect: NoDetectOpt = False,
+    face_margin: FaceMarginOpt = None,
     backend: BackendOpt = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body, all files together, in MB.")] = 10.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image (width x height) accepted.")] = 40_000_000,
@@ -214,7 +219,7 @@ def serve(
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
                remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion,
-               temporal_frames=temporal_frames)
+               temporal_frames=temporal_frames, face_margin=face_margin)
 
 
 @app.command("feedback-report")

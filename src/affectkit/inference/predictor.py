@@ -135,9 +135,12 @@ class Predictor:
         batch_size: int = 32,
         detector: FaceDetector | None = None,
         detector_method: DetectorMethod = "auto",
+        face_margin: float | None = None,
     ):
         if mc_samples < 0 or batch_size < 1:
             raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
+        if face_margin is not None and not 0 <= face_margin <= 1:
+            raise AffectkitError(f"--face-margin must be in [0, 1] (of the face box, on each side), got {face_margin}.")
         self.model_path = Path(model_path)
         self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
         # A valence/arousal model (trained on faces without a class) has no expression to give: no class names.
@@ -153,9 +156,10 @@ class Predictor:
         # A model evaluated with flip test-time augmentation is served the same way, so served outputs are the
         # ones its reported metrics describe.
         self.tta_flip = bool(self.meta.get("config", {}).get("tta_flip", False))
-        # Detected faces are cropped as the training faces frame theirs, where that was measured.
-        face_margin = self.meta.get("face_margin")
-        self.face_margin = DEFAULT_MARGIN if face_margin is None else float(face_margin)
+        # Detected faces are cropped as the training faces frame theirs, where that was measured (or as asked).
+        measured = self.meta.get("face_margin")
+        self.face_margin = face_margin if face_margin is not None else (
+            DEFAULT_MARGIN if measured is None else float(measured))
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None

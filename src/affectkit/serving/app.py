@@ -169,6 +169,7 @@ def create_app(
     state_dir: str | Path | None = None,
     fusion: str | Path | None = None,
     temporal_frames: str | Path | None = None,
+    face_margin: float | None = None,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -180,14 +181,15 @@ def create_app(
     every report are kept (one SQLite file per model), so they outlive the process. ``fusion``: a folder
     ``affectkit fuse`` wrote (on this face model's outputs, where it reads the face), which then serves
     ``/v1/predict-multimodal``. ``temporal_frames``: a folder ``affectkit temporal-frames`` wrote on this face
-    model's outputs, which then gives each video's valence and arousal frame by frame."""
+    model's outputs, which then gives each video's valence and arousal frame by frame. ``face_margin``: crop detected
+    faces with that share of the box on each side instead of the framing measured on the model's training faces."""
     temporal_model = None if temporal is None else load_temporal(temporal)
     frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
     if frames_model is not None:
         frames_model.check_face_model(Path(model_path), "serve that model with it")
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
-    predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples)
+    predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples, face_margin=face_margin)
     if temporal_model is not None:
         _check_reads_alike(temporal_model, temporal, predictor)
     fusion_models, fusion_meta = load_fusion(fusion) if fusion is not None else (None, None)
@@ -426,6 +428,7 @@ def create_app(
             "evaluations": meta.get("evaluations", []),
             "backend": predictor.backend_name,
             "face_detection": predictor.detector.method if predictor.detector else None,
+            "face_margin": predictor.face_margin if predictor.detector else None,  # of the box, on each side
             "trained_on_synthetic_data": bool(meta.get("trained_on_synthetic_data")),
             "warning": predictor.warning,
             "fusion": None if fusion_meta is None else {
