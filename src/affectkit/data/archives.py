@@ -80,8 +80,13 @@ def built_once(source: Path, parent: Path, stem: str, inputs: list[Path], build:
 def _earlier_versions(source: Path, target: Path, stem: str) -> list[Path]:
     """Other built copies of the source at this path (before it was downloaded again, or edited)."""
     copies = target.parent.glob(f"{glob.escape(stem)}-*/{DONE_FILE}")
-    return [done.parent for done in copies
-            if done.parent != target and json.loads(done.read_text()).get("source") == str(source.resolve())]
+    return [done.parent for done in copies if done.parent != target and _built_from(done) == str(source.resolve())]
+
+
+def _built_from(done: Path) -> str | None:
+    """The source a built folder's record names (``archive``: as the first version of the unpacking wrote it)."""
+    record = json.loads(done.read_text())
+    return record.get("source", record.get("archive"))
 
 
 def _build(source: Path, target: Path, build: Callable[[Path, Path], int]) -> None:

@@ -12,6 +12,7 @@ margin, as YOLO's and COCO's boxes are cropped. An XML naming no face is a backg
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -63,12 +64,15 @@ def _text(element: ET.Element | None, tag: str) -> str:
 
 
 def _image_path(xml: Path, root: Path, filename: str) -> Path:
-    """The image an XML names: beside it, in JPEGImages/, or the image of the XML's name (labelImg keeps the
-    name, and an absolute path of the annotator's machine that is not read)."""
-    candidates = [xml.parent / filename, root / "JPEGImages" / filename] if filename else []
-    candidates += sorted(f for f in xml.parent.glob(f"{xml.stem}.*") if is_image_name(f.name))
-    candidates += sorted(f for f in (root / "JPEGImages").glob(f"{xml.stem}.*") if is_image_name(f.name))
-    return next((c for c in candidates if c.is_file()), xml.parent / (filename or xml.stem))
+    """The image an XML names: beside it or in JPEGImages/, else the image of the XML's own name there (labelImg
+    keeps the file's name, and an absolute path of the annotator's machine that is not read); beside the XML, to be
+    reported missing, where none is found."""
+    named = [xml.parent / filename, root / "JPEGImages" / filename] if filename else []
+    found = next((c for c in named if c.is_file()), None)
+    if found is None:  # a listing of the folder, only where the name given is not there
+        found = next((f for folder in (xml.parent, root / "JPEGImages")
+                      for f in sorted(folder.glob(f"{glob.escape(xml.stem)}.*")) if is_image_name(f.name)), None)
+    return found or xml.parent / (filename or xml.stem)
 
 
 def _splits(root: Path) -> dict[str, str]:
