@@ -526,6 +526,11 @@ def test_coco_face_boxes_as_roboflow_exports_them(tmp_path):
     assert {r.split for r in index.records if r.id.startswith("valid/")} == {"val"}
     ignored = read_dataset(tmp_path, progress=False, class_map={"anger": "ignore"})
     assert {AFFECTKIT[r.expression] for r in ignored.records} == {"Happy", "Sad", "Surprise"}
+    # A damaged export is named, not passed over with its split.
+    whole = (tmp_path / "valid" / "_annotations.coco.json").read_text()
+    (tmp_path / "valid" / "_annotations.coco.json").write_text(whole[: len(whole) // 2])
+    with pytest.raises(AffectkitError, match="valid/_annotations.coco.json is not readable JSON.*export or download"):
+        read_dataset(tmp_path, progress=False)
 
 
 def test_coco_as_cvat_exports_it_and_its_categories_checked(tmp_path):
@@ -572,9 +577,11 @@ def test_voc_face_boxes_as_labelimg_saves_them_beside_the_images(tmp_path):
             _voc_xml(tmp_path / split / f"p{i}.jpg", named, tmp_path / split / f"p{i}.xml")
     save(tmp_path / "train" / "empty.jpg", np.full((120, 200, 3), 40, np.uint8))
     _voc_xml(tmp_path / "train" / "empty.jpg", [], tmp_path / "train" / "empty.xml")
+    (tmp_path / "train" / "a_cut_short.xml").write_text("<annotation><filename>a.jpg</filename><object>")
     index = read_dataset(tmp_path, progress=False)
-    assert index.layout == "voc" and index.describe().startswith("Pascal VOC face boxes (faces boxed in 7 XML files; ")
-    assert kinds(index) == {"train/p0.jpg#2": "box_outside_image", "train/empty.jpg": "label_missing"}
+    assert index.layout == "voc" and index.describe().startswith("Pascal VOC face boxes (faces boxed in 8 XML files; ")
+    assert kinds(index) == {"train/p0.jpg#2": "box_outside_image", "train/empty.jpg": "label_missing",
+                            "train/a_cut_short.xml": "annotation_unreadable"}
     by_id = {r.id: r for r in index.records}
     assert len(index.records) == 4 + 2 + 3
     first = by_id["train/p1.jpg#1"]

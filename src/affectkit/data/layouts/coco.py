@@ -35,11 +35,13 @@ from affectkit.data.records import (
     inspect_image,
     split_named,
 )
+from affectkit.errors import AffectkitError
 
 NAME = "coco"
 NEEDS = ("_annotations.coco.json in the folder or in each split folder, or annotations/*.json: COCO's images, "
          "annotations (face boxes) and categories")
 COCO_KEYS = {"images", "annotations", "categories"}
+ROBOFLOW_SUFFIX = ".coco.json"  # _annotations.coco.json
 
 
 @functools.lru_cache(maxsize=16)
@@ -48,7 +50,10 @@ def _load(path: str, stamp: int) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError) as exc:
+        if Path(path).name.endswith(ROBOFLOW_SUFFIX):  # named as COCO's: damaged, not some other JSON
+            raise AffectkitError(f"{path} is not readable JSON ({exc}); it is damaged or cut short: export or "
+                                 "download it again.") from None
         return None
     return data if isinstance(data, dict) and COCO_KEYS <= set(data) else None
 

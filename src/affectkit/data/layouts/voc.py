@@ -51,7 +51,7 @@ def xml_files(path: Path) -> list[Path]:
     else:
         folders = [path, *sorted(d for d in path.iterdir() if d.is_dir() and d.name.lower() in SPLIT_ALIASES)]
     files = [f for folder in folders for f in sorted(folder.glob("*.xml"))]
-    return files if files and _is_voc(files[0]) else []
+    return files if any(_is_voc(f) for f in files[:5]) else []  # one damaged XML does not hide the set
 
 
 def find(path: Path, options: ReadOptions) -> Path | None:
