@@ -96,8 +96,10 @@ def test_images_without_a_face_point_to_no_detect_for_crops(cli, model_path, fac
     hint = "--no-detect reads each whole image as the face"
     found = invoke(cli, ["predict", model_path, blank, "--out", tmp_path / "rows.csv", "-q"])
     assert "0 face(s), 1 without a face" in found.output and hint in " ".join(found.output.split())
+    assert "faces cropped with 0.20 of the box on each side, a fixed fifth" in " ".join(found.output.split())
     whole = invoke(cli, ["predict", model_path, blank, "--no-detect", "--out", tmp_path / "rows2.csv", "-q"])
     assert "1 face(s), 0 without a face" in whole.output and hint not in " ".join(whole.output.split())
+    assert "faces cropped" not in whole.output  # no detection, no crop
 
 
 def test_no_detect_treats_the_image_as_one_face(cli, model_path, face, tmp_path):
