@@ -98,9 +98,9 @@ def predict(
     faceless = sum(r["status"] == "no face found" for r in rows)
     framing = ""
     if predictor.detector is not None:
-        measured = "as asked" if face_margin is not None else (
-            "the training faces' framing" if predictor.meta.get("face_margin") is not None else "a fixed fifth")
-        framing = f"; faces cropped with {predictor.face_margin:.2f} of the box on each side, {measured}"
+        source = {"asked": "as asked", "measured": "the training faces' framing", "default": "a fixed fifth"}
+        framing = (f"; faces cropped with {predictor.face_margin:.2f} of the box on each side, "
+                   f"{source[predictor.face_margin_source]}")
     say(f"{faces} face(s), {faceless} without a face, {errors} error(s) ({predictor.backend_name} backend{framing})")
     if faceless and not no_detect:
         say("Where the inputs are face crops already (a data set's aligned faces), --no-detect reads each "

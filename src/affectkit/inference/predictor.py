@@ -158,8 +158,10 @@ class Predictor:
         self.tta_flip = bool(self.meta.get("config", {}).get("tta_flip", False))
         # Detected faces are cropped as the training faces frame theirs, where that was measured (or as asked).
         measured = self.meta.get("face_margin")
-        self.face_margin = face_margin if face_margin is not None else (
-            DEFAULT_MARGIN if measured is None else float(measured))
+        self.face_margin_source: Literal["asked", "measured", "default"] = (
+            "asked" if face_margin is not None else "default" if measured is None else "measured")
+        self.face_margin = {"asked": face_margin, "measured": measured, "default": DEFAULT_MARGIN}[
+            self.face_margin_source]
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None
