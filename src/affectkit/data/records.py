@@ -399,15 +399,16 @@ def image_files(root: Path) -> list[Path]:
     return sorted(files, key=lambda f: [natural_name_key(part) for part in f.relative_to(root).parts])
 
 
+def split_in_name(name: str) -> str | None:
+    """The split a word of ``name`` names (``train-00000-of-00001``, ``instances_val2017``, ``obj_train_data``)."""
+    return next((SPLIT_ALIASES[w] for w in re.split(r"[^a-z]+", name.lower()) if w in SPLIT_ALIASES), None)
+
+
 def split_named(file: Path, root: Path) -> str | None:
-    """The split a file's name gives (a word of it: ``train-00000-of-00001.parquet``, ``instances_val2017.json``),
-    else the nearest folder between it and ``root`` named as one (``valid/_annotations.coco.json``)."""
+    """The split a file's name gives (``train-00000-of-00001.parquet``, ``instances_val2017.json``), else the nearest
+    folder between it and ``root`` named as one (``valid/_annotations.coco.json``)."""
     folders = file.parent.relative_to(root).parts if file != root else ()
-    for name in (file.stem, *reversed(folders)):
-        split = next((SPLIT_ALIASES[w] for w in re.split(r"[^a-z]+", name.lower()) if w in SPLIT_ALIASES), None)
-        if split is not None:
-            return split
-    return None
+    return next((split for name in (file.stem, *reversed(folders)) if (split := split_in_name(name))), None)
 
 
 def split_folder_rank(name: str) -> int:

@@ -15,7 +15,6 @@ from and is quarantined as ``label_missing``. The split is the set's own where i
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import yaml
@@ -24,7 +23,6 @@ from affectkit.data.layouts.affectnet_official import face_crop
 from affectkit.data.layouts.class_folders import named_labels
 from affectkit.data.records import (
     IGNORE,
-    SPLIT_ALIASES,
     DatasetIndex,
     ReadOptions,
     Record,
@@ -36,6 +34,7 @@ from affectkit.data.records import (
     inspect_image,
     is_image_name,
     numbered_lines,
+    split_in_name,
 )
 from affectkit.errors import AffectkitError
 
@@ -107,8 +106,7 @@ def _label_file(image: Path, root: Path) -> Path:
 
 def _split(image: Path, root: Path) -> str | None:
     """The split a folder of the image names (train/, valid/, CVAT's obj_train_data/)."""
-    words = (w for p in image.relative_to(root).parts[:-1] for w in re.split(r"[^a-z]+", p.lower()))
-    return next((SPLIT_ALIASES[w] for w in words if w in SPLIT_ALIASES), None)
+    return next((split for p in image.relative_to(root).parts[:-1] if (split := split_in_name(p))), None)
 
 
 def _box(fields: list[str], source: str) -> tuple[float, float, float, float]:
@@ -131,7 +129,8 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
     config_file = _config_file(root)
     labels = named_labels(class_names(config_file), options, str(config_file), "the class name(s)")
     images = image_files(root)
-    if _has_images_folder(root):
+    images_folder = _has_images_folder(root)
+    if images_folder:
         images = [f for f in images if "images" in f.relative_to(root).parts[:-1]]
     if not images:
         raise AffectkitError(f"{root} has {config_file.name} but no image in an images/ folder.")
@@ -172,7 +171,7 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
                                   height=crop[3] - crop[1], digest=digest, split=_split(image, root), crop=crop))
         return faces
 
-    where = "labels/" if _has_images_folder(root) else "label files beside the images"
+    where = "labels/" if images_folder else "label files beside the images"
     index = collect(root, NAME, images, build, detail=f"faces boxed in {where}, named by {config_file.name}")
     check_split_given_everywhere(root, (r.split for r in index.records))
     return index
