@@ -29,6 +29,8 @@ from affectkit.progress import reporter
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 UNREAD_ARCHIVE_SUFFIXES = (".rar", ".7z")  # AffectNet's parts come as RAR
 DONE_FILE = ".affectkit-unpacked.json"
+LARGER_DISK = "set AFFECTKIT_CACHE (or cache_dir) to a larger disk"
+UNPACK_YOURSELF = ", or unpack it yourself and give the folder"
 SKIPPED_FOLDERS = ("__MACOSX",)
 # Python's own check of what a tar member may write, where this Python has it (3.11.4 and later), beside ours.
 TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
@@ -128,8 +130,7 @@ def _unpack_problem(exc: BaseException) -> str | None:
         return "it is password-protected; unpack it with its password and give the folder." \
             if "encrypted" in str(exc) else None
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return (f"the disk ran out of space ({exc.strerror}); free some, or set AFFECTKIT_CACHE (or cache_dir) to a "
-                "larger disk.")
+        return disk_full(exc)
     if isinstance(exc, OSError) and exc.errno is not None:  # the file system's (permissions...), not the archive's
         return f"{exc}."
     return f"{exc}; the archive is damaged or incomplete: download it again."
@@ -146,12 +147,18 @@ def _check_member(archive: Path, name: str) -> None:
                              "refused (the archive is not a plain data set).")
 
 
-def _check_room(archive: Path, folder: Path, size: int) -> None:
+def disk_full(exc: OSError) -> str:
+    """What to say where the cache's disk filled up while a folder was being built there."""
+    return f"the disk ran out of space ({exc.strerror}); free some, or {LARGER_DISK}."
+
+
+def check_room(source: Path, folder: Path, size: int, holding: str, otherwise: str = "") -> None:
+    """Refuse to build ``size`` bytes from ``source`` into ``folder`` before starting where its disk has less free
+    (``holding``: what ``source`` does with them, "unpacks to"; ``otherwise``: another way out, said last)."""
     free = shutil.disk_usage(folder).free
     if size > free:
-        raise AffectkitError(f"{archive} unpacks to {size / 1e9:.1f} GB and {folder} has {free / 1e9:.1f} GB free: "
-                             "free some space, set AFFECTKIT_CACHE (or cache_dir) to a larger disk, or unpack it "
-                             "yourself and give the folder.")
+        raise AffectkitError(f"{source} {holding} {size / 1e9:.1f} GB and {folder} has {free / 1e9:.1f} GB free: "
+                             f"free some space, {LARGER_DISK}{otherwise}.")
 
 
 def _unpack_zip(archive: Path, folder: Path) -> int:
@@ -162,7 +169,7 @@ def _unpack_zip(archive: Path, folder: Path) -> int:
         members = [m for m in zf.infolist() if not _skipped(m.filename)]
         for member in members:
             _check_member(archive, member.filename)
-        _check_room(archive, folder, sum(m.file_size for m in members))
+        check_room(archive, folder, sum(m.file_size for m in members), "unpacks to", UNPACK_YOURSELF)
         for member in reporter().track(members, total=len(members), description=f"Unpacking {archive.name}"):
             zf.extract(member, folder)
     return sum(not m.is_dir() for m in members)
@@ -176,7 +183,7 @@ def _unpack_tar(archive: Path, folder: Path) -> int:
             if not (member.isfile() or member.isdir()):
                 raise AffectkitError(f"{archive}: member {member.name!r} is a link or a device, not a file; refused "
                                      "(a data set's archive holds files and folders).")
-        _check_room(archive, folder, sum(m.size for m in members))
+        check_room(archive, folder, sum(m.size for m in members), "unpacks to", UNPACK_YOURSELF)
         for member in reporter().track(members, total=len(members), description=f"Unpacking {archive.name}"):
             tf.extract(member, folder, set_attrs=False, **TAR_FILTER)
     return sum(m.isfile() for m in members)

@@ -20,12 +20,11 @@ import functools
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from affectkit.data.archives import built_once
+from affectkit.data.archives import built_once, check_room, disk_full
 from affectkit.data.layouts.fer2013 import FER2013_TO_AFFECTKIT
 from affectkit.data.layouts.manifest import COLUMN_NAMES
 from affectkit.data.records import SPLIT_ALIASES, class_from_name, split_named
@@ -223,12 +222,7 @@ def _write_out(tables: list[Table], source: Path, folder: Path) -> int:
     import pyarrow as pa
 
     total = sum(_rows(t.path) for t in tables)
-    free = shutil.disk_usage(folder).free
-    size = sum(t.path.stat().st_size for t in tables)
-    if size > free:
-        raise AffectkitError(f"{source}'s tables hold {size / 1e9:.1f} GB of images and {folder} has "
-                             f"{free / 1e9:.1f} GB free: free some space, or set AFFECTKIT_CACHE (or cache_dir) to a "
-                             "larger disk.")
+    check_room(source, folder, sum(t.path.stat().st_size for t in tables), "holds tables of")
     rows = _fer2013_rows(tables) if tables[0].pixels else _image_rows(tables, folder)
     header: list[str] = []
     written = []
@@ -238,8 +232,7 @@ def _write_out(tables: list[Table], source: Path, folder: Path) -> int:
             written.append(row)
     except (pa.ArrowException, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise AffectkitError(f"{source} could not be written out: the disk ran out of space ({exc.strerror}); "
-                                 "free some, or set AFFECTKIT_CACHE (or cache_dir) to a larger disk.") from None
+            raise AffectkitError(f"{source} could not be written out: {disk_full(exc)}") from None
         raise AffectkitError(f"{source} could not be read whole ({exc}); a table is damaged or incomplete: "
                              "download it again.") from None
     with open(folder / (FER2013_CSV if tables[0].pixels else MANIFEST), "w", newline="", encoding="utf-8") as f:
