@@ -32,8 +32,8 @@ from affectkit.config import NO_EXPRESSION, Config
 from affectkit.data.datamodule import AffectDataModule, PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
-from affectkit.models.factory import AffectModel, ModelSpec, build_model, count_parameters, resolve_spec
 from affectkit.inference.faces import FaceDetector, training_margin
+from affectkit.models.factory import AffectModel, ModelSpec, build_model, count_parameters, resolve_spec
 from affectkit.models.io import (
     fusion_branches,
     fusion_criterion,
