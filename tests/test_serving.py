@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from skimage import data as skdata
 
 from affectkit.config import CLASS_NAMES
+from affectkit.errors import AffectkitError
 from affectkit.inference.predictor import Predictor
 from affectkit.serving import create_app
 
@@ -137,6 +138,31 @@ def test_api_key(model_path, photo):
     assert keyed.get("/healthz").json() == {"status": "ok"}
     response = post(keyed, upload, headers={"X-API-Key": "s3cret"})
     assert response.status_code == 200 and response.json()["results"][0]["faces"][0]["box"] is None
+
+
+def test_pages_of_allowed_origins_may_call_the_api_from_a_browser(model_path, client):
+    """A front end served elsewhere (http://localhost:3000) calls the API from the browser: the browser asks first
+    (a preflight naming the X-API-Key header) and reads the answer only where the server names its origin."""
+    app_origin, stranger = "http://localhost:3000", "https://elsewhere.example"
+    open_to_app = TestClient(create_app(model_path, api_key="s3cret", detect=False, allowed_origins=[app_origin]))
+    preflight = open_to_app.options("/v1/predict", headers={
+        "Origin": app_origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == app_origin
+    assert "x-api-key" in preflight.headers["access-control-allow-headers"].lower()
+    answer = open_to_app.get("/v1/model", headers={"Origin": app_origin, "X-API-Key": "s3cret"})
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == app_origin
+    refused = open_to_app.get("/v1/model", headers={"Origin": app_origin})  # the key still counts
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == app_origin
+    assert "access-control-allow-origin" not in open_to_app.get("/healthz", headers={"Origin": stranger}).headers
+    # Without --allow-origin, no page of another origin may read an answer.
+    assert "access-control-allow-origin" not in client.get("/healthz", headers={"Origin": app_origin}).headers
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:3000/", "localhost:3000", "https://app.example.com/ui"])
+def test_an_origin_no_browser_sends_is_refused_by_name(model_path, origin):
+    with pytest.raises(AffectkitError, match=re.escape(repr(origin)) + ".*no path or trailing slash"):
+        create_app(model_path, allowed_origins=[origin])
 
 
 def metric(text: str, name: str, labels: str = "") -> float:

@@ -203,6 +203,9 @@ def serve(
     state_dir: Annotated[Optional[Path], typer.Option(
         help="Keep the drift window, the remembered predictions and every report of the truth here (one SQLite "
         "file per model), so a restart loses none of them; without it they live in memory only.")] = None,
+    allow_origin: Annotated[Optional[list[str]], typer.Option(
+        help="A web page's origin (http://localhost:3000) whose scripts may call the API from a browser (CORS); "
+        "repeat it for more, or * for any. Without it only the server's own page can.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
@@ -224,7 +227,7 @@ def serve(
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
                remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion,
-               temporal_frames=temporal_frames, face_margin=face_margin)
+               temporal_frames=temporal_frames, face_margin=face_margin, allowed_origins=allow_origin)
 
 
 @app.command("feedback-report")

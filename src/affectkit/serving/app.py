@@ -15,6 +15,7 @@ status.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Web
 from pydantic import BaseModel, Field
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
@@ -143,6 +145,18 @@ def _body_size_problem(request: Request, max_bytes: int) -> JSONResponse | None:
     return None
 
 
+def check_origins(origins: list[str]) -> list[str]:
+    """Origins a browser page may call the API from, as the browser sends them (``http://localhost:3000``:
+    scheme, host and port only), or ``*`` for any. A path or a trailing slash would never match what the browser
+    sends, so every call would be refused with no word of why: such an origin is refused here instead."""
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+            raise AffectkitError(f"allowed origin {origin!r} is not an origin as a browser sends it: scheme, host and "
+                                 "port only (https://app.example.com, http://localhost:3000), no path or trailing "
+                                 "slash; or * for any")
+    return origins
+
+
 def _route_label(path: str, known: set[str]) -> str:
     """Known routes by name; anything else is pooled so random URLs cannot inflate the metric's label set."""
     if path in known:
@@ -170,6 +184,7 @@ def create_app(
     fusion: str | Path | None = None,
     temporal_frames: str | Path | None = None,
     face_margin: float | None = None,
+    allowed_origins: list[str] | None = None,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -182,7 +197,10 @@ def create_app(
     ``affectkit fuse`` wrote (on this face model's outputs, where it reads the face), which then serves
     ``/v1/predict-multimodal``. ``temporal_frames``: a folder ``affectkit temporal-frames`` wrote on this face
     model's outputs, which then gives each video's valence and arousal frame by frame. ``face_margin``: crop detected
-    faces with that share of the box on each side instead of the framing measured on the model's training faces."""
+    faces with that share of the box on each side instead of the framing measured on the model's training faces.
+    ``allowed_origins``: web pages of these origins (``http://localhost:3000``, or ``*``) may call the HTTP routes
+    from a browser (CORS); without it only the server's own page can."""
+    check_origins(allowed_origins or [])
     temporal_model = None if temporal is None else load_temporal(temporal)
     frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
     if frames_model is not None:
@@ -232,6 +250,10 @@ def create_app(
         metrics.observe_request(route, response.status_code, time.perf_counter() - start)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
+
+    if allowed_origins:  # added last, so outermost: a preflight is answered before the body bound and the key check
+        app.add_middleware(CORSMiddleware, allow_origins=allowed_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Content-Type"], max_age=600)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
