@@ -101,8 +101,42 @@ def test_predict_takes_every_input_form_and_refuses_others_in_one_sentence(examp
         predictor.predict(root / "missing.jpg")
     with pytest.raises(AffectkitError, match="int is not an image"):
         predictor.predict(3)
-    with pytest.raises(AffectkitError, match="uint8"):
-        predictor.predict(np.zeros((20, 20, 3), np.float32))
+    with pytest.raises(AffectkitError, match=r"float32 values from 0 to 255 .*astype\(np.uint8\)"):
+        predictor.predict(np.linspace(0, 255, 20 * 20 * 3, dtype=np.float32).reshape(20, 20, 3))
+
+
+def test_predict_reads_the_forms_pytorch_scikit_image_and_web_code_hold_an_image_in(examples_run):
+    """A developer's image may be floats in [0, 1] (scikit-image, torchvision's ToTensor), a tensor (C x H x W), a
+    16-bit or one-channel array, or the bytes of an upload: each gives what its RGB uint8 array gives."""
+    import torch
+
+    root = examples_run["root"]
+    with pytest.warns(UserWarning, match="synthetic"):
+        predictor = affectkit.load(root / examples_run["model_path"], detect=False)
+    file = root / "faces" / "images" / "0.jpg"
+    rgb = np.array(Image.open(file))  # writable, as torch.from_numpy wants
+    expected = predictor.predict(rgb)[0].probabilities
+    grey = rgb[..., :1]
+    forms = {"floats in [0, 1]": rgb / 255.0, "16-bit": rgb.astype(np.uint16) * 257,
+             "integers 0..255": rgb.astype(np.int64), "a tensor, C x H x W": torch.from_numpy(rgb).permute(2, 0, 1),
+             "a float tensor": torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
+             "a tensor, H x W x C": torch.from_numpy(rgb), "the file's bytes": file.read_bytes()}
+    for form, image in forms.items():
+        (face,) = predictor.predict(image)
+        assert face.probabilities == pytest.approx(expected, abs=1e-6), form
+    batch = predictor.predict(torch.from_numpy(np.stack([rgb, rgb])).permute(0, 3, 1, 2))
+    assert [f.source for f in batch] == ["tensor 0[0]", "tensor 0[1]"]
+    assert batch[1].probabilities == pytest.approx(expected, abs=1e-6)
+    one_channel = predictor.predict(grey)[0].probabilities
+    assert one_channel == pytest.approx(predictor.predict(grey[..., 0])[0].probabilities, abs=1e-6)
+    with pytest.raises(AffectkitError, match="normalised input .*before normalisation"):
+        predictor.predict((torch.from_numpy(rgb).permute(2, 0, 1).float() / 255 - 0.5) / 0.25)
+    with pytest.raises(AffectkitError, match=r"channels first.*transpose\(1, 2, 0\)"):
+        predictor.predict(rgb.transpose(2, 0, 1))
+    with pytest.raises(AffectkitError, match="bytes 0: not an image"):
+        predictor.predict(b"not an image")
+    with pytest.raises(AffectkitError, match="https://example.com/face.jpg is a URL"):
+        predictor.predict("https://example.com/face.jpg")
 
 
 def test_config_keywords_reach_the_run(examples_run, tmp_path):

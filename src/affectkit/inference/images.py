@@ -6,6 +6,7 @@ The same decoder serves the command line and the HTTP server, so a photo gets th
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -84,11 +85,39 @@ def read_image(path: str | Path, max_pixels: int = FILE_MAX_PIXELS) -> np.ndarra
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Accept grey (H x W), RGB and RGBA arrays from callers; the models want RGB."""
-    if image.dtype != np.uint8:
-        raise AffectkitError(f"Expected a uint8 image array, got dtype {image.dtype}.")
+    """An RGB uint8 ``H x W x 3`` array from what callers hold: grey (``H x W``, ``H x W x 1``), RGB or RGBA; uint8,
+    16-bit (its top 8 bits, as files of that depth are read), other integers within 0..255 (FER2013's pixels parsed
+    as numbers), or floats in [0, 1] (scikit-image's and torchvision's convention)."""
+    image = _as_uint8(np.asarray(image))
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
     if image.ndim == 3 and image.shape[2] in (3, 4):
         return np.ascontiguousarray(image[:, :, :3])
+    if image.ndim == 3 and image.shape[0] in (1, 3, 4):
+        raise AffectkitError(f"Expected an H x W x 3 RGB image array, got shape {image.shape}: channels first, as "
+                             "PyTorch holds images; give image.transpose(1, 2, 0).")
     raise AffectkitError(f"Expected an H x W x 3 RGB image array, got shape {image.shape}.")
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if image.size == 0:
+        raise AffectkitError(f"Expected an image array, got an empty one (shape {image.shape}).")
+    low, high = float(image.min()), float(image.max())
+    if np.issubdtype(image.dtype, np.integer) and 0 <= low and high <= 255:
+        return image.astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating) and 0 <= low and high <= 1:  # NaN fails both comparisons
+        return np.round(image * 255).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating) and 0 <= low and high <= 255:
+        hint = "values of 0..255 as floats: give image.astype(np.uint8), or image / 255"
+    elif np.issubdtype(image.dtype, np.floating) and low < 0 and math.isfinite(low) and math.isfinite(high):
+        hint = "negative values, as a network's normalised input has: give the image before normalisation"
+    else:
+        hint = "give uint8 values 0..255, or floats in [0, 1]"
+    raise AffectkitError(f"Expected a uint8 image array or floats in [0, 1], got {image.dtype} values from {low:g} "
+                         f"to {high:g} ({hint}).")

@@ -183,9 +183,11 @@ class Predictor:
         return synthetic_data_warning(self.meta)
 
     def predict(self, inputs: ImageInput | Sequence[ImageInput], bgr: bool = False) -> FaceResults:
-        """Every face in one image or many: file paths, folders (their images), RGB uint8 arrays or PIL images,
-        alone or in a list; ``.to_frame()`` of the result is a DataFrame with one row per face. ``bgr``: the arrays
-        are in OpenCV's BGR order (``cv2.imread``, a ``VideoCapture`` frame), as deepface and fer take them."""
+        """Every face in one image or many: file paths, folders (their images), an image file's bytes, RGB arrays
+        (uint8, or floats in [0, 1]), PyTorch tensors (C x H x W) or PIL images, alone or in a list (see
+        :func:`~affectkit.inference.results.gather_images`); ``.to_frame()`` of the result is a DataFrame with one row
+        per face. ``bgr``: the arrays are in OpenCV's BGR order (``cv2.imread``, a ``VideoCapture`` frame), as
+        deepface and fer take them."""
         # Imported here: results.py reads files through media.py, which imports this module.
         from affectkit.inference.results import FaceResults, gather_images
 

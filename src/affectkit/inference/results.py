@@ -3,6 +3,7 @@ a pandas form whose columns match ``affectkit predict --out results.csv``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,42 +12,66 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from affectkit.errors import AffectkitError
-from affectkit.inference.images import as_rgb_uint8, read_image, rgb_image
+from affectkit.inference.images import FILE_MAX_PIXELS, as_rgb_uint8, decode_image, read_image, rgb_image
 from affectkit.inference.media import UNCERTAINTY_COLUMNS, expand_inputs, is_video
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
     from PIL import Image
 
-ImageInput = Union[str, Path, np.ndarray, "Image.Image"]
+ImageInput = Union[str, Path, bytes, np.ndarray, "torch.Tensor", "Image.Image"]
 
 
 def gather_images(inputs: ImageInput | Sequence[ImageInput], bgr: bool = False) -> list[tuple[str, np.ndarray]]:
-    """``(source, RGB uint8 array)`` per image: files, folders (their images, recursively), arrays (H x W x 3, H x W
-    grey, or N x H x W x 3 for several; in OpenCV's BGR order where ``bgr``) and PIL images, alone or in a list or
-    tuple."""
+    """``(source, RGB uint8 array)`` per image: files, folders (their images, recursively), an image file's bytes,
+    arrays (H x W x 3, H x W grey, or N x H x W x 3 for several; in OpenCV's BGR order where ``bgr``; see
+    :func:`as_rgb_uint8` for the values taken), PyTorch tensors (C x H x W, or N x C x H x W) and PIL images, alone
+    or in a list or tuple."""
     from PIL import Image
 
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     images: list[tuple[str, np.ndarray]] = []
     for i, item in enumerate(items):
+        if isinstance(item, str) and re.match(r"^[a-z][a-z0-9+.-]*://", item, re.IGNORECASE):
+            raise AffectkitError(f"{item} is a URL: affectkit reads no network; download the image and give its path "
+                                 "or its bytes.")
         if isinstance(item, (str, Path)):
             for file in expand_inputs([item], videos=False):
                 if is_video(file):
                     raise AffectkitError(f"{file} is a video: `affectkit predict` reads videos frame by frame.")
                 images.append((str(file), read_image(file)))
-        elif isinstance(item, np.ndarray):
-            arrays = list(item) if item.ndim == 4 else [item]
-            images += [(f"array {i}" + (f"[{j}]" if item.ndim == 4 else ""), _from_bgr(as_rgb_uint8(a), bgr))
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            images.append((f"bytes {i}", decode_image(bytes(item), name=f"bytes {i}", max_pixels=FILE_MAX_PIXELS)))
+        elif isinstance(item, np.ndarray) or _is_tensor(item):
+            array, kind = (_channels_last(item), "tensor") if _is_tensor(item) else (item, "array")
+            arrays = list(array) if array.ndim == 4 else [array]
+            images += [(f"{kind} {i}" + (f"[{j}]" if array.ndim == 4 else ""), _from_bgr(as_rgb_uint8(a), bgr))
                        for j, a in enumerate(arrays)]
         elif isinstance(item, Image.Image):
             images.append((f"image {i}", np.asarray(rgb_image(item))))
         else:
-            raise AffectkitError(f"A {type(item).__name__} is not an image: give a file or folder path, an RGB "
-                                 "uint8 array or a PIL image.")
+            raise AffectkitError(f"A {type(item).__name__} is not an image: give a file or folder path, an image "
+                                 "file's bytes, an RGB array, a PyTorch tensor or a PIL image.")
     if not images:
         raise AffectkitError("No images to predict: the inputs are empty (or folders without images).")
     return images
+
+
+def _is_tensor(item: Any) -> bool:
+    return type(item).__module__.startswith("torch") and hasattr(item, "detach")
+
+
+def _channels_last(tensor: Any) -> np.ndarray:
+    """A tensor's values as a channels-last array: PyTorch holds an image as C x H x W (a batch N x C x H x W); one
+    made from a NumPy image (``torch.from_numpy``) is H x W x C already."""
+    array = tensor.detach().cpu().numpy()
+    channels = (1, 3, 4)
+    if array.ndim == 2 or (array.ndim in (3, 4) and array.shape[-1] in channels and array.shape[-3] not in channels):
+        return array
+    if array.ndim in (3, 4) and array.shape[-3] in channels:
+        return np.moveaxis(array, -3, -1)
+    raise AffectkitError(f"Expected a C x H x W (or N x C x H x W) image tensor, got shape {tuple(tensor.shape)}.")
 
 
 def _from_bgr(image: np.ndarray, bgr: bool) -> np.ndarray:
