@@ -129,6 +129,14 @@ def test_folder_with_corrupt_files_reports_them_and_continues(predictor, face, t
     assert annotated == ["a_face_annotated.jpg", "d_face_annotated.jpg"]
 
 
+def test_a_url_is_named_as_one_not_as_a_missing_file(predictor, tmp_path):
+    """A URL on the command line reaches the library as a path (``https:/host/a.jpg``): said to be a URL, whole."""
+    with pytest.raises(AffectkitError, match="^https://example.com/a.jpg is a URL: affectkit reads no network"):
+        predict_media(predictor, [Path("https://example.com/a.jpg")], progress=False)
+    with pytest.raises(AffectkitError, match="^C:/faces/a.jpg does not exist"):  # a Windows drive is no URL
+        predict_media(predictor, [Path("C:/faces/a.jpg")], progress=False)
+
+
 def write_clip(video: Path, face: np.ndarray) -> Path:
     """Eight frames of the face moving right, as an MP4."""
     small = cv2.resize(face, (95, 110), interpolation=cv2.INTER_AREA)

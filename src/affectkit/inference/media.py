@@ -6,6 +6,7 @@ A file that cannot be read becomes a row with ``status = "error: ..."`` and a wa
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ def expand_inputs(inputs: Sequence[str | Path], videos: bool = True) -> list[Pat
     wanted = IMAGE_SUFFIXES + (VIDEO_SUFFIXES if videos else ())
     files: list[Path] = []
     for item in map(Path, inputs):
+        if (url := _url(item)) is not None and not item.exists():
+            raise AffectkitError(f"{url} is a URL: affectkit reads no network; download the file and give its path.")
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
             files += [p for p in found if p.suffix.lower() in wanted]
@@ -68,6 +71,13 @@ def expand_inputs(inputs: Sequence[str | Path], videos: bool = True) -> list[Pat
         else:
             raise AffectkitError(f"{item} does not exist.")
     return files
+
+
+def _url(path: Path) -> str | None:
+    """The URL a path was given as (``https://host/a.jpg``, which a path reads as ``https:/host/a.jpg``), or None;
+    a Windows drive (``C:/``) is no URL scheme."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(.*)$", path.as_posix())
+    return f"{match.group(1)}://{match.group(2)}" if match else None
 
 
 def _hint(passed_over: Counter) -> str:

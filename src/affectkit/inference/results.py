@@ -3,7 +3,6 @@ a pandas form whose columns match ``affectkit predict --out results.csv``."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,6 @@ def gather_images(inputs: ImageInput | Sequence[ImageInput], bgr: bool = False) 
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     images: list[tuple[str, np.ndarray]] = []
     for i, item in enumerate(items):
-        if isinstance(item, str) and re.match(r"^[a-z][a-z0-9+.-]*://", item, re.IGNORECASE):
-            raise AffectkitError(f"{item} is a URL: affectkit reads no network; download the image and give its path "
-                                 "or its bytes.")
         if isinstance(item, (str, Path)):
             for file in expand_inputs([item], videos=False):
                 if is_video(file):
