@@ -89,6 +89,39 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked, demo_di
         assert f"`{demo_dir.resolve()}`" in card and f"| {table.loc[row, 'accuracy']:.3f} |" in card
 
 
+def test_each_score_has_its_interval_and_the_recipe_is_compared_face_by_face(benchmarked):
+    """A test split of a few dozen faces cannot tell two rows a point apart: each score carries its bootstrap
+    interval, each row's class for each test face is written out, and benchmark.md sets the recipe against every
+    other row on the same faces."""
+    out, _ = benchmarked
+    table = pd.read_csv(out / "benchmark.csv")
+    faces = pd.read_csv(out / "test_predictions.csv", keep_default_na=False)
+    splits = pd.read_csv(out / "splits.csv", dtype={"id": str})
+    assert sorted(faces["id"].astype(str)) == sorted(splits.loc[splits["split"] == "test", "id"])
+    assert list(faces.columns) == ["id", "expression", *table["model"]]
+    for row in table.itertuples():
+        right = faces[row.model] == faces["expression"]
+        assert right.mean() == pytest.approx(row.accuracy, abs=1e-4), row.model
+        for score in ("accuracy", "macro_f1", "balanced_accuracy"):
+            assert 0 <= getattr(row, f"{score}_low") <= getattr(row, f"{score}_high") <= 1
+        assert row.accuracy_low <= row.accuracy <= row.accuracy_high
+        # A few dozen faces: wide, unless every face or none was right (then no resample differs).
+        assert row.accuracy_high - row.accuracy_low > 0.05 or row.accuracy in (0, 1)
+    report = (out / "benchmark.md").read_text()
+    assert f"[{table.loc[0, 'accuracy_low']:.3f}, {table.loc[0, 'accuracy_high']:.3f}]" in report
+    section = report.split("## The recipe against each row, face by face")[1].split("## ")[0]
+    recipe = table.loc[table["key"] == "recipe", "model"].item()
+    others = [m for m in table["model"] if m != recipe]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "against" not in line]
+    assert [line.split(" | ")[0][2:] for line in lines] == others
+    for model, line in zip(others, lines):
+        only_recipe = int(((faces[recipe] == faces["expression"]) & (faces[model] != faces["expression"])).sum())
+        only_other = int(((faces[model] == faces["expression"]) & (faces[recipe] != faces["expression"])).sum())
+        cells = line.split(" | ")
+        assert (int(cells[3]), int(cells[4])) == (only_recipe, only_other), model
+        assert cells[-1].rstrip(" |") in ("better", "worse", "not told apart")
+
+
 def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked, demo_dir, tmp_path):
     out, _ = benchmarked
     recipe = out / "models" / "best_MobileNetV2+MiniXception.safetensors"
@@ -345,6 +378,15 @@ def test_cross_validation_benchmarks_each_fold_and_gives_mean_and_spread(demo_di
     report = (out / "benchmark.md").read_text()
     assert "2-fold cross-validation" in report and "(fold_2/benchmark.md)" in report and " ± " in report
     assert (out / "benchmark.png").is_file() and "mean ± std over 2 folds" in " ".join(result.output.split())
+    # The recipe against each row on every face, each as the fold that tested it predicted it.
+    pooled = pd.read_csv(out / "test_predictions.csv", dtype=str, keep_default_na=False)
+    assert sorted(pooled["id"]) == sorted(tested[0] | tested[1]) and set(pooled["fold"]) == {"1", "2"}
+    hog = pooled["HOG + linear SVM"] == pooled["expression"]
+    recipe = pooled["affectkit recipe (MobileNetV2+MiniXception)"] == pooled["expression"]
+    section = report.split("## The recipe against each row, face by face")[1]
+    assert "on the same 96 faces, each as the fold that tested it predicted it" in " ".join(section.split())
+    assert f"| HOG + linear SVM | {recipe.mean() - hog.mean():+.4f} |" in section
+    assert f"| {int((recipe & ~hog).sum())} | {int((hog & ~recipe).sum())} |" in section
     # Resumed, the folds already benchmarked are read back, not trained again.
     monkeypatch.setattr(bench, "train_model", lambda *a, **k: pytest.fail("a finished fold was trained again"))
     again = CliRunner().invoke(app, [*args, "--resume"])

@@ -392,3 +392,71 @@ def test_faces_of_classes_a_model_never_learnt_are_counted_apart():
     assert unlearnt_classes(expression, CLASS_NAMES, CLASS_NAMES) is None  # it learnt them all
     assert unlearnt_classes(expression, [c for c in CLASS_NAMES if c != "Fear"], CLASS_NAMES) is None  # no Fear face
     assert unlearnt_classes(None, CLASS_NAMES[:7], CLASS_NAMES) is None  # a valence/arousal model
+
+
+# -- how sure a test score is -------------------------------------------------------------------------------------
+
+
+def _guesses(n: int, right: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, n)
+    return labels, np.where(rng.random(n) < right, labels, rng.integers(0, NUM_CLASSES, n))
+
+
+def test_the_bootstrap_resamples_the_scores_the_metrics_report():
+    """The resampled statistic is the reported one: accuracy, macro-F1 over the classes given or predicted
+    (torchmetrics'), balanced accuracy over the classes given (scikit-learn's)."""
+    from affectkit.evaluation.significance import _confusion, _score
+
+    labels, predicted = _guesses(500, 0.6, seed=0)
+    confusion = _confusion(labels, predicted)
+    reported = compute_metrics(np.eye(NUM_CLASSES)[predicted], labels, np.zeros((500, 2)),
+                               np.full((500, 2), np.nan))["expression"]
+    assert _score(confusion, "accuracy") == pytest.approx(skm.accuracy_score(labels, predicted))
+    assert _score(confusion, "balanced_accuracy") == pytest.approx(skm.balanced_accuracy_score(labels, predicted))
+    seen = sorted(set(labels) | set(predicted))
+    assert _score(confusion, "macro_f1") == pytest.approx(skm.f1_score(labels, predicted, labels=seen,
+                                                                       average="macro"))
+    for score in ("accuracy", "macro_f1", "balanced_accuracy"):
+        assert _score(confusion, score) == pytest.approx(reported[score], abs=1e-6), score
+    # Batched: one score per resample, each its own confusion matrix.
+    batch = _confusion(np.stack([labels, labels[::-1]]), np.stack([predicted, labels[::-1]]))
+    assert list(_score(batch, "accuracy")) == pytest.approx([skm.accuracy_score(labels, predicted), 1.0])
+
+
+def test_score_intervals_narrow_with_more_faces_and_leave_out_faces_without_a_class():
+    from affectkit.evaluation.significance import score_intervals
+
+    few, many = _guesses(100, 0.6, seed=1), _guesses(4000, 0.6, seed=1)
+    narrow, wide = score_intervals(*many), score_intervals(*few)
+    for score in ("accuracy", "macro_f1", "balanced_accuracy"):
+        assert narrow[score][1] - narrow[score][0] < 0.5 * (wide[score][1] - wide[score][0]), score
+    accuracy = skm.accuracy_score(*many)
+    assert narrow["accuracy"][0] < accuracy < narrow["accuracy"][1]
+    assert narrow["accuracy"][1] - narrow["accuracy"][0] == pytest.approx(  # the binomial's normal width
+        2 * 1.96 * np.sqrt(accuracy * (1 - accuracy) / 4000), rel=0.15)
+    labels, predicted = few
+    unclassed = score_intervals(np.append(labels, [NO_EXPRESSION] * 50), np.append(predicted, [0] * 50))
+    assert unclassed == wide
+    assert score_intervals([NO_EXPRESSION], [0]) == {}
+
+
+def test_a_paired_comparison_counts_the_faces_only_one_model_got_right():
+    from affectkit.evaluation.significance import paired_comparison
+
+    labels = np.zeros(40, dtype=np.int64)
+    first, second = labels.copy(), labels.copy()
+    first[:2] = second[2:12] = 1  # 10 faces only the first gets right, 2 only the second: McNemar p = 0.0386
+    compared = paired_comparison(labels, first, second)
+    assert (compared.faces, compared.only_first, compared.only_second) == (40, 10, 2)
+    assert compared.difference == pytest.approx(8 / 40)
+    assert compared.p_value == pytest.approx(0.03857, abs=1e-4) and compared.verdict() == "better"
+    assert compared.low < compared.difference < compared.high
+    assert paired_comparison(labels, second, first).verdict() == "worse"
+    # 4 against 0 is no evidence at 95% (p = 0.125), however the bootstrap interval falls.
+    first[2:] = 0
+    first[:4] = 1
+    assert paired_comparison(labels, labels, first).verdict() == "not told apart"
+    same = paired_comparison(labels, first, first)
+    assert (same.difference, same.low, same.high, same.p_value) == (0, 0, 0, 1)
+    assert same.verdict() == "not told apart"

@@ -105,6 +105,11 @@ class RunFolder:
         return self.root / "benchmark.png"
 
     @property
+    def test_predictions(self) -> Path:
+        """Each benchmark row's class for each test face, beside the face's own: paired tests of any two rows."""
+        return self.root / "test_predictions.csv"
+
+    @property
     def models(self) -> RunFolder:
         """The benchmark's trained models, a run folder of their own."""
         return RunFolder(self.root / "models")

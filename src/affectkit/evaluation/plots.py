@@ -150,22 +150,35 @@ def _present(df: pd.DataFrame, columns: dict[str, str]) -> dict[str, str]:
 
 def _grouped_bars(ax: Axes, df: pd.DataFrame, columns: dict[str, str]) -> None:
     """One group per metric, one bar per model; a ``<metric>_std`` column (a cross-validation's) is drawn as an
-    error bar."""
+    error bar, as are ``<metric>_low`` / ``<metric>_high`` (a test split's bootstrap interval)."""
     if not columns:
         _no_data(ax)
         ax.set_xticks([])
         return
     x = np.arange(len(columns))
     width = 0.8 / len(df)
-    spread = [f"{column}_std" for column in columns]
-    errors = df[spread].to_numpy(dtype=float) if set(spread) <= set(df.columns) else np.full((len(df), len(x)), np.nan)
-    for i, (model, row) in enumerate(zip(df["model"], df[list(columns)].to_numpy(dtype=float))):
+    scores = df[list(columns)].to_numpy(dtype=float)
+    errors = _error_bars(df, list(columns), scores)
+    for i, (model, row) in enumerate(zip(df["model"], scores)):
         ax.bar(x + (i - (len(df) - 1) / 2) * width, row, width, label=str(model),
                yerr=None if np.isnan(errors[i]).all() else errors[i], capsize=2)
     ax.set_xticks(x, list(columns.values()))
     ax.axhline(0, color="black", linewidth=0.8)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside, clear of the bars
+
+
+def _error_bars(df: pd.DataFrame, columns: list[str], scores: np.ndarray) -> np.ndarray:
+    """(models, 2, metrics): each bar's distance down and up to its interval's ends; NaN where the table has none."""
+    low, high = [f"{c}_low" for c in columns], [f"{c}_high" for c in columns]
+    spread = [f"{c}_std" for c in columns]
+    if set(low + high) <= set(df.columns):
+        # A percentile interval may sit wholly to one side of the score (macro-F1 on a few faces): no bar below 0.
+        return np.maximum(np.stack([scores - df[low].to_numpy(dtype=float),
+                                    df[high].to_numpy(dtype=float) - scores], axis=1), 0)
+    if set(spread) <= set(df.columns):
+        return np.repeat(df[spread].to_numpy(dtype=float)[:, None, :], 2, axis=1)
+    return np.full((len(df), 2, len(columns)), np.nan)
 
 
 def _format_value(value: float) -> str:

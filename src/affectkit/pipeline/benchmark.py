@@ -36,6 +36,8 @@ from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split
 from affectkit.evaluation.metrics import compute_metrics, expression_score, prior_collapse
 from affectkit.evaluation.plots import plot_benchmark
+from affectkit.evaluation.significance import CONFIDENCE, PairedComparison, paired_comparison, score_intervals
+from affectkit.evaluation.significance import SCORES as INTERVAL_SCORES
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
 from affectkit.pipeline.run import record_evaluation
@@ -49,9 +51,11 @@ RECIPE_MODEL = "fusion"
 RECIPE_PROFILE = "recommended"
 # --quick: a budget for a first look at a data set, not for numbers to report.
 QUICK = {"epochs": 2, "fine_tune_epochs": 4, "fine_tune_min_steps": 0, "early_stopping_patience": 4}
+TEST_PROBS = "test_probs"  # a row's class probabilities of the test faces, until the table is written
 HONEST_SELECTION = "Every model is selected on the validation split; the test split is scored once, at the end."
 COLUMNS = ["key", "model", "kind", "backbone", "accuracy", "macro_f1", "balanced_accuracy", "valence_ccc",
-           "arousal_ccc", "train_time_s", "inference_ms_per_image", "selected_on_val"]
+           "arousal_ccc", "train_time_s", "inference_ms_per_image", "selected_on_val",
+           *(f"{score}_{end}" for score in INTERVAL_SCORES for end in ("low", "high"))]
 SHOWN = ["model", "accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc", "train_time_s",
          "inference_ms_per_image"]
 
@@ -94,7 +98,8 @@ def _baseline_row(result: BaselineResult, data: PreparedData) -> dict:
     metrics = compute_metrics(result.probs, labels, result.valence_arousal, data.valence_arousal[test])
     return {"key": result.key, "model": result.name, "kind": "baseline", "backbone": result.backbone,
             **_scores(metrics), "train_time_s": result.train_time_s,
-            "inference_ms_per_image": result.inference_ms_per_image, "selected_on_val": result.selected}
+            "inference_ms_per_image": result.inference_ms_per_image, "selected_on_val": result.selected,
+            TEST_PROBS: result.probs}
 
 
 @dataclass
@@ -153,7 +158,7 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
            **_scores(metrics), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms,
            "selected_on_val": f"{_epoch_selected(meta, len(result.history), config)}; temperature {temperature:.3f}"
-                              + _flip(config)}
+                              + _flip(config), TEST_PROBS: pred.probs}
     return TrainedRow(row, result.name, val_pred, pred, result, warning)
 
 
@@ -198,7 +203,7 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
     row = {"key": "recipe", "model": name, "kind": "recipe",
            "backbone": " + ".join(n.row["backbone"] for n in networks),
            **_scores(metrics), "train_time_s": result.train_time_s,
-           "inference_ms_per_image": inference_ms, "selected_on_val": selected}
+           "inference_ms_per_image": inference_ms, "selected_on_val": selected, TEST_PROBS: pred.probs}
     return [*networks, TrainedRow(row, name, val_pred, pred, warning=warning)]
 
 
@@ -217,7 +222,7 @@ def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, 
     selected = (f"weight {w:g} on {second.name}'s log-probabilities (temperature {fusion.temperature:.3f}), chosen on "
                 f"val by log-loss ({fusion.val_nll:.3f}; {first.name} alone {fusion.val_nll_first:.3f})")
     row = {"key": key, "model": name, "kind": kind, "backbone": f"{first.row['backbone']} + {second.row['backbone']}",
-           **_scores(metrics), "selected_on_val": selected,
+           **_scores(metrics), "selected_on_val": selected, TEST_PROBS: fused["test"].probs,
            **{cost: first.row[cost] + second.row[cost] for cost in ("train_time_s", "inference_ms_per_image")}}
     return TrainedRow(row, name, fused["val"], fused["test"])
 
@@ -314,18 +319,87 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         rows.extend(r.row for r in extra_rows)
         notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
-        table = pd.DataFrame(rows)[COLUMNS]
+        predictions = test_predictions(rows, prepared)
+        table = pd.DataFrame([{**row, **_intervals(predictions, row["model"])} for row in rows],
+                             columns=COLUMNS)
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
                  "splits": folder.splits, "config": config_path}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
+        if predictions is not None:
+            paths["predictions"] = folder.test_predictions
+            predictions.to_csv(paths["predictions"], index=False)
         n_test = len(prepared.positions("test"))
-        plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name})")
-        paths["markdown"].write_text(_markdown(table, index, prepared, data, folder, notes))
+        whiskers = "" if predictions is None else f"; bars: {CONFIDENCE:.0%} bootstrap interval"
+        plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name}{whiskers})")
+        paths["markdown"].write_text(_markdown(table, index, prepared, data, folder, notes, predictions))
         return BenchmarkResult(table, paths, notes)
 
 
+def test_predictions(rows: list[dict], data: PreparedData) -> pd.DataFrame | None:
+    """One line per test face: its id, its class (blank where it has none) and each row's class for it (named by
+    the row's model); None where no face has a class (a valence/arousal set)."""
+    test = data.positions("test")
+    labels = data.expression[test]
+    if not data.trains_expression or not (labels != NO_EXPRESSION).any():
+        return None
+    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
+    table = {"id": data.splits["id"].astype(str).to_numpy()[test], "expression": names[labels]}
+    table.update({row["model"]: names[np.asarray(row[TEST_PROBS]).argmax(axis=1)] for row in rows})
+    return pd.DataFrame(table)
+
+
+def _class_ids(names: pd.Series) -> np.ndarray:
+    ids = {name: i for i, name in enumerate(CLASS_NAMES)}
+    return np.array([ids.get(name, NO_EXPRESSION) for name in names.fillna("")], dtype=np.int64)
+
+
+def _intervals(predictions: pd.DataFrame | None, model: str) -> dict[str, float]:
+    """The bootstrap interval of each expression score of the row ``model`` (``<score>_low`` / ``_high``)."""
+    if predictions is None:
+        return {}
+    found = score_intervals(_class_ids(predictions["expression"]), _class_ids(predictions[model]))
+    return {f"{score}_{end}": value for score, (low, high) in found.items()
+            for end, value in (("low", low), ("high", high))}
+
+
+def recipe_comparisons(predictions: pd.DataFrame, table: pd.DataFrame) -> list[tuple[str, PairedComparison]]:
+    """The recipe against every other row of ``table`` on the test faces of ``predictions`` (paired)."""
+    recipe = table.loc[table["key"] == "recipe", "model"]
+    if recipe.empty:
+        return []
+    labels = _class_ids(predictions["expression"])
+    first = _class_ids(predictions[recipe.iloc[0]])
+    return [(model, paired_comparison(labels, first, _class_ids(predictions[model])))
+            for model in table["model"] if model != recipe.iloc[0] and model in predictions]
+
+
+def comparison_lines(comparisons: list[tuple[str, PairedComparison]], recipe: str, faces: str) -> list[str]:
+    """The markdown section that says, row by row, whether the recipe's accuracy is above the row's, given how
+    few test faces there are."""
+    if not comparisons:
+        return []
+    level = f"{CONFIDENCE:.0%}"
+    table = pd.DataFrame([{
+        "against": model, "accuracy difference": f"{c.difference:+.4f}",
+        f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", "only the recipe right": c.only_first,
+        "only the other right": c.only_second, "McNemar p": f"{c.p_value:.3g}", "the recipe is": c.verdict()}
+        for model, c in comparisons])
+    return [
+        "## The recipe against each row, face by face",
+        "",
+        f"{recipe} against every other row on the same {faces} (paired): its accuracy minus the row's, with a "
+        f"{level} bootstrap interval (the faces resampled together); the faces only one of the two got right; "
+        f"McNemar's exact test of whether each is right as often, which gives the verdict (p below "
+        f"{1 - CONFIDENCE:.2g}). \"Not told apart\": these faces cannot say which is better, whatever the table's "
+        "third decimal says.",
+        "",
+        markdown_table(table),
+        "",
+    ]
+
+
 def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, source: Path, folder: RunFolder,
-              notes: list[str]) -> str:
+              notes: list[str], predictions: pd.DataFrame | None) -> str:
     test = data.positions("test")
     labels = data.expression[test]
     counts = np.bincount(labels[labels != NO_EXPRESSION], minlength=len(CLASS_NAMES))
@@ -348,6 +422,12 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "",
         f"![benchmark]({folder.benchmark_chart.name})",
         "",
+        *([] if predictions is None else [
+            f"In brackets, the {CONFIDENCE:.0%} bootstrap interval of each expression score over the "
+            f"{len(predictions)} test faces (resampled with replacement): how far another draw of faces as many "
+            f"could move it. Each row's class for each test face: `{folder.test_predictions.name}`.", ""]),
+        *(comparison_lines(recipe_comparisons(predictions, table), "The recipe", "test faces")
+          if predictions is not None else []),
         "## Honest selection",
         "",
         HONEST_SELECTION,
@@ -396,12 +476,17 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
 
 def score_cells(table: pd.DataFrame) -> pd.DataFrame:
     """The shown columns as text: a score to 4 decimals ("n/a" where the row has none), "0.9120 ± 0.0310" where the
-    table has its standard deviation (``<score>_std``, a cross-validation's)."""
+    table has its standard deviation (``<score>_std``, a cross-validation's), "0.9120 [0.871, 0.948]" where it has
+    its interval (``<score>_low`` / ``_high``, a test split's bootstrap)."""
     shown = table[SHOWN].copy()
+    missing = pd.Series(float("nan"), index=table.index)
     for column in SHOWN[1:]:
-        spread = table[f"{column}_std"] if f"{column}_std" in table else pd.Series(float("nan"), index=table.index)
-        shown[column] = [table_number(value) + ("" if pd.isna(value) or pd.isna(std) else f" ± {std:.4f}")
-                         for value, std in zip(table[column], spread)]
+        spread = table.get(f"{column}_std", missing)
+        low, high = table.get(f"{column}_low", missing), table.get(f"{column}_high", missing)
+        shown[column] = [table_number(value)
+                         + ("" if pd.isna(value) or pd.isna(std) else f" ± {std:.4f}")
+                         + ("" if pd.isna(value) or pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
+                         for value, std, lo, hi in zip(table[column], spread, low, high)]
     return shown
 
 
@@ -418,5 +503,6 @@ def console_table(table: pd.DataFrame):
     return out
 
 
-__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config", "console_table",
-           "run_benchmark", "score_cells"]
+__all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config",
+           "comparison_lines", "console_table", "recipe_comparisons", "run_benchmark", "score_cells",
+           "test_predictions"]

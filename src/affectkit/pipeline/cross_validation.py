@@ -19,7 +19,15 @@ from affectkit.data.splits import cross_validation_splits
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_benchmark
-from affectkit.pipeline.benchmark import RECIPE_MODEL, BenchmarkResult, benchmark_config, run_benchmark, score_cells
+from affectkit.pipeline.benchmark import (
+    RECIPE_MODEL,
+    BenchmarkResult,
+    benchmark_config,
+    comparison_lines,
+    recipe_comparisons,
+    run_benchmark,
+    score_cells,
+)
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 
@@ -79,6 +87,7 @@ def run_cross_validation(data: Path, out: Path, folds: int, config: Config | Non
             per_fold.append(pd.read_csv(folder.benchmark_table).assign(fold=fold))
         rows = pd.concat(per_fold, ignore_index=True)
         summary = summarise_folds(rows)
+        pooled = _pooled_predictions([RunFolder(out / f"fold_{fold}") for fold in range(1, folds + 1)])
         top = RunFolder(out)
         paths = {"csv": top.benchmark_table, "markdown": top.benchmark_report, "chart": top.benchmark_chart,
                  "folds": out / "benchmark_folds.csv", "config": config.to_yaml(top.config)}
@@ -87,11 +96,25 @@ def run_cross_validation(data: Path, out: Path, folds: int, config: Config | Non
         plot_benchmark(summary, paths["chart"], f"Mean over {folds} cross-validation folds of {data.name} "
                                                 "(bars: one standard deviation)")
         tested = [int((table["split"] == "test").sum()) for table in tables]
-        paths["markdown"].write_text(_markdown(summary, index, data, tested, notes))
+        if pooled is not None:
+            paths["predictions"] = out / "test_predictions.csv"
+            pooled.to_csv(paths["predictions"], index=False)
+        paths["markdown"].write_text(_markdown(summary, index, data, tested, notes, pooled))
         return BenchmarkResult(summary, paths, notes)
 
 
-def _markdown(summary: pd.DataFrame, index: DatasetIndex, source: Path, tested: list[int], notes: list[str]) -> str:
+def _pooled_predictions(folders: list[RunFolder]) -> pd.DataFrame | None:
+    """Every fold's ``test_predictions.csv`` together: each face once, as the fold that tested it predicted it (the
+    fold in a column of its own); None where a fold has none (a valence/arousal set, or a fold benchmarked by an
+    affectkit that did not write it)."""
+    if not all(folder.test_predictions.is_file() for folder in folders):
+        return None
+    return pd.concat([pd.read_csv(folder.test_predictions, dtype=str, keep_default_na=False).assign(fold=fold)
+                      for fold, folder in enumerate(folders, start=1)], ignore_index=True)
+
+
+def _markdown(summary: pd.DataFrame, index: DatasetIndex, source: Path, tested: list[int], notes: list[str],
+              pooled: pd.DataFrame | None) -> str:
     folds = len(tested)
     grouped = any(r.group is not None for r in index.records)
     strata = "expression" if any(r.has_expression for r in index.records) else "valence/arousal quadrant"
@@ -113,6 +136,9 @@ def _markdown(summary: pd.DataFrame, index: DatasetIndex, source: Path, tested: 
         "",
         "![benchmark](benchmark.png)",
         "",
+        *(comparison_lines(recipe_comparisons(pooled, summary), "The recipe",
+                           f"{len(pooled)} faces, each as the fold that tested it predicted it "
+                           "(`test_predictions.csv`)") if pooled is not None else []),
         "## Honest selection",
         "",
         "Each fold is a benchmark of its own: every model is selected on that fold's validation split and scores its "
