@@ -131,6 +131,12 @@ def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked,
     table = pd.read_csv(out / "benchmark.csv")
     assert metrics["n"] == (pd.read_csv(out / "splits.csv")["split"] == "test").sum()
     assert metrics["expression"]["accuracy"] == pytest.approx(table.loc[6, "accuracy"], abs=1e-4)
+    # Its interval, as the benchmark gave it: the same faces, resampled alike.
+    intervals = metrics["expression"]["intervals"]
+    assert intervals["confidence"] == 0.95
+    for score in ("accuracy", "macro_f1", "balanced_accuracy"):
+        assert intervals[score] == pytest.approx([table.loc[6, f"{score}_low"], table.loc[6, f"{score}_high"]],
+                                                 abs=1e-4)
 
 
 def test_a_models_split_is_found_where_the_command_that_trained_it_wrote_it(tmp_path):

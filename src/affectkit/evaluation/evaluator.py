@@ -14,6 +14,7 @@ from rich.table import Table
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import compute_metrics
+from affectkit.evaluation.significance import CONFIDENCE, score_intervals
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
@@ -97,7 +98,12 @@ def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
     valence/arousal are not scored (None)."""
     labels = data.expression[positions] if pred.predicts_expression else np.full(len(positions), NO_EXPRESSION)
     truth = data.valence_arousal[positions] if pred.predicts_valence_arousal else np.full((len(positions), 2), np.nan)
-    return compute_metrics(pred.probs, labels, pred.valence_arousal, truth)
+    metrics = compute_metrics(pred.probs, labels, pred.valence_arousal, truth)
+    if metrics["expression"] is not None:
+        intervals = score_intervals(labels, pred.probs.argmax(axis=1))
+        metrics["expression"]["intervals"] = {"confidence": CONFIDENCE,
+                                              **{key: list(bounds) for key, bounds in intervals.items()}}
+    return metrics
 
 
 def write_model_report(name: str, metrics: dict, pred: Predictions, data: PreparedData, positions: np.ndarray,
@@ -125,12 +131,17 @@ def metrics_table(name: str, metrics: dict) -> Table:
     with_class = 0 if e is None else e["n"]
     note = "" if with_class == metrics["n"] else f" ({with_class} with an expression class)"
     table = Table(title=f"{name} on {metrics['n']} images{note}")
+    intervals = (e or {}).get("intervals", {})
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if intervals:
+        table.add_column(f"{intervals['confidence']:.0%} interval", justify="right")
     for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece") if e else ():
-        table.add_row(f"expression {key}", f"{e[key]:.4f}")
+        bounds = intervals.get(key)
+        table.add_row(f"expression {key}", f"{e[key]:.4f}", *([f"{bounds[0]:.3f} - {bounds[1]:.3f}"] if bounds
+                                                               else [""] if intervals else []))
     for dim in ("valence", "arousal"):
         if metrics.get(dim):
             for key in ("rmse", "mae", "pcc", "ccc", "sagr"):
-                table.add_row(f"{dim} {key}", f"{metrics[dim][key]:.4f}")
+                table.add_row(f"{dim} {key}", f"{metrics[dim][key]:.4f}", *([""] if intervals else []))
     return table

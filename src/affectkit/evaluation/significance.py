@@ -19,6 +19,7 @@ from affectkit.config import NO_EXPRESSION, NUM_CLASSES
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
+BATCH = 200  # resamples at once: (BATCH, faces) arrays stay small on an AffectNet-sized test set
 
 
 def _confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -71,7 +72,8 @@ def score_intervals(labels: ArrayLike, predicted: ArrayLike, confidence: float =
             intervals[score] = (value, value)
             continue
         result = bootstrap((labels, predicted), statistic, paired=True, vectorized=True, n_resamples=resamples,
-                           confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+                           batch=BATCH, confidence_level=confidence, method="percentile",
+                           rng=np.random.default_rng(seed))
         intervals[score] = (float(result.confidence_interval.low), float(result.confidence_interval.high))
     return intervals
 
@@ -113,8 +115,8 @@ def paired_comparison(labels: ArrayLike, first: ArrayLike, second: ArrayLike, co
     if discordant == 0:  # the same faces right: every resample's difference is 0
         low = high = 0.0
     else:
-        result = bootstrap((gain,), np.mean, vectorized=True, n_resamples=resamples, confidence_level=confidence,
-                           method="percentile", rng=np.random.default_rng(seed))
+        result = bootstrap((gain,), np.mean, vectorized=True, n_resamples=resamples, batch=BATCH,
+                           confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return PairedComparison(len(labels), float(gain.mean()), low, high, only_first, only_second, p_value)
 
