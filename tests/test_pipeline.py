@@ -41,8 +41,11 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     assert list(table.columns) == COLUMNS
     assert not table.isna().any().any()
     assert (table["params_millions"] > 0).all() and (table["inference_ms_per_image"] > 0).all()
+    assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
     report = (run_dir / "report.md").read_text()
     assert "model_comparison.png" in report and "CustomCNN_confusion_matrix.png" in report
+    for row in table.itertuples():  # each accuracy with its bootstrap interval
+        assert f"| {row.accuracy:.4f} [{row.accuracy_low:.3f}, {row.accuracy_high:.3f}] |" in report, row.model
 
 
 def test_the_report_warns_of_a_model_that_learnt_the_class_frequencies(run_dir, tmp_path):

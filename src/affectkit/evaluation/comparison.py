@@ -15,7 +15,7 @@ COLUMNS = [
     "model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece",
     "valence_rmse", "valence_mae", "valence_pcc", "valence_ccc", "valence_sagr",
     "arousal_rmse", "arousal_mae", "arousal_pcc", "arousal_ccc", "arousal_sagr",
-    "params_millions", "train_time_s", "inference_ms_per_image",
+    "params_millions", "train_time_s", "inference_ms_per_image", "accuracy_low", "accuracy_high",
 ]
 
 
@@ -31,6 +31,8 @@ def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, 
             row[f"{dim}_{key}"] = metrics[dim][key] if metrics.get(dim) else float("nan")
     row.update(params_millions=round(params / 1e6, 3), train_time_s=round(train_time_s, 1),
                inference_ms_per_image=round(inference_ms, 3))
+    low, high = ((metrics["expression"] or {}).get("intervals") or {}).get("accuracy", (float("nan"),) * 2)
+    row.update(accuracy_low=low, accuracy_high=high)
     return row
 
 
@@ -72,7 +74,9 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
     against random-start controls (see :func:`affectkit.pipeline.run_pipeline`)."""
     table = pd.DataFrame(rows)[COLUMNS]
     main = table[["model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "macro_f1", "valence_ccc", "arousal_ccc",
-                  "valence_rmse", "arousal_rmse", "params_millions", "train_time_s", "inference_ms_per_image"]]
+                  "valence_rmse", "arousal_rmse", "params_millions", "train_time_s", "inference_ms_per_image"]].copy()
+    main["accuracy"] = [table_number(value) + ("" if pd.isna(value) or pd.isna(low) else f" [{low:.3f}, {high:.3f}]")
+                        for value, low, high in zip(table["accuracy"], table["accuracy_low"], table["accuracy_high"])]
     scored = table["accuracy"].notna().any()  # not where no test face has a class
     best = table.loc[table["accuracy"].idxmax(), "model"] if scored else None
     classed = any(summary["class_counts"].values())
@@ -93,7 +97,9 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         "",
         markdown_table(main),
         "",
-        (f"Best expression accuracy: **{best}**. " if scored else "No test face has an expression class. "
+        (f"Best expression accuracy: **{best}**. In brackets, its 95% bootstrap interval over the test faces: "
+         "models whose intervals overlap much may not differ on faces like these. " if scored
+         else "No test face has an expression class. "
          if classed else "The models predict valence and arousal only: no face has an expression class. ")
         + f"Full numbers: `{run.comparison_table.name}`.",
         "",

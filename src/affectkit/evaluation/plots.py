@@ -170,15 +170,15 @@ def _grouped_bars(ax: Axes, df: pd.DataFrame, columns: dict[str, str]) -> None:
 
 def _error_bars(df: pd.DataFrame, columns: list[str], scores: np.ndarray) -> np.ndarray:
     """(models, 2, metrics): each bar's distance down and up to its interval's ends; NaN where the table has none."""
-    low, high = [f"{c}_low" for c in columns], [f"{c}_high" for c in columns]
-    spread = [f"{c}_std" for c in columns]
-    if set(low + high) <= set(df.columns):
-        # A percentile interval may sit wholly to one side of the score (macro-F1 on a few faces): no bar below 0.
-        return np.maximum(np.stack([scores - df[low].to_numpy(dtype=float),
-                                    df[high].to_numpy(dtype=float) - scores], axis=1), 0)
-    if set(spread) <= set(df.columns):
-        return np.repeat(df[spread].to_numpy(dtype=float)[:, None, :], 2, axis=1)
-    return np.full((len(df), 2, len(columns)), np.nan)
+    bars = np.full((len(df), 2, len(columns)), np.nan)
+    for j, column in enumerate(columns):
+        if {f"{column}_low", f"{column}_high"} <= set(df.columns):
+            bars[:, 0, j] = scores[:, j] - df[f"{column}_low"].to_numpy(dtype=float)
+            bars[:, 1, j] = df[f"{column}_high"].to_numpy(dtype=float) - scores[:, j]
+        elif f"{column}_std" in df.columns:
+            bars[:, :, j] = df[f"{column}_std"].to_numpy(dtype=float)[:, None]
+    # A percentile interval may sit wholly to one side of the score (macro-F1 on a few faces): no bar below 0.
+    return np.maximum(bars, 0)
 
 
 def _format_value(value: float) -> str:
