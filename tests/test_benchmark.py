@@ -122,6 +122,32 @@ def test_each_score_has_its_interval_and_the_recipe_is_compared_face_by_face(ben
         assert cells[-1].rstrip(" |") in ("better", "worse", "not told apart")
 
 
+def test_where_the_data_names_people_the_intervals_draw_people(demo_dir, tmp_path):
+    """A person's faces are right or wrong together: where the data says who is who, the test faces are resampled
+    by person, in benchmark.md's intervals and comparisons and in every model's metrics."""
+    from affectkit.data.reader import read_dataset
+    from affectkit.evaluation.evaluator import Predictions, score
+
+    records = read_dataset(demo_dir, progress=False).records
+    manifest = tmp_path / "people.csv"
+    pd.DataFrame({"path": [str(r.image_path) for r in records], "expression": [r.expression for r in records],
+                  "subject": [f"P{i % 24}" for i in range(len(records))]}).to_csv(manifest, index=False)
+    prepared = prepare_data(manifest, Config(img_size=32, num_workers=0), progress=False)
+    test = prepared.positions("test")
+    rng = np.random.default_rng(0)
+    rows = [{"model": name, bench.TEST_PROBS: rng.dirichlet(np.ones(8), len(test))} for name in ("A", "B")]
+    predictions = bench.test_predictions(rows, prepared)
+    people = {r.id: r.group for r in prepared.records}
+    assert list(predictions.columns) == ["id", "expression", "person", "A", "B"]
+    assert list(predictions["person"]) == [people[i] for i in predictions["id"]]
+    assert f"resampled by person ({predictions['person'].nunique()} people" in bench.resampling(predictions)
+    table = pd.DataFrame({"key": ["recipe", "other"], "model": ["A", "B"]})
+    ((_, compared),) = bench.recipe_comparisons(predictions, table)
+    assert compared.grouped and compared.faces == len(test)
+    metrics = score(Predictions.from_probs(rows[0][bench.TEST_PROBS], np.zeros((len(test), 2))), prepared, test)
+    assert metrics["expression"]["intervals"]["resampled"] == "people"
+
+
 def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked, demo_dir, tmp_path):
     out, _ = benchmarked
     recipe = out / "models" / "best_MobileNetV2+MiniXception.safetensors"

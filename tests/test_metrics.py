@@ -406,10 +406,10 @@ def _guesses(n: int, right: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_the_bootstrap_resamples_the_scores_the_metrics_report():
     """The resampled statistic is the reported one: accuracy, macro-F1 over the classes given or predicted
     (torchmetrics'), balanced accuracy over the classes given (scikit-learn's)."""
-    from affectkit.evaluation.significance import _confusion, _score
+    from affectkit.evaluation.significance import _cells, _score
 
     labels, predicted = _guesses(500, 0.6, seed=0)
-    confusion = _confusion(labels, predicted)
+    confusion = (np.ones(500) @ _cells(labels, predicted)).reshape(NUM_CLASSES, NUM_CLASSES)
     reported = compute_metrics(np.eye(NUM_CLASSES)[predicted], labels, np.zeros((500, 2)),
                                np.full((500, 2), np.nan))["expression"]
     assert _score(confusion, "accuracy") == pytest.approx(skm.accuracy_score(labels, predicted))
@@ -419,9 +419,11 @@ def test_the_bootstrap_resamples_the_scores_the_metrics_report():
                                                                        average="macro"))
     for score in ("accuracy", "macro_f1", "balanced_accuracy"):
         assert _score(confusion, score) == pytest.approx(reported[score], abs=1e-6), score
-    # Batched: one score per resample, each its own confusion matrix.
-    batch = _confusion(np.stack([labels, labels[::-1]]), np.stack([predicted, labels[::-1]]))
-    assert list(_score(batch, "accuracy")) == pytest.approx([skm.accuracy_score(labels, predicted), 1.0])
+    # Batched: one score per resample, each its own weights of the faces (a face drawn twice counts twice).
+    weights = np.stack([np.ones(500), np.r_[np.full(250, 2.0), np.zeros(250)]])
+    batch = (weights @ _cells(labels, predicted)).reshape(2, NUM_CLASSES, NUM_CLASSES)
+    assert list(_score(batch, "accuracy")) == pytest.approx([skm.accuracy_score(labels, predicted),
+                                                             skm.accuracy_score(labels[:250], predicted[:250])])
 
 
 def test_score_intervals_narrow_with_more_faces_and_leave_out_faces_without_a_class():
@@ -439,6 +441,27 @@ def test_score_intervals_narrow_with_more_faces_and_leave_out_faces_without_a_cl
     unclassed = score_intervals(np.append(labels, [NO_EXPRESSION] * 50), np.append(predicted, [0] * 50))
     assert unclassed == wide
     assert score_intervals([NO_EXPRESSION], [0]) == {}
+
+
+def test_faces_of_one_person_are_resampled_together():
+    """40 people, 10 faces each, right or wrong together (as a sequence's frames are): 40 draws, not 400; an interval
+    by faces would look about three times surer than the data is."""
+    from affectkit.evaluation.significance import paired_comparison, score_intervals
+
+    labels, predicted = _guesses(40, 0.6, seed=2)
+    labels, predicted, people = np.repeat(labels, 10), np.repeat(predicted, 10), np.repeat(np.arange(40), 10)
+    by_face = score_intervals(labels, predicted)["accuracy"]
+    by_person = score_intervals(labels, predicted, groups=people)["accuracy"]
+    assert by_person[1] - by_person[0] > 2.5 * (by_face[1] - by_face[0])
+    assert by_person == pytest.approx(score_intervals(labels[::10], predicted[::10])["accuracy"], abs=0.03)
+    # 20 more faces right than the other model, all of them 2 people's: McNemar (by faces) calls it, people do not.
+    other = predicted.copy()
+    wrong = np.flatnonzero((predicted == labels) & (people >= 0))[:20]
+    other[wrong] = (labels[wrong] + 1) % 7
+    assert len(set(people[wrong])) == 2
+    assert paired_comparison(labels, predicted, other).verdict() == "better"
+    grouped = paired_comparison(labels, predicted, other, groups=people)
+    assert grouped.p_value < 0.05 and grouped.low <= 0 and grouped.verdict() == "not told apart"
 
 
 def test_a_paired_comparison_counts_the_faces_only_one_model_got_right():

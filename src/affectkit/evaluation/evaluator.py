@@ -100,10 +100,21 @@ def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
     truth = data.valence_arousal[positions] if pred.predicts_valence_arousal else np.full((len(positions), 2), np.nan)
     metrics = compute_metrics(pred.probs, labels, pred.valence_arousal, truth)
     if metrics["expression"] is not None:
-        intervals = score_intervals(labels, pred.probs.argmax(axis=1))
-        metrics["expression"]["intervals"] = {"confidence": CONFIDENCE,
-                                              **{key: list(bounds) for key, bounds in intervals.items()}}
+        groups = face_groups(data, positions)
+        intervals = score_intervals(labels, pred.probs.argmax(axis=1), groups)
+        metrics["expression"]["intervals"] = {
+            "confidence": CONFIDENCE, "resampled": "faces" if groups is None else "people",
+            **{key: list(bounds) for key, bounds in intervals.items()}}
     return metrics
+
+
+def face_groups(data: PreparedData, positions: np.ndarray) -> np.ndarray | None:
+    """The person of each face at ``positions``, where the data says who is who (a face of no known person is its
+    own); None where it never does. A bootstrap then draws people, not faces."""
+    records = [data.records[i] for i in positions]
+    if all(r.group is None for r in records):
+        return None
+    return np.array([r.group if r.group is not None else f"face {r.id}" for r in records], dtype=object)
 
 
 def write_model_report(name: str, metrics: dict, pred: Predictions, data: PreparedData, positions: np.ndarray,

@@ -4,78 +4,100 @@ two models on the same test faces (the difference in accuracy with its interval,
 A test split of a few hundred faces (CK+'s subject-disjoint one has about 200) moves a model's accuracy by several
 points from one draw of faces to another: two rows of a benchmark a point apart are often the same model as far as
 the data can tell, and these say so. Faces without a class are left out, as the expression scores leave them out.
+
+Where the data names who is who, the bootstrap draws people, not faces: the frames of one person's sequence are
+nearly the same face, right or wrong together, and resampling them one by one would make an interval look several
+times surer than the data is. scipy's ``bootstrap`` resamples observations only, so the draws are made here: each
+resample weighs every face by how often its person was drawn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import binomtest
 
 from affectkit.config import NO_EXPRESSION, NUM_CLASSES
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
-BATCH = 200  # resamples at once: (BATCH, faces) arrays stay small on an AffectNet-sized test set
-
-
-def _confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """(..., K, K) confusion counts of label / prediction arrays shaped (..., N)."""
-    flat = (labels * NUM_CLASSES + predicted).reshape(-1, labels.shape[-1])
-    cells = NUM_CLASSES * NUM_CLASSES
-    offsets = np.arange(len(flat))[:, None] * cells
-    counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * cells)
-    return counts.reshape(*labels.shape[:-1], NUM_CLASSES, NUM_CLASSES)
+BATCH = 200  # resamples at once: (BATCH, faces) weights stay small on an AffectNet-sized test set
 
 
 def _score(confusion: np.ndarray, score: str) -> np.ndarray:
-    """A score of (..., K, K) confusion counts, as :class:`~affectkit.evaluation.metrics.AffectMetrics` computes it:
-    macro-F1 over the classes given or predicted (torchmetrics leaves out a class with neither), balanced accuracy
-    over the classes given (scikit-learn's)."""
+    """A score of (..., K, K) confusion counts (or weights), as :class:`~affectkit.evaluation.metrics.AffectMetrics`
+    computes it: macro-F1 over the classes given or predicted (torchmetrics leaves out a class with neither),
+    balanced accuracy over the classes given (scikit-learn's)."""
     hits = np.diagonal(confusion, axis1=-2, axis2=-1).astype(float)
     given, predicted = confusion.sum(axis=-1), confusion.sum(axis=-2)
     if score == "accuracy":
         return hits.sum(axis=-1) / given.sum(axis=-1)
     if score == "balanced_accuracy":
         present = given > 0
-        return np.where(present, hits / np.maximum(given, 1), 0).sum(axis=-1) / present.sum(axis=-1)
+        return np.where(present, hits / np.where(present, given, 1), 0).sum(axis=-1) / present.sum(axis=-1)
     if score == "macro_f1":
         seen = (given + predicted) > 0
-        f1 = np.where(seen, 2 * hits / np.maximum(given + predicted, 1), 0)
+        f1 = np.where(seen, 2 * hits / np.where(seen, given + predicted, 1), 0)
         return f1.sum(axis=-1) / seen.sum(axis=-1)
     raise ValueError(f"unknown score {score!r}; the scores are {', '.join(SCORES)}")
 
 
-def _classed(labels: ArrayLike, *predicted: ArrayLike) -> tuple[np.ndarray, ...]:
+def _cells(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(N, K * K): each face's cell of the confusion matrix, one-hot, so that weights @ cells is a confusion."""
+    cells = np.zeros((len(labels), NUM_CLASSES * NUM_CLASSES))
+    cells[np.arange(len(labels)), labels * NUM_CLASSES + predicted] = 1
+    return cells
+
+
+def _classed(labels: ArrayLike, groups: ArrayLike | None, *predicted: ArrayLike) -> tuple[np.ndarray, ...]:
+    """The faces with a class: labels, the group of each (its own index where no group is given) as integer codes,
+    and each model's predictions."""
     labels = np.asarray(labels, dtype=np.int64)
     keep = labels != NO_EXPRESSION
-    return (labels[keep], *(np.asarray(p, dtype=np.int64)[keep] for p in predicted))
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups, dtype=object)
+    _, codes = np.unique(np.asarray(groups[keep], dtype=str), return_inverse=True)
+    return (labels[keep], codes.reshape(-1), *(np.asarray(p, dtype=np.int64)[keep] for p in predicted))
 
 
-def score_intervals(labels: ArrayLike, predicted: ArrayLike, confidence: float = CONFIDENCE,
-                    resamples: int = RESAMPLES, seed: int = 0) -> dict[str, tuple[float, float]]:
+def _weights(codes: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Batches of (resamples, faces) weights: each resample draws as many groups as there are, with replacement, and
+    weighs each face by how often its group was drawn."""
+    rng = np.random.default_rng(seed)
+    n_groups = int(codes.max()) + 1
+    for start in range(0, resamples, BATCH):
+        batch = min(BATCH, resamples - start)
+        drawn = rng.integers(0, n_groups, (batch, n_groups)) + np.arange(batch)[:, None] * n_groups
+        counts = np.bincount(drawn.ravel(), minlength=batch * n_groups).reshape(batch, n_groups)
+        yield counts[:, codes].astype(float)
+
+
+def _interval(statistic: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, confidence: float,
+              resamples: int, seed: int) -> tuple[float, float]:
+    """The percentile interval of ``statistic`` (of a batch of face weights) over group resamples; a resample that
+    drew no classed face of some kind may score NaN, and is left out."""
+    values = np.concatenate([statistic(w) for w in _weights(codes, resamples, seed)])
+    values = values[np.isfinite(values)]
+    tail = (1 - confidence) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
+def score_intervals(labels: ArrayLike, predicted: ArrayLike, groups: ArrayLike | None = None,
+                    confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                    seed: int = 0) -> dict[str, tuple[float, float]]:
     """``{score: (low, high)}``: the ``confidence`` percentile bootstrap interval of accuracy, macro-F1 and balanced
-    accuracy over the test faces (resampled with replacement, ``resamples`` times); empty without a classed face."""
-    labels, predicted = _classed(labels, predicted)
+    accuracy over the test faces, resampled ``resamples`` times by ``groups`` (a person per face, where known; else
+    face by face); empty without a classed face."""
+    labels, codes, predicted = _classed(labels, groups, predicted)
     if len(labels) == 0:
         return {}
-    intervals = {}
-    for score in SCORES:
-        def statistic(true: np.ndarray, guess: np.ndarray, axis: int = -1, score: str = score) -> np.ndarray:
-            return _score(_confusion(np.moveaxis(true, axis, -1), np.moveaxis(guess, axis, -1)), score)
-
-        if len(labels) == 1:  # one face: nothing to resample
-            value = float(statistic(labels, predicted))
-            intervals[score] = (value, value)
-            continue
-        result = bootstrap((labels, predicted), statistic, paired=True, vectorized=True, n_resamples=resamples,
-                           batch=BATCH, confidence_level=confidence, method="percentile",
-                           rng=np.random.default_rng(seed))
-        intervals[score] = (float(result.confidence_interval.low), float(result.confidence_interval.high))
-    return intervals
+    cells = _cells(labels, predicted)
+    return {score: _interval(lambda w, score=score: _score((w @ cells).reshape(-1, NUM_CLASSES, NUM_CLASSES), score),
+                             codes, confidence, resamples, seed)
+            for score in SCORES}
 
 
 @dataclass(frozen=True)
@@ -91,20 +113,23 @@ class PairedComparison:
     only_first: int
     only_second: int
     p_value: float
+    grouped: bool = False  # resampled by person
 
     def verdict(self, confidence: float = CONFIDENCE) -> str:
-        """The first model in words: better, worse, or not told apart by these faces, by McNemar's exact test at
-        ``confidence`` (exact where few faces differ, which the bootstrap interval is not)."""
-        if self.p_value >= 1 - confidence:
+        """The first model in words: better, worse, or not told apart by these faces. McNemar's exact test at
+        ``confidence`` decides (exact where few faces differ, which a bootstrap interval is not); where faces were
+        resampled by person, the interval must leave out 0 as well (McNemar counts a person's faces as
+        independent)."""
+        if self.p_value >= 1 - confidence or (self.grouped and self.low <= 0 <= self.high):
             return "not told apart"
         return "better" if self.only_first > self.only_second else "worse"
 
 
-def paired_comparison(labels: ArrayLike, first: ArrayLike, second: ArrayLike, confidence: float = CONFIDENCE,
-                      resamples: int = RESAMPLES, seed: int = 0) -> PairedComparison:
+def paired_comparison(labels: ArrayLike, first: ArrayLike, second: ArrayLike, groups: ArrayLike | None = None,
+                      confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0) -> PairedComparison:
     """``first`` against ``second`` (predicted class ids of the same faces, in the same order), resampling the faces
-    together, so that what both get right or wrong alike does not widen the interval."""
-    labels, first, second = _classed(labels, first, second)
+    (or their ``groups``) together, so that what both get right or wrong alike does not widen the interval."""
+    labels, codes, first, second = _classed(labels, groups, first, second)
     if len(labels) == 0:
         raise ValueError("no face with an expression class to compare the models on")
     right_first, right_second = first == labels, second == labels
@@ -112,13 +137,9 @@ def paired_comparison(labels: ArrayLike, first: ArrayLike, second: ArrayLike, co
     only_first, only_second = int((right_first & ~right_second).sum()), int((right_second & ~right_first).sum())
     discordant = only_first + only_second
     p_value = 1.0 if discordant == 0 else float(binomtest(only_first, discordant, 0.5).pvalue)
-    if discordant == 0:  # the same faces right: every resample's difference is 0
-        low = high = 0.0
-    else:
-        result = bootstrap((gain,), np.mean, vectorized=True, n_resamples=resamples, batch=BATCH,
-                           confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return PairedComparison(len(labels), float(gain.mean()), low, high, only_first, only_second, p_value)
+    low, high = _interval(lambda w: (w @ gain) / w.sum(axis=1), codes, confidence, resamples, seed)
+    grouped = groups is not None and int(codes.max()) + 1 < len(labels)
+    return PairedComparison(len(labels), float(gain.mean()), low, high, only_first, only_second, p_value, grouped)
 
 
 __all__ = ["CONFIDENCE", "PairedComparison", "paired_comparison", "score_intervals"]

@@ -33,7 +33,7 @@ from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResu
 from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.comparison import markdown_table, table_number
 from affectkit.evaluation.ensemble import fit_late_fusion
-from affectkit.evaluation.evaluator import Predictions, evaluation_device, predict_split
+from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, predict_split
 from affectkit.evaluation.metrics import compute_metrics, expression_score, prior_collapse
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.evaluation.significance import CONFIDENCE, PairedComparison, paired_comparison, score_intervals
@@ -344,8 +344,22 @@ def test_predictions(rows: list[dict], data: PreparedData) -> pd.DataFrame | Non
         return None
     names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
     table = {"id": data.splits["id"].astype(str).to_numpy()[test], "expression": names[labels]}
+    if (groups := face_groups(data, test)) is not None:
+        table["person"] = groups
     table.update({row["model"]: names[np.asarray(row[TEST_PROBS]).argmax(axis=1)] for row in rows})
     return pd.DataFrame(table)
+
+
+def _people(predictions: pd.DataFrame) -> np.ndarray | None:
+    return predictions["person"].astype(str).to_numpy() if "person" in predictions else None
+
+
+def resampling(predictions: pd.DataFrame) -> str:
+    """How the intervals resampled the test faces, in words."""
+    if "person" not in predictions:
+        return f"the {len(predictions)} test faces resampled with replacement"
+    return (f"the {len(predictions)} test faces resampled by person ({predictions['person'].nunique()} people, "
+            "drawn with replacement with all their faces: a person's faces are not independent)")
 
 
 def _class_ids(names: pd.Series) -> np.ndarray:
@@ -357,7 +371,8 @@ def _intervals(predictions: pd.DataFrame | None, model: str) -> dict[str, float]
     """The bootstrap interval of each expression score of the row ``model`` (``<score>_low`` / ``_high``)."""
     if predictions is None:
         return {}
-    found = score_intervals(_class_ids(predictions["expression"]), _class_ids(predictions[model]))
+    found = score_intervals(_class_ids(predictions["expression"]), _class_ids(predictions[model]),
+                            _people(predictions))
     return {f"{score}_{end}": value for score, (low, high) in found.items()
             for end, value in (("low", low), ("high", high))}
 
@@ -369,7 +384,7 @@ def recipe_comparisons(predictions: pd.DataFrame, table: pd.DataFrame) -> list[t
         return []
     labels = _class_ids(predictions["expression"])
     first = _class_ids(predictions[recipe.iloc[0]])
-    return [(model, paired_comparison(labels, first, _class_ids(predictions[model])))
+    return [(model, paired_comparison(labels, first, _class_ids(predictions[model]), _people(predictions)))
             for model in table["model"] if model != recipe.iloc[0] and model in predictions]
 
 
@@ -378,6 +393,7 @@ def comparison_lines(comparisons: list[tuple[str, PairedComparison]], recipe: st
     few test faces there are."""
     if not comparisons:
         return []
+    grouped = comparisons[0][1].grouped
     level = f"{CONFIDENCE:.0%}"
     table = pd.DataFrame([{
         "against": model, "accuracy difference": f"{c.difference:+.4f}",
@@ -388,10 +404,12 @@ def comparison_lines(comparisons: list[tuple[str, PairedComparison]], recipe: st
         "## The recipe against each row, face by face",
         "",
         f"{recipe} against every other row on the same {faces} (paired): its accuracy minus the row's, with a "
-        f"{level} bootstrap interval (the faces resampled together); the faces only one of the two got right; "
-        f"McNemar's exact test of whether each is right as often, which gives the verdict (p below "
-        f"{1 - CONFIDENCE:.2g}). \"Not told apart\": these faces cannot say which is better, whatever the table's "
-        "third decimal says.",
+        f"{level} bootstrap interval (the faces{' of each person drawn' if grouped else ''} resampled together "
+        "for both); the faces only one of the two got right; McNemar's exact test of whether each is right as "
+        f"often, which gives the verdict (p below {1 - CONFIDENCE:.2g}"
+        + ("; resampled by person, the interval must leave out 0 too, as McNemar counts a person's faces as "
+           "independent" if grouped else "")
+        + "). \"Not told apart\": these faces cannot say which is better, whatever the table's third decimal says.",
         "",
         markdown_table(table),
         "",
@@ -423,9 +441,9 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         f"![benchmark]({folder.benchmark_chart.name})",
         "",
         *([] if predictions is None else [
-            f"In brackets, the {CONFIDENCE:.0%} bootstrap interval of each expression score over the "
-            f"{len(predictions)} test faces (resampled with replacement): how far another draw of faces as many "
-            f"could move it. Each row's class for each test face: `{folder.test_predictions.name}`.", ""]),
+            f"In brackets, the {CONFIDENCE:.0%} bootstrap interval of each expression score, over "
+            f"{resampling(predictions)}: how far another draw of as many could move it. Each row's class for each "
+            f"test face: `{folder.test_predictions.name}`.", ""]),
         *(comparison_lines(recipe_comparisons(predictions, table), "The recipe", "test faces")
           if predictions is not None else []),
         "## Honest selection",
