@@ -86,7 +86,8 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked, demo_di
         sizes = pd.read_csv(out / "splits.csv")["split"].value_counts()
         assert "Not recorded" not in card and f"- Split: train {sizes['train']} / val {sizes['val']} / test " \
             f"{sizes['test']}" in card
-        assert f"`{demo_dir.resolve()}`" in card and f"| {table.loc[row, 'accuracy']:.3f} |" in card
+        interval = f"[{table.loc[row, 'accuracy_low']:.3f}, {table.loc[row, 'accuracy_high']:.3f}]"
+        assert f"`{demo_dir.resolve()}`" in card and f"| {table.loc[row, 'accuracy']:.3f} {interval} |" in card
 
 
 def test_each_score_has_its_interval_and_the_recipe_is_compared_face_by_face(benchmarked):

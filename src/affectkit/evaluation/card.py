@@ -56,6 +56,7 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
     entry = {"data": str(Path(data).resolve()), "split": split, "synthetic": is_synthetic_data(data), "n": metrics["n"],
              **{k: expression.get(k) for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
              "temperature": expression.get("temperature", 1.0),
+             "accuracy_interval": (expression.get("intervals") or {}).get("accuracy"),
              "warning": prior_collapse(metrics["expression"], CLASS_NAMES),
              "seen_in_training": metrics.get("seen_in_training", 0),
              "unlearnt_classes": expression.get("unlearnt_classes")}
@@ -237,7 +238,9 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
               for d in ("valence", "arousal")]
         source = f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
         split = e["split"] + (f" ({e['seen_in_training']} seen in training)" if e.get("seen_in_training") else "")
-        lines.append(f"| {source} | {split} | {e['n']} | {_number(e['accuracy'])} | {_number(e['macro_f1'])} | "
+        interval = e.get("accuracy_interval")  # evaluations recorded before intervals carry none
+        accuracy = _number(e["accuracy"]) + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+        lines.append(f"| {source} | {split} | {e['n']} | {accuracy} | {_number(e['macro_f1'])} | "
                      f"{_number(e['balanced_accuracy'])} | {_number(e['nll'])} | {_number(e['ece'])} | "
                      f"{_number(e['temperature'])} | {va[0]} | {va[1]} |")
     for e in evaluations:
@@ -247,6 +250,9 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
             lines += ["", f"**Warning** (`{e['data']}`, {e['split']}): {seen_warning(e['seen_in_training'], e['n'])}"]
         if e.get("unlearnt_classes"):
             lines += ["", f"Note (`{e['data']}`, {e['split']}): {unlearnt_note(e['unlearnt_classes'])}"]
+    if any(e.get("accuracy_interval") for e in evaluations):
+        lines += ["", "In brackets, the accuracy's 95% bootstrap interval over the faces scored (people drawn with all "
+                      "their faces where the data says who is who): how far another draw of as many could move it."]
     lines += ["", "Calibration: the probabilities are the logits divided by the temperature, fit on the validation "
                   "split after training (temperature scaling); NLL and ECE (expected calibration error, "
                   f"{ECE_BINS} bins) are measured on them."]
