@@ -13,7 +13,7 @@ resample weighs every face by how often its person was drawn.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,8 @@ from affectkit.config import NO_EXPRESSION, NUM_CLASSES
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
-BATCH = 200  # resamples at once: (BATCH, faces) weights stay small on an AffectNet-sized test set
+BATCH = 200  # resamples at once, fewer on a large set: (resamples, faces) weights stay within WEIGHTS_PER_BATCH
+WEIGHTS_PER_BATCH = 4_000_000
 
 
 def _score(confusion: np.ndarray, score: str) -> np.ndarray:
@@ -68,19 +69,22 @@ def _weights(codes: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarra
     weighs each face by how often its group was drawn."""
     rng = np.random.default_rng(seed)
     n_groups = int(codes.max()) + 1
-    for start in range(0, resamples, BATCH):
-        batch = min(BATCH, resamples - start)
+    per_batch = max(1, min(BATCH, WEIGHTS_PER_BATCH // len(codes)))
+    for start in range(0, resamples, per_batch):
+        batch = min(per_batch, resamples - start)
         drawn = rng.integers(0, n_groups, (batch, n_groups)) + np.arange(batch)[:, None] * n_groups
         counts = np.bincount(drawn.ravel(), minlength=batch * n_groups).reshape(batch, n_groups)
-        yield counts[:, codes].astype(float)
+        yield counts[:, codes].astype(np.float32)
 
 
-def _interval(statistic: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, confidence: float,
-              resamples: int, seed: int) -> tuple[float, float]:
-    """The percentile interval of ``statistic`` (of a batch of face weights) over group resamples; a resample that
-    drew no classed face of some kind may score NaN, and is left out."""
-    values = np.concatenate([statistic(w) for w in _weights(codes, resamples, seed)])
-    values = values[np.isfinite(values)]
+def _resampled(values: np.ndarray, codes: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, ...) weighted sums of ``values`` (faces, ...) over group resamples."""
+    flat = values.reshape(len(values), -1).astype(np.float32)
+    sums = np.concatenate([w @ flat for w in _weights(codes, resamples, seed)])
+    return sums.reshape(resamples, *values.shape[1:])
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
@@ -94,10 +98,8 @@ def score_intervals(labels: ArrayLike, predicted: ArrayLike, groups: ArrayLike |
     labels, codes, predicted = _classed(labels, groups, predicted)
     if len(labels) == 0:
         return {}
-    cells = _cells(labels, predicted)
-    return {score: _interval(lambda w, score=score: _score((w @ cells).reshape(-1, NUM_CLASSES, NUM_CLASSES), score),
-                             codes, confidence, resamples, seed)
-            for score in SCORES}
+    confusions = _resampled(_cells(labels, predicted), codes, resamples, seed).reshape(-1, NUM_CLASSES, NUM_CLASSES)
+    return {score: _interval(_score(confusions, score), confidence) for score in SCORES}
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def paired_comparison(labels: ArrayLike, first: ArrayLike, second: ArrayLike, gr
     only_first, only_second = int((right_first & ~right_second).sum()), int((right_second & ~right_first).sum())
     discordant = only_first + only_second
     p_value = 1.0 if discordant == 0 else float(binomtest(only_first, discordant, 0.5).pvalue)
-    low, high = _interval(lambda w: (w @ gain) / w.sum(axis=1), codes, confidence, resamples, seed)
+    sums = _resampled(np.stack([gain, np.ones_like(gain)], axis=1), codes, resamples, seed)
+    low, high = _interval(sums[:, 0] / sums[:, 1], confidence)
     grouped = groups is not None and int(codes.max()) + 1 < len(labels)
     return PairedComparison(len(labels), float(gain.mean()), low, high, only_first, only_second, p_value, grouped)
 
