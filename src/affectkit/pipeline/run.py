@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.config import CLASS_NAMES, Config
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.reader import layout_found, read_dataset, reader_options
@@ -22,6 +22,7 @@ from affectkit.evaluation.comparison import comparison_row, write_comparison, wr
 from affectkit.evaluation.evaluator import (
     Predictions,
     evaluation_device,
+    face_groups,
     inference_ms_per_image,
     metrics_table,
     predict_split,
@@ -29,6 +30,7 @@ from affectkit.evaluation.evaluator import (
     write_model_report,
 )
 from affectkit.evaluation.metrics import expression_score, prior_collapse, unlearnt_classes, unlearnt_note
+from affectkit.evaluation.significance import CONFIDENCE, paired_comparison
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
@@ -163,7 +165,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             members.append(evaluated)
             names.append(result.name)
             if random_start_control and is_pretrained(meta.get("initial_weights", "")):
-                controls.append(_random_start_control(name, prepared, run, config, evaluated.metrics, meta, resume))
+                controls.append(_random_start_control(name, prepared, run, config, evaluated, meta, resume))
         if len(members) > 1:
             val = prepared.positions("val")
             combined = {
@@ -179,19 +181,28 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         return write_report(run, summary, rows, names, notes, transfer=controls)
 
 
-def _random_start_control(name: str, data: PreparedData, run: RunFolder, config: Config, metrics: dict, meta: dict,
-                          resume: bool) -> dict:
-    """The same model, data, split and budget from a random start: what the pretrained start is worth. Evaluated
-    like every trained model (calibrated on val, scored on test once), with its reports and card in
-    ``RUN/random_start/``."""
+def _random_start_control(name: str, data: PreparedData, run: RunFolder, config: Config, pretrained: Evaluated,
+                          meta: dict, resume: bool) -> dict:
+    """The same model, data, split and budget from a random start: what the pretrained start is worth, with the
+    difference in test accuracy compared face by face (:func:`paired_comparison`). Evaluated like every trained
+    model (calibrated on val, scored on test once), with its reports and card in ``RUN/random_start/``."""
     reporter().rule(f"[bold]{meta['display_name']} from a random start (control)")
     result = train_model(name, data, run.random_start.root, config, resume=resume)
-    control = _evaluate_trained(result.best_path, data, run.random_start).metrics
-    return {"model": meta["display_name"], "backbone": meta["backbone"],
-            "pretrained_accuracy": expression_score(metrics, "accuracy"),
-            "random_start_accuracy": expression_score(control, "accuracy"),
-            "pretrained_start": meta.get("initial_weights", ""),
-            "random_start_train_time_s": round(result.train_time_s, 1)}
+    control = _evaluate_trained(result.best_path, data, run.random_start)
+    row = {"model": meta["display_name"], "backbone": meta["backbone"],
+           "pretrained_accuracy": expression_score(pretrained.metrics, "accuracy"),
+           "random_start_accuracy": expression_score(control.metrics, "accuracy"),
+           "pretrained_start": meta.get("initial_weights", ""),
+           "random_start_train_time_s": round(result.train_time_s, 1)}
+    test = data.positions("test")
+    labels = data.expression[test]
+    if pretrained.metrics["expression"] is not None and (labels != NO_EXPRESSION).any():
+        compared = paired_comparison(labels, pretrained.test.probs.argmax(axis=1), control.test.probs.argmax(axis=1),
+                                     face_groups(data, test))
+        row.update({f"difference ({CONFIDENCE:.0%} interval)": f"{compared.difference:+.4f} "
+                                                                f"[{compared.low:+.3f}, {compared.high:+.3f}]",
+                    "McNemar p": f"{compared.p_value:.3g}", "the pretrained start is": compared.verdict()})
+    return row
 
 
 def _model_note(name: str, meta: dict) -> str:
