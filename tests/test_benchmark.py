@@ -108,8 +108,11 @@ def test_each_score_has_its_interval_and_the_recipe_is_compared_face_by_face(ben
         assert row.accuracy_low <= row.accuracy <= row.accuracy_high
         # A few dozen faces: wide, unless every face or none was right (then no resample differs).
         assert row.accuracy_high - row.accuracy_low > 0.05 or row.accuracy in (0, 1)
+        for dim in ("valence", "arousal"):  # the demo faces carry valence/arousal: CCC with its interval too
+            assert -1 <= getattr(row, f"{dim}_ccc_low") < getattr(row, f"{dim}_ccc_high") <= 1
     report = (out / "benchmark.md").read_text()
     assert f"[{table.loc[0, 'accuracy_low']:.3f}, {table.loc[0, 'accuracy_high']:.3f}]" in report
+    assert f"[{table.loc[6, 'valence_ccc_low']:.3f}, {table.loc[6, 'valence_ccc_high']:.3f}]" in report
     section = report.split("## The recipe against each row, face by face")[1].split("## ")[0]
     recipe = table.loc[table["key"] == "recipe", "model"].item()
     others = [m for m in table["model"] if m != recipe]
@@ -141,7 +144,7 @@ def test_where_the_data_names_people_the_intervals_draw_people(demo_dir, tmp_pat
     people = {r.id: r.group for r in prepared.records}
     assert list(predictions.columns) == ["id", "expression", "person", "A", "B"]
     assert list(predictions["person"]) == [people[i] for i in predictions["id"]]
-    assert f"resampled by person ({predictions['person'].nunique()} people" in bench.resampling(predictions)
+    assert f"resampled by person ({predictions['person'].nunique()} people" in bench.resampling(prepared)
     table = pd.DataFrame({"key": ["recipe", "other"], "model": ["A", "B"]})
     ((_, compared),) = bench.recipe_comparisons(predictions, table)
     assert compared.grouped and compared.faces == len(test)
@@ -164,6 +167,9 @@ def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked,
     for score in ("accuracy", "macro_f1", "balanced_accuracy"):
         assert intervals[score] == pytest.approx([table.loc[6, f"{score}_low"], table.loc[6, f"{score}_high"]],
                                                  abs=1e-4)
+    for dim in ("valence", "arousal"):
+        assert metrics[dim]["intervals"]["ccc"] == pytest.approx(
+            [table.loc[6, f"{dim}_ccc_low"], table.loc[6, f"{dim}_ccc_high"]], abs=1e-4)
 
 
 def test_a_models_split_is_found_where_the_command_that_trained_it_wrote_it(tmp_path):

@@ -483,3 +483,24 @@ def test_a_paired_comparison_counts_the_faces_only_one_model_got_right():
     same = paired_comparison(labels, first, first)
     assert (same.difference, same.low, same.high, same.p_value) == (0, 0, 0, 1)
     assert same.verdict() == "not told apart"
+
+
+def test_ccc_intervals_resample_the_ccc_the_metrics_report(monkeypatch):
+    from affectkit.evaluation import significance
+
+    rng = np.random.default_rng(3)
+    people = np.arange(300) // 30  # ten people, thirty faces each: each has a mood and is read with a bias of their own
+    truth = np.clip(rng.uniform(-0.7, 0.7, 10)[people] + rng.normal(0, 0.2, 300), -1, 1)
+    predicted = 0.6 * truth + rng.normal(0, 0.25, 10)[people] + rng.normal(0, 0.1, 300)
+    truth[::10] = np.nan  # faces not annotated in this dimension are left out
+    reported = compute_metrics(np.full((300, NUM_CLASSES), 1 / NUM_CLASSES), np.full(300, NO_EXPRESSION),
+                               np.stack([predicted, predicted], 1), np.stack([truth, truth], 1))["valence"]["ccc"]
+    low, high = significance.ccc_interval(predicted, truth)
+    assert low < reported < high and high - low < 0.2
+    by_person = significance.ccc_interval(predicted, truth, groups=people)
+    assert by_person[1] - by_person[0] > 2 * (high - low)
+    assert significance.ccc_interval(predicted[:2], truth[:2]) is None
+    # Every face weighed once, the resampled statistic is the reported CCC, (n - 1) moments and all.
+    monkeypatch.setattr(significance, "_weights", lambda codes, resamples, seed: iter([np.ones((1, len(codes)))]))
+    once = significance.ccc_interval(predicted, truth, resamples=1)
+    assert once == pytest.approx((reported, reported), abs=1e-6)

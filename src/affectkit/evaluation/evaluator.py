@@ -13,8 +13,8 @@ from rich.table import Table
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
-from affectkit.evaluation.metrics import compute_metrics
-from affectkit.evaluation.significance import CONFIDENCE, score_intervals
+from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics
+from affectkit.evaluation.significance import CONFIDENCE, ccc_interval, score_intervals
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
@@ -99,12 +99,14 @@ def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
     labels = data.expression[positions] if pred.predicts_expression else np.full(len(positions), NO_EXPRESSION)
     truth = data.valence_arousal[positions] if pred.predicts_valence_arousal else np.full((len(positions), 2), np.nan)
     metrics = compute_metrics(pred.probs, labels, pred.valence_arousal, truth)
+    groups = face_groups(data, positions)
+    about = {"confidence": CONFIDENCE, "resampled": "faces" if groups is None else "people"}
     if metrics["expression"] is not None:
-        groups = face_groups(data, positions)
         intervals = score_intervals(labels, pred.probs.argmax(axis=1), groups)
-        metrics["expression"]["intervals"] = {
-            "confidence": CONFIDENCE, "resampled": "faces" if groups is None else "people",
-            **{key: list(bounds) for key, bounds in intervals.items()}}
+        metrics["expression"]["intervals"] = {**about, **{key: list(bounds) for key, bounds in intervals.items()}}
+    for column, dim in enumerate(VA_DIMENSIONS):
+        if metrics.get(dim) and (ccc := ccc_interval(pred.valence_arousal[:, column], truth[:, column], groups)):
+            metrics[dim]["intervals"] = {**about, "ccc": list(ccc)}
     return metrics
 
 
@@ -143,16 +145,20 @@ def metrics_table(name: str, metrics: dict) -> Table:
     note = "" if with_class == metrics["n"] else f" ({with_class} with an expression class)"
     table = Table(title=f"{name} on {metrics['n']} images{note}")
     intervals = (e or {}).get("intervals", {})
+    shown_intervals = [part["intervals"] for part in (e, metrics.get("valence"), metrics.get("arousal"))
+                       if part and "intervals" in part]
     table.add_column("metric")
     table.add_column("value", justify="right")
-    if intervals:
-        table.add_column(f"{intervals['confidence']:.0%} interval", justify="right")
+    if shown_intervals:
+        table.add_column(f"{shown_intervals[0]['confidence']:.0%} interval", justify="right")
     for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece") if e else ():
         bounds = intervals.get(key)
-        table.add_row(f"expression {key}", f"{e[key]:.4f}", *([f"{bounds[0]:.3f} - {bounds[1]:.3f}"] if bounds
-                                                               else [""] if intervals else []))
+        table.add_row(f"expression {key}", f"{e[key]:.4f}",
+                      *([f"{bounds[0]:.3f} to {bounds[1]:.3f}" if bounds else ""] if shown_intervals else []))
     for dim in ("valence", "arousal"):
         if metrics.get(dim):
             for key in ("rmse", "mae", "pcc", "ccc", "sagr"):
-                table.add_row(f"{dim} {key}", f"{metrics[dim][key]:.4f}", *([""] if intervals else []))
+                bounds = metrics[dim].get("intervals", {}).get(key)
+                table.add_row(f"{dim} {key}", f"{metrics[dim][key]:.4f}",
+                              *([f"{bounds[0]:.3f} to {bounds[1]:.3f}" if bounds else ""] if shown_intervals else []))
     return table

@@ -54,14 +54,18 @@ def _cells(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return cells
 
 
+def _codes(groups: ArrayLike | None, keep: np.ndarray) -> np.ndarray:
+    """The group of each kept face as integer codes 0..G-1 (each face its own where no group is given)."""
+    groups = np.arange(len(keep)) if groups is None else np.asarray(groups, dtype=object)
+    _, codes = np.unique(np.asarray(groups[keep], dtype=str), return_inverse=True)
+    return codes.reshape(-1)
+
+
 def _classed(labels: ArrayLike, groups: ArrayLike | None, *predicted: ArrayLike) -> tuple[np.ndarray, ...]:
-    """The faces with a class: labels, the group of each (its own index where no group is given) as integer codes,
-    and each model's predictions."""
+    """The faces with a class: labels, the group of each as integer codes, and each model's predictions."""
     labels = np.asarray(labels, dtype=np.int64)
     keep = labels != NO_EXPRESSION
-    groups = np.arange(len(labels)) if groups is None else np.asarray(groups, dtype=object)
-    _, codes = np.unique(np.asarray(groups[keep], dtype=str), return_inverse=True)
-    return (labels[keep], codes.reshape(-1), *(np.asarray(p, dtype=np.int64)[keep] for p in predicted))
+    return (labels[keep], _codes(groups, keep), *(np.asarray(p, dtype=np.int64)[keep] for p in predicted))
 
 
 def _weights(codes: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -79,7 +83,7 @@ def _weights(codes: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarra
 
 def _resampled(values: np.ndarray, codes: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """(resamples, ...) weighted sums of ``values`` (faces, ...) over group resamples."""
-    flat = values.reshape(len(values), -1).astype(np.float32)
+    flat = values.reshape(len(values), -1).astype(np.float64)  # sums of squares: no float32 cancellation
     sums = np.concatenate([w @ flat for w in _weights(codes, resamples, seed)])
     return sums.reshape(resamples, *values.shape[1:])
 
@@ -100,6 +104,30 @@ def score_intervals(labels: ArrayLike, predicted: ArrayLike, groups: ArrayLike |
         return {}
     confusions = _resampled(_cells(labels, predicted), codes, resamples, seed).reshape(-1, NUM_CLASSES, NUM_CLASSES)
     return {score: _interval(_score(confusions, score), confidence) for score in SCORES}
+
+
+def ccc_interval(predicted: ArrayLike, truth: ArrayLike, groups: ArrayLike | None = None,
+                 confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """The ``confidence`` percentile bootstrap interval of the concordance correlation (CCC) of one valence/arousal
+    dimension over the faces annotated in it (``truth`` finite), resampled by ``groups`` as
+    :func:`score_intervals` does; None with fewer than 3 such faces. The moments are torchmetrics' (n - 1)."""
+    predicted, truth = np.asarray(predicted, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    keep = np.isfinite(truth)
+    if keep.sum() < 3:
+        return None
+    x, y = predicted[keep], truth[keep]
+    sums = _resampled(np.stack([x, y, x * x, y * y, x * y, np.ones_like(x)], axis=1), _codes(groups, keep),
+                      resamples, seed)
+    sx, sy, sxx, syy, sxy, n = sums.T
+    mean_x, mean_y = sx / n, sy / n
+    denominator = np.maximum(n - 1, 1)
+    var_x, var_y = (sxx - n * mean_x**2) / denominator, (syy - n * mean_y**2) / denominator
+    cov = (sxy - n * mean_x * mean_y) / denominator
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ccc = 2 * cov / (var_x + var_y + (mean_x - mean_y) ** 2)
+    # A resample of one person's constant predictions has no concordance: 0, as the metrics count it.
+    return _interval(np.nan_to_num(ccc, nan=0.0), confidence)
 
 
 @dataclass(frozen=True)
@@ -145,4 +173,4 @@ def paired_comparison(labels: ArrayLike, first: ArrayLike, second: ArrayLike, gr
     return PairedComparison(len(labels), float(gain.mean()), low, high, only_first, only_second, p_value, grouped)
 
 
-__all__ = ["CONFIDENCE", "PairedComparison", "paired_comparison", "score_intervals"]
+__all__ = ["CONFIDENCE", "PairedComparison", "ccc_interval", "paired_comparison", "score_intervals"]

@@ -36,7 +36,13 @@ from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, predict_split
 from affectkit.evaluation.metrics import compute_metrics, expression_score, prior_collapse
 from affectkit.evaluation.plots import plot_benchmark
-from affectkit.evaluation.significance import CONFIDENCE, PairedComparison, paired_comparison, score_intervals
+from affectkit.evaluation.significance import (
+    CONFIDENCE,
+    PairedComparison,
+    ccc_interval,
+    paired_comparison,
+    score_intervals,
+)
 from affectkit.evaluation.significance import SCORES as INTERVAL_SCORES
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
@@ -52,10 +58,12 @@ RECIPE_PROFILE = "recommended"
 # --quick: a budget for a first look at a data set, not for numbers to report.
 QUICK = {"epochs": 2, "fine_tune_epochs": 4, "fine_tune_min_steps": 0, "early_stopping_patience": 4}
 TEST_PROBS = "test_probs"  # a row's class probabilities of the test faces, until the table is written
+TEST_VA = "test_valence_arousal"  # and its valence/arousal of them
 HONEST_SELECTION = "Every model is selected on the validation split; the test split is scored once, at the end."
+CCC_SCORES = ("valence_ccc", "arousal_ccc")
 COLUMNS = ["key", "model", "kind", "backbone", "accuracy", "macro_f1", "balanced_accuracy", "valence_ccc",
            "arousal_ccc", "train_time_s", "inference_ms_per_image", "selected_on_val",
-           *(f"{score}_{end}" for score in INTERVAL_SCORES for end in ("low", "high"))]
+           *(f"{score}_{end}" for score in (*INTERVAL_SCORES, *CCC_SCORES) for end in ("low", "high"))]
 SHOWN = ["model", "accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc", "train_time_s",
          "inference_ms_per_image"]
 
@@ -99,7 +107,7 @@ def _baseline_row(result: BaselineResult, data: PreparedData) -> dict:
     return {"key": result.key, "model": result.name, "kind": "baseline", "backbone": result.backbone,
             **_scores(metrics), "train_time_s": result.train_time_s,
             "inference_ms_per_image": result.inference_ms_per_image, "selected_on_val": result.selected,
-            TEST_PROBS: result.probs}
+            TEST_PROBS: result.probs, TEST_VA: result.valence_arousal}
 
 
 @dataclass
@@ -158,7 +166,7 @@ def _trained_row(key: str, kind: str, data: PreparedData, folder: RunFolder, con
            **_scores(metrics), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms,
            "selected_on_val": f"{_epoch_selected(meta, len(result.history), config)}; temperature {temperature:.3f}"
-                              + _flip(config), TEST_PROBS: pred.probs}
+                              + _flip(config), TEST_PROBS: pred.probs, TEST_VA: pred.valence_arousal}
     return TrainedRow(row, result.name, val_pred, pred, result, warning)
 
 
@@ -203,7 +211,8 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
     row = {"key": "recipe", "model": name, "kind": "recipe",
            "backbone": " + ".join(n.row["backbone"] for n in networks),
            **_scores(metrics), "train_time_s": result.train_time_s,
-           "inference_ms_per_image": inference_ms, "selected_on_val": selected, TEST_PROBS: pred.probs}
+           "inference_ms_per_image": inference_ms, "selected_on_val": selected, TEST_PROBS: pred.probs,
+           TEST_VA: pred.valence_arousal}
     return [*networks, TrainedRow(row, name, val_pred, pred, warning=warning)]
 
 
@@ -223,6 +232,7 @@ def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, 
                 f"val by log-loss ({fusion.val_nll:.3f}; {first.name} alone {fusion.val_nll_first:.3f})")
     row = {"key": key, "model": name, "kind": kind, "backbone": f"{first.row['backbone']} + {second.row['backbone']}",
            **_scores(metrics), "selected_on_val": selected, TEST_PROBS: fused["test"].probs,
+           TEST_VA: fused["test"].valence_arousal,
            **{cost: first.row[cost] + second.row[cost] for cost in ("train_time_s", "inference_ms_per_image")}}
     return TrainedRow(row, name, fused["val"], fused["test"])
 
@@ -320,8 +330,8 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
         predictions = test_predictions(rows, prepared)
-        table = pd.DataFrame([{**row, **_intervals(predictions, row["model"])} for row in rows],
-                             columns=COLUMNS)
+        table = pd.DataFrame([{**row, **_intervals(predictions, row["model"]), **_ccc_intervals(row, prepared)}
+                              for row in rows], columns=COLUMNS)
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
                  "splits": folder.splits, "config": config_path}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
@@ -354,12 +364,14 @@ def _people(predictions: pd.DataFrame) -> np.ndarray | None:
     return predictions["person"].astype(str).to_numpy() if "person" in predictions else None
 
 
-def resampling(predictions: pd.DataFrame) -> str:
+def resampling(data: PreparedData) -> str:
     """How the intervals resampled the test faces, in words."""
-    if "person" not in predictions:
-        return f"the {len(predictions)} test faces resampled with replacement"
-    return (f"the {len(predictions)} test faces resampled by person ({predictions['person'].nunique()} people, "
-            "drawn with replacement with all their faces: a person's faces are not independent)")
+    test = data.positions("test")
+    groups = face_groups(data, test)
+    if groups is None:
+        return f"the {len(test)} test faces resampled with replacement"
+    return (f"the {len(test)} test faces resampled by person ({len(set(groups))} people, drawn with replacement with "
+            "all their faces: a person's faces are not independent)")
 
 
 def _class_ids(names: pd.Series) -> np.ndarray:
@@ -375,6 +387,18 @@ def _intervals(predictions: pd.DataFrame | None, model: str) -> dict[str, float]
                             _people(predictions))
     return {f"{score}_{end}": value for score, (low, high) in found.items()
             for end, value in (("low", low), ("high", high))}
+
+
+def _ccc_intervals(row: dict, data: PreparedData) -> dict[str, float]:
+    """The bootstrap interval of the row's valence and arousal CCC (``<dim>_ccc_low`` / ``_high``), where it has
+    them, resampled as the expression scores are."""
+    test = data.positions("test")
+    groups, truth = face_groups(data, test), data.valence_arousal[test]
+    bounds = {}
+    for column, score in enumerate(CCC_SCORES):
+        if np.isfinite(row[score]) and (found := ccc_interval(row[TEST_VA][:, column], truth[:, column], groups)):
+            bounds.update({f"{score}_low": found[0], f"{score}_high": found[1]})
+    return bounds
 
 
 def recipe_comparisons(predictions: pd.DataFrame, table: pd.DataFrame) -> list[tuple[str, PairedComparison]]:
@@ -440,10 +464,11 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "",
         f"![benchmark]({folder.benchmark_chart.name})",
         "",
-        *([] if predictions is None else [
-            f"In brackets, the {CONFIDENCE:.0%} bootstrap interval of each expression score, over "
-            f"{resampling(predictions)}: how far another draw of as many could move it. Each row's class for each "
-            f"test face: `{folder.test_predictions.name}`.", ""]),
+        *([] if not table.filter(like="_low").notna().any().any() else [
+            f"In brackets, the {CONFIDENCE:.0%} bootstrap interval of each score (expression scores and CCC), over "
+            f"{resampling(data)}: how far another draw of as many could move it."
+            + ("" if predictions is None else
+               f" Each row's class for each test face: `{folder.test_predictions.name}`."), ""]),
         *(comparison_lines(recipe_comparisons(predictions, table), "The recipe", "test faces")
           if predictions is not None else []),
         "## Honest selection",
