@@ -140,7 +140,7 @@ def test_where_the_data_names_people_the_intervals_draw_people(demo_dir, tmp_pat
     test = prepared.positions("test")
     rng = np.random.default_rng(0)
     rows = [{"model": name, bench.TEST_PROBS: rng.dirichlet(np.ones(8), len(test))} for name in ("A", "B")]
-    predictions = bench.test_predictions(rows, prepared)
+    predictions = bench.predictions_per_face(rows, prepared)
     people = {r.id: r.group for r in prepared.records}
     assert list(predictions.columns) == ["id", "expression", "person", "A", "B"]
     assert list(predictions["person"]) == [people[i] for i in predictions["id"]]

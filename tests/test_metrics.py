@@ -454,6 +454,10 @@ def test_faces_of_one_person_are_resampled_together():
     by_person = score_intervals(labels, predicted, groups=people)["accuracy"]
     assert by_person[1] - by_person[0] > 2.5 * (by_face[1] - by_face[0])
     assert by_person == pytest.approx(score_intervals(labels[::10], predicted[::10])["accuracy"], abs=0.03)
+    # A face of no known person (None, NaN) is drawn alone: no names at all resample as faces do.
+    unnamed = np.full(len(labels), None, dtype=object)
+    unnamed[::2] = float("nan")
+    assert score_intervals(labels, predicted, groups=unnamed) == score_intervals(labels, predicted)
     # 20 more faces right than the other model, all of them 2 people's: McNemar (by faces) calls it, people do not.
     other = predicted.copy()
     wrong = np.flatnonzero((predicted == labels) & (people >= 0))[:20]

@@ -60,6 +60,13 @@ def test_fusion_reads_every_modality_and_learns_what_the_face_model_misses(fused
         kept = [m for m, targets in table["kept_for"].fillna("").items() if target in targets.split(", ")]
         assert kept == [getattr(table[column], best)()]
     assert "the test split scores every method once" in (fused / "fusion.md").read_text().lower()
+    # Each headline score with its interval.
+    for score in ("accuracy", "valence_ccc", "arousal_ccc"):
+        assert (table[f"{score}_low"] <= table[f"{score}_high"]).all(), score
+    assert (table["accuracy_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["accuracy_high"]).all()
+    report = (fused / "fusion.md").read_text()
+    assert f"{table.loc[EARLY, 'valence_ccc']:.4f} [{table.loc[EARLY, 'valence_ccc_low']:.3f}, " in report
+    assert "95% bootstrap interval over the test samples (people drawn" in report
     assert (fused / "fusion.png").stat().st_size > 0
     # People are kept apart: each subject's samples sit in one split only.
     features = pd.read_csv(fused / "features.csv")
@@ -70,6 +77,25 @@ def test_fusion_reads_every_modality_and_learns_what_the_face_model_misses(fused
     manifest = pd.read_csv(multimodal_demo, keep_default_na=False)
     no_audio = manifest.index[manifest["audio"] == ""].map(lambda i: f"line {i + 2}")
     assert len(no_audio) and features.set_index("id").loc[no_audio, "audio_loudness_db_mean"].isna().all()
+
+
+def test_held_out_intervals_draw_the_people_the_samples_name():
+    """fuse's and temporal's test scores: a person's samples are drawn together; a sample of no known person alone."""
+    from affectkit.evaluation.significance import ccc_interval, score_intervals
+    from affectkit.multimodal.fusion import held_out_scores
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, 60)
+    probabilities = np.eye(8)[np.where(rng.random(60) < 0.6, truth, rng.integers(0, 8, 60))]
+    people = np.array([f"P{i // 6}" if i < 54 else None for i in range(60)], dtype=object)  # 6 samples unnamed
+    scores = held_out_scores("expression", probabilities, truth, people)
+    expected = score_intervals(truth, probabilities.argmax(axis=1), people)["accuracy"]
+    assert (scores["accuracy_low"], scores["accuracy_high"]) == pytest.approx(expected)
+    assert expected != pytest.approx(score_intervals(truth, probabilities.argmax(axis=1))["accuracy"])
+    valence, rated = rng.uniform(-1, 1, 60), rng.uniform(-1, 1, 60)
+    scores = held_out_scores("valence", valence, rated, people)
+    assert (scores["valence_ccc_low"], scores["valence_ccc_high"]) == pytest.approx(
+        ccc_interval(valence, rated, people))
 
 
 def test_a_rerun_reads_the_stored_features_back(fused, multimodal_demo, model_path, monkeypatch):

@@ -122,6 +122,9 @@ def test_temporal_compares_the_models_and_keeps_the_best_on_validation(trained):
     assert ("statistics" in meta) == (best in (STATISTICS, ENSEMBLE))
     report = (trained / "temporal.md").read_text()
     assert "split train" in report and "(as given)" in report and "The test clips score every model once" in report
+    # Each accuracy with its interval over the test clips.
+    assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
+    assert f"{table.loc[best, 'accuracy']:.4f} [{table.loc[best, 'accuracy_low']:.3f}, " in report
     assert (trained / "temporal.png").stat().st_size > 10_000
     frames = np.load(trained / "frames.npz")
     assert frames["lengths"].tolist() == [8] * 40  # 2-second clips read at 4 frames a second

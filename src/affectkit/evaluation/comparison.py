@@ -51,6 +51,23 @@ def table_number(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+INTERVAL_NOTE = ("In brackets, the score's 95% bootstrap interval over the test samples (people drawn with all "
+                 "their samples where the data says who is who): how far another draw of as many could move it.")
+
+
+def interval_cells(shown: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``shown`` with each score that ``table`` gives an interval (``<score>_low`` / ``_high``) as text,
+    "0.9120 [0.871, 0.948]"; other cells as they are."""
+    shown = shown.copy()
+    for column in shown.columns:
+        if {f"{column}_low", f"{column}_high"} <= set(table.columns):
+            shown[column] = [table_number(value) + ("" if pd.isna(value) or pd.isna(low) else
+                                                    f" [{low:.3f}, {high:.3f}]")
+                             for value, low, high in zip(table[column], table[f"{column}_low"],
+                                                         table[f"{column}_high"])]
+    return shown
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     header = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -73,10 +90,9 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
     against random-start controls (see :func:`affectkit.pipeline.run_pipeline`)."""
     table = pd.DataFrame(rows)[COLUMNS]
-    main = table[["model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "macro_f1", "valence_ccc", "arousal_ccc",
-                  "valence_rmse", "arousal_rmse", "params_millions", "train_time_s", "inference_ms_per_image"]].copy()
-    main["accuracy"] = [table_number(value) + ("" if pd.isna(value) or pd.isna(low) else f" [{low:.3f}, {high:.3f}]")
-                        for value, low, high in zip(table["accuracy"], table["accuracy_low"], table["accuracy_high"])]
+    main = interval_cells(table[["model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "macro_f1",
+                                 "valence_ccc", "arousal_ccc", "valence_rmse", "arousal_rmse", "params_millions",
+                                 "train_time_s", "inference_ms_per_image"]], table)
     scored = table["accuracy"].notna().any()  # not where no test face has a class
     best = table.loc[table["accuracy"].idxmax(), "model"] if scored else None
     classed = any(summary["class_counts"].values())

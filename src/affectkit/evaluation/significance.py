@@ -55,9 +55,13 @@ def _cells(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 
 def _codes(groups: ArrayLike | None, keep: np.ndarray) -> np.ndarray:
-    """The group of each kept face as integer codes 0..G-1 (each face its own where no group is given)."""
-    groups = np.arange(len(keep)) if groups is None else np.asarray(groups, dtype=object)
-    _, codes = np.unique(np.asarray(groups[keep], dtype=str), return_inverse=True)
+    """The group of each kept face as integer codes 0..G-1; a face of no known group (None, NaN; every face where
+    ``groups`` is None) is a group of its own."""
+    if groups is None:
+        groups = np.full(len(keep), None, dtype=object)
+    names = [f"group {g}" if g is not None and g == g else f"face {i}"  # NaN != NaN
+             for i, g in enumerate(np.asarray(groups, dtype=object))]
+    _, codes = np.unique(np.asarray(names, dtype=str)[keep], return_inverse=True)
     return codes.reshape(-1)
 
 

@@ -30,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from torchmetrics.functional import concordance_corrcoef
 
 from affectkit.config import CLASS_NAMES
+from affectkit.evaluation.significance import ccc_interval, score_intervals
 from affectkit.multimodal.features import FeatureTable
 
 DIMENSIONS = ("valence", "arousal")
@@ -200,19 +201,25 @@ def face_as_is(table: FeatureTable, target: str, frame: pd.DataFrame) -> np.ndar
     return np.where(np.isfinite(values), values, train[target].mean())
 
 
-def held_out_scores(target: str, predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def held_out_scores(target: str, predicted: np.ndarray, truth: np.ndarray,
+                    groups: np.ndarray | None = None) -> dict[str, float]:
+    """The test scores of one target, and the bootstrap interval of its headline score (accuracy, or the CCC) over
+    the samples, drawn by person (``groups``) where known (``<score>_low`` / ``_high``)."""
     if len(truth) == 0:
         return {}
     if target != "expression":
-        return {f"{target}_ccc": ccc(predicted, truth)}
+        found = ccc_interval(predicted, truth, groups)
+        return {f"{target}_ccc": ccc(predicted, truth),
+                **({} if found is None else {f"{target}_ccc_low": found[0], f"{target}_ccc_high": found[1]})}
     truth = truth.astype(int)
     chosen = predicted.argmax(axis=1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")  # a small test split
         balanced = balanced_accuracy_score(truth, chosen)
+    low, high = score_intervals(truth, chosen, groups)["accuracy"]
     return {"accuracy": accuracy_score(truth, chosen),
             "macro_f1": f1_score(truth, chosen, labels=np.unique(truth), average="macro", zero_division=0),
-            "balanced_accuracy": balanced}
+            "balanced_accuracy": balanced, "accuracy_low": low, "accuracy_high": high}
 
 
 def targets_of(table: FeatureTable) -> list[str]:
@@ -251,7 +258,8 @@ def fuse(table: FeatureTable, seed: int = 0, progress: Any = None) -> FusionResu
         rows[FACE_AS_IS] = {"method": FACE_AS_IS, "modalities": "face"}
         for target in filter(partial(face_predicts, table), targets):
             truth = labelled(test, target)
-            rows[FACE_AS_IS].update(held_out_scores(target, face_as_is(table, target, truth), truth[target].to_numpy()))
+            rows[FACE_AS_IS].update(held_out_scores(target, face_as_is(table, target, truth), truth[target].to_numpy(),
+                                                    truth["group"].to_numpy()))
     strengths: dict[str, dict[str, float]] = {target: {} for target in targets}  # each modality's, per target
     for method in methods_of(table):
         modalities = ", ".join(table.columns) if method in (EARLY, LATE) else method
@@ -261,7 +269,8 @@ def fuse(table: FeatureTable, seed: int = 0, progress: Any = None) -> FusionResu
             if method in table.columns:
                 strengths[target][method] = fitted.strength
             truth = labelled(test, target)
-            row.update(held_out_scores(target, predict(fitted.model, target, truth), truth[target].to_numpy()))
+            row.update(held_out_scores(target, predict(fitted.model, target, truth), truth[target].to_numpy(),
+                                       truth["group"].to_numpy()))
             row["val_log_loss" if target == "expression" else f"val_{target}_ccc"] = fitted.val_score
             if better(target, fitted.val_score, kept[target].val_score if target in kept else None):
                 kept[target] = fitted

@@ -16,7 +16,7 @@ from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.config import CLASS_NAMES
 from affectkit.data.records import Reject, Rejection, quarantine_frame
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.comparison import INTERVAL_NOTE, interval_cells, markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor, model_digest
 from affectkit.models.registry import kept_description, sha256_of, verified_file
@@ -139,7 +139,8 @@ def _report(run_out: Path, result: FusionResult, manifest: MultimodalManifest, n
     shown = [c for c in ("method", "modalities", *SCORES, "kept_for") if c in table]
     kept = "; ".join(f"{target}: {fitted.method}" for target, fitted in result.kept.items())
     lines = [f"# Multimodal fusion: {manifest.path.name}", "", *[f"- {note}" for note in notes],
-             f"- kept: {kept}", "", "## Test split", "", markdown_table(table[shown]), "",
+             f"- kept: {kept}", "", "## Test split", "", markdown_table(interval_cells(table[shown], table)), "",
+             INTERVAL_NOTE, "",
              "## Validation scores (what chose)", "",
              markdown_table(table[["method", *(c for c in table if c.startswith("val_"))]]), "",
              "## How the rows were made", "",

@@ -329,7 +329,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         rows.extend(r.row for r in extra_rows)
         notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
-        predictions = test_predictions(rows, prepared)
+        predictions = predictions_per_face(rows, prepared)
         table = pd.DataFrame([{**row, **_intervals(predictions, row["model"]), **_ccc_intervals(row, prepared)}
                               for row in rows], columns=COLUMNS)
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
@@ -339,13 +339,13 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
             paths["predictions"] = folder.test_predictions
             predictions.to_csv(paths["predictions"], index=False)
         n_test = len(prepared.positions("test"))
-        whiskers = "" if predictions is None else f"; bars: {CONFIDENCE:.0%} bootstrap interval"
+        whiskers = f"; bars: {CONFIDENCE:.0%} bootstrap interval" if _has_intervals(table) else ""
         plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name}{whiskers})")
         paths["markdown"].write_text(_markdown(table, index, prepared, data, folder, notes, predictions))
         return BenchmarkResult(table, paths, notes)
 
 
-def test_predictions(rows: list[dict], data: PreparedData) -> pd.DataFrame | None:
+def predictions_per_face(rows: list[dict], data: PreparedData) -> pd.DataFrame | None:
     """One line per test face: its id, its class (blank where it has none) and each row's class for it (named by
     the row's model); None where no face has a class (a valence/arousal set)."""
     test = data.positions("test")
@@ -358,6 +358,10 @@ def test_predictions(rows: list[dict], data: PreparedData) -> pd.DataFrame | Non
         table["person"] = groups
     table.update({row["model"]: names[np.asarray(row[TEST_PROBS]).argmax(axis=1)] for row in rows})
     return pd.DataFrame(table)
+
+
+def _has_intervals(table: pd.DataFrame) -> bool:
+    return bool(table.filter(like="_low").notna().any().any())
 
 
 def _people(predictions: pd.DataFrame) -> np.ndarray | None:
@@ -464,7 +468,7 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "",
         f"![benchmark]({folder.benchmark_chart.name})",
         "",
-        *([] if not table.filter(like="_low").notna().any().any() else [
+        *([] if not _has_intervals(table) else [
             f"In brackets, the {CONFIDENCE:.0%} bootstrap interval of each score (expression scores and CCC), over "
             f"{resampling(data)}: how far another draw of as many could move it."
             + ("" if predictions is None else
@@ -548,4 +552,4 @@ def console_table(table: pd.DataFrame):
 
 __all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config",
            "comparison_lines", "console_table", "recipe_comparisons", "run_benchmark", "score_cells",
-           "test_predictions"]
+           "predictions_per_face"]

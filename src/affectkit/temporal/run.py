@@ -17,7 +17,7 @@ from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.config import CLASS_NAMES
 from affectkit.data.records import quarantine_frame
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.comparison import INTERVAL_NOTE, interval_cells, markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
 from affectkit.models.registry import kept_description, sha256_of, verified_file
@@ -152,10 +152,11 @@ def _compare(table: FeatureTable, frames: ClipFrames, seed: int) -> Compared:
         predicted[ENSEMBLE] = (predicted[STATISTICS] + predicted[SEQUENCE]) / 2
         index = {s: labelled(frame[frame["split"] == s], target).index.to_numpy() for s in ("val", "test")}
         truth = {s: frame.loc[i, target].to_numpy() for s, i in index.items()}
+        people = frame.loc[index["test"], "group"].to_numpy()
         for method, values in predicted.items():
             row = rows.setdefault(method, {"method": method, "modalities": "face"})
             score = validation_score(target, values[index["val"]], truth["val"])
-            row.update(held_out_scores(target, values[index["test"]], truth["test"]))
+            row.update(held_out_scores(target, values[index["test"]], truth["test"], people))
             row["val_log_loss" if target == "expression" else f"val_{target}_ccc"] = score
             if better(target, score, kept[target].val_score if target in kept else None):
                 kept[target] = Kept(method, score)
@@ -193,7 +194,8 @@ def _report(out: Path, table: pd.DataFrame, kept: dict[str, Kept], source: Path,
     shown = [c for c in ("method", *SCORES, "kept_for") if c in table]
     lines = [f"# Temporal models: {source.name}", "", *[f"- {note}" for note in notes],
              "- kept: " + "; ".join(f"{target}: {k.method}" for target, k in kept.items()), "", "## Test clips", "",
-             markdown_table(table[shown]), "", "## Validation scores (what chose)", "",
+             markdown_table(interval_cells(table[shown], table)), "", INTERVAL_NOTE, "",
+             "## Validation scores (what chose)", "",
              markdown_table(table[["method", *(c for c in table if c.startswith("val_"))]]), "",
              "## How the rows were made", "",
              f"- {FACE_AS_IS}: the face model's probabilities, valence and arousal averaged over the clip's frames. "
