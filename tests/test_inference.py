@@ -20,7 +20,7 @@ from affectkit.errors import AffectkitError
 from affectkit.inference.export import export_onnx, int8_path, onnx_parity
 from affectkit.inference import faces as faces_module
 from affectkit.inference.faces import Face, FaceDetector, crop_face
-from affectkit.inference.media import predict_media
+from affectkit.inference.media import check_output_path, predict_media
 from affectkit.inference.predictor import Predictor
 from affectkit.models import build_model, save_model
 
@@ -127,6 +127,24 @@ def test_folder_with_corrupt_files_reports_them_and_continues(predictor, face, t
     assert "notes.txt" not in statuses
     annotated = sorted(p.name for p in (tmp_path / "annotated").iterdir())
     assert annotated == ["a_face_annotated.jpg", "d_face_annotated.jpg"]
+
+
+def test_predictions_go_to_a_pipe_as_json_lines(cli, model_path, face, tmp_path):
+    """``--out -``: one JSON object per face on standard output, for jq or another program; the notes stay on
+    standard error. A .jsonl file holds the same lines, a .json file the same records as one array."""
+    canvas, _ = two_faces(face)
+    image = write_rgb(tmp_path / "pair.png", canvas)
+    piped = CliRunner().invoke(cli, ["predict", str(model_path), str(image), "--out", "-", "--backend", "torch"])
+    assert piped.exit_code == 0, piped.output
+    records = [json.loads(line) for line in piped.stdout.splitlines()]
+    assert len(records) == 2 and all(r["status"] == "ok" and r["file"] == str(image) for r in records)
+    assert "face(s)" in piped.stderr and "face(s)" not in piped.stdout
+    invoke(cli, ["predict", model_path, image, "--out", tmp_path / "rows.jsonl", "--backend", "torch", "-q"])
+    invoke(cli, ["predict", model_path, image, "--out", tmp_path / "rows.json", "--backend", "torch", "-q"])
+    assert [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()] == records
+    assert json.loads((tmp_path / "rows.json").read_text()) == records
+    with pytest.raises(AffectkitError, match=r"\.csv, \.json or \.jsonl file name, or - for JSON Lines"):
+        check_output_path(tmp_path / "rows.txt")
 
 
 def test_a_url_is_named_as_one_not_as_a_missing_file(predictor, tmp_path):

@@ -57,7 +57,9 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
 def predict(
     model: Annotated[Path, typer.Argument(help="Saved model (.safetensors/.json/stem) or an exported .onnx file.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files, videos and folders (searched recursively for both).")],
-    out: Annotated[Optional[Path], typer.Option(help="Write one row per face to this .csv or .json file.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Write one row per face to this .csv, .json or .jsonl file; - writes JSON Lines to standard output "
+        "(for jq or another program; notes stay on standard error).")] = None,
     annotate: Annotated[Optional[Path], typer.Option(
         help="Folder for annotated copies (images; an .mp4 per video) and each video's timeline.png.")] = None,
     no_detect: NoDetectOpt = False,
@@ -74,7 +76,7 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Predict expression, valence and arousal for every face in images, folders and videos."""
-    from affectkit.inference.media import check_output_path, predict_media, write_results
+    from affectkit.inference.media import STDOUT, check_output_path, json_lines, predict_media, write_results
     from affectkit.inference.predictor import Predictor
 
     if out is not None:
@@ -84,11 +86,14 @@ def predict(
                           batch_size=batch_size, face_margin=face_margin)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
-    timeline_dir = annotate or (out.parent if out is not None else None)
+    timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
     with report_to_console(quiet):
         rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
                              timeline_dir=timeline_dir)
-    if out is not None:
+    if out == STDOUT:
+        for line in json_lines(rows, predictor.class_names):
+            typer.echo(line)
+    elif out is not None:
         write_results(rows, out, predictor.class_names)
         say(f"Wrote {len(rows)} rows to {out}")
     else:

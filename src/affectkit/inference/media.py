@@ -297,20 +297,37 @@ def predict_media(
     return rows
 
 
+STDOUT = Path("-")  # --out -: JSON Lines on standard output, for a pipe (jq, another program)
+
+
 def check_output_path(out: Path) -> None:
     """Called before a long run, so a typo in --out does not waste it."""
-    if out.suffix.lower() not in (".csv", ".json"):
-        raise AffectkitError(f"--out {out}: use a .csv or .json file name.")
+    if out != STDOUT and out.suffix.lower() not in (".csv", ".json", ".jsonl"):
+        raise AffectkitError(f"--out {out}: use a .csv, .json or .jsonl file name, or - for JSON Lines on standard "
+                             "output.")
+
+
+def result_records(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Each row with every result column, in order (None where it has no value)."""
+    columns = result_columns(class_names, any(UNCERTAINTY_COLUMNS[0] in r for r in rows))
+    return [{c: row.get(c) for c in columns} for row in rows]
+
+
+def json_lines(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[str]:
+    """One JSON object per row (JSON Lines)."""
+    return [json.dumps(record) for record in result_records(rows, class_names)]
 
 
 def write_results(rows: list[dict[str, Any]], out: Path, class_names: Sequence[str]) -> Path:
-    """CSV or JSON by the suffix of ``out``; missing values are empty cells / null."""
+    """CSV, JSON or JSON Lines by the suffix of ``out``; missing values are empty cells / null."""
     check_output_path(out)
     uncertainty = any(UNCERTAINTY_COLUMNS[0] in r for r in rows)
     columns = result_columns(class_names, uncertainty)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
-        out.write_text(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=1))
+        out.write_text(json.dumps(result_records(rows, class_names), indent=1))
+    elif out.suffix.lower() == ".jsonl":
+        out.write_text("".join(f"{line}\n" for line in json_lines(rows, class_names)))
     else:
         whole_numbers = dict.fromkeys(("frame", "track", "x1", "y1", "x2", "y2"), "Int64")  # not 181.0
         pd.DataFrame(rows, columns=columns).astype(whole_numbers).to_csv(out, index=False)
