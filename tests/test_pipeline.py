@@ -12,7 +12,7 @@ from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.card import write_model_card
 from affectkit.evaluation.comparison import COLUMNS, write_report
-from affectkit.pipeline import evaluate_saved, run_pipeline
+from affectkit.pipeline import evaluate_saved, run_pipeline, train_one
 from affectkit.runs import RunFolder
 
 
@@ -212,3 +212,35 @@ def test_arguments_given_the_wrong_way_round_say_so(model_path, demo_dir):
         done = CliRunner().invoke(app, args)
         said = " ".join((str(done.exception) + done.output).split())
         assert done.exit_code != 0 and "not a saved model" in said and "the model comes first" in said, args
+
+
+def test_compare_scores_saved_models_on_the_same_faces_and_sets_the_first_against_the_others(demo_dir, tmp_path,
+                                                                                          tiny_config):
+    from affectkit.pipeline import compare_saved
+
+    config = tiny_config.override(epochs=2)
+    first = train_one("custom_cnn", demo_dir, tmp_path / "a", config, evaluate=False, quiet=True)
+    second = train_one("custom_cnn", demo_dir, tmp_path / "b", config.override(img_size=48, seed=3), evaluate=False,
+                       quiet=True)
+    # Two runs, two splits: the test faces differ, and compare says what to do instead of scoring unlike faces.
+    with pytest.raises(AffectkitError, match=r"score different faces on the test split .*--splits FILE"):
+        compare_saved([first, second], demo_dir, tmp_path / "cmp", quiet=True)
+    result = compare_saved([first, second], demo_dir, tmp_path / "cmp", splits=tmp_path / "a" / "splits.csv",
+                           quiet=True)
+    faces = pd.read_csv(result.paths["predictions"], keep_default_na=False)
+    test = pd.read_csv(tmp_path / "a" / "splits.csv", dtype={"id": str}).query("split == 'test'")
+    assert sorted(faces["id"].astype(str)) == sorted(test["id"])
+    names = list(result.table["model"])
+    assert names == [f"CustomCNN ({first})", f"CustomCNN ({second})"]  # one architecture: named by file
+    for name, row in zip(names, result.table.itertuples()):
+        assert (faces[name] == faces["expression"]).mean() == pytest.approx(row.accuracy, abs=1e-6)
+        assert row.accuracy_low <= row.accuracy <= row.accuracy_high
+    ((other, compared),) = result.comparisons
+    assert other == names[1]
+    right = [faces[name] == faces["expression"] for name in names]
+    assert (compared.only_first, compared.only_second) == (int((right[0] & ~right[1]).sum()),
+                                                           int((right[1] & ~right[0]).sum()))
+    report = result.paths["markdown"].read_text()
+    assert f"## {names[0]} against each model, face by face" in report and compared.verdict() in report
+    with pytest.raises(AffectkitError, match="two saved models or more"):
+        compare_saved([first], demo_dir, tmp_path / "cmp")

@@ -200,6 +200,42 @@ def evaluate(
 
 
 @app.command()
+def compare(
+    data: DataArg,
+    models: Annotated[list[Path], typer.Argument(
+        help="Two saved models or more (best_<Model>.safetensors); the first is set against each of the others.")],
+    split: SplitOpt = "test",
+    splits: SplitsOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder for comparison.csv, comparison.md and test_predictions.csv.")]
+    = Path("comparison"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Saved models on the same faces, each with its scores' intervals, and the first set against the others face
+    by face: better, worse, or not told apart by these faces."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from affectkit.evaluation.comparison import interval_cells
+    from affectkit.pipeline import compare_saved
+
+    with report_to_console(quiet):
+        result = compare_saved(models, data, out, split=split, splits=splits)
+    shown = interval_cells(result.table[["model", "faces", "accuracy", "macro_f1", "balanced_accuracy"]],
+                           result.table)
+    table = Table(*shown.columns, title=f"affectkit compare ({split} split; [95% interval])")
+    for row in shown.astype(str).itertuples(index=False):
+        table.add_row(*row)
+    Console().print(table)
+    first = result.table.loc[0, "model"]
+    for other, c in result.comparisons:
+        say(f"{first} against {other}: accuracy {c.difference:+.4f} [{c.low:+.3f}, {c.high:+.3f}], McNemar p "
+            f"{c.p_value:.3g}: {c.verdict()}")
+    for note in result.notes:
+        say(f"Warning: {note}", style="yellow")
+    say(f"Wrote {', '.join(str(path) for path in result.paths.values())}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("affectkit-demo"),
     n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = DEMO_FACES,

@@ -8,6 +8,7 @@ Names are imported on first use, so a submodule (``affectkit.pipeline.tuning``) 
 from affectkit.lazy import lazy_exports
 
 _EXPORTS = {
+    "compare_saved": "affectkit.pipeline.compare",
     "evaluate_saved": "affectkit.pipeline.run",
     "run_pipeline": "affectkit.pipeline.run",
     "train_one": "affectkit.pipeline.run",

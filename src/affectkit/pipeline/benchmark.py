@@ -416,22 +416,23 @@ def recipe_comparisons(predictions: pd.DataFrame, table: pd.DataFrame) -> list[t
             for model in table["model"] if model != recipe.iloc[0] and model in predictions]
 
 
-def comparison_lines(comparisons: list[tuple[str, PairedComparison]], recipe: str, faces: str) -> list[str]:
-    """The markdown section that says, row by row, whether the recipe's accuracy is above the row's, given how
-    few test faces there are."""
+def comparison_lines(comparisons: list[tuple[str, PairedComparison]], first: str, faces: str,
+                     first_label: str = "the recipe", others: str = "row") -> list[str]:
+    """The markdown section that says, for each of ``comparisons``, whether ``first``'s accuracy (called
+    ``first_label`` in the table) is above the other's, given how few test faces there are."""
     if not comparisons:
         return []
     grouped = comparisons[0][1].grouped
     level = f"{CONFIDENCE:.0%}"
     table = pd.DataFrame([{
         "against": model, "accuracy difference": f"{c.difference:+.4f}",
-        f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", "only the recipe right": c.only_first,
-        "only the other right": c.only_second, "McNemar p": f"{c.p_value:.3g}", "the recipe is": c.verdict()}
+        f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", f"only {first_label} right": c.only_first,
+        "only the other right": c.only_second, "McNemar p": f"{c.p_value:.3g}", f"{first_label} is": c.verdict()}
         for model, c in comparisons])
     return [
-        "## The recipe against each row, face by face",
+        f"## {first} against each {others}, face by face",
         "",
-        f"{recipe} against every other row on the same {faces} (paired): its accuracy minus the row's, with a "
+        f"{first} against every other {others} on the same {faces} (paired): its accuracy minus the other's, with a "
         f"{level} bootstrap interval (the faces{' of each person drawn' if grouped else ''} resampled together "
         "for both); the faces only one of the two got right; McNemar's exact test of whether each is right as "
         f"often, which gives the verdict (p below {1 - CONFIDENCE:.2g}"

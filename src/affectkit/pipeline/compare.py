@@ -1,0 +1,150 @@
+"""``affectkit compare DATA MODEL MODEL [...]``: saved models scored on the same faces and set against the first,
+face by face: is one better than another on this data, or do these faces not tell them apart?
+
+Each model reads the faces as it was trained to (its input size, its reading settings), with its stored temperature
+and flip setting, as ``evaluate`` scores it; the faces are matched by their ids, so models trained at different sizes
+or in different runs compare on exactly the same faces. Writes ``comparison.csv``, ``comparison.md`` and
+``test_predictions.csv`` into the output folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.comparison import interval_cells, markdown_table
+from affectkit.evaluation.evaluator import evaluation_device, face_groups, predict_split, score
+from affectkit.evaluation.significance import PairedComparison, paired_comparison
+from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
+from affectkit.pipeline.benchmark import comparison_lines
+from affectkit.pipeline.run import evaluation_data, seen_in_training
+from affectkit.progress import reporter, silenced
+
+SCORED = ("accuracy", "macro_f1", "balanced_accuracy")
+
+
+@dataclass
+class ComparisonResult:
+    table: pd.DataFrame  # one row per model: its scores on the shared faces, with their intervals
+    comparisons: list[tuple[str, PairedComparison]]  # the first model against each other, by name
+    paths: dict[str, Path]  # csv, markdown, predictions
+    notes: list[str]
+
+
+@dataclass
+class _Scored:
+    name: str
+    ids: np.ndarray
+    predicted: np.ndarray  # class ids
+    labels: np.ndarray
+    groups: np.ndarray | None
+    metrics: dict
+    seen: int
+
+
+def _score_model(model_path: Path, data: Path, split: str, splits: Path | None) -> _Scored:
+    prepared = evaluation_data(model_path, data, split, splits)
+    positions = prepared.positions("test" if split == "all" else split)
+    if len(positions) == 0:
+        raise AffectkitError(f"The {split} split of {data} is empty for {model_path}.")
+    meta = read_metadata(model_path)
+    model, _ = load_model(model_path, device=evaluation_device())
+    pred = predict_split(model, prepared, positions, temperature=float(meta.get("temperature", 1.0)),
+                         tta_flip=config_from_metadata(meta).tta_flip)
+    metrics = score(pred, prepared, positions)
+    if metrics["expression"] is None:
+        raise AffectkitError(f"{model_path} gives no expression scores on {data} (a valence/arousal model, or no "
+                             "face with a class): `affectkit evaluate` scores its valence and arousal.")
+    seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
+    return _Scored(meta["display_name"], prepared.splits["id"].astype(str).to_numpy()[positions],
+                   pred.probs.argmax(axis=1), prepared.expression[positions], face_groups(prepared, positions),
+                   metrics, seen)
+
+
+def _aligned(scored: list[_Scored], split: str) -> pd.DataFrame:
+    """One line per face every model scored: id, class, person (where known), each model's class."""
+    first = scored[0]
+    for other in scored[1:]:
+        if set(other.ids) != set(first.ids):
+            common = len(set(other.ids) & set(first.ids))
+            raise AffectkitError(
+                f"{first.name} and {other.name} score different faces on the {split} split ({len(first.ids)} and "
+                f"{len(other.ids)}, {common} in common): each uses the splits.csv of its own run. Give --splits FILE "
+                "to score both on one split, or --split all for every face of the data.")
+    order = {face: i for i, face in enumerate(first.ids)}
+    names = np.array([*CLASS_NAMES, ""])
+    table = {"id": first.ids, "expression": names[first.labels]}
+    if first.groups is not None:
+        table["person"] = first.groups
+    for s in scored:
+        at = np.array([order[face] for face in s.ids])
+        column = np.empty(len(first.ids), dtype=object)
+        column[at] = names[s.predicted]
+        table[s.name] = column
+    return pd.DataFrame(table)
+
+
+def _unique_names(scored: list[_Scored], models: list[Path]) -> None:
+    """Two models of one architecture share a display name: each is named by its file instead."""
+    names = [s.name for s in scored]
+    if len(set(names)) < len(names):
+        for s, path in zip(scored, models):
+            s.name = f"{s.name} ({model_paths(path)[0]})"
+
+
+def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test", splits: Path | None = None,
+                  quiet: bool = False) -> ComparisonResult:
+    """Score every saved model of ``models`` on the same faces of ``data`` (``split`` as ``evaluate`` picks it, or
+    ``splits``) and set the first against each of the others (:func:`paired_comparison`); files into ``out``."""
+    if len(models) < 2:
+        raise AffectkitError("compare needs two saved models or more (the first is set against the others).")
+    with silenced(quiet):
+        scored = []
+        for path in models:
+            reporter().show(f"Scoring {path} on the {split} split of {data}")
+            scored.append(_score_model(Path(path), Path(data), split, splits))
+        _unique_names(scored, models)
+        faces = _aligned(scored, split)
+        labels = np.array([CLASS_NAMES.index(c) if c else NO_EXPRESSION for c in faces["expression"]])
+        people = faces["person"].to_numpy() if "person" in faces else None
+        rows = []
+        for s in scored:
+            e, intervals = s.metrics["expression"], s.metrics["expression"]["intervals"]
+            rows.append({"model": s.name, "faces": e["n"],
+                         **{key: e[key] for key in SCORED},
+                         **{f"{key}_{end}": intervals[key][i] for key in SCORED for i, end in enumerate(("low", "high"))
+                            if key in intervals}})
+        table = pd.DataFrame(rows)
+        ids = {c: i for i, c in enumerate(CLASS_NAMES)}
+        first = np.array([ids.get(c, NO_EXPRESSION) for c in faces[scored[0].name]])
+        comparisons = [(s.name, paired_comparison(labels, first,
+                                                  np.array([ids.get(c, NO_EXPRESSION) for c in faces[s.name]]),
+                                                  people)) for s in scored[1:]]
+        notes = [f"{s.name}: {s.seen} of these faces trained it or chose its checkpoint (its train and val splits): "
+                 "its scores are no test scores." for s in scored if s.seen]
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": out / "comparison.csv", "markdown": out / "comparison.md",
+                 "predictions": out / "test_predictions.csv"}
+        table.to_csv(paths["csv"], index=False, float_format="%.4f")
+        faces.to_csv(paths["predictions"], index=False)
+        resampled = "faces" if people is None else f"people ({len(set(people))}), each with all their faces"
+        lines = [f"# affectkit compare: {len(scored)} models on `{data}`", "",
+                 f"Faces: the {split} split, {len(faces)} faces, the same for every model "
+                 f"(`{paths['predictions'].name}` holds each model's class for each). Each model reads them as it "
+                 "was trained to, with its stored "
+                 "temperature and flip setting, as `affectkit evaluate` scores it.", "",
+                 "## Scores", "", markdown_table(interval_cells(table[["model", "faces", *SCORED]], table)), "",
+                 f"In brackets, each score's 95% bootstrap interval, drawing {resampled} with replacement.", "",
+                 *comparison_lines(comparisons, scored[0].name, "faces", first_label="the first", others="model"),
+                 *([f"- Warning: {note}" for note in notes] + [""] if notes else [])]
+        paths["markdown"].write_text("\n".join(lines))
+        return ComparisonResult(table, comparisons, paths, notes)
+
+
+__all__ = ["ComparisonResult", "compare_saved"]
