@@ -244,3 +244,8 @@ def test_compare_scores_saved_models_on_the_same_faces_and_sets_the_first_agains
     assert f"## {names[0]} against each model, face by face" in report and compared.verdict() in report
     with pytest.raises(AffectkitError, match="two saved models or more"):
         compare_saved([first], demo_dir, tmp_path / "cmp")
+    # The same through the Python API.
+    import affectkit
+
+    again = affectkit.compare(demo_dir, [first, second], tmp_path / "cmp2", splits=tmp_path / "a" / "splits.csv")
+    assert again.table.equals(result.table) and again.comparisons[0][1] == compared

@@ -12,6 +12,7 @@ See :mod:`affectkit.api` and the README's "Python API" section.
 
 from affectkit.api import (
     benchmark,
+    compare,
     evaluate,
     fuse,
     fuse_predict,
@@ -25,5 +26,5 @@ from affectkit.api import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "predict_temporal_frames",
-           "run", "train", "train_temporal", "train_temporal_frames"]
+__all__ = ["benchmark", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
+           "predict_temporal_frames", "run", "train", "train_temporal", "train_temporal_frames"]

@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from affectkit.inference.predictor import BackendName, Predictor
     from affectkit.multimodal import FusionRun
     from affectkit.pipeline.benchmark import BenchmarkResult
+    from affectkit.pipeline.compare import ComparisonResult
     from affectkit.temporal import TemporalRun
     from affectkit.temporal.continuous import ContinuousRun
 
-__all__ = ["benchmark", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal", "predict_temporal_frames",
-           "run", "train", "train_temporal", "train_temporal_frames"]
+__all__ = ["benchmark", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
+           "predict_temporal_frames", "run", "train", "train_temporal", "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -133,6 +134,19 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
     with _reporting(quiet):
         return evaluate_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
                               Path(out) if out is not None else None)
+
+
+def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,
+            splits: str | Path | None = None, quiet: bool = True) -> ComparisonResult:
+    """Score saved ``models`` on the same faces of ``data`` (``split`` as :func:`evaluate` picks it, or ``splits``)
+    and set the first against each of the others face by face. Returns the ``.table`` (a DataFrame of scores with
+    their 95% intervals), ``.comparisons`` (``(name, PairedComparison)``: ``.difference``, ``.low``, ``.high``,
+    ``.p_value``, ``.verdict()``), ``.paths`` and ``.notes``."""
+    from affectkit.pipeline import compare_saved
+
+    with _reporting(quiet):
+        return compare_saved([Path(m) for m in models], Path(data), Path(out), split=split,
+                             splits=Path(splits) if splits is not None else None)
 
 
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,
