@@ -113,8 +113,8 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         "",
         markdown_table(main),
         "",
-        (f"Best expression accuracy: **{best}**. In brackets, its 95% bootstrap interval over the test faces: "
-         "models whose intervals overlap much may not differ on faces like these. " if scored
+        (f"Best expression accuracy: **{best}**. In brackets, each accuracy's 95% bootstrap interval over the test "
+         "faces: models whose intervals overlap much may not differ on faces like these. " if scored
          else "No test face has an expression class. "
          if classed else "The models predict valence and arousal only: no face has an expression class. ")
         + f"Full numbers: `{run.comparison_table.name}`.",
