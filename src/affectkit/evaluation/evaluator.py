@@ -14,8 +14,8 @@ from rich.table import Table
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics
-from affectkit.evaluation.significance import CONFIDENCE, ccc_interval, score_intervals
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
+from affectkit.evaluation.significance import CONFIDENCE, ccc_interval, score_intervals
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 

@@ -145,7 +145,7 @@ def _body_size_problem(request: Request, max_bytes: int) -> JSONResponse | None:
     return None
 
 
-def check_origins(origins: list[str]) -> list[str]:
+def check_origins(origins: list[str]) -> None:
     """Origins a browser page may call the API from, as the browser sends them (``http://localhost:3000``:
     scheme, host and port only), or ``*`` for any. A path or a trailing slash would never match what the browser
     sends, so every call would be refused with no word of why: such an origin is refused here instead."""
@@ -154,7 +154,6 @@ def check_origins(origins: list[str]) -> list[str]:
             raise AffectkitError(f"allowed origin {origin!r} is not an origin as a browser sends it: scheme, host and "
                                  "port only (https://app.example.com, http://localhost:3000), no path or trailing "
                                  "slash; or * for any")
-    return origins
 
 
 def _route_label(path: str, known: set[str]) -> str:
