@@ -80,7 +80,9 @@ def test_fusion_reads_every_modality_and_learns_what_the_face_model_misses(fused
 
 
 def test_held_out_intervals_draw_the_people_the_samples_name():
-    """fuse's and temporal's test scores: a person's samples are drawn together; a sample of no known person alone."""
+    """fuse's and temporal's test scores: a person's samples are drawn together; a sample of no known person alone;
+    macro-F1 counted as everywhere else in affectkit."""
+    from affectkit.evaluation.metrics import compute_metrics
     from affectkit.evaluation.significance import ccc_interval, score_intervals
     from affectkit.multimodal.fusion import held_out_scores
 
@@ -92,6 +94,9 @@ def test_held_out_intervals_draw_the_people_the_samples_name():
     expected = score_intervals(truth, probabilities.argmax(axis=1), people)["accuracy"]
     assert (scores["accuracy_low"], scores["accuracy_high"]) == pytest.approx(expected)
     assert expected != pytest.approx(score_intervals(truth, probabilities.argmax(axis=1))["accuracy"])
+    # Macro-F1 as affectkit's metrics count it: over the classes given or predicted (this model also says 4-7).
+    assert scores["macro_f1"] == pytest.approx(compute_metrics(probabilities, truth, np.zeros((60, 2)),
+                                                               np.full((60, 2), np.nan))["expression"]["macro_f1"])
     valence, rated = rng.uniform(-1, 1, 60), rng.uniform(-1, 1, 60)
     scores = held_out_scores("valence", valence, rated, people)
     assert (scores["valence_ccc_low"], scores["valence_ccc_high"]) == pytest.approx(

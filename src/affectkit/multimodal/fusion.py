@@ -218,7 +218,8 @@ def held_out_scores(target: str, predicted: np.ndarray, truth: np.ndarray,
         balanced = balanced_accuracy_score(truth, chosen)
     low, high = score_intervals(truth, chosen, groups)["accuracy"]
     return {"accuracy": accuracy_score(truth, chosen),
-            "macro_f1": f1_score(truth, chosen, labels=np.unique(truth), average="macro", zero_division=0),
+            # Over the classes given or predicted, as every other macro-F1 of affectkit (torchmetrics') counts it.
+            "macro_f1": f1_score(truth, chosen, labels=np.union1d(truth, chosen), average="macro", zero_division=0),
             "balanced_accuracy": balanced, "accuracy_low": low, "accuracy_high": high}
 
 
