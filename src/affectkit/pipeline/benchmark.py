@@ -330,8 +330,8 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
         predictions = predictions_per_face(rows, prepared)
-        table = pd.DataFrame([{**row, **_intervals(predictions, row["model"]), **_ccc_intervals(row, prepared)}
-                              for row in rows], columns=COLUMNS)
+        table = pd.DataFrame([{**row, **bounds} for row, bounds in zip(rows, _intervals(rows, prepared))],
+                             columns=COLUMNS)
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
                  "splits": folder.splits, "config": config_path}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
@@ -383,26 +383,21 @@ def _class_ids(names: pd.Series) -> np.ndarray:
     return np.array([ids.get(name, NO_EXPRESSION) for name in names.fillna("")], dtype=np.int64)
 
 
-def _intervals(predictions: pd.DataFrame | None, model: str) -> dict[str, float]:
-    """The bootstrap interval of each expression score of the row ``model`` (``<score>_low`` / ``_high``)."""
-    if predictions is None:
-        return {}
-    found = score_intervals(_class_ids(predictions["expression"]), _class_ids(predictions[model]),
-                            _people(predictions))
-    return {f"{score}_{end}": value for score, (low, high) in found.items()
-            for end, value in (("low", low), ("high", high))}
-
-
-def _ccc_intervals(row: dict, data: PreparedData) -> dict[str, float]:
-    """The bootstrap interval of the row's valence and arousal CCC (``<dim>_ccc_low`` / ``_high``), where it has
-    them, resampled as the expression scores are."""
+def _intervals(rows: list[dict], data: PreparedData) -> list[dict[str, float]]:
+    """For each row, the bootstrap interval of each expression score and of the valence and arousal CCC it has
+    (``<score>_low`` / ``_high``), over the test faces drawn as :func:`resampling` says."""
     test = data.positions("test")
-    groups, truth = face_groups(data, test), data.valence_arousal[test]
-    bounds = {}
-    for column, score in enumerate(CCC_SCORES):
-        if np.isfinite(row[score]) and (found := ccc_interval(row[TEST_VA][:, column], truth[:, column], groups)):
-            bounds.update({f"{score}_low": found[0], f"{score}_high": found[1]})
-    return bounds
+    labels, truth, groups = data.expression[test], data.valence_arousal[test], face_groups(data, test)
+    out = []
+    for row in rows:
+        predicted = np.asarray(row[TEST_PROBS]).argmax(axis=1)
+        found = score_intervals(labels, predicted, groups) if data.trains_expression else {}
+        for column, score in enumerate(CCC_SCORES):
+            if np.isfinite(row[score]) and (ccc := ccc_interval(row[TEST_VA][:, column], truth[:, column], groups)):
+                found[score] = ccc
+        out.append({f"{score}_{end}": value for score, (low, high) in found.items()
+                    for end, value in (("low", low), ("high", high))})
+    return out
 
 
 def recipe_comparisons(predictions: pd.DataFrame, table: pd.DataFrame) -> list[tuple[str, PairedComparison]]:

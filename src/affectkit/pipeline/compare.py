@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectkit.config import CLASS_NAMES, NO_EXPRESSION
+from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import interval_cells, markdown_table
-from affectkit.evaluation.evaluator import evaluation_device, face_groups, predict_split, score
+from affectkit.evaluation.evaluator import evaluation_device, face_groups, score
 from affectkit.evaluation.significance import PairedComparison, paired_comparison
-from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata
+from affectkit.models.io import load_model, model_paths
 from affectkit.pipeline.benchmark import comparison_lines
-from affectkit.pipeline.run import evaluation_data, seen_in_training
+from affectkit.pipeline.run import evaluation_data, saved_predictions, seen_in_training
 from affectkit.progress import reporter, silenced
 
 SCORED = ("accuracy", "macro_f1", "balanced_accuracy")
@@ -49,13 +49,8 @@ class _Scored:
 
 def _score_model(model_path: Path, data: Path, split: str, splits: Path | None) -> _Scored:
     prepared = evaluation_data(model_path, data, split, splits)
-    positions = prepared.positions("test" if split == "all" else split)
-    if len(positions) == 0:
-        raise AffectkitError(f"The {split} split of {data} is empty for {model_path}.")
-    meta = read_metadata(model_path)
-    model, _ = load_model(model_path, device=evaluation_device())
-    pred = predict_split(model, prepared, positions, temperature=float(meta.get("temperature", 1.0)),
-                         tta_flip=config_from_metadata(meta).tta_flip)
+    model, meta = load_model(model_path, device=evaluation_device())
+    positions, pred = saved_predictions(model_path, model, prepared, split, data)
     metrics = score(pred, prepared, positions)
     if metrics["expression"] is None:
         raise AffectkitError(f"{model_path} gives no expression scores on {data} (a valence/arousal model, or no "
@@ -66,8 +61,8 @@ def _score_model(model_path: Path, data: Path, split: str, splits: Path | None) 
                    metrics, seen)
 
 
-def _aligned(scored: list[_Scored], split: str) -> pd.DataFrame:
-    """One line per face every model scored: id, class, person (where known), each model's class."""
+def _align(scored: list[_Scored], split: str) -> None:
+    """Check that every model scored the first one's faces, and put each one's predictions in the first's order."""
     first = scored[0]
     for other in scored[1:]:
         if set(other.ids) != set(first.ids):
@@ -77,15 +72,20 @@ def _aligned(scored: list[_Scored], split: str) -> pd.DataFrame:
                 f"{len(other.ids)}, {common} in common): each uses the splits.csv of its own run. Give --splits FILE "
                 "to score both on one split, or --split all for every face of the data.")
     order = {face: i for i, face in enumerate(first.ids)}
-    names = np.array([*CLASS_NAMES, ""])
+    for other in scored[1:]:
+        predicted = np.empty_like(other.predicted)
+        predicted[[order[face] for face in other.ids]] = other.predicted
+        other.ids, other.predicted = first.ids, predicted
+
+
+def _faces(scored: list[_Scored]) -> pd.DataFrame:
+    """One line per face: id, class, person (where known), each model's class."""
+    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
+    first = scored[0]
     table = {"id": first.ids, "expression": names[first.labels]}
     if first.groups is not None:
         table["person"] = first.groups
-    for s in scored:
-        at = np.array([order[face] for face in s.ids])
-        column = np.empty(len(first.ids), dtype=object)
-        column[at] = names[s.predicted]
-        table[s.name] = column
+    table.update({s.name: names[s.predicted] for s in scored})
     return pd.DataFrame(table)
 
 
@@ -109,9 +109,9 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
             reporter().show(f"Scoring {path} on the {split} split of {data}")
             scored.append(_score_model(Path(path), Path(data), split, splits))
         _unique_names(scored, models)
-        faces = _aligned(scored, split)
-        labels = np.array([CLASS_NAMES.index(c) if c else NO_EXPRESSION for c in faces["expression"]])
-        people = faces["person"].to_numpy() if "person" in faces else None
+        _align(scored, split)
+        faces = _faces(scored)
+        first = scored[0]
         rows = []
         for s in scored:
             e, intervals = s.metrics["expression"], s.metrics["expression"]["intervals"]
@@ -120,11 +120,8 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                          **{f"{key}_{end}": intervals[key][i] for key in SCORED for i, end in enumerate(("low", "high"))
                             if key in intervals}})
         table = pd.DataFrame(rows)
-        ids = {c: i for i, c in enumerate(CLASS_NAMES)}
-        first = np.array([ids.get(c, NO_EXPRESSION) for c in faces[scored[0].name]])
-        comparisons = [(s.name, paired_comparison(labels, first,
-                                                  np.array([ids.get(c, NO_EXPRESSION) for c in faces[s.name]]),
-                                                  people)) for s in scored[1:]]
+        comparisons = [(s.name, paired_comparison(first.labels, first.predicted, s.predicted, first.groups))
+                       for s in scored[1:]]
         notes = [f"{s.name}: {s.seen} of these faces trained it or chose its checkpoint (its train and val splits): "
                  "its scores are no test scores." for s in scored if s.seen]
         out = Path(out)
@@ -133,7 +130,8 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                  "predictions": out / "test_predictions.csv"}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
         faces.to_csv(paths["predictions"], index=False)
-        resampled = "faces" if people is None else f"people ({len(set(people))}), each with all their faces"
+        resampled = ("faces" if first.groups is None
+                     else f"people ({len(set(first.groups))}), each with all their faces")
         lines = [f"# affectkit compare: {len(scored)} models on `{data}`", "",
                  f"Faces: the {split} split, {len(faces)} faces, the same for every model "
                  f"(`{paths['predictions'].name}` holds each model's class for each). Each model reads them as it "
@@ -141,7 +139,7 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                  "temperature and flip setting, as `affectkit evaluate` scores it.", "",
                  "## Scores", "", markdown_table(interval_cells(table[["model", "faces", *SCORED]], table)), "",
                  f"In brackets, each score's 95% bootstrap interval, drawing {resampled} with replacement.", "",
-                 *comparison_lines(comparisons, scored[0].name, "faces", first_label="the first", others="model"),
+                 *comparison_lines(comparisons, first.name, "faces", first_label="the first", others="model"),
                  *([f"- Warning: {note}" for note in notes] + [""] if notes else [])]
         paths["markdown"].write_text("\n".join(lines))
         return ComparisonResult(table, comparisons, paths, notes)

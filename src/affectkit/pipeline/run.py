@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
+from affectkit.config import CLASS_NAMES, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.reader import layout_found, read_dataset, reader_options
@@ -87,17 +87,25 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
     return metrics, paths
 
 
-def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
-           training_data: dict | None = None, seen_in_training: int = 0) -> tuple[dict, Predictions, dict[str, Path]]:
-    """Score a saved model on ``split`` of ``data`` (``source``) as every later use of it predicts: with its
-    stored temperature and flip setting (``record_evaluation`` writes what it found, with the count of those faces
-    it was trained or selected on, where there are any)."""
+def saved_predictions(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str,
+                      source: Path) -> tuple[np.ndarray, Predictions]:
+    """The positions of ``split`` of ``data`` (``source``; every face for "all") and the saved model's predictions
+    of them as every later use of it predicts: with its stored temperature and flip setting."""
     meta = read_metadata(model_path)
     positions = data.positions("test" if split == "all" else split)
     if len(positions) == 0:
         raise AffectkitError(f"The {split} split of {source} is empty.")
-    pred = predict_split(model, data, positions, temperature=float(meta.get("temperature", 1.0)),
-                         tta_flip=config_from_metadata(meta).tta_flip)
+    return positions, predict_split(model, data, positions, temperature=float(meta.get("temperature", 1.0)),
+                                    tta_flip=config_from_metadata(meta).tta_flip)
+
+
+def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
+           training_data: dict | None = None, seen_in_training: int = 0) -> tuple[dict, Predictions, dict[str, Path]]:
+    """Score a saved model on ``split`` of ``data`` (``source``) as :func:`saved_predictions` predicts it
+    (``record_evaluation`` writes what it found, with the count of those faces it was trained or selected on, where
+    there are any)."""
+    meta = read_metadata(model_path)
+    positions, pred = saved_predictions(model_path, model, data, split, source)
     metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data,
                                        seen_in_training)
     reporter().show(metrics_table(meta["display_name"], metrics))
@@ -195,10 +203,9 @@ def _random_start_control(name: str, data: PreparedData, run: RunFolder, config:
            "pretrained_start": meta.get("initial_weights", ""),
            "random_start_train_time_s": round(result.train_time_s, 1)}
     test = data.positions("test")
-    labels = data.expression[test]
-    if pretrained.metrics["expression"] is not None and (labels != NO_EXPRESSION).any():
-        compared = paired_comparison(labels, pretrained.test.probs.argmax(axis=1), control.test.probs.argmax(axis=1),
-                                     face_groups(data, test))
+    if pretrained.metrics["expression"] is not None:  # some test face has a class
+        compared = paired_comparison(data.expression[test], pretrained.test.probs.argmax(axis=1),
+                                     control.test.probs.argmax(axis=1), face_groups(data, test))
         row.update({f"difference ({CONFIDENCE:.0%} interval)": f"{compared.difference:+.4f} "
                                                                 f"[{compared.low:+.3f}, {compared.high:+.3f}]",
                     "McNemar p": f"{compared.p_value:.3g}", "the pretrained start is": compared.verdict()})
