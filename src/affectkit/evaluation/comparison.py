@@ -56,15 +56,20 @@ INTERVAL_NOTE = ("In brackets, the score's 95% bootstrap interval over the test 
 
 
 def interval_cells(shown: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """``shown`` with each score that ``table`` gives an interval (``<score>_low`` / ``_high``) as text,
-    "0.9120 [0.871, 0.948]"; other cells as they are."""
+    """``shown`` with each score that ``table`` gives a spread as text: "0.9120 ± 0.0310" with its standard deviation
+    (``<score>_std``, a cross-validation's), "0.9120 [0.871, 0.948]" with its interval (``<score>_low`` / ``_high``,
+    a test split's bootstrap); other cells as they are."""
     shown = shown.copy()
+    missing = pd.Series(float("nan"), index=table.index)
     for column in shown.columns:
-        if {f"{column}_low", f"{column}_high"} <= set(table.columns):
-            shown[column] = [table_number(value) + ("" if pd.isna(value) or pd.isna(low) else
-                                                    f" [{low:.3f}, {high:.3f}]")
-                             for value, low, high in zip(table[column], table[f"{column}_low"],
-                                                         table[f"{column}_high"])]
+        if not {f"{column}_std", f"{column}_low"} & set(table.columns):
+            continue
+        spread = table.get(f"{column}_std", missing)
+        low, high = table.get(f"{column}_low", missing), table.get(f"{column}_high", missing)
+        shown[column] = [table_number(value)
+                         + ("" if pd.isna(value) or pd.isna(std) else f" ± {std:.4f}")
+                         + ("" if pd.isna(value) or pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
+                         for value, std, lo, hi in zip(table[column], spread, low, high)]
     return shown
 
 

@@ -31,7 +31,7 @@ from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResult, BaselineTask, hog_svm, linear_probe
 from affectkit.evaluation.calibration import calibrate
-from affectkit.evaluation.comparison import markdown_table, table_number
+from affectkit.evaluation.comparison import interval_cells, markdown_table, table_number
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, predict_split
 from affectkit.evaluation.metrics import compute_metrics, expression_score, prior_collapse
@@ -518,19 +518,9 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
 
 
 def score_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """The shown columns as text: a score to 4 decimals ("n/a" where the row has none), "0.9120 ± 0.0310" where the
-    table has its standard deviation (``<score>_std``, a cross-validation's), "0.9120 [0.871, 0.948]" where it has
-    its interval (``<score>_low`` / ``_high``, a test split's bootstrap)."""
-    shown = table[SHOWN].copy()
-    missing = pd.Series(float("nan"), index=table.index)
-    for column in SHOWN[1:]:
-        spread = table.get(f"{column}_std", missing)
-        low, high = table.get(f"{column}_low", missing), table.get(f"{column}_high", missing)
-        shown[column] = [table_number(value)
-                         + ("" if pd.isna(value) or pd.isna(std) else f" ± {std:.4f}")
-                         + ("" if pd.isna(value) or pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
-                         for value, std, lo, hi in zip(table[column], spread, low, high)]
-    return shown
+    """The shown columns as text: a score to 4 decimals ("n/a" where the row has none), with its standard deviation
+    or interval where the table has it (:func:`interval_cells`)."""
+    return interval_cells(table[SHOWN], table).map(table_number)
 
 
 def console_table(table: pd.DataFrame):
