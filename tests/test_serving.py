@@ -159,6 +159,33 @@ def test_pages_of_allowed_origins_may_call_the_api_from_a_browser(model_path, cl
     assert "access-control-allow-origin" not in client.get("/healthz", headers={"Origin": app_origin}).headers
 
 
+def test_only_pages_the_server_allows_may_open_the_stream(model_path, photo):
+    """A page of any origin may open a WebSocket and read what comes back (CORS does not cover it): the stream
+    refuses the handshake of a page from elsewhere unless --allow-origin names it; programs send no Origin."""
+    from starlette.websockets import WebSocketDisconnect
+
+    app_origin, stranger = "http://localhost:3000", "https://elsewhere.example"
+    for allowed, origin, opens in [
+        (None, None, True),  # a program
+        (None, "http://testserver", True),  # the server's own page (TestClient's host is testserver)
+        (None, stranger, False),
+        ([app_origin], app_origin, True),
+        ([app_origin], stranger, False),
+        (["*"], stranger, True),
+    ]:
+        client = TestClient(create_app(model_path, detect=False, allowed_origins=allowed))
+        headers = {} if origin is None else {"Origin": origin}
+        if opens:
+            with client.websocket_connect("/v1/stream", headers=headers) as ws:
+                ws.send_bytes(photo)
+                assert len(ws.receive_json()["faces"]) == 1, (allowed, origin)
+        else:
+            with pytest.raises(WebSocketDisconnect) as refused:
+                with client.websocket_connect("/v1/stream", headers=headers):
+                    pass
+            assert refused.value.code == 1008 and "--allow-origin" in refused.value.reason, (allowed, origin)
+
+
 @pytest.mark.parametrize("origin", ["http://localhost:3000/", "localhost:3000", "https://app.example.com/ui"])
 def test_an_origin_no_browser_sends_is_refused_by_name(model_path, origin):
     with pytest.raises(AffectkitError, match=re.escape(repr(origin)) + ".*no path or trailing slash"):

@@ -209,7 +209,7 @@ def serve(
         help="Keep the drift window, the remembered predictions and every report of the truth here (one SQLite "
         "file per model), so a restart loses none of them; without it they live in memory only.")] = None,
     allow_origin: Annotated[Optional[list[str]], typer.Option(
-        help="A web page's origin (http://localhost:3000) whose scripts may call the API from a browser (CORS); "
+        help="A web page's origin (http://localhost:3000) whose scripts may call the API and open the stream from a browser (CORS); "
         "repeat it for more, or * for any. Without it only the server's own page can.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:

@@ -156,6 +156,15 @@ def check_origins(origins: list[str]) -> None:
                                  "slash; or * for any")
 
 
+def _origin_may_connect(headers: Any, allowed_origins: list[str]) -> bool:
+    """Whether a WebSocket handshake may go on: a client that names no origin (a program, not a browser), the
+    server's own page, or a page of an allowed origin."""
+    origin = headers.get("origin")
+    if origin is None or "*" in allowed_origins or origin in allowed_origins:
+        return True
+    return origin.partition("://")[2] == headers.get("host")
+
+
 def _route_label(path: str, known: set[str]) -> str:
     """Known routes by name; anything else is pooled so random URLs cannot inflate the metric's label set."""
     if path in known:
@@ -198,7 +207,7 @@ def create_app(
     model's outputs, which then gives each video's valence and arousal frame by frame. ``face_margin``: crop detected
     faces with that share of the box on each side instead of the framing measured on the model's training faces.
     ``allowed_origins``: web pages of these origins (``http://localhost:3000``, or ``*``) may call the HTTP routes
-    from a browser (CORS); without it only the server's own page can."""
+    from a browser (CORS) and open the stream; without it only the server's own page can."""
     check_origins(allowed_origins or [])
     temporal_model = None if temporal is None else load_temporal(temporal)
     frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
@@ -401,6 +410,12 @@ def create_app(
         with ``smooth`` in (0, 1], smoothed over them; or ``{"frame": n, "error": "..."}`` for a frame that cannot
         be used. The key goes in the X-API-Key header, or in ``api_key`` where the client cannot set headers (a
         browser)."""
+        if not _origin_may_connect(websocket.headers, allowed_origins or []):
+            # Browsers let any page open a WebSocket and read its answers (CORS does not cover it), so a page of
+            # another origin is refused at the handshake, as the HTTP routes refuse its reads.
+            await websocket.close(POLICY_VIOLATION, "this page's origin may not use the stream: serve with "
+                                                    "--allow-origin naming it")
+            return
         await websocket.accept()
         refusal = ("missing or wrong API key (X-API-Key header or api_key parameter)"
                    if not key_accepted(x_api_key or key) else _smooth_problem(smooth))
