@@ -201,3 +201,37 @@ def test_a_model_trained_on_an_archive_is_evaluated_on_its_own_split_of_it(tmp_p
     assert done.exit_code == 0, done.output
     metrics = json.loads((tmp_path / "ev" / "CustomCNN_metrics.json").read_text())
     assert metrics["n"] == (pd.read_csv(run / "splits.csv")["split"] == "test").sum()
+
+
+@pytest.mark.parametrize("name, wrapped", [("faces.zip", True), ("faces.tar.gz", True), ("faces.zip", False)])
+def test_a_zipped_data_sets_own_settings_are_read_from_the_archive(tmp_path, monkeypatch, name, wrapped):
+    """A data set shared as an archive with its affectkit.yaml (clip-frames writes one naming who is who) keeps its
+    settings: without its group_pattern every split would put one person's faces on both sides."""
+    from affectkit.cli import app
+    from affectkit.config import DATA_CONFIG_NAME, load_config
+
+    folder = tmp_path / "faces"
+    rng = np.random.default_rng(3)
+    for label in ("happy", "sad"):
+        (folder / label).mkdir(parents=True)
+        for person in range(3):
+            for i in range(2):
+                image = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(image).save(folder / label / f"S{person:03d}_{i}.png")
+    (folder / DATA_CONFIG_NAME).write_text("group_pattern: '^(S\\d+)_'\nepochs: 7\n")
+    if wrapped:
+        archive = _pack(folder, tmp_path / name)
+    else:
+        archive = tmp_path / name
+        shutil.make_archive(str(tmp_path / "faces"), "zip", folder)
+    config = load_config(data=archive)
+    assert (config.group_pattern, config.epochs) == ("^(S\\d+)_", 7)
+
+    monkeypatch.setenv("AFFECTKIT_CACHE", str(tmp_path / "cache"))
+    done = CliRunner().invoke(app, ["analyze", str(archive), "--out", str(tmp_path / "a")])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    member = "faces/affectkit.yaml" if wrapped else "affectkit.yaml"
+    assert f"Settings from {archive}: {member}" in said
+    assert "grouped by group_pattern ^(S\\d+)_" in said
+    assert json.loads((tmp_path / "a" / "dataset_summary.json").read_text())["groups"] == 3

@@ -18,7 +18,8 @@ from typing import Annotated, Any, ContextManager, Optional, Union, get_args, ge
 import typer
 from rich.markup import escape
 
-from affectkit.config import Config, coerce_value, data_config_file, load_config, parse_set_options, profile_names
+from affectkit.config import (Config, DataConfig, coerce_value, data_config, load_config, parse_set_options,
+                              profile_names)
 from affectkit.errors import AffectkitError
 from affectkit.progress import Reporter, console, reporting, to_console
 
@@ -179,11 +180,10 @@ def say(message: str, style: str | None = None) -> None:
 # -- the config chain ---------------------------------------------------------------------------------------------
 
 
-def announce_data_config(data: Path | None) -> None:
-    """One line when a command takes its starting settings from the data folder's ``affectkit.yaml``."""
-    card = data_config_file(data)
+def announce_data_config(card: DataConfig | None) -> None:
+    """One line when a command takes its starting settings from the data set's ``affectkit.yaml``."""
     if card is not None:
-        say(f"Settings from {card} (this data set's recommended profile); --config and options override them, "
+        say(f"Settings from {card.where} (this data set's recommended profile); --config and options override them, "
             "deleting the file restores the defaults.", style="cyan")
 
 
@@ -191,8 +191,9 @@ def build_config(config_file: Path | None, sets: list[str] | None, data: Path | 
                  profile: str | None = None, **options: Any) -> Config:
     """Defaults <- DATA/affectkit.yaml <- --profile <- --config <- --set pairs <- explicit options (the most specific
     wins)."""
-    announce_data_config(data)
-    config = load_config(config_file, data=data, profile=profile)
+    card = data_config(data)
+    announce_data_config(card)
+    config = load_config(config_file, data=card, profile=profile)
     return config.with_values(parse_set_options(sets)).override(**options)
 
 

@@ -79,6 +79,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         "classes": list(CLASS_NAMES),
         "absent_classes": index.absent_classes(),
         "grouped_by": index.group_source,
+        "groups": len({r.group for r in index.records if r.group is not None}) or None,  # people (or clips)
         "valid_samples": len(df),
         "identical_copies": copies,  # faces whose pixels an earlier face has
         "identical_copies_labelled_otherwise": relabelled,

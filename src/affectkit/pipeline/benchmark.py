@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.config import CLASS_NAMES, NO_EXPRESSION, READING_KEYS, Config, data_config_file, load_config
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, READING_KEYS, Config, data_config, load_config
 from affectkit.data.analysis import dataset_summary
 from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
@@ -84,9 +84,9 @@ def benchmark_config(config_file: Path | None = None, sets: dict | None = None, 
     class_map, group_pattern, label_pattern, ...), where ``config_file`` does not set it: its training settings are
     the data set's own profile, and a benchmark compares fixed recipes."""
     config = load_config(config_file, profile=profile or (None if config_file else RECIPE_PROFILE))
-    if data_config_file(data) is not None:
-        card, defaults = load_config(data=data), Config()
-        config = config.with_values({key: getattr(card, key) for key in READING_KEYS
+    if (card := data_config(data)) is not None:
+        data_set, defaults = load_config(data=card), Config()
+        config = config.with_values({key: getattr(data_set, key) for key in READING_KEYS
                                      if getattr(config, key) == getattr(defaults, key)})
     if quick:
         config = config.override(**QUICK)
