@@ -358,7 +358,7 @@ def data_config(data: str | Path | None) -> DataConfig | None:
             return _archived_config(path, _zip_member_text)
         if tarfile.is_tarfile(path):
             return _archived_config(path, _tar_member_text)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise AffectkitError(f"{path}: cannot look for its {DATA_CONFIG_NAME} in the archive ({exc}); unpack it "
                              "yourself and give the folder") from None
     return None
