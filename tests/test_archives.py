@@ -201,6 +201,10 @@ def test_a_model_trained_on_an_archive_is_evaluated_on_its_own_split_of_it(tmp_p
     assert done.exit_code == 0, done.output
     metrics = json.loads((tmp_path / "ev" / "CustomCNN_metrics.json").read_text())
     assert metrics["n"] == (pd.read_csv(run / "splits.csv")["split"] == "test").sum()
+    # --quiet silences progress, not the result: the table of scores and what was written.
+    said = " ".join(done.output.split())
+    assert f"CustomCNN on {metrics['n']} images" in said and "expression balanced_accuracy" in said
+    assert "Wrote " in said and "CustomCNN_metrics.json" in said
 
 
 @pytest.mark.parametrize("name, wrapped", [("faces.zip", True), ("faces.tar.gz", True), ("faces.zip", False)])

@@ -193,10 +193,15 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a saved model: metrics JSON, confusion matrix, reliability diagram, a printed table."""
+    from rich.console import Console
+
+    from affectkit.evaluation.evaluator import metrics_table
+    from affectkit.models.io import read_metadata
     from affectkit.pipeline import evaluate_saved
 
     with report_to_console(quiet):
-        evaluate_saved(model, data, split, splits, out)
+        metrics = evaluate_saved(model, data, split, splits, out)
+    Console().print(metrics_table(read_metadata(model)["display_name"], metrics))
 
 
 @app.command()

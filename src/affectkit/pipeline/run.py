@@ -108,7 +108,6 @@ def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: 
     positions, pred = saved_predictions(model_path, model, data, split, source)
     metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data,
                                        seen_in_training)
-    reporter().show(metrics_table(meta["display_name"], metrics))
     if warning := prior_collapse(metrics["expression"], CLASS_NAMES):
         reporter().note(f"Warning: {meta['display_name']} {warning}")
     if unlearnt := (metrics["expression"] or {}).get("unlearnt_classes"):
@@ -124,6 +123,7 @@ def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Ev
     temperature = calibrate(best_path, val_pred, data.expression[val])
     metrics, test, _ = _score(best_path, model, data, "test", run, data.index.given_as,
                               training_data=dataset_summary(data.index, data.splits))
+    reporter().show(metrics_table(meta["display_name"], metrics))
     return Evaluated(metrics, test, val_pred.tempered(temperature), model)
 
 
@@ -318,5 +318,5 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
                                    seen_in_training=seen)
         if seen:
             reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
-        reporter().show(f"Wrote {', '.join(str(path) for path in paths.values())}")
+        reporter().note(f"Wrote {', '.join(str(path) for path in paths.values())}")
         return metrics
