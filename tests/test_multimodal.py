@@ -61,7 +61,7 @@ def test_fusion_reads_every_modality_and_learns_what_the_face_model_misses(fused
         assert kept == [getattr(table[column], best)()]
     assert "the test split scores every method once" in (fused / "fusion.md").read_text().lower()
     # Each headline score with its interval.
-    for score in ("accuracy", "valence_ccc", "arousal_ccc"):
+    for score in ("accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc"):
         assert (table[f"{score}_low"] <= table[f"{score}_high"]).all(), score
     assert (table["accuracy_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["accuracy_high"]).all()
     report = (fused / "fusion.md").read_text()
@@ -91,9 +91,11 @@ def test_held_out_intervals_draw_the_people_the_samples_name():
     probabilities = np.eye(8)[np.where(rng.random(60) < 0.6, truth, rng.integers(0, 8, 60))]
     people = np.array([f"P{i // 6}" if i < 54 else None for i in range(60)], dtype=object)  # 6 samples unnamed
     scores = held_out_scores("expression", probabilities, truth, people)
-    expected = score_intervals(truth, probabilities.argmax(axis=1), people)["accuracy"]
-    assert (scores["accuracy_low"], scores["accuracy_high"]) == pytest.approx(expected)
-    assert expected != pytest.approx(score_intervals(truth, probabilities.argmax(axis=1))["accuracy"])
+    expected = score_intervals(truth, probabilities.argmax(axis=1), people)
+    for score in ("accuracy", "macro_f1", "balanced_accuracy"):  # each score, as evaluate and benchmark give them
+        assert (scores[f"{score}_low"], scores[f"{score}_high"]) == pytest.approx(expected[score]), score
+        assert scores[f"{score}_low"] <= scores[score] <= scores[f"{score}_high"], score
+    assert expected["accuracy"] != pytest.approx(score_intervals(truth, probabilities.argmax(axis=1))["accuracy"])
     # Macro-F1 as affectkit's metrics count it: over the classes given or predicted (this model also says 4-7).
     assert scores["macro_f1"] == pytest.approx(compute_metrics(probabilities, truth, np.zeros((60, 2)),
                                                                np.full((60, 2), np.nan))["expression"]["macro_f1"])

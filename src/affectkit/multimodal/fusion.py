@@ -203,8 +203,8 @@ def face_as_is(table: FeatureTable, target: str, frame: pd.DataFrame) -> np.ndar
 
 def held_out_scores(target: str, predicted: np.ndarray, truth: np.ndarray,
                     groups: np.ndarray | None = None) -> dict[str, float]:
-    """The test scores of one target, and the bootstrap interval of its headline score (accuracy, or the CCC) over
-    the samples, drawn by person (``groups``) where known (``<score>_low`` / ``_high``)."""
+    """The test scores of one target, each with its bootstrap interval over the samples, drawn by person
+    (``groups``) where known (``<score>_low`` / ``_high``)."""
     if len(truth) == 0:
         return {}
     if target != "expression":
@@ -216,11 +216,12 @@ def held_out_scores(target: str, predicted: np.ndarray, truth: np.ndarray,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")  # a small test split
         balanced = balanced_accuracy_score(truth, chosen)
-    low, high = score_intervals(truth, chosen, groups)["accuracy"]
+    bounds = {f"{score}_{end}": value for score, interval in score_intervals(truth, chosen, groups).items()
+              for end, value in zip(("low", "high"), interval)}
     return {"accuracy": accuracy_score(truth, chosen),
             # Over the classes given or predicted, as every other macro-F1 of affectkit (torchmetrics') counts it.
             "macro_f1": f1_score(truth, chosen, labels=np.union1d(truth, chosen), average="macro", zero_division=0),
-            "balanced_accuracy": balanced, "accuracy_low": low, "accuracy_high": high}
+            "balanced_accuracy": balanced, **bounds}
 
 
 def targets_of(table: FeatureTable) -> list[str]:
