@@ -334,3 +334,23 @@ def test_the_stream_follows_and_smooths_faces_across_live_frames(model_path, wal
     with client.websocket_connect("/v1/stream?api_key=s3cret") as ws:  # a browser's way to give the key
         ws.send_bytes(photo)
         assert len(ws.receive_json()["faces"]) == 1
+
+
+def test_serve_starts_with_the_apps_own_defaults():
+    """`affectkit serve` spells its defaults out (the command line starts without importing the server); they must
+    stay those of create_app, which the Python API and every test serve with."""
+    import inspect
+
+    from affectkit.cli.infer import serve
+
+    cli, app = inspect.signature(serve).parameters, inspect.signature(create_app).parameters
+    as_app = {"max_upload_mb": ("max_upload_bytes", lambda mb: int(mb * 1024 * 1024)),
+              "max_video_mb": ("max_video_bytes", lambda mb: int(mb * 1024 * 1024)),
+              "no_detect": ("detect", lambda off: not off), "allow_origin": ("allowed_origins", lambda given: given)}
+    compared = 0
+    for name, option in cli.items():
+        key, convert = as_app.get(name, (name, lambda value: value))
+        if key in app:
+            assert convert(option.default) == app[key].default, name
+            compared += 1
+    assert compared >= 16
