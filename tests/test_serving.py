@@ -354,3 +354,19 @@ def test_serve_starts_with_the_apps_own_defaults():
             assert convert(option.default) == app[key].default, name
             compared += 1
     assert compared >= 16
+
+
+@pytest.mark.parametrize("limit", ["max_upload_bytes", "max_pixels", "max_video_bytes", "max_video_frames",
+                                   "max_files"])
+def test_a_limit_that_would_refuse_every_request_is_refused_at_start_up(model_path, limit):
+    with pytest.raises(AffectkitError, match=rf"{limit}.* is 0: a limit must be at least 1"):
+        create_app(model_path, **{limit: 0})
+
+
+def test_serve_refuses_a_port_no_socket_has(model_path):
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app
+
+    done = CliRunner().invoke(app, ["serve", str(model_path), "--port", "99999"])
+    assert done.exit_code == 2 and "--port" in done.output and "Traceback" not in done.output

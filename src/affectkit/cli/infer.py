@@ -174,7 +174,7 @@ def export(
 def serve(
     model: ModelArg,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     api_key: Annotated[Optional[str], typer.Option(
         envvar="AFFECTKIT_API_KEY", show_envvar=True,
         help="Require this key in the X-API-Key header of /v1/* requests.")] = None,
@@ -209,8 +209,8 @@ def serve(
         help="Keep the drift window, the remembered predictions and every report of the truth here (one SQLite "
         "file per model), so a restart loses none of them; without it they live in memory only.")] = None,
     allow_origin: Annotated[Optional[list[str]], typer.Option(
-        help="A web page's origin (http://localhost:3000) whose scripts may call the API and open the stream from a browser (CORS); "
-        "repeat it for more, or * for any. Without it only the server's own page can.")] = None,
+        help="A web page's origin (http://localhost:3000) whose scripts may call the API and open the stream from a "
+        "browser (CORS); repeat it for more, or * for any. Without it only the server's own page can.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live

@@ -156,6 +156,12 @@ def check_origins(origins: list[str]) -> None:
                                  "slash; or * for any")
 
 
+def _check_limits(limits: dict[str, int]) -> None:
+    """A limit below one would refuse every request while the server looks healthy: refused at start-up instead."""
+    if low := [f"{name} is {value:,}" for name, value in limits.items() if value < 1]:
+        raise AffectkitError(f"{'; '.join(low)}: a limit must be at least 1, or it refuses every request.")
+
+
 def _origin_may_connect(headers: Any, allowed_origins: list[str]) -> bool:
     """Whether a WebSocket handshake may go on: a client that names no origin (a program, not a browser), the
     server's own page, or a page of an allowed origin."""
@@ -209,6 +215,9 @@ def create_app(
     ``allowed_origins``: web pages of these origins (``http://localhost:3000``, or ``*``) may call the HTTP routes
     from a browser (CORS) and open the stream; without it only the server's own page can."""
     check_origins(allowed_origins or [])
+    _check_limits({"max_upload_bytes (--max-upload-mb)": max_upload_bytes, "max_pixels": max_pixels,
+                   "max_video_bytes (--max-video-mb)": max_video_bytes, "max_video_frames": max_video_frames,
+                   "max_files": max_files})
     temporal_model = None if temporal is None else load_temporal(temporal)
     frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
     if frames_model is not None:
