@@ -212,6 +212,13 @@ def test_onnx_export_matches_torch_and_auto_backend_uses_it(model_path, tmp_path
         default.unlink()
 
 
+@pytest.mark.parametrize("opset", [0, 99])
+def test_an_opset_the_exporter_cannot_write_is_refused_by_name(model_path, tmp_path, opset):
+    with pytest.raises(AffectkitError, match=f"ONNX opset {opset} failed .*the default, opset 17"):
+        export_onnx(model_path, out=tmp_path / "m.onnx", opset=opset)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
 def test_a_model_and_its_onnx_export_alone_have_one_digest(model_path, tmp_path):
     """Serving state files and the face model a fusion or temporal model was trained with are keyed by this digest,
     so serving the export alone must not look like another model."""

@@ -151,6 +151,23 @@ def test_every_command_has_help():
         assert done.returncode == 0 and "Usage" in done.stdout, command
 
 
+@pytest.mark.parametrize("args, option", [
+    (["make-demo-data", "OUT", "--n", "0"], "--n"),
+    (["make-demo-data", "OUT", "--clips", "--people", "0"], "--people"),
+    (["demo", "--out", "OUT", "--n", "0"], "--n"),
+    (["tune", "DATA", "--out", "OUT", "--timeout", "-1"], "--timeout"),
+])
+def test_a_count_that_cannot_work_is_refused_before_anything_runs(tmp_path, args, option):
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app
+
+    out = tmp_path / "out"
+    args = [str(out) if a == "OUT" else str(tmp_path) if a == "DATA" else a for a in args]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2 and option in done.output and not out.exists(), done.output
+
+
 def test_train_command_starts_from_the_data_folders_settings(tmp_path):
     data = tmp_path / "demo"
     assert _cli("make-demo-data", str(data), "--n", "48").returncode == 0

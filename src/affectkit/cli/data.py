@@ -24,7 +24,7 @@ from affectkit.errors import AffectkitError
 @app.command("make-demo-data")
 def make_demo_data(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic AffectNet-layout data set into.")],
-    n: Annotated[int, typer.Option(help="Number of faces.")] = 1600,
+    n: Annotated[int, typer.Option(help="Number of faces.", min=1)] = 1600,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
     imbalance: Annotated[bool, typer.Option(help="Skew classes like AffectNet (Happy >30x Contempt).")] = False,
     multimodal: Annotated[bool, typer.Option(
@@ -33,7 +33,7 @@ def make_demo_data(
     clips: Annotated[bool, typer.Option(
         help="Render labelled face clips instead, in class folders inside train/, val/, test/ (people kept apart), "
         "for `affectkit temporal`.")] = False,
-    people: Annotated[int, typer.Option(help="With --multimodal or --clips: simulated persons.")] = 24,
+    people: Annotated[int, typer.Option(help="With --multimodal or --clips: simulated persons.", min=1)] = 24,
     video: Annotated[bool, typer.Option(
         help="With --multimodal: faces as one video per session, each sample's expression rising to its "
         "apex.")] = False,

@@ -104,7 +104,8 @@ def tune(
     out: Annotated[Path, typer.Option(help="Study folder; rerunning into it continues the study.")] = Path("runs/tune"),
     trials: Annotated[int, typer.Option(min=1, help="Total finished (complete or pruned) trials to reach.")] = 20,
     models: Annotated[str, typer.Option(help="Comma-separated models the search may pick from.")] = DEFAULT_MODELS,
-    timeout: Annotated[Optional[float], typer.Option(help="Stop starting new trials after this many seconds.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        help="Stop starting new trials after this many seconds.", min=1)] = None,
     architecture: Annotated[bool, typer.Option(
         "--architecture", help="Also search the custom CNN's architecture: stages, first width, convolutions per "
         "stage, attention (needs custom_cnn among --models).")] = False,
@@ -243,7 +244,7 @@ def compare(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("affectkit-demo"),
-    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).")] = DEMO_FACES,
+    n: Annotated[int, typer.Option(help="Demo faces to render (cached after the first time).", min=1)] = DEMO_FACES,
     full: Annotated[bool, typer.Option(help="The full-size spec models (ResNet50, EfficientNet-B0) instead of the "
                                             "light ones; they start from random weights without --weights files.")
                     ] = False,

@@ -29,6 +29,7 @@ import yaml
 
 from affectkit.config import DATA_CONFIG_NAME, NUM_CLASSES
 from affectkit.data.landmarks import IBUG_FLIP_PERMUTATION
+from affectkit.errors import AffectkitError
 from affectkit.progress import reporter, silenced
 
 __all__ = ["IBUG_FLIP_PERMUTATION", "INTENSITY_RANGE", "SYNTHETIC_MARKER", "demo_labels", "is_synthetic_data",
@@ -668,6 +669,8 @@ def make_demo_dataset(out_dir: str | Path, n: int = 1600, seed: int = 0, img_siz
     low, high = intensity_range
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"intensity_range must satisfy 0 <= low <= high <= 1, got {intensity_range}")
+    if n < 1:
+        raise AffectkitError(f"A demo data set needs at least one face, not {n}.")
     with silenced(not progress):
         root = Path(out_dir)
         (root / "images").mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from affectkit.models.io import load_model, model_paths
 # Dynamic quantisation targets the dense layers: onnxruntime's CPU kernel for ConvInteger lacks int8 weights, and
 # where it does run (uint8 weights) it measured slower than the float convolution. Convolutions stay float32.
 INT8_OP_TYPES = ["MatMul", "Gemm"]
+DEFAULT_OPSET = 17
 
 
 def int8_path(onnx_path: Path) -> Path:
@@ -45,8 +46,13 @@ def _export_fp32(model: torch.nn.Module, size: int, out: Path, opset: int, metad
         with warnings.catch_warnings():
             # The legacy exporter is deprecated but is the one that works with the pinned versions (module docstring).
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                              dynamic_axes=batch_axis, opset_version=opset, do_constant_folding=True, dynamo=False)
+            try:
+                torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME],
+                                  output_names=list(OUTPUT_NAMES), dynamic_axes=batch_axis, opset_version=opset,
+                                  do_constant_folding=True, dynamo=False)
+            except (RuntimeError, torch.onnx.OnnxExporterError) as exc:  # an opset too old or too new for it
+                raise AffectkitError(f"Exporting this model to ONNX opset {opset} failed ({exc}); the default, "
+                                     f"opset {DEFAULT_OPSET}, exports every affectkit model.") from None
         proto = onnx.load(str(tmp))
         for key, value in metadata.items():
             proto.metadata_props.add(key=key, value=value)
@@ -67,7 +73,8 @@ def _quantize(fp32: Path, out: Path) -> None:
         quant_logger.setLevel(level)
 
 
-def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: bool = False, opset: int = 17) -> Path:
+def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: bool = False,
+                opset: int = DEFAULT_OPSET) -> Path:
     """Write ``<stem>.onnx`` (or ``out``) and, with ``int8``, ``<stem>.int8.onnx``; returns the float32 file."""
     weights, _ = model_paths(model_path)
     model, meta = load_model(weights)
