@@ -146,8 +146,11 @@ def test_config_keywords_reach_the_run(examples_run, tmp_path):
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert written["loss"]["label_smoothing"] == 0.1 and written["epochs"] == TINY_PROFILE["epochs"]
     assert path.is_file() and (tmp_path / "run" / "CustomCNN_card.md").is_file()
-    with pytest.raises(AffectkitError, match="no_such_key"):
+    with pytest.raises(AffectkitError, match="no_such_key") as refused:
         affectkit.train("custom_cnn", root / "faces", tmp_path / "bad", no_such_key=1)
+    assert "keyword arguments" in str(refused.value)  # named as a Python caller gave it, not as an option
+    with pytest.raises(AffectkitError, match="epoch: not a setting .*did you mean epochs"):
+        affectkit.train("custom_cnn", root / "faces", tmp_path / "bad", epoch=1)
 
 
 def test_import_is_light_and_the_public_names_are_documented():

@@ -262,7 +262,7 @@ class Config(_Strict):
         data = self.model_dump()
         for key, value in changes.items():
             _set_dotted(data, _normalise_key(key), value)
-        return _validate(data, source="command-line options")
+        return _validate(data, source="the settings given (options, --set pairs or keyword arguments)")
 
 
 # How a data set is read: the settings of a data folder's own affectkit.yaml that every command takes from it.
