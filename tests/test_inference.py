@@ -197,6 +197,15 @@ def test_video_gives_per_frame_rows_and_timeline(cli, model_path, face, tmp_path
     capture = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
     capture.release()
+    # The Python API gives the same rows as a table.
+    table = Predictor(model_path).predict_video(video, every=2, smooth=0.5)
+    assert list(table.columns) == list(rows.columns) and list(table["frame"]) == list(rows["frame"])
+    assert table["valence"].to_numpy() == pytest.approx(rows["valence"].to_numpy(), abs=1e-6)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(AffectkitError, match="broken.mp4: not a readable video"):
+        Predictor(model_path).predict_video(tmp_path / "broken.mp4")
+    with pytest.raises(AffectkitError, match=r"clip.mp4 is a video: predict_video\(\)"):
+        Predictor(model_path).predict(video)
 
 
 def test_onnx_export_matches_torch_and_auto_backend_uses_it(model_path, tmp_path):

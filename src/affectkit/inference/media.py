@@ -318,17 +318,21 @@ def json_lines(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[s
     return [json.dumps(record) for record in result_records(rows, class_names)]
 
 
+def results_frame(rows: list[dict[str, Any]], class_names: Sequence[str]) -> pd.DataFrame:
+    """The rows as a table of every result column; frames, tracks and boxes as whole numbers (not 181.0)."""
+    columns = result_columns(class_names, any(UNCERTAINTY_COLUMNS[0] in r for r in rows))
+    whole_numbers = dict.fromkeys(("frame", "track", "x1", "y1", "x2", "y2"), "Int64")
+    return pd.DataFrame(rows, columns=columns).astype(whole_numbers)
+
+
 def write_results(rows: list[dict[str, Any]], out: Path, class_names: Sequence[str]) -> Path:
     """CSV, JSON or JSON Lines by the suffix of ``out``; missing values are empty cells / null."""
     check_output_path(out)
-    uncertainty = any(UNCERTAINTY_COLUMNS[0] in r for r in rows)
-    columns = result_columns(class_names, uncertainty)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
         out.write_text(json.dumps(result_records(rows, class_names), indent=1))
     elif out.suffix.lower() == ".jsonl":
         out.write_text("".join(f"{line}\n" for line in json_lines(rows, class_names)))
     else:
-        whole_numbers = dict.fromkeys(("frame", "track", "x1", "y1", "x2", "y2"), "Int64")  # not 181.0
-        pd.DataFrame(rows, columns=columns).astype(whole_numbers).to_csv(out, index=False)
+        results_frame(rows, class_names).to_csv(out, index=False)
     return out

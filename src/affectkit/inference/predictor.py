@@ -26,6 +26,8 @@ from affectkit.models.io import (
 from affectkit.models.registry import sha256_of
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from affectkit.inference.results import FaceResults, ImageInput
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,23 @@ class Predictor:
         found = gather_images(inputs, bgr=bgr)
         return FaceResults.from_predictions([source for source, _ in found],
                                             self.predict_images([image for _, image in found]), self.class_names)
+
+    def predict_video(self, path: str | Path, every: int = 1, smooth: float | None = None) -> pd.DataFrame:
+        """Every face of every ``every``-th frame of the video at ``path``, followed across frames (``track``) and,
+        with ``smooth`` in (0, 1], smoothed over them: one row per face (a frame without one has a row whose
+        ``status`` says so), the columns ``affectkit predict`` writes for a video."""
+        from affectkit.inference.media import is_video, predict_media, results_frame
+
+        path = Path(path)
+        if not path.is_file():
+            raise AffectkitError(f"{path} does not exist." if not path.exists() else f"{path} is not a file.")
+        if not is_video(path):
+            raise AffectkitError(f"{path} is not a video this reads (.mp4, .avi, .mov or .mkv); predict() reads "
+                                 "images.")
+        rows = predict_media(self, [path], every=every, smooth=smooth)
+        if all(str(row["status"]).startswith("error: ") for row in rows):
+            raise AffectkitError(f"{path}: {rows[0]['status'].removeprefix('error: ')}")
+        return results_frame(rows, self.class_names)
 
     def find_faces(self, image_rgb: np.ndarray) -> tuple[list[Face], list[np.ndarray]]:
         """Faces and their model-sized crops; without detection the whole image is the one face."""

@@ -35,7 +35,8 @@ def gather_images(inputs: ImageInput | Sequence[ImageInput], bgr: bool = False) 
         if isinstance(item, (str, Path)):
             for file in expand_inputs([item], videos=False):
                 if is_video(file):
-                    raise AffectkitError(f"{file} is a video: `affectkit predict` reads videos frame by frame.")
+                    raise AffectkitError(f"{file} is a video: predict_video() (or `affectkit predict`) reads "
+                                         "videos frame by frame.")
                 images.append((str(file), read_image(file)))
         elif isinstance(item, (bytes, bytearray, memoryview)):
             images.append((f"bytes {i}", decode_image(bytes(item), name=f"bytes {i}", max_pixels=FILE_MAX_PIXELS)))
