@@ -228,6 +228,30 @@ def test_an_opset_the_exporter_cannot_write_is_refused_by_name(model_path, tmp_p
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+def test_an_onnx_export_alone_predicts_and_serves_as_the_model_does(model_path, tmp_path, face):
+    """Deployed as one file: the export carries the model's description, so it needs no .json beside it."""
+    from fastapi.testclient import TestClient
+
+    from affectkit.serving.app import create_app
+
+    alone = export_onnx(model_path, out=tmp_path / "deploy" / "emotion.onnx")
+    assert sorted(p.name for p in alone.parent.iterdir()) == ["emotion.onnx"]
+    beside = Predictor(model_path, backend="torch", detect=False)
+    deployed = Predictor(alone, detect=False)
+    assert deployed.backend_name == "onnx" and deployed.meta == beside.meta
+    ours, theirs = deployed.predict(face)[0], beside.predict(face)[0]
+    assert ours.probabilities == pytest.approx(theirs.probabilities, abs=1e-4)
+    assert ours.valence == pytest.approx(theirs.valence, abs=1e-4)
+    served = TestClient(create_app(alone, detect=False)).get("/v1/model").json()
+    assert served["name"] == beside.meta["display_name"]
+    # An export that carries no description (an older one) and has no .json beside it is refused by name.
+    bare = onnx.load(str(alone))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "old.onnx"))
+    with pytest.raises(AffectkitError, match=r"old.onnx has no old.json beside it .*export it again"):
+        Predictor(tmp_path / "old.onnx", detect=False)
+
+
 def test_a_model_and_its_onnx_export_alone_have_one_digest(model_path, tmp_path):
     """Serving state files and the face model a fusion or temporal model was trained with are keyed by this digest,
     so serving the export alone must not look like another model."""

@@ -16,6 +16,7 @@ Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # expression logits [.., N,
 OUTPUT_NAMES = ("expression_logits", "valence", "arousal")
 INPUT_NAME = "image"
 WEIGHTS_DIGEST_KEY = "affectkit_weights_sha256"
+MODEL_DESCRIPTION_KEY = "affectkit_model"  # the model's .json, whole, in its ONNX export
 
 
 def weights_digest(path: Path) -> str:

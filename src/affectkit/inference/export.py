@@ -16,7 +16,14 @@ import torch
 
 from affectkit.atomic import atomic_path
 from affectkit.errors import AffectkitError
-from affectkit.inference.backends import INPUT_NAME, OUTPUT_NAMES, WEIGHTS_DIGEST_KEY, OnnxBackend, weights_digest
+from affectkit.inference.backends import (
+    INPUT_NAME,
+    MODEL_DESCRIPTION_KEY,
+    OUTPUT_NAMES,
+    WEIGHTS_DIGEST_KEY,
+    OnnxBackend,
+    weights_digest,
+)
 from affectkit.models.io import load_model, model_paths
 
 # Dynamic quantisation targets the dense layers: onnxruntime's CPU kernel for ConvInteger lacks int8 weights, and
@@ -30,11 +37,13 @@ def int8_path(onnx_path: Path) -> Path:
 
 
 def _onnx_metadata(meta: dict, weights: Path) -> dict[str, str]:
-    """Enough for an ONNX file to describe its own input and output without the .json beside it. The temperature
-    is left out: calibration can change it later in the .json, which stays the source of truth."""
+    """Enough for an ONNX file to describe its own input and output to any reader, and the whole model description
+    (``MODEL_DESCRIPTION_KEY``: the .json as it was at export) so that the file alone can be predicted with and
+    served. Where the .json sits beside the export it stays the source of truth (calibration can change its
+    temperature later)."""
     keys = ("display_name", "class_names", "input_size", "color", "normalization")
     described = {f"affectkit_{k}": json.dumps(meta[k]) for k in keys if k in meta}
-    return {**described, WEIGHTS_DIGEST_KEY: weights_digest(weights)}
+    return {**described, WEIGHTS_DIGEST_KEY: weights_digest(weights), MODEL_DESCRIPTION_KEY: json.dumps(meta)}
 
 
 def _export_fp32(model: torch.nn.Module, size: int, out: Path, opset: int, metadata: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +13,17 @@ import numpy as np
 
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.card import synthetic_data_warning
-from affectkit.inference.backends import OnnxBackend, TorchBackend, WEIGHTS_DIGEST_KEY, weights_digest
+from affectkit.inference.backends import (
+    MODEL_DESCRIPTION_KEY,
+    WEIGHTS_DIGEST_KEY,
+    OnnxBackend,
+    TorchBackend,
+    weights_digest,
+)
 from affectkit.inference.faces import DEFAULT_MARGIN, DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
 from affectkit.models.io import (
+    FORMAT,
     load_model,
     model_paths,
     predicts_expression,
@@ -87,6 +95,30 @@ def expression_fields(class_names: Sequence[str], probabilities: np.ndarray) -> 
             "expression": class_names[best], "expression_id": best, "confidence": float(probabilities[best])}
 
 
+def model_metadata(model_path: str | Path) -> dict[str, Any]:
+    """A model's description: its ``.json``, or, for an ONNX export without one beside it, the copy the export
+    carries (so that the ``.onnx`` file alone can be deployed)."""
+    _, meta_path, onnx_path = model_files(model_path)
+    if Path(model_path).suffix != ".onnx" or meta_path.is_file():
+        return read_metadata(meta_path)
+    if not onnx_path.is_file():
+        raise AffectkitError(f"{onnx_path} does not exist.")
+    return _embedded_metadata(OnnxBackend(onnx_path), onnx_path, meta_path)
+
+
+def _embedded_metadata(backend: OnnxBackend, onnx_path: Path, meta_path: Path) -> dict[str, Any]:
+    carried = backend.metadata.get(MODEL_DESCRIPTION_KEY)
+    if carried is None:
+        raise AffectkitError(f"{onnx_path} has no {meta_path.name} beside it and carries no model description (it "
+                             f"was exported before affectkit put one in): put {meta_path.name} beside it, or export "
+                             "it again.")
+    meta = json.loads(carried)
+    if meta.get("format") != FORMAT:
+        raise AffectkitError(f"{onnx_path} carries no affectkit model description it can read (format "
+                             f"{meta.get('format')!r}).")
+    return meta
+
+
 def _onnx_backend_if_current(onnx_path: Path, weights: Path) -> OnnxBackend | None:
     backend = OnnxBackend(onnx_path)
     exported_from = backend.metadata.get(WEIGHTS_DIGEST_KEY)
@@ -114,7 +146,9 @@ def load_backend(
     if backend == "onnx" or explicit_onnx:
         if not onnx_path.is_file():
             raise AffectkitError(f"{onnx_path} does not exist; create it with `affectkit export {weights}`.")
-        return read_metadata(meta_path), OnnxBackend(onnx_path)
+        onnx = OnnxBackend(onnx_path)
+        return (read_metadata(meta_path) if meta_path.is_file() else _embedded_metadata(onnx, onnx_path, meta_path),
+                onnx)
     if backend == "auto" and device == "cpu" and onnx_path.is_file():  # onnxruntime runs here on the CPU only
         onnx = _onnx_backend_if_current(onnx_path, weights)
         if onnx is not None:

@@ -16,8 +16,7 @@ from affectkit.atomic import atomic_path
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_feedback_over_time
-from affectkit.inference.predictor import model_files
-from affectkit.models.io import read_metadata
+from affectkit.inference.predictor import model_metadata
 from affectkit.serving.feedback import latest_test_evaluation, reference_scores
 from affectkit.serving.state import read_reports, state_file
 
@@ -78,7 +77,7 @@ def _model_test(state: Path, model: Path) -> dict[str, Any] | None:
     if state_file(state.parent, model).name != state.name:
         raise AffectkitError(f"{state} was written while serving another model than {model} (its name carries the "
                              "served weights' digest).")
-    evaluation = latest_test_evaluation(read_metadata(model_files(model)[1]))
+    evaluation = latest_test_evaluation(model_metadata(model))
     return None if evaluation is None else reference_scores(evaluation)
 
 
