@@ -168,13 +168,14 @@ def test_only_pages_the_server_allows_may_open_the_stream(model_path, photo):
     for allowed, origin, opens in [
         (None, None, True),  # a program
         (None, "http://testserver", True),  # the server's own page (TestClient's host is testserver)
+        (None, "https://emotions.example", True),  # its page behind a reverse proxy that forwards the host
         (None, stranger, False),
         ([app_origin], app_origin, True),
         ([app_origin], stranger, False),
         (["*"], stranger, True),
     ]:
         client = TestClient(create_app(model_path, detect=False, allowed_origins=allowed))
-        headers = {} if origin is None else {"Origin": origin}
+        headers = ({} if origin is None else {"Origin": origin}) | {"X-Forwarded-Host": "emotions.example"}
         if opens:
             with client.websocket_connect("/v1/stream", headers=headers) as ws:
                 ws.send_bytes(photo)

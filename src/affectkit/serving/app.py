@@ -164,11 +164,13 @@ def _check_limits(limits: dict[str, int]) -> None:
 
 def _origin_may_connect(headers: Any, allowed_origins: list[str]) -> bool:
     """Whether a WebSocket handshake may go on: a client that names no origin (a program, not a browser), the
-    server's own page, or a page of an allowed origin."""
+    server's own page (its host as the request names it, or as a reverse proxy forwards it), or a page of an
+    allowed origin. A page cannot set the forwarded header on a WebSocket handshake, so trusting it lets no other
+    page in."""
     origin = headers.get("origin")
     if origin is None or "*" in allowed_origins or origin in allowed_origins:
         return True
-    return origin.partition("://")[2] == headers.get("host")
+    return origin.partition("://")[2] in {headers.get("host"), headers.get("x-forwarded-host")}
 
 
 def _route_label(path: str, known: set[str]) -> str:
