@@ -151,6 +151,15 @@ def test_every_command_has_help():
         assert done.returncode == 0 and "Usage" in done.stdout, command
 
 
+def test_a_command_that_never_trains_does_not_wait_for_lightning():
+    """Importing Lightning takes seconds; --help (and predict, serve, analyze) never need it."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "affectkit", "predict", "--help"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Usage" in done.stdout
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "affectkit.cli" in imported and not {"lightning", "torch"} & imported
+
+
 @pytest.mark.parametrize("args, option", [
     (["make-demo-data", "OUT", "--n", "0"], "--n"),
     (["make-demo-data", "OUT", "--clips", "--people", "0"], "--people"),
@@ -175,6 +184,8 @@ def test_train_command_starts_from_the_data_folders_settings(tmp_path):
                 "--no-evaluate", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "affectkit.yaml" in " ".join((done.stdout + done.stderr).split())
+    # Lightning's banners and tips are kept out of the epoch lines.
+    assert "GPU available" not in done.stderr and "Tip:" not in done.stderr, done.stderr
     used = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (used["img_size"], used["lr_schedule"], used["epochs"]) == (64, "cosine", 1)  # file, file, option
 

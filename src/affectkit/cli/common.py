@@ -222,12 +222,19 @@ def write_predictions(predictions: Any, problems: list[str], out: Path, written:
 
 
 def _quiet_libraries() -> None:
-    """Lightning's start-up banners and tips would drown the per-epoch lines; its warnings stay."""
-    import lightning.pytorch  # noqa: F401  (creates its loggers, which set their own levels)
-
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    """Lightning's start-up banners and tips would drown the per-epoch lines; its warnings stay. Set up before
+    Lightning is imported, not by importing it: that takes seconds a command which never trains (--help, predict)
+    would wait. Its packages print from INFO up through their own handlers unless the root logger has one when they
+    are imported (then they pass their messages up, to the ``lightning`` logger whose handler prints INFO too): so
+    the root gets one, and Lightning's two packages stop at a handler of their own that passes warnings only."""
+    warnings_only = logging.StreamHandler()
+    warnings_only.setLevel(logging.WARNING)
+    if not logging.root.handlers:
+        logging.root.addHandler(warnings_only)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        logger.addHandler(warnings_only)
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
