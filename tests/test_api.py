@@ -49,11 +49,18 @@ def assert_valid_faces(faces: FaceResults) -> None:
 @pytest.fixture(scope="module")
 def examples_run(demo_dir, tmp_path_factory) -> dict:
     """The README's Python examples, executed in order in a folder holding ``faces/`` (the demo faces with a tiny
-    training profile as their settings file) and ``photo.jpg`` (a real face photo)."""
+    training profile as their settings file), ``photo.jpg`` (a real face photo) and ``clip.mp4`` (that photo
+    panning, six frames)."""
+    import cv2
+
     root = tmp_path_factory.mktemp("api")
     shutil.copytree(demo_dir, root / "faces")
     (root / "faces" / DATA_CONFIG_NAME).write_text(yaml.safe_dump(TINY_PROFILE))
     Image.fromarray(skdata.astronaut()).save(root / "photo.jpg")
+    video = cv2.VideoWriter(str(root / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 6, (320, 320))
+    for shift in range(0, 60, 10):
+        video.write(cv2.cvtColor(np.ascontiguousarray(skdata.astronaut()[:320, shift:shift + 320]), cv2.COLOR_RGB2BGR))
+    video.release()
     namespace: dict = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
@@ -78,6 +85,8 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     assert photo_face.box is not None and photo_face.source == "photo.jpg"
     assert [f.box for f in examples_run["crops"]] == [None, None]
     assert isinstance(examples_run["table"], pd.DataFrame)
+    frames = examples_run["frames"]  # every 2nd frame of the clip, the astronaut followed across them
+    assert list(frames["frame"]) == [0, 2, 4] and (frames["status"] == "ok").all() and set(frames["track"]) == {0}
     assert 0 <= examples_run["metrics"]["expression"]["accuracy"] <= 1
     result = examples_run["result"]
     assert (examples_run["root"] / result.report).is_file()

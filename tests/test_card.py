@@ -12,7 +12,8 @@ from affectkit.cli import app
 from affectkit.data.analysis import dataset_summary
 from affectkit.data.reader import read_dataset
 from affectkit.data.synthetic import SYNTHETIC_MARKER
-from affectkit.evaluation.card import SYNTHETIC_WARNING, write_model_card
+from affectkit.evaluation.card import write_model_card
+from affectkit.models.io import SYNTHETIC_WARNING
 from affectkit.inference.predictor import Predictor
 from affectkit.models.io import read_metadata
 from affectkit.pipeline import evaluate_saved, train_one

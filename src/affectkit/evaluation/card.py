@@ -14,13 +14,11 @@ from typing import Any
 from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
 from affectkit.evaluation.comparison import table_number
-from affectkit.models.io import (config_from_metadata, fusion_branches, fusion_criterion, model_paths,
-                                predicts_expression, predicts_valence_arousal, read_metadata, trained_classes,
-                                update_metadata)
+from affectkit.models.io import (SYNTHETIC_WARNING, config_from_metadata, fusion_branches, fusion_criterion,
+                                model_paths, predicts_expression, predicts_valence_arousal, read_metadata,
+                                trained_classes, update_metadata)
 from affectkit.runs import RunFolder
 
-SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
-                     "of people: it must not be used on real people.")
 TRAINING_DATA_KEYS = ("source", "layout", "layout_description", "synthetic", "valid_samples", "rejected_samples",
                       "rejected_by_reason", "absent_classes", "class_counts", "grouped_by", "split", "split_sizes",
                       "has_landmarks")
@@ -29,11 +27,6 @@ RECIPE_KEYS = ("img_size", "batch_size", "epochs", "fine_tune_epochs", "learning
                "optimizer", "weight_decay", "selection_metric", "early_stopping_patience", "fine_tune_warmup_epochs",
                "fine_tune_batchnorm", "backbone_lr_scale", "fine_tune_min_steps", "ema_decay", "use_light_models",
                "pretrained", "weighted_sampler", "label_distribution", "tta_flip", "precision", "seed", "max_samples")
-
-
-def synthetic_data_warning(meta: dict[str, Any]) -> str | None:
-    """The warning to show wherever a model trained on synthetic faces is used, or None."""
-    return SYNTHETIC_WARNING if meta.get("trained_on_synthetic_data") else None
 
 
 def card_path(model_path: str | Path, meta: dict[str, Any] | None = None) -> Path:

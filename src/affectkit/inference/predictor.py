@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.card import synthetic_data_warning
 from affectkit.inference.backends import (
     MODEL_DESCRIPTION_KEY,
     WEIGHTS_DIGEST_KEY,
@@ -29,6 +28,7 @@ from affectkit.models.io import (
     predicts_expression,
     predicts_valence_arousal,
     read_metadata,
+    synthetic_data_warning,
     trained_classes,
 )
 from affectkit.models.registry import sha256_of

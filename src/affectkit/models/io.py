@@ -71,6 +71,15 @@ def update_metadata(path: str | Path, **fields: Any) -> dict[str, Any]:
     return meta
 
 
+SYNTHETIC_WARNING = ("This model was trained on synthetic demo faces (affectkit make-demo-data), never on photographs "
+                     "of people: it must not be used on real people.")
+
+
+def synthetic_data_warning(meta: dict[str, Any]) -> str | None:
+    """The warning to show wherever a model trained on synthetic faces is used, or None."""
+    return SYNTHETIC_WARNING if meta.get("trained_on_synthetic_data") else None
+
+
 def predicts_expression(meta: dict[str, Any]) -> bool:
     """False for a valence/arousal model (its training faces had no expression class); models saved before this
     was recorded all predict expressions."""
