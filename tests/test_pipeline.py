@@ -40,13 +40,21 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     table = pd.read_csv(run_dir / "model_comparison_results.csv")
     assert list(table["model"]) == ["CustomCNN", "EfficientNetB0", "Ensemble", "Stacking"]
     assert list(table.columns) == COLUMNS
-    assert not table.isna().any().any()
+    # Every score is there, but the stacking's validation accuracy: it is fit on the validation faces.
+    assert not table.drop(columns="val_accuracy").isna().any().any()
+    assert table["val_accuracy"].isna().tolist() == [False, False, False, True]
     assert (table["params_millions"] > 0).all() and (table["inference_ms_per_image"] > 0).all()
     assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
     report = (run_dir / "report.md").read_text()
     assert "model_comparison.png" in report and "CustomCNN_confusion_matrix.png" in report
     for row in table.itertuples():  # each accuracy with its bootstrap interval
         assert f"| {row.accuracy:.4f} [{row.accuracy_low:.3f}, {row.accuracy_high:.3f}] |" in report, row.model
+    # The model to use is chosen on the validation faces, then set against each other row on the test faces.
+    chosen = table.loc[table["val_accuracy"].idxmax(), "model"]
+    assert f"Chosen on the validation faces: **{chosen}** (validation accuracy" in report
+    assert f"## {chosen} against each model, face by face" in report
+    section = report.split(f"## {chosen} against each model, face by face", 1)[1]
+    assert all(f"| {other} |" in section for other in table["model"] if other != chosen)
 
 
 def test_the_report_warns_of_a_model_that_learnt_the_class_frequencies(run_dir, tmp_path):

@@ -9,20 +9,22 @@ import pandas as pd
 
 from affectkit.config import CLASS_NAMES
 from affectkit.evaluation.metrics import expression_score, prior_collapse
+from affectkit.evaluation.significance import CONFIDENCE, PairedComparison
 from affectkit.runs import RunFolder
 
 COLUMNS = [
     "model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece",
     "valence_rmse", "valence_mae", "valence_pcc", "valence_ccc", "valence_sagr",
     "arousal_rmse", "arousal_mae", "arousal_pcc", "arousal_ccc", "arousal_sagr",
-    "params_millions", "train_time_s", "inference_ms_per_image", "accuracy_low", "accuracy_high",
+    "params_millions", "train_time_s", "inference_ms_per_image", "accuracy_low", "accuracy_high", "val_accuracy",
 ]
 
 
 def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, inference_ms: float,
-                   backbone: str, initial_weights: str) -> dict:
+                   backbone: str, initial_weights: str, val_accuracy: float = float("nan")) -> dict:
     """One row of the comparison; ``backbone`` is the architecture that actually ran and ``initial_weights`` where
-    its training started from (``imagenet``, ``random``, ``scratch``, ``file``, ...)."""
+    its training started from (``imagenet``, ``random``, ``scratch``, ``file``, ...); ``val_accuracy``: its accuracy
+    on the validation faces, by which a model is chosen (NaN for one fit on them)."""
     row = {"model": model, "backbone": backbone, "initial_weights": initial_weights,
            **{k: expression_score(metrics, k) for k in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1",
                                                         "balanced_accuracy", "ece")}}
@@ -32,7 +34,7 @@ def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, 
     row.update(params_millions=round(params / 1e6, 3), train_time_s=round(train_time_s, 1),
                inference_ms_per_image=round(inference_ms, 3))
     low, high = ((metrics["expression"] or {}).get("intervals") or {}).get("accuracy", (float("nan"),) * 2)
-    row.update(accuracy_low=low, accuracy_high=high)
+    row.update(accuracy_low=low, accuracy_high=high, val_accuracy=val_accuracy)
     return row
 
 
@@ -73,11 +75,53 @@ def interval_cells(shown: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+def _choice_sentence(table: pd.DataFrame, chosen: str | None) -> str:
+    """Which model to use, chosen on the validation faces alone (a run's test faces only score), where one was."""
+    if chosen is None:
+        return ("No model has a validation score to choose by; each test score below was computed once, after "
+                "training. ")
+    val = table.set_index("model")["val_accuracy"]
+    unscored = [model for model, score in val.items() if pd.isna(score)]
+    return (f"Chosen on the validation faces: **{chosen}** (validation accuracy {val[chosen]:.4f}), the model to "
+            "use; the test faces, scored once after training, played no part in the choice"
+            + (f" ({', '.join(unscored)}: fit on the validation faces, so they cannot judge it)" if unscored else "")
+            + ". ")
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     header = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(map(table_number, row)) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+def comparison_lines(comparisons: list[tuple[str, PairedComparison]], first: str, faces: str,
+                     first_label: str = "the recipe", others: str = "row") -> list[str]:
+    """The markdown section that says, for each of ``comparisons``, whether ``first``'s accuracy (called
+    ``first_label`` in the table) is above the other's, given how few test faces there are."""
+    if not comparisons:
+        return []
+    grouped = comparisons[0][1].grouped
+    level = f"{CONFIDENCE:.0%}"
+    table = pd.DataFrame([{
+        "against": model, "accuracy difference": f"{c.difference:+.4f}",
+        f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", f"only {first_label} right": c.only_first,
+        "only the other right": c.only_second, "McNemar p": f"{c.p_value:.3g}", f"{first_label} is": c.verdict()}
+        for model, c in comparisons])
+    return [
+        f"## {first} against each {others}, face by face",
+        "",
+        f"{first} against every other {others} on the same {faces} (paired): its accuracy minus the other's, with a "
+        f"{level} bootstrap interval (the faces{' of each person drawn' if grouped else ''} resampled together "
+        "for both); the faces only one of the two got right; McNemar's exact test of whether each is right as "
+        f"often, which gives the verdict (p below {1 - CONFIDENCE:.2g}"
+        + ("; resampled by person, the interval must leave out 0 too, as McNemar counts a person's faces as "
+           "independent" if grouped else "")
+        + "). \"Not told apart\": these faces cannot say which is better, whatever the table's third decimal says.",
+        "",
+        markdown_table(table),
+        "",
+    ]
 
 
 def _classes_line(summary: dict) -> str:
@@ -91,15 +135,16 @@ def _classes_line(summary: dict) -> str:
 
 
 def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
-                 transfer: list[dict] | None = None) -> Path:
+                 transfer: list[dict] | None = None, chosen: str | None = None,
+                 comparisons: list[tuple[str, PairedComparison]] | None = None) -> Path:
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
-    against random-start controls (see :func:`affectkit.pipeline.run_pipeline`)."""
-    table = pd.DataFrame(rows)[COLUMNS]
-    main = interval_cells(table[["model", "backbone", "initial_weights", "accuracy", "top2_accuracy", "macro_f1",
-                                 "valence_ccc", "arousal_ccc", "valence_rmse", "arousal_rmse", "params_millions",
-                                 "train_time_s", "inference_ms_per_image"]], table)
+    against random-start controls (see :func:`affectkit.pipeline.run_pipeline`); ``chosen``: the row chosen on
+    the validation faces, set against the others on the test faces in ``comparisons``."""
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    main = interval_cells(table[["model", "backbone", "initial_weights", "val_accuracy", "accuracy", "top2_accuracy",
+                                 "macro_f1", "valence_ccc", "arousal_ccc", "valence_rmse", "arousal_rmse",
+                                 "params_millions", "train_time_s", "inference_ms_per_image"]], table)
     scored = table["accuracy"].notna().any()  # not where no test face has a class
-    best = table.loc[table["accuracy"].idxmax(), "model"] if scored else None
     classed = any(summary["class_counts"].values())
     rejected = ", ".join(f"{k}: {v}" for k, v in summary["rejected_by_reason"].items()) or "none"
     lines = [
@@ -118,14 +163,16 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         "",
         markdown_table(main),
         "",
-        (f"Best expression accuracy: **{best}**. In brackets, each accuracy's 95% bootstrap interval over the test "
-         "faces: models whose intervals overlap much may not differ on faces like these. " if scored
+        (_choice_sentence(table, chosen) + f"In brackets, each accuracy's {CONFIDENCE:.0%} bootstrap interval over "
+         "the test faces: models whose intervals overlap much may not differ on faces like these. " if scored
          else "No test face has an expression class. "
          if classed else "The models predict valence and arousal only: no face has an expression class. ")
         + f"Full numbers: `{run.comparison_table.name}`.",
         "",
         f"![model comparison]({run.comparison_plot.name})",
         "",
+        *(comparison_lines(comparisons, chosen, "test faces", first_label="the chosen model", others="model")
+          if chosen and comparisons else []),
     ]
     for name in models:
         lines += [f"## {name}", ""]

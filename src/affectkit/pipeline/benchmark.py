@@ -31,7 +31,7 @@ from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResult, BaselineTask, hog_svm, linear_probe
 from affectkit.evaluation.calibration import calibrate
-from affectkit.evaluation.comparison import interval_cells, markdown_table, table_number
+from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, table_number
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, predict_split
 from affectkit.evaluation.metrics import compute_metrics, expression_score, prior_collapse
@@ -411,35 +411,6 @@ def recipe_comparisons(predictions: pd.DataFrame, table: pd.DataFrame) -> list[t
             for model in table["model"] if model != recipe.iloc[0] and model in predictions]
 
 
-def comparison_lines(comparisons: list[tuple[str, PairedComparison]], first: str, faces: str,
-                     first_label: str = "the recipe", others: str = "row") -> list[str]:
-    """The markdown section that says, for each of ``comparisons``, whether ``first``'s accuracy (called
-    ``first_label`` in the table) is above the other's, given how few test faces there are."""
-    if not comparisons:
-        return []
-    grouped = comparisons[0][1].grouped
-    level = f"{CONFIDENCE:.0%}"
-    table = pd.DataFrame([{
-        "against": model, "accuracy difference": f"{c.difference:+.4f}",
-        f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", f"only {first_label} right": c.only_first,
-        "only the other right": c.only_second, "McNemar p": f"{c.p_value:.3g}", f"{first_label} is": c.verdict()}
-        for model, c in comparisons])
-    return [
-        f"## {first} against each {others}, face by face",
-        "",
-        f"{first} against every other {others} on the same {faces} (paired): its accuracy minus the other's, with a "
-        f"{level} bootstrap interval (the faces{' of each person drawn' if grouped else ''} resampled together "
-        "for both); the faces only one of the two got right; McNemar's exact test of whether each is right as "
-        f"often, which gives the verdict (p below {1 - CONFIDENCE:.2g}"
-        + ("; resampled by person, the interval must leave out 0 too, as McNemar counts a person's faces as "
-           "independent" if grouped else "")
-        + "). \"Not told apart\": these faces cannot say which is better, whatever the table's third decimal says.",
-        "",
-        markdown_table(table),
-        "",
-    ]
-
-
 def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, source: Path, folder: RunFolder,
               notes: list[str], predictions: pd.DataFrame | None) -> str:
     test = data.positions("test")
@@ -537,5 +508,5 @@ def console_table(table: pd.DataFrame):
 
 
 __all__ = ["BenchmarkResult", "HONEST_SELECTION", "RECIPE_MODEL", "RECIPE_PROFILE", "benchmark_config",
-           "comparison_lines", "console_table", "recipe_comparisons", "run_benchmark", "score_cells",
+           "console_table", "recipe_comparisons", "run_benchmark", "score_cells",
            "predictions_per_face"]

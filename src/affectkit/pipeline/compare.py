@@ -17,11 +17,10 @@ import pandas as pd
 
 from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.comparison import interval_cells, markdown_table
+from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table
 from affectkit.evaluation.evaluator import evaluation_device, face_groups, score
 from affectkit.evaluation.significance import PairedComparison, paired_comparison
 from affectkit.models.io import load_model, model_paths
-from affectkit.pipeline.benchmark import comparison_lines
 from affectkit.pipeline.run import evaluation_data, saved_predictions, seen_in_training
 from affectkit.progress import reporter, silenced
 

@@ -17,13 +17,12 @@ from affectkit.config import Config
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import cross_validation_splits
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.comparison import markdown_table
+from affectkit.evaluation.comparison import comparison_lines, markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.pipeline.benchmark import (
     RECIPE_MODEL,
     BenchmarkResult,
     benchmark_config,
-    comparison_lines,
     recipe_comparisons,
     run_benchmark,
     score_cells,

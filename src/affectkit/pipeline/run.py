@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.config import CLASS_NAMES, Config
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.reader import layout_found, read_dataset, reader_options
@@ -30,7 +30,7 @@ from affectkit.evaluation.evaluator import (
     write_model_report,
 )
 from affectkit.evaluation.metrics import expression_score, prior_collapse, unlearnt_classes, unlearnt_note
-from affectkit.evaluation.significance import CONFIDENCE, paired_comparison
+from affectkit.evaluation.significance import CONFIDENCE, PairedComparison, paired_comparison
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
@@ -157,6 +157,8 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls = [], [], [], [], []
+        val, test = prepared.positions("val"), prepared.positions("test")
+        test_classes = []  # each row's class for each test face, for the comparisons face by face
         trained = {}  # from the run's shared start (no weights file): a model or fusion branch trains once
         for name in models:
             reporter().rule(f"[bold]{resolve_spec(name, config.use_light_models).display_name}")
@@ -168,25 +170,55 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             meta = read_metadata(result.best_path)
             rows.append(comparison_row(result.name, evaluated.metrics, result.parameters, result.train_time_s,
                                        inference_ms_per_image(evaluated.model, config.img_size), meta["backbone"],
-                                       meta.get("initial_weights", "")))
+                                       meta.get("initial_weights", ""),
+                                       val_accuracy=_accuracy(evaluated.val, prepared.expression[val])))
+            test_classes.append(evaluated.test.probs.argmax(axis=1))
             notes.append(_model_note(result.name, meta))
             members.append(evaluated)
             names.append(result.name)
             if random_start_control and is_pretrained(meta.get("initial_weights", "")):
                 controls.append(_random_start_control(name, prepared, run, config, evaluated, meta, resume))
         if len(members) > 1:
-            val = prepared.positions("val")
             combined = {
                 ENSEMBLE: ensemble.average([m.test for m in members]),
                 STACKING: ensemble.stack([m.val for m in members], [m.test for m in members], prepared.expression[val],
                                          prepared.valence_arousal[val]),
             }
+            # The stacking is fit on the validation faces, so they cannot judge it: it has no validation score.
+            val_scores = {ENSEMBLE: _accuracy(ensemble.average([m.val for m in members]), prepared.expression[val]),
+                          STACKING: float("nan")}
             member_rows = list(rows)
             for label, pred in combined.items():
-                rows.append(_ensemble_row(label, pred, member_rows, prepared, run))
+                rows.append(_ensemble_row(label, pred, member_rows, prepared, run, val_scores[label]))
                 names.append(label)
+                test_classes.append(pred.probs.argmax(axis=1))
         write_comparison(rows, run)
-        return write_report(run, summary, rows, names, notes, transfer=controls)
+        chosen, comparisons = _chosen_against_the_rest(rows, test_classes, prepared, test)
+        return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
+                            comparisons=comparisons)
+
+
+def _accuracy(pred: Predictions, labels: np.ndarray) -> float:
+    """The share of the classed faces among ``labels`` that ``pred`` gets right; NaN where none has a class."""
+    classed = labels != NO_EXPRESSION
+    if not pred.predicts_expression or not classed.any():
+        return float("nan")
+    return float((pred.probs[classed].argmax(axis=1) == labels[classed]).mean())
+
+
+def _chosen_against_the_rest(rows: list[dict], test_classes: list[np.ndarray], data: PreparedData,
+                             test: np.ndarray) -> tuple[str | None, list[tuple[str, PairedComparison]]]:
+    """The row a user would pick, the most accurate on the validation faces, and its test answers set against each
+    other row's, face by face (:func:`paired_comparison`); none where no row has a validation score."""
+    val_scores = np.array([row["val_accuracy"] for row in rows], dtype=float)
+    labels = data.expression[test]
+    if np.isnan(val_scores).all() or not (labels != NO_EXPRESSION).any():
+        return None, []
+    first = int(np.nanargmax(val_scores))
+    groups = face_groups(data, test)
+    return rows[first]["model"], [
+        (row["model"], paired_comparison(labels, test_classes[first], classes, groups))
+        for i, (row, classes) in enumerate(zip(rows, test_classes)) if i != first]
 
 
 def _random_start_control(name: str, data: PreparedData, run: RunFolder, config: Config, pretrained: Evaluated,
@@ -218,7 +250,8 @@ def _model_note(name: str, meta: dict) -> str:
     return f"{name} (backbone `{meta['backbone']}`{stand_in}): {meta.get('initial_weights_detail', '')}"
 
 
-def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: PreparedData, run: RunFolder) -> dict:
+def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: PreparedData, run: RunFolder,
+                  val_accuracy: float) -> dict:
     """Score a combination of the members on the test split; its cost is the members' sum."""
     positions = data.positions("test")
     metrics = score(pred, data, positions)
@@ -227,7 +260,7 @@ def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: 
     return comparison_row(label, metrics, int(sum(r["params_millions"] for r in member_rows) * 1e6),
                           sum(r["train_time_s"] for r in member_rows),
                           sum(r["inference_ms_per_image"] for r in member_rows),
-                          "+".join(r["backbone"] for r in member_rows), "members'")
+                          "+".join(r["backbone"] for r in member_rows), "members'", val_accuracy=val_accuracy)
 
 
 def evaluation_data(model_path: Path, data: Path, split: str, splits: Path | None) -> PreparedData:
