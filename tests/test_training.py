@@ -168,6 +168,10 @@ def test_run_killed_in_phase_two_resumes_there(demo_dir, tmp_path):
     phase1 = after[after.phase == 1].reset_index(drop=True)
     assert phase1.equals(before[before.phase == 1].reset_index(drop=True))  # phase 1 was not redone
     assert (out / "checkpoints" / "EfficientNetB0" / "done").is_file()
+    # Resumed once more, the finished model is kept, and even --quiet says so (a log should show it).
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "EfficientNetB0: already trained in" in " ".join(again.stderr.split())
+    assert pd.read_csv(out / "EfficientNetB0_history.csv").equals(after)
 
 
 def test_phase_one_checkpoints_leave_out_the_frozen_backbone_and_resume_checks_it(demo_dir, tmp_path, tiny_config):

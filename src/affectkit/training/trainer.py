@@ -350,7 +350,7 @@ def _train_model(spec: ModelSpec, data: PreparedData, run_dir: Path, config: Con
     history_path = run.history(display)
     timing_path = state_dir / "train_time.json"
     if resume and (state_dir / "done").is_file():
-        reporter().show(f"{display}: already trained in {run_dir}; that model is used as it is.")
+        reporter().note(f"{display}: already trained in {run_dir}; that model is used as it is.")
         model, meta = load_model(best_stem)
         return TrainResult(display, model_paths(best_stem)[0], pd.read_csv(history_path),
                            json.loads(timing_path.read_text())["seconds"], count_parameters(model))
