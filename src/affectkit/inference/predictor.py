@@ -103,11 +103,7 @@ def model_metadata(model_path: str | Path) -> dict[str, Any]:
         return read_metadata(meta_path)
     if not onnx_path.is_file():
         raise AffectkitError(f"{onnx_path} does not exist.")
-    return _embedded_metadata(OnnxBackend(onnx_path), onnx_path, meta_path)
-
-
-def _embedded_metadata(backend: OnnxBackend, onnx_path: Path, meta_path: Path) -> dict[str, Any]:
-    carried = backend.metadata.get(MODEL_DESCRIPTION_KEY)
+    carried = OnnxBackend(onnx_path).metadata.get(MODEL_DESCRIPTION_KEY)
     if carried is None:
         raise AffectkitError(f"{onnx_path} has no {meta_path.name} beside it and carries no model description (it "
                              f"was exported before affectkit put one in): put {meta_path.name} beside it, or export "
@@ -146,9 +142,7 @@ def load_backend(
     if backend == "onnx" or explicit_onnx:
         if not onnx_path.is_file():
             raise AffectkitError(f"{onnx_path} does not exist; create it with `affectkit export {weights}`.")
-        onnx = OnnxBackend(onnx_path)
-        return (read_metadata(meta_path) if meta_path.is_file() else _embedded_metadata(onnx, onnx_path, meta_path),
-                onnx)
+        return model_metadata(model_path), OnnxBackend(onnx_path)
     if backend == "auto" and device == "cpu" and onnx_path.is_file():  # onnxruntime runs here on the CPU only
         onnx = _onnx_backend_if_current(onnx_path, weights)
         if onnx is not None:
