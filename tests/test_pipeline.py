@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -278,10 +279,52 @@ def test_compare_scores_saved_models_on_the_same_faces_and_sets_the_first_agains
                                                            int((right[1] & ~right[0]).sum()))
     report = result.paths["markdown"].read_text()
     assert f"## {names[0]} against each model, face by face" in report and compared.verdict() in report
-    with pytest.raises(AffectkitError, match="two saved models or more"):
+    with pytest.raises(AffectkitError, match="needs a saved model and one more"):
         compare_saved([first], demo_dir, tmp_path / "cmp")
     # The same through the Python API.
     import affectkit
 
     again = affectkit.compare(demo_dir, [first, second], tmp_path / "cmp2", splits=tmp_path / "a" / "splits.csv")
     assert again.table.equals(result.table) and again.comparisons[0][1] == compared
+
+
+def test_compare_sets_a_model_against_another_tools_predictions_face_by_face(demo_dir, tmp_path, tiny_config,
+                                                                            monkeypatch):
+    """deepface, fer, py-feat or HSEmotion, run on the same images, their classes in a CSV: scored as a model is."""
+    from affectkit.config import CLASS_NAMES
+    from affectkit.data.reader import read_dataset
+    from affectkit.pipeline import compare_saved
+
+    model = train_one("custom_cnn", demo_dir, tmp_path / "a", tiny_config, evaluate=False, quiet=True)
+    test = set(pd.read_csv(tmp_path / "a" / "splits.csv", dtype={"id": str}).query("split == 'test'")["id"])
+    records = read_dataset(demo_dir, progress=False).records
+    faces = [r for r in records if r.id in test]
+    # One tool wrote full paths and a class name per image, of every image it saw (the test faces among them).
+    oracle = tmp_path / "oracle.csv"
+    pd.DataFrame({"file": [str(r.image_path) for r in records],
+                  "dominant_emotion": [CLASS_NAMES[r.expression].lower() for r in records]}).to_csv(oracle, index=False)
+    # Another, run from the data folder, wrote relative paths and a score per class (fer's columns): always happy.
+    scored = tmp_path / "fer_like.csv"
+    pd.DataFrame({"image": [r.image_path.relative_to(demo_dir).as_posix() for r in faces],
+                  **{name: [0.9 if name == "happy" else 0.01] * len(faces)
+                     for name in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")}}
+                 ).to_csv(scored, index=False)
+    monkeypatch.chdir(demo_dir)
+    result = compare_saved([model], demo_dir, tmp_path / "cmp", predictions=[oracle, scored], quiet=True)
+    table = result.table.set_index("model")
+    assert list(table.index) == ["CustomCNN", "oracle", "fer_like"]
+    assert table.loc["oracle", "accuracy"] == 1.0 and table.loc["oracle", "faces"] == len(faces)
+    happy = np.mean([r.expression == CLASS_NAMES.index("Happy") for r in faces])
+    assert table.loc["fer_like", "accuracy"] == pytest.approx(happy)
+    ((_, against_oracle), (_, against_fer)) = result.comparisons
+    assert against_oracle.only_first == 0 and against_oracle.only_second == round(
+        len(faces) * (1 - table.loc["CustomCNN", "accuracy"]))
+    assert "fer_like is read from" in result.paths["markdown"].read_text()
+    # A face without a row, two rows for one face, no class column: each refused by name.
+    pd.read_csv(scored).iloc[1:].to_csv(tmp_path / "short.csv", index=False)
+    pd.concat([pd.read_csv(scored)] * 2).to_csv(tmp_path / "twice.csv", index=False)
+    pd.read_csv(scored)[["image"]].to_csv(tmp_path / "bare.csv", index=False)
+    for csv, problem in [("short.csv", r"has no row for 1 of the \d+ faces compared"),
+                         ("twice.csv", r"line \d+: a second row for"), ("bare.csv", "no column gives the class")]:
+        with pytest.raises(AffectkitError, match=problem):
+            compare_saved([model], demo_dir, tmp_path / "cmp", predictions=[tmp_path / csv], quiet=True)

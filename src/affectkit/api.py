@@ -137,16 +137,19 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
 
 
 def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,
-            splits: str | Path | None = None, quiet: bool = True) -> ComparisonResult:
+            splits: str | Path | None = None, predictions: Sequence[str | Path] = (),
+            quiet: bool = True) -> ComparisonResult:
     """Score saved ``models`` on the same faces of ``data`` (``split`` as :func:`evaluate` picks it, or ``splits``)
-    and set the first against each of the others face by face. Returns the ``.table`` (a DataFrame of scores with
-    their 95% intervals), ``.comparisons`` (``(name, PairedComparison)``: ``.difference``, ``.low``, ``.high``,
-    ``.p_value``, ``.verdict()``), ``.paths`` and ``.notes``."""
+    and set the first against each of the others face by face; ``predictions``: CSV files of other tools' classes
+    for those faces, compared alike (see ``affectkit compare --help``). Returns the ``.table`` (a DataFrame of
+    scores with their 95% intervals), ``.comparisons`` (``(name, PairedComparison)``: ``.difference``, ``.low``,
+    ``.high``, ``.p_value``, ``.verdict()``), ``.paths`` and ``.notes``."""
     from affectkit.pipeline import compare_saved
 
     with _reporting(quiet):
         return compare_saved([Path(m) for m in models], Path(data), Path(out), split=split,
-                             splits=Path(splits) if splits is not None else None)
+                             splits=Path(splits) if splits is not None else None,
+                             predictions=[Path(p) for p in predictions])
 
 
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,

@@ -209,9 +209,14 @@ def evaluate(
 def compare(
     data: DataArg,
     models: Annotated[list[Path], typer.Argument(
-        help="Two saved models or more (best_<Model>.safetensors); the first is set against each of the others.")],
+        help="Saved models (best_<Model>.safetensors), two or more without --predictions; the first is set against "
+        "each of the others.")],
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
+    predictions: Annotated[Optional[list[Path]], typer.Option(
+        help="A CSV of another tool's predictions (deepface, fer, py-feat, HSEmotion, your own) for these faces: a "
+        "column naming each image (file, path, image or id) and its class (expression, emotion, label, ...) or a "
+        "score per class (p_Happy, happy, ...). Compared as a model is; repeat it for more.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for comparison.csv, comparison.md and test_predictions.csv.")]
     = Path("comparison"),
     quiet: QuietOpt = False,
@@ -225,7 +230,7 @@ def compare(
     from affectkit.pipeline import compare_saved
 
     with report_to_console(quiet):
-        result = compare_saved(models, data, out, split=split, splits=splits)
+        result = compare_saved(models, data, out, split=split, splits=splits, predictions=predictions)
     shown = interval_cells(result.table[["model", "faces", "accuracy", "macro_f1", "balanced_accuracy"]],
                            result.table)
     table = Table(*shown.columns, title=f"affectkit compare ({split} split; [95% interval])")

@@ -18,9 +18,11 @@ import pandas as pd
 from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table
-from affectkit.evaluation.evaluator import evaluation_device, face_groups, score
+from affectkit.data.datamodule import PreparedData
+from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import PairedComparison, paired_comparison
 from affectkit.models.io import load_model, model_paths
+from affectkit.pipeline.external import read_predictions
 from affectkit.pipeline.run import evaluation_data, saved_predictions, seen_in_training
 from affectkit.progress import reporter, silenced
 
@@ -44,6 +46,7 @@ class _Scored:
     groups: np.ndarray | None
     metrics: dict
     seen: int
+    faces: tuple[PreparedData, np.ndarray]  # the data read as this model reads it, and the faces scored
 
 
 def _score_model(model_path: Path, data: Path, split: str, splits: Path | None) -> _Scored:
@@ -57,7 +60,17 @@ def _score_model(model_path: Path, data: Path, split: str, splits: Path | None) 
     seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
     return _Scored(meta["display_name"], prepared.splits["id"].astype(str).to_numpy()[positions],
                    pred.probs.argmax(axis=1), prepared.expression[positions], face_groups(prepared, positions),
-                   metrics, seen)
+                   metrics, seen, (prepared, positions))
+
+
+def _score_predictions(csv: Path, first: _Scored) -> _Scored:
+    """Another tool's classes for the first model's faces (:func:`read_predictions`), scored as a model's are."""
+    prepared, positions = first.faces
+    predicted = read_predictions(csv, [prepared.records[i] for i in positions], prepared.index.root)
+    as_model = Predictions.from_probs(np.eye(len(CLASS_NAMES))[predicted], np.zeros((len(predicted), 2)),
+                                      predicts_valence_arousal=False)
+    return _Scored(csv.stem, first.ids, predicted, first.labels, first.groups, score(as_model, prepared, positions),
+                   0, first.faces)
 
 
 def _align(scored: list[_Scored], split: str) -> None:
@@ -88,27 +101,31 @@ def _faces(scored: list[_Scored]) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def _unique_names(scored: list[_Scored], models: list[Path]) -> None:
+def _unique_names(scored: list[_Scored], sources: list[Path]) -> None:
     """Two models of one architecture share a display name: each is named by its file instead."""
     names = [s.name for s in scored]
     if len(set(names)) < len(names):
-        for s, path in zip(scored, models):
-            s.name = f"{s.name} ({model_paths(path)[0]})"
+        for s, path in zip(scored, sources):
+            s.name = f"{s.name} ({model_paths(path)[0] if path.suffix != '.csv' else path})"
 
 
 def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test", splits: Path | None = None,
-                  quiet: bool = False) -> ComparisonResult:
+                  quiet: bool = False, predictions: list[Path] | None = None) -> ComparisonResult:
     """Score every saved model of ``models`` on the same faces of ``data`` (``split`` as ``evaluate`` picks it, or
-    ``splits``) and set the first against each of the others (:func:`paired_comparison`); files into ``out``."""
-    if len(models) < 2:
-        raise AffectkitError("compare needs two saved models or more (the first is set against the others).")
+    ``splits``) and set the first against each of the others (:func:`paired_comparison`); files into ``out``.
+    ``predictions``: CSV files of other tools' classes for those faces (:func:`read_predictions`), compared alike."""
+    predictions = [Path(p) for p in predictions or []]
+    if not models or len(models) + len(predictions) < 2:
+        raise AffectkitError("compare needs a saved model and one more, a model or --predictions of another tool "
+                             "(the first model is set against the others).")
     with silenced(quiet):
         scored = []
         for path in models:
             reporter().show(f"Scoring {path} on the {split} split of {data}")
             scored.append(_score_model(Path(path), Path(data), split, splits))
-        _unique_names(scored, models)
         _align(scored, split)
+        scored += [_score_predictions(csv, scored[0]) for csv in predictions]
+        _unique_names(scored, [Path(m) for m in models] + predictions)
         faces = _faces(scored)
         first = scored[0]
         rows = []
@@ -135,7 +152,9 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                  f"Faces: the {split} split, {len(faces)} faces, the same for every model "
                  f"(`{paths['predictions'].name}` holds each model's class for each). Each model reads them as it "
                  "was trained to, with its stored "
-                 "temperature and flip setting, as `affectkit evaluate` scores it.", "",
+                 "temperature and flip setting, as `affectkit evaluate` scores it"
+                 + "".join(f"; {s.name} is read from `{csv}`, another tool's classes for the same faces"
+                           for s, csv in zip(scored[len(models):], predictions)) + ".", "",
                  "## Scores", "", markdown_table(interval_cells(table[["model", "faces", *SCORED]], table)), "",
                  f"In brackets, each score's 95% bootstrap interval, drawing {resampled} with replacement.", "",
                  *comparison_lines(comparisons, first.name, "faces", first_label="the first", others="model"),
