@@ -200,3 +200,16 @@ def test_gpu_check_starts_no_section_after_its_budget(tmp_path):
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert all("skipped" in results[name] for name in ("training", "cli_run", "phase1", "inference", "compile"))
     assert result.stdout.strip().splitlines()[-1].startswith("GPU_CHECK {")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda", "mps"])
+def test_an_accelerator_this_machine_lacks_is_refused_before_any_data_is_read(tmp_path, accelerator):
+    from affectkit.errors import AffectkitError
+    from affectkit.pipeline import train_one
+
+    if accelerator == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an Apple GPU")
+    with pytest.raises(AffectkitError, match=f"accelerator: {accelerator}, but PyTorch sees no"):
+        train_one("custom_cnn", tmp_path / "no data here", tmp_path / "run", Config(accelerator=accelerator))
+    assert not (tmp_path / "run").exists()

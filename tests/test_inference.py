@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+import torch
 import typer
 from skimage import data as skdata
 from typer.testing import CliRunner
@@ -250,6 +251,19 @@ def test_an_onnx_export_alone_predicts_and_serves_as_the_model_does(model_path, 
     onnx.save(bare, str(tmp_path / "old.onnx"))
     with pytest.raises(AffectkitError, match=r"old.onnx has no old.json beside it .*export it again"):
         Predictor(tmp_path / "old.onnx", detect=False)
+
+
+@pytest.mark.parametrize("device, problem", [
+    ("banana", "'banana' is not a device PyTorch knows"),
+    ("mps", "no Apple GPU"),
+    pytest.param("cuda", "no CUDA GPU on this machine", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has a GPU")),
+])
+def test_a_device_this_machine_lacks_is_refused_by_name(model_path, device, problem):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an Apple GPU")
+    with pytest.raises(AffectkitError, match=problem):
+        Predictor(model_path, device=device, detect=False)
 
 
 def test_a_model_and_its_onnx_export_alone_have_one_digest(model_path, tmp_path):

@@ -23,6 +23,7 @@ from affectkit.inference.faces import DEFAULT_MARGIN, DetectorMethod, Face, Face
 from affectkit.inference.images import as_rgb_uint8
 from affectkit.models.io import (
     FORMAT,
+    check_device,
     load_model,
     model_paths,
     predicts_expression,
@@ -169,6 +170,7 @@ class Predictor:
     ):
         if mc_samples < 0 or batch_size < 1:
             raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
+        check_device(device)  # the face detector runs there too, whatever backend the model takes
         if face_margin is not None and not 0 <= face_margin <= 1:
             raise AffectkitError(f"--face-margin must be in [0, 1] (of the face box, on each side), got {face_margin}.")
         self.model_path = Path(model_path)

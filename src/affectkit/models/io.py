@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from affectkit.atomic import atomic_path, atomic_write_text
@@ -132,8 +133,26 @@ def config_from_metadata(meta: dict[str, Any]) -> Config:
     return Config.model_validate(meta["config"])
 
 
+def check_device(device: str | torch.device) -> None:
+    """Refuse a device PyTorch does not know, or one this machine does not have, by name (PyTorch would fail later,
+    in words about whatever it was loading)."""
+    try:
+        wanted = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        problem = f"--device {device!r} is not a device PyTorch knows ({exc}); use cpu, cuda or cuda:N."
+        raise AffectkitError(problem) from None
+    if wanted.type == "cuda" and not torch.cuda.is_available():
+        raise AffectkitError(f"--device {device}: PyTorch sees no CUDA GPU on this machine; use --device cpu.")
+    if wanted.type == "cuda" and (wanted.index or 0) >= torch.cuda.device_count():
+        raise AffectkitError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"numbered from 0.")
+    if wanted.type == "mps" and not torch.backends.mps.is_available():
+        raise AffectkitError(f"--device {device}: PyTorch sees no Apple GPU (MPS) on this machine; use --device cpu.")
+
+
 def load_model(path: str | Path, device: str = "cpu") -> tuple[AffectModel, dict[str, Any]]:
     """Rebuild a saved model from its two files, in eval mode."""
+    check_device(device)
     weights, _ = model_paths(path)
     meta = read_metadata(path)
     if not weights.is_file():

@@ -49,6 +49,7 @@ from affectkit.models.io import fusion_branches, fusion_criterion, load_model
 from affectkit.pipeline.run import record_evaluation
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
+from affectkit.training.hardware import check_hardware
 from affectkit.training.trainer import TrainResult, branch_config, train_model
 
 # One model, two branches: MobileNetV2 (ImageNet) and MiniXception (FER2013), fused by a weight chosen on val;
@@ -301,6 +302,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
+        check_hardware(config)
         extra, notes = _check(tuple(baselines), list(models or []), config, recipe)
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)

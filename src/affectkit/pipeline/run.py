@@ -37,6 +37,7 @@ from affectkit.models.io import config_from_metadata, load_model, model_paths, r
 from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
+from affectkit.training.hardware import check_hardware
 from affectkit.training.trainer import train_model
 
 ENSEMBLE = "Ensemble"
@@ -53,6 +54,7 @@ class Evaluated:
 
 
 def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedData, dict]:
+    check_hardware(config)
     run.root.mkdir(parents=True, exist_ok=True)
     config.to_yaml(run.config)
     index = read_dataset(data, **reader_options(config))

@@ -307,10 +307,12 @@ def run_study(data: Path, out: Path, config: Config, n_trials: int, models: list
 
     from affectkit.data.datamodule import prepare_data
     from affectkit.models.factory import resolve_spec
+    from affectkit.training.hardware import check_hardware
 
     with silenced(quiet):
         if not models:
             raise AffectkitError("Give at least one model to tune.")
+        check_hardware(config)
         models = [resolve_spec(m).key for m in models]  # fail on a typo before any training
         if architecture and "custom_cnn" not in models:
             raise AffectkitError("--architecture searches the custom CNN's architecture: add custom_cnn to --models.")
