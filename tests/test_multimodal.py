@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -316,6 +317,20 @@ def test_the_video_demo_gives_each_sample_its_window_of_a_session_video(tmp_path
     # A window's frames move the model's verdict as the expression rises (a neutral face has nothing to move).
     moving = labels["expression"].to_numpy() != 0
     assert (read.features["face_valence_std"].to_numpy()[moving] > 0).all()
+
+
+def test_a_manifest_left_too_small_by_its_quarantine_says_so(multimodal_demo, tmp_path):
+    """Most audio files missing: the few samples left cannot be fit, and the error counts them and the quarantine."""
+    table = pd.read_csv(multimodal_demo, keep_default_na=False).drop(columns=["face", "physio"])
+    gone = ~table.index.isin(table.groupby("subject").head(1).index[:3])  # one sample each of three people left
+    table.loc[gone, "audio"] = "missing/" + table.loc[gone, "audio"]
+    table.to_csv(tmp_path / "mostly_missing.csv", index=False)
+    shutil.copytree(multimodal_demo.parent / "audio", tmp_path / "audio")
+    with pytest.raises(AffectkitError, match=r"(\d+) of the manifest's rows were quarantined: see .*quarantine.csv"
+                       ) as refused:
+        run_fusion(tmp_path / "mostly_missing.csv", tmp_path / "fused", seed=0)
+    quarantined = int(re.search(r"(\d+) of the manifest's rows were quarantined", str(refused.value)).group(1))
+    assert len(pd.read_csv(tmp_path / "fused" / "quarantine.csv")) == quarantined >= len(table) - 3
 
 
 def test_a_fusion_without_the_face_predicts_on_manifests_that_have_one(multimodal_demo, tmp_path):

@@ -126,3 +126,11 @@ def test_cross_validation_folds_test_every_face_once_subject_disjoint_with_val_c
     # max_samples: the folds of a stratified subsample.
     subsample = cross_validation_splits(records, 3, 0.15, seed=0, max_samples=30)
     assert all(len(t) == 30 for t in subsample) and (subsample[0].expression.value_counts() == 10).all()
+
+
+def test_a_grouped_set_whose_classes_are_all_smaller_than_the_folds_still_splits_by_person():
+    """Twelve faces of six people, three classes of four: too few to stratify the carving, still person-disjoint."""
+    records = [Record(f"{i}", None, i % 3, group=f"P{i // 2}") for i in range(12)]
+    table = make_splits(records, 0.15, 0.15, seed=0)
+    assert set(table["split"]) == {"train", "val", "test"}
+    assert table.groupby("group")["split"].nunique().max() == 1

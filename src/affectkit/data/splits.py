@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.reader import DatasetIndex, Record
@@ -67,8 +67,13 @@ def _carve(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed:
     if n_groups < 2:
         raise AffectkitError(f"A subject-disjoint split cannot divide {n_groups} subject(s): every split needs its own "
                              "subjects, so the data needs at least one per split.")
-    folds = StratifiedGroupKFold(n_splits=max(2, min(n_groups, int(round(1 / fraction)))), shuffle=True,
-                                 random_state=seed)
+    n_splits = max(2, min(n_groups, int(round(1 / fraction))))
+    if np.unique(labels, return_counts=True)[1].max() < n_splits:
+        # Every class is smaller than the folds (a handful of faces): scikit-learn cannot stratify that, and whole
+        # groups matter more than balance.
+        folds = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    else:
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # Classes with fewer members than folds are expected in small sets; the fold is still the best stratified one.
         warnings.filterwarnings("ignore", message=".*least populated class.*")

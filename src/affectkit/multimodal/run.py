@@ -185,6 +185,11 @@ def check_run_options(val_fraction: float, test_fraction: float, fps: float, fra
                              "and --frame-rate positive.")
 
 
+def _write_quarantine(out: Path, rejected: list) -> None:
+    with atomic_path(out / "quarantine.csv") as tmp:
+        quarantine_frame(rejected).to_csv(tmp, index=False)
+
+
 def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Path | None = None, seed: int = 0,
                val_fraction: float = 0.15, test_fraction: float = 0.15, fps: float = DEFAULT_FRAMES_PER_SECOND,
                detect: bool = True, backend: str = "auto", person_relative: bool = True,
@@ -204,13 +209,19 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
     key = _feature_key(manifest.path, face_model if predictor else None, settings)
     features = _stored_features(out, key, manifest.modalities)
     if features is None:
-        features = extract_features(manifest, predictor, val_fraction, test_fraction, seed, fps, person_relative,
-                                    frame_rate)
+        try:
+            features = extract_features(manifest, predictor, val_fraction, test_fraction, seed, fps, person_relative,
+                                        frame_rate)
+        except AffectkitError as exc:
+            if not manifest.rejected:
+                raise
+            _write_quarantine(out, manifest.rejected)  # what was set aside is likely why too few are left
+            raise AffectkitError(f"{exc} {len(manifest.rejected)} of the manifest's rows were quarantined: see "
+                                 f"{out / 'quarantine.csv'}.") from None
         _store_features(out, key, features)
     else:
         reporter().note(f"Features of the same manifest and face model read back from {out / 'features.csv'}")
-    with atomic_path(out / "quarantine.csv") as tmp:
-        quarantine_frame(manifest.rejected + features.rejected).to_csv(tmp, index=False)
+    _write_quarantine(out, manifest.rejected + features.rejected)
     if features.part("train").empty or features.part("val").empty:
         raise AffectkitError(f"{manifest.path}: the split left no sample in train or val; give more samples or a "
                              "split column.")
@@ -218,8 +229,11 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
         task = bar.add_task("Fitting fusions", total=len(methods_of(features)) * len(targets_of(features)), info="")
         try:
             result = fuse(features, seed, progress=lambda: bar.advance(task))
-        except ValueError as exc:
-            raise AffectkitError(f"{manifest.path}: {exc}.") from None
+        except ValueError as exc:  # scikit-learn's, where a split is too small or too uniform to fit
+            quarantined = len(manifest.rejected) + len(features.rejected)
+            sizes = ", ".join(f"{split} {len(features.part(split))}" for split in ("train", "val", "test"))
+            raise AffectkitError(f"{manifest.path}: the fusions cannot be fit on the samples left ({sizes}; "
+                                 f"{quarantined} quarantined, see {out / 'quarantine.csv'}): {exc}.") from None
     notes = _notes(manifest, features)
     if predictor is not None:
         notes.append(f"face model: {face_model}" + (f" ({predictor.warning})" if predictor.warning else ""))
