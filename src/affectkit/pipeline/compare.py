@@ -101,12 +101,13 @@ def _faces(scored: list[_Scored]) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def _unique_names(scored: list[_Scored], sources: list[Path]) -> None:
-    """Two models of one architecture share a display name: each is named by its file instead."""
+def _unique_names(scored: list[_Scored], files: list[Path]) -> None:
+    """Two models of one architecture (or a model and a predictions file) share a name: each is named by its file
+    (``files``: each one's weights or predictions file) instead."""
     names = [s.name for s in scored]
     if len(set(names)) < len(names):
-        for s, path in zip(scored, sources):
-            s.name = f"{s.name} ({model_paths(path)[0] if path.suffix != '.csv' else path})"
+        for s, path in zip(scored, files):
+            s.name = f"{s.name} ({path})"
 
 
 def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test", splits: Path | None = None,
@@ -125,7 +126,7 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
             scored.append(_score_model(Path(path), Path(data), split, splits))
         _align(scored, split)
         scored += [_score_predictions(csv, scored[0]) for csv in predictions]
-        _unique_names(scored, [Path(m) for m in models] + predictions)
+        _unique_names(scored, [model_paths(m)[0] for m in models] + predictions)
         faces = _faces(scored)
         first = scored[0]
         rows = []
