@@ -50,6 +50,13 @@ def test_saved_split_is_reused_and_checked(tmp_path):
     assert first["split"].tolist() == again["split"].tolist()
     with pytest.raises(AffectkitError, match="not valid in this data set"):
         load_or_make_splits(path, records[:-1], 0.15, 0.15, seed=0)
+    # A sample of the split that this reading quarantined (a file since broken) is named with the reason.
+    from affectkit.data.records import Rejection
+
+    broken = Rejection(records[-1].id, "images/x.jpg", "image_truncated", "image x.jpg cannot be decoded (truncated)")
+    with pytest.raises(AffectkitError, match=rf"quarantined \(first: '{records[-1].id}': image x.jpg cannot be "
+                                             r"decoded \(truncated\)\); they were valid when the split was made"):
+        load_or_make_splits(path, records[:-1], 0.15, 0.15, seed=0, rejected=[broken])
 
 
 def test_copies_of_one_image_fall_on_one_side_of_a_split_made_here():

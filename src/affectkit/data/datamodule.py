@@ -76,7 +76,7 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
                                    "expression": [r.expression for r in index.records]})
         elif splits_path is not None:
             splits = load_or_make_splits(splits_path, index.records, config.validation_split, config.test_split,
-                                         config.seed, config.max_samples)
+                                         config.seed, config.max_samples, rejected=index.rejected)
         else:
             splits = make_splits(index.records, config.validation_split, config.test_split, config.seed,
                                  config.max_samples)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.reader import DatasetIndex, Record
+from affectkit.data.records import Rejection
 from affectkit.errors import AffectkitError
 
 SPLITS = ("train", "val", "test")
@@ -240,13 +242,21 @@ def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
 
 
 def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, test_fraction: float, seed: int,
-                        max_samples: int | None = None) -> pd.DataFrame:
-    """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it."""
+                        max_samples: int | None = None, rejected: Sequence[Rejection] = ()) -> pd.DataFrame:
+    """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it.
+    ``rejected``: the data set's quarantined samples, named where the split holds one."""
     if path.is_file():
         table = pd.read_csv(path, dtype={"id": str, "group": str})
         known = {r.id for r in records}
         unknown = [i for i in table["id"] if i not in known]
         if unknown:
+            why = {r.id: r.reason for r in rejected}
+            quarantined = [i for i in unknown if i in why]
+            if quarantined:
+                raise AffectkitError(
+                    f"{path} names {len(quarantined)} sample(s) that this reading of the data quarantined (first: "
+                    f"{quarantined[0]!r}: {why[quarantined[0]]}); they were valid when the split was made: mend or "
+                    "restore them, or delete the file to split again.")
             raise AffectkitError(
                 f"{path} names {len(unknown)} sample(s) that are not valid in this data set (first: {unknown[0]!r}); "
                 "it belongs to other data: use another --out folder or delete it."
