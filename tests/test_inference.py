@@ -224,9 +224,15 @@ def test_onnx_export_matches_torch_and_auto_backend_uses_it(model_path, tmp_path
 
 @pytest.mark.parametrize("opset", [0, 99])
 def test_an_opset_the_exporter_cannot_write_is_refused_by_name(model_path, tmp_path, opset):
-    with pytest.raises(AffectkitError, match=f"ONNX opset {opset} failed .*the default, opset 17"):
+    import inspect
+
+    from affectkit.cli.infer import export
+    from affectkit.inference.export import DEFAULT_OPSET
+
+    with pytest.raises(AffectkitError, match=f"ONNX opset {opset} failed .*the default, opset {DEFAULT_OPSET}"):
         export_onnx(model_path, out=tmp_path / "m.onnx", opset=opset)
     assert not list(tmp_path.iterdir())  # nothing half-written
+    assert inspect.signature(export).parameters["opset"].default == DEFAULT_OPSET  # the default named is the CLI's
 
 
 def test_an_onnx_export_alone_predicts_and_serves_as_the_model_does(model_path, tmp_path, face):

@@ -231,13 +231,13 @@ class Predictor:
         """Every face of every ``every``-th frame of the video at ``path``, followed across frames (``track``) and,
         with ``smooth`` in (0, 1], smoothed over them: one row per face (a frame without one has a row whose
         ``status`` says so), the columns ``affectkit predict`` writes for a video."""
-        from affectkit.inference.media import is_video, predict_media, results_frame
+        from affectkit.inference.media import VIDEO_SUFFIXES, is_video, predict_media, results_frame
 
         path = Path(path)
         if not path.is_file():
             raise AffectkitError(f"{path} does not exist." if not path.exists() else f"{path} is not a file.")
         if not is_video(path):
-            raise AffectkitError(f"{path} is not a video this reads (.mp4, .avi, .mov or .mkv); predict() reads "
+            raise AffectkitError(f"{path} is not a video this reads ({', '.join(VIDEO_SUFFIXES)}); predict() reads "
                                  "images.")
         rows = predict_media(self, [path], every=every, smooth=smooth)
         if all(str(row["status"]).startswith("error: ") for row in rows):
