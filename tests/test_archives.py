@@ -228,7 +228,7 @@ def test_a_zipped_data_sets_own_settings_are_read_from_the_archive(tmp_path, mon
     else:
         archive = tmp_path / name
         shutil.make_archive(str(tmp_path / "faces"), "zip", folder)
-    config = load_config(data=archive)
+    config = load_config(data=archives.data_config(archive))
     assert (config.group_pattern, config.epochs) == ("^(S\\d+)_", 7)
 
     monkeypatch.setenv("AFFECTKIT_CACHE", str(tmp_path / "cache"))

@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from affectkit.config import Config, load_config, parse_set_options
+from affectkit.data.archives import data_config
 from affectkit.errors import AffectkitError
 
 
@@ -80,19 +81,19 @@ def test_a_data_folder_settings_file_sits_between_defaults_and_the_config_file(t
 
     data = tmp_path / "data"
     data.mkdir()
-    assert load_config(data=data) == Config()  # no file, the defaults
+    assert load_config(data=data_config(data)) == Config()  # no file, the defaults
     (data / DATA_CONFIG_NAME).write_text("img_size: 64\nepochs: 60\naugmentation: {rotation_range: 5, zoom_range: 0.1}\n")
-    from_data = load_config(data=data)
+    from_data = load_config(data=data_config(data))
     assert (from_data.img_size, from_data.epochs, from_data.augmentation.rotation_range) == (64, 60, 5)
     assert from_data.augmentation.width_shift_range == 0.2  # keys the file leaves out keep their defaults
     user = tmp_path / "user.yaml"
     user.write_text("epochs: 3\naugmentation: {rotation_range: 0}\n")
-    both = load_config(user, data=data)
+    both = load_config(user, data=data_config(data))
     assert (both.img_size, both.epochs) == (64, 3)
     assert (both.augmentation.rotation_range, both.augmentation.zoom_range) == (0, 0.1)  # merged key by key
     (data / DATA_CONFIG_NAME).write_text("img_size: big\n")
     with pytest.raises(AffectkitError, match="img_size") as err:
-        load_config(data=data)
+        load_config(data=data_config(data))
     assert str(data / DATA_CONFIG_NAME) in str(err.value)
 
 
@@ -100,7 +101,7 @@ def test_demo_data_carries_the_demo_profile(tmp_path):
     from affectkit.data.synthetic import DEMO_PROFILE, make_demo_dataset
 
     root = make_demo_dataset(tmp_path / "demo", n=8, seed=0, progress=False)
-    assert load_config(data=root) == Config(**DEMO_PROFILE)
+    assert load_config(data=data_config(root)) == Config(**DEMO_PROFILE)
 
 
 def test_set_values_take_the_declared_type_of_their_key():
@@ -164,7 +165,7 @@ def test_print_config_prints_yaml_that_config_reads_back_unchanged(command, tmp_
     saved = tmp_path / "printed.yaml"
     saved.write_text(printed.stdout)
     expected = build_config(None, sets[1::2], data, epochs=3)
-    assert load_config(saved) == expected and load_config(saved, data=data) == expected
+    assert load_config(saved) == expected and load_config(saved, data=data_config(data)) == expected
     assert expected.precision == "32" and expected.img_size == 64 and expected.augmentation.rotation_range == 5
     assert not out.exists()  # nothing trained
 
@@ -196,7 +197,7 @@ def test_a_profile_sits_between_the_data_folders_settings_and_the_config_file(tm
     recommended = load_config(profile_path("recommended"))
     config = build_config(user, None, data, "recommended")
     assert config.epochs == 3 and config.img_size == recommended.img_size != 64  # the file, then the profile
-    assert config == load_config(user, data=data, profile="recommended")
+    assert config == load_config(user, data=data_config(data), profile="recommended")
     printed = CliRunner().invoke(app, ["run", str(data), "--profile", "demo", "--print-config"])
     assert printed.exit_code == 0, printed.output
     assert yaml.safe_load(printed.stdout)["lr_schedule"] == load_config(profile="demo").lr_schedule

@@ -45,8 +45,9 @@ def _reporting(quiet: bool) -> ContextManager[Any]:
 
 def _config(config: ConfigSource, data: str | Path, overrides: dict[str, Any]) -> Config:
     from affectkit.config import Config, load_config
+    from affectkit.data.archives import data_config
 
-    base = config if isinstance(config, Config) else load_config(config, data=data)
+    base = config if isinstance(config, Config) else load_config(config, data=data_config(data))
     return base.with_values(overrides)
 
 

@@ -7,10 +7,7 @@ upper-case spellings are accepted in YAML files too, so a config copied from the
 from __future__ import annotations
 
 import difflib
-import tarfile
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import NoneType, UnionType
@@ -335,68 +332,11 @@ DATA_CONFIG_NAME = "affectkit.yaml"
 
 @dataclass(frozen=True)
 class DataConfig:
-    """A data set's own settings file: where it is (``where``, for messages) and its text."""
+    """A data set's own settings file (``DATA/affectkit.yaml``; :func:`affectkit.data.archives.data_config` finds
+    it, in a folder or an archive): where it is (``where``, for messages) and its text."""
 
     where: str
     text: str
-
-
-def data_config(data: str | Path | None) -> DataConfig | None:
-    """The settings file a data set may carry (``DATA/affectkit.yaml``, written by ``make-demo-data`` and
-    ``clip-frames``), if any. A data set given as a ``.zip`` or ``.tar`` archive carries it at the archive's root or
-    in the one folder the archive wraps its data in, read from the archive without unpacking it."""
-    if data is None:
-        return None
-    path = Path(data)
-    if path.is_dir():
-        card = path / DATA_CONFIG_NAME
-        return DataConfig(str(card), card.read_text()) if card.is_file() else None
-    if not path.is_file():
-        return None
-    try:
-        if zipfile.is_zipfile(path):
-            return _archived_config(path, _zip_member_text)
-        if tarfile.is_tarfile(path):
-            return _archived_config(path, _tar_member_text)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise AffectkitError(f"{path}: cannot look for its {DATA_CONFIG_NAME} in the archive ({exc}); unpack it "
-                             "yourself and give the folder") from None
-    return None
-
-
-def _archived_config(archive: Path, member_text: Callable[[Path, Callable[[str], bool]], tuple[str, str] | None]
-                     ) -> DataConfig | None:
-    found = member_text(archive, _is_data_config_member)
-    return None if found is None else DataConfig(f"{archive}: {found[0]}", found[1])
-
-
-def _is_data_config_member(name: str) -> bool:
-    """``affectkit.yaml`` at an archive's root or one folder down (a wrapped data set), never in macOS's forks."""
-    parts = _member_parts(name)
-    return parts[-1:] == [DATA_CONFIG_NAME] and len(parts) <= 2 and parts[0] != "__MACOSX"
-
-
-def _member_parts(name: str) -> list[str]:
-    return [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
-
-
-def _zip_member_text(archive: Path, wanted: Callable[[str], bool]) -> tuple[str, str] | None:
-    """The shallowest member ``wanted`` says yes to, and its text."""
-    with zipfile.ZipFile(archive) as zf:
-        names = sorted((n for n in zf.namelist() if wanted(n)), key=lambda n: len(_member_parts(n)))
-        return (names[0], zf.read(names[0]).decode("utf-8")) if names else None
-
-
-def _tar_member_text(archive: Path, wanted: Callable[[str], bool]) -> tuple[str, str] | None:
-    """As :func:`_zip_member_text`; the archive is read only until a member at its root is found."""
-    found = None
-    with tarfile.open(archive) as tf:
-        for member in tf:
-            if member.isfile() and wanted(member.name) and (found is None or len(_member_parts(member.name)) == 1):
-                found = (member.name, tf.extractfile(member).read().decode("utf-8"))
-                if len(_member_parts(member.name)) == 1:
-                    break
-    return found
 
 
 def _read_mapping(path: Path) -> dict:
@@ -442,15 +382,12 @@ def profile_path(name: str) -> Path:
     return path
 
 
-def load_config(path: str | Path | None = None, data: str | Path | DataConfig | None = None,
-                profile: str | None = None) -> Config:
-    """The defaults, updated from the data set's own settings file (``data``: the data set, or its file as
-    :func:`data_config` read it), then from the packaged ``profile`` (see :func:`profile_path`), then from the YAML
-    file ``path``: the more specific source wins, key by key."""
+def load_config(path: str | Path | None = None, data: DataConfig | None = None, profile: str | None = None) -> Config:
+    """The defaults, updated from the data set's own settings file ``data``, then from the packaged ``profile`` (see
+    :func:`profile_path`), then from the YAML file ``path``: the more specific source wins, key by key."""
     config = Config()
-    card = data if isinstance(data, DataConfig) or data is None else data_config(data)
-    if card is not None:
-        config = _validate(_merge(config.model_dump(), _parse_mapping(card.text, card.where)), source=card.where)
+    if data is not None:
+        config = _validate(_merge(config.model_dump(), _parse_mapping(data.text, data.where)), source=data.where)
     for source in (profile_path(profile) if profile else None, path):
         if source is not None:
             config = _validate(_merge(config.model_dump(), _read_mapping(Path(source))), source=str(source))

@@ -18,8 +18,8 @@ from typing import Annotated, Any, ContextManager, Optional, Union, get_args, ge
 import typer
 from rich.markup import escape
 
-from affectkit.config import (Config, DataConfig, coerce_value, data_config, load_config, parse_set_options,
-                              profile_names)
+from affectkit.config import Config, DataConfig, coerce_value, load_config, parse_set_options, profile_names
+from affectkit.data.archives import data_config
 from affectkit.errors import AffectkitError
 from affectkit.progress import Reporter, console, reporting, to_console
 

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from affectkit.config import DATA_CONFIG_NAME, DataConfig
 from affectkit.errors import AffectkitError
 from affectkit.progress import reporter
 
@@ -187,6 +188,56 @@ def _unpack_tar(archive: Path, folder: Path) -> int:
         for member in reporter().track(members, total=len(members), description=f"Unpacking {archive.name}"):
             tf.extract(member, folder, set_attrs=False, **TAR_FILTER)
     return sum(m.isfile() for m in members)
+
+
+def data_config(data: str | Path | None) -> DataConfig | None:
+    """The settings file a data set may carry (``DATA/affectkit.yaml``, written by ``make-demo-data`` and
+    ``clip-frames``), if any; in an archive, at its root or in the one folder it wraps its data in, read without
+    unpacking it."""
+    if data is None:
+        return None
+    path = Path(data)
+    if path.is_dir():
+        card = path / DATA_CONFIG_NAME
+        return DataConfig(str(card), card.read_text()) if card.is_file() else None
+    if not is_archive(path):
+        return None
+    try:
+        found = _member_text(path, _is_data_config)
+    except (OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile, tarfile.TarError,
+            UnicodeDecodeError) as exc:
+        raise AffectkitError(f"{path}: cannot look for its {DATA_CONFIG_NAME} in the archive ({exc}); unpack it "
+                             "yourself and give the folder") from None
+    return None if found is None else DataConfig(f"{path}: {found[0]}", found[1])
+
+
+def _is_data_config(name: str) -> bool:
+    """``affectkit.yaml`` at an archive's root or one folder down (a wrapped data set), never in macOS's forks."""
+    name = name.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    return parts[-1:] == (DATA_CONFIG_NAME,) and len(parts) <= 2 and not _skipped(name)
+
+
+def _depth(name: str) -> int:
+    return len(PurePosixPath(name.replace("\\", "/")).parts)
+
+
+def _member_text(archive: Path, wanted: Callable[[str], bool]) -> tuple[str, str] | None:
+    """The shallowest member of ``archive`` that ``wanted`` says yes to, and its text; a tar is read only until a
+    member at its root is found."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            names = sorted(filter(wanted, zf.namelist()), key=_depth)
+            return (names[0], zf.read(names[0]).decode("utf-8")) if names else None
+    found = None
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            for member in tf:
+                if member.isfile() and wanted(member.name) and (found is None or _depth(member.name) == 1):
+                    found = (member.name, tf.extractfile(member).read().decode("utf-8"))
+                    if _depth(member.name) == 1:
+                        break
+    return found
 
 
 def wrapped_folder(folder: Path) -> Path | None:

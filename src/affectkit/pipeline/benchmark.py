@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.config import CLASS_NAMES, NO_EXPRESSION, READING_KEYS, Config, data_config, load_config
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, READING_KEYS, Config, load_config
 from affectkit.data.analysis import dataset_summary
+from affectkit.data.archives import data_config
 from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
