@@ -307,9 +307,14 @@ def check_output_path(out: Path) -> None:
                              "output.")
 
 
+def _rows_columns(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[str]:
+    """The result columns of ``rows``: the uncertainty ones where they were predicted with it."""
+    return result_columns(class_names, any(UNCERTAINTY_COLUMNS[0] in r for r in rows))
+
+
 def result_records(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Each row with every result column, in order (None where it has no value)."""
-    columns = result_columns(class_names, any(UNCERTAINTY_COLUMNS[0] in r for r in rows))
+    columns = _rows_columns(rows, class_names)
     return [{c: row.get(c) for c in columns} for row in rows]
 
 
@@ -320,9 +325,8 @@ def json_lines(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[s
 
 def results_frame(rows: list[dict[str, Any]], class_names: Sequence[str]) -> pd.DataFrame:
     """The rows as a table of every result column; frames, tracks and boxes as whole numbers (not 181.0)."""
-    columns = result_columns(class_names, any(UNCERTAINTY_COLUMNS[0] in r for r in rows))
     whole_numbers = dict.fromkeys(("frame", "track", "x1", "y1", "x2", "y2"), "Int64")
-    return pd.DataFrame(rows, columns=columns).astype(whole_numbers)
+    return pd.DataFrame(rows, columns=_rows_columns(rows, class_names)).astype(whole_numbers)
 
 
 def write_results(rows: list[dict[str, Any]], out: Path, class_names: Sequence[str]) -> Path:
