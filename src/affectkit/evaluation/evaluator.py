@@ -151,14 +151,16 @@ def metrics_table(name: str, metrics: dict) -> Table:
     table.add_column("value", justify="right")
     if shown_intervals:
         table.add_column(f"{shown_intervals[0]['confidence']:.0%} interval", justify="right")
+
+    def interval_cell(bounds: list[float] | None) -> list[str]:
+        """The row's interval cell, where the table has the column."""
+        return [f"{bounds[0]:.3f} to {bounds[1]:.3f}" if bounds else ""] if shown_intervals else []
+
     for key in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece") if e else ():
-        bounds = intervals.get(key)
-        table.add_row(f"expression {key}", f"{e[key]:.4f}",
-                      *([f"{bounds[0]:.3f} to {bounds[1]:.3f}" if bounds else ""] if shown_intervals else []))
+        table.add_row(f"expression {key}", f"{e[key]:.4f}", *interval_cell(intervals.get(key)))
     for dim in ("valence", "arousal"):
         if metrics.get(dim):
             for key in ("rmse", "mae", "pcc", "ccc", "sagr"):
-                bounds = metrics[dim].get("intervals", {}).get(key)
                 table.add_row(f"{dim} {key}", f"{metrics[dim][key]:.4f}",
-                              *([f"{bounds[0]:.3f} to {bounds[1]:.3f}" if bounds else ""] if shown_intervals else []))
+                              *interval_cell(metrics[dim].get("intervals", {}).get(key)))
     return table
