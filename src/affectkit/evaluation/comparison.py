@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from affectkit.config import CLASS_NAMES
@@ -86,6 +87,18 @@ def _choice_sentence(table: pd.DataFrame, chosen: str | None) -> str:
             "use; the test faces, scored once after training, played no part in the choice"
             + (f" ({', '.join(unscored)}: fit on the validation faces, so they cannot judge it)" if unscored else "")
             + ". ")
+
+
+def predictions_table(ids: np.ndarray, labels: np.ndarray, groups: np.ndarray | None,
+                      predicted: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One line per face: its id, its class (blank where it has none), its person (where known) and each model's
+    class for it (``predicted``: class ids by model name); what ``test_predictions.csv`` holds."""
+    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
+    table = {"id": ids, "expression": names[labels]}
+    if groups is not None:
+        table["person"] = groups
+    table.update({model: names[classes] for model, classes in predicted.items()})
+    return pd.DataFrame(table)
 
 
 def markdown_table(df: pd.DataFrame) -> str:

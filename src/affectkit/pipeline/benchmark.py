@@ -32,7 +32,13 @@ from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResult, BaselineTask, hog_svm, linear_probe
 from affectkit.evaluation.calibration import calibrate
-from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, table_number
+from affectkit.evaluation.comparison import (
+    comparison_lines,
+    interval_cells,
+    markdown_table,
+    predictions_table,
+    table_number,
+)
 from affectkit.evaluation.ensemble import fit_late_fusion
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, predict_split
 from affectkit.evaluation.metrics import compute_metrics, expression_score, prior_collapse
@@ -355,12 +361,8 @@ def predictions_per_face(rows: list[dict], data: PreparedData) -> pd.DataFrame |
     labels = data.expression[test]
     if not data.trains_expression or not (labels != NO_EXPRESSION).any():
         return None
-    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
-    table = {"id": data.splits["id"].astype(str).to_numpy()[test], "expression": names[labels]}
-    if (groups := face_groups(data, test)) is not None:
-        table["person"] = groups
-    table.update({row["model"]: names[np.asarray(row[TEST_PROBS]).argmax(axis=1)] for row in rows})
-    return pd.DataFrame(table)
+    return predictions_table(data.splits["id"].astype(str).to_numpy()[test], labels, face_groups(data, test),
+                             {row["model"]: np.asarray(row[TEST_PROBS]).argmax(axis=1) for row in rows})
 
 
 def _has_intervals(table: pd.DataFrame) -> bool:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table
+from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.data.datamodule import PreparedData
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import PairedComparison, paired_comparison
@@ -90,17 +90,6 @@ def _align(scored: list[_Scored], split: str) -> None:
         other.ids, other.predicted = first.ids, predicted
 
 
-def _faces(scored: list[_Scored]) -> pd.DataFrame:
-    """One line per face: id, class, person (where known), each model's class."""
-    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
-    first = scored[0]
-    table = {"id": first.ids, "expression": names[first.labels]}
-    if first.groups is not None:
-        table["person"] = first.groups
-    table.update({s.name: names[s.predicted] for s in scored})
-    return pd.DataFrame(table)
-
-
 def _unique_names(scored: list[_Scored], files: list[Path]) -> None:
     """Two models of one architecture (or a model and a predictions file) share a name: each is named by its file
     (``files``: each one's weights or predictions file) instead."""
@@ -127,8 +116,8 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         _align(scored, split)
         scored += [_score_predictions(csv, scored[0]) for csv in predictions]
         _unique_names(scored, [model_paths(m)[0] for m in models] + predictions)
-        faces = _faces(scored)
         first = scored[0]
+        faces = predictions_table(first.ids, first.labels, first.groups, {s.name: s.predicted for s in scored})
         rows = []
         for s in scored:
             e, intervals = s.metrics["expression"], s.metrics["expression"]["intervals"]
