@@ -96,7 +96,7 @@ def run_cross_validation(data: Path, out: Path, folds: int, config: Config | Non
                                                 "(bars: one standard deviation)")
         tested = [int((table["split"] == "test").sum()) for table in tables]
         if pooled is not None:
-            paths["predictions"] = out / "test_predictions.csv"
+            paths["predictions"] = top.test_predictions
             pooled.to_csv(paths["predictions"], index=False)
         paths["markdown"].write_text(_markdown(summary, index, data, tested, notes, pooled))
         return BenchmarkResult(summary, paths, notes)

@@ -216,7 +216,8 @@ def create_app(
     faces with that share of the box on each side instead of the framing measured on the model's training faces.
     ``allowed_origins``: web pages of these origins (``http://localhost:3000``, or ``*``) may call the HTTP routes
     from a browser (CORS) and open the stream; without it only the server's own page can."""
-    check_origins(allowed_origins or [])
+    allowed_origins = allowed_origins or []
+    check_origins(allowed_origins)
     _check_limits({"max_upload_bytes (--max-upload-mb)": max_upload_bytes, "max_pixels": max_pixels,
                    "max_video_bytes (--max-video-mb)": max_video_bytes, "max_video_frames": max_video_frames,
                    "max_files": max_files})
@@ -421,7 +422,7 @@ def create_app(
         with ``smooth`` in (0, 1], smoothed over them; or ``{"frame": n, "error": "..."}`` for a frame that cannot
         be used. The key goes in the X-API-Key header, or in ``api_key`` where the client cannot set headers (a
         browser)."""
-        if not _origin_may_connect(websocket.headers, allowed_origins or []):
+        if not _origin_may_connect(websocket.headers, allowed_origins):
             # Browsers let any page open a WebSocket and read its answers (CORS does not cover it), so a page of
             # another origin is refused at the handshake, as the HTTP routes refuse its reads.
             await websocket.close(POLICY_VIOLATION, "this page's origin may not use the stream: serve with "
