@@ -96,15 +96,15 @@ def expression_fields(class_names: Sequence[str], probabilities: np.ndarray) -> 
             "expression": class_names[best], "expression_id": best, "confidence": float(probabilities[best])}
 
 
-def model_metadata(model_path: str | Path) -> dict[str, Any]:
+def model_metadata(model_path: str | Path, onnx: OnnxBackend | None = None) -> dict[str, Any]:
     """A model's description: its ``.json``, or, for an ONNX export without one beside it, the copy the export
-    carries (so that the ``.onnx`` file alone can be deployed)."""
+    carries (so that the ``.onnx`` file alone can be deployed; ``onnx``: the export, where it is loaded already)."""
     _, meta_path, onnx_path = model_files(model_path)
     if Path(model_path).suffix != ".onnx" or meta_path.is_file():
         return read_metadata(meta_path)
     if not onnx_path.is_file():
         raise AffectkitError(f"{onnx_path} does not exist.")
-    carried = OnnxBackend(onnx_path).metadata.get(MODEL_DESCRIPTION_KEY)
+    carried = (onnx or OnnxBackend(onnx_path)).metadata.get(MODEL_DESCRIPTION_KEY)
     if carried is None:
         raise AffectkitError(f"{onnx_path} has no {meta_path.name} beside it and carries no model description (it "
                              f"was exported before affectkit put one in): put {meta_path.name} beside it, or export "
@@ -143,7 +143,8 @@ def load_backend(
     if backend == "onnx" or explicit_onnx:
         if not onnx_path.is_file():
             raise AffectkitError(f"{onnx_path} does not exist; create it with `affectkit export {weights}`.")
-        return model_metadata(model_path), OnnxBackend(onnx_path)
+        onnx = OnnxBackend(onnx_path)
+        return model_metadata(model_path, onnx), onnx
     if backend == "auto" and device == "cpu" and onnx_path.is_file():  # onnxruntime runs here on the CPU only
         onnx = _onnx_backend_if_current(onnx_path, weights)
         if onnx is not None:
