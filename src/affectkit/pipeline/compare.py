@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from affectkit.config import CLASS_NAMES
+from affectkit.data.datamodule import PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
-from affectkit.data.datamodule import PreparedData
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import PairedComparison, paired_comparison
 from affectkit.models.io import load_model, model_paths
