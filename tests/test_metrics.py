@@ -508,3 +508,33 @@ def test_ccc_intervals_resample_the_ccc_the_metrics_report(monkeypatch):
     monkeypatch.setattr(significance, "_weights", lambda codes, resamples, seed: iter([np.ones((1, len(codes)))]))
     once = significance.ccc_interval(predicted, truth, resamples=1)
     assert once == pytest.approx((reported, reported), abs=1e-6)
+
+
+def test_paired_ccc_comparison_tells_the_better_valence_arousal_model_only_where_the_faces_can():
+    from affectkit.evaluation import significance
+
+    rng = np.random.default_rng(5)
+    people = np.arange(200) // 20
+    truth = np.clip(rng.uniform(-0.6, 0.6, (10, 2))[people] + rng.normal(0, 0.2, (200, 2)), -1, 1)
+    good = 0.8 * truth + rng.normal(0, 0.1, (200, 2))
+    poor = 0.3 * truth + rng.normal(0, 0.3, (200, 2))
+    truth[::7, 1] = np.nan  # arousal not annotated on some faces: each dimension is scored on its own faces
+    ours = significance.paired_ccc_comparison(truth, good, poor)
+    both = np.stack([good, poor])
+    cccs = [compute_metrics(np.full((200, NUM_CLASSES), 1 / NUM_CLASSES), np.full(200, NO_EXPRESSION), model, truth)
+            for model in both]
+    reported = [np.mean([m["valence"]["ccc"], m["arousal"]["ccc"]]) for m in cccs]
+    assert ours.difference == pytest.approx(reported[0] - reported[1], abs=1e-6)
+    assert 0 < ours.low < ours.difference < ours.high and ours.verdict() == "better" and not ours.grouped
+    assert significance.paired_ccc_comparison(truth, poor, good).verdict() == "worse"
+    same = significance.paired_ccc_comparison(truth, good, good + rng.normal(0, 0.01, (200, 2)))
+    assert same.low < 0 < same.high and same.verdict() == "not told apart"
+    by_person = significance.paired_ccc_comparison(truth, good, poor, groups=people)
+    assert by_person.grouped and by_person.high - by_person.low > ours.high - ours.low
+    # A dimension annotated on fewer than 3 faces is not scored; with neither, there is nothing to compare.
+    valence_only = truth.copy()
+    valence_only[:, 1] = np.nan
+    alone = significance.paired_ccc_comparison(valence_only, good, poor)
+    assert alone.difference == pytest.approx(cccs[0]["valence"]["ccc"] - cccs[1]["valence"]["ccc"], abs=1e-6)
+    with pytest.raises(ValueError, match="fewer than 3 faces"):
+        significance.paired_ccc_comparison(np.full((5, 2), np.nan), good[:5], poor[:5])

@@ -41,9 +41,10 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     table = pd.read_csv(run_dir / "model_comparison_results.csv")
     assert list(table["model"]) == ["CustomCNN", "EfficientNetB0", "Ensemble", "Stacking"]
     assert list(table.columns) == COLUMNS
-    # Every score is there, but the stacking's validation accuracy: it is fit on the validation faces.
-    assert not table.drop(columns="val_accuracy").isna().any().any()
-    assert table["val_accuracy"].isna().tolist() == [False, False, False, True]
+    # Every score is there, but the stacking's validation scores: it is fit on the validation faces.
+    assert not table.drop(columns=["val_accuracy", "val_va_ccc"]).isna().any().any()
+    for column in ("val_accuracy", "val_va_ccc"):
+        assert table[column].isna().tolist() == [False, False, False, True]
     assert (table["params_millions"] > 0).all() and (table["inference_ms_per_image"] > 0).all()
     assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
     report = (run_dir / "report.md").read_text()
@@ -131,6 +132,21 @@ def test_a_run_on_faces_partly_without_a_class_reports_them(partial_manifest, tm
     assert metrics["n"] == len(test) and metrics["expression"]["n"] == (test["expression"] != -1).sum() < len(test)
     assert metrics["valence"]["n"] == len(test)
     assert "Faces with valence/arousal only (no class): 32." in (tmp_path / "report.md").read_text()
+
+
+def test_a_valence_arousal_run_chooses_its_model_by_validation_ccc(partial_manifest, tmp_path):
+    manifest = pd.read_csv(partial_manifest).assign(expression="")
+    manifest.to_csv(tmp_path / "va.csv", index=False)
+    config = Config(img_size=32, batch_size=16, epochs=1, fine_tune_epochs=0, num_workers=0, seed=0)
+    run_pipeline(tmp_path / "va.csv", tmp_path / "run", ["custom_cnn", "mini_xception"], config, quiet=True)
+    table = pd.read_csv(tmp_path / "run" / "model_comparison_results.csv")
+    assert table["val_accuracy"].isna().all() and table["val_va_ccc"].isna().tolist() == [False, False, False, True]
+    chosen = table.loc[table["val_va_ccc"].idxmax(), "model"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"Chosen on the validation faces: **{chosen}** (validation CCC {table['val_va_ccc'].max():.4f}" in report
+    section = report.split(f"## {chosen} against each model, face by face", 1)[1].split("\n## ", 1)[0]
+    assert "| against | CCC difference | 95% interval | the chosen model is |" in section
+    assert all(f"| {other} |" in section for other in table["model"] if other != chosen)
 
 
 def _cli(*args):

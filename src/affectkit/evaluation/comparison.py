@@ -10,7 +10,7 @@ import pandas as pd
 
 from affectkit.config import CLASS_NAMES
 from affectkit.evaluation.metrics import expression_score, prior_collapse
-from affectkit.evaluation.significance import CONFIDENCE, PairedComparison
+from affectkit.evaluation.significance import CONFIDENCE, PairedCCC, PairedComparison
 from affectkit.runs import RunFolder
 
 COLUMNS = [
@@ -18,14 +18,17 @@ COLUMNS = [
     "valence_rmse", "valence_mae", "valence_pcc", "valence_ccc", "valence_sagr",
     "arousal_rmse", "arousal_mae", "arousal_pcc", "arousal_ccc", "arousal_sagr",
     "params_millions", "train_time_s", "inference_ms_per_image", "accuracy_low", "accuracy_high", "val_accuracy",
+    "val_va_ccc",
 ]
 
 
 def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, inference_ms: float,
-                   backbone: str, initial_weights: str, val_accuracy: float = float("nan")) -> dict:
+                   backbone: str, initial_weights: str, val_accuracy: float = float("nan"),
+                   val_va_ccc: float = float("nan")) -> dict:
     """One row of the comparison; ``backbone`` is the architecture that actually ran and ``initial_weights`` where
     its training started from (``imagenet``, ``random``, ``scratch``, ``file``, ...); ``val_accuracy``: its accuracy
-    on the validation faces, by which a model is chosen (NaN for one fit on them)."""
+    on the validation faces, by which a model is chosen (NaN for one fit on them); ``val_va_ccc``: its mean valence
+    and arousal CCC there, by which one is chosen where no face has a class."""
     row = {"model": model, "backbone": backbone, "initial_weights": initial_weights,
            **{k: expression_score(metrics, k) for k in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1",
                                                         "balanced_accuracy", "ece")}}
@@ -35,7 +38,7 @@ def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, 
     row.update(params_millions=round(params / 1e6, 3), train_time_s=round(train_time_s, 1),
                inference_ms_per_image=round(inference_ms, 3))
     low, high = ((metrics["expression"] or {}).get("intervals") or {}).get("accuracy", (float("nan"),) * 2)
-    row.update(accuracy_low=low, accuracy_high=high, val_accuracy=val_accuracy)
+    row.update(accuracy_low=low, accuracy_high=high, val_accuracy=val_accuracy, val_va_ccc=val_va_ccc)
     return row
 
 
@@ -76,14 +79,19 @@ def interval_cells(shown: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def _choice_sentence(table: pd.DataFrame, chosen: str | None) -> str:
-    """Which model to use, chosen on the validation faces alone (a run's test faces only score), where one was."""
+VALIDATION_SCORES = {"val_accuracy": "validation accuracy {:.4f}",
+                     "val_va_ccc": "validation CCC {:.4f}, the mean of valence's and arousal's"}
+
+
+def _choice_sentence(table: pd.DataFrame, chosen: str | None, by: str = "val_accuracy") -> str:
+    """Which model to use, chosen on the validation faces alone (a run's test faces only score), where one was;
+    ``by``: the column it was chosen by."""
     if chosen is None:
         return ("No model has a validation score to choose by; each test score below was computed once, after "
                 "training. ")
-    val = table.set_index("model")["val_accuracy"]
+    val = table.set_index("model")[by]
     unscored = [model for model, score in val.items() if pd.isna(score)]
-    return (f"Chosen on the validation faces: **{chosen}** (validation accuracy {val[chosen]:.4f}), the model to "
+    return (f"Chosen on the validation faces: **{chosen}** ({VALIDATION_SCORES[by].format(val[chosen])}), the model to "
             "use; the test faces, scored once after training, played no part in the choice"
             + (f" ({', '.join(unscored)}: fit on the validation faces, so they cannot judge it)" if unscored else "")
             + ". ")
@@ -137,6 +145,29 @@ def comparison_lines(comparisons: list[tuple[str, PairedComparison]], first: str
     ]
 
 
+def ccc_comparison_lines(comparisons: list[tuple[str, PairedCCC]], first: str, faces: str) -> list[str]:
+    """The markdown section that says, for each of ``comparisons``, whether ``first``'s mean valence and arousal CCC
+    is above the other's, given how few test faces there are."""
+    if not comparisons:
+        return []
+    grouped = comparisons[0][1].grouped
+    level = f"{CONFIDENCE:.0%}"
+    table = pd.DataFrame([{
+        "against": model, "CCC difference": f"{c.difference:+.4f}",
+        f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", "the chosen model is": c.verdict()} for model, c in comparisons])
+    return [
+        f"## {first} against each model, face by face",
+        "",
+        f"{first} against every other model on the same {faces} (paired): its CCC (the mean of valence's and "
+        f"arousal's) minus the other's, with a {level} bootstrap interval (the faces"
+        f"{' of each person drawn' if grouped else ''} resampled together for both), which gives the verdict: "
+        "\"not told apart\" where it holds 0, as these faces cannot say which is better.",
+        "",
+        markdown_table(table),
+        "",
+    ]
+
+
 def _classes_line(summary: dict) -> str:
     unclassed = summary.get("valence_arousal_only")
     if not any(summary["class_counts"].values()):
@@ -149,15 +180,17 @@ def _classes_line(summary: dict) -> str:
 
 def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
                  transfer: list[dict] | None = None, chosen: str | None = None,
-                 comparisons: list[tuple[str, PairedComparison]] | None = None) -> Path:
+                 comparisons: list[tuple[str, PairedComparison | PairedCCC]] | None = None) -> Path:
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
     against random-start controls (see :func:`affectkit.pipeline.run_pipeline`); ``chosen``: the row chosen on
-    the validation faces, set against the others on the test faces in ``comparisons``."""
+    the validation faces, set against the others on the test faces in ``comparisons`` (by accuracy, or by
+    valence and arousal CCC where no face has a class)."""
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    main = interval_cells(table[["model", "backbone", "initial_weights", "val_accuracy", "accuracy", "top2_accuracy",
+    scored = table["accuracy"].notna().any()  # not where no test face has a class
+    by = "val_accuracy" if scored else "val_va_ccc"
+    main = interval_cells(table[["model", "backbone", "initial_weights", by, "accuracy", "top2_accuracy",
                                  "macro_f1", "valence_ccc", "arousal_ccc", "valence_rmse", "arousal_rmse",
                                  "params_millions", "train_time_s", "inference_ms_per_image"]], table)
-    scored = table["accuracy"].notna().any()  # not where no test face has a class
     classed = any(summary["class_counts"].values())
     rejected = ", ".join(f"{k}: {v}" for k, v in summary["rejected_by_reason"].items()) or "none"
     lines = [
@@ -178,13 +211,15 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         "",
         (_choice_sentence(table, chosen) + f"In brackets, each accuracy's {CONFIDENCE:.0%} bootstrap interval over "
          "the test faces: models whose intervals overlap much may not differ on faces like these. " if scored
-         else "No test face has an expression class. "
-         if classed else "The models predict valence and arousal only: no face has an expression class. ")
+         else ("No test face has an expression class. " if classed
+               else "The models predict valence and arousal only: no face has an expression class. ")
+         + _choice_sentence(table, chosen, by))
         + f"Full numbers: `{run.comparison_table.name}`.",
         "",
         f"![model comparison]({run.comparison_plot.name})",
         "",
-        *(comparison_lines(comparisons, chosen, "test faces", first_label="the chosen model", others="model")
+        *((comparison_lines(comparisons, chosen, "test faces", first_label="the chosen model", others="model")
+           if scored else ccc_comparison_lines(comparisons, chosen, "test faces"))
           if chosen and comparisons else []),
     ]
     for name in models:

@@ -110,30 +110,6 @@ def score_intervals(labels: ArrayLike, predicted: ArrayLike, groups: ArrayLike |
     return {score: _interval(_score(confusions, score), confidence) for score in SCORES}
 
 
-def ccc_interval(predicted: ArrayLike, truth: ArrayLike, groups: ArrayLike | None = None,
-                 confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
-                 seed: int = 0) -> tuple[float, float] | None:
-    """The ``confidence`` percentile bootstrap interval of the concordance correlation (CCC) of one valence/arousal
-    dimension over the faces annotated in it (``truth`` finite), resampled by ``groups`` as
-    :func:`score_intervals` does; None with fewer than 3 such faces. The moments are torchmetrics' (n - 1)."""
-    predicted, truth = np.asarray(predicted, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    keep = np.isfinite(truth)
-    if keep.sum() < 3:
-        return None
-    x, y = predicted[keep], truth[keep]
-    sums = _resampled(np.stack([x, y, x * x, y * y, x * y, np.ones_like(x)], axis=1), _codes(groups, keep),
-                      resamples, seed)
-    sx, sy, sxx, syy, sxy, n = sums.T
-    mean_x, mean_y = sx / n, sy / n
-    denominator = np.maximum(n - 1, 1)
-    var_x, var_y = (sxx - n * mean_x**2) / denominator, (syy - n * mean_y**2) / denominator
-    cov = (sxy - n * mean_x * mean_y) / denominator
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ccc = 2 * cov / (var_x + var_y + (mean_x - mean_y) ** 2)
-    # A resample of one person's constant predictions has no concordance: 0, as the metrics count it.
-    return _interval(np.nan_to_num(ccc, nan=0.0), confidence)
-
-
 @dataclass(frozen=True)
 class PairedComparison:
     """Two models on the same test faces: ``difference`` = first's accuracy - second's, with its bootstrap interval;
@@ -177,4 +153,82 @@ def paired_comparison(labels: ArrayLike, first: ArrayLike, second: ArrayLike, gr
     return PairedComparison(len(labels), float(gain.mean()), low, high, only_first, only_second, p_value, grouped)
 
 
-__all__ = ["CONFIDENCE", "PairedComparison", "ccc_interval", "paired_comparison", "score_intervals"]
+def _resampled_ccc(sums: np.ndarray) -> np.ndarray:
+    """The CCC of each resample from its moment sums (..., 6): x, y, x², y², xy and the count; 0 where a resample
+    has no concordance (one person's constant predictions), as the metrics count it. The moments are torchmetrics'
+    (n - 1)."""
+    sx, sy, sxx, syy, sxy, n = np.moveaxis(sums, -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_x, mean_y = sx / n, sy / n
+        denominator = np.maximum(n - 1, 1)
+        var_x, var_y = (sxx - n * mean_x**2) / denominator, (syy - n * mean_y**2) / denominator
+        cov = (sxy - n * mean_x * mean_y) / denominator
+        ccc = 2 * cov / (var_x + var_y + (mean_x - mean_y) ** 2)
+    return np.nan_to_num(ccc, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _moments(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(N, 6) per face: x, y, x², y², xy and 1, all 0 for a face not annotated (``truth`` NaN)."""
+    keep = np.isfinite(truth)
+    x, y = np.where(keep, predicted, 0.0), np.where(keep, truth, 0.0)
+    return np.stack([x, y, x * x, y * y, x * y, keep.astype(np.float64)], axis=1)
+
+
+def ccc_interval(predicted: ArrayLike, truth: ArrayLike, groups: ArrayLike | None = None,
+                 confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """The ``confidence`` percentile bootstrap interval of the concordance correlation (CCC) of one valence/arousal
+    dimension over the faces annotated in it (``truth`` finite), resampled by ``groups`` as
+    :func:`score_intervals` does; None with fewer than 3 such faces."""
+    predicted, truth = np.asarray(predicted, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    keep = np.isfinite(truth)
+    if keep.sum() < 3:
+        return None
+    sums = _resampled(_moments(predicted[keep], truth[keep]), _codes(groups, keep), resamples, seed)
+    return _interval(_resampled_ccc(sums), confidence)
+
+
+@dataclass(frozen=True)
+class PairedCCC:
+    """Two valence/arousal models on the same test faces: ``difference`` = first's mean CCC (valence and arousal,
+    each over the faces annotated in it) - second's, with its bootstrap interval."""
+
+    faces: int
+    difference: float
+    low: float
+    high: float
+    grouped: bool = False  # resampled by person
+
+    def verdict(self) -> str:
+        """The first model in words: better or worse where the interval leaves out 0, else not told apart."""
+        if self.low <= 0 <= self.high:
+            return "not told apart"
+        return "better" if self.difference > 0 else "worse"
+
+
+def paired_ccc_comparison(truth: ArrayLike, first: ArrayLike, second: ArrayLike, groups: ArrayLike | None = None,
+                          confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0) -> PairedCCC:
+    """``first`` against ``second`` ((N, 2) valence and arousal of the same faces, in the same order; ``truth`` NaN
+    where not annotated) by their mean CCC, the faces (or their ``groups``) resampled together for both."""
+    truth, first, second = (np.asarray(a, dtype=np.float64).reshape(-1, 2) for a in (truth, first, second))
+    keep = np.isfinite(truth).any(axis=1)
+    annotated = np.isfinite(truth).sum(axis=0) >= 3  # the dimensions with faces enough to score
+    if not annotated.any():
+        raise ValueError("fewer than 3 faces with valence or arousal to compare the models on")
+    truth, first, second = truth[keep], first[keep], second[keep]
+    columns = [_moments(model[:, d], truth[:, d]) for model in (first, second) for d in range(2)]
+    values = np.stack(columns, axis=1)  # (faces, model x dimension, 6)
+    codes = _codes(groups, keep)
+
+    def mean_ccc_gain(sums: np.ndarray) -> np.ndarray:
+        ccc = _resampled_ccc(sums).reshape(*sums.shape[:-2], 2, 2)[..., annotated]  # (..., model, dimension)
+        return ccc[..., 0, :].mean(axis=-1) - ccc[..., 1, :].mean(axis=-1)
+
+    difference = float(mean_ccc_gain(values.sum(axis=0)))
+    low, high = _interval(mean_ccc_gain(_resampled(values, codes, resamples, seed)), confidence)
+    grouped = groups is not None and int(codes.max()) + 1 < len(truth)
+    return PairedCCC(len(truth), difference, low, high, grouped)
+
+
+__all__ = ["CONFIDENCE", "PairedCCC", "PairedComparison", "ccc_interval", "paired_ccc_comparison",
+           "paired_comparison", "score_intervals"]

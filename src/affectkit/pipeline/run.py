@@ -4,6 +4,7 @@ and the evaluation of a saved model on a data set."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,21 @@ from affectkit.evaluation.evaluator import (
     score,
     write_model_report,
 )
-from affectkit.evaluation.metrics import expression_score, prior_collapse, unlearnt_classes, unlearnt_note
-from affectkit.evaluation.significance import CONFIDENCE, PairedComparison, paired_comparison
+from affectkit.evaluation.metrics import (
+    VA_DIMENSIONS,
+    compute_metrics,
+    expression_score,
+    prior_collapse,
+    unlearnt_classes,
+    unlearnt_note,
+)
+from affectkit.evaluation.significance import (
+    CONFIDENCE,
+    PairedCCC,
+    PairedComparison,
+    paired_ccc_comparison,
+    paired_comparison,
+)
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import resolve_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
@@ -160,7 +174,8 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls = [], [], [], [], []
         val, test = prepared.positions("val"), prepared.positions("test")
-        test_classes = []  # each row's class for each test face, for the comparisons face by face
+        # Each row's class and valence/arousal for each test face, for the comparisons face by face.
+        test_classes, test_valence_arousal = [], []
         trained = {}  # from the run's shared start (no weights file): a model or fusion branch trains once
         for name in models:
             reporter().rule(f"[bold]{resolve_spec(name, config.use_light_models).display_name}")
@@ -172,9 +187,10 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             meta = read_metadata(result.best_path)
             rows.append(comparison_row(result.name, evaluated.metrics, result.parameters, result.train_time_s,
                                        inference_ms_per_image(evaluated.model, config.img_size), meta["backbone"],
-                                       meta.get("initial_weights", ""),
-                                       val_accuracy=_accuracy(evaluated.val, prepared.expression[val])))
+                                       meta.get("initial_weights", ""), **_validation_scores(evaluated.val,
+                                                                                              prepared, val)))
             test_classes.append(evaluated.test.probs.argmax(axis=1))
+            test_valence_arousal.append(evaluated.test.valence_arousal)
             notes.append(_model_note(result.name, meta))
             members.append(evaluated)
             names.append(result.name)
@@ -187,40 +203,55 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                                          prepared.valence_arousal[val]),
             }
             # The stacking is fit on the validation faces, so they cannot judge it: it has no validation score.
-            val_scores = {ENSEMBLE: _accuracy(ensemble.average([m.val for m in members]), prepared.expression[val]),
-                          STACKING: float("nan")}
+            val_scores = {ENSEMBLE: _validation_scores(ensemble.average([m.val for m in members]), prepared, val),
+                          STACKING: {}}
             member_rows = list(rows)
             for label, pred in combined.items():
                 rows.append(_ensemble_row(label, pred, member_rows, prepared, run, val_scores[label]))
                 names.append(label)
                 test_classes.append(pred.probs.argmax(axis=1))
+                test_valence_arousal.append(pred.valence_arousal)
         write_comparison(rows, run)
-        chosen, comparisons = _chosen_against_the_rest(rows, test_classes, prepared, test)
+        chosen, comparisons = _chosen_against_the_rest(rows, test_classes, test_valence_arousal, prepared, test)
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
                             comparisons=comparisons)
 
 
-def _accuracy(pred: Predictions, labels: np.ndarray) -> float:
-    """The share of the classed faces among ``labels`` that ``pred`` gets right; NaN where none has a class."""
+def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -> dict[str, float]:
+    """``val_accuracy``, the share of the classed validation faces ``pred`` gets right, and ``val_va_ccc``, its mean
+    valence and arousal CCC there; NaN where no face has a class or valence/arousal."""
+    labels = data.expression[val]
     classed = labels != NO_EXPRESSION
-    if not pred.predicts_expression or not classed.any():
-        return float("nan")
-    return float((pred.probs[classed].argmax(axis=1) == labels[classed]).mean())
+    accuracy = (float((pred.probs[classed].argmax(axis=1) == labels[classed]).mean())
+                if pred.predicts_expression and classed.any() else float("nan"))
+    cccs = []
+    if pred.predicts_valence_arousal:
+        metrics = compute_metrics(pred.probs, np.full(len(val), NO_EXPRESSION), pred.valence_arousal,
+                                  data.valence_arousal[val])
+        cccs = [metrics[dim]["ccc"] for dim in VA_DIMENSIONS if metrics.get(dim)]
+    return {"val_accuracy": accuracy, "val_va_ccc": float(np.mean(cccs)) if cccs else float("nan")}
 
 
-def _chosen_against_the_rest(rows: list[dict], test_classes: list[np.ndarray], data: PreparedData,
-                             test: np.ndarray) -> tuple[str | None, list[tuple[str, PairedComparison]]]:
-    """The row a user would pick, the most accurate on the validation faces, and its test answers set against each
-    other row's, face by face (:func:`paired_comparison`); none where no row has a validation score."""
-    val_scores = np.array([row["val_accuracy"] for row in rows], dtype=float)
-    labels = data.expression[test]
-    if np.isnan(val_scores).all() or not (labels != NO_EXPRESSION).any():
+def _chosen_against_the_rest(rows: list[dict], test_classes: list[np.ndarray], test_valence_arousal: list[np.ndarray],
+                             data: PreparedData, test: np.ndarray
+                             ) -> tuple[str | None, list[tuple[str, PairedComparison | PairedCCC]]]:
+    """The row a user would pick, the most accurate on the validation faces (the best by valence and arousal CCC
+    where no test face has a class), and its test answers set against each other row's, face by face
+    (:func:`paired_comparison`, :func:`paired_ccc_comparison`); none where no row has the validation score."""
+    labels, truth = data.expression[test], data.valence_arousal[test]
+    groups = face_groups(data, test)
+    if (labels != NO_EXPRESSION).any():
+        by, compare, answers = "val_accuracy", partial(paired_comparison, labels), test_classes
+    elif (np.isfinite(truth).sum(axis=0) >= 3).any():
+        by, compare, answers = "val_va_ccc", partial(paired_ccc_comparison, truth), test_valence_arousal
+    else:
+        return None, []
+    val_scores = np.array([row[by] for row in rows], dtype=float)
+    if np.isnan(val_scores).all():
         return None, []
     first = int(np.nanargmax(val_scores))
-    groups = face_groups(data, test)
-    return rows[first]["model"], [
-        (row["model"], paired_comparison(labels, test_classes[first], classes, groups))
-        for i, (row, classes) in enumerate(zip(rows, test_classes)) if i != first]
+    return rows[first]["model"], [(row["model"], compare(answers[first], other, groups))
+                                  for i, (row, other) in enumerate(zip(rows, answers)) if i != first]
 
 
 def _random_start_control(name: str, data: PreparedData, run: RunFolder, config: Config, pretrained: Evaluated,
@@ -253,7 +284,7 @@ def _model_note(name: str, meta: dict) -> str:
 
 
 def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: PreparedData, run: RunFolder,
-                  val_accuracy: float) -> dict:
+                  val_scores: dict[str, float]) -> dict:
     """Score a combination of the members on the test split; its cost is the members' sum."""
     positions = data.positions("test")
     metrics = score(pred, data, positions)
@@ -262,7 +293,7 @@ def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: 
     return comparison_row(label, metrics, int(sum(r["params_millions"] for r in member_rows) * 1e6),
                           sum(r["train_time_s"] for r in member_rows),
                           sum(r["inference_ms_per_image"] for r in member_rows),
-                          "+".join(r["backbone"] for r in member_rows), "members'", val_accuracy=val_accuracy)
+                          "+".join(r["backbone"] for r in member_rows), "members'", **val_scores)
 
 
 def evaluation_data(model_path: Path, data: Path, split: str, splits: Path | None) -> PreparedData:
