@@ -441,7 +441,7 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated sections to leave out: training, compile, "
                         "phase1, inference, cli")
     parser.add_argument("--work", type=Path, help="working folder (faces, cache, runs); faces found there are "
-                        "reused (default: a new temporary folder)")
+                        "reused (default: a temporary folder, deleted at the end)")
     parser.add_argument("--budget-s", type=float, help="start no section after this many seconds (on a leased "
                         "machine: finish, print the last line and return the files before the lease's limit)")
     parser.add_argument("--no-extras", action="store_true", help="training: no bare-PyTorch, worker-count or augment_on_device rows")
@@ -455,7 +455,14 @@ def main() -> int:
         print("No CUDA GPU on this machine: nothing measured (bench/gpu_check.sh measures on an NVIDIA GPU).")
         print(json.dumps({"gpu": None}))
         return 0
+    if args.work:
+        return measure(args, args.work)
+    with tempfile.TemporaryDirectory(prefix="affectkit-gpu-") as work:  # faces, cache and runs go when it ends
+        return measure(args, Path(work))
 
+
+def measure(args: argparse.Namespace, root: Path) -> int:
+    """Every section not skipped, with faces, cache and runs in ``root``; the results printed and in ``args.out``."""
     import affectkit
     from affectkit.config import Config
     from affectkit.data.datamodule import available_cores, loader_workers
@@ -465,7 +472,6 @@ def main() -> int:
     results = Results(args.out / "gpu_check.json" if args.out else None, args.budget_s)
     skip = set(filter(None, args.skip.split(",")))
     models = args.models.split(",")
-    root = args.work or Path(tempfile.mkdtemp(prefix="affectkit-gpu-"))
     root.mkdir(parents=True, exist_ok=True)
     os.environ["AFFECTKIT_CACHE"] = str(root / "cache")  # the CLI run reuses the pixel cache built here
     config = Config(img_size=args.img_size, seed=0, tensorboard=False)

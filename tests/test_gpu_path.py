@@ -192,14 +192,19 @@ def test_device_augmentation_trains_and_refuses_what_it_cannot_do(demo_dir, tmp_
 
 def test_gpu_check_starts_no_section_after_its_budget(tmp_path):
     import json
+    import os
 
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run-on-cpu", "--faces", "40", "--img-size", "64",
-         "--budget-s", "0.001", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+         "--budget-s", "0.001", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TMPDIR": str(temporary)})
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert all("skipped" in results[name] for name in ("training", "cli_run", "phase1", "inference", "compile"))
     assert result.stdout.strip().splitlines()[-1].startswith("GPU_CHECK {")
+    assert not list(temporary.iterdir())  # without --work, its faces and cache go when it ends
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
