@@ -174,14 +174,14 @@ def test_a_folder_gives_its_videos_and_names_the_files_it_passes_over(cli, model
     write_rgb(folder / "photo.png", face)
     write_clip(folder / "clips" / "clip.mp4", face)
     (folder / "notes.txt").write_text("not an image")
-    (folder / "IMG_0001.HEIC").write_bytes(b"an iPhone photo")
+    (folder / "IMG_0001.JXL").write_bytes(b"a JPEG XL photo")
     (folder / ".DS_Store").write_bytes(b"")
     result = invoke(cli, ["predict", model_path, folder, "--every", 4, "--out", tmp_path / "rows.csv"])
     rows = pd.read_csv(tmp_path / "rows.csv")
     assert set(rows["file"].map(lambda f: Path(f).name)) == {"photo.png", "clip.mp4"}
     assert sorted(rows.loc[rows["file"].str.endswith("clip.mp4"), "frame"]) == [0, 4]
     said = " ".join(result.output.split())
-    assert "passed over 2 file(s) of other kinds (.heic 1, .txt 1); HEIC photos (iPhones') are not read" in said
+    assert "passed over 2 file(s) of other kinds (.jxl 1, .txt 1); JXL photos are not read: convert them" in said
     # The Python API reads a folder's images (a video would need its frames): it passes the clip over.
     assert [face.source for face in Predictor(model_path, detect=False).predict(folder)] == [str(folder / "photo.png")]
 
@@ -429,6 +429,37 @@ def test_a_48_megapixel_phone_photo_is_read_from_its_file_but_refused_as_an_uplo
     assert read_image(photo).shape == (6000, 8000, 3)
     with pytest.raises(ImageError, match="48,000,000 pixels exceeds the limit"):
         decode_image(photo.read_bytes(), name="phone.jpg")
+
+
+HEIC_FACE = Path(__file__).parent / "data" / "face.heic"  # render_face(1, sample_rng(0, 3), 128, intensity=0.8),
+# saved by pillow-heif at quality 90: affectkit's own dependencies decode HEIC but write none
+
+
+def test_phone_photos_heic_and_avif_are_read_as_their_pixels_by_predict_and_the_server(model_path, tmp_path):
+    from PIL import Image
+
+    from affectkit.data.synthetic import render_face, sample_rng
+    from affectkit.inference.images import decode_image, read_image
+    from affectkit.serving.app import create_app
+    from fastapi.testclient import TestClient
+
+    rendered = render_face(1, sample_rng(0, 3), 128, intensity=0.8)[0]
+    avif = tmp_path / "face.avif"
+    Image.fromarray(rendered).save(avif, quality=90)
+    png = write_rgb(tmp_path / "face.png", rendered)
+    for photo in (HEIC_FACE, avif):
+        decoded = read_image(photo)
+        assert decoded.shape == rendered.shape and np.abs(decoded.astype(float) - rendered).mean() < 3, photo
+    predictor = Predictor(model_path, detect=False)
+    (from_png,), (from_heic,), (from_avif,) = (predictor.predict(p) for p in (png, HEIC_FACE, avif))
+    for result in (from_heic, from_avif):
+        assert max(abs(result.probabilities[c] - from_png.probabilities[c]) for c in CLASS_NAMES) < 0.05
+    client = TestClient(create_app(model_path, detect=False))
+    response = client.post("/v1/predict", files=[("files", ("IMG_0001.HEIC", HEIC_FACE.read_bytes(), "image/heic"))])
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["faces"][0]["expression"] == from_heic.expression
+    with pytest.raises(AffectkitError, match="not an image"):
+        decode_image(HEIC_FACE.read_bytes()[:40], name="cut.heic")
 
 
 def test_the_printed_table_names_every_file_whole_and_leaves_out_columns_no_row_fills(cli, model_path, face,

@@ -62,8 +62,28 @@ def folders(tmp_path_factory) -> Path:
     root = class_folder_set(tmp_path_factory.mktemp("folders") / "data", {"train": 5, "test": 2})
     (root / "train" / "happiness" / "broken.jpg").write_text("not an image")
     (root / "train" / "SAD" / "notes.txt").write_text("not a sample: no image suffix")
-    (root / "train" / "SAD" / "IMG_0001.HEIC").write_bytes(b"an iPhone photo: a format affectkit does not read")
+    (root / "train" / "SAD" / "IMG_0001.JXL").write_bytes(b"a JPEG XL photo: a format affectkit does not read")
     return root
+
+
+def test_heic_and_avif_photos_in_class_folders_train_as_their_pixels(tmp_path):
+    from PIL import Image
+
+    rendered = render_face(1, sample_rng(0, 3), 128, intensity=0.8)[0]  # the face tests/data/face.heic holds
+    shutil.copy(Path(__file__).parent / "data" / "face.heic", tmp_path / "IMG_0001.HEIC")
+    for label, name in ((1, "Happy"), (2, "Sad")):
+        for i in range(3):
+            save(tmp_path / "faces" / name / f"{i}.png", face(label, i)[0])
+    shutil.copy(tmp_path / "IMG_0001.HEIC", tmp_path / "faces" / "Happy" / "IMG_0001.HEIC")
+    Image.fromarray(rendered).save(tmp_path / "faces" / "Happy" / "IMG_0002.avif", quality=90)
+    index = read_dataset(tmp_path / "faces", progress=False)
+    assert not index.rejected and len(index.records) == 8
+    photos = [r for r in index.records if r.image_path.suffix.lower() in (".heic", ".avif")]
+    assert [r.expression for r in photos] == [1, 1]
+    cache = open_cache(build_cache(photos, 32, tmp_path / "cache", progress=False))
+    expected = cv2.resize(rendered, (32, 32), interpolation=cv2.INTER_AREA).astype(float)
+    for k in range(2):
+        assert np.abs(cache.images[k] - expected).mean() < 3
 
 
 def test_class_folders_split_as_fer2013_image_copies_name_them(tmp_path):
@@ -79,9 +99,9 @@ def test_class_folders_with_splits_and_synonyms(folders):
     index = read_dataset(folders, progress=False)
     assert index.layout == "class_folders"
     assert len(index.records) == 7 * 7 and kinds(index) == {"train/happiness/broken.jpg": "not_an_image",
-                                                            "train/SAD/IMG_0001.HEIC": "format_unsupported"}
-    (heic,) = [r for r in index.rejected if r.kind == "format_unsupported"]
-    assert heic.reason == "IMG_0001.HEIC: HEIC photos are not read; convert it to JPEG or PNG"
+                                                            "train/SAD/IMG_0001.JXL": "format_unsupported"}
+    (jxl,) = [r for r in index.rejected if r.kind == "format_unsupported"]
+    assert jxl.reason == "IMG_0001.JXL: JXL photos are not read; convert it to JPEG or PNG"
     labels = {r.id.split("/")[1]: r.expression for r in index.records}
     assert labels == FOLDERS
     assert {r.split for r in index.records if r.id.startswith("test/")} == {"test"}

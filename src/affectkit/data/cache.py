@@ -18,11 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.data.layouts.fer2013 import row_pixels
 from affectkit.data.reader import Record
 from affectkit.errors import AffectkitError
+from affectkit.imaging import HEIF_SUFFIXES, register_photo_decoders
 from affectkit.progress import reporter, silenced
 
 CACHE_VERSION = 2  # 2: enlarging resizes are bilinear
@@ -60,13 +62,26 @@ def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def decode_resized(path: str | Path, size: int) -> np.ndarray:
-    """RGB uint8 ``size x size`` from an image file; grayscale files become three equal channels."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+def decode_rgb(path: str | Path, orientation: bool = True) -> np.ndarray:
+    """RGB uint8 of an image file, turned upright by its EXIF orientation unless ``orientation`` is False; grayscale
+    files become three equal channels. OpenCV decodes; HEIC, which it cannot, goes through Pillow."""
+    if Path(path).suffix.lower() in HEIF_SUFFIXES:
+        register_photo_decoders()
+        try:
+            with Image.open(path) as image:  # libheif applies the file's own rotation as it decodes
+                return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise AffectkitError(f"{path}: image could not be decoded while building the cache ({exc}).") from None
+    flags = cv2.IMREAD_COLOR | (0 if orientation else cv2.IMREAD_IGNORE_ORIENTATION)
+    bgr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), flags)
     if bgr is None:
         raise AffectkitError(f"{path}: image could not be decoded while building the cache.")
-    return _resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_resized(path: str | Path, size: int) -> np.ndarray:
+    """RGB uint8 ``size x size`` from an image file; grayscale files become three equal channels."""
+    return _resize(decode_rgb(path), size)
 
 
 def decode_source(source: PixelSource, size: int) -> np.ndarray:
@@ -77,11 +92,8 @@ def decode_source(source: PixelSource, size: int) -> np.ndarray:
     if crop is None:
         return decode_resized(path, size)
     # Crop boxes are in the stored pixel grid (PIL's size, which ignores EXIF rotation), so cv2 must ignore it too.
-    bgr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None:
-        raise AffectkitError(f"{path}: image could not be decoded while building the cache.")
     x0, y0, x1, y1 = crop
-    return _resize(cv2.cvtColor(bgr[y0:y1, x0:x1], cv2.COLOR_BGR2RGB), size)
+    return _resize(decode_rgb(path, orientation=False)[y0:y1, x0:x1], size)
 
 
 def decode_record(record: Record, size: int) -> np.ndarray:

@@ -21,12 +21,14 @@ from PIL import Image, UnidentifiedImageError
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.errors import AffectkitError
+from affectkit.imaging import HEIF_SUFFIXES, register_photo_decoders
 from affectkit.progress import reporter
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
-# Photo formats found in people's folders that affectkit does not decode (OpenCV, which builds the training cache,
-# reads none of them): a data set's files of these kinds are quarantined by name, not passed over.
-UNREAD_PHOTO_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".nef", ".arw")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm",
+                  ".avif", *HEIF_SUFFIXES)
+# Photo formats found in people's folders that affectkit does not decode (neither Pillow nor OpenCV reads them):
+# a data set's files of these kinds are quarantined by name, not passed over.
+UNREAD_PHOTO_SUFFIXES = (".jxl", ".dng", ".cr2", ".nef", ".arw")
 # AffectNet codes beyond the 8 expressions; they are dropped, counted by kind.
 AFFECTNET_NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no_face"}
 VA_NOT_ANNOTATED = -2.0
@@ -256,6 +258,7 @@ def inspect_image(path: Path) -> ImageInfo:
     data = path.read_bytes()
     if not data:
         raise Reject("image_empty", f"image file {path.name} is empty (0 bytes)")
+    register_photo_decoders()
     try:
         with warnings.catch_warnings():  # Pillow warns from half its bomb limit on; a big photo of faces is no bomb
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -388,7 +391,7 @@ def natural_name_key(name: str) -> list[int | str]:
 
 def is_image_name(name: str) -> bool:
     """Whether a file of this name is a data set's image: one affectkit reads, or one it quarantines as a photo format
-    it does not (HEIC...); hidden files are not."""
+    it does not (JPEG XL, camera raw); hidden files are not."""
     return name.lower().endswith(IMAGE_SUFFIXES + UNREAD_PHOTO_SUFFIXES) and not name.startswith(".")
 
 

@@ -15,9 +15,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from affectkit.errors import AffectkitError
+from affectkit.imaging import register_photo_decoders
 
-# Formats whose decoders are pure Pillow code; EPS/PDF-like formats would hand the bytes to external programs.
-ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
+# Formats Pillow decodes in-process (its own code, or a library linked in: libwebp, libavif, libheif); EPS/PDF-like
+# formats would hand the bytes to external programs.
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM", "AVIF", "HEIF")
 UPLOAD_MAX_PIXELS = 40_000_000  # the server decodes what strangers send
 # A file's limit: one's own photos, up to a 108-MP phone's, within Pillow's own bomb limit (2 x its MAX_IMAGE_PIXELS).
 FILE_MAX_PIXELS = 150_000_000
@@ -41,6 +43,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = UPLOAD_MAX_
     """
     if not data:
         raise ImageError("empty", name, "the file is empty.")
+    register_photo_decoders()
     try:
         with warnings.catch_warnings():  # Pillow warns from half its limit on; the explicit check below decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from affectkit.data.records import IMAGE_SUFFIXES
+from affectkit.data.records import IMAGE_SUFFIXES, UNREAD_PHOTO_SUFFIXES
 from affectkit.errors import AffectkitError, KindedError
 from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.images import ImageError, read_image
@@ -81,8 +81,8 @@ def _url(path: Path) -> str | None:
 
 
 def _hint(passed_over: Counter) -> str:
-    if passed_over.keys() & {".heic", ".heif"}:
-        return "; HEIC photos (iPhones') are not read: convert them to JPEG"
+    if unread := sorted(passed_over.keys() & set(UNREAD_PHOTO_SUFFIXES)):
+        return f"; {', '.join(suffix[1:].upper() for suffix in unread)} photos are not read: convert them to JPEG"
     if passed_over.keys() & set(VIDEO_SUFFIXES):
         return "; videos are read by `affectkit predict`, frame by frame"
     return ""
