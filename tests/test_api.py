@@ -90,7 +90,9 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     assert 0 <= examples_run["metrics"]["expression"]["accuracy"] <= 1
     result = examples_run["result"]
     assert (examples_run["root"] / result.report).is_file()
-    assert list(result.comparison["model"]) == ["CustomCNN"]
+    assert list(result.comparison["model"]) == ["CustomCNN", "MiniXception", "Ensemble", "Stacking"]
+    assert list(result.models) == ["CustomCNN", "MiniXception", "Ensemble"]
+    assert all((examples_run["root"] / path).is_file() for path in result.models.values())
 
 
 def test_predict_takes_every_input_form_and_refuses_others_in_one_sentence(examples_run):

@@ -88,6 +88,48 @@ def test_evaluate_reproduces_the_run(run_dir, demo_dir):
     assert (run_dir / "eval" / "CustomCNN_confusion_matrix.png").is_file()
 
 
+def test_the_runs_ensemble_is_a_saved_model_averaging_its_members(run_dir, demo_dir, tmp_path):
+    """The Ensemble row is one saved model (the report may choose it): the mean of the members' calibrated
+    probabilities and of their valence/arousal; evaluate reproduces its row, and predict, export and serve take it."""
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.evaluation.evaluator import predict_split
+    from affectkit.inference.export import export_onnx
+    from affectkit.inference.predictor import Predictor
+    from affectkit.models.io import config_from_metadata, load_model
+
+    ensemble_path = run_dir / "best_Ensemble.safetensors"
+    model, meta = load_model(ensemble_path)
+    assert meta["model"] == "ensemble:custom_cnn+efficientnet_b0" and meta["display_name"] == "Ensemble"
+    assert meta["ensemble"]["members"] == ["CustomCNN", "EfficientNetB0"] and "output_profile" in meta
+    data = prepare_data(demo_dir, config_from_metadata(meta), splits_path=run_dir / "splits.csv", progress=False)
+    test = data.positions("test")
+    members = [load_model(run_dir / f"best_{name}.safetensors") for name in meta["ensemble"]["members"]]
+    outputs = [predict_split(member, data, test, progress=False, temperature=member_meta["temperature"])
+               for member, member_meta in members]
+    averaged = np.mean([output.probs for output in outputs], axis=0)
+    members_va = np.mean([output.valence_arousal for output in outputs], axis=0)
+    own = predict_split(model, data, test, progress=False)
+    np.testing.assert_allclose(own.probs, averaged, atol=1e-5)
+    np.testing.assert_allclose(own.valence_arousal, members_va, atol=1e-5)
+    recorded = json.loads((run_dir / "Ensemble_metrics.json").read_text())
+    again = evaluate_saved(ensemble_path, demo_dir, "test", None, tmp_path / "eval", quiet=True)
+    assert again["expression"]["accuracy"] == recorded["expression"]["accuracy"]
+    row = pd.read_csv(run_dir / "model_comparison_results.csv").set_index("model").loc["Ensemble"]
+    assert row["accuracy"] == pytest.approx(recorded["expression"]["accuracy"], abs=1e-4)
+    onnx_path = export_onnx(ensemble_path, tmp_path / "ensemble.onnx")
+    face = (data.images[test[0]]).copy()
+    by_torch = Predictor(ensemble_path, backend="torch", detect=False).predict(face)[0]
+    by_onnx = Predictor(onnx_path, detect=False).predict(face)[0]
+    assert by_onnx.expression == by_torch.expression
+    assert by_onnx.valence == pytest.approx(by_torch.valence, abs=1e-4)
+
+
+def test_an_ensemble_is_not_a_model_to_train(demo_dir, tmp_path):
+    with pytest.raises(AffectkitError, match="averaging ensemble `affectkit run` saves.*--models custom_cnn,resnet50"):
+        train_one("ensemble:custom_cnn+resnet50", demo_dir, tmp_path, Config(img_size=32), quiet=True)
+    assert not (tmp_path / "splits.csv").exists()  # refused before the data were read
+
+
 def test_evaluate_on_all_records_counts_those_the_model_was_trained_on(run_dir, demo_dir, tmp_path):
     metrics = evaluate_saved(run_dir / "best_CustomCNN.safetensors", demo_dir, "all", None, run_dir / "ext", quiet=True)
     splits = pd.read_csv(run_dir / "splits.csv")

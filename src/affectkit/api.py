@@ -95,7 +95,7 @@ class RunResult:
 
     report: Path
     comparison: pd.DataFrame  # model_comparison_results.csv: one row per model, then the ensembles
-    models: dict[str, Path]  # display name -> best_<Model>.safetensors
+    models: dict[str, Path]  # display name -> best_<Model>.safetensors, the saved averaging ensemble's too
 
 
 def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = DEFAULT_MODELS,
@@ -108,7 +108,7 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
     """
     import pandas as pd
 
-    from affectkit.models.factory import resolve_spec
+    from affectkit.models.factory import ENSEMBLE_NAME, resolve_spec
     from affectkit.pipeline import run_pipeline
     from affectkit.runs import RunFolder
 
@@ -116,8 +116,11 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
     with _reporting(quiet):
         report = run_pipeline(Path(data), folder.root, list(models), cfg,
                               weights={k: Path(v) for k, v in (weights or {}).items()}, resume=resume)
+    table = pd.read_csv(folder.comparison_table)
     names = [resolve_spec(m, cfg.use_light_models).display_name for m in models]
-    return RunResult(report, pd.read_csv(folder.comparison_table), {name: folder.weights(name) for name in names})
+    if ENSEMBLE_NAME in set(table["model"]) and folder.weights(ENSEMBLE_NAME).is_file():  # the averaging, saved
+        names.append(ENSEMBLE_NAME)
+    return RunResult(report, table, {name: folder.weights(name) for name in names})
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,

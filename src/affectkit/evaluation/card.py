@@ -87,6 +87,12 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def _fusion_line(meta: dict[str, Any]) -> list[str]:
+    if averaged := meta.get("ensemble"):
+        each = ", ".join(f"{name} (temperature {t:.3f})" for name, t in zip(averaged["members"],
+                                                                          averaged["temperatures"]))
+        return [f"- Ensemble: the mean of its members' probabilities, each at the temperature calibrated on the "
+                f"validation split when it was trained: {each}; valence and arousal their mean too. Its own "
+                "temperature, below, is fit on the same faces."]
     fusion = meta.get("fusion")
     if not fusion:
         return []

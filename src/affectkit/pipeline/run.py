@@ -46,15 +46,16 @@ from affectkit.evaluation.significance import (
     paired_comparison,
 )
 from affectkit.inference.quant_report import compare_exports, folder_images
-from affectkit.models.factory import resolve_spec
+from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
 from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
 from affectkit.training.hardware import check_hardware
+from affectkit.training.fusion import assemble_ensemble
 from affectkit.training.trainer import train_model
 
-ENSEMBLE = "Ensemble"
+ENSEMBLE = ENSEMBLE_NAME
 STACKING = "Stacking"
 EVALUATION_SPLITS = ("test", "val", "train", "all")
 
@@ -148,7 +149,7 @@ def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | 
     """Train one model on ``data`` into the run folder ``out`` and, with ``evaluate``, score it on the test split;
     returns the best model's weights."""
     with silenced(quiet):
-        resolve_spec(name, config.use_light_models)  # a typo fails before the data set is read
+        trainable_spec(name, config.use_light_models)  # a typo fails before the data set is read
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         result = train_model(name, prepared, out, config, weights=weights, pretrained=pretrained, resume=resume)
@@ -169,7 +170,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
     random start, same data, split and budget, and the report sets the two test accuracies side by side."""
     with silenced(quiet):
         for name in models:
-            resolve_spec(name)  # fail on a typo before hours of training
+            trainable_spec(name)  # fail on a typo before hours of training
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls = [], [], [], [], []
@@ -177,6 +178,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         # Each row's class and valence/arousal for each test face, for the comparisons face by face.
         test_classes, test_valence_arousal = [], []
         trained = {}  # from the run's shared start (no weights file): a model or fusion branch trains once
+        best_paths = []
         for name in models:
             reporter().rule(f"[bold]{resolve_spec(name, config.use_light_models).display_name}")
             result = train_model(name, prepared, out, config, weights=(weights or {}).get(name),
@@ -194,20 +196,28 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             notes.append(_model_note(result.name, meta))
             members.append(evaluated)
             names.append(result.name)
+            best_paths.append(result.best_path)
             if random_start_control and is_pretrained(meta.get("initial_weights", "")):
                 controls.append(_random_start_control(name, prepared, run, config, evaluated, meta, resume))
         if len(members) > 1:
-            combined = {
-                ENSEMBLE: ensemble.average([m.test for m in members]),
-                STACKING: ensemble.stack([m.val for m in members], [m.test for m in members], prepared.expression[val],
-                                         prepared.valence_arousal[val]),
-            }
-            # The stacking is fit on the validation faces, so they cannot judge it: it has no validation score.
-            val_scores = {ENSEMBLE: _validation_scores(ensemble.average([m.val for m in members]), prepared, val),
-                          STACKING: {}}
             member_rows = list(rows)
+            saved = _saved_ensemble(models, best_paths, prepared, run, config)
+            if saved is not None:
+                rows.append(comparison_row(
+                    ENSEMBLE, saved.metrics, count_parameters(saved.model), sum(r["train_time_s"] for r in member_rows),
+                    inference_ms_per_image(saved.model, config.img_size), "+".join(r["backbone"] for r in member_rows),
+                    "members'", **_validation_scores(saved.val, prepared, val)))
+                combined = {ENSEMBLE: saved.test}
+            else:
+                averaged = ensemble.average([m.test for m in members])
+                rows.append(_ensemble_row(ENSEMBLE, averaged, member_rows, prepared, run, _validation_scores(
+                    ensemble.average([m.val for m in members]), prepared, val)))
+                combined = {ENSEMBLE: averaged}
+            # The stacking is fit on the validation faces, so they cannot judge it: it has no validation score.
+            combined[STACKING] = ensemble.stack([m.val for m in members], [m.test for m in members],
+                                                prepared.expression[val], prepared.valence_arousal[val])
+            rows.append(_ensemble_row(STACKING, combined[STACKING], member_rows, prepared, run, {}))
             for label, pred in combined.items():
-                rows.append(_ensemble_row(label, pred, member_rows, prepared, run, val_scores[label]))
                 names.append(label)
                 test_classes.append(pred.probs.argmax(axis=1))
                 test_valence_arousal.append(pred.valence_arousal)
@@ -215,6 +225,22 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         chosen, comparisons = _chosen_against_the_rest(rows, test_classes, test_valence_arousal, prepared, test)
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
                             comparisons=comparisons)
+
+
+def _saved_ensemble(models: list[str], member_paths: list[Path], data: PreparedData, run: RunFolder,
+                    config: Config) -> Evaluated | None:
+    """The run's averaging ensemble saved as one model (``best_Ensemble``: the mean of the members' calibrated
+    probabilities and of their valence/arousal, in one graph), calibrated and scored as every trained model is, so
+    that the row the report may choose is a file to predict with, export and serve. None where a member is itself a
+    fusion (its branches cannot nest in the ensemble's graph) or is named twice."""
+    key = ENSEMBLE_PREFIX + "+".join(models)
+    try:
+        resolve_spec(key, config.use_light_models)
+    except AffectkitError:  # a member that is a fusion, or one model named twice
+        return None
+    stem = run.best(ENSEMBLE)
+    assemble_ensemble(key, member_paths, config, stem)
+    return _evaluate_trained(model_paths(stem)[0], data, run)
 
 
 def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -> dict[str, float]:

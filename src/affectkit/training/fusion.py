@@ -92,28 +92,61 @@ def assemble_fusion(key: str, branch_paths: list[Path], data: PreparedData, conf
     split, saved as ``out_stem``; its description names where each branch started and what it kept."""
     model = build_model(key, config)
     val = data.positions("val")
-    metas, predictions = [], []
-    for backbone, head, path in zip(model.backbone.branches, model.head.heads, branch_paths):
-        branch, meta = load_model(path, device=evaluation_device())
-        backbone.load_state_dict(branch.backbone.state_dict())
-        head.load_state_dict(branch.head.state_dict())
-        model.output_classes &= branch.output_classes.cpu()
-        model.valence_arousal_trained &= branch.valence_arousal_trained.cpu()
-        metas.append(meta)
-        # The saved network alone: the same outputs as its branch in the fused graph, one backbone per pass.
-        predictions.append(predict_split(branch, data, val, tta_flip=config.tta_flip))
+    branches, metas = _load_branches(model, branch_paths)
+    # Each saved network alone: the same outputs as its branch in the fused graph, one backbone per pass.
+    predictions = [predict_split(branch, data, val, tta_flip=config.tta_flip) for branch in branches]
     fit = choose_fusion(predictions, data.expression[val], data.valence_arousal[val])
     model.head.set_fusion(fit.weights, fit.temperatures)
     names = [meta["display_name"] for meta in metas]
     save_model(model, out_stem, config, extra={
         "fusion": {"branches": names, **asdict(fit)},
         "branch_best": {name: meta["best"] for name, meta in zip(names, metas) if meta.get("best")},
-        "initial_weights": "+".join(meta.get("initial_weights", "unknown") for meta in metas),
-        "initial_weights_detail": "; ".join(f"{name}: {meta.get('initial_weights_detail', '')}"
-                                            for name, meta in zip(names, metas)),
-        **{key: metas[0][key] for key in ("face_margin", "face_margin_faces") if key in metas[0]},
+        **_provenance(metas),
     })
     return model, fit
 
 
-__all__ = ["VA_CRITERION", "FusionFit", "assemble_fusion", "choose_fusion"]
+def assemble_ensemble(key: str, member_paths: list[Path], config: Config, out_stem: Path) -> AffectModel:
+    """The averaging ensemble ``key`` (``ensemble:<model>+<model>...``) of a run's saved, calibrated models: the mean
+    of their probabilities, each at its own temperature, and of their valence and arousal, as one model saved as
+    ``out_stem`` that predicts, exports and serves as any other. Nothing is chosen: no split is read."""
+    model = build_model(key, config)
+    _, metas = _load_branches(model, member_paths)
+    temperatures = [float(meta.get("temperature") or 1.0) for meta in metas]
+    model.head.set_fusion([1 / len(metas)] * len(metas), temperatures)
+    names = [meta["display_name"] for meta in metas]
+    save_model(model, out_stem, config, extra={
+        "ensemble": {"members": names, "temperatures": temperatures},
+        "branch_best": {name: meta["best"] for name, meta in zip(names, metas) if meta.get("best")},
+        **_provenance(metas),
+    })
+    return model
+
+
+def _load_branches(model: AffectModel, paths: list[Path]) -> tuple[list[AffectModel], list[dict]]:
+    """The saved models at ``paths`` loaded into ``model``'s branches, in order; ``model`` predicts the classes and
+    valence/arousal all of them learnt. Returns the saved models and their descriptions."""
+    branches, metas = [], []
+    for backbone, head, path in zip(model.backbone.branches, model.head.heads, paths):
+        branch, meta = load_model(path, device=evaluation_device())
+        backbone.load_state_dict(branch.backbone.state_dict())
+        head.load_state_dict(branch.head.state_dict())
+        model.output_classes &= branch.output_classes.cpu()
+        model.valence_arousal_trained &= branch.valence_arousal_trained.cpu()
+        branches.append(branch)
+        metas.append(meta)
+    return branches, metas
+
+
+def _provenance(metas: list[dict]) -> dict:
+    """Where each branch started, and the face framing the first measured on the training faces."""
+    names = [meta["display_name"] for meta in metas]
+    return {
+        "initial_weights": "+".join(meta.get("initial_weights", "unknown") for meta in metas),
+        "initial_weights_detail": "; ".join(f"{name}: {meta.get('initial_weights_detail', '')}"
+                                            for name, meta in zip(names, metas)),
+        **{key: metas[0][key] for key in ("face_margin", "face_margin_faces") if key in metas[0]},
+    }
+
+
+__all__ = ["VA_CRITERION", "FusionFit", "assemble_ensemble", "assemble_fusion", "choose_fusion"]

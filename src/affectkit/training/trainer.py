@@ -33,7 +33,14 @@ from affectkit.data.datamodule import AffectDataModule, PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
 from affectkit.inference.faces import FaceDetector, training_margin
-from affectkit.models.factory import AffectModel, ModelSpec, build_model, count_parameters, resolve_spec
+from affectkit.models.factory import (
+    AffectModel,
+    ModelSpec,
+    build_model,
+    count_parameters,
+    resolve_spec,
+    trainable_spec,
+)
 from affectkit.models.io import (
     fusion_branches,
     fusion_criterion,
@@ -262,9 +269,10 @@ def train_model(name: str, data: PreparedData, run_dir: Path, config: Config, we
             resolve_spec(key, config.use_light_models)
         except AffectkitError as exc:
             raise AffectkitError(f"model_settings.{key}: {exc}") from None
+    spec = trainable_spec(name, config.use_light_models)
     with silenced(quiet):
-        result = _train_spec(resolve_spec(name, config.use_light_models), data, run_dir, config, weights, pretrained,
-                             resume, extra_callbacks or [], trained or {})
+        result = _train_spec(spec, data, run_dir, config, weights, pretrained, resume, extra_callbacks or [],
+                             trained or {})
     if result is None:
         # Under DDP every process trains; only rank 0 goes on to evaluate and report.
         sys.exit(0)
