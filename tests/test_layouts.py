@@ -1424,7 +1424,9 @@ def test_run_on_class_folders_with_train_and_test(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
-    assert "class folders (train/ test/ folders; 7 classes, no Contempt" in " ".join(done.stderr.split())
+    said = " ".join(done.stderr.split())
+    assert "class folders (train/ test/ folders; 7 classes, no Contempt" in said
+    assert f"The model to use, chosen on the validation faces: CustomCNN ({out / 'best_CustomCNN.safetensors'})" in said
     splits = pd.read_csv(out / "splits.csv")
     test_ids = set(splits.loc[splits.split == "test", "id"])
     assert test_ids == {f"test/{f}/test_{i}.jpg" for f in FOLDERS for i in range(2)}

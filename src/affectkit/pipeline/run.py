@@ -223,6 +223,8 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                 test_valence_arousal.append(pred.valence_arousal)
         write_comparison(rows, run)
         chosen, comparisons = _chosen_against_the_rest(rows, test_classes, test_valence_arousal, prepared, test)
+        if chosen is not None and run.weights(chosen).is_file():
+            reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
                             comparisons=comparisons)
 
