@@ -89,6 +89,11 @@ def test_light_models_and_attention_and_timm_names():
         build_model("mobilenetv2_100")
     with pytest.raises(AffectkitError, match=r"'convnext_tiny' is a timm model: --model timm:convnext_tiny\.$"):
         build_model("convnext_tiny")
+    # The names the reports and files give the models (best_CustomCNN, "MobileNetV2" rows) lead to their keys.
+    with pytest.raises(AffectkitError, match=r"'CustomCNN' is the name reports give --model custom_cnn\.$"):
+        build_model("CustomCNN")
+    with pytest.raises(AffectkitError, match=r"'MobileNetV2' is the name reports give --model resnet50 --light\.$"):
+        build_model("MobileNetV2")
 
 
 def test_saved_model_reloads_identically(tmp_path):

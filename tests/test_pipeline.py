@@ -124,10 +124,16 @@ def test_the_runs_ensemble_is_a_saved_model_averaging_its_members(run_dir, demo_
     assert by_onnx.valence == pytest.approx(by_torch.valence, abs=1e-4)
 
 
-def test_an_ensemble_is_not_a_model_to_train(demo_dir, tmp_path):
+def test_an_ensemble_is_not_a_model_to_train_nor_a_model_twice_a_run(demo_dir, tmp_path):
     with pytest.raises(AffectkitError, match="averaging ensemble `affectkit run` saves.*--models custom_cnn,resnet50"):
         train_one("ensemble:custom_cnn+resnet50", demo_dir, tmp_path, Config(img_size=32), quiet=True)
-    assert not (tmp_path / "splits.csv").exists()  # refused before the data were read
+    with pytest.raises(AffectkitError, match="--models names custom_cnn twice: each model is trained once"):
+        run_pipeline(demo_dir, tmp_path, ["custom_cnn", "mini_xception", "custom_cnn"], Config(img_size=32),
+                     quiet=True)
+    with pytest.raises(AffectkitError, match=r"names MobileNetV2 twice \(resnet50 and RESNET50 are both MobileNetV2\)"):
+        run_pipeline(demo_dir, tmp_path, ["resnet50", "fusion:resnet50+mini_xception", "RESNET50"],
+                     Config(img_size=32, use_light_models=True), quiet=True)
+    assert not (tmp_path / "splits.csv").exists()  # each refused before the data were read
 
 
 def test_evaluate_on_all_records_counts_those_the_model_was_trained_on(run_dir, demo_dir, tmp_path):

@@ -94,13 +94,26 @@ def resolve_spec(name: str, use_light_models: bool = False) -> ModelSpec:
         return ModelSpec(key, f"timm-{timm_name}", timm_name, 2)
     known = ", ".join([*MODEL_SPECS, "timm:<name>", "fusion:<model>+<model>"])
     hint = ""
-    if timm.list_models(key):  # a timm name given bare, as other toolkits take them
+    named = _display_name_of(key)
+    if named is not None:  # the name the reports give it
+        hint = (f" {key!r} is the name reports give --model {named.key}"
+                + (" --light." if named.stands_in_for else "."))
+    elif timm.list_models(key):  # a timm name given bare, as other toolkits take them
         hint = f" {key!r} is a timm model: --model timm:{key}"
         light = [spec for spec in LIGHT_SPECS.values() if spec.backbone == key]
         if light:
             hint += f", or --model {light[0].key} --light (it, with the head of {light[0].stands_in_for})"
         hint += "."
     raise AffectkitError(f"Unknown model {name!r}; choose one of {known}.{hint}")
+
+
+def _display_name_of(name: str) -> ModelSpec | None:
+    """The model whose display name (``CustomCNN``, ``MobileNetV2``) ``name`` is, case and ``_``/``-`` aside."""
+    def plain(text: str) -> str:
+        return text.lower().replace("_", "").replace("-", "")
+
+    return next((spec for spec in [*MODEL_SPECS.values(), *LIGHT_SPECS.values()]
+                 if plain(spec.display_name) == plain(name)), None)
 
 
 def trainable_spec(name: str, use_light_models: bool = False) -> ModelSpec:

@@ -169,8 +169,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
     ``random_start_control``: every model that starts from pretrained weights is trained a second time from a
     random start, same data, split and budget, and the report sets the two test accuracies side by side."""
     with silenced(quiet):
-        for name in models:
-            trainable_spec(name)  # fail on a typo before hours of training
+        _check_model_list(models, config)  # fail on a typo before hours of training
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls = [], [], [], [], []
@@ -227,6 +226,22 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
                             comparisons=comparisons)
+
+
+def _check_model_list(models: list[str], config: Config) -> None:
+    """Refuse an unknown model, or one named twice (under two names, too: ``resnet50`` is MobileNetV2 when light),
+    whose rows the comparison could not tell apart."""
+    if not models:
+        raise AffectkitError("--models names no model: give one or more, e.g. --models custom_cnn,resnet50.")
+    seen: dict[str, str] = {}
+    for name in models:
+        display = trainable_spec(name, config.use_light_models).display_name
+        if display in seen:
+            said = (f"{name} twice" if seen[display] == name
+                    else f"{display} twice ({seen[display]} and {name} are both {display})")
+            raise AffectkitError(f"--models names {said}: each model is trained once and is one row of the "
+                                 "comparison.")
+        seen[display] = name
 
 
 def _saved_ensemble(models: list[str], member_paths: list[Path], data: PreparedData, run: RunFolder,
