@@ -76,8 +76,11 @@ def test_heic_and_avif_photos_in_class_folders_train_as_their_pixels(tmp_path):
             save(tmp_path / "faces" / name / f"{i}.png", face(label, i)[0])
     shutil.copy(tmp_path / "IMG_0001.HEIC", tmp_path / "faces" / "Happy" / "IMG_0001.HEIC")
     Image.fromarray(rendered).save(tmp_path / "faces" / "Happy" / "IMG_0002.avif", quality=90)
+    (tmp_path / "faces" / "Sad" / "cut.heic").write_bytes((tmp_path / "IMG_0001.HEIC").read_bytes()[:3000])
     index = read_dataset(tmp_path / "faces", progress=False)
-    assert not index.rejected and len(index.records) == 8
+    assert kinds(index) == {"Sad/cut.heic": "image_unreadable"} and len(index.records) == 8
+    assert index.rejected[0].reason.startswith("image cut.heic cannot be decoded (") and "\n" not in \
+        index.rejected[0].reason  # libheif's message, on one line
     photos = [r for r in index.records if r.image_path.suffix.lower() in (".heic", ".avif")]
     assert [r.expression for r in photos] == [1, 1]
     cache = open_cache(build_cache(photos, 32, tmp_path / "cache", progress=False))

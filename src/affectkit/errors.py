@@ -11,3 +11,9 @@ class KindedError(AffectkitError):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's message on one line, for a table cell or a sentence: libraries' own messages may span several
+    (libheif ends its with a newline)."""
+    return " ".join(str(error).split())

@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
-from affectkit.errors import AffectkitError
+from affectkit.errors import AffectkitError, one_line
 from affectkit.imaging import HEIF_SUFFIXES, register_photo_decoders
 from affectkit.progress import reporter
 
@@ -278,7 +278,7 @@ def inspect_image(path: Path) -> ImageInfo:
         raise Reject("not_an_image", f"{path.name} is not an image (no known image format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         kind = "image_truncated" if "truncat" in str(exc).lower() else "image_unreadable"
-        raise Reject(kind, f"image {path.name} cannot be decoded ({exc})") from None
+        raise Reject(kind, f"image {path.name} cannot be decoded ({one_line(exc)})") from None
     return ImageInfo(width, height, hashlib.blake2b(data, digest_size=10).hexdigest())
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from affectkit.errors import AffectkitError
+from affectkit.errors import AffectkitError, one_line
 from affectkit.imaging import register_photo_decoders
 
 # Formats Pillow decodes in-process (its own code, or a library linked in: libwebp, libavif, libheif); EPS/PDF-like
@@ -65,7 +65,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = UPLOAD_MAX_
         except Image.DecompressionBombError:
             raise ImageError("too_large", name, "image exceeds the decompression-bomb limit.") from None
         except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageError("corrupt", name, f"truncated or corrupt image data ({exc}).") from None
+            raise ImageError("corrupt", name, f"truncated or corrupt image data ({one_line(exc)}).") from None
     return np.asarray(rgb, dtype=np.uint8)
 
 
