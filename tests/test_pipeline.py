@@ -197,6 +197,24 @@ def test_a_valence_arousal_run_chooses_its_model_by_validation_ccc(partial_manif
     assert all(f"| {other} |" in section for other in table["model"] if other != chosen)
 
 
+def test_a_run_whose_given_validation_split_has_one_class_reports_without_the_stacking(demo_dir, tmp_path):
+    from affectkit.config import CLASS_NAMES
+    from affectkit.data.reader import read_dataset
+
+    records = read_dataset(demo_dir, progress=False).records
+    table = pd.DataFrame({"path": [str(r.image_path) for r in records],
+                          "expression": [CLASS_NAMES[r.expression] for r in records], "split": "train"})
+    table.loc[:15, "split"] = "test"
+    table.loc[table.index[(table["split"] == "train") & (table["expression"] == "Happy")][:4], "split"] = "val"
+    table.to_csv(tmp_path / "faces.csv", index=False)
+    config = Config(img_size=32, batch_size=16, epochs=1, fine_tune_epochs=0, num_workers=0, seed=0)
+    report = run_pipeline(tmp_path / "faces.csv", tmp_path / "run", ["custom_cnn", "mini_xception"], config,
+                          quiet=True).read_text()
+    assert "No Stacking row: it is fit on the validation faces, and Stacking needs at least two" in report
+    rows = pd.read_csv(tmp_path / "run" / "model_comparison_results.csv")
+    assert list(rows["model"]) == ["CustomCNN", "MiniXception", "Ensemble"]
+
+
 def _cli(*args):
     """The command line as ``python -m affectkit`` runs it (the ``affectkit`` script calls the same ``main``)."""
     return subprocess.run([sys.executable, "-m", "affectkit", *args], capture_output=True, text=True, timeout=300)

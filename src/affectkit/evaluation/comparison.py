@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -180,11 +181,12 @@ def _classes_line(summary: dict) -> str:
 
 def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
                  transfer: list[dict] | None = None, chosen: str | None = None,
-                 comparisons: list[tuple[str, PairedComparison | PairedCCC]] | None = None) -> Path:
+                 comparisons: list[tuple[str, PairedComparison | PairedCCC]] | None = None,
+                 remarks: Sequence[str] = ()) -> Path:
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
     against random-start controls (see :func:`affectkit.pipeline.run_pipeline`); ``chosen``: the row chosen on
     the validation faces, set against the others on the test faces in ``comparisons`` (by accuracy, or by
-    valence and arousal CCC where no face has a class)."""
+    valence and arousal CCC where no face has a class); ``remarks``: sentences on rows the run could not make."""
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     scored = table["accuracy"].notna().any()  # not where no test face has a class
     by = "val_accuracy" if scored else "val_va_ccc"
@@ -216,6 +218,7 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
          + _choice_sentence(table, chosen, by))
         + f"Full numbers: `{run.comparison_table.name}`.",
         "",
+        *[line for remark in remarks for line in (remark, "")],
         f"![model comparison]({run.comparison_plot.name})",
         "",
         *((comparison_lines(comparisons, chosen, "test faces", first_label="the chosen model", others="model")

@@ -172,7 +172,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         _check_model_list(models, config)  # fail on a typo before hours of training
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
-        rows, members, names, notes, controls = [], [], [], [], []
+        rows, members, names, notes, controls, remarks = [], [], [], [], [], []
         val, test = prepared.positions("val"), prepared.positions("test")
         # Each row's class and valence/arousal for each test face, for the comparisons face by face.
         test_classes, test_valence_arousal = [], []
@@ -213,9 +213,14 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                     ensemble.average([m.val for m in members]), prepared, val)))
                 combined = {ENSEMBLE: averaged}
             # The stacking is fit on the validation faces, so they cannot judge it: it has no validation score.
-            combined[STACKING] = ensemble.stack([m.val for m in members], [m.test for m in members],
-                                                prepared.expression[val], prepared.valence_arousal[val])
-            rows.append(_ensemble_row(STACKING, combined[STACKING], member_rows, prepared, run, {}))
+            try:
+                combined[STACKING] = ensemble.stack([m.val for m in members], [m.test for m in members],
+                                                    prepared.expression[val], prepared.valence_arousal[val])
+            except AffectkitError as exc:  # a given validation split of one class: the rest of the run stands
+                remarks.append(f"No {STACKING} row: it is fit on the validation faces, and {exc}")
+                reporter().note(remarks[-1])
+            else:
+                rows.append(_ensemble_row(STACKING, combined[STACKING], member_rows, prepared, run, {}))
             for label, pred in combined.items():
                 names.append(label)
                 test_classes.append(pred.probs.argmax(axis=1))
@@ -225,7 +230,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         if chosen is not None and run.weights(chosen).is_file():
             reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
-                            comparisons=comparisons)
+                            comparisons=comparisons, remarks=remarks)
 
 
 def _check_model_list(models: list[str], config: Config) -> None:
