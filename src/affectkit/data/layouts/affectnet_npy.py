@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,18 @@ def find(path: Path, options: ReadOptions) -> Path | None:
     return path if any((path / "annotations").glob("*_exp.npy")) else None
 
 
+# numpy parses each .npy header with ast.literal_eval, which CPython 3.11 does not make safe across threads (now and
+# then "AST constructor recursion depth mismatch"): the reader's threads take turns at it, or a valid file could be
+# quarantined as unreadable.
+_HEADER_LOCK = threading.Lock()
+
+
 def _load_npy(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise Reject("annotation_empty", f"annotation file {path.name} is empty (0 bytes)")
     try:
-        return np.load(path, allow_pickle=False)
+        with _HEADER_LOCK:
+            return np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError/OSError/EOFError for corrupt files
         raise Reject("annotation_unreadable", f"annotation file {path.name} is not a readable .npy file ({exc})") from None
 
