@@ -361,7 +361,7 @@ def test_compare_scores_saved_models_on_the_same_faces_and_sets_the_first_agains
                                                            int((right[1] & ~right[0]).sum()))
     report = result.paths["markdown"].read_text()
     assert f"## {names[0]} against each model, face by face" in report and compared.verdict() in report
-    with pytest.raises(AffectkitError, match="needs a saved model and one more"):
+    with pytest.raises(AffectkitError, match="compare needs two or more to compare"):
         compare_saved([first], demo_dir, tmp_path / "cmp")
     # The same through the Python API.
     import affectkit
@@ -410,3 +410,16 @@ def test_compare_sets_a_model_against_another_tools_predictions_face_by_face(dem
                          ("twice.csv", r"line \d+: a second row for"), ("bare.csv", "no column gives the class")]:
         with pytest.raises(AffectkitError, match=problem):
             compare_saved([model], demo_dir, tmp_path / "cmp", predictions=[tmp_path / csv], quiet=True)
+    # Two tools alone, no saved model: on the faces of the model's splits.csv, or on every face (labels alone read).
+    alone = compare_saved([], demo_dir, tmp_path / "tools", splits=tmp_path / "a" / "splits.csv",
+                          predictions=[oracle, scored], quiet=True)
+    assert list(alone.table["model"]) == ["oracle", "fer_like"] and alone.table.loc[0, "faces"] == len(faces)
+    assert alone.comparisons[0][1].verdict() in ("better", "not told apart")
+    assert alone.comparisons[0][1].only_second == 0
+    assert "2 tools' predictions" in alone.paths["markdown"].read_text()
+    every = compare_saved([], demo_dir, tmp_path / "tools", split="all", predictions=[oracle, oracle], quiet=True)
+    assert list(every.table["faces"]) == [len(records)] * 2 and every.comparisons[0][1].p_value == 1.0
+    with pytest.raises(AffectkitError, match="gives no test split of its own, and no saved model brings its run's"):
+        compare_saved([], demo_dir, tmp_path / "tools", predictions=[oracle, scored], quiet=True)
+    with pytest.raises(AffectkitError, match="compare needs two or more to compare"):
+        compare_saved([], demo_dir, tmp_path / "tools", split="all", predictions=[oracle], quiet=True)

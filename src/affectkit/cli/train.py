@@ -208,9 +208,9 @@ def evaluate(
 @app.command()
 def compare(
     data: DataArg,
-    models: Annotated[list[Path], typer.Argument(
-        help="Saved models (best_<Model>.safetensors), two or more without --predictions; the first is set against "
-        "each of the others.")],
+    models: Annotated[Optional[list[Path]], typer.Argument(
+        help="Saved models (best_<Model>.safetensors), two or more without --predictions, none where two or more "
+        "--predictions are compared; the first is set against each of the others.")] = None,
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
     predictions: Annotated[Optional[list[Path]], typer.Option(

@@ -61,11 +61,13 @@ class PreparedData:
 
 def prepare_data(data: str | Path, config: Config, splits_path: Path | None = None,
                  quarantine_path: Path | None = None, index: DatasetIndex | None = None, use_all: bool = False,
-                 progress: bool = True) -> PreparedData:
+                 progress: bool = True, pixels: bool = True) -> PreparedData:
     """Read (unless ``index`` is given), split, and build the pixel cache.
 
     ``splits_path``: reuse that ``splits.csv`` or create it there (every model and every resume of a run then sees the
-    same split). ``use_all``: serve every valid record as the "test" split, for an external test set.
+    same split). ``use_all``: serve every valid record as the "test" split, for an external test set. Without
+    ``pixels``, no image is decoded: the faces' labels and split alone (``images`` and ``landmarks`` are empty), for
+    scoring predictions made elsewhere.
     """
     with silenced(not progress):
         index = index or read_dataset(data, **reader_options(config))
@@ -85,17 +87,22 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
                             "not generalisation.")
         by_id = {r.id: r for r in index.records}
         records = [by_id[i] for i in splits["id"].astype(str)]
-        cache_dir = build_cache(records, config.img_size, default_cache_dir(config.cache_dir),
-                                workers=cache_workers(config))
-        cache = open_cache(cache_dir, in_memory=not config.streaming_mode)
+        if pixels:
+            cache_dir = build_cache(records, config.img_size, default_cache_dir(config.cache_dir),
+                                    workers=cache_workers(config))
+            images = open_cache(cache_dir, in_memory=not config.streaming_mode).images
+            landmarks = np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32)
+        else:
+            images = np.zeros((len(records), 0, 0, 3), dtype=np.uint8)
+            landmarks = np.zeros((len(records), 0, 2), dtype=np.float32)
         return PreparedData(
             index=index,
             splits=splits,
             records=records,
-            images=cache.images,
+            images=images,
             expression=np.array([r.expression for r in records], dtype=np.int64),
             valence_arousal=np.array([[r.valence, r.arousal] for r in records], dtype=np.float32).reshape(-1, 2),
-            landmarks=np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32),
+            landmarks=landmarks,
             expression_distribution=label_distributions(records),
         )
 

@@ -15,15 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectkit.config import CLASS_NAMES
-from affectkit.data.datamodule import PreparedData
+from affectkit.config import CLASS_NAMES, load_config
+from affectkit.data.archives import data_config
+from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.data.reader import read_dataset, reader_options
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import PairedComparison, paired_comparison
 from affectkit.models.io import load_model, model_paths
 from affectkit.pipeline.external import read_predictions
-from affectkit.pipeline.run import evaluation_data, saved_predictions, seen_in_training
+from affectkit.pipeline.run import EVALUATION_SPLITS, evaluation_data, saved_predictions, seen_in_training
 from affectkit.progress import reporter, silenced
 
 SCORED = ("accuracy", "macro_f1", "balanced_accuracy")
@@ -58,19 +60,51 @@ def _score_model(model_path: Path, data: Path, split: str, splits: Path | None) 
         raise AffectkitError(f"{model_path} gives no expression scores on {data} (a valence/arousal model, or no "
                              "face with a class): `affectkit evaluate` scores its valence and arousal.")
     seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
-    return _Scored(meta["display_name"], prepared.splits["id"].astype(str).to_numpy()[positions],
-                   pred.probs.argmax(axis=1), prepared.expression[positions], face_groups(prepared, positions),
-                   metrics, seen, (prepared, positions))
+    return _Scored(meta["display_name"], _face_ids(prepared, positions), pred.probs.argmax(axis=1),
+                   prepared.expression[positions], face_groups(prepared, positions), metrics, seen,
+                   (prepared, positions))
 
 
-def _score_predictions(csv: Path, first: _Scored) -> _Scored:
-    """Another tool's classes for the first model's faces (:func:`read_predictions`), scored as a model's are."""
-    prepared, positions = first.faces
+def _face_ids(prepared: PreparedData, positions: np.ndarray) -> np.ndarray:
+    return prepared.splits["id"].astype(str).to_numpy()[positions]
+
+
+def _faces_alone(data: Path, split: str, splits: Path | None) -> tuple[PreparedData, np.ndarray]:
+    """The faces other tools' predictions are scored on where no saved model reads them: every face of ``data``
+    (``all``), the split a ``splits`` file names, or the data set's own; their labels alone, no image decoded."""
+    if split not in EVALUATION_SPLITS:
+        raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
+    config = load_config(None, data_config(data)).model_copy(update={"max_samples": None})
+    if split == "all":
+        prepared = prepare_data(data, config, use_all=True, pixels=False)
+    elif splits is not None:
+        if not splits.is_file():
+            raise AffectkitError(f"{splits} not found.")
+        prepared = prepare_data(data, config, splits_path=splits, pixels=False)
+    else:
+        index = read_dataset(data, **reader_options(config))
+        if split not in {record.split for record in index.records}:
+            raise AffectkitError(f"{data} gives no {split} split of its own, and no saved model brings its run's: "
+                                 "--split all compares the predictions on every face of it, --splits FILE on a split "
+                                 "a splits.csv names.")
+        prepared = prepare_data(data, config, index=index, pixels=False)
+    positions = prepared.positions("test" if split == "all" else split)
+    if len(positions) == 0:
+        raise AffectkitError(f"The {split} split of {data} is empty.")
+    return prepared, positions
+
+
+def _score_predictions(csv: Path, faces: tuple[PreparedData, np.ndarray]) -> _Scored:
+    """Another tool's classes for ``faces`` (:func:`read_predictions`), scored as a model's are."""
+    prepared, positions = faces
     predicted = read_predictions(csv, [prepared.records[i] for i in positions], prepared.index.root)
     as_model = Predictions.from_probs(np.eye(len(CLASS_NAMES))[predicted], np.zeros((len(predicted), 2)),
                                       predicts_valence_arousal=False)
-    return _Scored(csv.stem, first.ids, predicted, first.labels, first.groups, score(as_model, prepared, positions),
-                   0, first.faces)
+    metrics = score(as_model, prepared, positions)
+    if metrics["expression"] is None:
+        raise AffectkitError(f"No face compared has an expression class: {csv}'s classes cannot be scored.")
+    return _Scored(csv.stem, _face_ids(prepared, positions), predicted, prepared.expression[positions],
+                   face_groups(prepared, positions), metrics, 0, faces)
 
 
 def _align(scored: list[_Scored], split: str) -> None:
@@ -103,18 +137,22 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                   quiet: bool = False, predictions: list[Path] | None = None) -> ComparisonResult:
     """Score every saved model of ``models`` on the same faces of ``data`` (``split`` as ``evaluate`` picks it, or
     ``splits``) and set the first against each of the others (:func:`paired_comparison`); files into ``out``.
-    ``predictions``: CSV files of other tools' classes for those faces (:func:`read_predictions`), compared alike."""
-    predictions = [Path(p) for p in predictions or []]
-    if not models or len(models) + len(predictions) < 2:
-        raise AffectkitError("compare needs a saved model and one more, a model or --predictions of another tool "
-                             "(the first model is set against the others).")
+    ``predictions``: CSV files of other tools' classes for those faces (:func:`read_predictions`), compared alike;
+    without ``models``, two or more of them are compared on every face (``all``), on the split ``splits`` names, or on
+    the data set's own ``split``."""
+    models, predictions = [Path(m) for m in models or []], [Path(p) for p in predictions or []]
+    if len(models) + len(predictions) < 2:
+        raise AffectkitError("compare needs two or more to compare: saved models, --predictions of other tools, or "
+                             "both (the first, a model where there is one, is set against the others).")
     with silenced(quiet):
         scored = []
         for path in models:
             reporter().show(f"Scoring {path} on the {split} split of {data}")
             scored.append(_score_model(Path(path), Path(data), split, splits))
-        _align(scored, split)
-        scored += [_score_predictions(csv, scored[0]) for csv in predictions]
+        if scored:
+            _align(scored, split)
+        faces_scored = scored[0].faces if scored else _faces_alone(Path(data), split, splits)
+        scored += [_score_predictions(csv, faces_scored) for csv in predictions]
         _unique_names(scored, [model_paths(m)[0] for m in models] + predictions)
         first = scored[0]
         faces = predictions_table(first.ids, first.labels, first.groups, {s.name: s.predicted for s in scored})
@@ -138,11 +176,12 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         faces.to_csv(paths["predictions"], index=False)
         resampled = ("faces" if first.groups is None
                      else f"people ({len(set(first.groups))}), each with all their faces")
-        lines = [f"# affectkit compare: {len(scored)} models on `{data}`", "",
+        compared = f"{len(scored)} models" if models else f"{len(scored)} tools' predictions"
+        lines = [f"# affectkit compare: {compared} on `{data}`", "",
                  f"Faces: the {split} split, {len(faces)} faces, the same for every model "
-                 f"(`{paths['predictions'].name}` holds each model's class for each). Each model reads them as it "
-                 "was trained to, with its stored "
-                 "temperature and flip setting, as `affectkit evaluate` scores it"
+                 f"(`{paths['predictions'].name}` holds each model's class for each)"
+                 + (". Each model reads them as it was trained to, with its stored temperature and flip setting, as "
+                    "`affectkit evaluate` scores it" if models else "")
                  + "".join(f"; {s.name} is read from `{csv}`, another tool's classes for the same faces"
                            for s, csv in zip(scored[len(models):], predictions)) + ".", "",
                  "## Scores", "", markdown_table(interval_cells(table[["model", "faces", *SCORED]], table)), "",
