@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import threading
 from pathlib import Path
@@ -50,8 +51,9 @@ def _load_npy(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise Reject("annotation_empty", f"annotation file {path.name} is empty (0 bytes)")
     try:
+        data = io.BytesIO(path.read_bytes())  # read in parallel; parsed in turn
         with _HEADER_LOCK:
-            return np.load(path, allow_pickle=False)
+            return np.load(data, allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError/OSError/EOFError for corrupt files
         raise Reject("annotation_unreadable", f"annotation file {path.name} is not a readable .npy file ({exc})") from None
 
