@@ -51,8 +51,8 @@ from affectkit.models.io import config_from_metadata, load_model, model_paths, r
 from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
-from affectkit.training.hardware import check_hardware
 from affectkit.training.fusion import assemble_ensemble
+from affectkit.training.hardware import check_hardware
 from affectkit.training.trainer import train_model
 
 ENSEMBLE = ENSEMBLE_NAME
@@ -199,28 +199,8 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             if random_start_control and is_pretrained(meta.get("initial_weights", "")):
                 controls.append(_random_start_control(name, prepared, run, config, evaluated, meta, resume))
         if len(members) > 1:
-            member_rows = list(rows)
-            saved = _saved_ensemble(models, best_paths, prepared, run, config)
-            if saved is not None:
-                rows.append(comparison_row(
-                    ENSEMBLE, saved.metrics, count_parameters(saved.model), sum(r["train_time_s"] for r in member_rows),
-                    inference_ms_per_image(saved.model, config.img_size), "+".join(r["backbone"] for r in member_rows),
-                    "members'", **_validation_scores(saved.val, prepared, val)))
-                combined = {ENSEMBLE: saved.test}
-            else:
-                averaged = ensemble.average([m.test for m in members])
-                rows.append(_ensemble_row(ENSEMBLE, averaged, member_rows, prepared, run, _validation_scores(
-                    ensemble.average([m.val for m in members]), prepared, val)))
-                combined = {ENSEMBLE: averaged}
-            # The stacking is fit on the validation faces, so they cannot judge it: it has no validation score.
-            try:
-                combined[STACKING] = ensemble.stack([m.val for m in members], [m.test for m in members],
-                                                    prepared.expression[val], prepared.valence_arousal[val])
-            except AffectkitError as exc:  # a given validation split of one class: the rest of the run stands
-                remarks.append(f"No {STACKING} row: it is fit on the validation faces, and {exc}")
-                reporter().note(remarks[-1])
-            else:
-                rows.append(_ensemble_row(STACKING, combined[STACKING], member_rows, prepared, run, {}))
+            combined, ensemble_rows = _ensembles(models, members, best_paths, rows, prepared, run, config, remarks)
+            rows += ensemble_rows
             for label, pred in combined.items():
                 names.append(label)
                 test_classes.append(pred.probs.argmax(axis=1))
@@ -233,9 +213,40 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                             comparisons=comparisons, remarks=remarks)
 
 
+def _ensembles(models: list[str], members: list[Evaluated], member_paths: list[Path], member_rows: list[dict],
+               data: PreparedData, run: RunFolder, config: Config,
+               remarks: list[str]) -> tuple[dict[str, Predictions], list[dict]]:
+    """The averaging ensemble (:func:`_saved_ensemble`, or the members' averaged outputs where it cannot be saved)
+    and the stacking of the members' test outputs, with their comparison rows; a stacking the validation faces
+    cannot fit is left out, with a sentence in ``remarks``."""
+    val = data.positions("val")
+    saved = _saved_ensemble(models, member_paths, data, run, config)
+    if saved is not None:
+        combined = {ENSEMBLE: saved.test}
+        rows = [comparison_row(ENSEMBLE, saved.metrics, count_parameters(saved.model),
+                               sum(r["train_time_s"] for r in member_rows),
+                               inference_ms_per_image(saved.model, config.img_size),
+                               "+".join(r["backbone"] for r in member_rows), "members'",
+                               **_validation_scores(saved.val, data, val))]
+    else:
+        combined = {ENSEMBLE: ensemble.average([m.test for m in members])}
+        rows = [_ensemble_row(ENSEMBLE, combined[ENSEMBLE], member_rows, data, run,
+                              _validation_scores(ensemble.average([m.val for m in members]), data, val))]
+    # The stacking is fit on the validation faces, so they cannot judge it: it has no validation score.
+    try:
+        combined[STACKING] = ensemble.stack([m.val for m in members], [m.test for m in members],
+                                            data.expression[val], data.valence_arousal[val])
+    except AffectkitError as exc:  # a given validation split of one class: the rest of the run stands
+        remarks.append(f"No {STACKING} row: it is fit on the validation faces, and {exc}")
+        reporter().note(remarks[-1])
+    else:
+        rows.append(_ensemble_row(STACKING, combined[STACKING], member_rows, data, run, {}))
+    return combined, rows
+
+
 def _check_model_list(models: list[str], config: Config) -> None:
-    """Refuse an unknown model, or one named twice (under two names, too: ``resnet50`` is MobileNetV2 when light),
-    whose rows the comparison could not tell apart."""
+    """Refuse an unknown model, or one named twice (``resnet50`` and ``RESNET50`` too), whose rows the comparison
+    could not tell apart."""
     if not models:
         raise AffectkitError("--models names no model: give one or more, e.g. --models custom_cnn,resnet50.")
     seen: dict[str, str] = {}
