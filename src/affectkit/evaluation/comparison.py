@@ -92,8 +92,8 @@ def _choice_sentence(table: pd.DataFrame, chosen: str | None, by: str = "val_acc
                 "training. ")
     val = table.set_index("model")[by]
     unscored = [model for model, score in val.items() if pd.isna(score)]
-    return (f"Chosen on the validation faces: **{chosen}** ({VALIDATION_SCORES[by].format(val[chosen])}), the model to "
-            "use; the test faces, scored once after training, played no part in the choice"
+    return (f"Chosen on the validation faces: **{chosen}** ({VALIDATION_SCORES[by].format(val[chosen])}), the model "
+            "to use; the test faces, scored once after training, played no part in the choice"
             + (f" ({', '.join(unscored)}: fit on the validation faces, so they cannot judge it)" if unscored else "")
             + ". ")
 
@@ -153,9 +153,9 @@ def ccc_comparison_lines(comparisons: list[tuple[str, PairedCCC]], first: str, f
         return []
     grouped = comparisons[0][1].grouped
     level = f"{CONFIDENCE:.0%}"
-    table = pd.DataFrame([{
-        "against": model, "CCC difference": f"{c.difference:+.4f}",
-        f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", "the chosen model is": c.verdict()} for model, c in comparisons])
+    table = pd.DataFrame([{"against": model, "CCC difference": f"{c.difference:+.4f}",
+                           f"{level} interval": f"{c.low:+.4f} to {c.high:+.4f}", "the chosen model is": c.verdict()}
+                          for model, c in comparisons])
     return [
         f"## {first} against each model, face by face",
         "",
