@@ -23,7 +23,7 @@ from PIL import Image
 from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.data.layouts.fer2013 import row_pixels
 from affectkit.data.reader import Record
-from affectkit.errors import AffectkitError
+from affectkit.errors import AffectkitError, one_line
 from affectkit.imaging import HEIF_SUFFIXES, register_photo_decoders
 from affectkit.progress import reporter, silenced
 
@@ -71,7 +71,8 @@ def decode_rgb(path: str | Path, orientation: bool = True) -> np.ndarray:
             with Image.open(path) as image:  # libheif applies the file's own rotation as it decodes
                 return np.asarray(image.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as exc:
-            raise AffectkitError(f"{path}: image could not be decoded while building the cache ({exc}).") from None
+            raise AffectkitError(f"{path}: image could not be decoded while building the cache ({one_line(exc)}).") \
+                from None
     flags = cv2.IMREAD_COLOR | (0 if orientation else cv2.IMREAD_IGNORE_ORIENTATION)
     bgr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), flags)
     if bgr is None:
