@@ -234,6 +234,11 @@ def test_analyze_command_and_bad_folder(demo_dir, tmp_path):
     assert bad.returncode != 0
     assert "Traceback" not in bad.stdout + bad.stderr
     assert "/etc is not an affectkit data set" in " ".join((bad.stdout + bad.stderr).split())
+    # An output folder the file system refuses: its path and the system's reason, no traceback.
+    refused = _cli("analyze", str(demo_dir), "--out", str(tmp_path / "a" / "dataset_summary.json" / "x"), "--quiet")
+    said = " ".join((refused.stdout + refused.stderr).split())
+    assert refused.returncode == 2 and "Traceback" not in said
+    assert f"error: {tmp_path / 'a' / 'dataset_summary.json' / 'x'}: Not a directory" in said
 
 
 def test_every_command_has_help():

@@ -241,6 +241,13 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*litlogger.*")
 
 
+def file_error(exc: OSError) -> str:
+    """A file system's refusal in a sentence: the path, what the system said, and where it was going (an output
+    folder that cannot be made, a file that cannot be written)."""
+    target = f" -> {exc.filename2}" if exc.filename2 else ""
+    return f"{exc.filename}{target}: {exc.strerror or exc} (check the path and its permissions, or give another)."
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
     _quiet_libraries()
@@ -248,6 +255,11 @@ def main() -> None:
         app()
     except AffectkitError as exc:
         console.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: a defect, shown whole
+            raise
+        console.print(f"[bold red]error:[/bold red] {escape(file_error(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: rerun the same command with --resume to continue[/yellow]")
