@@ -182,6 +182,11 @@ def test_a_folder_gives_its_videos_and_names_the_files_it_passes_over(cli, model
     assert sorted(rows.loc[rows["file"].str.endswith("clip.mp4"), "frame"]) == [0, 4]
     said = " ".join(result.output.split())
     assert "passed over 2 file(s) of other kinds (.jxl 1, .txt 1); JXL photos are not read: convert them" in said
+    # A folder with nothing to predict is said to be one, not taken for a run that found no face.
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "notes.txt").write_text("not an image")
+    empty = CliRunner().invoke(cli, ["predict", str(model_path), str(tmp_path / "nothing")])
+    assert isinstance(empty.exception, AffectkitError) and "No image or video to predict in" in str(empty.exception)
     # The Python API reads a folder's images (a video would need its frames): it passes the clip over.
     assert [face.source for face in Predictor(model_path, detect=False).predict(folder)] == [str(folder / "photo.png")]
 

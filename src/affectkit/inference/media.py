@@ -274,6 +274,9 @@ def predict_media(
     if smooth is not None and not 0 < smooth <= 1:
         raise AffectkitError("--smooth must be in (0, 1]: the weight of the newest frame.")
     files = expand_inputs(inputs)
+    if not files:
+        raise AffectkitError(f"No image or video to predict in {', '.join(map(str, inputs))} (images: "
+                             f"{', '.join(IMAGE_SUFFIXES)}; videos: {', '.join(VIDEO_SUFFIXES)}).")
     names = _AnnotatedNames(annotate_dir) if annotate_dir is not None else None
     total = sum(_frame_count(f, every) if is_video(f) else 1 for f in files)
     rows: list[dict[str, Any]] = []
