@@ -133,6 +133,11 @@ def test_an_ensemble_is_not_a_model_to_train_nor_a_model_twice_a_run(demo_dir, t
     with pytest.raises(AffectkitError, match=r"names MobileNetV2 twice \(resnet50 and RESNET50 are both MobileNetV2\)"):
         run_pipeline(demo_dir, tmp_path, ["resnet50", "fusion:resnet50+mini_xception", "RESNET50"],
                      Config(img_size=32, use_light_models=True), quiet=True)
+    with pytest.raises(AffectkitError, match=r"Weights file .*missing.pth \(for custom_cnn\) does not exist"):
+        train_one("custom_cnn", demo_dir, tmp_path, Config(img_size=32), weights=tmp_path / "missing.pth", quiet=True)
+    with pytest.raises(AffectkitError, match="resnet50 is not one of the models trained \\(custom_cnn\\)"):
+        run_pipeline(demo_dir, tmp_path, ["custom_cnn"], Config(img_size=32), weights={"resnet50": tmp_path},
+                     quiet=True)
     assert not (tmp_path / "splits.csv").exists()  # each refused before the data were read
 
 

@@ -150,6 +150,7 @@ def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | 
     returns the best model's weights."""
     with silenced(quiet):
         trainable_spec(name, config.use_light_models)  # a typo fails before the data set is read
+        _check_weight_files({name: weights} if weights is not None else {}, [name])
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         result = train_model(name, prepared, out, config, weights=weights, pretrained=pretrained, resume=resume)
@@ -170,6 +171,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
     random start, same data, split and budget, and the report sets the two test accuracies side by side."""
     with silenced(quiet):
         _check_model_list(models, config)  # fail on a typo before hours of training
+        _check_weight_files(weights or {}, models)
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls, remarks = [], [], [], [], [], []
@@ -258,6 +260,16 @@ def _check_model_list(models: list[str], config: Config) -> None:
             raise AffectkitError(f"--models names {said}: each model is trained once and is one row of the "
                                  "comparison.")
         seen[display] = name
+
+
+def _check_weight_files(weights: dict[str, Path], models: list[str]) -> None:
+    """Refuse, before the data set is read, a weights file that is not there or one for a model not trained."""
+    for name, path in weights.items():
+        if name not in models:
+            raise AffectkitError(f"--weights {name}={path}: {name} is not one of the models trained "
+                                 f"({', '.join(models)}).")
+        if not Path(path).is_file():
+            raise AffectkitError(f"Weights file {path} (for {name}) does not exist.")
 
 
 def _saved_ensemble(models: list[str], member_paths: list[Path], data: PreparedData, run: RunFolder,
