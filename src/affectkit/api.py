@@ -97,6 +97,12 @@ class RunResult:
     comparison: pd.DataFrame  # model_comparison_results.csv: one row per model, then the ensembles
     models: dict[str, Path]  # display name -> best_<Model>.safetensors, the saved averaging ensemble's too
 
+    @property
+    def chosen(self) -> str | None:
+        """The model the report names to use, chosen on the validation faces (None where none could be)."""
+        picked = self.comparison.loc[self.comparison["chosen"].astype(bool), "model"]
+        return None if picked.empty else str(picked.iloc[0])
+
 
 def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = DEFAULT_MODELS,
         config: ConfigSource = None, *, weights: dict[str, str | Path] | None = None, resume: bool = False,

@@ -19,7 +19,7 @@ COLUMNS = [
     "valence_rmse", "valence_mae", "valence_pcc", "valence_ccc", "valence_sagr",
     "arousal_rmse", "arousal_mae", "arousal_pcc", "arousal_ccc", "arousal_sagr",
     "params_millions", "train_time_s", "inference_ms_per_image", "accuracy_low", "accuracy_high", "val_accuracy",
-    "val_va_ccc",
+    "val_va_ccc", "chosen",
 ]
 
 

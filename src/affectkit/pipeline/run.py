@@ -207,8 +207,8 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                 names.append(label)
                 test_classes.append(pred.probs.argmax(axis=1))
                 test_valence_arousal.append(pred.valence_arousal)
-        write_comparison(rows, run)
         chosen, comparisons = _chosen_against_the_rest(rows, test_classes, test_valence_arousal, prepared, test)
+        write_comparison([{**row, "chosen": row["model"] == chosen} for row in rows], run)
         if chosen is not None and run.weights(chosen).is_file():
             reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
