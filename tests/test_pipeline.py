@@ -53,6 +53,7 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
         assert f"| {row.accuracy:.4f} [{row.accuracy_low:.3f}, {row.accuracy_high:.3f}] |" in report, row.model
     # The model to use is chosen on the validation faces, then set against each other row on the test faces.
     chosen = table.loc[table["val_accuracy"].idxmax(), "model"]
+    assert table.loc[table["chosen"], "model"].tolist() == [chosen]
     assert f"Chosen on the validation faces: **{chosen}** (validation accuracy" in report
     assert f"## {chosen} against each model, face by face" in report
     section = report.split(f"## {chosen} against each model, face by face", 1)[1]
