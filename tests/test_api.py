@@ -179,3 +179,18 @@ def test_import_is_light_and_the_public_names_are_documented():
         assert callable(function) and function.__doc__ and function.__annotations__.get("return")
     importlib.import_module("affectkit.pipeline.benchmark")  # the command's module must not shadow the function
     assert callable(affectkit.benchmark) and affectkit.benchmark.__module__ == "affectkit.api"
+
+
+def test_the_api_trains_without_lightnings_banners(demo_dir, tmp_path, caplog):
+    """A notebook's cell shows what the call returns, not Lightning's devices, tips and reasons for stopping."""
+    import logging
+
+    importlib.import_module("lightning.pytorch")  # it sets its logger's level when imported: that level stays
+
+    before = logging.getLogger("lightning.pytorch").level
+    with caplog.at_level(logging.INFO):
+        affectkit.train("custom_cnn", demo_dir, out=tmp_path, epochs=1, fine_tune_epochs=0, img_size=32,
+                        batch_size=16)
+    chatter = [r.getMessage() for r in caplog.records if r.name.startswith("lightning") and r.levelno < logging.WARNING]
+    assert not chatter
+    assert logging.getLogger("lightning.pytorch").level == before  # the caller's logging as it was

@@ -115,3 +115,32 @@ def silenced(silent: bool) -> ContextManager[Any]:
     """For the library's entry points, which keep a ``quiet`` (or ``progress=False``) keyword for callers outside
     the command line: it silences the call, notes included; otherwise the caller's reporter stays."""
     return reporting(SILENT) if silent else nullcontext()
+
+
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# Lightning's and PyTorch's remarks on a training that is as meant: eval-mode frozen backbones, few loader workers
+# on a small machine, a cloud-logging tip, a deprecation inside Lightning itself.
+LIGHTNING_NOISE = (".*module\\(s\\) in eval mode.*", ".*LeafSpec.*", ".*does not have many workers.*",
+                   ".*litlogger.*")
+
+
+@contextmanager
+def lightning_quieted() -> Iterator[None]:
+    """Lightning's banners and tips (its INFO lines: devices found, a cloud-logging tip, why fit stopped) and its
+    remarks in :data:`LIGHTNING_NOISE` left out until the block ends; its other warnings stay. For the Python API,
+    whose caller's logging this leaves as it was afterwards (the command line sets its own once, at start)."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for pattern in LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)

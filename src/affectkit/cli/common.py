@@ -21,7 +21,7 @@ from rich.markup import escape
 from affectkit.config import Config, DataConfig, coerce_value, load_config, parse_set_options, profile_names
 from affectkit.data.archives import data_config
 from affectkit.errors import AffectkitError
-from affectkit.progress import Reporter, console, reporting, to_console
+from affectkit.progress import LIGHTNING_LOGGERS, LIGHTNING_NOISE, Reporter, console, reporting, to_console
 
 app = typer.Typer(
     help="affectkit: train, evaluate, compare and serve facial expression + valence/arousal models.",
@@ -231,14 +231,12 @@ def _quiet_libraries() -> None:
     warnings_only.setLevel(logging.WARNING)
     if not logging.root.handlers:
         logging.root.addHandler(warnings_only)
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         logger.propagate = False
         logger.addHandler(warnings_only)
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    for pattern in LIGHTNING_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def file_error(exc: OSError) -> str:

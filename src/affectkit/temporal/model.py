@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import DataLoader, TensorDataset
 
 from affectkit.config import CLASS_NAMES
+from affectkit.progress import lightning_quieted
 
 HIDDEN_SIZES = (32, 64)
 MAX_EPOCHS = 300
@@ -129,10 +130,11 @@ def fit_keeping_best(module: L.LightningModule, train: DataLoader, val: DataLoad
     ``module.net`` is left with the weights of its epoch with the lowest validation loss."""
     keep = KeepBestWeights()
     # The network is tiny and its inputs are a few numbers a frame: the CPU fits it faster than a GPU would start.
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[EarlyStopping("val_loss", patience=patience), keep])
-    trainer.fit(module, train, val)
+    with lightning_quieted():
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0, callbacks=[EarlyStopping("val_loss", patience=patience), keep])
+        trainer.fit(module, train, val)
     if keep.state is None:
         raise ValueError("the temporal model's validation loss was never finite")
     module.net.load_state_dict(keep.state)

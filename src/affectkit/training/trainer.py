@@ -51,7 +51,7 @@ from affectkit.models.io import (
 )
 from affectkit.models.registry import is_pretrained
 from affectkit.models.weights import load_pretrained_weights, load_weights_file
-from affectkit.progress import reporter, silenced
+from affectkit.progress import lightning_quieted, reporter, silenced
 from affectkit.runs import RunFolder
 from affectkit.training.callbacks import History, KeepBest
 from affectkit.training.fusion import assemble_fusion
@@ -237,16 +237,22 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
                         every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True),
         *extra_callbacks,
     ]
-    trainer = _make_trainer(config, model, phase, callbacks, stored_features=isinstance(module, FeatureHeadModule),
-                            run_dir=run_dir, resume=resume and last.is_file())
+    with lightning_quieted():  # its banners (devices, precision, why fit stopped): the History lines say it all
+        trainer = _make_trainer(config, model, phase, callbacks,
+                                stored_features=isinstance(module, FeatureHeadModule), run_dir=run_dir,
+                                resume=resume and last.is_file())
+        _fit(trainer, module, loaders, last if resume and last.is_file() else None)
+    (state_dir / f"phase{phase.number}.done").write_text(json.dumps({"epochs_run": trainer.current_epoch}))
+
+
+def _fit(trainer: L.Trainer, module: L.LightningModule, loaders: dict, checkpoint: Path | None) -> None:
     with warnings.catch_warnings():
         # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         # The module warps augment_on_device batches (AffectModule.on_after_batch_transfer); the DataModule has no
         # such hook, so there is nothing for Lightning's warning about the two to choose between.
         warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
-        trainer.fit(module, **loaders, ckpt_path=last if resume and last.is_file() else None)
-    (state_dir / f"phase{phase.number}.done").write_text(json.dumps({"epochs_run": trainer.current_epoch}))
+        trainer.fit(module, **loaders, ckpt_path=checkpoint)
 
 
 def _epochs_done(history_path: Path, phase: int) -> int:
