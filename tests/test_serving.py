@@ -120,6 +120,31 @@ def test_missing_body_and_unframed_bodies_get_json_errors(client):
     assert text_field.status_code == 422 and "file uploads" in text_field.json()["detail"]
 
 
+def test_a_json_body_of_base64_images_is_read_as_the_files_are(client, photo):
+    """A browser's or a mobile app's code sends images as base64 in JSON (a canvas's data: URL, say)."""
+    import base64
+
+    by_file = assert_valid_prediction(post(client, ("photo.jpg", photo, "image/jpeg")))
+    encoded = base64.b64encode(photo).decode()
+    response = client.post("/v1/predict", json={"images": [encoded, f"data:image/jpeg;base64,{encoded}"]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == ["images[0]", "images[1]"]
+    for result in results:
+        assert result["faces"][0]["probabilities"] == pytest.approx(by_file[0]["probabilities"], abs=1e-6)
+    for body, status, problem in [
+        ({"images": [encoded, "not base64!"]}, 422, "images[1] is not base64"),
+        ({"images": []}, 422, 'a JSON body holds {"images": [...]}'),
+        ({"image": encoded}, 422, 'a JSON body holds {"images": [...]}'),
+        ({"images": [12]}, 422, "images[0] is not a string of base64"),
+        ({"images": [base64.b64encode(b"hello").decode()]}, 422, "images[0]: not an image"),
+    ]:
+        refused = client.post("/v1/predict", json=body)
+        assert refused.status_code == status and problem in refused.json()["detail"], refused.text
+    broken = client.post("/v1/predict", content=b"{images", headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422 and "the body is not JSON" in broken.json()["detail"]
+
+
 def test_request_size_limit(model_path, photo):
     small = TestClient(create_app(model_path, detect=False, max_upload_bytes=20_000))
     response = post(small, ("big.jpg", photo, "image/jpeg"))

@@ -14,6 +14,9 @@ status.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import re
 import secrets
@@ -79,15 +82,23 @@ PAGE_HEADERS = {  # the page loads nothing from elsewhere; say so to the browser
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
 }
-PREDICT_BODY = {  # documents the multipart body in /docs, since the route reads the form itself to bound it
+PREDICT_BODY = {  # documents the two bodies in /docs, since the route reads the body itself to bound it
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-        }}},
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["files"],
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            }},
+            "application/json": {"schema": {
+                "type": "object", "required": ["images"],
+                "properties": {"images": {"type": "array", "items": {
+                    "type": "string", "description": "an image file's bytes in base64, or a data: URL of them"}}},
+            }},
+        },
     }
 }
+DATA_URL = re.compile(r"^data:[\w.+-]*/?[\w.+-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 
 
 VIDEO_BODY = {
@@ -129,6 +140,29 @@ def _smooth_problem(smooth: float | None) -> str | None:
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def json_images(body: bytes, max_files: int) -> list[tuple[str, bytes]]:
+    """The images of a JSON body ``{"images": ["<base64>", "data:image/jpeg;base64,...", ...]}``, as a browser's or
+    a mobile app's code sends them, named ``images[i]``; each problem refused by where it is (HTTP 422)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(422, f"the body is not JSON ({exc})") from None
+    images = payload.get("images") if isinstance(payload, dict) else None
+    if not isinstance(images, list) or not images:
+        raise HTTPException(422, 'a JSON body holds {"images": [...]}: a list of one or more images in base64')
+    if len(images) > max_files:
+        raise HTTPException(413, f"{len(images)} images exceed the limit of {max_files} per request")
+    uploads = []
+    for i, image in enumerate(images):
+        if not isinstance(image, str):
+            raise HTTPException(422, f"images[{i}] is not a string of base64")
+        try:
+            uploads.append((f"images[{i}]", base64.b64decode(DATA_URL.sub("", image.strip()), validate=True)))
+        except binascii.Error as exc:
+            raise HTTPException(422, f"images[{i}] is not base64 ({exc})") from None
+    return uploads
 
 
 def _body_size_problem(request: Request, max_bytes: int) -> JSONResponse | None:
@@ -294,17 +328,22 @@ def create_app(
 
     @app.post("/v1/predict", dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
     async def predict(request: Request, detect: bool | None = None) -> dict[str, Any]:
-        """Faces, expression probabilities, valence and arousal for each image in the multipart field ``files``;
-        ``detect=false``: each image is a face crop already (a data set's aligned faces), read whole."""
+        """Faces, expression probabilities, valence and arousal for each image in the multipart field ``files``, or
+        in a JSON body's ``images`` (base64); ``detect=false``: each image is a face crop already (a data set's
+        aligned faces), read whole."""
         if detect and predictor.detector is None:
             raise HTTPException(422, "this server was started with --no-detect: it reads each image as one face")
-        async with request.form(max_files=max_files, max_fields=max_files) as form:  # closes the spooled files
-            fields = form.getlist("files")
-            if not fields:
-                raise HTTPException(422, "no images: send one or more files in the multipart field 'files'")
-            if not all(isinstance(f, UploadFile) for f in fields):
-                raise HTTPException(422, "the field 'files' must hold file uploads, not text")
-            uploads = [(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(fields)]
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            uploads = json_images(await request.body(), max_files)
+        else:
+            async with request.form(max_files=max_files, max_fields=max_files) as form:  # closes the spooled files
+                fields = form.getlist("files")
+                if not fields:
+                    raise HTTPException(422, "no images: send one or more files in the multipart field 'files', or "
+                                             'JSON {"images": [...]} of base64')
+                if not all(isinstance(f, UploadFile) for f in fields):
+                    raise HTTPException(422, "the field 'files' must hold file uploads, not text")
+                uploads = [(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(fields)]
         faces_per_image = await run_in_threadpool(decode_and_predict, uploads, detect is not False)
         metrics.observe_predictions(faces_per_image)
         for faces in faces_per_image:
