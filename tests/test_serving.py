@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import struct
 import zlib
@@ -122,8 +123,6 @@ def test_missing_body_and_unframed_bodies_get_json_errors(client):
 
 def test_a_json_body_of_base64_images_is_read_as_the_files_are(client, photo):
     """A browser's or a mobile app's code sends images as base64 in JSON (a canvas's data: URL, say)."""
-    import base64
-
     by_file = assert_valid_prediction(post(client, ("photo.jpg", photo, "image/jpeg")))
     encoded = base64.b64encode(photo).decode()
     response = client.post("/v1/predict", json={"images": [encoded, f"data:image/jpeg;base64,{encoded}"]})
@@ -340,7 +339,7 @@ def test_the_stream_follows_and_smooths_faces_across_live_frames(model_path, wal
                 bad = ws.receive_json()
                 assert bad["frame"] == 2 and bad["error"].startswith("frame 2: ") and "faces" not in bad
                 ws.send_text("hello")
-                assert "binary message" in ws.receive_json()["error"]
+                assert ws.receive_json()["error"].startswith("frame 3 is not base64")
     assert [a["frame"] for a in answers] == [0, 1, 4, 5]
     assert all(len(a["faces"]) == 1 and a["faces"][0]["track"] == 0 for a in answers)
     # Smoothing with weight 0.3 for the newest frame: the second frame's valence is 0.3 of its own and 0.7 of the
@@ -360,6 +359,10 @@ def test_the_stream_follows_and_smooths_faces_across_live_frames(model_path, wal
     with client.websocket_connect("/v1/stream?api_key=s3cret") as ws:  # a browser's way to give the key
         ws.send_bytes(photo)
         assert len(ws.receive_json()["faces"]) == 1
+        ws.send_text("data:image/jpeg;base64," + base64.b64encode(photo).decode())  # a canvas's toDataURL()
+        assert len(ws.receive_json()["faces"]) == 1
+        ws.send_bytes(b"x" * 2_000_001)
+        assert "exceeds the limit of 2,000,000 bytes" in ws.receive_json()["error"]
 
 
 def test_serve_starts_with_the_apps_own_defaults():

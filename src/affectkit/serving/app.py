@@ -154,15 +154,31 @@ def json_images(body: bytes, max_files: int) -> list[tuple[str, bytes]]:
         raise HTTPException(422, 'a JSON body holds {"images": [...]}: a list of one or more images in base64')
     if len(images) > max_files:
         raise HTTPException(413, f"{len(images)} images exceed the limit of {max_files} per request")
-    uploads = []
-    for i, image in enumerate(images):
-        if not isinstance(image, str):
-            raise HTTPException(422, f"images[{i}] is not a string of base64")
-        try:
-            uploads.append((f"images[{i}]", base64.b64decode(DATA_URL.sub("", image.strip()), validate=True)))
-        except binascii.Error as exc:
-            raise HTTPException(422, f"images[{i}] is not base64 ({exc})") from None
-    return uploads
+    return [(f"images[{i}]", base64_image(image, f"images[{i}]")) for i, image in enumerate(images)]
+
+
+def base64_image(text: object, name: str) -> bytes:
+    """The bytes of an image given as base64 text, or as a data: URL of it (a canvas's ``toDataURL()``)."""
+    if not isinstance(text, str):
+        raise HTTPException(422, f"{name} is not a string of base64")
+    try:
+        return base64.b64decode(DATA_URL.sub("", text.strip()), validate=True)
+    except binascii.Error as exc:
+        raise HTTPException(422, f"{name} is not base64 ({exc})") from None
+
+
+def frame_bytes(message: dict[str, Any], name: str, max_bytes: int) -> bytes:
+    """The image a stream's message holds: its bytes (a binary message), or its base64 (a text message)."""
+    if message.get("bytes") is not None:
+        data = message["bytes"]
+    elif message.get("text") is not None:
+        data = base64_image(message["text"], name)
+    else:
+        raise HTTPException(422, "send each frame as a binary message holding a JPEG or PNG image, or as a text "
+                                 "message of its base64")
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"frame of {len(data):,} bytes exceeds the limit of {max_bytes:,} bytes")
+    return data
 
 
 def _body_size_problem(request: Request, max_bytes: int) -> JSONResponse | None:
@@ -456,7 +472,8 @@ def create_app(
     @app.websocket(STREAM_ROUTE)
     async def stream(websocket: WebSocket, smooth: float | None = None, x_api_key: str | None = Header(default=None),
                      key: str | None = Query(default=None, alias="api_key")) -> None:
-        """Live frames: each binary message is one frame (JPEG or PNG bytes); each answer, in order, is
+        """Live frames: each binary message is one frame (JPEG or PNG bytes), or each text message its base64 or
+        data: URL (a canvas's ``toDataURL()``); each answer, in order, is
         ``{"frame": n, "faces": [...]}`` with the faces followed across the connection's frames (``track``) and,
         with ``smooth`` in (0, 1], smoothed over them; or ``{"frame": n, "error": "..."}`` for a frame that cannot
         be used. The key goes in the X-API-Key header, or in ``api_key`` where the client cannot set headers (a
@@ -481,19 +498,14 @@ def create_app(
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                data = message.get("bytes")
-                if data is None:
-                    answer = {"error": "send each frame as a binary message holding a JPEG or PNG image"}
-                elif len(data) > max_upload_bytes:
-                    answer = {"error": f"frame of {len(data):,} bytes exceeds the limit of {max_upload_bytes:,} bytes"}
-                else:
-                    try:
-                        faces = await run_in_threadpool(predict_frame, f"frame {frame}", data, smoother)
-                        metrics.observe_predictions([faces])
-                        feedback.remember(faces)
-                        answer = {"faces": faces}
-                    except HTTPException as exc:
-                        answer = {"error": exc.detail}
+                try:
+                    data = frame_bytes(message, f"frame {frame}", max_upload_bytes)
+                    faces = await run_in_threadpool(predict_frame, f"frame {frame}", data, smoother)
+                    metrics.observe_predictions([faces])
+                    feedback.remember(faces)
+                    answer: dict[str, Any] = {"faces": faces}
+                except HTTPException as exc:
+                    answer = {"error": exc.detail}
                 await websocket.send_json({"frame": frame, **answer})
                 frame += 1
         except WebSocketDisconnect:
