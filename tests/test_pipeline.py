@@ -102,6 +102,8 @@ def test_the_runs_ensemble_is_a_saved_model_averaging_its_members(run_dir, demo_
     model, meta = load_model(ensemble_path)
     assert meta["model"] == "ensemble:custom_cnn+efficientnet_b0" and meta["display_name"] == "Ensemble"
     assert meta["ensemble"]["members"] == ["CustomCNN", "EfficientNetB0"] and "output_profile" in meta
+    assert "- Ensemble (`best_Ensemble.safetensors`): the mean of CustomCNN, EfficientNetB0's calibrated" in \
+        (run_dir / "report.md").read_text()
     data = prepare_data(demo_dir, config_from_metadata(meta), splits_path=run_dir / "splits.csv", progress=False)
     test = data.positions("test")
     members = [load_model(run_dir / f"best_{name}.safetensors") for name in meta["ensemble"]["members"]]

@@ -201,7 +201,12 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
             if random_start_control and is_pretrained(meta.get("initial_weights", "")):
                 controls.append(_random_start_control(name, prepared, run, config, evaluated, meta, resume))
         if len(members) > 1:
-            combined, ensemble_rows = _ensembles(models, members, best_paths, rows, prepared, run, config, remarks)
+            combined, ensemble_rows, saved = _ensembles(models, members, best_paths, rows, prepared, run, config,
+                                                        remarks)
+            if saved:
+                notes.append(f"{ENSEMBLE} (`{run.weights(ENSEMBLE).name}`): the mean of {', '.join(names)}'s "
+                             "calibrated probabilities and of their valence/arousal, one model to predict with, "
+                             "export and serve")
             rows += ensemble_rows
             for label, pred in combined.items():
                 names.append(label)
@@ -217,10 +222,10 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
 
 def _ensembles(models: list[str], members: list[Evaluated], member_paths: list[Path], member_rows: list[dict],
                data: PreparedData, run: RunFolder, config: Config,
-               remarks: list[str]) -> tuple[dict[str, Predictions], list[dict]]:
+               remarks: list[str]) -> tuple[dict[str, Predictions], list[dict], bool]:
     """The averaging ensemble (:func:`_saved_ensemble`, or the members' averaged outputs where it cannot be saved)
-    and the stacking of the members' test outputs, with their comparison rows; a stacking the validation faces
-    cannot fit is left out, with a sentence in ``remarks``."""
+    and the stacking of the members' test outputs, with their comparison rows, and whether the averaging was saved;
+    a stacking the validation faces cannot fit is left out, with a sentence in ``remarks``."""
     val = data.positions("val")
     saved = _saved_ensemble(models, member_paths, data, run, config)
     if saved is not None:
@@ -243,7 +248,7 @@ def _ensembles(models: list[str], members: list[Evaluated], member_paths: list[P
         reporter().note(remarks[-1])
     else:
         rows.append(_ensemble_row(STACKING, combined[STACKING], member_rows, data, run, {}))
-    return combined, rows
+    return combined, rows, saved is not None
 
 
 def _check_model_list(models: list[str], config: Config) -> None:
