@@ -144,7 +144,7 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> J
 
 def json_images(body: bytes, max_files: int) -> list[tuple[str, bytes]]:
     """The images of a JSON body ``{"images": ["<base64>", "data:image/jpeg;base64,...", ...]}``, as a browser's or
-    a mobile app's code sends them, named ``images[i]``; each problem refused by where it is (HTTP 422)."""
+    a mobile app's code sends them, named ``images[i]``; each problem refused by where it is."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
