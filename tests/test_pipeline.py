@@ -127,6 +127,20 @@ def test_the_runs_ensemble_is_a_saved_model_averaging_its_members(run_dir, demo_
     assert by_onnx.valence == pytest.approx(by_torch.valence, abs=1e-4)
 
 
+def test_a_run_with_a_fusion_scores_its_ensemble_without_a_file(demo_dir, tmp_path):
+    """A fusion cannot nest in the ensemble's graph: the Ensemble row is the members' averaged outputs, and a
+    best_Ensemble an earlier run left in the folder, no longer that row's model, is removed."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (out / f"best_Ensemble{suffix}").write_text("an earlier run's")
+    config = Config(img_size=32, batch_size=16, epochs=1, fine_tune_epochs=0, num_workers=0, seed=0)
+    run_pipeline(demo_dir, out, ["custom_cnn", "fusion:custom_cnn+mini_xception"], config, quiet=True)
+    rows = pd.read_csv(out / "model_comparison_results.csv")
+    assert list(rows["model"]) == ["CustomCNN", "CustomCNN+MiniXception", "Ensemble", "Stacking"]
+    assert not list(out.glob("best_Ensemble.*")) and pd.notna(rows.loc[2, "accuracy"])
+
+
 def test_an_ensemble_is_not_a_model_to_train_nor_a_model_twice_a_run(demo_dir, tmp_path):
     with pytest.raises(AffectkitError, match="averaging ensemble `affectkit run` saves.*--models custom_cnn,resnet50"):
         train_one("ensemble:custom_cnn+resnet50", demo_dir, tmp_path, Config(img_size=32), quiet=True)

@@ -236,6 +236,8 @@ def _ensembles(models: list[str], members: list[Evaluated], member_paths: list[P
                                "+".join(r["backbone"] for r in member_rows), "members'",
                                **_validation_scores(saved.val, data, val))]
     else:
+        for stale in model_paths(run.best(ENSEMBLE)):  # an earlier run's, in this folder: not this row's model
+            stale.unlink(missing_ok=True)
         combined = {ENSEMBLE: ensemble.average([m.test for m in members])}
         rows = [_ensemble_row(ENSEMBLE, combined[ENSEMBLE], member_rows, data, run,
                               _validation_scores(ensemble.average([m.val for m in members]), data, val))]
