@@ -36,14 +36,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(model: Path) -> Iterator[str]:
+def serving(model: Path, **options) -> Iterator[str]:
     import uvicorn
 
     from affectkit.serving import create_app
 
     torch.set_num_threads(1)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(model, **options), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -174,5 +175,23 @@ def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
                 assert page.locator("#circumplex .dot").count() == 0
                 assert "expressions only" in page.text_content("#circumplex")
                 assert page.text_content("#faces .va") == "no valence/arousal (an expression model)"
+        finally:
+            browser.close()
+
+
+def test_page_answers_for_a_photo_the_browser_cannot_show(model_path):
+    """Chromium shows no HEIC (iPhones' photos), which the server reads: the faces are listed, the photo not drawn."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with serving(model_path, detect=False) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(url)
+            page.set_input_files("#file", str(Path(__file__).parent / "data" / "face.heic"))
+            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+            assert page.text_content("#status") == ("done: 1 face(s); this browser cannot display the photo, so it "
+                                                    "is not drawn")
+            assert page.locator("#faces .bar-row").count() == 8 and page.locator("#circumplex .dot").count() == 1
         finally:
             browser.close()

@@ -38,6 +38,12 @@ function loadImage(file) {
 }
 
 // img: an <img> or a <canvas> holding a camera frame.
+function clearPhoto() {
+  const canvas = $("canvas");
+  canvas.width = 0;
+  canvas.height = 0;
+}
+
 function drawPhoto(img, faces) {
   const canvas = $("canvas");
   const [width, height] = [img.naturalWidth || img.width, img.naturalHeight || img.height];
@@ -177,10 +183,13 @@ async function predict(file) {
       return;
     }
     const faces = (await response.json()).results[0].faces;
-    drawPhoto(await loadImage(file), faces);
+    // The server reads formats some browsers cannot show (HEIC in Chrome): the answer stands without the picture.
+    const img = await loadImage(file).catch(() => null);
+    if (img) drawPhoto(img, faces);
+    else clearPhoto();
     drawCircumplex(faces);
     listFaces(faces);
-    setStatus(`done: ${faces.length} face(s)`);
+    setStatus(`done: ${faces.length} face(s)` + (img ? "" : "; this browser cannot display the photo, so it is not drawn"));
     refreshMonitor();
   } catch (err) {
     setStatus(`error: ${err.message}`);
