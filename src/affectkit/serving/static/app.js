@@ -189,7 +189,8 @@ async function predict(file) {
     else clearPhoto();
     drawCircumplex(faces);
     listFaces(faces);
-    setStatus(`done: ${faces.length} face(s)` + (img ? "" : "; this browser cannot display the photo, so it is not drawn"));
+    const undrawn = img ? "" : "; this browser cannot display the photo, so it is not drawn";
+    setStatus(`done: ${faces.length} face(s)${undrawn}`);
     refreshMonitor();
   } catch (err) {
     setStatus(`error: ${err.message}`);
