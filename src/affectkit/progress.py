@@ -118,8 +118,9 @@ def silenced(silent: bool) -> ContextManager[Any]:
 
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-# Lightning's and PyTorch's remarks on a training that is as meant: eval-mode frozen backbones, few loader workers
-# on a small machine, a cloud-logging tip, a deprecation inside Lightning itself.
+# Lightning's and PyTorch's remarks on a training that is as meant: phase 1's frozen backbone in eval mode (its
+# BatchNorm statistics frozen on purpose), few loader workers on a small machine, a cloud-logging tip, a deprecation
+# inside Lightning itself.
 LIGHTNING_NOISE = (".*module\\(s\\) in eval mode.*", ".*LeafSpec.*", ".*does not have many workers.*",
                    ".*litlogger.*")
 
@@ -127,8 +128,8 @@ LIGHTNING_NOISE = (".*module\\(s\\) in eval mode.*", ".*LeafSpec.*", ".*does not
 @contextmanager
 def lightning_quieted() -> Iterator[None]:
     """Lightning's banners and tips (its INFO lines: devices found, a cloud-logging tip, why fit stopped) and its
-    remarks in :data:`LIGHTNING_NOISE` left out until the block ends; its other warnings stay. For the Python API,
-    whose caller's logging this leaves as it was afterwards (the command line sets its own once, at start)."""
+    remarks in :data:`LIGHTNING_NOISE` left out until the block ends; its other warnings stay. Around every
+    training, from the command line or the Python API; the caller's logging is as it was afterwards."""
     import logging
     import warnings
 

@@ -247,8 +247,6 @@ def _run_phase(model: AffectModel, phase: Phase, datamodule: AffectDataModule, c
 
 def _fit(trainer: L.Trainer, module: L.LightningModule, loaders: dict, checkpoint: Path | None) -> None:
     with warnings.catch_warnings():
-        # Phase 1 keeps the frozen backbone in eval mode on purpose (BatchNorm statistics frozen).
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         # The module warps augment_on_device batches (AffectModule.on_after_batch_transfer); the DataModule has no
         # such hook, so there is nothing for Lightning's warning about the two to choose between.
         warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
