@@ -60,6 +60,30 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     assert all(f"| {other} |" in section for other in table["model"] if other != chosen)
 
 
+def test_a_run_folder_given_as_the_model_is_the_model_its_report_chose(run_dir, demo_dir, tmp_path):
+    from affectkit.models.io import model_paths
+
+    table = pd.read_csv(run_dir / "model_comparison_results.csv")
+    chosen = table.loc[table["chosen"], "model"].item()
+    assert model_paths(run_dir)[0] == run_dir / f"best_{chosen}.safetensors"
+    face = next((demo_dir / "images").glob("*.jpg"))
+    done = _cli("predict", str(run_dir), str(face), "--no-detect", "--out", str(tmp_path / "rows.csv"))
+    assert done.returncode == 0, done.stderr
+    assert f"{run_dir}: the model its report chose, best_{chosen}.safetensors" in " ".join(done.stderr.split())
+    # A folder of saved models without a report's choice names them; one without any is refused as before.
+    undecided = tmp_path / "undecided"
+    undecided.mkdir()
+    for name in ("CustomCNN", "EfficientNetB0"):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(run_dir / f"best_{name}{suffix}", undecided)
+    with pytest.raises(AffectkitError, match=r"holding 2 saved model\(s\) \(best_CustomCNN.safetensors, "
+                                             r"best_EfficientNetB0.safetensors\) and no report's choice"):
+        model_paths(undecided)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AffectkitError, match="is a folder, not a saved model"):
+        model_paths(tmp_path / "empty")
+
+
 def test_the_report_warns_of_a_model_that_learnt_the_class_frequencies(run_dir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class RunFolder:
 
     def weights(self, model: str) -> Path:
         return self.root / f"best_{model}.safetensors"
+
+    def chosen_model(self) -> str | None:
+        """The model the run's report chose on the validation faces (its comparison table's ``chosen`` row), where
+        there is one."""
+        if not self.comparison_table.is_file():
+            return None
+        with self.comparison_table.open(newline="") as table:
+            return next((row["model"] for row in csv.DictReader(table) if row.get("chosen") == "True"), None)
 
     def history(self, model: str) -> Path:
         return self.root / f"{model}_history.csv"

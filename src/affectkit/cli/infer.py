@@ -10,11 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, SplitOpt, SplitsOpt, app, report_to_console, say
+from affectkit.cli.common import QuietOpt, SplitOpt, SplitsOpt, app, chosen_model_of_run, report_to_console, say
 from affectkit.errors import AffectkitError
 from affectkit.progress import console
 
-ModelArg = Annotated[Path, typer.Argument(help="Saved model: best_<Model>.safetensors (or its .json / stem).")]
+ModelArg = Annotated[Path, typer.Argument(
+    help="Saved model: best_<Model>.safetensors (or its .json / stem), or a run folder (the model its report chose).",
+    callback=chosen_model_of_run)]
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="auto: on CPU the model's .onnx beside it when present and current, else PyTorch; or "
     "onnx / torch.")]
@@ -55,7 +57,9 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="Saved model (.safetensors/.json/stem) or an exported .onnx file.")],
+    model: Annotated[Path, typer.Argument(
+        help="Saved model (.safetensors/.json/stem), an exported .onnx file, or a run folder (the model its report "
+        "chose).", callback=chosen_model_of_run)],
     inputs: Annotated[list[Path], typer.Argument(help="Image files, videos and folders (searched recursively for both).")],
     out: Annotated[Optional[Path], typer.Option(
         help="Write one row per face to this .csv, .json or .jsonl file; - writes JSON Lines to standard output "

@@ -21,6 +21,7 @@ from affectkit.cli.common import (
     SplitOpt,
     SplitsOpt,
     app,
+    chosen_model_of_run,
     comma_list,
     configured,
     print_config_and_exit,
@@ -186,7 +187,9 @@ def benchmark(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="best_<Model>.safetensors (its .json must sit beside it).")],
+    model: Annotated[Path, typer.Argument(
+        help="best_<Model>.safetensors (its .json must sit beside it), or a run folder (the model its report chose).",
+        callback=chosen_model_of_run)],
     data: DataArg,
     split: SplitOpt = "test",
     splits: SplitsOpt = None,

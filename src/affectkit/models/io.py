@@ -14,14 +14,18 @@ from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.config import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD, Config
 from affectkit.errors import AffectkitError
 from affectkit.models.factory import AffectModel, build_model
+from affectkit.runs import RunFolder
 
 FORMAT = "affectkit-model/1"
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:
-    """``x.safetensors``, ``x.json`` or the stem ``x`` -> (weights, metadata). A folder or another kind of file is
-    refused: arguments given the wrong way round (``affectkit evaluate DATA MODEL``) end up here."""
+    """``x.safetensors``, ``x.json`` or the stem ``x`` -> (weights, metadata); a run folder -> the model its report
+    chose. Another folder or another kind of file is refused: arguments given the wrong way round (``affectkit
+    evaluate DATA MODEL``) end up here."""
     path = Path(path)
+    if path.is_dir():
+        path = _chosen_in(path)
     if path.is_dir() or (path.is_file() and path.suffix.lower() not in {".safetensors", ".json", ".onnx"}):
         raise AffectkitError(f"{path} is a {'folder' if path.is_dir() else 'file'}, not a saved model (a "
                              ".safetensors file with its .json beside it, or its .onnx export); the model comes "
@@ -29,6 +33,20 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     stem = path.with_suffix("") if path.suffix in {".safetensors", ".json", ".onnx"} else path
     # Appended, not swapped in: a timm model's display name may hold a dot (``timm-vit_base.augreg``).
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _chosen_in(folder: Path) -> Path:
+    """The weights of the model a run folder's report chose; the folder itself where it chose none, which is then
+    refused naming the models it holds."""
+    run = RunFolder(folder)
+    chosen = run.chosen_model()
+    if chosen is not None and run.weights(chosen).is_file():
+        return run.weights(chosen)
+    saved = sorted(p.name for p in folder.glob("best_*.safetensors"))
+    if saved:
+        raise AffectkitError(f"{folder} is a folder holding {len(saved)} saved model(s) ({', '.join(saved)}) and no "
+                             "report's choice among them: give one of them.")
+    return folder
 
 
 def save_model(model: AffectModel, path: str | Path, config: Config, extra: dict[str, Any] | None = None) -> Path:
