@@ -8,6 +8,9 @@ calibrated log-probabilities that give the lowest validation log-loss
 (:func:`affectkit.evaluation.ensemble.fit_late_fusion`): one weight searched at a time, however many branches. The
 chosen values live in the model's buffers, so the saved file, its ONNX export and the server all predict the fused
 output. The test split plays no part.
+
+A run's averaging ensemble (:func:`assemble_ensemble`) is put together the same way from the run's saved models,
+with nothing to choose: equal weights, each member at the temperature it was calibrated to.
 """
 
 from __future__ import annotations
