@@ -89,6 +89,28 @@ def test_heic_and_avif_photos_in_class_folders_train_as_their_pixels(tmp_path):
         assert np.abs(cache.images[k] - expected).mean() < 3
 
 
+def test_without_pi_heif_heic_photos_are_quarantined_saying_so(tmp_path, monkeypatch):
+    """An environment set up by other means than the set-up (a GPU host's preinstalled packages) may lack pi-heif:
+    HEIC photos are then quarantined by name, and every other image read as before."""
+    import sys
+
+    from affectkit.data.records import Reject, inspect_image
+    from affectkit.imaging import register_photo_decoders
+
+    shutil.copy(Path(__file__).parent / "data" / "face.heic", tmp_path / "IMG_0001.HEIC")
+    save(tmp_path / "face.png", face(1, 0)[0])
+    monkeypatch.setitem(sys.modules, "pi_heif", None)  # import pi_heif raises ImportError
+    register_photo_decoders.cache_clear()
+    try:
+        with pytest.raises(Reject, match="IMG_0001.HEIC: HEIC photos need pi-heif, which is not installed") as refused:
+            inspect_image(tmp_path / "IMG_0001.HEIC")
+        assert refused.value.kind == "format_unsupported"
+        assert inspect_image(tmp_path / "face.png").width == 64
+    finally:
+        monkeypatch.undo()
+        register_photo_decoders.cache_clear()
+
+
 def test_class_folders_split_as_fer2013_image_copies_name_them(tmp_path):
     root = class_folder_set(tmp_path / "fer_images", {"Training": 3, "PublicTest": 1, "PrivateTest": 1})
     index = read_dataset(root, progress=False)

@@ -24,7 +24,7 @@ from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.data.layouts.fer2013 import row_pixels
 from affectkit.data.reader import Record
 from affectkit.errors import AffectkitError, one_line
-from affectkit.imaging import HEIF_SUFFIXES, register_photo_decoders
+from affectkit.imaging import HEIF_MISSING, HEIF_SUFFIXES, register_photo_decoders
 from affectkit.progress import reporter, silenced
 
 CACHE_VERSION = 2  # 2: enlarging resizes are bilinear
@@ -66,7 +66,8 @@ def decode_rgb(path: str | Path, orientation: bool = True) -> np.ndarray:
     """RGB uint8 of an image file, turned upright by its EXIF orientation unless ``orientation`` is False; grayscale
     files become three equal channels. OpenCV decodes; HEIC, which it cannot, goes through Pillow."""
     if Path(path).suffix.lower() in HEIF_SUFFIXES:
-        register_photo_decoders()
+        if not register_photo_decoders():
+            raise AffectkitError(f"{path}: {HEIF_MISSING}.")
         try:
             with Image.open(path) as image:  # libheif applies the file's own rotation as it decodes
                 return np.asarray(image.convert("RGB"))

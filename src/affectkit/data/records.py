@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.errors import AffectkitError, one_line
-from affectkit.imaging import HEIF_SUFFIXES, register_photo_decoders
+from affectkit.imaging import HEIF_MISSING, HEIF_SUFFIXES, register_photo_decoders
 from affectkit.progress import reporter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm",
@@ -258,7 +258,8 @@ def inspect_image(path: Path) -> ImageInfo:
     data = path.read_bytes()
     if not data:
         raise Reject("image_empty", f"image file {path.name} is empty (0 bytes)")
-    register_photo_decoders()
+    if not register_photo_decoders() and path.suffix.lower() in HEIF_SUFFIXES:
+        raise Reject("format_unsupported", f"{path.name}: {HEIF_MISSING}; or convert it to JPEG or PNG")
     try:
         with warnings.catch_warnings():  # Pillow warns from half its bomb limit on; a big photo of faces is no bomb
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

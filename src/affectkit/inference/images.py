@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from affectkit.errors import AffectkitError, one_line
-from affectkit.imaging import register_photo_decoders
+from affectkit.imaging import HEIF_MISSING, register_photo_decoders
 
 # Formats Pillow decodes in-process (its own code, or a library linked in: libwebp, libavif, libheif); EPS/PDF-like
 # formats would hand the bytes to external programs.
@@ -43,15 +43,17 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = UPLOAD_MAX_
     """
     if not data:
         raise ImageError("empty", name, "the file is empty.")
-    register_photo_decoders()
+    heif = register_photo_decoders()
+    formats = ALLOWED_FORMATS if heif else tuple(f for f in ALLOWED_FORMATS if f != "HEIF")
     try:
         with warnings.catch_warnings():  # Pillow warns from half its limit on; the explicit check below decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            image = Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
         raise ImageError("too_large", name, f"too large to decode safely ({exc}).") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise ImageError("not_image", name, f"not an image (supported: {', '.join(ALLOWED_FORMATS)}).") from None
+        raise ImageError("not_image", name, f"not an image (supported: {', '.join(formats)})"
+                         + ("" if heif else f"; {HEIF_MISSING}") + ".") from None
     with image:
         width, height = image.size
         if width * height > max_pixels:
