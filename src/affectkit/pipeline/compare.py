@@ -17,15 +17,14 @@ import pandas as pd
 
 from affectkit.config import CLASS_NAMES, load_config
 from affectkit.data.archives import data_config
-from affectkit.data.datamodule import PreparedData, prepare_data
-from affectkit.data.reader import read_dataset, reader_options
+from affectkit.data.datamodule import PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import PairedComparison, paired_comparison
 from affectkit.models.io import load_model, model_paths
 from affectkit.pipeline.external import read_predictions
-from affectkit.pipeline.run import EVALUATION_SPLITS, evaluation_data, saved_predictions, seen_in_training
+from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
 from affectkit.progress import reporter, silenced
 
 SCORED = ("accuracy", "macro_f1", "balanced_accuracy")
@@ -72,22 +71,10 @@ def _face_ids(prepared: PreparedData, positions: np.ndarray) -> np.ndarray:
 def _faces_alone(data: Path, split: str, splits: Path | None) -> tuple[PreparedData, np.ndarray]:
     """The faces other tools' predictions are scored on where no saved model reads them: every face of ``data``
     (``all``), the split a ``splits`` file names, or the data set's own; their labels alone, no image decoded."""
-    if split not in EVALUATION_SPLITS:
-        raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
-    config = load_config(None, data_config(data)).model_copy(update={"max_samples": None})
-    if split == "all":
-        prepared = prepare_data(data, config, use_all=True, pixels=False)
-    elif splits is not None:
-        if not splits.is_file():
-            raise AffectkitError(f"{splits} not found.")
-        prepared = prepare_data(data, config, splits_path=splits, pixels=False)
-    else:
-        index = read_dataset(data, **reader_options(config))
-        if split not in {record.split for record in index.records}:
-            raise AffectkitError(f"{data} gives no {split} split of its own, and no saved model brings its run's: "
-                                 "--split all compares the predictions on every face of it, --splits FILE on a split "
-                                 "a splits.csv names.")
-        prepared = prepare_data(data, config, index=index, pixels=False)
+    check_split(split)
+    config = load_config(None, data_config(data))
+    prepared = split_faces(data, config, split, splits, f"{data} gives no {split} split of its own, and no saved "
+                                                        "model brings its run's", pixels=False)
     positions = prepared.positions("test" if split == "all" else split)
     if len(positions) == 0:
         raise AffectkitError(f"The {split} split of {data} is empty.")

@@ -377,28 +377,39 @@ def _ensemble_row(label: str, pred: Predictions, member_rows: list[dict], data: 
 def evaluation_data(model_path: Path, data: Path, split: str, splits: Path | None) -> PreparedData:
     """``data`` read and cached as the saved model reads faces, split by ``splits`` (default: the ``splits.csv``
     the model was trained on), or whole where ``split`` is "all"."""
-    if split not in EVALUATION_SPLITS:
-        raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
+    check_split(split)
     weights, _ = model_paths(model_path)
     config = config_from_metadata(read_metadata(model_path))
     source = training_source(model_path)
     if splits is None and split != "all" and source not in (None, Path(data).resolve()):
-        return _own_split_of_other_data(data, config, split, source)
-    splits = splits or model_splits(weights)
-    if split != "all" and not splits.is_file():
-        raise AffectkitError(f"{splits} not found: give --splits, or --split all for every image of {data}.")
-    return prepare_data(data, config, splits_path=None if split == "all" else splits, use_all=split == "all")
+        # Another data set than the model's: its splits.csv names faces of its own data, and a split drawn here
+        # would be a random part of faces it never saw, so the data set splits itself.
+        return split_faces(data, config, split, None, f"{data} is not the data set the model was trained on "
+                                                      f"({source}) and gives no {split} split of its own")
+    return split_faces(data, config, split, splits or model_splits(weights), "")
 
 
-def _own_split_of_other_data(data: Path, config: Config, split: str, trained_on: Path) -> PreparedData:
-    """A data set other than the one the model was trained on, split as it splits itself: the model's splits.csv
-    names faces of its own data, and a split drawn here would be a random part of faces it never saw."""
+def check_split(split: str) -> None:
+    if split not in EVALUATION_SPLITS:
+        raise AffectkitError(f"--split must be test, val, train or all, not {split!r}.")
+
+
+def split_faces(data: Path, config: Config, split: str, splits: Path | None, unsplit: str,
+                pixels: bool = True) -> PreparedData:
+    """``data`` read as ``config`` reads it: every face (``split`` "all"), split by the ``splits`` file, or, without
+    one, split as the data set splits itself (``unsplit``: the sentence refusing a data set that gives no such
+    split). Without ``pixels``, no image is decoded (:func:`prepare_data`)."""
+    if split == "all":
+        return prepare_data(data, config, use_all=True, pixels=pixels)
+    if splits is not None:
+        if not splits.is_file():
+            raise AffectkitError(f"{splits} not found: give --splits, or --split all for every image of {data}.")
+        return prepare_data(data, config, splits_path=splits, pixels=pixels)
     index = read_dataset(data, **reader_options(config))
     if split not in {record.split for record in index.records}:
-        raise AffectkitError(f"{data} is not the data set the model was trained on ({trained_on}) and gives no {split} "
-                             "split of its own: --split all evaluates the model on every face of it, --splits FILE "
-                             "on a split a splits.csv names.")
-    return prepare_data(data, config.model_copy(update={"max_samples": None}), index=index)
+        raise AffectkitError(f"{unsplit}: --split all scores every face of it, --splits FILE a split a splits.csv "
+                             "names.")
+    return prepare_data(data, config.model_copy(update={"max_samples": None}), index=index, pixels=pixels)
 
 
 def training_source(model_path: Path) -> Path | None:
