@@ -243,6 +243,24 @@ def test_a_valence_arousal_run_chooses_its_model_by_validation_ccc(partial_manif
     assert all(f"| {other} |" in section for other in table["model"] if other != chosen)
 
 
+def test_models_trained_without_classes_are_chosen_by_validation_ccc_though_the_test_faces_have_classes(
+        partial_manifest, tmp_path):
+    manifest = pd.read_csv(partial_manifest)
+    manifest["split"] = np.resize(["train", "train", "val", "test"], len(manifest))
+    manifest.loc[manifest["split"] == "train", "expression"] = ""  # a valence/arousal set to train on
+    manifest.loc[manifest["split"] != "train", "expression"] = "Happy"
+    manifest.to_csv(tmp_path / "faces.csv", index=False)
+    config = Config(img_size=32, batch_size=16, epochs=1, fine_tune_epochs=0, num_workers=0, seed=0)
+    report = run_pipeline(tmp_path / "faces.csv", tmp_path / "run", ["custom_cnn", "mini_xception"], config,
+                          quiet=True).read_text()
+    table = pd.read_csv(tmp_path / "run" / "model_comparison_results.csv")
+    assert table["accuracy"].isna().all() and table["val_va_ccc"].notna().sum() >= 2
+    chosen = table.loc[table["val_va_ccc"].idxmax(), "model"]
+    assert table.loc[table["chosen"], "model"].tolist() == [chosen]
+    assert "The models predict valence and arousal only: no training face has an expression class." in report
+    assert f"Chosen on the validation faces: **{chosen}** (validation CCC {table['val_va_ccc'].max():.4f}" in report
+
+
 def test_a_run_whose_given_validation_split_has_one_class_reports_without_the_stacking(demo_dir, tmp_path):
     from affectkit.config import CLASS_NAMES
     from affectkit.data.reader import read_dataset

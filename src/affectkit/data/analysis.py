@@ -98,6 +98,8 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         summary["split"] = split_description(splits, index)
         counts = splits["split"].value_counts()
         summary["split_sizes"] = {s: int(counts.get(s, 0)) for s in SPLITS}
+        classed = splits.loc[splits["expression"] != NO_EXPRESSION, "split"].value_counts()
+        summary["classed_split_sizes"] = {s: int(classed.get(s, 0)) for s in SPLITS}  # faces with a class
     return summary
 
 

@@ -84,6 +84,13 @@ VALIDATION_SCORES = {"val_accuracy": "validation accuracy {:.4f}",
                      "val_va_ccc": "validation CCC {:.4f}, the mean of valence's and arousal's"}
 
 
+def choice_score(rows: Sequence[dict]) -> str:
+    """The validation score a run chooses its model by, one rule for the choice and its report: accuracy where a row
+    has a test accuracy (the test faces have classes and a model predicts them), else the mean of valence's and
+    arousal's CCC."""
+    return "val_accuracy" if any(pd.notna(row.get("accuracy")) for row in rows) else "val_va_ccc"
+
+
 def _choice_sentence(table: pd.DataFrame, chosen: str | None, by: str = "val_accuracy") -> str:
     """Which model to use, chosen on the validation faces alone (a run's test faces only score), where one was;
     ``by``: the column it was chosen by."""
@@ -179,6 +186,16 @@ def _classes_line(summary: dict) -> str:
             + (f" Faces with valence/arousal only (no class): {unclassed}." if unclassed else ""))
 
 
+def _why_no_accuracy(summary: dict) -> str:
+    """Why no model has a test accuracy: no face has a class, no test face has one, or no training face had one (so
+    the models learnt valence and arousal only)."""
+    if not any(summary["class_counts"].values()):
+        return "The models predict valence and arousal only: no face has an expression class. "
+    if summary.get("classed_split_sizes", {}).get("test"):
+        return "The models predict valence and arousal only: no training face has an expression class. "
+    return "No test face has an expression class. "
+
+
 def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
                  transfer: list[dict] | None = None, chosen: str | None = None,
                  comparisons: list[tuple[str, PairedComparison | PairedCCC]] | None = None,
@@ -188,12 +205,11 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
     the validation faces, set against the others on the test faces in ``comparisons`` (by accuracy, or by
     valence and arousal CCC where no face has a class); ``remarks``: sentences on rows the run could not make."""
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    scored = table["accuracy"].notna().any()  # not where no test face has a class
-    by = "val_accuracy" if scored else "val_va_ccc"
+    by = choice_score(rows)
+    scored = by == "val_accuracy"
     main = interval_cells(table[["model", "backbone", "initial_weights", by, "accuracy", "top2_accuracy",
                                  "macro_f1", "valence_ccc", "arousal_ccc", "valence_rmse", "arousal_rmse",
                                  "params_millions", "train_time_s", "inference_ms_per_image"]], table)
-    classed = any(summary["class_counts"].values())
     rejected = ", ".join(f"{k}: {v}" for k, v in summary["rejected_by_reason"].items()) or "none"
     lines = [
         "# affectkit run report",
@@ -213,9 +229,7 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         "",
         (_choice_sentence(table, chosen) + f"In brackets, each accuracy's {CONFIDENCE:.0%} bootstrap interval over "
          "the test faces: models whose intervals overlap much may not differ on faces like these. " if scored
-         else ("No test face has an expression class. " if classed
-               else "The models predict valence and arousal only: no face has an expression class. ")
-         + _choice_sentence(table, chosen, by))
+         else _why_no_accuracy(summary) + _choice_sentence(table, chosen, by))
         + f"Full numbers: `{run.comparison_table.name}`.",
         "",
         *[line for remark in remarks for line in (remark, "")],

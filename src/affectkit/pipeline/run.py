@@ -19,7 +19,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
 from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.card import seen_warning, write_model_card
-from affectkit.evaluation.comparison import comparison_row, write_comparison, write_report
+from affectkit.evaluation.comparison import choice_score, comparison_row, write_comparison, write_report
 from affectkit.evaluation.evaluator import (
     Predictions,
     evaluation_device,
@@ -313,21 +313,23 @@ def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -
 def _chosen_against_the_rest(rows: list[dict], test_classes: list[np.ndarray], test_valence_arousal: list[np.ndarray],
                              data: PreparedData, test: np.ndarray
                              ) -> tuple[str | None, list[tuple[str, PairedComparison | PairedCCC]]]:
-    """The row a user would pick, the most accurate on the validation faces (the best by valence and arousal CCC
-    where no test face has a class), and its test answers set against each other row's, face by face
-    (:func:`paired_comparison`, :func:`paired_ccc_comparison`); none where no row has the validation score."""
-    labels, truth = data.expression[test], data.valence_arousal[test]
-    groups = face_groups(data, test)
-    if (labels != NO_EXPRESSION).any():
-        by, compare, answers = "val_accuracy", partial(paired_comparison, labels), test_classes
-    elif (np.isfinite(truth).sum(axis=0) >= 3).any():
-        by, compare, answers = "val_va_ccc", partial(paired_ccc_comparison, truth), test_valence_arousal
-    else:
-        return None, []
+    """The row a user would pick, the best on the validation faces by :func:`choice_score` (accuracy where a row
+    has a test accuracy, else valence and arousal CCC), and its test answers set against each other row's, face by
+    face (:func:`paired_comparison`, :func:`paired_ccc_comparison`; none where the test faces have too few
+    ratings to compare by); no row where none has the validation score."""
+    by = choice_score(rows)
     val_scores = np.array([row[by] for row in rows], dtype=float)
     if np.isnan(val_scores).all():
         return None, []
     first = int(np.nanargmax(val_scores))
+    labels, truth = data.expression[test], data.valence_arousal[test]
+    if by == "val_accuracy":
+        compare, answers = partial(paired_comparison, labels), test_classes
+    elif (np.isfinite(truth).sum(axis=0) >= 3).any():
+        compare, answers = partial(paired_ccc_comparison, truth), test_valence_arousal
+    else:
+        return rows[first]["model"], []
+    groups = face_groups(data, test)
     return rows[first]["model"], [(row["model"], compare(answers[first], other, groups))
                                   for i, (row, other) in enumerate(zip(rows, answers)) if i != first]
 
