@@ -96,12 +96,7 @@ class RunResult:
     report: Path
     comparison: pd.DataFrame  # model_comparison_results.csv: one row per model, then the ensembles
     models: dict[str, Path]  # display name -> best_<Model>.safetensors, the saved averaging ensemble's too
-
-    @property
-    def chosen(self) -> str | None:
-        """The model the report names to use, chosen on the validation faces (None where none could be)."""
-        picked = self.comparison.loc[self.comparison["chosen"].astype(bool), "model"]
-        return None if picked.empty else str(picked.iloc[0])
+    chosen: str | None  # the model the report names to use, chosen on the validation faces; None where none could be
 
 
 def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = DEFAULT_MODELS,
@@ -126,7 +121,7 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
     names = [resolve_spec(m, cfg.use_light_models).display_name for m in models]
     if ENSEMBLE_NAME in set(table["model"]) and folder.weights(ENSEMBLE_NAME).is_file():  # the averaging, saved
         names.append(ENSEMBLE_NAME)
-    return RunResult(report, table, {name: folder.weights(name) for name in names})
+    return RunResult(report, table, {name: folder.weights(name) for name in names}, folder.chosen_model())
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,
