@@ -125,7 +125,8 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,
-             out: str | Path | None = None, quiet: bool = True) -> dict[str, Any]:
+             out: str | Path | None = None, by: Sequence[str] = (), attributes: str | Path | None = None,
+             quiet: bool = True) -> dict[str, Any]:
     """Score a saved model on ``split`` (test, val or train, from ``splits``, else the ``splits.csv`` it was trained
     on: beside it, or atop the benchmark, run or study folder holding it) of ``data``, or on every image of it
     (``split="all"``, for an external test set). Another data set than the model's is split as it splits itself.
@@ -133,28 +134,35 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
     Returns the metrics (``metrics["expression"]["accuracy"]``, ``metrics["valence"]["mae"]``, ...;
     ``metrics["expression"]`` is None where no face of ``data`` has a class); also writes them, the confusion matrix
     and the reliability diagram into ``out`` (default: beside the model) and adds them to the model's card.
+    ``by``: attributes of the faces (``["gender", "age"]``: columns of ``attributes``, a CSV naming each image, by
+    default the data set's manifest) to score each of their groups by: ``metrics["by"]["gender"]["groups"]`` (a
+    list of rows: group, faces, accuracy with its interval, ...) and ``["gap"]`` (the best group's accuracy minus
+    the worst's, with its interval and verdict).
     """
     from affectkit.pipeline import evaluate_saved
 
     with _reporting(quiet):
         return evaluate_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
-                              Path(out) if out is not None else None)
+                              Path(out) if out is not None else None, by=list(by),
+                              attributes=Path(attributes) if attributes is not None else None)
 
 
 def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,
-            splits: str | Path | None = None, predictions: Sequence[str | Path] = (),
-            quiet: bool = True) -> ComparisonResult:
+            splits: str | Path | None = None, predictions: Sequence[str | Path] = (), by: Sequence[str] = (),
+            attributes: str | Path | None = None, quiet: bool = True) -> ComparisonResult:
     """Score saved ``models`` on the same faces of ``data`` (``split`` as :func:`evaluate` picks it, or ``splits``)
     and set the first against each of the others face by face; ``predictions``: CSV files of other tools' classes
     for those faces, compared alike (see ``affectkit compare --help``). Returns the ``.table`` (a DataFrame of
     scores with their 95% intervals), ``.comparisons`` (``(name, PairedComparison)``: ``.difference``, ``.low``,
-    ``.high``, ``.p_value``, ``.verdict()``), ``.paths`` and ``.notes``."""
+    ``.high``, ``.p_value``, ``.verdict()``), ``.paths`` and ``.notes``; with ``by`` (as in :func:`evaluate`),
+    ``.by[attribute]`` (each model's scores on each group) and ``.gaps[attribute][model]`` (a ``GroupGap``)."""
     from affectkit.pipeline import compare_saved
 
     with _reporting(quiet):
         return compare_saved([Path(m) for m in models], Path(data), Path(out), split=split,
                              splits=Path(splits) if splits is not None else None,
-                             predictions=[Path(p) for p in predictions])
+                             predictions=[Path(p) for p in predictions], by=list(by),
+                             attributes=Path(attributes) if attributes is not None else None)
 
 
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,

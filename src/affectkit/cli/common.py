@@ -57,6 +57,12 @@ SplitOpt = Annotated[str, typer.Option(help="test, val, train (from the run's sp
 SplitsOpt = Annotated[Optional[Path], typer.Option(
     help="splits.csv to use (default: the model's own, beside it or atop the benchmark, run or study folder "
          "holding it).")]
+ByOpt = Annotated[Optional[list[str]], typer.Option(
+    help="An attribute of the faces (gender, age, ethnicity, pose: a column of --attributes) to score each of its "
+         "groups by, with the widest gap between groups and its interval; repeat it for more.")]
+AttributesOpt = Annotated[Optional[Path], typer.Option(
+    help="CSV (or JSON Lines) of the faces' attributes for --by: a column naming each image (path, file, image or "
+         "id) and one per attribute (default: the data set's own manifest).")]
 
 
 def comma_list(text: str | None) -> list[str]:

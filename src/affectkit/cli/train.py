@@ -11,6 +11,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from affectkit.cli.common import (
+    AttributesOpt,
+    ByOpt,
     DataArg,
     LayoutOpt,
     PretrainedOpt,
@@ -194,9 +196,12 @@ def evaluate(
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: beside the model).")] = None,
+    by: ByOpt = None,
+    attributes: AttributesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate a saved model: metrics JSON, confusion matrix, reliability diagram, a printed table."""
+    """Evaluate a saved model: metrics JSON, confusion matrix, reliability diagram, a printed table; with --by, its
+    scores on each group of faces by an attribute."""
     from rich.console import Console
 
     from affectkit.evaluation.evaluator import metrics_table
@@ -204,8 +209,40 @@ def evaluate(
     from affectkit.pipeline import evaluate_saved
 
     with report_to_console(quiet):
-        metrics = evaluate_saved(model, data, split, splits, out)
-    Console().print(metrics_table(read_metadata(model)["display_name"], metrics))
+        metrics = evaluate_saved(model, data, split, splits, out, by=by or (), attributes=attributes)
+    name = read_metadata(model)["display_name"]
+    Console().print(metrics_table(name, metrics))
+    for attribute, found in metrics.get("by", {}).items():
+        print_group_scores(attribute, [{"model": name, **row} for row in found["groups"]], {name: found["gap"]})
+
+
+GROUP_COLUMNS = {"model": "model", "group": "group", "faces": "faces", "people": "people",
+                 "accuracy": "accuracy [95%]", "macro_f1": "macro F1", "valence_ccc": "valence CCC",
+                 "arousal_ccc": "arousal CCC"}
+
+
+def print_group_scores(attribute: str, rows: list[dict], gaps: dict[str, dict | None]) -> None:
+    """Each model's scores on each group of faces by ``attribute`` (``rows``: one a model and group), then each one's
+    widest gap between groups."""
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    from affectkit.evaluation.comparison import table_number
+    from affectkit.evaluation.subgroups import gap_sentence
+
+    shown = [c for c in GROUP_COLUMNS if any(c in row for row in rows) and (c != "model" or len(gaps) > 1)]
+    title = f"By {attribute}" if len(gaps) > 1 else f"{next(iter(gaps))} by {attribute}"
+    table = Table(*(Column(GROUP_COLUMNS[c], no_wrap=c == "accuracy") for c in shown), title=title)
+    for row in rows:
+        cells = {c: table_number(row.get(c), digits=3) for c in shown}
+        low, high = row.get("accuracy_low"), row.get("accuracy_high")
+        if low is not None and low == low:  # NaN != NaN: a group without a classed face
+            cells["accuracy"] += f" [{low:.3f}, {high:.3f}]"
+        table.add_row(*cells.values())
+    Console().print(table)
+    if any("accuracy" in row for row in rows):
+        for model, gap in gaps.items():
+            say(gap_sentence(model, gap, attribute))
 
 
 @app.command()
@@ -222,6 +259,8 @@ def compare(
         "score per class (p_Happy, happy, ...). Compared as a model is; repeat it for more.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for comparison.csv, comparison.md and test_predictions.csv.")]
     = Path("comparison"),
+    by: ByOpt = None,
+    attributes: AttributesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Saved models on the same faces, each with its scores' intervals, and the first set against the others face
@@ -230,10 +269,12 @@ def compare(
     from rich.table import Table
 
     from affectkit.evaluation.comparison import interval_cells
+    from affectkit.evaluation.subgroups import gap_record
     from affectkit.pipeline import compare_saved
 
     with report_to_console(quiet):
-        result = compare_saved(models, data, out, split=split, splits=splits, predictions=predictions)
+        result = compare_saved(models, data, out, split=split, splits=splits, predictions=predictions, by=by or (),
+                               attributes=attributes)
     shown = interval_cells(result.table[["model", "faces", "accuracy", "macro_f1", "balanced_accuracy"]],
                            result.table)
     table = Table(*shown.columns, title=f"affectkit compare ({split} split; [95% interval])")
@@ -244,6 +285,9 @@ def compare(
     for other, c in result.comparisons:
         say(f"{first} against {other}: accuracy {c.difference:+.4f} [{c.low:+.3f}, {c.high:+.3f}], McNemar p "
             f"{c.p_value:.3g}: {c.verdict()}")
+    for attribute, groups in result.by.items():
+        print_group_scores(attribute, groups.to_dict("records"),
+                           {model: gap_record(gap) for model, gap in result.gaps[attribute].items()})
     for note in result.notes:
         say(f"Warning: {note}", style="yellow")
     say(f"Wrote {', '.join(str(path) for path in result.paths.values())}")

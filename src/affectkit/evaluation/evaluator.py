@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from rich.table import Table
 
@@ -15,7 +16,8 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
-from affectkit.evaluation.significance import CONFIDENCE, ccc_interval, score_intervals
+from affectkit.evaluation.significance import CONFIDENCE, GroupGap, ccc_interval, score_intervals
+from affectkit.evaluation.subgroups import group_scores, widest_gap
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 
@@ -108,6 +110,18 @@ def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
         if metrics.get(dim) and (ccc := ccc_interval(pred.valence_arousal[:, column], truth[:, column], groups)):
             metrics[dim]["intervals"] = {**about, "ccc": list(ccc)}
     return metrics
+
+
+def score_by_group(pred: Predictions, data: PreparedData, positions: np.ndarray,
+                   values: np.ndarray) -> tuple[pd.DataFrame, GroupGap | None]:
+    """``pred``'s scores on each group of the faces at ``positions`` (``values``: each one's group by an attribute),
+    scored as :func:`score` scores them all (:func:`group_scores`), and its widest gap in accuracy between groups."""
+    labels = data.expression[positions] if pred.predicts_expression else np.full(len(positions), NO_EXPRESSION)
+    predicted = pred.probs.argmax(axis=1) if pred.predicts_expression else None
+    people = face_groups(data, positions)
+    va = (pred.valence_arousal, data.valence_arousal[positions]) if pred.predicts_valence_arousal else (None, None)
+    table = group_scores(values, labels, predicted, people, *va)
+    return table, None if predicted is None else widest_gap(table, values, labels, predicted, people)
 
 
 def face_groups(data: PreparedData, positions: np.ndarray) -> np.ndarray | None:

@@ -240,6 +240,32 @@ def plot_benchmark(df: pd.DataFrame, path: str | Path, title: str = "Benchmark o
     return _save(fig, path)
 
 
+def plot_group_scores(tables: dict[str, pd.DataFrame], attribute: str, path: str | Path) -> Path:
+    """Each model's accuracy on each group of faces by ``attribute`` (``tables``: model -> its
+    :func:`~affectkit.evaluation.subgroups.group_scores`), with its interval: one cluster of bars per group; the
+    valence and arousal CCCs where no model has an accuracy."""
+    everything = pd.concat(tables.values(), ignore_index=True)
+    metrics = _present(everything, {"accuracy": "Accuracy"}) or _present(everything, CCC_COLUMNS)
+    groups = [str(g) for g in dict.fromkeys(everything["group"])]
+    fig, axes = plt.subplots(max(len(metrics), 1), 1, squeeze=False, layout="constrained",
+                             figsize=(max(8.0, 0.6 * len(groups) * len(tables) + 4), 3.5 * max(len(metrics), 1)))
+    if not metrics:
+        _no_data(axes[0, 0])
+    for ax, (metric, label) in zip(axes[:, 0], metrics.items()):
+        rows = []
+        for model, table in tables.items():
+            row = {"model": model}
+            for group, value, low, high in table.reindex(
+                    columns=["group", metric, f"{metric}_low", f"{metric}_high"]).itertuples(index=False):
+                row |= {str(group): value, f"{group}_low": low, f"{group}_high": high}
+            rows.append(row)
+        wide = pd.DataFrame(rows)
+        _grouped_bars(ax, wide, _present(wide, {group: group for group in groups}))
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} by {attribute}")
+    return _save(fig, path)
+
+
 def plot_reliability_diagram(probs: ArrayLike, targets: ArrayLike, path: str | Path,
                              title: str = "Reliability diagram", n_bins: int = ECE_BINS) -> Path:
     """Accuracy against confidence per confidence bin, with the share of samples per bin underneath."""

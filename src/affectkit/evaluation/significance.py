@@ -110,6 +110,55 @@ def score_intervals(labels: ArrayLike, predicted: ArrayLike, groups: ArrayLike |
     return {score: _interval(_score(confusions, score), confidence) for score in SCORES}
 
 
+def point_scores(labels: ArrayLike, predicted: ArrayLike) -> dict[str, float]:
+    """``{score: value}``: accuracy, macro-F1 and balanced accuracy of the faces with a class, as the intervals
+    compute them; empty without a classed face."""
+    labels, _, predicted = _classed(labels, None, predicted)
+    if len(labels) == 0:
+        return {}
+    confusion = _cells(labels, predicted).sum(axis=0).reshape(NUM_CLASSES, NUM_CLASSES)
+    return {score: float(_score(confusion, score)) for score in SCORES}
+
+
+@dataclass(frozen=True)
+class GroupGap:
+    """One model's accuracy on the faces of one group (``first``) minus its accuracy on another's (``second``),
+    with the bootstrap interval of that difference."""
+
+    first: str
+    second: str
+    difference: float
+    low: float
+    high: float
+
+    def verdict(self) -> str:
+        """"a real gap" where the interval leaves out 0, else "not told apart"."""
+        return "a real gap" if self.low > 0 or self.high < 0 else "not told apart"
+
+
+def group_gap(labels: ArrayLike, predicted: ArrayLike, membership: ArrayLike, first: str, second: str,
+              groups: ArrayLike | None = None, confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+              seed: int = 0) -> GroupGap:
+    """The accuracy on the classed faces whose ``membership`` is ``first`` minus that on those whose membership is
+    ``second``, resampled by ``groups`` (people) drawn once for both sides: a person whose faces fall on both (a
+    head pose, an age across sessions) is drawn for both together."""
+    membership = np.asarray(membership, dtype=object)
+    labels, codes, predicted, side = _classed(labels, groups, predicted, np.select(
+        [membership == first, membership == second], [1, 2], 0))
+    hit = (labels == predicted).astype(np.float64)
+    values = np.stack([hit * (side == 1), side == 1, hit * (side == 2), side == 2], axis=1).astype(np.float64)
+    if not values[:, 1].any() or not values[:, 3].any():
+        raise ValueError(f"no classed face in {first if not values[:, 1].any() else second}")
+
+    def gap(sums: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample that drew nobody of one side
+            return sums[..., 0] / sums[..., 1] - sums[..., 2] / sums[..., 3]
+
+    resampled = gap(_resampled(values, codes, resamples, seed))
+    low, high = _interval(resampled[np.isfinite(resampled)], confidence)
+    return GroupGap(first, second, float(gap(values.sum(axis=0))), low, high)
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """Two models on the same test faces: ``difference`` = first's accuracy - second's, with its bootstrap interval;
@@ -188,6 +237,16 @@ def ccc_interval(predicted: ArrayLike, truth: ArrayLike, groups: ArrayLike | Non
     return _interval(_resampled_ccc(sums), confidence)
 
 
+def ccc_score(predicted: ArrayLike, truth: ArrayLike) -> float | None:
+    """The concordance correlation of one valence/arousal dimension over the faces annotated in it (``truth``
+    finite), as :func:`ccc_interval` computes it; None with fewer than 3 such faces."""
+    predicted, truth = np.asarray(predicted, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    keep = np.isfinite(truth)
+    if keep.sum() < 3:
+        return None
+    return float(_resampled_ccc(_moments(predicted[keep], truth[keep]).sum(axis=0)))
+
+
 @dataclass(frozen=True)
 class PairedCCC:
     """Two valence/arousal models on the same test faces: ``difference`` = first's mean CCC (valence and arousal,
@@ -230,5 +289,5 @@ def paired_ccc_comparison(truth: ArrayLike, first: ArrayLike, second: ArrayLike,
     return PairedCCC(len(truth), difference, low, high, grouped)
 
 
-__all__ = ["CONFIDENCE", "PairedCCC", "PairedComparison", "ccc_interval", "paired_ccc_comparison",
-           "paired_comparison", "score_intervals"]
+__all__ = ["CONFIDENCE", "GroupGap", "PairedCCC", "PairedComparison", "ccc_interval", "ccc_score", "group_gap",
+           "paired_ccc_comparison", "paired_comparison", "point_scores", "score_intervals"]

@@ -4,12 +4,14 @@ face by face: is one better than another on this data, or do these faces not tel
 Each model reads the faces as it was trained to (its input size, its reading settings), with its stored temperature
 and flip setting, as ``evaluate`` scores it; the faces are matched by their ids, so models trained at different sizes
 or in different runs compare on exactly the same faces. Writes ``comparison.csv``, ``comparison.md`` and
-``test_predictions.csv`` into the output folder.
+``test_predictions.csv`` into the output folder; with ``--by`` an attribute of the faces (gender, age band, ...),
+every model's scores on each of its groups too (``by_<attribute>.csv`` and ``.png``, a section of the markdown).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,11 @@ from affectkit.data.datamodule import PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
-from affectkit.evaluation.significance import PairedComparison, paired_comparison
+from affectkit.evaluation.plots import plot_group_scores
+from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
+from affectkit.evaluation.subgroups import attribute_file_stem, group_lines, group_scores, widest_gap
 from affectkit.models.io import load_model, model_paths
-from affectkit.pipeline.external import read_predictions
+from affectkit.pipeline.external import attribute_table, read_attributes, read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
 from affectkit.progress import reporter, silenced
 
@@ -34,8 +38,10 @@ SCORED = ("accuracy", "macro_f1", "balanced_accuracy")
 class ComparisonResult:
     table: pd.DataFrame  # one row per model: its scores on the shared faces, with their intervals
     comparisons: list[tuple[str, PairedComparison]]  # the first model against each other, by name
-    paths: dict[str, Path]  # csv, markdown, predictions
+    paths: dict[str, Path]  # csv, markdown, predictions, and by <attribute> (csv and plot) for each of --by
     notes: list[str]
+    by: dict[str, pd.DataFrame] = field(default_factory=dict)  # attribute -> each model's scores by its groups
+    gaps: dict[str, dict[str, GroupGap | None]] = field(default_factory=dict)  # attribute -> model -> widest gap
 
 
 @dataclass
@@ -121,17 +127,20 @@ def _unique_names(scored: list[_Scored], files: list[Path]) -> None:
 
 
 def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test", splits: Path | None = None,
-                  quiet: bool = False, predictions: list[Path] | None = None) -> ComparisonResult:
+                  quiet: bool = False, predictions: list[Path] | None = None, by: Sequence[str] = (),
+                  attributes: Path | None = None) -> ComparisonResult:
     """Score every saved model of ``models`` on the same faces of ``data`` (``split`` as ``evaluate`` picks it, or
     ``splits``) and set the first against each of the others (:func:`paired_comparison`); files into ``out``.
     ``predictions``: CSV files of other tools' classes for those faces (:func:`read_predictions`), compared alike;
     without ``models``, two or more of them are compared on every face (``all``), on the split ``splits`` names, or on
-    the data set's own ``split``."""
+    the data set's own ``split``. ``by``: attributes of the faces (columns of ``attributes``, by default the data
+    set's manifest) by whose groups each is scored too (:func:`group_scores`)."""
     models, predictions = [Path(m) for m in models or []], [Path(p) for p in predictions or []]
     if len(models) + len(predictions) < 2:
         raise AffectkitError("compare needs two or more to compare: saved models, --predictions of other tools, or "
                              "both (the first, a model where there is one, is set against the others).")
     with silenced(quiet):
+        source = attribute_table(data, attributes) if by else None  # a missing table fails before any scoring
         scored = []
         for path in models:
             reporter().show(f"Scoring {path} on the {split} split of {data}")
@@ -175,8 +184,25 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                  f"In brackets, each score's 95% bootstrap interval, drawing {resampled} with replacement.", "",
                  *comparison_lines(comparisons, first.name, "faces", first_label="the first", others="model"),
                  *([f"- Warning: {note}" for note in notes] + [""] if notes else [])]
+        by_group, gaps = {}, {}
+        if source is not None:
+            prepared, positions = first.faces
+            values = read_attributes(source, by, [prepared.records[i] for i in positions], prepared.index.root)
+            for attribute in by:
+                tables = {s.name: group_scores(values[attribute], first.labels, s.predicted, first.groups)
+                          for s in scored}
+                gaps[attribute] = {s.name: widest_gap(tables[s.name], values[attribute], first.labels, s.predicted,
+                                                      first.groups) for s in scored}
+                by_group[attribute] = pd.concat([t.assign(model=name) for name, t in tables.items()],
+                                                ignore_index=True)
+                stem = out / attribute_file_stem(attribute)
+                by_group[attribute].to_csv(paths.setdefault(f"by {attribute}", stem.with_suffix(".csv")), index=False,
+                                           float_format="%.4f")
+                plot = plot_group_scores(tables, attribute, paths.setdefault(f"by {attribute} plot",
+                                                                            stem.with_suffix(".png")))
+                lines += group_lines(attribute, tables, gaps[attribute], resampled, plot.name)
         paths["markdown"].write_text("\n".join(lines))
-        return ComparisonResult(table, comparisons, paths, notes)
+        return ComparisonResult(table, comparisons, paths, notes, by_group, gaps)
 
 
 __all__ = ["ComparisonResult", "compare_saved"]

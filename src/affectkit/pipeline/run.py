@@ -3,6 +3,8 @@ and the evaluation of a saved model on a data set."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,7 @@ from affectkit.evaluation.evaluator import (
     metrics_table,
     predict_split,
     score,
+    score_by_group,
     write_model_report,
 )
 from affectkit.evaluation.metrics import (
@@ -38,6 +41,7 @@ from affectkit.evaluation.metrics import (
     unlearnt_classes,
     unlearnt_note,
 )
+from affectkit.evaluation.plots import plot_group_scores
 from affectkit.evaluation.significance import (
     CONFIDENCE,
     PairedCCC,
@@ -45,10 +49,12 @@ from affectkit.evaluation.significance import (
     paired_ccc_comparison,
     paired_comparison,
 )
+from affectkit.evaluation.subgroups import attribute_file_stem, group_record
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
 from affectkit.models.registry import is_pretrained
+from affectkit.pipeline.external import attribute_table, read_attributes
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
 from affectkit.training.fusion import assemble_ensemble
@@ -97,11 +103,15 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
         metrics["seen_in_training"] = seen_in_training
     if unlearnt := unlearnt_classes(metrics["expression"], trained_classes(meta), CLASS_NAMES):
         metrics["expression"]["unlearnt_classes"] = unlearnt
-    name = meta["display_name"] + ("" if split == "test" else f"_{split}")
-    paths = write_model_report(name, metrics, pred, data, positions, out.root)
+    paths = write_model_report(evaluation_name(meta, split), metrics, pred, data, positions, out.root)
     paths["card"] = write_model_card(model_path, training_data=training_data, metrics=metrics, data=source,
                                      split=split)
     return metrics, paths
+
+
+def evaluation_name(meta: dict, split: str) -> str:
+    """What an evaluation's files are named by: the model's name, with the split where it is not the test split."""
+    return meta["display_name"] + ("" if split == "test" else f"_{split}")
 
 
 def saved_predictions(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str,
@@ -117,10 +127,11 @@ def saved_predictions(model_path: Path, model: torch.nn.Module, data: PreparedDa
 
 
 def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
-           training_data: dict | None = None, seen_in_training: int = 0) -> tuple[dict, Predictions, dict[str, Path]]:
+           training_data: dict | None = None, seen_in_training: int = 0
+           ) -> tuple[dict, np.ndarray, Predictions, dict[str, Path]]:
     """Score a saved model on ``split`` of ``data`` (``source``) as :func:`saved_predictions` predicts it
     (``record_evaluation`` writes what it found, with the count of those faces it was trained or selected on, where
-    there are any)."""
+    there are any); returns the metrics, the positions scored, their predictions and the files written."""
     meta = read_metadata(model_path)
     positions, pred = saved_predictions(model_path, model, data, split, source)
     metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data,
@@ -129,7 +140,7 @@ def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: 
         reporter().note(f"Warning: {meta['display_name']} {warning}")
     if unlearnt := (metrics["expression"] or {}).get("unlearnt_classes"):
         reporter().note(f"Note: {unlearnt_note(unlearnt)}")
-    return metrics, pred, paths
+    return metrics, positions, pred, paths
 
 
 def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Evaluated:
@@ -138,7 +149,7 @@ def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Ev
     val = data.positions("val")
     val_pred = predict_split(model, data, val, tta_flip=config_from_metadata(meta).tta_flip)
     temperature = calibrate(best_path, val_pred, data.expression[val])
-    metrics, test, _ = _score(best_path, model, data, "test", run, data.index.given_as,
+    metrics, _, test, _ = _score(best_path, model, data, "test", run, data.index.given_as,
                               training_data=dataset_summary(data.index, data.splits))
     reporter().show(metrics_table(meta["display_name"], metrics))
     return Evaluated(metrics, test, val_pred.tempered(temperature), model)
@@ -461,18 +472,34 @@ def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits:
 
 
 def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,
-                   quiet: bool = False) -> dict:
+                   quiet: bool = False, by: Sequence[str] = (), attributes: Path | None = None) -> dict:
     """Evaluate a saved model on a split of ``data`` (the run's ``splits.csv``) or on all of it; returns the
     metrics and writes them, the plots and the card's evaluation into ``out`` (default: beside the model). Where
     "all" of ``data`` holds faces the model was trained or selected on, ``metrics["seen_in_training"]`` counts
-    them, the card marks the row, and a warning says so."""
+    them, the card marks the row, and a warning says so. ``by``: attributes of the faces (columns of ``attributes``,
+    by default the data set's manifest) to score each of their groups by, into ``metrics["by"]`` and
+    ``<Model>_by_<attribute>.csv`` / ``.png``."""
     with silenced(quiet):
+        source = attribute_table(data, attributes) if by else None  # a missing table fails before any scoring
         prepared = evaluation_data(model_path, data, split, splits)
-        model, _ = load_model(model_path, device=evaluation_device())
+        model, meta = load_model(model_path, device=evaluation_device())
         weights, _ = model_paths(model_path)
         seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
-        metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data,
-                                   seen_in_training=seen)
+        folder = RunFolder(out or weights.parent)
+        metrics, positions, pred, paths = _score(model_path, model, prepared, split, folder, data,
+                                                 seen_in_training=seen)
+        if source is not None:
+            values = read_attributes(source, by, [prepared.records[i] for i in positions], prepared.index.root)
+            metrics["by"] = {}
+            for attribute in by:
+                stem = folder.root / f"{evaluation_name(meta, split)}_{attribute_file_stem(attribute)}"
+                table, gap = score_by_group(pred, prepared, positions, values[attribute])
+                table.to_csv(paths.setdefault(f"by {attribute}", stem.with_suffix(".csv")), index=False,
+                             float_format="%.4f")
+                plot_group_scores({meta["display_name"]: table}, attribute,
+                                  paths.setdefault(f"by {attribute} plot", stem.with_suffix(".png")))
+                metrics["by"][attribute] = group_record(table, gap)
+            paths["metrics"].write_text(json.dumps(metrics, indent=2))
         if seen:
             reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
         reporter().note(f"Wrote {', '.join(str(path) for path in paths.values())}")

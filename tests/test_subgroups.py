@@ -1,0 +1,174 @@
+"""Scores by group of faces (gender, age band, ...): each group's scores as the whole set's are computed, the widest
+gap between groups with its interval, and ``evaluate --by`` / ``compare --by`` reading the groups from the data
+set's manifest or a table of their own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from typer.testing import CliRunner
+
+from affectkit.cli import app
+from affectkit.config import CLASS_NAMES
+from affectkit.data.reader import read_dataset
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.metrics import compute_metrics
+from affectkit.evaluation.significance import group_gap
+from affectkit.evaluation.subgroups import NOT_GIVEN, group_scores, widest_gap
+from affectkit.pipeline import compare_saved, evaluate_saved
+
+
+def _faces(n: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 8, n)
+    values = rng.choice(["female", "male", "unsure"], n, p=[0.48, 0.48, 0.04])
+    right = rng.random(n) < np.where(values == "female", 0.8, 0.55)  # a model that fails men more often
+    predicted = np.where(right, labels, (labels + rng.integers(1, 8, n)) % 8)
+    people = np.array([f"{v}-{i % 30}" for i, v in enumerate(values)], dtype=object)
+    return labels, predicted, values, people
+
+
+def test_each_group_is_scored_as_the_whole_set_is():
+    labels, predicted, values, people = _faces()
+    rng = np.random.default_rng(1)
+    va_truth = rng.uniform(-1, 1, (len(labels), 2))
+    va_predicted = va_truth + rng.normal(0, 0.3, va_truth.shape)
+    table = group_scores(values, labels, predicted, people, va_predicted, va_truth).set_index("group")
+    assert list(table.index) == ["female", "male", "unsure"]
+    for group, row in table.iterrows():
+        mask = values == group
+        assert row["faces"] == row["classed_faces"] == mask.sum() and row["people"] == len(set(people[mask]))
+        assert row["accuracy"] == pytest.approx(accuracy_score(labels[mask], predicted[mask]))
+        assert row["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels[mask], predicted[mask]))
+        present = sorted(set(labels[mask]) | set(predicted[mask]))
+        assert row["macro_f1"] == pytest.approx(f1_score(labels[mask], predicted[mask], labels=present,
+                                                         average="macro"))
+        assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+        probs = np.eye(8)[predicted[mask]]
+        whole = compute_metrics(probs, labels[mask], va_predicted[mask], va_truth[mask])
+        assert row["valence_ccc"] == pytest.approx(whole["valence"]["ccc"], abs=1e-6)
+        assert row["arousal_ccc"] == pytest.approx(whole["arousal"]["ccc"], abs=1e-6)
+
+
+def test_the_widest_gap_is_between_the_best_and_worst_group_large_enough_to_rank():
+    labels, predicted, values, people = _faces()
+    table = group_scores(values, labels, predicted, people)
+    gap = widest_gap(table, values, labels, predicted, people)
+    accuracy = table.set_index("group")["accuracy"]
+    ranked = accuracy[table.set_index("group")["classed_faces"] >= 20]
+    assert 20 <= (values == "unsure").sum() < 30 and "unsure" in ranked  # ranked with 20 faces, not with 30
+    assert (gap.first, gap.second) == (ranked.idxmax(), ranked.idxmin())
+    gap = widest_gap(table, values, labels, predicted, people, min_faces=30)
+    assert (gap.first, gap.second) == ("female", "male")
+    assert gap.difference == pytest.approx(accuracy["female"] - accuracy["male"])
+    assert gap.low <= gap.difference <= gap.high and gap.low > 0 and gap.verdict() == "a real gap"
+    # The same model on both groups: no gap told apart.
+    fair = np.where(np.arange(len(labels)) % 10 < 7, labels, (labels + 1) % 8)
+    even = group_gap(labels, fair, values, "female", "male", people)
+    assert even.low < 0 < even.high and even.verdict() == "not told apart"
+    # Drawing people, not faces: ten people each right or wrong on all their faces make a wide interval.
+    blocks = np.repeat(np.arange(20), 10)
+    sides = np.where(blocks < 10, "a", "b")
+    right = np.repeat(np.arange(20) % 2 == 0, 10)
+    hits = np.where(right, 0, 1)
+    by_people = group_gap(np.zeros(200, dtype=int), hits, sides, "a", "b", blocks.astype(str))
+    by_faces = group_gap(np.zeros(200, dtype=int), hits, sides, "a", "b")
+    assert (by_people.high - by_people.low) > 2 * (by_faces.high - by_faces.low)
+    small = table[table["group"] != "unsure"].assign(classed_faces=5)
+    assert widest_gap(small, values, labels, predicted, people) is None
+
+
+@pytest.fixture
+def attributed_manifest(demo_dir, tmp_path):
+    """The demo faces as a manifest with each face's person, gender and (for most) age band."""
+    records = read_dataset(demo_dir, progress=False).records
+    table = pd.DataFrame({"path": [str(r.image_path) for r in records],
+                          "expression": [CLASS_NAMES[r.expression] for r in records],
+                          "valence": [r.valence for r in records], "arousal": [r.arousal for r in records],
+                          "subject": [f"p{i % 16}" for i in range(len(records))],
+                          "Gender": ["female" if i % 16 < 8 else "male" for i in range(len(records))],
+                          "age": [["0-19", "20-39", "40+", ""][i % 4] for i in range(len(records))]})
+    path = tmp_path / "faces.csv"
+    table.to_csv(path, index=False)
+    return path, table
+
+
+def test_compare_scores_other_tools_by_the_groups_the_manifest_gives(attributed_manifest, tmp_path):
+    manifest, table = attributed_manifest
+    oracle, biased = tmp_path / "oracle.csv", tmp_path / "biased.csv"
+    table[["path", "expression"]].to_csv(oracle, index=False)
+    wrong = (table["Gender"] == "male") & (np.arange(len(table)) % 2 == 0)  # half of the men's faces
+    table.assign(expression=np.where(wrong, "Contempt", table["expression"]))[["path", "expression"]].to_csv(
+        biased, index=False)
+    result = CliRunner().invoke(app, ["compare", str(manifest), "--predictions", str(oracle), "--predictions",
+                                      str(biased), "--split", "all", "--by", "gender", "--by", "age", "--out",
+                                      str(tmp_path / "cmp"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    by_gender = pd.read_csv(tmp_path / "cmp" / "by_gender.csv").set_index(["model", "group"])
+    men = table["Gender"] == "male"
+    truly_contempt = table["expression"] == "Contempt"
+    assert by_gender.loc[("oracle", "male"), "accuracy"] == 1.0
+    assert by_gender.loc[("biased", "female"), "accuracy"] == 1.0
+    assert by_gender.loc[("biased", "male"), "accuracy"] == pytest.approx(
+        1 - (wrong & ~truly_contempt).sum() / men.sum(), abs=1e-4)  # written to 4 decimals
+    assert by_gender.loc[("biased", "male"), "people"] == 8
+    by_age = pd.read_csv(tmp_path / "cmp" / "by_age.csv", keep_default_na=False)
+    assert list(by_age.loc[by_age["model"] == "oracle", "group"]) == ["0-19", "20-39", "40+", NOT_GIVEN]
+    assert (tmp_path / "cmp" / "by_gender.png").is_file()
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "## By gender" in markdown and "![by gender](by_gender.png)" in markdown
+    assert "biased: accuracy +0." in result.output and "on female against male" in result.output
+    assert "a real gap" in result.output
+
+
+def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_manifest, model_path, demo_dir,
+                                                                     tmp_path):
+    manifest, table = attributed_manifest
+    metrics = evaluate_saved(model_path, manifest, "all", None, tmp_path / "eval", quiet=True, by=["gender"])
+    groups = pd.DataFrame(metrics["by"]["gender"]["groups"]).set_index("group")
+    assert list(groups.index) == ["female", "male"] and groups["faces"].sum() == metrics["n"]
+    accuracy = metrics["expression"]["accuracy"]
+    assert (groups["accuracy"] * groups["classed_faces"]).sum() / groups["classed_faces"].sum() == pytest.approx(
+        accuracy, abs=1e-6)
+    assert json.loads((tmp_path / "eval" / "CustomCNN_all_metrics.json").read_text())["by"]["gender"]["groups"]
+    assert (tmp_path / "eval" / "CustomCNN_all_by_gender.csv").is_file()
+    assert (tmp_path / "eval" / "CustomCNN_all_by_gender.png").is_file()
+    # Class folders hold no attributes: a table of them, naming the images by file name, some of them only.
+    attributes = tmp_path / "attributes.csv"
+    names = [r.image_path.name for r in read_dataset(demo_dir, progress=False).records]
+    pd.DataFrame({"file": names[:60], "glasses": ["yes", "no"] * 30}).to_csv(attributes, index=False)
+    metrics = evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval2", quiet=True, by=["glasses"],
+                             attributes=attributes)
+    faces = {row["group"]: row["faces"] for row in metrics["by"]["glasses"]["groups"]}
+    assert faces == {"no": 30, "yes": 30, NOT_GIVEN: len(names) - 60}
+    # What cannot be grouped by is refused in a sentence, before any scoring.
+    with pytest.raises(AffectkitError, match="has no manifest to hold them: give --attributes FILE"):
+        evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["gender"])
+    with pytest.raises(AffectkitError, match=r"has no column 'height' to group the faces by; its columns are file, "):
+        evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["height"],
+                       attributes=attributes)
+    pd.DataFrame({"file": ["elsewhere.jpg"], "glasses": ["yes"]}).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(AffectkitError, match="no row names one of the 96 faces scored"):
+        evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["glasses"],
+                       attributes=tmp_path / "other.csv")
+    pd.DataFrame({"file": names[:2] + names[:1], "glasses": ["yes", "no", "no"]}).to_csv(tmp_path / "twice.csv",
+                                                                                       index=False)
+    with pytest.raises(AffectkitError, match=r"twice.csv, line 4: a second row for .* with another glasses"):
+        evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["glasses"],
+                       attributes=tmp_path / "twice.csv")
+    result = CliRunner().invoke(app, ["evaluate", str(model_path), str(manifest), "--split", "all", "--by", "age",
+                                      "--out", str(tmp_path / "eval4"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "CustomCNN by age" in result.output and "(its best and worst groups by age)" in result.output
+    groups = pd.read_csv(tmp_path / "eval4" / "CustomCNN_all_by_age.csv", keep_default_na=False)["group"]
+    assert list(groups) == ["0-19", "20-39", "40+", NOT_GIVEN]
+
+
+def test_compare_refuses_grouping_where_no_table_holds_the_attributes(demo_dir, tmp_path):
+    with pytest.raises(AffectkitError, match="has no manifest to hold them"):
+        compare_saved([], demo_dir, tmp_path / "cmp", split="all", predictions=[tmp_path / "a.csv"] * 2,
+                      by=["gender"], quiet=True)
