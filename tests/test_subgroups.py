@@ -16,6 +16,7 @@ from affectkit.cli import app
 from affectkit.config import CLASS_NAMES
 from affectkit.data.reader import read_dataset
 from affectkit.errors import AffectkitError
+from affectkit.evaluation.card import card_path
 from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.significance import group_gap
 from affectkit.evaluation.subgroups import NOT_GIVEN, group_scores, widest_gap
@@ -137,6 +138,9 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
     assert json.loads((tmp_path / "eval" / "CustomCNN_all_metrics.json").read_text())["by"]["gender"]["groups"]
     assert (tmp_path / "eval" / "CustomCNN_all_by_gender.csv").is_file()
     assert (tmp_path / "eval" / "CustomCNN_all_by_gender.png").is_file()
+    card = card_path(model_path).read_text()  # a model card measures performance per group, as model cards should
+    assert f"By gender (`{manifest.resolve()}`, all):" in card and "| female | 48 |" in card
+    assert "this card measures performance per group by gender only (above)" in card
     # Class folders hold no attributes: a table of them, naming the images by file name, some of them only.
     attributes = tmp_path / "attributes.csv"
     names = [r.image_path.name for r in read_dataset(demo_dir, progress=False).records]

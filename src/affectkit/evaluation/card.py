@@ -52,7 +52,8 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
              "accuracy_interval": (expression.get("intervals") or {}).get("accuracy"),
              "warning": prior_collapse(metrics["expression"], CLASS_NAMES),
              "seen_in_training": metrics.get("seen_in_training", 0),
-             "unlearnt_classes": expression.get("unlearnt_classes")}
+             "unlearnt_classes": expression.get("unlearnt_classes"),
+             "by": metrics.get("by")}  # scores by group of faces, where the evaluation measured them
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)
         entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
@@ -249,6 +250,9 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
             lines += ["", f"**Warning** (`{e['data']}`, {e['split']}): {seen_warning(e['seen_in_training'], e['n'])}"]
         if e.get("unlearnt_classes"):
             lines += ["", f"Note (`{e['data']}`, {e['split']}): {unlearnt_note(e['unlearnt_classes'])}"]
+    for e in evaluations:
+        for attribute, found in (e.get("by") or {}).items():
+            lines += ["", *_group_lines(attribute, found, e)]
     if any(e.get("accuracy_interval") for e in evaluations):
         lines += ["", "In brackets, the accuracy's 95% bootstrap interval over the faces scored (people drawn with all "
                       "their faces where the data says who is who): how far another draw of as many could move it."]
@@ -258,18 +262,37 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _group_lines(attribute: str, found: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
+    """The scores of each group of faces by ``attribute`` in one evaluation, and the widest gap between groups."""
+    from affectkit.evaluation.subgroups import gap_sentence  # see _evaluation_section
+
+    lines = [f"By {attribute} (`{evaluation['data']}`, {evaluation['split']}):", "",
+             "| group | faces | accuracy | macro-F1 | valence CCC | arousal CCC |", "|---|---|---|---|---|---|"]
+    for group in found["groups"]:
+        interval = "" if group.get("accuracy_low") is None else (f" [{group['accuracy_low']:.3f}, "
+                                                                 f"{group['accuracy_high']:.3f}]")
+        lines.append(f"| {group['group']} | {group['faces']} | {_number(group.get('accuracy'))}{interval} | "
+                     f"{_number(group.get('macro_f1'))} | {_number(group.get('valence_ccc'))} | "
+                     f"{_number(group.get('arousal_ccc'))} |")
+    return [*lines, "", gap_sentence("The model", found["gap"], attribute)]
+
+
 def _use_section(meta: dict[str, Any]) -> list[str]:
     lines = ["## Intended use and limits", ""]
     if meta.get("trained_on_synthetic_data"):
         lines += [f"**{SYNTHETIC_WARNING}** It is meant for trying affectkit end to end (training, evaluation, "
                   "export, serving), and its numbers describe rendered faces only.", ""]
+    measured = sorted({attribute for e in meta.get("evaluations") or [] for attribute in e.get("by") or {}})
+    per_group = (f", and this card measures performance per group by {', '.join(measured)} only (above)." if measured
+                 else ", and this card does not measure performance per group (`affectkit evaluate MODEL DATA --by "
+                      "gender` does, where the data names each face's group).")
     lines += [
         "- Intended use: research, teaching and prototyping of facial-expression and valence/arousal recognition on "
         "face crops like those it was trained on.",
         "- A facial expression is not a felt emotion: the model reads faces, not minds. Do not use it to make or "
         "support decisions about people (hiring, education, policing, credit, health, surveillance).",
         "- Its numbers hold for data like its test split only; other cameras, poses, ages, skin tones and cultures "
-        "can score very differently, and this card does not measure performance per group.",
+        "can score very differently" + per_group,
         "- Expression classes absent from the training data are not learned and never predicted (probability 0); "
         "valence/arousal are not learned where the data had no such annotations.",
     ]

@@ -500,6 +500,7 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
                                   paths.setdefault(f"by {attribute} plot", stem.with_suffix(".png")))
                 metrics["by"][attribute] = group_record(table, gap)
             paths["metrics"].write_text(json.dumps(metrics, indent=2))
+            write_model_card(model_path, metrics=metrics, data=data, split=split)
         if seen:
             reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
         reporter().note(f"Wrote {', '.join(str(path) for path in paths.values())}")
