@@ -25,6 +25,22 @@ def run_dir(demo_dir, tmp_path_factory):
     return out
 
 
+def test_each_model_leaves_its_answer_for_every_test_face_and_a_picture_of_its_surest_mistakes(run_dir):
+    metrics = json.loads((run_dir / "CustomCNN_metrics.json").read_text())
+    faces = pd.read_csv(run_dir / "CustomCNN_predictions.csv", keep_default_na=False)
+    test = pd.read_csv(run_dir / "splits.csv", dtype={"id": str}).query("split == 'test'")
+    assert sorted(faces["id"].astype(str)) == sorted(test["id"]) and len(faces) == metrics["n"]
+    probabilities = faces[[c for c in faces.columns if c.startswith("p_")]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
+    given = faces.apply(lambda face: face[f"p_{face['predicted']}"], axis=1)
+    assert (given >= probabilities.max(axis=1) - 1e-4).all() and (given == faces["confidence"]).all()
+    assert (faces["predicted"] == faces["expression"]).mean() == pytest.approx(metrics["expression"]["accuracy"])
+    assert (faces["predicted_valence"] - faces["valence"]).abs().mean() == pytest.approx(
+        metrics["valence"]["mae"], abs=1e-3)  # written to 4 decimals
+    assert (run_dir / "CustomCNN_mistakes.png").is_file()
+    assert "![CustomCNN most confident mistakes](CustomCNN_mistakes.png)" in (run_dir / "report.md").read_text()
+
+
 def test_run_writes_every_output_the_spec_lists(run_dir):
     for name in ("CustomCNN", "EfficientNetB0"):
         for suffix in (".safetensors", ".json"):

@@ -68,6 +68,13 @@ class RunFolder:
     def reliability(self, model: str) -> Path:
         return self.root / f"{model}_reliability.png"
 
+    def face_predictions(self, model: str) -> Path:
+        """Every face the model scored: its truth and the model's answer, one row each."""
+        return self.root / f"{model}_predictions.csv"
+
+    def mistakes(self, model: str) -> Path:
+        return self.root / f"{model}_mistakes.png"
+
     def card(self, model: str) -> Path:
         return self.root / f"{model}_card.md"
 

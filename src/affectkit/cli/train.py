@@ -200,8 +200,8 @@ def evaluate(
     attributes: AttributesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate a saved model: metrics JSON, confusion matrix, reliability diagram, a printed table; with --by, its
-    scores on each group of faces by an attribute."""
+    """Evaluate a saved model: metrics JSON, each face's prediction (CSV), confusion matrix, reliability diagram, its
+    most confident mistakes, a printed table; with --by, its scores on each group of faces by an attribute."""
     from rich.console import Console
 
     from affectkit.evaluation.evaluator import metrics_table

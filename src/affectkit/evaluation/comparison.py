@@ -242,11 +242,12 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
     for name in models:
         lines += [f"## {name}", ""]
         plots = (("training history", run.training_plot(name)), ("confusion matrix", run.confusion_matrix(name)),
-                 ("reliability", run.reliability(name)))
+                 ("reliability", run.reliability(name)), ("most confident mistakes", run.mistakes(name)))
         lines += [f"![{name} {kind}]({plot.name})" for kind, plot in plots if plot.is_file()]  # ensembles: no history
         if warning := prior_collapse(json.loads(run.metrics(name).read_text())["expression"], CLASS_NAMES):
             lines += ["", f"**Warning:** {name} {warning}"]
-        files = [run.metrics(name), *(path for path in [run.history(name)] if path.is_file())]
+        files = [run.metrics(name), *(path for path in [run.face_predictions(name), run.history(name)]
+                                      if path.is_file())]
         lines += ["", f"Files: {', '.join(f'`{file.name}`' for file in files)}.", ""]
     if transfer:
         lines += ["## Transfer learning: pretrained start against a random start", "",

@@ -15,11 +15,14 @@ from rich.table import Table
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics
-from affectkit.evaluation.plots import plot_confusion_matrix, plot_reliability_diagram
+from affectkit.evaluation.plots import plot_confident_mistakes, plot_confusion_matrix, plot_reliability_diagram
 from affectkit.evaluation.significance import CONFIDENCE, GroupGap, ccc_interval, score_intervals
 from affectkit.evaluation.subgroups import group_scores, widest_gap
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
+
+
+MISTAKES_SHOWN = 24  # the most confident mistakes drawn for a person to look at
 
 
 @dataclass
@@ -133,22 +136,58 @@ def face_groups(data: PreparedData, positions: np.ndarray) -> np.ndarray | None:
     return np.array([r.group if r.group is not None else f"face {r.id}" for r in records], dtype=object)
 
 
+def face_predictions(pred: Predictions, data: PreparedData, positions: np.ndarray) -> pd.DataFrame:
+    """One row per face at ``positions``: its id, file, person (where known), class, valence and arousal (blank
+    where not annotated), and the model's class, the probability it gave it and every class's, and its valence and
+    arousal (where the model predicts them)."""
+    records = [data.records[i] for i in positions]
+    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
+    table = {"id": [r.id for r in records], "path": [str(r.image_path) for r in records]}
+    if any(r.group is not None for r in records):
+        table["person"] = [r.group or "" for r in records]
+    truth = data.valence_arousal[positions]
+    table |= {"expression": names[data.expression[positions]], "valence": truth[:, 0], "arousal": truth[:, 1]}
+    if pred.predicts_expression:
+        probs = pred.probs
+        table |= {"predicted": names[probs.argmax(axis=1)], "confidence": probs.max(axis=1),
+                  **{f"p_{name}": probs[:, c] for c, name in enumerate(CLASS_NAMES)}}
+    if pred.predicts_valence_arousal:
+        table |= {"predicted_valence": pred.valence_arousal[:, 0], "predicted_arousal": pred.valence_arousal[:, 1]}
+    return pd.DataFrame(table)
+
+
+def _mistakes(faces: pd.DataFrame) -> pd.DataFrame:
+    """The faces (:func:`face_predictions`) with a class that the model gave another, the most confident first."""
+    wrong = faces[(faces["expression"] != "") & (faces["predicted"] != faces["expression"])]
+    return wrong.sort_values("confidence", ascending=False, kind="stable")
+
+
 def write_model_report(name: str, metrics: dict, pred: Predictions, data: PreparedData, positions: np.ndarray,
                        out_dir: Path) -> dict[str, Path]:
-    """``<Model>_metrics.json``, and where faces have a class ``<Model>_confusion_matrix.png`` and
-    ``<Model>_reliability.png``."""
+    """``<Model>_metrics.json`` and ``<Model>_predictions.csv`` (:func:`face_predictions`), and where faces have a
+    class ``<Model>_confusion_matrix.png``, ``<Model>_reliability.png`` and ``<Model>_mistakes.png``, its most
+    confident mistakes, where a mislabelled face is often found."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run = RunFolder(out_dir)
-    paths = {"metrics": run.metrics(name)}
+    paths = {"metrics": run.metrics(name), "predictions": run.face_predictions(name)}
     paths["metrics"].write_text(json.dumps(metrics, indent=2))
+    faces = face_predictions(pred, data, positions)
+    faces.to_csv(paths["predictions"], index=False, float_format="%.4f")
     if metrics["expression"] is None:
         return paths
-    paths.update(confusion_matrix=run.confusion_matrix(name), reliability=run.reliability(name))
+    paths.update(confusion_matrix=run.confusion_matrix(name), reliability=run.reliability(name),
+                 mistakes=run.mistakes(name))
     plot_confusion_matrix(np.asarray(metrics["expression"]["confusion_matrix"]), list(CLASS_NAMES),
                           paths["confusion_matrix"], f"{name}: confusion matrix (row-normalised)")
     labels = data.expression[positions]
     with_class = labels != NO_EXPRESSION
     plot_reliability_diagram(pred.probs[with_class], labels[with_class], paths["reliability"], f"{name}: reliability")
+    wrong = _mistakes(faces)
+    shown = wrong.head(MISTAKES_SHOWN)
+    plot_confident_mistakes(data.images[positions[shown.index.to_numpy()]], shown["expression"], shown["predicted"],
+                            shown["confidence"], paths["mistakes"],
+                            f"{name}: its {len(shown)} most confident mistakes of {len(wrong)} (class -> the model's, "
+                            "its probability); such faces are often mislabelled")
     return paths
 
 

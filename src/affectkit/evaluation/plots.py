@@ -47,6 +47,25 @@ def _no_data(ax: Axes) -> None:
     ax.set_yticks([])
 
 
+def plot_confident_mistakes(images: np.ndarray, true: Sequence[str], predicted: Sequence[str],
+                            confidence: Sequence[float], path: str | Path, title: str) -> Path:
+    """A grid of faces (``images``: (N, S, S, 3) uint8), each captioned with its class, the class the model gave it
+    and the probability it gave that class."""
+    columns = min(6, max(len(images), 1))
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.2 * rows + 0.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, truth, answer, p in zip(axes.ravel(), images, true, predicted, confidence):
+        ax.imshow(image)
+        ax.set_title(f"{truth} -> {answer}\n{p:.2f}", fontsize=8)
+    if not len(images):
+        _no_data(axes[0, 0])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _cell_labels(counts: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     return np.array([[f"{f:.0%}\n{c}" for f, c in zip(fr, co)] for fr, co in zip(fractions, counts)])
 
