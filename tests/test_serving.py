@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+import time
 import zlib
 
 import cv2
@@ -385,8 +386,44 @@ def test_serve_starts_with_the_apps_own_defaults():
     assert compared >= 16
 
 
+def test_a_busy_server_refuses_more_requests_than_it_takes_at_once_and_recovers(model_path, photo, monkeypatch):
+    """Requests beyond --max-pending get 503 with Retry-After at once, not a place in an unbounded queue."""
+    import threading
+
+    app = create_app(model_path, detect=False, max_pending=2)
+    client = TestClient(app)
+    release, inside = threading.Event(), threading.Semaphore(0)
+    predict_batch = Predictor.predict_batch
+
+    def held(self, images, *args, **kwargs):  # the model holds the first request until released
+        inside.release()
+        release.wait(30)
+        return predict_batch(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict_batch", held)
+    upload = ("a.jpg", photo, "image/jpeg")
+    answers = []
+    workers = [threading.Thread(target=lambda: answers.append(post(client, upload))) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    assert inside.acquire(timeout=30)  # one with the model, the other waiting for it
+    deadline = time.monotonic() + 30
+    while app.state.metrics.pending.value < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    refused = post(client, upload)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert "busy: 2 requests are with the model already" in refused.json()["detail"]
+    assert client.get("/healthz").status_code == 200  # the rest of the API still answers
+    assert "affectkit_model_requests_in_progress 2" in client.get("/metrics").text
+    release.set()
+    for worker in workers:
+        worker.join(30)
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert app.state.metrics.pending.value == 0 and post(client, upload).status_code == 200
+
+
 @pytest.mark.parametrize("limit", ["max_upload_bytes", "max_pixels", "max_video_bytes", "max_video_frames",
-                                   "max_files"])
+                                   "max_files", "max_pending"])
 def test_a_limit_that_would_refuse_every_request_is_refused_at_start_up(model_path, limit):
     with pytest.raises(AffectkitError, match=rf"{limit}.* is 0: a limit must be at least 1"):
         create_app(model_path, **{limit: 0})

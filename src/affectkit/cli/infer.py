@@ -215,6 +215,9 @@ def serve(
     allow_origin: Annotated[Optional[list[str]], typer.Option(
         help="A web page's origin (http://localhost:3000) whose scripts may call the API and open the stream from a "
         "browser (CORS); repeat it for more, or * for any. Without it only the server's own page can.")] = None,
+    max_pending: Annotated[int, typer.Option(
+        help="Requests for the model (images, videos, multimodal samples) answered or waiting at once; one more is "
+        "refused at once with 503 and Retry-After instead of queueing.")] = 32,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
@@ -236,7 +239,8 @@ def serve(
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
                remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion,
-               temporal_frames=temporal_frames, face_margin=face_margin, allowed_origins=allow_origin)
+               temporal_frames=temporal_frames, face_margin=face_margin, allowed_origins=allow_origin,
+               max_pending=max_pending)
 
 
 @app.command("feedback-report")

@@ -70,11 +70,15 @@ STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_VIDEO_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_VIDEO_FRAMES = 600
+# Requests with the model at once, the one answered and those waiting for it; more are refused with 503. At a tenth
+# of a second an image, 32 waiting are about three seconds' wait.
+DEFAULT_MAX_PENDING = 32
 MAX_VIDEO_FPS = 30.0
 VIDEO_ROUTE = "/v1/predict-video"
 MULTIMODAL_ROUTE = "/v1/predict-multimodal"
 MODALITY_FIELDS = ("face", "audio", "physio")
 STREAM_ROUTE = "/v1/stream"
+MODEL_ROUTES = ("/v1/predict", VIDEO_ROUTE, MULTIMODAL_ROUTE)
 POLICY_VIOLATION = 1008  # WebSocket close code
 STATUS_FOR_VIDEO_PROBLEM = {"unreadable": 422, "too_long": 413}
 STATUS_FOR_FEEDBACK_PROBLEM = {"unknown": 404, "duplicate": 409, "invalid": 422}
@@ -251,6 +255,7 @@ def create_app(
     temporal_frames: str | Path | None = None,
     face_margin: float | None = None,
     allowed_origins: list[str] | None = None,
+    max_pending: int = DEFAULT_MAX_PENDING,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -265,12 +270,15 @@ def create_app(
     model's outputs, which then gives each video's valence and arousal frame by frame. ``face_margin``: crop detected
     faces with that share of the box on each side instead of the framing measured on the model's training faces.
     ``allowed_origins``: web pages of these origins (``http://localhost:3000``, or ``*``) may call the HTTP routes
-    from a browser (CORS) and open the stream; without it only the server's own page can."""
+    from a browser (CORS) and open the stream; without it only the server's own page can. ``max_pending``: requests
+    for the model (images, videos, multimodal samples) answered or waiting at once; one more is refused at once with
+    503 and ``Retry-After``, so that a client or a load balancer tries again or elsewhere instead of queueing without
+    bound."""
     allowed_origins = allowed_origins or []
     check_origins(allowed_origins)
     _check_limits({"max_upload_bytes (--max-upload-mb)": max_upload_bytes, "max_pixels": max_pixels,
                    "max_video_bytes (--max-video-mb)": max_video_bytes, "max_video_frames": max_video_frames,
-                   "max_files": max_files})
+                   "max_files": max_files, "max_pending (--max-pending)": max_pending})
     temporal_model = None if temporal is None else load_temporal(temporal)
     frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
     if frames_model is not None:
@@ -311,9 +319,19 @@ def create_app(
     async def bound_and_observe(request: Request, call_next):
         start = time.perf_counter()
         route = _route_label(request.url.path, known_routes)
+        for_model = request.method == "POST" and request.url.path in MODEL_ROUTES
         try:
             limit = max_video_bytes if request.url.path in (VIDEO_ROUTE, MULTIMODAL_ROUTE) else max_upload_bytes
-            response = _body_size_problem(request, limit) or await call_next(request)
+            if for_model and metrics.pending.value >= max_pending:
+                response = _error(503, f"busy: {metrics.pending.value} requests are with the model already (the "
+                                       f"server takes {max_pending} at once, --max-pending); try again shortly",
+                                  headers={"Retry-After": "1"})
+            else:
+                metrics.pending.value += int(for_model)
+                try:
+                    response = _body_size_problem(request, limit) or await call_next(request)
+                finally:
+                    metrics.pending.value -= int(for_model)
         except Exception:
             metrics.observe_request(route, 500, time.perf_counter() - start)
             raise

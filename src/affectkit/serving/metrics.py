@@ -59,6 +59,16 @@ class Counter:
         return lines + [f"{self.name}{_labels(self.labelnames, k)} {_number(v)}" for k, v in items]
 
 
+class Gauge:
+    """A value that goes up and down (requests in progress)."""
+
+    def __init__(self, name: str, help_text: str):
+        self.name, self.help, self.value = name, help_text, 0
+
+    def render(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {self.value}"]
+
+
 class Histogram:
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str], buckets: Sequence[float]):
         self.name, self.help, self.labelnames = name, help_text, tuple(labelnames)
@@ -107,6 +117,9 @@ class ServiceMetrics:
                                initial=[(c,) for c in class_names])
         self.affect = Histogram("affectkit_predicted_affect", "Predicted valence and arousal.", ("dimension",),
                                 AFFECT_BUCKETS)
+        # Set by the server's event loop alone, so no lock.
+        self.pending = Gauge("affectkit_model_requests_in_progress",
+                             "Requests for the model being answered or waiting for it.")
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.inc(route, status)
@@ -128,6 +141,7 @@ class ServiceMetrics:
                     self.affect.observe(face["arousal"], "arousal")
 
     def render(self) -> str:
-        metrics = (self.requests, self.latency, self.images, self.faces, self.no_face, self.classes, self.affect)
+        metrics = (self.requests, self.latency, self.pending, self.images, self.faces, self.no_face, self.classes,
+                   self.affect)
         lines = [line for m in (*metrics, self.drift, self.feedback) if m is not None for line in m.render()]
         return "\n".join(lines) + "\n"
