@@ -42,9 +42,9 @@ def group_scores(values: ArrayLike, labels: ArrayLike | None = None, predicted: 
                  people: ArrayLike | None = None, va_predicted: ArrayLike | None = None,
                  va_truth: ArrayLike | None = None) -> pd.DataFrame:
     """One row per group (each value of ``values``, one per face), in the order of their names: its faces, those with
-    a class, its people (where ``people`` says who is who), and, where ``predicted`` classes are given, accuracy with its bootstrap interval (people drawn, by ``people``,
-    where known), macro-F1 and balanced accuracy; where ``va_predicted`` and ``va_truth`` ((N, 2)) are given, the
-    valence and arousal CCC."""
+    a class, its people (where ``people`` says who is who), and, where ``predicted`` classes are given, accuracy with
+    its bootstrap interval (people drawn, where known), macro-F1 and balanced accuracy; where ``va_predicted`` and
+    ``va_truth`` ((N, 2)) are given, the valence and arousal CCC."""
     values = np.asarray(values, dtype=object)
     labels = np.full(len(values), NO_EXPRESSION) if labels is None else np.asarray(labels)
     people = None if people is None else np.asarray(people, dtype=object)
@@ -109,8 +109,8 @@ def group_lines(attribute: str, tables: Mapping[str, pd.DataFrame], gaps: Mappin
     """A markdown section: each model's scores by group of ``attribute`` and its widest gap; ``resampled`` says what
     the bootstrap draws (faces, or people)."""
     table = pd.concat([t.assign(model=model) for model, t in tables.items()], ignore_index=True)
-    shown = [c for c in ("model", "group", "faces", "classed_faces", "people", "accuracy", "macro_f1", "balanced_accuracy",
-                         "valence_ccc", "arousal_ccc") if c in table]
+    shown = [c for c in ("model", "group", "faces", "classed_faces", "people", "accuracy", "macro_f1",
+                         "balanced_accuracy", "valence_ccc", "arousal_ccc") if c in table]
     cells = table[shown].copy()
     if "accuracy" in table:
         cells["accuracy"] = [table_number(v) + ("" if pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
