@@ -176,3 +176,27 @@ def test_compare_refuses_grouping_where_no_table_holds_the_attributes(demo_dir, 
     with pytest.raises(AffectkitError, match="has no manifest to hold them"):
         compare_saved([], demo_dir, tmp_path / "cmp", split="all", predictions=[tmp_path / "a.csv"] * 2,
                       by=["gender"], quiet=True)
+
+
+def test_a_run_scores_every_row_by_group_and_refuses_a_missing_attribute_before_training(attributed_manifest,
+                                                                                       tmp_path):
+    from affectkit.config import Config
+    from affectkit.pipeline import run_pipeline
+
+    manifest, _ = attributed_manifest
+    config = Config(img_size=32, batch_size=16, epochs=1, fine_tune_epochs=0, num_workers=0, seed=0)
+    with pytest.raises(AffectkitError, match="has no column 'height'"):
+        run_pipeline(manifest, tmp_path / "refused", ["custom_cnn"], config, quiet=True, by=["height"])
+    assert not list((tmp_path / "refused").glob("best_*"))
+    report = run_pipeline(manifest, tmp_path / "run", ["custom_cnn", "mini_xception"], config, quiet=True,
+                          by=["gender"]).read_text()
+    rows = pd.read_csv(tmp_path / "run" / "model_comparison_results.csv").set_index("model")
+    by_gender = pd.read_csv(tmp_path / "run" / "by_gender.csv")
+    assert list(dict.fromkeys(by_gender["model"])) == list(rows.index)  # every row, the ensembles' too
+    for model, groups in by_gender.groupby("model"):
+        weighted = (groups["accuracy"] * groups["classed_faces"]).sum() / groups["classed_faces"].sum()
+        assert weighted == pytest.approx(rows.loc[model, "accuracy"], abs=1e-3)
+        assert groups["valence_ccc"].notna().all()
+    assert "## By gender" in report and "![by gender](by_gender.png)" in report
+    # This split's test faces are of one person per gender: a single person's faces give no interval to draw.
+    assert (by_gender["people"] == 1).all() and by_gender["accuracy_low"].isna().all()

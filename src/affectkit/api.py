@@ -101,11 +101,13 @@ class RunResult:
 
 def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = DEFAULT_MODELS,
         config: ConfigSource = None, *, weights: dict[str, str | Path] | None = None, resume: bool = False,
-        quiet: bool = True, **overrides: Any) -> RunResult:
+        by: Sequence[str] = (), attributes: str | Path | None = None, quiet: bool = True,
+        **overrides: Any) -> RunResult:
     """The whole pipeline on ``data``: analyse, split, train every model in ``models`` on one split, evaluate,
     compare (with an averaging and a stacking ensemble when there are several) and write ``report.md``.
 
-    ``weights``: model key -> local backbone state dict.
+    ``weights``: model key -> local backbone state dict. ``by``: attributes of the faces (as in :func:`evaluate`)
+    by whose groups every model is scored on the test faces too (``by_<attribute>.csv``, a section of the report).
     """
     import pandas as pd
 
@@ -116,7 +118,8 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
     cfg, folder = _config(config, data, overrides), RunFolder(Path(out))
     with _reporting(quiet):
         report = run_pipeline(Path(data), folder.root, list(models), cfg,
-                              weights={k: Path(v) for k, v in (weights or {}).items()}, resume=resume)
+                              weights={k: Path(v) for k, v in (weights or {}).items()}, resume=resume, by=list(by),
+                              attributes=Path(attributes) if attributes is not None else None)
     table = pd.read_csv(folder.comparison_table)
     names = [resolve_spec(m, cfg.use_light_models).display_name for m in models]
     if ENSEMBLE_NAME in set(table["model"]) and folder.weights(ENSEMBLE_NAME).is_file():  # the averaging, saved

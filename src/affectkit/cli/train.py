@@ -86,6 +86,8 @@ def run(
     weights: Annotated[Optional[list[str]], typer.Option(help="MODEL=FILE backbone weights, repeatable.")] = None,
     pretrained: PretrainedOpt = False,
     resume: ResumeOpt = False,
+    by: ByOpt = None,
+    attributes: AttributesOpt = None,
     quiet: QuietOpt = False,
     *,
     config: Config,
@@ -96,7 +98,7 @@ def run(
     weight_files = _weight_files(weights)
     with report_to_console(quiet):
         report = run_pipeline(data, out, comma_list(models), config, weights=weight_files, pretrained=pretrained,
-                              resume=resume)
+                              resume=resume, by=by or (), attributes=attributes)
     say(f"Report: {report}", style="bold green")
 
 

@@ -199,11 +199,12 @@ def _why_no_accuracy(summary: dict) -> str:
 def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
                  transfer: list[dict] | None = None, chosen: str | None = None,
                  comparisons: list[tuple[str, PairedComparison | PairedCCC]] | None = None,
-                 remarks: Sequence[str] = ()) -> Path:
+                 remarks: Sequence[str] = (), sections: Sequence[str] = ()) -> Path:
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
     against random-start controls (see :func:`affectkit.pipeline.run_pipeline`); ``chosen``: the row chosen on
     the validation faces, set against the others on the test faces in ``comparisons`` (by accuracy, or by
-    valence and arousal CCC where no face has a class); ``remarks``: sentences on rows the run could not make."""
+    valence and arousal CCC where no face has a class); ``remarks``: sentences on rows the run could not make;
+    ``sections``: markdown lines after the comparison (the scores by group of faces)."""
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     by = choice_score(rows)
     scored = by == "val_accuracy"
@@ -238,6 +239,7 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         *((comparison_lines(comparisons, chosen, "test faces", first_label="the chosen model", others="model")
            if scored else ccc_comparison_lines(comparisons, chosen, "test faces"))
           if chosen and comparisons else []),
+        *sections,
     ]
     for name in models:
         lines += [f"## {name}", ""]

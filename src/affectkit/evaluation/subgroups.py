@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,8 +58,9 @@ def group_scores(values: ArrayLike, labels: ArrayLike | None = None, predicted: 
         if predicted is not None:
             predicted_here = np.asarray(predicted)[mask]
             scores = point_scores(labels[mask], predicted_here)
-            low, high = score_intervals(labels[mask], predicted_here,
-                                        None if people is None else people[mask]).get("accuracy", (np.nan,) * 2)
+            drawn = mask.sum() if people is None else row["people"]  # one person's faces: no spread to draw
+            low, high = (score_intervals(labels[mask], predicted_here, None if people is None else people[mask])
+                         .get("accuracy", (np.nan,) * 2) if drawn > 1 else (np.nan, np.nan))
             row |= {"accuracy": scores.get("accuracy", np.nan), "accuracy_low": low, "accuracy_high": high,
                     **{score: scores.get(score, np.nan) for score in SCORES[1:]}}
         if va_predicted is not None and va_truth is not None:
@@ -122,5 +124,20 @@ def group_lines(attribute: str, tables: Mapping[str, pd.DataFrame], gaps: Mappin
             *([f"![by {attribute}]({plot})", ""] if plot else [])]
 
 
+def write_group_scores(out: Path, attribute: str, tables: Mapping[str, pd.DataFrame],
+                       gaps: Mapping[str, GroupGap | None], resampled: str
+                       ) -> tuple[pd.DataFrame, dict[str, Path], list[str]]:
+    """Every model's scores by group of ``attribute`` (``tables``, with their ``gaps``) into ``out``:
+    ``by_<attribute>.csv`` and ``.png``; returns the table of them all, the files and the markdown section."""
+    from affectkit.evaluation.plots import plot_group_scores  # matplotlib, for the writers only
+
+    stem = out / attribute_file_stem(attribute)
+    paths = {f"by {attribute}": stem.with_suffix(".csv"), f"by {attribute} plot": stem.with_suffix(".png")}
+    table = pd.concat([t.assign(model=model) for model, t in tables.items()], ignore_index=True)
+    table.to_csv(paths[f"by {attribute}"], index=False, float_format="%.4f")
+    plot_group_scores(dict(tables), attribute, paths[f"by {attribute} plot"])
+    return table, paths, group_lines(attribute, tables, gaps, resampled, paths[f"by {attribute} plot"].name)
+
+
 __all__ = ["MIN_GROUP_FACES", "NOT_GIVEN", "attribute_file_stem", "gap_record", "gap_sentence", "group_lines",
-           "group_record", "group_scores", "widest_gap"]
+           "group_record", "group_scores", "widest_gap", "write_group_scores"]

@@ -23,9 +23,8 @@ from affectkit.data.datamodule import PreparedData
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
-from affectkit.evaluation.plots import plot_group_scores
 from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
-from affectkit.evaluation.subgroups import attribute_file_stem, group_lines, group_scores, widest_gap
+from affectkit.evaluation.subgroups import group_scores, widest_gap, write_group_scores
 from affectkit.models.io import load_model, model_paths
 from affectkit.pipeline.external import attribute_table, read_attributes, read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
@@ -193,14 +192,10 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                           for s in scored}
                 gaps[attribute] = {s.name: widest_gap(tables[s.name], values[attribute], first.labels, s.predicted,
                                                       first.groups) for s in scored}
-                by_group[attribute] = pd.concat([t.assign(model=name) for name, t in tables.items()],
-                                                ignore_index=True)
-                stem = out / attribute_file_stem(attribute)
-                by_group[attribute].to_csv(paths.setdefault(f"by {attribute}", stem.with_suffix(".csv")), index=False,
-                                           float_format="%.4f")
-                plot = plot_group_scores(tables, attribute, paths.setdefault(f"by {attribute} plot",
-                                                                            stem.with_suffix(".png")))
-                lines += group_lines(attribute, tables, gaps[attribute], resampled, plot.name)
+                by_group[attribute], written, section = write_group_scores(out, attribute, tables, gaps[attribute],
+                                                                           resampled)
+                paths |= written
+                lines += section
         paths["markdown"].write_text("\n".join(lines))
         return ComparisonResult(table, comparisons, paths, notes, by_group, gaps)
 

@@ -49,7 +49,13 @@ from affectkit.evaluation.significance import (
     paired_ccc_comparison,
     paired_comparison,
 )
-from affectkit.evaluation.subgroups import attribute_file_stem, group_record
+from affectkit.evaluation.subgroups import (
+    attribute_file_stem,
+    group_record,
+    group_scores,
+    widest_gap,
+    write_group_scores,
+)
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
@@ -174,19 +180,24 @@ def train_one(name: str, data: Path, out: Path, config: Config, weights: Path | 
 
 def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weights: dict[str, Path] | None = None,
                  pretrained: bool = False, resume: bool = False, quiet: bool = False,
-                 random_start_control: bool = False) -> Path:
+                 random_start_control: bool = False, by: Sequence[str] = (), attributes: Path | None = None) -> Path:
     """Every model of ``models`` trained on one split of ``data`` and evaluated, an averaging and a stacking
     ensemble where there are several, the comparison and ``report.md`` (its path is returned).
 
     ``random_start_control``: every model that starts from pretrained weights is trained a second time from a
-    random start, same data, split and budget, and the report sets the two test accuracies side by side."""
+    random start, same data, split and budget, and the report sets the two test accuracies side by side. ``by``:
+    attributes of the faces (columns of ``attributes``, by default the data set's manifest) by whose groups every
+    row is scored on the test faces too (``by_<attribute>.csv`` / ``.png``, a section of the report)."""
     with silenced(quiet):
         _check_model_list(models, config)  # fail on a typo before hours of training
         _check_weight_files(weights or {}, models)
+        source = attribute_table(data, attributes) if by else None
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls, remarks = [], [], [], [], [], []
         val, test = prepared.positions("val"), prepared.positions("test")
+        groups = {} if source is None else read_attributes(source, by, [prepared.records[i] for i in test],
+                                                           prepared.index.root)  # a missing column fails here
         # Each row's class and valence/arousal for each test face, for the comparisons face by face.
         test_classes, test_valence_arousal = [], []
         trained = {}  # from the run's shared start (no weights file): a model or fusion branch trains once
@@ -225,10 +236,32 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                 test_valence_arousal.append(pred.valence_arousal)
         chosen, comparisons = _chosen_against_the_rest(rows, test_classes, test_valence_arousal, prepared, test)
         write_comparison([{**row, "chosen": row["model"] == chosen} for row in rows], run)
+        sections = [line for attribute, values in groups.items()
+                    for line in _scores_by_group(attribute, values, rows, test_classes, test_valence_arousal,
+                                                 prepared, test, run)]
         if chosen is not None and run.weights(chosen).is_file():
             reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
-                            comparisons=comparisons, remarks=remarks)
+                            comparisons=comparisons, remarks=remarks, sections=sections)
+
+
+def _scores_by_group(attribute: str, values: np.ndarray, rows: list[dict], test_classes: list[np.ndarray],
+                     test_valence_arousal: list[np.ndarray], data: PreparedData, test: np.ndarray,
+                     run: RunFolder) -> list[str]:
+    """Each row's scores on each group of the test faces by ``attribute`` (``values``: each face's group), from its
+    answers (``test_classes``, ``test_valence_arousal``, in the order of ``rows``), into the run folder; returns
+    the report's section."""
+    labels, truth, people = data.expression[test], data.valence_arousal[test], face_groups(data, test)
+    tables, gaps = {}, {}
+    for row, classes, valence_arousal in zip(rows, test_classes, test_valence_arousal):
+        classes = classes if pd.notna(row["accuracy"]) else None  # a valence/arousal model's are not answers
+        rated = pd.notna(row["valence_ccc"]) or pd.notna(row["arousal_ccc"])
+        tables[row["model"]] = group_scores(values, labels, classes, people,
+                                            valence_arousal if rated else None, truth if rated else None)
+        gaps[row["model"]] = None if classes is None else widest_gap(tables[row["model"]], values, labels, classes,
+                                                                     people)
+    resampled = "faces" if people is None else f"people ({len(set(people))}), each with all their faces"
+    return write_group_scores(run.root, attribute, tables, gaps, resampled)[2]
 
 
 def _ensembles(models: list[str], members: list[Evaluated], member_paths: list[Path], member_rows: list[dict],
