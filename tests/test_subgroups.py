@@ -200,3 +200,24 @@ def test_a_run_scores_every_row_by_group_and_refuses_a_missing_attribute_before_
     assert "## By gender" in report and "![by gender](by_gender.png)" in report
     # This split's test faces are of one person per gender: a single person's faces give no interval to draw.
     assert (by_gender["people"] == 1).all() and by_gender["accuracy_low"].isna().all()
+
+
+def test_a_benchmark_scores_every_row_by_group(attributed_manifest, tmp_path):
+    tiny = [part for key in ("img_size=32", "epochs=1", "fine_tune_epochs=1", "num_workers=0", "precision=32",
+                             "batch_size=16", "phase1_views=1", "fine_tune_min_steps=0") for part in ("--set", key)]
+    manifest, _ = attributed_manifest
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", str(manifest), "--out", str(out), "--baselines", "hog_svm",
+                                      "--by", "gender", "--quiet", *tiny])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "benchmark.csv").set_index("model")
+    by_gender = pd.read_csv(out / "by_gender.csv")
+    assert list(dict.fromkeys(by_gender["model"])) == list(rows.index)
+    for model, groups in by_gender.groupby("model"):
+        weighted = (groups["accuracy"] * groups["classed_faces"]).sum() / groups["classed_faces"].sum()
+        assert weighted == pytest.approx(rows.loc[model, "accuracy"], abs=1e-3)
+    report = (out / "benchmark.md").read_text()
+    assert "## By gender" in report and "![by gender](by_gender.png)" in report
+    refused = CliRunner().invoke(app, ["benchmark", str(manifest), "--out", str(out), "--by", "gender", "--folds",
+                                       "3", "--quiet", *tiny])
+    assert refused.exit_code != 0 and "--by scores the groups of one split's test faces" in str(refused.exception)

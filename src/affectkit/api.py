@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Union
 
+from affectkit.errors import AffectkitError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -171,7 +173,7 @@ def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "c
 def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: ConfigSource = None, *,
               models: Sequence[str] = (), baselines: Sequence[str] | None = None, quick: bool = False,
               quiet: bool = True, recipe: str = "fusion", resume: bool = False, folds: int | None = None,
-              **overrides: Any) -> BenchmarkResult:
+              by: Sequence[str] = (), attributes: str | Path | None = None, **overrides: Any) -> BenchmarkResult:
     """Classic baselines and affectkit's recommended recipe (or ``config``, a Config or YAML profile), plus
     ``models``, trained and scored on one split of ``data`` (or on each of ``folds`` folds of a cross-validation);
     ``quick`` is a short budget for a first look; ``recipe`` another fusion model (``fusion:<model>+<model>[+...]``)
@@ -179,7 +181,8 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
 
     Returns the result: ``.table`` (a DataFrame, one row per method; over folds, each score's mean and its
     ``<score>_std``), ``.paths`` (benchmark.csv / .md / .png, ...) and ``.notes`` (rows that could not run here or
-    were left out, and why).
+    were left out, and why). ``by``: attributes of the faces (as in :func:`evaluate`; one split only, not with
+    ``folds``) by whose groups every row is scored on the test faces too.
     """
     from affectkit.config import Config
     from affectkit.pipeline.benchmark import QUICK, benchmark_config, run_benchmark
@@ -192,10 +195,13 @@ def benchmark(data: str | Path, out: str | Path = "runs/benchmark", config: Conf
         cfg = benchmark_config(Path(config) if config is not None else None, overrides, Path(data), quick=quick)
     options = {} if baselines is None else {"baselines": tuple(baselines)}
     options |= {"models": list(models), "recipe": recipe, "resume": resume}
+    if by and folds is not None:
+        raise AffectkitError("by scores the groups of one split's test faces: leave out folds, or by.")
     with _reporting(quiet):
         if folds is not None:
             return run_cross_validation(Path(data), Path(out), folds, cfg, **options)
-        return run_benchmark(Path(data), Path(out), cfg, **options)
+        return run_benchmark(Path(data), Path(out), cfg, by=list(by),
+                             attributes=Path(attributes) if attributes is not None else None, **options)
 
 
 def fuse(manifest: str | Path, out: str | Path = "fusion", face_model: str | Path | None = None, *, seed: int = 0,

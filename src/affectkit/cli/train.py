@@ -162,6 +162,8 @@ def benchmark(
         help="Cross-validate instead: the benchmark on each of K folds (subject-disjoint where the data names "
              "subjects), each fold's faces tested once; mean and standard deviation over the folds.")] = None,
     resume: ResumeOpt = False,
+    by: ByOpt = None,
+    attributes: AttributesOpt = None,
     print_config: PrintConfigOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -174,13 +176,15 @@ def benchmark(
     from affectkit.pipeline.benchmark import benchmark_config, console_table, run_benchmark
     from affectkit.pipeline.cross_validation import run_cross_validation
 
+    if by and folds is not None:
+        raise AffectkitError("--by scores the groups of one split's test faces: leave out --folds, or --by.")
     cfg = benchmark_config(config_file, parse_set_options(sets), data, quick=quick, profile=profile, layout=layout,
                            **overrides)
     if print_config:
         print_config_and_exit(cfg)
     options = dict(models=comma_list(models), baselines=tuple(comma_list(baselines)), recipe=recipe, resume=resume)
     with report_to_console(quiet):
-        result = (run_benchmark(data, out, cfg, **options) if folds is None
+        result = (run_benchmark(data, out, cfg, by=by or (), attributes=attributes, **options) if folds is None
                   else run_cross_validation(data, out, folds, cfg, **options))
     console.print(console_table(result.table))
     for note in result.notes:

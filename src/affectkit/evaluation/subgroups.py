@@ -39,6 +39,12 @@ def _group_order(group: str) -> tuple:
     return (group == NOT_GIVEN, [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p])
 
 
+def resampled_units(people: ArrayLike | None) -> str:
+    """What a bootstrap over faces of ``people`` draws, in words: "faces", or "people (12), each with all their
+    faces"."""
+    return "faces" if people is None else f"people ({len(set(people))}), each with all their faces"
+
+
 def group_scores(values: ArrayLike, labels: ArrayLike | None = None, predicted: ArrayLike | None = None,
                  people: ArrayLike | None = None, va_predicted: ArrayLike | None = None,
                  va_truth: ArrayLike | None = None) -> pd.DataFrame:
@@ -140,4 +146,5 @@ def write_group_scores(out: Path, attribute: str, tables: Mapping[str, pd.DataFr
 
 
 __all__ = ["MIN_GROUP_FACES", "NOT_GIVEN", "attribute_file_stem", "gap_record", "gap_sentence", "group_lines",
-           "group_record", "group_scores", "widest_gap", "write_group_scores"]
+           "group_record", "group_scores", "resampled_units", "widest_gap",
+           "write_group_scores"]

@@ -16,6 +16,7 @@ matrix, reliability diagram and model card, as ``affectkit run`` leaves its mode
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,10 @@ from affectkit.evaluation.significance import (
     score_intervals,
 )
 from affectkit.evaluation.significance import SCORES as INTERVAL_SCORES
+from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
+from affectkit.pipeline.external import attribute_table, read_attributes
 from affectkit.pipeline.run import record_evaluation
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
@@ -300,21 +303,27 @@ def _prepare(data: Path, folder: RunFolder, config: Config, index: DatasetIndex 
 
 def run_benchmark(data: Path, out: Path, config: Config | None = None, models: list[str] | None = None,
                   baselines: tuple[str, ...] = BASELINES, quiet: bool = False,
-                  recipe: str = RECIPE_MODEL, resume: bool = False, index: DatasetIndex | None = None
-                  ) -> BenchmarkResult:
+                  recipe: str = RECIPE_MODEL, resume: bool = False, index: DatasetIndex | None = None,
+                  by: Sequence[str] = (), attributes: Path | None = None) -> BenchmarkResult:
     """Baselines, the recipe (the fusion model ``recipe`` trained with ``config``, by default
     :func:`benchmark_config`) and ``models`` (more model keys, trained with the same config) on one split of
     ``data`` (its ``index``, where it was read already); files into ``out``. ``resume``: an interrupted benchmark in
-    ``out`` goes on where its training stopped, on the same split (the baselines, minutes at most, are fit again)."""
+    ``out`` goes on where its training stopped, on the same split (the baselines, minutes at most, are fit again).
+    ``by``: attributes of the faces (columns of ``attributes``, by default the data set's manifest) by whose groups
+    every row is scored on the test faces too (``by_<attribute>.csv`` / ``.png``, a section of ``benchmark.md``)."""
     with silenced(quiet):
         data, folder = Path(data), RunFolder(Path(out))
         config = config or benchmark_config(data=data)
         check_hardware(config)
         extra, notes = _check(tuple(baselines), list(models or []), config, recipe)
+        source = attribute_table(data, attributes) if by else None
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
         index, prepared = _prepare(data, folder, config, index)
         notes += _data_notes(prepared, config)
+        test = prepared.positions("test")
+        groups = {} if source is None else read_attributes(source, by, [prepared.records[i] for i in test],
+                                                           prepared.index.root)  # a missing column fails here
 
         rows, hog = [], None
         if baselines:
@@ -350,8 +359,31 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         n_test = len(prepared.positions("test"))
         whiskers = f"; bars: {CONFIDENCE:.0%} bootstrap interval" if _has_intervals(table) else ""
         plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name}{whiskers})")
-        paths["markdown"].write_text(_markdown(table, index, prepared, data, folder, notes, predictions))
+        sections = []
+        for attribute, values in groups.items():
+            _, written, section = _scores_by_group(attribute, values, rows, prepared, folder)
+            paths |= written
+            sections += section
+        paths["markdown"].write_text("\n".join([_markdown(table, index, prepared, data, folder, notes, predictions),
+                                                *sections]))
         return BenchmarkResult(table, paths, notes)
+
+
+def _scores_by_group(attribute: str, values: np.ndarray, rows: list[dict], data: PreparedData,
+                     folder: RunFolder) -> tuple[pd.DataFrame, dict[str, Path], list[str]]:
+    """Each row's scores on each group of the test faces by ``attribute`` (``values``: each face's group), into
+    ``folder`` (:func:`write_group_scores`)."""
+    test = data.positions("test")
+    labels, truth, people = data.expression[test], data.valence_arousal[test], face_groups(data, test)
+    tables, gaps = {}, {}
+    for row in rows:
+        classes = np.asarray(row[TEST_PROBS]).argmax(axis=1) if data.trains_expression else None
+        rated = any(np.isfinite(row[score]) for score in CCC_SCORES)
+        tables[row["model"]] = group_scores(values, labels, classes, people, row[TEST_VA] if rated else None,
+                                            truth if rated else None)
+        gaps[row["model"]] = None if classes is None else widest_gap(tables[row["model"]], values, labels, classes,
+                                                                     people)
+    return write_group_scores(folder.root, attribute, tables, gaps, resampled_units(people))
 
 
 def predictions_per_face(rows: list[dict], data: PreparedData) -> pd.DataFrame | None:

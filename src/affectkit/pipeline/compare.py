@@ -24,7 +24,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
-from affectkit.evaluation.subgroups import group_scores, widest_gap, write_group_scores
+from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
 from affectkit.models.io import load_model, model_paths
 from affectkit.pipeline.external import attribute_table, read_attributes, read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
@@ -169,8 +169,7 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                  "predictions": out / "test_predictions.csv"}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
         faces.to_csv(paths["predictions"], index=False)
-        resampled = ("faces" if first.groups is None
-                     else f"people ({len(set(first.groups))}), each with all their faces")
+        resampled = resampled_units(first.groups)
         compared = f"{len(scored)} models" if models else f"{len(scored)} tools' predictions"
         lines = [f"# affectkit compare: {compared} on `{data}`", "",
                  f"Faces: the {split} split, {len(faces)} faces, the same for every model "

@@ -53,6 +53,7 @@ from affectkit.evaluation.subgroups import (
     attribute_file_stem,
     group_record,
     group_scores,
+    resampled_units,
     widest_gap,
     write_group_scores,
 )
@@ -260,8 +261,7 @@ def _scores_by_group(attribute: str, values: np.ndarray, rows: list[dict], test_
                                             valence_arousal if rated else None, truth if rated else None)
         gaps[row["model"]] = None if classes is None else widest_gap(tables[row["model"]], values, labels, classes,
                                                                      people)
-    resampled = "faces" if people is None else f"people ({len(set(people))}), each with all their faces"
-    return write_group_scores(run.root, attribute, tables, gaps, resampled)[2]
+    return write_group_scores(run.root, attribute, tables, gaps, resampled_units(people))[2]
 
 
 def _ensembles(models: list[str], members: list[Evaluated], member_paths: list[Path], member_rows: list[dict],
