@@ -156,7 +156,7 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
         evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["height"],
                        attributes=attributes)
     pd.DataFrame({"file": ["elsewhere.jpg"], "glasses": ["yes"]}).to_csv(tmp_path / "other.csv", index=False)
-    with pytest.raises(AffectkitError, match="no row names one of the 96 faces scored"):
+    with pytest.raises(AffectkitError, match="no row names one of the 96 faces read"):
         evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["glasses"],
                        attributes=tmp_path / "other.csv")
     pd.DataFrame({"file": names[:2] + names[:1], "glasses": ["yes", "no", "no"]}).to_csv(tmp_path / "twice.csv",
@@ -173,6 +173,9 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
 
 
 def test_compare_refuses_grouping_where_no_table_holds_the_attributes(demo_dir, tmp_path):
+    records = read_dataset(demo_dir, progress=False).records
+    pd.DataFrame({"file": [str(r.image_path) for r in records],
+                  "expression": [CLASS_NAMES[r.expression] for r in records]}).to_csv(tmp_path / "a.csv", index=False)
     with pytest.raises(AffectkitError, match="has no manifest to hold them"):
         compare_saved([], demo_dir, tmp_path / "cmp", split="all", predictions=[tmp_path / "a.csv"] * 2,
                       by=["gender"], quiet=True)
@@ -221,3 +224,44 @@ def test_a_benchmark_scores_every_row_by_group(attributed_manifest, tmp_path):
     refused = CliRunner().invoke(app, ["benchmark", str(manifest), "--out", str(out), "--by", "gender", "--folds",
                                        "3", "--quiet", *tiny])
     assert refused.exit_code != 0 and "--by scores the groups of one split's test faces" in str(refused.exception)
+
+
+def test_rafdbs_manual_annotation_gives_its_faces_gender_race_and_age(tmp_path):
+    """RAF-DB's Annotation/manual/<name>_manu_attri.txt: five landmark lines, then gender, race and age band codes."""
+    import cv2
+
+    from affectkit.data.synthetic import render_face, sample_rng
+
+    root = tmp_path / "rafdb"
+    lines, truth = [], []
+    for i in range(24):
+        name = f"{'train' if i < 8 else 'test'}_{i:05d}.jpg"
+        label = i % 7 + 1
+        image = render_face(i % 7, sample_rng(0, i), img_size=48)[0]
+        (root / "Image" / "aligned").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "Image" / "aligned" / name.replace(".jpg", "_aligned.jpg")), image[..., ::-1])
+        lines.append(f"{name} {label}")
+        gender, race, age = i % 2, i % 3, i % 5
+        annotation = root / "Annotation" / "manual" / name.replace(".jpg", "_manu_attri.txt")
+        annotation.parent.mkdir(parents=True, exist_ok=True)
+        annotation.write_text("".join(f"{10 + k}.5\t{20 + k}.25\n" for k in range(5)) + f"{gender}\n{race}\n{age}\n")
+        truth.append({"file": name.replace(".jpg", "_aligned.jpg"), "label": label, "gender": gender})
+    (root / "EmoLabel").mkdir()
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    rafdb_order = ["surprise", "fear", "disgust", "happy", "sad", "anger", "neutral"]
+    table = pd.DataFrame(truth)
+    table.assign(emotion=[rafdb_order[label - 1] for label in table["label"]])[["file", "emotion"]].to_csv(
+        tmp_path / "oracle.csv", index=False)
+    table.assign(emotion=np.where(table["gender"] == 1, "happy",  # wrong on women's faces unless they are happy
+                                  [rafdb_order[label - 1] for label in table["label"]]))[["file", "emotion"]].to_csv(
+        tmp_path / "biased.csv", index=False)
+    result = compare_saved([], root, tmp_path / "cmp", predictions=[tmp_path / "oracle.csv", tmp_path / "biased.csv"],
+                           by=["gender", "race", "age"], quiet=True)  # RAF-DB's own test split: 16 faces
+    by_gender = result.by["gender"].set_index(["model", "group"])
+    test = table.iloc[8:]
+    assert by_gender.loc[("oracle", "female"), "faces"] == (test["gender"] == 1).sum()
+    assert by_gender.loc[("biased", "male"), "accuracy"] == 1.0
+    women = test[test["gender"] == 1]
+    assert by_gender.loc[("biased", "female"), "accuracy"] == pytest.approx((women["label"] == 4).mean())
+    assert set(result.by["race"]["group"]) == {"Caucasian", "African-American", "Asian"}
+    assert set(result.by["age"]["group"]) == {"0-3", "4-19", "20-39", "40-69", "70+"}

@@ -55,7 +55,7 @@ from affectkit.evaluation.significance import SCORES as INTERVAL_SCORES
 from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
-from affectkit.pipeline.external import attribute_table, read_attributes
+from affectkit.pipeline.external import face_attributes
 from affectkit.pipeline.run import record_evaluation
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
@@ -316,14 +316,11 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         config = config or benchmark_config(data=data)
         check_hardware(config)
         extra, notes = _check(tuple(baselines), list(models or []), config, recipe)
-        source = attribute_table(data, attributes) if by else None
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
         index, prepared = _prepare(data, folder, config, index)
         notes += _data_notes(prepared, config)
-        test = prepared.positions("test")
-        groups = {} if source is None else read_attributes(source, by, [prepared.records[i] for i in test],
-                                                           prepared.index.root)  # a missing column fails here
+        groups = face_attributes(data, attributes, by, prepared)  # a missing table or column fails before training
 
         rows, hog = [], None
         if baselines:
@@ -361,7 +358,8 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name}{whiskers})")
         sections = []
         for attribute, values in groups.items():
-            _, written, section = _scores_by_group(attribute, values, rows, prepared, folder)
+            _, written, section = _scores_by_group(attribute, values[prepared.positions("test")], rows, prepared,
+                                                   folder)
             paths |= written
             sections += section
         paths["markdown"].write_text("\n".join([_markdown(table, index, prepared, data, folder, notes, predictions),

@@ -26,7 +26,7 @@ from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_
 from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
 from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
 from affectkit.models.io import load_model, model_paths
-from affectkit.pipeline.external import attribute_table, read_attributes, read_predictions
+from affectkit.pipeline.external import face_attributes, read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
 from affectkit.progress import reporter, silenced
 
@@ -139,7 +139,6 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         raise AffectkitError("compare needs two or more to compare: saved models, --predictions of other tools, or "
                              "both (the first, a model where there is one, is set against the others).")
     with silenced(quiet):
-        source = attribute_table(data, attributes) if by else None  # a missing table fails before any scoring
         scored = []
         for path in models:
             reporter().show(f"Scoring {path} on the {split} split of {data}")
@@ -183,18 +182,16 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                  *comparison_lines(comparisons, first.name, "faces", first_label="the first", others="model"),
                  *([f"- Warning: {note}" for note in notes] + [""] if notes else [])]
         by_group, gaps = {}, {}
-        if source is not None:
-            prepared, positions = first.faces
-            values = read_attributes(source, by, [prepared.records[i] for i in positions], prepared.index.root)
-            for attribute in by:
-                tables = {s.name: group_scores(values[attribute], first.labels, s.predicted, first.groups)
-                          for s in scored}
-                gaps[attribute] = {s.name: widest_gap(tables[s.name], values[attribute], first.labels, s.predicted,
-                                                      first.groups) for s in scored}
-                by_group[attribute], written, section = write_group_scores(out, attribute, tables, gaps[attribute],
-                                                                           resampled)
-                paths |= written
-                lines += section
+        prepared, positions = first.faces
+        for attribute, values in face_attributes(data, attributes, by, prepared).items():
+            values = values[positions]
+            tables = {s.name: group_scores(values, first.labels, s.predicted, first.groups) for s in scored}
+            gaps[attribute] = {s.name: widest_gap(tables[s.name], values, first.labels, s.predicted, first.groups)
+                               for s in scored}
+            by_group[attribute], written, section = write_group_scores(out, attribute, tables, gaps[attribute],
+                                                                       resampled)
+            paths |= written
+            lines += section
         paths["markdown"].write_text("\n".join(lines))
         return ComparisonResult(table, comparisons, paths, notes, by_group, gaps)
 

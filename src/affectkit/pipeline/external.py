@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from affectkit.data.datamodule import PreparedData
+from affectkit.data.layouts import own_attributes
 from affectkit.data.layouts.manifest import COLUMN_NAMES
-from affectkit.data.records import Record, Reject, class_from_name, csv_delimiter, parse_expression
+from affectkit.data.records import DatasetIndex, Record, Reject, class_from_name, csv_delimiter, parse_expression
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.subgroups import NOT_GIVEN
 
@@ -137,27 +139,40 @@ def read_predictions(csv: Path, faces: list[Record], root: Path) -> np.ndarray:
     return predicted
 
 
-def attribute_table(data: Path, attributes: Path | None) -> Path:
-    """The table of the faces' attributes: ``attributes`` where given, else the data set's own manifest (``data``
-    given as a CSV or JSON Lines file, or a folder holding manifest.csv, metadata.csv or metadata.jsonl)."""
+def attribute_table(data: Path, attributes: Path | None, index: DatasetIndex) -> tuple[pd.DataFrame, Path]:
+    """The table of the faces' attributes and where it was read: ``attributes`` where given, else the data set's own
+    (RAF-DB's manual annotation, read by its layout), else its manifest (``data`` given as a CSV or JSON Lines file, or
+    a folder holding manifest.csv, metadata.csv or metadata.jsonl)."""
     if attributes is not None:
-        return Path(attributes)
+        return _read_table(Path(attributes), "--attributes"), Path(attributes)
+    if (own := own_attributes(index.layout, index.root)) is not None:
+        return own, index.root
     data = Path(data)
     if data.is_file() and data.suffix.lower() in TABLE_SUFFIXES:
-        return data
+        return _read_table(data, "--attributes"), data
     if found := next((data / name for name in MANIFEST_NAMES if (data / name).is_file()), None):
-        return found
+        return _read_table(found, "--attributes"), found
     raise AffectkitError(f"--by reads the faces' attributes from a table, and {data} has no manifest to hold them: "
                          "give --attributes FILE, a CSV with a column naming each image (file, path, image or id) and "
                          "a column for each attribute.")
 
 
-def read_attributes(path: Path, attributes: Sequence[str], faces: list[Record], root: Path) -> dict[str, np.ndarray]:
-    """Each of ``attributes`` (columns of ``path``, matched without regard to case) for each of ``faces``, in their
-    order: its value as text, or :data:`NOT_GIVEN` where no row names the face or its cell is empty. A face named by
-    two rows that disagree, a missing column, or a table that names none of the faces is refused."""
-    path = Path(path)
-    table = _read_table(path, "--attributes")
+def face_attributes(data: Path, attributes: Path | None, by: Sequence[str],
+                    prepared: PreparedData) -> dict[str, np.ndarray]:
+    """Each attribute of ``by`` (:func:`attribute_table`, :func:`read_attributes`) for every face of ``prepared``,
+    in its order; empty without ``by``."""
+    if not by:
+        return {}
+    table, path = attribute_table(data, attributes, prepared.index)
+    return read_attributes(table, path, by, prepared.records, prepared.index.root)
+
+
+def read_attributes(table: pd.DataFrame, path: Path, attributes: Sequence[str], faces: list[Record],
+                    root: Path) -> dict[str, np.ndarray]:
+    """Each of ``attributes`` (columns of ``table``, read from ``path``, matched without regard to case) for each of
+    ``faces``, in their order: its value as text, or :data:`NOT_GIVEN` where no row names the face or its cell is
+    empty. A face named by two rows that disagree, a missing column, or a table that names none of the faces is
+    refused."""
     image = _image_column(table, path)
     columns = {attribute: _column(table, (attribute.strip().lower(),)) for attribute in attributes}
     if missing := [attribute for attribute, column in columns.items() if column is None]:
@@ -176,7 +191,7 @@ def read_attributes(path: Path, attributes: Sequence[str], faces: list[Record], 
         named[face] = True
     if not named.any():
         example = str(table[image].dropna().iloc[0]) if table[image].notna().any() else "nothing"
-        raise AffectkitError(f"{path}: no row names one of the {len(faces)} faces scored (its {image} column gives "
+        raise AffectkitError(f"{path}: no row names one of the {len(faces)} faces read (its {image} column gives "
                              f"{example!r}, for one): name each image by its path, its path inside the data set, "
                              "its file name or affectkit's face id.")
     return values

@@ -61,7 +61,7 @@ from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
 from affectkit.models.registry import is_pretrained
-from affectkit.pipeline.external import attribute_table, read_attributes
+from affectkit.pipeline.external import face_attributes
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
 from affectkit.training.fusion import assemble_ensemble
@@ -192,13 +192,11 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
     with silenced(quiet):
         _check_model_list(models, config)  # fail on a typo before hours of training
         _check_weight_files(weights or {}, models)
-        source = attribute_table(data, attributes) if by else None
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls, remarks = [], [], [], [], [], []
         val, test = prepared.positions("val"), prepared.positions("test")
-        groups = {} if source is None else read_attributes(source, by, [prepared.records[i] for i in test],
-                                                           prepared.index.root)  # a missing column fails here
+        groups = face_attributes(data, attributes, by, prepared)  # a missing table or column fails before training
         # Each row's class and valence/arousal for each test face, for the comparisons face by face.
         test_classes, test_valence_arousal = [], []
         trained = {}  # from the run's shared start (no weights file): a model or fusion branch trains once
@@ -238,7 +236,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         chosen, comparisons = _chosen_against_the_rest(rows, test_classes, test_valence_arousal, prepared, test)
         write_comparison([{**row, "chosen": row["model"] == chosen} for row in rows], run)
         sections = [line for attribute, values in groups.items()
-                    for line in _scores_by_group(attribute, values, rows, test_classes, test_valence_arousal,
+                    for line in _scores_by_group(attribute, values[test], rows, test_classes, test_valence_arousal,
                                                  prepared, test, run)]
         if chosen is not None and run.weights(chosen).is_file():
             reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
@@ -513,20 +511,19 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     by default the data set's manifest) to score each of their groups by, into ``metrics["by"]`` and
     ``<Model>_by_<attribute>.csv`` / ``.png``."""
     with silenced(quiet):
-        source = attribute_table(data, attributes) if by else None  # a missing table fails before any scoring
         prepared = evaluation_data(model_path, data, split, splits)
+        groups = face_attributes(data, attributes, by, prepared)  # a missing table or column fails before scoring
         model, meta = load_model(model_path, device=evaluation_device())
         weights, _ = model_paths(model_path)
         seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
         folder = RunFolder(out or weights.parent)
         metrics, positions, pred, paths = _score(model_path, model, prepared, split, folder, data,
                                                  seen_in_training=seen)
-        if source is not None:
-            values = read_attributes(source, by, [prepared.records[i] for i in positions], prepared.index.root)
+        if groups:
             metrics["by"] = {}
-            for attribute in by:
+            for attribute, values in groups.items():
                 stem = folder.root / f"{evaluation_name(meta, split)}_{attribute_file_stem(attribute)}"
-                table, gap = score_by_group(pred, prepared, positions, values[attribute])
+                table, gap = score_by_group(pred, prepared, positions, values[positions])
                 table.to_csv(paths.setdefault(f"by {attribute}", stem.with_suffix(".csv")), index=False,
                              float_format="%.4f")
                 plot_group_scores({meta["display_name"]: table}, attribute,

@@ -21,13 +21,16 @@ A label_pattern is asked for, so it comes first; then the specific layouts; clas
 of folders might look like them; without a label_pattern, file names last, for a folder named as JAFFE, KDEF or RaFD
 name theirs, since that takes a walk through the folder. Each module
 has ``NAME``, ``NEEDS`` (what a folder must hold, for error messages), ``find(path, options)`` (what to read, or
-None) and ``read(found, options) -> DatasetIndex``.
+None) and ``read(found, options) -> DatasetIndex``; one whose data set carries attributes of its faces (RAF-DB's
+gender, race and age) has ``attributes(root) -> DataFrame | None`` too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
+
+import pandas as pd
 
 from affectkit.data.layouts import (
     afew_va,
@@ -60,6 +63,13 @@ def no_layout_error(path: Path) -> AffectkitError:
     needs = "; ".join(f"{m.NEEDS} ({LAYOUT_TITLES[m.NAME]}, --layout {m.NAME})" for m in (*DETECTED, file_names))
     return AffectkitError(f"{path} is not an affectkit data set: expected a folder with {needs}; or Hugging Face "
                           "tables of images (.parquet, .arrow), or a .zip or .tar of any of these.")
+
+
+def own_attributes(layout: str, root: Path) -> pd.DataFrame | None:
+    """The attributes of its faces (gender, race, age ...) a data set of ``layout`` read at ``root`` carries itself,
+    one row per face named by its ``id``; None where its layout holds none (RAF-DB's manual annotation does)."""
+    read = getattr({m.NAME: m for m in LAYOUTS}.get(layout), "attributes", None)
+    return None if read is None else read(root)
 
 
 def choose(path: Path, options: ReadOptions, layout: str | None = None) -> tuple[ModuleType, Path]:

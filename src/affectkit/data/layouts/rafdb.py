@@ -5,11 +5,17 @@
 
 Labels 1..7 are RAF-DB's order (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral), converted here; the
 train/test split comes from the file names and validation is carved from train.
+
+Where the release's manual annotation is unpacked (``DATA/Annotation/manual/train_00001_manu_attri.txt``: five
+landmark lines, then gender, race and age band), each face's ``gender``, ``race`` and ``age`` are its attributes,
+which ``evaluate``, ``compare``, ``run`` and ``benchmark`` score groups of faces by (``--by gender``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pandas as pd
 
 from affectkit.data.records import (
     DatasetIndex,
@@ -24,6 +30,10 @@ from affectkit.data.records import (
 from affectkit.errors import AffectkitError
 
 NAME = "rafdb"
+MANUAL_ANNOTATION = Path("Annotation") / "manual"
+# The manual annotation's codes, in the order of its lines after the five landmarks.
+ATTRIBUTE_CODES = {"gender": ("male", "female", "unsure"), "race": ("Caucasian", "African-American", "Asian"),
+                   "age": ("0-3", "4-19", "20-39", "40-69", "70+")}
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 NEEDS = f"{LABEL_FILE.as_posix()} with images in Image/aligned/ or Image/original/"
 # RAF-DB label -> affectkit class id.
@@ -78,3 +88,22 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
             return Rejection(line.split()[0], f"{root / LABEL_FILE}:{line_no}", r.kind, r.reason)
 
     return collect(root, NAME, keys, build, detail=f"Image/{images.name}/")
+
+
+def attributes(root: Path) -> pd.DataFrame | None:
+    """Each face's gender, race and age band from the manual annotation, one row per face named by its ``id`` (its
+    name in the label file); None where the annotation is not unpacked. A file too short or with a code out of range
+    leaves that face's attributes blank."""
+    folder = root / MANUAL_ANNOTATION
+    files = sorted(folder.glob("*_manu_attri.txt")) if folder.is_dir() else []
+    if not files:
+        return None
+    rows = []
+    for file in files:
+        lines = [line.strip() for line in file.read_text(errors="replace").splitlines() if line.strip()]
+        codes = lines[5:8] if len(lines) >= 8 else []
+        row = {"id": file.name.removesuffix("_manu_attri.txt") + ".jpg"}
+        for (attribute, names), code in zip(ATTRIBUTE_CODES.items(), codes):
+            row[attribute] = names[int(code)] if code.isdigit() and int(code) < len(names) else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["id", *ATTRIBUTE_CODES])
