@@ -265,3 +265,30 @@ def test_rafdbs_manual_annotation_gives_its_faces_gender_race_and_age(tmp_path):
     assert by_gender.loc[("biased", "female"), "accuracy"] == pytest.approx((women["label"] == 4).mean())
     assert set(result.by["race"]["group"]) == {"Caucasian", "African-American", "Asian"}
     assert set(result.by["age"]["group"]) == {"0-3", "4-19", "20-39", "40-69", "70+"}
+
+
+def test_a_hugging_face_tables_columns_are_attributes_too(model_path, tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    def png(seed):
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    labels = [i % 7 for i in range(28)]
+    images = pa.array([{"bytes": png(i), "path": None} for i in range(28)],
+                      type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    features = {"image": {"_type": "Image"}, "label": {"names": ["angry", "disgust", "fear", "happy", "sad",
+                                                                 "surprise", "neutral"], "_type": "ClassLabel"}}
+    table = pa.table({"image": images, "label": pa.array(labels, type=pa.int64()),
+                      "skin_tone": pa.array(["dark" if i < 10 else "light" for i in range(28)])})
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})}),
+                   tmp_path / "test-00000-of-00001.parquet")
+    metrics = evaluate_saved(model_path, tmp_path / "test-00000-of-00001.parquet", "all", None, tmp_path / "eval",
+                             quiet=True, by=["skin_tone"])
+    faces = {row["group"]: row["faces"] for row in metrics["by"]["skin_tone"]["groups"]}
+    assert faces == {"dark": 10, "light": 18}

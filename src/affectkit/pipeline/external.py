@@ -142,16 +142,19 @@ def read_predictions(csv: Path, faces: list[Record], root: Path) -> np.ndarray:
 def attribute_table(data: Path, attributes: Path | None, index: DatasetIndex) -> tuple[pd.DataFrame, Path]:
     """The table of the faces' attributes and where it was read: ``attributes`` where given, else the data set's own
     (RAF-DB's manual annotation, read by its layout), else its manifest (``data`` given as a CSV or JSON Lines file, or
-    a folder holding manifest.csv, metadata.csv or metadata.jsonl)."""
+    a folder holding manifest.csv, metadata.csv or metadata.jsonl; Hugging Face tables' columns, in the manifest they
+    are written out to)."""
     if attributes is not None:
         return _read_table(Path(attributes), "--attributes"), Path(attributes)
     if (own := own_attributes(index.layout, index.root)) is not None:
         return own, index.root
-    data = Path(data)
-    if data.is_file() and data.suffix.lower() in TABLE_SUFFIXES:
-        return _read_table(data, "--attributes"), data
-    if found := next((data / name for name in MANIFEST_NAMES if (data / name).is_file()), None):
-        return _read_table(found, "--attributes"), found
+    # What was given, then what was read: Hugging Face tables and archives are read where they were written out to,
+    # and a manifest layout's root is its manifest.
+    places = (Path(data), index.root)
+    found = [path for path in places if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES]
+    found += [folder / name for folder in places for name in MANIFEST_NAMES if (folder / name).is_file()]
+    if found:
+        return _read_table(found[0], "--attributes"), found[0]
     raise AffectkitError(f"--by reads the faces' attributes from a table, and {data} has no manifest to hold them: "
                          "give --attributes FILE, a CSV with a column naming each image (file, path, image or id) and "
                          "a column for each attribute.")
