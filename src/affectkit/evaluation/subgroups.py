@@ -19,11 +19,11 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from affectkit.config import NO_EXPRESSION
+from affectkit.data.face_tables import NOT_GIVEN
 from affectkit.evaluation.comparison import markdown_table, table_number
 from affectkit.evaluation.significance import CONFIDENCE, GroupGap, ccc_score, group_gap, point_scores, score_intervals
 
 MIN_GROUP_FACES = 20  # classed faces a group needs to be ranked for the gap: below it, its accuracy is mostly chance
-NOT_GIVEN = "(not given)"  # the group of faces the attribute table has no value for
 SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
 
 

@@ -28,6 +28,7 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION, READING_KEYS, Config, l
 from affectkit.data.analysis import dataset_summary
 from affectkit.data.archives import data_config
 from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
+from affectkit.data.face_tables import face_attributes
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
@@ -55,7 +56,6 @@ from affectkit.evaluation.significance import SCORES as INTERVAL_SCORES
 from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
-from affectkit.pipeline.external import face_attributes
 from affectkit.pipeline.run import record_evaluation
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder

@@ -20,13 +20,14 @@ import pandas as pd
 from affectkit.config import CLASS_NAMES, load_config
 from affectkit.data.archives import data_config
 from affectkit.data.datamodule import PreparedData
+from affectkit.data.face_tables import face_attributes
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
 from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
 from affectkit.models.io import load_model, model_paths
-from affectkit.pipeline.external import face_attributes, read_predictions
+from affectkit.pipeline.external import read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
 from affectkit.progress import reporter, silenced
 

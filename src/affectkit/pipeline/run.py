@@ -16,6 +16,7 @@ import torch
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
+from affectkit.data.face_tables import face_attributes
 from affectkit.data.reader import layout_found, read_dataset, reader_options
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
@@ -61,7 +62,6 @@ from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
 from affectkit.models.registry import is_pretrained
-from affectkit.pipeline.external import face_attributes
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
 from affectkit.training.fusion import assemble_ensemble
