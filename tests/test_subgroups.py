@@ -292,3 +292,20 @@ def test_a_hugging_face_tables_columns_are_attributes_too(model_path, tmp_path):
                              quiet=True, by=["skin_tone"])
     faces = {row["group"]: row["faces"] for row in metrics["by"]["skin_tone"]["groups"]}
     assert faces == {"dark": 10, "light": 18}
+
+
+def test_analyze_counts_the_faces_people_and_classes_of_each_group(attributed_manifest, tmp_path):
+    manifest, table = attributed_manifest
+    result = CliRunner().invoke(app, ["analyze", str(manifest), "--by", "gender", "--by", "age", "--out",
+                                      str(tmp_path / "an")])
+    assert result.exit_code == 0, result.output
+    by_gender = pd.read_csv(tmp_path / "an" / "by_gender.csv").set_index("group")
+    for gender, faces in table.groupby("Gender"):
+        assert by_gender.loc[gender, "faces"] == len(faces) and by_gender.loc[gender, "people"] == 8
+        counts = faces["expression"].value_counts()
+        assert all(by_gender.loc[gender, name] == counts.get(name, 0) for name in CLASS_NAMES)
+        assert by_gender.loc[gender, "valence_mean"] == pytest.approx(faces["valence"].mean(), abs=1e-4)
+    summary = json.loads((tmp_path / "an" / "dataset_summary.json").read_text())
+    assert [group["group"] for group in summary["by"]["age"]] == ["0-19", "20-39", "40+", NOT_GIVEN]
+    assert (tmp_path / "an" / "by_age.png").is_file()
+    assert "gender female: 48 faces, 8 people; " in " ".join(result.output.split())

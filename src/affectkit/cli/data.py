@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from affectkit.cli.common import (
+    AttributesOpt,
     ConfigOpt,
     DataArg,
     LayoutOpt,
@@ -74,16 +75,32 @@ def analyze(
     layout: LayoutOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    by: Annotated[Optional[list[str]], typer.Option(
+        help="An attribute of the faces (gender, age, ethnicity: a column of --attributes, the data set's manifest, "
+        "or RAF-DB's manual annotation) whose groups' faces, people and classes are counted; repeat it for more.")
+    ] = None,
+    attributes: AttributesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Validate a data set and plot what it holds: classes by split, valence and arousal, face sizes, subjects."""
+    """Validate a data set and plot what it holds: classes by split, valence and arousal, face sizes, subjects; with
+    --by, the classes of each group of faces."""
+    import json
+
+    from affectkit.config import CLASS_NAMES
     from affectkit.data.analysis import analyze_data
     from affectkit.runs import RunFolder
 
     cfg = build_config(config, set_, data, layout=layout)
     with report_to_console(quiet):
-        index, figure, summary = analyze_data(data, out, cfg)
+        index, figure, summary = analyze_data(data, out, cfg, by=by or (), attributes=attributes)
     say(index.describe())
     say(f"{len(index.records)} valid samples, {len(index.rejected)} quarantined (see "
         f"{RunFolder(out).quarantine})")
+    for attribute, groups in json.loads(summary.read_text()).get("by", {}).items():
+        for group in groups:
+            classed = sum(group[name] for name in CLASS_NAMES) or 1
+            shares = sorted(((group[name] / classed, name) for name in CLASS_NAMES if group[name]), reverse=True)
+            people = f", {group['people']} people" if "people" in group else ""
+            say(f"{attribute} {group['group']}: {group['faces']} faces{people}"
+                + (f"; {', '.join(f'{name} {share:.0%}' for share, name in shares)}" if shares else ""))
     say(f"Wrote {figure} and {summary}")

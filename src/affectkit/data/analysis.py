@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,12 @@ import pandas as pd  # noqa: E402
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config  # noqa: E402
 from affectkit.data.cache import decode_record  # noqa: E402
+from affectkit.data.face_tables import (  # noqa: E402
+    attribute_file_stem,
+    attribute_table,
+    group_order,
+    read_attributes,
+)
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options  # noqa: E402
 from affectkit.data.splits import SPLITS, split_description  # noqa: E402
 from affectkit.data.synthetic import is_synthetic_data  # noqa: E402
@@ -294,18 +301,74 @@ def plot_dataset_analysis(index: DatasetIndex, path: str | Path, seed: int = 0,
     return path
 
 
-def analyze(index: DatasetIndex, out_dir: str | Path, seed: int = 0,
-            splits: pd.DataFrame | None = None) -> tuple[Path, Path]:
+def group_composition(index: DatasetIndex, values: np.ndarray) -> pd.DataFrame:
+    """One row per group of the faces (``values``: each record's group by an attribute), in the order of their
+    names: its faces, its people (where the data says who is who), its faces of each class and their mean valence
+    and arousal (where annotated)."""
+    df = records_frame(index).assign(group=values, person=[r.group for r in index.records])
+    rows = []
+    for group, faces in df.groupby("group", sort=False):
+        row = {"group": group, "faces": len(faces)}
+        if df["person"].notna().any():
+            row["people"] = int(faces["person"].nunique())
+        counts = faces["expression"].value_counts()
+        row |= {name: int(counts.get(c, 0)) for c, name in enumerate(CLASS_NAMES)}
+        row |= {f"{dim}_mean": round(float(faces[dim].mean()), 4) if faces[dim].notna().any() else None
+                for dim in ("valence", "arousal")}
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("group", key=lambda groups: groups.map(group_order)).reset_index(drop=True)
+
+
+def plot_group_composition(table: pd.DataFrame, attribute: str, path: str | Path) -> Path:
+    """Each group's share of every class (:func:`group_composition`), one stacked bar a group, its faces above it:
+    where groups' mixes differ, a score over all faces weighs them differently."""
+    shares = table[list(CLASS_NAMES)].div(table[list(CLASS_NAMES)].sum(axis=1).replace(0, 1), axis=0)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(table) + 3), 4.5), layout="constrained")
+    x, bottom = np.arange(len(table)), np.zeros(len(table))
+    for c, name in enumerate(CLASS_NAMES):
+        ax.bar(x, shares[name], bottom=bottom, color=PALETTE[c % len(PALETTE)], label=name)
+        bottom += shares[name].to_numpy()
+    for i, faces in enumerate(table["faces"]):
+        ax.text(i, 1.01, str(faces), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [str(g) for g in table["group"]], rotation=30, ha="right")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set(ylim=(0, 1.08), ylabel="share of the group's faces", title=f"Classes by {attribute} (faces above)")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # as stacked
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def analyze(index: DatasetIndex, out_dir: str | Path, seed: int = 0, splits: pd.DataFrame | None = None,
+            groups: dict[str, np.ndarray] | None = None) -> tuple[Path, Path]:
+    """``dataset_analysis.png``, ``dataset_summary.json`` and ``quarantine.csv`` in ``out_dir``; with ``groups``
+    (attribute -> each record's group), each attribute's :func:`group_composition` in the summary and in
+    ``by_<attribute>.csv`` / ``.png``."""
     run = RunFolder(Path(out_dir))
     run.root.mkdir(parents=True, exist_ok=True)
     figure = plot_dataset_analysis(index, run.dataset_analysis, seed, splits)
-    run.dataset_summary.write_text(json.dumps(dataset_summary(index, splits), indent=2))
+    summary = dataset_summary(index, splits)
+    for attribute, values in (groups or {}).items():
+        table = group_composition(index, values)
+        stem = run.root / attribute_file_stem(attribute)
+        table.to_csv(stem.with_suffix(".csv"), index=False)
+        plot_group_composition(table, attribute, stem.with_suffix(".png"))
+        summary.setdefault("by", {})[attribute] = json.loads(table.to_json(orient="records"))
+    run.dataset_summary.write_text(json.dumps(summary, indent=2))
     index.write_quarantine(run.quarantine)
     return figure, run.dataset_summary
 
 
-def analyze_data(data: str | Path, out_dir: str | Path, config: Config) -> tuple[DatasetIndex, Path, Path]:
+def analyze_data(data: str | Path, out_dir: str | Path, config: Config, by: Sequence[str] = (),
+                 attributes: Path | None = None) -> tuple[DatasetIndex, Path, Path]:
     """Read the data set at ``data`` as ``config`` says (layout, class_map, group_pattern) and analyse it into
-    ``out_dir``: its index, ``dataset_analysis.png`` and ``dataset_summary.json`` (and ``quarantine.csv``)."""
+    ``out_dir``: its index, ``dataset_analysis.png`` and ``dataset_summary.json`` (and ``quarantine.csv``); ``by``:
+    attributes of the faces (from ``attributes``, the data set's own, or its manifest) whose groups' make-up is
+    described too."""
     index = read_dataset(data, **reader_options(config))
-    return (index, *analyze(index, out_dir))
+    groups = {}
+    if by:
+        table, path = attribute_table(Path(data), attributes, index)
+        groups = read_attributes(table, path, by, index.records, index.root)
+    return (index, *analyze(index, out_dir, groups=groups))

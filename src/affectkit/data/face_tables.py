@@ -10,6 +10,7 @@ empty cell, is of no group by that attribute (:data:`NOT_GIVEN`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,18 @@ NOT_GIVEN = "(not given)"  # the group of faces the attribute table has no value
 
 if TYPE_CHECKING:
     from affectkit.data.datamodule import PreparedData
+
+
+def attribute_file_stem(attribute: str) -> str:
+    """``by_<attribute>`` with what a file name should not hold replaced: ``by_age_band`` for "age band"."""
+    return "by_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", attribute).strip("_") or "attribute")
+
+
+def group_order(group: str) -> tuple:
+    """Groups in the order of their names, numbers by their value (``2-9`` before ``10-19``), the faces without a
+    value last."""
+    parts = re.split(r"(\d+)", str(group))
+    return (group == NOT_GIVEN, [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p])
 
 
 def column_named(table: pd.DataFrame, wanted: tuple[str, ...]) -> str | None:
@@ -157,5 +170,5 @@ def read_attributes(table: pd.DataFrame, path: Path, attributes: Sequence[str], 
     return values
 
 
-__all__ = ["IMAGE_COLUMNS", "NOT_GIVEN", "attribute_table", "column_named", "face_attributes", "image_column",
-           "read_attributes", "read_table", "rows_of_faces"]
+__all__ = ["IMAGE_COLUMNS", "NOT_GIVEN", "attribute_file_stem", "attribute_table", "column_named", "face_attributes",
+           "group_order", "image_column", "read_attributes", "read_table", "rows_of_faces"]

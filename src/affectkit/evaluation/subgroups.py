@@ -10,7 +10,6 @@ data says who is who, and a group of a few faces is listed but not ranked for th
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,24 +18,12 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from affectkit.config import NO_EXPRESSION
-from affectkit.data.face_tables import NOT_GIVEN
+from affectkit.data.face_tables import NOT_GIVEN, attribute_file_stem, group_order
 from affectkit.evaluation.comparison import markdown_table, table_number
 from affectkit.evaluation.significance import CONFIDENCE, GroupGap, ccc_score, group_gap, point_scores, score_intervals
 
 MIN_GROUP_FACES = 20  # classed faces a group needs to be ranked for the gap: below it, its accuracy is mostly chance
 SCORES = ("accuracy", "macro_f1", "balanced_accuracy")
-
-
-def attribute_file_stem(attribute: str) -> str:
-    """``by_<attribute>`` with what a file name should not hold replaced: ``by_age_band`` for "age band"."""
-    return "by_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", attribute).strip("_") or "attribute")
-
-
-def _group_order(group: str) -> tuple:
-    """Groups in the order of their names, numbers by their value (``2-9`` before ``10-19``), the faces without a
-    value last."""
-    parts = re.split(r"(\d+)", str(group))
-    return (group == NOT_GIVEN, [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p])
 
 
 def resampled_units(people: ArrayLike | None) -> str:
@@ -56,7 +43,7 @@ def group_scores(values: ArrayLike, labels: ArrayLike | None = None, predicted: 
     labels = np.full(len(values), NO_EXPRESSION) if labels is None else np.asarray(labels)
     people = None if people is None else np.asarray(people, dtype=object)
     rows = []
-    for group in sorted(set(values), key=_group_order):
+    for group in sorted(set(values), key=group_order):
         mask = values == group
         row = {"group": group, "faces": int(mask.sum()), "classed_faces": int((labels[mask] != NO_EXPRESSION).sum())}
         if people is not None:

@@ -16,7 +16,7 @@ import torch
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
-from affectkit.data.face_tables import face_attributes
+from affectkit.data.face_tables import attribute_file_stem, face_attributes
 from affectkit.data.reader import layout_found, read_dataset, reader_options
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
@@ -51,7 +51,6 @@ from affectkit.evaluation.significance import (
     paired_comparison,
 )
 from affectkit.evaluation.subgroups import (
-    attribute_file_stem,
     group_record,
     group_scores,
     resampled_units,
