@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 
 from affectkit.cli import app
 from affectkit.config import CLASS_NAMES
+from affectkit.data.face_tables import NOT_GIVEN
 from affectkit.data.reader import read_dataset
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.card import card_path
 from affectkit.evaluation.metrics import compute_metrics
 from affectkit.evaluation.significance import group_gap
-from affectkit.evaluation.subgroups import NOT_GIVEN, group_scores, widest_gap
+from affectkit.evaluation.subgroups import group_scores, widest_gap
 from affectkit.pipeline import compare_saved, evaluate_saved
 
 

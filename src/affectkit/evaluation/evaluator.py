@@ -17,7 +17,7 @@ from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics
 from affectkit.evaluation.plots import plot_confident_mistakes, plot_confusion_matrix, plot_reliability_diagram
 from affectkit.evaluation.significance import CONFIDENCE, GroupGap, ccc_interval, score_intervals
-from affectkit.evaluation.subgroups import group_scores, widest_gap
+from affectkit.evaluation.subgroups import models_by_group
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
 
@@ -120,11 +120,11 @@ def score_by_group(pred: Predictions, data: PreparedData, positions: np.ndarray,
     """``pred``'s scores on each group of the faces at ``positions`` (``values``: each one's group by an attribute),
     scored as :func:`score` scores them all (:func:`group_scores`), and its widest gap in accuracy between groups."""
     labels = data.expression[positions] if pred.predicts_expression else np.full(len(positions), NO_EXPRESSION)
-    predicted = pred.probs.argmax(axis=1) if pred.predicts_expression else None
-    people = face_groups(data, positions)
-    va = (pred.valence_arousal, data.valence_arousal[positions]) if pred.predicts_valence_arousal else (None, None)
-    table = group_scores(values, labels, predicted, people, *va)
-    return table, None if predicted is None else widest_gap(table, values, labels, predicted, people)
+    answers = {"model": (pred.probs.argmax(axis=1) if pred.predicts_expression else None,
+                         pred.valence_arousal if pred.predicts_valence_arousal else None)}
+    tables, gaps = models_by_group(values, labels, face_groups(data, positions), answers,
+                                   data.valence_arousal[positions])
+    return tables["model"], gaps["model"]
 
 
 def face_groups(data: PreparedData, positions: np.ndarray) -> np.ndarray | None:

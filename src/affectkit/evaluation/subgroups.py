@@ -79,6 +79,19 @@ def widest_gap(table: pd.DataFrame, values: ArrayLike, labels: ArrayLike, predic
     return group_gap(labels, predicted, values, order.iloc[0], order.iloc[-1], people)
 
 
+def models_by_group(values: ArrayLike, labels: ArrayLike, people: ArrayLike | None,
+                    answers: Mapping[str, tuple[ArrayLike | None, ArrayLike | None]],
+                    va_truth: ArrayLike | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, GroupGap | None]]:
+    """Each model's :func:`group_scores` and :func:`widest_gap` from its ``answers``: its class for each face and its
+    (N, 2) valence and arousal, either None where it gives none."""
+    tables, gaps = {}, {}
+    for model, (classes, valence_arousal) in answers.items():
+        tables[model] = group_scores(values, labels, classes, people, valence_arousal,
+                                     None if valence_arousal is None else va_truth)
+        gaps[model] = None if classes is None else widest_gap(tables[model], values, labels, classes, people)
+    return tables, gaps
+
+
 def gap_record(gap: GroupGap | None) -> dict | None:
     """``gap`` as JSON holds it: its best and worst groups, the difference, its interval and the verdict."""
     return None if gap is None else {"best": gap.first, "worst": gap.second, "difference": gap.difference,
@@ -132,6 +145,5 @@ def write_group_scores(out: Path, attribute: str, tables: Mapping[str, pd.DataFr
     return table, paths, group_lines(attribute, tables, gaps, resampled, paths[f"by {attribute} plot"].name)
 
 
-__all__ = ["MIN_GROUP_FACES", "NOT_GIVEN", "attribute_file_stem", "gap_record", "gap_sentence", "group_lines",
-           "group_record", "group_scores", "resampled_units", "widest_gap",
-           "write_group_scores"]
+__all__ = ["MIN_GROUP_FACES", "gap_record", "gap_sentence", "group_lines", "group_record", "group_scores",
+           "models_by_group", "resampled_units", "widest_gap", "write_group_scores"]

@@ -53,7 +53,7 @@ from affectkit.evaluation.significance import (
     score_intervals,
 )
 from affectkit.evaluation.significance import SCORES as INTERVAL_SCORES
-from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
+from affectkit.evaluation.subgroups import models_by_group, resampled_units, write_group_scores
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import fusion_branches, fusion_criterion, load_model
 from affectkit.pipeline.run import record_evaluation
@@ -372,15 +372,11 @@ def _scores_by_group(attribute: str, values: np.ndarray, rows: list[dict], data:
     """Each row's scores on each group of the test faces by ``attribute`` (``values``: each face's group), into
     ``folder`` (:func:`write_group_scores`)."""
     test = data.positions("test")
-    labels, truth, people = data.expression[test], data.valence_arousal[test], face_groups(data, test)
-    tables, gaps = {}, {}
-    for row in rows:
-        classes = np.asarray(row[TEST_PROBS]).argmax(axis=1) if data.trains_expression else None
-        rated = any(np.isfinite(row[score]) for score in CCC_SCORES)
-        tables[row["model"]] = group_scores(values, labels, classes, people, row[TEST_VA] if rated else None,
-                                            truth if rated else None)
-        gaps[row["model"]] = None if classes is None else widest_gap(tables[row["model"]], values, labels, classes,
-                                                                     people)
+    people = face_groups(data, test)
+    answers = {row["model"]: (np.asarray(row[TEST_PROBS]).argmax(axis=1) if data.trains_expression else None,
+                              row[TEST_VA] if any(np.isfinite(row[score]) for score in CCC_SCORES) else None)
+               for row in rows}
+    tables, gaps = models_by_group(values, data.expression[test], people, answers, data.valence_arousal[test])
     return write_group_scores(folder.root, attribute, tables, gaps, resampled_units(people))
 
 

@@ -25,7 +25,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
-from affectkit.evaluation.subgroups import group_scores, resampled_units, widest_gap, write_group_scores
+from affectkit.evaluation.subgroups import models_by_group, resampled_units, write_group_scores
 from affectkit.models.io import load_model, model_paths
 from affectkit.pipeline.external import read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
@@ -185,10 +185,8 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         by_group, gaps = {}, {}
         prepared, positions = first.faces
         for attribute, values in face_attributes(data, attributes, by, prepared).items():
-            values = values[positions]
-            tables = {s.name: group_scores(values, first.labels, s.predicted, first.groups) for s in scored}
-            gaps[attribute] = {s.name: widest_gap(tables[s.name], values, first.labels, s.predicted, first.groups)
-                               for s in scored}
+            tables, gaps[attribute] = models_by_group(values[positions], first.labels, first.groups,
+                                                      {s.name: (s.predicted, None) for s in scored})
             by_group[attribute], written, section = write_group_scores(out, attribute, tables, gaps[attribute],
                                                                        resampled)
             paths |= written

@@ -50,13 +50,7 @@ from affectkit.evaluation.significance import (
     paired_ccc_comparison,
     paired_comparison,
 )
-from affectkit.evaluation.subgroups import (
-    group_record,
-    group_scores,
-    resampled_units,
-    widest_gap,
-    write_group_scores,
-)
+from affectkit.evaluation.subgroups import group_record, models_by_group, resampled_units, write_group_scores
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
@@ -249,15 +243,11 @@ def _scores_by_group(attribute: str, values: np.ndarray, rows: list[dict], test_
     """Each row's scores on each group of the test faces by ``attribute`` (``values``: each face's group), from its
     answers (``test_classes``, ``test_valence_arousal``, in the order of ``rows``), into the run folder; returns
     the report's section."""
-    labels, truth, people = data.expression[test], data.valence_arousal[test], face_groups(data, test)
-    tables, gaps = {}, {}
-    for row, classes, valence_arousal in zip(rows, test_classes, test_valence_arousal):
-        classes = classes if pd.notna(row["accuracy"]) else None  # a valence/arousal model's are not answers
-        rated = pd.notna(row["valence_ccc"]) or pd.notna(row["arousal_ccc"])
-        tables[row["model"]] = group_scores(values, labels, classes, people,
-                                            valence_arousal if rated else None, truth if rated else None)
-        gaps[row["model"]] = None if classes is None else widest_gap(tables[row["model"]], values, labels, classes,
-                                                                     people)
+    people = face_groups(data, test)
+    answers = {row["model"]: (classes if pd.notna(row["accuracy"]) else None,  # a valence/arousal model's: no answer
+                              valence_arousal if pd.notna(row["valence_ccc"]) or pd.notna(row["arousal_ccc"]) else None)
+               for row, classes, valence_arousal in zip(rows, test_classes, test_valence_arousal)}
+    tables, gaps = models_by_group(values, data.expression[test], people, answers, data.valence_arousal[test])
     return write_group_scores(run.root, attribute, tables, gaps, resampled_units(people))[2]
 
 
@@ -455,6 +445,18 @@ def split_faces(data: Path, config: Config, split: str, splits: Path | None, uns
     return prepare_data(data, config.model_copy(update={"max_samples": None}), index=index, pixels=pixels)
 
 
+def _evaluation_by_group(attribute: str, values: np.ndarray, pred: Predictions, data: PreparedData,
+                         positions: np.ndarray, name: str, model: str, folder: RunFolder,
+                         paths: dict[str, Path]) -> dict:
+    """One model's scores on each group of the faces at ``positions`` by ``attribute`` (``values``: each one's group)
+    into ``<name>_by_<attribute>.csv`` / ``.png`` (added to ``paths``), as the metrics JSON records them."""
+    stem = folder.root / f"{name}_{attribute_file_stem(attribute)}"
+    table, gap = score_by_group(pred, data, positions, values)
+    table.to_csv(paths.setdefault(f"by {attribute}", stem.with_suffix(".csv")), index=False, float_format="%.4f")
+    plot_group_scores({model: table}, attribute, paths.setdefault(f"by {attribute} plot", stem.with_suffix(".png")))
+    return group_record(table, gap)
+
+
 def training_source(model_path: Path) -> Path | None:
     """The data set the saved model was trained on, where its description records it."""
     source = (read_metadata(model_path).get("training_data") or {}).get("source")
@@ -519,15 +521,10 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
         metrics, positions, pred, paths = _score(model_path, model, prepared, split, folder, data,
                                                  seen_in_training=seen)
         if groups:
-            metrics["by"] = {}
-            for attribute, values in groups.items():
-                stem = folder.root / f"{evaluation_name(meta, split)}_{attribute_file_stem(attribute)}"
-                table, gap = score_by_group(pred, prepared, positions, values[positions])
-                table.to_csv(paths.setdefault(f"by {attribute}", stem.with_suffix(".csv")), index=False,
-                             float_format="%.4f")
-                plot_group_scores({meta["display_name"]: table}, attribute,
-                                  paths.setdefault(f"by {attribute} plot", stem.with_suffix(".png")))
-                metrics["by"][attribute] = group_record(table, gap)
+            metrics["by"] = {attribute: _evaluation_by_group(attribute, values[positions], pred, prepared, positions,
+                                                             evaluation_name(meta, split), meta["display_name"],
+                                                             folder, paths)
+                             for attribute, values in groups.items()}
             paths["metrics"].write_text(json.dumps(metrics, indent=2))
             write_model_card(model_path, metrics=metrics, data=data, split=split)
         if seen:
