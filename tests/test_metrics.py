@@ -538,3 +538,20 @@ def test_paired_ccc_comparison_tells_the_better_valence_arousal_model_only_where
     assert alone.difference == pytest.approx(cccs[0]["valence"]["ccc"] - cccs[1]["valence"]["ccc"], abs=1e-6)
     with pytest.raises(ValueError, match="fewer than 3 faces"):
         significance.paired_ccc_comparison(np.full((5, 2), np.nan), good[:5], poor[:5])
+
+
+def test_selective_accuracy_answers_the_surest_faces_first():
+    from affectkit.evaluation.metrics import selective_accuracy
+
+    confidence = np.linspace(0.95, 0.2, 20)  # the surest face first
+    labels = np.zeros(20, dtype=int)
+    predicted = np.where(np.arange(20) < 12, 0, 1)  # right on the 12 surest, wrong on the rest
+    probs = np.full((20, 8), 0.0)
+    probs[np.arange(20), predicted] = confidence
+    probs[np.arange(20), 2] = (1 - confidence) / 2  # another class below the top one
+    probs[np.arange(20), 3] = 1 - probs.sum(axis=1)
+    shuffled = np.random.default_rng(0).permutation(20)
+    rows = selective_accuracy(probs[shuffled], labels[shuffled], coverages=(1.0, 0.6, 0.5, 0.01))
+    assert [row["coverage"] for row in rows] == [1.0, 0.6, 0.5, 0.05]  # at least one face answered
+    assert [row["accuracy"] for row in rows] == [0.6, 1.0, 1.0, 1.0]
+    assert rows[1]["min_confidence"] == pytest.approx(confidence[11], abs=1e-4)

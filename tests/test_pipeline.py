@@ -37,7 +37,13 @@ def test_each_model_leaves_its_answer_for_every_test_face_and_a_picture_of_its_s
     assert (faces["predicted"] == faces["expression"]).mean() == pytest.approx(metrics["expression"]["accuracy"])
     assert (faces["predicted_valence"] - faces["valence"]).abs().mean() == pytest.approx(
         metrics["valence"]["mae"], abs=1e-3)  # written to 4 decimals
-    assert (run_dir / "CustomCNN_mistakes.png").is_file()
+    assert (run_dir / "CustomCNN_mistakes.png").is_file() and (run_dir / "CustomCNN_coverage.png").is_file()
+    surest = faces[faces["expression"] != ""].sort_values("confidence", ascending=False, kind="stable")
+    for point in metrics["expression"]["coverage"]:  # the surest share of the faces, and how often right
+        answered = surest.head(round(point["coverage"] * len(surest)))
+        assert answered["confidence"].min() == pytest.approx(point["min_confidence"], abs=1e-4)
+    assert metrics["expression"]["coverage"][0]["accuracy"] == pytest.approx(metrics["expression"]["accuracy"],
+                                                                             abs=1e-4)
     assert "![CustomCNN most confident mistakes](CustomCNN_mistakes.png)" in (run_dir / "report.md").read_text()
 
 

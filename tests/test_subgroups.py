@@ -142,6 +142,7 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
     card = card_path(model_path).read_text()  # a model card measures performance per group, as model cards should
     assert f"By gender (`{manifest.resolve()}`, all):" in card and "| female | 48 |" in card
     assert "this card measures performance per group by gender only (above)" in card
+    assert f"Answering only its surest faces (`{manifest.resolve()}`, all): accuracy on all" in card
     # Class folders hold no attributes: a table of them, naming the images by file name, some of them only.
     attributes = tmp_path / "attributes.csv"
     names = [r.image_path.name for r in read_dataset(demo_dir, progress=False).records]

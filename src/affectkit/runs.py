@@ -75,6 +75,9 @@ class RunFolder:
     def mistakes(self, model: str) -> Path:
         return self.root / f"{model}_mistakes.png"
 
+    def coverage(self, model: str) -> Path:
+        return self.root / f"{model}_coverage.png"
+
     def card(self, model: str) -> Path:
         return self.root / f"{model}_card.md"
 

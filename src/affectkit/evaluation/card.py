@@ -53,7 +53,8 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
              "warning": prior_collapse(metrics["expression"], CLASS_NAMES),
              "seen_in_training": metrics.get("seen_in_training", 0),
              "unlearnt_classes": expression.get("unlearnt_classes"),
-             "by": metrics.get("by")}  # scores by group of faces, where the evaluation measured them
+             "by": metrics.get("by"),  # scores by group of faces, where the evaluation measured them
+             "coverage": expression.get("coverage")}  # accuracy on its surest faces
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)
         entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
@@ -251,6 +252,11 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
         if e.get("unlearnt_classes"):
             lines += ["", f"Note (`{e['data']}`, {e['split']}): {unlearnt_note(e['unlearnt_classes'])}"]
     for e in evaluations:
+        if e.get("coverage"):  # evaluations recorded before it carry none
+            shares = "; ".join(f"{p['coverage']:.0%} (probability {p['min_confidence']:.2f} or more): "
+                               f"{p['accuracy']:.3f}" for p in e["coverage"][1:])  # after all of them
+            lines += ["", f"Answering only its surest faces (`{e['data']}`, {e['split']}): accuracy on all "
+                          f"{_number(e['accuracy'])}; on the surest {shares}."]
         for attribute, found in (e.get("by") or {}).items():
             lines += ["", *_group_lines(attribute, found, e)]
     if any(e.get("accuracy_interval") for e in evaluations):

@@ -244,7 +244,8 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
     for name in models:
         lines += [f"## {name}", ""]
         plots = (("training history", run.training_plot(name)), ("confusion matrix", run.confusion_matrix(name)),
-                 ("reliability", run.reliability(name)), ("most confident mistakes", run.mistakes(name)))
+                 ("reliability", run.reliability(name)), ("most confident mistakes", run.mistakes(name)),
+                 ("accuracy on its surest faces", run.coverage(name)))
         lines += [f"![{name} {kind}]({plot.name})" for kind, plot in plots if plot.is_file()]  # ensembles: no history
         if warning := prior_collapse(json.loads(run.metrics(name).read_text())["expression"], CLASS_NAMES):
             lines += ["", f"**Warning:** {name} {warning}"]

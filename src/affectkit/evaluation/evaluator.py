@@ -14,8 +14,13 @@ from rich.table import Table
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
-from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics
-from affectkit.evaluation.plots import plot_confident_mistakes, plot_confusion_matrix, plot_reliability_diagram
+from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics, selective_accuracy
+from affectkit.evaluation.plots import (
+    plot_confident_mistakes,
+    plot_confusion_matrix,
+    plot_coverage,
+    plot_reliability_diagram,
+)
 from affectkit.evaluation.significance import CONFIDENCE, GroupGap, ccc_interval, score_intervals
 from affectkit.evaluation.subgroups import models_by_group
 from affectkit.progress import reporter, silenced
@@ -109,6 +114,8 @@ def score(pred: Predictions, data: PreparedData, positions: np.ndarray) -> dict:
     if metrics["expression"] is not None:
         intervals = score_intervals(labels, pred.probs.argmax(axis=1), groups)
         metrics["expression"]["intervals"] = {**about, **{key: list(bounds) for key, bounds in intervals.items()}}
+        classed = labels != NO_EXPRESSION
+        metrics["expression"]["coverage"] = selective_accuracy(pred.probs[classed], labels[classed])
     for column, dim in enumerate(VA_DIMENSIONS):
         if metrics.get(dim) and (ccc := ccc_interval(pred.valence_arousal[:, column], truth[:, column], groups)):
             metrics[dim]["intervals"] = {**about, "ccc": list(ccc)}
@@ -182,6 +189,8 @@ def write_model_report(name: str, metrics: dict, pred: Predictions, data: Prepar
     labels = data.expression[positions]
     with_class = labels != NO_EXPRESSION
     plot_reliability_diagram(pred.probs[with_class], labels[with_class], paths["reliability"], f"{name}: reliability")
+    paths["coverage"] = plot_coverage(pred.probs[with_class], labels[with_class], metrics["expression"]["coverage"],
+                                      run.coverage(name), f"{name}: accuracy when answering only its surest faces")
     wrong = _mistakes(faces)
     shown = wrong.head(MISTAKES_SHOWN)
     plot_confident_mistakes(data.images[positions[shown.index.to_numpy()]], shown["expression"], shown["predicted"],

@@ -306,6 +306,33 @@ def expected_calibration_error(probs: ArrayLike | Tensor, targets: ArrayLike | T
     return float(multiclass_calibration_error(probs, targets, num_classes=probs.shape[1], n_bins=n_bins, norm="l1"))
 
 
+COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # shares of the faces answered, the surest first
+
+
+def coverage_curve(probs: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Answering only the faces a model is surest of: for k = 1..N the faces answered, the share of them answered
+    right and the lowest confidence among them (the threshold that answers them), the surest face first."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    order = np.argsort(-confidence, kind="stable")
+    correct = (probs.argmax(axis=1) == np.asarray(targets))[order]
+    answered = np.arange(1, len(order) + 1)
+    return answered, np.cumsum(correct) / answered, confidence[order]
+
+
+def selective_accuracy(probs: ArrayLike, targets: ArrayLike, coverages: Sequence[float] = COVERAGES) -> list[dict]:
+    """At each share of the faces answered (``coverages``), the surest first: the confidence a face needs
+    (``min_confidence``), the share answered and the accuracy on them. A model whose confidence means something
+    grows more accurate as it answers fewer."""
+    answered, accuracy, threshold = coverage_curve(probs, targets)
+    rows = []
+    for coverage in coverages:
+        k = max(1, int(np.ceil(coverage * len(answered))))
+        rows.append({"coverage": round(k / len(answered), 4), "min_confidence": round(float(threshold[k - 1]), 4),
+                     "accuracy": round(float(accuracy[k - 1]), 4)})
+    return rows
+
+
 def reliability_curve(probs: ArrayLike, targets: ArrayLike,
                       n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean confidence, accuracy and sample count of the top-1 prediction per equal-width confidence bin.

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -18,9 +19,15 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
-from affectkit.evaluation.metrics import ECE_BINS, expected_calibration_error, reliability_curve  # noqa: E402
+from affectkit.evaluation.metrics import (  # noqa: E402
+    ECE_BINS,
+    coverage_curve,
+    expected_calibration_error,
+    reliability_curve,
+)
 
 DPI = 120
+MIN_ANSWERED = 10  # the coverage curve starts at this many faces answered
 TRAIN_COLOUR, VAL_COLOUR = "tab:blue", "tab:orange"
 
 SCORE_COLUMNS = {
@@ -45,6 +52,31 @@ def _save(fig: Figure, path: str | Path) -> Path:
 def _no_data(ax: Axes) -> None:
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
     ax.set_yticks([])
+
+
+def plot_coverage(probs: ArrayLike, targets: ArrayLike, points: Sequence[dict], path: str | Path,
+                  title: str) -> Path:
+    """Accuracy on the faces answered against the share answered, the surest first (:func:`coverage_curve`), with
+    the confidence each share needs marked at ``points`` (:func:`selective_accuracy`)."""
+    answered, accuracy, _ = coverage_curve(probs, targets)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    if len(answered):
+        steady = answered >= min(MIN_ANSWERED, len(answered))  # the accuracy of the surest few faces is noise
+        ax.plot(answered[steady] / len(answered), accuracy[steady], color=TRAIN_COLOUR)
+        ax.axhline(accuracy[-1], color="grey", linestyle="--", linewidth=0.8, label="answering every face")
+        for point in points:
+            ax.plot(point["coverage"], point["accuracy"], "o", color=VAL_COLOUR)
+            ax.annotate(f"p >= {point['min_confidence']:.2f}", (point["coverage"], point["accuracy"]),
+                        textcoords="offset points", xytext=(4, 6), fontsize=7)
+        ax.legend(fontsize=8, loc="lower left")
+    else:
+        _no_data(ax)
+    ax.set(xlim=(0, 1.02), xlabel="share of the faces answered (the surest first)", ylabel="accuracy on them",
+           title=title)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.invert_xaxis()  # from answering every face to answering the surest few
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
 
 
 def plot_confident_mistakes(images: np.ndarray, true: Sequence[str], predicted: Sequence[str],
