@@ -143,6 +143,10 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
     assert f"By gender (`{manifest.resolve()}`, all):" in card and "| female | 48 |" in card
     assert "this card measures performance per group by gender only (above)" in card
     assert f"Answering only its surest faces (`{manifest.resolve()}`, all): accuracy on all" in card
+    import affectkit
+
+    through_api = affectkit.evaluate(model_path, manifest, "all", out=tmp_path / "api", by=["gender"])
+    assert through_api["by"]["gender"]["groups"] == metrics["by"]["gender"]["groups"]
     # Class folders hold no attributes: a table of them, naming the images by file name, some of them only.
     attributes = tmp_path / "attributes.csv"
     names = [r.image_path.name for r in read_dataset(demo_dir, progress=False).records]
