@@ -147,6 +147,14 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
 
     through_api = affectkit.evaluate(model_path, manifest, "all", out=tmp_path / "api", by=["gender"])
     assert through_api["by"]["gender"]["groups"] == metrics["by"]["gender"]["groups"]
+    # A client of the server reads them, and the accuracy on the surest faces, to choose its own threshold.
+    from fastapi.testclient import TestClient
+
+    from affectkit.serving import create_app
+
+    served = TestClient(create_app(model_path, detect=False)).get("/v1/model").json()["evaluations"][-1]
+    assert served["by"]["gender"]["groups"] == metrics["by"]["gender"]["groups"]
+    assert served["coverage"] == metrics["expression"]["coverage"]
     # Class folders hold no attributes: a table of them, naming the images by file name, some of them only.
     attributes = tmp_path / "attributes.csv"
     names = [r.image_path.name for r in read_dataset(demo_dir, progress=False).records]
