@@ -173,6 +173,10 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
     with pytest.raises(AffectkitError, match="no row names one of the 96 faces read"):
         evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["glasses"],
                        attributes=tmp_path / "other.csv")
+    pd.DataFrame({"file": names, "age": range(len(names))}).to_csv(tmp_path / "ages.csv", index=False)
+    with pytest.raises(AffectkitError, match=r"age has 96 values \(0, 1, 2, ...\), too many groups to score apart"):
+        evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["age"],
+                       attributes=tmp_path / "ages.csv")
     pd.DataFrame({"file": names[:2] + names[:1], "glasses": ["yes", "no", "no"]}).to_csv(tmp_path / "twice.csv",
                                                                                        index=False)
     with pytest.raises(AffectkitError, match=r"twice.csv, line 4: a second row for .* with another glasses"):

@@ -27,6 +27,8 @@ IMAGE_COLUMNS = tuple(dict.fromkeys(("file", "path", "image", "filename", "image
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl")
 MANIFEST_NAMES = ("manifest.csv", "metadata.csv", "metadata.jsonl")
 NOT_GIVEN = "(not given)"  # the group of faces the attribute table has no value for
+# An attribute of more values is a measurement (an age in years, a head angle), not groups to score apart.
+MAX_GROUPS = 50
 
 if TYPE_CHECKING:
     from affectkit.data.datamodule import PreparedData
@@ -162,6 +164,12 @@ def read_attributes(table: pd.DataFrame, path: Path, attributes: Sequence[str], 
                                      f"{values[attribute][face]!r}).")
             values[attribute][face] = value
         named[face] = True
+    for attribute, found in values.items():
+        groups = sorted(set(found) - {NOT_GIVEN}, key=group_order)
+        if len(groups) > MAX_GROUPS:
+            raise AffectkitError(f"{path}: {attribute} has {len(groups)} values ({', '.join(groups[:3])}, ...), too "
+                                 f"many groups to score apart (at most {MAX_GROUPS}): give a column of bands, such as "
+                                 "ages 0-19, 20-39, 40-69, 70+.")
     if not named.any():
         example = str(table[image].dropna().iloc[0]) if table[image].notna().any() else "nothing"
         raise AffectkitError(f"{path}: no row names one of the {len(faces)} faces read (its {image} column gives "
