@@ -166,6 +166,8 @@ def test_evaluate_scores_a_model_by_group_from_a_table_of_attributes(attributed_
     # What cannot be grouped by is refused in a sentence, before any scoring.
     with pytest.raises(AffectkitError, match="has no manifest to hold them: give --attributes FILE"):
         evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["gender"])
+    with pytest.raises(AffectkitError, match=r"attributes.csv is the table --by reads: name the attribute"):
+        evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, attributes=attributes)
     with pytest.raises(AffectkitError, match=r"has no column 'height' to group the faces by; its columns are file, "):
         evaluate_saved(model_path, demo_dir, "all", None, tmp_path / "eval3", quiet=True, by=["height"],
                        attributes=attributes)

@@ -20,6 +20,7 @@ from affectkit.data.cache import decode_record  # noqa: E402
 from affectkit.data.face_tables import (  # noqa: E402
     attribute_file_stem,
     attribute_table,
+    check_grouping,
     group_order,
     read_attributes,
 )
@@ -366,6 +367,7 @@ def analyze_data(data: str | Path, out_dir: str | Path, config: Config, by: Sequ
     ``out_dir``: its index, ``dataset_analysis.png`` and ``dataset_summary.json`` (and ``quarantine.csv``); ``by``:
     attributes of the faces (from ``attributes``, the data set's own, or its manifest) whose groups' make-up is
     described too."""
+    check_grouping(by, attributes)
     index = read_dataset(data, **reader_options(config))
     groups = {}
     if by:

@@ -132,10 +132,18 @@ def attribute_table(data: Path, attributes: Path | None, index: DatasetIndex) ->
                          "a column for each attribute.")
 
 
+def check_grouping(by: Sequence[str], attributes: Path | None) -> None:
+    """Refuse a table of attributes given without an attribute to group by (it would be read for nothing)."""
+    if attributes is not None and not by:
+        raise AffectkitError(f"--attributes {attributes} is the table --by reads: name the attribute to group the "
+                             "faces by with --by COLUMN.")
+
+
 def face_attributes(data: Path, attributes: Path | None, by: Sequence[str],
                     prepared: PreparedData) -> dict[str, np.ndarray]:
     """Each attribute of ``by`` (:func:`attribute_table`, :func:`read_attributes`) for every face of ``prepared``,
     in its order; empty without ``by``."""
+    check_grouping(by, attributes)
     if not by:
         return {}
     table, path = attribute_table(data, attributes, prepared.index)
@@ -178,5 +186,5 @@ def read_attributes(table: pd.DataFrame, path: Path, attributes: Sequence[str], 
     return values
 
 
-__all__ = ["IMAGE_COLUMNS", "NOT_GIVEN", "attribute_file_stem", "attribute_table", "column_named", "face_attributes",
-           "group_order", "image_column", "read_attributes", "read_table", "rows_of_faces"]
+__all__ = ["IMAGE_COLUMNS", "NOT_GIVEN", "attribute_file_stem", "attribute_table", "check_grouping", "column_named",
+           "face_attributes", "group_order", "image_column", "read_attributes", "read_table", "rows_of_faces"]

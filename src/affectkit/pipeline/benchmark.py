@@ -28,7 +28,7 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION, READING_KEYS, Config, l
 from affectkit.data.analysis import dataset_summary
 from affectkit.data.archives import data_config
 from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
-from affectkit.data.face_tables import face_attributes
+from affectkit.data.face_tables import check_grouping, face_attributes
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
@@ -316,6 +316,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         config = config or benchmark_config(data=data)
         check_hardware(config)
         extra, notes = _check(tuple(baselines), list(models or []), config, recipe)
+        check_grouping(by, attributes)
         folder.root.mkdir(parents=True, exist_ok=True)
         config_path = config.to_yaml(folder.config)
         index, prepared = _prepare(data, folder, config, index)

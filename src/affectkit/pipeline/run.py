@@ -16,7 +16,7 @@ import torch
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
-from affectkit.data.face_tables import attribute_file_stem, face_attributes
+from affectkit.data.face_tables import attribute_file_stem, check_grouping, face_attributes
 from affectkit.data.reader import layout_found, read_dataset, reader_options
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
@@ -185,6 +185,7 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
     with silenced(quiet):
         _check_model_list(models, config)  # fail on a typo before hours of training
         _check_weight_files(weights or {}, models)
+        check_grouping(by, attributes)
         run = RunFolder(out)
         prepared, summary = _prepare_run(data, run, config)
         rows, members, names, notes, controls, remarks = [], [], [], [], [], []
