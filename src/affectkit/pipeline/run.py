@@ -3,7 +3,6 @@ and the evaluation of a saved model on a data set."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -89,11 +88,13 @@ def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedDa
 
 def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, positions: np.ndarray, split: str,
                       out: RunFolder, source: Path, training_data: dict | None = None,
-                      seen_in_training: int = 0) -> tuple[dict, dict[str, Path]]:
+                      seen_in_training: int = 0,
+                      groups: dict[str, np.ndarray] | None = None) -> tuple[dict, dict[str, Path]]:
     """Score ``pred``, the saved model's predictions of ``positions`` (the ``split`` of ``data``, read from
     ``source``; ``seen_in_training`` of them trained or selected it), and write its metrics, confusion matrix and
     reliability diagram into ``out`` (suffixed ``_<split>`` for other splits than test) and the evaluation (and
-    ``training_data``) into its card."""
+    ``training_data``) into its card. ``groups``: attribute -> each face of ``data``'s group, scored group by group
+    too (``metrics["by"]``, ``<Model>_by_<attribute>.csv`` / ``.png``)."""
     meta = read_metadata(model_path)
     metrics = score(pred, data, positions)
     if metrics["expression"] is not None:
@@ -103,7 +104,12 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
         metrics["seen_in_training"] = seen_in_training
     if unlearnt := unlearnt_classes(metrics["expression"], trained_classes(meta), CLASS_NAMES):
         metrics["expression"]["unlearnt_classes"] = unlearnt
-    paths = write_model_report(evaluation_name(meta, split), metrics, pred, data, positions, out.root)
+    name, by_paths = evaluation_name(meta, split), {}
+    if groups:
+        metrics["by"] = {attribute: _evaluation_by_group(attribute, values[positions], pred, data, positions, name,
+                                                         meta["display_name"], out, by_paths)
+                         for attribute, values in groups.items()}
+    paths = write_model_report(name, metrics, pred, data, positions, out.root) | by_paths
     paths["card"] = write_model_card(model_path, training_data=training_data, metrics=metrics, data=source,
                                      split=split)
     return metrics, paths
@@ -127,20 +133,20 @@ def saved_predictions(model_path: Path, model: torch.nn.Module, data: PreparedDa
 
 
 def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
-           training_data: dict | None = None, seen_in_training: int = 0
-           ) -> tuple[dict, np.ndarray, Predictions, dict[str, Path]]:
+           training_data: dict | None = None, seen_in_training: int = 0,
+           groups: dict[str, np.ndarray] | None = None) -> tuple[dict, Predictions, dict[str, Path]]:
     """Score a saved model on ``split`` of ``data`` (``source``) as :func:`saved_predictions` predicts it
     (``record_evaluation`` writes what it found, with the count of those faces it was trained or selected on, where
-    there are any); returns the metrics, the positions scored, their predictions and the files written."""
+    there are any; ``groups``: see :func:`record_evaluation`)."""
     meta = read_metadata(model_path)
     positions, pred = saved_predictions(model_path, model, data, split, source)
     metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data,
-                                       seen_in_training)
+                                       seen_in_training, groups)
     if warning := prior_collapse(metrics["expression"], CLASS_NAMES):
         reporter().note(f"Warning: {meta['display_name']} {warning}")
     if unlearnt := (metrics["expression"] or {}).get("unlearnt_classes"):
         reporter().note(f"Note: {unlearnt_note(unlearnt)}")
-    return metrics, positions, pred, paths
+    return metrics, pred, paths
 
 
 def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Evaluated:
@@ -149,7 +155,7 @@ def _evaluate_trained(best_path: Path, data: PreparedData, run: RunFolder) -> Ev
     val = data.positions("val")
     val_pred = predict_split(model, data, val, tta_flip=config_from_metadata(meta).tta_flip)
     temperature = calibrate(best_path, val_pred, data.expression[val])
-    metrics, _, test, _ = _score(best_path, model, data, "test", run, data.index.given_as,
+    metrics, test, _ = _score(best_path, model, data, "test", run, data.index.given_as,
                               training_data=dataset_summary(data.index, data.splits))
     reporter().show(metrics_table(meta["display_name"], metrics))
     return Evaluated(metrics, test, val_pred.tempered(temperature), model)
@@ -451,6 +457,7 @@ def _evaluation_by_group(attribute: str, values: np.ndarray, pred: Predictions, 
                          paths: dict[str, Path]) -> dict:
     """One model's scores on each group of the faces at ``positions`` by ``attribute`` (``values``: each one's group)
     into ``<name>_by_<attribute>.csv`` / ``.png`` (added to ``paths``), as the metrics JSON records them."""
+    folder.root.mkdir(parents=True, exist_ok=True)
     stem = folder.root / f"{name}_{attribute_file_stem(attribute)}"
     table, gap = score_by_group(pred, data, positions, values)
     table.to_csv(paths.setdefault(f"by {attribute}", stem.with_suffix(".csv")), index=False, float_format="%.4f")
@@ -515,19 +522,11 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
         groups = face_attributes(data, attributes, by, prepared)  # a missing table or column fails before scoring
-        model, meta = load_model(model_path, device=evaluation_device())
+        model, _ = load_model(model_path, device=evaluation_device())
         weights, _ = model_paths(model_path)
         seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
-        folder = RunFolder(out or weights.parent)
-        metrics, positions, pred, paths = _score(model_path, model, prepared, split, folder, data,
-                                                 seen_in_training=seen)
-        if groups:
-            metrics["by"] = {attribute: _evaluation_by_group(attribute, values[positions], pred, prepared, positions,
-                                                             evaluation_name(meta, split), meta["display_name"],
-                                                             folder, paths)
-                             for attribute, values in groups.items()}
-            paths["metrics"].write_text(json.dumps(metrics, indent=2))
-            write_model_card(model_path, metrics=metrics, data=data, split=split)
+        metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data,
+                                   seen_in_training=seen, groups=groups)
         if seen:
             reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
         reporter().note(f"Wrote {', '.join(str(path) for path in paths.values())}")
