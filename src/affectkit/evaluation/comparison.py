@@ -105,15 +105,19 @@ def _choice_sentence(table: pd.DataFrame, chosen: str | None, by: str = "val_acc
             + ". ")
 
 
+def class_names_of(ids: np.ndarray) -> np.ndarray:
+    """Each class id's name, blank for NO_EXPRESSION (-1, which indexes the last)."""
+    return np.array([*CLASS_NAMES, ""])[ids]
+
+
 def predictions_table(ids: np.ndarray, labels: np.ndarray, groups: np.ndarray | None,
                       predicted: dict[str, np.ndarray]) -> pd.DataFrame:
     """One line per face: its id, its class (blank where it has none), its person (where known) and each model's
     class for it (``predicted``: class ids by model name); what ``test_predictions.csv`` holds."""
-    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
-    table = {"id": ids, "expression": names[labels]}
+    table = {"id": ids, "expression": class_names_of(labels)}
     if groups is not None:
         table["person"] = groups
-    table.update({model: names[classes] for model, classes in predicted.items()})
+    table.update({model: class_names_of(classes) for model, classes in predicted.items()})
     return pd.DataFrame(table)
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
+from affectkit.evaluation.comparison import class_names_of
 from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics, selective_accuracy
 from affectkit.evaluation.plots import (
     plot_confident_mistakes,
@@ -148,15 +149,14 @@ def face_predictions(pred: Predictions, data: PreparedData, positions: np.ndarra
     where not annotated), and the model's class, the probability it gave it and every class's, and its valence and
     arousal (where the model predicts them)."""
     records = [data.records[i] for i in positions]
-    names = np.array([*CLASS_NAMES, ""])  # NO_EXPRESSION (-1) indexes the blank
     table = {"id": [r.id for r in records], "path": [str(r.image_path) for r in records]}
     if any(r.group is not None for r in records):
         table["person"] = [r.group or "" for r in records]
     truth = data.valence_arousal[positions]
-    table |= {"expression": names[data.expression[positions]], "valence": truth[:, 0], "arousal": truth[:, 1]}
+    table |= {"expression": class_names_of(data.expression[positions]), "valence": truth[:, 0], "arousal": truth[:, 1]}
     if pred.predicts_expression:
         probs = pred.probs
-        table |= {"predicted": names[probs.argmax(axis=1)], "confidence": probs.max(axis=1),
+        table |= {"predicted": class_names_of(probs.argmax(axis=1)), "confidence": probs.max(axis=1),
                   **{f"p_{name}": probs[:, c] for c, name in enumerate(CLASS_NAMES)}}
     if pred.predicts_valence_arousal:
         table |= {"predicted_valence": pred.valence_arousal[:, 0], "predicted_arousal": pred.valence_arousal[:, 1]}
