@@ -201,6 +201,19 @@ def test_compare_refuses_grouping_where_no_table_holds_the_attributes(demo_dir, 
                       by=["gender"], quiet=True)
 
 
+def test_compare_reads_the_attributes_before_it_scores_any_model(attributed_manifest, model_path, tmp_path,
+                                                                 monkeypatch):
+    import affectkit.pipeline.compare as compare_module
+
+    def scored_too_soon(*args):
+        raise AssertionError("a model was scored before the attributes were read")
+
+    monkeypatch.setattr(compare_module, "_score_model", scored_too_soon)
+    with pytest.raises(AffectkitError, match="has no column 'glasses' to group the faces by"):
+        compare_saved([model_path, model_path], attributed_manifest[0], tmp_path / "cmp", split="all",
+                      by=["glasses"], quiet=True)
+
+
 def test_a_run_scores_every_row_by_group_and_refuses_a_missing_attribute_before_training(attributed_manifest,
                                                                                        tmp_path):
     from affectkit.config import Config

@@ -20,7 +20,7 @@ import pandas as pd
 from affectkit.config import CLASS_NAMES, load_config
 from affectkit.data.archives import data_config
 from affectkit.data.datamodule import PreparedData
-from affectkit.data.face_tables import face_attributes
+from affectkit.data.face_tables import check_grouping, face_attributes
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import comparison_lines, interval_cells, markdown_table, predictions_table
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
@@ -56,8 +56,8 @@ class _Scored:
     faces: tuple[PreparedData, np.ndarray]  # the data read as this model reads it, and the faces scored
 
 
-def _score_model(model_path: Path, data: Path, split: str, splits: Path | None) -> _Scored:
-    prepared = evaluation_data(model_path, data, split, splits)
+def _score_model(model_path: Path, prepared: PreparedData, data: Path, split: str, splits: Path | None) -> _Scored:
+    """A saved model's scores on ``prepared``, ``data`` read as it reads it (:func:`evaluation_data`)."""
     model, meta = load_model(model_path, device=evaluation_device())
     positions, pred = saved_predictions(model_path, model, prepared, split, data)
     metrics = score(pred, prepared, positions)
@@ -140,13 +140,20 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         raise AffectkitError("compare needs two or more to compare: saved models, --predictions of other tools, or "
                              "both (the first, a model where there is one, is set against the others).")
     with silenced(quiet):
+        check_grouping(by, attributes)
+        # The faces as the first model reads them (or, without a model, their labels): their attributes are read
+        # before any model is scored, so that a missing table or column fails at once.
+        first_data = evaluation_data(models[0], Path(data), split, splits) if models else None
+        faces_alone = None if models else _faces_alone(Path(data), split, splits)
+        attribute_values = face_attributes(data, attributes, by, first_data or faces_alone[0])
         scored = []
-        for path in models:
+        for i, path in enumerate(models):
             reporter().show(f"Scoring {path} on the {split} split of {data}")
-            scored.append(_score_model(Path(path), Path(data), split, splits))
+            prepared = first_data if i == 0 else evaluation_data(path, Path(data), split, splits)
+            scored.append(_score_model(path, prepared, Path(data), split, splits))
         if scored:
             _align(scored, split)
-        faces_scored = scored[0].faces if scored else _faces_alone(Path(data), split, splits)
+        faces_scored = scored[0].faces if scored else faces_alone
         scored += [_score_predictions(csv, faces_scored) for csv in predictions]
         _unique_names(scored, [model_paths(m)[0] for m in models] + predictions)
         first = scored[0]
@@ -183,8 +190,8 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
                  *comparison_lines(comparisons, first.name, "faces", first_label="the first", others="model"),
                  *([f"- Warning: {note}" for note in notes] + [""] if notes else [])]
         by_group, gaps = {}, {}
-        prepared, positions = first.faces
-        for attribute, values in face_attributes(data, attributes, by, prepared).items():
+        positions = first.faces[1]
+        for attribute, values in attribute_values.items():
             tables, gaps[attribute] = models_by_group(values[positions], first.labels, first.groups,
                                                       {s.name: (s.predicted, None) for s in scored})
             by_group[attribute], written, section = write_group_scores(out, attribute, tables, gaps[attribute],
