@@ -26,6 +26,12 @@ FaceMarginOpt = Annotated[Optional[float], typer.Option(
     help="Crop each detected face with this share of its box added on each side (default: the framing measured on "
          "the model's training faces, stored with it).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for the model (default: PyTorch's choice).")]
+MinConfidenceOpt = Annotated[Optional[float], typer.Option(
+    help="Mark a face abstained (its expression too unsure to act on) where its most probable class has a lower "
+         "probability than this; the class and probabilities are still given.")]
+TargetAccuracyOpt = Annotated[Optional[float], typer.Option(
+    help="Abstain below the confidence at which the model's validation faces were answered this accurately (0.9: "
+         "nine in ten of the faces it answers right there), read from what training recorded.")]
 
 
 def _set_threads(threads: int | None) -> None:
@@ -40,7 +46,7 @@ def _set_threads(threads: int | None) -> None:
 def _summary_table(rows: list[dict[str, Any]]) -> Table:
     cells = [{"file": escape(r["file"]), "frame": "" if r.get("frame") is None else str(r["frame"]),
               "box": "" if r.get("x1") is None else f"{r['x1']},{r['y1']},{r['x2']},{r['y2']}",
-              "expression": r.get("expression") or "",
+              "expression": f"unsure ({r['expression']})" if r.get("abstained") else r.get("expression") or "",
               **{name: f"{r[key]:.2f}" if r.get(key) is not None else ""
                  for name, key in (("conf", "confidence"), ("valence", "valence"), ("arousal", "arousal"))},
               "status": escape(r["status"])} for r in rows]
@@ -74,6 +80,8 @@ def predict(
     backend: BackendOpt = "auto",
     mc_samples: Annotated[int, typer.Option(
         help="Monte-Carlo dropout passes (torch backend); adds entropy, valence_std and arousal_std.")] = 0,
+    min_confidence: MinConfidenceOpt = None,
+    target_accuracy: TargetAccuracyOpt = None,
     batch_size: Annotated[int, typer.Option(help="Faces per model call.")] = 32,
     device: Annotated[str, typer.Option(help="Torch device for the model and face detector: cpu, cuda, ...")] = "cpu",
     threads: ThreadsOpt = None,
@@ -87,7 +95,8 @@ def predict(
         check_output_path(out)
     _set_threads(threads)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
-                          batch_size=batch_size, face_margin=face_margin)
+                          batch_size=batch_size, face_margin=face_margin, min_confidence=min_confidence,
+                          target_accuracy=target_accuracy)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
     timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
@@ -111,6 +120,9 @@ def predict(
         framing = (f"; faces cropped with {predictor.face_margin:.2f} of the box on each side, "
                    f"{source[predictor.face_margin_source]}")
     say(f"{faces} face(s), {faceless} without a face, {errors} error(s) ({predictor.backend_name} backend{framing})")
+    if predictor.abstention is not None:
+        abstained = sum(bool(r.get("abstained")) for r in rows)
+        say(f"Abstained on {abstained} of the {faces} face(s): {predictor.abstention.describe()}")
     if faceless and not no_detect:
         say("Where the inputs are face crops already (a data set's aligned faces), --no-detect reads each "
             "whole image as the face.")
@@ -218,6 +230,8 @@ def serve(
     max_pending: Annotated[int, typer.Option(
         help="Requests for the model (images, videos, multimodal samples) answered or waiting at once; one more is "
         "refused at once with 503 and Retry-After instead of queueing.")] = 32,
+    min_confidence: MinConfidenceOpt = None,
+    target_accuracy: TargetAccuracyOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
@@ -240,7 +254,7 @@ def serve(
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
                remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion,
                temporal_frames=temporal_frames, face_margin=face_margin, allowed_origins=allow_origin,
-               max_pending=max_pending)
+               max_pending=max_pending, min_confidence=min_confidence, target_accuracy=target_accuracy)
 
 
 @app.command("feedback-report")

@@ -14,6 +14,7 @@ from torch import Tensor
 from affectkit.config import NO_EXPRESSION
 from affectkit.evaluation.drift import output_profile
 from affectkit.evaluation.evaluator import Predictions
+from affectkit.evaluation.metrics import MIN_COVERAGE_FACES, VALIDATION_COVERAGES, selective_accuracy
 from affectkit.models.io import update_metadata
 
 
@@ -62,10 +63,25 @@ def _temperature_for_confidence(logits: Tensor, targets: Tensor, confidence: flo
 def calibrate(model_path: Path, val: Predictions, labels: np.ndarray) -> float:
     """Fit the saved model's temperature on its validation predictions ``val`` (true classes ``labels``) and store it
     with the model (its ``.json``), so every later use applies it, together with the profile of its calibrated
-    outputs on those faces (the reference a server's drift monitor compares with); returns the temperature."""
+    outputs on those faces (the reference a server's drift monitor compares with) and its accuracy there when
+    answering only its surest faces (``validation_coverage``, from which ``--target-accuracy`` reads the confidence
+    to abstain below); returns the temperature."""
     temperature = fit_temperature(torch.from_numpy(val.logits), torch.from_numpy(labels))
     tempered = val.tempered(temperature)
     probabilities = tempered.probs if val.predicts_expression else None
     valence_arousal = tempered.valence_arousal if val.predicts_valence_arousal else None
-    update_metadata(model_path, temperature=temperature, output_profile=output_profile(probabilities, valence_arousal))
+    update_metadata(model_path, temperature=temperature, output_profile=output_profile(probabilities, valence_arousal),
+                    validation_coverage=validation_coverage(probabilities, labels))
     return temperature
+
+
+def validation_coverage(probabilities: np.ndarray | None, labels: np.ndarray) -> dict | None:
+    """The faces with a class and :func:`selective_accuracy` on them over :data:`VALIDATION_COVERAGES`; None for a
+    valence/arousal model or too few faces with a class to choose a threshold on."""
+    if probabilities is None:
+        return None
+    classed = labels != NO_EXPRESSION
+    if classed.sum() < MIN_COVERAGE_FACES:
+        return None
+    return {"faces": int(classed.sum()),
+            "curve": selective_accuracy(probabilities[classed], labels[classed], VALIDATION_COVERAGES)}

@@ -230,7 +230,8 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
 
     evaluations = meta.get("evaluations") or []
     if not evaluations:
-        return ["## Evaluation", "", "Not evaluated yet (`affectkit evaluate MODEL DATA`).", ""]
+        return ["## Evaluation", "", "Not evaluated yet (`affectkit evaluate MODEL DATA`).",
+                *_abstention_lines(meta.get("validation_coverage")), ""]
     lines = ["## Evaluation", "",
              "| data | split | n | accuracy | macro-F1 | balanced accuracy | NLL | ECE | temperature "
              "| valence MAE / CCC | arousal MAE / CCC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -265,7 +266,24 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     lines += ["", "Calibration: the probabilities are the logits divided by the temperature, fit on the validation "
                   "split after training (temperature scaling); NLL and ECE (expected calibration error, "
                   f"{ECE_BINS} bins) are measured on them."]
-    return [*lines, ""]
+    return [*lines, *_abstention_lines(meta.get("validation_coverage")), ""]
+
+
+CARD_COVERAGES = (0.9, 0.8, 0.7, 0.5)  # the shares of the validation faces answered that the card lists
+
+
+def _abstention_lines(recorded: dict[str, Any] | None) -> list[str]:
+    """What abstaining below a confidence did on the validation faces, the table ``--target-accuracy`` reads."""
+    from affectkit.evaluation.metrics import VALIDATION_COVERAGES  # see _evaluation_section
+
+    if not recorded:  # a valence/arousal model, too few validation faces, or one saved before it was recorded
+        return []
+    shares = "; ".join(f"{p['coverage']:.0%} answered (probability {p['min_confidence']:.2f} or more), "
+                       f"{p['accuracy']:.3f} right"
+                       for asked, p in zip(VALIDATION_COVERAGES, recorded["curve"]) if asked in CARD_COVERAGES)
+    return ["", f"Abstaining: on its {recorded['faces']} validation faces, {shares}. `affectkit predict` and `serve` "
+                "mark a face `abstained` below `--min-confidence P`, or below the probability at which these faces "
+                "were answered `--target-accuracy A` right."]
 
 
 def _group_lines(attribute: str, found: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:

@@ -328,9 +328,23 @@ def selective_accuracy(probs: ArrayLike, targets: ArrayLike, coverages: Sequence
     rows = []
     for coverage in coverages:
         k = max(1, int(np.ceil(coverage * len(answered))))
-        rows.append({"coverage": round(k / len(answered), 4), "min_confidence": round(float(threshold[k - 1]), 4),
+        # The threshold unrounded: rounded up, it would abstain on faces it answered here.
+        rows.append({"coverage": round(k / len(answered), 4), "min_confidence": float(threshold[k - 1]),
                      "accuracy": round(float(accuracy[k - 1]), 4)})
     return rows
+
+
+# The finer grid stored with a saved model, from which a served model's abstention threshold is read.
+VALIDATION_COVERAGES = tuple(round(1 - 0.05 * i, 2) for i in range(20))
+# Fewer validation faces than this with a class make a threshold chosen on them too coarse to store.
+MIN_COVERAGE_FACES = 20
+
+
+def threshold_for_accuracy(coverage: Sequence[dict], target: float) -> dict | None:
+    """Of the rows of :func:`selective_accuracy`, the one answering the most faces with an accuracy of at least
+    ``target`` (its ``min_confidence`` is the threshold to abstain below); None where no share reaches it."""
+    reaching = [row for row in coverage if row["accuracy"] >= target]
+    return max(reaching, key=lambda row: row["coverage"], default=None)
 
 
 def reliability_curve(probs: ArrayLike, targets: ArrayLike,

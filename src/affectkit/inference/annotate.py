@@ -12,6 +12,7 @@ import numpy as np
 PALETTE = [(158, 158, 158), (255, 193, 7), (33, 150, 243), (156, 39, 176),
            (96, 125, 139), (76, 175, 80), (244, 67, 54), (255, 112, 67)]
 WITHOUT_EXPRESSION = (255, 255, 255)  # the box of a valence/arousal model's face
+ABSTAINED = (120, 120, 120)  # the box of a face the model is too unsure of to name its expression
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -78,6 +79,8 @@ def draw_predictions(image_rgb: np.ndarray, faces: list[dict[str, Any]]) -> np.n
         box = face["box"] or [0, 0, width - 1, height - 1]
         if face["expression"] is None:  # a valence/arousal model
             colour, label = WITHOUT_EXPRESSION, f"V {face['valence']:+.2f} A {face['arousal']:+.2f}"
+        elif face.get("abstained"):
+            colour, label = ABSTAINED, f"unsure ({face['expression']} {face['confidence']:.2f})"
         else:
             colour = PALETTE[face["expression_id"] % len(PALETTE)]
             label = f"{face['expression']} {face['confidence']:.2f}"

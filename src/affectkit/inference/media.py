@@ -32,9 +32,11 @@ NO_FACE = "no face found"
 Advance = Callable[[], None]
 
 
-def result_columns(class_names: Sequence[str], uncertainty: bool) -> list[str]:
+def result_columns(class_names: Sequence[str], uncertainty: bool, abstention: bool = False) -> list[str]:
+    """The columns of the results: ``abstained`` where the model abstains below a confidence, the uncertainty ones
+    under Monte-Carlo dropout."""
     columns = ["file", "frame", "track", "status", "x1", "y1", "x2", "y2", *(f"p_{c}" for c in class_names),
-               "expression", "confidence", "valence", "arousal"]
+               "expression", "confidence", *(["abstained"] if abstention else []), "valence", "arousal"]
     return columns + list(UNCERTAINTY_COLUMNS) if uncertainty else columns
 
 
@@ -44,7 +46,7 @@ def face_row(file: Path, frame: int | None, face: dict[str, Any]) -> dict[str, A
            **dict(zip(("x1", "y1", "x2", "y2"), box)),
            **{f"p_{name}": p for name, p in face["probabilities"].items()},
            **{k: face[k] for k in ("expression", "confidence", "valence", "arousal")}}
-    return row | {k: face[k] for k in UNCERTAINTY_COLUMNS if k in face}
+    return row | {k: face[k] for k in ("abstained", *UNCERTAINTY_COLUMNS) if k in face}
 
 
 def status_row(file: Path, frame: int | None, status: str) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def tracked_faces(predictor: Predictor, capture: cv2.VideoCapture, every: int, s
                   ) -> Iterator[tuple[int, np.ndarray, list[dict[str, Any]]]]:
     """(frame index, RGB frame, its faces with ``track`` set and smoothed where ``smooth`` is given) of every
     ``every``-th frame, the frames run through the model in batches."""
-    smoother = TrackSmoother(predictor.class_names, smooth)
+    smoother = TrackSmoother(predictor.class_names, smooth, min_confidence=predictor.min_confidence)
     for chunk in _chunks(video_frames(capture, every), predictor.batch_size):
         for (index, frame), faces in zip(chunk, predictor.predict_images([f for _, f in chunk])):
             yield index, frame, smoother.update(faces)
@@ -311,8 +313,9 @@ def check_output_path(out: Path) -> None:
 
 
 def _rows_columns(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[str]:
-    """The result columns of ``rows``: the uncertainty ones where they were predicted with it."""
-    return result_columns(class_names, any(UNCERTAINTY_COLUMNS[0] in r for r in rows))
+    """The result columns of ``rows``: ``abstained`` and the uncertainty ones where they were predicted with them."""
+    return result_columns(class_names, any(UNCERTAINTY_COLUMNS[0] in r for r in rows),
+                          any("abstained" in r for r in rows))
 
 
 def result_records(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -328,8 +331,11 @@ def json_lines(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[s
 
 def results_frame(rows: list[dict[str, Any]], class_names: Sequence[str]) -> pd.DataFrame:
     """The rows as a table of every result column; frames, tracks and boxes as whole numbers (not 181.0)."""
-    whole_numbers = dict.fromkeys(("frame", "track", "x1", "y1", "x2", "y2"), "Int64")
-    return pd.DataFrame(rows, columns=_rows_columns(rows, class_names)).astype(whole_numbers)
+    columns = _rows_columns(rows, class_names)
+    kinds = dict.fromkeys(("frame", "track", "x1", "y1", "x2", "y2"), "Int64")
+    if "abstained" in columns:  # empty where a frame had no face, not a float NaN
+        kinds["abstained"] = "boolean"
+    return pd.DataFrame(rows, columns=columns).astype(kinds)
 
 
 def write_results(rows: list[dict[str, Any]], out: Path, class_names: Sequence[str]) -> Path:

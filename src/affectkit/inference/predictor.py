@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from affectkit.errors import AffectkitError
+from affectkit.inference.abstention import abstention_for
 from affectkit.inference.backends import (
     MODEL_DESCRIPTION_KEY,
     WEIGHTS_DIGEST_KEY,
@@ -85,15 +86,20 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
     return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=-1)
 
 
-def expression_fields(class_names: Sequence[str], probabilities: np.ndarray) -> dict[str, Any]:
+def expression_fields(class_names: Sequence[str], probabilities: np.ndarray,
+                      min_confidence: float | None = None) -> dict[str, Any]:
     """A face result's expression fields from its class probabilities: ``probabilities`` by class name, the most
-    probable ``expression`` with its ``expression_id`` and ``confidence``. A valence/arousal model (no class names)
-    gives an empty ``probabilities`` and None for the others."""
+    probable ``expression`` with its ``expression_id`` and ``confidence``, and, given a ``min_confidence``, whether
+    the face is ``abstained`` on (its confidence is below it). A valence/arousal model (no class names) gives an
+    empty ``probabilities`` and None for the others."""
     if not class_names:
         return {"probabilities": {}, "expression": None, "expression_id": None, "confidence": None}
     best = int(np.argmax(probabilities))
-    return {"probabilities": {name: float(p) for name, p in zip(class_names, probabilities)},
-            "expression": class_names[best], "expression_id": best, "confidence": float(probabilities[best])}
+    fields = {"probabilities": {name: float(p) for name, p in zip(class_names, probabilities)},
+              "expression": class_names[best], "expression_id": best, "confidence": float(probabilities[best])}
+    if min_confidence is not None:
+        fields["abstained"] = fields["confidence"] < min_confidence
+    return fields
 
 
 def model_metadata(model_path: str | Path, onnx: OnnxBackend | None = None) -> dict[str, Any]:
@@ -155,7 +161,8 @@ def load_backend(
 
 class Predictor:
     """Loads a saved model once; ``predict`` / ``predict_images`` find faces and classify each, ``predict_batch``
-    takes crops."""
+    takes crops. With ``min_confidence``, or ``target_accuracy`` (the threshold at which its validation faces were
+    answered that accurately), every face says whether it is ``abstained`` on: its confidence is below it."""
 
     def __init__(
         self,
@@ -168,6 +175,8 @@ class Predictor:
         detector: FaceDetector | None = None,
         detector_method: DetectorMethod = "auto",
         face_margin: float | None = None,
+        min_confidence: float | None = None,
+        target_accuracy: float | None = None,
     ):
         if mc_samples < 0 or batch_size < 1:
             raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
@@ -195,6 +204,8 @@ class Predictor:
             "asked" if face_margin is not None else "default" if measured is None else "measured")
         self.face_margin = {"asked": face_margin, "measured": measured, "default": DEFAULT_MARGIN}[
             self.face_margin_source]
+        # Faces below this confidence are marked abstained, a threshold given or read from the validation faces.
+        self.abstention = abstention_for(self.meta, model_path, min_confidence, target_accuracy)
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None
@@ -202,6 +213,11 @@ class Predictor:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    @property
+    def min_confidence(self) -> float | None:
+        """The confidence below which a face is marked ``abstained``; None where the model answers every face."""
+        return None if self.abstention is None else self.abstention.min_confidence
 
     def require_expression(self, purpose: str) -> None:
         """Refuse a valence/arousal model where ``purpose`` (a phrase: "a fusion reads") needs expressions."""
@@ -314,4 +330,5 @@ class Predictor:
         return {f"valence{suffix}": float(valence), f"arousal{suffix}": float(arousal)}
 
     def _face(self, probs: np.ndarray, valence: float, arousal: float) -> dict[str, Any]:
-        return {"box": None, **expression_fields(self.class_names, probs), **self._affect(valence, arousal)}
+        return {"box": None, **expression_fields(self.class_names, probs, self.min_confidence),
+                **self._affect(valence, arousal)}

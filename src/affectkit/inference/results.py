@@ -89,6 +89,7 @@ class FaceResult:
     arousal: float | None
     box: tuple[int, int, int, int] | None  # x1, y1, x2, y2 in the image's pixels; None without face detection
     uncertainty: dict[str, float | None] | None = None  # entropy, valence_std, arousal_std under MC dropout
+    abstained: bool | None = None  # its confidence is below the threshold asked for; None where none was
 
 
 class FaceResults(list[FaceResult]):
@@ -106,22 +107,26 @@ class FaceResults(list[FaceResult]):
         faces = [
             FaceResult(source, i, f["expression"], f["confidence"], dict(f["probabilities"]), f["valence"],
                        f["arousal"], None if f["box"] is None else tuple(f["box"]),
-                       {k: f[k] for k in UNCERTAINTY_COLUMNS} if UNCERTAINTY_COLUMNS[0] in f else None)
+                       {k: f[k] for k in UNCERTAINTY_COLUMNS} if UNCERTAINTY_COLUMNS[0] in f else None,
+                       f.get("abstained"))
             for source, found in zip(sources, per_image) for i, f in enumerate(found)
         ]
         return cls(faces, class_names, [s for s, found in zip(sources, per_image) if not found])
 
     def to_frame(self) -> pd.DataFrame:
         """One row per face: source, face, x1..y2, p_<class> for each class, expression, confidence, valence,
-        arousal (and the uncertainty columns under Monte-Carlo dropout)."""
+        arousal (and ``abstained`` where a threshold was asked for, the uncertainty columns under Monte-Carlo
+        dropout)."""
         import pandas as pd
 
+        abstention = any(f.abstained is not None for f in self)
         columns = ["source", "face", "x1", "y1", "x2", "y2", *(f"p_{c}" for c in self.class_names), "expression",
-                   "confidence", "valence", "arousal"]
+                   "confidence", *(["abstained"] if abstention else []), "valence", "arousal"]
         if any(f.uncertainty for f in self):
             columns += list(UNCERTAINTY_COLUMNS)
         rows = [{"source": f.source, "face": f.face, **dict(zip(("x1", "y1", "x2", "y2"), f.box or (None,) * 4)),
                  **{f"p_{c}": p for c, p in f.probabilities.items()}, "expression": f.expression,
-                 "confidence": f.confidence, "valence": f.valence, "arousal": f.arousal, **(f.uncertainty or {})}
+                 "confidence": f.confidence, "abstained": f.abstained, "valence": f.valence, "arousal": f.arousal,
+                 **(f.uncertainty or {})}
                 for f in self]
         return pd.DataFrame(rows, columns=columns)

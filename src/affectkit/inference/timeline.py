@@ -36,11 +36,13 @@ class TrackSmoother:
     causal, it gives the same numbers a live camera feed would get.
     """
 
-    def __init__(self, class_names: list[str], alpha: float | None = None, min_iou: float = 0.3, max_gap: int = 5):
+    def __init__(self, class_names: list[str], alpha: float | None = None, min_iou: float = 0.3, max_gap: int = 5,
+                 min_confidence: float | None = None):
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"smoothing alpha must be in (0, 1], got {alpha}")
         self.class_names = class_names
         self.alpha = alpha
+        self.min_confidence = min_confidence  # a smoothed face is abstained on below it, as the predictor does
         self.min_iou = min_iou
         self.max_gap = max_gap  # processed frames a face may vanish for and keep its track
         self._tracks: list[_Track] = []
@@ -82,15 +84,15 @@ class TrackSmoother:
             a = self.alpha
             current = {k: a * v + (1 - a) * track.state[k] for k, v in current.items()}
         track.state = current
-        return {**face, **expression_fields(self.class_names, current["probs"]),
+        return {**face, **expression_fields(self.class_names, current["probs"], self.min_confidence),
                 **{k: float(current[k]) for k in ("valence", "arousal") if k in current}}
 
 
 def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str],
-                  alpha: float | None) -> list[tuple[int, list[dict[str, Any]]]]:
+                  alpha: float | None, min_confidence: float | None = None) -> list[tuple[int, list[dict[str, Any]]]]:
     """Frames' faces (frame index, faces) followed across the frames and, with ``alpha``, smoothed, as
     :class:`TrackSmoother` does them one by one."""
-    smoother = TrackSmoother(class_names, alpha)
+    smoother = TrackSmoother(class_names, alpha, min_confidence=min_confidence)
     return [(index, smoother.update(faces)) for index, faces in frames]
 
 

@@ -256,6 +256,8 @@ def create_app(
     face_margin: float | None = None,
     allowed_origins: list[str] | None = None,
     max_pending: int = DEFAULT_MAX_PENDING,
+    min_confidence: float | None = None,
+    target_accuracy: float | None = None,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -273,7 +275,8 @@ def create_app(
     from a browser (CORS) and open the stream; without it only the server's own page can. ``max_pending``: requests
     for the model (images, videos, multimodal samples) answered or waiting at once; one more is refused at once with
     503 and ``Retry-After``, so that a client or a load balancer tries again or elsewhere instead of queueing without
-    bound."""
+    bound. ``min_confidence`` or ``target_accuracy``: every face says whether it is ``abstained`` on (see
+    :class:`~affectkit.inference.predictor.Predictor`)."""
     allowed_origins = allowed_origins or []
     check_origins(allowed_origins)
     _check_limits({"max_upload_bytes (--max-upload-mb)": max_upload_bytes, "max_pixels": max_pixels,
@@ -285,7 +288,8 @@ def create_app(
         frames_model.check_face_model(Path(model_path), "serve that model with it")
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
-    predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples, face_margin=face_margin)
+    predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples, face_margin=face_margin,
+                          min_confidence=min_confidence, target_accuracy=target_accuracy)
     if temporal_model is not None:
         _check_reads_alike(temporal_model, temporal, predictor)
     fusion_models, fusion_meta = load_fusion(fusion) if fusion is not None else (None, None)
@@ -405,7 +409,7 @@ def create_app(
                         if frames_model is not None:
                             extra["continuous"] = _frame_affect(frames_model, predictor, path, read,
                                                                 max_video_frames, name)
-                        frames = smooth_frames(read.frames, predictor.class_names, smooth)
+                        frames = smooth_frames(read.frames, predictor.class_names, smooth, predictor.min_confidence)
                 except VideoError as exc:
                     raise HTTPException(STATUS_FOR_VIDEO_PROBLEM[exc.kind], str(exc)) from None
         metrics.observe_predictions([faces for _, faces in frames])
@@ -509,7 +513,7 @@ def create_app(
             await websocket.send_json({"error": refusal})
             await websocket.close(POLICY_VIOLATION, refusal)
             return
-        smoother = TrackSmoother(predictor.class_names, smooth)
+        smoother = TrackSmoother(predictor.class_names, smooth, min_confidence=predictor.min_confidence)
         frame = 0
         try:
             while True:
@@ -546,6 +550,7 @@ def create_app(
             "backend": predictor.backend_name,
             "face_detection": predictor.detector.method if predictor.detector else None,
             "face_margin": predictor.face_margin if predictor.detector else None,  # of the box, on each side
+            "abstention": None if predictor.abstention is None else predictor.abstention.as_dict(),
             "trained_on_synthetic_data": bool(meta.get("trained_on_synthetic_data")),
             "warning": predictor.warning,
             "fusion": None if fusion_meta is None else {

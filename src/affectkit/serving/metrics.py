@@ -115,6 +115,8 @@ class ServiceMetrics:
         self.no_face = Counter("affectkit_no_face_images_total", "Images in which no face was found.")
         self.classes = Counter("affectkit_predicted_class_total", "Faces by predicted expression.", ("class",),
                                initial=[(c,) for c in class_names])
+        self.abstained = Counter("affectkit_abstained_faces_total",
+                                 "Faces whose expression confidence was below the served threshold.")
         self.affect = Histogram("affectkit_predicted_affect", "Predicted valence and arousal.", ("dimension",),
                                 AFFECT_BUCKETS)
         # Set by the server's event loop alone, so no lock.
@@ -136,12 +138,14 @@ class ServiceMetrics:
                 self.faces.inc()
                 if face["expression"] is not None:  # None: a valence/arousal model
                     self.classes.inc(face["expression"])
+                if face.get("abstained"):
+                    self.abstained.inc()
                 if face["valence"] is not None:  # None: an expression model
                     self.affect.observe(face["valence"], "valence")
                     self.affect.observe(face["arousal"], "arousal")
 
     def render(self) -> str:
         metrics = (self.requests, self.latency, self.pending, self.images, self.faces, self.no_face, self.classes,
-                   self.affect)
+                   self.abstained, self.affect)
         lines = [line for m in (*metrics, self.drift, self.feedback) if m is not None for line in m.render()]
         return "\n".join(lines) + "\n"

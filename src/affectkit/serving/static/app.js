@@ -72,14 +72,17 @@ function drawPhoto(img, faces) {
   });
 }
 
-// A valence/arousal model (trained on faces without a class) gives no expression: its faces are white.
+// A valence/arousal model (trained on faces without a class) gives no expression: its faces are white. A face the
+// server abstains on (its confidence under the served threshold) is grey.
 function faceColour(face) {
-  return face.expression === null ? "#fff" : CLASS_COLOURS[face.expression_id % CLASS_COLOURS.length];
+  if (face.expression === null) return "#fff";
+  return face.abstained ? "#787878" : CLASS_COLOURS[face.expression_id % CLASS_COLOURS.length];
 }
 
 function faceLabel(face) {
-  return face.expression === null ? `V ${face.valence.toFixed(2)} A ${face.arousal.toFixed(2)}`
-    : `${face.expression} ${face.confidence.toFixed(2)}`;
+  if (face.expression === null) return `V ${face.valence.toFixed(2)} A ${face.arousal.toFixed(2)}`;
+  const label = `${face.expression} ${face.confidence.toFixed(2)}`;
+  return face.abstained ? `unsure (${label})` : label;
 }
 
 function svgElement(name, attributes, text) {
@@ -150,7 +153,7 @@ function listFaces(faces) {
     block.className = "face";
     const title = document.createElement("h3");
     title.textContent = `Face ${i + 1}: ${face.expression === null ? "valence/arousal model"
-      : `${face.expression} (${(face.confidence * 100).toFixed(0)}%)`}`;
+      : `${face.abstained ? "unsure, perhaps " : ""}${face.expression} (${(face.confidence * 100).toFixed(0)}%)`}`;
     const va = document.createElement("div");
     va.className = "va";
     va.textContent = face.valence === null ? "no valence/arousal (an expression model)"

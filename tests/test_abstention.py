@@ -1,0 +1,191 @@
+"""Abstaining on faces a model is unsure of: the accuracy by confidence stored when a model is calibrated, the
+threshold --target-accuracy reads from it (or --min-confidence gives), and the ``abstained`` mark it puts on faces
+in predict's results, the annotated images, smoothed videos, the server's answers, metrics and model description."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.calibration import calibrate
+from affectkit.evaluation.card import write_model_card
+from affectkit.evaluation.evaluator import Predictions
+from affectkit.evaluation.metrics import VALIDATION_COVERAGES, selective_accuracy, threshold_for_accuracy
+from affectkit.inference.images import read_image
+from affectkit.inference.predictor import Predictor
+from affectkit.inference.timeline import TrackSmoother
+from affectkit.models import build_model, save_model
+from affectkit.models.io import read_metadata, update_metadata
+from affectkit.serving import create_app
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _copy_model(model_path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = folder / model_path.name
+    shutil.copy(model_path, saved)
+    shutil.copy(model_path.with_suffix(".json"), saved.with_suffix(".json"))
+    return saved
+
+
+@pytest.fixture(scope="module")
+def faces(demo_dir) -> list[np.ndarray]:
+    return [read_image(demo_dir / "images" / f"{i}.jpg") for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def measured(model_path, faces, tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A copy of the model whose stored accuracy by confidence is the one measured on ``faces``, labelled so that it
+    is right on its surest half and wrong on the rest, and its confidence on each face."""
+    saved = _copy_model(model_path, tmp_path_factory.mktemp("measured"))
+    found = Predictor(saved, backend="torch", detect=False).predict_batch(faces)
+    probabilities = np.array([[f["probabilities"][c] for c in CLASS_NAMES] for f in found])
+    confidence = probabilities.max(axis=1)
+    labels = probabilities.argmax(axis=1)
+    unsure = np.argsort(confidence)[: len(faces) // 2]
+    labels[unsure] = (labels[unsure] + 1) % len(CLASS_NAMES)
+    update_metadata(saved, validation_coverage={
+        "faces": len(faces), "curve": selective_accuracy(probabilities, labels, VALIDATION_COVERAGES)})
+    return saved, confidence, labels == probabilities.argmax(axis=1)
+
+
+def test_the_threshold_is_the_one_answering_most_faces_that_accurately():
+    curve = [{"coverage": 1.0, "min_confidence": 0.2, "accuracy": 0.6},
+             {"coverage": 0.8, "min_confidence": 0.4, "accuracy": 0.75},
+             {"coverage": 0.6, "min_confidence": 0.5, "accuracy": 0.7},  # not monotone: fewer faces, less right
+             {"coverage": 0.4, "min_confidence": 0.7, "accuracy": 0.9}]
+    assert threshold_for_accuracy(curve, 0.7)["min_confidence"] == 0.4
+    assert threshold_for_accuracy(curve, 0.6)["min_confidence"] == 0.2
+    assert threshold_for_accuracy(curve, 0.85)["min_confidence"] == 0.7
+    assert threshold_for_accuracy(curve, 0.95) is None
+
+
+def test_calibration_stores_the_accuracy_by_confidence_of_the_calibrated_faces_with_a_class(model_path, tmp_path):
+    saved = _copy_model(model_path, tmp_path)
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(60, len(CLASS_NAMES))) * 3
+    labels = np.where(rng.random(60) < 0.6, logits.argmax(axis=1), rng.integers(0, len(CLASS_NAMES), 60))
+    labels[:10] = NO_EXPRESSION  # faces rated for valence/arousal only: not counted
+    val = Predictions(logits, rng.uniform(-1, 1, (60, 2)))
+    tempered = val.tempered(calibrate(saved, val, labels))
+    stored = read_metadata(saved)["validation_coverage"]
+    assert stored == {"faces": 50, "curve": selective_accuracy(tempered.probs[10:], labels[10:], VALIDATION_COVERAGES)}
+    assert [row["coverage"] for row in stored["curve"]] == sorted((row["coverage"] for row in stored["curve"]),
+                                                                   reverse=True)
+    card = write_model_card(saved).read_text()
+    assert "Abstaining: on its 50 validation faces, 90% answered" in card and "--target-accuracy" in card
+
+    labels[10:45] = NO_EXPRESSION  # too few faces with a class to read a threshold from
+    calibrate(saved, val, labels)
+    assert read_metadata(saved)["validation_coverage"] is None
+    assert "Abstaining" not in write_model_card(saved).read_text()
+
+
+def test_target_accuracy_abstains_below_the_confidence_read_from_the_validation_faces(measured, faces):
+    saved, confidence, right = measured
+    predictor = Predictor(saved, backend="torch", detect=False, target_accuracy=0.9)
+    threshold = predictor.min_confidence
+    answered = confidence >= threshold
+    assert right[answered].mean() >= 0.9
+    assert right[answered].mean() == pytest.approx(predictor.abstention.validation_accuracy, abs=1e-4)
+    assert answered.sum() == round(predictor.abstention.validation_coverage * len(faces))
+    assert right[confidence >= np.sort(confidence[~answered])[-1]].mean() < 0.9  # answering one more falls short
+    results = predictor.predict(faces)
+    assert [f.abstained for f in results] == list(~answered)
+    assert all(f.expression in CLASS_NAMES for f in results)  # the most probable class is still given
+    frame = results.to_frame()
+    assert frame["abstained"].tolist() == list(~answered)
+    assert list(frame.columns).index("abstained") == list(frame.columns).index("confidence") + 1
+
+    everything = Predictor(saved, backend="torch", detect=False, target_accuracy=0.45)
+    assert everything.abstention.validation_coverage == 1.0 and not any(f.abstained for f in everything.predict(faces))
+    assert "abstained" not in Predictor(saved, backend="torch", detect=False).predict(faces).to_frame()
+
+
+def test_a_threshold_that_cannot_be_read_or_makes_no_sense_is_refused_by_name(measured, model_path, tmp_path):
+    saved, _, _ = measured
+    problems = {
+        "give one of them": dict(target_accuracy=0.9, min_confidence=0.5),
+        "--min-confidence must be in": dict(min_confidence=1.5),
+        "--target-accuracy must be in": dict(target_accuracy=1.0),
+    }
+    for problem, asked in problems.items():
+        with pytest.raises(AffectkitError, match=problem):
+            Predictor(saved, backend="torch", detect=False, **asked)
+    capped = _copy_model(saved, tmp_path / "capped")
+    update_metadata(capped, validation_coverage={"faces": 40, "curve": [
+        {"coverage": 1.0, "min_confidence": 0.1, "accuracy": 0.5}, {"coverage": 0.5, "min_confidence": 0.2,
+                                                                    "accuracy": 0.6}]})
+    with pytest.raises(AffectkitError, match=r"gets 60.0% of its 40 validation faces right at best \(answering its "
+                                             r"surest 50%\), short of --target-accuracy 0.9"):
+        Predictor(capped, backend="torch", detect=False, target_accuracy=0.9)
+    with pytest.raises(AffectkitError, match="records no accuracy on its validation faces.*--min-confidence"):
+        Predictor(model_path, backend="torch", detect=False, target_accuracy=0.8)
+    config = Config(img_size=64)
+    affect_only = save_model(build_model("custom_cnn", config), tmp_path / "va" / "best_CustomCNN", config,
+                             extra={"predicts_expression": False})
+    with pytest.raises(AffectkitError, match="valence and arousal only"):
+        Predictor(affect_only, backend="torch", detect=False, min_confidence=0.5)
+
+
+def test_smoothed_faces_are_abstained_on_by_their_smoothed_confidence():
+    names = CLASS_NAMES[:2]
+    smoother = TrackSmoother(names, alpha=0.5, min_confidence=0.7)
+    sure = {"box": [0, 0, 10, 10], "probabilities": {"Neutral": 0.9, "Happy": 0.1}, "expression": "Neutral",
+            "expression_id": 0, "confidence": 0.9, "abstained": False, "valence": 0.0, "arousal": 0.0}
+    torn = {**sure, "probabilities": {"Neutral": 0.3, "Happy": 0.7}, "expression": "Happy", "confidence": 0.7}
+    first, = smoother.update([sure])
+    second, = smoother.update([torn])  # on its own answered (0.7); smoothed with the frame before, 0.6 Neutral
+    assert not first["abstained"]
+    assert second["expression"] == "Neutral" and second["confidence"] == pytest.approx(0.6) and second["abstained"]
+
+
+def test_predict_marks_abstained_faces_in_its_files_table_and_pictures(measured, demo_dir, tmp_path):
+    from affectkit.cli import app
+
+    saved, confidence, _ = measured
+    images = tmp_path / "faces"
+    images.mkdir()
+    for i in range(40):
+        shutil.copy(demo_dir / "images" / f"{i}.jpg", images / f"{i:02d}.jpg")
+    threshold = float(np.quantile(confidence, 0.5))
+    result = CliRunner().invoke(app, ["predict", str(saved), str(images), "--no-detect", "--backend", "torch",
+                                      "--min-confidence", str(threshold), "--out", str(tmp_path / "out.csv"),
+                                      "--annotate", str(tmp_path / "drawn")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert table["abstained"].tolist() == list(confidence < threshold)
+    assert f"Abstained on {int((confidence < threshold).sum())} of the 40 face(s): confidence below " in result.output
+    assert len(list((tmp_path / "drawn").iterdir())) == 40
+
+    shown = CliRunner().invoke(app, ["predict", str(saved), str(images / "00.jpg"), "--no-detect", "--backend",
+                                     "torch", "--min-confidence", "1"])
+    assert shown.exit_code == 0 and "unsure (" in shown.output
+    refused = CliRunner().invoke(app, ["predict", str(saved), str(images), "--no-detect", "--target-accuracy", "2"])
+    assert isinstance(refused.exception, AffectkitError) and "--target-accuracy must be in (0, 1)" in str(
+        refused.exception)
+
+
+def test_the_server_marks_counts_and_describes_its_abstentions(measured, demo_dir):
+    saved, confidence, _ = measured
+    client = TestClient(create_app(saved, detect=False, max_files=64, target_accuracy=0.9))
+    described = client.get("/v1/model").json()["abstention"]
+    assert described["target_accuracy"] == 0.9 and 0 < described["min_confidence"] <= 1
+    files = [("files", (f"{i}.jpg", (demo_dir / "images" / f"{i}.jpg").read_bytes(), "image/jpeg")) for i in range(40)]
+    answer = client.post("/v1/predict", files=files).json()
+    marked = [result["faces"][0]["abstained"] for result in answer["results"]]
+    assert marked == list(confidence < described["min_confidence"])
+    assert f"affectkit_abstained_faces_total {sum(marked)}" in client.get("/metrics").text
+    plain = TestClient(create_app(saved, detect=False))
+    assert plain.get("/v1/model").json()["abstention"] is None
+    one = plain.post("/v1/predict", files=files[:1]).json()["results"][0]["faces"][0]
+    assert "abstained" not in one and one["expression"] in CLASS_NAMES
