@@ -214,12 +214,12 @@ def test_the_state_file_keeps_the_windows_and_every_report(model_path, tmp_path)
     from affectkit.serving.state import PRUNE_EVERY, ServingState
 
     state = ServingState(tmp_path, model_path, CLASS_NAMES, served_window=10, remembered=20)
-    state.add_predictions([(f"id{i}", ("Happy", 0.1 * (i % 10), 0.0)) for i in range(PRUNE_EVERY)])
+    state.add_predictions([(f"id{i}", ("Happy", 0.1 * (i % 10), 0.0, None)) for i in range(PRUNE_EVERY)])
     state.add_served([("Sad", -0.5, 0.2, 0.9)] * PRUNE_EVERY)
     for i in range(PRUNE_EVERY - 30, PRUNE_EVERY):
-        state.add_report(f"id{i}", (("Happy", 0.0, 0.0), "Sad" if i % 2 else None, None, 0.5))
+        state.add_report(f"id{i}", (("Happy", 0.0, 0.0, None), "Sad" if i % 2 else None, None, 0.5))
     reports, total = state.reports(latest=5)
-    assert total == 30 and len(reports) == 5 and reports[-1] == (("Happy", 0.0, 0.0), "Sad", None, 0.5)
+    assert total == 30 and len(reports) == 5 and reports[-1] == (("Happy", 0.0, 0.0, None), "Sad", None, 0.5)
     remembered = state.remembered()
     assert [pid for pid, _, _ in remembered] == [f"id{i}" for i in range(PRUNE_EVERY - 20, PRUNE_EVERY)]
     assert all(reported for _, _, reported in remembered)
@@ -228,6 +228,53 @@ def test_the_state_file_keeps_the_windows_and_every_report(model_path, tmp_path)
     with sqlite3.connect(state.path) as db:  # pruned on disk, reports all kept
         counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("served", "predictions", "reports")}
     assert counts == {"served": 10, "predictions": 20, "reports": 30}
+
+
+def test_reports_on_faces_abstained_on_are_scored_apart_and_kept_even_in_a_state_from_before(model_path, tmp_path):
+    import sqlite3
+    from contextlib import closing
+
+    from affectkit.inference.predictor import Predictor
+    from affectkit.serving.report import feedback_report
+    from affectkit.serving.state import SCHEMA, read_reports, state_file
+
+    state_dir = tmp_path / "state"
+    older = state_file(state_dir, model_path)  # written by a server that kept no abstentions: no such columns
+    state_dir.mkdir()
+    with closing(sqlite3.connect(older)) as db, db:
+        db.executescript(SCHEMA.replace(",\n    abstained INTEGER", "").replace(", said_abstained INTEGER", ""))
+        db.executemany("INSERT INTO model VALUES (?, ?)", [("model", model_path.name),
+                                                           ("class_names", ",".join(CLASS_NAMES))])
+        db.execute("INSERT INTO reports (time, prediction_id, expression, said_expression, said_valence, "
+                   "said_arousal) VALUES (0, 'before', 'Happy', 'Happy', 0, 0)")
+    assert read_reports(older)[0]["said_abstained"].isna().all()
+
+    uploads = _png_uploads(8)
+    confidence = [f["confidence"] for f in Predictor(model_path, detect=False).predict_batch(
+        [cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for _, (_, data, _) in uploads])]
+    options = dict(detect=False, state_dir=state_dir, min_confidence=float(np.median(confidence)))
+    client = TestClient(create_app(model_path, **options))
+    faces = [r["faces"][0] for r in client.post("/v1/predict", files=uploads).json()["results"]]
+    held_back = [f["abstained"] for f in faces]
+    assert held_back == [c < options["min_confidence"] for c in confidence] and 0 < sum(held_back) < 8
+    for face in faces:  # right wherever it answered, wrong wherever it abstained
+        wrong = next(c for c in CLASS_NAMES if c != face["expression"])
+        truth = wrong if face["abstained"] else face["expression"]
+        assert client.post("/v1/feedback", json={"prediction_id": face["prediction_id"], "expression": truth}
+                           ).status_code == 200
+    expected = {"answered": {"reports": 8 - sum(held_back), "accuracy": 1.0},
+                "abstained": {"reports": sum(held_back), "accuracy": 0.0}}
+    performance = client.get("/v1/performance").json()["expression"]
+    assert {k: performance[k] for k in expected} == expected
+    assert performance["accuracy"] == pytest.approx((9 - sum(held_back)) / 9)  # with the right one from before
+    assert "affectkit_feedback_answered_accuracy 1.0" in client.get("/metrics").text
+    restarted = TestClient(create_app(model_path, **options)).get("/v1/performance").json()["expression"]
+    assert {k: restarted[k] for k in expected} == expected
+
+    report = feedback_report(older, tmp_path / "report")  # the report from before counts in neither part
+    assert report.summary["expression"]["reports"] == 9
+    assert {k: report.summary["expression"][k] for k in expected} == expected
+    assert f"{8 - sum(held_back)} answered, accuracy 1.000" in (tmp_path / "report" / "feedback.md").read_text()
 
 
 def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_path):
@@ -241,11 +288,11 @@ def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_p
 
     state = ServingState(tmp_path / "state", model_path, CLASS_NAMES, served_window=10, remembered=100)
     said = ["Happy", "Sad", "Happy", "Anger", "Neutral", "Happy"]
-    state.add_predictions([(f"id{i}", (e, 0.5, 0.0)) for i, e in enumerate(said)])
+    state.add_predictions([(f"id{i}", (e, 0.5, 0.0, None)) for i, e in enumerate(said)])
     truths = [("Happy", 0.4, None), ("Happy", None, None), ("Happy", None, -0.2), ("Anger", 0.1, None),
               (None, None, 0.3), ("Fear", -0.5, None)]
     for i, (expression, valence, arousal) in enumerate(truths):
-        state.add_report(f"id{i}", ((said[i], 0.5, 0.0), expression, valence, arousal))
+        state.add_report(f"id{i}", ((said[i], 0.5, 0.0, None), expression, valence, arousal))
     state.close()
     day = 24 * 3600
     with sqlite3.connect(state.path) as db:  # the first three reports a day earlier

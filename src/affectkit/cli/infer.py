@@ -276,6 +276,8 @@ def feedback_report(
     line = f"{summary['reports']} reports from {summary['from']} to {summary['to']} (UTC)"
     if "expression" in summary:
         line += f"; expression accuracy {summary['expression']['accuracy']:.3f} over {summary['expression']['reports']}"
+        if (answered := summary["expression"].get("answered", {})).get("accuracy") is not None:
+            line += f" ({answered['accuracy']:.3f} over the {answered['reports']} not abstained on)"
     line += "".join(f"; {name} MAE {summary[name]['mae']:.3f}" for name in ("valence", "arousal") if name in summary)
     if "accuracy" in summary.get("model_test", {}):
         line += f" (its own test split: accuracy {summary['model_test']['accuracy']:.3f})"

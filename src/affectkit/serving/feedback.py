@@ -40,6 +40,20 @@ def reference_scores(evaluation: dict[str, Any]) -> dict[str, Any]:
         name: evaluation[name]["mae"] for name in ("valence", "arousal") if evaluation.get(name)}
 
 
+def abstention_scores(truth: np.ndarray, said: np.ndarray, abstained: Sequence[bool | None]) -> dict[str, Any]:
+    """The accuracy of the reported faces the server ``answered`` and of those it ``abstained`` on (each with its
+    count of reports; None where there are none); empty where no report's face was served with a threshold."""
+    served_with = np.array([flag is not None for flag in abstained])
+    if not served_with.any():
+        return {}
+    held_back = np.array([bool(flag) for flag in abstained])
+    out = {}
+    for name, faces in (("answered", served_with & ~held_back), ("abstained", held_back)):
+        out[name] = {"reports": int(faces.sum()),
+                     "accuracy": float((truth[faces] == said[faces]).mean()) if faces.any() else None}
+    return out
+
+
 class FeedbackError(KindedError):
     """A report that cannot be used: ``kind`` "unknown" (no such prediction remembered), "duplicate" or "invalid"."""
 
@@ -49,6 +63,7 @@ class _Said:
     expression: int
     valence: float
     arousal: float
+    abstained: bool | None = None  # None where the server abstains on no face
 
 
 @dataclass(frozen=True)
@@ -80,11 +95,12 @@ class FeedbackTracker:
         if state is not None:
             self._restore(state)
 
-    def _said_as(self, expression: str | None, valence: float | None, arousal: float | None) -> _Said:
+    def _said_as(self, expression: str | None, valence: float | None, arousal: float | None,
+                 abstained: bool | None = None) -> _Said:
         # A valence/arousal model said no expression (None when served, "" once stored): -1; an expression model no
         # valence or arousal (None when served): 0, never scored (reports of them are refused).
         return _Said(self.class_names.index(expression) if expression else -1, float(valence or 0.0),
-                     float(arousal or 0.0))
+                     float(arousal or 0.0), abstained)
 
     def _restore(self, state: ServingState) -> None:
         for prediction_id, said, reported in state.remembered()[-self._remembered:]:
@@ -98,15 +114,15 @@ class FeedbackTracker:
     def remember(self, faces: Sequence[dict[str, Any]]) -> None:
         """Give each face (a served result, changed in place) a ``prediction_id`` and remember what was said of it."""
         with self._lock:
-            for face in faces:
+            said = [self._said_as(f["expression"], f["valence"], f["arousal"], f.get("abstained")) for f in faces]
+            for face, what in zip(faces, said):
                 face["prediction_id"] = uuid.uuid4().hex
-                self._said[face["prediction_id"]] = self._said_as(face["expression"], face["valence"], face["arousal"])
+                self._said[face["prediction_id"]] = what
                 if len(self._said) > self._remembered:
                     self._said.popitem(last=False)
             if self._state is not None:
-                said = [self._said_as(f["expression"], f["valence"], f["arousal"]) for f in faces]
-                self._state.add_predictions([(f["prediction_id"], (f["expression"] or "", s.valence, s.arousal))
-                                             for f, s in zip(faces, said)])
+                self._state.add_predictions([(f["prediction_id"], (f["expression"] or "", s.valence, s.arousal,
+                                                                   s.abstained)) for f, s in zip(faces, said)])
 
     def _class(self, expression: str | int | None) -> int | None:
         if expression is None:
@@ -144,7 +160,7 @@ class FeedbackTracker:
                 raise FeedbackError("duplicate", f"prediction {prediction_id!r} was reported already")
             if self._state is not None:  # first: a report it cannot store is not taken
                 stored_said = (self.class_names[said.expression] if self.class_names else "", said.valence,
-                               said.arousal)
+                               said.arousal, said.abstained)
                 truth = None if label is None else self.class_names[label]
                 self._state.add_report(prediction_id, (stored_said, truth, valence, arousal))
             self._said[prediction_id] = None
@@ -166,6 +182,7 @@ class FeedbackTracker:
             out["expression"] = {
                 "reports": len(labelled), "accuracy": float((truth == said).mean()),
                 "recall": {self.class_names[c]: float((said[truth == c] == c).mean()) for c in np.unique(truth)},
+                **abstention_scores(truth, said, [r.said.abstained for r in labelled]),
             }
         for name in ("valence", "arousal"):
             pairs = [(getattr(r, name), getattr(r.said, name)) for r in reports if not math.isnan(getattr(r, name))]
@@ -184,6 +201,9 @@ class FeedbackTracker:
         if "expression" in summary:
             gauges.append(("affectkit_feedback_accuracy", "Expression accuracy over the latest reports.",
                            summary["expression"]["accuracy"]))
+        if "answered" in summary.get("expression", {}):
+            gauges.append(("affectkit_feedback_answered_accuracy", "Expression accuracy over the latest reports of "
+                           "faces not abstained on.", summary["expression"]["answered"]["accuracy"]))
         for name in ("valence", "arousal"):
             if name in summary:
                 gauges.append((f"affectkit_feedback_{name}_mae", f"{name.capitalize()} MAE over the latest reports.",

@@ -17,7 +17,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.plots import plot_confusion_matrix, plot_feedback_over_time
 from affectkit.inference.predictor import model_metadata
-from affectkit.serving.feedback import latest_test_evaluation, reference_scores
+from affectkit.serving.feedback import abstention_scores, latest_test_evaluation, reference_scores
 from affectkit.serving.state import read_reports, state_file
 
 PERIODS = {"hour": "h", "day": "D", "week": "W-MON"}
@@ -33,9 +33,11 @@ class FeedbackReport:
 def _expression_scores(labelled: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
     truth, said = labelled["expression"], labelled["said_expression"]
     present = sorted(set(truth) | set(said), key=classes.index)
+    abstained = [None if pd.isna(flag) else bool(flag) for flag in labelled["said_abstained"]]
     return {"reports": len(labelled), "accuracy": float((truth == said).mean()),
             "macro_f1": float(f1_score(truth, said, labels=present, average="macro", zero_division=0)),
-            "recall": {c: float((said[truth == c] == c).mean()) for c in classes if (truth == c).any()}}
+            "recall": {c: float((said[truth == c] == c).mean()) for c in classes if (truth == c).any()},
+            **abstention_scores(truth.to_numpy(), said.to_numpy(), abstained)}
 
 
 def _period_row(group: pd.DataFrame) -> dict[str, float]:
@@ -57,6 +59,10 @@ def _markdown(summary: dict[str, Any], periods: pd.DataFrame, state: Path, every
         scores = summary["expression"]
         lines += [f"- Expression: {scores['reports']} reports, accuracy {scores['accuracy']:.3f}, macro-F1 "
                   f"{scores['macro_f1']:.3f}; recall " + ", ".join(f"{c} {r:.2f}" for c, r in scores["recall"].items())]
+        if "answered" in scores:
+            lines += ["- Of those faces, served with a confidence to abstain below: " + "; ".join(
+                f"{part['reports']} {name}" + ("" if part["accuracy"] is None else f", accuracy {part['accuracy']:.3f}")
+                for name, part in (("answered", scores["answered"]), ("abstained on", scores["abstained"])))]
     lines += [f"- {name.capitalize()}: {summary[name]['reports']} reports, MAE {summary[name]['mae']:.3f}"
               for name in ("valence", "arousal") if name in summary]
     if "model_test" in summary:

@@ -30,17 +30,20 @@ CREATE TABLE IF NOT EXISTS served (
     expression TEXT NOT NULL, valence REAL NOT NULL, arousal REAL NOT NULL, confidence REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS predictions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, time REAL NOT NULL,
-    expression TEXT NOT NULL, valence REAL NOT NULL, arousal REAL NOT NULL, reported INTEGER NOT NULL DEFAULT 0);
+    expression TEXT NOT NULL, valence REAL NOT NULL, arousal REAL NOT NULL, reported INTEGER NOT NULL DEFAULT 0,
+    abstained INTEGER);
 CREATE TABLE IF NOT EXISTS reports (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, prediction_id TEXT NOT NULL,
     expression TEXT, valence REAL, arousal REAL,
-    said_expression TEXT NOT NULL, said_valence REAL NOT NULL, said_arousal REAL NOT NULL);
+    said_expression TEXT NOT NULL, said_valence REAL NOT NULL, said_arousal REAL NOT NULL, said_abstained INTEGER);
 """
+# Columns files written before them lack, added when such a file is opened: (table, column, type).
+ADDED_COLUMNS = (("predictions", "abstained", "INTEGER"), ("reports", "said_abstained", "INTEGER"))
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 256  # rows beyond a window are deleted in batches, not one per insert
 
 Served = tuple[str, float, float, float]  # expression, valence, arousal, confidence
-Said = tuple[str, float, float]  # expression, valence, arousal
+Said = tuple[str, float, float, bool | None]  # expression, valence, arousal, abstained (None: no threshold served)
 Report = tuple[Said, str | None, float | None, float | None]  # what was said; the truth (None where not reported)
 
 
@@ -75,6 +78,7 @@ class ServingState:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._add_missing_columns()
             # For whoever reads the file later: which model, and its classes in the order of its outputs.
             self._db.executemany("INSERT OR IGNORE INTO model VALUES (?, ?)",
                                  [("model", Path(model_path).name), ("class_names", ",".join(class_names))])
@@ -83,6 +87,12 @@ class ServingState:
                                  "start afresh.") from None
         for table in self._keep:
             self._prune(table)
+
+    def _add_missing_columns(self) -> None:
+        for table, column, kind in ADDED_COLUMNS:
+            # The names come from ADDED_COLUMNS, never from a request.
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -118,20 +128,20 @@ class ServingState:
         return rows[::-1]
 
     def add_predictions(self, rows: Sequence[tuple[str, Said]]) -> None:
-        """``(prediction_id, (expression, valence, arousal))`` of faces served."""
+        """``(prediction_id, (expression, valence, arousal, abstained))`` of faces served."""
         if rows:
             now = time.time()
-            self._record("predictions", "INSERT INTO predictions (id, time, expression, valence, arousal) "
-                         "VALUES (?, ?, ?, ?, ?)", [(pid, now, *said) for pid, said in rows])
+            self._record("predictions", "INSERT INTO predictions (id, time, expression, valence, arousal, abstained) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", [(pid, now, *said) for pid, said in rows])
             self._count("predictions", len(rows))
 
     def remembered(self) -> list[tuple[str, Said, bool]]:
         """The last ``remembered`` predictions, oldest first: id, what was said, whether it was reported."""
         with self._lock:
-            rows = self._db.execute("SELECT id, expression, valence, arousal, reported FROM predictions "
+            rows = self._db.execute("SELECT id, expression, valence, arousal, abstained, reported FROM predictions "
                                     "ORDER BY seq DESC LIMIT ?", (self._keep["predictions"],)).fetchall()
-        return [(pid, (expression, valence, arousal), bool(reported))
-                for pid, expression, valence, arousal, reported in rows[::-1]]
+        return [(pid, (expression, valence, arousal, _flag(abstained)), bool(reported))
+                for pid, expression, valence, arousal, abstained, reported in rows[::-1]]
 
     def add_report(self, prediction_id: str, report: Report) -> None:
         """One report, and its prediction marked reported, in one transaction. Raises StateError where it cannot be
@@ -141,7 +151,7 @@ class ServingState:
             with self._transaction() as db:
                 db.execute("UPDATE predictions SET reported = 1 WHERE id = ?", (prediction_id,))
                 db.execute("INSERT INTO reports (time, prediction_id, expression, valence, arousal, said_expression, "
-                           "said_valence, said_arousal) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           "said_valence, said_arousal, said_abstained) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (time.time(), prediction_id, expression, valence, arousal, *said))
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: the report could not be stored ({exc})") from None
@@ -149,10 +159,10 @@ class ServingState:
     def reports(self, latest: int) -> tuple[list[Report], int]:
         """The latest ``latest`` reports, oldest first, and how many there have been in all."""
         with self._lock:
-            rows = self._db.execute("SELECT said_expression, said_valence, said_arousal, expression, valence, arousal "
-                                    "FROM reports ORDER BY seq DESC LIMIT ?", (latest,)).fetchall()
+            rows = self._db.execute("SELECT said_expression, said_valence, said_arousal, said_abstained, expression, "
+                                    "valence, arousal FROM reports ORDER BY seq DESC LIMIT ?", (latest,)).fetchall()
             (total,) = self._db.execute("SELECT COUNT(*) FROM reports").fetchone()
-        return [((e, v, a), *truth) for e, v, a, *truth in rows[::-1]], total
+        return [((e, v, a, _flag(abstained)), *truth) for e, v, a, abstained, *truth in rows[::-1]], total
 
     def _count(self, table: str, added: int) -> None:
         self._since_prune[table] += added
@@ -170,9 +180,14 @@ class ServingState:
             self._db.close()
 
 
+def _flag(stored: int | None) -> bool | None:
+    return None if stored is None else bool(stored)
+
+
 def read_reports(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """Every report a state file holds, oldest first (``time`` as a UTC timestamp, the truth and what the model
-    said), and the model's class names. Opened read-only: a running server may keep writing."""
+    said, ``said_abstained`` whether it abstained on the face: 1, 0, or empty where no threshold was served), and the
+    model's class names. Opened read-only: a running server may keep writing."""
     path = Path(path)
     if not path.is_file():
         raise AffectkitError(f"{path} does not exist: give a state file `affectkit serve --state-dir` wrote.")
@@ -180,8 +195,11 @@ def read_reports(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             names = dict(db.execute("SELECT key, value FROM model"))["class_names"]
             classes = names.split(",") if names else []  # none: a valence/arousal model
+            # A file written before abstentions were kept has no such column (and served none).
+            columns = {row[1] for row in db.execute("PRAGMA table_info(reports)")}
+            abstained = "said_abstained" if "said_abstained" in columns else "NULL AS said_abstained"
             reports = pd.read_sql("SELECT time, prediction_id, expression, said_expression, valence, said_valence, "
-                                  "arousal, said_arousal FROM reports ORDER BY seq", db)
+                                  f"arousal, said_arousal, {abstained} FROM reports ORDER BY seq", db)
     except (sqlite3.Error, pd.errors.DatabaseError, KeyError) as exc:
         raise AffectkitError(f"{path} is not a state file `affectkit serve --state-dir` wrote ({exc}).") from None
     reports["time"] = pd.to_datetime(reports["time"], unit="s", utc=True)
