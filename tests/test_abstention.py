@@ -16,9 +16,14 @@ from typer.testing import CliRunner
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.calibration import calibrate
-from affectkit.evaluation.card import write_model_card
+from affectkit.evaluation.card import card_path, write_model_card
 from affectkit.evaluation.evaluator import Predictions
-from affectkit.evaluation.metrics import VALIDATION_COVERAGES, selective_accuracy, threshold_for_accuracy
+from affectkit.evaluation.metrics import (
+    VALIDATION_COVERAGES,
+    selective_accuracy,
+    threshold_for_accuracy,
+    thresholds_held_out,
+)
 from affectkit.inference.images import read_image
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother
@@ -189,3 +194,30 @@ def test_the_server_marks_counts_and_describes_its_abstentions(measured, demo_di
     assert plain.get("/v1/model").json()["abstention"] is None
     one = plain.post("/v1/predict", files=files[:1]).json()["results"][0]["faces"][0]
     assert "abstained" not in one and one["expression"] in CLASS_NAMES
+
+
+def test_the_validation_thresholds_are_tried_on_other_faces():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])
+    targets = np.array([0, 1, 1, 0])  # right, wrong, right, wrong: the surest two are half right
+    curve = [{"coverage": 1.0, "min_confidence": 0.5, "accuracy": 0.6}, {"coverage": 0.5, "min_confidence": 0.75,
+                                                                          "accuracy": 0.9},
+             {"coverage": 0.1, "min_confidence": 0.95, "accuracy": 1.0}]
+    tried = thresholds_held_out(probs, targets, curve)
+    assert [(t["coverage"], t["accuracy"]) for t in tried] == [(1.0, 0.5), (0.5, 0.5), (0.0, None)]
+    assert [(t["validation_coverage"], t["validation_accuracy"], t["min_confidence"]) for t in tried] == [
+        (c["coverage"], c["accuracy"], c["min_confidence"]) for c in curve]
+
+
+def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured, demo_dir, tmp_path):
+    from affectkit.pipeline import evaluate_saved
+
+    saved, _, _ = measured
+    metrics = evaluate_saved(saved, demo_dir, "all", None, tmp_path / "eval", quiet=True)
+    tried = metrics["expression"]["validation_thresholds"]
+    curve = read_metadata(saved)["validation_coverage"]["curve"]
+    assert [t["min_confidence"] for t in tried] == [c["min_confidence"] for c in curve]
+    coverages = [t["coverage"] for t in tried]
+    assert coverages == sorted(coverages, reverse=True) and coverages[0] > 0  # a higher threshold answers fewer
+    card = card_path(saved).read_text()
+    assert "The abstention thresholds read on the validation faces, on these" in card
+    assert f"answers {tried[VALIDATION_COVERAGES.index(0.8)]['coverage']:.0%} here" in card

@@ -54,7 +54,8 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
              "seen_in_training": metrics.get("seen_in_training", 0),
              "unlearnt_classes": expression.get("unlearnt_classes"),
              "by": metrics.get("by"),  # scores by group of faces, where the evaluation measured them
-             "coverage": expression.get("coverage")}  # accuracy on its surest faces
+             "coverage": expression.get("coverage"),  # accuracy on its surest faces
+             "validation_thresholds": expression.get("validation_thresholds")}  # --target-accuracy's, tried here
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)
         entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
@@ -258,6 +259,8 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
                                f"{p['accuracy']:.3f}" for p in e["coverage"][1:])  # after all of them
             lines += ["", f"Answering only its surest faces (`{e['data']}`, {e['split']}): accuracy on all "
                           f"{_number(e['accuracy'])}; on the surest {shares}."]
+        if e.get("validation_thresholds"):
+            lines += ["", *_held_out_threshold_lines(e)]
         for attribute, found in (e.get("by") or {}).items():
             lines += ["", *_group_lines(attribute, found, e)]
     if any(e.get("accuracy_interval") for e in evaluations):
@@ -284,6 +287,17 @@ def _abstention_lines(recorded: dict[str, Any] | None) -> list[str]:
     return ["", f"Abstaining: on its {recorded['faces']} validation faces, {shares}. `affectkit predict` and `serve` "
                 "mark a face `abstained` below `--min-confidence P`, or below the probability at which these faces "
                 "were answered `--target-accuracy A` right."]
+
+
+def _held_out_threshold_lines(evaluation: dict[str, Any]) -> list[str]:
+    """How the thresholds read on the validation faces (the card's shares of them) do on an evaluation's faces."""
+    from affectkit.evaluation.metrics import VALIDATION_COVERAGES  # see _evaluation_section
+
+    tried = [f"{t['validation_coverage']:.0%} of them there (probability {t['min_confidence']:.2f} or more, "
+             f"{t['validation_accuracy']:.3f} right) answers {t['coverage']:.0%} here, {_number(t['accuracy'])} right"
+             for asked, t in zip(VALIDATION_COVERAGES, evaluation["validation_thresholds"]) if asked in CARD_COVERAGES]
+    return [f"The abstention thresholds read on the validation faces, on these (`{evaluation['data']}`, "
+            f"{evaluation['split']}): answering " + "; ".join(tried) + "."]
 
 
 def _group_lines(attribute: str, found: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:

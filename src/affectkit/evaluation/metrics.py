@@ -347,6 +347,22 @@ def threshold_for_accuracy(coverage: Sequence[dict], target: float) -> dict | No
     return max(reaching, key=lambda row: row["coverage"], default=None)
 
 
+def thresholds_held_out(probs: ArrayLike, targets: ArrayLike, curve: Sequence[dict]) -> list[dict]:
+    """Each threshold of a :func:`selective_accuracy` ``curve`` read on the validation faces, applied to these: the
+    share of them it answers and their accuracy (None where it answers none), beside the validation ones. Whether an
+    abstention threshold chosen there holds on faces it was not chosen on."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(targets)
+    rows = []
+    for row in curve:
+        answered = confidence >= row["min_confidence"]
+        rows.append({"min_confidence": row["min_confidence"], "validation_coverage": row["coverage"],
+                     "validation_accuracy": row["accuracy"], "coverage": round(float(answered.mean()), 4),
+                     "accuracy": round(float(correct[answered].mean()), 4) if answered.any() else None})
+    return rows
+
+
 def reliability_curve(probs: ArrayLike, targets: ArrayLike,
                       n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean confidence, accuracy and sample count of the top-1 prediction per equal-width confidence bin.

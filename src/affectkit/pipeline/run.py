@@ -38,6 +38,7 @@ from affectkit.evaluation.metrics import (
     compute_metrics,
     expression_score,
     prior_collapse,
+    thresholds_held_out,
     unlearnt_classes,
     unlearnt_note,
 )
@@ -99,6 +100,10 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
     metrics = score(pred, data, positions)
     if metrics["expression"] is not None:
         metrics["expression"]["temperature"] = float(meta.get("temperature", 1.0))
+        if recorded := meta.get("validation_coverage"):  # the thresholds --target-accuracy reads, tried here
+            classed = data.expression[positions] != NO_EXPRESSION
+            metrics["expression"]["validation_thresholds"] = thresholds_held_out(
+                pred.probs[classed], data.expression[positions][classed], recorded["curve"])
     metrics["split"] = split
     if seen_in_training:
         metrics["seen_in_training"] = seen_in_training
