@@ -221,3 +221,14 @@ def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured
     card = card_path(saved).read_text()
     assert "The abstention thresholds read on the validation faces, on these" in card
     assert f"answers {tried[VALIDATION_COVERAGES.index(0.8)]['coverage']:.0%} here" in card
+
+
+def test_a_predictor_loads_without_the_evaluation_libraries():
+    """The threshold's lookup is imported when one is asked for: predict and serve start without torchmetrics."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from affectkit.inference.predictor import Predictor; "
+            "print([m for m in ('torchmetrics', 'lightning') if m in sys.modules])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

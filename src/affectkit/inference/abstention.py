@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.metrics import MIN_COVERAGE_FACES, threshold_for_accuracy
 from affectkit.models.io import predicts_expression
 
 
@@ -41,6 +40,9 @@ def abstention_for(meta: dict[str, Any], model_path: str | Path, min_confidence:
     """The abstention asked for a model (its description ``meta``, saved at ``model_path``): a ``min_confidence``
     as given, or the lowest confidence at which the model's validation faces were answered with an accuracy of
     ``target_accuracy`` or more; None where neither is given."""
+    # Imported here: metrics loads torchmetrics, which a predictor does not otherwise need.
+    from affectkit.evaluation.metrics import MIN_COVERAGE_FACES, threshold_for_accuracy
+
     if min_confidence is None and target_accuracy is None:
         return None
     if min_confidence is not None and target_accuracy is not None:
