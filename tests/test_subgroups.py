@@ -5,6 +5,8 @@ set's manifest or a table of their own."""
 from __future__ import annotations
 
 import json
+import shutil
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -298,6 +300,24 @@ def test_rafdbs_manual_annotation_gives_its_faces_gender_race_and_age(tmp_path):
     assert by_gender.loc[("biased", "female"), "accuracy"] == pytest.approx((women["label"] == 4).mean())
     assert set(result.by["race"]["group"]) == {"Caucasian", "African-American", "Asian"}
     assert set(result.by["age"]["group"]) == {"0-3", "4-19", "20-39", "40-69", "70+"}
+
+    # As released, the annotation is a zip beside the folder it unpacks to: read in place, it gives the same.
+    from affectkit.data.layouts import rafdb
+
+    unpacked = rafdb.attributes(root)
+    manual = root / "Annotation" / "manual"
+    with zipfile.ZipFile(root / "Annotation" / "manual.zip", "w") as archive:
+        for file in sorted(manual.iterdir()):
+            archive.write(file, f"manual/{file.name}")
+    shutil.rmtree(manual)
+    pd.testing.assert_frame_equal(rafdb.attributes(root), unpacked)
+    zipped = compare_saved([], root, tmp_path / "cmp_zip", predictions=[tmp_path / "oracle.csv",
+                                                                        tmp_path / "biased.csv"],
+                           by=["gender"], quiet=True)
+    pd.testing.assert_frame_equal(zipped.by["gender"], result.by["gender"])
+    (root / "Annotation" / "manual.zip").write_bytes(b"not a zip")
+    with pytest.raises(AffectkitError, match="manual.zip: not a readable zip archive"):
+        rafdb.attributes(root)
 
 
 def test_a_hugging_face_tables_columns_are_attributes_too(model_path, tmp_path):

@@ -6,14 +6,16 @@
 Labels 1..7 are RAF-DB's order (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral), converted here; the
 train/test split comes from the file names and validation is carved from train.
 
-Where the release's manual annotation is unpacked (``DATA/Annotation/manual/train_00001_manu_attri.txt``: five
-landmark lines, then gender, race and age band), each face's ``gender``, ``race`` and ``age`` are its attributes,
+Where the release's manual annotation is (``DATA/Annotation/manual/train_00001_manu_attri.txt``, or the same files
+in ``DATA/Annotation/manual.zip`` as released: five landmark lines, then gender, race and age band), each face's
+``gender``, ``race`` and ``age`` are its attributes,
 which ``evaluate``, ``compare``, ``run`` and ``benchmark`` score groups of faces by (``--by gender``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
@@ -31,6 +33,8 @@ from affectkit.errors import AffectkitError
 
 NAME = "rafdb"
 MANUAL_ANNOTATION = Path("Annotation") / "manual"
+MANUAL_ARCHIVE = Path("Annotation") / "manual.zip"
+ANNOTATION_SUFFIX = "_manu_attri.txt"
 # The manual annotation's codes, in the order of its lines after the five landmarks.
 ATTRIBUTE_CODES = {"gender": ("male", "female", "unsure"), "race": ("Caucasian", "African-American", "Asian"),
                    "age": ("0-3", "4-19", "20-39", "40-69", "70+")}
@@ -92,18 +96,38 @@ def read(root: Path, options: ReadOptions) -> DatasetIndex:
 
 def attributes(root: Path) -> pd.DataFrame | None:
     """Each face's gender, race and age band from the manual annotation, one row per face named by its ``id`` (its
-    name in the label file); None where the annotation is not unpacked. A file too short or with a code out of range
+    name in the label file); None where there is no annotation. A file too short or with a code out of range
     leaves that face's attributes blank."""
-    folder = root / MANUAL_ANNOTATION
-    files = sorted(folder.glob("*_manu_attri.txt")) if folder.is_dir() else []
-    if not files:
+    annotations = _manual_annotations(root)
+    if not annotations:
         return None
     rows = []
-    for file in files:
-        lines = [line.strip() for line in file.read_text(errors="replace").splitlines() if line.strip()]
+    for name, text in annotations:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         codes = lines[5:8] if len(lines) >= 8 else []
-        row = {"id": file.name.removesuffix("_manu_attri.txt") + ".jpg"}
+        row = {"id": name.removesuffix("_manu_attri.txt") + ".jpg"}
         for (attribute, names), code in zip(ATTRIBUTE_CODES.items(), codes):
             row[attribute] = names[int(code)] if code.isdigit() and int(code) < len(names) else None
         rows.append(row)
     return pd.DataFrame(rows, columns=["id", *ATTRIBUTE_CODES])
+
+
+def _manual_annotations(root: Path) -> list[tuple[str, str]]:
+    """(file name, text) of each face's manual annotation, unpacked in Annotation/manual/ or, as released, in
+    Annotation/manual.zip (read in place)."""
+    folder = root / MANUAL_ANNOTATION
+    if folder.is_dir() and (files := sorted(folder.glob(f"*{ANNOTATION_SUFFIX}"))):
+        return [(file.name, file.read_text(errors="replace")) for file in files]
+    archive = root / MANUAL_ARCHIVE
+    if not archive.is_file():
+        return []
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            entries = sorted((e for e in zipped.infolist() if e.filename.endswith(ANNOTATION_SUFFIX)),
+                             key=lambda e: e.filename)
+            # An annotation is a few lines: a larger entry is no annotation (and is not inflated to find out).
+            return [(PurePosixPath(e.filename).name, zipped.read(e).decode(errors="replace") if e.file_size <= 4096
+                     else "") for e in entries]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise AffectkitError(f"{archive}: not a readable zip archive ({exc}); unpack it into {folder}/, or move it "
+                             "away.") from None
