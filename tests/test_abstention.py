@@ -232,3 +232,20 @@ def test_a_predictor_loads_without_the_evaluation_libraries():
             "print([m for m in ('torchmetrics', 'lightning') if m in sys.modules])")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_a_served_video_marks_its_frames_and_tracks(model_path, demo_dir, tmp_path):
+    import cv2
+
+    face = read_image(demo_dir / "images" / "0.jpg")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, face.shape[1::-1])
+    for shift in range(6):
+        writer.write(cv2.cvtColor(np.roll(face, shift, axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    for threshold, marked in ((1.0, True), (0.01, False)):
+        client = TestClient(create_app(model_path, detect=False, min_confidence=threshold))
+        result = client.post("/v1/predict-video", files={"file": ("clip.avi", path.read_bytes(), "video/x-msvideo")},
+                             params={"fps": 4, "smooth": 0.5}).json()
+        assert [f["faces"][0]["abstained"] for f in result["frames"]] == [marked] * 6
+        assert [t["abstained"] for t in result["tracks"]] == [marked]

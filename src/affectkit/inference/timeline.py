@@ -163,9 +163,11 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
     return path
 
 
-def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str]) -> list[dict[str, Any]]:
+def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str],
+                    min_confidence: float | None = None) -> list[dict[str, Any]]:
     """Per face track, longest first: the frames it was seen in, its mean probabilities and the expression they
-    give, its mean valence and arousal."""
+    give (``abstained`` where their confidence is below ``min_confidence``, where one is given), its mean valence
+    and arousal."""
     by_track: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for index, faces in frames:
         for face in faces:
@@ -173,10 +175,10 @@ def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names:
     summaries = []
     for track, seen in by_track.items():
         probabilities = np.mean([[face["probabilities"][c] for c in class_names] for _, face in seen], axis=0)
-        expression = expression_fields(class_names, probabilities)
+        expression = expression_fields(class_names, probabilities, min_confidence)
         summaries.append({
             "track": track, "frames": len(seen), "first_frame": seen[0][0], "last_frame": seen[-1][0],
-            **{k: expression[k] for k in ("expression", "confidence", "probabilities")},
+            **{k: expression[k] for k in ("expression", "confidence", "abstained", "probabilities") if k in expression},
             **{k: None if seen[0][1][k] is None else float(np.mean([face[k] for _, face in seen]))
                for k in ("valence", "arousal")},
         })

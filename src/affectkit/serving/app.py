@@ -417,7 +417,7 @@ def create_app(
             "filename": name, "seconds": read.seconds, "frame_rate": read.frame_rate, "every": read.every,
             "frames_read": len(frames),
             "frames": [{"frame": index, "time": index / read.frame_rate, "faces": faces} for index, faces in frames],
-            "tracks": track_summaries(frames, predictor.class_names),
+            "tracks": track_summaries(frames, predictor.class_names, predictor.min_confidence),
         }
         return result | extra
 
