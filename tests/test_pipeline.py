@@ -124,6 +124,24 @@ def test_the_report_warns_of_a_model_that_learnt_the_class_frequencies(run_dir, 
     assert f"**Warning** (`{run.resolve()}`, test): the model gives Happy to 100% of the faces" in card
 
 
+def test_the_report_tells_how_the_abstention_thresholds_did_on_the_test_faces(run_dir, tmp_path):
+    from affectkit.evaluation.metrics import VALIDATION_COVERAGES
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    metrics = json.loads((run / "CustomCNN_metrics.json").read_text())
+    tried = [{"min_confidence": 0.2 + share / 2, "validation_coverage": share, "validation_accuracy": 0.9,
+              "coverage": share - 0.05, "accuracy": 0.85} for share in VALIDATION_COVERAGES]
+    metrics["expression"]["validation_thresholds"] = tried
+    (run / "CustomCNN_metrics.json").write_text(json.dumps(metrics))
+    rows = pd.read_csv(run / "model_comparison_results.csv").to_dict("records")
+    summary = json.loads((run / "dataset_summary.json").read_text())
+    report = write_report(RunFolder(run), summary, rows, ["CustomCNN"], []).read_text()
+    assert ("the thresholds read on the validation faces, on the test faces: answering 90% of them there "
+            "(probability 0.65 or more, 0.900 right) answers 85% here, 0.850 right; 80% of them there") in report
+    assert "; 50% of them there" in report and "95% of them there" not in report and "; 60%" not in report
+
+
 def test_evaluate_reproduces_the_run(run_dir, demo_dir):
     recorded = json.loads((run_dir / "CustomCNN_metrics.json").read_text())
     again = evaluate_saved(run_dir / "best_CustomCNN.safetensors", demo_dir, "test", None, run_dir / "eval", quiet=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
-from affectkit.evaluation.comparison import table_number
+from affectkit.evaluation.comparison import held_out_threshold_sentence, listed_shares, table_number
 from affectkit.models.io import (SYNTHETIC_WARNING, config_from_metadata, fusion_branches, fusion_criterion,
                                 model_paths, predicts_expression, predicts_valence_arousal, read_metadata,
                                 trained_classes, update_metadata)
@@ -260,7 +260,8 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
             lines += ["", f"Answering only its surest faces (`{e['data']}`, {e['split']}): accuracy on all "
                           f"{_number(e['accuracy'])}; on the surest {shares}."]
         if e.get("validation_thresholds"):
-            lines += ["", *_held_out_threshold_lines(e)]
+            lines += ["", f"The abstention thresholds read on the validation faces, on these (`{e['data']}`, "
+                          f"{e['split']}): " + held_out_threshold_sentence(e["validation_thresholds"])]
         for attribute, found in (e.get("by") or {}).items():
             lines += ["", *_group_lines(attribute, found, e)]
     if any(e.get("accuracy_interval") for e in evaluations):
@@ -272,32 +273,16 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     return [*lines, *_abstention_lines(meta.get("validation_coverage")), ""]
 
 
-CARD_COVERAGES = (0.9, 0.8, 0.7, 0.5)  # the shares of the validation faces answered that the card lists
-
-
 def _abstention_lines(recorded: dict[str, Any] | None) -> list[str]:
     """What abstaining below a confidence did on the validation faces, the table ``--target-accuracy`` reads."""
-    from affectkit.evaluation.metrics import VALIDATION_COVERAGES  # see _evaluation_section
-
     if not recorded:  # a valence/arousal model, too few validation faces, or one saved before it was recorded
         return []
     shares = "; ".join(f"{p['coverage']:.0%} answered (probability {p['min_confidence']:.2f} or more), "
                        f"{p['accuracy']:.3f} right"
-                       for asked, p in zip(VALIDATION_COVERAGES, recorded["curve"]) if asked in CARD_COVERAGES)
+                       for p in listed_shares(recorded["curve"]))
     return ["", f"Abstaining: on its {recorded['faces']} validation faces, {shares}. `affectkit predict` and `serve` "
                 "mark a face `abstained` below `--min-confidence P`, or below the probability at which these faces "
                 "were answered `--target-accuracy A` right."]
-
-
-def _held_out_threshold_lines(evaluation: dict[str, Any]) -> list[str]:
-    """How the thresholds read on the validation faces (the card's shares of them) do on an evaluation's faces."""
-    from affectkit.evaluation.metrics import VALIDATION_COVERAGES  # see _evaluation_section
-
-    tried = [f"{t['validation_coverage']:.0%} of them there (probability {t['min_confidence']:.2f} or more, "
-             f"{t['validation_accuracy']:.3f} right) answers {t['coverage']:.0%} here, {_number(t['accuracy'])} right"
-             for asked, t in zip(VALIDATION_COVERAGES, evaluation["validation_thresholds"]) if asked in CARD_COVERAGES]
-    return [f"The abstention thresholds read on the validation faces, on these (`{evaluation['data']}`, "
-            f"{evaluation['split']}): answering " + "; ".join(tried) + "."]
 
 
 def _group_lines(attribute: str, found: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:

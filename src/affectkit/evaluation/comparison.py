@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from affectkit.config import CLASS_NAMES
-from affectkit.evaluation.metrics import expression_score, prior_collapse
+from affectkit.evaluation.metrics import VALIDATION_COVERAGES, expression_score, prior_collapse
 from affectkit.evaluation.significance import CONFIDENCE, PairedCCC, PairedComparison
 from affectkit.runs import RunFolder
 
@@ -119,6 +119,24 @@ def predictions_table(ids: np.ndarray, labels: np.ndarray, groups: np.ndarray | 
         table["person"] = groups
     table.update({model: class_names_of(classes) for model, classes in predicted.items()})
     return pd.DataFrame(table)
+
+
+LISTED_COVERAGES = (0.9, 0.8, 0.7, 0.5)  # the shares of the validation faces answered that cards and reports list
+
+
+def listed_shares(rows: Sequence[dict]) -> list[dict]:
+    """The rows, one per share of :data:`VALIDATION_COVERAGES` (a model's ``validation_coverage`` curve, or an
+    evaluation's ``validation_thresholds``), of the shares of the validation faces worth listing."""
+    return [row for asked, row in zip(VALIDATION_COVERAGES, rows) if asked in LISTED_COVERAGES]
+
+
+def held_out_threshold_sentence(tried: Sequence[dict]) -> str:
+    """How the abstention thresholds read on the validation faces did on other faces (an evaluation's
+    ``validation_thresholds``)."""
+    return "answering " + "; ".join(
+        f"{t['validation_coverage']:.0%} of them there (probability {t['min_confidence']:.2f} or more, "
+        f"{t['validation_accuracy']:.3f} right) answers {t['coverage']:.0%} here, {table_number(t['accuracy'], 3)} "
+        "right" for t in listed_shares(tried)) + "."
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -251,8 +269,13 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
                  ("reliability", run.reliability(name)), ("most confident mistakes", run.mistakes(name)),
                  ("accuracy on its surest faces", run.coverage(name)))
         lines += [f"![{name} {kind}]({plot.name})" for kind, plot in plots if plot.is_file()]  # ensembles: no history
-        if warning := prior_collapse(json.loads(run.metrics(name).read_text())["expression"], CLASS_NAMES):
+        expression = json.loads(run.metrics(name).read_text())["expression"]
+        if warning := prior_collapse(expression, CLASS_NAMES):
             lines += ["", f"**Warning:** {name} {warning}"]
+        if (expression or {}).get("validation_thresholds"):
+            lines += ["", "Abstaining (`affectkit predict --target-accuracy A`, or `--min-confidence P`): the "
+                          "thresholds read on the validation faces, on the test faces: "
+                      + held_out_threshold_sentence(expression["validation_thresholds"])]
         files = [run.metrics(name), *(path for path in [run.face_predictions(name), run.history(name)]
                                       if path.is_file())]
         lines += ["", f"Files: {', '.join(f'`{file.name}`' for file in files)}.", ""]
