@@ -222,6 +222,15 @@ def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured
     assert "The abstention thresholds read on the validation faces, on these" in card
     assert f"answers {tried[VALIDATION_COVERAGES.index(0.8)]['coverage']:.0%} here" in card
 
+    from affectkit.cli import app
+
+    printed = CliRunner().invoke(app, ["evaluate", str(saved), str(demo_dir), "--split", "all", "--out",
+                                       str(tmp_path / "again"), "--quiet"])
+    assert printed.exit_code == 0, printed.output
+    said = " ".join(printed.output.split())  # the console wraps long lines
+    assert "Abstaining (predict/serve --target-accuracy): the thresholds read on the validation faces" in said
+    assert f"answers {tried[VALIDATION_COVERAGES.index(0.5)]['coverage']:.0%} here" in said
+
 
 def test_a_predictor_loads_without_the_evaluation_libraries():
     """The threshold's lookup is imported when one is asked for: predict and serve start without torchmetrics."""

@@ -179,6 +179,21 @@ def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
             browser.close()
 
 
+def test_page_marks_a_face_the_server_abstains_on(model_path, face_photo):
+    from playwright.sync_api import expect, sync_playwright
+
+    with serving(model_path, min_confidence=1.0) as url, sync_playwright() as p:  # every face below it
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(url)
+            page.set_input_files("#file", str(face_photo))
+            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+            assert page.text_content("#faces h3").startswith("Face 1: unsure, perhaps ")
+        finally:
+            browser.close()
+
+
 def test_page_answers_for_a_photo_the_browser_cannot_show(model_path):
     """Chromium shows no HEIC (iPhones' photos), which the server reads: the faces are listed, the photo not drawn."""
     from playwright.sync_api import expect, sync_playwright

@@ -218,6 +218,11 @@ def evaluate(
         metrics = evaluate_saved(model, data, split, splits, out, by=by or (), attributes=attributes)
     name = read_metadata(model)["display_name"]
     Console().print(metrics_table(name, metrics))
+    if tried := (metrics["expression"] or {}).get("validation_thresholds"):
+        from affectkit.evaluation.comparison import held_out_threshold_sentence
+
+        say("Abstaining (predict/serve --target-accuracy): the thresholds read on the validation faces, on these: "
+            + held_out_threshold_sentence(tried))
     for attribute, found in metrics.get("by", {}).items():
         print_group_scores(attribute, [{"model": name, **row} for row in found["groups"]], {name: found["gap"]})
 
