@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist each worker has a core of its own: PyTorch (and NumPy's BLAS) on one thread, set before either is
+# imported, so that two workers do not run four threads on two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Never touch the user's ~/.cache from tests; the session's own cache goes when the session ends.
 if "AFFECTKIT_CACHE" not in os.environ:
     os.environ["AFFECTKIT_CACHE"] = tempfile.mkdtemp(prefix="affectkit-test-cache-")
