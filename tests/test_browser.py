@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -62,6 +63,23 @@ def serving(model: Path, **options) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def answered_page(url: str, photo: Path) -> Iterator[Any]:
+    """A browser page of the server at ``url`` that has sent ``photo`` and shown the answer."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(url)
+            page.set_input_files("#file", str(photo))
+            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +163,6 @@ def test_page_streams_the_camera_and_stops(server_url):
 def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
     """A model trained on faces without a class: the page labels its faces with valence and arousal, no bars. One
     trained on faces without valence/arousal: bars (of the classes it learnt), and no point on the circumplex."""
-    from playwright.sync_api import expect, sync_playwright
-
     from affectkit.config import Config
     from affectkit.models import build_model, save_model
 
@@ -157,41 +173,23 @@ def test_page_shows_only_what_the_model_predicts(kind, tmp_path, face_photo):
     else:  # and without Contempt, as FER2013 and RAF-DB
         model.valence_arousal_trained.fill_(False)
         model.set_output_classes([True] * 7 + [False])
-    with serving(save_model(model, tmp_path / "best_CustomCNN", config)) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(url)
-            page.set_input_files("#file", str(face_photo))
-            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-            if kind == "valence/arousal":
-                assert page.text_content("#faces h3") == "Face 1: valence/arousal model"
-                assert page.locator("#faces .bar-row").count() == 0
-                assert page.locator("#circumplex .dot").count() == 1
-                assert "valence" in page.text_content("#faces .va")
-            else:
-                assert page.locator("#faces .bar-row").count() == 7  # no bar for the class it never learnt
-                assert page.text_content("#faces .unlearnt") == "not learnt (absent from its training data): Contempt"
-                assert page.locator("#circumplex .dot").count() == 0
-                assert "expressions only" in page.text_content("#circumplex")
-                assert page.text_content("#faces .va") == "no valence/arousal (an expression model)"
-        finally:
-            browser.close()
+    with serving(save_model(model, tmp_path / "best_CustomCNN", config)) as url, answered_page(url, face_photo) as page:
+        if kind == "valence/arousal":
+            assert page.text_content("#faces h3") == "Face 1: valence/arousal model"
+            assert page.locator("#faces .bar-row").count() == 0
+            assert page.locator("#circumplex .dot").count() == 1
+            assert "valence" in page.text_content("#faces .va")
+        else:
+            assert page.locator("#faces .bar-row").count() == 7  # no bar for the class it never learnt
+            assert page.text_content("#faces .unlearnt") == "not learnt (absent from its training data): Contempt"
+            assert page.locator("#circumplex .dot").count() == 0
+            assert "expressions only" in page.text_content("#circumplex")
+            assert page.text_content("#faces .va") == "no valence/arousal (an expression model)"
 
 
 def test_page_marks_a_face_the_server_abstains_on(model_path, face_photo):
-    from playwright.sync_api import expect, sync_playwright
-
-    with serving(model_path, min_confidence=1.0) as url, sync_playwright() as p:  # every face below it
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(url)
-            page.set_input_files("#file", str(face_photo))
-            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-            assert page.text_content("#faces h3").startswith("Face 1: unsure, perhaps ")
-        finally:
-            browser.close()
+    with serving(model_path, min_confidence=1.0) as url, answered_page(url, face_photo) as page:  # every face below it
+        assert page.text_content("#faces h3").startswith("Face 1: unsure, perhaps ")
 
 
 def test_page_answers_for_a_photo_the_browser_cannot_show(model_path):
