@@ -143,9 +143,9 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         check_grouping(by, attributes)
         # The faces as the first model reads them (or, without a model, their labels): their attributes are read
         # before any model is scored, so that a missing table or column fails at once.
-        first_data = evaluation_data(models[0], Path(data), split, splits) if models else None
         faces_alone = None if models else _faces_alone(Path(data), split, splits)
-        attribute_values = face_attributes(data, attributes, by, first_data if models else faces_alone[0])
+        first_data = evaluation_data(models[0], Path(data), split, splits) if models else faces_alone[0]
+        attribute_values = face_attributes(data, attributes, by, first_data)
         scored = []
         for i, path in enumerate(models):
             reporter().show(f"Scoring {path} on the {split} split of {data}")

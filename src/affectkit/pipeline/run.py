@@ -101,9 +101,10 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
     if metrics["expression"] is not None:
         metrics["expression"]["temperature"] = float(meta.get("temperature", 1.0))
         if recorded := meta.get("validation_coverage"):  # the thresholds --target-accuracy reads, tried here
-            classed = data.expression[positions] != NO_EXPRESSION
-            metrics["expression"]["validation_thresholds"] = thresholds_held_out(
-                pred.probs[classed], data.expression[positions][classed], recorded["curve"])
+            labels = data.expression[positions]
+            classed = labels != NO_EXPRESSION
+            metrics["expression"]["validation_thresholds"] = thresholds_held_out(pred.probs[classed], labels[classed],
+                                                                                 recorded["curve"])
     metrics["split"] = split
     if seen_in_training:
         metrics["seen_in_training"] = seen_in_training

@@ -105,7 +105,7 @@ def attributes(root: Path) -> pd.DataFrame | None:
     for name, text in annotations:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         codes = lines[5:8] if len(lines) >= 8 else []
-        row = {"id": name.removesuffix("_manu_attri.txt") + ".jpg"}
+        row = {"id": name.removesuffix(ANNOTATION_SUFFIX) + ".jpg"}
         for (attribute, names), code in zip(ATTRIBUTE_CODES.items(), codes):
             row[attribute] = names[int(code)] if code.isdigit() and int(code) < len(names) else None
         rows.append(row)
