@@ -20,10 +20,12 @@ from affectkit.evaluation.card import card_path, write_model_card
 from affectkit.evaluation.evaluator import Predictions
 from affectkit.evaluation.metrics import (
     VALIDATION_COVERAGES,
+    class_thresholds_held_out,
     selective_accuracy,
     threshold_for_accuracy,
     thresholds_held_out,
 )
+from affectkit.inference.abstention import Abstention, ClassThreshold
 from affectkit.inference.images import read_image
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother
@@ -83,7 +85,8 @@ def test_calibration_stores_the_accuracy_by_confidence_of_the_calibrated_faces_w
     val = Predictions(logits, rng.uniform(-1, 1, (60, 2)))
     tempered = val.tempered(calibrate(saved, val, labels))
     stored = read_metadata(saved)["validation_coverage"]
-    assert stored == {"faces": 50, "curve": selective_accuracy(tempered.probs[10:], labels[10:], VALIDATION_COVERAGES)}
+    assert stored["faces"] == 50
+    assert stored["curve"] == selective_accuracy(tempered.probs[10:], labels[10:], VALIDATION_COVERAGES)
     assert [row["coverage"] for row in stored["curve"]] == sorted((row["coverage"] for row in stored["curve"]),
                                                                    reverse=True)
     card = write_model_card(saved).read_text()
@@ -93,6 +96,92 @@ def test_calibration_stores_the_accuracy_by_confidence_of_the_calibrated_faces_w
     calibrate(saved, val, labels)
     assert read_metadata(saved)["validation_coverage"] is None
     assert "Abstaining" not in write_model_card(saved).read_text()
+
+
+def test_calibration_stores_the_accuracy_by_confidence_of_the_faces_predicted_as_each_class(model_path, tmp_path):
+    saved = _copy_model(model_path, tmp_path)
+    rng = np.random.default_rng(4)
+    predicted = np.repeat([0, 1, 2], [30, 22, 8])  # Sad is predicted on too few faces to read a threshold from
+    logits = rng.normal(size=(60, len(CLASS_NAMES)))
+    logits[np.arange(60), predicted] += 4 + rng.random(60) * 3
+    labels = np.where(rng.random(60) < 0.7, predicted, (predicted + 1) % len(CLASS_NAMES))
+    val = Predictions(logits, rng.uniform(-1, 1, (60, 2)))
+    probs = val.tempered(calibrate(saved, val, labels)).probs
+    by_class = read_metadata(saved)["validation_coverage"]["by_class"]
+    assert list(by_class) == ["Neutral", "Happy"]
+    for index, name in enumerate(by_class):
+        chosen = predicted == index
+        assert by_class[name] == {"faces": int(chosen.sum()), "curve": selective_accuracy(
+            probs[chosen], labels[chosen], VALIDATION_COVERAGES)}
+        assert by_class[name]["curve"][0]["accuracy"] == pytest.approx((labels[chosen] == index).mean(), abs=1e-4)
+    card = " ".join(write_model_card(saved).read_text().split())
+    assert "By the class predicted" in card and "Neutral (30 faces): all" in card and "Sad (" not in card
+
+
+def test_a_class_with_a_threshold_of_its_own_is_answered_by_it_and_the_others_by_the_overall_one():
+    abstention = Abstention(0.5, 0.9, 0.8, 0.92, by_class={
+        "Happy": ClassThreshold(0.8, 30, 0.7, 0.93), "Fear": ClassThreshold(None, 25, None, 0.6)})
+    asked = {("Happy", 0.7): True, ("Happy", 0.85): False, ("Fear", 0.99): True, ("Sad", 0.6): False,
+             ("Sad", 0.4): True}
+    assert {face: abstention.abstains(*face) for face in asked} == asked
+    said = abstention.describe()
+    assert "Happy below 0.80 (answering 70% of its 30 faces, 93.0% right)" in said
+    assert "Fear always unsure (60.0% of its 25 faces right at best)" in said
+    assert "any other class: confidence below 0.50" in said
+    assert abstention.as_dict()["by_class"]["Fear"] == {"min_confidence": None, "faces": 25,
+                                                        "validation_coverage": None, "validation_accuracy": 0.6}
+    assert Abstention(0.5).as_dict()["by_class"] is None
+
+
+def _with_class_curve(measured: tuple[Path, np.ndarray, np.ndarray], folder: Path, accuracy: float) -> Path:
+    """A copy of the measured model whose faces (all predicted as one class by the untrained model) were, as that
+    class's validation faces, answered with ``accuracy`` at every share."""
+    saved, confidence, _ = measured
+    copy = _copy_model(saved, folder)
+    recorded = read_metadata(saved)["validation_coverage"]
+    curve = [{"coverage": row["coverage"], "min_confidence": row["min_confidence"], "accuracy": accuracy}
+             for row in recorded["curve"]]
+    update_metadata(copy, validation_coverage={**recorded, "by_class": {"Fear": {"faces": len(confidence),
+                                                                                  "curve": curve}}})
+    return copy
+
+
+def test_per_class_thresholds_answer_the_faces_of_a_class_from_its_own_validation_faces(measured, faces, tmp_path):
+    saved, confidence, _ = measured
+    overall = Predictor(saved, backend="torch", detect=False, target_accuracy=0.9).predict(faces)
+    assert {f.expression for f in overall} == {"Fear"} and 0 < sum(f.abstained for f in overall) < len(faces)
+
+    precise = _with_class_curve(measured, tmp_path / "precise", accuracy=0.95)
+    predictor = Predictor(precise, backend="torch", detect=False, target_accuracy=0.9, per_class_thresholds=True)
+    assert predictor.abstention.by_class["Fear"].min_confidence == pytest.approx(confidence.min())
+    assert not any(f.abstained for f in predictor.predict(faces))  # Fear was right often enough at every share
+    same = Predictor(precise, backend="torch", detect=False, target_accuracy=0.9)  # without the flag: as before
+    assert [f.abstained for f in same.predict(faces)] == [f.abstained for f in overall]
+
+    vague = _with_class_curve(measured, tmp_path / "vague", accuracy=0.6)
+    predictor = Predictor(vague, backend="torch", detect=False, target_accuracy=0.9, per_class_thresholds=True)
+    assert all(f.abstained for f in predictor.predict(faces))  # Fear never right often enough: always unsure
+    assert "Fear always unsure" in predictor.abstention.describe()
+
+    # A model calibrated before the classes' curves were recorded has none to read.
+    with pytest.raises(AffectkitError, match="not on those predicted as each class.*train it again"):
+        Predictor(saved, backend="torch", detect=False, target_accuracy=0.9, per_class_thresholds=True)
+    with pytest.raises(AffectkitError, match="--per-class-thresholds reads .* give --target-accuracy"):
+        Predictor(tmp_path / "absent.safetensors", backend="torch", detect=False, min_confidence=0.5,
+                  per_class_thresholds=True)
+
+
+def test_predict_and_serve_take_per_class_thresholds(measured, demo_dir, tmp_path):
+    from affectkit.cli import app
+
+    precise = _with_class_curve(measured, tmp_path / "precise", accuracy=0.95)
+    result = CliRunner().invoke(app, ["predict", str(precise), str(demo_dir / "images" / "0.jpg"), "--no-detect",
+                                      "--backend", "torch", "--target-accuracy", "0.9", "--per-class-thresholds"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "Abstained on 0 of the 1 face(s): per class, from the validation faces predicted as it: Fear below" in said
+    client = TestClient(create_app(precise, detect=False, target_accuracy=0.9, per_class_thresholds=True))
+    assert client.get("/v1/model").json()["abstention"]["by_class"]["Fear"]["validation_accuracy"] == 0.95
 
 
 def test_target_accuracy_abstains_below_the_confidence_read_from_the_validation_faces(measured, faces):
@@ -126,6 +215,11 @@ def test_a_threshold_that_cannot_be_read_or_makes_no_sense_is_refused_by_name(me
     for problem, asked in problems.items():
         with pytest.raises(AffectkitError, match=problem):
             Predictor(saved, backend="torch", detect=False, **asked)
+        # Refused before any model is read: a model that is not there is not what the refusal names.
+        with pytest.raises(AffectkitError, match=problem):
+            Predictor(tmp_path / "absent.safetensors", backend="torch", detect=False, **asked)
+        with pytest.raises(AffectkitError, match=problem):
+            create_app(tmp_path / "absent.safetensors", detect=False, **asked)
     capped = _copy_model(saved, tmp_path / "capped")
     update_metadata(capped, validation_coverage={"faces": 40, "curve": [
         {"coverage": 1.0, "min_confidence": 0.1, "accuracy": 0.5}, {"coverage": 0.5, "min_confidence": 0.2,
@@ -144,7 +238,7 @@ def test_a_threshold_that_cannot_be_read_or_makes_no_sense_is_refused_by_name(me
 
 def test_smoothed_faces_are_abstained_on_by_their_smoothed_confidence():
     names = CLASS_NAMES[:2]
-    smoother = TrackSmoother(names, alpha=0.5, min_confidence=0.7)
+    smoother = TrackSmoother(names, alpha=0.5, abstention=Abstention(0.7))
     sure = {"box": [0, 0, 10, 10], "probabilities": {"Neutral": 0.9, "Happy": 0.1}, "expression": "Neutral",
             "expression_id": 0, "confidence": 0.9, "abstained": False, "valence": 0.0, "arousal": 0.0}
     torn = {**sure, "probabilities": {"Neutral": 0.3, "Happy": 0.7}, "expression": "Happy", "confidence": 0.7}
@@ -208,6 +302,25 @@ def test_the_validation_thresholds_are_tried_on_other_faces():
         (c["coverage"], c["accuracy"], c["min_confidence"]) for c in curve]
 
 
+def test_thresholds_per_class_are_tried_on_other_faces_against_the_overall_one():
+    confidence = np.array([0.9, 0.7, 0.6, 0.95, 0.8, 0.55])
+    predicted = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.where(predicted[:, None] == [0, 1], confidence[:, None], 1 - confidence[:, None])
+    targets = np.array([0, 0, 1, 0, 0, 1])  # Neutral: right, right, wrong; Happy: wrong, wrong, right
+    recorded = {"curve": [{"coverage": 1.0, "min_confidence": 0.5, "accuracy": 0.5},
+                          {"coverage": 0.5, "min_confidence": 0.75, "accuracy": 0.9}],
+                "by_class": {"Neutral": {"faces": 30, "curve": [{"coverage": 1.0, "min_confidence": 0.6,
+                                                                 "accuracy": 0.95}]},
+                             "Happy": {"faces": 25, "curve": [{"coverage": 1.0, "min_confidence": 0.5,
+                                                               "accuracy": 0.3}]}}}
+    tried = class_thresholds_held_out(probs, targets, recorded, ["Neutral", "Happy"], (0.4, 0.9, 0.95))
+    assert tried == [  # 0.95: no share of the validation faces reaches it
+        {"target_accuracy": 0.4, "overall": {"coverage": 1.0, "accuracy": 0.5},
+         "per_class": {"coverage": 0.5, "accuracy": 0.6667}},  # Happy never reaches 0.4: all its faces held back
+        {"target_accuracy": 0.9, "overall": {"coverage": 0.5, "accuracy": 0.3333},
+         "per_class": {"coverage": 0.5, "accuracy": 0.6667}}]
+
+
 def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured, demo_dir, tmp_path):
     from affectkit.pipeline import evaluate_saved
 
@@ -230,6 +343,22 @@ def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured
     said = " ".join(printed.output.split())  # the console wraps long lines
     assert "Abstaining (predict/serve --target-accuracy): the thresholds read on the validation faces" in said
     assert f"answers {tried[VALIDATION_COVERAGES.index(0.5)]['coverage']:.0%} here" in said
+    assert "class_thresholds" not in metrics["expression"]  # the model records no thresholds per class
+
+    precise = _with_class_curve(measured, tmp_path / "precise", accuracy=0.95)
+    metrics = evaluate_saved(precise, demo_dir, "all", None, tmp_path / "per_class", quiet=True)
+    compared = {t["target_accuracy"]: t for t in metrics["expression"]["class_thresholds"]}
+    # Fear (every face's class) was right often enough at every share: its own threshold answers more faces.
+    per_class, overall = compared[0.9]["per_class"], compared[0.9]["overall"]
+    assert per_class["coverage"] > 0.9 > overall["coverage"]
+    card = " ".join(card_path(precise).read_text().split())
+    assert "A threshold per class (`--per-class-thresholds`) against one for all, on these" in card
+    said = (f"for 0.9, {per_class['coverage']:.0%} answered, {per_class['accuracy']:.3f} right against "
+            f"{overall['coverage']:.0%} answered")
+    assert said in card
+    printed = CliRunner().invoke(app, ["evaluate", str(precise), str(demo_dir), "--split", "all", "--out",
+                                       str(tmp_path / "per_class_again"), "--quiet"])
+    assert said in " ".join(printed.output.split())
 
 
 def test_a_predictor_loads_without_the_evaluation_libraries():

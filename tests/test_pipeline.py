@@ -133,6 +133,9 @@ def test_the_report_tells_how_the_abstention_thresholds_did_on_the_test_faces(ru
     tried = [{"min_confidence": 0.2 + share / 2, "validation_coverage": share, "validation_accuracy": 0.9,
               "coverage": share - 0.05, "accuracy": 0.85} for share in VALIDATION_COVERAGES]
     metrics["expression"]["validation_thresholds"] = tried
+    metrics["expression"]["class_thresholds"] = [
+        {"target_accuracy": 0.9, "overall": {"coverage": 0.6, "accuracy": 0.88},
+         "per_class": {"coverage": 0.7, "accuracy": 0.9}}]
     (run / "CustomCNN_metrics.json").write_text(json.dumps(metrics))
     rows = pd.read_csv(run / "model_comparison_results.csv").to_dict("records")
     summary = json.loads((run / "dataset_summary.json").read_text())
@@ -140,6 +143,8 @@ def test_the_report_tells_how_the_abstention_thresholds_did_on_the_test_faces(ru
     assert ("the thresholds read on the validation faces, on the test faces: answering 90% of them there "
             "(probability 0.65 or more, 0.900 right) answers 85% here, 0.850 right; 80% of them there") in report
     assert "; 50% of them there" in report and "95% of them there" not in report and "; 60%" not in report
+    assert ("With a threshold per class (`--per-class-thresholds`) against one for all, on the test faces: for 0.9, "
+            "70% answered, 0.900 right against 60% answered, 0.880 right.") in report
 
 
 def test_evaluate_reproduces_the_run(run_dir, demo_dir):

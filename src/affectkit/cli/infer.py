@@ -32,6 +32,9 @@ MinConfidenceOpt = Annotated[Optional[float], typer.Option(
 TargetAccuracyOpt = Annotated[Optional[float], typer.Option(
     help="Abstain below the confidence at which the model's validation faces were answered this accurately (0.9: "
          "nine in ten of the faces it answers right there), read from what training recorded.")]
+PerClassThresholdsOpt = Annotated[bool, typer.Option(
+    "--per-class-thresholds", help="With --target-accuracy: a threshold for the faces predicted as each class, read from the validation faces "
+         "predicted as it (classes predicted on too few of them take the overall one).")]
 
 
 def _set_threads(threads: int | None) -> None:
@@ -82,6 +85,7 @@ def predict(
         help="Monte-Carlo dropout passes (torch backend); adds entropy, valence_std and arousal_std.")] = 0,
     min_confidence: MinConfidenceOpt = None,
     target_accuracy: TargetAccuracyOpt = None,
+    per_class_thresholds: PerClassThresholdsOpt = False,
     batch_size: Annotated[int, typer.Option(help="Faces per model call.")] = 32,
     device: Annotated[str, typer.Option(help="Torch device for the model and face detector: cpu, cuda, ...")] = "cpu",
     threads: ThreadsOpt = None,
@@ -96,7 +100,7 @@ def predict(
     _set_threads(threads)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
                           batch_size=batch_size, face_margin=face_margin, min_confidence=min_confidence,
-                          target_accuracy=target_accuracy)
+                          target_accuracy=target_accuracy, per_class_thresholds=per_class_thresholds)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
     timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
@@ -232,6 +236,7 @@ def serve(
         "refused at once with 503 and Retry-After instead of queueing.")] = 32,
     min_confidence: MinConfidenceOpt = None,
     target_accuracy: TargetAccuracyOpt = None,
+    per_class_thresholds: PerClassThresholdsOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
@@ -254,7 +259,8 @@ def serve(
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,
                remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion,
                temporal_frames=temporal_frames, face_margin=face_margin, allowed_origins=allow_origin,
-               max_pending=max_pending, min_confidence=min_confidence, target_accuracy=target_accuracy)
+               max_pending=max_pending, min_confidence=min_confidence, target_accuracy=target_accuracy,
+               per_class_thresholds=per_class_thresholds)
 
 
 @app.command("feedback-report")

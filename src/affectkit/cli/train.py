@@ -223,6 +223,11 @@ def evaluate(
 
         say("Abstaining (predict/serve --target-accuracy): the thresholds read on the validation faces, on these: "
             + held_out_threshold_sentence(tried))
+    if tried := (metrics["expression"] or {}).get("class_thresholds"):
+        from affectkit.evaluation.comparison import class_threshold_sentence
+
+        say("A threshold per class (--per-class-thresholds) against one for all, on these: "
+            + class_threshold_sentence(tried))
     for attribute, found in metrics.get("by", {}).items():
         print_group_scores(attribute, [{"model": name, **row} for row in found["groups"]], {name: found["gap"]})
 

@@ -3,6 +3,7 @@ model divides its logits (Guo et al. 2017). It changes the probabilities, never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from affectkit.config import NO_EXPRESSION
 from affectkit.evaluation.drift import output_profile
 from affectkit.evaluation.evaluator import Predictions
 from affectkit.evaluation.metrics import MIN_COVERAGE_FACES, VALIDATION_COVERAGES, selective_accuracy
-from affectkit.models.io import update_metadata
+from affectkit.models.io import read_metadata, update_metadata
 
 
 def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> float:
@@ -71,17 +72,29 @@ def calibrate(model_path: Path, val: Predictions, labels: np.ndarray) -> float:
     probabilities = tempered.probs if val.predicts_expression else None
     valence_arousal = tempered.valence_arousal if val.predicts_valence_arousal else None
     update_metadata(model_path, temperature=temperature, output_profile=output_profile(probabilities, valence_arousal),
-                    validation_coverage=validation_coverage(probabilities, labels))
+                    validation_coverage=validation_coverage(probabilities, labels,
+                                                            read_metadata(model_path)["class_names"]))
     return temperature
 
 
-def validation_coverage(probabilities: np.ndarray | None, labels: np.ndarray) -> dict | None:
-    """The faces with a class and :func:`selective_accuracy` on them over :data:`VALIDATION_COVERAGES`; None for a
-    valence/arousal model or too few faces with a class to choose a threshold on."""
+def validation_coverage(probabilities: np.ndarray | None, labels: np.ndarray,
+                        class_names: Sequence[str]) -> dict | None:
+    """The faces with a class and :func:`selective_accuracy` on them over :data:`VALIDATION_COVERAGES`, and the same
+    on the faces predicted as each class (``by_class``, for the classes predicted on enough of them: among those,
+    the share right is the class's precision, from which a threshold per class is read); None for a valence/arousal
+    model or too few faces with a class to choose a threshold on."""
     if probabilities is None:
         return None
     classed = labels != NO_EXPRESSION
     if classed.sum() < MIN_COVERAGE_FACES:
         return None
-    return {"faces": int(classed.sum()),
-            "curve": selective_accuracy(probabilities[classed], labels[classed], VALIDATION_COVERAGES)}
+    probabilities, labels = probabilities[classed], labels[classed]
+    predicted = probabilities.argmax(axis=1)
+    by_class = {}
+    for index, name in enumerate(class_names):
+        chosen = predicted == index
+        if chosen.sum() >= MIN_COVERAGE_FACES:
+            by_class[name] = {"faces": int(chosen.sum()), "curve": selective_accuracy(
+                probabilities[chosen], labels[chosen], VALIDATION_COVERAGES)}
+    return {"faces": int(classed.sum()), "curve": selective_accuracy(probabilities, labels, VALIDATION_COVERAGES),
+            "by_class": by_class}

@@ -13,7 +13,9 @@ from typing import Any
 
 from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
-from affectkit.evaluation.comparison import held_out_threshold_sentence, listed_shares, table_number
+from affectkit.evaluation.comparison import (class_threshold_sentence, held_out_threshold_sentence, listed_shares,
+                                             table_number)
+from affectkit.evaluation.metrics import MIN_COVERAGE_FACES
 from affectkit.models.io import (SYNTHETIC_WARNING, config_from_metadata, fusion_branches, fusion_criterion,
                                 model_paths, predicts_expression, predicts_valence_arousal, read_metadata,
                                 trained_classes, update_metadata)
@@ -55,7 +57,8 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
              "unlearnt_classes": expression.get("unlearnt_classes"),
              "by": metrics.get("by"),  # scores by group of faces, where the evaluation measured them
              "coverage": expression.get("coverage"),  # accuracy on its surest faces
-             "validation_thresholds": expression.get("validation_thresholds")}  # --target-accuracy's, tried here
+             "validation_thresholds": expression.get("validation_thresholds"),  # --target-accuracy's, tried here
+             "class_thresholds": expression.get("class_thresholds")}  # --per-class-thresholds's, tried here
     for dim in ("valence", "arousal"):
         scores = metrics.get(dim)
         entry[dim] = None if scores is None else {k: scores[k] for k in ("mae", "rmse", "ccc")}
@@ -262,6 +265,9 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
         if e.get("validation_thresholds"):
             lines += ["", f"The abstention thresholds read on the validation faces, on these (`{e['data']}`, "
                           f"{e['split']}): " + held_out_threshold_sentence(e["validation_thresholds"])]
+        if e.get("class_thresholds"):
+            lines += ["", f"A threshold per class (`--per-class-thresholds`) against one for all, on these "
+                          f"(`{e['data']}`, {e['split']}): " + class_threshold_sentence(e["class_thresholds"])]
         for attribute, found in (e.get("by") or {}).items():
             lines += ["", *_group_lines(attribute, found, e)]
     if any(e.get("accuracy_interval") for e in evaluations):
@@ -280,9 +286,19 @@ def _abstention_lines(recorded: dict[str, Any] | None) -> list[str]:
     shares = "; ".join(f"{p['coverage']:.0%} answered (probability {p['min_confidence']:.2f} or more), "
                        f"{p['accuracy']:.3f} right"
                        for p in listed_shares(recorded["curve"]))
-    return ["", f"Abstaining: on its {recorded['faces']} validation faces, {shares}. `affectkit predict` and `serve` "
-                "mark a face `abstained` below `--min-confidence P`, or below the probability at which these faces "
-                "were answered `--target-accuracy A` right."]
+    lines = ["", f"Abstaining: on its {recorded['faces']} validation faces, {shares}. `affectkit predict` and `serve` "
+                 "mark a face `abstained` below `--min-confidence P`, or below the probability at which these faces "
+                 "were answered `--target-accuracy A` right."]
+    if recorded.get("by_class"):  # models calibrated before it was recorded carry none
+        classes = "; ".join(f"{name} ({found['faces']} faces): all {found['curve'][0]['accuracy']:.3f} right, "
+                            f"the surest {row['coverage']:.0%} (probability {row['min_confidence']:.2f} or more) "
+                            f"{row['accuracy']:.3f}"
+                            for name, found in recorded["by_class"].items()
+                            for row in listed_shares(found["curve"])[:1])
+        lines += ["", f"By the class predicted (the classes predicted on {MIN_COVERAGE_FACES} or more of those faces; "
+                      f"the share right is the class's precision): {classes}. With `--per-class-thresholds`, each "
+                      "of these classes is answered from its own threshold for `--target-accuracy A`."]
+    return lines
 
 
 def _group_lines(attribute: str, found: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:

@@ -139,6 +139,16 @@ def held_out_threshold_sentence(tried: Sequence[dict]) -> str:
         "right" for t in listed_shares(tried)) + "."
 
 
+def class_threshold_sentence(tried: Sequence[dict]) -> str:
+    """How thresholds per class (``--per-class-thresholds``) did on other faces against the overall one (an
+    evaluation's ``class_thresholds``)."""
+    def share(found: dict) -> str:
+        return f"{found['coverage']:.0%} answered, {table_number(found['accuracy'], 3)} right"
+
+    return "; ".join(f"for {t['target_accuracy']:g}, {share(t['per_class'])} against {share(t['overall'])}"
+                     for t in tried) + "."
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     header = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -276,6 +286,9 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
             lines += ["", "Abstaining (`affectkit predict --target-accuracy A`, or `--min-confidence P`): the "
                           "thresholds read on the validation faces, on the test faces: "
                       + held_out_threshold_sentence(expression["validation_thresholds"])]
+        if (expression or {}).get("class_thresholds"):
+            lines += ["", "With a threshold per class (`--per-class-thresholds`) against one for all, on the test "
+                          "faces: " + class_threshold_sentence(expression["class_thresholds"])]
         files = [run.metrics(name), *(path for path in [run.face_predictions(name), run.history(name)]
                                       if path.is_file())]
         lines += ["", f"Files: {', '.join(f'`{file.name}`' for file in files)}.", ""]

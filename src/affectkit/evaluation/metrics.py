@@ -363,6 +363,40 @@ def thresholds_held_out(probs: ArrayLike, targets: ArrayLike, curve: Sequence[di
     return rows
 
 
+# The --target-accuracy values at which an evaluation compares thresholds per class with the overall one.
+CLASS_THRESHOLD_TARGETS = (0.8, 0.9, 0.95)
+
+
+def class_thresholds_held_out(probs: ArrayLike, targets: ArrayLike, recorded: dict, class_names: Sequence[str],
+                              target_accuracies: Sequence[float] = CLASS_THRESHOLD_TARGETS) -> list[dict]:
+    """For each target accuracy the validation faces reach (``recorded``: a model's ``validation_coverage``), the
+    overall threshold and the thresholds per class (``--per-class-thresholds``: a class's own where its validation
+    faces give one, every face of a class abstained on where they never reach the target, the overall one for the
+    other classes) applied to these faces: the share of them each answers and its accuracy (None where none)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = predicted == np.asarray(targets)
+
+    def answered_share(answered: np.ndarray) -> dict:
+        return {"coverage": round(float(answered.mean()), 4),
+                "accuracy": round(float(correct[answered].mean()), 4) if answered.any() else None}
+
+    rows = []
+    for target in target_accuracies:
+        overall = threshold_for_accuracy(recorded["curve"], target)
+        if overall is None:
+            continue
+        answered = confidence >= overall["min_confidence"]
+        per_class = answered.copy()
+        for name, found in recorded["by_class"].items():
+            own = threshold_for_accuracy(found["curve"], target)
+            chosen = predicted == class_names.index(name)
+            per_class[chosen] = False if own is None else confidence[chosen] >= own["min_confidence"]
+        rows.append({"target_accuracy": target, "overall": answered_share(answered),
+                     "per_class": answered_share(per_class)})
+    return rows
+
+
 def reliability_curve(probs: ArrayLike, targets: ArrayLike,
                       n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean confidence, accuracy and sample count of the top-1 prediction per equal-width confidence bin.

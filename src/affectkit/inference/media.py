@@ -175,7 +175,7 @@ def tracked_faces(predictor: Predictor, capture: cv2.VideoCapture, every: int, s
                   ) -> Iterator[tuple[int, np.ndarray, list[dict[str, Any]]]]:
     """(frame index, RGB frame, its faces with ``track`` set and smoothed where ``smooth`` is given) of every
     ``every``-th frame, the frames run through the model in batches."""
-    smoother = TrackSmoother(predictor.class_names, smooth, min_confidence=predictor.min_confidence)
+    smoother = TrackSmoother(predictor.class_names, smooth, abstention=predictor.abstention)
     for chunk in _chunks(video_frames(capture, every), predictor.batch_size):
         for (index, frame), faces in zip(chunk, predictor.predict_images([f for _, f in chunk])):
             yield index, frame, smoother.update(faces)

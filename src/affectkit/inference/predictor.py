@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from affectkit.errors import AffectkitError
-from affectkit.inference.abstention import abstention_for
+from affectkit.inference.abstention import Abstention, abstention_for, check_abstention_request
 from affectkit.inference.backends import (
     MODEL_DESCRIPTION_KEY,
     WEIGHTS_DIGEST_KEY,
@@ -87,18 +87,18 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
 
 
 def expression_fields(class_names: Sequence[str], probabilities: np.ndarray,
-                      min_confidence: float | None = None) -> dict[str, Any]:
+                      abstention: Abstention | None = None) -> dict[str, Any]:
     """A face result's expression fields from its class probabilities: ``probabilities`` by class name, the most
-    probable ``expression`` with its ``expression_id`` and ``confidence``, and, given a ``min_confidence``, whether
-    the face is ``abstained`` on (its confidence is below it). A valence/arousal model (no class names) gives an
-    empty ``probabilities`` and None for the others."""
+    probable ``expression`` with its ``expression_id`` and ``confidence``, and, given an ``abstention``, whether
+    the face is ``abstained`` on (its confidence is below the threshold). A valence/arousal model (no class names)
+    gives an empty ``probabilities`` and None for the others."""
     if not class_names:
         return {"probabilities": {}, "expression": None, "expression_id": None, "confidence": None}
     best = int(np.argmax(probabilities))
     fields = {"probabilities": {name: float(p) for name, p in zip(class_names, probabilities)},
               "expression": class_names[best], "expression_id": best, "confidence": float(probabilities[best])}
-    if min_confidence is not None:
-        fields["abstained"] = fields["confidence"] < min_confidence
+    if abstention is not None:
+        fields["abstained"] = abstention.abstains(fields["expression"], fields["confidence"])
     return fields
 
 
@@ -162,7 +162,9 @@ def load_backend(
 class Predictor:
     """Loads a saved model once; ``predict`` / ``predict_images`` find faces and classify each, ``predict_batch``
     takes crops. With ``min_confidence``, or ``target_accuracy`` (the threshold at which its validation faces were
-    answered that accurately), every face says whether it is ``abstained`` on: its confidence is below it."""
+    answered that accurately; with ``per_class_thresholds``, a threshold for the faces predicted as each class, read
+    from the validation faces predicted as it), every face says whether it is ``abstained`` on: its confidence is
+    below the threshold."""
 
     def __init__(
         self,
@@ -177,12 +179,14 @@ class Predictor:
         face_margin: float | None = None,
         min_confidence: float | None = None,
         target_accuracy: float | None = None,
+        per_class_thresholds: bool = False,
     ):
         if mc_samples < 0 or batch_size < 1:
             raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
         check_device(device)  # the face detector runs there too, whatever backend the model takes
         if face_margin is not None and not 0 <= face_margin <= 1:
             raise AffectkitError(f"--face-margin must be in [0, 1] (of the face box, on each side), got {face_margin}.")
+        check_abstention_request(min_confidence, target_accuracy, per_class_thresholds)
         self.model_path = Path(model_path)
         self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
         # A valence/arousal model (trained on faces without a class) has no expression to give: no class names.
@@ -205,7 +209,7 @@ class Predictor:
         self.face_margin = {"asked": face_margin, "measured": measured, "default": DEFAULT_MARGIN}[
             self.face_margin_source]
         # Faces below this confidence are marked abstained, a threshold given or read from the validation faces.
-        self.abstention = abstention_for(self.meta, model_path, min_confidence, target_accuracy)
+        self.abstention = abstention_for(self.meta, model_path, min_confidence, target_accuracy, per_class_thresholds)
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None
@@ -216,7 +220,8 @@ class Predictor:
 
     @property
     def min_confidence(self) -> float | None:
-        """The confidence below which a face is marked ``abstained``; None where the model answers every face."""
+        """The confidence below which a face is marked ``abstained`` (where its class has no threshold of its own:
+        ``abstention.by_class``); None where the model answers every face."""
         return None if self.abstention is None else self.abstention.min_confidence
 
     def require_expression(self, purpose: str) -> None:
@@ -330,5 +335,5 @@ class Predictor:
         return {f"valence{suffix}": float(valence), f"arousal{suffix}": float(arousal)}
 
     def _face(self, probs: np.ndarray, valence: float, arousal: float) -> dict[str, Any]:
-        return {"box": None, **expression_fields(self.class_names, probs, self.min_confidence),
+        return {"box": None, **expression_fields(self.class_names, probs, self.abstention),
                 **self._affect(valence, arousal)}

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from affectkit.inference.annotate import PALETTE
+from affectkit.inference.abstention import Abstention
 from affectkit.inference.predictor import expression_fields
 
 
@@ -37,12 +38,12 @@ class TrackSmoother:
     """
 
     def __init__(self, class_names: list[str], alpha: float | None = None, min_iou: float = 0.3, max_gap: int = 5,
-                 min_confidence: float | None = None):
+                 abstention: Abstention | None = None):
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"smoothing alpha must be in (0, 1], got {alpha}")
         self.class_names = class_names
         self.alpha = alpha
-        self.min_confidence = min_confidence  # a smoothed face is abstained on below it, as the predictor does
+        self.abstention = abstention  # a smoothed face is abstained on by its smoothed confidence
         self.min_iou = min_iou
         self.max_gap = max_gap  # processed frames a face may vanish for and keep its track
         self._tracks: list[_Track] = []
@@ -84,15 +85,15 @@ class TrackSmoother:
             a = self.alpha
             current = {k: a * v + (1 - a) * track.state[k] for k, v in current.items()}
         track.state = current
-        return {**face, **expression_fields(self.class_names, current["probs"], self.min_confidence),
+        return {**face, **expression_fields(self.class_names, current["probs"], self.abstention),
                 **{k: float(current[k]) for k in ("valence", "arousal") if k in current}}
 
 
 def smooth_frames(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str],
-                  alpha: float | None, min_confidence: float | None = None) -> list[tuple[int, list[dict[str, Any]]]]:
+                  alpha: float | None, abstention: Abstention | None = None) -> list[tuple[int, list[dict[str, Any]]]]:
     """Frames' faces (frame index, faces) followed across the frames and, with ``alpha``, smoothed, as
     :class:`TrackSmoother` does them one by one."""
-    smoother = TrackSmoother(class_names, alpha, min_confidence=min_confidence)
+    smoother = TrackSmoother(class_names, alpha, abstention=abstention)
     return [(index, smoother.update(faces)) for index, faces in frames]
 
 
@@ -164,9 +165,9 @@ def plot_timeline(rows: list[dict[str, Any]], class_names: list[str], path: Path
 
 
 def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names: list[str],
-                    min_confidence: float | None = None) -> list[dict[str, Any]]:
+                    abstention: Abstention | None = None) -> list[dict[str, Any]]:
     """Per face track, longest first: the frames it was seen in, its mean probabilities and the expression they
-    give (``abstained`` where their confidence is below ``min_confidence``, where one is given), its mean valence
+    give (``abstained`` where ``abstention``, where one is given, holds back their confidence), its mean valence
     and arousal."""
     by_track: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for index, faces in frames:
@@ -175,7 +176,7 @@ def track_summaries(frames: list[tuple[int, list[dict[str, Any]]]], class_names:
     summaries = []
     for track, seen in by_track.items():
         probabilities = np.mean([[face["probabilities"][c] for c in class_names] for _, face in seen], axis=0)
-        expression = expression_fields(class_names, probabilities, min_confidence)
+        expression = expression_fields(class_names, probabilities, abstention)
         summaries.append({
             "track": track, "frames": len(seen), "first_frame": seen[0][0], "last_frame": seen[-1][0],
             **{k: expression[k] for k in ("expression", "confidence", "abstained", "probabilities") if k in expression},

@@ -35,6 +35,7 @@ from affectkit.evaluation.evaluator import (
 )
 from affectkit.evaluation.metrics import (
     VA_DIMENSIONS,
+    class_thresholds_held_out,
     compute_metrics,
     expression_score,
     prior_collapse,
@@ -105,6 +106,9 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
             classed = labels != NO_EXPRESSION
             metrics["expression"]["validation_thresholds"] = thresholds_held_out(pred.probs[classed], labels[classed],
                                                                                  recorded["curve"])
+            if recorded.get("by_class"):  # --per-class-thresholds's, against the overall one
+                metrics["expression"]["class_thresholds"] = class_thresholds_held_out(
+                    pred.probs[classed], labels[classed], recorded, meta["class_names"])
     metrics["split"] = split
     if seen_in_training:
         metrics["seen_in_training"] = seen_in_training

@@ -38,6 +38,7 @@ from starlette.datastructures import UploadFile
 
 from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
+from affectkit.inference.abstention import check_abstention_request
 from affectkit.inference.images import UPLOAD_MAX_PIXELS
 from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, frame_step, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
@@ -258,6 +259,7 @@ def create_app(
     max_pending: int = DEFAULT_MAX_PENDING,
     min_confidence: float | None = None,
     target_accuracy: float | None = None,
+    per_class_thresholds: bool = False,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -275,13 +277,14 @@ def create_app(
     from a browser (CORS) and open the stream; without it only the server's own page can. ``max_pending``: requests
     for the model (images, videos, multimodal samples) answered or waiting at once; one more is refused at once with
     503 and ``Retry-After``, so that a client or a load balancer tries again or elsewhere instead of queueing without
-    bound. ``min_confidence`` or ``target_accuracy``: every face says whether it is ``abstained`` on (see
-    :class:`~affectkit.inference.predictor.Predictor`)."""
+    bound. ``min_confidence`` or ``target_accuracy`` (and ``per_class_thresholds``): every face says whether it is
+    ``abstained`` on (see :class:`~affectkit.inference.predictor.Predictor`)."""
     allowed_origins = allowed_origins or []
     check_origins(allowed_origins)
     _check_limits({"max_upload_bytes (--max-upload-mb)": max_upload_bytes, "max_pixels": max_pixels,
                    "max_video_bytes (--max-video-mb)": max_video_bytes, "max_video_frames": max_video_frames,
                    "max_files": max_files, "max_pending (--max-pending)": max_pending})
+    check_abstention_request(min_confidence, target_accuracy, per_class_thresholds)
     temporal_model = None if temporal is None else load_temporal(temporal)
     frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
     if frames_model is not None:
@@ -289,7 +292,8 @@ def create_app(
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
     predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples, face_margin=face_margin,
-                          min_confidence=min_confidence, target_accuracy=target_accuracy)
+                          min_confidence=min_confidence, target_accuracy=target_accuracy,
+                          per_class_thresholds=per_class_thresholds)
     if temporal_model is not None:
         _check_reads_alike(temporal_model, temporal, predictor)
     fusion_models, fusion_meta = load_fusion(fusion) if fusion is not None else (None, None)
@@ -409,7 +413,7 @@ def create_app(
                         if frames_model is not None:
                             extra["continuous"] = _frame_affect(frames_model, predictor, path, read,
                                                                 max_video_frames, name)
-                        frames = smooth_frames(read.frames, predictor.class_names, smooth, predictor.min_confidence)
+                        frames = smooth_frames(read.frames, predictor.class_names, smooth, predictor.abstention)
                 except VideoError as exc:
                     raise HTTPException(STATUS_FOR_VIDEO_PROBLEM[exc.kind], str(exc)) from None
         metrics.observe_predictions([faces for _, faces in frames])
@@ -417,7 +421,7 @@ def create_app(
             "filename": name, "seconds": read.seconds, "frame_rate": read.frame_rate, "every": read.every,
             "frames_read": len(frames),
             "frames": [{"frame": index, "time": index / read.frame_rate, "faces": faces} for index, faces in frames],
-            "tracks": track_summaries(frames, predictor.class_names, predictor.min_confidence),
+            "tracks": track_summaries(frames, predictor.class_names, predictor.abstention),
         }
         return result | extra
 
@@ -513,7 +517,7 @@ def create_app(
             await websocket.send_json({"error": refusal})
             await websocket.close(POLICY_VIOLATION, refusal)
             return
-        smoother = TrackSmoother(predictor.class_names, smooth, min_confidence=predictor.min_confidence)
+        smoother = TrackSmoother(predictor.class_names, smooth, abstention=predictor.abstention)
         frame = 0
         try:
             while True:
