@@ -18,7 +18,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.card import card_path, write_model_card
 from affectkit.evaluation.evaluator import Predictions
-from affectkit.evaluation.metrics import (
+from affectkit.evaluation.selective import (
     VALIDATION_COVERAGES,
     class_thresholds_held_out,
     selective_accuracy,
@@ -30,7 +30,7 @@ from affectkit.inference.images import read_image
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother
 from affectkit.models import build_model, save_model
-from affectkit.models.io import read_metadata, update_metadata
+from affectkit.models.metadata import read_metadata, update_metadata
 from affectkit.serving import create_app
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -361,15 +361,28 @@ def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured
     assert said in " ".join(printed.output.split())
 
 
-def test_a_predictor_loads_without_the_evaluation_libraries():
-    """The threshold's lookup is imported when one is asked for: predict and serve start without torchmetrics."""
+def test_an_exported_model_predicts_and_abstains_without_pytorch(measured, demo_dir, tmp_path):
+    """`affectkit predict MODEL.onnx` with a threshold per class read from the export's description: no PyTorch,
+    timm, torchmetrics or Lightning is loaded (an ONNX deployment needs none of them)."""
     import subprocess
     import sys
 
-    code = ("import sys; from affectkit.inference.predictor import Predictor; "
-            "print([m for m in ('torchmetrics', 'lightning') if m in sys.modules])")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    from affectkit.inference.export import export_onnx
+
+    exported = export_onnx(_with_class_curve(measured, tmp_path / "precise", accuracy=0.95))
+    alone = tmp_path / "alone" / exported.name  # the .onnx file alone: its description is the copy it carries
+    alone.parent.mkdir()
+    shutil.copy(exported, alone)
+    code = ("import sys\nfrom affectkit.cli import main\n"
+            f"sys.argv = ['affectkit', 'predict', {str(alone)!r}, {str(demo_dir / 'images' / '0.jpg')!r}, "
+            "'--no-detect', '--target-accuracy', '0.9', '--per-class-thresholds', '--out', '-']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print([m for m in ('torch', 'timm', 'torchmetrics', 'lightning') if m in sys.modules])")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    answer, loaded = ran.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]"
+    assert '"abstained": false' in answer and '"expression": "Fear"' in answer
 
 
 def test_a_served_video_marks_its_frames_and_tracks(model_path, demo_dir, tmp_path):

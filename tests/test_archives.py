@@ -186,7 +186,7 @@ def test_a_model_trained_on_an_archive_is_evaluated_on_its_own_split_of_it(tmp_p
     import pandas as pd
 
     from affectkit.cli import app
-    from affectkit.models.io import read_metadata
+    from affectkit.models.metadata import read_metadata
 
     archive = _pack(_class_folders(tmp_path / "faces", per_class=8), tmp_path / "faces.zip")  # no split folders
     monkeypatch.setenv("AFFECTKIT_CACHE", str(tmp_path / "cache"))

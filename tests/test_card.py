@@ -13,9 +13,8 @@ from affectkit.data.analysis import dataset_summary
 from affectkit.data.reader import read_dataset
 from affectkit.data.synthetic import SYNTHETIC_MARKER
 from affectkit.evaluation.card import write_model_card
-from affectkit.models.io import SYNTHETIC_WARNING
 from affectkit.inference.predictor import Predictor
-from affectkit.models.io import read_metadata
+from affectkit.models.metadata import SYNTHETIC_WARNING, read_metadata
 from affectkit.pipeline import evaluate_saved, train_one
 from affectkit.serving import create_app
 

@@ -24,7 +24,8 @@ from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.export import export_onnx
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother, plot_timeline, timeline_figure, track_summaries
-from affectkit.models.io import load_model, model_paths, read_metadata
+from affectkit.models.io import load_model
+from affectkit.models.metadata import model_paths, read_metadata
 from affectkit.pipeline.run import evaluate_saved, train_one
 from affectkit.serving import create_app
 

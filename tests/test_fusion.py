@@ -121,7 +121,8 @@ def test_trains_its_networks_apart_then_fuses_them_as_chosen_on_val(demo_dir, tm
     from affectkit.evaluation.ensemble import LateFusion
     from affectkit.evaluation.evaluator import predict_split
     from affectkit.inference.export import export_onnx, onnx_parity
-    from affectkit.models.io import load_model, read_metadata
+    from affectkit.models.io import load_model
+    from affectkit.models.metadata import read_metadata
     from affectkit.training.trainer import train_model
 
     # The FER2013 network trains with settings of its own (model_settings), the ImageNet one with the run's.

@@ -283,7 +283,7 @@ def test_a_model_and_its_onnx_export_alone_have_one_digest(model_path, tmp_path)
     import shutil
 
     from affectkit.inference.predictor import model_digest
-    from affectkit.models.registry import sha256_of
+    from affectkit.models.metadata import sha256_of
     from affectkit.multimodal.run import face_model_digest
 
     weights = sha256_of(model_path.with_suffix(".safetensors"))

@@ -541,7 +541,7 @@ def test_paired_ccc_comparison_tells_the_better_valence_arousal_model_only_where
 
 
 def test_selective_accuracy_answers_the_surest_faces_first():
-    from affectkit.evaluation.metrics import selective_accuracy
+    from affectkit.evaluation.selective import selective_accuracy
 
     confidence = np.linspace(0.95, 0.2, 20)  # the surest face first
     labels = np.zeros(20, dtype=int)

@@ -17,7 +17,7 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.drift import PSI_SHIFT, output_profile, profile_shift, psi
 from affectkit.evaluation.evaluator import Predictions
-from affectkit.models.io import read_metadata, update_metadata
+from affectkit.models.metadata import read_metadata, update_metadata
 from affectkit.serving import create_app
 from affectkit.serving.drift import DriftMonitor
 

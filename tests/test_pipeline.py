@@ -83,7 +83,7 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
 
 
 def test_a_run_folder_given_as_the_model_is_the_model_its_report_chose(run_dir, demo_dir, tmp_path):
-    from affectkit.models.io import model_paths
+    from affectkit.models.metadata import model_paths
 
     table = pd.read_csv(run_dir / "model_comparison_results.csv")
     chosen = table.loc[table["chosen"], "model"].item()
@@ -125,7 +125,7 @@ def test_the_report_warns_of_a_model_that_learnt_the_class_frequencies(run_dir, 
 
 
 def test_the_report_tells_how_the_abstention_thresholds_did_on_the_test_faces(run_dir, tmp_path):
-    from affectkit.evaluation.metrics import VALIDATION_COVERAGES
+    from affectkit.evaluation.selective import VALIDATION_COVERAGES
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
@@ -165,7 +165,8 @@ def test_the_runs_ensemble_is_a_saved_model_averaging_its_members(run_dir, demo_
     from affectkit.evaluation.evaluator import predict_split
     from affectkit.inference.export import export_onnx
     from affectkit.inference.predictor import Predictor
-    from affectkit.models.io import config_from_metadata, load_model
+    from affectkit.models.io import load_model
+    from affectkit.models.metadata import config_from_metadata
 
     ensemble_path = run_dir / "best_Ensemble.safetensors"
     model, meta = load_model(ensemble_path)

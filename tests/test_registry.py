@@ -17,7 +17,8 @@ from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.models import build_model
 from affectkit.models import registry
-from affectkit.models.registry import REGISTRY, resolve_pretrained_weights, sha256_of, shipped_file, verify_digest
+from affectkit.models.metadata import sha256_of
+from affectkit.models.registry import REGISTRY, resolve_pretrained_weights, shipped_file, verify_digest
 from affectkit.models.weights import load_backbone_weights, load_pretrained_weights
 
 IMAGENET_TABBY_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat

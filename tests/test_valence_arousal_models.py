@@ -23,7 +23,8 @@ from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.export import export_onnx
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother, plot_timeline, track_summaries
-from affectkit.models.io import load_model, read_metadata
+from affectkit.models.io import load_model
+from affectkit.models.metadata import read_metadata
 from affectkit.pipeline.benchmark import run_benchmark
 from affectkit.pipeline.run import evaluate_saved, train_one
 from affectkit.serving import create_app

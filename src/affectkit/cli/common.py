@@ -187,7 +187,7 @@ def chosen_model_of_run(value: Path | None) -> Path | None:
     """A MODEL argument given as a run folder: the model its report chose, named once; anything else as given."""
     if value is None or not value.is_dir():
         return value
-    from affectkit.models.io import model_paths
+    from affectkit.models.metadata import model_paths
 
     weights, _ = model_paths(value)
     say(f"{value}: the model its report chose, {weights.name}")

@@ -211,7 +211,7 @@ def evaluate(
     from rich.console import Console
 
     from affectkit.evaluation.evaluator import metrics_table
-    from affectkit.models.io import read_metadata
+    from affectkit.models.metadata import read_metadata
     from affectkit.pipeline import evaluate_saved
 
     with report_to_console(quiet):

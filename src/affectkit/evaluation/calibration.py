@@ -15,8 +15,8 @@ from torch import Tensor
 from affectkit.config import NO_EXPRESSION
 from affectkit.evaluation.drift import output_profile
 from affectkit.evaluation.evaluator import Predictions
-from affectkit.evaluation.metrics import MIN_COVERAGE_FACES, VALIDATION_COVERAGES, selective_accuracy
-from affectkit.models.io import read_metadata, update_metadata
+from affectkit.evaluation.selective import MIN_COVERAGE_FACES, VALIDATION_COVERAGES, selective_accuracy
+from affectkit.models.metadata import read_metadata, update_metadata
 
 
 def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> float:

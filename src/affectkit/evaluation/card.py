@@ -15,10 +15,19 @@ from affectkit.config import CLASS_NAMES, dotted_items
 from affectkit.data.synthetic import is_synthetic_data
 from affectkit.evaluation.comparison import (class_threshold_sentence, held_out_threshold_sentence, listed_shares,
                                              table_number)
-from affectkit.evaluation.metrics import MIN_COVERAGE_FACES
-from affectkit.models.io import (SYNTHETIC_WARNING, config_from_metadata, fusion_branches, fusion_criterion,
-                                model_paths, predicts_expression, predicts_valence_arousal, read_metadata,
-                                trained_classes, update_metadata)
+from affectkit.evaluation.selective import MIN_COVERAGE_FACES
+from affectkit.models.metadata import (
+    SYNTHETIC_WARNING,
+    config_from_metadata,
+    fusion_branches,
+    fusion_criterion,
+    model_paths,
+    predicts_expression,
+    predicts_valence_arousal,
+    read_metadata,
+    trained_classes,
+    update_metadata,
+)
 from affectkit.runs import RunFolder
 
 TRAINING_DATA_KEYS = ("source", "layout", "layout_description", "synthetic", "valid_samples", "rejected_samples",

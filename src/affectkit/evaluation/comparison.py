@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from affectkit.config import CLASS_NAMES
-from affectkit.evaluation.metrics import VALIDATION_COVERAGES, expression_score, prior_collapse
+from affectkit.evaluation.metrics import expression_score, prior_collapse
+from affectkit.evaluation.selective import VALIDATION_COVERAGES
 from affectkit.evaluation.significance import CONFIDENCE, PairedCCC, PairedComparison
 from affectkit.runs import RunFolder
 

@@ -15,13 +15,14 @@ from rich.table import Table
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.data.datamodule import PreparedData, normalise_batch
 from affectkit.evaluation.comparison import class_names_of
-from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics, selective_accuracy
+from affectkit.evaluation.metrics import VA_DIMENSIONS, compute_metrics
 from affectkit.evaluation.plots import (
     plot_confident_mistakes,
     plot_confusion_matrix,
     plot_coverage,
     plot_reliability_diagram,
 )
+from affectkit.evaluation.selective import selective_accuracy
 from affectkit.evaluation.significance import CONFIDENCE, GroupGap, ccc_interval, score_intervals
 from affectkit.evaluation.subgroups import models_by_group
 from affectkit.progress import reporter, silenced

@@ -19,12 +19,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
-from affectkit.evaluation.metrics import (  # noqa: E402
-    ECE_BINS,
-    coverage_curve,
-    expected_calibration_error,
-    reliability_curve,
-)
+from affectkit.evaluation.metrics import ECE_BINS, expected_calibration_error, reliability_curve
+from affectkit.evaluation.selective import coverage_curve
 
 DPI = 120
 MIN_ANSWERED = 10  # the coverage curve starts at this many faces answered

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from affectkit.errors import AffectkitError
-from affectkit.models.io import predicts_expression
+from affectkit.evaluation.selective import MIN_COVERAGE_FACES, threshold_for_accuracy
+from affectkit.models.metadata import predicts_expression
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,6 @@ def abstention_for(meta: dict[str, Any], model_path: str | Path, min_confidence:
     as given, or the lowest confidence at which the model's validation faces were answered with an accuracy of
     ``target_accuracy`` or more; with ``per_class``, also such a confidence for the faces predicted as each class
     that was predicted on enough validation faces. None where no threshold is given."""
-    # Imported here: metrics loads torchmetrics, which a predictor does not otherwise need.
-    from affectkit.evaluation.metrics import MIN_COVERAGE_FACES, threshold_for_accuracy
-
     check_abstention_request(min_confidence, target_accuracy, per_class)
     if min_confidence is None and target_accuracy is None:
         return None
@@ -139,8 +137,6 @@ def abstention_for(meta: dict[str, Any], model_path: str | Path, min_confidence:
 
 def _class_threshold(found: dict[str, Any], target: float) -> ClassThreshold:
     """One class's threshold from the curve of the validation faces predicted as it."""
-    from affectkit.evaluation.metrics import threshold_for_accuracy
-
     row = threshold_for_accuracy(found["curve"], target)
     if row is None:
         return ClassThreshold(None, found["faces"], None, max(r["accuracy"] for r in found["curve"]))

@@ -24,7 +24,8 @@ from affectkit.inference.backends import (
     OnnxBackend,
     weights_digest,
 )
-from affectkit.models.io import load_model, model_paths
+from affectkit.models.io import load_model
+from affectkit.models.metadata import model_paths
 
 # Dynamic quantisation targets the dense layers: onnxruntime's CPU kernel for ConvInteger lacks int8 weights, and
 # where it does run (uint8 weights) it measured slower than the float convolution. Convolutions stay float32.

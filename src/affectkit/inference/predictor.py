@@ -13,32 +13,25 @@ import numpy as np
 
 from affectkit.errors import AffectkitError
 from affectkit.inference.abstention import Abstention, abstention_for, check_abstention_request
-from affectkit.inference.backends import (
-    MODEL_DESCRIPTION_KEY,
-    WEIGHTS_DIGEST_KEY,
-    OnnxBackend,
-    TorchBackend,
-    weights_digest,
-)
+from affectkit.inference.backends import MODEL_DESCRIPTION_KEY, WEIGHTS_DIGEST_KEY, OnnxBackend, weights_digest
 from affectkit.inference.faces import DEFAULT_MARGIN, DetectorMethod, Face, FaceDetector, crop_face
 from affectkit.inference.images import as_rgb_uint8
-from affectkit.models.io import (
+from affectkit.models.metadata import (
     FORMAT,
-    check_device,
-    load_model,
     model_paths,
     predicts_expression,
     predicts_valence_arousal,
     read_metadata,
+    sha256_of,
     synthetic_data_warning,
     trained_classes,
 )
-from affectkit.models.registry import sha256_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from affectkit.inference.results import FaceResults, ImageInput
+    from affectkit.inference.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +148,10 @@ def load_backend(
         onnx = _onnx_backend_if_current(onnx_path, weights)
         if onnx is not None:
             return read_metadata(meta_path), onnx
+    # Imported here: a model served from its ONNX export needs neither PyTorch nor timm.
+    from affectkit.inference.torch_backend import TorchBackend
+    from affectkit.models.io import load_model
+
     model, meta = load_model(weights, device=device)
     return meta, TorchBackend(model, device)
 
@@ -183,7 +180,10 @@ class Predictor:
     ):
         if mc_samples < 0 or batch_size < 1:
             raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
-        check_device(device)  # the face detector runs there too, whatever backend the model takes
+        if device != "cpu":  # PyTorch checks it: the face detector runs there too, whatever backend the model takes
+            from affectkit.models.io import check_device
+
+            check_device(device)
         if face_margin is not None and not 0 <= face_margin <= 1:
             raise AffectkitError(f"--face-margin must be in [0, 1] (of the face box, on each side), got {face_margin}.")
         check_abstention_request(min_confidence, target_accuracy, per_class_thresholds)
@@ -298,7 +298,7 @@ class Predictor:
     def embed_batch(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """The face model's embedding [N, D] of face crops (its pooled backbone features; with the mirror image's
         averaged in where the model is served with flip test-time augmentation). Needs the torch backend."""
-        if not isinstance(self.backend, TorchBackend):
+        if self.backend.name != "torch":
             raise AffectkitError("Face embeddings need the PyTorch model: load it with backend='torch' (--backend "
                                  "torch) and the .safetensors file.")
         out = []

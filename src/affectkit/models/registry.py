@@ -15,7 +15,6 @@ package ships as Keras HDF5, read onto :class:`affectkit.models.mini_xception.Mi
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Literal
 import torch
 
 from affectkit.errors import AffectkitError
+from affectkit.models.metadata import sha256_of
 from affectkit.models.mini_xception import read_keras_weights
 
 Naming = Literal["torchvision", "lukemelas", "timm", "keras_h5"]
@@ -141,14 +141,6 @@ def shipped_file(entry: ShippedWeights) -> Path | None:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / entry.file
     return path if path.is_file() else None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verified_file(path: Path, digest: str | None, recorded_in: str, written_by: str) -> Path:

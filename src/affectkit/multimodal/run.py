@@ -19,7 +19,8 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import INTERVAL_NOTE, interval_cells, markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor, model_digest
-from affectkit.models.registry import kept_description, sha256_of, verified_file
+from affectkit.models.metadata import sha256_of
+from affectkit.models.registry import kept_description, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SECOND
 from affectkit.multimodal.features import (
     FeatureTable,

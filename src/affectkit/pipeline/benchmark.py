@@ -55,7 +55,8 @@ from affectkit.evaluation.significance import (
 from affectkit.evaluation.significance import SCORES as INTERVAL_SCORES
 from affectkit.evaluation.subgroups import models_by_group, resampled_units, write_group_scores
 from affectkit.models.factory import AffectModel, resolve_spec
-from affectkit.models.io import fusion_branches, fusion_criterion, load_model
+from affectkit.models.io import load_model
+from affectkit.models.metadata import fusion_branches, fusion_criterion
 from affectkit.pipeline.run import record_evaluation
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder

@@ -26,7 +26,8 @@ from affectkit.evaluation.comparison import comparison_lines, interval_cells, ma
 from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_groups, score
 from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
 from affectkit.evaluation.subgroups import models_by_group, resampled_units, write_group_scores
-from affectkit.models.io import load_model, model_paths
+from affectkit.models.io import load_model
+from affectkit.models.metadata import model_paths
 from affectkit.pipeline.external import read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
 from affectkit.progress import reporter, silenced

@@ -35,15 +35,14 @@ from affectkit.evaluation.evaluator import (
 )
 from affectkit.evaluation.metrics import (
     VA_DIMENSIONS,
-    class_thresholds_held_out,
     compute_metrics,
     expression_score,
     prior_collapse,
-    thresholds_held_out,
     unlearnt_classes,
     unlearnt_note,
 )
 from affectkit.evaluation.plots import plot_group_scores
+from affectkit.evaluation.selective import class_thresholds_held_out, thresholds_held_out
 from affectkit.evaluation.significance import (
     CONFIDENCE,
     PairedCCC,
@@ -54,7 +53,8 @@ from affectkit.evaluation.significance import (
 from affectkit.evaluation.subgroups import group_record, models_by_group, resampled_units, write_group_scores
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
-from affectkit.models.io import config_from_metadata, load_model, model_paths, read_metadata, trained_classes
+from affectkit.models.io import load_model
+from affectkit.models.metadata import config_from_metadata, model_paths, read_metadata, trained_classes
 from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits

@@ -36,8 +36,10 @@ from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.evaluator import predict_split
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
-from affectkit.models.io import config_from_metadata, load_model, predicts_valence_arousal, read_metadata
-from affectkit.models.registry import kept_description, sha256_of, verified_file
+from affectkit.models.io import load_model
+from affectkit.models.metadata import config_from_metadata, predicts_valence_arousal, read_metadata
+from affectkit.models.metadata import sha256_of
+from affectkit.models.registry import kept_description, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
 from affectkit.multimodal.fusion import ccc
 from affectkit.multimodal.run import face_model_digest, require_face_model

@@ -20,7 +20,8 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import INTERVAL_NOTE, interval_cells, markdown_table
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
-from affectkit.models.registry import kept_description, sha256_of, verified_file
+from affectkit.models.metadata import sha256_of
+from affectkit.models.registry import kept_description, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs, summarise
 from affectkit.multimodal.features import FeatureTable, assign_splits, modality_columns
 from affectkit.multimodal.fusion import (

@@ -12,7 +12,8 @@ import pandas as pd
 
 from affectkit.atomic import atomic_path
 from affectkit.config import Config
-from affectkit.models.io import model_paths, save_model
+from affectkit.models.io import save_model
+from affectkit.models.metadata import model_paths
 from affectkit.progress import reporter
 
 HISTORY_COLUMNS = [

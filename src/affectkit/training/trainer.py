@@ -41,14 +41,8 @@ from affectkit.models.factory import (
     resolve_spec,
     trainable_spec,
 )
-from affectkit.models.io import (
-    fusion_branches,
-    fusion_criterion,
-    load_model,
-    model_paths,
-    read_metadata,
-    update_metadata,
-)
+from affectkit.models.io import load_model
+from affectkit.models.metadata import fusion_branches, fusion_criterion, model_paths, read_metadata, update_metadata
 from affectkit.models.registry import is_pretrained
 from affectkit.models.weights import load_pretrained_weights, load_weights_file
 from affectkit.progress import lightning_quieted, reporter, silenced

@@ -1,0 +1,97 @@
+"""What one `affectkit predict` costs a process: its wall time, its peak memory and the heavy libraries it loads, for
+a model served from its ONNX export and from PyTorch, on face crops (--no-detect) and with face detection.
+
+    python bench/predict_startup.py [--repeats 3] [--src OTHER_CHECKOUT/src] [--out bench/results/predict_startup.md]
+
+Each run is a fresh Python process (as a command-line call or a container's start is); its peak memory is read from
+/proc (Linux). ``--src`` runs the affectkit of another checkout instead of the installed one (a before/after
+comparison on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HEAVY = ("torch", "timm", "torchmetrics", "lightning", "onnxruntime")
+CHILD = """
+import json, sys
+from affectkit.cli import main
+sys.argv = ["affectkit", "predict", *{args!r}, "--quiet", "--out", {out!r}]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would count the parent's memory too.
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"peak_mb": int(peak.split()[1]) / 1024, "loaded": [m for m in {heavy!r} if m in sys.modules]}}))
+"""
+
+
+def _model(folder: Path) -> tuple[Path, Path]:
+    """An untrained custom CNN at 64 px and its ONNX export, and one demo face."""
+    import torch
+
+    from affectkit.config import Config
+    from affectkit.data.synthetic import make_demo_dataset
+    from affectkit.inference.export import export_onnx
+    from affectkit.models import build_model, save_model
+
+    torch.manual_seed(0)
+    config = Config(img_size=64)
+    weights = save_model(build_model("custom_cnn", config), folder / "best_CustomCNN", config)
+    export_onnx(weights)
+    data = make_demo_dataset(folder / "data", n=8, seed=0, progress=False)
+    return weights, data / "images" / "0.jpg"
+
+
+def _run(args: list[str], src: str | None, out: Path) -> tuple[float, dict]:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    start = time.perf_counter()
+    ran = subprocess.run([sys.executable, "-c", CHILD.format(args=args, out=str(out), heavy=HEAVY)],
+                         capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if ran.returncode != 0:
+        raise SystemExit(f"predict {' '.join(args)} failed:\n{ran.stderr}")
+    return seconds, json.loads(ran.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--src", help="a checkout's src folder whose affectkit to run")
+    parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, face = _model(Path(tmp))
+        cases = {
+            "ONNX, face crops (--no-detect)": [str(weights.with_suffix(".onnx")), str(face), "--no-detect"],
+            "ONNX, faces detected": [str(weights.with_suffix(".onnx")), str(face)],
+            "PyTorch, face crops (--no-detect)": [str(weights), str(face), "--no-detect", "--backend", "torch"],
+            "PyTorch, faces detected": [str(weights), str(face), "--backend", "torch"],
+        }
+        lines = [f"affectkit from {args.src or 'the installed package'}; {args.repeats} fresh processes per case, "
+                 "median (one demo face, an untrained 64 px custom CNN).", "",
+                 "| case | wall s | peak MB | heavy libraries loaded |", "|---|---|---|---|"]
+        for name, case in cases.items():
+            runs = [_run(case, args.src, Path(tmp) / "out.csv") for _ in range(args.repeats)]
+            wall = statistics.median(seconds for seconds, _ in runs)
+            peak = statistics.median(found["peak_mb"] for _, found in runs)
+            lines.append(f"| {name} | {wall:.2f} | {peak:.0f} | {', '.join(runs[0][1]['loaded']) or 'none'} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
