@@ -1,5 +1,6 @@
 """What one `affectkit predict` costs a process: its wall time, its peak memory and the heavy libraries it loads, for
-a model served from its ONNX export and from PyTorch, on face crops (--no-detect) and with face detection.
+a model served from its ONNX export and from PyTorch, on face crops (--no-detect) and with face detection; and a
+server of the ONNX export on face crops, answering one request.
 
     python bench/predict_startup.py [--repeats 3] [--src OTHER_CHECKOUT/src] [--out bench/results/predict_startup.md]
 
@@ -35,6 +36,18 @@ print(json.dumps({{"peak_mb": int(peak.split()[1]) / 1024, "loaded": [m for m in
 """
 
 
+SERVE_CHILD = """
+import json, sys
+from fastapi.testclient import TestClient
+from affectkit.serving import create_app
+app = create_app({model!r}, detect={detect!r})
+files = [("files", ("face.jpg", open({face!r}, "rb").read(), "image/jpeg"))]
+assert TestClient(app).post("/v1/predict", files=files).status_code == 200
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"peak_mb": int(peak.split()[1]) / 1024, "loaded": [m for m in {heavy!r} if m in sys.modules]}}))
+"""
+
+
 def _model(folder: Path) -> tuple[Path, Path]:
     """An untrained custom CNN at 64 px and its ONNX export, and one demo face."""
     import torch
@@ -52,16 +65,15 @@ def _model(folder: Path) -> tuple[Path, Path]:
     return weights, data / "images" / "0.jpg"
 
 
-def _run(args: list[str], src: str | None, out: Path) -> tuple[float, dict]:
+def _run(code: str, src: str | None) -> tuple[float, dict]:
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     start = time.perf_counter()
-    ran = subprocess.run([sys.executable, "-c", CHILD.format(args=args, out=str(out), heavy=HEAVY)],
-                         capture_output=True, text=True, env=env)
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if ran.returncode != 0:
-        raise SystemExit(f"predict {' '.join(args)} failed:\n{ran.stderr}")
+        raise SystemExit(f"{code}\nfailed:\n{ran.stderr}")
     return seconds, json.loads(ran.stdout.strip().splitlines()[-1])
 
 
@@ -73,17 +85,21 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         weights, face = _model(Path(tmp))
-        cases = {
-            "ONNX, face crops (--no-detect)": [str(weights.with_suffix(".onnx")), str(face), "--no-detect"],
-            "ONNX, faces detected": [str(weights.with_suffix(".onnx")), str(face)],
+        onnx, out = str(weights.with_suffix(".onnx")), str(Path(tmp) / "out.csv")
+        predict = {
+            "ONNX, face crops (--no-detect)": [onnx, str(face), "--no-detect"],
+            "ONNX, faces detected": [onnx, str(face)],
             "PyTorch, face crops (--no-detect)": [str(weights), str(face), "--no-detect", "--backend", "torch"],
             "PyTorch, faces detected": [str(weights), str(face), "--backend", "torch"],
         }
+        cases = {f"predict: {name}": CHILD.format(args=case, out=out, heavy=HEAVY) for name, case in predict.items()}
+        cases["a server of the ONNX model (create_app, one request), face crops"] = SERVE_CHILD.format(
+            model=onnx, detect=False, face=str(face), heavy=HEAVY)
         lines = [f"affectkit from {args.src or 'the installed package'}; {args.repeats} fresh processes per case, "
                  "median (one demo face, an untrained 64 px custom CNN).", "",
                  "| case | wall s | peak MB | heavy libraries loaded |", "|---|---|---|---|"]
         for name, case in cases.items():
-            runs = [_run(case, args.src, Path(tmp) / "out.csv") for _ in range(args.repeats)]
+            runs = [_run(case, args.src) for _ in range(args.repeats)]
             wall = statistics.median(seconds for seconds, _ in runs)
             peak = statistics.median(found["peak_mb"] for _, found in runs)
             lines.append(f"| {name} | {wall:.2f} | {peak:.0f} | {', '.join(runs[0][1]['loaded']) or 'none'} |")

@@ -361,9 +361,9 @@ def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured
     assert said in " ".join(printed.output.split())
 
 
-def test_an_exported_model_predicts_and_abstains_without_pytorch(measured, demo_dir, tmp_path):
-    """`affectkit predict MODEL.onnx` with a threshold per class read from the export's description: no PyTorch,
-    timm, torchmetrics or Lightning is loaded (an ONNX deployment needs none of them)."""
+def test_an_exported_model_predicts_serves_and_abstains_without_pytorch(measured, demo_dir, tmp_path):
+    """`affectkit predict MODEL.onnx` and a server of it, on face crops, with a threshold per class read from the
+    export's description: no PyTorch, timm, torchmetrics or Lightning is loaded (an ONNX deployment needs none)."""
     import subprocess
     import sys
 
@@ -373,16 +373,26 @@ def test_an_exported_model_predicts_and_abstains_without_pytorch(measured, demo_
     alone = tmp_path / "alone" / exported.name  # the .onnx file alone: its description is the copy it carries
     alone.parent.mkdir()
     shutil.copy(exported, alone)
-    code = ("import sys\nfrom affectkit.cli import main\n"
-            f"sys.argv = ['affectkit', 'predict', {str(alone)!r}, {str(demo_dir / 'images' / '0.jpg')!r}, "
-            "'--no-detect', '--target-accuracy', '0.9', '--per-class-thresholds', '--out', '-']\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-            "print([m for m in ('torch', 'timm', 'torchmetrics', 'lightning') if m in sys.modules])")
-    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert ran.returncode == 0, ran.stderr
-    answer, loaded = ran.stdout.strip().splitlines()[-2:]
-    assert loaded == "[]"
-    assert '"abstained": false' in answer and '"expression": "Fear"' in answer
+    face = demo_dir / "images" / "0.jpg"
+    loaded = "print([m for m in ('torch', 'timm', 'torchmetrics', 'lightning') if m in sys.modules])"
+    predict = ("import sys\nfrom affectkit.cli import main\n"
+               f"sys.argv = ['affectkit', 'predict', {str(alone)!r}, {str(face)!r}, '--no-detect', "
+               "'--target-accuracy', '0.9', '--per-class-thresholds', '--out', '-']\n"
+               f"try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n{loaded}")
+    serve = ("import sys\nfrom fastapi.testclient import TestClient\nfrom affectkit.serving import create_app\n"
+             f"app = create_app({str(alone)!r}, detect=False, target_accuracy=0.9, per_class_thresholds=True)\n"
+             f"files = [('files', ('0.jpg', open({str(face)!r}, 'rb').read(), 'image/jpeg'))]\n"
+             "face, = TestClient(app).post('/v1/predict', files=files).json()['results'][0]['faces']\n"
+             f"print(face['expression'], face['abstained'])\n{loaded}")
+    answers = []
+    for code in (predict, serve):
+        ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        answer, modules = ran.stdout.strip().splitlines()[-2:]
+        assert modules == "[]"
+        answers.append(answer)
+    assert '"abstained": false' in answers[0] and '"expression": "Fear"' in answers[0]
+    assert answers[1] == "Fear False"
 
 
 def test_a_served_video_marks_its_frames_and_tracks(model_path, demo_dir, tmp_path):

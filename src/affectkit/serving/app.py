@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
@@ -44,9 +44,7 @@ from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, fr
 from affectkit.inference.predictor import BackendName, Predictor
 from affectkit.inference.timeline import TrackSmoother, smooth_frames, track_summaries
 from affectkit.multimodal.face import FrameOutputs, served_frame_outputs
-from affectkit.multimodal.fusion import verdict_of
 from affectkit.multimodal.manifest import Sample
-from affectkit.multimodal.run import fusion_verdict, load_fusion, reads_per_person, require_face_model
 from affectkit.serving.drift import DEFAULT_MIN_FACES, DEFAULT_WINDOW, DriftMonitor
 from affectkit.serving.feedback import (
     DEFAULT_REMEMBERED,
@@ -62,8 +60,10 @@ from affectkit.serving.uploads import (
     modality_suffix,
     video_container,
 )
-from affectkit.temporal import TemporalModel, load_temporal
-from affectkit.temporal.continuous import ContinuousModel, load_continuous
+
+if TYPE_CHECKING:
+    from affectkit.temporal import TemporalModel
+    from affectkit.temporal.continuous import ContinuousModel
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +285,17 @@ def create_app(
                    "max_video_bytes (--max-video-mb)": max_video_bytes, "max_video_frames": max_video_frames,
                    "max_files": max_files, "max_pending (--max-pending)": max_pending})
     check_abstention_request(min_confidence, target_accuracy, per_class_thresholds)
-    temporal_model = None if temporal is None else load_temporal(temporal)
-    frames_model = None if temporal_frames is None else load_continuous(temporal_frames)
+    # The temporal and fusion models' code (PyTorch, scikit-learn) is imported for a server given one only: a server
+    # of an ONNX model on face crops runs without PyTorch.
+    temporal_model = frames_model = None
+    if temporal is not None:
+        from affectkit.temporal import load_temporal
+
+        temporal_model = load_temporal(temporal)
+    if temporal_frames is not None:
+        from affectkit.temporal.continuous import load_continuous
+
+        frames_model = load_continuous(temporal_frames)
     if frames_model is not None:
         frames_model.check_face_model(Path(model_path), "serve that model with it")
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
@@ -296,8 +305,11 @@ def create_app(
                           per_class_thresholds=per_class_thresholds)
     if temporal_model is not None:
         _check_reads_alike(temporal_model, temporal, predictor)
-    fusion_models, fusion_meta = load_fusion(fusion) if fusion is not None else (None, None)
-    if fusion_meta is not None:
+    fusion_models = fusion_meta = None
+    if fusion is not None:
+        from affectkit.multimodal.run import load_fusion
+
+        fusion_models, fusion_meta = load_fusion(fusion)
         _check_servable_fusion(fusion_meta, fusion, model_path, predictor)
     # One prediction at a time: the model already uses every core it is given, and memory stays predictable.
     model_lock = threading.Lock()
@@ -451,6 +463,8 @@ def create_app(
 
     def multimodal_job(uploads: dict[str, tuple[str, bytes]], start: float | None,
                        end: float | None) -> dict[str, Any]:
+        from affectkit.multimodal.run import fusion_verdict  # loaded with the fusion models already
+
         with tempfile.TemporaryDirectory(prefix="affectkit-multimodal-") as folder:
             files = {}
             for field, (name, data) in uploads.items():
@@ -628,6 +642,8 @@ def _check_reads_alike(model: TemporalModel, folder: str | Path, predictor: Pred
 def _check_servable_fusion(meta: dict[str, Any], folder: str | Path, model_path: str | Path,
                            predictor: Predictor) -> None:
     """Refuse a fusion this server cannot feed one sample at a time, or whose face features another model gave."""
+    from affectkit.multimodal.run import reads_per_person, require_face_model
+
     if reads_per_person(meta):
         raise AffectkitError(f"The fusion in {folder} reads features relative to each person's samples, which one "
                              "request cannot give: refit it with `affectkit fuse --no-person-relative` to serve it.")
@@ -658,6 +674,8 @@ def _model_frames(read: VideoFaces, fps: float, reusable: bool, own_pass: Callab
 def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
                   name: str) -> dict[str, Any]:
     """The temporal model's expression, probabilities, valence and arousal for the whole video."""
+    from affectkit.multimodal.fusion import verdict_of
+
     outputs = _model_frames(read, model.meta["fps"], not model.embeddings, lambda: model.read(predictor, path),
                             predictor, max_frames, name, "temporal model")
     if outputs is None:
