@@ -7,10 +7,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
+
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from skimage import data as skdata
 from typer.testing import CliRunner
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
@@ -362,8 +365,9 @@ def test_an_evaluation_tries_the_validation_thresholds_on_its_own_faces(measured
 
 
 def test_an_exported_model_predicts_serves_and_abstains_without_pytorch(measured, demo_dir, tmp_path):
-    """`affectkit predict MODEL.onnx` and a server of it, on face crops, with a threshold per class read from the
-    export's description: no PyTorch, timm, torchmetrics or Lightning is loaded (an ONNX deployment needs none)."""
+    """`affectkit predict MODEL.onnx` and a server of it, on face crops, and `predict` finding faces with OpenCV's
+    cascade, with a threshold per class read from the export's description: no PyTorch, timm, torchmetrics or
+    Lightning is loaded (an ONNX deployment needs none)."""
     import subprocess
     import sys
 
@@ -374,18 +378,23 @@ def test_an_exported_model_predicts_serves_and_abstains_without_pytorch(measured
     alone.parent.mkdir()
     shutil.copy(exported, alone)
     face = demo_dir / "images" / "0.jpg"
+    photo = tmp_path / "astronaut.jpg"  # a photograph: OpenCV's cascade finds its face
+    cv2.imwrite(str(photo), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
     loaded = "print([m for m in ('torch', 'timm', 'torchmetrics', 'lightning') if m in sys.modules])"
-    predict = ("import sys\nfrom affectkit.cli import main\n"
-               f"sys.argv = ['affectkit', 'predict', {str(alone)!r}, {str(face)!r}, '--no-detect', "
-               "'--target-accuracy', '0.9', '--per-class-thresholds', '--out', '-']\n"
-               f"try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n{loaded}")
+
+    def predict(image: Path, *options: str) -> str:
+        return ("import sys\nfrom affectkit.cli import main\n"
+                f"sys.argv = ['affectkit', 'predict', {str(alone)!r}, {str(image)!r}, *{options!r}, "
+                "'--target-accuracy', '0.9', '--per-class-thresholds', '--out', '-']\n"
+                f"try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n{loaded}")
+
     serve = ("import sys\nfrom fastapi.testclient import TestClient\nfrom affectkit.serving import create_app\n"
              f"app = create_app({str(alone)!r}, detect=False, target_accuracy=0.9, per_class_thresholds=True)\n"
              f"files = [('files', ('0.jpg', open({str(face)!r}, 'rb').read(), 'image/jpeg'))]\n"
              "face, = TestClient(app).post('/v1/predict', files=files).json()['results'][0]['faces']\n"
              f"print(face['expression'], face['abstained'])\n{loaded}")
     answers = []
-    for code in (predict, serve):
+    for code in (predict(face, "--no-detect"), serve, predict(photo, "--detector", "haar")):
         ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert ran.returncode == 0, ran.stderr
         answer, modules = ran.stdout.strip().splitlines()[-2:]
@@ -393,6 +402,7 @@ def test_an_exported_model_predicts_serves_and_abstains_without_pytorch(measured
         answers.append(answer)
     assert '"abstained": false' in answers[0] and '"expression": "Fear"' in answers[0]
     assert answers[1] == "Fear False"
+    assert '"status": "ok"' in answers[2] and '"x1": ' in answers[2]  # a face found, and read, without PyTorch
 
 
 def test_a_served_video_marks_its_frames_and_tracks(model_path, demo_dir, tmp_path):

@@ -427,6 +427,24 @@ def test_haar_fallback_finds_the_face(monkeypatch):
     assert 150 < (x1 + x2) / 2 < 300 and 60 < (y1 + y2) / 2 < 180
 
 
+def test_the_detector_is_chosen_by_name_and_an_unknown_one_refused(model_path):
+    from fastapi.testclient import TestClient
+
+    from affectkit.cli import app
+    from affectkit.serving import create_app
+
+    with pytest.raises(AffectkitError, match="Unknown face detector 'yunet': choose auto"):
+        FaceDetector("yunet")
+    client = TestClient(create_app(model_path, detector="haar"))
+    assert client.get("/v1/model").json()["face_detection"] == "haar"
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    faces = client.post("/v1/predict", files=[("files", ("a.jpg", jpeg.tobytes(), "image/jpeg"))]).json()
+    assert faces["results"][0]["faces"]  # the cascade finds the astronaut's face
+    absent = model_path.parent / "absent.safetensors"  # refused before any model is read
+    refused = CliRunner().invoke(app, ["predict", str(absent), "x.jpg", "--detector", "yunet"])
+    assert isinstance(refused.exception, AffectkitError) and "Unknown face detector" in str(refused.exception)
+
+
 def test_a_48_megapixel_phone_photo_is_read_from_its_file_but_refused_as_an_upload(tmp_path):
     from affectkit.inference.images import ImageError, decode_image, read_image
 

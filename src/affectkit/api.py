@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from affectkit.config import Config
+    from affectkit.inference.faces import DetectorMethod
     from affectkit.inference.predictor import BackendName, Predictor
     from affectkit.multimodal import FusionRun
     from affectkit.pipeline.benchmark import BenchmarkResult
@@ -54,25 +55,27 @@ def _config(config: ConfigSource, data: str | Path, overrides: dict[str, Any]) -
 
 
 def load(path: str | Path, *, backend: BackendName = "auto", device: str = "cpu", detect: bool = True,
-         mc_samples: int = 0, batch_size: int = 32, face_margin: float | None = None,
+         detector: DetectorMethod = "auto", mc_samples: int = 0, batch_size: int = 32, face_margin: float | None = None,
          min_confidence: float | None = None, target_accuracy: float | None = None,
          per_class_thresholds: bool = False) -> Predictor:
     """A saved model (``best_<Model>.safetensors``, its ``.json`` or stem, or an exported ``.onnx``) ready to
     predict: ``load(path).predict(images)`` gives one result per face, ``.to_frame()`` a DataFrame.
 
-    ``detect=False`` treats every image as an already-cropped face; ``mc_samples`` > 0 adds Monte-Carlo-dropout
-    uncertainty (torch backend); ``face_margin`` crops detected faces with that share of the box on each side
-    instead of the framing measured on the model's training faces. ``min_confidence``, or ``target_accuracy`` (the
-    confidence at which its validation faces were answered that accurately; with ``per_class_thresholds``, one such
-    confidence for the faces predicted as each class): each face's ``abstained`` says whether its expression is
-    below it, too unsure to act on. A model trained on synthetic demo faces warns
+    ``detect=False`` treats every image as an already-cropped face; ``detector="haar"`` finds faces with OpenCV's
+    cascade instead of MTCNN (frontal faces only; with an ONNX model, no PyTorch); ``mc_samples`` > 0 adds
+    Monte-Carlo-dropout uncertainty (torch backend); ``face_margin`` crops detected faces with that share of the box
+    on each side instead of the framing measured on the model's training faces. ``min_confidence``, or
+    ``target_accuracy`` (the confidence at which its validation faces were answered that accurately; with
+    ``per_class_thresholds``, one such confidence for the faces predicted as each class): each face's ``abstained``
+    says whether its expression is below it, too unsure to act on. A model trained on synthetic demo faces warns
     (``UserWarning``) when loaded.
     """
     from affectkit.inference.predictor import Predictor
 
-    predictor = Predictor(path, backend=backend, device=device, detect=detect, mc_samples=mc_samples,
-                          batch_size=batch_size, face_margin=face_margin, min_confidence=min_confidence,
-                          target_accuracy=target_accuracy, per_class_thresholds=per_class_thresholds)
+    predictor = Predictor(path, backend=backend, device=device, detect=detect, detector_method=detector,
+                          mc_samples=mc_samples, batch_size=batch_size, face_margin=face_margin,
+                          min_confidence=min_confidence, target_accuracy=target_accuracy,
+                          per_class_thresholds=per_class_thresholds)
     if predictor.warning:
         warnings.warn(predictor.warning, UserWarning, stacklevel=2)
     return predictor

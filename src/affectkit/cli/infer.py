@@ -22,6 +22,10 @@ BackendOpt = Annotated[str, typer.Option(
     "onnx / torch.")]
 NoDetectOpt = Annotated[bool, typer.Option(
     "--no-detect", help="Skip face detection: each whole image is already a face crop.")]
+DetectorOpt = Annotated[str, typer.Option(
+    "--detector", help="How faces are found: mtcnn (finds turned and small faces, levels the eyes; runs on "
+    "PyTorch), haar (OpenCV's cascade: frontal faces, no eye levelling; no PyTorch), or auto: mtcnn where "
+    "facenet-pytorch loads.")]
 FaceMarginOpt = Annotated[Optional[float], typer.Option(
     help="Crop each detected face with this share of its box added on each side (default: the framing measured on "
          "the model's training faces, stored with it).")]
@@ -33,8 +37,8 @@ TargetAccuracyOpt = Annotated[Optional[float], typer.Option(
     help="Abstain below the confidence at which the model's validation faces were answered this accurately (0.9: "
          "nine in ten of the faces it answers right there), read from what training recorded.")]
 PerClassThresholdsOpt = Annotated[bool, typer.Option(
-    "--per-class-thresholds", help="With --target-accuracy: a threshold for the faces predicted as each class, read from the validation faces "
-         "predicted as it (classes predicted on too few of them take the overall one).")]
+    "--per-class-thresholds", help="With --target-accuracy: a threshold for the faces predicted as each class, "
+    "read from the validation faces predicted as it (classes predicted on too few of them take the overall one).")]
 
 
 def _set_threads(threads: int | None) -> None:
@@ -76,6 +80,7 @@ def predict(
     annotate: Annotated[Optional[Path], typer.Option(
         help="Folder for annotated copies (images; an .mp4 per video) and each video's timeline.png.")] = None,
     no_detect: NoDetectOpt = False,
+    detector: DetectorOpt = "auto",
     face_margin: FaceMarginOpt = None,
     smooth: Annotated[Optional[float], typer.Option(
         help="Video: exponential smoothing per face, weight of the newest frame in (0, 1]; lower is smoother.")] = None,
@@ -99,8 +104,9 @@ def predict(
         check_output_path(out)
     _set_threads(threads)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
-                          batch_size=batch_size, face_margin=face_margin, min_confidence=min_confidence,
-                          target_accuracy=target_accuracy, per_class_thresholds=per_class_thresholds)
+                          batch_size=batch_size, detector_method=detector, face_margin=face_margin,
+                          min_confidence=min_confidence, target_accuracy=target_accuracy,
+                          per_class_thresholds=per_class_thresholds)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
     timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
@@ -199,6 +205,7 @@ def serve(
         envvar="AFFECTKIT_API_KEY", show_envvar=True,
         help="Require this key in the X-API-Key header of /v1/* requests.")] = None,
     no_detect: NoDetectOpt = False,
+    detector: DetectorOpt = "auto",
     face_margin: FaceMarginOpt = None,
     backend: BackendOpt = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body, all files together, in MB.")] = 10.0,
@@ -253,7 +260,7 @@ def serve(
 
         say(f"Monitoring state kept in {state_file(state_dir, model)} (read it with `affectkit "
             "feedback-report`)")
-    run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, backend=backend,
+    run_server(model, host=host, port=port, api_key=api_key, detect=not no_detect, detector=detector, backend=backend,
                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, mc_samples=mc_samples,
                max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_frames=max_video_frames, temporal=temporal,
                drift_window=drift_window, drift_min_faces=drift_min_faces, feedback_window=feedback_window,

@@ -38,7 +38,15 @@ def _import_mtcnn_class() -> type:
     return MTCNN
 
 
+def check_detector_method(method: str) -> None:
+    """Refuse a face detector by a name there is none of."""
+    if method not in ("auto", "mtcnn", "haar"):
+        raise AffectkitError(f"Unknown face detector {method!r}: choose auto (MTCNN where facenet-pytorch loads, else "
+                             "OpenCV's Haar cascade), mtcnn or haar.")
+
+
 def _resolve_method(method: DetectorMethod) -> tuple[str, Any]:
+    check_detector_method(method)
     if method == "haar":
         return "haar", None
     try:

@@ -14,7 +14,14 @@ import numpy as np
 from affectkit.errors import AffectkitError
 from affectkit.inference.abstention import Abstention, abstention_for, check_abstention_request
 from affectkit.inference.backends import MODEL_DESCRIPTION_KEY, WEIGHTS_DIGEST_KEY, OnnxBackend, weights_digest
-from affectkit.inference.faces import DEFAULT_MARGIN, DetectorMethod, Face, FaceDetector, crop_face
+from affectkit.inference.faces import (
+    DEFAULT_MARGIN,
+    DetectorMethod,
+    Face,
+    FaceDetector,
+    check_detector_method,
+    crop_face,
+)
 from affectkit.inference.images import as_rgb_uint8
 from affectkit.models.metadata import (
     FORMAT,
@@ -187,6 +194,8 @@ class Predictor:
         if face_margin is not None and not 0 <= face_margin <= 1:
             raise AffectkitError(f"--face-margin must be in [0, 1] (of the face box, on each side), got {face_margin}.")
         check_abstention_request(min_confidence, target_accuracy, per_class_thresholds)
+        if detect:
+            check_detector_method(detector_method)
         self.model_path = Path(model_path)
         self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
         # A valence/arousal model (trained on faces without a class) has no expression to give: no class names.

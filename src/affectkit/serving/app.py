@@ -39,6 +39,7 @@ from starlette.datastructures import UploadFile
 from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
 from affectkit.inference.abstention import check_abstention_request
+from affectkit.inference.faces import DetectorMethod
 from affectkit.inference.images import UPLOAD_MAX_PIXELS
 from affectkit.inference.media import VIDEO_SUFFIXES, VideoError, VideoFaces, frame_step, video_faces
 from affectkit.inference.predictor import BackendName, Predictor
@@ -241,6 +242,7 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = UPLOAD_MAX_PIXELS,
     detect: bool = True,
+    detector: DetectorMethod = "auto",
     max_files: int = 16,
     backend: BackendName = "auto",
     mc_samples: int = 0,
@@ -277,7 +279,8 @@ def create_app(
     from a browser (CORS) and open the stream; without it only the server's own page can. ``max_pending``: requests
     for the model (images, videos, multimodal samples) answered or waiting at once; one more is refused at once with
     503 and ``Retry-After``, so that a client or a load balancer tries again or elsewhere instead of queueing without
-    bound. ``min_confidence`` or ``target_accuracy`` (and ``per_class_thresholds``): every face says whether it is
+    bound. ``detector``: how faces are found (see :class:`~affectkit.inference.faces.FaceDetector`).
+    ``min_confidence`` or ``target_accuracy`` (and ``per_class_thresholds``): every face says whether it is
     ``abstained`` on (see :class:`~affectkit.inference.predictor.Predictor`)."""
     allowed_origins = allowed_origins or []
     check_origins(allowed_origins)
@@ -300,7 +303,8 @@ def create_app(
         frames_model.check_face_model(Path(model_path), "serve that model with it")
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
-    predictor = Predictor(model_path, backend=backend, detect=detect, mc_samples=mc_samples, face_margin=face_margin,
+    predictor = Predictor(model_path, backend=backend, detect=detect, detector_method=detector, mc_samples=mc_samples,
+                          face_margin=face_margin,
                           min_confidence=min_confidence, target_accuracy=target_accuracy,
                           per_class_thresholds=per_class_thresholds)
     if temporal_model is not None:
