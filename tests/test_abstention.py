@@ -134,6 +134,9 @@ def test_a_class_with_a_threshold_of_its_own_is_answered_by_it_and_the_others_by
     assert abstention.as_dict()["by_class"]["Fear"] == {"min_confidence": None, "faces": 25,
                                                         "validation_coverage": None, "validation_accuracy": 0.6}
     assert Abstention(0.5).as_dict()["by_class"] is None
+    none_own = Abstention(0.5, 0.9, 0.8, 0.92, by_class={})  # no class predicted on enough validation faces
+    assert none_own.abstains("Happy", 0.4) and not none_own.abstains("Happy", 0.6)
+    assert "no class was predicted on enough validation faces" in none_own.describe()
 
 
 def _with_class_curve(measured: tuple[Path, np.ndarray, np.ndarray], folder: Path, accuracy: float) -> Path:

@@ -4,7 +4,7 @@ for the faces predicted as each class."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class Abstention:
     target_accuracy: float | None = None
     validation_coverage: float | None = None  # the share of the validation faces it answered
     validation_accuracy: float | None = None  # the share of those it answered right
-    by_class: dict[str, ClassThreshold] | None = field(default=None)
+    by_class: dict[str, ClassThreshold] | None = None
 
     def abstains(self, expression: str, confidence: float) -> bool:
         """Whether a face predicted as ``expression`` with this confidence is abstained on."""
