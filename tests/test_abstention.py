@@ -397,7 +397,7 @@ def test_an_exported_model_predicts_serves_and_abstains_without_pytorch(measured
              "face, = TestClient(app).post('/v1/predict', files=files).json()['results'][0]['faces']\n"
              f"print(face['expression'], face['abstained'])\n{loaded}")
     answers = []
-    for code in (predict(face, "--no-detect"), serve, predict(photo, "--detector", "haar")):
+    for code in (predict(face, "--no-detect", "--threads", "1"), serve, predict(photo, "--detector", "haar")):
         ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert ran.returncode == 0, ran.stderr
         answer, modules = ran.stdout.strip().splitlines()[-2:]

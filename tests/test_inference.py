@@ -227,6 +227,22 @@ def test_onnx_export_matches_torch_and_auto_backend_uses_it(model_path, tmp_path
         default.unlink()
 
 
+def test_threads_are_given_to_the_backend_that_runs_the_model(model_path, tmp_path):
+    import torch
+
+    onnx_path = export_onnx(model_path, out=tmp_path / "m.onnx")
+    onnx_model = Predictor(onnx_path, detect=False, threads=1)
+    assert onnx_model.backend.session.get_session_options().intra_op_num_threads == 1
+    before = torch.get_num_threads()
+    try:
+        Predictor(model_path, backend="torch", detect=False, threads=2)
+        assert torch.get_num_threads() == 2  # PyTorch's budget is the process's
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(AffectkitError, match="--threads must be at least 1"):
+        Predictor(tmp_path / "absent.onnx", detect=False, threads=0)
+
+
 @pytest.mark.parametrize("opset", [0, 99])
 def test_an_opset_the_exporter_cannot_write_is_refused_by_name(model_path, tmp_path, opset):
     import inspect

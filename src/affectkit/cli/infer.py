@@ -29,7 +29,8 @@ DetectorOpt = Annotated[str, typer.Option(
 FaceMarginOpt = Annotated[Optional[float], typer.Option(
     help="Crop each detected face with this share of its box added on each side (default: the framing measured on "
          "the model's training faces, stored with it).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for the model (default: PyTorch's choice).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="CPU threads for the model (default: PyTorch's or onnxruntime's choice, one per core).")]
 MinConfidenceOpt = Annotated[Optional[float], typer.Option(
     help="Mark a face abstained (its expression too unsure to act on) where its most probable class has a lower "
          "probability than this; the class and probabilities are still given.")]
@@ -102,11 +103,10 @@ def predict(
 
     if out is not None:
         check_output_path(out)
-    _set_threads(threads)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
                           batch_size=batch_size, detector_method=detector, face_margin=face_margin,
                           min_confidence=min_confidence, target_accuracy=target_accuracy,
-                          per_class_thresholds=per_class_thresholds)
+                          per_class_thresholds=per_class_thresholds, threads=threads)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
     timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
@@ -254,7 +254,6 @@ def serve(
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it "
                       "can use it.")
-    _set_threads(threads)
     if state_dir is not None:
         from affectkit.serving.state import state_file
 
@@ -267,7 +266,7 @@ def serve(
                remembered_predictions=remembered_predictions, state_dir=state_dir, fusion=fusion,
                temporal_frames=temporal_frames, face_margin=face_margin, allowed_origins=allow_origin,
                max_pending=max_pending, min_confidence=min_confidence, target_accuracy=target_accuracy,
-               per_class_thresholds=per_class_thresholds)
+               per_class_thresholds=per_class_thresholds, threads=threads)
 
 
 @app.command("feedback-report")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -122,8 +123,8 @@ def model_metadata(model_path: str | Path, onnx: OnnxBackend | None = None) -> d
     return meta
 
 
-def _onnx_backend_if_current(onnx_path: Path, weights: Path) -> OnnxBackend | None:
-    backend = OnnxBackend(onnx_path)
+def _onnx_backend_if_current(onnx_path: Path, weights: Path, threads: int | None) -> OnnxBackend | None:
+    backend = OnnxBackend(onnx_path, threads)
     exported_from = backend.metadata.get(WEIGHTS_DIGEST_KEY)
     if exported_from and weights.is_file() and exported_from != weights_digest(weights):
         log.warning("%s was exported from other weights than %s; using PyTorch. Re-run `affectkit export`.",
@@ -133,7 +134,7 @@ def _onnx_backend_if_current(onnx_path: Path, weights: Path) -> OnnxBackend | No
 
 
 def load_backend(
-    model_path: str | Path, backend: BackendName, device: str, mc_samples: int
+    model_path: str | Path, backend: BackendName, device: str, mc_samples: int, threads: int | None = None
 ) -> tuple[dict[str, Any], TorchBackend | OnnxBackend]:
     weights, meta_path, onnx_path = model_files(model_path)
     if backend not in ("auto", "onnx", "torch"):
@@ -149,10 +150,10 @@ def load_backend(
     if backend == "onnx" or explicit_onnx:
         if not onnx_path.is_file():
             raise AffectkitError(f"{onnx_path} does not exist; create it with `affectkit export {weights}`.")
-        onnx = OnnxBackend(onnx_path)
+        onnx = OnnxBackend(onnx_path, threads)
         return model_metadata(model_path, onnx), onnx
     if backend == "auto" and device == "cpu" and onnx_path.is_file():  # onnxruntime runs here on the CPU only
-        onnx = _onnx_backend_if_current(onnx_path, weights)
+        onnx = _onnx_backend_if_current(onnx_path, weights, threads)
         if onnx is not None:
             return read_metadata(meta_path), onnx
     # Imported here: a model served from its ONNX export needs neither PyTorch nor timm.
@@ -168,7 +169,8 @@ class Predictor:
     takes crops. With ``min_confidence``, or ``target_accuracy`` (the threshold at which its validation faces were
     answered that accurately; with ``per_class_thresholds``, a threshold for the faces predicted as each class, read
     from the validation faces predicted as it), every face says whether it is ``abstained`` on: its confidence is
-    below the threshold."""
+    below the threshold. ``threads``: the CPU threads of the model and the face detector (default: PyTorch's and
+    onnxruntime's choice, a thread per core)."""
 
     def __init__(
         self,
@@ -184,9 +186,12 @@ class Predictor:
         min_confidence: float | None = None,
         target_accuracy: float | None = None,
         per_class_thresholds: bool = False,
+        threads: int | None = None,
     ):
         if mc_samples < 0 or batch_size < 1:
             raise AffectkitError("--mc-samples must be >= 0 and --batch-size >= 1.")
+        if threads is not None and threads < 1:
+            raise AffectkitError("--threads must be at least 1.")
         if device != "cpu":  # PyTorch checks it: the face detector runs there too, whatever backend the model takes
             from affectkit.models.io import check_device
 
@@ -197,7 +202,7 @@ class Predictor:
         if detect:
             check_detector_method(detector_method)
         self.model_path = Path(model_path)
-        self.meta, self.backend = load_backend(model_path, backend, device, mc_samples)
+        self.meta, self.backend = load_backend(model_path, backend, device, mc_samples, threads)
         # A valence/arousal model (trained on faces without a class) has no expression to give: no class names.
         self.class_names: list[str] = list(self.meta["class_names"]) if predicts_expression(self.meta) else []
         self.trained_classes: list[str] = trained_classes(self.meta) if self.class_names else []
@@ -222,6 +227,10 @@ class Predictor:
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.detector = (detector or FaceDetector(detector_method, device=device)) if detect else None
+        # PyTorch's thread budget is the process's: set where the model or the face detector runs on PyTorch (an
+        # ONNX model on crops, or found by OpenCV's cascade, never loads it).
+        if threads is not None and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
 
     @property
     def backend_name(self) -> str:

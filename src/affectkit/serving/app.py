@@ -262,6 +262,7 @@ def create_app(
     min_confidence: float | None = None,
     target_accuracy: float | None = None,
     per_class_thresholds: bool = False,
+    threads: int | None = None,
 ) -> FastAPI:
     """Load the model once and build the app. ``max_upload_bytes`` bounds an image request, all files together;
     ``max_video_bytes`` a video request, and ``max_video_frames`` the frames read from one video. ``temporal``: a
@@ -279,7 +280,8 @@ def create_app(
     from a browser (CORS) and open the stream; without it only the server's own page can. ``max_pending``: requests
     for the model (images, videos, multimodal samples) answered or waiting at once; one more is refused at once with
     503 and ``Retry-After``, so that a client or a load balancer tries again or elsewhere instead of queueing without
-    bound. ``detector``: how faces are found (see :class:`~affectkit.inference.faces.FaceDetector`).
+    bound. ``detector``: how faces are found (see :class:`~affectkit.inference.faces.FaceDetector`); ``threads``:
+    the CPU threads of the model and the face detector.
     ``min_confidence`` or ``target_accuracy`` (and ``per_class_thresholds``): every face says whether it is
     ``abstained`` on (see :class:`~affectkit.inference.predictor.Predictor`)."""
     allowed_origins = allowed_origins or []
@@ -306,7 +308,7 @@ def create_app(
     predictor = Predictor(model_path, backend=backend, detect=detect, detector_method=detector, mc_samples=mc_samples,
                           face_margin=face_margin,
                           min_confidence=min_confidence, target_accuracy=target_accuracy,
-                          per_class_thresholds=per_class_thresholds)
+                          per_class_thresholds=per_class_thresholds, threads=threads)
     if temporal_model is not None:
         _check_reads_alike(temporal_model, temporal, predictor)
     fusion_models = fusion_meta = None
