@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from scipy.optimize import brentq
 from torch import Tensor
 
-from affectkit.config import NO_EXPRESSION
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.evaluation.drift import output_profile
 from affectkit.evaluation.evaluator import Predictions
 from affectkit.evaluation.selective import MIN_COVERAGE_FACES, VALIDATION_COVERAGES, selective_accuracy
-from affectkit.models.metadata import read_metadata, update_metadata
+from affectkit.models.metadata import update_metadata
 
 
 def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> float:
@@ -72,8 +72,7 @@ def calibrate(model_path: Path, val: Predictions, labels: np.ndarray) -> float:
     probabilities = tempered.probs if val.predicts_expression else None
     valence_arousal = tempered.valence_arousal if val.predicts_valence_arousal else None
     update_metadata(model_path, temperature=temperature, output_profile=output_profile(probabilities, valence_arousal),
-                    validation_coverage=validation_coverage(probabilities, labels,
-                                                            read_metadata(model_path)["class_names"]))
+                    validation_coverage=validation_coverage(probabilities, labels, CLASS_NAMES))
     return temperature
 
 

@@ -4,6 +4,7 @@ abstention threshold without the evaluation libraries."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -71,12 +72,27 @@ def thresholds_held_out(probs: ArrayLike, targets: ArrayLike, curve: Sequence[di
 CLASS_THRESHOLD_TARGETS = (0.8, 0.9, 0.95)
 
 
+def class_thresholds(by_class: dict, target: float) -> dict[str, dict | None]:
+    """Each class's row of :func:`threshold_for_accuracy` for ``target``, read from the curve of the validation faces
+    predicted as it (``by_class``: a model's ``validation_coverage["by_class"]``); None for a class whose faces never
+    reach it."""
+    return {name: threshold_for_accuracy(found["curve"], target) for name, found in by_class.items()}
+
+
+def needed_confidence(predicted: str, overall: float, own: dict[str, float | None]) -> float:
+    """The confidence a face predicted as ``predicted`` needs to be answered under thresholds per class: its class's
+    own threshold where ``own`` has one (None: its class never reached the target, so no confidence will do), the
+    ``overall`` one for any other class."""
+    if predicted not in own:
+        return overall
+    return math.inf if own[predicted] is None else own[predicted]
+
+
 def class_thresholds_held_out(probs: ArrayLike, targets: ArrayLike, recorded: dict, class_names: Sequence[str],
                               target_accuracies: Sequence[float] = CLASS_THRESHOLD_TARGETS) -> list[dict]:
     """For each target accuracy the validation faces reach (``recorded``: a model's ``validation_coverage``), the
-    overall threshold and the thresholds per class (``--per-class-thresholds``: a class's own where its validation
-    faces give one, every face of a class abstained on where they never reach the target, the overall one for the
-    other classes) applied to these faces: the share of them each answers and its accuracy (None where none)."""
+    overall threshold and the thresholds per class (``--per-class-thresholds``, :func:`needed_confidence`) applied
+    to these faces: the share of them each answers and its accuracy (None where none)."""
     probs = np.asarray(probs, dtype=np.float64)
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     correct = predicted == np.asarray(targets)
@@ -90,12 +106,9 @@ def class_thresholds_held_out(probs: ArrayLike, targets: ArrayLike, recorded: di
         overall = threshold_for_accuracy(recorded["curve"], target)
         if overall is None:
             continue
-        answered = confidence >= overall["min_confidence"]
-        per_class = answered.copy()
-        for name, found in recorded["by_class"].items():
-            own = threshold_for_accuracy(found["curve"], target)
-            chosen = predicted == class_names.index(name)
-            per_class[chosen] = False if own is None else confidence[chosen] >= own["min_confidence"]
-        rows.append({"target_accuracy": target, "overall": answered_share(answered),
-                     "per_class": answered_share(per_class)})
+        own = {name: None if row is None else row["min_confidence"]
+               for name, row in class_thresholds(recorded["by_class"], target).items()}
+        needed = np.array([needed_confidence(class_names[c], overall["min_confidence"], own) for c in predicted])
+        rows.append({"target_accuracy": target, "overall": answered_share(confidence >= overall["min_confidence"]),
+                     "per_class": answered_share(confidence >= needed)})
     return rows

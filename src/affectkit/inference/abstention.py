@@ -5,11 +5,17 @@ for the faces predicted as each class."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.selective import MIN_COVERAGE_FACES, threshold_for_accuracy
+from affectkit.evaluation.selective import (
+    MIN_COVERAGE_FACES,
+    class_thresholds,
+    needed_confidence,
+    threshold_for_accuracy,
+)
 from affectkit.models.metadata import predicts_expression
 
 
@@ -42,12 +48,13 @@ class Abstention:
     validation_accuracy: float | None = None  # the share of those it answered right
     by_class: dict[str, ClassThreshold] | None = None
 
+    @cached_property
+    def _own_thresholds(self) -> dict[str, float | None]:
+        return {name: threshold.min_confidence for name, threshold in (self.by_class or {}).items()}
+
     def abstains(self, expression: str, confidence: float) -> bool:
         """Whether a face predicted as ``expression`` with this confidence is abstained on."""
-        own = (self.by_class or {}).get(expression)
-        if own is None:
-            return confidence < self.min_confidence
-        return own.min_confidence is None or confidence < own.min_confidence
+        return confidence < needed_confidence(expression, self.min_confidence, self._own_thresholds)
 
     def describe(self) -> str:
         """A phrase: how the threshold was set."""
@@ -102,8 +109,8 @@ def abstention_for(meta: dict[str, Any], model_path: str | Path, min_confidence:
     """The abstention asked for a model (its description ``meta``, saved at ``model_path``): a ``min_confidence``
     as given, or the lowest confidence at which the model's validation faces were answered with an accuracy of
     ``target_accuracy`` or more; with ``per_class``, also such a confidence for the faces predicted as each class
-    that was predicted on enough validation faces. None where no threshold is given."""
-    check_abstention_request(min_confidence, target_accuracy, per_class)
+    that was predicted on enough validation faces. None where no threshold is given. The values given are those
+    :func:`check_abstention_request` accepts (the predictor checks them before it loads the model)."""
     if min_confidence is None and target_accuracy is None:
         return None
     if not predicts_expression(meta):
@@ -131,13 +138,14 @@ def abstention_for(meta: dict[str, Any], model_path: str | Path, min_confidence:
                 f"{model_path} records its accuracy by confidence on all its validation faces but not on those "
                 "predicted as each class, which --per-class-thresholds reads (it was saved by an affectkit before it "
                 "recorded them): train it again, or drop --per-class-thresholds.")
-        by_class = {name: _class_threshold(found, target_accuracy) for name, found in recorded["by_class"].items()}
+        by_class = {name: _class_threshold(recorded["by_class"][name], row)
+                    for name, row in class_thresholds(recorded["by_class"], target_accuracy).items()}
     return Abstention(row["min_confidence"], target_accuracy, row["coverage"], row["accuracy"], by_class)
 
 
-def _class_threshold(found: dict[str, Any], target: float) -> ClassThreshold:
-    """One class's threshold from the curve of the validation faces predicted as it."""
-    row = threshold_for_accuracy(found["curve"], target)
+def _class_threshold(found: dict[str, Any], row: dict[str, Any] | None) -> ClassThreshold:
+    """One class's threshold: ``row`` of the curve of the validation faces predicted as it (``found``), or None
+    where none reaches the target."""
     if row is None:
         return ClassThreshold(None, found["faces"], None, max(r["accuracy"] for r in found["curve"]))
     return ClassThreshold(row["min_confidence"], found["faces"], row["coverage"], row["accuracy"])

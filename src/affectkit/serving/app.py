@@ -289,7 +289,7 @@ def create_app(
     _check_limits({"max_upload_bytes (--max-upload-mb)": max_upload_bytes, "max_pixels": max_pixels,
                    "max_video_bytes (--max-video-mb)": max_video_bytes, "max_video_frames": max_video_frames,
                    "max_files": max_files, "max_pending (--max-pending)": max_pending})
-    check_abstention_request(min_confidence, target_accuracy, per_class_thresholds)
+    check_abstention_request(min_confidence, target_accuracy, per_class_thresholds)  # before any model loads
     # The temporal and fusion models' code (PyTorch, scikit-learn) is imported for a server given one only: a server
     # of an ONNX model on face crops runs without PyTorch.
     temporal_model = frames_model = None
@@ -306,8 +306,7 @@ def create_app(
     if temporal_model is not None:  # before the face model is loaded: a mismatch fails fast
         temporal_model.check_face_model(Path(model_path), "serve that model with it")
     predictor = Predictor(model_path, backend=backend, detect=detect, detector_method=detector, mc_samples=mc_samples,
-                          face_margin=face_margin,
-                          min_confidence=min_confidence, target_accuracy=target_accuracy,
+                          face_margin=face_margin, min_confidence=min_confidence, target_accuracy=target_accuracy,
                           per_class_thresholds=per_class_thresholds, threads=threads)
     if temporal_model is not None:
         _check_reads_alike(temporal_model, temporal, predictor)
