@@ -22,6 +22,12 @@ import time
 from pathlib import Path
 
 HEAVY = ("torch", "timm", "torchmetrics", "lightning", "onnxruntime")
+# What each child prints last: its peak memory and the heavy libraries it loaded. VmHWM, not ru_maxrss: Linux keeps
+# ru_maxrss across exec, so it would count the parent's memory too.
+REPORT = """
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_mb": int(peak.split()[1]) / 1024, "loaded": [m for m in %r if m in sys.modules]}))
+""" % (HEAVY,)
 CHILD = """
 import json, sys
 from affectkit.cli import main
@@ -30,12 +36,7 @@ try:
     main()
 except SystemExit as exc:
     assert not exc.code, exc.code
-# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would count the parent's memory too.
-peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({{"peak_mb": int(peak.split()[1]) / 1024, "loaded": [m for m in {heavy!r} if m in sys.modules]}}))
 """
-
-
 SERVE_CHILD = """
 import json, sys
 from fastapi.testclient import TestClient
@@ -43,8 +44,6 @@ from affectkit.serving import create_app
 app = create_app({model!r}, detect={detect!r})
 files = [("files", ("face.jpg", open({face!r}, "rb").read(), "image/jpeg"))]
 assert TestClient(app).post("/v1/predict", files=files).status_code == 200
-peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({{"peak_mb": int(peak.split()[1]) / 1024, "loaded": [m for m in {heavy!r} if m in sys.modules]}}))
 """
 
 
@@ -93,9 +92,9 @@ def main() -> None:
             "PyTorch, face crops (--no-detect)": [str(weights), str(face), "--no-detect", "--backend", "torch"],
             "PyTorch, faces detected": [str(weights), str(face), "--backend", "torch"],
         }
-        cases = {f"predict: {name}": CHILD.format(args=case, out=out, heavy=HEAVY) for name, case in predict.items()}
+        cases = {f"predict: {name}": CHILD.format(args=case, out=out) + REPORT for name, case in predict.items()}
         cases["a server of the ONNX model (create_app, one request), face crops"] = SERVE_CHILD.format(
-            model=onnx, detect=False, face=str(face), heavy=HEAVY)
+            model=onnx, detect=False, face=str(face)) + REPORT
         lines = [f"affectkit from {args.src or 'the installed package'}; {args.repeats} fresh processes per case, "
                  "median (one demo face, an untrained 64 px custom CNN).", "",
                  "| case | wall s | peak MB | heavy libraries loaded |", "|---|---|---|---|"]
