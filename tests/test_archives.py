@@ -207,6 +207,39 @@ def test_a_model_trained_on_an_archive_is_evaluated_on_its_own_split_of_it(tmp_p
     assert "Wrote " in said and "CustomCNN_metrics.json" in said
 
 
+def test_an_unpacked_archives_settings_are_read_from_its_copy_not_the_archive(tmp_path, monkeypatch):
+    """Finding that a compressed tar holds no affectkit.yaml means reading all of it; once a command has unpacked it,
+    the next ones look in the unpacked copy instead (as the archive is now: a changed one is read again)."""
+    from affectkit.config import DATA_CONFIG_NAME
+
+    monkeypatch.setenv("AFFECTKIT_CACHE", str(tmp_path / "cache"))
+    with_settings = _class_folders(tmp_path / "set" / "faces")
+    (with_settings / DATA_CONFIG_NAME).write_text("epochs: 7\n")
+    without = _class_folders(tmp_path / "bare" / "faces")
+    packed = {name: _pack(folder, tmp_path / f"{name}.tar.gz")
+              for name, folder in (("set", with_settings), ("bare", without))}
+    opened = []
+    tar_open = tarfile.open
+
+    def counted(name, *args, **kwargs):
+        opened.append(str(name))
+        return tar_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile, "open", counted)
+    assert "epochs: 7" in archives.data_config(packed["set"]).text and archives.data_config(packed["bare"]) is None
+    assert opened  # never unpacked: read in the archive
+    for archive in packed.values():
+        archives.unpacked(archive, tmp_path / "cache")
+    opened.clear()
+    card = archives.data_config(packed["set"])
+    assert card.where == f"{packed['set']}: faces/{DATA_CONFIG_NAME}" and card.text == "epochs: 7\n"
+    assert archives.data_config(packed["bare"]) is None
+    assert not opened
+    _pack(without, packed["bare"])  # downloaded again: its copy is no longer the archive's
+    os.utime(packed["bare"], (1e9, 1e9))
+    assert archives.data_config(packed["bare"]) is None and set(opened) == {str(packed["bare"])}
+
+
 @pytest.mark.parametrize("name, wrapped", [("faces.zip", True), ("faces.tar.gz", True), ("faces.zip", False)])
 def test_a_zipped_data_sets_own_settings_are_read_from_the_archive(tmp_path, monkeypatch, name, wrapped):
     """A data set shared as an archive with its affectkit.yaml (clip-frames writes one naming who is who) keeps its

@@ -54,8 +54,25 @@ def unpacked(path: Path, cache_dir: Path) -> Path:
                              "it (7z x, unrar x) and give the folder it unpacks to.")
     if not is_archive(path):
         return path
-    stem = path.name[: -len(archive_suffix(path))] or "data"
-    return built_once(path, cache_dir / "archives", stem, [path], _unpack, "unpacked")
+    return built_once(path, cache_dir / "archives", _stem(path), [path], _unpack, "unpacked")
+
+
+def unpacked_copy(archive: Path, cache_dir: Path) -> Path | None:
+    """The folder :func:`unpacked` has already unpacked ``archive`` (as it is now) to under ``cache_dir``, or None."""
+    target = _built_folder(archive, cache_dir / "archives", _stem(archive), [archive])
+    return target if (target / DONE_FILE).is_file() else None
+
+
+def _stem(archive: Path) -> str:
+    return archive.name[: -len(archive_suffix(archive))] or "data"
+
+
+def _built_folder(source: Path, parent: Path, stem: str, inputs: list[Path]) -> Path:
+    """Where :func:`built_once` builds ``source``'s folder: keyed by the path, sizes and modification times of
+    ``inputs``."""
+    stamps = "|".join(f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in inputs)
+    key = hashlib.sha256(f"{source.resolve()}|{stamps}".encode()).hexdigest()[:12]
+    return parent / f"{stem}-{key}"
 
 
 def built_once(source: Path, parent: Path, stem: str, inputs: list[Path], build: Callable[[Path, Path], int],
@@ -65,9 +82,7 @@ def built_once(source: Path, parent: Path, stem: str, inputs: list[Path], build:
     earlier version deleted), under a lock, and atomically (a ``.partial`` folder renamed when whole)."""
     from filelock import FileLock
 
-    stamps = "|".join(f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in inputs)
-    key = hashlib.sha256(f"{source.resolve()}|{stamps}".encode()).hexdigest()[:12]
-    target = parent / f"{stem}-{key}"
+    target = _built_folder(source, parent, stem, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock"):
         if not (target / DONE_FILE).is_file():
@@ -192,8 +207,9 @@ def _unpack_tar(archive: Path, folder: Path) -> int:
 
 def data_config(data: str | Path | None) -> DataConfig | None:
     """The settings file a data set may carry (``DATA/affectkit.yaml``, written by ``make-demo-data`` and
-    ``clip-frames``), if any; in an archive, at its root or in the one folder it wraps its data in, read without
-    unpacking it."""
+    ``clip-frames``), if any; in an archive, at its root or in the one folder it wraps its data in: read from the
+    folder an earlier command unpacked it to under the default cache, else from the archive without unpacking it
+    (a compressed tar is read through to its end where it has none, each time)."""
     if data is None:
         return None
     path = Path(data)
@@ -202,8 +218,11 @@ def data_config(data: str | Path | None) -> DataConfig | None:
         return DataConfig(str(card), card.read_text()) if card.is_file() else None
     if not is_archive(path):
         return None
+    from affectkit.data.cache import default_cache_dir  # imported here: the cache module imports this one
+
+    copy = unpacked_copy(path, default_cache_dir())
     try:
-        found = _member_text(path, _is_data_config)
+        found = _member_text(path, _is_data_config) if copy is None else _unpacked_data_config(copy)
     except (OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile, tarfile.TarError,
             UnicodeDecodeError) as exc:
         raise AffectkitError(f"{path}: cannot look for its {DATA_CONFIG_NAME} in the archive ({exc}); unpack it "
@@ -238,6 +257,15 @@ def _member_text(archive: Path, wanted: Callable[[str], bool]) -> tuple[str, str
                     if _depth(member.name) == 1:
                         break
     return found
+
+
+def _unpacked_data_config(folder: Path) -> tuple[str, str] | None:
+    """The data set's settings file an archive holds (as :func:`_member_text` finds it there), read in the
+    ``folder`` it was unpacked to: at its root, or else one folder down."""
+    found = [path.relative_to(folder).as_posix() for path in [folder / DATA_CONFIG_NAME,
+                                                              *sorted(folder.glob(f"*/{DATA_CONFIG_NAME}"))]]
+    names = [name for name in found if _is_data_config(name) and (folder / name).is_file()]
+    return (names[0], (folder / names[0]).read_text(encoding="utf-8")) if names else None
 
 
 def wrapped_folder(folder: Path) -> Path | None:
