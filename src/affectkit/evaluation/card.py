@@ -146,6 +146,9 @@ def _outputs_line(meta: dict[str, Any]) -> str:
 def _framing_line(meta: dict[str, Any]) -> list[str]:
     if "face_margin" not in meta:
         return []
+    if meta.get("ready_made"):  # set where the model was made, not measured on training faces it never had here
+        return [f"- Faces found in photos are cropped with {meta['face_margin']:.2f} of the detector's box added on "
+                "each side: MTCNN's box frames a face as fer frames the inputs of this network."]
     if meta["face_margin"] is None:
         return [f"- Faces found in photos are cropped with a fifth of the detector's box added on each side: the "
                 f"detector found too few of the training faces ({meta['face_margin_faces']}) to measure their "
@@ -176,6 +179,9 @@ def _model_section(meta: dict[str, Any], weights: str) -> list[str]:
 
 def _data_section(meta: dict[str, Any]) -> list[str]:
     data = meta.get("training_data")
+    if meta.get("ready_made") and not data:
+        return ["## Training data", "", f"Not affectkit's: this is {meta['ready_made_description']}. `affectkit "
+                "evaluate MODEL DATA --split all` scores it on your faces.", ""]
     if not data:
         return ["## Training data", "", "Not recorded: this model was saved without a run's evaluation.", ""]
     present = [c for c in CLASS_NAMES if c not in (data.get("absent_classes") or [])]
@@ -205,6 +211,8 @@ def _data_section(meta: dict[str, Any]) -> list[str]:
 
 
 def _recipe_section(meta: dict[str, Any]) -> list[str]:
+    if meta.get("ready_made"):  # trained elsewhere: affectkit's recipe settings never acted on it
+        return []
     config = config_from_metadata(meta)
     rows = [(key, getattr(config, key)) for key in RECIPE_KEYS]
     loss, aug = config.loss, config.augmentation

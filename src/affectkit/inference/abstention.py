@@ -122,8 +122,9 @@ def abstention_for(meta: dict[str, Any], model_path: str | Path, min_confidence:
     if not recorded:
         raise AffectkitError(
             f"{model_path} records no accuracy on its validation faces by confidence, which --target-accuracy reads "
-            f"(it was saved without being evaluated, by an affectkit before it recorded it, or with fewer than "
-            f"{MIN_COVERAGE_FACES} validation faces with a class): give --min-confidence instead.")
+            f"(it was saved without being evaluated, by an affectkit before it recorded it, with fewer than "
+            f"{MIN_COVERAGE_FACES} validation faces with a class, or ready-made by `affectkit pretrained`): give "
+            "--min-confidence instead.")
     row = threshold_for_accuracy(recorded["curve"], target_accuracy)
     if row is None:
         best = max(recorded["curve"], key=lambda r: r["accuracy"])

@@ -34,13 +34,15 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def _chosen_in(folder: Path) -> Path:
-    """The weights of the model a run folder's report chose; the folder itself where it chose none, which is then
-    refused naming the models it holds."""
+    """The weights of the model a run folder's report chose, or of the one model a folder holds (``train``'s,
+    ``pretrained``'s); the folder itself where neither is, which is then refused naming the models it holds."""
     run = RunFolder(folder)
     chosen = run.chosen_model()
     if chosen is not None and run.weights(chosen).is_file():
         return run.weights(chosen)
     saved = sorted(p.name for p in folder.glob("best_*.safetensors"))
+    if len(saved) == 1:
+        return folder / saved[0]
     if saved:
         raise AffectkitError(f"{folder} is a folder holding {len(saved)} saved model(s) ({', '.join(saved)}) and no "
                              "report's choice among them: give one of them.")

@@ -1,7 +1,8 @@
 """``affectkit benchmark``: classic baselines and affectkit's recommended recipe, trained and scored on one split.
 
 Rows: HOG + linear SVM, a linear probe on each pretrained backbone the registry ships (two ImageNet backbones and the
-FER2013 mini-Xception; see :mod:`affectkit.evaluation.baselines`), the recipe's two networks (the ``recommended``
+FER2013 mini-Xception; see :mod:`affectkit.evaluation.baselines`), FER2013's own classifier as shipped (no training:
+what an off-the-shelf expression model gives), the recipe's two networks (the ``recommended``
 profile, ``configs/recommended.yaml``: MobileNetV2 from its ImageNet weights and MiniXception from its FER2013
 weights, each fine-tuned), the recipe itself (the ``fusion`` model made of those two, fused by one weight chosen on
 val: object features and expression features err on different faces), the recipe fused with HOG + SVM, and
@@ -32,7 +33,15 @@ from affectkit.data.face_tables import check_grouping, face_attributes
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options
 from affectkit.data.splits import SPLITS, split_description
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.baselines import BASELINES, PROBE_MODELS, BaselineResult, BaselineTask, hog_svm, linear_probe
+from affectkit.evaluation.baselines import (
+    BASELINES,
+    PROBE_MODELS,
+    BaselineResult,
+    BaselineTask,
+    hog_svm,
+    linear_probe,
+    ready_made,
+)
 from affectkit.evaluation.calibration import calibrate
 from affectkit.evaluation.comparison import (
     comparison_lines,
@@ -115,7 +124,9 @@ def _baseline_row(result: BaselineResult, data: PreparedData) -> dict:
     test = data.positions("test")
     # Without a class to learn, a baseline's probabilities are uniform placeholders: not scored.
     labels = data.expression[test] if data.trains_expression else np.full(len(test), NO_EXPRESSION)
-    metrics = compute_metrics(result.probs, labels, result.valence_arousal, data.valence_arousal[test])
+    # A baseline without valence/arousal outputs (FER2013's classifier) has no CCC, where the data has them or not.
+    truth = data.valence_arousal[test] if np.isfinite(result.valence_arousal).any() else np.nan
+    metrics = compute_metrics(result.probs, labels, result.valence_arousal, np.broadcast_to(truth, (len(test), 2)))
     return {"key": result.key, "model": result.name, "kind": "baseline", "backbone": result.backbone,
             **_scores(metrics), "train_time_s": result.train_time_s,
             "inference_ms_per_image": result.inference_ms_per_image, "selected_on_val": result.selected,
@@ -337,6 +348,11 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
                         rows.append(_baseline_row(linear_probe(task, key, config), prepared))
                     except AffectkitError as exc:  # the backbone's pretrained weights are not on this machine
                         notes.append(f"Linear probe on {resolve_spec(key, True).display_name} skipped: {exc}")
+            if "fer2013" in baselines:
+                if prepared.trains_expression:
+                    rows.append(_baseline_row(ready_made(task, "fer2013"), prepared))
+                else:
+                    notes.append("FER2013's classifier as shipped left out: no face here has an expression class.")
         recipe_rows = _recipe_rows(prepared, folder, config, recipe, resume)
         rows.extend(r.row for r in recipe_rows)
         if hog is not None and prepared.trains_expression:  # fused by expression log-loss
@@ -482,6 +498,8 @@ def _markdown(table: pd.DataFrame, index: DatasetIndex, data: PreparedData, sour
         "- Baselines see the labels of the train and val splits only: each picks its regularisation strength (and its "
         "valence/arousal ridge's) by the validation score, is then refit on train + val with it, and predicts the "
         "test images once.",
+        "- FER2013's classifier as shipped reads no label of this data and chooses nothing: it predicts the test "
+        "images once.",
         "- Trained models learn on the train split; the checkpoint kept, early stopping and the temperature of "
         "their probabilities are chosen on the validation split; the kept model predicts the test images once.",
         "- The recipe is one model made of its trained networks: the weights that fuse them and each network's "
