@@ -12,6 +12,7 @@ See :mod:`affectkit.api` and the README's "Python API" section.
 
 from affectkit.api import (
     benchmark,
+    calibrate,
     compare,
     evaluate,
     fuse,
@@ -27,5 +28,5 @@ from affectkit.api import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["benchmark", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
            "predict_temporal_frames", "pretrained", "run", "train", "train_temporal", "train_temporal_frames"]

@@ -1,5 +1,5 @@
-"""The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``benchmark``,
-``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
+"""The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``calibrate``,
+``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -27,12 +27,13 @@ if TYPE_CHECKING:
     from affectkit.inference.faces import DetectorMethod
     from affectkit.inference.predictor import BackendName, Predictor
     from affectkit.multimodal import FusionRun
+    from affectkit.pipeline.calibrate import Calibration
     from affectkit.pipeline.benchmark import BenchmarkResult
     from affectkit.pipeline.compare import ComparisonResult
     from affectkit.temporal import TemporalRun
     from affectkit.temporal.continuous import ContinuousRun
 
-__all__ = ["benchmark", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
            "predict_temporal_frames", "pretrained", "run", "train", "train_temporal", "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
@@ -148,6 +149,19 @@ def run(data: str | Path, out: str | Path = "runs/run", models: Sequence[str] = 
     if ENSEMBLE_NAME in set(table["model"]) and folder.weights(ENSEMBLE_NAME).is_file():  # the averaging, saved
         names.append(ENSEMBLE_NAME)
     return RunResult(report, table, {name: folder.weights(name) for name in names}, folder.chosen_model())
+
+
+def calibrate(model: str | Path, data: str | Path, split: str = "val", *, splits: str | Path | None = None,
+              quiet: bool = True) -> Calibration:
+    """Fit a saved model's probabilities again on labelled faces of the domain it will serve: ``split`` of ``data``
+    (val, train or every face with ``split="all"``; as :func:`evaluate` picks them; never the test split, nor faces
+    it was trained on). Stores its temperature, the drift monitor's reference and the accuracy by confidence that
+    ``target_accuracy`` reads in its ``.json`` and card; the predicted classes never change. Returns the
+    temperatures before and after, the faces fit on, their ECE at each, and the accuracy by confidence stored."""
+    from affectkit.pipeline.calibrate import calibrate_saved
+
+    with _reporting(quiet):
+        return calibrate_saved(Path(model), Path(data), split, None if splits is None else Path(splits))
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,

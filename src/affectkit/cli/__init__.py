@@ -1,8 +1,8 @@
 """The ``affectkit`` command line, a thin layer over the library: each command parses its options, calls one library
 function with reporting to the console, and prints what it returns. Commands live by concern: ``data``
-(make-demo-data, analyze), ``train`` (train, run, tune, benchmark, demo, evaluate, config, weights), ``infer``
-(predict, export, serve), ``multimodal`` (fuse, fuse-predict, make-windows) and ``temporal`` (temporal,
-temporal-predict); the heavy libraries are imported when a command runs."""
+(make-demo-data, analyze), ``train`` (train, run, tune, benchmark, demo, evaluate, calibrate, config, weights),
+``infer`` (predict, export, pretrained, serve), ``multimodal`` (fuse, fuse-predict, make-windows) and ``temporal``
+(temporal, temporal-predict); the heavy libraries are imported when a command runs."""
 
 # Each module adds its commands to the app.
 from affectkit.cli import data, infer, multimodal, temporal, train  # noqa: F401

@@ -234,6 +234,39 @@ def evaluate(
         print_group_scores(attribute, [{"model": name, **row} for row in found["groups"]], {name: found["gap"]})
 
 
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Argument(
+        help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, "
+        "or the one model it holds).", callback=chosen_model_of_run)],
+    data: DataArg,
+    split: Annotated[str, typer.Option(
+        help="val (the model's own split of its training data, or another data set's own val), train (another data "
+             "set's) or all (every face of DATA, kept aside for this); never test.")] = "val",
+    splits: SplitsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit a saved model's probabilities again on labelled faces of the domain it will serve (its temperature, the
+    drift monitor's reference and the accuracy by confidence --target-accuracy reads), stored in its .json and card;
+    the predicted classes never change. For the ready-made model of `affectkit pretrained`, or one trained on other
+    faces than it meets."""
+    from affectkit.pipeline.calibrate import calibrate_saved
+
+    with report_to_console(quiet):
+        found = calibrate_saved(model, data, split, splits)
+    change = f"temperature {found.temperature_before:.3f} -> {found.temperature:.3f} on {found.faces} faces"
+    if found.ece is not None:
+        change += f"; their expected calibration error {found.ece_before:.3f} -> {found.ece:.3f}"
+    say(f"Calibrated {model.name}: {change}", style="bold green")
+    if found.validation_coverage:
+        from affectkit.evaluation.selective import threshold_for_accuracy
+
+        reach = [(target, threshold_for_accuracy(found.validation_coverage["curve"], target)) for target in (0.8, 0.9)]
+        say("--target-accuracy now reads these faces: " + "; ".join(
+            f"{target:g} answers {row['coverage']:.0%} of them (confidence {row['min_confidence']:.2f} or more)"
+            if row else f"{target:g} is out of reach" for target, row in reach))
+
+
 GROUP_COLUMNS = {"model": "model", "group": "group", "faces": "faces", "people": "people",
                  "accuracy": "accuracy [95%]", "macro_f1": "macro F1", "valence_ccc": "valence CCC",
                  "arousal_ccc": "arousal CCC"}

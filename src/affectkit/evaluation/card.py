@@ -251,8 +251,9 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
 
     evaluations = meta.get("evaluations") or []
     if not evaluations:
-        return ["## Evaluation", "", "Not evaluated yet (`affectkit evaluate MODEL DATA`).",
-                *_abstention_lines(meta.get("validation_coverage")), ""]
+        recalibrated = ["", _calibration_sentence(meta, ECE_BINS)] if meta.get("calibrated_on") else []
+        return ["## Evaluation", "", "Not evaluated yet (`affectkit evaluate MODEL DATA`).", *recalibrated,
+                *_abstention_lines(meta), ""]
     lines = ["## Evaluation", "",
              "| data | split | n | accuracy | macro-F1 | balanced accuracy | NLL | ECE | temperature "
              "| valence MAE / CCC | arousal MAE / CCC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -290,20 +291,31 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     if any(e.get("accuracy_interval") for e in evaluations):
         lines += ["", "In brackets, the accuracy's 95% bootstrap interval over the faces scored (people drawn with all "
                       "their faces where the data says who is who): how far another draw of as many could move it."]
-    lines += ["", "Calibration: the probabilities are the logits divided by the temperature, fit on the validation "
-                  "split after training (temperature scaling); NLL and ECE (expected calibration error, "
-                  f"{ECE_BINS} bins) are measured on them."]
-    return [*lines, *_abstention_lines(meta.get("validation_coverage")), ""]
+    return [*lines, "", _calibration_sentence(meta, ECE_BINS), *_abstention_lines(meta), ""]
 
 
-def _abstention_lines(recorded: dict[str, Any] | None) -> list[str]:
-    """What abstaining below a confidence did on the validation faces, the table ``--target-accuracy`` reads."""
+def _calibration_sentence(meta: dict[str, Any], ece_bins: int) -> str:
+    """Where the temperature that divides the logits was fit: the validation split after training, or the faces
+    ``affectkit calibrate`` was given since."""
+    where = "on the validation split after training"
+    if found := meta.get("calibrated_on"):
+        where = (f"by `affectkit calibrate` on {found['faces']} faces of `{found['data']}` ({found['split']}): "
+                 f"{_number(meta.get('temperature'))}; each evaluation row gives the temperature it was scored at")
+    return (f"Calibration: the probabilities are the logits divided by the temperature, fit {where} (temperature "
+            f"scaling); NLL and ECE (expected calibration error, {ece_bins} bins) are measured on them.")
+
+
+def _abstention_lines(meta: dict[str, Any]) -> list[str]:
+    """What abstaining below a confidence did on the validation (or calibration) faces, the table
+    ``--target-accuracy`` reads."""
+    recorded = meta.get("validation_coverage")
     if not recorded:  # a valence/arousal model, too few validation faces, or one saved before it was recorded
         return []
+    faces = "calibration" if meta.get("calibrated_on") else "validation"
     shares = "; ".join(f"{p['coverage']:.0%} answered (probability {p['min_confidence']:.2f} or more), "
                        f"{p['accuracy']:.3f} right"
                        for p in listed_shares(recorded["curve"]))
-    lines = ["", f"Abstaining: on its {recorded['faces']} validation faces, {shares}. `affectkit predict` and `serve` "
+    lines = ["", f"Abstaining: on its {recorded['faces']} {faces} faces, {shares}. `affectkit predict` and `serve` "
                  "mark a face `abstained` below `--min-confidence P`, or below the probability at which these faces "
                  "were answered `--target-accuracy A` right."]
     if recorded.get("by_class"):  # models calibrated before it was recorded carry none

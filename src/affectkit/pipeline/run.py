@@ -539,5 +539,11 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
                                    seen_in_training=seen, groups=groups)
         if seen:
             reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
+        calibrated = read_metadata(model_path).get("calibrated_on") or {}
+        overlapping = calibrated.get("split") == split or "all" in (calibrated.get("split"), split)
+        if calibrated.get("data") == str(Path(data).resolve()) and overlapping:
+            reporter().note(f"Note: its temperature was fit on the {calibrated['split']} faces of this data set "
+                            "(`affectkit calibrate`): where they are scored here, its calibration error (ECE, NLL) "
+                            "reads better than on new faces; its accuracy is untouched.")
         reporter().note(f"Wrote {', '.join(str(path) for path in paths.values())}")
         return metrics
