@@ -57,7 +57,7 @@ class DriftMonitor:
                                "min_faces": self.min_faces, "threshold": PSI_SHIFT}
         if self.reference is None:
             return {"status": "no reference", **out, "detail": "the model was saved without an output profile: "
-                    "models calibrated by this version of affectkit (train, run, benchmark) carry one"}
+                    "models calibrated by this version of affectkit (train, run, benchmark, calibrate) carry one"}
         out["reference_faces"] = self.reference["faces"]
         if len(recent) < self.min_faces:
             return {"status": "collecting", **out}
