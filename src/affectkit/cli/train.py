@@ -395,3 +395,5 @@ def weights_listing() -> None:
                       row["licence"])
     # The listing is the command's output: stdout, unlike progress and notes; piped, one line per backbone.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+    say("mini_xception's FER2013 weights come with their own 7-class classifier: `affectkit pretrained fer2013` "
+        "writes it as a ready-made expression model, no training.")
