@@ -15,7 +15,7 @@ from affectkit.config import Config
 from affectkit.data.cache import decode_record
 from affectkit.data.datamodule import prepare_data
 from affectkit.errors import AffectkitError
-from affectkit.evaluation.baselines import SVM_C_GRID, BaselineTask, hog_svm, linear_probe, probe_size
+from affectkit.evaluation.baselines import SVM_C_GRID, BaselineResult, BaselineTask, hog_svm, linear_probe, probe_size
 from affectkit.pipeline import benchmark as bench
 from affectkit.runs import model_splits
 from affectkit.training import fusion
@@ -258,6 +258,18 @@ def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
     # recipe, the custom CNN: each row calibrates on val, then predicts the test split once.
     assert [[positions for m, positions in calls if m is model] for model in models] == [
         [val, test], [val, test], [val], [val], [val, test], [val, test]]
+
+
+def test_the_recipe_is_fused_with_hogs_probabilities_as_they_are():
+    """HOG + SVM joins the recipe with the probabilities its decision scores give; read as logits, they were squashed
+    once more by a softmax before the fusion fit its temperature."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(8, 0.3), size=(2, 30))
+    hog = BaselineResult("hog_svm", "HOG + linear SVM", "HOG 64px gray", probs[1], np.full((30, 2), np.nan),
+                         "C=1", 1.0, 1.0, probs[0], probs[1])
+    member = bench._hog_member(hog)
+    np.testing.assert_allclose(member.val.probs, probs[0], atol=1e-9)
+    np.testing.assert_allclose(member.test.probs, probs[1], atol=1e-9)
 
 
 def test_baselines_never_see_test_labels(demo_dir, monkeypatch):

@@ -263,7 +263,7 @@ def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, 
 def _hog_member(hog: BaselineResult) -> TrainedRow:
     """HOG + SVM as fit on train alone (the train + val refit has seen the val labels a fusion is chosen on)."""
     def predictions(probs: np.ndarray) -> Predictions:
-        return Predictions(probs, np.full((len(probs), 2), np.nan, dtype=np.float32))
+        return Predictions.from_probs(probs, np.full((len(probs), 2), np.nan, dtype=np.float32))
 
     costs = {"backbone": hog.backbone, "train_time_s": hog.train_time_s,
              "inference_ms_per_image": hog.inference_ms_per_image}
