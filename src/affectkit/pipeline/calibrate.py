@@ -46,7 +46,7 @@ def calibrate_saved(model_path: Path, data: Path, split: str = "val", splits: Pa
     if split == "test":
         raise AffectkitError("--split test: the test faces score a model once, after everything about it was chosen; "
                              "calibrate on val, or on faces kept aside for it (--split all of another data set).")
-    if split in ("train", "all") and splits is None and training_source(model_path) == Path(data).resolve():
+    if split in ("train", "all") and training_source(model_path) == Path(data).resolve():
         raise AffectkitError(f"{model_path} was trained on {data}'s {'faces' if split == 'all' else 'train split'}: "
                              "a model is surer of the faces it learnt than of new ones, so calibrate on its val "
                              "split (--split val) or on other faces.")
