@@ -81,3 +81,26 @@ def test_the_test_split_and_a_models_own_training_faces_are_refused(ready, demo_
     with pytest.raises(AffectkitError, match="--split must be test, val, train or all"):
         calibrate_saved(model, demo_dir, "everything", quiet=True)
     assert "temperature" not in read_metadata(model)  # nothing was stored
+
+
+def test_a_model_without_a_run_reads_the_data_sets_own_split(ready, demo_dir, tmp_path):
+    """The ready-made model has no run whose splits.csv would say which faces are val: a data set split in folders
+    gives its own, for calibrate as for evaluate."""
+    from affectkit.config import CLASS_NAMES
+    from affectkit.data.reader import read_dataset
+    from affectkit.pipeline import evaluate_saved
+
+    model = tmp_path / ready.name
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(ready.with_suffix(suffix), model.with_suffix(suffix))
+    folders = tmp_path / "split"
+    for i, record in enumerate(read_dataset(demo_dir, progress=False).records):
+        folder = folders / ("train", "val", "test")[i % 3] / CLASS_NAMES[record.expression]
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(record.image_path, folder / record.image_path.name)
+    found = calibrate_saved(model, folders, "val", quiet=True)
+    assert found.faces == sum(1 for p in (folders / "val").rglob("*.jpg") if p.parent.name != "Contempt")
+    metrics = evaluate_saved(model, folders, "test", None, tmp_path / "eval", quiet=True)
+    assert metrics["n"] == len(list((folders / "test").rglob("*.jpg")))
+    with pytest.raises(AffectkitError, match="gives no val split of its own and best_FER2013-MiniXception"):
+        calibrate_saved(model, demo_dir, "val", quiet=True)

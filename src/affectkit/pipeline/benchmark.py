@@ -2,9 +2,9 @@
 
 Rows: HOG + linear SVM, a linear probe on each pretrained backbone the registry ships (two ImageNet backbones and the
 FER2013 mini-Xception; see :mod:`affectkit.evaluation.baselines`), FER2013's own classifier as shipped (no training:
-what an off-the-shelf expression model gives), the recipe's two networks (the ``recommended``
-profile, ``configs/recommended.yaml``: MobileNetV2 from its ImageNet weights and MiniXception from its FER2013
-weights, each fine-tuned), the recipe itself (the ``fusion`` model made of those two, fused by one weight chosen on
+what an off-the-shelf expression model gives), the recipe's two networks (the ``recommended`` profile,
+``configs/recommended.yaml``: MobileNetV2 from its ImageNet weights and MiniXception from its FER2013 weights, each
+fine-tuned), the recipe itself (the ``fusion`` model made of those two, fused by one weight chosen on
 val: object features and expression features err on different faces), the recipe fused with HOG + SVM, and
 any further models asked for, all on the same split (the data's own where it has one, else the usual stratified one;
 ``splits.csv``). Every model is selected on the validation split and scores the test split once, at the end.

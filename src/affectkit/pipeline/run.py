@@ -436,6 +436,10 @@ def evaluation_data(model_path: Path, data: Path, split: str, splits: Path | Non
         # would be a random part of faces it never saw, so the data set splits itself.
         return split_faces(data, config, split, None, f"{data} is not the data set the model was trained on "
                                                       f"({source}) and gives no {split} split of its own")
+    if splits is None and split != "all" and source is None and not model_splits(weights).is_file():
+        # No run behind the model (a ready-made one): the data set's own split, as for another data set.
+        return split_faces(data, config, split, None, f"{data} gives no {split} split of its own and "
+                                                      f"{weights.name} no run's splits.csv")
     return split_faces(data, config, split, splits or model_splits(weights), "")
 
 
