@@ -7,6 +7,7 @@ import json
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from skimage import data as skdata
@@ -20,7 +21,7 @@ from affectkit.inference.predictor import Predictor
 from affectkit.models import load_model
 from affectkit.models.metadata import model_paths
 from affectkit.models.mini_xception import FER2013_CLASSES, FER2013_TO_AFFECTKIT, MiniXception, read_keras_weights
-from affectkit.models.ready import ready_model
+from affectkit.models.ready import ready_model, write_ready_model
 from affectkit.models.registry import REGISTRY, shipped_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,3 +109,25 @@ def test_the_benchmark_row_as_shipped_reads_no_label_and_predicts_what_the_saved
         expected = model(normalise_batch(torch.from_numpy(pixels).permute(0, 3, 1, 2), channels_last=False))[0]
     np.testing.assert_allclose(first.probs, expected.softmax(dim=1).numpy(), atol=1e-6)
     assert first.train_only_val_probs.shape == (len(task.val), 8)
+
+
+def test_compare_scores_the_ready_model_on_the_faces_of_the_trained_one(model_path, demo_dir, tmp_path):
+    """The ready-made model has no run and no split: compared with a model a run trained, it is scored on that run's
+    test faces, without --splits."""
+    import shutil
+
+    from affectkit.models.metadata import update_metadata
+    from affectkit.pipeline.compare import compare_saved
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(model_path.with_suffix(suffix), run / model_path.with_suffix(suffix).name)
+    prepare_data(demo_dir, Config(img_size=64, num_workers=0), splits_path=run / "splits.csv", progress=False)
+    trained = run / model_path.name
+    update_metadata(trained, training_data={"source": str(demo_dir.resolve())})
+    ready = write_ready_model("fer2013", tmp_path / "pretrained")
+    result = compare_saved([trained, ready], demo_dir, tmp_path / "compared", quiet=True)
+    tested = (pd.read_csv(run / "splits.csv")["split"] == "test").sum()
+    assert list(result.table["faces"]) == [tested, tested]
+    assert list(result.table["model"]) == ["CustomCNN", "FER2013-MiniXception"]

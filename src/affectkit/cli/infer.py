@@ -214,8 +214,8 @@ def pretrained(
     card = write_model_card(weights)
     say(f"Wrote {weights}, its .json and {card.name}", style="bold green")
     say(f"Next: affectkit predict {out} photo.jpg; affectkit evaluate {out} DATA --split all (its scores on your "
-        f"faces); affectkit compare DATA RUN/best_<Model>.safetensors {weights} --splits RUN/splits.csv (against a "
-        f"model you trained, on its test faces); affectkit calibrate {out} DATA (its probabilities fit to your faces)")
+        f"faces); affectkit compare DATA RUN/best_<Model>.safetensors {weights} (against a model you trained, on its "
+        f"test faces); affectkit calibrate {out} DATA (its probabilities fit to your faces)")
 
 
 @app.command()

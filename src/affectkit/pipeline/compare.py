@@ -31,6 +31,7 @@ from affectkit.models.metadata import model_paths
 from affectkit.pipeline.external import read_predictions
 from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
 from affectkit.progress import reporter, silenced
+from affectkit.runs import model_splits
 
 SCORED = ("accuracy", "macro_f1", "balanced_accuracy")
 
@@ -127,6 +128,17 @@ def _unique_names(scored: list[_Scored], files: list[Path]) -> None:
             s.name = f"{s.name} ({path})"
 
 
+def _splits_of(models: list[Path], splits: Path | None) -> list[Path | None]:
+    """The splits file each model's faces are read by: ``splits`` where given; a model that a run trained, its own
+    (None: :func:`evaluation_data` finds it); a model no run wrote (a ready-made one), the first trained model's, so
+    that it is scored on that model's faces."""
+    if splits is not None:
+        return [splits] * len(models)
+    own = [model_splits(model_paths(model)[0]) for model in models]
+    borrowed = next((found for found in own if found.is_file()), None)
+    return [None if found.is_file() else borrowed for found in own]
+
+
 def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test", splits: Path | None = None,
                   quiet: bool = False, predictions: list[Path] | None = None, by: Sequence[str] = (),
                   attributes: Path | None = None) -> ComparisonResult:
@@ -145,13 +157,14 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         # The faces as the first model reads them (or, without a model, their labels): their attributes are read
         # before any model is scored, so that a missing table or column fails at once.
         faces_alone = None if models else _faces_alone(Path(data), split, splits)
-        first_data = evaluation_data(models[0], Path(data), split, splits) if models else faces_alone[0]
+        each_splits = _splits_of(models, splits)
+        first_data = evaluation_data(models[0], Path(data), split, each_splits[0]) if models else faces_alone[0]
         attribute_values = face_attributes(data, attributes, by, first_data)
         scored = []
         for i, path in enumerate(models):
             reporter().show(f"Scoring {path} on the {split} split of {data}")
-            prepared = first_data if i == 0 else evaluation_data(path, Path(data), split, splits)
-            scored.append(_score_model(path, prepared, Path(data), split, splits))
+            prepared = first_data if i == 0 else evaluation_data(path, Path(data), split, each_splits[i])
+            scored.append(_score_model(path, prepared, Path(data), split, each_splits[i]))
         if scored:
             _align(scored, split)
         faces_scored = scored[0].faces if scored else faces_alone
