@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from affectkit.inference.faces import DetectorMethod
     from affectkit.inference.predictor import BackendName, Predictor
     from affectkit.multimodal import FusionRun
-    from affectkit.pipeline.calibrate import Calibration
     from affectkit.pipeline.benchmark import BenchmarkResult
+    from affectkit.pipeline.calibrate import Calibration
     from affectkit.pipeline.compare import ComparisonResult
     from affectkit.temporal import TemporalRun
     from affectkit.temporal.continuous import ContinuousRun

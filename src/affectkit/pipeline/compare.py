@@ -29,7 +29,14 @@ from affectkit.evaluation.subgroups import models_by_group, resampled_units, wri
 from affectkit.models.io import load_model
 from affectkit.models.metadata import model_paths
 from affectkit.pipeline.external import read_predictions
-from affectkit.pipeline.run import check_split, evaluation_data, saved_predictions, seen_in_training, split_faces
+from affectkit.pipeline.run import (
+    check_split,
+    evaluation_data,
+    saved_predictions,
+    seen_in_training,
+    split_faces,
+    training_source,
+)
 from affectkit.progress import reporter, silenced
 from affectkit.runs import model_splits
 
@@ -128,14 +135,15 @@ def _unique_names(scored: list[_Scored], files: list[Path]) -> None:
             s.name = f"{s.name} ({path})"
 
 
-def _splits_of(models: list[Path], splits: Path | None) -> list[Path | None]:
+def _splits_of(models: list[Path], data: Path, splits: Path | None) -> list[Path | None]:
     """The splits file each model's faces are read by: ``splits`` where given; a model that a run trained, its own
-    (None: :func:`evaluation_data` finds it); a model no run wrote (a ready-made one), the first trained model's, so
-    that it is scored on that model's faces."""
+    (None: :func:`evaluation_data` finds it); a model no run wrote (a ready-made one), that of the first model a run
+    trained on ``data``, so that it is scored on that model's faces."""
     if splits is not None:
         return [splits] * len(models)
     own = [model_splits(model_paths(model)[0]) for model in models]
-    borrowed = next((found for found in own if found.is_file()), None)
+    borrowed = next((found for found, model in zip(own, models)
+                     if found.is_file() and training_source(model) == Path(data).resolve()), None)
     return [None if found.is_file() else borrowed for found in own]
 
 
@@ -157,7 +165,7 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         # The faces as the first model reads them (or, without a model, their labels): their attributes are read
         # before any model is scored, so that a missing table or column fails at once.
         faces_alone = None if models else _faces_alone(Path(data), split, splits)
-        each_splits = _splits_of(models, splits)
+        each_splits = _splits_of(models, Path(data), splits)
         first_data = evaluation_data(models[0], Path(data), split, each_splits[0]) if models else faces_alone[0]
         attribute_values = face_attributes(data, attributes, by, first_data)
         scored = []
