@@ -262,10 +262,10 @@ def _member_text(archive: Path, wanted: Callable[[str], bool]) -> tuple[str, str
 def _unpacked_data_config(folder: Path) -> tuple[str, str] | None:
     """The data set's settings file an archive holds (as :func:`_member_text` finds it there), read in the
     ``folder`` it was unpacked to: at its root, or else one folder down."""
-    found = [path.relative_to(folder).as_posix() for path in [folder / DATA_CONFIG_NAME,
-                                                              *sorted(folder.glob(f"*/{DATA_CONFIG_NAME}"))]]
-    names = [name for name in found if _is_data_config(name) and (folder / name).is_file()]
-    return (names[0], (folder / names[0]).read_text(encoding="utf-8")) if names else None
+    # Unpacking left macOS's forks out, so every such file here is one the archive's reading would take.
+    found = [path for path in (folder / DATA_CONFIG_NAME, *sorted(folder.glob(f"*/{DATA_CONFIG_NAME}")))
+             if path.is_file()]
+    return (found[0].relative_to(folder).as_posix(), found[0].read_text(encoding="utf-8")) if found else None
 
 
 def wrapped_folder(folder: Path) -> Path | None:

@@ -536,14 +536,14 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
         groups = face_attributes(data, attributes, by, prepared)  # a missing table or column fails before scoring
-        model, _ = load_model(model_path, device=evaluation_device())
+        model, meta = load_model(model_path, device=evaluation_device())
         weights, _ = model_paths(model_path)
         seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
         metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data,
                                    seen_in_training=seen, groups=groups)
         if seen:
             reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
-        calibrated = read_metadata(model_path).get("calibrated_on") or {}
+        calibrated = meta.get("calibrated_on") or {}
         overlapping = calibrated.get("split") == split or "all" in (calibrated.get("split"), split)
         if calibrated.get("data") == str(Path(data).resolve()) and overlapping:
             reporter().note(f"Note: its temperature was fit on the {calibrated['split']} faces of this data set "

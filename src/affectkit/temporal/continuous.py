@@ -37,8 +37,7 @@ from affectkit.evaluation.evaluator import predict_split
 from affectkit.evaluation.plots import plot_benchmark
 from affectkit.inference.predictor import Predictor
 from affectkit.models.io import load_model
-from affectkit.models.metadata import config_from_metadata, predicts_valence_arousal, read_metadata
-from affectkit.models.metadata import sha256_of
+from affectkit.models.metadata import config_from_metadata, predicts_valence_arousal, read_metadata, sha256_of
 from affectkit.models.registry import kept_description, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
 from affectkit.multimodal.fusion import ccc
