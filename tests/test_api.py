@@ -87,6 +87,8 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     assert isinstance(examples_run["table"], pd.DataFrame)
     frames = examples_run["frames"]  # every 2nd frame of the clip, the astronaut followed across them
     assert list(frames["frame"]) == [0, 2, 4] and (frames["status"] == "ok").all() and set(frames["track"]) == {0}
+    live = examples_run["frame"]  # the clip played through live: its last frame, the astronaut still followed
+    assert live.index == 5 and [face["track"] for face in live.faces] == [0]
     assert 0 <= examples_run["metrics"]["expression"]["accuracy"] <= 1
     fer = examples_run["root"] / examples_run["fer"]  # the ready-made model, set against the one trained here
     assert fer.name == "best_FER2013-MiniXception.safetensors" and fer.is_file()

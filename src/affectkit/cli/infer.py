@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
@@ -70,12 +74,91 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _faces_line(rows: list[dict[str, Any]]) -> str:
+    """One frame's faces in a line: ``track 0 Happy 0.93 (valence 0.61, arousal 0.20)``."""
+    said = []
+    for row in rows:
+        if row["status"] != "ok":
+            said.append(row["status"])
+            continue
+        expression = row.get("expression")
+        if expression is not None:
+            expression = f"unsure ({expression})" if row.get("abstained") else f"{expression} {row['confidence']:.2f}"
+        affect = [f"{key} {row[key]:.2f}" for key in ("valence", "arousal") if row.get(key) is not None]
+        said.append(" ".join(part for part in (f"track {row['track']}", expression) if part)
+                    + (f" ({', '.join(affect)})" if affect else ""))
+    return "; ".join(said)
+
+
+def _check_live_request(camera: str, inputs: list[Path] | None, annotate: Path | None, every: int,
+                        seconds: float | None, frames: int | None) -> None:
+    """What --camera cannot be given with, refused before the model is loaded."""
+    from affectkit.inference.live import check_source, is_live
+
+    if inputs:
+        raise AffectkitError("--camera reads one live source: give it, or INPUTS, not both.")
+    if annotate is not None:
+        raise AffectkitError("--annotate writes copies of files; a live source's frames come at the model's pace, "
+                             "so no video of them is written: record the camera, then predict the recording.")
+    if every != 1 and is_live(camera):
+        raise AffectkitError("--every is for video files: a camera or stream is read at the model's pace, its "
+                             "newest frame each time.")
+    if seconds is not None and seconds <= 0:
+        raise AffectkitError("--seconds must be above 0.")
+    if frames is not None and frames < 1:
+        raise AffectkitError("--frames must be at least 1.")
+    check_source(camera)
+
+
+def _predict_live(predictor: Any, camera: str, out: Path | None, smooth: float | None, every: int,
+                  seconds: float | None, frames: int | None, quiet: bool) -> list[dict[str, Any]]:
+    """Each answered frame's faces as rows: streamed as JSON Lines to --out -, else shown as they come (unless
+    quiet). Ctrl-C ends the reading, not the command: the rows so far are kept."""
+    from affectkit.inference.live import source_name
+    from affectkit.inference.media import NO_FACE, STDOUT, face_row, result_columns, status_row
+
+    source: int | str = int(camera) if camera.isdigit() else camera
+    name = source_name(source)
+    stream = predictor.stream(source, smooth=smooth, every=every, max_frames=frames, seconds=seconds)
+    columns = result_columns(predictor.class_names, predictor.mc_samples > 0, predictor.abstention is not None)
+    rows: list[dict[str, Any]] = []
+    answered, started = 0, time.monotonic()
+    say(f"Reading {name} live; Ctrl-C stops it.")
+    shown = out != STDOUT and not quiet
+    # A terminal shows the newest frame's faces in place; a log gets a line per frame instead of redrawn tables.
+    display = Live(console=console, auto_refresh=False) if shown and console.is_terminal else nullcontext()
+    try:
+        with display as live:
+            for frame in stream:
+                new = ([face_row(name, frame.index, face) for face in frame.faces]
+                       or [status_row(name, frame.index, NO_FACE)])
+                rows += new
+                answered += 1
+                if out == STDOUT:
+                    for row in new:
+                        typer.echo(json.dumps({column: row.get(column) for column in columns}))
+                elif live is not None:
+                    table = _summary_table(new)
+                    table.title = f"{escape(name)}: frame {frame.index}, {frame.seconds:.1f} s"
+                    live.update(table, refresh=True)
+                elif shown:
+                    say(f"frame {frame.index} ({frame.seconds:.1f} s): {_faces_line(new)}")
+    except KeyboardInterrupt:
+        say("Stopped (Ctrl-C).")
+    finally:
+        stream.close()
+    elapsed = time.monotonic() - started
+    say(f"{name}: {answered} frame(s) answered in {elapsed:.1f} s ({answered / max(elapsed, 1e-9):.1f} a second)")
+    return rows
+
+
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(
         help="Saved model (.safetensors/.json/stem), an exported .onnx file, or a folder (the model its run's report "
         "chose, or the one model it holds).", callback=chosen_model_of_run)],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files, videos and folders (searched recursively for both).")],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Image files, videos and folders (searched recursively for both).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Write one row per face to this .csv, .json or .jsonl file; - writes JSON Lines to standard output "
         "(for jq or another program; notes stay on standard error).")] = None,
@@ -96,12 +179,28 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Faces per model call.")] = 32,
     device: Annotated[str, typer.Option(help="Torch device for the model and face detector: cpu, cuda, ...")] = "cpu",
     threads: ThreadsOpt = None,
+    camera: Annotated[Optional[str], typer.Option(
+        help="Read live instead of INPUTS: a camera's index (0: the first), a network camera's URL (rtsp://, "
+             "http://), or a video file played through. Each frame's faces are given as soon as they are answered "
+             "(a camera's newest frame each time, so answers keep up with it); stop with Ctrl-C, --seconds or "
+             "--frames. --out - streams them as JSON Lines; a file --out is written when it stops.",
+        show_default=False)] = None,
+    seconds: Annotated[Optional[float], typer.Option(help="With --camera: stop after this many seconds.")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="With --camera: stop after this many frames.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict expression, valence and arousal for every face in images, folders and videos."""
+    """Predict expression, valence and arousal for every face in images, folders and videos, or live from a
+    camera."""
     from affectkit.inference.media import STDOUT, check_output_path, json_lines, predict_media, write_results
     from affectkit.inference.predictor import Predictor
 
+    if camera is None and not inputs:
+        raise AffectkitError("Give images, videos or folders to predict, or --camera 0 to read a camera live.")
+    if camera is not None:
+        _check_live_request(camera, inputs, annotate, every, seconds, frames)
+    elif seconds is not None or frames is not None:
+        raise AffectkitError("--seconds and --frames stop a --camera; a file is read to its end (--every N reads "
+                             "every N-th frame of a video).")
     if out is not None:
         check_output_path(out)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
@@ -110,18 +209,21 @@ def predict(
                           per_class_thresholds=per_class_thresholds, threads=threads)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
-    timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
-    with report_to_console(quiet):
-        rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
-                             timeline_dir=timeline_dir)
-    if out == STDOUT:
-        for line in json_lines(rows, predictor.class_names):
-            typer.echo(line)
-    elif out is not None:
+    if camera is not None:
+        rows = _predict_live(predictor, camera, out, smooth, every, seconds, frames, quiet)
+    else:
+        timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
+        with report_to_console(quiet):
+            rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
+                                 timeline_dir=timeline_dir)
+        if out == STDOUT:
+            for line in json_lines(rows, predictor.class_names):
+                typer.echo(line)
+        elif out is None:
+            Console().print(_summary_table(rows))
+    if out not in (None, STDOUT):
         write_results(rows, out, predictor.class_names)
         say(f"Wrote {len(rows)} rows to {out}")
-    else:
-        Console().print(_summary_table(rows))
     faces = sum(r["status"] == "ok" for r in rows)
     errors = sum(r["status"].startswith("error") for r in rows)
     faceless = sum(r["status"] == "no face found" for r in rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +38,7 @@ from affectkit.models.metadata import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from affectkit.inference.live import LiveFrame
     from affectkit.inference.results import FaceResults, ImageInput
     from affectkit.inference.torch_backend import TorchBackend
 
@@ -283,6 +284,17 @@ class Predictor:
         if all(str(row["status"]).startswith("error: ") for row in rows):
             raise AffectkitError(f"{path}: {rows[0]['status'].removeprefix('error: ')}")
         return results_frame(rows, self.class_names)
+
+    def stream(self, source: int | str | Path | Any = 0, smooth: float | None = None, every: int = 1,
+               max_frames: int | None = None, seconds: float | None = None) -> Iterator[LiveFrame]:
+        """Live: each frame of a camera (its index; 0 the first), a network camera (its rtsp:// or http:// URL), a
+        video file played through, or an opened ``cv2.VideoCapture``, with its faces (``.faces``: as
+        :meth:`predict_images` gives them, with ``track``), as soon as it is answered. A camera gives its newest
+        frame each time, so the answers keep up with it; ``smooth`` in (0, 1] smooths each face over frames.
+        Stops at the source's end, after ``max_frames`` frames or ``seconds``, or when the loop is left."""
+        from affectkit.inference.live import live_faces
+
+        return live_faces(self, source, smooth=smooth, every=every, max_frames=max_frames, seconds=seconds)
 
     def find_faces(self, image_rgb: np.ndarray) -> tuple[list[Face], list[np.ndarray]]:
         """Faces and their model-sized crops; without detection the whole image is the one face."""

@@ -1,0 +1,202 @@
+"""Live video: a camera, a network camera's stream or a video file read frame by frame as it plays, each frame's
+faces followed across frames and answered as soon as it is read (one frame per model call: a live source waits
+for no batch).
+
+A camera or a stream is read in a thread that keeps only its newest frame: a model slower than the camera then
+answers the frame of now, and the frames it had no time for are skipped (their indices are missing from the
+results), instead of queueing in OpenCV's buffer and putting the answers further behind every second."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from affectkit.errors import AffectkitError
+from affectkit.inference.media import VIDEO_SUFFIXES, video_frames
+from affectkit.inference.predictor import Predictor
+from affectkit.inference.timeline import TrackSmoother
+
+STREAM_URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
+
+
+class Capture(Protocol):
+    """What is read of a ``cv2.VideoCapture`` (a test's stand-in may be given instead)."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    """One frame read from a live source, with its faces."""
+
+    index: int  # the frame's number in the source, from 0 (a camera's skipped frames leave gaps)
+    seconds: float  # a file's position in it; a camera's or stream's time since it was opened
+    image: np.ndarray  # RGB uint8
+    faces: list[dict[str, Any]]  # as Predictor.predict_images gives them, with ``track`` (and smoothed)
+
+
+def source_name(source: int | str | Path) -> str:
+    """How a source is named in results and messages: ``camera 0``, the URL, or the file's path."""
+    if isinstance(source, int) or str(source).isdigit():
+        return f"camera {int(source)}"
+    return str(source)
+
+
+def is_live(source: int | str | Path) -> bool:
+    """A camera (its index) or a network stream (its URL), as opposed to a video file."""
+    return isinstance(source, int) or str(source).isdigit() or bool(STREAM_URL.match(str(source)))
+
+
+def check_source(source: int | str | Path) -> None:
+    """Refuse a video file that is missing or of a kind not read (cameras and streams are known on opening)."""
+    if is_live(source):
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise AffectkitError(f"{path} does not exist." if not path.exists() else f"{path} is not a video file.")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise AffectkitError(f"{path} is not a video this reads ({', '.join(VIDEO_SUFFIXES)}), nor a camera's "
+                             "index (0, 1, ...) or a stream's URL (rtsp://...).")
+
+
+def open_source(source: int | str | Path) -> cv2.VideoCapture:
+    """The capture of a camera index (0: the first camera), a stream URL (rtsp://, http://...) or a video file;
+    a source that does not open is refused, naming it."""
+    check_source(source)
+    name = source_name(source)
+    target: int | str = int(source) if isinstance(source, int) or str(source).isdigit() else str(source)
+    # OpenCV logs its backends' failed tries; the refusal below says what failed instead.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        capture = cv2.VideoCapture(target)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if not capture.isOpened():
+        capture.release()
+        why = ("no camera has that index on this machine, another program holds it, or this user may not open it"
+               if isinstance(target, int) else "it cannot be reached or is not a video stream OpenCV decodes"
+               if is_live(source) else "not a readable video")
+        raise AffectkitError(f"{name} could not be opened: {why}.")
+    return capture
+
+
+class NewestFrame:
+    """Reads ``capture`` in a thread, keeping only the newest frame: :meth:`next` waits for a frame newer than the
+    one it last gave and returns it with its number, or None once the source has ended (or failed). The thread
+    releases the capture when it stops (:meth:`close`): never while a read of it is under way."""
+
+    def __init__(self, capture: Capture):
+        self._capture = capture
+        self._changed = threading.Condition()
+        self._frame: np.ndarray | None = None
+        self._count = 0  # frames read so far; the newest is number count - 1
+        self._taken = 0  # frames read when next() last returned
+        self._ended = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="affectkit-live-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                ok, bgr = self._capture.read()
+                if not ok or bgr is None:
+                    break
+                with self._changed:
+                    self._frame, self._count = bgr, self._count + 1
+                    self._changed.notify_all()
+        finally:
+            self._capture.release()
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def next(self) -> tuple[int, np.ndarray] | None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._count > self._taken or self._ended)
+            if self._count == self._taken:
+                return None
+            self._taken = self._count
+            return self._count - 1, self._frame
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop reading; a stalled stream's read may outlast ``timeout``, and its thread then ends when it returns."""
+        self._stopping.set()
+        self._thread.join(timeout)
+
+
+def _frames(capture: Capture, live: bool, every: int) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, seconds, RGB frame): a live source's newest frames, a file's every ``every``-th frame in order."""
+    if not live:
+        rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        try:
+            for index, rgb in video_frames(capture, every):
+                yield index, index / rate, rgb
+        finally:
+            capture.release()
+        return
+    start, reader = time.monotonic(), NewestFrame(capture)
+    try:
+        while (item := reader.next()) is not None:
+            index, bgr = item
+            yield index, time.monotonic() - start, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        reader.close()
+
+
+def live_faces(predictor: Predictor, source: int | str | Path | Capture, smooth: float | None = None,
+               every: int = 1, max_frames: int | None = None, seconds: float | None = None,
+               live: bool | None = None) -> Iterator[LiveFrame]:
+    """Each frame of ``source`` (a camera's index, a stream's URL, a video file, or an opened capture) with its
+    faces, as soon as it is read and answered: tracked across frames and, with ``smooth`` in (0, 1] (the newest
+    frame's weight), smoothed per face. A camera or stream gives its newest frame each time (``every`` is for
+    files); a file is read in order. Stops at the source's end, after ``max_frames`` frames or ``seconds`` (of the
+    file, or of the clock for a live source), or when the caller stops iterating; the source is then released.
+    ``live``: whether an opened capture is a live source (default: it is). Bad options and a source that does not
+    open are refused here, before the first frame is asked for."""
+    if every < 1:
+        raise AffectkitError("every must be at least 1.")
+    if smooth is not None and not 0 < smooth <= 1:
+        raise AffectkitError("smooth must be in (0, 1]: the weight of the newest frame.")
+    if max_frames is not None and max_frames < 1:
+        raise AffectkitError("max_frames must be at least 1.")
+    if seconds is not None and seconds <= 0:
+        raise AffectkitError("seconds must be above 0.")
+    if isinstance(source, (int, str, Path)):
+        live = is_live(source)
+        if live and every != 1:
+            raise AffectkitError(f"every={every}: a camera or stream is read at the model's pace, its newest frame "
+                                 "each time, so no frames are skipped by number; every is for video files.")
+        capture: Capture = open_source(source)
+    else:
+        capture, live = source, True if live is None else live
+    return _answered(predictor, capture, live, smooth, every, max_frames, seconds)
+
+
+def _answered(predictor: Predictor, capture: Capture, live: bool, smooth: float | None, every: int,
+              max_frames: int | None, seconds: float | None) -> Iterator[LiveFrame]:
+    smoother = TrackSmoother(predictor.class_names, smooth, abstention=predictor.abstention)
+    frames = _frames(capture, live, every)
+    try:
+        for count, (index, at, rgb) in enumerate(frames, start=1):
+            if seconds is not None and at > seconds:
+                return
+            (faces,) = predictor.predict_images([rgb])
+            yield LiveFrame(index, at, rgb, smoother.update(faces))
+            if max_frames is not None and count >= max_frames:
+                return
+    finally:
+        frames.close()

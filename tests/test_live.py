@@ -1,0 +1,173 @@
+"""Live prediction: a camera, a stream or a video file played through, each frame answered as it is read."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage import data as skdata
+from typer.testing import CliRunner
+
+from affectkit.errors import AffectkitError
+from affectkit.inference.live import NewestFrame, is_live, live_faces, source_name
+from affectkit.inference.predictor import Predictor
+from tests.test_inference import FACE_REGION, write_clip
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class FakeCamera:
+    """A capture that gives ``frames`` numbered frames, one every ``interval`` seconds, then ends."""
+
+    def __init__(self, frames: int, interval: float = 0.0):
+        self.frames, self.interval, self.given = frames, interval, 0
+        self.released = threading.Event()
+
+    def read(self):
+        if self.given == self.frames:
+            return False, None
+        time.sleep(self.interval)
+        frame = np.full((48, 48, 3), self.given % 256, np.uint8)  # the frame's number, in its pixels
+        self.given += 1
+        return True, frame
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    face = np.ascontiguousarray(skdata.astronaut()[FACE_REGION])
+    return write_clip(tmp_path_factory.mktemp("live") / "clip.mp4", face)
+
+
+def test_a_slow_reader_gets_the_newest_frame_and_skips_the_ones_it_had_no_time_for():
+    camera = FakeCamera(frames=40, interval=0.002)
+    reader = NewestFrame(camera)
+    taken = []
+    while (item := reader.next()) is not None:
+        index, frame = item
+        assert frame[0, 0, 0] == index  # the frame given is the one its number says
+        taken.append(index)
+        time.sleep(0.05)  # a model 25 times slower than the camera
+    reader.close()
+    assert camera.released.is_set()
+    assert taken == sorted(set(taken)) and taken[-1] == 39  # in order, none twice, up to the newest
+    assert 2 <= len(taken) < 20  # most frames skipped, not queued
+    # A reader faster than the camera gets every frame.
+    fast = NewestFrame(FakeCamera(frames=10, interval=0.01))
+    indices = []
+    while (item := fast.next()) is not None:
+        indices.append(item[0])
+    assert indices == list(range(10))
+
+
+def test_a_video_played_through_gives_the_rows_predict_video_gives(model_path, clip):
+    predictor = Predictor(model_path, backend="torch")
+    frames = list(predictor.stream(clip, smooth=0.5))
+    table = predictor.predict_video(clip, smooth=0.5)
+    assert [frame.index for frame in frames] == list(table["frame"]) == list(range(8))
+    assert [frame.seconds for frame in frames] == pytest.approx([i / 10 for i in range(8)])  # 10 frames a second
+    live_valence = [frame.faces[0]["valence"] for frame in frames]
+    assert live_valence == pytest.approx(table["valence"].tolist(), abs=1e-5)
+    assert {face["track"] for frame in frames for face in frame.faces} == {0}
+    assert frames[0].image.shape == (150, 200, 3)
+    # Stopped by frames, by the file's seconds, or by every-th frame, as asked.
+    assert [f.index for f in predictor.stream(clip, max_frames=3)] == [0, 1, 2]
+    assert [f.index for f in predictor.stream(clip, seconds=0.35)] == [0, 1, 2, 3]
+    assert [f.index for f in predictor.stream(clip, every=3)] == [0, 3, 6]
+
+
+def test_a_live_capture_is_answered_frame_by_frame_and_released_when_the_loop_is_left(model_path):
+    predictor = Predictor(model_path, backend="torch", detect=False)
+    camera = FakeCamera(frames=1000, interval=0.002)
+    seen = []
+    for frame in live_faces(predictor, camera):
+        seen.append(frame)
+        if len(seen) == 3:
+            break
+    assert camera.released.wait(5)  # the reading thread stopped and let the camera go
+    assert [len(frame.faces) for frame in seen] == [1, 1, 1]  # no detection: the whole frame is the face
+    assert all(b.index > a.index for a, b in zip(seen, seen[1:]))
+    assert all(b.seconds >= a.seconds for a, b in zip(seen, seen[1:]))
+
+
+def test_sources_are_named_and_bad_ones_refused_before_any_frame(model_path, tmp_path):
+    assert (source_name(0), source_name("1"), source_name("rtsp://cam.local/live")) == (
+        "camera 0", "camera 1", "rtsp://cam.local/live")
+    assert is_live(0) and is_live("2") and is_live("http://10.0.0.5:8080/video") and not is_live("clip.mp4")
+    predictor = Predictor(model_path, backend="torch", detect=False)
+    with pytest.raises(AffectkitError, match="missing.mp4 does not exist"):
+        predictor.stream(tmp_path / "missing.mp4")
+    (tmp_path / "notes.txt").write_text("not a video")
+    with pytest.raises(AffectkitError, match=r"notes.txt is not a video this reads .* nor a camera's index"):
+        predictor.stream(tmp_path / "notes.txt")
+    with pytest.raises(AffectkitError, match="camera 97 could not be opened: no camera has that index"):
+        predictor.stream(97)
+    with pytest.raises(AffectkitError, match="every=2: a camera or stream is read at the model's pace"):
+        predictor.stream(0, every=2)
+    for bad in ({"smooth": 0}, {"max_frames": 0}, {"seconds": -1}):
+        with pytest.raises(AffectkitError):
+            predictor.stream(FakeCamera(1), **bad)
+
+
+def test_predict_camera_streams_json_lines_and_writes_a_file_when_stopped(model_path, clip, tmp_path):
+    from affectkit.cli import app
+
+    result = CliRunner().invoke(app, ["predict", str(model_path), "--camera", str(clip), "--frames", "3", "--out", "-",
+                                      "--backend", "torch", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(row["file"], row["frame"], row["status"]) for row in lines] == [(str(clip), i, "ok") for i in range(3)]
+    assert "3 frame(s) answered" in result.stderr
+    # A file --out is written with the rows of every frame read.
+    out = tmp_path / "live.csv"
+    result = CliRunner().invoke(app, ["predict", str(model_path), "--camera", str(clip), "--every", "2", "--out",
+                                      str(out), "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out)
+    assert list(rows["frame"]) == [0, 2, 4, 6] and list(rows.columns) == list(pd.read_csv(out, nrows=0).columns)
+    assert "frame 6 (0.6 s): track 0" in result.stderr  # a log gets a line per frame
+
+
+def test_ctrl_c_ends_the_reading_and_keeps_the_rows(model_path, clip, tmp_path, monkeypatch):
+    from affectkit.cli import app
+
+    played = Predictor.stream
+
+    def interrupted(self, source, **options):
+        yield from (frame for frame, _ in zip(played(self, source, **options), range(2)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Predictor, "stream", interrupted)
+    out = tmp_path / "live.jsonl"
+    result = CliRunner().invoke(app, ["predict", str(model_path), "--camera", str(clip), "--out", str(out),
+                                      "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 1]
+    assert "Stopped (Ctrl-C)" in result.stderr and "2 frame(s) answered" in result.stderr
+
+
+@pytest.mark.parametrize("args, refusal", [
+    ([], "Give images, videos or folders to predict, or --camera 0"),
+    (["photo.jpg", "--camera", "0"], "--camera reads one live source: give it, or INPUTS, not both"),
+    (["--camera", "0", "--annotate", "out"], "--annotate writes copies of files"),
+    (["--camera", "0", "--every", "2"], "--every is for video files"),
+    (["--camera", "0", "--frames", "0"], "--frames must be at least 1"),
+    (["--camera", "nowhere.mp4"], "nowhere.mp4 does not exist"),
+    (["photo.jpg", "--seconds", "5"], "--seconds and --frames stop a --camera"),
+])
+def test_bad_live_requests_are_refused_before_the_model_is_read(tmp_path, args, refusal):
+    from affectkit.cli import app
+
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "no_model.safetensors"), *args])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, AffectkitError) and refusal in str(result.exception)
