@@ -36,6 +36,9 @@ class OnnxBackend:
         torch = sys.modules.get("torch")
         options.intra_op_num_threads = threads or (torch.get_num_threads() if torch is not None else 0)
         options.inter_op_num_threads = 1
+        # Between runs onnxruntime's threads spin, waiting for the next: they then take the cores from the face
+        # detector and the image decoding that run between the model's calls (bench/results/live.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
