@@ -517,14 +517,16 @@ def test_compare_sets_a_model_against_another_tools_predictions_face_by_face(dem
     assert against_oracle.only_first == 0 and against_oracle.only_second == round(
         len(faces) * (1 - table.loc["CustomCNN", "accuracy"]))
     assert "fer_like is read from" in result.paths["markdown"].read_text()
-    # A face without a row, two rows for one face, no class column: each refused by name.
+    # A face without a row, two rows for one face, no class column: each refused by name, before a model runs.
     pd.read_csv(scored).iloc[1:].to_csv(tmp_path / "short.csv", index=False)
     pd.concat([pd.read_csv(scored)] * 2).to_csv(tmp_path / "twice.csv", index=False)
     pd.read_csv(scored)[["image"]].to_csv(tmp_path / "bare.csv", index=False)
-    for csv, problem in [("short.csv", r"has no row for 1 of the \d+ faces compared"),
-                         ("twice.csv", r"line \d+: a second row for"), ("bare.csv", "no column gives the class")]:
-        with pytest.raises(AffectkitError, match=problem):
-            compare_saved([model], demo_dir, tmp_path / "cmp", predictions=[tmp_path / csv], quiet=True)
+    with monkeypatch.context() as patch:
+        patch.setattr("affectkit.pipeline.compare._score_model", lambda *args: pytest.fail("a model was scored"))
+        for csv, problem in [("short.csv", r"has no row for 1 of the \d+ faces compared"),
+                             ("twice.csv", r"line \d+: a second row for"), ("bare.csv", "no column gives the class")]:
+            with pytest.raises(AffectkitError, match=problem):
+                compare_saved([model], demo_dir, tmp_path / "cmp", predictions=[tmp_path / csv], quiet=True)
     # Two tools alone, no saved model: on the faces of the model's splits.csv, or on every face (labels alone read).
     alone = compare_saved([], demo_dir, tmp_path / "tools", splits=tmp_path / "a" / "splits.csv",
                           predictions=[oracle, scored], quiet=True)

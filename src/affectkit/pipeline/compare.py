@@ -96,10 +96,15 @@ def _faces_alone(data: Path, split: str, splits: Path | None) -> tuple[PreparedD
     return prepared, positions
 
 
-def _score_predictions(csv: Path, faces: tuple[PreparedData, np.ndarray]) -> _Scored:
-    """Another tool's classes for ``faces`` (:func:`read_predictions`), scored as a model's are."""
+def _read_predictions(csv: Path, faces: tuple[PreparedData, np.ndarray]) -> np.ndarray:
+    """Another tool's classes for ``faces`` (:func:`read_predictions`)."""
     prepared, positions = faces
-    predicted = read_predictions(csv, [prepared.records[i] for i in positions], prepared.index.root)
+    return read_predictions(csv, [prepared.records[i] for i in positions], prepared.index.root)
+
+
+def _score_predictions(csv: Path, predicted: np.ndarray, faces: tuple[PreparedData, np.ndarray]) -> _Scored:
+    """Another tool's classes for ``faces`` (:func:`_read_predictions`), scored as a model's are."""
+    prepared, positions = faces
     as_model = Predictions.from_probs(np.eye(len(CLASS_NAMES))[predicted], np.zeros((len(predicted), 2)),
                                       predicts_valence_arousal=False)
     metrics = score(as_model, prepared, positions)
@@ -168,6 +173,12 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         each_splits = _splits_of(models, Path(data), splits)
         first_data = evaluation_data(models[0], Path(data), split, each_splits[0]) if models else faces_alone[0]
         attribute_values = face_attributes(data, attributes, by, first_data)
+        # The faces every model is scored on are the first's: other tools' files are read against them before any
+        # model runs, so that a file that cannot be scored fails at once.
+        faces_scored = faces_alone or (first_data, first_data.positions("test" if split == "all" else split))
+        if len(faces_scored[1]) == 0:
+            raise AffectkitError(f"The {split} split of {data} is empty.")
+        tools = [_read_predictions(csv, faces_scored) for csv in predictions]
         scored = []
         for i, path in enumerate(models):
             reporter().show(f"Scoring {path} on the {split} split of {data}")
@@ -175,8 +186,7 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
             scored.append(_score_model(path, prepared, Path(data), split, each_splits[i]))
         if scored:
             _align(scored, split)
-        faces_scored = scored[0].faces if scored else faces_alone
-        scored += [_score_predictions(csv, faces_scored) for csv in predictions]
+        scored += [_score_predictions(csv, predicted, faces_scored) for csv, predicted in zip(predictions, tools)]
         _unique_names(scored, [model_paths(m)[0] for m in models] + predictions)
         first = scored[0]
         faces = predictions_table(first.ids, first.labels, first.groups, {s.name: s.predicted for s in scored})
