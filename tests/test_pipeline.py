@@ -540,3 +540,30 @@ def test_compare_sets_a_model_against_another_tools_predictions_face_by_face(dem
         compare_saved([], demo_dir, tmp_path / "tools", predictions=[oracle, scored], quiet=True)
     with pytest.raises(AffectkitError, match="compare needs two or more to compare"):
         compare_saved([], demo_dir, tmp_path / "tools", split="all", predictions=[oracle], quiet=True)
+
+
+def test_a_row_that_is_no_saved_model_is_not_chosen_however_well_it_did_on_val():
+    """An ensemble with a fusion member cannot be saved (the fusion's branches cannot nest in its graph): its averaged
+    outputs are scored, but the model to use is the best row a file holds."""
+    from types import SimpleNamespace
+
+    from affectkit.pipeline.run import _chosen_against_the_rest, _unsaved_best_remark
+
+    labels = np.array([0, 1, 2, 1, 0, 2])
+    data = SimpleNamespace(expression=labels, valence_arousal=np.full((6, 2), np.nan),
+                           records=[SimpleNamespace(group=None, id=str(i)) for i in range(6)])
+    rows = [{"model": "Recipe", "accuracy": 0.5, "val_accuracy": 0.70},
+            {"model": "CustomCNN", "accuracy": 0.5, "val_accuracy": 0.60},
+            {"model": "Ensemble", "accuracy": 0.8, "val_accuracy": 0.90},
+            {"model": "Stacking", "accuracy": 0.8, "val_accuracy": np.nan}]
+    answers = [labels, labels[::-1], labels, labels]
+    usable = [True, True, False, False]
+    chosen, comparisons = _chosen_against_the_rest(rows, usable, answers, [None] * 4, data, np.arange(6))
+    assert chosen == "Recipe" and [name for name, _ in comparisons] == ["CustomCNN", "Ensemble", "Stacking"]
+    assert _unsaved_best_remark(rows, usable, chosen) == (
+        "Ensemble did best on the validation faces, but is no saved model (a member is itself a fusion, whose "
+        "branches cannot nest in its graph): the model to use is Recipe, the best saved one on them.")
+    # Where the ensemble is saved, it is chosen, and nothing is remarked.
+    usable[2] = True
+    assert _chosen_against_the_rest(rows, usable, answers, [None] * 4, data, np.arange(6))[0] == "Ensemble"
+    assert _unsaved_best_remark(rows, usable, "Ensemble") is None

@@ -243,7 +243,12 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                 names.append(label)
                 test_classes.append(pred.probs.argmax(axis=1))
                 test_valence_arousal.append(pred.valence_arousal)
-        chosen, comparisons = _chosen_against_the_rest(rows, test_classes, test_valence_arousal, prepared, test)
+        usable = [run.weights(row["model"]).is_file() for row in rows]
+        chosen, comparisons = _chosen_against_the_rest(rows, usable, test_classes, test_valence_arousal, prepared,
+                                                       test)
+        if remark := _unsaved_best_remark(rows, usable, chosen):
+            remarks.append(remark)
+            reporter().note(remark)
         write_comparison([{**row, "chosen": row["model"] == chosen} for row in rows], run)
         sections = [line for attribute, values in groups.items()
                     for line in _scores_by_group(attribute, values[test], rows, test_classes, test_valence_arousal,
@@ -358,15 +363,32 @@ def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -
     return {"val_accuracy": accuracy, "val_va_ccc": float(np.mean(cccs)) if cccs else float("nan")}
 
 
-def _chosen_against_the_rest(rows: list[dict], test_classes: list[np.ndarray], test_valence_arousal: list[np.ndarray],
-                             data: PreparedData, test: np.ndarray
+def _unsaved_best_remark(rows: list[dict], usable: list[bool], chosen: str | None) -> str | None:
+    """A sentence where the best row on the validation faces is no saved model (an ensemble of a fusion, whose
+    branches cannot nest in its graph), so another was chosen; None otherwise."""
+    by = choice_score(rows)
+    scores = np.array([row[by] for row in rows], dtype=float)
+    if np.isnan(scores).all():
+        return None
+    best = int(np.nanargmax(scores))
+    if usable[best]:
+        return None
+    instead = (f"the model to use is {chosen}, the best saved one on them" if chosen is not None
+               else "no saved model has a validation score to choose by")
+    return (f"{rows[best]['model']} did best on the validation faces, but is no saved model (a member is itself a "
+            f"fusion, whose branches cannot nest in its graph): {instead}.")
+
+
+def _chosen_against_the_rest(rows: list[dict], usable: list[bool], test_classes: list[np.ndarray],
+                             test_valence_arousal: list[np.ndarray], data: PreparedData, test: np.ndarray
                              ) -> tuple[str | None, list[tuple[str, PairedComparison | PairedCCC]]]:
     """The row a user would pick, the best on the validation faces by :func:`choice_score` (accuracy where a row
-    has a test accuracy, else valence and arousal CCC), and its test answers set against each other row's, face by
-    face (:func:`paired_comparison`, :func:`paired_ccc_comparison`; none where the test faces have too few
-    ratings to compare by); no row where none has the validation score."""
+    has a test accuracy, else valence and arousal CCC) among the ``usable`` ones (saved models: a row of averaged
+    outputs alone cannot be predicted with), and its test answers set against each other row's, face by face
+    (:func:`paired_comparison`, :func:`paired_ccc_comparison`; none where the test faces have too few ratings to
+    compare by); no row where none has the validation score."""
     by = choice_score(rows)
-    val_scores = np.array([row[by] for row in rows], dtype=float)
+    val_scores = np.array([row[by] if ok else np.nan for row, ok in zip(rows, usable)], dtype=float)
     if np.isnan(val_scores).all():
         return None, []
     first = int(np.nanargmax(val_scores))
