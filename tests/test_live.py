@@ -70,6 +70,32 @@ def test_a_slow_reader_gets_the_newest_frame_and_skips_the_ones_it_had_no_time_f
     assert indices == list(range(10))
 
 
+def test_a_broken_stream_is_opened_again_and_its_frames_numbered_on():
+    first = FakeCamera(frames=3)
+    again = [FakeCamera(frames=2)]
+    tries = []
+
+    def reopen():
+        tries.append(len(tries))
+        if len(tries) == 2:  # the stream's server is back on the second try
+            return again[0]
+        raise AffectkitError("rtsp://cam/live could not be opened")
+
+    reader = NewestFrame(first, reopen, delays=(0.01, 0.01, 0.01))
+    indices = []
+    while (item := reader.next()) is not None:
+        indices.append(item[0])
+        time.sleep(0.005)
+    reader.close()
+    assert reader.reconnects == 1 and first.released.is_set() and again[0].released.is_set()
+    assert indices[-1] == 4 and indices == sorted(set(indices))  # 3 frames, then 2 more, numbered on
+    # After the second break every try fails: the reading ends, having tried each delay once more.
+    assert len(tries) == 2 + 3
+    # A camera, or a stream without a way to reopen it, ends at its first failure.
+    plain = NewestFrame(FakeCamera(frames=1))
+    assert plain.next()[0] == 0 and plain.next() is None and plain.reconnects == 0
+
+
 def test_a_video_played_through_gives_the_rows_predict_video_gives(model_path, clip):
     predictor = Predictor(model_path, backend="torch")
     frames = list(predictor.stream(clip, smooth=0.5))

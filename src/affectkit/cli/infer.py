@@ -122,7 +122,7 @@ def _predict_live(predictor: Any, camera: str, out: Path | None, smooth: float |
     stream = predictor.stream(source, smooth=smooth, every=every, max_frames=frames, seconds=seconds)
     columns = result_columns(predictor.class_names, predictor.mc_samples > 0, predictor.abstention is not None)
     rows: list[dict[str, Any]] = []
-    answered, started = 0, time.monotonic()
+    answered, reconnects, started = 0, 0, time.monotonic()
     say(f"Reading {name} live; Ctrl-C stops it.")
     shown = out != STDOUT and not quiet
     # A terminal shows the newest frame's faces in place; a log gets a line per frame instead of redrawn tables.
@@ -134,6 +134,9 @@ def _predict_live(predictor: Any, camera: str, out: Path | None, smooth: float |
                        or [status_row(name, frame.index, NO_FACE)])
                 rows += new
                 answered += 1
+                if frame.reconnects > reconnects:
+                    reconnects = frame.reconnects
+                    say(f"{name}: the stream broke and was opened again (frames it sent meanwhile are missing).")
                 if out == STDOUT:
                     for row in new:
                         typer.echo(json.dumps({column: row.get(column) for column in columns}))
@@ -148,7 +151,8 @@ def _predict_live(predictor: Any, camera: str, out: Path | None, smooth: float |
     finally:
         stream.close()
     elapsed = time.monotonic() - started
-    say(f"{name}: {answered} frame(s) answered in {elapsed:.1f} s ({answered / max(elapsed, 1e-9):.1f} a second)")
+    say(f"{name}: {answered} frame(s) answered in {elapsed:.1f} s ({answered / max(elapsed, 1e-9):.1f} a second)"
+        + (f"; the stream was opened again {reconnects} time(s) after it broke" if reconnects else ""))
     return rows
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ class LiveFrame:
     seconds: float  # a file's position in it; a camera's or stream's time since it was opened
     image: np.ndarray  # RGB uint8
     faces: list[dict[str, Any]]  # as Predictor.predict_images gives them, with ``track`` (and smoothed)
+    reconnects: int = 0  # the times a network stream was opened again after it broke, so far
 
 
 def source_name(source: int | str | Path) -> str:
@@ -93,36 +95,69 @@ def open_source(source: int | str | Path) -> cv2.VideoCapture:
     return capture
 
 
+RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 8.0)  # seconds before each try to open a stream again after it broke
+
+
 class NewestFrame:
     """Reads ``capture`` in a thread, keeping only the newest frame: :meth:`next` waits for a frame newer than the
-    one it last gave and returns it with its number, or None once the source has ended (or failed). The thread
-    releases the capture when it stops (:meth:`close`): never while a read of it is under way."""
+    one it last gave and returns it with its number, or None once the source has ended (or failed). Where it fails
+    and ``reopen`` is given (a network stream: a dropped connection is common), the source is opened again after
+    each of ``delays`` in turn until it gives frames, ``reconnects`` counting the times it did, and the numbering
+    goes on. The thread releases each capture when done with it: never while a read of it is under way."""
 
-    def __init__(self, capture: Capture):
+    def __init__(self, capture: Capture, reopen: Callable[[], Capture] | None = None,
+                 delays: Sequence[float] = RECONNECT_DELAYS):
         self._capture = capture
+        self._reopen = reopen
+        self._delays = tuple(delays)
         self._changed = threading.Condition()
         self._frame: np.ndarray | None = None
         self._count = 0  # frames read so far; the newest is number count - 1
         self._taken = 0  # frames read when next() last returned
         self._ended = False
+        self.reconnects = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name="affectkit-live-reader", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
         try:
-            while not self._stopping.is_set():
-                ok, bgr = self._capture.read()
-                if not ok or bgr is None:
-                    break
-                with self._changed:
-                    self._frame, self._count = bgr, self._count + 1
-                    self._changed.notify_all()
+            while self._read_until_it_fails() and self._reconnect():
+                pass
         finally:
-            self._capture.release()
             with self._changed:
                 self._ended = True
                 self._changed.notify_all()
+
+    def _read_until_it_fails(self) -> bool:
+        """Read until stopped (False) or until the source gives no frame (True), then let the capture go."""
+        try:
+            while not self._stopping.is_set():
+                ok, bgr = self._capture.read()
+                if not ok or bgr is None:
+                    return True
+                with self._changed:
+                    self._frame, self._count = bgr, self._count + 1
+                    self._changed.notify_all()
+            return False
+        finally:
+            self._capture.release()
+
+    def _reconnect(self) -> bool:
+        """Open the source again, waiting each of the delays before a try; False where there is no way to, every
+        try failed, or the reader was stopped meanwhile."""
+        if self._reopen is None:
+            return False
+        for delay in self._delays:
+            if self._stopping.wait(delay):
+                return False
+            try:
+                self._capture = self._reopen()
+            except AffectkitError:
+                continue
+            self.reconnects += 1
+            return True
+        return False
 
     def next(self) -> tuple[int, np.ndarray] | None:
         with self._changed:
@@ -138,21 +173,23 @@ class NewestFrame:
         self._thread.join(timeout)
 
 
-def _frames(capture: Capture, live: bool, every: int) -> Iterator[tuple[int, float, np.ndarray]]:
-    """(index, seconds, RGB frame): a live source's newest frames, a file's every ``every``-th frame in order."""
+def _frames(capture: Capture, live: bool, every: int, reopen: Callable[[], Capture] | None
+            ) -> Iterator[tuple[int, float, np.ndarray, int]]:
+    """(index, seconds, RGB frame, reconnects so far): a live source's newest frames (opened again with ``reopen``
+    where it breaks), a file's every ``every``-th frame in order."""
     if not live:
         rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
         try:
             for index, rgb in video_frames(capture, every):
-                yield index, index / rate, rgb
+                yield index, index / rate, rgb, 0
         finally:
             capture.release()
         return
-    start, reader = time.monotonic(), NewestFrame(capture)
+    start, reader = time.monotonic(), NewestFrame(capture, reopen)
     try:
         while (item := reader.next()) is not None:
             index, bgr = item
-            yield index, time.monotonic() - start, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield index, time.monotonic() - start, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), reader.reconnects
     finally:
         reader.close()
 
@@ -163,10 +200,11 @@ def live_faces(predictor: Predictor, source: int | str | Path | Capture, smooth:
     """Each frame of ``source`` (a camera's index, a stream's URL, a video file, or an opened capture) with its
     faces, as soon as it is read and answered: tracked across frames and, with ``smooth`` in (0, 1] (the newest
     frame's weight), smoothed per face. A camera or stream gives its newest frame each time (``every`` is for
-    files); a file is read in order. Stops at the source's end, after ``max_frames`` frames or ``seconds`` (of the
-    file, or of the clock for a live source), or when the caller stops iterating; the source is then released.
-    ``live``: whether an opened capture is a live source (default: it is). Bad options and a source that does not
-    open are refused here, before the first frame is asked for."""
+    files); a file is read in order. A network stream that breaks is opened again (:class:`NewestFrame`). Stops at
+    the source's end, after ``max_frames`` frames or ``seconds`` (of the file, or of the clock for a live source),
+    or when the caller stops iterating; the source is then released. ``live``: whether an opened capture is a live
+    source (default: it is). Bad options and a source that does not open are refused here, before the first frame
+    is asked for."""
     if every < 1:
         raise AffectkitError("every must be at least 1.")
     if smooth is not None and not 0 < smooth <= 1:
@@ -175,27 +213,31 @@ def live_faces(predictor: Predictor, source: int | str | Path | Capture, smooth:
         raise AffectkitError("max_frames must be at least 1.")
     if seconds is not None and seconds <= 0:
         raise AffectkitError("seconds must be above 0.")
+    reopen = None
     if isinstance(source, (int, str, Path)):
         live = is_live(source)
         if live and every != 1:
             raise AffectkitError(f"every={every}: a camera or stream is read at the model's pace, its newest frame "
                                  "each time, so no frames are skipped by number; every is for video files.")
         capture: Capture = open_source(source)
+        if STREAM_URL.match(str(source)):
+            reopen = partial(open_source, source)
     else:
         capture, live = source, True if live is None else live
-    return _answered(predictor, capture, live, smooth, every, max_frames, seconds)
+    return _answered(predictor, capture, live, reopen, smooth, every, max_frames, seconds)
 
 
-def _answered(predictor: Predictor, capture: Capture, live: bool, smooth: float | None, every: int,
-              max_frames: int | None, seconds: float | None) -> Iterator[LiveFrame]:
+def _answered(predictor: Predictor, capture: Capture, live: bool, reopen: Callable[[], Capture] | None,
+              smooth: float | None, every: int, max_frames: int | None, seconds: float | None
+              ) -> Iterator[LiveFrame]:
     smoother = TrackSmoother(predictor.class_names, smooth, abstention=predictor.abstention)
-    frames = _frames(capture, live, every)
+    frames = _frames(capture, live, every, reopen)
     try:
-        for count, (index, at, rgb) in enumerate(frames, start=1):
+        for count, (index, at, rgb, reconnects) in enumerate(frames, start=1):
             if seconds is not None and at > seconds:
                 return
             (faces,) = predictor.predict_images([rgb])
-            yield LiveFrame(index, at, rgb, smoother.update(faces))
+            yield LiveFrame(index, at, rgb, smoother.update(faces), reconnects)
             if max_frames is not None and count >= max_frames:
                 return
     finally:
