@@ -148,6 +148,50 @@ def test_predictions_go_to_a_pipe_as_json_lines(cli, model_path, face, tmp_path)
         check_output_path(tmp_path / "rows.txt")
 
 
+def test_a_stopped_predict_keeps_its_rows_and_resume_finishes_it_without_redoing_them(cli, model_path, face, tmp_path,
+                                                                                     monkeypatch):
+    """Rows go to OUT.partial as each batch of images and each video is done; Ctrl-C leaves it, --resume goes on
+    with the files it lacks, and the file it ends with is the one an uninterrupted run writes."""
+    import affectkit.inference.media as media
+
+    folder = tmp_path / "media"
+    write_rgb(folder / "a.png", face)
+    write_rgb(folder / "b.png", np.ascontiguousarray(face[:, ::-1]))
+    write_clip(folder / "c" / "clip.mp4", face)
+    args = ["predict", model_path, folder, "--backend", "torch", "--batch-size", 2, "-q"]
+    for suffix in (".csv", ".json"):
+        whole, out = tmp_path / f"whole{suffix}", tmp_path / f"rows{suffix}"
+        invoke(cli, [*args, "--out", whole])
+        with monkeypatch.context() as patch:
+            patch.setattr(media, "_predict_video", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+            stopped = CliRunner().invoke(cli, [str(a) for a in [*args, "--out", out]])
+        assert stopped.exit_code == 130 and "the same command with --resume goes on" in " ".join(stopped.stderr.split())
+        partial = tmp_path / f"rows{suffix}.partial"
+        assert not out.exists() and partial.is_file()
+        # Starting over would write over those rows: refused, before the model is read, naming both ways on.
+        again = CliRunner().invoke(cli, [str(a) for a in [*args, "--out", out]])
+        assert isinstance(again.exception, AffectkitError) and "--resume continues it" in str(again.exception)
+        with partial.open("a") as cut:
+            cut.write(f"{folder / 'c'}" if suffix == ".csv" else '{"file": "')  # a line a kill cut short
+        predicted = []
+        images = media._predict_images
+        with monkeypatch.context() as patch:
+            patch.setattr(media, "_predict_images", lambda p, files, *rest: predicted.extend(files) or images(
+                p, files, *rest))
+            resumed = invoke(cli, [*args, "--out", out, "--resume"])
+        assert predicted == [] and "2 file(s) predicted there are left out" in " ".join(resumed.stderr.split())
+        assert not partial.exists()
+        if suffix == ".csv":
+            assert pd.read_csv(out).equals(pd.read_csv(whole))
+        else:
+            assert json.loads(out.read_text()) == json.loads(whole.read_text())
+    # A partial file of other columns (another model's, or abstention on) is not added to.
+    partial = tmp_path / "rows.csv.partial"
+    partial.write_text("file,frame,track,status\n")
+    refused = CliRunner().invoke(cli, [str(a) for a in [*args, "--out", tmp_path / "rows.csv", "--resume"]])
+    assert isinstance(refused.exception, AffectkitError) and "written with other columns" in str(refused.exception)
+
+
 def test_a_url_is_named_as_one_not_as_a_missing_file(predictor, tmp_path):
     """A URL on the command line reaches the library as a path (``https:/host/a.jpg``): said to be a URL, whole."""
     with pytest.raises(AffectkitError, match="^https://example.com/a.jpg is a URL: affectkit reads no network"):

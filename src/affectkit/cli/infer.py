@@ -91,12 +91,15 @@ def _faces_line(rows: list[dict[str, Any]]) -> str:
 
 
 def _check_live_request(camera: str, inputs: list[Path] | None, annotate: Path | None, every: int,
-                        seconds: float | None, frames: int | None) -> None:
+                        seconds: float | None, frames: int | None, resume: bool) -> None:
     """What --camera cannot be given with, refused before the model is loaded."""
     from affectkit.inference.live import check_source, is_live
 
     if inputs:
         raise AffectkitError("--camera reads one live source: give it, or INPUTS, not both.")
+    if resume:
+        raise AffectkitError("--resume continues predicting files an interrupted run left; a camera's frames are new "
+                             "each time: write them to another --out.")
     if annotate is not None:
         raise AffectkitError("--annotate writes copies of files; a live source's frames come at the model's pace, "
                              "so no video of them is written: record the camera, then predict the recording.")
@@ -110,21 +113,19 @@ def _check_live_request(camera: str, inputs: list[Path] | None, annotate: Path |
     check_source(camera)
 
 
-def _predict_live(predictor: Any, camera: str, out: Path | None, smooth: float | None, every: int,
-                  seconds: float | None, frames: int | None, quiet: bool) -> list[dict[str, Any]]:
-    """Each answered frame's faces as rows: streamed as JSON Lines to --out -, else shown as they come (unless
-    quiet). Ctrl-C ends the reading, not the command: the rows so far are kept."""
+def _predict_live(predictor: Any, camera: str, sink: Any, shown: bool, smooth: float | None, every: int,
+                  seconds: float | None, frames: int | None) -> list[dict[str, Any]]:
+    """Each answered frame's faces as rows, given to ``sink`` as they come and, where ``shown``, shown. Ctrl-C ends
+    the reading, not the command: the rows so far are kept."""
     from affectkit.inference.live import source_name
-    from affectkit.inference.media import NO_FACE, STDOUT, face_row, result_columns, status_row
+    from affectkit.inference.media import NO_FACE, face_row, status_row
 
     source: int | str = int(camera) if camera.isdigit() else camera
     name = source_name(source)
     stream = predictor.stream(source, smooth=smooth, every=every, max_frames=frames, seconds=seconds)
-    columns = result_columns(predictor.class_names, predictor.mc_samples > 0, predictor.abstention is not None)
     rows: list[dict[str, Any]] = []
     answered, reconnects, started = 0, 0, time.monotonic()
     say(f"Reading {name} live; Ctrl-C stops it.")
-    shown = out != STDOUT and not quiet
     # A terminal shows the newest frame's faces in place; a log gets a line per frame instead of redrawn tables.
     display = Live(console=console, auto_refresh=False) if shown and console.is_terminal else nullcontext()
     try:
@@ -137,10 +138,9 @@ def _predict_live(predictor: Any, camera: str, out: Path | None, smooth: float |
                 if frame.reconnects > reconnects:
                     reconnects = frame.reconnects
                     say(f"{name}: the stream broke and was opened again (frames it sent meanwhile are missing).")
-                if out == STDOUT:
-                    for row in new:
-                        typer.echo(json.dumps({column: row.get(column) for column in columns}))
-                elif live is not None:
+                if sink is not None:
+                    sink(new)
+                if live is not None:
                     table = _summary_table(new)
                     table.title = f"{escape(name)}: frame {frame.index}, {frame.seconds:.1f} s"
                     live.update(table, refresh=True)
@@ -191,43 +191,69 @@ def predict(
         show_default=False)] = None,
     seconds: Annotated[Optional[float], typer.Option(help="With --camera: stop after this many seconds.")] = None,
     frames: Annotated[Optional[int], typer.Option(help="With --camera: stop after this many frames.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run that was stopped before it wrote --out FILE (its rows are in "
+        "FILE.partial): the files it predicted are left out, the others' rows added. Give the same inputs, model "
+        "and options.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict expression, valence and arousal for every face in images, folders and videos, or live from a
-    camera."""
-    from affectkit.inference.media import STDOUT, check_output_path, json_lines, predict_media, write_results
+    camera. A file --out receives the rows as they come (in FILE.partial, which becomes FILE at the end), so a run
+    stopped on the way keeps them and --resume continues it."""
+    from affectkit.inference.media import STDOUT, ResultsFile, check_partial, predict_media, predictor_columns
     from affectkit.inference.predictor import Predictor
 
     if camera is None and not inputs:
         raise AffectkitError("Give images, videos or folders to predict, or --camera 0 to read a camera live.")
     if camera is not None:
-        _check_live_request(camera, inputs, annotate, every, seconds, frames)
+        _check_live_request(camera, inputs, annotate, every, seconds, frames, resume)
     elif seconds is not None or frames is not None:
         raise AffectkitError("--seconds and --frames stop a --camera; a file is read to its end (--every N reads "
                              "every N-th frame of a video).")
+    if resume and out in (None, STDOUT):
+        raise AffectkitError("--resume continues the rows an interrupted run wrote: give the --out FILE it wrote.")
     if out is not None:
-        check_output_path(out)
+        check_partial(out, resume)
     predictor = Predictor(model, backend=backend, device=device, detect=not no_detect, mc_samples=mc_samples,
                           batch_size=batch_size, detector_method=detector, face_margin=face_margin,
                           min_confidence=min_confidence, target_accuracy=target_accuracy,
                           per_class_thresholds=per_class_thresholds, threads=threads)
     if predictor.warning:
         console.print(f"[bold red]warning:[/bold red] {escape(predictor.warning)}")
-    if camera is not None:
-        rows = _predict_live(predictor, camera, out, smooth, every, seconds, frames, quiet)
-    else:
-        timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
-        with report_to_console(quiet):
-            rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
-                                 timeline_dir=timeline_dir)
-        if out == STDOUT:
-            for line in json_lines(rows, predictor.class_names):
-                typer.echo(line)
-        elif out is None:
-            Console().print(_summary_table(rows))
-    if out not in (None, STDOUT):
-        write_results(rows, out, predictor.class_names)
-        say(f"Wrote {len(rows)} rows to {out}")
+    columns = predictor_columns(predictor)
+    results = ResultsFile(out, columns, resume) if out not in (None, STDOUT) else None
+
+    def echo(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            typer.echo(json.dumps({column: row.get(column) for column in columns}))
+
+    sink = results.write if results is not None else echo if out == STDOUT else None
+    if results is not None and results.done:
+        say(f"Resuming {results.partial}: {len(results.done)} file(s) predicted there are left out.")
+    try:
+        if camera is not None:
+            rows = _predict_live(predictor, camera, sink, out != STDOUT and not quiet, smooth, every, seconds,
+                                 frames)
+        else:
+            timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
+            with report_to_console(quiet):
+                rows = predict_media(predictor, inputs, every=every, smooth=smooth, annotate_dir=annotate,
+                                     timeline_dir=timeline_dir, sink=sink, done=results.done if results else ())
+    except KeyboardInterrupt:
+        if results is None:
+            raise
+        results.close()
+        say(f"Stopped (Ctrl-C): the rows so far are in {results.partial}; the same command with --resume goes on.")
+        raise typer.Exit(130) from None
+    finally:
+        if results is not None:
+            results.close()
+    if out is None and camera is None:
+        Console().print(_summary_table(rows))
+    if results is not None:
+        results.finish()
+        before = f" ({results.rows_before} of them by the interrupted run)" if results.rows_before else ""
+        say(f"Wrote {results.rows_before + len(rows)} rows to {out}{before}")
     faces = sum(r["status"] == "ok" for r in rows)
     errors = sum(r["status"].startswith("error") for r in rows)
     faceless = sum(r["status"] == "no face found" for r in rows)

@@ -5,10 +5,13 @@ A file that cannot be read becomes a row with ``status = "error: ..."`` and a wa
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from affectkit.data.records import IMAGE_SUFFIXES, UNREAD_PHOTO_SUFFIXES
+from affectkit.atomic import atomic_write_text
 from affectkit.errors import AffectkitError, KindedError
 from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.images import ImageError, read_image
@@ -40,7 +44,12 @@ def result_columns(class_names: Sequence[str], uncertainty: bool, abstention: bo
     return columns + list(UNCERTAINTY_COLUMNS) if uncertainty else columns
 
 
-def face_row(file: Path, frame: int | None, face: dict[str, Any]) -> dict[str, Any]:
+def predictor_columns(predictor: Predictor) -> list[str]:
+    """The result columns of every row ``predictor`` gives, known before any is made (to write rows as they come)."""
+    return result_columns(predictor.class_names, predictor.mc_samples > 0, predictor.abstention is not None)
+
+
+def face_row(file: Path | str, frame: int | None, face: dict[str, Any]) -> dict[str, Any]:
     box = face["box"] or [None] * 4
     row = {"file": str(file), "frame": frame, "track": face.get("track"), "status": "ok",
            **dict(zip(("x1", "y1", "x2", "y2"), box)),
@@ -49,7 +58,7 @@ def face_row(file: Path, frame: int | None, face: dict[str, Any]) -> dict[str, A
     return row | {k: face[k] for k in ("abstained", *UNCERTAINTY_COLUMNS) if k in face}
 
 
-def status_row(file: Path, frame: int | None, status: str) -> dict[str, Any]:
+def status_row(file: Path | str, frame: int | None, status: str) -> dict[str, Any]:
     return {"file": str(file), "frame": frame, "status": status}
 
 
@@ -269,16 +278,21 @@ def predict_media(
     annotate_dir: Path | None = None,
     timeline_dir: Path | None = None,
     progress: bool = True,
+    sink: Callable[[list[dict[str, Any]]], None] | None = None,
+    done: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """Rows in input order; videos also get ``<stem>_timeline.png`` in ``timeline_dir`` when one is given."""
+    """Rows in input order; videos also get ``<stem>_timeline.png`` in ``timeline_dir`` when one is given.
+    ``sink`` is given the rows of each batch of images and of each video as soon as they are made (to write them
+    as they come); files named in ``done`` (as their rows name them) are left out: an interrupted run's."""
     if every < 1:
         raise AffectkitError("--every must be at least 1.")
     if smooth is not None and not 0 < smooth <= 1:
         raise AffectkitError("--smooth must be in (0, 1]: the weight of the newest frame.")
-    files = expand_inputs(inputs)
-    if not files:
+    found = expand_inputs(inputs)
+    if not found:
         raise AffectkitError(f"No image or video to predict in {', '.join(map(str, inputs))} (images: "
                              f"{', '.join(IMAGE_SUFFIXES)}; videos: {', '.join(VIDEO_SUFFIXES)}).")
+    files = [file for file in found if str(file) not in done]
     names = _AnnotatedNames(annotate_dir) if annotate_dir is not None else None
     total = sum(_frame_count(f, every) if is_video(f) else 1 for f in files)
     rows: list[dict[str, Any]] = []
@@ -294,11 +308,15 @@ def predict_media(
                 pending.append(file)
                 if len(pending) < predictor.batch_size:
                     continue
+            made = []
             if pending:
-                rows += _predict_images(predictor, pending, names, advance)
+                made += _predict_images(predictor, pending, names, advance)
                 pending = []
             if file is not None and is_video(file):
-                rows += _predict_video(predictor, file, every, smooth, names, timeline_dir, advance)
+                made += _predict_video(predictor, file, every, smooth, names, timeline_dir, advance)
+            if made and sink is not None:
+                sink(made)
+            rows += made
     return rows
 
 
@@ -318,17 +336,6 @@ def _rows_columns(rows: list[dict[str, Any]], class_names: Sequence[str]) -> lis
                           any("abstained" in r for r in rows))
 
 
-def result_records(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """Each row with every result column, in order (None where it has no value)."""
-    columns = _rows_columns(rows, class_names)
-    return [{c: row.get(c) for c in columns} for row in rows]
-
-
-def json_lines(rows: list[dict[str, Any]], class_names: Sequence[str]) -> list[str]:
-    """One JSON object per row (JSON Lines)."""
-    return [json.dumps(record) for record in result_records(rows, class_names)]
-
-
 def results_frame(rows: list[dict[str, Any]], class_names: Sequence[str]) -> pd.DataFrame:
     """The rows as a table of every result column; frames, tracks and boxes as whole numbers (not 181.0)."""
     columns = _rows_columns(rows, class_names)
@@ -338,14 +345,87 @@ def results_frame(rows: list[dict[str, Any]], class_names: Sequence[str]) -> pd.
     return pd.DataFrame(rows, columns=columns).astype(kinds)
 
 
-def write_results(rows: list[dict[str, Any]], out: Path, class_names: Sequence[str]) -> Path:
-    """CSV, JSON or JSON Lines by the suffix of ``out``; missing values are empty cells / null."""
+def partial_path(out: Path) -> Path:
+    """Where the rows for ``out`` are written until every input is done."""
+    return out.with_name(out.name + ".partial")
+
+
+def check_partial(out: Path, resume: bool) -> None:
+    """Refuse an ``out`` whose partial file an interrupted run left, unless ``resume``: never written over. Called
+    before a long run, with :func:`check_output_path`."""
     check_output_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(result_records(rows, class_names), indent=1))
-    elif out.suffix.lower() == ".jsonl":
-        out.write_text("".join(f"{line}\n" for line in json_lines(rows, class_names)))
-    else:
-        results_frame(rows, class_names).to_csv(out, index=False)
-    return out
+    if out != STDOUT and partial_path(out).exists() and not resume:
+        raise AffectkitError(f"{partial_path(out)} holds the rows of an interrupted run: --resume continues it (its "
+                             "files are not predicted again); delete it to start over.")
+
+
+class ResultsFile:
+    """Rows written to ``OUT.partial`` as they come (CSV for a .csv ``out``, else JSON Lines), which becomes ``out``
+    when every input is done (:meth:`finish`): a run that stops before leaves the partial file, and ``resume``
+    continues it, its files (``done``) left out. A partial file is never written over: without ``resume`` it is
+    refused, naming both ways on."""
+
+    def __init__(self, out: Path, columns: list[str], resume: bool = False):
+        check_partial(out, resume)
+        self.out, self.columns = out, columns
+        self.partial = partial_path(out)
+        self.csv = out.suffix.lower() == ".csv"
+        self.done: set[str] = set()
+        self.rows_before = 0
+        if resume and self.partial.exists():
+            self._read_partial()
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.partial.write_text(",".join(columns) + "\n" if self.csv else "")
+        self._file = self.partial.open("a", newline="")
+        self._writer = csv.DictWriter(self._file, columns) if self.csv else None
+
+    def _read_partial(self) -> None:
+        text = self.partial.read_text()
+        if text and not text.endswith("\n"):  # a line cut short where the process was killed mid-write
+            text = text[: text.rfind("\n") + 1]
+            self.partial.write_text(text)
+        if self.csv:
+            lines = list(csv.DictReader(io.StringIO(text)))
+            columns = next(csv.reader(io.StringIO(text)), [])
+        else:
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+            columns = list(lines[0]) if lines else self.columns
+        if columns != self.columns:
+            raise AffectkitError(f"{self.partial} was written with other columns than this run's (another model, "
+                                 "--mc-samples or abstention setting): give the same model and options, or delete it "
+                                 "to start over.")
+        self.done = {row["file"] for row in lines}
+        self.rows_before = len(lines)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            record = {column: row.get(column) for column in self.columns}
+            if self._writer is not None:
+                self._writer.writerow(record)
+            else:
+                self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def finish(self) -> Path:
+        """Close the partial file and put it in ``out``'s place (JSON: the rows as one array)."""
+        self.close()
+        if self.out.suffix.lower() == ".json":
+            records = [json.loads(line) for line in self.partial.read_text().splitlines() if line.strip()]
+            atomic_write_text(self.partial, json.dumps(records, indent=1))
+        os.replace(self.partial, self.out)
+        return self.out
+
+
+def write_results(rows: list[dict[str, Any]], out: Path, class_names: Sequence[str]) -> Path:
+    """CSV, JSON or JSON Lines by the suffix of ``out``, as ``predict`` writes them; missing values are empty cells
+    / null."""
+    results = ResultsFile(Path(out), _rows_columns(rows, class_names))
+    try:
+        results.write(rows)
+    finally:
+        results.close()
+    return results.finish()
