@@ -190,6 +190,10 @@ def test_a_stopped_predict_keeps_its_rows_and_resume_finishes_it_without_redoing
     partial.write_text("file,frame,track,status\n")
     refused = CliRunner().invoke(cli, [str(a) for a in [*args, "--out", tmp_path / "rows.csv", "--resume"]])
     assert isinstance(refused.exception, AffectkitError) and "written with other columns" in str(refused.exception)
+    (tmp_path / "rows.jsonl.partial").write_text("{not rows}\n")
+    refused = CliRunner().invoke(cli, [str(a) for a in [*args, "--out", tmp_path / "rows.jsonl", "--resume"]])
+    assert isinstance(refused.exception, AffectkitError) and "is not rows `affectkit predict` wrote" in str(
+        refused.exception)
 
 
 def test_a_url_is_named_as_one_not_as_a_missing_file(predictor, tmp_path):

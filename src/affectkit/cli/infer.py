@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -113,8 +114,9 @@ def _check_live_request(camera: str, inputs: list[Path] | None, annotate: Path |
     check_source(camera)
 
 
-def _predict_live(predictor: Any, camera: str, sink: Any, shown: bool, smooth: float | None, every: int,
-                  seconds: float | None, frames: int | None) -> list[dict[str, Any]]:
+def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, Any]]], None] | None, shown: bool,
+                  smooth: float | None, every: int, seconds: float | None, frames: int | None
+                  ) -> list[dict[str, Any]]:
     """Each answered frame's faces as rows, given to ``sink`` as they come and, where ``shown``, shown. Ctrl-C ends
     the reading, not the command: the rows so far are kept."""
     from affectkit.inference.live import source_name
@@ -187,7 +189,7 @@ def predict(
         help="Read live instead of INPUTS: a camera's index (0: the first), a network camera's URL (rtsp://, "
              "http://), or a video file played through. Each frame's faces are given as soon as they are answered "
              "(a camera's newest frame each time, so answers keep up with it); stop with Ctrl-C, --seconds or "
-             "--frames. --out - streams them as JSON Lines; a file --out is written when it stops.",
+             "--frames. --out - streams them as JSON Lines; a file --out receives them as they come.",
         show_default=False)] = None,
     seconds: Annotated[Optional[float], typer.Option(help="With --camera: stop after this many seconds.")] = None,
     frames: Annotated[Optional[int], typer.Option(help="With --camera: stop after this many frames.")] = None,
@@ -242,7 +244,6 @@ def predict(
     except KeyboardInterrupt:
         if results is None:
             raise
-        results.close()
         say(f"Stopped (Ctrl-C): the rows so far are in {results.partial}; the same command with --resume goes on.")
         raise typer.Exit(130) from None
     finally:

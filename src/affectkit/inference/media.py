@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from affectkit.data.records import IMAGE_SUFFIXES, UNREAD_PHOTO_SUFFIXES
 from affectkit.atomic import atomic_write_text
+from affectkit.data.records import IMAGE_SUFFIXES, UNREAD_PHOTO_SUFFIXES
 from affectkit.errors import AffectkitError, KindedError
 from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.images import ImageError, read_image
@@ -389,7 +389,11 @@ class ResultsFile:
             lines = list(csv.DictReader(io.StringIO(text)))
             columns = next(csv.reader(io.StringIO(text)), [])
         else:
-            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+            try:
+                lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except ValueError as exc:
+                raise AffectkitError(f"{self.partial} is not rows `affectkit predict` wrote ({exc}): delete it to "
+                                     "start over.") from None
             columns = list(lines[0]) if lines else self.columns
         if columns != self.columns:
             raise AffectkitError(f"{self.partial} was written with other columns than this run's (another model, "
