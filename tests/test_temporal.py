@@ -168,6 +168,7 @@ def test_a_rerun_reads_the_frames_back_and_unreadable_clips_are_quarantined(trai
     def unread(*args, **kwargs):
         raise AssertionError("the frames were read again")
 
+    assert not list(trained.glob("frames.part-*"))  # the parts stored while reading, gone once the whole is
     monkeypatch.setattr("affectkit.temporal.run.read_frames", unread)
     again = run_temporal(clips, trained, model_path, detect=False)
     assert again.table["accuracy"].tolist() == pd.read_csv(trained / "temporal.csv")["accuracy"].tolist()
@@ -181,6 +182,46 @@ def test_a_rerun_reads_the_frames_back_and_unreadable_clips_are_quarantined(trai
     quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
     assert len(quarantine) == 1 and victim.name in quarantine.loc[0, "reason"]
     assert "1 clip(s) quarantined" in " ".join(run.notes)
+
+
+def test_an_interrupted_read_of_the_clips_goes_on_from_the_parts_it_stored(clips, model_path, tmp_path, monkeypatch):
+    """Reading a large set's clips takes hours: what was read is stored as it goes, and a rerun reads the rest."""
+    import affectkit.temporal.sequences as sequences
+    from affectkit.inference.predictor import Predictor
+
+    manifest = read_clips(clips)
+    predictor = Predictor(model_path, backend="torch", detect=False)
+    whole = sequences.read_frames(manifest, predictor, fps=4.0)
+    reads = []
+    real = sequences.frame_outputs
+
+    def counted(*args, **kwargs):
+        reads.append(args[1])
+        if stop_after is not None and len(reads) > stop_after:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sequences, "frame_outputs", counted)
+    store, key = tmp_path / "frames.npz", {"face_model": "a"}
+    stop_after = 5
+    with pytest.raises(KeyboardInterrupt):
+        sequences.read_frames(manifest, predictor, fps=4.0, checkpoint=store, key=key, every_seconds=0)
+    assert len(sequences.part_paths(store)) == 5  # one part per clip at every_seconds=0
+    reads.clear()
+    stop_after = None
+    resumed = sequences.read_frames(manifest, predictor, fps=4.0, checkpoint=store, key=key, every_seconds=1e9)
+    assert len(reads) == len(manifest.samples) - 5  # the five stored clips were not read again
+    assert [s.id for s in resumed.samples] == [s.id for s in whole.samples]
+    for mine, theirs in zip(resumed.outputs, whole.outputs):
+        assert np.allclose(mine.probabilities, theirs.probabilities) and np.allclose(mine.times, theirs.times)
+    # A last part cut short (its .json never written) is read again; parts of another face model are not read.
+    sequences.part_paths(store)[-1].with_suffix(".json").unlink()
+    reads.clear()
+    sequences.read_frames(manifest, predictor, fps=4.0, checkpoint=store, key=key, every_seconds=1e9)
+    assert len(reads) == len(manifest.samples) - 4 and len(sequences.part_paths(store)) == 4
+    reads.clear()
+    sequences.read_frames(manifest, predictor, fps=4.0, checkpoint=store, key={"face_model": "b"}, every_seconds=1e9)
+    assert len(reads) == len(manifest.samples) and sequences.part_paths(store) == []
 
 
 def test_clip_manifests_and_bad_clip_folders_are_read_or_refused_clearly(clips, tmp_path, model_path):

@@ -42,7 +42,14 @@ from affectkit.multimodal.run import SCORES, check_run_options, face_model_diges
 from affectkit.progress import reporter
 from affectkit.temporal.clips import read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, SequenceNet, fit_sequence_model, predict_sequences
-from affectkit.temporal.sequences import ClipFrames, padded, read_frames, store_frames, stored_frames
+from affectkit.temporal.sequences import (
+    ClipFrames,
+    padded,
+    read_frames,
+    remove_parts,
+    store_frames,
+    stored_frames,
+)
 
 DEFAULT_FPS = 4.0
 STATISTICS = "frame statistics"
@@ -255,10 +262,11 @@ def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: 
     if frames is not None:
         reporter().note(f"Frames of the same clips and face model read back from {path}")
         return frames
-    frames = read_frames(manifest, predictor, fps, embeddings, frame_rate=frame_rate)
+    frames = read_frames(manifest, predictor, fps, embeddings, frame_rate=frame_rate, checkpoint=path, key=key)
     if not frames.samples:
         raise AffectkitError(f"{manifest.path}: no clip could be read (first: {frames.rejected[0].reason}).")
     store_frames(path, key, frames)
+    remove_parts(path)
     return frames
 
 

@@ -4,6 +4,7 @@ summaries (means, movement, peaks) the frame-statistics model reads."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from affectkit.progress import reporter
 
 NO_FACE = "no_face"
 FIELDS = ("times", "probabilities", "valence", "arousal", "embeddings")  # FrameOutputs', in its order
+CHECKPOINT_SECONDS = 120.0  # how often a long read of clips stores what it has read (a part of it)
 
 
 @dataclass
@@ -31,23 +33,42 @@ class ClipFrames:
 
 
 def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, embeddings: bool = False,
-                description: str = "Reading clips", frame_rate: float = DEFAULT_FRAME_RATE) -> ClipFrames:
+                description: str = "Reading clips", frame_rate: float = DEFAULT_FRAME_RATE,
+                checkpoint: Path | None = None, key: dict[str, Any] | None = None,
+                every_seconds: float = CHECKPOINT_SECONDS) -> ClipFrames:
     """The face model on every clip's frames (``fps`` a second; with ``embeddings`` its embedding of each face too;
     a folder of frames taken ``frame_rate`` a second), with a progress bar. A clip that cannot be read, or in which
-    no frame shows a face, is quarantined with the reason."""
-    samples, outputs, rejected = [], [], []
-    for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):
+    no frame shows a face, is quarantined with the reason. With ``checkpoint`` (where the whole is to be stored,
+    :func:`store_frames`), the clips read so far are stored beside it every ``every_seconds``, each time those read
+    since the last (:func:`part_paths`, for ``key``), and an interrupted read goes on from them: reading a large
+    set's clips takes hours on a CPU."""
+    done = _stored_parts(checkpoint, key, manifest) if checkpoint is not None else ClipFrames([], [], [])
+    finished = {s.id for s in done.samples} | {r.id for r in done.rejected}
+    if finished:
+        reporter().note(f"{len(finished)} clip(s) read before the run stopped, read back from beside {checkpoint}")
+    new = ClipFrames([], [], [])
+    saved = time.monotonic()
+    remaining = [s for s in manifest.samples if s.id not in finished]
+    for sample in reporter().track(remaining, total=len(remaining), description=description):
         path = sample.files["face"]
         try:
             found = frame_outputs(predictor, path, sample.start, sample.end, fps, embeddings, frame_rate)
             if found is None:
                 raise Reject(NO_FACE, f"{path.name}: the face detector found no face in any frame read")
         except Reject as r:
-            rejected.append(Rejection(sample.id, str(path), r.kind, r.reason))
-            continue
-        samples.append(sample)
-        outputs.append(found)
-    return ClipFrames(samples, outputs, rejected)
+            new.rejected.append(Rejection(sample.id, str(path), r.kind, r.reason))
+        else:
+            new.samples.append(sample)
+            new.outputs.append(found)
+        if checkpoint is not None and time.monotonic() - saved >= every_seconds:
+            _store_part(checkpoint, key, new)
+            done, new, saved = _joined(done, new), ClipFrames([], [], []), time.monotonic()
+    return _joined(done, new)
+
+
+def _joined(first: ClipFrames, second: ClipFrames) -> ClipFrames:
+    return ClipFrames(first.samples + second.samples, first.outputs + second.outputs,
+                      first.rejected + second.rejected)
 
 
 def output_columns(probabilities: np.ndarray, valence: np.ndarray | None, arousal: np.ndarray | None
@@ -80,12 +101,12 @@ def padded(outputs: list[FrameOutputs]) -> tuple[np.ndarray, np.ndarray]:
 # -- the frame outputs stored beside a run, read back by a rerun with the same inputs --------------------------------
 
 
-def store_frames(path: Path, key: dict[str, Any], frames: ClipFrames) -> None:
+def store_frames(path: Path, key: dict[str, Any] | None, frames: ClipFrames) -> None:
     """``path`` (.npz: every clip's frames end to end, and where each clip starts) and ``path.json`` (the key, the
     clips' ids and the quarantined ones)."""
-    lengths = np.array([len(o.times) for o in frames.outputs])
+    lengths = np.array([len(o.times) for o in frames.outputs], dtype=np.int64)
     arrays = {name: np.concatenate([getattr(o, name) for o in frames.outputs]) for name in FIELDS
-              if getattr(frames.outputs[0], name) is not None}
+              if frames.outputs and getattr(frames.outputs[0], name) is not None}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, lengths=lengths, **arrays)
@@ -93,15 +114,56 @@ def store_frames(path: Path, key: dict[str, Any], frames: ClipFrames) -> None:
     atomic_write_text(path.with_suffix(".json"), json.dumps(stored, indent=2))
 
 
-def stored_frames(path: Path, key: dict[str, Any], manifest: MultimodalManifest) -> ClipFrames | None:
+def part_paths(path: Path) -> list[Path]:
+    """The parts :func:`read_frames` stored beside ``path`` while reading, in the order they were written."""
+    return sorted(path.parent.glob(f"{path.stem}.part-*.npz"))
+
+
+def remove_parts(path: Path) -> None:
+    """Delete the parts once the whole is stored."""
+    _delete(part_paths(path))
+
+
+def _delete(parts: list[Path]) -> None:
+    for part in parts:
+        part.with_suffix(".json").unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+
+
+def _store_part(path: Path, key: dict[str, Any] | None, frames: ClipFrames) -> None:
+    # The .json is written after the .npz, and a part is read only where both are: a part cut short is no part.
+    parts = part_paths(path)
+    number = int(parts[-1].stem.rsplit("-", 1)[1]) + 1 if parts else 1
+    store_frames(path.with_name(f"{path.stem}.part-{number:05d}.npz"), key, frames)
+
+
+def _stored_parts(path: Path, key: dict[str, Any] | None, manifest: MultimodalManifest) -> ClipFrames:
+    """The clips the parts beside ``path`` hold, where they were stored for ``key``. Parts of other inputs (another
+    face model, other clips) are deleted, as they would never be read; so is a last part cut short (its .json never
+    written), whose clips are read again."""
+    done = ClipFrames([], [], [])
+    parts = part_paths(path)
+    for number, part in enumerate(parts):
+        if not part.with_suffix(".json").is_file():
+            _delete(parts[number:])
+            return done
+        found = stored_frames(part, key, manifest)
+        if found is None:
+            _delete(parts)
+            return ClipFrames([], [], [])
+        done = _joined(done, found)
+    return done
+
+
+def stored_frames(path: Path, key: dict[str, Any] | None, manifest: MultimodalManifest) -> ClipFrames | None:
     """What :func:`store_frames` wrote, when it was written for the same ``key``; else None."""
     meta = path.with_suffix(".json")
     if not (path.is_file() and meta.is_file()):
         return None
     stored = json.loads(meta.read_text())
-    if stored.get("key") != key:
-        return None
     by_id = {s.id: s for s in manifest.samples}
+    if stored.get("key") != key or any(i not in by_id for i in stored["ids"]):
+        return None
     with np.load(path, allow_pickle=False) as arrays:
         bounds = np.concatenate([[0], np.cumsum(arrays["lengths"])])
         outputs = [FrameOutputs(*(arrays[name][a:b] if name in arrays else None for name in FIELDS))
