@@ -246,6 +246,7 @@ def test_video_gives_per_frame_rows_and_timeline(cli, model_path, face, tmp_path
                  "--out", out / "video.csv", "-q"])
     rows = pd.read_csv(out / "video.csv")
     assert sorted(rows["frame"].unique()) == [0, 2, 4, 6]
+    assert rows["time"].tolist() == pytest.approx([0, 0.2, 0.4, 0.6])  # the frame's second in the 10-fps clip
     assert (rows["status"] == "ok").all() and rows["track"].nunique() == 1
     assert (out / "clip_timeline.png").stat().st_size > 0
     capture = cv2.VideoCapture(str(out / "clip_annotated.mp4"))

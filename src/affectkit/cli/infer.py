@@ -133,8 +133,8 @@ def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, An
     try:
         with display as live:
             for frame in stream:
-                new = ([face_row(name, frame.index, face) for face in frame.faces]
-                       or [status_row(name, frame.index, NO_FACE)])
+                new = ([face_row(name, frame.index, face, frame.seconds) for face in frame.faces]
+                       or [status_row(name, frame.index, NO_FACE, frame.seconds)])
                 rows += new
                 answered += 1
                 if frame.reconnects > reconnects:

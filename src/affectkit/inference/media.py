@@ -39,7 +39,7 @@ Advance = Callable[[], None]
 def result_columns(class_names: Sequence[str], uncertainty: bool, abstention: bool = False) -> list[str]:
     """The columns of the results: ``abstained`` where the model abstains below a confidence, the uncertainty ones
     under Monte-Carlo dropout."""
-    columns = ["file", "frame", "track", "status", "x1", "y1", "x2", "y2", *(f"p_{c}" for c in class_names),
+    columns = ["file", "frame", "time", "track", "status", "x1", "y1", "x2", "y2", *(f"p_{c}" for c in class_names),
                "expression", "confidence", *(["abstained"] if abstention else []), "valence", "arousal"]
     return columns + list(UNCERTAINTY_COLUMNS) if uncertainty else columns
 
@@ -49,17 +49,22 @@ def predictor_columns(predictor: Predictor) -> list[str]:
     return result_columns(predictor.class_names, predictor.mc_samples > 0, predictor.abstention is not None)
 
 
-def face_row(file: Path | str, frame: int | None, face: dict[str, Any]) -> dict[str, Any]:
+def face_row(file: Path | str, frame: int | None, face: dict[str, Any], time: float | None = None) -> dict[str, Any]:
+    """A face's row; ``time``: a video frame's second in it (a live frame's since the source was opened)."""
     box = face["box"] or [None] * 4
-    row = {"file": str(file), "frame": frame, "track": face.get("track"), "status": "ok",
+    row = {"file": str(file), "frame": frame, "time": _seconds(time), "track": face.get("track"), "status": "ok",
            **dict(zip(("x1", "y1", "x2", "y2"), box)),
            **{f"p_{name}": p for name, p in face["probabilities"].items()},
            **{k: face[k] for k in ("expression", "confidence", "valence", "arousal")}}
     return row | {k: face[k] for k in ("abstained", *UNCERTAINTY_COLUMNS) if k in face}
 
 
-def status_row(file: Path | str, frame: int | None, status: str) -> dict[str, Any]:
-    return {"file": str(file), "frame": frame, "status": status}
+def status_row(file: Path | str, frame: int | None, status: str, time: float | None = None) -> dict[str, Any]:
+    return {"file": str(file), "frame": frame, "time": _seconds(time), "status": status}
+
+
+def _seconds(time: float | None) -> float | None:
+    return None if time is None else round(float(time), 3)
 
 
 def expand_inputs(inputs: Sequence[str | Path], videos: bool = True) -> list[Path]:
@@ -202,7 +207,8 @@ def _predict_video(
     writer: cv2.VideoWriter | None = None
     try:
         for index, frame, faces in tracked_faces(predictor, capture, every, smooth):
-            rows += [face_row(file, index, f) for f in faces] or [status_row(file, index, NO_FACE)]
+            at = index / fps
+            rows += [face_row(file, index, f, at) for f in faces] or [status_row(file, index, NO_FACE, at)]
             if names is not None:
                 if writer is None:
                     writer = cv2.VideoWriter(str(names.next(file.stem, ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
