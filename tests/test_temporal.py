@@ -224,6 +224,32 @@ def test_an_interrupted_read_of_the_clips_goes_on_from_the_parts_it_stored(clips
     assert len(reads) == len(manifest.samples) and sequences.part_paths(store) == []
 
 
+def test_temporal_predict_stopped_on_the_way_goes_on_where_it_stopped(trained, clips, tmp_path, monkeypatch):
+    import affectkit.temporal.sequences as sequences
+
+    whole = tmp_path / "whole.csv"
+    args = ["temporal-predict", str(trained), str(clips), "--quiet"]
+    assert CliRunner().invoke(app, [*args, "--out", str(whole)]).exit_code == 0
+    reads, real = [], sequences.frame_outputs
+
+    def stopping(*args, **kwargs):
+        reads.append(args[1])
+        if len(reads) > 4 and stop:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sequences, "frame_outputs", stopping)
+    monkeypatch.setattr(sequences, "CHECKPOINT_SECONDS", 0.0)
+    out, stop = tmp_path / "later" / "preds.csv", True
+    assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    assert len(sequences.part_paths(out.with_name("preds.csv.frames.npz"))) == 4 and not out.exists()
+    reads.clear()
+    stop = False
+    assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    assert len(reads) == len(read_clips(clips, require_labels=False).samples) - 4  # the stored clips not read again
+    assert pd.read_csv(out).equals(pd.read_csv(whole)) and list(out.parent.iterdir()) == [out]
+
+
 def test_clip_manifests_and_bad_clip_folders_are_read_or_refused_clearly(clips, tmp_path, model_path):
     videos = sorted(clips.rglob("*.avi"))[:3]
     manifest = tmp_path / "clips.csv"

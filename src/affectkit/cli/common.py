@@ -232,6 +232,7 @@ def report_to_console(quiet: bool) -> ContextManager[Reporter]:
 def write_predictions(predictions: Any, problems: list[str], out: Path, written: str, unit: str) -> None:
     """A predict command's table (a DataFrame) to ``out`` as CSV, each input it skipped and why, and what it wrote
     (``written``: "12 rows"); ``unit`` names the inputs ("clip")."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(out, index=False, float_format="%.4f")
     for problem in problems:
         console.print(f"[yellow]skipped:[/yellow] {escape(problem)}")

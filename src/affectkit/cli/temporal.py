@@ -104,12 +104,14 @@ def temporal_predict(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict expression, valence and arousal of new clips with a model `affectkit temporal` kept."""
+    """Predict expression, valence and arousal of new clips with a model `affectkit temporal` kept. The clips read
+    so far are stored beside --out every two minutes: the same command, stopped on the way, goes on from there."""
     from affectkit.temporal import predict_temporal
 
     _set_threads(threads)
     with report_to_console(quiet):
-        predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend, fold=fold)
+        predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend, fold=fold,
+                                                 checkpoint=out.with_name(f"{out.name}.frames.npz"))
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "clip")
 
 

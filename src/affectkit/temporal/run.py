@@ -376,17 +376,25 @@ def load_temporal(model_dir: str | Path) -> TemporalModel:
 
 
 def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
-                     backend: str = "auto", fold: int = 1) -> tuple[pd.DataFrame, list[str]]:
+                     backend: str = "auto", fold: int = 1, checkpoint: Path | None = None
+                     ) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable clip (labels not needed): the kept models' expression, its probabilities, valence and
     arousal; and the reasons of the clips that could not be read. Clips are read as the model's were (frames a
-    second, face detection, frame rate of frame folders)."""
+    second, face detection, frame rate of frame folders). ``checkpoint``: where the clips read so far are stored
+    while reading (:func:`read_frames`' parts, deleted at the end), so that the same call, stopped on the way,
+    goes on from them."""
     model = load_temporal(model_dir)
     face_model = Path(face_model or model.meta["face_model"])
     model.check_face_model(face_model)
     manifest = read_clips(clips, require_labels=False, fold=fold)
     predictor = _predictor(face_model, backend, model.meta["detect"], model.embeddings)
+    key = {"clips": _clips_signature(manifest), "face_model_sha256": face_model_digest(face_model),
+           "fps": model.meta["fps"], "detect": model.meta["detect"], "embeddings": model.embeddings,
+           "frame_rate": model.frame_rate}
     frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description="Predicting",
-                         frame_rate=model.frame_rate)
+                         frame_rate=model.frame_rate, checkpoint=checkpoint, key=key)
+    if checkpoint is not None:
+        remove_parts(checkpoint)
     problems = [r.reason for r in manifest.rejected + frames.rejected]
     ids = pd.DataFrame({"id": [s.id for s in frames.samples]})
     if not frames.samples:

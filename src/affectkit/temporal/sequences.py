@@ -35,13 +35,14 @@ class ClipFrames:
 def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, embeddings: bool = False,
                 description: str = "Reading clips", frame_rate: float = DEFAULT_FRAME_RATE,
                 checkpoint: Path | None = None, key: dict[str, Any] | None = None,
-                every_seconds: float = CHECKPOINT_SECONDS) -> ClipFrames:
+                every_seconds: float | None = None) -> ClipFrames:
     """The face model on every clip's frames (``fps`` a second; with ``embeddings`` its embedding of each face too;
     a folder of frames taken ``frame_rate`` a second), with a progress bar. A clip that cannot be read, or in which
     no frame shows a face, is quarantined with the reason. With ``checkpoint`` (where the whole is to be stored,
-    :func:`store_frames`), the clips read so far are stored beside it every ``every_seconds``, each time those read
-    since the last (:func:`part_paths`, for ``key``), and an interrupted read goes on from them: reading a large
-    set's clips takes hours on a CPU."""
+    :func:`store_frames`), the clips read so far are stored beside it every ``every_seconds`` (default
+    :data:`CHECKPOINT_SECONDS`), each time those read since the last (:func:`part_paths`, for ``key``), and an
+    interrupted read goes on from them: reading a large set's clips takes hours on a CPU."""
+    every_seconds = CHECKPOINT_SECONDS if every_seconds is None else every_seconds
     done = _stored_parts(checkpoint, key, manifest) if checkpoint is not None else ClipFrames([], [], [])
     finished = {s.id for s in done.samples} | {r.id for r in done.rejected}
     if finished:
@@ -134,6 +135,7 @@ def _store_part(path: Path, key: dict[str, Any] | None, frames: ClipFrames) -> N
     # The .json is written after the .npz, and a part is read only where both are: a part cut short is no part.
     parts = part_paths(path)
     number = int(parts[-1].stem.rsplit("-", 1)[1]) + 1 if parts else 1
+    path.parent.mkdir(parents=True, exist_ok=True)
     store_frames(path.with_name(f"{path.stem}.part-{number:05d}.npz"), key, frames)
 
 
