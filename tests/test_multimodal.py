@@ -118,6 +118,37 @@ def test_a_rerun_reads_the_stored_features_back(fused, multimodal_demo, model_pa
     pd.testing.assert_frame_equal(again.result.table.reset_index(drop=True), before, check_exact=False, atol=1e-4)
 
 
+def test_an_interrupted_read_of_the_samples_goes_on_from_its_log(fused, multimodal_demo, model_path, tmp_path,
+                                                                 monkeypatch):
+    """Each sample's features go to a log as read: a run stopped on the way reads only the samples it lacks, and
+    ends with the features an uninterrupted run stores."""
+    import affectkit.multimodal.features as features_module
+
+    assert not (fused / "features.partial.jsonl").exists()  # gone once features.csv was stored
+    real, reads = features_module.sample_features, []
+
+    def stopping(sample, *args):
+        reads.append(sample.id)
+        if stop and len(reads) > 10:
+            raise KeyboardInterrupt
+        return real(sample, *args)
+
+    monkeypatch.setattr(features_module, "sample_features", stopping)
+    out, stop = tmp_path / "fused", True
+    with pytest.raises(KeyboardInterrupt):
+        run_fusion(multimodal_demo, out, face_model=model_path, detect=False)
+    log = (out / "features.partial.jsonl").read_text().splitlines()
+    assert len(log) == 1 + 10 and not (out / "features.csv").exists()  # its key, then ten samples
+    with (out / "features.partial.jsonl").open("a") as cut:
+        cut.write('{"id": "')  # a line a kill cut short: read again
+    reads.clear()
+    stop = False
+    run_fusion(multimodal_demo, out, face_model=model_path, detect=False)
+    assert len(reads) == len(read_manifest(multimodal_demo).samples) - 10
+    pd.testing.assert_frame_equal(pd.read_csv(out / "features.csv"), pd.read_csv(fused / "features.csv"))
+    assert not (out / "features.partial.jsonl").exists()
+
+
 def test_fuse_predict_reloads_the_kept_model_and_refuses_a_changed_file(fused, multimodal_demo, tmp_path):
     predictions, problems = affectkit.fuse_predict(fused, multimodal_demo)
     assert problems == [] and len(predictions) == 128

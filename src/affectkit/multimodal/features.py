@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 
+from affectkit.atomic import atomic_write_text
 from affectkit.data.records import Record, Reject, Rejection
 from affectkit.data.splits import make_splits
 from affectkit.errors import AffectkitError
@@ -95,27 +99,53 @@ class ReadSamples:
     missing: dict[str, int]  # modality -> samples without it (unrecorded, or no face found)
 
 
+def _logged(log: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The samples a read log written for ``key`` holds, by id, and the log rewritten to them alone (a line cut
+    short where the process was killed, and what follows it, is read again); a log of other inputs is started over."""
+    lines = log.read_text().splitlines() if log.is_file() else []
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        fresh = json.loads(lines[0]) != {"key": key} if lines else True
+        for line in lines[1:] if not fresh else []:
+            entry = json.loads(line)
+            entries[entry["id"]] = entry
+    except (ValueError, KeyError, TypeError):
+        pass
+    atomic_write_text(log, "".join(json.dumps(line) + "\n" for line in [{"key": key}, *entries.values()]))
+    return entries
+
+
 def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps: float = DEFAULT_FRAMES_PER_SECOND,
                  person_relative: bool = True, description: str = "Reading modalities",
-                 frame_rate: float = DEFAULT_FRAME_RATE) -> ReadSamples:
+                 frame_rate: float = DEFAULT_FRAME_RATE, log: Path | None = None,
+                 key: dict[str, Any] | None = None) -> ReadSamples:
     """Every sample's features, with a progress bar; a sample whose file cannot be read is quarantined. With
     ``person_relative``, where the manifest says who is who, audio and physio features are also given relative to the
-    person (:func:`per_person`)."""
+    person (:func:`per_person`). With ``log``, each sample's features (or why it was quarantined) are appended to
+    it as soon as read, for ``key``: an interrupted read goes on from there, the samples it holds not read again."""
     rows, rejected, missing = [], [], Counter()
     kept: list[Sample] = []
-    for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):
-        try:
-            found = sample_features(sample, predictor, fps, frame_rate)
-        except Reject as r:
-            rejected.append(Rejection(sample.id, str(manifest.path), r.kind, r.reason))
-            continue
-        row: dict[str, float] = {}
-        for modality in manifest.modalities:
-            values = found.get(modality)
-            missing[modality] += values is None
-            row.update(values or {})
-        rows.append(row)
-        kept.append(sample)
+    logged = _logged(log, key) if log is not None else {}
+    if logged:
+        reporter().note(f"{len(logged)} sample(s) read before the run stopped, read back from {log}")
+    writer = log.open("a") if log is not None else None
+    try:
+        for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):
+            entry = logged.get(sample.id) or _read_one(sample, predictor, fps, frame_rate, writer)
+            if "rejected" in entry:
+                rejected.append(Rejection(sample.id, str(manifest.path), *entry["rejected"]))
+                continue
+            found = entry["found"]
+            row: dict[str, float] = {}
+            for modality in manifest.modalities:
+                values = found.get(modality)
+                missing[modality] += values is None
+                row.update(values or {})
+            rows.append(row)
+            kept.append(sample)
+    finally:
+        if writer is not None:
+            writer.close()
     features = pd.DataFrame(rows, index=range(len(rows)))
     groups = pd.Series([s.group for s in kept])
     if person_relative and len(kept) and groups.notna().all():
@@ -124,11 +154,28 @@ def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps:
     return ReadSamples(kept, features, rejected, {m: int(missing[m]) for m in manifest.modalities})
 
 
+def _read_one(sample: Sample, predictor: Predictor | None, fps: float, frame_rate: float, writer: TextIO | None
+              ) -> dict[str, Any]:
+    """One sample's features by modality (or why it was quarantined), as the log holds them: read back from JSON
+    either way, so that a run that went on from its log gives the numbers an uninterrupted one gives."""
+    try:
+        entry = {"id": sample.id, "found": sample_features(sample, predictor, fps, frame_rate)}
+    except Reject as r:
+        entry = {"id": sample.id, "rejected": [r.kind, r.reason]}
+    line = json.dumps(entry, default=float)  # NumPy scalars as floats
+    if writer is not None:
+        writer.write(line + "\n")
+        writer.flush()
+    return json.loads(line)
+
+
 def extract_features(manifest: MultimodalManifest, predictor: Predictor | None, val_fraction: float = 0.15,
                      test_fraction: float = 0.15, seed: int = 0, fps: float = DEFAULT_FRAMES_PER_SECOND,
-                     person_relative: bool = True, frame_rate: float = DEFAULT_FRAME_RATE) -> FeatureTable:
-    """:func:`read_samples`, with labels and affectkit's split (:func:`assign_splits`)."""
-    read = read_samples(manifest, predictor, fps, person_relative, frame_rate=frame_rate)
+                     person_relative: bool = True, frame_rate: float = DEFAULT_FRAME_RATE, log: Path | None = None,
+                     key: dict[str, Any] | None = None) -> FeatureTable:
+    """:func:`read_samples` (``log``, ``key``: its log of the samples read), with labels and affectkit's split
+    (:func:`assign_splits`)."""
+    read = read_samples(manifest, predictor, fps, person_relative, frame_rate=frame_rate, log=log, key=key)
     kept = read.samples
     if not kept:
         raise AffectkitError(f"{manifest.path}: no sample's files could be read (first: {read.rejected[0].reason}).")

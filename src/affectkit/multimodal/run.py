@@ -46,6 +46,7 @@ from affectkit.progress import reporter
 
 MODEL_FILE = "fusion_model.skops"
 META_FILE = "fusion_model.json"
+READ_LOG = "features.partial.jsonl"  # each sample's features as read, until features.csv is stored
 # skops refuses to load any type it does not know to be safe unless told; these two are what the fitted pipelines
 # hold beyond scikit-learn's own estimators. Anything else in a file stops the load.
 TRUSTED_TYPES = ("numpy.dtype", "sklearn.utils._bunch.Bunch")
@@ -212,7 +213,7 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
     if features is None:
         try:
             features = extract_features(manifest, predictor, val_fraction, test_fraction, seed, fps, person_relative,
-                                        frame_rate)
+                                        frame_rate, log=out / READ_LOG, key=key)
         except AffectkitError as exc:
             if not manifest.rejected:
                 raise
@@ -220,6 +221,7 @@ def run_fusion(manifest_path: str | Path, out: str | Path, face_model: str | Pat
             raise AffectkitError(f"{exc} {len(manifest.rejected)} of the manifest's rows were quarantined: see "
                                  f"{out / 'quarantine.csv'}.") from None
         _store_features(out, key, features)
+        (out / READ_LOG).unlink(missing_ok=True)
     else:
         reporter().note(f"Features of the same manifest and face model read back from {out / 'features.csv'}")
     _write_quarantine(out, manifest.rejected + features.rejected)
