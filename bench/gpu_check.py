@@ -285,12 +285,13 @@ def bare_rate(name: str, config, prepared, steps: int) -> float:
 
 
 def training_speeds(config, prepared, models: list[str], batches: list[int], workers_alt: int,
-                    extras: bool = True) -> dict:
+                    extras: bool = True, window: tuple[int, int] | None = None) -> dict:
+    """``window``: (warm-up, timed) steps of each rate instead of the measuring ones (a dry run's few)."""
     out = {}
     for name in models:
         for batch in batches:
             cfg = config.override(batch_size=batch)
-            warmup, steps = (6, 30) if batch >= 128 else (10, 60)
+            warmup, steps = window or ((6, 30) if batch >= 128 else (10, 60))
             row = {"loader": lightning_rate(name, cfg, prepared, "loader", warmup, steps),
                    "gpu_resident": lightning_rate(name, cfg, prepared, "gpu", warmup, steps)}
             row["efficiency"] = round(row["loader"]["images_per_s"] / row["gpu_resident"]["images_per_s"], 3)
@@ -341,7 +342,8 @@ def phase1_comparison(config, prepared, root: Path, epochs: int) -> dict:
     return out
 
 
-def inference_speeds(config, prepared, models: list[str]) -> dict:
+def inference_speeds(config, prepared, models: list[str], repeats: int = 10) -> dict:
+    """``repeats``: timed calls of each batch rate (a dry run's one)."""
     from affectkit.data.datamodule import normalise_batch
     from affectkit.evaluation.evaluator import predict_split
     from affectkit.models import build_model
@@ -360,9 +362,9 @@ def inference_speeds(config, prepared, models: list[str]) -> dict:
         x = normalise_batch(torch.from_numpy(prepared.images[:128]).to(DEVICE).permute(0, 3, 1, 2))
         row = {}
         with torch.inference_mode():
-            row["torch_fp32_b128"] = round(timed(lambda: model(x), 128), 1)
+            row["torch_fp32_b128"] = round(timed(lambda: model(x), 128, repeats), 1)
             with torch.autocast(DEVICE, dtype=torch.bfloat16):
-                row["torch_bf16_b128"] = round(timed(lambda: model(x), 128), 1)
+                row["torch_bf16_b128"] = round(timed(lambda: model(x), 128, repeats), 1)
         start = time.perf_counter()
         predict_split(model, prepared, everything, batch_size=64, progress=False)
         row["predict_split_b64"] = round(len(everything) / (time.perf_counter() - start), 1)
@@ -493,7 +495,8 @@ def measure(args: argparse.Namespace, root: Path) -> int:
                             lambda: round(training_flops_per_image("resnet50", config) / 1e9, 2))
     if "training" not in skip:
         speeds = results.section("training", training_speeds, config, prepared, models,
-                                 [int(b) for b in args.batches.split(",")], max(1, cores - 1), not args.no_extras)
+                                 [int(b) for b in args.batches.split(",")], max(1, cores - 1), not args.no_extras,
+                                 (2, 4) if args.dry_run_on_cpu else None)
         resnet = speeds.get("resnet50@128", {}) if isinstance(speeds, dict) else {}
         if isinstance(flops, float) and "gpu_resident" in resnet:
             achieved = flops * resnet["gpu_resident"]["images_per_s"] / 1e3  # TFLOP/s
@@ -507,7 +510,7 @@ def measure(args: argparse.Namespace, root: Path) -> int:
     if "phase1" not in skip:
         results.section("phase1", phase1_comparison, config, prepared, root / "phase1", args.phase1_epochs)
     if "inference" not in skip:
-        results.section("inference", inference_speeds, config, prepared, models)
+        results.section("inference", inference_speeds, config, prepared, models, 1 if args.dry_run_on_cpu else 10)
     if "compile" not in skip:
         results.section("compile", compile_speeds, config, prepared, ["resnet50", "custom_cnn"])
     print("GPU_CHECK " + json.dumps(results, default=float, separators=(",", ":")))
