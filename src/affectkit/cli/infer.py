@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -120,11 +119,10 @@ def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, An
     """Each answered frame's faces as rows, given to ``sink`` as they come and, where ``shown``, shown. Ctrl-C ends
     the reading, not the command: the rows so far are kept."""
     from affectkit.inference.live import source_name
-    from affectkit.inference.media import NO_FACE, face_row, status_row
+    from affectkit.inference.media import frame_rows
 
-    source: int | str = int(camera) if camera.isdigit() else camera
-    name = source_name(source)
-    stream = predictor.stream(source, smooth=smooth, every=every, max_frames=frames, seconds=seconds)
+    name = source_name(camera)
+    stream = predictor.stream(camera, smooth=smooth, every=every, max_frames=frames, seconds=seconds)
     rows: list[dict[str, Any]] = []
     answered, reconnects, started = 0, 0, time.monotonic()
     say(f"Reading {name} live; Ctrl-C stops it.")
@@ -133,8 +131,7 @@ def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, An
     try:
         with display as live:
             for frame in stream:
-                new = ([face_row(name, frame.index, face, frame.seconds) for face in frame.faces]
-                       or [status_row(name, frame.index, NO_FACE, frame.seconds)])
+                new = frame_rows(name, frame.index, frame.faces, frame.seconds)
                 rows += new
                 answered += 1
                 if frame.reconnects > reconnects:
@@ -202,7 +199,14 @@ def predict(
     """Predict expression, valence and arousal for every face in images, folders and videos, or live from a
     camera. A file --out receives the rows as they come (in FILE.partial, which becomes FILE at the end), so a run
     stopped on the way keeps them and --resume continues it."""
-    from affectkit.inference.media import STDOUT, ResultsFile, check_partial, predict_media, predictor_columns
+    from affectkit.inference.media import (
+        STDOUT,
+        ResultsFile,
+        check_partial,
+        json_line,
+        predict_media,
+        predictor_columns,
+    )
     from affectkit.inference.predictor import Predictor
 
     if camera is None and not inputs:
@@ -227,7 +231,7 @@ def predict(
 
     def echo(rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            typer.echo(json.dumps({column: row.get(column) for column in columns}))
+            typer.echo(json_line(row, columns))
 
     sink = results.write if results is not None else echo if out == STDOUT else None
     if results is not None and results.done:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from affectkit.errors import AffectkitError
-from affectkit.inference.media import VIDEO_SUFFIXES, video_frames
+from affectkit.inference.media import VIDEO_SUFFIXES, frame_rate_of, video_frames
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother
 
@@ -49,16 +49,20 @@ class LiveFrame:
     reconnects: int = 0  # the times a network stream was opened again after it broke, so far
 
 
+def _camera_index(source: int | str | Path) -> int | None:
+    """The camera a source names (``0`` or ``"0"``), or None."""
+    return int(source) if isinstance(source, int) or str(source).isdigit() else None
+
+
 def source_name(source: int | str | Path) -> str:
     """How a source is named in results and messages: ``camera 0``, the URL, or the file's path."""
-    if isinstance(source, int) or str(source).isdigit():
-        return f"camera {int(source)}"
-    return str(source)
+    index = _camera_index(source)
+    return str(source) if index is None else f"camera {index}"
 
 
 def is_live(source: int | str | Path) -> bool:
     """A camera (its index) or a network stream (its URL), as opposed to a video file."""
-    return isinstance(source, int) or str(source).isdigit() or bool(STREAM_URL.match(str(source)))
+    return _camera_index(source) is not None or bool(STREAM_URL.match(str(source)))
 
 
 def check_source(source: int | str | Path) -> None:
@@ -77,8 +81,8 @@ def open_source(source: int | str | Path) -> cv2.VideoCapture:
     """The capture of a camera index (0: the first camera), a stream URL (rtsp://, http://...) or a video file;
     a source that does not open is refused, naming it."""
     check_source(source)
-    name = source_name(source)
-    target: int | str = int(source) if isinstance(source, int) or str(source).isdigit() else str(source)
+    index = _camera_index(source)
+    target: int | str = str(source) if index is None else index
     # OpenCV logs its backends' failed tries; the refusal below says what failed instead.
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -89,9 +93,9 @@ def open_source(source: int | str | Path) -> cv2.VideoCapture:
     if not capture.isOpened():
         capture.release()
         why = ("no camera has that index on this machine, another program holds it, or this user may not open it"
-               if isinstance(target, int) else "it cannot be reached or is not a video stream OpenCV decodes"
+               if index is not None else "it cannot be reached or is not a video stream OpenCV decodes"
                if is_live(source) else "not a readable video")
-        raise AffectkitError(f"{name} could not be opened: {why}.")
+        raise AffectkitError(f"{source_name(source)} could not be opened: {why}.")
     return capture
 
 
@@ -178,7 +182,7 @@ def _frames(capture: Capture, live: bool, every: int, reopen: Callable[[], Captu
     """(index, seconds, RGB frame, reconnects so far): a live source's newest frames (opened again with ``reopen``
     where it breaks), a file's every ``every``-th frame in order."""
     if not live:
-        rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        rate = frame_rate_of(capture)
         try:
             for index, rgb in video_frames(capture, every):
                 yield index, index / rate, rgb, 0

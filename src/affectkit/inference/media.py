@@ -67,6 +67,22 @@ def _seconds(time: float | None) -> float | None:
     return None if time is None else round(float(time), 3)
 
 
+def frame_rows(file: Path | str, frame: int | None, faces: list[dict[str, Any]], time: float | None = None
+               ) -> list[dict[str, Any]]:
+    """An image's or frame's rows: one per face, or one saying no face was found."""
+    return [face_row(file, frame, face, time) for face in faces] or [status_row(file, frame, NO_FACE, time)]
+
+
+def json_line(row: dict[str, Any], columns: Sequence[str]) -> str:
+    """A row as one JSON object of ``columns`` (null where it has no value): a line of JSON Lines."""
+    return json.dumps({column: row.get(column) for column in columns})
+
+
+def frame_rate_of(capture: cv2.VideoCapture) -> float:
+    """Frames a second of an opened video, from its header; 25 where the header gives none."""
+    return capture.get(cv2.CAP_PROP_FPS) or 25.0
+
+
 def expand_inputs(inputs: Sequence[str | Path], videos: bool = True) -> list[Path]:
     """Files as given (videos by suffix, anything else is tried as an image) and folders' images and, with
     ``videos``, videos, recursively. A folder's other files (hidden ones aside) are passed over with a note that
@@ -148,7 +164,7 @@ def _predict_images(
             advance()
     results = predictor.predict_images([image for _, image in decoded])
     for (file, image), faces in zip(decoded, results):
-        rows_by_file[file] = [face_row(file, None, f) for f in faces] or [status_row(file, None, NO_FACE)]
+        rows_by_file[file] = frame_rows(file, None, faces)
         if names is not None:
             _write_rgb(names.next(file.stem, ".jpg"), draw_predictions(image, faces))
         advance()
@@ -202,13 +218,12 @@ def _predict_video(
     capture = cv2.VideoCapture(str(file))
     if not capture.isOpened():
         return [_warn_error(file, None, "not a readable video")]
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    fps = frame_rate_of(capture)
     rows: list[dict[str, Any]] = []
     writer: cv2.VideoWriter | None = None
     try:
         for index, frame, faces in tracked_faces(predictor, capture, every, smooth):
-            at = index / fps
-            rows += [face_row(file, index, f, at) for f in faces] or [status_row(file, index, NO_FACE, at)]
+            rows += frame_rows(file, index, faces, index / fps)
             if names is not None:
                 if writer is None:
                     writer = cv2.VideoWriter(str(names.next(file.stem, ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
@@ -250,7 +265,7 @@ def video_faces(predictor: Predictor, path: Path, fps: float, smooth: float | No
     if not capture.isOpened():
         raise VideoError("unreadable", f"{name}: not a readable video")
     try:
-        frame_rate = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        frame_rate = frame_rate_of(capture)
         every = frame_step(frame_rate, fps)
         length = int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0))
         declared = -(-length // every)
@@ -384,7 +399,8 @@ class ResultsFile:
             out.parent.mkdir(parents=True, exist_ok=True)
             self.partial.write_text(",".join(columns) + "\n" if self.csv else "")
         self._file = self.partial.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, columns) if self.csv else None
+        # As in a JSON line: a column a row lacks is empty, a key no column names is left out.
+        self._writer = csv.DictWriter(self._file, columns, extrasaction="ignore") if self.csv else None
 
     def _read_partial(self) -> None:
         text = self.partial.read_text()
@@ -392,8 +408,8 @@ class ResultsFile:
             text = text[: text.rfind("\n") + 1]
             self.partial.write_text(text)
         if self.csv:
-            lines = list(csv.DictReader(io.StringIO(text)))
-            columns = next(csv.reader(io.StringIO(text)), [])
+            reader = csv.DictReader(io.StringIO(text))
+            lines, columns = list(reader), reader.fieldnames or []
         else:
             try:
                 lines = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -410,11 +426,10 @@ class ResultsFile:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            record = {column: row.get(column) for column in self.columns}
             if self._writer is not None:
-                self._writer.writerow(record)
+                self._writer.writerow(row)
             else:
-                self._file.write(json.dumps(record) + "\n")
+                self._file.write(json_line(row, self.columns) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from affectkit.data.records import Reject, frame_files
 from affectkit.inference.faces import Face
 from affectkit.inference.images import ImageError, read_image
-from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_step, video_frames
+from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_rate_of, frame_step, video_frames
 from affectkit.inference.predictor import Predictor
 
 DEFAULT_FRAMES_PER_SECOND = 2.0
@@ -52,7 +52,7 @@ def video_window(path: Path, start: float | None, end: float | None,
     if not capture.isOpened():
         raise Reject("face_unreadable", f"video {path.name} cannot be opened")
     try:
-        native = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        native = frame_rate_of(capture)
         first = int(round((start or 0.0) * native))
         last = None if end is None else int(round(end * native))
         stop = None if last is None else max(last, first + 1)

@@ -363,15 +363,19 @@ def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -
     return {"val_accuracy": accuracy, "val_va_ccc": float(np.mean(cccs)) if cccs else float("nan")}
 
 
+def _best_on_val(rows: list[dict], among: list[bool]) -> int | None:
+    """The index of the row ``among`` them with the best validation score by :func:`choice_score`; None where none
+    has one."""
+    by = choice_score(rows)
+    scores = np.array([row[by] if ok else np.nan for row, ok in zip(rows, among)], dtype=float)
+    return None if np.isnan(scores).all() else int(np.nanargmax(scores))
+
+
 def _unsaved_best_remark(rows: list[dict], usable: list[bool], chosen: str | None) -> str | None:
     """A sentence where the best row on the validation faces is no saved model (an ensemble of a fusion, whose
     branches cannot nest in its graph), so another was chosen; None otherwise."""
-    by = choice_score(rows)
-    scores = np.array([row[by] for row in rows], dtype=float)
-    if np.isnan(scores).all():
-        return None
-    best = int(np.nanargmax(scores))
-    if usable[best]:
+    best = _best_on_val(rows, [True] * len(rows))
+    if best is None or usable[best]:
         return None
     instead = (f"the model to use is {chosen}, the best saved one on them" if chosen is not None
                else "no saved model has a validation score to choose by")
@@ -387,11 +391,10 @@ def _chosen_against_the_rest(rows: list[dict], usable: list[bool], test_classes:
     outputs alone cannot be predicted with), and its test answers set against each other row's, face by face
     (:func:`paired_comparison`, :func:`paired_ccc_comparison`; none where the test faces have too few ratings to
     compare by); no row where none has the validation score."""
-    by = choice_score(rows)
-    val_scores = np.array([row[by] if ok else np.nan for row, ok in zip(rows, usable)], dtype=float)
-    if np.isnan(val_scores).all():
+    first = _best_on_val(rows, usable)
+    if first is None:
         return None, []
-    first = int(np.nanargmax(val_scores))
+    by = choice_score(rows)
     labels, truth = data.expression[test], data.valence_arousal[test]
     if by == "val_accuracy":
         compare, answers = partial(paired_comparison, labels), test_classes

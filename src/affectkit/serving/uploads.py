@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import HTTPException
 
 from affectkit.inference.images import ImageError, decode_image
+from affectkit.inference.media import frame_rate_of
 
 STATUS_FOR_IMAGE_PROBLEM = {"empty": 400, "not_image": 422, "corrupt": 422, "too_large": 413}
 
@@ -79,7 +80,7 @@ def check_video_window(path: Path, name: str, start: float | None, end: float | 
     try:
         if not capture.isOpened():
             raise HTTPException(422, f"{name}: not a readable video")
-        seconds = capture.get(cv2.CAP_PROP_FRAME_COUNT) / (capture.get(cv2.CAP_PROP_FPS) or 25.0)
+        seconds = capture.get(cv2.CAP_PROP_FRAME_COUNT) / frame_rate_of(capture)
     finally:
         capture.release()
     window = min(seconds, end if end is not None else seconds) - (start or 0.0)
