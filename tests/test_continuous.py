@@ -17,7 +17,17 @@ from affectkit.config import Config
 from affectkit.data.datamodule import prepare_data
 from affectkit.errors import AffectkitError
 from affectkit.pipeline.run import train_one
-from affectkit.temporal.continuous import AS_IS, GRU_FILE, SEQUENCE, SMOOTHED, frame_clips, run_continuous, smooth
+from affectkit.temporal.continuous import (
+    AS_IS,
+    GRU_FILE,
+    SEQUENCE,
+    SMOOTHED,
+    ContinuousModel,
+    frame_clips,
+    predict_continuous,
+    run_continuous,
+    smooth,
+)
 from affectkit.temporal.demo import make_rated_clip_demo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +55,8 @@ def test_frames_are_grouped_into_clips_in_order_and_smoothed_within_them(afew_va
     assert smooth(np.arange(4.0), 1).tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
-def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face_model, model_path, tmp_path):
+def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face_model, model_path, tmp_path,
+                                                                   monkeypatch):
     out = tmp_path / "frames"
     result = CliRunner().invoke(app, ["temporal-frames", str(afew_va), "--face-model", str(face_model), "--out",
                                       str(out), "--quiet"])
@@ -70,12 +81,38 @@ def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face
     first = frames[frames["clip"] == "001"]
     assert first["time"].tolist() == pytest.approx([f / 25 for f in range(FRAMES)])  # every frame, in order
 
+    assert not (tmp_path / "frames.csv.frames.partial.jsonl").exists()  # the read log, gone once all was read
+    _stopped_prediction_goes_on_from_its_log(out, afew_va, tmp_path / "stopped.jsonl", monkeypatch)
     _served_video_gets_every_frames_valence_arousal(out, afew_va, face_model, model_path, tmp_path)
 
     with open(out / GRU_FILE, "ab") as f:
         f.write(b"\0")
     with pytest.raises(AffectkitError, match="does not match the digest"):
         affectkit.predict_temporal_frames(out, afew_va, detect=False)
+
+
+def _stopped_prediction_goes_on_from_its_log(out, afew_va, log, monkeypatch):
+    """Each clip's rows go to a log as read: a prediction stopped on the way reads only the clips it lacks, and ends
+    with the rows an uninterrupted one gives."""
+    whole, _ = predict_continuous(out, afew_va, detect=False)
+    real, reads = ContinuousModel.read, []
+
+    def stopping(self, predictor, path, *args):
+        reads.append(path)
+        if len(reads) > 5 and stop:
+            raise KeyboardInterrupt
+        return real(self, predictor, path, *args)
+
+    monkeypatch.setattr(ContinuousModel, "read", stopping)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        predict_continuous(out, afew_va, detect=False, log=log)
+    assert len(log.read_text().splitlines()) == 1 + 5  # its key, then five clips
+    reads.clear()
+    stop = False
+    again, problems = predict_continuous(out, afew_va, detect=False, log=log)
+    assert len(reads) == CLIPS - 5 and problems == [] and not log.exists()
+    pd.testing.assert_frame_equal(again, whole)
 
 
 def test_temporal_frames_refuses_what_it_cannot_read(afew_va, face_model, demo_dir, model_path, tmp_path):

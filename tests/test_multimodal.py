@@ -149,6 +149,34 @@ def test_an_interrupted_read_of_the_samples_goes_on_from_its_log(fused, multimod
     assert not (out / "features.partial.jsonl").exists()
 
 
+def test_a_stopped_fuse_predict_goes_on_from_its_log(fused, multimodal_demo, tmp_path, monkeypatch):
+    """fuse-predict logs each sample's features beside --out as read: stopped on the way, the same command reads
+    only the samples it lacks, and writes the predictions an uninterrupted one gives."""
+    import affectkit.multimodal.features as features_module
+
+    whole, _ = predict_fusion(fused, multimodal_demo)
+    real, reads = features_module.sample_features, []
+
+    def stopping(sample, *args):
+        reads.append(sample.id)
+        if stop and len(reads) > 10:
+            raise KeyboardInterrupt
+        return real(sample, *args)
+
+    monkeypatch.setattr(features_module, "sample_features", stopping)
+    out, stop = tmp_path / "predicted.csv", True
+    log = tmp_path / "predicted.csv.features.partial.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        predict_fusion(fused, multimodal_demo, log=log)
+    assert len(log.read_text().splitlines()) == 1 + 10  # its key, then ten samples
+    reads.clear()
+    stop = False
+    result = CliRunner().invoke(app, ["fuse-predict", str(fused), str(multimodal_demo), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(reads) == len(whole) - 10 and not log.exists()
+    pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"id": str}), whole, check_exact=False, atol=1e-4)
+
+
 def test_fuse_predict_reloads_the_kept_model_and_refuses_a_changed_file(fused, multimodal_demo, tmp_path):
     predictions, problems = affectkit.fuse_predict(fused, multimodal_demo)
     assert problems == [] and len(predictions) == 128

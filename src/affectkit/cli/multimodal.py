@@ -77,12 +77,14 @@ def fuse_predict(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict expression, valence and arousal of new samples with a fusion `affectkit fuse` kept."""
+    """Predict expression, valence and arousal of new samples with a fusion `affectkit fuse` kept. Each sample's
+    features are logged beside --out as read: the same command, stopped on the way, goes on from there."""
     from affectkit.multimodal import predict_fusion
 
     _set_threads(threads)
     with report_to_console(quiet):
-        predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend)
+        predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend,
+                                               log=out.with_name(f"{out.name}.features.partial.jsonl"))
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "sample")
 
 

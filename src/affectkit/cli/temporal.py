@@ -187,12 +187,14 @@ def temporal_frames_predict(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Valence and arousal of every frame of new clips, by the methods `affectkit temporal-frames` kept."""
+    """Valence and arousal of every frame of new clips, by the methods `affectkit temporal-frames` kept. Each clip's
+    rows are logged beside --out as read: the same command, stopped on the way, goes on from there."""
     from affectkit.temporal.continuous import predict_continuous
 
     _set_threads(threads)
     with report_to_console(quiet):
         predictions, problems = predict_continuous(model, clips, face_model=face_model, backend=backend,
-                                                   detect=not no_detect, frame_rate=frame_rate)
+                                                   detect=not no_detect, frame_rate=frame_rate,
+                                                   log=out.with_name(f"{out.name}.frames.partial.jsonl"))
     write_predictions(predictions, problems, out,
                       f"{len(predictions)} frames of {predictions['clip'].nunique()} clip(s)", "clip")

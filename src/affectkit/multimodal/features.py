@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from affectkit.atomic import atomic_write_text
 from affectkit.data.records import Record, Reject, Rejection
 from affectkit.data.splits import make_splits
 from affectkit.errors import AffectkitError
@@ -22,6 +20,7 @@ from affectkit.multimodal.face import DEFAULT_FRAME_RATE, DEFAULT_FRAMES_PER_SEC
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
 from affectkit.multimodal.signals import audio_features, physio_features, read_audio, read_physio
 from affectkit.progress import reporter
+from affectkit.readlog import ReadLog
 
 # Signals whose level differs from person to person (a voice's pitch, a resting heart rate, a skin conductance):
 # beside each raw feature, its value relative to the same person's other samples.
@@ -99,22 +98,6 @@ class ReadSamples:
     missing: dict[str, int]  # modality -> samples without it (unrecorded, or no face found)
 
 
-def _logged(log: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The samples a read log written for ``key`` holds, by id, and the log rewritten to them alone (a line cut
-    short where the process was killed, and what follows it, is read again); a log of other inputs is started over."""
-    lines = log.read_text().splitlines() if log.is_file() else []
-    entries: dict[str, dict[str, Any]] = {}
-    try:
-        fresh = json.loads(lines[0]) != {"key": key} if lines else True
-        for line in lines[1:] if not fresh else []:
-            entry = json.loads(line)
-            entries[entry["id"]] = entry
-    except (ValueError, KeyError, TypeError):
-        pass
-    atomic_write_text(log, "".join(json.dumps(line) + "\n" for line in [{"key": key}, *entries.values()]))
-    return entries
-
-
 def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps: float = DEFAULT_FRAMES_PER_SECOND,
                  person_relative: bool = True, description: str = "Reading modalities",
                  frame_rate: float = DEFAULT_FRAME_RATE, log: Path | None = None,
@@ -125,13 +108,11 @@ def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps:
     it as soon as read, for ``key``: an interrupted read goes on from there, the samples it holds not read again."""
     rows, rejected, missing = [], [], Counter()
     kept: list[Sample] = []
-    logged = _logged(log, key) if log is not None else {}
-    if logged:
-        reporter().note(f"{len(logged)} sample(s) read before the run stopped, read back from {log}")
-    writer = log.open("a") if log is not None else None
-    try:
+    with ReadLog(log, key or {}) as read_log:
+        if read_log.entries:
+            reporter().note(f"{len(read_log.entries)} sample(s) read before the run stopped, read back from {log}")
         for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):
-            entry = logged.get(sample.id) or _read_one(sample, predictor, fps, frame_rate, writer)
+            entry = read_log.entries.get(sample.id) or read_log.record(_read_one(sample, predictor, fps, frame_rate))
             if "rejected" in entry:
                 rejected.append(Rejection(sample.id, str(manifest.path), *entry["rejected"]))
                 continue
@@ -143,9 +124,6 @@ def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps:
                 row.update(values or {})
             rows.append(row)
             kept.append(sample)
-    finally:
-        if writer is not None:
-            writer.close()
     features = pd.DataFrame(rows, index=range(len(rows)))
     groups = pd.Series([s.group for s in kept])
     if person_relative and len(kept) and groups.notna().all():
@@ -154,19 +132,12 @@ def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps:
     return ReadSamples(kept, features, rejected, {m: int(missing[m]) for m in manifest.modalities})
 
 
-def _read_one(sample: Sample, predictor: Predictor | None, fps: float, frame_rate: float, writer: TextIO | None
-              ) -> dict[str, Any]:
-    """One sample's features by modality (or why it was quarantined), as the log holds them: read back from JSON
-    either way, so that a run that went on from its log gives the numbers an uninterrupted one gives."""
+def _read_one(sample: Sample, predictor: Predictor | None, fps: float, frame_rate: float) -> dict[str, Any]:
+    """One sample's features by modality, or why it was quarantined: an entry of the read log."""
     try:
-        entry = {"id": sample.id, "found": sample_features(sample, predictor, fps, frame_rate)}
+        return {"id": sample.id, "found": sample_features(sample, predictor, fps, frame_rate)}
     except Reject as r:
-        entry = {"id": sample.id, "rejected": [r.kind, r.reason]}
-    line = json.dumps(entry, default=float)  # NumPy scalars as floats
-    if writer is not None:
-        writer.write(line + "\n")
-        writer.flush()
-    return json.loads(line)
+        return {"id": sample.id, "rejected": [r.kind, r.reason]}
 
 
 def extract_features(manifest: MultimodalManifest, predictor: Predictor | None, val_fraction: float = 0.15,

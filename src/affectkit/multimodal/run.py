@@ -271,9 +271,10 @@ def load_trusted(path: Path) -> Any:
 
 
 def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model: str | Path | None = None,
-                   backend: str = "auto") -> tuple[pd.DataFrame, list[str]]:
+                   backend: str = "auto", log: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable sample of the manifest (labels not needed): the kept models' expression, its
-    probabilities, valence and arousal; and the reasons of the samples that could not be read."""
+    probabilities, valence and arousal; and the reasons of the samples that could not be read. ``log``: where each
+    sample's features go as read (deleted at the end), so that the same call, stopped on the way, goes on from it."""
     models, meta = load_fusion(model_dir)
     manifest = read_manifest(manifest_path, require_labels=False)
     face_model = Path(face_model or meta["face_model"]) if meta["face_model"] else None
@@ -284,8 +285,13 @@ def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model:
     if reads_per_person(meta) and not all(s.group for s in manifest.samples):
         raise AffectkitError(f"{manifest.path}: this fusion reads audio and physio features relative to each person; "
                              "give every sample its subject (a subject column).")
+    frame_rate = meta.get("frame_rate", DEFAULT_FRAME_RATE)
+    key = _feature_key(manifest.path, face_model if predictor else None,
+                       {"fps": meta["fps"], "frame_rate": frame_rate, "detect": meta["detect"]})
     read = read_samples(manifest, predictor, meta["fps"], meta["person_relative"], description="Predicting",
-                        frame_rate=meta.get("frame_rate", DEFAULT_FRAME_RATE))
+                        frame_rate=frame_rate, log=log, key=key)
+    if log is not None:
+        log.unlink(missing_ok=True)
     problems = [r.reason for r in manifest.rejected + read.rejected]
     outputs = fusion_outputs(models, read.features.reindex(columns=meta["feature_columns"]))
     return pd.concat([pd.DataFrame({"id": [s.id for s in read.samples]}), outputs], axis=1), problems

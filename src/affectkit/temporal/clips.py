@@ -19,9 +19,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,6 +44,7 @@ from affectkit.data.records import (
 )
 from affectkit.errors import AffectkitError
 from affectkit.inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from affectkit.models.metadata import sha256_of
 from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manifest
 
 DFEW_SPLITS = "EmoLabel_DataSplit"
@@ -314,3 +318,13 @@ def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
         raise AffectkitError(f"{path}: no row names a face video.")
     check_split_given_everywhere(path, (s.split for s in samples))
     return MultimodalManifest(path, ["face"], samples, manifest.rejected + rejected)
+
+
+def clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
+    """What a read of the clips depends on besides the model reading them: the manifest's content, and each clip's
+    file by its path, size and modification time (hashing every video of a large set would take longer than reading
+    it)."""
+    clips = [s.files["face"] for s in manifest.samples]
+    files = [(str(path), stat.st_size, stat.st_mtime_ns) for path, stat in zip(clips, map(Path.stat, clips))]
+    return {"manifest_sha256": sha256_of(manifest.path) if manifest.path.is_file() else None,
+            "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}

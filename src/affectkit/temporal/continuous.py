@@ -41,10 +41,12 @@ from affectkit.models.metadata import config_from_metadata, predicts_valence_aro
 from affectkit.models.registry import kept_description, verified_file
 from affectkit.multimodal.face import DEFAULT_FRAME_RATE, FrameOutputs, frame_outputs
 from affectkit.multimodal.fusion import ccc
+from affectkit.multimodal.manifest import Sample
 from affectkit.multimodal.run import face_model_digest, require_face_model
 from affectkit.progress import reporter
+from affectkit.readlog import ReadLog
 from affectkit.runs import model_splits
-from affectkit.temporal.clips import read_clips
+from affectkit.temporal.clips import clips_signature, read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, fit_keeping_best, set_standardisation
 from affectkit.temporal.sequences import output_columns
 
@@ -399,28 +401,44 @@ def load_continuous(model_dir: str | Path) -> ContinuousModel:
 
 
 def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
-                       backend: str = "auto", detect: bool = True,
-                       frame_rate: float = DEFAULT_FRAME_RATE) -> tuple[pd.DataFrame, list[str]]:
+                       backend: str = "auto", detect: bool = True, frame_rate: float = DEFAULT_FRAME_RATE,
+                       log: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per frame with a face of every clip (a video, or a folder of frames taken ``frame_rate`` a second):
     clip, frame time, valence and arousal by the methods kept; and the reasons of the clips that could not be
     read. Frames are read at the spacing the model learnt on: every frame, or every n-th where its data was read
-    so (``affwild2_frame_step``)."""
+    so (``affwild2_frame_step``). ``log``: where each clip's rows go as read (deleted at the end), so that the same
+    call, stopped on the way, goes on from it."""
     model = load_continuous(model_dir)
     face_model = Path(face_model or model.meta["face_model"])
     model.check_face_model(face_model, "give that model with --face-model")
     predictor = Predictor(face_model, backend=backend, detect=detect)
     manifest = read_clips(clips, require_labels=False)
+    key = {"clips": clips_signature(manifest), "model_sha256": sha256_of(model.folder / META_FILE),
+           "face_model_sha256": face_model_digest(face_model), "detect": detect, "frame_rate": frame_rate}
     rows, problems = [], [r.reason for r in manifest.rejected]
-    for sample in reporter().track(manifest.samples, total=len(manifest.samples), description="Predicting"):
-        path = sample.files["face"]
-        try:
-            outputs = model.read(predictor, path, frame_rate)
-        except Reject as r:
-            problems.append(r.reason)
-            continue
-        if outputs is None:
-            problems.append(f"{path.name}: the face detector found no face in any frame")
-            continue
-        rows += [{"clip": sample.id, "time": float(t), "valence": float(v), "arousal": float(a)}
-                 for t, (v, a) in zip(outputs.times, model.values(outputs))]
+    with ReadLog(log, key) as read_log:
+        if read_log.entries:
+            reporter().note(f"{len(read_log.entries)} clip(s) read before the run stopped, read back from {log}")
+        for sample in reporter().track(manifest.samples, total=len(manifest.samples), description="Predicting"):
+            entry = read_log.entries.get(sample.id) or read_log.record(_clip_frames(model, predictor, sample,
+                                                                                    frame_rate))
+            if "problem" in entry:
+                problems.append(entry["problem"])
+                continue
+            rows += [{"clip": sample.id, "time": t, "valence": v, "arousal": a} for t, v, a in entry["frames"]]
+    if log is not None:
+        log.unlink(missing_ok=True)
     return pd.DataFrame(rows, columns=["clip", "time", "valence", "arousal"]), problems
+
+
+def _clip_frames(model: ContinuousModel, predictor: Predictor, sample: Sample, frame_rate: float) -> dict[str, Any]:
+    """One clip's frames as [time, valence, arousal], or why it gave none: an entry of the read log."""
+    path = sample.files["face"]
+    try:
+        outputs = model.read(predictor, path, frame_rate)
+    except Reject as r:
+        return {"id": sample.id, "problem": r.reason}
+    if outputs is None:
+        return {"id": sample.id, "problem": f"{path.name}: the face detector found no face in any frame"}
+    return {"id": sample.id, "frames": [[float(t), float(v), float(a)]
+                                        for t, (v, a) in zip(outputs.times, model.values(outputs))]}

@@ -4,7 +4,6 @@ target the one best on validation; and predict with a kept model on new clips.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from affectkit.multimodal.fusion import (
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
 from affectkit.multimodal.run import SCORES, check_run_options, face_model_digest, load_trusted, require_face_model
 from affectkit.progress import reporter
-from affectkit.temporal.clips import read_clips
+from affectkit.temporal.clips import clips_signature, read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, SequenceNet, fit_sequence_model, predict_sequences
 from affectkit.temporal.sequences import (
     ClipFrames,
@@ -246,15 +245,6 @@ def _predictor(face_model: Path, backend: str, detect: bool, embeddings: bool) -
     return Predictor(face_model, backend="torch" if embeddings else backend, detect=detect)
 
 
-def _clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
-    """What the stored frames depend on besides the face model: the manifest's content, and each clip's file by its
-    path, size and modification time (hashing every video of a large set would take longer than reading it)."""
-    clips = [s.files["face"] for s in manifest.samples]
-    files = [(str(path), stat.st_size, stat.st_mtime_ns) for path, stat in zip(clips, map(Path.stat, clips))]
-    return {"manifest_sha256": sha256_of(manifest.path) if manifest.path.is_file() else None,
-            "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
-
-
 def _frames(manifest: MultimodalManifest, predictor: Predictor, out: Path, key: dict[str, Any], fps: float,
             embeddings: bool, frame_rate: float) -> ClipFrames:
     path = out / "frames.npz"
@@ -285,7 +275,7 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_clips(clips, fold=fold, class_map=class_map)
     predictor = _predictor(face_model, backend, detect, embeddings)
-    key = {"clips": _clips_signature(manifest), "face_model_sha256": face_model_digest(face_model), "fps": fps,
+    key = {"clips": clips_signature(manifest), "face_model_sha256": face_model_digest(face_model), "fps": fps,
            "detect": detect, "embeddings": embeddings, "frame_rate": frame_rate}
     frames = _frames(manifest, predictor, out, key, fps, embeddings, frame_rate)
     with atomic_path(out / "quarantine.csv") as tmp:
@@ -388,7 +378,7 @@ def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
     model.check_face_model(face_model)
     manifest = read_clips(clips, require_labels=False, fold=fold)
     predictor = _predictor(face_model, backend, model.meta["detect"], model.embeddings)
-    key = {"clips": _clips_signature(manifest), "face_model_sha256": face_model_digest(face_model),
+    key = {"clips": clips_signature(manifest), "face_model_sha256": face_model_digest(face_model),
            "fps": model.meta["fps"], "detect": model.meta["detect"], "embeddings": model.embeddings,
            "frame_rate": model.frame_rate}
     frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description="Predicting",
