@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "affectkit"
 # A part of the package may import its own layer and the layers below it.
 LAYERS = {
-    "config": 0, "errors": 0, "progress": 0, "runs": 0, "atomic": 0, "lazy": 0, "imaging": 0,
+    "config": 0, "errors": 0, "progress": 0, "runs": 0, "atomic": 0, "readlog": 0, "lazy": 0, "imaging": 0,
     "models": 1,
     "data": 2,
     "evaluation": 3,
