@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +17,7 @@ from skimage import data as skdata
 from typer.testing import CliRunner
 
 from affectkit.errors import AffectkitError
+from affectkit.inference import live
 from affectkit.inference.live import NewestFrame, is_live, live_faces, source_name
 from affectkit.inference.predictor import Predictor
 from tests.test_inference import FACE_REGION, write_clip
@@ -94,6 +98,64 @@ def test_a_broken_stream_is_opened_again_and_its_frames_numbered_on():
     # A camera, or a stream without a way to reopen it, ends at its first failure.
     plain = NewestFrame(FakeCamera(frames=1))
     assert plain.next()[0] == 0 and plain.next() is None and plain.reconnects == 0
+
+
+def _stalling_server(video: bytes, replies: list[str]) -> tuple[str, socket.socket]:
+    """A local HTTP server of ``video``: its n-th connection gets what ``replies[n]`` says (``stall``: half the
+    file, then nothing, the connection held open; ``whole``: the file; ``silent``: no answer at all)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []  # the connections, kept open: a stalled server does not hang up
+
+    def serve():
+        for reply in replies:
+            conn, _ = server.accept()
+            held.append(conn)
+            if reply == "silent":
+                continue
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/x-msvideo\r\nContent-Length: %d\r\n\r\n"
+                         % len(video))
+            conn.sendall(video[: len(video) // 2] if reply == "stall" else video)
+            if reply == "whole":
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/live.avi", server
+
+
+def test_a_stream_that_stalls_is_given_up_and_opened_again(tmp_path, monkeypatch):
+    """A stream whose server stops sending (the connection held open) is taken as broken after the read timeout,
+    and opened again; one that does not answer at all is refused after the open timeout, not waited on forever."""
+    path = str(tmp_path / "live.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(40):
+        writer.write(np.full((64, 64, 3), i * 5, np.uint8))
+    writer.release()
+    monkeypatch.setattr(live, "STREAM_OPEN_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(live, "STREAM_READ_TIMEOUT_S", 1.0)
+    url, server = _stalling_server(Path(path).read_bytes(), ["stall", "whole", "silent"])
+    reader = NewestFrame(live.open_source(url), partial(live.open_source, url), delays=(0.05,))
+    indices: list[int] = []
+
+    def read_all():
+        while (item := reader.next()) is not None:
+            indices.append(item[0])
+
+    started = time.monotonic()
+    reading = threading.Thread(target=read_all, daemon=True)
+    reading.start()
+    reading.join(timeout=30)
+    assert not reading.is_alive(), "a stalled stream's read never returned"
+    reader.close()
+    server.close()
+    # Part of the file, the stall given up after a second, then the whole file: its frames numbered on; the third
+    # connection gets no answer, so the reopening is refused after the open timeout and the reading ends.
+    assert reader.reconnects == 1 and indices == sorted(set(indices)) and indices[-1] >= 40
+    assert time.monotonic() - started < 15
+    url, server = _stalling_server(b"", ["silent"])
+    with pytest.raises(AffectkitError, match="cannot be reached within 1 s"):
+        live.open_source(url)
+    server.close()
 
 
 def test_a_video_played_through_gives_the_rows_predict_video_gives(model_path, clip):

@@ -26,6 +26,10 @@ from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother
 
 STREAM_URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
+# A stream that does not answer within these is given up (not waited on forever): on opening, refused; while read,
+# taken as broken, and opened again (NewestFrame).
+STREAM_OPEN_TIMEOUT_S = 10.0
+STREAM_READ_TIMEOUT_S = 5.0
 
 
 class Capture(Protocol):
@@ -79,22 +83,29 @@ def check_source(source: int | str | Path) -> None:
 
 def open_source(source: int | str | Path) -> cv2.VideoCapture:
     """The capture of a camera index (0: the first camera), a stream URL (rtsp://, http://...) or a video file;
-    a source that does not open is refused, naming it."""
+    a source that does not open is refused, naming it. A stream's capture gives up on a read that waits longer than
+    ``STREAM_READ_TIMEOUT_S`` for its frame, as on a broken one."""
     check_source(source)
     index = _camera_index(source)
     target: int | str = str(source) if index is None else index
     # OpenCV logs its backends' failed tries; the refusal below says what failed instead.
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(STREAM_OPEN_TIMEOUT_S * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(STREAM_READ_TIMEOUT_S * 1000)]
     try:
-        capture = cv2.VideoCapture(target)
+        capture = (cv2.VideoCapture(target, cv2.CAP_ANY, timeouts) if STREAM_URL.match(str(target))
+                   else cv2.VideoCapture(target))
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
         capture.release()
-        why = ("no camera has that index on this machine, another program holds it, or this user may not open it"
-               if index is not None else "it cannot be reached or is not a video stream OpenCV decodes"
-               if is_live(source) else "not a readable video")
+        if index is not None:
+            why = "no camera has that index on this machine, another program holds it, or this user may not open it"
+        elif is_live(source):
+            why = f"it cannot be reached within {STREAM_OPEN_TIMEOUT_S:g} s or is not a video stream OpenCV decodes"
+        else:
+            why = "not a readable video"
         raise AffectkitError(f"{source_name(source)} could not be opened: {why}.")
     return capture
 
@@ -172,7 +183,8 @@ class NewestFrame:
             return self._count - 1, self._frame
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop reading; a stalled stream's read may outlast ``timeout``, and its thread then ends when it returns."""
+        """Stop reading; a stalled read (of a stream: until its read timeout) may outlast ``timeout``, and its thread
+        then ends when it returns."""
         self._stopping.set()
         self._thread.join(timeout)
 
