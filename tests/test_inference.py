@@ -196,6 +196,17 @@ def test_a_stopped_predict_keeps_its_rows_and_resume_finishes_it_without_redoing
         refused.exception)
 
 
+def test_resume_knows_a_file_done_however_its_path_was_written(predictor, face, tmp_path, monkeypatch):
+    """The files an interrupted run did are left out whether its rows name them relative, absolute or through ./"""
+    write_rgb(tmp_path / "media" / "a.png", face)
+    write_rgb(tmp_path / "media" / "b.png", face)
+    monkeypatch.chdir(tmp_path)
+    rows = predict_media(predictor, ["media/"], progress=False, done={str(tmp_path / "media" / "a.png")})
+    assert [row["file"] for row in rows] == ["media/b.png"]
+    rows = predict_media(predictor, [tmp_path / "media"], progress=False, done={"./media/a.png", "media//b.png"})
+    assert rows == []
+
+
 def test_a_url_is_named_as_one_not_as_a_missing_file(predictor, tmp_path):
     """A URL on the command line reaches the library as a path (``https:/host/a.jpg``): said to be a URL, whole."""
     with pytest.raises(AffectkitError, match="^https://example.com/a.jpg is a URL: affectkit reads no network"):

@@ -304,7 +304,8 @@ def predict_media(
 ) -> list[dict[str, Any]]:
     """Rows in input order; videos also get ``<stem>_timeline.png`` in ``timeline_dir`` when one is given.
     ``sink`` is given the rows of each batch of images and of each video as soon as they are made (to write them
-    as they come); files named in ``done`` (as their rows name them) are left out: an interrupted run's."""
+    as they come); files named in ``done`` (as their rows name them, however the path is written) are left out: an
+    interrupted run's."""
     if every < 1:
         raise AffectkitError("--every must be at least 1.")
     if smooth is not None and not 0 < smooth <= 1:
@@ -313,7 +314,8 @@ def predict_media(
     if not found:
         raise AffectkitError(f"No image or video to predict in {', '.join(map(str, inputs))} (images: "
                              f"{', '.join(IMAGE_SUFFIXES)}; videos: {', '.join(VIDEO_SUFFIXES)}).")
-    files = [file for file in found if str(file) not in done]
+    done_files = {Path(name).resolve() for name in done}  # ./a.jpg, a.jpg and /abs/a.jpg are one file
+    files = [file for file in found if file.resolve() not in done_files]
     names = _AnnotatedNames(annotate_dir) if annotate_dir is not None else None
     total = sum(_frame_count(f, every) if is_video(f) else 1 for f in files)
     rows: list[dict[str, Any]] = []
