@@ -18,7 +18,15 @@ from typer.testing import CliRunner
 
 from affectkit.errors import AffectkitError
 from affectkit.inference import live
-from affectkit.inference.live import NewestFrame, is_live, live_faces, source_name
+from affectkit.inference.live import (
+    LiveFrame,
+    LiveRecording,
+    NewestFrame,
+    is_live,
+    live_faces,
+    recording_for,
+    source_name,
+)
 from affectkit.inference.predictor import Predictor
 from tests.test_inference import FACE_REGION, write_clip
 
@@ -192,6 +200,10 @@ def test_sources_are_named_and_bad_ones_refused_before_any_frame(model_path, tmp
     assert (source_name(0), source_name("1"), source_name("rtsp://cam.local/live")) == (
         "camera 0", "camera 1", "rtsp://cam.local/live")
     assert is_live(0) and is_live("2") and is_live("http://10.0.0.5:8080/video") and not is_live("clip.mp4")
+    # A recording is named after its source and when it starts, at 15 frames a second for a live one.
+    names = [recording_for(source, tmp_path) for source in ("0", "rtsp://cam.local:554/live?x=1")]
+    assert [r.path.name.split("_2")[0] for r in names] == ["camera0", "cam_local_554_live_x_1"]
+    assert all(r.rate == 15 and r.path.name.endswith("_annotated.mp4") for r in names)
     predictor = Predictor(model_path, backend="torch", detect=False)
     with pytest.raises(AffectkitError, match="missing.mp4 does not exist"):
         predictor.stream(tmp_path / "missing.mp4")
@@ -219,11 +231,43 @@ def test_predict_camera_streams_json_lines_and_writes_a_file_when_stopped(model_
     # A file --out is written with the rows of every frame read.
     out = tmp_path / "live.csv"
     result = CliRunner().invoke(app, ["predict", str(model_path), "--camera", str(clip), "--every", "2", "--out",
-                                      str(out), "--backend", "torch"])
+                                      str(out), "--backend", "torch", "--annotate", str(tmp_path / "seen")])
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(out)
     assert list(rows["frame"]) == [0, 2, 4, 6] and rows["time"].tolist() == pytest.approx([0, 0.2, 0.4, 0.6])
     assert "frame 6 (0.6 s): track 0" in result.stderr  # a log gets a line per frame
+    # The annotated recording, at the clip's 10 frames a second: each frame read held until the next, 0.7 s in all.
+    (recording,) = (tmp_path / "seen").glob("clip_*_annotated.mp4")
+    assert _video_frames(recording).shape[0] == 7 and f"Wrote {recording}" in " ".join(result.stderr.split())
+
+
+def _video_frames(path: Path) -> np.ndarray:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return np.array(frames)
+
+
+def test_a_live_recording_plays_in_real_time_whatever_pace_the_frames_came_at(tmp_path):
+    """Each answered frame is held until the next by its time, so a model slower than the camera gives a recording
+    of fewer distinct frames, not a shorter one; a frame of another size is scaled to the first's."""
+    def frame(seconds: float, grey: int, size=(48, 64)) -> LiveFrame:
+        return LiveFrame(0, seconds, np.full((*size, 3), grey, np.uint8), [])
+
+    with LiveRecording(tmp_path / "rec.mp4", rate=10) as recording:
+        for seconds, grey in ((3.0, 0), (3.5, 80), (3.52, 160)):  # a stream's clock: from when it was opened
+            recording.add(frame(seconds, grey))
+        recording.add(frame(5.0, 240, size=(96, 128)))
+    assert recording.written == 21  # 2 s at 10 a second, and the last frame
+    greys = _video_frames(tmp_path / "rec.mp4").mean(axis=(1, 2, 3))
+    assert greys.shape == (21,)
+    held = [0] * 5 + [80] + [160] * 14 + [240]  # at 3.5 s 80 is the newest; from 3.6 s on, 160 (3.52 s)
+    assert np.abs(greys - held).max() < 12  # mp4v is lossy
 
 
 def test_ctrl_c_ends_the_reading_and_keeps_the_rows(model_path, clip, tmp_path, monkeypatch):
@@ -238,16 +282,17 @@ def test_ctrl_c_ends_the_reading_and_keeps_the_rows(model_path, clip, tmp_path, 
     monkeypatch.setattr(Predictor, "stream", interrupted)
     out = tmp_path / "live.jsonl"
     result = CliRunner().invoke(app, ["predict", str(model_path), "--camera", str(clip), "--out", str(out),
-                                      "--backend", "torch"])
+                                      "--backend", "torch", "--annotate", str(tmp_path / "seen")])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 1]
     assert "Stopped (Ctrl-C)" in result.stderr and "2 frame(s) answered" in result.stderr
+    (recording,) = (tmp_path / "seen").glob("*.mp4")
+    assert _video_frames(recording).shape[0] == 2  # the recording of the frames answered, finished
 
 
 @pytest.mark.parametrize("args, refusal", [
     ([], "Give images, videos or folders to predict, or --camera 0"),
     (["photo.jpg", "--camera", "0"], "--camera reads one live source: give it, or INPUTS, not both"),
-    (["--camera", "0", "--annotate", "out"], "--annotate writes copies of files"),
     (["--camera", "0", "--every", "2"], "--every is for video files"),
     (["--camera", "0", "--frames", "0"], "--frames must be at least 1"),
     (["--camera", "nowhere.mp4"], "nowhere.mp4 does not exist"),

@@ -90,8 +90,8 @@ def _faces_line(rows: list[dict[str, Any]]) -> str:
     return "; ".join(said)
 
 
-def _check_live_request(camera: str, inputs: list[Path] | None, annotate: Path | None, every: int,
-                        seconds: float | None, frames: int | None, resume: bool) -> None:
+def _check_live_request(camera: str, inputs: list[Path] | None, every: int, seconds: float | None,
+                        frames: int | None, resume: bool) -> None:
     """What --camera cannot be given with, refused before the model is loaded."""
     from affectkit.inference.live import check_source, is_live
 
@@ -100,9 +100,6 @@ def _check_live_request(camera: str, inputs: list[Path] | None, annotate: Path |
     if resume:
         raise AffectkitError("--resume continues predicting files an interrupted run left; a camera's frames are new "
                              "each time: write them to another --out.")
-    if annotate is not None:
-        raise AffectkitError("--annotate writes copies of files; a live source's frames come at the model's pace, "
-                             "so no video of them is written: record the camera, then predict the recording.")
     if every != 1 and is_live(camera):
         raise AffectkitError("--every is for video files: a camera or stream is read at the model's pace, its "
                              "newest frame each time.")
@@ -114,23 +111,27 @@ def _check_live_request(camera: str, inputs: list[Path] | None, annotate: Path |
 
 
 def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, Any]]], None] | None, shown: bool,
-                  smooth: float | None, every: int, seconds: float | None, frames: int | None
-                  ) -> list[dict[str, Any]]:
-    """Each answered frame's faces as rows, given to ``sink`` as they come and, where ``shown``, shown. Ctrl-C ends
-    the reading, not the command: the rows so far are kept."""
-    from affectkit.inference.live import source_name
+                  smooth: float | None, every: int, seconds: float | None, frames: int | None,
+                  annotate: Path | None) -> list[dict[str, Any]]:
+    """Each answered frame's faces as rows, given to ``sink`` as they come and, where ``shown``, shown; with
+    ``annotate``, each frame annotated into a recording there. Ctrl-C ends the reading, not the command: the rows
+    so far are kept, the recording closed."""
+    from affectkit.inference.live import recording_for, source_name
     from affectkit.inference.media import frame_rows
 
     name = source_name(camera)
     stream = predictor.stream(camera, smooth=smooth, every=every, max_frames=frames, seconds=seconds)
+    recording = recording_for(camera, annotate) if annotate is not None else None
     rows: list[dict[str, Any]] = []
     answered, reconnects, started = 0, 0, time.monotonic()
     say(f"Reading {name} live; Ctrl-C stops it.")
     # A terminal shows the newest frame's faces in place; a log gets a line per frame instead of redrawn tables.
     display = Live(console=console, auto_refresh=False) if shown and console.is_terminal else nullcontext()
     try:
-        with display as live:
+        with display as live, recording or nullcontext():
             for frame in stream:
+                if recording is not None:
+                    recording.add(frame)
                 new = frame_rows(name, frame.index, frame.faces, frame.seconds)
                 rows += new
                 answered += 1
@@ -152,6 +153,9 @@ def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, An
     elapsed = time.monotonic() - started
     say(f"{name}: {answered} frame(s) answered in {elapsed:.1f} s ({answered / max(elapsed, 1e-9):.1f} a second)"
         + (f"; the stream was opened again {reconnects} time(s) after it broke" if reconnects else ""))
+    if recording is not None and recording.written:
+        say(f"Wrote {recording.path} ({recording.written / recording.rate:.1f} s at {recording.rate:g} frames a "
+            "second)")
     return rows
 
 
@@ -166,7 +170,8 @@ def predict(
         help="Write one row per face to this .csv, .json or .jsonl file; - writes JSON Lines to standard output "
         "(for jq or another program; notes stay on standard error).")] = None,
     annotate: Annotated[Optional[Path], typer.Option(
-        help="Folder for annotated copies (images; an .mp4 per video) and each video's timeline.png.")] = None,
+        help="Folder for annotated copies (images; an .mp4 per video) and each video's timeline.png; with --camera, "
+        "an .mp4 of the answered frames, annotated, that plays in real time.")] = None,
     no_detect: NoDetectOpt = False,
     detector: DetectorOpt = "auto",
     face_margin: FaceMarginOpt = None,
@@ -212,7 +217,7 @@ def predict(
     if camera is None and not inputs:
         raise AffectkitError("Give images, videos or folders to predict, or --camera 0 to read a camera live.")
     if camera is not None:
-        _check_live_request(camera, inputs, annotate, every, seconds, frames, resume)
+        _check_live_request(camera, inputs, every, seconds, frames, resume)
     elif seconds is not None or frames is not None:
         raise AffectkitError("--seconds and --frames stop a --camera; a file is read to its end (--every N reads "
                              "every N-th frame of a video).")
@@ -239,7 +244,7 @@ def predict(
     try:
         if camera is not None:
             rows = _predict_live(predictor, camera, sink, out != STDOUT and not quiet, smooth, every, seconds,
-                                 frames)
+                                 frames, annotate)
         else:
             timeline_dir = annotate or (out.parent if out not in (None, STDOUT) else None)
             with report_to_console(quiet):

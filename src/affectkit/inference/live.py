@@ -8,19 +8,23 @@ results), instead of queueing in OpenCV's buffer and putting the answers further
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
+from datetime import datetime
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from affectkit.errors import AffectkitError
+from affectkit.inference.annotate import draw_predictions
 from affectkit.inference.media import VIDEO_SUFFIXES, frame_rate_of, video_frames
 from affectkit.inference.predictor import Predictor
 from affectkit.inference.timeline import TrackSmoother
@@ -258,3 +262,71 @@ def _answered(predictor: Predictor, capture: Capture, live: bool, reopen: Callab
                 return
     finally:
         frames.close()
+
+
+RECORDING_RATE = 15.0  # frames a second of a live source's annotated recording
+
+
+class LiveRecording:
+    """The answered frames of a live source, annotated, written to an .mp4 at ``rate`` frames a second that plays
+    in real time: each of its frames shows the newest frame answered by then (a model slower than the camera gives
+    a recording of fewer distinct frames, not a shorter one). Frames of another size (a stream opened again at
+    another resolution) are scaled to the first's."""
+
+    def __init__(self, path: Path, rate: float = RECORDING_RATE):
+        self.path, self.rate = path, rate
+        self.written = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] = (0, 0)
+        self._start = 0.0
+        self._newest: np.ndarray | None = None  # shown from its time until the next frame's
+
+    def add(self, frame: LiveFrame) -> None:
+        image = cv2.cvtColor(draw_predictions(frame.image, frame.faces), cv2.COLOR_RGB2BGR)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._size, self._start = (image.shape[1], image.shape[0]), frame.seconds
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.rate, self._size)
+            if not self._writer.isOpened():
+                raise AffectkitError(f"Could not write {self.path}.")
+        # The recording's frames timed before this one show the frame before it.
+        self._hold(math.ceil((frame.seconds - self._start) * self.rate - 1e-9))
+        self._newest = image if image.shape[1::-1] == self._size else cv2.resize(image, self._size,
+                                                                                 interpolation=cv2.INTER_AREA)
+
+    def _hold(self, until: int) -> None:
+        while self._newest is not None and self.written < until:
+            self._writer.write(self._newest)
+            self.written += 1
+
+    def close(self) -> None:
+        """Write the newest frame's own place in the recording, and finish it."""
+        if self._writer is not None:
+            self._hold(self.written + 1)
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> LiveRecording:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+def recording_for(source: int | str | Path, directory: Path) -> LiveRecording:
+    """The annotated recording of ``source`` in ``directory``, named after it and the time it starts (an earlier
+    one is never written over): a camera's or stream's at :data:`RECORDING_RATE`, a file's at its own rate."""
+    index = _camera_index(source)
+    if index is not None:
+        name = f"camera{index}"
+    elif is_live(source):
+        name = re.sub(r"[^A-Za-z0-9]+", "_", STREAM_URL.sub("", str(source))).strip("_")[:60] or "stream"
+    else:
+        name = Path(source).stem
+    rate = RECORDING_RATE
+    if not is_live(source):
+        capture = cv2.VideoCapture(str(source))
+        rate = frame_rate_of(capture)
+        capture.release()
+    return LiveRecording(directory / f"{name}_{datetime.now():%Y%m%d-%H%M%S}_annotated.mp4", rate)
