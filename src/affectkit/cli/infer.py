@@ -202,7 +202,9 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Predict expression, valence and arousal for every face in images, folders and videos, or live from a
-    camera. A file --out receives the rows as they come (in FILE.partial, which becomes FILE at the end), so a run
+    camera.
+
+    A file --out receives the rows as they come (in FILE.partial, which becomes FILE at the end), so a run
     stopped on the way keeps them and --resume continues it."""
     from affectkit.inference.media import (
         STDOUT,

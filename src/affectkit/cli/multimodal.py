@@ -77,8 +77,9 @@ def fuse_predict(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict expression, valence and arousal of new samples with a fusion `affectkit fuse` kept. Each sample's
-    features are logged beside --out as read: the same command, stopped on the way, goes on from there."""
+    """Predict expression, valence and arousal of new samples with a fusion `affectkit fuse` kept.
+
+    Each sample's features are logged beside --out as read: the same command, stopped on the way, goes on from there."""
     from affectkit.multimodal import predict_fusion
 
     _set_threads(threads)

@@ -104,8 +104,9 @@ def temporal_predict(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict expression, valence and arousal of new clips with a model `affectkit temporal` kept. The clips read
-    so far are stored beside --out every two minutes: the same command, stopped on the way, goes on from there."""
+    """Predict expression, valence and arousal of new clips with a model `affectkit temporal` kept.
+
+    The clips read so far are stored beside --out every two minutes: the same command, stopped on the way, goes on from there."""
     from affectkit.temporal import predict_temporal
 
     _set_threads(threads)
@@ -187,8 +188,9 @@ def temporal_frames_predict(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Valence and arousal of every frame of new clips, by the methods `affectkit temporal-frames` kept. Each clip's
-    rows are logged beside --out as read: the same command, stopped on the way, goes on from there."""
+    """Valence and arousal of every frame of new clips, by the methods `affectkit temporal-frames` kept.
+
+    Each clip's rows are logged beside --out as read: the same command, stopped on the way, goes on from there."""
     from affectkit.temporal.continuous import predict_continuous
 
     _set_threads(threads)
