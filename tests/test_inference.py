@@ -441,6 +441,22 @@ def test_mc_dropout_gives_spread_and_entropy(model_path, face):
         assert math.isclose(sum(r["probabilities"].values()), 1.0, abs_tol=1e-5)
 
 
+def test_mc_dropout_samples_the_predictor_the_model_was_kept_with(face, tmp_path):
+    """With the head's dropout off, sampling gives the prediction itself: mirror images averaged where the model was
+    kept with flip test-time augmentation."""
+    torch.manual_seed(0)
+    config = Config(img_size=64, tta_flip=True, dropout_scale=0.0)
+    path = save_model(build_model("custom_cnn", config), tmp_path / "best_CustomCNN", config)
+    mirrored = np.ascontiguousarray(face[:, ::-1])
+    plain = Predictor(path, backend="torch", detect=False).predict_batch([face, mirrored])
+    sampled = Predictor(path, backend="torch", detect=False, mc_samples=3).predict_batch([face, mirrored])
+    for one, many in zip(plain, sampled):
+        assert many["probabilities"] == pytest.approx(one["probabilities"], abs=1e-5)
+        assert (many["valence"], many["arousal"]) == pytest.approx((one["valence"], one["arousal"]), abs=1e-5)
+        assert many["valence_std"] == pytest.approx(0, abs=1e-6)
+    assert sampled[0]["probabilities"] == pytest.approx(sampled[1]["probabilities"], abs=1e-5)
+
+
 def test_temperature_from_metadata_scales_the_logits(face, tmp_path):
     cfg = Config(img_size=64)
     model = build_model("custom_cnn", cfg)

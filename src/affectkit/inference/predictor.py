@@ -350,6 +350,9 @@ class Predictor:
             probs = softmax(logits, self.temperature)
             return [self._face(p, v, a) for p, v, a in zip(probs, valence, arousal)]
         logits, valence, arousal = self.backend.sample(batch, self.mc_samples)
+        if self.tta_flip:  # each pass is the same predictor as without sampling: the face and its mirror image
+            mirrored = self.backend.sample(np.ascontiguousarray(batch[..., ::-1]), self.mc_samples)
+            logits, valence, arousal = ((a + b) / 2 for a, b in zip((logits, valence, arousal), mirrored))
         probs = softmax(logits, self.temperature).mean(axis=0)
         entropies = entropy(probs) if self.class_names else [None] * len(probs)
         spread = zip(entropies, valence.std(axis=0), arousal.std(axis=0))
