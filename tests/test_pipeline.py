@@ -59,14 +59,30 @@ def test_run_writes_every_output_the_spec_lists(run_dir):
         assert (run_dir / file).stat().st_size > 0, file
 
 
+def test_a_tie_on_validation_accuracy_goes_to_the_lower_validation_log_loss():
+    from affectkit.pipeline.run import _best_on_val, _tie_remark
+
+    def row(model, accuracy, log_loss):
+        return {"model": model, "accuracy": 0.5, "val_accuracy": accuracy, "val_log_loss": log_loss}
+
+    rows = [row("A", 0.80, 0.61), row("B", 0.82, 0.70), row("C", 0.82, 0.55), row("Stacking", np.nan, np.nan)]
+    assert _best_on_val(rows, [True] * 4) == 2
+    assert _tie_remark(rows, [True] * 4) == ("C tied with B on validation accuracy (0.8200); it was chosen for its "
+                                             "lower validation log-loss (0.5500).")
+    assert _best_on_val(rows, [True, True, False, True]) == 1 and _tie_remark(rows, [True, True, False, True]) is None
+    rows[2]["val_accuracy"] = 0.81
+    assert _best_on_val(rows, [True] * 4) == 1 and _tie_remark(rows, [True] * 4) is None  # no tie: accuracy decides
+
+
 def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     table = pd.read_csv(run_dir / "model_comparison_results.csv")
     assert list(table["model"]) == ["CustomCNN", "EfficientNetB0", "Ensemble", "Stacking"]
     assert list(table.columns) == COLUMNS
     # Every score is there, but the stacking's validation scores: it is fit on the validation faces.
-    assert not table.drop(columns=["val_accuracy", "val_va_ccc"]).isna().any().any()
-    for column in ("val_accuracy", "val_va_ccc"):
+    assert not table.drop(columns=["val_accuracy", "val_log_loss", "val_va_ccc"]).isna().any().any()
+    for column in ("val_accuracy", "val_log_loss", "val_va_ccc"):
         assert table[column].isna().tolist() == [False, False, False, True]
+    assert (table["val_log_loss"].dropna() > 0).all()
     assert (table["params_millions"] > 0).all() and (table["inference_ms_per_image"] > 0).all()
     assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
     report = (run_dir / "report.md").read_text()

@@ -20,17 +20,17 @@ COLUMNS = [
     "valence_rmse", "valence_mae", "valence_pcc", "valence_ccc", "valence_sagr",
     "arousal_rmse", "arousal_mae", "arousal_pcc", "arousal_ccc", "arousal_sagr",
     "params_millions", "train_time_s", "inference_ms_per_image", "accuracy_low", "accuracy_high", "val_accuracy",
-    "val_va_ccc", "chosen",
+    "val_log_loss", "val_va_ccc", "chosen",
 ]
 
 
 def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, inference_ms: float,
                    backbone: str, initial_weights: str, val_accuracy: float = float("nan"),
-                   val_va_ccc: float = float("nan")) -> dict:
+                   val_log_loss: float = float("nan"), val_va_ccc: float = float("nan")) -> dict:
     """One row of the comparison; ``backbone`` is the architecture that actually ran and ``initial_weights`` where
     its training started from (``imagenet``, ``random``, ``scratch``, ``file``, ...); ``val_accuracy``: its accuracy
-    on the validation faces, by which a model is chosen (NaN for one fit on them); ``val_va_ccc``: its mean valence
-    and arousal CCC there, by which one is chosen where no face has a class."""
+    on the validation faces, by which a model is chosen (NaN for one fit on them), ``val_log_loss`` breaking a tie;
+    ``val_va_ccc``: its mean valence and arousal CCC there, by which one is chosen where no face has a class."""
     row = {"model": model, "backbone": backbone, "initial_weights": initial_weights,
            **{k: expression_score(metrics, k) for k in ("accuracy", "top2_accuracy", "top3_accuracy", "macro_f1",
                                                         "balanced_accuracy", "ece")}}
@@ -40,7 +40,8 @@ def comparison_row(model: str, metrics: dict, params: int, train_time_s: float, 
     row.update(params_millions=round(params / 1e6, 3), train_time_s=round(train_time_s, 1),
                inference_ms_per_image=round(inference_ms, 3))
     low, high = ((metrics["expression"] or {}).get("intervals") or {}).get("accuracy", (float("nan"),) * 2)
-    row.update(accuracy_low=low, accuracy_high=high, val_accuracy=val_accuracy, val_va_ccc=val_va_ccc)
+    row.update(accuracy_low=low, accuracy_high=high, val_accuracy=val_accuracy, val_log_loss=val_log_loss,
+               val_va_ccc=val_va_ccc)
     return row
 
 

@@ -246,9 +246,10 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
         usable = [run.weights(row["model"]).is_file() for row in rows]
         chosen, comparisons = _chosen_against_the_rest(rows, usable, test_classes, test_valence_arousal, prepared,
                                                        test)
-        if remark := _unsaved_best_remark(rows, usable, chosen):
-            remarks.append(remark)
-            reporter().note(remark)
+        for remark in (_unsaved_best_remark(rows, usable, chosen), _tie_remark(rows, usable)):
+            if remark:
+                remarks.append(remark)
+                reporter().note(remark)
         write_comparison([{**row, "chosen": row["model"] == chosen} for row in rows], run)
         sections = [line for attribute, values in groups.items()
                     for line in _scores_by_group(attribute, values[test], rows, test_classes, test_valence_arousal,
@@ -349,26 +350,54 @@ def _saved_ensemble(models: list[str], member_paths: list[Path], data: PreparedD
 
 
 def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -> dict[str, float]:
-    """``val_accuracy``, the share of the classed validation faces ``pred`` gets right, and ``val_va_ccc``, its mean
-    valence and arousal CCC there; NaN where no face has a class or valence/arousal."""
+    """``val_accuracy``, the share of the classed validation faces ``pred`` gets right, ``val_log_loss``, the mean
+    negative log-probability it gives their classes, and ``val_va_ccc``, its mean valence and arousal CCC there; NaN
+    where no face has a class or valence/arousal."""
     labels = data.expression[val]
     classed = labels != NO_EXPRESSION
-    accuracy = (float((pred.probs[classed].argmax(axis=1) == labels[classed]).mean())
-                if pred.predicts_expression and classed.any() else float("nan"))
+    accuracy = log_loss = float("nan")
+    if pred.predicts_expression and classed.any():
+        probs = pred.probs[classed]
+        accuracy = float((probs.argmax(axis=1) == labels[classed]).mean())
+        log_loss = float(-np.log(np.clip(probs[np.arange(len(probs)), labels[classed]], 1e-12, None)).mean())
     cccs = []
     if pred.predicts_valence_arousal:
         metrics = compute_metrics(pred.probs, np.full(len(val), NO_EXPRESSION), pred.valence_arousal,
                                   data.valence_arousal[val])
         cccs = [metrics[dim]["ccc"] for dim in VA_DIMENSIONS if metrics.get(dim)]
-    return {"val_accuracy": accuracy, "val_va_ccc": float(np.mean(cccs)) if cccs else float("nan")}
+    return {"val_accuracy": accuracy, "val_log_loss": log_loss,
+            "val_va_ccc": float(np.mean(cccs)) if cccs else float("nan")}
+
+
+def _tied_best_on_val(rows: list[dict], among: list[bool]) -> list[int]:
+    """The indices of the rows ``among`` them with the best validation score by :func:`choice_score`; the one
+    chosen first: where the score is accuracy (a few faces' worth of steps on a small validation split, so models
+    tie), ties are broken by the lower validation log-loss."""
+    by = choice_score(rows)
+    scores = np.array([row[by] if ok else np.nan for row, ok in zip(rows, among)], dtype=float)
+    if np.isnan(scores).all():
+        return []
+    tied = [int(i) for i in np.flatnonzero(scores == np.nanmax(scores))]
+    if by == "val_accuracy":
+        tied.sort(key=lambda i: (np.nan_to_num(rows[i].get("val_log_loss", np.nan), nan=np.inf), i))
+    return tied
 
 
 def _best_on_val(rows: list[dict], among: list[bool]) -> int | None:
-    """The index of the row ``among`` them with the best validation score by :func:`choice_score`; None where none
-    has one."""
-    by = choice_score(rows)
-    scores = np.array([row[by] if ok else np.nan for row, ok in zip(rows, among)], dtype=float)
-    return None if np.isnan(scores).all() else int(np.nanargmax(scores))
+    """The index of the row ``among`` them chosen on the validation faces (:func:`_tied_best_on_val`); None where
+    none has a validation score."""
+    tied = _tied_best_on_val(rows, among)
+    return tied[0] if tied else None
+
+
+def _tie_remark(rows: list[dict], usable: list[bool]) -> str | None:
+    """A sentence where the chosen row tied with others on validation accuracy, naming what broke the tie."""
+    tied = _tied_best_on_val(rows, usable)
+    if len(tied) < 2 or choice_score(rows) != "val_accuracy":
+        return None
+    first, others = rows[tied[0]], ", ".join(rows[i]["model"] for i in tied[1:])
+    return (f"{first['model']} tied with {others} on validation accuracy ({first['val_accuracy']:.4f}); it was chosen "
+            f"for its lower validation log-loss ({first['val_log_loss']:.4f}).")
 
 
 def _unsaved_best_remark(rows: list[dict], usable: list[bool], chosen: str | None) -> str | None:
