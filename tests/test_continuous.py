@@ -110,7 +110,7 @@ def _stopped_prediction_goes_on_from_its_log(out, afew_va, log, monkeypatch):
     assert len(log.read_text().splitlines()) == 1 + 5  # its key, then five clips
     reads.clear()
     stop = False
-    again, problems = predict_continuous(out, afew_va, detect=False, log=log)
+    again, problems = affectkit.predict_temporal_frames(out, afew_va, detect=False, checkpoint=log)
     assert len(reads) == CLIPS - 5 and problems == [] and not log.exists()
     pd.testing.assert_frame_equal(again, whole)
 

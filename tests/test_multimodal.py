@@ -167,7 +167,7 @@ def test_a_stopped_fuse_predict_goes_on_from_its_log(fused, multimodal_demo, tmp
     out, stop = tmp_path / "predicted.csv", True
     log = tmp_path / "predicted.csv.features.partial.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        predict_fusion(fused, multimodal_demo, log=log)
+        affectkit.fuse_predict(fused, multimodal_demo, checkpoint=log)
     assert len(log.read_text().splitlines()) == 1 + 10  # its key, then ten samples
     reads.clear()
     stop = False

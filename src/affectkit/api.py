@@ -255,13 +255,16 @@ def fuse(manifest: str | Path, out: str | Path = "fusion", face_model: str | Pat
 
 
 def fuse_predict(fusion: str | Path, manifest: str | Path, face_model: str | Path | None = None, *,
-                 quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
+                 checkpoint: str | Path | None = None, quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The kept fusion of ``fusion`` (a folder :func:`fuse` wrote) on new samples: a DataFrame with one row per
-    sample (expression, p_<class>, valence, arousal), and the reasons of the samples that could not be read."""
+    sample (expression, p_<class>, valence, arousal), and the reasons of the samples that could not be read.
+    ``checkpoint``: a file where each sample's features go as read (deleted at the end), so that the same call,
+    stopped on the way, goes on from it."""
     from affectkit.multimodal import predict_fusion
 
     with _reporting(quiet):
-        return predict_fusion(fusion, manifest, face_model=face_model)
+        return predict_fusion(fusion, manifest, face_model=face_model,
+                              log=None if checkpoint is None else Path(checkpoint))
 
 
 def train_temporal(clips: str | Path, face_model: str | Path, out: str | Path = "temporal", *, seed: int = 0,
@@ -281,13 +284,15 @@ def train_temporal(clips: str | Path, face_model: str | Path, out: str | Path = 
 
 
 def predict_temporal(model: str | Path, clips: str | Path, face_model: str | Path | None = None, *,
-                     quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
+                     checkpoint: str | Path | None = None, quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The kept model of ``model`` (a folder :func:`train_temporal` wrote) on new clips: a DataFrame with one row per
-    clip (expression, p_<class>, valence, arousal), and the reasons of the clips that could not be read."""
+    clip (expression, p_<class>, valence, arousal), and the reasons of the clips that could not be read.
+    ``checkpoint``: a file name (``.npz``) beside which the clips read so far are stored every two minutes, in parts
+    deleted at the end, so that the same call, stopped on the way, goes on from them."""
     from affectkit.temporal import predict_temporal as predict
 
     with _reporting(quiet):
-        return predict(model, clips, face_model=face_model)
+        return predict(model, clips, face_model=face_model, checkpoint=None if checkpoint is None else Path(checkpoint))
 
 
 def train_temporal_frames(data: str | Path, face_model: str | Path, out: str | Path = "temporal_frames", *,
@@ -305,12 +310,14 @@ def train_temporal_frames(data: str | Path, face_model: str | Path, out: str | P
 
 
 def predict_temporal_frames(model: str | Path, clips: str | Path, face_model: str | Path | None = None, *,
-                            detect: bool = True, frame_rate: float = 25.0,
+                            detect: bool = True, frame_rate: float = 25.0, checkpoint: str | Path | None = None,
                             quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The methods :func:`train_temporal_frames` kept, on every frame of new clips (videos or folders of frames,
     those taken ``frame_rate`` a second): a DataFrame with one row per frame with a face (clip, time, valence,
-    arousal), and the reasons of the clips that could not be read."""
+    arousal), and the reasons of the clips that could not be read. ``checkpoint``: a file where each clip's rows go
+    as read (deleted at the end), so that the same call, stopped on the way, goes on from it."""
     from affectkit.temporal.continuous import predict_continuous
 
     with _reporting(quiet):
-        return predict_continuous(model, clips, face_model=face_model, detect=detect, frame_rate=frame_rate)
+        return predict_continuous(model, clips, face_model=face_model, detect=detect, frame_rate=frame_rate,
+                                  log=None if checkpoint is None else Path(checkpoint))
