@@ -12,9 +12,9 @@ import math
 import re
 import threading
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType

@@ -370,9 +370,9 @@ def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -
 
 
 def _tied_best_on_val(rows: list[dict], among: list[bool]) -> list[int]:
-    """The indices of the rows ``among`` them with the best validation score by :func:`choice_score`; the one
-    chosen first: where the score is accuracy (a few faces' worth of steps on a small validation split, so models
-    tie), ties are broken by the lower validation log-loss."""
+    """The indices of the rows ``among`` them with the best validation score by :func:`choice_score`, the chosen
+    one first: where the score is accuracy (which moves in steps of one face, so models tie on a small validation
+    split), the one with the lowest validation log-loss."""
     by = choice_score(rows)
     scores = np.array([row[by] if ok else np.nan for row, ok in zip(rows, among)], dtype=float)
     if np.isnan(scores).all():
