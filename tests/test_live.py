@@ -196,6 +196,22 @@ def test_a_live_capture_is_answered_frame_by_frame_and_released_when_the_loop_is
     assert all(b.seconds >= a.seconds for a, b in zip(seen, seen[1:]))
 
 
+def test_seconds_end_a_live_reading_even_while_no_frame_comes(model_path):
+    """A stream that stalls (or is being opened again) still ends when the seconds asked for are up."""
+    predictor = Predictor(model_path, backend="torch", detect=False)
+    camera = FakeCamera(frames=1)
+    given = camera.read
+
+    def stalling():  # one frame, then nothing for 20 s
+        return given() if camera.given == 0 else (time.sleep(20), (False, None))[1]
+
+    camera.read = stalling
+    started = time.monotonic()
+    frames = list(live_faces(predictor, camera, seconds=1.0))
+    # Ended at 1 s; letting the reader go waits up to 5 s for the stalled read (a stream's read timeout) to return.
+    assert len(frames) == 1 and time.monotonic() - started < 10
+
+
 def test_sources_are_named_and_bad_ones_refused_before_any_frame(model_path, tmp_path):
     assert (source_name(0), source_name("1"), source_name("rtsp://cam.local/live")) == (
         "camera 0", "camera 1", "rtsp://cam.local/live")

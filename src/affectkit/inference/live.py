@@ -178,9 +178,11 @@ class NewestFrame:
             return True
         return False
 
-    def next(self) -> tuple[int, np.ndarray] | None:
+    def next(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        """The newest frame with its number, once there is one newer than the last given; None where the source
+        has ended, or no new frame came within ``timeout`` seconds (a stream being opened again, a stalled one)."""
         with self._changed:
-            self._changed.wait_for(lambda: self._count > self._taken or self._ended)
+            self._changed.wait_for(lambda: self._count > self._taken or self._ended, timeout)
             if self._count == self._taken:
                 return None
             self._taken = self._count
@@ -193,10 +195,11 @@ class NewestFrame:
         self._thread.join(timeout)
 
 
-def _frames(capture: Capture, live: bool, every: int, reopen: Callable[[], Capture] | None
-            ) -> Iterator[tuple[int, float, np.ndarray, int]]:
+def _frames(capture: Capture, live: bool, every: int, reopen: Callable[[], Capture] | None,
+            seconds: float | None = None) -> Iterator[tuple[int, float, np.ndarray, int]]:
     """(index, seconds, RGB frame, reconnects so far): a live source's newest frames (opened again with ``reopen``
-    where it breaks), a file's every ``every``-th frame in order."""
+    where it breaks) until ``seconds`` have passed, even where none comes meanwhile; a file's every ``every``-th
+    frame in order."""
     if not live:
         rate = frame_rate_of(capture)
         try:
@@ -206,8 +209,12 @@ def _frames(capture: Capture, live: bool, every: int, reopen: Callable[[], Captu
             capture.release()
         return
     start, reader = time.monotonic(), NewestFrame(capture, reopen)
+
+    def left() -> float | None:
+        return None if seconds is None else max(0.0, start + seconds - time.monotonic())
+
     try:
-        while (item := reader.next()) is not None:
+        while (item := reader.next(left())) is not None:
             index, bgr = item
             yield index, time.monotonic() - start, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), reader.reconnects
     finally:
@@ -251,7 +258,7 @@ def _answered(predictor: Predictor, capture: Capture, live: bool, reopen: Callab
               smooth: float | None, every: int, max_frames: int | None, seconds: float | None
               ) -> Iterator[LiveFrame]:
     smoother = TrackSmoother(predictor.class_names, smooth, abstention=predictor.abstention)
-    frames = _frames(capture, live, every, reopen)
+    frames = _frames(capture, live, every, reopen, seconds)
     try:
         for count, (index, at, rgb, reconnects) in enumerate(frames, start=1):
             if seconds is not None and at > seconds:
