@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 
@@ -275,7 +276,7 @@ def test_a_live_recording_plays_in_real_time_whatever_pace_the_frames_came_at(tm
     def frame(seconds: float, grey: int, size=(48, 64)) -> LiveFrame:
         return LiveFrame(0, seconds, np.full((*size, 3), grey, np.uint8), [])
 
-    with LiveRecording(tmp_path / "rec.mp4", rate=10) as recording:
+    with closing(LiveRecording(tmp_path / "rec.mp4", rate=10)) as recording:
         for seconds, grey in ((3.0, 0), (3.5, 80), (3.52, 160)):  # a stream's clock: from when it was opened
             recording.add(frame(seconds, grey))
         recording.add(frame(5.0, 240, size=(96, 128)))

@@ -118,33 +118,46 @@ def test_a_rerun_reads_the_stored_features_back(fused, multimodal_demo, model_pa
     pd.testing.assert_frame_equal(again.result.table.reset_index(drop=True), before, check_exact=False, atol=1e-4)
 
 
+class StoppedReading:
+    """Each sample's features read as usual, counted in ``reads``, until the ``after``-th: the next is a Ctrl-C, as
+    long as :meth:`go_on` was not called."""
+
+    def __init__(self, monkeypatch, after: int):
+        import affectkit.multimodal.features as features_module
+
+        self.reads: list[str] = []
+        self.stopping = True
+        real = features_module.sample_features
+
+        def read(sample, *args):
+            self.reads.append(sample.id)
+            if self.stopping and len(self.reads) > after:
+                raise KeyboardInterrupt
+            return real(sample, *args)
+
+        monkeypatch.setattr(features_module, "sample_features", read)
+
+    def go_on(self) -> None:
+        self.reads.clear()
+        self.stopping = False
+
+
 def test_an_interrupted_read_of_the_samples_goes_on_from_its_log(fused, multimodal_demo, model_path, tmp_path,
                                                                  monkeypatch):
     """Each sample's features go to a log as read: a run stopped on the way reads only the samples it lacks, and
     ends with the features an uninterrupted run stores."""
-    import affectkit.multimodal.features as features_module
-
     assert not (fused / "features.partial.jsonl").exists()  # gone once features.csv was stored
-    real, reads = features_module.sample_features, []
-
-    def stopping(sample, *args):
-        reads.append(sample.id)
-        if stop and len(reads) > 10:
-            raise KeyboardInterrupt
-        return real(sample, *args)
-
-    monkeypatch.setattr(features_module, "sample_features", stopping)
-    out, stop = tmp_path / "fused", True
+    reading = StoppedReading(monkeypatch, after=10)
+    out = tmp_path / "fused"
     with pytest.raises(KeyboardInterrupt):
         run_fusion(multimodal_demo, out, face_model=model_path, detect=False)
     log = (out / "features.partial.jsonl").read_text().splitlines()
     assert len(log) == 1 + 10 and not (out / "features.csv").exists()  # its key, then ten samples
     with (out / "features.partial.jsonl").open("a") as cut:
         cut.write('{"id": "')  # a line a kill cut short: read again
-    reads.clear()
-    stop = False
+    reading.go_on()
     run_fusion(multimodal_demo, out, face_model=model_path, detect=False)
-    assert len(reads) == len(read_manifest(multimodal_demo).samples) - 10
+    assert len(reading.reads) == len(read_manifest(multimodal_demo).samples) - 10
     pd.testing.assert_frame_equal(pd.read_csv(out / "features.csv"), pd.read_csv(fused / "features.csv"))
     assert not (out / "features.partial.jsonl").exists()
 
@@ -152,28 +165,16 @@ def test_an_interrupted_read_of_the_samples_goes_on_from_its_log(fused, multimod
 def test_a_stopped_fuse_predict_goes_on_from_its_log(fused, multimodal_demo, tmp_path, monkeypatch):
     """fuse-predict logs each sample's features beside --out as read: stopped on the way, the same command reads
     only the samples it lacks, and writes the predictions an uninterrupted one gives."""
-    import affectkit.multimodal.features as features_module
-
     whole, _ = predict_fusion(fused, multimodal_demo)
-    real, reads = features_module.sample_features, []
-
-    def stopping(sample, *args):
-        reads.append(sample.id)
-        if stop and len(reads) > 10:
-            raise KeyboardInterrupt
-        return real(sample, *args)
-
-    monkeypatch.setattr(features_module, "sample_features", stopping)
-    out, stop = tmp_path / "predicted.csv", True
-    log = tmp_path / "predicted.csv.features.partial.jsonl"
+    reading = StoppedReading(monkeypatch, after=10)
+    out, log = tmp_path / "predicted.csv", tmp_path / "predicted.csv.features.partial.jsonl"
     with pytest.raises(KeyboardInterrupt):
         affectkit.fuse_predict(fused, multimodal_demo, checkpoint=log)
     assert len(log.read_text().splitlines()) == 1 + 10  # its key, then ten samples
-    reads.clear()
-    stop = False
+    reading.go_on()
     result = CliRunner().invoke(app, ["fuse-predict", str(fused), str(multimodal_demo), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert len(reads) == len(whole) - 10 and not log.exists()
+    assert len(reading.reads) == len(whole) - 10 and not log.exists()
     pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"id": str}), whole, check_exact=False, atol=1e-4)
 
 

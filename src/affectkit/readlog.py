@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from affectkit.atomic import atomic_write_text
@@ -29,7 +28,8 @@ def _logged(log: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 class ReadLog:
     """The log at ``path`` of a read of the inputs ``key`` describes (``path`` None: nothing is written). Each
-    entry is a JSON object with the item's ``id``; :attr:`entries` holds those read before, by id."""
+    entry is a JSON object with the item's ``id``; :attr:`entries` holds those read before, by id. Closed with
+    :meth:`close` (``contextlib.closing``)."""
 
     def __init__(self, path: Path | None, key: dict[str, Any]) -> None:
         self.path = path
@@ -49,10 +49,3 @@ class ReadLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-    def __enter__(self) -> ReadLog:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()

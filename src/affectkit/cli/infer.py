@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -128,7 +128,7 @@ def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, An
     # A terminal shows the newest frame's faces in place; a log gets a line per frame instead of redrawn tables.
     display = Live(console=console, auto_refresh=False) if shown and console.is_terminal else nullcontext()
     try:
-        with display as live, recording or nullcontext():
+        with display as live, closing(recording) if recording is not None else nullcontext():
             for frame in stream:
                 if recording is not None:
                     recording.add(frame)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import cv2
@@ -278,7 +277,7 @@ class LiveRecording:
     """The answered frames of a live source, annotated, written to an .mp4 at ``rate`` frames a second that plays
     in real time: each of its frames shows the newest frame answered by then (a model slower than the camera gives
     a recording of fewer distinct frames, not a shorter one). Frames of another size (a stream opened again at
-    another resolution) are scaled to the first's."""
+    another resolution) are scaled to the first's. Finished by :meth:`close` (``contextlib.closing``)."""
 
     def __init__(self, path: Path, rate: float = RECORDING_RATE):
         self.path, self.rate = path, rate
@@ -312,13 +311,6 @@ class LiveRecording:
             self._hold(self.written + 1)
             self._writer.release()
             self._writer = None
-
-    def __enter__(self) -> LiveRecording:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
 
 
 def recording_for(source: int | str | Path, directory: Path) -> LiveRecording:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def read_samples(manifest: MultimodalManifest, predictor: Predictor | None, fps:
     it as soon as read, for ``key``: an interrupted read goes on from there, the samples it holds not read again."""
     rows, rejected, missing = [], [], Counter()
     kept: list[Sample] = []
-    with ReadLog(log, key or {}) as read_log:
+    with closing(ReadLog(log, key or {})) as read_log:
         if read_log.entries:
             reporter().note(f"{len(read_log.entries)} sample(s) read before the run stopped, read back from {log}")
         for sample in reporter().track(manifest.samples, total=len(manifest.samples), description=description):

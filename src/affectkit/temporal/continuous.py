@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -416,7 +417,7 @@ def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str
     key = {"clips": clips_signature(manifest), "model_sha256": sha256_of(model.folder / META_FILE),
            "face_model_sha256": face_model_digest(face_model), "detect": detect, "frame_rate": frame_rate}
     rows, problems = [], [r.reason for r in manifest.rejected]
-    with ReadLog(log, key) as read_log:
+    with closing(ReadLog(log, key)) as read_log:
         if read_log.entries:
             reporter().note(f"{len(read_log.entries)} clip(s) read before the run stopped, read back from {log}")
         for sample in reporter().track(manifest.samples, total=len(manifest.samples), description="Predicting"):
