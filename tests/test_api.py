@@ -98,8 +98,11 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     assert list(result.comparison["model"]) == ["CustomCNN", "MiniXception", "Ensemble", "Stacking"]
     assert list(result.models) == ["CustomCNN", "MiniXception", "Ensemble"]
     assert all((examples_run["root"] / path).is_file() for path in result.models.values())
-    val = result.comparison.set_index("model")["val_accuracy"]
-    assert result.chosen == val.idxmax() and examples_run["best"].model_path.name == f"best_{result.chosen}.safetensors"
+    table = result.comparison.set_index("model")
+    tied = table[table["val_accuracy"] == table["val_accuracy"].max()]  # a tie goes to the lower validation log-loss
+    assert result.chosen in tied.index and tied.loc[result.chosen, "val_log_loss"] == tied["val_log_loss"].min()
+    assert examples_run["best"].model_path.name == f"best_{result.chosen}.safetensors"
+    assert ("tied with" in (examples_run["root"] / result.report).read_text()) == (len(tied) > 1)
 
 
 def test_predict_takes_every_input_form_and_refuses_others_in_one_sentence(examples_run):
