@@ -82,7 +82,7 @@ def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face
     assert first["time"].tolist() == pytest.approx([f / 25 for f in range(FRAMES)])  # every frame, in order
 
     assert not (tmp_path / "frames.csv.frames.partial.jsonl").exists()  # the read log, gone once all was read
-    _stopped_prediction_goes_on_from_its_log(out, afew_va, tmp_path / "stopped.jsonl", monkeypatch)
+    _stopped_prediction_goes_on_from_its_log(out, afew_va, tmp_path / "later" / "stopped.jsonl", monkeypatch)
     _served_video_gets_every_frames_valence_arousal(out, afew_va, face_model, model_path, tmp_path)
 
     with open(out / GRU_FILE, "ab") as f:

@@ -167,7 +167,7 @@ def test_a_stopped_fuse_predict_goes_on_from_its_log(fused, multimodal_demo, tmp
     only the samples it lacks, and writes the predictions an uninterrupted one gives."""
     whole, _ = predict_fusion(fused, multimodal_demo)
     reading = StoppedReading(monkeypatch, after=10)
-    out, log = tmp_path / "predicted.csv", tmp_path / "predicted.csv.features.partial.jsonl"
+    out, log = tmp_path / "later" / "predicted.csv", tmp_path / "later" / "predicted.csv.features.partial.jsonl"
     with pytest.raises(KeyboardInterrupt):
         affectkit.fuse_predict(fused, multimodal_demo, checkpoint=log)
     assert len(log.read_text().splitlines()) == 1 + 10  # its key, then ten samples

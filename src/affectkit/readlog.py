@@ -33,6 +33,8 @@ class ReadLog:
 
     def __init__(self, path: Path | None, key: dict[str, Any]) -> None:
         self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.entries = _logged(path, key) if path is not None else {}
         self._writer = path.open("a") if path is not None else None
 
