@@ -287,8 +287,8 @@ def predict_temporal(model: str | Path, clips: str | Path, face_model: str | Pat
                      checkpoint: str | Path | None = None, quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The kept model of ``model`` (a folder :func:`train_temporal` wrote) on new clips: a DataFrame with one row per
     clip (expression, p_<class>, valence, arousal), and the reasons of the clips that could not be read.
-    ``checkpoint``: a file name (``.npz``) beside which the clips read so far are stored every two minutes, in parts
-    deleted at the end, so that the same call, stopped on the way, goes on from them."""
+    ``checkpoint``: a file name (``.npz``) beside which the clips read so far are stored every two minutes and on
+    Ctrl-C, in parts deleted at the end, so that the same call, stopped on the way, goes on from them."""
     from affectkit.temporal import predict_temporal as predict
 
     with _reporting(quiet):

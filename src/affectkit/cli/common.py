@@ -9,7 +9,8 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import NoneType, UnionType
@@ -181,6 +182,17 @@ def configured(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable], Callabl
 def say(message: str, style: str | None = None) -> None:
     """A line for the user (stderr), as written: a path or a regex in it is never read as Rich markup."""
     console.print(escape(message), style=style)
+
+
+@contextmanager
+def kept_when_stopped(kept: Path) -> Iterator[None]:
+    """A long read whose progress goes to ``kept`` (a file, or the first of its parts) as it reads: Ctrl-C there
+    says where the work is and how to go on, and exits 130, instead of Click's bare "Aborted!"."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        say(f"Stopped (Ctrl-C): what was read so far is kept ({kept}); the same command goes on from there.")
+        raise typer.Exit(130) from None
 
 
 def chosen_model_of_run(value: Path | None) -> Path | None:

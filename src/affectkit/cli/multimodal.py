@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, report_to_console, say, write_predictions
+from affectkit.cli.common import QuietOpt, app, kept_when_stopped, report_to_console, say, write_predictions
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 
 ManifestArg = Annotated[Path, typer.Argument(help="Multimodal manifest CSV: face, audio, physio files per sample, "
@@ -83,9 +83,9 @@ def fuse_predict(
     from affectkit.multimodal import predict_fusion
 
     _set_threads(threads)
-    with report_to_console(quiet):
-        predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend,
-                                               log=out.with_name(f"{out.name}.features.partial.jsonl"))
+    log = out.with_name(f"{out.name}.features.partial.jsonl")
+    with kept_when_stopped(log), report_to_console(quiet):
+        predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend, log=log)
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "sample")
 
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, report_to_console, say, write_predictions
+from affectkit.cli.common import QuietOpt, app, kept_when_stopped, report_to_console, say, write_predictions
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 from affectkit.cli.multimodal import FaceModelOpt
 
@@ -106,13 +106,15 @@ def temporal_predict(
 ) -> None:
     """Predict expression, valence and arousal of new clips with a model `affectkit temporal` kept.
 
-    The clips read so far are stored beside --out every two minutes: the same command, stopped on the way, goes on from there."""
+    The clips read so far are stored beside --out every two minutes and on Ctrl-C: the same command, stopped on the
+    way, goes on from there."""
     from affectkit.temporal import predict_temporal
 
     _set_threads(threads)
-    with report_to_console(quiet):
+    checkpoint = out.with_name(f"{out.name}.frames.npz")
+    with kept_when_stopped(checkpoint.with_name(f"{out.name}.frames.part-*.npz")), report_to_console(quiet):
         predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend, fold=fold,
-                                                 checkpoint=out.with_name(f"{out.name}.frames.npz"))
+                                                 checkpoint=checkpoint)
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "clip")
 
 
@@ -194,9 +196,9 @@ def temporal_frames_predict(
     from affectkit.temporal.continuous import predict_continuous
 
     _set_threads(threads)
-    with report_to_console(quiet):
+    log = out.with_name(f"{out.name}.frames.partial.jsonl")
+    with kept_when_stopped(log), report_to_console(quiet):
         predictions, problems = predict_continuous(model, clips, face_model=face_model, backend=backend,
-                                                   detect=not no_detect, frame_rate=frame_rate,
-                                                   log=out.with_name(f"{out.name}.frames.partial.jsonl"))
+                                                   detect=not no_detect, frame_rate=frame_rate, log=log)
     write_predictions(predictions, problems, out,
                       f"{len(predictions)} frames of {predictions['clip'].nunique()} clip(s)", "clip")

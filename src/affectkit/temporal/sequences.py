@@ -40,8 +40,8 @@ def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, 
     a folder of frames taken ``frame_rate`` a second), with a progress bar. A clip that cannot be read, or in which
     no frame shows a face, is quarantined with the reason. With ``checkpoint`` (where the whole is to be stored,
     :func:`store_frames`), the clips read so far are stored beside it every ``every_seconds`` (default
-    :data:`CHECKPOINT_SECONDS`), each time those read since the last (:func:`part_paths`, for ``key``), and an
-    interrupted read goes on from them: reading a large set's clips takes hours on a CPU."""
+    :data:`CHECKPOINT_SECONDS`), each time those read since the last (:func:`part_paths`, for ``key``), and on
+    Ctrl-C; an interrupted read goes on from them: reading a large set's clips takes hours on a CPU."""
     every_seconds = CHECKPOINT_SECONDS if every_seconds is None else every_seconds
     done = _stored_parts(checkpoint, key, manifest) if checkpoint is not None else ClipFrames([], [], [])
     finished = {s.id for s in done.samples} | {r.id for r in done.rejected}
@@ -50,20 +50,25 @@ def read_frames(manifest: MultimodalManifest, predictor: Predictor, fps: float, 
     new = ClipFrames([], [], [])
     saved = time.monotonic()
     remaining = [s for s in manifest.samples if s.id not in finished]
-    for sample in reporter().track(remaining, total=len(remaining), description=description):
-        path = sample.files["face"]
-        try:
-            found = frame_outputs(predictor, path, sample.start, sample.end, fps, embeddings, frame_rate)
-            if found is None:
-                raise Reject(NO_FACE, f"{path.name}: the face detector found no face in any frame read")
-        except Reject as r:
-            new.rejected.append(Rejection(sample.id, str(path), r.kind, r.reason))
-        else:
-            new.samples.append(sample)
-            new.outputs.append(found)
-        if checkpoint is not None and time.monotonic() - saved >= every_seconds:
+    try:
+        for sample in reporter().track(remaining, total=len(remaining), description=description):
+            path = sample.files["face"]
+            try:
+                found = frame_outputs(predictor, path, sample.start, sample.end, fps, embeddings, frame_rate)
+                if found is None:
+                    raise Reject(NO_FACE, f"{path.name}: the face detector found no face in any frame read")
+            except Reject as r:
+                new.rejected.append(Rejection(sample.id, str(path), r.kind, r.reason))
+            else:
+                new.samples.append(sample)
+                new.outputs.append(found)
+            if checkpoint is not None and time.monotonic() - saved >= every_seconds:
+                _store_part(checkpoint, key, new)
+                done, new, saved = _joined(done, new), ClipFrames([], [], []), time.monotonic()
+    except KeyboardInterrupt:
+        if checkpoint is not None and (new.samples or new.rejected):  # Ctrl-C: the clips since the last part too
             _store_part(checkpoint, key, new)
-            done, new, saved = _joined(done, new), ClipFrames([], [], []), time.monotonic()
+        raise
     return _joined(done, new)
 
 
