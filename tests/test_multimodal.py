@@ -149,8 +149,9 @@ def test_an_interrupted_read_of_the_samples_goes_on_from_its_log(fused, multimod
     assert not (fused / "features.partial.jsonl").exists()  # gone once features.csv was stored
     reading = StoppedReading(monkeypatch, after=10)
     out = tmp_path / "fused"
-    with pytest.raises(KeyboardInterrupt):
-        run_fusion(multimodal_demo, out, face_model=model_path, detect=False)
+    stopped = CliRunner().invoke(app, ["fuse", str(multimodal_demo), "--face-model", str(model_path), "--no-detect",
+                                       "--out", str(out), "--quiet"])
+    assert stopped.exit_code == 130 and f"is kept ({out}); the same command goes on" in " ".join(stopped.output.split())
     log = (out / "features.partial.jsonl").read_text().splitlines()
     assert len(log) == 1 + 10 and not (out / "features.csv").exists()  # its key, then ten samples
     with (out / "features.partial.jsonl").open("a") as cut:

@@ -54,7 +54,7 @@ def fuse(
     from affectkit.multimodal import run_fusion
 
     _set_threads(threads)
-    with report_to_console(quiet):
+    with kept_when_stopped(out), report_to_console(quiet):
         run = run_fusion(manifest, out, face_model=face_model, seed=seed, val_fraction=val_fraction,
                          test_fraction=test_fraction, fps=fps, detect=not no_detect, backend=backend,
                          person_relative=person_relative, frame_rate=frame_rate)

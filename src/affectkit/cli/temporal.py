@@ -78,7 +78,7 @@ def temporal(
     from affectkit.temporal import run_temporal
 
     _set_threads(threads)
-    with report_to_console(quiet):
+    with kept_when_stopped(out), report_to_console(quiet):
         run = run_temporal(clips, out, face_model, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                            fps=fps, detect=not no_detect, backend=backend, embeddings=embeddings,
                            frame_rate=frame_rate, fold=fold, class_map=_class_map(class_map or []))
