@@ -186,8 +186,8 @@ def say(message: str, style: str | None = None) -> None:
 
 @contextmanager
 def kept_when_stopped(kept: Path) -> Iterator[None]:
-    """A long read whose progress goes to ``kept`` (a file, or the first of its parts) as it reads: Ctrl-C there
-    says where the work is and how to go on, and exits 130, instead of Click's bare "Aborted!"."""
+    """A long read whose progress goes to ``kept`` (a file, a folder, or a pattern of parts) as it reads: Ctrl-C
+    there says where the work is and how to go on, and exits 130, instead of Click's bare "Aborted!"."""
     try:
         yield
     except KeyboardInterrupt:
