@@ -109,10 +109,11 @@ def temporal_predict(
     The clips read so far are stored beside --out every two minutes and on Ctrl-C: the same command, stopped on the
     way, goes on from there."""
     from affectkit.temporal import predict_temporal
+    from affectkit.temporal.sequences import part_pattern
 
     _set_threads(threads)
     checkpoint = out.with_name(f"{out.name}.frames.npz")
-    with kept_when_stopped(checkpoint.with_name(f"{out.name}.frames.part-*.npz")), report_to_console(quiet):
+    with kept_when_stopped(part_pattern(checkpoint)), report_to_console(quiet):
         predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend, fold=fold,
                                                  checkpoint=checkpoint)
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "clip")

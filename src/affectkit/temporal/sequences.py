@@ -120,9 +120,15 @@ def store_frames(path: Path, key: dict[str, Any] | None, frames: ClipFrames) -> 
     atomic_write_text(path.with_suffix(".json"), json.dumps(stored, indent=2))
 
 
+def part_pattern(path: Path, number: int | None = None) -> Path:
+    """Where :func:`read_frames` stores the parts of ``path`` while reading: part ``number`` of them, or (None) the
+    glob pattern of them all (``<stem>.part-*.npz`` beside it)."""
+    return path.with_name(f"{path.stem}.part-{'*' if number is None else f'{number:05d}'}.npz")
+
+
 def part_paths(path: Path) -> list[Path]:
     """The parts :func:`read_frames` stored beside ``path`` while reading, in the order they were written."""
-    return sorted(path.parent.glob(f"{path.stem}.part-*.npz"))
+    return sorted(path.parent.glob(part_pattern(path).name))
 
 
 def remove_parts(path: Path) -> None:
@@ -141,7 +147,7 @@ def _store_part(path: Path, key: dict[str, Any] | None, frames: ClipFrames) -> N
     parts = part_paths(path)
     number = int(parts[-1].stem.rsplit("-", 1)[1]) + 1 if parts else 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    store_frames(path.with_name(f"{path.stem}.part-{number:05d}.npz"), key, frames)
+    store_frames(part_pattern(path, number), key, frames)
 
 
 def _stored_parts(path: Path, key: dict[str, Any] | None, manifest: MultimodalManifest) -> ClipFrames:
