@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -272,6 +275,22 @@ def test_video_gives_per_frame_rows_and_timeline(cli, model_path, face, tmp_path
         Predictor(model_path).predict_video(tmp_path / "broken.mp4")
     with pytest.raises(AffectkitError, match=r"clip.mp4 is a video: predict_video\(\)"):
         Predictor(model_path).predict(video)
+
+
+def test_cli_keeps_ffmpeg_lines_about_a_broken_video_off_stderr_unless_asked(model_path, tmp_path):
+    """A truncated MP4 gets affectkit's one sentence, not FFmpeg's own "moov atom not found" beside it (twice: probed,
+    then opened); a user debugging a camera who sets FFmpeg's and OpenCV's log levels sees FFmpeg's lines again."""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(5000))
+    command = [sys.executable, "-m", "affectkit", "predict", str(model_path), str(cut), "--out", str(tmp_path / "p.csv")]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OPENCV_")}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "cut.mp4: not a readable video" in quiet.stdout + quiet.stderr
+    assert "moov atom" not in quiet.stdout + quiet.stderr
+    debugging = {**env, "OPENCV_FFMPEG_LOGLEVEL": "32", "OPENCV_LOG_LEVEL": "INFO"}
+    asked = subprocess.run(command, capture_output=True, text=True, env=debugging, timeout=120)
+    assert "moov atom not found" in asked.stdout + asked.stderr  # OpenCV passes them on, to stdout
 
 
 def test_onnx_export_matches_torch_and_auto_backend_uses_it(model_path, tmp_path):

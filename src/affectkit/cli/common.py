@@ -279,9 +279,19 @@ def file_error(exc: OSError) -> str:
     return f"{exc.filename}{target}: {exc.strerror or exc} (check the path and its permissions, or give another)."
 
 
+def _quiet_video_decoders() -> None:
+    """FFmpeg and OpenCV print lines of their own about a video or stream they cannot read ("moov atom not found",
+    "Stream timeout triggered"), beside the sentence affectkit says about the same file or stream. Set before OpenCV
+    is first imported, which reads them then; a variable the user set is kept (to see those lines again while
+    debugging a camera: OPENCV_FFMPEG_LOGLEVEL=32 OPENCV_LOG_LEVEL=INFO)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
     _quiet_libraries()
+    _quiet_video_decoders()
     try:
         app()
     except AffectkitError as exc:
