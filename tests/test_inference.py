@@ -282,7 +282,8 @@ def test_cli_keeps_ffmpeg_lines_about_a_broken_video_off_stderr_unless_asked(mod
     then opened); a user debugging a camera who sets FFmpeg's and OpenCV's log levels sees FFmpeg's lines again."""
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(5000))
-    command = [sys.executable, "-m", "affectkit", "predict", str(model_path), str(cut), "--out", str(tmp_path / "p.csv")]
+    command = [sys.executable, "-m", "affectkit", "predict", str(model_path), str(cut),
+               "--out", str(tmp_path / "p.csv")]
     env = {name: value for name, value in os.environ.items() if not name.startswith("OPENCV_")}
     quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert quiet.returncode == 0, quiet.stderr
