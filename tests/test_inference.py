@@ -21,11 +21,12 @@ from typer.testing import CliRunner
 
 from affectkit.config import CLASS_NAMES, Config
 from affectkit.errors import AffectkitError
+from affectkit.inference.backends import OnnxBackend
 from affectkit.inference.export import export_onnx, int8_path, onnx_parity
 from affectkit.inference import faces as faces_module
 from affectkit.inference.faces import Face, FaceDetector, crop_face
 from affectkit.inference.media import check_output_path, predict_media
-from affectkit.inference.predictor import Predictor
+from affectkit.inference.predictor import Predictor, preprocess
 from affectkit.models import build_model, save_model
 
 FACE_REGION = (slice(20, 240), slice(130, 320))  # the astronaut's head, with some background around it
@@ -64,6 +65,13 @@ def two_faces(face: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int, i
     for x1, y1, x2, y2 in regions:
         canvas[y1:y2, x1:x2] = face
     return canvas, regions
+
+
+def _copied(model_path: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for src in (model_path, model_path.with_suffix(".json")):
+        (folder / src.name).write_bytes(src.read_bytes())
+    return folder / model_path.name
 
 
 def invoke(cli: typer.Typer, args: list[str]):
@@ -422,10 +430,7 @@ def test_int8_export_runs_and_stays_close(model_path, tmp_path):
 def test_export_command_compares_int8_on_a_data_set_or_a_folder(cli, model_path, demo_dir, face, tmp_path):
     from affectkit.pipeline.run import compare_exports_on, evaluate_saved
 
-    model_copy = tmp_path / "model" / model_path.name
-    model_copy.parent.mkdir()
-    for src in (model_path, model_path.with_suffix(".json")):
-        (model_copy.parent / src.name).write_bytes(src.read_bytes())
+    model_copy = _copied(model_path, tmp_path / "model")
     result = invoke(cli, ["export", model_copy, "--format", "onnx", "--int8", "--data", demo_dir, "--split", "all",
                           "--limit", "40"])
     fp32, int8 = model_copy.with_suffix(".onnx"), model_copy.with_suffix(".int8.onnx")
@@ -451,6 +456,79 @@ def test_export_command_compares_int8_on_a_data_set_or_a_folder(cli, model_path,
     assert report["faces"] == 3 and report["labelled"] == 0 and report["fp32"]["accuracy"] is None
     assert 0 <= report["agreement"] <= 1 and "1 unreadable, left out (the first: " in report["source"]
     assert "broken.jpg: not an image" in report["source"]
+
+
+def test_static_int8_export_quantises_the_convolutions_and_answers_faces_as_fp32_does(model_path, demo_dir, tmp_path):
+    from affectkit.pipeline.run import calibration_faces
+
+    model = _copied(model_path, tmp_path / "model")
+    faces, source = calibration_faces(model, demo_dir, limit=48)
+    assert len(faces) == 48 and source == f"48 faces of {demo_dir} (all split)"  # no run behind it: any face
+    fp32 = export_onnx(model, int8=True, calibration=faces)
+    graph = onnx.load(str(int8_path(fp32))).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    assert convolutions and all(made_by.get(node.input[1]) == "DequantizeLinear" for node in convolutions)
+    assert int8_path(fp32).stat().st_size < fp32.stat().st_size / 3  # int8 weights throughout
+    # On the faces it was calibrated on, its outputs stay close to fp32's, measured against how much fp32's outputs
+    # vary from face to face (an untrained model's probabilities barely do); ranges read from black images are off.
+    meta = json.loads(model.with_suffix(".json").read_text())
+    mean, std = (np.asarray(meta["normalization"][key], np.float32) for key in ("mean", "std"))
+    batch = preprocess(faces, int(meta["input_size"]), mean, std)
+    reference = OnnxBackend(fp32)(batch)
+
+    def error_by_output() -> list[float]:
+        quantized = OnnxBackend(int8_path(fp32))(batch)  # the file alone: its description and weights inside
+        return [float(np.abs(q - r).max() / r.std()) for q, r in zip(quantized, reference)]
+
+    logits, valence, arousal = error_by_output()
+    assert logits < 0.05 and valence < 0.5 and arousal < 0.5
+    export_onnx(model, int8=True, calibration=[np.zeros_like(f) for f in faces])
+    logits, valence, arousal = error_by_output()
+    assert logits > 0.1 and max(valence, arousal) > 1
+    assert len(Predictor(int8_path(fp32), detect=False).predict_batch(faces[:2])) == 2
+    with pytest.raises(AffectkitError, match="add int8"):
+        export_onnx(model, calibration=faces)
+
+
+def test_calibration_faces_come_from_the_train_split_of_the_models_own_data(model_path, demo_dir, face, tmp_path):
+    """The test faces of the data set a model was trained on stay unseen by its int8 export; a folder of crops is read
+    whole."""
+    from affectkit.data.reader import read_dataset
+    from affectkit.pipeline.run import calibration_faces
+
+    model = _copied(model_path, tmp_path / "run")
+    description = json.loads(model.with_suffix(".json").read_text())
+    description["training_data"] = {**(description.get("training_data") or {}), "source": str(demo_dir)}
+    model.with_suffix(".json").write_text(json.dumps(description))
+    ids = [record.id for record in read_dataset(demo_dir).records]
+    pd.DataFrame({"id": ids, "split": ["train" if i % 4 else "test" for i in range(len(ids))]}).to_csv(
+        model.parent / "splits.csv", index=False)
+    faces, source = calibration_faces(model, demo_dir)
+    assert len(faces) == sum(1 for i in range(len(ids)) if i % 4) and source.endswith("(train split)")
+    crops = tmp_path / "crops"
+    for i in range(3):
+        write_rgb(crops / f"{i}.jpg", np.roll(face, 7 * i, axis=1))
+    faces, source = calibration_faces(model, crops, limit=2)
+    assert len(faces) == 2 and source == f"2 images of {crops} read whole as faces"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AffectkitError, match="empty: no readable image, and not a data set affectkit reads"):
+        calibration_faces(model, tmp_path / "empty")
+
+
+def test_export_command_makes_a_static_int8_export_from_calibration_faces(cli, model_path, face, tmp_path):
+    model = _copied(model_path, tmp_path / "model")
+    crops = tmp_path / "crops"
+    for i in range(4):
+        write_rgb(crops / f"{i}.jpg", np.roll(face, 5 * i, axis=0))
+    refused = CliRunner().invoke(cli, ["export", str(model), "--calibration", str(crops)])
+    assert isinstance(refused.exception, AffectkitError)  # main() prints it as "error: ..."
+    assert str(refused.exception) == "--calibration makes the int8 export static; add --int8."
+    result = invoke(cli, ["export", model, "--int8", "--calibration", crops])
+    said = " ".join(result.output.split())
+    assert f"static int8: convolutions and dense layers, ranges from 4 images of {crops} read whole as faces" in said
+    assert "its accuracy against fp32: add --data" in said
+    assert "DequantizeLinear" in {node.op_type for node in onnx.load(str(model.with_suffix(".int8.onnx"))).graph.node}
 
 
 def test_mc_dropout_gives_spread_and_entropy(model_path, face):

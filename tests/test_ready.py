@@ -131,3 +131,19 @@ def test_compare_scores_the_ready_model_on_the_faces_of_the_trained_one(model_pa
     tested = (pd.read_csv(run / "splits.csv")["split"] == "test").sum()
     assert list(result.table["faces"]) == [tested, tested]
     assert list(result.table["model"]) == ["CustomCNN", "FER2013-MiniXception"]
+
+
+def test_the_ready_model_exports_to_a_static_int8_model_that_answers_as_it_does(demo_dir, tmp_path):
+    """Its expression head has a row of zeros (no Contempt) and no valence weights, and its max-pooling pads with
+    -inf: none of them may reach an int8 scale (each gave NaN, and a quarter of the faces' classes)."""
+    from affectkit.inference.export import export_onnx, int8_path
+    from affectkit.pipeline.run import calibration_faces
+
+    weights = write_ready_model("fer2013", tmp_path / "ready")
+    faces, _ = calibration_faces(weights, demo_dir, limit=64)
+    fp32 = export_onnx(weights, int8=True, calibration=faces)
+    answers = {name: Predictor(path, detect=False).predict_batch(faces) for name, path in
+               (("fp32", fp32), ("int8", int8_path(fp32)))}
+    classes = {name: [row["expression_id"] for row in rows] for name, rows in answers.items()}
+    assert np.mean(np.array(classes["int8"]) == np.array(classes["fp32"])) >= 0.85
+    assert all(np.isfinite(list(row["probabilities"].values())).all() for row in answers["int8"])

@@ -305,6 +305,10 @@ def export(
     out: Annotated[Optional[Path], typer.Option(help="Target .onnx file (default: <model stem>.onnx).")] = None,
     int8: Annotated[bool, typer.Option(
         "--int8", help="Also write <stem>.int8.onnx with dynamically quantised dense layers.")] = False,
+    calibration: Annotated[Optional[Path], typer.Option(
+        help="With --int8: quantise the convolutions too (static int8: faster on a CPU, a quarter of the file, at "
+             "some accuracy that --data measures), their activation ranges read from up to 256 faces of this data "
+             "set (its train split where the model was trained on it) or folder of face crops.")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
     data: Annotated[Optional[Path], typer.Option(
         help="With --int8: compare fp32 and int8 accuracy and latency on a data set in any layout (its faces and "
@@ -323,16 +327,28 @@ def export(
         raise AffectkitError(f"--format {format}: only onnx is supported.")
     if data is not None and not int8:
         raise AffectkitError("--data compares the float and int8 exports; add --int8.")
-    if data is not None and not data.exists():
-        raise AffectkitError(f"--data {data} does not exist.")
+    if calibration is not None and not int8:
+        raise AffectkitError("--calibration makes the int8 export static; add --int8.")
+    for option, path in (("--data", data), ("--calibration", calibration)):
+        if path is not None and not path.exists():
+            raise AffectkitError(f"{option} {path} does not exist.")
     _set_threads(threads)
-    fp32 = export_onnx(model, out=out, int8=int8, opset=opset)
+    faces, kind = None, "dynamic int8: dense layers"
+    if calibration is not None:
+        from affectkit.pipeline.run import calibration_faces
+
+        with report_to_console(False):
+            faces, source = calibration_faces(model, calibration)
+        kind = f"static int8: convolutions and dense layers, ranges from {source}"
+    fp32 = export_onnx(model, out=out, int8=int8, opset=opset, calibration=faces)
     say(f"Wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
         f"{onnx_parity(model, fp32):.2e}")
     if int8:
         quantized = int8_path(fp32)
-        say(f"Wrote {quantized} ({quantized.stat().st_size / 1e6:.2f} MB); max |int8 - PyTorch| = "
-            f"{onnx_parity(model, quantized):.2e}")
+        # Random images lie outside the ranges a static export was calibrated on, so their difference says nothing.
+        check = (f"max |int8 - PyTorch| = {onnx_parity(model, quantized):.2e}" if faces is None else
+                 "its accuracy against fp32: below" if data is not None else "its accuracy against fp32: add --data")
+        say(f"Wrote {quantized} ({quantized.stat().st_size / 1e6:.2f} MB; {kind}); {check}")
     if data is not None:
         from affectkit.pipeline.run import compare_exports_on
 

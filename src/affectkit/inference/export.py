@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,16 @@ from affectkit.inference.backends import (
     OnnxBackend,
     weights_digest,
 )
+from affectkit.inference.predictor import preprocess
 from affectkit.models.io import load_model
 from affectkit.models.metadata import model_paths
 
 # Dynamic quantisation targets the dense layers: onnxruntime's CPU kernel for ConvInteger lacks int8 weights, and
-# where it does run (uint8 weights) it measured slower than the float convolution. Convolutions stay float32.
+# where it does run (uint8 weights) it measured slower than the float convolution. Convolutions stay float32 unless
+# calibration faces are given: static quantisation runs them through QLinearConv, which is faster.
 INT8_OP_TYPES = ["MatMul", "Gemm"]
 DEFAULT_OPSET = 17
+CALIBRATION_BATCH = 16
 
 
 def int8_path(onnx_path: Path) -> Path:
@@ -70,22 +74,89 @@ def _export_fp32(model: torch.nn.Module, size: int, out: Path, opset: int, metad
         onnx.save(proto, str(tmp))
 
 
-def _quantize(fp32: Path, out: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+def _quantize(fp32: Path, out: Path, batches: Sequence[np.ndarray] | None = None) -> None:
+    """Dynamic int8 of the dense layers; with ``batches`` (model inputs), static int8 of the convolutions and dense
+    layers, the activation ranges read from ``batches``."""
     quant_logger = logging.getLogger()  # onnxruntime advises "pre-processing" on the root logger for every call
     level = quant_logger.level
     quant_logger.setLevel(logging.ERROR)
     try:
         with atomic_path(out) as tmp:
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES)
+            if batches is None:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES)
+            else:
+                _quantize_static(fp32, tmp, batches)
     finally:
         quant_logger.setLevel(level)
 
 
+def _quantize_static(fp32: Path, out: Path, batches: Sequence[np.ndarray]) -> None:
+    from onnxruntime import InferenceSession
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter([{input_name: batch} for batch in batches])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    prepared = out.with_name(out.name + ".prepared.onnx")
+    try:
+        # Shapes inferred and BatchNorm folded, as the quantiser wants; the symbolic shape inference is for
+        # transformers and gives up on the recipe's fusion graph.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        # Weights per output channel, in 7 bits: a CPU without VNNI multiplies uint8 x int8 pairs into int16 with
+        # saturation, which full 8-bit weights overflow (MobileNetV2 lost several points: static_int8.md in
+        # bench/results); a CPU with VNNI gives up one bit of weight precision for a file that is right everywhere.
+        quantize_static(str(prepared), str(out), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, nodes_to_exclude=_float_layers(prepared),
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def _float_layers(path: Path) -> list[str]:
+    """The layers a static export leaves in float, where an int8 scale cannot hold what they carry: weights with a
+    channel of zeros (a per-channel scale of 0 is NaN; a class the model never learnt, Contempt for a 7-class set,
+    leaves such a row in the expression head, a model without valence or arousal its whole head), and a padding of
+    -inf (MiniXception's "same" max-pooling) with the layers it feeds."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    values |= {node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.node
+               if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"}
+    kept = []
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in values:
+            magnitude = np.abs(values[node.input[1]])
+            by_output = magnitude.reshape(len(magnitude), -1).max(axis=1)  # a convolution's, or (out, in) Gemm's
+            by_column = magnitude.max(axis=0) if magnitude.ndim == 2 else by_output  # (in, out): MatMul's
+            if (by_output == 0).any() or (by_column == 0).any():
+                kept.append(node.name)
+        elif (node.op_type == "Pad" and len(node.input) > 2 and node.input[2] in values
+              and not np.isfinite(values[node.input[2]]).all()):
+            kept += [node.name] + [other.name for other in graph.node if node.output[0] in other.input]
+    return kept
+
+
 def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: bool = False,
-                opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``<stem>.onnx`` (or ``out``) and, with ``int8``, ``<stem>.int8.onnx``; returns the float32 file."""
+                opset: int = DEFAULT_OPSET, calibration: Sequence[np.ndarray] | None = None) -> Path:
+    """Write ``<stem>.onnx`` (or ``out``) and, with ``int8``, ``<stem>.int8.onnx``; returns the float32 file.
+    ``calibration``: face crops (RGB uint8, any size) that make the int8 export static, its convolutions quantised
+    too with the activation ranges they give (faster on a CPU, a quarter of the file); without them only the dense
+    layers are quantised (dynamic)."""
+    if calibration is not None and not int8:
+        raise AffectkitError("Calibration faces are for the int8 export: add int8.")
+    if calibration is not None and not len(calibration):
+        raise AffectkitError("No calibration faces: a static int8 export reads its activation ranges from them.")
     weights, _ = model_paths(model_path)
     model, meta = load_model(weights)
     out = Path(out) if out is not None else weights.with_suffix(".onnx")
@@ -94,8 +165,15 @@ def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: boo
     out.parent.mkdir(parents=True, exist_ok=True)
     _export_fp32(model.float().eval(), int(meta["input_size"]), out, opset, _onnx_metadata(meta, weights))
     if int8:
-        _quantize(out, int8_path(out))
+        _quantize(out, int8_path(out), None if calibration is None else _model_inputs(calibration, meta))
     return out
+
+
+def _model_inputs(faces: Sequence[np.ndarray], meta: dict) -> list[np.ndarray]:
+    size = int(meta["input_size"])
+    mean, std = (np.asarray(meta["normalization"][key], dtype=np.float32) for key in ("mean", "std"))
+    return [preprocess(faces[start:start + CALIBRATION_BATCH], size, mean, std)
+            for start in range(0, len(faces), CALIBRATION_BATCH)]
 
 
 def random_inputs(n: int, meta: dict, seed: int = 0) -> np.ndarray:

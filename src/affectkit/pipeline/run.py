@@ -563,6 +563,28 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
     return compare_exports(fp32, int8, prepared.images[positions], prepared.expression[positions]) | {"source": source}
 
 
+def calibration_faces(model_path: Path, data: Path, limit: int = 256, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """At most ``limit`` faces of ``data`` (drawn at random) for a static int8 export to read its activation ranges
+    from, and a phrase saying which: of the model's train split where ``data`` is the data set it was trained on (its
+    test faces stay unseen by the export), else of all of ``data`` as the model reads faces (no label is read), or of
+    a folder of face crops, each image read whole."""
+    config = config_from_metadata(read_metadata(model_path))
+    rng = np.random.default_rng(seed)
+    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
+        faces, unreadable = folder_images(data)
+        if not faces:
+            raise AffectkitError(f"--calibration {data}: no readable image, and not a data set affectkit reads."
+                                 + (f" {unreadable[0]}" if unreadable else ""))
+        chosen = np.sort(rng.choice(len(faces), min(limit, len(faces)), replace=False))
+        return [faces[i] for i in chosen], f"{len(chosen)} images of {data} read whole as faces"
+    own = training_source(model_path) == Path(data).resolve() and model_splits(model_paths(model_path)[0]).is_file()
+    split = "train" if own else "all"
+    prepared = evaluation_data(model_path, data, split, None)
+    positions = prepared.positions(split)
+    positions = np.sort(rng.choice(positions, min(limit, len(positions)), replace=False))
+    return list(prepared.images[positions]), f"{len(positions)} faces of {data} ({split} split)"
+
+
 def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits: Path | None = None) -> int:
     """How many faces of ``data`` (read whole from ``source``) trained the saved model or chose its checkpoint: the
     faces of its train and val splits (``splits``, default the ``splits.csv`` it was trained on), where ``source`` is

@@ -1,0 +1,132 @@
+"""Static int8 quantisation of a run's convolutions (`export --int8 --calibration`), against the dynamic int8 of its
+dense layers (`export --int8`) and against static settings left out.
+
+Dynamic quantisation leaves the convolutions in float (onnxruntime's ConvInteger is no faster than the float
+convolution here). Static quantisation (QDQ, activation ranges calibrated on training faces) quantises them too and
+runs them through onnxruntime's QLinearConv. For each of a run's saved models: test accuracy, agreement with fp32 and
+median latency of one face, for the float export, the dynamic int8 export, the static export as `export` writes it
+(weights per channel in 7 bits) and two 8-bit settings (per channel; per tensor), the calibration faces drawn from
+the run's train split.
+
+    affectkit demo --out demo_run                   # or any run folder with best_<Model>.safetensors and splits.csv
+    python bench/static_int8.py --run demo_run --data DATA
+
+Writes static_int8.md (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from affectkit.inference.export import export_onnx, int8_path
+from affectkit.inference.predictor import preprocess
+from affectkit.inference.quant_report import compare_exports
+from affectkit.pipeline.run import evaluation_data
+
+LEFT_OUT = {"static, 8-bit weights per channel": True, "static, 8-bit weights per tensor": False}
+
+
+class Batches(CalibrationDataReader):
+    def __init__(self, name: str, batches: list[np.ndarray]):
+        self._feeds = iter([{name: batch} for batch in batches])
+
+    def get_next(self) -> dict | None:
+        return next(self._feeds, None)
+
+
+def _int8_instructions() -> str:
+    """Whether this CPU multiplies int8 with VNNI (no saturating int16 step), which the 8-bit rows depend on."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "CPU's int8 instructions unknown"
+    found = [name for name in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2") if f" {name}" in flags]
+    return "CPU with " + (", ".join(found) if found else "none of AVX2, AVX-512 BW, VNNI")
+
+
+def _kept(path: Path, work: Path) -> Path:
+    return Path(shutil.copy(path, work / f"kept_{len(list(work.glob('kept_*')))}.onnx"))
+
+
+def measure(weights: Path, data: Path, splits: Path, calibration: int, work: Path) -> list[list]:
+    for path in (weights, weights.with_suffix(".json")):
+        shutil.copy(path, work / path.name)
+    model = work / weights.name
+    prepared = evaluation_data(model, data, "test", splits)
+    test = prepared.positions("test")
+    chosen = np.random.default_rng(0).choice(prepared.positions("train"), calibration, replace=False)
+    faces = list(prepared.images[chosen])
+    variants = {}
+    fp32 = export_onnx(model, int8=True)
+    variants["dynamic int8, dense layers (export --int8)"] = _kept(int8_path(fp32), work)
+    export_onnx(model, int8=True, calibration=faces)
+    variants["static, 7-bit weights per channel (export --int8 --calibration)"] = _kept(int8_path(fp32), work)
+    meta = json.loads(model.with_suffix(".json").read_text())
+    mean, std = (np.asarray(meta["normalization"][key], np.float32) for key in ("mean", "std"))
+    batches = [preprocess(faces[i:i + 16], int(meta["input_size"]), mean, std) for i in range(0, calibration, 16)]
+    input_name = ort.InferenceSession(str(fp32)).get_inputs()[0].name
+    prepped = work / "prepped.onnx"
+    quant_pre_process(str(fp32), str(prepped))
+    for label, per_channel in LEFT_OUT.items():
+        out = work / f"{len(variants)}.onnx"
+        quantize_static(str(prepped), str(out), Batches(input_name, batches), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        variants[label] = out
+    rows = []
+    for label, path in variants.items():
+        report = compare_exports(fp32, path, prepared.images[test], prepared.expression[test],
+                                 latency_images=len(test))
+        if not rows:
+            rows.append([meta["display_name"], "fp32 ONNX", report["fp32"]["size_mb"], report["fp32"]["accuracy"],
+                         1.0, report["fp32"]["latency_ms"]])
+        rows.append([meta["display_name"], label, report["int8"]["size_mb"], report["int8"]["accuracy"],
+                     report["agreement"], report["int8"]["latency_ms"]])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="run folder: best_<Model>.safetensors, splits.csv")
+    parser.add_argument("--data", type=Path, required=True, help="the data set the run was trained on")
+    parser.add_argument("--splits", type=Path, help="default: the run's splits.csv")
+    parser.add_argument("--models", default="MobileNetV2,CustomCNN")
+    parser.add_argument("--calibration", type=int, default=256, help="training faces the ranges are calibrated on "
+                        "(export's number)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantiser advises pre-processing on every call
+    ort.set_default_logger_severity(3)
+    start = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            work = Path(tmp) / name
+            work.mkdir()
+            rows += measure(args.run / f"best_{name}.safetensors", args.data, args.splits or args.run / "splits.csv",
+                            args.calibration, work)
+    lines = ["# Static int8 quantisation of the convolutions, against `export --int8`", "",
+             f"Run `{args.run}`, test split of `{args.data}`; {args.calibration} calibration faces from its train "
+             f"split; onnxruntime {ort.__version__} with its own thread count, {_int8_instructions()}; latency: "
+             "median of one face at a time over the test faces. Bench wall time "
+             f"{(time.perf_counter() - start) / 60:.1f} min.", "",
+             "| model | export | size (MB) | test accuracy | agreement with fp32 | ms/face |",
+             "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {v} | {s:.2f} | {a:.3f} | {g:.3f} | {t:.2f} |" for m, v, s, a, g, t in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "static_int8.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
