@@ -491,6 +491,18 @@ def test_static_int8_export_quantises_the_convolutions_and_answers_faces_as_fp32
         export_onnx(model, calibration=faces)
 
 
+def test_a_static_quantisation_that_fails_names_the_file_and_leaves_no_export(model_path, tmp_path):
+    from affectkit.inference import export
+
+    fp32 = export_onnx(_copied(model_path, tmp_path / "model"))
+    wrong_size = [np.zeros((2, 3, 5, 5), np.float32)]  # onnxruntime refuses it inside the quantiser
+    failed = f"(?s)Static int8 quantisation of {fp32.name} failed .*without --calibration"
+    with pytest.raises(AffectkitError, match=failed):
+        export._quantize(fp32, int8_path(fp32), wrong_size)
+    assert sorted(p.name for p in fp32.parent.iterdir()) == sorted([fp32.name, model_path.name,
+                                                                    model_path.with_suffix(".json").name])
+
+
 def test_calibration_faces_come_from_the_train_split_of_the_models_own_data(model_path, demo_dir, face, tmp_path):
     """The test faces of the data set a model was trained on stay unseen by its int8 export; a folder of crops is read
     whole."""

@@ -117,6 +117,9 @@ def _quantize_static(fp32: Path, out: Path, batches: Sequence[np.ndarray]) -> No
         quantize_static(str(prepared), str(out), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, nodes_to_exclude=_float_layers(prepared),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    except Exception as exc:  # onnxruntime's quantiser raises what its graph passes meet, of any type
+        raise AffectkitError(f"Static int8 quantisation of {fp32.name} failed ({type(exc).__name__}: {exc}); --int8 "
+                             "without --calibration quantises its dense layers only.") from exc
     finally:
         prepared.unlink(missing_ok=True)
 
