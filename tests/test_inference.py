@@ -423,6 +423,7 @@ def test_int8_export_runs_and_stays_close(model_path, tmp_path):
     quantized = int8_path(fp32)
     ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
     assert "MatMulInteger" in ops  # the dense layers; convolutions stay float (see export.INT8_OP_TYPES)
+    assert Predictor(quantized, detect=False).quantization == "dynamic int8: dense layers"
     assert onnx_parity(model_path, quantized) < 0.05
     assert quantized.stat().st_size < fp32.stat().st_size
 
@@ -486,7 +487,16 @@ def test_static_int8_export_quantises_the_convolutions_and_answers_faces_as_fp32
     export_onnx(model, int8=True, calibration=[np.zeros_like(f) for f in faces])
     logits, valence, arousal = error_by_output()
     assert logits > 0.1 and max(valence, arousal) > 1
-    assert len(Predictor(int8_path(fp32), detect=False).predict_batch(faces[:2])) == 2
+    # It says what it is, where it is served: its scores in the description are its float model's.
+    assert Predictor(int8_path(fp32), detect=False).quantization == ("static int8: convolutions and dense layers, "
+                                                                      "activation ranges from 48 faces")
+    assert Predictor(fp32, detect=False).quantization is None
+    from fastapi.testclient import TestClient
+
+    from affectkit.serving import create_app
+
+    served = TestClient(create_app(int8_path(fp32), detect=False)).get("/v1/model").json()
+    assert served["quantization"].startswith("static int8") and served["backend"] == "onnx"
     with pytest.raises(AffectkitError, match="add int8"):
         export_onnx(model, calibration=faces)
 

@@ -274,7 +274,9 @@ def predict(
         source = {"asked": "as asked", "measured": "the framing stored with the model", "default": "a fixed fifth"}
         framing = (f"; faces cropped with {predictor.face_margin:.2f} of the box on each side, "
                    f"{source[predictor.face_margin_source]}")
-    say(f"{faces} face(s), {faceless} without a face, {errors} error(s) ({predictor.backend_name} backend{framing})")
+    quantized = f", {predictor.quantization}" if predictor.quantization else ""
+    say(f"{faces} face(s), {faceless} without a face, {errors} error(s) "
+        f"({predictor.backend_name} backend{quantized}{framing})")
     if predictor.abstention is not None:
         abstained = sum(bool(r.get("abstained")) for r in rows)
         say(f"Abstained on {abstained} of the {faces} face(s): {predictor.abstention.describe()}")

@@ -17,6 +17,7 @@ OUTPUT_NAMES = ("expression_logits", "valence", "arousal")
 INPUT_NAME = "image"
 WEIGHTS_DIGEST_KEY = "affectkit_weights_sha256"
 MODEL_DESCRIPTION_KEY = "affectkit_model"  # the model's .json, whole, in its ONNX export
+QUANTIZATION_KEY = "affectkit_quantization"  # an int8 export's: what was quantised, and how
 
 
 def weights_digest(path: Path) -> str:

@@ -14,7 +14,13 @@ import numpy as np
 
 from affectkit.errors import AffectkitError
 from affectkit.inference.abstention import Abstention, abstention_for, check_abstention_request
-from affectkit.inference.backends import MODEL_DESCRIPTION_KEY, WEIGHTS_DIGEST_KEY, OnnxBackend, weights_digest
+from affectkit.inference.backends import (
+    MODEL_DESCRIPTION_KEY,
+    QUANTIZATION_KEY,
+    WEIGHTS_DIGEST_KEY,
+    OnnxBackend,
+    weights_digest,
+)
 from affectkit.inference.faces import (
     DEFAULT_MARGIN,
     DetectorMethod,
@@ -236,6 +242,11 @@ class Predictor:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    @property
+    def quantization(self) -> str | None:
+        """What an int8 export was quantised as ("static int8: ..."); None for a float model."""
+        return self.backend.metadata.get(QUANTIZATION_KEY) if isinstance(self.backend, OnnxBackend) else None
 
     @property
     def min_confidence(self) -> float | None:

@@ -571,6 +571,8 @@ def create_app(
             "temperature": meta.get("temperature"),
             "evaluations": meta.get("evaluations", []),
             "backend": predictor.backend_name,
+            # An int8 export's: its evaluations above are those of the float model it was quantised from.
+            "quantization": predictor.quantization,
             "face_detection": predictor.detector.method if predictor.detector else None,
             "face_margin": predictor.face_margin if predictor.detector else None,  # of the box, on each side
             "abstention": None if predictor.abstention is None else predictor.abstention.as_dict(),
