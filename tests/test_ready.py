@@ -7,6 +7,8 @@ import json
 
 import cv2
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pandas as pd
 import pytest
 import torch
@@ -146,4 +148,8 @@ def test_the_ready_model_exports_to_a_static_int8_model_that_answers_as_it_does(
                (("fp32", fp32), ("int8", int8_path(fp32)))}
     classes = {name: [row["expression_id"] for row in rows] for name, rows in answers.items()}
     assert np.mean(np.array(classes["int8"]) == np.array(classes["fp32"])) >= 0.85
+    graph = onnx.load(str(int8_path(fp32))).graph
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    scales = [values[node.input[1]] for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert scales and all(np.isfinite(scale).all() and (scale > 0).all() for scale in scales)
     assert all(np.isfinite(list(row["probabilities"].values())).all() for row in answers["int8"])
