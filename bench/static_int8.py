@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
 import tempfile
 import time
@@ -26,23 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from affectkit.inference.export import export_onnx, int8_path
-from affectkit.inference.predictor import preprocess
+from affectkit.inference.export import export_onnx, int8_path, model_inputs, quantize_onnx
 from affectkit.inference.quant_report import compare_exports
 from affectkit.pipeline.run import evaluation_data
 
-LEFT_OUT = {"static, 8-bit weights per channel": True, "static, 8-bit weights per tensor": False}
-
-
-class Batches(CalibrationDataReader):
-    def __init__(self, name: str, batches: list[np.ndarray]):
-        self._feeds = iter([{name: batch} for batch in batches])
-
-    def get_next(self) -> dict | None:
-        return next(self._feeds, None)
+# Static settings left out, as (per_channel, reduce_range): the export's own is (True, True).
+LEFT_OUT = {"static, 8-bit weights per channel": (True, False), "static, 8-bit weights per tensor": (False, False)}
 
 
 def _int8_instructions() -> str:
@@ -55,10 +44,6 @@ def _int8_instructions() -> str:
     return "CPU with " + (", ".join(found) if found else "none of AVX2, AVX-512 BW, VNNI")
 
 
-def _kept(path: Path, work: Path) -> Path:
-    return Path(shutil.copy(path, work / f"kept_{len(list(work.glob('kept_*')))}.onnx"))
-
-
 def measure(weights: Path, data: Path, splits: Path, calibration: int, work: Path) -> list[list]:
     for path in (weights, weights.with_suffix(".json")):
         shutil.copy(path, work / path.name)
@@ -67,31 +52,23 @@ def measure(weights: Path, data: Path, splits: Path, calibration: int, work: Pat
     test = prepared.positions("test")
     chosen = np.random.default_rng(0).choice(prepared.positions("train"), calibration, replace=False)
     faces = list(prepared.images[chosen])
-    variants = {}
     fp32 = export_onnx(model, int8=True)
-    variants["dynamic int8, dense layers (export --int8)"] = _kept(int8_path(fp32), work)
+    variants = {"dynamic int8, dense layers (export --int8)": Path(shutil.copy(int8_path(fp32), work / "0.onnx"))}
     export_onnx(model, int8=True, calibration=faces)
-    variants["static, 7-bit weights per channel (export --int8 --calibration)"] = _kept(int8_path(fp32), work)
-    meta = json.loads(model.with_suffix(".json").read_text())
-    mean, std = (np.asarray(meta["normalization"][key], np.float32) for key in ("mean", "std"))
-    batches = [preprocess(faces[i:i + 16], int(meta["input_size"]), mean, std) for i in range(0, calibration, 16)]
-    input_name = ort.InferenceSession(str(fp32)).get_inputs()[0].name
-    prepped = work / "prepped.onnx"
-    quant_pre_process(str(fp32), str(prepped))
-    for label, per_channel in LEFT_OUT.items():
-        out = work / f"{len(variants)}.onnx"
-        quantize_static(str(prepped), str(out), Batches(input_name, batches), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        variants[label] = out
+    variants["static, 7-bit weights per channel (export --int8 --calibration)"] = int8_path(fp32)
+    batches = model_inputs(faces, json.loads(model.with_suffix(".json").read_text()))
+    for label, (per_channel, reduce_range) in LEFT_OUT.items():
+        variants[label] = work / f"{len(variants)}.onnx"
+        quantize_onnx(fp32, variants[label], batches, per_channel=per_channel, reduce_range=reduce_range)
     rows = []
     for label, path in variants.items():
         report = compare_exports(fp32, path, prepared.images[test], prepared.expression[test],
                                  latency_images=len(test))
         if not rows:
-            rows.append([meta["display_name"], "fp32 ONNX", report["fp32"]["size_mb"], report["fp32"]["accuracy"],
-                         1.0, report["fp32"]["latency_ms"]])
-        rows.append([meta["display_name"], label, report["int8"]["size_mb"], report["int8"]["accuracy"],
-                     report["agreement"], report["int8"]["latency_ms"]])
+            rows.append([weights.stem.removeprefix("best_"), "fp32 ONNX", report["fp32"]["size_mb"],
+                         report["fp32"]["accuracy"], 1.0, report["fp32"]["latency_ms"]])
+        rows.append([weights.stem.removeprefix("best_"), label, report["int8"]["size_mb"],
+                     report["int8"]["accuracy"], report["agreement"], report["int8"]["latency_ms"]])
     return rows
 
 
@@ -100,12 +77,11 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder: best_<Model>.safetensors, splits.csv")
     parser.add_argument("--data", type=Path, required=True, help="the data set the run was trained on")
     parser.add_argument("--splits", type=Path, help="default: the run's splits.csv")
-    parser.add_argument("--models", default="MobileNetV2,CustomCNN")
+    parser.add_argument("--models", default="MobileNetV2,CustomCNN", help="names of its best_<name>.safetensors")
     parser.add_argument("--calibration", type=int, default=256, help="training faces the ranges are calibrated on "
                         "(export's number)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantiser advises pre-processing on every call
     ort.set_default_logger_severity(3)
     start = time.perf_counter()
     rows = []

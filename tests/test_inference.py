@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from affectkit.config import CLASS_NAMES, Config
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import OnnxBackend
-from affectkit.inference.export import export_onnx, int8_path, onnx_parity
+from affectkit.inference.export import export_onnx, int8_path, onnx_parity, quantize_onnx
 from affectkit.inference import faces as faces_module
 from affectkit.inference.faces import Face, FaceDetector, crop_face
 from affectkit.inference.media import check_output_path, predict_media
@@ -502,13 +502,11 @@ def test_static_int8_export_quantises_the_convolutions_and_answers_faces_as_fp32
 
 
 def test_a_static_quantisation_that_fails_names_the_file_and_leaves_no_export(model_path, tmp_path):
-    from affectkit.inference import export
-
     fp32 = export_onnx(_copied(model_path, tmp_path / "model"))
     wrong_size = [np.zeros((2, 3, 5, 5), np.float32)]  # onnxruntime refuses it inside the quantiser
     failed = f"(?s)Static int8 quantisation of {fp32.name} failed .*without --calibration"
     with pytest.raises(AffectkitError, match=failed):
-        export._quantize(fp32, int8_path(fp32), wrong_size)
+        quantize_onnx(fp32, int8_path(fp32), wrong_size)
     assert sorted(p.name for p in fp32.parent.iterdir()) == sorted([fp32.name, model_path.name,
                                                                     model_path.with_suffix(".json").name])
 

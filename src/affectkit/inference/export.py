@@ -75,9 +75,11 @@ def _export_fp32(model: torch.nn.Module, size: int, out: Path, opset: int, metad
         onnx.save(proto, str(tmp))
 
 
-def _quantize(fp32: Path, out: Path, batches: Sequence[np.ndarray] | None = None) -> None:
-    """Dynamic int8 of the dense layers; with ``batches`` (model inputs), static int8 of the convolutions and dense
-    layers, the activation ranges read from ``batches``."""
+def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray] | None = None, per_channel: bool = True,
+                  reduce_range: bool = True) -> None:
+    """Dynamic int8 of the dense layers; with ``batches`` (model inputs, :func:`model_inputs`), static int8 of the
+    convolutions and dense layers, the activation ranges read from ``batches``, the weights per output channel (else
+    per tensor) and in 7 bits (``reduce_range``, else 8): the settings :func:`export_onnx` takes are the defaults."""
     quant_logger = logging.getLogger()  # onnxruntime advises "pre-processing" on the root logger for every call
     level = quant_logger.level
     quant_logger.setLevel(logging.ERROR)
@@ -89,7 +91,7 @@ def _quantize(fp32: Path, out: Path, batches: Sequence[np.ndarray] | None = None
                 quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES)
                 _describe(tmp, "dynamic int8: dense layers")
             else:
-                _quantize_static(fp32, tmp, batches)
+                _quantize_static(fp32, tmp, batches, per_channel, reduce_range)
                 faces = sum(len(batch) for batch in batches)
                 _describe(tmp, f"static int8: convolutions and dense layers, activation ranges from {faces} faces")
     finally:
@@ -105,7 +107,8 @@ def _describe(path: Path, quantization: str) -> None:
     onnx.save(proto, str(path))
 
 
-def _quantize_static(fp32: Path, out: Path, batches: Sequence[np.ndarray]) -> None:
+def _quantize_static(fp32: Path, out: Path, batches: Sequence[np.ndarray], per_channel: bool,
+                     reduce_range: bool) -> None:
     from onnxruntime import InferenceSession
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -131,8 +134,8 @@ def _quantize_static(fp32: Path, out: Path, batches: Sequence[np.ndarray]) -> No
             # It computes a scale for every tensor it calibrated, those of the layers left in float too (a padding of
             # -inf: "invalid value encountered in cast"); the scales it writes are checked by the tests.
             warnings.filterwarnings("ignore", category=RuntimeWarning, module="onnxruntime.quantization")
-            quantize_static(str(prepared), str(out), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            reduce_range=True, nodes_to_exclude=_float_layers(prepared),
+            quantize_static(str(prepared), str(out), Feeds(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            reduce_range=reduce_range, nodes_to_exclude=_float_layers(prepared),
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     except Exception as exc:  # onnxruntime's quantiser raises what its graph passes meet, of any type
         raise AffectkitError(f"Static int8 quantisation of {fp32.name} failed ({type(exc).__name__}: {exc}); --int8 "
@@ -185,11 +188,12 @@ def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: boo
     out.parent.mkdir(parents=True, exist_ok=True)
     _export_fp32(model.float().eval(), int(meta["input_size"]), out, opset, _onnx_metadata(meta, weights))
     if int8:
-        _quantize(out, int8_path(out), None if calibration is None else _model_inputs(calibration, meta))
+        quantize_onnx(out, int8_path(out), None if calibration is None else model_inputs(calibration, meta))
     return out
 
 
-def _model_inputs(faces: Sequence[np.ndarray], meta: dict) -> list[np.ndarray]:
+def model_inputs(faces: Sequence[np.ndarray], meta: dict) -> list[np.ndarray]:
+    """Face crops (RGB uint8, any size) as batches of the inputs of the model ``meta`` describes."""
     size = int(meta["input_size"])
     mean, std = (np.asarray(meta["normalization"][key], dtype=np.float32) for key in ("mean", "std"))
     return [preprocess(faces[start:start + CALIBRATION_BATCH], size, mean, std)
