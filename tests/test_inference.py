@@ -536,6 +536,20 @@ def test_calibration_faces_come_from_the_train_split_of_the_models_own_data(mode
         calibration_faces(model, tmp_path / "empty")
 
 
+def test_a_limited_folder_of_crops_is_drawn_at_random_and_only_the_drawn_decoded(tmp_path, monkeypatch):
+    from affectkit.inference import quant_report
+    from affectkit.inference.images import read_image
+
+    for shade in range(12):
+        write_rgb(tmp_path / "crops" / f"{shade:02d}.png", np.full((8, 8, 3), shade * 20, np.uint8))
+    decoded = []
+    monkeypatch.setattr(quant_report, "read_image", lambda path: decoded.append(path) or read_image(path))
+    draws = [sorted(int(image[0, 0, 0]) // 20 for image in quant_report.folder_images(tmp_path / "crops", 4, seed)[0])
+             for seed in (0, 1)]
+    assert all(len(draw) == 4 for draw in draws) and draws[0] != draws[1] and len(decoded) == 8
+    assert len(quant_report.folder_images(tmp_path / "crops")[0]) == 12
+
+
 def test_export_command_makes_a_static_int8_export_from_calibration_faces(cli, model_path, face, tmp_path):
     model = _copied(model_path, tmp_path / "model")
     crops = tmp_path / "crops"

@@ -16,10 +16,12 @@ from affectkit.inference.media import IMAGE_SUFFIXES
 from affectkit.inference.predictor import Predictor
 
 
-def folder_images(folder: Path, limit: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """The images of a folder (searched recursively, in name order, at most ``limit``), each read whole as a face
-    crop, and the reasons of those that could not be read."""
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+def folder_images(folder: Path, limit: int | None = None, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """The images of a folder (searched recursively, in name order; at most ``limit``, drawn at random), each read
+    whole as a face crop, and the reasons of those that could not be read. Only those drawn are decoded."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit is not None and limit < len(paths):
+        paths = [paths[i] for i in np.sort(np.random.default_rng(seed).choice(len(paths), limit, replace=False))]
     images, unreadable = [], []
     for path in paths:
         try:

@@ -547,7 +547,7 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
     whole. The report's ``source`` says which."""
     config = config_from_metadata(read_metadata(model_path))
     if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
-        faces, unreadable = folder_images(data, limit)
+        faces, unreadable = folder_images(data, limit, seed)
         if not faces:
             raise AffectkitError(f"--data {data}: no readable image, and not a data set affectkit reads."
                                  + (f" {unreadable[0]}" if unreadable else ""))
@@ -569,19 +569,17 @@ def calibration_faces(model_path: Path, data: Path, limit: int = 256, seed: int 
     test faces stay unseen by the export), else of all of ``data`` as the model reads faces (no label is read), or of
     a folder of face crops, each image read whole."""
     config = config_from_metadata(read_metadata(model_path))
-    rng = np.random.default_rng(seed)
     if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
-        faces, unreadable = folder_images(data)
+        faces, unreadable = folder_images(data, limit, seed)
         if not faces:
             raise AffectkitError(f"--calibration {data}: no readable image, and not a data set affectkit reads."
                                  + (f" {unreadable[0]}" if unreadable else ""))
-        chosen = np.sort(rng.choice(len(faces), min(limit, len(faces)), replace=False))
-        return [faces[i] for i in chosen], f"{len(chosen)} images of {data} read whole as faces"
+        return faces, f"{len(faces)} images of {data} read whole as faces"
     own = training_source(model_path) == Path(data).resolve() and model_splits(model_paths(model_path)[0]).is_file()
     split = "train" if own else "all"
     prepared = evaluation_data(model_path, data, split, None)
     positions = prepared.positions(split)
-    positions = np.sort(rng.choice(positions, min(limit, len(positions)), replace=False))
+    positions = np.sort(np.random.default_rng(seed).choice(positions, min(limit, len(positions)), replace=False))
     return list(prepared.images[positions]), f"{len(positions)} faces of {data} ({split} split)"
 
 
