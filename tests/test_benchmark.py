@@ -25,8 +25,8 @@ TINY = ["--set", "img_size=32", "--set", "epochs=1", "--set", "fine_tune_epochs=
 
 @pytest.fixture(scope="module")
 def benchmarked(demo_dir, tmp_path_factory):
-    """One CLI run; every call of predict_split is recorded (model, split positions) on the way (holding the models
-    keeps their ids distinct)."""
+    """One CLI run: its folder, every call of predict_split on the way (model, split positions; holding the models
+    keeps their ids distinct) and what it printed."""
     out = tmp_path_factory.mktemp("benchmark")
     calls = []
     real = bench.predict_split
@@ -41,11 +41,18 @@ def benchmarked(demo_dir, tmp_path_factory):
         result = CliRunner().invoke(app, ["benchmark", str(demo_dir), "--out", str(out), "--models", "custom_cnn",
                                           "--quiet", *TINY])
     assert result.exit_code == 0, result.output
-    return out, calls
+    return out, calls, result.output
 
 
 def test_benchmark_writes_a_row_per_baseline_and_the_recipe(benchmarked, demo_dir):
-    out, _ = benchmarked
+    out, _, printed = benchmarked
+    # It names the recipe's model and how to make it small for a CPU (the console wraps lines at any space).
+    recipe_model = out / "models" / "best_MobileNetV2+MiniXception.safetensors"
+    assert recipe_model.is_file()
+    unwrapped = "".join(printed.split())
+    for said in (f"The recipe's model: {recipe_model} (predict, serve or evaluate it as any saved model)",
+                 f"affectkit export {recipe_model} --int8 --calibration {demo_dir} --data {demo_dir}"):
+        assert "".join(said.split()) in unwrapped
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table["key"]) == ["hog_svm", "linear_probe:mobilenetv2_100", "linear_probe:tf_efficientnet_lite0",
                                   "linear_probe:mini_xception", "ready:fer2013", "recipe_network:resnet50",
@@ -100,7 +107,7 @@ def test_each_score_has_its_interval_and_the_recipe_is_compared_face_by_face(ben
     """A test split of a few dozen faces cannot tell two rows a point apart: each score carries its bootstrap
     interval, each row's class for each test face is written out, and benchmark.md sets the recipe against every
     other row on the same faces."""
-    out, _ = benchmarked
+    out, _, _ = benchmarked
     table = pd.read_csv(out / "benchmark.csv")
     faces = pd.read_csv(out / "test_predictions.csv", keep_default_na=False)
     splits = pd.read_csv(out / "splits.csv", dtype={"id": str})
@@ -160,7 +167,7 @@ def test_where_the_data_names_people_the_intervals_draw_people(demo_dir, tmp_pat
 
 
 def test_a_benchmark_model_is_evaluated_on_the_benchmarks_own_split(benchmarked, demo_dir, tmp_path):
-    out, _ = benchmarked
+    out, _, _ = benchmarked
     recipe = out / "models" / "best_MobileNetV2+MiniXception.safetensors"
     result = CliRunner().invoke(app, ["evaluate", str(recipe), str(demo_dir), "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
@@ -191,7 +198,7 @@ def test_a_models_split_is_found_where_the_command_that_trained_it_wrote_it(tmp_
 
 
 def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
-    out, _ = benchmarked
+    out, _, _ = benchmarked
     report = (out / "benchmark.md").read_text()
     assert bench.HONEST_SELECTION in report
     assert "FER2013's classifier as shipped reads no label of this data" in report
@@ -249,7 +256,7 @@ def test_a_data_set_with_faces_without_a_class_benchmarks_them_for_valence_arous
 
 
 def test_trained_models_score_the_test_split_once_at_the_end(benchmarked):
-    out, calls = benchmarked
+    out, calls, _ = benchmarked
     splits = pd.read_csv(out / "splits.csv")
     test = tuple(np.flatnonzero(splits["split"].to_numpy() == "test"))
     val = tuple(np.flatnonzero(splits["split"].to_numpy() == "val"))
