@@ -308,7 +308,7 @@ def export(
     int8: Annotated[bool, typer.Option(
         "--int8", help="Also write <stem>.int8.onnx with dynamically quantised dense layers.")] = False,
     calibration: Annotated[Optional[Path], typer.Option(
-        help="With --int8: quantise the convolutions too (static int8: faster on a CPU, a quarter of the file, at "
+        help="With --int8: quantise the convolutions too (static int8: faster on a CPU, under a third of the file, at "
              "some accuracy that --data measures), their activation ranges read from up to 256 faces of this data "
              "set (its train split where the model was trained on it) or folder of face crops.")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,

@@ -174,7 +174,7 @@ def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: boo
                 opset: int = DEFAULT_OPSET, calibration: Sequence[np.ndarray] | None = None) -> Path:
     """Write ``<stem>.onnx`` (or ``out``) and, with ``int8``, ``<stem>.int8.onnx``; returns the float32 file.
     ``calibration``: face crops (RGB uint8, any size) that make the int8 export static, its convolutions quantised
-    too with the activation ranges they give (faster on a CPU, a quarter of the file); without them only the dense
+    too with the activation ranges they give (faster on a CPU, under a third of the file); without them only the dense
     layers are quantised (dynamic)."""
     if calibration is not None and not int8:
         raise AffectkitError("Calibration faces are for the int8 export: add int8.")
