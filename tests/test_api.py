@@ -90,6 +90,12 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     live = examples_run["frame"]  # the clip played through live: its last frame, the astronaut still followed
     assert live.index == 5 and [face["track"] for face in live.faces] == [0]
     assert 0 <= examples_run["metrics"]["expression"]["accuracy"] <= 1
+    exported = examples_run["exported"]  # static int8, calibrated on its train split, scored on its test faces
+    assert exported.int8 == Path(examples_run["model_path"]).with_name("best_CustomCNN.int8.onnx")  # beside it
+    assert (examples_run["root"] / exported.int8).is_file() and exported.quantization.startswith("static int8")
+    assert exported.calibration == "drawn from the train split of faces"
+    assert exported.comparison["labelled"] == examples_run["metrics"]["n"]
+    assert examples_run["small"].quantization == exported.quantization
     fer = examples_run["root"] / examples_run["fer"]  # the ready-made model, set against the one trained here
     assert fer.name == "best_FER2013-MiniXception.safetensors" and fer.is_file()
     assert list(examples_run["versus"].table["model"]) == ["CustomCNN", "FER2013-MiniXception"]
@@ -179,9 +185,9 @@ def test_import_is_light_and_the_public_names_are_documented():
             "if m in sys.modules]; print(heavy)")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
-    assert sorted(affectkit.__all__) == ["benchmark", "calibrate", "compare", "evaluate", "fuse", "fuse_predict",
-                                         "load", "predict_temporal", "predict_temporal_frames", "pretrained", "run",
-                                         "train", "train_temporal", "train_temporal_frames"]
+    assert sorted(affectkit.__all__) == ["benchmark", "calibrate", "compare", "evaluate", "export", "fuse",
+                                         "fuse_predict", "load", "predict_temporal", "predict_temporal_frames",
+                                         "pretrained", "run", "train", "train_temporal", "train_temporal_frames"]
     for name in affectkit.__all__:
         function = getattr(affectkit, name)
         assert callable(function) and function.__doc__ and function.__annotations__.get("return")

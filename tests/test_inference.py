@@ -429,7 +429,8 @@ def test_int8_export_runs_and_stays_close(model_path, tmp_path):
 
 
 def test_export_command_compares_int8_on_a_data_set_or_a_folder(cli, model_path, demo_dir, face, tmp_path):
-    from affectkit.pipeline.run import compare_exports_on, evaluate_saved
+    from affectkit.pipeline.export import compare_exports_on
+    from affectkit.pipeline.run import evaluate_saved
 
     model_copy = _copied(model_path, tmp_path / "model")
     result = invoke(cli, ["export", model_copy, "--format", "onnx", "--int8", "--data", demo_dir, "--split", "all",
@@ -460,11 +461,11 @@ def test_export_command_compares_int8_on_a_data_set_or_a_folder(cli, model_path,
 
 
 def test_static_int8_export_quantises_the_convolutions_and_answers_faces_as_fp32_does(model_path, demo_dir, tmp_path):
-    from affectkit.pipeline.run import calibration_faces
+    from affectkit.pipeline.export import calibration_faces
 
     model = _copied(model_path, tmp_path / "model")
     faces, source = calibration_faces(model, demo_dir, limit=48)
-    assert len(faces) == 48 and source == f"48 faces of {demo_dir} (all split)"  # no run behind it: any face
+    assert len(faces) == 48 and source == f"drawn from every face of {demo_dir}"  # no run behind it: any face
     fp32 = export_onnx(model, int8=True, calibration=faces)
     graph = onnx.load(str(int8_path(fp32))).graph
     made_by = {output: node.op_type for node in graph.node for output in node.output}
@@ -515,7 +516,7 @@ def test_calibration_faces_come_from_the_train_split_of_the_models_own_data(mode
     """The test faces of the data set a model was trained on stay unseen by its int8 export; a folder of crops is read
     whole."""
     from affectkit.data.reader import read_dataset
-    from affectkit.pipeline.run import calibration_faces
+    from affectkit.pipeline.export import calibration_faces
 
     model = _copied(model_path, tmp_path / "run")
     description = json.loads(model.with_suffix(".json").read_text())
@@ -525,12 +526,13 @@ def test_calibration_faces_come_from_the_train_split_of_the_models_own_data(mode
     pd.DataFrame({"id": ids, "split": ["train" if i % 4 else "test" for i in range(len(ids))]}).to_csv(
         model.parent / "splits.csv", index=False)
     faces, source = calibration_faces(model, demo_dir)
-    assert len(faces) == sum(1 for i in range(len(ids)) if i % 4) and source.endswith("(train split)")
+    assert len(faces) == sum(1 for i in range(len(ids)) if i % 4)
+    assert source == f"drawn from the train split of {demo_dir}"
     crops = tmp_path / "crops"
     for i in range(3):
         write_rgb(crops / f"{i}.jpg", np.roll(face, 7 * i, axis=1))
     faces, source = calibration_faces(model, crops, limit=2)
-    assert len(faces) == 2 and source == f"2 images of {crops} read whole as faces"
+    assert len(faces) == 2 and source == f"drawn from the images of {crops}, each read whole as a face"
     (tmp_path / "empty").mkdir()
     with pytest.raises(AffectkitError, match="empty: no readable image, and not a data set affectkit reads"):
         calibration_faces(model, tmp_path / "empty")
@@ -560,7 +562,8 @@ def test_export_command_makes_a_static_int8_export_from_calibration_faces(cli, m
     assert str(refused.exception) == "--calibration makes the int8 export static; add --int8."
     result = invoke(cli, ["export", model, "--int8", "--calibration", crops])
     said = " ".join(result.output.split())
-    assert f"static int8: convolutions and dense layers, ranges from 4 images of {crops} read whole as faces" in said
+    assert (f"static int8: convolutions and dense layers, activation ranges from 4 faces, drawn from the images of "
+            f"{crops}, each read whole as a face" in said)
     assert "its accuracy against fp32: add --data" in said
     assert "DequantizeLinear" in {node.op_type for node in onnx.load(str(model.with_suffix(".int8.onnx"))).graph.node}
 

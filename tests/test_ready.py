@@ -139,7 +139,7 @@ def test_the_ready_model_exports_to_a_static_int8_model_that_answers_as_it_does(
     """Its expression head has a row of zeros (no Contempt) and no valence weights, and its max-pooling pads with
     -inf: none of them may reach an int8 scale (each gave NaN, and a quarter of the faces' classes)."""
     from affectkit.inference.export import export_onnx, int8_path
-    from affectkit.pipeline.run import calibration_faces
+    from affectkit.pipeline.export import calibration_faces
 
     weights = write_ready_model("fer2013", tmp_path / "ready")
     faces, _ = calibration_faces(weights, demo_dir, limit=64)

@@ -1,5 +1,5 @@
 """The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``calibrate``,
-``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
+``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from affectkit.pipeline.benchmark import BenchmarkResult
     from affectkit.pipeline.calibrate import Calibration
     from affectkit.pipeline.compare import ComparisonResult
+    from affectkit.pipeline.export import ExportResult
     from affectkit.temporal import TemporalRun
     from affectkit.temporal.continuous import ContinuousRun
 
-__all__ = ["benchmark", "calibrate", "compare", "evaluate", "fuse", "fuse_predict", "load", "predict_temporal",
-           "predict_temporal_frames", "pretrained", "run", "train", "train_temporal", "train_temporal_frames"]
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "export", "fuse", "fuse_predict", "load",
+           "predict_temporal", "predict_temporal_frames", "pretrained", "run", "train", "train_temporal",
+           "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -162,6 +164,26 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", *, splits
 
     with _reporting(quiet):
         return calibrate_saved(Path(model), Path(data), split, None if splits is None else Path(splits))
+
+
+def export(model: str | Path, out: str | Path | None = None, *, int8: bool = False,
+           calibration: str | Path | None = None, data: str | Path | None = None, split: str = "test",
+           splits: str | Path | None = None, limit: int | None = None, opset: int = 17,
+           quiet: bool = True) -> ExportResult:
+    """The ONNX export of a saved model (``out``, default ``<stem>.onnx`` beside it, where ``load`` and ``serve``
+    then use it) and, with ``int8``, ``<stem>.int8.onnx``: its dense layers quantised (dynamic), or with
+    ``calibration`` (a data set, or a folder of face crops) its convolutions too (static int8, its activation ranges
+    read from up to 256 of those faces: the train split where the model was trained on that data set). With
+    ``data``, both exports compared on its ``split`` faces (at most ``limit``). Returns ``.onnx``, ``.int8``,
+    ``.quantization``, ``.calibration`` and ``.comparison`` (accuracy, agreement, size and latency of each)."""
+    from affectkit.pipeline.export import export_model
+
+    def path(value: str | Path | None) -> Path | None:
+        return None if value is None else Path(value)
+
+    with _reporting(quiet):
+        return export_model(Path(model), path(out), int8, path(calibration), path(data), split, path(splits), limit,
+                            opset)
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,

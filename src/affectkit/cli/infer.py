@@ -323,40 +323,22 @@ def export(
     threads: ThreadsOpt = None,
 ) -> None:
     """Export a saved model to ONNX with a dynamic batch axis and check it against PyTorch."""
-    from affectkit.inference.export import export_onnx, int8_path, onnx_parity
+    from affectkit.pipeline.export import export_model
 
     if format.lower() != "onnx":
         raise AffectkitError(f"--format {format}: only onnx is supported.")
-    if data is not None and not int8:
-        raise AffectkitError("--data compares the float and int8 exports; add --int8.")
-    if calibration is not None and not int8:
-        raise AffectkitError("--calibration makes the int8 export static; add --int8.")
-    for option, path in (("--data", data), ("--calibration", calibration)):
-        if path is not None and not path.exists():
-            raise AffectkitError(f"{option} {path} does not exist.")
     _set_threads(threads)
-    faces, kind = None, "dynamic int8: dense layers"
-    if calibration is not None:
-        from affectkit.pipeline.run import calibration_faces
-
-        with report_to_console(False):
-            faces, source = calibration_faces(model, calibration)
-        kind = f"static int8: convolutions and dense layers, ranges from {source}"
-    fp32 = export_onnx(model, out=out, int8=int8, opset=opset, calibration=faces)
-    say(f"Wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
-        f"{onnx_parity(model, fp32):.2e}")
-    if int8:
-        quantized = int8_path(fp32)
-        # Random images lie outside the ranges a static export was calibrated on, so their difference says nothing.
-        check = (f"max |int8 - PyTorch| = {onnx_parity(model, quantized):.2e}" if faces is None else
+    with report_to_console(False):
+        result = export_model(model, out, int8, calibration, data, split, splits, limit, opset)
+    say(f"Wrote {result.onnx} ({result.onnx.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
+        f"{result.parity:.2e}")
+    if result.int8 is not None:
+        kind = f"{result.quantization}, {result.calibration}" if result.calibration else result.quantization
+        check = (f"max |int8 - PyTorch| = {result.int8_parity:.2e}" if result.int8_parity is not None else
                  "its accuracy against fp32: below" if data is not None else "its accuracy against fp32: add --data")
-        say(f"Wrote {quantized} ({quantized.stat().st_size / 1e6:.2f} MB; {kind}); {check}")
-    if data is not None:
-        from affectkit.pipeline.run import compare_exports_on
-
-        with report_to_console(False):
-            report = compare_exports_on(model, fp32, int8_path(fp32), data, split, splits, limit)
-        Console().print(_quantization_table(report))
+        say(f"Wrote {result.int8} ({result.int8.stat().st_size / 1e6:.2f} MB; {kind}); {check}")
+    if result.comparison is not None:
+        Console().print(_quantization_table(result.comparison))
 
 
 @app.command()

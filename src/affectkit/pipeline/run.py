@@ -16,7 +16,7 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.face_tables import attribute_file_stem, check_grouping, face_attributes
-from affectkit.data.reader import layout_found, read_dataset, reader_options
+from affectkit.data.reader import read_dataset, reader_options
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
 from affectkit.evaluation.calibration import calibrate
@@ -51,7 +51,6 @@ from affectkit.evaluation.significance import (
     paired_comparison,
 )
 from affectkit.evaluation.subgroups import group_record, models_by_group, resampled_units, write_group_scores
-from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import load_model
 from affectkit.models.metadata import config_from_metadata, model_paths, read_metadata, trained_classes
@@ -537,50 +536,6 @@ def training_source(model_path: Path) -> Path | None:
     """The data set the saved model was trained on, where its description records it."""
     source = (read_metadata(model_path).get("training_data") or {}).get("source")
     return None if source is None else Path(source).resolve()
-
-
-def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, split: str = "test",
-                       splits: Path | None = None, limit: int | None = None, seed: int = 0) -> dict:
-    """The float and int8 exports of a saved model compared (:func:`compare_exports`) on the faces of ``data``: a
-    data set in any layout, ``split`` of it as :func:`evaluation_data` picks it, its faces as the model reads them
-    and their classes (at most ``limit``, drawn at random); or a folder of face crops without labels, each image read
-    whole. The report's ``source`` says which."""
-    config = config_from_metadata(read_metadata(model_path))
-    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
-        faces, unreadable = folder_images(data, limit, seed)
-        if not faces:
-            raise AffectkitError(f"--data {data}: no readable image, and not a data set affectkit reads."
-                                 + (f" {unreadable[0]}" if unreadable else ""))
-        source = f"{len(faces)} images of {data} read whole as faces (not a labelled data set)"
-        if unreadable:
-            source += f"; {len(unreadable)} unreadable, left out (the first: {unreadable[0]})"
-        return compare_exports(fp32, int8, faces) | {"source": source}
-    prepared = evaluation_data(model_path, data, split, splits)
-    positions = prepared.positions(split)
-    if limit is not None and limit < len(positions):
-        positions = np.sort(np.random.default_rng(seed).choice(positions, limit, replace=False))
-    source = f"{len(positions)} faces of {data} ({split} split)"
-    return compare_exports(fp32, int8, prepared.images[positions], prepared.expression[positions]) | {"source": source}
-
-
-def calibration_faces(model_path: Path, data: Path, limit: int = 256, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """At most ``limit`` faces of ``data`` (drawn at random) for a static int8 export to read its activation ranges
-    from, and a phrase saying which: of the model's train split where ``data`` is the data set it was trained on (its
-    test faces stay unseen by the export), else of all of ``data`` as the model reads faces (no label is read), or of
-    a folder of face crops, each image read whole."""
-    config = config_from_metadata(read_metadata(model_path))
-    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
-        faces, unreadable = folder_images(data, limit, seed)
-        if not faces:
-            raise AffectkitError(f"--calibration {data}: no readable image, and not a data set affectkit reads."
-                                 + (f" {unreadable[0]}" if unreadable else ""))
-        return faces, f"{len(faces)} images of {data} read whole as faces"
-    own = training_source(model_path) == Path(data).resolve() and model_splits(model_paths(model_path)[0]).is_file()
-    split = "train" if own else "all"
-    prepared = evaluation_data(model_path, data, split, None)
-    positions = prepared.positions(split)
-    positions = np.sort(np.random.default_rng(seed).choice(positions, min(limit, len(positions)), replace=False))
-    return list(prepared.images[positions]), f"{len(positions)} faces of {data} ({split} split)"
 
 
 def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits: Path | None = None) -> int:

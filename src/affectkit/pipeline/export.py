@@ -1,0 +1,103 @@
+"""``affectkit export``: a saved model's ONNX export, its int8 export (static where calibration faces are given), and
+the two compared on faces of a data set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from affectkit.data.reader import layout_found
+from affectkit.errors import AffectkitError
+from affectkit.inference.backends import QUANTIZATION_KEY, OnnxBackend
+from affectkit.inference.export import DEFAULT_OPSET, export_onnx, int8_path, onnx_parity
+from affectkit.inference.quant_report import compare_exports, folder_images
+from affectkit.models.metadata import config_from_metadata, model_paths, read_metadata
+from affectkit.pipeline.run import evaluation_data, training_source
+from affectkit.runs import model_splits
+
+CALIBRATION_FACES = 256
+
+
+@dataclass
+class ExportResult:
+    onnx: Path  # the float file: predict, serve and load take it where it sits beside the model
+    parity: float  # max |ONNX - PyTorch| over all outputs, on random inputs
+    int8: Path | None = None  # <stem>.int8.onnx
+    quantization: str | None = None  # what the int8 file says it is ("static int8: ...")
+    int8_parity: float | None = None  # a dynamic export's; random inputs lie outside a static one's ranges
+    calibration: str | None = None  # where a static export's faces were drawn from
+    comparison: dict | None = None  # with data: both exports' size, accuracy, latency and agreement
+
+
+def export_model(model_path: Path, out: Path | None = None, int8: bool = False, calibration: Path | None = None,
+                 data: Path | None = None, split: str = "test", splits: Path | None = None,
+                 limit: int | None = None, opset: int = DEFAULT_OPSET) -> ExportResult:
+    """The ONNX export of a saved model (``out``, default beside it) and, with ``int8``, its int8 export: static,
+    from :func:`calibration_faces` of ``calibration``, where given, else dynamic; with ``data``, the two compared
+    (:func:`compare_exports_on`)."""
+    if data is not None and not int8:
+        raise AffectkitError("--data compares the float and int8 exports; add --int8.")
+    if calibration is not None and not int8:
+        raise AffectkitError("--calibration makes the int8 export static; add --int8.")
+    for option, path in (("--data", data), ("--calibration", calibration)):
+        if path is not None and not Path(path).exists():
+            raise AffectkitError(f"{option} {path} does not exist.")
+    faces, source = calibration_faces(model_path, calibration) if calibration is not None else (None, None)
+    fp32 = export_onnx(model_path, out=out, int8=int8, opset=opset, calibration=faces)
+    result = ExportResult(fp32, onnx_parity(model_path, fp32))
+    if int8:
+        result.int8 = int8_path(fp32)
+        result.quantization = OnnxBackend(result.int8).metadata.get(QUANTIZATION_KEY)
+        result.int8_parity = onnx_parity(model_path, result.int8) if faces is None else None
+        result.calibration = source
+    if data is not None:
+        result.comparison = compare_exports_on(model_path, fp32, int8_path(fp32), data, split, splits, limit)
+    return result
+
+
+def calibration_faces(model_path: Path, data: Path, limit: int = CALIBRATION_FACES,
+                      seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """At most ``limit`` faces of ``data`` (drawn at random) for a static int8 export to read its activation ranges
+    from, and a phrase saying where from ("drawn from ..."): the model's train split where ``data`` is the data set it
+    was trained on (its test faces stay unseen by the export), else every face of ``data`` as the model reads faces
+    (no label is read), or a folder of face crops, each image read whole."""
+    config = config_from_metadata(read_metadata(model_path))
+    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
+        faces, unreadable = folder_images(data, limit, seed)
+        if not faces:
+            raise AffectkitError(f"--calibration {data}: no readable image, and not a data set affectkit reads."
+                                 + (f" {unreadable[0]}" if unreadable else ""))
+        return faces, f"drawn from the images of {data}, each read whole as a face"
+    own = training_source(model_path) == Path(data).resolve() and model_splits(model_paths(model_path)[0]).is_file()
+    split = "train" if own else "all"
+    prepared = evaluation_data(model_path, data, split, None)
+    positions = prepared.positions(split)
+    positions = np.sort(np.random.default_rng(seed).choice(positions, min(limit, len(positions)), replace=False))
+    return list(prepared.images[positions]), (f"drawn from the train split of {data}" if own else
+                                              f"drawn from every face of {data}")
+
+
+def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, split: str = "test",
+                       splits: Path | None = None, limit: int | None = None, seed: int = 0) -> dict:
+    """The float and int8 exports of a saved model compared (:func:`compare_exports`) on the faces of ``data``: a
+    data set in any layout, ``split`` of it as :func:`evaluation_data` picks it, its faces as the model reads them
+    and their classes (at most ``limit``, drawn at random); or a folder of face crops without labels, each image read
+    whole. The report's ``source`` says which."""
+    config = config_from_metadata(read_metadata(model_path))
+    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
+        faces, unreadable = folder_images(data, limit, seed)
+        if not faces:
+            raise AffectkitError(f"--data {data}: no readable image, and not a data set affectkit reads."
+                                 + (f" {unreadable[0]}" if unreadable else ""))
+        source = f"{len(faces)} images of {data} read whole as faces (not a labelled data set)"
+        if unreadable:
+            source += f"; {len(unreadable)} unreadable, left out (the first: {unreadable[0]})"
+        return compare_exports(fp32, int8, faces) | {"source": source}
+    prepared = evaluation_data(model_path, data, split, splits)
+    positions = prepared.positions(split)
+    if limit is not None and limit < len(positions):
+        positions = np.sort(np.random.default_rng(seed).choice(positions, limit, replace=False))
+    source = f"{len(positions)} faces of {data} ({split} split)"
+    return compare_exports(fp32, int8, prepared.images[positions], prepared.expression[positions]) | {"source": source}
