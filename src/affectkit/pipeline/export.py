@@ -63,13 +63,8 @@ def calibration_faces(model_path: Path, data: Path, limit: int = CALIBRATION_FAC
     from, and a phrase saying where from ("drawn from ..."): the model's train split where ``data`` is the data set it
     was trained on (its test faces stay unseen by the export), else every face of ``data`` as the model reads faces
     (no label is read), or a folder of face crops, each image read whole."""
-    config = config_from_metadata(read_metadata(model_path))
-    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
-        faces, unreadable = folder_images(data, limit, seed)
-        if not faces:
-            raise AffectkitError(f"--calibration {data}: no readable image, and not a data set affectkit reads."
-                                 + (f" {unreadable[0]}" if unreadable else ""))
-        return faces, f"drawn from the images of {data}, each read whole as a face"
+    if (crops := _face_crops(model_path, data, "--calibration", limit, seed)) is not None:
+        return crops[0], f"drawn from the images of {data}, each read whole as a face"
     own = training_source(model_path) == Path(data).resolve() and model_splits(model_paths(model_path)[0]).is_file()
     split = "train" if own else "all"
     prepared = evaluation_data(model_path, data, split, None)
@@ -85,12 +80,8 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
     data set in any layout, ``split`` of it as :func:`evaluation_data` picks it, its faces as the model reads them
     and their classes (at most ``limit``, drawn at random); or a folder of face crops without labels, each image read
     whole. The report's ``source`` says which."""
-    config = config_from_metadata(read_metadata(model_path))
-    if not layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
-        faces, unreadable = folder_images(data, limit, seed)
-        if not faces:
-            raise AffectkitError(f"--data {data}: no readable image, and not a data set affectkit reads."
-                                 + (f" {unreadable[0]}" if unreadable else ""))
+    if (crops := _face_crops(model_path, data, "--data", limit, seed)) is not None:
+        faces, unreadable = crops
         source = f"{len(faces)} images of {data} read whole as faces (not a labelled data set)"
         if unreadable:
             source += f"; {len(unreadable)} unreadable, left out (the first: {unreadable[0]})"
@@ -101,3 +92,18 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
         positions = np.sort(np.random.default_rng(seed).choice(positions, limit, replace=False))
     source = f"{len(positions)} faces of {data} ({split} split)"
     return compare_exports(fp32, int8, prepared.images[positions], prepared.expression[positions]) | {"source": source}
+
+
+def _face_crops(model_path: Path, data: Path, option: str, limit: int | None,
+                seed: int) -> tuple[list[np.ndarray], list[str]] | None:
+    """Where ``data`` is no data set the model's reading settings find, a folder of face crops: its images read whole
+    (at most ``limit``, drawn at random) and the reasons of those unreadable; None where it is a data set. A folder
+    without one readable image is refused, named as ``option``."""
+    config = config_from_metadata(read_metadata(model_path))
+    if layout_found(data, config.label_pattern, config.class_map, config.cache_dir):
+        return None
+    faces, unreadable = folder_images(data, limit, seed)
+    if not faces:
+        raise AffectkitError(f"{option} {data}: no readable image, and not a data set affectkit reads."
+                             + (f" {unreadable[0]}" if unreadable else ""))
+    return faces, unreadable
