@@ -141,7 +141,6 @@ class TrainedRow:
     test: Predictions
     trained: TrainResult | None = None  # the training that made it, where this run trained it
     warning: str | None = None  # where it gave one class to nearly every test face (metrics.prior_collapse)
-    path: Path | None = None  # the saved model, where one file holds it (not a fusion with HOG + SVM)
 
 
 def _calibrated_predictions(model: AffectModel, data: PreparedData, config: Config,
@@ -237,7 +236,7 @@ def _recipe_rows(data: PreparedData, folder: RunFolder, config: Config, recipe: 
            **_scores(metrics), "train_time_s": result.train_time_s,
            "inference_ms_per_image": inference_ms, "selected_on_val": selected, TEST_PROBS: pred.probs,
            TEST_VA: pred.valence_arousal}
-    return [*networks, TrainedRow(row, name, val_pred, pred, warning=warning, path=result.best_path)]
+    return [*networks, TrainedRow(row, name, val_pred, pred, trained=result, warning=warning)]
 
 
 def _fused(first: TrainedRow, second: TrainedRow, data: PreparedData, key: str, name: str,
@@ -367,7 +366,8 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         table = pd.DataFrame([{**row, **bounds} for row, bounds in zip(rows, _intervals(rows, prepared))],
                              columns=COLUMNS)
         paths = {"csv": folder.benchmark_table, "markdown": folder.benchmark_report, "chart": folder.benchmark_chart,
-                 "splits": folder.splits, "config": config_path, "recipe_model": recipe_rows[-1].path}
+                 "splits": folder.splits, "config": config_path,
+                 "recipe_model": recipe_rows[-1].trained.best_path}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
         if predictions is not None:
             paths["predictions"] = folder.test_predictions
