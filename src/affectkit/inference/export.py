@@ -109,15 +109,12 @@ def _describe(path: Path, quantization: str) -> None:
 
 def _quantize_static(fp32: Path, out: Path, batches: Sequence[np.ndarray], per_channel: bool,
                      reduce_range: bool) -> None:
-    from onnxruntime import InferenceSession
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    input_name = InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-
     class Feeds(CalibrationDataReader):
         def __init__(self) -> None:
-            self._feeds = iter([{input_name: batch} for batch in batches])
+            self._feeds = iter([{INPUT_NAME: batch} for batch in batches])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._feeds, None)
