@@ -16,9 +16,11 @@ from sklearn import metrics as skm
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION, NUM_CLASSES, LossConfig
 from affectkit.evaluation.calibration import fit_temperature
 from affectkit.evaluation.metrics import (
+    LOG_LOSS_FLOOR,
     AffectMetrics,
     compute_metrics,
     expected_calibration_error,
+    log_loss,
     prior_collapse,
     unlearnt_classes,
     unlearnt_note,
@@ -30,6 +32,7 @@ from affectkit.evaluation.plots import (
     plot_reliability_diagram,
     plot_training_history,
 )
+from affectkit.multimodal.fusion import validation_score
 from affectkit.training.losses import ccc_loss, focal_loss
 
 N = 600
@@ -134,6 +137,23 @@ def test_perfect_expression_predictions():
     m = compute_metrics(np.eye(NUM_CLASSES)[y], y, np.zeros((40, 2)), np.zeros((40, 2)))["expression"]
     assert m["accuracy"] == m["macro_f1"] == m["balanced_accuracy"] == 1
     assert m["ece"] == pytest.approx(0, abs=1e-6) and m["nll"] == pytest.approx(0, abs=1e-6)
+
+
+def test_every_log_loss_charges_a_face_given_no_probability_for_its_class_the_same():
+    y = np.arange(16) % NUM_CLASSES
+    logits = np.eye(NUM_CLASSES)[y] * 3.0
+    logits[0] = -80.0 * np.eye(NUM_CLASSES)[y[0]]  # face 0 gets e^-80 ~ 1e-35 for its class: below the floor
+    probs = torch.softmax(torch.tensor(logits), dim=1).numpy()
+    charged = np.clip(probs[np.arange(len(y)), y], LOG_LOSS_FLOOR, None)
+    expected = float(-np.log(charged).mean())
+    assert charged[0] == LOG_LOSS_FLOOR and log_loss(probs, y) == pytest.approx(expected)
+    for inputs, scores in (("probs", probs), ("logits", logits)):
+        metric = AffectMetrics(inputs=inputs)
+        metric.update(torch.tensor(scores, dtype=torch.float32), torch.tensor(y), torch.zeros(len(y), 2),
+                      torch.full((len(y), 2), float("nan")))
+        assert metric.compute()["expression"]["nll"] == pytest.approx(expected, rel=1e-4), inputs
+    assert validation_score("expression", probs, y.astype(float)) == pytest.approx(expected)
+    assert np.isnan(log_loss(np.zeros((0, NUM_CLASSES)), np.zeros(0, int)))
 
 
 def test_no_valence_arousal_gives_none_and_empty_rows_give_zeros():

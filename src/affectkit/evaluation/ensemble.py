@@ -22,6 +22,7 @@ from affectkit.config import NO_EXPRESSION, NUM_CLASSES
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.calibration import fit_temperature
 from affectkit.evaluation.evaluator import Predictions
+from affectkit.evaluation.metrics import log_loss
 
 # Log-probabilities of confident members reach -inf; the floor keeps the features finite and their scale sane.
 PROB_FLOOR = 1e-6
@@ -141,10 +142,6 @@ def _fuse(log_first: np.ndarray, log_second: np.ndarray, weight: float) -> np.nd
     return softmax((1.0 - weight) * log_first + weight * log_second, axis=1)
 
 
-def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], PROB_FLOOR, None)).mean())
-
-
 def fit_late_fusion(val_first: np.ndarray, val_second: np.ndarray, y_val: np.ndarray,
                     weights: tuple[float, ...] = FUSION_WEIGHTS) -> LateFusion:
     """The weight of ``p ~ first^(1-w) * second_T^w`` with the lowest validation log-loss (ties: the smaller
@@ -160,7 +157,8 @@ def fit_late_fusion(val_first: np.ndarray, val_second: np.ndarray, y_val: np.nda
     val_first, val_second, y_val = val_first[with_class], val_second[with_class], y_val[with_class]
     temperature = fit_temperature(torch.from_numpy(_log(val_second)), torch.from_numpy(y_val))
     log_first, log_second = _log(val_first), _calibrated_log(val_second, temperature)
-    scores = [_nll(_fuse(log_first, log_second, w), y_val) for w in weights]
+    scores = [log_loss(_fuse(log_first, log_second, w), y_val) for w in weights]
     best = int(np.argmin(scores))  # argmin takes the first of equal values: the smaller weight
-    return LateFusion(float(weights[best]), temperature, scores[best], _nll(_fuse(log_first, log_second, 0.0), y_val),
-                      _nll(_fuse(log_first, log_second, 1.0), y_val))
+    return LateFusion(float(weights[best]), temperature, scores[best],
+                      log_loss(_fuse(log_first, log_second, 0.0), y_val),
+                      log_loss(_fuse(log_first, log_second, 1.0), y_val))

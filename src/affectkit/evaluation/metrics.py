@@ -50,6 +50,9 @@ VA_DIMENSIONS = ("valence", "arousal")
 ECE_BINS = 15
 # How far a row of "probabilities" may be from summing to 1 before we conclude they are logits.
 _PROBS_SUM_TOLERANCE = 1e-3
+# The least probability a log-loss charges for, so that one face given (almost) none for its class costs
+# -log(1e-12) ~ 27.6 rather than infinity. Every log-loss the project reports or chooses by uses it.
+LOG_LOSS_FLOOR = 1e-12
 _ZERO_VARIANCE_WARNING = "The variance of predictions or target is close to zero"
 _NO_UPDATE_WARNING = ".*was called before the ``update`` method"
 
@@ -168,12 +171,12 @@ class AffectMetrics(WrapperMetric):
         expression = expression.float()
         if self.inputs == "probs":
             _check_probs(expression)
-            # Clamped so a zero probability on the true class gives a large finite NLL, not inf.
-            log_probs = expression.clamp_min(torch.finfo(expression.dtype).tiny).log()
             probs = expression
+            log_probs = expression.clamp_min(LOG_LOSS_FLOOR).log()
         else:
             log_probs = F.log_softmax(expression, dim=1)
             probs = log_probs.exp()
+            log_probs = log_probs.clamp_min(math.log(LOG_LOSS_FLOOR))
         expression_target = expression_target.long()
         self.faces.update(len(expression_target))
         with_class = expression_target != NO_EXPRESSION
@@ -232,6 +235,16 @@ def expression_score(metrics: dict, key: str) -> float:
     """One of the expression scores of ``metrics``; NaN where no face had a class."""
     expression = metrics["expression"]
     return float("nan") if expression is None else expression[key]
+
+
+def log_loss(probs: ArrayLike, labels: ArrayLike) -> float:
+    """The mean negative log-probability that ``probs`` [N, C] give the classes ``labels`` [N] (each probability
+    taken as at least ``LOG_LOSS_FLOOR``); NaN for no rows."""
+    probs, labels = np.asarray(probs), np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return math.nan
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.log(np.clip(picked, LOG_LOSS_FLOOR, None)).mean())
 
 
 def compute_metrics(probs: ArrayLike, exp_true: ArrayLike, va_pred: ArrayLike, va_true: ArrayLike) -> dict:

@@ -30,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from torchmetrics.functional import concordance_corrcoef
 
 from affectkit.config import CLASS_NAMES
+from affectkit.evaluation.metrics import log_loss
 from affectkit.evaluation.significance import ccc_interval, score_intervals
 from affectkit.multimodal.features import FeatureTable
 
@@ -102,11 +103,6 @@ def verdict_of(row: pd.Series) -> dict[str, Any]:
         verdict |= {"expression": row["expression"],
                     "probabilities": {c: float(row[f"p_{c.lower()}"]) for c in CLASS_NAMES}}
     return verdict | {d: float(row[d]) for d in DIMENSIONS if d in row}
-
-
-def log_loss(probabilities: np.ndarray, target: np.ndarray) -> float:
-    picked = probabilities[np.arange(len(target)), target.astype(int)]
-    return float(-np.log(np.clip(picked, 1e-7, None)).mean())
 
 
 def ccc(prediction: np.ndarray, target: np.ndarray) -> float:

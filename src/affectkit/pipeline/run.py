@@ -37,6 +37,7 @@ from affectkit.evaluation.metrics import (
     VA_DIMENSIONS,
     compute_metrics,
     expression_score,
+    log_loss,
     prior_collapse,
     unlearnt_classes,
     unlearnt_note,
@@ -354,17 +355,17 @@ def _validation_scores(pred: Predictions, data: PreparedData, val: np.ndarray) -
     where no face has a class or valence/arousal."""
     labels = data.expression[val]
     classed = labels != NO_EXPRESSION
-    accuracy = log_loss = float("nan")
+    accuracy = val_log_loss = float("nan")
     if pred.predicts_expression and classed.any():
         probs = pred.probs[classed]
         accuracy = float((probs.argmax(axis=1) == labels[classed]).mean())
-        log_loss = float(-np.log(np.clip(probs[np.arange(len(probs)), labels[classed]], 1e-12, None)).mean())
+        val_log_loss = log_loss(probs, labels[classed])
     cccs = []
     if pred.predicts_valence_arousal:
         metrics = compute_metrics(pred.probs, np.full(len(val), NO_EXPRESSION), pred.valence_arousal,
                                   data.valence_arousal[val])
         cccs = [metrics[dim]["ccc"] for dim in VA_DIMENSIONS if metrics.get(dim)]
-    return {"val_accuracy": accuracy, "val_log_loss": log_loss,
+    return {"val_accuracy": accuracy, "val_log_loss": val_log_loss,
             "val_va_ccc": float(np.mean(cccs)) if cccs else float("nan")}
 
 
