@@ -26,7 +26,7 @@ from affectkit.inference.backends import (
     OnnxBackend,
     weights_digest,
 )
-from affectkit.inference.predictor import preprocess
+from affectkit.inference.predictor import input_normalization, preprocess
 from affectkit.models.io import load_model
 from affectkit.models.metadata import model_paths
 
@@ -192,7 +192,7 @@ def export_onnx(model_path: str | Path, out: str | Path | None = None, int8: boo
 def model_inputs(faces: Sequence[np.ndarray], meta: dict) -> list[np.ndarray]:
     """Face crops (RGB uint8, any size) as batches of the inputs of the model ``meta`` describes."""
     size = int(meta["input_size"])
-    mean, std = (np.asarray(meta["normalization"][key], dtype=np.float32) for key in ("mean", "std"))
+    mean, std = input_normalization(meta)
     return [preprocess(faces[start:start + CALIBRATION_BATCH], size, mean, std)
             for start in range(0, len(faces), CALIBRATION_BATCH)]
 
@@ -201,7 +201,7 @@ def random_inputs(n: int, meta: dict, seed: int = 0) -> np.ndarray:
     """Uniform images normalised like the model's inputs: the value range real inputs have."""
     rng = np.random.default_rng(seed)
     size = int(meta["input_size"])
-    mean, std = (np.asarray(meta["normalization"][k], dtype=np.float32)[:, None, None] for k in ("mean", "std"))
+    mean, std = (value[:, None, None] for value in input_normalization(meta))
     return ((rng.random((n, 3, size, size), dtype=np.float32) - mean) / std).astype(np.float32)
 
 

@@ -77,6 +77,12 @@ def model_digest(model_path: str | Path) -> str:
     return OnnxBackend(onnx_path).metadata.get(WEIGHTS_DIGEST_KEY) or sha256_of(onnx_path)
 
 
+def input_normalization(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel mean and std [3] the inputs of the model ``meta`` describes are normalised by."""
+    norm = meta["normalization"]
+    return np.asarray(norm["mean"], dtype=np.float32), np.asarray(norm["std"], dtype=np.float32)
+
+
 def preprocess(images: Sequence[np.ndarray], size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """The training transform: INTER_AREA resize to ``size``, [0, 1], mean/std normalisation, NCHW float32."""
     batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
@@ -216,9 +222,7 @@ class Predictor:
         # An expression model (trained on faces without valence/arousal) gives none: its outputs were never trained.
         self.predicts_valence_arousal = predicts_valence_arousal(self.meta)
         self.input_size = int(self.meta["input_size"])
-        norm = self.meta["normalization"]
-        self.mean = np.asarray(norm["mean"], dtype=np.float32)
-        self.std = np.asarray(norm["std"], dtype=np.float32)
+        self.mean, self.std = input_normalization(self.meta)
         self.temperature = float(self.meta.get("temperature") or 1.0)
         # A model evaluated with flip test-time augmentation is served the same way, so served outputs are the
         # ones its reported metrics describe.
