@@ -8,6 +8,7 @@ from torch import nn
 from affectkit.config import Config
 from affectkit.errors import AffectkitError
 from affectkit.models import build_model, count_parameters, load_model, save_model
+from affectkit.models.metadata import read_metadata
 from affectkit.models.weights import load_backbone_weights, load_pretrained_weights, load_weights_file
 
 
@@ -124,6 +125,14 @@ def test_weights_file_that_does_not_fit_is_refused(tmp_path):
     (tmp_path / "evil.pt").write_bytes(b"garbage")
     with pytest.raises(AffectkitError, match="could not be read"):
         load_backbone_weights(build_model("resnet50"), tmp_path / "evil.pt")
+
+
+def test_a_model_path_that_names_nothing_is_called_no_such_model(tmp_path):
+    with pytest.raises(AffectkitError, match=r"best_X: no such model \(neither best_X.safetensors nor best_X.json"):
+        read_metadata(tmp_path / "best_X")
+    (tmp_path / "best_X.safetensors").write_bytes(b"")  # weights without their description
+    with pytest.raises(AffectkitError, match=r"best_X.json is missing"):
+        read_metadata(tmp_path / "best_X")
 
 
 def test_weights_file_saved_by_affectkit_starts_the_whole_network(tmp_path):

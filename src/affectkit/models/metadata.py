@@ -86,7 +86,10 @@ def trained_classes(meta: dict[str, Any]) -> list[str]:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    _, meta_path = model_paths(path)
+    weights, meta_path = model_paths(path)
+    if not meta_path.is_file() and not weights.is_file() and not weights.with_suffix(".onnx").is_file():
+        raise AffectkitError(f"{path}: no such model (neither {weights.name} nor {meta_path.name} is in "
+                             f"{meta_path.parent.resolve()}).")
     if not meta_path.is_file():
         raise AffectkitError(f"{meta_path} is missing: a saved model is a .safetensors file plus its .json beside it.")
     try:
