@@ -114,6 +114,11 @@ def _loader(h: np.ndarray, labels: np.ndarray) -> DataLoader:
     return DataLoader(TensorDataset(torch.from_numpy(h), torch.from_numpy(labels.astype(np.int64))), batch_size=256)
 
 
+def class_positions(present: np.ndarray) -> np.ndarray:
+    """Each class's row among the ``present`` classes' rows (meaningless for an absent class)."""
+    return np.cumsum(present) - 1
+
+
 def laplace_methods(arrays: dict[str, np.ndarray], present: np.ndarray, temperature: float) -> dict[str, object]:
     """Last-layer Laplace approximations (Kronecker-factored) of the expression layer's rows of the ``present``
     classes, fit on the train faces' head inputs: of the layer as trained, and of the layer divided by the temperature
@@ -125,7 +130,7 @@ def laplace_methods(arrays: dict[str, np.ndarray], present: np.ndarray, temperat
         raise SystemExit("bench/uncertainty.py needs laplace-torch: "
                          ".venv/bin/python -m pip install laplace-torch") from None
 
-    position = np.cumsum(present) - 1  # a class's row among the present ones
+    position = class_positions(present)
     train = _loader(arrays["train_clean_h"], position[arrays["train_labels"]])
     val = _loader(arrays["val_clean_h"], position[arrays["val_labels"]])
     methods = {}
@@ -159,7 +164,7 @@ def score(arrays: dict[str, np.ndarray]) -> list[dict]:
         return full
 
     temperature = fit_temperature(torch.from_numpy(arrays["val_clean_h"] @ weight.T + bias),
-                                  torch.from_numpy(np.cumsum(present)[arrays["val_labels"]] - 1))
+                                  torch.from_numpy(class_positions(present)[arrays["val_labels"]]))
     laplaces = laplace_methods(arrays, present, temperature)
     labels = arrays["test_labels"]
     rows = []
