@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from affectkit.data.reader import Record
-from affectkit.data.splits import load_or_make_splits, make_splits, stratified_subsample
+from affectkit.data.splits import load_or_make_splits, make_splits, random_subsample, stratified_subsample
 from affectkit.errors import AffectkitError
 
 
@@ -35,6 +35,14 @@ def test_max_samples_is_stratified():
     assert len(idx) == 100
     counts = np.bincount(labels[idx], minlength=8)
     assert counts[0] == 40 and counts[1] == 20 and counts.min() >= 5
+
+
+def test_a_random_subsample_is_seeded_in_order_and_whole_where_the_limit_allows():
+    drawn = random_subsample(100, 10, seed=0)
+    assert len(set(drawn)) == 10 and (np.diff(drawn) > 0).all() and drawn.max() < 100
+    assert (drawn == random_subsample(100, 10, seed=0)).all() and (drawn != random_subsample(100, 10, seed=1)).any()
+    for limit in (None, 100, 500):
+        assert (random_subsample(100, limit, seed=0) == np.arange(100)).all()
 
 
 def test_data_with_its_own_split_keeps_it():

@@ -22,6 +22,13 @@ from affectkit.errors import AffectkitError
 SPLITS = ("train", "val", "test")
 
 
+def random_subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of at most ``limit`` of ``n`` items drawn at random, in order; all of them where ``limit`` is None."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
 def stratified_subsample(labels: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
     """Indices of a class-proportional subsample of ``max_samples`` items (every class keeps at least one)."""
     if max_samples >= len(labels):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from affectkit.config import NO_EXPRESSION
+from affectkit.data.splits import random_subsample
 from affectkit.inference.images import ImageError, read_image
 from affectkit.inference.media import IMAGE_SUFFIXES
 from affectkit.inference.predictor import Predictor
@@ -20,8 +21,7 @@ def folder_images(folder: Path, limit: int | None = None, seed: int = 0) -> tupl
     """The images of a folder (searched recursively, in name order; at most ``limit``, drawn at random), each read
     whole as a face crop, and the reasons of those that could not be read. Only those drawn are decoded."""
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if limit is not None and limit < len(paths):
-        paths = [paths[i] for i in np.sort(np.random.default_rng(seed).choice(len(paths), limit, replace=False))]
+    paths = [paths[i] for i in random_subsample(len(paths), limit, seed)]
     images, unreadable = [], []
     for path in paths:
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from affectkit.data.reader import layout_found
+from affectkit.data.splits import random_subsample
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import QUANTIZATION_KEY, OnnxBackend
 from affectkit.inference.export import DEFAULT_OPSET, export_onnx, int8_path, onnx_parity
@@ -69,7 +70,7 @@ def calibration_faces(model_path: Path, data: Path, limit: int = CALIBRATION_FAC
     split = "train" if own else "all"
     prepared = evaluation_data(model_path, data, split, None)
     positions = prepared.positions(split)
-    positions = np.sort(np.random.default_rng(seed).choice(positions, min(limit, len(positions)), replace=False))
+    positions = positions[random_subsample(len(positions), limit, seed)]
     return list(prepared.images[positions]), (f"drawn from the train split of {data}" if own else
                                               f"drawn from every face of {data}")
 
@@ -88,8 +89,7 @@ def compare_exports_on(model_path: Path, fp32: Path, int8: Path, data: Path, spl
         return compare_exports(fp32, int8, faces) | {"source": source}
     prepared = evaluation_data(model_path, data, split, splits)
     positions = prepared.positions(split)
-    if limit is not None and limit < len(positions):
-        positions = np.sort(np.random.default_rng(seed).choice(positions, limit, replace=False))
+    positions = positions[random_subsample(len(positions), limit, seed)]
     source = f"{len(positions)} faces of {data} ({split} split)"
     return compare_exports(fp32, int8, prepared.images[positions], prepared.expression[positions]) | {"source": source}
 

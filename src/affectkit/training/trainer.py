@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 
 from affectkit.config import NO_EXPRESSION, Config
 from affectkit.data.datamodule import AffectDataModule, PreparedData
+from affectkit.data.splits import random_subsample
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_training_history
 from affectkit.inference.faces import FaceDetector, training_margin
@@ -284,7 +285,7 @@ def _record_framing(model_path: Path, data: PreparedData, seed: int) -> None:
     if "face_margin" in read_metadata(model_path):
         return
     train = data.positions("train")
-    sample = np.sort(np.random.default_rng(seed).choice(train, size=min(FRAMING_SAMPLE, len(train)), replace=False))
+    sample = train[random_subsample(len(train), FRAMING_SAMPLE, seed)]
     margin, measured = training_margin([data.images[i] for i in sample], FaceDetector())
     update_metadata(model_path, face_margin=margin, face_margin_faces=measured)
 
