@@ -89,13 +89,18 @@ def quantize_onnx(fp32: Path, out: Path, batches: Sequence[np.ndarray] | None = 
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
                 quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES)
-                _describe(tmp, "dynamic int8: dense layers")
             else:
                 _quantize_static(fp32, tmp, batches, per_channel, reduce_range)
-                faces = sum(len(batch) for batch in batches)
-                _describe(tmp, f"static int8: convolutions and dense layers, activation ranges from {faces} faces")
+            _describe(tmp, quantization_description(None if batches is None else sum(len(b) for b in batches)))
     finally:
         quant_logger.setLevel(level)
+
+
+def quantization_description(calibration_faces: int | None) -> str:
+    """What an int8 export says it is: dynamic (no calibration faces), or static from so many faces."""
+    if calibration_faces is None:
+        return "dynamic int8: dense layers"
+    return f"static int8: convolutions and dense layers, activation ranges from {calibration_faces} faces"
 
 
 def _describe(path: Path, quantization: str) -> None:

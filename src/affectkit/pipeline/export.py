@@ -11,8 +11,7 @@ import numpy as np
 from affectkit.data.reader import layout_found
 from affectkit.data.splits import random_subsample
 from affectkit.errors import AffectkitError
-from affectkit.inference.backends import QUANTIZATION_KEY, OnnxBackend
-from affectkit.inference.export import DEFAULT_OPSET, export_onnx, int8_path, onnx_parity
+from affectkit.inference.export import DEFAULT_OPSET, export_onnx, int8_path, onnx_parity, quantization_description
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.metadata import config_from_metadata, model_paths, read_metadata
 from affectkit.pipeline.run import evaluation_data, training_source
@@ -50,11 +49,11 @@ def export_model(model_path: Path, out: Path | None = None, int8: bool = False, 
     result = ExportResult(fp32, onnx_parity(model_path, fp32))
     if int8:
         result.int8 = int8_path(fp32)
-        result.quantization = OnnxBackend(result.int8).metadata.get(QUANTIZATION_KEY)
+        result.quantization = quantization_description(None if faces is None else len(faces))
         result.int8_parity = onnx_parity(model_path, result.int8) if faces is None else None
         result.calibration = source
     if data is not None:
-        result.comparison = compare_exports_on(model_path, fp32, int8_path(fp32), data, split, splits, limit)
+        result.comparison = compare_exports_on(model_path, fp32, result.int8, data, split, splits, limit)
     return result
 
 
