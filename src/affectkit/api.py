@@ -168,14 +168,15 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", *, splits
 
 def export(model: str | Path, out: str | Path | None = None, *, int8: bool = False,
            calibration: str | Path | None = None, data: str | Path | None = None, split: str = "test",
-           splits: str | Path | None = None, limit: int | None = None, opset: int = 17,
+           splits: str | Path | None = None, limit: int | None = None, opset: int | None = None,
            quiet: bool = True) -> ExportResult:
     """The ONNX export of a saved model (``out``, default ``<stem>.onnx`` beside it, where ``load`` and ``serve``
     then use it) and, with ``int8``, ``<stem>.int8.onnx``: its dense layers quantised (dynamic), or with
     ``calibration`` (a data set, or a folder of face crops) its convolutions too (static int8, its activation ranges
     read from up to 256 of those faces: the train split where the model was trained on that data set). With
     ``data``, both exports compared on its ``split`` faces (at most ``limit``). Returns ``.onnx``, ``.int8``,
-    ``.quantization``, ``.calibration`` and ``.comparison`` (accuracy, agreement, size and latency of each)."""
+    ``.quantization``, ``.calibration`` and ``.comparison`` (accuracy, agreement, size and latency of each). ``opset``
+    None: the one every affectkit model exports to."""
     from affectkit.pipeline.export import export_model
 
     def path(value: str | Path | None) -> Path | None:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from affectkit.cli.common import QuietOpt, SplitOpt, SplitsOpt, app, chosen_model_of_run, report_to_console, say
 from affectkit.errors import AffectkitError
+from affectkit.inference.backends import DEFAULT_OPSET
 from affectkit.progress import console
 
 ModelArg = Annotated[Path, typer.Argument(
@@ -311,7 +312,7 @@ def export(
         help="With --int8: quantise the convolutions too (static int8: faster on a CPU, under a third of the file, at "
              "some accuracy that --data measures), their activation ranges read from up to 256 faces of this data "
              "set (its train split where the model was trained on it) or folder of face crops.")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = DEFAULT_OPSET,
     data: Annotated[Optional[Path], typer.Option(
         help="With --int8: compare fp32 and int8 accuracy and latency on a data set in any layout (its faces and "
              "classes, the split --split names), or on a folder of face crops (agreement only).",

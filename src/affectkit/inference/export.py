@@ -18,6 +18,7 @@ import torch
 from affectkit.atomic import atomic_path
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import (
+    DEFAULT_OPSET,
     INPUT_NAME,
     MODEL_DESCRIPTION_KEY,
     OUTPUT_NAMES,
@@ -34,7 +35,6 @@ from affectkit.models.metadata import model_paths
 # where it does run (uint8 weights) it measured slower than the float convolution. Convolutions stay float32 unless
 # calibration faces are given: static quantisation runs them through QLinearConv, which is faster.
 INT8_OP_TYPES = ["MatMul", "Gemm"]
-DEFAULT_OPSET = 17
 CALIBRATION_BATCH = 16
 
 

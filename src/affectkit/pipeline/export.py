@@ -33,10 +33,10 @@ class ExportResult:
 
 def export_model(model_path: Path, out: Path | None = None, int8: bool = False, calibration: Path | None = None,
                  data: Path | None = None, split: str = "test", splits: Path | None = None,
-                 limit: int | None = None, opset: int = DEFAULT_OPSET) -> ExportResult:
+                 limit: int | None = None, opset: int | None = None) -> ExportResult:
     """The ONNX export of a saved model (``out``, default beside it) and, with ``int8``, its int8 export: static,
     from :func:`calibration_faces` of ``calibration``, where given, else dynamic; with ``data``, the two compared
-    (:func:`compare_exports_on`)."""
+    (:func:`compare_exports_on`). ``opset`` None: ``DEFAULT_OPSET``."""
     if data is not None and not int8:
         raise AffectkitError("--data compares the float and int8 exports; add --int8.")
     if calibration is not None and not int8:
@@ -45,7 +45,8 @@ def export_model(model_path: Path, out: Path | None = None, int8: bool = False, 
         if path is not None and not Path(path).exists():
             raise AffectkitError(f"{option} {path} does not exist.")
     faces, source = calibration_faces(model_path, calibration) if calibration is not None else (None, None)
-    fp32 = export_onnx(model_path, out=out, int8=int8, opset=opset, calibration=faces)
+    fp32 = export_onnx(model_path, out=out, int8=int8, opset=DEFAULT_OPSET if opset is None else opset,
+                       calibration=faces)
     result = ExportResult(fp32, onnx_parity(model_path, fp32))
     if int8:
         result.int8 = int8_path(fp32)
