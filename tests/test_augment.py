@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 
 from affectkit.config import AugmentationConfig
@@ -62,6 +63,28 @@ def test_same_seed_gives_the_same_warps_in_process():
         assert np.array_equal(a_img, b_img) and np.array_equal(a_pts, b_pts)
     other = TrainAugmenter(AugmentationConfig(), seed=8)
     assert not all(np.array_equal(other(img, pts)[0], a_img) for a_img, _ in runs[0])
+
+
+def test_degrade_loses_detail_the_way_cameras_do_and_keeps_the_face_and_its_landmarks():
+    from affectkit.data.synthetic import render_face, sample_rng
+
+    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
+                               shear_range=0, horizontal_flip=False, degrade=1.0)
+    img, pts, *_ = render_face(1, sample_rng(0, 3), 96, intensity=0.8)
+    pts = pts.astype(np.float32)
+    outs = [TrainAugmenter(still, seed=seed)(img, pts) for seed in range(24)]
+    again = [TrainAugmenter(still, seed=seed)(img, pts)[0] for seed in range(24)]
+    assert all(np.array_equal(a, b) for (a, _), b in zip(outs, again))  # one seed, one draw
+    changes = [np.abs(out.astype(np.float32) - img).mean() for out, _ in outs]
+    # Every face altered, none beyond recognition (each operation at its harshest changes a grey level by ~20).
+    assert min(changes) > 0.5 and max(changes) < 25
+    # Detail lost: the image's fine structure (its Laplacian) weakens, except where noise is added.
+    sharpness = [cv2.Laplacian(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for out, _ in outs]
+    original = cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+    assert sum(s < original for s in sharpness) >= 8 and sum(s > original for s in sharpness) >= 2
+    assert all(np.allclose(moved, pts) for _, moved in outs)
+    off = TrainAugmenter(still.model_copy(update={"degrade": 0.0}), seed=0)
+    assert np.array_equal(off(img, pts)[0], img)
 
 
 def test_random_erasing_blanks_one_rectangle_in_the_mean_colour_and_keeps_landmarks():

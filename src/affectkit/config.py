@@ -50,6 +50,8 @@ class AugmentationConfig(_Strict):
     trivial_augment: bool = Field(False, description="Add TrivialAugment (one random operation per image).")
     random_erasing: float = Field(
         0.0, ge=0, le=1, description="Probability of blanking one random rectangle (2-25% of a training image).")
+    degrade: float = Field(
+        0.0, ge=0, le=1, description="Probability of downscaling, JPEG-compressing, blurring or noising a training image.")
 
 
 class LossConfig(_Strict):
@@ -209,9 +211,9 @@ class Config(_Strict):
     def _device_augmentation_is_flip_and_warp(self) -> Config:
         aug = self.augmentation
         if self.augment_on_device and (aug.rand_augment or aug.trivial_augment or aug.random_erasing > 0
-                                       or aug.fill_mode == "wrap"):
+                                       or aug.degrade > 0 or aug.fill_mode == "wrap"):
             raise ValueError("augment_on_device does the flip and the affine warp only (fill_mode nearest, constant "
-                             "or reflect): RandAugment, TrivialAugment and random erasing need it off")
+                             "or reflect): RandAugment, TrivialAugment, random erasing and degrade need it off")
         return self
 
     @model_validator(mode="after")

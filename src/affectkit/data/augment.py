@@ -43,15 +43,31 @@ def build_erasing(aug: AugmentationConfig) -> A.Compose | None:
     return A.Compose([A.Erasing(scale=(0.02, 0.25), ratio=(0.3, 3.3), fill=ERASE_FILL, p=aug.random_erasing)])
 
 
+def build_degradation(aug: AugmentationConfig) -> A.OneOf | None:
+    """One of the ways a face loses detail before it reaches a model, drawn with probability ``aug.degrade``: a
+    low-resolution capture scaled back up, JPEG compression, defocus blur, or sensor noise. The severities stay
+    within what leaves an expression readable on a crop of the training size."""
+    if aug.degrade <= 0:
+        return None
+    return A.OneOf([
+        A.Downscale(scale_range=(0.3, 0.6), interpolation_pair={"downscale": cv2.INTER_AREA,
+                                                               "upscale": cv2.INTER_LINEAR}),
+        A.ImageCompression(quality_range=(20, 70)),
+        A.GaussianBlur(sigma_limit=(0.5, 1.5)),
+        A.GaussNoise(std_range=(0.02, 0.08)),
+    ], p=aug.degrade)
+
+
 class TrainAugmenter:
     """Random horizontal flip (landmark identities mirrored too), a random affine warp, then optionally RandAugment
-    or TrivialAugment and random erasing."""
+    or TrivialAugment, degradation and random erasing."""
 
     def __init__(self, aug: AugmentationConfig, seed: int | None = None):
         self.aug = aug
         self.affine = build_affine(aug)  # its parameters drawn and applied by hand: see _draw
         self.policy = _pixel_policy(aug)
         self.erasing = build_erasing(aug)
+        self.degradation = build_degradation(aug)
         self.rng = np.random.default_rng(seed)
         if seed is not None:  # albumentations draws from its own generator, seeded apart from ours
             self._seed_albumentations(seed)
@@ -63,6 +79,8 @@ class TrainAugmenter:
         image = self.affine.apply(np.ascontiguousarray(image), matrix=warp, output_shape=image.shape[:2])
         if self.policy is not None:
             image = self.policy(image)
+        if self.degradation is not None:
+            image = self.degradation(image=np.ascontiguousarray(image))["image"]
         if self.erasing is not None:
             image = self.erasing(image=np.ascontiguousarray(image))["image"]
         return image, landmarks
@@ -71,7 +89,7 @@ class TrainAugmenter:
         """What ``__call__`` would do, drawn but not applied to the pixels: ``(matrix, landmarks)``, the 3x3 map from
         input to output pixel coordinates (flip, then the affine warp) for :func:`warp_images` to apply on the GPU,
         and the landmarks moved as ``__call__`` moves them. The same seed draws the same flips and warps."""
-        if self.policy is not None or self.erasing is not None:
+        if self.policy is not None or self.erasing is not None or self.degradation is not None:
             raise ValueError("only the flip and the affine warp can be drawn for the GPU")
         flipped, warp, landmarks = self._draw(image, landmarks)
         if flipped:
@@ -100,6 +118,8 @@ class TrainAugmenter:
         self.affine.set_random_seed(seed)
         if self.erasing is not None:
             self.erasing.set_random_seed(seed + 1)
+        if self.degradation is not None:
+            self.degradation.set_random_seed(seed + 2)
 
 
 def _pixel_policy(aug: AugmentationConfig):
