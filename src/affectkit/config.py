@@ -50,8 +50,8 @@ class AugmentationConfig(_Strict):
     trivial_augment: bool = Field(False, description="Add TrivialAugment (one random operation per image).")
     random_erasing: float = Field(
         0.0, ge=0, le=1, description="Probability of blanking one random rectangle (2-25% of a training image).")
-    degrade: float = Field(
-        0.0, ge=0, le=1, description="Probability of downscaling, JPEG-compressing, blurring or noising a training image.")
+    degrade: float = Field(0.0, ge=0, le=1, description=(
+        "Probability of downscaling, JPEG-compressing, blurring or noising a training image."))
 
 
 class LossConfig(_Strict):
