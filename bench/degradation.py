@@ -34,36 +34,36 @@ from affectkit.training.trainer import train_model
 
 from fusion_rules import stored_logit_study
 from selection import RECIPE_FILE, proxy_set
+from uncertainty import BLUR_SIGMA, NOISE_STD, degraded
 
 NETWORK = "resnet50"  # the recipe's MobileNetV2 (light models)
 DEGRADE = 0.3  # share of the training faces degraded in the second run
 VARIANTS = {"recipe": {}, f"recipe + degrade {DEGRADE}": {"augmentation.degrade": DEGRADE}}
-CORRUPTIONS = ("clean", "low resolution (1/3 of the side)", "JPEG quality 15", "blur (sigma 1.5 px)",
-               "noise (sigma 20 grey levels)")
+LOW_RESOLUTION = 3  # the side divided by this, then scaled back up
+JPEG_QUALITY = 15
+CORRUPTIONS = ("clean", f"low resolution (1/{LOW_RESOLUTION} of the side)", f"JPEG quality {JPEG_QUALITY}",
+               f"blur (sigma {BLUR_SIGMA} px)", f"noise (sigma {NOISE_STD:g} grey levels)")
 
 
-def corrupted(image: np.ndarray, corruption: str, rng: np.random.Generator) -> np.ndarray:
-    """One uint8 RGB face under ``corruption`` (one of ``CORRUPTIONS``)."""
-    if corruption.startswith("clean"):
-        return image
+def corrupted(images: np.ndarray, corruption: str, seed: int) -> np.ndarray:
+    """Uint8 RGB faces (NHWC) under ``corruption`` (one of ``CORRUPTIONS``): clean, blur and noise as the
+    uncertainty study degrades them (:func:`uncertainty.degraded`)."""
     if corruption.startswith("low resolution"):
-        side = image.shape[0]
-        small = cv2.resize(image, (side // 3, side // 3), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+        side = images.shape[1]
+        return np.stack([cv2.resize(cv2.resize(image, (side // LOW_RESOLUTION, side // LOW_RESOLUTION),
+                                               interpolation=cv2.INTER_AREA), (side, side),
+                                    interpolation=cv2.INTER_LINEAR) for image in images])
     if corruption.startswith("JPEG"):
-        _, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 15])
-        return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
-    if corruption.startswith("blur"):
-        return cv2.GaussianBlur(image, (0, 0), 1.5)
-    return np.clip(image + rng.normal(0.0, 20.0, image.shape), 0, 255).astype(np.uint8)
+        quality = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+        return np.stack([cv2.imdecode(cv2.imencode(".jpg", image[..., ::-1], quality)[1], cv2.IMREAD_COLOR)[..., ::-1]
+                         for image in images])
+    return degraded(images, corruption.split(" ")[0], seed)
 
 
 def with_test_corrupted(data: PreparedData, corruption: str, seed: int) -> PreparedData:
     """``data`` whose test faces' pixels are corrupted (a copy; the other faces as they are)."""
-    images = np.array(data.images)
-    rng = np.random.default_rng(seed)
-    for position in np.sort(data.positions("test")):
-        images[position] = corrupted(images[position], corruption, rng)
+    images, test = np.array(data.images), np.sort(data.positions("test"))
+    images[test] = corrupted(images[test], corruption, seed)
     return dataclasses.replace(data, images=images)
 
 
