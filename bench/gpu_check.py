@@ -346,6 +346,7 @@ def inference_speeds(config, prepared, models: list[str], repeats: int = 10) -> 
     """``repeats``: timed calls of each batch rate (a dry run's one)."""
     from affectkit.data.datamodule import normalise_batch
     from affectkit.evaluation.evaluator import predict_split
+    from affectkit.inference.backends import DEFAULT_OPSET
     from affectkit.models import build_model
 
     out = {}
@@ -375,8 +376,8 @@ def inference_speeds(config, prepared, models: list[str], repeats: int = 10) -> 
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "model.onnx"
                 torch.onnx.export(model.float().cpu(), torch.zeros(1, 3, config.img_size, config.img_size), str(path),
-                                  input_names=["image"], dynamic_axes={"image": {0: "batch"}}, opset_version=17,
-                                  dynamo=False)
+                                  input_names=["image"], dynamic_axes={"image": {0: "batch"}},
+                                  opset_version=DEFAULT_OPSET, dynamo=False)
                 session = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
                 row["onnx_provider"] = session.get_providers()[0]
                 host = x.float().cpu().contiguous().numpy()

@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
+from affectkit.data.splits import random_subsample
 from affectkit.inference.export import export_onnx, int8_path, model_inputs, quantize_onnx
 from affectkit.inference.quant_report import compare_exports
 from affectkit.pipeline.run import evaluation_data
@@ -50,7 +50,8 @@ def measure(weights: Path, data: Path, splits: Path, calibration: int, work: Pat
     model = work / weights.name
     prepared = evaluation_data(model, data, "test", splits)
     test = prepared.positions("test")
-    chosen = np.random.default_rng(0).choice(prepared.positions("train"), calibration, replace=False)
+    train = prepared.positions("train")
+    chosen = train[random_subsample(len(train), calibration, seed=0)]  # export's draw; MinMax ranges ignore order
     faces = list(prepared.images[chosen])
     fp32 = export_onnx(model, int8=True)
     variants = {"dynamic int8, dense layers (export --int8)": Path(shutil.copy(int8_path(fp32), work / "0.onnx"))}
