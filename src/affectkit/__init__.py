@@ -22,6 +22,7 @@ from affectkit.api import (
     predict_temporal,
     predict_temporal_frames,
     pretrained,
+    robustness,
     run,
     train,
     train_temporal,
@@ -30,5 +31,5 @@ from affectkit.api import (
 
 __version__ = "0.1.0"
 __all__ = ["benchmark", "calibrate", "compare", "evaluate", "export", "fuse", "fuse_predict", "load",
-           "predict_temporal", "predict_temporal_frames", "pretrained", "run", "train", "train_temporal",
-           "train_temporal_frames"]
+           "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run", "train",
+           "train_temporal", "train_temporal_frames"]

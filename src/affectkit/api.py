@@ -1,5 +1,5 @@
-"""The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``calibrate``,
-``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
+"""The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``robustness``,
+``calibrate``, ``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -31,12 +31,13 @@ if TYPE_CHECKING:
     from affectkit.pipeline.calibrate import Calibration
     from affectkit.pipeline.compare import ComparisonResult
     from affectkit.pipeline.export import ExportResult
+    from affectkit.pipeline.robustness import RobustnessResult
     from affectkit.temporal import TemporalRun
     from affectkit.temporal.continuous import ContinuousRun
 
 __all__ = ["benchmark", "calibrate", "compare", "evaluate", "export", "fuse", "fuse_predict", "load",
-           "predict_temporal", "predict_temporal_frames", "pretrained", "run", "train", "train_temporal",
-           "train_temporal_frames"]
+           "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run", "train",
+           "train_temporal", "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -208,6 +209,23 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
         return evaluate_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
                               Path(out) if out is not None else None, by=list(by),
                               attributes=Path(attributes) if attributes is not None else None)
+
+
+def robustness(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,
+               out: str | Path | None = None, corruptions: Sequence[str] | None = None,
+               severities: Sequence[int] = (1, 2, 3), seed: int = 0, quiet: bool = True) -> RobustnessResult:
+    """Score a saved model on the faces :func:`evaluate` scores, clean and corrupted: ``corruptions`` (default all
+    of "low-resolution", "jpeg", "blur", "noise", "dark") at each of ``severities`` (1 mild to 3 harsh), each face
+    corrupted at the model's input size (``seed`` draws the noise). Returns the ``.table`` (a DataFrame: the clean
+    row, then one per corruption and severity, with accuracy and its interval, macro-F1, ECE, valence/arousal CCC,
+    and the change from clean with its paired interval, McNemar p-value and verdict), ``.paths`` (robustness.csv /
+    .md / .png, in ``out``, default ``robustness`` beside the model) and ``.notes``."""
+    from affectkit.pipeline import robustness_saved
+
+    with _reporting(quiet):
+        return robustness_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
+                                Path(out) if out is not None else None, corruptions=corruptions,
+                                severities=severities, seed=seed)
 
 
 def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,

@@ -1,5 +1,5 @@
-"""Training commands (``train``, ``run``, ``tune``, ``benchmark``, ``demo``), ``evaluate``, and the listings of the
-config keys (``config``) and of the pretrained weights this machine has (``weights``)."""
+"""Training commands (``train``, ``run``, ``tune``, ``benchmark``, ``demo``), ``evaluate``, ``robustness``, and the
+listings of the config keys (``config``) and of the pretrained weights this machine has (``weights``)."""
 
 from __future__ import annotations
 
@@ -236,6 +236,45 @@ def evaluate(
             + class_threshold_sentence(tried))
     for attribute, found in metrics.get("by", {}).items():
         print_group_scores(attribute, [{"model": name, **row} for row in found["groups"]], {name: found["gap"]})
+
+
+@app.command()
+def robustness(
+    model: Annotated[Path, typer.Argument(
+        help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, "
+        "or the one model it holds).", callback=chosen_model_of_run)],
+    data: DataArg,
+    split: SplitOpt = "test",
+    splits: SplitsOpt = None,
+    corruptions: Annotated[Optional[str], typer.Option(
+        help="Comma-separated, of low-resolution, jpeg, blur, noise, dark (default: all).")] = None,
+    severities: Annotated[str, typer.Option(help="Comma-separated severities, 1 (mild) to 3 (harsh).")] = "1,2,3",
+    seed: Annotated[int, typer.Option(help="Seed of the noise drawn on each face.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder for robustness.csv, .md and .png (default: robustness beside the model).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """A saved model's scores on the same faces clean and corrupted (low resolution, JPEG, blur, sensor noise,
+    under-exposure), each at three severities: the change from clean with its interval and a paired test."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from affectkit.evaluation.robustness import robustness_cells
+    from affectkit.pipeline import robustness_saved
+
+    try:
+        levels = [int(level) for level in comma_list(severities)]
+    except ValueError:
+        raise AffectkitError(f"--severities takes whole numbers 1 to 3 separated by commas, not {severities!r}.") \
+            from None
+    with report_to_console(quiet):
+        result = robustness_saved(model, data, split, splits, out, corruptions=comma_list(corruptions) or None,
+                                  severities=levels, seed=seed)
+    shown = robustness_cells(result.table)
+    table = Table(*shown.columns, title=f"affectkit robustness ({split} split; [95% interval])")
+    for row in shown.astype(str).itertuples(index=False):
+        table.add_row(*row)
+    Console().print(table)
 
 
 @app.command()

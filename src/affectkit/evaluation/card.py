@@ -3,7 +3,8 @@ data it learned from and how, how it scored, and what it is (not) for.
 
 The card is rebuilt from the model's own description (``best_<Model>.json``), which keeps the facts it needs:
 ``training_data`` (recorded when the run evaluates the model), ``trained_on_synthetic_data``, and ``evaluations``
-(one entry per data set and split, so a later ``affectkit evaluate`` adds its numbers beside the run's).
+(one entry per data set and split, so a later ``affectkit evaluate`` adds its numbers beside the run's), and
+``robustness`` (``affectkit robustness``'s scores on corrupted faces, one entry per data set and split).
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
 
 def write_model_card(model_path: str | Path, training_data: dict[str, Any] | None = None,
                      metrics: dict[str, Any] | None = None, data: str | Path | None = None,
-                     split: str = "test") -> Path:
-    """Record ``training_data`` (a :func:`~affectkit.data.analysis.dataset_summary` of the run's data) and the
-    ``metrics`` of an evaluation on ``split`` of ``data`` (which ``metrics`` needs) in the model's description, then
-    rewrite its card."""
+                     split: str = "test", robustness: dict[str, Any] | None = None) -> Path:
+    """Record ``training_data`` (a :func:`~affectkit.data.analysis.dataset_summary` of the run's data), the
+    ``metrics`` of an evaluation on ``split`` of ``data`` (which ``metrics`` needs) and a ``robustness`` entry
+    (:func:`~affectkit.evaluation.robustness.robustness_entry`) in the model's description, then rewrite its card."""
     meta = read_metadata(model_path)
     updates: dict[str, Any] = {}
     if training_data is not None:
@@ -90,6 +91,10 @@ def write_model_card(model_path: str | Path, training_data: dict[str, Any] | Non
         entry = _evaluation(metrics, data, split)
         kept = [e for e in meta.get("evaluations", []) if (e["data"], e["split"]) != (entry["data"], entry["split"])]
         updates["evaluations"] = [*kept, entry]
+    if robustness is not None:
+        kept = [e for e in meta.get("robustness", []) if (e["data"], e["split"]) != (robustness["data"],
+                                                                                   robustness["split"])]
+        updates["robustness"] = [*kept, robustness]
     if updates:
         meta = update_metadata(model_path, **updates)
     path = card_path(model_path, meta)
@@ -294,6 +299,23 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     return [*lines, "", _calibration_sentence(meta, ECE_BINS), *_abstention_lines(meta), ""]
 
 
+def _robustness_section(meta: dict[str, Any]) -> list[str]:
+    entries = meta.get("robustness") or []
+    if not entries:
+        return []
+    lines = ["## Robustness to corrupted faces", ""]
+    for e in entries:
+        source = f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
+        lines += [f"Measured by `affectkit robustness` on {source} ({e['split']}, {e['faces']} faces): {e['score']} "
+                  f"{_number(e['clean'])} on the faces as given, then on the same faces corrupted.", "",
+                  f"| corruption | severity | setting | {e['score']} | change from clean [95% interval] | verdict |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['corruption']} | {r['severity']} | {r['setting']} | {_number(r['score'])} | "
+                  f"{r['change']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] | {r['verdict']} |" for r in e["rows"]]
+        lines.append("")
+    return lines
+
+
 def _calibration_sentence(meta: dict[str, Any], ece_bins: int) -> str:
     """Where the temperature that divides the logits was fit: the validation split after training, or the faces
     ``affectkit calibrate`` was given since."""
@@ -354,6 +376,9 @@ def _use_section(meta: dict[str, Any]) -> list[str]:
     per_group = (f", and this card measures performance per group by {', '.join(measured)} only (above)." if measured
                  else ", and this card does not measure performance per group (`affectkit evaluate MODEL DATA --by "
                       "gender` does, where the data names each face's group).")
+    if not meta.get("robustness"):
+        per_group += (" Blurred, compressed, low-resolution, noisy or dim faces can score lower still: "
+                      "`affectkit robustness MODEL DATA` measures how much.")
     lines += [
         "- Intended use: research, teaching and prototyping of facial-expression and valence/arousal recognition on "
         "face crops like those it was trained on.",
@@ -373,6 +398,6 @@ def render_card(meta: dict[str, Any], weights: str) -> str:
     if meta.get("trained_on_synthetic_data"):
         lines += [f"> **Warning:** {SYNTHETIC_WARNING}", ""]
     lines += _model_section(meta, weights)
-    for section in (_data_section, _recipe_section, _evaluation_section, _use_section):
+    for section in (_data_section, _recipe_section, _evaluation_section, _robustness_section, _use_section):
         lines += section(meta)
     return "\n".join(lines).rstrip() + "\n"

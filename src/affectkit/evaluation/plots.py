@@ -313,6 +313,32 @@ def plot_group_scores(tables: dict[str, pd.DataFrame], attribute: str, path: str
     return _save(fig, path)
 
 
+def plot_robustness(table: pd.DataFrame, path: str | Path, title: str = "Robustness to corrupted faces") -> Path:
+    """One line per corruption: accuracy (else the mean of the valence and arousal CCCs) from the clean faces
+    (severity 0, a row of ``table``) through each severity; the clean score's interval shaded where it has one."""
+    if "accuracy" in table:
+        score, label = table["accuracy"].astype(float), "accuracy"
+    else:
+        score, label = table.reindex(columns=list(CCC_COLUMNS)).astype(float).mean(axis=1), "mean CCC"
+    clean = table["severity"] == 0
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    if "accuracy_low" in table:
+        ax.axhspan(float(table.loc[clean, "accuracy_low"].iloc[0]), float(table.loc[clean, "accuracy_high"].iloc[0]),
+                   color="grey", alpha=0.2, label="clean, 95% interval")
+    clean_score = float(score[clean].iloc[0])
+    for corruption in dict.fromkeys(table.loc[~clean, "corruption"]):
+        rows = table["corruption"] == corruption
+        severities = [0, *table.loc[rows, "severity"].astype(int)]
+        ax.plot(severities, [clean_score, *score[rows]], marker="o", label=str(corruption))
+    ax.set_xticks(sorted({0, *table["severity"].astype(int)}))
+    ax.set_xlabel("severity (0: clean)")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_reliability_diagram(probs: ArrayLike, targets: ArrayLike, path: str | Path,
                              title: str = "Reliability diagram", n_bins: int = ECE_BINS) -> Path:
     """Accuracy against confidence per confidence bin, with the share of samples per bin underneath."""

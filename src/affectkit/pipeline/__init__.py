@@ -1,6 +1,7 @@
 """Orchestration over the library's layers (data and models, then training and evaluation): the main pipeline and
-the evaluation of a saved model (``run``), its calibration on other faces (``calibrate``), the demo, the benchmark
-and hyperparameter tuning. The public API (:mod:`affectkit.api`) and the command line call these.
+the evaluation of a saved model (``run``), its calibration on other faces (``calibrate``), its scores on corrupted
+faces (``robustness``), the demo, the benchmark and hyperparameter tuning. The public API (:mod:`affectkit.api`)
+and the command line call these.
 
 Names are imported on first use, so a submodule (``affectkit.pipeline.tuning``) does not pay for the others.
 """
@@ -14,6 +15,7 @@ _EXPORTS = {
     "run_pipeline": "affectkit.pipeline.run",
     "train_one": "affectkit.pipeline.run",
     "run_demo": "affectkit.pipeline.demo",
+    "robustness_saved": "affectkit.pipeline.robustness",
 }
 
 __all__ = list(_EXPORTS)

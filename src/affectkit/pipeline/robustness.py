@@ -1,0 +1,94 @@
+"""``affectkit robustness MODEL DATA``: a saved model scored on the same faces clean and corrupted (low resolution,
+JPEG compression, blur, sensor noise, under-exposure; :mod:`affectkit.data.corruptions`), each at three severities:
+how much of its accuracy survives a webcam, a compressed upload or a dim room, and which corruption costs the most.
+
+The faces are those ``evaluate`` scores (the model's test split by default), read as the model reads them and
+predicted with its stored temperature and flip setting; each is corrupted at the model's input size. Writes
+``robustness.csv``, ``robustness.md`` and ``robustness.png`` into the output folder, and the scores into the
+model's card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from affectkit.data.corruptions import CORRUPTIONS, SEVERITIES, CorruptedFaces, check_corruptions, setting_of
+from affectkit.errors import AffectkitError
+from affectkit.data.synthetic import is_synthetic_data
+from affectkit.evaluation.card import seen_warning, write_model_card
+from affectkit.evaluation.evaluator import evaluation_device, face_groups
+from affectkit.evaluation.plots import plot_robustness
+from affectkit.evaluation.robustness import Corrupted, robustness_entry, robustness_markdown, robustness_table
+from affectkit.evaluation.subgroups import resampled_units
+from affectkit.models.io import load_model
+from affectkit.models.metadata import model_paths
+from affectkit.pipeline.run import evaluation_data, saved_predictions, seen_in_training
+from affectkit.progress import reporter, silenced
+
+
+@dataclass
+class RobustnessResult:
+    table: pd.DataFrame  # the clean row, then one per corruption and severity (see robustness_table)
+    paths: dict[str, Path]  # csv, markdown, plot
+    notes: list[str]
+
+
+def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: Path | None = None,
+                     out: Path | None = None, corruptions: Sequence[str] | None = None,
+                     severities: Sequence[int] = SEVERITIES, seed: int = 0,
+                     quiet: bool = False) -> RobustnessResult:
+    """Score the saved model on ``split`` of ``data`` (as ``evaluate`` picks it) clean and under each of
+    ``corruptions`` (default: all) at each of ``severities``; ``seed`` draws the noise. Files into ``out`` (default:
+    ``robustness`` beside the model)."""
+    corruptions = list(corruptions or CORRUPTIONS)
+    try:
+        check_corruptions(corruptions, list(severities))
+    except ValueError as error:
+        raise AffectkitError(f"robustness: {error}.") from None
+    with silenced(quiet):
+        prepared = evaluation_data(model_path, data, split, splits)
+        model, meta = load_model(model_path, device=evaluation_device())
+        reporter().show(f"Scoring {meta['display_name']} on the {split} split of {data}, clean")
+        positions, clean = saved_predictions(model_path, model, prepared, split, data)
+        corrupted = []
+        for name in corruptions:
+            for severity in sorted(severities):
+                setting = setting_of(name, severity, prepared.images.shape[1])
+                reporter().show(f"{name}, severity {severity}: {setting}")
+                faces = replace(prepared, images=CorruptedFaces(prepared.images, name, severity, seed))
+                corrupted.append(Corrupted(name, severity, setting,
+                                           saved_predictions(model_path, model, faces, split, data)[1]))
+        groups = face_groups(prepared, positions)
+        table = robustness_table(prepared.expression[positions], prepared.valence_arousal[positions], groups,
+                                 clean, corrupted)
+        notes = []
+        if split == "all" and (seen := seen_in_training(model_path, prepared, data, splits)):
+            notes.append(seen_warning(seen, len(positions)))
+        out = Path(out) if out is not None else model_paths(model_path)[0].parent / "robustness"
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": out / "robustness.csv", "markdown": out / "robustness.md", "plot": out / "robustness.png"}
+        table.to_csv(paths["csv"], index=False, float_format="%.4f")
+        side = prepared.images.shape[1]
+        faces = "every face" if split == "all" else f"the {split} split"
+        about = [f"Model: {meta['display_name']} (`{model_path}`), with its stored temperature "
+                 f"({float(meta.get('temperature', 1.0)):.3f}) and flip setting, as `affectkit evaluate` scores it.",
+                 f"Faces: {faces} of `{data}`, {len(positions)} faces, the same clean and corrupted; each corrupted "
+                 f"on the {side} x {side} px crop the model reads (noise drawn with seed {seed}). "
+                 f"Intervals draw {resampled_units(groups)} with replacement.",
+                 *(f"Warning: {note}" for note in notes)]
+        paths["markdown"].write_text(robustness_markdown(table, about))
+        plot_robustness(table, paths["plot"], title=f"{meta['display_name']}: robustness to corrupted faces")
+        if table.columns.isin(["accuracy_change", "ccc_change"]).any():
+            paths["card"] = write_model_card(model_path, robustness=robustness_entry(
+                table, str(Path(data).resolve()), split, is_synthetic_data(data)))
+        for note in notes:
+            reporter().note(f"Warning: {note}")
+        reporter().note(f"Wrote {', '.join(str(path) for path in paths.values())}")
+        return RobustnessResult(table, paths, notes)
+
+
+__all__ = ["RobustnessResult", "robustness_saved"]
