@@ -111,6 +111,7 @@ def test_the_command_scores_a_trained_model_clean_and_corrupted(demo_dir, tmp_pa
     assert table.loc[2, "accuracy"] < table.loc[0, "accuracy"] and table.loc[2, "verdict"] == "worse"
     report = (tmp_path / "out" / "robustness.md").read_text()
     assert "| noise | 3 | Gaussian noise, sigma 24 grey levels |" in report and "Hardest here:" in report
+    assert f"Faces: every face of `{demo_dir}`, 96 faces, the same clean and corrupted" in report
     card = " ".join((tmp_path / "ready" / "FER2013-MiniXception_card.md").read_text().split())
     assert "## Robustness to corrupted faces" in card and f"on `{demo_dir.resolve()}` (synthetic) (all, 96" in card
     assert "`affectkit robustness MODEL DATA` measures how much" not in card

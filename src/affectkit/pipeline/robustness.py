@@ -52,16 +52,17 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
         model, meta = load_model(model_path, device=evaluation_device())
-        reporter().show(f"Scoring {meta['display_name']} on the {split} split of {data}, clean")
+        scored = "every face" if split == "all" else f"the {split} split"
+        reporter().show(f"Scoring {meta['display_name']} on {scored} of {data}, clean")
         positions, clean = saved_predictions(model_path, model, prepared, split, data)
         corrupted = []
         for name in corruptions:
             for severity in sorted(severities):
                 setting = setting_of(name, severity, prepared.images.shape[1])
                 reporter().show(f"{name}, severity {severity}: {setting}")
-                faces = replace(prepared, images=CorruptedFaces(prepared.images, name, severity, seed))
+                degraded = replace(prepared, images=CorruptedFaces(prepared.images, name, severity, seed))
                 corrupted.append(Corrupted(name, severity, setting,
-                                           saved_predictions(model_path, model, faces, split, data)[1]))
+                                           saved_predictions(model_path, model, degraded, split, data)[1]))
         groups = face_groups(prepared, positions)
         table = robustness_table(prepared.expression[positions], prepared.valence_arousal[positions], groups,
                                  clean, corrupted)
@@ -73,10 +74,9 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
         paths = {"csv": out / "robustness.csv", "markdown": out / "robustness.md", "plot": out / "robustness.png"}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
         side = prepared.images.shape[1]
-        faces = "every face" if split == "all" else f"the {split} split"
         about = [f"Model: {meta['display_name']} (`{model_path}`), with its stored temperature "
                  f"({float(meta.get('temperature', 1.0)):.3f}) and flip setting, as `affectkit evaluate` scores it.",
-                 f"Faces: {faces} of `{data}`, {len(positions)} faces, the same clean and corrupted; each corrupted "
+                 f"Faces: {scored} of `{data}`, {len(positions)} faces, the same clean and corrupted; each corrupted "
                  f"on the {side} x {side} px crop the model reads (noise drawn with seed {seed}). "
                  f"Intervals draw {resampled_units(groups)} with replacement.",
                  *(f"Warning: {note}" for note in notes)]
