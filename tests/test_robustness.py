@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from affectkit.data.corruptions import CORRUPTIONS, SEVERITIES, CorruptedFaces, setting_of
@@ -94,6 +95,7 @@ def test_the_command_scores_a_trained_model_clean_and_corrupted(demo_dir, tmp_pa
     import affectkit
     from affectkit.cli import app
     from affectkit.models.ready import write_ready_model
+    from affectkit.serving.app import create_app
 
     model = write_ready_model("fer2013", tmp_path / "ready")
     done = CliRunner().invoke(app, ["robustness", str(model), str(demo_dir), "--split", "all", "--corruptions",
@@ -118,6 +120,8 @@ def test_the_command_scores_a_trained_model_clean_and_corrupted(demo_dir, tmp_pa
     recorded = json.loads(model.with_suffix(".json").read_text())["robustness"]
     assert [(r["corruption"], r["severity"]) for r in recorded[0]["rows"]] == list(zip(table["corruption"][1:],
                                                                                        table["severity"][1:]))
+    served = TestClient(create_app(model, detect=False)).get("/v1/model").json()
+    assert served["robustness"] == recorded  # what a client of the server reads about it
 
     refused = CliRunner().invoke(app, ["robustness", str(model), str(demo_dir), "--corruptions", "fog"])
     assert isinstance(refused.exception, AffectkitError)  # which the command line prints as one line

@@ -570,6 +570,7 @@ def create_app(
             "input_size": predictor.input_size,
             "temperature": meta.get("temperature"),
             "evaluations": meta.get("evaluations", []),
+            "robustness": meta.get("robustness", []),  # its scores on corrupted faces (`affectkit robustness`)
             "backend": predictor.backend_name,
             # An int8 export's: its evaluations above are those of the float model it was quantised from.
             "quantization": predictor.quantization,
