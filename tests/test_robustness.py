@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -98,6 +99,9 @@ def test_the_command_scores_a_trained_model_clean_and_corrupted(demo_dir, tmp_pa
     from affectkit.serving.app import create_app
 
     model = write_ready_model("fer2013", tmp_path / "ready")
+    metrics = affectkit.evaluate(model, demo_dir, "all", out=tmp_path / "eval")  # which writes its card
+    card_file = tmp_path / "ready" / "FER2013-MiniXception_card.md"
+    assert "`affectkit robustness MODEL DATA` measures how much" in " ".join(card_file.read_text().split())
     done = CliRunner().invoke(app, ["robustness", str(model), str(demo_dir), "--split", "all", "--corruptions",
                                     "low-resolution,noise", "--severities", "1,3", "--out", str(tmp_path / "out")])
     assert done.exit_code == 0, done.output
@@ -107,14 +111,13 @@ def test_the_command_scores_a_trained_model_clean_and_corrupted(demo_dir, tmp_pa
     assert (table["faces"] == 96).all()
     assert (tmp_path / "out" / "robustness.png").stat().st_size > 10_000
     # The clean row is the model as `evaluate` scores it on the same faces.
-    metrics = affectkit.evaluate(model, demo_dir, "all", out=tmp_path / "eval")
     assert table.loc[0, "accuracy"] == pytest.approx(metrics["expression"]["accuracy"], abs=1e-4)
     # A face at a quarter of the model's side has lost the detail an expression is read from.
     assert table.loc[2, "accuracy"] < table.loc[0, "accuracy"] and table.loc[2, "verdict"] == "worse"
     report = (tmp_path / "out" / "robustness.md").read_text()
     assert "| noise | 3 | Gaussian noise, sigma 24 grey levels |" in report and "Hardest here:" in report
     assert f"Faces: every face of `{demo_dir}`, 96 faces, the same clean and corrupted" in report
-    card = " ".join((tmp_path / "ready" / "FER2013-MiniXception_card.md").read_text().split())
+    card = " ".join(card_file.read_text().split())
     assert "## Robustness to corrupted faces" in card and f"on `{demo_dir.resolve()}` (synthetic) (all, 96" in card
     assert "`affectkit robustness MODEL DATA` measures how much" not in card
     recorded = json.loads(model.with_suffix(".json").read_text())["robustness"]
@@ -122,6 +125,9 @@ def test_the_command_scores_a_trained_model_clean_and_corrupted(demo_dir, tmp_pa
                                                                                        table["severity"][1:]))
     served = TestClient(create_app(model, detect=False)).get("/v1/model").json()
     assert served["robustness"] == recorded  # what a client of the server reads about it
+
+    option = next(p for p in typer.main.get_command(app).commands["robustness"].params if p.name == "corruptions")
+    assert f"of {', '.join(CORRUPTIONS)} (default: all)" in option.help  # the help names every corruption
 
     refused = CliRunner().invoke(app, ["robustness", str(model), str(demo_dir), "--corruptions", "fog"])
     assert isinstance(refused.exception, AffectkitError)  # which the command line prints as one line

@@ -215,11 +215,12 @@ def robustness(model: str | Path, data: str | Path, split: str = "test", *, spli
                out: str | Path | None = None, corruptions: Sequence[str] | None = None,
                severities: Sequence[int] = (1, 2, 3), seed: int = 0, quiet: bool = True) -> RobustnessResult:
     """Score a saved model on the faces :func:`evaluate` scores, clean and corrupted: ``corruptions`` (default all
-    of "low-resolution", "jpeg", "blur", "noise", "dark") at each of ``severities`` (1 mild to 3 harsh), each face
-    corrupted at the model's input size (``seed`` draws the noise). Returns the ``.table`` (a DataFrame: the clean
-    row, then one per corruption and severity, with accuracy and its interval, macro-F1, ECE, valence/arousal CCC,
-    and the change from clean with its paired interval, McNemar p-value and verdict), ``.paths`` (robustness.csv /
-    .md / .png, in ``out``, default ``robustness`` beside the model) and ``.notes``."""
+    of "low-resolution", "jpeg", "blur", "noise", "dark", "mask") at each of ``severities`` (1 mild to 3 harsh),
+    each face corrupted at the model's input size (``seed`` draws the noise). Returns the ``.table`` (a DataFrame:
+    the clean row, then one per corruption and severity, with accuracy and its interval, macro-F1, ECE,
+    valence/arousal CCC, and the change from clean with its paired interval, McNemar p-value and verdict),
+    ``.paths`` (robustness.csv / .md / .png, in ``out``, default ``robustness`` beside the model) and ``.notes``."""
+
     from affectkit.pipeline import robustness_saved
 
     with _reporting(quiet):

@@ -247,7 +247,7 @@ def robustness(
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
     corruptions: Annotated[Optional[str], typer.Option(
-        help="Comma-separated, of low-resolution, jpeg, blur, noise, dark (default: all).")] = None,
+        help="Comma-separated, of low-resolution, jpeg, blur, noise, dark, mask (default: all).")] = None,
     severities: Annotated[str, typer.Option(help="Comma-separated severities, 1 (mild) to 3 (harsh).")] = "1,2,3",
     seed: Annotated[int, typer.Option(help="Seed of the noise drawn on each face.")] = 0,
     out: Annotated[Optional[Path], typer.Option(
@@ -255,7 +255,8 @@ def robustness(
     quiet: QuietOpt = False,
 ) -> None:
     """A saved model's scores on the same faces clean and corrupted (low resolution, JPEG, blur, sensor noise,
-    under-exposure), each at three severities: the change from clean with its interval and a paired test."""
+    under-exposure, a face mask), each at three severities: the change from clean with its interval and a paired
+    test."""
     from rich.console import Console
     from rich.table import Table
 

@@ -1,10 +1,13 @@
 """Fixed corruptions of face crops, for measuring how a model holds up on faces that lose detail or light before
 they reach it (``affectkit robustness``): the ways ``augmentation.degrade`` degrades a training face (a
 low-resolution capture scaled back up, JPEG compression, defocus blur, sensor noise), each at three fixed severities,
-and under-exposure. The same albumentations transforms as the augmentation, their ranges pinned to one value.
+under-exposure, and the lower face hidden as a face mask hides it. The same albumentations transforms as the
+augmentation, their ranges pinned to one value.
 
 A corruption acts on the aligned crop at the model's input size, as the model receives a face. Blur is set for a
-112-pixel crop and scaled with the crop, so that it takes away the same share of the face's detail at any size."""
+112-pixel crop and scaled with the crop, so that it takes away the same share of the face's detail at any size. The
+mask covers a share of the crop's height from its bottom edge in flat grey: the chin, then the mouth, then the nose,
+as a worn mask hides them (which of them each share reaches depends on how the crops are framed)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 
 SEVERITIES = (1, 2, 3)
 BLUR_REFERENCE_SIDE = 112  # the crop side the blur settings are given for
+MASK_GREY = 128  # the mask's flat colour
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,15 @@ class Corruption:
 
 def _blur_sigma(setting: float, side: int) -> float:
     return setting * side / BLUR_REFERENCE_SIDE
+
+
+def _lower_face_covered(share: float) -> A.Lambda:
+    def cover(image: np.ndarray, **_: object) -> np.ndarray:
+        covered = image.copy()
+        covered[image.shape[0] - round(share * image.shape[0]):] = MASK_GREY
+        return covered
+
+    return A.Lambda(image=cover, p=1.0)
 
 
 CORRUPTIONS: dict[str, Corruption] = {
@@ -49,6 +62,9 @@ CORRUPTIONS: dict[str, Corruption] = {
     "dark": Corruption(
         (0.6, 0.4, 0.25), lambda share, _: f"{share:.0%} of the light",
         lambda share, _: A.MultiplicativeNoise(multiplier=(share, share), p=1.0)),
+    "mask": Corruption(
+        (0.3, 0.4, 0.5), lambda share, _: f"lower {share:.0%} of the crop covered",
+        lambda share, _: _lower_face_covered(share)),
 }
 
 

@@ -377,7 +377,7 @@ def _use_section(meta: dict[str, Any]) -> list[str]:
                  else ", and this card does not measure performance per group (`affectkit evaluate MODEL DATA --by "
                       "gender` does, where the data names each face's group).")
     if not meta.get("robustness"):
-        per_group += (" Blurred, compressed, low-resolution, noisy or dim faces can score lower still: "
+        per_group += (" Blurred, compressed, low-resolution, noisy, dim or masked faces can score lower still: "
                       "`affectkit robustness MODEL DATA` measures how much.")
     lines += [
         "- Intended use: research, teaching and prototyping of facial-expression and valence/arousal recognition on "

@@ -1,6 +1,7 @@
 """``affectkit robustness MODEL DATA``: a saved model scored on the same faces clean and corrupted (low resolution,
-JPEG compression, blur, sensor noise, under-exposure; :mod:`affectkit.data.corruptions`), each at three severities:
-how much of its accuracy survives a webcam, a compressed upload or a dim room, and which corruption costs the most.
+JPEG compression, blur, sensor noise, under-exposure, a face mask; :mod:`affectkit.data.corruptions`), each at three
+severities: how much of its accuracy survives a webcam, a compressed upload, a dim room or a masked face, and which
+corruption costs the most.
 
 The faces are those ``evaluate`` scores (the model's test split by default), read as the model reads them and
 predicted with its stored temperature and flip setting; each is corrupted at the model's input size. Writes
