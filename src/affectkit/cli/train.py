@@ -38,6 +38,9 @@ from affectkit.progress import console
 DEFAULT_MODELS = "resnet50,efficientnet_b0,custom_cnn"
 # Several processes per search (DDP) would each run the whole study or benchmark.
 SINGLE_PROCESS = ("devices", "num_nodes")
+SavedModelArg = Annotated[Path, typer.Argument(
+    help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, or "
+    "the one model it holds).", callback=chosen_model_of_run)]
 
 
 @app.command()
@@ -200,10 +203,7 @@ def benchmark(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Argument(
-        help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, "
-        "or the one model it holds).",
-        callback=chosen_model_of_run)],
+    model: SavedModelArg,
     data: DataArg,
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
@@ -240,9 +240,7 @@ def evaluate(
 
 @app.command()
 def robustness(
-    model: Annotated[Path, typer.Argument(
-        help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, "
-        "or the one model it holds).", callback=chosen_model_of_run)],
+    model: SavedModelArg,
     data: DataArg,
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
@@ -280,9 +278,7 @@ def robustness(
 
 @app.command()
 def calibrate(
-    model: Annotated[Path, typer.Argument(
-        help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, "
-        "or the one model it holds).", callback=chosen_model_of_run)],
+    model: SavedModelArg,
     data: DataArg,
     split: Annotated[str, typer.Option(
         help="val (the model's own split of its training data, or another data set's own val), train (another data "
