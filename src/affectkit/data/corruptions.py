@@ -1,8 +1,8 @@
 """Fixed corruptions of face crops, for measuring how a model holds up on faces that lose detail or light before
-they reach it (``affectkit robustness``): the ways ``augmentation.degrade`` degrades a training face (a
-low-resolution capture scaled back up, JPEG compression, defocus blur, sensor noise), each at three fixed severities,
-under-exposure, and the lower face hidden as a face mask hides it. The same albumentations transforms as the
-augmentation, their ranges pinned to one value.
+they reach it (``affectkit robustness``), each at three fixed severities: the ways ``augmentation.degrade`` degrades
+a training face (a low-resolution capture scaled back up, JPEG compression, defocus blur, sensor noise; the same
+albumentations transforms, their ranges pinned to one value), under-exposure, and the lower face hidden as a face
+mask hides it.
 
 A corruption acts on the aligned crop at the model's input size, as the model receives a face. Blur is set for a
 112-pixel crop and scaled with the crop, so that it takes away the same share of the face's detail at any size. The
