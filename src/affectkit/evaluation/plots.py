@@ -313,15 +313,16 @@ def plot_group_scores(tables: dict[str, pd.DataFrame], attribute: str, path: str
     return _save(fig, path)
 
 
-def plot_robustness(table: pd.DataFrame, path: str | Path, title: str = "Robustness to corrupted faces") -> Path:
-    """One line per corruption: accuracy (else the mean of the valence and arousal CCCs) from the clean faces
-    (severity 0, a row of ``table``) through each severity; the clean score's interval shaded where it has one."""
-    if "accuracy" in table:
-        score, label = table["accuracy"].astype(float), "accuracy"
-    else:
-        score, label = table.reindex(columns=list(CCC_COLUMNS)).astype(float).mean(axis=1), "mean CCC"
+def plot_robustness(table: pd.DataFrame, score: pd.Series | None, label: str, path: str | Path,
+                    title: str = "Robustness to corrupted faces") -> Path:
+    """One line per corruption: ``score`` (``label``, one value per row of ``table``; None where nothing was scored)
+    from the clean faces (severity 0, a row of ``table``) through each severity; the clean accuracy's interval shaded
+    where it has one."""
     clean = table["severity"] == 0
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    if score is None:
+        _no_data(ax)
+        return _save(fig, path)
     if "accuracy_low" in table:
         ax.axhspan(float(table.loc[clean, "accuracy_low"].iloc[0]), float(table.loc[clean, "accuracy_high"].iloc[0]),
                    color="grey", alpha=0.2, label="clean, 95% interval")

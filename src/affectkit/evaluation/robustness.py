@@ -86,27 +86,46 @@ def robustness_table(labels: np.ndarray, valence_arousal: np.ndarray, groups: np
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class Headline:
+    """The score a robustness table is summed up by: accuracy where the model was scored on classes, else the mean
+    of the valence and arousal CCCs."""
+
+    name: str  # "accuracy" or "mean CCC"
+    values: pd.Series  # one per row of the table
+    change: str  # the prefix of its change-from-clean columns
+
+
+def headline(table: pd.DataFrame) -> Headline | None:
+    """The :class:`Headline` of a :func:`robustness_table`; None where it scored neither classes nor
+    valence/arousal."""
+    if "accuracy" in table:
+        return Headline("accuracy", table["accuracy"].astype(float), "accuracy_change")
+    if "valence_ccc" in table:
+        return Headline("mean CCC", table[["valence_ccc", "arousal_ccc"]].astype(float).mean(axis=1), "ccc_change")
+    return None
+
+
 def hardest(table: pd.DataFrame) -> pd.Series | None:
     """The corrupted row that costs the most (accuracy, else mean CCC), or None without a corrupted row."""
     corrupted = table[table["corruption"] != CLEAN]
-    column = "accuracy_change" if "accuracy_change" in table else "ccc_change"
-    if corrupted.empty or column not in table:
+    if corrupted.empty or (summary := headline(table)) is None:
         return None
-    return corrupted.loc[corrupted[column].astype(float).idxmin()]
+    return corrupted.loc[corrupted[summary.change].astype(float).idxmin()]
 
 
 def robustness_entry(table: pd.DataFrame, data: str, split: str, synthetic: bool) -> dict[str, object]:
-    """What the model card keeps of a :func:`robustness_table`: per corrupted row, the score (accuracy, else the
-    mean valence/arousal CCC), its change from clean with the interval, and the verdict."""
-    by_accuracy = "accuracy" in table
-    score = table["accuracy"] if by_accuracy else table[["valence_ccc", "arousal_ccc"]].astype(float).mean(axis=1)
-    prefix = "accuracy_change" if by_accuracy else "ccc_change"
+    """What the model card keeps of a :func:`robustness_table` that scored classes or valence/arousal: per corrupted
+    row, the :func:`headline` score, its change from clean with the interval, and the verdict."""
+    summary = headline(table)
+    prefix = summary.change
+    verdict = "verdict" if prefix == "accuracy_change" else "ccc_verdict"
     rows = [{"corruption": row["corruption"], "severity": int(row["severity"]), "setting": row["setting"],
-             "score": float(score[i]), "change": float(row[prefix]), "low": float(row[f"{prefix}_low"]),
-             "high": float(row[f"{prefix}_high"]), "verdict": row["verdict" if by_accuracy else "ccc_verdict"]}
+             "score": float(summary.values[i]), "change": float(row[prefix]), "low": float(row[f"{prefix}_low"]),
+             "high": float(row[f"{prefix}_high"]), "verdict": row[verdict]}
             for i, row in table.iterrows() if row["corruption"] != CLEAN]
     return {"data": data, "split": split, "synthetic": synthetic, "faces": int(table["faces"].iloc[0]),
-            "score": "accuracy" if by_accuracy else "mean CCC", "clean": float(score.iloc[0]), "rows": rows}
+            "score": summary.name, "clean": float(summary.values.iloc[0]), "rows": rows}
 
 
 def _change_cell(row: pd.Series, prefix: str) -> str:
@@ -146,11 +165,11 @@ def robustness_markdown(table: pd.DataFrame, about: Sequence[str]) -> str:
                  "gets right one way only (and, where faces were drawn by person, an interval that leaves out 0); "
                  "\"worse\" is a loss these faces can tell from chance.")
     if (row := hardest(table)) is not None:
-        change = row.get("accuracy_change", row.get("ccc_change"))
+        summary = headline(table)
         lines += ["", f"Hardest here: {row['corruption']} at severity {row['severity']} ({row['setting']}), "
-                      f"{change:+.3f} {'accuracy' if 'accuracy_change' in table else 'mean CCC'}."]
+                      f"{row[summary.change]:+.3f} {summary.name}."]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CLEAN", "Corrupted", "hardest", "robustness_cells", "robustness_entry", "robustness_markdown",
-           "robustness_table"]
+__all__ = ["CLEAN", "Corrupted", "Headline", "hardest", "headline", "robustness_cells", "robustness_entry",
+           "robustness_markdown", "robustness_table"]

@@ -18,12 +18,18 @@ from pathlib import Path
 import pandas as pd
 
 from affectkit.data.corruptions import CORRUPTIONS, SEVERITIES, CorruptedFaces, check_corruptions, setting_of
-from affectkit.errors import AffectkitError
 from affectkit.data.synthetic import is_synthetic_data
+from affectkit.errors import AffectkitError
 from affectkit.evaluation.card import seen_warning, write_model_card
 from affectkit.evaluation.evaluator import evaluation_device, face_groups
 from affectkit.evaluation.plots import plot_robustness
-from affectkit.evaluation.robustness import Corrupted, robustness_entry, robustness_markdown, robustness_table
+from affectkit.evaluation.robustness import (
+    Corrupted,
+    headline,
+    robustness_entry,
+    robustness_markdown,
+    robustness_table,
+)
 from affectkit.evaluation.subgroups import resampled_units
 from affectkit.models.io import load_model
 from affectkit.models.metadata import model_paths
@@ -82,8 +88,10 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
                  f"Intervals draw {resampled_units(groups)} with replacement.",
                  *(f"Warning: {note}" for note in notes)]
         paths["markdown"].write_text(robustness_markdown(table, about))
-        plot_robustness(table, paths["plot"], title=f"{meta['display_name']}: robustness to corrupted faces")
-        if table.columns.isin(["accuracy_change", "ccc_change"]).any():
+        summary = headline(table)
+        plot_robustness(table, summary.values if summary else None, summary.name if summary else "", paths["plot"],
+                        title=f"{meta['display_name']}: robustness to corrupted faces")
+        if summary is not None:
             paths["card"] = write_model_card(model_path, robustness=robustness_entry(
                 table, str(Path(data).resolve()), split, is_synthetic_data(data)))
         for note in notes:
