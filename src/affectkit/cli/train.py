@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -34,6 +34,9 @@ from affectkit.cli.common import (
 from affectkit.config import DEMO_FACES, Config
 from affectkit.errors import AffectkitError
 from affectkit.progress import console
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_MODELS = "resnet50,efficientnet_b0,custom_cnn"
 # Several processes per search (DDP) would each run the whole study or benchmark.
@@ -255,9 +258,6 @@ def robustness(
     """A saved model's scores on the same faces clean and corrupted (low resolution, JPEG, blur, sensor noise,
     under-exposure, a face mask), each at three severities: the change from clean with its interval and a paired
     test."""
-    from rich.console import Console
-    from rich.table import Table
-
     from affectkit.evaluation.robustness import robustness_cells
     from affectkit.pipeline import robustness_saved
 
@@ -269,11 +269,7 @@ def robustness(
     with report_to_console(quiet):
         result = robustness_saved(model, data, split, splits, out, corruptions=comma_list(corruptions) or None,
                                   severities=levels, seed=seed)
-    shown = robustness_cells(result.table)
-    table = Table(*shown.columns, title=f"affectkit robustness ({split} split; [95% interval])")
-    for row in shown.astype(str).itertuples(index=False):
-        table.add_row(*row)
-    Console().print(table)
+    print_cells(robustness_cells(result.table), f"affectkit robustness ({split} split; [95% interval])")
 
 
 @app.command()
@@ -310,6 +306,17 @@ def calibrate(
 GROUP_COLUMNS = {"model": "model", "group": "group", "faces": "faces", "people": "people",
                  "accuracy": "accuracy [95%]", "macro_f1": "macro F1", "valence_ccc": "valence CCC",
                  "arousal_ccc": "arousal CCC"}
+
+
+def print_cells(cells: pd.DataFrame, title: str) -> None:
+    """A DataFrame of table cells as a rich table, one column per column."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*cells.columns, title=title)
+    for row in cells.astype(str).itertuples(index=False):
+        table.add_row(*row)
+    Console().print(table)
 
 
 def print_group_scores(attribute: str, rows: list[dict], gaps: dict[str, dict | None]) -> None:
@@ -356,9 +363,6 @@ def compare(
 ) -> None:
     """Saved models on the same faces, each with its scores' intervals, and the first set against the others face
     by face: better, worse, or not told apart by these faces."""
-    from rich.console import Console
-    from rich.table import Table
-
     from affectkit.evaluation.comparison import interval_cells
     from affectkit.evaluation.subgroups import gap_record
     from affectkit.pipeline import compare_saved
@@ -368,10 +372,7 @@ def compare(
                                attributes=attributes)
     shown = interval_cells(result.table[["model", "faces", "accuracy", "macro_f1", "balanced_accuracy"]],
                            result.table)
-    table = Table(*shown.columns, title=f"affectkit compare ({split} split; [95% interval])")
-    for row in shown.astype(str).itertuples(index=False):
-        table.add_row(*row)
-    Console().print(table)
+    print_cells(shown, f"affectkit compare ({split} split; [95% interval])")
     first = result.table.loc[0, "model"]
     for other, c in result.comparisons:
         say(f"{first} against {other}: accuracy {c.difference:+.4f} [{c.low:+.3f}, {c.high:+.3f}], McNemar p "
