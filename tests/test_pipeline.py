@@ -91,8 +91,10 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
         assert f"| {row.accuracy:.4f} [{row.accuracy_low:.3f}, {row.accuracy_high:.3f}] |" in report, row.model
     # The model to use is chosen on the validation faces, then set against each other row on the test faces.
     tied = table[table["val_accuracy"] == table["val_accuracy"].max()]  # a tie goes to the lower validation log-loss
-    chosen = tied.loc[tied["val_log_loss"].idxmin(), "model"]
-    assert table.loc[table["chosen"], "model"].tolist() == [chosen]
+    # The csv rounds to 4 decimals: models left at chance all read ln 8 there, their order set by digits beyond.
+    lowest = tied.loc[tied["val_log_loss"] == tied["val_log_loss"].min(), "model"].tolist()
+    chosen = table.loc[table["chosen"], "model"].item()
+    assert chosen in lowest
     assert f"Chosen on the validation faces: **{chosen}** (validation accuracy" in report
     assert f"## {chosen} against each model, face by face" in report
     section = report.split(f"## {chosen} against each model, face by face", 1)[1]
