@@ -74,6 +74,7 @@ RECIPE_LEVERS: dict[str, dict[str, Any]] = {
     "select on validation macro-F1 instead of loss": {"selection_metric": "val_macro_f1"},
     "random erasing added (p 0.25)": {"augmentation.random_erasing": 0.25},
     "degradation added (p 0.3)": {"augmentation.degrade": 0.3},
+    "face masks added (p 0.3)": {"augmentation.face_mask": 0.3},
     "no phase-2 step minimum": {"fine_tune_min_steps": 0},
     "no mixup": {"augmentation.mixup_alpha": 0.0},
     "label smoothing 0.2 instead of 0.1": {"loss.label_smoothing": 0.2},

@@ -102,3 +102,40 @@ def test_random_erasing_blanks_one_rectangle_in_the_mean_colour_and_keeps_landma
         assert (out[~erased] == 255).all() and np.allclose(moved, pts)
     off = TrainAugmenter(still.model_copy(update={"random_erasing": 0.0}), seed=0)
     assert np.array_equal(off(img, pts)[0], img)
+
+
+def test_a_face_mask_covers_nose_mouth_and_chin_where_the_landmarks_put_them_and_leaves_the_eyes():
+    from affectkit.data.synthetic import render_face, sample_rng
+
+    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
+                               shear_range=0, horizontal_flip=False, face_mask=1.0)
+    colours = set()
+    for seed in range(12):
+        img, pts, *_ = render_face(seed % 8, sample_rng(0, seed), 96, intensity=0.8)
+        pts = pts.astype(np.float32)
+        out, moved = TrainAugmenter(still, seed=seed)(img, pts)
+        assert np.array_equal(out, TrainAugmenter(still, seed=seed)(img, pts)[0]) and np.array_equal(moved, pts)
+        changed = np.abs(out.astype(int) - img).sum(-1) > 0
+        at = lambda k: changed[int(round(pts[k, 1])), int(round(pts[k, 0]))]  # noqa: E731
+        assert all(at(k) for k in (30, 33, 51, 57, 62, 8)), seed  # nose tip and base, the lips, the chin
+        assert not any(at(k) for k in range(36, 48)) and not changed[: int(pts[27, 1])].any(), seed  # eyes, brow
+        colours.add(tuple(out[int(pts[62, 1]), int(pts[62, 0])] // 32))
+    assert len(colours) >= 3  # one of several cloths each time
+    off = TrainAugmenter(still.model_copy(update={"face_mask": 0.0}), seed=0)
+    assert np.array_equal(off(img, pts)[0], img)
+
+
+def test_a_face_without_landmarks_gets_its_mask_where_a_crop_frames_the_lower_face():
+    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
+                               shear_range=0, horizontal_flip=False, face_mask=1.0)
+    img = np.full((64, 64, 3), 128, np.uint8)
+    unknown = np.full((68, 2), np.nan, np.float32)
+    shares = []
+    for seed in range(10):
+        out, _ = TrainAugmenter(still, seed=seed)(img, unknown)
+        changed = (out != 128).any(-1)
+        rows = np.flatnonzero(changed.any(1))
+        assert rows[0] >= 0.40 * 64 and rows[-1] == 63  # from about the nose bridge to the crop's bottom edge
+        assert changed[-1, 32] and changed[40:, 26:38].all() and not changed[:, :2].any()  # mouth, chin; not the edges
+        shares.append(changed.mean())
+    assert 0.15 < min(shares) and max(shares) < 0.45 and len(set(shares)) > 5  # a fit of its own each time

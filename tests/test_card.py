@@ -46,7 +46,7 @@ def test_the_card_describes_data_weights_recipe_metrics_and_limits(trained, demo
     assert card.startswith("# Model card: CustomCNN") and f"**Warning:** {SYNTHETIC_WARNING}" in card
     for text in ("AffectNet .npy annotations", "train 64 / val 16 / test 16", "Classes absent: none",
                  "Starting weights: scratch", "| img_size | 32 |", "| ema_decay | 0.0 |",
-                 "TrivialAugment False, random erasing 0.0, degrade 0.0 |",
+                 "TrivialAugment False, random erasing 0.0, degrade 0.0, face mask 0.0 |",
                  "| loss | 1.0 x CE + 0.5 x mse(valence) + 0.5 x mse(arousal);", "## Intended use and limits",
                  "must not be used on real people", "temperature",
                  "Stages: 32, 64, 128, 256 channels, 1 convolution(s) each, attention none.",

@@ -186,7 +186,7 @@ def test_device_augmentation_trains_and_refuses_what_it_cannot_do(demo_dir, tmp_
     assert len(batch) == 5 and batch[4].shape == (16, 3, 3)  # images leave the loader unwarped, with their maps
     result = train_model("custom_cnn", prepared, tmp_path / "run", config, quiet=True)
     assert result.best_path.is_file() and len(result.history) == 1
-    for pixel_operation in ({"random_erasing": 0.25}, {"degrade": 0.3}):
+    for pixel_operation in ({"random_erasing": 0.25}, {"degrade": 0.3}, {"face_mask": 0.3}):
         with pytest.raises(ValueError, match="augment_on_device"):
             Config(augment_on_device=True, augmentation=pixel_operation)
 

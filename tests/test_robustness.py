@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from affectkit.data.corruptions import CORRUPTIONS, SEVERITIES, CorruptedFaces, setting_of
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.evaluator import Predictions
-from affectkit.evaluation.robustness import Corrupted, hardest, robustness_table
+from affectkit.config import Config
+from affectkit.evaluation.robustness import Corrupted, hardest, remedies, robustness_markdown, robustness_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,6 +82,28 @@ def test_the_table_sets_each_corruption_against_the_same_faces_clean():
     assert hardest(table)["corruption"] == "jpeg"
 
 
+def test_losses_told_from_chance_name_the_training_option_that_draws_such_faces():
+    labels = np.arange(200) % 7
+    hurt = labels.copy()
+    hurt[:80] = (hurt[:80] + 1) % 7
+    lost, kept = _predictions(hurt), _predictions(labels)
+    table = robustness_table(labels, np.full((200, 2), np.nan), None, kept,
+                             [Corrupted("jpeg", 3, "q", lost), Corrupted("noise", 3, "s", lost),
+                              Corrupted("blur", 1, "s", kept), Corrupted("mask", 1, "m", lost),
+                              Corrupted("dark", 3, "d", lost)])
+    advice = remedies(table)
+    assert advice == ["For faces like these (jpeg, noise): train with `--set augmentation.degrade=0.3`, then measure "
+                      "again (clean faces may lose a little).",
+                      "For faces like these (mask): train with `--set augmentation.face_mask=0.3`, then measure "
+                      "again (clean faces may lose a little)."]  # blur lost nothing; dark has no remedy
+    assert robustness_markdown(table, []).rstrip().endswith(advice[-1])
+    for remedy in {CORRUPTIONS[name].remedy for name in CORRUPTIONS} - {None}:  # each a change a config takes
+        key, value = remedy.split("=")
+        field = key.removeprefix("augmentation.")
+        assert Config().override(**{key: float(value)}).augmentation.model_dump()[field] == float(value)
+    assert remedies(table[table["corruption"].isin(["none", "blur", "dark"])]) == []
+
+
 def test_a_valence_arousal_model_is_scored_by_its_concordance():
     rng = np.random.default_rng(0)
     truth = rng.uniform(-1, 1, (120, 2))
@@ -116,6 +139,7 @@ def test_the_command_scores_a_trained_model_clean_and_corrupted(demo_dir, tmp_pa
     assert table.loc[2, "accuracy"] < table.loc[0, "accuracy"] and table.loc[2, "verdict"] == "worse"
     report = (tmp_path / "out" / "robustness.md").read_text()
     assert "| noise | 3 | Gaussian noise, sigma 24 grey levels |" in report and "Hardest here:" in report
+    assert "For faces like these (low-resolution" in report and "`--set augmentation.degrade=0.3`" in report
     assert f"Faces: every face of `{demo_dir}`, 96 faces, the same clean and corrupted" in report
     card = " ".join(card_file.read_text().split())
     assert "## Robustness to corrupted faces" in card and f"on `{demo_dir.resolve()}` (synthetic) (all, 96" in card

@@ -52,6 +52,8 @@ class AugmentationConfig(_Strict):
         0.0, ge=0, le=1, description="Probability of blanking one random rectangle (2-25% of a training image).")
     degrade: float = Field(0.0, ge=0, le=1, description=(
         "Probability of downscaling, JPEG-compressing, blurring or noising a training image."))
+    face_mask: float = Field(
+        0.0, ge=0, le=1, description="Probability of drawing a face mask over a training face's nose, mouth and chin.")
 
 
 class LossConfig(_Strict):
@@ -211,9 +213,10 @@ class Config(_Strict):
     def _device_augmentation_is_flip_and_warp(self) -> Config:
         aug = self.augmentation
         if self.augment_on_device and (aug.rand_augment or aug.trivial_augment or aug.random_erasing > 0
-                                       or aug.degrade > 0 or aug.fill_mode == "wrap"):
+                                       or aug.degrade > 0 or aug.face_mask > 0 or aug.fill_mode == "wrap"):
             raise ValueError("augment_on_device does the flip and the affine warp only (fill_mode nearest, constant "
-                             "or reflect): RandAugment, TrivialAugment, random erasing and degrade need it off")
+                             "or reflect): RandAugment, TrivialAugment, random erasing, degrade and face_mask need "
+                             "it off")
         return self
 
     @model_validator(mode="after")

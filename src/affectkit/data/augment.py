@@ -58,9 +58,55 @@ def build_degradation(aug: AugmentationConfig) -> A.OneOf | None:
     ], p=aug.degrade)
 
 
+# A face mask's colours (RGB): surgical blue, white, black, navy and beige cloth. No mid grey: `affectkit
+# robustness` hides the lower face in flat grey, a mask that training never drew.
+MASK_COLOURS = ((160, 200, 225), (240, 240, 240), (35, 35, 40), (40, 50, 90), (215, 195, 170))
+
+
+def _between(a: np.ndarray, b: np.ndarray, share: float) -> np.ndarray:
+    return a + (b - a) * share
+
+
+def mask_outline(landmarks: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """The outline (K, 2), in pixels, of a face mask worn over the nose, mouth and chin, its fit drawn from ``rng``.
+    With the 68 landmarks: from the nose bridge (between points 28 and 30) to the cheeks (jaw points 1-2 and 15-14)
+    and round the jaw a little below it. Without: a half-ellipse hanging from 45-60% of the crop's height, where a
+    face crop puts the nose bridge, and reaching below its bottom edge."""
+    height, width = shape[:2]
+    if landmarks.shape == (68, 2) and np.isfinite(landmarks).all():
+        jaw, fit = landmarks[:17], rng.uniform(0, 0.5)
+        bridge = _between(landmarks[28], landmarks[30], rng.uniform(0, 0.6))
+        centre = landmarks[27:36].mean(0)  # the nose: the jaw is pushed out from it, as cloth stands off the chin
+        lower = centre + (jaw[2:15] - centre) * rng.uniform(1.02, 1.08)
+        return np.vstack([_between(jaw[1], jaw[2], fit), lower, _between(jaw[15], jaw[14], fit), bridge])
+    top, half = rng.uniform(0.45, 0.60) * height, rng.uniform(0.30, 0.40) * width
+    centre_x, depth = width * (0.5 + rng.uniform(-0.03, 0.03)), (height - top) * rng.uniform(0.95, 1.15)
+    angles = np.linspace(0, np.pi, 19)
+    arc = np.stack([centre_x + half * np.cos(angles), top + depth * np.sin(angles)], 1)
+    return np.vstack([arc, [centre_x, top - 0.04 * height]])
+
+
+def draw_face_mask(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (uint8 RGB) with a face mask drawn over its lower face (:func:`mask_outline`): one of
+    ``MASK_COLOURS``, lit a little unevenly from one side, half of them with a surgical mask's pleats."""
+    height, width = image.shape[:2]
+    outline = np.round(mask_outline(landmarks, image.shape, rng) * 16).astype(np.int32)  # 4 fractional bits
+    cover = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(cover, [outline], 255, cv2.LINE_AA, shift=4)
+    colour = np.array(MASK_COLOURS[rng.integers(len(MASK_COLOURS))], np.float32) * rng.uniform(0.85, 1.1)
+    light = 1 + rng.uniform(-0.15, 0.15) * np.linspace(-1, 1, width, dtype=np.float32)
+    cloth = np.clip(colour * light[None, :, None], 0, 255) * np.ones((height, 1, 1), np.float32)
+    if rng.random() < 0.5:
+        top, bottom = outline[:, 1].min() / 16, outline[:, 1].max() / 16
+        for y in np.linspace(top, bottom, 5)[1:-1]:
+            cv2.line(cloth, (0, int(y)), (width - 1, int(y)), (colour * 0.8).tolist(), max(1, height // 64))
+    alpha = cover[..., None].astype(np.float32) / 255
+    return np.round(image * (1 - alpha) + cloth * alpha).astype(np.uint8)
+
+
 class TrainAugmenter:
-    """Random horizontal flip (landmark identities mirrored too), a random affine warp, then optionally RandAugment
-    or TrivialAugment, degradation and random erasing."""
+    """Random horizontal flip (landmark identities mirrored too), a random affine warp, then optionally a face mask,
+    RandAugment or TrivialAugment, degradation and random erasing."""
 
     def __init__(self, aug: AugmentationConfig, seed: int | None = None):
         self.aug = aug
@@ -77,6 +123,8 @@ class TrainAugmenter:
         if flipped:
             image = image[:, ::-1]
         image = self.affine.apply(np.ascontiguousarray(image), matrix=warp, output_shape=image.shape[:2])
+        if self.aug.face_mask > 0 and self.rng.random() < self.aug.face_mask:  # worn in the scene: lit, blurred with it
+            image = draw_face_mask(image, landmarks, self.rng)
         if self.policy is not None:
             image = self.policy(image)
         if self.degradation is not None:
@@ -89,7 +137,8 @@ class TrainAugmenter:
         """What ``__call__`` would do, drawn but not applied to the pixels: ``(matrix, landmarks)``, the 3x3 map from
         input to output pixel coordinates (flip, then the affine warp) for :func:`warp_images` to apply on the GPU,
         and the landmarks moved as ``__call__`` moves them. The same seed draws the same flips and warps."""
-        if self.policy is not None or self.erasing is not None or self.degradation is not None:
+        if (self.policy is not None or self.erasing is not None or self.degradation is not None
+                or self.aug.face_mask > 0):
             raise ValueError("only the flip and the affine warp can be drawn for the GPU")
         flipped, warp, landmarks = self._draw(image, landmarks)
         if flipped:

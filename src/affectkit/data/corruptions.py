@@ -25,11 +25,13 @@ MASK_GREY = 128  # the mask's flat colour
 
 @dataclass(frozen=True)
 class Corruption:
-    """One corruption: its setting at each severity (1 mild to 3 harsh), how a setting reads, and its transform."""
+    """One corruption: its setting at each severity (1 mild to 3 harsh), how a setting reads, its transform, and the
+    training option that draws faces like it (None where none does)."""
 
     settings: tuple[float, float, float]
     describe: Callable[[float, int], str]  # (setting, crop side) -> "JPEG quality 15"
     transform: Callable[[float, int], A.BasicTransform]  # (setting, crop side) -> the transform
+    remedy: str | None = None  # a config change, "augmentation.degrade=0.3"
 
 
 def _blur_sigma(setting: float, side: int) -> float:
@@ -45,26 +47,28 @@ def _lower_face_covered(share: float) -> A.Lambda:
     return A.Lambda(image=cover, p=1.0)
 
 
+DEGRADE = "augmentation.degrade=0.3"  # trains on faces downscaled, compressed, blurred or noised, as the first four
+
 CORRUPTIONS: dict[str, Corruption] = {
     "low-resolution": Corruption(
         (2, 3, 4), lambda factor, side: f"{side // int(factor)} px wide, scaled back up",
         lambda factor, _: A.Downscale(scale_range=(1 / factor, 1 / factor), p=1.0, interpolation_pair={
-            "downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR})),
+            "downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}), DEGRADE),
     "jpeg": Corruption(
         (50, 30, 15), lambda quality, _: f"JPEG quality {quality:g}",
-        lambda quality, _: A.ImageCompression(quality_range=(int(quality), int(quality)), p=1.0)),
+        lambda quality, _: A.ImageCompression(quality_range=(int(quality), int(quality)), p=1.0), DEGRADE),
     "blur": Corruption(
         (0.75, 1.5, 2.5), lambda sigma, side: f"Gaussian blur, sigma {_blur_sigma(sigma, side):.2g} px",
-        lambda sigma, side: A.GaussianBlur(sigma_limit=(_blur_sigma(sigma, side),) * 2, p=1.0)),
+        lambda sigma, side: A.GaussianBlur(sigma_limit=(_blur_sigma(sigma, side),) * 2, p=1.0), DEGRADE),
     "noise": Corruption(
         (8, 16, 24), lambda std, _: f"Gaussian noise, sigma {std:g} grey levels",
-        lambda std, _: A.GaussNoise(std_range=(std / 255, std / 255), p=1.0)),
+        lambda std, _: A.GaussNoise(std_range=(std / 255, std / 255), p=1.0), DEGRADE),
     "dark": Corruption(
         (0.6, 0.4, 0.25), lambda share, _: f"{share:.0%} of the light",
         lambda share, _: A.MultiplicativeNoise(multiplier=(share, share), p=1.0)),
     "mask": Corruption(
         (0.3, 0.4, 0.5), lambda share, _: f"lower {share:.0%} of the crop covered",
-        lambda share, _: _lower_face_covered(share)),
+        lambda share, _: _lower_face_covered(share), "augmentation.face_mask=0.3"),
 }
 
 

@@ -232,7 +232,7 @@ def _recipe_section(meta: dict[str, Any]) -> list[str]:
                               f"{aug.height_shift_range}, zoom {aug.zoom_range}, shear {aug.shear_range}, flip "
                               f"{aug.horizontal_flip}, mixup {aug.mixup_alpha}, cutmix {aug.cutmix_alpha}, "
                               f"RandAugment {aug.rand_augment}, TrivialAugment {aug.trivial_augment}, random erasing "
-                              f"{aug.random_erasing}, degrade {aug.degrade}")]
+                              f"{aug.random_erasing}, degrade {aug.degrade}, face mask {aug.face_mask}")]
     if config.model_settings:  # a fusion's row above is the run's setting; a branch named here trained otherwise
         rows.append(("model_settings", "; ".join(
             f"{model}: {', '.join(f'{k}={v}' for k, v in dotted_items(changes).items())}"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from affectkit.config import NO_EXPRESSION
+from affectkit.data.corruptions import CORRUPTIONS
 from affectkit.evaluation.comparison import markdown_table, table_number
 from affectkit.evaluation.evaluator import Predictions
 from affectkit.evaluation.metrics import expected_calibration_error
@@ -156,6 +157,19 @@ def robustness_cells(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+def remedies(table: pd.DataFrame) -> list[str]:
+    """A sentence for each training option that draws faces like those of a corruption the model did worse on
+    (:attr:`Corruption.remedy`), naming those corruptions; none where no loss is told from chance."""
+    verdicts = [column for column in ("verdict", "ccc_verdict") if column in table]
+    worse = table.loc[(table[verdicts] == "worse").any(axis=1), "corruption"] if verdicts else []
+    by_remedy: dict[str, list[str]] = {}
+    for name in dict.fromkeys(worse):
+        if (corruption := CORRUPTIONS.get(name)) is not None and corruption.remedy is not None:
+            by_remedy.setdefault(corruption.remedy, []).append(name)
+    return [f"For faces like these ({', '.join(names)}): train with `--set {remedy}`, then measure again (clean "
+            "faces may lose a little)." for remedy, names in by_remedy.items()]
+
+
 def robustness_markdown(table: pd.DataFrame, about: Sequence[str]) -> str:
     """``robustness.md``: ``about`` (lines saying which model, data and faces), the table, and how to read it."""
     shown = robustness_cells(table)
@@ -168,8 +182,10 @@ def robustness_markdown(table: pd.DataFrame, about: Sequence[str]) -> str:
         summary = headline(table)
         lines += ["", f"Hardest here: {row['corruption']} at severity {row['severity']} ({row['setting']}), "
                       f"{row[summary.change]:+.3f} {summary.name}."]
+    if advice := remedies(table):
+        lines += ["", *advice]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CLEAN", "Corrupted", "Headline", "hardest", "headline", "robustness_cells", "robustness_entry",
-           "robustness_markdown", "robustness_table"]
+__all__ = ["CLEAN", "Corrupted", "Headline", "hardest", "headline", "remedies", "robustness_cells",
+           "robustness_entry", "robustness_markdown", "robustness_table"]

@@ -26,6 +26,7 @@ from affectkit.evaluation.plots import plot_robustness
 from affectkit.evaluation.robustness import (
     Corrupted,
     headline,
+    remedies,
     robustness_entry,
     robustness_markdown,
     robustness_table,
@@ -96,6 +97,8 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
                 table, str(Path(data).resolve()), split, is_synthetic_data(data)))
         for note in notes:
             reporter().note(f"Warning: {note}")
+        for advice in remedies(table):
+            reporter().note(advice)
         reporter().note(f"Wrote {', '.join(str(path) for path in paths.values())}")
         return RobustnessResult(table, paths, notes)
 
