@@ -65,11 +65,16 @@ def test_same_seed_gives_the_same_warps_in_process():
     assert not all(np.array_equal(other(img, pts)[0], a_img) for a_img, _ in runs[0])
 
 
+def _still(**pixel_operation: float) -> AugmentationConfig:
+    """No flip and no warp: the pixel operation under test alone."""
+    return AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
+                              shear_range=0, horizontal_flip=False, **pixel_operation)
+
+
 def test_degrade_loses_detail_the_way_cameras_do_and_keeps_the_face_and_its_landmarks():
     from affectkit.data.synthetic import render_face, sample_rng
 
-    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
-                               shear_range=0, horizontal_flip=False, degrade=1.0)
+    still = _still(degrade=1.0)
     img, pts, *_ = render_face(1, sample_rng(0, 3), 96, intensity=0.8)
     pts = pts.astype(np.float32)
     outs = [TrainAugmenter(still, seed=seed)(img, pts) for seed in range(24)]
@@ -88,8 +93,7 @@ def test_degrade_loses_detail_the_way_cameras_do_and_keeps_the_face_and_its_land
 
 
 def test_random_erasing_blanks_one_rectangle_in_the_mean_colour_and_keeps_landmarks():
-    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
-                               shear_range=0, horizontal_flip=False, random_erasing=1.0)
+    still = _still(random_erasing=1.0)
     img = np.full((64, 64, 3), 255, np.uint8)
     pts = np.random.default_rng(0).uniform(10, 54, (68, 2)).astype(np.float32)
     aug = TrainAugmenter(still, seed=0)
@@ -107,8 +111,7 @@ def test_random_erasing_blanks_one_rectangle_in_the_mean_colour_and_keeps_landma
 def test_a_face_mask_covers_nose_mouth_and_chin_where_the_landmarks_put_them_and_leaves_the_eyes():
     from affectkit.data.synthetic import render_face, sample_rng
 
-    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
-                               shear_range=0, horizontal_flip=False, face_mask=1.0)
+    still = _still(face_mask=1.0)
     colours = set()
     for seed in range(12):
         img, pts, *_ = render_face(seed % 8, sample_rng(0, seed), 96, intensity=0.8)
@@ -126,8 +129,7 @@ def test_a_face_mask_covers_nose_mouth_and_chin_where_the_landmarks_put_them_and
 
 
 def test_a_face_without_landmarks_gets_its_mask_where_a_crop_frames_the_lower_face():
-    still = AugmentationConfig(rotation_range=0, width_shift_range=0, height_shift_range=0, zoom_range=0,
-                               shear_range=0, horizontal_flip=False, face_mask=1.0)
+    still = _still(face_mask=1.0)
     img = np.full((64, 64, 3), 128, np.uint8)
     unknown = np.full((68, 2), np.nan, np.float32)
     shares = []
