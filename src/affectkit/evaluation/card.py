@@ -75,6 +75,11 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
     return entry
 
 
+def _with_entry(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """``entries`` with ``entry`` last, in place of any earlier one for the same data set and split."""
+    return [*(e for e in entries if (e["data"], e["split"]) != (entry["data"], entry["split"])), entry]
+
+
 def write_model_card(model_path: str | Path, training_data: dict[str, Any] | None = None,
                      metrics: dict[str, Any] | None = None, data: str | Path | None = None,
                      split: str = "test", robustness: dict[str, Any] | None = None) -> Path:
@@ -88,13 +93,9 @@ def write_model_card(model_path: str | Path, training_data: dict[str, Any] | Non
                                     "source": str(Path(training_data["source"]).resolve())}
         updates["trained_on_synthetic_data"] = bool(training_data.get("synthetic"))
     if metrics is not None:
-        entry = _evaluation(metrics, data, split)
-        kept = [e for e in meta.get("evaluations", []) if (e["data"], e["split"]) != (entry["data"], entry["split"])]
-        updates["evaluations"] = [*kept, entry]
+        updates["evaluations"] = _with_entry(meta.get("evaluations", []), _evaluation(metrics, data, split))
     if robustness is not None:
-        kept = [e for e in meta.get("robustness", []) if (e["data"], e["split"]) != (robustness["data"],
-                                                                                   robustness["split"])]
-        updates["robustness"] = [*kept, robustness]
+        updates["robustness"] = _with_entry(meta.get("robustness", []), robustness)
     if updates:
         meta = update_metadata(model_path, **updates)
     path = card_path(model_path, meta)
