@@ -15,6 +15,7 @@ from affectkit.api import (
     calibrate,
     compare,
     evaluate,
+    explain,
     export,
     fuse,
     fuse_predict,
@@ -30,6 +31,6 @@ from affectkit.api import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["benchmark", "calibrate", "compare", "evaluate", "export", "fuse", "fuse_predict", "load",
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "export", "fuse", "fuse_predict", "load",
            "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run", "train",
            "train_temporal", "train_temporal_frames"]

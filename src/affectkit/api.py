@@ -1,5 +1,6 @@
 """The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``robustness``,
-``calibrate``, ``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and ``predict_temporal``.
+``explain``, ``calibrate``, ``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and
+``predict_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -30,12 +31,13 @@ if TYPE_CHECKING:
     from affectkit.pipeline.benchmark import BenchmarkResult
     from affectkit.pipeline.calibrate import Calibration
     from affectkit.pipeline.compare import ComparisonResult
+    from affectkit.pipeline.explain import ExplainResult
     from affectkit.pipeline.export import ExportResult
     from affectkit.pipeline.robustness import RobustnessResult
     from affectkit.temporal import TemporalRun
     from affectkit.temporal.continuous import ContinuousRun
 
-__all__ = ["benchmark", "calibrate", "compare", "evaluate", "export", "fuse", "fuse_predict", "load",
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "export", "fuse", "fuse_predict", "load",
            "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run", "train",
            "train_temporal", "train_temporal_frames"]
 
@@ -227,6 +229,31 @@ def robustness(model: str | Path, data: str | Path, split: str = "test", *, spli
         return robustness_saved(Path(model), Path(data), split, Path(splits) if splits is not None else None,
                                 Path(out) if out is not None else None, corruptions=corruptions,
                                 severities=severities, seed=seed)
+
+
+def explain(model: str | Path, images: str | Path | Sequence[str | Path] | None = None, *,
+            data: str | Path | None = None, split: str = "test", splits: str | Path | None = None,
+            out: str | Path | None = None, target: str | None = None, layer: str = "auto", detect: bool = True,
+            detector: DetectorMethod = "auto", face_margin: float | None = None, device: str = "cpu",
+            quiet: bool = True) -> ExplainResult:
+    """Where a saved model looks: Grad-CAM maps of what it reads from each face of ``images`` (files and folders;
+    ``target`` "predicted" by default, or an expression by name, "valence", "arousal"), or, given ``data``, from the
+    faces :func:`evaluate` scores, averaged by class (``target`` "label" by default: each face's class as the data
+    gives it). ``layer``: "final", "finer" or "auto" (see ``affectkit explain --help``). Returns the ``.table``
+    (a row per face, or per class with ``data``), ``.paths`` (in ``out``, default ``explanations`` beside the model)
+    and ``.notes``."""
+    from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
+
+    if (data is None) == (images is None):
+        raise AffectkitError("Give images (files or folders) to explain, or data= for a data set's faces; not both.")
+    out = Path(out) if out is not None else None
+    with _reporting(quiet):
+        if data is not None:
+            return explain_data(Path(model), Path(data), split, Path(splits) if splits is not None else None, out,
+                                target or LABEL, layer)
+        listed = [images] if isinstance(images, (str, Path)) else list(images)
+        return explain_images(Path(model), [Path(i) for i in listed], out, target or PREDICTED, layer,
+                              detect=detect, detector_method=detector, face_margin=face_margin, device=device)
 
 
 def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,

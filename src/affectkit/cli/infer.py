@@ -302,6 +302,56 @@ def _quantization_table(report: dict[str, Any]) -> Table:
 
 
 @app.command()
+def explain(
+    model: ModelArg,
+    inputs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Image files and folders (searched recursively) whose faces to explain.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Explain a data set's faces instead (those `evaluate` scores): each class's mean face and map.",
+        show_default=False)] = None,
+    split: SplitOpt = "test",
+    splits: SplitsOpt = None,
+    target: Annotated[Optional[str], typer.Option(
+        help="What the map shows the evidence for: predicted (the class the model answers), label (the data set's "
+             "class; with --data), an expression by name, valence or arousal. Default: label with --data, else "
+             "predicted.", show_default=False)] = None,
+    layer: Annotated[str, typer.Option(
+        help="The feature map weighed: final (the last the network pools; coarse: 3x3 for an ImageNet backbone at "
+             "96 px), finer (the stage before: twice the resolution, a little less specific to the target), or auto: "
+             "final where it is 7 cells across or more, else finer.")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder for the maps, tables and figure (default: explanations beside the model).")] = None,
+    no_detect: NoDetectOpt = False,
+    detector: DetectorOpt = "auto",
+    face_margin: FaceMarginOpt = None,
+    device: Annotated[str, typer.Option(help="Torch device for the model and face detector: cpu, cuda, ...")] = "cpu",
+    quiet: QuietOpt = False,
+) -> None:
+    """Where a saved model looks: Grad-CAM maps of the expression (or valence, arousal) it reads from each face of
+    images, or, with --data, each class's mean map over a data set's faces."""
+    from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
+
+    if (data is None) == (not inputs):
+        raise AffectkitError("Give images or folders to explain, or --data DATA for a data set's faces (not both).")
+    with report_to_console(quiet):
+        if data is not None:
+            result = explain_data(model, data, split, splits, out, target or LABEL, layer)
+        else:
+            result = explain_images(model, inputs, out, target or PREDICTED, layer, detect=not no_detect,
+                                    detector_method=detector, face_margin=face_margin, device=device)
+    for note in result.notes:
+        say(note, style="yellow")
+    if data is not None:
+        from affectkit.cli.train import print_cells
+
+        print_cells(result.table.assign(
+            accuracy=result.table["accuracy"].map(lambda v: "" if v != v else f"{v:.3f}"),
+            upper_half_share=result.table["upper_half_share"].map(lambda v: "" if v != v else f"{v:.0%}")),
+            f"affectkit explain: mean Grad-CAM by class ({split} split)")
+    say(f"Wrote {', '.join(str(p) for p in result.paths.values())}", style="bold green")
+
+
+@app.command()
 def export(
     model: ModelArg,
     format: Annotated[str, typer.Option("--format", help="Export format; onnx is the one supported.")] = "onnx",

@@ -313,6 +313,23 @@ def plot_group_scores(tables: dict[str, pd.DataFrame], attribute: str, path: str
     return _save(fig, path)
 
 
+def plot_face_maps(faces: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, title: str,
+                   columns: int = 8) -> Path:
+    """Face images (uint8 RGB, a map laid over each) in a grid, each under its title."""
+    rows = max(1, -(-len(faces) // columns))
+    shown = min(columns, max(1, len(faces)))
+    fig, axes = plt.subplots(rows, shown, figsize=(1.9 * shown, 2.3 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, face, label in zip(axes.flat, faces, titles):
+        ax.imshow(face)
+        ax.set_title(label, fontsize=7)
+    if not faces:
+        _no_data(axes[0, 0])
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
 def plot_robustness(table: pd.DataFrame, score: pd.Series | None, label: str, path: str | Path,
                     title: str = "Robustness to corrupted faces") -> Path:
     """One line per corruption: ``score`` (``label``, one value per row of ``table``; None where nothing was scored)

@@ -1,0 +1,180 @@
+"""Where a model looks: Grad-CAM maps (Selvaraju et al., 2017), computed by Captum's ``LayerGradCam``, of the
+expression class or the valence or arousal a model predicts for a face.
+
+A map is the feature map a backbone pools, each channel weighted by the mean gradient of the target on it, summed
+over channels, kept where positive and scaled up to the face crop: the parts of the face that raise the target. A
+fusion model's map is the sum of its branches' maps (its fused output is a weighted sum of theirs, so each branch's
+gradient already carries its weight). A model served with flip test-time augmentation is explained the same way:
+the mean of the face's map and of its mirror image's map, mirrored back.
+
+The final feature map can be coarse (an ImageNet backbone's is 1/32 of the crop: 3 x 3 at 96 px, which says little
+more than which third of the face); the stage before it has twice the resolution, and its maps are a little less
+specific to the target. ``layer``: "final", "finer" (the stage before), or "auto": the final map where it is
+``MIN_MAP_SIDE`` cells across or more, else the finer one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from affectkit.errors import AffectkitError
+from affectkit.models.custom_cnn import CustomCNN
+from affectkit.models.factory import AffectModel, FusionBackbone
+from affectkit.models.mini_xception import MiniXception
+
+VALENCE_AROUSAL = ("valence", "arousal")  # targets besides a class: the model's continuous outputs
+LAYERS = ("auto", "final", "finer")
+MIN_MAP_SIDE = 7  # "auto" maps a finer stage where the final map is narrower (a 224-px ImageNet crop's is 7)
+
+
+def explained_layers(backbone: nn.Module, finer: bool = False) -> list[tuple[nn.Module, bool]]:
+    """The layers whose feature maps Grad-CAM weighs, one per network of ``backbone``, each with whether the map is
+    the layer's input (a timm model's pooling) rather than its output. ``finer``: the stage before the last."""
+    if isinstance(backbone, FusionBackbone):
+        return [layer for branch in backbone.branches for layer in explained_layers(branch, finer)]
+    if isinstance(backbone, CustomCNN):
+        if finer and len(backbone.features) < 3:
+            raise AffectkitError("A custom CNN of fewer than three stages has no finer map than its last: explain "
+                                 "its final map (--layer final).")
+        # Its last stage keeps the resolution of the one before: twice its map's is the third stage from the end.
+        return [(backbone.features[-3] if finer else backbone.features, False)]
+    if isinstance(backbone, MiniXception):
+        return [(backbone.blocks[-2] if finer else backbone.blocks, False)]
+    pool = getattr(backbone, "global_pool", None)
+    if not isinstance(pool, nn.Module):
+        pool = getattr(getattr(backbone, "head", None), "global_pool", None)
+    if not isinstance(pool, nn.Module):
+        raise AffectkitError(f"{type(backbone).__name__} pools no convolutional feature map that Grad-CAM could weigh "
+                             "(a transformer pools tokens): explain a convolutional backbone.")
+    if not finer:
+        return [(pool, True)]
+    stages = getattr(backbone, "feature_info", None) or []
+    if len(stages) < 2:
+        raise AffectkitError(f"{type(backbone).__name__} has no stage before its last to map: explain its final "
+                             "map (--layer final).")
+    return [(backbone.get_submodule(stages[-2]["module"]), False)]
+
+
+def final_map_side(model: AffectModel, size: int) -> int:
+    """The side, in cells, of the narrowest final feature map of the model's networks for ``size``-pixel faces."""
+    sides: list[int] = []
+
+    def hook(of_input: bool):
+        return lambda module, inputs, output: sides.append((inputs[0] if of_input else output).shape[-1])
+
+    handles = [layer.register_forward_hook(hook(of_input)) for layer, of_input in explained_layers(model.backbone)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return min(sides)
+
+
+def check_layer(layer: str) -> None:
+    if layer not in LAYERS:
+        raise AffectkitError(f"Unknown --layer {layer!r}: choose {', '.join(LAYERS)}.")
+
+
+def _finer(model: AffectModel, size: int, layer: str) -> bool:
+    check_layer(layer)
+    if layer != "auto":
+        return layer == "finer"
+    if final_map_side(model, size) >= MIN_MAP_SIDE:
+        return False
+    try:
+        explained_layers(model.backbone, finer=True)
+    except AffectkitError:  # no finer stage to take: the final map it is
+        return False
+    return True
+
+
+def _maps(model: AffectModel, batch: torch.Tensor, output: int, classes: torch.Tensor | None,
+          finer: bool) -> torch.Tensor:
+    """Grad-CAM maps (N, S, S) of ``output`` (0: the expression logit of each face's ``classes``; 1 valence;
+    2 arousal), not yet scaled."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        result = model(images)[output]
+        return result if output == 0 else result[:, None]
+
+    target = classes.tolist() if output == 0 else 0
+    size = tuple(batch.shape[-2:])
+    total = torch.zeros(len(batch), *size)
+    for layer, of_input in explained_layers(model.backbone, finer):
+        cam = LayerGradCam(forward, layer).attribute(batch, target=target, attribute_to_layer_input=of_input,
+                                                     relu_attributions=True)
+        total += LayerAttribution.interpolate(cam.detach().float(), size, "bilinear")[:, 0].cpu()
+    return total
+
+
+def grad_cam(model: AffectModel, batch: np.ndarray, target: str | Sequence[int], tta_flip: bool = False,
+             layer: str = "auto") -> np.ndarray:
+    """Grad-CAM maps (N, S, S) in [0, 1] (each scaled by its maximum; all 0 where nothing raises the target) of a
+    preprocessed ``batch`` (N, 3, S, S). ``target``: "valence", "arousal", or one expression class index per face.
+    ``tta_flip``: as the model is served, the mean of each face's map and its mirror image's, mirrored back.
+    ``layer``: which feature map (see the module's description)."""
+    if isinstance(target, str):
+        if target not in VALENCE_AROUSAL:
+            raise AffectkitError(f"Unknown explanation target {target!r}: valence, arousal or class indices.")
+        output, classes = 1 + VALENCE_AROUSAL.index(target), None
+    else:
+        output, classes = 0, torch.as_tensor(np.asarray(target, dtype=np.int64))
+        if classes.shape != (len(batch),):
+            raise AffectkitError(f"Give one class per face: {len(batch)} faces, {tuple(classes.shape)} classes.")
+    if any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
+        raise AffectkitError("The model's weights were made under torch.inference_mode (converted or predicted with "
+                             "there), and autograd cannot go through them: explain a model loaded afresh.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        # A caller's no_grad or inference_mode would leave no gradient to weigh by.
+        with torch.inference_mode(False), torch.enable_grad():
+            images = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+            finer = _finer(model, images.shape[-1], layer)
+            maps = _maps(model, images, output, classes, finer)
+            if tta_flip:
+                maps = (maps + _maps(model, images.flip(-1), output, classes, finer).flip(-1)) / 2
+    finally:
+        model.train(was_training)
+    peak = maps.flatten(1).amax(1).clamp_min(torch.finfo(maps.dtype).tiny)[:, None, None]
+    return (maps / peak).numpy()
+
+
+def upper_half_share(maps: np.ndarray) -> np.ndarray:
+    """The share of each map's weight (N, S, S) in the crop's upper half, where an aligned face crop holds the
+    brows and eyes (the lower half: nose, mouth and chin); NaN for an empty map."""
+    half = maps.shape[1] // 2
+    total = maps.sum((1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, maps[:, :half].sum((1, 2)) / total, np.nan)
+
+
+def map_peaks(maps: np.ndarray) -> np.ndarray:
+    """Where each map (N, S, S) peaks, (N, 2): x from the crop's left and y from its top, as shares of its side (the
+    centre of the peak cell); NaN for an empty map."""
+    side = maps.shape[-1]
+    rows, columns = np.unravel_index(maps.reshape(len(maps), -1).argmax(1), maps.shape[1:])
+    peaks = (np.stack([columns, rows], 1) + 0.5) / side
+    peaks[maps.max((1, 2)) <= 0] = np.nan
+    return peaks
+
+
+def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """``crop`` (uint8 RGB) under ``heatmap`` (its size, values in [0, 1]) in the jet colours: red where the map is
+    high; a map weighs its own opacity, so where it is 0 the face shows as it is."""
+    colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heatmap, 0, 1) * 255), cv2.COLORMAP_JET),
+                           cv2.COLOR_BGR2RGB).astype(np.float32)
+    weight = opacity * np.clip(heatmap, 0, 1)[..., None]
+    return np.round(crop * (1 - weight) + colours * weight).astype(np.uint8)
+
+
+__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "check_layer", "explained_layers", "final_map_side",
+           "grad_cam", "map_peaks", "overlay", "upper_half_share"]

@@ -1,0 +1,264 @@
+"""``affectkit explain``: where a saved model looks (Grad-CAM maps, :mod:`affectkit.inference.explain`).
+
+On photos (``explain_images``): each face as the model is served it (found, aligned and cropped as ``predict`` does),
+its map laid over it beside the plain crop, a table of what the model answered and how much of the map falls on the
+upper face, and one figure of them all. On a data set (``explain_data``): the faces ``evaluate`` scores (the model's
+test split by default), the mean face and mean map of each class, to see what each expression is read from (the
+mouth for Happy, the eyes and brows for Surprise) and whether a class is read from something other than the face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from affectkit.atomic import atomic_path
+from affectkit.config import CLASS_NAMES, NO_EXPRESSION
+from affectkit.errors import AffectkitError
+from affectkit.evaluation.plots import plot_face_maps
+from affectkit.inference.explain import (
+    VALENCE_AROUSAL,
+    check_layer,
+    grad_cam,
+    map_peaks,
+    overlay,
+    upper_half_share,
+)
+from affectkit.inference.predictor import Predictor, input_normalization, preprocess
+from affectkit.progress import reporter, silenced
+
+PREDICTED, LABEL = "predicted", "label"  # targets: the class the model answers, the class the data set gives
+PANEL_SIDE = 192  # a face and its map are shown at least this large
+FIGURE_FACES = 32  # explanations.png shows the first faces, at most this many
+BATCH = 16
+
+
+@dataclass
+class ExplainResult:
+    table: pd.DataFrame  # one row per face (photos) or per class (a data set)
+    paths: dict[str, Path]
+    notes: list[str]
+
+
+def _class_index(name: str, trained: Sequence[str]) -> int:
+    matches = [c for c in trained if c.lower() == name.lower()]
+    if not matches:
+        raise AffectkitError(f"--target {name!r} is not an expression the model was trained on: choose predicted, "
+                             f"{', '.join(trained)}, or valence / arousal.")
+    return CLASS_NAMES.index(matches[0])
+
+
+def check_target(target: str, class_names: Sequence[str], trained: Sequence[str], predicts_valence_arousal: bool,
+                 labelled: bool) -> None:
+    """Refuse a target the model cannot be explained for: a class (or the predicted one) of a valence/arousal model,
+    valence or arousal of an expression model, the data set's label outside ``explain_data`` (``labelled``)."""
+    if target in VALENCE_AROUSAL:
+        if not predicts_valence_arousal:
+            raise AffectkitError(f"--target {target}: the model predicts no {target} (no face it was trained on had "
+                                 "one); explain its expression: --target predicted.")
+        return
+    if not class_names:
+        raise AffectkitError(f"--target {target}: the model predicts valence and arousal only; explain one of them: "
+                             "--target valence or --target arousal.")
+    if target == LABEL and not labelled:
+        raise AffectkitError("--target label explains each face's class as a data set gives it: use it with --data.")
+    if target not in (PREDICTED, LABEL):
+        _class_index(target, trained)
+
+
+def _panel(crop: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The crop and the crop under its map, side by side, scaled up to at least ``PANEL_SIDE`` pixels high."""
+    side = crop.shape[0]
+    both = np.hstack([crop, overlay(crop, heatmap)])
+    scale = max(1, -(-PANEL_SIDE // side))
+    return cv2.resize(both, (both.shape[1] * scale, side * scale), interpolation=cv2.INTER_NEAREST)
+
+
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    encoded, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not encoded:
+        raise AffectkitError(f"Could not encode {path} as PNG.")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png.tobytes())
+    return path
+
+
+def _faces_of(predictor: Predictor, inputs: Sequence[Path]) -> Iterator[tuple[Path, list, list, str]]:
+    """Per image file: its faces, their crops at the model's size, and ``ok`` or why there are none."""
+    from affectkit.inference.images import read_image
+    from affectkit.inference.media import expand_inputs, is_video
+
+    files = expand_inputs(list(inputs), videos=False)
+    if not files:
+        raise AffectkitError("No images to explain: the inputs are empty (or folders without images).")
+    for file in reporter().track(files, description="Explaining"):
+        if is_video(file):
+            yield file, [], [], "error: a video; explain reads images (save its frames, or `affectkit clip-frames`)"
+            continue
+        try:
+            faces, crops = predictor.find_faces(read_image(file))
+        except AffectkitError as error:
+            yield file, [], [], f"error: {error}"
+            continue
+        crops = [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
+        yield file, faces, crops, "ok" if crops else "no face found"
+
+
+def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = None, target: str = PREDICTED,
+                   layer: str = "auto", detect: bool = True, detector_method: str = "auto",
+                   face_margin: float | None = None, device: str = "cpu", quiet: bool = False) -> ExplainResult:
+    """Explain every face of the images and folders ``inputs``: ``target`` is the class the model predicts for it
+    (``predicted``), a class by name, ``valence`` or ``arousal``. Writes ``maps/<n>_<image>_face<k>.png`` per face,
+    ``explanations.csv`` (one row per face; a row for an image without a face, or unreadable, says so) and
+    ``explanations.png`` (the first faces) into ``out`` (default: ``explanations`` beside the model)."""
+    from affectkit.models.metadata import model_paths
+
+    check_layer(layer)
+    with silenced(quiet):
+        predictor = Predictor(model_path, backend="torch", device=device, detect=detect,
+                              detector_method=detector_method, face_margin=face_margin)
+        check_target(target, predictor.class_names, predictor.trained_classes, predictor.predicts_valence_arousal,
+                     labelled=False)
+        model = predictor.backend.model
+        out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
+        (out / "maps").mkdir(parents=True, exist_ok=True)
+        rows: list[dict] = []
+        panels: list[tuple[np.ndarray, str]] = []
+        for number, (file, faces, crops, status) in enumerate(_faces_of(predictor, inputs), 1):
+            if not crops:
+                rows.append({"source": str(file), "face": None, "status": status})
+                continue
+            results = predictor.predict_batch(crops)
+            batch = preprocess(crops, predictor.input_size, predictor.mean, predictor.std)
+            aim = target if target in VALENCE_AROUSAL else (
+                [r["expression_id"] for r in results] if target == PREDICTED
+                else [_class_index(target, predictor.trained_classes)] * len(crops))
+            maps = grad_cam(model, batch, aim, tta_flip=predictor.tta_flip, layer=layer)
+            shares, peaks = upper_half_share(maps), map_peaks(maps)
+            for k, (crop, heatmap, result, share, peak) in enumerate(zip(crops, maps, results, shares, peaks)):
+                name = target if target in VALENCE_AROUSAL else CLASS_NAMES[aim[k]]
+                path = _write_png(out / "maps" / f"{number:04d}_{file.stem}_face{k}.png", _panel(crop, heatmap))
+                rows.append({"source": str(file), "face": k, "status": "ok",
+                             "box": [int(v) for v in faces[k].box] if faces else None, "target": name,
+                             "expression": result["expression"], "confidence": result["confidence"],
+                             "valence": result["valence"], "arousal": result["arousal"],
+                             "upper_half_share": float(share), "peak_x": float(peak[0]), "peak_y": float(peak[1]),
+                             "map": str(path.relative_to(out))})
+                if len(panels) < FIGURE_FACES:
+                    answer = result["expression"] or f"valence {result['valence']:+.2f}"
+                    panels.append((overlay(crop, heatmap), f"{file.stem}\n{answer} (map: {name})"))
+        table = pd.DataFrame(rows).astype({"face": "Int64"})
+        paths = {"csv": out / "explanations.csv"}
+        with atomic_path(paths["csv"]) as tmp:
+            table.to_csv(tmp, index=False)
+        # An error names its file already.
+        notes = [row["status"].removeprefix("error: ") if row["status"].startswith("error: ")
+                 else f"{row['source']}: {row['status']}" for row in rows if row["status"] != "ok"]
+        if panels:
+            paths["plot"] = plot_face_maps([p for p, _ in panels], [t for _, t in panels], out / "explanations.png",
+                                           f"Where {predictor.meta['display_name']} looks (Grad-CAM)")
+    return ExplainResult(table, paths, notes)
+
+
+def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path | None = None,
+                 out: Path | None = None, target: str = LABEL, layer: str = "auto",
+                 quiet: bool = False) -> ExplainResult:
+    """Explain the faces of ``split`` of ``data`` (as ``evaluate`` picks them): each face's map of ``target`` (its
+    class as the data set gives it, ``label``; the class the model predicts, ``predicted``; a class by name;
+    ``valence`` or ``arousal``), averaged by class as the data set gives it. Writes ``explanations.csv`` (per face),
+    ``class_maps.csv`` and ``class_maps.png`` (per class: its mean face under its mean map) into ``out`` (default:
+    ``explanations`` beside the model)."""
+    from affectkit.evaluation.evaluator import evaluation_device
+    from affectkit.inference.predictor import predicts_expression, predicts_valence_arousal, trained_classes
+    from affectkit.models.io import load_model
+    from affectkit.models.metadata import config_from_metadata, model_paths
+    from affectkit.pipeline.run import evaluation_data, saved_predictions
+
+    check_layer(layer)
+    with silenced(quiet):
+        prepared = evaluation_data(model_path, data, split, splits)
+        model, meta = load_model(model_path, device=evaluation_device())
+        classes = trained_classes(meta) if predicts_expression(meta) else []
+        check_target(target, CLASS_NAMES if classes else [], classes, predicts_valence_arousal(meta), labelled=True)
+        positions, predictions = saved_predictions(model_path, model, prepared, split, data)
+        model, _ = load_model(model_path, device=evaluation_device())  # predicting left its weights inference tensors
+        labels = prepared.expression[positions]
+        predicted = predictions.probs.argmax(1) if classes else np.full(len(positions), NO_EXPRESSION)
+        if target == LABEL:
+            labelled = labels != NO_EXPRESSION
+            if not labelled.any():
+                raise AffectkitError(f"--target label: no face of the {split} split of {data} has a class; explain "
+                                     "--target predicted, or valence / arousal.")
+            positions, labels, predicted = positions[labelled], labels[labelled], predicted[labelled]
+        size = int(meta["input_size"])
+        mean, std = input_normalization(meta)
+        tta_flip = config_from_metadata(meta).tta_flip
+        aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
+                if target == PREDICTED else np.full(len(positions), _class_index(target, classes)))
+        maps_sum: dict[int, np.ndarray] = {}
+        faces_sum: dict[int, np.ndarray] = {}
+        shares, peaks = np.empty(len(positions)), np.empty((len(positions), 2))
+        reporter().show(f"Grad-CAM of {meta['display_name']} on {len(positions)} faces of the {split} split of {data}")
+        starts = range(0, len(positions), BATCH)
+        for start in reporter().track(starts, total=len(starts), description="Explaining"):
+            chunk = slice(start, start + BATCH)
+            crops = [cv2.resize(np.asarray(c), (size, size), interpolation=cv2.INTER_AREA)
+                     for c in prepared.images[positions[chunk]]]
+            maps = grad_cam(model, preprocess(crops, size, mean, std), target if aims is None else aims[chunk],
+                            tta_flip=tta_flip, layer=layer)
+            shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)
+            for crop, heatmap, label in zip(crops, maps, labels[chunk]):
+                maps_sum[label] = maps_sum.get(label, 0) + heatmap
+                faces_sum[label] = faces_sum.get(label, 0) + crop.astype(np.float64)
+        per_face = pd.DataFrame({
+            "id": [prepared.records[i].id for i in positions], "label": _names(labels), "predicted": _names(predicted),
+            "target": target if aims is None else _names(aims), "upper_half_share": shares, "peak_x": peaks[:, 0],
+            "peak_y": peaks[:, 1]})
+        table = _class_table(per_face, labels, predicted)
+        out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"faces": out / "explanations.csv", "csv": out / "class_maps.csv"}
+        for frame, path in ((per_face, paths["faces"]), (table, paths["csv"])):
+            with atomic_path(path) as tmp:
+                frame.to_csv(tmp, index=False)
+        panels, titles = [], []
+        for row in table.itertuples():
+            group = NO_EXPRESSION if row.label == "no class" else CLASS_NAMES.index(row.label)
+            # Stretched from its lowest to its highest: averaged over faces, a map varies by less than its level.
+            low, high = float(maps_sum[group].min()), float(maps_sum[group].max())
+            mean_map = (maps_sum[group] - low) / max(high - low, np.finfo(float).tiny)
+            panels.append(overlay(np.round(faces_sum[group] / row.faces).astype(np.uint8), mean_map))
+            titles.append(f"{row.label} ({row.faces})\n" + ("no evidence" if np.isnan(row.upper_half_share)
+                                                             else f"upper half {row.upper_half_share:.0%}"))
+        what = "each face's class" if target == LABEL else "the predicted class" if target == PREDICTED else target
+        paths["plot"] = plot_face_maps(panels, titles, out / "class_maps.png",
+                                       f"Where {meta['display_name']} looks for {what} (mean Grad-CAM by class)")
+    notes = []
+    if target == LABEL and (untrained := [c for c in dict.fromkeys(per_face["label"]) if c not in classes]):
+        notes.append(f"The model was not trained on {', '.join(untrained)}: it gives no evidence for "
+                     f"{'it' if len(untrained) == 1 else 'them'}, and those maps are empty.")
+    return ExplainResult(table, paths, notes)
+
+
+def _names(classes: np.ndarray) -> list[str]:
+    return [CLASS_NAMES[c] if c != NO_EXPRESSION else "" for c in classes]
+
+
+def _class_table(faces: pd.DataFrame, labels: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
+    """Per class as the data set gives it (faces without one together, last): its faces, the model's accuracy on
+    them (where it predicts classes and they have one), the mean share of their maps on the upper face, and how many
+    maps are empty (nothing in the face raises the target)."""
+    rows = []
+    for group in [*sorted(set(labels) - {NO_EXPRESSION}), *([NO_EXPRESSION] if NO_EXPRESSION in labels else [])]:
+        mine = labels == group
+        scored = group != NO_EXPRESSION and (predicted != NO_EXPRESSION).all()
+        rows.append({"label": CLASS_NAMES[group] if group != NO_EXPRESSION else "no class", "faces": int(mine.sum()),
+                     "accuracy": float((predicted[mine] == group).mean()) if scored else np.nan,
+                     "upper_half_share": float(faces.loc[mine, "upper_half_share"].mean()),
+                     "empty_maps": int(faces.loc[mine, "upper_half_share"].isna().sum())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,167 @@
+"""Grad-CAM explanations (affectkit explain): where a model looks, on a model whose answer is known to come from one
+corner of the face, on every kind of backbone, and through the command on photos and on a data set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from affectkit.config import CLASS_NAMES, Config
+from affectkit.errors import AffectkitError
+from affectkit.inference.explain import explained_layers, final_map_side, grad_cam, map_peaks, upper_half_share
+from affectkit.models import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+HAPPY = CLASS_NAMES.index("Happy")
+
+
+def _corner_reader() -> torch.nn.Module:
+    """A custom CNN whose feature map is the red channel where it is positive, pooled, and whose Happy logit and
+    valence are that mean: only red pixels raise them."""
+    model = build_model("custom_cnn", Config(img_size=32, cnn_widths=[4, 4], head_width=8)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for stage in model.backbone.features:
+            stage[0].weight[0, 0, 1, 1] = 1.0  # channel 0 passes the red channel through, stage after stage
+            stage[1].weight.fill_(1.0)
+        trunk = model.head.trunk
+        trunk[0].weight[0, 0] = trunk[3].weight[0, 0] = 1.0
+        model.head.expression.weight[HAPPY, 0] = 1.0
+        model.head.valence.weight[0, 0] = 1.0
+    return model
+
+
+def _red_corner(faces: int = 2) -> np.ndarray:
+    batch = np.zeros((faces, 3, 32, 32), np.float32)
+    batch[:, 0, :10, :10] = 1.0  # red in the top-left corner only
+    return batch
+
+
+def _top_left_share(maps: np.ndarray) -> np.ndarray:
+    return maps[:, :16, :16].sum((1, 2)) / maps.sum((1, 2))
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_the_map_lights_the_part_of_the_face_the_answer_is_read_from(tta_flip):
+    model = _corner_reader()
+    maps = grad_cam(model, _red_corner(), [HAPPY, HAPPY], tta_flip=tta_flip)
+    assert maps.shape == (2, 32, 32) and maps.max() == pytest.approx(1.0)
+    # Served with flip test-time augmentation, the mirror image's map is mirrored back onto the face.
+    assert (_top_left_share(maps) > 0.95).all()
+    assert (upper_half_share(maps) > 0.95).all()
+    assert (map_peaks(maps) < 10 / 32).all()  # x and y of the peak: within the red corner
+    valence = grad_cam(model, _red_corner(), "valence", tta_flip=tta_flip)
+    assert (_top_left_share(valence) > 0.95).all()
+    # Nothing raises the Anger logit: an empty map, whose share of the upper face is undefined.
+    empty = grad_cam(model, _red_corner(), [CLASS_NAMES.index("Anger")] * 2)
+    assert not empty.any() and np.isnan(upper_half_share(empty)).all() and np.isnan(map_peaks(empty)).all()
+
+
+def test_a_model_predicted_under_inference_mode_is_refused_with_a_reason():
+    model = _corner_reader()
+    with torch.inference_mode():
+        model.to(memory_format=torch.channels_last)  # as predicting a split does: its weights become inference tensors
+    with pytest.raises(AffectkitError, match="inference_mode"):
+        grad_cam(model, _red_corner(), [HAPPY, HAPPY])
+
+
+@pytest.mark.parametrize("name, size, side, layers", [("custom_cnn", 64, 8, 1), ("resnet50", 96, 3, 1),
+                                                      ("mini_xception", 64, 4, 1), ("fusion", 96, 3, 2)])
+def test_every_backbone_is_explained_at_its_own_resolution(name, size, side, layers):
+    torch.manual_seed(0)
+    model = build_model(name, Config(img_size=size, use_light_models=True)).eval()
+    assert final_map_side(model, size) == side
+    assert len(explained_layers(model.backbone)) == layers  # a fusion: a map per network, summed
+    batch = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
+    with torch.inference_mode():  # a caller's inference mode does not stop the gradients the maps are weighed by
+        maps = {layer: grad_cam(model, batch, [HAPPY, 0], layer=layer) for layer in ("final", "finer", "auto")}
+    for found in maps.values():
+        assert found.shape == (2, size, size) and np.isfinite(found).all() and found.min() >= 0
+        # Each scaled by its peak; a random network may raise nothing for a class (an empty map).
+        assert set(np.round(found.max((1, 2)), 5)) <= {0.0, 1.0} and found.max() == pytest.approx(1.0)
+    # auto takes the finer map where the final one is under 7 cells across, and the final one where it is not.
+    assert np.array_equal(maps["auto"], maps["finer" if side < 7 else "final"])
+    assert not np.array_equal(maps["final"], maps["finer"])
+
+
+def test_a_backbone_without_a_feature_map_is_refused():
+    model = build_model("timm:vit_tiny_patch16_224", Config(img_size=32))
+    with pytest.raises(AffectkitError, match="no convolutional feature map"):
+        explained_layers(model.backbone)
+
+
+def test_the_command_explains_each_face_of_photos(model_path, demo_dir, tmp_path):
+    from PIL import Image
+
+    from affectkit.cli import app
+
+    photos = sorted((demo_dir / "images").iterdir())[:3]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["explain", str(model_path), *map(str, photos), str(tmp_path / "broken.jpg"),
+                                    "--no-detect", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(out / "explanations.csv")
+    assert list(table["status"][:3]) == ["ok"] * 3 and table["status"][3].startswith("error: ")
+    assert "broken.jpg: not an image" in " ".join(done.output.split())  # said, and the others still explained
+    assert (table["target"][:3] == table["expression"][:3]).all()  # the class it answers, by default
+    for map_file in table["map"][:3]:
+        panel = Image.open(out / map_file)
+        assert panel.width == 2 * panel.height >= 2 * 192  # the face, then the face under its map
+    assert (out / "explanations.png").stat().st_size > 10_000
+
+    arousal = CliRunner().invoke(app, ["explain", str(model_path), str(photos[0]), "--no-detect", "--target",
+                                       "arousal", "--out", str(tmp_path / "arousal")])
+    assert arousal.exit_code == 0, arousal.output
+    assert pd.read_csv(tmp_path / "arousal" / "explanations.csv")["target"].tolist() == ["arousal"]
+
+    import affectkit
+
+    happy = affectkit.explain(model_path, photos[1], target="happy", detect=False, out=tmp_path / "api")
+    assert happy.table["target"].tolist() == ["Happy"] and happy.paths["csv"].is_file()  # the class by name
+    with pytest.raises(AffectkitError, match="not both"):
+        affectkit.explain(model_path, photos[1], data=demo_dir)
+
+
+def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
+    from affectkit.cli import app
+    from affectkit.models.ready import write_ready_model
+
+    model = write_ready_model("fer2013", tmp_path / "ready")  # trained on FER2013's 7 classes: no Contempt
+    done = CliRunner().invoke(app, ["explain", str(model), "--data", str(demo_dir), "--split", "all",
+                                    "--out", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    classes = pd.read_csv(tmp_path / "out" / "class_maps.csv")
+    assert classes["label"].tolist() == list(CLASS_NAMES) and (classes["faces"] == 12).all()
+    faces = pd.read_csv(tmp_path / "out" / "explanations.csv")
+    assert len(faces) == 96 and (faces["target"] == faces["label"]).all()  # each face's own class, by default
+    shares = faces["upper_half_share"]
+    assert shares.dropna().between(0, 1).all() and shares.notna().sum() > 48
+    peaks = faces[["peak_x", "peak_y"]]
+    assert peaks.dropna().stack().between(0, 1).all() and (peaks.isna().all(axis=1) == shares.isna()).all()
+    # Nothing in a face raises a class the model never learnt: Contempt's maps are empty, and it is said.
+    assert shares[faces["label"] == "Contempt"].isna().all() and classes["empty_maps"].iloc[-1] == 12
+    assert "not trained on Contempt: it gives no evidence for it" in " ".join(done.output.split())
+    right = faces["predicted"] == faces["label"]
+    assert classes["accuracy"].to_numpy() == pytest.approx(right.groupby(faces["label"]).mean()[list(CLASS_NAMES)])
+    assert (tmp_path / "out" / "class_maps.png").stat().st_size > 20_000
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    (["--target", "Banana"], "'Banana' is not an expression the model was trained on"),
+    (["--target", "label"], "--target label explains each face's class as a data set gives it: use it with --data"),
+    (["--layer", "wide"], "Unknown --layer 'wide'"),
+])
+def test_the_command_refuses_what_it_cannot_explain(model_path, demo_dir, arguments, problem):
+    from affectkit.cli import app
+
+    photo = next((demo_dir / "images").iterdir())
+    refused = CliRunner().invoke(app, ["explain", str(model_path), str(photo), "--no-detect", *arguments])
+    assert isinstance(refused.exception, AffectkitError) and problem in str(refused.exception)
+    both = CliRunner().invoke(app, ["explain", str(model_path), str(photo), "--data", str(demo_dir)])
+    assert isinstance(both.exception, AffectkitError) and "not both" in str(both.exception)
