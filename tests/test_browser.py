@@ -208,3 +208,27 @@ def test_page_answers_for_a_photo_the_browser_cannot_show(model_path):
             assert page.locator("#faces .bar-row").count() == 8 and page.locator("#circumplex .dot").count() == 1
         finally:
             browser.close()
+
+
+def test_page_shows_where_the_model_looks(server_url, face_photo):
+    """With "show where it looks" ticked, the photo goes to /v1/explain and each face is listed with its map."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            routes = []
+            page.on("request", lambda r: routes.append(r.url.removeprefix(server_url)) if r.method == "POST" else None)
+            page.goto(server_url)
+            page.check("#explain")
+            page.set_input_files("#file", str(face_photo))
+            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+            assert routes == ["/v1/explain"]
+            assert page.locator("#faces .bar-row").count() == 8  # the answer as /v1/predict gives it, and the map
+            expect(page.locator("#faces .explanation figcaption")).to_have_text(re.compile(r"evidence for \w+"))
+            # The map is a data: URL the page's Content-Security-Policy lets it show.
+            loaded = page.evaluate("() => document.querySelector('#faces .explanation img').naturalWidth")
+            assert loaded == 64  # the model's input size
+        finally:
+            browser.close()

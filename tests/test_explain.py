@@ -1,7 +1,9 @@
 """Grad-CAM explanations (affectkit explain): where a model looks, on a model whose answer is known to come from one
-corner of the face, on every kind of backbone, and through the command on photos and on a data set."""
+corner of the face, on every kind of backbone, through the command on photos and on a data set, and served."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -155,7 +157,7 @@ def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
 @pytest.mark.parametrize("arguments, problem", [
     (["--target", "Banana"], "'Banana' is not an expression the model was trained on"),
     (["--target", "label"], "--target label explains each face's class as a data set gives it: use it with --data"),
-    (["--layer", "wide"], "Unknown --layer 'wide'"),
+    (["--layer", "wide"], "Unknown layer 'wide' to explain: choose auto, final, finer"),
 ])
 def test_the_command_refuses_what_it_cannot_explain(model_path, demo_dir, arguments, problem):
     from affectkit.cli import app
@@ -165,3 +167,44 @@ def test_the_command_refuses_what_it_cannot_explain(model_path, demo_dir, argume
     assert isinstance(refused.exception, AffectkitError) and problem in str(refused.exception)
     both = CliRunner().invoke(app, ["explain", str(model_path), str(photo), "--data", str(demo_dir)])
     assert isinstance(both.exception, AffectkitError) and "not both" in str(both.exception)
+
+
+def test_the_server_explains_each_face_and_loads_pytorch_for_an_onnx_model(tmp_path):
+    import base64
+    import io
+    import shutil
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    import affectkit
+    from affectkit.models import save_model
+    from affectkit.serving.app import create_app
+
+    model = save_model(_corner_reader(), tmp_path / "best_CustomCNN", Config(img_size=32, cnn_widths=[4, 4],
+                                                                               head_width=8))
+    photo = np.zeros((32, 32, 3), np.uint8)
+    photo[:10, :10, 0] = 255  # red in the top-left corner only
+    upload = io.BytesIO()
+    Image.fromarray(photo).save(upload, format="PNG")
+    files = [("files", ("corner.png", upload.getvalue(), "image/png"))]
+
+    affectkit.export(model)  # served from ONNX, the map comes from the .safetensors beside it
+    client = TestClient(create_app(model, detect=False, backend="onnx"))
+    answered = client.post("/v1/explain", files=files, params={"detect": "false"})
+    assert answered.status_code == 200, answered.text
+    face = answered.json()["results"][0]["faces"][0]
+    assert face["expression"] == "Happy" and face["explanation"]["target"] == "Happy"
+    assert face["explanation"]["upper_half_share"] > 0.95 and max(face["explanation"]["peak"]) < 10 / 32
+    shown = Image.open(io.BytesIO(base64.b64decode(face["explanation"]["image"].split(",", 1)[1])))
+    assert shown.size == (32, 32) and np.asarray(shown)[20:, 20:].sum() == 0  # black, and unmapped, far from it
+    valence = client.post("/v1/explain", files=files, params={"detect": "false", "target": "valence"}).json()
+    assert valence["results"][0]["faces"][0]["explanation"]["target"] == "valence"
+
+    refused = client.post("/v1/explain", files=files, params={"target": "Banana", "detect": "false"})
+    assert refused.status_code == 422 and "'Banana' is not an expression" in refused.json()["detail"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    onnx = Path(shutil.copy(model.with_suffix(".onnx"), alone))
+    lacking = TestClient(create_app(onnx, detect=False)).post("/v1/explain", files=files, params={"detect": "false"})
+    assert lacking.status_code == 422 and "explanations need the PyTorch model" in lacking.json()["detail"]

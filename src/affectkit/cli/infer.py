@@ -464,8 +464,8 @@ def serve(
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (images), POST /v1/predict-video, the WebSocket /v1/stream (live
-    frames), POST /v1/predict-multimodal (with --fusion), POST /v1/feedback, GET /v1/performance, GET /v1/drift,
-    GET /v1/model, /healthz, /metrics and a demo page at /."""
+    frames), POST /v1/predict-multimodal (with --fusion), POST /v1/explain, POST /v1/feedback, GET /v1/performance,
+    GET /v1/drift, GET /v1/model, /healthz, /metrics and a demo page at /."""
     from affectkit.serving.app import serve as run_server
 
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):

@@ -15,13 +15,16 @@ specific to the target. ``layer``: "final", "finer" (the stage before), or "auto
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
+from affectkit.inference.predictor import Predictor, preprocess
 from affectkit.models.custom_cnn import CustomCNN
 from affectkit.models.factory import AffectModel, FusionBackbone
 from affectkit.models.mini_xception import MiniXception
@@ -78,7 +81,7 @@ def final_map_side(model: AffectModel, size: int) -> int:
 
 def check_layer(layer: str) -> None:
     if layer not in LAYERS:
-        raise AffectkitError(f"Unknown --layer {layer!r}: choose {', '.join(LAYERS)}.")
+        raise AffectkitError(f"Unknown layer {layer!r} to explain: choose {', '.join(LAYERS)}.")
 
 
 def _finer(model: AffectModel, size: int, layer: str) -> bool:
@@ -148,6 +151,54 @@ def grad_cam(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
     return (maps / peak).numpy()
 
 
+def class_index(name: str, trained: Sequence[str]) -> int:
+    """The index of the expression ``name`` (any case) among the classes a model was ``trained`` on."""
+    matches = [c for c in trained if c.lower() == name.lower()]
+    if not matches:
+        raise AffectkitError(f"target {name!r} is not an expression the model was trained on: choose predicted, "
+                             f"{', '.join(trained)}, or valence / arousal.")
+    return CLASS_NAMES.index(matches[0])
+
+
+def check_target(target: str, class_names: Sequence[str], trained: Sequence[str],
+                 predicts_valence_arousal: bool) -> None:
+    """Refuse a target the model cannot be explained for: a class (or the predicted one) of a valence/arousal model
+    (no ``class_names``), valence or arousal of an expression model, a class it was not ``trained`` on."""
+    if target in VALENCE_AROUSAL:
+        if not predicts_valence_arousal:
+            raise AffectkitError(f"target {target}: the model predicts no {target} (no face it was trained on had "
+                                 "one); explain its expression: target predicted.")
+        return
+    if not class_names:
+        raise AffectkitError(f"target {target}: the model predicts valence and arousal only; explain one of them: "
+                             "target valence or target arousal.")
+    if target != "predicted":
+        class_index(target, trained)
+
+
+def explain_crops(predictor: Predictor, model: AffectModel, crops: Sequence[np.ndarray], target: str,
+                  layer: str = "auto") -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The predictor's results for face ``crops`` (uint8 RGB at its input size) and their Grad-CAM maps (N, S, S) of
+    ``target``: "predicted" (the class each face is answered), an expression by name, "valence" or "arousal".
+    ``model``: the predictor's network in PyTorch."""
+    results = predictor.predict_batch(crops)
+    batch = preprocess(crops, predictor.input_size, predictor.mean, predictor.std)
+    aim = target if target in VALENCE_AROUSAL else (
+        [r["expression_id"] for r in results] if target == "predicted"
+        else [class_index(target, predictor.trained_classes)] * len(crops))
+    return results, grad_cam(model, batch, aim, tta_flip=predictor.tta_flip, layer=layer)
+
+
+def target_name(target: str, result: dict[str, Any]) -> str:
+    """What a face's map (of :func:`explain_crops`) shows the evidence for: the class it was answered
+    ("predicted"), the class named, spelt as affectkit spells it, or "valence" / "arousal"."""
+    if target in VALENCE_AROUSAL:
+        return target
+    if target == "predicted":
+        return result["expression"]
+    return next(name for name in CLASS_NAMES if name.lower() == target.lower())
+
+
 def upper_half_share(maps: np.ndarray) -> np.ndarray:
     """The share of each map's weight (N, S, S) in the crop's upper half, where an aligned face crop holds the
     brows and eyes (the lower half: nose, mouth and chin); NaN for an empty map."""
@@ -176,5 +227,6 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.
     return np.round(crop * (1 - weight) + colours * weight).astype(np.uint8)
 
 
-__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "check_layer", "explained_layers", "final_map_side",
-           "grad_cam", "map_peaks", "overlay", "upper_half_share"]
+__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "check_layer", "check_target", "class_index", "explain_crops",
+           "explained_layers", "final_map_side", "grad_cam", "map_peaks", "overlay", "target_name",
+           "upper_half_share"]

@@ -24,9 +24,13 @@ from affectkit.evaluation.plots import plot_face_maps
 from affectkit.inference.explain import (
     VALENCE_AROUSAL,
     check_layer,
+    check_target,
+    class_index,
+    explain_crops,
     grad_cam,
     map_peaks,
     overlay,
+    target_name,
     upper_half_share,
 )
 from affectkit.inference.predictor import Predictor, input_normalization, preprocess
@@ -45,30 +49,15 @@ class ExplainResult:
     notes: list[str]
 
 
-def _class_index(name: str, trained: Sequence[str]) -> int:
-    matches = [c for c in trained if c.lower() == name.lower()]
-    if not matches:
-        raise AffectkitError(f"--target {name!r} is not an expression the model was trained on: choose predicted, "
-                             f"{', '.join(trained)}, or valence / arousal.")
-    return CLASS_NAMES.index(matches[0])
-
-
-def check_target(target: str, class_names: Sequence[str], trained: Sequence[str], predicts_valence_arousal: bool,
-                 labelled: bool) -> None:
-    """Refuse a target the model cannot be explained for: a class (or the predicted one) of a valence/arousal model,
-    valence or arousal of an expression model, the data set's label outside ``explain_data`` (``labelled``)."""
-    if target in VALENCE_AROUSAL:
-        if not predicts_valence_arousal:
-            raise AffectkitError(f"--target {target}: the model predicts no {target} (no face it was trained on had "
-                                 "one); explain its expression: --target predicted.")
-        return
-    if not class_names:
-        raise AffectkitError(f"--target {target}: the model predicts valence and arousal only; explain one of them: "
-                             "--target valence or --target arousal.")
-    if target == LABEL and not labelled:
-        raise AffectkitError("--target label explains each face's class as a data set gives it: use it with --data.")
-    if target not in (PREDICTED, LABEL):
-        _class_index(target, trained)
+def check_data_target(target: str, class_names: Sequence[str], trained: Sequence[str],
+                      predicts_valence_arousal: bool, labelled: bool) -> None:
+    """:func:`check_target`, and ``label`` (each face's class as a data set gives it) only where ``labelled``."""
+    if target == LABEL:
+        if not labelled:
+            raise AffectkitError("--target label explains each face's class as a data set gives it: use it with "
+                                 "--data.")
+        target = PREDICTED  # which asks what label asks of the model: that it predicts classes
+    check_target(target, class_names, trained, predicts_valence_arousal)
 
 
 def _panel(crop: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
@@ -122,8 +111,8 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
     with silenced(quiet):
         predictor = Predictor(model_path, backend="torch", device=device, detect=detect,
                               detector_method=detector_method, face_margin=face_margin)
-        check_target(target, predictor.class_names, predictor.trained_classes, predictor.predicts_valence_arousal,
-                     labelled=False)
+        check_data_target(target, predictor.class_names, predictor.trained_classes,
+                          predictor.predicts_valence_arousal, labelled=False)
         model = predictor.backend.model
         out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
         (out / "maps").mkdir(parents=True, exist_ok=True)
@@ -133,15 +122,10 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
             if not crops:
                 rows.append({"source": str(file), "face": None, "status": status})
                 continue
-            results = predictor.predict_batch(crops)
-            batch = preprocess(crops, predictor.input_size, predictor.mean, predictor.std)
-            aim = target if target in VALENCE_AROUSAL else (
-                [r["expression_id"] for r in results] if target == PREDICTED
-                else [_class_index(target, predictor.trained_classes)] * len(crops))
-            maps = grad_cam(model, batch, aim, tta_flip=predictor.tta_flip, layer=layer)
+            results, maps = explain_crops(predictor, model, crops, target, layer)
             shares, peaks = upper_half_share(maps), map_peaks(maps)
             for k, (crop, heatmap, result, share, peak) in enumerate(zip(crops, maps, results, shares, peaks)):
-                name = target if target in VALENCE_AROUSAL else CLASS_NAMES[aim[k]]
+                name = target_name(target, result)
                 path = _write_png(out / "maps" / f"{number:04d}_{file.stem}_face{k}.png", _panel(crop, heatmap))
                 rows.append({"source": str(file), "face": k, "status": "ok",
                              "box": [int(v) for v in faces[k].box] if faces else None, "target": name,
@@ -184,7 +168,8 @@ def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path
         prepared = evaluation_data(model_path, data, split, splits)
         model, meta = load_model(model_path, device=evaluation_device())
         classes = trained_classes(meta) if predicts_expression(meta) else []
-        check_target(target, CLASS_NAMES if classes else [], classes, predicts_valence_arousal(meta), labelled=True)
+        check_data_target(target, CLASS_NAMES if classes else [], classes, predicts_valence_arousal(meta),
+                          labelled=True)
         positions, predictions = saved_predictions(model_path, model, prepared, split, data)
         model, _ = load_model(model_path, device=evaluation_device())  # predicting left its weights inference tensors
         labels = prepared.expression[positions]
@@ -199,7 +184,7 @@ def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path
         mean, std = input_normalization(meta)
         tta_flip = config_from_metadata(meta).tta_flip
         aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
-                if target == PREDICTED else np.full(len(positions), _class_index(target, classes)))
+                if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
         maps_sum: dict[int, np.ndarray] = {}
         faces_sum: dict[int, np.ndarray] = {}
         shares, peaks = np.empty(len(positions)), np.empty((len(positions), 2))

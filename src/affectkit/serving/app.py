@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
+import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 from fastapi.concurrency import run_in_threadpool
@@ -80,7 +82,8 @@ VIDEO_ROUTE = "/v1/predict-video"
 MULTIMODAL_ROUTE = "/v1/predict-multimodal"
 MODALITY_FIELDS = ("face", "audio", "physio")
 STREAM_ROUTE = "/v1/stream"
-MODEL_ROUTES = ("/v1/predict", VIDEO_ROUTE, MULTIMODAL_ROUTE)
+EXPLAIN_ROUTE = "/v1/explain"
+MODEL_ROUTES = ("/v1/predict", VIDEO_ROUTE, MULTIMODAL_ROUTE, EXPLAIN_ROUTE)
 POLICY_VIOLATION = 1008  # WebSocket close code
 STATUS_FOR_VIDEO_PROBLEM = {"unreadable": 422, "too_long": 413}
 STATUS_FOR_FEEDBACK_PROBLEM = {"unknown": 404, "duplicate": 409, "invalid": 422}
@@ -142,6 +145,12 @@ def _smooth_problem(smooth: float | None) -> str | None:
     if smooth is not None and not 0 < smooth <= 1:
         return f"smooth must be in (0, 1] (the weight of the newest frame), got {smooth:g}"
     return None
+
+
+def _png_data_url(image: np.ndarray) -> str:
+    """An RGB image as a ``data:image/png;base64,...`` URL, which a page shows as it is (``<img src=...>``)."""
+    png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1]
+    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -385,28 +394,98 @@ def create_app(
                 return [[face] for face in predictor.predict_batch(images)]
             return predictor.predict_images(images)
 
+    async def uploaded_images(request: Request, detect: bool | None) -> list[tuple[str, bytes]]:
+        """(name, bytes) of each image in the multipart field ``files``, or in a JSON body's ``images`` (base64)."""
+        if detect and predictor.detector is None:
+            raise HTTPException(422, "this server was started with --no-detect: it reads each image as one face")
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            return json_images(await request.body(), max_files)
+        async with request.form(max_files=max_files, max_fields=max_files) as form:  # closes the spooled files
+            fields = form.getlist("files")
+            if not fields:
+                raise HTTPException(422, "no images: send one or more files in the multipart field 'files', or "
+                                         'JSON {"images": [...]} of base64')
+            if not all(isinstance(f, UploadFile) for f in fields):
+                raise HTTPException(422, "the field 'files' must hold file uploads, not text")
+            return [(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(fields)]
+
     @app.post("/v1/predict", dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
     async def predict(request: Request, detect: bool | None = None) -> dict[str, Any]:
         """Faces, expression probabilities, valence and arousal for each image in the multipart field ``files``, or
         in a JSON body's ``images`` (base64); ``detect=false``: each image is a face crop already (a data set's
         aligned faces), read whole."""
-        if detect and predictor.detector is None:
-            raise HTTPException(422, "this server was started with --no-detect: it reads each image as one face")
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
-            uploads = json_images(await request.body(), max_files)
-        else:
-            async with request.form(max_files=max_files, max_fields=max_files) as form:  # closes the spooled files
-                fields = form.getlist("files")
-                if not fields:
-                    raise HTTPException(422, "no images: send one or more files in the multipart field 'files', or "
-                                             'JSON {"images": [...]} of base64')
-                if not all(isinstance(f, UploadFile) for f in fields):
-                    raise HTTPException(422, "the field 'files' must hold file uploads, not text")
-                uploads = [(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(fields)]
+        uploads = await uploaded_images(request, detect)
         faces_per_image = await run_in_threadpool(decode_and_predict, uploads, detect is not False)
         metrics.observe_predictions(faces_per_image)
         for faces in faces_per_image:
             feedback.remember(faces)
+        return {"results": [
+            {"filename": name, "faces": faces, "status": "ok" if faces else "no face found"}
+            for (name, _), faces in zip(uploads, faces_per_image)
+        ]}
+
+    explaining: list[Any] = []  # the PyTorch network that explanations run on, loaded by the first one
+
+    def explaining_model() -> Any:
+        if not explaining:
+            from affectkit.inference.torch_backend import TorchBackend
+
+            if isinstance(predictor.backend, TorchBackend):
+                explaining.append(predictor.backend.model)
+            else:  # served from its ONNX export: the weights it was exported from, where they are beside it
+                from affectkit.inference.predictor import model_files
+                from affectkit.models.io import load_model
+
+                weights = model_files(model_path)[0]
+                if not weights.is_file():
+                    raise HTTPException(422, f"explanations need the PyTorch model, and {weights.name} is not beside "
+                                             "the ONNX file this server was started with")
+                explaining.append(load_model(weights)[0])
+        return explaining[0]
+
+    def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str,
+                       layer: str) -> list[list[dict[str, Any]]]:
+        from affectkit.inference.explain import explain_crops, map_peaks, overlay, target_name, upper_half_share
+
+        images = decode_uploads(uploads, max_pixels)
+        explained = []
+        with model_lock:
+            model = explaining_model()
+            for image in images:
+                faces, crops = predictor.find_faces(image) if detect else ([], [image])
+                crops = [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
+                if not crops:
+                    explained.append([])
+                    continue
+                results, maps = explain_crops(predictor, model, crops, target, layer)
+                for i, (result, crop, heatmap, share, peak) in enumerate(
+                        zip(results, crops, maps, upper_half_share(maps), map_peaks(maps))):
+                    result["box"] = [int(v) for v in faces[i].box] if faces else None
+                    result["explanation"] = {
+                        "target": target_name(target, result),
+                        "upper_half_share": None if np.isnan(share) else float(share),
+                        "peak": None if np.isnan(peak).any() else [float(v) for v in peak],
+                        "image": _png_data_url(overlay(crop, heatmap))}
+                explained.append(results)
+        return explained
+
+    @app.post(EXPLAIN_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
+    async def explain(request: Request, target: str = "predicted", layer: str = "auto",
+                      detect: bool | None = None) -> dict[str, Any]:
+        """Where the model finds the evidence for its answer (Grad-CAM, as ``affectkit explain``), for each face of
+        the images sent as to ``/v1/predict``: each face's result with an ``explanation``: its ``target`` (the class
+        it was answered, by default; or ``target=`` an expression by name, ``valence``, ``arousal``), the share of
+        the map on the crop's upper half, where the map peaks (x, y as shares of the crop's side) and ``image``, the
+        face crop under its map as a PNG data URL. ``layer``: final, finer or auto (see ``affectkit explain``)."""
+        from affectkit.inference.explain import check_layer, check_target
+
+        try:
+            check_layer(layer)
+            check_target(target, predictor.class_names, predictor.trained_classes, predictor.predicts_valence_arousal)
+        except AffectkitError as exc:
+            raise HTTPException(422, str(exc)) from None
+        uploads = await uploaded_images(request, detect)
+        faces_per_image = await run_in_threadpool(explain_images, uploads, detect is not False, target, layer)
         return {"results": [
             {"filename": name, "faces": faces, "status": "ok" if faces else "no face found"}
             for (name, _), faces in zip(uploads, faces_per_image)

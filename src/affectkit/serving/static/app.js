@@ -1,6 +1,6 @@
 "use strict";
-// Demo page: send a photo to /v1/predict, or the camera's frames to the /v1/stream WebSocket, and draw what comes
-// back. Everything stays on this server.
+// Demo page: send a photo to /v1/predict (or /v1/explain, to see where the model looks), or the camera's frames
+// to the /v1/stream WebSocket, and draw what comes back. Everything stays on this server.
 
 // Same colours as the CLI's annotated images (affectkit/inference/annotate.py), one per class.
 const CLASS_COLOURS = ["#9e9e9e", "#ffc107", "#2196f3", "#9c27b0", "#607d8b", "#4caf50", "#f44336", "#ff7043"];
@@ -171,6 +171,17 @@ function listFaces(faces) {
       block.append(note);
     }
     block.append(va);
+    if (face.explanation) {  // /v1/explain: the face under its Grad-CAM map
+      const figure = document.createElement("figure");
+      figure.className = "explanation";
+      const map = document.createElement("img");
+      map.src = face.explanation.image;
+      map.alt = `where the model finds the evidence for ${face.explanation.target}`;
+      const caption = document.createElement("figcaption");
+      caption.textContent = `evidence for ${face.explanation.target} (Grad-CAM)`;
+      figure.append(map, caption);
+      block.append(figure);
+    }
     list.append(block);
   });
 }
@@ -180,7 +191,9 @@ async function predict(file) {
   const body = new FormData();
   body.append("files", file, file.name);
   try {
-    const response = await fetch("/v1/predict", { method: "POST", headers: authHeaders(), body });
+    // Explained: the same answer, each face with its map (a forward and a backward pass: slower).
+    const route = $("explain").checked ? "/v1/explain" : "/v1/predict";
+    const response = await fetch(route, { method: "POST", headers: authHeaders(), body });
     if (!response.ok) {
       setStatus(`error: ${await errorText(response)}`);
       return;
