@@ -99,6 +99,12 @@ def test_comparison_has_a_full_row_per_model_and_the_ensemble(run_dir):
     assert f"## {chosen} against each model, face by face" in report
     section = report.split(f"## {chosen} against each model, face by face", 1)[1]
     assert all(f"| {other} |" in section for other in table["model"] if other != chosen)
+    # Where the chosen model looks, mapped on its test faces; the others are not.
+    assert f"![where {chosen} looks]({chosen}_class_maps.png)" in report
+    assert sorted(p.name for p in run_dir.glob("*_class_maps.png")) == [f"{chosen}_class_maps.png"]
+    classes = pd.read_csv(run_dir / f"{chosen}_class_maps.csv")
+    test_faces = (pd.read_csv(run_dir / "splits.csv")["split"] == "test").sum()
+    assert classes["faces"].sum() == len(pd.read_csv(run_dir / f"{chosen}_explanations.csv")) == test_faces
 
 
 def test_a_run_folder_given_as_the_model_is_the_model_its_report_chose(run_dir, demo_dir, tmp_path):
@@ -303,6 +309,7 @@ def test_a_valence_arousal_run_chooses_its_model_by_validation_ccc(partial_manif
     chosen = table.loc[table["val_va_ccc"].idxmax(), "model"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"Chosen on the validation faces: **{chosen}** (validation CCC {table['val_va_ccc'].max():.4f}" in report
+    assert "looks" not in report  # a valence/arousal model: no map of the evidence for a class
     section = report.split(f"## {chosen} against each model, face by face", 1)[1].split("\n## ", 1)[0]
     assert "| against | CCC difference | 95% interval | the chosen model is |" in section
     assert all(f"| {other} |" in section for other in table["model"] if other != chosen)

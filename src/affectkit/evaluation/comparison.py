@@ -281,6 +281,11 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
                  ("reliability", run.reliability(name)), ("most confident mistakes", run.mistakes(name)),
                  ("accuracy on its surest faces", run.coverage(name)))
         lines += [f"![{name} {kind}]({plot.name})" for kind, plot in plots if plot.is_file()]  # ensembles: no history
+        if run.class_maps(name).is_file():  # the chosen model's
+            lines += ["", f"![where {name} looks]({run.class_maps(name).name})", "",
+                      "Where it finds the evidence for each test face's own class: the class's mean face under its "
+                      "mean Grad-CAM map, and the share of the maps on the upper face (`affectkit explain`; per "
+                      f"class `{name}_class_maps.csv`, per face `{name}_explanations.csv`)."]
         expression = json.loads(run.metrics(name).read_text())["expression"]
         if warning := prior_collapse(expression, CLASS_NAMES):
             lines += ["", f"**Warning:** {name} {warning}"]

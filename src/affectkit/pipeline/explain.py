@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -35,6 +36,9 @@ from affectkit.inference.explain import (
 )
 from affectkit.inference.predictor import Predictor, input_normalization, preprocess
 from affectkit.progress import reporter, silenced
+
+if TYPE_CHECKING:
+    from affectkit.data.datamodule import PreparedData
 
 PREDICTED, LABEL = "predicted", "label"  # targets: the class the model answers, the class the data set gives
 PANEL_SIDE = 192  # a face and its map are shown at least this large
@@ -157,72 +161,84 @@ def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path
     ``valence`` or ``arousal``), averaged by class as the data set gives it. Writes ``explanations.csv`` (per face),
     ``class_maps.csv`` and ``class_maps.png`` (per class: its mean face under its mean map) into ``out`` (default:
     ``explanations`` beside the model)."""
-    from affectkit.evaluation.evaluator import evaluation_device
-    from affectkit.inference.predictor import predicts_expression, predicts_valence_arousal, trained_classes
-    from affectkit.models.io import load_model
-    from affectkit.models.metadata import config_from_metadata, model_paths
-    from affectkit.pipeline.run import evaluation_data, saved_predictions
+    from affectkit.models.metadata import model_paths
+    from affectkit.pipeline.run import evaluation_data
 
     check_layer(layer)
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
-        model, meta = load_model(model_path, device=evaluation_device())
-        classes = trained_classes(meta) if predicts_expression(meta) else []
-        check_data_target(target, CLASS_NAMES if classes else [], classes, predicts_valence_arousal(meta),
-                          labelled=True)
-        positions, predictions = saved_predictions(model_path, model, prepared, split, data)
-        model, _ = load_model(model_path, device=evaluation_device())  # predicting left its weights inference tensors
-        labels = prepared.expression[positions]
-        predicted = predictions.probs.argmax(1) if classes else np.full(len(positions), NO_EXPRESSION)
-        if target == LABEL:
-            labelled = labels != NO_EXPRESSION
-            if not labelled.any():
-                raise AffectkitError(f"--target label: no face of the {split} split of {data} has a class; explain "
-                                     "--target predicted, or valence / arousal.")
-            positions, labels, predicted = positions[labelled], labels[labelled], predicted[labelled]
-        size = int(meta["input_size"])
-        mean, std = input_normalization(meta)
-        tta_flip = config_from_metadata(meta).tta_flip
-        aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
-                if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
-        maps_sum: dict[int, np.ndarray] = {}
-        faces_sum: dict[int, np.ndarray] = {}
-        shares, peaks = np.empty(len(positions)), np.empty((len(positions), 2))
-        reporter().show(f"Grad-CAM of {meta['display_name']} on {len(positions)} faces of the {split} split of {data}")
-        starts = range(0, len(positions), BATCH)
-        for start in reporter().track(starts, total=len(starts), description="Explaining"):
-            chunk = slice(start, start + BATCH)
-            crops = [cv2.resize(np.asarray(c), (size, size), interpolation=cv2.INTER_AREA)
-                     for c in prepared.images[positions[chunk]]]
-            maps = grad_cam(model, preprocess(crops, size, mean, std), target if aims is None else aims[chunk],
-                            tta_flip=tta_flip, layer=layer)
-            shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)
-            for crop, heatmap, label in zip(crops, maps, labels[chunk]):
-                maps_sum[label] = maps_sum.get(label, 0) + heatmap
-                faces_sum[label] = faces_sum.get(label, 0) + crop.astype(np.float64)
-        per_face = pd.DataFrame({
-            "id": [prepared.records[i].id for i in positions], "label": _names(labels), "predicted": _names(predicted),
-            "target": target if aims is None else _names(aims), "upper_half_share": shares, "peak_x": peaks[:, 0],
-            "peak_y": peaks[:, 1]})
-        table = _class_table(per_face, labels, predicted)
         out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"faces": out / "explanations.csv", "csv": out / "class_maps.csv"}
-        for frame, path in ((per_face, paths["faces"]), (table, paths["csv"])):
-            with atomic_path(path) as tmp:
-                frame.to_csv(tmp, index=False)
-        panels, titles = [], []
-        for row in table.itertuples():
-            group = NO_EXPRESSION if row.label == "no class" else CLASS_NAMES.index(row.label)
-            # Stretched from its lowest to its highest: averaged over faces, a map varies by less than its level.
-            low, high = float(maps_sum[group].min()), float(maps_sum[group].max())
-            mean_map = (maps_sum[group] - low) / max(high - low, np.finfo(float).tiny)
-            panels.append(overlay(np.round(faces_sum[group] / row.faces).astype(np.uint8), mean_map))
-            titles.append(f"{row.label} ({row.faces})\n" + ("no evidence" if np.isnan(row.upper_half_share)
-                                                             else f"upper half {row.upper_half_share:.0%}"))
-        what = "each face's class" if target == LABEL else "the predicted class" if target == PREDICTED else target
-        paths["plot"] = plot_face_maps(panels, titles, out / "class_maps.png",
-                                       f"Where {meta['display_name']} looks for {what} (mean Grad-CAM by class)")
+        return explain_split(model_path, prepared, split, data, out, target, layer)
+
+
+def explain_split(model_path: Path, prepared: PreparedData, split: str, source: Path, out: Path,
+                  target: str = LABEL, layer: str = "auto", prefix: str = "") -> ExplainResult:
+    """:func:`explain_data` on ``split`` of data read already (``prepared``, from ``source``); the files are named
+    ``prefix`` + ``explanations.csv``, ``class_maps.csv``, ``class_maps.png``."""
+    from affectkit.evaluation.evaluator import evaluation_device
+    from affectkit.inference.predictor import predicts_expression, predicts_valence_arousal, trained_classes
+    from affectkit.models.io import load_model
+    from affectkit.models.metadata import config_from_metadata
+    from affectkit.pipeline.run import saved_predictions
+
+    check_layer(layer)
+    model, meta = load_model(model_path, device=evaluation_device())
+    classes = trained_classes(meta) if predicts_expression(meta) else []
+    check_data_target(target, CLASS_NAMES if classes else [], classes, predicts_valence_arousal(meta),
+                      labelled=True)
+    positions, predictions = saved_predictions(model_path, model, prepared, split, source)
+    model, _ = load_model(model_path, device=evaluation_device())  # predicting left its weights inference tensors
+    labels = prepared.expression[positions]
+    predicted = predictions.probs.argmax(1) if classes else np.full(len(positions), NO_EXPRESSION)
+    if target == LABEL:
+        labelled = labels != NO_EXPRESSION
+        if not labelled.any():
+            raise AffectkitError(f"--target label: no face of the {split} split of {source} has a class; explain "
+                                 "--target predicted, or valence / arousal.")
+        positions, labels, predicted = positions[labelled], labels[labelled], predicted[labelled]
+    size = int(meta["input_size"])
+    mean, std = input_normalization(meta)
+    tta_flip = config_from_metadata(meta).tta_flip
+    aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
+            if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
+    maps_sum: dict[int, np.ndarray] = {}
+    faces_sum: dict[int, np.ndarray] = {}
+    shares, peaks = np.empty(len(positions)), np.empty((len(positions), 2))
+    reporter().show(f"Grad-CAM of {meta['display_name']} on {len(positions)} faces of the {split} split of "
+                    f"{source}")
+    starts = range(0, len(positions), BATCH)
+    for start in reporter().track(starts, total=len(starts), description="Explaining"):
+        chunk = slice(start, start + BATCH)
+        crops = [cv2.resize(np.asarray(c), (size, size), interpolation=cv2.INTER_AREA)
+                 for c in prepared.images[positions[chunk]]]
+        maps = grad_cam(model, preprocess(crops, size, mean, std), target if aims is None else aims[chunk],
+                        tta_flip=tta_flip, layer=layer)
+        shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)
+        for crop, heatmap, label in zip(crops, maps, labels[chunk]):
+            maps_sum[label] = maps_sum.get(label, 0) + heatmap
+            faces_sum[label] = faces_sum.get(label, 0) + crop.astype(np.float64)
+    per_face = pd.DataFrame({
+        "id": [prepared.records[i].id for i in positions], "label": _names(labels), "predicted": _names(predicted),
+        "target": target if aims is None else _names(aims), "upper_half_share": shares, "peak_x": peaks[:, 0],
+        "peak_y": peaks[:, 1]})
+    table = _class_table(per_face, labels, predicted)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"faces": out / f"{prefix}explanations.csv", "csv": out / f"{prefix}class_maps.csv"}
+    for frame, path in ((per_face, paths["faces"]), (table, paths["csv"])):
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    panels, titles = [], []
+    for row in table.itertuples():
+        group = NO_EXPRESSION if row.label == "no class" else CLASS_NAMES.index(row.label)
+        # Stretched from its lowest to its highest: averaged over faces, a map varies by less than its level.
+        low, high = float(maps_sum[group].min()), float(maps_sum[group].max())
+        mean_map = (maps_sum[group] - low) / max(high - low, np.finfo(float).tiny)
+        panels.append(overlay(np.round(faces_sum[group] / row.faces).astype(np.uint8), mean_map))
+        titles.append(f"{row.label} ({row.faces})\n" + ("no evidence" if np.isnan(row.upper_half_share)
+                                                         else f"upper half {row.upper_half_share:.0%}"))
+    what = "each face's class" if target == LABEL else "the predicted class" if target == PREDICTED else target
+    paths["plot"] = plot_face_maps(panels, titles, out / f"{prefix}class_maps.png",
+                                   f"Where {meta['display_name']} looks for {what} (mean Grad-CAM by class)")
     notes = []
     if target == LABEL and (untrained := [c for c in dict.fromkeys(per_face["label"]) if c not in classes]):
         notes.append(f"The model was not trained on {', '.join(untrained)}: it gives no evidence for "

@@ -54,7 +54,13 @@ from affectkit.evaluation.significance import (
 from affectkit.evaluation.subgroups import group_record, models_by_group, resampled_units, write_group_scores
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import load_model
-from affectkit.models.metadata import config_from_metadata, model_paths, read_metadata, trained_classes
+from affectkit.models.metadata import (
+    config_from_metadata,
+    model_paths,
+    predicts_expression,
+    read_metadata,
+    trained_classes,
+)
 from affectkit.models.registry import is_pretrained
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder, model_splits
@@ -256,8 +262,25 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                                                  prepared, test, run)]
         if chosen is not None and run.weights(chosen).is_file():
             reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
+            _map_chosen(run, chosen, prepared, data, remarks)
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
                             comparisons=comparisons, remarks=remarks, sections=sections)
+
+
+def _map_chosen(run: RunFolder, chosen: str, prepared: PreparedData, data: Path, remarks: list[str]) -> None:
+    """Where the chosen model looks, for the report: its mean Grad-CAM map by class over the test faces (``affectkit
+    explain``); a remark instead where it cannot be mapped. Nothing for a valence/arousal model, or where no test
+    face has a class."""
+    from affectkit.pipeline.explain import explain_split
+
+    classed = (prepared.expression[prepared.positions("test")] != NO_EXPRESSION).any()
+    if not classed or not predicts_expression(read_metadata(run.weights(chosen))):
+        return
+    try:
+        explain_split(run.weights(chosen), prepared, "test", data, run.root, prefix=f"{chosen}_")
+    except AffectkitError as error:
+        remarks.append(f"No map of where {chosen} looks: {error}")
+        reporter().note(remarks[-1])
 
 
 def _scores_by_group(attribute: str, values: np.ndarray, rows: list[dict], test_classes: list[np.ndarray],
