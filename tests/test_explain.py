@@ -104,13 +104,15 @@ def test_the_command_explains_each_face_of_photos(model_path, demo_dir, tmp_path
 
     photos = sorted((demo_dir / "images").iterdir())[:3]
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "clip.mp4").write_bytes(b"a video, by its name")
     out = tmp_path / "out"
     done = CliRunner().invoke(app, ["explain", str(model_path), *map(str, photos), str(tmp_path / "broken.jpg"),
-                                    "--no-detect", "--out", str(out)])
+                                    str(tmp_path / "clip.mp4"), "--no-detect", "--out", str(out)])
     assert done.exit_code == 0, done.output
     table = pd.read_csv(out / "explanations.csv")
-    assert list(table["status"][:3]) == ["ok"] * 3 and table["status"][3].startswith("error: ")
-    assert "broken.jpg: not an image" in " ".join(done.output.split())  # said, and the others still explained
+    assert list(table["status"][:3]) == ["ok"] * 3 and table["status"][3:].str.startswith("error: ").all()
+    said = " ".join(done.output.split())  # each named, and the others still explained
+    assert "broken.jpg: not an image" in said and "clip.mp4 is a video; explain reads images" in said
     assert (table["target"][:3] == table["expression"][:3]).all()  # the class it answers, by default
     for map_file in table["map"][:3]:
         panel = Image.open(out / map_file)

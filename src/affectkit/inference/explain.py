@@ -176,6 +176,13 @@ def check_target(target: str, class_names: Sequence[str], trained: Sequence[str]
         class_index(target, trained)
 
 
+def model_sized_faces(predictor: Predictor, image: np.ndarray, detect: bool = True) -> tuple[list, list[np.ndarray]]:
+    """The faces of ``image`` as the predictor finds them, and their crops at its input size (without detection,
+    or where the predictor has no detector, the whole image is the one face)."""
+    faces, crops = predictor.find_faces(image) if detect else ([], [image])
+    return faces, [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
+
+
 def explain_crops(predictor: Predictor, model: AffectModel, crops: Sequence[np.ndarray], target: str,
                   layer: str = "auto") -> tuple[list[dict[str, Any]], np.ndarray]:
     """The predictor's results for face ``crops`` (uint8 RGB at its input size) and their Grad-CAM maps (N, S, S) of
@@ -228,5 +235,5 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.
 
 
 __all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "check_layer", "check_target", "class_index", "explain_crops",
-           "explained_layers", "final_map_side", "grad_cam", "map_peaks", "overlay", "target_name",
-           "upper_half_share"]
+           "explained_layers", "final_map_side", "grad_cam", "map_peaks", "model_sized_faces", "overlay",
+           "target_name", "upper_half_share"]

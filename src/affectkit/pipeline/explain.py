@@ -30,6 +30,7 @@ from affectkit.inference.explain import (
     explain_crops,
     grad_cam,
     map_peaks,
+    model_sized_faces,
     overlay,
     target_name,
     upper_half_share,
@@ -91,14 +92,13 @@ def _faces_of(predictor: Predictor, inputs: Sequence[Path]) -> Iterator[tuple[Pa
         raise AffectkitError("No images to explain: the inputs are empty (or folders without images).")
     for file in reporter().track(files, description="Explaining"):
         if is_video(file):
-            yield file, [], [], "error: a video; explain reads images (save its frames, or `affectkit clip-frames`)"
+            yield file, [], [], f"error: {file} is a video; explain reads images (its frames: `affectkit clip-frames`)"
             continue
         try:
-            faces, crops = predictor.find_faces(read_image(file))
+            faces, crops = model_sized_faces(predictor, read_image(file))
         except AffectkitError as error:
             yield file, [], [], f"error: {error}"
             continue
-        crops = [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
         yield file, faces, crops, "ok" if crops else "no face found"
 
 

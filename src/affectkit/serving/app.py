@@ -445,15 +445,21 @@ def create_app(
 
     def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str,
                        layer: str) -> list[list[dict[str, Any]]]:
-        from affectkit.inference.explain import explain_crops, map_peaks, overlay, target_name, upper_half_share
+        from affectkit.inference.explain import (
+            explain_crops,
+            map_peaks,
+            model_sized_faces,
+            overlay,
+            target_name,
+            upper_half_share,
+        )
 
         images = decode_uploads(uploads, max_pixels)
         explained = []
         with model_lock:
             model = explaining_model()
             for image in images:
-                faces, crops = predictor.find_faces(image) if detect else ([], [image])
-                crops = [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
+                faces, crops = model_sized_faces(predictor, image, detect)
                 if not crops:
                     explained.append([])
                     continue
