@@ -66,20 +66,28 @@ def serving(model: Path, **options) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def answered_page(url: str, photo: Path) -> Iterator[Any]:
-    """A browser page of the server at ``url`` that has sent ``photo`` and shown the answer."""
-    from playwright.sync_api import expect, sync_playwright
+def browser_page(*extra_args: str) -> Iterator[Any]:
+    """A page of headless Chromium (``extra_args`` added to its command line), closed with the browser after."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + list(extra_args))
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(url)
-            page.set_input_files("#file", str(photo))
-            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-            yield page
+            yield browser.new_page(viewport={"width": 1100, "height": 800})
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def answered_page(url: str, photo: Path) -> Iterator[Any]:
+    """A browser page of the server at ``url`` that has sent ``photo`` and shown the answer."""
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        page.goto(url)
+        page.set_input_files("#file", str(photo))
+        expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+        yield page
 
 
 @pytest.fixture(scope="module")
@@ -96,67 +104,57 @@ def face_photo(tmp_path) -> Path:
 
 
 def test_page_predicts_and_draws(server_url, face_photo):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            outside = []
-            page.on("request", lambda r: outside.append(r.url) if r.url.startswith("http") and not
-                    r.url.startswith(server_url) else None)
-            page.goto(server_url)
-            page.set_input_files("#file", str(face_photo))
-            # A locator assertion polls without eval(), which the page's Content-Security-Policy forbids.
-            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-            assert page.text_content("#status") == "done: 1 face(s)"
-            drawn = page.evaluate("""() => {
-                const c = document.querySelector('#canvas');
-                const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                let lit = 0;
-                for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 0) lit++;
-                return {width: c.width, lit};
-            }""")
-            assert drawn["width"] == 512 and drawn["lit"] > 0.5 * 512 * 512
-            assert page.locator("#faces .bar-row").count() == 8
-            assert page.locator("#circumplex .dot").count() == 1
-            # The server's health under the page: the faces it has served so far, no report of the truth yet.
-            expect(page.locator("#monitor")).to_contain_text("reported truth: no reports yet")
-            assert "output drift: this model carries no reference profile" in page.text_content("#monitor")
-            assert outside == [], f"the page fetched from elsewhere: {outside}"
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
+    with browser_page() as page:
+        outside = []
+        page.on("request", lambda r: outside.append(r.url) if r.url.startswith("http") and not
+                r.url.startswith(server_url) else None)
+        page.goto(server_url)
+        page.set_input_files("#file", str(face_photo))
+        # A locator assertion polls without eval(), which the page's Content-Security-Policy forbids.
+        expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+        assert page.text_content("#status") == "done: 1 face(s)"
+        drawn = page.evaluate("""() => {
+            const c = document.querySelector('#canvas');
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let lit = 0;
+            for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 0) lit++;
+            return {width: c.width, lit};
+        }""")
+        assert drawn["width"] == 512 and drawn["lit"] > 0.5 * 512 * 512
+        assert page.locator("#faces .bar-row").count() == 8
+        assert page.locator("#circumplex .dot").count() == 1
+        # The server's health under the page: the faces it has served so far, no report of the truth yet.
+        expect(page.locator("#monitor")).to_contain_text("reported truth: no reports yet")
+        assert "output drift: this model carries no reference profile" in page.text_content("#monitor")
+        assert outside == [], f"the page fetched from elsewhere: {outside}"
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
 def test_page_streams_the_camera_and_stops(server_url):
     """Chromium's stand-in camera (a moving test pattern, no face) streamed over the WebSocket: frames are answered
     and drawn one after the other until the camera is stopped."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(server_url)
-            page.click("#camera")
-            expect(page.locator("#status")).to_have_text(re.compile(r"camera: frame ([3-9]|\d\d+), "), timeout=60_000)
-            assert page.text_content("#camera") == "Stop the camera"
-            # The canvas starts blank (all zeros): lit pixels are the camera's frame, drawn.
-            lit, area = page.evaluate("""() => {
-                const c = document.querySelector('#canvas');
-                const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                let lit = 0;
-                for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 0) lit++;
-                return [lit, c.width * c.height];
-            }""")
-            assert lit > 0.5 * area
-            page.click("#camera")
-            expect(page.locator("#status")).to_contain_text("camera stopped after", timeout=10_000)
-            assert page.text_content("#camera") == "Use the camera"
-        finally:
-            browser.close()
+    with browser_page(*fake_camera) as page:
+        page.goto(server_url)
+        page.click("#camera")
+        expect(page.locator("#status")).to_have_text(re.compile(r"camera: frame ([3-9]|\d\d+), "), timeout=60_000)
+        assert page.text_content("#camera") == "Stop the camera"
+        # The canvas starts blank (all zeros): lit pixels are the camera's frame, drawn.
+        lit, area = page.evaluate("""() => {
+            const c = document.querySelector('#canvas');
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let lit = 0;
+            for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 0) lit++;
+            return [lit, c.width * c.height];
+        }""")
+        assert lit > 0.5 * area
+        page.click("#camera")
+        expect(page.locator("#status")).to_contain_text("camera stopped after", timeout=10_000)
+        assert page.text_content("#camera") == "Use the camera"
 
 
 @pytest.mark.parametrize("kind", ["valence/arousal", "expression"])
@@ -194,41 +192,31 @@ def test_page_marks_a_face_the_server_abstains_on(model_path, face_photo):
 
 def test_page_answers_for_a_photo_the_browser_cannot_show(model_path):
     """Chromium shows no HEIC (iPhones' photos), which the server reads: the faces are listed, the photo not drawn."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with serving(model_path, detect=False) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(url)
-            page.set_input_files("#file", str(Path(__file__).parent / "data" / "face.heic"))
-            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-            assert page.text_content("#status") == ("done: 1 face(s); this browser cannot display the photo, so it "
-                                                    "is not drawn")
-            assert page.locator("#faces .bar-row").count() == 8 and page.locator("#circumplex .dot").count() == 1
-        finally:
-            browser.close()
+    with serving(model_path, detect=False) as url, browser_page() as page:
+        page.goto(url)
+        page.set_input_files("#file", str(Path(__file__).parent / "data" / "face.heic"))
+        expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+        assert page.text_content("#status") == ("done: 1 face(s); this browser cannot display the photo, so it "
+                                                "is not drawn")
+        assert page.locator("#faces .bar-row").count() == 8 and page.locator("#circumplex .dot").count() == 1
 
 
 def test_page_shows_where_the_model_looks(server_url, face_photo):
     """With "show where it looks" ticked, the photo goes to /v1/explain and each face is listed with its map."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            routes = []
-            page.on("request", lambda r: routes.append(r.url.removeprefix(server_url)) if r.method == "POST" else None)
-            page.goto(server_url)
-            page.check("#explain")
-            page.set_input_files("#file", str(face_photo))
-            expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-            assert routes == ["/v1/explain"]
-            assert page.locator("#faces .bar-row").count() == 8  # the answer as /v1/predict gives it, and the map
-            expect(page.locator("#faces .explanation figcaption")).to_have_text(re.compile(r"evidence for \w+"))
-            # The map is a data: URL the page's Content-Security-Policy lets it show.
-            loaded = page.evaluate("() => document.querySelector('#faces .explanation img').naturalWidth")
-            assert loaded == 64  # the model's input size
-        finally:
-            browser.close()
+    with browser_page() as page:
+        routes = []
+        page.on("request", lambda r: routes.append(r.url.removeprefix(server_url)) if r.method == "POST" else None)
+        page.goto(server_url)
+        page.check("#explain")
+        page.set_input_files("#file", str(face_photo))
+        expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
+        assert routes == ["/v1/explain"]
+        assert page.locator("#faces .bar-row").count() == 8  # the answer as /v1/predict gives it, and the map
+        expect(page.locator("#faces .explanation figcaption")).to_have_text(re.compile(r"evidence for \w+"))
+        # The map is a data: URL the page's Content-Security-Policy lets it show.
+        loaded = page.evaluate("() => document.querySelector('#faces .explanation img').naturalWidth")
+        assert loaded == 64  # the model's input size
