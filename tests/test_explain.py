@@ -113,6 +113,7 @@ def test_the_command_explains_each_face_of_photos(model_path, demo_dir, tmp_path
     assert list(table["status"][:3]) == ["ok"] * 3 and table["status"][3:].str.startswith("error: ").all()
     said = " ".join(done.output.split())  # each named, and the others still explained
     assert "broken.jpg: not an image" in said and "clip.mp4 is a video; explain reads images" in said
+    assert "Explained 3 face(s) in 5 file(s)." in said
     assert (table["target"][:3] == table["expression"][:3]).all()  # the class it answers, by default
     for map_file in table["map"][:3]:
         panel = Image.open(out / map_file)

@@ -324,7 +324,9 @@ def explain(
     no_detect: NoDetectOpt = False,
     detector: DetectorOpt = "auto",
     face_margin: FaceMarginOpt = None,
-    device: Annotated[str, typer.Option(help="Torch device for the model and face detector: cpu, cuda, ...")] = "cpu",
+    device: Annotated[str, typer.Option(
+        help="Photos: the torch device for the model and face detector, cpu, cuda, ... (a data set's faces are "
+             "mapped where evaluate scores them: the GPU when there is one).")] = "cpu",
     quiet: QuietOpt = False,
 ) -> None:
     """Where a saved model looks: Grad-CAM maps of the expression (or valence, arousal) it reads from each face of
@@ -348,6 +350,9 @@ def explain(
             accuracy=result.table["accuracy"].map(lambda v: "" if v != v else f"{v:.3f}"),
             upper_half_share=result.table["upper_half_share"].map(lambda v: "" if v != v else f"{v:.0%}")),
             f"affectkit explain: mean Grad-CAM by class ({split} split)")
+    else:
+        say(f"Explained {int((result.table['status'] == 'ok').sum())} face(s) in "
+            f"{result.table['source'].nunique()} file(s).")
     say(f"Wrote {', '.join(str(p) for p in result.paths.values())}", style="bold green")
 
 
