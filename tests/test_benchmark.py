@@ -206,6 +206,11 @@ def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
     assert "selection_metric: val_loss" in report and "trivial_augment: true" in report  # the recipe's settings, as run
     assert "img_size: 32" in report  # ... with the --set overrides
     assert "vote distribution" not in report  # the demo faces carry no votes
+    # Where the recipe looks, on (at most 50 of each class of) the test faces.
+    assert "## Where the recipe looks" in report and "![where the recipe looks](recipe_class_maps.png)" in report
+    classes = pd.read_csv(out / "recipe_class_maps.csv")
+    test = pd.read_csv(out / "splits.csv").query("split == 'test'")
+    assert classes["faces"].tolist() == test["expression"].value_counts().sort_index().clip(upper=50).tolist()
 
 
 def test_a_voted_data_set_trains_the_recipe_on_its_votes_and_says_so(voted_manifest, tmp_path):

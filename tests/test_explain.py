@@ -156,6 +156,15 @@ def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
     assert classes["accuracy"].to_numpy() == pytest.approx(right.groupby(faces["label"]).mean()[list(CLASS_NAMES)])
     assert (tmp_path / "out" / "class_maps.png").stat().st_size > 20_000
 
+    # A report maps the first faces of each class only, as many as it asks for.
+    from affectkit.pipeline.explain import explain_split
+    from affectkit.pipeline.run import evaluation_data
+
+    few = explain_split(model, evaluation_data(model, demo_dir, "all", None), "all", demo_dir, tmp_path / "few",
+                        per_class=2, prefix="few_")
+    assert (few.table["faces"] == 2).all() and few.paths["plot"].name == "few_class_maps.png"
+    assert len(pd.read_csv(tmp_path / "few" / "few_explanations.csv")) == 16
+
 
 @pytest.mark.parametrize("arguments, problem", [
     (["--target", "Banana"], "'Banana' is not an expression the model was trained on"),

@@ -66,6 +66,7 @@ from affectkit.evaluation.subgroups import models_by_group, resampled_units, wri
 from affectkit.models.factory import AffectModel, resolve_spec
 from affectkit.models.io import load_model
 from affectkit.models.metadata import fusion_branches, fusion_criterion
+from affectkit.pipeline.explain import REPORTED_PER_CLASS, explain_split
 from affectkit.pipeline.run import record_evaluation
 from affectkit.progress import reporter, silenced
 from affectkit.runs import RunFolder
@@ -362,6 +363,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         rows.extend(r.row for r in extra_rows)
         notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
+        sections = _recipe_maps(recipe_rows[-1].trained.best_path, prepared, data, folder, notes)
         predictions = predictions_per_face(rows, prepared)
         table = pd.DataFrame([{**row, **bounds} for row, bounds in zip(rows, _intervals(rows, prepared))],
                              columns=COLUMNS)
@@ -375,7 +377,6 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         n_test = len(prepared.positions("test"))
         whiskers = f"; bars: {CONFIDENCE:.0%} bootstrap interval" if _has_intervals(table) else ""
         plot_benchmark(table, paths["chart"], f"Benchmark on the test split ({n_test} images of {data.name}{whiskers})")
-        sections = []
         for attribute, values in groups.items():
             _, written, section = _scores_by_group(attribute, values[prepared.positions("test")], rows, prepared,
                                                    folder)
@@ -384,6 +385,25 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         paths["markdown"].write_text("\n".join([_markdown(table, index, prepared, data, folder, notes, predictions),
                                                 *sections]))
         return BenchmarkResult(table, paths, notes)
+
+
+def _recipe_maps(model: Path, data: PreparedData, source: Path, folder: RunFolder, notes: list[str]) -> list[str]:
+    """``benchmark.md``'s section on where the recipe looks: its mean Grad-CAM map by class over the first test
+    faces of each class (``affectkit explain``); none where no test face has a class, a note where the recipe cannot
+    be mapped."""
+    if not (data.expression[data.positions("test")] != NO_EXPRESSION).any() or not data.trains_expression:
+        return []
+    try:
+        found = explain_split(model, data, "test", source, folder.root, prefix="recipe_", per_class=REPORTED_PER_CLASS)
+    except AffectkitError as error:
+        notes.append(f"No map of where the recipe looks: {error}")
+        return []
+    return ["## Where the recipe looks", "", f"![where the recipe looks]({found.paths['plot'].name})", "",
+            f"Each class's mean test face under the recipe's mean Grad-CAM map for that class (`affectkit explain`, "
+            f"up to {REPORTED_PER_CLASS} test faces a class; per class `{found.paths['csv'].name}`, per face "
+            f"`{found.paths['faces'].name}`): where it finds the evidence for each class. A map on the background, "
+            "the hair or a mark rather than the brows, eyes and mouth is a shortcut that no score above can show. "
+            "The maps choose nothing.", ""]
 
 
 def _scores_by_group(attribute: str, values: np.ndarray, rows: list[dict], data: PreparedData,

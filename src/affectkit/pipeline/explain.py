@@ -45,6 +45,9 @@ PREDICTED, LABEL = "predicted", "label"  # targets: the class the model answers,
 PANEL_SIDE = 192  # a face and its map are shown at least this large
 FIGURE_FACES = 32  # explanations.png shows the first faces, at most this many
 BATCH = 16
+# The faces of each class a run's or a benchmark's report maps its model on: a mean map settles within tens, and a
+# large test split costs no more than a small one.
+REPORTED_PER_CLASS = 50
 
 
 @dataclass
@@ -172,9 +175,11 @@ def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path
 
 
 def explain_split(model_path: Path, prepared: PreparedData, split: str, source: Path, out: Path,
-                  target: str = LABEL, layer: str = "auto", prefix: str = "") -> ExplainResult:
+                  target: str = LABEL, layer: str = "auto", prefix: str = "",
+                  per_class: int | None = None) -> ExplainResult:
     """:func:`explain_data` on ``split`` of data read already (``prepared``, from ``source``); the files are named
-    ``prefix`` + ``explanations.csv``, ``class_maps.csv``, ``class_maps.png``."""
+    ``prefix`` + ``explanations.csv``, ``class_maps.csv``, ``class_maps.png``. ``per_class``: map only the first
+    faces of each class as the data gives it, this many at most (a class's mean map settles within tens)."""
     from affectkit.evaluation.evaluator import evaluation_device
     from affectkit.inference.predictor import predicts_expression, predicts_valence_arousal, trained_classes
     from affectkit.models.io import load_model
@@ -196,6 +201,9 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
             raise AffectkitError(f"--target label: no face of the {split} split of {source} has a class; explain "
                                  "--target predicted, or valence / arousal.")
         positions, labels, predicted = positions[labelled], labels[labelled], predicted[labelled]
+    if per_class is not None:
+        kept = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+        positions, labels, predicted = positions[kept], labels[kept], predicted[kept]
     size = int(meta["input_size"])
     mean, std = input_normalization(meta)
     tta_flip = config_from_metadata(meta).tta_flip

@@ -268,16 +268,17 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
 
 
 def _map_chosen(run: RunFolder, chosen: str, prepared: PreparedData, data: Path, remarks: list[str]) -> None:
-    """Where the chosen model looks, for the report: its mean Grad-CAM map by class over the test faces (``affectkit
-    explain``); a remark instead where it cannot be mapped. Nothing for a valence/arousal model, or where no test
-    face has a class."""
-    from affectkit.pipeline.explain import explain_split
+    """Where the chosen model looks, for the report: its mean Grad-CAM map by class over the first test faces of
+    each class (``affectkit explain``); a remark instead where it cannot be mapped. Nothing for a valence/arousal
+    model, or where no test face has a class."""
+    from affectkit.pipeline.explain import REPORTED_PER_CLASS, explain_split
 
     classed = (prepared.expression[prepared.positions("test")] != NO_EXPRESSION).any()
     if not classed or not predicts_expression(read_metadata(run.weights(chosen))):
         return
     try:
-        explain_split(run.weights(chosen), prepared, "test", data, run.root, prefix=f"{chosen}_")
+        explain_split(run.weights(chosen), prepared, "test", data, run.root, prefix=f"{chosen}_",
+                      per_class=REPORTED_PER_CLASS)
     except AffectkitError as error:
         remarks.append(f"No map of where {chosen} looks: {error}")
         reporter().note(remarks[-1])
