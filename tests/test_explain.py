@@ -72,6 +72,15 @@ def test_a_model_predicted_under_inference_mode_is_refused_with_a_reason():
         grad_cam(model, _red_corner(), [HAPPY, HAPPY])
 
 
+def test_a_model_timed_or_scored_by_the_evaluator_can_still_be_explained():
+    from affectkit.evaluation.evaluator import inference_ms_per_image
+
+    model = _corner_reader()
+    inference_ms_per_image(model, 32)  # as predict_split, it lays the weights out channels-last
+    assert not any(p.is_inference() for p in model.parameters())
+    assert (_top_left_share(grad_cam(model, _red_corner(), [HAPPY, HAPPY])) > 0.95).all()
+
+
 @pytest.mark.parametrize("name, size, side, layers", [("custom_cnn", 64, 8, 1), ("resnet50", 96, 3, 1),
                                                       ("mini_xception", 64, 4, 1), ("fusion", 96, 3, 2)])
 def test_every_backbone_is_explained_at_its_own_resolution(name, size, side, layers):

@@ -64,13 +64,20 @@ def evaluation_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _channels_last(model: torch.nn.Module) -> None:
+    """``model`` in eval mode and the channels-last layout. Converted outside inference mode, so that its weights
+    stay ordinary tensors: autograd (Grad-CAM, further training) can still go through the model afterwards."""
+    with torch.inference_mode(False):
+        model.eval().to(memory_format=torch.channels_last)
+
+
 @torch.inference_mode()
 def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndarray, batch_size: int = 64,
                   progress: bool = True, temperature: float = 1.0, tta_flip: bool = False) -> Predictions:
     """Logits (divided by ``temperature``) and valence/arousal for ``positions``; ``tta_flip`` averages each image's
     outputs with its mirror image's (faces are near-symmetric; the training augmentation flips them too)."""
     with silenced(not progress):
-        model.eval().to(memory_format=torch.channels_last)
+        _channels_last(model)
         device = next(model.parameters()).device
         logits, va = [], []
         batches = range(0, len(positions), batch_size)
@@ -92,7 +99,7 @@ def predict_split(model: torch.nn.Module, data: PreparedData, positions: np.ndar
 @torch.inference_mode()
 def inference_ms_per_image(model: torch.nn.Module, img_size: int, batch: int = 16, repeats: int = 3) -> float:
     """Wall-clock milliseconds per image of a batched forward pass on this machine (after one warm-up)."""
-    model.eval().to(memory_format=torch.channels_last)
+    _channels_last(model)
     device = next(model.parameters()).device
     x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=torch.channels_last)
     model(x)

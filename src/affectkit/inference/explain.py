@@ -15,6 +15,7 @@ specific to the target. ``layer``: "final", "finer" (the stage before), or "auto
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -63,7 +64,8 @@ def explained_layers(backbone: nn.Module, finer: bool = False) -> list[tuple[nn.
 
 
 def final_map_side(model: AffectModel, size: int) -> int:
-    """The side, in cells, of the narrowest final feature map of the model's networks for ``size``-pixel faces."""
+    """The side, in cells, of the narrowest final feature map of the model's networks (in eval mode) for ``size``-pixel
+    faces."""
     sides: list[int] = []
 
     def hook(of_input: bool):
@@ -84,17 +86,19 @@ def check_layer(layer: str) -> None:
         raise AffectkitError(f"Unknown layer {layer!r} to explain: choose {', '.join(LAYERS)}.")
 
 
-def _finer(model: AffectModel, size: int, layer: str) -> bool:
+def resolved_layer(model: AffectModel, size: int, layer: str) -> str:
+    """"final" or "finer": ``layer`` as asked, or, for "auto", which one the model's maps of ``size``-pixel faces
+    take (see the module's description). Resolved once, a loop over batches runs no probe pass per batch."""
     check_layer(layer)
     if layer != "auto":
-        return layer == "finer"
+        return layer
     if final_map_side(model, size) >= MIN_MAP_SIDE:
-        return False
+        return "final"
     try:
         explained_layers(model.backbone, finer=True)
     except AffectkitError:  # no finer stage to take: the final map it is
-        return False
-    return True
+        return "final"
+    return "finer"
 
 
 def _maps(model: AffectModel, batch: torch.Tensor, output: int, classes: torch.Tensor | None,
@@ -141,7 +145,7 @@ def grad_cam(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
         # A caller's no_grad or inference_mode would leave no gradient to weigh by.
         with torch.inference_mode(False), torch.enable_grad():
             images = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-            finer = _finer(model, images.shape[-1], layer)
+            finer = resolved_layer(model, images.shape[-1], layer) == "finer"
             maps = _maps(model, images, output, classes, finer)
             if tta_flip:
                 maps = (maps + _maps(model, images.flip(-1), output, classes, finer).flip(-1)) / 2
@@ -176,11 +180,34 @@ def check_target(target: str, class_names: Sequence[str], trained: Sequence[str]
         class_index(target, trained)
 
 
-def model_sized_faces(predictor: Predictor, image: np.ndarray, detect: bool = True) -> tuple[list, list[np.ndarray]]:
-    """The faces of ``image`` as the predictor finds them, and their crops at its input size (without detection,
-    or where the predictor has no detector, the whole image is the one face)."""
+@dataclass(frozen=True)
+class FaceExplanation:
+    """One face of an image, answered and mapped (:func:`explain_image`)."""
+
+    result: dict[str, Any]  # the predictor's answer, as predict gives it (its box set where a detector found it)
+    crop: np.ndarray  # uint8 RGB at the model's input size
+    heatmap: np.ndarray  # the crop's Grad-CAM map, values in [0, 1]
+    target: str  # what the map shows the evidence for (target_name)
+    upper_half_share: float  # NaN for an empty map
+    peak: np.ndarray  # (x, y) as shares of the crop's side; NaN for an empty map
+
+
+def explain_image(predictor: Predictor, model: AffectModel, image: np.ndarray, target: str, layer: str = "auto",
+                  detect: bool = True) -> list[FaceExplanation]:
+    """Every face of ``image`` as the predictor finds and answers it, with its map of ``target`` (see
+    :func:`explain_crops`); without ``detect``, or where the predictor has no detector, the whole image is the one
+    face."""
     faces, crops = predictor.find_faces(image) if detect else ([], [image])
-    return faces, [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
+    if not crops:
+        return []
+    crops = [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
+    results, maps = explain_crops(predictor, model, crops, target, layer)
+    explained = []
+    for i, (result, crop, heatmap, share, peak) in enumerate(
+            zip(results, crops, maps, upper_half_share(maps), map_peaks(maps))):
+        result["box"] = [int(v) for v in faces[i].box] if faces else None
+        explained.append(FaceExplanation(result, crop, heatmap, target_name(target, result), float(share), peak))
+    return explained
 
 
 def explain_crops(predictor: Predictor, model: AffectModel, crops: Sequence[np.ndarray], target: str,
@@ -234,6 +261,6 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.
     return np.round(crop * (1 - weight) + colours * weight).astype(np.uint8)
 
 
-__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "check_layer", "check_target", "class_index", "explain_crops",
-           "explained_layers", "final_map_side", "grad_cam", "map_peaks", "model_sized_faces", "overlay",
-           "target_name", "upper_half_share"]
+__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
+           "class_index", "explain_crops", "explain_image", "explained_layers", "final_map_side", "grad_cam",
+           "map_peaks", "overlay", "resolved_layer", "target_name", "upper_half_share"]

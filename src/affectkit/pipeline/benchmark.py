@@ -363,7 +363,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         rows.extend(r.row for r in extra_rows)
         notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
-        sections = _recipe_maps(recipe_rows[-1].trained.best_path, prepared, data, folder, notes)
+        sections = _recipe_maps(recipe_rows[-1], prepared, data, folder, notes)
         predictions = predictions_per_face(rows, prepared)
         table = pd.DataFrame([{**row, **bounds} for row, bounds in zip(rows, _intervals(rows, prepared))],
                              columns=COLUMNS)
@@ -387,14 +387,16 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         return BenchmarkResult(table, paths, notes)
 
 
-def _recipe_maps(model: Path, data: PreparedData, source: Path, folder: RunFolder, notes: list[str]) -> list[str]:
+def _recipe_maps(recipe: TrainedRow, data: PreparedData, source: Path, folder: RunFolder,
+                 notes: list[str]) -> list[str]:
     """``benchmark.md``'s section on where the recipe looks: its mean Grad-CAM map by class over the first test
     faces of each class (``affectkit explain``); none where no test face has a class, a note where the recipe cannot
     be mapped."""
     if not (data.expression[data.positions("test")] != NO_EXPRESSION).any() or not data.trains_expression:
         return []
     try:
-        found = explain_split(model, data, "test", source, folder.root, prefix="recipe_", per_class=REPORTED_PER_CLASS)
+        found = explain_split(recipe.trained.best_path, data, "test", source, folder.root, prefix="recipe_",
+                              per_class=REPORTED_PER_CLASS, predicted=recipe.test.probs.argmax(1))
     except AffectkitError as error:
         notes.append(f"No map of where the recipe looks: {error}")
         return []

@@ -27,12 +27,11 @@ from affectkit.inference.explain import (
     check_layer,
     check_target,
     class_index,
-    explain_crops,
+    explain_image,
     grad_cam,
     map_peaks,
-    model_sized_faces,
     overlay,
-    target_name,
+    resolved_layer,
     upper_half_share,
 )
 from affectkit.inference.predictor import Predictor, input_normalization, preprocess
@@ -85,8 +84,8 @@ def _write_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-def _faces_of(predictor: Predictor, inputs: Sequence[Path]) -> Iterator[tuple[Path, list, list, str]]:
-    """Per image file: its faces, their crops at the model's size, and ``ok`` or why there are none."""
+def _images_of(inputs: Sequence[Path]) -> Iterator[tuple[Path, np.ndarray | None, str]]:
+    """Per file of ``inputs``: its image, or None and why it is not read (``error: ...``, naming the file)."""
     from affectkit.inference.images import read_image
     from affectkit.inference.media import expand_inputs, is_video
 
@@ -95,14 +94,12 @@ def _faces_of(predictor: Predictor, inputs: Sequence[Path]) -> Iterator[tuple[Pa
         raise AffectkitError("No images to explain: the inputs are empty (or folders without images).")
     for file in reporter().track(files, description="Explaining"):
         if is_video(file):
-            yield file, [], [], f"error: {file} is a video; explain reads images (its frames: `affectkit clip-frames`)"
+            yield file, None, f"error: {file} is a video; explain reads images (its frames: `affectkit clip-frames`)"
             continue
         try:
-            faces, crops = model_sized_faces(predictor, read_image(file))
+            yield file, read_image(file), "ok"
         except AffectkitError as error:
-            yield file, [], [], f"error: {error}"
-            continue
-        yield file, faces, crops, "ok" if crops else "no face found"
+            yield file, None, f"error: {error}"
 
 
 def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = None, target: str = PREDICTED,
@@ -123,26 +120,27 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
         model = predictor.backend.model
         out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
         (out / "maps").mkdir(parents=True, exist_ok=True)
+        layer = resolved_layer(model, predictor.input_size, layer)
         rows: list[dict] = []
         panels: list[tuple[np.ndarray, str]] = []
-        for number, (file, faces, crops, status) in enumerate(_faces_of(predictor, inputs), 1):
-            if not crops:
-                rows.append({"source": str(file), "face": None, "status": status})
-                continue
-            results, maps = explain_crops(predictor, model, crops, target, layer)
-            shares, peaks = upper_half_share(maps), map_peaks(maps)
-            for k, (crop, heatmap, result, share, peak) in enumerate(zip(crops, maps, results, shares, peaks)):
-                name = target_name(target, result)
-                path = _write_png(out / "maps" / f"{number:04d}_{file.stem}_face{k}.png", _panel(crop, heatmap))
-                rows.append({"source": str(file), "face": k, "status": "ok",
-                             "box": [int(v) for v in faces[k].box] if faces else None, "target": name,
-                             "expression": result["expression"], "confidence": result["confidence"],
-                             "valence": result["valence"], "arousal": result["arousal"],
-                             "upper_half_share": float(share), "peak_x": float(peak[0]), "peak_y": float(peak[1]),
+        for number, (file, image, status) in enumerate(_images_of(inputs), 1):
+            explained = [] if image is None else explain_image(predictor, model, image, target, layer)
+            if not explained:
+                rows.append({"source": str(file), "face": None, "status": "no face found" if image is not None
+                             else status})
+            for k, face in enumerate(explained):
+                path = _write_png(out / "maps" / f"{number:04d}_{file.stem}_face{k}.png",
+                                  _panel(face.crop, face.heatmap))
+                result = face.result
+                rows.append({"source": str(file), "face": k, "status": "ok", "box": result["box"],
+                             "target": face.target, "expression": result["expression"],
+                             "confidence": result["confidence"], "valence": result["valence"],
+                             "arousal": result["arousal"], "upper_half_share": face.upper_half_share,
+                             "peak_x": float(face.peak[0]), "peak_y": float(face.peak[1]),
                              "map": str(path.relative_to(out))})
                 if len(panels) < FIGURE_FACES:
                     answer = result["expression"] or f"valence {result['valence']:+.2f}"
-                    panels.append((overlay(crop, heatmap), f"{file.stem}\n{answer} (map: {name})"))
+                    panels.append((overlay(face.crop, face.heatmap), f"{file.stem}\n{answer} (map: {face.target})"))
         table = pd.DataFrame(rows).astype({"face": "Int64"})
         paths = {"csv": out / "explanations.csv"}
         with atomic_path(paths["csv"]) as tmp:
@@ -175,11 +173,13 @@ def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path
 
 
 def explain_split(model_path: Path, prepared: PreparedData, split: str, source: Path, out: Path,
-                  target: str = LABEL, layer: str = "auto", prefix: str = "",
-                  per_class: int | None = None) -> ExplainResult:
+                  target: str = LABEL, layer: str = "auto", prefix: str = "", per_class: int | None = None,
+                  predicted: np.ndarray | None = None) -> ExplainResult:
     """:func:`explain_data` on ``split`` of data read already (``prepared``, from ``source``); the files are named
     ``prefix`` + ``explanations.csv``, ``class_maps.csv``, ``class_maps.png``. ``per_class``: map only the first
-    faces of each class as the data gives it, this many at most (a class's mean map settles within tens)."""
+    faces of each class as the data gives it, this many at most (a class's mean map settles within tens).
+    ``predicted``: the class the model gives each face of ``split``, where the caller has it (a run or a benchmark
+    that scored the model there), instead of predicting them again."""
     from affectkit.evaluation.evaluator import evaluation_device
     from affectkit.inference.predictor import predicts_expression, predicts_valence_arousal, trained_classes
     from affectkit.models.io import load_model
@@ -191,10 +191,14 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     classes = trained_classes(meta) if predicts_expression(meta) else []
     check_data_target(target, CLASS_NAMES if classes else [], classes, predicts_valence_arousal(meta),
                       labelled=True)
-    positions, predictions = saved_predictions(model_path, model, prepared, split, source)
-    model, _ = load_model(model_path, device=evaluation_device())  # predicting left its weights inference tensors
+    if predicted is None:
+        positions, predictions = saved_predictions(model_path, model, prepared, split, source)
+        predicted = predictions.probs.argmax(1)
+    else:
+        positions = prepared.positions(split)
     labels = prepared.expression[positions]
-    predicted = predictions.probs.argmax(1) if classes else np.full(len(positions), NO_EXPRESSION)
+    if not classes:
+        predicted = np.full(len(positions), NO_EXPRESSION)
     if target == LABEL:
         labelled = labels != NO_EXPRESSION
         if not labelled.any():
@@ -207,6 +211,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     size = int(meta["input_size"])
     mean, std = input_normalization(meta)
     tta_flip = config_from_metadata(meta).tta_flip
+    layer = resolved_layer(model, size, layer)
     aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
             if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
     maps_sum: dict[int, np.ndarray] = {}
@@ -217,8 +222,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     starts = range(0, len(positions), BATCH)
     for start in reporter().track(starts, total=len(starts), description="Explaining"):
         chunk = slice(start, start + BATCH)
-        crops = [cv2.resize(np.asarray(c), (size, size), interpolation=cv2.INTER_AREA)
-                 for c in prepared.images[positions[chunk]]]
+        crops = np.asarray(prepared.images[positions[chunk]])  # cached at the model's input size
         maps = grad_cam(model, preprocess(crops, size, mean, std), target if aims is None else aims[chunk],
                         tta_flip=tta_flip, layer=layer)
         shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)

@@ -445,35 +445,17 @@ def create_app(
 
     def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str,
                        layer: str) -> list[list[dict[str, Any]]]:
-        from affectkit.inference.explain import (
-            explain_crops,
-            map_peaks,
-            model_sized_faces,
-            overlay,
-            target_name,
-            upper_half_share,
-        )
+        from affectkit.inference.explain import explain_image, overlay
 
         images = decode_uploads(uploads, max_pixels)
-        explained = []
         with model_lock:
             model = explaining_model()
-            for image in images:
-                faces, crops = model_sized_faces(predictor, image, detect)
-                if not crops:
-                    explained.append([])
-                    continue
-                results, maps = explain_crops(predictor, model, crops, target, layer)
-                for i, (result, crop, heatmap, share, peak) in enumerate(
-                        zip(results, crops, maps, upper_half_share(maps), map_peaks(maps))):
-                    result["box"] = [int(v) for v in faces[i].box] if faces else None
-                    result["explanation"] = {
-                        "target": target_name(target, result),
-                        "upper_half_share": None if np.isnan(share) else float(share),
-                        "peak": None if np.isnan(peak).any() else [float(v) for v in peak],
-                        "image": _png_data_url(overlay(crop, heatmap))}
-                explained.append(results)
-        return explained
+            explained = [explain_image(predictor, model, image, target, layer, detect) for image in images]
+        return [[{**face.result, "explanation": {
+            "target": face.target,
+            "upper_half_share": None if np.isnan(face.upper_half_share) else face.upper_half_share,
+            "peak": None if np.isnan(face.peak).any() else [float(v) for v in face.peak],
+            "image": _png_data_url(overlay(face.crop, face.heatmap))}} for face in faces] for faces in explained]
 
     @app.post(EXPLAIN_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
     async def explain(request: Request, target: str = "predicted", layer: str = "auto",
