@@ -346,7 +346,7 @@ def inference_speeds(config, prepared, models: list[str], repeats: int = 10) -> 
     """``repeats``: timed calls of each batch rate (a dry run's one)."""
     from affectkit.data.datamodule import normalise_batch
     from affectkit.evaluation.evaluator import predict_split
-    from affectkit.inference.backends import DEFAULT_OPSET
+    from affectkit.models.metadata import DEFAULT_OPSET
     from affectkit.models import build_model
 
     out = {}

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from affectkit.cli.common import QuietOpt, SplitOpt, SplitsOpt, app, chosen_model_of_run, report_to_console, say
 from affectkit.errors import AffectkitError
-from affectkit.inference.backends import DEFAULT_OPSET
+from affectkit.models.metadata import DEFAULT_OPSET
 from affectkit.progress import console
 
 ModelArg = Annotated[Path, typer.Argument(

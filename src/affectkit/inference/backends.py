@@ -18,7 +18,6 @@ INPUT_NAME = "image"
 WEIGHTS_DIGEST_KEY = "affectkit_weights_sha256"
 MODEL_DESCRIPTION_KEY = "affectkit_model"  # the model's .json, whole, in its ONNX export
 QUANTIZATION_KEY = "affectkit_quantization"  # an int8 export's: what was quantised, and how
-DEFAULT_OPSET = 17  # the ONNX opset every affectkit model exports to
 
 
 def weights_digest(path: Path) -> str:

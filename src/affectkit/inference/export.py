@@ -18,7 +18,6 @@ import torch
 from affectkit.atomic import atomic_path
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import (
-    DEFAULT_OPSET,
     INPUT_NAME,
     MODEL_DESCRIPTION_KEY,
     OUTPUT_NAMES,
@@ -29,7 +28,7 @@ from affectkit.inference.backends import (
 )
 from affectkit.inference.predictor import input_normalization, preprocess
 from affectkit.models.io import load_model
-from affectkit.models.metadata import model_paths
+from affectkit.models.metadata import DEFAULT_OPSET, model_paths
 
 # Dynamic quantisation targets the dense layers: onnxruntime's CPU kernel for ConvInteger lacks int8 weights, and
 # where it does run (uint8 weights) it measured slower than the float convolution. Convolutions stay float32 unless

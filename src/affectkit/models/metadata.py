@@ -15,6 +15,7 @@ from affectkit.errors import AffectkitError
 from affectkit.runs import RunFolder
 
 FORMAT = "affectkit-model/1"
+DEFAULT_OPSET = 17  # the ONNX opset every affectkit model exports to
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:
