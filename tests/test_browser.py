@@ -204,7 +204,8 @@ def test_page_answers_for_a_photo_the_browser_cannot_show(model_path):
 
 
 def test_page_shows_where_the_model_looks(server_url, face_photo):
-    """With "show where it looks" ticked, the photo goes to /v1/explain and each face is listed with its map."""
+    """With "show where it looks" ticked, the photo goes to /v1/explain and each face is listed with its map; choosing
+    another method maps the photo shown again."""
     from playwright.sync_api import expect
 
     with browser_page() as page:
@@ -214,9 +215,13 @@ def test_page_shows_where_the_model_looks(server_url, face_photo):
         page.check("#explain")
         page.set_input_files("#file", str(face_photo))
         expect(page.locator("#status")).to_contain_text("done", timeout=30_000)
-        assert routes == ["/v1/explain"]
+        assert routes == ["/v1/explain?method=gradcam"]
         assert page.locator("#faces .bar-row").count() == 8  # the answer as /v1/predict gives it, and the map
-        expect(page.locator("#faces .explanation figcaption")).to_have_text(re.compile(r"evidence for \w+"))
+        caption = page.locator("#faces .explanation figcaption")
+        expect(caption).to_have_text(re.compile(r"evidence for \w+ \(Grad-CAM\)"))
         # The map is a data: URL the page's Content-Security-Policy lets it show.
         loaded = page.evaluate("() => document.querySelector('#faces .explanation img').naturalWidth")
         assert loaded == 64  # the model's input size
+        page.select_option("#explain-method", "occlusion")  # the photo shown is asked again, mapped otherwise
+        expect(caption).to_have_text(re.compile(r"evidence for \w+ \(occlusion\)"), timeout=30_000)
+        assert routes[-1] == "/v1/explain?method=occlusion"

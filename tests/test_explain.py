@@ -1,5 +1,6 @@
-"""Grad-CAM explanations (affectkit explain): where a model looks, on a model whose answer is known to come from one
-corner of the face, on every kind of backbone, through the command on photos and on a data set, and served."""
+"""Grad-CAM and occlusion explanations (affectkit explain): where a model looks, on a model whose answer is known to
+come from one corner of the face, on every kind of backbone, through the command on photos and on a data set, and
+served."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from typer.testing import CliRunner
 
 from affectkit.config import CLASS_NAMES, Config
 from affectkit.errors import AffectkitError
-from affectkit.inference.explain import explained_layers, final_map_side, grad_cam, map_peaks, upper_half_share
+from affectkit.inference.explain import (
+    explained_layers,
+    final_map_side,
+    grad_cam,
+    map_peaks,
+    occlusion,
+    occlusion_window,
+    upper_half_share,
+)
+from affectkit.inference.torch_backend import TorchBackend
 from affectkit.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,6 +72,35 @@ def test_the_map_lights_the_part_of_the_face_the_answer_is_read_from(tta_flip):
     # Nothing raises the Anger logit: an empty map, whose share of the upper face is undefined.
     empty = grad_cam(model, _red_corner(), [CLASS_NAMES.index("Anger")] * 2)
     assert not empty.any() and np.isnan(upper_half_share(empty)).all() and np.isnan(map_peaks(empty)).all()
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_occlusion_lights_the_part_of_the_face_whose_cover_lowers_the_answer(tta_flip):
+    backend = TorchBackend(_corner_reader())
+    maps = occlusion(backend, _red_corner(), [HAPPY, HAPPY], tta_flip=tta_flip)
+    assert maps.shape == (2, 32, 32) and maps.max() == pytest.approx(1.0) and maps.min() >= 0
+    assert (_top_left_share(maps) > 0.95).all() and (map_peaks(maps) < 10 / 32).all()
+    assert not maps[:, 16:, :].any() and not maps[:, :, 16:].any()  # no patch there covers red: no drop
+    assert (_top_left_share(occlusion(backend, _red_corner(), "valence", tta_flip=tta_flip)) > 0.95).all()
+    # Covering the red raises every other class's probability: no evidence for Anger anywhere.
+    empty = occlusion(backend, _red_corner(), [CLASS_NAMES.index("Anger")] * 2, tta_flip=tta_flip)
+    assert not empty.any() and np.isnan(upper_half_share(empty)).all()
+
+
+@pytest.mark.parametrize("size", [16, 32, 48, 64, 96, 112, 160, 224, 299])
+def test_the_occlusion_patch_reaches_every_pixel_of_the_crop(size):
+    window, stride = occlusion_window(size)
+    assert 0 < stride <= window < size and (size - window) % stride == 0  # its last place ends at the far edge
+    assert window == pytest.approx(size / 6, rel=0.5)
+
+
+def test_occlusion_explains_a_transformer_that_grad_cam_cannot():
+    torch.manual_seed(0)
+    model = build_model("timm:vit_tiny_patch16_224", Config(img_size=32))
+    batch = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    maps = occlusion(TorchBackend(model), batch, [HAPPY, 0], tta_flip=True)
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() == 1.0
+    assert len(np.unique(maps)) > 10
 
 
 def test_a_model_predicted_under_inference_mode_is_refused_with_a_reason():
@@ -138,6 +177,14 @@ def test_the_command_explains_each_face_of_photos(model_path, demo_dir, tmp_path
 
     happy = affectkit.explain(model_path, photos[1], target="happy", detect=False, out=tmp_path / "api")
     assert happy.table["target"].tolist() == ["Happy"] and happy.paths["csv"].is_file()  # the class by name
+
+    occluded = CliRunner().invoke(app, ["explain", str(model_path), *map(str, photos), "--no-detect", "--method",
+                                        "occlusion", "--out", str(tmp_path / "occlusion")])
+    assert occluded.exit_code == 0, occluded.output
+    by_occlusion = pd.read_csv(tmp_path / "occlusion" / "explanations.csv")
+    assert (by_occlusion["expression"] == table["expression"][:3]).all()  # the same answers, mapped otherwise
+    assert by_occlusion["upper_half_share"].dropna().between(0, 1).all()
+    assert not np.allclose(by_occlusion["upper_half_share"], table["upper_half_share"][:3], equal_nan=True)
     with pytest.raises(AffectkitError, match="not both"):
         affectkit.explain(model_path, photos[1], data=demo_dir)
 
@@ -173,12 +220,26 @@ def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
                         per_class=2, prefix="few_")
     assert (few.table["faces"] == 2).all() and few.paths["plot"].name == "few_class_maps.png"
     assert len(pd.read_csv(tmp_path / "few" / "few_explanations.csv")) == 16
+    occluded = CliRunner().invoke(app, ["explain", str(model), "--data", str(demo_dir), "--split", "all",
+                                        "--per-class", "2", "--method", "occlusion", "--out", str(tmp_path / "occ")])
+    assert occluded.exit_code == 0, occluded.output
+    by_occlusion = pd.read_csv(tmp_path / "occ" / "class_maps.csv")
+    assert (by_occlusion["faces"] == 2).all() and by_occlusion["upper_half_share"].iloc[:7].notna().all()
+    assert np.isnan(by_occlusion["upper_half_share"].iloc[-1])  # Contempt: never predicted, no cover lowers it
+    assert "mean occlusion by class" in " ".join(occluded.output.split())
+    import affectkit
+
+    with pytest.raises(AffectkitError, match="--per-class must be at least 1"):
+        affectkit.explain(model, data=demo_dir, per_class=0)
 
 
 @pytest.mark.parametrize("arguments, problem", [
     (["--target", "Banana"], "'Banana' is not an expression the model was trained on"),
     (["--target", "label"], "--target label explains each face's class as a data set gives it: use it with --data"),
     (["--layer", "wide"], "Unknown layer 'wide' to explain: choose auto, final, finer"),
+    (["--method", "lime"], "Unknown explanation method 'lime': choose gradcam, occlusion"),
+    (["--method", "occlusion", "--layer", "finer"], "--layer finer chooses the feature map Grad-CAM weighs"),
+    (["--per-class", "5"], "--per-class caps the faces of each class of a data set: use it with --data"),
 ])
 def test_the_command_refuses_what_it_cannot_explain(model_path, demo_dir, arguments, problem):
     from affectkit.cli import app
@@ -216,6 +277,7 @@ def test_the_server_explains_each_face_and_loads_pytorch_for_an_onnx_model(tmp_p
     assert answered.status_code == 200, answered.text
     face = answered.json()["results"][0]["faces"][0]
     assert face["expression"] == "Happy" and face["explanation"]["target"] == "Happy"
+    assert face["explanation"]["method"] == "Grad-CAM"
     assert face["explanation"]["upper_half_share"] > 0.95 and max(face["explanation"]["peak"]) < 10 / 32
     shown = Image.open(io.BytesIO(base64.b64decode(face["explanation"]["image"].split(",", 1)[1])))
     assert shown.size == (32, 32) and np.asarray(shown)[20:, 20:].sum() == 0  # black, and unmapped, far from it
@@ -227,5 +289,20 @@ def test_the_server_explains_each_face_and_loads_pytorch_for_an_onnx_model(tmp_p
     alone = tmp_path / "alone"
     alone.mkdir()
     onnx = Path(shutil.copy(model.with_suffix(".onnx"), alone))
-    lacking = TestClient(create_app(onnx, detect=False)).post("/v1/explain", files=files, params={"detect": "false"})
-    assert lacking.status_code == 422 and "explanations need the PyTorch model" in lacking.json()["detail"]
+    onnx_alone = TestClient(create_app(onnx, detect=False))
+    lacking = onnx_alone.post("/v1/explain", files=files, params={"detect": "false"})
+    assert lacking.status_code == 422 and "Grad-CAM needs the PyTorch model" in lacking.json()["detail"]
+    # Occlusion asks the served ONNX model itself: no PyTorch weights needed.
+    occluded = onnx_alone.post("/v1/explain", files=files, params={"detect": "false", "method": "occlusion"})
+    assert occluded.status_code == 200, occluded.text
+    explanation = occluded.json()["results"][0]["faces"][0]["explanation"]
+    assert explanation["method"] == "occlusion" and explanation["upper_half_share"] > 0.95 and max(explanation["peak"]) < 10 / 32
+    wrong = onnx_alone.post("/v1/explain", files=files, params={"method": "occlusion", "layer": "final"})
+    assert wrong.status_code == 422 and "occlusion covers the face itself" in wrong.json()["detail"]
+
+    # The command and the API: an ONNX export alone is explained by occlusion, and Grad-CAM asks for the weights.
+    Image.fromarray(photo).save(tmp_path / "corner.png")
+    with pytest.raises(AffectkitError, match="Grad-CAM needs the PyTorch model .* --method occlusion"):
+        affectkit.explain(onnx, tmp_path / "corner.png", detect=False)
+    by_onnx = affectkit.explain(onnx, tmp_path / "corner.png", detect=False, method="occlusion", out=tmp_path / "o")
+    assert by_onnx.table["upper_half_share"].item() > 0.95 and by_onnx.table["expression"].item() == "Happy"

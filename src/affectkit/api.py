@@ -235,25 +235,29 @@ def explain(model: str | Path, images: str | Path | Sequence[str | Path] | None 
             data: str | Path | None = None, split: str = "test", splits: str | Path | None = None,
             out: str | Path | None = None, target: str | None = None, layer: str = "auto", detect: bool = True,
             detector: DetectorMethod = "auto", face_margin: float | None = None, device: str = "cpu",
-            quiet: bool = True) -> ExplainResult:
-    """Where a saved model looks: Grad-CAM maps of what it reads from each face of ``images`` (files and folders;
-    ``target`` "predicted" by default, or an expression by name, "valence", "arousal"), or, given ``data``, from the
-    faces :func:`evaluate` scores, averaged by class (``target`` "label" by default: each face's class as the data
-    gives it). ``layer``: "final", "finer" or "auto" (see ``affectkit explain --help``). Returns the ``.table``
-    (a row per face, or per class with ``data``), ``.paths`` (in ``out``, default ``explanations`` beside the model)
-    and ``.notes``."""
+            method: str = "gradcam", per_class: int | None = None, quiet: bool = True) -> ExplainResult:
+    """Where a saved model looks: Grad-CAM (``method="gradcam"``) or occlusion (``"occlusion"``: finer, any model
+    ``predict`` runs, a forward pass per patch place) maps of what it reads from each face of ``images`` (files and
+    folders; ``target`` "predicted" by default, or an expression by name, "valence", "arousal"), or, given ``data``,
+    from the faces :func:`evaluate` scores, averaged by class (``target`` "label" by default: each face's class as the
+    data gives it; ``per_class``: at most this many faces of each class). ``layer``: Grad-CAM's "final", "finer" or
+    "auto" (see ``affectkit explain --help``). Returns the ``.table`` (a row per face, or per class with ``data``),
+    ``.paths`` (in ``out``, default ``explanations`` beside the model) and ``.notes``."""
     from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
 
     if (data is None) == (images is None):
         raise AffectkitError("Give images (files or folders) to explain, or data= for a data set's faces; not both.")
+    if per_class is not None and data is None:
+        raise AffectkitError("per_class caps the faces of each class of a data set: use it with data=.")
     out = Path(out) if out is not None else None
     with _reporting(quiet):
         if data is not None:
             return explain_data(Path(model), Path(data), split, Path(splits) if splits is not None else None, out,
-                                target or LABEL, layer)
+                                target or LABEL, layer, method=method, per_class=per_class)
         listed = [images] if isinstance(images, (str, Path)) else list(images)
         return explain_images(Path(model), [Path(i) for i in listed], out, target or PREDICTED, layer,
-                              detect=detect, detector_method=detector, face_margin=face_margin, device=device)
+                              detect=detect, detector_method=detector, face_margin=face_margin, device=device,
+                              method=method)
 
 
 def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,

@@ -318,7 +318,15 @@ def explain(
     layer: Annotated[str, typer.Option(
         help="The feature map weighed: final (the last the network pools; coarse: 3x3 for an ImageNet backbone at "
              "96 px), finer (the stage before: twice the resolution, a little less specific to the target), or auto: "
-             "final where it is 7 cells across or more, else finer.")] = "auto",
+             "final where it is 7 cells across or more, else finer. Grad-CAM's only.")] = "auto",
+    method: Annotated[str, typer.Option(
+        help="gradcam: the final (or --layer) feature map, weighed by the target's gradient (one backward pass; "
+             "needs the .safetensors model); occlusion: how far covering each part of the face with a grey patch "
+             "lowers the target, as the model is served (finer maps; any model predict runs, its ONNX export and "
+             "transformers included; a forward pass per patch place, about 120 per face).")] = "gradcam",
+    per_class: Annotated[Optional[int], typer.Option(
+        help="With --data: map at most this many faces of each class (the first of the split; a class's mean map "
+             "settles within tens of faces). Default: every face.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Folder for the maps, tables and figure (default: explanations beside the model).")] = None,
     no_detect: NoDetectOpt = False,
@@ -329,18 +337,23 @@ def explain(
              "mapped where evaluate scores them: the GPU when there is one).")] = "cpu",
     quiet: QuietOpt = False,
 ) -> None:
-    """Where a saved model looks: Grad-CAM maps of the expression (or valence, arousal) it reads from each face of
-    images, or, with --data, each class's mean map over a data set's faces."""
+    """Where a saved model looks: Grad-CAM (or occlusion) maps of the expression (or valence, arousal) it reads from
+    each face of images, or, with --data, each class's mean map over a data set's faces."""
+    from affectkit.inference.explain import METHODS
     from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
 
     if (data is None) == (not inputs):
         raise AffectkitError("Give images or folders to explain, or --data DATA for a data set's faces (not both).")
+    if per_class is not None and data is None:
+        raise AffectkitError("--per-class caps the faces of each class of a data set: use it with --data.")
     with report_to_console(quiet):
         if data is not None:
-            result = explain_data(model, data, split, splits, out, target or LABEL, layer)
+            result = explain_data(model, data, split, splits, out, target or LABEL, layer, method=method,
+                                  per_class=per_class)
         else:
             result = explain_images(model, inputs, out, target or PREDICTED, layer, detect=not no_detect,
-                                    detector_method=detector, face_margin=face_margin, device=device)
+                                    detector_method=detector, face_margin=face_margin, device=device,
+                                    method=method)
     for note in result.notes:
         say(note, style="yellow")
     if data is not None:
@@ -349,7 +362,7 @@ def explain(
         print_cells(result.table.assign(
             accuracy=result.table["accuracy"].map(lambda v: "" if v != v else f"{v:.3f}"),
             upper_half_share=result.table["upper_half_share"].map(lambda v: "" if v != v else f"{v:.0%}")),
-            f"affectkit explain: mean Grad-CAM by class ({split} split)")
+            f"affectkit explain: mean {METHODS.get(method, method)} by class ({split} split)")
     else:
         say(f"Explained {int((result.table['status'] == 'ok').sum())} face(s) in "
             f"{result.table['source'].nunique()} file(s).")

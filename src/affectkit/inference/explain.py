@@ -10,11 +10,18 @@ the mean of the face's map and of its mirror image's map, mirrored back.
 The final feature map can be coarse (an ImageNet backbone's is 1/32 of the crop: 3 x 3 at 96 px, which says little
 more than which third of the face); the stage before it has twice the resolution, and its maps are a little less
 specific to the target. ``layer``: "final", "finer" (the stage before), or "auto": the final map where it is
-``MIN_MAP_SIDE`` cells across or more, else the finer one."""
+``MIN_MAP_SIDE`` cells across or more, else the finer one.
+
+Occlusion (Zeiler & Fergus, 2014; Captum's ``Occlusion``) asks the served model itself instead: a grey patch (the
+mean colour the model's inputs are normalised by) about a sixth of the face across is slid over the crop, and each
+pixel's value is how far covering it lowers the target, averaged over the patches that cover it, kept where
+positive. It needs no gradient and no feature map, so it explains any model the predictor runs: a transformer, an
+ONNX export, a fusion with flip test-time augmentation exactly as served (each occluded face and its mirror image);
+its maps are finer than a 3 x 3 final map, and it costs a forward pass per patch place (``occlusion_window``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +32,15 @@ from torch import nn
 
 from affectkit.config import CLASS_NAMES
 from affectkit.errors import AffectkitError
-from affectkit.inference.predictor import Predictor, preprocess
+from affectkit.inference.backends import Outputs
+from affectkit.inference.predictor import Predictor, preprocess, softmax
 from affectkit.models.custom_cnn import CustomCNN
 from affectkit.models.factory import AffectModel, FusionBackbone
 from affectkit.models.mini_xception import MiniXception
 
 VALENCE_AROUSAL = ("valence", "arousal")  # targets besides a class: the model's continuous outputs
 LAYERS = ("auto", "final", "finer")
+METHODS = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}  # --method: its name in titles
 MIN_MAP_SIDE = 7  # "auto" maps a finer stage where the final map is narrower (a 224-px ImageNet crop's is 7)
 
 
@@ -53,7 +62,7 @@ def explained_layers(backbone: nn.Module, finer: bool = False) -> list[tuple[nn.
         pool = getattr(getattr(backbone, "head", None), "global_pool", None)
     if not isinstance(pool, nn.Module):
         raise AffectkitError(f"{type(backbone).__name__} pools no convolutional feature map that Grad-CAM could weigh "
-                             "(a transformer pools tokens): explain a convolutional backbone.")
+                             "(a transformer pools tokens): explain it with --method occlusion.")
     if not finer:
         return [(pool, True)]
     stages = getattr(backbone, "feature_info", None) or []
@@ -81,9 +90,15 @@ def final_map_side(model: AffectModel, size: int) -> int:
     return min(sides)
 
 
-def check_layer(layer: str) -> None:
+def check_layer(layer: str, method: str = "gradcam") -> None:
+    """Refuse an unknown ``method`` or ``layer``, and a layer asked of occlusion (it weighs no feature map)."""
+    if method not in METHODS:
+        raise AffectkitError(f"Unknown explanation method {method!r}: choose {', '.join(METHODS)}.")
     if layer not in LAYERS:
         raise AffectkitError(f"Unknown layer {layer!r} to explain: choose {', '.join(LAYERS)}.")
+    if method == "occlusion" and layer != "auto":
+        raise AffectkitError(f"--layer {layer} chooses the feature map Grad-CAM weighs; occlusion covers the face "
+                             "itself: leave --layer out, or explain with --method gradcam.")
 
 
 def resolved_layer(model: AffectModel, size: int, layer: str) -> str:
@@ -127,14 +142,7 @@ def grad_cam(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
     preprocessed ``batch`` (N, 3, S, S). ``target``: "valence", "arousal", or one expression class index per face.
     ``tta_flip``: as the model is served, the mean of each face's map and its mirror image's, mirrored back.
     ``layer``: which feature map (see the module's description)."""
-    if isinstance(target, str):
-        if target not in VALENCE_AROUSAL:
-            raise AffectkitError(f"Unknown explanation target {target!r}: valence, arousal or class indices.")
-        output, classes = 1 + VALENCE_AROUSAL.index(target), None
-    else:
-        output, classes = 0, torch.as_tensor(np.asarray(target, dtype=np.int64))
-        if classes.shape != (len(batch),):
-            raise AffectkitError(f"Give one class per face: {len(batch)} faces, {tuple(classes.shape)} classes.")
+    output, classes = _output_of(target, len(batch))
     if any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
         raise AffectkitError("The model's weights were made under torch.inference_mode (converted or predicted with "
                              "there), and autograd cannot go through them: explain a model loaded afresh.")
@@ -151,8 +159,69 @@ def grad_cam(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
                 maps = (maps + _maps(model, images.flip(-1), output, classes, finer).flip(-1)) / 2
     finally:
         model.train(was_training)
+    return _scaled(maps)
+
+
+def _output_of(target: str | Sequence[int], faces: int) -> tuple[int, torch.Tensor | None]:
+    """The model output a map is of (0: expression, 1 valence, 2 arousal) and, for 0, the class of each face."""
+    if isinstance(target, str):
+        if target not in VALENCE_AROUSAL:
+            raise AffectkitError(f"Unknown explanation target {target!r}: valence, arousal or class indices.")
+        return 1 + VALENCE_AROUSAL.index(target), None
+    classes = torch.as_tensor(np.asarray(target, dtype=np.int64))
+    if classes.shape != (faces,):
+        raise AffectkitError(f"Give one class per face: {faces} faces, {tuple(classes.shape)} classes.")
+    return 0, classes
+
+
+def _scaled(maps: torch.Tensor) -> np.ndarray:
+    """Each map divided by its maximum (an all-0 map stays 0)."""
     peak = maps.flatten(1).amax(1).clamp_min(torch.finfo(maps.dtype).tiny)[:, None, None]
     return (maps / peak).numpy()
+
+
+def occlusion_window(size: int) -> tuple[int, int]:
+    """The side and the stride, in pixels, of the patch occlusion slides over a ``size``-pixel crop: about a sixth of
+    the face (an eye, the mouth) moved by about half its side, in steps that reach the crop's far edges, so every
+    pixel is covered (11 x 11 places for most sizes)."""
+    stride = max(1, round(size / 12))
+    steps = max(1, round(size / stride) - 2)
+    return size - stride * steps, stride
+
+
+OCCLUSION_IMAGES = 128  # occluded faces a forward pass takes at once
+
+
+def occlusion(backend: Callable[[np.ndarray], Outputs], batch: np.ndarray, target: str | Sequence[int],
+              tta_flip: bool = False, temperature: float = 1.0) -> np.ndarray:
+    """Occlusion maps (N, S, S) in [0, 1] (each scaled by its maximum; all 0 where covering no part of the face
+    lowers the target) of a preprocessed ``batch`` (N, 3, S, S), as ``backend`` (a predictor's: PyTorch or ONNX)
+    answers it: the drop of the target's probability (at ``temperature``), or of valence or arousal, when a grey
+    patch covers each place. ``target`` as for :func:`grad_cam`; ``tta_flip``: each occluded face is answered with
+    its mirror image, as the model is served."""
+    from captum.attr import Occlusion
+
+    output, classes = _output_of(target, len(batch))
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        faces = images.numpy()
+        outputs = backend(faces)
+        if tta_flip:
+            mirrored = backend(np.ascontiguousarray(faces[..., ::-1]))
+            outputs = tuple((a + b) / 2 for a, b in zip(outputs, mirrored))
+        score = softmax(outputs[0], temperature) if output == 0 else outputs[output][:, None]
+        return torch.from_numpy(np.asarray(score, dtype=np.float32))
+
+    window, stride = occlusion_window(batch.shape[-1])
+    channels = batch.shape[1]
+    with torch.no_grad():
+        drops = Occlusion(forward).attribute(
+            torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)),
+            sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride), baselines=0.0,
+            target=classes.tolist() if classes is not None else 0,
+            perturbations_per_eval=max(1, OCCLUSION_IMAGES // len(batch)))
+    # A patch covers every channel, so each channel carries the same drop.
+    return _scaled(drops[:, 0].clamp_min(0))
 
 
 def class_index(name: str, trained: Sequence[str]) -> int:
@@ -192,8 +261,8 @@ class FaceExplanation:
     peak: np.ndarray  # (x, y) as shares of the crop's side; NaN for an empty map
 
 
-def explain_image(predictor: Predictor, model: AffectModel, image: np.ndarray, target: str, layer: str = "auto",
-                  detect: bool = True) -> list[FaceExplanation]:
+def explain_image(predictor: Predictor, model: AffectModel | None, image: np.ndarray, target: str,
+                  layer: str = "auto", detect: bool = True, method: str = "gradcam") -> list[FaceExplanation]:
     """Every face of ``image`` as the predictor finds and answers it, with its map of ``target`` (see
     :func:`explain_crops`); without ``detect``, or where the predictor has no detector, the whole image is the one
     face."""
@@ -201,7 +270,7 @@ def explain_image(predictor: Predictor, model: AffectModel, image: np.ndarray, t
     if not crops:
         return []
     crops = [cv2.resize(c, (predictor.input_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops]
-    results, maps = explain_crops(predictor, model, crops, target, layer)
+    results, maps = explain_crops(predictor, model, crops, target, layer, method)
     explained = []
     for i, (result, crop, heatmap, share, peak) in enumerate(
             zip(results, crops, maps, upper_half_share(maps), map_peaks(maps))):
@@ -210,16 +279,21 @@ def explain_image(predictor: Predictor, model: AffectModel, image: np.ndarray, t
     return explained
 
 
-def explain_crops(predictor: Predictor, model: AffectModel, crops: Sequence[np.ndarray], target: str,
-                  layer: str = "auto") -> tuple[list[dict[str, Any]], np.ndarray]:
-    """The predictor's results for face ``crops`` (uint8 RGB at its input size) and their Grad-CAM maps (N, S, S) of
+def explain_crops(predictor: Predictor, model: AffectModel | None, crops: Sequence[np.ndarray], target: str,
+                  layer: str = "auto", method: str = "gradcam") -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The predictor's results for face ``crops`` (uint8 RGB at its input size) and their maps (N, S, S) of
     ``target``: "predicted" (the class each face is answered), an expression by name, "valence" or "arousal".
-    ``model``: the predictor's network in PyTorch."""
+    ``method``: "gradcam", on ``model`` (the predictor's network in PyTorch), or "occlusion", on the predictor's own
+    backend (``model`` unused)."""
     results = predictor.predict_batch(crops)
     batch = preprocess(crops, predictor.input_size, predictor.mean, predictor.std)
     aim = target if target in VALENCE_AROUSAL else (
         [r["expression_id"] for r in results] if target == "predicted"
         else [class_index(target, predictor.trained_classes)] * len(crops))
+    if method == "occlusion":
+        return results, occlusion(predictor.backend, batch, aim, predictor.tta_flip, predictor.temperature)
+    if model is None:
+        raise AffectkitError("Grad-CAM needs the PyTorch model: load it, or explain with --method occlusion.")
     return results, grad_cam(model, batch, aim, tta_flip=predictor.tta_flip, layer=layer)
 
 
@@ -261,6 +335,6 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.
     return np.round(crop * (1 - weight) + colours * weight).astype(np.uint8)
 
 
-__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
+__all__ = ["LAYERS", "METHODS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
            "class_index", "explain_crops", "explain_image", "explained_layers", "final_map_side", "grad_cam",
-           "map_peaks", "overlay", "resolved_layer", "target_name", "upper_half_share"]
+           "map_peaks", "occlusion", "occlusion_window", "overlay", "resolved_layer", "target_name", "upper_half_share"]

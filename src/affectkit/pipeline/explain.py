@@ -1,4 +1,4 @@
-"""``affectkit explain``: where a saved model looks (Grad-CAM maps, :mod:`affectkit.inference.explain`).
+"""``affectkit explain``: where a saved model looks (Grad-CAM or occlusion maps, :mod:`affectkit.inference.explain`).
 
 On photos (``explain_images``): each face as the model is served it (found, aligned and cropped as ``predict`` does),
 its map laid over it beside the plain crop, a table of what the model answered and how much of the map falls on the
@@ -23,6 +23,7 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_face_maps
 from affectkit.inference.explain import (
+    METHODS,
     VALENCE_AROUSAL,
     check_layer,
     check_target,
@@ -30,6 +31,7 @@ from affectkit.inference.explain import (
     explain_image,
     grad_cam,
     map_peaks,
+    occlusion,
     overlay,
     resolved_layer,
     upper_half_share,
@@ -104,27 +106,36 @@ def _images_of(inputs: Sequence[Path]) -> Iterator[tuple[Path, np.ndarray | None
 
 def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = None, target: str = PREDICTED,
                    layer: str = "auto", detect: bool = True, detector_method: str = "auto",
-                   face_margin: float | None = None, device: str = "cpu", quiet: bool = False) -> ExplainResult:
+                   face_margin: float | None = None, device: str = "cpu", method: str = "gradcam",
+                   quiet: bool = False) -> ExplainResult:
     """Explain every face of the images and folders ``inputs``: ``target`` is the class the model predicts for it
-    (``predicted``), a class by name, ``valence`` or ``arousal``. Writes ``maps/<n>_<image>_face<k>.png`` per face,
-    ``explanations.csv`` (one row per face; a row for an image without a face, or unreadable, says so) and
-    ``explanations.png`` (the first faces) into ``out`` (default: ``explanations`` beside the model)."""
+    (``predicted``), a class by name, ``valence`` or ``arousal``; ``method`` "gradcam" (on the PyTorch model) or
+    "occlusion" (on the model as ``predict`` runs it: its current ONNX export on the CPU, where it has one). Writes
+    ``maps/<n>_<image>_face<k>.png`` per face, ``explanations.csv`` (one row per face; a row for an image without a
+    face, or unreadable, says so) and ``explanations.png`` (the first faces) into ``out`` (default: ``explanations``
+    beside the model)."""
     from affectkit.models.metadata import model_paths
 
-    check_layer(layer)
+    check_layer(layer, method)
+    gradcam = method == "gradcam"
+    if gradcam and Path(model_path).suffix == ".onnx":
+        raise AffectkitError(f"{model_path}: Grad-CAM needs the PyTorch model (its .safetensors file); an ONNX export "
+                             "is explained with --method occlusion.")
     with silenced(quiet):
-        predictor = Predictor(model_path, backend="torch", device=device, detect=detect,
+        predictor = Predictor(model_path, backend="torch" if gradcam else "auto", device=device, detect=detect,
                               detector_method=detector_method, face_margin=face_margin)
         check_data_target(target, predictor.class_names, predictor.trained_classes,
                           predictor.predicts_valence_arousal, labelled=False)
-        model = predictor.backend.model
+        model = predictor.backend.model if gradcam else None
         out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
         (out / "maps").mkdir(parents=True, exist_ok=True)
-        layer = resolved_layer(model, predictor.input_size, layer)
+        if gradcam:
+            layer = resolved_layer(model, predictor.input_size, layer)
         rows: list[dict] = []
         panels: list[tuple[np.ndarray, str]] = []
         for number, (file, image, status) in enumerate(_images_of(inputs), 1):
-            explained = [] if image is None else explain_image(predictor, model, image, target, layer)
+            explained = [] if image is None else explain_image(predictor, model, image, target, layer,
+                                                               method=method)
             if not explained:
                 rows.append({"source": str(file), "face": None, "status": "no face found" if image is not None
                              else status})
@@ -150,31 +161,35 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
                  else f"{row['source']}: {row['status']}" for row in rows if row["status"] != "ok"]
         if panels:
             paths["plot"] = plot_face_maps([p for p, _ in panels], [t for _, t in panels], out / "explanations.png",
-                                           f"Where {predictor.meta['display_name']} looks (Grad-CAM)")
+                                           f"Where {predictor.meta['display_name']} looks ({METHODS[method]})")
     return ExplainResult(table, paths, notes)
 
 
 def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path | None = None,
-                 out: Path | None = None, target: str = LABEL, layer: str = "auto",
-                 quiet: bool = False) -> ExplainResult:
+                 out: Path | None = None, target: str = LABEL, layer: str = "auto", method: str = "gradcam",
+                 per_class: int | None = None, quiet: bool = False) -> ExplainResult:
     """Explain the faces of ``split`` of ``data`` (as ``evaluate`` picks them): each face's map of ``target`` (its
     class as the data set gives it, ``label``; the class the model predicts, ``predicted``; a class by name;
     ``valence`` or ``arousal``), averaged by class as the data set gives it. Writes ``explanations.csv`` (per face),
     ``class_maps.csv`` and ``class_maps.png`` (per class: its mean face under its mean map) into ``out`` (default:
-    ``explanations`` beside the model)."""
+    ``explanations`` beside the model). ``method``: "gradcam" or "occlusion" (see :func:`explain_images`; on the
+    PyTorch model here). ``per_class``: map at most this many faces of each class (the first in the split)."""
     from affectkit.models.metadata import model_paths
     from affectkit.pipeline.run import evaluation_data
 
-    check_layer(layer)
+    check_layer(layer, method)
+    if per_class is not None and per_class < 1:
+        raise AffectkitError(f"--per-class must be at least 1 (faces of each class to map), got {per_class}.")
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
         out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
-        return explain_split(model_path, prepared, split, data, out, target, layer)
+        return explain_split(model_path, prepared, split, data, out, target, layer, per_class=per_class,
+                             method=method)
 
 
 def explain_split(model_path: Path, prepared: PreparedData, split: str, source: Path, out: Path,
                   target: str = LABEL, layer: str = "auto", prefix: str = "", per_class: int | None = None,
-                  predicted: np.ndarray | None = None) -> ExplainResult:
+                  predicted: np.ndarray | None = None, method: str = "gradcam") -> ExplainResult:
     """:func:`explain_data` on ``split`` of data read already (``prepared``, from ``source``); the files are named
     ``prefix`` + ``explanations.csv``, ``class_maps.csv``, ``class_maps.png``. ``per_class``: map only the first
     faces of each class as the data gives it, this many at most (a class's mean map settles within tens).
@@ -182,12 +197,14 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     that scored the model there), instead of predicting them again."""
     from affectkit.evaluation.evaluator import evaluation_device
     from affectkit.inference.predictor import predicts_expression, predicts_valence_arousal, trained_classes
+    from affectkit.inference.torch_backend import TorchBackend
     from affectkit.models.io import load_model
     from affectkit.models.metadata import config_from_metadata
     from affectkit.pipeline.run import saved_predictions
 
-    check_layer(layer)
-    model, meta = load_model(model_path, device=evaluation_device())
+    check_layer(layer, method)
+    device = evaluation_device()
+    model, meta = load_model(model_path, device=device)
     classes = trained_classes(meta) if predicts_expression(meta) else []
     check_data_target(target, CLASS_NAMES if classes else [], classes, predicts_valence_arousal(meta),
                       labelled=True)
@@ -211,20 +228,23 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     size = int(meta["input_size"])
     mean, std = input_normalization(meta)
     tta_flip = config_from_metadata(meta).tta_flip
-    layer = resolved_layer(model, size, layer)
+    temperature = float(meta.get("temperature") or 1.0)
+    if method == "gradcam":
+        layer = resolved_layer(model, size, layer)
     aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
             if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
     maps_sum: dict[int, np.ndarray] = {}
     faces_sum: dict[int, np.ndarray] = {}
     shares, peaks = np.empty(len(positions)), np.empty((len(positions), 2))
-    reporter().show(f"Grad-CAM of {meta['display_name']} on {len(positions)} faces of the {split} split of "
-                    f"{source}")
+    reporter().show(f"Maps ({METHODS[method]}) of {meta['display_name']} on {len(positions)} faces of the {split} "
+                    f"split of {source}")
     starts = range(0, len(positions), BATCH)
     for start in reporter().track(starts, total=len(starts), description="Explaining"):
         chunk = slice(start, start + BATCH)
         crops = np.asarray(prepared.images[positions[chunk]])  # cached at the model's input size
-        maps = grad_cam(model, preprocess(crops, size, mean, std), target if aims is None else aims[chunk],
-                        tta_flip=tta_flip, layer=layer)
+        batch, aim = preprocess(crops, size, mean, std), target if aims is None else aims[chunk]
+        maps = (grad_cam(model, batch, aim, tta_flip=tta_flip, layer=layer) if method == "gradcam"
+                else occlusion(TorchBackend(model, device), batch, aim, tta_flip, temperature))
         shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)
         for crop, heatmap, label in zip(crops, maps, labels[chunk]):
             maps_sum[label] = maps_sum.get(label, 0) + heatmap
@@ -250,7 +270,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
                                                          else f"upper half {row.upper_half_share:.0%}"))
     what = "each face's class" if target == LABEL else "the predicted class" if target == PREDICTED else target
     paths["plot"] = plot_face_maps(panels, titles, out / f"{prefix}class_maps.png",
-                                   f"Where {meta['display_name']} looks for {what} (mean Grad-CAM by class)")
+                                   f"Where {meta['display_name']} looks for {what} (mean {METHODS[method]} by class)")
     notes = []
     if target == LABEL and (untrained := [c for c in dict.fromkeys(per_face["label"]) if c not in classes]):
         notes.append(f"The model was not trained on {', '.join(untrained)}: it gives no evidence for "

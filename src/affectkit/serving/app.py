@@ -424,7 +424,7 @@ def create_app(
             for (name, _), faces in zip(uploads, faces_per_image)
         ]}
 
-    explaining: list[Any] = []  # the PyTorch network that explanations run on, loaded by the first one
+    explaining: list[Any] = []  # the PyTorch network Grad-CAM runs on, loaded by the first Grad-CAM explanation
 
     def explaining_model() -> Any:
         if not explaining:
@@ -438,42 +438,45 @@ def create_app(
 
                 weights = model_files(model_path)[0]
                 if not weights.is_file():
-                    raise HTTPException(422, f"explanations need the PyTorch model, and {weights.name} is not beside "
-                                             "the ONNX file this server was started with")
+                    raise HTTPException(422, f"Grad-CAM needs the PyTorch model, and {weights.name} is not beside "
+                                             "the ONNX file this server was started with: ask method=occlusion")
                 explaining.append(load_model(weights)[0])
         return explaining[0]
 
-    def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str,
-                       layer: str) -> list[list[dict[str, Any]]]:
-        from affectkit.inference.explain import explain_image, overlay
+    def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str, layer: str,
+                       method: str) -> list[list[dict[str, Any]]]:
+        from affectkit.inference.explain import METHODS, explain_image, overlay
 
         images = decode_uploads(uploads, max_pixels)
         with model_lock:
-            model = explaining_model()
-            explained = [explain_image(predictor, model, image, target, layer, detect) for image in images]
+            model = explaining_model() if method == "gradcam" else None  # occlusion runs the served backend
+            explained = [explain_image(predictor, model, image, target, layer, detect, method) for image in images]
         return [[{**face.result, "explanation": {
-            "target": face.target,
+            "target": face.target, "method": METHODS[method],
             "upper_half_share": None if np.isnan(face.upper_half_share) else face.upper_half_share,
             "peak": None if np.isnan(face.peak).any() else [float(v) for v in face.peak],
             "image": _png_data_url(overlay(face.crop, face.heatmap))}} for face in faces] for faces in explained]
 
     @app.post(EXPLAIN_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
-    async def explain(request: Request, target: str = "predicted", layer: str = "auto",
+    async def explain(request: Request, target: str = "predicted", layer: str = "auto", method: str = "gradcam",
                       detect: bool | None = None) -> dict[str, Any]:
-        """Where the model finds the evidence for its answer (Grad-CAM, as ``affectkit explain``), for each face of
-        the images sent as to ``/v1/predict``: each face's result with an ``explanation``: its ``target`` (the class
-        it was answered, by default; or ``target=`` an expression by name, ``valence``, ``arousal``), the share of
-        the map on the crop's upper half, where the map peaks (x, y as shares of the crop's side) and ``image``, the
-        face crop under its map as a PNG data URL. ``layer``: final, finer or auto (see ``affectkit explain``)."""
+        """Where the model finds the evidence for its answer (Grad-CAM, or ``method=occlusion``: finer maps from the
+        served model itself, ONNX included, at a forward pass per patch place; as ``affectkit explain``), for each
+        face of the images sent as to ``/v1/predict``: each face's result with an ``explanation``: its ``target`` (the
+        class it was answered, by default; or ``target=`` an expression by name, ``valence``, ``arousal``), the share
+        of the map on the crop's upper half, where the map peaks (x, y as shares of the crop's side) and ``image``,
+        the face crop under its map as a PNG data URL. ``layer``: Grad-CAM's final, finer or auto (see ``affectkit
+        explain``)."""
         from affectkit.inference.explain import check_layer, check_target
 
         try:
-            check_layer(layer)
+            check_layer(layer, method)
             check_target(target, predictor.class_names, predictor.trained_classes, predictor.predicts_valence_arousal)
         except AffectkitError as exc:
             raise HTTPException(422, str(exc)) from None
         uploads = await uploaded_images(request, detect)
-        faces_per_image = await run_in_threadpool(explain_images, uploads, detect is not False, target, layer)
+        faces_per_image = await run_in_threadpool(explain_images, uploads, detect is not False, target, layer,
+                                                  method)
         return {"results": [
             {"filename": name, "faces": faces, "status": "ok" if faces else "no face found"}
             for (name, _), faces in zip(uploads, faces_per_image)

@@ -171,14 +171,14 @@ function listFaces(faces) {
       block.append(note);
     }
     block.append(va);
-    if (face.explanation) {  // /v1/explain: the face under its Grad-CAM map
+    if (face.explanation) {  // /v1/explain: the face under its map
       const figure = document.createElement("figure");
       figure.className = "explanation";
       const map = document.createElement("img");
       map.src = face.explanation.image;
       map.alt = `where the model finds the evidence for ${face.explanation.target}`;
       const caption = document.createElement("figcaption");
-      caption.textContent = `evidence for ${face.explanation.target} (Grad-CAM)`;
+      caption.textContent = `evidence for ${face.explanation.target} (${face.explanation.method})`;
       figure.append(map, caption);
       block.append(figure);
     }
@@ -186,13 +186,18 @@ function listFaces(faces) {
   });
 }
 
+let shownPhoto = null;  // the last photo sent: asked again when the explanation settings change
+
 async function predict(file) {
+  shownPhoto = file;
   setStatus(`predicting ${file.name}…`);
   const body = new FormData();
   body.append("files", file, file.name);
   try {
-    // Explained: the same answer, each face with its map (a forward and a backward pass: slower).
-    const route = $("explain").checked ? "/v1/explain" : "/v1/predict";
+    // Explained: the same answer, each face with its map (Grad-CAM: a backward pass more; occlusion: a forward pass
+    // per place of the patch).
+    const route = $("explain").checked
+      ? `/v1/explain?method=${encodeURIComponent($("explain-method").value)}` : "/v1/predict";
     const response = await fetch(route, { method: "POST", headers: authHeaders(), body });
     if (!response.ok) {
       setStatus(`error: ${await errorText(response)}`);
@@ -341,6 +346,9 @@ function setUp() {
     if (e.dataTransfer.files[0]) predict(e.dataTransfer.files[0]);
   });
   $("camera").addEventListener("click", () => (camera ? stopCamera() : startCamera()));
+  for (const setting of ["explain", "explain-method"]) {
+    $(setting).addEventListener("change", () => { if (shownPhoto && !camera) predict(shownPhoto); });
+  }
   drawCircumplex([]);
   showModel();
   refreshMonitor();
