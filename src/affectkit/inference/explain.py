@@ -15,9 +15,10 @@ specific to the target. ``layer``: "final", "finer" (the stage before), or "auto
 Occlusion (Zeiler & Fergus, 2014; Captum's ``Occlusion``) asks the served model itself instead: a grey patch (the
 mean colour the model's inputs are normalised by) about a sixth of the face across is slid over the crop, and each
 pixel's value is how far covering it lowers the target, averaged over the patches that cover it, kept where
-positive. It needs no gradient and no feature map, so it explains any model the predictor runs: a transformer, an
-ONNX export, a fusion with flip test-time augmentation exactly as served (each occluded face and its mirror image);
-its maps are finer than a 3 x 3 final map, and it costs a forward pass per patch place (``occlusion_window``)."""
+positive, smoothed over about a stride. It needs no gradient and no feature map, so it explains any model the
+predictor runs: a transformer, an ONNX export, a fusion with flip test-time augmentation exactly as served (each
+occluded face and its mirror image); its maps are finer than a 3 x 3 final map, and it costs a forward pass per
+patch place (``occlusion_window``)."""
 
 from __future__ import annotations
 
@@ -220,8 +221,10 @@ def occlusion(backend: Callable[[np.ndarray], Outputs], batch: np.ndarray, targe
             sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride), baselines=0.0,
             target=classes.tolist() if classes is not None else 0,
             perturbations_per_eval=max(1, OCCLUSION_IMAGES // len(batch)))
-    # A patch covers every channel, so each channel carries the same drop.
-    return _scaled(drops[:, 0].clamp_min(0))
+    # A patch covers every channel, so each channel carries the same drop. Each pixel averages the patches over it,
+    # which draws the patches' edges as lines across the map: smoothed over about a stride, they go.
+    smooth = [cv2.GaussianBlur(drop, (0, 0), stride / 2) for drop in drops[:, 0].clamp_min(0).numpy()]
+    return _scaled(torch.from_numpy(np.stack(smooth)))
 
 
 def class_index(name: str, trained: Sequence[str]) -> int:
