@@ -39,7 +39,7 @@ def benchmarked(demo_dir, tmp_path_factory):
         patch.setattr(bench, "predict_split", spy)
         patch.setattr(fusion, "predict_split", spy)
         result = CliRunner().invoke(app, ["benchmark", str(demo_dir), "--out", str(out), "--models", "custom_cnn",
-                                          "--quiet", *TINY])
+                                          "--quiet", *TINY, "--set", "report_maps=occlusion"])
     assert result.exit_code == 0, result.output
     return out, calls, result.output
 
@@ -206,11 +206,23 @@ def test_benchmark_md_states_honest_selection_and_the_recipe(benchmarked):
     assert "selection_metric: val_loss" in report and "trivial_augment: true" in report  # the recipe's settings, as run
     assert "img_size: 32" in report  # ... with the --set overrides
     assert "vote distribution" not in report  # the demo faces carry no votes
-    # Where the recipe looks, on (at most 50 of each class of) the test faces.
+    # Where the recipe looks, on (at most 50 of each class of) the test faces, by the method report_maps asks.
     assert "## Where the recipe looks" in report and "![where the recipe looks](recipe_class_maps.png)" in report
+    assert "the recipe's mean occlusion map for that class (`report_maps: occlusion`" in report
     classes = pd.read_csv(out / "recipe_class_maps.csv")
     test = pd.read_csv(out / "splits.csv").query("split == 'test'")
     assert classes["faces"].tolist() == test["expression"].value_counts().sort_index().clip(upper=50).tolist()
+
+
+def test_report_maps_none_maps_nothing(tmp_path):
+    from affectkit.pipeline.run import _map_chosen
+    from affectkit.runs import RunFolder
+
+    notes: list[str] = []
+    # Asked for no maps, neither report reads the model or the faces (there are none here to read) nor writes a file.
+    assert bench._recipe_maps(None, None, None, RunFolder(tmp_path), notes, "none") == [] and not notes
+    assert _map_chosen(RunFolder(tmp_path), "CustomCNN", None, tmp_path, notes, None, "none") is None
+    assert not list(tmp_path.iterdir()) and not notes
 
 
 def test_a_voted_data_set_trains_the_recipe_on_its_votes_and_says_so(voted_manifest, tmp_path):

@@ -79,7 +79,7 @@ class RunFolder:
         return self.root / f"{model}_coverage.png"
 
     def class_maps(self, model: str) -> Path:
-        """Where the model looks: each class's mean face under its mean Grad-CAM map (``affectkit explain``)."""
+        """Where the model looks: each class's mean face under its mean map (``affectkit explain``)."""
         return self.root / f"{model}_class_maps.png"
 
     def card(self, model: str) -> Path:

@@ -339,7 +339,7 @@ def explain(
 ) -> None:
     """Where a saved model looks: Grad-CAM (or occlusion) maps of the expression (or valence, arousal) it reads from
     each face of images, or, with --data, each class's mean map over a data set's faces."""
-    from affectkit.inference.explain import METHODS
+    from affectkit.config import MAP_METHODS
     from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
 
     if (data is None) == (not inputs):
@@ -362,7 +362,7 @@ def explain(
         print_cells(result.table.assign(
             accuracy=result.table["accuracy"].map(lambda v: "" if v != v else f"{v:.3f}"),
             upper_half_share=result.table["upper_half_share"].map(lambda v: "" if v != v else f"{v:.0%}")),
-            f"affectkit explain: mean {METHODS.get(method, method)} by class ({split} split)")
+            f"affectkit explain: mean {MAP_METHODS.get(method, method)} by class ({split} split)")
     else:
         say(f"Explained {int((result.table['status'] == 'ok').sum())} face(s) in "
             f"{result.table['source'].nunique()} file(s).")

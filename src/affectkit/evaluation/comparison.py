@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectkit.config import CLASS_NAMES
+from affectkit.config import CLASS_NAMES, MAP_METHODS
 from affectkit.evaluation.metrics import expression_score, prior_collapse
 from affectkit.evaluation.selective import VALIDATION_COVERAGES
 from affectkit.evaluation.significance import CONFIDENCE, PairedCCC, PairedComparison
@@ -233,12 +233,13 @@ def _why_no_accuracy(summary: dict) -> str:
 def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[str], notes: list[str],
                  transfer: list[dict] | None = None, chosen: str | None = None,
                  comparisons: list[tuple[str, PairedComparison | PairedCCC]] | None = None,
-                 remarks: Sequence[str] = (), sections: Sequence[str] = ()) -> Path:
+                 remarks: Sequence[str] = (), sections: Sequence[str] = (), map_method: str = "gradcam") -> Path:
     """A report readable on its own: configuration, data, the comparison, every plot; ``transfer``: pretrained
     against random-start controls (see :func:`affectkit.pipeline.run_pipeline`); ``chosen``: the row chosen on
     the validation faces, set against the others on the test faces in ``comparisons`` (by accuracy, or by
     valence and arousal CCC where no face has a class); ``remarks``: sentences on rows the run could not make;
-    ``sections``: markdown lines after the comparison (the scores by group of faces)."""
+    ``sections``: markdown lines after the comparison (the scores by group of faces); ``map_method``: how the
+    chosen model's class maps were drawn (gradcam or occlusion)."""
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     by = choice_score(rows)
     scored = by == "val_accuracy"
@@ -284,8 +285,8 @@ def write_report(run: RunFolder, summary: dict, rows: list[dict], models: list[s
         if run.class_maps(name).is_file():  # the chosen model's
             lines += ["", f"![where {name} looks]({run.class_maps(name).name})", "",
                       "Where it finds the evidence for each test face's own class: the class's mean face under its "
-                      "mean Grad-CAM map, and the share of the maps on the upper face (`affectkit explain`; per "
-                      f"class `{name}_class_maps.csv`, per face `{name}_explanations.csv`)."]
+                      f"mean {MAP_METHODS[map_method]} map, and the share of the maps on the upper face (`affectkit "
+                      f"explain`; per class `{name}_class_maps.csv`, per face `{name}_explanations.csv`)."]
         expression = json.loads(run.metrics(name).read_text())["expression"]
         if warning := prior_collapse(expression, CLASS_NAMES):
             lines += ["", f"**Warning:** {name} {warning}"]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from affectkit.config import CLASS_NAMES
+from affectkit.config import CLASS_NAMES, MAP_METHODS
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import Outputs
 from affectkit.inference.predictor import Predictor, preprocess, softmax
@@ -41,7 +41,6 @@ from affectkit.models.mini_xception import MiniXception
 
 VALENCE_AROUSAL = ("valence", "arousal")  # targets besides a class: the model's continuous outputs
 LAYERS = ("auto", "final", "finer")
-METHODS = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}  # --method: its name in titles
 MIN_MAP_SIDE = 7  # "auto" maps a finer stage where the final map is narrower (a 224-px ImageNet crop's is 7)
 
 
@@ -93,8 +92,8 @@ def final_map_side(model: AffectModel, size: int) -> int:
 
 def check_layer(layer: str, method: str = "gradcam") -> None:
     """Refuse an unknown ``method`` or ``layer``, and a layer asked of occlusion (it weighs no feature map)."""
-    if method not in METHODS:
-        raise AffectkitError(f"Unknown explanation method {method!r}: choose {', '.join(METHODS)}.")
+    if method not in MAP_METHODS:
+        raise AffectkitError(f"Unknown explanation method {method!r}: choose {', '.join(MAP_METHODS)}.")
     if layer not in LAYERS:
         raise AffectkitError(f"Unknown layer {layer!r} to explain: choose {', '.join(LAYERS)}.")
     if method == "occlusion" and layer != "auto":
@@ -338,6 +337,6 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.
     return np.round(crop * (1 - weight) + colours * weight).astype(np.uint8)
 
 
-__all__ = ["LAYERS", "METHODS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
+__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
            "class_index", "explain_crops", "explain_image", "explained_layers", "final_map_side", "grad_cam",
            "map_peaks", "occlusion", "occlusion_window", "overlay", "resolved_layer", "target_name", "upper_half_share"]

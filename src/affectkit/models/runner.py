@@ -54,7 +54,8 @@ def onnx_runner(backbone: torch.nn.Module, img_size: int) -> Runner | None:
         try:
             torch.onnx.export(backbone.cpu().eval(), torch.zeros(1, 3, img_size, img_size), str(path),
                               input_names=["image"], output_names=["features"],
-                              dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=DEFAULT_OPSET,
+                              dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
+                              opset_version=DEFAULT_OPSET,
                               dynamo=False)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception:  # an architecture the exporter cannot handle: PyTorch does the work instead

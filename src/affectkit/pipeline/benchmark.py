@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.config import CLASS_NAMES, NO_EXPRESSION, READING_KEYS, Config, load_config
+from affectkit.config import CLASS_NAMES, MAP_METHODS, NO_EXPRESSION, READING_KEYS, Config, load_config
 from affectkit.data.analysis import dataset_summary
 from affectkit.data.archives import data_config
 from affectkit.data.datamodule import PreparedData, available_cores, cache_workers, prepare_data
@@ -363,7 +363,7 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
         rows.extend(r.row for r in extra_rows)
         notes += [f"{r.row['model']} {r.warning}" for r in (*recipe_rows, *extra_rows) if r.warning]
 
-        sections = _recipe_maps(recipe_rows[-1], prepared, data, folder, notes)
+        sections = _recipe_maps(recipe_rows[-1], prepared, data, folder, notes, config.report_maps)
         predictions = predictions_per_face(rows, prepared)
         table = pd.DataFrame([{**row, **bounds} for row, bounds in zip(rows, _intervals(rows, prepared))],
                              columns=COLUMNS)
@@ -388,20 +388,23 @@ def run_benchmark(data: Path, out: Path, config: Config | None = None, models: l
 
 
 def _recipe_maps(recipe: TrainedRow, data: PreparedData, source: Path, folder: RunFolder,
-                 notes: list[str]) -> list[str]:
-    """``benchmark.md``'s section on where the recipe looks: its mean Grad-CAM map by class over the first test
-    faces of each class (``affectkit explain``); none where no test face has a class, a note where the recipe cannot
-    be mapped."""
+                 notes: list[str], method: str) -> list[str]:
+    """``benchmark.md``'s section on where the recipe looks: its mean map by ``method`` (a ``report_maps`` setting)
+    by class over the first test faces of each class (``affectkit explain``); none for ``method`` "none" or where no
+    test face has a class, a note where the recipe cannot be mapped."""
+    if method == "none":
+        return []
     if not (data.expression[data.positions("test")] != NO_EXPRESSION).any() or not data.trains_expression:
         return []
     try:
         found = explain_split(recipe.trained.best_path, data, "test", source, folder.root, prefix="recipe_",
-                              per_class=REPORTED_PER_CLASS, predicted=recipe.test.probs.argmax(1))
+                              per_class=REPORTED_PER_CLASS, predicted=recipe.test.probs.argmax(1), method=method)
     except AffectkitError as error:
         notes.append(f"No map of where the recipe looks: {error}")
         return []
     return ["## Where the recipe looks", "", f"![where the recipe looks]({found.paths['plot'].name})", "",
-            f"Each class's mean test face under the recipe's mean Grad-CAM map for that class (`affectkit explain`, "
+            f"Each class's mean test face under the recipe's mean {MAP_METHODS[method]} map for that class "
+            f"(`report_maps: {method}`, `affectkit explain`, "
             f"up to {REPORTED_PER_CLASS} test faces a class; per class `{found.paths['csv'].name}`, per face "
             f"`{found.paths['faces'].name}`): where it finds the evidence for each class. A map on the background, "
             "the hair or a mark rather than the brows, eyes and mouth is a shortcut that no score above can show. "

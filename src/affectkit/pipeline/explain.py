@@ -19,11 +19,10 @@ import numpy as np
 import pandas as pd
 
 from affectkit.atomic import atomic_path
-from affectkit.config import CLASS_NAMES, NO_EXPRESSION
+from affectkit.config import CLASS_NAMES, MAP_METHODS, NO_EXPRESSION
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_face_maps
 from affectkit.inference.explain import (
-    METHODS,
     VALENCE_AROUSAL,
     check_layer,
     check_target,
@@ -161,7 +160,7 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
                  else f"{row['source']}: {row['status']}" for row in rows if row["status"] != "ok"]
         if panels:
             paths["plot"] = plot_face_maps([p for p, _ in panels], [t for _, t in panels], out / "explanations.png",
-                                           f"Where {predictor.meta['display_name']} looks ({METHODS[method]})")
+                                           f"Where {predictor.meta['display_name']} looks ({MAP_METHODS[method]})")
     return ExplainResult(table, paths, notes)
 
 
@@ -236,7 +235,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     maps_sum: dict[int, np.ndarray] = {}
     faces_sum: dict[int, np.ndarray] = {}
     shares, peaks = np.empty(len(positions)), np.empty((len(positions), 2))
-    reporter().show(f"Maps ({METHODS[method]}) of {meta['display_name']} on {len(positions)} faces of the {split} "
+    reporter().show(f"Maps ({MAP_METHODS[method]}) of {meta['display_name']} on {len(positions)} faces of the {split} "
                     f"split of {source}")
     starts = range(0, len(positions), BATCH)
     for start in reporter().track(starts, total=len(starts), description="Explaining"):
@@ -269,8 +268,8 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
         titles.append(f"{row.label} ({row.faces})\n" + ("no evidence" if np.isnan(row.upper_half_share)
                                                          else f"upper half {row.upper_half_share:.0%}"))
     what = "each face's class" if target == LABEL else "the predicted class" if target == PREDICTED else target
-    paths["plot"] = plot_face_maps(panels, titles, out / f"{prefix}class_maps.png",
-                                   f"Where {meta['display_name']} looks for {what} (mean {METHODS[method]} by class)")
+    paths["plot"] = plot_face_maps(panels, titles, out / f"{prefix}class_maps.png", f"Where {meta['display_name']} "
+                                   f"looks for {what} (mean {MAP_METHODS[method]} by class)")
     notes = []
     if target == LABEL and (untrained := [c for c in dict.fromkeys(per_face["label"]) if c not in classes]):
         notes.append(f"The model was not trained on {', '.join(untrained)}: it gives no evidence for "

@@ -262,24 +262,28 @@ def run_pipeline(data: Path, out: Path, models: list[str], config: Config, weigh
                                                  prepared, test, run)]
         if chosen is not None and run.weights(chosen).is_file():
             reporter().note(f"The model to use, chosen on the validation faces: {chosen} ({run.weights(chosen)})")
-            _map_chosen(run, chosen, prepared, data, remarks, test_classes[names.index(chosen)])
+            _map_chosen(run, chosen, prepared, data, remarks, test_classes[names.index(chosen)], config.report_maps)
         return write_report(run, summary, rows, names, notes, transfer=controls, chosen=chosen,
-                            comparisons=comparisons, remarks=remarks, sections=sections)
+                            comparisons=comparisons, remarks=remarks, sections=sections,
+                            map_method=config.report_maps)
 
 
 def _map_chosen(run: RunFolder, chosen: str, prepared: PreparedData, data: Path, remarks: list[str],
-                predicted: np.ndarray) -> None:
-    """Where the chosen model looks, for the report: its mean Grad-CAM map by class over the first test faces of
-    each class (``affectkit explain``; ``predicted``: its class for each test face, as the run scored it); a remark
-    instead where it cannot be mapped. Nothing for a valence/arousal model, or where no test face has a class."""
+                predicted: np.ndarray, method: str) -> None:
+    """Where the chosen model looks, for the report: its mean map by ``method`` (a ``report_maps`` setting) by class
+    over the first test faces of each class (``affectkit explain``; ``predicted``: its class for each test face, as
+    the run scored it); a remark instead where it cannot be mapped. Nothing for a valence/arousal model, where no
+    test face has a class, or for ``method`` "none"."""
     from affectkit.pipeline.explain import REPORTED_PER_CLASS, explain_split
 
+    if method == "none":
+        return
     classed = (prepared.expression[prepared.positions("test")] != NO_EXPRESSION).any()
     if not classed or not predicts_expression(read_metadata(run.weights(chosen))):
         return
     try:
         explain_split(run.weights(chosen), prepared, "test", data, run.root, prefix=f"{chosen}_",
-                      per_class=REPORTED_PER_CLASS, predicted=predicted)
+                      per_class=REPORTED_PER_CLASS, predicted=predicted, method=method)
     except AffectkitError as error:
         remarks.append(f"No map of where {chosen} looks: {error}")
         reporter().note(remarks[-1])

@@ -445,14 +445,15 @@ def create_app(
 
     def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str, layer: str,
                        method: str) -> list[list[dict[str, Any]]]:
-        from affectkit.inference.explain import METHODS, explain_image, overlay
+        from affectkit.config import MAP_METHODS
+        from affectkit.inference.explain import explain_image, overlay
 
         images = decode_uploads(uploads, max_pixels)
         with model_lock:
             model = explaining_model() if method == "gradcam" else None  # occlusion runs the served backend
             explained = [explain_image(predictor, model, image, target, layer, detect, method) for image in images]
         return [[{**face.result, "explanation": {
-            "target": face.target, "method": METHODS[method],
+            "target": face.target, "method": MAP_METHODS[method],
             "upper_half_share": None if np.isnan(face.upper_half_share) else face.upper_half_share,
             "peak": None if np.isnan(face.peak).any() else [float(v) for v in face.peak],
             "image": _png_data_url(overlay(face.crop, face.heatmap))}} for face in faces] for faces in explained]
