@@ -362,7 +362,7 @@ def explain(
         print_cells(result.table.assign(
             accuracy=result.table["accuracy"].map(lambda v: "" if v != v else f"{v:.3f}"),
             upper_half_share=result.table["upper_half_share"].map(lambda v: "" if v != v else f"{v:.0%}")),
-            f"affectkit explain: mean {MAP_METHODS.get(method, method)} by class ({split} split)")
+            f"affectkit explain: mean {MAP_METHODS[method]} by class ({split} split)")
     else:
         say(f"Explained {int((result.table['status'] == 'ok').sum())} face(s) in "
             f"{result.table['source'].nunique()} file(s).")

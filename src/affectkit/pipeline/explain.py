@@ -230,6 +230,8 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     temperature = float(meta.get("temperature") or 1.0)
     if method == "gradcam":
         layer = resolved_layer(model, size, layer)
+    else:
+        served = TorchBackend(model, device)  # what occlusion asks, as predict would
     aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
             if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
     maps_sum: dict[int, np.ndarray] = {}
@@ -243,7 +245,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
         crops = np.asarray(prepared.images[positions[chunk]])  # cached at the model's input size
         batch, aim = preprocess(crops, size, mean, std), target if aims is None else aims[chunk]
         maps = (grad_cam(model, batch, aim, tta_flip=tta_flip, layer=layer) if method == "gradcam"
-                else occlusion(TorchBackend(model, device), batch, aim, tta_flip, temperature))
+                else occlusion(served, batch, aim, tta_flip, temperature))
         shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)
         for crop, heatmap, label in zip(crops, maps, labels[chunk]):
             maps_sum[label] = maps_sum.get(label, 0) + heatmap
