@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.inference.backends import Outputs
 from affectkit.inference.explain import grad_cam, occlusion
-from affectkit.inference.predictor import input_normalization, preprocess, softmax
+from affectkit.inference.predictor import input_normalization, preprocess, served_outputs, softmax
 from affectkit.inference.torch_backend import TorchBackend
 from affectkit.models.io import load_model
 from affectkit.models.metadata import config_from_metadata
@@ -39,11 +38,7 @@ BATCH = 16
 
 def answered(backend: TorchBackend, batch: np.ndarray, tta_flip: bool, temperature: float) -> np.ndarray:
     """Class probabilities (N, C) as the model is served."""
-    outputs: Outputs = backend(batch)
-    if tta_flip:
-        mirrored = backend(np.ascontiguousarray(batch[..., ::-1]))
-        outputs = tuple((a + b) / 2 for a, b in zip(outputs, mirrored))
-    return softmax(outputs[0], temperature)
+    return softmax(served_outputs(backend, batch, tta_flip)[0], temperature)
 
 
 def filler(batch: np.ndarray, fill: str) -> np.ndarray:

@@ -34,7 +34,7 @@ from torch import nn
 from affectkit.config import CLASS_NAMES, MAP_METHODS
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import Outputs
-from affectkit.inference.predictor import Predictor, preprocess, softmax
+from affectkit.inference.predictor import Predictor, preprocess, served_outputs, softmax
 from affectkit.models.custom_cnn import CustomCNN
 from affectkit.models.factory import AffectModel, FusionBackbone
 from affectkit.models.mini_xception import MiniXception
@@ -204,11 +204,7 @@ def occlusion(backend: Callable[[np.ndarray], Outputs], batch: np.ndarray, targe
     output, classes = _output_of(target, len(batch))
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        faces = images.numpy()
-        outputs = backend(faces)
-        if tta_flip:
-            mirrored = backend(np.ascontiguousarray(faces[..., ::-1]))
-            outputs = tuple((a + b) / 2 for a, b in zip(outputs, mirrored))
+        outputs = served_outputs(backend, images.numpy(), tta_flip)
         score = softmax(outputs[0], temperature) if output == 0 else outputs[output][:, None]
         return torch.from_numpy(np.asarray(score, dtype=np.float32))
 
@@ -337,6 +333,15 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.
     return np.round(crop * (1 - weight) + colours * weight).astype(np.uint8)
 
 
+def png_bytes(image: np.ndarray, name: str) -> bytes:
+    """``image`` (uint8 RGB) encoded as PNG; ``name``: what to call it if it cannot be."""
+    encoded, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not encoded:
+        raise AffectkitError(f"Could not encode {name} as PNG.")
+    return png.tobytes()
+
+
 __all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
            "class_index", "explain_crops", "explain_image", "explained_layers", "final_map_side", "grad_cam",
-           "map_peaks", "occlusion", "occlusion_window", "overlay", "resolved_layer", "target_name", "upper_half_share"]
+           "map_peaks", "occlusion", "occlusion_window", "overlay", "png_bytes", "resolved_layer", "target_name",
+           "upper_half_share"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +19,7 @@ from affectkit.inference.backends import (
     QUANTIZATION_KEY,
     WEIGHTS_DIGEST_KEY,
     OnnxBackend,
+    Outputs,
     weights_digest,
 )
 from affectkit.inference.faces import (
@@ -88,6 +89,16 @@ def preprocess(images: Sequence[np.ndarray], size: int, mean: np.ndarray, std: n
     batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
     batch = (batch.astype(np.float32) / 255.0 - mean) / std
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def served_outputs(run: Callable[[np.ndarray], Outputs], batch: np.ndarray, tta_flip: bool) -> Outputs:
+    """``run``'s outputs (a backend's call, or its Monte-Carlo sampling) for a preprocessed ``batch`` as the model is
+    served: with ``tta_flip``, each averaged with its mirror image's."""
+    outputs = run(batch)
+    if not tta_flip:
+        return outputs
+    mirrored = run(np.ascontiguousarray(batch[..., ::-1]))
+    return tuple((a + b) / 2 for a, b in zip(outputs, mirrored))
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -358,16 +369,12 @@ class Predictor:
 
     def _run(self, batch: np.ndarray) -> list[dict[str, Any]]:
         if self.mc_samples == 0:
-            logits, valence, arousal = self.backend(batch)
-            if self.tta_flip:
-                mirrored = self.backend(np.ascontiguousarray(batch[..., ::-1]))
-                logits, valence, arousal = ((a + b) / 2 for a, b in zip((logits, valence, arousal), mirrored))
+            logits, valence, arousal = served_outputs(self.backend, batch, self.tta_flip)
             probs = softmax(logits, self.temperature)
             return [self._face(p, v, a) for p, v, a in zip(probs, valence, arousal)]
-        logits, valence, arousal = self.backend.sample(batch, self.mc_samples)
-        if self.tta_flip:  # each pass is the same predictor as without sampling: the face and its mirror image
-            mirrored = self.backend.sample(np.ascontiguousarray(batch[..., ::-1]), self.mc_samples)
-            logits, valence, arousal = ((a + b) / 2 for a, b in zip((logits, valence, arousal), mirrored))
+        # Each pass is the same predictor as without sampling: the face and its mirror image.
+        logits, valence, arousal = served_outputs(lambda b: self.backend.sample(b, self.mc_samples), batch,
+                                                  self.tta_flip)
         probs = softmax(logits, self.temperature).mean(axis=0)
         entropies = entropy(probs) if self.class_names else [None] * len(probs)
         spread = zip(entropies, valence.std(axis=0), arousal.std(axis=0))

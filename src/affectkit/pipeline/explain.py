@@ -32,6 +32,7 @@ from affectkit.inference.explain import (
     map_peaks,
     occlusion,
     overlay,
+    png_bytes,
     resolved_layer,
     upper_half_share,
 )
@@ -77,11 +78,9 @@ def _panel(crop: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
 
 
 def _write_png(path: Path, image: np.ndarray) -> Path:
-    encoded, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not encoded:
-        raise AffectkitError(f"Could not encode {path} as PNG.")
+    png = png_bytes(image, str(path))
     with atomic_path(path) as tmp:
-        tmp.write_bytes(png.tobytes())
+        tmp.write_bytes(png)
     return path
 
 
@@ -227,11 +226,10 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     size = int(meta["input_size"])
     mean, std = input_normalization(meta)
     tta_flip = config_from_metadata(meta).tta_flip
-    temperature = float(meta.get("temperature") or 1.0)
     if method == "gradcam":
         layer = resolved_layer(model, size, layer)
-    else:
-        served = TorchBackend(model, device)  # what occlusion asks, as predict would
+    else:  # what occlusion asks: the model as predict would answer
+        served, temperature = TorchBackend(model, device), float(meta.get("temperature") or 1.0)
     aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
             if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
     maps_sum: dict[int, np.ndarray] = {}

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
@@ -147,10 +146,9 @@ def _smooth_problem(smooth: float | None) -> str | None:
     return None
 
 
-def _png_data_url(image: np.ndarray) -> str:
-    """An RGB image as a ``data:image/png;base64,...`` URL, which a page shows as it is (``<img src=...>``)."""
-    png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1]
-    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
+def _png_data_url(png: bytes) -> str:
+    """PNG bytes as a ``data:image/png;base64,...`` URL, which a page shows as it is (``<img src=...>``)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -446,7 +444,7 @@ def create_app(
     def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str, layer: str,
                        method: str) -> list[list[dict[str, Any]]]:
         from affectkit.config import MAP_METHODS
-        from affectkit.inference.explain import explain_image, overlay
+        from affectkit.inference.explain import explain_image, overlay, png_bytes
 
         images = decode_uploads(uploads, max_pixels)
         with model_lock:
@@ -456,7 +454,8 @@ def create_app(
             "target": face.target, "method": MAP_METHODS[method],
             "upper_half_share": None if np.isnan(face.upper_half_share) else face.upper_half_share,
             "peak": None if np.isnan(face.peak).any() else [float(v) for v in face.peak],
-            "image": _png_data_url(overlay(face.crop, face.heatmap))}} for face in faces] for faces in explained]
+            "image": _png_data_url(png_bytes(overlay(face.crop, face.heatmap), "the map"))}}
+            for face in faces] for faces in explained]
 
     @app.post(EXPLAIN_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
     async def explain(request: Request, target: str = "predicted", layer: str = "auto", method: str = "gradcam",
