@@ -152,7 +152,7 @@ def test_the_command_explains_each_face_of_photos(model_path, demo_dir, tmp_path
 
     photos = sorted((demo_dir / "images").iterdir())[:3]
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    (tmp_path / "clip.mp4").write_bytes(b"a video, by its name")
+    (tmp_path / "clip.mp4").write_bytes(b"a video by its name only")
     out = tmp_path / "out"
     done = CliRunner().invoke(app, ["explain", str(model_path), *map(str, photos), str(tmp_path / "broken.jpg"),
                                     str(tmp_path / "clip.mp4"), "--no-detect", "--out", str(out)])
@@ -160,7 +160,7 @@ def test_the_command_explains_each_face_of_photos(model_path, demo_dir, tmp_path
     table = pd.read_csv(out / "explanations.csv")
     assert list(table["status"][:3]) == ["ok"] * 3 and table["status"][3:].str.startswith("error: ").all()
     said = " ".join(done.output.split())  # each named, and the others still explained
-    assert "broken.jpg: not an image" in said and "clip.mp4 is a video; explain reads images" in said
+    assert "broken.jpg: not an image" in said and "clip.mp4: not a readable video" in said
     assert "Explained 3 face(s) in 5 file(s)." in said
     assert (table["target"][:3] == table["expression"][:3]).all()  # the class it answers, by default
     for map_file in table["map"][:3]:
@@ -187,6 +187,75 @@ def test_the_command_explains_each_face_of_photos(model_path, demo_dir, tmp_path
     assert not np.allclose(by_occlusion["upper_half_share"], table["upper_half_share"][:3], equal_nan=True)
     with pytest.raises(AffectkitError, match="not both"):
         affectkit.explain(model_path, photos[1], data=demo_dir)
+
+
+def _clip(path: Path, faces: list[np.ndarray], fps: float) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, faces[0].shape[1::-1])
+    for face in faces:
+        writer.write(cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_the_command_explains_the_faces_of_a_videos_frames(model_path, demo_dir, tmp_path):
+    import cv2
+    from PIL import Image
+
+    from affectkit.cli import app
+
+    faces = [np.asarray(Image.open(p).convert("RGB").resize((96, 96))) for p in
+             sorted((demo_dir / "images").iterdir())[:25]]
+    clip = _clip(tmp_path / "clip.avi", faces, fps=10.0)
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["explain", str(model_path), str(clip), "--no-detect", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(out / "explanations.csv")
+    assert table["frame"].tolist() == [0, 10, 20] and table["time"].tolist() == [0.0, 1.0, 2.0]  # one a second
+    assert (table["status"] == "ok").all() and all((out / m).is_file() for m in table["map"])
+    assert table["map"][1] == "maps/0001_clip_frame000010_face0.png"
+    video = cv2.VideoCapture(str(out / "0001_clip_explained.mp4"))
+    shown = []
+    while (read := video.read())[0]:
+        shown.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    assert len(shown) == 3 and shown[0].shape == faces[0].shape
+    # Each frame is its face under its map: like the map's panel (right half), unlike the plain frame.
+    panel = np.asarray(Image.open(out / table["map"][1]).convert("RGB"))
+    mapped = cv2.resize(panel[:, panel.shape[1] // 2:], (96, 96), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(shown[1].astype(int) - mapped).mean() < np.abs(faces[10].astype(int) - mapped).mean() / 2
+    assert not list(out.glob(".*part*"))
+
+    every = CliRunner().invoke(app, ["explain", str(model_path), str(clip), "--no-detect", "--every", "12",
+                                     "--out", str(tmp_path / "every")])
+    assert every.exit_code == 0, every.output
+    assert pd.read_csv(tmp_path / "every" / "explanations.csv")["frame"].tolist() == [0, 12, 24]
+
+    blank = _clip(tmp_path / "blank.avi", [np.full((96, 96, 3), 128, np.uint8)] * 4, fps=2.0)
+    faceless = CliRunner().invoke(app, ["explain", str(model_path), str(blank), "--out", str(tmp_path / "blank")])
+    assert faceless.exit_code == 0, faceless.output
+    rows = pd.read_csv(tmp_path / "blank" / "explanations.csv")
+    assert rows["frame"].tolist() == [0, 2] and (rows["status"] == "no face found").all()
+    assert "blank.avi: no face found in the frames read" in " ".join(faceless.output.split())
+    assert (tmp_path / "blank" / "0001_blank_explained.mp4").is_file()  # the frames as they are: nothing to map
+
+
+def test_a_videos_maps_are_laid_back_where_its_faces_were_cut_from():
+    from affectkit.inference.explain import FaceExplanation, image_heatmap
+    from affectkit.inference.faces import Face, crop_face
+
+    heatmap = np.zeros((64, 64), np.float32)
+    heatmap[8:24, 36:56] = 1.0  # the crop's upper right: where the laid-back map must be read from again
+    eyes = np.array([[150, 118], [190, 130], [170, 150], [155, 170], [185, 178]], np.float32)  # a tilted face
+    face = Face((140, 100, 200, 190), 0.99, eyes)
+    explained = FaceExplanation({}, np.zeros((64, 64, 3), np.uint8), heatmap, "Happy", 0.5, np.zeros(2), face)
+    laid = image_heatmap((300, 400), [explained], margin=0.2)
+    assert laid.shape == (300, 400) and laid[:, :100].max() == 0 and laid[250:].max() == 0  # nothing off the face
+    again = crop_face(np.repeat(laid[..., None], 3, 2), face, margin=0.2, size=64)[..., 0]
+    assert np.abs(again - heatmap)[2:-2, 2:-2].mean() < 0.05
+    whole = FaceExplanation({}, np.zeros((64, 64, 3), np.uint8), heatmap, "Happy", 0.5, np.zeros(2), None)
+    stretched = image_heatmap((128, 256), [whole], margin=0.2)
+    assert stretched[30, 160] == 1.0 and stretched[100, 40] == 0.0
 
 
 def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
@@ -240,6 +309,7 @@ def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
     (["--method", "lime"], "Unknown explanation method 'lime': choose gradcam, occlusion"),
     (["--method", "occlusion", "--layer", "finer"], "--layer finer chooses the feature map Grad-CAM weighs"),
     (["--per-class", "5"], "--per-class caps the faces of each class of a data set: use it with --data"),
+    (["--every", "0"], "--every must be at least 1 (explain every N-th frame of a video), got 0"),
 ])
 def test_the_command_refuses_what_it_cannot_explain(model_path, demo_dir, arguments, problem):
     from affectkit.cli import app
@@ -249,6 +319,8 @@ def test_the_command_refuses_what_it_cannot_explain(model_path, demo_dir, argume
     assert isinstance(refused.exception, AffectkitError) and problem in str(refused.exception)
     both = CliRunner().invoke(app, ["explain", str(model_path), str(photo), "--data", str(demo_dir)])
     assert isinstance(both.exception, AffectkitError) and "not both" in str(both.exception)
+    frames = CliRunner().invoke(app, ["explain", str(model_path), "--data", str(demo_dir), "--every", "2"])
+    assert isinstance(frames.exception, AffectkitError) and "a data set's faces are images" in str(frames.exception)
 
 
 def test_the_server_explains_each_face_and_loads_pytorch_for_an_onnx_model(tmp_path):

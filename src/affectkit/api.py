@@ -235,20 +235,24 @@ def explain(model: str | Path, images: str | Path | Sequence[str | Path] | None 
             data: str | Path | None = None, split: str = "test", splits: str | Path | None = None,
             out: str | Path | None = None, target: str | None = None, layer: str = "auto", detect: bool = True,
             detector: DetectorMethod = "auto", face_margin: float | None = None, device: str = "cpu",
-            method: str = "gradcam", per_class: int | None = None, quiet: bool = True) -> ExplainResult:
+            method: str = "gradcam", per_class: int | None = None, every: int | None = None,
+            quiet: bool = True) -> ExplainResult:
     """Where a saved model looks: Grad-CAM (``method="gradcam"``) or occlusion (``"occlusion"``: finer, any model
-    ``predict`` runs, a forward pass per patch place) maps of what it reads from each face of ``images`` (files and
-    folders; ``target`` "predicted" by default, or an expression by name, "valence", "arousal"), or, given ``data``,
-    from the faces :func:`evaluate` scores, averaged by class (``target`` "label" by default: each face's class as the
-    data gives it; ``per_class``: at most this many faces of each class). ``layer``: Grad-CAM's "final", "finer" or
-    "auto" (see ``affectkit explain --help``). Returns the ``.table`` (a row per face, or per class with ``data``),
-    ``.paths`` (in ``out``, default ``explanations`` beside the model) and ``.notes``."""
+    ``predict`` runs, a forward pass per patch place) maps of what it reads from each face of ``images`` (image and
+    video files and folders: a video's every ``every``-th frame, by default about one a second, and an explained
+    video of them; ``target`` "predicted" by default, or an expression by name, "valence", "arousal"), or, given
+    ``data``, from the faces :func:`evaluate` scores, averaged by class (``target`` "label" by default: each face's
+    class as the data gives it; ``per_class``: at most this many faces of each class). ``layer``: Grad-CAM's "final",
+    "finer" or "auto" (see ``affectkit explain --help``). Returns the ``.table`` (a row per face, or per class with
+    ``data``), ``.paths`` (in ``out``, default ``explanations`` beside the model) and ``.notes``."""
     from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
 
     if (data is None) == (images is None):
         raise AffectkitError("Give images (files or folders) to explain, or data= for a data set's faces; not both.")
     if per_class is not None and data is None:
         raise AffectkitError("per_class caps the faces of each class of a data set: use it with data=.")
+    if every is not None and data is not None:
+        raise AffectkitError("every picks the frames of videos to explain: a data set's faces are images.")
     out = Path(out) if out is not None else None
     with _reporting(quiet):
         if data is not None:
@@ -257,7 +261,7 @@ def explain(model: str | Path, images: str | Path | Sequence[str | Path] | None 
         listed = [images] if isinstance(images, (str, Path)) else list(images)
         return explain_images(Path(model), [Path(i) for i in listed], out, target or PREDICTED, layer,
                               detect=detect, detector_method=detector, face_margin=face_margin, device=device,
-                              method=method)
+                              method=method, every=every)
 
 
 def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,

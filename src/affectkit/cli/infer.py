@@ -305,7 +305,8 @@ def _quantization_table(report: dict[str, Any]) -> Table:
 def explain(
     model: ModelArg,
     inputs: Annotated[Optional[list[Path]], typer.Argument(
-        help="Image files and folders (searched recursively) whose faces to explain.", show_default=False)] = None,
+        help="Image and video files and folders (searched recursively) whose faces to explain.",
+        show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="Explain a data set's faces instead (those `evaluate` scores): each class's mean face and map.",
         show_default=False)] = None,
@@ -327,8 +328,11 @@ def explain(
     per_class: Annotated[Optional[int], typer.Option(
         help="With --data: map at most this many faces of each class (the first of the split; a class's mean map "
              "settles within tens of faces). Default: every face.", show_default=False)] = None,
+    every: Annotated[Optional[int], typer.Option(
+        help="Videos: explain every N-th frame. Default: about one frame a second.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Folder for the maps, tables and figure (default: explanations beside the model).")] = None,
+        help="Folder for the maps, tables, figure and explained videos (default: explanations beside the model).")
+    ] = None,
     no_detect: NoDetectOpt = False,
     detector: DetectorOpt = "auto",
     face_margin: FaceMarginOpt = None,
@@ -338,7 +342,7 @@ def explain(
     quiet: QuietOpt = False,
 ) -> None:
     """Where a saved model looks: Grad-CAM (or occlusion) maps of the expression (or valence, arousal) it reads from
-    each face of images, or, with --data, each class's mean map over a data set's faces."""
+    each face of images and videos, or, with --data, each class's mean map over a data set's faces."""
     from affectkit.config import MAP_METHODS
     from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
 
@@ -346,6 +350,8 @@ def explain(
         raise AffectkitError("Give images or folders to explain, or --data DATA for a data set's faces (not both).")
     if per_class is not None and data is None:
         raise AffectkitError("--per-class caps the faces of each class of a data set: use it with --data.")
+    if every is not None and data is not None:
+        raise AffectkitError("--every picks the frames of videos to explain: a data set's faces are images.")
     with report_to_console(quiet):
         if data is not None:
             result = explain_data(model, data, split, splits, out, target or LABEL, layer, method=method,
@@ -353,7 +359,7 @@ def explain(
         else:
             result = explain_images(model, inputs, out, target or PREDICTED, layer, detect=not no_detect,
                                     detector_method=detector, face_margin=face_margin, device=device,
-                                    method=method)
+                                    method=method, every=every)
     for note in result.notes:
         say(note, style="yellow")
     if data is not None:

@@ -34,6 +34,7 @@ from torch import nn
 from affectkit.config import CLASS_NAMES, MAP_METHODS
 from affectkit.errors import AffectkitError
 from affectkit.inference.backends import Outputs
+from affectkit.inference.faces import Face, crop_transform
 from affectkit.inference.predictor import Predictor, preprocess, served_outputs, softmax
 from affectkit.models.custom_cnn import CustomCNN
 from affectkit.models.factory import AffectModel, FusionBackbone
@@ -257,6 +258,7 @@ class FaceExplanation:
     target: str  # what the map shows the evidence for (target_name)
     upper_half_share: float  # NaN for an empty map
     peak: np.ndarray  # (x, y) as shares of the crop's side; NaN for an empty map
+    face: Face | None  # where the detector found it; None where the whole image was read as the face
 
 
 def explain_image(predictor: Predictor, model: AffectModel | None, image: np.ndarray, target: str,
@@ -273,7 +275,8 @@ def explain_image(predictor: Predictor, model: AffectModel | None, image: np.nda
     for i, (result, crop, heatmap, share, peak) in enumerate(
             zip(results, crops, maps, upper_half_share(maps), map_peaks(maps))):
         result["box"] = [int(v) for v in faces[i].box] if faces else None
-        explained.append(FaceExplanation(result, crop, heatmap, target_name(target, result), float(share), peak))
+        explained.append(FaceExplanation(result, crop, heatmap, target_name(target, result), float(share), peak,
+                                         faces[i] if faces else None))
     return explained
 
 
@@ -333,6 +336,26 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.
     return np.round(crop * (1 - weight) + colours * weight).astype(np.uint8)
 
 
+def image_heatmap(shape: tuple[int, int], explained: Sequence[FaceExplanation], margin: float) -> np.ndarray:
+    """The maps of an image's faces (:func:`explain_image`) laid back over the image (``shape``: height, width) where
+    each face's crop was cut from it, at ``margin`` (the predictor's): one map of the image, the highest of the maps
+    where crops overlap, 0 away from the faces. A face read from the whole image stretches its map over it."""
+    height, width = shape
+    combined = np.zeros((height, width), np.float32)
+    for face in explained:
+        heatmap = face.heatmap.astype(np.float32)
+        if face.face is None:
+            placed = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+        else:
+            matrix, side = crop_transform(face.face, margin)
+            # The crop's transform maps image pixels onto the crop: the inverse map lays the crop back.
+            placed = cv2.warpAffine(cv2.resize(heatmap, (side, side), interpolation=cv2.INTER_LINEAR), matrix,
+                                    (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        np.maximum(combined, placed, out=combined)
+    return combined
+
+
 def png_bytes(image: np.ndarray, name: str) -> bytes:
     """``image`` (uint8 RGB) encoded as PNG; ``name``: what to call it if it cannot be."""
     encoded, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -343,5 +366,5 @@ def png_bytes(image: np.ndarray, name: str) -> bytes:
 
 __all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
            "class_index", "explain_crops", "explain_image", "explained_layers", "final_map_side", "grad_cam",
-           "map_peaks", "occlusion", "occlusion_window", "overlay", "png_bytes", "resolved_layer", "target_name",
-           "upper_half_share"]
+           "image_heatmap", "map_peaks", "occlusion", "occlusion_window", "overlay", "png_bytes", "resolved_layer",
+           "target_name", "upper_half_share"]

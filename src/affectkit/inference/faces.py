@@ -158,14 +158,10 @@ def training_margin(faces: list[np.ndarray], detector: FaceDetector) -> tuple[fl
     return float(np.clip((np.median(ratios) - 1) / 2, 0.0, 1.0)), len(ratios)
 
 
-def crop_face(
-    image_rgb: np.ndarray, face: Face, margin: float = DEFAULT_MARGIN, align: bool = True, size: int = 224
-) -> np.ndarray:
-    """A ``size x size`` square around the face box, widened by ``margin`` of the box on every side.
-
-    With eye landmarks the image is first rotated about the eye midpoint so the eyes are level, as in the aligned
-    training crops. Cropping happens at full resolution and the result is shrunk with INTER_AREA, the training resize.
-    """
+def crop_transform(face: Face, margin: float = DEFAULT_MARGIN, align: bool = True) -> tuple[np.ndarray, int]:
+    """The affine map (2 x 3) from image pixels to the pixels of the square patch :func:`crop_face` cuts around
+    ``face``, and the patch's side before it is resized: the box widened by ``margin`` of its side on every side,
+    rotated about the eye midpoint so the eyes are level where the face has eye landmarks and ``align``."""
     x1, y1, x2, y2 = face.box
     centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2, 1.0])
     side = max(1, round(max(x2 - x1, y2 - y1) * (1 + 2 * margin)))
@@ -176,5 +172,17 @@ def crop_face(
         matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     # Move the (rotated) box centre to the middle of the patch; whole pixels keep the unrotated case an exact copy.
     matrix[:, 2] += np.round(side / 2 - matrix @ centre)
+    return matrix, side
+
+
+def crop_face(
+    image_rgb: np.ndarray, face: Face, margin: float = DEFAULT_MARGIN, align: bool = True, size: int = 224
+) -> np.ndarray:
+    """A ``size x size`` square around the face box, widened by ``margin`` of the box on every side.
+
+    With eye landmarks the image is first rotated about the eye midpoint so the eyes are level, as in the aligned
+    training crops. Cropping happens at full resolution and the result is shrunk with INTER_AREA, the training resize.
+    """
+    matrix, side = crop_transform(face, margin, align)
     patch = cv2.warpAffine(image_rgb, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)

@@ -9,7 +9,8 @@ mouth for Happy, the eyes and brows for Surprise) and whether a class is read fr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,11 +25,13 @@ from affectkit.errors import AffectkitError
 from affectkit.evaluation.plots import plot_face_maps
 from affectkit.inference.explain import (
     VALENCE_AROUSAL,
+    FaceExplanation,
     check_layer,
     check_target,
     class_index,
     explain_image,
     grad_cam,
+    image_heatmap,
     map_peaks,
     occlusion,
     overlay,
@@ -41,6 +44,7 @@ from affectkit.progress import reporter, silenced
 
 if TYPE_CHECKING:
     from affectkit.data.datamodule import PreparedData
+    from affectkit.models.factory import AffectModel
 
 PREDICTED, LABEL = "predicted", "label"  # targets: the class the model answers, the class the data set gives
 PANEL_SIDE = 192  # a face and its map are shown at least this large
@@ -84,42 +88,167 @@ def _write_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-def _images_of(inputs: Sequence[Path]) -> Iterator[tuple[Path, np.ndarray | None, str]]:
-    """Per file of ``inputs``: its image, or None and why it is not read (``error: ...``, naming the file)."""
+def _image_of(file: Path) -> tuple[np.ndarray | None, str]:
+    """The image ``file`` holds, or None and why it is not read (``error: ...``, naming the file)."""
     from affectkit.inference.images import read_image
-    from affectkit.inference.media import expand_inputs, is_video
 
-    files = expand_inputs(list(inputs), videos=False)
-    if not files:
-        raise AffectkitError("No images to explain: the inputs are empty (or folders without images).")
-    for file in reporter().track(files, description="Explaining"):
-        if is_video(file):
-            yield file, None, f"error: {file} is a video; explain reads images (its frames: `affectkit clip-frames`)"
-            continue
+    try:
+        return read_image(file), "ok"
+    except AffectkitError as error:
+        return None, f"error: {error}"
+
+
+class _ExplainedVideo:
+    """A video's read frames, each face under its map, written as ``path`` (an MP4 at the rate the frames were read)
+    once the last is in: a video cut short leaves none."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self._part = path.with_name(f".{path.stem}.part{path.suffix}")  # the container is chosen by the suffix
+        self._writer: cv2.VideoWriter | None = None
+
+    def add(self, frame: np.ndarray, heatmap: np.ndarray) -> None:
+        if self._writer is None:
+            self._writer = cv2.VideoWriter(str(self._part), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                           (frame.shape[1], frame.shape[0]))
+        self._writer.write(cv2.cvtColor(overlay(frame, heatmap), cv2.COLOR_RGB2BGR))
+
+    def close(self, complete: bool) -> Path | None:
+        if self._writer is None:
+            return None
+        self._writer.release()
+        if not complete:
+            self._part.unlink(missing_ok=True)
+            return None
+        os.replace(self._part, self.path)
+        return self.path
+
+
+def _frame_step(capture: cv2.VideoCapture, every: int | None) -> int:
+    """Every how many frames of the open video one is explained: ``every``, or about one frame a second (None)."""
+    from affectkit.inference.media import frame_rate_of, frame_step
+
+    return every or frame_step(frame_rate_of(capture), 1.0)
+
+
+def _frames_to_read(file: Path, every: int | None) -> int:
+    """How many frames of the video ``file`` :func:`_video_frames` reads, by its header (1 where it has none)."""
+    capture = cv2.VideoCapture(str(file))
+    try:
+        count = int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0)) if capture.isOpened() else 0
+        return max(1, -(-count // _frame_step(capture, every))) if count else 1
+    finally:
+        capture.release()
+
+
+def _video_frames(file: Path, every: int | None) -> Iterator[tuple[int, float, float, np.ndarray]]:
+    """(frame index, its time in seconds, the rate frames are read at, RGB frame) of every ``every``-th frame of the
+    video ``file`` (None: about one a second); an unreadable video raises an error naming it."""
+    from affectkit.inference.media import frame_rate_of, video_frames
+
+    capture = cv2.VideoCapture(str(file))
+    try:
+        if not capture.isOpened():
+            raise AffectkitError(f"{file}: not a readable video")
+        rate, step = frame_rate_of(capture), _frame_step(capture, every)
+        for index, frame in video_frames(capture, step):
+            yield index, index / rate, rate / step, frame
+    finally:
+        capture.release()
+
+
+class _FaceMaps:
+    """The faces of photos and videos explained so far: each face's map file in ``out/maps`` and row of
+    ``explanations.csv`` (``rows``; a row also for an image or frame without a face and for a file unreadable), the
+    first faces' panels for ``explanations.png`` and each video's explained video."""
+
+    def __init__(self, predictor: Predictor, model: AffectModel | None, target: str, layer: str, method: str,
+                 out: Path):
+        self.predictor, self.model, self.target, self.layer, self.method, self.out = (
+            predictor, model, target, layer, method, out)
+        self.rows: list[dict] = []
+        self.panels: list[tuple[np.ndarray, str]] = []
+        self.videos: list[Path] = []
+        self.faceless: list[str] = []  # videos without a face in any frame read (each frame's row says so)
+
+    def photo(self, number: int, file: Path) -> None:
+        image, status = _image_of(file)
+        if image is None:
+            self.rows.append({"source": str(file), "face": None, "status": status})
+        else:
+            self.image(number, file, image)
+
+    def video(self, number: int, file: Path, every: int | None, advance: Callable[[], None]) -> None:
+        """Every ``every``-th frame of the video ``file`` (None: about one a second), and the explained video."""
+        written, complete = None, False
         try:
-            yield file, read_image(file), "ok"
+            for index, time, fps, frame in _video_frames(file, every):
+                written = written or _ExplainedVideo(self.out / f"{number:04d}_{file.stem}_explained.mp4", fps)
+                explained = self.image(number, file, frame, index, time)
+                written.add(frame, image_heatmap(frame.shape[:2], explained, self.predictor.face_margin))
+                advance()
+            complete = True
         except AffectkitError as error:
-            yield file, None, f"error: {error}"
+            self.rows.append({"source": str(file), "face": None, "status": f"error: {error}"})
+        finally:
+            done = written.close(complete) if written is not None else None
+        if done is not None:
+            self.videos.append(done)
+            if not any(row["source"] == str(file) and row["status"] == "ok" for row in self.rows):
+                self.faceless.append(f"{file}: no face found in the frames read")
+        elif complete:
+            self.rows.append({"source": str(file), "face": None, "status": f"error: {file}: no frame could be decoded"})
+
+    def image(self, number: int, file: Path, image: np.ndarray, frame: int | None = None,
+              time: float | None = None) -> list[FaceExplanation]:
+        """The faces of ``image`` (``file``'s, or its frame ``frame`` at ``time`` seconds), explained and kept."""
+        explained = explain_image(self.predictor, self.model, image, self.target, self.layer, method=self.method)
+        where = {"source": str(file), "frame": frame, "time": time}
+        if not explained:
+            self.rows.append({**where, "face": None, "status": "no face found"})
+        name = f"{number:04d}_{file.stem}" + ("" if frame is None else f"_frame{frame:06d}")
+        for k, face in enumerate(explained):
+            path = _write_png(self.out / "maps" / f"{name}_face{k}.png", _panel(face.crop, face.heatmap))
+            result = face.result
+            self.rows.append({**where, "face": k, "status": "ok", "box": result["box"], "target": face.target,
+                              "expression": result["expression"], "confidence": result["confidence"],
+                              "valence": result["valence"], "arousal": result["arousal"],
+                              "upper_half_share": face.upper_half_share, "peak_x": float(face.peak[0]),
+                              "peak_y": float(face.peak[1]), "map": str(path.relative_to(self.out))})
+            if len(self.panels) < FIGURE_FACES:
+                answer = result["expression"] or f"valence {result['valence']:+.2f}"
+                when = "" if time is None else f" {time:.1f} s"
+                self.panels.append((overlay(face.crop, face.heatmap),
+                                    f"{file.stem}{when}\n{answer} (map: {face.target})"))
+        return explained
 
 
 def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = None, target: str = PREDICTED,
                    layer: str = "auto", detect: bool = True, detector_method: str = "auto",
                    face_margin: float | None = None, device: str = "cpu", method: str = "gradcam",
-                   quiet: bool = False) -> ExplainResult:
-    """Explain every face of the images and folders ``inputs``: ``target`` is the class the model predicts for it
-    (``predicted``), a class by name, ``valence`` or ``arousal``; ``method`` "gradcam" (on the PyTorch model) or
-    "occlusion" (on the model as ``predict`` runs it: its current ONNX export on the CPU, where it has one). Writes
-    ``maps/<n>_<image>_face<k>.png`` per face, ``explanations.csv`` (one row per face; a row for an image without a
-    face, or unreadable, says so) and ``explanations.png`` (the first faces) into ``out`` (default: ``explanations``
-    beside the model)."""
+                   every: int | None = None, quiet: bool = False) -> ExplainResult:
+    """Explain every face of the images, videos and folders ``inputs``: ``target`` is the class the model predicts
+    for it (``predicted``), a class by name, ``valence`` or ``arousal``; ``method`` "gradcam" (on the PyTorch model)
+    or "occlusion" (on the model as ``predict`` runs it: its current ONNX export on the CPU, where it has one). A
+    video is read every ``every``-th frame (None: about one frame a second). Writes ``maps/<n>_<image>_face<k>.png``
+    (a video's: ``maps/<n>_<video>_frame<i>_face<k>.png``) per face, ``explanations.csv`` (one row per face; a row
+    for an image or a frame without a face, or a file unreadable, says so), ``<n>_<video>_explained.mp4`` per video
+    (its frames read, each face under its map) and ``explanations.png`` (the first faces) into ``out`` (default:
+    ``explanations`` beside the model)."""
+    from affectkit.inference.media import expand_inputs, is_video
     from affectkit.models.metadata import model_paths
 
     check_layer(layer, method)
+    if every is not None and every < 1:
+        raise AffectkitError(f"--every must be at least 1 (explain every N-th frame of a video), got {every}.")
     gradcam = method == "gradcam"
     if gradcam and Path(model_path).suffix == ".onnx":
         raise AffectkitError(f"{model_path}: Grad-CAM needs the PyTorch model (its .safetensors file); an ONNX export "
                              "is explained with --method occlusion.")
     with silenced(quiet):
+        files = expand_inputs(list(inputs))
+        if not files:
+            raise AffectkitError("No images or videos to explain: the inputs are empty (or folders without either).")
         predictor = Predictor(model_path, backend="torch" if gradcam else "auto", device=device, detect=detect,
                               detector_method=detector_method, face_margin=face_margin)
         check_data_target(target, predictor.class_names, predictor.trained_classes,
@@ -129,34 +258,30 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
         (out / "maps").mkdir(parents=True, exist_ok=True)
         if gradcam:
             layer = resolved_layer(model, predictor.input_size, layer)
-        rows: list[dict] = []
-        panels: list[tuple[np.ndarray, str]] = []
-        for number, (file, image, status) in enumerate(_images_of(inputs), 1):
-            explained = [] if image is None else explain_image(predictor, model, image, target, layer,
-                                                               method=method)
-            if not explained:
-                rows.append({"source": str(file), "face": None, "status": "no face found" if image is not None
-                             else status})
-            for k, face in enumerate(explained):
-                path = _write_png(out / "maps" / f"{number:04d}_{file.stem}_face{k}.png",
-                                  _panel(face.crop, face.heatmap))
-                result = face.result
-                rows.append({"source": str(file), "face": k, "status": "ok", "box": result["box"],
-                             "target": face.target, "expression": result["expression"],
-                             "confidence": result["confidence"], "valence": result["valence"],
-                             "arousal": result["arousal"], "upper_half_share": face.upper_half_share,
-                             "peak_x": float(face.peak[0]), "peak_y": float(face.peak[1]),
-                             "map": str(path.relative_to(out))})
-                if len(panels) < FIGURE_FACES:
-                    answer = result["expression"] or f"valence {result['valence']:+.2f}"
-                    panels.append((overlay(face.crop, face.heatmap), f"{file.stem}\n{answer} (map: {face.target})"))
-        table = pd.DataFrame(rows).astype({"face": "Int64"})
+        maps = _FaceMaps(predictor, model, target, layer, method, out)
+        total = sum(_frames_to_read(file, every) if is_video(file) else 1 for file in files)
+        with reporter().bar() as bar:
+            task = bar.add_task("Explaining", total=total, info="")
+            for number, file in enumerate(files, 1):
+                if is_video(file):
+                    maps.video(number, file, every, lambda: bar.advance(task))
+                else:
+                    maps.photo(number, file)
+                    bar.advance(task)
+        rows, panels = maps.rows, maps.panels
+        table = pd.DataFrame(rows, columns=list(dict.fromkeys(["source", "frame", "time", "face", "status",
+                                                               *(k for row in rows for k in row)])))
+        table = table.astype({"face": "Int64", "frame": "Int64"})
+        if table["frame"].isna().all():  # photos only: no frame or time to tell
+            table = table.drop(columns=["frame", "time"])
         paths = {"csv": out / "explanations.csv"}
         with atomic_path(paths["csv"]) as tmp:
             table.to_csv(tmp, index=False)
+        paths.update({f"video {i}": video for i, video in enumerate(maps.videos, 1)})
         # An error names its file already.
         notes = [row["status"].removeprefix("error: ") if row["status"].startswith("error: ")
-                 else f"{row['source']}: {row['status']}" for row in rows if row["status"] != "ok"]
+                 else f"{row['source']}: {row['status']}" for row in rows
+                 if row["status"] != "ok" and row.get("frame") is None] + maps.faceless
         if panels:
             paths["plot"] = plot_face_maps([p for p, _ in panels], [t for _, t in panels], out / "explanations.png",
                                            f"Where {predictor.meta['display_name']} looks ({MAP_METHODS[method]})")
