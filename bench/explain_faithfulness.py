@@ -1,14 +1,14 @@
-"""Which map to trust: the deletion test (Petsiuk et al., 2018) of ``affectkit explain``'s two methods. A map is
+"""Which map to trust: the deletion test (Petsiuk et al., 2018) of ``affectkit explain``'s three methods. A map is
 faithful where the pixels it ranks highest are the ones the answer needs: grey them out first and the confidence
 in the answer should fall fastest.
 
 For each saved model of a run, on its test faces: each face's map of the class it is answered (Grad-CAM, layer
-auto; occlusion; and a random map as the floor), then the face answered again with the top 0-30% of its pixels by
-that map deleted, as served (flip test-time augmentation where the model has it): set to the grey occlusion covers
-the face with (``--fill grey``: 0 after normalisation), or to a heavily blurred copy of the face (``--fill blur``: a
-deletion occlusion was not computed with, so it is not favoured). Prints, per model and method, the mean
-probability of the answered class at each share deleted, the area under that curve (lower: more faithful) and the
-seconds a face took to map.
+auto; occlusion; integrated gradients; and a random map as the floor), then the face answered again with the top
+0-30% of its pixels by that map deleted, as served (flip test-time augmentation where the model has it): set to the
+grey occlusion covers the face with and integrated gradients start from (``--fill grey``: 0 after normalisation), or
+to a heavily blurred copy of the face (``--fill blur``: a deletion no method was computed with, so none is
+favoured). Prints, per model and method, the mean probability of the answered class at each share deleted, the
+area under that curve (lower: more faithful) and the seconds a face took to map.
 
     affectkit demo --out /tmp/demo -q          # a run to explain (any run folder and its data will do)
     python bench/explain_faithfulness.py --run /tmp/demo --data ~/.cache/affectkit/demo-data-n1000-seed0-*
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.inference.explain import grad_cam, occlusion
+from affectkit.inference.explain import grad_cam, integrated_gradients, occlusion
 from affectkit.inference.predictor import input_normalization, preprocess, served_outputs, softmax
 from affectkit.inference.torch_backend import TorchBackend
 from affectkit.models.io import load_model
@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=None, help="display names (default: every model of the run)")
     parser.add_argument("--faces", type=int, default=96, help="test faces per model (the first of the split)")
     parser.add_argument("--fill", choices=["grey", "blur"], default="grey", help="what a deleted pixel becomes")
+    parser.add_argument("--methods", nargs="+", choices=["gradcam", "occlusion", "ig", "random"],
+                        default=["gradcam", "occlusion", "ig", "random"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -90,7 +92,7 @@ def main() -> None:
         positions = prepared.positions("test")[:args.faces]
         size, (mean, std) = int(meta["input_size"]), input_normalization(meta)
         tta_flip, temperature = config_from_metadata(meta).tta_flip, float(meta.get("temperature") or 1.0)
-        for method in ("gradcam", "occlusion", "random"):
+        for method in args.methods:
             rng = np.random.default_rng(0)
             curves, seconds = [], 0.0
             for start in range(0, len(positions), BATCH):
@@ -101,6 +103,8 @@ def main() -> None:
                     maps = grad_cam(model, batch, classes.tolist(), tta_flip=tta_flip)
                 elif method == "occlusion":
                     maps = occlusion(backend, batch, classes.tolist(), tta_flip, temperature)
+                elif method == "ig":
+                    maps = integrated_gradients(model, batch, classes.tolist(), tta_flip=tta_flip)
                 else:
                     maps = rng.random((len(batch), size, size))
                 seconds += time.perf_counter() - began

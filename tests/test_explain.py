@@ -1,6 +1,6 @@
-"""Grad-CAM and occlusion explanations (affectkit explain): where a model looks, on a model whose answer is known to
-come from one corner of the face, on every kind of backbone, through the command on photos and on a data set, and
-served."""
+"""Grad-CAM, occlusion and integrated-gradients explanations (affectkit explain): where a model looks, on a model
+whose answer is known to come from one corner of the face, on every kind of backbone, through the command on photos,
+videos and a data set, and served."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from affectkit.inference.explain import (
     explained_layers,
     final_map_side,
     grad_cam,
+    integrated_gradients,
     map_peaks,
     occlusion,
     occlusion_window,
@@ -87,6 +88,23 @@ def test_occlusion_lights_the_part_of_the_face_whose_cover_lowers_the_answer(tta
     assert not empty.any() and np.isnan(upper_half_share(empty)).all()
 
 
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_integrated_gradients_light_the_pixels_whose_rise_from_grey_raises_the_answer(tta_flip):
+    model = _corner_reader()
+    maps = integrated_gradients(model, _red_corner(), [HAPPY, HAPPY], tta_flip=tta_flip)
+    assert maps.shape == (2, 32, 32) and maps.max() == pytest.approx(1.0) and maps.min() >= 0
+    assert not maps[:, 10:, :].any() and not maps[:, :, 10:].any()  # a pixel as grey as the start adds nothing
+    assert (_top_left_share(maps) == 1.0).all() and (map_peaks(maps) < 10 / 32).all()
+    valence = integrated_gradients(model, _red_corner(), "valence", tta_flip=tta_flip)
+    assert (_top_left_share(valence) == 1.0).all()
+    empty = integrated_gradients(model, _red_corner(), [CLASS_NAMES.index("Anger")] * 2, tta_flip=tta_flip)
+    assert not empty.any() and np.isnan(upper_half_share(empty)).all()
+    with torch.inference_mode():
+        model.to(memory_format=torch.channels_last)
+    with pytest.raises(AffectkitError, match="inference_mode"):
+        integrated_gradients(model, _red_corner(), [HAPPY, HAPPY])
+
+
 @pytest.mark.parametrize("size", [16, 32, 48, 64, 96, 112, 160, 224, 299])
 def test_the_occlusion_patch_reaches_every_pixel_of_the_crop(size):
     window, stride = occlusion_window(size)
@@ -94,13 +112,14 @@ def test_the_occlusion_patch_reaches_every_pixel_of_the_crop(size):
     assert window == pytest.approx(size / 6, rel=0.5)
 
 
-def test_occlusion_explains_a_transformer_that_grad_cam_cannot():
+def test_occlusion_and_integrated_gradients_explain_a_transformer_that_grad_cam_cannot():
     torch.manual_seed(0)
     model = build_model("timm:vit_tiny_patch16_224", Config(img_size=32))
     batch = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
-    maps = occlusion(TorchBackend(model), batch, [HAPPY, 0], tta_flip=True)
-    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() == 1.0
-    assert len(np.unique(maps)) > 10
+    for maps in (occlusion(TorchBackend(model), batch, [HAPPY, 0], tta_flip=True),
+                 integrated_gradients(model, batch, [HAPPY, 0], tta_flip=True)):
+        assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() == 1.0
+        assert len(np.unique(maps)) > 10
 
 
 def test_a_model_predicted_under_inference_mode_is_refused_with_a_reason():
@@ -130,7 +149,8 @@ def test_every_backbone_is_explained_at_its_own_resolution(name, size, side, lay
     batch = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
     with torch.inference_mode():  # a caller's inference mode does not stop the gradients the maps are weighed by
         maps = {layer: grad_cam(model, batch, [HAPPY, 0], layer=layer) for layer in ("final", "finer", "auto")}
-    for found in maps.values():
+        pixels = integrated_gradients(model, batch, [HAPPY, 0], tta_flip=True)
+    for found in [*maps.values(), pixels]:
         assert found.shape == (2, size, size) and np.isfinite(found).all() and found.min() >= 0
         # Each scaled by its peak; a random network may raise nothing for a class (an empty map).
         assert set(np.round(found.max((1, 2)), 5)) <= {0.0, 1.0} and found.max() == pytest.approx(1.0)
@@ -298,6 +318,10 @@ def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
     assert "mean occlusion by class" in " ".join(occluded.output.split())
     import affectkit
 
+    by_pixel = affectkit.explain(model, data=demo_dir, split="all", per_class=2, method="ig", out=tmp_path / "ig")
+    assert (by_pixel.table["faces"] == 2).all() and by_pixel.table["upper_half_share"].iloc[:7].notna().all()
+    assert np.isnan(by_pixel.table["upper_half_share"].iloc[-1])  # Contempt: its logit is the same for any face
+
     with pytest.raises(AffectkitError, match="--per-class must be at least 1"):
         affectkit.explain(model, data=demo_dir, per_class=0)
 
@@ -306,8 +330,9 @@ def test_the_command_maps_each_class_of_a_data_set(demo_dir, tmp_path):
     (["--target", "Banana"], "'Banana' is not an expression the model was trained on"),
     (["--target", "label"], "--target label explains each face's class as a data set gives it: use it with --data"),
     (["--layer", "wide"], "Unknown layer 'wide' to explain: choose auto, final, finer"),
-    (["--method", "lime"], "Unknown explanation method 'lime': choose gradcam, occlusion"),
+    (["--method", "lime"], "Unknown explanation method 'lime': choose gradcam, occlusion, ig"),
     (["--method", "occlusion", "--layer", "finer"], "--layer finer chooses the feature map Grad-CAM weighs"),
+    (["--method", "ig", "--layer", "final"], "integrated gradients reads the face's pixels: leave --layer out"),
     (["--per-class", "5"], "--per-class caps the faces of each class of a data set: use it with --data"),
     (["--every", "0"], "--every must be at least 1 (explain every N-th frame of a video), got 0"),
 ])
@@ -370,11 +395,19 @@ def test_the_server_explains_each_face_and_loads_pytorch_for_an_onnx_model(tmp_p
     explanation = occluded.json()["results"][0]["faces"][0]["explanation"]
     assert explanation["method"] == "occlusion" and explanation["upper_half_share"] > 0.95 and max(explanation["peak"]) < 10 / 32
     wrong = onnx_alone.post("/v1/explain", files=files, params={"method": "occlusion", "layer": "final"})
-    assert wrong.status_code == 422 and "occlusion covers the face itself" in wrong.json()["detail"]
+    assert wrong.status_code == 422 and "occlusion reads the face's pixels" in wrong.json()["detail"]
+    pixels = onnx_alone.post("/v1/explain", files=files, params={"detect": "false", "method": "ig"})
+    assert pixels.status_code == 422 and "integrated gradients needs the PyTorch model" in pixels.json()["detail"]
+    by_pixel = client.post("/v1/explain", files=files, params={"detect": "false", "method": "ig"})
+    assert by_pixel.status_code == 200, by_pixel.text
+    explanation = by_pixel.json()["results"][0]["faces"][0]["explanation"]
+    assert explanation["method"] == "integrated gradients" and explanation["upper_half_share"] == 1.0
 
     # The command and the API: an ONNX export alone is explained by occlusion, and Grad-CAM asks for the weights.
     Image.fromarray(photo).save(tmp_path / "corner.png")
     with pytest.raises(AffectkitError, match="Grad-CAM needs the PyTorch model .* --method occlusion"):
         affectkit.explain(onnx, tmp_path / "corner.png", detect=False)
+    with pytest.raises(AffectkitError, match="integrated gradients needs the PyTorch model .* --method occlusion"):
+        affectkit.explain(onnx, tmp_path / "corner.png", detect=False, method="ig")
     by_onnx = affectkit.explain(onnx, tmp_path / "corner.png", detect=False, method="occlusion", out=tmp_path / "o")
     assert by_onnx.table["upper_half_share"].item() > 0.95 and by_onnx.table["expression"].item() == "Happy"

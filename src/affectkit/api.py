@@ -237,8 +237,9 @@ def explain(model: str | Path, images: str | Path | Sequence[str | Path] | None 
             detector: DetectorMethod = "auto", face_margin: float | None = None, device: str = "cpu",
             method: str = "gradcam", per_class: int | None = None, every: int | None = None,
             quiet: bool = True) -> ExplainResult:
-    """Where a saved model looks: Grad-CAM (``method="gradcam"``) or occlusion (``"occlusion"``: finer, any model
-    ``predict`` runs, a forward pass per patch place) maps of what it reads from each face of ``images`` (image and
+    """Where a saved model looks: Grad-CAM (``method="gradcam"``), occlusion (``"occlusion"``: finer, any model
+    ``predict`` runs, a forward pass per patch place) or integrated-gradients (``"ig"``: a value per pixel, a forward
+    and a backward pass per point of its path) maps of what it reads from each face of ``images`` (image and
     video files and folders: a video's every ``every``-th frame, by default about one a second, and an explained
     video of them; ``target`` "predicted" by default, or an expression by name, "valence", "arousal"), or, given
     ``data``, from the faces :func:`evaluate` scores, averaged by class (``target`` "label" by default: each face's

@@ -108,11 +108,12 @@ class Config(_Strict):
         "val_loss", description="Validation number that chooses the kept model and drives early stopping.")
     tta_flip: bool = Field(
         False, description="Test-time augmentation: average the predictions for each image and its mirror image.")
-    # Grad-CAM costs a backward pass a face; occlusion, whose maps rank a face's pixels more faithfully, a forward
-    # pass per place of its patch (bench/results/explain_faithfulness.md).
-    report_maps: Literal["gradcam", "occlusion", "none"] = Field(
-        "gradcam", description="Where the chosen model (run) or recipe (benchmark) looks, in the report: gradcam, "
-                               "occlusion or none.")
+    # Grad-CAM costs a backward pass a face; occlusion and integrated gradients, whose maps rank a face's pixels
+    # more faithfully, a forward pass per place of its patch and a forward and backward pass per point of its path
+    # (bench/results/explain_faithfulness.md).
+    report_maps: Literal["gradcam", "occlusion", "ig", "none"] = Field(
+        "gradcam", description="Map of where the chosen model (run) or recipe (benchmark) looks: gradcam, occlusion, "
+                               "ig or none.")
     # Fine-tuning (phase 2) of a pretrained backbone. Unfreezing must not throw away what phase 1 learned: a fresh
     # Adam moves every weight by about the learning rate in its first steps whatever the gradient, and BatchNorm
     # in train mode swaps the pretrained statistics for those of small face batches. So the learning rate warms up,
@@ -273,7 +274,7 @@ class Config(_Strict):
 
 
 # How ``affectkit explain`` maps where a model looks (its --method, the report_maps setting): the name titles give it.
-MAP_METHODS = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}
+MAP_METHODS = {"gradcam": "Grad-CAM", "occlusion": "occlusion", "ig": "integrated gradients"}
 
 # How a data set is read: the settings of a data folder's own affectkit.yaml that every command takes from it.
 READING_KEYS = ("layout", "class_map", "group_pattern", "label_pattern", "ckplus_neutral_onset",

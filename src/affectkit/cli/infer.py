@@ -324,7 +324,10 @@ def explain(
         help="gradcam: the final (or --layer) feature map, weighed by the target's gradient (one backward pass; "
              "needs the .safetensors model); occlusion: how far covering each part of the face with a grey patch "
              "lowers the target, as the model is served (finer maps; any model predict runs, its ONNX export and "
-             "transformers included; a forward pass per patch place, about 120 per face).")] = "gradcam",
+             "transformers included; a forward pass per patch place, about 120 per face); ig: integrated gradients, "
+             "each pixel's share of the target's rise from a grey face to the face (a value per pixel; needs the "
+             ".safetensors model, transformers included; a forward and a backward pass per point of the path, 16 "
+             "per face).")] = "gradcam",
     per_class: Annotated[Optional[int], typer.Option(
         help="With --data: map at most this many faces of each class (the first of the split; a class's mean map "
              "settles within tens of faces). Default: every face.", show_default=False)] = None,
@@ -341,8 +344,9 @@ def explain(
              "mapped where evaluate scores them: the GPU when there is one).")] = "cpu",
     quiet: QuietOpt = False,
 ) -> None:
-    """Where a saved model looks: Grad-CAM (or occlusion) maps of the expression (or valence, arousal) it reads from
-    each face of images and videos, or, with --data, each class's mean map over a data set's faces."""
+    """Where a saved model looks: Grad-CAM (or occlusion, integrated gradients) maps of the expression (or valence,
+    arousal) it reads from each face of images and videos, or, with --data, each class's mean map over a data set's
+    faces."""
     from affectkit.config import MAP_METHODS
     from affectkit.pipeline.explain import LABEL, PREDICTED, explain_data, explain_images
 

@@ -18,11 +18,18 @@ pixel's value is how far covering it lowers the target, averaged over the patche
 positive, smoothed over about a stride. It needs no gradient and no feature map, so it explains any model the
 predictor runs: a transformer, an ONNX export, a fusion with flip test-time augmentation exactly as served (each
 occluded face and its mirror image); its maps are finer than a 3 x 3 final map, and it costs a forward pass per
-patch place (``occlusion_window``)."""
+patch place (``occlusion_window``).
+
+Integrated gradients (Sundararajan et al., 2017; Captum's ``IntegratedGradients``) asks the network's gradients
+with respect to the pixels themselves, averaged along the straight path from the same grey face to the face: each
+pixel's share of the rise of the target's logit (or valence, arousal) between them, which sums to that rise. It
+needs the PyTorch network but no feature map (transformers too), gives a value per pixel, unsmoothed (pixel-fine and
+speckled where occlusion's are blobs), and costs a forward and a backward pass per path point (``IG_STEPS``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,14 +99,20 @@ def final_map_side(model: AffectModel, size: int) -> int:
 
 
 def check_layer(layer: str, method: str = "gradcam") -> None:
-    """Refuse an unknown ``method`` or ``layer``, and a layer asked of occlusion (it weighs no feature map)."""
+    """Refuse an unknown ``method`` or ``layer``, and a layer asked of a method that weighs no feature map."""
     if method not in MAP_METHODS:
         raise AffectkitError(f"Unknown explanation method {method!r}: choose {', '.join(MAP_METHODS)}.")
     if layer not in LAYERS:
         raise AffectkitError(f"Unknown layer {layer!r} to explain: choose {', '.join(LAYERS)}.")
-    if method == "occlusion" and layer != "auto":
-        raise AffectkitError(f"--layer {layer} chooses the feature map Grad-CAM weighs; occlusion covers the face "
-                             "itself: leave --layer out, or explain with --method gradcam.")
+    if method != "gradcam" and layer != "auto":
+        raise AffectkitError(f"--layer {layer} chooses the feature map Grad-CAM weighs; {MAP_METHODS[method]} "
+                             "reads the face's pixels: leave --layer out, or explain with --method gradcam.")
+
+
+def needs_network(method: str) -> bool:
+    """Whether ``method`` differentiates the PyTorch network (Grad-CAM, integrated gradients) rather than asking the
+    model as served (occlusion: ONNX exports too)."""
+    return method != "occlusion"
 
 
 def resolved_layer(model: AffectModel, size: int, layer: str) -> str:
@@ -117,16 +130,23 @@ def resolved_layer(model: AffectModel, size: int, layer: str) -> str:
     return "finer"
 
 
+def _output_forward(model: AffectModel, output: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model as Captum attributes it: images to ``output`` (0: the expression logits; 1 valence; 2 arousal, as
+    a column)."""
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        result = model(images)[output]
+        return result if output == 0 else result[:, None]
+
+    return forward
+
+
 def _maps(model: AffectModel, batch: torch.Tensor, output: int, classes: torch.Tensor | None,
           finer: bool) -> torch.Tensor:
     """Grad-CAM maps (N, S, S) of ``output`` (0: the expression logit of each face's ``classes``; 1 valence;
     2 arousal), not yet scaled."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    def forward(images: torch.Tensor) -> torch.Tensor:
-        result = model(images)[output]
-        return result if output == 0 else result[:, None]
-
+    forward = _output_forward(model, output)
     target = classes.tolist() if output == 0 else 0
     size = tuple(batch.shape[-2:])
     total = torch.zeros(len(batch), *size)
@@ -144,23 +164,58 @@ def grad_cam(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
     ``tta_flip``: as the model is served, the mean of each face's map and its mirror image's, mirrored back.
     ``layer``: which feature map (see the module's description)."""
     output, classes = _output_of(target, len(batch))
+    with _differentiable(model):
+        images = torch.from_numpy(np.ascontiguousarray(batch)).to(next(model.parameters()).device)
+        finer = resolved_layer(model, images.shape[-1], layer) == "finer"
+        maps = _maps(model, images, output, classes, finer)
+        if tta_flip:
+            maps = (maps + _maps(model, images.flip(-1), output, classes, finer).flip(-1)) / 2
+    return _scaled(maps)
+
+
+@contextmanager
+def _differentiable(model: AffectModel) -> Iterator[None]:
+    """``model`` in eval mode with autograd on, whatever the caller's no_grad or inference_mode (which would leave
+    no gradient to weigh by); its mode restored after."""
     if any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
         raise AffectkitError("The model's weights were made under torch.inference_mode (converted or predicted with "
                              "there), and autograd cannot go through them: explain a model loaded afresh.")
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        # A caller's no_grad or inference_mode would leave no gradient to weigh by.
         with torch.inference_mode(False), torch.enable_grad():
-            images = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-            finer = resolved_layer(model, images.shape[-1], layer) == "finer"
-            maps = _maps(model, images, output, classes, finer)
-            if tta_flip:
-                maps = (maps + _maps(model, images.flip(-1), output, classes, finer).flip(-1)) / 2
+            yield
     finally:
         model.train(was_training)
-    return _scaled(maps)
+
+
+IG_STEPS = 16  # points of the path integral: twice as many ranked pixels no better (explain_faithfulness.md)
+IG_IMAGES = 128  # images of the path a forward and backward pass takes at once
+
+
+def integrated_gradients(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
+                         tta_flip: bool = False, steps: int = IG_STEPS) -> np.ndarray:
+    """Integrated-gradients maps (N, S, S) in [0, 1] (each scaled by its maximum; all 0 where no pixel raises the
+    target) of a preprocessed ``batch`` (N, 3, S, S): each pixel's share, summed over its channels and kept where
+    positive, of the target's rise (its expression logit, or valence, arousal) from the grey face occlusion covers
+    with (0 after normalisation) to the face, along the straight path between them (``steps`` points). ``target``
+    and ``tta_flip`` as for :func:`grad_cam`."""
+    from captum.attr import IntegratedGradients
+
+    output, classes = _output_of(target, len(batch))
+    aim = classes.tolist() if classes is not None else 0
+    with _differentiable(model):
+        images = torch.from_numpy(np.ascontiguousarray(batch)).to(next(model.parameters()).device)
+        method = IntegratedGradients(_output_forward(model, output))
+
+        def attributed(faces: torch.Tensor) -> torch.Tensor:
+            return method.attribute(faces, baselines=0.0, target=aim, n_steps=steps,
+                                    internal_batch_size=max(len(faces), IG_IMAGES)).detach().float().cpu()
+
+        attributions = attributed(images)
+        if tta_flip:
+            attributions = (attributions + attributed(images.flip(-1)).flip(-1)) / 2
+    return _scaled(attributions.sum(1).clamp_min(0))
 
 
 def _output_of(target: str | Sequence[int], faces: int) -> tuple[int, torch.Tensor | None]:
@@ -284,17 +339,20 @@ def explain_crops(predictor: Predictor, model: AffectModel | None, crops: Sequen
                   layer: str = "auto", method: str = "gradcam") -> tuple[list[dict[str, Any]], np.ndarray]:
     """The predictor's results for face ``crops`` (uint8 RGB at its input size) and their maps (N, S, S) of
     ``target``: "predicted" (the class each face is answered), an expression by name, "valence" or "arousal".
-    ``method``: "gradcam", on ``model`` (the predictor's network in PyTorch), or "occlusion", on the predictor's own
-    backend (``model`` unused)."""
+    ``method``: "gradcam" or "ig" (integrated gradients), on ``model`` (the predictor's network in PyTorch), or
+    "occlusion", on the predictor's own backend (``model`` unused)."""
     results = predictor.predict_batch(crops)
     batch = preprocess(crops, predictor.input_size, predictor.mean, predictor.std)
     aim = target if target in VALENCE_AROUSAL else (
         [r["expression_id"] for r in results] if target == "predicted"
         else [class_index(target, predictor.trained_classes)] * len(crops))
-    if method == "occlusion":
+    if not needs_network(method):
         return results, occlusion(predictor.backend, batch, aim, predictor.tta_flip, predictor.temperature)
     if model is None:
-        raise AffectkitError("Grad-CAM needs the PyTorch model: load it, or explain with --method occlusion.")
+        raise AffectkitError(f"{MAP_METHODS[method]} needs the PyTorch model: load it, or explain with --method "
+                             "occlusion.")
+    if method == "ig":
+        return results, integrated_gradients(model, batch, aim, tta_flip=predictor.tta_flip)
     return results, grad_cam(model, batch, aim, tta_flip=predictor.tta_flip, layer=layer)
 
 
@@ -364,7 +422,7 @@ def png_bytes(image: np.ndarray, name: str) -> bytes:
     return png.tobytes()
 
 
-__all__ = ["LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
+__all__ = ["IG_STEPS", "LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
            "class_index", "explain_crops", "explain_image", "explained_layers", "final_map_side", "grad_cam",
-           "image_heatmap", "map_peaks", "occlusion", "occlusion_window", "overlay", "png_bytes", "resolved_layer",
-           "target_name", "upper_half_share"]
+           "image_heatmap", "integrated_gradients", "map_peaks", "needs_network", "occlusion", "occlusion_window",
+           "overlay", "png_bytes", "resolved_layer", "target_name", "upper_half_share"]

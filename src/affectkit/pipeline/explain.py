@@ -1,4 +1,5 @@
-"""``affectkit explain``: where a saved model looks (Grad-CAM or occlusion maps, :mod:`affectkit.inference.explain`).
+"""``affectkit explain``: where a saved model looks (Grad-CAM, occlusion or integrated-gradients maps,
+:mod:`affectkit.inference.explain`).
 
 On photos (``explain_images``): each face as the model is served it (found, aligned and cropped as ``predict`` does),
 its map laid over it beside the plain crop, a table of what the model answered and how much of the map falls on the
@@ -32,7 +33,9 @@ from affectkit.inference.explain import (
     explain_image,
     grad_cam,
     image_heatmap,
+    integrated_gradients,
     map_peaks,
+    needs_network,
     occlusion,
     overlay,
     png_bytes,
@@ -228,8 +231,9 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
                    face_margin: float | None = None, device: str = "cpu", method: str = "gradcam",
                    every: int | None = None, quiet: bool = False) -> ExplainResult:
     """Explain every face of the images, videos and folders ``inputs``: ``target`` is the class the model predicts
-    for it (``predicted``), a class by name, ``valence`` or ``arousal``; ``method`` "gradcam" (on the PyTorch model)
-    or "occlusion" (on the model as ``predict`` runs it: its current ONNX export on the CPU, where it has one). A
+    for it (``predicted``), a class by name, ``valence`` or ``arousal``; ``method`` "gradcam" or "ig" (integrated
+    gradients; both on the PyTorch model) or "occlusion" (on the model as ``predict`` runs it: its current ONNX
+    export on the CPU, where it has one). A
     video is read every ``every``-th frame (None: about one frame a second). Writes ``maps/<n>_<image>_face<k>.png``
     (a video's: ``maps/<n>_<video>_frame<i>_face<k>.png``) per face, ``explanations.csv`` (one row per face; a row
     for an image or a frame without a face, or a file unreadable, says so), ``<n>_<video>_explained.mp4`` per video
@@ -241,22 +245,22 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
     check_layer(layer, method)
     if every is not None and every < 1:
         raise AffectkitError(f"--every must be at least 1 (explain every N-th frame of a video), got {every}.")
-    gradcam = method == "gradcam"
-    if gradcam and Path(model_path).suffix == ".onnx":
-        raise AffectkitError(f"{model_path}: Grad-CAM needs the PyTorch model (its .safetensors file); an ONNX export "
-                             "is explained with --method occlusion.")
+    differentiated = needs_network(method)
+    if differentiated and Path(model_path).suffix == ".onnx":
+        raise AffectkitError(f"{model_path}: {MAP_METHODS[method]} needs the PyTorch model (its .safetensors file); "
+                             "an ONNX export is explained with --method occlusion.")
     with silenced(quiet):
         files = expand_inputs(list(inputs))
         if not files:
             raise AffectkitError("No images or videos to explain: the inputs are empty (or folders without either).")
-        predictor = Predictor(model_path, backend="torch" if gradcam else "auto", device=device, detect=detect,
+        predictor = Predictor(model_path, backend="torch" if differentiated else "auto", device=device, detect=detect,
                               detector_method=detector_method, face_margin=face_margin)
         check_data_target(target, predictor.class_names, predictor.trained_classes,
                           predictor.predicts_valence_arousal, labelled=False)
-        model = predictor.backend.model if gradcam else None
+        model = predictor.backend.model if differentiated else None
         out = Path(out) if out is not None else model_paths(model_path)[0].parent / "explanations"
         (out / "maps").mkdir(parents=True, exist_ok=True)
-        if gradcam:
+        if method == "gradcam":
             layer = resolved_layer(model, predictor.input_size, layer)
         maps = _FaceMaps(predictor, model, target, layer, method, out)
         total = sum(_frames_to_read(file, every) if is_video(file) else 1 for file in files)
@@ -295,8 +299,8 @@ def explain_data(model_path: Path, data: Path, split: str = "test", splits: Path
     class as the data set gives it, ``label``; the class the model predicts, ``predicted``; a class by name;
     ``valence`` or ``arousal``), averaged by class as the data set gives it. Writes ``explanations.csv`` (per face),
     ``class_maps.csv`` and ``class_maps.png`` (per class: its mean face under its mean map) into ``out`` (default:
-    ``explanations`` beside the model). ``method``: "gradcam" or "occlusion" (see :func:`explain_images`; on the
-    PyTorch model here). ``per_class``: map at most this many faces of each class (the first in the split)."""
+    ``explanations`` beside the model). ``method``: "gradcam", "occlusion" or "ig" (see :func:`explain_images`; on
+    the PyTorch model here). ``per_class``: map at most this many faces of each class (the first in the split)."""
     from affectkit.models.metadata import model_paths
     from affectkit.pipeline.run import evaluation_data
 
@@ -353,7 +357,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     tta_flip = config_from_metadata(meta).tta_flip
     if method == "gradcam":
         layer = resolved_layer(model, size, layer)
-    else:  # what occlusion asks: the model as predict would answer
+    elif method == "occlusion":  # what occlusion asks: the model as predict would answer
         served, temperature = TorchBackend(model, device), float(meta.get("temperature") or 1.0)
     aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
             if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
@@ -368,6 +372,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
         crops = np.asarray(prepared.images[positions[chunk]])  # cached at the model's input size
         batch, aim = preprocess(crops, size, mean, std), target if aims is None else aims[chunk]
         maps = (grad_cam(model, batch, aim, tta_flip=tta_flip, layer=layer) if method == "gradcam"
+                else integrated_gradients(model, batch, aim, tta_flip=tta_flip) if method == "ig"
                 else occlusion(served, batch, aim, tta_flip, temperature))
         shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)
         for crop, heatmap, label in zip(crops, maps, labels[chunk]):

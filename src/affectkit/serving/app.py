@@ -37,6 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
+from affectkit.config import MAP_METHODS
 from affectkit.data.records import Reject
 from affectkit.errors import AffectkitError
 from affectkit.inference.abstention import check_abstention_request
@@ -422,9 +423,9 @@ def create_app(
             for (name, _), faces in zip(uploads, faces_per_image)
         ]}
 
-    explaining: list[Any] = []  # the PyTorch network Grad-CAM runs on, loaded by the first Grad-CAM explanation
+    explaining: list[Any] = []  # the PyTorch network Grad-CAM and integrated gradients run on, loaded when first asked
 
-    def explaining_model() -> Any:
+    def explaining_model(method: str) -> Any:
         if not explaining:
             from affectkit.inference.torch_backend import TorchBackend
 
@@ -436,19 +437,19 @@ def create_app(
 
                 weights = model_files(model_path)[0]
                 if not weights.is_file():
-                    raise HTTPException(422, f"Grad-CAM needs the PyTorch model, and {weights.name} is not beside "
-                                             "the ONNX file this server was started with: ask method=occlusion")
+                    raise HTTPException(422, f"{MAP_METHODS[method]} needs the PyTorch model, and {weights.name} "
+                                             "is not beside the ONNX file this server was started with: ask "
+                                             "method=occlusion")
                 explaining.append(load_model(weights)[0])
         return explaining[0]
 
     def explain_images(uploads: list[tuple[str, bytes]], detect: bool, target: str, layer: str,
                        method: str) -> list[list[dict[str, Any]]]:
-        from affectkit.config import MAP_METHODS
-        from affectkit.inference.explain import explain_image, overlay, png_bytes
+        from affectkit.inference.explain import explain_image, needs_network, overlay, png_bytes
 
         images = decode_uploads(uploads, max_pixels)
         with model_lock:
-            model = explaining_model() if method == "gradcam" else None  # occlusion runs the served backend
+            model = explaining_model(method) if needs_network(method) else None  # occlusion: the served backend
             explained = [explain_image(predictor, model, image, target, layer, detect, method) for image in images]
         return [[{**face.result, "explanation": {
             "target": face.target, "method": MAP_METHODS[method],
@@ -460,8 +461,9 @@ def create_app(
     @app.post(EXPLAIN_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=PREDICT_BODY)
     async def explain(request: Request, target: str = "predicted", layer: str = "auto", method: str = "gradcam",
                       detect: bool | None = None) -> dict[str, Any]:
-        """Where the model finds the evidence for its answer (Grad-CAM, or ``method=occlusion``: finer maps from the
-        served model itself, ONNX included, at a forward pass per patch place; as ``affectkit explain``), for each
+        """Where the model finds the evidence for its answer (Grad-CAM; ``method=occlusion``: finer maps from the
+        served model itself, ONNX included, at a forward pass per patch place; ``method=ig``: integrated gradients,
+        a value per pixel, at a forward and a backward pass per point of its path; as ``affectkit explain``), for each
         face of the images sent as to ``/v1/predict``: each face's result with an ``explanation``: its ``target`` (the
         class it was answered, by default; or ``target=`` an expression by name, ``valence``, ``arousal``), the share
         of the map on the crop's upper half, where the map peaks (x, y as shares of the crop's side) and ``image``,

@@ -195,7 +195,7 @@ async function predict(file) {
   body.append("files", file, file.name);
   try {
     // Explained: the same answer, each face with its map (Grad-CAM: a backward pass more; occlusion: a forward pass
-    // per place of the patch).
+    // per place of the patch; integrated gradients: a forward and a backward pass per point of the path).
     const route = $("explain").checked
       ? `/v1/explain?method=${encodeURIComponent($("explain-method").value)}` : "/v1/predict";
     const response = await fetch(route, { method: "POST", headers: authHeaders(), body });
