@@ -109,6 +109,34 @@ def test_the_temporal_model_learns_what_only_the_order_of_the_frames_tells():
     assert 1 <= fitted.epoch and np.isfinite(fitted.val_loss)
 
 
+def test_leaving_frames_out_finds_the_moment_a_clips_verdict_rests_on():
+    from affectkit.temporal.explain import frame_importance, without_frame
+    from affectkit.temporal.run import TemporalModel
+
+    rng = np.random.default_rng(0)
+    train, val, test = (_spike_clips(n, rng) for n in (160, 40, 20))
+    fitted = fit_sequence_model(_arrays(*train), _arrays(*val), seed=0)
+    model = TemporalModel({"kept": {"expression": {"method": SEQUENCE}}}, fitted.net, {})
+    spikes = [int(np.argmax(o.probabilities[:, 1])) for o in test[0]]
+    found = []
+    for i, outputs in enumerate(test[0]):
+        frames = frame_importance(model, f"clip{i}", outputs, list(CLASS_NAMES))
+        assert frames["frame"].tolist() == list(range(len(outputs.times)))
+        assert np.allclose(frames["time"], outputs.times)
+        assert frames["face_expression"].iloc[spikes[i]] == "Happy"
+        assert frames["importance"].iloc[spikes[i]] > 0.1
+        found.append(int(frames["importance"].idxmax()) == spikes[i])
+        whole = model.predict([outputs], list(CLASS_NAMES)).iloc[0]
+        left = model.predict([without_frame(outputs, 0)], list(CLASS_NAMES)).iloc[0]
+        column = f"p_{whole['expression'].lower()}"
+        assert frames["importance"].iloc[0] == pytest.approx(whole[column] - left[column], abs=1e-5)
+    # Without its Happy frame, a clip's class cannot be told: that frame carries the verdict. (Where the frame is
+    # near the middle, leaving out a later frame moves it to the other half, and that frame weighs as much.)
+    assert np.mean(found) >= 0.8
+    one = FrameOutputs(np.zeros(1), test[0][0].probabilities[:1], np.zeros(1), np.zeros(1))
+    assert frame_importance(model, "still", one, list(CLASS_NAMES))["importance"].isna().all()
+
+
 def test_temporal_compares_the_models_and_keeps_the_best_on_validation(trained):
     table = pd.read_csv(trained / "temporal.csv").set_index("method")
     assert list(table.index) == [FACE_AS_IS, STATISTICS, SEQUENCE, ENSEMBLE]
@@ -145,6 +173,19 @@ def test_temporal_predict_reloads_the_kept_model_and_refuses_a_changed_one(train
     assert (test["expression"] == truth).mean() == pytest.approx(reported.loc[kept, "accuracy"])
     from_python, problems = affectkit.predict_temporal(trained, clips)
     assert not problems and np.allclose(from_python["p_happy"], predictions["p_happy"], atol=1e-4)
+
+    explained = CliRunner().invoke(app, ["temporal-predict", str(trained), str(clips), "--out",
+                                         str(tmp_path / "explained.csv"), "--explain", "--quiet"])
+    assert explained.exit_code == 0, explained.output
+    assert pd.read_csv(tmp_path / "explained.csv").equals(predictions)  # the same verdicts
+    frames = pd.read_csv(tmp_path / "explained_frames.csv")
+    assert len(frames) == 40 * 8 and frames.groupby("id").size().eq(8).all()  # every frame read, of every clip
+    verdicts = predictions.set_index("id")["expression"]
+    assert (frames["clip_expression"] == frames["id"].map(verdicts)).all()
+    assert frames["importance"].notna().all() and frames["importance"].abs().max() > 0
+    assert (tmp_path / "explained_frames.png").stat().st_size > 20_000
+    assert affectkit.explain_temporal(trained, clips).frames["importance"].to_numpy() == pytest.approx(
+        frames["importance"].to_numpy(), abs=1e-4)
 
     meta = json.loads((trained / "temporal_model.json").read_text())
     saved = trained / ("temporal_gru.safetensors" if "gru" in meta else "temporal_statistics.skops")

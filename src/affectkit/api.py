@@ -1,6 +1,6 @@
 """The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``robustness``,
-``explain``, ``calibrate``, ``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal`` and
-``predict_temporal``.
+``explain``, ``calibrate``, ``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal``,
+``predict_temporal`` and ``explain_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -34,12 +34,12 @@ if TYPE_CHECKING:
     from affectkit.pipeline.explain import ExplainResult
     from affectkit.pipeline.export import ExportResult
     from affectkit.pipeline.robustness import RobustnessResult
-    from affectkit.temporal import TemporalRun
+    from affectkit.temporal import ExplainedClips, TemporalRun
     from affectkit.temporal.continuous import ContinuousRun
 
-__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "export", "fuse", "fuse_predict", "load",
-           "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run", "train",
-           "train_temporal", "train_temporal_frames"]
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "explain_temporal", "export", "fuse",
+           "fuse_predict", "load", "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run",
+           "train", "train_temporal", "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -371,6 +371,20 @@ def predict_temporal(model: str | Path, clips: str | Path, face_model: str | Pat
 
     with _reporting(quiet):
         return predict(model, clips, face_model=face_model, checkpoint=None if checkpoint is None else Path(checkpoint))
+
+
+def explain_temporal(model: str | Path, clips: str | Path, face_model: str | Path | None = None, *,
+                     checkpoint: str | Path | None = None, quiet: bool = True) -> ExplainedClips:
+    """:func:`predict_temporal`, and which frames each clip's verdict rests on: each frame the face model read left
+    out in turn and the clip answered again. Returns ``.predictions`` (a row per clip), ``.frames`` (a row per
+    frame: its time, the face model's class, ``importance``: how far the probability of the clip's answered
+    expression falls without it, ``valence_pull`` / ``arousal_pull``: how far it moves the clip's valence and
+    arousal) and ``.problems``."""
+    from affectkit.temporal import explain_temporal as explain_clips
+
+    with _reporting(quiet):
+        return explain_clips(model, clips, face_model=face_model,
+                             checkpoint=None if checkpoint is None else Path(checkpoint))
 
 
 def train_temporal_frames(data: str | Path, face_model: str | Path, out: str | Path = "temporal_frames", *,

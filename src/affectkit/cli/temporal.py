@@ -102,21 +102,40 @@ def temporal_predict(
     fold: FoldOpt = 1,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Also say which frames each clip's verdict rests on: each frame left out in turn and the "
+                          "clip answered again (<out>_frames.csv, a row per frame; <out>_frames.png, the first "
+                          "12 clips).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict expression, valence and arousal of new clips with a model `affectkit temporal` kept.
 
     The clips read so far are stored beside --out every two minutes and on Ctrl-C: the same command, stopped on the
     way, goes on from there."""
-    from affectkit.temporal import predict_temporal
+    from affectkit.temporal import explain_temporal, predict_temporal
     from affectkit.temporal.sequences import part_pattern
 
     _set_threads(threads)
     checkpoint = out.with_name(f"{out.name}.frames.npz")
     with kept_when_stopped(part_pattern(checkpoint)), report_to_console(quiet):
-        predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend, fold=fold,
-                                                 checkpoint=checkpoint)
+        if explain:
+            explained = explain_temporal(model, clips, face_model=face_model, backend=backend, fold=fold,
+                                         checkpoint=checkpoint)
+            predictions, problems = explained.predictions, explained.problems
+        else:
+            predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend,
+                                                     fold=fold, checkpoint=checkpoint)
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "clip")
+    if explain:
+        from affectkit.evaluation.plots import plot_frame_importance
+
+        frames = out.with_name(f"{out.stem}_frames.csv")
+        explained.frames.to_csv(frames, index=False, float_format="%.4f")
+        written = [frames]
+        if len(explained.frames):
+            written.append(plot_frame_importance(explained.frames, out.with_name(f"{out.stem}_frames.png"),
+                                                 f"Which frames each clip's verdict rests on ({model.name})"))
+        say(f"Wrote {', '.join(map(str, written))}", style="bold green")
 
 
 @app.command("clip-frames")

@@ -313,6 +313,47 @@ def plot_group_scores(tables: dict[str, pd.DataFrame], attribute: str, path: str
     return _save(fig, path)
 
 
+def plot_frame_importance(frames: pd.DataFrame, path: str | Path, title: str, clips: int = 12) -> Path:
+    """Per clip of ``frames`` (the first ``clips``; :func:`affectkit.temporal.explain.frame_importance` rows), each
+    frame's importance to the clip's answered expression as bars over time (green: the answer leans on it; red: it
+    argues against), and the face model's own probability of that expression for the frame as a line; for a model of
+    valence and arousal alone, each frame's pull on them."""
+    ids = list(dict.fromkeys(frames["id"]))[:clips]
+    columns = min(3, len(ids))
+    rows = -(-len(ids) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), layout="constrained",
+                             squeeze=False)
+    for ax in axes.flat[len(ids):]:
+        ax.set_axis_off()
+    for ax, clip in zip(axes.flat, ids):
+        mine = frames[frames["id"] == clip]
+        times = mine["time"].to_numpy(dtype=float)
+        width = 0.8 * (float(np.min(np.diff(times))) if len(times) > 1 else 1.0)
+        if "importance" in mine and mine["importance"].notna().any():
+            values = mine["importance"].to_numpy(dtype=float)
+            ax.bar(times, values, width=width, color=np.where(values >= 0, "tab:green", "tab:red"))
+            ax.set_ylabel("importance")
+            face = ax.twinx()
+            face.plot(times, mine["face_p_answered"], color="grey", marker=".", lw=1)
+            face.set_ylim(0, 1)
+            face.set_ylabel("face model's p", color="grey")
+            ax.set_title(f"{clip}: {mine['clip_expression'].iloc[0]}", fontsize=9)
+        elif any(f"{t}_pull" in mine and mine[f"{t}_pull"].notna().any() for t in ("valence", "arousal")):
+            for offset, target in ((-0.25, "valence"), (0.25, "arousal")):
+                if f"{target}_pull" in mine:
+                    ax.bar(times + offset * width, mine[f"{target}_pull"], width=width / 2, label=target)
+            ax.legend(fontsize=7)
+            ax.set_ylabel("pull")
+            ax.set_title(str(clip), fontsize=9)
+        else:
+            _no_data(ax)
+            ax.set_title(f"{clip}: one frame, nothing to leave out", fontsize=9)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlabel("time (s)")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_face_maps(faces: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, title: str,
                    columns: int = 8) -> Path:
     """Face images (uint8 RGB, a map laid over each) in a grid, each under its title."""

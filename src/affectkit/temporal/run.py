@@ -365,14 +365,24 @@ def load_temporal(model_dir: str | Path) -> TemporalModel:
     return TemporalModel(meta, net, statistics)
 
 
-def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
-                     backend: str = "auto", fold: int = 1, checkpoint: Path | None = None
-                     ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per readable clip (labels not needed): the kept models' expression, its probabilities, valence and
-    arousal; and the reasons of the clips that could not be read. Clips are read as the model's were (frames a
-    second, face detection, frame rate of frame folders). ``checkpoint``: where the clips read so far are stored
-    while reading (:func:`read_frames`' parts, deleted at the end), so that the same call, stopped on the way,
-    goes on from them."""
+@dataclass(frozen=True)
+class ClipsRead:
+    """New clips read for a kept temporal model: the model, the face model's classes, the clips' frame outputs
+    (those with a face) and the reasons of the clips that could not be read."""
+
+    model: TemporalModel
+    class_names: list[str]
+    frames: ClipFrames
+    problems: list[str]
+
+
+def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
+                        backend: str = "auto", fold: int = 1, checkpoint: Path | None = None,
+                        description: str = "Predicting") -> ClipsRead:
+    """The kept model of ``model_dir`` and the face model's outputs on the frames of ``clips`` (labels not needed),
+    read as the model's training clips were (frames a second, face detection, frame rate of frame folders).
+    ``checkpoint``: where the clips read so far are stored while reading (:func:`read_frames`' parts, deleted at
+    the end), so that the same call, stopped on the way, goes on from them."""
     model = load_temporal(model_dir)
     face_model = Path(face_model or model.meta["face_model"])
     model.check_face_model(face_model)
@@ -381,12 +391,26 @@ def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
     key = {"clips": clips_signature(manifest), "face_model_sha256": face_model_digest(face_model),
            "fps": model.meta["fps"], "detect": model.meta["detect"], "embeddings": model.embeddings,
            "frame_rate": model.frame_rate}
-    frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description="Predicting",
+    frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description=description,
                          frame_rate=model.frame_rate, checkpoint=checkpoint, key=key)
     if checkpoint is not None:
         remove_parts(checkpoint)
-    problems = [r.reason for r in manifest.rejected + frames.rejected]
-    ids = pd.DataFrame({"id": [s.id for s in frames.samples]})
-    if not frames.samples:
-        return ids, problems
-    return pd.concat([ids, model.predict(frames.outputs, predictor.class_names)], axis=1), problems
+    return ClipsRead(model, list(predictor.class_names), frames,
+                     [r.reason for r in manifest.rejected + frames.rejected])
+
+
+def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
+                     backend: str = "auto", fold: int = 1, checkpoint: Path | None = None
+                     ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per readable clip (labels not needed): the kept models' expression, its probabilities, valence and
+    arousal; and the reasons of the clips that could not be read (see :func:`read_for_prediction`)."""
+    read = read_for_prediction(model_dir, clips, face_model, backend, fold, checkpoint)
+    return clip_predictions(read), read.problems
+
+
+def clip_predictions(read: ClipsRead) -> pd.DataFrame:
+    """One row per clip read: its id and the kept models' expression, its probabilities, valence and arousal."""
+    ids = pd.DataFrame({"id": [s.id for s in read.frames.samples]})
+    if not read.frames.samples:
+        return ids
+    return pd.concat([ids, read.model.predict(read.frames.outputs, read.class_names)], axis=1)
