@@ -295,6 +295,8 @@ def test_a_video_gets_its_faces_followed_across_frames(client, walking_astronaut
     assert track["probabilities"]["Happy"] == pytest.approx(mean_happy)
     assert track["expression"] == max(track["probabilities"], key=track["probabilities"].get)
     assert "clip" not in result  # no temporal model on this server
+    refused = post_video(client, "walk.avi", video_bytes(tmp_path, walking_astronaut, 8.0), explain_frames="true")
+    assert refused.status_code == 422 and "start the server with --temporal" in refused.json()["detail"]
 
     smoothed = post_video(client, "walk.avi", video_bytes(tmp_path, walking_astronaut, 8.0), fps=4, smooth=0.2)
     raw_valence = [f["faces"][0]["valence"] for f in result["frames"]]

@@ -514,6 +514,12 @@ def test_the_server_gives_a_videos_clip_level_verdict_from_the_temporal_model(tr
         assert clip["probabilities"]["Happy"] == pytest.approx(expected["p_happy"], abs=1e-5)
         assert all(clip[t] == pytest.approx(expected[t], abs=1e-5) for t in ("valence", "arousal") if t in clip)
         second_passes.clear()
+    explained = client.post("/v1/predict-video", files=upload, params={"explain_frames": "true"}).json()["clip"]
+    frames = affectkit.explain_temporal(trained, video).frames
+    assert [f["time"] for f in explained["frame_importance"]] == pytest.approx(frames["time"].tolist())
+    assert [f["importance"] for f in explained["frame_importance"]] == pytest.approx(
+        frames["importance"].tolist(), abs=1e-5)
+    assert "frame_importance" not in clip  # asked for only
     smoothed = client.post("/v1/predict-video", files=upload, params={"smooth": 0.3}).json()["frames"]
     raw = client.post("/v1/predict-video", files=upload).json()["frames"]
     assert smoothed[0]["faces"] == raw[0]["faces"] and smoothed[-1]["faces"] != raw[-1]["faces"]

@@ -484,7 +484,8 @@ def create_app(
             for (name, _), faces in zip(uploads, faces_per_image)
         ]}
 
-    def video_job(name: str, data: bytes, suffix: str, fps: float, smooth: float | None) -> dict[str, Any]:
+    def video_job(name: str, data: bytes, suffix: str, fps: float, smooth: float | None,
+                  explain_frames: bool) -> dict[str, Any]:
         extra: dict[str, Any] = {}  # the temporal models' answers, where the server has them
         with tempfile.TemporaryDirectory(prefix="affectkit-video-") as folder:
             path = Path(folder) / f"upload{suffix}"  # the name OpenCV sees: never the client's
@@ -498,7 +499,7 @@ def create_app(
                         read = video_faces(predictor, path, fps, None, max_video_frames, name=name)
                         if temporal_model is not None:
                             extra["clip"] = _clip_verdict(temporal_model, predictor, path, read, max_video_frames,
-                                                          name)
+                                                          name, explain_frames)
                         if frames_model is not None:
                             extra["continuous"] = _frame_affect(frames_model, predictor, path, read,
                                                                 max_video_frames, name)
@@ -515,13 +516,18 @@ def create_app(
         return result | extra
 
     @app.post(VIDEO_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=VIDEO_BODY)
-    async def predict_video(request: Request, fps: float = 4.0, smooth: float | None = None) -> dict[str, Any]:
+    async def predict_video(request: Request, fps: float = 4.0, smooth: float | None = None,
+                            explain_frames: bool = False) -> dict[str, Any]:
         """The faces of about ``fps`` frames a second of the video in the multipart field ``file``, followed across
         frames (``track``; ``smooth`` in (0, 1] smooths each track's predictions over time), each track's mean
-        verdict and, where the server has a temporal model, the clip's expression, valence and arousal; where it
-        has a temporal-frames model, each frame's valence and arousal (``continuous``)."""
+        verdict and, where the server has a temporal model, the clip's expression, valence and arousal (with
+        ``explain_frames``, which frames that verdict rests on: ``frame_importance``, as ``temporal-predict
+        --explain``); where it has a temporal-frames model, each frame's valence and arousal (``continuous``)."""
         if not 0 < fps <= MAX_VIDEO_FPS:
             raise HTTPException(422, f"fps must be in (0, {MAX_VIDEO_FPS:g}], got {fps:g}")
+        if explain_frames and temporal_model is None:
+            raise HTTPException(422, "explain_frames explains the clip's verdict of a temporal model: start the "
+                                     "server with --temporal DIR")
         if problem := _smooth_problem(smooth):
             raise HTTPException(422, problem)
         async with request.form(max_files=1, max_fields=1) as form:
@@ -536,7 +542,7 @@ def create_app(
         suffix = video_container(data)
         if suffix is None:
             raise HTTPException(422, f"{name}: not a video affectkit reads (MP4/MOV, AVI or Matroska/WebM)")
-        return await run_in_threadpool(video_job, name, data, suffix, fps, smooth)
+        return await run_in_threadpool(video_job, name, data, suffix, fps, smooth, explain_frames)
 
     def multimodal_job(uploads: dict[str, tuple[str, bytes]], start: float | None,
                        end: float | None) -> dict[str, Any]:
@@ -752,8 +758,9 @@ def _model_frames(read: VideoFaces, fps: float, reusable: bool, own_pass: Callab
 
 
 def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
-                  name: str) -> dict[str, Any]:
-    """The temporal model's expression, probabilities, valence and arousal for the whole video."""
+                  name: str, explain_frames: bool = False) -> dict[str, Any]:
+    """The temporal model's expression, probabilities, valence and arousal for the whole video; with
+    ``explain_frames``, each frame's importance to them (:func:`affectkit.temporal.explain.frame_importance`)."""
     from affectkit.multimodal.fusion import verdict_of
 
     outputs = _model_frames(read, model.meta["fps"], not model.embeddings, lambda: model.read(predictor, path),
@@ -761,8 +768,15 @@ def _clip_verdict(model: TemporalModel, predictor: Predictor, path: Path, read: 
     if outputs is None:
         return {"status": "no face found"}
     row = model.predict([outputs], predictor.class_names).iloc[0]
-    return {"status": "ok", "frames": len(outputs.times),
-            "methods": {t: k["method"] for t, k in model.meta["kept"].items()}} | verdict_of(row)
+    verdict = {"status": "ok", "frames": len(outputs.times),
+               "methods": {t: k["method"] for t, k in model.meta["kept"].items()}} | verdict_of(row)
+    if explain_frames:
+        from affectkit.temporal.explain import frame_importance
+
+        frames = frame_importance(model, name, outputs, list(predictor.class_names))
+        kept = [c for c in ("time", "face_expression", "importance", "valence_pull", "arousal_pull") if c in frames]
+        verdict["frame_importance"] = json.loads(frames[kept].to_json(orient="records"))  # NaN: null
+    return verdict
 
 
 def _frame_affect(model: ContinuousModel, predictor: Predictor, path: Path, read: VideoFaces, max_frames: int,
