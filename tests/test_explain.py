@@ -260,6 +260,19 @@ def test_the_command_explains_the_faces_of_a_videos_frames(model_path, demo_dir,
     assert (tmp_path / "blank" / "0001_blank_explained.mp4").is_file()  # the frames as they are: nothing to map
 
 
+@pytest.mark.parametrize("count", [5, 32, 33, 100, 1000])
+def test_the_figure_shows_faces_spread_over_all_those_explained(count):
+    from affectkit.pipeline.explain import _Spread
+
+    spread, made = _Spread(32), []
+    for i in range(count):
+        spread.offer(lambda i=i: made.append(i) or i)
+    kept = spread.kept
+    assert set(kept) <= set(made) and len(made) <= 32 + 16 * max(1, int(np.log2(count)))  # few drawn in vain
+    assert kept[0] == 0 and len(kept) == min(count, len(kept)) <= 32 and len(kept) >= min(count, 17)
+    assert len(set(np.diff(kept))) <= 1 and kept[-1] >= count / 2  # evenly spaced, reaching the second half
+
+
 def test_a_videos_maps_are_laid_back_where_its_faces_were_cut_from():
     from affectkit.inference.explain import FaceExplanation, image_heatmap
     from affectkit.inference.faces import Face, crop_face

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 PREDICTED, LABEL = "predicted", "label"  # targets: the class the model answers, the class the data set gives
 PANEL_SIDE = 192  # a face and its map are shown at least this large
-FIGURE_FACES = 32  # explanations.png shows the first faces, at most this many
+FIGURE_FACES = 32  # explanations.png shows at most this many faces, spread over all those explained
 BATCH = 16
 # The faces of each class a run's or a benchmark's report maps its model on: a mean map settles within tens, and a
 # large test split costs no more than a small one.
@@ -160,17 +160,34 @@ def _video_frames(file: Path, every: int | None) -> Iterator[tuple[int, float, f
         capture.release()
 
 
+class _Spread:
+    """At most ``size`` items of a stream of unknown length, spread evenly over it: every ``stride``-th item is kept,
+    and when more than ``size`` are, every other one is dropped and the stride doubled."""
+
+    def __init__(self, size: int):
+        self.size, self.stride, self.seen = size, 1, 0
+        self.kept: list = []
+
+    def offer(self, make: Callable[[], object]) -> None:
+        """The next item of the stream, made (``make()``) only where it is kept."""
+        if self.seen % self.stride == 0:
+            self.kept.append(make())
+            if len(self.kept) > self.size:
+                self.kept, self.stride = self.kept[::2], self.stride * 2
+        self.seen += 1
+
+
 class _FaceMaps:
     """The faces of photos and videos explained so far: each face's map file in ``out/maps`` and row of
     ``explanations.csv`` (``rows``; a row also for an image or frame without a face and for a file unreadable), the
-    first faces' panels for ``explanations.png`` and each video's explained video."""
+    panels of faces spread over them all for ``explanations.png`` and each video's explained video."""
 
     def __init__(self, predictor: Predictor, model: AffectModel | None, target: str, layer: str, method: str,
                  out: Path):
         self.predictor, self.model, self.target, self.layer, self.method, self.out = (
             predictor, model, target, layer, method, out)
         self.rows: list[dict] = []
-        self.panels: list[tuple[np.ndarray, str]] = []
+        self.panels = _Spread(FIGURE_FACES)  # of (the face under its map, its title)
         self.videos: list[Path] = []
         self.faceless: list[str] = []  # videos without a face in any frame read (each frame's row says so)
 
@@ -218,11 +235,9 @@ class _FaceMaps:
                               "valence": result["valence"], "arousal": result["arousal"],
                               "upper_half_share": face.upper_half_share, "peak_x": float(face.peak[0]),
                               "peak_y": float(face.peak[1]), "map": str(path.relative_to(self.out))})
-            if len(self.panels) < FIGURE_FACES:
-                answer = result["expression"] or f"valence {result['valence']:+.2f}"
-                when = "" if time is None else f" {time:.1f} s"
-                self.panels.append((overlay(face.crop, face.heatmap),
-                                    f"{file.stem}{when}\n{answer} (map: {face.target})"))
+            answer = result["expression"] or f"valence {result['valence']:+.2f}"
+            title = f"{file.stem}{'' if time is None else f' {time:.1f} s'}\n{answer} (map: {face.target})"
+            self.panels.offer(lambda: (overlay(face.crop, face.heatmap), title))
         return explained
 
 
@@ -233,11 +248,11 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
     """Explain every face of the images, videos and folders ``inputs``: ``target`` is the class the model predicts
     for it (``predicted``), a class by name, ``valence`` or ``arousal``; ``method`` "gradcam" or "ig" (integrated
     gradients; both on the PyTorch model) or "occlusion" (on the model as ``predict`` runs it: its current ONNX
-    export on the CPU, where it has one). A
-    video is read every ``every``-th frame (None: about one frame a second). Writes ``maps/<n>_<image>_face<k>.png``
-    (a video's: ``maps/<n>_<video>_frame<i>_face<k>.png``) per face, ``explanations.csv`` (one row per face; a row
-    for an image or a frame without a face, or a file unreadable, says so), ``<n>_<video>_explained.mp4`` per video
-    (its frames read, each face under its map) and ``explanations.png`` (the first faces) into ``out`` (default:
+    export on the CPU, where it has one). A video is read every ``every``-th frame (None: about one frame a second).
+    Writes ``maps/<n>_<image>_face<k>.png`` (a video's: ``maps/<n>_<video>_frame<i>_face<k>.png``) per face,
+    ``explanations.csv`` (one row per face; a row for an image or a frame without a face, or a file unreadable, says
+    so), ``<n>_<video>_explained.mp4`` per video (its frames read, each face under its map) and
+    ``explanations.png`` (at most ``FIGURE_FACES`` faces, spread over all of them) into ``out`` (default:
     ``explanations`` beside the model)."""
     from affectkit.inference.media import expand_inputs, is_video
     from affectkit.models.metadata import model_paths
@@ -272,7 +287,7 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
                 else:
                     maps.photo(number, file)
                     bar.advance(task)
-        rows, panels = maps.rows, maps.panels
+        rows, panels = maps.rows, maps.panels.kept
         table = pd.DataFrame(rows, columns=list(dict.fromkeys(["source", "frame", "time", "face", "status",
                                                                *(k for row in rows for k in row)])))
         table = table.astype({"face": "Int64", "frame": "Int64"})
