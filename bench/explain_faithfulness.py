@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.inference.explain import grad_cam, integrated_gradients, occlusion
+from affectkit.inference.explain import face_maps
 from affectkit.inference.predictor import input_normalization, preprocess, served_outputs, softmax
 from affectkit.inference.torch_backend import TorchBackend
 from affectkit.models.io import load_model
@@ -99,14 +99,10 @@ def main() -> None:
                 batch = preprocess(np.asarray(prepared.images[positions[start:start + BATCH]]), size, mean, std)
                 classes = answered(backend, batch, tta_flip, temperature).argmax(1)
                 began = time.perf_counter()
-                if method == "gradcam":
-                    maps = grad_cam(model, batch, classes.tolist(), tta_flip=tta_flip)
-                elif method == "occlusion":
-                    maps = occlusion(backend, batch, classes.tolist(), tta_flip, temperature)
-                elif method == "ig":
-                    maps = integrated_gradients(model, batch, classes.tolist(), tta_flip=tta_flip)
-                else:
+                if method == "random":
                     maps = rng.random((len(batch), size, size))
+                else:
+                    maps = face_maps(method, batch, classes.tolist(), model, backend, tta_flip, temperature)
                 seconds += time.perf_counter() - began
                 curves.append(deletion_curve(backend, batch, maps, classes, tta_flip, temperature, args.fill, rng))
             curve = np.concatenate(curves).mean(0)

@@ -346,14 +346,24 @@ def explain_crops(predictor: Predictor, model: AffectModel | None, crops: Sequen
     aim = target if target in VALENCE_AROUSAL else (
         [r["expression_id"] for r in results] if target == "predicted"
         else [class_index(target, predictor.trained_classes)] * len(crops))
+    return results, face_maps(method, batch, aim, model, predictor.backend, predictor.tta_flip, predictor.temperature,
+                              layer)
+
+
+def face_maps(method: str, batch: np.ndarray, target: str | Sequence[int], model: AffectModel | None,
+              backend: Callable[[np.ndarray], Outputs] | None, tta_flip: bool = False, temperature: float = 1.0,
+              layer: str = "auto") -> np.ndarray:
+    """The maps (N, S, S) of a preprocessed ``batch`` by ``method``: :func:`grad_cam` (``layer``) or
+    :func:`integrated_gradients` on ``model`` (the network in PyTorch), or :func:`occlusion` on ``backend`` (the
+    model as served, at ``temperature``). ``target`` and ``tta_flip`` as for :func:`grad_cam`."""
     if not needs_network(method):
-        return results, occlusion(predictor.backend, batch, aim, predictor.tta_flip, predictor.temperature)
+        return occlusion(backend, batch, target, tta_flip, temperature)
     if model is None:
         raise AffectkitError(f"{MAP_METHODS[method]} needs the PyTorch model: load it, or explain with --method "
                              "occlusion.")
     if method == "ig":
-        return results, integrated_gradients(model, batch, aim, tta_flip=predictor.tta_flip)
-    return results, grad_cam(model, batch, aim, tta_flip=predictor.tta_flip, layer=layer)
+        return integrated_gradients(model, batch, target, tta_flip=tta_flip)
+    return grad_cam(model, batch, target, tta_flip=tta_flip, layer=layer)
 
 
 def target_name(target: str, result: dict[str, Any]) -> str:
@@ -423,6 +433,6 @@ def png_bytes(image: np.ndarray, name: str) -> bytes:
 
 
 __all__ = ["IG_STEPS", "LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
-           "class_index", "explain_crops", "explain_image", "explained_layers", "final_map_side", "grad_cam",
-           "image_heatmap", "integrated_gradients", "map_peaks", "needs_network", "occlusion", "occlusion_window",
-           "overlay", "png_bytes", "resolved_layer", "target_name", "upper_half_share"]
+           "class_index", "explain_crops", "explain_image", "explained_layers", "face_maps", "final_map_side",
+           "grad_cam", "image_heatmap", "integrated_gradients", "map_peaks", "needs_network", "occlusion",
+           "occlusion_window", "overlay", "png_bytes", "resolved_layer", "target_name", "upper_half_share"]

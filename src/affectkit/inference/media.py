@@ -284,11 +284,17 @@ def video_faces(predictor: Predictor, path: Path, fps: float, smooth: float | No
     return VideoFaces(frame_rate, every, frames, max(length, frames[-1][0] + 1) / frame_rate)
 
 
-def _frame_count(file: Path, every: int) -> int:
+def frames_to_read(file: Path, every: int | None = None, fps: float = 1.0) -> int:
+    """How many frames of the video ``file`` are read, every ``every``-th one (None: about ``fps`` a second), by its
+    header: a progress bar's total, at least 1."""
     capture = cv2.VideoCapture(str(file))
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    capture.release()
-    return max(1, -(-count // every))
+    try:
+        if not capture.isOpened():
+            return 1
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        return max(1, -(-count // (every or frame_step(frame_rate_of(capture), fps))))
+    finally:
+        capture.release()
 
 
 def predict_media(
@@ -317,7 +323,7 @@ def predict_media(
     done_files = {Path(name).resolve() for name in done}  # ./a.jpg, a.jpg and /abs/a.jpg are one file
     files = [file for file in found if file.resolve() not in done_files]
     names = _AnnotatedNames(annotate_dir) if annotate_dir is not None else None
-    total = sum(_frame_count(f, every) if is_video(f) else 1 for f in files)
+    total = sum(frames_to_read(f, every) if is_video(f) else 1 for f in files)
     rows: list[dict[str, Any]] = []
     with silenced(not progress), reporter().bar() as bar:
         task = bar.add_task("predicting", total=total, info="")

@@ -31,12 +31,10 @@ from affectkit.inference.explain import (
     check_target,
     class_index,
     explain_image,
-    grad_cam,
+    face_maps,
     image_heatmap,
-    integrated_gradients,
     map_peaks,
     needs_network,
-    occlusion,
     overlay,
     png_bytes,
     resolved_layer,
@@ -51,6 +49,7 @@ if TYPE_CHECKING:
 
 PREDICTED, LABEL = "predicted", "label"  # targets: the class the model answers, the class the data set gives
 PANEL_SIDE = 192  # a face and its map are shown at least this large
+VIDEO_FPS = 1.0  # frames a second a video is explained at, unless every N-th frame is asked
 FIGURE_FACES = 32  # explanations.png shows at most this many faces, spread over all those explained
 BATCH = 16
 # The faces of each class a run's or a benchmark's report maps its model on: a mean map settles within tens, and a
@@ -127,33 +126,17 @@ class _ExplainedVideo:
         return self.path
 
 
-def _frame_step(capture: cv2.VideoCapture, every: int | None) -> int:
-    """Every how many frames of the open video one is explained: ``every``, or about one frame a second (None)."""
-    from affectkit.inference.media import frame_rate_of, frame_step
-
-    return every or frame_step(frame_rate_of(capture), 1.0)
-
-
-def _frames_to_read(file: Path, every: int | None) -> int:
-    """How many frames of the video ``file`` :func:`_video_frames` reads, by its header (1 where it has none)."""
-    capture = cv2.VideoCapture(str(file))
-    try:
-        count = int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0)) if capture.isOpened() else 0
-        return max(1, -(-count // _frame_step(capture, every))) if count else 1
-    finally:
-        capture.release()
-
-
 def _video_frames(file: Path, every: int | None) -> Iterator[tuple[int, float, float, np.ndarray]]:
     """(frame index, its time in seconds, the rate frames are read at, RGB frame) of every ``every``-th frame of the
     video ``file`` (None: about one a second); an unreadable video raises an error naming it."""
-    from affectkit.inference.media import frame_rate_of, video_frames
+    from affectkit.inference.media import frame_rate_of, frame_step, video_frames
 
     capture = cv2.VideoCapture(str(file))
     try:
         if not capture.isOpened():
             raise AffectkitError(f"{file}: not a readable video")
-        rate, step = frame_rate_of(capture), _frame_step(capture, every)
+        rate = frame_rate_of(capture)
+        step = every or frame_step(rate, VIDEO_FPS)
         for index, frame in video_frames(capture, step):
             yield index, index / rate, rate / step, frame
     finally:
@@ -200,12 +183,13 @@ class _FaceMaps:
 
     def video(self, number: int, file: Path, every: int | None, advance: Callable[[], None]) -> None:
         """Every ``every``-th frame of the video ``file`` (None: about one a second), and the explained video."""
-        written, complete = None, False
+        written, complete, faces = None, False, 0
         try:
             for index, time, fps, frame in _video_frames(file, every):
                 written = written or _ExplainedVideo(self.out / f"{number:04d}_{file.stem}_explained.mp4", fps)
                 explained = self.image(number, file, frame, index, time)
                 written.add(frame, image_heatmap(frame.shape[:2], explained, self.predictor.face_margin))
+                faces += len(explained)
                 advance()
             complete = True
         except AffectkitError as error:
@@ -214,7 +198,7 @@ class _FaceMaps:
             done = written.close(complete) if written is not None else None
         if done is not None:
             self.videos.append(done)
-            if not any(row["source"] == str(file) and row["status"] == "ok" for row in self.rows):
+            if not faces:
                 self.faceless.append(f"{file}: no face found in the frames read")
         elif complete:
             self.rows.append({"source": str(file), "face": None, "status": f"error: {file}: no frame could be decoded"})
@@ -254,7 +238,7 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
     so), ``<n>_<video>_explained.mp4`` per video (its frames read, each face under its map) and
     ``explanations.png`` (at most ``FIGURE_FACES`` faces, spread over all of them) into ``out`` (default:
     ``explanations`` beside the model)."""
-    from affectkit.inference.media import expand_inputs, is_video
+    from affectkit.inference.media import expand_inputs, frames_to_read, is_video
     from affectkit.models.metadata import model_paths
 
     check_layer(layer, method)
@@ -278,7 +262,7 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
         if method == "gradcam":
             layer = resolved_layer(model, predictor.input_size, layer)
         maps = _FaceMaps(predictor, model, target, layer, method, out)
-        total = sum(_frames_to_read(file, every) if is_video(file) else 1 for file in files)
+        total = sum(frames_to_read(file, every, VIDEO_FPS) if is_video(file) else 1 for file in files)
         with reporter().bar() as bar:
             task = bar.add_task("Explaining", total=total, info="")
             for number, file in enumerate(files, 1):
@@ -372,8 +356,9 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
     tta_flip = config_from_metadata(meta).tta_flip
     if method == "gradcam":
         layer = resolved_layer(model, size, layer)
-    elif method == "occlusion":  # what occlusion asks: the model as predict would answer
-        served, temperature = TorchBackend(model, device), float(meta.get("temperature") or 1.0)
+    # What occlusion asks: the model as predict would answer.
+    served = TorchBackend(model, device) if not needs_network(method) else None
+    temperature = float(meta.get("temperature") or 1.0)
     aims = (None if target in VALENCE_AROUSAL else labels if target == LABEL else predicted
             if target == PREDICTED else np.full(len(positions), class_index(target, classes)))
     maps_sum: dict[int, np.ndarray] = {}
@@ -386,9 +371,7 @@ def explain_split(model_path: Path, prepared: PreparedData, split: str, source: 
         chunk = slice(start, start + BATCH)
         crops = np.asarray(prepared.images[positions[chunk]])  # cached at the model's input size
         batch, aim = preprocess(crops, size, mean, std), target if aims is None else aims[chunk]
-        maps = (grad_cam(model, batch, aim, tta_flip=tta_flip, layer=layer) if method == "gradcam"
-                else integrated_gradients(model, batch, aim, tta_flip=tta_flip) if method == "ig"
-                else occlusion(served, batch, aim, tta_flip, temperature))
+        maps = face_maps(method, batch, aim, model, served, tta_flip, temperature, layer)
         shares[chunk], peaks[chunk] = upper_half_share(maps), map_peaks(maps)
         for crop, heatmap, label in zip(crops, maps, labels[chunk]):
             maps_sum[label] = maps_sum.get(label, 0) + heatmap
