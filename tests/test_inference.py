@@ -428,6 +428,49 @@ def test_int8_export_runs_and_stays_close(model_path, tmp_path):
     assert quantized.stat().st_size < fp32.stat().st_size
 
 
+def test_an_ort_export_runs_alone_on_any_cpu_and_lists_the_operators_it_needs(cli, model_path, demo_dir, face,
+                                                                             tmp_path):
+    """--format ort: ONNX Runtime Mobile's file of each export, answering as the PyTorch model does, deployable alone,
+    with no x86-only layout in it, and the operator list a reduced ONNX Runtime build is made from."""
+    import affectkit
+    from affectkit.pipeline.run import evaluate_saved
+
+    model_copy = _copied(model_path, tmp_path / "model")
+    result = invoke(cli, ["export", model_copy, "--format", "ort", "--int8", "--out", tmp_path / "deploy" / "e.ort"])
+    deploy = tmp_path / "deploy"
+    assert sorted(p.name for p in deploy.iterdir()) == ["e.int8.onnx", "e.int8.ort", "e.onnx", "e.ort",
+                                                       "e.required_operators.config"]
+    assert "max |ORT - PyTorch|" in result.output and "e.required_operators.config" in result.output
+    for ort_file in (deploy / "e.ort", deploy / "e.int8.ort"):
+        assert ort_file.read_bytes()[4:8] == b"ORTM"  # the flatbuffer's identifier: ONNX Runtime's format
+    operators = (deploy / "e.required_operators.config").read_text()
+    assert "e.ort" in operators and "e.int8.ort" in operators and "Conv" in operators
+    assert "nchwc" not in operators  # blocked x86 layouts would tie the file to this CPU
+    # The .ort file alone predicts as the PyTorch model does.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "emotion.ort").write_bytes((deploy / "e.ort").read_bytes())
+    deployed, beside = Predictor(alone / "emotion.ort", detect=False), Predictor(model_copy, backend="torch",
+                                                                                  detect=False)
+    assert deployed.backend_name == "onnx" and deployed.meta == beside.meta
+    assert deployed.predict(face)[0].probabilities == pytest.approx(beside.predict(face)[0].probabilities, abs=1e-4)
+    # From Python: each file checked (the int8 .ort against the int8 .onnx it was converted from).
+    exported = affectkit.export(model_copy, tmp_path / "api" / "m.onnx", int8=True, format="ort")
+    assert exported.ort == tmp_path / "api" / "m.ort" and exported.ort_parity < 1e-4
+    assert exported.ort_int8 == tmp_path / "api" / "m.int8.ort" and exported.ort_int8_parity < 1e-6
+    # What needs the saved model says so, and which file to give, instead of looking for m.int8.json.
+    with pytest.raises(AffectkitError, match=r"e.int8.ort is an int8 export: .*\(e.safetensors\); `affectkit export "
+                                             r"e.safetensors --int8 --data DATA`"):
+        evaluate_saved(deploy / "e.int8.ort", demo_dir, "all", None, tmp_path / "evaluation", quiet=True)
+    with pytest.raises(AffectkitError, match=r"emotion.ort is an export: predict and serve run it alone, but this "
+                                             r"reads the saved model it came from \(emotion.json"):
+        evaluate_saved(alone / "emotion.ort", demo_dir, "all", None, tmp_path / "evaluation", quiet=True)
+    with pytest.raises(AffectkitError, match="--format tflite: choose onnx, or ort"):
+        affectkit.export(model_copy, format="tflite")
+    with pytest.raises(AffectkitError, match="--out m.ort is an ONNX Runtime Mobile file: add --format ort"):
+        affectkit.export(model_copy, Path("m.ort"))
+
+
 def test_export_command_compares_int8_on_a_data_set_or_a_folder(cli, model_path, demo_dir, face, tmp_path):
     from affectkit.pipeline.export import compare_exports_on
     from affectkit.pipeline.run import evaluate_saved

@@ -64,7 +64,7 @@ def load(path: str | Path, *, backend: BackendName = "auto", device: str = "cpu"
          detector: DetectorMethod = "auto", mc_samples: int = 0, batch_size: int = 32, face_margin: float | None = None,
          min_confidence: float | None = None, target_accuracy: float | None = None,
          per_class_thresholds: bool = False) -> Predictor:
-    """A saved model (``best_<Model>.safetensors``, its ``.json`` or stem, or an exported ``.onnx``) ready to
+    """A saved model (``best_<Model>.safetensors``, its ``.json`` or stem, or an exported ``.onnx`` / ``.ort``) ready to
     predict: ``load(path).predict(images)`` gives one result per face, ``.to_frame()`` a DataFrame.
 
     ``detect=False`` treats every image as an already-cropped face; ``detector="haar"`` finds faces with OpenCV's
@@ -172,14 +172,16 @@ def calibrate(model: str | Path, data: str | Path, split: str = "val", *, splits
 def export(model: str | Path, out: str | Path | None = None, *, int8: bool = False,
            calibration: str | Path | None = None, data: str | Path | None = None, split: str = "test",
            splits: str | Path | None = None, limit: int | None = None, opset: int | None = None,
-           quiet: bool = True) -> ExportResult:
+           format: str = "onnx", quiet: bool = True) -> ExportResult:
     """The ONNX export of a saved model (``out``, default ``<stem>.onnx`` beside it, where ``load`` and ``serve``
     then use it) and, with ``int8``, ``<stem>.int8.onnx``: its dense layers quantised (dynamic), or with
     ``calibration`` (a data set, or a folder of face crops) its convolutions too (static int8, its activation ranges
     read from up to 256 of those faces: the train split where the model was trained on that data set). With
     ``data``, both exports compared on its ``split`` faces (at most ``limit``). Returns ``.onnx``, ``.int8``,
     ``.quantization``, ``.calibration`` and ``.comparison`` (accuracy, agreement, size and latency of each). ``opset``
-    None: the one every affectkit model exports to."""
+    None: the one every affectkit model exports to. ``format="ort"``: each export also in ONNX Runtime Mobile's
+    format (``.ort``, ``.ort_int8``; ``out`` may name the ``.ort`` file) and ``.operators``, the operators they use,
+    for a reduced ONNX Runtime build; the ``.ort`` file loads, predicts and serves as the ``.onnx`` does."""
     from affectkit.pipeline.export import export_model
 
     def path(value: str | Path | None) -> Path | None:
@@ -187,7 +189,7 @@ def export(model: str | Path, out: str | Path | None = None, *, int8: bool = Fal
 
     with _reporting(quiet):
         return export_model(Path(model), path(out), int8, path(calibration), path(data), split, path(splits), limit,
-                            opset)
+                            opset, format)
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,

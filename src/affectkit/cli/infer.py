@@ -163,8 +163,8 @@ def _predict_live(predictor: Any, camera: str, sink: Callable[[list[dict[str, An
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(
-        help="Saved model (.safetensors/.json/stem), an exported .onnx file, or a folder (the model its run's report "
-        "chose, or the one model it holds).", callback=chosen_model_of_run)],
+        help="Saved model (.safetensors/.json/stem), an exported .onnx or .ort file, or a folder (the model its run's "
+        "report chose, or the one model it holds).", callback=chosen_model_of_run)],
     inputs: Annotated[Optional[list[Path]], typer.Argument(
         help="Image files, videos and folders (searched recursively for both).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -382,8 +382,13 @@ def explain(
 @app.command()
 def export(
     model: ModelArg,
-    format: Annotated[str, typer.Option("--format", help="Export format; onnx is the one supported.")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option(help="Target .onnx file (default: <model stem>.onnx).")] = None,
+    format: Annotated[str, typer.Option("--format", help=(
+        "onnx; or ort: also each export in ONNX Runtime Mobile's format (<stem>.ort: Android, iOS, embedded "
+        "Linux) and the operators a reduced ONNX Runtime build needs for it (<stem>.required_operators.config)."))
+    ] = "onnx",
+    out: Annotated[Optional[Path], typer.Option(help=(
+        "Target .onnx file (default: <model stem>.onnx); with --format ort, the .ort file may be named instead."))
+    ] = None,
     int8: Annotated[bool, typer.Option(
         "--int8", help="Also write <stem>.int8.onnx with dynamically quantised dense layers.")] = False,
     calibration: Annotated[Optional[Path], typer.Option(
@@ -404,11 +409,9 @@ def export(
     """Export a saved model to ONNX with a dynamic batch axis and check it against PyTorch."""
     from affectkit.pipeline.export import export_model
 
-    if format.lower() != "onnx":
-        raise AffectkitError(f"--format {format}: only onnx is supported.")
     _set_threads(threads)
     with report_to_console(False):
-        result = export_model(model, out, int8, calibration, data, split, splits, limit, opset)
+        result = export_model(model, out, int8, calibration, data, split, splits, limit, opset, format)
     say(f"Wrote {result.onnx} ({result.onnx.stat().st_size / 1e6:.2f} MB); max |ONNX - PyTorch| = "
         f"{result.parity:.2e}")
     if result.int8 is not None:
@@ -418,6 +421,15 @@ def export(
         say(f"Wrote {result.int8} ({result.int8.stat().st_size / 1e6:.2f} MB; {kind}); {check}")
     if result.comparison is not None:
         Console().print(_quantization_table(result.comparison))
+    if result.ort is not None:
+        say(f"Wrote {result.ort} ({result.ort.stat().st_size / 1e6:.2f} MB; ONNX Runtime Mobile's format); max |ORT - "
+            f"PyTorch| = {result.ort_parity:.2e}")
+    if result.ort_int8 is not None:
+        say(f"Wrote {result.ort_int8} ({result.ort_int8.stat().st_size / 1e6:.2f} MB); max |.int8.ort - .int8.onnx| = "
+            f"{result.ort_int8_parity:.2e}")
+    if result.operators is not None:
+        say(f"Wrote {result.operators}: the operators to build a reduced ONNX Runtime with (its build.py "
+            "--include_ops_by_config)")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Export a saved model to ONNX (dynamic batch), optionally int8-quantised, and check the export against PyTorch.
+"""Export a saved model to ONNX (dynamic batch), optionally int8-quantised, and to ONNX Runtime Mobile's format
+(``.ort``, for phones and embedded boards), and check the export against PyTorch.
 
 The TorchScript exporter (``dynamo=False``) is used on purpose: with the pinned torch 2.14 / onnxscript 0.5.6 pair
 the dynamo exporter fails (``onnxscript._framework_apis.torch_2_11`` is missing) and it also refuses opset < 18.
@@ -35,10 +36,53 @@ from affectkit.models.metadata import DEFAULT_OPSET, model_paths
 # calibration faces are given: static quantisation runs them through QLinearConv, which is faster.
 INT8_OP_TYPES = ["MatMul", "Gemm"]
 CALIBRATION_BATCH = 16
+X86_LAYOUT_TRANSFORMER = "NchwcTransformer"  # blocked channels for x86 SIMD: an .ort file made with it runs on x86 only
 
 
 def int8_path(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".int8.onnx")
+
+
+def ort_path(onnx_path: Path) -> Path:
+    """``m.onnx`` -> ``m.ort``, ``m.int8.onnx`` -> ``m.int8.ort``."""
+    return onnx_path.with_suffix(".ort")
+
+
+def operators_path(onnx_path: Path) -> Path:
+    """Where the operators of a model's ``.ort`` files are listed: ``m.required_operators.config``."""
+    return onnx_path.with_suffix(".required_operators.config")
+
+
+def convert_to_ort(onnx_path: Path) -> Path:
+    """``onnx_path`` in ONNX Runtime's own format (``.ort`` beside it), the format ONNX Runtime Mobile (Android, iOS)
+    and a reduced build of ONNX Runtime load: its graph optimised once here, so a device loads it without optimising
+    it, and with no layout tied to this CPU (the x86-only NCHWc transformer is left out, as onnxruntime's
+    ``convert_onnx_models_to_ort`` tool does for any other target), so it runs on ARM as on x86. The export's
+    metadata, the model's description included, is kept: the ``.ort`` file alone predicts and serves."""
+    import onnxruntime as ort
+
+    out = ort_path(onnx_path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    with atomic_path(out) as tmp:
+        options.optimized_model_filepath = str(tmp)
+        try:
+            ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=[X86_LAYOUT_TRANSFORMER])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise AffectkitError(f"Converting {onnx_path} to ONNX Runtime's format failed ({exc}).") from None
+    return out
+
+
+def write_operators(models: Sequence[Path], out: Path) -> Path:
+    """The operators ``models`` (``.ort`` files) use, as the config file ONNX Runtime's ``build.py
+    --include_ops_by_config`` reads to build a runtime with those alone (a smaller app)."""
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    with atomic_path(out) as tmp:
+        create_config_from_models([Path(m) for m in models], tmp, False)
+    return out
 
 
 def _onnx_metadata(meta: dict, weights: Path) -> dict[str, str]:
@@ -207,6 +251,22 @@ def random_inputs(n: int, meta: dict, seed: int = 0) -> np.ndarray:
     size = int(meta["input_size"])
     mean, std = (value[:, None, None] for value in input_normalization(meta))
     return ((rng.random((n, 3, size, size), dtype=np.float32) - mean) / std).astype(np.float32)
+
+
+def exports_difference(first: Path, second: Path, meta: dict, n: int = 8) -> float:
+    """Largest absolute difference between two exports of the model ``meta`` describes, over all three outputs on
+    ``n`` images (:func:`random_inputs`), each run as :func:`convert_to_ort` optimises a graph: an x86 layout's
+    other order of float sums flips an int8 rounding here and there, which would hide whether a conversion is exact."""
+    import onnxruntime as ort
+
+    batch = random_inputs(n, meta)
+
+    def outputs(path: Path) -> list[np.ndarray]:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=[X86_LAYOUT_TRANSFORMER])
+        return session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+
+    return float(max(np.abs(a - b).max() for a, b in zip(outputs(first), outputs(second))))
 
 
 def onnx_parity(model_path: str | Path, onnx_path: str | Path, n: int = 8) -> float:

@@ -33,6 +33,7 @@ from affectkit.inference.faces import (
 from affectkit.inference.images import as_rgb_uint8
 from affectkit.models.metadata import (
     FORMAT,
+    is_export,
     model_paths,
     predicts_expression,
     predicts_valence_arousal,
@@ -55,9 +56,10 @@ BackendName = Literal["auto", "onnx", "torch"]
 
 
 def model_files(model_path: str | Path) -> tuple[Path, Path, Path]:
-    """(weights, metadata, onnx) for ``x``, ``x.safetensors``, ``x.json``, ``x.onnx`` or ``x.int8.onnx``."""
+    """(weights, metadata, export) for ``x``, ``x.safetensors``, ``x.json``, or an export: ``x.onnx``,
+    ``x.int8.onnx``, ``x.ort`` or ``x.int8.ort`` (the export is ``x.onnx`` for the others)."""
     path = Path(model_path)
-    if path.suffix == ".onnx":
+    if is_export(path):
         stem = path.with_suffix("")
         stem = stem.with_suffix("") if stem.suffix == ".int8" else stem
         weights, meta = model_paths(stem)
@@ -131,7 +133,7 @@ def model_metadata(model_path: str | Path, onnx: OnnxBackend | None = None) -> d
     """A model's description: its ``.json``, or, for an ONNX export without one beside it, the copy the export
     carries (so that the ``.onnx`` file alone can be deployed; ``onnx``: the export, where it is loaded already)."""
     _, meta_path, onnx_path = model_files(model_path)
-    if Path(model_path).suffix != ".onnx" or meta_path.is_file():
+    if not is_export(model_path) or meta_path.is_file():
         return read_metadata(meta_path)
     if not onnx_path.is_file():
         raise AffectkitError(f"{onnx_path} does not exist.")
@@ -163,14 +165,15 @@ def load_backend(
     weights, meta_path, onnx_path = model_files(model_path)
     if backend not in ("auto", "onnx", "torch"):
         raise AffectkitError(f"Unknown backend {backend!r}; choose auto, onnx or torch.")
-    explicit_onnx = Path(model_path).suffix == ".onnx"
+    explicit_onnx = is_export(model_path)
     if mc_samples > 0:
         if backend == "onnx" or explicit_onnx:
             raise AffectkitError("Monte-Carlo dropout (--mc-samples) needs the torch backend and the .safetensors "
                                  "model; the ONNX graph has dropout removed.")
         backend = "torch"
     if explicit_onnx and backend == "torch":
-        raise AffectkitError(f"{model_path} is an ONNX file; pass the .safetensors model for --backend torch.")
+        raise AffectkitError(f"{model_path} is an export (ONNX Runtime runs it); pass the .safetensors model for "
+                             "--backend torch.")
     if backend == "onnx" or explicit_onnx:
         if not onnx_path.is_file():
             raise AffectkitError(f"{onnx_path} does not exist; create it with `affectkit export {weights}`.")

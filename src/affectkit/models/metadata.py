@@ -16,20 +16,33 @@ from affectkit.runs import RunFolder
 
 FORMAT = "affectkit-model/1"
 DEFAULT_OPSET = 17  # the ONNX opset every affectkit model exports to
+# A model's exports, each loaded by onnxruntime: ONNX, and ONNX Runtime Mobile's format (``export --format ort``).
+EXPORT_SUFFIXES = (".onnx", ".ort")
+MODEL_SUFFIXES = (".safetensors", ".json", *EXPORT_SUFFIXES)
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` names an export of a model (``.onnx``, ``.int8.onnx``, ``.ort``), not its weights."""
+    return Path(path).suffix.lower() in EXPORT_SUFFIXES
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:
-    """``x.safetensors``, ``x.json`` or the stem ``x`` -> (weights, metadata); a run folder -> the model its report
-    chose. Another folder or another kind of file is refused: arguments given the wrong way round (``affectkit
-    evaluate DATA MODEL``) end up here."""
+    """``x.safetensors``, ``x.json``, the stem ``x`` or its float export (``x.onnx``, ``x.ort``) -> (weights,
+    metadata); a run folder -> the model its report chose. Another folder or another kind of file is refused:
+    arguments given the wrong way round (``affectkit evaluate DATA MODEL``) end up here; so is an int8 export, whose
+    answers are not its float model's."""
     path = Path(path)
     if path.is_dir():
         path = _chosen_in(path)
-    if path.is_dir() or (path.is_file() and path.suffix.lower() not in {".safetensors", ".json", ".onnx"}):
+    if path.is_dir() or (path.is_file() and path.suffix.lower() not in MODEL_SUFFIXES):
         raise AffectkitError(f"{path} is a {'folder' if path.is_dir() else 'file'}, not a saved model (a "
-                             ".safetensors file with its .json beside it, or its .onnx export); the model comes "
-                             "first: affectkit predict MODEL INPUTS..., affectkit evaluate MODEL DATA.")
-    stem = path.with_suffix("") if path.suffix in {".safetensors", ".json", ".onnx"} else path
+                             ".safetensors file with its .json beside it, or its .onnx or .ort export); the model "
+                             "comes first: affectkit predict MODEL INPUTS..., affectkit evaluate MODEL DATA.")
+    stem = path.with_suffix("") if path.suffix in MODEL_SUFFIXES else path
+    if is_export(path) and stem.suffix == ".int8":
+        float_model = stem.with_suffix("").name + ".safetensors"
+        raise AffectkitError(f"{path} is an int8 export: this reads the saved model it came from ({float_model}); "
+                             f"`affectkit export {float_model} --int8 --data DATA` scores the int8 file against it.")
     # Appended, not swapped in: a timm model's display name may hold a dot (``timm-vit_base.augreg``).
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
@@ -88,6 +101,9 @@ def trained_classes(meta: dict[str, Any]) -> list[str]:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     weights, meta_path = model_paths(path)
+    if is_export(path) and Path(path).is_file() and not meta_path.is_file():
+        raise AffectkitError(f"{path} is an export: predict and serve run it alone, but this reads the saved model "
+                             f"it came from ({meta_path.name} and {weights.name} beside it).")
     if not meta_path.is_file() and not weights.is_file() and not weights.with_suffix(".onnx").is_file():
         raise AffectkitError(f"{path}: no such model (neither {weights.name} nor {meta_path.name} is in "
                              f"{meta_path.parent.resolve()}).")

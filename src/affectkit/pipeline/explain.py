@@ -239,13 +239,13 @@ def explain_images(model_path: Path, inputs: Sequence[Path], out: Path | None = 
     ``explanations.png`` (at most ``FIGURE_FACES`` faces, spread over all of them) into ``out`` (default:
     ``explanations`` beside the model)."""
     from affectkit.inference.media import expand_inputs, frames_to_read, is_video
-    from affectkit.models.metadata import model_paths
+    from affectkit.models.metadata import is_export, model_paths
 
     check_layer(layer, method)
     if every is not None and every < 1:
         raise AffectkitError(f"--every must be at least 1 (explain every N-th frame of a video), got {every}.")
     differentiated = needs_network(method)
-    if differentiated and Path(model_path).suffix == ".onnx":
+    if differentiated and is_export(model_path):
         raise AffectkitError(f"{model_path}: {MAP_METHODS[method]} needs the PyTorch model (its .safetensors file); "
                              "an ONNX export is explained with --method occlusion.")
     with silenced(quiet):

@@ -1,5 +1,5 @@
-"""``affectkit export``: a saved model's ONNX export, its int8 export (static where calibration faces are given), and
-the two compared on faces of a data set."""
+"""``affectkit export``: a saved model's ONNX export, its int8 export (static where calibration faces are given), the
+two compared on faces of a data set, and each in ONNX Runtime Mobile's format (``--format ort``)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,24 @@ import numpy as np
 from affectkit.data.reader import layout_found
 from affectkit.data.splits import random_subsample
 from affectkit.errors import AffectkitError
-from affectkit.inference.export import DEFAULT_OPSET, export_onnx, int8_path, onnx_parity, quantization_description
+from affectkit.inference.export import (
+    DEFAULT_OPSET,
+    convert_to_ort,
+    export_onnx,
+    exports_difference,
+    int8_path,
+    onnx_parity,
+    operators_path,
+    quantization_description,
+    write_operators,
+)
 from affectkit.inference.quant_report import compare_exports, folder_images
 from affectkit.models.metadata import config_from_metadata, model_paths, read_metadata
 from affectkit.pipeline.run import evaluation_data, training_source
 from affectkit.runs import model_splits
 
 CALIBRATION_FACES = 256
+FORMATS = ("onnx", "ort")
 
 
 @dataclass
@@ -29,14 +40,28 @@ class ExportResult:
     int8_parity: float | None = None  # a dynamic export's; random inputs lie outside a static one's ranges
     calibration: str | None = None  # where a static export's faces were drawn from
     comparison: dict | None = None  # with data: both exports' size, accuracy, latency and agreement
+    ort: Path | None = None  # format ort: <stem>.ort, the float file in ONNX Runtime Mobile's format
+    ort_parity: float | None = None  # max |.ort - PyTorch| over all outputs, on random inputs
+    ort_int8: Path | None = None  # format ort with int8: <stem>.int8.ort
+    ort_int8_parity: float | None = None  # max |.int8.ort - .int8.onnx|: the int8 file's conversion, checked
+    operators: Path | None = None  # format ort: <stem>.required_operators.config, the operators the .ort files use
 
 
 def export_model(model_path: Path, out: Path | None = None, int8: bool = False, calibration: Path | None = None,
                  data: Path | None = None, split: str = "test", splits: Path | None = None,
-                 limit: int | None = None, opset: int | None = None) -> ExportResult:
+                 limit: int | None = None, opset: int | None = None, format: str = "onnx") -> ExportResult:
     """The ONNX export of a saved model (``out``, default beside it) and, with ``int8``, its int8 export: static,
     from :func:`calibration_faces` of ``calibration``, where given, else dynamic; with ``data``, the two compared
-    (:func:`compare_exports_on`). ``opset`` None: ``DEFAULT_OPSET``."""
+    (:func:`compare_exports_on`). ``opset`` None: ``DEFAULT_OPSET``. ``format`` ort: each export also in ONNX
+    Runtime Mobile's format (:func:`convert_to_ort`; ``out`` may then name the ``.ort`` file, the ``.onnx`` going
+    beside it) with the operators they use (:func:`write_operators`)."""
+    format = format.lower()
+    if format not in FORMATS:
+        raise AffectkitError(f"--format {format}: choose onnx, or ort (also ONNX Runtime Mobile's format).")
+    if out is not None and Path(out).suffix == ".ort":
+        if format != "ort":
+            raise AffectkitError(f"--out {out} is an ONNX Runtime Mobile file: add --format ort.")
+        out = Path(out).with_suffix(".onnx")
     if data is not None and not int8:
         raise AffectkitError("--data compares the float and int8 exports; add --int8.")
     if calibration is not None and not int8:
@@ -55,6 +80,14 @@ def export_model(model_path: Path, out: Path | None = None, int8: bool = False, 
         result.calibration = source
     if data is not None:
         result.comparison = compare_exports_on(model_path, fp32, result.int8, data, split, splits, limit)
+    if format == "ort":
+        result.ort = convert_to_ort(fp32)
+        result.ort_parity = onnx_parity(model_path, result.ort)
+        if int8:
+            result.ort_int8 = convert_to_ort(result.int8)
+            result.ort_int8_parity = exports_difference(result.int8, result.ort_int8, read_metadata(model_path))
+        result.operators = write_operators([p for p in (result.ort, result.ort_int8) if p is not None],
+                                           operators_path(fp32))
     return result
 
 
