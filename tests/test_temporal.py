@@ -624,3 +624,25 @@ def test_clip_frames_writes_an_image_set_that_keeps_each_clips_frames_together(c
     one = next((tmp_path / "apex").rglob("*.jpg"))
     whole = next(out.rglob(one.name.replace("_f000", "_f003")))  # the same clip's fourth and last frame read
     assert np.array_equal(cv2.imread(str(one)), cv2.imread(str(whole)))
+
+
+def test_a_predictions_table_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """temporal-predict (and each predict command) writes its table after hours of reading clips: a stop while it is
+    being written leaves the table it replaces, not half of the new one."""
+    from affectkit.cli.common import write_table
+
+    out = tmp_path / "predictions.csv"
+    write_table(pd.DataFrame({"id": ["a"], "p_happy": [0.5]}), out)
+    before = out.read_text()
+
+    class Stopped(Exception):
+        pass
+
+    def half_written(self, path, **kwargs):
+        Path(path).write_text("id,p_happy\nb,")
+        raise Stopped
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_written)
+    with pytest.raises(Stopped):
+        write_table(pd.DataFrame({"id": ["b"], "p_happy": [0.1]}), out)
+    assert out.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ContextManager, Optional, Union, get_args, ge
 import typer
 from rich.markup import escape
 
+from affectkit.atomic import atomic_path
 from affectkit.config import Config, DataConfig, coerce_value, load_config, parse_set_options, profile_names
 from affectkit.data.archives import data_config
 from affectkit.errors import AffectkitError
@@ -241,11 +242,19 @@ def report_to_console(quiet: bool) -> ContextManager[Reporter]:
     return reporting(to_console(progress=not quiet))
 
 
-def write_predictions(predictions: Any, problems: list[str], out: Path, written: str, unit: str) -> None:
-    """A predict command's table (a DataFrame) to ``out`` as CSV, each input it skipped and why, and what it wrote
-    (``written``: "12 rows"); ``unit`` names the inputs ("clip")."""
+def write_table(table: Any, out: Path) -> Path:
+    """A DataFrame to ``out`` as CSV, whole or not at all: a run stopped while writing leaves the file it replaces
+    (or none), never half a table after hours of reading clips."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    predictions.to_csv(out, index=False, float_format="%.4f")
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    return out
+
+
+def write_predictions(predictions: Any, problems: list[str], out: Path, written: str, unit: str) -> None:
+    """A predict command's table (a DataFrame) to ``out`` as CSV (:func:`write_table`), each input it skipped and
+    why, and what it wrote (``written``: "12 rows"); ``unit`` names the inputs ("clip")."""
+    write_table(predictions, out)
     for problem in problems:
         console.print(f"[yellow]skipped:[/yellow] {escape(problem)}")
     say(f"Wrote {written} to {out}" + (f"; {len(problems)} {unit}(s) skipped" if problems else ""))

@@ -12,7 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, kept_when_stopped, report_to_console, say, write_predictions
+from affectkit.cli.common import (
+    QuietOpt,
+    app,
+    kept_when_stopped,
+    report_to_console,
+    say,
+    write_predictions,
+    write_table,
+)
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 from affectkit.cli.multimodal import FaceModelOpt
 
@@ -129,9 +137,7 @@ def temporal_predict(
     if explain:
         from affectkit.evaluation.plots import plot_frame_importance
 
-        frames = out.with_name(f"{out.stem}_frames.csv")
-        explained.frames.to_csv(frames, index=False, float_format="%.4f")
-        written = [frames]
+        written = [write_table(explained.frames, out.with_name(f"{out.stem}_frames.csv"))]
         if len(explained.frames):
             written.append(plot_frame_importance(explained.frames, out.with_name(f"{out.stem}_frames.png"),
                                                  f"Which frames each clip's verdict rests on ({model.name})"))
