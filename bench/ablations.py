@@ -8,8 +8,9 @@ demo set (AffectNet-like skew), where macro-F1 is the number to read.
 
 One seed and a small test split: differences of a few points are noise, not evidence.
 
-    python bench/ablations.py                       # 15 runs; 27 min measured on a shared, loaded 2-core box
+    python bench/ablations.py                       # 16 runs; 27 min for 15 measured on a shared, loaded 2-core box
     python bench/ablations.py --quick               # smoke run, under a minute
+    python bench/ablations.py --option "SE attention" --option "self-attention (last stage)"   # those and baseline
     python bench/ablations.py --n 1600 --img-size 64 --epochs 30 --out results/
     python bench/ablations.py --recipe --n 1600    # the recipe's levers; writes recipe_ablations.md
     python bench/ablations.py --recipe --n 1200 --label-noise 0.3 --intensity 0.15 0.45 --lever "no mixup"
@@ -57,6 +58,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "CCC regression loss": {"loss.regression": "ccc"},
     "SE attention": {"attention": "se"},
     "CBAM attention": {"attention": "cbam"},
+    "self-attention (last stage)": {"attention": "self"},
 }
 # Each lever of the recommended recipe, undone one at a time (the first row is the recipe itself).
 RECIPE_LEVERS: dict[str, dict[str, Any]] = {
@@ -190,10 +192,16 @@ def markdown(rows: list[dict[str, Any]], settings: Settings, sizes: dict[str, di
     return "\n".join(lines) + "\n"
 
 
-def plan(quick: bool) -> list[tuple[str, bool]]:
-    """(option, imbalanced) pairs: every option on balanced data, the balancing ones again on the skewed set."""
+def plan(quick: bool, only: list[str] | None = None) -> list[tuple[str, bool]]:
+    """(option, imbalanced) pairs: every option on balanced data, the balancing ones again on the skewed set; with
+    ``only``, the baseline and those options on balanced data."""
     if quick:
         return [("baseline", False), ("mixup (alpha 0.2)", False), ("baseline", True), ("weighted sampler", True)]
+    if only:
+        unknown = [option for option in only if option not in OPTIONS]
+        if unknown:
+            raise SystemExit(f"Unknown --option {unknown}; choose from {list(OPTIONS)}.")
+        return [(option, False) for option in ("baseline", *(o for o in only if o != "baseline"))]
     return [(option, False) for option in OPTIONS] + [(option, True) for option in ("baseline", *BALANCING)]
 
 
@@ -245,6 +253,8 @@ def main() -> None:
                         help="with --recipe: the recipe network to train (resnet50 is the light MobileNetV2)")
     parser.add_argument("--lever", action="append", default=[],
                         help="with --recipe: run only the recipe and this lever (repeatable), balanced data only")
+    parser.add_argument("--option", action="append", default=[],
+                        help="run only the baseline and this option (repeatable), balanced data only")
     parser.add_argument("--no-reference", action="store_true",
                         help="with --lever: skip the recipe's own row (runs are deterministic: one already measured "
                              "at this seed and setting stands)")
@@ -263,7 +273,7 @@ def main() -> None:
         recipe = recipe_config(settings, root / "cache", args.quick).override(**parse_set_options(args.set)) \
             if args.recipe else None
         config = recipe or base_config(settings, root / "cache")
-        runs = recipe_plan(args.quick, args.lever, not args.no_reference) if recipe else plan(args.quick)
+        runs = recipe_plan(args.quick, args.lever, not args.no_reference) if recipe else plan(args.quick, args.option)
         datasets = {kind: demo_data(root, settings, kind == "imbalanced", config)
                     for kind in ("balanced", "imbalanced") if any((kind == "imbalanced") == skew for _, skew in runs)}
         sizes = {kind: d.splits["split"].value_counts().to_dict() for kind, d in datasets.items()}

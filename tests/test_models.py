@@ -71,6 +71,29 @@ def test_custom_cnn_family_of_other_widths_and_depths_trains_saves_and_reloads(t
         Config(cnn_widths=[32])
 
 
+def test_self_attention_sees_the_whole_face_from_the_last_stage_and_exports(tmp_path):
+    """attention: self puts one self-attention block after the custom CNN's last stage. It starts as the plain CNN
+    (its output scale is 0), relates positions a 3x3 convolution cannot (one corner moves the opposite one), reads
+    maps of any size, and exports to ONNX with a dynamic batch."""
+    from affectkit.inference.export import export_onnx, onnx_parity
+    from affectkit.models.custom_cnn import SelfAttention
+
+    model = build_model("custom_cnn", Config(img_size=64, attention="self"))
+    blocks = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    assert len(blocks) == 1 and isinstance(model.backbone.features[-1][-1], SelfAttention)
+    block = blocks[0].eval()
+    x = torch.randn(2, 256, 7, 7)
+    with torch.no_grad():
+        assert torch.equal(block(x), x)  # a new network is the plain CNN
+        block.scale.fill_(1.0)
+        moved = x.clone()
+        moved[:, :, 6, 6] += 5.0
+        assert (block(moved) - block(x))[:, :, 0, 0].abs().max() > 1e-3  # the far corner answers
+        assert block(torch.randn(1, 256, 4, 5)).shape == (1, 256, 4, 5)
+    save_model(model, tmp_path / "best_CustomCNN", Config(img_size=64, attention="self"))
+    assert onnx_parity(tmp_path / "best_CustomCNN", export_onnx(tmp_path / "best_CustomCNN")) < 1e-4
+
+
 def test_light_models_and_attention_and_timm_names():
     light = build_model("resnet50", Config(use_light_models=True))
     assert light.backbone_name == "mobilenetv2_100" and light.spec.display_name == "MobileNetV2"

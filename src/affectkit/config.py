@@ -149,7 +149,8 @@ class Config(_Strict):
     dropout_scale: float = Field(1.0, ge=0, le=1.9, description="Multiplies the spec's 0.5 / 0.3 head dropout rates.")
     head_width: int = Field(
         512, ge=8, description="Width of the head's first dense layer (the spec's 512; the second is half).")
-    attention: Literal["none", "se", "cbam"] = Field("none", description="Attention blocks in the custom CNN only.")
+    attention: Literal["none", "se", "cbam", "self"] = Field(
+        "none", description="Attention in the custom CNN only: se or cbam after each stage, self over the last stage.")
     cnn_widths: list[Annotated[int, Field(ge=4, le=1024)]] = Field(
         [32, 64, 128, 256], min_length=2, max_length=6,
         description="Custom CNN: channels of each stage; every stage but the last halves the resolution.")

@@ -41,7 +41,7 @@ HEAD_WIDTHS = (128, 256, 512, 1024)
 STAGES = (3, 4, 5)
 BASE_WIDTHS = (16, 24, 32, 48)
 CONVS_PER_STAGE = (1, 2)
-ATTENTION = ("none", "se", "cbam")
+ATTENTION = ("none", "se", "cbam", "self")
 
 
 @functools.cache
@@ -239,7 +239,7 @@ def plot_architectures(trials: list[FrozenTrial], path: Path) -> Path | None:
         return t.value if t.state == TrialState.COMPLETE else t.intermediate_values[max(t.intermediate_values)]
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for attention, marker in zip(ATTENTION, "osD"):
+    for attention, marker in zip(ATTENTION, "osD^"):
         for state, filled in ((TrialState.COMPLETE, True), (TrialState.PRUNED, False)):
             group = [t for t in searched if t.params["attention"] == attention and t.state == state]
             if group:
