@@ -292,6 +292,40 @@ def test_temporal_predict_stopped_on_the_way_goes_on_where_it_stopped(trained, c
     assert pd.read_csv(out).equals(pd.read_csv(whole)) and list(out.parent.iterdir()) == [out]
 
 
+def test_the_clips_read_are_kept_until_their_answers_are_made(trained, clips, tmp_path, monkeypatch):
+    """A failure after the reading (in the model's predictions, or leaving frames out) keeps the parts stored while
+    reading: the rerun reads none of those clips again; the parts go once the answers are made."""
+    import affectkit.temporal.explain as temporal_explain
+    import affectkit.temporal.run as temporal_run
+    import affectkit.temporal.sequences as sequences
+
+    monkeypatch.setattr(sequences, "CHECKPOINT_SECONDS", 0.0)  # a part stored after every clip
+    checkpoint = tmp_path / "preds.csv.frames.npz"
+    reads, real_read, real_predictions = [], sequences.frame_outputs, temporal_run.clip_predictions
+
+    def counted(*args, **kwargs):
+        reads.append(args[1])
+        return real_read(*args, **kwargs)
+
+    def failing(read):
+        raise RuntimeError("the model failed")
+
+    monkeypatch.setattr(sequences, "frame_outputs", counted)
+    clip_count = len(read_clips(clips, require_labels=False).samples)
+    for module, call in ((temporal_run, predict_temporal), (temporal_explain, affectkit.explain_temporal)):
+        monkeypatch.setattr(module, "clip_predictions", failing)
+        with pytest.raises(RuntimeError, match="the model failed"):
+            call(trained, clips, checkpoint=checkpoint)
+        assert len(sequences.part_paths(checkpoint)) > 0  # the reading survives the failure
+        monkeypatch.setattr(module, "clip_predictions", real_predictions)
+        reads.clear()
+        answered = call(trained, clips, checkpoint=checkpoint)
+        assert reads == []  # no clip read again: every one was stored
+        assert sequences.part_paths(checkpoint) == []  # gone once the answers are made
+        predictions = answered[0] if isinstance(answered, tuple) else answered.predictions
+        assert len(predictions) == clip_count
+
+
 def test_clip_manifests_and_bad_clip_folders_are_read_or_refused_clearly(clips, tmp_path, model_path):
     videos = sorted(clips.rglob("*.avi"))[:3]
     manifest = tmp_path / "clips.csv"

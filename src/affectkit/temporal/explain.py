@@ -22,6 +22,7 @@ import pandas as pd
 from affectkit.multimodal.face import FrameOutputs
 from affectkit.progress import reporter
 from affectkit.temporal.run import TemporalModel, clip_predictions, read_for_prediction
+from affectkit.temporal.sequences import remove_parts
 
 TARGETS = ("valence", "arousal")
 
@@ -78,7 +79,10 @@ def explain_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
               for clip, outputs in reporter().track(list(zip(ids, read.frames.outputs)), total=len(ids),
                                                        description="Leaving frames out")]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "frame", "time"])
-    return ExplainedClips(clip_predictions(read), table, read.problems)
+    explained = ExplainedClips(clip_predictions(read), table, read.problems)
+    if checkpoint is not None:
+        remove_parts(checkpoint)
+    return explained
 
 
 __all__ = ["ExplainedClips", "explain_temporal", "frame_importance", "without_frame"]

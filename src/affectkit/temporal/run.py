@@ -381,8 +381,9 @@ def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: st
                         description: str = "Predicting") -> ClipsRead:
     """The kept model of ``model_dir`` and the face model's outputs on the frames of ``clips`` (labels not needed),
     read as the model's training clips were (frames a second, face detection, frame rate of frame folders).
-    ``checkpoint``: where the clips read so far are stored while reading (:func:`read_frames`' parts, deleted at
-    the end), so that the same call, stopped on the way, goes on from them."""
+    ``checkpoint``: where the clips read so far are stored while reading (:func:`read_frames`' parts), so that the
+    same call, stopped on the way, goes on from them; the caller deletes them (:func:`remove_parts`) once it has its
+    answers, so that a failure after hours of reading does not throw the reading away."""
     model = load_temporal(model_dir)
     face_model = Path(face_model or model.meta["face_model"])
     model.check_face_model(face_model)
@@ -393,8 +394,6 @@ def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: st
            "frame_rate": model.frame_rate}
     frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description=description,
                          frame_rate=model.frame_rate, checkpoint=checkpoint, key=key)
-    if checkpoint is not None:
-        remove_parts(checkpoint)
     return ClipsRead(model, list(predictor.class_names), frames,
                      [r.reason for r in manifest.rejected + frames.rejected])
 
@@ -405,7 +404,10 @@ def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
     """One row per readable clip (labels not needed): the kept models' expression, its probabilities, valence and
     arousal; and the reasons of the clips that could not be read (see :func:`read_for_prediction`)."""
     read = read_for_prediction(model_dir, clips, face_model, backend, fold, checkpoint)
-    return clip_predictions(read), read.problems
+    predictions = clip_predictions(read)
+    if checkpoint is not None:
+        remove_parts(checkpoint)
+    return predictions, read.problems
 
 
 def clip_predictions(read: ClipsRead) -> pd.DataFrame:
