@@ -15,9 +15,7 @@ Writes edge_format.md (--out).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from affectkit.inference.export import convert_to_ort, export_onnx, int8_path
 from affectkit.inference.quant_report import compare_exports
 from affectkit.pipeline.export import calibration_faces
 from affectkit.pipeline.run import evaluation_data
+
+from run_models import add_run_options, copied_models
 
 LOADS = 5
 
@@ -41,10 +41,7 @@ def load_ms(path: Path) -> float:
     return statistics.median(times)
 
 
-def measure(weights: Path, data: Path, splits: Path, work: Path) -> list[list]:
-    for path in (weights, weights.with_suffix(".json")):
-        shutil.copy(path, work / path.name)
-    model = work / weights.name
+def measure(model: Path, data: Path, splits: Path) -> list[list]:
     prepared = evaluation_data(model, data, "test", splits)
     test = prepared.positions("test")
     faces, labels = list(prepared.images[test]), prepared.expression[test]
@@ -55,7 +52,7 @@ def measure(weights: Path, data: Path, splits: Path, work: Path) -> list[list]:
         ort_file = convert_to_ort(onnx_file)
         report = compare_exports(onnx_file, ort_file, faces, labels, latency_images=len(faces))
         for kind, path, key in ((".onnx", onnx_file, "fp32"), (".ort", ort_file, "int8")):
-            rows.append([weights.stem.removeprefix("best_"), f"{label} {kind}", report[key]["size_mb"], load_ms(path),
+            rows.append([model.stem.removeprefix("best_"), f"{label} {kind}", report[key]["size_mb"], load_ms(path),
                          report[key]["accuracy"], 1.0 if kind == ".onnx" else report["agreement"],
                          report[key]["latency_ms"]])
     return rows
@@ -63,21 +60,12 @@ def measure(weights: Path, data: Path, splits: Path, work: Path) -> list[list]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="run folder: best_<Model>.safetensors, splits.csv")
-    parser.add_argument("--data", type=Path, required=True, help="the data set the run was trained on")
-    parser.add_argument("--splits", type=Path, help="default: the run's splits.csv")
-    parser.add_argument("--models", default="MobileNetV2,CustomCNN", help="names of its best_<name>.safetensors")
+    add_run_options(parser)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     ort.set_default_logger_severity(3)
     start = time.perf_counter()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            work = Path(tmp) / name
-            work.mkdir()
-            rows += measure(args.run / f"best_{name}.safetensors", args.data, args.splits or args.run / "splits.csv",
-                            work)
+    rows = [row for model, splits in copied_models(args) for row in measure(model, args.data, splits)]
     lines = ["# ONNX Runtime Mobile's format (`export --format ort`) against ONNX", "",
              f"Run `{args.run}`, test split of `{args.data}`; onnxruntime {ort.__version__} with its own thread count "
              f"on this x86 CPU; load: median of {LOADS} session creations; latency: median of one face at a time over "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from affectkit.data.splits import random_subsample
 from affectkit.inference.export import export_onnx, int8_path, model_inputs, quantize_onnx
 from affectkit.inference.quant_report import compare_exports
 from affectkit.pipeline.run import evaluation_data
+
+from run_models import add_run_options, copied_models
 
 # Static settings left out, as (per_channel, reduce_range): the export's own is (True, True).
 LEFT_OUT = {"static, 8-bit weights per channel": (True, False), "static, 8-bit weights per tensor": (False, False)}
@@ -44,10 +45,8 @@ def _int8_instructions() -> str:
     return "CPU with " + (", ".join(found) if found else "none of AVX2, AVX-512 BW, VNNI")
 
 
-def measure(weights: Path, data: Path, splits: Path, calibration: int, work: Path) -> list[list]:
-    for path in (weights, weights.with_suffix(".json")):
-        shutil.copy(path, work / path.name)
-    model = work / weights.name
+def measure(model: Path, data: Path, splits: Path, calibration: int) -> list[list]:
+    work = model.parent
     prepared = evaluation_data(model, data, "test", splits)
     test = prepared.positions("test")
     train = prepared.positions("train")
@@ -66,32 +65,24 @@ def measure(weights: Path, data: Path, splits: Path, calibration: int, work: Pat
         report = compare_exports(fp32, path, prepared.images[test], prepared.expression[test],
                                  latency_images=len(test))
         if not rows:
-            rows.append([weights.stem.removeprefix("best_"), "fp32 ONNX", report["fp32"]["size_mb"],
+            rows.append([model.stem.removeprefix("best_"), "fp32 ONNX", report["fp32"]["size_mb"],
                          report["fp32"]["accuracy"], 1.0, report["fp32"]["latency_ms"]])
-        rows.append([weights.stem.removeprefix("best_"), label, report["int8"]["size_mb"],
+        rows.append([model.stem.removeprefix("best_"), label, report["int8"]["size_mb"],
                      report["int8"]["accuracy"], report["agreement"], report["int8"]["latency_ms"]])
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="run folder: best_<Model>.safetensors, splits.csv")
-    parser.add_argument("--data", type=Path, required=True, help="the data set the run was trained on")
-    parser.add_argument("--splits", type=Path, help="default: the run's splits.csv")
-    parser.add_argument("--models", default="MobileNetV2,CustomCNN", help="names of its best_<name>.safetensors")
+    add_run_options(parser)
     parser.add_argument("--calibration", type=int, default=256, help="training faces the ranges are calibrated on "
                         "(export's number)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     ort.set_default_logger_severity(3)
     start = time.perf_counter()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            work = Path(tmp) / name
-            work.mkdir()
-            rows += measure(args.run / f"best_{name}.safetensors", args.data, args.splits or args.run / "splits.csv",
-                            args.calibration, work)
+    rows = [row for model, splits in copied_models(args) for row in measure(model, args.data, splits,
+                                                                             args.calibration)]
     lines = ["# Static int8 quantisation of the convolutions, against `export --int8`", "",
              f"Run `{args.run}`, test split of `{args.data}`; {args.calibration} calibration faces from its train "
              f"split; onnxruntime {ort.__version__} with its own thread count, {_int8_instructions()}; latency: "
