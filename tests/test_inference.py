@@ -433,6 +433,7 @@ def test_an_ort_export_runs_alone_on_any_cpu_and_lists_the_operators_it_needs(cl
     """--format ort: ONNX Runtime Mobile's file of each export, answering as the PyTorch model does, deployable alone,
     with no x86-only layout in it, and the operator list a reduced ONNX Runtime build is made from."""
     import affectkit
+    from affectkit.pipeline.calibrate import calibrate_saved
     from affectkit.pipeline.run import evaluate_saved
 
     model_copy = _copied(model_path, tmp_path / "model")
@@ -459,16 +460,64 @@ def test_an_ort_export_runs_alone_on_any_cpu_and_lists_the_operators_it_needs(cl
     assert exported.ort == tmp_path / "api" / "m.ort" and exported.ort_parity < 1e-4
     assert exported.ort_int8 == tmp_path / "api" / "m.int8.ort" and exported.ort_int8_parity < 1e-6
     # What needs the saved model says so, and which file to give, instead of looking for m.int8.json.
-    with pytest.raises(AffectkitError, match=r"e.int8.ort is an int8 export: .*\(e.safetensors\); `affectkit export "
-                                             r"e.safetensors --int8 --data DATA`"):
-        evaluate_saved(deploy / "e.int8.ort", demo_dir, "all", None, tmp_path / "evaluation", quiet=True)
+    with pytest.raises(AffectkitError, match=r"e.int8.ort is an int8 export: .*\(e.safetensors\); `affectkit "
+                                             r"evaluate e.int8.ort DATA` scores the int8 file itself"):
+        calibrate_saved(deploy / "e.int8.ort", demo_dir, "all", quiet=True)
     with pytest.raises(AffectkitError, match=r"emotion.ort is an export: predict and serve run it alone, but this "
                                              r"reads the saved model it came from \(emotion.json"):
+        calibrate_saved(alone / "emotion.ort", demo_dir, "all", quiet=True)
+    with pytest.raises(AffectkitError, match=r"emotion.ort has no emotion.json beside it: an export is scored with "
+                                             r"the description of the model it came from"):
         evaluate_saved(alone / "emotion.ort", demo_dir, "all", None, tmp_path / "evaluation", quiet=True)
     with pytest.raises(AffectkitError, match="--format tflite: choose onnx, or ort"):
         affectkit.export(model_copy, format="tflite")
     with pytest.raises(AffectkitError, match="--out m.ort is an ONNX Runtime Mobile file: add --format ort"):
         affectkit.export(model_copy, Path("m.ort"))
+
+
+def test_evaluate_compare_and_robustness_score_an_export_itself(cli, model_path, demo_dir, tmp_path):
+    """An export is scored as ONNX Runtime runs it where it is deployed, not through the weights beside it: its own
+    answers, under a name of its kind, in a card row of its own, set against the model face by face."""
+    from affectkit.pipeline.compare import compare_saved
+    from affectkit.pipeline.export import export_model
+    from affectkit.pipeline.robustness import robustness_saved
+    from affectkit.pipeline.run import evaluation_data, evaluate_saved
+
+    model = _copied(model_path, tmp_path / "model")
+    export_model(model, int8=True, calibration=demo_dir)
+    float_export, int8 = model.with_suffix(".onnx"), model.with_suffix(".int8.onnx")
+    evaluated = tmp_path / "evaluated"
+    by_weights = evaluate_saved(model, demo_dir, "all", None, evaluated, quiet=True)
+    by_float_export = evaluate_saved(float_export, demo_dir, "all", None, evaluated, quiet=True)
+    assert by_float_export["export"] == float_export.name and "export" not in by_weights
+    assert by_float_export["expression"]["nll"] == pytest.approx(by_weights["expression"]["nll"], abs=1e-4)
+    compared = compare_saved([int8, model], demo_dir, tmp_path / "compared", split="all", quiet=True)
+    assert list(compared.table["model"]) == ["CustomCNN (int8 ONNX)", "CustomCNN"]
+    # Deployed as the int8 file and the description alone: no weights to fall back on.
+    model.unlink()
+    float_export.unlink()
+    by_int8 = evaluate_saved(int8, demo_dir, "all", None, None, quiet=True)
+    assert compared.table["accuracy"].iloc[0] == pytest.approx(by_int8["expression"]["accuracy"])
+    result = invoke(cli, ["evaluate", int8, demo_dir, "--split", "all", "--out", tmp_path / "by_cli"])
+    assert result.exit_code == 0 and f"CustomCNN (int8 ONNX) on {by_int8['n']} images" in result.output
+    assert by_int8["export"] == int8.name and by_int8["n"] == by_weights["n"]
+    prepared = evaluation_data(model, demo_dir, "all", None)
+    faces = list(prepared.images[prepared.positions("test")])
+    expected = [[face["probabilities"][c] for c in CLASS_NAMES]
+                for face in Predictor(int8, detect=False).predict_batch(faces)]
+    answers = pd.read_csv(int8.parent / "CustomCNN_int8_ONNX_all_predictions.csv")
+    np.testing.assert_allclose(answers[[f"p_{c}" for c in CLASS_NAMES]].to_numpy(), expected, atol=1e-4)
+    assert {p.name for p in evaluated.glob("*_metrics.json")} == {"CustomCNN_all_metrics.json",
+                                                                  "CustomCNN_ONNX_all_metrics.json"}
+    card = next(model.parent.glob("*_card.md")).read_text()
+    assert "its ONNX export `best_CustomCNN.onnx` scored | all |" in card
+    assert "its int8 ONNX export `best_CustomCNN.int8.onnx` scored | all |" in card
+    assert card.count("(synthetic) | all |") == 1  # the weights' own row, kept beside the exports'
+    robust = robustness_saved(int8, demo_dir, "all", corruptions=["noise"], severities=[1], quiet=True)
+    assert robust.paths["csv"].parent == int8.parent / "robustness_int8_ONNX"
+    assert robust.table["accuracy"].iloc[0] == pytest.approx(by_int8["expression"]["accuracy"])
+    card = next(model.parent.glob("*_card.md")).read_text()
+    assert "its int8 ONNX export `best_CustomCNN.int8.onnx` scored (all," in card
 
 
 def test_export_command_compares_int8_on_a_data_set_or_a_folder(cli, model_path, demo_dir, face, tmp_path):

@@ -206,6 +206,10 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
     default the data set's manifest) to score each of their groups by: ``metrics["by"]["gender"]["groups"]`` (a
     list of rows: group, faces, accuracy with its interval, ...) and ``["gap"]`` (the best group's accuracy minus
     the worst's, with its interval and verdict).
+
+    ``model`` may be an export (``.onnx``, ``.int8.onnx``, ``.ort``) with its model's ``.json`` beside it: the file
+    itself is then scored, as ONNX Runtime runs it (``metrics["export"]`` names it; files
+    ``<Model>_int8_ONNX_metrics.json`` and so on, a row of its own in the card).
     """
     from affectkit.pipeline import evaluate_saved
 
@@ -218,12 +222,13 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test", *, splits
 def robustness(model: str | Path, data: str | Path, split: str = "test", *, splits: str | Path | None = None,
                out: str | Path | None = None, corruptions: Sequence[str] | None = None,
                severities: Sequence[int] = (1, 2, 3), seed: int = 0, quiet: bool = True) -> RobustnessResult:
-    """Score a saved model on the faces :func:`evaluate` scores, clean and corrupted: ``corruptions`` (default all
-    of "low-resolution", "jpeg", "blur", "noise", "dark", "mask") at each of ``severities`` (1 mild to 3 harsh),
-    each face corrupted at the model's input size (``seed`` draws the noise). Returns the ``.table`` (a DataFrame:
-    the clean row, then one per corruption and severity, with accuracy and its interval, macro-F1, ECE,
-    valence/arousal CCC, and the change from clean with its paired interval, McNemar p-value and verdict),
-    ``.paths`` (robustness.csv / .md / .png, in ``out``, default ``robustness`` beside the model) and ``.notes``."""
+    """Score a saved model (or its export, as :func:`evaluate` scores it) on the faces :func:`evaluate` scores,
+    clean and corrupted: ``corruptions`` (default all of "low-resolution", "jpeg", "blur", "noise", "dark", "mask")
+    at each of ``severities`` (1 mild to 3 harsh), each face corrupted at the model's input size (``seed`` draws the
+    noise). Returns the ``.table`` (a DataFrame: the clean row, then one per corruption and severity, with accuracy
+    and its interval, macro-F1, ECE, valence/arousal CCC, and the change from clean with its paired interval,
+    McNemar p-value and verdict), ``.paths`` (robustness.csv / .md / .png, in ``out``, default ``robustness`` beside
+    the model, ``robustness_int8_ONNX`` and the like beside an export) and ``.notes``."""
 
     from affectkit.pipeline import robustness_saved
 
@@ -270,8 +275,9 @@ def explain(model: str | Path, images: str | Path | Sequence[str | Path] | None 
 def compare(data: str | Path, models: Sequence[str | Path], out: str | Path = "comparison", split: str = "test", *,
             splits: str | Path | None = None, predictions: Sequence[str | Path] = (), by: Sequence[str] = (),
             attributes: str | Path | None = None, quiet: bool = True) -> ComparisonResult:
-    """Score saved ``models`` on the same faces of ``data`` (``split`` as :func:`evaluate` picks it, or ``splits``)
-    and set the first against each of the others face by face; ``predictions``: CSV files of other tools' classes
+    """Score saved ``models`` (or their exports, as :func:`evaluate` scores them) on the same faces of ``data``
+    (``split`` as :func:`evaluate` picks it, or ``splits``) and set the first against each of the others face by
+    face; ``predictions``: CSV files of other tools' classes
     for those faces, compared alike (see ``affectkit compare --help``). Returns the ``.table`` (a DataFrame of
     scores with their 95% intervals), ``.comparisons`` (``(name, PairedComparison)``: ``.difference``, ``.low``,
     ``.high``, ``.p_value``, ``.verdict()``), ``.paths`` and ``.notes``; with ``by`` (as in :func:`evaluate`),

@@ -44,6 +44,10 @@ SINGLE_PROCESS = ("devices", "num_nodes")
 SavedModelArg = Annotated[Path, typer.Argument(
     help="best_<Model>.safetensors (its .json must sit beside it), or a folder (the model its run's report chose, or "
     "the one model it holds).", callback=chosen_model_of_run)]
+ScoredModelArg = Annotated[Path, typer.Argument(
+    help="best_<Model>.safetensors (its .json must sit beside it), a folder (the model its run's report chose, or "
+    "the one model it holds), or an export of it (.onnx, .int8.onnx, .ort, with the .json beside it): the file "
+    "itself is scored, as ONNX Runtime runs it.", callback=chosen_model_of_run)]
 
 
 @app.command()
@@ -206,7 +210,7 @@ def benchmark(
 
 @app.command()
 def evaluate(
-    model: SavedModelArg,
+    model: ScoredModelArg,
     data: DataArg,
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
@@ -216,16 +220,19 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a saved model: metrics JSON, each face's prediction (CSV), confusion matrix, reliability diagram, its
-    most confident mistakes, a printed table; with --by, its scores on each group of faces by an attribute."""
+    most confident mistakes, a printed table; with --by, its scores on each group of faces by an attribute. An export
+    (.onnx, .int8.onnx, .ort) is scored itself, as ONNX Runtime runs it, with its model's .json beside it."""
     from rich.console import Console
 
     from affectkit.evaluation.evaluator import metrics_table
     from affectkit.models.metadata import read_metadata
     from affectkit.pipeline import evaluate_saved
+    from affectkit.pipeline.run import scored_model, scored_name
 
     with report_to_console(quiet):
         metrics = evaluate_saved(model, data, split, splits, out, by=by or (), attributes=attributes)
-    name = read_metadata(model)["display_name"]
+    saved, export = scored_model(model)
+    name = scored_name(read_metadata(saved), export)
     Console().print(metrics_table(name, metrics))
     if tried := (metrics["expression"] or {}).get("validation_thresholds"):
         from affectkit.evaluation.comparison import held_out_threshold_sentence
@@ -243,7 +250,7 @@ def evaluate(
 
 @app.command()
 def robustness(
-    model: SavedModelArg,
+    model: ScoredModelArg,
     data: DataArg,
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
@@ -347,8 +354,9 @@ def print_group_scores(attribute: str, rows: list[dict], gaps: dict[str, dict | 
 def compare(
     data: DataArg,
     models: Annotated[Optional[list[Path]], typer.Argument(
-        help="Saved models (best_<Model>.safetensors), two or more without --predictions, none where two or more "
-        "--predictions are compared; the first is set against each of the others.")] = None,
+        help="Saved models (best_<Model>.safetensors, or exports of them: .onnx, .int8.onnx, .ort), two or more "
+        "without --predictions, none where two or more --predictions are compared; the first is set against each "
+        "of the others.")] = None,
     split: SplitOpt = "test",
     splits: SplitsOpt = None,
     predictions: Annotated[Optional[list[Path]], typer.Option(

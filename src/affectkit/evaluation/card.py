@@ -20,6 +20,7 @@ from affectkit.evaluation.selective import MIN_COVERAGE_FACES
 from affectkit.models.metadata import (
     SYNTHETIC_WARNING,
     config_from_metadata,
+    export_label,
     fusion_branches,
     fusion_criterion,
     model_paths,
@@ -54,11 +55,12 @@ def seen_warning(seen: int, n: int) -> str:
             "is no test score; `--split test` scores the faces it never saw.")
 
 
-def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[str, Any]:
+def _evaluation(metrics: dict[str, Any], data: str | Path, split: str, export: str | None) -> dict[str, Any]:
     from affectkit.evaluation.metrics import prior_collapse  # see _evaluation_section
 
     expression = metrics["expression"] or {}  # empty where no face had a class
     entry = {"data": str(Path(data).resolve()), "split": split, "synthetic": is_synthetic_data(data), "n": metrics["n"],
+             "export": export,  # the export's file name where that file was scored, not the model's weights
              **{k: expression.get(k) for k in ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")},
              "temperature": expression.get("temperature", 1.0),
              "accuracy_interval": (expression.get("intervals") or {}).get("accuracy"),
@@ -76,15 +78,20 @@ def _evaluation(metrics: dict[str, Any], data: str | Path, split: str) -> dict[s
 
 
 def _with_entry(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """``entries`` with ``entry`` last, in place of any earlier one for the same data set and split."""
-    return [*(e for e in entries if (e["data"], e["split"]) != (entry["data"], entry["split"])), entry]
+    """``entries`` with ``entry`` last, in place of any earlier one for the same data set, split and file scored."""
+    def key(e: dict[str, Any]) -> tuple:
+        return e["data"], e["split"], e.get("export")
+
+    return [*(e for e in entries if key(e) != key(entry)), entry]
 
 
 def write_model_card(model_path: str | Path, training_data: dict[str, Any] | None = None,
                      metrics: dict[str, Any] | None = None, data: str | Path | None = None,
-                     split: str = "test", robustness: dict[str, Any] | None = None) -> Path:
+                     split: str = "test", robustness: dict[str, Any] | None = None,
+                     export: str | Path | None = None) -> Path:
     """Record ``training_data`` (a :func:`~affectkit.data.analysis.dataset_summary` of the run's data), the
-    ``metrics`` of an evaluation on ``split`` of ``data`` (which ``metrics`` needs) and a ``robustness`` entry
+    ``metrics`` of an evaluation on ``split`` of ``data`` (which ``metrics`` needs; ``export``: the export of the
+    model that was scored, where not its weights) and a ``robustness`` entry
     (:func:`~affectkit.evaluation.robustness.robustness_entry`) in the model's description, then rewrite its card."""
     meta = read_metadata(model_path)
     updates: dict[str, Any] = {}
@@ -93,7 +100,8 @@ def write_model_card(model_path: str | Path, training_data: dict[str, Any] | Non
                                     "source": str(Path(training_data["source"]).resolve())}
         updates["trained_on_synthetic_data"] = bool(training_data.get("synthetic"))
     if metrics is not None:
-        updates["evaluations"] = _with_entry(meta.get("evaluations", []), _evaluation(metrics, data, split))
+        updates["evaluations"] = _with_entry(meta.get("evaluations", []), _evaluation(
+            metrics, data, split, None if export is None else Path(export).name))
     if robustness is not None:
         updates["robustness"] = _with_entry(meta.get("robustness", []), robustness)
     if updates:
@@ -266,7 +274,8 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     for e in evaluations:
         va = ["n/a" if e[d] is None else f"{_number(e[d]['mae'])} / {_number(e[d]['ccc'])}"
               for d in ("valence", "arousal")]
-        source = f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
+        source = (f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
+                  + (f", its {export_label(e['export'])} export `{e['export']}` scored" if e.get("export") else ""))
         split = e["split"] + (f" ({e['seen_in_training']} seen in training)" if e.get("seen_in_training") else "")
         interval = e.get("accuracy_interval")  # evaluations recorded before intervals carry none
         accuracy = _number(e["accuracy"]) + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
@@ -306,7 +315,8 @@ def _robustness_section(meta: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Robustness to corrupted faces", ""]
     for e in entries:
-        source = f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
+        source = (f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
+                  + (f", its {export_label(e['export'])} export `{e['export']}` scored" if e.get("export") else ""))
         lines += [f"Measured by `affectkit robustness` on {source} ({e['split']}, {e['faces']} faces): {e['score']} "
                   f"{_number(e['clean'])} on the faces as given, then on the same faces corrupted.", "",
                   f"| corruption | severity | setting | {e['score']} | change from clean [95% interval] | verdict |",

@@ -26,6 +26,13 @@ def is_export(path: str | Path) -> bool:
     return Path(path).suffix.lower() in EXPORT_SUFFIXES
 
 
+def export_label(path: str | Path) -> str:
+    """Which kind of export ``path`` names: "ONNX", "int8 ONNX", "ORT" or "int8 ORT"."""
+    path = Path(path)
+    kind = "ORT" if path.suffix.lower() == ".ort" else "ONNX"
+    return f"int8 {kind}" if path.with_suffix("").suffix == ".int8" else kind
+
+
 def model_paths(path: str | Path) -> tuple[Path, Path]:
     """``x.safetensors``, ``x.json``, the stem ``x`` or its float export (``x.onnx``, ``x.ort``) -> (weights,
     metadata); a run folder -> the model its report chose. Another folder or another kind of file is refused:
@@ -42,7 +49,8 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     if is_export(path) and stem.suffix == ".int8":
         float_model = stem.with_suffix("").name + ".safetensors"
         raise AffectkitError(f"{path} is an int8 export: this reads the saved model it came from ({float_model}); "
-                             f"`affectkit export {float_model} --int8 --data DATA` scores the int8 file against it.")
+                             f"`affectkit evaluate {path.name} DATA` scores the int8 file itself, `affectkit export "
+                             f"{float_model} --int8 --data DATA` against it.")
     # Appended, not swapped in: a timm model's display name may hold a dot (``timm-vit_base.augreg``).
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 

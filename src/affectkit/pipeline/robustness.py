@@ -33,8 +33,8 @@ from affectkit.evaluation.robustness import (
 )
 from affectkit.evaluation.subgroups import resampled_units
 from affectkit.models.io import load_model
-from affectkit.models.metadata import model_paths
-from affectkit.pipeline.run import evaluation_data, saved_predictions, seen_in_training
+from affectkit.models.metadata import export_label, model_paths, read_metadata
+from affectkit.pipeline.run import evaluation_data, saved_predictions, scored_model, scored_name, seen_in_training
 from affectkit.progress import reporter, silenced
 
 
@@ -49,20 +49,24 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
                      out: Path | None = None, corruptions: Sequence[str] | None = None,
                      severities: Sequence[int] = SEVERITIES, seed: int = 0,
                      quiet: bool = False) -> RobustnessResult:
-    """Score the saved model on ``split`` of ``data`` (as ``evaluate`` picks it) clean and under each of
-    ``corruptions`` (default: all) at each of ``severities``; ``seed`` draws the noise. Files into ``out`` (default:
-    ``robustness`` beside the model)."""
+    """Score the saved model, or its export (:func:`scored_model`), on ``split`` of ``data`` (as ``evaluate`` picks
+    it) clean and under each of ``corruptions`` (default: all) at each of ``severities``; ``seed`` draws the noise.
+    Files into ``out`` (default: ``robustness`` beside the model, ``robustness_int8_ONNX`` and the like beside an
+    export)."""
     corruptions = list(corruptions or CORRUPTIONS)
     try:
         check_corruptions(corruptions, list(severities))
     except ValueError as error:
         raise AffectkitError(f"robustness: {error}.") from None
     with silenced(quiet):
+        model_path, export = scored_model(model_path)
         prepared = evaluation_data(model_path, data, split, splits)
-        model, meta = load_model(model_path, device=evaluation_device())
+        meta = read_metadata(model_path)
+        model = None if export is not None else load_model(model_path, device=evaluation_device())[0]
+        model_name = scored_name(meta, export)
         scored = "every face" if split == "all" else f"the {split} split"
-        reporter().show(f"Scoring {meta['display_name']} on {scored} of {data}, clean")
-        positions, clean = saved_predictions(model_path, model, prepared, split, data)
+        reporter().show(f"Scoring {model_name} on {scored} of {data}, clean")
+        positions, clean = saved_predictions(model_path, model, prepared, split, data, export)
         corrupted = []
         for name in corruptions:
             for severity in sorted(severities):
@@ -70,19 +74,22 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
                 reporter().show(f"{name}, severity {severity}: {setting}")
                 degraded = replace(prepared, images=CorruptedFaces(prepared.images, name, severity, seed))
                 corrupted.append(Corrupted(name, severity, setting,
-                                           saved_predictions(model_path, model, degraded, split, data)[1]))
+                                           saved_predictions(model_path, model, degraded, split, data, export)[1]))
         groups = face_groups(prepared, positions)
         table = robustness_table(prepared.expression[positions], prepared.valence_arousal[positions], groups,
                                  clean, corrupted)
         notes = []
         if split == "all" and (seen := seen_in_training(model_path, prepared, data, splits)):
             notes.append(seen_warning(seen, len(positions)))
-        out = Path(out) if out is not None else model_paths(model_path)[0].parent / "robustness"
+        if out is None:
+            out = (model_paths(model_path)[0].parent / "robustness" if export is None else
+                   export.parent / f"robustness_{export_label(export).replace(' ', '_')}")
+        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"csv": out / "robustness.csv", "markdown": out / "robustness.md", "plot": out / "robustness.png"}
         table.to_csv(paths["csv"], index=False, float_format="%.4f")
         side = prepared.images.shape[1]
-        about = [f"Model: {meta['display_name']} (`{model_path}`), with its stored temperature "
+        about = [f"Model: {model_name} (`{export or model_path}`), with its stored temperature "
                  f"({float(meta.get('temperature', 1.0)):.3f}) and flip setting, as `affectkit evaluate` scores it.",
                  f"Faces: {scored} of `{data}`, {len(positions)} faces, the same clean and corrupted; each corrupted "
                  f"on the {side} x {side} px crop the model reads (noise drawn with seed {seed}). "
@@ -91,10 +98,10 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
         paths["markdown"].write_text(robustness_markdown(table, about))
         summary = headline(table)
         plot_robustness(table, summary.values if summary else None, summary.name if summary else "", paths["plot"],
-                        title=f"{meta['display_name']}: robustness to corrupted faces")
+                        title=f"{model_name}: robustness to corrupted faces")
         if summary is not None:
-            paths["card"] = write_model_card(model_path, robustness=robustness_entry(
-                table, str(Path(data).resolve()), split, is_synthetic_data(data)))
+            entry = robustness_entry(table, str(Path(data).resolve()), split, is_synthetic_data(data))
+            paths["card"] = write_model_card(model_path, robustness=entry | {"export": export and export.name})
         for note in notes:
             reporter().note(f"Warning: {note}")
         for advice in remedies(table):

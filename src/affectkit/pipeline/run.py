@@ -53,11 +53,22 @@ from affectkit.evaluation.significance import (
 )
 from affectkit.evaluation.subgroups import group_record, models_by_group, resampled_units, write_group_scores
 from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
+from affectkit.inference.backends import OnnxBackend
+from affectkit.inference.predictor import (
+    input_normalization,
+    model_files,
+    model_metadata,
+    preprocess,
+    served_outputs,
+)
 from affectkit.models.io import load_model
 from affectkit.models.metadata import (
     config_from_metadata,
+    export_label,
+    is_export,
     model_paths,
     predicts_expression,
+    predicts_valence_arousal,
     read_metadata,
     trained_classes,
 )
@@ -96,15 +107,18 @@ def _prepare_run(data: Path, run: RunFolder, config: Config) -> tuple[PreparedDa
 
 def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, positions: np.ndarray, split: str,
                       out: RunFolder, source: Path, training_data: dict | None = None,
-                      seen_in_training: int = 0,
-                      groups: dict[str, np.ndarray] | None = None) -> tuple[dict, dict[str, Path]]:
+                      seen_in_training: int = 0, groups: dict[str, np.ndarray] | None = None,
+                      export: Path | None = None) -> tuple[dict, dict[str, Path]]:
     """Score ``pred``, the saved model's predictions of ``positions`` (the ``split`` of ``data``, read from
     ``source``; ``seen_in_training`` of them trained or selected it), and write its metrics, confusion matrix and
     reliability diagram into ``out`` (suffixed ``_<split>`` for other splits than test) and the evaluation (and
     ``training_data``) into its card. ``groups``: attribute -> each face of ``data``'s group, scored group by group
-    too (``metrics["by"]``, ``<Model>_by_<attribute>.csv`` / ``.png``)."""
+    too (``metrics["by"]``, ``<Model>_by_<attribute>.csv`` / ``.png``). ``export``: the model's export whose own
+    answers ``pred`` are (its files are named by its kind: ``<Model>_int8_ONNX_metrics.json``)."""
     meta = read_metadata(model_path)
     metrics = score(pred, data, positions)
+    if export is not None:
+        metrics["export"] = export.name
     if metrics["expression"] is not None:
         metrics["expression"]["temperature"] = float(meta.get("temperature", 1.0))
         if recorded := meta.get("validation_coverage"):  # the thresholds --target-accuracy reads, tried here
@@ -120,44 +134,99 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
         metrics["seen_in_training"] = seen_in_training
     if unlearnt := unlearnt_classes(metrics["expression"], trained_classes(meta), CLASS_NAMES):
         metrics["expression"]["unlearnt_classes"] = unlearnt
-    name, by_paths = evaluation_name(meta, split), {}
+    name, by_paths = evaluation_name(meta, split, export), {}
     if groups:
         metrics["by"] = {attribute: _evaluation_by_group(attribute, values[positions], pred, data, positions, name,
                                                          meta["display_name"], out, by_paths)
                          for attribute, values in groups.items()}
     paths = write_model_report(name, metrics, pred, data, positions, out.root) | by_paths
     paths["card"] = write_model_card(model_path, training_data=training_data, metrics=metrics, data=source,
-                                     split=split)
+                                     split=split, export=export)
     return metrics, paths
 
 
-def evaluation_name(meta: dict, split: str) -> str:
-    """What an evaluation's files are named by: the model's name, with the split where it is not the test split."""
-    return meta["display_name"] + ("" if split == "test" else f"_{split}")
+def evaluation_name(meta: dict, split: str, export: Path | None = None) -> str:
+    """What an evaluation's files are named by: the model's name, with the kind of export where an export was scored
+    and the split where it is not the test split."""
+    kind = "" if export is None else "_" + export_label(export).replace(" ", "_")
+    return meta["display_name"] + kind + ("" if split == "test" else f"_{split}")
 
 
-def saved_predictions(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str,
-                      source: Path) -> tuple[np.ndarray, Predictions]:
-    """The positions of ``split`` of ``data`` (``source``; every face for "all") and the saved model's predictions
-    of them as every later use of it predicts: with its stored temperature and flip setting."""
-    meta = read_metadata(model_path)
+def split_positions(data: PreparedData, split: str, source: Path) -> np.ndarray:
+    """The positions of ``split`` of ``data`` (read from ``source``; every face for "all"), refused where empty."""
     positions = data.positions("test" if split == "all" else split)
     if len(positions) == 0:
         raise AffectkitError(f"The {split} split of {source} is empty.")
+    return positions
+
+
+def scored_model(model_path: Path) -> tuple[Path, Path | None]:
+    """The saved model whose description ``model_path`` is scored with, and the export to score where
+    ``model_path`` is one (``.onnx``, ``.int8.onnx``, ``.ort``, ``.int8.ort``): the file itself, as ONNX Runtime
+    runs it where it is deployed, with its model's ``.json`` beside it (its splits, temperature and card)."""
+    if not is_export(model_path):
+        return Path(model_path), None
+    export = Path(model_path)
+    saved, described_by, _ = model_files(export)
+    if not export.is_file():
+        raise AffectkitError(f"{export} does not exist.")
+    if not described_by.is_file():
+        raise AffectkitError(f"{export} has no {described_by.name} beside it: an export is scored with the "
+                             "description of the model it came from (its splits, temperature and card); put "
+                             f"{described_by.name} beside it.")
+    return saved, export
+
+
+def scored_name(meta: dict, export: Path | None) -> str:
+    """A scored model's name in tables: its own, or that of its export (``MobileNetV2 (int8 ONNX)``)."""
+    return meta["display_name"] + ("" if export is None else f" ({export_label(export)})")
+
+
+def saved_predictions(model_path: Path, model: torch.nn.Module | None, data: PreparedData, split: str,
+                      source: Path, export: Path | None = None) -> tuple[np.ndarray, Predictions]:
+    """The positions of ``split`` of ``data`` (``source``; every face for "all") and the saved model's predictions
+    of them as every later use of it predicts: with its stored temperature and flip setting; given ``export``
+    (:func:`scored_model`), that file's own predictions (:func:`export_predictions`; ``model`` unused)."""
+    meta = read_metadata(model_path)
+    positions = split_positions(data, split, source)
+    if export is not None:
+        return positions, export_predictions(export, data, positions)
     return positions, predict_split(model, data, positions, temperature=float(meta.get("temperature", 1.0)),
                                     tta_flip=config_from_metadata(meta).tta_flip)
 
 
-def _score(model_path: Path, model: torch.nn.Module, data: PreparedData, split: str, out: RunFolder, source: Path,
-           training_data: dict | None = None, seen_in_training: int = 0,
-           groups: dict[str, np.ndarray] | None = None) -> tuple[dict, Predictions, dict[str, Path]]:
-    """Score a saved model on ``split`` of ``data`` (``source``) as :func:`saved_predictions` predicts it
-    (``record_evaluation`` writes what it found, with the count of those faces it was trained or selected on, where
-    there are any; ``groups``: see :func:`record_evaluation`)."""
+def export_predictions(export: Path, data: PreparedData, positions: np.ndarray, batch_size: int = 64) -> Predictions:
+    """The answers of a model's export itself (ONNX Runtime running the ``.onnx``, ``.int8.onnx`` or ``.ort`` file)
+    for ``positions`` of ``data``, as predict and serve give them: at its model's temperature and flip setting."""
+    backend = OnnxBackend(export)
+    meta = model_metadata(export, backend)
+    mean, std = input_normalization(meta)
+    temperature = float(meta.get("temperature") or 1.0)
+    tta_flip = config_from_metadata(meta).tta_flip
+    logits, va = [], []
+    batches = range(0, len(positions), batch_size)
+    for start in reporter().track(batches, total=len(batches), description=f"Predicting ({export.name})"):
+        chunk = positions[start : start + batch_size]
+        order = np.argsort(np.argsort(chunk))  # read in sorted order, as predict_split reads, then put back
+        batch = preprocess(list(np.asarray(data.images[np.sort(chunk)])), int(meta["input_size"]), mean, std)
+        out_logits, valence, arousal = served_outputs(backend, batch, tta_flip)
+        logits.append(np.asarray(out_logits, dtype=np.float32)[order] / temperature)
+        va.append(np.stack([valence, arousal], 1).astype(np.float32)[order])
+    return Predictions(np.concatenate(logits), np.concatenate(va), predicts_expression(meta),
+                       predicts_valence_arousal(meta))
+
+
+def _score(model_path: Path, model: torch.nn.Module | None, data: PreparedData, split: str, out: RunFolder,
+           source: Path, training_data: dict | None = None, seen_in_training: int = 0,
+           groups: dict[str, np.ndarray] | None = None,
+           export: Path | None = None) -> tuple[dict, Predictions, dict[str, Path]]:
+    """Score a saved model, or its ``export``, on ``split`` of ``data`` (``source``) as :func:`saved_predictions`
+    predicts it (``record_evaluation`` writes what it found, with the count of those faces it was trained or selected
+    on, where there are any; ``groups``: see :func:`record_evaluation`)."""
     meta = read_metadata(model_path)
-    positions, pred = saved_predictions(model_path, model, data, split, source)
+    positions, pred = saved_predictions(model_path, model, data, split, source, export)
     metrics, paths = record_evaluation(model_path, pred, data, positions, split, out, source, training_data,
-                                       seen_in_training, groups)
+                                       seen_in_training, groups, export)
     if warning := prior_collapse(metrics["expression"], CLASS_NAMES):
         reporter().note(f"Warning: {meta['display_name']} {warning}")
     if unlearnt := (metrics["expression"] or {}).get("unlearnt_classes"):
@@ -591,15 +660,23 @@ def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None
     "all" of ``data`` holds faces the model was trained or selected on, ``metrics["seen_in_training"]`` counts
     them, the card marks the row, and a warning says so. ``by``: attributes of the faces (columns of ``attributes``,
     by default the data set's manifest) to score each of their groups by, into ``metrics["by"]`` and
-    ``<Model>_by_<attribute>.csv`` / ``.png``."""
+    ``<Model>_by_<attribute>.csv`` / ``.png``.
+
+    ``model_path`` may be an export of the model (``.onnx``, ``.int8.onnx``, ``.ort``, ``.int8.ort``): then the
+    file itself is scored, as ONNX Runtime runs it where it is deployed, with the description of the model it came
+    from (``<Model>.json``, beside it: its splits, temperature and card); its files are named by its kind
+    (``<Model>_int8_ONNX_metrics.json``, default: beside the export) and the card gets a row of its own."""
     with silenced(quiet):
+        model_path, export = scored_model(model_path)
         prepared = evaluation_data(model_path, data, split, splits)
         groups = face_attributes(data, attributes, by, prepared)  # a missing table or column fails before scoring
-        model, meta = load_model(model_path, device=evaluation_device())
+        meta = read_metadata(model_path)
+        model = None if export is not None else load_model(model_path, device=evaluation_device())[0]
         weights, _ = model_paths(model_path)
         seen = seen_in_training(model_path, prepared, data, splits) if split == "all" else 0
-        metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(out or weights.parent), data,
-                                   seen_in_training=seen, groups=groups)
+        folder = out or (weights.parent if export is None else export.parent)
+        metrics, _, paths = _score(model_path, model, prepared, split, RunFolder(folder), data,
+                                   seen_in_training=seen, groups=groups, export=export)
         if seen:
             reporter().note(f"Warning: {seen_warning(seen, metrics['n'])}")
         calibrated = meta.get("calibrated_on") or {}
