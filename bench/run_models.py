@@ -23,6 +23,9 @@ def copied_models(args: argparse.Namespace) -> Iterator[tuple[Path, Path]]:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             weights = args.run / f"best_{name}.safetensors"
+            if not weights.is_file():
+                held = ", ".join(sorted(p.stem.removeprefix("best_") for p in args.run.glob("best_*.safetensors")))
+                raise SystemExit(f"{weights} not found: --models names the run's best_<name>.safetensors ({held}).")
             work = Path(tmp) / name
             work.mkdir()
             for path in (weights, weights.with_suffix(".json")):
