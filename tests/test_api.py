@@ -186,7 +186,7 @@ def test_import_is_light_and_the_public_names_are_documented():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
     assert sorted(affectkit.__all__) == ["benchmark", "calibrate", "compare", "evaluate", "explain",
-                                         "explain_temporal", "export", "fuse", "fuse_predict", "load",
+                                         "explain_fusion", "explain_temporal", "export", "fuse", "fuse_predict", "load",
                                          "predict_temporal", "predict_temporal_frames",
                                          "pretrained", "robustness", "run", "train", "train_temporal",
                                          "train_temporal_frames"]

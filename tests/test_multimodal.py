@@ -209,6 +209,56 @@ def test_fuse_predict_reloads_the_kept_model_and_refuses_a_changed_file(fused, m
         predict_fusion(damaged, multimodal_demo)
 
 
+def test_fuse_predict_explains_which_modality_each_verdict_rests_on(fused, multimodal_demo, tmp_path):
+    """--explain leaves out each modality a sample was read with: the predictions are fuse-predict's, a sample
+    recorded without one (the demo leaves some out; here the first without sound) has no row for it, and the
+    untrained face model's reading moves valence and arousal less than the speech and physiological signals that
+    tell them."""
+    partly = multimodal_demo.parent / "partly_heard.csv"
+    manifest = pd.read_csv(multimodal_demo)
+    manifest.loc[0, "audio"] = ""
+    manifest.to_csv(partly, index=False)
+    out = tmp_path / "explained.csv"
+    result = CliRunner().invoke(app, ["fuse-predict", str(fused), str(partly), "--out", str(out), "--explain",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "explained_modalities.png").is_file()
+    predictions, _ = predict_fusion(fused, partly)
+    pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"id": str}), predictions, check_exact=False, atol=1e-4)
+    table = pd.read_csv(tmp_path / "explained_modalities.csv", dtype={"id": str})
+    given = pd.read_csv(partly)
+    recorded = {f"line {row + 2}": [m for m in ("face", "audio", "physio") if isinstance(given.loc[row, m], str)]
+                for row in given.index}
+    assert recorded["line 2"] == ["face", "physio"]
+    assert table.groupby("id", sort=False)["modality"].agg(list).to_dict() == recorded
+    strength = table.groupby("modality")[["valence_pull", "arousal_pull"]].agg(lambda pull: pull.abs().mean())
+    assert strength.loc["face"].max() < strength.drop(index="face").max().max()
+
+
+def test_a_modality_the_kept_model_does_not_read_pulls_its_verdicts_by_nothing():
+    """Left out, a modality's features are imputed as for a sample recorded without it (the train median): what
+    a model reading only the sound answers moves by the sound's own part, and not at all without the face."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from affectkit.multimodal.explain import modality_importance
+    from affectkit.multimodal.fusion import _linear
+
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame({"face_x": rng.normal(size=60), "audio_y": rng.normal(size=60)})
+    sound = features["audio_y"].to_numpy().copy()
+    models = {"expression": _linear(["audio_y"], LogisticRegression()).fit(features, (sound > 0).astype(int)),
+              "valence": _linear(["audio_y"], Ridge(alpha=1e-6)).fit(features, 0.25 * sound)}
+    meta = {"feature_columns": ["face_x", "audio_y"], "modalities": ["face", "audio"]}
+    features.loc[0, "audio_y"] = np.nan  # the first sample recorded without sound
+    table = modality_importance(models, meta, [f"s{i}" for i in range(60)], features)
+    face, audio = table[table["modality"] == "face"], table[table["modality"] == "audio"]
+    assert len(face) == 60 and list(audio["id"]) == [f"s{i}" for i in range(1, 60)] and "arousal_pull" not in table
+    assert (face["importance"] == 0).all() and (face["valence_pull"] == 0).all()
+    np.testing.assert_allclose(audio["valence_pull"], 0.25 * (sound[1:] - np.median(sound)), atol=1e-4)
+    far = np.abs(sound[1:] - np.median(sound)) > 0.5
+    assert (audio["importance"].to_numpy()[far] > 0).all()  # the sound is what its answer rests on
+
+
 def test_bad_rows_are_quarantined_with_their_line_and_reason(tmp_path):
     soundfile.write(tmp_path / "ok.wav", np.zeros(8000, dtype=np.float32), 8000)
     (tmp_path / "broken.wav").write_text("not sound")
@@ -437,6 +487,14 @@ def test_the_server_fuses_one_samples_recordings(fused, multimodal_demo, model_p
     without_audio = client.post("/v1/predict-multimodal", files={k: files[k] for k in ("face", "physio")},
                                 params=window).json()
     assert without_audio["missing"] == ["audio"] and "valence" in without_audio
+    # Which modality it rests on: leaving the sound out answers as the sample sent without it.
+    explained = client.post("/v1/predict-multimodal", files=files, params=window | {"explain_modalities": True})
+    rows = {row["modality"]: row for row in explained.json()["modality_importance"]}
+    assert list(rows) == ["face", "audio", "physio"] and "modality_importance" not in verdict
+    assert rows["audio"]["valence_pull"] == pytest.approx(verdict["valence"] - without_audio["valence"], abs=1e-6)
+    answered = verdict["expression"]
+    assert rows["audio"]["importance"] == pytest.approx(
+        verdict["probabilities"][answered] - without_audio["probabilities"][answered], abs=1e-6)
 
     refusals = [
         (client.post("/v1/predict-multimodal", params=window), 422, "send the fusion's modalities"),

@@ -16,6 +16,7 @@ from affectkit.api import (
     compare,
     evaluate,
     explain,
+    explain_fusion,
     explain_temporal,
     export,
     fuse,
@@ -32,6 +33,6 @@ from affectkit.api import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "explain_temporal", "export", "fuse",
-           "fuse_predict", "load", "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run",
-           "train", "train_temporal", "train_temporal_frames"]
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "explain_fusion", "explain_temporal", "export",
+           "fuse", "fuse_predict", "load", "predict_temporal", "predict_temporal_frames", "pretrained", "robustness",
+           "run", "train", "train_temporal", "train_temporal_frames"]

@@ -1,6 +1,6 @@
 """The public Python API: ``affectkit.load``, ``pretrained``, ``train``, ``run``, ``evaluate``, ``robustness``,
-``explain``, ``calibrate``, ``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``train_temporal``,
-``predict_temporal`` and ``explain_temporal``.
+``explain``, ``calibrate``, ``export``, ``benchmark``, ``fuse``, ``fuse_predict``, ``explain_fusion``,
+``train_temporal``, ``predict_temporal`` and ``explain_temporal``.
 
 Each returns what it made (a predictor, paths, metrics, DataFrames) and prints nothing unless ``quiet=False``; bad
 input raises :class:`affectkit.errors.AffectkitError` with one sentence. The heavy libraries (torch, Lightning) are
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from affectkit.config import Config
     from affectkit.inference.faces import DetectorMethod
     from affectkit.inference.predictor import BackendName, Predictor
-    from affectkit.multimodal import FusionRun
+    from affectkit.multimodal import ExplainedSamples, FusionRun
     from affectkit.pipeline.benchmark import BenchmarkResult
     from affectkit.pipeline.calibrate import Calibration
     from affectkit.pipeline.compare import ComparisonResult
@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from affectkit.temporal import ExplainedClips, TemporalRun
     from affectkit.temporal.continuous import ContinuousRun
 
-__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "explain_temporal", "export", "fuse",
-           "fuse_predict", "load", "predict_temporal", "predict_temporal_frames", "pretrained", "robustness", "run",
-           "train", "train_temporal", "train_temporal_frames"]
+__all__ = ["benchmark", "calibrate", "compare", "evaluate", "explain", "explain_fusion", "explain_temporal", "export",
+           "fuse", "fuse_predict", "load", "predict_temporal", "predict_temporal_frames", "pretrained", "robustness",
+           "run", "train", "train_temporal", "train_temporal_frames"]
 
 ConfigSource = Union["Config", str, Path, None]
 DEFAULT_MODELS = ("resnet50", "efficientnet_b0", "custom_cnn")
@@ -351,6 +351,20 @@ def fuse_predict(fusion: str | Path, manifest: str | Path, face_model: str | Pat
     with _reporting(quiet):
         return predict_fusion(fusion, manifest, face_model=face_model,
                               log=None if checkpoint is None else Path(checkpoint))
+
+
+def explain_fusion(fusion: str | Path, manifest: str | Path, face_model: str | Path | None = None, *,
+                   checkpoint: str | Path | None = None, quiet: bool = True) -> ExplainedSamples:
+    """:func:`fuse_predict`, and which modality each sample's verdict rests on: each modality it was read with left
+    out in turn (its features absent, imputed as for a sample recorded without it) and the sample answered again.
+    Returns ``.predictions`` (a row per sample), ``.modalities`` (a row per sample and modality: ``importance``, how
+    far the probability of the sample's answered expression falls without it; ``valence_pull`` /
+    ``arousal_pull``, how far it moves the sample's valence and arousal) and ``.problems``."""
+    from affectkit.multimodal import explain_fusion as explain_samples
+
+    with _reporting(quiet):
+        return explain_samples(fusion, manifest, face_model=face_model,
+                               log=None if checkpoint is None else Path(checkpoint))
 
 
 def train_temporal(clips: str | Path, face_model: str | Path, out: str | Path = "temporal", *, seed: int = 0,

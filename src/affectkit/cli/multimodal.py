@@ -11,7 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from affectkit.cli.common import QuietOpt, app, kept_when_stopped, report_to_console, say, write_predictions
+from affectkit.cli.common import (
+    QuietOpt,
+    app,
+    kept_when_stopped,
+    report_to_console,
+    say,
+    write_predictions,
+    write_table,
+)
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 
 ManifestArg = Annotated[Path, typer.Argument(help="Multimodal manifest CSV: face, audio, physio files per sample, "
@@ -75,18 +83,36 @@ def fuse_predict(
     face_model: FaceModelOpt = None,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Also say which modality each sample's verdict rests on: each modality it was read with "
+                          "left out in turn and the sample answered again (<out>_modalities.csv, a row per sample "
+                          "and modality; <out>_modalities.png).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict expression, valence and arousal of new samples with a fusion `affectkit fuse` kept.
 
     Each sample's features are logged beside --out as read: the same command, stopped on the way, goes on from there."""
-    from affectkit.multimodal import predict_fusion
+    from affectkit.multimodal import explain_fusion, predict_fusion
 
     _set_threads(threads)
     log = out.with_name(f"{out.name}.features.partial.jsonl")
     with kept_when_stopped(log), report_to_console(quiet):
-        predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend, log=log)
+        if explain:
+            explained = explain_fusion(fusion, manifest, face_model=face_model, backend=backend, log=log)
+            predictions, problems = explained.predictions, explained.problems
+        else:
+            predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend,
+                                                   log=log)
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "sample")
+    if explain:
+        from affectkit.evaluation.plots import plot_modality_importance
+
+        written = [write_table(explained.modalities, out.with_name(f"{out.stem}_modalities.csv"))]
+        if len(explained.modalities):
+            written.append(plot_modality_importance(explained.modalities,
+                                                    out.with_name(f"{out.stem}_modalities.png"),
+                                                    f"Which modality each sample's verdict rests on ({fusion.name})"))
+        say(f"Wrote {', '.join(map(str, written))}", style="bold green")
 
 
 @app.command("make-windows")

@@ -354,6 +354,35 @@ def plot_frame_importance(frames: pd.DataFrame, path: str | Path, title: str, cl
     return _save(fig, path)
 
 
+MODALITY_VALUES = {"importance": "importance to the answered expression", "valence_pull": "pull on valence",
+                   "arousal_pull": "pull on arousal"}
+
+
+def plot_modality_importance(modalities: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Per value of ``modalities`` (:func:`affectkit.multimodal.explain.modality_importance` rows: each sample's
+    modality ``importance`` and ``valence_pull`` / ``arousal_pull``), each modality's values over the samples as a
+    box with every sample's point, and their mean as a diamond."""
+    shown = [column for column in MODALITY_VALUES if column in modalities]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 3.2), layout="constrained",
+                             squeeze=False)
+    order = list(dict.fromkeys(modalities["modality"]))
+    for ax, column in zip(axes.flat, shown):
+        sns.boxplot(data=modalities, x="modality", y=column, order=order, ax=ax, color="lightgrey", fliersize=0)
+        sns.stripplot(data=modalities, x="modality", y=column, order=order, ax=ax, color="tab:blue", size=3,
+                      alpha=0.6)
+        means = modalities.groupby("modality")[column].mean().reindex(order)
+        ax.scatter(range(len(order)), means.to_numpy(), marker="D", color="black", zorder=3, label="mean")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(MODALITY_VALUES[column], fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("without it -> with it")
+        ax.legend(fontsize=7)
+    if not shown:
+        _no_data(axes.flat[0])
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_face_maps(faces: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, title: str,
                    columns: int = 8) -> Path:
     """Face images (uint8 RGB, a map laid over each) in a grid, each under its title."""

@@ -6,6 +6,8 @@ from affectkit.lazy import lazy_exports
 # Imported on first use: a module of the package (the face reading a server uses) loads without the fusion's
 # PyTorch and scikit-learn.
 _EXPORTS = {
+    "ExplainedSamples": "affectkit.multimodal.explain",
+    "explain_fusion": "affectkit.multimodal.explain",
     "MODALITIES": "affectkit.multimodal.manifest",
     "MultimodalManifest": "affectkit.multimodal.manifest",
     "read_manifest": "affectkit.multimodal.manifest",

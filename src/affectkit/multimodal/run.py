@@ -270,11 +270,35 @@ def load_trusted(path: Path) -> Any:
     return skops.io.load(path, trusted=list(TRUSTED_TYPES))
 
 
+@dataclass(frozen=True)
+class ReadSamples:
+    """A manifest's samples read for a kept fusion: what the fusion needs to answer them."""
+
+    models: dict[str, Any]  # the kept model of each target
+    meta: dict[str, Any]  # the fusion's description
+    ids: list[str]  # each readable sample's id
+    features: pd.DataFrame  # their features, in the fusion's feature columns (NaN: a modality not read)
+    problems: list[str]  # why each sample that could not be read was not
+
+
 def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model: str | Path | None = None,
                    backend: str = "auto", log: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable sample of the manifest (labels not needed): the kept models' expression, its
     probabilities, valence and arousal; and the reasons of the samples that could not be read. ``log``: where each
     sample's features go as read (deleted at the end), so that the same call, stopped on the way, goes on from it."""
+    read = read_for_fusion(model_dir, manifest_path, face_model, backend, log)
+    return sample_predictions(read), read.problems
+
+
+def sample_predictions(read: ReadSamples) -> pd.DataFrame:
+    """The kept fusion's answers for the samples read: one row per sample, its id first."""
+    return pd.concat([pd.DataFrame({"id": read.ids}), fusion_outputs(read.models, read.features)], axis=1)
+
+
+def read_for_fusion(model_dir: str | Path, manifest_path: str | Path, face_model: str | Path | None = None,
+                    backend: str = "auto", log: Path | None = None) -> ReadSamples:
+    """The kept fusion of ``model_dir`` and the features of each readable sample of the manifest (see
+    :func:`predict_fusion`)."""
     models, meta = load_fusion(model_dir)
     manifest = read_manifest(manifest_path, require_labels=False)
     face_model = Path(face_model or meta["face_model"]) if meta["face_model"] else None
@@ -293,8 +317,8 @@ def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model:
     if log is not None:
         log.unlink(missing_ok=True)
     problems = [r.reason for r in manifest.rejected + read.rejected]
-    outputs = fusion_outputs(models, read.features.reindex(columns=meta["feature_columns"]))
-    return pd.concat([pd.DataFrame({"id": [s.id for s in read.samples]}), outputs], axis=1), problems
+    return ReadSamples(models, meta, [s.id for s in read.samples],
+                       read.features.reindex(columns=meta["feature_columns"]).reset_index(drop=True), problems)
 
 
 def fusion_outputs(models: dict[str, Any], features: pd.DataFrame) -> pd.DataFrame:
@@ -315,11 +339,13 @@ def reads_per_person(meta: dict[str, Any]) -> bool:
 
 
 def fusion_verdict(models: dict[str, Any], meta: dict[str, Any], sample: Sample, predictor: Predictor | None,
-                   face_lock: AbstractContextManager[Any] = nullcontext()) -> dict[str, Any]:
+                   face_lock: AbstractContextManager[Any] = nullcontext(), explain: bool = False) -> dict[str, Any]:
     """The kept fusion's verdict on one sample: the modalities it read and the ones missing (not given, or no face
-    found), the expression and its probabilities, valence and arousal. ``face_lock`` is held while the face model
-    reads the face, and only then (a server's model lock: speech and physio features need no model). Raises Reject
-    for a file that cannot be read or a window outside it, or where no modality the fusion reads could be read."""
+    found), the expression and its probabilities, valence and arousal; with ``explain``, which modality it rests on
+    (``modality_importance``: a modality, ``importance``, ``valence_pull``, ``arousal_pull`` per modality read, as
+    ``fuse-predict --explain`` gives them). ``face_lock`` is held while the face model reads the face, and only then
+    (a server's model lock: speech and physio features need no model). Raises Reject for a file that cannot be read
+    or a window outside it, or where no modality the fusion reads could be read."""
     settings = (meta["fps"], meta.get("frame_rate", DEFAULT_FRAME_RATE))
     face = {m: f for m, f in sample.files.items() if m == "face"}
     found: dict[str, dict[str, float] | None] = {}
@@ -333,5 +359,13 @@ def fusion_verdict(models: dict[str, Any], meta: dict[str, Any], sample: Sample,
         raise Reject("no_modality", f"none of the fusion's modalities ({', '.join(meta['modalities'])}) could be read"
                      + (" (no face was found)" if "face" in found else ""))
     row = {name: value for m in read for name, value in found[m].items()}
-    outputs = fusion_outputs(models, pd.DataFrame([row]).reindex(columns=meta["feature_columns"])).iloc[0]
-    return {"modalities": read, "missing": [m for m in meta["modalities"] if m not in read]} | verdict_of(outputs)
+    features = pd.DataFrame([row]).reindex(columns=meta["feature_columns"])
+    verdict = ({"modalities": read, "missing": [m for m in meta["modalities"] if m not in read]}
+               | verdict_of(fusion_outputs(models, features).iloc[0]))
+    if explain:
+        from affectkit.multimodal.explain import modality_importance  # which imports this module
+
+        importance = modality_importance(models, meta, [sample.id], features).drop(columns=["id", "expression"],
+                                                                                   errors="ignore")
+        verdict["modality_importance"] = importance.to_dict(orient="records")
+    return verdict

@@ -544,8 +544,8 @@ def create_app(
             raise HTTPException(422, f"{name}: not a video affectkit reads (MP4/MOV, AVI or Matroska/WebM)")
         return await run_in_threadpool(video_job, name, data, suffix, fps, smooth, explain_frames)
 
-    def multimodal_job(uploads: dict[str, tuple[str, bytes]], start: float | None,
-                       end: float | None) -> dict[str, Any]:
+    def multimodal_job(uploads: dict[str, tuple[str, bytes]], start: float | None, end: float | None,
+                       explain: bool) -> dict[str, Any]:
         from affectkit.multimodal.run import fusion_verdict  # loaded with the fusion models already
 
         with tempfile.TemporaryDirectory(prefix="affectkit-multimodal-") as folder:
@@ -559,16 +559,19 @@ def create_app(
                                     max_video_frames)
             try:
                 return fusion_verdict(fusion_models, fusion_meta, Sample("upload", files, start, end),
-                                      predictor if "face" in fusion_meta["modalities"] else None, model_lock)
+                                      predictor if "face" in fusion_meta["modalities"] else None, model_lock,
+                                      explain=explain)
             except Reject as exc:
                 raise HTTPException(422, exc.reason) from None
 
     @app.post(MULTIMODAL_ROUTE, dependencies=[Depends(require_api_key)], openapi_extra=MULTIMODAL_BODY)
-    async def predict_multimodal(request: Request, start: float | None = None,
-                                 end: float | None = None) -> dict[str, Any]:
+    async def predict_multimodal(request: Request, start: float | None = None, end: float | None = None,
+                                 explain_modalities: bool = False) -> dict[str, Any]:
         """The fusion's expression, valence and arousal for one sample: any of the multipart files ``face`` (a photo
         or a video), ``audio`` (WAV, FLAC or Ogg) and ``physio`` (a CSV with a time column in seconds) that the
-        fusion reads, over the window ``start``-``end`` seconds (the whole recording without them)."""
+        fusion reads, over the window ``start``-``end`` seconds (the whole recording without them). With
+        ``explain_modalities``, which modality the verdict rests on (``modality_importance``: each modality read left
+        out in turn, as ``fuse-predict --explain`` does)."""
         if fusion_meta is None:
             raise HTTPException(404, "this server has no fusion model: start it with --fusion DIR")
         if (start is not None and start < 0) or (end is not None and end <= (start or 0)):
@@ -586,7 +589,7 @@ def create_app(
         if unread or not uploads:
             raise HTTPException(422, f"send the fusion's modalities ({', '.join(fusion_meta['modalities'])}) as "
                                      "multipart files" + (f"; it does not read {', '.join(unread)}" if unread else ""))
-        return await run_in_threadpool(multimodal_job, uploads, start, end)
+        return await run_in_threadpool(multimodal_job, uploads, start, end, explain_modalities)
 
     def predict_frame(name: str, data: bytes, smoother: TrackSmoother) -> list[dict[str, Any]]:
         (faces,) = decode_and_predict([(name, data)])
