@@ -177,6 +177,14 @@ def test_a_stopped_fuse_predict_goes_on_from_its_log(fused, multimodal_demo, tmp
     assert result.exit_code == 0, result.output
     assert len(reading.reads) == len(whole) - 10 and not log.exists()
     pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"id": str}), whole, check_exact=False, atol=1e-4)
+    # The manifest the fusion was fit on: its scores say how many of these samples fit or chose it.
+    fit = pd.read_csv(fused / "features.csv", dtype={"id": str}).set_index("id")["split"]
+    assert (whole["fit_split"] == whole["id"].map(fit)).all()
+    scores = json.loads((out.parent / "predicted_scores.json").read_text())
+    assert scores["seen_in_training"] == fit.isin(["train", "val"]).sum() > 0
+    expression = whole[whole["true_expression"].fillna("") != ""]
+    assert scores["accuracy"] == pytest.approx((expression["expression"] == expression["true_expression"]).mean())
+    assert "these are no test scores" in " ".join(result.output.split())
 
 
 def test_fuse_predict_reloads_the_kept_model_and_refuses_a_changed_file(fused, multimodal_demo, tmp_path):
@@ -225,6 +233,10 @@ def test_fuse_predict_explains_which_modality_each_verdict_rests_on(fused, multi
     assert (tmp_path / "explained_modalities.png").is_file()
     predictions, _ = predict_fusion(fused, partly)
     pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"id": str}), predictions, check_exact=False, atol=1e-4)
+    # Another manifest than the fusion's own: scored against its labels, no sample marked as seen in the fit.
+    scores = json.loads((tmp_path / "explained_scores.json").read_text())
+    assert "fit_split" not in predictions and "seen_in_training" not in scores
+    assert scores["valence_samples"] == manifest["valence"].notna().sum() and "valence_ccc_low" in scores
     table = pd.read_csv(tmp_path / "explained_modalities.csv", dtype={"id": str})
     given = pd.read_csv(partly)
     recorded = {f"line {row + 2}": [m for m in ("face", "audio", "physio") if isinstance(given.loc[row, m], str)]

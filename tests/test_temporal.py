@@ -173,6 +173,13 @@ def test_temporal_predict_reloads_the_kept_model_and_refuses_a_changed_one(train
     assert (test["expression"] == truth).mean() == pytest.approx(reported.loc[kept, "accuracy"])
     from_python, problems = affectkit.predict_temporal(trained, clips)
     assert not problems and np.allclose(from_python["p_happy"], predictions["p_happy"], atol=1e-4)
+    # Labelled clips are scored against their labels (here their class folders).
+    assert (predictions["true_expression"] == predictions["id"].str.split("/").str[1]).all()
+    scores = json.loads((tmp_path / "predictions_scores.json").read_text())
+    assert scores["expression_samples"] == 40 and "seen_in_training" not in scores
+    assert scores["accuracy"] == pytest.approx((predictions["expression"] == predictions["true_expression"]).mean())
+    assert scores["accuracy_low"] <= scores["accuracy"] <= scores["accuracy_high"]
+    assert f"accuracy {scores['accuracy']:.3f} [" in " ".join(result.output.split())
 
     explained = CliRunner().invoke(app, ["temporal-predict", str(trained), str(clips), "--out",
                                          str(tmp_path / "explained.csv"), "--explain", "--quiet"])
@@ -289,7 +296,8 @@ def test_temporal_predict_stopped_on_the_way_goes_on_where_it_stopped(trained, c
     stop = False
     assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code == 0
     assert len(reads) == len(read_clips(clips, require_labels=False).samples) - 4  # the stored clips not read again
-    assert pd.read_csv(out).equals(pd.read_csv(whole)) and list(out.parent.iterdir()) == [out]
+    assert pd.read_csv(out).equals(pd.read_csv(whole))
+    assert sorted(out.parent.iterdir()) == [out, out.with_name("preds_scores.json")]  # no stored part left
 
 
 def test_the_clips_read_are_kept_until_their_answers_are_made(trained, clips, tmp_path, monkeypatch):

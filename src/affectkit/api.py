@@ -343,7 +343,9 @@ def fuse(manifest: str | Path, out: str | Path = "fusion", face_model: str | Pat
 def fuse_predict(fusion: str | Path, manifest: str | Path, face_model: str | Path | None = None, *,
                  checkpoint: str | Path | None = None, quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The kept fusion of ``fusion`` (a folder :func:`fuse` wrote) on new samples: a DataFrame with one row per
-    sample (expression, p_<class>, valence, arousal), and the reasons of the samples that could not be read.
+    sample (expression, p_<class>, valence, arousal, and the labels the manifest gives: true_expression,
+    true_valence, true_arousal; on the manifest the fusion was fit on, each sample's fit_split), and the reasons of
+    the samples that could not be read.
     ``checkpoint``: a file where each sample's features go as read (deleted at the end), so that the same call,
     stopped on the way, goes on from it."""
     from affectkit.multimodal import predict_fusion
@@ -386,7 +388,8 @@ def train_temporal(clips: str | Path, face_model: str | Path, out: str | Path = 
 def predict_temporal(model: str | Path, clips: str | Path, face_model: str | Path | None = None, *,
                      checkpoint: str | Path | None = None, quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The kept model of ``model`` (a folder :func:`train_temporal` wrote) on new clips: a DataFrame with one row per
-    clip (expression, p_<class>, valence, arousal), and the reasons of the clips that could not be read.
+    clip (expression, p_<class>, valence, arousal, and the labels the clips carry: true_expression, true_valence,
+    true_arousal), and the reasons of the clips that could not be read.
     ``checkpoint``: a file name (``.npz``) beside which the clips read so far are stored every two minutes and on
     Ctrl-C, in parts deleted at the end, so that the same call, stopped on the way, goes on from them."""
     from affectkit.temporal import predict_temporal as predict

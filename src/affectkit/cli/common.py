@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from typing import Annotated, Any, ContextManager, Optional, Union, get_args, ge
 import typer
 from rich.markup import escape
 
-from affectkit.atomic import atomic_path
+from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.config import Config, DataConfig, coerce_value, load_config, parse_set_options, profile_names
 from affectkit.data.archives import data_config
 from affectkit.errors import AffectkitError
@@ -258,6 +259,34 @@ def write_predictions(predictions: Any, problems: list[str], out: Path, written:
     for problem in problems:
         console.print(f"[yellow]skipped:[/yellow] {escape(problem)}")
     say(f"Wrote {written} to {out}" + (f"; {len(problems)} {unit}(s) skipped" if problems else ""))
+
+
+def write_labelled_scores(predictions: Any, out: Path, unit: str) -> None:
+    """Where the inputs of a fusion's or temporal model's predictions (a DataFrame) carry labels (``true_``
+    columns), their scores against them (:func:`~affectkit.multimodal.fusion.labelled_scores`) to
+    ``<out>_scores.json``, and said; ``unit`` names the inputs ("clip")."""
+    from affectkit.multimodal.fusion import DIMENSIONS, labelled_scores
+
+    scores = labelled_scores(predictions)
+    if scores is None:
+        return
+    path = out.with_name(f"{out.stem}_scores.json")
+    atomic_write_text(path, json.dumps(scores, indent=2))
+
+    def interval(name: str) -> str:
+        low, high = scores.get(f"{name}_low"), scores.get(f"{name}_high")
+        return "" if low is None else f" [{low:.3f}, {high:.3f}]"
+
+    parts = []
+    if "accuracy" in scores:
+        parts.append(f"accuracy {scores['accuracy']:.3f}{interval('accuracy')}, macro-F1 {scores['macro_f1']:.3f} "
+                     f"on the {scores['expression_samples']} {unit}s with an expression")
+    parts += [f"{dimension} CCC {scores[f'{dimension}_ccc']:.3f}{interval(f'{dimension}_ccc')} on "
+              f"{scores[f'{dimension}_samples']}" for dimension in DIMENSIONS if f"{dimension}_ccc" in scores]
+    say(f"Against the labels the {unit}s carry (95% intervals): {'; '.join(parts)}. Wrote {path}")
+    if seen := scores.get("seen_in_training"):
+        console.print(f"[yellow]Warning:[/yellow] {seen} of these {unit}s fit the model or chose it (the train and "
+                      "val splits of the manifest it was fit on: fit_split): these are no test scores.")
 
 
 # -- running ------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from affectkit.cli.common import (
     kept_when_stopped,
     report_to_console,
     say,
+    write_labelled_scores,
     write_predictions,
     write_table,
 )
@@ -104,6 +105,7 @@ def fuse_predict(
             predictions, problems = predict_fusion(fusion, manifest, face_model=face_model, backend=backend,
                                                    log=log)
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "sample")
+    write_labelled_scores(predictions, out, "sample")
     if explain:
         from affectkit.evaluation.plots import plot_modality_importance
 

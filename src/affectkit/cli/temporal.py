@@ -18,6 +18,7 @@ from affectkit.cli.common import (
     kept_when_stopped,
     report_to_console,
     say,
+    write_labelled_scores,
     write_predictions,
     write_table,
 )
@@ -134,6 +135,7 @@ def temporal_predict(
             predictions, problems = predict_temporal(model, clips, face_model=face_model, backend=backend,
                                                      fold=fold, checkpoint=checkpoint)
     write_predictions(predictions, problems, out, f"{len(predictions)} rows", "clip")
+    write_labelled_scores(predictions, out, "clip")
     if explain:
         from affectkit.evaluation.plots import plot_frame_importance
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -33,6 +34,7 @@ from affectkit.config import CLASS_NAMES
 from affectkit.evaluation.metrics import log_loss
 from affectkit.evaluation.significance import ccc_interval, score_intervals
 from affectkit.multimodal.features import FeatureTable
+from affectkit.multimodal.manifest import Sample
 
 DIMENSIONS = ("valence", "arousal")
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -218,6 +220,55 @@ def held_out_scores(target: str, predicted: np.ndarray, truth: np.ndarray,
             # Over the classes given or predicted, as every other macro-F1 of affectkit (torchmetrics') counts it.
             "macro_f1": f1_score(truth, chosen, labels=np.union1d(truth, chosen), average="macro", zero_division=0),
             "balanced_accuracy": balanced, **bounds}
+
+
+def truth_columns(samples: Sequence[Sample]) -> dict[str, Any]:
+    """The labels ``samples`` carry, as columns of their prediction table: ``true_expression`` (a class name, blank
+    where a sample has none), ``true_valence``, ``true_arousal`` (NaN where none), each where any sample has it, and
+    ``person`` where any sample names its subject; none for samples without labels."""
+    columns: dict[str, Any] = {}
+    if any(s.expression is not None for s in samples):
+        columns["true_expression"] = [CLASS_NAMES[s.expression] if s.expression is not None else "" for s in samples]
+    for dimension in DIMENSIONS:
+        values = np.array([getattr(s, dimension) for s in samples], dtype=float)
+        if np.isfinite(values).any():
+            columns[f"true_{dimension}"] = values
+    if columns and any(s.group for s in samples):
+        columns["person"] = [s.group or "" for s in samples]
+    return columns
+
+
+def labelled_scores(predictions: pd.DataFrame) -> dict[str, Any] | None:
+    """A prediction table's scores against its ``true_`` columns (:func:`truth_columns`): for each target both
+    give, the samples labelled and :func:`held_out_scores` over them (intervals drawn by person where known), and
+    ``seen_in_training``, the samples of a ``fit_split`` column that fit the model or chose it (train, val); None
+    where the table has no labels."""
+    scores: dict[str, Any] = {}
+    if "fit_split" in predictions:
+        scores["seen_in_training"] = int(predictions["fit_split"].isin(("train", "val")).sum())
+    people = predictions["person"].replace("", np.nan) if "person" in predictions else None
+    if "true_expression" in predictions and "expression" in predictions:
+        labelled = predictions[predictions["true_expression"].fillna("") != ""]
+        if len(labelled):
+            truth = labelled["true_expression"].map(CLASS_NAMES.index).to_numpy()
+            probabilities = labelled[[f"p_{name.lower()}" for name in CLASS_NAMES]].to_numpy(dtype=float)
+            groups = None if people is None else _groups(people[labelled.index], labelled["id"])
+            scores |= {"expression_samples": len(labelled),
+                       **held_out_scores("expression", probabilities, truth, groups)}
+    for dimension in DIMENSIONS:
+        if f"true_{dimension}" in predictions and dimension in predictions:
+            labelled = predictions[np.isfinite(predictions[f"true_{dimension}"].to_numpy(dtype=float))]
+            if len(labelled) >= 2:
+                groups = None if people is None else _groups(people[labelled.index], labelled["id"])
+                scores |= {f"{dimension}_samples": len(labelled),
+                           **held_out_scores(dimension, labelled[dimension].to_numpy(dtype=float),
+                                             labelled[f"true_{dimension}"].to_numpy(dtype=float), groups)}
+    return scores if set(scores) - {"seen_in_training"} else None
+
+
+def _groups(people: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Each sample's person, a sample of no known person its own."""
+    return np.where(people.notna(), people.astype(str), "sample " + ids.astype(str)).astype(object)
 
 
 def targets_of(table: FeatureTable) -> list[str]:

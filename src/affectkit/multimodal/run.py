@@ -39,6 +39,7 @@ from affectkit.multimodal.fusion import (
     fuse,
     methods_of,
     targets_of,
+    truth_columns,
     verdict_of,
 )
 from affectkit.multimodal.manifest import MultimodalManifest, Sample, read_manifest
@@ -276,23 +277,47 @@ class ReadSamples:
 
     models: dict[str, Any]  # the kept model of each target
     meta: dict[str, Any]  # the fusion's description
-    ids: list[str]  # each readable sample's id
+    samples: list[Sample]  # each readable sample
     features: pd.DataFrame  # their features, in the fusion's feature columns (NaN: a modality not read)
     problems: list[str]  # why each sample that could not be read was not
+    # Where the manifest is the one the fusion was fit on: each sample's split in that fit (train, val, test).
+    fit_splits: list[str] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [sample.id for sample in self.samples]
 
 
 def predict_fusion(model_dir: str | Path, manifest_path: str | Path, face_model: str | Path | None = None,
                    backend: str = "auto", log: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable sample of the manifest (labels not needed): the kept models' expression, its
-    probabilities, valence and arousal; and the reasons of the samples that could not be read. ``log``: where each
-    sample's features go as read (deleted at the end), so that the same call, stopped on the way, goes on from it."""
+    probabilities, valence and arousal, and the labels the manifest gives (``true_expression``, ``true_valence``,
+    ``true_arousal``, ``person``: :func:`~affectkit.multimodal.fusion.labelled_scores` scores them; on the manifest
+    the fusion was fit on, each sample's ``fit_split``); and the reasons of the samples that could not be read.
+    ``log``: where each sample's features go as read (deleted at the end), so that the same call, stopped on the
+    way, goes on from it."""
     read = read_for_fusion(model_dir, manifest_path, face_model, backend, log)
     return sample_predictions(read), read.problems
 
 
 def sample_predictions(read: ReadSamples) -> pd.DataFrame:
-    """The kept fusion's answers for the samples read: one row per sample, its id first."""
-    return pd.concat([pd.DataFrame({"id": read.ids}), fusion_outputs(read.models, read.features)], axis=1)
+    """The kept fusion's answers for the samples read: one row per sample, its id first, then the labels the
+    manifest gives (:func:`truth_columns`)."""
+    fit = {} if read.fit_splits is None else {"fit_split": read.fit_splits}
+    return pd.concat([pd.DataFrame({"id": read.ids}), fusion_outputs(read.models, read.features),
+                      pd.DataFrame(truth_columns(read.samples) | fit)], axis=1)
+
+
+def fit_splits(model_dir: Path, manifest: Path, ids: list[str]) -> list[str] | None:
+    """Each sample's split when the fusion was fit, where ``manifest`` is the very file it was fit on (its stored
+    features name the file's digest); None for another manifest."""
+    frame_path, key_path = model_dir / "features.csv", model_dir / "features.json"
+    if not (frame_path.is_file() and key_path.is_file()):
+        return None
+    if json.loads(key_path.read_text()).get("key", {}).get("manifest_sha256") != sha256_of(manifest):
+        return None
+    splits = pd.read_csv(frame_path, usecols=["id", "split"], dtype=str).set_index("id")["split"]
+    return [splits.get(sample, "") for sample in ids]
 
 
 def read_for_fusion(model_dir: str | Path, manifest_path: str | Path, face_model: str | Path | None = None,
@@ -317,8 +342,9 @@ def read_for_fusion(model_dir: str | Path, manifest_path: str | Path, face_model
     if log is not None:
         log.unlink(missing_ok=True)
     problems = [r.reason for r in manifest.rejected + read.rejected]
-    return ReadSamples(models, meta, [s.id for s in read.samples],
-                       read.features.reindex(columns=meta["feature_columns"]).reset_index(drop=True), problems)
+    return ReadSamples(models, meta, read.samples,
+                       read.features.reindex(columns=meta["feature_columns"]).reset_index(drop=True), problems,
+                       fit_splits(Path(model_dir), manifest.path, [s.id for s in read.samples]))
 
 
 def fusion_outputs(models: dict[str, Any], features: pd.DataFrame) -> pd.DataFrame:

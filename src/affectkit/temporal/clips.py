@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,19 @@ def unlabelled_clips(root: Path) -> MultimodalManifest:
     samples = [Sample(clip.relative_to(root).as_posix() if clip != root else root.name, {"face": clip})
                for clip in clips]
     return MultimodalManifest(root, ["face"], samples, [])
+
+
+def clips_to_predict(root: Path, class_map: dict[str, str] | None = None) -> MultimodalManifest:
+    """Every clip under ``root`` (:func:`unlabelled_clips`), each with its class where every clip sits in a class
+    folder (:func:`clip_folders`), so that predictions on labelled clips can be scored against their labels."""
+    everything = unlabelled_clips(root)
+    try:
+        labelled = {sample.id: sample for sample in clip_folders(root, class_map).samples}
+    except AffectkitError:  # folders that do not name classes: the clips are read without labels
+        return everything
+    if set(labelled) != {sample.id for sample in everything.samples}:
+        return everything
+    return replace(everything, samples=[labelled[sample.id] for sample in everything.samples])
 
 
 # -- DFEW -----------------------------------------------------------------------------------------------------------
@@ -307,7 +321,7 @@ def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
             return ferv39k_clips(path)
         if ckplus.sequence_folders(path) is not None:
             return ckplus_clips(path)
-        return clip_folders(path, class_map) if require_labels else unlabelled_clips(path)
+        return clip_folders(path, class_map) if require_labels else clips_to_predict(path, class_map)
     manifest = read_manifest(path, require_labels=require_labels)
     if "face" not in manifest.modalities:
         raise AffectkitError(f"{path} has no face column: a clip manifest names each clip's video in a face column.")

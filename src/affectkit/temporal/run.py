@@ -34,6 +34,7 @@ from affectkit.multimodal.fusion import (
     labelled,
     predict,
     targets_of,
+    truth_columns,
     validation_score,
 )
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
@@ -411,8 +412,10 @@ def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str |
 
 
 def clip_predictions(read: ClipsRead) -> pd.DataFrame:
-    """One row per clip read: its id and the kept models' expression, its probabilities, valence and arousal."""
+    """One row per clip read: its id, the kept models' expression, its probabilities, valence and arousal, and the
+    labels the clips carry (:func:`~affectkit.multimodal.fusion.truth_columns`)."""
     ids = pd.DataFrame({"id": [s.id for s in read.frames.samples]})
     if not read.frames.samples:
         return ids
-    return pd.concat([ids, read.model.predict(read.frames.outputs, read.class_names)], axis=1)
+    return pd.concat([ids, read.model.predict(read.frames.outputs, read.class_names),
+                      pd.DataFrame(truth_columns(read.frames.samples))], axis=1)
