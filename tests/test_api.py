@@ -96,6 +96,7 @@ def test_readme_examples_train_predict_evaluate_and_run(examples_run):
     assert exported.calibration == "drawn from the train split of faces"
     assert exported.comparison["labelled"] == examples_run["metrics"]["n"]
     assert examples_run["small"].quantization == exported.quantization
+    assert (examples_run["root"] / exported.int8).with_name("CustomCNN_int8_ONNX_metrics.json").is_file()
     fer = examples_run["root"] / examples_run["fer"]  # the ready-made model, set against the one trained here
     assert fer.name == "best_FER2013-MiniXception.safetensors" and fer.is_file()
     assert list(examples_run["versus"].table["model"]) == ["CustomCNN", "FER2013-MiniXception"]

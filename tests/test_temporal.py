@@ -176,7 +176,10 @@ def test_temporal_predict_reloads_the_kept_model_and_refuses_a_changed_one(train
     # Labelled clips are scored against their labels (here their class folders).
     assert (predictions["true_expression"] == predictions["id"].str.split("/").str[1]).all()
     scores = json.loads((tmp_path / "predictions_scores.json").read_text())
-    assert scores["expression_samples"] == 40 and "seen_in_training" not in scores
+    # The clips the model was fit on: each one's split then, and the scores warn of those that fit or chose it.
+    assert (predictions["fit_split"] == predictions["id"].str.split("/").str[0]).all()
+    assert scores["expression_samples"] == 40 and scores["seen_in_training"] == 40 - len(test) > 0
+    assert "these are no test scores" in " ".join(result.output.split())
     assert scores["accuracy"] == pytest.approx((predictions["expression"] == predictions["true_expression"]).mean())
     assert scores["accuracy_low"] <= scores["accuracy"] <= scores["accuracy_high"]
     assert f"accuracy {scores['accuracy']:.3f} [" in " ".join(result.output.split())

@@ -389,7 +389,8 @@ def predict_temporal(model: str | Path, clips: str | Path, face_model: str | Pat
                      checkpoint: str | Path | None = None, quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The kept model of ``model`` (a folder :func:`train_temporal` wrote) on new clips: a DataFrame with one row per
     clip (expression, p_<class>, valence, arousal, and the labels the clips carry: true_expression, true_valence,
-    true_arousal), and the reasons of the clips that could not be read.
+    true_arousal; for clips the model was fit on, each one's fit_split), and the reasons of the clips that could not
+    be read.
     ``checkpoint``: a file name (``.npz``) beside which the clips read so far are stored every two minutes and on
     Ctrl-C, in parts deleted at the end, so that the same call, stopped on the way, goes on from them."""
     from affectkit.temporal import predict_temporal as predict

@@ -285,8 +285,8 @@ def write_labelled_scores(predictions: Any, out: Path, unit: str) -> None:
               f"{scores[f'{dimension}_samples']}" for dimension in DIMENSIONS if f"{dimension}_ccc" in scores]
     say(f"Against the labels the {unit}s carry (95% intervals): {'; '.join(parts)}. Wrote {path}")
     if seen := scores.get("seen_in_training"):
-        console.print(f"[yellow]Warning:[/yellow] {seen} of these {unit}s fit the model or chose it (the train and "
-                      "val splits of the manifest it was fit on: fit_split): these are no test scores.")
+        console.print(f"[yellow]Warning:[/yellow] {seen} of these {unit}s fit the model or chose it (its train and "
+                      "val splits: fit_split): these are no test scores; its test rows are.")
 
 
 # -- running ------------------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ ENSEMBLE = "frame statistics + temporal model"
 META_FILE = "temporal_model.json"
 GRU_FILE = "temporal_gru.safetensors"
 STATISTICS_FILE = "temporal_statistics.skops"
+SPLITS_FILE = "splits.csv"  # each clip's split in the fit, by its file: what temporal-predict marks as seen
 HONEST_SELECTION = ("Each model is fit on the train clips; the frame-statistics model's regularisation and the "
                     "temporal model's size and epoch are chosen on the validation clips, and so is the model kept for "
                     "each target (log-loss for the expression, CCC for valence and arousal). The test clips score "
@@ -79,8 +80,8 @@ class TemporalRun:
 
     @property
     def files(self) -> dict[str, Path]:
-        names = ("temporal.csv", "temporal.md", "temporal.png", "frames.npz", "quarantine.csv", META_FILE, GRU_FILE,
-                 STATISTICS_FILE)
+        names = ("temporal.csv", "temporal.md", "temporal.png", "frames.npz", "quarantine.csv", SPLITS_FILE, META_FILE,
+                 GRU_FILE, STATISTICS_FILE)
         return {name: self.out / name for name in names if (self.out / name).is_file()}
 
 
@@ -282,6 +283,10 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     with atomic_path(out / "quarantine.csv") as tmp:
         quarantine_frame(manifest.rejected + frames.rejected).to_csv(tmp, index=False)
     splits = assign_splits(frames.samples, val_fraction, test_fraction, seed)["split"]
+    with atomic_path(out / SPLITS_FILE) as tmp:
+        pd.DataFrame({"id": [s.id for s in frames.samples], "path": [str(s.files["face"].resolve())
+                                                                    for s in frames.samples],
+                      "split": splits.to_numpy()}).to_csv(tmp, index=False)
     table = statistics_table(frames, predictor.class_names, splits)
     if table.part("train").empty or table.part("val").empty:
         raise AffectkitError(f"{manifest.path}: the split left no clip in train or val; give more clips or a split.")
@@ -375,6 +380,7 @@ class ClipsRead:
     class_names: list[str]
     frames: ClipFrames
     problems: list[str]
+    fit_splits: list[str] | None = None  # where clips the model was fit on are read: each clip's split then ("")
 
 
 def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
@@ -396,7 +402,18 @@ def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: st
     frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description=description,
                          frame_rate=model.frame_rate, checkpoint=checkpoint, key=key)
     return ClipsRead(model, list(predictor.class_names), frames,
-                     [r.reason for r in manifest.rejected + frames.rejected])
+                     [r.reason for r in manifest.rejected + frames.rejected],
+                     fit_splits(Path(model_dir), [s.files["face"] for s in frames.samples]))
+
+
+def fit_splits(model_dir: Path, clips: list[Path]) -> list[str] | None:
+    """Each clip's split when the kept model was fit (blank for a clip it never read), by the clip's file; None
+    where none of ``clips`` fit it (or the model was saved before its splits were)."""
+    if not (model_dir / SPLITS_FILE).is_file():
+        return None
+    fit = pd.read_csv(model_dir / SPLITS_FILE, usecols=["path", "split"], dtype=str).set_index("path")["split"]
+    found = [fit.get(str(clip.resolve()), "") for clip in clips]
+    return found if any(found) else None
 
 
 def predict_temporal(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
@@ -417,5 +434,6 @@ def clip_predictions(read: ClipsRead) -> pd.DataFrame:
     ids = pd.DataFrame({"id": [s.id for s in read.frames.samples]})
     if not read.frames.samples:
         return ids
+    fit = {} if read.fit_splits is None else {"fit_split": read.fit_splits}
     return pd.concat([ids, read.model.predict(read.frames.outputs, read.class_names),
-                      pd.DataFrame(truth_columns(read.frames.samples))], axis=1)
+                      pd.DataFrame(truth_columns(read.frames.samples) | fit)], axis=1)
