@@ -493,6 +493,13 @@ def test_evaluate_compare_and_robustness_score_an_export_itself(cli, model_path,
     assert by_float_export["expression"]["nll"] == pytest.approx(by_weights["expression"]["nll"], abs=1e-4)
     compared = compare_saved([int8, model], demo_dir, tmp_path / "compared", split="all", quiet=True)
     assert list(compared.table["model"]) == ["CustomCNN (int8 ONNX)", "CustomCNN"]
+    # Weights trained again after the export: the .json beside it no longer describes the export.
+    weights = model.read_bytes()
+    model.write_bytes(weights + b"\0")
+    with pytest.raises(AffectkitError, match=r"best_CustomCNN.int8.onnx was exported from other weights than "
+                                             r"best_CustomCNN.safetensors beside it .*Export it again"):
+        evaluate_saved(int8, demo_dir, "all", None, evaluated, quiet=True)
+    model.write_bytes(weights)
     # Deployed as the int8 file and the description alone: no weights to fall back on.
     model.unlink()
     float_export.unlink()

@@ -259,6 +259,14 @@ def _kept(best: dict[str, Any]) -> str:
             f"validation accuracy {_number(best.get('val_acc'))}")
 
 
+def _scored_source(entry: dict[str, Any]) -> str:
+    """What an evaluation or robustness entry scored: its data set, and the export of the model where one was."""
+    source = f"`{entry['data']}`" + (" (synthetic)" if entry["synthetic"] else "")
+    if entry.get("export"):
+        source += f", its {export_label(entry['export'])} export `{entry['export']}` scored"
+    return source
+
+
 def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     # Imported here: metrics loads torchmetrics, and the predictor (serving) imports this module for the warning.
     from affectkit.evaluation.metrics import ECE_BINS, unlearnt_note
@@ -274,8 +282,7 @@ def _evaluation_section(meta: dict[str, Any]) -> list[str]:
     for e in evaluations:
         va = ["n/a" if e[d] is None else f"{_number(e[d]['mae'])} / {_number(e[d]['ccc'])}"
               for d in ("valence", "arousal")]
-        source = (f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
-                  + (f", its {export_label(e['export'])} export `{e['export']}` scored" if e.get("export") else ""))
+        source = _scored_source(e)
         split = e["split"] + (f" ({e['seen_in_training']} seen in training)" if e.get("seen_in_training") else "")
         interval = e.get("accuracy_interval")  # evaluations recorded before intervals carry none
         accuracy = _number(e["accuracy"]) + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
@@ -315,8 +322,7 @@ def _robustness_section(meta: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Robustness to corrupted faces", ""]
     for e in entries:
-        source = (f"`{e['data']}`" + (" (synthetic)" if e["synthetic"] else "")
-                  + (f", its {export_label(e['export'])} export `{e['export']}` scored" if e.get("export") else ""))
+        source = _scored_source(e)
         lines += [f"Measured by `affectkit robustness` on {source} ({e['split']}, {e['faces']} faces): {e['score']} "
                   f"{_number(e['clean'])} on the faces as given, then on the same faces corrupted.", "",
                   f"| corruption | severity | setting | {e['score']} | change from clean [95% interval] | verdict |",

@@ -33,6 +33,11 @@ def export_label(path: str | Path) -> str:
     return f"int8 {kind}" if path.with_suffix("").suffix == ".int8" else kind
 
 
+def export_tag(path: str | Path) -> str:
+    """:func:`export_label` as a part of a file name: "int8_ONNX"."""
+    return export_label(path).replace(" ", "_")
+
+
 def model_paths(path: str | Path) -> tuple[Path, Path]:
     """``x.safetensors``, ``x.json``, the stem ``x`` or its float export (``x.onnx``, ``x.ort``) -> (weights,
     metadata); a run folder -> the model its report chose. Another folder or another kind of file is refused:

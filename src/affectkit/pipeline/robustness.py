@@ -33,7 +33,7 @@ from affectkit.evaluation.robustness import (
 )
 from affectkit.evaluation.subgroups import resampled_units
 from affectkit.models.io import load_model
-from affectkit.models.metadata import export_label, model_paths, read_metadata
+from affectkit.models.metadata import export_tag, model_paths, read_metadata
 from affectkit.pipeline.run import evaluation_data, saved_predictions, scored_model, scored_name, seen_in_training
 from affectkit.progress import reporter, silenced
 
@@ -83,7 +83,7 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
             notes.append(seen_warning(seen, len(positions)))
         if out is None:
             out = (model_paths(model_path)[0].parent / "robustness" if export is None else
-                   export.parent / f"robustness_{export_label(export).replace(' ', '_')}")
+                   export.parent / f"robustness_{export_tag(export)}")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"csv": out / "robustness.csv", "markdown": out / "robustness.md", "plot": out / "robustness.png"}

@@ -52,8 +52,7 @@ from affectkit.evaluation.significance import (
     paired_comparison,
 )
 from affectkit.evaluation.subgroups import group_record, models_by_group, resampled_units, write_group_scores
-from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
-from affectkit.inference.backends import OnnxBackend
+from affectkit.inference.backends import WEIGHTS_DIGEST_KEY, OnnxBackend, weights_digest
 from affectkit.inference.predictor import (
     input_normalization,
     model_files,
@@ -61,10 +60,12 @@ from affectkit.inference.predictor import (
     preprocess,
     served_outputs,
 )
+from affectkit.models.factory import ENSEMBLE_NAME, ENSEMBLE_PREFIX, count_parameters, resolve_spec, trainable_spec
 from affectkit.models.io import load_model
 from affectkit.models.metadata import (
     config_from_metadata,
     export_label,
+    export_tag,
     is_export,
     model_paths,
     predicts_expression,
@@ -148,7 +149,7 @@ def record_evaluation(model_path: Path, pred: Predictions, data: PreparedData, p
 def evaluation_name(meta: dict, split: str, export: Path | None = None) -> str:
     """What an evaluation's files are named by: the model's name, with the kind of export where an export was scored
     and the split where it is not the test split."""
-    kind = "" if export is None else "_" + export_label(export).replace(" ", "_")
+    kind = "" if export is None else f"_{export_tag(export)}"
     return meta["display_name"] + kind + ("" if split == "test" else f"_{split}")
 
 
@@ -174,6 +175,11 @@ def scored_model(model_path: Path) -> tuple[Path, Path | None]:
         raise AffectkitError(f"{export} has no {described_by.name} beside it: an export is scored with the "
                              "description of the model it came from (its splits, temperature and card); put "
                              f"{described_by.name} beside it.")
+    exported_from = OnnxBackend(export).metadata.get(WEIGHTS_DIGEST_KEY)
+    if saved.is_file() and exported_from and exported_from != weights_digest(saved):
+        raise AffectkitError(f"{export} was exported from other weights than {saved.name} beside it (trained again "
+                             f"since?): {described_by.name} does not describe it. Export it again: affectkit export "
+                             f"{saved}.")
     return saved, export
 
 
