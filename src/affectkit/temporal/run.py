@@ -283,10 +283,6 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     with atomic_path(out / "quarantine.csv") as tmp:
         quarantine_frame(manifest.rejected + frames.rejected).to_csv(tmp, index=False)
     splits = assign_splits(frames.samples, val_fraction, test_fraction, seed)["split"]
-    with atomic_path(out / SPLITS_FILE) as tmp:
-        pd.DataFrame({"id": [s.id for s in frames.samples], "path": [str(s.files["face"].resolve())
-                                                                    for s in frames.samples],
-                      "split": splits.to_numpy()}).to_csv(tmp, index=False)
     table = statistics_table(frames, predictor.class_names, splits)
     if table.part("train").empty or table.part("val").empty:
         raise AffectkitError(f"{manifest.path}: the split left no clip in train or val; give more clips or a split.")
@@ -301,6 +297,10 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     _report(out, compared.table, compared.kept, manifest.path, notes)
     _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings,
                                       "frame_rate": frame_rate})
+    with atomic_path(out / SPLITS_FILE) as tmp:  # with the model it describes, never beside an older one
+        pd.DataFrame({"id": [s.id for s in frames.samples], "path": [str(s.files["face"].resolve())
+                                                                    for s in frames.samples],
+                      "split": splits.to_numpy()}).to_csv(tmp, index=False)
     return TemporalRun(out, compared.table, compared.kept, notes)
 
 
