@@ -341,6 +341,20 @@ def test_feedback_report_scores_every_report_kept_in_the_state(model_path, tmp_p
     assert "holds no report of the truth yet" in str(refused.exception)
 
 
+def test_a_served_file_is_compared_with_its_own_test_scores():
+    """An export evaluated itself (affectkit evaluate model.int8.onnx) has its own card row: served, it is held to
+    that row; the weights, and an export never scored alone, to the weights' latest one."""
+    from affectkit.serving.feedback import latest_test_evaluation
+
+    weights = {"split": "test", "data": "faces", "accuracy": 0.80}
+    int8 = {"split": "test", "data": "faces", "accuracy": 0.77, "export": "best_X.int8.onnx"}
+    meta = {"evaluations": [weights, {"split": "val", "data": "faces", "accuracy": 0.9}, int8]}
+    assert latest_test_evaluation(meta, "runs/best_X.safetensors") == weights
+    assert latest_test_evaluation(meta, "runs/best_X.int8.onnx") == int8
+    assert latest_test_evaluation(meta, "runs/best_X.onnx") == weights
+    assert latest_test_evaluation({"evaluations": [int8]}, "runs/best_X.safetensors") is None
+
+
 def test_the_reference_scores_leave_out_what_the_test_split_had_none_of(model_path, tmp_path):
     """A model tested on faces without valence/arousal (FER2013, RAF-DB, CK+) or without a class records None there:
     served, its performance and metrics still answer."""

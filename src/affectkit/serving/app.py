@@ -331,7 +331,8 @@ def create_app(
     drift = DriftMonitor(predictor.meta.get("output_profile"), predictor.class_names, drift_window, drift_min_faces,
                          state)
     feedback = FeedbackTracker(predictor.class_names, remembered_predictions, feedback_window,
-                               latest_test_evaluation(predictor.meta), state, predictor.predicts_valence_arousal)
+                               latest_test_evaluation(predictor.meta, model_path), state,
+                               predictor.predicts_valence_arousal)
     metrics = ServiceMetrics(predictor.class_names, drift, feedback)
 
     app = FastAPI(title="affectkit", summary="Facial expression, valence and arousal from face photos.")
@@ -653,7 +654,8 @@ def create_app(
             "evaluations": meta.get("evaluations", []),
             "robustness": meta.get("robustness", []),  # its scores on corrupted faces (`affectkit robustness`)
             "backend": predictor.backend_name,
-            # An int8 export's: its evaluations above are those of the float model it was quantised from.
+            # An int8 export's. Rows of the evaluations above that name an "export" are that file's own scores
+            # (`affectkit evaluate model.int8.onnx`); the others are the weights' it was exported from.
             "quantization": predictor.quantization,
             "face_detection": predictor.detector.method if predictor.detector else None,
             "face_margin": predictor.face_margin if predictor.detector else None,  # of the box, on each side

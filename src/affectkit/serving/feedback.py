@@ -15,22 +15,27 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from affectkit.data.records import class_from_name
 from affectkit.errors import AffectkitError, KindedError
+from affectkit.models.metadata import is_export
 from affectkit.serving.state import ServingState
 
 DEFAULT_REMEMBERED = 10_000
 DEFAULT_WINDOW = 1000
 
 
-def latest_test_evaluation(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The latest evaluation on a test split a model's metadata records, or None."""
+def latest_test_evaluation(meta: dict[str, Any], served: str | Path | None = None) -> dict[str, Any] | None:
+    """The latest evaluation on a test split a model's metadata records of the file ``served`` (a model's path): an
+    export's own (``affectkit evaluate model.int8.onnx``) where it has one, else the weights'; None where none."""
+    export = Path(served).name if served is not None and is_export(served) else None
     tests = [e for e in meta.get("evaluations", []) if e.get("split") == "test"]
-    return tests[-1] if tests else None
+    own = [e for e in tests if e.get("export") == export] or [e for e in tests if e.get("export") is None]
+    return own[-1] if own else None
 
 
 def reference_scores(evaluation: dict[str, Any]) -> dict[str, Any]:

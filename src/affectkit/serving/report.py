@@ -83,7 +83,7 @@ def _model_test(state: Path, model: Path) -> dict[str, Any] | None:
     if state_file(state.parent, model).name != state.name:
         raise AffectkitError(f"{state} was written while serving another model than {model} (its name carries the "
                              "served weights' digest).")
-    evaluation = latest_test_evaluation(model_metadata(model))
+    evaluation = latest_test_evaluation(model_metadata(model), model)
     return None if evaluation is None else reference_scores(evaluation)
 
 
