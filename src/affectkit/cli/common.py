@@ -261,6 +261,15 @@ def write_predictions(predictions: Any, problems: list[str], out: Path, written:
     say(f"Wrote {written} to {out}" + (f"; {len(problems)} {unit}(s) skipped" if problems else ""))
 
 
+def write_explanation(table: Any, out: Path, part: str, plot: Callable[[Any, Path, str], Path], title: str) -> None:
+    """A predict command's ``--explain`` table (a DataFrame) to ``<out>_<part>.csv`` (:func:`write_table`) and, where
+    it has rows, ``plot`` of it to ``<out>_<part>.png`` under ``title``; says what it wrote."""
+    written = [write_table(table, out.with_name(f"{out.stem}_{part}.csv"))]
+    if len(table):
+        written.append(plot(table, out.with_name(f"{out.stem}_{part}.png"), title))
+    say(f"Wrote {', '.join(map(str, written))}", style="bold green")
+
+
 def write_labelled_scores(predictions: Any, out: Path, unit: str) -> None:
     """Where the inputs of a fusion's or temporal model's predictions (a DataFrame) carry labels (``true_``
     columns), their scores against them (:func:`~affectkit.multimodal.fusion.labelled_scores`) to

@@ -17,9 +17,9 @@ from affectkit.cli.common import (
     kept_when_stopped,
     report_to_console,
     say,
+    write_explanation,
     write_labelled_scores,
     write_predictions,
-    write_table,
 )
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 
@@ -109,12 +109,8 @@ def fuse_predict(
     if explain:
         from affectkit.evaluation.plots import plot_modality_importance
 
-        written = [write_table(explained.modalities, out.with_name(f"{out.stem}_modalities.csv"))]
-        if len(explained.modalities):
-            written.append(plot_modality_importance(explained.modalities,
-                                                    out.with_name(f"{out.stem}_modalities.png"),
-                                                    f"Which modality each sample's verdict rests on ({fusion.name})"))
-        say(f"Wrote {', '.join(map(str, written))}", style="bold green")
+        write_explanation(explained.modalities, out, "modalities", plot_modality_importance,
+                          f"Which modality each sample's verdict rests on ({fusion.name})")
 
 
 @app.command("make-windows")

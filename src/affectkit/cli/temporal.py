@@ -18,9 +18,9 @@ from affectkit.cli.common import (
     kept_when_stopped,
     report_to_console,
     say,
+    write_explanation,
     write_labelled_scores,
     write_predictions,
-    write_table,
 )
 from affectkit.cli.infer import BackendOpt, NoDetectOpt, ThreadsOpt, _set_threads
 from affectkit.cli.multimodal import FaceModelOpt
@@ -139,11 +139,8 @@ def temporal_predict(
     if explain:
         from affectkit.evaluation.plots import plot_frame_importance
 
-        written = [write_table(explained.frames, out.with_name(f"{out.stem}_frames.csv"))]
-        if len(explained.frames):
-            written.append(plot_frame_importance(explained.frames, out.with_name(f"{out.stem}_frames.png"),
-                                                 f"Which frames each clip's verdict rests on ({model.name})"))
-        say(f"Wrote {', '.join(map(str, written))}", style="bold green")
+        write_explanation(explained.frames, out, "frames", plot_frame_importance,
+                          f"Which frames each clip's verdict rests on ({model.name})")
 
 
 @app.command("clip-frames")

@@ -27,7 +27,7 @@ from affectkit.evaluation.evaluator import Predictions, evaluation_device, face_
 from affectkit.evaluation.significance import GroupGap, PairedComparison, paired_comparison
 from affectkit.evaluation.subgroups import models_by_group, resampled_units, write_group_scores
 from affectkit.models.io import load_model
-from affectkit.models.metadata import is_export, model_paths, read_metadata
+from affectkit.models.metadata import model_paths, read_metadata
 from affectkit.pipeline.external import read_predictions
 from affectkit.pipeline.run import (
     check_split,
@@ -67,16 +67,16 @@ class _Scored:
     faces: tuple[PreparedData, np.ndarray]  # the data read as this model reads it, and the faces scored
 
 
-def _score_model(model_path: Path, prepared: PreparedData, data: Path, split: str, splits: Path | None) -> _Scored:
-    """A saved model's (or an export's: :func:`scored_model`) scores on ``prepared``, ``data`` read as it reads it
-    (:func:`evaluation_data`)."""
-    saved, export = scored_model(model_path)
+def _score_model(saved: Path, export: Path | None, prepared: PreparedData, data: Path, split: str,
+                 splits: Path | None) -> _Scored:
+    """A saved model's (or its ``export``'s: :func:`scored_model`) scores on ``prepared``, ``data`` read as it reads
+    it (:func:`evaluation_data`)."""
     meta = read_metadata(saved)
     model = None if export is not None else load_model(saved, device=evaluation_device())[0]
     positions, pred = saved_predictions(saved, model, prepared, split, data, export)
     metrics = score(pred, prepared, positions)
     if metrics["expression"] is None:
-        raise AffectkitError(f"{model_path} gives no expression scores on {data} (a valence/arousal model, or no "
+        raise AffectkitError(f"{export or saved} gives no expression scores on {data} (a valence/arousal model, or no "
                              "face with a class): `affectkit evaluate` scores its valence and arousal.")
     seen = seen_in_training(saved, prepared, data, splits) if split == "all" else 0
     return _Scored(scored_name(meta, export), _face_ids(prepared, positions), pred.probs.argmax(axis=1),
@@ -146,14 +146,13 @@ def _unique_names(scored: list[_Scored], files: list[Path]) -> None:
 
 
 def _splits_of(models: list[Path], data: Path, splits: Path | None) -> list[Path | None]:
-    """The splits file each model's faces are read by: ``splits`` where given; a model that a run trained, its own
-    (None: :func:`evaluation_data` finds it); a model no run wrote (a ready-made one), that of the first model a run
-    trained on ``data``, so that it is scored on that model's faces."""
+    """The splits file each saved model's faces are read by: ``splits`` where given; a model that a run trained, its
+    own (None: :func:`evaluation_data` finds it); a model no run wrote (a ready-made one), that of the first model a
+    run trained on ``data``, so that it is scored on that model's faces."""
     if splits is not None:
         return [splits] * len(models)
-    saved = [scored_model(model)[0] for model in models]
-    own = [model_splits(model_paths(model)[0]) for model in saved]
-    borrowed = next((found for found, model in zip(own, saved)
+    own = [model_splits(model_paths(model)[0]) for model in models]
+    borrowed = next((found for found, model in zip(own, models)
                      if found.is_file() and training_source(model) == Path(data).resolve()), None)
     return [None if found.is_file() else borrowed for found in own]
 
@@ -176,8 +175,9 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
         # The faces as the first model reads them (or, without a model, their labels): their attributes are read
         # before any model is scored, so that a missing table or column fails at once.
         faces_alone = None if models else _faces_alone(Path(data), split, splits)
-        each_splits = _splits_of(models, Path(data), splits)
-        first_data = (evaluation_data(scored_model(models[0])[0], Path(data), split, each_splits[0]) if models
+        resolved = [scored_model(model) for model in models]  # (saved model, export scored or None) of each
+        each_splits = _splits_of([saved for saved, _ in resolved], Path(data), splits)
+        first_data = (evaluation_data(resolved[0][0], Path(data), split, each_splits[0]) if models
                       else faces_alone[0])
         attribute_values = face_attributes(data, attributes, by, first_data)
         # The faces every model is scored on are the first's: other tools' files are read against them before any
@@ -187,16 +187,14 @@ def compare_saved(models: list[Path], data: Path, out: Path, split: str = "test"
             raise AffectkitError(f"The {split} split of {data} is empty.")
         tools = [_read_predictions(csv, faces_scored) for csv in predictions]
         scored = []
-        for i, path in enumerate(models):
+        for i, (path, (saved, export)) in enumerate(zip(models, resolved)):
             reporter().show(f"Scoring {path} on the {split} split of {data}")
-            prepared = first_data if i == 0 else evaluation_data(scored_model(path)[0], Path(data), split,
-                                                                 each_splits[i])
-            scored.append(_score_model(path, prepared, Path(data), split, each_splits[i]))
+            prepared = first_data if i == 0 else evaluation_data(saved, Path(data), split, each_splits[i])
+            scored.append(_score_model(saved, export, prepared, Path(data), split, each_splits[i]))
         if scored:
             _align(scored, split)
         scored += [_score_predictions(csv, predicted, faces_scored) for csv, predicted in zip(predictions, tools)]
-        _unique_names(scored, [model if is_export(model) else model_paths(model)[0] for model in models]
-                      + predictions)
+        _unique_names(scored, [export or model_paths(saved)[0] for saved, export in resolved] + predictions)
         first = scored[0]
         faces = predictions_table(first.ids, first.labels, first.groups, {s.name: s.predicted for s in scored})
         rows = []
