@@ -24,6 +24,7 @@ from affectkit.temporal.continuous import (
     SMOOTHED,
     ContinuousModel,
     frame_clips,
+    frame_truth,
     predict_continuous,
     run_continuous,
     smooth,
@@ -55,6 +56,24 @@ def test_frames_are_grouped_into_clips_in_order_and_smoothed_within_them(afew_va
     assert smooth(np.arange(4.0), 1).tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
+def test_frame_truth_reads_each_frames_labels_from_afew_va_and_aff_wild2_folders(afew_va, tmp_path):
+    from tests.test_layouts import _affwild2
+
+    truth = frame_truth(afew_va)
+    label = json.loads((afew_va / "002" / "002.json").read_text())["frames"]["00003"]
+    assert len(truth) == CLIPS * FRAMES
+    assert truth[str((afew_va / "002" / "00003.png").resolve())] == pytest.approx(
+        (label["valence"] / 10, label["arousal"] / 10, "actor:Actor 1"))
+    _affwild2(tmp_path / "affwild2")
+    truth = frame_truth(tmp_path / "affwild2")
+    frames = tmp_path / "affwild2" / "cropped_aligned" / "118-30-640x480"
+    # The valence/arousal challenge's frames, by their video; frame 3's -5 is no rating.
+    assert truth[str((frames / "00006.jpg").resolve())] == pytest.approx((0.1, 0.2, "118-30-640x480"))
+    assert str((frames / "00003.jpg").resolve()) not in truth and len(truth) == 5 * 9 - 2
+    assert frame_truth(frames) == {}  # a folder of frames of no data set
+    assert frame_truth(tmp_path / "no such folder") == {}
+
+
 def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face_model, model_path, tmp_path,
                                                                    monkeypatch):
     out = tmp_path / "frames"
@@ -80,6 +99,8 @@ def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face
     assert frames[["valence", "arousal"]].stack().between(-1, 1).all()
     first = frames[frames["clip"] == "001"]
     assert first["time"].tolist() == pytest.approx([f / 25 for f in range(FRAMES)])  # every frame, in order
+    _predicted_frames_are_scored_against_their_labels(frames, afew_va, out, tmp_path / "frames_scores.json",
+                                                      predicted.output)
 
     assert not (tmp_path / "frames.csv.frames.partial.jsonl").exists()  # the read log, gone once all was read
     _stopped_prediction_goes_on_from_its_log(out, afew_va, tmp_path / "later" / "stopped.jsonl", monkeypatch)
@@ -89,6 +110,33 @@ def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face
         f.write(b"\0")
     with pytest.raises(AffectkitError, match="does not match the digest"):
         affectkit.predict_temporal_frames(out, afew_va, detect=False)
+
+
+def _predicted_frames_are_scored_against_their_labels(frames: pd.DataFrame, afew_va: Path, model: Path,
+                                                     scores_file: Path, output: str) -> None:
+    """Given AFEW-VA's folder, each predicted frame carries its own labels, its actor and its split in the fit, and
+    the frames are scored against the labels by CCC, with a warning for the frames the model was fit or chosen on."""
+    from affectkit.multimodal.fusion import ccc
+
+    annotations = {clip: json.loads((afew_va / clip / f"{clip}.json").read_text()) for clip in frames["clip"].unique()}
+    labels = [annotations[clip]["frames"][Path(name).stem] for clip, name in zip(frames["clip"], frames["frame_file"])]
+    assert frames["frame_file"].tolist()[:3] == ["00000.png", "00001.png", "00002.png"]
+    assert frames["true_valence"].tolist() == pytest.approx([label["valence"] / 10 for label in labels], abs=1e-4)
+    assert frames["true_arousal"].tolist() == pytest.approx([label["arousal"] / 10 for label in labels], abs=1e-4)
+    assert frames["person"].tolist() == [f"actor:{annotations[clip]['actor']}" for clip in frames["clip"]]
+    fit = pd.read_csv(model / "frame_splits.csv").set_index("path")["split"]
+    assert frames["fit_split"].tolist() == [fit[str((afew_va / clip / name).resolve())]
+                                            for clip, name in zip(frames["clip"], frames["frame_file"])]
+    assert set(frames["fit_split"]) == {"train", "val", "test"}
+    scores = json.loads(scores_file.read_text())
+    for name in ("valence", "arousal"):
+        assert scores[f"{name}_samples"] == len(frames)
+        # The CSV holds four decimals; the scores, the unrounded values.
+        assert scores[f"{name}_ccc"] == pytest.approx(ccc(frames[name].to_numpy(), frames[f"true_{name}"].to_numpy()),
+                                                      abs=1e-3)
+        assert scores[f"{name}_ccc_low"] <= scores[f"{name}_ccc"] <= scores[f"{name}_ccc_high"]
+    assert scores["seen_in_training"] == frames["fit_split"].isin(["train", "val"]).sum() > 0
+    assert "fit the model or chose it" in output
 
 
 def _stopped_prediction_goes_on_from_its_log(out, afew_va, log, monkeypatch):
@@ -155,6 +203,7 @@ def _served_video_gets_every_frames_valence_arousal(out: Path, afew_va: Path, fa
     continuous = answer["continuous"]
     expected, problems = affectkit.predict_temporal_frames(out, video.parent, detect=False)
     assert continuous["status"] == "ok" and not problems and len(continuous["frames"]) == len(frames)
+    assert list(expected.columns) == ["clip", "frame_file", "time", "valence", "arousal"]  # a video: no labels
     assert continuous["methods"] == {d: json.loads((out / "continuous_model.json").read_text())["kept"][d]["method"]
                                      for d in ("valence", "arousal")}
     assert [f["valence"] for f in continuous["frames"]] == pytest.approx(expected["valence"].tolist(), abs=1e-5)

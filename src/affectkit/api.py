@@ -431,8 +431,9 @@ def predict_temporal_frames(model: str | Path, clips: str | Path, face_model: st
                             detect: bool = True, frame_rate: float = 25.0, checkpoint: str | Path | None = None,
                             quiet: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The methods :func:`train_temporal_frames` kept, on every frame of new clips (videos or folders of frames,
-    those taken ``frame_rate`` a second): a DataFrame with one row per frame with a face (clip, time, valence,
-    arousal), and the reasons of the clips that could not be read. ``checkpoint``: a file where each clip's rows go
+    those taken ``frame_rate`` a second): a DataFrame with one row per frame with a face (clip, frame file, time,
+    valence, arousal; on AFEW-VA's or Aff-Wild2's folder also each frame's labels and its split in the fit), and
+    the reasons of the clips that could not be read. ``checkpoint``: a file where each clip's rows go
     as read (deleted at the end), so that the same call, stopped on the way, goes on from it."""
     from affectkit.temporal.continuous import predict_continuous
 

@@ -270,13 +270,13 @@ def write_explanation(table: Any, out: Path, part: str, plot: Callable[[Any, Pat
     say(f"Wrote {', '.join(map(str, written))}", style="bold green")
 
 
-def write_labelled_scores(predictions: Any, out: Path, unit: str) -> None:
+def write_labelled_scores(predictions: Any, out: Path, unit: str, unit_column: str = "id") -> None:
     """Where the inputs of a fusion's or temporal model's predictions (a DataFrame) carry labels (``true_``
-    columns), their scores against them (:func:`~affectkit.multimodal.fusion.labelled_scores`) to
-    ``<out>_scores.json``, and said; ``unit`` names the inputs ("clip")."""
+    columns), their scores against them (:func:`~affectkit.multimodal.fusion.labelled_scores`, ``unit_column``
+    there) to ``<out>_scores.json``, and said; ``unit`` names the inputs ("clip")."""
     from affectkit.multimodal.fusion import DIMENSIONS, labelled_scores
 
-    scores = labelled_scores(predictions)
+    scores = labelled_scores(predictions, unit_column)
     if scores is None:
         return
     path = out.with_name(f"{out.stem}_scores.json")

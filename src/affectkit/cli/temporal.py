@@ -217,7 +217,9 @@ def temporal_frames_predict(
 ) -> None:
     """Valence and arousal of every frame of new clips, by the methods `affectkit temporal-frames` kept.
 
-    Each clip's rows are logged beside --out as read: the same command, stopped on the way, goes on from there."""
+    Given AFEW-VA's or Aff-Wild2's folder, each frame's labels are added and the frames scored against them
+    (<out>_scores.json). Each clip's rows are logged beside --out as read: the same command, stopped on the way,
+    goes on from there."""
     from affectkit.temporal.continuous import predict_continuous
 
     _set_threads(threads)
@@ -227,3 +229,4 @@ def temporal_frames_predict(
                                                    detect=not no_detect, frame_rate=frame_rate, log=log)
     write_predictions(predictions, problems, out,
                       f"{len(predictions)} frames of {predictions['clip'].nunique()} clip(s)", "clip")
+    write_labelled_scores(predictions, out, "frame", unit_column="clip")

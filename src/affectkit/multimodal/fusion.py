@@ -238,9 +238,10 @@ def truth_columns(samples: Sequence[Sample]) -> dict[str, Any]:
     return columns
 
 
-def labelled_scores(predictions: pd.DataFrame) -> dict[str, Any] | None:
+def labelled_scores(predictions: pd.DataFrame, unit_column: str = "id") -> dict[str, Any] | None:
     """A prediction table's scores against its ``true_`` columns (:func:`truth_columns`): for each target both
-    give, the samples labelled and :func:`held_out_scores` over them (intervals drawn by person where known), and
+    give, the samples labelled and :func:`held_out_scores` over them (intervals drawn by person where known, else
+    by ``unit_column``: each sample, or each clip of a table of frames), and
     ``seen_in_training``, the samples of a ``fit_split`` column that fit the model or chose it (train, val); None
     where the table has no labels."""
     scores: dict[str, Any] = {}
@@ -252,23 +253,23 @@ def labelled_scores(predictions: pd.DataFrame) -> dict[str, Any] | None:
         if len(labelled):
             truth = labelled["true_expression"].map(CLASS_NAMES.index).to_numpy()
             probabilities = labelled[[f"p_{name.lower()}" for name in CLASS_NAMES]].to_numpy(dtype=float)
-            groups = None if people is None else _groups(people[labelled.index], labelled["id"])
+            groups = None if people is None else _groups(people[labelled.index], labelled[unit_column])
             scores |= {"expression_samples": len(labelled),
                        **held_out_scores("expression", probabilities, truth, groups)}
     for dimension in DIMENSIONS:
         if f"true_{dimension}" in predictions and dimension in predictions:
             labelled = predictions[np.isfinite(predictions[f"true_{dimension}"].to_numpy(dtype=float))]
             if len(labelled) >= 2:
-                groups = None if people is None else _groups(people[labelled.index], labelled["id"])
+                groups = None if people is None else _groups(people[labelled.index], labelled[unit_column])
                 scores |= {f"{dimension}_samples": len(labelled),
                            **held_out_scores(dimension, labelled[dimension].to_numpy(dtype=float),
                                              labelled[f"true_{dimension}"].to_numpy(dtype=float), groups)}
     return scores if set(scores) - {"seen_in_training"} else None
 
 
-def _groups(people: pd.Series, ids: pd.Series) -> np.ndarray:
-    """Each sample's person, a sample of no known person its own."""
-    return np.where(people.notna(), people.astype(str), "sample " + ids.astype(str)).astype(object)
+def _groups(people: pd.Series, units: pd.Series) -> np.ndarray:
+    """Each sample's person, a sample of no known person its unit's own (its own id, or its clip)."""
+    return np.where(people.notna(), people.astype(str), "unit " + units.astype(str)).astype(object)
 
 
 def targets_of(table: FeatureTable) -> list[str]:

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from affectkit.atomic import atomic_path, atomic_write_text
 from affectkit.data.datamodule import PreparedData, prepare_data
-from affectkit.data.records import Reject, natural_name_key
+from affectkit.data.layouts import choose
+from affectkit.data.records import ReadOptions, Reject, frame_files, natural_name_key
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.comparison import markdown_table
 from affectkit.evaluation.evaluator import predict_split
@@ -49,6 +50,7 @@ from affectkit.readlog import ReadLog
 from affectkit.runs import model_splits
 from affectkit.temporal.clips import clips_signature, read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, fit_keeping_best, set_standardisation
+from affectkit.temporal.run import fit_splits
 from affectkit.temporal.sequences import output_columns
 
 FRAME_LAYOUTS = ("afew_va", "affwild2")
@@ -60,6 +62,8 @@ WINDOWS = (1, 3, 5, 9, 15, 25, 41)  # frames of the centred moving average; 1 is
 CHUNK = 64  # frames of the train clips' pieces the GRU learns on
 MAX_EPOCHS, PATIENCE, BATCH_SIZE = 200, 20, 16
 META_FILE, GRU_FILE = "continuous_model.json", "continuous_gru.safetensors"
+FRAME_SPLITS_FILE = "frame_splits.csv"  # each frame's split in the fit, by its file: what the predictions mark seen
+FRAME_COLUMNS = ["clip", "frame_file", "time", "valence", "arousal"]
 SCORES = {"valence_ccc": "Valence CCC", "arousal_ccc": "Arousal CCC"}
 
 
@@ -215,7 +219,7 @@ class ContinuousRun:
     @property
     def files(self) -> dict[str, Path]:
         names = ("continuous.csv", "continuous.md", "continuous.png", "splits.csv", "quarantine.csv", META_FILE,
-                 GRU_FILE)
+                 GRU_FILE, FRAME_SPLITS_FILE)
         return {name: self.out / name for name in names if (self.out / name).is_file()}
 
 
@@ -331,6 +335,9 @@ def run_continuous(data: str | Path, out: str | Path, face_model: str | Path, se
     # Aff-Wild2 read every n-th frame: the model learnt on that spacing, and new clips are read at it.
     step = config.affwild2_frame_step if prepared.index.layout == "affwild2" else 1
     _save(out, net, gru, kept, best, windows, face_model, step)
+    with atomic_path(out / FRAME_SPLITS_FILE) as tmp:  # with the model it describes, never beside an older one
+        pd.DataFrame({"path": [str(record.image_path.resolve()) for record in prepared.records],
+                      "split": prepared.splits["split"].to_numpy()}).to_csv(tmp, index=False)
     return ContinuousRun(out, table, kept, notes)
 
 
@@ -401,13 +408,46 @@ def load_continuous(model_dir: str | Path) -> ContinuousModel:
     return ContinuousModel(model_dir, meta, net.eval())
 
 
+def frame_truth(path: Path) -> dict[str, tuple[float, float, str]]:
+    """Each annotated frame's valence, arousal and person (its actor, video or clip), by its resolved file, where
+    ``path`` is a data set annotated frame by frame (AFEW-VA, Aff-Wild2's valence/arousal frames); else none."""
+    for layout, task in (("afew_va", "auto"), ("affwild2", "valence_arousal"), ("affwild2", "multi_task")):
+        options = ReadOptions(affwild2_task=task)
+        try:
+            module, found = choose(path, options, layout)
+            records = module.read(found, options).records
+        except AffectkitError:
+            continue
+        return {str(r.image_path.resolve()): (r.valence, r.arousal, r.group or "") for r in records
+                if r.has_valence_arousal}
+    return {}
+
+
+def _labelled(table: pd.DataFrame, files: list[Path], clips: Path, model_dir: Path) -> pd.DataFrame:
+    """``table`` (a row per frame of ``files``) with the labels the frames carry, where ``clips`` is a data set
+    annotated frame by frame (``true_valence``, ``true_arousal``, ``person``: see
+    :func:`~affectkit.multimodal.fusion.truth_columns`), and each frame's split in the model's fit (``fit_split``)
+    where any of them fit it."""
+    truth = frame_truth(clips) if files else {}
+    found = [truth.get(str(file.resolve())) for file in files]
+    if any(found):
+        table["true_valence"] = [math.nan if f is None else f[0] for f in found]
+        table["true_arousal"] = [math.nan if f is None else f[1] for f in found]
+        table["person"] = ["" if f is None else f[2] for f in found]
+    if (fit := fit_splits(model_dir / FRAME_SPLITS_FILE, files)) is not None:
+        table["fit_split"] = fit
+    return table
+
+
 def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str | Path | None = None,
                        backend: str = "auto", detect: bool = True, frame_rate: float = DEFAULT_FRAME_RATE,
                        log: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per frame with a face of every clip (a video, or a folder of frames taken ``frame_rate`` a second):
-    clip, frame time, valence and arousal by the methods kept; and the reasons of the clips that could not be
-    read. Frames are read at the spacing the model learnt on: every frame, or every n-th where its data was read
-    so (``affwild2_frame_step``). ``log``: where each clip's rows go as read (deleted at the end), so that the same
+    clip, frame file (of a folder of frames), frame time, valence and arousal by the methods kept; where ``clips``
+    is a data set annotated frame by frame (AFEW-VA's or Aff-Wild2's folder), each frame's labels and, where the
+    model was fit on it, its split then (:func:`_labelled`); and the reasons of the clips that could not be read.
+    Frames are read at the spacing the model learnt on: every frame, or every n-th where its data was read so
+    (``affwild2_frame_step``). ``log``: where each clip's rows go as read (deleted at the end), so that the same
     call, stopped on the way, goes on from it."""
     model = load_continuous(model_dir)
     face_model = Path(face_model or model.meta["face_model"])
@@ -415,8 +455,9 @@ def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str
     predictor = Predictor(face_model, backend=backend, detect=detect)
     manifest = read_clips(clips, require_labels=False)
     key = {"clips": clips_signature(manifest), "model_sha256": sha256_of(model.folder / META_FILE),
-           "face_model_sha256": face_model_digest(face_model), "detect": detect, "frame_rate": frame_rate}
-    rows, problems = [], [r.reason for r in manifest.rejected]
+           "face_model_sha256": face_model_digest(face_model), "detect": detect, "frame_rate": frame_rate,
+           "frames": ["time", "valence", "arousal", "frame_file"]}
+    rows, files, problems = [], [], [r.reason for r in manifest.rejected]
     with closing(ReadLog(log, key)) as read_log:
         if read_log.entries:
             reporter().note(f"{len(read_log.entries)} clip(s) read before the run stopped, read back from {log}")
@@ -426,14 +467,20 @@ def predict_continuous(model_dir: str | Path, clips: str | Path, face_model: str
             if "problem" in entry:
                 problems.append(entry["problem"])
                 continue
-            rows += [{"clip": sample.id, "time": t, "valence": v, "arousal": a} for t, v, a in entry["frames"]]
+            rows += [{"clip": sample.id, "frame_file": name, "time": t, "valence": v, "arousal": a}
+                     for t, v, a, name in entry["frames"]]
+            files += [sample.files["face"] / name for *_, name in entry["frames"] if name]
+    table = pd.DataFrame(rows, columns=FRAME_COLUMNS)
+    if len(files) == len(table):  # every clip a folder of frames: the frames are files a data set may label
+        table = _labelled(table, files, Path(clips), model.folder)
     if log is not None:
         log.unlink(missing_ok=True)
-    return pd.DataFrame(rows, columns=["clip", "time", "valence", "arousal"]), problems
+    return table, problems
 
 
 def _clip_frames(model: ContinuousModel, predictor: Predictor, sample: Sample, frame_rate: float) -> dict[str, Any]:
-    """One clip's frames as [time, valence, arousal], or why it gave none: an entry of the read log."""
+    """One clip's frames as [time, valence, arousal, frame file] (the file blank in a video), or why it gave none:
+    an entry of the read log."""
     path = sample.files["face"]
     try:
         outputs = model.read(predictor, path, frame_rate)
@@ -441,5 +488,8 @@ def _clip_frames(model: ContinuousModel, predictor: Predictor, sample: Sample, f
         return {"id": sample.id, "problem": r.reason}
     if outputs is None:
         return {"id": sample.id, "problem": f"{path.name}: the face detector found no face in any frame"}
-    return {"id": sample.id, "frames": [[float(t), float(v), float(a)]
-                                        for t, (v, a) in zip(outputs.times, model.values(outputs))]}
+    # A folder's frame i is read at i / frame_rate seconds (multimodal.face.folder_window).
+    files = frame_files(path) if path.is_dir() else None
+    names = [""] * len(outputs.times) if files is None else [files[round(t * frame_rate)].name for t in outputs.times]
+    return {"id": sample.id, "frames": [[float(t), float(v), float(a), name]
+                                        for t, (v, a), name in zip(outputs.times, model.values(outputs), names)]}

@@ -403,16 +403,16 @@ def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: st
                          frame_rate=model.frame_rate, checkpoint=checkpoint, key=key)
     return ClipsRead(model, list(predictor.class_names), frames,
                      [r.reason for r in manifest.rejected + frames.rejected],
-                     fit_splits(Path(model_dir), [s.files["face"] for s in frames.samples]))
+                     fit_splits(Path(model_dir) / SPLITS_FILE, [s.files["face"] for s in frames.samples]))
 
 
-def fit_splits(model_dir: Path, clips: list[Path]) -> list[str] | None:
-    """Each clip's split when the kept model was fit (blank for a clip it never read), by the clip's file; None
-    where none of ``clips`` fit it (or the model was saved before its splits were)."""
-    if not (model_dir / SPLITS_FILE).is_file():
+def fit_splits(table: Path, files: list[Path]) -> list[str] | None:
+    """Each file's split when a kept model was fit (blank for a file it never read), by the ``path`` and ``split``
+    columns of ``table``; None where none of ``files`` fit it (or the model was saved before its splits were)."""
+    if not table.is_file():
         return None
-    fit = pd.read_csv(model_dir / SPLITS_FILE, usecols=["path", "split"], dtype=str).set_index("path")["split"]
-    found = [fit.get(str(clip.resolve()), "") for clip in clips]
+    fit = pd.read_csv(table, usecols=["path", "split"], dtype=str).set_index("path")["split"]
+    found = [fit.get(str(file.resolve()), "") for file in files]
     return found if any(found) else None
 
 
