@@ -475,7 +475,7 @@ def test_an_ort_export_runs_alone_on_any_cpu_and_lists_the_operators_it_needs(cl
         affectkit.export(model_copy, Path("m.ort"))
 
 
-def test_evaluate_compare_and_robustness_score_an_export_itself(cli, model_path, demo_dir, tmp_path):
+def test_evaluate_compare_and_robustness_score_an_export_itself(cli, model_path, demo_dir, tmp_path, monkeypatch):
     """An export is scored as ONNX Runtime runs it where it is deployed, not through the weights beside it: its own
     answers, under a name of its kind, in a card row of its own, set against the model face by face."""
     from affectkit.pipeline.compare import compare_saved
@@ -520,7 +520,12 @@ def test_evaluate_compare_and_robustness_score_an_export_itself(cli, model_path,
     assert "its ONNX export `best_CustomCNN.onnx` scored | all |" in card
     assert "its int8 ONNX export `best_CustomCNN.int8.onnx` scored | all |" in card
     assert card.count("(synthetic) | all |") == 1  # the weights' own row, kept beside the exports'
-    robust = robustness_saved(int8, demo_dir, "all", corruptions=["noise"], severities=[1], quiet=True)
+    sessions, opening = [], OnnxBackend.__init__
+    monkeypatch.setattr(OnnxBackend, "__init__",
+                        lambda self, path, *args: sessions.append(path) or opening(self, path, *args))
+    robust = robustness_saved(int8, demo_dir, "all", corruptions=["noise"], severities=[1, 2], quiet=True)
+    # One to read which weights it came from (scored_model); one for the clean faces and both corrupted sets.
+    assert sessions == [int8, int8]
     assert robust.paths["csv"].parent == int8.parent / "robustness_int8_ONNX"
     assert robust.table["accuracy"].iloc[0] == pytest.approx(by_int8["expression"]["accuracy"])
     card = next(model.parent.glob("*_card.md")).read_text()

@@ -32,6 +32,7 @@ from affectkit.evaluation.robustness import (
     robustness_table,
 )
 from affectkit.evaluation.subgroups import resampled_units
+from affectkit.inference.backends import OnnxBackend
 from affectkit.models.io import load_model
 from affectkit.models.metadata import export_tag, model_paths, read_metadata
 from affectkit.pipeline.run import evaluation_data, saved_predictions, scored_model, scored_name, seen_in_training
@@ -62,7 +63,8 @@ def robustness_saved(model_path: Path, data: Path, split: str = "test", splits: 
         model_path, export = scored_model(model_path)
         prepared = evaluation_data(model_path, data, split, splits)
         meta = read_metadata(model_path)
-        model = None if export is not None else load_model(model_path, device=evaluation_device())[0]
+        # One session of an export for the clean faces and every corruption.
+        model = OnnxBackend(export) if export is not None else load_model(model_path, device=evaluation_device())[0]
         model_name = scored_name(meta, export)
         scored = "every face" if split == "all" else f"the {split} split"
         reporter().show(f"Scoring {model_name} on {scored} of {data}, clean")

@@ -188,23 +188,27 @@ def scored_name(meta: dict, export: Path | None) -> str:
     return meta["display_name"] + ("" if export is None else f" ({export_label(export)})")
 
 
-def saved_predictions(model_path: Path, model: torch.nn.Module | None, data: PreparedData, split: str,
+def saved_predictions(model_path: Path, model: torch.nn.Module | OnnxBackend | None, data: PreparedData, split: str,
                       source: Path, export: Path | None = None) -> tuple[np.ndarray, Predictions]:
     """The positions of ``split`` of ``data`` (``source``; every face for "all") and the saved model's predictions
     of them as every later use of it predicts: with its stored temperature and flip setting; given ``export``
-    (:func:`scored_model`), that file's own predictions (:func:`export_predictions`; ``model`` unused)."""
+    (:func:`scored_model`), that file's own predictions (:func:`export_predictions`; ``model``: its session where
+    the caller opened one to score many sets of faces, else None)."""
     meta = read_metadata(model_path)
     positions = split_positions(data, split, source)
     if export is not None:
-        return positions, export_predictions(export, data, positions)
+        return positions, export_predictions(export, data, positions,
+                                             backend=model if isinstance(model, OnnxBackend) else None)
     return positions, predict_split(model, data, positions, temperature=float(meta.get("temperature", 1.0)),
                                     tta_flip=config_from_metadata(meta).tta_flip)
 
 
-def export_predictions(export: Path, data: PreparedData, positions: np.ndarray, batch_size: int = 64) -> Predictions:
-    """The answers of a model's export itself (ONNX Runtime running the ``.onnx``, ``.int8.onnx`` or ``.ort`` file)
-    for ``positions`` of ``data``, as predict and serve give them: at its model's temperature and flip setting."""
-    backend = OnnxBackend(export)
+def export_predictions(export: Path, data: PreparedData, positions: np.ndarray, batch_size: int = 64,
+                       backend: OnnxBackend | None = None) -> Predictions:
+    """The answers of a model's export itself (ONNX Runtime running the ``.onnx``, ``.int8.onnx`` or ``.ort`` file;
+    ``backend``: a session of it already open) for ``positions`` of ``data``, as predict and serve give them: at its
+    model's temperature and flip setting."""
+    backend = backend or OnnxBackend(export)
     meta = model_metadata(export, backend)
     mean, std = input_normalization(meta)
     temperature = float(meta.get("temperature") or 1.0)
