@@ -3,12 +3,14 @@ faithful where the pixels it ranks highest are the ones the answer needs: grey t
 in the answer should fall fastest.
 
 For each saved model of a run, on its test faces: each face's map of the class it is answered (Grad-CAM, layer
-auto; occlusion; integrated gradients; and a random map as the floor), then the face answered again with the top
-0-30% of its pixels by that map deleted, as served (flip test-time augmentation where the model has it): set to the
-grey occlusion covers the face with and integrated gradients start from (``--fill grey``: 0 after normalisation), or
-to a heavily blurred copy of the face (``--fill blur``: a deletion no method was computed with, so none is
-favoured). Prints, per model and method, the mean probability of the answered class at each share deleted, the
-area under that curve (lower: more faithful) and the seconds a face took to map.
+auto; occlusion; integrated gradients, and the same from one of its two starts alone: ``ig_grey``, ``ig_blur``; and
+a random map as the floor), then the face answered again with the top 0-30% of its pixels by that map deleted, as
+served (flip test-time augmentation where the model has it): set to the grey occlusion covers the face with and one
+of integrated gradients' paths starts from (``--fill grey``: 0 after normalisation), to a heavily blurred copy of the
+face (``--fill blur``: where its other path starts), or to noise (``--fill noise``: a standard normal draw after
+normalisation, which no method was computed with, so none is favoured). Prints, per model and method, the mean
+probability of the answered class at each share deleted, the area under that curve (lower: more faithful) and the
+seconds a face took to map.
 
     affectkit demo --out /tmp/demo -q          # a run to explain (any run folder and its data will do)
     python bench/explain_faithfulness.py --run /tmp/demo --data ~/.cache/affectkit/demo-data-n1000-seed0-*
@@ -20,12 +22,11 @@ import argparse
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.inference.explain import face_maps
+from affectkit.inference.explain import blurred, face_maps, integrated_gradients
 from affectkit.inference.predictor import input_normalization, preprocess, served_outputs, softmax
 from affectkit.inference.torch_backend import TorchBackend
 from affectkit.models.io import load_model
@@ -41,12 +42,14 @@ def answered(backend: TorchBackend, batch: np.ndarray, tta_flip: bool, temperatu
     return softmax(served_outputs(backend, batch, tta_flip)[0], temperature)
 
 
-def filler(batch: np.ndarray, fill: str) -> np.ndarray:
-    """What a deleted pixel becomes: grey (0 after normalisation), or the face blurred (a sigma of a tenth of it)."""
+def filler(batch: np.ndarray, fill: str, rng: np.random.Generator) -> np.ndarray:
+    """What a deleted pixel becomes: grey (0 after normalisation), the face blurred (a sigma of a tenth of it), or
+    noise drawn from ``rng``."""
     if fill == "grey":
         return np.zeros_like(batch)
-    sigma = batch.shape[-1] / 10
-    return np.stack([[cv2.GaussianBlur(channel, (0, 0), sigma) for channel in face] for face in batch])
+    if fill == "noise":
+        return rng.standard_normal(batch.shape).astype(batch.dtype)
+    return blurred(batch)
 
 
 def deletion_curve(backend: TorchBackend, batch: np.ndarray, maps: np.ndarray, classes: np.ndarray, tta_flip: bool,
@@ -55,7 +58,7 @@ def deletion_curve(backend: TorchBackend, batch: np.ndarray, maps: np.ndarray, c
     deleted (``filler``; ties, as in a map's empty cells, broken at random)."""
     faces, side = len(batch), batch.shape[-1]
     order = np.lexsort((rng.random(maps.reshape(faces, -1).shape), -maps.reshape(faces, -1)), axis=1)
-    fillers = filler(batch, fill).reshape(faces, batch.shape[1], -1)
+    fillers = filler(batch, fill, rng).reshape(faces, batch.shape[1], -1)
     curve = np.empty((faces, len(DELETED)))
     for j, share in enumerate(DELETED):
         deleted = batch.copy().reshape(faces, batch.shape[1], -1)
@@ -73,8 +76,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the data set the run was trained on")
     parser.add_argument("--models", nargs="*", default=None, help="display names (default: every model of the run)")
     parser.add_argument("--faces", type=int, default=96, help="test faces per model (the first of the split)")
-    parser.add_argument("--fill", choices=["grey", "blur"], default="grey", help="what a deleted pixel becomes")
-    parser.add_argument("--methods", nargs="+", choices=["gradcam", "occlusion", "ig", "random"],
+    parser.add_argument("--fill", choices=["grey", "blur", "noise"], default="grey",
+                        help="what a deleted pixel becomes")
+    parser.add_argument("--methods", nargs="+",
+                        choices=["gradcam", "occlusion", "ig", "ig_grey", "ig_blur", "random"],
                         default=["gradcam", "occlusion", "ig", "random"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -101,6 +106,9 @@ def main() -> None:
                 began = time.perf_counter()
                 if method == "random":
                     maps = rng.random((len(batch), size, size))
+                elif method in ("ig_grey", "ig_blur"):  # integrated gradients from one of its two starts alone
+                    maps = integrated_gradients(model, batch, classes.tolist(), tta_flip,
+                                                starts=[method.removeprefix("ig_")])
                 else:
                     maps = face_maps(method, batch, classes.tolist(), model, backend, tta_flip, temperature)
                 seconds += time.perf_counter() - began

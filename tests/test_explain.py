@@ -89,20 +89,42 @@ def test_occlusion_lights_the_part_of_the_face_whose_cover_lowers_the_answer(tta
 
 
 @pytest.mark.parametrize("tta_flip", [False, True])
-def test_integrated_gradients_light_the_pixels_whose_rise_from_grey_raises_the_answer(tta_flip):
+def test_integrated_gradients_light_the_pixels_whose_rise_from_the_starts_raises_the_answer(tta_flip):
     model = _corner_reader()
     maps = integrated_gradients(model, _red_corner(), [HAPPY, HAPPY], tta_flip=tta_flip)
     assert maps.shape == (2, 32, 32) and maps.max() == pytest.approx(1.0) and maps.min() >= 0
-    assert not maps[:, 10:, :].any() and not maps[:, :, 10:].any()  # a pixel as grey as the start adds nothing
-    assert (_top_left_share(maps) == 1.0).all() and (map_peaks(maps) < 10 / 32).all()
+    # A pixel as grey as the grey start adds nothing from it, and less red than the blurred start takes away.
+    assert not maps[:, 10:, :].any() and not maps[:, :, 10:].any()
+    assert _top_left_share(maps) == pytest.approx(1.0) and (map_peaks(maps) < 10 / 32).all()
     valence = integrated_gradients(model, _red_corner(), "valence", tta_flip=tta_flip)
-    assert (_top_left_share(valence) == 1.0).all()
+    assert _top_left_share(valence) == pytest.approx(1.0)
     empty = integrated_gradients(model, _red_corner(), [CLASS_NAMES.index("Anger")] * 2, tta_flip=tta_flip)
     assert not empty.any() and np.isnan(upper_half_share(empty)).all()
     with torch.inference_mode():
         model.to(memory_format=torch.channels_last)
     with pytest.raises(AffectkitError, match="inference_mode"):
         integrated_gradients(model, _red_corner(), [HAPPY, HAPPY])
+
+
+def test_integrated_gradients_weigh_a_faces_detail_above_its_even_colour():
+    """From the grey start alone, each red pixel of a red spot on an even red field counts by its redness (the field
+    half the spot); the blurred start keeps the field's colour, so with it the field counts less and the spot's
+    detail stands out."""
+    model = _corner_reader()
+    batch = np.zeros((1, 3, 32, 32), np.float32)
+    batch[:, 0] = 0.5
+    batch[:, 0, 14:18, 14:18] = 1.0
+    field = (slice(None), slice(0, 6), slice(0, 6))  # far from the spot
+
+    def field_to_spot(maps: np.ndarray) -> float:
+        return float(maps[field].mean() / maps[:, 14:18, 14:18].mean())
+
+    assert field_to_spot(integrated_gradients(model, batch, [HAPPY], starts=["grey"])) == pytest.approx(0.5, rel=0.05)
+    both = integrated_gradients(model, batch, [HAPPY])
+    assert field_to_spot(both) < 0.4 and (map_peaks(both) * 32 >= 14).all() and (map_peaks(both) * 32 < 18).all()
+    assert field_to_spot(integrated_gradients(model, batch, [HAPPY], starts=["blur"])) < 0.1
+    with pytest.raises(AffectkitError, match="start from grey and/or blur, not noise"):
+        integrated_gradients(model, batch, [HAPPY], starts=["noise"])
 
 
 @pytest.mark.parametrize("size", [16, 32, 48, 64, 96, 112, 160, 224, 299])

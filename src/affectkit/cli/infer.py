@@ -325,9 +325,9 @@ def explain(
              "needs the .safetensors model); occlusion: how far covering each part of the face with a grey patch "
              "lowers the target, as the model is served (finer maps; any model predict runs, its ONNX export and "
              "transformers included; a forward pass per patch place, about 120 per face); ig: integrated gradients, "
-             "each pixel's share of the target's rise from a grey face to the face (a value per pixel; needs the "
-             ".safetensors model, transformers included; a forward and a backward pass per point of the path, 16 "
-             "per face).")] = "gradcam",
+             "each pixel's share of the target's rise to the face from a grey face and from the face blurred (a "
+             "value per pixel; needs the .safetensors model, transformers included; a forward and a backward pass per "
+             "point of the paths, 16 per face).")] = "gradcam",
     per_class: Annotated[Optional[int], typer.Option(
         help="With --data: map at most this many faces of each class (the first of the split; a class's mean map "
              "settles within tens of faces). Default: every face.", show_default=False)] = None,

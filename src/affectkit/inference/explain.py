@@ -21,8 +21,10 @@ occluded face and its mirror image); its maps are finer than a 3 x 3 final map, 
 patch place (``occlusion_window``).
 
 Integrated gradients (Sundararajan et al., 2017; Captum's ``IntegratedGradients``) asks the network's gradients
-with respect to the pixels themselves, averaged along the straight path from the same grey face to the face: each
-pixel's share of the rise of the target's logit (or valence, arousal) between them, which sums to that rise. It
+with respect to the pixels themselves, averaged along straight paths to the face from two starts: the same grey
+face, and the face heavily blurred (a start that keeps its colours, so its fine detail is what is weighed). Each
+pixel's share of the rise of the target's logit (or valence, arousal) along a path sums to that rise; the map
+averages the two paths' shares. It
 needs the PyTorch network but no feature map (transformers too), gives a value per pixel, unsmoothed (pixel-fine and
 speckled where occlusion's are blobs), and costs a forward and a backward pass per path point (``IG_STEPS``)."""
 
@@ -189,32 +191,56 @@ def _differentiable(model: AffectModel) -> Iterator[None]:
         model.train(was_training)
 
 
-IG_STEPS = 16  # points of the path integral: twice as many ranked pixels no better (explain_faithfulness.md)
+IG_STEPS = 16  # points of the two paths together: twice as many ranked pixels no better (explain_faithfulness.md)
 IG_IMAGES = 128  # images of the path a forward and backward pass takes at once
+IG_BLUR = 0.1  # the blurred start's Gaussian sigma, a share of the crop's side
+IG_STARTS = ("grey", "blur")  # the faces integrated gradients' paths start from
+
+
+def blurred(batch: np.ndarray) -> np.ndarray:
+    """Each face of a preprocessed ``batch`` (N, C, S, S) heavily blurred (a Gaussian of sigma ``IG_BLUR`` of its
+    side): its colours kept, its detail gone."""
+    sigma = batch.shape[-1] * IG_BLUR
+    return np.stack([[cv2.GaussianBlur(channel, (0, 0), sigma) for channel in face] for face in batch])
 
 
 def integrated_gradients(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
-                         tta_flip: bool = False, steps: int = IG_STEPS) -> np.ndarray:
+                         tta_flip: bool = False, steps: int = IG_STEPS, starts: Sequence[str] = IG_STARTS
+                         ) -> np.ndarray:
     """Integrated-gradients maps (N, S, S) in [0, 1] (each scaled by its maximum; all 0 where no pixel raises the
     target) of a preprocessed ``batch`` (N, 3, S, S): each pixel's share, summed over its channels and kept where
-    positive, of the target's rise (its expression logit, or valence, arousal) from the grey face occlusion covers
-    with (0 after normalisation) to the face, along the straight path between them (``steps`` points). ``target``
-    and ``tta_flip`` as for :func:`grad_cam`."""
+    positive, of the target's rise (its expression logit, or valence, arousal) to the face along straight paths
+    from each of ``starts``, an equal part of the ``steps`` points each, the shares averaged: "grey", the face
+    occlusion covers with (0 after normalisation), and "blur", the face :func:`blurred`. ``target`` and
+    ``tta_flip`` as for :func:`grad_cam`."""
     from captum.attr import IntegratedGradients
 
+    unknown = sorted(set(starts) - set(IG_STARTS))
+    if unknown or not starts:
+        raise AffectkitError(f"Integrated gradients start from {' and/or '.join(IG_STARTS)}, not "
+                             f"{', '.join(unknown) or 'nothing'}.")
     output, classes = _output_of(target, len(batch))
     aim = classes.tolist() if classes is not None else 0
     with _differentiable(model):
-        images = torch.from_numpy(np.ascontiguousarray(batch)).to(next(model.parameters()).device)
+        device = next(model.parameters()).device
         method = IntegratedGradients(_output_forward(model, output))
 
-        def attributed(faces: torch.Tensor) -> torch.Tensor:
-            return method.attribute(faces, baselines=0.0, target=aim, n_steps=steps,
-                                    internal_batch_size=max(len(faces), IG_IMAGES)).detach().float().cpu()
+        def attributed(faces: np.ndarray) -> torch.Tensor:
+            # Grey asks what the face's colours and shapes add; the blurred face, what its fine detail adds (an eye's
+            # corner, a lip's edge). Each alone ranks pixels best where a deletion resembles it; the two together
+            # rank them as well as the better one where no deletion is favoured (explain_faithfulness.md).
+            faces = np.ascontiguousarray(faces, dtype=np.float32)
+            images = torch.from_numpy(faces).to(device)
+            shares = [method.attribute(images, baselines=0.0 if start == "grey" else
+                                       torch.from_numpy(blurred(faces)).to(device),
+                                       target=aim, n_steps=max(1, steps // len(starts)),
+                                       internal_batch_size=max(len(faces), IG_IMAGES)).detach().float().cpu()
+                      for start in starts]
+            return sum(shares) / len(shares)
 
-        attributions = attributed(images)
+        attributions = attributed(batch)
         if tta_flip:
-            attributions = (attributions + attributed(images.flip(-1)).flip(-1)) / 2
+            attributions = (attributions + attributed(batch[..., ::-1]).flip(-1)) / 2
     return _scaled(attributions.sum(1).clamp_min(0))
 
 
@@ -432,7 +458,8 @@ def png_bytes(image: np.ndarray, name: str) -> bytes:
     return png.tobytes()
 
 
-__all__ = ["IG_STEPS", "LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation", "check_layer", "check_target",
-           "class_index", "explain_crops", "explain_image", "explained_layers", "face_maps", "final_map_side",
-           "grad_cam", "image_heatmap", "integrated_gradients", "map_peaks", "needs_network", "occlusion",
-           "occlusion_window", "overlay", "png_bytes", "resolved_layer", "target_name", "upper_half_share"]
+__all__ = ["IG_BLUR", "IG_STARTS", "IG_STEPS", "LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation",
+           "blurred", "check_layer", "check_target", "class_index", "explain_crops", "explain_image",
+           "explained_layers", "face_maps", "final_map_side", "grad_cam", "image_heatmap", "integrated_gradients",
+           "map_peaks", "needs_network", "occlusion", "occlusion_window", "overlay", "png_bytes", "resolved_layer",
+           "target_name", "upper_half_share"]
