@@ -53,3 +53,9 @@ class OnnxBackend:
     def __call__(self, batch: np.ndarray) -> Outputs:
         logits, valence, arousal = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return logits, valence, arousal
+
+    def exported_from_other_weights(self, weights: Path) -> bool:
+        """Whether this export records the digest of other weights than ``weights`` (False where it records none,
+        or ``weights`` does not exist)."""
+        exported_from = self.metadata.get(WEIGHTS_DIGEST_KEY)
+        return bool(exported_from) and weights.is_file() and exported_from != weights_digest(weights)

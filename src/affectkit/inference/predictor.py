@@ -151,8 +151,7 @@ def model_metadata(model_path: str | Path, onnx: OnnxBackend | None = None) -> d
 
 def _onnx_backend_if_current(onnx_path: Path, weights: Path, threads: int | None) -> OnnxBackend | None:
     backend = OnnxBackend(onnx_path, threads)
-    exported_from = backend.metadata.get(WEIGHTS_DIGEST_KEY)
-    if exported_from and weights.is_file() and exported_from != weights_digest(weights):
+    if backend.exported_from_other_weights(weights):
         log.warning("%s was exported from other weights than %s; using PyTorch. Re-run `affectkit export`.",
                     onnx_path, weights)
         return None

@@ -52,7 +52,7 @@ from affectkit.evaluation.significance import (
     paired_comparison,
 )
 from affectkit.evaluation.subgroups import group_record, models_by_group, resampled_units, write_group_scores
-from affectkit.inference.backends import WEIGHTS_DIGEST_KEY, OnnxBackend, weights_digest
+from affectkit.inference.backends import OnnxBackend
 from affectkit.inference.predictor import (
     input_normalization,
     model_files,
@@ -175,8 +175,7 @@ def scored_model(model_path: Path) -> tuple[Path, Path | None]:
         raise AffectkitError(f"{export} has no {described_by.name} beside it: an export is scored with the "
                              "description of the model it came from (its splits, temperature and card); put "
                              f"{described_by.name} beside it.")
-    exported_from = OnnxBackend(export).metadata.get(WEIGHTS_DIGEST_KEY)
-    if saved.is_file() and exported_from and exported_from != weights_digest(saved):
+    if OnnxBackend(export).exported_from_other_weights(saved):
         raise AffectkitError(f"{export} was exported from other weights than {saved.name} beside it (trained again "
                              f"since?): {described_by.name} does not describe it. Export it again: affectkit export "
                              f"{saved}.")

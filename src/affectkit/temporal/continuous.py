@@ -50,7 +50,7 @@ from affectkit.readlog import ReadLog
 from affectkit.runs import model_splits
 from affectkit.temporal.clips import clips_signature, read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, fit_keeping_best, set_standardisation
-from affectkit.temporal.run import fit_splits
+from affectkit.temporal.run import fit_splits, write_fit_splits
 from affectkit.temporal.sequences import output_columns
 
 FRAME_LAYOUTS = ("afew_va", "affwild2")
@@ -335,9 +335,8 @@ def run_continuous(data: str | Path, out: str | Path, face_model: str | Path, se
     # Aff-Wild2 read every n-th frame: the model learnt on that spacing, and new clips are read at it.
     step = config.affwild2_frame_step if prepared.index.layout == "affwild2" else 1
     _save(out, net, gru, kept, best, windows, face_model, step)
-    with atomic_path(out / FRAME_SPLITS_FILE) as tmp:  # with the model it describes, never beside an older one
-        pd.DataFrame({"path": [str(record.image_path.resolve()) for record in prepared.records],
-                      "split": prepared.splits["split"].to_numpy()}).to_csv(tmp, index=False)
+    write_fit_splits(out / FRAME_SPLITS_FILE, [record.image_path for record in prepared.records],
+                     prepared.splits["split"].to_numpy())
     return ContinuousRun(out, table, kept, notes)
 
 

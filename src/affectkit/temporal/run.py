@@ -5,6 +5,7 @@ target the one best on validation; and predict with a kept model on new clips.""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -297,10 +298,8 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     _report(out, compared.table, compared.kept, manifest.path, notes)
     _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings,
                                       "frame_rate": frame_rate})
-    with atomic_path(out / SPLITS_FILE) as tmp:  # with the model it describes, never beside an older one
-        pd.DataFrame({"id": [s.id for s in frames.samples], "path": [str(s.files["face"].resolve())
-                                                                    for s in frames.samples],
-                      "split": splits.to_numpy()}).to_csv(tmp, index=False)
+    write_fit_splits(out / SPLITS_FILE, [s.files["face"] for s in frames.samples], splits.to_numpy(),
+                     ids=[s.id for s in frames.samples])
     return TemporalRun(out, compared.table, compared.kept, notes)
 
 
@@ -404,6 +403,16 @@ def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: st
     return ClipsRead(model, list(predictor.class_names), frames,
                      [r.reason for r in manifest.rejected + frames.rejected],
                      fit_splits(Path(model_dir) / SPLITS_FILE, [s.files["face"] for s in frames.samples]))
+
+
+def write_fit_splits(table: Path, files: Sequence[Path], splits: Sequence[str],
+                     ids: Sequence[str] | None = None) -> None:
+    """Each file's split in a kept model's fit (and its sample's id, where given) to ``table``, read back by
+    :func:`fit_splits`. Written after the model, so that it never sits beside an older model it does not describe."""
+    columns = {} if ids is None else {"id": list(ids)}
+    with atomic_path(table) as tmp:
+        pd.DataFrame(columns | {"path": [str(file.resolve()) for file in files], "split": list(splits)}).to_csv(
+            tmp, index=False)
 
 
 def fit_splits(table: Path, files: list[Path]) -> list[str] | None:
