@@ -64,6 +64,8 @@ def test_frame_truth_reads_each_frames_labels_from_afew_va_and_aff_wild2_folders
     assert len(truth) == CLIPS * FRAMES
     assert truth[str((afew_va / "002" / "00003.png").resolve())] == pytest.approx(
         (label["valence"] / 10, label["arousal"] / 10, "actor:Actor 1"))
+    assert frame_truth(afew_va / "002") == {file: found for file, found in truth.items()
+                                            if Path(file).parent.name == "002"} != {}  # one clip's folder alone
     _affwild2(tmp_path / "affwild2")
     truth = frame_truth(tmp_path / "affwild2")
     frames = tmp_path / "affwild2" / "cropped_aligned" / "118-30-640x480"
@@ -101,6 +103,13 @@ def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face
     assert first["time"].tolist() == pytest.approx([f / 25 for f in range(FRAMES)])  # every frame, in order
     _predicted_frames_are_scored_against_their_labels(frames, afew_va, out, tmp_path / "frames_scores.json",
                                                       predicted.output)
+    alone = CliRunner().invoke(app, ["temporal-frames-predict", str(out), str(afew_va / "002"), "--out",
+                                     str(tmp_path / "alone.csv"), "--no-detect", "--quiet"])  # one clip's folder
+    assert alone.exit_code == 0, alone.output
+    one, same = pd.read_csv(tmp_path / "alone.csv", dtype={"clip": str}), frames[frames["clip"] == "002"]
+    assert one[["true_valence", "fit_split", "person"]].equals(same[["true_valence", "fit_split", "person"]]
+                                                               .reset_index(drop=True))
+    assert json.loads((tmp_path / "alone_scores.json").read_text())["valence_samples"] == FRAMES
 
     assert not (tmp_path / "frames.csv.frames.partial.jsonl").exists()  # the read log, gone once all was read
     _stopped_prediction_goes_on_from_its_log(out, afew_va, tmp_path / "later" / "stopped.jsonl", monkeypatch)

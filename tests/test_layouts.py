@@ -975,6 +975,12 @@ def test_afew_va_as_released(tmp_path):
     table = make_splits(index.records, 0.2, 0.2, seed=0)
     assert (table.groupby("group")["split"].nunique() == 1).all()  # no actor on two sides
 
+    one = read_dataset(root / "01" / "002", progress=False)  # one clip's folder alone
+    assert one.layout == "afew_va" and [r.id for r in one.records] == [f"{f:05d}.png" for f in range(4)]
+    assert [(r.valence, r.arousal) for r in one.records] == pytest.approx(
+        [expected[f"01/002/{f:05d}.png"] for f in range(4)])
+    assert {r.group for r in one.records} == {f"actor:{actors[1]}"}
+
 
 def test_labels_read_from_file_names(tmp_path):
     jaffe = r"^(?P<subject>[A-Z]{2})\.(?P<expression>[A-Z]{2})\d"

@@ -205,7 +205,9 @@ def temporal_frames(
 def temporal_frames_predict(
     model: Annotated[Path, typer.Argument(help="The folder `affectkit temporal-frames` wrote (its kept model).")],
     clips: Annotated[Path, typer.Argument(help="Clips: one video, or videos or folders of frames anywhere under a "
-                                               "folder, or a manifest CSV with a face column.")],
+                                               "folder, or a manifest CSV with a face column; AFEW-VA's or "
+                                               "Aff-Wild2's folder, or one AFEW-VA clip's, also scores its frames "
+                                               "against their labels.")],
     out: Annotated[Path, typer.Option(help="CSV to write, one row per frame with a face.")] = Path(
         "frame_predictions.csv"),
     face_model: FaceModelOpt = None,

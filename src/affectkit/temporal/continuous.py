@@ -409,7 +409,8 @@ def load_continuous(model_dir: str | Path) -> ContinuousModel:
 
 def frame_truth(path: Path) -> dict[str, tuple[float, float, str]]:
     """Each annotated frame's valence, arousal and person (its actor, video or clip), by its resolved file, where
-    ``path`` is a data set annotated frame by frame (AFEW-VA, Aff-Wild2's valence/arousal frames); else none."""
+    ``path`` is a data set annotated frame by frame (AFEW-VA or one of its clips, Aff-Wild2's valence/arousal
+    frames); else none."""
     for layout, task in (("afew_va", "auto"), ("affwild2", "valence_arousal"), ("affwild2", "multi_task")):
         options = ReadOptions(affwild2_task=task)
         try:

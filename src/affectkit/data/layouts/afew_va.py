@@ -5,7 +5,8 @@ arousal (integers from -10 to 10) and 68 facial landmarks::
     DATA/001/001.json                      {"actor": ..., "video_id": "001", "frames": {"00000": {"valence": 2,
                                             "arousal": -3, "landmarks": [[x, y], ... 68]}, ...}}
 
-(the clip folders may sit one level down, as the twelve archives unpack: ``DATA/01/001/``). Every annotated frame
+(the clip folders may sit one level down, as the twelve archives unpack: ``DATA/01/001/``; one clip's folder, such
+as ``DATA/001/``, is read alone as a data set of its frames). Every annotated frame
 is a face without an expression class (AFEW-VA has none), cropped from the film frame by its landmarks (plus a
 margin), with valence and arousal divided by 10. Faces are grouped by the clip's actor (by the clip where the JSON
 names none), so no actor falls on two sides of the split; AFEW-VA has no official split, so the usual one is made.
@@ -38,9 +39,12 @@ def _annotation(clip: Path) -> Path | None:
 
 
 def clip_folders(path: Path) -> list[Path]:
-    """The folders of ``path`` (or of its subfolders, one level down) that hold a clip and its ``<clip>.json``."""
+    """The folders of ``path`` (or of its subfolders, one level down) that hold a clip and its ``<clip>.json``; or
+    ``path`` alone, where it is one clip's folder."""
     if not path.is_dir():
         return []
+    if _annotation(path) is not None:
+        return [path]
     folders = sorted(d for d in path.iterdir() if d.is_dir())
     clips = [d for d in folders if _annotation(d) is not None]
     if clips:
@@ -62,6 +66,8 @@ def _read_annotation(annotation: Path) -> dict:
 def find(path: Path, options: ReadOptions) -> Path | None:
     if not path.is_dir():
         return None
+    if _annotation(path) is not None:
+        return path
     # The first folders decide it (600 clips are not listed twice); one level down for the archives' parts.
     try:
         for folder in sorted(d for d in path.iterdir() if d.is_dir())[:3]:
