@@ -3,8 +3,9 @@ faithful where the pixels it ranks highest are the ones the answer needs: grey t
 in the answer should fall fastest.
 
 For each saved model of a run, on its test faces: each face's map of the class it is answered (Grad-CAM, layer
-auto; occlusion; integrated gradients, and the same from one of its two starts alone: ``ig_grey``, ``ig_blur``; and
-a random map as the floor), then the face answered again with the top 0-30% of its pixels by that map deleted, as
+auto; occlusion, and the same with each place covered by the face blurred, alone or beside grey: ``occlusion_blur``,
+``occlusion_both``; integrated gradients, and the same from one of its two starts alone: ``ig_grey``, ``ig_blur``;
+and a random map as the floor), then the face answered again with the top 0-30% of its pixels by that map deleted, as
 served (flip test-time augmentation where the model has it): set to the grey occlusion covers the face with and one
 of integrated gradients' paths starts from (``--fill grey``: 0 after normalisation), to a heavily blurred copy of the
 face (``--fill blur``: where its other path starts), or to noise (``--fill noise``: a standard normal draw after
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from affectkit.inference.explain import blurred, face_maps, integrated_gradients
+from affectkit.inference.explain import blurred, face_maps, integrated_gradients, occlusion
 from affectkit.inference.predictor import input_normalization, preprocess, served_outputs, softmax
 from affectkit.inference.torch_backend import TorchBackend
 from affectkit.models.io import load_model
@@ -79,7 +80,8 @@ def main() -> None:
     parser.add_argument("--fill", choices=["grey", "blur", "noise"], default="grey",
                         help="what a deleted pixel becomes")
     parser.add_argument("--methods", nargs="+",
-                        choices=["gradcam", "occlusion", "ig", "ig_grey", "ig_blur", "random"],
+                        choices=["gradcam", "occlusion", "occlusion_blur", "occlusion_both", "ig", "ig_grey",
+                                 "ig_blur", "random"],
                         default=["gradcam", "occlusion", "ig", "random"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -109,6 +111,9 @@ def main() -> None:
                 elif method in ("ig_grey", "ig_blur"):  # integrated gradients from one of its two starts alone
                     maps = integrated_gradients(model, batch, classes.tolist(), tta_flip,
                                                 starts=[method.removeprefix("ig_")])
+                elif method in ("occlusion_blur", "occlusion_both"):  # a blurred patch, alone or beside the grey
+                    maps = occlusion(backend, batch, classes.tolist(), tta_flip, temperature,
+                                     fills=("blur",) if method == "occlusion_blur" else ("grey", "blur"))
                 else:
                     maps = face_maps(method, batch, classes.tolist(), model, backend, tta_flip, temperature)
                 seconds += time.perf_counter() - began

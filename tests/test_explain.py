@@ -127,6 +127,33 @@ def test_integrated_gradients_weigh_a_faces_detail_above_its_even_colour():
         integrated_gradients(model, batch, [HAPPY], starts=["noise"])
 
 
+def test_occlusion_with_a_blurred_patch_weighs_a_faces_detail_above_its_even_colour():
+    """A model whose Happy logit is the face's mean red plus its bright red detail: a grey patch lowers the red of
+    an even red field as it lowers the spot's, so both count; a patch of the face blurred keeps the field's colour
+    (a blur keeps every region's mean), so only covering the spot's detail lowers the answer."""
+    def backend(batch: np.ndarray):
+        red = batch[:, 0]
+        logits = np.zeros((len(batch), len(CLASS_NAMES)), np.float32)
+        logits[:, HAPPY] = red.mean((1, 2)) + 10 * np.maximum(red - 0.75, 0).mean((1, 2))
+        return logits, np.zeros(len(batch), np.float32), np.zeros(len(batch), np.float32)
+
+    batch = np.zeros((1, 3, 32, 32), np.float32)
+    batch[:, 0] = 0.5
+    batch[:, 0, 14:18, 14:18] = 1.0
+
+    def field_to_spot(maps: np.ndarray) -> float:
+        return float(maps[:, 0:6, 0:6].mean() / maps[:, 14:18, 14:18].mean())
+
+    grey = occlusion(backend, batch, [HAPPY])
+    assert field_to_spot(grey) > 0.2
+    blurred_patch = occlusion(backend, batch, [HAPPY], fills=["blur"])
+    assert field_to_spot(blurred_patch) < 0.01 and (abs(map_peaks(blurred_patch) * 32 - 16) < 2).all()  # the spot
+    assert field_to_spot(blurred_patch) < field_to_spot(occlusion(backend, batch, [HAPPY], fills=["grey", "blur"])
+                                                        ) < field_to_spot(grey)
+    with pytest.raises(AffectkitError, match="covers with grey and/or blur, not noise"):
+        occlusion(backend, batch, [HAPPY], fills=["noise"])
+
+
 @pytest.mark.parametrize("size", [16, 32, 48, 64, 96, 112, 160, 224, 299])
 def test_the_occlusion_patch_reaches_every_pixel_of_the_crop(size):
     window, stride = occlusion_window(size)

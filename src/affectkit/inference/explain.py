@@ -272,17 +272,25 @@ def occlusion_window(size: int) -> tuple[int, int]:
 
 
 OCCLUSION_IMAGES = 128  # occluded faces a forward pass takes at once
+# What a patch can cover a place with. Grey alone by default: the blurred place (as integrated gradients' blurred
+# start) ranked pixels worse under a deletion neither favours, alone or beside grey (explain_faithfulness.md).
+OCCLUSION_FILLS = ("grey", "blur")
 
 
 def occlusion(backend: Callable[[np.ndarray], Outputs], batch: np.ndarray, target: str | Sequence[int],
-              tta_flip: bool = False, temperature: float = 1.0) -> np.ndarray:
+              tta_flip: bool = False, temperature: float = 1.0, fills: Sequence[str] = ("grey",)) -> np.ndarray:
     """Occlusion maps (N, S, S) in [0, 1] (each scaled by its maximum; all 0 where covering no part of the face
     lowers the target) of a preprocessed ``batch`` (N, 3, S, S), as ``backend`` (a predictor's: PyTorch or ONNX)
-    answers it: the drop of the target's probability (at ``temperature``), or of valence or arousal, when a grey
-    patch covers each place. ``target`` as for :func:`grad_cam`; ``tta_flip``: each occluded face is answered with
-    its mirror image, as the model is served."""
+    answers it: the drop of the target's probability (at ``temperature``), or of valence or arousal, when a patch
+    covers each place, the drops of each of ``fills`` averaged: "grey" (0 after normalisation), "blur" (the place
+    as in the face :func:`blurred`). ``target`` as for :func:`grad_cam`; ``tta_flip``: each occluded face is
+    answered with its mirror image, as the model is served."""
     from captum.attr import Occlusion
 
+    unknown = sorted(set(fills) - set(OCCLUSION_FILLS))
+    if unknown or not fills:
+        raise AffectkitError(f"Occlusion covers with {' and/or '.join(OCCLUSION_FILLS)}, not "
+                             f"{', '.join(unknown) or 'nothing'}.")
     output, classes = _output_of(target, len(batch))
 
     def forward(images: torch.Tensor) -> torch.Tensor:
@@ -292,12 +300,14 @@ def occlusion(backend: Callable[[np.ndarray], Outputs], batch: np.ndarray, targe
 
     window, stride = occlusion_window(batch.shape[-1])
     channels = batch.shape[1]
+    faces = np.ascontiguousarray(batch, dtype=np.float32)
     with torch.no_grad():
-        drops = Occlusion(forward).attribute(
-            torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)),
-            sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride), baselines=0.0,
+        drops = sum(Occlusion(forward).attribute(
+            torch.from_numpy(faces), sliding_window_shapes=(channels, window, window),
+            strides=(channels, stride, stride),
+            baselines=0.0 if fill == "grey" else torch.from_numpy(blurred(faces)),
             target=classes.tolist() if classes is not None else 0,
-            perturbations_per_eval=max(1, OCCLUSION_IMAGES // len(batch)))
+            perturbations_per_eval=max(1, OCCLUSION_IMAGES // len(batch))) for fill in fills) / len(fills)
     # A patch covers every channel, so each channel carries the same drop. Each pixel averages the patches over it,
     # which draws the patches' edges as lines across the map: smoothed over about a stride, they go.
     smooth = [cv2.GaussianBlur(drop, (0, 0), stride / 2) for drop in drops[:, 0].clamp_min(0).numpy()]
