@@ -225,14 +225,15 @@ def evaluate(
     from rich.console import Console
 
     from affectkit.evaluation.evaluator import metrics_table
-    from affectkit.models.metadata import read_metadata
+    from affectkit.inference.predictor import model_files
+    from affectkit.models.metadata import is_export, read_metadata
     from affectkit.pipeline import evaluate_saved
-    from affectkit.pipeline.run import scored_model, scored_name
+    from affectkit.pipeline.run import scored_name
 
     with report_to_console(quiet):
         metrics = evaluate_saved(model, data, split, splits, out, by=by or (), attributes=attributes)
-    saved, export = scored_model(model)
-    name = scored_name(read_metadata(saved), export)
+    _, described_by, export = model_files(model)  # checked by evaluate_saved: named here, not opened again
+    name = scored_name(read_metadata(described_by), export if is_export(model) else None)
     Console().print(metrics_table(name, metrics))
     if tried := (metrics["expression"] or {}).get("validation_thresholds"):
         from affectkit.evaluation.comparison import held_out_threshold_sentence
