@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from affectkit.data.reader import read_dataset
+from affectkit.data.splits import make_splits
 from affectkit.errors import AffectkitError
 from affectkit.inference.predictor import Predictor
 from affectkit.models.metadata import read_metadata, update_metadata
@@ -80,6 +83,12 @@ def test_the_test_split_and_a_models_own_training_faces_are_refused(ready, demo_
             calibrate_saved(model, demo_dir, split, quiet=True)
     with pytest.raises(AffectkitError, match="--split must be test, val, train or all"):
         calibrate_saved(model, demo_dir, "everything", quiet=True)
+    # Its training faces read from a copy: known by their content, refused alike.
+    records = read_dataset(demo_dir, progress=False).records
+    make_splits(records, 0.2, 0.2, seed=0).to_csv(tmp_path / "splits.csv", index=False)
+    fit = (pd.read_csv(tmp_path / "splits.csv")["split"] != "test").sum()
+    with pytest.raises(AffectkitError, match=f"{fit} of the faces of .*copy trained .* or chose it"):
+        calibrate_saved(model, shutil.copytree(demo_dir, tmp_path / "copy"), "all", quiet=True)
     assert "temperature" not in read_metadata(model)  # nothing was stored
 
 
@@ -87,7 +96,6 @@ def test_a_model_without_a_run_reads_the_data_sets_own_split(ready, demo_dir, tm
     """The ready-made model has no run whose splits.csv would say which faces are val: a data set split in folders
     gives its own, for calibrate as for evaluate."""
     from affectkit.config import CLASS_NAMES
-    from affectkit.data.reader import read_dataset
     from affectkit.pipeline import evaluate_saved
 
     model = tmp_path / ready.name

@@ -4,6 +4,7 @@ smoothed over each clip and read by a per-frame GRU, compared on validation, sav
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,15 +63,16 @@ def test_frame_truth_reads_each_frames_labels_from_afew_va_and_aff_wild2_folders
     truth = frame_truth(afew_va)
     label = json.loads((afew_va / "002" / "002.json").read_text())["frames"]["00003"]
     assert len(truth) == CLIPS * FRAMES
-    assert truth[str((afew_va / "002" / "00003.png").resolve())] == pytest.approx(
-        (label["valence"] / 10, label["arousal"] / 10, "actor:Actor 1"))
+    valence, arousal, person, digest = truth[str((afew_va / "002" / "00003.png").resolve())]
+    assert (valence, arousal, person) == pytest.approx((label["valence"] / 10, label["arousal"] / 10, "actor:Actor 1"))
+    assert len(digest) == 20 and len({found[3] for found in truth.values()}) == len(truth)  # each frame's own
     assert frame_truth(afew_va / "002") == {file: found for file, found in truth.items()
                                             if Path(file).parent.name == "002"} != {}  # one clip's folder alone
     _affwild2(tmp_path / "affwild2")
     truth = frame_truth(tmp_path / "affwild2")
     frames = tmp_path / "affwild2" / "cropped_aligned" / "118-30-640x480"
     # The valence/arousal challenge's frames, by their video; frame 3's -5 is no rating.
-    assert truth[str((frames / "00006.jpg").resolve())] == pytest.approx((0.1, 0.2, "118-30-640x480"))
+    assert truth[str((frames / "00006.jpg").resolve())][:3] == pytest.approx((0.1, 0.2, "118-30-640x480"))
     assert str((frames / "00003.jpg").resolve()) not in truth and len(truth) == 5 * 9 - 2
     assert frame_truth(frames) == {}  # a folder of frames of no data set
     assert frame_truth(tmp_path / "no such folder") == {}
@@ -110,6 +112,9 @@ def test_temporal_frames_compares_keeps_on_validation_and_predicts(afew_va, face
     assert one[["true_valence", "fit_split", "person"]].equals(same[["true_valence", "fit_split", "person"]]
                                                                .reset_index(drop=True))
     assert json.loads((tmp_path / "alone_scores.json").read_text())["valence_samples"] == FRAMES
+    copy = shutil.copytree(afew_va / "002", tmp_path / "elsewhere" / "002")  # the frames read from a copy
+    copied, _ = affectkit.predict_temporal_frames(out, copy, detect=False)
+    assert copied["fit_split"].tolist() == one["fit_split"].tolist()  # known by their content
 
     assert not (tmp_path / "frames.csv.frames.partial.jsonl").exists()  # the read log, gone once all was read
     _stopped_prediction_goes_on_from_its_log(out, afew_va, tmp_path / "later" / "stopped.jsonl", monkeypatch)

@@ -1100,7 +1100,8 @@ def test_ck_style_names_split_subject_disjoint(tmp_path):
     assert {r.group for r in index.records} == {f"S{s + 10:03d}" for s in range(14)}
     assert "grouped by group_pattern ^(S\\d+)_" in index.describe()
     table = make_splits(index.records, 0.15, 0.15, seed=0)
-    assert list(table.columns) == ["id", "split", "expression", "group"]
+    assert list(table.columns) == ["id", "split", "expression", "digest", "group"]
+    assert table["digest"].tolist() == [r.digest for r in index.records] and table["digest"].str.len().eq(20).all()
     assert (table.groupby("group")["split"].nunique() == 1).all()  # no subject on two sides
     assert set(table["split"]) == {"train", "val", "test"}
     line = split_description(table, index)

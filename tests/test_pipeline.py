@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from affectkit.config import Config
+from affectkit.config import DATA_CONFIG_NAME, Config
+from affectkit.data.synthetic import make_demo_dataset
 from affectkit.errors import AffectkitError
 from affectkit.evaluation.card import write_model_card
 from affectkit.evaluation.comparison import COLUMNS, write_report
@@ -267,10 +268,23 @@ def test_evaluate_on_all_records_counts_those_the_model_was_trained_on(run_dir, 
     again = evaluate_saved(moved / "best_CustomCNN.safetensors", demo_dir, "all", None, tmp_path / "moved_out",
                            quiet=True)
     assert again["seen_in_training"] == metrics["seen_in_training"]
-    # Another set (here its faces at another place) is external: nothing to count.
-    external = shutil.copytree(demo_dir, tmp_path / "external")
-    metrics = evaluate_saved(run_dir / "best_CustomCNN.safetensors", external, "all", None, tmp_path / "out", quiet=True)
-    assert metrics["n"] == 96 and "seen_in_training" not in metrics
+    # A copy of its data read at another place: the same faces, known by their content.
+    copy = shutil.copytree(demo_dir, tmp_path / "copy")
+    copied = evaluate_saved(run_dir / "best_CustomCNN.safetensors", copy, "all", None, tmp_path / "out", quiet=True)
+    assert copied["n"] == 96 and copied["seen_in_training"] == metrics["seen_in_training"]
+    # A split written before it kept the faces' digests names them by id, which another place does not share.
+    old = tmp_path / "old"
+    old.mkdir()
+    for part in ("best_CustomCNN.safetensors", "best_CustomCNN.json"):
+        shutil.copy(run_dir / part, old / part)
+    splits.drop(columns="digest").to_csv(old / "splits.csv", index=False)
+    assert "seen_in_training" not in evaluate_saved(old / "best_CustomCNN.safetensors", copy, "all", None,
+                                                    tmp_path / "old_out", quiet=True)
+    # Another set, other faces: nothing to count.
+    other = make_demo_dataset(tmp_path / "other", n=96, seed=1, progress=False)
+    (other / DATA_CONFIG_NAME).unlink()  # read as the model's own data is, with the test's settings
+    external = evaluate_saved(run_dir / "best_CustomCNN.safetensors", other, "all", None, tmp_path / "ext", quiet=True)
+    assert external["n"] == 96 and "seen_in_training" not in external
 
 
 def test_evaluate_on_another_data_set_takes_its_own_test_split_or_asks_for_all(run_dir, demo_dir, tmp_path):

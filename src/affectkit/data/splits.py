@@ -167,7 +167,8 @@ def make_splits(records: list[Record], val_fraction: float, test_fraction: float
     """train/val/test per record. A split the data carries is used as given, and a missing val or test is carved
     from its train records; otherwise the data is split in the configured proportions. Records with a ``group``
     (subject) are split subject-disjoint, with a ``group`` column in the table. Copies of one image go where the
-    first of them goes, wherever this function chooses the side."""
+    first of them goes, wherever this function chooses the side. Each face's content digest is kept (``digest``), so
+    that the faces a model was fit on are known wherever their files are read again (a copy, another data set)."""
     expression, labels = np.array([r.expression for r in records]), _strata(records)
     keep = stratified_subsample(labels, max_samples, seed) if max_samples else np.arange(len(records))
     expression, labels = expression[keep], labels[keep]
@@ -189,7 +190,8 @@ def make_splits(records: list[Record], val_fraction: float, test_fraction: float
     else:
         split = stratified_split(labels, val_fraction, test_fraction, seed)
     split = _copies_together(split, [records[i].pixels_key for i in keep], assigned)
-    table = pd.DataFrame({"id": [records[i].id for i in keep], "split": split, "expression": expression})
+    table = pd.DataFrame({"id": [records[i].id for i in keep], "split": split, "expression": expression,
+                          "digest": [records[i].digest for i in keep]})
     if grouped:
         table["group"] = groups
     return table
@@ -253,7 +255,7 @@ def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, 
     """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it.
     ``rejected``: the data set's quarantined samples, named where the split holds one."""
     if path.is_file():
-        table = pd.read_csv(path, dtype={"id": str, "group": str})
+        table = pd.read_csv(path, dtype={"id": str, "group": str, "digest": str})
         known = {r.id for r in records}
         unknown = [i for i in table["id"] if i not in known]
         if unknown:

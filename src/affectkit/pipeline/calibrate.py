@@ -21,7 +21,7 @@ from affectkit.evaluation.evaluator import evaluation_device, predict_split
 from affectkit.evaluation.metrics import expected_calibration_error
 from affectkit.models.io import load_model
 from affectkit.models.metadata import config_from_metadata, trained_classes, update_metadata
-from affectkit.pipeline.run import check_split, evaluation_data, training_source
+from affectkit.pipeline.run import check_split, evaluation_data, seen_in_training, training_source
 from affectkit.progress import silenced
 
 
@@ -52,6 +52,10 @@ def calibrate_saved(model_path: Path, data: Path, split: str = "val", splits: Pa
                              "split (--split val) or on other faces.")
     with silenced(quiet):
         prepared = evaluation_data(model_path, data, split, splits)
+        if split == "all" and (seen := seen_in_training(model_path, prepared, data)):
+            raise AffectkitError(f"{seen} of the faces of {data} trained {model_path.name} or chose it (the same "
+                                 "images, read from another place): a model is surer of the faces it learnt than of "
+                                 "new ones, so calibrate on other faces.")
         positions = prepared.positions("test" if split == "all" else split)
         if len(positions) == 0:
             raise AffectkitError(f"The {split} split of {data} is empty.")

@@ -648,18 +648,23 @@ def training_source(model_path: Path) -> Path | None:
 
 def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits: Path | None = None) -> int:
     """How many faces of ``data`` (read whole from ``source``) trained the saved model or chose its checkpoint: the
-    faces of its train and val splits (``splits``, default the ``splits.csv`` it was trained on), where ``source`` is
-    the data set it was trained on; where that file is gone, the sizes of those splits its description records."""
-    if training_source(model_path) != Path(source).resolve():
-        return 0
-    training_data = read_metadata(model_path)["training_data"]
+    faces of its train and val splits (``splits``, default the ``splits.csv`` it was trained on), by their id where
+    ``source`` is the data set it was trained on, and by their content wherever the split records it (a copy of
+    that data set read elsewhere, another data set holding some of its images); where that file is gone and
+    ``source`` is the data set, the sizes of those splits its description records."""
+    same_source = training_source(model_path) == Path(source).resolve()
     splits = splits or model_splits(model_paths(model_path)[0])
     if not splits.is_file():
-        sizes = training_data.get("split_sizes") or {}
+        if not same_source:
+            return 0
+        sizes = read_metadata(model_path)["training_data"].get("split_sizes") or {}
         return min(len(data.records), sizes.get("train", 0) + sizes.get("val", 0)) if sizes else len(data.records)
-    table = pd.read_csv(splits, dtype={"id": str}, keep_default_na=False)
-    seen = set(table.loc[table["split"].isin(("train", "val")), "id"])
-    return sum(record.id in seen for record in data.records)
+    table = pd.read_csv(splits, dtype=str, keep_default_na=False)
+    fit = table[table["split"].isin(("train", "val"))]
+    ids = set(fit["id"]) if same_source else set()
+    # Splits written before the digest column was kept are read by id alone.
+    digests = set(fit["digest"]) - {""} if "digest" in fit else set()
+    return sum(record.id in ids or record.digest in digests for record in data.records)
 
 
 def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,

@@ -336,7 +336,7 @@ def run_continuous(data: str | Path, out: str | Path, face_model: str | Path, se
     step = config.affwild2_frame_step if prepared.index.layout == "affwild2" else 1
     _save(out, net, gru, kept, best, windows, face_model, step)
     write_fit_splits(out / FRAME_SPLITS_FILE, [record.image_path for record in prepared.records],
-                     prepared.splits["split"].to_numpy())
+                     prepared.splits["split"].to_numpy(), digests=[record.digest for record in prepared.records])
     return ContinuousRun(out, table, kept, notes)
 
 
@@ -407,10 +407,10 @@ def load_continuous(model_dir: str | Path) -> ContinuousModel:
     return ContinuousModel(model_dir, meta, net.eval())
 
 
-def frame_truth(path: Path) -> dict[str, tuple[float, float, str]]:
-    """Each annotated frame's valence, arousal and person (its actor, video or clip), by its resolved file, where
-    ``path`` is a data set annotated frame by frame (AFEW-VA or one of its clips, Aff-Wild2's valence/arousal
-    frames); else none."""
+def frame_truth(path: Path) -> dict[str, tuple[float, float, str, str]]:
+    """Each annotated frame's valence, arousal, person (its actor, video or clip) and content digest, by its
+    resolved file, where ``path`` is a data set annotated frame by frame (AFEW-VA or one of its clips, Aff-Wild2's
+    valence/arousal frames); else none."""
     for layout, task in (("afew_va", "auto"), ("affwild2", "valence_arousal"), ("affwild2", "multi_task")):
         options = ReadOptions(affwild2_task=task)
         try:
@@ -418,7 +418,7 @@ def frame_truth(path: Path) -> dict[str, tuple[float, float, str]]:
             records = module.read(found, options).records
         except AffectkitError:
             continue
-        return {str(r.image_path.resolve()): (r.valence, r.arousal, r.group or "") for r in records
+        return {str(r.image_path.resolve()): (r.valence, r.arousal, r.group or "", r.digest) for r in records
                 if r.has_valence_arousal}
     return {}
 
@@ -427,14 +427,15 @@ def _labelled(table: pd.DataFrame, files: list[Path], clips: Path, model_dir: Pa
     """``table`` (a row per frame of ``files``) with the labels the frames carry, where ``clips`` is a data set
     annotated frame by frame (``true_valence``, ``true_arousal``, ``person``: see
     :func:`~affectkit.multimodal.fusion.truth_columns`), and each frame's split in the model's fit (``fit_split``)
-    where any of them fit it."""
+    where any of them fit it (by file, or by content where the data was read from a copy)."""
     truth = frame_truth(clips) if files else {}
     found = [truth.get(str(file.resolve())) for file in files]
     if any(found):
         table["true_valence"] = [math.nan if f is None else f[0] for f in found]
         table["true_arousal"] = [math.nan if f is None else f[1] for f in found]
         table["person"] = ["" if f is None else f[2] for f in found]
-    if (fit := fit_splits(model_dir / FRAME_SPLITS_FILE, files)) is not None:
+    digests = ["" if f is None else f[3] for f in found]
+    if (fit := fit_splits(model_dir / FRAME_SPLITS_FILE, files, digests)) is not None:
         table["fit_split"] = fit
     return table
 

@@ -406,22 +406,29 @@ def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: st
 
 
 def write_fit_splits(table: Path, files: Sequence[Path], splits: Sequence[str],
-                     ids: Sequence[str] | None = None) -> None:
-    """Each file's split in a kept model's fit (and its sample's id, where given) to ``table``, read back by
-    :func:`fit_splits`. Written after the model, so that it never sits beside an older model it does not describe."""
-    columns = {} if ids is None else {"id": list(ids)}
+                     ids: Sequence[str] | None = None, digests: Sequence[str] | None = None) -> None:
+    """Each file's split in a kept model's fit (and its sample's id, its content digest, where given) to ``table``,
+    read back by :func:`fit_splits`. Written after the model, so that it never sits beside an older model it does not
+    describe."""
+    columns = ({} if ids is None else {"id": list(ids)}) | {"path": [str(file.resolve()) for file in files],
+                                                             "split": list(splits)}
     with atomic_path(table) as tmp:
-        pd.DataFrame(columns | {"path": [str(file.resolve()) for file in files], "split": list(splits)}).to_csv(
-            tmp, index=False)
+        pd.DataFrame(columns | ({} if digests is None else {"digest": list(digests)})).to_csv(tmp, index=False)
 
 
-def fit_splits(table: Path, files: list[Path]) -> list[str] | None:
+def fit_splits(table: Path, files: list[Path], digests: Sequence[str] | None = None) -> list[str] | None:
     """Each file's split when a kept model was fit (blank for a file it never read), by the ``path`` and ``split``
-    columns of ``table``; None where none of ``files`` fit it (or the model was saved before its splits were)."""
+    columns of ``table``, or, for a file read elsewhere (a copy of the data), by its content digest (``digests``,
+    one per file, blank where unknown) where the table has them; None where none of ``files`` fit it (or the model
+    was saved before its splits were)."""
     if not table.is_file():
         return None
-    fit = pd.read_csv(table, usecols=["path", "split"], dtype=str).set_index("path")["split"]
-    found = [fit.get(str(file.resolve()), "") for file in files]
+    fit = pd.read_csv(table, dtype=str, keep_default_na=False)
+    by_path = fit.set_index("path")["split"]
+    by_digest = fit[fit["digest"] != ""].drop_duplicates("digest").set_index("digest")["split"] \
+        if "digest" in fit and digests is not None else pd.Series(dtype=str)
+    found = [by_path.get(str(file.resolve())) or by_digest.get(digest, "")
+             for file, digest in zip(files, digests or [""] * len(files))]
     return found if any(found) else None
 
 
