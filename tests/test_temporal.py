@@ -21,6 +21,7 @@ from affectkit.errors import AffectkitError
 from affectkit.multimodal.face import FrameOutputs, summarise
 from affectkit.multimodal.fusion import FACE_AS_IS
 from affectkit.temporal import predict_temporal, read_clips, run_temporal
+from affectkit.temporal.clips import clip_digest
 from affectkit.temporal.demo import _splits, strength_over_time
 from affectkit.temporal.model import fit_sequence_model, predict_sequences
 from affectkit.temporal.run import ENSEMBLE, SEQUENCE, STATISTICS
@@ -47,6 +48,22 @@ def trained(clips, model_path, tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.output
     assert "Kept (chosen on validation)" in result.output
     return out
+
+
+def test_a_clip_is_known_by_its_digest_wherever_it_is_read(clips, tmp_path):
+    videos = sorted(clips.rglob("*.avi"))
+    digests = [clip_digest(video) for video in videos]
+    assert len(set(digests)) == len(videos) and all(len(d) == 20 for d in digests)  # one each
+    assert clip_digest(Path(shutil.copy(videos[0], tmp_path / "copy.avi"))) == digests[0]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        (frames / f"{i:03d}.png").write_bytes(b"x" * (10 + i))
+    same = shutil.copytree(frames, tmp_path / "elsewhere")
+    assert clip_digest(same) == clip_digest(frames) != ""
+    (same / "002.png").write_bytes(b"other")
+    assert clip_digest(same) != clip_digest(frames)
+    assert clip_digest(tmp_path / "missing.mp4") == ""
 
 
 def test_clip_folders_keep_their_split_and_class_and_people_apart(clips):
@@ -179,6 +196,8 @@ def test_temporal_predict_reloads_the_kept_model_and_refuses_a_changed_one(train
     # The clips the model was fit on: each one's split then, and the scores warn of those that fit or chose it.
     assert (predictions["fit_split"] == predictions["id"].str.split("/").str[0]).all()
     assert scores["expression_samples"] == 40 and scores["seen_in_training"] == 40 - len(test) > 0
+    copied, _ = affectkit.predict_temporal(trained, shutil.copytree(clips, tmp_path / "copy"))
+    assert copied["fit_split"].tolist() == predictions["fit_split"].tolist()  # a copy: known by each clip's digest
     assert "these are no test scores" in " ".join(result.output.split())
     assert scores["accuracy"] == pytest.approx((predictions["expression"] == predictions["true_expression"]).mean())
     assert scores["accuracy_low"] <= scores["accuracy"] <= scores["accuracy_high"]

@@ -334,6 +334,29 @@ def read_clips(path: str | Path, require_labels: bool = True, fold: int = 1,
     return MultimodalManifest(path, ["face"], samples, manifest.rejected + rejected)
 
 
+CLIP_DIGEST_BYTES = 1 << 16  # read from each end of a video: its container header and its last frames
+
+
+def clip_digest(clip: Path) -> str:
+    """What a clip is known by wherever it is read from (a copy of a data set): a video's size and the bytes at its
+    two ends; a folder's frames by their names and sizes. Cheap (a video is not read whole) and, for clips of real
+    footage, specific: two clips share it only where they are copies. Blank where the clip cannot be read."""
+    digest = hashlib.blake2b(digest_size=10)
+    try:
+        if clip.is_dir():
+            for frame in frame_files(clip):
+                digest.update(f"{frame.name}:{frame.stat().st_size};".encode())
+        else:
+            size = clip.stat().st_size
+            with open(clip, "rb") as f:
+                digest.update(f"{size};".encode() + f.read(CLIP_DIGEST_BYTES))
+                f.seek(max(0, size - CLIP_DIGEST_BYTES))
+                digest.update(f.read())
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
 def clips_signature(manifest: MultimodalManifest) -> dict[str, Any]:
     """What a read of the clips depends on besides the model reading them: the manifest's content, and each clip's
     file by its path, size and modification time (hashing every video of a large set would take longer than reading

@@ -41,7 +41,7 @@ from affectkit.multimodal.fusion import (
 from affectkit.multimodal.manifest import MultimodalManifest, Sample
 from affectkit.multimodal.run import SCORES, check_run_options, face_model_digest, load_trusted, require_face_model
 from affectkit.progress import reporter
-from affectkit.temporal.clips import clips_signature, read_clips
+from affectkit.temporal.clips import clip_digest, clips_signature, read_clips
 from affectkit.temporal.model import HIDDEN_SIZES, SequenceNet, fit_sequence_model, predict_sequences
 from affectkit.temporal.sequences import (
     ClipFrames,
@@ -298,8 +298,9 @@ def run_temporal(clips: str | Path, out: str | Path, face_model: str | Path, see
     _report(out, compared.table, compared.kept, manifest.path, notes)
     _save(out, compared, face_model, {"fps": fps, "detect": detect, "embeddings": embeddings,
                                       "frame_rate": frame_rate})
-    write_fit_splits(out / SPLITS_FILE, [s.files["face"] for s in frames.samples], splits.to_numpy(),
-                     ids=[s.id for s in frames.samples])
+    clips = [s.files["face"] for s in frames.samples]
+    write_fit_splits(out / SPLITS_FILE, clips, splits.to_numpy(), ids=[s.id for s in frames.samples],
+                     digests=[clip_digest(clip) for clip in clips])
     return TemporalRun(out, compared.table, compared.kept, notes)
 
 
@@ -400,9 +401,11 @@ def read_for_prediction(model_dir: str | Path, clips: str | Path, face_model: st
            "frame_rate": model.frame_rate}
     frames = read_frames(manifest, predictor, model.meta["fps"], model.embeddings, description=description,
                          frame_rate=model.frame_rate, checkpoint=checkpoint, key=key)
+    table, files = Path(model_dir) / SPLITS_FILE, [s.files["face"] for s in frames.samples]
+    # By file, or for a copy of the clips by their digest (taken only where the model has its splits to match).
+    fit = fit_splits(table, files, [clip_digest(clip) for clip in files] if table.is_file() else None)
     return ClipsRead(model, list(predictor.class_names), frames,
-                     [r.reason for r in manifest.rejected + frames.rejected],
-                     fit_splits(Path(model_dir) / SPLITS_FILE, [s.files["face"] for s in frames.samples]))
+                     [r.reason for r in manifest.rejected + frames.rejected], fit)
 
 
 def write_fit_splits(table: Path, files: Sequence[Path], splits: Sequence[str],
