@@ -80,7 +80,8 @@ def test_a_set_annotated_for_valence_arousal_only_evaluates_them_alone(trained, 
     assert evaluation["accuracy"] is None and evaluation["valence"]["ccc"] == metrics["valence"]["ccc"]
     # The manifest names the model's own training images: known by their content, its 80 train and val faces too.
     assert metrics["seen_in_training"] == 80
-    assert f"| `{va_only}` | all (80 seen in training) | 96 | n/a |" in (trained.parent / "CustomCNN_card.md").read_text()
+    card = (trained.parent / "CustomCNN_card.md").read_text()
+    assert f"| `{va_only}` | all (80 seen in training) | 96 | n/a |" in card
 
 
 def test_serving_and_predict_show_the_warning_for_a_synthetic_model(trained, demo_dir):
