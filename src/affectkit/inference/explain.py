@@ -194,7 +194,9 @@ def _differentiable(model: AffectModel) -> Iterator[None]:
 IG_STEPS = 16  # points of the two paths together: twice as many ranked pixels no better (explain_faithfulness.md)
 IG_IMAGES = 128  # images of the path a forward and backward pass takes at once
 IG_BLUR = 0.1  # the blurred start's Gaussian sigma, a share of the crop's side
-IG_STARTS = ("grey", "blur")  # the faces integrated gradients' paths start from
+# The faces integrated gradients' paths start from and occlusion's patches are cut from: grey (the mean colour the
+# inputs are normalised by) and the face blurred.
+REFERENCE_FACES = ("grey", "blur")
 
 
 def blurred(batch: np.ndarray) -> np.ndarray:
@@ -204,8 +206,19 @@ def blurred(batch: np.ndarray) -> np.ndarray:
     return np.stack([[cv2.GaussianBlur(channel, (0, 0), sigma) for channel in face] for face in batch])
 
 
+def reference_faces(faces: np.ndarray, names: Sequence[str], refused: str,
+                    device: torch.device | str = "cpu") -> list[float | torch.Tensor]:
+    """Captum's baselines for the ``names`` of :data:`REFERENCE_FACES` of a preprocessed float32 batch ``faces``:
+    0.0 for grey (0 after normalisation), the batch :func:`blurred` (on ``device``) for blur. Any other name is
+    refused by a sentence that ``refused`` opens ("Occlusion covers with")."""
+    unknown = sorted(set(names) - set(REFERENCE_FACES))
+    if unknown or not names:
+        raise AffectkitError(f"{refused} {' and/or '.join(REFERENCE_FACES)}, not {', '.join(unknown) or 'nothing'}.")
+    return [0.0 if name == "grey" else torch.from_numpy(blurred(faces)).to(device) for name in names]
+
+
 def integrated_gradients(model: AffectModel, batch: np.ndarray, target: str | Sequence[int],
-                         tta_flip: bool = False, steps: int = IG_STEPS, starts: Sequence[str] = IG_STARTS
+                         tta_flip: bool = False, steps: int = IG_STEPS, starts: Sequence[str] = REFERENCE_FACES
                          ) -> np.ndarray:
     """Integrated-gradients maps (N, S, S) in [0, 1] (each scaled by its maximum; all 0 where no pixel raises the
     target) of a preprocessed ``batch`` (N, 3, S, S): each pixel's share, summed over its channels and kept where
@@ -215,10 +228,6 @@ def integrated_gradients(model: AffectModel, batch: np.ndarray, target: str | Se
     ``tta_flip`` as for :func:`grad_cam`."""
     from captum.attr import IntegratedGradients
 
-    unknown = sorted(set(starts) - set(IG_STARTS))
-    if unknown or not starts:
-        raise AffectkitError(f"Integrated gradients start from {' and/or '.join(IG_STARTS)}, not "
-                             f"{', '.join(unknown) or 'nothing'}.")
     output, classes = _output_of(target, len(batch))
     aim = classes.tolist() if classes is not None else 0
     with _differentiable(model):
@@ -231,11 +240,9 @@ def integrated_gradients(model: AffectModel, batch: np.ndarray, target: str | Se
             # rank them as well as the better one where no deletion is favoured (explain_faithfulness.md).
             faces = np.ascontiguousarray(faces, dtype=np.float32)
             images = torch.from_numpy(faces).to(device)
-            shares = [method.attribute(images, baselines=0.0 if start == "grey" else
-                                       torch.from_numpy(blurred(faces)).to(device),
-                                       target=aim, n_steps=max(1, steps // len(starts)),
+            shares = [method.attribute(images, baselines=start, target=aim, n_steps=max(1, steps // len(starts)),
                                        internal_batch_size=max(len(faces), IG_IMAGES)).detach().float().cpu()
-                      for start in starts]
+                      for start in reference_faces(faces, starts, "Integrated gradients start from", device)]
             return sum(shares) / len(shares)
 
         attributions = attributed(batch)
@@ -272,25 +279,22 @@ def occlusion_window(size: int) -> tuple[int, int]:
 
 
 OCCLUSION_IMAGES = 128  # occluded faces a forward pass takes at once
-# What a patch can cover a place with. Grey alone by default: the blurred place (as integrated gradients' blurred
-# start) ranked pixels worse under a deletion neither favours, alone or beside grey (explain_faithfulness.md).
-OCCLUSION_FILLS = ("grey", "blur")
 
 
+# Grey alone by default: a patch of the face blurred (integrated gradients' blurred start) ranked pixels worse under
+# a deletion neither favours, alone or beside grey (explain_faithfulness.md).
 def occlusion(backend: Callable[[np.ndarray], Outputs], batch: np.ndarray, target: str | Sequence[int],
               tta_flip: bool = False, temperature: float = 1.0, fills: Sequence[str] = ("grey",)) -> np.ndarray:
     """Occlusion maps (N, S, S) in [0, 1] (each scaled by its maximum; all 0 where covering no part of the face
     lowers the target) of a preprocessed ``batch`` (N, 3, S, S), as ``backend`` (a predictor's: PyTorch or ONNX)
     answers it: the drop of the target's probability (at ``temperature``), or of valence or arousal, when a patch
-    covers each place, the drops of each of ``fills`` averaged: "grey" (0 after normalisation), "blur" (the place
-    as in the face :func:`blurred`). ``target`` as for :func:`grad_cam`; ``tta_flip``: each occluded face is
+    covers each place, the drops of each of ``fills`` (:data:`REFERENCE_FACES`: the place grey, or as in the face
+    :func:`blurred`) averaged. ``target`` as for :func:`grad_cam`; ``tta_flip``: each occluded face is
     answered with its mirror image, as the model is served."""
     from captum.attr import Occlusion
 
-    unknown = sorted(set(fills) - set(OCCLUSION_FILLS))
-    if unknown or not fills:
-        raise AffectkitError(f"Occlusion covers with {' and/or '.join(OCCLUSION_FILLS)}, not "
-                             f"{', '.join(unknown) or 'nothing'}.")
+    faces = np.ascontiguousarray(batch, dtype=np.float32)
+    patches = reference_faces(faces, fills, "Occlusion covers with")
     output, classes = _output_of(target, len(batch))
 
     def forward(images: torch.Tensor) -> torch.Tensor:
@@ -300,14 +304,12 @@ def occlusion(backend: Callable[[np.ndarray], Outputs], batch: np.ndarray, targe
 
     window, stride = occlusion_window(batch.shape[-1])
     channels = batch.shape[1]
-    faces = np.ascontiguousarray(batch, dtype=np.float32)
     with torch.no_grad():
         drops = sum(Occlusion(forward).attribute(
             torch.from_numpy(faces), sliding_window_shapes=(channels, window, window),
-            strides=(channels, stride, stride),
-            baselines=0.0 if fill == "grey" else torch.from_numpy(blurred(faces)),
+            strides=(channels, stride, stride), baselines=patch,
             target=classes.tolist() if classes is not None else 0,
-            perturbations_per_eval=max(1, OCCLUSION_IMAGES // len(batch))) for fill in fills) / len(fills)
+            perturbations_per_eval=max(1, OCCLUSION_IMAGES // len(batch))) for patch in patches) / len(patches)
     # A patch covers every channel, so each channel carries the same drop. Each pixel averages the patches over it,
     # which draws the patches' edges as lines across the map: smoothed over about a stride, they go.
     smooth = [cv2.GaussianBlur(drop, (0, 0), stride / 2) for drop in drops[:, 0].clamp_min(0).numpy()]
@@ -468,8 +470,8 @@ def png_bytes(image: np.ndarray, name: str) -> bytes:
     return png.tobytes()
 
 
-__all__ = ["IG_BLUR", "IG_STARTS", "IG_STEPS", "LAYERS", "MIN_MAP_SIDE", "VALENCE_AROUSAL", "FaceExplanation",
-           "blurred", "check_layer", "check_target", "class_index", "explain_crops", "explain_image",
+__all__ = ["IG_BLUR", "IG_STEPS", "LAYERS", "MIN_MAP_SIDE", "REFERENCE_FACES", "VALENCE_AROUSAL",
+           "FaceExplanation", "blurred", "check_layer", "check_target", "class_index", "explain_crops", "explain_image",
            "explained_layers", "face_maps", "final_map_side", "grad_cam", "image_heatmap", "integrated_gradients",
-           "map_peaks", "needs_network", "occlusion", "occlusion_window", "overlay", "png_bytes", "resolved_layer",
-           "target_name", "upper_half_share"]
+           "map_peaks", "needs_network", "occlusion", "occlusion_window", "overlay", "png_bytes", "reference_faces",
+           "resolved_layer", "target_name", "upper_half_share"]
