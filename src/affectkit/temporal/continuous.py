@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -407,10 +407,16 @@ def load_continuous(model_dir: str | Path) -> ContinuousModel:
     return ContinuousModel(model_dir, meta, net.eval())
 
 
-def frame_truth(path: Path) -> dict[str, tuple[float, float, str, str]]:
-    """Each annotated frame's valence, arousal, person (its actor, video or clip) and content digest, by its
-    resolved file, where ``path`` is a data set annotated frame by frame (AFEW-VA or one of its clips, Aff-Wild2's
-    valence/arousal frames); else none."""
+class FrameTruth(NamedTuple):
+    valence: float
+    arousal: float
+    person: str  # its actor, video or clip
+    digest: str  # of its content, by which a copy of the frame is known
+
+
+def frame_truth(path: Path) -> dict[str, FrameTruth]:
+    """Each annotated frame's labels, person and content digest, by its resolved file, where ``path`` is a data set
+    annotated frame by frame (AFEW-VA or one of its clips, Aff-Wild2's valence/arousal frames); else none."""
     for layout, task in (("afew_va", "auto"), ("affwild2", "valence_arousal"), ("affwild2", "multi_task")):
         options = ReadOptions(affwild2_task=task)
         try:
@@ -418,8 +424,8 @@ def frame_truth(path: Path) -> dict[str, tuple[float, float, str, str]]:
             records = module.read(found, options).records
         except AffectkitError:
             continue
-        return {str(r.image_path.resolve()): (r.valence, r.arousal, r.group or "", r.digest) for r in records
-                if r.has_valence_arousal}
+        return {str(r.image_path.resolve()): FrameTruth(r.valence, r.arousal, r.group or "", r.digest)
+                for r in records if r.has_valence_arousal}
     return {}
 
 
@@ -431,10 +437,10 @@ def _labelled(table: pd.DataFrame, files: list[Path], clips: Path, model_dir: Pa
     truth = frame_truth(clips) if files else {}
     found = [truth.get(str(file.resolve())) for file in files]
     if any(found):
-        table["true_valence"] = [math.nan if f is None else f[0] for f in found]
-        table["true_arousal"] = [math.nan if f is None else f[1] for f in found]
-        table["person"] = ["" if f is None else f[2] for f in found]
-    digests = ["" if f is None else f[3] for f in found]
+        table["true_valence"] = [math.nan if f is None else f.valence for f in found]
+        table["true_arousal"] = [math.nan if f is None else f.arousal for f in found]
+        table["person"] = ["" if f is None else f.person for f in found]
+    digests = ["" if f is None else f.digest for f in found]
     if (fit := fit_splits(model_dir / FRAME_SPLITS_FILE, files, digests)) is not None:
         table["fit_split"] = fit
     return table

@@ -413,10 +413,12 @@ def write_fit_splits(table: Path, files: Sequence[Path], splits: Sequence[str],
     """Each file's split in a kept model's fit (and its sample's id, its content digest, where given) to ``table``,
     read back by :func:`fit_splits`. Written after the model, so that it never sits beside an older model it does not
     describe."""
-    columns = ({} if ids is None else {"id": list(ids)}) | {"path": [str(file.resolve()) for file in files],
-                                                             "split": list(splits)}
+    columns = {} if ids is None else {"id": list(ids)}
+    columns |= {"path": [str(file.resolve()) for file in files], "split": list(splits)}
+    if digests is not None:
+        columns["digest"] = list(digests)
     with atomic_path(table) as tmp:
-        pd.DataFrame(columns | ({} if digests is None else {"digest": list(digests)})).to_csv(tmp, index=False)
+        pd.DataFrame(columns).to_csv(tmp, index=False)
 
 
 def fit_splits(table: Path, files: list[Path], digests: Sequence[str] | None = None) -> list[str] | None:
@@ -428,8 +430,9 @@ def fit_splits(table: Path, files: list[Path], digests: Sequence[str] | None = N
         return None
     fit = pd.read_csv(table, dtype=str, keep_default_na=False)
     by_path = fit.set_index("path")["split"]
-    by_digest = fit[fit["digest"] != ""].drop_duplicates("digest").set_index("digest")["split"] \
-        if "digest" in fit and digests is not None else pd.Series(dtype=str)
+    by_digest = pd.Series(dtype=str)
+    if digests is not None and "digest" in fit:
+        by_digest = fit[fit["digest"] != ""].drop_duplicates("digest").set_index("digest")["split"]
     found = [by_path.get(str(file.resolve())) or by_digest.get(digest, "")
              for file, digest in zip(files, digests or [""] * len(files))]
     return found if any(found) else None
