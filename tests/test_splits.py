@@ -1,6 +1,8 @@
 import numpy as np
+import pandas as pd
 import pytest
 
+from affectkit.config import Config
 from affectkit.data.reader import Record
 from affectkit.data.splits import load_or_make_splits, make_splits, random_subsample, stratified_subsample
 from affectkit.errors import AffectkitError
@@ -149,3 +151,117 @@ def test_a_grouped_set_whose_classes_are_all_smaller_than_the_folds_still_splits
     table = make_splits(records, 0.15, 0.15, seed=0)
     assert set(table["split"]) == {"train", "val", "test"}
     assert table.groupby("group")["split"].nunique().max() == 1
+
+
+def _real_faces(n: int) -> np.ndarray:
+    """(n, 64, 64, 3) uint8: real faces, scikit-image's sample of Labeled Faces in the Wild (25 px grey), enlarged."""
+    import cv2
+    import skimage.data
+
+    faces = (skimage.data.lfw_subset()[:n] * 255).astype(np.uint8)
+    return np.stack([cv2.cvtColor(cv2.resize(f, (64, 64)), cv2.COLOR_GRAY2RGB) for f in faces])
+
+
+def _copies(face: np.ndarray) -> list[np.ndarray]:
+    """One face under other encodings: JPEG at quality 50, contrast raised by a third, resized to 24 px and back, and
+    cut by one pixel."""
+    import cv2
+
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, 50])[1], cv2.IMREAD_COLOR)
+    contrast = np.clip(face.astype(float) * 1.3 - 20, 0, 255).astype(np.uint8)
+    small = cv2.resize(cv2.resize(face, (24, 24), interpolation=cv2.INTER_AREA), (64, 64))
+    return [jpeg, contrast, small, cv2.resize(face[1:, 1:], (64, 64), interpolation=cv2.INTER_AREA)]
+
+
+def test_a_face_under_another_encoding_is_found_and_distinct_real_faces_are_not_alike():
+    from affectkit.data.likeness import LOOKALIKE_CORRELATION, lookalikes, most_alike, thumbnails
+
+    faces = _real_faces(100)
+    references = thumbnails(faces, np.arange(100))
+    copies = np.stack([copy for face in faces[:25] for copy in _copies(face)])
+    assert (lookalikes(thumbnails(copies, np.arange(len(copies))), references) == np.repeat(np.arange(25), 4)).all()
+    for i in range(100):  # each real face against the 99 others: none is alike
+        others = np.delete(references, i, axis=0)
+        assert lookalikes(references[i:i + 1], others)[0] == -1
+        assert most_alike(references[i:i + 1], others)[1][0] < LOOKALIKE_CORRELATION
+    flat = np.full((1, 64, 64, 3), 128, dtype=np.uint8)  # a blank face is alike to nothing, not even a blank one
+    assert not thumbnails(flat, [0]).any() and lookalikes(thumbnails(flat, [0]), thumbnails(flat, [0]))[0] == -1
+    assert most_alike(references[:2], references[:0])[0].tolist() == [-1, -1]
+
+
+def _write_faces(folder, faces, names) -> None:
+    import cv2
+
+    for face, name in zip(faces, names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(path), face[..., ::-1])
+
+
+def test_copies_under_another_encoding_across_the_datas_own_split_are_named_and_said(tmp_path):
+    """A test face that is a training face saved again as JPEG (or resized, re-lit) is not the same file, so its
+    digest differs: its decoded pixels find it, its training twin is named in splits.csv's looks_like, and the split
+    line and a warning say how many; the data's own sides stay."""
+    import io
+
+    from rich.console import Console
+
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.data.splits import split_description
+    from affectkit.progress import Reporter, reporting
+
+    faces = _real_faces(60)
+    classes = ["happy", "sad"]
+    _write_faces(tmp_path / "data" / "train", faces[:40], [f"{classes[i % 2]}/tr{i}.png" for i in range(40)])
+    _write_faces(tmp_path / "data" / "test", faces[40:], [f"{classes[i % 2]}/te{i}.png" for i in range(20)])
+    _write_faces(tmp_path / "data" / "test", [_copies(faces[i])[0] for i in (0, 1, 2)],
+                 [f"{classes[i % 2]}/copy{i}.jpg" for i in (0, 1, 2)])
+    notes = io.StringIO()
+    with reporting(Reporter(Console(file=notes, width=1000), progress=False)):
+        prepared = prepare_data(tmp_path / "data", Config(img_size=32, seed=0), splits_path=tmp_path / "splits.csv")
+    table = prepared.splits.set_index("id")
+    copies = [i for i in table.index if "copy" in i]
+    assert len(copies) == 3 and (table.loc[copies, "split"] == "test").all()
+    assert sorted(table.loc[copies, "looks_like"]) == sorted(i for i in table.index if i.split("/")[-1] in
+                                                             ("tr0.png", "tr1.png", "tr2.png"))
+    assert (table.drop(copies)["looks_like"] == "").all()
+    assert "3 test face(s) a re-encoded, resized or re-lit copy of a training face" in split_description(
+        prepared.splits, prepared.index)
+    assert "Warning: 3 test face(s) a re-encoded, resized or re-lit copy of a training face: their scores measure " \
+           "memory" in notes.getvalue()
+    saved = pd.read_csv(tmp_path / "splits.csv", dtype=str, keep_default_na=False)
+    assert saved["looks_like"].tolist() == prepared.splits["looks_like"].tolist()
+
+
+def test_copies_under_another_encoding_go_to_train_in_a_split_made_here_and_a_saved_split_keeps_its_sides(tmp_path):
+    from affectkit.data.datamodule import prepare_data
+    from affectkit.data.splits import make_splits
+
+    faces = _real_faces(80)
+    classes = ["happy", "sad"]
+    _write_faces(tmp_path / "data", faces, [f"{classes[i % 2]}/f{i}.png" for i in range(80)])
+    _write_faces(tmp_path / "data", [_copies(faces[i])[0] for i in range(30)],
+                 [f"{classes[i % 2]}/copy{i}.jpg" for i in range(30)])
+    config = Config(img_size=32, seed=0)
+    before = make_splits(prepare_data(tmp_path / "data", config, pixels=False).index.records, 0.15, 0.15, seed=0)
+
+    def apart(table):  # twins of which one trains and the other is held out
+        side = dict(zip(table["id"], table["split"]))
+        twins = [(side[f"{classes[i % 2]}/f{i}.png"], side[f"{classes[i % 2]}/copy{i}.jpg"]) for i in range(30)]
+        return sum((a == "train") != (b == "train") for a, b in twins)
+
+    assert apart(before) > 0  # the split alone puts some twins apart
+    made = prepare_data(tmp_path / "data", config, splits_path=tmp_path / "made" / "splits.csv").splits
+    assert apart(made) == 0 and (made["looks_like"] == "").all()
+    moved = (made["split"] != before["split"]).to_numpy()
+    assert moved.sum() == apart(before) and (made["split"][moved] == "train").all()
+    assert prepare_data(tmp_path / "data", config, splits_path=tmp_path / "made" / "splits.csv").splits.equals(made)
+    # A split saved before faces were compared (no looks_like column) may have trained models: its sides stay,
+    # the twins held out are named, and its file is left as it was.
+    (tmp_path / "old").mkdir()
+    before.to_csv(tmp_path / "old" / "splits.csv", index=False)
+    text = (tmp_path / "old" / "splits.csv").read_text()
+    kept = prepare_data(tmp_path / "data", config, splits_path=tmp_path / "old" / "splits.csv").splits
+    assert kept["split"].tolist() == before["split"].tolist()
+    assert (kept["looks_like"] != "").sum() == apart(before)
+    assert (tmp_path / "old" / "splits.csv").read_text() == text

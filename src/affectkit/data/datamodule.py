@@ -14,11 +14,22 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
+from affectkit.atomic import atomic_path
 from affectkit.config import IMAGENET_MEAN, IMAGENET_STD, NO_EXPRESSION, NUM_CLASSES, Config
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
 from affectkit.data.reader import DatasetIndex, Record, read_dataset, reader_options
-from affectkit.data.splits import SPLITS, copies_phrase, load_or_make_splits, make_splits, training_copies
+from affectkit.data.splits import (
+    SPLITS,
+    check_sides,
+    copies_phrase,
+    load_or_make_splits,
+    lookalike_counts,
+    lookalikes_phrase,
+    make_splits,
+    place_lookalikes,
+    training_copies,
+)
 from affectkit.progress import reporter, silenced
 
 
@@ -73,6 +84,7 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
         index = index or read_dataset(data, **reader_options(config))
         if quarantine_path is not None:
             index.write_quarantine(quarantine_path)
+        fresh = splits_path is None or not splits_path.is_file()
         if use_all:
             splits = pd.DataFrame({"id": [r.id for r in index.records], "split": "test",
                                    "expression": [r.expression for r in index.records]})
@@ -82,9 +94,6 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
         else:
             splits = make_splits(index.records, config.validation_split, config.test_split, config.seed,
                                  config.max_samples)
-        if not use_all and (copies := training_copies(splits, index.records)):
-            reporter().note(f"Warning: {copies_phrase(copies)} in the data's own split: their scores measure memory, "
-                            "not generalisation.")
         by_id = {r.id: r for r in index.records}
         records = [by_id[i] for i in splits["id"].astype(str)]
         if pixels:
@@ -92,9 +101,16 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
                                     workers=cache_workers(config))
             images = open_cache(cache_dir, in_memory=not config.streaming_mode).images
             landmarks = np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32)
+            if not use_all and "looks_like" not in splits.columns:
+                splits = _lookalikes_placed(splits, records, images, made_now=fresh, saved_to=splits_path)
         else:
             images = np.zeros((len(records), 0, 0, 3), dtype=np.uint8)
             landmarks = np.zeros((len(records), 0, 2), dtype=np.float32)
+        if not use_all and (copies := training_copies(splits, index.records)):
+            reporter().note(f"Warning: {copies_phrase(copies)} in the data's own split: their scores measure memory, "
+                            "not generalisation.")
+        if not use_all and (alike := lookalike_counts(splits)):
+            reporter().note(f"Warning: {lookalikes_phrase(alike)}: their scores measure memory, not generalisation.")
         return PreparedData(
             index=index,
             splits=splits,
@@ -105,6 +121,24 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
             landmarks=landmarks,
             expression_distribution=label_distributions(records),
         )
+
+
+def _lookalikes_placed(splits: pd.DataFrame, records: list[Record], images: np.ndarray, made_now: bool,
+                       saved_to: Path | None) -> pd.DataFrame:
+    """``splits`` with its ``looks_like`` column (:func:`affectkit.data.splits.place_lookalikes`). Faces move to train
+    only in a split ``made_now``, which is saved again with the column (at ``saved_to``, where it is saved): a split
+    read from a file may have trained models already, so it keeps its sides and its file."""
+    grouped = "group" in splits.columns
+    movable = np.array([made_now and not grouped and r.split != side for r, side in zip(records, splits["split"])])
+    table, moved = place_lookalikes(splits, records, images, movable)
+    if moved:
+        check_sides(table)
+        reporter().note(f"{moved} val/test face(s), each a re-encoded, resized or re-lit copy of a training face, went "
+                        "to train, as identical copies do.")
+    if made_now and saved_to is not None:
+        with atomic_path(saved_to) as tmp:
+            table.to_csv(tmp, index=False)
+    return table
 
 
 TIE_BREAK = 1e-6  # added to a given class that ties for the most votes (label_distributions)

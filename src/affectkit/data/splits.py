@@ -1,7 +1,8 @@
 """Stratified, seeded train/val/test splits (subject-disjoint where records name a subject), saved as
 ``splits.csv`` and reused by every model of a run. Copies of one image (identical files, as scraped sets and their
 re-uploads hold) are kept on one side of a split affectkit makes, and counted where the data's own split has them on
-two: a test face whose copy trained the model scores memory, not generalisation."""
+two: a test face whose copy trained the model scores memory, not generalisation. So are copies under another encoding
+(re-compressed, resized, re-lit: :mod:`affectkit.data.likeness`), once the faces are decoded (``place_lookalikes``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
+from affectkit.data.likeness import lookalikes, thumbnails
 from affectkit.data.reader import DatasetIndex, Record
 from affectkit.data.records import Rejection
 from affectkit.errors import AffectkitError
@@ -140,6 +142,50 @@ def copies_phrase(copies: dict[str, int]) -> str:
     return " and ".join(f"{n} {name}" for name, n in copies.items()) + " face(s) identical to a training face"
 
 
+def place_lookalikes(splits: pd.DataFrame, records: list[Record], images: np.ndarray,
+                     movable: np.ndarray) -> tuple[pd.DataFrame, int]:
+    """``splits`` with a ``looks_like`` column: for each val or test face that is a copy of a training face under
+    another encoding (not the same pixels, which ``training_copies`` counts), that training face's id; and how many
+    such faces were moved to train instead, those at ``movable`` positions (the sides this split chose, in data
+    without subjects to keep apart), as copies of one image go to one side. ``records`` and ``images`` (the decoded
+    faces) are in the order of the rows of ``splits``."""
+    table = splits.copy()
+    side = table["split"].to_numpy(dtype=object)
+    train = np.flatnonzero(side == "train")
+    trained = {records[i].pixels_key for i in train}
+    held = np.array([i for i in np.flatnonzero(side != "train") if records[i].pixels_key not in trained], dtype=int)
+    alike = lookalikes(thumbnails(images, held), thumbnails(images, train))
+    looks_like = np.full(len(table), "", dtype=object)
+    moved = 0
+    for position, match in zip(held, alike):
+        if match < 0:
+            continue
+        if movable[position]:
+            side[position] = "train"
+            moved += 1
+        else:
+            looks_like[position] = records[train[match]].id
+    table["split"] = side
+    table["looks_like"] = looks_like
+    return table, moved
+
+
+def lookalike_counts(splits: pd.DataFrame) -> dict[str, int]:
+    """For val and test: how many of their faces ``place_lookalikes`` found to be a training face under another
+    encoding (none where the table has no ``looks_like`` column)."""
+    if "looks_like" not in splits.columns:
+        return {}
+    alike = splits["looks_like"] != ""
+    counts = {name: int((alike & (splits["split"] == name)).sum()) for name in ("val", "test")}
+    return {name: n for name, n in counts.items() if n}
+
+
+def lookalikes_phrase(counts: dict[str, int]) -> str:
+    """``lookalike_counts`` in words: "2 test face(s) a re-encoded, resized or re-lit copy of a training face"."""
+    return (" and ".join(f"{n} {name}" for name, n in counts.items())
+            + " face(s) a re-encoded, resized or re-lit copy of a training face")
+
+
 def classes_unscored(splits: pd.DataFrame) -> list[str]:
     """"no Fear face in val or test (2 in all)" for each class val or test lacks: its recall goes unmeasured there,
     and one val lacks does not weigh in the choice of the checkpoint."""
@@ -247,7 +293,15 @@ def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
         parts.append(f"grouped by {index.group_source or 'subject'}: {len(sides)} subjects, {overlap}")
     if copies := training_copies(splits, index.records):
         parts.append(f"{copies_phrase(copies)} (the data's own split)")
+    if alike := lookalike_counts(splits):
+        parts.append(lookalikes_phrase(alike))
     return "; ".join(parts + classes_unscored(splits))
+
+
+def check_sides(table: pd.DataFrame) -> None:
+    for name in SPLITS:
+        if not (table["split"] == name).any():
+            raise AffectkitError(f"The {name} split is empty: the data set has too few valid samples ({len(table)}).")
 
 
 def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, test_fraction: float, seed: int,
@@ -255,7 +309,9 @@ def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, 
     """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it.
     ``rejected``: the data set's quarantined samples, named where the split holds one."""
     if path.is_file():
-        table = pd.read_csv(path, dtype={"id": str, "group": str, "digest": str})
+        table = pd.read_csv(path, dtype={"id": str, "group": str, "digest": str, "looks_like": str})
+        if "looks_like" in table.columns:
+            table["looks_like"] = table["looks_like"].fillna("")
         known = {r.id for r in records}
         unknown = [i for i in table["id"] if i not in known]
         if unknown:
@@ -274,9 +330,7 @@ def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, 
             raise AffectkitError(f"{path}: split values must be train, val or test.")
         return table
     table = make_splits(records, val_fraction, test_fraction, seed, max_samples)
-    for name in SPLITS:
-        if not (table["split"] == name).any():
-            raise AffectkitError(f"The {name} split is empty: the data set has too few valid samples ({len(table)}).")
+    check_sides(table)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return table
