@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -272,6 +273,13 @@ def test_evaluate_on_all_records_counts_those_the_model_was_trained_on(run_dir, 
     copy = shutil.copytree(demo_dir, tmp_path / "copy")
     copied = evaluate_saved(run_dir / "best_CustomCNN.safetensors", copy, "all", None, tmp_path / "out", quiet=True)
     assert copied["n"] == 96 and copied["seen_in_training"] == metrics["seen_in_training"]
+    # The same faces saved again as other files (JPEG at quality 60): other digests, the same pictures.
+    resaved = shutil.copytree(demo_dir, tmp_path / "resaved")
+    for image in (resaved / "images").glob("*.jpg"):
+        assert cv2.imwrite(str(image), cv2.imread(str(image)), [cv2.IMWRITE_JPEG_QUALITY, 60])
+    assert (resaved / "images" / "0.jpg").read_bytes() != (demo_dir / "images" / "0.jpg").read_bytes()
+    recoded = evaluate_saved(run_dir / "best_CustomCNN.safetensors", resaved, "all", None, tmp_path / "re", quiet=True)
+    assert recoded["n"] == 96 and recoded["seen_in_training"] == metrics["seen_in_training"]
     # A split written before it kept the faces' digests names them by id, which another place does not share.
     old = tmp_path / "old"
     old.mkdir()

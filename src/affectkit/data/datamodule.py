@@ -18,6 +18,7 @@ from affectkit.atomic import atomic_path
 from affectkit.config import IMAGENET_MEAN, IMAGENET_STD, NO_EXPRESSION, NUM_CLASSES, Config
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
+from affectkit.data.likeness import grey_thumbnails
 from affectkit.data.reader import DatasetIndex, Record, read_dataset, reader_options
 from affectkit.data.splits import (
     SPLITS,
@@ -28,6 +29,7 @@ from affectkit.data.splits import (
     lookalikes_phrase,
     make_splits,
     place_lookalikes,
+    thumbnails_beside,
     training_copies,
 )
 from affectkit.progress import reporter, silenced
@@ -127,15 +129,19 @@ def _lookalikes_placed(splits: pd.DataFrame, records: list[Record], images: np.n
                        saved_to: Path | None) -> pd.DataFrame:
     """``splits`` with its ``looks_like`` column (:func:`affectkit.data.splits.place_lookalikes`). Faces move to train
     only in a split ``made_now``, which is saved again with the column (at ``saved_to``, where it is saved): a split
-    read from a file may have trained models already, so it keeps its sides and its file."""
+    read from a file may have trained models already, so it keeps its sides and its file. Beside a split saved here go
+    its faces' grey thumbnails (``thumbnails_beside``)."""
     grouped = "group" in splits.columns
     movable = np.array([made_now and not grouped and r.split != side for r, side in zip(records, splits["split"])])
-    table, moved = place_lookalikes(splits, records, images, movable)
+    grey = grey_thumbnails(images, np.arange(len(records)))
+    table, moved = place_lookalikes(splits, records, grey, movable)
     if moved:
         check_sides(table)
-        reporter().note(f"{moved} val/test face(s), each a re-encoded, resized or re-lit copy of a training face, went "
-                        "to train, as identical copies do.")
+        reporter().note(f"{moved} val/test face(s), each a training face saved again in another format or compression, "
+                        "went to train, as identical copies do.")
     if made_now and saved_to is not None:
+        with atomic_path(thumbnails_beside(saved_to)) as tmp, tmp.open("wb") as file:
+            np.savez(file, id=np.array(splits["id"], dtype=str), grey=grey)
         with atomic_path(saved_to) as tmp:
             table.to_csv(tmp, index=False)
     return table

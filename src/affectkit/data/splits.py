@@ -2,7 +2,7 @@
 ``splits.csv`` and reused by every model of a run. Copies of one image (identical files, as scraped sets and their
 re-uploads hold) are kept on one side of a split affectkit makes, and counted where the data's own split has them on
 two: a test face whose copy trained the model scores memory, not generalisation. So are copies under another encoding
-(re-compressed, resized, re-lit: :mod:`affectkit.data.likeness`), once the faces are decoded (``place_lookalikes``)."""
+(converted, re-compressed: :mod:`affectkit.data.likeness`), once the faces are decoded (``place_lookalikes``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
-from affectkit.data.likeness import lookalikes, thumbnails
+from affectkit.data.likeness import copies_of
 from affectkit.data.reader import DatasetIndex, Record
 from affectkit.data.records import Rejection
 from affectkit.errors import AffectkitError
@@ -142,19 +142,19 @@ def copies_phrase(copies: dict[str, int]) -> str:
     return " and ".join(f"{n} {name}" for name, n in copies.items()) + " face(s) identical to a training face"
 
 
-def place_lookalikes(splits: pd.DataFrame, records: list[Record], images: np.ndarray,
+def place_lookalikes(splits: pd.DataFrame, records: list[Record], grey: np.ndarray,
                      movable: np.ndarray) -> tuple[pd.DataFrame, int]:
     """``splits`` with a ``looks_like`` column: for each val or test face that is a copy of a training face under
     another encoding (not the same pixels, which ``training_copies`` counts), that training face's id; and how many
     such faces were moved to train instead, those at ``movable`` positions (the sides this split chose, in data
-    without subjects to keep apart), as copies of one image go to one side. ``records`` and ``images`` (the decoded
-    faces) are in the order of the rows of ``splits``."""
+    without subjects to keep apart), as copies of one image go to one side. ``records`` and ``grey`` (the faces' grey
+    thumbnails, :func:`affectkit.data.likeness.grey_thumbnails`) are in the order of the rows of ``splits``."""
     table = splits.copy()
     side = table["split"].to_numpy(dtype=object)
     train = np.flatnonzero(side == "train")
     trained = {records[i].pixels_key for i in train}
     held = np.array([i for i in np.flatnonzero(side != "train") if records[i].pixels_key not in trained], dtype=int)
-    alike = lookalikes(thumbnails(images, held), thumbnails(images, train))
+    alike = copies_of(grey[held], grey[train])
     looks_like = np.full(len(table), "", dtype=object)
     moved = 0
     for position, match in zip(held, alike):
@@ -181,9 +181,9 @@ def lookalike_counts(splits: pd.DataFrame) -> dict[str, int]:
 
 
 def lookalikes_phrase(counts: dict[str, int]) -> str:
-    """``lookalike_counts`` in words: "2 test face(s) a re-encoded, resized or re-lit copy of a training face"."""
+    """``lookalike_counts`` in words: "2 test face(s) a training face saved again in another format or compression"."""
     return (" and ".join(f"{n} {name}" for name, n in counts.items())
-            + " face(s) a re-encoded, resized or re-lit copy of a training face")
+            + " face(s) a training face saved again in another format or compression")
 
 
 def classes_unscored(splits: pd.DataFrame) -> list[str]:
@@ -296,6 +296,12 @@ def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
     if alike := lookalike_counts(splits):
         parts.append(lookalikes_phrase(alike))
     return "; ".join(parts + classes_unscored(splits))
+
+
+def thumbnails_beside(splits_path: Path) -> Path:
+    """Where the grey thumbnails of a split's faces are kept (arrays ``id`` and ``grey``), so that the faces a model
+    was fit on are known under another encoding too: ``splits_thumbnails.npz``."""
+    return splits_path.with_name(f"{splits_path.stem}_thumbnails.npz")
 
 
 def check_sides(table: pd.DataFrame) -> None:

@@ -16,7 +16,9 @@ from affectkit.config import CLASS_NAMES, NO_EXPRESSION, Config
 from affectkit.data.analysis import analyze, dataset_summary
 from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.face_tables import attribute_file_stem, check_grouping, face_attributes
+from affectkit.data.likeness import copies_of, grey_thumbnails
 from affectkit.data.reader import read_dataset, reader_options
+from affectkit.data.splits import thumbnails_beside
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
 from affectkit.evaluation.calibration import calibrate
@@ -660,11 +662,25 @@ def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits:
         sizes = read_metadata(model_path)["training_data"].get("split_sizes") or {}
         return min(len(data.records), sizes.get("train", 0) + sizes.get("val", 0)) if sizes else len(data.records)
     table = pd.read_csv(splits, dtype=str, keep_default_na=False)
-    fit = table[table["split"].isin(("train", "val"))]
+    fitted = table["split"].isin(("train", "val")).to_numpy()
+    fit = table[fitted]
     ids = set(fit["id"]) if same_source else set()
     # Splits written before the digest column was kept are read by id alone.
     digests = set(fit["digest"]) - {""} if "digest" in fit else set()
-    return sum(record.id in ids or record.digest in digests for record in data.records)
+    seen = np.array([record.id in ids or record.digest in digests for record in data.records], dtype=bool)
+    return int(seen.sum()) + _seen_under_another_encoding(thumbnails_beside(splits), set(fit["id"]), data, ~seen)
+
+
+def _seen_under_another_encoding(thumbnails_file: Path, fit: set[str], data: PreparedData, unseen: np.ndarray) -> int:
+    """How many of ``data``'s faces at ``unseen`` are copies under another encoding of a face the model was fit on
+    (ids ``fit``, whose grey thumbnails ``thumbnails_file`` holds); 0 where the split has no such file (saved before
+    faces were compared) or ``data`` no pixels."""
+    if not thumbnails_file.is_file() or not data.images.size or not unseen.any():
+        return 0
+    with np.load(thumbnails_file, allow_pickle=False) as kept:
+        grey = kept["grey"][np.isin(kept["id"], list(fit))]
+    alike = copies_of(grey_thumbnails(data.images, np.flatnonzero(unseen)), grey)
+    return int((alike >= 0).sum())
 
 
 def evaluate_saved(model_path: Path, data: Path, split: str, splits: Path | None, out: Path | None,
