@@ -274,3 +274,21 @@ def test_copies_under_another_encoding_go_to_train_in_a_split_made_here_and_a_sa
     assert kept["split"].tolist() == before["split"].tolist()
     assert (kept["looks_like"] != "").sum() == apart(before)
     assert (tmp_path / "old" / "splits.csv").read_text() == text and not list((tmp_path / "old").glob("*.npz"))
+
+
+def test_thumbnails_that_cannot_be_read_are_named_with_the_way_out(tmp_path):
+    from affectkit.data.splits import read_thumbnails, save_splits, thumbnails_beside
+
+    table = make_splits(_records([5, 5]), 0.2, 0.2, seed=0)
+    grey = np.arange(10 * 1024).reshape(10, 1024).astype(np.uint8)
+    save_splits(table, tmp_path / "splits.csv", grey)
+    ids, kept = read_thumbnails(thumbnails_beside(tmp_path / "splits.csv"))
+    assert ids.tolist() == table["id"].tolist() and (kept == grey).all()
+    broken = tmp_path / "splits_thumbnails.npz"
+    broken.write_bytes(broken.read_bytes()[:100])  # cut short, as by a full disk
+    with pytest.raises(AffectkitError, match=r"splits_thumbnails\.npz cannot be read as the faces' thumbnails .*delete "
+                                             "it to know the faces by their files alone"):
+        read_thumbnails(broken)
+    np.savez(broken, id=np.array(["a", "b"]), grey=np.zeros((2, 256), dtype=np.uint8))
+    with pytest.raises(AffectkitError, match=r"holds uint8 thumbnails of shape \(2, 256\), not one row of 32x32"):
+        read_thumbnails(broken)

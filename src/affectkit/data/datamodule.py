@@ -14,7 +14,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
-from affectkit.atomic import atomic_path
 from affectkit.config import IMAGENET_MEAN, IMAGENET_STD, NO_EXPRESSION, NUM_CLASSES, Config
 from affectkit.data.augment import TrainAugmenter
 from affectkit.data.cache import build_cache, default_cache_dir, landmarks_in_cache, open_cache
@@ -29,7 +28,7 @@ from affectkit.data.splits import (
     lookalikes_phrase,
     make_splits,
     place_lookalikes,
-    thumbnails_beside,
+    save_splits,
     training_copies,
 )
 from affectkit.progress import reporter, silenced
@@ -91,8 +90,9 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
             splits = pd.DataFrame({"id": [r.id for r in index.records], "split": "test",
                                    "expression": [r.expression for r in index.records]})
         elif splits_path is not None:
+            # With pixels, a split made here is saved once its copies saved again are placed (_lookalikes_placed).
             splits = load_or_make_splits(splits_path, index.records, config.validation_split, config.test_split,
-                                         config.seed, config.max_samples, rejected=index.rejected)
+                                         config.seed, config.max_samples, rejected=index.rejected, save=not pixels)
         else:
             splits = make_splits(index.records, config.validation_split, config.test_split, config.seed,
                                  config.max_samples)
@@ -128,9 +128,8 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
 def _lookalikes_placed(splits: pd.DataFrame, records: list[Record], images: np.ndarray, made_now: bool,
                        saved_to: Path | None) -> pd.DataFrame:
     """``splits`` with its ``looks_like`` column (:func:`affectkit.data.splits.place_lookalikes`). Faces move to train
-    only in a split ``made_now``, which is saved again with the column (at ``saved_to``, where it is saved): a split
-    read from a file may have trained models already, so it keeps its sides and its file. Beside a split saved here go
-    its faces' grey thumbnails (``thumbnails_beside``)."""
+    only in a split ``made_now``, which is then saved with the column and its faces' grey thumbnails (at ``saved_to``,
+    where it is saved): a split read from a file may have trained models already, so it keeps its sides and file."""
     grouped = "group" in splits.columns
     movable = np.array([made_now and not grouped and r.split != side for r, side in zip(records, splits["split"])])
     grey = grey_thumbnails(images, np.arange(len(records)))
@@ -140,10 +139,7 @@ def _lookalikes_placed(splits: pd.DataFrame, records: list[Record], images: np.n
         reporter().note(f"{moved} val/test face(s), each a training face saved again in another format or compression, "
                         "went to train, as identical copies do.")
     if made_now and saved_to is not None:
-        with atomic_path(thumbnails_beside(saved_to)) as tmp, tmp.open("wb") as file:
-            np.savez(file, id=np.array(splits["id"], dtype=str), grey=grey)
-        with atomic_path(saved_to) as tmp:
-            table.to_csv(tmp, index=False)
+        save_splits(table, saved_to, grey)
     return table
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
+from affectkit.atomic import atomic_path
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
-from affectkit.data.likeness import copies_of
+from affectkit.data.likeness import THUMBNAIL_SIZE, copies_of
 from affectkit.data.reader import DatasetIndex, Record
 from affectkit.data.records import Rejection
-from affectkit.errors import AffectkitError
+from affectkit.errors import AffectkitError, one_line
 
 SPLITS = ("train", "val", "test")
 
@@ -311,9 +313,11 @@ def check_sides(table: pd.DataFrame) -> None:
 
 
 def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, test_fraction: float, seed: int,
-                        max_samples: int | None = None, rejected: Sequence[Rejection] = ()) -> pd.DataFrame:
-    """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it.
-    ``rejected``: the data set's quarantined samples, named where the split holds one."""
+                        max_samples: int | None = None, rejected: Sequence[Rejection] = (),
+                        save: bool = True) -> pd.DataFrame:
+    """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it (and,
+    unless not to ``save`` it, where the caller saves it once complete, write it there). ``rejected``: the data set's
+    quarantined samples, named where the split holds one."""
     if path.is_file():
         table = pd.read_csv(path, dtype={"id": str, "group": str, "digest": str, "looks_like": str})
         if "looks_like" in table.columns:
@@ -337,6 +341,33 @@ def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, 
         return table
     table = make_splits(records, val_fraction, test_fraction, seed, max_samples)
     check_sides(table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    if save:
+        save_splits(table, path)
     return table
+
+
+def save_splits(table: pd.DataFrame, path: Path, grey: np.ndarray | None = None) -> None:
+    """``table`` written to ``path`` whole or not at all, and the faces' ``grey`` thumbnails (where given) to
+    ``thumbnails_beside(path)`` before it: a run stopped between the two leaves no splits.csv, and the next makes the
+    same split again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if grey is not None:
+        with atomic_path(thumbnails_beside(path)) as tmp, tmp.open("wb") as file:
+            np.savez(file, id=np.array(table["id"], dtype=str), grey=grey)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def read_thumbnails(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and grey thumbnails ``save_splits`` kept at ``path``, checked."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            ids, grey = kept["id"], kept["grey"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise AffectkitError(f"{path} cannot be read as the faces' thumbnails ({one_line(exc)}): restore it, or delete "
+                             "it to know the faces by their files alone.") from None
+    if grey.dtype != np.uint8 or grey.shape != (len(ids), THUMBNAIL_SIZE * THUMBNAIL_SIZE):
+        raise AffectkitError(f"{path} holds {grey.dtype} thumbnails of shape {grey.shape}, not one row of "
+                             f"{THUMBNAIL_SIZE}x{THUMBNAIL_SIZE} uint8 grey levels for each of its {len(ids)} faces: "
+                             "restore it, or delete it to know the faces by their files alone.")
+    return ids, grey

@@ -18,7 +18,7 @@ from affectkit.data.datamodule import PreparedData, prepare_data
 from affectkit.data.face_tables import attribute_file_stem, check_grouping, face_attributes
 from affectkit.data.likeness import copies_of, grey_thumbnails
 from affectkit.data.reader import read_dataset, reader_options
-from affectkit.data.splits import thumbnails_beside
+from affectkit.data.splits import read_thumbnails, thumbnails_beside
 from affectkit.errors import AffectkitError
 from affectkit.evaluation import ensemble
 from affectkit.evaluation.calibration import calibrate
@@ -677,9 +677,8 @@ def _seen_under_another_encoding(thumbnails_file: Path, fit: set[str], data: Pre
     faces were compared) or ``data`` no pixels."""
     if not thumbnails_file.is_file() or not data.images.size or not unseen.any():
         return 0
-    with np.load(thumbnails_file, allow_pickle=False) as kept:
-        grey = kept["grey"][np.isin(kept["id"], list(fit))]
-    alike = copies_of(grey_thumbnails(data.images, np.flatnonzero(unseen)), grey)
+    ids, grey = read_thumbnails(thumbnails_file)
+    alike = copies_of(grey_thumbnails(data.images, np.flatnonzero(unseen)), grey[np.isin(ids, list(fit))])
     return int((alike >= 0).sum())
 
 
