@@ -213,6 +213,7 @@ def test_copies_under_another_encoding_across_the_datas_own_split_are_named_and_
 
     from rich.console import Console
 
+    from affectkit.data.analysis import dataset_summary
     from affectkit.data.datamodule import prepare_data
     from affectkit.data.splits import split_description
     from affectkit.progress import Reporter, reporting
@@ -223,19 +224,31 @@ def test_copies_under_another_encoding_across_the_datas_own_split_are_named_and_
     _write_faces(tmp_path / "data" / "test", faces[40:], [f"{classes[i % 2]}/te{i}.png" for i in range(20)])
     _write_faces(tmp_path / "data" / "test", [_copies(faces[i])[0] for i in (0, 1, 2)],
                  [f"{classes[i % 2]}/copy{i}.jpg" for i in (0, 1, 2)])
+    _write_faces(tmp_path / "data" / "train", [_copies(faces[5])[1]], ["happy/again5.jpg"])  # tr5 is sad
     notes = io.StringIO()
     with reporting(Reporter(Console(file=notes, width=1000), progress=False)):
         prepared = prepare_data(tmp_path / "data", Config(img_size=32, seed=0), splits_path=tmp_path / "splits.csv")
     table = prepared.splits.set_index("id")
     copies = [i for i in table.index if "copy" in i]
     assert len(copies) == 3 and (table.loc[copies, "split"] == "test").all()
-    assert sorted(table.loc[copies, "looks_like"]) == sorted(i for i in table.index if i.split("/")[-1] in
-                                                             ("tr0.png", "tr1.png", "tr2.png"))
+    twins = {copy: f"train/{classes[int(copy[-5]) % 2]}/tr{copy[-5]}.png" for copy in copies}
+    named = {copy: twin for copy, twin in twins.items() if table.loc[twin, "split"] == "train"}  # not carved to val
+    assert len(named) >= 2 and table.loc[copies, "looks_like"].to_dict() == {c: named.get(c, "") for c in copies}
     assert (table.drop(copies)["looks_like"] == "").all()
-    assert "3 test face(s) a training face saved again in another format or compression" in split_description(
-        prepared.splits, prepared.index)
-    assert "Warning: 3 test face(s) a training face saved again in another format or compression: their scores " \
-           "measure memory" in notes.getvalue()
+    # Within the set: each copy saved again names the face it copies, and the one labelled otherwise is counted.
+    saved = table[table["copy_of"] != ""]
+    assert len(saved) == 4 and {frozenset((i, twin)) for i, twin in saved["copy_of"].items()} == {
+        frozenset(pair) for pair in zip(sorted(copies + [i for i in table.index if "again5" in i]),
+                                        sorted(i for i in table.index if i.split("/")[-1] in
+                                               ("tr0.png", "tr1.png", "tr2.png", "tr5.png")))}
+    summary = dataset_summary(prepared.index, prepared.splits)
+    assert (summary["saved_again_copies"], summary["saved_again_copies_labelled_otherwise"]) == (4, 1)
+    assert "4 face(s) another face saved again in another format or compression, 1 of them labelled otherwise" \
+           in notes.getvalue()
+    assert f"{len(named)} test face(s) a training face saved again in another format or compression" in \
+           split_description(prepared.splits, prepared.index)
+    assert f"Warning: {len(named)} test face(s) a training face saved again in another format or compression: " \
+           "their scores measure memory" in notes.getvalue()
     saved = pd.read_csv(tmp_path / "splits.csv", dtype=str, keep_default_na=False)
     assert saved["looks_like"].tolist() == prepared.splits["looks_like"].tolist()
 
@@ -259,7 +272,7 @@ def test_copies_under_another_encoding_go_to_train_in_a_split_made_here_and_a_sa
 
     assert apart(before) > 0  # the split alone puts some twins apart
     made = prepare_data(tmp_path / "data", config, splits_path=tmp_path / "made" / "splits.csv").splits
-    assert apart(made) == 0 and (made["looks_like"] == "").all()
+    assert apart(made) == 0 and (made["looks_like"] == "").all() and (made["copy_of"] != "").sum() == 30
     with np.load(tmp_path / "made" / "splits_thumbnails.npz") as kept:  # the faces' thumbnails, by id, beside it
         assert kept["id"].tolist() == made["id"].tolist() and kept["grey"].shape == (110, 1024)
     moved = (made["split"] != before["split"]).to_numpy()

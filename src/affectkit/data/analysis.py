@@ -25,7 +25,7 @@ from affectkit.data.face_tables import (  # noqa: E402
     read_attributes,
 )
 from affectkit.data.reader import DatasetIndex, read_dataset, reader_options  # noqa: E402
-from affectkit.data.splits import SPLITS, split_description  # noqa: E402
+from affectkit.data.splits import SPLITS, saved_again, split_description  # noqa: E402
 from affectkit.data.synthetic import is_synthetic_data  # noqa: E402
 from affectkit.runs import RunFolder  # noqa: E402
 
@@ -108,6 +108,8 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         summary["split_sizes"] = {s: int(counts.get(s, 0)) for s in SPLITS}
         classed = splits.loc[splits["expression"] != NO_EXPRESSION, "split"].value_counts()
         summary["classed_split_sizes"] = {s: int(classed.get(s, 0)) for s in SPLITS}  # faces with a class
+        if (copies := saved_again(splits, index.records)) is not None:  # faces another face saved again (their pixels compared)
+            summary["saved_again_copies"], summary["saved_again_copies_labelled_otherwise"] = copies
     return summary
 
 

@@ -29,6 +29,8 @@ from affectkit.data.splits import (
     make_splits,
     place_lookalikes,
     save_splits,
+    saved_again,
+    saved_again_phrase,
     training_copies,
 )
 from affectkit.progress import reporter, silenced
@@ -113,6 +115,8 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
                             "not generalisation.")
         if not use_all and (alike := lookalike_counts(splits)):
             reporter().note(f"Warning: {lookalikes_phrase(alike)}: their scores measure memory, not generalisation.")
+        if not use_all and (copies := saved_again(splits, records)) and copies[0]:
+            reporter().note(f"{saved_again_phrase(copies)} (their pixels compared).")
         return PreparedData(
             index=index,
             splits=splits,

@@ -9,6 +9,8 @@ another picture (bench/results/lookalikes.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 
@@ -59,20 +61,41 @@ def residual(grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
     return _left_after_fit(*_standardised(grey_a), *_standardised(grey_b))
 
 
-def copies_of(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """For each query's grey thumbnail, the position of a reference it is a copy of, or -1."""
-    found = np.full(len(queries), -1, dtype=np.int64)
-    query_coarse, reference_coarse = coarse(queries), coarse(references)
+def _copy_pairs(queries: np.ndarray, references: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of (query position, reference position) pairs of copies; with no ``references``, the pairs (i, j),
+    i < j, of copies among the ``queries`` themselves."""
+    within = references is None
+    references = queries if within else references
+    query_coarse = coarse(queries)
+    reference_coarse = query_coarse if within else coarse(references)
     for q in range(0, len(queries), _QUERY_CHUNK):
         query_fine, query_spread = _standardised(queries[q:q + _QUERY_CHUNK])
-        for r in range(0, len(references), _REFERENCE_CHUNK):
+        for r in range(q if within else 0, len(references), _REFERENCE_CHUNK):
             similarity = query_coarse[q:q + _QUERY_CHUNK] @ reference_coarse[r:r + _REFERENCE_CHUNK].T
             pairs_q, pairs_r = np.nonzero(similarity >= CANDIDATE_CORRELATION)
+            if within:
+                later = pairs_r + r > pairs_q + q
+                pairs_q, pairs_r = pairs_q[later], pairs_r[later]
             for p in range(0, len(pairs_q), _PAIR_CHUNK):
                 qs, rs = pairs_q[p:p + _PAIR_CHUNK], pairs_r[p:p + _PAIR_CHUNK] + r
                 rows, at = np.unique(rs, return_inverse=True)
                 reference_fine, reference_spread = _standardised(references[rows])
                 left = _left_after_fit(query_fine[qs], query_spread[qs], reference_fine[at], reference_spread[at])
-                copy = (left <= COPY_RESIDUAL) & (found[q + qs] < 0)
-                found[q + qs[copy]] = rs[copy]  # a query with two copies among these pairs keeps the last: any will do
+                copy = left <= COPY_RESIDUAL
+                yield q + qs[copy], rs[copy]
+
+
+def copies_of(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """For each query's grey thumbnail, the position of a reference it is a copy of, or -1."""
+    found = np.full(len(queries), -1, dtype=np.int64)
+    for qs, rs in _copy_pairs(queries, references):
+        found[qs] = rs  # a query with two copies keeps the last found: any will do
     return found
+
+
+def copy_pairs(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i, j), i < j, of faces among these grey thumbnails that are copies of each other."""
+    blocks = list(_copy_pairs(grey))
+    if not blocks:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])

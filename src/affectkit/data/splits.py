@@ -18,7 +18,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from affectkit.atomic import atomic_path
 from affectkit.config import CLASS_NAMES, NO_EXPRESSION
-from affectkit.data.likeness import THUMBNAIL_SIZE, copies_of
+from affectkit.data.likeness import THUMBNAIL_SIZE, copy_pairs
 from affectkit.data.reader import DatasetIndex, Record
 from affectkit.data.records import Rejection
 from affectkit.errors import AffectkitError, one_line
@@ -146,30 +146,58 @@ def copies_phrase(copies: dict[str, int]) -> str:
 
 def place_lookalikes(splits: pd.DataFrame, records: list[Record], grey: np.ndarray,
                      movable: np.ndarray) -> tuple[pd.DataFrame, int]:
-    """``splits`` with a ``looks_like`` column: for each val or test face that is a copy of a training face under
-    another encoding (not the same pixels, which ``training_copies`` counts), that training face's id; and how many
-    such faces were moved to train instead, those at ``movable`` positions (the sides this split chose, in data
-    without subjects to keep apart), as copies of one image go to one side. ``records`` and ``grey`` (the faces' grey
-    thumbnails, :func:`affectkit.data.likeness.grey_thumbnails`) are in the order of the rows of ``splits``."""
+    """``splits`` with two columns on faces saved again (another file of one picture; the same pixels are counted
+    by ``training_copies`` and the layout line): ``copy_of``, for each face that is an earlier face saved again, that
+    face's id; ``looks_like``, for each val or test face that is a training face saved again, that training face's
+    id. Such a val or test face at one of the ``movable`` positions (the sides this split chose, in data without
+    subjects to keep apart) goes to train instead, as copies of one image go to one side; returns the table and how
+    many went. ``records`` and ``grey`` (the faces' grey thumbnails,
+    :func:`affectkit.data.likeness.grey_thumbnails`) are in the order of the rows of ``splits``."""
     table = splits.copy()
     side = table["split"].to_numpy(dtype=object)
-    train = np.flatnonzero(side == "train")
-    trained = {records[i].pixels_key for i in train}
-    held = np.array([i for i in np.flatnonzero(side != "train") if records[i].pixels_key not in trained], dtype=int)
-    alike = copies_of(grey[held], grey[train])
+    keys = [r.pixels_key for r in records]
+    first_at: dict[str, int] = {}
+    for position, key in enumerate(keys):
+        first_at.setdefault(key, position)
+    pairs = [(i, j) for i, j in zip(*(part.tolist() for part in copy_pairs(grey))) if keys[i] != keys[j]]
+    copy_of = np.full(len(table), "", dtype=object)
+    for i, j in sorted(pairs):
+        if not copy_of[j] and first_at[keys[j]] == j:  # a face with the pixels of an earlier one is counted as such
+            copy_of[j] = records[i].id
+    trained = {keys[i] for i in np.flatnonzero(side == "train")}
+    twins: dict[int, int] = {}
+    for i, j in pairs:
+        for held, twin in ((i, j), (j, i)):
+            if side[held] != "train" and side[twin] == "train" and keys[held] not in trained:
+                twins.setdefault(held, twin)
     looks_like = np.full(len(table), "", dtype=object)
-    moved = 0
-    for position, match in zip(held, alike):
-        if match < 0:
-            continue
-        if movable[position]:
-            side[position] = "train"
-            moved += 1
+    for held, twin in twins.items():
+        if movable[held]:
+            side[held] = "train"
         else:
-            looks_like[position] = records[train[match]].id
+            looks_like[held] = records[twin].id
     table["split"] = side
     table["looks_like"] = looks_like
-    return table, moved
+    table["copy_of"] = copy_of
+    return table, int(sum(movable[held] for held in twins))
+
+
+def saved_again_phrase(copies: tuple[int, int]) -> str:
+    """``saved_again`` in words: "5 face(s) another face saved again in another format or compression, 2 of them
+    labelled otherwise"."""
+    phrase = f"{copies[0]} face(s) another face saved again in another format or compression"
+    return phrase + (f", {copies[1]} of them labelled otherwise" if copies[1] else "")
+
+
+def saved_again(splits: pd.DataFrame, records: list[Record]) -> tuple[int, int] | None:
+    """How many faces of ``splits`` are an earlier face saved again (``place_lookalikes``' ``copy_of``), and how
+    many of those carry another expression than it in ``records`` (the annotators disagreed with themselves); None
+    where the faces were not compared."""
+    if "copy_of" not in splits.columns:
+        return None
+    expression = {r.id: r.expression for r in records}
+    copies = splits.loc[splits["copy_of"] != "", ["id", "copy_of"]]
+    return len(copies), int(sum(expression[a] != expression[b] for a, b in zip(copies["id"], copies["copy_of"])))
 
 
 def lookalike_counts(splits: pd.DataFrame) -> dict[str, int]:
@@ -319,9 +347,9 @@ def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, 
     unless not to ``save`` it, where the caller saves it once complete, write it there). ``rejected``: the data set's
     quarantined samples, named where the split holds one."""
     if path.is_file():
-        table = pd.read_csv(path, dtype={"id": str, "group": str, "digest": str, "looks_like": str})
-        if "looks_like" in table.columns:
-            table["looks_like"] = table["looks_like"].fillna("")
+        table = pd.read_csv(path, dtype={"id": str, "group": str, "digest": str, "looks_like": str, "copy_of": str})
+        for column in {"looks_like", "copy_of"} & set(table.columns):
+            table[column] = table[column].fillna("")
         known = {r.id for r in records}
         unknown = [i for i in table["id"] if i not in known]
         if unknown:
