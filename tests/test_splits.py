@@ -205,7 +205,7 @@ def _write_faces(folder, faces, names) -> None:
         assert cv2.imwrite(str(path), face[..., ::-1])
 
 
-def test_copies_under_another_encoding_across_the_datas_own_split_are_named_and_said(tmp_path):
+def test_copies_saved_again_across_the_datas_own_split_are_named_and_said(tmp_path):
     """A test face that is a training face saved again as JPEG is not the same file, so its digest differs: its
     decoded pixels find it, its training twin is named in splits.csv's looks_like, and the split line and a warning
     say how many; the data's own sides stay."""
@@ -253,7 +253,7 @@ def test_copies_under_another_encoding_across_the_datas_own_split_are_named_and_
     assert saved["looks_like"].tolist() == prepared.splits["looks_like"].tolist()
 
 
-def test_copies_under_another_encoding_go_to_train_in_a_split_made_here_and_a_saved_split_keeps_its_sides(tmp_path):
+def test_copies_saved_again_go_to_train_in_a_split_made_here_and_a_saved_split_keeps_its_sides(tmp_path):
     from affectkit.data.datamodule import prepare_data
     from affectkit.data.splits import make_splits
 

@@ -108,7 +108,7 @@ def dataset_summary(index: DatasetIndex, splits: pd.DataFrame | None = None) -> 
         summary["split_sizes"] = {s: int(counts.get(s, 0)) for s in SPLITS}
         classed = splits.loc[splits["expression"] != NO_EXPRESSION, "split"].value_counts()
         summary["classed_split_sizes"] = {s: int(classed.get(s, 0)) for s in SPLITS}  # faces with a class
-        if (copies := saved_again(splits, index.records)) is not None:  # faces another face saved again (their pixels compared)
+        if (copies := saved_again(splits, index.records)) is not None:  # the faces' pixels were compared
             summary["saved_again_copies"], summary["saved_again_copies_labelled_otherwise"] = copies
     return summary
 

@@ -23,11 +23,11 @@ from affectkit.data.splits import (
     SPLITS,
     check_sides,
     copies_phrase,
+    held_out_saved_again,
+    held_out_saved_again_phrase,
     load_or_make_splits,
-    lookalike_counts,
-    lookalikes_phrase,
     make_splits,
-    place_lookalikes,
+    place_saved_again,
     save_splits,
     saved_again,
     saved_again_phrase,
@@ -92,7 +92,7 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
             splits = pd.DataFrame({"id": [r.id for r in index.records], "split": "test",
                                    "expression": [r.expression for r in index.records]})
         elif splits_path is not None:
-            # With pixels, a split made here is saved once its copies saved again are placed (_lookalikes_placed).
+            # With pixels, a split made here is saved once its copies saved again are placed (_saved_again_placed).
             splits = load_or_make_splits(splits_path, index.records, config.validation_split, config.test_split,
                                          config.seed, config.max_samples, rejected=index.rejected, save=not pixels)
         else:
@@ -106,15 +106,16 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
             images = open_cache(cache_dir, in_memory=not config.streaming_mode).images
             landmarks = np.stack([landmarks_in_cache(r, config.img_size) for r in records]).astype(np.float32)
             if not use_all and "looks_like" not in splits.columns:
-                splits = _lookalikes_placed(splits, records, images, made_now=fresh, saved_to=splits_path)
+                splits = _saved_again_placed(splits, records, images, made_now=fresh, saved_to=splits_path)
         else:
             images = np.zeros((len(records), 0, 0, 3), dtype=np.uint8)
             landmarks = np.zeros((len(records), 0, 2), dtype=np.float32)
         if not use_all and (copies := training_copies(splits, index.records)):
             reporter().note(f"Warning: {copies_phrase(copies)} in the data's own split: their scores measure memory, "
                             "not generalisation.")
-        if not use_all and (alike := lookalike_counts(splits)):
-            reporter().note(f"Warning: {lookalikes_phrase(alike)}: their scores measure memory, not generalisation.")
+        if not use_all and (alike := held_out_saved_again(splits)):
+            reporter().note(f"Warning: {held_out_saved_again_phrase(alike)}: their scores measure memory, not "
+                            "generalisation.")
         if not use_all and (copies := saved_again(splits, records)) and copies[0]:
             reporter().note(f"{saved_again_phrase(copies)} (their pixels compared).")
         return PreparedData(
@@ -129,15 +130,16 @@ def prepare_data(data: str | Path, config: Config, splits_path: Path | None = No
         )
 
 
-def _lookalikes_placed(splits: pd.DataFrame, records: list[Record], images: np.ndarray, made_now: bool,
+def _saved_again_placed(splits: pd.DataFrame, records: list[Record], images: np.ndarray, made_now: bool,
                        saved_to: Path | None) -> pd.DataFrame:
-    """``splits`` with its ``looks_like`` column (:func:`affectkit.data.splits.place_lookalikes`). Faces move to train
-    only in a split ``made_now``, which is then saved with the column and its faces' grey thumbnails (at ``saved_to``,
-    where it is saved): a split read from a file may have trained models already, so it keeps its sides and file."""
+    """``splits`` with its ``looks_like`` and ``copy_of`` columns (:func:`affectkit.data.splits.place_saved_again`).
+    Faces move to train only in a split ``made_now``, which is then saved with the columns and its faces' grey
+    thumbnails (at ``saved_to``, where it is saved): a split read from a file may have trained models already, so it
+    keeps its sides and file."""
     grouped = "group" in splits.columns
     movable = np.array([made_now and not grouped and r.split != side for r, side in zip(records, splits["split"])])
     grey = grey_thumbnails(images, np.arange(len(records)))
-    table, moved = place_lookalikes(splits, records, grey, movable)
+    table, moved = place_saved_again(splits, records, grey, movable)
     if moved:
         check_sides(table)
         reporter().note(f"{moved} val/test face(s), each a training face saved again in another format or compression, "

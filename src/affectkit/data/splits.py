@@ -1,8 +1,8 @@
 """Stratified, seeded train/val/test splits (subject-disjoint where records name a subject), saved as
 ``splits.csv`` and reused by every model of a run. Copies of one image (identical files, as scraped sets and their
 re-uploads hold) are kept on one side of a split affectkit makes, and counted where the data's own split has them on
-two: a test face whose copy trained the model scores memory, not generalisation. So are copies under another encoding
-(converted, re-compressed: :mod:`affectkit.data.likeness`), once the faces are decoded (``place_lookalikes``)."""
+two: a test face whose copy trained the model scores memory, not generalisation. So are copies saved again
+(converted, re-compressed: :mod:`affectkit.data.likeness`), once the faces are decoded (``place_saved_again``)."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def copies_phrase(copies: dict[str, int]) -> str:
     return " and ".join(f"{n} {name}" for name, n in copies.items()) + " face(s) identical to a training face"
 
 
-def place_lookalikes(splits: pd.DataFrame, records: list[Record], grey: np.ndarray,
+def place_saved_again(splits: pd.DataFrame, records: list[Record], grey: np.ndarray,
                      movable: np.ndarray) -> tuple[pd.DataFrame, int]:
     """``splits`` with two columns on faces saved again (another file of one picture; the same pixels are counted
     by ``training_copies`` and the layout line): ``copy_of``, for each face that is an earlier face saved again, that
@@ -190,7 +190,7 @@ def saved_again_phrase(copies: tuple[int, int]) -> str:
 
 
 def saved_again(splits: pd.DataFrame, records: list[Record]) -> tuple[int, int] | None:
-    """How many faces of ``splits`` are an earlier face saved again (``place_lookalikes``' ``copy_of``), and how
+    """How many faces of ``splits`` are an earlier face saved again (``place_saved_again``' ``copy_of``), and how
     many of those carry another expression than it in ``records`` (the annotators disagreed with themselves); None
     where the faces were not compared."""
     if "copy_of" not in splits.columns:
@@ -200,9 +200,9 @@ def saved_again(splits: pd.DataFrame, records: list[Record]) -> tuple[int, int] 
     return len(copies), int(sum(expression[a] != expression[b] for a, b in zip(copies["id"], copies["copy_of"])))
 
 
-def lookalike_counts(splits: pd.DataFrame) -> dict[str, int]:
-    """For val and test: how many of their faces ``place_lookalikes`` found to be a training face under another
-    encoding (none where the table has no ``looks_like`` column)."""
+def held_out_saved_again(splits: pd.DataFrame) -> dict[str, int]:
+    """For val and test: how many of their faces ``place_saved_again`` found to be a training face saved again
+    (none where the table has no ``looks_like`` column)."""
     if "looks_like" not in splits.columns:
         return {}
     alike = splits["looks_like"] != ""
@@ -210,8 +210,9 @@ def lookalike_counts(splits: pd.DataFrame) -> dict[str, int]:
     return {name: n for name, n in counts.items() if n}
 
 
-def lookalikes_phrase(counts: dict[str, int]) -> str:
-    """``lookalike_counts`` in words: "2 test face(s) a training face saved again in another format or compression"."""
+def held_out_saved_again_phrase(counts: dict[str, int]) -> str:
+    """``held_out_saved_again`` in words: "2 test face(s) a training face saved again in another format or
+    compression"."""
     return (" and ".join(f"{n} {name}" for name, n in counts.items())
             + " face(s) a training face saved again in another format or compression")
 
@@ -323,14 +324,14 @@ def split_description(splits: pd.DataFrame, index: DatasetIndex) -> str:
         parts.append(f"grouped by {index.group_source or 'subject'}: {len(sides)} subjects, {overlap}")
     if copies := training_copies(splits, index.records):
         parts.append(f"{copies_phrase(copies)} (the data's own split)")
-    if alike := lookalike_counts(splits):
-        parts.append(lookalikes_phrase(alike))
+    if alike := held_out_saved_again(splits):
+        parts.append(held_out_saved_again_phrase(alike))
     return "; ".join(parts + classes_unscored(splits))
 
 
 def thumbnails_beside(splits_path: Path) -> Path:
     """Where the grey thumbnails of a split's faces are kept (arrays ``id`` and ``grey``), so that the faces a model
-    was fit on are known under another encoding too: ``splits_thumbnails.npz``."""
+    was fit on are known saved again too: ``splits_thumbnails.npz``."""
     return splits_path.with_name(f"{splits_path.stem}_thumbnails.npz")
 
 
@@ -343,8 +344,8 @@ def check_sides(table: pd.DataFrame) -> None:
 def load_or_make_splits(path: Path, records: list[Record], val_fraction: float, test_fraction: float, seed: int,
                         max_samples: int | None = None, rejected: Sequence[Rejection] = (),
                         save: bool = True) -> pd.DataFrame:
-    """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it (and,
-    unless not to ``save`` it, where the caller saves it once complete, write it there). ``rejected``: the data set's
+    """Reuse ``path`` when it exists (so every model and every resume sees the same split), else create it and write
+    it there (unless ``save`` is off: then the caller saves it once complete). ``rejected``: the data set's
     quarantined samples, named where the split holds one."""
     if path.is_file():
         table = pd.read_csv(path, dtype={"id": str, "group": str, "digest": str, "looks_like": str, "copy_of": str})

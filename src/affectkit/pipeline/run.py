@@ -662,19 +662,18 @@ def seen_in_training(model_path: Path, data: PreparedData, source: Path, splits:
         sizes = read_metadata(model_path)["training_data"].get("split_sizes") or {}
         return min(len(data.records), sizes.get("train", 0) + sizes.get("val", 0)) if sizes else len(data.records)
     table = pd.read_csv(splits, dtype=str, keep_default_na=False)
-    fitted = table["split"].isin(("train", "val")).to_numpy()
-    fit = table[fitted]
+    fit = table[table["split"].isin(("train", "val"))]
     ids = set(fit["id"]) if same_source else set()
     # Splits written before the digest column was kept are read by id alone.
     digests = set(fit["digest"]) - {""} if "digest" in fit else set()
     seen = np.array([record.id in ids or record.digest in digests for record in data.records], dtype=bool)
-    return int(seen.sum()) + _seen_under_another_encoding(thumbnails_beside(splits), set(fit["id"]), data, ~seen)
+    return int(seen.sum()) + _seen_saved_again(thumbnails_beside(splits), set(fit["id"]), data, ~seen)
 
 
-def _seen_under_another_encoding(thumbnails_file: Path, fit: set[str], data: PreparedData, unseen: np.ndarray) -> int:
-    """How many of ``data``'s faces at ``unseen`` are copies under another encoding of a face the model was fit on
-    (ids ``fit``, whose grey thumbnails ``thumbnails_file`` holds); 0 where the split has no such file (saved before
-    faces were compared) or ``data`` no pixels."""
+def _seen_saved_again(thumbnails_file: Path, fit: set[str], data: PreparedData, unseen: np.ndarray) -> int:
+    """How many of ``data``'s faces at ``unseen`` are a face the model was fit on saved again (ids ``fit``, whose
+    grey thumbnails ``thumbnails_file`` holds); 0 where the split has no such file (saved before faces were compared)
+    or ``data`` no pixels."""
     if not thumbnails_file.is_file() or not data.images.size or not unseen.any():
         return 0
     ids, grey = read_thumbnails(thumbnails_file)
