@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
+from affectkit.progress import reporter
+
 THUMBNAIL_SIZE = 32
 CANDIDATE_CORRELATION = 0.97
 COPY_RESIDUAL = 3.0  # grey levels
@@ -68,7 +70,8 @@ def _copy_pairs(queries: np.ndarray, references: np.ndarray | None = None) -> It
     references = queries if within else references
     query_coarse = coarse(queries)
     reference_coarse = query_coarse if within else coarse(references)
-    for q in range(0, len(queries), _QUERY_CHUNK):
+    starts = range(0, len(queries), _QUERY_CHUNK)
+    for q in reporter().track(starts, total=len(starts), description="Comparing faces for copies"):
         query_fine, query_spread = _standardised(queries[q:q + _QUERY_CHUNK])
         for r in range(q if within else 0, len(references), _REFERENCE_CHUNK):
             similarity = query_coarse[q:q + _QUERY_CHUNK] @ reference_coarse[r:r + _REFERENCE_CHUNK].T
