@@ -130,18 +130,27 @@ def _copies_together(split: np.ndarray, digests: list[str], assigned: np.ndarray
     return out
 
 
+def _held_out_counts(splits: pd.DataFrame, marked: pd.Series) -> dict[str, int]:
+    """For val and test, the number of their faces ``marked`` (a boolean per row of ``splits``), where not 0."""
+    counts = {name: int((marked & (splits["split"] == name)).sum()) for name in ("val", "test")}
+    return {name: n for name, n in counts.items() if n}
+
+
+def _held_out_phrase(counts: dict[str, int], what: str) -> str:
+    """"3 val and 12 test face(s) <what>"."""
+    return " and ".join(f"{n} {name}" for name, n in counts.items()) + f" face(s) {what}"
+
+
 def training_copies(splits: pd.DataFrame, records: list[Record]) -> dict[str, int]:
     """For val and test: how many of their faces are copies (identical pixels) of a training face."""
     pixels = {r.id: r.pixels_key for r in records}
     sides = splits["id"].map(pixels)
-    trained = set(sides[splits["split"] == "train"])
-    counts = {name: int(sides[splits["split"] == name].isin(trained).sum()) for name in ("val", "test")}
-    return {name: n for name, n in counts.items() if n}
+    return _held_out_counts(splits, sides.isin(set(sides[splits["split"] == "train"])))
 
 
 def copies_phrase(copies: dict[str, int]) -> str:
     """``training_copies`` in words: "3 val and 12 test face(s) identical to a training face"."""
-    return " and ".join(f"{n} {name}" for name, n in copies.items()) + " face(s) identical to a training face"
+    return _held_out_phrase(copies, "identical to a training face")
 
 
 def place_saved_again(splits: pd.DataFrame, records: list[Record], grey: np.ndarray,
@@ -205,16 +214,13 @@ def held_out_saved_again(splits: pd.DataFrame) -> dict[str, int]:
     (none where the table has no ``looks_like`` column)."""
     if "looks_like" not in splits.columns:
         return {}
-    alike = splits["looks_like"] != ""
-    counts = {name: int((alike & (splits["split"] == name)).sum()) for name in ("val", "test")}
-    return {name: n for name, n in counts.items() if n}
+    return _held_out_counts(splits, splits["looks_like"] != "")
 
 
 def held_out_saved_again_phrase(counts: dict[str, int]) -> str:
     """``held_out_saved_again`` in words: "2 test face(s) a training face saved again in another format or
     compression"."""
-    return (" and ".join(f"{n} {name}" for name, n in counts.items())
-            + " face(s) a training face saved again in another format or compression")
+    return _held_out_phrase(counts, "a training face saved again in another format or compression")
 
 
 def classes_unscored(splits: pd.DataFrame) -> list[str]:
